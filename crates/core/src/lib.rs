@@ -1,0 +1,1 @@
+//! rookery-core (in progress).

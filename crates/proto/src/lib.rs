@@ -1,0 +1,1 @@
+//! rookery-proto (in progress).

@@ -1,0 +1,1 @@
+//! rookery-sasl (in progress).

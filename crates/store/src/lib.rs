@@ -1,0 +1,1 @@
+//! rookery-store (in progress).

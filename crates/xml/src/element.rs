@@ -1,0 +1,272 @@
+//! The element tree every layer above the parser works with.
+//!
+//! Namespaces are resolved at parse time: an [`Element`] carries its namespace URI, never a
+//! prefix, so code above this crate compares `(name, ns)` pairs and never sees `xmlns`
+//! attributes. Attributes are unprefixed names (plus `xml:lang`, kept under that key).
+//!
+//! Stanza-level elements are always held in the [`CONTENT_NS`] (`jabber:client`), whatever the
+//! stream they came in on: the parser maps `jabber:server` and `jabber:component:accept` to it
+//! and the writer writes it as the stream's default namespace. This lets one stanza travel from
+//! a client stream to a server or component stream without rewriting.
+
+use std::fmt;
+
+/// The canonical namespace of stanzas (`message`, `presence`, `iq`) inside this server.
+pub const CONTENT_NS: &str = "jabber:client";
+
+/// A child of an [`Element`]: another element or character data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    /// A nested element.
+    Element(Element),
+    /// Unescaped character data.
+    Text(String),
+}
+
+/// An XML element with resolved namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    name: String,
+    ns: String,
+    attrs: Vec<(String, String)>,
+    children: Vec<Node>,
+}
+
+impl Element {
+    /// A new empty element `name` in namespace `ns`.
+    pub fn new(name: impl Into<String>, ns: impl Into<String>) -> Self {
+        Element {
+            name: name.into(),
+            ns: ns.into(),
+            attrs: Vec::new(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Builder form of [`Element::set_attr`].
+    #[must_use]
+    pub fn with_attr(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.set_attr(name, value);
+        self
+    }
+
+    /// Builder form of [`Element::push_child`].
+    #[must_use]
+    pub fn with_child(mut self, child: Element) -> Self {
+        self.push_child(child);
+        self
+    }
+
+    /// Builder form of [`Element::push_text`].
+    #[must_use]
+    pub fn with_text(mut self, text: impl Into<String>) -> Self {
+        self.push_text(text);
+        self
+    }
+
+    /// Local name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Namespace URI.
+    pub fn ns(&self) -> &str {
+        &self.ns
+    }
+
+    /// True when this element is `name` in namespace `ns`.
+    pub fn is(&self, name: &str, ns: &str) -> bool {
+        self.name == name && self.ns == ns
+    }
+
+    /// Value of attribute `name`, if present.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All attributes in document order.
+    pub fn attrs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Sets (or replaces) attribute `name`.
+    pub fn set_attr(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let name = name.into();
+        let value = value.into();
+        match self.attrs.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.attrs.push((name, value)),
+        }
+    }
+
+    /// Removes attribute `name`, returning its value.
+    pub fn remove_attr(&mut self, name: &str) -> Option<String> {
+        let pos = self.attrs.iter().position(|(k, _)| k == name)?;
+        Some(self.attrs.remove(pos).1)
+    }
+
+    /// All child nodes.
+    pub fn nodes(&self) -> &[Node] {
+        &self.children
+    }
+
+    /// Child elements, skipping text.
+    pub fn children(&self) -> impl Iterator<Item = &Element> {
+        self.children.iter().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    /// Mutable child elements, skipping text.
+    pub fn children_mut(&mut self) -> impl Iterator<Item = &mut Element> {
+        self.children.iter_mut().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    /// First child element `name` in `ns`.
+    pub fn get_child(&self, name: &str, ns: &str) -> Option<&Element> {
+        self.children().find(|c| c.is(name, ns))
+    }
+
+    /// True when a child element `name` in `ns` exists.
+    pub fn has_child(&self, name: &str, ns: &str) -> bool {
+        self.get_child(name, ns).is_some()
+    }
+
+    /// Removes every child element `name` in `ns`; returns how many were removed.
+    pub fn remove_children(&mut self, name: &str, ns: &str) -> usize {
+        let before = self.children.len();
+        self.children
+            .retain(|n| !matches!(n, Node::Element(e) if e.is(name, ns)));
+        before - self.children.len()
+    }
+
+    /// Appends a child element.
+    pub fn push_child(&mut self, child: Element) {
+        self.children.push(Node::Element(child));
+    }
+
+    /// Appends character data (merged with a preceding text node).
+    pub fn push_text(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        if text.is_empty() {
+            return;
+        }
+        if let Some(Node::Text(prev)) = self.children.last_mut() {
+            prev.push_str(&text);
+        } else {
+            self.children.push(Node::Text(text));
+        }
+    }
+
+    /// Concatenated character data of the direct text children.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for n in &self.children {
+            if let Node::Text(t) = n {
+                out.push_str(t);
+            }
+        }
+        out
+    }
+
+    /// Text of the first child element `name` in `ns`.
+    pub fn child_text(&self, name: &str, ns: &str) -> Option<String> {
+        self.get_child(name, ns).map(Element::text)
+    }
+
+    /// Serializes this element as a stanza on a stream whose default namespace is
+    /// [`CONTENT_NS`] (or its server/component equivalent).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        self.write_to(&mut out, CONTENT_NS);
+        out
+    }
+
+    /// Writes this element into `out`, with `parent_ns` the default namespace in scope.
+    /// An `xmlns` declaration is written only where the namespace changes.
+    pub fn write_to(&self, out: &mut Vec<u8>, parent_ns: &str) {
+        out.push(b'<');
+        out.extend_from_slice(self.name.as_bytes());
+        if self.ns != parent_ns {
+            out.extend_from_slice(b" xmlns=\"");
+            escape_into(out, &self.ns, true);
+            out.push(b'"');
+        }
+        for (k, v) in &self.attrs {
+            out.push(b' ');
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b"=\"");
+            escape_into(out, v, true);
+            out.push(b'"');
+        }
+        if self.children.is_empty() {
+            out.extend_from_slice(b"/>");
+            return;
+        }
+        out.push(b'>');
+        for child in &self.children {
+            match child {
+                Node::Element(e) => e.write_to(out, &self.ns),
+                Node::Text(t) => escape_into(out, t, false),
+            }
+        }
+        out.extend_from_slice(b"</");
+        out.extend_from_slice(self.name.as_bytes());
+        out.push(b'>');
+    }
+}
+
+impl fmt::Display for Element {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.to_bytes()))
+    }
+}
+
+/// Escapes `s` for character data (`attr == false`) or a double-quoted attribute value.
+pub fn escape_into(out: &mut Vec<u8>, s: &str, attr: bool) {
+    let mut last = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let rep: &[u8] = match b {
+            b'<' => b"&lt;",
+            b'>' => b"&gt;",
+            b'&' => b"&amp;",
+            b'"' if attr => b"&quot;",
+            b'\'' if attr => b"&apos;",
+            _ => continue,
+        };
+        out.extend_from_slice(&s.as_bytes()[last..i]);
+        out.extend_from_slice(rep);
+        last = i + 1;
+    }
+    out.extend_from_slice(&s.as_bytes()[last..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_namespaces_only_where_they_change() {
+        let el = Element::new("iq", CONTENT_NS)
+            .with_attr("type", "get")
+            .with_attr("id", "a&b\"")
+            .with_child(Element::new("ping", "urn:xmpp:ping"));
+        assert_eq!(
+            el.to_string(),
+            r#"<iq type="get" id="a&amp;b&quot;"><ping xmlns="urn:xmpp:ping"/></iq>"#
+        );
+    }
+
+    #[test]
+    fn escapes_text() {
+        let el = Element::new("body", CONTENT_NS).with_text("1 < 2 & 3 > 'x'");
+        assert_eq!(el.to_string(), "<body>1 &lt; 2 &amp; 3 &gt; 'x'</body>");
+    }
+}

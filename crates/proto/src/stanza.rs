@@ -1,0 +1,430 @@
+//! The three stanza kinds of RFC 6120 §8, validated once at the boundary.
+//!
+//! A [`Stanza`] keeps its [`Element`] (payloads stay generic XML for modules to interpret) and
+//! adds the parsed addresses and type. Parsing distinguishes "not a stanza" (a negotiation
+//! element, or something the stream must reject) from "a stanza, but malformed", which gets
+//! a stanza error reply built by [`StanzaParseError::reply`].
+
+use rookery_jid::Jid;
+use rookery_xml::{Element, CONTENT_NS};
+
+use crate::error::{StanzaError, StanzaErrorCondition};
+
+/// RFC 6121 §5.2.2 message types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageType {
+    /// Standalone message (also used for unknown or missing types, per RFC 6121 §5.2.2).
+    Normal,
+    /// One-to-one conversation.
+    Chat,
+    /// Multi-user chat.
+    Groupchat,
+    /// Alert or notification: never stored offline.
+    Headline,
+    /// Error reply.
+    Error,
+}
+
+/// RFC 6121 §4.7.1 presence types (`Available` is the absence of a type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PresenceType {
+    /// Available (no type attribute).
+    Available,
+    /// No longer available.
+    Unavailable,
+    /// Subscription request.
+    Subscribe,
+    /// Subscription approved.
+    Subscribed,
+    /// Unsubscribe request.
+    Unsubscribe,
+    /// Subscription denied or cancelled.
+    Unsubscribed,
+    /// Request for current presence (server-generated).
+    Probe,
+    /// Error reply.
+    Error,
+}
+
+/// RFC 6120 §8.2.3 IQ types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IqType {
+    /// Request for information.
+    Get,
+    /// Request to change state.
+    Set,
+    /// Successful response.
+    Result,
+    /// Error response.
+    Error,
+}
+
+/// What a stanza is, with its type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StanzaKind {
+    /// `<message/>`.
+    Message(MessageType),
+    /// `<presence/>`.
+    Presence(PresenceType),
+    /// `<iq/>`.
+    Iq(IqType),
+}
+
+impl StanzaKind {
+    /// True for error stanzas, which must never be answered with an error.
+    pub fn is_error(self) -> bool {
+        matches!(
+            self,
+            StanzaKind::Message(MessageType::Error)
+                | StanzaKind::Presence(PresenceType::Error)
+                | StanzaKind::Iq(IqType::Error)
+        )
+    }
+
+    /// The element name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StanzaKind::Message(_) => "message",
+            StanzaKind::Presence(_) => "presence",
+            StanzaKind::Iq(_) => "iq",
+        }
+    }
+}
+
+/// Why an element could not become a [`Stanza`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StanzaParseError {
+    /// Not `message`, `presence` or `iq` in the content namespace: not for this parser.
+    #[error("not a stanza: <{0}/>")]
+    NotAStanza(String),
+    /// A stanza, but malformed; the error to send back, and the element it is about.
+    #[error("malformed stanza: {error}")]
+    Malformed {
+        /// The stanza error for the sender.
+        error: StanzaError,
+        /// The offending element.
+        element: Box<Element>,
+    },
+}
+
+impl StanzaParseError {
+    /// The error reply for a malformed stanza (none for error stanzas or non-stanzas).
+    pub fn reply(&self) -> Option<Element> {
+        match self {
+            StanzaParseError::NotAStanza(_) => None,
+            StanzaParseError::Malformed { error, element } => {
+                if element.attr("type") == Some("error") {
+                    return None;
+                }
+                Some(error_element(element, error))
+            }
+        }
+    }
+}
+
+/// A validated stanza.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stanza {
+    kind: StanzaKind,
+    from: Option<Jid>,
+    to: Option<Jid>,
+    element: Element,
+}
+
+fn malformed(el: Element, cond: StanzaErrorCondition, text: &str) -> StanzaParseError {
+    StanzaParseError::Malformed {
+        error: StanzaError::new(cond).with_text(text),
+        element: Box::new(el),
+    }
+}
+
+fn parse_addr(el: &Element, attr: &str) -> Result<Option<Jid>, StanzaErrorCondition> {
+    match el.attr(attr) {
+        None => Ok(None),
+        Some(s) => Jid::parse(s)
+            .map(Some)
+            .map_err(|_| StanzaErrorCondition::JidMalformed),
+    }
+}
+
+impl Stanza {
+    /// Validates `element` as a stanza: known kind and type, well-formed addresses, and for
+    /// IQs an `id` and exactly one payload for `get`/`set` (RFC 6120 §8.2.3).
+    pub fn from_element(element: Element) -> Result<Stanza, StanzaParseError> {
+        if element.ns() != CONTENT_NS {
+            return Err(StanzaParseError::NotAStanza(element.name().to_string()));
+        }
+        let ty = element.attr("type");
+        let kind = match element.name() {
+            "message" => StanzaKind::Message(match ty {
+                Some("chat") => MessageType::Chat,
+                Some("groupchat") => MessageType::Groupchat,
+                Some("headline") => MessageType::Headline,
+                Some("error") => MessageType::Error,
+                _ => MessageType::Normal,
+            }),
+            "presence" => StanzaKind::Presence(match ty {
+                None => PresenceType::Available,
+                Some("unavailable") => PresenceType::Unavailable,
+                Some("subscribe") => PresenceType::Subscribe,
+                Some("subscribed") => PresenceType::Subscribed,
+                Some("unsubscribe") => PresenceType::Unsubscribe,
+                Some("unsubscribed") => PresenceType::Unsubscribed,
+                Some("probe") => PresenceType::Probe,
+                Some("error") => PresenceType::Error,
+                Some(_) => {
+                    return Err(malformed(
+                        element,
+                        StanzaErrorCondition::BadRequest,
+                        "unknown presence type",
+                    ))
+                }
+            }),
+            "iq" => {
+                let t = match ty {
+                    Some("get") => IqType::Get,
+                    Some("set") => IqType::Set,
+                    Some("result") => IqType::Result,
+                    Some("error") => IqType::Error,
+                    _ => {
+                        return Err(malformed(
+                            element,
+                            StanzaErrorCondition::BadRequest,
+                            "missing or unknown iq type",
+                        ))
+                    }
+                };
+                if element.attr("id").is_none() {
+                    return Err(malformed(
+                        element,
+                        StanzaErrorCondition::BadRequest,
+                        "iq without id",
+                    ));
+                }
+                if matches!(t, IqType::Get | IqType::Set) && element.children().count() != 1 {
+                    return Err(malformed(
+                        element,
+                        StanzaErrorCondition::BadRequest,
+                        "iq get/set must have exactly one child",
+                    ));
+                }
+                StanzaKind::Iq(t)
+            }
+            other => return Err(StanzaParseError::NotAStanza(other.to_string())),
+        };
+        let to = match parse_addr(&element, "to") {
+            Ok(j) => j,
+            Err(c) => return Err(malformed(element, c, "malformed 'to' address")),
+        };
+        let from = match parse_addr(&element, "from") {
+            Ok(j) => j,
+            Err(c) => return Err(malformed(element, c, "malformed 'from' address")),
+        };
+        Ok(Stanza {
+            kind,
+            from,
+            to,
+            element,
+        })
+    }
+
+    /// Kind and type.
+    pub fn kind(&self) -> StanzaKind {
+        self.kind
+    }
+
+    /// The `from` address.
+    pub fn from(&self) -> Option<&Jid> {
+        self.from.as_ref()
+    }
+
+    /// The `to` address.
+    pub fn to(&self) -> Option<&Jid> {
+        self.to.as_ref()
+    }
+
+    /// The `id` attribute.
+    pub fn id(&self) -> Option<&str> {
+        self.element.attr("id")
+    }
+
+    /// Sets `from` (the server stamps it on everything a client sends).
+    pub fn set_from(&mut self, from: Jid) {
+        self.element.set_attr("from", from.as_str());
+        self.from = Some(from);
+    }
+
+    /// Sets `to`.
+    pub fn set_to(&mut self, to: Jid) {
+        self.element.set_attr("to", to.as_str());
+        self.to = Some(to);
+    }
+
+    /// The element.
+    pub fn element(&self) -> &Element {
+        &self.element
+    }
+
+    /// Mutable access to the payload. Addresses and type must be changed through the typed
+    /// setters so that they stay in step with the element.
+    pub fn payload_mut(&mut self) -> impl Iterator<Item = &mut Element> {
+        self.element.children_mut()
+    }
+
+    /// Appends a payload child.
+    pub fn push_payload(&mut self, child: Element) {
+        self.element.push_child(child);
+    }
+
+    /// Consumes the stanza into its element.
+    pub fn into_element(self) -> Element {
+        self.element
+    }
+
+    /// The single payload of an IQ get/set (or the first child of any stanza).
+    pub fn payload(&self) -> Option<&Element> {
+        self.element.children().next()
+    }
+
+    /// Serialized bytes for a stream whose default namespace is the content namespace.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.element.to_bytes()
+    }
+
+    /// The error reply to this stanza (RFC 6120 §8.3.1): addresses swapped, `type='error'`,
+    /// the original payload kept. `None` for error stanzas, which are never answered.
+    pub fn error_reply(&self, error: &StanzaError) -> Option<Stanza> {
+        if self.kind.is_error() {
+            return None;
+        }
+        let kind = match self.kind {
+            StanzaKind::Message(_) => StanzaKind::Message(MessageType::Error),
+            StanzaKind::Presence(_) => StanzaKind::Presence(PresenceType::Error),
+            StanzaKind::Iq(_) => StanzaKind::Iq(IqType::Error),
+        };
+        Some(Stanza {
+            kind,
+            from: self.to.clone(),
+            to: self.from.clone(),
+            element: error_element(&self.element, error),
+        })
+    }
+
+    /// The `result` reply to an IQ get/set, with an optional payload.
+    pub fn iq_result(&self, payload: Option<Element>) -> Stanza {
+        let mut el = Element::new("iq", CONTENT_NS).with_attr("type", "result");
+        if let Some(id) = self.id() {
+            el.set_attr("id", id);
+        }
+        if let Some(to) = &self.from {
+            el.set_attr("to", to.as_str());
+        }
+        if let Some(from) = &self.to {
+            el.set_attr("from", from.as_str());
+        }
+        if let Some(p) = payload {
+            el.push_child(p);
+        }
+        Stanza {
+            kind: StanzaKind::Iq(IqType::Result),
+            from: self.to.clone(),
+            to: self.from.clone(),
+            element: el,
+        }
+    }
+
+    /// Builds an IQ request.
+    pub fn iq(t: IqType, id: &str, from: Option<Jid>, to: Option<Jid>, payload: Element) -> Stanza {
+        let ty = match t {
+            IqType::Get => "get",
+            IqType::Set => "set",
+            IqType::Result => "result",
+            IqType::Error => "error",
+        };
+        let mut el = Element::new("iq", CONTENT_NS)
+            .with_attr("type", ty)
+            .with_attr("id", id)
+            .with_child(payload);
+        if let Some(f) = &from {
+            el.set_attr("from", f.as_str());
+        }
+        if let Some(t) = &to {
+            el.set_attr("to", t.as_str());
+        }
+        Stanza {
+            kind: StanzaKind::Iq(t),
+            from,
+            to,
+            element: el,
+        }
+    }
+}
+
+/// The error version of `original`: same name and id, addresses swapped, payload kept.
+fn error_element(original: &Element, error: &StanzaError) -> Element {
+    let mut el = original.clone();
+    let from = el.remove_attr("from");
+    let to = el.remove_attr("to");
+    if let Some(f) = from {
+        el.set_attr("to", f);
+    }
+    if let Some(t) = to {
+        el.set_attr("from", t);
+    }
+    el.set_attr("type", "error");
+    el.push_child(error.to_element());
+    el
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn iq(children: usize) -> Element {
+        let mut el = Element::new("iq", CONTENT_NS)
+            .with_attr("type", "get")
+            .with_attr("id", "1")
+            .with_attr("to", "example.com");
+        for _ in 0..children {
+            el.push_child(Element::new("ping", "urn:xmpp:ping"));
+        }
+        el
+    }
+
+    #[test]
+    fn iq_needs_exactly_one_payload() {
+        assert!(Stanza::from_element(iq(1)).is_ok());
+        for n in [0, 2] {
+            let err = Stanza::from_element(iq(n)).unwrap_err();
+            let reply = err.reply().unwrap();
+            assert_eq!(reply.attr("type"), Some("error"));
+            assert_eq!(reply.attr("from"), Some("example.com"));
+        }
+    }
+
+    #[test]
+    fn unknown_message_type_is_normal() {
+        let el = Element::new("message", CONTENT_NS).with_attr("type", "weird");
+        let s = Stanza::from_element(el).unwrap();
+        assert_eq!(s.kind(), StanzaKind::Message(MessageType::Normal));
+    }
+
+    #[test]
+    fn error_stanzas_are_never_answered() {
+        let el = Element::new("message", CONTENT_NS).with_attr("type", "error");
+        let s = Stanza::from_element(el).unwrap();
+        assert!(s
+            .error_reply(&StanzaError::new(StanzaErrorCondition::BadRequest))
+            .is_none());
+    }
+
+    #[test]
+    fn other_elements_are_not_stanzas() {
+        let el = Element::new("auth", crate::ns::SASL);
+        assert!(matches!(
+            Stanza::from_element(el),
+            Err(StanzaParseError::NotAStanza(_))
+        ));
+    }
+}

@@ -43,6 +43,20 @@ impl Element {
         }
     }
 
+    /// An element with its attributes, which the caller guarantees to be distinct; no children.
+    pub(crate) fn with_attrs(
+        name: impl Into<String>,
+        ns: impl Into<String>,
+        attrs: Vec<(String, String)>,
+    ) -> Self {
+        Element {
+            name: name.into(),
+            ns: ns.into(),
+            attrs,
+            children: Vec::new(),
+        }
+    }
+
     /// Builder form of [`Element::set_attr`].
     #[must_use]
     pub fn with_attr(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -230,22 +244,30 @@ impl fmt::Display for Element {
 }
 
 /// Escapes `s` for character data (`attr == false`) or a double-quoted attribute value.
+///
+/// Characters a parser would normalize away are written as character references, so what is
+/// written parses back to `s`: `\r` everywhere (line-end normalization) and tab and line feed in
+/// attribute values (attribute-value normalization, XML 1.0 §2.11 and §3.3.3).
 pub fn escape_into(out: &mut Vec<u8>, s: &str, attr: bool) {
+    let bytes = s.as_bytes();
     let mut last = 0;
-    for (i, b) in s.bytes().enumerate() {
+    for (i, &b) in bytes.iter().enumerate() {
         let rep: &[u8] = match b {
             b'<' => b"&lt;",
             b'>' => b"&gt;",
             b'&' => b"&amp;",
+            b'\r' => b"&#xD;",
             b'"' if attr => b"&quot;",
             b'\'' if attr => b"&apos;",
+            b'\t' if attr => b"&#x9;",
+            b'\n' if attr => b"&#xA;",
             _ => continue,
         };
-        out.extend_from_slice(&s.as_bytes()[last..i]);
+        out.extend_from_slice(bytes.get(last..i).unwrap_or_default());
         out.extend_from_slice(rep);
         last = i + 1;
     }
-    out.extend_from_slice(&s.as_bytes()[last..]);
+    out.extend_from_slice(bytes.get(last..).unwrap_or_default());
 }
 
 #[cfg(test)]

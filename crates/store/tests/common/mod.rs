@@ -1,0 +1,88 @@
+//! The harness that runs each store test on every backend: SQLite in a temp file always,
+//! PostgreSQL when `ROOKERY_TEST_POSTGRES_URL` is set (see `scripts/pg-start.sh`).
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use rookery_store::{Credentials, Store};
+use tempfile::TempDir;
+
+/// The environment variable naming the PostgreSQL database for tests.
+pub const POSTGRES_ENV: &str = "ROOKERY_TEST_POSTGRES_URL";
+
+/// One backend under test.
+pub struct TestBackend {
+    /// "sqlite" or "postgres", for assertion messages.
+    pub name: &'static str,
+    /// The URL the store was opened with (to reopen it).
+    pub url: String,
+    /// The open store.
+    pub store: Store,
+    /// A domain no other test (or earlier run) uses, so tests can share one database.
+    pub domain: String,
+    /// Keeps the SQLite temp dir alive.
+    _dir: Option<TempDir>,
+}
+
+/// A domain unique to this process, test and call.
+pub fn unique_domain(test: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{test}-{}-{nanos}-{n}.test", std::process::id())
+}
+
+/// Opens every available backend for `test`.
+pub async fn backends(test: &str) -> Vec<TestBackend> {
+    let dir = tempfile::tempdir().unwrap();
+    // A subdirectory that does not exist yet: open() creates it.
+    let path = dir.path().join("data").join("rookery.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = Store::open(&url).await.unwrap();
+    let mut out = vec![TestBackend {
+        name: "sqlite",
+        url,
+        store,
+        domain: unique_domain(test),
+        _dir: Some(dir),
+    }];
+    match std::env::var(POSTGRES_ENV) {
+        Ok(url) if !url.is_empty() => {
+            let store = Store::open(&url)
+                .await
+                .unwrap_or_else(|e| panic!("{POSTGRES_ENV} is set but opening it failed: {e}"));
+            out.push(TestBackend {
+                name: "postgres",
+                url,
+                store,
+                domain: unique_domain(test),
+                _dir: None,
+            });
+        }
+        _ => eprintln!(
+            "{test}: PostgreSQL half skipped ({POSTGRES_ENV} not set; see scripts/pg-start.sh)"
+        ),
+    }
+    out
+}
+
+/// Credentials for tests (derived once: Argon2 is deliberately slow).
+pub fn creds() -> &'static Credentials {
+    static C: OnceLock<Credentials> = OnceLock::new();
+    C.get_or_init(|| Credentials::derive("pencil", 64).unwrap())
+}
+
+/// A second, different set of credentials.
+pub fn other_creds() -> &'static Credentials {
+    static C: OnceLock<Credentials> = OnceLock::new();
+    C.get_or_init(|| Credentials::derive("new password", 128).unwrap())
+}

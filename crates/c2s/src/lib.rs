@@ -1,1 +1,71 @@
-//! rookery-c2s (in progress).
+//! The client listener (RFC 6120): STARTTLS (§5) and direct TLS (XEP-0368), SASL (§6),
+//! resource binding (§7), then the session loop that hands stanzas to the core.
+//!
+//! Layout:
+//! - [`config`]: listener settings and their defaults;
+//! - [`transport`]: plain TCP or TLS behind one `AsyncRead + AsyncWrite`;
+//! - [`conn`]: a connection: transport + stream parser + timeouts, read/write of elements;
+//! - [`limiter`]: auth-failure rate limits per IP and per account;
+//! - [`negotiate`]: the pre-session state machine (TLS → SASL → bind);
+//! - [`session`]: the bound session loop (the `from` trust rule for clients lives here).
+//!
+//! One task serves one connection: it reads, routes, and drains the session's bounded
+//! outbound queue, so an idle connection costs one task, its buffers and its TLS state.
+
+pub mod config;
+pub mod conn;
+pub mod limiter;
+pub mod negotiate;
+pub mod session;
+pub mod transport;
+
+use std::sync::Arc;
+
+use rookery_core::modules::register::Register;
+use rookery_core::Core;
+use tokio::net::TcpListener;
+
+pub use config::C2sConfig;
+
+/// Everything a client connection needs, shared by all connections of a listener.
+pub struct C2sContext {
+    /// The core.
+    pub core: Arc<Core>,
+    /// TLS settings for STARTTLS.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// TLS settings for direct TLS (ALPN `xmpp-client`).
+    pub direct_tls: Arc<rustls::ServerConfig>,
+    /// Listener settings.
+    pub config: C2sConfig,
+    /// In-band registration (pre-auth).
+    pub register: Arc<Register>,
+    /// Auth failure limits.
+    pub limiter: limiter::AuthLimiter,
+}
+
+/// How a listener starts its streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Plain TCP, STARTTLS required before authentication (RFC 6120 §5).
+    StartTls,
+    /// TLS from the first byte (XEP-0368).
+    DirectTls,
+}
+
+/// Accepts connections on `listener` until the task is dropped; one task per connection.
+pub async fn run(listener: TcpListener, mode: Mode, ctx: Arc<C2sContext>) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                let ctx = ctx.clone();
+                tokio::spawn(negotiate::serve(ctx, tcp, peer, mode));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

@@ -1,1 +1,24 @@
-//! rookery-core (in progress).
+//! The heart of the server: the router, the session registry and the module registry.
+//!
+//! Layout:
+//! - [`config`]: the settings the core acts on (domain, registration, version disclosure);
+//! - [`session`]: [`SessionHandle`], how the router reaches a connection: a bounded queue of
+//!   already-serialized bytes plus a kill switch;
+//! - [`module`]: the [`Module`] trait — what an extension declares (IQ payloads, hooks, disco
+//!   features) and how it is called;
+//! - [`router`]: [`Core`] and its `route` — the one typed route table of design.md;
+//! - [`modules`]: the core modules every server has (disco, ping, version, register).
+//!
+//! Listeners (c2s, s2s, component) depend on this crate, never the reverse: they hand the
+//! core trusted stanzas and receive bytes through their [`SessionHandle`].
+
+pub mod config;
+pub mod module;
+pub mod modules;
+pub mod router;
+pub mod session;
+
+pub use config::CoreConfig;
+pub use module::{Declaration, Flow, HookPoint, Identity, IqTarget, Module, SessionEvent};
+pub use router::{Core, CoreBuilder, DomainRoute};
+pub use session::{Outbound, SessionHandle, SessionId};

@@ -90,15 +90,20 @@ impl StanzaErrorCondition {
         use StanzaErrorCondition::*;
         match self {
             BadRequest | JidMalformed | NotAcceptable | Redirect | Gone => ErrorType::Modify,
-            Conflict | FeatureNotImplemented | ItemNotFound | NotAllowed | ServiceUnavailable
+            Conflict
+            | FeatureNotImplemented
+            | ItemNotFound
+            | NotAllowed
+            | ServiceUnavailable
             | RemoteServerNotFound => ErrorType::Cancel,
             Forbidden | NotAuthorized | RegistrationRequired | SubscriptionRequired => {
                 ErrorType::Auth
             }
             InternalServerError | UndefinedCondition => ErrorType::Cancel,
             PolicyViolation => ErrorType::Modify,
-            RecipientUnavailable | RemoteServerTimeout | ResourceConstraint
-            | UnexpectedRequest => ErrorType::Wait,
+            RecipientUnavailable | RemoteServerTimeout | ResourceConstraint | UnexpectedRequest => {
+                ErrorType::Wait
+            }
         }
     }
 }
@@ -129,8 +134,9 @@ pub struct StanzaError {
     pub condition: StanzaErrorCondition,
     /// Human-readable text (English).
     pub text: Option<String>,
-    /// An application-specific condition element (e.g. a pubsub error child).
-    pub app: Option<Element>,
+    /// An application-specific condition element (e.g. a pubsub error child); boxed to keep
+    /// `Result<_, StanzaError>` small.
+    pub app: Option<Box<Element>>,
 }
 
 impl StanzaError {
@@ -161,7 +167,7 @@ impl StanzaError {
     /// Adds an application-specific condition.
     #[must_use]
     pub fn with_app(mut self, app: Element) -> Self {
-        self.app = Some(app);
+        self.app = Some(Box::new(app));
         self
     }
 
@@ -178,7 +184,7 @@ impl StanzaError {
             );
         }
         if let Some(app) = &self.app {
-            el.push_child(app.clone());
+            el.push_child(app.as_ref().clone());
         }
         el
     }
@@ -194,7 +200,10 @@ impl StanzaError {
             error_type,
             condition,
             text: el.child_text("text", ns::STANZAS),
-            app: el.children().find(|c| c.ns() != ns::STANZAS).cloned(),
+            app: el
+                .children()
+                .find(|c| c.ns() != ns::STANZAS)
+                .map(|c| Box::new(c.clone())),
         })
     }
 }

@@ -1,1 +1,254 @@
-fn main() {}
+//! `rookery`: the server binary — CLI, configuration, wiring of store, core and listeners.
+//!
+//! `rookery serve` with no arguments serves `localhost` on 127.0.0.1 (5222 STARTTLS, 5223
+//! direct TLS) with SQLite in `./rookery-data/`. `rookery user add|passwd|delete|list`
+//! manages accounts in the same store.
+
+mod config;
+mod tls;
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Parser, Subcommand};
+use rookery_c2s::{limiter::AuthLimiter, C2sContext, Mode};
+use rookery_core::modules::{self, register::Register};
+use rookery_core::CoreBuilder;
+use rookery_proto::{StreamError, StreamErrorCondition};
+use rookery_sasl::{Credentials, DEFAULT_ITERATIONS};
+use rookery_store::{Store, StoreError};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+
+/// The Rookery XMPP server.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML); without it the zero-config defaults apply.
+    #[arg(long, short, global = true, env = "ROOKERY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create an account; the password is read from stdin (or prompted for, not echoed).
+    Add {
+        /// Username (localpart).
+        name: String,
+    },
+    /// Change an account's password, read like `add`.
+    Passwd {
+        /// Username (localpart).
+        name: String,
+    },
+    /// Delete an account.
+    Delete {
+        /// Username (localpart).
+        name: String,
+    },
+    /// List accounts.
+    List,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let cfg = Config::load(cli.config.as_deref())?;
+    init_logging(&cfg, cli.log_json);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(cfg).await,
+            Command::User { action } => user(cfg, action).await,
+        }
+    })
+}
+
+fn init_logging(cfg: &Config, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json || cfg.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let url = cfg.store_url();
+    Store::open(&url)
+        .await
+        .with_context(|| format!("opening the store at {url}"))
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let store = open_store(&cfg).await?;
+    let tls = tls::load(&cfg)?;
+    let core_cfg = cfg.core();
+    let register = Arc::new(Register::new(core_cfg.registration.clone()));
+    let mut builder = CoreBuilder::new(core_cfg.clone(), store.clone());
+    for m in modules::defaults(&core_cfg, register.clone()) {
+        builder = builder.module(m);
+    }
+    let core = builder
+        .build()
+        .map_err(|e| anyhow!("invalid domain {:?}: {e}", cfg.domain))?;
+    let ctx = Arc::new(C2sContext {
+        core: core.clone(),
+        tls: tls.starttls,
+        direct_tls: tls.direct,
+        config: cfg.c2s.clone(),
+        register,
+        limiter: AuthLimiter::new(
+            cfg.c2s.auth_failures_per_ip_per_minute,
+            cfg.c2s.auth_failures_per_account_per_minute,
+        ),
+    });
+    let mut tasks = Vec::new();
+    for (addr, mode) in [
+        (&cfg.listen.c2s, Mode::StartTls),
+        (&cfg.listen.c2s_direct_tls, Mode::DirectTls),
+    ] {
+        if addr.is_empty() {
+            continue;
+        }
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(addr = %l.local_addr()?, ?mode, domain = %cfg.domain, "listening for clients");
+        tasks.push(tokio::spawn(rookery_c2s::run(l, mode, ctx.clone())));
+    }
+    if tasks.is_empty() {
+        bail!("no listener configured");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    for t in &tasks {
+        t.abort();
+    }
+    core.close_all(&StreamError::with_text(
+        StreamErrorCondition::SystemShutdown,
+        "the server is shutting down",
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while core.session_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let pw = if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password("Password: ")?;
+        let b = rpassword::prompt_password("Again: ")?;
+        if a != b {
+            bail!("passwords differ");
+        }
+        a
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if pw.is_empty() {
+        bail!("empty password");
+    }
+    Ok(pw)
+}
+
+async fn user(cfg: Config, action: UserAction) -> anyhow::Result<()> {
+    let store = open_store(&cfg).await?;
+    let accounts = store.accounts();
+    let norm = |name: &str| {
+        rookery_jid::normalize_local(name).map_err(|e| anyhow!("invalid username {name:?}: {e}"))
+    };
+    match action {
+        UserAction::Add { name } => {
+            let local = norm(&name)?;
+            let creds = Credentials::derive(&read_password()?, DEFAULT_ITERATIONS)
+                .map_err(|e| anyhow!("{e}"))?;
+            match accounts.create(&cfg.domain, &local, &creds).await {
+                Ok(()) => println!("created {local}@{}", cfg.domain),
+                Err(StoreError::Conflict) => bail!("{local}@{} already exists", cfg.domain),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        UserAction::Passwd { name } => {
+            let local = norm(&name)?;
+            let creds = Credentials::derive(&read_password()?, DEFAULT_ITERATIONS)
+                .map_err(|e| anyhow!("{e}"))?;
+            if !accounts
+                .set_credentials(&cfg.domain, &local, &creds)
+                .await?
+            {
+                bail!("no such user {local}@{}", cfg.domain);
+            }
+            println!("password changed for {local}@{}", cfg.domain);
+        }
+        UserAction::Delete { name } => {
+            let local = norm(&name)?;
+            if !accounts.delete(&cfg.domain, &local).await? {
+                bail!("no such user {local}@{}", cfg.domain);
+            }
+            println!("deleted {local}@{}", cfg.domain);
+        }
+        UserAction::List => {
+            for u in accounts.list(&cfg.domain).await? {
+                println!("{u}@{}", cfg.domain);
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}

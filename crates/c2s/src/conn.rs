@@ -1,0 +1,200 @@
+//! One connection: transport, stream parser and the stream-level framing around them.
+
+use std::net::SocketAddr;
+
+use rookery_proto::{stream, StreamError, StreamErrorCondition};
+use rookery_xml::{Element, Event, Limits, StreamParser};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+
+use crate::transport::Transport;
+
+/// Read buffer size: small, since an idle connection keeps it.
+const READ_CHUNK: usize = 4096;
+
+/// Why a connection stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// I/O failure (reset, broken pipe, TLS error).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the TCP connection without closing the stream.
+    #[error("connection closed by peer")]
+    Eof,
+    /// The peer closed the stream (`</stream:stream>`).
+    #[error("stream closed by peer")]
+    StreamClosed,
+    /// We must end the stream with this error.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+}
+
+impl ConnError {
+    /// A stream error with `condition` and `text`.
+    pub fn stream(condition: StreamErrorCondition, text: &str) -> Self {
+        ConnError::Stream(StreamError::with_text(condition, text))
+    }
+}
+
+/// A client connection.
+pub struct Conn {
+    /// The byte stream.
+    pub io: Transport,
+    /// The peer address.
+    pub peer: SocketAddr,
+    parser: StreamParser,
+    rbuf: Vec<u8>,
+    header_sent: bool,
+    domain: String,
+}
+
+impl Conn {
+    /// A connection with a fresh parser under `limits`.
+    pub fn new(io: Transport, peer: SocketAddr, limits: Limits, domain: &str) -> Self {
+        Conn {
+            io,
+            peer,
+            parser: StreamParser::new(limits),
+            rbuf: vec![0; READ_CHUNK],
+            header_sent: false,
+            domain: domain.to_string(),
+        }
+    }
+
+    /// Starts a new stream on the same transport (after SASL success): every byte the old
+    /// parser had buffered is dropped (RFC 6120 §6.4.6).
+    pub fn restart(&mut self) {
+        self.parser.reset();
+        self.header_sent = false;
+    }
+
+    /// Runs the TLS handshake after `<proceed/>` (RFC 6120 §5.4.3.3). The old parser and
+    /// everything it buffered are dropped, so no byte sent before the handshake can reach the
+    /// new stream.
+    pub async fn start_tls(self, acceptor: &TlsAcceptor) -> Result<Conn, ConnError> {
+        let Conn {
+            io,
+            peer,
+            rbuf,
+            domain,
+            ..
+        } = self;
+        let Transport::Plain(tcp) = io else {
+            return Err(ConnError::stream(
+                StreamErrorCondition::PolicyViolation,
+                "TLS already negotiated",
+            ));
+        };
+        let tls = acceptor.accept(tcp).await?;
+        Ok(Conn {
+            io: Transport::Tls(Box::new(tls)),
+            peer,
+            parser: StreamParser::new(Limits::PRE_AUTH),
+            rbuf,
+            header_sent: false,
+            domain,
+        })
+    }
+
+    /// Changes the parser limits (tight before authentication, wider after).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.parser.set_limits(limits);
+    }
+
+    /// The next parser event, reading from the transport as needed. Cancel-safe: bytes read
+    /// are handed to the parser before any other await.
+    pub async fn next_event(&mut self) -> Result<Event, ConnError> {
+        loop {
+            match self.parser.next_event() {
+                Ok(Some(Event::StreamClose)) => return Err(ConnError::StreamClosed),
+                Ok(Some(ev)) => return Ok(ev),
+                Ok(None) => {}
+                Err(e) => return Err(ConnError::Stream(StreamError::from(&e))),
+            }
+            let n = self.io.read(&mut self.rbuf).await?;
+            if n == 0 {
+                return Err(ConnError::Eof);
+            }
+            self.parser.feed(self.rbuf.get(..n).unwrap_or_default());
+        }
+    }
+
+    /// The next top-level element; a stream header here is a protocol error.
+    pub async fn next_element(&mut self) -> Result<Element, ConnError> {
+        match self.next_event().await? {
+            Event::Element(el) => Ok(el),
+            _ => Err(ConnError::stream(
+                StreamErrorCondition::BadFormat,
+                "unexpected stream header",
+            )),
+        }
+    }
+
+    /// Writes and flushes.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        self.io.write_all(bytes).await?;
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// Writes without flushing (batching); call [`Conn::flush`] after.
+    pub async fn write_unflushed(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        self.io.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Flushes buffered writes.
+    pub async fn flush(&mut self) -> Result<(), ConnError> {
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// Sends a top-level element.
+    pub async fn send(&mut self, el: &Element) -> Result<(), ConnError> {
+        self.write(&stream::to_bytes(el)).await
+    }
+
+    /// Sends our stream header in reply to the client's.
+    pub async fn send_header(&mut self, to: Option<&str>, id: &str) -> Result<(), ConnError> {
+        let h = stream::header(rookery_proto::ns::CLIENT, &self.domain, to, id, "");
+        self.header_sent = true;
+        self.write(&h).await
+    }
+
+    /// Ends the stream with `error` (opening a stream first if we never sent a header,
+    /// RFC 6120 §4.9.1.2) and closes the transport.
+    pub async fn fail(&mut self, error: &StreamError) {
+        tracing::info!(condition = %error.condition, text = ?error.text, "closing stream with error");
+        let mut out = Vec::new();
+        if !self.header_sent {
+            out.extend(stream::header(
+                rookery_proto::ns::CLIENT,
+                &self.domain,
+                None,
+                &new_stream_id(),
+                "",
+            ));
+        }
+        out.extend(stream::to_bytes(&error.to_element()));
+        out.extend_from_slice(stream::CLOSE);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let _ = self.write(&out).await;
+            let _ = self.io.shutdown().await;
+        })
+        .await;
+    }
+
+    /// Answers the peer's `</stream:stream>` and closes the transport (RFC 6120 §4.4).
+    pub async fn close(&mut self) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let _ = self.write(stream::CLOSE).await;
+            let _ = self.io.shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// A fresh, unguessable stream id.
+pub fn new_stream_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}

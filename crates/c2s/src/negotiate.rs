@@ -1,0 +1,481 @@
+//! Stream negotiation for clients (RFC 6120 §4.3): STARTTLS, SASL, resource binding.
+//!
+//! The order is fixed: TLS first (it is required, so no credential ever crosses the wire in
+//! the clear), then SASL, then binding. Each successful step restarts the stream with a
+//! fresh parser, so bytes buffered before `<proceed/>` or `<success/>` are never parsed.
+//! Until authentication the parser runs with [`Limits::PRE_AUTH`], and the whole negotiation
+//! has a deadline, so an unauthenticated socket costs almost nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use rookery_core::session::SessionEnd;
+use rookery_core::SessionHandle;
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::{
+    ns, IqType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind, StreamError,
+    StreamErrorCondition as SEC,
+};
+use rookery_sasl::Step;
+use rookery_sasl::{Mechanism, ServerSession};
+use rookery_xml::{Element, Event, Limits};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::conn::{new_stream_id, Conn, ConnError};
+use crate::transport::Transport;
+use crate::{session, C2sContext, Mode};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A bound session, ready for the session loop.
+pub struct Bound {
+    /// The full JID.
+    pub jid: Jid,
+    /// The router's handle.
+    pub handle: SessionHandle,
+    /// The receiving end of the handle.
+    pub end: SessionEnd,
+}
+
+/// Serves one accepted TCP connection to the end.
+pub async fn serve(ctx: Arc<C2sContext>, tcp: TcpStream, peer: SocketAddr, mode: Mode) {
+    let span = tracing::info_span!("c2s", %peer, jid = tracing::field::Empty);
+    async move {
+        tracing::debug!("accepted");
+        let deadline = Duration::from_secs(ctx.config.negotiation_timeout_secs.max(1));
+        let acceptor = TlsAcceptor::from(ctx.tls.clone());
+        let io = match mode {
+            Mode::StartTls => Transport::Plain(tcp),
+            Mode::DirectTls => match tokio::time::timeout(
+                deadline,
+                TlsAcceptor::from(ctx.direct_tls.clone()).accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
+                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!("TLS handshake timed out"),
+            },
+        };
+        let conn = Conn::new(io, peer, Limits::PRE_AUTH, ctx.core.domain());
+        let mut holder = Some(conn);
+        let result = tokio::time::timeout(deadline, negotiate(&ctx, &acceptor, &mut holder)).await;
+        let Some(mut conn) = holder else { return };
+        match result {
+            Ok(Ok(bound)) => {
+                tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
+                session::run(&ctx, conn, bound).await;
+            }
+            Ok(Err(ConnError::Stream(e))) => conn.fail(&e).await,
+            Ok(Err(ConnError::StreamClosed)) => conn.close().await,
+            Ok(Err(e)) => tracing::debug!(error = %e, "connection ended during negotiation"),
+            Err(_) => {
+                conn.fail(&StreamError::with_text(
+                    SEC::ConnectionTimeout,
+                    "negotiation took too long",
+                ))
+                .await
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Drives TLS, SASL and bind. `holder` always holds the current connection (the TLS
+/// upgrade replaces it), so the caller can still send a stream error after a failure.
+async fn negotiate(
+    ctx: &Arc<C2sContext>,
+    acceptor: &TlsAcceptor,
+    holder: &mut Option<Conn>,
+) -> Result<Bound, ConnError> {
+    let mut user: Option<BareJid> = None;
+    let mut attempts = 0u32;
+    loop {
+        let conn = holder
+            .as_mut()
+            .ok_or_else(|| ConnError::stream(SEC::InternalServerError, "no connection"))?;
+        open_stream(ctx, conn).await?;
+        if !conn.io.is_tls() {
+            conn.send(&features_before_tls()).await?;
+            let el = conn.next_element().await?;
+            if !el.is("starttls", ns::TLS) {
+                return Err(refuse_before_tls(conn, &el).await);
+            }
+            conn.send(&Element::new("proceed", ns::TLS)).await?;
+            let plain = holder
+                .take()
+                .ok_or_else(|| ConnError::stream(SEC::InternalServerError, "no connection"))?;
+            let tls = plain.start_tls(acceptor).await?;
+            tracing::debug!("TLS established");
+            *holder = Some(tls);
+            continue;
+        }
+        match &user {
+            None => {
+                let cb = conn.io.channel_binding();
+                conn.send(&features_sasl(ctx, cb.is_some())).await?;
+                user = Some(authenticate(ctx, conn, cb, &mut attempts).await?);
+                conn.restart();
+            }
+            Some(u) => {
+                conn.set_limits(Limits {
+                    max_stanza_bytes: ctx.config.max_stanza_bytes,
+                    ..Limits::C2S
+                });
+                conn.send(&features_bound()).await?;
+                return bind(ctx, conn, u).await;
+            }
+        }
+    }
+}
+
+/// Reads the client's stream header and answers it (RFC 6120 §4.7).
+async fn open_stream(ctx: &C2sContext, conn: &mut Conn) -> Result<(), ConnError> {
+    let header = match conn.next_event().await? {
+        Event::StreamOpen(h) => h,
+        _ => {
+            return Err(ConnError::stream(
+                SEC::BadFormat,
+                "expected a stream header",
+            ))
+        }
+    };
+    let to = header.attr("to").map(str::to_string);
+    let from = header.attr("from").map(str::to_string);
+    conn.send_header(from.as_deref(), &new_stream_id()).await?;
+    if header.default_ns != ns::CLIENT {
+        return Err(ConnError::stream(
+            SEC::InvalidNamespace,
+            "expected jabber:client",
+        ));
+    }
+    if let Some(to) = to {
+        let host = Jid::parse(&to).ok();
+        if host.as_ref().map(Jid::as_str) != Some(ctx.core.domain()) {
+            return Err(ConnError::stream(
+                SEC::HostUnknown,
+                "this server does not serve that domain",
+            ));
+        }
+    }
+    match header.attr("version") {
+        Some(v) if v.split('.').next().and_then(|m| m.parse::<u32>().ok()) == Some(1) => Ok(()),
+        _ => Err(ConnError::stream(
+            SEC::UnsupportedVersion,
+            "XMPP 1.0 required",
+        )),
+    }
+}
+
+fn features_before_tls() -> Element {
+    rookery_proto::stream::features()
+        .with_child(Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS)))
+}
+
+/// Anything but `<starttls/>` on a plain stream: TLS is mandatory (RFC 6120 §5.3.1).
+async fn refuse_before_tls(conn: &mut Conn, el: &Element) -> ConnError {
+    if el.is("auth", ns::SASL) {
+        let _ = conn.send(&sasl_failure("encryption-required")).await;
+    }
+    ConnError::stream(SEC::PolicyViolation, "STARTTLS is required")
+}
+
+fn features_sasl(ctx: &C2sContext, channel_binding: bool) -> Element {
+    let mut mechs = Element::new("mechanisms", ns::SASL);
+    for m in Mechanism::ALL {
+        if m.is_plus() && !channel_binding {
+            continue;
+        }
+        mechs.push_child(Element::new("mechanism", ns::SASL).with_text(m.name()));
+    }
+    let mut f = rookery_proto::stream::features().with_child(mechs);
+    if channel_binding {
+        // XEP-0440: tell the client which binding type the -PLUS mechanisms use.
+        f.push_child(
+            Element::new("sasl-channel-binding", ns::SASL_CB).with_child(
+                Element::new("channel-binding", ns::SASL_CB).with_attr("type", "tls-exporter"),
+            ),
+        );
+    }
+    if ctx.register.open() {
+        f.push_child(Element::new("register", ns::REGISTER_FEATURE));
+    }
+    f
+}
+
+fn features_bound() -> Element {
+    rookery_proto::stream::features()
+        .with_child(Element::new("bind", ns::BIND))
+        .with_child(
+            Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)),
+        )
+}
+
+fn sasl_failure(condition: &str) -> Element {
+    Element::new("failure", ns::SASL).with_child(Element::new(condition, ns::SASL))
+}
+
+fn decode(el: &Element) -> Result<Vec<u8>, ()> {
+    let text = el.text();
+    let t = text.trim();
+    if t == "=" {
+        return Ok(Vec::new());
+    }
+    B64.decode(t).map_err(|_| ())
+}
+
+/// Runs SASL exchanges until one succeeds (RFC 6120 §6.4); returns the user.
+async fn authenticate(
+    ctx: &C2sContext,
+    conn: &mut Conn,
+    cb: Option<Vec<u8>>,
+    attempts: &mut u32,
+) -> Result<BareJid, ConnError> {
+    let ip = conn.peer.ip();
+    let plus_advertised = cb.is_some();
+    loop {
+        let el = conn.next_element().await?;
+        if el.is("iq", ns::CLIENT) {
+            pre_auth_iq(ctx, conn, el).await?;
+            continue;
+        }
+        if !el.is("auth", ns::SASL) {
+            return Err(ConnError::stream(SEC::NotAuthorized, "authenticate first"));
+        }
+        let mut account: Option<String> = None;
+        let outcome =
+            sasl_exchange(ctx, conn, &el, cb.clone(), plus_advertised, &mut account).await?;
+        match outcome {
+            Ok(user) => {
+                tracing::info!(user = %user, "authenticated");
+                return Ok(user);
+            }
+            Err(condition) => {
+                if condition != "aborted" && condition != "temporary-auth-failure" {
+                    ctx.limiter.failed(ip, account.as_deref());
+                }
+                tracing::info!(condition, account = ?account, "authentication failed");
+                conn.send(&sasl_failure(condition)).await?;
+                *attempts += 1;
+                if *attempts >= ctx.config.max_auth_attempts.max(1) {
+                    return Err(ConnError::stream(
+                        SEC::PolicyViolation,
+                        "too many authentication attempts",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// One SASL exchange; `Ok(Err(condition))` is a SASL failure the client may retry after.
+async fn sasl_exchange(
+    ctx: &C2sContext,
+    conn: &mut Conn,
+    auth: &Element,
+    cb: Option<Vec<u8>>,
+    plus_advertised: bool,
+    account: &mut Option<String>,
+) -> Result<Result<BareJid, &'static str>, ConnError> {
+    let ip = conn.peer.ip();
+    if ctx.limiter.blocked(ip, None) {
+        return Ok(Err("temporary-auth-failure"));
+    }
+    let Some(mech) = auth.attr("mechanism").and_then(Mechanism::from_name) else {
+        return Ok(Err("invalid-mechanism"));
+    };
+    if mech.is_plus() && cb.is_none() {
+        return Ok(Err("invalid-mechanism"));
+    }
+    let Ok(initial) = decode(auth) else {
+        return Ok(Err("incorrect-encoding"));
+    };
+    let (mut server, mut step) = ServerSession::start(mech, cb, plus_advertised, &initial);
+    loop {
+        step = match step {
+            Step::Challenge(data) => {
+                let text = if data.is_empty() {
+                    "=".to_string()
+                } else {
+                    B64.encode(&data)
+                };
+                conn.send(&Element::new("challenge", ns::SASL).with_text(text))
+                    .await?;
+                let el = conn.next_element().await?;
+                if el.is("abort", ns::SASL) {
+                    return Ok(Err("aborted"));
+                }
+                if !el.is("response", ns::SASL) {
+                    return Ok(Err("malformed-request"));
+                }
+                match decode(&el) {
+                    Ok(data) => server.respond(&data),
+                    Err(()) => return Ok(Err("incorrect-encoding")),
+                }
+            }
+            Step::NeedCredentials { username } => {
+                let local = rookery_jid::normalize_local(&username).ok();
+                *account = local.clone();
+                if ctx.limiter.blocked(ip, local.as_deref()) {
+                    return Ok(Err("temporary-auth-failure"));
+                }
+                let creds = match &local {
+                    Some(l) => match ctx
+                        .core
+                        .store()
+                        .accounts()
+                        .credentials(ctx.core.domain(), l)
+                        .await
+                    {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::error!(error = %e, "credential lookup failed");
+                            return Ok(Err("temporary-auth-failure"));
+                        }
+                    },
+                    None => None,
+                };
+                server.provide_credentials(creds.as_ref())
+            }
+            Step::Success {
+                username,
+                authzid,
+                additional_data,
+            } => {
+                let Ok(local) = rookery_jid::normalize_local(&username) else {
+                    return Ok(Err("not-authorized"));
+                };
+                let Ok(user) = BareJid::new(Some(&local), ctx.core.domain()) else {
+                    return Ok(Err("not-authorized"));
+                };
+                // Strict authzid: a client may only act as itself.
+                if let Some(a) = authzid.filter(|a| !a.is_empty()) {
+                    if BareJid::parse(&a).ok().as_ref() != Some(&user) {
+                        return Ok(Err("invalid-authzid"));
+                    }
+                }
+                let mut success = Element::new("success", ns::SASL);
+                if let Some(d) = additional_data {
+                    success.push_text(B64.encode(d));
+                }
+                conn.send(&success).await?;
+                return Ok(Ok(user));
+            }
+            Step::Failure(f) => return Ok(Err(f.condition())),
+        };
+    }
+}
+
+/// IQs before authentication: only in-band registration (XEP-0077) is served.
+async fn pre_auth_iq(ctx: &C2sContext, conn: &mut Conn, el: Element) -> Result<(), ConnError> {
+    let stanza = match Stanza::from_element(el) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(reply) = e.reply() {
+                conn.send(&reply).await?;
+            }
+            return Ok(());
+        }
+    };
+    let to_server = stanza.to().is_none_or(|t| t.as_str() == ctx.core.domain());
+    let is_register = stanza
+        .payload()
+        .is_some_and(|p| p.is("query", ns::REGISTER));
+    if !(to_server && is_register) {
+        return Err(ConnError::stream(SEC::NotAuthorized, "authenticate first"));
+    }
+    let reply = match ctx
+        .register
+        .register(&ctx.core, conn.peer.ip(), &stanza)
+        .await
+    {
+        Ok(payload) => Some(stanza.iq_result(payload)),
+        Err(e) => stanza.error_reply(&e),
+    };
+    if let Some(r) = reply {
+        conn.send(r.element()).await?;
+    }
+    Ok(())
+}
+
+/// Resource binding (RFC 6120 §7); the legacy `<session/>` (optional) is answered too.
+async fn bind(ctx: &Arc<C2sContext>, conn: &mut Conn, user: &BareJid) -> Result<Bound, ConnError> {
+    loop {
+        let el = conn.next_element().await?;
+        let stanza = match Stanza::from_element(el) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(reply) = e.reply() {
+                    conn.send(&reply).await?;
+                    continue;
+                }
+                return Err(ConnError::stream(
+                    SEC::NotAuthorized,
+                    "bind a resource first",
+                ));
+            }
+        };
+        let Some(payload) = stanza
+            .payload()
+            .filter(|_| stanza.kind() == StanzaKind::Iq(IqType::Set))
+        else {
+            return Err(ConnError::stream(
+                SEC::NotAuthorized,
+                "bind a resource first",
+            ));
+        };
+        if payload.is("session", ns::SESSION) {
+            conn.send(stanza.iq_result(None).element()).await?;
+            continue;
+        }
+        if !payload.is("bind", ns::BIND) {
+            let e = StanzaError::new(StanzaErrorCondition::NotAuthorized);
+            if let Some(r) = stanza.error_reply(&e) {
+                conn.send(r.element()).await?;
+            }
+            continue;
+        }
+        let requested = payload
+            .child_text("resource", ns::BIND)
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty());
+        let resource =
+            requested.unwrap_or_else(|| format!("rookery-{:016x}", rand::random::<u64>()));
+        let jid = match user.with_resource(&resource) {
+            Ok(j) => j,
+            Err(_) => {
+                let e = StanzaError::new(StanzaErrorCondition::BadRequest)
+                    .with_text("invalid resource");
+                if let Some(r) = stanza.error_reply(&e) {
+                    conn.send(r.element()).await?;
+                }
+                continue;
+            }
+        };
+        let core = &ctx.core;
+        let (handle, end) = SessionHandle::new(
+            core.next_session_id(),
+            jid.clone(),
+            core.config().session_queue,
+        );
+        let result = stanza.iq_result(Some(
+            Element::new("bind", ns::BIND)
+                .with_child(Element::new("jid", ns::BIND).with_text(jid.as_str())),
+        ));
+        conn.send(result.element()).await?;
+        if let Some(old) = core.bind(handle.clone()).await {
+            // RFC 6120 §7.7.2.2: the new session wins; the old one is told why it ends.
+            old.close(StreamError::with_text(
+                SEC::Conflict,
+                "replaced by a new connection",
+            ));
+        }
+        tracing::info!(%jid, "resource bound");
+        return Ok(Bound { jid, handle, end });
+    }
+}

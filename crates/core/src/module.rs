@@ -1,0 +1,113 @@
+//! Extensions are modules (design.md "Extensions are modules").
+//!
+//! A module declares, once at start-up, what it handles: the IQ payloads it answers (for the
+//! server itself or on behalf of an account), the stanza hooks it wants, the disco identities
+//! and features it adds. The router builds its tables from these declarations, so adding a
+//! XEP never means editing the router, and disco#info never lies.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::Stanza;
+use rookery_proto::{StanzaError, StanzaErrorCondition};
+use rookery_xml::Element;
+
+use crate::router::Core;
+
+/// Who an IQ handler answers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IqTarget {
+    /// IQs to the server's domain (or with no `to`, where the RFC says the server answers).
+    Server,
+    /// IQs to a local account's bare JID, answered by the server on the account's behalf.
+    Account,
+}
+
+/// Points in the routing path where a module may take a stanza over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookPoint {
+    /// A message to a local bare JID (delivery policy, offline storage).
+    MessageToBare,
+    /// A message to a local full JID whose resource is not online.
+    MessageToMissingResource,
+    /// A presence stanza with no `to` from a local session (broadcast).
+    PresenceBroadcast,
+    /// A presence stanza addressed to a local account (subscriptions, probes, directed).
+    PresenceToAccount,
+    /// A message sent by a local session (before routing; e.g. carbons, archiving).
+    MessageFromLocal,
+}
+
+/// What a hook did with the stanza.
+#[derive(Debug)]
+pub enum Flow {
+    /// Not handled: the next hook (or the router's default) gets it.
+    Continue(Stanza),
+    /// Handled; routing stops here.
+    Handled,
+}
+
+/// A session lifecycle event.
+#[derive(Debug, Clone)]
+pub enum SessionEvent {
+    /// A resource was bound.
+    Bound(Jid),
+    /// A session ended (for any reason, including a dead socket).
+    Closed(Jid),
+}
+
+/// A disco identity (XEP-0030 §3.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Category, e.g. `server`.
+    pub category: &'static str,
+    /// Type, e.g. `im`.
+    pub kind: &'static str,
+    /// Human-readable name.
+    pub name: Option<String>,
+}
+
+/// What a module registers with the core.
+#[derive(Debug, Default)]
+pub struct Declaration {
+    /// IQ payloads this module answers: (target, namespace, element name).
+    pub iqs: Vec<(IqTarget, &'static str, &'static str)>,
+    /// Hooks this module wants, called in module order.
+    pub hooks: Vec<HookPoint>,
+    /// Disco identities of the server.
+    pub server_identities: Vec<Identity>,
+    /// Disco features of the server.
+    pub server_features: Vec<&'static str>,
+    /// Disco features of every account (disco#info to a bare JID).
+    pub account_features: Vec<&'static str>,
+    /// Wants session lifecycle events.
+    pub session_events: bool,
+}
+
+/// The result of an IQ handler: the payload of the `result` (if any), or an error.
+pub type IqResult = Result<Option<Element>, StanzaError>;
+
+/// A protocol extension.
+#[async_trait]
+pub trait Module: Send + Sync + 'static {
+    /// Short name, used in config and logs (e.g. `ping`).
+    fn name(&self) -> &'static str;
+
+    /// What this module handles.
+    fn declare(&self) -> Declaration;
+
+    /// Answers an IQ get/set this module declared. `to` is the account for
+    /// [`IqTarget::Account`] handlers, the server domain for [`IqTarget::Server`].
+    async fn handle_iq(&self, _core: &Arc<Core>, _to: &BareJid, _iq: &Stanza) -> IqResult {
+        Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
+    }
+
+    /// A declared hook.
+    async fn hook(&self, _core: &Arc<Core>, _point: HookPoint, stanza: Stanza) -> Flow {
+        Flow::Continue(stanza)
+    }
+
+    /// A session lifecycle event, if declared.
+    async fn session_event(&self, _core: &Arc<Core>, _event: &SessionEvent) {}
+}

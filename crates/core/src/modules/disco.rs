@@ -1,0 +1,85 @@
+//! XEP-0030: Service Discovery — computed from what the enabled modules declare, so it never
+//! advertises a feature nobody implements.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rookery_jid::BareJid;
+use rookery_proto::{ns, IqType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind};
+use rookery_xml::Element;
+
+use crate::module::{Declaration, IqResult, IqTarget, Module};
+use crate::router::Core;
+
+/// Answers disco#info and disco#items for the server and for accounts.
+pub struct Disco;
+
+fn feature(var: &str) -> Element {
+    Element::new("feature", ns::DISCO_INFO).with_attr("var", var)
+}
+
+#[async_trait]
+impl Module for Disco {
+    fn name(&self) -> &'static str {
+        "disco"
+    }
+
+    fn declare(&self) -> Declaration {
+        Declaration {
+            iqs: vec![
+                (IqTarget::Server, ns::DISCO_INFO, "query"),
+                (IqTarget::Server, ns::DISCO_ITEMS, "query"),
+                (IqTarget::Account, ns::DISCO_INFO, "query"),
+                (IqTarget::Account, ns::DISCO_ITEMS, "query"),
+            ],
+            server_features: vec![ns::DISCO_INFO, ns::DISCO_ITEMS],
+            account_features: vec![ns::DISCO_INFO, ns::DISCO_ITEMS],
+            ..Declaration::default()
+        }
+    }
+
+    async fn handle_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
+        if iq.kind() != StanzaKind::Iq(IqType::Get) {
+            return Err(StanzaError::new(StanzaErrorCondition::BadRequest));
+        }
+        let Some(query) = iq.payload() else {
+            return Err(StanzaError::new(StanzaErrorCondition::BadRequest));
+        };
+        if query.attr("node").is_some() {
+            // No module publishes nodes yet.
+            return Err(StanzaError::new(StanzaErrorCondition::ItemNotFound));
+        }
+        let is_server = to.local().is_none();
+        let mut out = Element::new("query", query.ns());
+        if query.ns() == ns::DISCO_INFO {
+            if is_server {
+                for id in core.identities() {
+                    let mut el = Element::new("identity", ns::DISCO_INFO)
+                        .with_attr("category", id.category)
+                        .with_attr("type", id.kind);
+                    if let Some(n) = &id.name {
+                        el.set_attr("name", n.clone());
+                    }
+                    out.push_child(el);
+                }
+                for f in core.server_features() {
+                    out.push_child(feature(f));
+                }
+            } else {
+                out.push_child(
+                    Element::new("identity", ns::DISCO_INFO)
+                        .with_attr("category", "account")
+                        .with_attr("type", "registered"),
+                );
+                for f in core.account_features() {
+                    out.push_child(feature(f));
+                }
+            }
+        } else if is_server {
+            for d in core.routed_domains() {
+                out.push_child(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", d));
+            }
+        }
+        Ok(Some(out))
+    }
+}

@@ -1,0 +1,212 @@
+//! XEP-0077: In-Band Registration — account creation before authentication (off unless
+//! configured, rate-limited per IP), password change and account removal after it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use rookery_jid::BareJid;
+use rookery_proto::{
+    ns, IqType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind, StreamError,
+    StreamErrorCondition,
+};
+use rookery_sasl::{Credentials, DEFAULT_ITERATIONS};
+use rookery_store::StoreError;
+use rookery_xml::Element;
+
+use crate::config::RegistrationConfig;
+use crate::module::{Declaration, IqResult, IqTarget, Module};
+use crate::router::Core;
+
+/// The registration module. Listeners call [`Register::register`] for unauthenticated
+/// streams; authenticated users reach [`Module::handle_iq`].
+pub struct Register {
+    config: RegistrationConfig,
+    last_by_ip: DashMap<IpAddr, Instant>,
+}
+
+fn err(c: Cond, text: &str) -> StanzaError {
+    StanzaError::new(c).with_text(text)
+}
+
+fn store_err(e: StoreError) -> StanzaError {
+    match e {
+        StoreError::Conflict => err(Cond::Conflict, "username already taken"),
+        other => {
+            tracing::error!(error = %other, "registration store error");
+            StanzaError::new(Cond::InternalServerError)
+        }
+    }
+}
+
+impl Register {
+    /// A registration module with `config`.
+    pub fn new(config: RegistrationConfig) -> Self {
+        Register {
+            config,
+            last_by_ip: DashMap::new(),
+        }
+    }
+
+    /// Whether unauthenticated clients may register.
+    pub fn open(&self) -> bool {
+        self.config.enabled
+    }
+
+    /// The registration form for unauthenticated clients (XEP-0077 §3.1).
+    pub fn form(&self) -> Element {
+        Element::new("query", ns::REGISTER)
+            .with_child(
+                Element::new("instructions", ns::REGISTER)
+                    .with_text("Choose a username and password."),
+            )
+            .with_child(Element::new("username", ns::REGISTER))
+            .with_child(Element::new("password", ns::REGISTER))
+    }
+
+    fn check_password(&self, password: &str) -> Result<(), StanzaError> {
+        if password.chars().count() < self.config.min_password_len {
+            return Err(err(Cond::NotAcceptable, "password too short"));
+        }
+        Ok(())
+    }
+
+    /// Handles a `jabber:iq:register` IQ on an unauthenticated stream from `ip`.
+    pub async fn register(&self, core: &Arc<Core>, ip: IpAddr, iq: &Stanza) -> IqResult {
+        if !self.config.enabled {
+            return Err(StanzaError::new(Cond::ServiceUnavailable));
+        }
+        let query = iq
+            .payload()
+            .ok_or_else(|| StanzaError::new(Cond::BadRequest))?;
+        match iq.kind() {
+            StanzaKind::Iq(IqType::Get) => Ok(Some(self.form())),
+            StanzaKind::Iq(IqType::Set) => {
+                let username = query
+                    .child_text("username", ns::REGISTER)
+                    .unwrap_or_default();
+                let password = query
+                    .child_text("password", ns::REGISTER)
+                    .unwrap_or_default();
+                if username.is_empty() || password.is_empty() {
+                    return Err(err(Cond::NotAcceptable, "username and password required"));
+                }
+                let local = rookery_jid::normalize_local(&username)
+                    .map_err(|_| err(Cond::JidMalformed, "invalid username"))?;
+                self.check_password(&password)?;
+                let now = Instant::now();
+                let min = Duration::from_secs(self.config.min_interval_secs);
+                if let Some(last) = self.last_by_ip.get(&ip) {
+                    if now.duration_since(*last) < min {
+                        return Err(err(Cond::ResourceConstraint, "too many registrations")
+                            .with_type(rookery_proto::ErrorType::Wait));
+                    }
+                }
+                let creds = derive(&password)?;
+                core.store()
+                    .accounts()
+                    .create(core.domain(), &local, &creds)
+                    .await
+                    .map_err(store_err)?;
+                self.last_by_ip.insert(ip, now);
+                // Forget old entries so the map stays bounded by the recent rate.
+                self.last_by_ip.retain(|_, t| now.duration_since(*t) < min);
+                tracing::info!(user = %local, %ip, "account registered in-band");
+                Ok(None)
+            }
+            _ => Err(StanzaError::new(Cond::BadRequest)),
+        }
+    }
+}
+
+fn derive(password: &str) -> Result<Credentials, StanzaError> {
+    Credentials::derive(password, DEFAULT_ITERATIONS)
+        .map_err(|_| err(Cond::NotAcceptable, "invalid password"))
+}
+
+#[async_trait]
+impl Module for Register {
+    fn name(&self) -> &'static str {
+        "register"
+    }
+
+    fn declare(&self) -> Declaration {
+        Declaration {
+            iqs: vec![
+                (IqTarget::Server, ns::REGISTER, "query"),
+                (IqTarget::Account, ns::REGISTER, "query"),
+            ],
+            server_features: vec![ns::REGISTER],
+            ..Declaration::default()
+        }
+    }
+
+    /// XEP-0077 §3.2 (cancel) and §3.3 (password change) for the authenticated user.
+    async fn handle_iq(&self, core: &Arc<Core>, _to: &BareJid, iq: &Stanza) -> IqResult {
+        let from = iq
+            .from()
+            .cloned()
+            .ok_or_else(|| StanzaError::new(Cond::BadRequest))?;
+        let user = from.to_bare();
+        let Some(local) = user.local().map(str::to_string) else {
+            return Err(StanzaError::new(Cond::NotAllowed));
+        };
+        if !core.is_local_domain(user.domain()) {
+            return Err(StanzaError::new(Cond::NotAllowed));
+        }
+        let query = iq
+            .payload()
+            .ok_or_else(|| StanzaError::new(Cond::BadRequest))?;
+        match iq.kind() {
+            StanzaKind::Iq(IqType::Get) => Ok(Some(
+                Element::new("query", ns::REGISTER)
+                    .with_child(Element::new("registered", ns::REGISTER))
+                    .with_child(Element::new("username", ns::REGISTER).with_text(local)),
+            )),
+            StanzaKind::Iq(IqType::Set) if query.has_child("remove", ns::REGISTER) => {
+                core.store()
+                    .accounts()
+                    .delete(user.domain(), &local)
+                    .await
+                    .map_err(store_err)?;
+                tracing::info!(user = %user, "account removed in-band");
+                // The sessions' writers flush what is queued (this result included, as the
+                // requesting session is blocked in routing it) before the stream error.
+                close_account_sessions(core, &user);
+                Ok(None)
+            }
+            StanzaKind::Iq(IqType::Set) => {
+                let username = query
+                    .child_text("username", ns::REGISTER)
+                    .unwrap_or_default();
+                let password = query
+                    .child_text("password", ns::REGISTER)
+                    .unwrap_or_default();
+                if rookery_jid::normalize_local(&username).ok().as_deref() != Some(&local) {
+                    return Err(err(Cond::NotAllowed, "username does not match the account"));
+                }
+                self.check_password(&password)?;
+                let creds = derive(&password)?;
+                core.store()
+                    .accounts()
+                    .set_credentials(user.domain(), &local, &creds)
+                    .await
+                    .map_err(store_err)?;
+                tracing::info!(user = %user, "password changed");
+                Ok(None)
+            }
+            _ => Err(StanzaError::new(Cond::BadRequest)),
+        }
+    }
+}
+
+fn close_account_sessions(core: &Core, user: &BareJid) {
+    for (h, _) in core.sessions_of(user) {
+        h.close(StreamError::with_text(
+            StreamErrorCondition::NotAuthorized,
+            "account removed",
+        ));
+    }
+}

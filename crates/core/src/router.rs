@@ -1,0 +1,612 @@
+//! The route table (design.md, "A typed route table and one unhandled-stanza policy").
+//!
+//! | stanza   | `to` shape                  | handled by                                            |
+//! |----------|-----------------------------|-------------------------------------------------------|
+//! | iq get/set | none                      | account IQ handler, then server IQ handler            |
+//! | iq get/set | server domain             | server IQ handler (by payload namespace + name)       |
+//! | iq get/set | local bare JID            | account IQ handler, on the account's behalf           |
+//! | any      | local full JID, online      | that session                                          |
+//! | message  | local bare JID              | [`HookPoint::MessageToBare`] hooks, then RFC 6121 §8.5.2 |
+//! | message  | local full JID, offline     | [`HookPoint::MessageToMissingResource`], then §8.5.3.2 |
+//! | presence | none                        | [`HookPoint::PresenceBroadcast`] hooks                |
+//! | presence | local account               | [`HookPoint::PresenceToAccount`] hooks                |
+//! | any      | a registered domain         | its [`DomainRoute`] (components, services)            |
+//! | any      | any other domain            | the remote route (s2s), else `remote-server-not-found` |
+//!
+//! Unhandled IQ get/set get `service-unavailable` from [`Core::reply_error`]; IQ result/error
+//! and error stanzas are never answered with an error. The session registry is a sharded map
+//! (no global lock on the routing path); each stanza is serialized once and the bytes shared.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use dashmap::DashMap;
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::{
+    IqType, MessageType, PresenceType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind,
+};
+use rookery_store::Store;
+
+use crate::config::CoreConfig;
+use crate::module::{Flow, HookPoint, Identity, IqTarget, Module, SessionEvent};
+use crate::session::{SessionHandle, SessionId};
+
+/// Where stanzas for a whole domain go (a component, a service, a remote server).
+#[async_trait]
+pub trait DomainRoute: Send + Sync + 'static {
+    /// Takes the stanza; an error is bounced to the sender.
+    async fn deliver(&self, stanza: Stanza) -> Result<(), StanzaError>;
+}
+
+/// One bound resource of an account.
+#[derive(Debug, Clone)]
+struct Resource {
+    handle: SessionHandle,
+    /// `Some(priority)` once the session sent available presence.
+    priority: Option<i8>,
+}
+
+/// Builds a [`Core`] from config, store and modules.
+pub struct CoreBuilder {
+    config: CoreConfig,
+    store: Store,
+    modules: Vec<Arc<dyn Module>>,
+}
+
+impl CoreBuilder {
+    /// Starts a builder.
+    pub fn new(config: CoreConfig, store: Store) -> Self {
+        CoreBuilder {
+            config,
+            store,
+            modules: Vec::new(),
+        }
+    }
+
+    /// Adds a module; hooks run in the order modules are added.
+    #[must_use]
+    pub fn module(mut self, m: Arc<dyn Module>) -> Self {
+        self.modules.push(m);
+        self
+    }
+
+    /// Builds the core and its tables from the modules' declarations; fails when the
+    /// configured domain is not a valid domainpart.
+    pub fn build(self) -> Result<Arc<Core>, rookery_jid::JidError> {
+        let domain_jid = BareJid::new(None, &self.config.domain)?;
+        let mut iq_routes = HashMap::new();
+        let mut hooks: HashMap<HookPoint, Vec<usize>> = HashMap::new();
+        let mut identities = vec![Identity {
+            category: "server",
+            kind: "im",
+            name: Some("Rookery".into()),
+        }];
+        let mut server_features = Vec::new();
+        let mut account_features = Vec::new();
+        let mut session_listeners = Vec::new();
+        for (i, m) in self.modules.iter().enumerate() {
+            let d = m.declare();
+            for (target, ns, name) in d.iqs {
+                if iq_routes.insert((target, ns, name), i).is_some() {
+                    tracing::warn!(module = m.name(), ns, name, "IQ handler registered twice");
+                }
+            }
+            for h in d.hooks {
+                hooks.entry(h).or_default().push(i);
+            }
+            identities.extend(d.server_identities);
+            server_features.extend(d.server_features);
+            account_features.extend(d.account_features);
+            if d.session_events {
+                session_listeners.push(i);
+            }
+        }
+        server_features.sort_unstable();
+        server_features.dedup();
+        account_features.sort_unstable();
+        account_features.dedup();
+        Ok(Arc::new(Core {
+            domain_jid,
+            config: self.config,
+            store: self.store,
+            modules: self.modules,
+            iq_routes,
+            hooks,
+            identities,
+            server_features,
+            account_features,
+            session_listeners,
+            sessions: DashMap::new(),
+            domains: DashMap::new(),
+            remote: OnceLock::new(),
+            next_id: AtomicU64::new(1),
+        }))
+    }
+}
+
+/// The shared server state every connection and module works through.
+pub struct Core {
+    config: CoreConfig,
+    domain_jid: BareJid,
+    store: Store,
+    modules: Vec<Arc<dyn Module>>,
+    iq_routes: HashMap<(IqTarget, &'static str, &'static str), usize>,
+    hooks: HashMap<HookPoint, Vec<usize>>,
+    identities: Vec<Identity>,
+    server_features: Vec<&'static str>,
+    account_features: Vec<&'static str>,
+    session_listeners: Vec<usize>,
+    sessions: DashMap<BareJid, Vec<Resource>>,
+    domains: DashMap<String, Arc<dyn DomainRoute>>,
+    remote: OnceLock<Arc<dyn DomainRoute>>,
+    next_id: AtomicU64,
+}
+
+impl Core {
+    /// Settings.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// The hosted domain.
+    pub fn domain(&self) -> &str {
+        self.domain_jid.domain()
+    }
+
+    /// The hosted domain as a JID.
+    pub fn domain_jid(&self) -> &BareJid {
+        &self.domain_jid
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Server disco identities (from all modules).
+    pub fn identities(&self) -> &[Identity] {
+        &self.identities
+    }
+
+    /// Server disco features (from all modules).
+    pub fn server_features(&self) -> &[&'static str] {
+        &self.server_features
+    }
+
+    /// Account disco features (from all modules).
+    pub fn account_features(&self) -> &[&'static str] {
+        &self.account_features
+    }
+
+    /// Domains with a registered route (components, services), for disco#items.
+    pub fn routed_domains(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.domains.iter().map(|e| e.key().clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// A fresh session id.
+    pub fn next_session_id(&self) -> SessionId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether `domain` is hosted here.
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        domain == self.domain()
+    }
+
+    /// Routes every stanza for `domain` to `route` (replacing any previous one).
+    pub fn register_domain(&self, domain: &str, route: Arc<dyn DomainRoute>) {
+        self.domains.insert(domain.to_string(), route);
+    }
+
+    /// Removes the route for `domain`.
+    pub fn unregister_domain(&self, domain: &str) {
+        self.domains.remove(domain);
+    }
+
+    /// Sets the route for remote domains (s2s). Only the first call takes effect.
+    pub fn set_remote_route(&self, route: Arc<dyn DomainRoute>) {
+        let _ = self.remote.set(route);
+    }
+
+    // ---- session registry ----------------------------------------------------------------
+
+    /// Registers a bound session. Returns the session it replaces (same full JID), which the
+    /// caller closes with `conflict` (RFC 6120 §7.7.2.2).
+    pub async fn bind(self: &Arc<Self>, handle: SessionHandle) -> Option<SessionHandle> {
+        let jid = handle.jid().clone();
+        let replaced = {
+            let mut entry = self.sessions.entry(jid.to_bare()).or_default();
+            let old = entry
+                .iter()
+                .position(|r| r.handle.jid() == &jid)
+                .map(|i| entry.remove(i).handle);
+            entry.push(Resource {
+                handle,
+                priority: None,
+            });
+            old
+        };
+        tracing::debug!(%jid, "bound");
+        self.session_event(SessionEvent::Bound(jid)).await;
+        replaced
+    }
+
+    /// Removes a session if it is still the one registered under its JID, and tells the
+    /// modules (so unavailable presence goes out for dead sockets too).
+    pub async fn unbind(self: &Arc<Self>, jid: &Jid, id: SessionId) {
+        let bare = jid.to_bare();
+        let removed = match self.sessions.get_mut(&bare) {
+            Some(mut list) => {
+                let before = list.len();
+                list.retain(|r| r.handle.id() != id);
+                before != list.len()
+            }
+            None => false,
+        };
+        self.sessions.remove_if(&bare, |_, v| v.is_empty());
+        if removed {
+            tracing::debug!(%jid, "unbound");
+            self.session_event(SessionEvent::Closed(jid.clone())).await;
+        }
+    }
+
+    async fn session_event(self: &Arc<Self>, ev: SessionEvent) {
+        for &i in &self.session_listeners {
+            if let Some(m) = self.modules.get(i) {
+                m.session_event(self, &ev).await;
+            }
+        }
+    }
+
+    /// Records a session's availability: `Some(priority)` after available presence, `None`
+    /// after unavailable.
+    pub fn set_available(&self, jid: &Jid, priority: Option<i8>) {
+        if let Some(mut list) = self.sessions.get_mut(&jid.to_bare()) {
+            if let Some(r) = list.iter_mut().find(|r| r.handle.jid() == jid) {
+                r.priority = priority;
+            }
+        }
+    }
+
+    /// The session bound to a full JID.
+    pub fn session(&self, jid: &Jid) -> Option<SessionHandle> {
+        self.sessions
+            .get(&jid.to_bare())?
+            .iter()
+            .find(|r| r.handle.jid() == jid)
+            .map(|r| r.handle.clone())
+    }
+
+    /// All sessions of an account, with their priority if available.
+    pub fn sessions_of(&self, bare: &BareJid) -> Vec<(SessionHandle, Option<i8>)> {
+        self.sessions
+            .get(bare)
+            .map(|l| l.iter().map(|r| (r.handle.clone(), r.priority)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of bound sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.iter().map(|e| e.value().len()).sum()
+    }
+
+    /// Closes every session (server shutdown).
+    pub fn close_all(&self, reason: &rookery_proto::StreamError) {
+        for e in self.sessions.iter() {
+            for r in e.value() {
+                r.handle.close(reason.clone());
+            }
+        }
+    }
+
+    /// Whether an account exists (online sessions answer without touching the store).
+    pub async fn account_exists(&self, bare: &BareJid) -> bool {
+        if self.sessions.contains_key(bare) {
+            return true;
+        }
+        let Some(local) = bare.local() else {
+            return false;
+        };
+        match self.store.accounts().exists(bare.domain(), local).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "account lookup failed");
+                false
+            }
+        }
+    }
+
+    // ---- routing -------------------------------------------------------------------------
+
+    /// Routes a stanza whose `from` the caller has already stamped or checked.
+    pub async fn route(self: &Arc<Self>, stanza: Stanza) {
+        let to = stanza.to().cloned();
+        match to {
+            None => self.route_no_to(stanza).await,
+            Some(to) if self.is_local_domain(to.domain()) => {
+                if to.local().is_none() {
+                    self.route_to_server(stanza).await;
+                } else if to.is_bare() {
+                    self.route_to_bare(stanza, to.to_bare()).await;
+                } else {
+                    self.route_to_full(stanza, &to).await;
+                }
+            }
+            Some(to) => {
+                let route = self.domains.get(to.domain()).map(|r| r.value().clone());
+                let route = route.or_else(|| self.remote.get().cloned());
+                match route {
+                    Some(r) => {
+                        let copy = stanza.clone();
+                        if let Err(e) = r.deliver(stanza).await {
+                            self.reply_error(&copy, e).await;
+                        }
+                    }
+                    None => {
+                        self.reply_error(
+                            &stanza,
+                            StanzaError::new(StanzaErrorCondition::RemoteServerNotFound),
+                        )
+                        .await
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the error reply to `stanza` (never for error stanzas).
+    pub async fn reply_error(self: &Arc<Self>, stanza: &Stanza, error: StanzaError) {
+        if let Some(reply) = stanza.error_reply(&error) {
+            Box::pin(self.route(reply)).await;
+        }
+    }
+
+    /// Runs the hooks of `point`; returns the stanza if none handled it.
+    pub async fn run_hooks(self: &Arc<Self>, point: HookPoint, stanza: Stanza) -> Option<Stanza> {
+        let mut stanza = stanza;
+        if let Some(list) = self.hooks.get(&point) {
+            for &i in list {
+                let Some(m) = self.modules.get(i) else {
+                    continue;
+                };
+                match m.hook(self, point, stanza).await {
+                    Flow::Continue(s) => stanza = s,
+                    Flow::Handled => return None,
+                }
+            }
+        }
+        Some(stanza)
+    }
+
+    async fn route_no_to(self: &Arc<Self>, stanza: Stanza) {
+        match stanza.kind() {
+            StanzaKind::Presence(_) => {
+                if let Some(s) = self.run_hooks(HookPoint::PresenceBroadcast, stanza).await {
+                    self.default_presence_broadcast(&s);
+                }
+            }
+            StanzaKind::Iq(IqType::Get | IqType::Set) => {
+                let Some(account) = stanza.from().map(Jid::to_bare) else {
+                    return self.route_to_server(stanza).await;
+                };
+                if self.iq_handler(IqTarget::Account, &stanza).is_some() {
+                    self.handle_iq(IqTarget::Account, &account, stanza).await;
+                } else {
+                    self.handle_iq(IqTarget::Server, &self.domain_jid.clone(), stanza)
+                        .await;
+                }
+            }
+            StanzaKind::Iq(_) => {}
+            StanzaKind::Message(_) => {
+                // RFC 6120 §10.3.1: as if addressed to the sender's bare JID.
+                if let Some(account) = stanza.from().map(Jid::to_bare) {
+                    self.route_to_bare(stanza, account).await;
+                }
+            }
+        }
+    }
+
+    async fn route_to_server(self: &Arc<Self>, stanza: Stanza) {
+        match stanza.kind() {
+            StanzaKind::Iq(IqType::Get | IqType::Set) => {
+                self.handle_iq(IqTarget::Server, &self.domain_jid.clone(), stanza)
+                    .await
+            }
+            StanzaKind::Message(MessageType::Chat | MessageType::Normal) => {
+                self.reply_error(
+                    &stanza,
+                    StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
+                )
+                .await
+            }
+            _ => {}
+        }
+    }
+
+    fn iq_handler(&self, target: IqTarget, iq: &Stanza) -> Option<&Arc<dyn Module>> {
+        let p = iq.payload()?;
+        // The map is covariant in its key, so it can be searched with borrowed strings.
+        let routes: &HashMap<(IqTarget, &str, &str), usize> = &self.iq_routes;
+        let &i = routes.get(&(target, p.ns(), p.name()))?;
+        self.modules.get(i)
+    }
+
+    async fn handle_iq(self: &Arc<Self>, target: IqTarget, to: &BareJid, iq: Stanza) {
+        let Some(module) = self.iq_handler(target, &iq) else {
+            return self
+                .reply_error(
+                    &iq,
+                    StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
+                )
+                .await;
+        };
+        let module = module.clone();
+        match module.handle_iq(self, to, &iq).await {
+            Ok(payload) => {
+                let mut result = iq.iq_result(payload);
+                if iq.to().is_none() {
+                    // Reply from the account (RFC 6120 §10.3.3), stamped explicitly.
+                    result.set_from(to.clone().into());
+                }
+                Box::pin(self.route(result)).await
+            }
+            Err(e) => self.reply_error(&iq, e).await,
+        }
+    }
+
+    async fn route_to_bare(self: &Arc<Self>, stanza: Stanza, to: BareJid) {
+        match stanza.kind() {
+            StanzaKind::Iq(IqType::Get | IqType::Set) => {
+                if self.account_exists(&to).await {
+                    self.handle_iq(IqTarget::Account, &to, stanza).await
+                } else {
+                    self.reply_error(
+                        &stanza,
+                        StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
+                    )
+                    .await
+                }
+            }
+            StanzaKind::Iq(_) => {}
+            StanzaKind::Presence(_) => {
+                let _ = self.run_hooks(HookPoint::PresenceToAccount, stanza).await;
+            }
+            StanzaKind::Message(t) => {
+                if !self.account_exists(&to).await {
+                    // RFC 6121 §8.5.2.2.3 / §8.5.2.1.3: no such user.
+                    if !matches!(t, MessageType::Headline | MessageType::Groupchat) {
+                        self.reply_error(
+                            &stanza,
+                            StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
+                        )
+                        .await;
+                    }
+                    return;
+                }
+                if let Some(s) = self.run_hooks(HookPoint::MessageToBare, stanza).await {
+                    self.default_message_to_bare(s, &to).await;
+                }
+            }
+        }
+    }
+
+    async fn route_to_full(self: &Arc<Self>, stanza: Stanza, to: &Jid) {
+        if let Some(session) = self.session(to) {
+            if let StanzaKind::Presence(
+                PresenceType::Subscribe
+                | PresenceType::Subscribed
+                | PresenceType::Unsubscribe
+                | PresenceType::Unsubscribed
+                | PresenceType::Probe,
+            ) = stanza.kind()
+            {
+                // RFC 6121 §3.1.3 et al.: subscription presence is handled for the account.
+                let _ = self.run_hooks(HookPoint::PresenceToAccount, stanza).await;
+                return;
+            }
+            session.send(Bytes::from(stanza.to_bytes()));
+            return;
+        }
+        match stanza.kind() {
+            StanzaKind::Iq(IqType::Get | IqType::Set) => {
+                self.reply_error(
+                    &stanza,
+                    StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
+                )
+                .await
+            }
+            StanzaKind::Iq(_) => {}
+            StanzaKind::Presence(_) => {
+                let _ = self.run_hooks(HookPoint::PresenceToAccount, stanza).await;
+            }
+            StanzaKind::Message(t) => {
+                let Some(s) = self
+                    .run_hooks(HookPoint::MessageToMissingResource, stanza)
+                    .await
+                else {
+                    return;
+                };
+                // RFC 6121 §8.5.3.2.1.
+                match t {
+                    MessageType::Normal | MessageType::Chat => {
+                        self.route_to_bare(s, to.to_bare()).await
+                    }
+                    MessageType::Groupchat => {
+                        self.reply_error(
+                            &s,
+                            StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
+                        )
+                        .await
+                    }
+                    MessageType::Headline | MessageType::Error => {}
+                }
+            }
+        }
+    }
+
+    /// RFC 6121 §8.5.2.1: deliver to the available resources with the highest non-negative
+    /// priority (headline: all non-negative); with none, bounce chat/normal (§8.5.2.2) unless a
+    /// module (offline storage) took it first.
+    async fn default_message_to_bare(self: &Arc<Self>, stanza: Stanza, to: &BareJid) {
+        let sessions = self.sessions_of(to);
+        let eligible: Vec<(SessionHandle, i8)> = sessions
+            .into_iter()
+            .filter_map(|(h, p)| p.filter(|p| *p >= 0).map(|p| (h, p)))
+            .collect();
+        let t = match stanza.kind() {
+            StanzaKind::Message(t) => t,
+            _ => return,
+        };
+        if eligible.is_empty() {
+            if matches!(t, MessageType::Normal | MessageType::Chat) {
+                self.reply_error(
+                    &stanza,
+                    StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
+                )
+                .await;
+            }
+            return;
+        }
+        let top = eligible.iter().map(|(_, p)| *p).max().unwrap_or(0);
+        let bytes = Bytes::from(stanza.to_bytes());
+        for (h, p) in eligible {
+            if t == MessageType::Headline || p == top {
+                h.send(bytes.clone());
+            }
+        }
+    }
+
+    /// Without a presence module: record availability and show it to the other resources.
+    fn default_presence_broadcast(&self, stanza: &Stanza) {
+        let Some(from) = stanza.from() else { return };
+        let priority = presence_priority(stanza);
+        match stanza.kind() {
+            StanzaKind::Presence(PresenceType::Available) => {
+                self.set_available(from, Some(priority))
+            }
+            StanzaKind::Presence(PresenceType::Unavailable) => self.set_available(from, None),
+            _ => {}
+        }
+    }
+
+    /// Sends serialized bytes to every session in `targets` (fan-out shares one buffer).
+    pub fn fan_out(&self, targets: &[SessionHandle], bytes: &Bytes) {
+        for t in targets {
+            t.send(bytes.clone());
+        }
+    }
+}
+
+/// The `<priority/>` of a presence stanza (RFC 6121 §4.7.2.3), 0 when absent or invalid.
+pub fn presence_priority(stanza: &Stanza) -> i8 {
+    stanza
+        .element()
+        .child_text("priority", rookery_xml::CONTENT_NS)
+        .and_then(|t| t.trim().parse::<i8>().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,162 @@
+//! The configuration file (`rookery.toml`). Every key, its default and its meaning are
+//! documented in `docs/configuration.md`; with no file at all the server runs for
+//! `localhost` on 127.0.0.1 with SQLite in `./rookery-data/`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rookery_c2s::C2sConfig;
+use rookery_core::config::{RegistrationConfig, VersionConfig};
+use rookery_core::CoreConfig;
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The XMPP domain served.
+    pub domain: String,
+    /// Where the SQLite database and the generated certificate live.
+    pub data_dir: PathBuf,
+    /// Listening addresses.
+    pub listen: ListenConfig,
+    /// Certificate and key.
+    pub tls: TlsConfig,
+    /// Database.
+    pub store: StoreConfig,
+    /// Client listener settings.
+    pub c2s: C2sConfig,
+    /// In-band registration.
+    pub registration: RegistrationConfig,
+    /// XEP-0092 disclosure.
+    pub version: VersionConfig,
+    /// Stanzas queued per session before a non-reading client is disconnected.
+    pub session_queue: usize,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let core = CoreConfig::default();
+        Config {
+            domain: core.domain,
+            data_dir: PathBuf::from("rookery-data"),
+            listen: ListenConfig::default(),
+            tls: TlsConfig::default(),
+            store: StoreConfig::default(),
+            c2s: C2sConfig::default(),
+            registration: core.registration,
+            version: core.version,
+            session_queue: core.session_queue,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Listening addresses; an empty string disables a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Client connections with STARTTLS (RFC 6120).
+    pub c2s: String,
+    /// Client connections with direct TLS (XEP-0368).
+    pub c2s_direct_tls: String,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            c2s: "127.0.0.1:5222".into(),
+            c2s_direct_tls: "127.0.0.1:5223".into(),
+        }
+    }
+}
+
+/// Certificate settings. Without both paths a self-signed certificate is generated into
+/// the data directory on first start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// Database settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://...` or `postgres://...`; default: `sqlite://<data_dir>/rookery.db`.
+    pub url: Option<String>,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: String,
+    /// A `tracing` filter such as `info` or `rookery_c2s=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "human".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, or the defaults when `None`.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let cfg: Config =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// The database URL.
+    pub fn store_url(&self) -> String {
+        self.store
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("rookery.db").display()))
+    }
+
+    /// The part the core acts on.
+    pub fn core(&self) -> CoreConfig {
+        CoreConfig {
+            domain: self.domain.clone(),
+            registration: self.registration.clone(),
+            version: self.version.clone(),
+            session_queue: self.session_queue,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../../deploy/rookery.toml");
+        let cfg: Config = toml::from_str(text).unwrap();
+        assert_eq!(cfg.domain, "example.org");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(toml::from_str::<Config>("domian = 'x'").is_err());
+    }
+}

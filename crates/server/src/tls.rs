@@ -1,0 +1,112 @@
+//! Certificates: load the configured PEM files, or generate a self-signed certificate into
+//! the data directory on first start (and reuse it after), logging its fingerprint so users
+//! can pin it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+
+/// TLS settings for the STARTTLS and the direct-TLS listener (the latter with ALPN
+/// `xmpp-client`, XEP-0368).
+pub struct TlsConfigs {
+    /// For STARTTLS.
+    pub starttls: Arc<rustls::ServerConfig>,
+    /// For direct TLS.
+    pub direct: Arc<rustls::ServerConfig>,
+}
+
+/// Loads or generates the certificate and builds the rustls configurations (TLS 1.2+).
+pub fn load(cfg: &Config) -> anyhow::Result<TlsConfigs> {
+    let (cert_path, key_path) = match (&cfg.tls.cert, &cfg.tls.key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        (None, None) => {
+            let c = cfg.data_dir.join("cert.pem");
+            let k = cfg.data_dir.join("key.pem");
+            if !c.exists() || !k.exists() {
+                generate(&cfg.domain, &c, &k)?;
+            }
+            (c, k)
+        }
+        _ => return Err(anyhow!("tls.cert and tls.key must be set together")),
+    };
+    let certs = read_certs(&cert_path)?;
+    let key = read_key(&key_path)?;
+    if let Some(first) = certs.first() {
+        tracing::info!(
+            cert = %cert_path.display(),
+            sha256 = %hex::encode(Sha256::digest(first.as_ref())),
+            "TLS certificate"
+        );
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let base = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("certificate and key do not match")?;
+    let mut direct = base.clone();
+    direct.alpn_protocols = vec![b"xmpp-client".to_vec()];
+    Ok(TlsConfigs {
+        starttls: Arc::new(base),
+        direct: Arc::new(direct),
+    })
+}
+
+fn generate(domain: &str, cert: &Path, key: &Path) -> anyhow::Result<()> {
+    let names = vec![domain.to_string(), format!("*.{domain}")];
+    let ck = rcgen::generate_simple_self_signed(names).context("generating certificate")?;
+    if let Some(dir) = cert.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(cert, ck.cert.pem()).with_context(|| format!("writing {}", cert.display()))?;
+    write_private(key, ck.key_pair.serialize_pem().as_bytes())?;
+    tracing::warn!(
+        cert = %cert.display(),
+        "generated a self-signed certificate; clients will not trust it without pinning"
+    );
+    Ok(())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(data)?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
+}
+
+fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    if certs.is_empty() {
+        return Err(anyhow!("no certificate in {}", path.display()));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .with_context(|| format!("parsing {}", path.display()))?
+        .ok_or_else(|| anyhow!("no private key in {}", path.display()))
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh Debian machine: installs what is missing
+# (PostgreSQL, Python venv with slixmpp), starts a throwaway PostgreSQL on loopback, then
+#   1. cargo fmt / clippy (lint gate),
+#   2. cargo test for the whole workspace (store suite on SQLite and PostgreSQL),
+#   3. the end-to-end suite in tests/ (real server, slixmpp and raw-socket clients),
+#   4. the independent acceptance runner in ../shared/acceptance against the zero-config server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+need_apt=()
+command -v python3 >/dev/null || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q "${need_apt[@]}" >/dev/null
+fi
+
+venv="${ROOKERY_TEST_VENV:-$HOME/.cache/rookery-test-venv}"
+if ! "$venv/bin/python" -c 'import slixmpp, pytest' 2>/dev/null; then
+  echo "== creating Python venv $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q -r tests/requirements.txt
+fi
+
+echo "== starting PostgreSQL"
+eval "$(scripts/pg-start.sh)"
+trap 'scripts/pg-stop.sh >/dev/null 2>&1 || true' EXIT
+
+echo "== lint"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo build --workspace --locked --bins
+cargo test --workspace --locked
+
+echo "== end-to-end (tests/)"
+ROOKERY_BIN="$root/target/debug/rookery" "$venv/bin/python" -m pytest -q tests
+
+echo "== acceptance runner (../shared/acceptance)"
+if [ -x ../shared/acceptance/run ]; then
+  ROOKERY_BIN="$root/target/debug/rookery" "$venv/bin/python" tests/acceptance.py
+else
+  echo "acceptance runner not found beside the repo; skipped"
+fi

@@ -3,21 +3,19 @@
 //!
 //! Layout:
 //! - [`config`]: listener settings and their defaults;
-//! - [`transport`]: plain TCP or TLS behind one `AsyncRead + AsyncWrite`;
-//! - [`conn`]: a connection: transport + stream parser + timeouts, read/write of elements;
 //! - [`limiter`]: auth-failure rate limits per IP and per account;
 //! - [`negotiate`]: the pre-session state machine (TLS → SASL → bind);
-//! - [`session`]: the bound session loop (the `from` trust rule for clients lives here).
+//! - [`session`]: the bound session (the `from` trust rule for clients lives here).
 //!
-//! One task serves one connection: it reads, routes, and drains the session's bounded
-//! outbound queue, so an idle connection costs one task, its buffers and its TLS state.
+//! The transport, framing and the bound-stream loop are shared with the other listeners in
+//! `rookery-stream`. One task serves one connection: it reads, routes, and drains the
+//! session's bounded outbound queue, so an idle connection costs one task, its buffers and
+//! its TLS state.
 
 pub mod config;
-pub mod conn;
 pub mod limiter;
 pub mod negotiate;
 pub mod session;
-pub mod transport;
 
 use std::sync::Arc;
 

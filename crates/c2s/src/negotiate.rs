@@ -25,9 +25,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::conn::{new_stream_id, Conn, ConnError};
-use crate::transport::Transport;
 use crate::{session, C2sContext, Mode};
+use rookery_stream::{new_stream_id, Conn, ConnError, Transport};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -61,7 +60,7 @@ pub async fn serve(ctx: Arc<C2sContext>, tcp: TcpStream, peer: SocketAddr, mode:
                 Err(_) => return tracing::debug!("TLS handshake timed out"),
             },
         };
-        let conn = Conn::new(io, peer, Limits::PRE_AUTH, ctx.core.domain());
+        let conn = Conn::new(io, peer, Limits::PRE_AUTH, ctx.core.domain(), ns::CLIENT);
         let mut holder = Some(conn);
         let result = tokio::time::timeout(deadline, negotiate(&ctx, &acceptor, &mut holder)).await;
         let Some(mut conn) = holder else { return };

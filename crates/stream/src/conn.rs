@@ -36,7 +36,7 @@ impl ConnError {
     }
 }
 
-/// A client connection.
+/// A connection of any kind (client, server, component).
 pub struct Conn {
     /// The byte stream.
     pub io: Transport,
@@ -46,11 +46,20 @@ pub struct Conn {
     rbuf: Vec<u8>,
     header_sent: bool,
     domain: String,
+    content_ns: &'static str,
+    header_extra: &'static str,
 }
 
 impl Conn {
-    /// A connection with a fresh parser under `limits`.
-    pub fn new(io: Transport, peer: SocketAddr, limits: Limits, domain: &str) -> Self {
+    /// A connection with a fresh parser under `limits`, speaking `content_ns`
+    /// (`jabber:client`, `jabber:server`, `jabber:component:accept`) as `domain`.
+    pub fn new(
+        io: Transport,
+        peer: SocketAddr,
+        limits: Limits,
+        domain: &str,
+        content_ns: &'static str,
+    ) -> Self {
         Conn {
             io,
             peer,
@@ -58,7 +67,20 @@ impl Conn {
             rbuf: vec![0; READ_CHUNK],
             header_sent: false,
             domain: domain.to_string(),
+            content_ns,
+            header_extra: "",
         }
+    }
+
+    /// Extra namespace declarations for our stream headers (e.g. `xmlns:db='...'` for
+    /// dialback), written verbatim; must start with a space.
+    pub fn set_header_extra(&mut self, extra: &'static str) {
+        self.header_extra = extra;
+    }
+
+    /// The domain we speak as.
+    pub fn domain(&self) -> &str {
+        &self.domain
     }
 
     /// Starts a new stream on the same transport (after SASL success): every byte the old
@@ -77,6 +99,8 @@ impl Conn {
             peer,
             rbuf,
             domain,
+            content_ns,
+            header_extra,
             ..
         } = self;
         let Transport::Plain(tcp) = io else {
@@ -93,6 +117,8 @@ impl Conn {
             rbuf,
             header_sent: false,
             domain,
+            content_ns,
+            header_extra,
         })
     }
 
@@ -156,7 +182,7 @@ impl Conn {
 
     /// Sends our stream header in reply to the client's.
     pub async fn send_header(&mut self, to: Option<&str>, id: &str) -> Result<(), ConnError> {
-        let h = stream::header(rookery_proto::ns::CLIENT, &self.domain, to, id, "");
+        let h = stream::header(self.content_ns, &self.domain, to, id, self.header_extra);
         self.header_sent = true;
         self.write(&h).await
     }
@@ -168,11 +194,11 @@ impl Conn {
         let mut out = Vec::new();
         if !self.header_sent {
             out.extend(stream::header(
-                rookery_proto::ns::CLIENT,
+                self.content_ns,
                 &self.domain,
                 None,
                 &new_stream_id(),
-                "",
+                self.header_extra,
             ));
         }
         out.extend(stream::to_bytes(&error.to_element()));

@@ -1,0 +1,16 @@
+//! The connection loop every listener shares (design.md "One connection loop, a policy per
+//! listener"): c2s, s2s and components differ only in negotiation and in the trust rule for
+//! `from`; reading, framing, stream errors and draining the outbound queue live here once.
+//!
+//! Layout:
+//! - [`transport`]: plain TCP or TLS (server or client side) behind one type;
+//! - [`conn`]: a connection: transport + stream parser + the stream-level framing;
+//! - [`pump`]: the loop of a bound stream: inbound elements to a [`pump::Inbound`] policy,
+//!   routed bytes out in batches, kill switch, idle timeout.
+
+pub mod conn;
+pub mod pump;
+pub mod transport;
+
+pub use conn::{new_stream_id, Conn, ConnError};
+pub use transport::Transport;

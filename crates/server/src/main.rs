@@ -68,6 +68,23 @@ enum UserAction {
     },
     /// List accounts.
     List,
+    /// Create many accounts `<prefix>1` … `<prefix><count>` sharing one password, for load
+    /// tests (`rookery-bench`): the credentials are derived once (same salts for all), so
+    /// never use it for real users. Existing accounts are skipped.
+    AddBulk {
+        /// Username prefix.
+        #[arg(long, default_value = "user")]
+        prefix: String,
+        /// Number of accounts.
+        #[arg(long)]
+        count: u32,
+        /// First number.
+        #[arg(long, default_value_t = 1)]
+        start: u32,
+        /// The shared password.
+        #[arg(long)]
+        password: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -242,6 +259,28 @@ async fn user(cfg: Config, action: UserAction) -> anyhow::Result<()> {
                 bail!("no such user {local}@{}", cfg.domain);
             }
             println!("deleted {local}@{}", cfg.domain);
+        }
+        UserAction::AddBulk {
+            prefix,
+            count,
+            start,
+            password,
+        } => {
+            let creds =
+                Credentials::derive(&password, DEFAULT_ITERATIONS).map_err(|e| anyhow!("{e}"))?;
+            let (mut created, mut existing) = (0u64, 0u64);
+            for i in start..start.saturating_add(count) {
+                let local = norm(&format!("{prefix}{i}"))?;
+                match accounts.create(&cfg.domain, &local, &creds).await {
+                    Ok(()) => created += 1,
+                    Err(StoreError::Conflict) => existing += 1,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            println!(
+                "created {created} accounts ({existing} existed) on {}",
+                cfg.domain
+            );
         }
         UserAction::List => {
             for u in accounts.list(&cfg.domain).await? {

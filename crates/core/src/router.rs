@@ -39,6 +39,17 @@ use crate::session::{SessionHandle, SessionId};
 pub trait DomainRoute: Send + Sync + 'static {
     /// Takes the stanza; an error is bounced to the sender.
     async fn deliver(&self, stanza: Stanza) -> Result<(), StanzaError>;
+
+    /// Whether disco#items of the server lists this domain now (a component only while it
+    /// is connected). Default: always.
+    fn listed(&self) -> bool {
+        true
+    }
+
+    /// The name disco#items shows for this domain, if any.
+    fn name(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One bound resource of an account.
@@ -184,6 +195,19 @@ impl Core {
     /// Domains with a registered route (components, services), for disco#items.
     pub fn routed_domains(&self) -> Vec<String> {
         let mut v: Vec<String> = self.domains.iter().map(|e| e.key().clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// The routed domains disco#items of the server lists now (see [`DomainRoute::listed`]),
+    /// with their names, sorted by domain.
+    pub fn routed_items(&self) -> Vec<(String, Option<String>)> {
+        let mut v: Vec<(String, Option<String>)> = self
+            .domains
+            .iter()
+            .filter(|e| e.value().listed())
+            .map(|e| (e.key().clone(), e.value().name()))
+            .collect();
         v.sort();
         v
     }

@@ -76,8 +76,13 @@ impl Module for Disco {
                 }
             }
         } else if is_server {
-            for d in core.routed_domains() {
-                out.push_child(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", d));
+            // Services and connected components (XEP-0114); disco to them is routed to them.
+            for (d, name) in core.routed_items() {
+                let mut item = Element::new("item", ns::DISCO_ITEMS).with_attr("jid", d);
+                if let Some(n) = name {
+                    item.set_attr("name", n);
+                }
+                out.push_child(item);
             }
         }
         Ok(Some(out))

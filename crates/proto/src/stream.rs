@@ -6,6 +6,19 @@ use crate::ns;
 
 /// The opening `<stream:stream>` we send (RFC 6120 §4.7), as bytes, with the XML declaration.
 pub fn header(content_ns: &str, from: &str, to: Option<&str>, id: &str, extra: &str) -> Vec<u8> {
+    header_versioned(content_ns, from, to, id, extra, true)
+}
+
+/// [`header`], with or without `version='1.0'`: a peer that sent no version (XEP-0114
+/// components, pre-RFC 3920 peers) gets none back (RFC 6120 §4.7.5).
+pub fn header_versioned(
+    content_ns: &str,
+    from: &str,
+    to: Option<&str>,
+    id: &str,
+    extra: &str,
+    version: bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"<?xml version='1.0'?><stream:stream xmlns='");
     escape_into(&mut out, content_ns, true);
@@ -23,7 +36,11 @@ pub fn header(content_ns: &str, from: &str, to: Option<&str>, id: &str, extra: &
     }
     out.extend_from_slice(b" id='");
     escape_into(&mut out, id, true);
-    out.extend_from_slice(b"' version='1.0' xml:lang='en'>");
+    out.push(b'\'');
+    if version {
+        out.extend_from_slice(b" version='1.0'");
+    }
+    out.extend_from_slice(b" xml:lang='en'>");
     out
 }
 

@@ -48,6 +48,7 @@ pub struct Conn {
     domain: String,
     content_ns: &'static str,
     header_extra: &'static str,
+    header_version: bool,
 }
 
 impl Conn {
@@ -69,7 +70,20 @@ impl Conn {
             domain: domain.to_string(),
             content_ns,
             header_extra: "",
+            header_version: true,
         }
+    }
+
+    /// Changes the domain our headers carry (a component stream speaks as the component's
+    /// domain, known only once its header arrived).
+    pub fn set_domain(&mut self, domain: &str) {
+        self.domain = domain.to_string();
+    }
+
+    /// Whether our headers carry `version='1.0'` (default yes); off for peers that sent no
+    /// version (RFC 6120 §4.7.5), such as XEP-0114 components.
+    pub fn set_header_version(&mut self, version: bool) {
+        self.header_version = version;
     }
 
     /// Extra namespace declarations for our stream headers (e.g. `xmlns:db='...'` for
@@ -101,6 +115,7 @@ impl Conn {
             domain,
             content_ns,
             header_extra,
+            header_version,
             ..
         } = self;
         let Transport::Plain(tcp) = io else {
@@ -119,6 +134,7 @@ impl Conn {
             domain,
             content_ns,
             header_extra,
+            header_version,
         })
     }
 
@@ -182,7 +198,14 @@ impl Conn {
 
     /// Sends our stream header in reply to the client's.
     pub async fn send_header(&mut self, to: Option<&str>, id: &str) -> Result<(), ConnError> {
-        let h = stream::header(self.content_ns, &self.domain, to, id, self.header_extra);
+        let h = stream::header_versioned(
+            self.content_ns,
+            &self.domain,
+            to,
+            id,
+            self.header_extra,
+            self.header_version,
+        );
         self.header_sent = true;
         self.write(&h).await
     }
@@ -193,12 +216,13 @@ impl Conn {
         tracing::info!(condition = %error.condition, text = ?error.text, "closing stream with error");
         let mut out = Vec::new();
         if !self.header_sent {
-            out.extend(stream::header(
+            out.extend(stream::header_versioned(
                 self.content_ns,
                 &self.domain,
                 None,
                 &new_stream_id(),
                 self.header_extra,
+                self.header_version,
             ));
         }
         out.extend(stream::to_bytes(&error.to_element()));

@@ -191,7 +191,12 @@ class RawClient:
             try:
                 data = await asyncio.wait_for(self.reader.read(65536), remaining)
             except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
-                data = b""
+                # StreamReader raises the reset before handing out what it had buffered (such
+                # as the stream error the server sent just before closing): take that first.
+                buffered = getattr(self.reader, "_buffer", None)
+                data = bytes(buffered) if buffered else b""
+                if buffered:
+                    buffered.clear()
             if not data:
                 return ("eof", None)
             self._feed(data)

@@ -1,0 +1,175 @@
+"""Stream and process lifecycle: timeouts, the close handshake (RFC 6120 §4.4), keepalives,
+shutdown on SIGTERM, persistence across restarts, and the `rookery user` CLI."""
+import signal
+
+import pytest
+
+from xmpp_raw import Closed, SaslFailure, StreamError
+
+
+async def test_negotiation_timeout_closes_an_idle_unauthenticated_stream(server_factory):
+    srv = server_factory(users={"alice": "alicepass"}, c2s={"negotiation_timeout_secs": 1})
+    c = srv.client()
+    await c.connect()
+    await c.open_stream()
+    assert await c.wait_closed() == ("connection-timeout", True)
+
+
+async def test_negotiation_timeout_covers_silent_sockets_and_tls(server_factory):
+    srv = server_factory(users={"alice": "alicepass"}, c2s={"negotiation_timeout_secs": 1})
+    silent = srv.client()
+    await silent.connect()          # not even a stream header
+    cond, _ = await silent.wait_closed()
+    assert cond == "connection-timeout"
+    after_tls = srv.client()
+    await after_tls.negotiate_tls()  # TLS, then nothing
+    assert (await after_tls.wait_closed())[0] == "connection-timeout"
+    direct = srv.client(direct_tls=True)
+    await direct.connect()          # direct TLS handshake done, no stream
+    assert (await direct.wait_closed())[0] == "connection-timeout"
+
+
+async def test_negotiation_timeout_does_not_apply_after_bind(server_factory):
+    srv = server_factory(users={"alice": "alicepass"}, c2s={"negotiation_timeout_secs": 1})
+    c = await srv.login("alice", "a")
+    # Longer than the negotiation timeout, awaiting something that never comes.
+    with pytest.raises(TimeoutError):
+        await c.recv(timeout=2.5)
+    r = await c.iq("get", None, "<ping xmlns='urn:xmpp:ping'/>")
+    assert r.get("type") == "result"
+    await c.close()
+
+
+async def test_idle_timeout(server_factory):
+    srv = server_factory(users={"alice": "alicepass"}, c2s={"idle_timeout_secs": 1})
+    c = await srv.login("alice", "a")
+    assert await c.wait_closed() == ("connection-timeout", True)
+
+
+async def test_whitespace_keepalive_is_tolerated(server):
+    c = await server.login("alice", "a")
+    c.send(" ")
+    c.send("\n\n")
+    r = await c.iq("get", None, "<ping xmlns='urn:xmpp:ping'/>")
+    assert r.get("type") == "result"
+    c.send("  \t ")
+    r = await c.iq("get", None, "<ping xmlns='urn:xmpp:ping'/>")
+    assert r.get("type") == "result"
+    await c.close()
+
+
+@pytest.mark.parametrize("stage", ["plain", "tls", "authenticated", "bound"])
+async def test_close_handshake(server, stage):
+    """The client's `</stream:stream>` is answered with the server's, then TCP closes."""
+    c = server.client()
+    await c.connect()
+    await c.open_stream()
+    if stage != "plain":
+        await c.starttls()
+    if stage in ("authenticated", "bound"):
+        await c.auth("alice", "alicepass")
+    if stage == "bound":
+        await c.bind("r")
+    assert await c.close() is True
+
+
+async def test_closed_session_is_unbound(server):
+    """After the close handshake (or a dropped socket), the resource is gone: an IQ to it is
+    answered with service-unavailable."""
+    from xmpp_raw import stanza_error
+    a = await server.login("alice", "a")
+    gone = await server.login("bob", "closed")
+    dropped = await server.login("bob", "dropped")
+    assert await gone.close()
+    dropped.abort()
+    for res in ("closed", "dropped"):
+        # The drop is noticed asynchronously; the close handshake finished before we got here.
+        for _ in range(50):
+            r = await a.iq("get", f"bob@localhost/{res}", "<query xmlns='urn:example:x'/>",
+                           timeout=10)
+            if stanza_error(r) == "service-unavailable":
+                break
+            await __import__("asyncio").sleep(0.1)
+        assert stanza_error(r) == "service-unavailable", res
+    await a.close()
+
+
+async def test_sigterm_sends_system_shutdown_and_exits_zero(server):
+    a = await server.login("alice", "a")
+    b = await server.login("bob", "b", direct_tls=True)
+    pending = server.client()
+    await pending.negotiate_tls()
+    server.signal(signal.SIGTERM)
+    assert await a.wait_closed() == ("system-shutdown", True)
+    assert await b.wait_closed() == ("system-shutdown", True)
+    assert server.wait(15) == 0
+    assert "stopped" in server.log()
+    pending.abort()
+
+
+async def test_sigint_also_stops_cleanly(server):
+    a = await server.login("alice", "a")
+    server.signal(signal.SIGINT)
+    assert (await a.wait_closed())[0] == "system-shutdown"
+    assert server.wait(15) == 0
+
+
+async def test_accounts_persist_across_restart(server_factory, backend):
+    srv = server_factory(backend=backend, users={"alice": "alicepass"},
+                         registration={"enabled": True, "min_interval_secs": 0})
+    c = srv.client()
+    await c.negotiate_tls()
+    r = await c.iq("set", None, "<query xmlns='jabber:iq:register'><username>zed</username>"
+                                "<password>zedpassword</password></query>")
+    assert r.get("type") == "result"
+    c.abort()
+    srv.restart()
+    for user, pw in [("alice", "alicepass"), ("zed", "zedpassword")]:
+        c = await srv.login(user, "again", password=pw, mechanism="SCRAM-SHA-512")
+        await c.close()
+
+
+async def test_user_cli(server_factory, backend):
+    srv = server_factory(backend=backend, users={"alice": "alicepass"})
+    r = srv.user("add", "alice", password="x")
+    assert r.returncode != 0 and "already exists" in r.stderr
+    r = srv.user("add", "Frank", password="frankpass")
+    assert r.returncode == 0 and "frank@localhost" in r.stdout, "usernames are normalized"
+    assert srv.user("list").stdout.split() == ["alice@localhost", "frank@localhost"]
+    r = srv.user("add", "bad@name", password="x")
+    assert r.returncode != 0
+    r = srv.user("add", "emptypw", password="")
+    assert r.returncode != 0, "an empty password is refused"
+    # The running server sees CLI changes at once.
+    c = await srv.login("frank", "f", password="frankpass")
+    await c.close()
+    assert srv.user("passwd", "frank", password="frank2pass").returncode == 0
+    c = srv.client()
+    await c.negotiate_tls()
+    with pytest.raises(SaslFailure):
+        await c.authenticate("frank", "frankpass", "SCRAM-SHA-256")
+    c.abort()
+    c = await srv.login("frank", "f", password="frank2pass")
+    assert srv.user("delete", "frank").returncode == 0
+    assert srv.user("delete", "frank").returncode != 0
+    assert srv.user("passwd", "nobody", password="x").returncode != 0
+    await c.close()
+    assert "frank" not in srv.user("list").stdout
+
+
+async def test_stream_errors_of_the_header(server):
+    c = server.client()
+    await c.connect()
+    c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+           "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>")
+    assert (await c.wait_closed())[0] == "invalid-namespace"
+    c = server.client()
+    await c.connect()
+    c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+           "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='2.0'>")
+    assert (await c.wait_closed())[0] == "unsupported-version"
+    c = server.client()
+    await c.connect()
+    with pytest.raises((StreamError, Closed)):
+        c.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await c.recv()

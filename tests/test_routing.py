@@ -1,0 +1,148 @@
+"""Routing between local sessions (RFC 6120 §8, §10; RFC 6121 §8.5) and the `from` rule."""
+import pytest
+
+from slix import slix_login
+from xmpp_raw import NS_CLIENT, local, stanza_error
+
+BODY = f"{{{NS_CLIENT}}}body"
+
+
+def is_msg(body):
+    return lambda e: local(e) == "message" and e.findtext(BODY) == body
+
+
+async def test_message_between_slixmpp_clients(server_factory, backend):
+    """Full JID, bare JID (to the available resource) and a reply, with slixmpp."""
+    srv = server_factory(backend=backend)
+    alice = await slix_login(srv, "alice", resource="a", presence=True)
+    bob = await slix_login(srv, "bob", resource="b", presence=True)
+    try:
+        alice.send_message(mto=srv.jid("bob", "b"), mbody="hi full", mtype="chat")
+        m = await bob.inbox.wait(is_msg("hi full"), what="message to the full JID")
+        assert m.get("from") == srv.jid("alice", "a")
+        assert m.get("to") == srv.jid("bob", "b")
+        alice.send_message(mto=srv.jid("bob"), mbody="hi bare", mtype="chat")
+        m = await bob.inbox.wait(is_msg("hi bare"), what="message to the bare JID")
+        assert m.get("from") == srv.jid("alice", "a")
+        bob.send_message(mto=m.get("from"), mbody="reply", mtype="chat")
+        r = await alice.inbox.wait(is_msg("reply"), what="the reply")
+        assert r.get("from") == srv.jid("bob", "b")
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_message_to_bare_jid_goes_to_highest_priority(server):
+    alice = await server.login("alice", "a")
+    hi = await server.login("bob", "hi")
+    lo = await server.login("bob", "lo")
+    hi.send("<presence><priority>5</priority></presence>")
+    lo.send("<presence><priority>1</priority></presence>")
+    await hi.flush()
+    await lo.flush()
+    # Presence is processed in order per session; a ping round trip makes sure it was.
+    for c in (hi, lo):
+        await c.iq("get", None, "<ping xmlns='urn:xmpp:ping'/>")
+    alice.message("bob@localhost", "to the best")
+    m = await hi.expect(is_msg("to the best"))
+    assert m.get("from") == "alice@localhost/a"
+    # lo must not get it: the next thing lo receives is the reply to its own ping.
+    lo.send("<iq type='get' id='after'><ping xmlns='urn:xmpp:ping'/></iq>")
+    nxt = await lo.expect(lambda e: local(e) in ("message", "iq"))
+    assert local(nxt) == "iq" and nxt.get("id") == "after"
+    for c in (alice, hi, lo):
+        await c.close()
+
+
+async def test_spoofed_from_is_rewritten(server):
+    alice = await server.login("alice", "a")
+    bob = await server.login("bob", "b")
+    alice.send("<message from='carol@localhost/evil' to='bob@localhost/b' type='chat'>"
+               "<body>spoof</body></message>")
+    m = await bob.expect(is_msg("spoof"))
+    assert m.get("from") == "alice@localhost/a"
+    # The same for IQs: the reply goes back to the real sender.
+    r = await alice.iq("get", "bob@localhost", "<ping xmlns='urn:xmpp:ping'/>")
+    assert r.get("from") == "bob@localhost" and r.get("type") == "result"
+    alice.send("<iq type='get' id='sp' from='carol@localhost' to='bob@localhost/b'>"
+               "<query xmlns='urn:example:x'/></iq>")
+    iq = await bob.expect(lambda e: local(e) == "iq" and e.get("id") == "sp")
+    assert iq.get("from") == "alice@localhost/a"
+    for c in (alice, bob):
+        await c.close()
+
+
+async def test_iq_between_clients(server):
+    alice = await server.login("alice", "a")
+    bob = await server.login("bob", "b")
+    alice.send("<iq type='get' id='q1' to='bob@localhost/b'><query xmlns='urn:example:q'/></iq>")
+    iq = await bob.expect(lambda e: local(e) == "iq" and e.get("id") == "q1")
+    bob.send("<iq type='result' id='q1' to='alice@localhost/a'/>")
+    r = await alice.expect(lambda e: local(e) == "iq" and e.get("id") == "q1")
+    assert r.get("type") == "result" and r.get("from") == "bob@localhost/b"
+    assert iq.get("from") == "alice@localhost/a"
+    for c in (alice, bob):
+        await c.close()
+
+
+@pytest.mark.parametrize("to", ["nobody@localhost", "nobody@localhost/res",
+                                "bob@localhost/offline"])
+async def test_iq_to_unknown_user_or_offline_resource_is_service_unavailable(server, to):
+    alice = await server.login("alice", "a")
+    r = await alice.iq("get", to, "<query xmlns='jabber:iq:version'/>")
+    assert r.get("type") == "error" and stanza_error(r) == "service-unavailable"
+    assert r.get("from") == to
+    await alice.close()
+
+
+async def test_unknown_payload_to_account_and_server_is_service_unavailable(server):
+    alice = await server.login("alice", "a")
+    for to in ["bob@localhost", "localhost", None]:
+        r = await alice.iq("get", to, "<query xmlns='urn:example:unknown'/>")
+        assert stanza_error(r) == "service-unavailable", to
+    await alice.close()
+
+
+async def test_message_to_unknown_user_bounces(server):
+    alice = await server.login("alice", "a")
+    alice.message("nobody@localhost", "hello?")
+    r = await alice.expect(lambda e: local(e) == "message")
+    assert r.get("type") == "error" and stanza_error(r) == "service-unavailable"
+    assert r.get("from") == "nobody@localhost"
+    await alice.close()
+
+
+async def test_results_and_errors_are_never_answered(server):
+    """An IQ result/error (and a message error) to nowhere is dropped, not bounced: the next
+    thing the client receives is the reply to its following request."""
+    alice = await server.login("alice", "a")
+    alice.send("<iq type='result' id='r1' to='nobody@localhost/x'/>")
+    alice.send("<iq type='error' id='r2' to='bob@localhost/gone'>"
+               "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+               "</error></iq>")
+    alice.send("<message type='error' to='nobody@localhost'><body>x</body></message>")
+    alice.send("<iq type='get' id='probe'><ping xmlns='urn:xmpp:ping'/></iq>")
+    first = await alice.expect(lambda e: True)
+    assert local(first) == "iq" and first.get("id") == "probe"
+    await alice.close()
+
+
+async def test_message_to_remote_domain_is_remote_server_not_found(server):
+    alice = await server.login("alice", "a")
+    alice.message("someone@example.org", "far away")
+    r = await alice.expect(lambda e: local(e) == "message")
+    assert stanza_error(r) == "remote-server-not-found"
+    await alice.close()
+
+
+async def test_message_without_to_goes_to_own_account(server):
+    """RFC 6120 §10.3.1: no `to` means the sender's bare JID."""
+    a1 = await server.login("alice", "one")
+    a2 = await server.login("alice", "two")
+    await a2.presence()
+    await a2.iq("get", None, "<ping xmlns='urn:xmpp:ping'/>")
+    a1.send("<message type='chat'><body>note to self</body></message>")
+    m = await a2.expect(is_msg("note to self"))
+    assert m.get("from") == "alice@localhost/one"
+    await a1.close()
+    await a2.close()

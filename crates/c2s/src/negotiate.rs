@@ -126,7 +126,7 @@ async fn negotiate(
                     max_stanza_bytes: ctx.config.max_stanza_bytes,
                     ..Limits::C2S
                 });
-                conn.send(&features_bound()).await?;
+                conn.send(&features_bound(ctx)).await?;
                 return bind(ctx, conn, u).await;
             }
         }
@@ -207,12 +207,17 @@ fn features_sasl(ctx: &C2sContext, channel_binding: bool) -> Element {
     f
 }
 
-fn features_bound() -> Element {
-    rookery_proto::stream::features()
+fn features_bound(ctx: &C2sContext) -> Element {
+    let mut f = rookery_proto::stream::features()
         .with_child(Element::new("bind", ns::BIND))
         .with_child(
             Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)),
-        )
+        );
+    // Features the modules declare (e.g. XEP-0237 roster versioning).
+    for extra in ctx.core.stream_features() {
+        f.push_child(extra.clone());
+    }
+    f
 }
 
 fn sasl_failure(condition: &str) -> Element {

@@ -60,7 +60,7 @@ impl Inbound for Client<'_> {
             conn.send(stanza.iq_result(None).element()).await?;
             return Ok(());
         }
-        self.ctx.core.route(stanza).await;
+        self.ctx.core.route_from_session(stanza).await;
         Ok(())
     }
 }

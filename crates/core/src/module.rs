@@ -35,8 +35,21 @@ pub enum HookPoint {
     PresenceBroadcast,
     /// A presence stanza addressed to a local account (subscriptions, probes, directed).
     PresenceToAccount,
-    /// A message sent by a local session (before routing; e.g. carbons, archiving).
+    /// A message sent by a local session (before routing; e.g. carbons, archiving). Run by
+    /// [`Core::route_from_session`].
     MessageFromLocal,
+    /// A presence stanza with a `to` sent by a local session (before routing): outbound
+    /// subscription management, directed presence. Run by [`Core::route_from_session`].
+    PresenceFromLocal,
+    /// An IQ sent by a local session (before routing; e.g. blocking). Run by
+    /// [`Core::route_from_session`].
+    IqFromLocal,
+    /// A message to a local full JID whose session is online, before it is delivered there
+    /// (e.g. carbons).
+    MessageToFull,
+    /// Any stanza addressed to a local account (bare or full JID), before the other hooks and
+    /// before delivery: privacy and blocking.
+    ToLocalAccount,
 }
 
 /// What a hook did with the stanza.
@@ -53,7 +66,8 @@ pub enum Flow {
 pub enum SessionEvent {
     /// A resource was bound.
     Bound(Jid),
-    /// A session ended (for any reason, including a dead socket).
+    /// A session ended (for any reason, including a dead socket, or being replaced by a new
+    /// session binding the same full JID: then `Closed` comes right before that `Bound`).
     Closed(Jid),
 }
 
@@ -83,6 +97,9 @@ pub struct Declaration {
     pub account_features: Vec<&'static str>,
     /// Wants session lifecycle events.
     pub session_events: bool,
+    /// Stream features offered to clients after authentication, next to `<bind/>` (e.g.
+    /// XEP-0237 `<ver xmlns='urn:xmpp:features:rosterver'/>`).
+    pub stream_features: Vec<Element>,
 }
 
 /// The result of an IQ handler: the payload of the `result` (if any), or an error.

@@ -1,11 +1,18 @@
 //! The route table (design.md, "A typed route table and one unhandled-stanza policy").
 //!
+//! Stanzas a local client sent enter through [`Core::route_from_session`], which first runs
+//! [`HookPoint::MessageFromLocal`], [`HookPoint::PresenceFromLocal`] (presence with a `to`) or
+//! [`HookPoint::IqFromLocal`], then [`Core::route`]. Every stanza `route` takes for a local
+//! account (bare or full JID) first passes the [`HookPoint::ToLocalAccount`] hooks (blocking).
+//!
 //! | stanza   | `to` shape                  | handled by                                            |
 //! |----------|-----------------------------|-------------------------------------------------------|
 //! | iq get/set | none                      | account IQ handler, then server IQ handler            |
 //! | iq get/set | server domain             | server IQ handler (by payload namespace + name)       |
 //! | iq get/set | local bare JID            | account IQ handler, on the account's behalf           |
-//! | any      | local full JID, online      | that session                                          |
+//! | message  | local full JID, online      | [`HookPoint::MessageToFull`] hooks, then that session |
+//! | presence subscribe/subscribed/unsubscribe/unsubscribed/probe | local full JID | [`HookPoint::PresenceToAccount`] hooks |
+//! | other    | local full JID, online      | that session                                          |
 //! | message  | local bare JID              | [`HookPoint::MessageToBare`] hooks, then RFC 6121 §8.5.2 |
 //! | message  | local full JID, offline     | [`HookPoint::MessageToMissingResource`], then §8.5.3.2 |
 //! | presence | none                        | [`HookPoint::PresenceBroadcast`] hooks                |
@@ -14,12 +21,14 @@
 //! | any      | any other domain            | the remote route (s2s), else `remote-server-not-found` |
 //!
 //! Unhandled IQ get/set get `service-unavailable` from [`Core::reply_error`]; IQ result/error
-//! and error stanzas are never answered with an error. The session registry is a sharded map
+//! and error stanzas are never answered with an error. IQ results and errors addressed to the
+//! server answer the requests modules sent with [`Core::request`]. The session registry is a sharded map
 //! (no global lock on the routing path); each stanza is serialized once and the bytes shared.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -29,6 +38,8 @@ use rookery_proto::{
     IqType, MessageType, PresenceType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind,
 };
 use rookery_store::Store;
+use rookery_xml::Element;
+use tokio::sync::oneshot;
 
 use crate::config::CoreConfig;
 use crate::module::{Flow, HookPoint, Identity, IqTarget, Module, SessionEvent};
@@ -98,6 +109,7 @@ impl CoreBuilder {
         let mut server_features = Vec::new();
         let mut account_features = Vec::new();
         let mut session_listeners = Vec::new();
+        let mut stream_features = Vec::new();
         for (i, m) in self.modules.iter().enumerate() {
             let d = m.declare();
             for (target, ns, name) in d.iqs {
@@ -114,6 +126,7 @@ impl CoreBuilder {
             if d.session_events {
                 session_listeners.push(i);
             }
+            stream_features.extend(d.stream_features);
         }
         server_features.sort_unstable();
         server_features.dedup();
@@ -130,7 +143,10 @@ impl CoreBuilder {
             server_features,
             account_features,
             session_listeners,
+            stream_features,
             sessions: DashMap::new(),
+            pending: DashMap::new(),
+            next_request: AtomicU64::new(1),
             domains: DashMap::new(),
             remote: OnceLock::new(),
             next_id: AtomicU64::new(1),
@@ -150,7 +166,11 @@ pub struct Core {
     server_features: Vec<&'static str>,
     account_features: Vec<&'static str>,
     session_listeners: Vec<usize>,
+    stream_features: Vec<Element>,
     sessions: DashMap<BareJid, Vec<Resource>>,
+    /// Requests sent by [`Core::request`]: id → (addressee, waiter).
+    pending: DashMap<String, (Jid, oneshot::Sender<Stanza>)>,
+    next_request: AtomicU64,
     domains: DashMap<String, Arc<dyn DomainRoute>>,
     remote: OnceLock<Arc<dyn DomainRoute>>,
     next_id: AtomicU64,
@@ -190,6 +210,11 @@ impl Core {
     /// Account disco features (from all modules).
     pub fn account_features(&self) -> &[&'static str] {
         &self.account_features
+    }
+
+    /// Stream features modules offer to clients after authentication.
+    pub fn stream_features(&self) -> &[Element] {
+        &self.stream_features
     }
 
     /// Domains with a registered route (components, services), for disco#items.
@@ -256,6 +281,10 @@ impl Core {
             old
         };
         tracing::debug!(%jid, "bound");
+        if replaced.is_some() {
+            // The replaced session's own unbind will find nothing: report its end here.
+            self.session_event(SessionEvent::Closed(jid.clone())).await;
+        }
         self.session_event(SessionEvent::Bound(jid)).await;
         replaced
     }
@@ -347,6 +376,68 @@ impl Core {
 
     // ---- routing -------------------------------------------------------------------------
 
+    /// Routes a stanza a local client session sent (its `from` already stamped with the
+    /// session's full JID): runs [`HookPoint::MessageFromLocal`], [`HookPoint::PresenceFromLocal`]
+    /// (presence with a `to`; broadcasts go to [`HookPoint::PresenceBroadcast`] in `route`) or
+    /// [`HookPoint::IqFromLocal`], then [`Core::route`].
+    pub async fn route_from_session(self: &Arc<Self>, stanza: Stanza) {
+        let point = match stanza.kind() {
+            StanzaKind::Message(_) => Some(HookPoint::MessageFromLocal),
+            StanzaKind::Presence(_) if stanza.to().is_some() => Some(HookPoint::PresenceFromLocal),
+            StanzaKind::Presence(_) => None,
+            StanzaKind::Iq(_) => Some(HookPoint::IqFromLocal),
+        };
+        let stanza = match point {
+            Some(p) => match self.run_hooks(p, stanza).await {
+                Some(s) => s,
+                None => return,
+            },
+            None => stanza,
+        };
+        self.route(stanza).await
+    }
+
+    /// Sends an IQ `get` or `set` from the server's domain to `to` and waits up to `timeout`
+    /// for its answer (a `result` or `error` stanza); `None` on timeout.
+    pub async fn request(
+        self: &Arc<Self>,
+        t: IqType,
+        to: Jid,
+        payload: Element,
+        timeout: Duration,
+    ) -> Option<Stanza> {
+        let id = format!("rk-{}", self.next_request.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        self.pending.insert(id.clone(), (to.clone(), tx));
+        let iq = Stanza::iq(
+            t,
+            &id,
+            Some(self.domain_jid.clone().into()),
+            Some(to),
+            payload,
+        );
+        self.route(iq).await;
+        let answer = tokio::time::timeout(timeout, rx).await;
+        self.pending.remove(&id);
+        answer.ok().and_then(Result::ok)
+    }
+
+    /// Hands an IQ result/error to the [`Core::request`] waiting for it; `false` if none is.
+    fn answer_request(&self, stanza: Stanza) -> bool {
+        let Some(id) = stanza.id() else { return false };
+        let from_ok = |to: &Jid| match stanza.from() {
+            Some(f) => f == to || (to.is_bare() && f.bare_str() == to.as_str()),
+            None => false,
+        };
+        match self.pending.remove_if(id, |_, (to, _)| from_ok(to)) {
+            Some((_, (_, tx))) => {
+                let _ = tx.send(stanza);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Routes a stanza whose `from` the caller has already stamped or checked.
     pub async fn route(self: &Arc<Self>, stanza: Stanza) {
         let to = stanza.to().cloned();
@@ -354,8 +445,12 @@ impl Core {
             None => self.route_no_to(stanza).await,
             Some(to) if self.is_local_domain(to.domain()) => {
                 if to.local().is_none() {
-                    self.route_to_server(stanza).await;
-                } else if to.is_bare() {
+                    return self.route_to_server(stanza).await;
+                }
+                let Some(stanza) = self.run_hooks(HookPoint::ToLocalAccount, stanza).await else {
+                    return;
+                };
+                if to.is_bare() {
                     self.route_to_bare(stanza, to.to_bare()).await;
                 } else {
                     self.route_to_full(stanza, &to).await;
@@ -425,7 +520,9 @@ impl Core {
                         .await;
                 }
             }
-            StanzaKind::Iq(_) => {}
+            StanzaKind::Iq(_) => {
+                self.answer_request(stanza);
+            }
             StanzaKind::Message(_) => {
                 // RFC 6120 §10.3.1: as if addressed to the sender's bare JID.
                 if let Some(account) = stanza.from().map(Jid::to_bare) {
@@ -440,6 +537,9 @@ impl Core {
             StanzaKind::Iq(IqType::Get | IqType::Set) => {
                 self.handle_iq(IqTarget::Server, &self.domain_jid.clone(), stanza)
                     .await
+            }
+            StanzaKind::Iq(_) => {
+                self.answer_request(stanza);
             }
             StanzaKind::Message(MessageType::Chat | MessageType::Normal) => {
                 self.reply_error(
@@ -533,6 +633,14 @@ impl Core {
                 let _ = self.run_hooks(HookPoint::PresenceToAccount, stanza).await;
                 return;
             }
+            let stanza = if let StanzaKind::Message(_) = stanza.kind() {
+                match self.run_hooks(HookPoint::MessageToFull, stanza).await {
+                    Some(s) => s,
+                    None => return,
+                }
+            } else {
+                stanza
+            };
             session.send(Bytes::from(stanza.to_bytes()));
             return;
         }

@@ -115,6 +115,31 @@ impl SessionHandle {
         }
     }
 
+    /// Queues bytes, waiting up to `timeout` for room in the queue: for bulk deliveries to
+    /// one session (offline messages, presence of a large roster) that must be paced rather
+    /// than dropped. A client that does not make room in time is disconnected, like in
+    /// [`SessionHandle::send`]. Never call this from the session's own task: that task drains
+    /// the queue, so waiting on it there can only time out.
+    pub async fn send_wait(&self, bytes: Bytes, timeout: std::time::Duration) -> bool {
+        match tokio::time::timeout(timeout, self.tx.send(Outbound::Bytes(bytes))).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                tracing::warn!(jid = %self.jid, "outbound queue stayed full, disconnecting");
+                self.kill.fire(StreamError::with_text(
+                    StreamErrorCondition::PolicyViolation,
+                    "outbound queue full: the client is not reading",
+                ));
+                false
+            }
+        }
+    }
+
+    /// Whether the connection is gone (its receiving end dropped) or was told to close.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed() || self.kill.fired.load(Ordering::Acquire)
+    }
+
     /// Closes the session with a stream error.
     pub fn close(&self, reason: StreamError) {
         self.kill.fire(reason);

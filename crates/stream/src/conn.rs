@@ -12,6 +12,12 @@ use crate::transport::Transport;
 /// Read buffer size: small, since an idle connection keeps it.
 const READ_CHUNK: usize = 4096;
 
+/// Longest wait for the peer to close after we sent a stream error.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Most bytes read and discarded while waiting for the peer to close after a stream error.
+const LINGER_BYTES: usize = 2 * 1024 * 1024;
+
 /// Why a connection stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -232,6 +238,22 @@ impl Conn {
             let _ = self.io.shutdown().await;
         })
         .await;
+        self.linger().await;
+    }
+
+    /// After a stream error the peer may still be sending (the rest of an oversized stanza,
+    /// say). Closing a socket with unread input makes the kernel answer with a TCP reset, and a
+    /// reset can destroy our stream error before the peer reads it. So read and discard until
+    /// the peer closes too, for at most [`LINGER_TIME`] and [`LINGER_BYTES`].
+    async fn linger(&mut self) {
+        let deadline = tokio::time::Instant::now() + LINGER_TIME;
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match tokio::time::timeout_at(deadline, self.io.read(&mut self.rbuf)).await {
+                Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
     }
 
     /// Answers the peer's `</stream:stream>` and closes the transport (RFC 6120 §4.4).

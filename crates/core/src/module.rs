@@ -120,6 +120,10 @@ pub trait Module: Send + Sync + 'static {
         Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
     }
 
+    /// Called after the `result` of an IQ this module answered was routed: for stanzas that
+    /// must follow the result (e.g. XEP-0237 roster pushes after an empty roster result).
+    async fn after_result(&self, _core: &Arc<Core>, _to: &BareJid, _iq: &Stanza) {}
+
     /// A declared hook.
     async fn hook(&self, _core: &Arc<Core>, _point: HookPoint, stanza: Stanza) -> Flow {
         Flow::Continue(stanza)

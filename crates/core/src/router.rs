@@ -577,7 +577,8 @@ impl Core {
                     // Reply from the account (RFC 6120 §10.3.3), stamped explicitly.
                     result.set_from(to.clone().into());
                 }
-                Box::pin(self.route(result)).await
+                Box::pin(self.route(result)).await;
+                module.after_result(self, to, &iq).await;
             }
             Err(e) => self.reply_error(&iq, e).await,
         }

@@ -29,6 +29,7 @@
 //! mode (or one transaction), and SQLite runs with `synchronous = FULL` (see [`Store::open`]).
 
 pub mod accounts;
+pub mod rosters;
 mod db;
 
 use std::str::FromStr;
@@ -38,6 +39,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use accounts::Accounts;
+pub use rosters::Rosters;
 pub use rookery_sasl::{Credentials, ScramKeys};
 
 use db::Pool;
@@ -154,6 +156,11 @@ impl Store {
     /// The accounts of every hosted domain.
     pub fn accounts(&self) -> Accounts<'_> {
         Accounts::new(self)
+    }
+
+    /// Rosters, subscription states and pending subscription requests (RFC 6121).
+    pub fn rosters(&self) -> Rosters<'_> {
+        Rosters::new(self)
     }
 
     /// Checks that the database answers (for health endpoints).

@@ -1,0 +1,452 @@
+//! Rosters (RFC 6121 §2) with their subscription states (§3, Appendix A), versions
+//! (XEP-0237) and stored inbound subscription requests (§3.1.3).
+//!
+//! Per account:
+//! - `roster_items`: one row per contact (a normalized bare JID), with its name, groups,
+//!   subscription, pending-out flag (`ask='subscribe'`), pre-approval flag (§3.4) and the roster
+//!   version at which it last changed;
+//! - `roster_versions`: the account's roster version, a counter bumped by every change;
+//! - `roster_removed`: the version at which each removed contact was removed, so a client that
+//!   presents an older version can be sent only what changed (XEP-0237 §4);
+//! - `roster_pending_in`: inbound subscription requests not yet answered ("pending in"), kept
+//!   apart from the items because a request does not put the requester in the roster.
+//!
+//! Every change that bumps the version is one transaction: the item (or its tombstone) and the
+//! new version are committed together. Callers serialize changes to one account's roster.
+
+use crate::db::with_pool;
+use crate::{now_unix, Store, StoreError};
+
+/// The subscription state of a roster item (RFC 6121 §2.1.2.5), without the pending flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Subscription {
+    /// Neither side is subscribed.
+    #[default]
+    None,
+    /// The user is subscribed to the contact's presence.
+    To,
+    /// The contact is subscribed to the user's presence.
+    From,
+    /// Both.
+    Both,
+}
+
+impl Subscription {
+    /// The attribute value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subscription::None => "none",
+            Subscription::To => "to",
+            Subscription::From => "from",
+            Subscription::Both => "both",
+        }
+    }
+
+    /// Parses the attribute value (`remove` is not a state and gives `None`).
+    pub fn parse(s: &str) -> Option<Subscription> {
+        Some(match s {
+            "none" => Subscription::None,
+            "to" => Subscription::To,
+            "from" => Subscription::From,
+            "both" => Subscription::Both,
+            _ => return None,
+        })
+    }
+
+    /// Whether the user receives the contact's presence (`to` or `both`).
+    pub fn has_to(self) -> bool {
+        matches!(self, Subscription::To | Subscription::Both)
+    }
+
+    /// Whether the contact receives the user's presence (`from` or `both`).
+    pub fn has_from(self) -> bool {
+        matches!(self, Subscription::From | Subscription::Both)
+    }
+}
+
+/// One roster item as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RosterItem {
+    /// The contact's normalized bare JID.
+    pub contact: String,
+    /// The user-assigned name, if any.
+    pub name: Option<String>,
+    /// The subscription state.
+    pub subscription: Subscription,
+    /// Pending out: the user asked to subscribe and has no answer yet (`ask='subscribe'`).
+    pub ask: bool,
+    /// Pre-approved (RFC 6121 §3.4): a future request from the contact is approved at once.
+    pub approved: bool,
+    /// Group names, in the order the client gave them, without duplicates.
+    pub groups: Vec<String>,
+    /// The roster version at which this item last changed (set by the store).
+    pub ver: i64,
+}
+
+/// The whole roster of an account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Roster {
+    /// The current version (0 for a roster that never changed).
+    pub ver: i64,
+    /// The items, ordered by contact.
+    pub items: Vec<RosterItem>,
+}
+
+/// A stored inbound subscription request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingIn {
+    /// The requester's bare JID.
+    pub contact: String,
+    /// The request as received (serialized XML), to redeliver it unchanged.
+    pub stanza: String,
+}
+
+/// Group names are joined with U+001F, a character XML 1.0 forbids in text, so no group name
+/// can contain it.
+const GROUP_SEP: char = '\u{1f}';
+
+fn join_groups(groups: &[String]) -> String {
+    let mut out = String::new();
+    for (i, g) in groups.iter().enumerate() {
+        if i > 0 {
+            out.push(GROUP_SEP);
+        }
+        out.push_str(g);
+    }
+    out
+}
+
+fn split_groups(s: &str) -> Vec<String> {
+    if s.is_empty() {
+        Vec::new()
+    } else {
+        s.split(GROUP_SEP).map(str::to_owned).collect()
+    }
+}
+
+/// Columns of `roster_items` as read.
+type ItemRow = (String, Option<String>, String, bool, bool, String, i64);
+
+const ITEM_COLUMNS: &str = "contact, name, subscription, ask_out, approved, groups, ver";
+
+fn item_from_row(row: ItemRow) -> Result<RosterItem, StoreError> {
+    let (contact, name, subscription, ask, approved, groups, ver) = row;
+    let subscription = Subscription::parse(&subscription)
+        .ok_or_else(|| StoreError::Corrupt(format!("subscription {subscription:?}")))?;
+    Ok(RosterItem {
+        contact,
+        name,
+        subscription,
+        ask,
+        approved,
+        groups: split_groups(&groups),
+        ver,
+    })
+}
+
+const BUMP_VERSION: &str =
+    "INSERT INTO roster_versions (domain, username, ver) VALUES ($1, $2, 1) \
+     ON CONFLICT (domain, username) DO UPDATE SET ver = roster_versions.ver + 1 RETURNING ver";
+
+const UPSERT_ITEM: &str = "INSERT INTO roster_items \
+     (domain, username, contact, name, subscription, ask_out, approved, groups, ver) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     ON CONFLICT (domain, username, contact) DO UPDATE SET name = $4, subscription = $5, \
+     ask_out = $6, approved = $7, groups = $8, ver = $9";
+
+/// The rosters of every account, from [`Store::rosters`].
+#[derive(Clone, Copy, Debug)]
+pub struct Rosters<'a> {
+    store: &'a Store,
+}
+
+impl<'a> Rosters<'a> {
+    /// The rosters of `store`.
+    pub(crate) fn new(store: &'a Store) -> Rosters<'a> {
+        Rosters { store }
+    }
+
+    /// The whole roster of `username@domain` (empty, version 0, if it has none).
+    pub async fn load(&self, domain: &str, username: &str) -> Result<Roster, StoreError> {
+        let (ver, rows): (Option<i64>, Vec<ItemRow>) = with_pool!(self.store, pool => {
+            let mut tx = pool.begin().await?;
+            let ver = sqlx::query_scalar(
+                "SELECT ver FROM roster_versions WHERE domain = $1 AND username = $2",
+            )
+            .bind(domain)
+            .bind(username)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let rows = sqlx::query_as(&format!(
+                "SELECT {ITEM_COLUMNS} FROM roster_items WHERE domain = $1 AND username = $2 \
+                 ORDER BY contact"
+            ))
+            .bind(domain)
+            .bind(username)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            (ver, rows)
+        });
+        Ok(Roster {
+            ver: ver.unwrap_or(0),
+            items: rows
+                .into_iter()
+                .map(item_from_row)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// The current roster version of `username@domain` (0 if it never changed).
+    pub async fn version(&self, domain: &str, username: &str) -> Result<i64, StoreError> {
+        let ver: Option<i64> = with_pool!(self.store, pool => {
+            sqlx::query_scalar("SELECT ver FROM roster_versions WHERE domain = $1 AND username = $2")
+                .bind(domain)
+                .bind(username)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(ver.unwrap_or(0))
+    }
+
+    /// One item of the roster of `username@domain`.
+    pub async fn get(
+        &self,
+        domain: &str,
+        username: &str,
+        contact: &str,
+    ) -> Result<Option<RosterItem>, StoreError> {
+        let row: Option<ItemRow> = with_pool!(self.store, pool => {
+            sqlx::query_as(&format!(
+                "SELECT {ITEM_COLUMNS} FROM roster_items \
+                 WHERE domain = $1 AND username = $2 AND contact = $3"
+            ))
+            .bind(domain)
+            .bind(username)
+            .bind(contact)
+            .fetch_optional(pool)
+            .await?
+        });
+        row.map(item_from_row).transpose()
+    }
+
+    /// Adds or replaces `item` (its `ver` is ignored); returns the new roster version, which
+    /// is also the item's.
+    pub async fn put(
+        &self,
+        domain: &str,
+        username: &str,
+        item: &RosterItem,
+    ) -> Result<i64, StoreError> {
+        let groups = join_groups(&item.groups);
+        let ver: i64 = with_pool!(self.store, pool => {
+            let mut tx = pool.begin().await?;
+            let ver: i64 = sqlx::query_scalar(BUMP_VERSION)
+                .bind(domain)
+                .bind(username)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(UPSERT_ITEM)
+                .bind(domain)
+                .bind(username)
+                .bind(item.contact.as_str())
+                .bind(item.name.as_deref())
+                .bind(item.subscription.as_str())
+                .bind(item.ask)
+                .bind(item.approved)
+                .bind(groups.as_str())
+                .bind(ver)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "DELETE FROM roster_removed WHERE domain = $1 AND username = $2 AND contact = $3",
+            )
+            .bind(domain)
+            .bind(username)
+            .bind(item.contact.as_str())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            ver
+        });
+        Ok(ver)
+    }
+
+    /// Removes `contact` from the roster; returns the new roster version, or `None` if the
+    /// contact was not in the roster (nothing changed).
+    pub async fn remove(
+        &self,
+        domain: &str,
+        username: &str,
+        contact: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let ver: Option<i64> = with_pool!(self.store, pool => {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query(
+                "DELETE FROM roster_items WHERE domain = $1 AND username = $2 AND contact = $3",
+            )
+            .bind(domain)
+            .bind(username)
+            .bind(contact)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if deleted == 0 {
+                None
+            } else {
+                let ver: i64 = sqlx::query_scalar(BUMP_VERSION)
+                    .bind(domain)
+                    .bind(username)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO roster_removed (domain, username, contact, ver) \
+                     VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (domain, username, contact) DO UPDATE SET ver = $4",
+                )
+                .bind(domain)
+                .bind(username)
+                .bind(contact)
+                .bind(ver)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Some(ver)
+            }
+        });
+        Ok(ver)
+    }
+
+    /// Contacts removed after version `since` (XEP-0237 pushes for a client that presents
+    /// `since`).
+    pub async fn removed_since(
+        &self,
+        domain: &str,
+        username: &str,
+        since: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = with_pool!(self.store, pool => {
+            sqlx::query_scalar(
+                "SELECT contact FROM roster_removed \
+                 WHERE domain = $1 AND username = $2 AND ver > $3 ORDER BY ver",
+            )
+            .bind(domain)
+            .bind(username)
+            .bind(since)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Stores (or replaces) the inbound subscription request from `contact`.
+    pub async fn set_pending_in(
+        &self,
+        domain: &str,
+        username: &str,
+        contact: &str,
+        stanza: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_unix();
+        with_pool!(self.store, pool => {
+            sqlx::query(
+                "INSERT INTO roster_pending_in (domain, username, contact, stanza, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (domain, username, contact) DO UPDATE SET stanza = $4",
+            )
+            .bind(domain)
+            .bind(username)
+            .bind(contact)
+            .bind(stanza)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Forgets the inbound subscription request from `contact`; `false` if there was none.
+    pub async fn remove_pending_in(
+        &self,
+        domain: &str,
+        username: &str,
+        contact: &str,
+    ) -> Result<bool, StoreError> {
+        let n = with_pool!(self.store, pool => {
+            sqlx::query(
+                "DELETE FROM roster_pending_in WHERE domain = $1 AND username = $2 AND contact = $3",
+            )
+            .bind(domain)
+            .bind(username)
+            .bind(contact)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Whether there is a stored inbound subscription request from `contact`.
+    pub async fn has_pending_in(
+        &self,
+        domain: &str,
+        username: &str,
+        contact: &str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<String> = with_pool!(self.store, pool => {
+            sqlx::query_scalar(
+                "SELECT contact FROM roster_pending_in \
+                 WHERE domain = $1 AND username = $2 AND contact = $3",
+            )
+            .bind(domain)
+            .bind(username)
+            .bind(contact)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(found.is_some())
+    }
+
+    /// Every stored inbound subscription request of `username@domain`, oldest first.
+    pub async fn pending_in(
+        &self,
+        domain: &str,
+        username: &str,
+    ) -> Result<Vec<PendingIn>, StoreError> {
+        let rows: Vec<(String, String)> = with_pool!(self.store, pool => {
+            sqlx::query_as(
+                "SELECT contact, stanza FROM roster_pending_in \
+                 WHERE domain = $1 AND username = $2 ORDER BY created_at, contact",
+            )
+            .bind(domain)
+            .bind(username)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(contact, stanza)| PendingIn { contact, stanza })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_round_trip() {
+        for g in [
+            vec![],
+            vec!["a".to_string()],
+            vec!["a b".into(), "".into(), "ü".into()],
+        ] {
+            let joined = join_groups(&g);
+            if g.is_empty() {
+                assert!(split_groups(&joined).is_empty());
+            } else {
+                assert_eq!(split_groups(&joined), g);
+            }
+        }
+    }
+}

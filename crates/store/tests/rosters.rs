@@ -1,0 +1,147 @@
+//! The rosters store, on every backend (see `common/mod.rs`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use common::{backends, creds};
+use rookery_store::rosters::{RosterItem, Subscription};
+
+fn item(contact: &str) -> RosterItem {
+    RosterItem {
+        contact: contact.into(),
+        name: Some("Romeo".into()),
+        subscription: Subscription::To,
+        ask: false,
+        approved: false,
+        groups: vec!["Friends".into(), "Verona Ü".into()],
+        ver: 0,
+    }
+}
+
+#[tokio::test]
+async fn put_get_load_remove_and_versions() {
+    for b in backends("rosters").await {
+        let d = b.domain.as_str();
+        b.store
+            .accounts()
+            .create(d, "juliet", creds())
+            .await
+            .unwrap();
+        let r = b.store.rosters();
+        assert_eq!(r.load(d, "juliet").await.unwrap().ver, 0, "{}", b.name);
+        assert_eq!(r.version(d, "juliet").await.unwrap(), 0);
+        assert!(r.get(d, "juliet", "romeo@x").await.unwrap().is_none());
+
+        let v1 = r.put(d, "juliet", &item("romeo@x")).await.unwrap();
+        let mut nurse = item("nurse@x");
+        nurse.name = None;
+        nurse.groups.clear();
+        nurse.subscription = Subscription::None;
+        nurse.ask = true;
+        nurse.approved = true;
+        let v2 = r.put(d, "juliet", &nurse).await.unwrap();
+        assert!(v2 > v1, "{}", b.name);
+        let got = r.get(d, "juliet", "romeo@x").await.unwrap().unwrap();
+        assert_eq!(
+            got,
+            RosterItem {
+                ver: v1,
+                ..item("romeo@x")
+            },
+            "{}",
+            b.name
+        );
+        let all = r.load(d, "juliet").await.unwrap();
+        assert_eq!(all.ver, v2);
+        assert_eq!(all.items.len(), 2);
+        assert_eq!(
+            all.items[0],
+            RosterItem {
+                ver: v2,
+                ..nurse.clone()
+            },
+            "{}",
+            b.name
+        );
+
+        // Update in place.
+        let mut romeo = item("romeo@x");
+        romeo.subscription = Subscription::Both;
+        romeo.groups = vec!["Lovers".into()];
+        let v3 = r.put(d, "juliet", &romeo).await.unwrap();
+        assert_eq!(
+            r.get(d, "juliet", "romeo@x").await.unwrap().unwrap(),
+            RosterItem {
+                ver: v3,
+                ..romeo.clone()
+            }
+        );
+
+        // Remove, tombstone, re-add clears the tombstone.
+        assert_eq!(r.remove(d, "juliet", "nobody@x").await.unwrap(), None);
+        let v4 = r.remove(d, "juliet", "nurse@x").await.unwrap().unwrap();
+        assert!(v4 > v3);
+        assert_eq!(r.version(d, "juliet").await.unwrap(), v4);
+        assert_eq!(
+            r.removed_since(d, "juliet", v3).await.unwrap(),
+            vec!["nurse@x"]
+        );
+        assert!(r.removed_since(d, "juliet", v4).await.unwrap().is_empty());
+        r.put(d, "juliet", &nurse).await.unwrap();
+        assert!(
+            r.removed_since(d, "juliet", 0).await.unwrap().is_empty(),
+            "{}",
+            b.name
+        );
+
+        // Another account's roster is separate.
+        b.store
+            .accounts()
+            .create(d, "romeo", creds())
+            .await
+            .unwrap();
+        assert!(r.load(d, "romeo").await.unwrap().items.is_empty());
+
+        // Deleting the account deletes its roster.
+        b.store.accounts().delete(d, "juliet").await.unwrap();
+        assert!(r.load(d, "juliet").await.unwrap().items.is_empty());
+        assert_eq!(r.version(d, "juliet").await.unwrap(), 0);
+    }
+}
+
+#[tokio::test]
+async fn pending_in_requests() {
+    for b in backends("pending-in").await {
+        let d = b.domain.as_str();
+        b.store
+            .accounts()
+            .create(d, "juliet", creds())
+            .await
+            .unwrap();
+        let r = b.store.rosters();
+        assert!(r.pending_in(d, "juliet").await.unwrap().is_empty());
+        assert!(!r.has_pending_in(d, "juliet", "romeo@x").await.unwrap());
+        r.set_pending_in(d, "juliet", "romeo@x", "<presence type='subscribe'/>")
+            .await
+            .unwrap();
+        r.set_pending_in(
+            d,
+            "juliet",
+            "romeo@x",
+            "<presence type='subscribe'><status>hi</status></presence>",
+        )
+        .await
+        .unwrap();
+        assert!(
+            r.has_pending_in(d, "juliet", "romeo@x").await.unwrap(),
+            "{}",
+            b.name
+        );
+        let p = r.pending_in(d, "juliet").await.unwrap();
+        assert_eq!(p.len(), 1);
+        assert!(p[0].stanza.contains("hi"));
+        assert!(r.remove_pending_in(d, "juliet", "romeo@x").await.unwrap());
+        assert!(!r.remove_pending_in(d, "juliet", "romeo@x").await.unwrap());
+        assert!(r.pending_in(d, "juliet").await.unwrap().is_empty());
+    }
+}

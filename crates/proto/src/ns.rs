@@ -40,3 +40,27 @@ pub const DELAY: &str = "urn:xmpp:delay";
 pub const DATA_FORMS: &str = "jabber:x:data";
 /// RFC 6121 §2: roster.
 pub const ROSTER: &str = "jabber:iq:roster";
+/// XEP-0237: roster versioning (stream feature).
+pub const ROSTER_VER: &str = "urn:xmpp:features:rosterver";
+/// XEP-0160: offline message storage (disco feature, not a namespace).
+pub const MSGOFFLINE: &str = "msgoffline";
+/// XEP-0191: blocking command.
+pub const BLOCKING: &str = "urn:xmpp:blocking";
+/// XEP-0191: the application error condition for stanzas to a blocked entity.
+pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
+/// XEP-0280: message carbons.
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+/// XEP-0297: stanza forwarding.
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+/// XEP-0334: message processing hints.
+pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0085: chat state notifications.
+pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+/// XEP-0054: vcard-temp.
+pub const VCARD: &str = "vcard-temp";
+/// XEP-0012: last activity.
+pub const LAST: &str = "jabber:iq:last";
+/// XEP-0049: private XML storage.
+pub const PRIVATE: &str = "jabber:iq:private";
+/// XEP-0115: entity capabilities.
+pub const CAPS: &str = "http://jabber.org/protocol/caps";

@@ -16,6 +16,12 @@
 //! - `lib.rs`: [`Store`] (opening, migrations, backend choice) and [`StoreError`].
 //! - `db.rs` (private): the pool enum and the `with_pool!` dispatch macro.
 //! - [`accounts`]: [`Accounts`], one account per (domain, username), with SASL verifiers.
+//! - [`rosters`]: [`Rosters`], roster items, versions and pending subscription requests.
+//! - [`blocking`]: [`Blocking`], XEP-0191 block lists.
+//! - [`offline`]: [`Offline`], XEP-0160 offline messages with a per-account cap.
+//! - [`userdata`]: [`UserData`], vCards, private XML and last activity.
+//! - [`pubsub`]: [`Pubsub`], pubsub nodes, affiliations, subscriptions and items of every
+//!   service (the pubsub component and PEP).
 //!
 //! A later concern gets its own module the same way: `rosters.rs` with a `Rosters<'_>`
 //! handle returned by `Store::rosters()`, its tables in `migrations/{sqlite,postgres}/
@@ -29,8 +35,12 @@
 //! mode (or one transaction), and SQLite runs with `synchronous = FULL` (see [`Store::open`]).
 
 pub mod accounts;
-pub mod rosters;
+pub mod blocking;
 mod db;
+pub mod offline;
+pub mod pubsub;
+pub mod rosters;
+pub mod userdata;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -39,8 +49,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use accounts::Accounts;
-pub use rosters::Rosters;
+pub use blocking::Blocking;
+pub use offline::Offline;
+pub use pubsub::Pubsub;
 pub use rookery_sasl::{Credentials, ScramKeys};
+pub use rosters::Rosters;
+pub use userdata::UserData;
 
 use db::Pool;
 
@@ -161,6 +175,26 @@ impl Store {
     /// Rosters, subscription states and pending subscription requests (RFC 6121).
     pub fn rosters(&self) -> Rosters<'_> {
         Rosters::new(self)
+    }
+
+    /// XEP-0191 block lists.
+    pub fn blocking(&self) -> Blocking<'_> {
+        Blocking::new(self)
+    }
+
+    /// XEP-0160 offline messages.
+    pub fn offline(&self) -> Offline<'_> {
+        Offline::new(self)
+    }
+
+    /// vCards, private XML and last activity.
+    pub fn userdata(&self) -> UserData<'_> {
+        UserData::new(self)
+    }
+
+    /// Publish-subscribe nodes, affiliations, subscriptions and items (XEP-0060/0163).
+    pub fn pubsub(&self) -> Pubsub<'_> {
+        Pubsub::new(self)
     }
 
     /// Checks that the database answers (for health endpoints).

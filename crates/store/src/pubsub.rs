@@ -1,0 +1,546 @@
+//! Publish-subscribe state (XEP-0060, XEP-0163): nodes with their configuration,
+//! affiliations, subscriptions and items, for every pubsub service — the pubsub component
+//! (service = its domain) and PEP (service = an account's bare JID).
+//!
+//! The store keeps what the engine in `rookery-pubsub` decides; it does not interpret
+//! configurations or payloads (both are XML text). Items carry a sequence number the engine
+//! assigns (unique and increasing per node), so "the last N items" is an index range scan,
+//! however many items a node holds.
+
+use crate::db::with_pool;
+use crate::{now_unix, Store, StoreError};
+
+/// A node as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    /// The NodeID.
+    pub node: String,
+    /// The configuration (a submitted `jabber:x:data` form, as XML).
+    pub config: String,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// An affiliation as stored (never `none`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AffiliationRow {
+    /// The NodeID.
+    pub node: String,
+    /// The affiliated bare JID.
+    pub jid: String,
+    /// `owner`, `publisher`, `publish-only`, `member` or `outcast`.
+    pub affiliation: String,
+}
+
+/// A subscription as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRow {
+    /// The NodeID.
+    pub node: String,
+    /// The subscription id.
+    pub subid: String,
+    /// The subscribed JID (bare or full).
+    pub jid: String,
+    /// `subscribed`, `pending` or `unconfigured`.
+    pub state: String,
+    /// Subscription options (a submitted form, as XML), or empty.
+    pub options: String,
+}
+
+/// A published item as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemRow {
+    /// The ItemID.
+    pub id: String,
+    /// Order of publication within the node (higher is newer).
+    pub seq: i64,
+    /// The publisher's JID.
+    pub publisher: String,
+    /// The payload as XML, `None` for a notification-only item.
+    pub payload: Option<String>,
+    /// Time of the last publication under this id, seconds since the Unix epoch.
+    pub updated_at: i64,
+}
+
+/// Per-node item statistics, read when a service is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemStats {
+    /// Number of items.
+    pub count: u64,
+    /// The highest sequence number (0 without items).
+    pub max_seq: i64,
+}
+
+/// The pubsub tables, from [`Store::pubsub`].
+#[derive(Clone, Copy, Debug)]
+pub struct Pubsub<'a> {
+    store: &'a Store,
+}
+
+type ItemTuple = (String, i64, String, Option<String>, i64);
+
+fn item_row((id, seq, publisher, payload, updated_at): ItemTuple) -> ItemRow {
+    ItemRow {
+        id,
+        seq,
+        publisher,
+        payload,
+        updated_at,
+    }
+}
+
+fn count(n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
+}
+
+fn limit(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl<'a> Pubsub<'a> {
+    /// The pubsub tables of `store`.
+    pub(crate) fn new(store: &'a Store) -> Pubsub<'a> {
+        Pubsub { store }
+    }
+
+    /// Creates a node with `owner` affiliated as owner, in one transaction;
+    /// [`StoreError::Conflict`] if the node exists.
+    pub async fn create_node(
+        &self,
+        service: &str,
+        node: &str,
+        config: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_unix();
+        with_pool!(self.store, pool => {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO pubsub_nodes (service, node, config, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (service, node) DO NOTHING",
+            )
+            .bind(service)
+            .bind(node)
+            .bind(config)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(StoreError::Conflict);
+            }
+            sqlx::query(
+                "INSERT INTO pubsub_affiliations (service, node, jid, affiliation) \
+                 VALUES ($1, $2, $3, 'owner')",
+            )
+            .bind(service)
+            .bind(node)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Replaces a node's configuration; `false` if there is no such node.
+    pub async fn set_config(
+        &self,
+        service: &str,
+        node: &str,
+        config: &str,
+    ) -> Result<bool, StoreError> {
+        let n = with_pool!(self.store, pool => {
+            sqlx::query("UPDATE pubsub_nodes SET config = $3 WHERE service = $1 AND node = $2")
+                .bind(service)
+                .bind(node)
+                .bind(config)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Deletes a node with its affiliations, subscriptions and items; `false` if there was
+    /// no such node.
+    pub async fn delete_node(&self, service: &str, node: &str) -> Result<bool, StoreError> {
+        let n = with_pool!(self.store, pool => {
+            sqlx::query("DELETE FROM pubsub_nodes WHERE service = $1 AND node = $2")
+                .bind(service)
+                .bind(node)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Deletes every node of a service (for example when its account is deleted); returns
+    /// how many there were.
+    pub async fn delete_service(&self, service: &str) -> Result<u64, StoreError> {
+        let n = with_pool!(self.store, pool => {
+            sqlx::query("DELETE FROM pubsub_nodes WHERE service = $1")
+                .bind(service)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n)
+    }
+
+    /// The nodes of a service, by NodeID.
+    pub async fn nodes(&self, service: &str) -> Result<Vec<NodeRow>, StoreError> {
+        let rows: Vec<(String, String, i64)> = with_pool!(self.store, pool => {
+            sqlx::query_as(
+                "SELECT node, config, created_at FROM pubsub_nodes WHERE service = $1 ORDER BY node",
+            )
+            .bind(service)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(node, config, created_at)| NodeRow {
+                node,
+                config,
+                created_at,
+            })
+            .collect())
+    }
+
+    /// The affiliations of every node of a service.
+    pub async fn affiliations(&self, service: &str) -> Result<Vec<AffiliationRow>, StoreError> {
+        let rows: Vec<(String, String, String)> = with_pool!(self.store, pool => {
+            sqlx::query_as(
+                "SELECT node, jid, affiliation FROM pubsub_affiliations WHERE service = $1 \
+                 ORDER BY node, jid",
+            )
+            .bind(service)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(node, jid, affiliation)| AffiliationRow {
+                node,
+                jid,
+                affiliation,
+            })
+            .collect())
+    }
+
+    /// Sets (or with `None` removes) the affiliation of `jid` with a node.
+    pub async fn set_affiliation(
+        &self,
+        service: &str,
+        node: &str,
+        jid: &str,
+        affiliation: Option<&str>,
+    ) -> Result<(), StoreError> {
+        with_pool!(self.store, pool => {
+            match affiliation {
+                Some(a) => {
+                    sqlx::query(
+                        "INSERT INTO pubsub_affiliations (service, node, jid, affiliation) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (service, node, jid) \
+                         DO UPDATE SET affiliation = excluded.affiliation",
+                    )
+                    .bind(service)
+                    .bind(node)
+                    .bind(jid)
+                    .bind(a)
+                    .execute(pool)
+                    .await?;
+                }
+                None => {
+                    sqlx::query(
+                        "DELETE FROM pubsub_affiliations WHERE service = $1 AND node = $2 AND jid = $3",
+                    )
+                    .bind(service)
+                    .bind(node)
+                    .bind(jid)
+                    .execute(pool)
+                    .await?;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The subscriptions of every node of a service.
+    pub async fn subscriptions(&self, service: &str) -> Result<Vec<SubscriptionRow>, StoreError> {
+        let rows: Vec<(String, String, String, String, String)> = with_pool!(self.store, pool => {
+            sqlx::query_as(
+                "SELECT node, subid, jid, state, options FROM pubsub_subscriptions \
+                 WHERE service = $1 ORDER BY node, jid, subid",
+            )
+            .bind(service)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(node, subid, jid, state, options)| SubscriptionRow {
+                node,
+                subid,
+                jid,
+                state,
+                options,
+            })
+            .collect())
+    }
+
+    /// Creates or replaces (by subid) a subscription.
+    pub async fn set_subscription(
+        &self,
+        service: &str,
+        sub: &SubscriptionRow,
+    ) -> Result<(), StoreError> {
+        with_pool!(self.store, pool => {
+            sqlx::query(
+                "INSERT INTO pubsub_subscriptions (service, node, subid, jid, state, options) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (service, node, subid) \
+                 DO UPDATE SET jid = excluded.jid, state = excluded.state, options = excluded.options",
+            )
+            .bind(service)
+            .bind(&sub.node)
+            .bind(&sub.subid)
+            .bind(&sub.jid)
+            .bind(&sub.state)
+            .bind(&sub.options)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Removes a subscription; `false` if there was none with that subid.
+    pub async fn remove_subscription(
+        &self,
+        service: &str,
+        node: &str,
+        subid: &str,
+    ) -> Result<bool, StoreError> {
+        let n = with_pool!(self.store, pool => {
+            sqlx::query(
+                "DELETE FROM pubsub_subscriptions WHERE service = $1 AND node = $2 AND subid = $3",
+            )
+            .bind(service)
+            .bind(node)
+            .bind(subid)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Item count and highest sequence number of every node of a service that has items.
+    pub async fn item_stats(&self, service: &str) -> Result<Vec<(String, ItemStats)>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = with_pool!(self.store, pool => {
+            sqlx::query_as(
+                "SELECT node, COUNT(*), MAX(seq) FROM pubsub_items WHERE service = $1 GROUP BY node",
+            )
+            .bind(service)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(node, n, max_seq)| {
+                Ok((
+                    node,
+                    ItemStats {
+                        count: count(n)?,
+                        max_seq,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Stores an item (replacing one with the same id) and, when the node keeps at most
+    /// `max_items`, deletes the oldest items beyond that, in one transaction: when this
+    /// returns, the publication is committed. `count_before` is the node's item count before
+    /// this call (the engine tracks it). Returns whether an item with that id was replaced.
+    pub async fn publish(
+        &self,
+        service: &str,
+        node: &str,
+        item: &ItemRow,
+        max_items: Option<u64>,
+        count_before: u64,
+    ) -> Result<bool, StoreError> {
+        let replaced = with_pool!(self.store, pool => {
+            let mut tx = pool.begin().await?;
+            let existing: Option<i64> = sqlx::query_scalar(
+                "SELECT seq FROM pubsub_items WHERE service = $1 AND node = $2 AND item_id = $3",
+            )
+            .bind(service)
+            .bind(node)
+            .bind(&item.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO pubsub_items (service, node, item_id, seq, publisher, payload, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (service, node, item_id) \
+                 DO UPDATE SET seq = excluded.seq, publisher = excluded.publisher, \
+                 payload = excluded.payload, updated_at = excluded.updated_at",
+            )
+            .bind(service)
+            .bind(node)
+            .bind(&item.id)
+            .bind(item.seq)
+            .bind(&item.publisher)
+            .bind(item.payload.as_deref())
+            .bind(item.updated_at)
+            .execute(&mut *tx)
+            .await?;
+            let count_after = if existing.is_some() { count_before } else { count_before + 1 };
+            if let Some(max) = max_items {
+                if count_after > max {
+                    sqlx::query(
+                        "DELETE FROM pubsub_items WHERE service = $1 AND node = $2 AND seq IN \
+                         (SELECT seq FROM pubsub_items WHERE service = $1 AND node = $2 \
+                          ORDER BY seq ASC LIMIT $3)",
+                    )
+                    .bind(service)
+                    .bind(node)
+                    .bind(limit(count_after - max))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+            existing.is_some()
+        });
+        Ok(replaced)
+    }
+
+    /// Deletes the oldest items of a node so that at most `keep` remain, given its current
+    /// `count` (after a configuration lowered `max_items`). Returns how many were deleted.
+    pub async fn trim(
+        &self,
+        service: &str,
+        node: &str,
+        count: u64,
+        keep: u64,
+    ) -> Result<u64, StoreError> {
+        if count <= keep {
+            return Ok(0);
+        }
+        let n = with_pool!(self.store, pool => {
+            sqlx::query(
+                "DELETE FROM pubsub_items WHERE service = $1 AND node = $2 AND seq IN \
+                 (SELECT seq FROM pubsub_items WHERE service = $1 AND node = $2 \
+                  ORDER BY seq ASC LIMIT $3)",
+            )
+            .bind(service)
+            .bind(node)
+            .bind(limit(count - keep))
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n)
+    }
+
+    /// Deletes one item; `false` if the node has no item with that id.
+    pub async fn retract(&self, service: &str, node: &str, id: &str) -> Result<bool, StoreError> {
+        let n = with_pool!(self.store, pool => {
+            sqlx::query("DELETE FROM pubsub_items WHERE service = $1 AND node = $2 AND item_id = $3")
+                .bind(service)
+                .bind(node)
+                .bind(id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Deletes every item of a node; returns how many there were.
+    pub async fn purge(&self, service: &str, node: &str) -> Result<u64, StoreError> {
+        let n = with_pool!(self.store, pool => {
+            sqlx::query("DELETE FROM pubsub_items WHERE service = $1 AND node = $2")
+                .bind(service)
+                .bind(node)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n)
+    }
+
+    /// The newest `max` items of a node (all with `None`), newest first.
+    pub async fn last_items(
+        &self,
+        service: &str,
+        node: &str,
+        max: Option<u64>,
+    ) -> Result<Vec<ItemRow>, StoreError> {
+        let rows: Vec<ItemTuple> = with_pool!(self.store, pool => {
+            sqlx::query_as(
+                "SELECT item_id, seq, publisher, payload, updated_at FROM pubsub_items \
+                 WHERE service = $1 AND node = $2 ORDER BY seq DESC LIMIT $3",
+            )
+            .bind(service)
+            .bind(node)
+            .bind(max.map_or(i64::MAX, limit))
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows.into_iter().map(item_row).collect())
+    }
+
+    /// The items of a node with the given ids (those that exist), newest first.
+    pub async fn items_by_id(
+        &self,
+        service: &str,
+        node: &str,
+        ids: &[String],
+    ) -> Result<Vec<ItemRow>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row: Option<ItemTuple> = with_pool!(self.store, pool => {
+                sqlx::query_as(
+                    "SELECT item_id, seq, publisher, payload, updated_at FROM pubsub_items \
+                     WHERE service = $1 AND node = $2 AND item_id = $3",
+                )
+                .bind(service)
+                .bind(node)
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+            });
+            if let Some(r) = row {
+                if !out.iter().any(|o: &ItemRow| o.id == r.0) {
+                    out.push(item_row(r));
+                }
+            }
+        }
+        out.sort_by_key(|i| std::cmp::Reverse(i.seq));
+        Ok(out)
+    }
+
+    /// The ids of a node's items, newest first, at most `max`.
+    pub async fn item_ids(
+        &self,
+        service: &str,
+        node: &str,
+        max: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let ids = with_pool!(self.store, pool => {
+            sqlx::query_scalar(
+                "SELECT item_id FROM pubsub_items WHERE service = $1 AND node = $2 \
+                 ORDER BY seq DESC LIMIT $3",
+            )
+            .bind(service)
+            .bind(node)
+            .bind(limit(max))
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(ids)
+    }
+}

@@ -1,0 +1,187 @@
+//! The pubsub store, on every backend (see `common/mod.rs`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use common::backends;
+use rookery_store::pubsub::{ItemRow, SubscriptionRow};
+use rookery_store::{Store, StoreError};
+
+fn item(id: &str, seq: i64, payload: Option<&str>) -> ItemRow {
+    ItemRow {
+        id: id.into(),
+        seq,
+        publisher: "alice@example.org/phone".into(),
+        payload: payload.map(str::to_string),
+        updated_at: 1_700_000_000 + seq,
+    }
+}
+
+#[tokio::test]
+async fn nodes_affiliations_and_subscriptions() {
+    for b in backends("pubsub-nodes").await {
+        let ps = b.store.pubsub();
+        let svc = format!("pubsub.{}", b.domain);
+        let owner = format!("alice@{}", b.domain);
+        ps.create_node(&svc, "news", "<x/>", &owner).await.unwrap();
+        assert!(matches!(
+            ps.create_node(&svc, "news", "<y/>", &owner).await,
+            Err(StoreError::Conflict)
+        ));
+        ps.create_node(&svc, "blog", "<x/>", &owner).await.unwrap();
+        let nodes = ps.nodes(&svc).await.unwrap();
+        let names: Vec<&str> = nodes.iter().map(|n| n.node.as_str()).collect();
+        assert_eq!(names, ["blog", "news"], "{}", b.name);
+        assert_eq!(nodes[1].config, "<x/>");
+        assert!(ps.set_config(&svc, "news", "<z/>").await.unwrap());
+        assert!(!ps.set_config(&svc, "nope", "<z/>").await.unwrap());
+        assert_eq!(ps.nodes(&svc).await.unwrap()[1].config, "<z/>");
+
+        // The creator is owner; affiliations can be changed and removed.
+        let affs = ps.affiliations(&svc).await.unwrap();
+        assert_eq!(affs.len(), 2);
+        assert!(affs
+            .iter()
+            .all(|a| a.jid == owner && a.affiliation == "owner"));
+        let bob = format!("bob@{}", b.domain);
+        ps.set_affiliation(&svc, "news", &bob, Some("publisher"))
+            .await
+            .unwrap();
+        ps.set_affiliation(&svc, "news", &bob, Some("member"))
+            .await
+            .unwrap();
+        let affs = ps.affiliations(&svc).await.unwrap();
+        assert!(affs
+            .iter()
+            .any(|a| a.node == "news" && a.jid == bob && a.affiliation == "member"));
+        ps.set_affiliation(&svc, "news", &bob, None).await.unwrap();
+        assert_eq!(ps.affiliations(&svc).await.unwrap().len(), 2);
+
+        // Subscriptions by subid.
+        let mut sub = SubscriptionRow {
+            node: "news".into(),
+            subid: "s1".into(),
+            jid: format!("{bob}/phone"),
+            state: "pending".into(),
+            options: String::new(),
+        };
+        ps.set_subscription(&svc, &sub).await.unwrap();
+        sub.state = "subscribed".into();
+        ps.set_subscription(&svc, &sub).await.unwrap();
+        let subs = ps.subscriptions(&svc).await.unwrap();
+        assert_eq!(subs, vec![sub.clone()], "{}", b.name);
+        assert!(ps.remove_subscription(&svc, "news", "s1").await.unwrap());
+        assert!(!ps.remove_subscription(&svc, "news", "s1").await.unwrap());
+        ps.set_subscription(&svc, &sub).await.unwrap();
+
+        // Deleting a node deletes what hangs on it; other services are untouched.
+        let other = owner.clone();
+        ps.create_node(&other, "news", "<x/>", &owner)
+            .await
+            .unwrap();
+        ps.publish(&svc, "news", &item("a", 1, Some("<p/>")), None, 0)
+            .await
+            .unwrap();
+        assert!(ps.delete_node(&svc, "news").await.unwrap());
+        assert!(!ps.delete_node(&svc, "news").await.unwrap());
+        assert!(ps.subscriptions(&svc).await.unwrap().is_empty());
+        assert_eq!(ps.affiliations(&svc).await.unwrap().len(), 1);
+        assert!(ps.last_items(&svc, "news", None).await.unwrap().is_empty());
+        assert_eq!(ps.nodes(&other).await.unwrap().len(), 1);
+        assert_eq!(ps.delete_service(&other).await.unwrap(), 1);
+        assert!(ps.nodes(&other).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn items_publish_replace_trim_retract_purge() {
+    for b in backends("pubsub-items").await {
+        let ps = b.store.pubsub();
+        let svc = format!("pubsub.{}", b.domain);
+        ps.create_node(&svc, "n", "<x/>", "alice@x").await.unwrap();
+        let mut count = 0;
+        for (seq, id) in ["a", "b", "c"].iter().enumerate() {
+            let replaced = ps
+                .publish(
+                    &svc,
+                    "n",
+                    &item(id, seq as i64 + 1, Some("<p/>")),
+                    Some(2),
+                    count,
+                )
+                .await
+                .unwrap();
+            assert!(!replaced);
+            count = (count + 1).min(2);
+        }
+        // max_items 2: "a" was dropped.
+        let ids: Vec<String> = ps
+            .last_items(&svc, "n", None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(ids, ["c", "b"], "{}", b.name);
+        // Republishing "b" replaces it and makes it the newest.
+        let replaced = ps
+            .publish(&svc, "n", &item("b", 4, Some("<q/>")), Some(2), 2)
+            .await
+            .unwrap();
+        assert!(replaced);
+        let items = ps.last_items(&svc, "n", Some(1)).await.unwrap();
+        assert_eq!(items, vec![item("b", 4, Some("<q/>"))], "{}", b.name);
+        let stats = ps.item_stats(&svc).await.unwrap();
+        assert_eq!(stats.len(), 1);
+        assert_eq!(stats[0].1.count, 2);
+        assert_eq!(stats[0].1.max_seq, 4);
+        // By id: unknown ids are skipped, newest first, duplicates once.
+        let got = ps
+            .items_by_id(
+                &svc,
+                "n",
+                &["c".into(), "zz".into(), "b".into(), "c".into()],
+            )
+            .await
+            .unwrap();
+        let ids: Vec<&str> = got.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["b", "c"]);
+        assert_eq!(ps.item_ids(&svc, "n", 10).await.unwrap(), ["b", "c"]);
+        // Notification-only items have no payload.
+        ps.publish(&svc, "n", &item("d", 5, None), None, 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            ps.last_items(&svc, "n", Some(1)).await.unwrap()[0].payload,
+            None
+        );
+        assert_eq!(ps.trim(&svc, "n", 3, 1).await.unwrap(), 2);
+        assert_eq!(ps.item_ids(&svc, "n", 10).await.unwrap(), ["d"]);
+        assert!(ps.retract(&svc, "n", "d").await.unwrap());
+        assert!(!ps.retract(&svc, "n", "d").await.unwrap());
+        ps.publish(&svc, "n", &item("e", 6, Some("<p/>")), None, 0)
+            .await
+            .unwrap();
+        assert_eq!(ps.purge(&svc, "n").await.unwrap(), 1);
+        assert!(ps.item_stats(&svc).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn state_survives_reopen() {
+    for b in backends("pubsub-reopen").await {
+        let svc = format!("pubsub.{}", b.domain);
+        {
+            let ps = b.store.pubsub();
+            ps.create_node(&svc, "n", "<x/>", "alice@x").await.unwrap();
+            ps.publish(&svc, "n", &item("a", 1, Some("<p>é</p>")), None, 0)
+                .await
+                .unwrap();
+        }
+        b.store.close().await;
+        let store = Store::open(&b.url).await.unwrap();
+        let items = store.pubsub().last_items(&svc, "n", None).await.unwrap();
+        assert_eq!(items, vec![item("a", 1, Some("<p>é</p>"))], "{}", b.name);
+        store.close().await;
+    }
+}

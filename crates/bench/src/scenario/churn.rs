@@ -1,0 +1,148 @@
+//! `churn`: N sessions online; during the run, sessions drop and reconnect at a total rate
+//! of `--rate` per second. A reconnection is a full login after a polite `</stream:stream>`,
+//! or, with `--resume` (which implies `--sm`), an abrupt TCP drop followed by XEP-0198
+//! stream resumption (falling back to a full login when the server refuses).
+//!
+//! Reports reconnections per second and the reconnection latency (TCP connect to usable
+//! session) in the latency figures.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use super::{latency_line, round2, Outcome, Phase, Run};
+use crate::client::{ClientError, Conn};
+
+/// Parameters.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Reconnections per second, all clients together.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Drop the TCP connection and resume the stream (XEP-0198) instead of a full login.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// Runs the scenario.
+pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
+    let mut out = Outcome::default();
+    let n = run.common.clients;
+    let period = Duration::from_secs_f64(n as f64 / args.rate.max(0.001));
+    let resume = args.resume;
+    let body = {
+        let run = run.clone();
+        move |i: usize, conn: Conn| {
+            let run = run.clone();
+            async move { client(&run, conn, i, period, resume).await }
+        }
+    };
+    run.sample_server("before");
+    let set = run.ramp(0..n, body);
+    let ramp = run.settle(n).await;
+    run.ramp_outcome(ramp, &mut out);
+    let r0 = run.stats.reconnects.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    run.set_phase(Phase::Run);
+    run.hold(run.common.duration).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let reconnects = run.stats.reconnects.load(Ordering::Relaxed) - r0;
+    let lat = run.stats.latency.summary_ms();
+    out.put(
+        "churn",
+        json!({
+            "offered_rate_per_s": args.rate,
+            "resume": resume,
+            "seconds": round2(secs),
+            "reconnects": reconnects,
+            "resumed": run.stats.resumes.load(Ordering::Relaxed),
+            "rate_per_s": round2(reconnects as f64 / secs),
+            "reconnect_latency_ms": lat,
+        }),
+        format!(
+            "churn: offered {}/s, {} reconnections ({:.1}/s, {} resumed); reconnect latency {}",
+            args.rate,
+            reconnects,
+            reconnects as f64 / secs,
+            run.stats.resumes.load(Ordering::Relaxed),
+            latency_line(&lat)
+        ),
+    );
+    run.sample_server("end");
+    run.finish(set).await;
+    out
+}
+
+async fn client(
+    run: &Arc<Run>,
+    mut conn: Conn,
+    i: usize,
+    period: Duration,
+    resume: bool,
+) -> Result<(), ClientError> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(
+        run.common.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    let mut phase = run.phase();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        if deadline.is_none() && *phase.borrow() == Phase::Run {
+            deadline = Some(tokio::time::Instant::now() + period.mul_f64(rng.gen::<f64>() * 2.0));
+        }
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = conn.next_element() => {
+                let el = r?;
+                conn.handle_common(&el).await?;
+                continue;
+            }
+            _ = sleep => {}
+            p = phase.changed() => {
+                if p.is_err() || *phase.borrow() == Phase::Stop { break; }
+                continue;
+            }
+        }
+        deadline = None;
+        let t0 = Instant::now();
+        let next = if resume {
+            let state = conn.kill();
+            match state {
+                Some(s) => match Conn::login(&run.cfg, i, Some(&s)).await {
+                    Ok(c) => {
+                        run.stats.resumes.fetch_add(1, Ordering::Relaxed);
+                        Ok(c)
+                    }
+                    Err(e) => {
+                        run.stats.error(e.kind());
+                        Conn::login(&run.cfg, i, None).await
+                    }
+                },
+                None => {
+                    run.stats.error("resume:sm-not-enabled");
+                    Conn::login(&run.cfg, i, None).await
+                }
+            }
+        } else {
+            conn.close().await;
+            Conn::login(&run.cfg, i, None).await
+        };
+        match next {
+            Ok(c) => {
+                conn = c;
+                run.stats.latency.record(t0.elapsed());
+                run.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    conn.close().await;
+    Ok(())
+}

@@ -84,6 +84,11 @@ def _toml_value(v) -> str:
     if isinstance(v, (str, Path)):
         s = str(v).replace("\\", "\\\\").replace('"', '\\"')
         return f'"{s}"'
+    if isinstance(v, (list, tuple)):
+        # e.g. component={"service": [{"domain": ..., "secret": ...}]}: an array of inline tables
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(f"cannot write {v!r} as TOML")
 
 

@@ -127,3 +127,24 @@ async def test_password_change_without_open_registration(server):
     assert (await d.wait_closed())[0] == "not-authorized"
     assert (await c.wait_closed())[0] == "not-authorized"
     assert local(bye) == "iq"
+
+
+async def test_register_iq_to_another_account_is_refused(server):
+    """jabber:iq:register acts on the sender's own account, addressed to the server or to
+    itself; sent to someone else's bare JID it must not act at all (and certainly not on the
+    sender's account)."""
+    bob = await server.login("bob", "b")
+    r = await bob.iq("set", "alice@localhost", f"<query xmlns='{NS_REGISTER}'><remove/></query>")
+    assert stanza_error(r) == "service-unavailable"
+    r = await bob.iq("set", "alice@localhost", reg_set("bob", "hijacked-pass"))
+    assert stanza_error(r) == "service-unavailable"
+    r = await bob.iq("get", "alice@localhost", f"<query xmlns='{NS_REGISTER}'/>")
+    assert stanza_error(r) == "service-unavailable"
+    users = server.user("list").stdout
+    assert "alice@localhost" in users and "bob@localhost" in users
+    # To the server and to oneself it works.
+    r = await bob.iq("get", "localhost", f"<query xmlns='{NS_REGISTER}'/>")
+    assert r.get("type") == "result"
+    r = await bob.iq("get", "bob@localhost", f"<query xmlns='{NS_REGISTER}'/>")
+    assert r.get("type") == "result"
+    await bob.close()

@@ -144,12 +144,18 @@ impl Module for Register {
     }
 
     /// XEP-0077 §3.2 (cancel) and §3.3 (password change) for the authenticated user.
-    async fn handle_iq(&self, core: &Arc<Core>, _to: &BareJid, iq: &Stanza) -> IqResult {
+    async fn handle_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
         let from = iq
             .from()
             .cloned()
             .ok_or_else(|| StanzaError::new(Cond::BadRequest))?;
         let user = from.to_bare();
+        // The request acts on the sender's own account: it is addressed to the server (or has
+        // no `to`) or to the sender's bare JID. Sent to another account it is not ours to
+        // answer (and must not act on the sender's account either).
+        if to != &user && to != core.domain_jid() {
+            return Err(StanzaError::new(Cond::ServiceUnavailable));
+        }
         let Some(local) = user.local().map(str::to_string) else {
             return Err(StanzaError::new(Cond::NotAllowed));
         };

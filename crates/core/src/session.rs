@@ -115,23 +115,31 @@ impl SessionHandle {
         }
     }
 
-    /// Queues bytes, waiting up to `timeout` for room in the queue: for bulk deliveries to
-    /// one session (offline messages, presence of a large roster) that must be paced rather
-    /// than dropped. A client that does not make room in time is disconnected, like in
-    /// [`SessionHandle::send`]. Never call this from the session's own task: that task drains
-    /// the queue, so waiting on it there can only time out.
-    pub async fn send_wait(&self, bytes: Bytes, timeout: std::time::Duration) -> bool {
-        match tokio::time::timeout(timeout, self.tx.send(Outbound::Bytes(bytes))).await {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => false,
-            Err(_) => {
+    /// Queues bytes once the queue is at most half full, waiting up to `timeout` for that:
+    /// for bulk deliveries to one session (offline messages, presence of a large roster) that
+    /// must be paced rather than dropped, while leaving the other half of the queue to
+    /// ordinary traffic (which [`SessionHandle::send`] never waits for). A client that does
+    /// not make room in time is disconnected, like in [`SessionHandle::send`]. Never call this
+    /// from the session's own task: that task drains the queue, so waiting there can only
+    /// time out.
+    pub async fn send_paced(&self, bytes: Bytes, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.is_closed() {
+                return false;
+            }
+            if self.tx.capacity() * 2 >= self.tx.max_capacity() {
+                return self.send(bytes);
+            }
+            if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(jid = %self.jid, "outbound queue stayed full, disconnecting");
                 self.kill.fire(StreamError::with_text(
                     StreamErrorCondition::PolicyViolation,
                     "outbound queue full: the client is not reading",
                 ));
-                false
+                return false;
             }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
     }
 

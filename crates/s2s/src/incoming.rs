@@ -1,0 +1,472 @@
+//! Incoming streams (RFC 6120 §4.7, §5, §6 for servers; XEP-0220 §2.1–2.4; XEP-0178;
+//! XEP-0368).
+//!
+//! Negotiation: stream header in `jabber:server` addressed to a domain we host, STARTTLS
+//! (required unless `require_encryption` is off) or direct TLS, then features: SASL EXTERNAL
+//! when the peer's certificate is valid for the domain its header names, and dialback. After
+//! a SASL success the stream restarts. Then the shared bound-stream loop runs with the
+//! [`Incoming`] policy: dialback requests are answered (`db:verify` at once, as the
+//! authoritative server; `db:result` after asking the authoritative server of the claimed
+//! domain, in a task that answers through the stream's outbound queue), and stanzas pass the
+//! trust rule ([`crate::trust`]) before they are routed.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use rookery_core::SessionHandle;
+use rookery_proto::{
+    ns, Stanza, StanzaErrorCondition as SC, StanzaParseError, StreamError,
+    StreamErrorCondition as SEC,
+};
+use rookery_stream::pump::{self, Inbound};
+use rookery_stream::{new_stream_id, Conn, ConnError, Transport};
+use rookery_xml::{Element, Event, Limits};
+use rustls::pki_types::CertificateDer;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::dialback::{self, Dialback, Kind, Outcome};
+use crate::outgoing::Verdict;
+use crate::trust::{self, Authenticated};
+use crate::{external, tls, Mode, S2s};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// What negotiation learned about the stream.
+#[derive(Default)]
+struct State {
+    /// The id of the stream header we sent last (dialback keys are bound to it).
+    stream_id: String,
+    /// The `from` of the peer's last stream header.
+    stream_from: Option<String>,
+    /// The peer's certificate chain.
+    chain: Vec<CertificateDer<'static>>,
+    /// SASL succeeded on this connection.
+    sasl_done: bool,
+    /// The domains authenticated so far.
+    auth: Arc<Mutex<Authenticated>>,
+}
+
+/// Serves one accepted TCP connection to the end.
+pub(crate) async fn serve(s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, mode: Mode) {
+    let span = tracing::info_span!("s2s_in", %peer);
+    async move {
+        if !s2s.limiter.admit(peer.ip()) {
+            tracing::info!("too many connections from this address; dropped");
+            return;
+        }
+        tracing::debug!("accepted");
+        let deadline = Duration::from_secs(s2s.config.negotiation_timeout_secs.max(1));
+        let io = match mode {
+            Mode::StartTls => Transport::Plain(tcp),
+            Mode::DirectTls => {
+                let acceptor = TlsAcceptor::from(s2s.tls.server_direct.clone());
+                match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => Transport::Tls(Box::new(t)),
+                    Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!("TLS handshake timed out"),
+                }
+            }
+        };
+        let mut conn = Conn::new(io, peer, Limits::PRE_AUTH, s2s.core.domain(), ns::SERVER);
+        conn.set_header_extra(dialback::HEADER_EXTRA);
+        let mut holder = Some(conn);
+        let mut st = State::default();
+        let result = tokio::time::timeout(deadline, negotiate(&s2s, &mut holder, &mut st)).await;
+        let Some(mut conn) = holder else { return };
+        match result {
+            Ok(Ok(first)) => bound(&s2s, conn, st, first).await,
+            Ok(Err(e)) => pump::finish(&mut conn, e).await,
+            Err(_) => {
+                conn.fail(&StreamError::with_text(
+                    SEC::ConnectionTimeout,
+                    "negotiation took too long",
+                ))
+                .await
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Header, TLS and SASL. Returns the first element after the features when the peer went
+/// on without SASL (it belongs to the bound loop).
+async fn negotiate(
+    s2s: &Arc<S2s>,
+    holder: &mut Option<Conn>,
+    st: &mut State,
+) -> Result<Option<Element>, ConnError> {
+    let no_conn = || ConnError::stream(SEC::InternalServerError, "no connection");
+    loop {
+        let conn = holder.as_mut().ok_or_else(no_conn)?;
+        open_stream(s2s, conn, st).await?;
+        if !conn.io.is_tls() {
+            let mut starttls = Element::new("starttls", ns::TLS);
+            if s2s.config.require_encryption {
+                starttls.push_child(Element::new("required", ns::TLS));
+            }
+            let mut f = rookery_proto::stream::features().with_child(starttls);
+            if !s2s.config.require_encryption && s2s.config.dialback {
+                f.push_child(dialback::feature());
+            }
+            conn.send(&f).await?;
+            let el = conn.next_element().await?;
+            if el.is("starttls", ns::TLS) {
+                conn.send(&Element::new("proceed", ns::TLS)).await?;
+                let plain = holder.take().ok_or_else(no_conn)?;
+                let tls = plain
+                    .start_tls(&TlsAcceptor::from(s2s.tls.server.clone()))
+                    .await?;
+                tracing::debug!("TLS established");
+                *holder = Some(tls);
+                continue;
+            }
+            if s2s.config.require_encryption {
+                return Err(ConnError::stream(
+                    SEC::PolicyViolation,
+                    "STARTTLS is required",
+                ));
+            }
+            return Ok(Some(el));
+        }
+        st.chain = tls::peer_chain(&conn.io);
+        let external_ok = !st.sasl_done
+            && st
+                .stream_from
+                .as_deref()
+                .is_some_and(|d| !s2s.is_hosted(d) && s2s.tls.valid_for(&st.chain, d));
+        let mut f = rookery_proto::stream::features();
+        if external_ok {
+            f.push_child(
+                Element::new("mechanisms", ns::SASL)
+                    .with_child(Element::new("mechanism", ns::SASL).with_text(external::MECHANISM)),
+            );
+        }
+        if s2s.config.dialback {
+            f.push_child(dialback::feature());
+        }
+        conn.send(&f).await?;
+        if !external_ok {
+            return Ok(None);
+        }
+        let el = conn.next_element().await?;
+        if !el.is("auth", ns::SASL) {
+            return Ok(Some(el));
+        }
+        match sasl_external(s2s, conn, st, &el).await? {
+            Ok(domain) => {
+                tracing::info!(%domain, "authenticated with SASL EXTERNAL");
+                if let Ok(mut a) = st.auth.lock() {
+                    a.add_domain(&domain);
+                }
+                st.sasl_done = true;
+                conn.restart();
+            }
+            Err(condition) => {
+                tracing::info!(condition, "SASL EXTERNAL failed");
+                conn.send(
+                    &Element::new("failure", ns::SASL)
+                        .with_child(Element::new(condition, ns::SASL)),
+                )
+                .await?;
+                // The peer may still authenticate with dialback on this stream.
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Reads the peer's stream header and answers it (RFC 6120 §4.7). The answer is sent
+/// before any error, so the error can follow on an open stream.
+async fn open_stream(s2s: &S2s, conn: &mut Conn, st: &mut State) -> Result<(), ConnError> {
+    let header = match conn.next_event().await? {
+        Event::StreamOpen(h) => h,
+        _ => {
+            return Err(ConnError::stream(
+                SEC::BadFormat,
+                "expected a stream header",
+            ))
+        }
+    };
+    let to = header
+        .attr("to")
+        .and_then(|t| rookery_jid::normalize_domain(t).ok());
+    let from = header
+        .attr("from")
+        .and_then(|f| rookery_jid::normalize_domain(f).ok());
+    if let Some(t) = to.as_deref().filter(|t| s2s.is_hosted(t)) {
+        conn.set_domain(t);
+    }
+    let id = new_stream_id();
+    conn.send_header(from.as_deref(), &id).await?;
+    st.stream_id = id;
+    st.stream_from = from;
+    if header.default_ns != ns::SERVER {
+        return Err(ConnError::stream(
+            SEC::InvalidNamespace,
+            "expected jabber:server",
+        ));
+    }
+    match to {
+        Some(t) if s2s.is_hosted(&t) => {}
+        Some(_) => {
+            return Err(ConnError::stream(
+                SEC::HostUnknown,
+                "this server does not serve that domain",
+            ))
+        }
+        // RFC 6120 §4.7.2: a server may answer a header without 'to' as its default domain.
+        None => {}
+    }
+    match header.attr("version") {
+        Some(v) if v.split('.').next() == Some("1") => Ok(()),
+        _ => Err(ConnError::stream(
+            SEC::UnsupportedVersion,
+            "XMPP 1.0 required",
+        )),
+    }
+}
+
+/// One SASL EXTERNAL exchange; `Ok(Err(condition))` is a SASL failure.
+async fn sasl_external(
+    s2s: &S2s,
+    conn: &mut Conn,
+    st: &State,
+    auth: &Element,
+) -> Result<Result<String, &'static str>, ConnError> {
+    if auth.attr("mechanism") != Some(external::MECHANISM) {
+        return Ok(Err("invalid-mechanism"));
+    }
+    let text = auth.text();
+    let mut text = text.trim().to_string();
+    if text.is_empty() {
+        // No initial response: ask for it with an empty challenge (RFC 6120 §6.4.2).
+        conn.send(&Element::new("challenge", ns::SASL).with_text("="))
+            .await?;
+        let el = conn.next_element().await?;
+        if el.is("abort", ns::SASL) {
+            return Ok(Err("aborted"));
+        }
+        if !el.is("response", ns::SASL) {
+            return Ok(Err("malformed-request"));
+        }
+        text = el.text().trim().to_string();
+    }
+    let response = if text == "=" || text.is_empty() {
+        Vec::new()
+    } else {
+        match B64.decode(&text) {
+            Ok(r) => r,
+            Err(_) => return Ok(Err("incorrect-encoding")),
+        }
+    };
+    let outcome = external::server(&response, st.stream_from.as_deref(), |d| {
+        !s2s.is_hosted(d) && s2s.tls.valid_for(&st.chain, d)
+    });
+    if outcome.is_ok() {
+        conn.send(&Element::new("success", ns::SASL)).await?;
+    }
+    Ok(outcome)
+}
+
+/// Runs the bound stream until it ends.
+async fn bound(s2s: &Arc<S2s>, mut conn: Conn, st: State, first: Option<Element>) {
+    conn.set_limits(Limits {
+        max_stanza_bytes: s2s.config.max_stanza_bytes,
+        ..Limits::S2S
+    });
+    let (handle, mut end) = SessionHandle::new(
+        s2s.core.next_session_id(),
+        s2s.core.domain_jid().clone().into(),
+        64,
+    );
+    // A stream that authenticates nothing in time is closed.
+    let watchdog = {
+        let auth = st.auth.clone();
+        let h = handle.clone();
+        let t = Duration::from_secs(s2s.config.negotiation_timeout_secs.max(1));
+        tokio::spawn(async move {
+            tokio::time::sleep(t).await;
+            if auth.lock().map(|a| a.is_empty()).unwrap_or(true) {
+                h.close(StreamError::with_text(
+                    SEC::NotAuthorized,
+                    "no domain was authenticated in time",
+                ));
+            }
+        })
+    };
+    let mut inbound = Incoming {
+        s2s: s2s.clone(),
+        stream_id: st.stream_id,
+        chain: Arc::new(st.chain),
+        auth: st.auth,
+        handle,
+        pending: Arc::new(AtomicUsize::new(0)),
+    };
+    let early = match first {
+        Some(el) => inbound.element(&mut conn, el).await.err(),
+        None => None,
+    };
+    let reason = match early {
+        Some(r) => r,
+        None => {
+            let idle = Duration::from_secs(s2s.config.idle_timeout_secs);
+            pump::run(&mut conn, &mut end, idle, &mut inbound).await
+        }
+    };
+    watchdog.abort();
+    pump::finish(&mut conn, reason).await;
+}
+
+/// The s2s inbound policy of a bound stream.
+struct Incoming {
+    s2s: Arc<S2s>,
+    stream_id: String,
+    chain: Arc<Vec<CertificateDer<'static>>>,
+    auth: Arc<Mutex<Authenticated>>,
+    handle: SessionHandle,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Incoming {
+    fn allows(&self, remote: &str, local: &str) -> bool {
+        self.auth
+            .lock()
+            .map(|a| a.allows(remote, local))
+            .unwrap_or(false)
+    }
+
+    fn add_pair(auth: &Mutex<Authenticated>, remote: &str, local: &str) {
+        if let Ok(mut a) = auth.lock() {
+            a.add_pair(remote, local);
+        }
+    }
+
+    /// `db:result` from an originating server (XEP-0220 §2.1.1, §2.4).
+    async fn db_result(&mut self, conn: &mut Conn, db: Dialback) -> Result<(), ConnError> {
+        let (remote, local) = (db.from.clone(), db.to.clone());
+        let answer = |o| Bytes::from(db.answer(o).to_bytes());
+        if !self.s2s.is_hosted(&local) {
+            return conn
+                .write(&answer(Outcome::Error(Some(SC::ItemNotFound))))
+                .await;
+        }
+        if self.s2s.is_hosted(&remote) {
+            tracing::info!(%remote, "peer claims a domain we host");
+            return conn.write(&answer(Outcome::Invalid)).await;
+        }
+        if self.allows(&remote, &local) {
+            return conn.write(&answer(Outcome::Valid)).await;
+        }
+        // RFC 6120 §13.7.2.2 / XEP-0344: a certificate valid for the originating domain
+        // authenticates it without the callback.
+        if self.s2s.tls.valid_for(&self.chain, &remote) {
+            Self::add_pair(&self.auth, &remote, &local);
+            tracing::info!(%remote, %local, "dialback accepted on a valid certificate");
+            return conn.write(&answer(Outcome::Valid)).await;
+        }
+        if self.s2s.config.require_valid_certificates || !self.s2s.config.dialback {
+            tracing::info!(%remote, "dialback refused: certificate not valid for the domain");
+            return conn
+                .write(&answer(Outcome::Error(Some(SC::NotAuthorized))))
+                .await;
+        }
+        if self.pending.load(Ordering::Relaxed) >= self.s2s.config.max_pending_dialback {
+            return conn
+                .write(&answer(Outcome::Error(Some(SC::ResourceConstraint))))
+                .await;
+        }
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let rx = self
+            .s2s
+            .request_verify(&local, &remote, &self.stream_id, &db.key);
+        let timeout = Duration::from_secs(self.s2s.config.dialback_timeout_secs.max(1));
+        let (auth, handle, pending) =
+            (self.auth.clone(), self.handle.clone(), self.pending.clone());
+        tokio::spawn(
+            async move {
+                let outcome = match tokio::time::timeout(timeout, rx).await {
+                    Ok(Ok(Verdict::Valid)) => {
+                        Self::add_pair(&auth, &remote, &local);
+                        tracing::info!(%remote, %local, "authenticated with dialback");
+                        Outcome::Valid
+                    }
+                    Ok(Ok(Verdict::Invalid)) => {
+                        tracing::info!(%remote, "dialback key invalid");
+                        Outcome::Invalid
+                    }
+                    Ok(Ok(Verdict::Failed(c))) => Outcome::Error(Some(c)),
+                    Ok(Err(_)) => Outcome::Error(Some(SC::RemoteServerNotFound)),
+                    Err(_) => Outcome::Error(Some(SC::RemoteServerTimeout)),
+                };
+                pending.fetch_sub(1, Ordering::Relaxed);
+                handle.send(Bytes::from(db.answer(outcome).to_bytes()));
+            }
+            .in_current_span(),
+        );
+        Ok(())
+    }
+
+    /// `db:verify` from a receiving server: we are the authoritative server (XEP-0220
+    /// §2.1.3).
+    async fn db_verify(&mut self, conn: &mut Conn, db: Dialback) -> Result<(), ConnError> {
+        let (receiving, originating) = (db.from.as_str(), db.to.as_str());
+        let outcome = if !self.s2s.is_hosted(originating) {
+            Outcome::Error(Some(SC::ItemNotFound))
+        } else {
+            let id = db.id.as_deref().unwrap_or_default();
+            if self.s2s.secret.verify(receiving, originating, id, &db.key) {
+                Outcome::Valid
+            } else {
+                tracing::info!(receiving, originating, "db:verify with a wrong key");
+                Outcome::Invalid
+            }
+        };
+        conn.write(&db.answer(outcome).to_bytes()).await
+    }
+}
+
+impl Inbound for Incoming {
+    async fn element(&mut self, conn: &mut Conn, el: Element) -> Result<(), ConnError> {
+        if let Some(db) = Dialback::parse(&el) {
+            let db = db.map_err(|e| ConnError::stream(SEC::InvalidXml, &e.to_string()))?;
+            return match (db.kind, db.outcome) {
+                (Kind::Result, Outcome::Request) => self.db_result(conn, db).await,
+                (Kind::Verify, Outcome::Request) => self.db_verify(conn, db).await,
+                // Answers belong on our outgoing streams; ignore strays.
+                _ => Ok(()),
+            };
+        }
+        if el.is("error", ns::STREAM) {
+            tracing::info!(error = %el, "peer sent a stream error");
+            return Err(ConnError::StreamClosed);
+        }
+        let stanza = match Stanza::from_element(el) {
+            Ok(s) => s,
+            Err(StanzaParseError::Malformed { error, .. }) => {
+                // Its addresses are not trustworthy enough to bounce to.
+                tracing::debug!(%error, "dropping a malformed stanza");
+                return Ok(());
+            }
+            Err(StanzaParseError::NotAStanza(name)) => {
+                return Err(ConnError::Stream(StreamError::with_text(
+                    SEC::UnsupportedStanzaType,
+                    format!("unexpected <{name}/>"),
+                )))
+            }
+        };
+        let verdict = match self.auth.lock() {
+            Ok(a) => trust::check(stanza.from(), stanza.to(), &a, |d| self.s2s.is_hosted(d)),
+            Err(_) => Err(StreamError::new(SEC::InternalServerError)),
+        };
+        verdict.map_err(ConnError::Stream)?;
+        self.s2s.core.route(stanza).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! Server-to-server federation (RFC 6120 §4–§6, §13; XEP-0220 Server Dialback with XEP-0185
+//! keys; XEP-0178 SASL EXTERNAL; XEP-0368 direct TLS; DNS SRV per RFC 6120 §3.2).
+//!
+//! Layout:
+//! - [`config`]: `[s2s]` settings and their defaults;
+//! - [`dialback`]: `db:result`/`db:verify` elements and keys (sans-IO);
+//! - [`external`]: SASL EXTERNAL decisions (sans-IO);
+//! - [`trust`]: the `from`/`to` rule of incoming streams (sans-IO);
+//! - [`srv`]: static routes, SRV ordering (sans-IO) and DNS lookups;
+//! - [`tls`]: TLS configurations and certificate validation for a domain;
+//! - [`limiter`]: incoming connection rate per IP;
+//! - `incoming`: the listener — STARTTLS/direct TLS, SASL EXTERNAL, then the shared bound-stream
+//!   loop (`rookery_stream::pump`) with the s2s trust rule; dialback requests are answered
+//!   asynchronously through the stream's outbound queue;
+//! - `outgoing`: one connection task per (local domain, remote domain) pair with a bounded
+//!   queue: resolve, connect, STARTTLS, SASL EXTERNAL or dialback, then write stanzas until
+//!   idle; on failure every queued stanza bounces (`remote-server-not-found` /
+//!   `remote-server-timeout`).
+//!
+//! [`S2s`] ties them together and is the core's remote route ([`DomainRoute`]): every stanza
+//! for a domain that is neither ours nor a component's comes to [`S2s::deliver`].
+//!
+//! Verification requests of the receiving role (`db:verify` to the authoritative server) are
+//! sent on the outgoing stream of the same domain pair as soon as that stream is open, before
+//! it is authenticated itself, so two servers dialing back each other cannot deadlock.
+
+pub mod config;
+pub mod dialback;
+pub mod external;
+mod incoming;
+pub mod limiter;
+mod outgoing;
+pub mod srv;
+pub mod tls;
+pub mod trust;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use rookery_core::{Core, DomainRoute};
+use rookery_proto::{Stanza, StanzaError};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+pub use config::S2sConfig;
+pub use outgoing::OutAuth;
+pub use tls::S2sTls;
+
+/// How a listener starts its streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Plain TCP, then STARTTLS (RFC 6120 §5), port 5269.
+    StartTls,
+    /// TLS from the first byte with ALPN `xmpp-server` (XEP-0368), port 5270.
+    DirectTls,
+}
+
+/// Why federation could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum S2sError {
+    /// A static route is malformed.
+    #[error("s2s route for {domain:?}: {reason}")]
+    Route {
+        /// The domain.
+        domain: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// `dns_server` is not `ip:port`.
+    #[error("s2s.dns_server {0:?} is not ip:port")]
+    DnsServer(String),
+    /// TLS settings.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    /// The dialback secret could not be read or written.
+    #[error("dialback secret: {0}")]
+    Secret(#[from] std::io::Error),
+}
+
+/// Federation state shared by the listener, the outgoing connections and the router.
+pub struct S2s {
+    me: Weak<S2s>,
+    core: Arc<Core>,
+    config: S2sConfig,
+    tls: S2sTls,
+    secret: dialback::Secret,
+    resolver: srv::Resolver,
+    pool: DashMap<(String, String), outgoing::Entry>,
+    limiter: limiter::ConnLimiter,
+    next_id: AtomicU64,
+}
+
+impl S2s {
+    /// Builds the federation state. Static routes and `dns_server` are checked here.
+    pub fn new(
+        core: Arc<Core>,
+        config: S2sConfig,
+        tls: S2sTls,
+        secret: dialback::Secret,
+    ) -> Result<Arc<S2s>, S2sError> {
+        let mut routes = std::collections::HashMap::new();
+        for (domain, target) in &config.routes {
+            let d = rookery_jid::normalize_domain(domain).map_err(|_| S2sError::Route {
+                domain: domain.clone(),
+                reason: "not a domain",
+            })?;
+            let t = srv::Target::parse_route(target).ok_or_else(|| S2sError::Route {
+                domain: domain.clone(),
+                reason: "expected host:port or tls://host:port",
+            })?;
+            routes.insert(d, t);
+        }
+        let dns_server = match &config.dns_server {
+            Some(s) => Some(
+                s.parse::<SocketAddr>()
+                    .map_err(|_| S2sError::DnsServer(s.clone()))?,
+            ),
+            None => None,
+        };
+        let resolver = srv::Resolver::new(routes, config.dns, dns_server);
+        let limiter = limiter::ConnLimiter::new(config.connections_per_ip_per_minute);
+        Ok(Arc::new_cyclic(|me| S2s {
+            me: me.clone(),
+            core,
+            config,
+            tls,
+            secret,
+            resolver,
+            pool: DashMap::new(),
+            limiter,
+            next_id: AtomicU64::new(1),
+        }))
+    }
+
+    /// Everything the server binary needs: trust anchors from the config, TLS from our
+    /// certificate, the dialback secret from the config or `<data_dir>/dialback.secret`.
+    pub fn setup(
+        core: Arc<Core>,
+        config: S2sConfig,
+        certs: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        data_dir: &Path,
+    ) -> Result<Arc<S2s>, S2sError> {
+        let roots = tls::roots(config.use_webpki_roots, config.ca_file.as_deref())?;
+        let tls = S2sTls::new(certs, key, roots)?;
+        let secret = match &config.dialback_secret {
+            Some(s) => dialback::Secret::new(s.as_bytes()),
+            None => dialback::Secret::load_or_create(&data_dir.join("dialback.secret"))?,
+        };
+        S2s::new(core, config, tls, secret)
+    }
+
+    /// The core.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &S2sConfig {
+        &self.config
+    }
+
+    /// Whether we serve `domain` (our own, or a component's / service's).
+    pub fn is_hosted(&self, domain: &str) -> bool {
+        self.core.is_local_domain(domain) || self.core.routed_domains().iter().any(|d| d == domain)
+    }
+
+    /// Number of outgoing streams (connected or connecting).
+    pub fn outgoing_count(&self) -> usize {
+        self.pool.len()
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn arc(&self) -> Option<Arc<S2s>> {
+        self.me.upgrade()
+    }
+}
+
+#[async_trait]
+impl DomainRoute for S2s {
+    async fn deliver(&self, stanza: Stanza) -> Result<(), StanzaError> {
+        match self.arc() {
+            Some(me) => me.send_stanza(stanza),
+            None => Err(StanzaError::new(
+                rookery_proto::StanzaErrorCondition::RemoteServerNotFound,
+            )),
+        }
+    }
+}
+
+/// Accepts server connections on `listener` until the task is dropped.
+pub async fn run(listener: TcpListener, mode: Mode, s2s: Arc<S2s>) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(incoming::serve(s2s.clone(), tcp, peer, mode));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

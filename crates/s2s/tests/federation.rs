@@ -1,0 +1,512 @@
+//! Rookery ↔ Rookery federation on loopback: two cores in one process, each with its own
+//! listener, outgoing pool and certificate, routed to each other by static routes.
+//!
+//! - dialback with self-signed certificates (`require_valid_certificates = false`):
+//!   messages both ways, IQ ping round trip, unreachable domain bounces;
+//! - SASL EXTERNAL with certificates from a private CA (`require_valid_certificates = true`);
+//! - policy: self-signed certificates under `require_valid_certificates = true` bounce;
+//! - a raw peer: wrong dialback key → `invalid`, then a stanza → `invalid-from`; a right key,
+//!   then a stanza from a domain it did not authenticate → `invalid-from`; a stanza to a
+//!   domain B does not host → `host-unknown`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use rookery_core::modules::{self, register::Register};
+use rookery_core::{Core, CoreBuilder, CoreConfig, Outbound, SessionHandle};
+use rookery_jid::Jid;
+use rookery_proto::Stanza;
+use rookery_s2s::dialback::Secret;
+use rookery_s2s::{Mode, OutAuth, S2s, S2sConfig, S2sTls};
+use rookery_store::Store;
+use rookery_xml::{Element, Event, Limits, StreamParser, CONTENT_NS};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::RootCertStore;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+type Cert = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn self_signed(domain: &str) -> Cert {
+    let ck = rcgen::generate_simple_self_signed(vec![domain.to_string()]).unwrap();
+    let key = PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
+    (vec![ck.cert.der().clone()], key)
+}
+
+/// A private CA and certificates it issued for each domain.
+fn ca_signed(domains: &[&str]) -> (CertificateDer<'static>, Vec<Cert>) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let certs = domains
+        .iter()
+        .map(|d| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec![d.to_string()])
+                .unwrap()
+                .signed_by(&key, &ca_cert, &ca_key)
+                .unwrap();
+            let der = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+            (vec![cert.der().clone()], der)
+        })
+        .collect();
+    (ca_cert.der().clone(), certs)
+}
+
+struct Node {
+    core: Arc<Core>,
+    s2s: Arc<S2s>,
+    _dir: tempfile::TempDir,
+}
+
+async fn core(domain: &str) -> (Arc<Core>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("db.sqlite").display()
+    );
+    let store = Store::open(&url).await.unwrap();
+    let cfg = CoreConfig {
+        domain: domain.to_string(),
+        ..CoreConfig::default()
+    };
+    let register = Arc::new(Register::new(cfg.registration.clone()));
+    let mut b = CoreBuilder::new(cfg.clone(), store);
+    for m in modules::defaults(&cfg, register) {
+        b = b.module(m);
+    }
+    (b.build().unwrap(), dir)
+}
+
+/// Starts a node serving `domain` on `listener`.
+#[allow(clippy::too_many_arguments)]
+async fn node(
+    domain: &str,
+    listener: TcpListener,
+    secret: &[u8],
+    cert: Cert,
+    roots: RootCertStore,
+    require_valid: bool,
+    routes: &[(&str, u16)],
+) -> Node {
+    let (core, dir) = core(domain).await;
+    let mut r = BTreeMap::new();
+    for (d, port) in routes {
+        r.insert(d.to_string(), format!("127.0.0.1:{port}"));
+    }
+    let config = S2sConfig {
+        require_valid_certificates: require_valid,
+        use_webpki_roots: false,
+        routes: r,
+        dns: false,
+        negotiation_timeout_secs: 10,
+        dialback_timeout_secs: 10,
+        ..S2sConfig::default()
+    };
+    let tls = S2sTls::new(cert.0, cert.1, roots).unwrap();
+    let s2s = S2s::new(core.clone(), config, tls, Secret::new(secret)).unwrap();
+    core.set_remote_route(s2s.clone());
+    tokio::spawn(rookery_s2s::run(listener, Mode::StartTls, s2s.clone()));
+    Node {
+        core,
+        s2s,
+        _dir: dir,
+    }
+}
+
+async fn bind(core: &Arc<Core>, jid: &str) -> rookery_core::session::SessionEnd {
+    let jid = Jid::parse(jid).unwrap();
+    let (h, end) = SessionHandle::new(core.next_session_id(), jid, 32);
+    core.bind(h).await;
+    end
+}
+
+async fn recv(end: &mut rookery_core::session::SessionEnd) -> String {
+    match tokio::time::timeout(WAIT, end.rx.recv()).await {
+        Ok(Some(Outbound::Bytes(b))) => String::from_utf8(b.to_vec()).unwrap(),
+        other => panic!("nothing received: {other:?}"),
+    }
+}
+
+fn message(from: &str, to: &str, body: &str) -> Stanza {
+    Stanza::from_element(
+        Element::new("message", CONTENT_NS)
+            .with_attr("from", from)
+            .with_attr("to", to)
+            .with_attr("type", "chat")
+            .with_attr("id", "m1")
+            .with_child(Element::new("body", CONTENT_NS).with_text(body)),
+    )
+    .unwrap()
+}
+
+fn ping(from: &str, to: &str, id: &str) -> Stanza {
+    Stanza::from_element(
+        Element::new("iq", CONTENT_NS)
+            .with_attr("from", from)
+            .with_attr("to", to)
+            .with_attr("type", "get")
+            .with_attr("id", id)
+            .with_child(Element::new("ping", "urn:xmpp:ping")),
+    )
+    .unwrap()
+}
+
+async fn listeners() -> (TcpListener, u16, TcpListener, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (pa, pb) = (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    );
+    (a, pa, b, pb)
+}
+
+/// Two nodes with self-signed certificates that federate by dialback.
+async fn dialback_pair() -> (Node, Node, u16, u16) {
+    let (la, pa, lb, pb) = listeners().await;
+    let a = node(
+        "a.test",
+        la,
+        b"secret-a",
+        self_signed("a.test"),
+        RootCertStore::empty(),
+        false,
+        &[("b.test", pb), ("nowhere.test", 1)],
+    )
+    .await;
+    let b = node(
+        "b.test",
+        lb,
+        b"secret-b",
+        self_signed("b.test"),
+        RootCertStore::empty(),
+        false,
+        &[("a.test", pa)],
+    )
+    .await;
+    (a, b, pa, pb)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialback_messages_and_iq_both_ways() {
+    let (a, b, _, _) = dialback_pair().await;
+    let mut alice = bind(&a.core, "alice@a.test/r").await;
+    let mut bob = bind(&b.core, "bob@b.test/r").await;
+
+    a.core
+        .route(message("alice@a.test/r", "bob@b.test/r", "hello bob"))
+        .await;
+    let got = recv(&mut bob).await;
+    assert!(
+        got.contains("hello bob") && got.contains("from=\"alice@a.test/r\""),
+        "{got}"
+    );
+
+    b.core
+        .route(message("bob@b.test/r", "alice@a.test/r", "hello alice"))
+        .await;
+    let got = recv(&mut alice).await;
+    assert!(got.contains("hello alice"), "{got}");
+
+    // IQ round trip: the ping goes a → b, the result b → a.
+    a.core.route(ping("alice@a.test/r", "b.test", "p1")).await;
+    let got = recv(&mut alice).await;
+    assert!(
+        got.contains("type=\"result\"") && got.contains("id=\"p1\""),
+        "{got}"
+    );
+    assert!(got.contains("from=\"b.test\""), "{got}");
+
+    let out = a.s2s.outgoing();
+    assert!(
+        out.iter()
+            .any(|(l, r, m)| l == "a.test" && r == "b.test" && *m == OutAuth::Dialback),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_domain_bounces() {
+    let (a, _b, _, _) = dialback_pair().await;
+    let mut alice = bind(&a.core, "alice@a.test/r").await;
+    a.core
+        .route(message("alice@a.test/r", "x@nowhere.test", "lost"))
+        .await;
+    let got = recv(&mut alice).await;
+    assert!(
+        got.contains("type=\"error\"") && got.contains("remote-server-not-found"),
+        "{got}"
+    );
+    // The failed stream is gone; a later attempt tries again (and bounces again).
+    a.core
+        .route(ping("alice@a.test/r", "nowhere.test", "p2"))
+        .await;
+    let got = recv(&mut alice).await;
+    assert!(
+        got.contains("remote-server-not-found") && got.contains("p2"),
+        "{got}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_external_with_a_private_ca() {
+    let (ca, mut certs) = ca_signed(&["a.test", "b.test"]);
+    let roots = || {
+        let mut r = RootCertStore::empty();
+        r.add(ca.clone()).unwrap();
+        r
+    };
+    let cert_b = certs.pop().unwrap();
+    let cert_a = certs.pop().unwrap();
+    let (la, pa, lb, pb) = listeners().await;
+    let a = node(
+        "a.test",
+        la,
+        b"sa",
+        cert_a,
+        roots(),
+        true,
+        &[("b.test", pb)],
+    )
+    .await;
+    let b = node(
+        "b.test",
+        lb,
+        b"sb",
+        cert_b,
+        roots(),
+        true,
+        &[("a.test", pa)],
+    )
+    .await;
+    let mut alice = bind(&a.core, "alice@a.test/r").await;
+    let mut bob = bind(&b.core, "bob@b.test/r").await;
+
+    a.core
+        .route(message("alice@a.test/r", "bob@b.test/r", "over external"))
+        .await;
+    assert!(recv(&mut bob).await.contains("over external"));
+    b.core.route(ping("bob@b.test/r", "a.test", "p3")).await;
+    assert!(recv(&mut bob).await.contains("type=\"result\""));
+    assert_eq!(a.s2s.outgoing()[0].2, OutAuth::SaslExternal);
+    assert_eq!(b.s2s.outgoing()[0].2, OutAuth::SaslExternal);
+    let _ = &mut alice;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_certificates_are_refused_when_required() {
+    let (la, pa, lb, pb) = listeners().await;
+    let a = node(
+        "a.test",
+        la,
+        b"sa",
+        self_signed("a.test"),
+        RootCertStore::empty(),
+        true,
+        &[("b.test", pb)],
+    )
+    .await;
+    let _b = node(
+        "b.test",
+        lb,
+        b"sb",
+        self_signed("b.test"),
+        RootCertStore::empty(),
+        true,
+        &[("a.test", pa)],
+    )
+    .await;
+    let mut alice = bind(&a.core, "alice@a.test/r").await;
+    a.core
+        .route(message("alice@a.test/r", "bob@b.test/r", "x"))
+        .await;
+    let got = recv(&mut alice).await;
+    assert!(got.contains("remote-server-not-found"), "{got}");
+}
+
+// ---- a raw peer --------------------------------------------------------------------------
+
+async fn next_event<S: AsyncRead + Unpin>(io: &mut S, p: &mut StreamParser) -> Event {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(ev) = p.next_event().unwrap() {
+            return ev;
+        }
+        let n = tokio::time::timeout(WAIT, io.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        p.feed(&buf[..n]);
+    }
+}
+
+async fn next_element<S: AsyncRead + Unpin>(io: &mut S, p: &mut StreamParser) -> Element {
+    match next_event(io, p).await {
+        Event::Element(e) => e,
+        other => panic!("expected an element, got {other:?}"),
+    }
+}
+
+fn header(from: &str, to: &str) -> Vec<u8> {
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+         xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+         from='{from}' to='{to}' version='1.0'>"
+    )
+    .into_bytes()
+}
+
+/// A raw peer claiming `from`, connected to `port` with TLS; returns the stream and the id
+/// of the stream the listener opened after TLS.
+async fn raw_peer(
+    port: u16,
+    from: &str,
+    to: &str,
+) -> (
+    tokio_rustls::client::TlsStream<TcpStream>,
+    StreamParser,
+    String,
+) {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut p = StreamParser::new(Limits::S2S);
+    tcp.write_all(&header(from, to)).await.unwrap();
+    assert!(matches!(
+        next_event(&mut tcp, &mut p).await,
+        Event::StreamOpen(_)
+    ));
+    let f = next_element(&mut tcp, &mut p).await;
+    assert!(
+        f.has_child("starttls", "urn:ietf:params:xml:ns:xmpp-tls"),
+        "{f}"
+    );
+    tcp.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await
+        .unwrap();
+    assert_eq!(next_element(&mut tcp, &mut p).await.name(), "proceed");
+    let (certs, key) = self_signed(from);
+    let tls = S2sTls::new(certs, key, RootCertStore::empty()).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
+    let mut io = connector
+        .connect(ServerName::try_from(to.to_string()).unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut p = StreamParser::new(Limits::S2S);
+    io.write_all(&header(from, to)).await.unwrap();
+    let id = match next_event(&mut io, &mut p).await {
+        Event::StreamOpen(h) => h.attr("id").unwrap().to_string(),
+        other => panic!("{other:?}"),
+    };
+    let f = next_element(&mut io, &mut p).await;
+    assert!(f.has_child("dialback", "urn:xmpp:features:dialback"), "{f}");
+    (io, p, id)
+}
+
+fn stream_error(el: &Element) -> String {
+    assert_eq!(el.name(), "error", "{el}");
+    el.children().next().unwrap().name().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_dialback_key_is_invalid_and_stanzas_are_refused() {
+    let (_a, _b, _, pb) = dialback_pair().await;
+    let (mut io, mut p, _id) = raw_peer(pb, "a.test", "b.test").await;
+    io.write_all(b"<db:result from='a.test' to='b.test'>0123456789abcdef</db:result>")
+        .await
+        .unwrap();
+    let r = next_element(&mut io, &mut p).await;
+    assert_eq!(
+        (r.name(), r.attr("type")),
+        ("result", Some("invalid")),
+        "{r}"
+    );
+    io.write_all(b"<message from='eve@a.test' to='bob@b.test'><body>x</body></message>")
+        .await
+        .unwrap();
+    assert_eq!(
+        stream_error(&next_element(&mut io, &mut p).await),
+        "invalid-from"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticated_peer_cannot_speak_for_other_domains() {
+    let (_a, b, _, pb) = dialback_pair().await;
+    let mut bob = bind(&b.core, "bob@b.test/r").await;
+    // The raw peer knows a.test's secret, so its key is right (B checks it with A).
+    let (mut io, mut p, id) = raw_peer(pb, "a.test", "b.test").await;
+    let key = Secret::new(b"secret-a").key("b.test", "a.test", &id);
+    io.write_all(format!("<db:result from='a.test' to='b.test'>{key}</db:result>").as_bytes())
+        .await
+        .unwrap();
+    let r = next_element(&mut io, &mut p).await;
+    assert_eq!(r.attr("type"), Some("valid"), "{r}");
+    io.write_all(
+        b"<message from='eve@a.test/x' to='bob@b.test/r' type='chat'><body>fine</body></message>",
+    )
+    .await
+    .unwrap();
+    assert!(recv(&mut bob).await.contains("fine"));
+    io.write_all(b"<message from='mallory@c.test' to='bob@b.test/r'><body>spoof</body></message>")
+        .await
+        .unwrap();
+    assert_eq!(
+        stream_error(&next_element(&mut io, &mut p).await),
+        "invalid-from"
+    );
+
+    // A second stream: a stanza for a domain B does not host.
+    let (mut io, mut p, id) = raw_peer(pb, "a.test", "b.test").await;
+    let key = Secret::new(b"secret-a").key("b.test", "a.test", &id);
+    io.write_all(format!("<db:result from='a.test' to='b.test'>{key}</db:result>").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_element(&mut io, &mut p).await.attr("type"),
+        Some("valid")
+    );
+    io.write_all(b"<message from='eve@a.test' to='x@elsewhere.test'><body>relay</body></message>")
+        .await
+        .unwrap();
+    assert_eq!(
+        stream_error(&next_element(&mut io, &mut p).await),
+        "host-unknown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_verify_is_answered_as_authoritative_server() {
+    let (_a, _b, pa, _) = dialback_pair().await;
+    // Talk to A as if we were b.test verifying a key A gave us.
+    let (mut io, mut p, _) = raw_peer(pa, "b.test", "a.test").await;
+    let good = Secret::new(b"secret-a").key("b.test", "a.test", "stream-1");
+    io.write_all(
+        format!("<db:verify from='b.test' to='a.test' id='stream-1'>{good}</db:verify>").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let r = next_element(&mut io, &mut p).await;
+    assert_eq!(
+        (r.name(), r.attr("type"), r.attr("id")),
+        ("verify", Some("valid"), Some("stream-1"))
+    );
+    io.write_all(b"<db:verify from='b.test' to='a.test' id='stream-2'>00</db:verify>")
+        .await
+        .unwrap();
+    let r = next_element(&mut io, &mut p).await;
+    assert_eq!(r.attr("type"), Some("invalid"));
+    io.write_all(b"<db:verify from='b.test' to='other.test' id='s'>00</db:verify>")
+        .await
+        .unwrap();
+    let r = next_element(&mut io, &mut p).await;
+    assert_eq!(r.attr("type"), Some("error"), "{r}");
+    let _ = io.shutdown().await;
+}

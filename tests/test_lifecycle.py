@@ -173,3 +173,11 @@ async def test_stream_errors_of_the_header(server):
     with pytest.raises((StreamError, Closed)):
         c.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         await c.recv()
+
+
+async def test_log_to_a_file_has_no_colour_codes(server):
+    c = await server.login("alice", "a")
+    await c.close()
+    log = server.log()
+    assert "authenticated" in log and "alice@localhost" in log
+    assert "\x1b[" not in log, "ANSI escape codes in a non-terminal log"

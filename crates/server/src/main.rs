@@ -106,8 +106,10 @@ fn main() -> anyhow::Result<()> {
 fn init_logging(cfg: &Config, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    // Colours only for a terminal: in files and the journal escape codes are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json || cfg.log.format == "json" {
         builder.json().init();

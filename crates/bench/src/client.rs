@@ -306,11 +306,9 @@ impl Conn {
         }
     }
 
-    async fn login_inner(
-        cfg: &ClientConfig,
-        i: usize,
-        resume: Option<&SmState>,
-    ) -> Result<Conn, ClientError> {
+    /// Connects client `i` and secures the stream as configured (STARTTLS, direct TLS or
+    /// none); returns the connection and the stream features before authentication.
+    async fn secure(cfg: &ClientConfig, i: usize) -> Result<(Conn, Element), ClientError> {
         let tcp = connect(cfg, i).await?;
         let io = if cfg.tls == TlsMode::Direct {
             Io::Tls(Box::new(handshake(cfg, &cfg.tls_direct, tcp).await?))
@@ -342,6 +340,48 @@ impl Conn {
             conn.parser = StreamParser::new(LIMITS);
             features = conn.open(&cfg.domain).await?;
         }
+        Ok((conn, features))
+    }
+
+    /// Registers account `i` in band (XEP-0077) with the configured password; `Ok(false)`
+    /// when it exists already (`conflict`).
+    pub async fn register(cfg: &ClientConfig, i: usize) -> Result<bool, ClientError> {
+        let work = async {
+            let (mut conn, features) = Self::secure(cfg, i).await?;
+            if !features.has_child("register", "http://jabber.org/features/iq-register") {
+                return Err(ClientError::Protocol("registration-not-offered"));
+            }
+            let id = conn.id();
+            conn.send(
+                format!(
+                    "<iq type='set' id='{id}'><query xmlns='jabber:iq:register'>\
+                     <username>{}</username><password>{}</password></query></iq>",
+                    esc(&cfg.user(i)),
+                    esc(&cfg.password)
+                )
+                .as_bytes(),
+            )
+            .await?;
+            let created = match conn.await_result(&id, "register").await {
+                Ok(_) => true,
+                Err(ClientError::Iq(_, c)) if c == "conflict" => false,
+                Err(e) => return Err(e),
+            };
+            conn.close().await;
+            Ok(created)
+        };
+        match tokio::time::timeout(cfg.login_timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout("register")),
+        }
+    }
+
+    async fn login_inner(
+        cfg: &ClientConfig,
+        i: usize,
+        resume: Option<&SmState>,
+    ) -> Result<Conn, ClientError> {
+        let (mut conn, features) = Self::secure(cfg, i).await?;
         conn.authenticate(cfg, i, &features).await?;
         conn.parser = StreamParser::new(LIMITS);
         let features = conn.open(&cfg.domain).await?;

@@ -9,7 +9,7 @@
 //! Layout:
 //! - [`client`]: one simulated client (TCP/TLS, SASL, bind, roster, presence, XEP-0198);
 //! - [`scenario`]: the run machinery and one module per scenario (`connect`, `messages`,
-//!   `presence`, `pubsub`, `churn`);
+//!   `presence`, `pubsub`, `churn`, and `register` to create accounts in band);
 //! - [`stats`]: counters, the latency histogram and the progress line;
 //! - [`procinfo`]: the server's RSS and CPU time from `/proc/PID`;
 //! - [`target`]: the loopback-only rule, source addresses, the file-descriptor limit.
@@ -141,6 +141,8 @@ enum Scenario {
     Pubsub(scenario::pubsub::Args),
     /// Sessions disconnect and reconnect (or resume) at a fixed rate.
     Churn(scenario::churn::Args),
+    /// Creates the accounts by in-band registration (XEP-0077), at the login rate.
+    Register,
 }
 
 impl Scenario {
@@ -151,12 +153,13 @@ impl Scenario {
             Scenario::Presence(_) => "presence",
             Scenario::Pubsub(_) => "pubsub",
             Scenario::Churn(_) => "churn",
+            Scenario::Register => "register",
         }
     }
 
     fn params(&self) -> Value {
         match self {
-            Scenario::Connect => json!({}),
+            Scenario::Connect | Scenario::Register => json!({}),
             Scenario::Messages(a) => json!({"rate": a.rate, "size": a.size, "to_bare": a.to_bare}),
             Scenario::Presence(a) => {
                 json!({"roster_size": a.roster_size, "rate": a.rate, "setup": !a.no_setup})
@@ -242,6 +245,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Scenario::Presence(a) => scenario::presence::run(&run, a).await,
             Scenario::Pubsub(a) => scenario::pubsub::run(&run, a).await,
             Scenario::Churn(a) => scenario::churn::run(&run, a).await,
+            Scenario::Register => scenario::register::run(&run).await,
         }
     };
     let max_time = Duration::from_secs_f64(cli.max_time.max(1.0));

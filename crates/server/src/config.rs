@@ -26,6 +26,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Client listener settings.
     pub c2s: C2sConfig,
+    /// Instant messaging: roster, offline storage, blocking, carbons, vCard (`[im]`).
+    pub im: rookery_im::ImConfig,
     /// In-band registration.
     pub registration: RegistrationConfig,
     /// XEP-0092 disclosure.
@@ -46,6 +48,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             store: StoreConfig::default(),
             c2s: C2sConfig::default(),
+            im: rookery_im::ImConfig::default(),
             registration: core.registration,
             version: core.version,
             session_queue: core.session_queue,

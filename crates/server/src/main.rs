@@ -136,6 +136,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     for m in modules::defaults(&core_cfg, register.clone()) {
         builder = builder.module(m);
     }
+    // RFC 6121 and the IM extensions (crates/im). The handle answers questions such as
+    // "does this resource want node+notify" (XEP-0115) for PEP.
+    let (_im, im_modules) = rookery_im::modules(cfg.im.clone());
+    for m in im_modules {
+        builder = builder.module(m);
+    }
     let core = builder
         .build()
         .map_err(|e| anyhow!("invalid domain {:?}: {e}", cfg.domain))?;

@@ -11,6 +11,7 @@ pub mod connect;
 pub mod messages;
 pub mod presence;
 pub mod pubsub;
+pub mod register;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;

@@ -1,0 +1,192 @@
+//! Smoke test: the real server binary on an ephemeral loopback port, 20 accounts created
+//! with `rookery user add-bulk`, and `rookery-bench messages` with 20 clients for two
+//! seconds. It checks that the tool works end to end (logins, delivery, JSON summary, server
+//! sampling), never how fast anything is.
+//!
+//! The server binary is `$ROOKERY_BIN`, else `rookery` beside this package's binary in the
+//! target directory (built by `cargo build --workspace`), else it is built with `$CARGO`.
+//! Without any of these the test says so and passes.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_rookery-bench");
+
+fn server_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ROOKERY_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let sibling =
+        Path::new(BENCH).with_file_name(format!("rookery{}", std::env::consts::EXE_SUFFIX));
+    if sibling.exists() {
+        return Some(sibling);
+    }
+    let cargo = std::env::var_os("CARGO")?;
+    let release = BENCH.contains("/release/");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-q", "-p", "rookery"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
+    (ok && sibling.exists()).then_some(sibling)
+}
+
+/// Kills the server when the test ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the server on port 0 and returns it with the port it bound (from its JSON log).
+fn start_server(bin: &Path, config: &Path) -> (Server, u16) {
+    let mut child = Command::new(bin)
+        .args(["--log-json", "-c"])
+        .arg(config)
+        .arg("serve")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the server");
+    let stderr = child.stderr.take().unwrap();
+    let server = Server(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            let fields = &v["fields"];
+            if fields["message"] == "listening for clients" {
+                if let Some(port) = fields["addr"]
+                    .as_str()
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| p.parse::<u16>().ok())
+                {
+                    let _ = tx.send(port);
+                }
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server did not report its port");
+    (server, port)
+}
+
+#[test]
+fn messages_scenario_against_the_real_server() {
+    let Some(bin) = server_binary() else {
+        eprintln!("SKIP: no server binary (set ROOKERY_BIN or run `cargo build -p rookery`)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rookery.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "domain = \"localhost\"\ndata_dir = \"{}\"\n[listen]\nc2s = \"127.0.0.1:0\"\nc2s_direct_tls = \"\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(&bin)
+        .arg("-c")
+        .arg(&config)
+        .args([
+            "user",
+            "add-bulk",
+            "--count",
+            "20",
+            "--password",
+            "smoke-pass",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "add-bulk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (server, port) = start_server(&bin, &config);
+    let json = dir.path().join("summary.json");
+    let out = Command::new(BENCH)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--insecure",
+            "--password",
+            "smoke-pass",
+        ])
+        .args([
+            "-n",
+            "20",
+            "--login-rate",
+            "100",
+            "--duration",
+            "2",
+            "--max-time",
+            "120",
+            "-q",
+        ])
+        .args(["--server-pid", &server.0.id().to_string(), "--json"])
+        .arg(&json)
+        .args(["messages", "--rate", "100"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rookery-bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("== rookery-bench messages"), "{stdout}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["scenario"], "messages");
+    assert_eq!(v["results"]["login"]["ok"], 20, "{v:#}");
+    assert!(
+        v["results"]["messages"]["sent"].as_u64().unwrap() > 0,
+        "{v:#}"
+    );
+    assert!(
+        v["results"]["messages"]["received"].as_u64().unwrap() > 0,
+        "{v:#}"
+    );
+    assert!(
+        v["results"]["messages"]["latency_ms"]["count"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(v["errors"], serde_json::json!({}), "{v:#}");
+    assert!(v["server"]["samples"]["start"]["rss_kb"].as_u64().unwrap() > 0);
+    drop(server);
+}
+
+#[test]
+fn refuses_targets_off_loopback() {
+    let out = Command::new(BENCH)
+        .args(["--host", "192.0.2.1", "--insecure", "connect"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-remote"));
+}

@@ -1,0 +1,354 @@
+//! XEP-0191: Blocking Command — a block list per account and its enforcement.
+//!
+//! - `<blocklist/>` get (§3.2), `<block/>` and `<unblock/>` set (§3.3, §3.4; an empty
+//!   `<unblock/>` empties the list), pushed to every resource that requested the list.
+//! - Blocking a contact sends it `unavailable` from the user's available resources; unblocking
+//!   sends it the user's current presence when it is a subscriber.
+//! - Enforcement (§3.5, §3.6), on every stanza between the user and a blocked JID: inbound
+//!   messages and IQ requests get `service-unavailable`, other inbound stanzas are dropped;
+//!   outbound messages and IQ requests get `not-acceptable` with `<blocked/>`
+//!   (`urn:xmpp:blocking:errors`), outbound presence is dropped except `unsubscribe` and
+//!   `unsubscribed` (the user may still end a subscription).
+//!
+//! Matching follows XEP-0016 §2.1 as XEP-0191 requires: an item matches a sender by full JID,
+//! bare JID, `domain/resource` or domain.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rookery_core::module::IqResult;
+use rookery_core::{Core, Declaration, Flow, HookPoint, IqTarget, Module};
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::{
+    ns, IqType, MessageType, PresenceType, Stanza, StanzaError, StanzaErrorCondition as Cond,
+    StanzaKind,
+};
+use rookery_xml::Element;
+
+use crate::presence::{send_presence_to, send_unavailable_to};
+use crate::roster::internal;
+use crate::state::{read, write, Account, Im};
+use crate::util::{err, own_account};
+
+/// The blocking module.
+pub struct Blocking {
+    im: Arc<Im>,
+}
+
+impl Blocking {
+    /// A blocking module on the shared state.
+    pub fn new(im: Arc<Im>) -> Self {
+        Blocking { im }
+    }
+}
+
+/// The forms of `j` a block-list item can match (XEP-0016 §2.1): full JID, bare JID,
+/// `domain/resource`, domain.
+pub fn candidates(j: &Jid) -> Vec<String> {
+    let mut v = vec![j.as_str().to_owned()];
+    if j.resource().is_some() {
+        v.push(j.bare_str().to_owned());
+    }
+    if j.local().is_some() {
+        if let Some(r) = j.resource() {
+            v.push(format!("{}/{r}", j.domain()));
+        }
+        v.push(j.domain().to_owned());
+    }
+    v
+}
+
+/// Whether the cached block list of `account` matches `j`.
+pub fn blocks_cached(account: &Account, j: &Jid) -> bool {
+    let list = read(&account.blocked);
+    !list.is_empty() && candidates(j).iter().any(|c| list.contains(c))
+}
+
+/// Whether `owner` blocks `j` (cache, or the store for accounts without sessions). An account
+/// never blocks itself.
+pub async fn blocks(im: &Im, core: &Core, owner: &BareJid, j: &Jid) -> bool {
+    if j.bare_str() == owner.as_str() {
+        return false;
+    }
+    if let Some(a) = im.cached(owner) {
+        return blocks_cached(&a, j);
+    }
+    let Some(user) = owner.local() else {
+        return false;
+    };
+    let c = candidates(j);
+    let refs: Vec<&str> = c.iter().map(String::as_str).collect();
+    match core
+        .store()
+        .blocking()
+        .any_blocked(owner.domain(), user, &refs)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "block list lookup failed");
+            false
+        }
+    }
+}
+
+fn items(el: &Element) -> Result<Vec<Jid>, StanzaError> {
+    el.children()
+        .filter(|c| c.is("item", ns::BLOCKING))
+        .map(|c| {
+            c.attr("jid")
+                .and_then(|j| Jid::parse(j).ok())
+                .ok_or_else(|| err(Cond::JidMalformed, "invalid or missing jid"))
+        })
+        .collect()
+}
+
+fn list_element(name: &str, jids: &[String]) -> Element {
+    let mut el = Element::new(name, ns::BLOCKING);
+    for j in jids {
+        el.push_child(Element::new("item", ns::BLOCKING).with_attr("jid", j.as_str()));
+    }
+    el
+}
+
+impl Blocking {
+    fn push(&self, core: &Core, owner: &BareJid, payload: Element) {
+        for h in self
+            .im
+            .sessions_where(core, owner, |s| s.blocklist_requested)
+        {
+            let iq = Stanza::iq(
+                IqType::Set,
+                &self.im.next_id("block"),
+                Some(owner.clone().into()),
+                Some(h.jid().clone()),
+                payload.clone(),
+            );
+            h.send(Bytes::from(iq.to_bytes()));
+        }
+    }
+
+    async fn set(&self, core: &Arc<Core>, owner: &BareJid, payload: &Element) -> IqResult {
+        let block = payload.is("block", ns::BLOCKING);
+        let jids = items(payload)?;
+        if block && jids.is_empty() {
+            return Err(err(Cond::BadRequest, "nothing to block"));
+        }
+        let user = owner
+            .local()
+            .ok_or_else(|| StanzaError::new(Cond::Forbidden))?;
+        let strings: Vec<String> = jids.iter().map(|j| j.as_str().to_owned()).collect();
+        let changed: Vec<String> = {
+            let _g = self.im.lock(owner).await;
+            let account = self
+                .im
+                .account_locked(core, owner)
+                .await
+                .map_err(internal)?;
+            let store = core.store().blocking();
+            let current: HashSet<String> = read(&account.blocked).clone();
+            if block {
+                let new: Vec<String> = strings
+                    .iter()
+                    .filter(|s| !current.contains(*s))
+                    .cloned()
+                    .collect();
+                store
+                    .add(owner.domain(), user, &new)
+                    .await
+                    .map_err(internal)?;
+                write(&account.blocked).extend(new.iter().cloned());
+                new
+            } else if strings.is_empty() {
+                store.clear(owner.domain(), user).await.map_err(internal)?;
+                write(&account.blocked).clear();
+                let mut all: Vec<String> = current.into_iter().collect();
+                all.sort();
+                all
+            } else {
+                store
+                    .remove(owner.domain(), user, &strings)
+                    .await
+                    .map_err(internal)?;
+                let mut b = write(&account.blocked);
+                for s in &strings {
+                    b.remove(s);
+                }
+                strings
+                    .iter()
+                    .filter(|s| current.contains(*s))
+                    .cloned()
+                    .collect()
+            }
+        };
+        self.push(
+            core,
+            owner,
+            list_element(
+                if block { "block" } else { "unblock" },
+                if block || !strings.is_empty() {
+                    &strings
+                } else {
+                    &[]
+                },
+            ),
+        );
+        // Presence: a blocked contact sees the user go offline; an unblocked subscriber sees
+        // the current presence again.
+        for j in &changed {
+            let Ok(jid) = Jid::parse(j) else { continue };
+            let subscriber = jid.is_bare()
+                && matches!(
+                    self.im.roster_item(core, owner, &jid.to_bare()).await,
+                    Ok(Some(i)) if i.subscription.has_from()
+                );
+            if !subscriber {
+                continue;
+            }
+            if block {
+                send_unavailable_to(&self.im, core, owner, &jid).await;
+            } else {
+                send_presence_to(&self.im, core, owner, &jid).await;
+            }
+        }
+        Ok(None)
+    }
+
+    /// A stanza between a local user and someone: the error to bounce, or `None` to drop.
+    fn enforcement_error(stanza: &Stanza, outbound: bool) -> Option<StanzaError> {
+        let wants_error = matches!(
+            stanza.kind(),
+            StanzaKind::Message(
+                MessageType::Normal
+                    | MessageType::Chat
+                    | MessageType::Groupchat
+                    | MessageType::Headline
+            ) | StanzaKind::Iq(IqType::Get | IqType::Set)
+        );
+        if !wants_error {
+            return None;
+        }
+        Some(if outbound {
+            StanzaError::new(Cond::NotAcceptable)
+                .with_app(Element::new("blocked", ns::BLOCKING_ERRORS))
+        } else {
+            StanzaError::new(Cond::ServiceUnavailable)
+        })
+    }
+}
+
+#[async_trait]
+impl Module for Blocking {
+    fn name(&self) -> &'static str {
+        "blocking"
+    }
+
+    fn declare(&self) -> Declaration {
+        Declaration {
+            iqs: vec![
+                (IqTarget::Account, ns::BLOCKING, "blocklist"),
+                (IqTarget::Account, ns::BLOCKING, "block"),
+                (IqTarget::Account, ns::BLOCKING, "unblock"),
+            ],
+            hooks: vec![
+                HookPoint::ToLocalAccount,
+                HookPoint::MessageFromLocal,
+                HookPoint::PresenceFromLocal,
+                HookPoint::IqFromLocal,
+            ],
+            server_features: vec![ns::BLOCKING],
+            ..Declaration::default()
+        }
+    }
+
+    async fn handle_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
+        let owner = own_account(iq, to)?;
+        let payload = iq
+            .payload()
+            .ok_or_else(|| StanzaError::new(Cond::BadRequest))?;
+        match (iq.kind(), payload.name()) {
+            (StanzaKind::Iq(IqType::Get), "blocklist") => {
+                if let Some(from) = iq.from() {
+                    self.im.session_mut(from, |s| s.blocklist_requested = true);
+                }
+                let account = self.im.account(core, &owner).await.map_err(internal)?;
+                let mut list: Vec<String> = read(&account.blocked).iter().cloned().collect();
+                list.sort();
+                Ok(Some(list_element("blocklist", &list)))
+            }
+            (StanzaKind::Iq(IqType::Set), "block" | "unblock") => {
+                self.set(core, &owner, payload).await
+            }
+            _ => Err(StanzaError::new(Cond::BadRequest)),
+        }
+    }
+
+    async fn hook(&self, core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {
+        let (Some(from), Some(to)) = (stanza.from().cloned(), stanza.to().cloned()) else {
+            return Flow::Continue(stanza);
+        };
+        let blocked = match point {
+            HookPoint::ToLocalAccount => {
+                let owner = to.to_bare();
+                blocks(&self.im, core, &owner, &from).await
+            }
+            HookPoint::MessageFromLocal | HookPoint::IqFromLocal | HookPoint::PresenceFromLocal => {
+                if matches!(
+                    stanza.kind(),
+                    StanzaKind::Presence(PresenceType::Unsubscribe | PresenceType::Unsubscribed)
+                ) {
+                    false
+                } else {
+                    blocks(&self.im, core, &from.to_bare(), &to).await
+                }
+            }
+            _ => false,
+        };
+        if !blocked {
+            return Flow::Continue(stanza);
+        }
+        let outbound = point != HookPoint::ToLocalAccount;
+        if let Some(e) = Self::enforcement_error(&stanza, outbound) {
+            core.reply_error(&stanza, e).await;
+        }
+        Flow::Handled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn matching_forms() {
+        let j = Jid::parse("romeo@montague.lit/orchard").unwrap();
+        assert_eq!(
+            candidates(&j),
+            vec![
+                "romeo@montague.lit/orchard",
+                "romeo@montague.lit",
+                "montague.lit/orchard",
+                "montague.lit"
+            ]
+        );
+        let a = Account::default();
+        assert!(!blocks_cached(&a, &j));
+        write(&a.blocked).insert("montague.lit".into());
+        assert!(blocks_cached(&a, &j));
+        assert!(blocks_cached(
+            &a,
+            &Jid::parse("tybalt@montague.lit").unwrap()
+        ));
+        assert!(!blocks_cached(
+            &a,
+            &Jid::parse("juliet@capulet.lit").unwrap()
+        ));
+        let b = Account::default();
+        write(&b.blocked).insert("romeo@montague.lit".into());
+        assert!(blocks_cached(&b, &j));
+        assert!(!blocks_cached(&b, &Jid::parse("montague.lit").unwrap()));
+    }
+}

@@ -1,0 +1,96 @@
+//! Settings of the IM modules: the `[im]` section of the configuration file. Every key is
+//! documented in `docs/configuration.md` with its default.
+
+use serde::Deserialize;
+
+/// The `[im]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImConfig {
+    /// `[im.roster]`.
+    pub roster: RosterConfig,
+    /// `[im.offline]`.
+    pub offline: OfflineConfig,
+    /// `[im.blocking]`.
+    pub blocking: Toggle,
+    /// `[im.carbons]`.
+    pub carbons: Toggle,
+    /// `[im.vcard]`.
+    pub vcard: SizeLimited,
+    /// `[im.private]`.
+    pub private: SizeLimited,
+}
+
+/// Roster limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RosterConfig {
+    /// Most items in one roster; a roster set adding one more gets `resource-constraint`.
+    pub max_items: usize,
+    /// Longest item name and group name, in bytes (RFC 6121 §2.3.3 `not-acceptable`).
+    pub max_name_bytes: usize,
+    /// Most groups on one item.
+    pub max_groups: usize,
+}
+
+impl Default for RosterConfig {
+    fn default() -> Self {
+        RosterConfig {
+            max_items: 100_000,
+            max_name_bytes: 1024,
+            max_groups: 64,
+        }
+    }
+}
+
+/// XEP-0160 offline storage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OfflineConfig {
+    /// Store messages for offline users (and advertise `msgoffline`).
+    pub enabled: bool,
+    /// Most messages stored per user; beyond it the sender gets `resource-constraint`.
+    pub max_per_user: usize,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        OfflineConfig {
+            enabled: true,
+            max_per_user: 1000,
+        }
+    }
+}
+
+/// A module that is on or off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Toggle {
+    /// Whether the module is loaded.
+    pub enabled: bool,
+}
+
+impl Default for Toggle {
+    fn default() -> Self {
+        Toggle { enabled: true }
+    }
+}
+
+/// A storage module with a size limit per stored document.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SizeLimited {
+    /// Whether the module is loaded.
+    pub enabled: bool,
+    /// Largest document stored, in bytes of serialized XML (`not-acceptable` beyond).
+    pub max_bytes: usize,
+}
+
+impl Default for SizeLimited {
+    fn default() -> Self {
+        SizeLimited {
+            enabled: true,
+            max_bytes: 128 * 1024,
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! RFC 6121 §8.5.2: delivery of messages addressed to a local account's bare JID (and, by
+//! §8.5.3.2.1, to a full JID whose resource is not online), on top of the core's defaults.
+//!
+//! | type      | available resources with priority ≥ 0            | none                          |
+//! |-----------|--------------------------------------------------|-------------------------------|
+//! | normal    | the highest-priority ones (§8.5.2.1.1)           | offline storage, else `service-unavailable` (§8.5.2.2.1) |
+//! | chat      | the highest-priority ones (§8.5.2.1.2)           | same                          |
+//! | groupchat | `service-unavailable` (§8.5.2.1.3)               | `service-unavailable` (§8.5.2.2.2) |
+//! | headline  | all of them (§8.5.2.1.4)                         | dropped (§8.5.2.2.3)          |
+//! | error     | dropped (§8.5.2.1.5)                             | dropped (§8.5.2.2.4)          |
+//!
+//! Carbons-enabled resources that did not get a `chat` message get a received carbon
+//! (XEP-0280). Unknown accounts are answered by the core (`service-unavailable`, §8.5.2.2.3? —
+//! see the router).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rookery_core::{Core, Declaration, Flow, HookPoint, Module, SessionHandle};
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::{MessageType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind};
+
+use crate::state::Im;
+use crate::{carbons, offline};
+
+/// The message delivery module.
+pub struct Delivery {
+    im: Arc<Im>,
+}
+
+impl Delivery {
+    /// A delivery module on the shared state.
+    pub fn new(im: Arc<Im>) -> Self {
+        Delivery { im }
+    }
+
+    async fn to_bare(&self, core: &Arc<Core>, stanza: Stanza) {
+        let owner = match (stanza.to(), stanza.from()) {
+            (Some(t), _) => t.to_bare(),
+            (None, Some(f)) => f.to_bare(),
+            (None, None) => return,
+        };
+        let StanzaKind::Message(t) = stanza.kind() else {
+            return;
+        };
+        let eligible: Vec<(SessionHandle, i8)> = core
+            .sessions_of(&owner)
+            .into_iter()
+            .filter_map(|(h, p)| p.filter(|p| *p >= 0).map(|p| (h, p)))
+            .collect();
+        match t {
+            MessageType::Error => {}
+            MessageType::Groupchat => {
+                core.reply_error(&stanza, StanzaError::new(Cond::ServiceUnavailable))
+                    .await
+            }
+            MessageType::Headline => {
+                let bytes = Bytes::from(stanza.to_bytes());
+                for (h, _) in eligible {
+                    h.send(bytes.clone());
+                }
+            }
+            MessageType::Normal | MessageType::Chat => {
+                if eligible.is_empty() {
+                    return self.undeliverable(core, &owner, stanza).await;
+                }
+                let top = eligible.iter().map(|(_, p)| *p).max().unwrap_or(0);
+                let bytes = Bytes::from(stanza.to_bytes());
+                let mut got: Vec<Jid> = Vec::new();
+                for (h, p) in eligible {
+                    if p == top {
+                        h.send(bytes.clone());
+                        got.push(h.jid().clone());
+                    }
+                }
+                let exclude: Vec<&Jid> = got.iter().collect();
+                carbons::copies(&self.im, core, "received", &owner, &stanza, &exclude);
+            }
+        }
+    }
+
+    /// §8.5.2.2.1: no resource can take it — offline storage, or an error for the sender.
+    async fn undeliverable(&self, core: &Arc<Core>, owner: &BareJid, stanza: Stanza) {
+        if self.im.config().offline.enabled && offline::qualifies(&stanza) {
+            if let Err(e) = offline::store(&self.im, core, owner, &stanza).await {
+                core.reply_error(&stanza, e).await;
+            }
+            return;
+        }
+        if offline::qualifies(&stanza) || !self.im.config().offline.enabled {
+            core.reply_error(&stanza, StanzaError::new(Cond::ServiceUnavailable))
+                .await;
+        }
+        // Chat states and other content-free messages are dropped silently.
+    }
+}
+
+#[async_trait]
+impl Module for Delivery {
+    fn name(&self) -> &'static str {
+        "delivery"
+    }
+
+    fn declare(&self) -> Declaration {
+        Declaration {
+            hooks: vec![HookPoint::MessageToBare],
+            ..Declaration::default()
+        }
+    }
+
+    async fn hook(&self, core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {
+        if point == HookPoint::MessageToBare {
+            self.to_bare(core, stanza).await;
+            return Flow::Handled;
+        }
+        Flow::Continue(stanza)
+    }
+}

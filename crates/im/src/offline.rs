@@ -1,0 +1,194 @@
+//! XEP-0160: Best Practices for Handling Offline Messages.
+//!
+//! A `normal` or `chat` message for a local account with no available resource of
+//! non-negative priority (RFC 6121 §8.5.2.2.1) is stored, stamped with an XEP-0203 `<delay/>`
+//! from the server, unless it carries nothing worth keeping (only chat states, or the XEP-0334
+//! `<no-store/>` hint). It is committed before the router moves on, so it survives a
+//! restart. Each account holds at most `im.offline.max_per_user` messages; beyond that the
+//! sender gets `resource-constraint` saying the storage is full.
+//!
+//! Stored messages are delivered, oldest first, when a resource of the account sends initial
+//! presence with a non-negative priority, paced into that session's queue, and deleted once
+//! queued. The server advertises the `msgoffline` disco feature.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rookery_core::{Core, Declaration, Module, SessionHandle};
+use rookery_jid::BareJid;
+use rookery_proto::{
+    ns, ErrorType, MessageType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind,
+};
+use rookery_xml::CONTENT_NS;
+
+use crate::presence::PACE_TIMEOUT;
+use crate::roster::internal;
+use crate::state::Im;
+use crate::util::{delay, err, now_unix, parse_stanza};
+
+/// Messages fetched from the store per delivery round.
+const BATCH: u64 = 100;
+
+/// The offline-storage module (its disco feature; storing and delivery are called by the
+/// delivery and presence modules).
+pub struct Offline {
+    im: Arc<Im>,
+}
+
+impl Offline {
+    /// An offline module on the shared state.
+    pub fn new(im: Arc<Im>) -> Self {
+        Offline { im }
+    }
+}
+
+/// Whether `message` is worth storing (XEP-0160 §3, XEP-0334 §4): `normal`/`chat` with
+/// something other than chat states and processing hints, and no `<no-store/>` hint. A
+/// `<store/>` hint stores a message that would otherwise be skipped.
+pub fn qualifies(message: &Stanza) -> bool {
+    if !matches!(
+        message.kind(),
+        StanzaKind::Message(MessageType::Normal | MessageType::Chat)
+    ) {
+        return false;
+    }
+    let el = message.element();
+    if el.has_child("no-store", ns::HINTS) {
+        return false;
+    }
+    if el.has_child("store", ns::HINTS) {
+        return true;
+    }
+    el.children().any(|c| {
+        c.ns() != ns::CHATSTATES
+            && c.ns() != ns::HINTS
+            && !(c.ns() == CONTENT_NS && c.name() == "thread")
+    })
+}
+
+/// Stores `message` for `owner`. `Err` is the error for the sender: full, or a store failure.
+pub async fn store(
+    im: &Im,
+    core: &Core,
+    owner: &BareJid,
+    message: &Stanza,
+) -> Result<(), StanzaError> {
+    let Some(user) = owner.local() else {
+        return Err(StanzaError::new(Cond::ServiceUnavailable));
+    };
+    let mut m = message.clone();
+    m.push_payload(delay(core.domain(), now_unix(), Some("Offline Storage")));
+    let xml = String::from_utf8_lossy(&m.to_bytes()).into_owned();
+    let max = u64::try_from(im.config().offline.max_per_user).unwrap_or(u64::MAX);
+    let _g = im.lock(owner).await;
+    let stored = core
+        .store()
+        .offline()
+        .push(owner.domain(), user, &xml, max)
+        .await
+        .map_err(internal)?;
+    if stored {
+        Ok(())
+    } else {
+        Err(err(
+            Cond::ResourceConstraint,
+            "the recipient's offline message storage is full; the message was not stored",
+        )
+        .with_type(ErrorType::Wait))
+    }
+}
+
+/// Delivers the stored messages of the session's account to `session` (paced) and deletes
+/// them once queued. Runs outside the session's own task.
+pub async fn deliver(im: &Im, core: &Core, session: &SessionHandle) {
+    let owner = session.jid().to_bare();
+    let Some(user) = owner.local() else { return };
+    // One delivery per account at a time: a second resource coming up meanwhile finds the
+    // messages gone or still being delivered to the first.
+    if im.offline_delivering.insert(owner.clone(), ()).is_some() {
+        return;
+    }
+    let store = core.store().offline();
+    loop {
+        let batch = match store.list(owner.domain(), user, BATCH).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "loading offline messages failed");
+                break;
+            }
+        };
+        if batch.is_empty() {
+            break;
+        }
+        let mut done = Vec::with_capacity(batch.len());
+        let mut ok = true;
+        for m in &batch {
+            match parse_stanza(&m.stanza) {
+                Some(s) => {
+                    if !session
+                        .send_paced(Bytes::from(s.to_bytes()), PACE_TIMEOUT)
+                        .await
+                    {
+                        ok = false;
+                        break;
+                    }
+                }
+                None => tracing::warn!(id = m.id, "dropping unparsable offline message"),
+            }
+            done.push(m.id);
+        }
+        if let Err(e) = store.delete(owner.domain(), user, &done).await {
+            tracing::error!(error = %e, "deleting delivered offline messages failed");
+            break;
+        }
+        if !ok {
+            break;
+        }
+    }
+    im.offline_delivering.remove(&owner);
+}
+
+#[async_trait]
+impl Module for Offline {
+    fn name(&self) -> &'static str {
+        "offline"
+    }
+
+    fn declare(&self) -> Declaration {
+        let _ = &self.im;
+        Declaration {
+            server_features: vec![ns::MSGOFFLINE],
+            ..Declaration::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn msg(xml: &str) -> Stanza {
+        parse_stanza(xml).unwrap()
+    }
+
+    #[test]
+    fn what_is_stored() {
+        let cases = [
+            ("<message type='chat'><body>hi</body></message>", true),
+            ("<message><body>hi</body></message>", true),
+            ("<message type='chat'><x xmlns='jabber:x:conference'/></message>", true),
+            ("<message type='headline'><body>hi</body></message>", false),
+            ("<message type='groupchat'><body>hi</body></message>", false),
+            ("<message type='error'><body>hi</body></message>", false),
+            ("<message type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>", false),
+            ("<message type='chat'><body>x</body><no-store xmlns='urn:xmpp:hints'/></message>", false),
+            ("<message type='chat'><active xmlns='http://jabber.org/protocol/chatstates'/><store xmlns='urn:xmpp:hints'/></message>", true),
+            ("<message type='chat'><thread>t</thread></message>", false),
+        ];
+        for (xml, want) in cases {
+            assert_eq!(qualifies(&msg(xml)), want, "{xml}");
+        }
+    }
+}

@@ -1,0 +1,696 @@
+//! RFC 6121 §3 (managing subscriptions) and §4 (exchanging presence).
+//!
+//! - Outbound subscription stanzas from a local user (§3.1.2, §3.2.2, §3.3.2, §3.4) and
+//!   inbound ones for a local user (§3.1.3–§3.3.3) go through the Appendix A tables of
+//!   [`crate::subscription`]; the roster item changes (stored, then pushed to interested
+//!   resources), inbound requests are stored until answered and redelivered at the next
+//!   login (§3.1.3), pre-approvals are honoured (§3.4).
+//! - Initial presence (§4.2): broadcast to contacts with `from`/`both` and to the user's own
+//!   resources; then, in a task of its own so the session keeps reading, probes (§4.3) — local
+//!   contacts are answered in place with their resources' presence, paced into the new
+//!   session's queue — the stored subscription requests and the offline messages (XEP-0160).
+//! - Probes from others (§4.3.2): the last presence of each available resource, or
+//!   `unavailable` with the time of the last logout (XEP-0203 delay).
+//! - Presence updates (§4.4), directed presence (§4.6) and unavailable presence (§4.5): also
+//!   sent when a session ends for any reason (the core's `Closed` event, which also fires for
+//!   a dead socket or a replaced session), including to the entities that got directed
+//!   presence.
+//!
+//! Large rosters: broadcasts walk a snapshot of the contacts copied out of the cache (no lock
+//! held), skip local contacts without sessions at the cost of one map lookup, and yield to
+//! the scheduler every [`YIELD_EVERY`] contacts, so one 100,000-item roster never stalls
+//! other sessions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rookery_core::router::presence_priority;
+use rookery_core::{Core, Declaration, Flow, HookPoint, Module, SessionEvent, SessionHandle};
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::{PresenceType, Stanza, StanzaKind};
+use rookery_store::rosters::RosterItem;
+use rookery_store::userdata::LastActivity;
+use rookery_xml::{Element, CONTENT_NS};
+
+use crate::state::{read, Im};
+use crate::subscription::{transition, Action, Event, Outcome, State};
+use crate::util::{delay, now_unix, parse_stanza};
+use crate::{blocking, caps, offline, roster};
+
+/// Contacts handled between two yields to the scheduler in a broadcast.
+pub const YIELD_EVERY: usize = 256;
+
+/// How long a paced bulk delivery waits for the client to make room in its queue.
+pub const PACE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The presence module.
+pub struct PresenceModule {
+    im: Arc<Im>,
+}
+
+impl PresenceModule {
+    /// A presence module on the shared state.
+    pub fn new(im: Arc<Im>) -> Self {
+        PresenceModule { im }
+    }
+}
+
+fn presence(t: Option<&str>, from: &Jid, to: &Jid) -> Stanza {
+    let mut el = Element::new("presence", CONTENT_NS)
+        .with_attr("from", from.as_str())
+        .with_attr("to", to.as_str());
+    if let Some(t) = t {
+        el.set_attr("type", t);
+    }
+    // Built from valid parts: parsing cannot fail, but never panic on it.
+    Stanza::from_element(el).unwrap_or_else(|_| unreachable_stanza())
+}
+
+/// A harmless stanza for the impossible case above.
+fn unreachable_stanza() -> Stanza {
+    #[allow(clippy::expect_used)]
+    Stanza::from_element(Element::new("presence", CONTENT_NS)).expect("a bare presence parses")
+}
+
+fn type_str(t: PresenceType) -> Option<&'static str> {
+    Some(match t {
+        PresenceType::Available => return None,
+        PresenceType::Unavailable => "unavailable",
+        PresenceType::Subscribe => "subscribe",
+        PresenceType::Subscribed => "subscribed",
+        PresenceType::Unsubscribe => "unsubscribe",
+        PresenceType::Unsubscribed => "unsubscribed",
+        PresenceType::Probe => "probe",
+        PresenceType::Error => "error",
+    })
+}
+
+/// `stanza` readdressed to `to`.
+fn addressed(stanza: &Stanza, to: &Jid) -> Stanza {
+    let mut s = stanza.clone();
+    s.set_to(to.clone());
+    s
+}
+
+/// Routes a subscription stanza of type `t` from `owner` to `contact` (bare JIDs).
+pub async fn route_subscription(
+    core: &Arc<Core>,
+    owner: &BareJid,
+    contact: &BareJid,
+    t: PresenceType,
+) {
+    core.route(presence(
+        type_str(t),
+        &owner.clone().into(),
+        &contact.clone().into(),
+    ))
+    .await;
+}
+
+/// Sends `unavailable` from each available resource of `owner` to `to`.
+pub async fn send_unavailable_to(im: &Im, core: &Arc<Core>, owner: &BareJid, to: &Jid) {
+    for (h, _) in im.available(core, owner) {
+        core.route(presence(Some("unavailable"), h.jid(), to)).await;
+    }
+}
+
+/// Sends the current presence of each available resource of `owner` to `to`.
+pub async fn send_presence_to(im: &Im, core: &Arc<Core>, owner: &BareJid, to: &Jid) {
+    for (_, p) in im.available(core, owner) {
+        core.route(addressed(&p, to)).await;
+    }
+}
+
+/// Delivers `stanza` to every available resource of `owner` (serialized once).
+fn deliver_to_available(im: &Im, core: &Core, owner: &BareJid, stanza: &Stanza) {
+    let targets = im.available(core, owner);
+    if targets.is_empty() {
+        return;
+    }
+    let bytes = Bytes::from(stanza.to_bytes());
+    for (h, _) in targets {
+        h.send(bytes.clone());
+    }
+}
+
+/// Records the last logout of `owner` (XEP-0012) when it has no available resource left.
+async fn record_last(im: &Im, core: &Core, owner: &BareJid, status: String) {
+    if !im.available(core, owner).is_empty() {
+        return;
+    }
+    let Some(user) = owner.local() else { return };
+    let last = LastActivity {
+        at: now_unix(),
+        status,
+    };
+    if let Err(e) = core
+        .store()
+        .userdata()
+        .set_last_activity(owner.domain(), user, &last)
+        .await
+    {
+        tracing::warn!(error = %e, "recording last activity failed");
+    }
+}
+
+impl PresenceModule {
+    // ---- broadcasts ----------------------------------------------------------------------
+
+    /// Sends `stanza` (from a resource of `owner`, no `to`) to each contact with a `from` or
+    /// `both` subscription that is not blocked, paced.
+    async fn broadcast_to_contacts(&self, core: &Arc<Core>, owner: &BareJid, stanza: &Stanza) {
+        let account = match self.im.account(core, owner).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "loading roster for broadcast failed");
+                return;
+            }
+        };
+        let contacts: Vec<BareJid> = read(&account.roster)
+            .items
+            .iter()
+            .filter(|(_, i)| i.subscription.has_from())
+            .map(|(c, _)| c.clone())
+            .collect();
+        for (i, contact) in contacts.iter().enumerate() {
+            if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
+            }
+            if core.is_local_domain(contact.domain()) && core.sessions_of(contact).is_empty() {
+                continue; // nobody to tell (§4.2.2: no offline storage of presence)
+            }
+            let to: Jid = contact.clone().into();
+            if blocking::blocks_cached(&account, &to) {
+                continue;
+            }
+            core.route(addressed(stanza, &to)).await;
+        }
+    }
+
+    /// Sends `stanza` (from `from`, no `to`) to every available resource of its account,
+    /// `from` included when `include_self` (RFC 6121 §4.2.2, §4.4.2: implicit self
+    /// subscription).
+    fn to_own_resources(&self, core: &Core, from: &Jid, stanza: &Stanza, include_self: bool) {
+        for (h, _) in self.im.available(core, &from.to_bare()) {
+            if !include_self && h.jid() == from {
+                continue;
+            }
+            h.send(Bytes::from(addressed(stanza, h.jid()).to_bytes()));
+        }
+    }
+
+    /// A presence stanza with no `to` from a local session.
+    async fn broadcast(&self, core: &Arc<Core>, stanza: Stanza) {
+        let Some(from) = stanza.from().cloned() else {
+            return;
+        };
+        let owner = from.to_bare();
+        match stanza.kind() {
+            StanzaKind::Presence(PresenceType::Available) => {
+                let priority = presence_priority(&stanza);
+                let Some(was_available) = self.im.session_mut(&from, |s| {
+                    let was = s.presence.is_some();
+                    s.presence = Some(stanza.clone());
+                    was
+                }) else {
+                    return;
+                };
+                core.set_available(&from, Some(priority));
+                caps::observe(&self.im, core, &from, &stanza);
+                self.broadcast_to_contacts(core, &owner, &stanza).await;
+                self.to_own_resources(core, &from, &stanza, true);
+                if !was_available {
+                    self.initial(core, &from, priority);
+                }
+            }
+            StanzaKind::Presence(PresenceType::Unavailable) => {
+                let Some((was, directed)) = self.im.session_mut(&from, |s| {
+                    (s.presence.take(), std::mem::take(&mut s.directed))
+                }) else {
+                    return;
+                };
+                core.set_available(&from, None);
+                if was.is_some() {
+                    self.to_own_resources(core, &from, &stanza, true);
+                }
+                self.unavailable(core, &from, &stanza, was.is_some(), directed)
+                    .await;
+            }
+            _ => {} // Other types need a `to` (RFC 6121 §4.7.1); nothing to do.
+        }
+    }
+
+    /// The unavailable broadcast of a resource that was available (or had sent directed
+    /// presence): contacts, then directed-presence recipients; records last activity.
+    async fn unavailable(
+        &self,
+        core: &Arc<Core>,
+        from: &Jid,
+        stanza: &Stanza,
+        was_available: bool,
+        directed: std::collections::HashSet<Jid>,
+    ) {
+        let owner = from.to_bare();
+        if was_available {
+            self.broadcast_to_contacts(core, &owner, stanza).await;
+        }
+        for to in directed {
+            core.route(addressed(stanza, &to)).await;
+        }
+        if was_available {
+            let status = stanza
+                .element()
+                .child_text("status", CONTENT_NS)
+                .unwrap_or_default();
+            record_last(&self.im, core, &owner, status).await;
+        }
+    }
+
+    /// After initial presence: the presence of the user's other resources, then (in a task of
+    /// its own, paced into the session's queue) stored subscription requests, probes and
+    /// offline messages.
+    fn initial(&self, core: &Arc<Core>, from: &Jid, priority: i8) {
+        let Some(session) = core.session(from) else {
+            return;
+        };
+        for (h, p) in self.im.available(core, &from.to_bare()) {
+            if h.jid() != from {
+                session.send(Bytes::from(addressed(&p, from).to_bytes()));
+            }
+        }
+        let im = self.im.clone();
+        let core = core.clone();
+        tokio::spawn(async move {
+            initial_delivery(&im, &core, &session, priority).await;
+        });
+    }
+
+    // ---- outbound ------------------------------------------------------------------------
+
+    /// A presence stanza with a `to` from a local session.
+    async fn outbound(&self, core: &Arc<Core>, mut stanza: Stanza) -> Flow {
+        let (Some(from), Some(to)) = (stanza.from().cloned(), stanza.to().cloned()) else {
+            return Flow::Continue(stanza);
+        };
+        let owner = from.to_bare();
+        let event = match stanza.kind() {
+            StanzaKind::Presence(PresenceType::Subscribe) => Event::OutSubscribe,
+            StanzaKind::Presence(PresenceType::Subscribed) => Event::OutSubscribed,
+            StanzaKind::Presence(PresenceType::Unsubscribe) => Event::OutUnsubscribe,
+            StanzaKind::Presence(PresenceType::Unsubscribed) => Event::OutUnsubscribed,
+            StanzaKind::Presence(PresenceType::Probe) => return Flow::Handled,
+            StanzaKind::Presence(PresenceType::Available) => {
+                self.directed(core, &from, &to, true).await;
+                return Flow::Continue(stanza);
+            }
+            StanzaKind::Presence(PresenceType::Unavailable) => {
+                self.directed(core, &from, &to, false).await;
+                return Flow::Continue(stanza);
+            }
+            _ => return Flow::Continue(stanza),
+        };
+        let contact = to.to_bare();
+        if contact == owner {
+            return Flow::Handled;
+        }
+        // §3.1.2 etc.: subscription stanzas go out from the bare JID.
+        stanza.set_from(owner.clone().into());
+        stanza.set_to(contact.clone().into());
+        let (before, outcome) = match self.apply(core, &owner, &contact, event, None).await {
+            Some(r) => r,
+            None => return Flow::Handled,
+        };
+        if outcome.action != Action::Forward {
+            return Flow::Handled;
+        }
+        core.route(stanza).await;
+        let had_from = before.subscription().has_from();
+        let has_from = outcome.next.subscription().has_from();
+        let contact_jid: Jid = contact.into();
+        if !had_from && has_from {
+            // §3.1.5: the new subscriber gets the user's current presence.
+            send_presence_to(&self.im, core, &owner, &contact_jid).await;
+        } else if had_from && !has_from {
+            // §3.2.2: the former subscriber is told the user is gone.
+            send_unavailable_to(&self.im, core, &owner, &contact_jid).await;
+        }
+        Flow::Handled
+    }
+
+    /// Records directed presence (RFC 6121 §4.6) to an entity that is not a subscriber.
+    async fn directed(&self, core: &Arc<Core>, from: &Jid, to: &Jid, available: bool) {
+        let owner = from.to_bare();
+        if to.to_bare() == owner {
+            return;
+        }
+        if available {
+            let subscribed = to.is_bare()
+                && matches!(
+                    self.im.roster_item(core, &owner, &to.to_bare()).await,
+                    Ok(Some(RosterItem { subscription, .. })) if subscription.has_from()
+                );
+            if !subscribed {
+                self.im.session_mut(from, |s| s.directed.insert(to.clone()));
+            }
+        } else {
+            self.im.session_mut(from, |s| s.directed.remove(to));
+        }
+    }
+
+    // ---- the state machine applied to a roster -------------------------------------------
+
+    /// Runs `event` on `owner`'s item for `contact` under the account lock: stores the new
+    /// item and pending request, pushes the change. Returns the state before and the
+    /// outcome; `None` on a store failure (logged).
+    async fn apply(
+        &self,
+        core: &Arc<Core>,
+        owner: &BareJid,
+        contact: &BareJid,
+        event: Event,
+        request: Option<&Stanza>,
+    ) -> Option<(State, Outcome)> {
+        let _g = self.im.lock(owner).await;
+        let r = async {
+            let item = self.im.roster_item(core, owner, contact).await?;
+            let pending_in = self.im.has_pending_in(core, owner, contact).await?;
+            let (sub, ask, approved) = item
+                .as_ref()
+                .map_or((Default::default(), false, false), |i| {
+                    (i.subscription, i.ask, i.approved)
+                });
+            let before = State::of(sub, ask, pending_in);
+            let outcome = transition(before, approved, event);
+            if outcome.next.pending_in() != before.pending_in()
+                || (event == Event::InSubscribe && outcome.action == Action::Forward)
+            {
+                let store = if outcome.next.pending_in() {
+                    request
+                } else {
+                    None
+                };
+                self.im.set_pending_in(core, owner, contact, store).await?;
+            }
+            let item_changed = outcome.next.subscription() != before.subscription()
+                || outcome.next.pending_out() != before.pending_out()
+                || outcome.approved != approved;
+            let needs_item = item.is_some()
+                || outcome.next.subscription() != Default::default()
+                || outcome.next.pending_out()
+                || outcome.approved;
+            if item_changed && needs_item {
+                let new = RosterItem {
+                    subscription: outcome.next.subscription(),
+                    ask: outcome.next.pending_out(),
+                    approved: outcome.approved,
+                    ..item.unwrap_or_default()
+                };
+                let new = self.im.roster_put(core, owner, contact, new).await?;
+                roster::push(&self.im, core, owner, contact.as_str(), Some(&new), new.ver);
+            }
+            Ok::<_, rookery_store::StoreError>((before, outcome))
+        }
+        .await;
+        match r {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, %owner, %contact, "subscription update failed");
+                None
+            }
+        }
+    }
+
+    // ---- inbound -------------------------------------------------------------------------
+
+    /// A presence stanza for a local account (bare JID, or a full JID that is not online, or
+    /// a subscription stanza for an online full JID).
+    async fn inbound(&self, core: &Arc<Core>, stanza: Stanza) {
+        let (Some(from), Some(to)) = (stanza.from().cloned(), stanza.to().cloned()) else {
+            return;
+        };
+        let owner = to.to_bare();
+        let event = match stanza.kind() {
+            StanzaKind::Presence(PresenceType::Subscribe) => Event::InSubscribe,
+            StanzaKind::Presence(PresenceType::Subscribed) => Event::InSubscribed,
+            StanzaKind::Presence(PresenceType::Unsubscribe) => Event::InUnsubscribe,
+            StanzaKind::Presence(PresenceType::Unsubscribed) => Event::InUnsubscribed,
+            StanzaKind::Presence(PresenceType::Probe) => {
+                return self.probe(core, &owner, &to, &from).await;
+            }
+            StanzaKind::Presence(PresenceType::Available | PresenceType::Unavailable) => {
+                // §4.? : to a bare JID, every available resource; to a full JID that is
+                // not online, nobody.
+                if to.is_bare() {
+                    deliver_to_available(&self.im, core, &owner, &stanza);
+                }
+                return;
+            }
+            _ => return,
+        };
+        if !core.account_exists(&owner).await {
+            return; // §3.1.3: no such user — silently ignored.
+        }
+        let contact = from.to_bare();
+        let mut stanza = stanza;
+        stanza.set_from(contact.clone().into());
+        stanza.set_to(owner.clone().into());
+        let Some((before, outcome)) = self
+            .apply(core, &owner, &contact, event, Some(&stanza))
+            .await
+        else {
+            return;
+        };
+        let contact_jid: Jid = contact.clone().into();
+        match outcome.action {
+            Action::Forward => {
+                let targets: Vec<SessionHandle> = if event == Event::InSubscribe {
+                    self.im
+                        .sessions_where(core, &owner, |s| s.interested && s.presence.is_some())
+                } else {
+                    self.im.interested(core, &owner)
+                };
+                let bytes = Bytes::from(stanza.to_bytes());
+                for t in targets {
+                    t.send(bytes.clone());
+                }
+            }
+            Action::AutoApprove => {
+                route_subscription(core, &owner, &contact, PresenceType::Subscribed).await;
+                if !before.subscription().has_from() {
+                    send_presence_to(&self.im, core, &owner, &contact_jid).await;
+                }
+            }
+            Action::Drop => {}
+        }
+        if event == Event::InUnsubscribe
+            && before.subscription().has_from()
+            && !outcome.next.subscription().has_from()
+        {
+            send_unavailable_to(&self.im, core, &owner, &contact_jid).await;
+        }
+    }
+
+    /// Answers a probe from `prober` about `owner` (`to` is the probed bare or full JID),
+    /// RFC 6121 §4.3.2.
+    async fn probe(&self, core: &Arc<Core>, owner: &BareJid, to: &Jid, prober: &Jid) {
+        let prober_bare = prober.to_bare();
+        let self_probe = &prober_bare == owner;
+        if !self_probe {
+            if blocking::blocks(&self.im, core, owner, prober).await {
+                return;
+            }
+            let subscribed = matches!(
+                self.im.roster_item(core, owner, &prober_bare).await,
+                Ok(Some(RosterItem { subscription, .. })) if subscription.has_from()
+            );
+            let directed = self.im.available(core, owner).iter().any(|(h, _)| {
+                self.im
+                    .session(h.jid(), |s| {
+                        s.directed.contains(prober)
+                            || s.directed.contains(&prober_bare.clone().into())
+                    })
+                    .unwrap_or(false)
+            });
+            if !subscribed && !directed {
+                if core.account_exists(owner).await {
+                    // §4.3.2: not authorized — tell the prober it has no subscription.
+                    route_subscription(core, owner, &prober_bare, PresenceType::Unsubscribed).await;
+                }
+                return;
+            }
+        }
+        let available: Vec<(SessionHandle, Stanza)> = self
+            .im
+            .available(core, owner)
+            .into_iter()
+            .filter(|(h, _)| to.is_bare() || h.jid() == to)
+            .collect();
+        if !available.is_empty() {
+            for (_, p) in available {
+                core.route(addressed(&p, prober)).await;
+            }
+            return;
+        }
+        // No available resource: unavailable, stamped with the last logout if known.
+        let mut p = presence(Some("unavailable"), &owner.clone().into(), prober);
+        if let Some(user) = owner.local() {
+            if let Ok(Some(last)) = core
+                .store()
+                .userdata()
+                .last_activity(owner.domain(), user)
+                .await
+            {
+                if !last.status.is_empty() {
+                    p.push_payload(Element::new("status", CONTENT_NS).with_text(last.status));
+                }
+                p.push_payload(delay(owner.as_str(), last.at, None));
+            }
+        }
+        core.route(p).await;
+    }
+
+    // ---- session end ---------------------------------------------------------------------
+
+    async fn closed(&self, core: &Arc<Core>, jid: &Jid) {
+        let Some(state) = self.im.session_closed(jid) else {
+            return;
+        };
+        let owner = jid.to_bare();
+        let was_available = state.presence.is_some();
+        if was_available || !state.directed.is_empty() {
+            let el = Element::new("presence", CONTENT_NS)
+                .with_attr("from", jid.as_str())
+                .with_attr("type", "unavailable");
+            if let Ok(stanza) = Stanza::from_element(el) {
+                if was_available {
+                    self.to_own_resources(core, jid, &stanza, false);
+                }
+                self.unavailable(core, jid, &stanza, was_available, state.directed)
+                    .await;
+            }
+        }
+        self.im.evict_if_offline(core, &owner).await;
+    }
+}
+
+/// Everything a session gets after its initial presence, paced into its queue (this runs in
+/// a task of its own, never in the session's): stored subscription requests (if it requested
+/// the roster), the presence of local contacts it is subscribed to (probes to remote ones),
+/// and, with a non-negative priority, offline messages.
+async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, priority: i8) {
+    let jid = session.jid().clone();
+    let owner = jid.to_bare();
+    let (Some(user), Ok(account)) = (owner.local(), im.account(core, &owner).await) else {
+        return;
+    };
+    // §3.1.3: pending inbound requests, redelivered to an interested resource.
+    if im.session(&jid, |s| s.interested).unwrap_or(false) {
+        match core
+            .store()
+            .rosters()
+            .pending_in(owner.domain(), user)
+            .await
+        {
+            Ok(list) => {
+                for p in list {
+                    if let Some(s) = parse_stanza(&p.stanza) {
+                        if !session
+                            .send_paced(Bytes::from(s.to_bytes()), PACE_TIMEOUT)
+                            .await
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "loading pending requests failed"),
+        }
+    }
+    // §4.2.2/§4.3: probes.
+    let contacts: Vec<BareJid> = read(&account.roster)
+        .items
+        .iter()
+        .filter(|(_, i)| i.subscription.has_to())
+        .map(|(c, _)| c.clone())
+        .collect();
+    for (i, contact) in contacts.iter().enumerate() {
+        if i % YIELD_EVERY == YIELD_EVERY - 1 {
+            tokio::task::yield_now().await;
+        }
+        let contact_jid: Jid = contact.clone().into();
+        if blocking::blocks_cached(&account, &contact_jid) {
+            continue;
+        }
+        if !core.is_local_domain(contact.domain()) {
+            core.route(presence(Some("probe"), &owner.clone().into(), &contact_jid))
+                .await;
+            continue;
+        }
+        let available = im.available(core, contact);
+        if available.is_empty() {
+            continue;
+        }
+        let authorized = matches!(
+            im.roster_item(core, contact, &owner).await,
+            Ok(Some(RosterItem { subscription, .. })) if subscription.has_from()
+        );
+        if !authorized || blocking::blocks(im, core, contact, &jid).await {
+            continue;
+        }
+        for (_, p) in available {
+            if !session
+                .send_paced(Bytes::from(addressed(&p, &jid).to_bytes()), PACE_TIMEOUT)
+                .await
+            {
+                return;
+            }
+        }
+    }
+    // XEP-0160: offline messages, for a resource that can receive messages.
+    if priority >= 0 && im.config().offline.enabled {
+        offline::deliver(im, core, session).await;
+    }
+}
+
+#[async_trait]
+impl Module for PresenceModule {
+    fn name(&self) -> &'static str {
+        "presence"
+    }
+
+    fn declare(&self) -> Declaration {
+        Declaration {
+            hooks: vec![
+                HookPoint::PresenceBroadcast,
+                HookPoint::PresenceFromLocal,
+                HookPoint::PresenceToAccount,
+            ],
+            session_events: true,
+            ..Declaration::default()
+        }
+    }
+
+    async fn hook(&self, core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {
+        match point {
+            HookPoint::PresenceBroadcast => {
+                self.broadcast(core, stanza).await;
+                Flow::Handled
+            }
+            HookPoint::PresenceFromLocal => self.outbound(core, stanza).await,
+            HookPoint::PresenceToAccount => {
+                self.inbound(core, stanza).await;
+                Flow::Handled
+            }
+            _ => Flow::Continue(stanza),
+        }
+    }
+
+    async fn session_event(&self, core: &Arc<Core>, event: &SessionEvent) {
+        match event {
+            SessionEvent::Bound(jid) => self.im.session_bound(jid),
+            SessionEvent::Closed(jid) => self.closed(core, jid).await,
+        }
+    }
+}

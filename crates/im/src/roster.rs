@@ -1,0 +1,487 @@
+//! RFC 6121 §2: roster management, and XEP-0237 roster versioning.
+//!
+//! - get (§2.2): the whole roster, or with versioning (XEP-0237 §3) an empty result when the
+//!   client's version is current, or an empty result followed by pushes of what changed since
+//!   the client's version (items and removals, from the per-item versions and the removal
+//!   tombstones the store keeps);
+//! - set (§2.3): exactly one item; validation and the errors of §2.3.3; the subscription
+//!   state is never taken from the client;
+//! - remove (§2.5): `subscription='remove'`, which also cancels the subscriptions both ways
+//!   (§2.5.3: `unsubscribe` and/or `unsubscribed` to the contact);
+//! - pushes (§2.1.6) to every interested resource (those that requested the roster).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rookery_core::module::IqResult;
+use rookery_core::{Core, Declaration, IqTarget, Module};
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::{ns, IqType, PresenceType, Stanza, StanzaError, StanzaErrorCondition as Cond};
+use rookery_store::rosters::RosterItem;
+use rookery_store::StoreError;
+use rookery_xml::Element;
+
+use crate::presence;
+use crate::state::{read, Im};
+use crate::util::{err, own_account};
+
+/// The roster module.
+pub struct RosterModule {
+    im: Arc<Im>,
+}
+
+impl RosterModule {
+    /// A roster module on the shared state.
+    pub fn new(im: Arc<Im>) -> Self {
+        RosterModule { im }
+    }
+}
+
+/// A store failure as the error the client sees (details go to the log only).
+pub fn internal(e: StoreError) -> StanzaError {
+    tracing::error!(error = %e, "store error");
+    StanzaError::new(Cond::InternalServerError)
+}
+
+/// The `<item/>` for `contact`: its state, or `subscription='remove'` for `None`.
+pub fn item_element(contact: &str, item: Option<&RosterItem>) -> Element {
+    let mut el = Element::new("item", ns::ROSTER).with_attr("jid", contact);
+    let Some(item) = item else {
+        el.set_attr("subscription", "remove");
+        return el;
+    };
+    if let Some(n) = &item.name {
+        el.set_attr("name", n.as_str());
+    }
+    el.set_attr("subscription", item.subscription.as_str());
+    if item.ask {
+        el.set_attr("ask", "subscribe");
+    }
+    if item.approved {
+        el.set_attr("approved", "true");
+    }
+    for g in &item.groups {
+        el.push_child(Element::new("group", ns::ROSTER).with_text(g.as_str()));
+    }
+    el
+}
+
+/// Sends a roster push for `contact` (`None`: removed) at roster version `ver` to every
+/// interested resource of `owner` (RFC 6121 §2.1.6).
+pub fn push(
+    im: &Im,
+    core: &Core,
+    owner: &BareJid,
+    contact: &str,
+    item: Option<&RosterItem>,
+    ver: i64,
+) {
+    let targets = im.interested(core, owner);
+    if targets.is_empty() {
+        return;
+    }
+    let query = Element::new("query", ns::ROSTER)
+        .with_attr("ver", ver.to_string())
+        .with_child(item_element(contact, item));
+    for t in targets {
+        let iq = Stanza::iq(
+            IqType::Set,
+            &im.next_id("push"),
+            Some(owner.clone().into()),
+            Some(t.jid().clone()),
+            query.clone(),
+        );
+        t.send(Bytes::from(iq.to_bytes()));
+    }
+}
+
+/// A validated roster set.
+struct ItemSet {
+    contact: BareJid,
+    remove: bool,
+    name: Option<String>,
+    groups: Vec<String>,
+}
+
+fn parse_set(im: &Im, owner: &BareJid, query: &Element) -> Result<ItemSet, StanzaError> {
+    let mut items = query.children().filter(|c| c.is("item", ns::ROSTER));
+    let (Some(item), None) = (items.next(), items.next()) else {
+        return Err(err(
+            Cond::BadRequest,
+            "a roster set carries exactly one item",
+        ));
+    };
+    let limits = &im.config().roster;
+    let jid = item
+        .attr("jid")
+        .ok_or_else(|| err(Cond::BadRequest, "item without jid"))?;
+    let jid = Jid::parse(jid).map_err(|_| err(Cond::BadRequest, "invalid jid"))?;
+    if !jid.is_bare() {
+        return Err(err(Cond::BadRequest, "roster items are bare JIDs"));
+    }
+    let contact = jid.to_bare();
+    let remove = item.attr("subscription") == Some("remove");
+    if !remove && &contact == owner {
+        return Err(err(
+            Cond::NotAllowed,
+            "you cannot add yourself to your roster",
+        ));
+    }
+    let name = item
+        .attr("name")
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    if name
+        .as_ref()
+        .is_some_and(|n| n.len() > limits.max_name_bytes)
+    {
+        return Err(err(Cond::NotAcceptable, "name too long"));
+    }
+    let mut groups = Vec::new();
+    let mut seen = HashSet::new();
+    for g in item.children().filter(|c| c.is("group", ns::ROSTER)) {
+        let g = g.text();
+        if g.is_empty() {
+            return Err(err(Cond::NotAcceptable, "empty group name"));
+        }
+        if g.len() > limits.max_name_bytes {
+            return Err(err(Cond::NotAcceptable, "group name too long"));
+        }
+        if !seen.insert(g.clone()) {
+            return Err(err(Cond::BadRequest, "duplicate group"));
+        }
+        groups.push(g);
+    }
+    if groups.len() > limits.max_groups {
+        return Err(err(Cond::NotAcceptable, "too many groups"));
+    }
+    Ok(ItemSet {
+        contact,
+        remove,
+        name,
+        groups,
+    })
+}
+
+impl RosterModule {
+    async fn get(&self, core: &Arc<Core>, owner: &BareJid, iq: &Stanza) -> IqResult {
+        let Some(from) = iq.from() else {
+            return Err(StanzaError::new(Cond::BadRequest));
+        };
+        let requested_ver = iq.payload().and_then(|q| q.attr("ver")).map(str::to_owned);
+        self.im.session_mut(from, |s| {
+            s.interested = true;
+            s.roster_diff_since = None;
+        });
+        let account = self.im.account(core, owner).await.map_err(internal)?;
+        let roster = read(&account.roster);
+        if let Some(v) = &requested_ver {
+            if let Ok(since) = v.parse::<i64>() {
+                if since == roster.ver {
+                    // XEP-0237 §3: unchanged; the client's cached copy is current.
+                    return Ok(None);
+                }
+                let changed = roster.items.values().filter(|i| i.ver > since).count();
+                if since > 0 && since < roster.ver && changed <= roster.items.len() / 2 {
+                    // Empty result, then pushes of what changed (sent by `after_result`).
+                    self.im
+                        .session_mut(from, |s| s.roster_diff_since = Some(since));
+                    return Ok(None);
+                }
+            }
+        }
+        let mut query = Element::new("query", ns::ROSTER);
+        if requested_ver.is_some() {
+            query.set_attr("ver", roster.ver.to_string());
+        }
+        let mut items: Vec<(&BareJid, &RosterItem)> = roster.items.iter().collect();
+        items.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (contact, item) in items {
+            query.push_child(item_element(contact.as_str(), Some(item)));
+        }
+        Ok(Some(query))
+    }
+
+    /// The pushes after an empty versioned result (XEP-0237 §3).
+    async fn send_diff(&self, core: &Arc<Core>, owner: &BareJid, from: &Jid) {
+        let Some(since) = self
+            .im
+            .session_mut(from, |s| s.roster_diff_since.take())
+            .flatten()
+        else {
+            return;
+        };
+        let Some(session) = core.session(from) else {
+            return;
+        };
+        let Some(account) = self.im.cached(owner) else {
+            return;
+        };
+        let mut changes: Vec<(i64, String, Option<RosterItem>)> = {
+            let roster = read(&account.roster);
+            roster
+                .items
+                .iter()
+                .filter(|(_, i)| i.ver > since)
+                .map(|(c, i)| (i.ver, c.as_str().to_owned(), Some(i.clone())))
+                .collect()
+        };
+        let Some(user) = owner.local() else { return };
+        match core
+            .store()
+            .rosters()
+            .removed_since(owner.domain(), user, since)
+            .await
+        {
+            Ok(removed) => {
+                let current: HashSet<String> = changes.iter().map(|(_, c, _)| c.clone()).collect();
+                let ver = read(&account.roster).ver;
+                for c in removed {
+                    if !current.contains(&c) {
+                        changes.push((ver, c, None));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "roster diff failed");
+                return;
+            }
+        }
+        changes.sort_by_key(|(v, _, _)| *v);
+        for (ver, contact, item) in changes {
+            let query = Element::new("query", ns::ROSTER)
+                .with_attr("ver", ver.to_string())
+                .with_child(item_element(&contact, item.as_ref()));
+            let iq = Stanza::iq(
+                IqType::Set,
+                &self.im.next_id("push"),
+                Some(owner.clone().into()),
+                Some(from.clone()),
+                query,
+            );
+            session.send(Bytes::from(iq.to_bytes()));
+        }
+    }
+
+    async fn set(&self, core: &Arc<Core>, owner: &BareJid, iq: &Stanza) -> IqResult {
+        let query = iq
+            .payload()
+            .ok_or_else(|| StanzaError::new(Cond::BadRequest))?;
+        let set = parse_set(&self.im, owner, query)?;
+        if set.remove {
+            return self.remove(core, owner, &set.contact).await;
+        }
+        let _g = self.im.lock(owner).await;
+        let existing = self
+            .im
+            .roster_item(core, owner, &set.contact)
+            .await
+            .map_err(internal)?;
+        if existing.is_none() {
+            let count = match self.im.cached(owner) {
+                Some(a) => read(&a.roster).items.len(),
+                None => {
+                    let a = self
+                        .im
+                        .account_locked(core, owner)
+                        .await
+                        .map_err(internal)?;
+                    let n = read(&a.roster).items.len();
+                    n
+                }
+            };
+            if count >= self.im.config().roster.max_items {
+                return Err(err(Cond::ResourceConstraint, "roster is full"));
+            }
+        }
+        let item = RosterItem {
+            name: set.name,
+            groups: set.groups,
+            ..existing.unwrap_or_default()
+        };
+        let item = self
+            .im
+            .roster_put(core, owner, &set.contact, item)
+            .await
+            .map_err(internal)?;
+        push(
+            &self.im,
+            core,
+            owner,
+            set.contact.as_str(),
+            Some(&item),
+            item.ver,
+        );
+        Ok(None)
+    }
+
+    async fn remove(&self, core: &Arc<Core>, owner: &BareJid, contact: &BareJid) -> IqResult {
+        let (item, pending_in) = {
+            let _g = self.im.lock(owner).await;
+            let item = self
+                .im
+                .roster_item(core, owner, contact)
+                .await
+                .map_err(internal)?;
+            let pending_in = self
+                .im
+                .has_pending_in(core, owner, contact)
+                .await
+                .map_err(internal)?;
+            if item.is_none() && !pending_in {
+                return Err(err(Cond::ItemNotFound, "not in the roster"));
+            }
+            if pending_in {
+                self.im
+                    .set_pending_in(core, owner, contact, None)
+                    .await
+                    .map_err(internal)?;
+            }
+            if item.is_some() {
+                if let Some(ver) = self
+                    .im
+                    .roster_remove(core, owner, contact)
+                    .await
+                    .map_err(internal)?
+                {
+                    push(&self.im, core, owner, contact.as_str(), None, ver);
+                }
+            }
+            (item, pending_in)
+        };
+        // §2.5.3: cancel the subscriptions both ways.
+        let sub = item.as_ref().map(|i| i.subscription).unwrap_or_default();
+        let ask = item.as_ref().is_some_and(|i| i.ask);
+        if sub.has_from() {
+            presence::send_unavailable_to(&self.im, core, owner, &contact.clone().into()).await;
+        }
+        if sub.has_from() || pending_in {
+            presence::route_subscription(core, owner, contact, PresenceType::Unsubscribed).await;
+        }
+        if sub.has_to() || ask {
+            presence::route_subscription(core, owner, contact, PresenceType::Unsubscribe).await;
+        }
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl Module for RosterModule {
+    fn name(&self) -> &'static str {
+        "roster"
+    }
+
+    fn declare(&self) -> Declaration {
+        Declaration {
+            iqs: vec![(IqTarget::Account, ns::ROSTER, "query")],
+            stream_features: vec![Element::new("ver", ns::ROSTER_VER)],
+            ..Declaration::default()
+        }
+    }
+
+    async fn handle_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
+        let owner = own_account(iq, to)?;
+        match iq.kind() {
+            rookery_proto::StanzaKind::Iq(IqType::Get) => self.get(core, &owner, iq).await,
+            rookery_proto::StanzaKind::Iq(IqType::Set) => self.set(core, &owner, iq).await,
+            _ => Err(StanzaError::new(Cond::BadRequest)),
+        }
+    }
+
+    async fn after_result(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) {
+        if let (rookery_proto::StanzaKind::Iq(IqType::Get), Some(from)) = (iq.kind(), iq.from()) {
+            self.send_diff(core, to, from).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::ImConfig;
+    use rookery_xml::CONTENT_NS;
+
+    fn query(items: &str) -> Element {
+        crate::util::parse_element(&format!("<query xmlns='jabber:iq:roster'>{items}</query>"))
+            .unwrap()
+    }
+
+    #[test]
+    fn set_validation() {
+        let im = Im::new(ImConfig::default());
+        let owner = BareJid::parse("juliet@example.com").unwrap();
+        let cases: &[(&str, Option<Cond>)] = &[
+            (
+                "<item jid='romeo@example.net' name='R'><group>A</group></item>",
+                None,
+            ),
+            ("<item jid='ROMEO@example.net'/>", None),
+            ("", Some(Cond::BadRequest)),
+            ("<item jid='a@b'/><item jid='c@d'/>", Some(Cond::BadRequest)),
+            ("<item/>", Some(Cond::BadRequest)),
+            ("<item jid='@@'/>", Some(Cond::BadRequest)),
+            ("<item jid='a@b/res'/>", Some(Cond::BadRequest)),
+            ("<item jid='juliet@example.com'/>", Some(Cond::NotAllowed)),
+            ("<item jid='a@b'><group/></item>", Some(Cond::NotAcceptable)),
+            (
+                "<item jid='a@b'><group>x</group><group>x</group></item>",
+                Some(Cond::BadRequest),
+            ),
+            (
+                "<item jid='juliet@example.com' subscription='remove'/>",
+                None,
+            ),
+        ];
+        for (xml, want) in cases {
+            let got = parse_set(&im, &owner, &query(xml))
+                .err()
+                .map(|e| e.condition);
+            assert_eq!(got, *want, "{xml}");
+        }
+        let long = "x".repeat(2000);
+        let xml = format!("<item jid='a@b' name='{long}'/>");
+        assert_eq!(
+            parse_set(&im, &owner, &query(&xml))
+                .err()
+                .map(|e| e.condition),
+            Some(Cond::NotAcceptable)
+        );
+        let ok = parse_set(
+            &im,
+            &owner,
+            &query(
+                "<item jid='ROMEO@example.net' subscription='both' name=''><group>G</group></item>",
+            ),
+        )
+        .unwrap();
+        assert_eq!(ok.contact.as_str(), "romeo@example.net");
+        assert_eq!(ok.name, None);
+        assert!(!ok.remove);
+        assert_eq!(ok.groups, vec!["G"]);
+    }
+
+    #[test]
+    fn item_elements() {
+        let item = RosterItem {
+            name: Some("R".into()),
+            subscription: rookery_store::rosters::Subscription::None,
+            ask: true,
+            approved: true,
+            groups: vec!["G".into()],
+            ..RosterItem::default()
+        };
+        let el = item_element("r@x", Some(&item));
+        assert_eq!(el.attr("subscription"), Some("none"));
+        assert_eq!(el.attr("ask"), Some("subscribe"));
+        assert_eq!(el.attr("approved"), Some("true"));
+        assert_eq!(el.child_text("group", ns::ROSTER).as_deref(), Some("G"));
+        assert_eq!(
+            item_element("r@x", None).attr("subscription"),
+            Some("remove")
+        );
+        let _ = CONTENT_NS;
+    }
+}

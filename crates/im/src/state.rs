@@ -1,0 +1,393 @@
+//! The state the IM modules share: per-session flags and a write-through cache of the roster
+//! and block list of accounts that have sessions.
+//!
+//! # Ownership and order
+//! - Changes to one account's roster, pending requests or block list happen under that
+//!   account's lock (a striped `tokio::sync::Mutex`, see [`Im::lock`]) and are written to the
+//!   store before the cache and before anyone is told (pushes, forwarded stanzas).
+//! - The cache of an account is loaded on first need while it has sessions and dropped when its
+//!   last session ends; both under the account's lock, so a cache never misses a change.
+//! - Readers (presence broadcast, delivery checks) take short `std::sync::RwLock` read locks and
+//!   copy what they need out: no lock is held across an `.await`, and a 100,000-item roster is
+//!   never walked under a lock other sessions wait for.
+//! - Per-session state is keyed by full JID in a sharded map; it is created at `Bound` and
+//!   removed at `Closed` (which also fires when a session is replaced).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use dashmap::DashMap;
+use rookery_core::{Core, SessionHandle};
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::Stanza;
+use rookery_store::rosters::RosterItem;
+use rookery_store::StoreError;
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::caps::CapsCache;
+use crate::config::ImConfig;
+
+/// Number of account lock stripes.
+const LOCK_STRIPES: usize = 1024;
+
+/// What the server keeps about one bound session.
+#[derive(Debug, Default, Clone)]
+pub struct SessionState {
+    /// Requested the roster (RFC 6121 §2.1.6 "interested resource"): gets roster pushes and
+    /// subscription requests.
+    pub interested: bool,
+    /// The last available presence it broadcast (`None`: unavailable, or no initial presence
+    /// yet). `from` is the session's full JID, `to` absent.
+    pub presence: Option<Stanza>,
+    /// Entities it sent directed presence to while not subscribed to its presence (RFC 6121
+    /// §4.6): they are owed an unavailable presence when it goes offline.
+    pub directed: HashSet<Jid>,
+    /// XEP-0280 carbons enabled.
+    pub carbons: bool,
+    /// Requested the block list (XEP-0191 §3.1): gets block/unblock pushes.
+    pub blocklist_requested: bool,
+    /// XEP-0115 capabilities it announced, as `node#ver` (see [`crate::caps`]).
+    pub caps: Option<Arc<str>>,
+    /// XEP-0237: pushes owed after an empty roster result (changes after this version).
+    pub roster_diff_since: Option<i64>,
+}
+
+/// A cached roster.
+#[derive(Debug, Default)]
+pub struct RosterCache {
+    /// The roster version.
+    pub ver: i64,
+    /// Items by contact.
+    pub items: HashMap<BareJid, RosterItem>,
+    /// Contacts with a stored inbound subscription request (pending in).
+    pub pending_in: HashSet<BareJid>,
+}
+
+/// The cached data of an account with sessions.
+#[derive(Debug, Default)]
+pub struct Account {
+    /// Roster, versions and pending requests.
+    pub roster: RwLock<RosterCache>,
+    /// XEP-0191 block list: normalized JIDs (full, bare, domain or domain/resource).
+    pub blocked: RwLock<HashSet<String>>,
+}
+
+/// The shared IM state; see the module docs.
+pub struct Im {
+    config: ImConfig,
+    accounts: DashMap<BareJid, Arc<Account>>,
+    locks: Box<[Mutex<()>]>,
+    /// Never used in practice: the stripe index is always in range.
+    fallback_lock: Mutex<()>,
+    hasher: std::collections::hash_map::RandomState,
+    sessions: DashMap<Jid, SessionState>,
+    next_id: AtomicU64,
+    started: Instant,
+    /// XEP-0115 verification-string cache.
+    pub caps: CapsCache,
+    /// Accounts whose offline messages are being delivered (one delivery at a time).
+    pub(crate) offline_delivering: DashMap<BareJid, ()>,
+}
+
+fn store_key(bare: &BareJid) -> Result<(&str, &str), StoreError> {
+    match bare.local() {
+        Some(l) => Ok((bare.domain(), l)),
+        None => Err(StoreError::Corrupt(format!("{bare} is not an account"))),
+    }
+}
+
+impl Im {
+    /// Fresh state.
+    pub fn new(config: ImConfig) -> Im {
+        Im {
+            config,
+            accounts: DashMap::new(),
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            fallback_lock: Mutex::new(()),
+            hasher: std::collections::hash_map::RandomState::new(),
+            sessions: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            started: Instant::now(),
+            caps: CapsCache::default(),
+            offline_delivering: DashMap::new(),
+        }
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &ImConfig {
+        &self.config
+    }
+
+    /// When the IM state was created (server start), for XEP-0012 server uptime.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// A fresh stanza id with `prefix`.
+    pub fn next_id(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    // ---- per-account serialization and cache ---------------------------------------------
+
+    /// Locks `bare`'s roster and block list for a change (striped: unrelated accounts may
+    /// share a stripe, never deadlock as long as no one holds two guards).
+    pub async fn lock(&self, bare: &BareJid) -> MutexGuard<'_, ()> {
+        let h = self.hasher.hash_one(bare);
+        let i = usize::try_from(h % LOCK_STRIPES as u64).unwrap_or(0);
+        self.locks
+            .get(i)
+            .unwrap_or(&self.fallback_lock)
+            .lock()
+            .await
+    }
+
+    /// The cached data of `bare`, if loaded.
+    pub fn cached(&self, bare: &BareJid) -> Option<Arc<Account>> {
+        self.accounts.get(bare).map(|a| a.value().clone())
+    }
+
+    /// The data of `bare`: cached, or loaded from the store (and cached if the account has
+    /// sessions). Takes the account's lock to load.
+    pub async fn account(&self, core: &Core, bare: &BareJid) -> Result<Arc<Account>, StoreError> {
+        if let Some(a) = self.cached(bare) {
+            return Ok(a);
+        }
+        let _g = self.lock(bare).await;
+        self.account_locked(core, bare).await
+    }
+
+    /// [`Im::account`] for a caller that holds the account's lock.
+    pub async fn account_locked(
+        &self,
+        core: &Core,
+        bare: &BareJid,
+    ) -> Result<Arc<Account>, StoreError> {
+        if let Some(a) = self.cached(bare) {
+            return Ok(a);
+        }
+        let (domain, user) = store_key(bare)?;
+        let store = core.store();
+        let roster = store.rosters().load(domain, user).await?;
+        let pending = store.rosters().pending_in(domain, user).await?;
+        let blocked = store.blocking().list(domain, user).await?;
+        let mut cache = RosterCache {
+            ver: roster.ver,
+            items: HashMap::with_capacity(roster.items.len()),
+            pending_in: HashSet::new(),
+        };
+        for item in roster.items {
+            match BareJid::parse(&item.contact) {
+                Ok(j) => {
+                    cache.items.insert(j, item);
+                }
+                Err(_) => tracing::warn!(contact = %item.contact, "unparsable roster contact"),
+            }
+        }
+        for p in pending {
+            if let Ok(j) = BareJid::parse(&p.contact) {
+                cache.pending_in.insert(j);
+            }
+        }
+        let account = Arc::new(Account {
+            roster: RwLock::new(cache),
+            blocked: RwLock::new(blocked.into_iter().collect()),
+        });
+        if !core.sessions_of(bare).is_empty() {
+            self.accounts.insert(bare.clone(), account.clone());
+        }
+        Ok(account)
+    }
+
+    /// Drops the cache of `bare` if it has no session left.
+    pub async fn evict_if_offline(&self, core: &Core, bare: &BareJid) {
+        let _g = self.lock(bare).await;
+        if core.sessions_of(bare).is_empty() {
+            self.accounts.remove(bare);
+        }
+    }
+
+    // ---- roster reads and writes ---------------------------------------------------------
+
+    /// One roster item of `owner` (cache or store).
+    pub async fn roster_item(
+        &self,
+        core: &Core,
+        owner: &BareJid,
+        contact: &BareJid,
+    ) -> Result<Option<RosterItem>, StoreError> {
+        if let Some(a) = self.cached(owner) {
+            return Ok(read(&a.roster).items.get(contact).cloned());
+        }
+        let (domain, user) = store_key(owner)?;
+        core.store()
+            .rosters()
+            .get(domain, user, contact.as_str())
+            .await
+    }
+
+    /// Whether `owner` has a stored inbound request from `contact` (cache or store).
+    pub async fn has_pending_in(
+        &self,
+        core: &Core,
+        owner: &BareJid,
+        contact: &BareJid,
+    ) -> Result<bool, StoreError> {
+        if let Some(a) = self.cached(owner) {
+            return Ok(read(&a.roster).pending_in.contains(contact));
+        }
+        let (domain, user) = store_key(owner)?;
+        core.store()
+            .rosters()
+            .has_pending_in(domain, user, contact.as_str())
+            .await
+    }
+
+    /// Stores `item` in `owner`'s roster (caller holds the lock); returns it with its version.
+    pub async fn roster_put(
+        &self,
+        core: &Core,
+        owner: &BareJid,
+        contact: &BareJid,
+        mut item: RosterItem,
+    ) -> Result<RosterItem, StoreError> {
+        let (domain, user) = store_key(owner)?;
+        item.contact = contact.as_str().to_string();
+        let ver = core.store().rosters().put(domain, user, &item).await?;
+        item.ver = ver;
+        if let Some(a) = self.cached(owner) {
+            let mut r = write(&a.roster);
+            r.ver = ver;
+            r.items.insert(contact.clone(), item.clone());
+        }
+        Ok(item)
+    }
+
+    /// Removes `contact` from `owner`'s roster (caller holds the lock); the new version, or
+    /// `None` if it was not there.
+    pub async fn roster_remove(
+        &self,
+        core: &Core,
+        owner: &BareJid,
+        contact: &BareJid,
+    ) -> Result<Option<i64>, StoreError> {
+        let (domain, user) = store_key(owner)?;
+        let ver = core
+            .store()
+            .rosters()
+            .remove(domain, user, contact.as_str())
+            .await?;
+        if let (Some(v), Some(a)) = (ver, self.cached(owner)) {
+            let mut r = write(&a.roster);
+            r.ver = v;
+            r.items.remove(contact);
+        }
+        Ok(ver)
+    }
+
+    /// Records (`Some(stanza)`) or forgets (`None`) the inbound request from `contact`
+    /// (caller holds the lock). Returns whether one was stored before.
+    pub async fn set_pending_in(
+        &self,
+        core: &Core,
+        owner: &BareJid,
+        contact: &BareJid,
+        stanza: Option<&Stanza>,
+    ) -> Result<bool, StoreError> {
+        let (domain, user) = store_key(owner)?;
+        let rosters = core.store().rosters();
+        let had = match stanza {
+            Some(s) => {
+                let xml = String::from_utf8_lossy(&s.to_bytes()).into_owned();
+                let had = self.has_pending_in(core, owner, contact).await?;
+                rosters
+                    .set_pending_in(domain, user, contact.as_str(), &xml)
+                    .await?;
+                had
+            }
+            None => {
+                rosters
+                    .remove_pending_in(domain, user, contact.as_str())
+                    .await?
+            }
+        };
+        if let Some(a) = self.cached(owner) {
+            let mut r = write(&a.roster);
+            if stanza.is_some() {
+                r.pending_in.insert(contact.clone());
+            } else {
+                r.pending_in.remove(contact);
+            }
+        }
+        Ok(had)
+    }
+
+    // ---- sessions ------------------------------------------------------------------------
+
+    /// Creates the state of a newly bound session.
+    pub fn session_bound(&self, jid: &Jid) {
+        self.sessions.insert(jid.clone(), SessionState::default());
+    }
+
+    /// Removes and returns the state of an ended session.
+    pub fn session_closed(&self, jid: &Jid) -> Option<SessionState> {
+        self.sessions.remove(jid).map(|(_, s)| s)
+    }
+
+    /// Reads a session's state.
+    pub fn session<R>(&self, jid: &Jid, f: impl FnOnce(&SessionState) -> R) -> Option<R> {
+        self.sessions.get(jid).map(|s| f(s.value()))
+    }
+
+    /// Changes a session's state (no-op for an unknown session).
+    pub fn session_mut<R>(&self, jid: &Jid, f: impl FnOnce(&mut SessionState) -> R) -> Option<R> {
+        self.sessions.get_mut(jid).map(|mut s| f(s.value_mut()))
+    }
+
+    /// The sessions of `bare` that requested the roster.
+    pub fn interested(&self, core: &Core, bare: &BareJid) -> Vec<SessionHandle> {
+        core.sessions_of(bare)
+            .into_iter()
+            .filter(|(h, _)| self.session(h.jid(), |s| s.interested).unwrap_or(false))
+            .map(|(h, _)| h)
+            .collect()
+    }
+
+    /// The available sessions of `bare` with their last presence.
+    pub fn available(&self, core: &Core, bare: &BareJid) -> Vec<(SessionHandle, Stanza)> {
+        core.sessions_of(bare)
+            .into_iter()
+            .filter_map(|(h, _)| {
+                let p = self.session(h.jid(), |s| s.presence.clone()).flatten()?;
+                Some((h, p))
+            })
+            .collect()
+    }
+
+    /// The sessions of `bare` that satisfy `pred`.
+    pub fn sessions_where(
+        &self,
+        core: &Core,
+        bare: &BareJid,
+        pred: impl Fn(&SessionState) -> bool,
+    ) -> Vec<SessionHandle> {
+        core.sessions_of(bare)
+            .into_iter()
+            .filter(|(h, _)| self.session(h.jid(), &pred).unwrap_or(false))
+            .map(|(h, _)| h)
+            .collect()
+    }
+}
+
+/// Reads a lock, recovering from poisoning (a panic elsewhere must not wedge the server).
+pub fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes a lock, recovering from poisoning.
+pub fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,116 @@
+//! XEP-0191 block lists: per account, the JIDs (full, bare, domain or domain/resource, as
+//! normalized strings) whose stanzas the server drops or bounces.
+
+use crate::db::with_pool;
+use crate::{Store, StoreError};
+
+/// The block lists of every account, from [`Store::blocking`].
+#[derive(Clone, Copy, Debug)]
+pub struct Blocking<'a> {
+    store: &'a Store,
+}
+
+impl<'a> Blocking<'a> {
+    /// The block lists of `store`.
+    pub(crate) fn new(store: &'a Store) -> Blocking<'a> {
+        Blocking { store }
+    }
+
+    /// The block list of `username@domain`, sorted.
+    pub async fn list(&self, domain: &str, username: &str) -> Result<Vec<String>, StoreError> {
+        let rows = with_pool!(self.store, pool => {
+            sqlx::query_scalar(
+                "SELECT jid FROM blocklist WHERE domain = $1 AND username = $2 ORDER BY jid",
+            )
+            .bind(domain)
+            .bind(username)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Whether any of `jids` is on the block list of `username@domain`.
+    pub async fn any_blocked(
+        &self,
+        domain: &str,
+        username: &str,
+        jids: &[&str],
+    ) -> Result<bool, StoreError> {
+        for jid in jids {
+            let found: Option<String> = with_pool!(self.store, pool => {
+                sqlx::query_scalar(
+                    "SELECT jid FROM blocklist WHERE domain = $1 AND username = $2 AND jid = $3",
+                )
+                .bind(domain)
+                .bind(username)
+                .bind(*jid)
+                .fetch_optional(pool)
+                .await?
+            });
+            if found.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Adds `jids` (already present ones are kept), in one transaction.
+    pub async fn add(
+        &self,
+        domain: &str,
+        username: &str,
+        jids: &[String],
+    ) -> Result<(), StoreError> {
+        with_pool!(self.store, pool => {
+            let mut tx = pool.begin().await?;
+            for jid in jids {
+                sqlx::query(
+                    "INSERT INTO blocklist (domain, username, jid) VALUES ($1, $2, $3) \
+                     ON CONFLICT (domain, username, jid) DO NOTHING",
+                )
+                .bind(domain)
+                .bind(username)
+                .bind(jid.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Removes `jids`, in one transaction.
+    pub async fn remove(
+        &self,
+        domain: &str,
+        username: &str,
+        jids: &[String],
+    ) -> Result<(), StoreError> {
+        with_pool!(self.store, pool => {
+            let mut tx = pool.begin().await?;
+            for jid in jids {
+                sqlx::query("DELETE FROM blocklist WHERE domain = $1 AND username = $2 AND jid = $3")
+                    .bind(domain)
+                    .bind(username)
+                    .bind(jid.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Empties the block list of `username@domain`.
+    pub async fn clear(&self, domain: &str, username: &str) -> Result<(), StoreError> {
+        with_pool!(self.store, pool => {
+            sqlx::query("DELETE FROM blocklist WHERE domain = $1 AND username = $2")
+                .bind(domain)
+                .bind(username)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}

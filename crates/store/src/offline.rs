@@ -1,0 +1,136 @@
+//! XEP-0160 offline messages: stanzas kept for an account until it next comes online, oldest
+//! first, with a per-account cap enforced at insert.
+
+use crate::db::with_pool;
+use crate::{now_unix, Store, StoreError};
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineMessage {
+    /// Row id, to delete it once delivered.
+    pub id: i64,
+    /// The stanza as serialized XML.
+    pub stanza: String,
+    /// When it was stored (Unix seconds).
+    pub created_at: i64,
+}
+
+/// The offline messages of every account, from [`Store::offline`].
+#[derive(Clone, Copy, Debug)]
+pub struct Offline<'a> {
+    store: &'a Store,
+}
+
+impl<'a> Offline<'a> {
+    /// The offline messages of `store`.
+    pub(crate) fn new(store: &'a Store) -> Offline<'a> {
+        Offline { store }
+    }
+
+    /// Number of messages stored for `username@domain`.
+    pub async fn count(&self, domain: &str, username: &str) -> Result<u64, StoreError> {
+        let n: i64 = with_pool!(self.store, pool => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM offline_messages WHERE domain = $1 AND username = $2",
+            )
+            .bind(domain)
+            .bind(username)
+            .fetch_one(pool)
+            .await?
+        });
+        u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
+    }
+
+    /// Stores `stanza` for `username@domain` unless `max` messages are stored already;
+    /// returns whether it was stored (committed when this returns `true`). Callers serialize
+    /// pushes to one account so the cap is exact.
+    pub async fn push(
+        &self,
+        domain: &str,
+        username: &str,
+        stanza: &str,
+        max: u64,
+    ) -> Result<bool, StoreError> {
+        let now = now_unix();
+        let stored = with_pool!(self.store, pool => {
+            let mut tx = pool.begin().await?;
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM offline_messages WHERE domain = $1 AND username = $2",
+            )
+            .bind(domain)
+            .bind(username)
+            .fetch_one(&mut *tx)
+            .await?;
+            if u64::try_from(n).unwrap_or(u64::MAX) >= max {
+                false
+            } else {
+                sqlx::query(
+                    "INSERT INTO offline_messages (domain, username, stanza, created_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(domain)
+                .bind(username)
+                .bind(stanza)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                true
+            }
+        });
+        Ok(stored)
+    }
+
+    /// Up to `limit` messages of `username@domain`, oldest first.
+    pub async fn list(
+        &self,
+        domain: &str,
+        username: &str,
+        limit: u64,
+    ) -> Result<Vec<OfflineMessage>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, String, i64)> = with_pool!(self.store, pool => {
+            sqlx::query_as(
+                "SELECT id, stanza, created_at FROM offline_messages \
+                 WHERE domain = $1 AND username = $2 ORDER BY id LIMIT $3",
+            )
+            .bind(domain)
+            .bind(username)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, stanza, created_at)| OfflineMessage {
+                id,
+                stanza,
+                created_at,
+            })
+            .collect())
+    }
+
+    /// Deletes the messages `ids` of `username@domain` (once delivered).
+    pub async fn delete(
+        &self,
+        domain: &str,
+        username: &str,
+        ids: &[i64],
+    ) -> Result<(), StoreError> {
+        with_pool!(self.store, pool => {
+            let mut tx = pool.begin().await?;
+            for id in ids {
+                sqlx::query(
+                    "DELETE FROM offline_messages WHERE domain = $1 AND username = $2 AND id = $3",
+                )
+                .bind(domain)
+                .bind(username)
+                .bind(*id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,152 @@
+//! Small per-account documents: XEP-0054 vCards, XEP-0049 private XML (keyed by element name
+//! and namespace) and XEP-0012 last activity (time and status of the last logout).
+
+use crate::db::with_pool;
+use crate::{Store, StoreError};
+
+/// vCards, private XML and last activity of every account, from [`Store::userdata`].
+#[derive(Clone, Copy, Debug)]
+pub struct UserData<'a> {
+    store: &'a Store,
+}
+
+/// The last logout of an account (XEP-0012).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastActivity {
+    /// When (Unix seconds).
+    pub at: i64,
+    /// The status text of the last unavailable presence (may be empty).
+    pub status: String,
+}
+
+impl<'a> UserData<'a> {
+    /// The documents of `store`.
+    pub(crate) fn new(store: &'a Store) -> UserData<'a> {
+        UserData { store }
+    }
+
+    /// The vCard of `username@domain` (serialized XML), if one was stored.
+    pub async fn vcard(&self, domain: &str, username: &str) -> Result<Option<String>, StoreError> {
+        let v = with_pool!(self.store, pool => {
+            sqlx::query_scalar("SELECT xml FROM vcards WHERE domain = $1 AND username = $2")
+                .bind(domain)
+                .bind(username)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(v)
+    }
+
+    /// Replaces the vCard of `username@domain`.
+    pub async fn set_vcard(
+        &self,
+        domain: &str,
+        username: &str,
+        xml: &str,
+    ) -> Result<(), StoreError> {
+        with_pool!(self.store, pool => {
+            sqlx::query(
+                "INSERT INTO vcards (domain, username, xml) VALUES ($1, $2, $3) \
+                 ON CONFLICT (domain, username) DO UPDATE SET xml = $3",
+            )
+            .bind(domain)
+            .bind(username)
+            .bind(xml)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The private XML element `name` in namespace `ns` of `username@domain`.
+    pub async fn private(
+        &self,
+        domain: &str,
+        username: &str,
+        name: &str,
+        ns: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let v = with_pool!(self.store, pool => {
+            sqlx::query_scalar(
+                "SELECT xml FROM private_storage \
+                 WHERE domain = $1 AND username = $2 AND name = $3 AND ns = $4",
+            )
+            .bind(domain)
+            .bind(username)
+            .bind(name)
+            .bind(ns)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(v)
+    }
+
+    /// Replaces the private XML elements `(name, ns, xml)` of `username@domain`, in one
+    /// transaction.
+    pub async fn set_private(
+        &self,
+        domain: &str,
+        username: &str,
+        docs: &[(String, String, String)],
+    ) -> Result<(), StoreError> {
+        with_pool!(self.store, pool => {
+            let mut tx = pool.begin().await?;
+            for (name, ns, xml) in docs {
+                sqlx::query(
+                    "INSERT INTO private_storage (domain, username, name, ns, xml) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (domain, username, name, ns) DO UPDATE SET xml = $5",
+                )
+                .bind(domain)
+                .bind(username)
+                .bind(name.as_str())
+                .bind(ns.as_str())
+                .bind(xml.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The last logout of `username@domain`, if recorded.
+    pub async fn last_activity(
+        &self,
+        domain: &str,
+        username: &str,
+    ) -> Result<Option<LastActivity>, StoreError> {
+        let row: Option<(i64, String)> = with_pool!(self.store, pool => {
+            sqlx::query_as(
+                "SELECT at, status FROM last_activity WHERE domain = $1 AND username = $2",
+            )
+            .bind(domain)
+            .bind(username)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(|(at, status)| LastActivity { at, status }))
+    }
+
+    /// Records the last logout of `username@domain`.
+    pub async fn set_last_activity(
+        &self,
+        domain: &str,
+        username: &str,
+        last: &LastActivity,
+    ) -> Result<(), StoreError> {
+        with_pool!(self.store, pool => {
+            sqlx::query(
+                "INSERT INTO last_activity (domain, username, at, status) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (domain, username) DO UPDATE SET at = $3, status = $4",
+            )
+            .bind(domain)
+            .bind(username)
+            .bind(last.at)
+            .bind(last.status.as_str())
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! Block lists, offline messages and per-account documents, on every backend (see
+//! `common/mod.rs`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use common::{backends, creds};
+use rookery_store::userdata::LastActivity;
+
+#[tokio::test]
+async fn blocklist_add_remove_clear() {
+    for b in backends("blocklist").await {
+        let d = b.domain.as_str();
+        b.store
+            .accounts()
+            .create(d, "juliet", creds())
+            .await
+            .unwrap();
+        let bl = b.store.blocking();
+        assert!(bl.list(d, "juliet").await.unwrap().is_empty());
+        bl.add(
+            d,
+            "juliet",
+            &["tybalt@x".into(), "x".into(), "tybalt@x".into()],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            bl.list(d, "juliet").await.unwrap(),
+            vec!["tybalt@x", "x"],
+            "{}",
+            b.name
+        );
+        assert!(bl.any_blocked(d, "juliet", &["a@b/c", "x"]).await.unwrap());
+        assert!(!bl
+            .any_blocked(d, "juliet", &["a@b/c", "a@b"])
+            .await
+            .unwrap());
+        bl.remove(d, "juliet", &["x".into(), "nobody".into()])
+            .await
+            .unwrap();
+        assert_eq!(bl.list(d, "juliet").await.unwrap(), vec!["tybalt@x"]);
+        bl.clear(d, "juliet").await.unwrap();
+        assert!(bl.list(d, "juliet").await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn offline_cap_order_and_delete() {
+    for b in backends("offline").await {
+        let d = b.domain.as_str();
+        b.store
+            .accounts()
+            .create(d, "juliet", creds())
+            .await
+            .unwrap();
+        let o = b.store.offline();
+        assert_eq!(o.count(d, "juliet").await.unwrap(), 0);
+        for i in 0..3 {
+            assert!(o.push(d, "juliet", &format!("<m{i}/>"), 3).await.unwrap());
+        }
+        assert!(
+            !o.push(d, "juliet", "<m3/>", 3).await.unwrap(),
+            "{}",
+            b.name
+        );
+        assert_eq!(o.count(d, "juliet").await.unwrap(), 3);
+        let all = o.list(d, "juliet", 100).await.unwrap();
+        assert_eq!(
+            all.iter().map(|m| m.stanza.as_str()).collect::<Vec<_>>(),
+            vec!["<m0/>", "<m1/>", "<m2/>"]
+        );
+        assert_eq!(o.list(d, "juliet", 2).await.unwrap().len(), 2);
+        o.delete(d, "juliet", &[all[0].id, all[1].id])
+            .await
+            .unwrap();
+        let rest = o.list(d, "juliet", 100).await.unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].stanza, "<m2/>");
+        // Survives reopening the store (a restart).
+        let reopened = rookery_store::Store::open(&b.url).await.unwrap();
+        assert_eq!(reopened.offline().count(d, "juliet").await.unwrap(), 1);
+        b.store.accounts().delete(d, "juliet").await.unwrap();
+        assert_eq!(o.count(d, "juliet").await.unwrap(), 0);
+    }
+}
+
+#[tokio::test]
+async fn vcard_private_last() {
+    for b in backends("userdata").await {
+        let d = b.domain.as_str();
+        b.store
+            .accounts()
+            .create(d, "juliet", creds())
+            .await
+            .unwrap();
+        let u = b.store.userdata();
+        assert_eq!(u.vcard(d, "juliet").await.unwrap(), None);
+        u.set_vcard(d, "juliet", "<vCard xmlns='vcard-temp'/>")
+            .await
+            .unwrap();
+        u.set_vcard(d, "juliet", "<vCard xmlns='vcard-temp'><FN>J</FN></vCard>")
+            .await
+            .unwrap();
+        assert!(
+            u.vcard(d, "juliet").await.unwrap().unwrap().contains("FN"),
+            "{}",
+            b.name
+        );
+
+        assert_eq!(
+            u.private(d, "juliet", "storage", "storage:bookmarks")
+                .await
+                .unwrap(),
+            None
+        );
+        u.set_private(
+            d,
+            "juliet",
+            &[
+                ("storage".into(), "storage:bookmarks".into(), "<a/>".into()),
+                (
+                    "storage".into(),
+                    "storage:rosternotes".into(),
+                    "<b/>".into(),
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+        u.set_private(
+            d,
+            "juliet",
+            &[("storage".into(), "storage:bookmarks".into(), "<c/>".into())],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            u.private(d, "juliet", "storage", "storage:bookmarks")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("<c/>")
+        );
+        assert_eq!(
+            u.private(d, "juliet", "storage", "storage:rosternotes")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("<b/>")
+        );
+
+        assert_eq!(u.last_activity(d, "juliet").await.unwrap(), None);
+        let last = LastActivity {
+            at: 1234,
+            status: "gone".into(),
+        };
+        u.set_last_activity(d, "juliet", &last).await.unwrap();
+        u.set_last_activity(d, "juliet", &LastActivity { at: 1300, ..last })
+            .await
+            .unwrap();
+        assert_eq!(
+            u.last_activity(d, "juliet").await.unwrap().unwrap().at,
+            1300
+        );
+    }
+}

@@ -1,0 +1,2 @@
+//! Pubsub benchmarks (filled in below).
+fn main() {}

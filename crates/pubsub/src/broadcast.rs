@@ -1,0 +1,327 @@
+//! Delivery of event notifications (XEP-0060 §7.1.2, §7.2.2, §8.2.5.3, §8.4.2, §8.5.2),
+//! injected into the engine (design.md point 9).
+//!
+//! The engine decides *what* happened and *who subscribed*; a [`Broadcaster`] delivers. The
+//! service uses [`CoreBroadcaster`]; PEP wraps it to add the contacts whose entity
+//! capabilities show interest (`+notify`, XEP-0163 §4.3).
+//!
+//! # Serialize once
+//! A notification goes to many recipients that differ only in `to`. [`Template`] serializes
+//! the message (event and payload) once, without `to`; each recipient costs one copy of those
+//! bytes with its `to` spliced in, and the resources of one bare JID share one buffer. SubID
+//! headers (XEP-0131) are added only for a recipient holding several subscriptions (§12.?
+//! "Multiple subscriptions"): it alone gets its own template.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+
+use async_trait::async_trait;
+use bytes::{BufMut, Bytes, BytesMut};
+use rookery_core::Core;
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::Stanza;
+use rookery_xml::{escape_into, Element, CONTENT_NS};
+
+use crate::config::{AccessModel, NotificationType};
+use crate::ns;
+
+/// What an event notification reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Published items.
+    Items,
+    /// Retracted items.
+    Retract,
+    /// All items purged.
+    Purge,
+    /// The node was deleted.
+    Delete,
+    /// The configuration changed.
+    Configuration,
+    /// A subscription changed (to the subscriber on approval, to owners with `notify_sub`).
+    Subscription,
+}
+
+/// One recipient of a notification: a subscribed JID and, when it holds several
+/// subscriptions, their SubIDs (carried in SHIM headers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// Where to send.
+    pub jid: Jid,
+    /// SubIDs to list in headers; empty when the JID has one subscription.
+    pub subids: Vec<String>,
+}
+
+/// The access facts of a node at the time of an event, for broadcasters that add
+/// recipients of their own (PEP) and must not widen access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessSnapshot {
+    /// The node's access model.
+    pub model: AccessModel,
+    /// Its allowed roster groups.
+    pub roster_groups: Vec<String>,
+    /// Bare JIDs affiliated as owner, publisher or member.
+    pub members: Vec<BareJid>,
+    /// Bare JIDs affiliated as outcast.
+    pub outcasts: Vec<BareJid>,
+    /// Bare JIDs with an approved subscription.
+    pub subscribed: Vec<BareJid>,
+}
+
+/// One event, built once by the engine.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    /// The service (its domain, or the PEP account).
+    pub service: BareJid,
+    /// The node.
+    pub node: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// The `<event xmlns='…pubsub#event'/>` child.
+    pub event: Element,
+    /// The message `type`.
+    pub message_type: NotificationType,
+    /// Subscribers to notify (after `pubsub#deliver` and state filtering).
+    pub recipients: Vec<Recipient>,
+    /// Access facts of the node.
+    pub access: AccessSnapshot,
+}
+
+/// A notification message serialized once: `to` is spliced in per recipient.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// Everything after `<message to="…"`.
+    rest: Bytes,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh id for a server-generated message.
+pub fn message_id() -> String {
+    format!("ps-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Template {
+    /// The message `from` `from`, of `kind`, with `id`, carrying `payload` (and SubID headers
+    /// when `subids` has more than one).
+    pub fn new(from: &str, kind: &str, id: &str, payload: &Element, subids: &[String]) -> Template {
+        let mut msg = Element::new("message", CONTENT_NS)
+            .with_attr("from", from)
+            .with_attr("type", kind)
+            .with_attr("id", id)
+            .with_child(payload.clone());
+        if subids.len() > 1 {
+            let mut h = Element::new("headers", ns::SHIM);
+            for s in subids {
+                h.push_child(
+                    Element::new("header", ns::SHIM)
+                        .with_attr("name", "SubID")
+                        .with_text(s.clone()),
+                );
+            }
+            msg.push_child(h);
+        }
+        let bytes = msg.to_bytes();
+        // `<message` is always written first (the element is in the stream namespace).
+        let rest = bytes.get(b"<message".len()..).unwrap_or_default();
+        Template {
+            rest: Bytes::copy_from_slice(rest),
+        }
+    }
+
+    /// The message for `to`.
+    pub fn render(&self, to: &str) -> Bytes {
+        let mut buf = BytesMut::with_capacity(self.rest.len() + to.len() + 16);
+        buf.put_slice(b"<message to=\"");
+        let mut esc = Vec::with_capacity(to.len());
+        escape_into(&mut esc, to, true);
+        buf.put_slice(&esc);
+        buf.put_u8(b'"');
+        buf.put_slice(&self.rest);
+        buf.freeze()
+    }
+
+    /// The message for `to` as a stanza (for routing beyond local sessions).
+    pub fn stanza(&self, to: &str) -> Option<Stanza> {
+        let el = crate::xml::parse(std::str::from_utf8(&self.render(to)).ok()?)?;
+        Stanza::from_element(el).ok()
+    }
+}
+
+/// Delivers notifications and single messages for the engine.
+#[async_trait]
+pub trait Broadcaster: Send + Sync + 'static {
+    /// Delivers a notification to its recipients (and whoever else this broadcaster adds).
+    async fn broadcast(&self, n: &Notification);
+
+    /// Sends one message (approval requests, the last item to a new subscriber).
+    async fn send(&self, stanza: Stanza);
+}
+
+/// A broadcaster that drops everything (tests of the engine alone).
+#[derive(Debug, Default)]
+pub struct Discard;
+
+#[async_trait]
+impl Broadcaster for Discard {
+    async fn broadcast(&self, _n: &Notification) {}
+    async fn send(&self, _stanza: Stanza) {}
+}
+
+/// Delivers through the router: local sessions directly from shared bytes, everything else
+/// (remote JIDs, `normal` messages to offline accounts) through [`Core::route`].
+#[derive(Default)]
+pub struct CoreBroadcaster {
+    core: OnceLock<Weak<Core>>,
+}
+
+impl std::fmt::Debug for CoreBroadcaster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreBroadcaster").finish_non_exhaustive()
+    }
+}
+
+impl CoreBroadcaster {
+    /// A broadcaster to attach once the core is built.
+    pub fn new() -> CoreBroadcaster {
+        CoreBroadcaster::default()
+    }
+
+    /// Connects it to the core (the first call wins). A weak reference: the core owns the
+    /// routes that own this broadcaster.
+    pub fn attach(&self, core: &Arc<Core>) {
+        let _ = self.core.set(Arc::downgrade(core));
+    }
+
+    /// The core, while it lives.
+    pub fn core(&self) -> Option<Arc<Core>> {
+        self.core.get().and_then(Weak::upgrade)
+    }
+
+    /// Delivers `template` to each of `targets` (a target with SubIDs gets its own copy with
+    /// headers). `from` is the notifying service.
+    pub async fn deliver(
+        &self,
+        from: &str,
+        n: &Notification,
+        template: &Template,
+        id: &str,
+        targets: &[Recipient],
+    ) {
+        let Some(core) = self.core() else { return };
+        for r in targets {
+            if r.subids.len() > 1 {
+                let t = Template::new(from, n.message_type.as_str(), id, &n.event, &r.subids);
+                deliver_one(&core, &t, &r.jid, n.message_type).await;
+            } else {
+                deliver_one(&core, template, &r.jid, n.message_type).await;
+            }
+        }
+    }
+}
+
+/// Sends `t` to `to`: a local full JID to its session, a local bare JID to its available
+/// resources of non-negative priority (RFC 6121 §8.5.2.1.1 for headlines), anything else
+/// through the router.
+pub async fn deliver_one(core: &Arc<Core>, t: &Template, to: &Jid, kind: NotificationType) {
+    if core.is_local_domain(to.domain()) && to.local().is_some() {
+        if to.is_full() {
+            if let Some(s) = core.session(to) {
+                s.send(t.render(to.as_str()));
+            }
+            return;
+        }
+        let sessions = core.sessions_of(&to.to_bare());
+        let available: Vec<_> = sessions
+            .into_iter()
+            .filter(|(_, p)| p.is_some_and(|p| p >= 0))
+            .collect();
+        if !available.is_empty() || kind == NotificationType::Headline {
+            let bytes = t.render(to.as_str());
+            for (s, _) in available {
+                s.send(bytes.clone());
+            }
+            return;
+        }
+    }
+    if let Some(stanza) = t.stanza(to.as_str()) {
+        core.route(stanza).await;
+    }
+}
+
+#[async_trait]
+impl Broadcaster for CoreBroadcaster {
+    async fn broadcast(&self, n: &Notification) {
+        let from = n.service.as_str();
+        let id = message_id();
+        let template = Template::new(from, n.message_type.as_str(), &id, &n.event, &[]);
+        self.deliver(from, n, &template, &id, &n.recipients).await;
+    }
+
+    async fn send(&self, stanza: Stanza) {
+        if let Some(core) = self.core() {
+            core.route(stanza).await;
+        }
+    }
+}
+
+/// Groups subscriptions by JID: one recipient per JID, with SubIDs when it has several.
+pub fn recipients<'a>(subs: impl Iterator<Item = (&'a Jid, &'a str)>) -> Vec<Recipient> {
+    let mut order: Vec<Jid> = Vec::new();
+    let mut by: HashMap<Jid, Vec<String>> = HashMap::new();
+    for (jid, subid) in subs {
+        let e = by.entry(jid.clone()).or_insert_with(|| {
+            order.push(jid.clone());
+            Vec::new()
+        });
+        e.push(subid.to_string());
+    }
+    order
+        .into_iter()
+        .map(|jid| {
+            let subids = by.remove(&jid).unwrap_or_default();
+            Recipient {
+                jid,
+                subids: if subids.len() > 1 { subids } else { Vec::new() },
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn template_splices_to() {
+        let ev = Element::new("event", ns::EVENT)
+            .with_child(Element::new("items", ns::EVENT).with_attr("node", "n"));
+        let t = Template::new("pubsub.example.org", "headline", "x1", &ev, &[]);
+        let a = t.render("a@example.org/r\"");
+        let s = std::str::from_utf8(&a).unwrap();
+        assert_eq!(
+            s,
+            "<message to=\"a@example.org/r&quot;\" from=\"pubsub.example.org\" type=\"headline\" \
+             id=\"x1\"><event xmlns=\"http://jabber.org/protocol/pubsub#event\"><items node=\"n\"/>\
+             </event></message>"
+        );
+        let st = t.stanza("b@example.org").unwrap();
+        assert_eq!(st.to().unwrap().as_str(), "b@example.org");
+        let h = Template::new("p", "headline", "x2", &ev, &["1".into(), "2".into()]);
+        let s = String::from_utf8(h.render("c@d").to_vec()).unwrap();
+        assert!(s.contains("<header name=\"SubID\">1</header><header name=\"SubID\">2</header>"));
+    }
+
+    #[test]
+    fn recipients_group_subids() {
+        let a = Jid::parse("a@x").unwrap();
+        let b = Jid::parse("b@x/r").unwrap();
+        let r = recipients([(&a, "1"), (&b, "2"), (&a, "3")].into_iter());
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].jid, a);
+        assert_eq!(r[0].subids, ["1", "3"]);
+        assert!(r[1].subids.is_empty());
+    }
+}

@@ -1,0 +1,1645 @@
+//! The node engine: every use case of XEP-0060 §5–§8 as a method, independent of the wire.
+//!
+//! One [`Engine`] serves one kind of service ([`Profile`]): the pubsub component, or PEP for
+//! all accounts (XEP-0163, where each account's bare JID is a service). Store, broadcaster and
+//! access policy are injected (design.md point 9).
+//!
+//! # State and ordering
+//! A service's nodes (configuration, affiliations, subscriptions, item count, last item) are
+//! loaded from the store on first use and kept in memory; items stay in the store. Each node
+//! sits behind its own async mutex: operations on one node run one at a time, in order —
+//! a publication is committed to the store, then its notification is handed to the
+//! broadcaster, then the caller gets its result — so notifications of one node leave in the
+//! order the publications were acknowledged. Different nodes never wait for each other.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use rand::Rng;
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::Stanza;
+use rookery_xml::Element;
+use tokio::sync::{Mutex, OnceCell, RwLock};
+
+use crate::broadcast::{
+    message_id, recipients, AccessSnapshot, Broadcaster, EventKind, Notification, Template,
+};
+use crate::config::{
+    AccessModel, CreatePolicy, NodeConfig, Profile, PublishModel, SendLast, ServiceKind,
+};
+use crate::error::PubsubError;
+use crate::form::{Field, Form};
+use crate::model::{Affiliation, Item, SubOptions, SubState, Subscription};
+use crate::ns;
+use crate::policy::AccessPolicy;
+use crate::store::NodeStore;
+
+type Result<T> = std::result::Result<T, PubsubError>;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Longest NodeID accepted, in bytes.
+const MAX_NODE_ID: usize = 1024;
+/// Longest ItemID accepted, in bytes.
+const MAX_ITEM_ID: usize = 1024;
+/// Most item ids listed by disco#items on a node.
+const MAX_DISCO_ITEMS: u64 = 1000;
+
+/// 16 random bytes in hex: ItemIDs, SubIDs and instant NodeIDs (§7.1.1, §6.1.6, §8.1.2).
+pub fn random_id() -> String {
+    let b: [u8; 16] = rand::thread_rng().gen();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[derive(Debug, Clone)]
+enum LastItem {
+    /// Not read from the store yet.
+    Unknown,
+    None,
+    Some(Box<Item>),
+}
+
+/// A node in memory.
+#[derive(Debug)]
+struct Node {
+    name: String,
+    config: NodeConfig,
+    created_at: i64,
+    affiliations: HashMap<BareJid, Affiliation>,
+    subs: Vec<Subscription>,
+    item_count: u64,
+    next_seq: i64,
+    last_item: LastItem,
+    /// Set when the node is deleted while someone still holds it.
+    deleted: bool,
+}
+
+type NodeCell = Arc<Mutex<Node>>;
+
+/// The nodes of one service.
+#[derive(Debug, Default)]
+struct Service {
+    nodes: RwLock<BTreeMap<String, NodeCell>>,
+}
+
+/// A subscription as reported to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionInfo {
+    /// The node.
+    pub node: String,
+    /// The subscribed JID.
+    pub jid: Jid,
+    /// Its state.
+    pub state: SubState,
+    /// Its SubID.
+    pub subid: String,
+}
+
+/// What a subscription request produced.
+#[derive(Debug, Clone)]
+pub struct SubscribeOutcome {
+    /// The subscription (new or existing).
+    pub subscription: SubscriptionInfo,
+    /// The last published item, to send after the IQ result (§6.1.7), if configured.
+    pub last_item: Option<Stanza>,
+}
+
+/// Node meta-data for disco#info (§5.4).
+#[derive(Debug, Clone)]
+pub struct NodeMeta {
+    /// The configuration.
+    pub config: NodeConfig,
+    /// Owners.
+    pub owners: Vec<BareJid>,
+    /// Publishers.
+    pub publishers: Vec<BareJid>,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at: i64,
+    /// Number of approved subscriptions.
+    pub num_subscribers: usize,
+}
+
+/// A change an owner makes to a subscription (§8.8.2).
+#[derive(Debug, Clone)]
+pub struct SubscriptionChange {
+    /// The subscriber.
+    pub jid: Jid,
+    /// The new state; `None` removes.
+    pub state: Option<SubState>,
+    /// Which subscription, when the JID has several.
+    pub subid: Option<String>,
+}
+
+/// An item retrieval request (§6.5).
+#[derive(Debug, Clone, Default)]
+pub struct ItemsQuery {
+    /// `max_items`: the newest N.
+    pub max: Option<u64>,
+    /// Specific ItemIDs.
+    pub ids: Vec<String>,
+    /// The SubID the request names.
+    pub subid: Option<String>,
+}
+
+/// A publication request (§7.1).
+#[derive(Debug, Clone, Default)]
+pub struct PublishRequest {
+    /// The node (`None`: missing NodeID).
+    pub node: Option<String>,
+    /// Whether an `<item/>` was present.
+    pub has_item: bool,
+    /// The ItemID, if the publisher chose one.
+    pub item_id: Option<String>,
+    /// The payload.
+    pub payload: Option<Element>,
+    /// publish-options (§7.1.5).
+    pub options: Option<Form>,
+}
+
+/// Formats seconds since the epoch as XEP-0082 DateTime (UTC).
+pub fn datetime(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
+fn item_element(item: &Item, with_payload: bool, ns_: &str) -> Element {
+    let mut el = Element::new("item", ns_).with_attr("id", item.id.clone());
+    if with_payload {
+        if let Some(p) = &item.payload {
+            el.push_child(p.clone());
+        }
+    }
+    el
+}
+
+/// `<event><items node='…'>…</items></event>`.
+pub fn items_event(node: &str, items: &[Item], with_payload: bool) -> Element {
+    let mut list = Element::new("items", ns::EVENT).with_attr("node", node);
+    for i in items {
+        list.push_child(item_element(i, with_payload, ns::EVENT));
+    }
+    Element::new("event", ns::EVENT).with_child(list)
+}
+
+fn event(child: Element) -> Element {
+    Element::new("event", ns::EVENT).with_child(child)
+}
+
+impl Node {
+    fn from_stored(s: crate::store::StoredNode) -> Node {
+        Node {
+            name: s.name,
+            config: s.config,
+            created_at: s.created_at,
+            affiliations: s.affiliations.into_iter().collect(),
+            subs: s.subscriptions,
+            item_count: s.item_count,
+            next_seq: s.max_seq + 1,
+            last_item: if s.item_count == 0 {
+                LastItem::None
+            } else {
+                LastItem::Unknown
+            },
+            deleted: false,
+        }
+    }
+
+    /// Approved subscriptions that want delivery, grouped by JID.
+    fn delivery_recipients(&self) -> Vec<crate::broadcast::Recipient> {
+        recipients(
+            self.subs
+                .iter()
+                .filter(|s| s.state == SubState::Subscribed && s.options.deliver)
+                .map(|s| (&s.jid, s.subid.as_str())),
+        )
+    }
+
+    fn subs_of<'a>(&'a self, jid: &'a Jid) -> impl Iterator<Item = &'a Subscription> + 'a {
+        self.subs.iter().filter(move |s| &s.jid == jid)
+    }
+
+    fn subscribed_bare(&self, bare: &BareJid) -> bool {
+        self.subs
+            .iter()
+            .any(|s| s.state == SubState::Subscribed && s.jid.bare_str() == bare.as_str())
+    }
+}
+
+/// The engine.
+pub struct Engine {
+    profile: Profile,
+    store: Arc<dyn NodeStore>,
+    broadcaster: Arc<dyn Broadcaster>,
+    policy: Arc<dyn AccessPolicy>,
+    services: DashMap<BareJid, Arc<OnceCell<Arc<Service>>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("kind", &self.profile.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine with its profile and its injected store, broadcaster and access policy.
+    pub fn new(
+        profile: Profile,
+        store: Arc<dyn NodeStore>,
+        broadcaster: Arc<dyn Broadcaster>,
+        policy: Arc<dyn AccessPolicy>,
+    ) -> Engine {
+        Engine {
+            profile,
+            store,
+            broadcaster,
+            policy,
+            services: DashMap::new(),
+        }
+    }
+
+    /// The profile.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// The broadcaster.
+    pub fn broadcaster(&self) -> &Arc<dyn Broadcaster> {
+        &self.broadcaster
+    }
+
+    fn is_pep(&self) -> bool {
+        self.profile.kind == ServiceKind::Pep
+    }
+
+    // ---- state ------------------------------------------------------------------------------
+
+    async fn service(&self, svc: &BareJid) -> Result<Arc<Service>> {
+        let cell = self
+            .services
+            .entry(svc.clone())
+            .or_insert_with(|| Arc::new(OnceCell::new()))
+            .clone();
+        let s = cell
+            .get_or_try_init(|| async {
+                let stored = self
+                    .store
+                    .load(svc.as_str(), &self.profile.defaults)
+                    .await?;
+                let mut nodes = BTreeMap::new();
+                for n in stored {
+                    nodes.insert(n.name.clone(), Arc::new(Mutex::new(Node::from_stored(n))));
+                }
+                Ok::<_, PubsubError>(Arc::new(Service {
+                    nodes: RwLock::new(nodes),
+                }))
+            })
+            .await?;
+        Ok(s.clone())
+    }
+
+    async fn node(&self, svc: &BareJid, name: &str) -> Result<NodeCell> {
+        let s = self.service(svc).await?;
+        let nodes = s.nodes.read().await;
+        nodes.get(name).cloned().ok_or(PubsubError::NodeNotFound)
+    }
+
+    /// Locks a node that exists (and was not deleted meanwhile).
+    async fn lock<'a>(cell: &'a NodeCell) -> Result<tokio::sync::MutexGuard<'a, Node>> {
+        let n = cell.lock().await;
+        if n.deleted {
+            return Err(PubsubError::NodeNotFound);
+        }
+        Ok(n)
+    }
+
+    fn affiliation(&self, svc: &BareJid, node: &Node, who: &BareJid) -> Affiliation {
+        if self.is_pep() && who == svc {
+            return Affiliation::Owner;
+        }
+        node.affiliations
+            .get(who)
+            .copied()
+            .unwrap_or(Affiliation::None)
+    }
+
+    fn owners(&self, svc: &BareJid, node: &Node) -> Vec<BareJid> {
+        let mut v: Vec<BareJid> = node
+            .affiliations
+            .iter()
+            .filter(|(_, a)| **a == Affiliation::Owner)
+            .map(|(j, _)| j.clone())
+            .collect();
+        if self.is_pep() && !v.contains(svc) {
+            v.push(svc.clone());
+        }
+        v.sort();
+        v
+    }
+
+    fn snapshot(&self, svc: &BareJid, node: &Node) -> AccessSnapshot {
+        let mut members: Vec<BareJid> = node
+            .affiliations
+            .iter()
+            .filter(|(_, a)| a.is_member())
+            .map(|(j, _)| j.clone())
+            .collect();
+        if self.is_pep() && !members.contains(svc) {
+            members.push(svc.clone());
+        }
+        let mut subscribed: Vec<BareJid> = node
+            .subs
+            .iter()
+            .filter(|s| s.state == SubState::Subscribed)
+            .map(|s| s.jid.to_bare())
+            .collect();
+        subscribed.sort();
+        subscribed.dedup();
+        AccessSnapshot {
+            model: node.config.access_model,
+            roster_groups: node.config.roster_groups_allowed.clone(),
+            members,
+            outcasts: node
+                .affiliations
+                .iter()
+                .filter(|(_, a)| **a == Affiliation::Outcast)
+                .map(|(j, _)| j.clone())
+                .collect(),
+            subscribed,
+        }
+    }
+
+    /// §4.5 and the access error cases of §6.1.3 / §6.5.9: may `who` see this node's items?
+    /// `for_items` applies the `authorize` rule for retrieval (an approved subscription).
+    async fn check_access(
+        &self,
+        svc: &BareJid,
+        node: &Node,
+        who: &BareJid,
+        for_items: bool,
+    ) -> Result<()> {
+        let aff = self.affiliation(svc, node, who);
+        match aff {
+            Affiliation::Outcast => return Err(PubsubError::Forbidden),
+            Affiliation::PublishOnly => return Err(PubsubError::Forbidden),
+            a if a.is_member() => return Ok(()),
+            _ => {}
+        }
+        match node.config.access_model {
+            AccessModel::Open => Ok(()),
+            AccessModel::Presence => {
+                for owner in self.owners(svc, node) {
+                    if self.policy.has_presence_subscription(&owner, who).await {
+                        return Ok(());
+                    }
+                }
+                Err(PubsubError::PresenceSubscriptionRequired)
+            }
+            AccessModel::Roster => {
+                for owner in self.owners(svc, node) {
+                    if let Some(groups) = self.policy.roster_groups(&owner, who).await {
+                        if groups
+                            .iter()
+                            .any(|g| node.config.roster_groups_allowed.contains(g))
+                        {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(PubsubError::NotInRosterGroup)
+            }
+            AccessModel::Whitelist => Err(PubsubError::ClosedNode),
+            AccessModel::Authorize => {
+                if !for_items || node.subscribed_bare(who) {
+                    Ok(())
+                } else {
+                    Err(PubsubError::NotSubscribedForItems)
+                }
+            }
+        }
+    }
+
+    /// Whether `who` may see the node (for listings and +notify delivery): access checks
+    /// without errors.
+    async fn may_see(&self, svc: &BareJid, node: &Node, who: &BareJid) -> bool {
+        self.check_access(svc, node, who, true).await.is_ok()
+    }
+
+    fn may_create(&self, svc: &BareJid, actor: &BareJid) -> bool {
+        if self.is_pep() {
+            return actor == svc;
+        }
+        match &self.profile.create {
+            CreatePolicy::Local => {
+                actor.local().is_some() && actor.domain() == self.profile.local_domain
+            }
+            CreatePolicy::Anyone => true,
+            CreatePolicy::Only(list) => list.contains(actor),
+        }
+    }
+
+    fn limit(&self) -> u64 {
+        self.profile.max_items_limit
+    }
+
+    async fn notify(&self, svc: &BareJid, node: &Node, kind: EventKind, ev: Element) {
+        let n = Notification {
+            service: svc.clone(),
+            node: node.name.clone(),
+            kind,
+            event: ev,
+            message_type: node.config.notification_type,
+            recipients: node.delivery_recipients(),
+            access: self.snapshot(svc, node),
+        };
+        self.broadcaster.broadcast(&n).await;
+    }
+
+    /// `notify_sub`: tells the owners about a subscription change (§8.? "subscription
+    /// notifications").
+    async fn notify_owners_of_sub(&self, svc: &BareJid, node: &Node, jid: &Jid, state: &str) {
+        if !node.config.notify_sub {
+            return;
+        }
+        let ev = event(
+            Element::new("subscription", ns::EVENT)
+                .with_attr("node", node.name.clone())
+                .with_attr("jid", jid.as_str())
+                .with_attr("subscription", state),
+        );
+        for owner in self.owners(svc, node) {
+            let t = Template::new(
+                svc.as_str(),
+                node.config.notification_type.as_str(),
+                &message_id(),
+                &ev,
+                &[],
+            );
+            if let Some(s) = t.stanza(owner.as_str()) {
+                self.broadcaster.send(s).await;
+            }
+        }
+    }
+
+    async fn last_item(&self, svc: &BareJid, node: &mut Node) -> Result<Option<Item>> {
+        if let LastItem::Unknown = node.last_item {
+            let items = self
+                .store
+                .last_items(svc.as_str(), &node.name, Some(1))
+                .await?;
+            node.last_item = match items.into_iter().next() {
+                Some(i) => LastItem::Some(Box::new(i)),
+                None => LastItem::None,
+            };
+        }
+        Ok(match &node.last_item {
+            LastItem::Some(i) => Some((**i).clone()),
+            _ => None,
+        })
+    }
+
+    /// The last item of `node` as a notification to `to`, with its publication time
+    /// (XEP-0203 delay, §6.1.7).
+    fn last_item_message(
+        &self,
+        svc: &BareJid,
+        node: &Node,
+        item: &Item,
+        to: &Jid,
+    ) -> Option<Stanza> {
+        let ev = items_event(
+            &node.name,
+            std::slice::from_ref(item),
+            node.config.deliver_payloads,
+        );
+        let mut msg = Element::new("message", rookery_xml::CONTENT_NS)
+            .with_attr("from", svc.as_str())
+            .with_attr("to", to.as_str())
+            .with_attr("type", node.config.notification_type.as_str())
+            .with_attr("id", message_id())
+            .with_child(ev);
+        msg.push_child(
+            Element::new("delay", "urn:xmpp:delay")
+                .with_attr("from", svc.as_str())
+                .with_attr("stamp", datetime(item.updated_at)),
+        );
+        Stanza::from_element(msg).ok()
+    }
+
+    // ---- entity use cases (§5) ----------------------------------------------------------------
+
+    /// §5.2: the nodes `actor` may discover, with their titles.
+    pub async fn list_nodes(&self, svc: &BareJid, actor: &Jid) -> Result<Vec<(String, String)>> {
+        let s = self.service(svc).await?;
+        let cells: Vec<NodeCell> = s.nodes.read().await.values().cloned().collect();
+        let who = actor.to_bare();
+        let mut out = Vec::new();
+        for c in cells {
+            let n = c.lock().await;
+            if n.deleted {
+                continue;
+            }
+            // PEP lists only what the requester may see (XEP-0163 §?: disco#items of an
+            // account); a service lists every node not closed to the requester.
+            let visible = if self.is_pep() {
+                self.may_see(svc, &n, &who).await
+            } else {
+                self.affiliation(svc, &n, &who) != Affiliation::Outcast
+            };
+            if visible {
+                out.push((n.name.clone(), n.config.title.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// §5.3/§5.4: node information and meta-data.
+    pub async fn node_meta(&self, svc: &BareJid, actor: &Jid, node: &str) -> Result<NodeMeta> {
+        let cell = self.node(svc, node).await?;
+        let n = Self::lock(&cell).await?;
+        if self.is_pep() {
+            self.check_access(svc, &n, &actor.to_bare(), true).await?;
+        } else if self.affiliation(svc, &n, &actor.to_bare()) == Affiliation::Outcast {
+            return Err(PubsubError::Forbidden);
+        }
+        Ok(NodeMeta {
+            config: n.config.clone(),
+            owners: self.owners(svc, &n),
+            publishers: n
+                .affiliations
+                .iter()
+                .filter(|(_, a)| **a == Affiliation::Publisher)
+                .map(|(j, _)| j.clone())
+                .collect(),
+            created_at: n.created_at,
+            num_subscribers: n
+                .subs
+                .iter()
+                .filter(|s| s.state == SubState::Subscribed)
+                .count(),
+        })
+    }
+
+    /// §5.5: the ItemIDs of a node (newest first).
+    pub async fn item_ids(&self, svc: &BareJid, actor: &Jid, node: &str) -> Result<Vec<String>> {
+        let cell = self.node(svc, node).await?;
+        let n = Self::lock(&cell).await?;
+        self.check_access(svc, &n, &actor.to_bare(), true).await?;
+        if !n.config.persist_items {
+            return Ok(Vec::new());
+        }
+        self.store
+            .item_ids(svc.as_str(), node, MAX_DISCO_ITEMS)
+            .await
+    }
+
+    /// §5.6: `actor`'s subscriptions (all nodes, or one).
+    pub async fn subscriptions_of(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: Option<&str>,
+    ) -> Result<Vec<SubscriptionInfo>> {
+        let cells = self.cells(svc, node).await?;
+        let who = actor.to_bare();
+        let mut out = Vec::new();
+        for c in cells {
+            let n = c.lock().await;
+            if n.deleted {
+                continue;
+            }
+            for s in &n.subs {
+                if s.jid.bare_str() == who.as_str() {
+                    out.push(SubscriptionInfo {
+                        node: n.name.clone(),
+                        jid: s.jid.clone(),
+                        state: s.state,
+                        subid: s.subid.clone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// §5.7: `actor`'s affiliations (all nodes, or one).
+    pub async fn affiliations_of(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: Option<&str>,
+    ) -> Result<Vec<(String, Affiliation)>> {
+        let cells = self.cells(svc, node).await?;
+        let who = actor.to_bare();
+        let mut out = Vec::new();
+        for c in cells {
+            let n = c.lock().await;
+            if n.deleted {
+                continue;
+            }
+            let a = self.affiliation(svc, &n, &who);
+            if a != Affiliation::None {
+                out.push((n.name.clone(), a));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn cells(&self, svc: &BareJid, node: Option<&str>) -> Result<Vec<NodeCell>> {
+        match node {
+            Some(name) => Ok(vec![self.node(svc, name).await?]),
+            None => {
+                let s = self.service(svc).await?;
+                let v = s.nodes.read().await.values().cloned().collect();
+                Ok(v)
+            }
+        }
+    }
+
+    // ---- subscriber use cases (§6) -----------------------------------------------------------
+
+    /// §6.1: subscribes `jid` (which must be `actor`'s, unless `actor` owns the node).
+    pub async fn subscribe(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: &str,
+        jid: &Jid,
+        options: Option<&Form>,
+    ) -> Result<SubscribeOutcome> {
+        let cell = self.node(svc, node).await?;
+        let mut n = Self::lock(&cell).await?;
+        let actor_bare = actor.to_bare();
+        let who = jid.to_bare();
+        let actor_owner = self.affiliation(svc, &n, &actor_bare) == Affiliation::Owner;
+        if who != actor_bare && !actor_owner {
+            return Err(PubsubError::InvalidJid);
+        }
+        let aff = self.affiliation(svc, &n, &who);
+        if matches!(aff, Affiliation::Outcast | Affiliation::PublishOnly) {
+            return Err(PubsubError::Forbidden);
+        }
+        if n.subs_of(jid).any(|s| s.state == SubState::Pending) {
+            return Err(PubsubError::PendingSubscription);
+        }
+        let opts = match options {
+            Some(f) => SubOptions::default()
+                .apply(f)
+                .ok_or(PubsubError::InvalidOptions)?,
+            None => SubOptions::default(),
+        };
+        // Without options, subscribing again returns the existing subscription; with options,
+        // a further subscription is created (multi-subscribe).
+        if options.is_none() {
+            if let Some(existing) = n.subs_of(jid).next() {
+                return Ok(SubscribeOutcome {
+                    subscription: SubscriptionInfo {
+                        node: n.name.clone(),
+                        jid: existing.jid.clone(),
+                        state: existing.state,
+                        subid: existing.subid.clone(),
+                    },
+                    last_item: None,
+                });
+            }
+        }
+        let state = if n.config.access_model == AccessModel::Authorize
+            && !aff.is_member()
+            && !actor_owner
+        {
+            SubState::Pending
+        } else {
+            self.check_access(svc, &n, &who, false).await?;
+            SubState::Subscribed
+        };
+        if n.subs.len() >= self.profile.max_subscriptions_per_node {
+            return Err(PubsubError::TooManySubscriptions);
+        }
+        let sub = Subscription {
+            subid: random_id(),
+            jid: jid.clone(),
+            state,
+            options: opts,
+        };
+        self.store
+            .set_subscription(svc.as_str(), node, &sub)
+            .await?;
+        n.subs.push(sub.clone());
+        let info = SubscriptionInfo {
+            node: n.name.clone(),
+            jid: sub.jid.clone(),
+            state,
+            subid: sub.subid.clone(),
+        };
+        if state == SubState::Pending {
+            self.request_approval(svc, &n, &sub).await;
+            return Ok(SubscribeOutcome {
+                subscription: info,
+                last_item: None,
+            });
+        }
+        self.notify_owners_of_sub(svc, &n, jid, "subscribed").await;
+        let last_item =
+            if n.config.send_last_published_item != SendLast::Never && sub.options.deliver {
+                let node_ref: &mut Node = &mut n;
+                match self.last_item(svc, node_ref).await? {
+                    Some(item) => self.last_item_message(svc, &n, &item, jid),
+                    None => None,
+                }
+            } else {
+                None
+            };
+        Ok(SubscribeOutcome {
+            subscription: info,
+            last_item,
+        })
+    }
+
+    /// §8.6: asks the owners to approve a pending subscription with a
+    /// `pubsub#subscribe_authorization` form.
+    async fn request_approval(&self, svc: &BareJid, node: &Node, sub: &Subscription) {
+        let form = Form::new("form", ns::SUBSCRIBE_AUTHORIZATION)
+            .with(Field::new("pubsub#subid", "hidden", sub.subid.clone()))
+            .with(Field::new("pubsub#node", "text-single", node.name.clone()).label("Node ID"))
+            .with(
+                Field::new("pubsub#subscriber_jid", "jid-single", sub.jid.as_str())
+                    .label("Subscriber Address"),
+            )
+            .with(
+                Field::new("pubsub#allow", "boolean", "false")
+                    .label("Allow this JID to subscribe to this pubsub node?"),
+            );
+        for owner in self.owners(svc, node) {
+            let msg = Element::new("message", rookery_xml::CONTENT_NS)
+                .with_attr("from", svc.as_str())
+                .with_attr("to", owner.as_str())
+                .with_attr("id", message_id())
+                .with_child(form.to_element());
+            if let Ok(s) = Stanza::from_element(msg) {
+                self.broadcaster.send(s).await;
+            }
+        }
+    }
+
+    /// §8.6: an owner's answer to an approval request (or §8.8.2 approval by state change).
+    pub async fn authorize(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: &str,
+        subscriber: &Jid,
+        subid: Option<&str>,
+        allow: bool,
+    ) -> Result<()> {
+        let cell = self.node(svc, node).await?;
+        let mut n = Self::lock(&cell).await?;
+        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
+            return Err(PubsubError::Forbidden);
+        }
+        let Some(pos) = n.subs.iter().position(|s| {
+            &s.jid == subscriber
+                && s.state == SubState::Pending
+                && subid.is_none_or(|id| s.subid == id)
+        }) else {
+            return Err(PubsubError::NotSubscribed);
+        };
+        let state = if allow {
+            let Some(sub) = n.subs.get_mut(pos) else {
+                return Err(PubsubError::NotSubscribed);
+            };
+            sub.state = SubState::Subscribed;
+            let sub = sub.clone();
+            self.store
+                .set_subscription(svc.as_str(), node, &sub)
+                .await?;
+            "subscribed"
+        } else {
+            let sub = n.subs.remove(pos);
+            self.store
+                .remove_subscription(svc.as_str(), node, &sub.subid)
+                .await?;
+            "none"
+        };
+        let ev = event(
+            Element::new("subscription", ns::EVENT)
+                .with_attr("node", node)
+                .with_attr("jid", subscriber.as_str())
+                .with_attr("subscription", state),
+        );
+        let t = Template::new(
+            svc.as_str(),
+            n.config.notification_type.as_str(),
+            &message_id(),
+            &ev,
+            &[],
+        );
+        if let Some(s) = t.stanza(subscriber.as_str()) {
+            self.broadcaster.send(s).await;
+        }
+        self.notify_owners_of_sub(svc, &n, subscriber, state).await;
+        Ok(())
+    }
+
+    /// §6.2: unsubscribes `jid`.
+    pub async fn unsubscribe(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: &str,
+        jid: &Jid,
+        subid: Option<&str>,
+    ) -> Result<()> {
+        let cell = self.node(svc, node).await?;
+        let mut n = Self::lock(&cell).await?;
+        let actor_bare = actor.to_bare();
+        if jid.to_bare() != actor_bare
+            && self.affiliation(svc, &n, &actor_bare) != Affiliation::Owner
+        {
+            return Err(PubsubError::Forbidden);
+        }
+        let subid = Self::pick_subid(&n, jid, subid)?;
+        n.subs.retain(|s| s.subid != subid);
+        self.store
+            .remove_subscription(svc.as_str(), node, &subid)
+            .await?;
+        self.notify_owners_of_sub(svc, &n, jid, "none").await;
+        Ok(())
+    }
+
+    /// The SubID a request is about: the given one (which must be `jid`'s), or the only
+    /// subscription of `jid` (§6.2.3.1, §6.2.3.2, §6.2.3.5).
+    fn pick_subid(n: &Node, jid: &Jid, subid: Option<&str>) -> Result<String> {
+        let mine: Vec<&Subscription> = n.subs_of(jid).collect();
+        if mine.is_empty() {
+            return Err(PubsubError::NotSubscribed);
+        }
+        match subid {
+            Some(id) => mine
+                .iter()
+                .find(|s| s.subid == id)
+                .map(|s| s.subid.clone())
+                .ok_or(PubsubError::InvalidSubid),
+            None => match mine.as_slice() {
+                [one] => Ok(one.subid.clone()),
+                _ => Err(PubsubError::SubidRequired),
+            },
+        }
+    }
+
+    /// §6.3.2: the options form of a subscription.
+    pub async fn options(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: &str,
+        jid: Option<&Jid>,
+        subid: Option<&str>,
+    ) -> Result<(Jid, String, SubOptions)> {
+        let cell = self.node(svc, node).await?;
+        let n = Self::lock(&cell).await?;
+        let jid = jid.ok_or(PubsubError::JidRequired)?;
+        let actor_bare = actor.to_bare();
+        if jid.to_bare() != actor_bare
+            && self.affiliation(svc, &n, &actor_bare) != Affiliation::Owner
+        {
+            return Err(PubsubError::Forbidden);
+        }
+        let subid = Self::pick_subid(&n, jid, subid)?;
+        let opts = n
+            .subs
+            .iter()
+            .find(|s| s.subid == subid)
+            .map(|s| s.options)
+            .unwrap_or_default();
+        Ok((jid.clone(), subid, opts))
+    }
+
+    /// §6.3.5: submits subscription options.
+    pub async fn set_options(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: &str,
+        jid: Option<&Jid>,
+        subid: Option<&str>,
+        form: &Form,
+    ) -> Result<()> {
+        let cell = self.node(svc, node).await?;
+        let mut n = Self::lock(&cell).await?;
+        let jid = jid.ok_or(PubsubError::JidRequired)?;
+        let actor_bare = actor.to_bare();
+        if jid.to_bare() != actor_bare
+            && self.affiliation(svc, &n, &actor_bare) != Affiliation::Owner
+        {
+            return Err(PubsubError::Forbidden);
+        }
+        let subid = Self::pick_subid(&n, jid, subid)?;
+        let Some(sub) = n.subs.iter_mut().find(|s| s.subid == subid) else {
+            return Err(PubsubError::NotSubscribed);
+        };
+        let opts = sub.options.apply(form).ok_or(PubsubError::InvalidOptions)?;
+        let mut next = sub.clone();
+        next.options = opts;
+        self.store
+            .set_subscription(svc.as_str(), node, &next)
+            .await?;
+        *sub = next;
+        Ok(())
+    }
+
+    /// §6.5: retrieves items.
+    pub async fn items(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: &str,
+        q: &ItemsQuery,
+    ) -> Result<Vec<Item>> {
+        let cell = self.node(svc, node).await?;
+        let n = Self::lock(&cell).await?;
+        let who = actor.to_bare();
+        self.check_access(svc, &n, &who, true).await?;
+        if let Some(id) = &q.subid {
+            if !n
+                .subs
+                .iter()
+                .any(|s| &s.subid == id && s.jid.bare_str() == who.as_str())
+            {
+                return Err(PubsubError::InvalidSubid);
+            }
+        }
+        if !n.config.persist_items {
+            return Err(PubsubError::NotPersistent);
+        }
+        if !q.ids.is_empty() {
+            return self.store.items_by_id(svc.as_str(), node, &q.ids).await;
+        }
+        let max = q.max.map(|m| m.min(self.limit()));
+        self.store.last_items(svc.as_str(), node, max).await
+    }
+
+    // ---- publisher use cases (§7) --------------------------------------------------------------
+
+    /// §7.1: publishes an item; returns its ItemID. With PEP, a missing node is created with
+    /// the publish-options as configuration (XEP-0163 §3, "auto-create").
+    pub async fn publish(&self, svc: &BareJid, actor: &Jid, req: PublishRequest) -> Result<String> {
+        let name = req.node.clone().ok_or(PubsubError::NodeIdRequired)?;
+        let cell = match self.node(svc, &name).await {
+            Ok(c) => c,
+            Err(PubsubError::NodeNotFound) if self.is_pep() && actor.to_bare() == *svc => {
+                let mut config = self.profile.defaults.clone();
+                if let Some(opts) = &req.options {
+                    config
+                        .apply(opts)
+                        .map_err(|_| PubsubError::PreconditionNotMet)?;
+                }
+                match self
+                    .create_inner(svc, &actor.to_bare(), &name, config)
+                    .await
+                {
+                    Ok(c) => c,
+                    // Created by a concurrent request meanwhile.
+                    Err(PubsubError::NodeExists) => self.node(svc, &name).await?,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let mut n = Self::lock(&cell).await?;
+        let who = actor.to_bare();
+        let aff = self.affiliation(svc, &n, &who);
+        if aff == Affiliation::Outcast {
+            return Err(PubsubError::Forbidden);
+        }
+        let allowed = match n.config.publish_model {
+            PublishModel::Publishers => aff.can_publish(),
+            PublishModel::Subscribers => aff.can_publish() || n.subscribed_bare(&who),
+            PublishModel::Open => true,
+        };
+        if !allowed {
+            return Err(PubsubError::Forbidden);
+        }
+        if let Some(opts) = &req.options {
+            if !n.config.meets(opts, self.limit()) {
+                return Err(PubsubError::PreconditionNotMet);
+            }
+        }
+        let c = &n.config;
+        if !req.has_item {
+            if c.persist_items || c.deliver_payloads {
+                return Err(PubsubError::ItemRequired);
+            }
+        } else if !c.persist_items && !c.deliver_payloads && req.payload.is_some() {
+            return Err(PubsubError::ItemForbidden);
+        }
+        if c.deliver_payloads && req.payload.is_none() {
+            return Err(PubsubError::PayloadRequired);
+        }
+        if let Some(p) = &req.payload {
+            if p.to_bytes().len() > self.profile.max_payload_bytes {
+                return Err(PubsubError::PayloadTooBig);
+            }
+        }
+        let id = match req.item_id {
+            Some(id) if !id.is_empty() => {
+                if id.len() > MAX_ITEM_ID {
+                    return Err(PubsubError::BadRequest("item id too long"));
+                }
+                id
+            }
+            _ => random_id(),
+        };
+        let item = Item {
+            id: id.clone(),
+            publisher: actor.as_str().to_string(),
+            payload: req.payload,
+            seq: n.next_seq,
+            updated_at: now(),
+        };
+        if n.config.persist_items {
+            let max = n.config.max_items.effective(self.limit());
+            let replaced = self
+                .store
+                .publish(svc.as_str(), &name, &item, Some(max), n.item_count)
+                .await?;
+            n.item_count = if replaced {
+                n.item_count
+            } else {
+                n.item_count + 1
+            }
+            .min(max);
+        }
+        n.next_seq += 1;
+        if n.config.deliver_notifications {
+            let ev = items_event(
+                &name,
+                std::slice::from_ref(&item),
+                n.config.deliver_payloads,
+            );
+            self.notify(svc, &n, EventKind::Items, ev).await;
+        }
+        n.last_item = LastItem::Some(Box::new(item));
+        Ok(id)
+    }
+
+    /// §7.2: retracts an item; notifies when `notify` asks for it (or, without the attribute,
+    /// when the node's `notify_retract` does).
+    pub async fn retract(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: Option<&str>,
+        item_id: Option<&str>,
+        notify: Option<bool>,
+    ) -> Result<()> {
+        let node = node.ok_or(PubsubError::NodeIdRequired)?;
+        let cell = self.node(svc, node).await?;
+        let mut n = Self::lock(&cell).await?;
+        let id = item_id
+            .filter(|i| !i.is_empty())
+            .ok_or(PubsubError::ItemRequired)?;
+        let who = actor.to_bare();
+        match self.affiliation(svc, &n, &who) {
+            Affiliation::Owner | Affiliation::Publisher => {}
+            Affiliation::PublishOnly => {
+                // Own items only.
+                let items = self
+                    .store
+                    .items_by_id(svc.as_str(), node, &[id.to_string()])
+                    .await?;
+                match items.first() {
+                    Some(i) if Jid::parse(&i.publisher).is_ok_and(|p| p.to_bare() == who) => {}
+                    Some(_) => return Err(PubsubError::Forbidden),
+                    None => return Err(PubsubError::ItemNotFound),
+                }
+            }
+            _ => return Err(PubsubError::Forbidden),
+        }
+        if !n.config.persist_items {
+            return Err(PubsubError::NotPersistent);
+        }
+        if !self.store.retract(svc.as_str(), node, id).await? {
+            return Err(PubsubError::ItemNotFound);
+        }
+        n.item_count = n.item_count.saturating_sub(1);
+        if matches!(&n.last_item, LastItem::Some(i) if i.id == id) {
+            n.last_item = LastItem::Unknown;
+        }
+        if notify.unwrap_or(n.config.notify_retract) && n.config.deliver_notifications {
+            let ev = event(
+                Element::new("items", ns::EVENT)
+                    .with_attr("node", node)
+                    .with_child(Element::new("retract", ns::EVENT).with_attr("id", id)),
+            );
+            self.notify(svc, &n, EventKind::Retract, ev).await;
+        }
+        Ok(())
+    }
+
+    // ---- owner use cases (§8) ------------------------------------------------------------------
+
+    /// Inserts a new node, stored first.
+    async fn create_inner(
+        &self,
+        svc: &BareJid,
+        owner: &BareJid,
+        name: &str,
+        config: NodeConfig,
+    ) -> Result<NodeCell> {
+        let s = self.service(svc).await?;
+        let mut nodes = s.nodes.write().await;
+        if nodes.contains_key(name) {
+            return Err(PubsubError::NodeExists);
+        }
+        if nodes.len() >= self.profile.max_nodes {
+            return Err(PubsubError::ResourceConstraint);
+        }
+        self.store
+            .create_node(svc.as_str(), name, &config, owner)
+            .await?;
+        let mut affiliations = HashMap::new();
+        affiliations.insert(owner.clone(), Affiliation::Owner);
+        let cell = Arc::new(Mutex::new(Node {
+            name: name.to_string(),
+            config,
+            created_at: now(),
+            affiliations,
+            subs: Vec::new(),
+            item_count: 0,
+            next_seq: 1,
+            last_item: LastItem::None,
+            deleted: false,
+        }));
+        nodes.insert(name.to_string(), cell.clone());
+        Ok(cell)
+    }
+
+    /// §8.1: creates a node (instant when `node` is `None`), with an optional configuration
+    /// form (§8.1.3); returns its NodeID.
+    pub async fn create(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: Option<&str>,
+        config: Option<&Form>,
+    ) -> Result<String> {
+        let owner = actor.to_bare();
+        if !self.may_create(svc, &owner) {
+            return Err(PubsubError::Forbidden);
+        }
+        let name = match node {
+            Some(n) if !n.is_empty() => {
+                if n.len() > MAX_NODE_ID {
+                    return Err(PubsubError::NotAcceptable("node id too long"));
+                }
+                n.to_string()
+            }
+            _ if self.is_pep() => return Err(PubsubError::InstantNotSupported),
+            _ => random_id(),
+        };
+        let mut c = self.profile.defaults.clone();
+        if let Some(f) = config {
+            if f.kind != "cancel" {
+                c.apply(f)?;
+            }
+        }
+        self.create_inner(svc, &owner, &name, c).await?;
+        Ok(name)
+    }
+
+    /// §8.2.1: the configuration of a node, for its owner.
+    pub async fn configuration(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: Option<&str>,
+    ) -> Result<NodeConfig> {
+        let node = node.ok_or(PubsubError::NodeIdRequired)?;
+        let cell = self.node(svc, node).await?;
+        let n = Self::lock(&cell).await?;
+        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
+            return Err(PubsubError::Forbidden);
+        }
+        Ok(n.config.clone())
+    }
+
+    /// §8.2.5: applies a submitted configuration form (a `cancel` form changes nothing).
+    pub async fn configure(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: Option<&str>,
+        form: &Form,
+    ) -> Result<()> {
+        let node = node.ok_or(PubsubError::NodeIdRequired)?;
+        let cell = self.node(svc, node).await?;
+        let mut n = Self::lock(&cell).await?;
+        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
+            return Err(PubsubError::Forbidden);
+        }
+        if form.kind == "cancel" {
+            return Ok(());
+        }
+        let mut next = n.config.clone();
+        next.apply(form)?;
+        if next == n.config {
+            return Ok(());
+        }
+        self.store.set_config(svc.as_str(), node, &next).await?;
+        let before = std::mem::replace(&mut n.config, next);
+        // Fewer items kept, or none: drop the excess now.
+        let keep = if n.config.persist_items {
+            n.config.max_items.effective(self.limit())
+        } else {
+            0
+        };
+        if n.item_count > keep {
+            if keep == 0 {
+                self.store.purge(svc.as_str(), node).await?;
+            } else {
+                self.store
+                    .trim(svc.as_str(), node, n.item_count, keep)
+                    .await?;
+            }
+            n.item_count = keep;
+            if keep == 0 {
+                n.last_item = LastItem::None;
+            }
+        }
+        // A stricter access model ends the subscriptions it no longer admits.
+        if before.access_model != n.config.access_model
+            || before.roster_groups_allowed != n.config.roster_groups_allowed
+        {
+            self.prune_subscriptions(svc, &mut n).await?;
+        }
+        if n.config.notify_config && n.config.deliver_notifications {
+            let mut conf = Element::new("configuration", ns::EVENT).with_attr("node", node);
+            if n.config.deliver_payloads {
+                conf.push_child(n.config.to_form("result").to_element());
+            }
+            self.notify(svc, &n, EventKind::Configuration, event(conf))
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn prune_subscriptions(&self, svc: &BareJid, n: &mut Node) -> Result<()> {
+        let mut gone = Vec::new();
+        let mut checked: HashMap<BareJid, bool> = HashMap::new();
+        for s in &n.subs {
+            let who = s.jid.to_bare();
+            let ok = match checked.get(&who) {
+                Some(ok) => *ok,
+                None => {
+                    let ok = match n.config.access_model {
+                        AccessModel::Authorize => true,
+                        _ => self.check_access(svc, n, &who, false).await.is_ok(),
+                    };
+                    checked.insert(who, ok);
+                    ok
+                }
+            };
+            if !ok {
+                gone.push(s.subid.clone());
+            }
+        }
+        for id in &gone {
+            self.store
+                .remove_subscription(svc.as_str(), &n.name, id)
+                .await?;
+        }
+        n.subs.retain(|s| !gone.contains(&s.subid));
+        Ok(())
+    }
+
+    /// §8.3: the default configuration of new nodes.
+    pub fn default_config(&self) -> NodeConfig {
+        self.profile.defaults.clone()
+    }
+
+    /// §8.4: deletes a node, optionally naming a replacement (`redirect` URI).
+    pub async fn delete(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: Option<&str>,
+        redirect: Option<&str>,
+    ) -> Result<()> {
+        let node = node.ok_or(PubsubError::NodeIdRequired)?;
+        let s = self.service(svc).await?;
+        let mut nodes = s.nodes.write().await;
+        let cell = nodes.get(node).cloned().ok_or(PubsubError::NodeNotFound)?;
+        let mut n = Self::lock(&cell).await?;
+        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
+            return Err(PubsubError::Forbidden);
+        }
+        self.store.delete_node(svc.as_str(), node).await?;
+        nodes.remove(node);
+        drop(nodes);
+        n.deleted = true;
+        if n.config.notify_delete && n.config.deliver_notifications {
+            let mut d = Element::new("delete", ns::EVENT).with_attr("node", node);
+            if let Some(uri) = redirect {
+                d.push_child(Element::new("redirect", ns::EVENT).with_attr("uri", uri));
+            }
+            self.notify(svc, &n, EventKind::Delete, event(d)).await;
+        }
+        n.subs.clear();
+        Ok(())
+    }
+
+    /// §8.5: deletes every item of a node.
+    pub async fn purge(&self, svc: &BareJid, actor: &Jid, node: Option<&str>) -> Result<()> {
+        let node = node.ok_or(PubsubError::NodeIdRequired)?;
+        let cell = self.node(svc, node).await?;
+        let mut n = Self::lock(&cell).await?;
+        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
+            return Err(PubsubError::Forbidden);
+        }
+        if !n.config.persist_items {
+            return Err(PubsubError::NotPersistent);
+        }
+        self.store.purge(svc.as_str(), node).await?;
+        n.item_count = 0;
+        n.last_item = LastItem::None;
+        if n.config.notify_retract && n.config.deliver_notifications {
+            let ev = event(Element::new("purge", ns::EVENT).with_attr("node", node));
+            self.notify(svc, &n, EventKind::Purge, ev).await;
+        }
+        Ok(())
+    }
+
+    /// §8.8.1: every subscription of a node, for its owner.
+    pub async fn node_subscriptions(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: Option<&str>,
+    ) -> Result<Vec<SubscriptionInfo>> {
+        let node = node.ok_or(PubsubError::NodeIdRequired)?;
+        let cell = self.node(svc, node).await?;
+        let n = Self::lock(&cell).await?;
+        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
+            return Err(PubsubError::Forbidden);
+        }
+        Ok(n.subs
+            .iter()
+            .map(|s| SubscriptionInfo {
+                node: n.name.clone(),
+                jid: s.jid.clone(),
+                state: s.state,
+                subid: s.subid.clone(),
+            })
+            .collect())
+    }
+
+    /// §8.8.2: an owner changes subscriptions: approves, creates or removes them. All
+    /// changes are checked before any is made.
+    pub async fn set_node_subscriptions(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: Option<&str>,
+        changes: &[SubscriptionChange],
+    ) -> Result<()> {
+        let node = node.ok_or(PubsubError::NodeIdRequired)?;
+        let cell = self.node(svc, node).await?;
+        let mut n = Self::lock(&cell).await?;
+        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
+            return Err(PubsubError::Forbidden);
+        }
+        for c in changes {
+            if let Some(id) = &c.subid {
+                if !n.subs_of(&c.jid).any(|s| &s.subid == id) {
+                    return Err(PubsubError::InvalidSubid);
+                }
+            }
+            if self.affiliation(svc, &n, &c.jid.to_bare()) == Affiliation::Outcast
+                && c.state.is_some()
+            {
+                return Err(PubsubError::NotAcceptable("the entity is an outcast"));
+            }
+        }
+        for c in changes {
+            let matching: Vec<String> = n
+                .subs_of(&c.jid)
+                .filter(|s| c.subid.as_ref().is_none_or(|id| &s.subid == id))
+                .map(|s| s.subid.clone())
+                .collect();
+            match c.state {
+                None => {
+                    for id in &matching {
+                        self.store
+                            .remove_subscription(svc.as_str(), node, id)
+                            .await?;
+                    }
+                    n.subs.retain(|s| !matching.contains(&s.subid));
+                }
+                Some(state) => {
+                    if matching.is_empty() {
+                        let sub = Subscription {
+                            subid: random_id(),
+                            jid: c.jid.clone(),
+                            state,
+                            options: SubOptions::default(),
+                        };
+                        self.store
+                            .set_subscription(svc.as_str(), node, &sub)
+                            .await?;
+                        n.subs.push(sub);
+                    } else {
+                        for s in n.subs.iter_mut().filter(|s| matching.contains(&s.subid)) {
+                            let mut next = s.clone();
+                            next.state = state;
+                            self.store
+                                .set_subscription(svc.as_str(), node, &next)
+                                .await?;
+                            *s = next;
+                        }
+                    }
+                }
+            }
+            // §8.8.4: the entity is told of its new state.
+            let state_str = c.state.map_or("none", SubState::as_str);
+            let ev = event(
+                Element::new("subscription", ns::EVENT)
+                    .with_attr("node", node)
+                    .with_attr("jid", c.jid.as_str())
+                    .with_attr("subscription", state_str),
+            );
+            let t = Template::new(
+                svc.as_str(),
+                n.config.notification_type.as_str(),
+                &message_id(),
+                &ev,
+                &[],
+            );
+            if let Some(s) = t.stanza(c.jid.as_str()) {
+                self.broadcaster.send(s).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// §8.9.1: every affiliation of a node, for its owner.
+    pub async fn node_affiliations(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: Option<&str>,
+    ) -> Result<Vec<(BareJid, Affiliation)>> {
+        let node = node.ok_or(PubsubError::NodeIdRequired)?;
+        let cell = self.node(svc, node).await?;
+        let n = Self::lock(&cell).await?;
+        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
+            return Err(PubsubError::Forbidden);
+        }
+        let mut v: Vec<(BareJid, Affiliation)> = n
+            .affiliations
+            .iter()
+            .map(|(j, a)| (j.clone(), *a))
+            .collect();
+        if self.is_pep() && !n.affiliations.contains_key(svc) {
+            v.push((svc.clone(), Affiliation::Owner));
+        }
+        v.sort();
+        Ok(v)
+    }
+
+    /// §8.9.2: an owner changes affiliations (`none` removes). The node keeps at least one
+    /// owner (§8.9.2.4); outcasts lose their subscriptions.
+    pub async fn set_node_affiliations(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: Option<&str>,
+        changes: &[(BareJid, Affiliation)],
+    ) -> Result<()> {
+        let node = node.ok_or(PubsubError::NodeIdRequired)?;
+        let cell = self.node(svc, node).await?;
+        let mut n = Self::lock(&cell).await?;
+        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
+            return Err(PubsubError::Forbidden);
+        }
+        let mut after = n.affiliations.clone();
+        for (jid, a) in changes {
+            if self.is_pep() && jid == svc {
+                return Err(PubsubError::NotAcceptable("the account owns its PEP nodes"));
+            }
+            if *a == Affiliation::None {
+                after.remove(jid);
+            } else {
+                after.insert(jid.clone(), *a);
+            }
+        }
+        if !self.is_pep() && !after.values().any(|a| *a == Affiliation::Owner) {
+            return Err(PubsubError::NotAcceptable("a node needs an owner"));
+        }
+        for (jid, a) in changes {
+            self.store
+                .set_affiliation(svc.as_str(), node, jid, *a)
+                .await?;
+        }
+        n.affiliations = after;
+        let outcasts: HashSet<String> = changes
+            .iter()
+            .filter(|(_, a)| *a == Affiliation::Outcast)
+            .map(|(j, _)| j.as_str().to_string())
+            .collect();
+        if !outcasts.is_empty() {
+            let gone: Vec<String> = n
+                .subs
+                .iter()
+                .filter(|s| outcasts.contains(s.jid.bare_str()))
+                .map(|s| s.subid.clone())
+                .collect();
+            for id in &gone {
+                self.store
+                    .remove_subscription(svc.as_str(), node, id)
+                    .await?;
+            }
+            n.subs.retain(|s| !gone.contains(&s.subid));
+        }
+        // A changed affiliation can close a whitelist: re-check.
+        if n.config.access_model == AccessModel::Whitelist {
+            self.prune_subscriptions(svc, &mut n).await?;
+        }
+        Ok(())
+    }
+
+    // ---- PEP: last items on presence (XEP-0163 §4.3.2) -----------------------------------------
+
+    /// The last items of the nodes of `svc` that send them on presence and that `contact`
+    /// may see and wants (`wants(node)`: its `+notify` interest), as messages to `contact`.
+    pub async fn last_items_for(
+        &self,
+        svc: &BareJid,
+        contact: &Jid,
+        wants: &(dyn Fn(&str) -> bool + Send + Sync),
+    ) -> Vec<Stanza> {
+        let Ok(s) = self.service(svc).await else {
+            return Vec::new();
+        };
+        let cells: Vec<NodeCell> = s.nodes.read().await.values().cloned().collect();
+        let who = contact.to_bare();
+        let mut out = Vec::new();
+        for c in cells {
+            let mut n = c.lock().await;
+            if n.deleted
+                || n.config.send_last_published_item != SendLast::OnSubAndPresence
+                || !wants(&n.name)
+                || !self.may_see(svc, &n, &who).await
+            {
+                continue;
+            }
+            if let Ok(Some(item)) = self.last_item(svc, &mut n).await {
+                if let Some(m) = self.last_item_message(svc, &n, &item, contact) {
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets a service's nodes in memory (they are read again from the store on next use).
+    pub async fn forget_service(&self, svc: &BareJid) {
+        self.services.remove(svc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datetime_formats() {
+        assert_eq!(datetime(0), "1970-01-01T00:00:00Z");
+        assert_eq!(datetime(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(datetime(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

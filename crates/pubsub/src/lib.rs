@@ -1,0 +1,41 @@
+//! Publish-subscribe for Rookery: one node engine serving both a XEP-0060 service on its own
+//! domain (`pubsub.<domain>`) and XEP-0163 Personal Eventing on every account.
+//!
+//! # Layout
+//! - [`engine`]: [`Engine`], every XEP-0060 use case (§5 entity, §6 subscriber, §7 publisher,
+//!   §8 owner) as a method, independent of the wire. Store, broadcaster and access policy are
+//!   injected (design.md point 9); a [`Profile`] is all that separates the service from PEP.
+//! - [`config`]: node configuration (`pubsub#node_config`), publish-options preconditions,
+//!   service profiles; [`model`]: affiliations, subscriptions, items; [`form`]: XEP-0004.
+//! - [`error`]: [`PubsubError`], engine errors by cause, and the one table mapping each to
+//!   (type, condition, pubsub condition).
+//! - [`store`]: the [`NodeStore`] trait, [`SqlStore`] over `rookery-store` (SQLite or
+//!   PostgreSQL) and [`MemoryStore`].
+//! - [`policy`]: the [`AccessPolicy`] trait (roster facts for the `presence`/`roster` models).
+//! - [`broadcast`]: the [`Broadcaster`] trait, notifications serialized once
+//!   ([`broadcast::Template`]), [`CoreBroadcaster`] delivering through the router.
+//! - [`wire`]: `<pubsub/>` IQs to engine calls and back.
+//! - [`service`]: [`PubsubService`], the component-like service at `pubsub.<domain>`.
+//! - [`pep`]: [`pep::Pep`], the account-side module (XEP-0163).
+
+pub mod broadcast;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod form;
+pub mod model;
+pub mod ns;
+pub mod pep;
+pub mod policy;
+pub mod service;
+pub mod store;
+pub mod wire;
+pub mod xml;
+
+pub use broadcast::{Broadcaster, CoreBroadcaster};
+pub use config::{CreatePolicy, NodeConfig, Profile, ServiceKind};
+pub use engine::Engine;
+pub use error::PubsubError;
+pub use policy::AccessPolicy;
+pub use service::PubsubService;
+pub use store::{MemoryStore, NodeStore, SqlStore};

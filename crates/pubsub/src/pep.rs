@@ -1,0 +1,1 @@
+//! XEP-0163 Personal Eventing Protocol: every account is a pubsub service.

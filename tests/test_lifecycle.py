@@ -1,5 +1,6 @@
 """Stream and process lifecycle: timeouts, the close handshake (RFC 6120 §4.4), keepalives,
 shutdown on SIGTERM, persistence across restarts, and the `rookery user` CLI."""
+import asyncio
 import signal
 
 import pytest
@@ -16,25 +17,33 @@ async def test_negotiation_timeout_closes_an_idle_unauthenticated_stream(server_
 
 
 async def test_negotiation_timeout_covers_silent_sockets_and_tls(server_factory):
-    srv = server_factory(users={"alice": "alicepass"}, c2s={"negotiation_timeout_secs": 1})
-    silent = srv.client()
-    await silent.connect()          # not even a stream header
-    cond, _ = await silent.wait_closed()
-    assert cond == "connection-timeout"
-    after_tls = srv.client()
-    await after_tls.negotiate_tls()  # TLS, then nothing
-    assert (await after_tls.wait_closed())[0] == "connection-timeout"
-    direct = srv.client(direct_tls=True)
-    await direct.connect()          # direct TLS handshake done, no stream
-    assert (await direct.wait_closed())[0] == "connection-timeout"
+    srv = server_factory(users={"alice": "alicepass"}, c2s={"negotiation_timeout_secs": 2})
+
+    async def silent():             # not even a stream header
+        c = srv.client()
+        await c.connect()
+        return (await c.wait_closed())[0]
+
+    async def after_tls():          # STARTTLS, then nothing
+        c = srv.client()
+        await c.negotiate_tls()
+        return (await c.wait_closed())[0]
+
+    async def direct():             # direct TLS handshake done, no stream
+        c = srv.client(direct_tls=True)
+        await c.connect()
+        return (await c.wait_closed())[0]
+
+    results = await asyncio.gather(silent(), after_tls(), direct())
+    assert results == ["connection-timeout"] * 3
 
 
 async def test_negotiation_timeout_does_not_apply_after_bind(server_factory):
-    srv = server_factory(users={"alice": "alicepass"}, c2s={"negotiation_timeout_secs": 1})
+    srv = server_factory(users={"alice": "alicepass"}, c2s={"negotiation_timeout_secs": 2})
     c = await srv.login("alice", "a")
     # Longer than the negotiation timeout, awaiting something that never comes.
     with pytest.raises(TimeoutError):
-        await c.recv(timeout=2.5)
+        await c.recv(timeout=3)
     r = await c.iq("get", None, "<ping xmlns='urn:xmpp:ping'/>")
     assert r.get("type") == "result"
     await c.close()
@@ -89,7 +98,7 @@ async def test_closed_session_is_unbound(server):
                            timeout=10)
             if stanza_error(r) == "service-unavailable":
                 break
-            await __import__("asyncio").sleep(0.1)
+            await asyncio.sleep(0.1)
         assert stanza_error(r) == "service-unavailable", res
     await a.close()
 

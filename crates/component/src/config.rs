@@ -39,8 +39,7 @@ pub struct ComponentConfig {
     /// `conflict` (refuse a second connection for a connected domain) or `replace`.
     pub on_conflict: OnConflict,
     /// The components: one `[[component.service]]` table each.
-    #[serde(rename = "service")]
-    pub services: Vec<ServiceConfig>,
+    pub service: Vec<ServiceConfig>,
 }
 
 impl Default for ComponentConfig {
@@ -52,7 +51,7 @@ impl Default for ComponentConfig {
             handshake_failures_per_ip_per_minute: 10,
             queue: 16 * 1024,
             on_conflict: OnConflict::Conflict,
-            services: Vec::new(),
+            service: Vec::new(),
         }
     }
 }
@@ -160,9 +159,9 @@ mod tests {
     #[test]
     fn parses_services_and_redacts_secrets() {
         let c: ComponentConfig = toml_like();
-        assert_eq!(c.services.len(), 1);
+        assert_eq!(c.service.len(), 1);
         assert_eq!(c.on_conflict, OnConflict::Replace);
-        let s = &c.services[0];
+        let s = &c.service[0];
         assert_eq!(s.resolve_secret().unwrap(), "s3cret");
         assert!(!format!("{s:?}").contains("s3cret"));
     }

@@ -53,7 +53,7 @@ impl Components {
     pub fn new(core: Arc<Core>, config: ComponentConfig) -> Result<Arc<Components>, ConfigError> {
         let mut routes = HashMap::new();
         let taken = core.routed_domains();
-        for s in &config.services {
+        for s in &config.service {
             let jid = rookery_jid::BareJid::new(None, s.domain.trim())
                 .map_err(|_| ConfigError::InvalidDomain(s.domain.clone()))?;
             let domain = jid.domain().to_string();

@@ -36,7 +36,7 @@ async fn server(on_conflict: OnConflict) -> Server {
     let config = ComponentConfig {
         listen: "127.0.0.1:0".into(),
         on_conflict,
-        services: vec![
+        service: vec![
             ServiceConfig {
                 domain: "bot.localhost".into(),
                 secret: Some(SECRET.into()),
@@ -420,7 +420,7 @@ async fn a_component_that_does_not_read_is_disconnected() {
     let config = ComponentConfig {
         listen: "127.0.0.1:0".into(),
         queue: 4,
-        services: vec![ServiceConfig {
+        service: vec![ServiceConfig {
             domain: "bot.localhost".into(),
             secret: Some(SECRET.into()),
             ..ServiceConfig::default()
@@ -481,7 +481,7 @@ fn config_errors_stop_the_start() {
             secret: Some("s".into()),
             ..ServiceConfig::default()
         };
-        for services in [
+        for service in [
             vec![svc("localhost")],
             vec![svc("a.localhost"), svc("A.localhost")],
             vec![svc("bad domain")],
@@ -491,7 +491,7 @@ fn config_errors_stop_the_start() {
             }],
         ] {
             let c = ComponentConfig {
-                services,
+                service,
                 ..ComponentConfig::default()
             };
             assert!(Components::new(core.clone(), c).is_err());

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rookery_c2s::C2sConfig;
+use rookery_component::ComponentConfig;
 use rookery_core::config::{RegistrationConfig, VersionConfig};
 use rookery_core::CoreConfig;
 use serde::Deserialize;
@@ -28,6 +29,8 @@ pub struct Config {
     pub c2s: C2sConfig,
     /// Instant messaging: roster, offline storage, blocking, carbons, vCard (`[im]`).
     pub im: rookery_im::ImConfig,
+    /// External components (XEP-0114): listener and `[[component.service]]` declarations.
+    pub component: ComponentConfig,
     /// In-band registration.
     pub registration: RegistrationConfig,
     /// XEP-0092 disclosure.
@@ -49,6 +52,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             c2s: C2sConfig::default(),
             im: rookery_im::ImConfig::default(),
+            component: ComponentConfig::default(),
             registration: core.registration,
             version: core.version,
             session_queue: core.session_queue,

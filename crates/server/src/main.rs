@@ -145,6 +145,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let core = builder
         .build()
         .map_err(|e| anyhow!("invalid domain {:?}: {e}", cfg.domain))?;
+    // Component domains are routed (to the component, or bounced) before any client connects.
+    let components = rookery_component::Components::new(core.clone(), cfg.component.clone())
+        .context("component configuration")?;
     let ctx = Arc::new(C2sContext {
         core: core.clone(),
         tls: tls.starttls,
@@ -170,6 +173,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(addr = %l.local_addr()?, ?mode, domain = %cfg.domain, "listening for clients");
         tasks.push(tokio::spawn(rookery_c2s::run(l, mode, ctx.clone())));
     }
+    let component_listener = components
+        .bind()
+        .await
+        .with_context(|| format!("binding {}", cfg.component.listen))?;
+    if let Some(l) = component_listener {
+        tracing::info!(addr = %l.local_addr()?, domains = ?components.domains(), "listening for components");
+        tasks.push(tokio::spawn(rookery_component::run(l, components.clone())));
+    }
     if tasks.is_empty() {
         bail!("no listener configured");
     }
@@ -179,6 +190,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         t.abort();
     }
     core.close_all(&StreamError::with_text(
+        StreamErrorCondition::SystemShutdown,
+        "the server is shutting down",
+    ));
+    components.close_all(&StreamError::with_text(
         StreamErrorCondition::SystemShutdown,
         "the server is shutting down",
     ));

@@ -34,7 +34,7 @@ The ``Server`` object
 ---------------------
 ``host``, ``port`` (STARTTLS), ``direct_tls_port`` (XEP-0368), ``domain``, ``pid``,
 ``data_dir``, ``config_path``, ``log_path``, ``users``, ``backend``; ``jid(user)``,
-``client(direct_tls=False, local_addr=None)`` (a :class:`xmpp_raw.RawClient` for the STARTTLS
+``client(direct_tls=False, local_addr=None, rcvbuf=None)`` (a :class:`xmpp_raw.RawClient` for the STARTTLS
 port, or the direct-TLS port), ``await login(user, resource, mechanism=..., direct_tls=...)``
 (a raw client logged in and bound), ``user(*args, password=None)`` (runs ``rookery user ...`` against
 the same store), ``rss_kib()``, ``log()``, ``signal(sig)``, ``wait(timeout)`` (exit code),
@@ -247,12 +247,13 @@ class Server:
         return f"{user}@{self.domain}" + (f"/{resource}" if resource else "")
 
     def client(self, *, direct_tls: bool = False, timeout: float = 10.0,
-               local_addr: str | None = None) -> xmpp_raw.RawClient:
+               local_addr: str | None = None, rcvbuf: int | None = None) -> xmpp_raw.RawClient:
         """A raw client (not yet connected); `local_addr` picks the source address, e.g.
-        "127.0.0.2", to test per-IP limits."""
+        "127.0.0.2", to test per-IP limits; `rcvbuf` shrinks the socket's receive buffer
+        (a client that stops reading then blocks the server's writes quickly)."""
         port = self.direct_tls_port if direct_tls else self.port
         return xmpp_raw.RawClient(self.host, port, self.domain, timeout=timeout,
-                                  direct_tls=direct_tls, local_addr=local_addr)
+                                  direct_tls=direct_tls, local_addr=local_addr, rcvbuf=rcvbuf)
 
     async def login(self, user: str, resource: str | None = None, *,
                     mechanism: str = "SCRAM-SHA-1", direct_tls: bool = False,

@@ -2,7 +2,7 @@
 import pytest
 
 from slix import slix_login
-from xmpp_raw import NS_CLIENT, local, stanza_error
+from xmpp_raw import NS_CLIENT, Closed, StreamError, local, stanza_error
 
 BODY = f"{{{NS_CLIENT}}}body"
 
@@ -146,3 +146,34 @@ async def test_message_without_to_goes_to_own_account(server):
     assert m.get("from") == "alice@localhost/one"
     await a1.close()
     await a2.close()
+
+
+async def test_a_client_that_does_not_read_is_disconnected(server_factory):
+    """The outbound queue per session is bounded (`session_queue`): a client that stops
+    reading is cut off with a stream error instead of growing the server's memory, and the
+    sender is not affected."""
+    srv = server_factory(session_queue=8)
+    bob = srv.client(rcvbuf=4096)
+    await bob.login("bob", "bobpass", "stuck")
+    alice = await srv.login("alice", "a")
+    n, body = 300, "x" * 8000
+    for i in range(n):
+        alice.message("bob@localhost/stuck", f"{i} {body}")
+    await alice.flush()
+    r = await alice.iq("get", None, "<ping xmlns='urn:xmpp:ping'/>", timeout=60)
+    assert r.get("type") == "result", "the sender is still served"
+    received = 0
+    cond = None
+    try:
+        while True:
+            el = await bob.recv(timeout=30)
+            received += local(el) == "message"
+    except StreamError as e:
+        cond = e.condition
+    except Closed:
+        pass
+    # policy-violation from the full queue, or connection-timeout when a write to the
+    # non-reading client times out first; either way the session ended before all arrived.
+    assert cond in ("policy-violation", "connection-timeout"), cond
+    assert received < n
+    await alice.close()

@@ -24,6 +24,7 @@ import collections
 import hashlib
 import hmac
 import os
+import socket
 import ssl
 import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape, quoteattr
@@ -116,8 +117,10 @@ class RawClient:
     """One XMPP client stream over TCP; `recv()` yields top-level elements in order."""
 
     def __init__(self, host: str, port: int, domain: str, *, timeout: float = 10.0,
-                 direct_tls: bool = False, local_addr: str | None = None):
+                 direct_tls: bool = False, local_addr: str | None = None,
+                 rcvbuf: int | None = None):
         self.host, self.port, self.domain = host, port, domain
+        self.rcvbuf = rcvbuf
         self.local_addr = (local_addr, 0) if local_addr else None
         self.timeout = timeout
         self.direct_tls = direct_tls
@@ -134,11 +137,22 @@ class RawClient:
     # ---- transport -----------------------------------------------------------------------
     async def connect(self) -> "RawClient":
         ssl_ctx = tls_context(["xmpp-client"]) if self.direct_tls else None
+        kw = {"local_addr": self.local_addr}
+        if self.rcvbuf:
+            # A small receive window, so a client that stops reading is noticed quickly.
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+            if self.local_addr:
+                sock.bind(self.local_addr)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (self.host, self.port))
+            kw = {"sock": sock}
+        else:
+            kw.update(host=self.host, port=self.port)
         self.reader, self.writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, ssl=ssl_ctx,
+            asyncio.open_connection(ssl=ssl_ctx,
                                     server_hostname=self.domain if ssl_ctx else None,
-                                    local_addr=self.local_addr,
-                                    limit=1 << 20),
+                                    limit=1 << 20, **kw),
             self.timeout)
         return self
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use rookery_proto::{stream, StreamError, StreamErrorCondition};
 use rookery_xml::{Element, Event, Limits, StreamParser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::transport::Transport;
@@ -30,6 +31,9 @@ pub enum ConnError {
     /// The peer closed the stream (`</stream:stream>`).
     #[error("stream closed by peer")]
     StreamClosed,
+    /// The session moved to another connection (XEP-0198 resumption); this one is abandoned.
+    #[error("session resumed on another connection")]
+    Detached,
     /// We must end the stream with this error.
     #[error(transparent)]
     Stream(#[from] StreamError),
@@ -50,6 +54,8 @@ pub struct Conn {
     pub peer: SocketAddr,
     parser: StreamParser,
     rbuf: Vec<u8>,
+    /// When bytes last arrived (any bytes, whitespace keepalives included).
+    last_read: Instant,
     header_sent: bool,
     domain: String,
     content_ns: &'static str,
@@ -72,6 +78,7 @@ impl Conn {
             peer,
             parser: StreamParser::new(limits),
             rbuf: vec![0; READ_CHUNK],
+            last_read: Instant::now(),
             header_sent: false,
             domain: domain.to_string(),
             content_ns,
@@ -96,6 +103,12 @@ impl Conn {
     /// dialback), written verbatim; must start with a space.
     pub fn set_header_extra(&mut self, extra: &'static str) {
         self.header_extra = extra;
+    }
+
+    /// When bytes last arrived from the peer: any bytes count (a whitespace keepalive too), so
+    /// this is what dead-peer detection looks at.
+    pub fn last_read(&self) -> Instant {
+        self.last_read
     }
 
     /// The domain we speak as.
@@ -136,6 +149,7 @@ impl Conn {
             peer,
             parser: StreamParser::new(Limits::PRE_AUTH),
             rbuf,
+            last_read: Instant::now(),
             header_sent: false,
             domain,
             content_ns,
@@ -163,6 +177,7 @@ impl Conn {
             if n == 0 {
                 return Err(ConnError::Eof);
             }
+            self.last_read = Instant::now();
             self.parser.feed(self.rbuf.get(..n).unwrap_or_default());
         }
     }

@@ -1,6 +1,12 @@
 //! The loop of a bound stream: inbound elements go to the listener's [`Inbound`] policy;
 //! bytes the router queued for this stream are written in batches with one flush; the kill
 //! switch and the idle timeout end it with a stream error.
+//!
+//! The policy can also see every outbound stanza before it is written (stream management
+//! counts and keeps them, client state indication holds some back), ask for a timer (pings,
+//! ack requests) and add one more wake-up source (a resuming connection taking the session
+//! over). Every hook has a default that does nothing special, so a listener implements only
+//! [`Inbound::element`] unless it needs more.
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,6 +23,9 @@ use crate::conn::{Conn, ConnError};
 /// Most queued stanzas written before one flush.
 const WRITE_BATCH: usize = 64;
 
+/// How long a batch of writes may stall (the peer stopped reading) by default.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// What a listener does with each element its peer sends once the stream is bound: the
 /// trust rule for `from` and the routing call live in implementations of this trait.
 pub trait Inbound {
@@ -26,50 +35,121 @@ pub trait Inbound {
         conn: &mut Conn,
         el: Element,
     ) -> impl Future<Output = Result<(), ConnError>> + Send;
+
+    /// Writes (without flushing) one item the router queued for this stream. The default
+    /// writes it as is.
+    fn outbound(
+        &mut self,
+        conn: &mut Conn,
+        item: Outbound,
+    ) -> impl Future<Output = Result<(), ConnError>> + Send {
+        async move {
+            match item {
+                Outbound::Bytes(b) => conn.write_unflushed(&b).await,
+            }
+        }
+    }
+
+    /// Called after a batch of [`Inbound::outbound`] calls, right before the flush (e.g. to
+    /// append an ack request).
+    fn batch_written(
+        &mut self,
+        _conn: &mut Conn,
+    ) -> impl Future<Output = Result<(), ConnError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// When [`Inbound::timer`] should run next, if ever. Asked again after every event, so
+    /// it can depend on [`Conn::last_read`].
+    fn deadline(&self, _conn: &Conn) -> Option<Instant> {
+        None
+    }
+
+    /// The deadline passed; an error ends the stream (e.g. a ping went unanswered).
+    fn timer(&mut self, _conn: &mut Conn) -> impl Future<Output = Result<(), ConnError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// One more event source, polled beside the socket and the queue; an error ends the
+    /// loop (e.g. [`ConnError::Detached`] when the session moves to another connection).
+    /// Must be cancel-safe: the loop drops it whenever another event comes first.
+    fn wake(&mut self) -> impl Future<Output = Result<(), ConnError>> + Send {
+        std::future::pending()
+    }
+
+    /// Longest a batch of writes may take; a peer that stops reading is disconnected
+    /// after this, with `connection-timeout`.
+    fn write_timeout(&self) -> Duration {
+        DEFAULT_WRITE_TIMEOUT
+    }
 }
 
-/// Runs the stream until it ends; returns why. `idle` of zero disables the idle timeout.
+/// Runs the stream until it ends; returns why. `idle` of zero disables the idle timeout
+/// (measured from the last bytes read, so whitespace keepalives count).
 pub async fn run<H: Inbound + Send>(
     conn: &mut Conn,
     end: &mut SessionEnd,
     idle: Duration,
     handler: &mut H,
 ) -> ConnError {
-    let mut last_read = Instant::now();
     loop {
-        let idle_deadline = (!idle.is_zero()).then(|| last_read + idle);
+        let idle_deadline = (!idle.is_zero()).then(|| conn.last_read() + idle);
+        let timer = handler.deadline(conn);
         tokio::select! {
             biased;
             reason = end.kill.fired() => {
                 // Flush what was queued before the kill (e.g. the reply to the request that
                 // caused it), then end the stream.
-                let _ = drain(conn, &mut end.rx, usize::MAX).await;
+                let limit = handler.write_timeout();
+                let _ = tokio::time::timeout(limit, drain(conn, &mut end.rx, usize::MAX, handler))
+                    .await;
                 return ConnError::Stream(reason);
             }
             out = end.rx.recv() => match out {
-                Some(Outbound::Bytes(b)) => {
-                    let r = async {
-                        conn.write_unflushed(&b).await?;
-                        drain(conn, &mut end.rx, WRITE_BATCH).await
-                    }.await;
-                    if let Err(e) = r { return e; }
+                Some(item) => {
+                    let limit = handler.write_timeout();
+                    let r = tokio::time::timeout(limit, async {
+                        handler.outbound(conn, item).await?;
+                        drain(conn, &mut end.rx, WRITE_BATCH, handler).await
+                    }).await;
+                    match r {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return e,
+                        Err(_) => return write_stalled(),
+                    }
                 }
                 None => return ConnError::stream(SEC::InternalServerError, "session queue closed"),
             },
             ev = conn.next_element() => match ev {
                 Ok(el) => {
-                    last_read = Instant::now();
                     if let Err(e) = handler.element(conn, el).await {
                         return e;
                     }
                 }
                 Err(e) => return e,
             },
+            r = handler.wake() => {
+                if let Err(e) = r {
+                    return e;
+                }
+            }
+            _ = sleep_until(timer) => {
+                let limit = handler.write_timeout();
+                match tokio::time::timeout(limit, handler.timer(conn)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return e,
+                    Err(_) => return write_stalled(),
+                }
+            }
             _ = sleep_until(idle_deadline) => {
                 return ConnError::stream(SEC::ConnectionTimeout, "idle timeout");
             }
         }
     }
+}
+
+fn write_stalled() -> ConnError {
+    ConnError::stream(SEC::ConnectionTimeout, "the peer stopped reading")
 }
 
 /// Ends the connection the way `reason` calls for: answer a peer's close, send a stream
@@ -92,19 +172,21 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Writes up to `max` more queued stanzas, then flushes.
-async fn drain(
+/// Writes up to `max` more queued stanzas through the policy, then flushes.
+async fn drain<H: Inbound + Send>(
     conn: &mut Conn,
     rx: &mut mpsc::Receiver<Outbound>,
     max: usize,
+    handler: &mut H,
 ) -> Result<(), ConnError> {
     let mut n = 0;
     while n < max {
         match rx.try_recv() {
-            Ok(Outbound::Bytes(b)) => conn.write_unflushed(&b).await?,
+            Ok(item) => handler.outbound(conn, item).await?,
             Err(_) => break,
         }
         n += 1;
     }
+    handler.batch_written(conn).await?;
     conn.flush().await
 }

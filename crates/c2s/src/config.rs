@@ -11,7 +11,7 @@ pub struct C2sConfig {
     /// Seconds a connection may take from TCP accept to a bound resource.
     pub negotiation_timeout_secs: u64,
     /// Seconds without any byte from a bound client before the stream is closed with
-    /// `connection-timeout`; 0 disables (keepalive pings come with stream management).
+    /// `connection-timeout`; 0 disables (dead peers are found by `ping_interval_secs`).
     pub idle_timeout_secs: u64,
     /// SASL attempts allowed on one stream before it is closed.
     pub max_auth_attempts: u32,
@@ -20,6 +20,28 @@ pub struct C2sConfig {
     pub auth_failures_per_ip_per_minute: u32,
     /// Failed authentications per account per minute, likewise.
     pub auth_failures_per_account_per_minute: u32,
+    /// Seconds without any byte from a bound client before the server checks that it is
+    /// still there: an XEP-0199 ping, or an XEP-0198 `<r/>` when stream management is on.
+    /// 0 disables the check.
+    pub ping_interval_secs: u64,
+    /// Seconds the client has to send anything after that check; then the connection counts
+    /// as dead: it is closed (or, with a resumable XEP-0198 session, hibernated). Also the
+    /// longest a write to a client that stopped reading may stall.
+    pub ping_timeout_secs: u64,
+    /// XEP-0198 stream management: offer `<sm xmlns='urn:xmpp:sm:3'/>`.
+    pub stream_management: bool,
+    /// Seconds a resumable XEP-0198 session survives without a connection (the `max` of
+    /// `<enabled/>`; a client may ask for less). 0 turns resumption off.
+    pub sm_resume_timeout_secs: u64,
+    /// Stanzas sent but not acknowledged (plus those queued while the session is detached)
+    /// a session may hold; beyond it the session ends and they are handled as undeliverable
+    /// (messages to offline storage or bounced).
+    pub sm_max_unacked: usize,
+    /// The server asks for an ack (`<r/>`) once this many stanzas are unacknowledged.
+    pub sm_ack_every: u32,
+    /// XEP-0352: stanzas held back (presence updates, chat states) while a client is
+    /// inactive; when more arrive, everything held is sent.
+    pub csi_max_held: usize,
 }
 
 impl Default for C2sConfig {
@@ -31,6 +53,13 @@ impl Default for C2sConfig {
             max_auth_attempts: 3,
             auth_failures_per_ip_per_minute: 10,
             auth_failures_per_account_per_minute: 5,
+            ping_interval_secs: 120,
+            ping_timeout_secs: 60,
+            stream_management: true,
+            sm_resume_timeout_secs: 300,
+            sm_max_unacked: 500,
+            sm_ack_every: 5,
+            csi_max_held: 100,
         }
     }
 }

@@ -4,8 +4,11 @@
 //! Layout:
 //! - [`config`]: listener settings and their defaults;
 //! - [`limiter`]: auth-failure rate limits per IP and per account;
-//! - [`negotiate`]: the pre-session state machine (TLS → SASL → bind);
-//! - [`session`]: the bound session (the `from` trust rule for clients lives here).
+//! - [`negotiate`]: the pre-session state machine (TLS → SASL → bind or XEP-0198 resume);
+//! - [`session`]: the bound session (the `from` trust rule for clients lives here), with
+//!   stream management, keepalive checks and client state indication;
+//! - [`sm`]: XEP-0198 counters, the registry of resumable sessions, wire elements;
+//! - [`csi`]: XEP-0352 holding back of unimportant stanzas.
 //!
 //! The transport, framing and the bound-stream loop are shared with the other listeners in
 //! `rookery-stream`. One task serves one connection: it reads, routes, and drains the
@@ -13,9 +16,11 @@
 //! its TLS state.
 
 pub mod config;
+pub mod csi;
 pub mod limiter;
 pub mod negotiate;
 pub mod session;
+pub mod sm;
 
 use std::sync::Arc;
 
@@ -39,6 +44,8 @@ pub struct C2sContext {
     pub register: Arc<Register>,
     /// Auth failure limits.
     pub limiter: limiter::AuthLimiter,
+    /// XEP-0198 sessions that can be resumed, by SM-ID.
+    pub sm: sm::Registry,
 }
 
 /// How a listener starts its streams.

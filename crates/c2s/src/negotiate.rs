@@ -25,10 +25,26 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::{session, C2sContext, Mode};
+use crate::{csi, session, sm, C2sContext, Mode};
 use rookery_stream::{new_stream_id, Conn, ConnError, Transport};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// How negotiation ended.
+pub enum Negotiated {
+    /// A resource was bound: run the session on this connection.
+    Bound(Bound),
+    /// The connection resumed an XEP-0198 session and now belongs to that session's task.
+    Resumed,
+}
+
+/// What the client did after authentication.
+enum AfterAuth {
+    /// It bound a resource.
+    Bound(Bound),
+    /// It asked to resume a session (XEP-0198 §5) with this `<resume/>`.
+    Resume(Element),
+}
 
 /// A bound session, ready for the session loop.
 pub struct Bound {
@@ -65,10 +81,11 @@ pub async fn serve(ctx: Arc<C2sContext>, tcp: TcpStream, peer: SocketAddr, mode:
         let result = tokio::time::timeout(deadline, negotiate(&ctx, &acceptor, &mut holder)).await;
         let Some(mut conn) = holder else { return };
         match result {
-            Ok(Ok(bound)) => {
+            Ok(Ok(Negotiated::Bound(bound))) => {
                 tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
                 session::run(&ctx, conn, bound).await;
             }
+            Ok(Ok(Negotiated::Resumed)) => {}
             Ok(Err(ConnError::Stream(e))) => conn.fail(&e).await,
             Ok(Err(ConnError::StreamClosed)) => conn.close().await,
             Ok(Err(e)) => tracing::debug!(error = %e, "connection ended during negotiation"),
@@ -91,7 +108,7 @@ async fn negotiate(
     ctx: &Arc<C2sContext>,
     acceptor: &TlsAcceptor,
     holder: &mut Option<Conn>,
-) -> Result<Bound, ConnError> {
+) -> Result<Negotiated, ConnError> {
     let mut user: Option<BareJid> = None;
     let mut attempts = 0u32;
     loop {
@@ -127,7 +144,20 @@ async fn negotiate(
                     ..Limits::C2S
                 });
                 conn.send(&features_bound(ctx)).await?;
-                return bind(ctx, conn, u).await;
+                let u = u.clone();
+                loop {
+                    let conn = holder.as_mut().ok_or_else(|| {
+                        ConnError::stream(SEC::InternalServerError, "no connection")
+                    })?;
+                    match bind(ctx, conn, &u).await? {
+                        AfterAuth::Bound(b) => return Ok(Negotiated::Bound(b)),
+                        AfterAuth::Resume(el) => {
+                            if resume(ctx, holder, &u, &el).await? {
+                                return Ok(Negotiated::Resumed);
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -213,6 +243,12 @@ fn features_bound(ctx: &C2sContext) -> Element {
         .with_child(
             Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)),
         );
+    // XEP-0198 §2: offered after authentication, where both <enable/> (after binding) and
+    // <resume/> (instead of binding) are possible.
+    if ctx.config.stream_management {
+        f.push_child(Element::new("sm", sm::NS));
+    }
+    f.push_child(Element::new("csi", csi::NS));
     // Features the modules declare (e.g. XEP-0237 roster versioning).
     for extra in ctx.core.stream_features() {
         f.push_child(extra.clone());
@@ -407,10 +443,29 @@ async fn pre_auth_iq(ctx: &C2sContext, conn: &mut Conn, el: Element) -> Result<(
     Ok(())
 }
 
-/// Resource binding (RFC 6120 §7); the legacy `<session/>` (optional) is answered too.
-async fn bind(ctx: &Arc<C2sContext>, conn: &mut Conn, user: &BareJid) -> Result<Bound, ConnError> {
+/// Resource binding (RFC 6120 §7); the legacy `<session/>` (optional) is answered too. A
+/// `<resume/>` (XEP-0198 §5) is handed back to the caller.
+async fn bind(
+    ctx: &Arc<C2sContext>,
+    conn: &mut Conn,
+    user: &BareJid,
+) -> Result<AfterAuth, ConnError> {
     loop {
         let el = conn.next_element().await?;
+        if el.ns() == sm::NS {
+            match el.name() {
+                "resume" => return Ok(AfterAuth::Resume(el)),
+                // §3: stream management is enabled after binding.
+                "enable" => conn.send(&sm::failed("unexpected-request", None)).await?,
+                // <r/> or <a/> before <enable/>: nothing is counted yet.
+                _ => {}
+            }
+            continue;
+        }
+        if el.ns() == csi::NS {
+            // Nothing to hold back before a resource is bound.
+            continue;
+        }
         let stanza = match Stanza::from_element(el) {
             Ok(s) => s,
             Err(e) => {
@@ -480,6 +535,51 @@ async fn bind(ctx: &Arc<C2sContext>, conn: &mut Conn, user: &BareJid) -> Result<
             ));
         }
         tracing::info!(%jid, "resource bound");
-        return Ok(Bound { jid, handle, end });
+        return Ok(AfterAuth::Bound(Bound { jid, handle, end }));
     }
+}
+
+/// Tries to resume the session a `<resume/>` names (XEP-0198 §5): on success the connection
+/// now belongs to that session's task (`holder` is left empty) and `true` is returned; on
+/// failure `<failed/>` has been sent and the client may bind instead.
+async fn resume(
+    ctx: &C2sContext,
+    holder: &mut Option<Conn>,
+    user: &BareJid,
+    el: &Element,
+) -> Result<bool, ConnError> {
+    let conn = holder
+        .as_mut()
+        .ok_or_else(|| ConnError::stream(SEC::InternalServerError, "no connection"))?;
+    if !ctx.config.stream_management {
+        conn.send(&sm::failed("feature-not-implemented", None))
+            .await?;
+        return Ok(false);
+    }
+    let (Ok(h), Some(previd)) = (sm::parse_h(el), el.attr("previd")) else {
+        conn.send(&sm::failed("bad-request", None)).await?;
+        return Ok(false);
+    };
+    let conn = holder
+        .take()
+        .ok_or_else(|| ConnError::stream(SEC::InternalServerError, "no connection"))?;
+    let (reply, verdict) = tokio::sync::oneshot::channel();
+    let takeover = sm::Takeover {
+        conn: Box::new(conn),
+        h,
+        reply,
+    };
+    let (conn, failed) = match ctx.sm.offer(previd, user, takeover) {
+        Err((t, condition)) => (t.conn, sm::failed(condition, None)),
+        Ok(()) => match verdict.await {
+            Ok(sm::Verdict::Accepted) => return Ok(true),
+            Ok(sm::Verdict::Rejected { conn, failed }) => (conn, failed),
+            // The session ended without looking at it; the connection went with it.
+            Err(_) => return Ok(true),
+        },
+    };
+    tracing::info!(previd, "resumption refused");
+    let conn = holder.insert(*conn);
+    conn.send(&failed).await?;
+    Ok(false)
 }

@@ -1,9 +1,29 @@
 //! The bound client session: the trust rule for clients (the server stamps `from`), on top of
-//! the shared loop in `rookery_stream::pump`.
+//! the shared loop in `rookery_stream::pump`, plus what only client streams have:
+//!
+//! - XEP-0198 stream management (see [`crate::sm`]): inbound counting and `<a/>` answers,
+//!   outbound counting with a copy of each unacknowledged stanza, ack requests (`<r/>` once
+//!   [`C2sConfig::sm_ack_every`](crate::C2sConfig) stanzas are unacknowledged, or
+//!   [`ACK_DELAY`] after the first one), hibernation of a resumable session whose connection
+//!   died, and resumption on a new connection;
+//! - dead-peer detection: after `ping_interval_secs` of silence the server sends an XEP-0199
+//!   ping (an `<r/>` when stream management is on) and a peer that sends nothing within
+//!   `ping_timeout_secs` is dead; so is one that stops reading (writes stall that long);
+//! - XEP-0352 client state indication (see [`crate::csi`]).
+//!
+//! When the session ends for good (clean close, stream error, hibernation timeout, too many
+//! unacknowledged stanzas) it is unbound, so presence unavailable goes out, and what it could
+//! not deliver — unacknowledged, held back or still queued — is routed again: messages then
+//! find another resource, offline storage or a bounce with an error (XEP-0198 §5, RFC 6121
+//! §8.5.3.2), IQ requests get an error reply; nothing is dropped silently.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use rookery_core::session::SessionEnd;
+use rookery_core::{Outbound, SessionHandle};
 use rookery_jid::Jid;
 use rookery_proto::{
     ns, IqType, Stanza, StanzaKind, StanzaParseError, StreamError, StreamErrorCondition as SEC,
@@ -11,34 +31,463 @@ use rookery_proto::{
 use rookery_stream::pump::{self, Inbound};
 use rookery_stream::{Conn, ConnError};
 use rookery_xml::Element;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument;
 
+use crate::csi::{self, Csi, Decision};
 use crate::negotiate::Bound;
+use crate::sm::{self, Counters, Takeover, Verdict};
 use crate::C2sContext;
 
-/// Runs a bound session until the stream ends, then unregisters it.
-pub async fn run(ctx: &Arc<C2sContext>, mut conn: Conn, bound: Bound) {
+/// How long the first unacknowledged stanza may wait before the server asks for an ack
+/// even though fewer than `sm_ack_every` are pending.
+pub const ACK_DELAY: Duration = Duration::from_secs(5);
+
+/// Runs a bound session until it ends for good (surviving connection losses while it is
+/// resumable), then unregisters it and routes again what it could not deliver.
+pub async fn run(ctx: &Arc<C2sContext>, conn: Conn, bound: Bound) {
     let Bound {
         jid,
         handle,
         mut end,
     } = bound;
     let idle = Duration::from_secs(ctx.config.idle_timeout_secs);
-    let mut client = Client { ctx, jid: &jid };
-    let reason = pump::run(&mut conn, &mut end, idle, &mut client).await;
-    ctx.core.unbind(&jid, handle.id()).await;
-    pump::finish(&mut conn, reason).await;
+    let mut client = Client::new(ctx, &jid);
+    let mut conn = conn;
+    let (last, reason) = loop {
+        let reason = pump::run(&mut conn, &mut end, idle, &mut client).await;
+        match client.after(conn, reason, &mut end).await {
+            Next::Run(c) => conn = c,
+            Next::Ended(c, r) => break (c, r),
+        }
+    };
+    client.terminate(&handle, &mut end).await;
+    if let Some(mut conn) = last {
+        match client.closing.take() {
+            Some(bytes) => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    let _ = conn.write(&bytes).await;
+                    let _ = conn.io.shutdown().await;
+                })
+                .await;
+            }
+            None => pump::finish(&mut conn, reason).await,
+        }
+    } else {
+        tracing::info!(reason = %reason, "session ended");
+    }
 }
 
-/// The c2s inbound policy.
+/// What the session does after its loop on one connection ended.
+enum Next {
+    /// Go on with this connection (resumed).
+    Run(Conn),
+    /// The session is over; close this connection (if any) as the reason says.
+    Ended(Option<Conn>, ConnError),
+}
+
+/// A managed stream (after `<enable/>`).
+struct Managed {
+    counters: Counters,
+    /// Set while the session is resumable.
+    resume: Option<Resumable>,
+    /// An `<r/>` is out and no `<a/>` came back yet.
+    requested: bool,
+    /// When to ask for an ack although fewer than `sm_ack_every` stanzas are pending.
+    ack_due: Option<Instant>,
+    /// Stanzas queued for the session while no connection was attached.
+    parked: VecDeque<Bytes>,
+}
+
+struct Resumable {
+    id: String,
+    max: Duration,
+    takeovers: mpsc::Receiver<Takeover>,
+}
+
+/// Server-initiated liveness check.
+#[derive(Default)]
+struct Ping {
+    /// When the last check went out, while no answer came.
+    sent_at: Option<Instant>,
+    /// The id of the XEP-0199 ping in flight.
+    id: Option<String>,
+    counter: u64,
+}
+
+/// The c2s inbound policy and per-session state.
 struct Client<'a> {
     ctx: &'a Arc<C2sContext>,
     jid: &'a Jid,
+    sm: Option<Box<Managed>>,
+    csi: Csi,
+    ping: Ping,
+    /// A connection that took the session over, accepted in [`Inbound::wake`].
+    taken_over: Option<Box<Conn>>,
+    /// Bytes that end the stream, written instead of the usual stream error.
+    closing: Option<Vec<u8>>,
+}
+
+impl<'a> Client<'a> {
+    fn new(ctx: &'a Arc<C2sContext>, jid: &'a Jid) -> Self {
+        Client {
+            ctx,
+            jid,
+            sm: None,
+            csi: Csi::default(),
+            ping: Ping::default(),
+            taken_over: None,
+            closing: None,
+        }
+    }
+
+    fn resumable(&self) -> bool {
+        self.sm.as_ref().is_some_and(|m| m.resume.is_some())
+    }
+
+    /// Whether losing the connection this way leaves the session waiting for a resumption:
+    /// a connection that broke or went silent, not a close or an error of the client's.
+    fn hibernates(&self, reason: &ConnError) -> bool {
+        self.resumable()
+            && self.closing.is_none()
+            && match reason {
+                ConnError::Eof | ConnError::Io(_) => true,
+                ConnError::Stream(e) => e.condition == SEC::ConnectionTimeout,
+                _ => false,
+            }
+    }
+
+    fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ctx.config.ping_interval_secs)
+    }
+
+    fn ping_timeout(&self) -> Duration {
+        Duration::from_secs(self.ctx.config.ping_timeout_secs.max(1))
+    }
+
+    /// Decides what follows the end of the loop on `conn`: hibernation, resumption on the
+    /// connection that took over, or the end.
+    async fn after(&mut self, conn: Conn, reason: ConnError, end: &mut SessionEnd) -> Next {
+        let mut conn = Some(conn);
+        let mut reason = reason;
+        loop {
+            let next = match reason {
+                ConnError::Detached => {
+                    let Some(new) = self.taken_over.take() else {
+                        let e = ConnError::stream(SEC::InternalServerError, "lost takeover");
+                        return Next::Ended(conn, e);
+                    };
+                    if let Some(old) = conn.take() {
+                        close_in_background(
+                            old,
+                            Some(StreamError::with_text(
+                                SEC::Conflict,
+                                "the session was resumed on another connection",
+                            )),
+                        );
+                    }
+                    tracing::info!(peer = %new.peer, "session resumed on a new connection");
+                    Some(new)
+                }
+                r if self.hibernates(&r) => {
+                    tracing::info!(reason = %r, "connection lost; session hibernating");
+                    if let Some(old) = conn.take() {
+                        close_in_background(old, None);
+                    }
+                    let new = self.hibernate(end).await;
+                    match &new {
+                        Some(c) => tracing::info!(peer = %c.peer, "session resumed"),
+                        None => tracing::info!("hibernated session ended"),
+                    }
+                    new
+                }
+                r => return Next::Ended(conn, r),
+            };
+            let Some(mut new) = next else {
+                return Next::Ended(
+                    None,
+                    ConnError::stream(SEC::ConnectionTimeout, "not resumed in time"),
+                );
+            };
+            let limit = self.ping_timeout();
+            match tokio::time::timeout(limit, self.attach(&mut new)).await {
+                Ok(Ok(())) => return Next::Run(*new),
+                Ok(Err(e)) => reason = e,
+                Err(_) => reason = ConnError::stream(SEC::ConnectionTimeout, "resume stalled"),
+            }
+            conn = Some(*new);
+        }
+    }
+
+    /// Waits, with no connection, for a resumption; meanwhile stanzas for the session are
+    /// parked (bounded). `None` when the session must end.
+    async fn hibernate(&mut self, end: &mut SessionEnd) -> Option<Box<Conn>> {
+        let max_unacked = self.ctx.config.sm_max_unacked;
+        let m = self.sm.as_mut()?;
+        let r = m.resume.as_mut()?;
+        let deadline = Instant::now() + r.max;
+        loop {
+            tokio::select! {
+                biased;
+                reason = end.kill.fired() => {
+                    tracing::info!(condition = %reason.condition, "hibernated session closed");
+                    return None;
+                }
+                t = r.takeovers.recv() => {
+                    let t = t?;
+                    if let Some(conn) = judge(&mut m.counters, t) {
+                        return Some(conn);
+                    }
+                }
+                item = end.rx.recv() => match item {
+                    Some(Outbound::Bytes(b)) => {
+                        m.parked.push_back(b);
+                        if m.parked.len() + m.counters.unacked() > max_unacked {
+                            tracing::info!("too many stanzas for a hibernated session");
+                            return None;
+                        }
+                    }
+                    None => return None,
+                },
+                _ = tokio::time::sleep_until(deadline) => return None,
+            }
+        }
+    }
+
+    /// Puts the session on a connection that resumed it (§5): `<resumed/>`, then what the
+    /// client has not acknowledged, then what waited meanwhile.
+    async fn attach(&mut self, conn: &mut Conn) -> Result<(), ConnError> {
+        self.ping = Ping::default();
+        let Some(m) = self.sm.as_mut() else {
+            return Err(ConnError::stream(SEC::InternalServerError, "not managed"));
+        };
+        let Some(r) = m.resume.as_ref() else {
+            return Err(ConnError::stream(SEC::InternalServerError, "not resumable"));
+        };
+        let resumed = sm::resumed(&r.id, m.counters.inbound());
+        conn.write_unflushed(&rookery_proto::stream::to_bytes(&resumed))
+            .await?;
+        for b in m.counters.unacked_stanzas() {
+            conn.write_unflushed(b).await?;
+        }
+        m.requested = false;
+        m.ack_due = None;
+        let parked = std::mem::take(&mut m.parked);
+        // Client state is per stream: a resumed stream starts active (XEP-0352 §4).
+        let held = self.csi.set_active();
+        for b in held.into_iter().chain(parked) {
+            self.write_stanza(conn, b).await?;
+        }
+        self.batch_written(conn).await?;
+        if let Some(m) = self.sm.as_mut() {
+            if m.counters.unacked() > 0 && !m.requested {
+                conn.write_unflushed(&rookery_proto::stream::to_bytes(&sm::request()))
+                    .await?;
+                m.requested = true;
+            }
+        }
+        conn.flush().await
+    }
+
+    /// The session ends for good: it is no longer resumable, it is unbound (presence
+    /// unavailable goes out) and what it could not deliver is routed again.
+    async fn terminate(&mut self, handle: &SessionHandle, end: &mut SessionEnd) {
+        let mut undelivered: Vec<Bytes> = Vec::new();
+        if let Some(mut m) = self.sm.take() {
+            if let Some(mut r) = m.resume.take() {
+                self.ctx.sm.remove(&r.id);
+                r.takeovers.close();
+                while let Ok(t) = r.takeovers.try_recv() {
+                    let _ = t.reply.send(Verdict::Rejected {
+                        conn: t.conn,
+                        failed: sm::failed("item-not-found", None),
+                    });
+                }
+            }
+            undelivered.extend(m.counters.take_unacked());
+            undelivered.extend(std::mem::take(&mut m.parked));
+        }
+        undelivered.extend(self.csi.take_held());
+        self.ctx.core.unbind(self.jid, handle.id()).await;
+        end.rx.close();
+        while let Ok(Outbound::Bytes(b)) = end.rx.try_recv() {
+            undelivered.push(b);
+        }
+        let mut rerouted = 0usize;
+        for b in undelivered {
+            let Some(stanza) = sm::reparse(&b) else {
+                continue;
+            };
+            if matches!(
+                stanza.kind(),
+                StanzaKind::Message(_) | StanzaKind::Iq(IqType::Get | IqType::Set)
+            ) {
+                rerouted += 1;
+                self.ctx.core.route(stanza).await;
+            }
+        }
+        if rerouted > 0 {
+            tracing::info!(rerouted, "undelivered stanzas routed again");
+        }
+    }
+
+    /// Writes one stanza to the client, counting it and keeping a copy when the stream is
+    /// managed (the copy is taken first, so a failed write loses nothing).
+    async fn write_stanza(&mut self, conn: &mut Conn, b: Bytes) -> Result<(), ConnError> {
+        if let Some(m) = self.sm.as_mut() {
+            m.counters.sent(b.clone());
+            if m.ack_due.is_none() && !m.requested {
+                m.ack_due = Some(Instant::now() + ACK_DELAY);
+            }
+            if m.counters.unacked() > self.ctx.config.sm_max_unacked {
+                return Err(ConnError::stream(
+                    SEC::PolicyViolation,
+                    "too many unacknowledged stanzas",
+                ));
+            }
+        }
+        conn.write_unflushed(&b).await
+    }
+
+    /// Writes a nonza (stream management element) and flushes.
+    async fn nonza(conn: &mut Conn, el: &Element) -> Result<(), ConnError> {
+        conn.send(el).await
+    }
+
+    async fn sm_element(&mut self, conn: &mut Conn, el: Element) -> Result<(), ConnError> {
+        match el.name() {
+            "r" => {
+                if let Some(m) = self.sm.as_ref() {
+                    Self::nonza(conn, &sm::ack(m.counters.inbound())).await?;
+                }
+                Ok(())
+            }
+            "a" => {
+                let Some(m) = self.sm.as_mut() else {
+                    return Ok(());
+                };
+                let Ok(Some(h)) = sm::parse_h(&el) else {
+                    return Err(ConnError::stream(
+                        SEC::InvalidXml,
+                        "<a/> needs a numeric 'h'",
+                    ));
+                };
+                match m.counters.ack(h) {
+                    Ok(()) => {
+                        m.requested = false;
+                        m.ack_due = (m.counters.unacked() > 0).then(|| Instant::now() + ACK_DELAY);
+                        Ok(())
+                    }
+                    Err(t) => {
+                        tracing::info!(h = t.h, sent = t.sent, "client acked more than sent");
+                        self.closing = Some(sm::too_high_error(t));
+                        Err(ConnError::stream(
+                            SEC::UndefinedCondition,
+                            "handled-count-too-high",
+                        ))
+                    }
+                }
+            }
+            "enable" => self.enable(conn, &el).await,
+            // Resumption replaces binding; on a bound stream it is out of order.
+            "resume" => Self::nonza(conn, &sm::failed("unexpected-request", None)).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// `<enable/>` (§3).
+    async fn enable(&mut self, conn: &mut Conn, el: &Element) -> Result<(), ConnError> {
+        let cfg = &self.ctx.config;
+        if !cfg.stream_management {
+            return Self::nonza(conn, &sm::failed("feature-not-implemented", None)).await;
+        }
+        if self.sm.is_some() {
+            return Self::nonza(conn, &sm::failed("unexpected-request", None)).await;
+        }
+        let wants_resume = matches!(el.attr("resume"), Some("true" | "1"));
+        let mut max = cfg.sm_resume_timeout_secs;
+        if let Some(client_max) = el.attr("max").and_then(|v| v.trim().parse::<u64>().ok()) {
+            if client_max > 0 {
+                max = max.min(client_max);
+            }
+        }
+        let resume = (wants_resume && max > 0).then(|| {
+            let (id, takeovers) = self.ctx.sm.register(self.jid.to_bare());
+            Resumable {
+                id,
+                max: Duration::from_secs(max),
+                takeovers,
+            }
+        });
+        let reply = sm::enabled(resume.as_ref().map(|r| (r.id.as_str(), max)));
+        self.sm = Some(Box::new(Managed {
+            counters: Counters::new(),
+            resume,
+            requested: false,
+            ack_due: None,
+            parked: VecDeque::new(),
+        }));
+        tracing::debug!(resumable = self.resumable(), "stream management enabled");
+        // Outbound counting starts with the first stanza after <enabled/>.
+        Self::nonza(conn, &reply).await
+    }
+
+    async fn csi_element(&mut self, conn: &mut Conn, el: &Element) -> Result<(), ConnError> {
+        match el.name() {
+            "inactive" => self.csi.set_inactive(),
+            "active" => {
+                let held = self.csi.set_active();
+                if !held.is_empty() {
+                    for b in held {
+                        self.write_stanza(conn, b).await?;
+                    }
+                    self.batch_written(conn).await?;
+                    conn.flush().await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// An answer to our XEP-0199 ping: swallowed (it is for the connection, not the router).
+    fn is_ping_answer(&self, el: &Element) -> bool {
+        el.is("iq", ns::CLIENT)
+            && matches!(el.attr("type"), Some("result" | "error"))
+            && self.ping.id.is_some()
+            && el.attr("id") == self.ping.id.as_deref()
+    }
+
+    /// When the pending liveness check went out, if the peer has sent nothing since (bytes
+    /// read at that very instant count as an answer).
+    fn awaiting_ping(&self, conn: &Conn) -> Option<Instant> {
+        self.ping.sent_at.filter(|at| conn.last_read() < *at)
+    }
 }
 
 impl Inbound for Client<'_> {
     /// Whatever `from` the client wrote is replaced by its full JID (RFC 6120 §8.1.2.1), so
     /// it cannot speak for anyone else.
     async fn element(&mut self, conn: &mut Conn, mut el: Element) -> Result<(), ConnError> {
+        // Anything from the client answers a pending liveness check.
+        self.ping.sent_at = None;
+        if el.ns() == sm::NS {
+            return self.sm_element(conn, el).await;
+        }
+        if el.ns() == csi::NS {
+            return self.csi_element(conn, &el).await;
+        }
+        if el.ns() == ns::CLIENT && matches!(el.name(), "message" | "presence" | "iq") {
+            if let Some(m) = self.sm.as_mut() {
+                m.counters.received();
+            }
+        }
+        if self.is_ping_answer(&el) {
+            self.ping.id = None;
+            return Ok(());
+        }
         el.remove_attr("from");
         let mut stanza = match Stanza::from_element(el) {
             Ok(s) => s,
@@ -63,6 +512,175 @@ impl Inbound for Client<'_> {
         self.ctx.core.route_from_session(stanza).await;
         Ok(())
     }
+
+    async fn outbound(&mut self, conn: &mut Conn, item: Outbound) -> Result<(), ConnError> {
+        let Outbound::Bytes(b) = item;
+        if !self.csi.is_inactive() {
+            return self.write_stanza(conn, b).await;
+        }
+        match self.csi.outbound(b, self.ctx.config.csi_max_held) {
+            Decision::Held => Ok(()),
+            Decision::Send(list) => {
+                for b in list {
+                    self.write_stanza(conn, b).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn batch_written(&mut self, conn: &mut Conn) -> Result<(), ConnError> {
+        let every = self.ctx.config.sm_ack_every.max(1) as usize;
+        if let Some(m) = self.sm.as_mut() {
+            if !m.requested && m.counters.unacked() >= every {
+                conn.write_unflushed(&rookery_proto::stream::to_bytes(&sm::request()))
+                    .await?;
+                m.requested = true;
+                m.ack_due = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn deadline(&self, conn: &Conn) -> Option<Instant> {
+        let mut d = None;
+        if !self.ping_interval().is_zero() {
+            d = Some(match self.awaiting_ping(conn) {
+                Some(at) => at + self.ping_timeout(),
+                None => {
+                    conn.last_read()
+                        .max(self.ping.sent_at.unwrap_or(conn.last_read()))
+                        + self.ping_interval()
+                }
+            });
+        }
+        if let Some(due) = self.sm.as_ref().and_then(|m| m.ack_due) {
+            d = Some(d.map_or(due, |d: Instant| d.min(due)));
+        }
+        d
+    }
+
+    async fn timer(&mut self, conn: &mut Conn) -> Result<(), ConnError> {
+        let now = Instant::now();
+        let mut wrote = false;
+        if !self.ping_interval().is_zero() {
+            match self.awaiting_ping(conn) {
+                Some(at) => {
+                    if now >= at + self.ping_timeout() {
+                        return Err(ConnError::stream(
+                            SEC::ConnectionTimeout,
+                            "no answer to the keepalive check",
+                        ));
+                    }
+                }
+                None => {
+                    let since = conn
+                        .last_read()
+                        .max(self.ping.sent_at.unwrap_or(conn.last_read()));
+                    if now >= since + self.ping_interval() {
+                        if let Some(m) = self.sm.as_mut() {
+                            conn.write_unflushed(&rookery_proto::stream::to_bytes(&sm::request()))
+                                .await?;
+                            m.requested = true;
+                            m.ack_due = None;
+                        } else {
+                            self.ping.counter += 1;
+                            let id = format!("rk-ping-{}", self.ping.counter);
+                            let iq = Stanza::iq(
+                                IqType::Get,
+                                &id,
+                                Some(self.ctx.core.domain_jid().clone().into()),
+                                Some(self.jid.clone()),
+                                Element::new("ping", ns::PING),
+                            );
+                            conn.write_unflushed(&iq.to_bytes()).await?;
+                            self.ping.id = Some(id);
+                        }
+                        self.ping.sent_at = Some(now);
+                        wrote = true;
+                    }
+                }
+            }
+        }
+        if let Some(m) = self.sm.as_mut() {
+            if m.ack_due.is_some_and(|d| now >= d) {
+                m.ack_due = None;
+                if !m.requested && m.counters.unacked() > 0 {
+                    conn.write_unflushed(&rookery_proto::stream::to_bytes(&sm::request()))
+                        .await?;
+                    m.requested = true;
+                    wrote = true;
+                }
+            }
+        }
+        if wrote {
+            conn.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn wake(&mut self) -> Result<(), ConnError> {
+        let Some(m) = self.sm.as_mut() else {
+            return std::future::pending().await;
+        };
+        let Some(r) = m.resume.as_mut() else {
+            return std::future::pending().await;
+        };
+        match r.takeovers.recv().await {
+            Some(t) => match judge(&mut m.counters, t) {
+                Some(conn) => {
+                    self.taken_over = Some(conn);
+                    Err(ConnError::Detached)
+                }
+                None => Ok(()),
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    fn write_timeout(&self) -> Duration {
+        self.ping_timeout()
+    }
+}
+
+/// Accepts a takeover whose `h` is consistent with what was sent, applying that ack (then
+/// [`Client::attach`] resends the rest), or sends it back with `<failed/>`.
+fn judge(counters: &mut Counters, t: Takeover) -> Option<Box<Conn>> {
+    let Takeover { conn, h, reply } = t;
+    if let Some(h) = h {
+        if let Err(too_high) = counters.check(h) {
+            let mut failed = sm::failed("undefined-condition", Some(counters.inbound()));
+            failed.push_child(
+                Element::new("handled-count-too-high", sm::NS)
+                    .with_attr("h", too_high.h.to_string())
+                    .with_attr("send-count", too_high.sent.to_string()),
+            );
+            let _ = reply.send(Verdict::Rejected { conn, failed });
+            return None;
+        }
+    }
+    // The resuming connection may have given up waiting (its negotiation deadline): then
+    // the connection is gone with it and the session goes on as it was.
+    reply.send(Verdict::Accepted).ok()?;
+    if let Some(h) = h {
+        let _ = counters.ack(h);
+    }
+    Some(conn)
+}
+
+/// Closes a connection the session no longer uses without holding the session up.
+fn close_in_background(mut conn: Conn, error: Option<StreamError>) {
+    tokio::spawn(
+        async move {
+            match error {
+                Some(e) => conn.fail(&e).await,
+                None => {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn.io.shutdown()).await;
+                }
+            }
+        }
+        .instrument(tracing::Span::current()),
+    );
 }
 
 /// RFC 3921 session establishment, still sent by older clients: a no-op success.
@@ -71,3 +689,7 @@ fn is_legacy_session(ctx: &C2sContext, s: &Stanza) -> bool {
         && s.to().is_none_or(|t| t.as_str() == ctx.core.domain())
         && s.payload().is_some_and(|p| p.is("session", ns::SESSION))
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

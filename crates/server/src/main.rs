@@ -158,6 +158,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             cfg.c2s.auth_failures_per_ip_per_minute,
             cfg.c2s.auth_failures_per_account_per_minute,
         ),
+        sm: Default::default(),
     });
     let mut tasks = Vec::new();
     for (addr, mode) in [

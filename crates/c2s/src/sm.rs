@@ -1,0 +1,398 @@
+//! XEP-0198 stream management (`urn:xmpp:sm:3`): the counters (§4), the resumption registry
+//! (§5) and the wire elements.
+//!
+//! A resumable session keeps its `SessionHandle` registered with the core while no connection
+//! is attached ("hibernation"): its task keeps draining the session queue into memory. A
+//! `<resume/>` on a new, authenticated connection looks the SM-ID up in the [`Registry`] and
+//! hands that connection to the session's task as a [`Takeover`]; the task checks `h`,
+//! answers `<resumed/>`, resends what the client has not acknowledged and goes on with the
+//! new connection. The old connection, if it is still open (a socket that merely went
+//! silent), is closed. So a session's state always lives in one task, and resuming never
+//! copies queues between tasks.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use rookery_jid::BareJid;
+use rookery_proto::{ns, Stanza};
+use rookery_stream::Conn;
+use rookery_xml::{Element, Event, Limits, StreamParser};
+use tokio::sync::{mpsc, oneshot};
+
+/// The XEP-0198 namespace, version 3.
+pub const NS: &str = "urn:xmpp:sm:3";
+
+/// `h` in an `<a/>` or `<resume/>` acknowledges more stanzas than were sent (§4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooHigh {
+    /// The `h` the client sent.
+    pub h: u32,
+    /// The number of stanzas we sent (mod 2^32).
+    pub sent: u32,
+}
+
+/// The counters of one managed stream. Every number is a sequence number mod 2^32 (§4: "h
+/// wraps to zero after 2^32 - 1"), so all arithmetic wraps.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Stanzas received from the client since its `<enable/>`: the `h` we report.
+    inbound: u32,
+    /// Stanzas sent to the client since our `<enabled/>`.
+    sent: u32,
+    /// The last `h` the client acknowledged.
+    acked: u32,
+    /// Stanzas sent and not yet acknowledged, oldest first: `sent - acked` of them.
+    unacked: VecDeque<Bytes>,
+}
+
+impl Counters {
+    /// Counters starting at zero.
+    pub fn new() -> Self {
+        Counters::default()
+    }
+
+    /// Counters as if `inbound` stanzas had been received and `sent` sent and acknowledged
+    /// (tests of the wrap-around).
+    #[cfg(test)]
+    fn starting_at(inbound: u32, sent: u32) -> Self {
+        Counters {
+            inbound,
+            sent,
+            acked: sent,
+            unacked: VecDeque::new(),
+        }
+    }
+
+    /// A stanza arrived from the client.
+    pub fn received(&mut self) {
+        self.inbound = self.inbound.wrapping_add(1);
+    }
+
+    /// The `h` to report.
+    pub fn inbound(&self) -> u32 {
+        self.inbound
+    }
+
+    /// The number of stanzas sent (mod 2^32).
+    pub fn sent_count(&self) -> u32 {
+        self.sent
+    }
+
+    /// A stanza was written to the client; a copy is kept until acknowledged.
+    pub fn sent(&mut self, stanza: Bytes) {
+        self.sent = self.sent.wrapping_add(1);
+        self.unacked.push_back(stanza);
+    }
+
+    /// Stanzas sent and not acknowledged.
+    pub fn unacked(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// How many stanzas `h` newly acknowledges; an `h` behind the last one (a reordered or
+    /// repeated ack) acknowledges none.
+    pub fn check(&self, h: u32) -> Result<usize, TooHigh> {
+        let newly = h.wrapping_sub(self.acked) as usize;
+        if newly <= self.unacked.len() {
+            return Ok(newly);
+        }
+        // Behind the last ack by less than half the sequence space: stale, not too high.
+        if self.acked.wrapping_sub(h) < (1 << 31) {
+            return Ok(0);
+        }
+        Err(TooHigh { h, sent: self.sent })
+    }
+
+    /// Applies an acknowledgement: the stanzas up to `h` are forgotten.
+    pub fn ack(&mut self, h: u32) -> Result<(), TooHigh> {
+        let newly = self.check(h)?;
+        if newly > 0 {
+            self.unacked.drain(..newly);
+            self.acked = h;
+            if self.unacked.is_empty() && self.unacked.capacity() > 32 {
+                // Keep an idle session small after a burst.
+                self.unacked = VecDeque::new();
+            }
+        }
+        Ok(())
+    }
+
+    /// The unacknowledged stanzas, oldest first (to resend after resumption).
+    pub fn unacked_stanzas(&self) -> impl Iterator<Item = &Bytes> {
+        self.unacked.iter()
+    }
+
+    /// Takes the unacknowledged stanzas out (the session ends: they are undeliverable).
+    pub fn take_unacked(&mut self) -> VecDeque<Bytes> {
+        std::mem::take(&mut self.unacked)
+    }
+}
+
+/// A connection asking to take a hibernating (or silently dead) session over.
+pub struct Takeover {
+    /// The new connection, authenticated, post-SASL stream open, `<resume/>` read.
+    pub conn: Box<Conn>,
+    /// The client's `h` (`None`: it sent none, nothing is acknowledged).
+    pub h: Option<u32>,
+    /// The session's answer.
+    pub reply: oneshot::Sender<Verdict>,
+}
+
+/// The session's answer to a [`Takeover`].
+pub enum Verdict {
+    /// The session now runs on the new connection (it sent `<resumed/>`).
+    Accepted,
+    /// Refused: the new connection gets its connection back and sends `failed`, then the
+    /// client may bind a resource instead (§5).
+    Rejected {
+        /// The connection, returned.
+        conn: Box<Conn>,
+        /// The `<failed/>` element to send.
+        failed: Element,
+    },
+}
+
+struct Slot {
+    owner: BareJid,
+    tx: mpsc::Sender<Takeover>,
+}
+
+/// Resumable sessions by SM-ID.
+#[derive(Default)]
+pub struct Registry {
+    slots: DashMap<String, Slot>,
+}
+
+impl Registry {
+    /// Registers a resumable session of `owner`; returns its fresh SM-ID and the receiver of
+    /// takeovers.
+    pub fn register(&self, owner: BareJid) -> (String, mpsc::Receiver<Takeover>) {
+        let (tx, rx) = mpsc::channel(2);
+        loop {
+            // 128 random bits: unguessable, and never reused while the server runs.
+            let id = format!("{:032x}", rand::random::<u128>());
+            if let dashmap::Entry::Vacant(v) = self.slots.entry(id.clone()) {
+                v.insert(Slot {
+                    owner: owner.clone(),
+                    tx: tx.clone(),
+                });
+                return (id, rx);
+            }
+        }
+    }
+
+    /// Forgets a session.
+    pub fn remove(&self, id: &str) {
+        self.slots.remove(id);
+    }
+
+    /// Number of resumable sessions (connected or not).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no session is resumable.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Hands `takeover` to the session `id` if `user` owns it. On failure the takeover comes
+    /// back with the `<failed/>` condition: `item-not-found` for an unknown SM-ID or another
+    /// user's (a client learns nothing about other users' sessions).
+    pub fn offer(
+        &self,
+        id: &str,
+        user: &BareJid,
+        takeover: Takeover,
+    ) -> Result<(), (Takeover, &'static str)> {
+        let tx = match self.slots.get(id) {
+            Some(slot) if &slot.owner == user => slot.tx.clone(),
+            _ => return Err((takeover, "item-not-found")),
+        };
+        tx.try_send(takeover).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(t) => (t, "unexpected-request"),
+            mpsc::error::TrySendError::Closed(t) => (t, "item-not-found"),
+        })
+    }
+}
+
+/// `<enabled/>` (§3), with `id` and `max` when the session is resumable.
+pub fn enabled(resume: Option<(&str, u64)>) -> Element {
+    let mut el = Element::new("enabled", NS);
+    if let Some((id, max)) = resume {
+        el.set_attr("id", id);
+        el.set_attr("resume", "true");
+        el.set_attr("max", max.to_string());
+    }
+    el
+}
+
+/// `<failed/>` with a stanza error condition (§6), and the `h` we handled when known.
+pub fn failed(condition: &str, h: Option<u32>) -> Element {
+    let mut el = Element::new("failed", NS).with_child(Element::new(condition, ns::STANZAS));
+    if let Some(h) = h {
+        el.set_attr("h", h.to_string());
+    }
+    el
+}
+
+/// `<a h='...'/>`.
+pub fn ack(h: u32) -> Element {
+    Element::new("a", NS).with_attr("h", h.to_string())
+}
+
+/// `<r/>`.
+pub fn request() -> Element {
+    Element::new("r", NS)
+}
+
+/// `<resumed previd h/>` (§5).
+pub fn resumed(previd: &str, h: u32) -> Element {
+    Element::new("resumed", NS)
+        .with_attr("previd", previd)
+        .with_attr("h", h.to_string())
+}
+
+/// The stream error for an `h` higher than what was sent (§4): `undefined-condition` with
+/// `<handled-count-too-high/>`, as bytes (our `StreamError` has no application condition).
+pub fn too_high_error(t: TooHigh) -> Vec<u8> {
+    let el = Element::new("error", ns::STREAM)
+        .with_child(Element::new("undefined-condition", ns::STREAM_ERRORS))
+        .with_child(
+            Element::new("handled-count-too-high", NS)
+                .with_attr("h", t.h.to_string())
+                .with_attr("send-count", t.sent.to_string()),
+        );
+    let mut out = rookery_proto::stream::to_bytes(&el);
+    out.extend_from_slice(rookery_proto::stream::CLOSE);
+    out
+}
+
+/// An `h` attribute that is not an unsigned 32-bit integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("'h' is not a 32-bit unsigned integer")]
+pub struct BadH;
+
+/// Parses an `h` attribute (an unsigned 32-bit integer); `None` when absent.
+pub fn parse_h(el: &Element) -> Result<Option<u32>, BadH> {
+    match el.attr("h") {
+        None => Ok(None),
+        Some(v) => v.trim().parse::<u32>().map(Some).map_err(|_| BadH),
+    }
+}
+
+/// Turns a stanza we serialized for a client back into a [`Stanza`], to re-route what a
+/// session could not deliver. `None` for bytes that are not one stanza (never expected).
+pub fn reparse(bytes: &[u8]) -> Option<Stanza> {
+    const HEADER: &[u8] = b"<stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams'>";
+    let mut parser = StreamParser::new(Limits {
+        max_stanza_bytes: bytes.len().saturating_add(1024),
+        max_elements: usize::MAX,
+        ..Limits::S2S
+    });
+    parser.feed(HEADER);
+    parser.feed(bytes);
+    loop {
+        match parser.next_event() {
+            Ok(Some(Event::StreamOpen(_))) => continue,
+            Ok(Some(Event::Element(el))) => return Stanza::from_element(el).ok(),
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn b(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn acks_free_the_queue() {
+        let mut c = Counters::new();
+        for s in ["<message/>", "<presence/>", "<iq/>"] {
+            c.sent(b(s));
+        }
+        assert_eq!(c.unacked(), 3);
+        c.ack(2).unwrap();
+        assert_eq!(c.unacked(), 1);
+        assert_eq!(c.unacked_stanzas().next().unwrap(), &b("<iq/>"));
+        // A repeated (stale) ack changes nothing.
+        c.ack(1).unwrap();
+        c.ack(2).unwrap();
+        assert_eq!(c.unacked(), 1);
+        c.ack(3).unwrap();
+        assert_eq!(c.unacked(), 0);
+    }
+
+    #[test]
+    fn too_high_is_reported_with_the_send_count() {
+        let mut c = Counters::new();
+        c.sent(b("<message/>"));
+        assert_eq!(c.ack(5), Err(TooHigh { h: 5, sent: 1 }));
+        assert_eq!(c.unacked(), 1);
+    }
+
+    #[test]
+    fn counters_wrap_at_2_pow_32() {
+        let mut c = Counters::starting_at(u32::MAX - 1, u32::MAX - 1);
+        c.received();
+        assert_eq!(c.inbound(), u32::MAX);
+        c.received();
+        assert_eq!(c.inbound(), 0);
+        c.received();
+        assert_eq!(c.inbound(), 1);
+
+        // Four stanzas sent across the wrap: sequence numbers MAX, 0, 1, 2.
+        for s in ["<a/>", "<b/>", "<c/>", "<d/>"] {
+            c.sent(b(s));
+        }
+        assert_eq!(c.sent_count(), 2);
+        assert_eq!(c.check(u32::MAX), Ok(1));
+        assert_eq!(c.check(1), Ok(3));
+        c.ack(0).unwrap();
+        assert_eq!(c.unacked(), 2);
+        assert_eq!(c.unacked_stanzas().next().unwrap(), &b("<c/>"));
+        // Stale across the wrap: an ack for MAX after one for 0.
+        c.ack(u32::MAX).unwrap();
+        assert_eq!(c.unacked(), 2);
+        assert!(c.ack(3).is_err());
+        c.ack(2).unwrap();
+        assert_eq!(c.unacked(), 0);
+    }
+
+    #[test]
+    fn reparse_round_trips_a_stanza() {
+        let st = reparse(
+            b"<message from=\"a@x/r\" to=\"b@x/s\" type=\"chat\"><body>hi &amp; bye</body></message>",
+        )
+        .unwrap();
+        assert_eq!(st.to().unwrap().as_str(), "b@x/s");
+        assert_eq!(
+            st.element().child_text("body", ns::CLIENT).as_deref(),
+            Some("hi & bye")
+        );
+        assert!(reparse(b"<message").is_none());
+    }
+
+    #[test]
+    fn elements() {
+        assert_eq!(
+            enabled(Some(("abc", 300))).to_string(),
+            "<enabled xmlns=\"urn:xmpp:sm:3\" id=\"abc\" resume=\"true\" max=\"300\"/>"
+        );
+        assert_eq!(
+            failed("item-not-found", Some(3)).to_string(),
+            "<failed xmlns=\"urn:xmpp:sm:3\" h=\"3\"><item-not-found \
+             xmlns=\"urn:ietf:params:xml:ns:xmpp-stanzas\"/></failed>"
+        );
+        let e = String::from_utf8(too_high_error(TooHigh { h: 5, sent: 2 })).unwrap();
+        assert!(e.contains("handled-count-too-high"), "{e}");
+        assert!(e.starts_with("<stream:error>"), "{e}");
+    }
+}

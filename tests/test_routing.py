@@ -155,8 +155,9 @@ async def test_a_client_that_does_not_read_is_disconnected(server_factory):
     srv = server_factory(session_queue=8)
     bob = srv.client(rcvbuf=4096)
     await bob.login("bob", "bobpass", "stuck")
+    bob.pause_reading()
     alice = await srv.login("alice", "a")
-    n, body = 300, "x" * 8000
+    n, body = 1000, "x" * 8000   # 8 MB: far more than the socket and TLS buffers hold
     for i in range(n):
         alice.message("bob@localhost/stuck", f"{i} {body}")
     await alice.flush()
@@ -164,6 +165,7 @@ async def test_a_client_that_does_not_read_is_disconnected(server_factory):
     assert r.get("type") == "result", "the sender is still served"
     received = 0
     cond = None
+    bob.writer.transport.resume_reading()
     try:
         while True:
             el = await bob.recv(timeout=30)

@@ -418,6 +418,11 @@ class RawClient:
         finally:
             self.abort()
 
+    def pause_reading(self):
+        """Stops reading from the socket (asyncio would otherwise keep buffering in the
+        background): with a small `rcvbuf` the server soon cannot write to us."""
+        self.writer.transport.pause_reading()
+
     def abort(self):
         """Drops the TCP connection without closing the stream."""
         if self.writer is not None:

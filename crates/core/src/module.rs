@@ -95,6 +95,8 @@ pub struct Declaration {
     pub server_features: Vec<&'static str>,
     /// Disco features of every account (disco#info to a bare JID).
     pub account_features: Vec<&'static str>,
+    /// Disco identities of every account, besides `account/registered` (e.g. `pubsub/pep`).
+    pub account_identities: Vec<Identity>,
     /// Wants session lifecycle events.
     pub session_events: bool,
     /// Stream features offered to clients after authentication, next to `<bind/>` (e.g.
@@ -123,6 +125,25 @@ pub trait Module: Send + Sync + 'static {
     /// Called after the `result` of an IQ this module answered was routed: for stanzas that
     /// must follow the result (e.g. XEP-0237 roster pushes after an empty roster result).
     async fn after_result(&self, _core: &Arc<Core>, _to: &BareJid, _iq: &Stanza) {}
+
+    /// Extra disco#items of `to` (the server or an account) shown to `from` at the root
+    /// (no `node`): e.g. an account's PEP nodes (XEP-0163 §? / XEP-0030 §4).
+    async fn disco_items(&self, _core: &Arc<Core>, _to: &BareJid, _from: &Jid) -> Vec<Element> {
+        Vec::new()
+    }
+
+    /// Answers a disco#info or disco#items `query` with a `node` attribute for `to`, if the
+    /// node is this module's (`None`: not mine; the next module is asked, and with no taker
+    /// the answer is `item-not-found`).
+    async fn disco_node(
+        &self,
+        _core: &Arc<Core>,
+        _to: &BareJid,
+        _from: &Jid,
+        _query: &Element,
+    ) -> Option<IqResult> {
+        None
+    }
 
     /// A declared hook.
     async fn hook(&self, _core: &Arc<Core>, _point: HookPoint, stanza: Stanza) -> Flow {

@@ -108,6 +108,7 @@ impl CoreBuilder {
         }];
         let mut server_features = Vec::new();
         let mut account_features = Vec::new();
+        let mut account_identities = Vec::new();
         let mut session_listeners = Vec::new();
         let mut stream_features = Vec::new();
         for (i, m) in self.modules.iter().enumerate() {
@@ -123,6 +124,7 @@ impl CoreBuilder {
             identities.extend(d.server_identities);
             server_features.extend(d.server_features);
             account_features.extend(d.account_features);
+            account_identities.extend(d.account_identities);
             if d.session_events {
                 session_listeners.push(i);
             }
@@ -142,6 +144,7 @@ impl CoreBuilder {
             identities,
             server_features,
             account_features,
+            account_identities,
             session_listeners,
             stream_features,
             sessions: DashMap::new(),
@@ -165,6 +168,7 @@ pub struct Core {
     identities: Vec<Identity>,
     server_features: Vec<&'static str>,
     account_features: Vec<&'static str>,
+    account_identities: Vec<Identity>,
     session_listeners: Vec<usize>,
     stream_features: Vec<Element>,
     sessions: DashMap<BareJid, Vec<Resource>>,
@@ -210,6 +214,16 @@ impl Core {
     /// Account disco features (from all modules).
     pub fn account_features(&self) -> &[&'static str] {
         &self.account_features
+    }
+
+    /// Account disco identities other than `account/registered` (from all modules).
+    pub fn account_identities(&self) -> &[Identity] {
+        &self.account_identities
+    }
+
+    /// The modules, in the order they were added (for disco nodes and items they answer).
+    pub fn modules(&self) -> &[Arc<dyn Module>] {
+        &self.modules
     }
 
     /// Stream features modules offer to clients after authentication.

@@ -45,8 +45,14 @@ impl Module for Disco {
         let Some(query) = iq.payload() else {
             return Err(StanzaError::new(StanzaErrorCondition::BadRequest));
         };
+        let from = iq.from().cloned().unwrap_or_else(|| to.clone().into());
         if query.attr("node").is_some() {
-            // No module publishes nodes yet.
+            // Nodes belong to modules (e.g. PEP nodes of an account).
+            for m in core.modules() {
+                if let Some(answer) = m.disco_node(core, to, &from, query).await {
+                    return answer;
+                }
+            }
             return Err(StanzaError::new(StanzaErrorCondition::ItemNotFound));
         }
         let is_server = to.local().is_none();
@@ -71,18 +77,34 @@ impl Module for Disco {
                         .with_attr("category", "account")
                         .with_attr("type", "registered"),
                 );
+                for id in core.account_identities() {
+                    let mut el = Element::new("identity", ns::DISCO_INFO)
+                        .with_attr("category", id.category)
+                        .with_attr("type", id.kind);
+                    if let Some(n) = &id.name {
+                        el.set_attr("name", n.clone());
+                    }
+                    out.push_child(el);
+                }
                 for f in core.account_features() {
                     out.push_child(feature(f));
                 }
             }
-        } else if is_server {
-            // Services and connected components (XEP-0114); disco to them is routed to them.
-            for (d, name) in core.routed_items() {
-                let mut item = Element::new("item", ns::DISCO_ITEMS).with_attr("jid", d);
-                if let Some(n) = name {
-                    item.set_attr("name", n);
+        } else {
+            if is_server {
+                // Services and connected components (XEP-0114); disco to them is routed to them.
+                for (d, name) in core.routed_items() {
+                    let mut item = Element::new("item", ns::DISCO_ITEMS).with_attr("jid", d);
+                    if let Some(n) = name {
+                        item.set_attr("name", n);
+                    }
+                    out.push_child(item);
                 }
-                out.push_child(item);
+            }
+            for m in core.modules() {
+                for item in m.disco_items(core, to, &from).await {
+                    out.push_child(item);
+                }
             }
         }
         Ok(Some(out))

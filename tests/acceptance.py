@@ -17,8 +17,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RUNNER = os.path.join(HERE, "..", "..", "shared", "acceptance", "run")
 BIN = os.environ.get("ROOKERY_BIN", os.path.join(HERE, "..", "target", "debug", "rookery"))
 # Foundation (issue 2) scenarios; later issues add theirs here as they land.
-REQUIRED = ["01_", "02_", "03_", "04_", "05_", "06_", "07_", "08_", "09_", "10_", "17_", "18_",
-            "19_", "20_", "21_", "22_"]
+REQUIRED = ["01_", "02_", "03_", "04_", "05_", "06_", "07_", "08_", "09_", "10_", "15_", "16_",
+            "17_", "18_", "19_", "20_", "21_", "22_"]
 
 
 def wait_port(port: int, timeout: float = 30) -> None:

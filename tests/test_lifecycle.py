@@ -184,6 +184,20 @@ async def test_stream_errors_of_the_header(server):
         await c.recv()
 
 
+async def test_whitespace_keepalive_resets_the_idle_timeout(server_factory):
+    """RFC 6120 §4.6.1: whitespace keepalives are how clients show they are alive; the idle
+    timeout counts any bytes, not only stanzas."""
+    srv = server_factory(users={"alice": "alicepass"}, c2s={"idle_timeout_secs": 2})
+    c = await srv.login("alice", "a")
+    for _ in range(8):          # 4 s of keepalives, twice the idle timeout
+        c.send(" ")
+        await c.flush()
+        await asyncio.sleep(0.5)
+    r = await c.iq("get", None, "<ping xmlns='urn:xmpp:ping'/>")
+    assert r.get("type") == "result"
+    await c.close()
+
+
 async def test_log_to_a_file_has_no_colour_codes(server):
     c = await server.login("alice", "a")
     await c.close()

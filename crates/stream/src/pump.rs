@@ -142,6 +142,11 @@ pub async fn run<H: Inbound + Send>(
                 }
             }
             _ = sleep_until(idle_deadline) => {
+                // The deadline was computed when this iteration began; bytes that arrived since
+                // without completing an element (whitespace keepalives) moved it.
+                if conn.last_read() + idle > Instant::now() {
+                    continue;
+                }
                 return ConnError::stream(SEC::ConnectionTimeout, "idle timeout");
             }
         }

@@ -522,7 +522,7 @@ pub struct Profile {
     pub max_payload_bytes: usize,
     /// The most subscriptions one node holds (`too-many-subscriptions` above).
     pub max_subscriptions_per_node: usize,
-    /// The most nodes one service holds (`resource-constraint` above... per PEP account).
+    /// The most nodes one service holds (`resource-constraint` above; per account for PEP).
     pub max_nodes: usize,
 }
 
@@ -552,6 +552,103 @@ impl Profile {
             max_payload_bytes: 256 * 1024,
             max_subscriptions_per_node: 10_000,
             max_nodes: 1_000,
+        }
+    }
+}
+
+/// The `[pubsub]` section of `rookery.toml` (every key in docs/configuration.md).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PubsubConfig {
+    /// Serve the pubsub service (XEP-0060) on its own domain.
+    pub enabled: bool,
+    /// The service's domain; empty means `pubsub.<domain>`.
+    pub host: String,
+    /// Who may create nodes on the service: `local` (accounts of the domain), `anyone`, or
+    /// `listed` (the bare JIDs in `creators`).
+    pub create_nodes: String,
+    /// The accounts that may create nodes when `create_nodes = "listed"`.
+    pub creators: Vec<String>,
+    /// The most items a service node keeps (what `pubsub#max_items = max` means).
+    pub max_items: u64,
+    /// The largest payload accepted, in bytes of XML (service and PEP).
+    pub max_payload_bytes: usize,
+    /// The most subscriptions one service node holds.
+    pub max_subscriptions: usize,
+    /// The most nodes on the service.
+    pub max_nodes: usize,
+    /// Personal eventing (XEP-0163) on every account.
+    pub pep: bool,
+    /// The most items one PEP node keeps (bookmarks with `max_items = max` keep this many).
+    pub pep_max_items: u64,
+    /// The most PEP nodes one account may have.
+    pub pep_max_nodes: usize,
+}
+
+impl Default for PubsubConfig {
+    fn default() -> Self {
+        let s = Profile::service("");
+        let p = Profile::pep("");
+        PubsubConfig {
+            enabled: true,
+            host: String::new(),
+            create_nodes: "local".into(),
+            creators: Vec::new(),
+            max_items: s.max_items_limit,
+            max_payload_bytes: s.max_payload_bytes,
+            max_subscriptions: s.max_subscriptions_per_node,
+            max_nodes: s.max_nodes,
+            pep: true,
+            pep_max_items: p.max_items_limit,
+            pep_max_nodes: p.max_nodes,
+        }
+    }
+}
+
+impl PubsubConfig {
+    /// The service's domain for the hosted `domain`.
+    pub fn service_host(&self, domain: &str) -> String {
+        if self.host.is_empty() {
+            format!("pubsub.{domain}")
+        } else {
+            self.host.clone()
+        }
+    }
+
+    /// The service profile; fails on an unknown `create_nodes` or an invalid creator JID.
+    pub fn service_profile(&self, domain: &str) -> Result<Profile, String> {
+        let create = match self.create_nodes.as_str() {
+            "local" => CreatePolicy::Local,
+            "anyone" => CreatePolicy::Anyone,
+            "listed" => CreatePolicy::Only(
+                self.creators
+                    .iter()
+                    .map(|c| BareJid::parse(c).map_err(|e| format!("creator {c:?}: {e}")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            other => {
+                return Err(format!(
+                    "create_nodes = {other:?}: use \"local\", \"anyone\" or \"listed\""
+                ))
+            }
+        };
+        Ok(Profile {
+            create,
+            max_items_limit: self.max_items.max(1),
+            max_payload_bytes: self.max_payload_bytes,
+            max_subscriptions_per_node: self.max_subscriptions,
+            max_nodes: self.max_nodes,
+            ..Profile::service(domain)
+        })
+    }
+
+    /// The PEP profile.
+    pub fn pep_profile(&self, domain: &str) -> Profile {
+        Profile {
+            max_items_limit: self.pep_max_items.max(1),
+            max_payload_bytes: self.max_payload_bytes,
+            max_nodes: self.pep_max_nodes,
+            ..Profile::pep(domain)
         }
     }
 }

@@ -16,26 +16,32 @@
 //!   ([`broadcast::Template`]), [`CoreBroadcaster`] delivering through the router.
 //! - [`wire`]: `<pubsub/>` IQs to engine calls and back.
 //! - [`service`]: [`PubsubService`], the component-like service at `pubsub.<domain>`.
-//! - [`pep`]: [`pep::Pep`], the account-side module (XEP-0163).
+//! - [`pep`]: [`pep::Pep`], the account-side module (XEP-0163), and its broadcaster.
+//! - [`setup`]: [`Pubsub`], the wiring the server binary uses (`[pubsub]` settings).
+//! - [`im`]: roster, presence and capability facts from `rookery-im` ([`im::ImPolicy`],
+//!   [`im::ImInterest`]).
 
 pub mod broadcast;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod form;
+pub mod im;
 pub mod model;
 pub mod ns;
 pub mod pep;
 pub mod policy;
 pub mod service;
+pub mod setup;
 pub mod store;
 pub mod wire;
 pub mod xml;
 
 pub use broadcast::{Broadcaster, CoreBroadcaster};
-pub use config::{CreatePolicy, NodeConfig, Profile, ServiceKind};
+pub use config::{CreatePolicy, NodeConfig, Profile, PubsubConfig, ServiceKind};
 pub use engine::Engine;
 pub use error::PubsubError;
 pub use policy::AccessPolicy;
 pub use service::PubsubService;
+pub use setup::Pubsub;
 pub use store::{MemoryStore, NodeStore, SqlStore};

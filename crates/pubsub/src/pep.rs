@@ -1,1 +1,410 @@
-//! XEP-0163 Personal Eventing Protocol: every account is a pubsub service.
+//! XEP-0163 Personal Eventing Protocol: every account is a pubsub service, run by the same
+//! engine as the service with the PEP [`Profile`] (presence access, one item, auto-create on
+//! first publish, last item on presence).
+//!
+//! - [`Pep`] is a [`Module`]: the account's `pubsub` and `pubsub#owner` IQs, its disco
+//!   identity (`pubsub/pep`), features, nodes (disco#items) and node info.
+//! - [`PepBroadcaster`] delivers to explicit subscribers and to the *interested* resources
+//!   (§4.3 filtered notifications): available resources of the owner and of contacts with a
+//!   presence subscription to the owner whose XEP-0115 capabilities contain `node+notify`,
+//!   never beyond what the node's access model admits.
+//! - Last items (§4.3.2, XEP-0060 `on_sub_and_presence`): when a resource sends available
+//!   presence (once its capabilities are known) it receives the last item of each node it
+//!   wants, of its own account and of the contacts it is subscribed to; when an owner approves
+//!   a contact's presence subscription, the contact's interested resources receive them.
+//! - The facts about presence, rosters and capabilities come from the IM layer through the
+//!   [`Interest`] trait ([`crate::im::ImInterest`] in the server).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use rookery_core::module::IqResult;
+use rookery_core::{Core, Declaration, Flow, HookPoint, Identity, IqTarget, Module, SessionEvent};
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::{ns as pns, PresenceType, Stanza, StanzaKind};
+use rookery_xml::Element;
+
+use crate::broadcast::{
+    deliver_one, message_id, Broadcaster, CoreBroadcaster, EventKind, Notification, Recipient,
+    Template,
+};
+use crate::config::{AccessModel, Profile, ServiceKind};
+use crate::engine::Engine;
+use crate::error::PubsubError;
+use crate::ns;
+use crate::policy::AccessPolicy;
+use crate::service::{feature_uris, node_info};
+use crate::store::NodeStore;
+
+/// How long to wait for a resource's capabilities before giving up on last items.
+const CAPS_WAIT: Duration = Duration::from_secs(15);
+/// Poll interval while waiting for capabilities.
+const CAPS_POLL: Duration = Duration::from_millis(100);
+
+/// What PEP needs to know about presence, rosters and capabilities.
+#[async_trait]
+pub trait Interest: Send + Sync + 'static {
+    /// The available resources that want notifications of `owner`'s `node`: the owner's own
+    /// and those of contacts with a presence subscription to the owner, whose capabilities
+    /// contain `node+notify`.
+    async fn interested(&self, core: &Arc<Core>, owner: &BareJid, node: &str) -> Vec<Jid>;
+
+    /// The nodes a resource wants (`+notify` stripped); `None` while its capabilities are
+    /// not known yet.
+    fn wanted_nodes(&self, jid: &Jid) -> Option<Vec<String>>;
+
+    /// Whether the resource announced capabilities at all in its presence.
+    fn announced_caps(&self, jid: &Jid) -> bool;
+
+    /// The available resources of `bare`.
+    fn available_resources(&self, core: &Arc<Core>, bare: &BareJid) -> Vec<Jid>;
+
+    /// The accounts whose PEP events `who` receives through presence: itself and the local
+    /// contacts it is subscribed to.
+    async fn sources_for(&self, core: &Arc<Core>, who: &BareJid) -> Vec<BareJid>;
+}
+
+/// Delivers PEP notifications: to subscribers, and to interested resources the node admits.
+pub struct PepBroadcaster {
+    core: Arc<CoreBroadcaster>,
+    interest: Arc<dyn Interest>,
+    policy: Arc<dyn AccessPolicy>,
+}
+
+impl PepBroadcaster {
+    /// A broadcaster over the router, with the interest and roster facts of the IM layer.
+    pub fn new(
+        core: Arc<CoreBroadcaster>,
+        interest: Arc<dyn Interest>,
+        policy: Arc<dyn AccessPolicy>,
+    ) -> Self {
+        PepBroadcaster {
+            core,
+            interest,
+            policy,
+        }
+    }
+
+    /// Whether the node's access model admits `who` as a +notify recipient.
+    async fn admits(&self, n: &Notification, who: &BareJid) -> bool {
+        let a = &n.access;
+        if who == &n.service {
+            return true;
+        }
+        if a.outcasts.contains(who) {
+            return false;
+        }
+        if a.members.contains(who) {
+            return true;
+        }
+        match a.model {
+            // Interested contacts hold a presence subscription to the owner by construction.
+            AccessModel::Open | AccessModel::Presence => true,
+            AccessModel::Whitelist => false,
+            AccessModel::Authorize => a.subscribed.contains(who),
+            AccessModel::Roster => self
+                .policy
+                .roster_groups(&n.service, who)
+                .await
+                .is_some_and(|g| g.iter().any(|g| a.roster_groups.contains(g))),
+        }
+    }
+}
+
+#[async_trait]
+impl Broadcaster for PepBroadcaster {
+    async fn broadcast(&self, n: &Notification) {
+        let Some(core) = self.core.core() else { return };
+        let mut targets: Vec<Recipient> = n.recipients.clone();
+        if n.kind != EventKind::Subscription {
+            for jid in self.interest.interested(&core, &n.service, &n.node).await {
+                // A bare subscriber already reaches every available resource of its account.
+                let covered = targets.iter().any(|t| {
+                    t.jid == jid || (t.jid.is_bare() && t.jid.bare_str() == jid.bare_str())
+                });
+                if covered || !self.admits(n, &jid.to_bare()).await {
+                    continue;
+                }
+                targets.push(Recipient {
+                    jid,
+                    subids: Vec::new(),
+                });
+            }
+        }
+        let from = n.service.as_str();
+        let id = message_id();
+        let template = Template::new(from, n.message_type.as_str(), &id, &n.event, &[]);
+        for r in &targets {
+            if r.subids.len() > 1 {
+                let t = Template::new(from, n.message_type.as_str(), &id, &n.event, &r.subids);
+                deliver_one(&core, &t, &r.jid, n.message_type).await;
+            } else {
+                deliver_one(&core, &template, &r.jid, n.message_type).await;
+            }
+        }
+    }
+
+    async fn send(&self, stanza: Stanza) {
+        self.core.send(stanza).await;
+    }
+}
+
+/// The PEP module.
+pub struct Pep {
+    engine: Arc<Engine>,
+    core: Arc<CoreBroadcaster>,
+    interest: Arc<dyn Interest>,
+    /// Stanzas owed after an IQ result, by (requester, IQ id).
+    after: DashMap<(Jid, String), Vec<Stanza>>,
+    /// Resources that were sent last items since their session began.
+    served: Arc<DashMap<Jid, ()>>,
+}
+
+impl std::fmt::Debug for Pep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pep").finish_non_exhaustive()
+    }
+}
+
+impl Pep {
+    /// PEP with `profile`, its store, and the IM layer's interest and roster facts.
+    pub fn new(
+        profile: Profile,
+        store: Arc<dyn NodeStore>,
+        interest: Arc<dyn Interest>,
+        policy: Arc<dyn AccessPolicy>,
+    ) -> Pep {
+        let core = Arc::new(CoreBroadcaster::new());
+        let broadcaster = Arc::new(PepBroadcaster::new(
+            core.clone(),
+            interest.clone(),
+            policy.clone(),
+        ));
+        Pep {
+            engine: Arc::new(Engine::new(profile, store, broadcaster, policy)),
+            core,
+            interest,
+            after: DashMap::new(),
+            served: Arc::new(DashMap::new()),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    fn is_account(core: &Core, jid: &BareJid) -> bool {
+        jid.local().is_some() && core.is_local_domain(jid.domain())
+    }
+
+    /// Sends `resource` the last items it wants from the accounts it sees, once its
+    /// capabilities are known (XEP-0163 §4.3.2).
+    fn last_items_on_presence(&self, core: &Arc<Core>, resource: Jid) {
+        let engine = self.engine.clone();
+        let interest = self.interest.clone();
+        let core = core.clone();
+        tokio::spawn(async move {
+            let Some(wanted) = wait_for_caps(interest.as_ref(), &resource).await else {
+                return;
+            };
+            if wanted.is_empty() {
+                return;
+            }
+            let wants = move |n: &str| wanted.iter().any(|w| w == n);
+            for source in interest.sources_for(&core, &resource.to_bare()).await {
+                for m in engine.last_items_for(&source, &resource, &wants).await {
+                    core.route(m).await;
+                }
+            }
+        });
+    }
+
+    /// After `owner` approved `contact`'s presence subscription: the contact's interested
+    /// resources receive the owner's last items.
+    fn last_items_on_subscription(&self, core: &Arc<Core>, owner: BareJid, contact: BareJid) {
+        let engine = self.engine.clone();
+        let interest = self.interest.clone();
+        let core = core.clone();
+        tokio::spawn(async move {
+            // Let the IM layer record the approval first (the hook runs before it).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            for r in interest.available_resources(&core, &contact) {
+                let Some(wanted) = interest.wanted_nodes(&r) else {
+                    continue;
+                };
+                let wants = move |n: &str| wanted.iter().any(|w| w == n);
+                for m in engine.last_items_for(&owner, &r, &wants).await {
+                    core.route(m).await;
+                }
+            }
+        });
+    }
+}
+
+/// Waits until the capabilities of `resource` are known; `None` if it announced none or
+/// they stay unknown.
+async fn wait_for_caps(interest: &dyn Interest, resource: &Jid) -> Option<Vec<String>> {
+    let deadline = tokio::time::Instant::now() + CAPS_WAIT;
+    loop {
+        if let Some(w) = interest.wanted_nodes(resource) {
+            return Some(w);
+        }
+        if !interest.announced_caps(resource) || tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(CAPS_POLL).await;
+    }
+}
+
+#[async_trait]
+impl Module for Pep {
+    fn name(&self) -> &'static str {
+        "pep"
+    }
+
+    fn declare(&self) -> Declaration {
+        let mut account_features = vec![ns::PUBSUB];
+        account_features.extend(feature_uris(ServiceKind::Pep));
+        Declaration {
+            iqs: vec![
+                (IqTarget::Account, ns::PUBSUB, "pubsub"),
+                (IqTarget::Account, ns::OWNER, "pubsub"),
+            ],
+            hooks: vec![HookPoint::PresenceBroadcast, HookPoint::PresenceFromLocal],
+            account_features,
+            account_identities: vec![Identity {
+                category: "pubsub",
+                kind: "pep",
+                name: None,
+            }],
+            session_events: true,
+            ..Declaration::default()
+        }
+    }
+
+    async fn handle_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
+        self.core.attach(core);
+        let from = iq
+            .from()
+            .cloned()
+            .ok_or_else(|| PubsubError::BadRequest("no sender").to_stanza_error())?;
+        let reply = crate::wire::handle(&self.engine, to, &from, iq).await?;
+        if !reply.after.is_empty() {
+            if let Some(id) = iq.id() {
+                self.after.insert((from, id.to_string()), reply.after);
+            }
+        }
+        Ok(reply.payload)
+    }
+
+    async fn after_result(&self, core: &Arc<Core>, _to: &BareJid, iq: &Stanza) {
+        let (Some(from), Some(id)) = (iq.from(), iq.id()) else {
+            return;
+        };
+        if let Some((_, stanzas)) = self.after.remove(&(from.clone(), id.to_string())) {
+            for s in stanzas {
+                core.route(s).await;
+            }
+        }
+    }
+
+    async fn hook(&self, core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {
+        self.core.attach(core);
+        match (point, stanza.kind(), stanza.from()) {
+            (
+                HookPoint::PresenceBroadcast,
+                StanzaKind::Presence(PresenceType::Available),
+                Some(f),
+            ) if self.served.insert(f.clone(), ()).is_none() => {
+                self.last_items_on_presence(core, f.clone());
+            }
+            (
+                HookPoint::PresenceBroadcast,
+                StanzaKind::Presence(PresenceType::Unavailable),
+                Some(f),
+            ) => {
+                self.served.remove(f);
+            }
+            (
+                HookPoint::PresenceFromLocal,
+                StanzaKind::Presence(PresenceType::Subscribed),
+                Some(f),
+            ) => {
+                if let Some(to) = stanza.to() {
+                    if Self::is_account(core, &to.to_bare()) {
+                        self.last_items_on_subscription(core, f.to_bare(), to.to_bare());
+                    }
+                }
+            }
+            _ => {}
+        }
+        Flow::Continue(stanza)
+    }
+
+    async fn session_event(&self, core: &Arc<Core>, event: &SessionEvent) {
+        self.core.attach(core);
+        if let SessionEvent::Closed(jid) = event {
+            self.served.remove(jid);
+        }
+    }
+
+    async fn disco_items(&self, core: &Arc<Core>, to: &BareJid, from: &Jid) -> Vec<Element> {
+        if !Self::is_account(core, to) {
+            return Vec::new();
+        }
+        let Ok(nodes) = self.engine.list_nodes(to, from).await else {
+            return Vec::new();
+        };
+        nodes
+            .into_iter()
+            .map(|(n, title)| {
+                let mut item = Element::new("item", pns::DISCO_ITEMS)
+                    .with_attr("jid", to.as_str())
+                    .with_attr("node", n);
+                if !title.is_empty() {
+                    item.set_attr("name", title);
+                }
+                item
+            })
+            .collect()
+    }
+
+    async fn disco_node(
+        &self,
+        core: &Arc<Core>,
+        to: &BareJid,
+        from: &Jid,
+        query: &Element,
+    ) -> Option<IqResult> {
+        if !Self::is_account(core, to) {
+            return None;
+        }
+        let node = query.attr("node")?;
+        let answer = if query.is("query", pns::DISCO_INFO) {
+            self.engine
+                .node_meta(to, from, node)
+                .await
+                .map(|meta| node_info(node, &meta))
+        } else {
+            self.engine.item_ids(to, from, node).await.map(|ids| {
+                let mut q = Element::new("query", pns::DISCO_ITEMS).with_attr("node", node);
+                for id in ids {
+                    q.push_child(
+                        Element::new("item", pns::DISCO_ITEMS)
+                            .with_attr("jid", to.as_str())
+                            .with_attr("name", id),
+                    );
+                }
+                q
+            })
+        };
+        match answer {
+            Ok(q) => Some(Ok(Some(q))),
+            Err(PubsubError::NodeNotFound) => None,
+            Err(e) => Some(Err(e.into())),
+        }
+    }
+}

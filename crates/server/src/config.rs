@@ -29,6 +29,8 @@ pub struct Config {
     pub c2s: C2sConfig,
     /// Instant messaging: roster, offline storage, blocking, carbons, vCard (`[im]`).
     pub im: rookery_im::ImConfig,
+    /// Publish-subscribe: the service at `pubsub.<domain>` and PEP (`[pubsub]`).
+    pub pubsub: rookery_pubsub::PubsubConfig,
     /// External components (XEP-0114): listener and `[[component.service]]` declarations.
     pub component: ComponentConfig,
     /// In-band registration.
@@ -52,6 +54,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             c2s: C2sConfig::default(),
             im: rookery_im::ImConfig::default(),
+            pubsub: rookery_pubsub::PubsubConfig::default(),
             component: ComponentConfig::default(),
             registration: core.registration,
             version: core.version,

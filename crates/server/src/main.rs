@@ -138,13 +138,21 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     // RFC 6121 and the IM extensions (crates/im). The handle answers questions such as
     // "does this resource want node+notify" (XEP-0115) for PEP.
-    let (_im, im_modules) = rookery_im::modules(cfg.im.clone());
+    let (im, im_modules) = rookery_im::modules(cfg.im.clone());
+    // Publish-subscribe (crates/pubsub): the service at pubsub.<domain> and PEP. PEP goes
+    // before the IM modules so that it sees presence before they consume it.
+    let pubsub = rookery_pubsub::Pubsub::new(&cfg.pubsub, &cfg.domain, &store, im)
+        .map_err(|e| anyhow!("{e}"))?;
+    for m in pubsub.modules() {
+        builder = builder.module(m);
+    }
     for m in im_modules {
         builder = builder.module(m);
     }
     let core = builder
         .build()
         .map_err(|e| anyhow!("invalid domain {:?}: {e}", cfg.domain))?;
+    pubsub.attach(&core);
     // Component domains are routed (to the component, or bounced) before any client connects.
     let components = rookery_component::Components::new(core.clone(), cfg.component.clone())
         .context("component configuration")?;

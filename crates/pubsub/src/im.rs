@@ -1,0 +1,148 @@
+//! The IM layer's answers to the questions pubsub asks (rosters for the `presence` and
+//! `roster` access models, presence and XEP-0115 capabilities for PEP interest), from
+//! `rookery-im`'s shared state.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rookery_core::Core;
+use rookery_im::Im;
+use rookery_jid::{BareJid, Jid};
+use rookery_store::rosters::Subscription;
+
+use crate::broadcast::CoreBroadcaster;
+use crate::pep::Interest;
+use crate::policy::AccessPolicy;
+
+/// Roster facts from the IM layer (local owners only; a remote owner has no roster here).
+pub struct ImPolicy {
+    im: Arc<Im>,
+    core: Arc<CoreBroadcaster>,
+}
+
+impl ImPolicy {
+    /// A policy reading `im`'s rosters; `core` gives it the store once the core is built.
+    pub fn new(im: Arc<Im>, core: Arc<CoreBroadcaster>) -> ImPolicy {
+        ImPolicy { im, core }
+    }
+
+    async fn item(
+        &self,
+        owner: &BareJid,
+        who: &BareJid,
+    ) -> Option<rookery_store::rosters::RosterItem> {
+        let core = self.core.core()?;
+        if owner.local().is_none() || !core.is_local_domain(owner.domain()) {
+            return None;
+        }
+        match self.im.roster_item(&core, owner, who).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(error = %e, "roster lookup for pubsub access failed");
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl AccessPolicy for ImPolicy {
+    async fn has_presence_subscription(&self, owner: &BareJid, who: &BareJid) -> bool {
+        owner == who
+            || self
+                .item(owner, who)
+                .await
+                .is_some_and(|i| matches!(i.subscription, Subscription::From | Subscription::Both))
+    }
+
+    async fn roster_groups(&self, owner: &BareJid, who: &BareJid) -> Option<Vec<String>> {
+        self.item(owner, who).await.map(|i| i.groups)
+    }
+}
+
+/// PEP interest from the IM layer: presence subscriptions, available resources and their
+/// capabilities. Contacts on other servers are not tracked (no caps of remote resources).
+pub struct ImInterest {
+    im: Arc<Im>,
+}
+
+impl ImInterest {
+    /// Interest read from `im`.
+    pub fn new(im: Arc<Im>) -> ImInterest {
+        ImInterest { im }
+    }
+
+    /// The contacts of `owner` whose roster subscription matches `pred`, on this server.
+    async fn contacts(
+        &self,
+        core: &Arc<Core>,
+        owner: &BareJid,
+        pred: impl Fn(Subscription) -> bool,
+    ) -> Vec<BareJid> {
+        let account = match self.im.account(core, owner).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "roster load for PEP failed");
+                return Vec::new();
+            }
+        };
+        let roster = rookery_im::state::read(&account.roster);
+        roster
+            .items
+            .iter()
+            .filter(|(j, i)| {
+                pred(i.subscription) && j.local().is_some() && core.is_local_domain(j.domain())
+            })
+            .map(|(j, _)| j.clone())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Interest for ImInterest {
+    async fn interested(&self, core: &Arc<Core>, owner: &BareJid, node: &str) -> Vec<Jid> {
+        let mut out = self.im.resources_wanting(core, owner, node);
+        for c in self
+            .contacts(core, owner, |s| {
+                matches!(s, Subscription::From | Subscription::Both)
+            })
+            .await
+        {
+            out.extend(self.im.resources_wanting(core, &c, node));
+        }
+        out
+    }
+
+    fn wanted_nodes(&self, jid: &Jid) -> Option<Vec<String>> {
+        let caps = self.im.caps_of(jid)?;
+        Some(
+            caps.features
+                .iter()
+                .filter_map(|f| f.strip_suffix("+notify").map(str::to_string))
+                .collect(),
+        )
+    }
+
+    fn announced_caps(&self, jid: &Jid) -> bool {
+        self.im.session(jid, |s| s.caps.is_some()).unwrap_or(false)
+    }
+
+    fn available_resources(&self, core: &Arc<Core>, bare: &BareJid) -> Vec<Jid> {
+        self.im
+            .available(core, bare)
+            .into_iter()
+            .map(|(h, _)| h.jid().clone())
+            .collect()
+    }
+
+    async fn sources_for(&self, core: &Arc<Core>, who: &BareJid) -> Vec<BareJid> {
+        let mut v = vec![who.clone()];
+        v.extend(
+            self.contacts(core, who, |s| {
+                matches!(s, Subscription::To | Subscription::Both)
+            })
+            .await,
+        );
+        v
+    }
+}

@@ -1,0 +1,101 @@
+//! Wiring for the server binary: the service and PEP from `[pubsub]`, sharing the SQL store
+//! and the IM layer's roster, presence and capability facts.
+
+use std::sync::Arc;
+
+use rookery_core::{Core, Module};
+use rookery_im::Im;
+use rookery_jid::BareJid;
+use rookery_store::Store;
+
+use crate::broadcast::CoreBroadcaster;
+use crate::config::PubsubConfig;
+use crate::engine::Engine;
+use crate::im::{ImInterest, ImPolicy};
+use crate::pep::Pep;
+use crate::service::PubsubService;
+use crate::store::SqlStore;
+
+/// The pubsub parts of a server.
+pub struct Pubsub {
+    service: Option<Arc<PubsubService>>,
+    pep: Option<Arc<Pep>>,
+    core: Arc<CoreBroadcaster>,
+}
+
+impl std::fmt::Debug for Pubsub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pubsub")
+            .field("service", &self.service)
+            .field("pep", &self.pep.is_some())
+            .finish()
+    }
+}
+
+impl Pubsub {
+    /// Builds what `config` enables for `domain`. Fails on invalid settings.
+    pub fn new(
+        config: &PubsubConfig,
+        domain: &str,
+        store: &Store,
+        im: Arc<Im>,
+    ) -> Result<Pubsub, String> {
+        let core = Arc::new(CoreBroadcaster::new());
+        let policy = Arc::new(ImPolicy::new(im.clone(), core.clone()));
+        let sql = Arc::new(SqlStore::new(store.clone()));
+        let service = if config.enabled {
+            let host = config.service_host(domain);
+            let jid =
+                BareJid::new(None, &host).map_err(|e| format!("[pubsub] host {host:?}: {e}"))?;
+            let profile = config
+                .service_profile(domain)
+                .map_err(|e| format!("[pubsub] {e}"))?;
+            let broadcaster = Arc::new(CoreBroadcaster::new());
+            let engine = Arc::new(Engine::new(
+                profile,
+                sql.clone(),
+                broadcaster.clone(),
+                policy.clone(),
+            ));
+            Some(Arc::new(PubsubService::new(jid, engine, broadcaster)))
+        } else {
+            None
+        };
+        let pep = config.pep.then(|| {
+            Arc::new(Pep::new(
+                config.pep_profile(domain),
+                sql,
+                Arc::new(ImInterest::new(im)),
+                policy,
+            ))
+        });
+        Ok(Pubsub { service, pep, core })
+    }
+
+    /// The modules to add to the core: PEP. Add them before the IM modules, so that PEP sees
+    /// presence before the IM layer consumes it.
+    pub fn modules(&self) -> Vec<Arc<dyn Module>> {
+        self.pep
+            .iter()
+            .map(|p| p.clone() as Arc<dyn Module>)
+            .collect()
+    }
+
+    /// Connects to the built core: registers the service's domain.
+    pub fn attach(&self, core: &Arc<Core>) {
+        self.core.attach(core);
+        if let Some(s) = &self.service {
+            s.attach(core);
+        }
+    }
+
+    /// The service, if enabled.
+    pub fn service(&self) -> Option<&Arc<PubsubService>> {
+        self.service.as_ref()
+    }
+
+    /// PEP, if enabled.
+    pub fn pep(&self) -> Option<&Arc<Pep>> {
+        self.pep.as_ref()
+    }
+}

@@ -311,7 +311,16 @@ impl Module for Blocking {
         }
         let outbound = point != HookPoint::ToLocalAccount;
         if let Some(e) = Self::enforcement_error(&stanza, outbound) {
-            core.reply_error(&stanza, e).await;
+            if outbound {
+                // Straight to the sending session: routed, the error would come "from" the
+                // blocked JID and be dropped by the inbound rule.
+                if let (Some(reply), Some(session)) = (stanza.error_reply(&e), core.session(&from))
+                {
+                    session.send(Bytes::from(reply.to_bytes()));
+                }
+            } else {
+                core.reply_error(&stanza, e).await;
+            }
         }
         Flow::Handled
     }

@@ -111,9 +111,25 @@ async def test_sigterm_sends_system_shutdown_and_exits_zero(server):
     server.signal(signal.SIGTERM)
     assert await a.wait_closed() == ("system-shutdown", True)
     assert await b.wait_closed() == ("system-shutdown", True)
+    assert await pending.wait_closed() == ("system-shutdown", True)
     assert server.wait(15) == 0
     assert "stopped" in server.log()
-    pending.abort()
+
+
+async def test_sigterm_ends_negotiating_streams_too(server):
+    """RFC 6120 §4.9.3.17: all active streams are closed, not only bound sessions."""
+    plain = server.client()
+    await plain.connect()
+    await plain.open_stream()
+    tls = server.client()
+    await tls.negotiate_tls()
+    authed = server.client(direct_tls=True)
+    await authed.negotiate_tls()
+    await authed.auth("alice", "alicepass")
+    server.signal(signal.SIGTERM)
+    for c in (plain, tls, authed):
+        assert await c.wait_closed() == ("system-shutdown", True)
+    assert server.wait(15) == 0
 
 
 async def test_sigint_also_stops_cleanly(server):

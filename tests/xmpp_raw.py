@@ -259,11 +259,13 @@ class RawClient:
 
     async def wait_closed(self, timeout: float | None = None) -> tuple[str | None, bool]:
         """Reads to the end: (stream error condition or None, saw `</stream:stream>`).
-        Returns when the server closes the TCP connection."""
+        Returns when the server closes the TCP connection, and closes ours too (as a client
+        does, RFC 6120 §4.4), so the server need not wait for us."""
         cond, end = None, False
         while True:
             kind, el = await self.recv_raw(timeout)
             if kind == "eof":
+                self.abort()
                 return cond, end
             if kind == "end":
                 end = True

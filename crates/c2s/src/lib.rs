@@ -58,13 +58,18 @@ pub enum Mode {
 }
 
 /// Accepts connections on `listener` until the task is dropped; one task per connection.
+///
+/// Dropping the task (server shutdown) also ends the streams of this listener that are still
+/// negotiating, with `system-shutdown`; bound sessions are closed through the core.
 pub async fn run(listener: TcpListener, mode: Mode, ctx: Arc<C2sContext>) {
+    // Never sent on: connections see `changed()` fail once this task, and the sender, is gone.
+    let (_listening, stopped) = tokio::sync::watch::channel(());
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
                 let ctx = ctx.clone();
-                tokio::spawn(negotiate::serve(ctx, tcp, peer, mode));
+                tokio::spawn(negotiate::serve(ctx, tcp, peer, mode, stopped.clone()));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.

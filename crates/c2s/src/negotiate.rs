@@ -57,15 +57,26 @@ pub struct Bound {
 }
 
 /// Serves one accepted TCP connection to the end.
-pub async fn serve(ctx: Arc<C2sContext>, tcp: TcpStream, peer: SocketAddr, mode: Mode) {
+///
+/// Negotiation (the direct-TLS handshake included) must finish by one deadline,
+/// `negotiation_timeout_secs` after accept. When `stopped` reports its listener gone (server
+/// shutdown) before that, the stream ends with `system-shutdown`.
+pub async fn serve(
+    ctx: Arc<C2sContext>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mode: Mode,
+    mut stopped: tokio::sync::watch::Receiver<()>,
+) {
     let span = tracing::info_span!("c2s", %peer, jid = tracing::field::Empty);
     async move {
         tracing::debug!("accepted");
-        let deadline = Duration::from_secs(ctx.config.negotiation_timeout_secs.max(1));
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs(ctx.config.negotiation_timeout_secs.max(1));
         let acceptor = TlsAcceptor::from(ctx.tls.clone());
         let io = match mode {
             Mode::StartTls => Transport::Plain(tcp),
-            Mode::DirectTls => match tokio::time::timeout(
+            Mode::DirectTls => match tokio::time::timeout_at(
                 deadline,
                 TlsAcceptor::from(ctx.direct_tls.clone()).accept(tcp),
             )
@@ -78,7 +89,13 @@ pub async fn serve(ctx: Arc<C2sContext>, tcp: TcpStream, peer: SocketAddr, mode:
         };
         let conn = Conn::new(io, peer, Limits::PRE_AUTH, ctx.core.domain(), ns::CLIENT);
         let mut holder = Some(conn);
-        let result = tokio::time::timeout(deadline, negotiate(&ctx, &acceptor, &mut holder)).await;
+        let result = tokio::select! {
+            r = tokio::time::timeout_at(deadline, negotiate(&ctx, &acceptor, &mut holder)) => r,
+            _ = stopped.changed() => Ok(Err(ConnError::stream(
+                SEC::SystemShutdown,
+                "the server is shutting down",
+            ))),
+        };
         let Some(mut conn) = holder else { return };
         match result {
             Ok(Ok(Negotiated::Bound(bound))) => {

@@ -206,8 +206,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         StreamErrorCondition::SystemShutdown,
         "the server is shutting down",
     ));
+    // Wait (bounded) for the streams to end: bound sessions leave the registry, and every
+    // connection task, negotiating ones included, drops its clone of `ctx` once its stream
+    // error is written.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while core.session_count() > 0 && tokio::time::Instant::now() < deadline {
+    while (core.session_count() > 0 || Arc::strong_count(&ctx) > 1)
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     store.close().await;

@@ -3,7 +3,12 @@
 //! No socket, TLS or parser: this is the router's own cost per message. The core runs with
 //! no modules, so hooks cost nothing here; the figure is a floor for a real server.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -9,6 +9,7 @@ use rookery_c2s::C2sConfig;
 use rookery_component::ComponentConfig;
 use rookery_core::config::{RegistrationConfig, VersionConfig};
 use rookery_core::CoreConfig;
+use rookery_s2s::S2sConfig;
 use serde::Deserialize;
 
 /// The whole configuration file.
@@ -27,6 +28,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Client listener settings.
     pub c2s: C2sConfig,
+    /// Federation (server-to-server) settings.
+    pub s2s: S2sConfig,
     /// Instant messaging: roster, offline storage, blocking, carbons, vCard (`[im]`).
     pub im: rookery_im::ImConfig,
     /// Publish-subscribe: the service at `pubsub.<domain>` and PEP (`[pubsub]`).
@@ -53,6 +56,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             store: StoreConfig::default(),
             c2s: C2sConfig::default(),
+            s2s: S2sConfig::default(),
             im: rookery_im::ImConfig::default(),
             pubsub: rookery_pubsub::PubsubConfig::default(),
             component: ComponentConfig::default(),
@@ -72,6 +76,10 @@ pub struct ListenConfig {
     pub c2s: String,
     /// Client connections with direct TLS (XEP-0368).
     pub c2s_direct_tls: String,
+    /// Server connections with STARTTLS (RFC 6120, federation).
+    pub s2s: String,
+    /// Server connections with direct TLS (XEP-0368).
+    pub s2s_direct_tls: String,
 }
 
 impl Default for ListenConfig {
@@ -79,6 +87,8 @@ impl Default for ListenConfig {
         ListenConfig {
             c2s: "127.0.0.1:5222".into(),
             c2s_direct_tls: "127.0.0.1:5223".into(),
+            s2s: String::new(),
+            s2s_direct_tls: String::new(),
         }
     }
 }

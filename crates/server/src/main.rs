@@ -182,6 +182,30 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(addr = %l.local_addr()?, ?mode, domain = %cfg.domain, "listening for clients");
         tasks.push(tokio::spawn(rookery_c2s::run(l, mode, ctx.clone())));
     }
+    if cfg.s2s.enabled {
+        let s2s = rookery_s2s::S2s::setup(
+            core.clone(),
+            cfg.s2s.clone(),
+            tls.certs,
+            tls.key,
+            &cfg.data_dir,
+        )
+        .context("federation ([s2s]) settings")?;
+        core.set_remote_route(s2s.clone());
+        for (addr, mode) in [
+            (&cfg.listen.s2s, rookery_s2s::Mode::StartTls),
+            (&cfg.listen.s2s_direct_tls, rookery_s2s::Mode::DirectTls),
+        ] {
+            if addr.is_empty() {
+                continue;
+            }
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            tracing::info!(addr = %l.local_addr()?, ?mode, "listening for servers");
+            tasks.push(tokio::spawn(rookery_s2s::run(l, mode, s2s.clone())));
+        }
+    }
     let component_listener = components
         .bind()
         .await

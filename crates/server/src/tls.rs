@@ -18,6 +18,10 @@ pub struct TlsConfigs {
     pub starttls: Arc<rustls::ServerConfig>,
     /// For direct TLS.
     pub direct: Arc<rustls::ServerConfig>,
+    /// The certificate chain, for the federation listener and connector.
+    pub certs: Vec<CertificateDer<'static>>,
+    /// The private key, likewise.
+    pub key: PrivateKeyDer<'static>,
 }
 
 /// Loads or generates the certificate and builds the rustls configurations (TLS 1.2+).
@@ -48,13 +52,15 @@ pub fn load(cfg: &Config) -> anyhow::Result<TlsConfigs> {
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
+        .with_single_cert(certs.clone(), key.clone_key())
         .context("certificate and key do not match")?;
     let mut direct = base.clone();
     direct.alpn_protocols = vec![b"xmpp-client".to_vec()];
     Ok(TlsConfigs {
         starttls: Arc::new(base),
         direct: Arc::new(direct),
+        certs,
+        key,
     })
 }
 

@@ -35,7 +35,6 @@ pub fn features(kind: ServiceKind) -> Vec<&'static str> {
         "delete-nodes",
         "item-ids",
         "last-published",
-        "manage-affiliations",
         "manage-subscriptions",
         "member-affiliation",
         "meta-data",
@@ -60,12 +59,7 @@ pub fn features(kind: ServiceKind) -> Vec<&'static str> {
     ];
     match kind {
         ServiceKind::Service => v.push("instant-nodes"),
-        ServiceKind::Pep => v.extend([
-            "auto-create",
-            "auto-subscribe",
-            "filtered-notifications",
-            "presence-notifications",
-        ]),
+        ServiceKind::Pep => v.extend(["auto-create", "auto-subscribe", "filtered-notifications"]),
     }
     v.sort_unstable();
     v
@@ -330,5 +324,41 @@ impl DomainRoute for PubsubService {
 
     fn name(&self) -> Option<String> {
         Some("Publish-Subscribe".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    /// docs/compliance.md lists every XEP-0060 feature; what is marked `yes` is exactly what
+    /// the service and PEP advertise.
+    #[test]
+    fn compliance_table_matches_advertised_features() {
+        let doc = include_str!("../../../docs/compliance.md");
+        let start = doc.find("### XEP-0060 features").unwrap();
+        let mut service = Vec::new();
+        let mut pep = Vec::new();
+        for line in doc[start..]
+            .lines()
+            .skip_while(|l| !l.starts_with("|---"))
+            .skip(1)
+        {
+            if !line.starts_with('|') {
+                break;
+            }
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            if cells[1] == "yes" {
+                service.push(cells[0]);
+            }
+            if cells[2] == "yes" {
+                pep.push(cells[0]);
+            }
+        }
+        service.sort_unstable();
+        pep.sort_unstable();
+        assert_eq!(service, features(ServiceKind::Service));
+        assert_eq!(pep, features(ServiceKind::Pep));
     }
 }

@@ -4,6 +4,7 @@
 #   1. cargo fmt / clippy (lint gate),
 #   2. cargo test for the whole workspace (store suite on SQLite and PostgreSQL),
 #   3. the end-to-end suite in tests/ (real server, slixmpp and raw-socket clients),
+#   3b. federation against Prosody and ejabberd (conformance/federation/run.sh installs them),
 #   4. the independent acceptance runner in ../shared/acceptance against the zero-config server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,9 @@ cargo test --workspace --locked
 
 echo "== end-to-end (tests/)"
 ROOKERY_BIN="$root/target/debug/rookery" "$venv/bin/python" -m pytest -q tests
+
+echo "== federation interop (conformance/federation: Prosody and ejabberd, both directions)"
+ROOKERY_BIN="$root/target/debug/rookery" ROOKERY_TEST_VENV="$venv" conformance/federation/run.sh
 
 echo "== acceptance runner (../shared/acceptance)"
 if [ -x ../shared/acceptance/run ]; then

@@ -1,0 +1,328 @@
+#!/usr/bin/env bash
+# Side-by-side load test of Rookery, Prosody and ejabberd on this machine with rookery-bench.
+#
+# Installs Prosody and ejabberd from Debian if missing (apt-get; needs root), builds Rookery
+# and rookery-bench in release mode, then for each server in turn: starts a private instance
+# on loopback (own config, data dir, self-signed certificate, ports of its own), creates the
+# same accounts (Rookery: `rookery user add-bulk`; Prosody and ejabberd: in-band registration
+# with `rookery-bench register`), runs the same scenarios, and stops it. Prints one table and
+# writes every JSON summary to $WORK.
+#
+# Usage: conformance/bench/compare.sh            (modest defaults: a few minutes on 2 cores)
+#        SESSIONS=10000 LOGIN_RATE=500 conformance/bench/compare.sh
+#
+# Settings (environment):
+#   SESSIONS=2000       idle sessions for the memory and login figures (connect scenario)
+#   LOGIN_RATE=1000     logins offered per second (the achieved rate is what is reported)
+#   INFLIGHT=128        logins in flight at once
+#   MSG_CLIENTS=1000    clients in the messages scenario (pairs)
+#   MSG_RATE=2000       messages per second offered in total
+#   DURATION=15         seconds of each measured phase
+#   PUBSUB_SUBS=0       subscribers of the pubsub scenario (0 skips it)
+#   PUBSUB_RATE=5       items published per second
+#   SERVERS="rookery prosody ejabberd"
+#   BASE_PORT=35200     Rookery uses +22/+23, Prosody +32, ejabberd +42
+#   WORK=<mktemp -d>    where configs, data, logs and JSON go
+#   ROOKERY_BIN, BENCH_BIN  use these binaries instead of building target/release ones
+#   TABLE_ONLY=1        only print the table from the JSON already in $WORK
+#
+# Every server gets the same work: STARTTLS, SCRAM-SHA-1 with 4096 PBKDF2 iterations (the
+# one mechanism all three store by default), roster fetch off, initial presence on.
+# Only loopback is used; nothing listens on other interfaces.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+
+SESSIONS=${SESSIONS:-2000}
+LOGIN_RATE=${LOGIN_RATE:-1000}
+INFLIGHT=${INFLIGHT:-128}
+MSG_CLIENTS=${MSG_CLIENTS:-1000}
+MSG_RATE=${MSG_RATE:-2000}
+DURATION=${DURATION:-15}
+PUBSUB_SUBS=${PUBSUB_SUBS:-0}
+PUBSUB_RATE=${PUBSUB_RATE:-5}
+SERVERS=${SERVERS:-"rookery prosody ejabberd"}
+BASE_PORT=${BASE_PORT:-35200}
+WORK=${WORK:-$(mktemp -d /tmp/rookery-compare.XXXXXX)}
+PASSWORD=bench-pass
+DOMAIN=localhost
+ACCOUNTS=$(( SESSIONS > MSG_CLIENTS ? SESSIONS : MSG_CLIENTS ))
+ACCOUNTS=$(( ACCOUNTS > PUBSUB_SUBS + 1 ? ACCOUNTS : PUBSUB_SUBS + 1 ))
+mkdir -p "$WORK"
+echo "== work directory: $WORK"
+
+# ---- prerequisites -------------------------------------------------------------------------
+need=()
+[[ " $SERVERS " == *" prosody "* ]] && ! command -v prosody >/dev/null && need+=(prosody)
+[[ " $SERVERS " == *" ejabberd "* ]] && ! command -v ejabberdctl >/dev/null && need+=(ejabberd)
+command -v openssl >/dev/null || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+  # The packages start system instances on the default ports where an init system runs;
+  # ours are private and use other ports, so both can coexist.
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+if [ -n "${ROOKERY_BIN:-}" ] && [ -n "${BENCH_BIN:-}" ]; then
+  ROOKERY=$ROOKERY_BIN BENCH=$BENCH_BIN
+else
+  echo "== building (release)"
+  cargo build --release -q -p rookery -p rookery-bench
+  ROOKERY="$root/target/release/rookery"
+  BENCH="$root/target/release/rookery-bench"
+fi
+
+certs="$WORK/certs"
+mkdir -p "$certs"
+if [ ! -f "$certs/$DOMAIN.key" ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=$DOMAIN" \
+    -addext "subjectAltName=DNS:$DOMAIN,DNS:*.$DOMAIN" \
+    -keyout "$certs/$DOMAIN.key" -out "$certs/$DOMAIN.crt" 2>/dev/null
+  cat "$certs/$DOMAIN.crt" "$certs/$DOMAIN.key" > "$certs/$DOMAIN.pem"
+  chmod 644 "$certs"/*
+fi
+
+wait_port() {
+  local port=$1 i
+  for i in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.2
+  done
+  echo "nothing listens on $port" >&2
+  return 1
+}
+
+bench() { # bench <server> <scenario-name> <port> <pid> <args...>
+  local server=$1 name=$2 port=$3 pid=$4
+  shift 4
+  echo "-- $server: $name"
+  "$BENCH" --port "$port" --domain "$DOMAIN" --insecure --mechanism scram-sha1 \
+    --password "$PASSWORD" --max-inflight "$INFLIGHT" --server-pid "$pid" --label "$server" \
+    --quiet --json "$WORK/$server-$name.json" "$@" | sed 's/^/   /'
+}
+
+run_scenarios() { # run_scenarios <server> <port> <pid>
+  local server=$1 port=$2 pid=$3
+  sleep 5 # let the server settle (GC, caches) before the memory baseline
+  bench "$server" connect "$port" "$pid" -n "$SESSIONS" --login-rate "$LOGIN_RATE" \
+    --duration 5 connect
+  sleep 2
+  bench "$server" messages "$port" "$pid" -n "$MSG_CLIENTS" --login-rate "$LOGIN_RATE" \
+    --duration "$DURATION" messages --rate "$MSG_RATE"
+  if [ "$PUBSUB_SUBS" -gt 0 ]; then
+    sleep 2
+    bench "$server" pubsub "$port" "$pid" -n $((PUBSUB_SUBS + 1)) --login-rate "$LOGIN_RATE" \
+      --duration "$DURATION" pubsub --rate "$PUBSUB_RATE" || true
+  fi
+}
+
+# ---- Rookery -------------------------------------------------------------------------------
+run_rookery() {
+  local dir="$WORK/rookery" port=$((BASE_PORT + 22))
+  rm -rf "$dir"; mkdir -p "$dir"
+  cat > "$dir/rookery.toml" <<EOF
+domain = "$DOMAIN"
+data_dir = "$dir/data"
+session_queue = 1024
+[listen]
+c2s = "127.0.0.1:$port"
+c2s_direct_tls = "127.0.0.1:$((BASE_PORT + 23))"
+[tls]
+cert = "$certs/$DOMAIN.crt"
+key = "$certs/$DOMAIN.key"
+[log]
+level = "warn"
+EOF
+  "$ROOKERY" -c "$dir/rookery.toml" user add-bulk --count "$ACCOUNTS" --password "$PASSWORD" >/dev/null
+  "$ROOKERY" -c "$dir/rookery.toml" serve > "$dir/server.log" 2>&1 &
+  local pid=$!
+  wait_port "$port"
+  echo "$("$ROOKERY" --version)" > "$WORK/rookery.version"
+  run_scenarios rookery "$port" "$pid"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+# ---- Prosody -------------------------------------------------------------------------------
+run_prosody() {
+  local dir="$WORK/prosody" port=$((BASE_PORT + 32))
+  rm -rf "$dir"; mkdir -p "$dir/data"
+  cat > "$dir/prosody.cfg.lua" <<EOF
+-- Private Prosody for rookery-bench: loopback only, no s2s, no HTTP, no rate limits.
+run_as_root = true
+pidfile = "$dir/prosody.pid"
+data_path = "$dir/data"
+log = { warn = "$dir/prosody.log" }
+network_backend = "epoll"
+interfaces = { "127.0.0.1" }
+c2s_ports = { $port }
+c2s_direct_tls_ports = { }
+modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "register"; "smacks"; "pep" }
+modules_disabled = { "s2s"; "offline" }
+c2s_require_encryption = true
+allow_registration = true
+authentication = "internal_hashed"
+default_iteration_count = 4096
+storage = "internal"
+certificates = "$certs"
+ssl = { certificate = "$certs/$DOMAIN.crt"; key = "$certs/$DOMAIN.key" }
+admins = { "user1@$DOMAIN" }
+VirtualHost "$DOMAIN"
+Component "pubsub.$DOMAIN" "pubsub"
+EOF
+  prosody --config "$dir/prosody.cfg.lua" -F > "$dir/stdout.log" 2>&1 &
+  local pid=$!
+  wait_port "$port"
+  dpkg-query -W -f='Prosody ${Version}\n' prosody > "$WORK/prosody.version"
+  echo "-- prosody: registering $ACCOUNTS accounts in band"
+  "$BENCH" --port "$port" --domain "$DOMAIN" --insecure --password "$PASSWORD" -q \
+    -n "$ACCOUNTS" --login-rate 2000 --max-inflight 64 --json "$WORK/prosody-register.json" \
+    register | sed 's/^/   /'
+  run_scenarios prosody "$port" "$pid"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+# ---- ejabberd ------------------------------------------------------------------------------
+run_ejabberd() {
+  local dir="$WORK/ejabberd" port=$((BASE_PORT + 42)) node="rookerybench@localhost"
+  rm -rf "$dir"; mkdir -p "$dir/spool" "$dir/logs"
+  cat > "$dir/ejabberd.yml" <<EOF
+# Private ejabberd for rookery-bench: loopback only, no s2s, no HTTP, no shapers.
+hosts:
+  - $DOMAIN
+loglevel: warning
+certfiles:
+  - $certs/$DOMAIN.pem
+listen:
+  -
+    port: $port
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    max_stanza_size: 262144
+    starttls_required: true
+    backlog: 128
+    access: all
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
+  register:
+    allow: all
+  pubsub_createnode:
+    allow: local
+api_permissions:
+  "console commands":
+    from:
+      - ejabberd_ctl
+    who: all
+    what: "*"
+auth_method: internal
+auth_password_format: scram
+auth_scram_hash: sha
+registration_timeout: infinity
+s2s_access: none
+modules:
+  mod_caps: {}
+  mod_disco: {}
+  mod_ping: {}
+  mod_roster: {}
+  mod_stream_mgmt: {}
+  mod_register:
+    access: register
+    ip_access: all
+  mod_pubsub:
+    access_createnode: pubsub_createnode
+    plugins:
+      - flat
+      - pep
+EOF
+  cat > "$dir/ejabberdctl.cfg" <<EOF
+POLL=true
+ERL_MAX_PORTS=65536
+ERL_PROCESSES=2000000
+INET_DIST_INTERFACE=127.0.0.1
+ERLANG_NODE=$node
+EOF
+  chown -R ejabberd:ejabberd "$dir"
+  local ctl=(ejabberdctl --config "$dir/ejabberd.yml" --ctl-config "$dir/ejabberdctl.cfg"
+             --node "$node" --spool "$dir/spool" --logs "$dir/logs")
+  # ejabberdctl run by root starts the VM as the ejabberd user through su, whose PAM session
+  # resets the soft file-descriptor limit to 1024; started as that user with the limit raised
+  # first, the VM gets the limit the other servers have.
+  local nofile
+  nofile=$(ulimit -Hn)
+  su -s /bin/sh ejabberd -c "ulimit -n $nofile; cd '$dir/spool' && exec ${ctl[*]} start"
+  "${ctl[@]}" started >/dev/null 2>&1 || true
+  wait_port "$port"
+  local pid
+  pid=$(pgrep -f -- "beam.*$node" | head -1)
+  dpkg-query -W -f='ejabberd ${Version}\n' ejabberd > "$WORK/ejabberd.version"
+  echo "-- ejabberd: registering $ACCOUNTS accounts in band"
+  "$BENCH" --port "$port" --domain "$DOMAIN" --insecure --password "$PASSWORD" -q \
+    -n "$ACCOUNTS" --login-rate 2000 --max-inflight 64 --json "$WORK/ejabberd-register.json" \
+    register | sed 's/^/   /'
+  run_scenarios ejabberd "$port" "$pid"
+  "${ctl[@]}" stop >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+}
+
+if [ -z "${TABLE_ONLY:-}" ]; then
+  for s in $SERVERS; do
+    echo "== $s"
+    "run_$s"
+  done
+fi
+
+# ---- the table -----------------------------------------------------------------------------
+python3 - "$WORK" $SERVERS <<'EOF'
+import json, os, sys
+work, servers = sys.argv[1], sys.argv[2:]
+def load(s, name):
+    p = os.path.join(work, f"{s}-{name}.json")
+    return json.load(open(p)) if os.path.exists(p) else None
+def g(d, *path):
+    for k in path:
+        if not isinstance(d, dict) or d.get(k) is None:
+            return None
+        d = d[k]
+    return d
+def f(x, fmt="{:.0f}"):
+    return "n/a" if x is None else fmt.format(x)
+rows = []
+for s in servers:
+    c, m, p = load(s, "connect"), load(s, "messages"), load(s, "pubsub")
+    ver = open(os.path.join(work, f"{s}.version")).read().strip() if os.path.exists(os.path.join(work, f"{s}.version")) else s
+    per = g(c, "results", "idle_memory", "bytes_per_session")
+    row = [ver,
+           f(g(c, "results", "idle_memory", "sessions")),
+           f(per / 1024 if per is not None else None, "{:.1f}"),
+           f(g(c, "results", "login", "rate_per_s")),
+           f(g(c, "results", "login", "latency_ms", "p99"), "{:.0f}"),
+           f(g(m, "results", "messages", "offered_rate_per_s")),
+           f(g(m, "results", "messages", "received_rate_per_s")),
+           f(g(m, "results", "messages", "latency_ms", "p50"), "{:.2f}"),
+           f(g(m, "results", "messages", "latency_ms", "p99"), "{:.2f}"),
+           f(g(m, "results", "messages", "lost")),
+           f(g(m, "results", "messages", "server_cpu_ms_per_1000_messages"), "{:.0f}"),
+           str(sum(sum((g(x, "errors") or {}).values()) for x in (c, m) if x))]
+    if p:
+        row.append(f"{f(g(p, 'results', 'pubsub', 'delivery_rate_per_s'))}/s p99 {f(g(p, 'results', 'pubsub', 'latency_ms', 'p99'), '{:.1f}')} ms")
+    rows.append(row)
+head = ["server", "idle sessions", "KiB/session (TLS)", "logins/s", "login p99 ms",
+        "msgs offered/s", "msgs delivered/s", "msg p50 ms", "msg p99 ms", "lost",
+        "server CPU ms/1000 msgs", "errors"]
+if any(len(r) > len(head) for r in rows):
+    head.append("pubsub fan-out")
+print()
+print("| " + " | ".join(head) + " |")
+print("|" + "|".join("---" for _ in head) + "|")
+for r in rows:
+    r += [""] * (len(head) - len(r))
+    print("| " + " | ".join(r) + " |")
+EOF
+echo
+echo "JSON summaries: $WORK/*.json"

@@ -68,24 +68,28 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
         Err(e) => run.stats.error(e.kind()),
     }
     let subscribed = Arc::new(AtomicU64::new(0));
+    // Subscription attempts finished, successful or not.
+    let settled = Arc::new(AtomicU64::new(0));
     let body = {
         let run = run.clone();
         let subscribed = subscribed.clone();
+        let settled = settled.clone();
         let service = service.clone();
         let node = args.node.clone();
         move |i: usize, conn: Conn| {
             let run = run.clone();
             let subscribed = subscribed.clone();
+            let settled = settled.clone();
             let service = service.clone();
             let node = node.clone();
-            async move { subscriber(&run, conn, i, &service, &node, &subscribed).await }
+            async move { subscriber(&run, conn, i, &service, &node, &subscribed, &settled).await }
         }
     };
     let set = run.ramp(1..n, body);
     let ramp = run.settle(n - 1).await;
     run.ramp_outcome(ramp, &mut out);
     let t = StdInstant::now();
-    while subscribed.load(Ordering::Relaxed) < ramp.logins
+    while settled.load(Ordering::Relaxed) < ramp.logins
         && t.elapsed() < Duration::from_secs(60)
         && !run.stopping()
     {
@@ -173,6 +177,7 @@ async fn subscriber(
     service: &str,
     node: &str,
     subscribed: &AtomicU64,
+    settled: &AtomicU64,
 ) -> Result<(), ClientError> {
     let id = conn.id();
     conn.send(
@@ -186,7 +191,9 @@ async fn subscriber(
         .as_bytes(),
     )
     .await?;
-    conn.await_result(&id, "subscribe").await?;
+    let result = conn.await_result(&id, "subscribe").await;
+    settled.fetch_add(1, Ordering::Relaxed);
+    result?;
     subscribed.fetch_add(1, Ordering::Relaxed);
     let mut phase = run.phase();
     loop {

@@ -2,6 +2,7 @@
 UDP, A/AAAA/SRV only), so every server finds the others through real SRV lookups
 (RFC 6120 §3.2.1) without touching /etc/hosts or the system resolver:
 
+    _xmpps-server._tcp.<domain> SRV 0 5 <port> <ip>     (direct TLS, XEP-0368, when published)
     _xmpp-server._tcp.<domain>  SRV 0 5 <port> <ip>     (targets are IP literals, which every
     <domain>                    A   <ip>                 peer resolves without DNS)
     <dotted ip>                 A   <ip>                 (for resolvers that look the target up)
@@ -60,9 +61,12 @@ class DnsServer:
     def add_srv(self, name: str, priority: int, weight: int, port: int, target: str):
         self._add(name, SRV, struct.pack("!HHH", priority, weight, port) + _name(target))
 
-    def add_server(self, domain: str, ip: str, port: int):
-        """The records of an XMPP server: SRV for server-to-server, A for its domain."""
-        self.add_srv(f"_xmpp-server._tcp.{domain}", 0, 5, port, ip)
+    def add_server(self, domain: str, ip: str, port: int, direct_tls_port: int | None = None):
+        """The records of an XMPP server: SRV for server-to-server (STARTTLS, and direct TLS
+        preferred when `direct_tls_port` is given, XEP-0368), A for its domain."""
+        if direct_tls_port:
+            self.add_srv(f"_xmpps-server._tcp.{domain}", 0, 5, direct_tls_port, ip)
+        self.add_srv(f"_xmpp-server._tcp.{domain}", 10 if direct_tls_port else 0, 5, port, ip)
         self.add_a(domain, ip)
         self.add_a(ip, ip)
 

@@ -109,7 +109,11 @@ class Server:
         self.host = ADDR[self.domain]
         self.port = free_port(self.host)
         self.s2s_port = free_port(self.host)
-        dns.add_server(self.domain, self.host, self.s2s_port)
+        self.s2s_direct_tls_port = None
+        self.publish(dns)
+
+    def publish(self, dns):
+        dns.add_server(self.domain, self.host, self.s2s_port, self.s2s_direct_tls_port)
         self.users = dict(USERS)
         self.proc: subprocess.Popen | None = None
         self.log_path = self.dir / "server.log"
@@ -133,6 +137,13 @@ class Server:
 class Rookery(Server):
     domain = "rookery.example"
 
+    def publish(self, dns):
+        # In "external" mode Rookery also offers direct TLS (XEP-0368) and publishes it first,
+        # so the peers connect to it that way; in "dialback" mode only STARTTLS.
+        if self.mode == "external":
+            self.s2s_direct_tls_port = free_port(self.host)
+        super().publish(dns)
+
     def start(self):
         data = self.dir / "data"
         dns_host, dns_port = self.dns.addr
@@ -148,7 +159,7 @@ data_dir = "{data}"
 c2s = "{self.host}:{self.port}"
 c2s_direct_tls = ""
 s2s = "{self.host}:{self.s2s_port}"
-s2s_direct_tls = ""
+s2s_direct_tls = "{f'{self.host}:{self.s2s_direct_tls_port}' if self.s2s_direct_tls_port else ''}"
 
 [tls]
 cert = "{self.certs / (self.domain + '.crt')}"

@@ -154,6 +154,9 @@ async def test_s2s_authentication_method(rookery, peer):
     assert out, f"outgoing stream to {peer.domain} not authenticated with {method}"
     inc = re.search(rf"s2s_in{{.*authenticated with {method}.*{re.escape(peer.domain)}", log)
     assert inc, f"incoming stream from {peer.domain} not authenticated with {method}"
+    if rookery.s2s_direct_tls_port:
+        # Rookery published `_xmpps-server` first: the peer came over direct TLS (XEP-0368).
+        assert "direct_tls=true" in inc.group(0), inc.group(0)
 
 
 async def test_unreachable_domain_bounces(rookery, peer):

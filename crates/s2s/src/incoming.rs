@@ -54,7 +54,7 @@ struct State {
 
 /// Serves one accepted TCP connection to the end.
 pub(crate) async fn serve(s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, mode: Mode) {
-    let span = tracing::info_span!("s2s_in", %peer);
+    let span = tracing::info_span!("s2s_in", %peer, direct_tls = mode == Mode::DirectTls);
     async move {
         if !s2s.limiter.admit(peer.ip()) {
             tracing::info!("too many connections from this address; dropped");

@@ -85,8 +85,7 @@ async fn core(domain: &str) -> (Arc<Core>, tempfile::TempDir) {
     (b.build().unwrap(), dir)
 }
 
-/// Starts a node serving `domain` on `listener`.
-#[allow(clippy::too_many_arguments)]
+/// Starts a node serving `domain` on `listener` (STARTTLS).
 async fn node(
     domain: &str,
     listener: TcpListener,
@@ -96,10 +95,37 @@ async fn node(
     require_valid: bool,
     routes: &[(&str, u16)],
 ) -> Node {
+    let routes: Vec<(&str, String)> = routes
+        .iter()
+        .map(|(d, port)| (*d, format!("127.0.0.1:{port}")))
+        .collect();
+    node_with(
+        domain,
+        (listener, Mode::StartTls),
+        secret,
+        cert,
+        roots,
+        require_valid,
+        &routes,
+    )
+    .await
+}
+
+/// Starts a node serving `domain` on `listener` in `mode`, with static routes as written in
+/// the config (`host:port` or `tls://host:port`).
+async fn node_with(
+    domain: &str,
+    (listener, mode): (TcpListener, Mode),
+    secret: &[u8],
+    cert: Cert,
+    roots: RootCertStore,
+    require_valid: bool,
+    routes: &[(&str, String)],
+) -> Node {
     let (core, dir) = core(domain).await;
     let mut r = BTreeMap::new();
-    for (d, port) in routes {
-        r.insert(d.to_string(), format!("127.0.0.1:{port}"));
+    for (d, target) in routes {
+        r.insert(d.to_string(), target.clone());
     }
     let config = S2sConfig {
         require_valid_certificates: require_valid,
@@ -113,7 +139,7 @@ async fn node(
     let tls = S2sTls::new(cert.0, cert.1, roots).unwrap();
     let s2s = S2s::new(core.clone(), config, tls, Secret::new(secret)).unwrap();
     core.set_remote_route(s2s.clone());
-    tokio::spawn(rookery_s2s::run(listener, Mode::StartTls, s2s.clone()));
+    tokio::spawn(rookery_s2s::run(listener, mode, s2s.clone()));
     Node {
         core,
         s2s,
@@ -299,6 +325,42 @@ async fn sasl_external_with_a_private_ca() {
     assert_eq!(a.s2s.outgoing()[0].2, OutAuth::SaslExternal);
     assert_eq!(b.s2s.outgoing()[0].2, OutAuth::SaslExternal);
     let _ = &mut alice;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_tls_both_ways() {
+    // XEP-0368: both listeners speak TLS from the first byte; the routes say `tls://`.
+    let (la, pa, lb, pb) = listeners().await;
+    let a = node_with(
+        "a.test",
+        (la, Mode::DirectTls),
+        b"sa",
+        self_signed("a.test"),
+        RootCertStore::empty(),
+        false,
+        &[("b.test", format!("tls://127.0.0.1:{pb}"))],
+    )
+    .await;
+    let b = node_with(
+        "b.test",
+        (lb, Mode::DirectTls),
+        b"sb",
+        self_signed("b.test"),
+        RootCertStore::empty(),
+        false,
+        &[("a.test", format!("tls://127.0.0.1:{pa}"))],
+    )
+    .await;
+    let mut alice = bind(&a.core, "alice@a.test/r").await;
+    let mut bob = bind(&b.core, "bob@b.test/r").await;
+    a.core
+        .route(message("alice@a.test/r", "bob@b.test/r", "direct"))
+        .await;
+    assert!(recv(&mut bob).await.contains("direct"));
+    b.core.route(ping("bob@b.test/r", "a.test", "p9")).await;
+    assert!(recv(&mut bob).await.contains("type=\"result\""));
+    a.core.route(ping("alice@a.test/r", "b.test", "p10")).await;
+    assert!(recv(&mut alice).await.contains("p10"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,6 +107,7 @@ async fn node(
         roots,
         require_valid,
         &routes,
+        |_| {},
     )
     .await
 }
@@ -121,13 +122,14 @@ async fn node_with(
     roots: RootCertStore,
     require_valid: bool,
     routes: &[(&str, String)],
+    tweak: impl FnOnce(&mut S2sConfig),
 ) -> Node {
     let (core, dir) = core(domain).await;
     let mut r = BTreeMap::new();
     for (d, target) in routes {
         r.insert(d.to_string(), target.clone());
     }
-    let config = S2sConfig {
+    let mut config = S2sConfig {
         require_valid_certificates: require_valid,
         use_webpki_roots: false,
         routes: r,
@@ -136,6 +138,7 @@ async fn node_with(
         dialback_timeout_secs: 10,
         ..S2sConfig::default()
     };
+    tweak(&mut config);
     let tls = S2sTls::new(cert.0, cert.1, roots).unwrap();
     let s2s = S2s::new(core.clone(), config, tls, Secret::new(secret)).unwrap();
     core.set_remote_route(s2s.clone());
@@ -339,6 +342,7 @@ async fn direct_tls_both_ways() {
         RootCertStore::empty(),
         false,
         &[("b.test", format!("tls://127.0.0.1:{pb}"))],
+        |_| {},
     )
     .await;
     let b = node_with(
@@ -349,6 +353,7 @@ async fn direct_tls_both_ways() {
         RootCertStore::empty(),
         false,
         &[("a.test", format!("tls://127.0.0.1:{pa}"))],
+        |_| {},
     )
     .await;
     let mut alice = bind(&a.core, "alice@a.test/r").await;
@@ -361,6 +366,101 @@ async fn direct_tls_both_ways() {
     assert!(recv(&mut bob).await.contains("type=\"result\""));
     a.core.route(ping("alice@a.test/r", "b.test", "p10")).await;
     assert!(recv(&mut alice).await.contains("p10"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_close_and_reopen_on_demand() {
+    let (la, pa, lb, pb) = listeners().await;
+    let idle = |c: &mut S2sConfig| c.idle_timeout_secs = 1;
+    let route = |d: &'static str, p: u16| [(d, format!("127.0.0.1:{p}"))];
+    let a = node_with(
+        "a.test",
+        (la, Mode::StartTls),
+        b"sa",
+        self_signed("a.test"),
+        RootCertStore::empty(),
+        false,
+        &route("b.test", pb),
+        idle,
+    )
+    .await;
+    let b = node_with(
+        "b.test",
+        (lb, Mode::StartTls),
+        b"sb",
+        self_signed("b.test"),
+        RootCertStore::empty(),
+        false,
+        &route("a.test", pa),
+        idle,
+    )
+    .await;
+    let mut bob = bind(&b.core, "bob@b.test/r").await;
+    a.core
+        .route(message("alice@a.test/r", "bob@b.test/r", "first"))
+        .await;
+    assert!(recv(&mut bob).await.contains("first"));
+    assert_eq!(a.s2s.outgoing_count(), 1);
+    // Idle for a second: the stream is closed and forgotten.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while a.s2s.outgoing_count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "idle stream not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The next stanza opens a new one.
+    a.core
+        .route(message("alice@a.test/r", "bob@b.test/r", "second"))
+        .await;
+    assert!(recv(&mut bob).await.contains("second"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_is_bounded_and_a_silent_peer_times_out() {
+    // A "server" that accepts connections and never says anything.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ps = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let (la, _, _lb, _) = listeners().await;
+    let a = node_with(
+        "a.test",
+        (la, Mode::StartTls),
+        b"sa",
+        self_signed("a.test"),
+        RootCertStore::empty(),
+        false,
+        &[("silent.test", format!("127.0.0.1:{ps}"))],
+        |c| {
+            c.queue_len = 2;
+            c.negotiation_timeout_secs = 2;
+        },
+    )
+    .await;
+    let mut alice = bind(&a.core, "alice@a.test/r").await;
+    for i in 0..3 {
+        a.core
+            .route(message("alice@a.test/r", &format!("u{i}@silent.test"), "x"))
+            .await;
+    }
+    // The third did not fit in the queue: bounced at once.
+    let first = recv(&mut alice).await;
+    assert!(
+        first.contains("resource-constraint") && first.contains("u2@silent.test"),
+        "{first}"
+    );
+    // The two queued ones bounce when setting up the stream times out.
+    for _ in 0..2 {
+        let got = recv(&mut alice).await;
+        assert!(got.contains("remote-server-timeout"), "{got}");
+    }
+    held.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

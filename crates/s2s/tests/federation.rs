@@ -113,7 +113,8 @@ async fn node(
 }
 
 /// Starts a node serving `domain` on `listener` in `mode`, with static routes as written in
-/// the config (`host:port` or `tls://host:port`).
+/// the config (`host:port` or `tls://host:port`) and `tweak` applied to the settings.
+#[allow(clippy::too_many_arguments)]
 async fn node_with(
     domain: &str,
     (listener, mode): (TcpListener, Mode),

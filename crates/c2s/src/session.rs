@@ -32,13 +32,12 @@ use rookery_stream::pump::{self, Inbound};
 use rookery_stream::{Conn, ConnError};
 use rookery_xml::Element;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::csi::{self, Csi, Decision};
 use crate::negotiate::Bound;
-use crate::sm::{self, Counters, Takeover, Verdict};
+use crate::sm::{self, Counters, Handoff, Takeover, Verdict};
 use crate::C2sContext;
 
 /// How long the first unacknowledged stanza may wait before the server asks for an ack
@@ -104,7 +103,7 @@ struct Managed {
 struct Resumable {
     id: String,
     max: Duration,
-    takeovers: mpsc::Receiver<Takeover>,
+    handoff: Arc<Handoff>,
 }
 
 /// Server-initiated liveness check.
@@ -235,8 +234,7 @@ impl<'a> Client<'a> {
                     tracing::info!(condition = %reason.condition, "hibernated session closed");
                     return None;
                 }
-                t = r.takeovers.recv() => {
-                    let t = t?;
+                t = r.handoff.recv() => {
                     if let Some(conn) = judge(&mut m.counters, t) {
                         return Some(conn);
                     }
@@ -296,10 +294,9 @@ impl<'a> Client<'a> {
     async fn terminate(&mut self, handle: &SessionHandle, end: &mut SessionEnd) {
         let mut undelivered: Vec<Bytes> = Vec::new();
         if let Some(mut m) = self.sm.take() {
-            if let Some(mut r) = m.resume.take() {
+            if let Some(r) = m.resume.take() {
                 self.ctx.sm.remove(&r.id);
-                r.takeovers.close();
-                while let Ok(t) = r.takeovers.try_recv() {
+                if let Some(t) = r.handoff.close() {
                     let _ = t.reply.send(Verdict::Rejected {
                         conn: t.conn,
                         failed: sm::failed("item-not-found", None),
@@ -414,11 +411,11 @@ impl<'a> Client<'a> {
             }
         }
         let resume = (wants_resume && max > 0).then(|| {
-            let (id, takeovers) = self.ctx.sm.register(self.jid.to_bare());
+            let (id, handoff) = self.ctx.sm.register(self.jid.to_bare());
             Resumable {
                 id,
                 max: Duration::from_secs(max),
-                takeovers,
+                handoff,
             }
         });
         let reply = sm::enabled(resume.as_ref().map(|r| (r.id.as_str(), max)));
@@ -626,15 +623,13 @@ impl Inbound for Client<'_> {
         let Some(r) = m.resume.as_mut() else {
             return std::future::pending().await;
         };
-        match r.takeovers.recv().await {
-            Some(t) => match judge(&mut m.counters, t) {
-                Some(conn) => {
-                    self.taken_over = Some(conn);
-                    Err(ConnError::Detached)
-                }
-                None => Ok(()),
-            },
-            None => std::future::pending().await,
+        let t = r.handoff.recv().await;
+        match judge(&mut m.counters, t) {
+            Some(conn) => {
+                self.taken_over = Some(conn);
+                Err(ConnError::Detached)
+            }
+            None => Ok(()),
         }
     }
 

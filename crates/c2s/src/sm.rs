@@ -18,7 +18,9 @@ use rookery_jid::BareJid;
 use rookery_proto::{ns, Stanza};
 use rookery_stream::Conn;
 use rookery_xml::{Element, Event, Limits, StreamParser};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{oneshot, Notify};
 
 /// The XEP-0198 namespace, version 3.
 pub const NS: &str = "urn:xmpp:sm:3";
@@ -153,9 +155,64 @@ pub enum Verdict {
     },
 }
 
+/// Where a takeover waits for the session's task: one slot and a wake-up. (Far smaller than a
+/// channel, and a resumable session keeps one for its whole life.)
+#[derive(Default)]
+pub struct Handoff {
+    slot: Mutex<HandoffState>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct HandoffState {
+    pending: Option<Takeover>,
+    closed: bool,
+}
+
+impl Handoff {
+    fn state(&self) -> std::sync::MutexGuard<'_, HandoffState> {
+        // A panic while holding this lock leaves plain data behind: keep using it.
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Leaves `t` for the session; gives it back with the `<failed/>` condition when the
+    /// session is gone or another takeover is already waiting.
+    fn offer(&self, t: Takeover) -> Result<(), (Takeover, &'static str)> {
+        let mut st = self.state();
+        if st.closed {
+            return Err((t, "item-not-found"));
+        }
+        if st.pending.is_some() {
+            return Err((t, "unexpected-request"));
+        }
+        st.pending = Some(t);
+        drop(st);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// The next takeover. Cancel-safe: a takeover stays in the slot until taken.
+    pub async fn recv(&self) -> Takeover {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(t) = self.state().pending.take() {
+                return t;
+            }
+            notified.await;
+        }
+    }
+
+    /// No more takeovers; returns one that was waiting, to be refused.
+    pub fn close(&self) -> Option<Takeover> {
+        let mut st = self.state();
+        st.closed = true;
+        st.pending.take()
+    }
+}
+
 struct Slot {
     owner: BareJid,
-    tx: mpsc::Sender<Takeover>,
+    handoff: Arc<Handoff>,
 }
 
 /// Resumable sessions by SM-ID.
@@ -165,19 +222,19 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Registers a resumable session of `owner`; returns its fresh SM-ID and the receiver of
-    /// takeovers.
-    pub fn register(&self, owner: BareJid) -> (String, mpsc::Receiver<Takeover>) {
-        let (tx, rx) = mpsc::channel(2);
+    /// Registers a resumable session of `owner`; returns its fresh SM-ID and where takeovers
+    /// arrive.
+    pub fn register(&self, owner: BareJid) -> (String, Arc<Handoff>) {
+        let handoff = Arc::new(Handoff::default());
         loop {
             // 128 random bits: unguessable, and never reused while the server runs.
             let id = format!("{:032x}", rand::random::<u128>());
             if let dashmap::Entry::Vacant(v) = self.slots.entry(id.clone()) {
                 v.insert(Slot {
                     owner: owner.clone(),
-                    tx: tx.clone(),
+                    handoff: handoff.clone(),
                 });
-                return (id, rx);
+                return (id, handoff);
             }
         }
     }
@@ -206,14 +263,11 @@ impl Registry {
         user: &BareJid,
         takeover: Takeover,
     ) -> Result<(), (Takeover, &'static str)> {
-        let tx = match self.slots.get(id) {
-            Some(slot) if &slot.owner == user => slot.tx.clone(),
+        let handoff = match self.slots.get(id) {
+            Some(slot) if &slot.owner == user => slot.handoff.clone(),
             _ => return Err((takeover, "item-not-found")),
         };
-        tx.try_send(takeover).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(t) => (t, "unexpected-request"),
-            mpsc::error::TrySendError::Closed(t) => (t, "item-not-found"),
-        })
+        handoff.offer(takeover)
     }
 }
 

@@ -143,6 +143,9 @@ class Rookery(Server):
         if self.mode == "external":
             self.s2s_direct_tls_port = free_port(self.host)
         super().publish(dns)
+        # The publish-subscribe service is a domain of its own, served by the same listener.
+        dns.add_server(f"pubsub.{self.domain}", self.host, self.s2s_port,
+                       self.s2s_direct_tls_port)
 
     def start(self):
         data = self.dir / "data"
@@ -314,6 +317,8 @@ modules:
   mod_version:
     show_os: false
   mod_caps: {{}}
+  mod_pubsub:
+    plugins: ["flat", "pep"]
 """)
         subprocess.run(["chown", "-R", "ejabberd:ejabberd", str(self.dir)], check=True)
         self.proc = subprocess.Popen(

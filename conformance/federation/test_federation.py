@@ -10,11 +10,12 @@ import asyncio
 import os
 import re
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 from slixmpp.exceptions import IqError
 
-from slix import slix_login
+from slix import SlixClient, slix_login
 
 WAIT = 30.0
 NS_CLIENT = "jabber:client"
@@ -157,6 +158,86 @@ async def test_s2s_authentication_method(rookery, peer):
     if rookery.s2s_direct_tls_port:
         # Rookery published `_xmpps-server` first: the peer came over direct TLS (XEP-0368).
         assert "direct_tls=true" in inc.group(0), inc.group(0)
+
+
+async def test_pubsub_service_from_a_remote_user(rookery, peer):
+    """A user of the peer subscribes to a node of pubsub.<rookery> (a domain of its own, with
+    its own server-to-server streams) and gets the notification of a publication."""
+    a, b = await clients(rookery, peer)
+    service, node = f"pubsub.{rookery.domain}", f"news-{peer.domain.split('.')[0]}"
+    ns_event = "http://jabber.org/protocol/pubsub#event"
+    try:
+        for c in (a, b):
+            c.register_plugin("xep_0060")
+        await a.plugin["xep_0060"].create_node(service, node, timeout=WAIT)
+        info = await b.plugin["xep_0030"].get_info(jid=service, node=node, timeout=WAIT)
+        assert any(cat == "pubsub" for cat, *_ in info["disco_info"]["identities"])
+        await b.plugin["xep_0060"].subscribe(service, node, timeout=WAIT)
+        entry = ET.Element("{urn:example:federation}entry")
+        entry.text = f"hello {peer.domain}"
+        await a.plugin["xep_0060"].publish(service, node, id="item1", payload=entry,
+                                           timeout=WAIT)
+        ev = await b.inbox.wait(
+            lambda el: el.get("from") == service
+            and el.find(f"{{{ns_event}}}event/{{{ns_event}}}items/{{{ns_event}}}item") is not None,
+            WAIT, what="the pubsub notification")
+        item = ev.find(f"{{{ns_event}}}event/{{{ns_event}}}items/{{{ns_event}}}item")
+        assert item.get("id") == "item1"
+        assert item.find("{urn:example:federation}entry").text == f"hello {peer.domain}"
+    finally:
+        await close(a, b)
+
+
+async def pep_client(srv, user):
+    """A client that advertises +notify for User Nickname (XEP-0172) through its caps."""
+    c = SlixClient(srv.jid(user, "pep"), srv.users[user])
+    for p in ("xep_0115", "xep_0163", "xep_0172"):
+        c.register_plugin(p)
+    c.connect(srv.host, srv.port)
+    try:
+        await asyncio.wait_for(c.session, WAIT)
+        await c.get_roster(timeout=WAIT)
+    except BaseException:
+        await c.close()
+        raise
+    c.send_presence()
+    return c
+
+
+@pytest.mark.parametrize("publisher", [
+    "peer",
+    pytest.param("rookery", marks=pytest.mark.xfail(
+        reason="Rookery's PEP does not notify contacts on other servers yet (their caps are "
+               "not tracked; XEP-0163 row of docs/compliance.md)", strict=False)),
+])
+async def test_pep_notification_to_a_remote_contact(rookery, peer, publisher):
+    """XEP-0163 across servers: contacts subscribed to each other's presence get the other's
+    nickname publication, filtered by the +notify in their caps."""
+    users = {"peer": ("bob", "carol"), "rookery": ("carol", "bob")}[publisher]
+    a = await pep_client(rookery, users[0])
+    try:
+        b = await pep_client(peer, users[1])
+    except BaseException:
+        await a.close()
+        raise
+    try:
+        ajid, bjid = rookery.jid(users[0]), peer.jid(users[1])
+        a.send_presence(pto=bjid, ptype="subscribe")
+        await a.inbox.wait(lambda el: el.get("type") == "subscribed", WAIT, what="subscribed")
+        await b.inbox.wait(lambda el: el.get("type") == "subscribed", WAIT,
+                           what="subscribed back")
+        await asyncio.sleep(1)  # let each server learn the other client's caps
+        pub, sub, pub_jid = (b, a, bjid) if publisher == "peer" else (a, b, ajid)
+        nick = f"nick of {pub_jid}"
+        await pub.plugin["xep_0172"].publish_nick(nick, timeout=WAIT)
+        ns_event, ns_nick = "http://jabber.org/protocol/pubsub#event", "http://jabber.org/protocol/nick"
+        await sub.inbox.wait(
+            lambda el: el.get("from", "").startswith(pub_jid)
+            and el.find(f".//{{{ns_event}}}item/{{{ns_nick}}}nick") is not None
+            and el.find(f".//{{{ns_event}}}item/{{{ns_nick}}}nick").text == nick,
+            WAIT if publisher == "peer" else 5.0, what="the PEP notification")
+    finally:
+        await close(a, b)
 
 
 async def test_unreachable_domain_bounces(rookery, peer):

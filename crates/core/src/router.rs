@@ -238,6 +238,12 @@ impl Core {
         v
     }
 
+    /// Whether `domain` has a registered route (a component or service domain we serve);
+    /// the federation trust rule asks this for every incoming stanza, without allocating.
+    pub fn has_domain_route(&self, domain: &str) -> bool {
+        self.domains.contains_key(domain)
+    }
+
     /// The routed domains disco#items of the server lists now (see [`DomainRoute::listed`]),
     /// with their names, sorted by domain.
     pub fn routed_items(&self) -> Vec<(String, Option<String>)> {

@@ -166,7 +166,7 @@ impl S2s {
 
     /// Whether we serve `domain` (our own, or a component's / service's).
     pub fn is_hosted(&self, domain: &str) -> bool {
-        self.core.is_local_domain(domain) || self.core.routed_domains().iter().any(|d| d == domain)
+        self.core.is_local_domain(domain) || self.core.has_domain_route(domain)
     }
 
     /// Number of outgoing streams (connected or connecting).

@@ -646,6 +646,39 @@ async fn authenticated_peer_cannot_speak_for_other_domains() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialback_verification_times_out() {
+    // The claimed domain's authoritative server accepts connections and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ps = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let (_la, _, lb, pb) = listeners().await;
+    let _b = node_with(
+        "b.test",
+        (lb, Mode::StartTls),
+        b"sb",
+        self_signed("b.test"),
+        RootCertStore::empty(),
+        false,
+        &[("silent.test", format!("127.0.0.1:{ps}"))],
+        |c| c.dialback_timeout_secs = 1,
+    )
+    .await;
+    let (mut io, mut p, _) = raw_peer(pb, "silent.test", "b.test").await;
+    io.write_all(b"<db:result from='silent.test' to='b.test'>abcd</db:result>")
+        .await
+        .unwrap();
+    let r = next_element(&mut io, &mut p).await;
+    assert_eq!(r.attr("type"), Some("error"), "{r}");
+    assert!(r.to_string().contains("remote-server-timeout"), "{r}");
+    held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn db_verify_is_answered_as_authoritative_server() {
     let (_a, _b, pa, _) = dialback_pair().await;
     // Talk to A as if we were b.test verifying a key A gave us.

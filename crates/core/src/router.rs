@@ -363,6 +363,12 @@ impl Core {
             .unwrap_or_default()
     }
 
+    /// Whether `bare` has a bound session (no allocation: for fan-out loops over many
+    /// accounts, most of them offline).
+    pub fn has_sessions(&self, bare: &BareJid) -> bool {
+        self.sessions.contains_key(bare)
+    }
+
     /// Number of bound sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.iter().map(|e| e.value().len()).sum()

@@ -39,6 +39,15 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 const VERIFY_QUEUE: usize = 64;
 /// Most queued stanzas written before one flush.
 const WRITE_BATCH: usize = 64;
+/// Parser limits while an outgoing stream negotiates: the peer is a server we chose, whose
+/// features may be richer than a client's first elements, so a little more room than
+/// [`Limits::PRE_AUTH`].
+const NEGOTIATION: Limits = Limits {
+    max_stanza_bytes: 64 * 1024,
+    max_depth: 16,
+    max_attrs: 32,
+    max_elements: 512,
+};
 
 /// The pool entry of one (local, remote) pair.
 pub(crate) struct Entry {
@@ -455,7 +464,7 @@ async fn open_stream(
     let mut conn = Conn::new(
         Transport::TlsClient(Box::new(tls)),
         addr,
-        Limits::PRE_AUTH,
+        NEGOTIATION,
         local,
         ns::SERVER,
     );
@@ -534,7 +543,7 @@ fn stream_error(el: &Element) -> StreamError {
 /// `<proceed/>`. The parser is dropped afterwards, so nothing the peer sent before the
 /// handshake reaches the TLS stream (RFC 6120 §5.4.3.3). Outgoing streams always use TLS.
 async fn starttls(mut tcp: TcpStream, local: &str, remote: &str) -> Result<TcpStream, OutError> {
-    let mut parser = StreamParser::new(Limits::PRE_AUTH);
+    let mut parser = StreamParser::new(NEGOTIATION);
     let mut buf = vec![0u8; 4096];
     tcp.write_all(&initial_header(local, remote)).await?;
     let mut step = 0;

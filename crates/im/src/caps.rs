@@ -200,9 +200,9 @@ impl Im {
 
     /// The available resources of `bare` that want notifications for `node`.
     pub fn resources_wanting(&self, core: &Core, bare: &BareJid, node: &str) -> Vec<Jid> {
-        self.available(core, bare)
+        self.available_handles(core, bare)
             .into_iter()
-            .map(|(h, _)| h.jid().clone())
+            .map(|h| h.jid().clone())
             .filter(|j| self.wants_notify(j, node))
             .collect()
     }

@@ -77,7 +77,7 @@ impl Module for Last {
                 ));
             }
         }
-        if !self.im.available(core, to).is_empty() {
+        if self.im.has_available(core, to) {
             return Ok(Some(answer(0, "")));
         }
         match core

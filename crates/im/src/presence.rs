@@ -111,7 +111,7 @@ pub async fn route_subscription(
 
 /// Sends `unavailable` from each available resource of `owner` to `to`.
 pub async fn send_unavailable_to(im: &Im, core: &Arc<Core>, owner: &BareJid, to: &Jid) {
-    for (h, _) in im.available(core, owner) {
+    for h in im.available_handles(core, owner) {
         core.route(presence(Some("unavailable"), h.jid(), to)).await;
     }
 }
@@ -125,19 +125,19 @@ pub async fn send_presence_to(im: &Im, core: &Arc<Core>, owner: &BareJid, to: &J
 
 /// Delivers `stanza` to every available resource of `owner` (serialized once).
 fn deliver_to_available(im: &Im, core: &Core, owner: &BareJid, stanza: &Stanza) {
-    let targets = im.available(core, owner);
+    let targets = im.available_handles(core, owner);
     if targets.is_empty() {
         return;
     }
     let bytes = Bytes::from(stanza.to_bytes());
-    for (h, _) in targets {
+    for h in targets {
         h.send(bytes.clone());
     }
 }
 
 /// Records the last logout of `owner` (XEP-0012) when it has no available resource left.
 async fn record_last(im: &Im, core: &Core, owner: &BareJid, status: String) {
-    if !im.available(core, owner).is_empty() {
+    if im.has_available(core, owner) {
         return;
     }
     let Some(user) = owner.local() else { return };
@@ -178,7 +178,7 @@ impl PresenceModule {
             if i % YIELD_EVERY == YIELD_EVERY - 1 {
                 tokio::task::yield_now().await;
             }
-            if core.is_local_domain(contact.domain()) && core.sessions_of(contact).is_empty() {
+            if core.is_local_domain(contact.domain()) && !core.has_sessions(contact) {
                 continue; // nobody to tell (§4.2.2: no offline storage of presence)
             }
             let to: Jid = contact.clone().into();
@@ -193,7 +193,7 @@ impl PresenceModule {
     /// `from` included when `include_self` (RFC 6121 §4.2.2, §4.4.2: implicit self
     /// subscription).
     fn to_own_resources(&self, core: &Core, from: &Jid, stanza: &Stanza, include_self: bool) {
-        for (h, _) in self.im.available(core, &from.to_bare()) {
+        for h in self.im.available_handles(core, &from.to_bare()) {
             if !include_self && h.jid() == from {
                 continue;
             }
@@ -505,7 +505,7 @@ impl PresenceModule {
                 self.im.roster_item(core, owner, &prober_bare).await,
                 Ok(Some(RosterItem { subscription, .. })) if subscription.has_from()
             );
-            let directed = self.im.available(core, owner).iter().any(|(h, _)| {
+            let directed = self.im.available_handles(core, owner).iter().any(|h| {
                 self.im
                     .session(h.jid(), |s| {
                         s.directed.contains(prober)

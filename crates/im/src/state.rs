@@ -358,6 +358,9 @@ impl Im {
 
     /// The available sessions of `bare` with their last presence.
     pub fn available(&self, core: &Core, bare: &BareJid) -> Vec<(SessionHandle, Stanza)> {
+        if !core.has_sessions(bare) {
+            return Vec::new();
+        }
         core.sessions_of(bare)
             .into_iter()
             .filter_map(|(h, _)| {
@@ -367,6 +370,20 @@ impl Im {
             .collect()
     }
 
+    /// The available sessions of `bare` (without copying their presence).
+    pub fn available_handles(&self, core: &Core, bare: &BareJid) -> Vec<SessionHandle> {
+        self.sessions_where(core, bare, |s| s.presence.is_some())
+    }
+
+    /// Whether `bare` has an available session.
+    pub fn has_available(&self, core: &Core, bare: &BareJid) -> bool {
+        core.has_sessions(bare)
+            && core.sessions_of(bare).iter().any(|(h, _)| {
+                self.session(h.jid(), |s| s.presence.is_some())
+                    .unwrap_or(false)
+            })
+    }
+
     /// The sessions of `bare` that satisfy `pred`.
     pub fn sessions_where(
         &self,
@@ -374,6 +391,9 @@ impl Im {
         bare: &BareJid,
         pred: impl Fn(&SessionState) -> bool,
     ) -> Vec<SessionHandle> {
+        if !core.has_sessions(bare) {
+            return Vec::new();
+        }
         core.sessions_of(bare)
             .into_iter()
             .filter(|(h, _)| self.session(h.jid(), &pred).unwrap_or(false))

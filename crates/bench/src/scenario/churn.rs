@@ -5,6 +5,11 @@
 //!
 //! Reports reconnections per second and the reconnection latency (TCP connect to usable
 //! session) in the latency figures.
+//!
+//! With `--reading-every S`, each client is also a meter: every S seconds (jittered) it sends
+//! a reading, a `normal` message, to its partner's full JID (0↔1, 2↔3, …), so readings keep
+//! flowing to sessions that are mid-reconnect (hibernated, with `--resume`) and the figures
+//! show how many arrived.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,8 +18,10 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
+use rookery_xml::CONTENT_NS;
+
 use super::{latency_line, round2, Outcome, Phase, Run};
-use crate::client::{ClientError, Conn};
+use crate::client::{esc, ClientError, Conn};
 
 /// Parameters.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,6 +32,9 @@ pub struct Args {
     /// Drop the TCP connection and resume the stream (XEP-0198) instead of a full login.
     #[arg(long)]
     pub resume: bool,
+    /// Seconds between two readings a client sends its partner; 0 sends none.
+    #[arg(long, default_value_t = 0.0)]
+    pub reading_every: f64,
 }
 
 /// Runs the scenario.
@@ -33,11 +43,12 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
     let n = run.common.clients;
     let period = Duration::from_secs_f64(n as f64 / args.rate.max(0.001));
     let resume = args.resume;
+    let every = (args.reading_every > 0.0).then(|| Duration::from_secs_f64(args.reading_every));
     let body = {
         let run = run.clone();
         move |i: usize, conn: Conn| {
             let run = run.clone();
-            async move { client(&run, conn, i, period, resume).await }
+            async move { client(&run, conn, i, period, resume, every).await }
         }
     };
     run.sample_server("before");
@@ -45,11 +56,20 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
     let ramp = run.settle(n).await;
     run.ramp_outcome(ramp, &mut out);
     let r0 = run.stats.reconnects.load(Ordering::Relaxed);
+    let resumed0 = run.stats.resumes.load(Ordering::Relaxed);
+    let (sent0, received0) = (
+        run.stats.sent.load(Ordering::Relaxed),
+        run.stats.received.load(Ordering::Relaxed),
+    );
     let t0 = Instant::now();
     run.set_phase(Phase::Run);
     run.hold(run.common.duration).await;
     let secs = t0.elapsed().as_secs_f64();
+    let mem = run.sample_server("run-end");
     let reconnects = run.stats.reconnects.load(Ordering::Relaxed) - r0;
+    let resumed = run.stats.resumes.load(Ordering::Relaxed) - resumed0;
+    let sent = run.stats.sent.load(Ordering::Relaxed) - sent0;
+    let received = run.stats.received.load(Ordering::Relaxed) - received0;
     let lat = run.stats.latency.summary_ms();
     out.put(
         "churn",
@@ -58,18 +78,28 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
             "resume": resume,
             "seconds": round2(secs),
             "reconnects": reconnects,
-            "resumed": run.stats.resumes.load(Ordering::Relaxed),
+            "resumed": resumed,
             "rate_per_s": round2(reconnects as f64 / secs),
+            "resume_rate_per_s": round2(resumed as f64 / secs),
             "reconnect_latency_ms": lat,
+            "reading_every_s": args.reading_every,
+            "readings_sent": sent,
+            "readings_received": received,
+            "server_rss_kib_end": mem.map(|m| m.rss_kb),
         }),
         format!(
             "churn: offered {}/s, {} reconnections ({:.1}/s, {} resumed); reconnect latency {}",
             args.rate,
             reconnects,
             reconnects as f64 / secs,
-            run.stats.resumes.load(Ordering::Relaxed),
+            resumed,
             latency_line(&lat)
         ),
+    );
+    out.put(
+        "readings",
+        json!({"sent": sent, "received": received}),
+        format!("readings: {sent} sent, {received} received during the run"),
     );
     run.sample_server("end");
     run.finish(set).await;
@@ -82,15 +112,26 @@ async fn client(
     i: usize,
     period: Duration,
     resume: bool,
+    every: Option<Duration>,
 ) -> Result<(), ClientError> {
+    let n = run.common.clients;
+    let partner = if (i ^ 1) < n { i ^ 1 } else { i };
+    let to = esc(&run.cfg.full(partner));
+    let mut readings = 0u64;
     let mut rng = rand::rngs::StdRng::seed_from_u64(
         run.common.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
     );
     let mut phase = run.phase();
     let mut deadline: Option<tokio::time::Instant> = None;
+    let mut reading_at: Option<tokio::time::Instant> = None;
     loop {
         if deadline.is_none() && *phase.borrow() == Phase::Run {
             deadline = Some(tokio::time::Instant::now() + period.mul_f64(rng.gen::<f64>() * 2.0));
+        }
+        if let (Some(every), None) = (every, reading_at) {
+            if *phase.borrow() == Phase::Run {
+                reading_at = Some(tokio::time::Instant::now() + every.mul_f64(rng.gen::<f64>()));
+            }
         }
         let sleep = async {
             match deadline {
@@ -98,10 +139,32 @@ async fn client(
                 None => std::future::pending().await,
             }
         };
+        let reading = async {
+            match reading_at {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = conn.next_element() => {
                 let el = r?;
+                if el.is("message", CONTENT_NS) && el.attr("type") == Some("normal") {
+                    run.stats.received.fetch_add(1, Ordering::Relaxed);
+                }
                 conn.handle_common(&el).await?;
+                continue;
+            }
+            _ = reading => {
+                readings += 1;
+                let msg = format!(
+                    "<message to='{to}' type='normal'><body>reading {readings} {}</body></message>",
+                    rng.gen_range(0..100_000u32)
+                );
+                conn.send(msg.as_bytes()).await?;
+                run.stats.sent.fetch_add(1, Ordering::Relaxed);
+                if let (Some(every), Some(at)) = (every, reading_at) {
+                    reading_at = Some(at + every);
+                }
                 continue;
             }
             _ = sleep => {}

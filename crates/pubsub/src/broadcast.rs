@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use async_trait::async_trait;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use rookery_core::Core;
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::Stanza;
@@ -82,10 +82,11 @@ pub struct Notification {
     pub event: Element,
     /// The message `type`.
     pub message_type: NotificationType,
-    /// Subscribers to notify (after `pubsub#deliver` and state filtering).
-    pub recipients: Vec<Recipient>,
+    /// Subscribers to notify (after `pubsub#deliver` and state filtering); shared by every
+    /// notification of the node until its subscriptions change.
+    pub recipients: Arc<[Recipient]>,
     /// Access facts of the node.
-    pub access: AccessSnapshot,
+    pub access: Arc<AccessSnapshot>,
 }
 
 /// A notification message serialized once: `to` is spliced in per recipient.
@@ -132,14 +133,12 @@ impl Template {
 
     /// The message for `to`.
     pub fn render(&self, to: &str) -> Bytes {
-        let mut buf = BytesMut::with_capacity(self.rest.len() + to.len() + 16);
-        buf.put_slice(b"<message to=\"");
-        let mut esc = Vec::with_capacity(to.len());
-        escape_into(&mut esc, to, true);
-        buf.put_slice(&esc);
-        buf.put_u8(b'"');
-        buf.put_slice(&self.rest);
-        buf.freeze()
+        let mut buf = Vec::with_capacity(self.rest.len() + to.len() + 24);
+        buf.extend_from_slice(b"<message to=\"");
+        escape_into(&mut buf, to, true);
+        buf.push(b'"');
+        buf.extend_from_slice(&self.rest);
+        Bytes::from(buf)
     }
 
     /// The message for `to` as a stanza (for routing beyond local sessions).

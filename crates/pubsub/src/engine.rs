@@ -79,6 +79,16 @@ struct Node {
     last_item: LastItem,
     /// Set when the node is deleted while someone still holds it.
     deleted: bool,
+    /// Recipients and access facts of notifications, computed once per change of
+    /// subscriptions, affiliations or configuration (not once per publication).
+    cache: Option<NodeCache>,
+}
+
+/// What every notification of a node shares until the node changes.
+#[derive(Debug, Clone)]
+struct NodeCache {
+    recipients: Arc<[crate::broadcast::Recipient]>,
+    access: Arc<AccessSnapshot>,
 }
 
 type NodeCell = Arc<Mutex<Node>>;
@@ -225,7 +235,14 @@ impl Node {
                 LastItem::Unknown
             },
             deleted: false,
+            cache: None,
         }
+    }
+
+    /// Forgets cached notification facts after a change of subscriptions, affiliations or
+    /// configuration.
+    fn changed(&mut self) {
+        self.cache = None;
     }
 
     /// Approved subscriptions that want delivery, grouped by JID.
@@ -467,15 +484,26 @@ impl Engine {
         self.profile.max_items_limit
     }
 
-    async fn notify(&self, svc: &BareJid, node: &Node, kind: EventKind, ev: Element) {
+    async fn notify(&self, svc: &BareJid, node: &mut Node, kind: EventKind, ev: Element) {
+        let cache = match &node.cache {
+            Some(c) => c.clone(),
+            None => {
+                let c = NodeCache {
+                    recipients: node.delivery_recipients().into(),
+                    access: Arc::new(self.snapshot(svc, node)),
+                };
+                node.cache = Some(c.clone());
+                c
+            }
+        };
         let n = Notification {
             service: svc.clone(),
             node: node.name.clone(),
             kind,
             event: ev,
             message_type: node.config.notification_type,
-            recipients: node.delivery_recipients(),
-            access: self.snapshot(svc, node),
+            recipients: cache.recipients,
+            access: cache.access,
         };
         self.broadcaster.broadcast(&n).await;
     }
@@ -750,6 +778,7 @@ impl Engine {
             .set_subscription(svc.as_str(), node, &sub)
             .await?;
         n.subs.push(sub.clone());
+        n.changed();
         let info = SubscriptionInfo {
             node: n.name.clone(),
             jid: sub.jid.clone(),
@@ -829,22 +858,26 @@ impl Engine {
             return Err(PubsubError::NotSubscribed);
         };
         let state = if allow {
-            let Some(sub) = n.subs.get_mut(pos) else {
+            let Some(mut sub) = n.subs.get(pos).cloned() else {
                 return Err(PubsubError::NotSubscribed);
             };
             sub.state = SubState::Subscribed;
-            let sub = sub.clone();
             self.store
                 .set_subscription(svc.as_str(), node, &sub)
                 .await?;
+            if let Some(s) = n.subs.get_mut(pos) {
+                *s = sub;
+            }
             "subscribed"
         } else {
-            let sub = n.subs.remove(pos);
+            let subid = n.subs.get(pos).map(|s| s.subid.clone()).unwrap_or_default();
             self.store
-                .remove_subscription(svc.as_str(), node, &sub.subid)
+                .remove_subscription(svc.as_str(), node, &subid)
                 .await?;
+            n.subs.remove(pos);
             "none"
         };
+        n.changed();
         let ev = event(
             Element::new("subscription", ns::EVENT)
                 .with_attr("node", node)
@@ -883,10 +916,11 @@ impl Engine {
             return Err(PubsubError::Forbidden);
         }
         let subid = Self::pick_subid(&n, jid, subid)?;
-        n.subs.retain(|s| s.subid != subid);
         self.store
             .remove_subscription(svc.as_str(), node, &subid)
             .await?;
+        n.subs.retain(|s| s.subid != subid);
+        n.changed();
         self.notify_owners_of_sub(svc, &n, jid, "none").await;
         Ok(())
     }
@@ -969,6 +1003,7 @@ impl Engine {
             .set_subscription(svc.as_str(), node, &next)
             .await?;
         *sub = next;
+        n.changed();
         Ok(())
     }
 
@@ -1101,7 +1136,7 @@ impl Engine {
                 std::slice::from_ref(&item),
                 n.config.deliver_payloads,
             );
-            self.notify(svc, &n, EventKind::Items, ev).await;
+            self.notify(svc, &mut n, EventKind::Items, ev).await;
         }
         n.last_item = LastItem::Some(Box::new(item));
         Ok(id)
@@ -1156,7 +1191,7 @@ impl Engine {
                     .with_attr("node", node)
                     .with_child(Element::new("retract", ns::EVENT).with_attr("id", id)),
             );
-            self.notify(svc, &n, EventKind::Retract, ev).await;
+            self.notify(svc, &mut n, EventKind::Retract, ev).await;
         }
         Ok(())
     }
@@ -1194,6 +1229,7 @@ impl Engine {
             next_seq: 1,
             last_item: LastItem::None,
             deleted: false,
+            cache: None,
         }));
         nodes.insert(name.to_string(), cell.clone());
         Ok(cell)
@@ -1272,6 +1308,7 @@ impl Engine {
         }
         self.store.set_config(svc.as_str(), node, &next).await?;
         let before = std::mem::replace(&mut n.config, next);
+        n.changed();
         // Fewer items kept, or none: drop the excess now.
         let keep = if n.config.persist_items {
             n.config.max_items.effective(self.limit())
@@ -1302,7 +1339,7 @@ impl Engine {
             if n.config.deliver_payloads {
                 conf.push_child(n.config.to_form("result").to_element());
             }
-            self.notify(svc, &n, EventKind::Configuration, event(conf))
+            self.notify(svc, &mut n, EventKind::Configuration, event(conf))
                 .await;
         }
         Ok(())
@@ -1334,6 +1371,7 @@ impl Engine {
                 .await?;
         }
         n.subs.retain(|s| !gone.contains(&s.subid));
+        n.changed();
         Ok(())
     }
 
@@ -1367,9 +1405,10 @@ impl Engine {
             if let Some(uri) = redirect {
                 d.push_child(Element::new("redirect", ns::EVENT).with_attr("uri", uri));
             }
-            self.notify(svc, &n, EventKind::Delete, event(d)).await;
+            self.notify(svc, &mut n, EventKind::Delete, event(d)).await;
         }
         n.subs.clear();
+        n.changed();
         Ok(())
     }
 
@@ -1389,7 +1428,7 @@ impl Engine {
         n.last_item = LastItem::None;
         if n.config.notify_retract && n.config.deliver_notifications {
             let ev = event(Element::new("purge", ns::EVENT).with_attr("node", node));
-            self.notify(svc, &n, EventKind::Purge, ev).await;
+            self.notify(svc, &mut n, EventKind::Purge, ev).await;
         }
         Ok(())
     }
@@ -1459,6 +1498,7 @@ impl Engine {
                             .await?;
                     }
                     n.subs.retain(|s| !matching.contains(&s.subid));
+                    n.changed();
                 }
                 Some(state) => {
                     if matching.is_empty() {
@@ -1472,6 +1512,7 @@ impl Engine {
                             .set_subscription(svc.as_str(), node, &sub)
                             .await?;
                         n.subs.push(sub);
+                        n.changed();
                     } else {
                         for s in n.subs.iter_mut().filter(|s| matching.contains(&s.subid)) {
                             let mut next = s.clone();
@@ -1481,6 +1522,7 @@ impl Engine {
                                 .await?;
                             *s = next;
                         }
+                        n.changed();
                     }
                 }
             }
@@ -1566,6 +1608,7 @@ impl Engine {
                 .await?;
         }
         n.affiliations = after;
+        n.changed();
         let outcasts: HashSet<String> = changes
             .iter()
             .filter(|(_, a)| *a == Affiliation::Outcast)
@@ -1584,6 +1627,7 @@ impl Engine {
                     .await?;
             }
             n.subs.retain(|s| !gone.contains(&s.subid));
+            n.changed();
         }
         // A changed affiliation can close a whitelist: re-check.
         if n.config.access_model == AccessModel::Whitelist {

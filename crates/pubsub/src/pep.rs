@@ -117,7 +117,7 @@ impl PepBroadcaster {
 impl Broadcaster for PepBroadcaster {
     async fn broadcast(&self, n: &Notification) {
         let Some(core) = self.core.core() else { return };
-        let mut targets: Vec<Recipient> = n.recipients.clone();
+        let mut targets: Vec<Recipient> = n.recipients.to_vec();
         if n.kind != EventKind::Subscription {
             for jid in self.interest.interested(&core, &n.service, &n.node).await {
                 // A bare subscriber already reaches every available resource of its account.

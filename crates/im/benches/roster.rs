@@ -16,7 +16,12 @@
 //!
 //!     cargo bench -p rookery-im --bench roster
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -111,7 +116,11 @@ async fn setup(n: usize) -> Fixture {
             .put(d, "big", &item(&format!("{u}@localhost")))
             .await
             .unwrap();
-        store.rosters().put(d, &u, &item("big@localhost")).await.unwrap();
+        store
+            .rosters()
+            .put(d, &u, &item("big@localhost"))
+            .await
+            .unwrap();
     }
     let (im, modules) = rookery_im::modules(ImConfig::default());
     let mut b = CoreBuilder::new(CoreConfig::default(), store);
@@ -184,7 +193,10 @@ async fn initial_presence(f: &mut Fixture, n: usize) -> (Duration, Duration) {
     // `big` also gets its own presence back (implicit self-subscription).
     while f.big_seen.load(Ordering::Relaxed) < n + 1 {
         let _ = tokio::time::timeout(Duration::from_secs(1), f.big_notify.notified()).await;
-        assert!(t0.elapsed() < Duration::from_secs(300), "probe answers stalled");
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "probe answers stalled"
+        );
     }
     let probes = t0.elapsed();
     let got: usize = f.contact_ends.iter_mut().map(drain).sum();

@@ -52,6 +52,7 @@ struct Args {
     warmup: f64,
     duration: f64,
     login_concurrency: usize,
+    server_pid: Option<u32>,
 }
 
 fn args() -> Args {
@@ -70,6 +71,7 @@ fn args() -> Args {
         warmup: 5.0,
         duration: 20.0,
         login_concurrency: 32,
+        server_pid: None,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut it = v.iter();
@@ -90,6 +92,7 @@ fn args() -> Args {
             "--warmup" => a.warmup = val.parse().unwrap(),
             "--duration" => a.duration = val.parse().unwrap(),
             "--login-concurrency" => a.login_concurrency = val.parse().unwrap(),
+            "--server-pid" => a.server_pid = Some(val.parse().unwrap()),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -110,6 +113,16 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             parser: StreamParser::new(Limits::S2S),
             buf: vec![0; 16 * 1024],
         }
+    }
+
+    /// A reader for a stream whose header an earlier reader already consumed (the login
+    /// reader hands over a bound stream with nothing pending).
+    fn continued(io: R) -> Self {
+        let mut r = Reader::new(io);
+        r.parser.feed(
+            format!("<stream:stream xmlns='jabber:client' xmlns:stream='{NS_STREAM}'>").as_bytes(),
+        );
+        r
     }
 
     /// The next event without reading, if the parser has one buffered.
@@ -178,7 +191,22 @@ async fn echo_component(a: Args, echoed: Arc<AtomicU64>) {
         // Answer everything already parsed, then flush once.
         while let Some(e) = ev.take() {
             if let Event::Element(el) = e {
-                if el.name() == "message" && el.attr("type") != Some("error") {
+                if el.name() == "iq" && matches!(el.attr("type"), Some("get" | "set")) {
+                    let mut reply =
+                        Element::new("iq", rookery_xml::CONTENT_NS).with_attr("type", "result");
+                    for k in ["id"] {
+                        if let Some(v) = el.attr(k) {
+                            reply.set_attr(k, v);
+                        }
+                    }
+                    if let Some(f) = el.attr("from") {
+                        reply.set_attr("to", f);
+                    }
+                    if let Some(t) = el.attr("to") {
+                        reply.set_attr("from", t);
+                    }
+                    w.write_all(&reply.to_bytes()).await.unwrap();
+                } else if el.name() == "message" && el.attr("type") != Some("error") {
                     let mut reply =
                         Element::new("message", rookery_xml::CONTENT_NS).with_attr("type", "chat");
                     if let Some(f) = el.attr("from") {
@@ -320,6 +348,8 @@ async fn login(a: &Args, i: usize, tls: &tokio_rustls::TlsConnector) -> (Tls, St
         .next()
         .and_then(|b| b.child_text("jid", NS_BIND))
         .expect("bound jid");
+    // Like a real client: initial presence (the server then keeps the account's data cached).
+    send(&mut r.io, "<presence/>").await;
     (r.io, jid)
 }
 
@@ -335,12 +365,13 @@ async fn client(
     t0: Instant,
     measure: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    mut stop_rx: tokio::sync::watch::Receiver<bool>,
     stats: Arc<Stats>,
     offset: Duration,
 ) {
     let (rd, wr) = tokio::io::split(s);
     let mut w = BufWriter::new(wr);
-    let mut r = Reader::new(rd);
+    let mut r = Reader::continued(rd);
     let to = format!("echo@{}", a.component);
     let inflight = Arc::new(tokio::sync::Semaphore::new(a.window.max(1)));
     let open_loop = a.rate > 0.0;
@@ -384,7 +415,12 @@ async fn client(
         w
     });
     let mut local: Vec<u32> = Vec::with_capacity(4096);
-    while let Some(ev) = r.next().await {
+    loop {
+        let ev = tokio::select! {
+            ev = r.next() => ev,
+            _ = stop_rx.changed() => None,
+        };
+        let Some(ev) = ev else { break };
         let Event::Element(el) = ev else { continue };
         if el.name() != "message" {
             continue;
@@ -403,15 +439,28 @@ async fn client(
             stats.received.fetch_add(1, Ordering::Relaxed);
             local.push(now.saturating_sub(sent_us).min(u32::MAX as u64) as u32);
         }
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
     }
     stats.latencies_us.lock().unwrap().extend(local);
+    // Wake a writer waiting for a window slot, so it sees `stop`.
+    inflight.close();
     if let Ok(mut w) = writer.await {
         let _ = w.write_all(b"</stream:stream>").await;
         let _ = w.flush().await;
     }
+}
+
+/// User + system CPU seconds of a process (Linux `/proc`, USER_HZ = 100).
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn cpu_secs_self() -> Option<f64> {
+    cpu_secs(std::process::id())
 }
 
 fn pct(sorted: &[u32], p: f64) -> f64 {
@@ -460,6 +509,7 @@ async fn main() {
         received: AtomicU64::new(0),
         latencies_us: Mutex::new(Vec::new()),
     });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let n = streams.len();
     for (k, (s, _jid)) in streams.into_iter().enumerate() {
@@ -475,23 +525,27 @@ async fn main() {
             t0,
             measure.clone(),
             stop.clone(),
+            stop_rx.clone(),
             stats.clone(),
             offset,
         )));
     }
     tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
     let sent0 = stats.sent.load(Ordering::Relaxed);
+    let cpu0 = (a.server_pid.map(cpu_secs), cpu_secs_self());
     measure.store(true, Ordering::Relaxed);
     let m0 = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
     measure.store(false, Ordering::Relaxed);
     let elapsed = m0.elapsed().as_secs_f64();
+    let cpu1 = (a.server_pid.map(cpu_secs), cpu_secs_self());
     let sent = stats.sent.load(Ordering::Relaxed) - sent0;
     let received = stats.received.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop_tx.send(true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     for t in tasks {
-        t.abort();
+        let _ = tokio::time::timeout_at(deadline, t).await;
     }
     let mut lat = std::mem::take(&mut *stats.latencies_us.lock().unwrap());
     lat.sort_unstable();
@@ -517,7 +571,8 @@ async fn main() {
     .unwrap();
     writeln!(
         out,
-        "round-trip latency ms: p50={:.2} p90={:.2} p99={:.2} p99.9={:.2} max={:.2} (n={})",
+        "round-trip latency ms: mean={:.2} p50={:.2} p90={:.2} p99={:.2} p99.9={:.2} max={:.2} (n={})",
+        lat.iter().map(|&x| x as f64).sum::<f64>() / lat.len().max(1) as f64 / 1000.0,
         pct(&lat, 0.5),
         pct(&lat, 0.9),
         pct(&lat, 0.99),
@@ -526,6 +581,24 @@ async fn main() {
         lat.len()
     )
     .unwrap();
+    if let (Some(Some(s0)), Some(Some(s1))) = (cpu0.0, cpu1.0) {
+        let cpu = s1 - s0;
+        writeln!(
+            out,
+            "server CPU: {:.0}% of one core, {:.1} µs per round trip (2 stanzas routed)",
+            100.0 * cpu / elapsed,
+            1e6 * cpu / received.max(1) as f64
+        )
+        .unwrap();
+    }
+    if let (Some(c0), Some(c1)) = (cpu0.1, cpu1.1) {
+        writeln!(
+            out,
+            "bench process CPU (clients + echo component): {:.0}% of one core",
+            100.0 * (c1 - c0) / elapsed
+        )
+        .unwrap();
+    }
     writeln!(
         out,
         "component echoed {} in total",

@@ -359,6 +359,7 @@ struct Stats {
     latencies_us: Mutex<Vec<u32>>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn client(
     a: Arc<Args>,
     s: Tls,

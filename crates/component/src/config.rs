@@ -36,6 +36,12 @@ pub struct ComponentConfig {
     pub handshake_failures_per_ip_per_minute: u32,
     /// Stanzas queued for one component before it is disconnected as not reading.
     pub queue: usize,
+    /// Seconds without any byte from a connected component before the server pings it
+    /// (XEP-0199); 0 disables.
+    pub ping_interval_secs: u64,
+    /// Seconds the component then has to send anything before its stream is closed with
+    /// `connection-timeout` (a silently dead connection must not hold the domain).
+    pub ping_timeout_secs: u64,
     /// `conflict` (refuse a second connection for a connected domain) or `replace`.
     pub on_conflict: OnConflict,
     /// The components: one `[[component.service]]` table each.
@@ -50,6 +56,8 @@ impl Default for ComponentConfig {
             handshake_timeout_secs: 10,
             handshake_failures_per_ip_per_minute: 10,
             queue: 16 * 1024,
+            ping_interval_secs: 60,
+            ping_timeout_secs: 30,
             on_conflict: OnConflict::Conflict,
             service: Vec::new(),
         }

@@ -9,13 +9,20 @@
 //! - the domain is already served and `on_conflict = "conflict"` → `conflict`;
 //! - too many failed handshakes from the address → `policy-violation`;
 //! - no handshake before `handshake_timeout_secs` → `connection-timeout`.
+//!
+//! Once connected, a component silent for `ping_interval_secs` gets an XMPP ping (XEP-0199)
+//! from the server's domain; if nothing at all arrives within `ping_timeout_secs` after it, the
+//! stream ends with `connection-timeout`, so a dead TCP connection (no RST ever seen) frees the
+//! domain for the next connection instead of answering it with `conflict` forever. When the
+//! stream ends, stanzas still queued for it are bounced (`service-unavailable` for IQ get/set
+//! and messages) rather than dropped silently.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rookery_core::session::SessionEnd;
-use rookery_core::{Core, SessionHandle};
+use rookery_core::{Core, Outbound, SessionHandle};
 use rookery_jid::Jid;
 use rookery_proto::{
     ns, Stanza, StanzaError, StanzaErrorCondition, StanzaParseError, StreamError,
@@ -23,8 +30,9 @@ use rookery_proto::{
 };
 use rookery_stream::pump::{self, Inbound};
 use rookery_stream::{new_stream_id, Conn, ConnError, Transport};
-use rookery_xml::{Element, Event, Limits, CONTENT_NS};
+use rookery_xml::{Element, Event, Limits, StreamParser, CONTENT_NS};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::route::{Busy, ComponentRoute};
@@ -81,14 +89,16 @@ pub async fn serve(comps: Arc<Components>, tcp: TcpStream, peer: SocketAddr) {
                         ..Limits::S2S
                     });
                     tracing::info!("component connected");
-                    run(&comps.core, &mut conn, &mut end, &route).await
+                    run(&comps, &mut conn, &mut end, &route).await
                 }
                 Ok(Err(e)) => e,
                 Err(_) => ConnError::stream(SEC::ConnectionTimeout, "handshake reply not read"),
             };
-        // Detach first, so stanzas arriving from now on are bounced, not queued to a dead end.
+        // Detach first, so stanzas arriving from now on are bounced, not queued to a dead end;
+        // then bounce what was queued and never written.
         drop(attached);
         tracing::info!(reason = %reason, "component disconnected");
+        bounce_queued(&comps.core, &mut end).await;
         pump::finish(&mut conn, reason).await;
     }
     .instrument(span)
@@ -197,25 +207,100 @@ async fn authenticate(
 
 /// Runs the bound stream until it ends; returns why.
 async fn run(
-    core: &Arc<Core>,
+    comps: &Components,
     conn: &mut Conn,
     end: &mut SessionEnd,
     route: &ComponentRoute,
 ) -> ConnError {
+    let cfg = &comps.config;
     let mut policy = Component {
-        core,
+        core: &comps.core,
         jid: route.jid(),
+        ping_interval: (cfg.ping_interval_secs > 0)
+            .then(|| Duration::from_secs(cfg.ping_interval_secs)),
+        ping_timeout: Duration::from_secs(cfg.ping_timeout_secs.max(1)),
+        pinged_at: None,
+        pings: 0,
     };
     pump::run(conn, end, Duration::ZERO, &mut policy).await
+}
+
+/// Stanzas still queued when the stream ended (never written): IQ get/set and messages are
+/// bounced with `service-unavailable`, like those arriving while no component is connected.
+/// The bytes are our own serialization, so they parse back; anything else is skipped.
+async fn bounce_queued(core: &Arc<Core>, end: &mut SessionEnd) {
+    end.rx.close();
+    let mut parser = StreamParser::new(Limits {
+        max_stanza_bytes: 64 * 1024 * 1024,
+        ..Limits::S2S
+    });
+    parser.feed(
+        b"<stream:stream xmlns='jabber:component:accept' \
+          xmlns:stream='http://etherx.jabber.org/streams'>",
+    );
+    let mut bounced = 0usize;
+    while let Ok(item) = end.rx.try_recv() {
+        let Outbound::Bytes(b) = item;
+        parser.feed(&b);
+        while let Ok(Some(ev)) = parser.next_event() {
+            let Event::Element(el) = ev else { continue };
+            let Ok(stanza) = Stanza::from_element(el) else {
+                continue;
+            };
+            if let Err(e) = crate::route::unavailable(&stanza) {
+                core.reply_error(&stanza, e).await;
+                bounced += 1;
+            }
+        }
+    }
+    if bounced > 0 {
+        tracing::info!(bounced, "bounced stanzas queued for the component");
+    }
 }
 
 /// The component inbound policy.
 struct Component<'a> {
     core: &'a Arc<Core>,
     jid: &'a Jid,
+    /// Silence after which we ping; `None`: never.
+    ping_interval: Option<Duration>,
+    /// How long a ping may stay unanswered.
+    ping_timeout: Duration,
+    /// When the last ping went out, while nothing has been read since.
+    pinged_at: Option<Instant>,
+    pings: u64,
 }
 
 impl Inbound for Component<'_> {
+    fn deadline(&self, conn: &Conn) -> Option<Instant> {
+        let interval = self.ping_interval?;
+        match self.pinged_at {
+            Some(t) if t >= conn.last_read() => Some(t + self.ping_timeout),
+            _ => Some(conn.last_read() + interval),
+        }
+    }
+
+    /// Silent for the interval: ping. Still silent after the ping: the connection is dead.
+    async fn timer(&mut self, conn: &mut Conn) -> Result<(), ConnError> {
+        if self.pinged_at.is_some_and(|t| t >= conn.last_read()) {
+            tracing::warn!("component did not answer a ping; closing");
+            return Err(ConnError::stream(
+                SEC::ConnectionTimeout,
+                "no answer to ping",
+            ));
+        }
+        self.pings += 1;
+        let ping = Element::new("iq", CONTENT_NS)
+            .with_attr("type", "get")
+            .with_attr("id", format!("rk-c-ping-{}", self.pings))
+            .with_attr("from", self.core.domain())
+            .with_attr("to", self.jid.as_str())
+            .with_child(Element::new("ping", ns::PING));
+        conn.send(&ping).await?;
+        self.pinged_at = Some(Instant::now());
+        Ok(())
+    }
+
     /// The `from` trust rule of [`crate::trust`], then routing like any trusted stanza.
     async fn element(&mut self, conn: &mut Conn, el: Element) -> Result<(), ConnError> {
         let mut stanza = match Stanza::from_element(el) {
@@ -255,5 +340,50 @@ impl Inbound for Component<'_> {
         }
         self.core.route(stanza).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use bytes::Bytes;
+    use rookery_core::{CoreBuilder, CoreConfig};
+
+    #[tokio::test]
+    async fn queued_stanzas_are_bounced_when_the_stream_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = rookery_store::Store::open(&url).await.unwrap();
+        let core = CoreBuilder::new(CoreConfig::default(), store)
+            .build()
+            .unwrap();
+        let alice = Jid::parse("alice@localhost/r").unwrap();
+        let (h, mut alice_end) = SessionHandle::new(1, alice.clone(), 16);
+        core.bind(h).await;
+        let (bot, mut end) = SessionHandle::new(2, Jid::parse("bot.localhost").unwrap(), 16);
+        for s in [
+            "<message from='alice@localhost/r' to='bot.localhost' id='m'><body>x</body></message>",
+            "<presence from='alice@localhost/r' to='bot.localhost'/>",
+            "<iq from='alice@localhost/r' to='bot.localhost' type='get' id='i'><ping xmlns='urn:xmpp:ping'/></iq>",
+            "<iq from='alice@localhost/r' to='bot.localhost' type='result' id='r'/>",
+        ] {
+            assert!(bot.send(Bytes::from(s)));
+        }
+        bounce_queued(&core, &mut end).await;
+        let mut got = Vec::new();
+        while let Ok(Outbound::Bytes(b)) = alice_end.rx.try_recv() {
+            got.push(String::from_utf8_lossy(&b).into_owned());
+        }
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got.iter().all(|g| g.contains("service-unavailable")));
+        assert!(got
+            .iter()
+            .any(|g| g.starts_with("<message") && g.contains("id=\"m\"")));
+        assert!(got
+            .iter()
+            .any(|g| g.starts_with("<iq") && g.contains("id=\"i\"")));
+        // Closed: later sends fail instead of queueing.
+        assert!(!bot.send(Bytes::from_static(b"<message/>")));
     }
 }

@@ -109,7 +109,7 @@ impl ComponentRoute {
 
 /// What a stanza that cannot reach the component gets: `service-unavailable` for IQ get/set
 /// and messages (RFC 6120 §8.3.3.19), nothing for presence, IQ results and errors.
-fn unavailable(stanza: &Stanza) -> Result<(), StanzaError> {
+pub(crate) fn unavailable(stanza: &Stanza) -> Result<(), StanzaError> {
     match stanza.kind() {
         StanzaKind::Iq(IqType::Get | IqType::Set) => {}
         StanzaKind::Message(t) if t != MessageType::Error => {}

@@ -501,3 +501,59 @@ fn config_errors_stop_the_start() {
         assert!(c.bind().await.unwrap().is_none());
     });
 }
+
+#[tokio::test]
+async fn a_silent_component_is_pinged_then_dropped_and_the_domain_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = rookery_store::Store::open(&url).await.unwrap();
+    let core = CoreBuilder::new(CoreConfig::default(), store)
+        .build()
+        .unwrap();
+    let config = ComponentConfig {
+        listen: "127.0.0.1:0".into(),
+        ping_interval_secs: 1,
+        ping_timeout_secs: 1,
+        service: vec![ServiceConfig {
+            domain: "bot.localhost".into(),
+            secret: Some(SECRET.into()),
+            ..ServiceConfig::default()
+        }],
+        ..ComponentConfig::default()
+    };
+    let comps = Components::new(core.clone(), config).unwrap();
+    let listener = comps.bind().await.unwrap().unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(rookery_component::run(listener, comps.clone()));
+
+    // One that answers stays connected.
+    let mut alive = Raw::connect(port, "bot.localhost", SECRET).await;
+    let ping = alive.until("</iq>").await;
+    assert!(
+        ping.contains("urn:xmpp:ping") && ping.contains("from=\"localhost\""),
+        "{ping}"
+    );
+    let id = ping
+        .split("id=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    alive
+        .send(&format!(
+            "<iq type='result' id='{id}' from='bot.localhost' to='localhost'/>"
+        ))
+        .await;
+    alive.until("urn:xmpp:ping").await; // pinged again a second later, still connected
+    assert!(comps.route("bot.localhost").unwrap().is_connected());
+    alive.send("</stream:stream>").await;
+    alive.rest().await;
+
+    // One that never answers is dropped with connection-timeout and the domain is free.
+    let mut dead = Raw::connect(port, "bot.localhost", SECRET).await;
+    let rest = dead.rest().await;
+    assert!(rest.contains("urn:xmpp:ping"), "{rest}");
+    assert!(rest.contains("<connection-timeout"), "{rest}");
+    Raw::connect(port, "bot.localhost", SECRET).await;
+}

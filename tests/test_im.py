@@ -883,3 +883,19 @@ async def test_last_activity(server):
     assert int(r.find(tag(NS_LAST, "query")).get("seconds")) >= 0, "server uptime"
     await b.close()
     await c.close()
+
+
+async def test_offline_respects_no_store(server):
+    """XEP-0334 `<no-store/>`: not stored; with a body the sender learns it was not delivered."""
+    a = await peer(server, "alice")
+    a.send("<message to='carol@localhost' type='chat' id='ns'><body>volatile</body>"
+           "<no-store xmlns='urn:xmpp:hints'/></message>")
+    await a.sync()
+    err = a.take(lambda e: e.get("id") == "ns")
+    assert err and stanza_error(err[0]) == "service-unavailable"
+    c = await peer(server, "carol")
+    await asyncio.sleep(0.3)
+    await c.sync()
+    assert not c.take(is_msg("volatile"))
+    await a.close()
+    await c.close()

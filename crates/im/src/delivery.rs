@@ -9,9 +9,12 @@
 //! | headline  | all of them (§8.5.2.1.4)                         | dropped (§8.5.2.2.3)          |
 //! | error     | dropped (§8.5.2.1.5)                             | dropped (§8.5.2.2.4)          |
 //!
-//! Carbons-enabled resources that did not get a `chat` message get a received carbon
-//! (XEP-0280). Unknown accounts are answered by the core (`service-unavailable`, §8.5.2.2.3? —
-//! see the router).
+//! With no resource to take it, a normal/chat message is stored offline when it qualifies
+//! (see [`crate::offline::qualifies`]); one with a body that may not be stored (XEP-0334
+//! `<no-store/>`, or offline storage disabled or full) is bounced; one without content (only
+//! chat states) is dropped. Carbons-enabled resources that did not get a `chat` message get a
+//! received carbon (XEP-0280). Unknown accounts are answered by the core
+//! (`service-unavailable`, §8.5.2.2.3 / §8.5.3.2.3).
 
 use std::sync::Arc;
 
@@ -88,11 +91,13 @@ impl Delivery {
             }
             return;
         }
-        if offline::qualifies(&stanza) || !self.im.config().offline.enabled {
+        let has_body = stanza.element().has_child("body", rookery_xml::CONTENT_NS);
+        if has_body || !self.im.config().offline.enabled {
             core.reply_error(&stanza, StanzaError::new(Cond::ServiceUnavailable))
                 .await;
         }
-        // Chat states and other content-free messages are dropped silently.
+        // Chat states and other content-free messages are dropped silently (they are not
+        // worth storing, and an error for each would be noise).
     }
 }
 

@@ -724,3 +724,26 @@ async def test_pep_survives_restart(server):
         assert tune.find(f"{{{NS_TUNE}}}title").text == "Across"
     finally:
         await a.close()
+
+
+async def test_blocking_stops_notifications(server, clients):
+    """XEP-0191: a service or PEP owner that a subscriber blocks does not reach it, and a PEP
+    owner's events do not reach contacts it blocks."""
+    a, b, c = await clients("alice"), await clients("bob"), await clients("carol")
+    s = svc(server)
+    await a.plugin["xep_0060"].create_node(s, "blk", timeout=T)
+    await c.plugin["xep_0060"].subscribe(s, "blk", timeout=T)
+    await raw_iq(c, "set", None, f"<block xmlns='urn:xmpp:blocking'><item jid='{s}'/></block>")
+    await a.plugin["xep_0060"].publish(s, "blk", id="b1", payload=payload("x"), timeout=T)
+    assert await absent(c, event("blk", "item", s, "b1"))
+    await make_contacts(a, b)
+    await asyncio.sleep(1.0)
+    me = server.jid("alice")
+    await raw_iq(a, "set", None,
+                 f"<block xmlns='urn:xmpp:blocking'><item jid='{server.jid('bob')}'/></block>")
+    await a.plugin["xep_0118"].publish_tune(artist="Private", title="Hidden", timeout=T)
+    assert await absent(b, event(NS_TUNE, "item", me))
+    await raw_iq(a, "set", None,
+                 f"<unblock xmlns='urn:xmpp:blocking'><item jid='{server.jid('bob')}'/></unblock>")
+    await a.plugin["xep_0118"].publish_tune(artist="Public", title="Shown", timeout=T)
+    await b.inbox.wait(event(NS_TUNE, "item", me), T, "tune after unblock")

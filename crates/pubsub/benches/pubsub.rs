@@ -140,6 +140,10 @@ async fn fanout(label: &str, store: Arc<dyn NodeStore>, subscribers: usize) {
         .await
         .unwrap();
 
+    // PUBSUB_BENCH_NODRAIN=1: nobody reads the queues (no task wake-ups): the publish call
+    // alone then measures the engine and the fan-out into the queues.
+    let no_drain = std::env::var("PUBSUB_BENCH_NODRAIN").is_ok();
+    let mut kept = Vec::new();
     let counter = Arc::new(Counter {
         delivered: AtomicU64::new(0),
         target: AtomicU64::new(u64::MAX),
@@ -153,6 +157,15 @@ async fn fanout(label: &str, store: Arc<dyn NodeStore>, subscribers: usize) {
         core.bind(handle).await;
         core.set_available(&jid, Some(0));
         let c = counter.clone();
+        if no_drain {
+            kept.push(end);
+            let bare: Jid = jid.to_bare().into();
+            engine
+                .subscribe(&svc, &bare, "bench", &bare, None)
+                .await
+                .unwrap();
+            continue;
+        }
         tokio::spawn(async move {
             while let Some(Outbound::Bytes(b)) = end.rx.recv().await {
                 c.delivered(b.len());
@@ -168,6 +181,26 @@ async fn fanout(label: &str, store: Arc<dyn NodeStore>, subscribers: usize) {
         "[{label}] {subscribers} subscribers online and subscribed in {}",
         ms(t.elapsed())
     );
+
+    if no_drain {
+        let n = 100;
+        let cpu0 = cpu_seconds();
+        let t0 = Instant::now();
+        for i in 0..n {
+            engine.publish(&svc, &owner, publish(i)).await.unwrap();
+        }
+        let el = t0.elapsed();
+        let cpu = cpu_seconds() - cpu0;
+        println!(
+            "[{label}] no readers: {n} publications to {subscribers} queues in {} \
+             ({:.2} ms per publication, CPU {:.2} µs per notification)",
+            ms(el),
+            el.as_secs_f64() * 1000.0 / n as f64,
+            cpu * 1e6 / (n * subscribers) as f64
+        );
+        drop(kept);
+        return;
+    }
 
     // Latency: one publication at a time, until the last subscriber has it.
     let rounds = 50;

@@ -168,11 +168,21 @@ impl Broadcaster for Discard {
     async fn send(&self, _stanza: Stanza) {}
 }
 
+/// Decides whether a notification from a service may reach a local recipient (XEP-0191
+/// blocking: the fan-out writes to sessions directly, past the router's hooks).
+#[async_trait]
+pub trait DeliveryFilter: Send + Sync + 'static {
+    /// Whether the notification from `from` must not reach `to` (a local account with an
+    /// available session).
+    async fn blocked(&self, core: &Arc<Core>, from: &BareJid, to: &Jid) -> bool;
+}
+
 /// Delivers through the router: local sessions directly from shared bytes, everything else
 /// (remote JIDs, `normal` messages to offline accounts) through [`Core::route`].
 #[derive(Default)]
 pub struct CoreBroadcaster {
     core: OnceLock<Weak<Core>>,
+    filter: OnceLock<Arc<dyn DeliveryFilter>>,
 }
 
 impl std::fmt::Debug for CoreBroadcaster {
@@ -191,6 +201,11 @@ impl CoreBroadcaster {
     /// routes that own this broadcaster.
     pub fn attach(&self, core: &Arc<Core>) {
         let _ = self.core.set(Arc::downgrade(core));
+    }
+
+    /// Installs the delivery filter (the first call wins).
+    pub fn set_filter(&self, filter: Arc<dyn DeliveryFilter>) {
+        let _ = self.filter.set(filter);
     }
 
     /// The core, while it lives.
@@ -212,40 +227,62 @@ impl CoreBroadcaster {
         for r in targets {
             if r.subids.len() > 1 {
                 let t = Template::new(from, n.message_type.as_str(), id, &n.event, &r.subids);
-                deliver_one(&core, &t, &r.jid, n.message_type).await;
+                self.deliver_one(&core, &n.service, &t, &r.jid, n.message_type)
+                    .await;
             } else {
-                deliver_one(&core, template, &r.jid, n.message_type).await;
+                self.deliver_one(&core, &n.service, template, &r.jid, n.message_type)
+                    .await;
             }
         }
     }
-}
 
-/// Sends `t` to `to`: a local full JID to its session, a local bare JID to its available
-/// resources of non-negative priority (RFC 6121 §8.5.2.1.1 for headlines), anything else
-/// through the router.
-pub async fn deliver_one(core: &Arc<Core>, t: &Template, to: &Jid, kind: NotificationType) {
-    if core.is_local_domain(to.domain()) && to.local().is_some() {
-        if to.is_full() {
-            if let Some(s) = core.session(to) {
-                s.send(t.render(to.as_str()));
+    /// Sends `t` from `from` to `to`: a local full JID to its session, a local bare JID to
+    /// its available resources of non-negative priority (RFC 6121 §8.5.2.1.1 for
+    /// headlines), unless the filter blocks it; anything else through the router (whose
+    /// hooks apply).
+    pub async fn deliver_one(
+        &self,
+        core: &Arc<Core>,
+        from: &BareJid,
+        t: &Template,
+        to: &Jid,
+        kind: NotificationType,
+    ) {
+        if core.is_local_domain(to.domain()) && to.local().is_some() {
+            if to.is_full() {
+                if let Some(s) = core.session(to) {
+                    if !self.blocked(core, from, to).await {
+                        s.send(t.render(to.as_str()));
+                    }
+                }
+                return;
             }
-            return;
+            let sessions = core.sessions_of(&to.to_bare());
+            let available: Vec<_> = sessions
+                .into_iter()
+                .filter(|(_, p)| p.is_some_and(|p| p >= 0))
+                .collect();
+            if !available.is_empty() || kind == NotificationType::Headline {
+                if available.is_empty() || self.blocked(core, from, to).await {
+                    return;
+                }
+                let bytes = t.render(to.as_str());
+                for (s, _) in available {
+                    s.send(bytes.clone());
+                }
+                return;
+            }
         }
-        let sessions = core.sessions_of(&to.to_bare());
-        let available: Vec<_> = sessions
-            .into_iter()
-            .filter(|(_, p)| p.is_some_and(|p| p >= 0))
-            .collect();
-        if !available.is_empty() || kind == NotificationType::Headline {
-            let bytes = t.render(to.as_str());
-            for (s, _) in available {
-                s.send(bytes.clone());
-            }
-            return;
+        if let Some(stanza) = t.stanza(to.as_str()) {
+            core.route(stanza).await;
         }
     }
-    if let Some(stanza) = t.stanza(to.as_str()) {
-        core.route(stanza).await;
+
+    async fn blocked(&self, core: &Arc<Core>, from: &BareJid, to: &Jid) -> bool {
+        match self.filter.get() {
+            Some(f) => f.blocked(core, from, to).await,
+            None => false,
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use rookery_im::Im;
 use rookery_jid::{BareJid, Jid};
 use rookery_store::rosters::Subscription;
 
-use crate::broadcast::CoreBroadcaster;
+use crate::broadcast::{CoreBroadcaster, DeliveryFilter};
 use crate::pep::Interest;
 use crate::policy::AccessPolicy;
 
@@ -144,5 +144,32 @@ impl Interest for ImInterest {
             .await,
         );
         v
+    }
+}
+
+/// XEP-0191 for notifications: nothing reaches an account that blocks the sender (the
+/// service's domain, or the PEP owner), and a PEP owner's events do not reach entities the
+/// owner blocks.
+pub struct ImBlocking {
+    im: Arc<Im>,
+}
+
+impl ImBlocking {
+    /// Block lists read from `im`.
+    pub fn new(im: Arc<Im>) -> ImBlocking {
+        ImBlocking { im }
+    }
+}
+
+#[async_trait]
+impl DeliveryFilter for ImBlocking {
+    async fn blocked(&self, core: &Arc<Core>, from: &BareJid, to: &Jid) -> bool {
+        let from_jid: Jid = from.clone().into();
+        if rookery_im::blocking::blocks(&self.im, core, &to.to_bare(), &from_jid).await {
+            return true;
+        }
+        from.local().is_some()
+            && core.is_local_domain(from.domain())
+            && rookery_im::blocking::blocks(&self.im, core, from, to).await
     }
 }

@@ -27,7 +27,7 @@ use rookery_proto::{ns as pns, PresenceType, Stanza, StanzaKind};
 use rookery_xml::Element;
 
 use crate::broadcast::{
-    deliver_one, message_id, Broadcaster, CoreBroadcaster, EventKind, Notification, Recipient,
+    message_id, Broadcaster, CoreBroadcaster, DeliveryFilter, EventKind, Notification, Recipient,
     Template,
 };
 use crate::config::{AccessModel, Profile, ServiceKind};
@@ -139,9 +139,13 @@ impl Broadcaster for PepBroadcaster {
         for r in &targets {
             if r.subids.len() > 1 {
                 let t = Template::new(from, n.message_type.as_str(), &id, &n.event, &r.subids);
-                deliver_one(&core, &t, &r.jid, n.message_type).await;
+                self.core
+                    .deliver_one(&core, &n.service, &t, &r.jid, n.message_type)
+                    .await;
             } else {
-                deliver_one(&core, &template, &r.jid, n.message_type).await;
+                self.core
+                    .deliver_one(&core, &n.service, &template, &r.jid, n.message_type)
+                    .await;
             }
         }
     }
@@ -169,14 +173,18 @@ impl std::fmt::Debug for Pep {
 }
 
 impl Pep {
-    /// PEP with `profile`, its store, and the IM layer's interest and roster facts.
+    /// PEP with `profile`, its store, and the IM layer's interest, roster and blocking facts.
     pub fn new(
         profile: Profile,
         store: Arc<dyn NodeStore>,
         interest: Arc<dyn Interest>,
         policy: Arc<dyn AccessPolicy>,
+        filter: Option<Arc<dyn DeliveryFilter>>,
     ) -> Pep {
         let core = Arc::new(CoreBroadcaster::new());
+        if let Some(f) = filter {
+            core.set_filter(f);
+        }
         let broadcaster = Arc::new(PepBroadcaster::new(
             core.clone(),
             interest.clone(),

@@ -11,7 +11,7 @@ use rookery_store::Store;
 use crate::broadcast::CoreBroadcaster;
 use crate::config::PubsubConfig;
 use crate::engine::Engine;
-use crate::im::{ImInterest, ImPolicy};
+use crate::im::{ImBlocking, ImInterest, ImPolicy};
 use crate::pep::Pep;
 use crate::service::PubsubService;
 use crate::store::SqlStore;
@@ -51,6 +51,7 @@ impl Pubsub {
                 .service_profile(domain)
                 .map_err(|e| format!("[pubsub] {e}"))?;
             let broadcaster = Arc::new(CoreBroadcaster::new());
+            broadcaster.set_filter(Arc::new(ImBlocking::new(im.clone())));
             let engine = Arc::new(Engine::new(
                 profile,
                 sql.clone(),
@@ -65,8 +66,9 @@ impl Pubsub {
             Arc::new(Pep::new(
                 config.pep_profile(domain),
                 sql,
-                Arc::new(ImInterest::new(im)),
+                Arc::new(ImInterest::new(im.clone())),
                 policy,
+                Some(Arc::new(ImBlocking::new(im))),
             ))
         });
         Ok(Pubsub { service, pep, core })

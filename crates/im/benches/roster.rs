@@ -7,9 +7,11 @@
 //! - `initial_presence/probe_answers`: from the same presence until the presence of all
 //!   100,000 contacts has been delivered into `big`'s own queue (answered in place, paced into
 //!   a 1024-stanza queue drained by a reader task);
-//! - printed once: the memory of the cached 100,000-item roster, and the latency of messages
-//!   between two unrelated sessions while a broadcast runs (the "does not stall other sessions"
-//!   figure).
+//! - `roster_get`: `big` fetches its whole roster (RFC 6121 §2.2), until the serialized
+//!   result is in its queue;
+//! - printed once: the memory of the cached 100,000-item roster, the size of the roster
+//!   result, and the latency of messages between two unrelated sessions while a broadcast runs
+//!   (the "does not stall other sessions" figure).
 //!
 //! In-process: no sockets or TLS, an in-memory SQLite store, on a multi-threaded runtime.
 //! `ROOKERY_BENCH_CONTACTS` changes the roster size (default 100000).
@@ -72,6 +74,8 @@ struct Fixture {
     contact_ends: Vec<SessionEnd>,
     /// Presence stanzas `big`'s reader task has seen.
     big_seen: Arc<AtomicUsize>,
+    /// Size of the last IQ `big`'s reader task has seen (0: none yet).
+    big_iq_len: Arc<AtomicUsize>,
     big_notify: Arc<Notify>,
     x1: Jid,
     x2_end: SessionEnd,
@@ -143,13 +147,18 @@ async fn setup(n: usize) -> Fixture {
     let mut big_end = bind(&core, &big, 1024).await;
     let big_seen = Arc::new(AtomicUsize::new(0));
     let big_notify = Arc::new(Notify::new());
+    let big_iq_len = Arc::new(AtomicUsize::new(0));
     {
         let seen = big_seen.clone();
         let notify = big_notify.clone();
+        let iq_len = big_iq_len.clone();
         tokio::spawn(async move {
             while let Some(Outbound::Bytes(b)) = big_end.rx.recv().await {
                 if b.starts_with(b"<presence") {
                     seen.fetch_add(1, Ordering::Relaxed);
+                    notify.notify_one();
+                } else if b.starts_with(b"<iq") {
+                    iq_len.store(b.len(), Ordering::Relaxed);
                     notify.notify_one();
                 }
             }
@@ -171,6 +180,7 @@ async fn setup(n: usize) -> Fixture {
         big,
         contact_ends,
         big_seen,
+        big_iq_len,
         big_notify,
         x1,
         x2_end,
@@ -202,6 +212,27 @@ async fn initial_presence(f: &mut Fixture, n: usize) -> (Duration, Duration) {
     let got: usize = f.contact_ends.iter_mut().map(drain).sum();
     assert_eq!(got, n, "every contact got big's presence exactly once");
     (broadcast, probes)
+}
+
+/// `big` fetches its roster: time until the result is in its queue, and its size.
+async fn roster_get(f: &mut Fixture) -> (Duration, usize) {
+    f.big_iq_len.store(0, Ordering::Relaxed);
+    let el = Element::new("iq", CONTENT_NS)
+        .with_attr("from", f.big.as_str())
+        .with_attr("type", "get")
+        .with_attr("id", "roster")
+        .with_child(Element::new("query", "jabber:iq:roster"));
+    let t0 = Instant::now();
+    f.core
+        .route_from_session(Stanza::from_element(el).unwrap())
+        .await;
+    loop {
+        let len = f.big_iq_len.load(Ordering::Relaxed);
+        if len > 0 {
+            return (t0.elapsed(), len);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), f.big_notify.notified()).await;
+    }
 }
 
 /// Latency of messages x1 → x2 (unrelated to `big`) while `big` broadcasts.
@@ -282,6 +313,15 @@ fn bench(c: &mut Criterion) {
             after.saturating_sub(before) * 1024 / items.max(1) as u64
         );
     });
+    rt.block_on(async {
+        let before = rss_kib();
+        let (t, len) = roster_get(&mut f).await;
+        eprintln!(
+            "roster get: {len} bytes in {t:?} (RSS {} MiB -> {} MiB)",
+            before / 1024,
+            rss_kib() / 1024
+        );
+    });
     rt.block_on(latency_during_broadcast(&mut f));
     let mut group = c.benchmark_group(format!("initial_presence_{n}_contacts"));
     group.sample_size(10);
@@ -303,6 +343,17 @@ fn bench(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     total += initial_presence(&mut f, n).await.1;
+                }
+                total
+            })
+        })
+    });
+    group.bench_function("roster_get", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += roster_get(&mut f).await.0;
                 }
                 total
             })

@@ -46,6 +46,7 @@ The binary is ``$ROOKERY_BIN`` (default ``target/debug/rookery``; build it first
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal as _signal
 import socket
@@ -88,8 +89,13 @@ def _toml_value(v) -> str:
         # e.g. component={"service": [{"domain": ..., "secret": ...}]}: an array of inline tables
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def _toml_key(k: str) -> str:
+    """A bare key when possible, else quoted (e.g. a domain as a key of `[s2s] routes`)."""
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else _toml_value(k)
 
 
 def to_toml(cfg: dict) -> str:
@@ -98,7 +104,7 @@ def to_toml(cfg: dict) -> str:
     for k, v in cfg.items():
         if isinstance(v, dict):
             lines.append(f"\n[{k}]")
-            lines.extend(f"{kk} = {_toml_value(vv)}" for kk, vv in v.items())
+            lines.extend(f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in v.items())
     return "\n".join(lines) + "\n"
 
 

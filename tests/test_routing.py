@@ -127,11 +127,17 @@ async def test_results_and_errors_are_never_answered(server):
     await alice.close()
 
 
-async def test_message_to_remote_domain_is_remote_server_not_found(server):
-    alice = await server.login("alice", "a")
-    alice.message("someone@example.org", "far away")
-    r = await alice.expect(lambda e: local(e) == "message")
-    assert stanza_error(r) == "remote-server-not-found"
+async def test_message_to_unreachable_remote_domain_bounces(server_factory):
+    """RFC 6120 §10.4: a foreign domain goes to the s2s route; when its server cannot be
+    reached the stanza bounces. A static route to a closed loopback port keeps the test off
+    the network (no DNS, no outside traffic)."""
+    srv = server_factory(s2s={"routes": {"nowhere.invalid": "127.0.0.1:1"}})
+    alice = await srv.login("alice", "a")
+    alice.message("someone@nowhere.invalid", "far away")
+    r = await alice.expect(lambda e: local(e) == "message", timeout=30)
+    assert r.get("type") == "error"
+    assert stanza_error(r) in ("remote-server-not-found", "remote-server-timeout")
+    assert r.get("from") == "someone@nowhere.invalid"
     await alice.close()
 
 

@@ -747,3 +747,23 @@ async def test_blocking_stops_notifications(server, clients):
                  f"<unblock xmlns='urn:xmpp:blocking'><item jid='{server.jid('bob')}'/></unblock>")
     await a.plugin["xep_0118"].publish_tune(artist="Public", title="Shown", timeout=T)
     await b.inbox.wait(event(NS_TUNE, "item", me), T, "tune after unblock")
+
+
+async def test_pep_nodes_go_with_the_account(server):
+    """An account removed in-band (XEP-0077 §3.2) takes its PEP nodes with it."""
+    a = await login(server, "alice")
+    me = server.jid("alice")
+    try:
+        await a.plugin["xep_0118"].publish_tune(artist="Gone", title="Soon", timeout=T)
+        await raw_iq(a, "set", None, "<query xmlns='jabber:iq:register'><remove/></query>")
+    finally:
+        await a.close()
+    r = server.user("add", "alice", password="alicepass")
+    assert r.returncode == 0, r.stderr
+    a = await login(server, "alice")
+    try:
+        items = await a.plugin["xep_0030"].get_items(jid=me, timeout=T)
+        assert not items["disco_items"]["items"]
+        await expect_error(a.plugin["xep_0060"].get_items(me, NS_TUNE, timeout=T), "item-not-found")
+    finally:
+        await a.close()

@@ -126,6 +126,10 @@ pub trait Module: Send + Sync + 'static {
     /// must follow the result (e.g. XEP-0237 roster pushes after an empty roster result).
     async fn after_result(&self, _core: &Arc<Core>, _to: &BareJid, _iq: &Stanza) {}
 
+    /// An account was deleted (its rows in the accounts table are gone): modules drop what
+    /// they keep for it elsewhere (e.g. its PEP nodes).
+    async fn account_deleted(&self, _core: &Arc<Core>, _account: &BareJid) {}
+
     /// Extra disco#items of `to` (the server or an account) shown to `from` at the root
     /// (no `node`): e.g. an account's PEP nodes (XEP-0163 §? / XEP-0030 §4).
     async fn disco_items(&self, _core: &Arc<Core>, _to: &BareJid, _from: &Jid) -> Vec<Element> {

@@ -1670,9 +1670,20 @@ impl Engine {
         out
     }
 
-    /// Forgets a service's nodes in memory (they are read again from the store on next use).
-    pub async fn forget_service(&self, svc: &BareJid) {
+    /// Deletes every node of a service (its account was deleted), from the store and memory.
+    pub async fn delete_service(&self, svc: &BareJid) {
+        if let Ok(s) = self.service(svc).await {
+            let mut nodes = s.nodes.write().await;
+            for cell in nodes.values() {
+                let mut n = cell.lock().await;
+                n.deleted = true;
+            }
+            nodes.clear();
+        }
         self.services.remove(svc);
+        if let Err(e) = self.store.delete_service(svc.as_str()).await {
+            tracing::error!(service = %svc, error = %e, "deleting the pubsub nodes of a service failed");
+        }
     }
 }
 

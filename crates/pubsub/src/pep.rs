@@ -359,6 +359,11 @@ impl Module for Pep {
         }
     }
 
+    async fn account_deleted(&self, core: &Arc<Core>, account: &BareJid) {
+        self.core.attach(core);
+        self.engine.delete_service(account).await;
+    }
+
     async fn disco_items(&self, core: &Arc<Core>, to: &BareJid, from: &Jid) -> Vec<Element> {
         if !Self::is_account(core, to) {
             return Vec::new();

@@ -107,6 +107,8 @@ pub trait NodeStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<Item>>;
     /// The ids of the newest `max` items, newest first.
     async fn item_ids(&self, service: &str, node: &str, max: u64) -> StoreResult<Vec<String>>;
+    /// Deletes every node of a service.
+    async fn delete_service(&self, service: &str) -> StoreResult<()>;
 }
 
 // ---- SQL -----------------------------------------------------------------------------------
@@ -375,6 +377,15 @@ impl NodeStore for SqlStore {
             .await
             .map_err(db)
     }
+
+    async fn delete_service(&self, service: &str) -> StoreResult<()> {
+        self.store
+            .pubsub()
+            .delete_service(service)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
 }
 
 // ---- memory --------------------------------------------------------------------------------
@@ -600,5 +611,11 @@ impl NodeStore for MemoryStore {
                 .map(|i| i.id.clone())
                 .collect()
         })
+    }
+
+    async fn delete_service(&self, service: &str) -> StoreResult<()> {
+        let mut nodes = self.nodes.lock().map_err(|_| PubsubError::Storage)?;
+        nodes.retain(|(s, _), _| s != service);
+        Ok(())
     }
 }

@@ -1132,3 +1132,32 @@ async fn state_survives_a_new_engine_on_the_same_store() {
         .unwrap();
     assert_eq!(items[0].id, "i2", "sequence continues after reload");
 }
+
+#[tokio::test]
+async fn deleting_a_service_removes_its_nodes() {
+    let store: Arc<dyn NodeStore> = Arc::new(MemoryStore::new());
+    let rec = Arc::new(Recorder::default());
+    let engine = Engine::new(
+        Profile::pep("example.org"),
+        store.clone(),
+        rec,
+        Arc::new(FakeRoster::default()),
+    );
+    let alice = bare("alice@example.org");
+    let a = jid(ALICE);
+    engine
+        .publish(&alice, &a, publish("urn:x", None, Some(entry("x"))))
+        .await
+        .unwrap();
+    assert_eq!(engine.list_nodes(&alice, &a).await.unwrap().len(), 1);
+    engine.delete_service(&alice).await;
+    assert!(engine.list_nodes(&alice, &a).await.unwrap().is_empty());
+    assert!(store
+        .load(
+            "alice@example.org",
+            &rookery_pubsub::NodeConfig::pep_default()
+        )
+        .await
+        .unwrap()
+        .is_empty());
+}

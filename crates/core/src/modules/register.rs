@@ -178,6 +178,9 @@ impl Module for Register {
                     .await
                     .map_err(store_err)?;
                 tracing::info!(user = %user, "account removed in-band");
+                for m in core.modules() {
+                    m.account_deleted(core, &user).await;
+                }
                 // The sessions' writers flush what is queued (this result included, as the
                 // requesting session is blocked in routing it) before the stream error.
                 close_account_sessions(core, &user);

@@ -60,11 +60,14 @@ class SlixClient(ClientXMPP):
     """A slixmpp client that records what it receives and reports login failures."""
 
     def __init__(self, jid: str, password: str, *, mech: str | None = None,
-                 direct_tls: bool = False):
+                 direct_tls: bool = False, plaintext: bool = False):
         super().__init__(jid, password, sasl_mech=mech)
         self.enable_direct_tls = direct_tls
-        self.enable_starttls = not direct_tls
-        self.enable_plaintext = False
+        self.enable_starttls = not direct_tls and not plaintext
+        self.enable_plaintext = plaintext
+        if plaintext:
+            # slixmpp refuses SCRAM on an unencrypted stream unless told otherwise.
+            self.plugin["feature_mechanisms"].config["unencrypted_scram"] = True
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -119,11 +122,12 @@ class SlixClient(ClientXMPP):
 
 async def slix_login(srv, user: str, *, resource: str | None = None, mech: str | None = None,
                      direct_tls: bool = False, password: str | None = None,
-                     presence: bool = False) -> SlixClient:
-    """Logs in with slixmpp; raises LoginFailed (after closing the client) on failure."""
+                     presence: bool = False, plaintext: bool = False) -> SlixClient:
+    """Logs in with slixmpp; raises LoginFailed (after closing the client) on failure.
+    `plaintext` skips STARTTLS (for a server with `[c2s] require_encryption = false`)."""
     jid = srv.jid(user, resource)
     c = SlixClient(jid, password if password is not None else srv.users[user], mech=mech,
-                   direct_tls=direct_tls)
+                   direct_tls=direct_tls, plaintext=plaintext)
     c.connect(srv.host, srv.direct_tls_port if direct_tls else srv.port)
     try:
         await asyncio.wait_for(c.session, LOGIN_TIMEOUT)

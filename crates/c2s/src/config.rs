@@ -6,6 +6,14 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct C2sConfig {
+    /// Whether the STARTTLS listener requires TLS before authentication (RFC 6120 §5.3.1).
+    /// When false, STARTTLS is offered but optional and SCRAM may run on the plain stream:
+    /// for measuring unencrypted sessions on loopback, never for a server on a network.
+    pub require_encryption: bool,
+    /// With `require_encryption = false`, also accept PLAIN and in-band registration on an
+    /// unencrypted stream. Both carry the password itself, so this is a second, separate
+    /// opt-in; SCRAM never sends the password and needs no such option.
+    pub allow_unencrypted_plain: bool,
     /// Max bytes of one stanza after authentication (RFC 6120 §13.12 asks for ≥ 10000).
     pub max_stanza_bytes: usize,
     /// Seconds a connection may take from TCP accept to a bound resource.
@@ -47,6 +55,8 @@ pub struct C2sConfig {
 impl Default for C2sConfig {
     fn default() -> Self {
         C2sConfig {
+            require_encryption: true,
+            allow_unencrypted_plain: false,
             max_stanza_bytes: 256 * 1024,
             negotiation_timeout_secs: 30,
             idle_timeout_secs: 0,

@@ -51,7 +51,8 @@ pub struct C2sContext {
 /// How a listener starts its streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Plain TCP, STARTTLS required before authentication (RFC 6120 §5).
+    /// Plain TCP, STARTTLS required before authentication (RFC 6120 §5) unless
+    /// `[c2s] require_encryption = false`.
     StartTls,
     /// TLS from the first byte (XEP-0368).
     DirectTls,
@@ -62,6 +63,20 @@ pub enum Mode {
 /// Dropping the task (server shutdown) also ends the streams of this listener that are still
 /// negotiating, with `system-shutdown`; bound sessions are closed through the core.
 pub async fn run(listener: TcpListener, mode: Mode, ctx: Arc<C2sContext>) {
+    if mode == Mode::StartTls && !ctx.config.require_encryption {
+        // Said once per listener at start, so nobody runs a server like this unawares.
+        let addr = listener.local_addr().ok();
+        tracing::warn!(
+            ?addr,
+            allow_unencrypted_plain = ctx.config.allow_unencrypted_plain,
+            "[c2s] require_encryption = false: clients may authenticate without TLS on this \
+             listener; use this for local measurement only"
+        );
+    } else if ctx.config.allow_unencrypted_plain && mode == Mode::StartTls {
+        tracing::warn!(
+            "[c2s] allow_unencrypted_plain has no effect while require_encryption = true"
+        );
+    }
     // Never sent on: connections see `changed()` fail once this task, and the sender, is gone.
     let (_listening, stopped) = tokio::sync::watch::channel(());
     loop {

@@ -1,7 +1,11 @@
 //! Stream negotiation for clients (RFC 6120 §4.3): STARTTLS, SASL, resource binding.
 //!
-//! The order is fixed: TLS first (it is required, so no credential ever crosses the wire in
-//! the clear), then SASL, then binding. Each successful step restarts the stream with a
+//! The order is fixed: TLS first (required by default, so no credential ever crosses the wire
+//! in the clear), then SASL, then binding. With `[c2s] require_encryption = false` (for
+//! measuring unencrypted sessions) STARTTLS is optional and SCRAM may run on the plain
+//! stream; PLAIN and in-band registration, which carry the password itself, are refused there
+//! with `encryption-required` / `policy-violation` unless `allow_unencrypted_plain` is set
+//! too. Each successful step restarts the stream with a
 //! fresh parser, so bytes buffered before `<proceed/>` or `<success/>` are never parsed.
 //! Until authentication the parser runs with [`Limits::PRE_AUTH`], and the whole negotiation
 //! has a deadline, so an unauthenticated socket costs almost nothing.
@@ -36,6 +40,14 @@ pub enum Negotiated {
     Bound(Bound),
     /// The connection resumed an XEP-0198 session and now belongs to that session's task.
     Resumed,
+}
+
+/// How a SASL phase ended.
+enum Authenticated {
+    /// The client authenticated as this user.
+    User(BareJid),
+    /// The client asked for STARTTLS instead (TLS offered but not required).
+    StartTls,
 }
 
 /// What the client did after authentication.
@@ -133,27 +145,27 @@ async fn negotiate(
             .as_mut()
             .ok_or_else(|| ConnError::stream(SEC::InternalServerError, "no connection"))?;
         open_stream(ctx, conn).await?;
-        if !conn.io.is_tls() {
+        if !conn.io.is_tls() && ctx.config.require_encryption {
             conn.send(&features_before_tls()).await?;
             let el = conn.next_element().await?;
             if !el.is("starttls", ns::TLS) {
                 return Err(refuse_before_tls(conn, &el).await);
             }
-            conn.send(&Element::new("proceed", ns::TLS)).await?;
-            let plain = holder
-                .take()
-                .ok_or_else(|| ConnError::stream(SEC::InternalServerError, "no connection"))?;
-            let tls = plain.start_tls(acceptor).await?;
-            tracing::debug!("TLS established");
-            *holder = Some(tls);
+            start_tls(holder, acceptor).await?;
             continue;
         }
         match &user {
             None => {
                 let cb = conn.io.channel_binding();
-                conn.send(&features_sasl(ctx, cb.is_some())).await?;
-                user = Some(authenticate(ctx, conn, cb, &mut attempts).await?);
-                conn.restart();
+                conn.send(&features_sasl(ctx, cb.is_some(), conn.io.is_tls()))
+                    .await?;
+                match authenticate(ctx, conn, cb, &mut attempts).await? {
+                    Authenticated::User(u) => {
+                        user = Some(u);
+                        conn.restart();
+                    }
+                    Authenticated::StartTls => start_tls(holder, acceptor).await?,
+                }
             }
             Some(u) => {
                 conn.set_limits(Limits {
@@ -178,6 +190,28 @@ async fn negotiate(
             }
         }
     }
+}
+
+/// Answers `<starttls/>` with `<proceed/>` and replaces the connection in `holder` by its
+/// TLS upgrade (a fresh parser: nothing buffered before the handshake is ever parsed).
+async fn start_tls(holder: &mut Option<Conn>, acceptor: &TlsAcceptor) -> Result<(), ConnError> {
+    let conn = holder
+        .as_mut()
+        .ok_or_else(|| ConnError::stream(SEC::InternalServerError, "no connection"))?;
+    conn.send(&Element::new("proceed", ns::TLS)).await?;
+    let plain = holder
+        .take()
+        .ok_or_else(|| ConnError::stream(SEC::InternalServerError, "no connection"))?;
+    let tls = plain.start_tls(acceptor).await?;
+    tracing::debug!("TLS established");
+    *holder = Some(tls);
+    Ok(())
+}
+
+/// Whether a mechanism or request that carries the password itself (PLAIN, in-band
+/// registration) is allowed on this stream.
+fn password_in_clear_allowed(ctx: &C2sContext, conn: &Conn) -> bool {
+    conn.io.is_tls() || ctx.config.allow_unencrypted_plain
 }
 
 /// Reads the client's stream header and answers it (RFC 6120 §4.7).
@@ -231,15 +265,23 @@ async fn refuse_before_tls(conn: &mut Conn, el: &Element) -> ConnError {
     ConnError::stream(SEC::PolicyViolation, "STARTTLS is required")
 }
 
-fn features_sasl(ctx: &C2sContext, channel_binding: bool) -> Element {
+/// Features before authentication. On an unencrypted stream (only reached with
+/// `require_encryption = false`) STARTTLS is offered without `<required/>`, and PLAIN and
+/// registration only when `allow_unencrypted_plain` says so.
+fn features_sasl(ctx: &C2sContext, channel_binding: bool, encrypted: bool) -> Element {
+    let clear_password_ok = encrypted || ctx.config.allow_unencrypted_plain;
     let mut mechs = Element::new("mechanisms", ns::SASL);
     for m in Mechanism::ALL {
-        if m.is_plus() && !channel_binding {
+        if (m.is_plus() && !channel_binding) || (m == Mechanism::Plain && !clear_password_ok) {
             continue;
         }
         mechs.push_child(Element::new("mechanism", ns::SASL).with_text(m.name()));
     }
-    let mut f = rookery_proto::stream::features().with_child(mechs);
+    let mut f = rookery_proto::stream::features();
+    if !encrypted {
+        f.push_child(Element::new("starttls", ns::TLS));
+    }
+    f.push_child(mechs);
     if channel_binding {
         // XEP-0440: tell the client which binding type the -PLUS mechanisms use.
         f.push_child(
@@ -248,7 +290,7 @@ fn features_sasl(ctx: &C2sContext, channel_binding: bool) -> Element {
             ),
         );
     }
-    if ctx.register.open() {
+    if ctx.register.open() && clear_password_ok {
         f.push_child(Element::new("register", ns::REGISTER_FEATURE));
     }
     f
@@ -286,13 +328,14 @@ fn decode(el: &Element) -> Result<Vec<u8>, ()> {
     B64.decode(t).map_err(|_| ())
 }
 
-/// Runs SASL exchanges until one succeeds (RFC 6120 §6.4); returns the user.
+/// Runs SASL exchanges until one succeeds (RFC 6120 §6.4), or until the client asks for
+/// STARTTLS on an unencrypted stream (offered there, so not yet too late).
 async fn authenticate(
     ctx: &C2sContext,
     conn: &mut Conn,
     cb: Option<Vec<u8>>,
     attempts: &mut u32,
-) -> Result<BareJid, ConnError> {
+) -> Result<Authenticated, ConnError> {
     let ip = conn.peer.ip();
     let plus_advertised = cb.is_some();
     loop {
@@ -300,6 +343,9 @@ async fn authenticate(
         if el.is("iq", ns::CLIENT) {
             pre_auth_iq(ctx, conn, el).await?;
             continue;
+        }
+        if el.is("starttls", ns::TLS) && !conn.io.is_tls() {
+            return Ok(Authenticated::StartTls);
         }
         if !el.is("auth", ns::SASL) {
             return Err(ConnError::stream(SEC::NotAuthorized, "authenticate first"));
@@ -309,11 +355,15 @@ async fn authenticate(
             sasl_exchange(ctx, conn, &el, cb.clone(), plus_advertised, &mut account).await?;
         match outcome {
             Ok(user) => {
-                tracing::info!(user = %user, "authenticated");
-                return Ok(user);
+                tracing::info!(user = %user, tls = conn.io.is_tls(), "authenticated");
+                return Ok(Authenticated::User(user));
             }
             Err(condition) => {
-                if condition != "aborted" && condition != "temporary-auth-failure" {
+                // Only failures that tested a password count against the limits.
+                if !matches!(
+                    condition,
+                    "aborted" | "temporary-auth-failure" | "encryption-required"
+                ) {
                     ctx.limiter.failed(ip, account.as_deref());
                 }
                 tracing::info!(condition, account = ?account, "authentication failed");
@@ -348,6 +398,10 @@ async fn sasl_exchange(
     };
     if mech.is_plus() && cb.is_none() {
         return Ok(Err("invalid-mechanism"));
+    }
+    // RFC 6120 §6.5.4: PLAIN was not offered on this unencrypted stream.
+    if mech == Mechanism::Plain && !password_in_clear_allowed(ctx, conn) {
+        return Ok(Err("encryption-required"));
     }
     let Ok(initial) = decode(auth) else {
         return Ok(Err("incorrect-encoding"));
@@ -445,6 +499,15 @@ async fn pre_auth_iq(ctx: &C2sContext, conn: &mut Conn, el: Element) -> Result<(
         .is_some_and(|p| p.is("query", ns::REGISTER));
     if !(to_server && is_register) {
         return Err(ConnError::stream(SEC::NotAuthorized, "authenticate first"));
+    }
+    if !password_in_clear_allowed(ctx, conn) {
+        // The form would carry the password in the clear (and registration was not offered).
+        let e = StanzaError::new(StanzaErrorCondition::PolicyViolation)
+            .with_text("encryption is required to register");
+        if let Some(r) = stanza.error_reply(&e) {
+            conn.send(r.element()).await?;
+        }
+        return Ok(());
     }
     let reply = match ctx
         .register

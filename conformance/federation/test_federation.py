@@ -188,9 +188,9 @@ async def test_pubsub_service_from_a_remote_user(rookery, peer):
         await close(a, b)
 
 
-async def pep_client(srv, user):
+async def pep_client(srv, user, resource="pep"):
     """A client that advertises +notify for User Nickname (XEP-0172) through its caps."""
-    c = SlixClient(srv.jid(user, "pep"), srv.users[user])
+    c = SlixClient(srv.jid(user, resource), srv.users[user])
     for p in ("xep_0115", "xep_0163", "xep_0172"):
         c.register_plugin(p)
     c.connect(srv.host, srv.port)
@@ -204,15 +204,11 @@ async def pep_client(srv, user):
     return c
 
 
-@pytest.mark.parametrize("publisher", [
-    "peer",
-    pytest.param("rookery", marks=pytest.mark.xfail(
-        reason="Rookery's PEP does not notify contacts on other servers yet (their caps are "
-               "not tracked; XEP-0163 row of docs/compliance.md)", strict=False)),
-])
+@pytest.mark.parametrize("publisher", ["peer", "rookery"])
 async def test_pep_notification_to_a_remote_contact(rookery, peer, publisher):
     """XEP-0163 across servers: contacts subscribed to each other's presence get the other's
-    nickname publication, filtered by the +notify in their caps."""
+    nickname publication, filtered by the +notify in their caps (which the publisher's server
+    learnt from the contact's presence and a disco#info query across the federation)."""
     users = {"peer": ("bob", "carol"), "rookery": ("carol", "bob")}[publisher]
     a = await pep_client(rookery, users[0])
     try:
@@ -235,9 +231,47 @@ async def test_pep_notification_to_a_remote_contact(rookery, peer, publisher):
             lambda el: el.get("from", "").startswith(pub_jid)
             and el.find(f".//{{{ns_event}}}item/{{{ns_nick}}}nick") is not None
             and el.find(f".//{{{ns_event}}}item/{{{ns_nick}}}nick").text == nick,
-            WAIT if publisher == "peer" else 5.0, what="the PEP notification")
+            WAIT, what="the PEP notification")
     finally:
         await close(a, b)
+
+
+NS_EVENT, NS_NICK = "http://jabber.org/protocol/pubsub#event", "http://jabber.org/protocol/nick"
+
+
+def nick_of(el) -> str | None:
+    n = el.find(f".//{{{NS_EVENT}}}item/{{{NS_NICK}}}nick")
+    return n.text if n is not None else None
+
+
+async def test_pep_last_item_to_a_remote_contact_coming_online(rookery, peer):
+    """XEP-0163 §4.3.2 across servers: a remote contact's resource that comes online with
+    +notify gets the last published item from Rookery, learnt from its presence alone."""
+    # A pair no other test subscribes, so the handshake below is a fresh one.
+    a = await pep_client(rookery, "alice")
+    try:
+        b = await pep_client(peer, "alice")
+    except BaseException:
+        await a.close()
+        raise
+    b2 = None
+    try:
+        ajid, bjid = rookery.jid("alice"), peer.jid("alice")
+        a.send_presence(pto=bjid, ptype="subscribe")
+        await a.inbox.wait(lambda el: el.get("type") == "subscribed", WAIT, what="subscribed")
+        await b.inbox.wait(lambda el: el.get("type") == "subscribed", WAIT,
+                           what="subscribed back")
+        await asyncio.sleep(1)
+        nick = f"last nick of {ajid} for {peer.domain}"
+        await a.plugin["xep_0172"].publish_nick(nick, timeout=WAIT)
+        await b.inbox.wait(lambda el: el.get("from", "").startswith(ajid) and nick_of(el) == nick,
+                           WAIT, what="the notification to the first resource")
+        b2 = await pep_client(peer, "alice", resource="pep2")
+        await b2.inbox.wait(lambda el: el.get("from", "").startswith(ajid)
+                            and nick_of(el) == nick, WAIT,
+                            what="the last item sent to the new resource")
+    finally:
+        await close(*(c for c in (a, b, b2) if c is not None))
 
 
 async def test_unreachable_domain_bounces(rookery, peer):

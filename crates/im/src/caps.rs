@@ -1,16 +1,23 @@
 //! XEP-0115: Entity Capabilities — what each resource can do, learnt from the `<c/>` in its
 //! presence, so PEP (XEP-0163) can tell who wants `node+notify`.
 //!
-//! - Each available resource's `node#ver` is kept in its session state.
+//! - Each available local resource's `node#ver` is kept in its session state.
+//! - Resources on other servers are tracked from the presence their servers send to local
+//!   accounts that have them in the roster ([`observe_remote`]): `node#ver` per remote full
+//!   JID while it is available, forgotten on `unavailable` (or a presence error). The map is
+//!   bounded ([`RemoteCaps`]), since nothing guarantees that a remote server ever tells us a
+//!   resource went away (a lost s2s stream loses the unavailable presence).
 //! - The features behind a `node#ver` are cached for the whole server. An unknown one is asked
-//!   once with disco#info (XEP-0030) to the resource that announced it; the answer is checked
-//!   against `ver` (§5: SHA-1 over the verification string of identities, features and
-//!   extended forms) before it is cached, so one client cannot poison another's entry.
-//!   Legacy `<c/>` without `hash` (§1.2) is cached under its `node#ver` as given.
-//! - Other crates ask through [`Im::caps_of`], [`Im::wants_notify`] and
-//!   [`Im::resources_wanting`].
+//!   once with disco#info (XEP-0030) to the resource that announced it — over s2s for a remote
+//!   one; the answer is checked against `ver` (§5: SHA-1 over the verification string of
+//!   identities, features and extended forms) before it is cached, so one client (or server)
+//!   cannot poison another's entry. Legacy `<c/>` without `hash` (§1.2) is cached under its
+//!   `node#ver` as given.
+//! - Other crates ask through [`Im::caps_of`], [`Im::wants_notify`],
+//!   [`Im::resources_wanting`] and [`Im::remote_resources_wanting`].
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +26,7 @@ use base64::Engine;
 use dashmap::DashMap;
 use rookery_core::{Core, Declaration, Module};
 use rookery_jid::{BareJid, Jid};
-use rookery_proto::{ns, IqType, Stanza, StanzaKind};
+use rookery_proto::{ns, IqType, PresenceType, Stanza, StanzaKind};
 use rookery_xml::Element;
 use sha1::{Digest, Sha1};
 
@@ -29,6 +36,10 @@ use crate::state::Im;
 const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Most `node#ver` entries cached.
 const MAX_ENTRIES: usize = 10_000;
+/// Most remote resources whose capabilities are remembered.
+const MAX_REMOTE: usize = 50_000;
+/// Most resources remembered per remote bare JID.
+const MAX_REMOTE_PER_CONTACT: usize = 16;
 
 /// What a `node#ver` stands for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,6 +69,89 @@ impl CapsCache {
             self.known.clear();
         }
         self.known.insert(key.to_owned(), Arc::new(info));
+    }
+}
+
+/// The `node#ver` of available resources on other servers, by bare JID.
+///
+/// Bounded: at most [`MAX_REMOTE_PER_CONTACT`] resources per bare JID (more are ignored) and
+/// [`MAX_REMOTE`] in all; past that the map is emptied, like [`CapsCache`], and refilled by
+/// the next presence of each contact. Stale entries (a remote server that never sent the
+/// unavailable presence) cost at most a notification the remote server drops.
+#[derive(Debug, Default)]
+pub struct RemoteCaps {
+    by_bare: DashMap<BareJid, Vec<(Jid, Arc<str>)>>,
+    count: AtomicUsize,
+}
+
+impl RemoteCaps {
+    /// Remembers that the remote full JID `jid` is available with caps `key`.
+    pub fn set(&self, jid: &Jid, key: Arc<str>) {
+        if self.count.load(Ordering::Relaxed) >= MAX_REMOTE {
+            tracing::warn!(
+                limit = MAX_REMOTE,
+                "too many remote resources with capabilities; forgetting them all"
+            );
+            self.by_bare.clear();
+            self.count.store(0, Ordering::Relaxed);
+        }
+        let mut entry = self.by_bare.entry(jid.to_bare()).or_default();
+        let list = entry.value_mut();
+        if let Some(slot) = list.iter_mut().find(|(j, _)| j == jid) {
+            slot.1 = key;
+        } else if list.len() < MAX_REMOTE_PER_CONTACT {
+            list.push((jid.clone(), key));
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets the remote full JID `jid`, or every resource of it if it is bare.
+    pub fn forget(&self, jid: &Jid) {
+        let bare = jid.to_bare();
+        let removed = if jid.is_bare() {
+            self.by_bare.remove(&bare).map_or(0, |(_, v)| v.len())
+        } else {
+            let mut removed = 0;
+            self.by_bare.remove_if_mut(&bare, |_, list| {
+                let before = list.len();
+                list.retain(|(j, _)| j != jid);
+                removed = before - list.len();
+                list.is_empty()
+            });
+            removed
+        };
+        if removed > 0 {
+            // Saturating: a concurrent clear may have reset the count already.
+            let _ = self
+                .count
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                    Some(c.saturating_sub(removed))
+                });
+        }
+    }
+
+    /// The caps key of the remote full JID `jid`, while it is available.
+    pub fn key(&self, jid: &Jid) -> Option<Arc<str>> {
+        let list = self.by_bare.get(&jid.to_bare())?;
+        list.iter().find(|(j, _)| j == jid).map(|(_, k)| k.clone())
+    }
+
+    /// The available resources of the remote bare JID `bare` whose caps we were told.
+    pub fn resources(&self, bare: &BareJid) -> Vec<(Jid, Arc<str>)> {
+        self.by_bare
+            .get(bare)
+            .map(|l| l.value().clone())
+            .unwrap_or_default()
+    }
+
+    /// Number of remote resources remembered.
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Whether none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -133,25 +227,78 @@ pub fn sha1_ver(query: &Element) -> String {
     base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
-/// Records the caps in the available presence `stanza` of `from`, and asks for unknown ones.
+/// The `<c/>` of a presence: (`node#ver`, `hash`, `ver`); `None` without one, or when it
+/// lacks `node` or `ver`.
+fn announced(stanza: &Stanza) -> Option<(String, Option<String>, String)> {
+    let c = stanza.element().get_child("c", ns::CAPS)?;
+    let (node, ver) = (c.attr("node")?, c.attr("ver")?);
+    Some((
+        format!("{node}#{ver}"),
+        c.attr("hash").map(str::to_owned),
+        ver.to_owned(),
+    ))
+}
+
+/// Records the caps in the available presence `stanza` of the local resource `from`, and
+/// asks for unknown ones.
 pub fn observe(im: &Arc<Im>, core: &Arc<Core>, from: &Jid, stanza: &Stanza) {
-    let Some(c) = stanza.element().get_child("c", ns::CAPS) else {
+    if stanza.element().get_child("c", ns::CAPS).is_none() {
         im.session_mut(from, |s| s.caps = None);
         return;
-    };
-    let (Some(node), Some(ver)) = (c.attr("node"), c.attr("ver")) else {
+    }
+    // A `<c/>` without `node` or `ver` changes nothing.
+    let Some((key, hash, ver)) = announced(stanza) else {
         return;
     };
-    let hash = c.attr("hash").map(str::to_owned);
-    let key = format!("{node}#{ver}");
     im.session_mut(from, |s| s.caps = Some(Arc::from(key.as_str())));
+    learn(im, core, from, key, hash, ver);
+}
+
+/// Records the caps in presence that the resource of another server `stanza.from()` sent to
+/// the local account `owner`: kept while it is available, if `owner` has it in the roster
+/// (strangers' directed presence is not tracked); forgotten on `unavailable` or an error.
+///
+/// Only presence addressed to the bare JID comes here, which is how servers send broadcasts
+/// and probe answers (RFC 6121 §4.2.2, §4.3.2; our probes come from the bare JID).
+pub async fn observe_remote(im: &Arc<Im>, core: &Arc<Core>, owner: &BareJid, stanza: &Stanza) {
+    let Some(from) = stanza.from() else { return };
+    match stanza.kind() {
+        StanzaKind::Presence(PresenceType::Available) if from.is_full() => {}
+        StanzaKind::Presence(PresenceType::Unavailable | PresenceType::Error) => {
+            return im.remote_caps.forget(from);
+        }
+        _ => return,
+    }
+    let Some((key, hash, ver)) = announced(stanza) else {
+        return im.remote_caps.forget(from);
+    };
+    match im.roster_item(core, owner, &from.to_bare()).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return,
+        Err(e) => {
+            return tracing::error!(error = %e, "roster lookup for remote caps failed");
+        }
+    }
+    im.remote_caps.set(from, Arc::from(key.as_str()));
+    learn(im, core, from, key, hash, ver);
+}
+
+/// Asks `from` what `key` (announced with `hash` and `ver`) stands for, unless it is known
+/// or being asked already; caches the answer once verified.
+fn learn(
+    im: &Arc<Im>,
+    core: &Arc<Core>,
+    from: &Jid,
+    key: String,
+    hash: Option<String>,
+    ver: String,
+) {
     if im.caps.get(&key).is_some() || im.caps.asking.insert(key.clone(), ()).is_some() {
         return;
     }
     let im = im.clone();
     let core = core.clone();
     let from = from.clone();
-    let ver = ver.to_owned();
     tokio::spawn(async move {
         let query = Element::new("query", ns::DISCO_INFO).with_attr("node", key.as_str());
         let answer = core
@@ -176,16 +323,26 @@ pub fn observe(im: &Arc<Im>, core: &Arc<Core>, from: &Jid, stanza: &Stanza) {
                     tracing::debug!(%from, %key, "caps verification failed");
                 }
             }
+        } else {
+            tracing::debug!(%from, %key, "no disco#info answer for caps");
         }
         im.caps.asking.remove(&key);
     });
 }
 
 impl Im {
+    /// The `node#ver` an available resource (local, or remote as seen in its presence)
+    /// announced.
+    pub fn caps_key(&self, jid: &Jid) -> Option<Arc<str>> {
+        match self.session(jid, |s| s.caps.clone()) {
+            Some(key) => key,
+            None => self.remote_caps.key(jid),
+        }
+    }
+
     /// The capabilities an available resource announced, once known.
     pub fn caps_of(&self, jid: &Jid) -> Option<Arc<CapsInfo>> {
-        let key = self.session(jid, |s| s.caps.clone()).flatten()?;
-        self.caps.get(&key)
+        self.caps.get(&self.caps_key(jid)?)
     }
 
     /// Whether the resource `jid` announced interest in notifications for PEP `node`
@@ -203,6 +360,17 @@ impl Im {
         self.available_handles(core, bare)
             .into_iter()
             .map(|h| h.jid().clone())
+            .filter(|j| self.wants_notify(j, node))
+            .collect()
+    }
+
+    /// The resources of the remote contact `bare` that are available (as far as their
+    /// presence told us) and want notifications for `node`.
+    pub fn remote_resources_wanting(&self, bare: &BareJid, node: &str) -> Vec<Jid> {
+        self.remote_caps
+            .resources(bare)
+            .into_iter()
+            .map(|(j, _)| j)
             .filter(|j| self.wants_notify(j, node))
             .collect()
     }
@@ -278,6 +446,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sha1_ver(&q), "q07IKJEyjvHSyhy//CH0CxmKi8w=");
+    }
+
+    #[test]
+    fn remote_caps_follow_presence_and_stay_bounded() {
+        let r = RemoteCaps::default();
+        let a1 = Jid::parse("a@remote.example/1").unwrap();
+        let a2 = Jid::parse("a@remote.example/2").unwrap();
+        r.set(&a1, Arc::from("n#v1"));
+        r.set(&a2, Arc::from("n#v2"));
+        r.set(&a1, Arc::from("n#v3"));
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.key(&a1).as_deref(), Some("n#v3"));
+        r.forget(&a1);
+        assert_eq!(r.key(&a1), None);
+        assert_eq!(r.resources(&a1.to_bare()).len(), 1);
+        // A bare JID (presence error) forgets every resource.
+        r.forget(&Jid::parse("a@remote.example").unwrap());
+        assert!(r.is_empty());
+        assert!(r.resources(&a1.to_bare()).is_empty());
+        // Per contact and in all.
+        for i in 0..(MAX_REMOTE_PER_CONTACT + 3) {
+            r.set(
+                &Jid::parse(&format!("b@remote.example/{i}")).unwrap(),
+                Arc::from("k"),
+            );
+        }
+        assert_eq!(r.len(), MAX_REMOTE_PER_CONTACT);
+        for i in 0..(MAX_REMOTE + 3) {
+            r.set(
+                &Jid::parse(&format!("c{i}@remote.example/r")).unwrap(),
+                Arc::from("k"),
+            );
+        }
+        assert!(r.len() <= MAX_REMOTE);
     }
 
     #[test]

@@ -443,7 +443,16 @@ impl PresenceModule {
                 // §4.? : to a bare JID, every available resource; to a full JID that is
                 // not online, nobody.
                 if to.is_bare() {
+                    if !core.is_local_domain(from.domain()) {
+                        caps::observe_remote(&self.im, core, &owner, &stanza).await;
+                    }
                     deliver_to_available(&self.im, core, &owner, &stanza);
+                }
+                return;
+            }
+            StanzaKind::Presence(PresenceType::Error) => {
+                if !core.is_local_domain(from.domain()) {
+                    caps::observe_remote(&self.im, core, &owner, &stanza).await;
                 }
                 return;
             }

@@ -27,7 +27,7 @@ use rookery_store::rosters::RosterItem;
 use rookery_store::StoreError;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::caps::CapsCache;
+use crate::caps::{CapsCache, RemoteCaps};
 use crate::config::ImConfig;
 
 /// Number of account lock stripes.
@@ -88,6 +88,8 @@ pub struct Im {
     started: Instant,
     /// XEP-0115 verification-string cache.
     pub caps: CapsCache,
+    /// XEP-0115 caps of available resources on other servers.
+    pub remote_caps: RemoteCaps,
     /// Accounts whose offline messages are being delivered (one delivery at a time).
     pub(crate) offline_delivering: DashMap<BareJid, ()>,
 }
@@ -112,6 +114,7 @@ impl Im {
             next_id: AtomicU64::new(1),
             started: Instant::now(),
             caps: CapsCache::default(),
+            remote_caps: RemoteCaps::default(),
             offline_delivering: DashMap::new(),
         }
     }

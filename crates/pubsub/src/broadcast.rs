@@ -168,12 +168,13 @@ impl Broadcaster for Discard {
     async fn send(&self, _stanza: Stanza) {}
 }
 
-/// Decides whether a notification from a service may reach a local recipient (XEP-0191
-/// blocking: the fan-out writes to sessions directly, past the router's hooks).
+/// Decides whether a notification from a service may reach a recipient (XEP-0191 blocking:
+/// the fan-out writes to local sessions directly, past the router's hooks, and the router
+/// checks no block list on the way to other servers).
 #[async_trait]
 pub trait DeliveryFilter: Send + Sync + 'static {
     /// Whether the notification from `from` must not reach `to` (a local account with an
-    /// available session).
+    /// available session, or a JID on another server).
     async fn blocked(&self, core: &Arc<Core>, from: &BareJid, to: &Jid) -> bool;
 }
 
@@ -238,8 +239,8 @@ impl CoreBroadcaster {
 
     /// Sends `t` from `from` to `to`: a local full JID to its session, a local bare JID to
     /// its available resources of non-negative priority (RFC 6121 §8.5.2.1.1 for
-    /// headlines), unless the filter blocks it; anything else through the router (whose
-    /// hooks apply).
+    /// headlines), unless the filter blocks it; a remote JID through the router unless the
+    /// filter blocks it; anything else through the router (whose hooks apply).
     pub async fn deliver_one(
         &self,
         core: &Arc<Core>,
@@ -272,6 +273,9 @@ impl CoreBroadcaster {
                 }
                 return;
             }
+        }
+        if !core.is_local_domain(to.domain()) && self.blocked(core, from, to).await {
+            return;
         }
         if let Some(stanza) = t.stanza(to.as_str()) {
             core.route(stanza).await;

@@ -61,7 +61,8 @@ impl AccessPolicy for ImPolicy {
 }
 
 /// PEP interest from the IM layer: presence subscriptions, available resources and their
-/// capabilities. Contacts on other servers are not tracked (no caps of remote resources).
+/// capabilities — of local sessions, and of resources on other servers as their presence
+/// told us ([`rookery_im::caps::observe_remote`]).
 pub struct ImInterest {
     im: Arc<Im>,
 }
@@ -72,7 +73,8 @@ impl ImInterest {
         ImInterest { im }
     }
 
-    /// The contacts of `owner` whose roster subscription matches `pred`, on this server.
+    /// The contacts (accounts, here or elsewhere) of `owner` whose roster subscription
+    /// matches `pred`.
     async fn contacts(
         &self,
         core: &Arc<Core>,
@@ -90,9 +92,7 @@ impl ImInterest {
         roster
             .items
             .iter()
-            .filter(|(j, i)| {
-                pred(i.subscription) && j.local().is_some() && core.is_local_domain(j.domain())
-            })
+            .filter(|(j, i)| pred(i.subscription) && j.local().is_some())
             .map(|(j, _)| j.clone())
             .collect()
     }
@@ -108,7 +108,11 @@ impl Interest for ImInterest {
             })
             .await
         {
-            out.extend(self.im.resources_wanting(core, &c, node));
+            if core.is_local_domain(c.domain()) {
+                out.extend(self.im.resources_wanting(core, &c, node));
+            } else {
+                out.extend(self.im.remote_resources_wanting(&c, node));
+            }
         }
         out
     }
@@ -123,11 +127,16 @@ impl Interest for ImInterest {
         )
     }
 
-    fn announced_caps(&self, jid: &Jid) -> bool {
-        self.im.session(jid, |s| s.caps.is_some()).unwrap_or(false)
-    }
-
     fn available_resources(&self, core: &Arc<Core>, bare: &BareJid) -> Vec<Jid> {
+        if !core.is_local_domain(bare.domain()) {
+            return self
+                .im
+                .remote_caps
+                .resources(bare)
+                .into_iter()
+                .map(|(j, _)| j)
+                .collect();
+        }
         self.im
             .available(core, bare)
             .into_iter()
@@ -137,11 +146,14 @@ impl Interest for ImInterest {
 
     async fn sources_for(&self, core: &Arc<Core>, who: &BareJid) -> Vec<BareJid> {
         let mut v = vec![who.clone()];
+        // Remote contacts' events come from their own servers.
         v.extend(
             self.contacts(core, who, |s| {
                 matches!(s, Subscription::To | Subscription::Both)
             })
-            .await,
+            .await
+            .into_iter()
+            .filter(|c| core.is_local_domain(c.domain())),
         );
         v
     }
@@ -149,7 +161,7 @@ impl Interest for ImInterest {
 
 /// XEP-0191 for notifications: nothing reaches an account that blocks the sender (the
 /// service's domain, or the PEP owner), and a PEP owner's events do not reach entities the
-/// owner blocks.
+/// owner blocks, here or on other servers.
 pub struct ImBlocking {
     im: Arc<Im>,
 }
@@ -165,7 +177,10 @@ impl ImBlocking {
 impl DeliveryFilter for ImBlocking {
     async fn blocked(&self, core: &Arc<Core>, from: &BareJid, to: &Jid) -> bool {
         let from_jid: Jid = from.clone().into();
-        if rookery_im::blocking::blocks(&self.im, core, &to.to_bare(), &from_jid).await {
+        // A remote recipient's block list is its own server's business.
+        if core.is_local_domain(to.domain())
+            && rookery_im::blocking::blocks(&self.im, core, &to.to_bare(), &from_jid).await
+        {
             return true;
         }
         from.local().is_some()

@@ -12,9 +12,14 @@
 //!   presence (once its capabilities are known) it receives the last item of each node it
 //!   wants, of its own account and of the contacts it is subscribed to; when an owner approves
 //!   a contact's presence subscription, the contact's interested resources receive them.
+//! - Contacts on other servers are served the same way, from what their presence to a local
+//!   account tells: notifications reach their interested resources, and a resource's first
+//!   available presence to an account (with a presence subscription to it) brings it that
+//!   account's last items.
 //! - The facts about presence, rosters and capabilities come from the IM layer through the
 //!   [`Interest`] trait ([`crate::im::ImInterest`] in the server).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +45,9 @@ use crate::store::NodeStore;
 
 /// How long to wait for a resource's capabilities before giving up on last items.
 const CAPS_WAIT: Duration = Duration::from_secs(15);
+/// Most remote resources remembered as served with last items (then the record starts over:
+/// at worst a resource gets the last items twice).
+const MAX_SERVED_REMOTE: usize = 50_000;
 /// Poll interval while waiting for capabilities.
 const CAPS_POLL: Duration = Duration::from_millis(100);
 
@@ -51,14 +59,12 @@ pub trait Interest: Send + Sync + 'static {
     /// contain `node+notify`.
     async fn interested(&self, core: &Arc<Core>, owner: &BareJid, node: &str) -> Vec<Jid>;
 
-    /// The nodes a resource wants (`+notify` stripped); `None` while its capabilities are
-    /// not known yet.
+    /// The nodes a resource (local or remote) wants (`+notify` stripped); `None` while its
+    /// capabilities are not known yet.
     fn wanted_nodes(&self, jid: &Jid) -> Option<Vec<String>>;
 
-    /// Whether the resource announced capabilities at all in its presence.
-    fn announced_caps(&self, jid: &Jid) -> bool;
-
-    /// The available resources of `bare`.
+    /// The available resources of `bare`: local sessions, or for a remote account those
+    /// whose presence we were sent.
     fn available_resources(&self, core: &Arc<Core>, bare: &BareJid) -> Vec<Jid>;
 
     /// The accounts whose PEP events `who` receives through presence: itself and the local
@@ -164,6 +170,10 @@ pub struct Pep {
     after: DashMap<(Jid, String), Vec<Stanza>>,
     /// Resources that were sent last items since their session began.
     served: Arc<DashMap<Jid, ()>>,
+    /// Remote resources, with the local accounts that served them last items since they
+    /// became available (their first presence to each account).
+    served_remote: DashMap<Jid, HashSet<BareJid>>,
+    policy: Arc<dyn AccessPolicy>,
 }
 
 impl std::fmt::Debug for Pep {
@@ -191,11 +201,13 @@ impl Pep {
             policy.clone(),
         ));
         Pep {
-            engine: Arc::new(Engine::new(profile, store, broadcaster, policy)),
+            engine: Arc::new(Engine::new(profile, store, broadcaster, policy.clone())),
             core,
             interest,
             after: DashMap::new(),
             served: Arc::new(DashMap::new()),
+            served_remote: DashMap::new(),
+            policy,
         }
     }
 
@@ -210,12 +222,12 @@ impl Pep {
 
     /// Sends `resource` the last items it wants from the accounts it sees, once its
     /// capabilities are known (XEP-0163 §4.3.2).
-    fn last_items_on_presence(&self, core: &Arc<Core>, resource: Jid) {
+    fn last_items_on_presence(&self, core: &Arc<Core>, resource: Jid, announced: bool) {
         let engine = self.engine.clone();
         let interest = self.interest.clone();
         let core = core.clone();
         tokio::spawn(async move {
-            let Some(wanted) = wait_for_caps(interest.as_ref(), &resource).await else {
+            let Some(wanted) = wait_for_caps(interest.as_ref(), &resource, announced).await else {
                 return;
             };
             if wanted.is_empty() {
@@ -228,6 +240,61 @@ impl Pep {
                 }
             }
         });
+    }
+
+    /// The first available presence of the remote `resource` to the local account `owner`:
+    /// if it has a presence subscription to `owner`, it receives the owner's last items of
+    /// the nodes it wants, once its capabilities are known (XEP-0163 §4.3.2).
+    fn last_items_to_remote(
+        &self,
+        core: &Arc<Core>,
+        owner: BareJid,
+        resource: Jid,
+        announced: bool,
+    ) {
+        let engine = self.engine.clone();
+        let interest = self.interest.clone();
+        let policy = self.policy.clone();
+        let core = core.clone();
+        tokio::spawn(async move {
+            if !policy
+                .has_presence_subscription(&owner, &resource.to_bare())
+                .await
+            {
+                return;
+            }
+            let Some(wanted) = wait_for_caps(interest.as_ref(), &resource, announced).await else {
+                return;
+            };
+            let wants = move |n: &str| wanted.iter().any(|w| w == n);
+            for m in engine.last_items_for(&owner, &resource, &wants).await {
+                core.route(m).await;
+            }
+        });
+    }
+
+    /// Records that `owner` saw the remote `resource` available; `true` the first time since
+    /// it became available.
+    fn first_remote_presence(&self, resource: &Jid, owner: &BareJid) -> bool {
+        if self.served_remote.len() >= MAX_SERVED_REMOTE
+            && !self.served_remote.contains_key(resource)
+        {
+            self.served_remote.clear();
+        }
+        self.served_remote
+            .entry(resource.clone())
+            .or_default()
+            .insert(owner.clone())
+    }
+
+    /// Forgets the remote `resource` (every resource of it, if bare) went unavailable.
+    fn remote_gone(&self, resource: &Jid) {
+        if resource.is_full() {
+            self.served_remote.remove(resource);
+        } else {
+            self.served_remote
+                .retain(|j, _| j.bare_str() != resource.as_str());
+        }
     }
 
     /// After `owner` approved `contact`'s presence subscription: the contact's interested
@@ -252,19 +319,28 @@ impl Pep {
     }
 }
 
-/// Waits until the capabilities of `resource` are known; `None` if it announced none or
-/// they stay unknown.
-async fn wait_for_caps(interest: &dyn Interest, resource: &Jid) -> Option<Vec<String>> {
+/// Waits until the capabilities of `resource` are known; `None` if its presence
+/// announced none (`announced`) or they stay unknown.
+async fn wait_for_caps(
+    interest: &dyn Interest,
+    resource: &Jid,
+    announced: bool,
+) -> Option<Vec<String>> {
     let deadline = tokio::time::Instant::now() + CAPS_WAIT;
     loop {
         if let Some(w) = interest.wanted_nodes(resource) {
             return Some(w);
         }
-        if !interest.announced_caps(resource) || tokio::time::Instant::now() >= deadline {
+        if !announced || tokio::time::Instant::now() >= deadline {
             return None;
         }
         tokio::time::sleep(CAPS_POLL).await;
     }
+}
+
+/// Whether a presence carries XEP-0115 capabilities.
+fn announces_caps(stanza: &Stanza) -> bool {
+    stanza.element().get_child("c", pns::CAPS).is_some()
 }
 
 #[async_trait]
@@ -281,7 +357,11 @@ impl Module for Pep {
                 (IqTarget::Account, ns::PUBSUB, "pubsub"),
                 (IqTarget::Account, ns::OWNER, "pubsub"),
             ],
-            hooks: vec![HookPoint::PresenceBroadcast, HookPoint::PresenceFromLocal],
+            hooks: vec![
+                HookPoint::PresenceBroadcast,
+                HookPoint::PresenceFromLocal,
+                HookPoint::PresenceToAccount,
+            ],
             account_features,
             account_identities: vec![Identity {
                 category: "pubsub",
@@ -327,7 +407,7 @@ impl Module for Pep {
                 StanzaKind::Presence(PresenceType::Available),
                 Some(f),
             ) if self.served.insert(f.clone(), ()).is_none() => {
-                self.last_items_on_presence(core, f.clone());
+                self.last_items_on_presence(core, f.clone(), announces_caps(&stanza));
             }
             (
                 HookPoint::PresenceBroadcast,
@@ -341,12 +421,29 @@ impl Module for Pep {
                 StanzaKind::Presence(PresenceType::Subscribed),
                 Some(f),
             ) => {
-                if let Some(to) = stanza.to() {
-                    if Self::is_account(core, &to.to_bare()) {
-                        self.last_items_on_subscription(core, f.to_bare(), to.to_bare());
+                // To an account here or elsewhere (a remote contact's resources are those
+                // whose presence we were sent).
+                if let Some(to) = stanza.to().filter(|t| t.local().is_some()) {
+                    self.last_items_on_subscription(core, f.to_bare(), to.to_bare());
+                }
+            }
+            (
+                HookPoint::PresenceToAccount,
+                StanzaKind::Presence(PresenceType::Available),
+                Some(f),
+            ) if f.is_full() && !core.is_local_domain(f.domain()) => {
+                if let Some(owner) = stanza.to().filter(|t| t.is_bare()).map(Jid::to_bare) {
+                    if self.first_remote_presence(f, &owner) {
+                        let announced = announces_caps(&stanza);
+                        self.last_items_to_remote(core, owner, f.clone(), announced);
                     }
                 }
             }
+            (
+                HookPoint::PresenceToAccount,
+                StanzaKind::Presence(PresenceType::Unavailable | PresenceType::Error),
+                Some(f),
+            ) if !core.is_local_domain(f.domain()) => self.remote_gone(f),
             _ => {}
         }
         Flow::Continue(stanza)

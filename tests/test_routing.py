@@ -185,3 +185,51 @@ async def test_a_client_that_does_not_read_is_disconnected(server_factory):
     assert cond in ("policy-violation", "connection-timeout"), cond
     assert received < n
     await alice.close()
+
+
+async def test_nothing_sent_to_a_client_that_does_not_read_is_lost(server_factory):
+    """A client that stops reading is disconnected when its queue overflows, but every
+    message sent to it still ends somewhere: it read it before the stream error, or it finds
+    it in offline storage at its next login (RFC 6121 §8.5.3.2.1: a message for a resource
+    that is not online is handled as if sent to the bare JID), or the sender gets an error.
+    The message that overflowed the queue, and those sent until the session was unbound,
+    used to vanish."""
+    srv = server_factory(session_queue=8, im={"offline": {"max_per_user": 2000}})
+    bob = srv.client(rcvbuf=4096)
+    await bob.login("bob", "bobpass", "stuck")
+    await bob.presence()
+    bob.pause_reading()
+    alice = await srv.login("alice", "a")
+    n, body = 1000, "x" * 8000   # 8 MB: far more than the socket and TLS buffers hold
+    for i in range(n):
+        alice.message("bob@localhost/stuck", f"{i} {body}")
+    alice.send("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await alice.flush()
+    bounced = set()
+    while True:   # every message was routed once the ping is answered
+        el = await alice.recv(timeout=60)
+        if local(el) == "iq" and el.get("id") == "sync":
+            break
+        if local(el) == "message" and el.get("type") == "error":
+            bounced.add(int(el.findtext(BODY).split()[0]))
+    read = set()
+    bob.writer.transport.resume_reading()
+    try:
+        while True:
+            el = await bob.recv(timeout=30)
+            if local(el) == "message":
+                read.add(int(el.findtext(BODY).split()[0]))
+    except (StreamError, Closed):
+        pass
+    assert len(read) < n, "the session was cut off before it got everything"
+    again = await srv.login("bob", "again")
+    await again.presence()
+    stored = set()
+    missing = set(range(n)) - read - bounced
+    while not missing <= stored:
+        el = await again.recv(timeout=30)
+        if local(el) == "message" and el.findtext(BODY):
+            stored.add(int(el.findtext(BODY).split()[0]))
+    assert read | stored | bounced == set(range(n))
+    await alice.close()
+    await again.close()

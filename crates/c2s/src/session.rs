@@ -308,10 +308,8 @@ impl<'a> Client<'a> {
         }
         undelivered.extend(self.csi.take_held());
         self.ctx.core.unbind(self.jid, handle.id()).await;
-        end.rx.close();
-        while let Ok(Outbound::Bytes(b)) = end.rx.try_recv() {
-            undelivered.push(b);
-        }
+        // Also the stanza that overflowed the queue, if that is why the session ends.
+        undelivered.extend(end.rx.close_and_drain());
         let mut rerouted = 0usize;
         for b in undelivered {
             let Some(stanza) = sm::reparse(&b) else {

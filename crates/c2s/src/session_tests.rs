@@ -313,6 +313,70 @@ async fn a_peer_that_stops_reading_is_closed() {
     drop(peer);
 }
 
+// ---- queue overflow ----------------------------------------------------------------------------
+
+/// Routes `n` messages to `to` without yielding, so a session task that has not run yet
+/// cannot drain its queue meanwhile (the test runtime has one thread).
+async fn burst(ctx: &Arc<C2sContext>, to: &str, names: &[&str]) {
+    for name in names {
+        message(ctx, "carol@localhost/c", to, name).await;
+    }
+}
+
+/// Reads the peer's messages up to the stream error; returns their bodies and the condition.
+async fn bodies_until_error(peer: &mut Peer) -> (Vec<String>, Option<String>) {
+    let mut got = Vec::new();
+    while let Some(el) = peer.next_stanza().await {
+        if let Some(c) = stream_error(&el) {
+            return (got, Some(c));
+        }
+        got.extend(body(&el));
+    }
+    (got, None)
+}
+
+#[tokio::test]
+async fn the_stanza_that_overflows_the_queue_is_not_lost() {
+    let ctx = context(config()).await;
+    let mut other = fake(&ctx, "bob@localhost/other").await;
+    ctx.core.set_available(&jid("bob@localhost/other"), Some(0));
+    let (mut peer, task) = start(&ctx, "bob@localhost/stuck", 2).await;
+    // A queue of two: the third message closes the session, and is kept.
+    burst(&ctx, "bob@localhost/stuck", &["m0", "m1", "m2"]).await;
+    // From now on the closing session is no target: its resource counts as not online
+    // (RFC 6121 §8.5.3.2.1), so the next message goes to the other resource.
+    burst(&ctx, "bob@localhost/stuck", &["m3"]).await;
+    assert_eq!(
+        body(received(&mut other).await.element()).as_deref(),
+        Some("m3")
+    );
+    let (got, cond) = bodies_until_error(&mut peer).await;
+    assert_eq!(got, ["m0", "m1", "m2"]);
+    assert_eq!(cond.as_deref(), Some("policy-violation"));
+    task.await.unwrap();
+    assert!(other.rx.try_recv().is_err(), "nothing twice");
+}
+
+#[tokio::test]
+async fn an_overflowed_managed_session_routes_its_unacked_stanzas_again() {
+    let ctx = context(config()).await;
+    let mut other = fake(&ctx, "bob@localhost/other").await;
+    ctx.core.set_available(&jid("bob@localhost/other"), Some(0));
+    let (mut peer, task) = start(&ctx, "bob@localhost/stuck", 2).await;
+    enable(&mut peer, false).await;
+    burst(&ctx, "bob@localhost/stuck", &["m0", "m1", "m2"]).await;
+    let (got, cond) = bodies_until_error(&mut peer).await;
+    assert_eq!(got, ["m0", "m1", "m2"]);
+    assert_eq!(cond.as_deref(), Some("policy-violation"));
+    task.await.unwrap();
+    // Never acknowledged, so handled as undelivered (XEP-0198 §5, RFC 6121 §8.5.3.2.1):
+    // the other resource gets all three, the one that overflowed included.
+    for expected in ["m0", "m1", "m2"] {
+        let st = received(&mut other).await;
+        assert_eq!(body(st.element()).as_deref(), Some(expected));
+    }
+}
+
 // ---- stream management: counting and acks ----------------------------------------------------
 
 #[tokio::test]

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rookery_core::session::SessionEnd;
-use rookery_core::{Core, Outbound, SessionHandle};
+use rookery_core::{Core, SessionHandle};
 use rookery_jid::Jid;
 use rookery_proto::{
     ns, Stanza, StanzaError, StanzaErrorCondition, StanzaParseError, StreamError,
@@ -229,7 +229,7 @@ async fn run(
 /// bounced with `service-unavailable`, like those arriving while no component is connected.
 /// The bytes are our own serialization, so they parse back; anything else is skipped.
 async fn bounce_queued(core: &Arc<Core>, end: &mut SessionEnd) {
-    end.rx.close();
+    let queued = end.rx.close_and_drain();
     let mut parser = StreamParser::new(Limits {
         max_stanza_bytes: 64 * 1024 * 1024,
         ..Limits::S2S
@@ -239,8 +239,7 @@ async fn bounce_queued(core: &Arc<Core>, end: &mut SessionEnd) {
           xmlns:stream='http://etherx.jabber.org/streams'>",
     );
     let mut bounced = 0usize;
-    while let Ok(item) = end.rx.try_recv() {
-        let Outbound::Bytes(b) = item;
+    for b in queued {
         parser.feed(&b);
         while let Ok(Some(ev)) = parser.next_event() {
             let Event::Element(el) = ev else { continue };
@@ -348,7 +347,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use bytes::Bytes;
-    use rookery_core::{CoreBuilder, CoreConfig};
+    use rookery_core::{CoreBuilder, CoreConfig, Outbound};
 
     #[tokio::test]
     async fn queued_stanzas_are_bounced_when_the_stream_ends() {

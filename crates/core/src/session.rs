@@ -3,8 +3,16 @@
 //! Each connection owns a bounded queue of serialized stanzas, drained by its writer. The
 //! router never blocks on a slow reader: when the queue is full the session is killed with a
 //! stream error instead (design.md: "bounded per-connection queues").
+//!
+//! The bound is enforced by killing, not by refusing: the stanza that finds the queue full is
+//! still queued, so it is never lost between the router and the session. A killed session is
+//! no longer a routing target ([`SessionHandle::is_closed`], checked by the core's lookups),
+//! so only senders that already held the handle can add to it, and the session's end (which
+//! routes again whatever it could not write, e.g. `rookery_c2s`'s `terminate`) treats that
+//! stanza like every other one still queued: RFC 6120 §10.5 / RFC 6121 §8.5.3.2, another
+//! resource or offline storage for a message, an error for an IQ request.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -53,20 +61,71 @@ impl Kill {
     }
 }
 
+/// How many stanzas a session's queue holds, shared by both ends: the channel itself is
+/// unbounded so that a send never fails for lack of room (see the module doc).
+#[derive(Debug)]
+struct Depth {
+    queued: AtomicUsize,
+    capacity: usize,
+}
+
 /// The router's handle on one connection.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
     id: SessionId,
     jid: Jid,
-    tx: mpsc::Sender<Outbound>,
+    tx: mpsc::UnboundedSender<Outbound>,
+    depth: Arc<Depth>,
     kill: Arc<Kill>,
+}
+
+/// The receiving side of a session's queue.
+#[derive(Debug)]
+pub struct Queue {
+    rx: mpsc::UnboundedReceiver<Outbound>,
+    depth: Arc<Depth>,
+}
+
+impl Queue {
+    /// The next queued item; `None` once the queue is closed and empty. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        let item = self.rx.recv().await;
+        if item.is_some() {
+            self.depth.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        item
+    }
+
+    /// The next queued item if there is one now.
+    pub fn try_recv(&mut self) -> Result<Outbound, mpsc::error::TryRecvError> {
+        let item = self.rx.try_recv()?;
+        self.depth.queued.fetch_sub(1, Ordering::AcqRel);
+        Ok(item)
+    }
+
+    /// Refuses further sends; what is queued can still be received. A send either happened
+    /// before this (and is received) or fails, so draining after it misses nothing.
+    pub fn close(&mut self) {
+        self.rx.close();
+    }
+
+    /// Closes the queue and takes what is still in it, oldest first: what a session that ends
+    /// must route again.
+    pub fn close_and_drain(&mut self) -> Vec<Bytes> {
+        self.close();
+        let mut out = Vec::new();
+        while let Ok(Outbound::Bytes(b)) = self.try_recv() {
+            out.push(b);
+        }
+        out
+    }
 }
 
 /// The receiving side a connection keeps.
 #[derive(Debug)]
 pub struct SessionEnd {
     /// Stanzas to write.
-    pub rx: mpsc::Receiver<Outbound>,
+    pub rx: Queue,
     /// The kill switch.
     pub kill: Arc<Kill>,
 }
@@ -74,16 +133,24 @@ pub struct SessionEnd {
 impl SessionHandle {
     /// A handle and its receiving end, with a queue of `capacity` stanzas.
     pub fn new(id: SessionId, jid: Jid, capacity: usize) -> (SessionHandle, SessionEnd) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let depth = Arc::new(Depth {
+            queued: AtomicUsize::new(0),
+            capacity: capacity.max(1),
+        });
         let kill = Arc::new(Kill::default());
         (
             SessionHandle {
                 id,
                 jid,
                 tx,
+                depth: depth.clone(),
                 kill: kill.clone(),
             },
-            SessionEnd { rx, kill },
+            SessionEnd {
+                rx: Queue { rx, depth },
+                kill,
+            },
         )
     }
 
@@ -97,22 +164,27 @@ impl SessionHandle {
         &self.jid
     }
 
-    /// Queues bytes for the connection. A full queue kills the session (the client is not
-    /// reading); a closed one means it is already gone. Either way the stanza is not delivered
-    /// and `false` is returned.
+    /// Queues bytes for the connection; `true` when the session took them: it writes them,
+    /// or routes them again when it ends without writing them. The stanza that finds the
+    /// queue full is taken as well, and kills the session (the client is not reading): it
+    /// is then routed again with the rest, never lost. `false` only when the session is
+    /// already gone (its queue closed).
     pub fn send(&self, bytes: Bytes) -> bool {
-        match self.tx.try_send(Outbound::Bytes(bytes)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(jid = %self.jid, "outbound queue full, disconnecting");
-                self.kill.fire(StreamError::with_text(
-                    StreamErrorCondition::PolicyViolation,
-                    "outbound queue full: the client is not reading",
-                ));
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let before = self.depth.queued.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(Outbound::Bytes(bytes)).is_err() {
+            self.depth.queued.fetch_sub(1, Ordering::AcqRel);
+            return false;
         }
+        if before >= self.depth.capacity {
+            if before == self.depth.capacity {
+                tracing::warn!(jid = %self.jid, "outbound queue full, disconnecting");
+            }
+            self.kill.fire(StreamError::with_text(
+                StreamErrorCondition::PolicyViolation,
+                "outbound queue full: the client is not reading",
+            ));
+        }
+        true
     }
 
     /// Queues bytes once the queue is at most half full, waiting up to `timeout` for that:
@@ -128,7 +200,7 @@ impl SessionHandle {
             if self.is_closed() {
                 return false;
             }
-            if self.tx.capacity() * 2 >= self.tx.max_capacity() {
+            if self.depth.queued.load(Ordering::Acquire) * 2 <= self.depth.capacity {
                 return self.send(bytes);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -160,13 +232,34 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn full_queue_kills_the_session() {
+    async fn full_queue_kills_the_session_and_keeps_the_stanza() {
         let jid = Jid::parse("a@b/c").unwrap();
-        let (h, end) = SessionHandle::new(1, jid, 2);
+        let (h, mut end) = SessionHandle::new(1, jid, 2);
         assert!(h.send(Bytes::from_static(b"1")));
         assert!(h.send(Bytes::from_static(b"2")));
-        assert!(!h.send(Bytes::from_static(b"3")));
+        assert!(!h.is_closed());
+        // The stanza that does not fit kills the session but is kept for its end to route
+        // again (it used to be dropped here).
+        assert!(h.send(Bytes::from_static(b"3")));
+        assert!(h.is_closed());
         let reason = end.kill.fired().await;
         assert_eq!(reason.condition, StreamErrorCondition::PolicyViolation);
+        let left = end.rx.close_and_drain();
+        assert_eq!(left, [&b"1"[..], b"2", b"3"]);
+        // Once the end has drained the queue, nothing more is taken.
+        assert!(!h.send(Bytes::from_static(b"4")));
+    }
+
+    #[tokio::test]
+    async fn receiving_makes_room_again() {
+        let jid = Jid::parse("a@b/c").unwrap();
+        let (h, mut end) = SessionHandle::new(1, jid, 2);
+        for _ in 0..10 {
+            assert!(h.send(Bytes::from_static(b"x")));
+            assert!(h.send(Bytes::from_static(b"y")));
+            assert!(end.rx.recv().await.is_some());
+            assert!(end.rx.try_recv().is_ok());
+        }
+        assert!(!h.is_closed());
     }
 }

@@ -11,11 +11,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use rookery_core::session::SessionEnd;
+use rookery_core::session::{Queue, SessionEnd};
 use rookery_core::Outbound;
 use rookery_proto::StreamErrorCondition as SEC;
 use rookery_xml::Element;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::conn::{Conn, ConnError};
@@ -180,7 +179,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Writes up to `max` more queued stanzas through the policy, then flushes.
 async fn drain<H: Inbound + Send>(
     conn: &mut Conn,
-    rx: &mut mpsc::Receiver<Outbound>,
+    rx: &mut Queue,
     max: usize,
     handler: &mut H,
 ) -> Result<(), ConnError> {

@@ -16,7 +16,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use base64::Engine;
-use rookery_sasl::{plain_message, Mechanism, ScramClient};
+use rookery_sasl::{plain_message, Mechanism, SaltedPasswordCache, ScramClient};
 use rookery_xml::{Element, Event, Limits, StreamParser, CONTENT_NS};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
@@ -142,6 +142,11 @@ pub struct ClientConfig {
     pub sm: bool,
     /// Limit for the whole login.
     pub login_timeout: Duration,
+    /// SCRAM `SaltedPassword` results shared by every login of the run: with accounts made
+    /// by `rookery user add-bulk` (one salt for all) PBKDF2 then runs once, not per login,
+    /// so the generator's CPU goes to the protocol rather than to key stretching. `None`
+    /// (`--no-scram-cache`) derives it for every login, as separate real clients would.
+    pub scram_cache: Option<Arc<SaltedPasswordCache>>,
 }
 
 impl ClientConfig {
@@ -475,6 +480,9 @@ impl Conn {
                 None
             };
             let mut c = ScramClient::new(mech, &user, &cfg.password, cb);
+            if let Some(cache) = &cfg.scram_cache {
+                c = c.with_cache(cache.clone());
+            }
             let first = c.client_first();
             scram = Some(c);
             first

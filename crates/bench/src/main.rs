@@ -104,6 +104,10 @@ struct Cli {
     /// Do not send initial presence.
     #[arg(long, global = true)]
     no_presence: bool,
+    /// Run the client's PBKDF2 for every SCRAM login instead of reusing the result for
+    /// accounts that share password, salt and iteration count.
+    #[arg(long, global = true)]
+    no_scram_cache: bool,
     /// Enable stream management (XEP-0198) when the server offers it.
     #[arg(long, global = true)]
     sm: bool,
@@ -216,6 +220,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         presence: !cli.no_presence,
         sm: cli.sm || resume,
         login_timeout: Duration::from_secs_f64(cli.login_timeout.max(0.1)),
+        // A few entries are enough for shared salts; with one salt per account (servers
+        // that salt each account) every login misses and the bound keeps memory flat.
+        scram_cache: (!cli.no_scram_cache)
+            .then(|| Arc::new(rookery_sasl::SaltedPasswordCache::new(64))),
     };
     let common = Common {
         clients: cli.clients,

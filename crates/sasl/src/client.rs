@@ -2,10 +2,13 @@
 //! RFC 9266 `tls-exporter`) and [`plain_message`] (RFC 4616). Used by tests, the load
 //! generator and any component that logs in to an XMPP server.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
-use crate::hash::xor;
+use crate::hash::{xor, ScramHash};
 use crate::scram::{self, b64, escape_saslname, ServerFinal, TLS_EXPORTER};
 use crate::{normalize_password, Mechanism, SaslError, MAX_CLIENT_ITERATIONS};
 
@@ -36,6 +39,79 @@ pub struct ScramClient {
     channel_binding: Option<Vec<u8>>,
     nonce: String,
     state: ClientState,
+    cache: Option<Arc<SaltedPasswordCache>>,
+}
+
+/// `SaltedPassword` values already computed, shared by many [`ScramClient`]s.
+///
+/// PBKDF2 is most of a SCRAM client's work by design (4096 iterations and up). A load
+/// generator logs in thousands of accounts that share one password and, when created in bulk
+/// (`rookery user add-bulk`), one salt and iteration count too: the result is the same for
+/// all of them, so computing it once keeps the generator from saturating the machine it
+/// measures. Keyed by hash, password, salt and iteration count, so a server that salts each
+/// account differently only gets misses. Bounded: once `capacity` entries are held it is
+/// emptied before the next insertion, so it never grows with the number of accounts.
+#[derive(Debug)]
+pub struct SaltedPasswordCache {
+    capacity: usize,
+    entries: Mutex<HashMap<SaltKey, Vec<u8>>>,
+}
+
+/// What `SaltedPassword` depends on (the password already normalized).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SaltKey {
+    hash: ScramHash,
+    password: String,
+    salt: Vec<u8>,
+    iterations: u32,
+}
+
+impl SaltedPasswordCache {
+    /// A cache holding at most `capacity` results (at least one).
+    pub fn new(capacity: usize) -> SaltedPasswordCache {
+        SaltedPasswordCache {
+            capacity: capacity.max(1),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `Hi(password, salt, iterations)` from the cache, or computed and remembered.
+    /// Computed outside the lock, so clients missing at once only cost CPU, never wait.
+    fn salted_password(
+        &self,
+        hash: ScramHash,
+        password: &str,
+        salt: &[u8],
+        iterations: u32,
+    ) -> Vec<u8> {
+        let key = SaltKey {
+            hash,
+            password: password.to_owned(),
+            salt: salt.to_vec(),
+            iterations,
+        };
+        if let Some(v) = self.entries.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return v;
+        }
+        let value = hash.salted_password(password.as_bytes(), salt, iterations);
+        if let Ok(mut m) = self.entries.lock() {
+            if m.len() >= self.capacity {
+                m.clear();
+            }
+            m.insert(key, value.clone());
+        }
+        value
+    }
 }
 
 /// Where a client is in its exchange.
@@ -73,7 +149,15 @@ impl ScramClient {
             channel_binding,
             nonce: b64(&nonce),
             state: ClientState::Initial,
+            cache: None,
         }
+    }
+
+    /// Takes `SaltedPassword` from `cache` (filling it on a miss) instead of always running
+    /// PBKDF2: for load generators that log in many accounts with the same credentials.
+    pub fn with_cache(mut self, cache: Arc<SaltedPasswordCache>) -> ScramClient {
+        self.cache = Some(cache);
+        self
     }
 
     /// Asks to act as `authzid` (sent as `a=` in the gs2-header).
@@ -152,7 +236,10 @@ impl ScramClient {
             return Err(SaslError::InvalidIterations(first.iterations));
         }
         let password = normalize_password(&self.password)?;
-        let salted = hash.salted_password(password.as_bytes(), &first.salt, first.iterations);
+        let salted = match &self.cache {
+            Some(c) => c.salted_password(hash, &password, &first.salt, first.iterations),
+            None => hash.salted_password(password.as_bytes(), &first.salt, first.iterations),
+        };
         let keys = hash.keys(&salted);
         let without_proof = format!("c={},r={}", b64(&cbind_input), first.nonce);
         let auth_message = format!("{bare},{server_first},{without_proof}");
@@ -304,6 +391,34 @@ mod tests {
             c.handle_challenge(b"r=a,s=QUJD,i=1"),
             Err(SaslError::OutOfOrder)
         );
+    }
+
+    #[test]
+    fn cached_salted_password_gives_the_same_proof_and_stays_bounded() {
+        let cache = Arc::new(SaltedPasswordCache::new(2));
+        let run = |cache: Option<&Arc<SaltedPasswordCache>>, salt: &str| {
+            let mut c = ScramClient::new(Mechanism::ScramSha1, "user", "pencil", None)
+                .with_nonce("fyko+d2lbbFgONRv9qkxdawL");
+            if let Some(cache) = cache {
+                c = c.with_cache(cache.clone());
+            }
+            c.client_first();
+            let challenge = format!("r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s={salt},i=4096");
+            c.handle_challenge(challenge.as_bytes()).unwrap()
+        };
+        let plain = run(None, "QSXCR+Q6sek8bf92");
+        assert_eq!(run(Some(&cache), "QSXCR+Q6sek8bf92"), plain, "miss");
+        assert_eq!(run(Some(&cache), "QSXCR+Q6sek8bf92"), plain, "hit");
+        assert_eq!(cache.len(), 1);
+        assert_ne!(
+            run(Some(&cache), "QUJD"),
+            plain,
+            "another salt is another key"
+        );
+        assert_eq!(cache.len(), 2);
+        run(Some(&cache), "QUJDRA==");
+        assert_eq!(cache.len(), 1, "emptied when full, then refilled");
+        assert_eq!(run(Some(&cache), "QSXCR+Q6sek8bf92"), plain);
     }
 
     #[test]

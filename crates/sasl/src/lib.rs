@@ -26,7 +26,7 @@
 //!   password normalization (RFC 8265 OpaqueString).
 //! - `scram` (private): parsing and formatting of SCRAM messages.
 //! - [`server`]: [`ServerSession`], the server state machine for every mechanism.
-//! - [`client`]: [`ScramClient`] and [`plain_message`].
+//! - [`client`]: [`ScramClient`], [`SaltedPasswordCache`] and [`plain_message`].
 //!
 //! # Security notes
 //! - Proofs and signatures are compared in constant time (`subtle`).
@@ -46,7 +46,7 @@ mod plain;
 mod scram;
 pub mod server;
 
-pub use client::{plain_message, ScramClient};
+pub use client::{plain_message, SaltedPasswordCache, ScramClient};
 pub use credentials::{normalize_password, Credentials, ScramKeys};
 pub use hash::ScramHash;
 pub use mechanism::Mechanism;

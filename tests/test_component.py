@@ -14,13 +14,10 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
-from slixmpp import ComponentXMPP
 from slixmpp.exceptions import IqError
-from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher import MatchXPath
 
 from conftest import free_port
-from slix import Inbox, slix_login
+from slix import Component, slix_login
 from xmpp_raw import (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_STREAM, RawClient, local,
                       stanza_error, tag)
 
@@ -33,56 +30,6 @@ GW_SECRET = "gwsecret"
 NS_COMPONENT = "jabber:component:accept"
 NS_ROSTER = "jabber:iq:roster"
 WAIT = 10.0
-
-
-class Component(ComponentXMPP):
-    """A slixmpp component that echoes chat messages and records what it receives."""
-
-    def __init__(self, jid: str, secret: str, port: int, echo: bool = True):
-        super().__init__(jid, secret, "127.0.0.1", port)
-        self.inbox = Inbox()
-        self.session = asyncio.get_running_loop().create_future()
-        self.stream_errors: list[str] = []
-        self.closed = asyncio.Event()
-        self.register_plugin("xep_0030")
-        self.register_plugin("xep_0092")
-        self.plugin["xep_0030"].add_identity(category="automation", itype="bot", name="Echo")
-        self.add_event_handler("session_start", self._on_session)
-        self.add_event_handler("stream_error", self._on_stream_error)
-        self.add_event_handler("disconnected", lambda *_: self.closed.set())
-        self.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed: {e}"))
-        if echo:
-            self.add_event_handler("message", self._echo)
-        ns = self.default_ns
-        for name in ("message", "presence"):
-            self.register_handler(Callback(f"inbox {name}", MatchXPath(f"{{{ns}}}{name}"),
-                                           lambda st: self.inbox.push(st.xml)))
-
-    def _on_session(self, _):
-        if not self.session.done():
-            self.session.set_result(True)
-
-    def _on_stream_error(self, e):
-        self.stream_errors.append(e["condition"])
-        self._fail(f"stream error: {e['condition']}")
-
-    def _fail(self, why: str):
-        if not self.session.done():
-            self.session.set_exception(RuntimeError(why))
-
-    def _echo(self, msg):
-        if msg["type"] in ("chat", "normal") and msg["body"]:
-            msg.reply("echo: " + msg["body"]).send()
-
-    async def close(self):
-        try:
-            await asyncio.wait_for(asyncio.shield(self.disconnect(wait=1.0)), 5)
-        except Exception:
-            pass
-        try:
-            self.abort()
-        except Exception:
-            pass
 
 
 def wait_port(port: int, timeout: float = 10.0):

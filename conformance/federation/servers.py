@@ -4,7 +4,7 @@ Each server gets its own directory, its own loopback address and free ports on i
 in a private DNS server (dns.py) as `_xmpp-server._tcp` SRV records, which every server is
 pointed at:
 
-    rookery.example   127.0.0.4   Rookery    [s2s] dns_server
+    rookery.example   127.0.0.4   Rookery    [s2s] dns_server (also pubsub. and bot.rookery.example)
     prosody.example   127.0.0.2   Prosody    libunbound forwarding to it (unbound.forward)
     ejabberd.example  127.0.0.3   ejabberd   Erlang inetrc {nameserver, ...} (ERL_INETRC)
 
@@ -136,6 +136,9 @@ class Server:
 
 class Rookery(Server):
     domain = "rookery.example"
+    # An external component (XEP-0114) the tests attach to `component_port` on 127.0.0.1.
+    component_domain = f"bot.{domain}"
+    component_secret = "federated-bot-secret"
 
     def publish(self, dns):
         # In "external" mode Rookery also offers direct TLS (XEP-0368) and publishes it first,
@@ -143,9 +146,10 @@ class Rookery(Server):
         if self.mode == "external":
             self.s2s_direct_tls_port = free_port(self.host)
         super().publish(dns)
-        # The publish-subscribe service is a domain of its own, served by the same listener.
-        dns.add_server(f"pubsub.{self.domain}", self.host, self.s2s_port,
-                       self.s2s_direct_tls_port)
+        # The publish-subscribe service and the XEP-0114 component are domains of their own,
+        # served by the same listener.
+        for sub in (f"pubsub.{self.domain}", self.component_domain):
+            dns.add_server(sub, self.host, self.s2s_port, self.s2s_direct_tls_port)
 
     def start(self):
         data = self.dir / "data"
@@ -154,6 +158,7 @@ class Rookery(Server):
                  "require_valid_certificates = true"
                  if self.mode == "external" else
                  "use_webpki_roots = false\nrequire_valid_certificates = false")
+        self.component_port = free_port("127.0.0.1")
         cfg = self.dir / "rookery.toml"
         cfg.write_text(f"""domain = "{self.domain}"
 data_dir = "{data}"
@@ -175,6 +180,14 @@ level = "info,rookery_s2s=debug"
 dns_server = "{dns_host}:{dns_port}"
 negotiation_timeout_secs = 20
 {trust}
+
+[component]
+listen = "127.0.0.1:{self.component_port}"
+
+[[component.service]]
+domain = "{self.component_domain}"
+secret = "{self.component_secret}"
+name = "Federated echo bot"
 """)
         for name, pw in self.users.items():
             subprocess.run([ROOKERY_BIN, "--config", str(cfg), "user", "add", name],

@@ -15,15 +15,18 @@ import xml.etree.ElementTree as ET
 import pytest
 from slixmpp.exceptions import IqError
 
-from slix import SlixClient, slix_login
+from slix import Component, SlixClient, slix_login
 
 WAIT = 30.0
 NS_CLIENT = "jabber:client"
 
 
 def body(el) -> str | None:
-    b = el.find(f"{{{NS_CLIENT}}}body")
-    return b.text if b is not None else None
+    """The text of a stanza's <body/>, in whatever stream namespace (client or component)."""
+    for c in el:
+        if c.tag.rsplit("}", 1)[-1] == "body":
+            return c.text
+    return None
 
 
 async def clients(rookery, peer, presence=True, users=("alice", "bob")):
@@ -272,6 +275,46 @@ async def test_pep_last_item_to_a_remote_contact_coming_online(rookery, peer):
                             what="the last item sent to the new resource")
     finally:
         await close(*(c for c in (a, b, b2) if c is not None))
+
+
+async def test_component_reachable_from_a_remote_server(rookery, peer):
+    """An XEP-0114 component at bot.<rookery> is a domain of its own to the federation: the
+    peer resolves it, opens server-to-server streams to it (authenticated as that domain, by
+    dialback or SASL EXTERNAL), and the component's answers go back on streams from it."""
+    bot = rookery.component_domain
+    comp = Component(bot, rookery.component_secret, rookery.component_port)
+    comp.connect()
+    try:
+        await asyncio.wait_for(comp.session, WAIT)
+        b = await slix_login(peer, "bob", resource="tobot", presence=True)
+    except BaseException:
+        await comp.close()
+        raise
+    try:
+        b.send_message(mto=f"echo@{bot}", mbody=f"hello bot from {peer.domain}", mtype="chat")
+        m = await b.inbox.wait(lambda el: body(el) == f"echo: hello bot from {peer.domain}",
+                               WAIT, what="the component's echo")
+        assert m.get("from") == f"echo@{bot}"
+        got = await comp.inbox.wait(lambda el: body(el) == f"hello bot from {peer.domain}", WAIT,
+                                    what="the message at the component")
+        assert got.get("from") == peer.jid("bob", "tobot")
+        # IQ round trips to the component's domain: disco#info and software version.
+        info = await b.plugin["xep_0030"].get_info(jid=bot, timeout=WAIT)
+        ids = info["disco_info"]["identities"]
+        assert any(cat == "automation" for cat, *_ in ids), ids
+        b.register_plugin("xep_0092")
+        v = await b.plugin["xep_0092"].get_version(bot, timeout=WAIT)
+        assert v["software_version"]["name"], v
+        # Component-initiated, to the remote user's full JID.
+        comp.send_message(mto=peer.jid("bob", "tobot"), mfrom=bot, mbody="unprompted",
+                          mtype="chat")
+        await b.inbox.wait(lambda el: body(el) == "unprompted" and el.get("from") == bot, WAIT,
+                           what="the component's own message")
+    finally:
+        await close(b, comp)
+    out = re.search(rf"s2s_out{{local={re.escape(bot)} remote={re.escape(peer.domain)}}}"
+                    r".*authenticated with", rookery.log())
+    assert out, f"no outgoing stream authenticated as {bot} to {peer.domain}"
 
 
 async def test_unreachable_domain_bounces(rookery, peer):

@@ -56,6 +56,12 @@ pub struct S2sConfig {
     pub connections_per_ip_per_minute: u32,
     /// Dialback verifications one incoming stream may have pending.
     pub max_pending_dialback: usize,
+    /// Seconds during which stanzas for a domain bounce at once after an outgoing stream to
+    /// it failed (instead of a new DNS lookup and connection per stanza); doubled after each
+    /// failure in a row, reset when a stream authenticates. `0` disables.
+    pub backoff_initial_secs: u64,
+    /// The longest back-off period, in seconds.
+    pub backoff_max_secs: u64,
 }
 
 impl Default for S2sConfig {
@@ -79,6 +85,8 @@ impl Default for S2sConfig {
             queue_len: 512,
             connections_per_ip_per_minute: 60,
             max_pending_dialback: 32,
+            backoff_initial_secs: 5,
+            backoff_max_secs: 300,
         }
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - [`config`]: `[s2s]` settings and their defaults;
+//! - [`backoff`]: domains we could not reach bounce their stanzas at once for a while;
 //! - [`dialback`]: `db:result`/`db:verify` elements and keys (sans-IO);
 //! - [`external`]: SASL EXTERNAL decisions (sans-IO);
 //! - [`trust`]: the `from`/`to` rule of incoming streams (sans-IO);
@@ -15,7 +16,7 @@
 //! - `outgoing`: one connection task per (local domain, remote domain) pair with a bounded
 //!   queue: resolve, connect, STARTTLS, SASL EXTERNAL or dialback, then write stanzas until
 //!   idle; on failure every queued stanza bounces (`remote-server-not-found` /
-//!   `remote-server-timeout`).
+//!   `remote-server-timeout`), and so do new ones for that domain during a back-off period.
 //!
 //! [`S2s`] ties them together and is the core's remote route ([`DomainRoute`]): every stanza
 //! for a domain that is neither ours nor a component's comes to [`S2s::deliver`].
@@ -24,6 +25,7 @@
 //! sent on the outgoing stream of the same domain pair as soon as that stream is open, before
 //! it is authenticated itself, so two servers dialing back each other cannot deadlock.
 
+pub mod backoff;
 pub mod config;
 pub mod dialback;
 pub mod external;
@@ -90,6 +92,7 @@ pub struct S2s {
     secret: dialback::Secret,
     resolver: srv::Resolver,
     pool: DashMap<(String, String), outgoing::Entry>,
+    backoff: backoff::Backoff,
     limiter: limiter::ConnLimiter,
     next_id: AtomicU64,
 }
@@ -123,6 +126,10 @@ impl S2s {
         };
         let resolver = srv::Resolver::new(routes, config.dns, dns_server);
         let limiter = limiter::ConnLimiter::new(config.connections_per_ip_per_minute);
+        let backoff = backoff::Backoff::new(
+            std::time::Duration::from_secs(config.backoff_initial_secs),
+            std::time::Duration::from_secs(config.backoff_max_secs),
+        );
         Ok(Arc::new_cyclic(|me| S2s {
             me: me.clone(),
             core,
@@ -131,6 +138,7 @@ impl S2s {
             secret,
             resolver,
             pool: DashMap::new(),
+            backoff,
             limiter,
             next_id: AtomicU64::new(1),
         }))
@@ -167,6 +175,14 @@ impl S2s {
     /// Whether we serve `domain` (our own, or a component's / service's).
     pub fn is_hosted(&self, domain: &str) -> bool {
         self.core.is_local_domain(domain) || self.core.has_domain_route(domain)
+    }
+
+    /// How long stanzas for `domain` still bounce without a connection attempt, if it is in
+    /// back-off (an outgoing stream to it failed recently).
+    pub fn backoff_remaining(&self, domain: &str) -> Option<std::time::Duration> {
+        self.backoff
+            .check(domain, tokio::time::Instant::now())
+            .map(|r| r.retry_in)
     }
 
     /// Number of outgoing streams (connected or connecting).

@@ -5,7 +5,9 @@
 //! connection, or direct TLS), then authenticates: SASL EXTERNAL when the peer's
 //! certificate is valid for its domain and it offers EXTERNAL; else Server Dialback when
 //! policy allows. Stanzas wait in a bounded queue until the stream is authenticated; if it
-//! fails, each one bounces with `remote-server-not-found` (or `remote-server-timeout`).
+//! fails, each one bounces with `remote-server-not-found` (or `remote-server-timeout`), and
+//! the domain enters a back-off period ([`crate::backoff`]) during which new stanzas for it
+//! bounce at once, without a new lookup or connection.
 //! Dialback verification requests (`db:verify`, receiving role) are written as soon as the
 //! stream is open. An idle stream is closed; the next stanza opens a new one.
 
@@ -32,7 +34,7 @@ use tracing::Instrument;
 
 use crate::dialback::{self, Dialback, Kind, Outcome};
 use crate::srv::Target;
-use crate::{external, tls, S2s};
+use crate::{backoff, external, tls, S2s};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 /// Pending verification requests per outgoing stream.
@@ -183,6 +185,39 @@ impl S2s {
         v
     }
 
+    /// Why stanzas for `remote` must bounce now without a connection attempt: the domain is
+    /// in back-off and `local` has no stream to it (a stream that exists, connecting or
+    /// connected, is used).
+    fn refused(&self, local: &str, remote: &str) -> Option<backoff::Refusal> {
+        let r = self.backoff.check(remote, Instant::now())?;
+        (!self
+            .pool
+            .contains_key(&(local.to_string(), remote.to_string())))
+        .then_some(r)
+    }
+
+    /// Records an outgoing stream to `remote` that failed with `e`, unless another of our
+    /// domains has a stream to it that authenticated (then the domain is reachable and the
+    /// failure was this pair's own). Returns the back-off period.
+    fn stream_failed(&self, remote: &str, e: &OutError) -> Duration {
+        let reachable = self
+            .pool
+            .iter()
+            .any(|p| p.key().1 == remote && p.value().auth.load(Ordering::Relaxed) != 0);
+        if reachable {
+            return Duration::ZERO;
+        }
+        self.backoff
+            .failed(remote, Instant::now(), e.condition(), &e.to_string())
+    }
+
+    /// A stream to `remote` authenticated: its back-off, if any, ends.
+    fn reachable(&self, remote: &str) {
+        if self.backoff.succeeded(remote) {
+            tracing::info!("domain reachable again; back-off ended");
+        }
+    }
+
     /// Drops the pool entry `id` of the pair if it is still the current one.
     fn forget(&self, local: &str, remote: &str, id: u64) {
         self.pool
@@ -200,6 +235,12 @@ impl S2s {
         };
         if !self.is_hosted(&local) || self.is_hosted(&remote) {
             return Err(StanzaError::new(SC::NotAllowed));
+        }
+        if let Some(r) = self.refused(&local, &remote) {
+            let retry = r.retry_in.as_secs().max(1);
+            tracing::debug!(%local, %remote, retry_in_secs = retry, "bounced: domain in back-off");
+            return Err(StanzaError::new(r.condition)
+                .with_text(format!("{} (next attempt in {retry} s)", r.reason)));
         }
         let mut stanza = stanza;
         for _ in 0..2 {
@@ -233,6 +274,10 @@ impl S2s {
         key: &str,
     ) -> oneshot::Receiver<Verdict> {
         let (reply, rx) = oneshot::channel();
+        if let Some(r) = self.refused(local, remote) {
+            let _ = reply.send(Verdict::Failed(r.condition));
+            return rx;
+        }
         let mut req = VerifyReq {
             stream_id: stream_id.to_string(),
             key: key.to_string(),
@@ -355,7 +400,17 @@ async fn run(s2s: Arc<S2s>, id: u64, local: String, remote: String, channels: Ch
             }
             Some(e) => {
                 let cond = e.condition();
-                tracing::info!(error = %e, bounced = backlog.len(), "outgoing stream failed");
+                let backoff = s2s.stream_failed(&remote, &e);
+                if backoff.is_zero() {
+                    tracing::info!(error = %e, bounced = backlog.len(), "outgoing stream failed");
+                } else {
+                    tracing::warn!(
+                        error = %e,
+                        bounced = backlog.len(),
+                        backoff_secs = backoff.as_secs(),
+                        "outgoing stream failed; new stanzas for the domain bounce at once until the back-off ends"
+                    );
+                }
                 for v in reqs {
                     let _ = v.reply.send(Verdict::Failed(cond));
                 }
@@ -656,6 +711,7 @@ async fn session(
             Ok(Ok(true)) => {
                 tracing::info!("authenticated with SASL EXTERNAL");
                 auth.store(2, Ordering::Relaxed);
+                s2s.reachable(remote);
                 ready = true;
             }
             Ok(Ok(false)) => {}
@@ -722,6 +778,7 @@ async fn session(
                     Step::Authenticated => {
                         tracing::info!("authenticated with dialback");
                         auth.store(1, Ordering::Relaxed);
+                        s2s.reachable(remote);
                         ready = true;
                         conn.set_limits(Limits::S2S);
                     }

@@ -2,7 +2,8 @@
 //! listener, outgoing pool and certificate, routed to each other by static routes.
 //!
 //! - dialback with self-signed certificates (`require_valid_certificates = false`):
-//!   messages both ways, IQ ping round trip, unreachable domain bounces;
+//!   messages both ways, IQ ping round trip, unreachable domain bounces, and is not dialed
+//!   again during its back-off;
 //! - SASL EXTERNAL with certificates from a private CA (`require_valid_certificates = true`);
 //! - policy: self-signed certificates under `require_valid_certificates = true` bounce;
 //! - a raw peer: wrong dialback key → `invalid`, then a stanza → `invalid-from`; a right key,
@@ -275,7 +276,7 @@ async fn unreachable_domain_bounces() {
         got.contains("type=\"error\"") && got.contains("remote-server-not-found"),
         "{got}"
     );
-    // The failed stream is gone; a later attempt tries again (and bounces again).
+    // The failed stream is gone; the domain is in back-off, so the next one bounces at once.
     a.core
         .route(ping("alice@a.test/r", "nowhere.test", "p2"))
         .await;
@@ -284,6 +285,58 @@ async fn unreachable_domain_bounces() {
         got.contains("remote-server-not-found") && got.contains("p2"),
         "{got}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_domain_is_not_dialed_again_during_its_backoff() {
+    // A "server" that accepts and hangs up at once: each outgoing attempt is one accept.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = dead.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(tcp);
+        }
+    });
+    let (la, _, _, _) = listeners().await;
+    let a = node_with(
+        "a.test",
+        (la, Mode::StartTls),
+        b"secret-a",
+        self_signed("a.test"),
+        RootCertStore::empty(),
+        false,
+        &[("dead.test", format!("127.0.0.1:{dead_port}"))],
+        // Long enough that the period cannot end during the test.
+        |c| c.backoff_initial_secs = 600,
+    )
+    .await;
+    let mut alice = bind(&a.core, "alice@a.test/r").await;
+    assert_eq!(a.s2s.backoff_remaining("dead.test"), None);
+    a.core
+        .route(message("alice@a.test/r", "x@dead.test", "first"))
+        .await;
+    let got = recv(&mut alice).await;
+    assert!(got.contains("remote-server-not-found"), "{got}");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(a.s2s.backoff_remaining("dead.test").is_some());
+    for i in 0..5 {
+        a.core
+            .route(ping("alice@a.test/r", "dead.test", &format!("b{i}")))
+            .await;
+        let got = recv(&mut alice).await;
+        assert!(
+            got.contains("remote-server-not-found")
+                && got.contains(&format!("b{i}"))
+                && got.contains("next attempt in"),
+            "{got}"
+        );
+    }
+    // Bounced without a lookup or a connection.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(a.s2s.outgoing_count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

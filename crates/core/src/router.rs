@@ -346,28 +346,27 @@ impl Core {
         }
     }
 
-    /// The session bound to a full JID, unless it is closing.
+    /// The session bound to a full JID, if it is a target ([`SessionHandle::is_target`]).
     ///
-    /// A session that was told to close (its kill switch fired, e.g. because its queue
-    /// overflowed) stays registered until its task unbinds it, but is no target any more:
-    /// what is addressed to it meanwhile is handled as for a resource that is not online
-    /// (RFC 6121 §8.5.3.2), instead of piling up in a queue nobody will write.
+    /// A session whose queue overflowed stays registered until its task unbinds it, but is
+    /// no target any more: what is addressed to it meanwhile is handled as for a resource
+    /// that is not online (RFC 6121 §8.5.3.2), instead of piling up in a queue nobody reads.
     pub fn session(&self, jid: &Jid) -> Option<SessionHandle> {
         self.sessions
             .get(&jid.to_bare())?
             .iter()
-            .find(|r| r.handle.jid() == jid && !r.handle.is_closed())
+            .find(|r| r.handle.jid() == jid && r.handle.is_target())
             .map(|r| r.handle.clone())
     }
 
-    /// All sessions of an account that are not closing (see [`Core::session`]), with their
+    /// All sessions of an account that are targets (see [`Core::session`]), with their
     /// priority if available.
     pub fn sessions_of(&self, bare: &BareJid) -> Vec<(SessionHandle, Option<i8>)> {
         self.sessions
             .get(bare)
             .map(|l| {
                 l.iter()
-                    .filter(|r| !r.handle.is_closed())
+                    .filter(|r| r.handle.is_target())
                     .map(|r| (r.handle.clone(), r.priority))
                     .collect()
             })

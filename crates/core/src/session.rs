@@ -5,9 +5,10 @@
 //! stream error instead (design.md: "bounded per-connection queues").
 //!
 //! The bound is enforced by killing, not by refusing: the stanza that finds the queue full is
-//! still queued, so it is never lost between the router and the session. A killed session is
-//! no longer a routing target ([`SessionHandle::is_closed`], checked by the core's lookups),
-//! so only senders that already held the handle can add to it, and the session's end (which
+//! still queued, so it is never lost between the router and the session. A session cut off
+//! that way is no longer a routing target ([`SessionHandle::is_target`], checked by the
+//! core's lookups), so only senders that already held the handle can add to it, and the
+//! session's end (which
 //! routes again whatever it could not write, e.g. `rookery_c2s`'s `terminate`) treats that
 //! stanza like every other one still queued: RFC 6120 §10.5 / RFC 6121 §8.5.3.2, another
 //! resource or offline storage for a message, an error for an IQ request.
@@ -67,6 +68,8 @@ impl Kill {
 struct Depth {
     queued: AtomicUsize,
     capacity: usize,
+    /// The queue overflowed: the session is being cut off for not reading.
+    overflowed: AtomicBool,
 }
 
 /// The router's handle on one connection.
@@ -137,6 +140,7 @@ impl SessionHandle {
         let depth = Arc::new(Depth {
             queued: AtomicUsize::new(0),
             capacity: capacity.max(1),
+            overflowed: AtomicBool::new(false),
         });
         let kill = Arc::new(Kill::default());
         (
@@ -176,7 +180,7 @@ impl SessionHandle {
             return false;
         }
         if before >= self.depth.capacity {
-            if before == self.depth.capacity {
+            if !self.depth.overflowed.swap(true, Ordering::AcqRel) {
                 tracing::warn!(jid = %self.jid, "outbound queue full, disconnecting");
             }
             self.kill.fire(StreamError::with_text(
@@ -220,6 +224,16 @@ impl SessionHandle {
         self.tx.is_closed() || self.kill.fired.load(Ordering::Acquire)
     }
 
+    /// Whether the router should hand this session anything new: not once it is gone, nor
+    /// once its queue overflowed (it is being cut off for not reading; what comes for it is
+    /// better handled as for a resource that is not online). A session closed for another
+    /// reason (conflict, account removed, shutdown) still takes stanzas, such as the reply to
+    /// the request that closed it: it writes them before its stream error, or routes them
+    /// again when it ends.
+    pub fn is_target(&self) -> bool {
+        !self.tx.is_closed() && !self.depth.overflowed.load(Ordering::Acquire)
+    }
+
     /// Closes the session with a stream error.
     pub fn close(&self, reason: StreamError) {
         self.kill.fire(reason);
@@ -237,11 +251,11 @@ mod tests {
         let (h, mut end) = SessionHandle::new(1, jid, 2);
         assert!(h.send(Bytes::from_static(b"1")));
         assert!(h.send(Bytes::from_static(b"2")));
-        assert!(!h.is_closed());
+        assert!(!h.is_closed() && h.is_target());
         // The stanza that does not fit kills the session but is kept for its end to route
         // again (it used to be dropped here).
         assert!(h.send(Bytes::from_static(b"3")));
-        assert!(h.is_closed());
+        assert!(h.is_closed() && !h.is_target());
         let reason = end.kill.fired().await;
         assert_eq!(reason.condition, StreamErrorCondition::PolicyViolation);
         let left = end.rx.close_and_drain();
@@ -261,5 +275,16 @@ mod tests {
             assert!(end.rx.try_recv().is_ok());
         }
         assert!(!h.is_closed());
+    }
+
+    #[test]
+    fn a_session_closed_for_another_reason_still_takes_stanzas() {
+        let jid = Jid::parse("a@b/c").unwrap();
+        let (h, mut end) = SessionHandle::new(1, jid, 2);
+        h.close(StreamError::new(StreamErrorCondition::Conflict));
+        assert!(h.is_closed() && h.is_target());
+        assert!(h.send(Bytes::from_static(b"reply")));
+        assert_eq!(end.rx.close_and_drain(), [&b"reply"[..]]);
+        assert!(!h.is_target());
     }
 }

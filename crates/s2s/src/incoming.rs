@@ -9,6 +9,9 @@
 //! authoritative server; `db:result` after asking the authoritative server of the claimed
 //! domain, in a task that answers through the stream's outbound queue), and stanzas pass the
 //! trust rule ([`crate::trust`]) before they are routed.
+//!
+//! At shutdown a negotiating stream ends with `system-shutdown` at once; a bound one through
+//! its handle, registered with [`S2s`] for that.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,6 +63,10 @@ pub(crate) async fn serve(s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, mode:
             tracing::info!("too many connections from this address; dropped");
             return;
         }
+        if s2s.is_closing() {
+            return;
+        }
+        let _live = Live::new(&s2s.incoming_live);
         tracing::debug!("accepted");
         let deadline = Duration::from_secs(s2s.config.negotiation_timeout_secs.max(1));
         let io = match mode {
@@ -77,7 +84,10 @@ pub(crate) async fn serve(s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, mode:
         conn.set_header_extra(dialback::HEADER_EXTRA);
         let mut holder = Some(conn);
         let mut st = State::default();
-        let result = tokio::time::timeout(deadline, negotiate(&s2s, &mut holder, &mut st)).await;
+        let result = tokio::select! {
+            r = tokio::time::timeout(deadline, negotiate(&s2s, &mut holder, &mut st)) => r,
+            () = s2s.closed() => Ok(Err(ConnError::Stream(crate::shutdown_error()))),
+        };
         let Some(mut conn) = holder else { return };
         match result {
             Ok(Ok(first)) => bound(&s2s, conn, st, first).await,
@@ -286,6 +296,12 @@ async fn bound(s2s: &Arc<S2s>, mut conn: Conn, st: State, first: Option<Element>
         s2s.core.domain_jid().clone().into(),
         64,
     );
+    s2s.incoming.insert(handle.id(), handle.clone());
+    if s2s.is_closing() {
+        // Raced with close_all, which may not have seen this handle.
+        handle.close(crate::shutdown_error());
+    }
+    let id = handle.id();
     // A stream that authenticates nothing in time is closed.
     let watchdog = {
         let auth = st.auth.clone();
@@ -321,7 +337,24 @@ async fn bound(s2s: &Arc<S2s>, mut conn: Conn, st: State, first: Option<Element>
         }
     };
     watchdog.abort();
+    s2s.incoming.remove(&id);
     pump::finish(&mut conn, reason).await;
+}
+
+/// Counts one live incoming connection for [`S2s::incoming_count`] while it exists.
+struct Live<'a>(&'a AtomicUsize);
+
+impl<'a> Live<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Live(count)
+    }
+}
+
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The s2s inbound policy of a bound stream.

@@ -21,6 +21,12 @@
 //! [`S2s`] ties them together and is the core's remote route ([`DomainRoute`]): every stanza
 //! for a domain that is neither ours nor a component's comes to [`S2s::deliver`].
 //!
+//! At shutdown ([`S2s::close_all`]) every stream, incoming (negotiating or bound) and
+//! outgoing, ends with the `system-shutdown` stream error and `</stream:stream>`. An
+//! authenticated outgoing stream first writes what is queued for it (briefly bounded);
+//! stanzas it could not send, and any routed to other servers afterwards, bounce with
+//! `service-unavailable`.
+//!
 //! Verification requests of the receiving role (`db:verify` to the authoritative server) are
 //! sent on the outgoing stream of the same domain pair as soon as that stream is open, before
 //! it is authenticated itself, so two servers dialing back each other cannot deadlock.
@@ -38,13 +44,13 @@ pub mod trust;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use rookery_core::{Core, DomainRoute};
-use rookery_proto::{Stanza, StanzaError};
+use rookery_core::{Core, DomainRoute, SessionHandle, SessionId};
+use rookery_proto::{Stanza, StanzaError, StreamError, StreamErrorCondition};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
@@ -95,6 +101,12 @@ pub struct S2s {
     backoff: backoff::Backoff,
     limiter: limiter::ConnLimiter,
     next_id: AtomicU64,
+    /// Set once by [`S2s::close_all`]; every stream task watches it.
+    closing: tokio::sync::watch::Sender<bool>,
+    /// Bound incoming streams, to close at shutdown.
+    incoming: DashMap<SessionId, SessionHandle>,
+    /// Incoming connection tasks alive (negotiating or bound).
+    incoming_live: AtomicUsize,
 }
 
 impl S2s {
@@ -141,6 +153,9 @@ impl S2s {
             backoff,
             limiter,
             next_id: AtomicU64::new(1),
+            closing: tokio::sync::watch::Sender::new(false),
+            incoming: DashMap::new(),
+            incoming_live: AtomicUsize::new(0),
         }))
     }
 
@@ -190,6 +205,36 @@ impl S2s {
         self.pool.len()
     }
 
+    /// Number of incoming connections (negotiating or bound).
+    pub fn incoming_count(&self) -> usize {
+        self.incoming_live.load(Ordering::Relaxed)
+    }
+
+    /// Ends every server-to-server stream for a shutdown: each gets the `system-shutdown`
+    /// stream error and `</stream:stream>`; authenticated outgoing streams write what
+    /// is queued first, and what cannot be sent bounces; from now on stanzas for other
+    /// servers bounce and no connection is made or accepted. The streams end in their own tasks: wait for [`S2s::outgoing_count`] and
+    /// [`S2s::incoming_count`] to reach zero.
+    pub fn close_all(&self) {
+        let _ = self.closing.send_replace(true);
+        for e in self.incoming.iter() {
+            e.value().close(shutdown_error());
+        }
+    }
+
+    /// Whether [`S2s::close_all`] was called.
+    pub fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
+    /// Resolves once [`S2s::close_all`] is called (at once if it was).
+    pub(crate) fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    }
+
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -209,6 +254,14 @@ impl DomainRoute for S2s {
             )),
         }
     }
+}
+
+/// The stream error every s2s stream ends with at shutdown.
+pub(crate) fn shutdown_error() -> StreamError {
+    StreamError::with_text(
+        StreamErrorCondition::SystemShutdown,
+        "the server is shutting down",
+    )
 }
 
 /// Accepts server connections on `listener` until the task is dropped.

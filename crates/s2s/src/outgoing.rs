@@ -41,6 +41,8 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 const VERIFY_QUEUE: usize = 64;
 /// Most queued stanzas written before one flush.
 const WRITE_BATCH: usize = 64;
+/// How long an outgoing stream may take to write its queue at shutdown.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// Parser limits while an outgoing stream negotiates: the peer is a server we chose, whose
 /// features may be richer than a client's first elements, so a little more room than
 /// [`Limits::PRE_AUTH`].
@@ -111,12 +113,16 @@ enum OutError {
     Peer(StreamError),
     #[error("policy: {0}")]
     Policy(&'static str),
+    /// Our server is shutting down ([`S2s::close_all`]): not the remote domain's fault.
+    #[error("the server is shutting down")]
+    Shutdown,
 }
 
 impl OutError {
     fn condition(&self) -> SC {
         match self {
             OutError::Timeout(_) => SC::RemoteServerTimeout,
+            OutError::Shutdown => SC::ServiceUnavailable,
             _ => SC::RemoteServerNotFound,
         }
     }
@@ -200,6 +206,9 @@ impl S2s {
     /// domains has a stream to it that authenticated (then the domain is reachable and the
     /// failure was this pair's own). Returns the back-off period.
     fn stream_failed(&self, remote: &str, e: &OutError) -> Duration {
+        if matches!(e, OutError::Shutdown) {
+            return Duration::ZERO;
+        }
         let reachable = self
             .pool
             .iter()
@@ -235,6 +244,10 @@ impl S2s {
         };
         if !self.is_hosted(&local) || self.is_hosted(&remote) {
             return Err(StanzaError::new(SC::NotAllowed));
+        }
+        if self.is_closing() {
+            return Err(StanzaError::new(OutError::Shutdown.condition())
+                .with_text(OutError::Shutdown.to_string()));
         }
         if let Some(r) = self.refused(&local, &remote) {
             let retry = r.retry_in.as_secs().max(1);
@@ -274,6 +287,10 @@ impl S2s {
         key: &str,
     ) -> oneshot::Receiver<Verdict> {
         let (reply, rx) = oneshot::channel();
+        if self.is_closing() {
+            let _ = reply.send(Verdict::Failed(OutError::Shutdown.condition()));
+            return rx;
+        }
         if let Some(r) = self.refused(local, remote) {
             let _ = reply.send(Verdict::Failed(r.condition));
             return rx;
@@ -335,14 +352,15 @@ async fn run(s2s: Arc<S2s>, id: u64, local: String, remote: String, channels: Ch
         let failure = loop {
             let deadline =
                 Instant::now() + Duration::from_secs(s2s.config.negotiation_timeout_secs.max(1));
-            let open =
-                match tokio::time::timeout_at(deadline, connect(&s2s, &local, &remote, deadline))
-                    .await
-                {
+            let connecting = tokio::time::timeout_at(deadline, connect(&s2s, &local, &remote, deadline));
+            let open = tokio::select! {
+                r = connecting => match r {
                     Ok(Ok(open)) => open,
                     Ok(Err(e)) => break Some(e),
                     Err(_) => break Some(OutError::Timeout("connecting")),
-                };
+                },
+                () = s2s.closed() => break Some(OutError::Shutdown),
+            };
             let end = session(
                 &s2s,
                 open,
@@ -401,7 +419,9 @@ async fn run(s2s: Arc<S2s>, id: u64, local: String, remote: String, channels: Ch
             Some(e) => {
                 let cond = e.condition();
                 let backoff = s2s.stream_failed(&remote, &e);
-                if backoff.is_zero() {
+                if matches!(e, OutError::Shutdown) {
+                    tracing::info!(bounced = backlog.len(), "outgoing stream closed for shutdown");
+                } else if backoff.is_zero() {
                     tracing::info!(error = %e, bounced = backlog.len(), "outgoing stream failed");
                 } else {
                     tracing::warn!(
@@ -755,6 +775,8 @@ async fn session(
     if ready {
         conn.set_limits(Limits::S2S);
     }
+    let closed = s2s.closed();
+    tokio::pin!(closed);
     let result: End = loop {
         let idle_at =
             (!idle.is_zero() && ready && pending.is_empty()).then(|| last_activity + idle);
@@ -804,6 +826,14 @@ async fn session(
             Some(s) = stanzas.recv(), if ready && backlog.is_empty() => {
                 backlog.push_back(s);
             }
+            () = &mut closed => {
+                if ready {
+                    flush_for_shutdown(&mut conn, backlog, stanzas).await;
+                }
+                let e = crate::shutdown_error();
+                fail_out(&mut conn, e.condition, e.text.as_deref().unwrap_or_default()).await;
+                break End::Failed(OutError::Shutdown);
+            }
             _ = sleep_until(Some(deadline)), if !ready => {
                 fail_out(&mut conn, StreamErrorCondition::ConnectionTimeout, "authentication took too long").await;
                 break End::Failed(OutError::Timeout("authentication"));
@@ -851,6 +881,27 @@ async fn write_batch(
         n += 1;
     }
     conn.flush().await
+}
+
+/// At shutdown, on an authenticated stream: refuses new stanzas and writes what is queued
+/// (the unavailable presence of the users the shutdown disconnected, among others), for at
+/// most [`SHUTDOWN_FLUSH`]; what is left stays in the backlog and the queue, to bounce.
+async fn flush_for_shutdown(
+    conn: &mut Conn,
+    backlog: &mut VecDeque<Stanza>,
+    stanzas: &mut mpsc::Receiver<Stanza>,
+) {
+    stanzas.close();
+    let flushed = tokio::time::timeout(SHUTDOWN_FLUSH, async {
+        while !backlog.is_empty() || !stanzas.is_empty() {
+            write_batch(conn, backlog, stanzas).await?;
+        }
+        Ok::<(), ConnError>(())
+    })
+    .await;
+    if !matches!(flushed, Ok(Ok(()))) {
+        tracing::info!("could not write everything queued before the shutdown");
+    }
 }
 
 /// What an element on an outgoing stream means.

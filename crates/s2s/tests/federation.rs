@@ -6,6 +6,9 @@
 //!   again during its back-off;
 //! - SASL EXTERNAL with certificates from a private CA (`require_valid_certificates = true`);
 //! - policy: self-signed certificates under `require_valid_certificates = true` bounce;
+//! - shutdown: every stream (outgoing, incoming bound or negotiating) ends with
+//!   `system-shutdown`; what is queued on an authenticated stream is written first, what is
+//!   queued on one still negotiating bounces, later stanzas too;
 //! - a raw peer: wrong dialback key → `invalid`, then a stanza → `invalid-from`; a right key,
 //!   then a stanza from a domain it did not authenticate → `invalid-from`; a stanza to a
 //!   domain B does not host → `host-unknown`.
@@ -758,4 +761,109 @@ async fn db_verify_is_answered_as_authoritative_server() {
     let r = next_element(&mut io, &mut p).await;
     assert_eq!(r.attr("type"), Some("error"), "{r}");
     let _ = io.shutdown().await;
+}
+
+// ---- shutdown ----------------------------------------------------------------------------
+
+/// Polls `done` until it holds; fails the test after [`WAIT`].
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_every_stream_with_system_shutdown() {
+    let (a, b, pa, _) = dialback_pair().await;
+    let mut alice = bind(&a.core, "alice@a.test/r").await;
+    let mut bob = bind(&b.core, "bob@b.test/r").await;
+    // Streams both ways.
+    a.core
+        .route(message("alice@a.test/r", "bob@b.test/r", "to b"))
+        .await;
+    assert!(recv(&mut bob).await.contains("to b"));
+    b.core
+        .route(message("bob@b.test/r", "alice@a.test/r", "to a"))
+        .await;
+    assert!(recv(&mut alice).await.contains("to a"));
+    // And a raw peer on A's listener that has authenticated nothing.
+    let (mut io, mut p, _) = raw_peer(pa, "c.test", "a.test").await;
+    assert!(a.s2s.outgoing_count() > 0 && a.s2s.incoming_count() > 0);
+
+    // Queued on an authenticated stream when the shutdown comes: written before it closes.
+    a.core
+        .route(message("alice@a.test/r", "bob@b.test/r", "last words"))
+        .await;
+    a.s2s.close_all();
+    assert!(recv(&mut bob).await.contains("last words"));
+    // The raw peer reads the stream error, then the end of the stream.
+    let err = next_element(&mut io, &mut p).await;
+    assert_eq!(stream_error(&err), "system-shutdown");
+    assert!(matches!(
+        next_event(&mut io, &mut p).await,
+        Event::StreamClose
+    ));
+    // Every stream of A ends, and B sees both of its streams with A end.
+    eventually("A's streams to end", || {
+        a.s2s.outgoing_count() == 0 && a.s2s.incoming_count() == 0
+    })
+    .await;
+    eventually("B's streams with A to end", || {
+        b.s2s.outgoing_count() == 0 && b.s2s.incoming_count() == 0
+    })
+    .await;
+    // Nothing more goes out: stanzas for other servers bounce.
+    a.core
+        .route(message("alice@a.test/r", "bob@b.test/r", "too late"))
+        .await;
+    let got = recv(&mut alice).await;
+    assert!(
+        got.contains("service-unavailable") && got.contains("shutting down"),
+        "{got}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stanzas_queued_at_shutdown_bounce() {
+    // A "server" that accepts connections and never says anything: the stream to it stays
+    // in negotiation, with the stanza queued.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ps = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let (la, _, _, _) = listeners().await;
+    let a = node_with(
+        "a.test",
+        (la, Mode::StartTls),
+        b"sa",
+        self_signed("a.test"),
+        RootCertStore::empty(),
+        false,
+        &[("silent.test", format!("127.0.0.1:{ps}"))],
+        // Far beyond the test's wait: only the shutdown can bounce it.
+        |c| c.negotiation_timeout_secs = 600,
+    )
+    .await;
+    let mut alice = bind(&a.core, "alice@a.test/r").await;
+    a.core
+        .route(message("alice@a.test/r", "u@silent.test", "queued"))
+        .await;
+    eventually("the outgoing stream to start", || {
+        a.s2s.outgoing_count() == 1
+    })
+    .await;
+    a.s2s.close_all();
+    let got = recv(&mut alice).await;
+    assert!(
+        got.contains("service-unavailable") && got.contains("u@silent.test"),
+        "{got}"
+    );
+    eventually("the stream to end", || a.s2s.outgoing_count() == 0).await;
+    held.abort();
 }

@@ -169,6 +169,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         sm: Default::default(),
     });
     let mut tasks = Vec::new();
+    let mut federation = None;
     for (addr, mode) in [
         (&cfg.listen.c2s, Mode::StartTls),
         (&cfg.listen.c2s_direct_tls, Mode::DirectTls),
@@ -205,6 +206,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             tracing::info!(addr = %l.local_addr()?, ?mode, "listening for servers");
             tasks.push(tokio::spawn(rookery_s2s::run(l, mode, s2s.clone())));
         }
+        federation = Some(s2s);
     }
     let component_listener = components
         .bind()
@@ -222,26 +224,40 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     for t in &tasks {
         t.abort();
     }
-    core.close_all(&StreamError::with_text(
+    let shutdown = StreamError::with_text(
         StreamErrorCondition::SystemShutdown,
         "the server is shutting down",
-    ));
-    components.close_all(&StreamError::with_text(
-        StreamErrorCondition::SystemShutdown,
-        "the server is shutting down",
-    ));
-    // Wait (bounded) for the streams to end: bound sessions leave the registry, and every
-    // connection task, negotiating ones included, drops its clone of `ctx` once its stream
-    // error is written.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while (core.session_count() > 0 || Arc::strong_count(&ctx) > 1)
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    );
+    core.close_all(&shutdown);
+    components.close_all(&shutdown);
+    // Wait (bounded) for the client streams to end: bound sessions leave the registry, and
+    // every connection task, negotiating ones included, drops its clone of `ctx` once its
+    // stream error is written.
+    wait_until(Duration::from_secs(5), || {
+        core.session_count() == 0 && Arc::strong_count(&ctx) == 1
+    })
+    .await;
+    // Then the server-to-server streams, both ways, so that what the ending sessions sent to
+    // other servers (their unavailable presence, first of all) is written before the outgoing
+    // streams close; what cannot be sent bounces.
+    if let Some(s2s) = &federation {
+        s2s.close_all();
+        wait_until(Duration::from_secs(5), || {
+            s2s.outgoing_count() == 0 && s2s.incoming_count() == 0
+        })
+        .await;
     }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Polls `done` until it holds or `limit` has passed.
+async fn wait_until(limit: Duration, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -153,6 +153,32 @@ pub fn peer_chain(io: &Transport) -> Vec<CertificateDer<'static>> {
 #[derive(Debug)]
 struct AnyCert(Arc<CryptoProvider>);
 
+/// The TLS version whose handshake signature is checked.
+#[derive(Debug, Clone, Copy)]
+enum Tls {
+    V12,
+    V13,
+}
+
+impl AnyCert {
+    /// The handshake-signature check of both roles (we verify servers we dial and clients
+    /// that dial us the same way): the chain is accepted whatever it is, but the peer must
+    /// prove it holds the certificate's key, with the provider's algorithms.
+    fn signature(
+        &self,
+        version: Tls,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        match version {
+            Tls::V12 => verify_tls12_signature(message, cert, dss, algs),
+            Tls::V13 => verify_tls13_signature(message, cert, dss, algs),
+        }
+    }
+}
+
 impl ServerCertVerifier for AnyCert {
     fn verify_server_cert(
         &self,
@@ -171,12 +197,7 @@ impl ServerCertVerifier for AnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.signature(Tls::V12, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -185,12 +206,7 @@ impl ServerCertVerifier for AnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.signature(Tls::V13, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -226,12 +242,7 @@ impl ClientCertVerifier for AnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.signature(Tls::V12, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -240,12 +251,7 @@ impl ClientCertVerifier for AnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.signature(Tls::V13, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

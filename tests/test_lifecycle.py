@@ -5,7 +5,8 @@ import signal
 
 import pytest
 
-from xmpp_raw import Closed, SaslFailure, StreamError
+from conftest import free_port
+from xmpp_raw import Closed, RawClient, SaslFailure, StreamError
 
 
 async def test_negotiation_timeout_closes_an_idle_unauthenticated_stream(server_factory):
@@ -130,6 +131,25 @@ async def test_sigterm_ends_negotiating_streams_too(server):
     for c in (plain, tls, authed):
         assert await c.wait_closed() == ("system-shutdown", True)
     assert server.wait(15) == 0
+
+
+async def test_sigterm_ends_server_to_server_streams_too(server_factory):
+    """A peer server's stream gets `system-shutdown` as well (here one still negotiating;
+    bound and outgoing ones: crates/s2s/tests/federation.rs)."""
+    port = free_port()
+    srv = server_factory(listen={"s2s": f"127.0.0.1:{port}"})
+    peer = RawClient("127.0.0.1", port, "localhost")
+    await peer.connect()
+    peer.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+              "xmlns:stream='http://etherx.jabber.org/streams' "
+              "xmlns:db='jabber:server:dialback' from='peer.example' to='localhost' "
+              "version='1.0'>")
+    await peer.flush()
+    features = await peer.recv()
+    assert features.find("{urn:ietf:params:xml:ns:xmpp-tls}starttls") is not None
+    srv.signal(signal.SIGTERM)
+    assert await peer.wait_closed() == ("system-shutdown", True)
+    assert srv.wait(15) == 0
 
 
 async def test_sigint_also_stops_cleanly(server):

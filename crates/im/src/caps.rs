@@ -40,6 +40,9 @@ const MAX_ENTRIES: usize = 10_000;
 const MAX_REMOTE: usize = 50_000;
 /// Most resources remembered per remote bare JID.
 const MAX_REMOTE_PER_CONTACT: usize = 16;
+/// Most disco#info queries in flight; more `node#ver` wait for a later presence, so a peer
+/// announcing new ones in a flood cannot pile up pending requests.
+const MAX_ASKING: usize = 256;
 
 /// What a `node#ver` stands for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -255,8 +258,10 @@ pub fn observe(im: &Arc<Im>, core: &Arc<Core>, from: &Jid, stanza: &Stanza) {
 }
 
 /// Records the caps in presence that the resource of another server `stanza.from()` sent to
-/// the local account `owner`: kept while it is available, if `owner` has it in the roster
-/// (strangers' directed presence is not tracked); forgotten on `unavailable` or an error.
+/// the local account `owner`: kept while it is available, if `owner` is online and has it
+/// in the roster (strangers' directed presence is not tracked; an offline owner publishes
+/// nothing, and its probes at login bring the contact's presence again); forgotten on
+/// `unavailable` or an error, whoever receives it.
 ///
 /// Only presence addressed to the bare JID comes here, which is how servers send broadcasts
 /// and probe answers (RFC 6121 §4.2.2, §4.3.2; our probes come from the bare JID).
@@ -272,6 +277,9 @@ pub async fn observe_remote(im: &Arc<Im>, core: &Arc<Core>, owner: &BareJid, sta
     let Some((key, hash, ver)) = announced(stanza) else {
         return im.remote_caps.forget(from);
     };
+    if !core.has_sessions(owner) {
+        return;
+    }
     match im.roster_item(core, owner, &from.to_bare()).await {
         Ok(Some(_)) => {}
         Ok(None) => return,
@@ -293,7 +301,10 @@ fn learn(
     hash: Option<String>,
     ver: String,
 ) {
-    if im.caps.get(&key).is_some() || im.caps.asking.insert(key.clone(), ()).is_some() {
+    if im.caps.get(&key).is_some()
+        || im.caps.asking.len() >= MAX_ASKING
+        || im.caps.asking.insert(key.clone(), ()).is_some()
+    {
         return;
     }
     let im = im.clone();

@@ -389,6 +389,11 @@ async fn run(s2s: Arc<S2s>, id: u64, local: String, remote: String, channels: Ch
                 }
             }
         };
+        // The back-off starts before the pair leaves the pool, so that no stanza in between
+        // starts a new attempt.
+        let backoff = failure
+            .as_ref()
+            .map_or(Duration::ZERO, |e| s2s.stream_failed(&remote, e));
         s2s.forget(&local, &remote, id);
         stanzas.close();
         verifies.close();
@@ -418,7 +423,6 @@ async fn run(s2s: Arc<S2s>, id: u64, local: String, remote: String, channels: Ch
             }
             Some(e) => {
                 let cond = e.condition();
-                let backoff = s2s.stream_failed(&remote, &e);
                 if matches!(e, OutError::Shutdown) {
                     tracing::info!(bounced = backlog.len(), "outgoing stream closed for shutdown");
                 } else if backoff.is_zero() {

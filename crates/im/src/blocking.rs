@@ -29,7 +29,7 @@ use rookery_xml::Element;
 
 use crate::presence::{send_presence_to, send_unavailable_to};
 use crate::roster::internal;
-use crate::state::{read, write, Account, Im};
+use crate::state::{read, write, BlockList, Im};
 use crate::util::{err, own_account};
 
 /// The blocking module.
@@ -60,24 +60,34 @@ pub fn candidates(j: &Jid) -> Vec<String> {
     v
 }
 
-/// Whether the cached block list of `account` matches `j`.
-pub fn blocks_cached(account: &Account, j: &Jid) -> bool {
-    let list = read(&account.blocked);
+/// Whether the block list `list` matches `j`.
+pub fn blocks_in(list: &BlockList, j: &Jid) -> bool {
+    let list = read(list);
     !list.is_empty() && candidates(j).iter().any(|c| list.contains(c))
 }
 
-/// Whether `owner` blocks `j` (cache, or the store for accounts without sessions). An account
-/// never blocks itself.
+/// Whether `owner` blocks `j`. An account never blocks itself. The block list of an account
+/// with sessions is cached (loaded here on first use); for one without, a single indexed
+/// query answers, and nothing is kept, so the cache is bounded by the online accounts.
 pub async fn blocks(im: &Im, core: &Core, owner: &BareJid, j: &Jid) -> bool {
     if j.bare_str() == owner.as_str() {
         return false;
     }
-    if let Some(a) = im.cached(owner) {
-        return blocks_cached(&a, j);
+    if let Some(list) = im.cached_blocklist(owner) {
+        return blocks_in(&list, j);
     }
     let Some(user) = owner.local() else {
         return false;
     };
+    if core.has_sessions(owner) {
+        return match im.blocklist(core, owner).await {
+            Ok(list) => blocks_in(&list, j),
+            Err(e) => {
+                tracing::error!(error = %e, "block list lookup failed");
+                false
+            }
+        };
+    }
     let c = candidates(j);
     let refs: Vec<&str> = c.iter().map(String::as_str).collect();
     match core
@@ -141,14 +151,16 @@ impl Blocking {
             .ok_or_else(|| StanzaError::new(Cond::Forbidden))?;
         let strings: Vec<String> = jids.iter().map(|j| j.as_str().to_owned()).collect();
         let changed: Vec<String> = {
+            // The store and the cached list change under the account's lock, store first: a
+            // reader sees the old list or the new one, and never a list the store lacks.
             let _g = self.im.lock(owner).await;
-            let account = self
+            let list = self
                 .im
-                .account_locked(core, owner)
+                .blocklist_locked(core, owner)
                 .await
                 .map_err(internal)?;
             let store = core.store().blocking();
-            let current: HashSet<String> = read(&account.blocked).clone();
+            let current: HashSet<String> = read(&list).clone();
             if block {
                 let new: Vec<String> = strings
                     .iter()
@@ -159,11 +171,11 @@ impl Blocking {
                     .add(owner.domain(), user, &new)
                     .await
                     .map_err(internal)?;
-                write(&account.blocked).extend(new.iter().cloned());
+                write(&list).extend(new.iter().cloned());
                 new
             } else if strings.is_empty() {
                 store.clear(owner.domain(), user).await.map_err(internal)?;
-                write(&account.blocked).clear();
+                write(&list).clear();
                 let mut all: Vec<String> = current.into_iter().collect();
                 all.sort();
                 all
@@ -172,7 +184,7 @@ impl Blocking {
                     .remove(owner.domain(), user, &strings)
                     .await
                     .map_err(internal)?;
-                let mut b = write(&account.blocked);
+                let mut b = write(&list);
                 for s in &strings {
                     b.remove(s);
                 }
@@ -273,8 +285,8 @@ impl Module for Blocking {
                 if let Some(from) = iq.from() {
                     self.im.session_mut(from, |s| s.blocklist_requested = true);
                 }
-                let account = self.im.account(core, &owner).await.map_err(internal)?;
-                let mut list: Vec<String> = read(&account.blocked).iter().cloned().collect();
+                let blocked = self.im.blocklist(core, &owner).await.map_err(internal)?;
+                let mut list: Vec<String> = read(&blocked).iter().cloned().collect();
                 list.sort();
                 Ok(Some(list_element("blocklist", &list)))
             }
@@ -331,6 +343,50 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// The block list of an account with a session is read once and then answered from
+    /// memory (the store is closed here to prove it), and dropped with the last session.
+    #[tokio::test]
+    async fn block_list_of_an_online_account_is_cached_and_evicted() {
+        use rookery_core::{CoreBuilder, CoreConfig, SessionHandle};
+        use rookery_store::{Credentials, Store};
+
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let creds = Credentials::derive("pencil", 64).unwrap();
+        store
+            .accounts()
+            .create("localhost", "alice", &creds)
+            .await
+            .unwrap();
+        store
+            .blocking()
+            .add("localhost", "alice", &["mallory@evil.lit".to_owned()])
+            .await
+            .unwrap();
+        let core = CoreBuilder::new(CoreConfig::default(), store.clone())
+            .build()
+            .unwrap();
+        let im = Im::new(crate::ImConfig::default());
+        let alice = BareJid::parse("alice@localhost").unwrap();
+        let full = Jid::parse("alice@localhost/r").unwrap();
+        let (h, _end) = SessionHandle::new(core.next_session_id(), full.clone(), 8);
+        core.bind(h.clone()).await;
+        let mallory = Jid::parse("mallory@evil.lit/x").unwrap();
+        let friend = Jid::parse("friend@good.lit").unwrap();
+        assert!(im.cached_blocklist(&alice).is_none());
+        assert!(blocks(&im, &core, &alice, &mallory).await);
+        assert!(im.cached_blocklist(&alice).is_some());
+        // No store from here on: a lookup that still went to SQL would fail (and say "not
+        // blocked").
+        store.close().await;
+        for _ in 0..3 {
+            assert!(blocks(&im, &core, &alice, &mallory).await);
+            assert!(!blocks(&im, &core, &alice, &friend).await);
+        }
+        core.unbind(&full, h.id()).await;
+        im.evict_if_offline(&core, &alice).await;
+        assert!(im.cached_blocklist(&alice).is_none());
+    }
+
     #[test]
     fn matching_forms() {
         let j = Jid::parse("romeo@montague.lit/orchard").unwrap();
@@ -343,21 +399,15 @@ mod tests {
                 "montague.lit"
             ]
         );
-        let a = Account::default();
-        assert!(!blocks_cached(&a, &j));
-        write(&a.blocked).insert("montague.lit".into());
-        assert!(blocks_cached(&a, &j));
-        assert!(blocks_cached(
-            &a,
-            &Jid::parse("tybalt@montague.lit").unwrap()
-        ));
-        assert!(!blocks_cached(
-            &a,
-            &Jid::parse("juliet@capulet.lit").unwrap()
-        ));
-        let b = Account::default();
-        write(&b.blocked).insert("romeo@montague.lit".into());
-        assert!(blocks_cached(&b, &j));
-        assert!(!blocks_cached(&b, &Jid::parse("montague.lit").unwrap()));
+        let a = BlockList::default();
+        assert!(!blocks_in(&a, &j));
+        write(&a).insert("montague.lit".into());
+        assert!(blocks_in(&a, &j));
+        assert!(blocks_in(&a, &Jid::parse("tybalt@montague.lit").unwrap()));
+        assert!(!blocks_in(&a, &Jid::parse("juliet@capulet.lit").unwrap()));
+        let b = BlockList::default();
+        write(&b).insert("romeo@montague.lit".into());
+        assert!(blocks_in(&b, &j));
+        assert!(!blocks_in(&b, &Jid::parse("montague.lit").unwrap()));
     }
 }

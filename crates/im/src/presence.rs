@@ -161,9 +161,12 @@ impl PresenceModule {
     /// Sends `stanza` (from a resource of `owner`, no `to`) to each contact with a `from` or
     /// `both` subscription that is not blocked, paced.
     async fn broadcast_to_contacts(&self, core: &Arc<Core>, owner: &BareJid, stanza: &Stanza) {
-        let account = match self.im.account(core, owner).await {
-            Ok(a) => a,
-            Err(e) => {
+        let (account, blocked) = match (
+            self.im.account(core, owner).await,
+            self.im.blocklist(core, owner).await,
+        ) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::error!(error = %e, "loading roster for broadcast failed");
                 return;
             }
@@ -182,7 +185,7 @@ impl PresenceModule {
                 continue; // nobody to tell (§4.2.2: no offline storage of presence)
             }
             let to: Jid = contact.clone().into();
-            if blocking::blocks_cached(&account, &to) {
+            if blocking::blocks_in(&blocked, &to) {
                 continue;
             }
             core.route(addressed(stanza, &to)).await;
@@ -591,7 +594,11 @@ impl PresenceModule {
 async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, priority: i8) {
     let jid = session.jid().clone();
     let owner = jid.to_bare();
-    let (Some(user), Ok(account)) = (owner.local(), im.account(core, &owner).await) else {
+    let (Some(user), Ok(account), Ok(blocked)) = (
+        owner.local(),
+        im.account(core, &owner).await,
+        im.blocklist(core, &owner).await,
+    ) else {
         return;
     };
     // §3.1.3: pending inbound requests, redelivered to an interested resource.
@@ -629,7 +636,7 @@ async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, pr
             tokio::task::yield_now().await;
         }
         let contact_jid: Jid = contact.clone().into();
-        if blocking::blocks_cached(&account, &contact_jid) {
+        if blocking::blocks_in(&blocked, &contact_jid) {
             continue;
         }
         if !core.is_local_domain(contact.domain()) {

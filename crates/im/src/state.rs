@@ -1,6 +1,11 @@
 //! The state the IM modules share: per-session flags and a write-through cache of the roster
 //! and block list of accounts that have sessions.
 //!
+//! The block list is cached apart from the roster: every message between local users checks
+//! the block lists of both ends (XEP-0191 §3.5, §3.6), also for sessions that never fetched
+//! their roster or sent presence, and an indexed SQL lookup per message cost more CPU than
+//! the rest of routing. Loading a (possibly huge) roster just to answer that would be worse.
+//!
 //! # Ownership and order
 //! - Changes to one account's roster, pending requests or block list happen under that
 //!   account's lock (a striped `tokio::sync::Mutex`, see [`Im::lock`]) and are written to the
@@ -71,9 +76,11 @@ pub struct RosterCache {
 pub struct Account {
     /// Roster, versions and pending requests.
     pub roster: RwLock<RosterCache>,
-    /// XEP-0191 block list: normalized JIDs (full, bare, domain or domain/resource).
-    pub blocked: RwLock<HashSet<String>>,
 }
+
+/// An account's XEP-0191 block list: normalized JIDs (full, bare, domain or
+/// domain/resource). Changed only under the account's lock, right after the store.
+pub type BlockList = RwLock<HashSet<String>>;
 
 /// The shared IM state; see the module docs.
 pub struct Im {
@@ -83,6 +90,8 @@ pub struct Im {
     /// Never used in practice: the stripe index is always in range.
     fallback_lock: Mutex<()>,
     hasher: std::collections::hash_map::RandomState,
+    /// Block lists of accounts with sessions (see the module docs).
+    blocklists: DashMap<BareJid, Arc<BlockList>>,
     sessions: DashMap<Jid, SessionState>,
     next_id: AtomicU64,
     started: Instant,
@@ -110,6 +119,7 @@ impl Im {
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             fallback_lock: Mutex::new(()),
             hasher: std::collections::hash_map::RandomState::new(),
+            blocklists: DashMap::new(),
             sessions: DashMap::new(),
             next_id: AtomicU64::new(1),
             started: Instant::now(),
@@ -176,7 +186,6 @@ impl Im {
         let store = core.store();
         let roster = store.rosters().load(domain, user).await?;
         let pending = store.rosters().pending_in(domain, user).await?;
-        let blocked = store.blocking().list(domain, user).await?;
         let mut cache = RosterCache {
             ver: roster.ver,
             items: HashMap::with_capacity(roster.items.len()),
@@ -197,7 +206,6 @@ impl Im {
         }
         let account = Arc::new(Account {
             roster: RwLock::new(cache),
-            blocked: RwLock::new(blocked.into_iter().collect()),
         });
         if !core.sessions_of(bare).is_empty() {
             self.accounts.insert(bare.clone(), account.clone());
@@ -205,11 +213,49 @@ impl Im {
         Ok(account)
     }
 
-    /// Drops the cache of `bare` if it has no session left.
+    /// The cached block list of `bare`, if loaded.
+    pub fn cached_blocklist(&self, bare: &BareJid) -> Option<Arc<BlockList>> {
+        self.blocklists.get(bare).map(|l| l.value().clone())
+    }
+
+    /// The block list of `bare`: cached, or loaded from the store (and cached if the account
+    /// has sessions). Takes the account's lock to load, so a load never races a change.
+    pub async fn blocklist(
+        &self,
+        core: &Core,
+        bare: &BareJid,
+    ) -> Result<Arc<BlockList>, StoreError> {
+        if let Some(l) = self.cached_blocklist(bare) {
+            return Ok(l);
+        }
+        let _g = self.lock(bare).await;
+        self.blocklist_locked(core, bare).await
+    }
+
+    /// [`Im::blocklist`] for a caller that holds the account's lock.
+    pub async fn blocklist_locked(
+        &self,
+        core: &Core,
+        bare: &BareJid,
+    ) -> Result<Arc<BlockList>, StoreError> {
+        if let Some(l) = self.cached_blocklist(bare) {
+            return Ok(l);
+        }
+        let (domain, user) = store_key(bare)?;
+        let items = core.store().blocking().list(domain, user).await?;
+        let list = Arc::new(RwLock::new(items.into_iter().collect::<HashSet<String>>()));
+        if !core.sessions_of(bare).is_empty() {
+            self.blocklists.insert(bare.clone(), list.clone());
+        }
+        Ok(list)
+    }
+
+    /// Drops the caches of `bare` (roster and block list) if it has no session left.
     pub async fn evict_if_offline(&self, core: &Core, bare: &BareJid) {
         let _g = self.lock(bare).await;
         if core.sessions_of(bare).is_empty() {
             self.accounts.remove(bare);
+            self.blocklists.remove(bare);
         }
     }
 

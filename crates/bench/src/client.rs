@@ -305,7 +305,10 @@ impl Conn {
         i: usize,
         resume: Option<&SmState>,
     ) -> Result<Conn, ClientError> {
-        match tokio::time::timeout(cfg.login_timeout, Self::login_inner(cfg, i, resume)).await {
+        // Boxed: the login's state (TLS handshake, SASL, bind) is several KiB, far more than
+        // an idle session needs; inline it would stay in the client's task for its lifetime.
+        let work = Box::pin(Self::login_inner(cfg, i, resume));
+        match tokio::time::timeout(cfg.login_timeout, work).await {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout("login")),
         }

@@ -1,7 +1,9 @@
 //! `connect`: N sessions log in at the target rate, then stay idle for the duration.
 //!
 //! Reports the login rate and latency, and with `--server-pid` the server's resident memory
-//! before the ramp and with every session idle, hence the memory per idle session.
+//! before the ramp and with every session idle, hence the memory per idle session. The
+//! generator's own memory per idle client is measured the same way (its RSS before the ramp
+//! and with every client idle), so the tool's footprint is known at every size.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ pub async fn run(run: &Arc<Run>) -> Outcome {
     let mut out = Outcome::default();
     let n = run.common.clients;
     let before = run.sample_server("before");
+    let own_before = crate::procinfo::own().ok();
     let phase = run.phase();
     let set = run.ramp(0..n, move |_, conn| idle(conn, phase.clone()));
     let ramp = run.settle(n).await;
@@ -25,6 +28,7 @@ pub async fn run(run: &Arc<Run>) -> Outcome {
     run.hold(Duration::from_secs(2).min(run.common.duration))
         .await;
     let loaded = run.sample_server("idle");
+    let own_idle = crate::procinfo::own().ok();
     let online = run.stats.online.load(Ordering::Relaxed).max(0) as u64;
     if let (Some(b), Some(l)) = (before, loaded) {
         let per = if online > 0 {
@@ -48,21 +52,28 @@ pub async fn run(run: &Arc<Run>) -> Outcome {
             ),
         );
     }
-    run.hold(run.common.duration.saturating_sub(Duration::from_secs(2)))
-        .await;
-    run.sample_server("end");
-    if let Ok(g) = crate::procinfo::own() {
-        let per = (g.rss_kb * 1024).checked_div(online).unwrap_or(0);
+    if let (Some(b), Some(l)) = (own_before, own_idle) {
+        let grown = l.rss_kb.saturating_sub(b.rss_kb) * 1024;
+        let per = grown.checked_div(online).unwrap_or(0);
         out.put(
             "generator",
-            json!({ "rss_kb": g.rss_kb, "bytes_per_client": per }),
+            json!({
+                "clients": online,
+                "rss_kb_before": b.rss_kb,
+                "rss_kb_idle": l.rss_kb,
+                "bytes_per_client": per,
+            }),
             format!(
-                "generator: RSS {} KiB = {:.1} KiB per client",
-                g.rss_kb,
+                "generator: {online} idle clients, own RSS {} → {} KiB = {:.2} KiB per client",
+                b.rss_kb,
+                l.rss_kb,
                 per as f64 / 1024.0
             ),
         );
     }
+    run.hold(run.common.duration.saturating_sub(Duration::from_secs(2)))
+        .await;
+    run.sample_server("end");
     run.finish(set).await;
     out
 }

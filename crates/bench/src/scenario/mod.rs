@@ -279,18 +279,28 @@ pub async fn ramp_over(phase: &mut watch::Receiver<Phase>) -> Phase {
 
 /// What a session does when the scenario has nothing for it: answer pings and SM requests,
 /// ignore stanzas, until the run stops; then close the stream.
-pub async fn idle(mut conn: Conn, mut phase: watch::Receiver<Phase>) -> Result<(), ClientError> {
-    loop {
-        tokio::select! {
-            r = conn.next_element() => {
-                let el = r?;
-                conn.handle_common(&el).await?;
-            }
-            _ = stopped(&mut phase) => break,
+///
+/// This future is most of the generator's memory per idle client, so it is kept small: the
+/// answer and the close run rarely and are boxed (inline, their state made the future 1.7
+/// KiB), and it is an `async` block rather than an `async fn`, whose arguments would be
+/// stored twice (the connection once as argument, once as local).
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn idle(
+    mut conn: Conn,
+    mut phase: watch::Receiver<Phase>,
+) -> impl Future<Output = Result<(), ClientError>> {
+    async move {
+        loop {
+            let el = tokio::select! {
+                r = conn.next_element() => r?,
+                _ = stopped(&mut phase) => break,
+            };
+            let conn = &mut conn;
+            Box::pin(async move { conn.handle_common(&el).await }).await?;
         }
+        Box::pin(conn.close()).await;
+        Ok(())
     }
-    conn.close().await;
-    Ok(())
 }
 
 /// Rounds to two decimals for the JSON summary.

@@ -518,3 +518,70 @@ impl Module for Pep {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::policy::NoRosters;
+    use crate::store::MemoryStore;
+
+    struct NoInterest;
+
+    #[async_trait]
+    impl Interest for NoInterest {
+        async fn interested(&self, _: &Arc<Core>, _: &BareJid, _: &str) -> Vec<Jid> {
+            Vec::new()
+        }
+        fn wanted_nodes(&self, _: &Jid) -> Option<Vec<String>> {
+            None
+        }
+        fn available_resources(&self, _: &Arc<Core>, _: &BareJid) -> Vec<Jid> {
+            Vec::new()
+        }
+        async fn sources_for(&self, _: &Arc<Core>, _: &BareJid) -> Vec<BareJid> {
+            Vec::new()
+        }
+    }
+
+    fn pep() -> Pep {
+        Pep::new(
+            Profile::pep("example.org"),
+            Arc::new(MemoryStore::new()),
+            Arc::new(NoInterest),
+            Arc::new(NoRosters),
+            None,
+        )
+    }
+
+    #[test]
+    fn remote_resources_get_last_items_once_per_account_while_available() {
+        let p = pep();
+        let r1 = Jid::parse("bob@remote.example/phone").unwrap();
+        let r2 = Jid::parse("bob@remote.example/desk").unwrap();
+        let alice = BareJid::parse("alice@example.org").unwrap();
+        let carol = BareJid::parse("carol@example.org").unwrap();
+        // The first presence to each account counts, updates do not.
+        assert!(p.first_remote_presence(&r1, &alice));
+        assert!(!p.first_remote_presence(&r1, &alice));
+        assert!(p.first_remote_presence(&r1, &carol));
+        assert!(p.first_remote_presence(&r2, &alice));
+        // Unavailable: the next available presence is a first one again.
+        p.remote_gone(&r1);
+        assert!(p.first_remote_presence(&r1, &alice));
+        // A presence error from the bare JID forgets every resource.
+        p.remote_gone(&Jid::parse("bob@remote.example").unwrap());
+        assert!(p.served_remote.is_empty());
+    }
+
+    #[test]
+    fn remote_served_record_is_bounded() {
+        let p = pep();
+        let alice = BareJid::parse("alice@example.org").unwrap();
+        for i in 0..(MAX_SERVED_REMOTE + 5) {
+            let r = Jid::parse(&format!("u{i}@remote.example/r")).unwrap();
+            assert!(p.first_remote_presence(&r, &alice));
+        }
+        assert!(p.served_remote.len() <= MAX_SERVED_REMOTE);
+    }
+}

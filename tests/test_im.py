@@ -450,6 +450,34 @@ async def test_subscription_handshake_pushes_and_presence(server):
     await b.close()
 
 
+async def test_removed_account_cancels_its_subscriptions(server):
+    """XEP-0077 §3.2 / RFC 6121 §3.3: an account removed in-band tells its contacts as if it
+    removed each roster item: unavailable from its resources, `unsubscribed` and
+    `unsubscribe`, so the contact's roster drops to `none`. Nothing is recorded for the
+    deleted account afterwards (no last activity, hence no foreign-key failure in the log)."""
+    await make_mutual(server, "alice", "bob")
+    b = await peer(server, "bob", "desk")
+    a = await peer(server, "alice", "one")
+    await b.sync()
+    assert b.take(is_presence(None, a.jid))
+    bye = await a.iq("set", "<query xmlns='jabber:iq:register'><remove/></query>")
+    assert bye.get("type") == "result"
+    assert (await a.c.wait_closed())[0] == "not-authorized"
+    await b.sync()
+    assert b.take(is_presence("unavailable", a.jid))
+    assert b.take(is_presence("unsubscribed", "alice@localhost"))
+    assert b.take(is_presence("unsubscribe", "alice@localhost"))
+    pushes = b.take(is_push("alice@localhost"))
+    assert pushes, "bob's roster changed"
+    last = pushes[-1].find(f".//{tag(NS_ROSTER, 'item')}")
+    assert (last.get("subscription"), last.get("ask")) == ("none", None)
+    assert item_state(await b.roster(), "alice@localhost")[0] == "none"
+    await b.close()
+    log = server.log()
+    assert "recording last activity failed" not in log
+    assert "FOREIGN KEY" not in log
+
+
 async def test_pending_request_is_redelivered_at_next_login(server):
     a = await peer(server, "alice")
     a.presence("carol@localhost", "subscribe", "<status>please</status>")

@@ -148,3 +148,46 @@ async def test_register_iq_to_another_account_is_refused(server):
     r = await bob.iq("get", "bob@localhost", f"<query xmlns='{NS_REGISTER}'/>")
     assert r.get("type") == "result"
     await bob.close()
+
+
+async def test_cli_delete_removes_the_same_data_as_in_band_removal(server):
+    """`rookery user delete` goes through the same store deletion as XEP-0077 removal: the
+    roster, offline messages and PEP nodes go with the account, so an account created again
+    under the name starts empty."""
+    carol = await server.login("carol", "c")
+    r = await carol.iq("set", None, "<query xmlns='jabber:iq:roster'>"
+                       "<item jid='bob@localhost' name='Bob'/></query>")
+    assert r.get("type") == "result"
+    r = await carol.iq("set", None, "<pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+                       "<publish node='urn:xmpp:tune'><item id='current'>"
+                       "<tune xmlns='http://jabber.org/protocol/tune'><title>Gone</title></tune>"
+                       "</item></publish></pubsub>")
+    assert r.get("type") == "result"
+    await carol.close()
+    bob = await server.login("bob", "b")
+    bob.message("carol@localhost", "kept offline")
+    await bob.iq("get", None, "<ping xmlns='urn:xmpp:ping'/>")
+    await bob.close()
+    server.stop()   # the running server's caches are not the CLI's business
+    r = server.user("delete", "carol")
+    assert r.returncode == 0, r.stderr
+    assert server.user("add", "carol", password="carolpass").returncode == 0
+    server.start()
+    carol = await server.login("carol", "again")
+    r = await carol.iq("get", None, "<query xmlns='jabber:iq:roster'/>")
+    assert r.find(f".//{{jabber:iq:roster}}item") is None, "roster emptied"
+    r = await carol.iq("get", "carol@localhost", "<pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+                       "<items node='urn:xmpp:tune'/></pubsub>")
+    assert stanza_error(r) == "item-not-found", "PEP node deleted"
+    carol.send("<presence/>")
+    await carol.flush()
+    got = []
+    try:
+        while True:
+            el = await carol.recv(timeout=2)
+            if local(el) == "message":
+                got.append(el)
+    except TimeoutError:
+        pass
+    assert not got, "offline messages deleted"
+    await carol.close()

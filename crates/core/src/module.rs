@@ -126,8 +126,15 @@ pub trait Module: Send + Sync + 'static {
     /// must follow the result (e.g. XEP-0237 roster pushes after an empty roster result).
     async fn after_result(&self, _core: &Arc<Core>, _to: &BareJid, _iq: &Stanza) {}
 
-    /// An account was deleted (its rows in the accounts table are gone): modules drop what
-    /// they keep for it elsewhere (e.g. its PEP nodes).
+    /// An account is about to be deleted in-band (XEP-0077 §3.2): its sessions are closing
+    /// and its data is still in the store. Modules tell others what they must learn of it
+    /// while it can still be read (e.g. contacts get `unavailable`, `unsubscribe` and
+    /// `unsubscribed`, RFC 6121 §3.3) and forget the sessions' state, so that nothing is
+    /// recorded for the account once it is gone.
+    async fn account_removing(&self, _core: &Arc<Core>, _account: &BareJid) {}
+
+    /// An account was deleted (`Store::delete_account`: its rows are gone): modules drop what
+    /// they keep for it in memory or elsewhere (e.g. its PEP nodes).
     async fn account_deleted(&self, _core: &Arc<Core>, _account: &BareJid) {}
 
     /// Extra disco#items of `to` (the server or an account) shown to `from` at the root

@@ -123,6 +123,26 @@ pub async fn send_presence_to(im: &Im, core: &Arc<Core>, owner: &BareJid, to: &J
     }
 }
 
+/// The sessions of an account being removed (XEP-0077 §3.2) forget their presence: those
+/// who got directed presence get `unavailable` now (roster contacts were told by the roster
+/// module), and when the sessions end there is nothing left to broadcast and no last activity
+/// to record for an account that no longer exists.
+pub async fn forget_sessions(im: &Im, core: &Arc<Core>, owner: &BareJid) {
+    for (h, _) in core.sessions_of(owner) {
+        let Some(directed) = im.session_mut(h.jid(), |s| {
+            s.presence = None;
+            std::mem::take(&mut s.directed)
+        }) else {
+            continue;
+        };
+        core.set_available(h.jid(), None);
+        for to in directed {
+            core.route(presence(Some("unavailable"), h.jid(), &to))
+                .await;
+        }
+    }
+}
+
 /// Delivers `stanza` to every available resource of `owner` (serialized once).
 fn deliver_to_available(im: &Im, core: &Core, owner: &BareJid, stanza: &Stanza) {
     let targets = im.available_handles(core, owner);

@@ -8,7 +8,9 @@
 //!   state is never taken from the client;
 //! - remove (§2.5): `subscription='remove'`, which also cancels the subscriptions both ways
 //!   (§2.5.3: `unsubscribe` and/or `unsubscribed` to the contact);
-//! - pushes (§2.1.6) to every interested resource (those that requested the roster).
+//! - pushes (§2.1.6) to every interested resource (those that requested the roster);
+//! - an account removed in-band (XEP-0077 §3.2): every subscription with its contacts is
+//!   cancelled the way removing each item would (RFC 6121 §3.3), so their rosters update.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -351,19 +353,67 @@ impl RosterModule {
             }
             (item, pending_in)
         };
-        // §2.5.3: cancel the subscriptions both ways.
-        let sub = item.as_ref().map(|i| i.subscription).unwrap_or_default();
-        let ask = item.as_ref().is_some_and(|i| i.ask);
-        if sub.has_from() {
-            presence::send_unavailable_to(&self.im, core, owner, &contact.clone().into()).await;
-        }
-        if sub.has_from() || pending_in {
-            presence::route_subscription(core, owner, contact, PresenceType::Unsubscribed).await;
-        }
-        if sub.has_to() || ask {
-            presence::route_subscription(core, owner, contact, PresenceType::Unsubscribe).await;
-        }
+        cancel_subscriptions(&self.im, core, owner, contact, item.as_ref(), pending_in).await;
         Ok(None)
+    }
+
+    /// XEP-0077 §3.2 / RFC 6121 §3.3: the account is going; each contact in its roster (or
+    /// with a pending request) is told as if its item were removed. Then the sessions'
+    /// presence is forgotten (see [`presence::forget_sessions`]).
+    async fn account_removing(&self, core: &Arc<Core>, owner: &BareJid) {
+        let account = match self.im.account(core, owner).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, %owner, "loading the roster of a removed account failed");
+                presence::forget_sessions(&self.im, core, owner).await;
+                return;
+            }
+        };
+        let (items, pending): (Vec<(BareJid, RosterItem)>, HashSet<BareJid>) = {
+            let roster = read(&account.roster);
+            (
+                roster
+                    .items
+                    .iter()
+                    .map(|(c, i)| (c.clone(), i.clone()))
+                    .collect(),
+                roster.pending_in.clone(),
+            )
+        };
+        for (contact, item) in &items {
+            let pending_in = pending.contains(contact);
+            cancel_subscriptions(&self.im, core, owner, contact, Some(item), pending_in).await;
+        }
+        let in_roster: HashSet<&BareJid> = items.iter().map(|(c, _)| c).collect();
+        for contact in pending.iter().filter(|c| !in_roster.contains(c)) {
+            cancel_subscriptions(&self.im, core, owner, contact, None, true).await;
+        }
+        presence::forget_sessions(&self.im, core, owner).await;
+    }
+}
+
+/// RFC 6121 §2.5.3: cancels the subscriptions between `owner` and `contact` both ways, given
+/// the roster item `owner` had for it and whether `contact` had a pending request: a
+/// subscriber gets `unavailable` from each available resource and `unsubscribed` (so does a
+/// pending requester); a contact `owner` subscribed to (or asked to) gets `unsubscribe`.
+async fn cancel_subscriptions(
+    im: &Im,
+    core: &Arc<Core>,
+    owner: &BareJid,
+    contact: &BareJid,
+    item: Option<&RosterItem>,
+    pending_in: bool,
+) {
+    let sub = item.map(|i| i.subscription).unwrap_or_default();
+    let ask = item.is_some_and(|i| i.ask);
+    if sub.has_from() {
+        presence::send_unavailable_to(im, core, owner, &contact.clone().into()).await;
+    }
+    if sub.has_from() || pending_in {
+        presence::route_subscription(core, owner, contact, PresenceType::Unsubscribed).await;
+    }
+    if sub.has_to() || ask {
+        presence::route_subscription(core, owner, contact, PresenceType::Unsubscribe).await;
     }
 }
 
@@ -388,6 +438,10 @@ impl Module for RosterModule {
             rookery_proto::StanzaKind::Iq(IqType::Set) => self.set(core, &owner, iq).await,
             _ => Err(StanzaError::new(Cond::BadRequest)),
         }
+    }
+
+    async fn account_removing(&self, core: &Arc<Core>, account: &BareJid) {
+        RosterModule::account_removing(self, core, account).await;
     }
 
     async fn after_result(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) {

@@ -332,7 +332,9 @@ async fn user(cfg: Config, action: UserAction) -> anyhow::Result<()> {
         }
         UserAction::Delete { name } => {
             let local = norm(&name)?;
-            if !accounts.delete(&cfg.domain, &local).await? {
+            // The same store deletion as in-band removal (roster, offline messages, PEP
+            // nodes …). Contacts are not told: that needs the running server.
+            if !store.delete_account(&cfg.domain, &local).await? {
                 bail!("no such user {local}@{}", cfg.domain);
             }
             println!("deleted {local}@{}", cfg.domain);

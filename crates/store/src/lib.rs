@@ -197,6 +197,21 @@ impl Store {
         Pubsub::new(self)
     }
 
+    /// Deletes an account and everything stored for it. Every way of removing an account
+    /// goes through here (in-band, XEP-0077 §3.2, and `rookery user delete`), so they leave
+    /// the same nothing behind: the account row and, by `ON DELETE CASCADE`, its roster,
+    /// pending requests, block list, offline messages, vCard, private XML and last activity;
+    /// then its PEP nodes (the pubsub service named by its bare JID) with their items,
+    /// affiliations and subscriptions. `false` if there was no such account (leftover PEP
+    /// nodes are deleted all the same).
+    pub async fn delete_account(&self, domain: &str, username: &str) -> Result<bool, StoreError> {
+        let existed = self.accounts().delete(domain, username).await?;
+        self.pubsub()
+            .delete_service(&format!("{username}@{domain}"))
+            .await?;
+        Ok(existed)
+    }
+
     /// Checks that the database answers (for health endpoints).
     pub async fn ping(&self) -> Result<(), StoreError> {
         db::with_pool!(self, pool => {

@@ -165,3 +165,70 @@ async fn vcard_private_last() {
         );
     }
 }
+
+#[tokio::test]
+async fn delete_account_takes_everything_with_it() {
+    for b in backends("delete-account").await {
+        let d = b.domain.as_str();
+        let s = &b.store;
+        for u in ["juliet", "romeo"] {
+            s.accounts().create(d, u, creds()).await.unwrap();
+        }
+        let romeo = format!("romeo@{d}");
+        s.rosters()
+            .put(
+                d,
+                "juliet",
+                &rookery_store::rosters::RosterItem {
+                    contact: romeo.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        s.blocking()
+            .add(d, "juliet", &["tybalt@x".into()])
+            .await
+            .unwrap();
+        assert!(s.offline().push(d, "juliet", "<m/>", 10).await.unwrap());
+        s.userdata()
+            .set_last_activity(
+                d,
+                "juliet",
+                &LastActivity {
+                    at: 1,
+                    status: String::new(),
+                },
+            )
+            .await
+            .unwrap();
+        let pep = format!("juliet@{d}");
+        let owner = format!("{pep}/balcony");
+        s.pubsub()
+            .create_node(&pep, "urn:xmpp:tune", "<x/>", &owner)
+            .await
+            .unwrap();
+        s.pubsub()
+            .create_node(&romeo, "urn:xmpp:tune", "<x/>", &romeo)
+            .await
+            .unwrap();
+
+        assert!(s.delete_account(d, "juliet").await.unwrap(), "{}", b.name);
+        assert!(!s.accounts().exists(d, "juliet").await.unwrap());
+        assert!(s
+            .rosters()
+            .load(d, "juliet")
+            .await
+            .unwrap()
+            .items
+            .is_empty());
+        assert!(s.blocking().list(d, "juliet").await.unwrap().is_empty());
+        assert_eq!(s.offline().count(d, "juliet").await.unwrap(), 0);
+        assert_eq!(s.userdata().last_activity(d, "juliet").await.unwrap(), None);
+        assert!(s.pubsub().nodes(&pep).await.unwrap().is_empty());
+        // Nobody else's data is touched.
+        assert_eq!(s.pubsub().nodes(&romeo).await.unwrap().len(), 1);
+        assert!(s.accounts().exists(d, "romeo").await.unwrap());
+        assert!(!s.delete_account(d, "juliet").await.unwrap());
+    }
+}

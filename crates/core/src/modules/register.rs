@@ -172,18 +172,24 @@ impl Module for Register {
                     .with_child(Element::new("username", ns::REGISTER).with_text(local)),
             )),
             StanzaKind::Iq(IqType::Set) if query.has_child("remove", ns::REGISTER) => {
+                // Order matters. The sessions are told to close first, so they send nothing
+                // more; they still take this result (the requesting session is blocked in
+                // routing it) and write it before the stream error. Then the modules tell
+                // the contacts while the roster can still be read, and forget the sessions'
+                // presence, so their end records no last activity for a deleted account.
+                // Then the store, then what modules keep elsewhere.
+                close_account_sessions(core, &user);
+                for m in core.modules() {
+                    m.account_removing(core, &user).await;
+                }
                 core.store()
-                    .accounts()
-                    .delete(user.domain(), &local)
+                    .delete_account(user.domain(), &local)
                     .await
                     .map_err(store_err)?;
                 tracing::info!(user = %user, "account removed in-band");
                 for m in core.modules() {
                     m.account_deleted(core, &user).await;
                 }
-                // The sessions' writers flush what is queued (this result included, as the
-                // requesting session is blocked in routing it) before the stream error.
-                close_account_sessions(core, &user);
                 Ok(None)
             }
             StanzaKind::Iq(IqType::Set) => {

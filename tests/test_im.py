@@ -688,6 +688,38 @@ async def test_offline_messages_survive_a_restart(server_factory, backend):
     await c.close()
 
 
+async def test_offline_messages_not_acked_are_stored_again_with_their_first_stamp(server):
+    """Offline messages are deleted from the store once queued for a session; one that the
+    session then cannot deliver (here: written, never acknowledged under XEP-0198, and the
+    connection dies) is routed again, so it goes back to offline storage, keeping the
+    `<delay/>` of its first storage (XEP-0203 §3) rather than gaining a second one."""
+    a = await peer(server, "alice")
+    for i in range(3):
+        a.send(f"<message to='carol@localhost' type='chat'><body>again {i}</body></message>")
+    await a.sync()
+    await a.close()
+    c = server.client()
+    await c.login("carol", server.users["carol"], "phone")
+    c.send("<enable xmlns='urn:xmpp:sm:3'/>")   # acks, no resumption: the session ends with
+    await c.expect(lambda e: local(e) == "enabled", what="<enabled/>")   # the connection
+    c.send("<presence/>")
+    first = {}
+    while len(first) < 3:
+        el = await c.recv(15)
+        if local(el) == "message":
+            first[el.findtext(BODY)] = el.find(tag(NS_DELAY, "delay")).get("stamp")
+    c.abort()   # never acknowledged
+    await asyncio.sleep(0.5)
+    c2 = await peer(server, "carol", "again", presence=False)
+    c2.presence()
+    for i in range(3):
+        m = await c2.c.expect(is_msg(f"again {i}"), 15, f"message {i} stored again")
+        delays = m.findall(tag(NS_DELAY, "delay"))
+        assert len(delays) == 1, ET.tostring(m)
+        assert delays[0].get("stamp") == first[f"again {i}"]
+    await c2.close()
+
+
 async def test_offline_storage_cap(server_factory):
     srv = server_factory(im={"offline": {"max_per_user": 2}})
     a = await peer(srv, "alice")

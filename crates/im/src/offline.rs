@@ -10,6 +10,18 @@
 //! Stored messages are delivered, oldest first, when a resource of the account sends initial
 //! presence with a non-negative priority, paced into that session's queue, and deleted once
 //! queued. The server advertises the `msgoffline` disco feature.
+//!
+//! Deleting once queued loses nothing the server could have kept: a session that ends
+//! before writing what was queued for it routes it again (`rookery_c2s` `terminate`), and
+//! so does a managed session (XEP-0198) for what it wrote but the client did not
+//! acknowledge; for a message addressed to the account that means offline storage again,
+//! where it keeps its first `<delay/>` (the time it was first stored). What remains is
+//! inherent in the protocol: without XEP-0198, bytes written to a connection that dies
+//! before the client reads them are lost and nobody can know (deleting "once written" would
+//! not change that), and a server crash after the deletion loses what was in memory. Keeping
+//! the rows until the client's ack would cover the crash too, at the price of tying each
+//! queued stanza to a store row through the queue, the XEP-0352 hold and the XEP-0198 resend
+//! buffer; not done.
 
 use std::sync::Arc;
 
@@ -67,6 +79,16 @@ pub fn qualifies(message: &Stanza) -> bool {
     })
 }
 
+/// Whether `message` already carries a `<delay/>` from `domain`: it was stored here before
+/// and comes back from a session that could not deliver it; its first stamp is the true one
+/// (XEP-0203 §3: the time the message was first delayed).
+fn stamped_by(message: &Stanza, domain: &str) -> bool {
+    message
+        .element()
+        .children()
+        .any(|c| c.is("delay", ns::DELAY) && c.attr("from") == Some(domain))
+}
+
 /// Stores `message` for `owner`. `Err` is the error for the sender: full, or a store failure.
 pub async fn store(
     im: &Im,
@@ -78,7 +100,9 @@ pub async fn store(
         return Err(StanzaError::new(Cond::ServiceUnavailable));
     };
     let mut m = message.clone();
-    m.push_payload(delay(core.domain(), now_unix(), Some("Offline Storage")));
+    if !stamped_by(&m, core.domain()) {
+        m.push_payload(delay(core.domain(), now_unix(), Some("Offline Storage")));
+    }
     let xml = String::from_utf8_lossy(&m.to_bytes()).into_owned();
     let max = u64::try_from(im.config().offline.max_per_user).unwrap_or(u64::MAX);
     let _g = im.lock(owner).await;
@@ -166,11 +190,50 @@ impl Module for Offline {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
     fn msg(xml: &str) -> Stanza {
         parse_stanza(xml).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_message_stored_again_keeps_its_first_stamp() {
+        use rookery_core::{CoreBuilder, CoreConfig};
+        use rookery_store::{Credentials, Store};
+
+        let db = Store::open("sqlite::memory:").await.unwrap();
+        let creds = Credentials::derive("pencil", 64).unwrap();
+        db.accounts()
+            .create("localhost", "bob", &creds)
+            .await
+            .unwrap();
+        let core = CoreBuilder::new(CoreConfig::default(), db).build().unwrap();
+        let im = Im::new(crate::ImConfig::default());
+        let bob = BareJid::parse("bob@localhost").unwrap();
+        let first = msg(
+            "<message from='a@localhost/r' to='bob@localhost' type='chat'>\
+                         <body>hi</body></message>",
+        );
+        store(&im, &core, &bob, &first).await.unwrap();
+        let listed = core.store().offline().list("localhost", "bob", 10).await;
+        let once = parse_stanza(&listed.unwrap()[0].stanza).unwrap();
+        // Delivered, not acknowledged, routed back into storage.
+        store(&im, &core, &bob, &once).await.unwrap();
+        let all = core
+            .store()
+            .offline()
+            .list("localhost", "bob", 10)
+            .await
+            .unwrap();
+        let again = parse_stanza(&all[1].stanza).unwrap();
+        let delays: Vec<_> = again
+            .element()
+            .children()
+            .filter(|c| c.is("delay", ns::DELAY))
+            .collect();
+        assert_eq!(delays.len(), 1, "{}", all[1].stanza);
+        assert_eq!(again.element().to_string(), once.element().to_string());
     }
 
     #[test]

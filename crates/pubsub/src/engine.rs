@@ -17,10 +17,11 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use rand::Rng;
+use rookery_im::util::{delay, now_unix};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::Stanza;
 use rookery_xml::Element;
-use tokio::sync::{Mutex, OnceCell, RwLock};
+use tokio::sync::{Mutex, OnceCell, OwnedMutexGuard, RwLock};
 
 use crate::broadcast::{
     message_id, recipients, AccessSnapshot, Broadcaster, EventKind, Notification, Template,
@@ -36,14 +37,6 @@ use crate::policy::AccessPolicy;
 use crate::store::NodeStore;
 
 type Result<T> = std::result::Result<T, PubsubError>;
-
-/// Seconds since the Unix epoch.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 /// Longest NodeID accepted, in bytes.
 const MAX_NODE_ID: usize = 1024;
@@ -92,6 +85,7 @@ struct NodeCache {
 }
 
 type NodeCell = Arc<Mutex<Node>>;
+type NodeGuard = OwnedMutexGuard<Node>;
 
 /// The nodes of one service.
 #[derive(Debug, Default)]
@@ -110,6 +104,17 @@ pub struct SubscriptionInfo {
     pub state: SubState,
     /// Its SubID.
     pub subid: String,
+}
+
+impl SubscriptionInfo {
+    fn of(node: &str, s: &Subscription) -> SubscriptionInfo {
+        SubscriptionInfo {
+            node: node.to_string(),
+            jid: s.jid.clone(),
+            state: s.state,
+            subid: s.subid.clone(),
+        }
+    }
 }
 
 /// What a subscription request produced.
@@ -173,29 +178,6 @@ pub struct PublishRequest {
     pub options: Option<Form>,
 }
 
-/// Formats seconds since the epoch as XEP-0082 DateTime (UTC).
-pub fn datetime(t: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        (secs % 3600) / 60,
-        secs % 60
-    )
-}
-
 fn item_element(item: &Item, with_payload: bool, ns_: &str) -> Element {
     let mut el = Element::new("item", ns_).with_attr("id", item.id.clone());
     if with_payload {
@@ -217,6 +199,16 @@ pub fn items_event(node: &str, items: &[Item], with_payload: bool) -> Element {
 
 fn event(child: Element) -> Element {
     Element::new("event", ns::EVENT).with_child(child)
+}
+
+/// `<event><subscription node='…' jid='…' subscription='…'/></event>` (§8.8.4, `notify_sub`).
+fn subscription_event(node: &str, jid: &Jid, state: &str) -> Element {
+    event(
+        Element::new("subscription", ns::EVENT)
+            .with_attr("node", node)
+            .with_attr("jid", jid.as_str())
+            .with_attr("subscription", state),
+    )
 }
 
 impl Node {
@@ -253,6 +245,15 @@ impl Node {
                 .filter(|s| s.state == SubState::Subscribed && s.options.deliver)
                 .map(|s| (&s.jid, s.subid.as_str())),
         )
+    }
+
+    /// The JIDs whose affiliation satisfies `pred`.
+    fn affiliated(&self, pred: impl Fn(Affiliation) -> bool) -> Vec<BareJid> {
+        self.affiliations
+            .iter()
+            .filter(|(_, a)| pred(**a))
+            .map(|(j, _)| j.clone())
+            .collect()
     }
 
     fn subs_of<'a>(&'a self, jid: &'a Jid) -> impl Iterator<Item = &'a Subscription> + 'a {
@@ -347,12 +348,38 @@ impl Engine {
     }
 
     /// Locks a node that exists (and was not deleted meanwhile).
-    async fn lock<'a>(cell: &'a NodeCell) -> Result<tokio::sync::MutexGuard<'a, Node>> {
-        let n = cell.lock().await;
+    async fn lock(cell: NodeCell) -> Result<NodeGuard> {
+        let n = cell.lock_owned().await;
         if n.deleted {
             return Err(PubsubError::NodeNotFound);
         }
         Ok(n)
+    }
+
+    /// Looks up and locks the node `name` of `svc`.
+    async fn locked(&self, svc: &BareJid, name: &str) -> Result<NodeGuard> {
+        Self::lock(self.node(svc, name).await?).await
+    }
+
+    /// `forbidden` unless `actor` owns the node.
+    fn require_owner(&self, svc: &BareJid, node: &Node, actor: &Jid) -> Result<()> {
+        if self.affiliation(svc, node, &actor.to_bare()) != Affiliation::Owner {
+            return Err(PubsubError::Forbidden);
+        }
+        Ok(())
+    }
+
+    /// The node an owner use case (§8) names, locked, once `actor` is found to own it.
+    async fn owned<'a>(
+        &self,
+        svc: &BareJid,
+        actor: &Jid,
+        node: Option<&'a str>,
+    ) -> Result<(&'a str, NodeGuard)> {
+        let node = node.ok_or(PubsubError::NodeIdRequired)?;
+        let n = self.locked(svc, node).await?;
+        self.require_owner(svc, &n, actor)?;
+        Ok((node, n))
     }
 
     fn affiliation(&self, svc: &BareJid, node: &Node, who: &BareJid) -> Affiliation {
@@ -366,12 +393,7 @@ impl Engine {
     }
 
     fn owners(&self, svc: &BareJid, node: &Node) -> Vec<BareJid> {
-        let mut v: Vec<BareJid> = node
-            .affiliations
-            .iter()
-            .filter(|(_, a)| **a == Affiliation::Owner)
-            .map(|(j, _)| j.clone())
-            .collect();
+        let mut v = node.affiliated(|a| a == Affiliation::Owner);
         if self.is_pep() && !v.contains(svc) {
             v.push(svc.clone());
         }
@@ -380,12 +402,7 @@ impl Engine {
     }
 
     fn snapshot(&self, svc: &BareJid, node: &Node) -> AccessSnapshot {
-        let mut members: Vec<BareJid> = node
-            .affiliations
-            .iter()
-            .filter(|(_, a)| a.is_member())
-            .map(|(j, _)| j.clone())
-            .collect();
+        let mut members = node.affiliated(Affiliation::is_member);
         if self.is_pep() && !members.contains(svc) {
             members.push(svc.clone());
         }
@@ -401,12 +418,7 @@ impl Engine {
             model: node.config.access_model,
             roster_groups: node.config.roster_groups_allowed.clone(),
             members,
-            outcasts: node
-                .affiliations
-                .iter()
-                .filter(|(_, a)| **a == Affiliation::Outcast)
-                .map(|(j, _)| j.clone())
-                .collect(),
+            outcasts: node.affiliated(|a| a == Affiliation::Outcast),
             subscribed,
         }
     }
@@ -514,23 +526,23 @@ impl Engine {
         if !node.config.notify_sub {
             return;
         }
-        let ev = event(
-            Element::new("subscription", ns::EVENT)
-                .with_attr("node", node.name.clone())
-                .with_attr("jid", jid.as_str())
-                .with_attr("subscription", state),
-        );
+        let ev = subscription_event(&node.name, jid, state);
         for owner in self.owners(svc, node) {
-            let t = Template::new(
-                svc.as_str(),
-                node.config.notification_type.as_str(),
-                &message_id(),
-                &ev,
-                &[],
-            );
-            if let Some(s) = t.stanza(owner.as_str()) {
-                self.broadcaster.send(s).await;
-            }
+            self.notify_one(svc, node, &ev, owner.as_str()).await;
+        }
+    }
+
+    /// Sends the notification `ev` of `node` to `to` alone (not to the node's subscribers).
+    async fn notify_one(&self, svc: &BareJid, node: &Node, ev: &Element, to: &str) {
+        let t = Template::new(
+            svc.as_str(),
+            node.config.notification_type.as_str(),
+            &message_id(),
+            ev,
+            &[],
+        );
+        if let Some(s) = t.stanza(to) {
+            self.broadcaster.send(s).await;
         }
     }
 
@@ -571,11 +583,7 @@ impl Engine {
             .with_attr("type", node.config.notification_type.as_str())
             .with_attr("id", message_id())
             .with_child(ev);
-        msg.push_child(
-            Element::new("delay", "urn:xmpp:delay")
-                .with_attr("from", svc.as_str())
-                .with_attr("stamp", datetime(item.updated_at)),
-        );
+        msg.push_child(delay(svc.as_str(), item.updated_at, None));
         Stanza::from_element(msg).ok()
     }
 
@@ -583,15 +591,13 @@ impl Engine {
 
     /// §5.2: the nodes `actor` may discover, with their titles.
     pub async fn list_nodes(&self, svc: &BareJid, actor: &Jid) -> Result<Vec<(String, String)>> {
-        let s = self.service(svc).await?;
-        let cells: Vec<NodeCell> = s.nodes.read().await.values().cloned().collect();
+        let cells = self.cells(svc, None).await?;
         let who = actor.to_bare();
         let mut out = Vec::new();
         for c in cells {
-            let n = c.lock().await;
-            if n.deleted {
+            let Ok(n) = Self::lock(c).await else {
                 continue;
-            }
+            };
             // PEP lists only what the requester may see (XEP-0163 §?: disco#items of an
             // account); a service lists every node not closed to the requester.
             let visible = if self.is_pep() {
@@ -608,8 +614,7 @@ impl Engine {
 
     /// §5.3/§5.4: node information and meta-data.
     pub async fn node_meta(&self, svc: &BareJid, actor: &Jid, node: &str) -> Result<NodeMeta> {
-        let cell = self.node(svc, node).await?;
-        let n = Self::lock(&cell).await?;
+        let n = self.locked(svc, node).await?;
         if self.is_pep() {
             self.check_access(svc, &n, &actor.to_bare(), true).await?;
         } else if self.affiliation(svc, &n, &actor.to_bare()) == Affiliation::Outcast {
@@ -618,12 +623,7 @@ impl Engine {
         Ok(NodeMeta {
             config: n.config.clone(),
             owners: self.owners(svc, &n),
-            publishers: n
-                .affiliations
-                .iter()
-                .filter(|(_, a)| **a == Affiliation::Publisher)
-                .map(|(j, _)| j.clone())
-                .collect(),
+            publishers: n.affiliated(|a| a == Affiliation::Publisher),
             created_at: n.created_at,
             num_subscribers: n
                 .subs
@@ -635,8 +635,7 @@ impl Engine {
 
     /// §5.5: the ItemIDs of a node (newest first).
     pub async fn item_ids(&self, svc: &BareJid, actor: &Jid, node: &str) -> Result<Vec<String>> {
-        let cell = self.node(svc, node).await?;
-        let n = Self::lock(&cell).await?;
+        let n = self.locked(svc, node).await?;
         self.check_access(svc, &n, &actor.to_bare(), true).await?;
         if !n.config.persist_items {
             return Ok(Vec::new());
@@ -657,18 +656,12 @@ impl Engine {
         let who = actor.to_bare();
         let mut out = Vec::new();
         for c in cells {
-            let n = c.lock().await;
-            if n.deleted {
+            let Ok(n) = Self::lock(c).await else {
                 continue;
-            }
+            };
             for s in &n.subs {
                 if s.jid.bare_str() == who.as_str() {
-                    out.push(SubscriptionInfo {
-                        node: n.name.clone(),
-                        jid: s.jid.clone(),
-                        state: s.state,
-                        subid: s.subid.clone(),
-                    });
+                    out.push(SubscriptionInfo::of(&n.name, s));
                 }
             }
         }
@@ -686,10 +679,9 @@ impl Engine {
         let who = actor.to_bare();
         let mut out = Vec::new();
         for c in cells {
-            let n = c.lock().await;
-            if n.deleted {
+            let Ok(n) = Self::lock(c).await else {
                 continue;
-            }
+            };
             let a = self.affiliation(svc, &n, &who);
             if a != Affiliation::None {
                 out.push((n.name.clone(), a));
@@ -720,8 +712,7 @@ impl Engine {
         jid: &Jid,
         options: Option<&Form>,
     ) -> Result<SubscribeOutcome> {
-        let cell = self.node(svc, node).await?;
-        let mut n = Self::lock(&cell).await?;
+        let mut n = self.locked(svc, node).await?;
         let actor_bare = actor.to_bare();
         let who = jid.to_bare();
         let actor_owner = self.affiliation(svc, &n, &actor_bare) == Affiliation::Owner;
@@ -746,12 +737,7 @@ impl Engine {
         if options.is_none() {
             if let Some(existing) = n.subs_of(jid).next() {
                 return Ok(SubscribeOutcome {
-                    subscription: SubscriptionInfo {
-                        node: n.name.clone(),
-                        jid: existing.jid.clone(),
-                        state: existing.state,
-                        subid: existing.subid.clone(),
-                    },
+                    subscription: SubscriptionInfo::of(&n.name, existing),
                     last_item: None,
                 });
             }
@@ -779,12 +765,7 @@ impl Engine {
             .await?;
         n.subs.push(sub.clone());
         n.changed();
-        let info = SubscriptionInfo {
-            node: n.name.clone(),
-            jid: sub.jid.clone(),
-            state,
-            subid: sub.subid.clone(),
-        };
+        let info = SubscriptionInfo::of(&n.name, &sub);
         if state == SubState::Pending {
             self.request_approval(svc, &n, &sub).await;
             return Ok(SubscribeOutcome {
@@ -845,11 +826,8 @@ impl Engine {
         subid: Option<&str>,
         allow: bool,
     ) -> Result<()> {
-        let cell = self.node(svc, node).await?;
-        let mut n = Self::lock(&cell).await?;
-        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
-            return Err(PubsubError::Forbidden);
-        }
+        let mut n = self.locked(svc, node).await?;
+        self.require_owner(svc, &n, actor)?;
         let Some(pos) = n.subs.iter().position(|s| {
             &s.jid == subscriber
                 && s.state == SubState::Pending
@@ -878,22 +856,8 @@ impl Engine {
             "none"
         };
         n.changed();
-        let ev = event(
-            Element::new("subscription", ns::EVENT)
-                .with_attr("node", node)
-                .with_attr("jid", subscriber.as_str())
-                .with_attr("subscription", state),
-        );
-        let t = Template::new(
-            svc.as_str(),
-            n.config.notification_type.as_str(),
-            &message_id(),
-            &ev,
-            &[],
-        );
-        if let Some(s) = t.stanza(subscriber.as_str()) {
-            self.broadcaster.send(s).await;
-        }
+        let ev = subscription_event(node, subscriber, state);
+        self.notify_one(svc, &n, &ev, subscriber.as_str()).await;
         self.notify_owners_of_sub(svc, &n, subscriber, state).await;
         Ok(())
     }
@@ -907,15 +871,8 @@ impl Engine {
         jid: &Jid,
         subid: Option<&str>,
     ) -> Result<()> {
-        let cell = self.node(svc, node).await?;
-        let mut n = Self::lock(&cell).await?;
-        let actor_bare = actor.to_bare();
-        if jid.to_bare() != actor_bare
-            && self.affiliation(svc, &n, &actor_bare) != Affiliation::Owner
-        {
-            return Err(PubsubError::Forbidden);
-        }
-        let subid = Self::pick_subid(&n, jid, subid)?;
+        let mut n = self.locked(svc, node).await?;
+        let subid = self.pick_subid(svc, &n, actor, jid, subid)?;
         self.store
             .remove_subscription(svc.as_str(), node, &subid)
             .await?;
@@ -925,9 +882,20 @@ impl Engine {
         Ok(())
     }
 
-    /// The SubID a request is about: the given one (which must be `jid`'s), or the only
-    /// subscription of `jid` (§6.2.3.1, §6.2.3.2, §6.2.3.5).
-    fn pick_subid(n: &Node, jid: &Jid, subid: Option<&str>) -> Result<String> {
+    /// The SubID a request of `actor` is about, once `actor` is found to be `jid` or to own
+    /// the node: the given one (which must be `jid`'s), or the only subscription of `jid`
+    /// (§6.2.3.1, §6.2.3.2, §6.2.3.5).
+    fn pick_subid(
+        &self,
+        svc: &BareJid,
+        n: &Node,
+        actor: &Jid,
+        jid: &Jid,
+        subid: Option<&str>,
+    ) -> Result<String> {
+        if jid.to_bare() != actor.to_bare() {
+            self.require_owner(svc, n, actor)?;
+        }
         let mine: Vec<&Subscription> = n.subs_of(jid).collect();
         if mine.is_empty() {
             return Err(PubsubError::NotSubscribed);
@@ -954,16 +922,9 @@ impl Engine {
         jid: Option<&Jid>,
         subid: Option<&str>,
     ) -> Result<(Jid, String, SubOptions)> {
-        let cell = self.node(svc, node).await?;
-        let n = Self::lock(&cell).await?;
+        let n = self.locked(svc, node).await?;
         let jid = jid.ok_or(PubsubError::JidRequired)?;
-        let actor_bare = actor.to_bare();
-        if jid.to_bare() != actor_bare
-            && self.affiliation(svc, &n, &actor_bare) != Affiliation::Owner
-        {
-            return Err(PubsubError::Forbidden);
-        }
-        let subid = Self::pick_subid(&n, jid, subid)?;
+        let subid = self.pick_subid(svc, &n, actor, jid, subid)?;
         let opts = n
             .subs
             .iter()
@@ -983,16 +944,9 @@ impl Engine {
         subid: Option<&str>,
         form: &Form,
     ) -> Result<()> {
-        let cell = self.node(svc, node).await?;
-        let mut n = Self::lock(&cell).await?;
+        let mut n = self.locked(svc, node).await?;
         let jid = jid.ok_or(PubsubError::JidRequired)?;
-        let actor_bare = actor.to_bare();
-        if jid.to_bare() != actor_bare
-            && self.affiliation(svc, &n, &actor_bare) != Affiliation::Owner
-        {
-            return Err(PubsubError::Forbidden);
-        }
-        let subid = Self::pick_subid(&n, jid, subid)?;
+        let subid = self.pick_subid(svc, &n, actor, jid, subid)?;
         let Some(sub) = n.subs.iter_mut().find(|s| s.subid == subid) else {
             return Err(PubsubError::NotSubscribed);
         };
@@ -1015,8 +969,7 @@ impl Engine {
         node: &str,
         q: &ItemsQuery,
     ) -> Result<Vec<Item>> {
-        let cell = self.node(svc, node).await?;
-        let n = Self::lock(&cell).await?;
+        let n = self.locked(svc, node).await?;
         let who = actor.to_bare();
         self.check_access(svc, &n, &who, true).await?;
         if let Some(id) = &q.subid {
@@ -1065,7 +1018,7 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        let mut n = Self::lock(&cell).await?;
+        let mut n = Self::lock(cell).await?;
         let who = actor.to_bare();
         let aff = self.affiliation(svc, &n, &who);
         if aff == Affiliation::Outcast {
@@ -1114,7 +1067,7 @@ impl Engine {
             publisher: actor.as_str().to_string(),
             payload: req.payload,
             seq: n.next_seq,
-            updated_at: now(),
+            updated_at: now_unix(),
         };
         if n.config.persist_items {
             let max = n.config.max_items.effective(self.limit());
@@ -1153,8 +1106,7 @@ impl Engine {
         notify: Option<bool>,
     ) -> Result<()> {
         let node = node.ok_or(PubsubError::NodeIdRequired)?;
-        let cell = self.node(svc, node).await?;
-        let mut n = Self::lock(&cell).await?;
+        let mut n = self.locked(svc, node).await?;
         let id = item_id
             .filter(|i| !i.is_empty())
             .ok_or(PubsubError::ItemRequired)?;
@@ -1222,7 +1174,7 @@ impl Engine {
         let cell = Arc::new(Mutex::new(Node {
             name: name.to_string(),
             config,
-            created_at: now(),
+            created_at: now_unix(),
             affiliations,
             subs: Vec::new(),
             item_count: 0,
@@ -1275,12 +1227,7 @@ impl Engine {
         actor: &Jid,
         node: Option<&str>,
     ) -> Result<NodeConfig> {
-        let node = node.ok_or(PubsubError::NodeIdRequired)?;
-        let cell = self.node(svc, node).await?;
-        let n = Self::lock(&cell).await?;
-        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
-            return Err(PubsubError::Forbidden);
-        }
+        let (_, n) = self.owned(svc, actor, node).await?;
         Ok(n.config.clone())
     }
 
@@ -1292,12 +1239,7 @@ impl Engine {
         node: Option<&str>,
         form: &Form,
     ) -> Result<()> {
-        let node = node.ok_or(PubsubError::NodeIdRequired)?;
-        let cell = self.node(svc, node).await?;
-        let mut n = Self::lock(&cell).await?;
-        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
-            return Err(PubsubError::Forbidden);
-        }
+        let (node, mut n) = self.owned(svc, actor, node).await?;
         if form.kind == "cancel" {
             return Ok(());
         }
@@ -1365,7 +1307,17 @@ impl Engine {
                 gone.push(s.subid.clone());
             }
         }
-        for id in &gone {
+        self.remove_subscriptions(svc, n, &gone).await
+    }
+
+    /// Removes the subscriptions `gone` (SubIDs) of a node, from the store first.
+    async fn remove_subscriptions(
+        &self,
+        svc: &BareJid,
+        n: &mut Node,
+        gone: &[String],
+    ) -> Result<()> {
+        for id in gone {
             self.store
                 .remove_subscription(svc.as_str(), &n.name, id)
                 .await?;
@@ -1392,10 +1344,8 @@ impl Engine {
         let s = self.service(svc).await?;
         let mut nodes = s.nodes.write().await;
         let cell = nodes.get(node).cloned().ok_or(PubsubError::NodeNotFound)?;
-        let mut n = Self::lock(&cell).await?;
-        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
-            return Err(PubsubError::Forbidden);
-        }
+        let mut n = Self::lock(cell).await?;
+        self.require_owner(svc, &n, actor)?;
         self.store.delete_node(svc.as_str(), node).await?;
         nodes.remove(node);
         drop(nodes);
@@ -1414,12 +1364,7 @@ impl Engine {
 
     /// §8.5: deletes every item of a node.
     pub async fn purge(&self, svc: &BareJid, actor: &Jid, node: Option<&str>) -> Result<()> {
-        let node = node.ok_or(PubsubError::NodeIdRequired)?;
-        let cell = self.node(svc, node).await?;
-        let mut n = Self::lock(&cell).await?;
-        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
-            return Err(PubsubError::Forbidden);
-        }
+        let (node, mut n) = self.owned(svc, actor, node).await?;
         if !n.config.persist_items {
             return Err(PubsubError::NotPersistent);
         }
@@ -1440,20 +1385,10 @@ impl Engine {
         actor: &Jid,
         node: Option<&str>,
     ) -> Result<Vec<SubscriptionInfo>> {
-        let node = node.ok_or(PubsubError::NodeIdRequired)?;
-        let cell = self.node(svc, node).await?;
-        let n = Self::lock(&cell).await?;
-        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
-            return Err(PubsubError::Forbidden);
-        }
+        let (_, n) = self.owned(svc, actor, node).await?;
         Ok(n.subs
             .iter()
-            .map(|s| SubscriptionInfo {
-                node: n.name.clone(),
-                jid: s.jid.clone(),
-                state: s.state,
-                subid: s.subid.clone(),
-            })
+            .map(|s| SubscriptionInfo::of(&n.name, s))
             .collect())
     }
 
@@ -1466,12 +1401,7 @@ impl Engine {
         node: Option<&str>,
         changes: &[SubscriptionChange],
     ) -> Result<()> {
-        let node = node.ok_or(PubsubError::NodeIdRequired)?;
-        let cell = self.node(svc, node).await?;
-        let mut n = Self::lock(&cell).await?;
-        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
-            return Err(PubsubError::Forbidden);
-        }
+        let (node, mut n) = self.owned(svc, actor, node).await?;
         for c in changes {
             if let Some(id) = &c.subid {
                 if !n.subs_of(&c.jid).any(|s| &s.subid == id) {
@@ -1491,15 +1421,7 @@ impl Engine {
                 .map(|s| s.subid.clone())
                 .collect();
             match c.state {
-                None => {
-                    for id in &matching {
-                        self.store
-                            .remove_subscription(svc.as_str(), node, id)
-                            .await?;
-                    }
-                    n.subs.retain(|s| !matching.contains(&s.subid));
-                    n.changed();
-                }
+                None => self.remove_subscriptions(svc, &mut n, &matching).await?,
                 Some(state) => {
                     if matching.is_empty() {
                         let sub = Subscription {
@@ -1528,22 +1450,8 @@ impl Engine {
             }
             // §8.8.4: the entity is told of its new state.
             let state_str = c.state.map_or("none", SubState::as_str);
-            let ev = event(
-                Element::new("subscription", ns::EVENT)
-                    .with_attr("node", node)
-                    .with_attr("jid", c.jid.as_str())
-                    .with_attr("subscription", state_str),
-            );
-            let t = Template::new(
-                svc.as_str(),
-                n.config.notification_type.as_str(),
-                &message_id(),
-                &ev,
-                &[],
-            );
-            if let Some(s) = t.stanza(c.jid.as_str()) {
-                self.broadcaster.send(s).await;
-            }
+            let ev = subscription_event(node, &c.jid, state_str);
+            self.notify_one(svc, &n, &ev, c.jid.as_str()).await;
         }
         Ok(())
     }
@@ -1555,12 +1463,7 @@ impl Engine {
         actor: &Jid,
         node: Option<&str>,
     ) -> Result<Vec<(BareJid, Affiliation)>> {
-        let node = node.ok_or(PubsubError::NodeIdRequired)?;
-        let cell = self.node(svc, node).await?;
-        let n = Self::lock(&cell).await?;
-        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
-            return Err(PubsubError::Forbidden);
-        }
+        let (_, n) = self.owned(svc, actor, node).await?;
         let mut v: Vec<(BareJid, Affiliation)> = n
             .affiliations
             .iter()
@@ -1582,12 +1485,7 @@ impl Engine {
         node: Option<&str>,
         changes: &[(BareJid, Affiliation)],
     ) -> Result<()> {
-        let node = node.ok_or(PubsubError::NodeIdRequired)?;
-        let cell = self.node(svc, node).await?;
-        let mut n = Self::lock(&cell).await?;
-        if self.affiliation(svc, &n, &actor.to_bare()) != Affiliation::Owner {
-            return Err(PubsubError::Forbidden);
-        }
+        let (node, mut n) = self.owned(svc, actor, node).await?;
         let mut after = n.affiliations.clone();
         for (jid, a) in changes {
             if self.is_pep() && jid == svc {
@@ -1621,13 +1519,7 @@ impl Engine {
                 .filter(|s| outcasts.contains(s.jid.bare_str()))
                 .map(|s| s.subid.clone())
                 .collect();
-            for id in &gone {
-                self.store
-                    .remove_subscription(svc.as_str(), node, id)
-                    .await?;
-            }
-            n.subs.retain(|s| !gone.contains(&s.subid));
-            n.changed();
+            self.remove_subscriptions(svc, &mut n, &gone).await?;
         }
         // A changed affiliation can close a whitelist: re-check.
         if n.config.access_model == AccessModel::Whitelist {
@@ -1646,16 +1538,16 @@ impl Engine {
         contact: &Jid,
         wants: &(dyn Fn(&str) -> bool + Send + Sync),
     ) -> Vec<Stanza> {
-        let Ok(s) = self.service(svc).await else {
+        let Ok(cells) = self.cells(svc, None).await else {
             return Vec::new();
         };
-        let cells: Vec<NodeCell> = s.nodes.read().await.values().cloned().collect();
         let who = contact.to_bare();
         let mut out = Vec::new();
         for c in cells {
-            let mut n = c.lock().await;
-            if n.deleted
-                || n.config.send_last_published_item != SendLast::OnSubAndPresence
+            let Ok(mut n) = Self::lock(c).await else {
+                continue;
+            };
+            if n.config.send_last_published_item != SendLast::OnSubAndPresence
                 || !wants(&n.name)
                 || !self.may_see(svc, &n, &who).await
             {
@@ -1684,17 +1576,5 @@ impl Engine {
         if let Err(e) = self.store.delete_service(svc.as_str()).await {
             tracing::error!(service = %svc, error = %e, "deleting the pubsub nodes of a service failed");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn datetime_formats() {
-        assert_eq!(datetime(0), "1970-01-01T00:00:00Z");
-        assert_eq!(datetime(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(datetime(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

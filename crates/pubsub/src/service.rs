@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rookery_core::{Core, DomainRoute};
+use rookery_im::util::format_utc;
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{
     ns as pns, IqType, MessageType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind,
@@ -14,7 +15,7 @@ use rookery_xml::Element;
 
 use crate::broadcast::CoreBroadcaster;
 use crate::config::ServiceKind;
-use crate::engine::{datetime, Engine, NodeMeta};
+use crate::engine::{Engine, NodeMeta};
 use crate::form::{Field, Form};
 use crate::ns;
 
@@ -111,7 +112,7 @@ pub fn meta_form(meta: &NodeMeta) -> Form {
         .with(Field::new(
             "pubsub#creation_date",
             "text-single",
-            datetime(meta.created_at),
+            format_utc(meta.created_at),
         ))
         .with(Field::new(
             "pubsub#num_subscribers",

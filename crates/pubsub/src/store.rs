@@ -479,7 +479,7 @@ impl NodeStore for MemoryStore {
         }
         let mut n = MemNode {
             config: Some(config.clone()),
-            created_at: crate::engine::now(),
+            created_at: rookery_im::util::now_unix(),
             ..MemNode::default()
         };
         n.affiliations.insert(owner.clone(), Affiliation::Owner);

@@ -2,11 +2,20 @@
 # Side-by-side load test of Rookery, Prosody and ejabberd on this machine with rookery-bench.
 #
 # Installs Prosody and ejabberd from Debian if missing (apt-get; needs root), builds Rookery
-# and rookery-bench in release mode, then for each server in turn: starts a private instance
+# and rookery-bench in release mode, then for each server in turn: writes a private instance
 # on loopback (own config, data dir, self-signed certificate, ports of its own), creates the
 # same accounts (Rookery: `rookery user add-bulk`; Prosody and ejabberd: in-band registration
-# with `rookery-bench register`), runs the same scenarios, and stops it. Prints one table and
-# writes every JSON summary to $WORK.
+# with `rookery-bench register`), then runs the same scenarios:
+#   1. connect-plain: SESSIONS idle sessions without TLS (fresh server process),
+#   2. connect:       SESSIONS idle sessions over STARTTLS (fresh server process again: a
+#                     process that has served sessions before reuses their freed pages, so
+#                     memory per session must come from a fresh one),
+#   3. messages, 4. pubsub (same process as 2).
+# Prints one table and writes every JSON summary to $WORK.
+#
+# For the plain run every server accepts authentication without TLS (Rookery:
+# `[c2s] require_encryption = false`; Prosody: `c2s_require_encryption = false`; ejabberd:
+# `starttls_required: false`); STARTTLS stays offered and the other runs use it.
 #
 # Usage: conformance/bench/compare.sh            (modest defaults: a few minutes on 2 cores)
 #        SESSIONS=10000 LOGIN_RATE=500 conformance/bench/compare.sh
@@ -18,16 +27,23 @@
 #   MSG_CLIENTS=1000    clients in the messages scenario (pairs)
 #   MSG_RATE=2000       messages per second offered in total
 #   DURATION=15         seconds of each measured phase
-#   PUBSUB_SUBS=0       subscribers of the pubsub scenario (0 skips it)
+#   PUBSUB_SUBS=500     subscribers of the pubsub scenario (0 skips it)
 #   PUBSUB_RATE=5       items published per second
 #   SERVERS="rookery prosody ejabberd"
 #   BASE_PORT=35200     Rookery uses +22/+23, Prosody +32, ejabberd +42
 #   WORK=<mktemp -d>    where configs, data, logs and JSON go
 #   ROOKERY_BIN, BENCH_BIN  use these binaries instead of building target/release ones
+#   SCRAM_CACHE=0       1 lets the generator reuse the client's PBKDF2 result across logins
+#                       (see below)
 #   TABLE_ONLY=1        only print the table from the JSON already in $WORK
 #
-# Every server gets the same work: STARTTLS, SCRAM-SHA-1 with 4096 PBKDF2 iterations (the
-# one mechanism all three store by default), roster fetch off, initial presence on.
+# Every server gets the same work: STARTTLS (except the plain run), SCRAM-SHA-1 with 4096
+# PBKDF2 iterations (the one mechanism all three store by default), roster fetch off, initial
+# presence on. The generator's work per login is the same too: by default it runs the
+# client's PBKDF2 for every login (--no-scram-cache). Rookery's bulk-created accounts share
+# one salt, Prosody's and ejabberd's each have their own, so with SCRAM_CACHE=1 only the
+# Rookery runs would skip that work and leave more of the CPU to the server; use it only to
+# shorten the ramps when the login rate is not what you are comparing.
 # Only loopback is used; nothing listens on other interfaces.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,10 +55,11 @@ INFLIGHT=${INFLIGHT:-128}
 MSG_CLIENTS=${MSG_CLIENTS:-1000}
 MSG_RATE=${MSG_RATE:-2000}
 DURATION=${DURATION:-15}
-PUBSUB_SUBS=${PUBSUB_SUBS:-0}
+PUBSUB_SUBS=${PUBSUB_SUBS:-500}
 PUBSUB_RATE=${PUBSUB_RATE:-5}
 SERVERS=${SERVERS:-"rookery prosody ejabberd"}
 BASE_PORT=${BASE_PORT:-35200}
+SCRAM_CACHE=${SCRAM_CACHE:-0}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-compare.XXXXXX)}
 PASSWORD=bench-pass
 DOMAIN=localhost
@@ -95,31 +112,63 @@ wait_port() {
   return 1
 }
 
+cache_flag=()
+[ "$SCRAM_CACHE" = 1 ] || cache_flag=(--no-scram-cache)
+
 bench() { # bench <server> <scenario-name> <port> <pid> <args...>
   local server=$1 name=$2 port=$3 pid=$4
   shift 4
   echo "-- $server: $name"
   "$BENCH" --port "$port" --domain "$DOMAIN" --insecure --mechanism scram-sha1 \
     --password "$PASSWORD" --max-inflight "$INFLIGHT" --server-pid "$pid" --label "$server" \
-    --quiet --json "$WORK/$server-$name.json" "$@" | sed 's/^/   /'
+    "${cache_flag[@]}" --quiet --json "$WORK/$server-$name.json" "$@" | sed 's/^/   /'
 }
 
-run_scenarios() { # run_scenarios <server> <port> <pid>
-  local server=$1 port=$2 pid=$3
+# Each server has start_<server> (sets SERVER_PID, returns once the port accepts) and
+# stop_<server>; run_<server> writes its config and accounts, then calls run_scenarios.
+SERVER_PID=
+
+run_scenarios() { # run_scenarios <server> <port>
+  local server=$1 port=$2
+  "start_$server"
   sleep 5 # let the server settle (GC, caches) before the memory baseline
-  bench "$server" connect "$port" "$pid" -n "$SESSIONS" --login-rate "$LOGIN_RATE" \
+  bench "$server" connect-plain "$port" "$SERVER_PID" --tls none -n "$SESSIONS" \
+    --login-rate "$LOGIN_RATE" --duration 5 connect
+  "stop_$server"
+  "start_$server"
+  sleep 5
+  bench "$server" connect "$port" "$SERVER_PID" -n "$SESSIONS" --login-rate "$LOGIN_RATE" \
     --duration 5 connect
   sleep 2
-  bench "$server" messages "$port" "$pid" -n "$MSG_CLIENTS" --login-rate "$LOGIN_RATE" \
+  bench "$server" messages "$port" "$SERVER_PID" -n "$MSG_CLIENTS" --login-rate "$LOGIN_RATE" \
     --duration "$DURATION" messages --rate "$MSG_RATE"
   if [ "$PUBSUB_SUBS" -gt 0 ]; then
     sleep 2
-    bench "$server" pubsub "$port" "$pid" -n $((PUBSUB_SUBS + 1)) --login-rate "$LOGIN_RATE" \
-      --duration "$DURATION" pubsub --rate "$PUBSUB_RATE" || true
+    bench "$server" pubsub "$port" "$SERVER_PID" -n $((PUBSUB_SUBS + 1)) \
+      --login-rate "$LOGIN_RATE" --duration "$DURATION" pubsub --rate "$PUBSUB_RATE" || true
   fi
+  "stop_$server"
+}
+
+register() { # register <server> <port>: creates the accounts in band (XEP-0077)
+  echo "-- $1: registering $ACCOUNTS accounts in band"
+  "$BENCH" --port "$2" --domain "$DOMAIN" --insecure --password "$PASSWORD" -q \
+    -n "$ACCOUNTS" --login-rate 2000 --max-inflight 64 --json "$WORK/$1-register.json" \
+    register | sed 's/^/   /'
 }
 
 # ---- Rookery -------------------------------------------------------------------------------
+start_rookery() {
+  local dir="$WORK/rookery"
+  "$ROOKERY" -c "$dir/rookery.toml" serve >> "$dir/server.log" 2>&1 &
+  SERVER_PID=$!
+  wait_port $((BASE_PORT + 22))
+}
+
+stop_rookery() {
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+}
+
 run_rookery() {
   local dir="$WORK/rookery" port=$((BASE_PORT + 22))
   rm -rf "$dir"; mkdir -p "$dir"
@@ -133,19 +182,28 @@ c2s_direct_tls = "127.0.0.1:$((BASE_PORT + 23))"
 [tls]
 cert = "$certs/$DOMAIN.crt"
 key = "$certs/$DOMAIN.key"
+[c2s]
+require_encryption = false
 [log]
 level = "warn"
 EOF
   "$ROOKERY" -c "$dir/rookery.toml" user add-bulk --count "$ACCOUNTS" --password "$PASSWORD" >/dev/null
-  "$ROOKERY" -c "$dir/rookery.toml" serve > "$dir/server.log" 2>&1 &
-  local pid=$!
-  wait_port "$port"
   echo "$("$ROOKERY" --version)" > "$WORK/rookery.version"
-  run_scenarios rookery "$port" "$pid"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  run_scenarios rookery "$port"
 }
 
 # ---- Prosody -------------------------------------------------------------------------------
+start_prosody() {
+  local dir="$WORK/prosody"
+  prosody --config "$dir/prosody.cfg.lua" -F >> "$dir/stdout.log" 2>&1 &
+  SERVER_PID=$!
+  wait_port $((BASE_PORT + 32))
+}
+
+stop_prosody() {
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+}
+
 run_prosody() {
   local dir="$WORK/prosody" port=$((BASE_PORT + 32))
   rm -rf "$dir"; mkdir -p "$dir/data"
@@ -161,7 +219,7 @@ c2s_ports = { $port }
 c2s_direct_tls_ports = { }
 modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "register"; "smacks"; "pep" }
 modules_disabled = { "s2s"; "offline" }
-c2s_require_encryption = true
+c2s_require_encryption = false
 allow_registration = true
 authentication = "internal_hashed"
 default_iteration_count = 4096
@@ -172,21 +230,43 @@ admins = { "user1@$DOMAIN" }
 VirtualHost "$DOMAIN"
 Component "pubsub.$DOMAIN" "pubsub"
 EOF
-  prosody --config "$dir/prosody.cfg.lua" -F > "$dir/stdout.log" 2>&1 &
-  local pid=$!
-  wait_port "$port"
   dpkg-query -W -f='Prosody ${Version}\n' prosody > "$WORK/prosody.version"
-  echo "-- prosody: registering $ACCOUNTS accounts in band"
-  "$BENCH" --port "$port" --domain "$DOMAIN" --insecure --password "$PASSWORD" -q \
-    -n "$ACCOUNTS" --login-rate 2000 --max-inflight 64 --json "$WORK/prosody-register.json" \
-    register | sed 's/^/   /'
-  run_scenarios prosody "$port" "$pid"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  start_prosody
+  register prosody "$port"
+  stop_prosody
+  run_scenarios prosody "$port"
 }
 
 # ---- ejabberd ------------------------------------------------------------------------------
+EJABBERD_NODE="rookerybench@localhost"
+
+ejabberd_ctl() { # runs the ejabberdctl of the private instance with these arguments
+  local dir="$WORK/ejabberd"
+  ejabberdctl --config "$dir/ejabberd.yml" --ctl-config "$dir/ejabberdctl.cfg" \
+    --node "$EJABBERD_NODE" --spool "$dir/spool" --logs "$dir/logs" "$@"
+}
+
+start_ejabberd() {
+  local dir="$WORK/ejabberd" nofile
+  # ejabberdctl run by root starts the VM as the ejabberd user through su, whose PAM session
+  # resets the soft file-descriptor limit to 1024; started as that user with the limit raised
+  # first, the VM gets the limit the other servers have.
+  nofile=$(ulimit -Hn)
+  su -s /bin/sh ejabberd -c "ulimit -n $nofile; cd '$dir/spool' && exec ejabberdctl \
+    --config '$dir/ejabberd.yml' --ctl-config '$dir/ejabberdctl.cfg' --node '$EJABBERD_NODE' \
+    --spool '$dir/spool' --logs '$dir/logs' start"
+  ejabberd_ctl started >/dev/null 2>&1 || true
+  wait_port $((BASE_PORT + 42))
+  SERVER_PID=$(pgrep -f -- "beam.*$EJABBERD_NODE" | head -1)
+}
+
+stop_ejabberd() {
+  ejabberd_ctl stop >/dev/null 2>&1 || kill "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
+}
+
 run_ejabberd() {
-  local dir="$WORK/ejabberd" port=$((BASE_PORT + 42)) node="rookerybench@localhost"
+  local dir="$WORK/ejabberd" port=$((BASE_PORT + 42)) node=$EJABBERD_NODE
   rm -rf "$dir"; mkdir -p "$dir/spool" "$dir/logs"
   cat > "$dir/ejabberd.yml" <<EOF
 # Private ejabberd for rookery-bench: loopback only, no s2s, no HTTP, no shapers.
@@ -201,7 +281,8 @@ listen:
     ip: "127.0.0.1"
     module: ejabberd_c2s
     max_stanza_size: 262144
-    starttls_required: true
+    starttls: true
+    starttls_required: false
     backlog: 128
     access: all
 acl:
@@ -248,26 +329,11 @@ INET_DIST_INTERFACE=127.0.0.1
 ERLANG_NODE=$node
 EOF
   chown -R ejabberd:ejabberd "$dir"
-  local ctl=(ejabberdctl --config "$dir/ejabberd.yml" --ctl-config "$dir/ejabberdctl.cfg"
-             --node "$node" --spool "$dir/spool" --logs "$dir/logs")
-  # ejabberdctl run by root starts the VM as the ejabberd user through su, whose PAM session
-  # resets the soft file-descriptor limit to 1024; started as that user with the limit raised
-  # first, the VM gets the limit the other servers have.
-  local nofile
-  nofile=$(ulimit -Hn)
-  su -s /bin/sh ejabberd -c "ulimit -n $nofile; cd '$dir/spool' && exec ${ctl[*]} start"
-  "${ctl[@]}" started >/dev/null 2>&1 || true
-  wait_port "$port"
-  local pid
-  pid=$(pgrep -f -- "beam.*$node" | head -1)
   dpkg-query -W -f='ejabberd ${Version}\n' ejabberd > "$WORK/ejabberd.version"
-  echo "-- ejabberd: registering $ACCOUNTS accounts in band"
-  "$BENCH" --port "$port" --domain "$DOMAIN" --insecure --password "$PASSWORD" -q \
-    -n "$ACCOUNTS" --login-rate 2000 --max-inflight 64 --json "$WORK/ejabberd-register.json" \
-    register | sed 's/^/   /'
-  run_scenarios ejabberd "$port" "$pid"
-  "${ctl[@]}" stop >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  start_ejabberd
+  register ejabberd "$port"
+  stop_ejabberd
+  run_scenarios ejabberd "$port"
 }
 
 if [ -z "${TABLE_ONLY:-}" ]; then
@@ -295,11 +361,15 @@ def f(x, fmt="{:.0f}"):
 rows = []
 for s in servers:
     c, m, p = load(s, "connect"), load(s, "messages"), load(s, "pubsub")
+    cp = load(s, "connect-plain")
     ver = open(os.path.join(work, f"{s}.version")).read().strip() if os.path.exists(os.path.join(work, f"{s}.version")) else s
-    per = g(c, "results", "idle_memory", "bytes_per_session")
+    def kib(run):
+        per = g(run, "results", "idle_memory", "bytes_per_session")
+        return f(per / 1024 if per is not None else None, "{:.1f}")
     row = [ver,
            f(g(c, "results", "idle_memory", "sessions")),
-           f(per / 1024 if per is not None else None, "{:.1f}"),
+           kib(cp),
+           kib(c),
            f(g(c, "results", "login", "rate_per_s")),
            f(g(c, "results", "login", "latency_ms", "p99"), "{:.0f}"),
            f(g(m, "results", "messages", "offered_rate_per_s")),
@@ -308,11 +378,12 @@ for s in servers:
            f(g(m, "results", "messages", "latency_ms", "p99"), "{:.2f}"),
            f(g(m, "results", "messages", "lost")),
            f(g(m, "results", "messages", "server_cpu_ms_per_1000_messages"), "{:.0f}"),
-           str(sum(sum((g(x, "errors") or {}).values()) for x in (c, m) if x))]
+           str(sum(sum((g(x, "errors") or {}).values()) for x in (cp, c, m) if x))]
     if p:
         row.append(f"{f(g(p, 'results', 'pubsub', 'delivery_rate_per_s'))}/s p99 {f(g(p, 'results', 'pubsub', 'latency_ms', 'p99'), '{:.1f}')} ms")
     rows.append(row)
-head = ["server", "idle sessions", "KiB/session (TLS)", "logins/s", "login p99 ms",
+head = ["server", "idle sessions", "KiB/session plain", "KiB/session TLS", "logins/s (TLS)",
+        "login p99 ms",
         "msgs offered/s", "msgs delivered/s", "msg p50 ms", "msg p99 ms", "lost",
         "server CPU ms/1000 msgs", "errors"]
 if any(len(r) > len(head) for r in rows):

@@ -202,7 +202,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         cli.source_addrs
     };
-    let (tls_starttls, tls_direct) = client::tls_configs(cli.insecure, cli.ca_file.as_deref())?;
+    // Without TLS no certificate is ever checked, so neither --insecure nor --ca-file is
+    // needed; the configurations are built anyway and stay unused.
+    let no_tls = cli.tls == TlsMode::None;
+    let (tls_starttls, tls_direct) =
+        client::tls_configs(cli.insecure || no_tls, cli.ca_file.as_deref())?;
     let resume = matches!(&cli.scenario, Scenario::Churn(a) if a.resume);
     let cfg = ClientConfig {
         target,

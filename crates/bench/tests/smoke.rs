@@ -1,7 +1,8 @@
-//! Smoke test: the real server binary on an ephemeral loopback port, 20 accounts created
-//! with `rookery user add-bulk`, and `rookery-bench messages` with 20 clients for two
-//! seconds. It checks that the tool works end to end (logins, delivery, JSON summary, server
-//! sampling), never how fast anything is.
+//! Smoke tests: the real server binary on an ephemeral loopback port, 20 accounts created
+//! with `rookery user add-bulk`, then `rookery-bench messages` with 20 clients for two
+//! seconds over STARTTLS, and `rookery-bench connect` without TLS against a server with
+//! `[c2s] require_encryption = false`. They check that the tool works end to end (logins,
+//! delivery, JSON summary, server and generator memory sampling), never how fast anything is.
 //!
 //! The server binary is `$ROOKERY_BIN`, else `rookery` beside this package's binary in the
 //! target directory (built by `cargo build --workspace`), else it is built with `$CARGO`.
@@ -91,19 +92,19 @@ fn start_server(bin: &Path, config: &Path) -> (Server, u16) {
     (server, port)
 }
 
-#[test]
-fn messages_scenario_against_the_real_server() {
+/// Writes a config (plus `extra` TOML) into `dir`, creates the 20 accounts and starts the
+/// server; `None` when there is no server binary to test against.
+fn server_with_accounts(dir: &Path, extra: &str) -> Option<(Server, u16)> {
     let Some(bin) = server_binary() else {
         eprintln!("SKIP: no server binary (set ROOKERY_BIN or run `cargo build -p rookery`)");
-        return;
+        return None;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("rookery.toml");
+    let config = dir.join("rookery.toml");
     std::fs::write(
         &config,
         format!(
-            "domain = \"localhost\"\ndata_dir = \"{}\"\n[listen]\nc2s = \"127.0.0.1:0\"\nc2s_direct_tls = \"\"\n",
-            dir.path().join("data").display()
+            "domain = \"localhost\"\ndata_dir = \"{}\"\n[listen]\nc2s = \"127.0.0.1:0\"\nc2s_direct_tls = \"\"\n{extra}",
+            dir.join("data").display()
         ),
     )
     .unwrap();
@@ -125,8 +126,15 @@ fn messages_scenario_against_the_real_server() {
         "add-bulk: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Some(start_server(&bin, &config))
+}
 
-    let (server, port) = start_server(&bin, &config);
+#[test]
+fn messages_scenario_against_the_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((server, port)) = server_with_accounts(dir.path(), "") else {
+        return;
+    };
     let json = dir.path().join("summary.json");
     let out = Command::new(BENCH)
         .args([
@@ -178,6 +186,41 @@ fn messages_scenario_against_the_real_server() {
     );
     assert_eq!(v["errors"], serde_json::json!({}), "{v:#}");
     assert!(v["server"]["samples"]["start"]["rss_kb"].as_u64().unwrap() > 0);
+    drop(server);
+}
+
+#[test]
+fn connect_without_tls_reports_memory_per_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((server, port)) =
+        server_with_accounts(dir.path(), "[c2s]\nrequire_encryption = false\n")
+    else {
+        return;
+    };
+    let json = dir.path().join("summary.json");
+    let out = Command::new(BENCH)
+        .args(["--port", &port.to_string(), "--tls", "none"])
+        .args(["--password", "smoke-pass", "--mechanism", "scram-sha256"])
+        .args(["-n", "20", "--login-rate", "100", "--duration", "2"])
+        .args(["--max-time", "120", "-q"])
+        .args(["--server-pid", &server.0.id().to_string(), "--json"])
+        .arg(&json)
+        .arg("connect")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rookery-bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["tls"], "none");
+    assert_eq!(v["results"]["login"]["ok"], 20, "{v:#}");
+    assert_eq!(v["errors"], serde_json::json!({}), "{v:#}");
+    assert_eq!(v["results"]["idle_memory"]["sessions"], 20, "{v:#}");
+    assert_eq!(v["results"]["generator"]["clients"], 20, "{v:#}");
+    assert!(v["results"]["generator"]["rss_kb_idle"].as_u64().unwrap() > 0);
     drop(server);
 }
 

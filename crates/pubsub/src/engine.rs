@@ -178,23 +178,25 @@ pub struct PublishRequest {
     pub options: Option<Form>,
 }
 
-fn item_element(item: &Item, with_payload: bool, ns_: &str) -> Element {
-    let mut el = Element::new("item", ns_).with_attr("id", item.id.clone());
-    if with_payload {
-        if let Some(p) = &item.payload {
-            el.push_child(p.clone());
+/// `<items node='…'>` in namespace `ns_` (`pubsub` for retrieval, `pubsub#event` for
+/// notifications) with an `<item/>` per item, each with its payload when `with_payload`.
+pub fn items_list(ns_: &str, node: &str, items: &[Item], with_payload: bool) -> Element {
+    let mut list = Element::new("items", ns_).with_attr("node", node);
+    for i in items {
+        let mut el = Element::new("item", ns_).with_attr("id", i.id.clone());
+        if with_payload {
+            if let Some(p) = &i.payload {
+                el.push_child(p.clone());
+            }
         }
+        list.push_child(el);
     }
-    el
+    list
 }
 
 /// `<event><items node='…'>…</items></event>`.
 pub fn items_event(node: &str, items: &[Item], with_payload: bool) -> Element {
-    let mut list = Element::new("items", ns::EVENT).with_attr("node", node);
-    for i in items {
-        list.push_child(item_element(i, with_payload, ns::EVENT));
-    }
-    Element::new("event", ns::EVENT).with_child(list)
+    event(items_list(ns::EVENT, node, items, with_payload))
 }
 
 fn event(child: Element) -> Element {

@@ -403,13 +403,20 @@ struct MemNode {
 /// A store in memory, for tests and benchmarks (nothing survives the process).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    nodes: Mutex<HashMap<(String, String), MemNode>>,
+    nodes: Mutex<MemNodes>,
 }
+
+/// The nodes in memory by (service, node).
+type MemNodes = HashMap<(String, String), MemNode>;
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    fn lock(&self) -> StoreResult<std::sync::MutexGuard<'_, MemNodes>> {
+        self.nodes.lock().map_err(|_| PubsubError::Storage)
     }
 
     fn with<T>(
@@ -418,11 +425,21 @@ impl MemoryStore {
         node: &str,
         f: impl FnOnce(&mut MemNode) -> T,
     ) -> StoreResult<T> {
-        let mut nodes = self.nodes.lock().map_err(|_| PubsubError::Storage)?;
+        let mut nodes = self.lock()?;
         let n = nodes
             .get_mut(&(service.to_string(), node.to_string()))
             .ok_or(PubsubError::NodeNotFound)?;
         Ok(f(n))
+    }
+}
+
+impl MemNode {
+    /// Removes the item `id`; whether there was one.
+    fn remove_item(&mut self, id: &str) -> bool {
+        match self.by_id.remove(id) {
+            Some(seq) => self.items.remove(&seq).is_some(),
+            None => false,
+        }
     }
 }
 
@@ -441,7 +458,7 @@ fn trim_oldest(n: &mut MemNode, keep: u64) -> u64 {
 #[async_trait]
 impl NodeStore for MemoryStore {
     async fn load(&self, service: &str, _defaults: &NodeConfig) -> StoreResult<Vec<StoredNode>> {
-        let nodes = self.nodes.lock().map_err(|_| PubsubError::Storage)?;
+        let nodes = self.lock()?;
         let mut out: Vec<StoredNode> = nodes
             .iter()
             .filter(|((s, _), _)| s == service)
@@ -472,7 +489,7 @@ impl NodeStore for MemoryStore {
         config: &NodeConfig,
         owner: &BareJid,
     ) -> StoreResult<()> {
-        let mut nodes = self.nodes.lock().map_err(|_| PubsubError::Storage)?;
+        let mut nodes = self.lock()?;
         let key = (service.to_string(), node.to_string());
         if nodes.contains_key(&key) {
             return Err(PubsubError::NodeExists);
@@ -492,7 +509,7 @@ impl NodeStore for MemoryStore {
     }
 
     async fn delete_node(&self, service: &str, node: &str) -> StoreResult<()> {
-        let mut nodes = self.nodes.lock().map_err(|_| PubsubError::Storage)?;
+        let mut nodes = self.lock()?;
         nodes.remove(&(service.to_string(), node.to_string()));
         Ok(())
     }
@@ -539,10 +556,7 @@ impl NodeStore for MemoryStore {
         _count_before: u64,
     ) -> StoreResult<bool> {
         self.with(service, node, |n| {
-            let replaced = match n.by_id.remove(&item.id) {
-                Some(seq) => n.items.remove(&seq).is_some(),
-                None => false,
-            };
+            let replaced = n.remove_item(&item.id);
             n.items.insert(item.seq, item.clone());
             n.by_id.insert(item.id.clone(), item.seq);
             if let Some(max) = max_items {
@@ -557,10 +571,7 @@ impl NodeStore for MemoryStore {
     }
 
     async fn retract(&self, service: &str, node: &str, id: &str) -> StoreResult<bool> {
-        self.with(service, node, |n| match n.by_id.remove(id) {
-            Some(seq) => n.items.remove(&seq).is_some(),
-            None => false,
-        })
+        self.with(service, node, |n| n.remove_item(id))
     }
 
     async fn purge(&self, service: &str, node: &str) -> StoreResult<()> {
@@ -614,7 +625,7 @@ impl NodeStore for MemoryStore {
     }
 
     async fn delete_service(&self, service: &str) -> StoreResult<()> {
-        let mut nodes = self.nodes.lock().map_err(|_| PubsubError::Storage)?;
+        let mut nodes = self.lock()?;
         nodes.retain(|(s, _), _| s != service);
         Ok(())
     }

@@ -9,7 +9,9 @@ use rookery_jid::{BareJid, Jid};
 use rookery_proto::{IqType, Stanza, StanzaError, StanzaKind};
 use rookery_xml::Element;
 
-use crate::engine::{Engine, ItemsQuery, PublishRequest, SubscriptionChange, SubscriptionInfo};
+use crate::engine::{
+    items_list, Engine, ItemsQuery, PublishRequest, SubscriptionChange, SubscriptionInfo,
+};
 use crate::error::PubsubError;
 use crate::form::Form;
 use crate::model::{Affiliation, SubOptions, SubState};
@@ -128,15 +130,7 @@ async fn entity(
             let mut items = engine.items(svc, from, node, &q).await?;
             // Oldest first, as published.
             items.reverse();
-            let mut list = Element::new("items", ns::PUBSUB).with_attr("node", node);
-            for i in &items {
-                let mut el = Element::new("item", ns::PUBSUB).with_attr("id", i.id.clone());
-                if let Some(p) = &i.payload {
-                    el.push_child(p.clone());
-                }
-                list.push_child(el);
-            }
-            Ok(Reply::with(out(list)))
+            Ok(Reply::with(out(items_list(ns::PUBSUB, node, &items, true))))
         }
         (false, "subscriptions", None) => {
             let subs = engine.subscriptions_of(svc, from, node).await?;

@@ -74,6 +74,30 @@ struct Setup {
     svc: BareJid,
 }
 
+impl Setup {
+    /// Creates `node` as `owner`, configured with `fields` (none: the defaults).
+    async fn create(&self, owner: &Jid, node: &str, fields: &[(&str, &str)]) -> String {
+        let form = (!fields.is_empty()).then(|| config(fields));
+        self.engine
+            .create(&self.svc, owner, Some(node), form.as_ref())
+            .await
+            .unwrap()
+    }
+
+    /// Applies the configuration `fields` to `node` as `owner`.
+    async fn configure(&self, owner: &Jid, node: &str, fields: &[(&str, &str)]) {
+        self.engine
+            .configure(&self.svc, owner, Some(node), &config(fields))
+            .await
+            .unwrap();
+    }
+
+    /// Publishes `req` as `who`; the ItemID.
+    async fn publish(&self, who: &Jid, req: PublishRequest) -> String {
+        self.engine.publish(&self.svc, who, req).await.unwrap()
+    }
+}
+
 fn setup_with(profile: Profile, store: Arc<dyn NodeStore>) -> Setup {
     let rec = Arc::new(Recorder::default());
     let mut roster = FakeRoster::default();
@@ -138,13 +162,7 @@ const MALLORY: &str = "mallory@evil.example/x";
 async fn create_named_instant_and_errors() {
     let s = setup();
     let a = jid(ALICE);
-    assert_eq!(
-        s.engine
-            .create(&s.svc, &a, Some("news"), None)
-            .await
-            .unwrap(),
-        "news"
-    );
+    assert_eq!(s.create(&a, "news", &[]).await, "news");
     assert_eq!(
         s.engine.create(&s.svc, &a, Some("news"), None).await,
         Err(PubsubError::NodeExists)
@@ -159,15 +177,12 @@ async fn create_named_instant_and_errors() {
         Err(PubsubError::Forbidden)
     );
     // Create-and-configure; an invalid value refuses the node.
-    s.engine
-        .create(
-            &s.svc,
-            &a,
-            Some("configured"),
-            Some(&config(&[("pubsub#max_items", "5"), ("pubsub#title", "T")])),
-        )
-        .await
-        .unwrap();
+    s.create(
+        &a,
+        "configured",
+        &[("pubsub#max_items", "5"), ("pubsub#title", "T")],
+    )
+    .await;
     let c = s
         .engine
         .configuration(&s.svc, &a, Some("configured"))
@@ -196,7 +211,7 @@ async fn create_named_instant_and_errors() {
 async fn publish_notifies_subscribers_with_or_without_payload() {
     let s = setup();
     let (a, b) = (jid(ALICE), jid(BOB));
-    s.engine.create(&s.svc, &a, Some("n"), None).await.unwrap();
+    s.create(&a, "n", &[]).await;
     let o = s
         .engine
         .subscribe(&s.svc, &b, "n", &b.to_bare().into(), None)
@@ -230,15 +245,8 @@ async fn publish_notifies_subscribers_with_or_without_payload() {
     );
 
     // Generated ids; payloads left out when the node says so.
-    s.engine
-        .configure(
-            &s.svc,
-            &a,
-            Some("n"),
-            &config(&[("pubsub#deliver_payloads", "0")]),
-        )
-        .await
-        .unwrap();
+    s.configure(&a, "n", &[("pubsub#deliver_payloads", "0")])
+        .await;
     let id = s
         .engine
         .publish(&s.svc, &a, publish("n", None, Some(entry("two"))))
@@ -263,7 +271,7 @@ async fn publish_errors() {
     profile.max_payload_bytes = 64;
     let s = setup_with(profile, Arc::new(MemoryStore::new()));
     let (a, b) = (jid(ALICE), jid(BOB));
-    s.engine.create(&s.svc, &a, Some("n"), None).await.unwrap();
+    s.create(&a, "n", &[]).await;
     let e = |r: Result<String, PubsubError>| r.unwrap_err();
     assert_eq!(
         e(s.engine
@@ -312,29 +320,19 @@ async fn publish_errors() {
         e(s.engine.publish(&s.svc, &a, with_opts.clone()).await),
         PubsubError::PreconditionNotMet
     );
-    s.engine
-        .configure(
-            &s.svc,
-            &a,
-            Some("n"),
-            &config(&[("pubsub#access_model", "whitelist")]),
-        )
-        .await
-        .unwrap();
+    s.configure(&a, "n", &[("pubsub#access_model", "whitelist")])
+        .await;
     s.engine.publish(&s.svc, &a, with_opts).await.unwrap();
     // A transient notification-only node refuses payloads.
-    s.engine
-        .create(
-            &s.svc,
-            &a,
-            Some("t"),
-            Some(&config(&[
-                ("pubsub#persist_items", "0"),
-                ("pubsub#deliver_payloads", "0"),
-            ])),
-        )
-        .await
-        .unwrap();
+    s.create(
+        &a,
+        "t",
+        &[
+            ("pubsub#persist_items", "0"),
+            ("pubsub#deliver_payloads", "0"),
+        ],
+    )
+    .await;
     assert_eq!(
         e(s.engine
             .publish(&s.svc, &a, publish("t", None, Some(entry("x"))))
@@ -361,19 +359,9 @@ async fn publish_errors() {
         )
         .await
         .unwrap();
-    s.engine
-        .publish(&s.svc, &b, publish("n", None, Some(entry("x"))))
-        .await
-        .unwrap();
-    s.engine
-        .configure(
-            &s.svc,
-            &a,
-            Some("t"),
-            &config(&[("pubsub#publish_model", "open")]),
-        )
-        .await
-        .unwrap();
+    s.publish(&b, publish("n", None, Some(entry("x")))).await;
+    s.configure(&a, "t", &[("pubsub#publish_model", "open")])
+        .await;
     let mut by_carol = publish("t", None, None);
     by_carol.has_item = false;
     s.engine
@@ -386,24 +374,10 @@ async fn publish_errors() {
 async fn retrieve_items_all_by_id_and_max() {
     let s = setup();
     let a = jid(ALICE);
-    s.engine
-        .create(
-            &s.svc,
-            &a,
-            Some("n"),
-            Some(&config(&[("pubsub#max_items", "3")])),
-        )
-        .await
-        .unwrap();
+    s.create(&a, "n", &[("pubsub#max_items", "3")]).await;
     for i in 1..=5 {
-        s.engine
-            .publish(
-                &s.svc,
-                &a,
-                publish("n", Some(&format!("i{i}")), Some(entry("x"))),
-            )
-            .await
-            .unwrap();
+        s.publish(&a, publish("n", Some(&format!("i{i}")), Some(entry("x"))))
+            .await;
     }
     let ids = |v: Vec<rookery_pubsub::model::Item>| v.into_iter().map(|i| i.id).collect::<Vec<_>>();
     let all = s
@@ -441,10 +415,8 @@ async fn retrieve_items_all_by_id_and_max() {
         .unwrap();
     assert_eq!(ids(some), ["i3"]);
     // Republishing an id moves it to the top without growing the node.
-    s.engine
-        .publish(&s.svc, &a, publish("n", Some("i3"), Some(entry("y"))))
-        .await
-        .unwrap();
+    s.publish(&a, publish("n", Some("i3"), Some(entry("y"))))
+        .await;
     let all = s
         .engine
         .items(&s.svc, &a, "n", &ItemsQuery::default())
@@ -456,10 +428,7 @@ async fn retrieve_items_all_by_id_and_max() {
         ["i3", "i5", "i4"]
     );
     // Lowering max_items trims at once.
-    s.engine
-        .configure(&s.svc, &a, Some("n"), &config(&[("pubsub#max_items", "1")]))
-        .await
-        .unwrap();
+    s.configure(&a, "n", &[("pubsub#max_items", "1")]).await;
     let all = s
         .engine
         .items(&s.svc, &a, "n", &ItemsQuery::default())
@@ -507,10 +476,8 @@ async fn access_models_on_subscribe_and_items() {
             .create(&s.svc, &a, Some(node), Some(&f))
             .await
             .unwrap();
-        s.engine
-            .publish(&s.svc, &a, publish(node, Some("x"), Some(entry("x"))))
-            .await
-            .unwrap();
+        s.publish(&a, publish(node, Some("x"), Some(entry("x"))))
+            .await;
     }
     // presence: bob has a presence subscription to alice, carol not.
     assert!(sub(&b, "presence").await.is_ok());
@@ -618,15 +585,8 @@ async fn access_models_on_subscribe_and_items() {
         .unwrap()
         .is_empty());
     // Changing the access model ends subscriptions it no longer admits.
-    s.engine
-        .configure(
-            &s.svc,
-            &a,
-            Some("presence"),
-            &config(&[("pubsub#access_model", "whitelist")]),
-        )
-        .await
-        .unwrap();
+    s.configure(&a, "presence", &[("pubsub#access_model", "whitelist")])
+        .await;
     assert!(s
         .engine
         .subscriptions_of(&s.svc, &b, Some("presence"))
@@ -639,7 +599,7 @@ async fn access_models_on_subscribe_and_items() {
 async fn subscribe_errors_subids_and_options() {
     let s = setup();
     let (a, b, c) = (jid(ALICE), jid(BOB), jid(CAROL));
-    s.engine.create(&s.svc, &a, Some("n"), None).await.unwrap();
+    s.create(&a, "n", &[]).await;
     assert_eq!(
         s.engine
             .subscribe(&s.svc, &b, "n", &c, None)
@@ -671,10 +631,7 @@ async fn subscribe_errors_subids_and_options() {
         .await
         .unwrap();
     assert_ne!(first.subscription.subid, second.subscription.subid);
-    s.engine
-        .publish(&s.svc, &a, publish("n", None, Some(entry("x"))))
-        .await
-        .unwrap();
+    s.publish(&a, publish("n", None, Some(entry("x")))).await;
     let n = s.rec.take();
     assert_eq!(n[0].recipients.len(), 1);
     assert_eq!(n[0].recipients[0].subids.len(), 2, "SHIM SubID headers");
@@ -734,10 +691,7 @@ async fn subscribe_errors_subids_and_options() {
             .await,
         Err(PubsubError::InvalidOptions)
     );
-    s.engine
-        .publish(&s.svc, &a, publish("n", None, Some(entry("x"))))
-        .await
-        .unwrap();
+    s.publish(&a, publish("n", None, Some(entry("x")))).await;
     assert!(s.rec.take()[0].recipients.is_empty());
     let subs = s.engine.subscriptions_of(&s.svc, &b, None).await.unwrap();
     assert_eq!(subs.len(), 1);
@@ -747,19 +701,10 @@ async fn subscribe_errors_subids_and_options() {
 async fn last_item_on_subscription() {
     let s = setup();
     let (a, b) = (jid(ALICE), jid(BOB));
-    s.engine
-        .create(
-            &s.svc,
-            &a,
-            Some("n"),
-            Some(&config(&[("pubsub#send_last_published_item", "on_sub")])),
-        )
-        .await
-        .unwrap();
-    s.engine
-        .publish(&s.svc, &a, publish("n", Some("last"), Some(entry("x"))))
-        .await
-        .unwrap();
+    s.create(&a, "n", &[("pubsub#send_last_published_item", "on_sub")])
+        .await;
+    s.publish(&a, publish("n", Some("last"), Some(entry("x"))))
+        .await;
     let o = s.engine.subscribe(&s.svc, &b, "n", &b, None).await.unwrap();
     let m = o.last_item.expect("last item");
     let text = String::from_utf8(m.to_bytes()).unwrap();
@@ -771,20 +716,10 @@ async fn last_item_on_subscription() {
 async fn retract_purge_delete_and_config_notifications() {
     let s = setup();
     let (a, b) = (jid(ALICE), jid(BOB));
-    s.engine
-        .create(
-            &s.svc,
-            &a,
-            Some("n"),
-            Some(&config(&[("pubsub#notify_config", "1")])),
-        )
-        .await
-        .unwrap();
+    s.create(&a, "n", &[("pubsub#notify_config", "1")]).await;
     s.engine.subscribe(&s.svc, &b, "n", &b, None).await.unwrap();
-    s.engine
-        .publish(&s.svc, &a, publish("n", Some("i"), Some(entry("x"))))
-        .await
-        .unwrap();
+    s.publish(&a, publish("n", Some("i"), Some(entry("x"))))
+        .await;
     s.rec.take();
     // Retract: errors, then success with notification.
     assert_eq!(
@@ -815,10 +750,8 @@ async fn retract_purge_delete_and_config_notifications() {
     assert_eq!(n[0].kind, EventKind::Retract);
     assert!(n[0].event.to_string().contains("<retract id=\"i\"/>"));
     // notify='false' is honoured.
-    s.engine
-        .publish(&s.svc, &a, publish("n", Some("j"), Some(entry("x"))))
-        .await
-        .unwrap();
+    s.publish(&a, publish("n", Some("j"), Some(entry("x"))))
+        .await;
     s.rec.take();
     s.engine
         .retract(&s.svc, &a, Some("n"), Some("j"), Some(false))
@@ -826,10 +759,7 @@ async fn retract_purge_delete_and_config_notifications() {
         .unwrap();
     assert!(s.rec.take().is_empty());
     // Configuration change.
-    s.engine
-        .configure(&s.svc, &a, Some("n"), &config(&[("pubsub#title", "New")]))
-        .await
-        .unwrap();
+    s.configure(&a, "n", &[("pubsub#title", "New")]).await;
     let n = s.rec.take();
     assert_eq!(n[0].kind, EventKind::Configuration);
     assert_eq!(
@@ -890,7 +820,7 @@ async fn retract_purge_delete_and_config_notifications() {
 async fn owner_manages_subscriptions_and_affiliations() {
     let s = setup();
     let (a, b, c) = (jid(ALICE), jid(BOB), jid(CAROL));
-    s.engine.create(&s.svc, &a, Some("n"), None).await.unwrap();
+    s.create(&a, "n", &[]).await;
     assert_eq!(
         s.engine
             .node_subscriptions(&s.svc, &b, Some("n"))
@@ -964,14 +894,10 @@ async fn owner_manages_subscriptions_and_affiliations() {
         .unwrap();
     assert_eq!(affs.len(), 3);
     // Publish-only: publishes, retracts own items only, may not subscribe.
-    s.engine
-        .publish(&s.svc, &c, publish("n", Some("c1"), Some(entry("x"))))
-        .await
-        .unwrap();
-    s.engine
-        .publish(&s.svc, &a, publish("n", Some("a1"), Some(entry("x"))))
-        .await
-        .unwrap();
+    s.publish(&c, publish("n", Some("c1"), Some(entry("x"))))
+        .await;
+    s.publish(&a, publish("n", Some("a1"), Some(entry("x"))))
+        .await;
     assert_eq!(
         s.engine
             .retract(&s.svc, &c, Some("n"), Some("a1"), None)
@@ -1103,12 +1029,10 @@ async fn state_survives_a_new_engine_on_the_same_store() {
     let store: Arc<dyn NodeStore> = Arc::new(MemoryStore::new());
     let s = setup_with(Profile::service("example.org"), store.clone());
     let (a, b) = (jid(ALICE), jid(BOB));
-    s.engine.create(&s.svc, &a, Some("n"), None).await.unwrap();
+    s.create(&a, "n", &[]).await;
     s.engine.subscribe(&s.svc, &b, "n", &b, None).await.unwrap();
-    s.engine
-        .publish(&s.svc, &a, publish("n", Some("i1"), Some(entry("x"))))
-        .await
-        .unwrap();
+    s.publish(&a, publish("n", Some("i1"), Some(entry("x"))))
+        .await;
     let s2 = setup_with(Profile::service("example.org"), store);
     let items = s2
         .engine
@@ -1116,10 +1040,8 @@ async fn state_survives_a_new_engine_on_the_same_store() {
         .await
         .unwrap();
     assert_eq!(items.len(), 1);
-    s2.engine
-        .publish(&s2.svc, &a, publish("n", Some("i2"), Some(entry("x"))))
-        .await
-        .unwrap();
+    s2.publish(&a, publish("n", Some("i2"), Some(entry("x"))))
+        .await;
     assert_eq!(
         s2.rec.take()[0].recipients.len(),
         1,

@@ -123,7 +123,10 @@ pub enum XmlError {
     /// A limit was exceeded.
     #[error("limit exceeded: {0}")]
     LimitExceeded(&'static str),
-    /// Namespace prefix not declared, or the stream namespace is wrong.
+    /// The stream element is not in the streams namespace (RFC 6120 §4.9.3.10): a wrong
+    /// namespace, or its prefix bound to none. Namespace errors inside the stream (an
+    /// undeclared prefix, a bad prefix declaration) break the well-formedness rules of
+    /// XML-NAMES and are [`XmlError::NotWellFormed`] (§4.9.3.13).
     #[error("invalid namespace: {0}")]
     InvalidNamespace(String),
     /// The root element is not `stream:stream`.
@@ -515,7 +518,7 @@ impl Tree {
                 self.scopes.push((String::new(), value));
             } else if let Some(prefix) = key.strip_prefix("xmlns:") {
                 if value.is_empty() || prefix == "xmlns" || (prefix == "xml") != (value == XML_NS) {
-                    return Err(XmlError::InvalidNamespace(format!(
+                    return Err(not_well_formed(format!(
                         "bad declaration of prefix '{}'",
                         clip(prefix)
                     )));
@@ -530,7 +533,14 @@ impl Tree {
                 self.resolve(Some(prefix))?;
             }
         }
-        let ns = match (self.resolve(prefix)?, &self.content_ns) {
+        let resolved = match (self.resolve(prefix), &self.phase) {
+            // A stream header whose prefix is bound to nothing has no streams namespace.
+            (Err(XmlError::NotWellFormed(why)), Phase::Prolog) => {
+                return Err(XmlError::InvalidNamespace(why))
+            }
+            (r, _) => r?,
+        };
+        let ns = match (resolved, &self.content_ns) {
             (ns, Some(content)) if content == ns => CONTENT_NS.to_owned(),
             (ns, _) => ns.to_owned(),
         };
@@ -659,9 +669,10 @@ impl Tree {
         match prefix {
             None => Ok(lookup("").unwrap_or_default()),
             Some("xml") => Ok(XML_NS),
-            Some(p) => lookup(p).ok_or_else(|| {
-                XmlError::InvalidNamespace(format!("undeclared prefix '{}'", clip(p)))
-            }),
+            // XML-NAMES "Prefix Declared" is a well-formedness constraint.
+            Some(p) => {
+                lookup(p).ok_or_else(|| not_well_formed(format!("undeclared prefix '{}'", clip(p))))
+            }
         }
     }
 }

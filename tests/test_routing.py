@@ -233,3 +233,16 @@ async def test_nothing_sent_to_a_client_that_does_not_read_is_lost(server_factor
     assert read | stored | bounced == set(range(n))
     await alice.close()
     await again.close()
+
+
+async def test_error_reply_to_a_malformed_address_does_not_echo_it(server):
+    """A stanza whose `to` is not a JID gets `jid-malformed` (RFC 6120 §8.3.3.8); the reply
+    must not claim to come from that non-address, so it carries no `from` (from the server,
+    §8.1.2.1)."""
+    alice = await server.login("alice", "a")
+    alice.send("<message to='a@@localhost' id='bad1' type='chat'><body>x</body></message>")
+    r = await alice.expect(lambda e: e.get("id") == "bad1", what="the error reply")
+    assert r.get("type") == "error"
+    assert stanza_error(r) == "jid-malformed"
+    assert r.get("from") is None
+    await alice.close()

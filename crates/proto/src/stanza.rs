@@ -109,6 +109,11 @@ pub enum StanzaParseError {
 
 impl StanzaParseError {
     /// The error reply for a malformed stanza (none for error stanzas or non-stanzas).
+    ///
+    /// The addresses are swapped as for any error reply (RFC 6120 §8.3.1), except one that is
+    /// not a valid JID (often the very reason, `jid-malformed`): it is left out rather than
+    /// echoed, so the reply never claims to come from, or go to, an address that does not
+    /// exist. Without `from` a reply on a client stream comes from the server (§8.1.2.1).
     pub fn reply(&self) -> Option<Element> {
         match self {
             StanzaParseError::NotAStanza(_) => None,
@@ -116,7 +121,13 @@ impl StanzaParseError {
                 if element.attr("type") == Some("error") {
                     return None;
                 }
-                Some(error_element(element, error))
+                let mut reply = error_element(element, error);
+                for attr in ["from", "to"] {
+                    if reply.attr(attr).is_some_and(|a| Jid::parse(a).is_err()) {
+                        reply.remove_attr(attr);
+                    }
+                }
+                Some(reply)
             }
         }
     }
@@ -390,6 +401,32 @@ mod tests {
             el.push_child(Element::new("ping", "urn:xmpp:ping"));
         }
         el
+    }
+
+    #[test]
+    fn a_malformed_address_is_not_echoed_in_the_error_reply() {
+        let el = Element::new("message", CONTENT_NS)
+            .with_attr("to", "a@@b")
+            .with_attr("id", "m1")
+            .with_child(Element::new("body", CONTENT_NS).with_text("hi"));
+        let err = Stanza::from_element(el).unwrap_err();
+        let reply = err.reply().unwrap();
+        assert_eq!(reply.attr("type"), Some("error"));
+        assert_eq!(reply.attr("id"), Some("m1"));
+        assert_eq!(reply.attr("from"), None);
+        assert!(reply.to_string().contains("jid-malformed"), "{reply}");
+        // From a peer that also sent a bad `from`: no `to` either.
+        let el = Element::new("message", CONTENT_NS)
+            .with_attr("from", "x@y/z")
+            .with_attr("to", "@bad");
+        let reply = Stanza::from_element(el).unwrap_err().reply().unwrap();
+        assert_eq!(reply.attr("to"), Some("x@y/z"));
+        assert_eq!(reply.attr("from"), None);
+        let el = Element::new("message", CONTENT_NS)
+            .with_attr("from", "@bad")
+            .with_attr("to", "x@y");
+        let reply = Stanza::from_element(el).unwrap_err().reply().unwrap();
+        assert_eq!((reply.attr("to"), reply.attr("from")), (None, Some("x@y")));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use rookery_sasl::{Credentials, ScramKeys};
 
-use crate::db::with_pool;
+use crate::db::{execute, with_pool};
 use crate::{now_unix, Store, StoreError};
 
 /// The credential columns, in the order [`bind_credentials!`] binds and [`CredentialsRow`]
@@ -149,15 +149,13 @@ impl<'a> Accounts<'a> {
 
     /// Deletes `username@domain`; `false` if there was no such account.
     pub async fn delete(&self, domain: &str, username: &str) -> Result<bool, StoreError> {
-        let result = with_pool!(self.store, pool => {
-            sqlx::query("DELETE FROM accounts WHERE domain = $1 AND username = $2")
-                .bind(domain)
-                .bind(username)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(result > 0)
+        let n = execute(
+            self.store,
+            "DELETE FROM accounts WHERE domain = $1 AND username = $2",
+            &[domain, username],
+        )
+        .await?;
+        Ok(n > 0)
     }
 
     /// Whether `username@domain` exists.

@@ -1,7 +1,7 @@
 //! XEP-0191 block lists: per account, the JIDs (full, bare, domain or domain/resource, as
 //! normalized strings) whose stanzas the server drops or bounces.
 
-use crate::db::with_pool;
+use crate::db::{execute, execute_each, with_pool};
 use crate::{Store, StoreError};
 
 /// The block lists of every account, from [`Store::blocking`].
@@ -62,22 +62,16 @@ impl<'a> Blocking<'a> {
         username: &str,
         jids: &[String],
     ) -> Result<(), StoreError> {
-        with_pool!(self.store, pool => {
-            let mut tx = pool.begin().await?;
-            for jid in jids {
-                sqlx::query(
-                    "INSERT INTO blocklist (domain, username, jid) VALUES ($1, $2, $3) \
-                     ON CONFLICT (domain, username, jid) DO NOTHING",
-                )
-                .bind(domain)
-                .bind(username)
-                .bind(jid.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(())
+        execute_each(
+            self.store,
+            "INSERT INTO blocklist (domain, username, jid) VALUES ($1, $2, $3) \
+             ON CONFLICT (domain, username, jid) DO NOTHING",
+            &jids
+                .iter()
+                .map(|j| [domain, username, j.as_str()])
+                .collect::<Vec<_>>(),
+        )
+        .await
     }
 
     /// Removes `jids`, in one transaction.
@@ -87,30 +81,25 @@ impl<'a> Blocking<'a> {
         username: &str,
         jids: &[String],
     ) -> Result<(), StoreError> {
-        with_pool!(self.store, pool => {
-            let mut tx = pool.begin().await?;
-            for jid in jids {
-                sqlx::query("DELETE FROM blocklist WHERE domain = $1 AND username = $2 AND jid = $3")
-                    .bind(domain)
-                    .bind(username)
-                    .bind(jid.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(())
+        execute_each(
+            self.store,
+            "DELETE FROM blocklist WHERE domain = $1 AND username = $2 AND jid = $3",
+            &jids
+                .iter()
+                .map(|j| [domain, username, j.as_str()])
+                .collect::<Vec<_>>(),
+        )
+        .await
     }
 
     /// Empties the block list of `username@domain`.
     pub async fn clear(&self, domain: &str, username: &str) -> Result<(), StoreError> {
-        with_pool!(self.store, pool => {
-            sqlx::query("DELETE FROM blocklist WHERE domain = $1 AND username = $2")
-                .bind(domain)
-                .bind(username)
-                .execute(pool)
-                .await?;
-        });
+        execute(
+            self.store,
+            "DELETE FROM blocklist WHERE domain = $1 AND username = $2",
+            &[domain, username],
+        )
+        .await?;
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! The backend dispatch: one pool per backend behind an enum, and a macro that expands a
-//! query body once per native driver, so each query is written once.
+//! query body once per native driver, so each query is written once; with it, [`execute`] and
+//! [`execute_each`] for the commonest statement shape (text parameters, rows changed).
 
 /// A connection pool of one of the supported backends.
 #[derive(Clone)]
@@ -30,3 +31,42 @@ macro_rules! with_pool {
 }
 
 pub(crate) use with_pool;
+
+/// Runs one statement whose parameters are all text (`$1`, `$2`, … bound to `args` in order)
+/// and returns how many rows it changed: the shape of most of the store's writes.
+pub(crate) async fn execute(
+    store: &crate::Store,
+    sql: &str,
+    args: &[&str],
+) -> Result<u64, crate::StoreError> {
+    let n = with_pool!(store, pool => {
+        let mut q = sqlx::query(sql);
+        for a in args {
+            q = q.bind(*a);
+        }
+        q.execute(pool).await?.rows_affected()
+    });
+    Ok(n)
+}
+
+/// Runs `sql` once per row of text parameters in `rows` (bound as in [`execute`]), all in one
+/// transaction: when this returns `Ok`, every row is committed. (A slice rather than an
+/// iterator: a borrowing closure held across `.await` would make callers' futures not `Send`.)
+pub(crate) async fn execute_each<const N: usize>(
+    store: &crate::Store,
+    sql: &str,
+    rows: &[[&str; N]],
+) -> Result<(), crate::StoreError> {
+    with_pool!(store, pool => {
+        let mut tx = pool.begin().await?;
+        for args in rows {
+            let mut q = sqlx::query(sql);
+            for a in args {
+                q = q.bind(*a);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+    });
+    Ok(())
+}

@@ -7,7 +7,7 @@
 //! assigns (unique and increasing per node), so "the last N items" is an index range scan,
 //! however many items a node holds.
 
-use crate::db::with_pool;
+use crate::db::{execute, with_pool};
 use crate::{now_unix, Store, StoreError};
 
 /// A node as stored.
@@ -150,43 +150,36 @@ impl<'a> Pubsub<'a> {
         node: &str,
         config: &str,
     ) -> Result<bool, StoreError> {
-        let n = with_pool!(self.store, pool => {
-            sqlx::query("UPDATE pubsub_nodes SET config = $3 WHERE service = $1 AND node = $2")
-                .bind(service)
-                .bind(node)
-                .bind(config)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
+        let n = execute(
+            self.store,
+            "UPDATE pubsub_nodes SET config = $3 WHERE service = $1 AND node = $2",
+            &[service, node, config],
+        )
+        .await?;
         Ok(n > 0)
     }
 
     /// Deletes a node with its affiliations, subscriptions and items; `false` if there was
     /// no such node.
     pub async fn delete_node(&self, service: &str, node: &str) -> Result<bool, StoreError> {
-        let n = with_pool!(self.store, pool => {
-            sqlx::query("DELETE FROM pubsub_nodes WHERE service = $1 AND node = $2")
-                .bind(service)
-                .bind(node)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
+        let n = execute(
+            self.store,
+            "DELETE FROM pubsub_nodes WHERE service = $1 AND node = $2",
+            &[service, node],
+        )
+        .await?;
         Ok(n > 0)
     }
 
     /// Deletes every node of a service (for example when its account is deleted); returns
     /// how many there were.
     pub async fn delete_service(&self, service: &str) -> Result<u64, StoreError> {
-        let n = with_pool!(self.store, pool => {
-            sqlx::query("DELETE FROM pubsub_nodes WHERE service = $1")
-                .bind(service)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(n)
+        execute(
+            self.store,
+            "DELETE FROM pubsub_nodes WHERE service = $1",
+            &[service],
+        )
+        .await
     }
 
     /// The nodes of a service, by NodeID.
@@ -238,33 +231,26 @@ impl<'a> Pubsub<'a> {
         jid: &str,
         affiliation: Option<&str>,
     ) -> Result<(), StoreError> {
-        with_pool!(self.store, pool => {
-            match affiliation {
-                Some(a) => {
-                    sqlx::query(
-                        "INSERT INTO pubsub_affiliations (service, node, jid, affiliation) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (service, node, jid) \
-                         DO UPDATE SET affiliation = excluded.affiliation",
-                    )
-                    .bind(service)
-                    .bind(node)
-                    .bind(jid)
-                    .bind(a)
-                    .execute(pool)
-                    .await?;
-                }
-                None => {
-                    sqlx::query(
-                        "DELETE FROM pubsub_affiliations WHERE service = $1 AND node = $2 AND jid = $3",
-                    )
-                    .bind(service)
-                    .bind(node)
-                    .bind(jid)
-                    .execute(pool)
-                    .await?;
-                }
+        match affiliation {
+            Some(a) => {
+                execute(
+                    self.store,
+                    "INSERT INTO pubsub_affiliations (service, node, jid, affiliation) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (service, node, jid) \
+                     DO UPDATE SET affiliation = excluded.affiliation",
+                    &[service, node, jid, a],
+                )
+                .await?
             }
-        });
+            None => {
+                execute(
+                    self.store,
+                    "DELETE FROM pubsub_affiliations WHERE service = $1 AND node = $2 AND jid = $3",
+                    &[service, node, jid],
+                )
+                .await?
+            }
+        };
         Ok(())
     }
 
@@ -297,21 +283,21 @@ impl<'a> Pubsub<'a> {
         service: &str,
         sub: &SubscriptionRow,
     ) -> Result<(), StoreError> {
-        with_pool!(self.store, pool => {
-            sqlx::query(
-                "INSERT INTO pubsub_subscriptions (service, node, subid, jid, state, options) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (service, node, subid) \
-                 DO UPDATE SET jid = excluded.jid, state = excluded.state, options = excluded.options",
-            )
-            .bind(service)
-            .bind(&sub.node)
-            .bind(&sub.subid)
-            .bind(&sub.jid)
-            .bind(&sub.state)
-            .bind(&sub.options)
-            .execute(pool)
-            .await?;
-        });
+        execute(
+            self.store,
+            "INSERT INTO pubsub_subscriptions (service, node, subid, jid, state, options) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (service, node, subid) \
+             DO UPDATE SET jid = excluded.jid, state = excluded.state, options = excluded.options",
+            &[
+                service,
+                &sub.node,
+                &sub.subid,
+                &sub.jid,
+                &sub.state,
+                &sub.options,
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -322,17 +308,12 @@ impl<'a> Pubsub<'a> {
         node: &str,
         subid: &str,
     ) -> Result<bool, StoreError> {
-        let n = with_pool!(self.store, pool => {
-            sqlx::query(
-                "DELETE FROM pubsub_subscriptions WHERE service = $1 AND node = $2 AND subid = $3",
-            )
-            .bind(service)
-            .bind(node)
-            .bind(subid)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+        let n = execute(
+            self.store,
+            "DELETE FROM pubsub_subscriptions WHERE service = $1 AND node = $2 AND subid = $3",
+            &[service, node, subid],
+        )
+        .await?;
         Ok(n > 0)
     }
 
@@ -447,29 +428,23 @@ impl<'a> Pubsub<'a> {
 
     /// Deletes one item; `false` if the node has no item with that id.
     pub async fn retract(&self, service: &str, node: &str, id: &str) -> Result<bool, StoreError> {
-        let n = with_pool!(self.store, pool => {
-            sqlx::query("DELETE FROM pubsub_items WHERE service = $1 AND node = $2 AND item_id = $3")
-                .bind(service)
-                .bind(node)
-                .bind(id)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
+        let n = execute(
+            self.store,
+            "DELETE FROM pubsub_items WHERE service = $1 AND node = $2 AND item_id = $3",
+            &[service, node, id],
+        )
+        .await?;
         Ok(n > 0)
     }
 
     /// Deletes every item of a node; returns how many there were.
     pub async fn purge(&self, service: &str, node: &str) -> Result<u64, StoreError> {
-        let n = with_pool!(self.store, pool => {
-            sqlx::query("DELETE FROM pubsub_items WHERE service = $1 AND node = $2")
-                .bind(service)
-                .bind(node)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(n)
+        execute(
+            self.store,
+            "DELETE FROM pubsub_items WHERE service = $1 AND node = $2",
+            &[service, node],
+        )
+        .await
     }
 
     /// The newest `max` items of a node (all with `None`), newest first.

@@ -14,7 +14,7 @@
 //! Every change that bumps the version is one transaction: the item (or its tombstone) and the
 //! new version are committed together. Callers serialize changes to one account's roster.
 
-use crate::db::with_pool;
+use crate::db::{execute, with_pool};
 use crate::{now_unix, Store, StoreError};
 
 /// The subscription state of a roster item (RFC 6121 §2.1.2.5), without the pending flags.
@@ -372,17 +372,12 @@ impl<'a> Rosters<'a> {
         username: &str,
         contact: &str,
     ) -> Result<bool, StoreError> {
-        let n = with_pool!(self.store, pool => {
-            sqlx::query(
-                "DELETE FROM roster_pending_in WHERE domain = $1 AND username = $2 AND contact = $3",
-            )
-            .bind(domain)
-            .bind(username)
-            .bind(contact)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+        let n = execute(
+            self.store,
+            "DELETE FROM roster_pending_in WHERE domain = $1 AND username = $2 AND contact = $3",
+            &[domain, username, contact],
+        )
+        .await?;
         Ok(n > 0)
     }
 

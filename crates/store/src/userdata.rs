@@ -1,7 +1,7 @@
 //! Small per-account documents: XEP-0054 vCards, XEP-0049 private XML (keyed by element name
 //! and namespace) and XEP-0012 last activity (time and status of the last logout).
 
-use crate::db::with_pool;
+use crate::db::{execute, execute_each, with_pool};
 use crate::{Store, StoreError};
 
 /// vCards, private XML and last activity of every account, from [`Store::userdata`].
@@ -44,17 +44,13 @@ impl<'a> UserData<'a> {
         username: &str,
         xml: &str,
     ) -> Result<(), StoreError> {
-        with_pool!(self.store, pool => {
-            sqlx::query(
-                "INSERT INTO vcards (domain, username, xml) VALUES ($1, $2, $3) \
-                 ON CONFLICT (domain, username) DO UPDATE SET xml = $3",
-            )
-            .bind(domain)
-            .bind(username)
-            .bind(xml)
-            .execute(pool)
-            .await?;
-        });
+        execute(
+            self.store,
+            "INSERT INTO vcards (domain, username, xml) VALUES ($1, $2, $3) \
+             ON CONFLICT (domain, username) DO UPDATE SET xml = $3",
+            &[domain, username, xml],
+        )
+        .await?;
         Ok(())
     }
 
@@ -89,25 +85,17 @@ impl<'a> UserData<'a> {
         username: &str,
         docs: &[(String, String, String)],
     ) -> Result<(), StoreError> {
-        with_pool!(self.store, pool => {
-            let mut tx = pool.begin().await?;
-            for (name, ns, xml) in docs {
-                sqlx::query(
-                    "INSERT INTO private_storage (domain, username, name, ns, xml) \
-                     VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (domain, username, name, ns) DO UPDATE SET xml = $5",
-                )
-                .bind(domain)
-                .bind(username)
-                .bind(name.as_str())
-                .bind(ns.as_str())
-                .bind(xml.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(())
+        execute_each(
+            self.store,
+            "INSERT INTO private_storage (domain, username, name, ns, xml) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (domain, username, name, ns) DO UPDATE SET xml = $5",
+            &docs
+                .iter()
+                .map(|(name, ns, xml)| [domain, username, name.as_str(), ns.as_str(), xml.as_str()])
+                .collect::<Vec<_>>(),
+        )
+        .await
     }
 
     /// The last logout of `username@domain`, if recorded.

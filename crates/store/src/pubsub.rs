@@ -79,6 +79,10 @@ pub struct Pubsub<'a> {
 
 type ItemTuple = (String, i64, String, Option<String>, i64);
 
+/// Deletes the `$3` oldest items of node `$2` of service `$1`.
+const TRIM_OLDEST: &str = "DELETE FROM pubsub_items WHERE service = $1 AND node = $2 AND seq IN \
+     (SELECT seq FROM pubsub_items WHERE service = $1 AND node = $2 ORDER BY seq ASC LIMIT $3)";
+
 fn item_row((id, seq, publisher, payload, updated_at): ItemTuple) -> ItemRow {
     ItemRow {
         id,
@@ -380,16 +384,12 @@ impl<'a> Pubsub<'a> {
             let count_after = if existing.is_some() { count_before } else { count_before + 1 };
             if let Some(max) = max_items {
                 if count_after > max {
-                    sqlx::query(
-                        "DELETE FROM pubsub_items WHERE service = $1 AND node = $2 AND seq IN \
-                         (SELECT seq FROM pubsub_items WHERE service = $1 AND node = $2 \
-                          ORDER BY seq ASC LIMIT $3)",
-                    )
-                    .bind(service)
-                    .bind(node)
-                    .bind(limit(count_after - max))
-                    .execute(&mut *tx)
-                    .await?;
+                    sqlx::query(TRIM_OLDEST)
+                        .bind(service)
+                        .bind(node)
+                        .bind(limit(count_after - max))
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
             tx.commit().await?;
@@ -411,17 +411,13 @@ impl<'a> Pubsub<'a> {
             return Ok(0);
         }
         let n = with_pool!(self.store, pool => {
-            sqlx::query(
-                "DELETE FROM pubsub_items WHERE service = $1 AND node = $2 AND seq IN \
-                 (SELECT seq FROM pubsub_items WHERE service = $1 AND node = $2 \
-                  ORDER BY seq ASC LIMIT $3)",
-            )
-            .bind(service)
-            .bind(node)
-            .bind(limit(count - keep))
-            .execute(pool)
-            .await?
-            .rows_affected()
+            sqlx::query(TRIM_OLDEST)
+                .bind(service)
+                .bind(node)
+                .bind(limit(count - keep))
+                .execute(pool)
+                .await?
+                .rows_affected()
         });
         Ok(n)
     }

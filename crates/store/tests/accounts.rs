@@ -106,11 +106,7 @@ async fn list_is_sorted_by_code_point_and_per_domain() {
 async fn persists_across_reopen() {
     for b in backends("reopen").await {
         let d = b.domain.as_str();
-        b.store
-            .accounts()
-            .create(d, "nurse", creds())
-            .await
-            .unwrap();
+        b.create_account("nurse").await;
         b.store.close().await;
         // Reopening runs the migrations again: they are already applied.
         let store = Store::open(&b.url).await.unwrap();
@@ -164,11 +160,7 @@ async fn concurrent_creates() {
 async fn stored_credentials_authenticate_with_sasl() {
     for b in backends("sasl").await {
         let d = b.domain.as_str();
-        b.store
-            .accounts()
-            .create(d, "juliet", creds())
-            .await
-            .unwrap();
+        b.create_account("juliet").await;
         for mech in [
             Mechanism::ScramSha1,
             Mechanism::ScramSha256,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{backends, creds};
+use common::backends;
 use rookery_store::rosters::{RosterItem, Subscription};
 
 fn item(contact: &str) -> RosterItem {
@@ -22,11 +22,7 @@ fn item(contact: &str) -> RosterItem {
 async fn put_get_load_remove_and_versions() {
     for b in backends("rosters").await {
         let d = b.domain.as_str();
-        b.store
-            .accounts()
-            .create(d, "juliet", creds())
-            .await
-            .unwrap();
+        b.create_account("juliet").await;
         let r = b.store.rosters();
         assert_eq!(r.load(d, "juliet").await.unwrap().ver, 0, "{}", b.name);
         assert_eq!(r.version(d, "juliet").await.unwrap(), 0);
@@ -95,11 +91,7 @@ async fn put_get_load_remove_and_versions() {
         );
 
         // Another account's roster is separate.
-        b.store
-            .accounts()
-            .create(d, "romeo", creds())
-            .await
-            .unwrap();
+        b.create_account("romeo").await;
         assert!(r.load(d, "romeo").await.unwrap().items.is_empty());
 
         // Deleting the account deletes its roster.
@@ -113,11 +105,7 @@ async fn put_get_load_remove_and_versions() {
 async fn pending_in_requests() {
     for b in backends("pending-in").await {
         let d = b.domain.as_str();
-        b.store
-            .accounts()
-            .create(d, "juliet", creds())
-            .await
-            .unwrap();
+        b.create_account("juliet").await;
         let r = b.store.rosters();
         assert!(r.pending_in(d, "juliet").await.unwrap().is_empty());
         assert!(!r.has_pending_in(d, "juliet", "romeo@x").await.unwrap());

@@ -30,6 +30,17 @@ pub struct TestBackend {
     _dir: Option<TempDir>,
 }
 
+impl TestBackend {
+    /// Creates the account `username` on this backend's domain, with [`creds`].
+    pub async fn create_account(&self, username: &str) {
+        self.store
+            .accounts()
+            .create(&self.domain, username, creds())
+            .await
+            .unwrap();
+    }
+}
+
 /// A domain unique to this process, test and call.
 pub fn unique_domain(test: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use rookery_core::modules::disco::{feature, identity};
 use rookery_core::{Core, DomainRoute};
 use rookery_im::util::format_utc;
 use rookery_jid::{BareJid, Jid};
@@ -138,26 +139,12 @@ pub fn meta_form(meta: &NodeMeta) -> Form {
     f
 }
 
-fn identity(kind: &str, name: Option<&str>) -> Element {
-    let mut el = Element::new("identity", pns::DISCO_INFO)
-        .with_attr("category", "pubsub")
-        .with_attr("type", kind);
-    if let Some(n) = name {
-        el.set_attr("name", n);
-    }
-    el
-}
-
-fn feature(var: &str) -> Element {
-    Element::new("feature", pns::DISCO_INFO).with_attr("var", var)
-}
-
 /// disco#info of a node (§5.3, §5.4): identity `pubsub/leaf`, the pubsub feature and the
 /// meta-data form.
 pub fn node_info(node: &str, meta: &NodeMeta) -> Element {
     Element::new("query", pns::DISCO_INFO)
         .with_attr("node", node)
-        .with_child(identity("leaf", None))
+        .with_child(identity("pubsub", "leaf", None))
         .with_child(feature(ns::PUBSUB))
         .with_child(meta_form(meta).to_element())
 }
@@ -204,7 +191,7 @@ impl PubsubService {
             match node {
                 None => {
                     let mut q = Element::new("query", pns::DISCO_INFO)
-                        .with_child(identity("service", Some("Publish-Subscribe")))
+                        .with_child(identity("pubsub", "service", Some("Publish-Subscribe")))
                         .with_child(feature(pns::DISCO_INFO))
                         .with_child(feature(pns::DISCO_ITEMS))
                         .with_child(feature(ns::PUBSUB));

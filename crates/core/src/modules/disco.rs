@@ -14,8 +14,20 @@ use crate::router::Core;
 /// Answers disco#info and disco#items for the server and for accounts.
 pub struct Disco;
 
-fn feature(var: &str) -> Element {
+/// A disco#info `<feature var='…'/>` (XEP-0030 §3.1).
+pub fn feature(var: &str) -> Element {
     Element::new("feature", ns::DISCO_INFO).with_attr("var", var)
+}
+
+/// A disco#info `<identity category='…' type='…' name='…'/>` (XEP-0030 §3.1).
+pub fn identity(category: &str, kind: &str, name: Option<&str>) -> Element {
+    let mut el = Element::new("identity", ns::DISCO_INFO)
+        .with_attr("category", category)
+        .with_attr("type", kind);
+    if let Some(n) = name {
+        el.set_attr("name", n);
+    }
+    el
 }
 
 #[async_trait]
@@ -60,31 +72,15 @@ impl Module for Disco {
         if query.ns() == ns::DISCO_INFO {
             if is_server {
                 for id in core.identities() {
-                    let mut el = Element::new("identity", ns::DISCO_INFO)
-                        .with_attr("category", id.category)
-                        .with_attr("type", id.kind);
-                    if let Some(n) = &id.name {
-                        el.set_attr("name", n.clone());
-                    }
-                    out.push_child(el);
+                    out.push_child(identity(id.category, id.kind, id.name.as_deref()));
                 }
                 for f in core.server_features() {
                     out.push_child(feature(f));
                 }
             } else {
-                out.push_child(
-                    Element::new("identity", ns::DISCO_INFO)
-                        .with_attr("category", "account")
-                        .with_attr("type", "registered"),
-                );
+                out.push_child(identity("account", "registered", None));
                 for id in core.account_identities() {
-                    let mut el = Element::new("identity", ns::DISCO_INFO)
-                        .with_attr("category", id.category)
-                        .with_attr("type", id.kind);
-                    if let Some(n) = &id.name {
-                        el.set_attr("name", n.clone());
-                    }
-                    out.push_child(el);
+                    out.push_child(identity(id.category, id.kind, id.name.as_deref()));
                 }
                 for f in core.account_features() {
                     out.push_child(feature(f));

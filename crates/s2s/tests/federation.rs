@@ -15,7 +15,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,63 +88,57 @@ async fn core(domain: &str) -> (Arc<Core>, tempfile::TempDir) {
     (b.build().unwrap(), dir)
 }
 
-/// Starts a node serving `domain` on `listener` (STARTTLS).
-async fn node(
-    domain: &str,
-    listener: TcpListener,
-    secret: &[u8],
+/// How a test node is set up; [`start`] fills in the defaults and a test changes what it
+/// needs.
+struct Setup {
+    /// How its listener starts streams.
+    mode: Mode,
+    /// Its certificate (self-signed by default: peers that do not require valid
+    /// certificates authenticate it by dialback).
     cert: Cert,
+    /// The roots it trusts (none by default).
     roots: RootCertStore,
-    require_valid: bool,
-    routes: &[(&str, u16)],
-) -> Node {
-    let routes: Vec<(&str, String)> = routes
-        .iter()
-        .map(|(d, port)| (*d, format!("127.0.0.1:{port}")))
-        .collect();
-    node_with(
-        domain,
-        (listener, Mode::StartTls),
-        secret,
-        cert,
-        roots,
-        require_valid,
-        &routes,
-        |_| {},
-    )
-    .await
+    /// Its s2s settings (certificates not required, no DNS, short timeouts by default).
+    config: S2sConfig,
 }
 
-/// Starts a node serving `domain` on `listener` in `mode`, with static routes as written in
-/// the config (`host:port` or `tls://host:port`) and `tweak` applied to the settings.
-#[allow(clippy::too_many_arguments)]
-async fn node_with(
+/// Starts a node serving `domain` on `listener`, with the dialback secret `secret-<domain>`,
+/// static routes as written in the config (`host:port` or `tls://host:port`, see [`route`])
+/// and `tweak` applied to the default [`Setup`].
+async fn start(
     domain: &str,
-    (listener, mode): (TcpListener, Mode),
-    secret: &[u8],
-    cert: Cert,
-    roots: RootCertStore,
-    require_valid: bool,
+    listener: TcpListener,
     routes: &[(&str, String)],
-    tweak: impl FnOnce(&mut S2sConfig),
+    tweak: impl FnOnce(&mut Setup),
 ) -> Node {
     let (core, dir) = core(domain).await;
-    let mut r = BTreeMap::new();
-    for (d, target) in routes {
-        r.insert(d.to_string(), target.clone());
-    }
-    let mut config = S2sConfig {
-        require_valid_certificates: require_valid,
-        use_webpki_roots: false,
-        routes: r,
-        dns: false,
-        negotiation_timeout_secs: 10,
-        dialback_timeout_secs: 10,
-        ..S2sConfig::default()
+    let mut setup = Setup {
+        mode: Mode::StartTls,
+        cert: self_signed(domain),
+        roots: RootCertStore::empty(),
+        config: S2sConfig {
+            require_valid_certificates: false,
+            use_webpki_roots: false,
+            routes: routes
+                .iter()
+                .map(|(d, target)| (d.to_string(), target.clone()))
+                .collect(),
+            dns: false,
+            negotiation_timeout_secs: 10,
+            dialback_timeout_secs: 10,
+            ..S2sConfig::default()
+        },
     };
-    tweak(&mut config);
+    tweak(&mut setup);
+    let Setup {
+        mode,
+        cert,
+        roots,
+        config,
+    } = setup;
     let tls = S2sTls::new(cert.0, cert.1, roots).unwrap();
-    let s2s = S2s::new(core.clone(), config, tls, Secret::new(secret)).unwrap();
+    let secret = Secret::new(format!("secret-{domain}").as_bytes());
+    let s2s = S2s::new(core.clone(), config, tls, secret).unwrap();
     core.set_remote_route(s2s.clone());
     tokio::spawn(rookery_s2s::run(listener, mode, s2s.clone()));
     Node {
@@ -153,6 +146,24 @@ async fn node_with(
         s2s,
         _dir: dir,
     }
+}
+
+/// A static route to `domain` at the loopback `port` (STARTTLS).
+fn route(domain: &str, port: u16) -> (&str, String) {
+    (domain, format!("127.0.0.1:{port}"))
+}
+
+/// A "server" that accepts connections and never says anything: its port, and the task
+/// holding the connections (abort it to close them).
+async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
+    let (silent, port) = listener().await;
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    (port, held)
 }
 
 async fn bind(core: &Arc<Core>, jid: &str) -> rookery_core::session::SessionEnd {
@@ -193,39 +204,30 @@ fn ping(from: &str, to: &str, id: &str) -> Stanza {
     .unwrap()
 }
 
+/// A loopback listener and its port.
+async fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
 async fn listeners() -> (TcpListener, u16, TcpListener, u16) {
-    let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let b = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (pa, pb) = (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    );
+    let (a, pa) = listener().await;
+    let (b, pb) = listener().await;
     (a, pa, b, pb)
 }
 
 /// Two nodes with self-signed certificates that federate by dialback.
 async fn dialback_pair() -> (Node, Node, u16, u16) {
     let (la, pa, lb, pb) = listeners().await;
-    let a = node(
+    let a = start(
         "a.test",
         la,
-        b"secret-a",
-        self_signed("a.test"),
-        RootCertStore::empty(),
-        false,
-        &[("b.test", pb), ("nowhere.test", 1)],
+        &[route("b.test", pb), route("nowhere.test", 1)],
+        |_| {},
     )
     .await;
-    let b = node(
-        "b.test",
-        lb,
-        b"secret-b",
-        self_signed("b.test"),
-        RootCertStore::empty(),
-        false,
-        &[("a.test", pa)],
-    )
-    .await;
+    let b = start("b.test", lb, &[route("a.test", pa)], |_| {}).await;
     (a, b, pa, pb)
 }
 
@@ -293,8 +295,7 @@ async fn unreachable_domain_bounces() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_domain_is_not_dialed_again_during_its_backoff() {
     // A "server" that accepts and hangs up at once: each outgoing attempt is one accept.
-    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dead_port = dead.local_addr().unwrap().port();
+    let (dead, dead_port) = listener().await;
     let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = accepted.clone();
     tokio::spawn(async move {
@@ -303,17 +304,13 @@ async fn a_dead_domain_is_not_dialed_again_during_its_backoff() {
             drop(tcp);
         }
     });
-    let (la, _, _, _) = listeners().await;
-    let a = node_with(
+    let (la, _) = listener().await;
+    let a = start(
         "a.test",
-        (la, Mode::StartTls),
-        b"secret-a",
-        self_signed("a.test"),
-        RootCertStore::empty(),
-        false,
-        &[("dead.test", format!("127.0.0.1:{dead_port}"))],
+        la,
+        &[route("dead.test", dead_port)],
         // Long enough that the period cannot end during the test.
-        |c| c.backoff_initial_secs = 600,
+        |s| s.config.backoff_initial_secs = 600,
     )
     .await;
     let mut alice = bind(&a.core, "alice@a.test/r").await;
@@ -353,26 +350,15 @@ async fn sasl_external_with_a_private_ca() {
     let cert_b = certs.pop().unwrap();
     let cert_a = certs.pop().unwrap();
     let (la, pa, lb, pb) = listeners().await;
-    let a = node(
-        "a.test",
-        la,
-        b"sa",
-        cert_a,
-        roots(),
-        true,
-        &[("b.test", pb)],
-    )
-    .await;
-    let b = node(
-        "b.test",
-        lb,
-        b"sb",
-        cert_b,
-        roots(),
-        true,
-        &[("a.test", pa)],
-    )
-    .await;
+    let private_ca = |cert: Cert| {
+        move |s: &mut Setup| {
+            s.cert = cert;
+            s.roots = roots();
+            s.config.require_valid_certificates = true;
+        }
+    };
+    let a = start("a.test", la, &[route("b.test", pb)], private_ca(cert_a)).await;
+    let b = start("b.test", lb, &[route("a.test", pa)], private_ca(cert_b)).await;
     let mut alice = bind(&a.core, "alice@a.test/r").await;
     let mut bob = bind(&b.core, "bob@b.test/r").await;
 
@@ -391,26 +377,19 @@ async fn sasl_external_with_a_private_ca() {
 async fn direct_tls_both_ways() {
     // XEP-0368: both listeners speak TLS from the first byte; the routes say `tls://`.
     let (la, pa, lb, pb) = listeners().await;
-    let a = node_with(
+    let direct = |s: &mut Setup| s.mode = Mode::DirectTls;
+    let a = start(
         "a.test",
-        (la, Mode::DirectTls),
-        b"sa",
-        self_signed("a.test"),
-        RootCertStore::empty(),
-        false,
+        la,
         &[("b.test", format!("tls://127.0.0.1:{pb}"))],
-        |_| {},
+        direct,
     )
     .await;
-    let b = node_with(
+    let b = start(
         "b.test",
-        (lb, Mode::DirectTls),
-        b"sb",
-        self_signed("b.test"),
-        RootCertStore::empty(),
-        false,
+        lb,
         &[("a.test", format!("tls://127.0.0.1:{pa}"))],
-        |_| {},
+        direct,
     )
     .await;
     let mut alice = bind(&a.core, "alice@a.test/r").await;
@@ -428,30 +407,9 @@ async fn direct_tls_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_streams_close_and_reopen_on_demand() {
     let (la, pa, lb, pb) = listeners().await;
-    let idle = |c: &mut S2sConfig| c.idle_timeout_secs = 1;
-    let route = |d: &'static str, p: u16| [(d, format!("127.0.0.1:{p}"))];
-    let a = node_with(
-        "a.test",
-        (la, Mode::StartTls),
-        b"sa",
-        self_signed("a.test"),
-        RootCertStore::empty(),
-        false,
-        &route("b.test", pb),
-        idle,
-    )
-    .await;
-    let b = node_with(
-        "b.test",
-        (lb, Mode::StartTls),
-        b"sb",
-        self_signed("b.test"),
-        RootCertStore::empty(),
-        false,
-        &route("a.test", pa),
-        idle,
-    )
-    .await;
+    let idle = |s: &mut Setup| s.config.idle_timeout_secs = 1;
+    let a = start("a.test", la, &[route("b.test", pb)], idle).await;
+    let b = start("b.test", lb, &[route("a.test", pa)], idle).await;
     let mut bob = bind(&b.core, "bob@b.test/r").await;
     a.core
         .route(message("alice@a.test/r", "bob@b.test/r", "first"))
@@ -477,28 +435,12 @@ async fn idle_streams_close_and_reopen_on_demand() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_is_bounded_and_a_silent_peer_times_out() {
     // A "server" that accepts connections and never says anything.
-    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ps = silent.local_addr().unwrap().port();
-    let held = tokio::spawn(async move {
-        let mut conns = Vec::new();
-        while let Ok((c, _)) = silent.accept().await {
-            conns.push(c);
-        }
-    });
-    let (la, _, _lb, _) = listeners().await;
-    let a = node_with(
-        "a.test",
-        (la, Mode::StartTls),
-        b"sa",
-        self_signed("a.test"),
-        RootCertStore::empty(),
-        false,
-        &[("silent.test", format!("127.0.0.1:{ps}"))],
-        |c| {
-            c.queue_len = 2;
-            c.negotiation_timeout_secs = 2;
-        },
-    )
+    let (ps, held) = silent_server().await;
+    let (la, _) = listener().await;
+    let a = start("a.test", la, &[route("silent.test", ps)], |s| {
+        s.config.queue_len = 2;
+        s.config.negotiation_timeout_secs = 2;
+    })
     .await;
     let mut alice = bind(&a.core, "alice@a.test/r").await;
     for i in 0..3 {
@@ -523,26 +465,9 @@ async fn queue_is_bounded_and_a_silent_peer_times_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_certificates_are_refused_when_required() {
     let (la, pa, lb, pb) = listeners().await;
-    let a = node(
-        "a.test",
-        la,
-        b"sa",
-        self_signed("a.test"),
-        RootCertStore::empty(),
-        true,
-        &[("b.test", pb)],
-    )
-    .await;
-    let _b = node(
-        "b.test",
-        lb,
-        b"sb",
-        self_signed("b.test"),
-        RootCertStore::empty(),
-        true,
-        &[("a.test", pa)],
-    )
-    .await;
+    let required = |s: &mut Setup| s.config.require_valid_certificates = true;
+    let a = start("a.test", la, &[route("b.test", pb)], required).await;
+    let _b = start("b.test", lb, &[route("a.test", pa)], required).await;
     let mut alice = bind(&a.core, "alice@a.test/r").await;
     a.core
         .route(message("alice@a.test/r", "bob@b.test/r", "x"))
@@ -629,6 +554,19 @@ async fn raw_peer(
     (io, p, id)
 }
 
+/// A raw peer that knows a.test's secret, so its dialback key is right (B checks it with
+/// A): connected to B at `port` and authenticated for a.test.
+async fn dialback_as_a(port: u16) -> (tokio_rustls::client::TlsStream<TcpStream>, StreamParser) {
+    let (mut io, mut p, id) = raw_peer(port, "a.test", "b.test").await;
+    let key = Secret::new(b"secret-a.test").key("b.test", "a.test", &id);
+    io.write_all(format!("<db:result from='a.test' to='b.test'>{key}</db:result>").as_bytes())
+        .await
+        .unwrap();
+    let r = next_element(&mut io, &mut p).await;
+    assert_eq!(r.attr("type"), Some("valid"), "{r}");
+    (io, p)
+}
+
 fn stream_error(el: &Element) -> String {
     assert_eq!(el.name(), "error", "{el}");
     el.children().next().unwrap().name().to_string()
@@ -660,14 +598,7 @@ async fn wrong_dialback_key_is_invalid_and_stanzas_are_refused() {
 async fn authenticated_peer_cannot_speak_for_other_domains() {
     let (_a, b, _, pb) = dialback_pair().await;
     let mut bob = bind(&b.core, "bob@b.test/r").await;
-    // The raw peer knows a.test's secret, so its key is right (B checks it with A).
-    let (mut io, mut p, id) = raw_peer(pb, "a.test", "b.test").await;
-    let key = Secret::new(b"secret-a").key("b.test", "a.test", &id);
-    io.write_all(format!("<db:result from='a.test' to='b.test'>{key}</db:result>").as_bytes())
-        .await
-        .unwrap();
-    let r = next_element(&mut io, &mut p).await;
-    assert_eq!(r.attr("type"), Some("valid"), "{r}");
+    let (mut io, mut p) = dialback_as_a(pb).await;
     io.write_all(
         b"<message from='eve@a.test/x' to='bob@b.test/r' type='chat'><body>fine</body></message>",
     )
@@ -683,15 +614,7 @@ async fn authenticated_peer_cannot_speak_for_other_domains() {
     );
 
     // A second stream: a stanza for a domain B does not host.
-    let (mut io, mut p, id) = raw_peer(pb, "a.test", "b.test").await;
-    let key = Secret::new(b"secret-a").key("b.test", "a.test", &id);
-    io.write_all(format!("<db:result from='a.test' to='b.test'>{key}</db:result>").as_bytes())
-        .await
-        .unwrap();
-    assert_eq!(
-        next_element(&mut io, &mut p).await.attr("type"),
-        Some("valid")
-    );
+    let (mut io, mut p) = dialback_as_a(pb).await;
     io.write_all(b"<message from='eve@a.test' to='x@elsewhere.test'><body>relay</body></message>")
         .await
         .unwrap();
@@ -704,25 +627,11 @@ async fn authenticated_peer_cannot_speak_for_other_domains() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dialback_verification_times_out() {
     // The claimed domain's authoritative server accepts connections and never answers.
-    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ps = silent.local_addr().unwrap().port();
-    let held = tokio::spawn(async move {
-        let mut conns = Vec::new();
-        while let Ok((c, _)) = silent.accept().await {
-            conns.push(c);
-        }
-    });
-    let (_la, _, lb, pb) = listeners().await;
-    let _b = node_with(
-        "b.test",
-        (lb, Mode::StartTls),
-        b"sb",
-        self_signed("b.test"),
-        RootCertStore::empty(),
-        false,
-        &[("silent.test", format!("127.0.0.1:{ps}"))],
-        |c| c.dialback_timeout_secs = 1,
-    )
+    let (ps, held) = silent_server().await;
+    let (lb, pb) = listener().await;
+    let _b = start("b.test", lb, &[route("silent.test", ps)], |s| {
+        s.config.dialback_timeout_secs = 1;
+    })
     .await;
     let (mut io, mut p, _) = raw_peer(pb, "silent.test", "b.test").await;
     io.write_all(b"<db:result from='silent.test' to='b.test'>abcd</db:result>")
@@ -739,7 +648,7 @@ async fn db_verify_is_answered_as_authoritative_server() {
     let (_a, _b, pa, _) = dialback_pair().await;
     // Talk to A as if we were b.test verifying a key A gave us.
     let (mut io, mut p, _) = raw_peer(pa, "b.test", "a.test").await;
-    let good = Secret::new(b"secret-a").key("b.test", "a.test", "stream-1");
+    let good = Secret::new(b"secret-a.test").key("b.test", "a.test", "stream-1");
     io.write_all(
         format!("<db:verify from='b.test' to='a.test' id='stream-1'>{good}</db:verify>").as_bytes(),
     )
@@ -829,25 +738,14 @@ async fn shutdown_closes_every_stream_with_system_shutdown() {
 async fn stanzas_queued_at_shutdown_bounce() {
     // A "server" that accepts connections and never says anything: the stream to it stays
     // in negotiation, with the stanza queued.
-    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ps = silent.local_addr().unwrap().port();
-    let held = tokio::spawn(async move {
-        let mut conns = Vec::new();
-        while let Ok((c, _)) = silent.accept().await {
-            conns.push(c);
-        }
-    });
-    let (la, _, _, _) = listeners().await;
-    let a = node_with(
+    let (ps, held) = silent_server().await;
+    let (la, _) = listener().await;
+    let a = start(
         "a.test",
-        (la, Mode::StartTls),
-        b"sa",
-        self_signed("a.test"),
-        RootCertStore::empty(),
-        false,
-        &[("silent.test", format!("127.0.0.1:{ps}"))],
+        la,
+        &[route("silent.test", ps)],
         // Far beyond the test's wait: only the shutdown can bounce it.
-        |c| c.negotiation_timeout_secs = 600,
+        |s| s.config.negotiation_timeout_secs = 600,
     )
     .await;
     let mut alice = bind(&a.core, "alice@a.test/r").await;

@@ -149,9 +149,11 @@ pub fn peer_chain(io: &Transport) -> Vec<CertificateDer<'static>> {
 }
 
 /// Accepts any chain in the handshake (see the module docs) while still checking the
-/// handshake signatures with the provider's algorithms.
+/// handshake signatures with the provider's algorithms, as server and as client verifier.
+/// Public for clients that must complete a real handshake with a server whose certificate
+/// they cannot verify (the tests of the `rookery` binary against its self-signed one).
 #[derive(Debug)]
-struct AnyCert(Arc<CryptoProvider>);
+pub struct AnyCert(Arc<CryptoProvider>);
 
 /// The TLS version whose handshake signature is checked.
 #[derive(Debug, Clone, Copy)]
@@ -161,6 +163,11 @@ enum Tls {
 }
 
 impl AnyCert {
+    /// A verifier checking handshake signatures with `provider`'s algorithms.
+    pub fn new(provider: Arc<CryptoProvider>) -> AnyCert {
+        AnyCert(provider)
+    }
+
     /// The handshake-signature check of both roles (we verify servers we dial and clients
     /// that dial us the same way): the chain is accepted whatever it is, but the peer must
     /// prove it holds the certificate's key, with the provider's algorithms.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rookery_component::handshake::digest;
-use rookery_component::{ComponentConfig, Components, OnConflict, ServiceConfig};
+use rookery_component::{ComponentConfig, ComponentRoute, Components, OnConflict, ServiceConfig};
 use rookery_core::session::SessionEnd;
 use rookery_core::{Core, CoreBuilder, CoreConfig, Outbound, SessionHandle};
 use rookery_jid::Jid;
@@ -26,22 +26,59 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-async fn server(on_conflict: OnConflict) -> Server {
+/// A core on a temp SQLite store, with disco when `disco`; keep the directory alive.
+async fn core(disco: bool) -> (Arc<Core>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let store = rookery_store::Store::open(&url).await.unwrap();
     let mut builder = CoreBuilder::new(CoreConfig::default(), store);
-    builder = builder.module(Arc::new(rookery_core::modules::disco::Disco));
-    let core = builder.build().unwrap();
+    if disco {
+        builder = builder.module(Arc::new(rookery_core::modules::disco::Disco));
+    }
+    (builder.build().unwrap(), dir)
+}
+
+/// The component listener of `core` with `config`, on a free loopback port.
+async fn listen(core: &Arc<Core>, config: ComponentConfig) -> (Arc<Components>, u16) {
     let config = ComponentConfig {
         listen: "127.0.0.1:0".into(),
+        ..config
+    };
+    let comps = Components::new(core.clone(), config).unwrap();
+    let listener = comps.bind().await.unwrap().unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(rookery_component::run(listener, comps.clone()));
+    (comps, port)
+}
+
+/// The service `bot.localhost` with [`SECRET`].
+fn bot() -> ServiceConfig {
+    ServiceConfig {
+        domain: "bot.localhost".into(),
+        secret: Some(SECRET.into()),
+        ..ServiceConfig::default()
+    }
+}
+
+/// Waits until the component of `route` is disconnected (at most about two seconds).
+async fn disconnected(route: &ComponentRoute) -> bool {
+    for _ in 0..100 {
+        if !route.is_connected() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    !route.is_connected()
+}
+
+async fn server(on_conflict: OnConflict) -> Server {
+    let (core, dir) = core(true).await;
+    let config = ComponentConfig {
         on_conflict,
         service: vec![
             ServiceConfig {
-                domain: "bot.localhost".into(),
-                secret: Some(SECRET.into()),
                 name: Some("Echo bot".into()),
-                ..ServiceConfig::default()
+                ..bot()
             },
             ServiceConfig {
                 domain: "gw.localhost".into(),
@@ -51,10 +88,7 @@ async fn server(on_conflict: OnConflict) -> Server {
         ],
         ..ComponentConfig::default()
     };
-    let comps = Components::new(core.clone(), config).unwrap();
-    let listener = comps.bind().await.unwrap().unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(rookery_component::run(listener, comps.clone()));
+    let (comps, port) = listen(&core, config).await;
     Server {
         core,
         comps,
@@ -368,14 +402,7 @@ async fn disconnected_component_bounces_iq_and_message() {
         bot.rest().await;
     }
     // Wait until the server noticed.
-    let route = s.comps.route("bot.localhost").unwrap().clone();
-    for _ in 0..100 {
-        if !route.is_connected() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(!route.is_connected());
+    assert!(disconnected(s.comps.route("bot.localhost").unwrap()).await);
     s.core
         .route(stanza(
             "<message from='alice@localhost/r' to='bot.localhost' type='chat' id='m1'><body>x</body></message>",
@@ -411,26 +438,13 @@ async fn disconnected_component_bounces_iq_and_message() {
 
 #[tokio::test]
 async fn a_component_that_does_not_read_is_disconnected() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = rookery_store::Store::open(&url).await.unwrap();
-    let core = CoreBuilder::new(CoreConfig::default(), store)
-        .build()
-        .unwrap();
+    let (core, _dir) = core(false).await;
     let config = ComponentConfig {
-        listen: "127.0.0.1:0".into(),
         queue: 4,
-        service: vec![ServiceConfig {
-            domain: "bot.localhost".into(),
-            secret: Some(SECRET.into()),
-            ..ServiceConfig::default()
-        }],
+        service: vec![bot()],
         ..ComponentConfig::default()
     };
-    let comps = Components::new(core.clone(), config).unwrap();
-    let listener = comps.bind().await.unwrap().unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(rookery_component::run(listener, comps.clone()));
+    let (comps, port) = listen(&core, config).await;
     let _bot = Raw::connect(port, "bot.localhost", SECRET).await;
     let mut alice = client(&core, "alice@localhost/r").await;
     // The bot never reads: big stanzas fill the socket buffers, then the queue.
@@ -446,14 +460,8 @@ async fn a_component_that_does_not_read_is_disconnected() {
         }
         tokio::task::yield_now().await;
     }
-    for _ in 0..100 {
-        if !route.is_connected() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert!(
-        !route.is_connected(),
+        disconnected(&route).await,
         "a stuck component must be disconnected"
     );
     // A stanza for the closed component bounces at once; the one that overflowed its queue
@@ -478,12 +486,7 @@ fn config_errors_stop_the_start() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = rookery_store::Store::open(&url).await.unwrap();
-        let core = CoreBuilder::new(CoreConfig::default(), store)
-            .build()
-            .unwrap();
+        let (core, _dir) = core(false).await;
         let svc = |d: &str| ServiceConfig {
             domain: d.into(),
             secret: Some("s".into()),
@@ -512,27 +515,14 @@ fn config_errors_stop_the_start() {
 
 #[tokio::test]
 async fn a_silent_component_is_pinged_then_dropped_and_the_domain_freed() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = rookery_store::Store::open(&url).await.unwrap();
-    let core = CoreBuilder::new(CoreConfig::default(), store)
-        .build()
-        .unwrap();
+    let (core, _dir) = core(false).await;
     let config = ComponentConfig {
-        listen: "127.0.0.1:0".into(),
         ping_interval_secs: 1,
         ping_timeout_secs: 1,
-        service: vec![ServiceConfig {
-            domain: "bot.localhost".into(),
-            secret: Some(SECRET.into()),
-            ..ServiceConfig::default()
-        }],
+        service: vec![bot()],
         ..ComponentConfig::default()
     };
-    let comps = Components::new(core.clone(), config).unwrap();
-    let listener = comps.bind().await.unwrap().unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(rookery_component::run(listener, comps.clone()));
+    let (comps, port) = listen(&core, config).await;
 
     // One that answers stays connected.
     let mut alive = Raw::connect(port, "bot.localhost", SECRET).await;

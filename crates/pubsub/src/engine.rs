@@ -838,16 +838,11 @@ impl Engine {
             return Err(PubsubError::NotSubscribed);
         };
         let state = if allow {
-            let Some(mut sub) = n.subs.get(pos).cloned() else {
+            let Some(sub) = n.subs.get_mut(pos) else {
                 return Err(PubsubError::NotSubscribed);
             };
-            sub.state = SubState::Subscribed;
-            self.store
-                .set_subscription(svc.as_str(), node, &sub)
+            self.change_subscription(svc, node, sub, |s| s.state = SubState::Subscribed)
                 .await?;
-            if let Some(s) = n.subs.get_mut(pos) {
-                *s = sub;
-            }
             "subscribed"
         } else {
             let subid = n.subs.get(pos).map(|s| s.subid.clone()).unwrap_or_default();
@@ -953,12 +948,8 @@ impl Engine {
             return Err(PubsubError::NotSubscribed);
         };
         let opts = sub.options.apply(form).ok_or(PubsubError::InvalidOptions)?;
-        let mut next = sub.clone();
-        next.options = opts;
-        self.store
-            .set_subscription(svc.as_str(), node, &next)
+        self.change_subscription(svc, node, sub, |s| s.options = opts)
             .await?;
-        *sub = next;
         n.changed();
         Ok(())
     }
@@ -1312,6 +1303,23 @@ impl Engine {
         self.remove_subscriptions(svc, n, &gone).await
     }
 
+    /// Applies `change` to the subscription `sub` of `node`, in the store first.
+    async fn change_subscription(
+        &self,
+        svc: &BareJid,
+        node: &str,
+        sub: &mut Subscription,
+        change: impl FnOnce(&mut Subscription),
+    ) -> Result<()> {
+        let mut next = sub.clone();
+        change(&mut next);
+        self.store
+            .set_subscription(svc.as_str(), node, &next)
+            .await?;
+        *sub = next;
+        Ok(())
+    }
+
     /// Removes the subscriptions `gone` (SubIDs) of a node, from the store first.
     async fn remove_subscriptions(
         &self,
@@ -1439,12 +1447,8 @@ impl Engine {
                         n.changed();
                     } else {
                         for s in n.subs.iter_mut().filter(|s| matching.contains(&s.subid)) {
-                            let mut next = s.clone();
-                            next.state = state;
-                            self.store
-                                .set_subscription(svc.as_str(), node, &next)
+                            self.change_subscription(svc, node, s, |s| s.state = state)
                                 .await?;
-                            *s = next;
                         }
                         n.changed();
                     }

@@ -12,7 +12,7 @@ use rookery_pubsub::broadcast::{Broadcaster, EventKind, Notification};
 use rookery_pubsub::config::{AccessModel, Profile};
 use rookery_pubsub::engine::{ItemsQuery, PublishRequest, SubscriptionChange};
 use rookery_pubsub::form::{Field, Form};
-use rookery_pubsub::model::{Affiliation, SubState};
+use rookery_pubsub::model::{Affiliation, Item, SubState};
 use rookery_pubsub::{ns, AccessPolicy, Engine, MemoryStore, NodeStore, PubsubError};
 use rookery_xml::Element;
 
@@ -90,6 +90,13 @@ impl Setup {
             .configure(&self.svc, owner, Some(node), &config(fields))
             .await
             .unwrap();
+    }
+
+    /// Every item of `node` as `who` retrieves them (§6.5.2).
+    async fn items(&self, who: &Jid, node: &str) -> Result<Vec<Item>, PubsubError> {
+        self.engine
+            .items(&self.svc, who, node, &ItemsQuery::default())
+            .await
     }
 
     /// Publishes `req` as `who`; the ItemID.
@@ -256,11 +263,7 @@ async fn publish_notifies_subscribers_with_or_without_payload() {
     let ev = s.rec.take()[0].event.to_string();
     assert!(ev.contains(&format!("<item id=\"{id}\"/>")), "{ev}");
     // Items are still stored with their payload.
-    let items = s
-        .engine
-        .items(&s.svc, &b, "n", &ItemsQuery::default())
-        .await
-        .unwrap();
+    let items = s.items(&b, "n").await.unwrap();
     assert_eq!(items.len(), 2);
     assert_eq!(items[0].payload, Some(entry("two")));
 }
@@ -343,10 +346,7 @@ async fn publish_errors() {
     bare_notify.has_item = false;
     s.engine.publish(&s.svc, &a, bare_notify).await.unwrap();
     assert_eq!(
-        s.engine
-            .items(&s.svc, &a, "t", &ItemsQuery::default())
-            .await
-            .unwrap_err(),
+        s.items(&a, "t").await.unwrap_err(),
         PubsubError::NotPersistent
     );
     // Publishers may publish; publish model "open" lets anyone.
@@ -379,12 +379,8 @@ async fn retrieve_items_all_by_id_and_max() {
         s.publish(&a, publish("n", Some(&format!("i{i}")), Some(entry("x"))))
             .await;
     }
-    let ids = |v: Vec<rookery_pubsub::model::Item>| v.into_iter().map(|i| i.id).collect::<Vec<_>>();
-    let all = s
-        .engine
-        .items(&s.svc, &a, "n", &ItemsQuery::default())
-        .await
-        .unwrap();
+    let ids = |v: Vec<Item>| v.into_iter().map(|i| i.id).collect::<Vec<_>>();
+    let all = s.items(&a, "n").await.unwrap();
     assert_eq!(ids(all), ["i5", "i4", "i3"]);
     let last = s
         .engine
@@ -417,11 +413,7 @@ async fn retrieve_items_all_by_id_and_max() {
     // Republishing an id moves it to the top without growing the node.
     s.publish(&a, publish("n", Some("i3"), Some(entry("y"))))
         .await;
-    let all = s
-        .engine
-        .items(&s.svc, &a, "n", &ItemsQuery::default())
-        .await
-        .unwrap();
+    let all = s.items(&a, "n").await.unwrap();
     assert_eq!(ids(all), ["i3", "i5", "i4"]);
     assert_eq!(
         s.engine.item_ids(&s.svc, &a, "n").await.unwrap(),
@@ -429,17 +421,10 @@ async fn retrieve_items_all_by_id_and_max() {
     );
     // Lowering max_items trims at once.
     s.configure(&a, "n", &[("pubsub#max_items", "1")]).await;
-    let all = s
-        .engine
-        .items(&s.svc, &a, "n", &ItemsQuery::default())
-        .await
-        .unwrap();
+    let all = s.items(&a, "n").await.unwrap();
     assert_eq!(ids(all), ["i3"]);
     assert_eq!(
-        s.engine
-            .items(&s.svc, &a, "nope", &ItemsQuery::default())
-            .await
-            .unwrap_err(),
+        s.items(&a, "nope").await.unwrap_err(),
         PubsubError::NodeNotFound
     );
 }
@@ -486,10 +471,7 @@ async fn access_models_on_subscribe_and_items() {
         PubsubError::PresenceSubscriptionRequired
     );
     assert_eq!(
-        s.engine
-            .items(&s.svc, &c, "presence", &ItemsQuery::default())
-            .await
-            .unwrap_err(),
+        s.items(&c, "presence").await.unwrap_err(),
         PubsubError::PresenceSubscriptionRequired
     );
     // roster: carol is in group Friends, bob in Work.
@@ -514,10 +496,7 @@ async fn access_models_on_subscribe_and_items() {
         .unwrap();
     assert!(sub(&b, "whitelist").await.is_ok());
     assert_eq!(
-        s.engine
-            .items(&s.svc, &c, "whitelist", &ItemsQuery::default())
-            .await
-            .unwrap_err(),
+        s.items(&c, "whitelist").await.unwrap_err(),
         PubsubError::ClosedNode
     );
     // authorize: pending until the owner approves; items need the approval.
@@ -535,10 +514,7 @@ async fn access_models_on_subscribe_and_items() {
         PubsubError::PendingSubscription
     );
     assert_eq!(
-        s.engine
-            .items(&s.svc, &m, "authorize", &ItemsQuery::default())
-            .await
-            .unwrap_err(),
+        s.items(&m, "authorize").await.unwrap_err(),
         PubsubError::NotSubscribedForItems
     );
     assert_eq!(
@@ -556,14 +532,7 @@ async fn access_models_on_subscribe_and_items() {
         .to_bytes()
         .windows(25)
         .any(|w| w == b"subscription=\"subscribed\""));
-    assert_eq!(
-        s.engine
-            .items(&s.svc, &m, "authorize", &ItemsQuery::default())
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(s.items(&m, "authorize").await.unwrap().len(), 1);
     // An outcast is forbidden everything.
     s.engine
         .set_node_affiliations(
@@ -1034,11 +1003,7 @@ async fn state_survives_a_new_engine_on_the_same_store() {
     s.publish(&a, publish("n", Some("i1"), Some(entry("x"))))
         .await;
     let s2 = setup_with(Profile::service("example.org"), store);
-    let items = s2
-        .engine
-        .items(&s2.svc, &b, "n", &ItemsQuery::default())
-        .await
-        .unwrap();
+    let items = s2.items(&b, "n").await.unwrap();
     assert_eq!(items.len(), 1);
     s2.publish(&a, publish("n", Some("i2"), Some(entry("x"))))
         .await;
@@ -1047,11 +1012,7 @@ async fn state_survives_a_new_engine_on_the_same_store() {
         1,
         "subscription survived"
     );
-    let items = s2
-        .engine
-        .items(&s2.svc, &b, "n", &ItemsQuery::default())
-        .await
-        .unwrap();
+    let items = s2.items(&b, "n").await.unwrap();
     assert_eq!(items[0].id, "i2", "sequence continues after reload");
 }
 

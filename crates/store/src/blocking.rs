@@ -4,6 +4,13 @@
 use crate::db::{execute, execute_each, with_pool};
 use crate::{Store, StoreError};
 
+/// The statement parameters (domain, username, JID) for each of `jids`.
+fn rows<'a>(domain: &'a str, username: &'a str, jids: &'a [String]) -> Vec<[&'a str; 3]> {
+    jids.iter()
+        .map(|j| [domain, username, j.as_str()])
+        .collect()
+}
+
 /// The block lists of every account, from [`Store::blocking`].
 #[derive(Clone, Copy, Debug)]
 pub struct Blocking<'a> {
@@ -66,10 +73,7 @@ impl<'a> Blocking<'a> {
             self.store,
             "INSERT INTO blocklist (domain, username, jid) VALUES ($1, $2, $3) \
              ON CONFLICT (domain, username, jid) DO NOTHING",
-            &jids
-                .iter()
-                .map(|j| [domain, username, j.as_str()])
-                .collect::<Vec<_>>(),
+            &rows(domain, username, jids),
         )
         .await
     }
@@ -84,10 +88,7 @@ impl<'a> Blocking<'a> {
         execute_each(
             self.store,
             "DELETE FROM blocklist WHERE domain = $1 AND username = $2 AND jid = $3",
-            &jids
-                .iter()
-                .map(|j| [domain, username, j.as_str()])
-                .collect::<Vec<_>>(),
+            &rows(domain, username, jids),
         )
         .await
     }

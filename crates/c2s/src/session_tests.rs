@@ -377,6 +377,46 @@ async fn an_overflowed_managed_session_routes_its_unacked_stanzas_again() {
     }
 }
 
+#[tokio::test]
+async fn an_iq_request_that_overflows_an_unacking_session_gets_an_error() {
+    let ctx = context(config()).await;
+    let mut carol = fake(&ctx, "carol@localhost/c").await;
+    let (mut peer, task) = start(&ctx, "bob@localhost/stuck", 2).await;
+    enable(&mut peer, false).await;
+    burst(&ctx, "bob@localhost/stuck", &["m0", "m1"]).await;
+    // The third stanza, an IQ request, overflows the queue of two.
+    route(
+        &ctx,
+        Element::new("iq", ns::CLIENT)
+            .with_attr("from", "carol@localhost/c")
+            .with_attr("to", "bob@localhost/stuck")
+            .with_attr("type", "get")
+            .with_attr("id", "q1")
+            .with_child(Element::new("query", "jabber:iq:version")),
+    )
+    .await;
+    let (_, cond) = bodies_until_error(&mut peer).await;
+    assert_eq!(cond.as_deref(), Some("policy-violation"));
+    task.await.unwrap();
+    // Never acknowledged: the request is answered for the resource that is gone (RFC 6121
+    // §8.5.3.2.3), after the two bounced messages (no other resource, no offline storage).
+    let mut iq_error = None;
+    for _ in 0..3 {
+        let st = received(&mut carol).await;
+        if st.element().is("iq", ns::CLIENT) {
+            iq_error = Some(st);
+        }
+    }
+    let st = iq_error.expect("an answer to the request");
+    assert_eq!(st.element().attr("type"), Some("error"));
+    assert_eq!(st.element().attr("id"), Some("q1"));
+    assert!(
+        st.element().to_string().contains("service-unavailable"),
+        "{}",
+        st.element()
+    );
+}
+
 // ---- stream management: counting and acks ----------------------------------------------------
 
 #[tokio::test]

@@ -132,13 +132,7 @@ async fn fanout(label: &str, store: Arc<dyn NodeStore>, subscribers: usize) {
     profile.max_subscriptions_per_node = subscribers + 1;
     let engine = Engine::new(profile, store, broadcaster, Arc::new(NoRosters));
     let svc = BareJid::parse("pubsub.localhost").unwrap();
-    let owner = Jid::parse("owner@localhost/bench").unwrap();
-    let mut cfg = Form::new("submit", ns::NODE_CONFIG);
-    cfg.push(Field::new("pubsub#max_items", "text-single", "10"));
-    engine
-        .create(&svc, &owner, Some("bench"), Some(&cfg))
-        .await
-        .unwrap();
+    let owner = bench_node(&engine, &svc, "10").await;
 
     // PUBSUB_BENCH_NODRAIN=1: nobody reads the queues (no task wake-ups): the publish call
     // alone then measures the engine and the fan-out into the queues.
@@ -255,6 +249,18 @@ async fn fanout(label: &str, store: Arc<dyn NodeStore>, subscribers: usize) {
     );
 }
 
+/// Creates the node `bench` of `svc` keeping `max_items` items; its owner.
+async fn bench_node(engine: &Engine, svc: &BareJid, max_items: &str) -> Jid {
+    let owner = Jid::parse("owner@localhost/bench").unwrap();
+    let mut cfg = Form::new("submit", ns::NODE_CONFIG);
+    cfg.push(Field::new("pubsub#max_items", "text-single", max_items));
+    engine
+        .create(svc, &owner, Some("bench"), Some(&cfg))
+        .await
+        .unwrap();
+    owner
+}
+
 async fn retrieval(label: &str, store: Store, items: usize) {
     let svc = BareJid::parse(&format!(
         "bench{}.pubsub.localhost",
@@ -272,13 +278,7 @@ async fn retrieval(label: &str, store: Store, items: usize) {
         Arc::new(rookery_pubsub::broadcast::Discard),
         Arc::new(NoRosters),
     );
-    let owner = Jid::parse("owner@localhost/bench").unwrap();
-    let mut cfg = Form::new("submit", ns::NODE_CONFIG);
-    cfg.push(Field::new("pubsub#max_items", "text-single", "max"));
-    engine
-        .create(&svc, &owner, Some("bench"), Some(&cfg))
-        .await
-        .unwrap();
+    let owner = bench_node(&engine, &svc, "max").await;
     let t = Instant::now();
     for i in 0..items {
         engine.publish(&svc, &owner, publish(i)).await.unwrap();

@@ -99,6 +99,14 @@ impl Setup {
             .await
     }
 
+    /// Sets affiliations with `node` as its owner `owner` (§8.9.2).
+    async fn affiliate(&self, owner: &Jid, node: &str, changes: &[(BareJid, Affiliation)]) {
+        self.engine
+            .set_node_affiliations(&self.svc, owner, Some(node), changes)
+            .await
+            .unwrap();
+    }
+
     /// Publishes `req` as `who`; the ItemID.
     async fn publish(&self, who: &Jid, req: PublishRequest) -> String {
         self.engine.publish(&self.svc, who, req).await.unwrap()
@@ -350,15 +358,8 @@ async fn publish_errors() {
         PubsubError::NotPersistent
     );
     // Publishers may publish; publish model "open" lets anyone.
-    s.engine
-        .set_node_affiliations(
-            &s.svc,
-            &a,
-            Some("n"),
-            &[(b.to_bare(), Affiliation::Publisher)],
-        )
-        .await
-        .unwrap();
+    s.affiliate(&a, "n", &[(b.to_bare(), Affiliation::Publisher)])
+        .await;
     s.publish(&b, publish("n", None, Some(entry("x")))).await;
     s.configure(&a, "t", &[("pubsub#publish_model", "open")])
         .await;
@@ -485,15 +486,8 @@ async fn access_models_on_subscribe_and_items() {
         sub(&b, "whitelist").await.unwrap_err(),
         PubsubError::ClosedNode
     );
-    s.engine
-        .set_node_affiliations(
-            &s.svc,
-            &a,
-            Some("whitelist"),
-            &[(b.to_bare(), Affiliation::Member)],
-        )
-        .await
-        .unwrap();
+    s.affiliate(&a, "whitelist", &[(b.to_bare(), Affiliation::Member)])
+        .await;
     assert!(sub(&b, "whitelist").await.is_ok());
     assert_eq!(
         s.items(&c, "whitelist").await.unwrap_err(),
@@ -534,15 +528,8 @@ async fn access_models_on_subscribe_and_items() {
         .any(|w| w == b"subscription=\"subscribed\""));
     assert_eq!(s.items(&m, "authorize").await.unwrap().len(), 1);
     // An outcast is forbidden everything.
-    s.engine
-        .set_node_affiliations(
-            &s.svc,
-            &a,
-            Some("authorize"),
-            &[(m.to_bare(), Affiliation::Outcast)],
-        )
-        .await
-        .unwrap();
+    s.affiliate(&a, "authorize", &[(m.to_bare(), Affiliation::Outcast)])
+        .await;
     assert_eq!(
         sub(&m, "authorize").await.unwrap_err(),
         PubsubError::Forbidden
@@ -844,18 +831,15 @@ async fn owner_manages_subscriptions_and_affiliations() {
             .await,
         Err(PubsubError::NotAcceptable(_))
     ));
-    s.engine
-        .set_node_affiliations(
-            &s.svc,
-            &a,
-            Some("n"),
-            &[
-                (b.to_bare(), Affiliation::Owner),
-                (c.to_bare(), Affiliation::PublishOnly),
-            ],
-        )
-        .await
-        .unwrap();
+    s.affiliate(
+        &a,
+        "n",
+        &[
+            (b.to_bare(), Affiliation::Owner),
+            (c.to_bare(), Affiliation::PublishOnly),
+        ],
+    )
+    .await;
     let affs = s
         .engine
         .node_affiliations(&s.svc, &b, Some("n"))
@@ -889,10 +873,8 @@ async fn owner_manages_subscriptions_and_affiliations() {
         .subscribe(&s.svc, &b, "n", &c.to_bare().into(), None)
         .await
         .unwrap_err();
-    s.engine
-        .set_node_affiliations(&s.svc, &a, Some("n"), &[(c.to_bare(), Affiliation::None)])
-        .await
-        .unwrap();
+    s.affiliate(&a, "n", &[(c.to_bare(), Affiliation::None)])
+        .await;
     s.engine
         .subscribe(&s.svc, &b, "n", &c.to_bare().into(), None)
         .await

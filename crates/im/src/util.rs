@@ -8,12 +8,21 @@ use rookery_xml::{Element, Event, Limits, StreamParser, CONTENT_NS};
 /// Parses one element serialized by [`Element::to_bytes`] (stored offline messages, vCards,
 /// private XML). `None` if it is not a single well-formed element.
 pub fn parse_element(xml: &str) -> Option<Element> {
-    let mut p = StreamParser::new(Limits {
-        max_stanza_bytes: xml.len() + 1024,
-        max_depth: 64,
-        max_attrs: 256,
-        max_elements: 1_000_000,
-    });
+    parse_element_within(
+        xml,
+        Limits {
+            max_stanza_bytes: xml.len() + 1024,
+            max_depth: 64,
+            max_attrs: 256,
+            max_elements: 1_000_000,
+        },
+    )
+}
+
+/// [`parse_element`] within `limits` (for stored XML with bounds of its own, such as pubsub
+/// payloads and forms).
+pub fn parse_element_within(xml: &str, limits: Limits) -> Option<Element> {
+    let mut p = StreamParser::new(limits);
     p.feed(
         format!(
             "<stream:stream xmlns='{CONTENT_NS}' xmlns:stream='{}'>",

@@ -1,7 +1,7 @@
 //! Stored XML back into elements: payloads and configurations are kept as serialized XML and
 //! parsed with the same restricted parser the streams use (no DOCTYPE, no entities).
 
-use rookery_xml::{Element, Event, Limits, StreamParser};
+use rookery_xml::{Element, Limits};
 
 /// Limits for stored fragments: generous (they were accepted once), still bounded.
 const STORED: Limits = Limits {
@@ -13,18 +13,7 @@ const STORED: Limits = Limits {
 
 /// Parses one element serialized by [`Element::to_bytes`]; `None` if it is not one.
 pub fn parse(text: &str) -> Option<Element> {
-    let mut p = StreamParser::new(STORED);
-    p.feed(
-        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
-    );
-    p.feed(text.as_bytes());
-    loop {
-        match p.next_event() {
-            Ok(Some(Event::StreamOpen(_))) => continue,
-            Ok(Some(Event::Element(e))) => return Some(e),
-            _ => return None,
-        }
-    }
+    rookery_im::util::parse_element_within(text, STORED)
 }
 
 /// Serializes an element for storage.

@@ -46,6 +46,10 @@ pub const ACK_DELAY: Duration = Duration::from_secs(5);
 
 /// Runs a bound session until it ends for good (surviving connection losses while it is
 /// resumable), then unregisters it and routes again what it could not deliver.
+///
+/// Every step but the loop itself is boxed: this future lives as long as the connection, and
+/// unboxed, the rare steps (resumption, the unbind and rerouting at the end, the closing
+/// writes) would make every idle session carry their state (`docs/performance.md`).
 pub async fn run(ctx: &Arc<C2sContext>, conn: Conn, bound: Bound) {
     let Bound {
         jid,
@@ -57,26 +61,29 @@ pub async fn run(ctx: &Arc<C2sContext>, conn: Conn, bound: Bound) {
     let mut conn = conn;
     let (last, reason) = loop {
         let reason = pump::run(&mut conn, &mut end, idle, &mut client).await;
-        match client.after(conn, reason, &mut end).await {
+        match Box::pin(client.after(conn, reason, &mut end)).await {
             Next::Run(c) => conn = c,
             Next::Ended(c, r) => break (c, r),
         }
     };
-    client.terminate(&handle, &mut end).await;
-    if let Some(mut conn) = last {
-        match client.closing.take() {
-            Some(bytes) => {
-                let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                    let _ = conn.write(&bytes).await;
-                    let _ = conn.io.shutdown().await;
-                })
-                .await;
+    Box::pin(async move {
+        client.terminate(&handle, &mut end).await;
+        if let Some(mut conn) = last {
+            match client.closing.take() {
+                Some(bytes) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                        let _ = conn.write(&bytes).await;
+                        let _ = conn.io.shutdown().await;
+                    })
+                    .await;
+                }
+                None => pump::finish(&mut conn, reason).await,
             }
-            None => pump::finish(&mut conn, reason).await,
+        } else {
+            tracing::info!(reason = %reason, "session ended");
         }
-    } else {
-        tracing::info!(reason = %reason, "session ended");
-    }
+    })
+    .await
 }
 
 /// What the session does after its loop on one connection ended.
@@ -312,7 +319,7 @@ impl<'a> Client<'a> {
         undelivered.extend(end.rx.close_and_drain());
         let mut rerouted = 0usize;
         for b in undelivered {
-            let Some(stanza) = sm::reparse(&b) else {
+            let Some(stanza) = Stanza::from_serialized(&b) else {
                 continue;
             };
             if matches!(

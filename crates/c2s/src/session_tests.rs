@@ -193,7 +193,7 @@ async fn received(end: &mut SessionEnd) -> Stanza {
         .await
         .expect("a stanza")
         .expect("queue open");
-    sm::reparse(&b).expect("a stanza")
+    Stanza::from_serialized(&b).expect("a stanza")
 }
 
 /// Enables stream management; returns the `<enabled/>`.

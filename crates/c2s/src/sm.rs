@@ -15,9 +15,9 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use dashmap::DashMap;
 use rookery_jid::BareJid;
-use rookery_proto::{ns, Stanza};
+use rookery_proto::ns;
 use rookery_stream::Conn;
-use rookery_xml::{Element, Event, Limits, StreamParser};
+use rookery_xml::Element;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{oneshot, Notify};
@@ -336,27 +336,6 @@ pub fn parse_h(el: &Element) -> Result<Option<u32>, BadH> {
     }
 }
 
-/// Turns a stanza we serialized for a client back into a [`Stanza`], to re-route what a
-/// session could not deliver. `None` for bytes that are not one stanza (never expected).
-pub fn reparse(bytes: &[u8]) -> Option<Stanza> {
-    const HEADER: &[u8] = b"<stream:stream xmlns='jabber:client' \
-        xmlns:stream='http://etherx.jabber.org/streams'>";
-    let mut parser = StreamParser::new(Limits {
-        max_stanza_bytes: bytes.len().saturating_add(1024),
-        max_elements: usize::MAX,
-        ..Limits::S2S
-    });
-    parser.feed(HEADER);
-    parser.feed(bytes);
-    loop {
-        match parser.next_event() {
-            Ok(Some(Event::StreamOpen(_))) => continue,
-            Ok(Some(Event::Element(el))) => return Stanza::from_element(el).ok(),
-            _ => return None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -418,20 +397,6 @@ mod tests {
         assert!(c.ack(3).is_err());
         c.ack(2).unwrap();
         assert_eq!(c.unacked(), 0);
-    }
-
-    #[test]
-    fn reparse_round_trips_a_stanza() {
-        let st = reparse(
-            b"<message from=\"a@x/r\" to=\"b@x/s\" type=\"chat\"><body>hi &amp; bye</body></message>",
-        )
-        .unwrap();
-        assert_eq!(st.to().unwrap().as_str(), "b@x/s");
-        assert_eq!(
-            st.element().child_text("body", ns::CLIENT).as_deref(),
-            Some("hi & bye")
-        );
-        assert!(reparse(b"<message").is_none());
     }
 
     #[test]

@@ -30,7 +30,7 @@ use rookery_proto::{
 };
 use rookery_stream::pump::{self, Inbound};
 use rookery_stream::{new_stream_id, Conn, ConnError, Transport};
-use rookery_xml::{Element, Event, Limits, StreamParser, CONTENT_NS};
+use rookery_xml::{Element, Event, Limits, CONTENT_NS};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -229,27 +229,14 @@ async fn run(
 /// bounced with `service-unavailable`, like those arriving while no component is connected.
 /// The bytes are our own serialization, so they parse back; anything else is skipped.
 async fn bounce_queued(core: &Arc<Core>, end: &mut SessionEnd) {
-    let queued = end.rx.close_and_drain();
-    let mut parser = StreamParser::new(Limits {
-        max_stanza_bytes: 64 * 1024 * 1024,
-        ..Limits::S2S
-    });
-    parser.feed(
-        b"<stream:stream xmlns='jabber:component:accept' \
-          xmlns:stream='http://etherx.jabber.org/streams'>",
-    );
     let mut bounced = 0usize;
-    for b in queued {
-        parser.feed(&b);
-        while let Ok(Some(ev)) = parser.next_event() {
-            let Event::Element(el) = ev else { continue };
-            let Ok(stanza) = Stanza::from_element(el) else {
-                continue;
-            };
-            if let Err(e) = crate::route::unavailable(&stanza) {
-                core.reply_error(&stanza, e).await;
-                bounced += 1;
-            }
+    for b in end.rx.close_and_drain() {
+        let Some(stanza) = Stanza::from_serialized(&b) else {
+            continue;
+        };
+        if let Err(e) = crate::route::unavailable(&stanza) {
+            core.reply_error(&stanza, e).await;
+            bounced += 1;
         }
     }
     if bounced > 0 {

@@ -6,7 +6,7 @@
 //! a stanza error reply built by [`StanzaParseError::reply`].
 
 use rookery_jid::Jid;
-use rookery_xml::{Element, CONTENT_NS};
+use rookery_xml::{Element, Event, Limits, StreamParser, CONTENT_NS};
 
 use crate::error::{StanzaError, StanzaErrorCondition};
 
@@ -302,6 +302,29 @@ impl Stanza {
         self.element.to_bytes()
     }
 
+    /// Parses back what [`Stanza::to_bytes`] produced (as queued for a session), to route
+    /// again what a session could not deliver. The same for every listener: unprefixed
+    /// stanzas land in the content namespace of any stream. `None` for bytes that are not
+    /// exactly one stanza (never expected of our own serialization).
+    pub fn from_serialized(bytes: &[u8]) -> Option<Stanza> {
+        const HEADER: &[u8] = b"<stream:stream xmlns='jabber:client' \
+            xmlns:stream='http://etherx.jabber.org/streams'>";
+        let mut parser = StreamParser::new(Limits {
+            max_stanza_bytes: bytes.len().saturating_add(1024),
+            max_elements: usize::MAX,
+            ..Limits::S2S
+        });
+        parser.feed(HEADER);
+        parser.feed(bytes);
+        loop {
+            match parser.next_event() {
+                Ok(Some(Event::StreamOpen(_))) => continue,
+                Ok(Some(Event::Element(el))) => return Stanza::from_element(el).ok(),
+                _ => return None,
+            }
+        }
+    }
+
     /// The error reply to this stanza (RFC 6120 §8.3.1): addresses swapped, `type='error'`,
     /// the original payload kept. `None` for error stanzas, which are never answered.
     pub fn error_reply(&self, error: &StanzaError) -> Option<Stanza> {
@@ -427,6 +450,23 @@ mod tests {
             .with_attr("to", "x@y");
         let reply = Stanza::from_element(el).unwrap_err().reply().unwrap();
         assert_eq!((reply.attr("to"), reply.attr("from")), (None, Some("x@y")));
+    }
+
+    #[test]
+    fn serialized_stanzas_parse_back() {
+        let st = Stanza::from_serialized(
+            b"<message from=\"a@x/r\" to=\"b@x/s\" type=\"chat\"><body>hi &amp; bye</body></message>",
+        )
+        .unwrap();
+        assert_eq!(st.to().unwrap().as_str(), "b@x/s");
+        assert_eq!(
+            st.element().child_text("body", CONTENT_NS).as_deref(),
+            Some("hi & bye")
+        );
+        let again = Stanza::from_serialized(&st.to_bytes()).unwrap();
+        assert_eq!(again, st);
+        assert!(Stanza::from_serialized(b"<message").is_none());
+        assert!(Stanza::from_serialized(b"<message/><message/>").is_some_and(|s| s.to().is_none()));
     }
 
     #[test]

@@ -7,11 +7,11 @@
 //! The bound is enforced by killing, not by refusing: the stanza that finds the queue full is
 //! still queued, so it is never lost between the router and the session. A session cut off
 //! that way is no longer a routing target ([`SessionHandle::is_target`], checked by the
-//! core's lookups), so only senders that already held the handle can add to it, and the
-//! session's end (which
-//! routes again whatever it could not write, e.g. `rookery_c2s`'s `terminate`) treats that
-//! stanza like every other one still queued: RFC 6120 §10.5 / RFC 6121 §8.5.3.2, another
-//! resource or offline storage for a message, an error for an IQ request.
+//! core's lookups), so only senders that already held the handle can add to it (the queue
+//! exceeds its bound by at most the routings in flight). The session's end, which routes
+//! again whatever it could not write (e.g. `rookery_c2s`'s `terminate`), treats that stanza
+//! like every other one still queued: RFC 6120 §10.5 / RFC 6121 §8.5.3.2, another resource or
+//! offline storage for a message, an error for an IQ request.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

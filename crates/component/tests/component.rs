@@ -191,17 +191,7 @@ async fn recv(end: &mut SessionEnd) -> String {
 }
 
 fn stanza(xml: &str) -> Stanza {
-    let mut p = rookery_xml::StreamParser::new(rookery_xml::Limits::C2S);
-    p.feed(
-        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
-    );
-    p.feed(xml.as_bytes());
-    loop {
-        match p.next_event().unwrap().unwrap() {
-            rookery_xml::Event::Element(el) => return Stanza::from_element(el).unwrap(),
-            _ => continue,
-        }
-    }
+    Stanza::from_serialized(xml.as_bytes()).unwrap()
 }
 
 #[tokio::test]

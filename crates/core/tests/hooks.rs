@@ -106,18 +106,7 @@ async fn bind(core: &Arc<Core>, jid: &str, cap: usize) -> (Jid, SessionEnd) {
 }
 
 fn stanza(xml: &str) -> Stanza {
-    let mut p = rookery_xml::StreamParser::new(rookery_xml::Limits::C2S);
-    p.feed(
-        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
-    );
-    p.feed(xml.as_bytes());
-    loop {
-        match p.next_event().unwrap() {
-            Some(rookery_xml::Event::Element(el)) => return Stanza::from_element(el).unwrap(),
-            Some(_) => continue,
-            None => panic!("incomplete"),
-        }
-    }
+    Stanza::from_serialized(xml.as_bytes()).unwrap()
 }
 
 fn received(end: &mut SessionEnd) -> Vec<String> {

@@ -73,62 +73,88 @@ pub struct Bound {
 /// Negotiation (the direct-TLS handshake included) must finish by one deadline,
 /// `negotiation_timeout_secs` after accept. When `stopped` reports its listener gone (server
 /// shutdown) before that, the stream ends with `system-shutdown`.
+///
+/// This future is the connection task's for its whole life, as large as its largest state.
+/// So the negotiation is boxed in its own function (its state is freed once the session is
+/// bound, and none of its locals stay in this future): an idle session's task holds only the
+/// session's state (`docs/performance.md`).
 pub async fn serve(
     ctx: Arc<C2sContext>,
     tcp: TcpStream,
     peer: SocketAddr,
     mode: Mode,
-    mut stopped: tokio::sync::watch::Receiver<()>,
+    stopped: tokio::sync::watch::Receiver<()>,
 ) {
     let span = tracing::info_span!("c2s", %peer, jid = tracing::field::Empty);
     async move {
-        tracing::debug!("accepted");
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_secs(ctx.config.negotiation_timeout_secs.max(1));
-        let acceptor = TlsAcceptor::from(ctx.tls.clone());
-        let io = match mode {
-            Mode::StartTls => Transport::Plain(tcp),
-            Mode::DirectTls => match tokio::time::timeout_at(
-                deadline,
-                TlsAcceptor::from(ctx.direct_tls.clone()).accept(tcp),
-            )
-            .await
-            {
-                Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
-                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!("TLS handshake timed out"),
-            },
+        // Not `if let`: its scrutinee would stay in this future for the session's life.
+        let Some((conn, bound)) = Box::pin(establish(&ctx, tcp, peer, mode, stopped)).await else {
+            return;
         };
-        let conn = Conn::new(io, peer, Limits::PRE_AUTH, ctx.core.domain(), ns::CLIENT);
-        let mut holder = Some(conn);
-        let result = tokio::select! {
-            r = tokio::time::timeout_at(deadline, negotiate(&ctx, &acceptor, &mut holder)) => r,
-            _ = stopped.changed() => Ok(Err(ConnError::stream(
-                SEC::SystemShutdown,
-                "the server is shutting down",
-            ))),
-        };
-        let Some(mut conn) = holder else { return };
-        match result {
-            Ok(Ok(Negotiated::Bound(bound))) => {
-                tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
-                session::run(&ctx, conn, bound).await;
-            }
-            Ok(Ok(Negotiated::Resumed)) => {}
-            Ok(Err(ConnError::Stream(e))) => conn.fail(&e).await,
-            Ok(Err(ConnError::StreamClosed)) => conn.close().await,
-            Ok(Err(e)) => tracing::debug!(error = %e, "connection ended during negotiation"),
-            Err(_) => {
-                conn.fail(&StreamError::with_text(
-                    SEC::ConnectionTimeout,
-                    "negotiation took too long",
-                ))
-                .await
-            }
-        }
+        tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
+        session::run(&ctx, conn, bound).await;
     }
     .instrument(span)
     .await
+}
+
+/// Negotiates the stream up to a bound session; `None` when the connection ended first (it
+/// was closed as the reason called for) or resumed another session.
+async fn establish(
+    ctx: &Arc<C2sContext>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mode: Mode,
+    mut stopped: tokio::sync::watch::Receiver<()>,
+) -> Option<(Conn, Bound)> {
+    tracing::debug!("accepted");
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(ctx.config.negotiation_timeout_secs.max(1));
+    let acceptor = TlsAcceptor::from(ctx.tls.clone());
+    let io = match mode {
+        Mode::StartTls => Transport::Plain(tcp),
+        Mode::DirectTls => match tokio::time::timeout_at(
+            deadline,
+            TlsAcceptor::from(ctx.direct_tls.clone()).accept(tcp),
+        )
+        .await
+        {
+            Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                return None;
+            }
+        },
+    };
+    let conn = Conn::new(io, peer, Limits::PRE_AUTH, ctx.core.domain(), ns::CLIENT);
+    let mut holder = Some(conn);
+    let result = tokio::select! {
+        r = tokio::time::timeout_at(deadline, negotiate(ctx, &acceptor, &mut holder)) => r,
+        _ = stopped.changed() => Ok(Err(ConnError::stream(
+            SEC::SystemShutdown,
+            "the server is shutting down",
+        ))),
+    };
+    let mut conn = holder?;
+    match result {
+        Ok(Ok(Negotiated::Bound(bound))) => return Some((conn, bound)),
+        Ok(Ok(Negotiated::Resumed)) => {}
+        Ok(Err(ConnError::Stream(e))) => conn.fail(&e).await,
+        Ok(Err(ConnError::StreamClosed)) => conn.close().await,
+        Ok(Err(e)) => tracing::debug!(error = %e, "connection ended during negotiation"),
+        Err(_) => {
+            conn.fail(&StreamError::with_text(
+                SEC::ConnectionTimeout,
+                "negotiation took too long",
+            ))
+            .await
+        }
+    }
+    None
 }
 
 /// Drives TLS, SASL and bind. `holder` always holds the current connection (the TLS

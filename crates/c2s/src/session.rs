@@ -18,6 +18,7 @@
 //! §8.5.3.2), IQ requests get an error reply; nothing is dropped silently.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,41 +50,57 @@ pub const ACK_DELAY: Duration = Duration::from_secs(5);
 ///
 /// Every step but the loop itself is boxed: this future lives as long as the connection, and
 /// unboxed, the rare steps (resumption, the unbind and rerouting at the end, the closing
-/// writes) would make every idle session carry their state (`docs/performance.md`).
-pub async fn run(ctx: &Arc<C2sContext>, conn: Conn, bound: Bound) {
-    let Bound {
-        jid,
-        handle,
-        mut end,
-    } = bound;
-    let idle = Duration::from_secs(ctx.config.idle_timeout_secs);
-    let mut client = Client::new(ctx, &jid);
-    let mut conn = conn;
-    let (last, reason) = loop {
-        let reason = pump::run(&mut conn, &mut end, idle, &mut client).await;
-        match Box::pin(client.after(conn, reason, &mut end)).await {
-            Next::Run(c) => conn = c,
-            Next::Ended(c, r) => break (c, r),
-        }
-    };
-    Box::pin(async move {
-        client.terminate(&handle, &mut end).await;
-        if let Some(mut conn) = last {
-            match client.closing.take() {
-                Some(bytes) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                        let _ = conn.write(&bytes).await;
-                        let _ = conn.io.shutdown().await;
-                    })
-                    .await;
-                }
-                None => pump::finish(&mut conn, reason).await,
+/// writes) would make every idle session carry their state (`docs/performance.md`). Not an
+/// `async fn` for the same reason: that would keep its arguments twice, as arguments and as
+/// the locals they are moved into (rust-lang/rust#62958); the block below uses them in place.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its arguments twice"
+)]
+pub fn run<'a>(
+    ctx: &'a Arc<C2sContext>,
+    mut conn: Conn,
+    mut bound: Bound,
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        let idle = Duration::from_secs(ctx.config.idle_timeout_secs);
+        let end = &mut bound.end;
+        let mut client = Client::new(ctx, &bound.jid);
+        let (last, reason) = loop {
+            let reason = pump::run(&mut conn, end, idle, &mut client).await;
+            match Box::pin(client.after(conn, reason, end)).await {
+                Next::Run(c) => conn = c,
+                Next::Ended(c, r) => break (c, r),
             }
-        } else {
-            tracing::info!(reason = %reason, "session ended");
+        };
+        Box::pin(finish(client, &bound.handle, end, last, reason)).await
+    }
+}
+
+/// The session is over: unbinds it, routes again what it could not deliver, and closes its
+/// last connection (if any) as `reason` calls for.
+async fn finish(
+    mut client: Client<'_>,
+    handle: &SessionHandle,
+    end: &mut SessionEnd,
+    last: Option<Conn>,
+    reason: ConnError,
+) {
+    client.terminate(handle, end).await;
+    if let Some(mut conn) = last {
+        match client.closing.take() {
+            Some(bytes) => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    let _ = conn.write(&bytes).await;
+                    let _ = conn.io.shutdown().await;
+                })
+                .await;
+            }
+            None => pump::finish(&mut conn, reason).await,
         }
-    })
-    .await
+    } else {
+        tracing::info!(reason = %reason, "session ended");
+    }
 }
 
 /// What the session does after its loop on one connection ended.

@@ -2,15 +2,20 @@
 
 use std::net::SocketAddr;
 
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::Poll;
+
 use rookery_proto::{stream, StreamError, StreamErrorCondition};
 use rookery_xml::{Element, Event, Limits, StreamParser};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::transport::Transport;
 
-/// Read buffer size: small, since an idle connection keeps it.
+/// Most bytes taken from the transport per read. The buffer lives on the stack only while a
+/// read is polled (see [`read_with`]), so an idle connection holds no read buffer.
 const READ_CHUNK: usize = 4096;
 
 /// Longest wait for the peer to close after we sent a stream error.
@@ -53,7 +58,6 @@ pub struct Conn {
     /// The peer address.
     pub peer: SocketAddr,
     parser: StreamParser,
-    rbuf: Vec<u8>,
     /// When bytes last arrived (any bytes, whitespace keepalives included).
     last_read: Instant,
     header_sent: bool,
@@ -77,7 +81,6 @@ impl Conn {
             io,
             peer,
             parser: StreamParser::new(limits),
-            rbuf: vec![0; READ_CHUNK],
             last_read: Instant::now(),
             header_sent: false,
             domain: domain.to_string(),
@@ -130,7 +133,6 @@ impl Conn {
         let Conn {
             io,
             peer,
-            rbuf,
             domain,
             content_ns,
             header_extra,
@@ -148,7 +150,6 @@ impl Conn {
             io: Transport::Tls(Box::new(tls)),
             peer,
             parser: StreamParser::new(Limits::PRE_AUTH),
-            rbuf,
             last_read: Instant::now(),
             header_sent: false,
             domain,
@@ -173,12 +174,12 @@ impl Conn {
                 Ok(None) => {}
                 Err(e) => return Err(ConnError::Stream(StreamError::from(&e))),
             }
-            let n = self.io.read(&mut self.rbuf).await?;
+            let parser = &mut self.parser;
+            let n = read_with(&mut self.io, |bytes| parser.feed(bytes)).await?;
             if n == 0 {
                 return Err(ConnError::Eof);
             }
             self.last_read = Instant::now();
-            self.parser.feed(self.rbuf.get(..n).unwrap_or_default());
         }
     }
 
@@ -264,7 +265,7 @@ impl Conn {
         let deadline = tokio::time::Instant::now() + LINGER_TIME;
         let mut left = LINGER_BYTES;
         while left > 0 {
-            match tokio::time::timeout_at(deadline, self.io.read(&mut self.rbuf)).await {
+            match tokio::time::timeout_at(deadline, read_with(&mut self.io, |_| {})).await {
                 Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
                 _ => break,
             }
@@ -284,4 +285,26 @@ impl Conn {
 /// A fresh, unguessable stream id.
 pub fn new_stream_id() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+/// Reads once from the transport and hands the bytes to `take` within the same poll;
+/// returns how many there were (0 at end of stream). The buffer is a local of the poll,
+/// not part of the future, so a connection waiting for input (every idle one) keeps no
+/// read buffer; and since the bytes are consumed before the poll returns, dropping the
+/// future loses none (cancel-safe).
+async fn read_with(io: &mut Transport, mut take: impl FnMut(&[u8])) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut rb = ReadBuf::uninit(&mut buf);
+        match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let filled = rb.filled();
+                take(filled);
+                Poll::Ready(Ok(filled.len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }

@@ -85,6 +85,12 @@ pub trait Inbound {
 
 /// Runs the stream until it ends; returns why. `idle` of zero disables the idle timeout
 /// (measured from the last bytes read, so whitespace keepalives count).
+///
+/// An idle stream waits in the `select!` below for its whole life, and its task's future is
+/// as large as the largest state it can be in. So the work done once an event came (the
+/// policy's handling, which may route through the whole core, and the writes) is boxed:
+/// one allocation per event, freed when it is done, instead of kilobytes held by every idle
+/// connection.
 pub async fn run<H: Inbound + Send>(
     conn: &mut Conn,
     end: &mut SessionEnd,
@@ -100,17 +106,17 @@ pub async fn run<H: Inbound + Send>(
                 // Flush what was queued before the kill (e.g. the reply to the request that
                 // caused it), then end the stream.
                 let limit = handler.write_timeout();
-                let _ = tokio::time::timeout(limit, drain(conn, &mut end.rx, usize::MAX, handler))
-                    .await;
+                let drained = drain(conn, &mut end.rx, usize::MAX, handler);
+                let _ = Box::pin(tokio::time::timeout(limit, drained)).await;
                 return ConnError::Stream(reason);
             }
             out = end.rx.recv() => match out {
                 Some(item) => {
                     let limit = handler.write_timeout();
-                    let r = tokio::time::timeout(limit, async {
+                    let r = Box::pin(tokio::time::timeout(limit, async {
                         handler.outbound(conn, item).await?;
                         drain(conn, &mut end.rx, WRITE_BATCH, handler).await
-                    }).await;
+                    })).await;
                     match r {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => return e,
@@ -121,7 +127,7 @@ pub async fn run<H: Inbound + Send>(
             },
             ev = conn.next_element() => match ev {
                 Ok(el) => {
-                    if let Err(e) = handler.element(conn, el).await {
+                    if let Err(e) = Box::pin(handler.element(conn, el)).await {
                         return e;
                     }
                 }
@@ -134,7 +140,7 @@ pub async fn run<H: Inbound + Send>(
             }
             _ = sleep_until(timer) => {
                 let limit = handler.write_timeout();
-                match tokio::time::timeout(limit, handler.timer(conn)).await {
+                match Box::pin(tokio::time::timeout(limit, handler.timer(conn))).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return e,
                     Err(_) => return write_stalled(),

@@ -33,7 +33,9 @@ const CONTENT_STREAM_NS: [&str; 3] = ["jabber:client", "jabber:server", "jabber:
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// How a CDATA section opens.
 const CDATA_OPEN: &[u8] = b"<![CDATA[";
-/// Buffer capacity kept while no bytes are pending; more is released.
+/// Buffer capacity kept when every byte was consumed but the parser was not yet asked for
+/// more; more is released. A parser that returns `Ok(None)` with nothing pending frees its
+/// buffer altogether (see [`StreamParser::next_event`]).
 const IDLE_CAPACITY: usize = 16 * 1024;
 
 /// Limits that bound a parser's memory and work. Exceeding one is a `policy-violation`.
@@ -211,6 +213,12 @@ impl StreamParser {
         match self.advance() {
             Ok(None) => {
                 self.compact();
+                if self.buf.is_empty() {
+                    // Waiting for input with nothing pending is where an idle connection
+                    // spends its life: it holds no buffer there (the next read allocates one
+                    // of the size it needs, freed again once parsed).
+                    self.buf = Vec::new();
+                }
                 Ok(None)
             }
             Ok(event) => Ok(event),

@@ -10,6 +10,7 @@
 //! Until authentication the parser runs with [`Limits::PRE_AUTH`], and the whole negotiation
 //! has a deadline, so an unauthenticated socket costs almost nothing.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,14 +78,20 @@ pub struct Bound {
 /// This future is the connection task's for its whole life, as large as its largest state.
 /// So the negotiation is boxed in its own function (its state is freed once the session is
 /// bound, and none of its locals stay in this future): an idle session's task holds only the
-/// session's state (`docs/performance.md`).
-pub async fn serve(
+/// session's state (`docs/performance.md`). Not an `async fn`, which would keep its
+/// arguments twice (rust-lang/rust#62958); the span is made when the accept loop calls this,
+/// where no span is entered, as it was at the task's first poll.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its arguments twice"
+)]
+pub fn serve(
     ctx: Arc<C2sContext>,
     tcp: TcpStream,
     peer: SocketAddr,
     mode: Mode,
     stopped: tokio::sync::watch::Receiver<()>,
-) {
+) -> impl Future<Output = ()> + Send {
     let span = tracing::info_span!("c2s", %peer, jid = tracing::field::Empty);
     async move {
         // Not `if let`: its scrutinee would stay in this future for the session's life.
@@ -95,7 +102,6 @@ pub async fn serve(
         session::run(&ctx, conn, bound).await;
     }
     .instrument(span)
-    .await
 }
 
 /// Negotiates the stream up to a bound session; `None` when the connection ended first (it

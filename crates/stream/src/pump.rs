@@ -138,17 +138,20 @@ pub async fn run<H: Inbound + Send>(
                     return e;
                 }
             }
-            _ = sleep_until(timer) => {
-                let limit = handler.write_timeout();
-                match Box::pin(tokio::time::timeout(limit, handler.timer(conn))).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return e,
-                    Err(_) => return write_stalled(),
+            // One sleep for both deadlines, not one each: every idle stream's future holds it.
+            // The policy's timer goes first when both are due.
+            _ = sleep_until(earliest(timer, idle_deadline)) => {
+                if timer.is_some_and(|t| t <= Instant::now()) {
+                    let limit = handler.write_timeout();
+                    match Box::pin(tokio::time::timeout(limit, handler.timer(conn))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return e,
+                        Err(_) => return write_stalled(),
+                    }
+                    continue;
                 }
-            }
-            _ = sleep_until(idle_deadline) => {
-                // The deadline was computed when this iteration began; bytes that arrived since
-                // without completing an element (whitespace keepalives) moved it.
+                // The idle deadline was computed when this iteration began; bytes that arrived
+                // since without completing an element (whitespace keepalives) moved it.
                 if conn.last_read() + idle > Instant::now() {
                     continue;
                 }
@@ -172,6 +175,14 @@ pub async fn finish(conn: &mut Conn, reason: ConnError) {
         }
         ConnError::Stream(e) => conn.fail(&e).await,
         e => tracing::info!(error = %e, "connection lost"),
+    }
+}
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -25,7 +25,7 @@ use rookery_proto::{
 };
 use rookery_sasl::Step;
 use rookery_sasl::{Mechanism, ServerSession};
-use rookery_xml::{Element, Event, Limits};
+use rookery_xml::{Element, Limits};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
@@ -248,15 +248,7 @@ fn password_in_clear_allowed(ctx: &C2sContext, conn: &Conn) -> bool {
 
 /// Reads the client's stream header and answers it (RFC 6120 §4.7).
 async fn open_stream(ctx: &C2sContext, conn: &mut Conn) -> Result<(), ConnError> {
-    let header = match conn.next_event().await? {
-        Event::StreamOpen(h) => h,
-        _ => {
-            return Err(ConnError::stream(
-                SEC::BadFormat,
-                "expected a stream header",
-            ))
-        }
-    };
+    let header = conn.next_header().await?;
     let to = header.attr("to").map(str::to_string);
     let from = header.attr("from").map(str::to_string);
     conn.send_header(from.as_deref(), &new_stream_id()).await?;

@@ -26,9 +26,7 @@ use bytes::Bytes;
 use rookery_core::session::SessionEnd;
 use rookery_core::{Outbound, SessionHandle};
 use rookery_jid::Jid;
-use rookery_proto::{
-    ns, IqType, Stanza, StanzaKind, StanzaParseError, StreamError, StreamErrorCondition as SEC,
-};
+use rookery_proto::{ns, IqType, Stanza, StanzaKind, StreamError, StreamErrorCondition as SEC};
 use rookery_stream::pump::{self, Inbound};
 use rookery_stream::{Conn, ConnError};
 use rookery_xml::Element;
@@ -508,20 +506,8 @@ impl Inbound for Client<'_> {
             return Ok(());
         }
         el.remove_attr("from");
-        let mut stanza = match Stanza::from_element(el) {
-            Ok(s) => s,
-            Err(e @ StanzaParseError::Malformed { .. }) => {
-                if let Some(reply) = e.reply() {
-                    conn.send(&reply).await?;
-                }
-                return Ok(());
-            }
-            Err(StanzaParseError::NotAStanza(name)) => {
-                return Err(ConnError::Stream(StreamError::with_text(
-                    SEC::UnsupportedStanzaType,
-                    format!("unexpected <{name}/>"),
-                )))
-            }
+        let Some(mut stanza) = conn.stanza_or_reply(el).await? else {
+            return Ok(());
         };
         stanza.set_from(self.jid.clone());
         if is_legacy_session(self.ctx, &stanza) {

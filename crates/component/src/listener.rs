@@ -25,12 +25,11 @@ use rookery_core::session::SessionEnd;
 use rookery_core::{Core, SessionHandle};
 use rookery_jid::Jid;
 use rookery_proto::{
-    ns, Stanza, StanzaError, StanzaErrorCondition, StanzaParseError, StreamError,
-    StreamErrorCondition as SEC,
+    ns, Stanza, StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition as SEC,
 };
 use rookery_stream::pump::{self, Inbound};
 use rookery_stream::{new_stream_id, Conn, ConnError, Transport};
-use rookery_xml::{Element, Event, Limits, CONTENT_NS};
+use rookery_xml::{Element, Limits, CONTENT_NS};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -142,15 +141,7 @@ async fn authenticate(
     comps: &Components,
     conn: &mut Conn,
 ) -> Result<Arc<ComponentRoute>, ConnError> {
-    let header = match conn.next_event().await? {
-        Event::StreamOpen(h) => h,
-        _ => {
-            return Err(ConnError::stream(
-                SEC::BadFormat,
-                "expected a stream header",
-            ))
-        }
-    };
+    let header = conn.next_header().await?;
     // RFC 6120 §4.7.5: a peer without a version (every XEP-0114 component) gets none back.
     let versioned = header
         .attr("version")
@@ -289,20 +280,8 @@ impl Inbound for Component<'_> {
 
     /// The `from` trust rule of [`crate::trust`], then routing like any trusted stanza.
     async fn element(&mut self, conn: &mut Conn, el: Element) -> Result<(), ConnError> {
-        let mut stanza = match Stanza::from_element(el) {
-            Ok(s) => s,
-            Err(e @ StanzaParseError::Malformed { .. }) => {
-                if let Some(reply) = e.reply() {
-                    conn.send(&reply).await?;
-                }
-                return Ok(());
-            }
-            Err(StanzaParseError::NotAStanza(name)) => {
-                return Err(ConnError::Stream(StreamError::with_text(
-                    SEC::UnsupportedStanzaType,
-                    format!("unexpected <{name}/>"),
-                )))
-            }
+        let Some(mut stanza) = conn.stanza_or_reply(el).await? else {
+            return Ok(());
         };
         match check_from(self.jid.domain(), stanza.from()) {
             FromRule::Keep => {}

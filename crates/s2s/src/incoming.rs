@@ -27,7 +27,7 @@ use rookery_proto::{
 };
 use rookery_stream::pump::{self, Inbound};
 use rookery_stream::{new_stream_id, Conn, ConnError, Transport};
-use rookery_xml::{Element, Event, Limits};
+use rookery_xml::{Element, Limits};
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -195,15 +195,7 @@ async fn negotiate(
 /// Reads the peer's stream header and answers it (RFC 6120 §4.7). The answer is sent
 /// before any error, so the error can follow on an open stream.
 async fn open_stream(s2s: &S2s, conn: &mut Conn, st: &mut State) -> Result<(), ConnError> {
-    let header = match conn.next_event().await? {
-        Event::StreamOpen(h) => h,
-        _ => {
-            return Err(ConnError::stream(
-                SEC::BadFormat,
-                "expected a stream header",
-            ))
-        }
-    };
+    let header = conn.next_header().await?;
     let to = header
         .attr("to")
         .and_then(|t| rookery_jid::normalize_domain(t).ok());

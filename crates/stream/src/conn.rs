@@ -6,8 +6,8 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::Poll;
 
-use rookery_proto::{stream, StreamError, StreamErrorCondition};
-use rookery_xml::{Element, Event, Limits, StreamParser};
+use rookery_proto::{stream, Stanza, StanzaParseError, StreamError, StreamErrorCondition};
+use rookery_xml::{Element, Event, Limits, StreamHeader, StreamParser};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -183,6 +183,17 @@ impl Conn {
         }
     }
 
+    /// The peer's stream header; anything else here is a `bad-format` stream error.
+    pub async fn next_header(&mut self) -> Result<StreamHeader, ConnError> {
+        match self.next_event().await? {
+            Event::StreamOpen(h) => Ok(h),
+            _ => Err(ConnError::stream(
+                StreamErrorCondition::BadFormat,
+                "expected a stream header",
+            )),
+        }
+    }
+
     /// The next top-level element; a stream header here is a protocol error.
     pub async fn next_element(&mut self) -> Result<Element, ConnError> {
         match self.next_event().await? {
@@ -191,6 +202,27 @@ impl Conn {
                 StreamErrorCondition::BadFormat,
                 "unexpected stream header",
             )),
+        }
+    }
+
+    /// `el` as a stanza. A malformed stanza is answered with its error reply (RFC 6120 §8.3)
+    /// and gives `None`; an element that is no stanza is an `unsupported-stanza-type` stream
+    /// error.
+    pub async fn stanza_or_reply(&mut self, el: Element) -> Result<Option<Stanza>, ConnError> {
+        match Stanza::from_element(el) {
+            Ok(s) => Ok(Some(s)),
+            Err(e @ StanzaParseError::Malformed { .. }) => {
+                if let Some(reply) = e.reply() {
+                    self.send(&reply).await?;
+                }
+                Ok(None)
+            }
+            Err(StanzaParseError::NotAStanza(name)) => {
+                Err(ConnError::Stream(StreamError::with_text(
+                    StreamErrorCondition::UnsupportedStanzaType,
+                    format!("unexpected <{name}/>"),
+                )))
+            }
         }
     }
 

@@ -3,13 +3,13 @@
 
 use rookery_jid::BareJid;
 use rookery_proto::{ns, Stanza, StanzaError, StanzaErrorCondition as Cond};
-use rookery_xml::{Element, Event, Limits, StreamParser, CONTENT_NS};
+use rookery_xml::{Element, Limits};
 
 /// Parses one element serialized by [`Element::to_bytes`] (stored offline messages, vCards,
 /// private XML). `None` if it is not a single well-formed element.
 pub fn parse_element(xml: &str) -> Option<Element> {
-    parse_element_within(
-        xml,
+    rookery_xml::first_element(
+        xml.as_bytes(),
         Limits {
             max_stanza_bytes: xml.len() + 1024,
             max_depth: 64,
@@ -17,27 +17,6 @@ pub fn parse_element(xml: &str) -> Option<Element> {
             max_elements: 1_000_000,
         },
     )
-}
-
-/// [`parse_element`] within `limits` (for stored XML with bounds of its own, such as pubsub
-/// payloads and forms).
-pub fn parse_element_within(xml: &str, limits: Limits) -> Option<Element> {
-    let mut p = StreamParser::new(limits);
-    p.feed(
-        format!(
-            "<stream:stream xmlns='{CONTENT_NS}' xmlns:stream='{}'>",
-            ns::STREAM
-        )
-        .as_bytes(),
-    );
-    p.feed(xml.as_bytes());
-    loop {
-        match p.next_event() {
-            Ok(Some(Event::StreamOpen(_))) => continue,
-            Ok(Some(Event::Element(el))) => return Some(el),
-            _ => return None,
-        }
-    }
 }
 
 /// Parses a stored stanza.
@@ -108,6 +87,7 @@ pub fn own_account(iq: &Stanza, to: &BareJid) -> Result<BareJid, StanzaError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use rookery_xml::CONTENT_NS;
 
     #[test]
     fn utc_stamps() {

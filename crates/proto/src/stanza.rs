@@ -6,7 +6,7 @@
 //! a stanza error reply built by [`StanzaParseError::reply`].
 
 use rookery_jid::Jid;
-use rookery_xml::{Element, Event, Limits, StreamParser, CONTENT_NS};
+use rookery_xml::{Element, Limits, CONTENT_NS};
 
 use crate::error::{StanzaError, StanzaErrorCondition};
 
@@ -307,22 +307,12 @@ impl Stanza {
     /// stanzas land in the content namespace of any stream. `None` for bytes that are not
     /// exactly one stanza (never expected of our own serialization).
     pub fn from_serialized(bytes: &[u8]) -> Option<Stanza> {
-        const HEADER: &[u8] = b"<stream:stream xmlns='jabber:client' \
-            xmlns:stream='http://etherx.jabber.org/streams'>";
-        let mut parser = StreamParser::new(Limits {
+        let limits = Limits {
             max_stanza_bytes: bytes.len().saturating_add(1024),
             max_elements: usize::MAX,
             ..Limits::S2S
-        });
-        parser.feed(HEADER);
-        parser.feed(bytes);
-        loop {
-            match parser.next_event() {
-                Ok(Some(Event::StreamOpen(_))) => continue,
-                Ok(Some(Event::Element(el))) => return Stanza::from_element(el).ok(),
-                _ => return None,
-            }
-        }
+        };
+        Stanza::from_element(rookery_xml::first_element(bytes, limits)?).ok()
     }
 
     /// The error reply to this stanza (RFC 6120 §8.3.1): addresses swapped, `type='error'`,

@@ -13,7 +13,7 @@ const STORED: Limits = Limits {
 
 /// Parses one element serialized by [`Element::to_bytes`]; `None` if it is not one.
 pub fn parse(text: &str) -> Option<Element> {
-    rookery_im::util::parse_element_within(text, STORED)
+    rookery_xml::first_element(text.as_bytes(), STORED)
 }
 
 /// Serializes an element for storage.

@@ -11,4 +11,4 @@ pub mod element;
 pub mod parser;
 
 pub use element::{escape_into, Element, Node, CONTENT_NS};
-pub use parser::{Event, Limits, StreamHeader, StreamParser, XmlError};
+pub use parser::{first_element, Event, Limits, StreamHeader, StreamParser, XmlError};

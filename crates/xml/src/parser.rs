@@ -325,6 +325,24 @@ impl StreamParser {
     }
 }
 
+/// The first top-level element of `xml`, parsed as content of a `jabber:client` stream under
+/// `limits`: XML we serialized ourselves ([`Element::to_bytes`]) read back from storage or a
+/// queue. `None` if `xml` does not start with a complete, well-formed element.
+pub fn first_element(xml: &[u8], limits: Limits) -> Option<Element> {
+    const HEADER: &[u8] =
+        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+    let mut parser = StreamParser::new(limits);
+    parser.feed(HEADER);
+    parser.feed(xml);
+    loop {
+        match parser.next_event() {
+            Ok(Some(Event::StreamOpen(_))) => continue,
+            Ok(Some(Event::Element(el))) => return Some(el),
+            _ => return None,
+        }
+    }
+}
+
 /// What kind of token the scanner found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Token {
@@ -952,5 +970,20 @@ mod tests {
         let mut scan = Scan::default();
         assert_eq!(scan.bang(b"<![CDATA[a]"), Ok(None));
         assert_eq!(scan.bang(b"<![CDATA[a]]>"), Ok(Some(13)));
+    }
+
+    #[test]
+    fn first_element_reads_back_what_was_written() {
+        let el = Element::new("message", CONTENT_NS)
+            .with_attr("to", "a@b")
+            .with_child(Element::new("body", CONTENT_NS).with_text("x < y"));
+        assert_eq!(first_element(&el.to_bytes(), Limits::C2S), Some(el));
+        assert_eq!(first_element(b"<a>", Limits::C2S), None);
+        assert_eq!(first_element(b"not xml", Limits::C2S), None);
+        let tight = Limits {
+            max_depth: 1,
+            ..Limits::C2S
+        };
+        assert_eq!(first_element(b"<a><b/></a>", tight), None);
     }
 }

@@ -114,23 +114,25 @@ async def test_auth_attempts_limit_closes_the_stream(server_factory):
     assert await c.wait_closed() == (None, True)
 
 
+async def sasl_failure(srv, ip, password, mechanism) -> str:
+    """Authenticates as alice from `ip`, expecting a SASL failure; returns its condition."""
+    c = srv.client(local_addr=ip)
+    await c.negotiate_tls()
+    with pytest.raises(SaslFailure) as e:
+        await c.authenticate("alice", password, mechanism)
+    c.abort()
+    return e.value.condition
+
+
 async def test_auth_failures_per_ip_are_rate_limited(server_factory):
     srv = server_factory(users={"alice": "alicepass"},
                          c2s={"auth_failures_per_ip_per_minute": 2,
                               "auth_failures_per_account_per_minute": 100})
     for _ in range(2):
-        c = srv.client(local_addr="127.0.0.2")
-        await c.negotiate_tls()
-        with pytest.raises(SaslFailure, match="not-authorized"):
-            await c.authenticate("alice", "wrong", "SCRAM-SHA-1")
-        c.abort()
+        assert await sasl_failure(srv, "127.0.0.2", "wrong", "SCRAM-SHA-1") == "not-authorized"
     # Even the right password is refused from that address now ...
-    c = srv.client(local_addr="127.0.0.2")
-    await c.negotiate_tls()
-    with pytest.raises(SaslFailure) as e:
-        await c.authenticate("alice", "alicepass", "SCRAM-SHA-1")
-    assert e.value.condition == "temporary-auth-failure"
-    c.abort()
+    assert (await sasl_failure(srv, "127.0.0.2", "alicepass", "SCRAM-SHA-1")
+            == "temporary-auth-failure")
     # ... while other addresses are not affected.
     c = await srv.login("alice", "ok")
     await c.close()
@@ -141,17 +143,8 @@ async def test_auth_failures_per_account_are_rate_limited(server_factory):
                          c2s={"auth_failures_per_ip_per_minute": 100,
                               "auth_failures_per_account_per_minute": 2})
     for ip in ["127.0.0.2", "127.0.0.3"]:
-        c = srv.client(local_addr=ip)
-        await c.negotiate_tls()
-        with pytest.raises(SaslFailure, match="not-authorized"):
-            await c.authenticate("alice", "wrong", "PLAIN")
-        c.abort()
-    c = srv.client(local_addr="127.0.0.4")
-    await c.negotiate_tls()
-    with pytest.raises(SaslFailure) as e:
-        await c.authenticate("alice", "alicepass", "PLAIN")
-    assert e.value.condition == "temporary-auth-failure"
-    c.abort()
+        assert await sasl_failure(srv, ip, "wrong", "PLAIN") == "not-authorized"
+    assert await sasl_failure(srv, "127.0.0.4", "alicepass", "PLAIN") == "temporary-auth-failure"
     c = await srv.login("bob", "ok")
     await c.close()
 

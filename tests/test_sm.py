@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from slix import SlixClient, slix_login
-from xmpp_raw import NS_CLIENT, Closed, StreamError, local, tag
+from xmpp_raw import NS_CLIENT, Closed, RawClient, StreamError, local, tag
 
 NS_SM = "urn:xmpp:sm:3"
 NS_CSI = "urn:xmpp:csi:0"
@@ -39,16 +39,9 @@ class Sm:
                 self.h += 1
             return el
 
-    async def expect(self, pred, timeout=10.0, what="element") -> ET.Element:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise asyncio.TimeoutError(f"timeout waiting for {what}")
-            el = await self.recv(remaining)
-            if pred(el):
-                return el
+    # The raw client's deadline loop, over this class's `recv`.
+    timeout = 10.0
+    expect = RawClient.expect
 
     async def drain(self, quiet=0.5):
         """Receives until nothing arrives for `quiet` seconds."""
@@ -66,18 +59,12 @@ def is_ping(el) -> bool:
 
 async def expect_alive(c, pred, timeout=10.0, what="element") -> ET.Element:
     """`c.expect`, answering the server's keepalive pings meanwhile."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            raise asyncio.TimeoutError(f"timeout waiting for {what}")
-        el = await c.recv(remaining)
+    def answer_pings(el):
         if is_ping(el):
             c.send(f"<iq type='result' id='{el.get('id')}' to='{el.get('from')}'/>")
-            continue
-        if pred(el):
-            return el
+            return False
+        return pred(el)
+    return await c.expect(answer_pings, timeout, what)
 
 
 async def stay_alive(c, seconds):
@@ -116,14 +103,21 @@ async def test_features_after_authentication(server):
     await c.close()
 
 
-async def test_enable_before_bind_fails_and_bind_still_works(server):
-    c = server.client()
+async def failed(srv, user, request, condition):
+    """A new connection that authenticates as `user` and sends `request`, which the server
+    must answer with `<failed/>` and `condition`; returns the connection."""
+    c = srv.client()
     await c.negotiate_tls()
-    await c.auth("alice", "alicepass")
-    c.send(f"<enable xmlns='{NS_SM}'/>")
+    await c.auth(user, srv.users[user])
+    c.send(request)
     el = await c.recv()
     assert el.tag == tag(NS_SM, "failed")
-    assert el.find(tag(NS_STANZAS, "unexpected-request")) is not None
+    assert el.find(tag(NS_STANZAS, condition)) is not None
+    return c
+
+
+async def test_enable_before_bind_fails_and_bind_still_works(server):
+    c = await failed(server, "alice", f"<enable xmlns='{NS_SM}'/>", "unexpected-request")
     assert await c.bind("a") == server.jid("alice", "a")
     await c.close()
 
@@ -224,13 +218,8 @@ async def test_resume_while_the_old_socket_is_silent(server):
 
 
 async def test_resume_with_unknown_id_fails_then_bind_works(server):
-    c = server.client()
-    await c.negotiate_tls()
-    await c.auth("alice", "alicepass")
-    c.send(f"<resume xmlns='{NS_SM}' previd='nope' h='0'/>")
-    el = await c.recv()
-    assert el.tag == tag(NS_SM, "failed")
-    assert el.find(tag(NS_STANZAS, "item-not-found")) is not None
+    c = await failed(server, "alice", f"<resume xmlns='{NS_SM}' previd='nope' h='0'/>",
+                     "item-not-found")
     assert await c.bind("a") == server.jid("alice", "a")
     await c.close()
 
@@ -238,13 +227,8 @@ async def test_resume_with_unknown_id_fails_then_bind_works(server):
 async def test_another_user_cannot_resume_a_session(server):
     a = await server.login("alice", "a")
     _, en = await enable(a)
-    c = server.client()
-    await c.negotiate_tls()
-    await c.auth("bob", "bobpass")
-    c.send(f"<resume xmlns='{NS_SM}' previd='{en.get('id')}' h='0'/>")
-    el = await c.recv()
-    assert el.tag == tag(NS_SM, "failed")
-    assert el.find(tag(NS_STANZAS, "item-not-found")) is not None
+    c = await failed(server, "bob", f"<resume xmlns='{NS_SM}' previd='{en.get('id')}' h='0'/>",
+                     "item-not-found")
     await c.close()
     await a.close()
 

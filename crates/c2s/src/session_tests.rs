@@ -177,7 +177,7 @@ async fn message(ctx: &Arc<C2sContext>, from: &str, to: &str, body: &str) {
         .with_attr("to", to)
         .with_attr("type", "chat")
         .with_child(Element::new("body", ns::CLIENT).with_text(body));
-    ctx.core.route(Stanza::from_element(el).unwrap()).await;
+    route(ctx, el).await;
 }
 
 async fn route(ctx: &Arc<C2sContext>, el: Element) {
@@ -217,15 +217,22 @@ fn stream_error(el: &Element) -> Option<String> {
 
 // ---- dead-peer detection ---------------------------------------------------------------------
 
-#[tokio::test]
-async fn a_silent_peer_is_pinged_then_closed_and_unbound() {
+/// A running session of alice@localhost/r that the server pings after 30 s of silence, on a
+/// paused clock.
+async fn pinged_session() -> (Arc<C2sContext>, Peer, JoinHandle<()>) {
     let ctx = context(C2sConfig {
         ping_interval_secs: 30,
         ..config()
     })
     .await;
-    let (mut peer, task) = start(&ctx, "alice@localhost/r", 64).await;
+    let (peer, task) = start(&ctx, "alice@localhost/r", 64).await;
     tokio::time::pause();
+    (ctx, peer, task)
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_pinged_then_closed_and_unbound() {
+    let (ctx, mut peer, task) = pinged_session().await;
     let t0 = Instant::now();
     let ping = peer.next().await.unwrap();
     assert!(
@@ -245,13 +252,7 @@ async fn a_silent_peer_is_pinged_then_closed_and_unbound() {
 
 #[tokio::test]
 async fn an_answered_ping_keeps_the_session() {
-    let ctx = context(C2sConfig {
-        ping_interval_secs: 30,
-        ..config()
-    })
-    .await;
-    let (mut peer, task) = start(&ctx, "alice@localhost/r", 64).await;
-    tokio::time::pause();
+    let (ctx, mut peer, task) = pinged_session().await;
     for _ in 0..3 {
         let ping = peer.next().await.unwrap();
         assert!(ping.has_child("ping", ns::PING), "{ping}");
@@ -265,13 +266,7 @@ async fn an_answered_ping_keeps_the_session() {
 
 #[tokio::test]
 async fn whitespace_counts_as_a_sign_of_life() {
-    let ctx = context(C2sConfig {
-        ping_interval_secs: 30,
-        ..config()
-    })
-    .await;
-    let (mut peer, task) = start(&ctx, "alice@localhost/r", 64).await;
-    tokio::time::pause();
+    let (ctx, mut peer, task) = pinged_session().await;
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_secs(10)).await;
         peer.send(" ").await;
@@ -335,12 +330,28 @@ async fn bodies_until_error(peer: &mut Peer) -> (Vec<String>, Option<String>) {
     (got, None)
 }
 
+/// bob@localhost/stuck, a running session with a queue of two, and bob's other resource,
+/// available, whose queue the test reads.
+async fn stuck_bob() -> (Arc<C2sContext>, SessionEnd, Peer, JoinHandle<()>) {
+    let ctx = context(config()).await;
+    let other = fake(&ctx, "bob@localhost/other").await;
+    ctx.core.set_available(&jid("bob@localhost/other"), Some(0));
+    let (peer, task) = start(&ctx, "bob@localhost/stuck", 2).await;
+    (ctx, other, peer, task)
+}
+
+/// The peer got `bodies`, then the `policy-violation` of an overflowed queue, and the session
+/// ended.
+async fn overflowed(mut peer: Peer, task: JoinHandle<()>, bodies: &[&str]) {
+    let (got, cond) = bodies_until_error(&mut peer).await;
+    assert_eq!(got, bodies);
+    assert_eq!(cond.as_deref(), Some("policy-violation"));
+    task.await.unwrap();
+}
+
 #[tokio::test]
 async fn the_stanza_that_overflows_the_queue_is_not_lost() {
-    let ctx = context(config()).await;
-    let mut other = fake(&ctx, "bob@localhost/other").await;
-    ctx.core.set_available(&jid("bob@localhost/other"), Some(0));
-    let (mut peer, task) = start(&ctx, "bob@localhost/stuck", 2).await;
+    let (ctx, mut other, peer, task) = stuck_bob().await;
     // A queue of two: the third message closes the session, and is kept.
     burst(&ctx, "bob@localhost/stuck", &["m0", "m1", "m2"]).await;
     // From now on the closing session is no target: its resource counts as not online
@@ -350,25 +361,16 @@ async fn the_stanza_that_overflows_the_queue_is_not_lost() {
         body(received(&mut other).await.element()).as_deref(),
         Some("m3")
     );
-    let (got, cond) = bodies_until_error(&mut peer).await;
-    assert_eq!(got, ["m0", "m1", "m2"]);
-    assert_eq!(cond.as_deref(), Some("policy-violation"));
-    task.await.unwrap();
+    overflowed(peer, task, &["m0", "m1", "m2"]).await;
     assert!(other.rx.try_recv().is_err(), "nothing twice");
 }
 
 #[tokio::test]
 async fn an_overflowed_managed_session_routes_its_unacked_stanzas_again() {
-    let ctx = context(config()).await;
-    let mut other = fake(&ctx, "bob@localhost/other").await;
-    ctx.core.set_available(&jid("bob@localhost/other"), Some(0));
-    let (mut peer, task) = start(&ctx, "bob@localhost/stuck", 2).await;
+    let (ctx, mut other, mut peer, task) = stuck_bob().await;
     enable(&mut peer, false).await;
     burst(&ctx, "bob@localhost/stuck", &["m0", "m1", "m2"]).await;
-    let (got, cond) = bodies_until_error(&mut peer).await;
-    assert_eq!(got, ["m0", "m1", "m2"]);
-    assert_eq!(cond.as_deref(), Some("policy-violation"));
-    task.await.unwrap();
+    overflowed(peer, task, &["m0", "m1", "m2"]).await;
     // Never acknowledged, so handled as undelivered (XEP-0198 §5, RFC 6121 §8.5.3.2.1):
     // the other resource gets all three, the one that overflowed included.
     for expected in ["m0", "m1", "m2"] {

@@ -4,18 +4,14 @@
 
 mod common;
 
-use common::{backends, creds};
+use common::backends;
 use rookery_store::userdata::LastActivity;
 
 #[tokio::test]
 async fn blocklist_add_remove_clear() {
     for b in backends("blocklist").await {
         let d = b.domain.as_str();
-        b.store
-            .accounts()
-            .create(d, "juliet", creds())
-            .await
-            .unwrap();
+        b.create_account("juliet").await;
         let bl = b.store.blocking();
         assert!(bl.list(d, "juliet").await.unwrap().is_empty());
         bl.add(
@@ -49,11 +45,7 @@ async fn blocklist_add_remove_clear() {
 async fn offline_cap_order_and_delete() {
     for b in backends("offline").await {
         let d = b.domain.as_str();
-        b.store
-            .accounts()
-            .create(d, "juliet", creds())
-            .await
-            .unwrap();
+        b.create_account("juliet").await;
         let o = b.store.offline();
         assert_eq!(o.count(d, "juliet").await.unwrap(), 0);
         for i in 0..3 {
@@ -89,11 +81,7 @@ async fn offline_cap_order_and_delete() {
 async fn vcard_private_last() {
     for b in backends("userdata").await {
         let d = b.domain.as_str();
-        b.store
-            .accounts()
-            .create(d, "juliet", creds())
-            .await
-            .unwrap();
+        b.create_account("juliet").await;
         let u = b.store.userdata();
         assert_eq!(u.vcard(d, "juliet").await.unwrap(), None);
         u.set_vcard(d, "juliet", "<vCard xmlns='vcard-temp'/>")
@@ -172,7 +160,7 @@ async fn delete_account_takes_everything_with_it() {
         let d = b.domain.as_str();
         let s = &b.store;
         for u in ["juliet", "romeo"] {
-            s.accounts().create(d, u, creds()).await.unwrap();
+            b.create_account(u).await;
         }
         let romeo = format!("romeo@{d}");
         s.rosters()

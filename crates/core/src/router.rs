@@ -521,6 +521,16 @@ impl Core {
         }
     }
 
+    /// Answers `stanza` with `service-unavailable`: the one reply for what nothing here
+    /// handles (RFC 6120 §8.3.3.19, RFC 6121 §8.5).
+    async fn reply_unavailable(self: &Arc<Self>, stanza: &Stanza) {
+        self.reply_error(
+            stanza,
+            StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
+        )
+        .await
+    }
+
     /// Runs the hooks of `point`; returns the stanza if none handled it.
     pub async fn run_hooks(self: &Arc<Self>, point: HookPoint, stanza: Stanza) -> Option<Stanza> {
         let mut stanza = stanza;
@@ -578,11 +588,7 @@ impl Core {
                 self.answer_request(stanza);
             }
             StanzaKind::Message(MessageType::Chat | MessageType::Normal) => {
-                self.reply_error(
-                    &stanza,
-                    StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
-                )
-                .await
+                self.reply_unavailable(&stanza).await
             }
             _ => {}
         }
@@ -598,12 +604,7 @@ impl Core {
 
     async fn handle_iq(self: &Arc<Self>, target: IqTarget, to: &BareJid, iq: Stanza) {
         let Some(module) = self.iq_handler(target, &iq) else {
-            return self
-                .reply_error(
-                    &iq,
-                    StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
-                )
-                .await;
+            return self.reply_unavailable(&iq).await;
         };
         let module = module.clone();
         match module.handle_iq(self, to, &iq).await {
@@ -626,11 +627,7 @@ impl Core {
                 if self.account_exists(&to).await {
                     self.handle_iq(IqTarget::Account, &to, stanza).await
                 } else {
-                    self.reply_error(
-                        &stanza,
-                        StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
-                    )
-                    .await
+                    self.reply_unavailable(&stanza).await
                 }
             }
             StanzaKind::Iq(_) => {}
@@ -641,11 +638,7 @@ impl Core {
                 if !self.account_exists(&to).await {
                     // RFC 6121 §8.5.2.2.3 / §8.5.2.1.3: no such user.
                     if !matches!(t, MessageType::Headline | MessageType::Groupchat) {
-                        self.reply_error(
-                            &stanza,
-                            StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
-                        )
-                        .await;
+                        self.reply_unavailable(&stanza).await;
                     }
                     return;
                 }
@@ -682,13 +675,7 @@ impl Core {
             return;
         }
         match stanza.kind() {
-            StanzaKind::Iq(IqType::Get | IqType::Set) => {
-                self.reply_error(
-                    &stanza,
-                    StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
-                )
-                .await
-            }
+            StanzaKind::Iq(IqType::Get | IqType::Set) => self.reply_unavailable(&stanza).await,
             StanzaKind::Iq(_) => {}
             StanzaKind::Presence(_) => {
                 let _ = self.run_hooks(HookPoint::PresenceToAccount, stanza).await;
@@ -705,13 +692,7 @@ impl Core {
                     MessageType::Normal | MessageType::Chat => {
                         self.route_to_bare(s, to.to_bare()).await
                     }
-                    MessageType::Groupchat => {
-                        self.reply_error(
-                            &s,
-                            StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
-                        )
-                        .await
-                    }
+                    MessageType::Groupchat => self.reply_unavailable(&s).await,
                     MessageType::Headline | MessageType::Error => {}
                 }
             }
@@ -733,11 +714,7 @@ impl Core {
         };
         if eligible.is_empty() {
             if matches!(t, MessageType::Normal | MessageType::Chat) {
-                self.reply_error(
-                    &stanza,
-                    StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
-                )
-                .await;
+                self.reply_unavailable(&stanza).await;
             }
             return;
         }

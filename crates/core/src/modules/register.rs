@@ -84,12 +84,7 @@ impl Register {
         match iq.kind() {
             StanzaKind::Iq(IqType::Get) => Ok(Some(self.form())),
             StanzaKind::Iq(IqType::Set) => {
-                let username = query
-                    .child_text("username", ns::REGISTER)
-                    .unwrap_or_default();
-                let password = query
-                    .child_text("password", ns::REGISTER)
-                    .unwrap_or_default();
+                let (username, password) = username_password(query);
                 if username.is_empty() || password.is_empty() {
                     return Err(err(Cond::NotAcceptable, "username and password required"));
                 }
@@ -119,6 +114,12 @@ impl Register {
             _ => Err(StanzaError::new(Cond::BadRequest)),
         }
     }
+}
+
+/// The `<username/>` and `<password/>` of a registration form (empty when left out).
+fn username_password(query: &Element) -> (String, String) {
+    let field = |name| query.child_text(name, ns::REGISTER).unwrap_or_default();
+    (field("username"), field("password"))
 }
 
 fn derive(password: &str) -> Result<Credentials, StanzaError> {
@@ -193,12 +194,7 @@ impl Module for Register {
                 Ok(None)
             }
             StanzaKind::Iq(IqType::Set) => {
-                let username = query
-                    .child_text("username", ns::REGISTER)
-                    .unwrap_or_default();
-                let password = query
-                    .child_text("password", ns::REGISTER)
-                    .unwrap_or_default();
+                let (username, password) = username_password(query);
                 if rookery_jid::normalize_local(&username).ok().as_deref() != Some(&local) {
                     return Err(err(Cond::NotAllowed, "username does not match the account"));
                 }

@@ -19,6 +19,7 @@
 //!   removed at `Closed` (which also fires when a session is replaced).
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -110,6 +111,53 @@ fn store_key(bare: &BareJid) -> Result<(&str, &str), StoreError> {
     }
 }
 
+/// The entry of `bare` in `cache`, or `load`ed from the store and kept while the account has
+/// sessions (see the module docs). The caller holds the account's lock.
+async fn cached_or_load<T>(
+    core: &Core,
+    cache: &DashMap<BareJid, Arc<T>>,
+    bare: &BareJid,
+    load: impl Future<Output = Result<T, StoreError>>,
+) -> Result<Arc<T>, StoreError> {
+    if let Some(v) = cache.get(bare) {
+        return Ok(v.value().clone());
+    }
+    let v = Arc::new(load.await?);
+    if !core.sessions_of(bare).is_empty() {
+        cache.insert(bare.clone(), v.clone());
+    }
+    Ok(v)
+}
+
+/// The roster and pending requests of `bare` from the store.
+async fn load_account(core: &Core, bare: &BareJid) -> Result<Account, StoreError> {
+    let (domain, user) = store_key(bare)?;
+    let store = core.store();
+    let roster = store.rosters().load(domain, user).await?;
+    let pending = store.rosters().pending_in(domain, user).await?;
+    let mut cache = RosterCache {
+        ver: roster.ver,
+        items: HashMap::with_capacity(roster.items.len()),
+        pending_in: HashSet::new(),
+    };
+    for item in roster.items {
+        match BareJid::parse(&item.contact) {
+            Ok(j) => {
+                cache.items.insert(j, item);
+            }
+            Err(_) => tracing::warn!(contact = %item.contact, "unparsable roster contact"),
+        }
+    }
+    for p in pending {
+        if let Ok(j) = BareJid::parse(&p.contact) {
+            cache.pending_in.insert(j);
+        }
+    }
+    Ok(Account {
+        roster: RwLock::new(cache),
+    })
+}
+
 impl Im {
     /// Fresh state.
     pub fn new(config: ImConfig) -> Im {
@@ -179,38 +227,7 @@ impl Im {
         core: &Core,
         bare: &BareJid,
     ) -> Result<Arc<Account>, StoreError> {
-        if let Some(a) = self.cached(bare) {
-            return Ok(a);
-        }
-        let (domain, user) = store_key(bare)?;
-        let store = core.store();
-        let roster = store.rosters().load(domain, user).await?;
-        let pending = store.rosters().pending_in(domain, user).await?;
-        let mut cache = RosterCache {
-            ver: roster.ver,
-            items: HashMap::with_capacity(roster.items.len()),
-            pending_in: HashSet::new(),
-        };
-        for item in roster.items {
-            match BareJid::parse(&item.contact) {
-                Ok(j) => {
-                    cache.items.insert(j, item);
-                }
-                Err(_) => tracing::warn!(contact = %item.contact, "unparsable roster contact"),
-            }
-        }
-        for p in pending {
-            if let Ok(j) = BareJid::parse(&p.contact) {
-                cache.pending_in.insert(j);
-            }
-        }
-        let account = Arc::new(Account {
-            roster: RwLock::new(cache),
-        });
-        if !core.sessions_of(bare).is_empty() {
-            self.accounts.insert(bare.clone(), account.clone());
-        }
-        Ok(account)
+        cached_or_load(core, &self.accounts, bare, load_account(core, bare)).await
     }
 
     /// The cached block list of `bare`, if loaded.
@@ -238,16 +255,12 @@ impl Im {
         core: &Core,
         bare: &BareJid,
     ) -> Result<Arc<BlockList>, StoreError> {
-        if let Some(l) = self.cached_blocklist(bare) {
-            return Ok(l);
-        }
-        let (domain, user) = store_key(bare)?;
-        let items = core.store().blocking().list(domain, user).await?;
-        let list = Arc::new(RwLock::new(items.into_iter().collect::<HashSet<String>>()));
-        if !core.sessions_of(bare).is_empty() {
-            self.blocklists.insert(bare.clone(), list.clone());
-        }
-        Ok(list)
+        cached_or_load(core, &self.blocklists, bare, async {
+            let (domain, user) = store_key(bare)?;
+            let items = core.store().blocking().list(domain, user).await?;
+            Ok(RwLock::new(items.into_iter().collect::<HashSet<String>>()))
+        })
+        .await
     }
 
     /// Drops the caches of `bare` (roster and block list) if it has no session left.

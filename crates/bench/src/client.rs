@@ -23,26 +23,12 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-/// Namespaces this client speaks.
+/// Namespaces this client speaks: [`rookery_proto::ns`], and those of stream management and
+/// pubsub, whose constants live in crates a load generator does not link (c2s, pubsub).
 pub mod ns {
-    /// RFC 6120 stream.
-    pub const STREAM: &str = "http://etherx.jabber.org/streams";
-    /// RFC 6120 stream errors.
-    pub const STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
-    /// RFC 6120 stanza errors.
-    pub const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
-    /// STARTTLS.
-    pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
-    /// SASL.
-    pub const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
-    /// Resource binding.
-    pub const BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
-    /// Legacy session establishment (RFC 3921).
-    pub const SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+    pub use rookery_proto::ns::{BIND, PING, SASL, SESSION, STANZAS, STREAM, STREAM_ERRORS, TLS};
     /// XEP-0198 stream management.
     pub const SM: &str = "urn:xmpp:sm:3";
-    /// XEP-0199 ping.
-    pub const PING: &str = "urn:xmpp:ping";
     /// XEP-0060 pubsub.
     pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
     /// XEP-0060 pubsub events.

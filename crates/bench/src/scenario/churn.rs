@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::json;
 
 use rookery_xml::CONTENT_NS;
@@ -118,9 +118,7 @@ async fn client(
     let partner = if (i ^ 1) < n { i ^ 1 } else { i };
     let to = esc(&run.cfg.full(partner));
     let mut readings = 0u64;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(
-        run.common.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    );
+    let mut rng = run.rng(i);
     let mut phase = run.phase();
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut reading_at: Option<tokio::time::Instant> = None;

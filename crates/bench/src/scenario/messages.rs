@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rookery_xml::CONTENT_NS;
 use serde_json::json;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
-use super::{latency_line, round2, stamp_of, Outcome, Phase, Run};
+use super::{cpu_between, latency_line, round2, stamp_of, ticker, Outcome, Phase, Run};
 use crate::client::{esc, ns, ClientError, Conn};
 use crate::stats::now_us;
 
@@ -83,10 +83,7 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
     let sent = run.stats.sent.load(Ordering::Relaxed) - sent0;
     let received = run.stats.received.load(Ordering::Relaxed) - recv0;
     let lat = run.stats.latency.summary_ms();
-    let cpu = match (cpu0, cpu1) {
-        (Some(a), Some(b)) => Some(b.cpu_s - a.cpu_s),
-        _ => None,
-    };
+    let cpu = cpu_between(cpu0, cpu1);
     out.put(
         "messages",
         json!({
@@ -126,13 +123,10 @@ async fn client(
     args: &Args,
     sending: &AtomicBool,
 ) -> Result<(), ClientError> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(
-        run.common.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    );
+    let mut rng = run.rng(i);
     let filler: String = (0..args.size)
         .map(|_| char::from(rng.gen_range(b'a'..=b'z')))
         .collect();
-    let period = Duration::from_secs_f64(if rate > 0.0 { 1.0 / rate } else { 3600.0 });
     let mut phase = run.phase();
     // Until the run phase, behave like an idle session.
     loop {
@@ -144,9 +138,7 @@ async fn client(
             }
         }
     }
-    let offset = period.mul_f64(rng.gen::<f64>());
-    let mut tick = tokio::time::interval_at(Instant::now() + offset, period);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut tick = ticker(rate, &mut rng);
     let to = esc(to);
     let mut seq = 0u64;
     loop {

@@ -18,9 +18,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::client::{ClientConfig, ClientError, Conn};
 use crate::procinfo::{self, Sample};
@@ -120,6 +123,11 @@ impl Run {
     /// Whether the run is stopping.
     pub fn stopping(&self) -> bool {
         *self.phase.borrow() == Phase::Stop
+    }
+
+    /// Client `i`'s random numbers: reproducible from the run's seed, different per client.
+    pub fn rng(&self, i: usize) -> StdRng {
+        StdRng::seed_from_u64(self.common.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
     /// Samples the server's RSS and CPU time under `label` (no-op without a PID).
@@ -301,6 +309,21 @@ pub fn idle(
         Box::pin(conn.close()).await;
         Ok(())
     }
+}
+
+/// Server CPU seconds between two samples (`None` without a PID).
+pub fn cpu_between(start: Option<Sample>, end: Option<Sample>) -> Option<f64> {
+    Some(end?.cpu_s - start?.cpu_s)
+}
+
+/// Ticks `rate` times a second (hourly at rate 0), the first at a random point of the first
+/// period so clients do not send in step; late ticks are made up in a burst.
+pub fn ticker(rate: f64, rng: &mut StdRng) -> Interval {
+    let period = Duration::from_secs_f64(if rate > 0.0 { 1.0 / rate } else { 3600.0 });
+    let offset = period.mul_f64(rng.gen::<f64>());
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    tick
 }
 
 /// Rounds to two decimals for the JSON summary.

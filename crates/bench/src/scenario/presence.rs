@@ -12,12 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
 use rookery_xml::{Element, CONTENT_NS};
 use serde_json::json;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
-use super::{latency_line, round2, stamp_of, Outcome, Phase, Run};
+use super::{cpu_between, latency_line, round2, stamp_of, ticker, Outcome, Phase, Run};
 use crate::client::{esc, ClientError, Conn};
 use crate::stats::now_us;
 
@@ -102,7 +101,7 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
             "expected_deliveries": expected,
             "delivery_rate_per_s": round2(received as f64 / secs),
             "latency_ms": lat,
-            "server_cpu_s": match (cpu0, cpu1) { (Some(a), Some(b)) => Some(round2(b.cpu_s - a.cpu_s)), _ => None },
+            "server_cpu_s": cpu_between(cpu0, cpu1).map(round2),
         }),
         format!(
             "presence: roster {r}, {sent} updates, {received} of {expected} deliveries ({:.0}/s); latency {}",
@@ -125,9 +124,7 @@ async fn client(
     rate: f64,
     approvals: &AtomicU64,
 ) -> Result<(), ClientError> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(
-        run.common.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    );
+    let mut rng = run.rng(i);
     if setup {
         for d in 1..=half {
             for j in [(i + d) % n, (i + n - d) % n] {
@@ -147,10 +144,7 @@ async fn client(
             }
         }
     }
-    let period = Duration::from_secs_f64(if rate > 0.0 { 1.0 / rate } else { 3600.0 });
-    let mut tick =
-        tokio::time::interval_at(Instant::now() + period.mul_f64(rng.gen::<f64>()), period);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut tick = ticker(rate, &mut rng);
     loop {
         tokio::select! {
             r = conn.next_element() => { let el = r?; on_element(run, &mut conn, &el, approvals).await?; }

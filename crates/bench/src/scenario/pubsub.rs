@@ -14,7 +14,7 @@ use rookery_xml::{Element, CONTENT_NS};
 use serde_json::json;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{latency_line, round2, stamp_of, Outcome, Phase, Run};
+use super::{cpu_between, latency_line, round2, stamp_of, Outcome, Phase, Run};
 use crate::client::{esc, ns, ClientError, Conn};
 use crate::stats::now_us;
 
@@ -119,7 +119,7 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
             "expected_deliveries": expected,
             "delivery_rate_per_s": round2(received as f64 / secs),
             "latency_ms": lat,
-            "server_cpu_s": match (cpu0, cpu1) { (Some(a), Some(b)) => Some(round2(b.cpu_s - a.cpu_s)), _ => None },
+            "server_cpu_s": cpu_between(cpu0, cpu1).map(round2),
         }),
         format!(
             "pubsub: {subs} subscribers, {published} items, {received} of {expected} notifications ({:.0}/s); latency {}",

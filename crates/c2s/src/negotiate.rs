@@ -439,15 +439,10 @@ async fn sasl_exchange(
                 } else {
                     B64.encode(&data)
                 };
-                conn.send(&Element::new("challenge", ns::SASL).with_text(text))
-                    .await?;
-                let el = conn.next_element().await?;
-                if el.is("abort", ns::SASL) {
-                    return Ok(Err("aborted"));
-                }
-                if !el.is("response", ns::SASL) {
-                    return Ok(Err("malformed-request"));
-                }
+                let el = match conn.sasl_challenge(text).await? {
+                    Ok(el) => el,
+                    Err(condition) => return Ok(Err(condition)),
+                };
                 match decode(&el) {
                     Ok(data) => server.respond(&data),
                     Err(()) => return Ok(Err("incorrect-encoding")),

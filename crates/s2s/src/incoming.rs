@@ -249,15 +249,10 @@ async fn sasl_external(
     let mut text = text.trim().to_string();
     if text.is_empty() {
         // No initial response: ask for it with an empty challenge (RFC 6120 §6.4.2).
-        conn.send(&Element::new("challenge", ns::SASL).with_text("="))
-            .await?;
-        let el = conn.next_element().await?;
-        if el.is("abort", ns::SASL) {
-            return Ok(Err("aborted"));
-        }
-        if !el.is("response", ns::SASL) {
-            return Ok(Err("malformed-request"));
-        }
+        let el = match conn.sasl_challenge("=").await? {
+            Ok(el) => el,
+            Err(condition) => return Ok(Err(condition)),
+        };
         text = el.text().trim().to_string();
     }
     let response = if text == "=" || text.is_empty() {

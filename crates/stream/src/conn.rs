@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::Poll;
 
-use rookery_proto::{stream, Stanza, StanzaParseError, StreamError, StreamErrorCondition};
+use rookery_proto::{ns, stream, Stanza, StanzaParseError, StreamError, StreamErrorCondition};
 use rookery_xml::{Element, Event, Limits, StreamHeader, StreamParser};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
@@ -224,6 +224,25 @@ impl Conn {
                 )))
             }
         }
+    }
+
+    /// Sends a SASL `<challenge/>` carrying `text` and reads the answer (RFC 6120 §6.4.2,
+    /// §6.4.3): the `<response/>`, or the SASL failure condition for an `<abort/>`
+    /// (`aborted`) or anything else (`malformed-request`).
+    pub async fn sasl_challenge(
+        &mut self,
+        text: impl Into<String>,
+    ) -> Result<Result<Element, &'static str>, ConnError> {
+        self.send(&Element::new("challenge", ns::SASL).with_text(text))
+            .await?;
+        let el = self.next_element().await?;
+        if el.is("abort", ns::SASL) {
+            return Ok(Err("aborted"));
+        }
+        if !el.is("response", ns::SASL) {
+            return Ok(Err("malformed-request"));
+        }
+        Ok(Ok(el))
     }
 
     /// Writes and flushes.

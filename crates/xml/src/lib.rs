@@ -4,6 +4,7 @@
 //! - [`element`]: the namespace-resolved element tree and its writer;
 //! - [`parser`]: a sans-IO stream parser: bytes in, in arbitrary chunks; out the stream header,
 //!   each top-level element as a tree, and the stream close. Limits bound its memory.
+//!   [`first_element`] reads back one element we serialized (stored or queued XML).
 //!
 //! The crate knows nothing of sockets or async runtimes, so it is cheap to test and fuzz.
 

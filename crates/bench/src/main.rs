@@ -98,7 +98,7 @@ struct Cli {
     /// Random seed (send phases, fillers, churn order).
     #[arg(long, default_value_t = 1, global = true)]
     seed: u64,
-    /// Fetch the roster after binding.
+    /// Fetch the roster after binding (always on in the `presence` scenario).
     #[arg(long, global = true)]
     roster: bool,
     /// Do not send initial presence.
@@ -220,7 +220,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         first: cli.first,
         password: cli.password.clone(),
         resource_prefix: cli.resource_prefix.clone(),
-        roster: cli.roster,
+        // The presence scenario needs interested resources (RFC 6121 §2.1.6): servers deliver
+        // subscription approvals only to resources that requested the roster (§3.1.6), and
+        // Rookery its requests too (§3.1.3); fetched before initial presence, so the requests
+        // stored while a client was offline come with it.
+        roster: cli.roster || matches!(&cli.scenario, Scenario::Presence(_)),
         presence: !cli.no_presence,
         sm: cli.sm || resume,
         login_timeout: Duration::from_secs_f64(cli.login_timeout.max(0.1)),

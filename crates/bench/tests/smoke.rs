@@ -1,7 +1,8 @@
 //! Smoke tests: the real server binary on an ephemeral loopback port, 20 accounts created
 //! with `rookery user add-bulk`, then `rookery-bench messages` with 20 clients for two
-//! seconds over STARTTLS, and `rookery-bench connect` without TLS against a server with
-//! `[c2s] require_encryption = false`. They check that the tool works end to end (logins,
+//! seconds over STARTTLS, `rookery-bench presence` with 20 clients and rosters of 4 (the
+//! subscription setup must complete), and `rookery-bench connect` without TLS against a server
+//! with `[c2s] require_encryption = false`. They check that the tool works end to end (logins,
 //! delivery, JSON summary, server and generator memory sampling), never how fast anything is.
 //!
 //! The server binary is `$ROOKERY_BIN`, else `rookery` beside this package's binary in the
@@ -186,6 +187,53 @@ fn messages_scenario_against_the_real_server() {
     );
     assert_eq!(v["errors"], serde_json::json!({}), "{v:#}");
     assert!(v["server"]["samples"]["start"]["rss_kb"].as_u64().unwrap() > 0);
+    drop(server);
+}
+
+#[test]
+fn presence_scenario_sets_up_subscriptions_and_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((server, port)) = server_with_accounts(dir.path(), "") else {
+        return;
+    };
+    let json = dir.path().join("summary.json");
+    // No `--roster`: the scenario must make its clients interested resources by itself.
+    let out = Command::new(BENCH)
+        .args(["--port", &port.to_string(), "--insecure"])
+        .args(["--password", "smoke-pass", "--mechanism", "scram-sha1"])
+        .args(["-n", "20", "--login-rate", "100", "--duration", "2"])
+        .args(["--max-time", "120", "-q"])
+        .args(["--server-pid", &server.0.id().to_string(), "--json"])
+        .arg(&json)
+        .args(["presence", "--roster-size", "4", "--rate", "20"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rookery-bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["scenario"], "presence");
+    assert_eq!(v["results"]["login"]["ok"], 20, "{v:#}");
+    let setup = &v["results"]["setup"];
+    assert_eq!(setup["expected"], 80, "{v:#}");
+    assert!(
+        setup["approvals"].as_u64().unwrap() >= 80,
+        "subscription setup incomplete: {v:#}"
+    );
+    let p = &v["results"]["presence"];
+    assert_eq!(p["roster_size"], 4, "{v:#}");
+    let updates = p["updates"].as_u64().unwrap();
+    assert!(updates > 0, "{v:#}");
+    // Every contact gets every update (a few in flight at the end may be missed).
+    assert!(
+        p["deliveries"].as_u64().unwrap() * 10 >= updates * 4 * 9,
+        "{v:#}"
+    );
+    assert!(p["latency_ms"]["count"].as_u64().unwrap() > 0, "{v:#}");
+    assert_eq!(v["errors"], serde_json::json!({}), "{v:#}");
     drop(server);
 }
 

@@ -6,7 +6,10 @@
 //! Setup (unless `--no-setup`): each client sends `subscribe` to each contact and approves
 //! every request it receives; the run waits until each client saw R approvals (servers also
 //! answer repeated requests for existing subscriptions, so reruns work) or 60 s pass.
-//! Needs a server with RFC 6121 rosters.
+//! Needs a server with RFC 6121 rosters. Every client fetches its roster before initial
+//! presence (whatever `--roster` says): subscription approvals go only to interested
+//! resources (RFC 6121 §2.1.6, §3.1.6), and Rookery delivers requests, live or stored,
+//! only to them as well; without it the setup sees no approval at all.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

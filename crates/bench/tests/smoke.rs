@@ -130,45 +130,42 @@ fn server_with_accounts(dir: &Path, extra: &str) -> Option<(Server, u16)> {
     Some(start_server(&bin, &config))
 }
 
+/// Runs rookery-bench against `server` with 20 clients for 2 s and the given options and
+/// scenario (`args`), asserts it succeeded, and returns its stdout and JSON summary.
+fn run_bench(dir: &Path, server: &Server, port: u16, args: &[&str]) -> (String, Value) {
+    let json = dir.join("summary.json");
+    let out = Command::new(BENCH)
+        .args(["--port", &port.to_string(), "--password", "smoke-pass"])
+        .args(["-n", "20", "--login-rate", "100", "--duration", "2"])
+        .args(["--max-time", "120", "-q"])
+        .args(["--server-pid", &server.0.id().to_string(), "--json"])
+        .arg(&json)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "rookery-bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (stdout, v)
+}
+
 #[test]
 fn messages_scenario_against_the_real_server() {
     let dir = tempfile::tempdir().unwrap();
     let Some((server, port)) = server_with_accounts(dir.path(), "") else {
         return;
     };
-    let json = dir.path().join("summary.json");
-    let out = Command::new(BENCH)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--insecure",
-            "--password",
-            "smoke-pass",
-        ])
-        .args([
-            "-n",
-            "20",
-            "--login-rate",
-            "100",
-            "--duration",
-            "2",
-            "--max-time",
-            "120",
-            "-q",
-        ])
-        .args(["--server-pid", &server.0.id().to_string(), "--json"])
-        .arg(&json)
-        .args(["messages", "--rate", "100"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "rookery-bench failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (stdout, v) = run_bench(
+        dir.path(),
+        &server,
+        port,
+        &["--insecure", "messages", "--rate", "100"],
     );
     assert!(stdout.contains("== rookery-bench messages"), "{stdout}");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["scenario"], "messages");
     assert_eq!(v["results"]["login"]["ok"], 20, "{v:#}");
     assert!(
@@ -196,25 +193,22 @@ fn presence_scenario_sets_up_subscriptions_and_delivers() {
     let Some((server, port)) = server_with_accounts(dir.path(), "") else {
         return;
     };
-    let json = dir.path().join("summary.json");
     // No `--roster`: the scenario must make its clients interested resources by itself.
-    let out = Command::new(BENCH)
-        .args(["--port", &port.to_string(), "--insecure"])
-        .args(["--password", "smoke-pass", "--mechanism", "scram-sha1"])
-        .args(["-n", "20", "--login-rate", "100", "--duration", "2"])
-        .args(["--max-time", "120", "-q"])
-        .args(["--server-pid", &server.0.id().to_string(), "--json"])
-        .arg(&json)
-        .args(["presence", "--roster-size", "4", "--rate", "20"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "rookery-bench failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (_, v) = run_bench(
+        dir.path(),
+        &server,
+        port,
+        &[
+            "--insecure",
+            "--mechanism",
+            "scram-sha1",
+            "presence",
+            "--roster-size",
+            "4",
+            "--rate",
+            "20",
+        ],
     );
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["scenario"], "presence");
     assert_eq!(v["results"]["login"]["ok"], 20, "{v:#}");
     let setup = &v["results"]["setup"];
@@ -245,24 +239,12 @@ fn connect_without_tls_reports_memory_per_client() {
     else {
         return;
     };
-    let json = dir.path().join("summary.json");
-    let out = Command::new(BENCH)
-        .args(["--port", &port.to_string(), "--tls", "none"])
-        .args(["--password", "smoke-pass", "--mechanism", "scram-sha256"])
-        .args(["-n", "20", "--login-rate", "100", "--duration", "2"])
-        .args(["--max-time", "120", "-q"])
-        .args(["--server-pid", &server.0.id().to_string(), "--json"])
-        .arg(&json)
-        .arg("connect")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "rookery-bench failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (_, v) = run_bench(
+        dir.path(),
+        &server,
+        port,
+        &["--tls", "none", "--mechanism", "scram-sha256", "connect"],
     );
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["tls"], "none");
     assert_eq!(v["results"]["login"]["ok"], 20, "{v:#}");
     assert_eq!(v["errors"], serde_json::json!({}), "{v:#}");

@@ -56,8 +56,42 @@ class Inbox:
             raise AssertionError(f"timeout waiting for {what}") from None
 
 
-class SlixClient(ClientXMPP):
+class _Recording:
+    """What the client and the component share: `inbox` gets every message and presence,
+    `session` resolves when the stream is ready or fails with `failure`, `stream_errors`
+    lists the stream error conditions received."""
+
+    failure: type[Exception] = RuntimeError
+
+    def _record(self):
+        self.inbox = Inbox()
+        self.session = asyncio.get_running_loop().create_future()
+        self.stream_errors: list[str] = []
+        self.add_event_handler("session_start", self._on_session)
+        self.add_event_handler("stream_error", self._on_stream_error)
+        self.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed: {e}"))
+        ns = self.default_ns
+        for name in ("message", "presence"):
+            self.register_handler(Callback(f"inbox {name}", MatchXPath(f"{{{ns}}}{name}"),
+                                           lambda st: self.inbox.push(st.xml)))
+
+    def _on_session(self, _):
+        if not self.session.done():
+            self.session.set_result(True)
+
+    def _on_stream_error(self, e):
+        self.stream_errors.append(e["condition"])
+        self._fail(f"stream error: {e['condition']}")
+
+    def _fail(self, why: str):
+        if not self.session.done():
+            self.session.set_exception(self.failure(why))
+
+
+class SlixClient(_Recording, ClientXMPP):
     """A slixmpp client that records what it receives and reports login failures."""
+
+    failure = LoginFailed
 
     def __init__(self, jid: str, password: str, *, mech: str | None = None,
                  direct_tls: bool = False, plaintext: bool = False):
@@ -72,34 +106,13 @@ class SlixClient(ClientXMPP):
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         self.ssl_context = ctx
-        self.inbox = Inbox()
-        self.session = asyncio.get_running_loop().create_future()
-        self.stream_errors: list[str] = []
+        self._record()
         for p in ("xep_0030", "xep_0092", "xep_0199"):
             self.register_plugin(p)
-        self.add_event_handler("session_start", self._on_session)
         self.add_event_handler("failed_auth", lambda st: self._fail(f"auth failed: {st['condition']}"))
         self.add_event_handler("failed_all_auth", lambda *_: self._fail("all mechanisms failed"))
-        self.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed: {e}"))
-        self.add_event_handler("stream_error", self._on_stream_error)
-        ns = self.default_ns
-        for name in ("message", "presence"):
-            self.register_handler(Callback(f"inbox {name}", MatchXPath(f"{{{ns}}}{name}"),
-                                           lambda st: self.inbox.push(st.xml)))
         self.register_handler(Callback("inbox iq-set", StanzaPath("iq@type=set"),
                                        lambda st: self.inbox.push(st.xml)))
-
-    def _on_session(self, _):
-        if not self.session.done():
-            self.session.set_result(True)
-
-    def _on_stream_error(self, e):
-        self.stream_errors.append(e["condition"])
-        self._fail(f"stream error: {e['condition']}")
-
-    def _fail(self, why: str):
-        if not self.session.done():
-            self.session.set_exception(LoginFailed(why))
 
     def negotiated_mechanism(self) -> str | None:
         mech = getattr(self.plugin["feature_mechanisms"], "mech", None)
@@ -139,7 +152,7 @@ async def slix_login(srv, user: str, *, resource: str | None = None, mech: str |
     return c
 
 
-class Component(ComponentXMPP):
+class Component(_Recording, ComponentXMPP):
     """A slixmpp XEP-0114 component that echoes chat messages ("echo: <body>"), answers disco
     and version, and records what it receives in `inbox`; `session` resolves once the
     handshake succeeded (or fails with the stream error)."""
@@ -147,35 +160,14 @@ class Component(ComponentXMPP):
     def __init__(self, jid: str, secret: str, port: int, echo: bool = True,
                  host: str = "127.0.0.1"):
         super().__init__(jid, secret, host, port)
-        self.inbox = Inbox()
-        self.session = asyncio.get_running_loop().create_future()
-        self.stream_errors: list[str] = []
+        self._record()
         self.closed = asyncio.Event()
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0092")
         self.plugin["xep_0030"].add_identity(category="automation", itype="bot", name="Echo")
-        self.add_event_handler("session_start", self._on_session)
-        self.add_event_handler("stream_error", self._on_stream_error)
         self.add_event_handler("disconnected", lambda *_: self.closed.set())
-        self.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed: {e}"))
         if echo:
             self.add_event_handler("message", self._echo)
-        ns = self.default_ns
-        for name in ("message", "presence"):
-            self.register_handler(Callback(f"inbox {name}", MatchXPath(f"{{{ns}}}{name}"),
-                                           lambda st: self.inbox.push(st.xml)))
-
-    def _on_session(self, _):
-        if not self.session.done():
-            self.session.set_result(True)
-
-    def _on_stream_error(self, e):
-        self.stream_errors.append(e["condition"])
-        self._fail(f"stream error: {e['condition']}")
-
-    def _fail(self, why: str):
-        if not self.session.done():
-            self.session.set_exception(RuntimeError(why))
 
     def _echo(self, msg):
         if msg["type"] in ("chat", "normal") and msg["body"]:

@@ -124,8 +124,14 @@ bench() { # bench <server> <scenario-name> <port> <pid> <args...>
     "${cache_flag[@]}" --quiet --json "$WORK/$server-$name.json" "$@" | sed 's/^/   /'
 }
 
-# Each server has start_<server> (sets SERVER_PID, returns once the port accepts) and
-# stop_<server>; run_<server> writes its config and accounts, then calls run_scenarios.
+# Each server has start_<server> (sets SERVER_PID, returns once the port accepts);
+# stop_server stops it (through stop_<server> where a server needs more than a signal);
+# run_<server> writes its config and accounts, then calls run_scenarios.
+stop_server() { # stop_server <server>
+  if declare -F "stop_$1" >/dev/null; then "stop_$1"; return; fi
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+}
+
 SERVER_PID=
 
 run_scenarios() { # run_scenarios <server> <port>
@@ -134,7 +140,7 @@ run_scenarios() { # run_scenarios <server> <port>
   sleep 5 # let the server settle (GC, caches) before the memory baseline
   bench "$server" connect-plain "$port" "$SERVER_PID" --tls none -n "$SESSIONS" \
     --login-rate "$LOGIN_RATE" --duration 5 connect
-  "stop_$server"
+  stop_server "$server"
   "start_$server"
   sleep 5
   bench "$server" connect "$port" "$SERVER_PID" -n "$SESSIONS" --login-rate "$LOGIN_RATE" \
@@ -147,7 +153,7 @@ run_scenarios() { # run_scenarios <server> <port>
     bench "$server" pubsub "$port" "$SERVER_PID" -n $((PUBSUB_SUBS + 1)) \
       --login-rate "$LOGIN_RATE" --duration "$DURATION" pubsub --rate "$PUBSUB_RATE" || true
   fi
-  "stop_$server"
+  stop_server "$server"
 }
 
 register() { # register <server> <port>: creates the accounts in band (XEP-0077)
@@ -163,10 +169,6 @@ start_rookery() {
   "$ROOKERY" -c "$dir/rookery.toml" serve >> "$dir/server.log" 2>&1 &
   SERVER_PID=$!
   wait_port $((BASE_PORT + 22))
-}
-
-stop_rookery() {
-  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 }
 
 run_rookery() {
@@ -200,10 +202,6 @@ start_prosody() {
   wait_port $((BASE_PORT + 32))
 }
 
-stop_prosody() {
-  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
-}
-
 run_prosody() {
   local dir="$WORK/prosody" port=$((BASE_PORT + 32))
   rm -rf "$dir"; mkdir -p "$dir/data"
@@ -233,7 +231,7 @@ EOF
   dpkg-query -W -f='Prosody ${Version}\n' prosody > "$WORK/prosody.version"
   start_prosody
   register prosody "$port"
-  stop_prosody
+  stop_server prosody
   run_scenarios prosody "$port"
 }
 
@@ -332,7 +330,7 @@ EOF
   dpkg-query -W -f='ejabberd ${Version}\n' ejabberd > "$WORK/ejabberd.version"
   start_ejabberd
   register ejabberd "$port"
-  stop_ejabberd
+  stop_server ejabberd
   run_scenarios ejabberd "$port"
 }
 

@@ -87,6 +87,17 @@ class _Recording:
         if not self.session.done():
             self.session.set_exception(self.failure(why))
 
+    async def close(self, timeout: float = 5.0):
+        """Ends the stream politely, then drops the socket whatever happened."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.disconnect(wait=1.0)), timeout)
+        except Exception:
+            pass
+        try:
+            self.abort()
+        except Exception:
+            pass
+
 
 class SlixClient(_Recording, ClientXMPP):
     """A slixmpp client that records what it receives and reports login failures."""
@@ -121,16 +132,6 @@ class SlixClient(_Recording, ClientXMPP):
     def tls_version(self) -> str | None:
         obj = self.transport.get_extra_info("ssl_object") if self.transport else None
         return obj.version() if obj is not None else None
-
-    async def close(self, timeout: float = 5.0):
-        try:
-            await asyncio.wait_for(asyncio.shield(self.disconnect(wait=1.0)), timeout)
-        except Exception:
-            pass
-        try:
-            self.abort()
-        except Exception:
-            pass
 
 
 async def slix_login(srv, user: str, *, resource: str | None = None, mech: str | None = None,
@@ -172,13 +173,3 @@ class Component(_Recording, ComponentXMPP):
     def _echo(self, msg):
         if msg["type"] in ("chat", "normal") and msg["body"]:
             msg.reply("echo: " + msg["body"]).send()
-
-    async def close(self):
-        try:
-            await asyncio.wait_for(asyncio.shield(self.disconnect(wait=1.0)), 5)
-        except Exception:
-            pass
-        try:
-            self.abort()
-        except Exception:
-            pass

@@ -321,7 +321,8 @@ def server_factory(request, tmp_path_factory):
             "domain": "localhost",
             "data_dir": str(workdir / "data"),
             "listen": {"c2s": f"127.0.0.1:{free_port()}",
-                       "c2s_direct_tls": f"127.0.0.1:{free_port()}"},
+                       "c2s_direct_tls": f"127.0.0.1:{free_port()}",
+                       "admin": f"127.0.0.1:{free_port()}"},
             "log": {"level": "info"},
         }
         if backend == "postgres":

@@ -181,6 +181,7 @@ session_queue = 1024
 [listen]
 c2s = "127.0.0.1:$port"
 c2s_direct_tls = "127.0.0.1:$((BASE_PORT + 23))"
+admin = ""
 [tls]
 cert = "$certs/$DOMAIN.crt"
 key = "$certs/$DOMAIN.key"

@@ -168,6 +168,7 @@ c2s = "{self.host}:{self.port}"
 c2s_direct_tls = ""
 s2s = "{self.host}:{self.s2s_port}"
 s2s_direct_tls = "{f'{self.host}:{self.s2s_direct_tls_port}' if self.s2s_direct_tls_port else ''}"
+admin = ""
 
 [tls]
 cert = "{self.certs / (self.domain + '.crt')}"

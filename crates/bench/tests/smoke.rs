@@ -104,7 +104,7 @@ fn server_with_accounts(dir: &Path, extra: &str) -> Option<(Server, u16)> {
     std::fs::write(
         &config,
         format!(
-            "domain = \"localhost\"\ndata_dir = \"{}\"\n[listen]\nc2s = \"127.0.0.1:0\"\nc2s_direct_tls = \"\"\n{extra}",
+            "domain = \"localhost\"\ndata_dir = \"{}\"\n[listen]\nc2s = \"127.0.0.1:0\"\nc2s_direct_tls = \"\"\nadmin = \"\"\n{extra}",
             dir.join("data").display()
         ),
     )

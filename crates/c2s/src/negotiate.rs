@@ -377,6 +377,7 @@ async fn authenticate(
         let mut account: Option<String> = None;
         let outcome =
             sasl_exchange(ctx, conn, &el, cb.clone(), plus_advertised, &mut account).await?;
+        rookery_metrics::get().login(mechanism_name(&el), outcome.is_ok());
         match outcome {
             Ok(user) => {
                 tracing::info!(user = %user, tls = conn.io.is_tls(), "authenticated");
@@ -402,6 +403,13 @@ async fn authenticate(
             }
         }
     }
+}
+
+/// The mechanism an `<auth/>` asked for, as a metrics label (`other` when not implemented).
+fn mechanism_name(auth: &Element) -> &'static str {
+    auth.attr("mechanism")
+        .and_then(Mechanism::from_name)
+        .map_or("other", Mechanism::name)
 }
 
 /// One SASL exchange; `Ok(Err(condition))` is a SASL failure the client may retry after.

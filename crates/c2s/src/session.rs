@@ -210,16 +210,21 @@ impl<'a> Client<'a> {
                         );
                     }
                     tracing::info!(peer = %new.peer, "session resumed on a new connection");
+                    rookery_metrics::get().sm_resume();
                     Some(new)
                 }
                 r if self.hibernates(&r) => {
                     tracing::info!(reason = %r, "connection lost; session hibernating");
+                    rookery_metrics::get().sm_hibernation();
                     if let Some(old) = conn.take() {
                         close_in_background(old, None);
                     }
                     let new = self.hibernate(end).await;
                     match &new {
-                        Some(c) => tracing::info!(peer = %c.peer, "session resumed"),
+                        Some(c) => {
+                            tracing::info!(peer = %c.peer, "session resumed");
+                            rookery_metrics::get().sm_resume();
+                        }
                         None => tracing::info!("hibernated session ended"),
                     }
                     new

@@ -476,6 +476,7 @@ impl Core {
 
     /// Routes a stanza whose `from` the caller has already stamped or checked.
     pub async fn route(self: &Arc<Self>, stanza: Stanza) {
+        let _timer = rookery_metrics::get().route(stanza.kind());
         let to = stanza.to().cloned();
         match to {
             None => self.route_no_to(stanza).await,

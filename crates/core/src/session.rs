@@ -181,6 +181,7 @@ impl SessionHandle {
         }
         if before >= self.depth.capacity {
             if !self.depth.overflowed.swap(true, Ordering::AcqRel) {
+                rookery_metrics::get().queue_overflow();
                 tracing::warn!(jid = %self.jid, "outbound queue full, disconnecting");
             }
             self.kill.fire(StreamError::with_text(
@@ -209,6 +210,7 @@ impl SessionHandle {
             }
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(jid = %self.jid, "outbound queue stayed full, disconnecting");
+                rookery_metrics::get().queue_overflow();
                 self.kill.fire(StreamError::with_text(
                     StreamErrorCondition::PolicyViolation,
                     "outbound queue full: the client is not reading",

@@ -113,6 +113,7 @@ pub async fn store(
         .await
         .map_err(internal)?;
     if stored {
+        rookery_metrics::get().offline_stored();
         Ok(())
     } else {
         Err(err(
@@ -166,6 +167,7 @@ pub async fn deliver(im: &Im, core: &Core, session: &SessionHandle) {
             tracing::error!(error = %e, "deleting delivered offline messages failed");
             break;
         }
+        rookery_metrics::get().offline_delivered(done.len() as u64);
         if !ok {
             break;
         }

@@ -225,6 +225,7 @@ impl CoreBroadcaster {
         targets: &[Recipient],
     ) {
         let Some(core) = self.core() else { return };
+        rookery_metrics::get().pubsub_notifications(targets.len() as u64);
         for r in targets {
             if r.subids.len() > 1 {
                 let t = Template::new(from, n.message_type.as_str(), id, &n.event, &r.subids);

@@ -1076,6 +1076,7 @@ impl Engine {
             .min(max);
         }
         n.next_seq += 1;
+        rookery_metrics::get().pubsub_publish();
         if n.config.deliver_notifications {
             let ev = items_event(
                 &name,

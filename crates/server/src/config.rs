@@ -44,6 +44,8 @@ pub struct Config {
     pub session_queue: usize,
     /// Logging.
     pub log: LogConfig,
+    /// The admin API (`[admin]`).
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             version: core.version,
             session_queue: core.session_queue,
             log: LogConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -80,6 +83,9 @@ pub struct ListenConfig {
     pub s2s: String,
     /// Server connections with direct TLS (XEP-0368).
     pub s2s_direct_tls: String,
+    /// The admin HTTP listener: `/health`, `/ready`, `/metrics` and the REST admin API.
+    /// Loopback by default: it is for the operator, not the world.
+    pub admin: String,
 }
 
 impl Default for ListenConfig {
@@ -89,6 +95,7 @@ impl Default for ListenConfig {
             c2s_direct_tls: "127.0.0.1:5223".into(),
             s2s: String::new(),
             s2s_direct_tls: String::new(),
+            admin: "127.0.0.1:5290".into(),
         }
     }
 }
@@ -110,6 +117,15 @@ pub struct TlsConfig {
 pub struct StoreConfig {
     /// `sqlite://...` or `postgres://...`; default: `sqlite://<data_dir>/rookery.db`.
     pub url: Option<String>,
+}
+
+/// The admin API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The bearer token of `/api/v1`; without it one is generated into
+    /// `<data_dir>/admin.token` (mode 0600) at first start and read from there afterwards.
+    pub token: Option<String>,
 }
 
 /// Log output.

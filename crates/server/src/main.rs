@@ -4,12 +4,13 @@
 //! direct TLS) with SQLite in `./rookery-data/`. `rookery user add|passwd|delete|list`
 //! manages accounts in the same store.
 
+mod admin;
 mod config;
 mod tls;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -170,6 +171,37 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
     let mut tasks = Vec::new();
     let mut federation = None;
+    // The admin listener first, so that `/health` answers while the others start; `/ready`
+    // says 200 once they are all bound.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let s2s_slot: Arc<OnceLock<Arc<rookery_s2s::S2s>>> = Arc::default();
+    let status = Arc::new(rookery_http::Status::new({
+        let (core, components, s2s) = (core.clone(), components.clone(), s2s_slot.clone());
+        move || connections(&core, &components, s2s.get())
+    }));
+    let admin_task = if cfg.listen.admin.is_empty() {
+        None
+    } else {
+        let l = TcpListener::bind(&cfg.listen.admin)
+            .await
+            .with_context(|| format!("binding {}", cfg.listen.admin))?;
+        tracing::info!(addr = %l.local_addr()?, "listening for the admin API (health, metrics)");
+        let router = rookery_http::admin::router(rookery_http::AdminContext {
+            core: core.clone(),
+            token: admin::token(&cfg, true)?.into(),
+            status: status.clone(),
+        });
+        let mut stop = stop_rx.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        Some(tokio::spawn(rookery_http::listener::run(
+            l,
+            router,
+            rookery_http::Limits::ADMIN,
+            stopped,
+        )))
+    };
     for (addr, mode) in [
         (&cfg.listen.c2s, Mode::StartTls),
         (&cfg.listen.c2s_direct_tls, Mode::DirectTls),
@@ -206,6 +238,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             tracing::info!(addr = %l.local_addr()?, ?mode, "listening for servers");
             tasks.push(tokio::spawn(rookery_s2s::run(l, mode, s2s.clone())));
         }
+        let _ = s2s_slot.set(s2s.clone());
         federation = Some(s2s);
     }
     let component_listener = components
@@ -219,8 +252,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if tasks.is_empty() {
         bail!("no listener configured");
     }
+    status.set_listening();
     shutdown_signal().await;
     tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
     for t in &tasks {
         t.abort();
     }
@@ -247,9 +282,30 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
         .await;
     }
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Open connections by kind, for the admin listener.
+fn connections(
+    core: &rookery_core::Core,
+    components: &rookery_component::Components,
+    s2s: Option<&Arc<rookery_s2s::S2s>>,
+) -> rookery_http::Connections {
+    rookery_http::Connections {
+        c2s: core.session_count(),
+        s2s_incoming: s2s.map_or(0, |s| s.incoming_count()),
+        s2s_outgoing: s2s.map_or(0, |s| s.outgoing_count()),
+        components: components
+            .domains()
+            .into_iter()
+            .filter(|d| components.route(d).is_some_and(|r| r.is_connected()))
+            .count(),
+    }
 }
 
 /// Polls `done` until it holds or `limit` has passed.

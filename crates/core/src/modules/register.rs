@@ -173,24 +173,10 @@ impl Module for Register {
                     .with_child(Element::new("username", ns::REGISTER).with_text(local)),
             )),
             StanzaKind::Iq(IqType::Set) if query.has_child("remove", ns::REGISTER) => {
-                // Order matters. The sessions are told to close first, so they send nothing
-                // more; they still take this result (the requesting session is blocked in
-                // routing it) and write it before the stream error. Then the modules tell
-                // the contacts while the roster can still be read, and forget the sessions'
-                // presence, so their end records no last activity for a deleted account.
-                // Then the store, then what modules keep elsewhere.
-                close_account_sessions(core, &user);
-                for m in core.modules() {
-                    m.account_removing(core, &user).await;
-                }
-                core.store()
-                    .delete_account(user.domain(), &local)
-                    .await
-                    .map_err(store_err)?;
+                // The requesting session still takes this result (it is blocked in routing
+                // it) and writes it before its stream error.
+                remove_account(core, &user).await.map_err(store_err)?;
                 tracing::info!(user = %user, "account removed in-band");
-                for m in core.modules() {
-                    m.account_deleted(core, &user).await;
-                }
                 Ok(None)
             }
             StanzaKind::Iq(IqType::Set) => {
@@ -213,11 +199,28 @@ impl Module for Register {
     }
 }
 
-fn close_account_sessions(core: &Core, user: &BareJid) {
+/// Removes an account of the running server: in-band (XEP-0077 §3.2) and through the admin
+/// API. `false` if there was no such account. Order matters. The sessions are told to close
+/// first (`not-authorized`), so they send nothing more. Then the modules tell the contacts
+/// while the roster can still be read, and forget the sessions' presence, so their end
+/// records no last activity for a deleted account. Then the store, then what modules keep
+/// elsewhere.
+pub async fn remove_account(core: &Arc<Core>, user: &BareJid) -> Result<bool, StoreError> {
+    let Some(local) = user.local() else {
+        return Ok(false);
+    };
     for (h, _) in core.sessions_of(user) {
         h.close(StreamError::with_text(
             StreamErrorCondition::NotAuthorized,
             "account removed",
         ));
     }
+    for m in core.modules() {
+        m.account_removing(core, user).await;
+    }
+    let existed = core.store().delete_account(user.domain(), local).await?;
+    for m in core.modules() {
+        m.account_deleted(core, user).await;
+    }
+    Ok(existed)
 }

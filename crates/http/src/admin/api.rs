@@ -1,0 +1,203 @@
+//! The REST admin API under `/api/v1` (described in `docs/openapi.yaml`): users, sessions,
+//! announcements and stats of the running server. Every route needs the bearer token.
+//!
+//! It acts through the same code as the protocol: a user deleted here is removed like an
+//! in-band removal (XEP-0077 §3.2: sessions closed, contacts told), a kicked session gets a
+//! stream error (RFC 6120 §4.9), an announcement is routed like any server message.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use rookery_core::modules::register::remove_account;
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::{StreamError, StreamErrorCondition};
+use rookery_sasl::{Credentials, DEFAULT_ITERATIONS};
+use rookery_store::StoreError;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::{auth, AdminContext, Connections};
+
+/// The `/api/v1` routes, behind the token check.
+pub(super) fn router(ctx: AdminContext) -> Router<AdminContext> {
+    Router::new()
+        .route("/users", get(list_users).post(add_user))
+        .route("/users/{jid}", axum::routing::delete(delete_user))
+        .route("/users/{jid}/password", put(set_password))
+        .route("/stats", get(stats))
+        .route("/sessions/{*jid}", axum::routing::delete(kick))
+        .layer(middleware::from_fn_with_state(ctx, auth::require_token))
+}
+
+/// An account of the served domain, given as `alice` or `alice@domain`.
+fn account(ctx: &AdminContext, given: &str) -> Result<BareJid, ApiError> {
+    let jid = if given.contains('@') {
+        BareJid::parse(given)
+    } else {
+        BareJid::new(Some(given), ctx.core.domain())
+    }
+    .map_err(|e| ApiError::BadRequest(format!("invalid user {given:?}: {e}")))?;
+    if jid.local().is_none() || jid.domain() != ctx.core.domain() {
+        return Err(ApiError::BadRequest(format!(
+            "{given:?} is not an account of {}",
+            ctx.core.domain()
+        )));
+    }
+    Ok(jid)
+}
+
+/// Derives SASL credentials off the async threads: it is deliberately slow.
+async fn credentials(password: String) -> Result<Credentials, ApiError> {
+    if password.is_empty() {
+        return Err(ApiError::BadRequest("empty password".into()));
+    }
+    tokio::task::spawn_blocking(move || Credentials::derive(&password, DEFAULT_ITERATIONS))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::BadRequest(format!("invalid password: {e}")))
+}
+
+#[derive(Debug, Serialize)]
+struct Users {
+    users: Vec<String>,
+}
+
+async fn list_users(State(ctx): State<AdminContext>) -> Result<Json<Users>, ApiError> {
+    let domain = ctx.core.domain();
+    let names = ctx.core.store().accounts().list(domain).await?;
+    Ok(Json(Users {
+        users: names.into_iter().map(|n| format!("{n}@{domain}")).collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct NewUser {
+    username: String,
+    password: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Created {
+    jid: String,
+}
+
+async fn add_user(
+    State(ctx): State<AdminContext>,
+    Json(new): Json<NewUser>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let jid = account(&ctx, &new.username)?;
+    let local = jid.local().unwrap_or_default();
+    let creds = credentials(new.password).await?;
+    match ctx
+        .core
+        .store()
+        .accounts()
+        .create(jid.domain(), local, &creds)
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(user = %jid, "account created through the admin api");
+            Ok((
+                StatusCode::CREATED,
+                Json(Created {
+                    jid: jid.to_string(),
+                }),
+            ))
+        }
+        Err(StoreError::Conflict) => Err(ApiError::Conflict(jid.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn delete_user(
+    State(ctx): State<AdminContext>,
+    Path(given): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let jid = account(&ctx, &given)?;
+    if !remove_account(&ctx.core, &jid).await? {
+        return Err(ApiError::NotFound(jid.to_string()));
+    }
+    tracing::info!(user = %jid, "account deleted through the admin api");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct Password {
+    password: String,
+}
+
+async fn set_password(
+    State(ctx): State<AdminContext>,
+    Path(given): Path<String>,
+    Json(body): Json<Password>,
+) -> Result<StatusCode, ApiError> {
+    let jid = account(&ctx, &given)?;
+    let creds = credentials(body.password).await?;
+    let local = jid.local().unwrap_or_default();
+    if !ctx
+        .core
+        .store()
+        .accounts()
+        .set_credentials(jid.domain(), local, &creds)
+        .await?
+    {
+        return Err(ApiError::NotFound(jid.to_string()));
+    }
+    tracing::info!(user = %jid, "password changed through the admin api");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize)]
+struct Stats {
+    version: &'static str,
+    domain: String,
+    uptime_secs: u64,
+    users: u64,
+    connections: Connections,
+}
+
+async fn stats(State(ctx): State<AdminContext>) -> Result<Json<Stats>, ApiError> {
+    let users = ctx.core.store().accounts().count(ctx.core.domain()).await?;
+    Ok(Json(Stats {
+        version: env!("CARGO_PKG_VERSION"),
+        domain: ctx.core.domain().to_string(),
+        uptime_secs: ctx.status.started.elapsed().as_secs(),
+        users,
+        connections: ctx.status.connections(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct KickQuery {
+    reason: Option<String>,
+}
+
+/// Closes one session with `policy-violation` and the reason as the error's text
+/// (RFC 6120 §4.9.3.14): the client sees why, and a well-behaved one does not reconnect at
+/// once.
+async fn kick(
+    State(ctx): State<AdminContext>,
+    Path(given): Path<String>,
+    Query(q): Query<KickQuery>,
+) -> Result<StatusCode, ApiError> {
+    let jid = Jid::parse(&given)
+        .ok()
+        .filter(Jid::is_full)
+        .ok_or_else(|| ApiError::BadRequest(format!("{given:?} is not a full JID")))?;
+    let session = ctx
+        .core
+        .session(&jid)
+        .ok_or_else(|| ApiError::NotFound(format!("session {jid}")))?;
+    let reason = q
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "disconnected by an administrator".into());
+    tracing::info!(%jid, %reason, "session kicked through the admin api");
+    session.close(StreamError::with_text(
+        StreamErrorCondition::PolicyViolation,
+        reason,
+    ));
+    Ok(StatusCode::NO_CONTENT)
+}

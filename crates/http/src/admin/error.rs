@@ -1,0 +1,52 @@
+//! Errors of the admin API, mapped once to a status code and a JSON body
+//! `{"error": "<message>"}`.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rookery_store::StoreError;
+
+/// Why an admin request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No bearer token, or the wrong one.
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    /// The request is malformed (bad JID, empty password …).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The user or session does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The user already exists.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The store failed.
+    #[error("store error: {0}")]
+    Store(#[from] StoreError),
+    /// Deriving credentials failed (the blocking task died).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Store(StoreError::Conflict) => StatusCode::CONFLICT,
+            ApiError::Store(_) | ApiError::Internal(_) => {
+                tracing::error!(error = %self, "admin api");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let body = Json(serde_json::json!({ "error": self.to_string() }));
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750 §3: a 401 names the scheme.
+            return (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
+        }
+        (status, body).into_response()
+    }
+}

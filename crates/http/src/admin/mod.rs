@@ -1,0 +1,111 @@
+//! The admin listener's router: health and readiness, metrics, and the REST admin API.
+//!
+//! | path | auth | what |
+//! |---|---|---|
+//! | `GET /health` | none | the process is alive (always 200) |
+//! | `GET /ready` | none | the store answers and the listeners are bound (200), else 503 |
+//! | `GET /metrics` | none | OpenMetrics text (Prometheus) |
+//! | `/api/v1/…` | bearer token | users, sessions, announce, stats (`docs/openapi.yaml`) |
+//!
+//! The unauthenticated endpoints reveal counts, never JIDs; the listener binds to loopback by
+//! default, and operators who expose it put it behind their proxy.
+
+mod api;
+mod auth;
+mod error;
+mod health;
+mod metrics;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::routing::get;
+use axum::Router;
+use rookery_core::Core;
+use serde::Serialize;
+
+/// Open connections by kind, as `/health`, `/ready`, `/metrics` and the stats report them.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Connections {
+    /// Bound client sessions (hibernating XEP-0198 sessions included).
+    pub c2s: usize,
+    /// Incoming server-to-server streams.
+    pub s2s_incoming: usize,
+    /// Outgoing server-to-server streams.
+    pub s2s_outgoing: usize,
+    /// Connected external components.
+    pub components: usize,
+}
+
+/// What the server tells the admin listener about itself.
+pub struct Status {
+    started: Instant,
+    listening: AtomicBool,
+    connections: Box<dyn Fn() -> Connections + Send + Sync>,
+}
+
+impl std::fmt::Debug for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Status")
+            .field("started", &self.started)
+            .field("listening", &self.listening)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Status {
+    /// A status whose connection counts come from `connections`, read at each request.
+    pub fn new(connections: impl Fn() -> Connections + Send + Sync + 'static) -> Status {
+        Status {
+            started: Instant::now(),
+            listening: AtomicBool::new(false),
+            connections: Box::new(connections),
+        }
+    }
+
+    /// Every configured listener is bound: `/ready` may say so.
+    pub fn set_listening(&self) {
+        self.listening.store(true, Ordering::Release);
+    }
+
+    fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
+    fn connections(&self) -> Connections {
+        (self.connections)()
+    }
+}
+
+/// Everything the admin router acts on.
+#[derive(Clone)]
+pub struct AdminContext {
+    /// The running server's core (sessions, routing, store).
+    pub core: Arc<Core>,
+    /// The bearer token of `/api/v1` (from `[admin] token` or `data_dir/admin.token`).
+    pub token: Arc<str>,
+    /// Readiness, uptime and connection counts.
+    pub status: Arc<Status>,
+}
+
+impl std::fmt::Debug for AdminContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("AdminContext")
+            .field("domain", &self.core.domain())
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The admin listener's router.
+pub fn router(ctx: AdminContext) -> Router {
+    let gauges = metrics::server_registry(ctx.status.clone());
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(metrics::metrics).with_state(gauges))
+        .nest("/api/v1", api::router(ctx.clone()))
+        .with_state(ctx)
+}

@@ -1,0 +1,18 @@
+//! Rookery's HTTP stack: hyper 1.x with axum routers and tower middleware, serving every
+//! HTTP listener of the server (design.md, "The HTTP face").
+//!
+//! Layout:
+//! - [`listener`]: the runner every HTTP listener shares — accept, serve with hyper under
+//!   [`listener::Limits`] (connection cap, header and request timeouts, body size), graceful
+//!   shutdown on the server's shutdown signal;
+//! - [`admin`]: the admin listener's router (`[listen] admin`, loopback by default):
+//!   `/health`, `/ready`, `/metrics` and the REST admin API under `/api/v1` (bearer token).
+//!
+//! The public listener (WebSocket, BOSH, host-meta, pubsub SSE) will be a second router run
+//! by the same [`listener::run`].
+
+pub mod admin;
+pub mod listener;
+
+pub use admin::{AdminContext, Connections, Status};
+pub use listener::Limits;

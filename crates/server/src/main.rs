@@ -2,10 +2,12 @@
 //!
 //! `rookery serve` with no arguments serves `localhost` on 127.0.0.1 (5222 STARTTLS, 5223
 //! direct TLS) with SQLite in `./rookery-data/`. `rookery user add|passwd|delete|list`
-//! manages accounts in the same store.
+//! manages accounts in the same store; `rookery ctl …` talks to a running server through
+//! its admin API (`ctl.rs`).
 
 mod admin;
 mod config;
+mod ctl;
 mod tls;
 
 use std::io::{BufRead, IsTerminal};
@@ -47,6 +49,14 @@ enum Command {
     User {
         #[command(subcommand)]
         action: UserAction,
+    },
+    /// Talk to the running server through its admin API (`[listen] admin`).
+    Ctl {
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: ctl::CtlCommand,
     },
 }
 
@@ -100,6 +110,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve => serve(cfg).await,
             Command::User { action } => user(cfg, action).await,
+            Command::Ctl { json, command } => ctl::run(&cfg, command, json).await,
         }
     })
 }

@@ -32,12 +32,14 @@ Fixtures
 
 The ``Server`` object
 ---------------------
-``host``, ``port`` (STARTTLS), ``direct_tls_port`` (XEP-0368), ``domain``, ``pid``,
+``host``, ``port`` (STARTTLS), ``direct_tls_port`` (XEP-0368), ``admin_port`` (the admin
+HTTP listener), ``domain``, ``pid``,
 ``data_dir``, ``config_path``, ``log_path``, ``users``, ``backend``; ``jid(user)``,
 ``client(direct_tls=False, local_addr=None, rcvbuf=None)`` (a :class:`xmpp_raw.RawClient` for the STARTTLS
 port, or the direct-TLS port), ``await login(user, resource, mechanism=..., direct_tls=...)``
 (a raw client logged in and bound), ``user(*args, password=None)`` (runs ``rookery user ...`` against
-the same store), ``rss_kib()``, ``log()``, ``signal(sig)``, ``wait(timeout)`` (exit code),
+the same store), ``ctl(*args, input="")`` (runs ``rookery ctl ...`` against the running server),
+``admin_token()``, ``rss_kib()``, ``log()``, ``signal(sig)``, ``wait(timeout)`` (exit code),
 ``stop()`` and ``restart()`` (same ports, data and database).
 
 The binary is ``$ROOKERY_BIN`` (default ``target/debug/rookery``; build it first with
@@ -156,6 +158,8 @@ class Server:
         self.port = int(config["listen"]["c2s"].rsplit(":", 1)[1])
         dt = config["listen"].get("c2s_direct_tls", "")
         self.direct_tls_port = int(dt.rsplit(":", 1)[1]) if dt else None
+        admin = config["listen"].get("admin", "")
+        self.admin_port = int(admin.rsplit(":", 1)[1]) if admin else None
         self.domain = config["domain"]
         self.data_dir = Path(config["data_dir"])
         self.config_path = workdir / "rookery.toml"
@@ -175,6 +179,16 @@ class Server:
             [ROOKERY_BIN, "--config", str(self.config_path), "user", *args],
             input=(password + "\n") if password is not None else "",
             text=True, capture_output=True, timeout=60, cwd=self.workdir)
+
+    def ctl(self, *args: str, input: str = "") -> subprocess.CompletedProcess:
+        """Runs `rookery --config CFG ctl ARGS...` against this running server."""
+        return subprocess.run(
+            [ROOKERY_BIN, "--config", str(self.config_path), "ctl", *args],
+            input=input, text=True, capture_output=True, timeout=60, cwd=self.workdir)
+
+    def admin_token(self) -> str:
+        """The admin API token the server generated at its first start."""
+        return (self.data_dir / "admin.token").read_text().strip()
 
     def start(self):
         self._log_file = open(self.log_path, "a")

@@ -1,0 +1,201 @@
+"""The admin listener (`[listen] admin`): health and readiness, Prometheus metrics checked by
+the Python `prometheus_client` OpenMetrics parser after a known workload, the REST admin API
+(bearer token, users, sessions, kick, announce) and `rookery ctl` against the running server."""
+import asyncio
+import json
+import urllib.error
+import urllib.request
+
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from slix import slix_login
+from xmpp_raw import NS_CLIENT, SaslFailure, local
+
+BODY = f"{{{NS_CLIENT}}}body"
+
+
+def http(srv, method: str, path: str, body=None, token: str | None = "server"):
+    """One request to the admin listener: (status, headers, parsed JSON or text). `token`
+    "server" sends the server's own token, None sends none."""
+    if token == "server":
+        token = srv.admin_token()
+    req = urllib.request.Request(f"http://127.0.0.1:{srv.admin_port}{path}", method=method)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, data, timeout=10) as r:
+            status, headers, raw = r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        status, headers, raw = e.code, e.headers, e.read()
+    text = raw.decode()
+    if headers.get("Content-Type", "").startswith("application/json") and text:
+        return status, headers, json.loads(text)
+    return status, headers, text
+
+
+def metrics(srv) -> dict:
+    """Every sample of /metrics, parsed by prometheus_client's OpenMetrics parser:
+    {(sample name, frozenset of labels): value}."""
+    status, headers, text = http(srv, "GET", "/metrics", token=None)
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+async def test_health_and_ready(server):
+    status, _, h = http(server, "GET", "/health", token=None)
+    assert status == 200
+    assert h["status"] == "ok" and h["pid"] == server.pid and h["version"]
+    assert h["uptime_secs"] >= 0 and h["connections"]["c2s"] == 0
+    c = await server.login("alice", "a")
+    try:
+        status, _, r = http(server, "GET", "/ready", token=None)
+        assert status == 200
+        assert r["status"] == "ok" and r["store"] is True and r["listeners"] is True
+        assert r["connections"] == {"c2s": 1, "s2s_incoming": 0, "s2s_outgoing": 0,
+                                    "components": 0}
+    finally:
+        await c.close()
+
+
+async def test_metrics_after_a_known_workload(server):
+    clients = [await server.login(u, "m") for u in ("alice", "bob", "carol")]
+    bad = server.client()
+    await bad.negotiate_tls()
+    try:
+        await bad.auth("alice", "wrong")
+        raise AssertionError("a wrong password was accepted")
+    except SaslFailure:
+        pass
+    finally:
+        bad.abort()
+    alice, bob, carol = clients
+    alice.message(server.jid("bob", "m"), "hello")
+    await bob.expect(lambda e: local(e) == "message" and e.findtext(BODY) == "hello")
+    await carol.close()
+    # A message for an account without sessions is stored, and delivered at its next login.
+    alice.message(server.jid("carol"), "while you were away")
+    await alice.iq("get", server.domain, "<ping xmlns='urn:xmpp:ping'/>")
+    carol = await server.login("carol", "again")
+    await carol.presence()
+    await carol.expect(lambda e: local(e) == "message"
+                       and e.findtext(BODY) == "while you were away")
+    try:
+        m = metrics(server)
+        assert value(m, "rookery_logins_total", mechanism="SCRAM-SHA-1", result="success") == 4
+        assert value(m, "rookery_logins_total", mechanism="SCRAM-SHA-1", result="failure") == 1
+        assert value(m, "rookery_sessions", transport="tcp") == 3
+        assert value(m, "rookery_stanzas_routed_total", kind="message") >= 2
+        assert value(m, "rookery_stanzas_routed_total", kind="iq") >= 1  # the ping
+        routed = sum(value(m, "rookery_stanzas_routed_total", kind=k)
+                     for k in ("message", "presence", "iq"))
+        assert value(m, "rookery_routing_duration_seconds_count") == routed
+        assert value(m, "rookery_routing_duration_seconds_bucket", le="+Inf") == routed
+        assert value(m, "rookery_offline_stored_total") == 1
+        assert value(m, "rookery_offline_delivered_total") == 1
+        assert value(m, "rookery_queue_overflows_total") == 0
+        [build] = [dict(labels) for name, labels in m if name == "rookery_build_info"]
+        assert build["version"] and value(m, "rookery_build_info", **build) == 1
+        assert value(m, "process_resident_memory_bytes") > 1_000_000
+        assert value(m, "process_open_fds") > 3
+        assert value(m, "process_cpu_seconds_total") > 0
+    finally:
+        for c in (alice, bob, carol):
+            await c.close()
+
+
+async def test_api_needs_the_token(server):
+    status, headers, body = http(server, "GET", "/api/v1/users", token=None)
+    assert status == 401 and headers["WWW-Authenticate"] == "Bearer" and "error" in body
+    assert http(server, "GET", "/api/v1/users", token="wrong")[0] == 401
+    assert http(server, "GET", "/api/v1/users", token=server.admin_token() + "x")[0] == 401
+    assert http(server, "POST", "/api/v1/users", {"username": "mallory", "password": "x"},
+                token=None)[0] == 401
+    status, _, body = http(server, "GET", "/api/v1/users")
+    assert status == 200 and "mallory@localhost" not in body["users"]
+
+
+def test_token_file_is_private(server):
+    assert (server.data_dir / "admin.token").stat().st_mode & 0o777 == 0o600
+    assert len(server.admin_token()) == 64
+
+
+async def test_api_users(server):
+    status, _, body = http(server, "GET", "/api/v1/users")
+    assert status == 200
+    assert body["users"] == ["alice@localhost", "bob@localhost", "carol@localhost"]
+    status, _, body = http(server, "POST", "/api/v1/users", {"username": "dave", "password": "d1"})
+    assert status == 201 and body["jid"] == "dave@localhost"
+    assert http(server, "POST", "/api/v1/users", {"username": "dave", "password": "x"})[0] == 409
+    assert http(server, "POST", "/api/v1/users", {"username": "a b@c", "password": "x"})[0] == 400
+    c = await server.login("dave", "r", password="d1")
+    await c.close()
+    assert http(server, "PUT", "/api/v1/users/dave@localhost/password", {"password": "d2"})[0] == 204
+    c = await server.login("dave", "r", password="d2")
+    # Deleting an account closes its sessions (as in-band removal does).
+    assert http(server, "DELETE", "/api/v1/users/dave")[0] == 204
+    assert await c.stream_error() == "not-authorized"
+    assert http(server, "DELETE", "/api/v1/users/dave")[0] == 404
+    assert http(server, "PUT", "/api/v1/users/nobody/password", {"password": "x"})[0] == 404
+    _, _, stats = http(server, "GET", "/api/v1/stats")
+    assert stats["users"] == 3 and stats["domain"] == "localhost"
+
+
+async def test_kick_sends_the_stream_error_with_the_reason(server):
+    alice = await slix_login(server, "alice", resource="kickme")
+    texts = []
+    alice.add_event_handler("stream_error", lambda e: texts.append(e["text"]))
+    try:
+        status, _, _ = http(server, "DELETE",
+                            "/api/v1/sessions/alice@localhost/kickme?reason=spamming%20rooms")
+        assert status == 204
+        for _ in range(100):
+            if alice.stream_errors:
+                break
+            await asyncio.sleep(0.05)
+        assert alice.stream_errors == ["policy-violation"]
+        assert texts == ["spamming rooms"]
+        assert http(server, "DELETE", "/api/v1/sessions/alice@localhost/kickme")[0] == 404
+        assert http(server, "DELETE", "/api/v1/sessions/alice@localhost")[0] == 400
+    finally:
+        await alice.close()
+
+
+async def test_ctl_against_the_running_server(server):
+    c = await server.login("alice", "desk")
+    try:
+        r = server.ctl("status")
+        assert r.returncode == 0, r.stderr
+        assert "client sessions  1" in r.stdout and "accounts         3" in r.stdout
+        r = server.ctl("--json", "status")
+        assert json.loads(r.stdout)["connections"]["c2s"] == 1
+        r = server.ctl("users", "add", "erin", input="erinpass\n")
+        assert r.returncode == 0 and "created erin@localhost" in r.stdout, r.stderr
+        r = server.ctl("users", "list")
+        assert r.stdout.split() == ["JID", "alice@localhost", "bob@localhost",
+                                    "carol@localhost", "erin@localhost"]
+        r = server.ctl("kick", "alice@localhost/desk", "--reason", "maintenance")
+        assert r.returncode == 0, r.stderr
+        assert await c.stream_error() == "policy-violation"
+        r = server.ctl("kick", "alice@localhost/desk")
+        assert r.returncode != 0 and "not found" in r.stderr
+    finally:
+        c.abort()
+
+
+def test_ctl_with_a_wrong_token(server):
+    (server.data_dir / "admin.token").write_text("not-the-token\n")
+    r = server.ctl("status")
+    assert r.returncode != 0 and "bearer token" in r.stderr

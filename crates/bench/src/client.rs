@@ -18,6 +18,7 @@ use std::time::Duration;
 use base64::Engine;
 use rookery_sasl::{plain_message, Mechanism, SaltedPasswordCache, ScramClient};
 use rookery_xml::{Element, Event, Limits, StreamParser, CONTENT_NS};
+use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
@@ -822,7 +823,7 @@ pub fn tls_configs(
             "certificate verification needs --ca-file (or pass --insecure for a test server)",
         )?;
         let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
             roots
                 .add(cert.context("parsing the CA file")?)
                 .context("adding a CA certificate")?;

@@ -14,6 +14,7 @@ use rookery_stream::Transport;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
@@ -70,8 +71,9 @@ pub fn roots(webpki: bool, ca_file: Option<&Path>) -> Result<RootCertStore, TlsS
             source,
         };
         let pem = std::fs::read(p).map_err(err)?;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(err)?;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert =
+                cert.map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
             if let Err(e) = store.add(cert) {
                 tracing::warn!(file = %p.display(), error = %e, "CA certificate skipped");
             }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
+use rustls::pki_types::pem::{Error as PemError, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
@@ -101,7 +102,7 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 
 fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing {}", path.display()))?;
     if certs.is_empty() {
@@ -112,7 +113,35 @@ fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 
 fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .with_context(|| format!("parsing {}", path.display()))?
-        .ok_or_else(|| anyhow!("no private key in {}", path.display()))
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        PemError::NoItemsFound => anyhow!("no private key in {}", path.display()),
+        e => anyhow!("parsing {}: {e}", path.display()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn reads_the_pem_files_it_generates_and_names_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        generate("example.org", &cert, &key).unwrap();
+        // A chain file may carry other sections (here a key) and text around the blocks.
+        let mut chain = b"leaf:\n".to_vec();
+        chain.extend(std::fs::read(&cert).unwrap());
+        chain.extend(std::fs::read(&key).unwrap());
+        chain.extend(std::fs::read(&cert).unwrap());
+        std::fs::write(&cert, chain).unwrap();
+        assert_eq!(read_certs(&cert).unwrap().len(), 2);
+        assert!(matches!(read_key(&key).unwrap(), PrivateKeyDer::Pkcs8(_)));
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "nothing here\n").unwrap();
+        let e = read_key(&empty).unwrap_err().to_string();
+        assert!(e.starts_with("no private key in"), "{e}");
+        let e = read_certs(&empty).unwrap_err().to_string();
+        assert!(e.starts_with("no certificate in"), "{e}");
+    }
 }

@@ -109,3 +109,80 @@ pub fn router(ctx: AdminContext) -> Router {
         .nest("/api/v1", api::router(ctx.clone()))
         .with_state(ctx)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use rookery_core::{CoreBuilder, CoreConfig};
+    use tower::ServiceExt;
+
+    async fn context() -> AdminContext {
+        let store = rookery_store::Store::open("sqlite::memory:").await.unwrap();
+        let core = CoreBuilder::new(CoreConfig::default(), store)
+            .build()
+            .unwrap();
+        AdminContext {
+            core,
+            token: "t0ken".into(),
+            status: Arc::new(Status::new(|| Connections {
+                c2s: 2,
+                ..Connections::default()
+            })),
+        }
+    }
+
+    async fn get(router: &Router, path: &str, token: Option<&str>) -> (StatusCode, String) {
+        let mut req = Request::get(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = router
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn ready_only_once_the_listeners_are_bound() {
+        let ctx = context().await;
+        let router = router(ctx.clone());
+        let (status, body) = get(&router, "/ready", None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("\"listeners\":false") && body.contains("\"store\":true"));
+        ctx.status.set_listening();
+        let (status, body) = get(&router, "/ready", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("\"c2s\":2"));
+        assert_eq!(get(&router, "/health", None).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_api_wants_the_token_and_metrics_do_not() {
+        let router = router(context().await);
+        assert_eq!(
+            get(&router, "/api/v1/stats", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let wrong = get(&router, "/api/v1/stats", Some("t0ke")).await;
+        assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);
+        let (status, body) = get(&router, "/api/v1/stats", Some("t0ken")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\"users\":0"), "{body}");
+        let (status, body) = get(&router, "/metrics", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.contains("rookery_sessions{transport=\"tcp\"} 2"),
+            "{body}"
+        );
+        assert!(body.ends_with("# EOF\n"));
+    }
+}

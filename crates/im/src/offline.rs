@@ -158,6 +158,7 @@ pub async fn deliver(im: &Im, core: &Core, session: &SessionHandle) {
                         ok = false;
                         break;
                     }
+                    rookery_metrics::get().offline_delivered(1);
                 }
                 None => tracing::warn!(id = m.id, "dropping unparsable offline message"),
             }
@@ -167,7 +168,6 @@ pub async fn deliver(im: &Im, core: &Core, session: &SessionHandle) {
             tracing::error!(error = %e, "deleting delivered offline messages failed");
             break;
         }
-        rookery_metrics::get().offline_delivered(done.len() as u64);
         if !ok {
             break;
         }

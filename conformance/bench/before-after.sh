@@ -81,12 +81,13 @@ bench() {
 }
 
 run_build() {
-  local label=$1 bin=$2 round=$3 out="$WORK/$label.$round"
+  local label=$1 bin=$2 round=$3
+  local out="$WORK/$label.$round"
   start "$bin" "$WORK/$label/messages"
   bench -n "$MSG_CLIENTS" --json "$out.messages.json" messages --rate "$MSG_RATE"
   stop_server
   start "$bin" "$WORK/$label/pubsub"
-  bench -n $((PUBSUB_SUBS + 1)) --no-presence --json "$out.pubsub.json" pubsub --rate "$PUBSUB_RATE"
+  bench -n $((PUBSUB_SUBS + 1)) --json "$out.pubsub.json" pubsub --rate "$PUBSUB_RATE"
   stop_server
   start "$bin" "$WORK/$label/presence"
   bench -n "$PRES_CLIENTS" --json "$out.presence.json" presence --roster-size "$PRES_ROSTER" --rate "$PRES_RATE"

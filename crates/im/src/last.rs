@@ -14,7 +14,9 @@ use rookery_xml::Element;
 
 use crate::roster::internal;
 use crate::state::Im;
-use crate::util::{err, now_unix};
+use rookery_proto::time::now_unix;
+
+use crate::util::err;
 
 /// The last activity module.
 pub struct Last {

@@ -37,7 +37,9 @@ use rookery_xml::CONTENT_NS;
 use crate::presence::PACE_TIMEOUT;
 use crate::roster::internal;
 use crate::state::Im;
-use crate::util::{delay, err, now_unix, parse_stanza};
+use rookery_proto::time::{delay, now_unix};
+
+use crate::util::{err, parse_stanza};
 
 /// Messages fetched from the store per delivery round.
 const BATCH: u64 = 100;

@@ -36,7 +36,9 @@ use rookery_xml::{Element, CONTENT_NS};
 
 use crate::state::{read, Im};
 use crate::subscription::{transition, Action, Event, Outcome, State};
-use crate::util::{delay, now_unix, parse_stanza};
+use rookery_proto::time::{delay, now_unix};
+
+use crate::util::parse_stanza;
 use crate::{blocking, caps, offline, roster};
 
 /// Contacts handled between two yields to the scheduler in a broadcast.

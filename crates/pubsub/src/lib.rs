@@ -28,7 +28,6 @@ pub mod error;
 pub mod form;
 pub mod im;
 pub mod model;
-pub mod ns;
 pub mod pep;
 pub mod policy;
 pub mod service;
@@ -36,6 +35,9 @@ pub mod setup;
 pub mod store;
 pub mod wire;
 pub mod xml;
+
+/// The pubsub namespaces; they live with every other namespace in [`rookery_proto::ns`].
+pub use rookery_proto::ns::pubsub as ns;
 
 pub use broadcast::{Broadcaster, CoreBroadcaster};
 pub use config::{CreatePolicy, NodeConfig, Profile, PubsubConfig, ServiceKind};

@@ -26,12 +26,13 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-/// A core on a temp SQLite store, with disco when `disco`; keep the directory alive.
+/// A core with an in-memory account directory, with disco when `disco`; keep the directory alive.
 async fn core(disco: bool) -> (Arc<Core>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = rookery_store::Store::open(&url).await.unwrap();
-    let mut builder = CoreBuilder::new(CoreConfig::default(), store);
+    let mut builder = CoreBuilder::new(
+        CoreConfig::default(),
+        Arc::new(rookery_core::MemoryAccounts::new()),
+    );
     if disco {
         builder = builder.module(Arc::new(rookery_core::modules::disco::Disco));
     }

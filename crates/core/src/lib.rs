@@ -1,6 +1,7 @@
 //! The heart of the server: the router, the session registry and the module registry.
 //!
 //! Layout:
+//! - [`accounts`]: the [`Accounts`] directory the core is given (it owns no database);
 //! - [`config`]: the settings the core acts on (domain, registration, version disclosure);
 //! - [`session`]: [`SessionHandle`], how the router reaches a connection: a bounded queue of
 //!   already-serialized bytes plus a kill switch;
@@ -12,12 +13,14 @@
 //! Listeners (c2s, s2s, component) depend on this crate, never the reverse: they hand the
 //! core trusted stanzas and receive bytes through their [`SessionHandle`].
 
+pub mod accounts;
 pub mod config;
 pub mod module;
 pub mod modules;
 pub mod router;
 pub mod session;
 
+pub use accounts::{AccountError, Accounts, MemoryAccounts};
 pub use config::CoreConfig;
 pub use module::{Declaration, Flow, HookPoint, Identity, IqTarget, Module, SessionEvent};
 pub use router::{Core, CoreBuilder, DomainRoute};

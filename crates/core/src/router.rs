@@ -37,10 +37,10 @@ use rookery_jid::{BareJid, Jid};
 use rookery_proto::{
     IqType, MessageType, PresenceType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind,
 };
-use rookery_store::Store;
 use rookery_xml::Element;
 use tokio::sync::oneshot;
 
+use crate::accounts::Accounts;
 use crate::config::CoreConfig;
 use crate::module::{Flow, HookPoint, Identity, IqTarget, Module, SessionEvent};
 use crate::session::{SessionHandle, SessionId};
@@ -71,19 +71,19 @@ struct Resource {
     priority: Option<i8>,
 }
 
-/// Builds a [`Core`] from config, store and modules.
+/// Builds a [`Core`] from config, account directory and modules.
 pub struct CoreBuilder {
     config: CoreConfig,
-    store: Store,
+    accounts: Arc<dyn Accounts>,
     modules: Vec<Arc<dyn Module>>,
 }
 
 impl CoreBuilder {
     /// Starts a builder.
-    pub fn new(config: CoreConfig, store: Store) -> Self {
+    pub fn new(config: CoreConfig, accounts: Arc<dyn Accounts>) -> Self {
         CoreBuilder {
             config,
-            store,
+            accounts,
             modules: Vec::new(),
         }
     }
@@ -137,7 +137,7 @@ impl CoreBuilder {
         Ok(Arc::new(Core {
             domain_jid,
             config: self.config,
-            store: self.store,
+            accounts: self.accounts,
             modules: self.modules,
             iq_routes,
             hooks,
@@ -161,7 +161,7 @@ impl CoreBuilder {
 pub struct Core {
     config: CoreConfig,
     domain_jid: BareJid,
-    store: Store,
+    accounts: Arc<dyn Accounts>,
     modules: Vec<Arc<dyn Module>>,
     iq_routes: HashMap<(IqTarget, &'static str, &'static str), usize>,
     hooks: HashMap<HookPoint, Vec<usize>>,
@@ -196,9 +196,9 @@ impl Core {
         &self.domain_jid
     }
 
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The account directory (the store, wired in by the server).
+    pub fn accounts(&self) -> &Arc<dyn Accounts> {
+        &self.accounts
     }
 
     /// Server disco identities (from all modules).
@@ -393,7 +393,7 @@ impl Core {
         }
     }
 
-    /// Whether an account exists (online sessions answer without touching the store).
+    /// Whether an account exists (online sessions answer without asking the directory).
     pub async fn account_exists(&self, bare: &BareJid) -> bool {
         if self.sessions.contains_key(bare) {
             return true;
@@ -401,7 +401,7 @@ impl Core {
         let Some(local) = bare.local() else {
             return false;
         };
-        match self.store.accounts().exists(bare.domain(), local).await {
+        match self.accounts.exists(bare.domain(), local).await {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(error = %e, "account lookup failed");

@@ -167,7 +167,7 @@ async fn record_last(im: &Im, core: &Core, owner: &BareJid, status: String) {
         at: now_unix(),
         status,
     };
-    if let Err(e) = core
+    if let Err(e) = im
         .store()
         .userdata()
         .set_last_activity(owner.domain(), user, &last)
@@ -327,11 +327,11 @@ impl PresenceModule {
             StanzaKind::Presence(PresenceType::Unsubscribed) => Event::OutUnsubscribed,
             StanzaKind::Presence(PresenceType::Probe) => return Flow::Handled,
             StanzaKind::Presence(PresenceType::Available) => {
-                self.directed(core, &from, &to, true).await;
+                self.directed(&from, &to, true).await;
                 return Flow::Continue(stanza);
             }
             StanzaKind::Presence(PresenceType::Unavailable) => {
-                self.directed(core, &from, &to, false).await;
+                self.directed(&from, &to, false).await;
                 return Flow::Continue(stanza);
             }
             _ => return Flow::Continue(stanza),
@@ -365,7 +365,7 @@ impl PresenceModule {
     }
 
     /// Records directed presence (RFC 6121 §4.6) to an entity that is not a subscriber.
-    async fn directed(&self, core: &Arc<Core>, from: &Jid, to: &Jid, available: bool) {
+    async fn directed(&self, from: &Jid, to: &Jid, available: bool) {
         let owner = from.to_bare();
         if to.to_bare() == owner {
             return;
@@ -373,7 +373,7 @@ impl PresenceModule {
         if available {
             let subscribed = to.is_bare()
                 && matches!(
-                    self.im.roster_item(core, &owner, &to.to_bare()).await,
+                    self.im.roster_item(&owner, &to.to_bare()).await,
                     Ok(Some(RosterItem { subscription, .. })) if subscription.has_from()
                 );
             if !subscribed {
@@ -399,8 +399,8 @@ impl PresenceModule {
     ) -> Option<(State, Outcome)> {
         let _g = self.im.lock(owner).await;
         let r = async {
-            let item = self.im.roster_item(core, owner, contact).await?;
-            let pending_in = self.im.has_pending_in(core, owner, contact).await?;
+            let item = self.im.roster_item(owner, contact).await?;
+            let pending_in = self.im.has_pending_in(owner, contact).await?;
             let (sub, ask, approved) = item
                 .as_ref()
                 .map_or((Default::default(), false, false), |i| {
@@ -416,7 +416,7 @@ impl PresenceModule {
                 } else {
                     None
                 };
-                self.im.set_pending_in(core, owner, contact, store).await?;
+                self.im.set_pending_in(owner, contact, store).await?;
             }
             let item_changed = outcome.next.subscription() != before.subscription()
                 || outcome.next.pending_out() != before.pending_out()
@@ -432,7 +432,7 @@ impl PresenceModule {
                     approved: outcome.approved,
                     ..item.unwrap_or_default()
                 };
-                let new = self.im.roster_put(core, owner, contact, new).await?;
+                let new = self.im.roster_put(owner, contact, new).await?;
                 roster::push(&self.im, core, owner, contact.as_str(), Some(&new), new.ver);
             }
             Ok::<_, rookery_store::StoreError>((before, outcome))
@@ -536,7 +536,7 @@ impl PresenceModule {
                 return;
             }
             let subscribed = matches!(
-                self.im.roster_item(core, owner, &prober_bare).await,
+                self.im.roster_item(owner, &prober_bare).await,
                 Ok(Some(RosterItem { subscription, .. })) if subscription.has_from()
             );
             let directed = self.im.available_handles(core, owner).iter().any(|h| {
@@ -570,7 +570,8 @@ impl PresenceModule {
         // No available resource: unavailable, stamped with the last logout if known.
         let mut p = presence(Some("unavailable"), &owner.clone().into(), prober);
         if let Some(user) = owner.local() {
-            if let Ok(Some(last)) = core
+            if let Ok(Some(last)) = self
+                .im
                 .store()
                 .userdata()
                 .last_activity(owner.domain(), user)
@@ -625,12 +626,7 @@ async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, pr
     };
     // §3.1.3: pending inbound requests, redelivered to an interested resource.
     if im.session(&jid, |s| s.interested).unwrap_or(false) {
-        match core
-            .store()
-            .rosters()
-            .pending_in(owner.domain(), user)
-            .await
-        {
+        match im.store().rosters().pending_in(owner.domain(), user).await {
             Ok(list) => {
                 for p in list {
                     if let Some(s) = parse_stanza(&p.stanza) {
@@ -671,7 +667,7 @@ async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, pr
             continue;
         }
         let authorized = matches!(
-            im.roster_item(core, contact, &owner).await,
+            im.roster_item(contact, &owner).await,
             Ok(Some(RosterItem { subscription, .. })) if subscription.has_from()
         );
         if !authorized || blocking::blocks(im, core, contact, &jid).await {
@@ -688,7 +684,7 @@ async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, pr
     }
     // XEP-0160: offline messages, for a resource that can receive messages.
     if priority >= 0 && im.config().offline.enabled {
-        offline::deliver(im, core, session).await;
+        offline::deliver(im, session).await;
     }
 }
 

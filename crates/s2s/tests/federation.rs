@@ -25,7 +25,6 @@ use rookery_jid::Jid;
 use rookery_proto::Stanza;
 use rookery_s2s::dialback::Secret;
 use rookery_s2s::{Mode, OutAuth, S2s, S2sConfig, S2sTls};
-use rookery_store::Store;
 use rookery_xml::{Element, Event, Limits, StreamParser, CONTENT_NS};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::RootCertStore;
@@ -71,17 +70,12 @@ struct Node {
 
 async fn core(domain: &str) -> (Arc<Core>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("db.sqlite").display()
-    );
-    let store = Store::open(&url).await.unwrap();
     let cfg = CoreConfig {
         domain: domain.to_string(),
         ..CoreConfig::default()
     };
     let register = Arc::new(Register::new(cfg.registration.clone()));
-    let mut b = CoreBuilder::new(cfg.clone(), store);
+    let mut b = CoreBuilder::new(cfg.clone(), Arc::new(rookery_core::MemoryAccounts::new()));
     for m in modules::defaults(&cfg, register) {
         b = b.module(m);
     }

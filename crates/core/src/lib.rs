@@ -7,7 +7,11 @@
 //!   already-serialized bytes plus a kill switch;
 //! - [`module`]: the [`Module`] trait — what an extension declares (IQ payloads, hooks, disco
 //!   features) and how it is called;
-//! - [`router`]: [`Core`] and its `route` — the one typed route table of design.md;
+//! - [`router`]: [`Core`] and its `route` — the one typed route table of design.md — over
+//!   its parts, each testable alone: [`registry`] (bound sessions and their priorities),
+//!   [`domains`] (component/service domains and the remote route), [`requests`] (IQs the
+//!   server sent, waiting for their answer) and [`tables`] (what the modules declared: IQ
+//!   handlers, hooks, disco and stream features);
 //! - [`modules`]: the core modules every server has (disco, ping, version, register).
 //!
 //! Listeners (c2s, s2s, component) depend on this crate, never the reverse: they hand the
@@ -15,13 +19,18 @@
 
 pub mod accounts;
 pub mod config;
+pub mod domains;
 pub mod module;
 pub mod modules;
+pub mod registry;
+pub mod requests;
 pub mod router;
 pub mod session;
+pub mod tables;
 
 pub use accounts::{AccountError, Accounts, MemoryAccounts};
 pub use config::CoreConfig;
+pub use domains::DomainRoute;
 pub use module::{Declaration, Flow, HookPoint, Identity, IqTarget, Module, SessionEvent};
-pub use router::{Core, CoreBuilder, DomainRoute};
+pub use router::{Core, CoreBuilder};
 pub use session::{Outbound, SessionHandle, SessionId};

@@ -588,3 +588,7 @@ pub fn presence_priority(stanza: &Stanza) -> i8 {
         .and_then(|t| t.trim().parse::<i8>().ok())
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

@@ -59,34 +59,13 @@ impl PresenceModule {
     }
 }
 
-fn presence(t: Option<&str>, from: &Jid, to: &Jid) -> Stanza {
-    let mut el = Element::new("presence", CONTENT_NS)
-        .with_attr("from", from.as_str())
-        .with_attr("to", to.as_str());
-    if let Some(t) = t {
-        el.set_attr("type", t);
-    }
-    // Built from valid parts: parsing cannot fail, but never panic on it.
-    Stanza::from_element(el).unwrap_or_else(|_| unreachable_stanza())
-}
-
-/// A harmless stanza for the impossible case above.
-fn unreachable_stanza() -> Stanza {
-    #[allow(clippy::expect_used)]
-    Stanza::from_element(Element::new("presence", CONTENT_NS)).expect("a bare presence parses")
-}
-
-fn type_str(t: PresenceType) -> Option<&'static str> {
-    Some(match t {
-        PresenceType::Available => return None,
-        PresenceType::Unavailable => "unavailable",
-        PresenceType::Subscribe => "subscribe",
-        PresenceType::Subscribed => "subscribed",
-        PresenceType::Unsubscribe => "unsubscribe",
-        PresenceType::Unsubscribed => "unsubscribed",
-        PresenceType::Probe => "probe",
-        PresenceType::Error => "error",
-    })
+/// Unavailable presence from `from` to `to` (RFC 6121 §4.5).
+fn unavailable(from: &Jid, to: &Jid) -> Stanza {
+    Stanza::presence(
+        PresenceType::Unavailable,
+        Some(from.clone()),
+        Some(to.clone()),
+    )
 }
 
 /// `stanza` readdressed to `to`.
@@ -103,10 +82,10 @@ pub async fn route_subscription(
     contact: &BareJid,
     t: PresenceType,
 ) {
-    core.route(presence(
-        type_str(t),
-        &owner.clone().into(),
-        &contact.clone().into(),
+    core.route(Stanza::presence(
+        t,
+        Some(owner.clone().into()),
+        Some(contact.clone().into()),
     ))
     .await;
 }
@@ -114,7 +93,7 @@ pub async fn route_subscription(
 /// Sends `unavailable` from each available resource of `owner` to `to`.
 pub async fn send_unavailable_to(im: &Im, core: &Arc<Core>, owner: &BareJid, to: &Jid) {
     for h in im.available_handles(core, owner) {
-        core.route(presence(Some("unavailable"), h.jid(), to)).await;
+        core.route(unavailable(h.jid(), to)).await;
     }
 }
 
@@ -139,8 +118,7 @@ pub async fn forget_sessions(im: &Im, core: &Arc<Core>, owner: &BareJid) {
         };
         core.set_available(h.jid(), None);
         for to in directed {
-            core.route(presence(Some("unavailable"), h.jid(), &to))
-                .await;
+            core.route(unavailable(h.jid(), &to)).await;
         }
     }
 }
@@ -568,7 +546,7 @@ impl PresenceModule {
             return;
         }
         // No available resource: unavailable, stamped with the last logout if known.
-        let mut p = presence(Some("unavailable"), &owner.clone().into(), prober);
+        let mut p = unavailable(&owner.clone().into(), prober);
         if let Some(user) = owner.local() {
             if let Ok(Some(last)) = self
                 .im
@@ -595,16 +573,12 @@ impl PresenceModule {
         let owner = jid.to_bare();
         let was_available = state.presence.is_some();
         if was_available || !state.directed.is_empty() {
-            let el = Element::new("presence", CONTENT_NS)
-                .with_attr("from", jid.as_str())
-                .with_attr("type", "unavailable");
-            if let Ok(stanza) = Stanza::from_element(el) {
-                if was_available {
-                    self.to_own_resources(core, jid, &stanza, false);
-                }
-                self.unavailable(core, jid, &stanza, was_available, state.directed)
-                    .await;
+            let stanza = Stanza::presence(PresenceType::Unavailable, Some(jid.clone()), None);
+            if was_available {
+                self.to_own_resources(core, jid, &stanza, false);
             }
+            self.unavailable(core, jid, &stanza, was_available, state.directed)
+                .await;
         }
         self.im.evict_if_offline(core, &owner).await;
     }
@@ -658,8 +632,12 @@ async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, pr
             continue;
         }
         if !core.is_local_domain(contact.domain()) {
-            core.route(presence(Some("probe"), &owner.clone().into(), &contact_jid))
-                .await;
+            core.route(Stanza::presence(
+                PresenceType::Probe,
+                Some(owner.clone().into()),
+                Some(contact_jid),
+            ))
+            .await;
             continue;
         }
         let available = im.available(core, contact);

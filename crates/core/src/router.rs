@@ -22,8 +22,13 @@
 //!
 //! Unhandled IQ get/set get `service-unavailable` from [`Core::reply_error`]; IQ result/error
 //! and error stanzas are never answered with an error. IQ results and errors addressed to the
-//! server answer the requests modules sent with [`Core::request`]. The session registry is a sharded map
-//! (no global lock on the routing path); each stanza is serialized once and the bytes shared.
+//! server answer the requests modules sent with [`Core::request`]. Each stanza is serialized
+//! once and the bytes shared.
+//!
+//! `Core` is the facade over the parts the table consults, each with one job and its own
+//! tests: [`crate::registry`] (bound sessions, a sharded map: no global lock on the routing
+//! path), [`crate::domains`], [`crate::requests`], [`crate::tables`] and the
+//! [`crate::accounts`] directory. The table itself is tested row by row in `router_tests.rs`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

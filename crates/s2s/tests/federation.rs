@@ -65,11 +65,9 @@ fn ca_signed(domains: &[&str]) -> (CertificateDer<'static>, Vec<Cert>) {
 struct Node {
     core: Arc<Core>,
     s2s: Arc<S2s>,
-    _dir: tempfile::TempDir,
 }
 
-async fn core(domain: &str) -> (Arc<Core>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+fn core(domain: &str) -> Arc<Core> {
     let cfg = CoreConfig {
         domain: domain.to_string(),
         ..CoreConfig::default()
@@ -79,7 +77,7 @@ async fn core(domain: &str) -> (Arc<Core>, tempfile::TempDir) {
     for m in modules::defaults(&cfg, register) {
         b = b.module(m);
     }
-    (b.build().unwrap(), dir)
+    b.build().unwrap()
 }
 
 /// How a test node is set up; [`start`] fills in the defaults and a test changes what it
@@ -105,7 +103,7 @@ async fn start(
     routes: &[(&str, String)],
     tweak: impl FnOnce(&mut Setup),
 ) -> Node {
-    let (core, dir) = core(domain).await;
+    let core = core(domain);
     let mut setup = Setup {
         mode: Mode::StartTls,
         cert: self_signed(domain),
@@ -135,11 +133,7 @@ async fn start(
     let s2s = S2s::new(core.clone(), config, tls, secret).unwrap();
     core.set_remote_route(s2s.clone());
     tokio::spawn(rookery_s2s::run(listener, mode, s2s.clone()));
-    Node {
-        core,
-        s2s,
-        _dir: dir,
-    }
+    Node { core, s2s }
 }
 
 /// A static route to `domain` at the loopback `port` (STARTTLS).

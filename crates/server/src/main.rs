@@ -6,6 +6,7 @@
 
 mod config;
 mod tls;
+mod wiring;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -132,16 +133,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let tls = tls::load(&cfg)?;
     let core_cfg = cfg.core();
     let register = Arc::new(Register::new(core_cfg.registration.clone()));
-    let mut builder = CoreBuilder::new(core_cfg.clone(), store.clone());
+    let accounts = Arc::new(wiring::accounts::StoreAccounts(store.clone()));
+    let mut builder = CoreBuilder::new(core_cfg.clone(), accounts);
     for m in modules::defaults(&core_cfg, register.clone()) {
         builder = builder.module(m);
     }
     // RFC 6121 and the IM extensions (crates/im). The handle answers questions such as
     // "does this resource want node+notify" (XEP-0115) for PEP.
-    let (im, im_modules) = rookery_im::modules(cfg.im.clone());
+    let (im, im_modules) = rookery_im::modules(cfg.im.clone(), store.clone());
     // Publish-subscribe (crates/pubsub): the service at pubsub.<domain> and PEP. PEP goes
     // before the IM modules so that it sees presence before they consume it.
-    let pubsub = rookery_pubsub::Pubsub::new(&cfg.pubsub, &cfg.domain, &store, im)
+    let pubsub = wiring::pubsub::Pubsub::new(&cfg.pubsub, &cfg.domain, &store, im)
         .map_err(|e| anyhow!("{e}"))?;
     for m in pubsub.modules() {
         builder = builder.module(m);

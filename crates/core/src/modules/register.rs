@@ -13,9 +13,9 @@ use rookery_proto::{
     StreamErrorCondition,
 };
 use rookery_sasl::{Credentials, DEFAULT_ITERATIONS};
-use rookery_store::StoreError;
 use rookery_xml::Element;
 
+use crate::accounts::AccountError;
 use crate::config::RegistrationConfig;
 use crate::module::{Declaration, IqResult, IqTarget, Module};
 use crate::router::Core;
@@ -31,9 +31,9 @@ fn err(c: Cond, text: &str) -> StanzaError {
     StanzaError::new(c).with_text(text)
 }
 
-fn store_err(e: StoreError) -> StanzaError {
+fn store_err(e: AccountError) -> StanzaError {
     match e {
-        StoreError::Conflict => err(Cond::Conflict, "username already taken"),
+        AccountError::Conflict => err(Cond::Conflict, "username already taken"),
         other => {
             tracing::error!(error = %other, "registration store error");
             StanzaError::new(Cond::InternalServerError)
@@ -100,8 +100,7 @@ impl Register {
                     }
                 }
                 let creds = derive(&password)?;
-                core.store()
-                    .accounts()
+                core.accounts()
                     .create(core.domain(), &local, &creds)
                     .await
                     .map_err(store_err)?;
@@ -183,8 +182,8 @@ impl Module for Register {
                 for m in core.modules() {
                     m.account_removing(core, &user).await;
                 }
-                core.store()
-                    .delete_account(user.domain(), &local)
+                core.accounts()
+                    .delete(user.domain(), &local)
                     .await
                     .map_err(store_err)?;
                 tracing::info!(user = %user, "account removed in-band");
@@ -200,8 +199,7 @@ impl Module for Register {
                 }
                 self.check_password(&password)?;
                 let creds = derive(&password)?;
-                core.store()
-                    .accounts()
+                core.accounts()
                     .set_credentials(user.domain(), &local, &creds)
                     .await
                     .map_err(store_err)?;

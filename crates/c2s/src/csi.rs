@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 /// The XEP-0352 namespace.
-pub const NS: &str = "urn:xmpp:csi:0";
+pub use rookery_proto::ns::CSI as NS;
 
 /// Held stanzas of an inactive client.
 #[derive(Debug, Default)]

@@ -463,13 +463,7 @@ async fn sasl_exchange(
                     return Ok(Err("temporary-auth-failure"));
                 }
                 let creds = match &local {
-                    Some(l) => match ctx
-                        .core
-                        .store()
-                        .accounts()
-                        .credentials(ctx.core.domain(), l)
-                        .await
-                    {
+                    Some(l) => match ctx.core.accounts().credentials(ctx.core.domain(), l).await {
                         Ok(c) => c,
                         Err(e) => {
                             tracing::error!(error = %e, "credential lookup failed");

@@ -9,10 +9,9 @@ use std::time::Duration;
 use rookery_core::config::RegistrationConfig;
 use rookery_core::modules::register::Register;
 use rookery_core::session::SessionEnd;
-use rookery_core::{CoreBuilder, CoreConfig, Outbound, SessionHandle};
+use rookery_core::{CoreBuilder, CoreConfig, MemoryAccounts, Outbound, SessionHandle};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{ns, Stanza};
-use rookery_store::Store;
 use rookery_stream::{Conn, Transport};
 use rookery_xml::{Element, Event, Limits, StreamParser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,8 +29,7 @@ const HEADER: &str = "<stream:stream xmlns='jabber:client' \
     xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
 
 async fn context(config: C2sConfig) -> Arc<C2sContext> {
-    let store = Store::open("sqlite::memory:").await.unwrap();
-    let core = CoreBuilder::new(CoreConfig::default(), store)
+    let core = CoreBuilder::new(CoreConfig::default(), Arc::new(MemoryAccounts::new()))
         .build()
         .unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());

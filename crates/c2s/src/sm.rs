@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, Notify};
 
 /// The XEP-0198 namespace, version 3.
-pub const NS: &str = "urn:xmpp:sm:3";
+pub use rookery_proto::ns::SM as NS;
 
 /// `h` in an `<a/>` or `<resume/>` acknowledges more stanzas than were sent (§4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

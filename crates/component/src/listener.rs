@@ -317,12 +317,12 @@ mod tests {
 
     #[tokio::test]
     async fn queued_stanzas_are_bounced_when_the_stream_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = rookery_store::Store::open(&url).await.unwrap();
-        let core = CoreBuilder::new(CoreConfig::default(), store)
-            .build()
-            .unwrap();
+        let core = CoreBuilder::new(
+            CoreConfig::default(),
+            Arc::new(rookery_core::MemoryAccounts::new()),
+        )
+        .build()
+        .unwrap();
         let alice = Jid::parse("alice@localhost/r").unwrap();
         let (h, mut alice_end) = SessionHandle::new(1, alice.clone(), 16);
         core.bind(h).await;

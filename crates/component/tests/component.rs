@@ -23,19 +23,18 @@ struct Server {
     core: Arc<Core>,
     comps: Arc<Components>,
     port: u16,
-    _dir: tempfile::TempDir,
 }
 
-/// A core on a temp SQLite store, with disco when `disco`; keep the directory alive.
-async fn core(disco: bool) -> (Arc<Core>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = rookery_store::Store::open(&url).await.unwrap();
-    let mut builder = CoreBuilder::new(CoreConfig::default(), store);
+/// A core with an in-memory account directory, with disco when `disco`.
+fn core(disco: bool) -> Arc<Core> {
+    let mut builder = CoreBuilder::new(
+        CoreConfig::default(),
+        Arc::new(rookery_core::MemoryAccounts::new()),
+    );
     if disco {
         builder = builder.module(Arc::new(rookery_core::modules::disco::Disco));
     }
-    (builder.build().unwrap(), dir)
+    builder.build().unwrap()
 }
 
 /// The component listener of `core` with `config`, on a free loopback port.
@@ -72,7 +71,7 @@ async fn disconnected(route: &ComponentRoute) -> bool {
 }
 
 async fn server(on_conflict: OnConflict) -> Server {
-    let (core, dir) = core(true).await;
+    let core = core(true);
     let config = ComponentConfig {
         on_conflict,
         service: vec![
@@ -89,12 +88,7 @@ async fn server(on_conflict: OnConflict) -> Server {
         ..ComponentConfig::default()
     };
     let (comps, port) = listen(&core, config).await;
-    Server {
-        core,
-        comps,
-        port,
-        _dir: dir,
-    }
+    Server { core, comps, port }
 }
 
 /// A raw component connection.
@@ -428,7 +422,7 @@ async fn disconnected_component_bounces_iq_and_message() {
 
 #[tokio::test]
 async fn a_component_that_does_not_read_is_disconnected() {
-    let (core, _dir) = core(false).await;
+    let core = core(false);
     let config = ComponentConfig {
         queue: 4,
         service: vec![bot()],
@@ -476,7 +470,7 @@ fn config_errors_stop_the_start() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (core, _dir) = core(false).await;
+        let core = core(false);
         let svc = |d: &str| ServiceConfig {
             domain: d.into(),
             secret: Some("s".into()),
@@ -505,7 +499,7 @@ fn config_errors_stop_the_start() {
 
 #[tokio::test]
 async fn a_silent_component_is_pinged_then_dropped_and_the_domain_freed() {
-    let (core, _dir) = core(false).await;
+    let core = core(false);
     let config = ComponentConfig {
         ping_interval_secs: 1,
         ping_timeout_secs: 1,

@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use rookery_core::session::SessionEnd;
-use rookery_core::{Core, CoreBuilder, CoreConfig, Outbound, SessionHandle};
+use rookery_core::{Core, CoreBuilder, CoreConfig, MemoryAccounts, Outbound, SessionHandle};
 use rookery_jid::Jid;
 use rookery_proto::Stanza;
-use rookery_store::Store;
 use rookery_xml::{Element, CONTENT_NS};
 
 fn message(to: &str) -> Stanza {
@@ -39,8 +38,7 @@ fn message(to: &str) -> Stanza {
 }
 
 async fn setup() -> (Arc<Core>, Vec<SessionEnd>) {
-    let store = Store::open("sqlite::memory:").await.unwrap();
-    let core = CoreBuilder::new(CoreConfig::default(), store)
+    let core = CoreBuilder::new(CoreConfig::default(), Arc::new(MemoryAccounts::new()))
         .build()
         .unwrap();
     let mut ends = Vec::new();

@@ -1,24 +1,36 @@
 //! The heart of the server: the router, the session registry and the module registry.
 //!
 //! Layout:
+//! - [`accounts`]: the [`Accounts`] directory the core is given (it owns no database);
 //! - [`config`]: the settings the core acts on (domain, registration, version disclosure);
 //! - [`session`]: [`SessionHandle`], how the router reaches a connection: a bounded queue of
 //!   already-serialized bytes plus a kill switch;
 //! - [`module`]: the [`Module`] trait — what an extension declares (IQ payloads, hooks, disco
 //!   features) and how it is called;
-//! - [`router`]: [`Core`] and its `route` — the one typed route table of design.md;
+//! - [`router`]: [`Core`] and its `route` — the one typed route table of design.md — over
+//!   its parts, each testable alone: [`registry`] (bound sessions and their priorities),
+//!   [`domains`] (component/service domains and the remote route), [`requests`] (IQs the
+//!   server sent, waiting for their answer) and [`tables`] (what the modules declared: IQ
+//!   handlers, hooks, disco and stream features);
 //! - [`modules`]: the core modules every server has (disco, ping, version, register).
 //!
 //! Listeners (c2s, s2s, component) depend on this crate, never the reverse: they hand the
 //! core trusted stanzas and receive bytes through their [`SessionHandle`].
 
+pub mod accounts;
 pub mod config;
+pub mod domains;
 pub mod module;
 pub mod modules;
+pub mod registry;
+pub mod requests;
 pub mod router;
 pub mod session;
+pub mod tables;
 
+pub use accounts::{AccountError, Accounts, MemoryAccounts};
 pub use config::CoreConfig;
+pub use domains::DomainRoute;
 pub use module::{Declaration, Flow, HookPoint, Identity, IqTarget, Module, SessionEvent};
-pub use router::{Core, CoreBuilder, DomainRoute};
+pub use router::{Core, CoreBuilder};
 pub use session::{Outbound, SessionHandle, SessionId};

@@ -22,68 +22,47 @@
 //!
 //! Unhandled IQ get/set get `service-unavailable` from [`Core::reply_error`]; IQ result/error
 //! and error stanzas are never answered with an error. IQ results and errors addressed to the
-//! server answer the requests modules sent with [`Core::request`]. The session registry is a sharded map
-//! (no global lock on the routing path); each stanza is serialized once and the bytes shared.
+//! server answer the requests modules sent with [`Core::request`]. Each stanza is serialized
+//! once and the bytes shared.
+//!
+//! `Core` is the facade over the parts the table consults, each with one job and its own
+//! tests: [`crate::registry`] (bound sessions, a sharded map: no global lock on the routing
+//! path), [`crate::domains`], [`crate::requests`], [`crate::tables`] and the
+//! [`crate::accounts`] directory. The table itself is tested row by row in `router_tests.rs`.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use dashmap::DashMap;
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{
     IqType, MessageType, PresenceType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind,
 };
-use rookery_store::Store;
 use rookery_xml::Element;
-use tokio::sync::oneshot;
 
+use crate::accounts::Accounts;
 use crate::config::CoreConfig;
+use crate::domains::{DomainRoute, Domains};
 use crate::module::{Flow, HookPoint, Identity, IqTarget, Module, SessionEvent};
+use crate::registry::Registry;
+use crate::requests::Requests;
 use crate::session::{SessionHandle, SessionId};
+use crate::tables::Tables;
 
-/// Where stanzas for a whole domain go (a component, a service, a remote server).
-#[async_trait]
-pub trait DomainRoute: Send + Sync + 'static {
-    /// Takes the stanza; an error is bounced to the sender.
-    async fn deliver(&self, stanza: Stanza) -> Result<(), StanzaError>;
-
-    /// Whether disco#items of the server lists this domain now (a component only while it
-    /// is connected). Default: always.
-    fn listed(&self) -> bool {
-        true
-    }
-
-    /// The name disco#items shows for this domain, if any.
-    fn name(&self) -> Option<String> {
-        None
-    }
-}
-
-/// One bound resource of an account.
-#[derive(Debug, Clone)]
-struct Resource {
-    handle: SessionHandle,
-    /// `Some(priority)` once the session sent available presence.
-    priority: Option<i8>,
-}
-
-/// Builds a [`Core`] from config, store and modules.
+/// Builds a [`Core`] from config, account directory and modules.
 pub struct CoreBuilder {
     config: CoreConfig,
-    store: Store,
+    accounts: Arc<dyn Accounts>,
     modules: Vec<Arc<dyn Module>>,
 }
 
 impl CoreBuilder {
     /// Starts a builder.
-    pub fn new(config: CoreConfig, store: Store) -> Self {
+    pub fn new(config: CoreConfig, accounts: Arc<dyn Accounts>) -> Self {
         CoreBuilder {
             config,
-            store,
+            accounts,
             modules: Vec::new(),
         }
     }
@@ -99,59 +78,14 @@ impl CoreBuilder {
     /// configured domain is not a valid domainpart.
     pub fn build(self) -> Result<Arc<Core>, rookery_jid::JidError> {
         let domain_jid = BareJid::new(None, &self.config.domain)?;
-        let mut iq_routes = HashMap::new();
-        let mut hooks: HashMap<HookPoint, Vec<usize>> = HashMap::new();
-        let mut identities = vec![Identity {
-            category: "server",
-            kind: "im",
-            name: Some("Rookery".into()),
-        }];
-        let mut server_features = Vec::new();
-        let mut account_features = Vec::new();
-        let mut account_identities = Vec::new();
-        let mut session_listeners = Vec::new();
-        let mut stream_features = Vec::new();
-        for (i, m) in self.modules.iter().enumerate() {
-            let d = m.declare();
-            for (target, ns, name) in d.iqs {
-                if iq_routes.insert((target, ns, name), i).is_some() {
-                    tracing::warn!(module = m.name(), ns, name, "IQ handler registered twice");
-                }
-            }
-            for h in d.hooks {
-                hooks.entry(h).or_default().push(i);
-            }
-            identities.extend(d.server_identities);
-            server_features.extend(d.server_features);
-            account_features.extend(d.account_features);
-            account_identities.extend(d.account_identities);
-            if d.session_events {
-                session_listeners.push(i);
-            }
-            stream_features.extend(d.stream_features);
-        }
-        server_features.sort_unstable();
-        server_features.dedup();
-        account_features.sort_unstable();
-        account_features.dedup();
         Ok(Arc::new(Core {
             domain_jid,
             config: self.config,
-            store: self.store,
-            modules: self.modules,
-            iq_routes,
-            hooks,
-            identities,
-            server_features,
-            account_features,
-            account_identities,
-            session_listeners,
-            stream_features,
-            sessions: DashMap::new(),
-            pending: DashMap::new(),
-            next_request: AtomicU64::new(1),
-            domains: DashMap::new(),
-            remote: OnceLock::new(),
+            accounts: self.accounts,
+            tables: Tables::new(self.modules),
+            sessions: Registry::default(),
+            requests: Requests::default(),
+            domains: Domains::default(),
             next_id: AtomicU64::new(1),
         }))
     }
@@ -161,22 +95,11 @@ impl CoreBuilder {
 pub struct Core {
     config: CoreConfig,
     domain_jid: BareJid,
-    store: Store,
-    modules: Vec<Arc<dyn Module>>,
-    iq_routes: HashMap<(IqTarget, &'static str, &'static str), usize>,
-    hooks: HashMap<HookPoint, Vec<usize>>,
-    identities: Vec<Identity>,
-    server_features: Vec<&'static str>,
-    account_features: Vec<&'static str>,
-    account_identities: Vec<Identity>,
-    session_listeners: Vec<usize>,
-    stream_features: Vec<Element>,
-    sessions: DashMap<BareJid, Vec<Resource>>,
-    /// Requests sent by [`Core::request`]: id → (addressee, waiter).
-    pending: DashMap<String, (Jid, oneshot::Sender<Stanza>)>,
-    next_request: AtomicU64,
-    domains: DashMap<String, Arc<dyn DomainRoute>>,
-    remote: OnceLock<Arc<dyn DomainRoute>>,
+    accounts: Arc<dyn Accounts>,
+    tables: Tables,
+    sessions: Registry,
+    requests: Requests,
+    domains: Domains,
     next_id: AtomicU64,
 }
 
@@ -196,65 +119,56 @@ impl Core {
         &self.domain_jid
     }
 
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The account directory (the store, wired in by the server).
+    pub fn accounts(&self) -> &Arc<dyn Accounts> {
+        &self.accounts
     }
 
     /// Server disco identities (from all modules).
     pub fn identities(&self) -> &[Identity] {
-        &self.identities
+        self.tables.identities()
     }
 
     /// Server disco features (from all modules).
     pub fn server_features(&self) -> &[&'static str] {
-        &self.server_features
+        self.tables.server_features()
     }
 
     /// Account disco features (from all modules).
     pub fn account_features(&self) -> &[&'static str] {
-        &self.account_features
+        self.tables.account_features()
     }
 
     /// Account disco identities other than `account/registered` (from all modules).
     pub fn account_identities(&self) -> &[Identity] {
-        &self.account_identities
+        self.tables.account_identities()
     }
 
     /// The modules, in the order they were added (for disco nodes and items they answer).
     pub fn modules(&self) -> &[Arc<dyn Module>] {
-        &self.modules
+        self.tables.modules()
     }
 
     /// Stream features modules offer to clients after authentication.
     pub fn stream_features(&self) -> &[Element] {
-        &self.stream_features
+        self.tables.stream_features()
     }
 
     /// Domains with a registered route (components, services), for disco#items.
     pub fn routed_domains(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.domains.iter().map(|e| e.key().clone()).collect();
-        v.sort();
-        v
+        self.domains.names()
     }
 
     /// Whether `domain` has a registered route (a component or service domain we serve);
     /// the federation trust rule asks this for every incoming stanza, without allocating.
     pub fn has_domain_route(&self, domain: &str) -> bool {
-        self.domains.contains_key(domain)
+        self.domains.has(domain)
     }
 
     /// The routed domains disco#items of the server lists now (see [`DomainRoute::listed`]),
     /// with their names, sorted by domain.
     pub fn routed_items(&self) -> Vec<(String, Option<String>)> {
-        let mut v: Vec<(String, Option<String>)> = self
-            .domains
-            .iter()
-            .filter(|e| e.value().listed())
-            .map(|e| (e.key().clone(), e.value().name()))
-            .collect();
-        v.sort();
-        v
+        self.domains.listed()
     }
 
     /// A fresh session id.
@@ -269,17 +183,17 @@ impl Core {
 
     /// Routes every stanza for `domain` to `route` (replacing any previous one).
     pub fn register_domain(&self, domain: &str, route: Arc<dyn DomainRoute>) {
-        self.domains.insert(domain.to_string(), route);
+        self.domains.register(domain, route);
     }
 
     /// Removes the route for `domain`.
     pub fn unregister_domain(&self, domain: &str) {
-        self.domains.remove(domain);
+        self.domains.unregister(domain);
     }
 
     /// Sets the route for remote domains (s2s). Only the first call takes effect.
     pub fn set_remote_route(&self, route: Arc<dyn DomainRoute>) {
-        let _ = self.remote.set(route);
+        self.domains.set_remote(route);
     }
 
     // ---- session registry ----------------------------------------------------------------
@@ -288,18 +202,7 @@ impl Core {
     /// caller closes with `conflict` (RFC 6120 §7.7.2.2).
     pub async fn bind(self: &Arc<Self>, handle: SessionHandle) -> Option<SessionHandle> {
         let jid = handle.jid().clone();
-        let replaced = {
-            let mut entry = self.sessions.entry(jid.to_bare()).or_default();
-            let old = entry
-                .iter()
-                .position(|r| r.handle.jid() == &jid)
-                .map(|i| entry.remove(i).handle);
-            entry.push(Resource {
-                handle,
-                priority: None,
-            });
-            old
-        };
+        let replaced = self.sessions.bind(handle);
         tracing::debug!(%jid, "bound");
         if replaced.is_some() {
             // The replaced session's own unbind will find nothing: report its end here.
@@ -312,96 +215,60 @@ impl Core {
     /// Removes a session if it is still the one registered under its JID, and tells the
     /// modules (so unavailable presence goes out for dead sockets too).
     pub async fn unbind(self: &Arc<Self>, jid: &Jid, id: SessionId) {
-        let bare = jid.to_bare();
-        let removed = match self.sessions.get_mut(&bare) {
-            Some(mut list) => {
-                let before = list.len();
-                list.retain(|r| r.handle.id() != id);
-                before != list.len()
-            }
-            None => false,
-        };
-        self.sessions.remove_if(&bare, |_, v| v.is_empty());
-        if removed {
+        if self.sessions.unbind(jid, id) {
             tracing::debug!(%jid, "unbound");
             self.session_event(SessionEvent::Closed(jid.clone())).await;
         }
     }
 
     async fn session_event(self: &Arc<Self>, ev: SessionEvent) {
-        for &i in &self.session_listeners {
-            if let Some(m) = self.modules.get(i) {
-                m.session_event(self, &ev).await;
-            }
+        for m in self.tables.session_listeners() {
+            m.session_event(self, &ev).await;
         }
     }
 
     /// Records a session's availability: `Some(priority)` after available presence, `None`
     /// after unavailable.
     pub fn set_available(&self, jid: &Jid, priority: Option<i8>) {
-        if let Some(mut list) = self.sessions.get_mut(&jid.to_bare()) {
-            if let Some(r) = list.iter_mut().find(|r| r.handle.jid() == jid) {
-                r.priority = priority;
-            }
-        }
+        self.sessions.set_available(jid, priority)
     }
 
-    /// The session bound to a full JID, if it is a target ([`SessionHandle::is_target`]).
-    ///
-    /// A session whose queue overflowed stays registered until its task unbinds it, but is
-    /// no target any more: what is addressed to it meanwhile is handled as for a resource
-    /// that is not online (RFC 6121 §8.5.3.2), instead of piling up in a queue nobody reads.
+    /// The session bound to a full JID, if it is a target (see [`Registry::session`]).
     pub fn session(&self, jid: &Jid) -> Option<SessionHandle> {
-        self.sessions
-            .get(&jid.to_bare())?
-            .iter()
-            .find(|r| r.handle.jid() == jid && r.handle.is_target())
-            .map(|r| r.handle.clone())
+        self.sessions.session(jid)
     }
 
     /// All sessions of an account that are targets (see [`Core::session`]), with their
     /// priority if available.
     pub fn sessions_of(&self, bare: &BareJid) -> Vec<(SessionHandle, Option<i8>)> {
-        self.sessions
-            .get(bare)
-            .map(|l| {
-                l.iter()
-                    .filter(|r| r.handle.is_target())
-                    .map(|r| (r.handle.clone(), r.priority))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.sessions.sessions_of(bare)
     }
 
     /// Whether `bare` has a bound session (no allocation: for fan-out loops over many
     /// accounts, most of them offline).
     pub fn has_sessions(&self, bare: &BareJid) -> bool {
-        self.sessions.contains_key(bare)
+        self.sessions.has_sessions(bare)
     }
 
     /// Number of bound sessions.
     pub fn session_count(&self) -> usize {
-        self.sessions.iter().map(|e| e.value().len()).sum()
+        self.sessions.count()
     }
 
     /// Closes every session (server shutdown).
     pub fn close_all(&self, reason: &rookery_proto::StreamError) {
-        for e in self.sessions.iter() {
-            for r in e.value() {
-                r.handle.close(reason.clone());
-            }
-        }
+        self.sessions.close_all(reason)
     }
 
-    /// Whether an account exists (online sessions answer without touching the store).
+    /// Whether an account exists (online sessions answer without asking the directory).
     pub async fn account_exists(&self, bare: &BareJid) -> bool {
-        if self.sessions.contains_key(bare) {
+        if self.sessions.has_sessions(bare) {
             return true;
         }
         let Some(local) = bare.local() else {
             return false;
         };
-        match self.store.accounts().exists(bare.domain(), local).await {
+        match self.accounts.exists(bare.domain(), local).await {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(error = %e, "account lookup failed");
@@ -442,9 +309,7 @@ impl Core {
         payload: Element,
         timeout: Duration,
     ) -> Option<Stanza> {
-        let id = format!("rk-{}", self.next_request.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = oneshot::channel();
-        self.pending.insert(id.clone(), (to.clone(), tx));
+        let (id, rx) = self.requests.open(to.clone());
         let iq = Stanza::iq(
             t,
             &id,
@@ -454,24 +319,8 @@ impl Core {
         );
         self.route(iq).await;
         let answer = tokio::time::timeout(timeout, rx).await;
-        self.pending.remove(&id);
+        self.requests.close(&id);
         answer.ok().and_then(Result::ok)
-    }
-
-    /// Hands an IQ result/error to the [`Core::request`] waiting for it; `false` if none is.
-    fn answer_request(&self, stanza: Stanza) -> bool {
-        let Some(id) = stanza.id() else { return false };
-        let from_ok = |to: &Jid| match stanza.from() {
-            Some(f) => f == to || (to.is_bare() && f.bare_str() == to.as_str()),
-            None => false,
-        };
-        match self.pending.remove_if(id, |_, (to, _)| from_ok(to)) {
-            Some((_, (_, tx))) => {
-                let _ = tx.send(stanza);
-                true
-            }
-            None => false,
-        }
     }
 
     /// Routes a stanza whose `from` the caller has already stamped or checked.
@@ -493,25 +342,21 @@ impl Core {
                     self.route_to_full(stanza, &to).await;
                 }
             }
-            Some(to) => {
-                let route = self.domains.get(to.domain()).map(|r| r.value().clone());
-                let route = route.or_else(|| self.remote.get().cloned());
-                match route {
-                    Some(r) => {
-                        let copy = stanza.clone();
-                        if let Err(e) = r.deliver(stanza).await {
-                            self.reply_error(&copy, e).await;
-                        }
-                    }
-                    None => {
-                        self.reply_error(
-                            &stanza,
-                            StanzaError::new(StanzaErrorCondition::RemoteServerNotFound),
-                        )
-                        .await
+            Some(to) => match self.domains.route_for(to.domain()) {
+                Some(r) => {
+                    let copy = stanza.clone();
+                    if let Err(e) = r.deliver(stanza).await {
+                        self.reply_error(&copy, e).await;
                     }
                 }
-            }
+                None => {
+                    self.reply_error(
+                        &stanza,
+                        StanzaError::new(StanzaErrorCondition::RemoteServerNotFound),
+                    )
+                    .await
+                }
+            },
         }
     }
 
@@ -535,15 +380,10 @@ impl Core {
     /// Runs the hooks of `point`; returns the stanza if none handled it.
     pub async fn run_hooks(self: &Arc<Self>, point: HookPoint, stanza: Stanza) -> Option<Stanza> {
         let mut stanza = stanza;
-        if let Some(list) = self.hooks.get(&point) {
-            for &i in list {
-                let Some(m) = self.modules.get(i) else {
-                    continue;
-                };
-                match m.hook(self, point, stanza).await {
-                    Flow::Continue(s) => stanza = s,
-                    Flow::Handled => return None,
-                }
+        for m in self.tables.hooked(point) {
+            match m.hook(self, point, stanza).await {
+                Flow::Continue(s) => stanza = s,
+                Flow::Handled => return None,
             }
         }
         Some(stanza)
@@ -568,7 +408,7 @@ impl Core {
                 }
             }
             StanzaKind::Iq(_) => {
-                self.answer_request(stanza);
+                self.requests.answer(stanza);
             }
             StanzaKind::Message(_) => {
                 // RFC 6120 §10.3.1: as if addressed to the sender's bare JID.
@@ -586,7 +426,7 @@ impl Core {
                     .await
             }
             StanzaKind::Iq(_) => {
-                self.answer_request(stanza);
+                self.requests.answer(stanza);
             }
             StanzaKind::Message(MessageType::Chat | MessageType::Normal) => {
                 self.reply_unavailable(&stanza).await
@@ -597,10 +437,7 @@ impl Core {
 
     fn iq_handler(&self, target: IqTarget, iq: &Stanza) -> Option<&Arc<dyn Module>> {
         let p = iq.payload()?;
-        // The map is covariant in its key, so it can be searched with borrowed strings.
-        let routes: &HashMap<(IqTarget, &str, &str), usize> = &self.iq_routes;
-        let &i = routes.get(&(target, p.ns(), p.name()))?;
-        self.modules.get(i)
+        self.tables.iq_handler(target, p.ns(), p.name())
     }
 
     async fn handle_iq(self: &Arc<Self>, target: IqTarget, to: &BareJid, iq: Stanza) {
@@ -757,3 +594,7 @@ pub fn presence_priority(stanza: &Stanza) -> i8 {
         .and_then(|t| t.trim().parse::<i8>().ok())
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

@@ -10,12 +10,11 @@ use async_trait::async_trait;
 use rookery_core::module::IqResult;
 use rookery_core::session::SessionEnd;
 use rookery_core::{
-    Core, CoreBuilder, CoreConfig, Declaration, Flow, HookPoint, IqTarget, Module, Outbound,
-    SessionEvent, SessionHandle,
+    Core, CoreBuilder, CoreConfig, Declaration, Flow, HookPoint, IqTarget, MemoryAccounts, Module,
+    Outbound, SessionEvent, SessionHandle,
 };
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{IqType, Stanza, StanzaKind};
-use rookery_store::Store;
 use rookery_xml::{Element, CONTENT_NS};
 
 /// Records every hook call and session event; drops stanzas whose body is "drop".
@@ -88,9 +87,8 @@ impl Module for Recorder {
 }
 
 async fn setup() -> (Arc<Core>, Arc<Recorder>) {
-    let store = Store::open("sqlite::memory:").await.unwrap();
     let rec = Arc::new(Recorder::default());
-    let core = CoreBuilder::new(CoreConfig::default(), store)
+    let core = CoreBuilder::new(CoreConfig::default(), Arc::new(MemoryAccounts::new()))
         .module(rec.clone())
         .build()
         .unwrap();

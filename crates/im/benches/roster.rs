@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use rookery_core::session::SessionEnd;
-use rookery_core::{Core, CoreBuilder, CoreConfig, Outbound, SessionHandle};
+use rookery_core::{
+    Accounts, Core, CoreBuilder, CoreConfig, MemoryAccounts, Outbound, SessionHandle,
+};
 use rookery_im::{Im, ImConfig};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::Stanza;
@@ -108,13 +110,17 @@ async fn setup(n: usize) -> Fixture {
     let store = Store::open("sqlite::memory:").await.unwrap();
     let creds = Credentials::derive("pencil", 64).unwrap();
     let d = "localhost";
+    // The same accounts in the store (rosters refer to them) and in the core's directory.
+    let directory = Arc::new(MemoryAccounts::new());
     let accounts = store.accounts();
     for u in ["big", "x1", "x2"] {
         accounts.create(d, u, &creds).await.unwrap();
+        directory.create(d, u, &creds).await.unwrap();
     }
     for i in 0..n {
         let u = format!("c{i}");
         accounts.create(d, &u, &creds).await.unwrap();
+        directory.create(d, &u, &creds).await.unwrap();
         store
             .rosters()
             .put(d, "big", &item(&format!("{u}@localhost")))
@@ -126,8 +132,8 @@ async fn setup(n: usize) -> Fixture {
             .await
             .unwrap();
     }
-    let (im, modules) = rookery_im::modules(ImConfig::default());
-    let mut b = CoreBuilder::new(CoreConfig::default(), store);
+    let (im, modules) = rookery_im::modules(ImConfig::default(), store);
+    let mut b = CoreBuilder::new(CoreConfig::default(), directory);
     for m in modules {
         b = b.module(m);
     }

@@ -90,7 +90,7 @@ pub async fn blocks(im: &Im, core: &Core, owner: &BareJid, j: &Jid) -> bool {
     }
     let c = candidates(j);
     let refs: Vec<&str> = c.iter().map(String::as_str).collect();
-    match core
+    match im
         .store()
         .blocking()
         .any_blocked(owner.domain(), user, &refs)
@@ -159,7 +159,7 @@ impl Blocking {
                 .blocklist_locked(core, owner)
                 .await
                 .map_err(internal)?;
-            let store = core.store().blocking();
+            let store = self.im.store().blocking();
             let current: HashSet<String> = read(&list).clone();
             if block {
                 let new: Vec<String> = strings
@@ -213,7 +213,7 @@ impl Blocking {
             let Ok(jid) = Jid::parse(j) else { continue };
             let subscriber = jid.is_bare()
                 && matches!(
-                    self.im.roster_item(core, owner, &jid.to_bare()).await,
+                    self.im.roster_item(owner, &jid.to_bare()).await,
                     Ok(Some(i)) if i.subscription.has_from()
                 );
             if !subscriber {
@@ -347,7 +347,7 @@ mod tests {
     /// memory (the store is closed here to prove it), and dropped with the last session.
     #[tokio::test]
     async fn block_list_of_an_online_account_is_cached_and_evicted() {
-        use rookery_core::{CoreBuilder, CoreConfig, SessionHandle};
+        use rookery_core::{CoreBuilder, CoreConfig, MemoryAccounts, SessionHandle};
         use rookery_store::{Credentials, Store};
 
         let store = Store::open("sqlite::memory:").await.unwrap();
@@ -362,10 +362,10 @@ mod tests {
             .add("localhost", "alice", &["mallory@evil.lit".to_owned()])
             .await
             .unwrap();
-        let core = CoreBuilder::new(CoreConfig::default(), store.clone())
+        let core = CoreBuilder::new(CoreConfig::default(), Arc::new(MemoryAccounts::new()))
             .build()
             .unwrap();
-        let im = Im::new(crate::ImConfig::default());
+        let im = Im::new(crate::ImConfig::default(), store.clone());
         let alice = BareJid::parse("alice@localhost").unwrap();
         let full = Jid::parse("alice@localhost/r").unwrap();
         let (h, _end) = SessionHandle::new(core.next_session_id(), full.clone(), 8);

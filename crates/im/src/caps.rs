@@ -280,7 +280,7 @@ pub async fn observe_remote(im: &Arc<Im>, core: &Arc<Core>, owner: &BareJid, sta
     if !core.has_sessions(owner) {
         return;
     }
-    match im.roster_item(core, owner, &from.to_bare()).await {
+    match im.roster_item(owner, &from.to_bare()).await {
         Ok(Some(_)) => {}
         Ok(None) => return,
         Err(e) => {

@@ -14,7 +14,9 @@ use rookery_xml::Element;
 
 use crate::roster::internal;
 use crate::state::Im;
-use crate::util::{err, now_unix};
+use rookery_proto::time::now_unix;
+
+use crate::util::err;
 
 /// The last activity module.
 pub struct Last {
@@ -67,7 +69,7 @@ impl Module for Last {
             .ok_or_else(|| StanzaError::new(Cond::BadRequest))?;
         if &requester != to {
             let subscribed = matches!(
-                self.im.roster_item(core, to, &requester).await,
+                self.im.roster_item(to, &requester).await,
                 Ok(Some(i)) if i.subscription.has_from()
             );
             if !subscribed {
@@ -80,7 +82,8 @@ impl Module for Last {
         if self.im.has_available(core, to) {
             return Ok(Some(answer(0, "")));
         }
-        match core
+        match self
+            .im
             .store()
             .userdata()
             .last_activity(to.domain(), user)

@@ -39,6 +39,7 @@ pub mod vcard;
 use std::sync::Arc;
 
 use rookery_core::Module;
+use rookery_store::Store;
 
 pub use config::ImConfig;
 pub use state::Im;
@@ -46,8 +47,8 @@ pub use state::Im;
 /// The IM modules, in hook order (blocking first, so that nothing else sees a blocked
 /// stanza), sharing one [`Im`] state. The returned [`Im`] answers questions other crates ask
 /// (e.g. PEP: does this resource want `node+notify`? see [`Im::wants_notify`]).
-pub fn modules(config: ImConfig) -> (Arc<Im>, Vec<Arc<dyn Module>>) {
-    let im = Arc::new(Im::new(config));
+pub fn modules(config: ImConfig, store: Store) -> (Arc<Im>, Vec<Arc<dyn Module>>) {
+    let im = Arc::new(Im::new(config, store));
     let mut v: Vec<Arc<dyn Module>> = Vec::new();
     if im.config().blocking.enabled {
         v.push(Arc::new(blocking::Blocking::new(im.clone())));

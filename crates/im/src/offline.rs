@@ -37,7 +37,9 @@ use rookery_xml::CONTENT_NS;
 use crate::presence::PACE_TIMEOUT;
 use crate::roster::internal;
 use crate::state::Im;
-use crate::util::{delay, err, now_unix, parse_stanza};
+use rookery_proto::time::{delay, now_unix};
+
+use crate::util::{err, parse_stanza};
 
 /// Messages fetched from the store per delivery round.
 const BATCH: u64 = 100;
@@ -106,7 +108,7 @@ pub async fn store(
     let xml = String::from_utf8_lossy(&m.to_bytes()).into_owned();
     let max = u64::try_from(im.config().offline.max_per_user).unwrap_or(u64::MAX);
     let _g = im.lock(owner).await;
-    let stored = core
+    let stored = im
         .store()
         .offline()
         .push(owner.domain(), user, &xml, max)
@@ -126,7 +128,7 @@ pub async fn store(
 
 /// Delivers the stored messages of the session's account to `session` (paced) and deletes
 /// them once queued. Runs outside the session's own task.
-pub async fn deliver(im: &Im, core: &Core, session: &SessionHandle) {
+pub async fn deliver(im: &Im, session: &SessionHandle) {
     let owner = session.jid().to_bare();
     let Some(user) = owner.local() else { return };
     // One delivery per account at a time: a second resource coming up meanwhile finds the
@@ -134,7 +136,7 @@ pub async fn deliver(im: &Im, core: &Core, session: &SessionHandle) {
     if im.offline_delivering.insert(owner.clone(), ()).is_some() {
         return;
     }
-    let store = core.store().offline();
+    let store = im.store().offline();
     loop {
         let batch = match store.list(owner.domain(), user, BATCH).await {
             Ok(b) => b,
@@ -201,7 +203,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_stored_again_keeps_its_first_stamp() {
-        use rookery_core::{CoreBuilder, CoreConfig};
+        use rookery_core::{CoreBuilder, CoreConfig, MemoryAccounts};
         use rookery_store::{Credentials, Store};
 
         let db = Store::open("sqlite::memory:").await.unwrap();
@@ -210,19 +212,21 @@ mod tests {
             .create("localhost", "bob", &creds)
             .await
             .unwrap();
-        let core = CoreBuilder::new(CoreConfig::default(), db).build().unwrap();
-        let im = Im::new(crate::ImConfig::default());
+        let core = CoreBuilder::new(CoreConfig::default(), Arc::new(MemoryAccounts::new()))
+            .build()
+            .unwrap();
+        let im = Im::new(crate::ImConfig::default(), db);
         let bob = BareJid::parse("bob@localhost").unwrap();
         let first = msg(
             "<message from='a@localhost/r' to='bob@localhost' type='chat'>\
                          <body>hi</body></message>",
         );
         store(&im, &core, &bob, &first).await.unwrap();
-        let listed = core.store().offline().list("localhost", "bob", 10).await;
+        let listed = im.store().offline().list("localhost", "bob", 10).await;
         let once = parse_stanza(&listed.unwrap()[0].stanza).unwrap();
         // Delivered, not acknowledged, routed back into storage.
         store(&im, &core, &bob, &once).await.unwrap();
-        let all = core
+        let all = im
             .store()
             .offline()
             .list("localhost", "bob", 10)

@@ -36,7 +36,9 @@ use rookery_xml::{Element, CONTENT_NS};
 
 use crate::state::{read, Im};
 use crate::subscription::{transition, Action, Event, Outcome, State};
-use crate::util::{delay, now_unix, parse_stanza};
+use rookery_proto::time::{delay, now_unix};
+
+use crate::util::parse_stanza;
 use crate::{blocking, caps, offline, roster};
 
 /// Contacts handled between two yields to the scheduler in a broadcast.
@@ -57,34 +59,13 @@ impl PresenceModule {
     }
 }
 
-fn presence(t: Option<&str>, from: &Jid, to: &Jid) -> Stanza {
-    let mut el = Element::new("presence", CONTENT_NS)
-        .with_attr("from", from.as_str())
-        .with_attr("to", to.as_str());
-    if let Some(t) = t {
-        el.set_attr("type", t);
-    }
-    // Built from valid parts: parsing cannot fail, but never panic on it.
-    Stanza::from_element(el).unwrap_or_else(|_| unreachable_stanza())
-}
-
-/// A harmless stanza for the impossible case above.
-fn unreachable_stanza() -> Stanza {
-    #[allow(clippy::expect_used)]
-    Stanza::from_element(Element::new("presence", CONTENT_NS)).expect("a bare presence parses")
-}
-
-fn type_str(t: PresenceType) -> Option<&'static str> {
-    Some(match t {
-        PresenceType::Available => return None,
-        PresenceType::Unavailable => "unavailable",
-        PresenceType::Subscribe => "subscribe",
-        PresenceType::Subscribed => "subscribed",
-        PresenceType::Unsubscribe => "unsubscribe",
-        PresenceType::Unsubscribed => "unsubscribed",
-        PresenceType::Probe => "probe",
-        PresenceType::Error => "error",
-    })
+/// Unavailable presence from `from` to `to` (RFC 6121 §4.5).
+fn unavailable(from: &Jid, to: &Jid) -> Stanza {
+    Stanza::presence(
+        PresenceType::Unavailable,
+        Some(from.clone()),
+        Some(to.clone()),
+    )
 }
 
 /// `stanza` readdressed to `to`.
@@ -101,10 +82,10 @@ pub async fn route_subscription(
     contact: &BareJid,
     t: PresenceType,
 ) {
-    core.route(presence(
-        type_str(t),
-        &owner.clone().into(),
-        &contact.clone().into(),
+    core.route(Stanza::presence(
+        t,
+        Some(owner.clone().into()),
+        Some(contact.clone().into()),
     ))
     .await;
 }
@@ -112,7 +93,7 @@ pub async fn route_subscription(
 /// Sends `unavailable` from each available resource of `owner` to `to`.
 pub async fn send_unavailable_to(im: &Im, core: &Arc<Core>, owner: &BareJid, to: &Jid) {
     for h in im.available_handles(core, owner) {
-        core.route(presence(Some("unavailable"), h.jid(), to)).await;
+        core.route(unavailable(h.jid(), to)).await;
     }
 }
 
@@ -137,8 +118,7 @@ pub async fn forget_sessions(im: &Im, core: &Arc<Core>, owner: &BareJid) {
         };
         core.set_available(h.jid(), None);
         for to in directed {
-            core.route(presence(Some("unavailable"), h.jid(), &to))
-                .await;
+            core.route(unavailable(h.jid(), &to)).await;
         }
     }
 }
@@ -165,7 +145,7 @@ async fn record_last(im: &Im, core: &Core, owner: &BareJid, status: String) {
         at: now_unix(),
         status,
     };
-    if let Err(e) = core
+    if let Err(e) = im
         .store()
         .userdata()
         .set_last_activity(owner.domain(), user, &last)
@@ -325,11 +305,11 @@ impl PresenceModule {
             StanzaKind::Presence(PresenceType::Unsubscribed) => Event::OutUnsubscribed,
             StanzaKind::Presence(PresenceType::Probe) => return Flow::Handled,
             StanzaKind::Presence(PresenceType::Available) => {
-                self.directed(core, &from, &to, true).await;
+                self.directed(&from, &to, true).await;
                 return Flow::Continue(stanza);
             }
             StanzaKind::Presence(PresenceType::Unavailable) => {
-                self.directed(core, &from, &to, false).await;
+                self.directed(&from, &to, false).await;
                 return Flow::Continue(stanza);
             }
             _ => return Flow::Continue(stanza),
@@ -363,7 +343,7 @@ impl PresenceModule {
     }
 
     /// Records directed presence (RFC 6121 §4.6) to an entity that is not a subscriber.
-    async fn directed(&self, core: &Arc<Core>, from: &Jid, to: &Jid, available: bool) {
+    async fn directed(&self, from: &Jid, to: &Jid, available: bool) {
         let owner = from.to_bare();
         if to.to_bare() == owner {
             return;
@@ -371,7 +351,7 @@ impl PresenceModule {
         if available {
             let subscribed = to.is_bare()
                 && matches!(
-                    self.im.roster_item(core, &owner, &to.to_bare()).await,
+                    self.im.roster_item(&owner, &to.to_bare()).await,
                     Ok(Some(RosterItem { subscription, .. })) if subscription.has_from()
                 );
             if !subscribed {
@@ -397,8 +377,8 @@ impl PresenceModule {
     ) -> Option<(State, Outcome)> {
         let _g = self.im.lock(owner).await;
         let r = async {
-            let item = self.im.roster_item(core, owner, contact).await?;
-            let pending_in = self.im.has_pending_in(core, owner, contact).await?;
+            let item = self.im.roster_item(owner, contact).await?;
+            let pending_in = self.im.has_pending_in(owner, contact).await?;
             let (sub, ask, approved) = item
                 .as_ref()
                 .map_or((Default::default(), false, false), |i| {
@@ -414,7 +394,7 @@ impl PresenceModule {
                 } else {
                     None
                 };
-                self.im.set_pending_in(core, owner, contact, store).await?;
+                self.im.set_pending_in(owner, contact, store).await?;
             }
             let item_changed = outcome.next.subscription() != before.subscription()
                 || outcome.next.pending_out() != before.pending_out()
@@ -430,7 +410,7 @@ impl PresenceModule {
                     approved: outcome.approved,
                     ..item.unwrap_or_default()
                 };
-                let new = self.im.roster_put(core, owner, contact, new).await?;
+                let new = self.im.roster_put(owner, contact, new).await?;
                 roster::push(&self.im, core, owner, contact.as_str(), Some(&new), new.ver);
             }
             Ok::<_, rookery_store::StoreError>((before, outcome))
@@ -534,7 +514,7 @@ impl PresenceModule {
                 return;
             }
             let subscribed = matches!(
-                self.im.roster_item(core, owner, &prober_bare).await,
+                self.im.roster_item(owner, &prober_bare).await,
                 Ok(Some(RosterItem { subscription, .. })) if subscription.has_from()
             );
             let directed = self.im.available_handles(core, owner).iter().any(|h| {
@@ -566,9 +546,10 @@ impl PresenceModule {
             return;
         }
         // No available resource: unavailable, stamped with the last logout if known.
-        let mut p = presence(Some("unavailable"), &owner.clone().into(), prober);
+        let mut p = unavailable(&owner.clone().into(), prober);
         if let Some(user) = owner.local() {
-            if let Ok(Some(last)) = core
+            if let Ok(Some(last)) = self
+                .im
                 .store()
                 .userdata()
                 .last_activity(owner.domain(), user)
@@ -592,16 +573,12 @@ impl PresenceModule {
         let owner = jid.to_bare();
         let was_available = state.presence.is_some();
         if was_available || !state.directed.is_empty() {
-            let el = Element::new("presence", CONTENT_NS)
-                .with_attr("from", jid.as_str())
-                .with_attr("type", "unavailable");
-            if let Ok(stanza) = Stanza::from_element(el) {
-                if was_available {
-                    self.to_own_resources(core, jid, &stanza, false);
-                }
-                self.unavailable(core, jid, &stanza, was_available, state.directed)
-                    .await;
+            let stanza = Stanza::presence(PresenceType::Unavailable, Some(jid.clone()), None);
+            if was_available {
+                self.to_own_resources(core, jid, &stanza, false);
             }
+            self.unavailable(core, jid, &stanza, was_available, state.directed)
+                .await;
         }
         self.im.evict_if_offline(core, &owner).await;
     }
@@ -623,12 +600,7 @@ async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, pr
     };
     // §3.1.3: pending inbound requests, redelivered to an interested resource.
     if im.session(&jid, |s| s.interested).unwrap_or(false) {
-        match core
-            .store()
-            .rosters()
-            .pending_in(owner.domain(), user)
-            .await
-        {
+        match im.store().rosters().pending_in(owner.domain(), user).await {
             Ok(list) => {
                 for p in list {
                     if let Some(s) = parse_stanza(&p.stanza) {
@@ -660,8 +632,12 @@ async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, pr
             continue;
         }
         if !core.is_local_domain(contact.domain()) {
-            core.route(presence(Some("probe"), &owner.clone().into(), &contact_jid))
-                .await;
+            core.route(Stanza::presence(
+                PresenceType::Probe,
+                Some(owner.clone().into()),
+                Some(contact_jid),
+            ))
+            .await;
             continue;
         }
         let available = im.available(core, contact);
@@ -669,7 +645,7 @@ async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, pr
             continue;
         }
         let authorized = matches!(
-            im.roster_item(core, contact, &owner).await,
+            im.roster_item(contact, &owner).await,
             Ok(Some(RosterItem { subscription, .. })) if subscription.has_from()
         );
         if !authorized || blocking::blocks(im, core, contact, &jid).await {
@@ -686,7 +662,7 @@ async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, pr
     }
     // XEP-0160: offline messages, for a resource that can receive messages.
     if priority >= 0 && im.config().offline.enabled {
-        offline::deliver(im, core, session).await;
+        offline::deliver(im, session).await;
     }
 }
 

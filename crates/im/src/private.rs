@@ -45,7 +45,7 @@ impl Module for Private {
         }
     }
 
-    async fn handle_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
+    async fn handle_iq(&self, _core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
         let owner = own_account(iq, to)?;
         let user = owner
             .local()
@@ -60,7 +60,7 @@ impl Module for Private {
         if children.iter().any(|c| reserved(c.ns())) {
             return Err(err(Cond::NotAcceptable, "reserved namespace"));
         }
-        let store = core.store().userdata();
+        let store = self.im.store().userdata();
         match iq.kind() {
             StanzaKind::Iq(IqType::Get) => {
                 let [wanted] = children.as_slice() else {

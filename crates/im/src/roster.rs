@@ -231,7 +231,8 @@ impl RosterModule {
                 .collect()
         };
         let Some(user) = owner.local() else { return };
-        match core
+        match self
+            .im
             .store()
             .rosters()
             .removed_since(owner.domain(), user, since)
@@ -278,7 +279,7 @@ impl RosterModule {
         let _g = self.im.lock(owner).await;
         let existing = self
             .im
-            .roster_item(core, owner, &set.contact)
+            .roster_item(owner, &set.contact)
             .await
             .map_err(internal)?;
         if existing.is_none() {
@@ -305,7 +306,7 @@ impl RosterModule {
         };
         let item = self
             .im
-            .roster_put(core, owner, &set.contact, item)
+            .roster_put(owner, &set.contact, item)
             .await
             .map_err(internal)?;
         push(
@@ -324,12 +325,12 @@ impl RosterModule {
             let _g = self.im.lock(owner).await;
             let item = self
                 .im
-                .roster_item(core, owner, contact)
+                .roster_item(owner, contact)
                 .await
                 .map_err(internal)?;
             let pending_in = self
                 .im
-                .has_pending_in(core, owner, contact)
+                .has_pending_in(owner, contact)
                 .await
                 .map_err(internal)?;
             if item.is_none() && !pending_in {
@@ -337,14 +338,14 @@ impl RosterModule {
             }
             if pending_in {
                 self.im
-                    .set_pending_in(core, owner, contact, None)
+                    .set_pending_in(owner, contact, None)
                     .await
                     .map_err(internal)?;
             }
             if item.is_some() {
                 if let Some(ver) = self
                     .im
-                    .roster_remove(core, owner, contact)
+                    .roster_remove(owner, contact)
                     .await
                     .map_err(internal)?
                 {
@@ -463,9 +464,10 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn set_validation() {
-        let im = Im::new(ImConfig::default());
+    #[tokio::test]
+    async fn set_validation() {
+        let store = rookery_store::Store::open("sqlite::memory:").await.unwrap();
+        let im = Im::new(ImConfig::default(), store);
         let owner = BareJid::parse("juliet@example.com").unwrap();
         let cases: &[(&str, Option<Cond>)] = &[
             (

@@ -30,7 +30,7 @@ use rookery_core::{Core, SessionHandle};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::Stanza;
 use rookery_store::rosters::RosterItem;
-use rookery_store::StoreError;
+use rookery_store::{Store, StoreError};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::caps::{CapsCache, RemoteCaps};
@@ -86,6 +86,8 @@ pub type BlockList = RwLock<HashSet<String>>;
 /// The shared IM state; see the module docs.
 pub struct Im {
     config: ImConfig,
+    /// The store the IM data lives in, handed over by the wiring.
+    store: Store,
     accounts: DashMap<BareJid, Arc<Account>>,
     locks: Box<[Mutex<()>]>,
     /// Never used in practice: the stripe index is always in range.
@@ -130,9 +132,8 @@ async fn cached_or_load<T>(
 }
 
 /// The roster and pending requests of `bare` from the store.
-async fn load_account(core: &Core, bare: &BareJid) -> Result<Account, StoreError> {
+async fn load_account(store: &Store, bare: &BareJid) -> Result<Account, StoreError> {
     let (domain, user) = store_key(bare)?;
-    let store = core.store();
     let roster = store.rosters().load(domain, user).await?;
     let pending = store.rosters().pending_in(domain, user).await?;
     let mut cache = RosterCache {
@@ -160,9 +161,10 @@ async fn load_account(core: &Core, bare: &BareJid) -> Result<Account, StoreError
 
 impl Im {
     /// Fresh state.
-    pub fn new(config: ImConfig) -> Im {
+    pub fn new(config: ImConfig, store: Store) -> Im {
         Im {
             config,
+            store,
             accounts: DashMap::new(),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             fallback_lock: Mutex::new(()),
@@ -180,6 +182,11 @@ impl Im {
     /// Settings.
     pub fn config(&self) -> &ImConfig {
         &self.config
+    }
+
+    /// The store the IM data lives in.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// When the IM state was created (server start), for XEP-0012 server uptime.
@@ -227,7 +234,7 @@ impl Im {
         core: &Core,
         bare: &BareJid,
     ) -> Result<Arc<Account>, StoreError> {
-        cached_or_load(core, &self.accounts, bare, load_account(core, bare)).await
+        cached_or_load(core, &self.accounts, bare, load_account(&self.store, bare)).await
     }
 
     /// The cached block list of `bare`, if loaded.
@@ -257,7 +264,7 @@ impl Im {
     ) -> Result<Arc<BlockList>, StoreError> {
         cached_or_load(core, &self.blocklists, bare, async {
             let (domain, user) = store_key(bare)?;
-            let items = core.store().blocking().list(domain, user).await?;
+            let items = self.store.blocking().list(domain, user).await?;
             Ok(RwLock::new(items.into_iter().collect::<HashSet<String>>()))
         })
         .await
@@ -277,7 +284,6 @@ impl Im {
     /// One roster item of `owner` (cache or store).
     pub async fn roster_item(
         &self,
-        core: &Core,
         owner: &BareJid,
         contact: &BareJid,
     ) -> Result<Option<RosterItem>, StoreError> {
@@ -285,7 +291,7 @@ impl Im {
             return Ok(read(&a.roster).items.get(contact).cloned());
         }
         let (domain, user) = store_key(owner)?;
-        core.store()
+        self.store
             .rosters()
             .get(domain, user, contact.as_str())
             .await
@@ -294,7 +300,6 @@ impl Im {
     /// Whether `owner` has a stored inbound request from `contact` (cache or store).
     pub async fn has_pending_in(
         &self,
-        core: &Core,
         owner: &BareJid,
         contact: &BareJid,
     ) -> Result<bool, StoreError> {
@@ -302,7 +307,7 @@ impl Im {
             return Ok(read(&a.roster).pending_in.contains(contact));
         }
         let (domain, user) = store_key(owner)?;
-        core.store()
+        self.store
             .rosters()
             .has_pending_in(domain, user, contact.as_str())
             .await
@@ -311,14 +316,13 @@ impl Im {
     /// Stores `item` in `owner`'s roster (caller holds the lock); returns it with its version.
     pub async fn roster_put(
         &self,
-        core: &Core,
         owner: &BareJid,
         contact: &BareJid,
         mut item: RosterItem,
     ) -> Result<RosterItem, StoreError> {
         let (domain, user) = store_key(owner)?;
         item.contact = contact.as_str().to_string();
-        let ver = core.store().rosters().put(domain, user, &item).await?;
+        let ver = self.store.rosters().put(domain, user, &item).await?;
         item.ver = ver;
         if let Some(a) = self.cached(owner) {
             let mut r = write(&a.roster);
@@ -332,13 +336,12 @@ impl Im {
     /// `None` if it was not there.
     pub async fn roster_remove(
         &self,
-        core: &Core,
         owner: &BareJid,
         contact: &BareJid,
     ) -> Result<Option<i64>, StoreError> {
         let (domain, user) = store_key(owner)?;
-        let ver = core
-            .store()
+        let ver = self
+            .store
             .rosters()
             .remove(domain, user, contact.as_str())
             .await?;
@@ -354,17 +357,16 @@ impl Im {
     /// (caller holds the lock). Returns whether one was stored before.
     pub async fn set_pending_in(
         &self,
-        core: &Core,
         owner: &BareJid,
         contact: &BareJid,
         stanza: Option<&Stanza>,
     ) -> Result<bool, StoreError> {
         let (domain, user) = store_key(owner)?;
-        let rosters = core.store().rosters();
+        let rosters = self.store.rosters();
         let had = match stanza {
             Some(s) => {
                 let xml = String::from_utf8_lossy(&s.to_bytes()).into_owned();
-                let had = self.has_pending_in(core, owner, contact).await?;
+                let had = self.has_pending_in(owner, contact).await?;
                 rosters
                     .set_pending_in(domain, user, contact.as_str(), &xml)
                     .await?;

@@ -40,11 +40,11 @@ impl Module for VCard {
         }
     }
 
-    async fn handle_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
+    async fn handle_iq(&self, _core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
         let user = to
             .local()
             .ok_or_else(|| StanzaError::new(Cond::ItemNotFound))?;
-        let store = core.store().userdata();
+        let store = self.im.store().userdata();
         match iq.kind() {
             StanzaKind::Iq(IqType::Get) => {
                 let stored = store.vcard(to.domain(), user).await.map_err(internal)?;

@@ -5,7 +5,8 @@
 //! - [`stanza`]: [`Stanza`] — a validated `message`/`presence`/`iq` with parsed addresses;
 //! - [`error`]: [`StanzaError`] (RFC 6120 §8.3) and [`StreamError`] (RFC 6120 §4.9), each a
 //!   closed enum of the conditions the RFC defines, mapped once to the wire;
-//! - [`stream`]: stream headers and stream-level elements (`<stream:features/>`, errors).
+//! - [`stream`]: stream headers and stream-level elements (`<stream:features/>`, errors);
+//! - [`time`]: XEP-0082 date-times and XEP-0203 delay stamps.
 //!
 //! No I/O here: everything is pure and cheap to test.
 
@@ -13,6 +14,7 @@ pub mod error;
 pub mod ns;
 pub mod stanza;
 pub mod stream;
+pub mod time;
 
 pub use error::{ErrorType, StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition};
 pub use stanza::{IqType, MessageType, PresenceType, Stanza, StanzaKind, StanzaParseError};

@@ -64,3 +64,39 @@ pub const LAST: &str = "jabber:iq:last";
 pub const PRIVATE: &str = "jabber:iq:private";
 /// XEP-0115: entity capabilities.
 pub const CAPS: &str = "http://jabber.org/protocol/caps";
+/// XEP-0131: stanza headers (SubID headers on pubsub notifications, XEP-0060 §12.17).
+pub const SHIM: &str = "http://jabber.org/protocol/shim";
+/// XEP-0198: stream management.
+pub const SM: &str = "urn:xmpp:sm:3";
+/// XEP-0352: client state indication.
+pub const CSI: &str = "urn:xmpp:csi:0";
+/// XEP-0220: server dialback.
+pub const DIALBACK: &str = "jabber:server:dialback";
+/// XEP-0220 §2.2: the dialback stream feature.
+pub const DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
+
+/// XEP-0060 (§14 XMPP Registrar Considerations): namespaces and form types of
+/// publish-subscribe, kept under one name so the engine reads `ns::pubsub::EVENT`.
+pub mod pubsub {
+    /// The main pubsub namespace.
+    pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+    /// Owner use cases.
+    pub const OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
+    /// Event notifications.
+    pub const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+    /// Pubsub-specific error conditions.
+    pub const ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+    /// FORM_TYPE of node configuration forms.
+    pub const NODE_CONFIG: &str = "http://jabber.org/protocol/pubsub#node_config";
+    /// FORM_TYPE of publish-options (§7.1.5).
+    pub const PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
+    /// FORM_TYPE of subscription options (§6.3).
+    pub const SUBSCRIBE_OPTIONS: &str = "http://jabber.org/protocol/pubsub#subscribe_options";
+    /// FORM_TYPE of subscription approval requests (§8.6).
+    pub const SUBSCRIBE_AUTHORIZATION: &str =
+        "http://jabber.org/protocol/pubsub#subscribe_authorization";
+    /// FORM_TYPE of node meta-data in disco#info (§5.4).
+    pub const META_DATA: &str = "http://jabber.org/protocol/pubsub#meta-data";
+    /// The `pubsub#` feature prefix.
+    pub const FEATURE_PREFIX: &str = "http://jabber.org/protocol/pubsub#";
+}

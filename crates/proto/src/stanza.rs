@@ -357,6 +357,28 @@ impl Stanza {
         }
     }
 
+    /// Builds a presence stanza of type `t` (RFC 6121 §4.7.1) with no child elements:
+    /// subscription management, probes, and the unavailable presence the server sends for a
+    /// resource. Typed, so nothing is serialized or parsed to build it.
+    pub fn presence(t: PresenceType, from: Option<Jid>, to: Option<Jid>) -> Stanza {
+        let mut el = Element::new("presence", CONTENT_NS);
+        if let Some(f) = &from {
+            el.set_attr("from", f.as_str());
+        }
+        if let Some(t) = &to {
+            el.set_attr("to", t.as_str());
+        }
+        if let Some(ty) = presence_type_attr(t) {
+            el.set_attr("type", ty);
+        }
+        Stanza {
+            kind: StanzaKind::Presence(t),
+            from,
+            to,
+            element: el,
+        }
+    }
+
     /// Builds an IQ request.
     pub fn iq(t: IqType, id: &str, from: Option<Jid>, to: Option<Jid>, payload: Element) -> Stanza {
         let ty = match t {
@@ -384,6 +406,20 @@ impl Stanza {
     }
 }
 
+/// The `type` attribute of a presence of type `t` (none for available, RFC 6121 §4.7.1).
+fn presence_type_attr(t: PresenceType) -> Option<&'static str> {
+    Some(match t {
+        PresenceType::Available => return None,
+        PresenceType::Unavailable => "unavailable",
+        PresenceType::Subscribe => "subscribe",
+        PresenceType::Subscribed => "subscribed",
+        PresenceType::Unsubscribe => "unsubscribe",
+        PresenceType::Unsubscribed => "unsubscribed",
+        PresenceType::Probe => "probe",
+        PresenceType::Error => "error",
+    })
+}
+
 /// The error version of `original`: same name and id, addresses swapped, payload kept.
 fn error_element(original: &Element, error: &StanzaError) -> Element {
     let mut el = original.clone();
@@ -404,6 +440,32 @@ fn error_element(original: &Element, error: &StanzaError) -> Element {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn built_presence_equals_the_parsed_one() {
+        let a = Jid::parse("a@localhost/r").unwrap();
+        let b = Jid::parse("b@example.org").unwrap();
+        for t in [
+            PresenceType::Available,
+            PresenceType::Unavailable,
+            PresenceType::Subscribe,
+            PresenceType::Subscribed,
+            PresenceType::Unsubscribe,
+            PresenceType::Unsubscribed,
+            PresenceType::Probe,
+            PresenceType::Error,
+        ] {
+            let built = Stanza::presence(t, Some(a.clone()), Some(b.clone()));
+            let parsed = Stanza::from_serialized(&built.to_bytes()).unwrap();
+            assert_eq!(parsed.kind(), StanzaKind::Presence(t));
+            assert_eq!(parsed.from(), Some(&a));
+            assert_eq!(parsed.to(), Some(&b));
+            assert_eq!(parsed.element(), built.element());
+        }
+        let bare = Stanza::presence(PresenceType::Unavailable, Some(a.clone()), None);
+        assert!(bare.to().is_none());
+        assert_eq!(bare.element().attr("to"), None);
+    }
 
     fn iq(children: usize) -> Element {
         let mut el = Element::new("iq", CONTENT_NS)

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rookery_core::{CoreBuilder, CoreConfig, Outbound, SessionHandle};
+use rookery_core::{CoreBuilder, CoreConfig, MemoryAccounts, Outbound, SessionHandle};
 use rookery_jid::{BareJid, Jid};
 use rookery_pubsub::engine::{ItemsQuery, PublishRequest};
 use rookery_pubsub::form::{Field, Form};
@@ -116,13 +116,12 @@ impl Counter {
 }
 
 async fn fanout(label: &str, store: Arc<dyn NodeStore>, subscribers: usize) {
-    let core_store = Store::open("sqlite::memory:").await.unwrap();
     let core = CoreBuilder::new(
         CoreConfig {
             session_queue: 4096,
             ..CoreConfig::default()
         },
-        core_store,
+        Arc::new(MemoryAccounts::new()),
     )
     .build()
     .unwrap();

@@ -24,7 +24,7 @@ use rookery_proto::Stanza;
 use rookery_xml::{escape_into, Element, CONTENT_NS};
 
 use crate::config::{AccessModel, NotificationType};
-use crate::ns;
+use rookery_proto::ns;
 
 /// What an event notification reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,8 +337,8 @@ mod tests {
 
     #[test]
     fn template_splices_to() {
-        let ev = Element::new("event", ns::EVENT)
-            .with_child(Element::new("items", ns::EVENT).with_attr("node", "n"));
+        let ev = Element::new("event", ns::pubsub::EVENT)
+            .with_child(Element::new("items", ns::pubsub::EVENT).with_attr("node", "n"));
         let t = Template::new("pubsub.example.org", "headline", "x1", &ev, &[]);
         let a = t.render("a@example.org/r\"");
         let s = std::str::from_utf8(&a).unwrap();

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use rand::Rng;
-use rookery_im::util::{delay, now_unix};
 use rookery_jid::{BareJid, Jid};
+use rookery_proto::time::{delay, now_unix};
 use rookery_proto::Stanza;
 use rookery_xml::Element;
 use tokio::sync::{Mutex, OnceCell, OwnedMutexGuard, RwLock};

@@ -4,7 +4,7 @@
 
 use rookery_xml::Element;
 
-use crate::ns;
+use rookery_proto::ns;
 
 /// A form field (XEP-0004 §3.2).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -81,12 +81,12 @@ impl Form {
 
     /// Reads an `<x xmlns='jabber:x:data'/>`; `None` if `el` is not one.
     pub fn parse(el: &Element) -> Option<Form> {
-        if !el.is("x", ns::DATA) {
+        if !el.is("x", ns::DATA_FORMS) {
             return None;
         }
         let fields = el
             .children()
-            .filter(|c| c.is("field", ns::DATA))
+            .filter(|c| c.is("field", ns::DATA_FORMS))
             .filter_map(|f| {
                 let var = f.attr("var")?.to_string();
                 Some(Field {
@@ -95,7 +95,7 @@ impl Form {
                     label: f.attr("label").map(str::to_string),
                     values: f
                         .children()
-                        .filter(|v| v.is("value", ns::DATA))
+                        .filter(|v| v.is("value", ns::DATA_FORMS))
                         .map(Element::text)
                         .collect(),
                     options: Vec::new(),
@@ -148,9 +148,9 @@ impl Form {
     /// The `<x/>` element. Submitted forms carry only vars and values.
     pub fn to_element(&self) -> Element {
         let submit = self.kind == "submit";
-        let mut x = Element::new("x", ns::DATA).with_attr("type", self.kind.clone());
+        let mut x = Element::new("x", ns::DATA_FORMS).with_attr("type", self.kind.clone());
         for f in &self.fields {
-            let mut el = Element::new("field", ns::DATA).with_attr("var", f.var.clone());
+            let mut el = Element::new("field", ns::DATA_FORMS).with_attr("var", f.var.clone());
             if let Some(k) = f.kind {
                 if !submit || k == "hidden" {
                     el.set_attr("type", k);
@@ -161,16 +161,16 @@ impl Form {
                     el.set_attr("label", l.clone());
                 }
                 for (label, value) in &f.options {
-                    let mut o = Element::new("option", ns::DATA);
+                    let mut o = Element::new("option", ns::DATA_FORMS);
                     if let Some(l) = label {
                         o.set_attr("label", l.clone());
                     }
-                    o.push_child(Element::new("value", ns::DATA).with_text(value.clone()));
+                    o.push_child(Element::new("value", ns::DATA_FORMS).with_text(value.clone()));
                     el.push_child(o);
                 }
             }
             for v in &f.values {
-                el.push_child(Element::new("value", ns::DATA).with_text(v.clone()));
+                el.push_child(Element::new("value", ns::DATA_FORMS).with_text(v.clone()));
             }
             x.push_child(el);
         }
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let f = Form::new("submit", ns::NODE_CONFIG)
+        let f = Form::new("submit", ns::pubsub::NODE_CONFIG)
             .with(Field::new("pubsub#title", "text-single", "a < b"))
             .with(Field {
                 var: "pubsub#roster_groups_allowed".into(),
@@ -194,7 +194,7 @@ mod tests {
                 ..Field::default()
             });
         let back = Form::parse(&f.to_element()).unwrap();
-        assert_eq!(back.form_type(), Some(ns::NODE_CONFIG));
+        assert_eq!(back.form_type(), Some(ns::pubsub::NODE_CONFIG));
         assert_eq!(back.value("pubsub#title"), Some("a < b"));
         assert_eq!(
             back.get("pubsub#roster_groups_allowed").unwrap().values,

@@ -17,25 +17,26 @@
 //! - [`wire`]: `<pubsub/>` IQs to engine calls and back.
 //! - [`service`]: [`PubsubService`], the component-like service at `pubsub.<domain>`.
 //! - [`pep`]: [`pep::Pep`], the account-side module (XEP-0163), and its broadcaster.
-//! - [`setup`]: [`Pubsub`], the wiring the server binary uses (`[pubsub]` settings).
-//! - [`im`]: roster, presence and capability facts from `rookery-im` ([`im::ImPolicy`],
-//!   [`im::ImInterest`]).
+//!
+//! What the engine is injected with from the IM layer (roster access policy, PEP interest,
+//! block lists) and the `[pubsub]` wiring live in the server binary (`crates/server/src/wiring`),
+//! so this crate does not depend on `rookery-im`.
 
 pub mod broadcast;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod form;
-pub mod im;
 pub mod model;
-pub mod ns;
 pub mod pep;
 pub mod policy;
 pub mod service;
-pub mod setup;
 pub mod store;
 pub mod wire;
 pub mod xml;
+
+/// The pubsub namespaces; they live with every other namespace in [`rookery_proto::ns`].
+pub use rookery_proto::ns::pubsub as ns;
 
 pub use broadcast::{Broadcaster, CoreBroadcaster};
 pub use config::{CreatePolicy, NodeConfig, Profile, PubsubConfig, ServiceKind};
@@ -43,5 +44,4 @@ pub use engine::Engine;
 pub use error::PubsubError;
 pub use policy::AccessPolicy;
 pub use service::PubsubService;
-pub use setup::Pubsub;
 pub use store::{MemoryStore, NodeStore, SqlStore};

@@ -17,7 +17,7 @@
 //!   available presence to an account (with a presence subscription to it) brings it that
 //!   account's last items.
 //! - The facts about presence, rosters and capabilities come from the IM layer through the
-//!   [`Interest`] trait ([`crate::im::ImInterest`] in the server).
+//!   [`Interest`] trait (`ImInterest` in the server's wiring).
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rookery_core::modules::disco::{feature, identity};
 use rookery_core::{Core, DomainRoute};
-use rookery_im::util::format_utc;
 use rookery_jid::{BareJid, Jid};
+use rookery_proto::time::format_utc;
 use rookery_proto::{
     ns as pns, IqType, MessageType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind,
 };

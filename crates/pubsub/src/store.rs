@@ -496,7 +496,7 @@ impl NodeStore for MemoryStore {
         }
         let mut n = MemNode {
             config: Some(config.clone()),
-            created_at: rookery_im::util::now_unix(),
+            created_at: rookery_proto::time::now_unix(),
             ..MemNode::default()
         };
         n.affiliations.insert(owner.clone(), Affiliation::Owner);

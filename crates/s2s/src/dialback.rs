@@ -22,9 +22,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// The dialback namespace (XEP-0220 §2), bound to the `db` prefix on our stream headers.
-pub const NS: &str = "jabber:server:dialback";
+pub use rookery_proto::ns::DIALBACK as NS;
 /// The dialback stream feature (XEP-0220 §2.2), announcing support for dialback errors.
-pub const FEATURE_NS: &str = "urn:xmpp:features:dialback";
+pub use rookery_proto::ns::DIALBACK_FEATURE as FEATURE_NS;
 /// Extra declaration for our stream headers.
 pub const HEADER_EXTRA: &str = " xmlns:db='jabber:server:dialback'";
 

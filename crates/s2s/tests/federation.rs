@@ -25,7 +25,6 @@ use rookery_jid::Jid;
 use rookery_proto::Stanza;
 use rookery_s2s::dialback::Secret;
 use rookery_s2s::{Mode, OutAuth, S2s, S2sConfig, S2sTls};
-use rookery_store::Store;
 use rookery_xml::{Element, Event, Limits, StreamParser, CONTENT_NS};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::RootCertStore;
@@ -66,26 +65,19 @@ fn ca_signed(domains: &[&str]) -> (CertificateDer<'static>, Vec<Cert>) {
 struct Node {
     core: Arc<Core>,
     s2s: Arc<S2s>,
-    _dir: tempfile::TempDir,
 }
 
-async fn core(domain: &str) -> (Arc<Core>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("db.sqlite").display()
-    );
-    let store = Store::open(&url).await.unwrap();
+fn core(domain: &str) -> Arc<Core> {
     let cfg = CoreConfig {
         domain: domain.to_string(),
         ..CoreConfig::default()
     };
     let register = Arc::new(Register::new(cfg.registration.clone()));
-    let mut b = CoreBuilder::new(cfg.clone(), store);
+    let mut b = CoreBuilder::new(cfg.clone(), Arc::new(rookery_core::MemoryAccounts::new()));
     for m in modules::defaults(&cfg, register) {
         b = b.module(m);
     }
-    (b.build().unwrap(), dir)
+    b.build().unwrap()
 }
 
 /// How a test node is set up; [`start`] fills in the defaults and a test changes what it
@@ -111,7 +103,7 @@ async fn start(
     routes: &[(&str, String)],
     tweak: impl FnOnce(&mut Setup),
 ) -> Node {
-    let (core, dir) = core(domain).await;
+    let core = core(domain);
     let mut setup = Setup {
         mode: Mode::StartTls,
         cert: self_signed(domain),
@@ -141,11 +133,7 @@ async fn start(
     let s2s = S2s::new(core.clone(), config, tls, secret).unwrap();
     core.set_remote_route(s2s.clone());
     tokio::spawn(rookery_s2s::run(listener, mode, s2s.clone()));
-    Node {
-        core,
-        s2s,
-        _dir: dir,
-    }
+    Node { core, s2s }
 }
 
 /// A static route to `domain` at the loopback `port` (STARTTLS).

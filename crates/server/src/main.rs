@@ -9,6 +9,7 @@ mod admin;
 mod config;
 mod ctl;
 mod tls;
+mod wiring;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -144,16 +145,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let tls = tls::load(&cfg)?;
     let core_cfg = cfg.core();
     let register = Arc::new(Register::new(core_cfg.registration.clone()));
-    let mut builder = CoreBuilder::new(core_cfg.clone(), store.clone());
+    let accounts = Arc::new(wiring::accounts::StoreAccounts(store.clone()));
+    let mut builder = CoreBuilder::new(core_cfg.clone(), accounts);
     for m in modules::defaults(&core_cfg, register.clone()) {
         builder = builder.module(m);
     }
     // RFC 6121 and the IM extensions (crates/im). The handle answers questions such as
     // "does this resource want node+notify" (XEP-0115) for PEP.
-    let (im, im_modules) = rookery_im::modules(cfg.im.clone());
+    let (im, im_modules) = rookery_im::modules(cfg.im.clone(), store.clone());
     // Publish-subscribe (crates/pubsub): the service at pubsub.<domain> and PEP. PEP goes
     // before the IM modules so that it sees presence before they consume it.
-    let pubsub = rookery_pubsub::Pubsub::new(&cfg.pubsub, &cfg.domain, &store, im)
+    let pubsub = wiring::pubsub::Pubsub::new(&cfg.pubsub, &cfg.domain, &store, im)
         .map_err(|e| anyhow!("{e}"))?;
     for m in pubsub.modules() {
         builder = builder.module(m);
@@ -199,6 +201,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(addr = %l.local_addr()?, "listening for the admin API (health, metrics)");
         let router = rookery_http::admin::router(rookery_http::AdminContext {
             core: core.clone(),
+            store: store.clone(),
             token: admin::token(&cfg, true)?.into(),
             status: status.clone(),
         });

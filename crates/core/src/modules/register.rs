@@ -13,9 +13,9 @@ use rookery_proto::{
     StreamErrorCondition,
 };
 use rookery_sasl::{Credentials, DEFAULT_ITERATIONS};
-use rookery_store::StoreError;
 use rookery_xml::Element;
 
+use crate::accounts::AccountError;
 use crate::config::RegistrationConfig;
 use crate::module::{Declaration, IqResult, IqTarget, Module};
 use crate::router::Core;
@@ -31,9 +31,9 @@ fn err(c: Cond, text: &str) -> StanzaError {
     StanzaError::new(c).with_text(text)
 }
 
-fn store_err(e: StoreError) -> StanzaError {
+fn store_err(e: AccountError) -> StanzaError {
     match e {
-        StoreError::Conflict => err(Cond::Conflict, "username already taken"),
+        AccountError::Conflict => err(Cond::Conflict, "username already taken"),
         other => {
             tracing::error!(error = %other, "registration store error");
             StanzaError::new(Cond::InternalServerError)
@@ -100,8 +100,7 @@ impl Register {
                     }
                 }
                 let creds = derive(&password)?;
-                core.store()
-                    .accounts()
+                core.accounts()
                     .create(core.domain(), &local, &creds)
                     .await
                     .map_err(store_err)?;
@@ -186,8 +185,7 @@ impl Module for Register {
                 }
                 self.check_password(&password)?;
                 let creds = derive(&password)?;
-                core.store()
-                    .accounts()
+                core.accounts()
                     .set_credentials(user.domain(), &local, &creds)
                     .await
                     .map_err(store_err)?;
@@ -205,7 +203,7 @@ impl Module for Register {
 /// while the roster can still be read, and forget the sessions' presence, so their end
 /// records no last activity for a deleted account. Then the store, then what modules keep
 /// elsewhere.
-pub async fn remove_account(core: &Arc<Core>, user: &BareJid) -> Result<bool, StoreError> {
+pub async fn remove_account(core: &Arc<Core>, user: &BareJid) -> Result<bool, AccountError> {
     let Some(local) = user.local() else {
         return Ok(false);
     };
@@ -218,7 +216,7 @@ pub async fn remove_account(core: &Arc<Core>, user: &BareJid) -> Result<bool, St
     for m in core.modules() {
         m.account_removing(core, user).await;
     }
-    let existed = core.store().delete_account(user.domain(), local).await?;
+    let existed = core.accounts().delete(user.domain(), local).await?;
     for m in core.modules() {
         m.account_deleted(core, user).await;
     }

@@ -11,10 +11,10 @@ use axum::middleware;
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use rookery_core::modules::register::remove_account;
+use rookery_core::AccountError;
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{StreamError, StreamErrorCondition};
 use rookery_sasl::{Credentials, DEFAULT_ITERATIONS};
-use rookery_store::StoreError;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
@@ -66,7 +66,7 @@ struct Users {
 
 async fn list_users(State(ctx): State<AdminContext>) -> Result<Json<Users>, ApiError> {
     let domain = ctx.core.domain();
-    let names = ctx.core.store().accounts().list(domain).await?;
+    let names = ctx.store.accounts().list(domain).await?;
     Ok(Json(Users {
         users: names.into_iter().map(|n| format!("{n}@{domain}")).collect(),
     }))
@@ -90,9 +90,9 @@ async fn add_user(
     let jid = account(&ctx, &new.username)?;
     let local = jid.local().unwrap_or_default();
     let creds = credentials(new.password).await?;
+    // Through the core's account directory, as in-band registration.
     match ctx
         .core
-        .store()
         .accounts()
         .create(jid.domain(), local, &creds)
         .await
@@ -106,7 +106,7 @@ async fn add_user(
                 }),
             ))
         }
-        Err(StoreError::Conflict) => Err(ApiError::Conflict(jid.to_string())),
+        Err(AccountError::Conflict) => Err(ApiError::Conflict(jid.to_string())),
         Err(e) => Err(e.into()),
     }
 }
@@ -138,7 +138,6 @@ async fn set_password(
     let local = jid.local().unwrap_or_default();
     if !ctx
         .core
-        .store()
         .accounts()
         .set_credentials(jid.domain(), local, &creds)
         .await?
@@ -159,7 +158,7 @@ struct Stats {
 }
 
 async fn stats(State(ctx): State<AdminContext>) -> Result<Json<Stats>, ApiError> {
-    let users = ctx.core.store().accounts().count(ctx.core.domain()).await?;
+    let users = ctx.store.accounts().count(ctx.core.domain()).await?;
     Ok(Json(Stats {
         version: env!("CARGO_PKG_VERSION"),
         domain: ctx.core.domain().to_string(),

@@ -4,6 +4,7 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use rookery_core::AccountError;
 use rookery_store::StoreError;
 
 /// Why an admin request failed.
@@ -24,6 +25,9 @@ pub enum ApiError {
     /// The store failed.
     #[error("store error: {0}")]
     Store(#[from] StoreError),
+    /// The core's account directory failed.
+    #[error("{0}")]
+    Account(#[from] AccountError),
     /// Deriving credentials failed (the blocking task died).
     #[error("internal error: {0}")]
     Internal(String),
@@ -36,8 +40,10 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Store(StoreError::Conflict) => StatusCode::CONFLICT,
-            ApiError::Store(_) | ApiError::Internal(_) => {
+            ApiError::Store(StoreError::Conflict) | ApiError::Account(AccountError::Conflict) => {
+                StatusCode::CONFLICT
+            }
+            ApiError::Store(_) | ApiError::Account(_) | ApiError::Internal(_) => {
                 tracing::error!(error = %self, "admin api");
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -45,7 +45,7 @@ pub(super) async fn health(State(ctx): State<AdminContext>) -> Json<Report> {
 
 /// `GET /ready`.
 pub(super) async fn ready(State(ctx): State<AdminContext>) -> (StatusCode, Json<Report>) {
-    let store = match ctx.core.store().ping().await {
+    let store = match ctx.store.ping().await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, "readiness: the store does not answer");

@@ -23,6 +23,7 @@ use std::time::Instant;
 use axum::routing::get;
 use axum::Router;
 use rookery_core::Core;
+use rookery_store::Store;
 use serde::Serialize;
 
 /// Open connections by kind, as `/health`, `/ready`, `/metrics` and the stats report them.
@@ -81,8 +82,11 @@ impl Status {
 /// Everything the admin router acts on.
 #[derive(Clone)]
 pub struct AdminContext {
-    /// The running server's core (sessions, routing, store).
+    /// The running server's core (sessions, routing, the account directory).
     pub core: Arc<Core>,
+    /// The database, for what the core's directory does not answer (listing and counting
+    /// accounts) and for readiness.
+    pub store: Store,
     /// The bearer token of `/api/v1` (from `[admin] token` or `data_dir/admin.token`).
     pub token: Arc<str>,
     /// Readiness, uptime and connection counts.
@@ -120,12 +124,14 @@ mod tests {
     use tower::ServiceExt;
 
     async fn context() -> AdminContext {
-        let store = rookery_store::Store::open("sqlite::memory:").await.unwrap();
-        let core = CoreBuilder::new(CoreConfig::default(), store)
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let accounts = Arc::new(rookery_core::MemoryAccounts::new());
+        let core = CoreBuilder::new(CoreConfig::default(), accounts)
             .build()
             .unwrap();
         AdminContext {
             core,
+            store,
             token: "t0ken".into(),
             status: Arc::new(Status::new(|| Connections {
                 c2s: 2,

@@ -10,9 +10,9 @@ use rookery_im::Im;
 use rookery_jid::{BareJid, Jid};
 use rookery_store::rosters::Subscription;
 
-use crate::broadcast::{CoreBroadcaster, DeliveryFilter};
-use crate::pep::Interest;
-use crate::policy::AccessPolicy;
+use rookery_pubsub::broadcast::{CoreBroadcaster, DeliveryFilter};
+use rookery_pubsub::pep::Interest;
+use rookery_pubsub::AccessPolicy;
 
 /// Roster facts from the IM layer (local owners only; a remote owner has no roster here).
 pub struct ImPolicy {
@@ -21,7 +21,7 @@ pub struct ImPolicy {
 }
 
 impl ImPolicy {
-    /// A policy reading `im`'s rosters; `core` gives it the store once the core is built.
+    /// A policy reading `im`'s rosters; `core` tells it, once built, which domain is local.
     pub fn new(im: Arc<Im>, core: Arc<CoreBroadcaster>) -> ImPolicy {
         ImPolicy { im, core }
     }
@@ -35,7 +35,7 @@ impl ImPolicy {
         if owner.local().is_none() || !core.is_local_domain(owner.domain()) {
             return None;
         }
-        match self.im.roster_item(&core, owner, who).await {
+        match self.im.roster_item(owner, who).await {
             Ok(i) => i,
             Err(e) => {
                 tracing::error!(error = %e, "roster lookup for pubsub access failed");

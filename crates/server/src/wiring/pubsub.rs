@@ -1,5 +1,5 @@
-//! Wiring for the server binary: the service and PEP from `[pubsub]`, sharing the SQL store
-//! and the IM layer's roster, presence and capability facts.
+//! The service and PEP from `[pubsub]`, sharing the SQL store and the IM layer's roster,
+//! presence and capability facts.
 
 use std::sync::Arc;
 
@@ -8,13 +8,10 @@ use rookery_im::Im;
 use rookery_jid::BareJid;
 use rookery_store::Store;
 
-use crate::broadcast::CoreBroadcaster;
-use crate::config::PubsubConfig;
-use crate::engine::Engine;
-use crate::im::{ImBlocking, ImInterest, ImPolicy};
-use crate::pep::Pep;
-use crate::service::PubsubService;
-use crate::store::SqlStore;
+use rookery_pubsub::pep::Pep;
+use rookery_pubsub::{CoreBroadcaster, Engine, PubsubConfig, PubsubService, SqlStore};
+
+use super::pubsub_im::{ImBlocking, ImInterest, ImPolicy};
 
 /// The pubsub parts of a server.
 pub struct Pubsub {
@@ -89,15 +86,5 @@ impl Pubsub {
         if let Some(s) = &self.service {
             s.attach(core);
         }
-    }
-
-    /// The service, if enabled.
-    pub fn service(&self) -> Option<&Arc<PubsubService>> {
-        self.service.as_ref()
-    }
-
-    /// PEP, if enabled.
-    pub fn pep(&self) -> Option<&Arc<Pep>> {
-        self.pep.as_ref()
     }
 }

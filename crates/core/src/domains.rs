@@ -1,0 +1,122 @@
+//! Routes for whole domains: components and services registered under their own domain
+//! (XEP-0114, XEP-0060 services), and the one remote route (RFC 6120 §13.4, s2s) for every
+//! other domain.
+
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use rookery_proto::{Stanza, StanzaError};
+
+/// Where stanzas for a whole domain go (a component, a service, a remote server).
+#[async_trait]
+pub trait DomainRoute: Send + Sync + 'static {
+    /// Takes the stanza; an error is bounced to the sender.
+    async fn deliver(&self, stanza: Stanza) -> Result<(), StanzaError>;
+
+    /// Whether disco#items of the server lists this domain now (a component only while it
+    /// is connected). Default: always.
+    fn listed(&self) -> bool {
+        true
+    }
+
+    /// The name disco#items shows for this domain, if any.
+    fn name(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The registered domain routes and the remote route.
+#[derive(Default)]
+pub struct Domains {
+    routes: DashMap<String, Arc<dyn DomainRoute>>,
+    remote: OnceLock<Arc<dyn DomainRoute>>,
+}
+
+impl Domains {
+    /// Routes every stanza for `domain` to `route` (replacing any previous one).
+    pub fn register(&self, domain: &str, route: Arc<dyn DomainRoute>) {
+        self.routes.insert(domain.to_string(), route);
+    }
+
+    /// Removes the route for `domain`.
+    pub fn unregister(&self, domain: &str) {
+        self.routes.remove(domain);
+    }
+
+    /// Sets the route for remote domains. Only the first call takes effect.
+    pub fn set_remote(&self, route: Arc<dyn DomainRoute>) {
+        let _ = self.remote.set(route);
+    }
+
+    /// The route for a non-local `domain`: its registered route, else the remote route.
+    pub fn route_for(&self, domain: &str) -> Option<Arc<dyn DomainRoute>> {
+        self.routes
+            .get(domain)
+            .map(|r| r.value().clone())
+            .or_else(|| self.remote.get().cloned())
+    }
+
+    /// Whether `domain` has a registered route (no allocation).
+    pub fn has(&self, domain: &str) -> bool {
+        self.routes.contains_key(domain)
+    }
+
+    /// The registered domains, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.routes.iter().map(|e| e.key().clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// The registered domains [`DomainRoute::listed`] now, with their names, sorted.
+    pub fn listed(&self) -> Vec<(String, Option<String>)> {
+        let mut v: Vec<(String, Option<String>)> = self
+            .routes
+            .iter()
+            .filter(|e| e.value().listed())
+            .map(|e| (e.key().clone(), e.value().name()))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    struct Named(&'static str, bool);
+
+    #[async_trait]
+    impl DomainRoute for Named {
+        async fn deliver(&self, _stanza: Stanza) -> Result<(), StanzaError> {
+            Ok(())
+        }
+        fn listed(&self) -> bool {
+            self.1
+        }
+        fn name(&self) -> Option<String> {
+            Some(self.0.into())
+        }
+    }
+
+    #[test]
+    fn registered_domains_win_over_the_remote_route() {
+        let d = Domains::default();
+        assert!(d.route_for("example.org").is_none());
+        d.register("bot.localhost", Arc::new(Named("bot", true)));
+        d.register("hidden.localhost", Arc::new(Named("hidden", false)));
+        d.set_remote(Arc::new(Named("s2s", true)));
+        d.set_remote(Arc::new(Named("second", true)));
+        let name = |domain| d.route_for(domain).and_then(|r| r.name());
+        assert_eq!(name("bot.localhost").as_deref(), Some("bot"));
+        assert_eq!(name("example.org").as_deref(), Some("s2s"));
+        assert_eq!(d.names(), ["bot.localhost", "hidden.localhost"]);
+        assert_eq!(d.listed(), [("bot.localhost".into(), Some("bot".into()))]);
+        d.unregister("bot.localhost");
+        assert!(!d.has("bot.localhost"));
+        assert_eq!(name("bot.localhost").as_deref(), Some("s2s"));
+    }
+}

@@ -1,0 +1,408 @@
+//! The route table of [`super`], row by row, with an in-memory account directory: which
+//! hooks run, which handler answers, who receives what, for each `to` shape.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::{Stanza, StanzaError};
+use rookery_sasl::Credentials;
+
+use crate::accounts::{Accounts, MemoryAccounts};
+use crate::config::CoreConfig;
+use crate::domains::DomainRoute;
+use crate::module::{Declaration, Flow, HookPoint, IqResult, IqTarget, Module};
+use crate::router::{Core, CoreBuilder};
+use crate::session::{Outbound, SessionEnd, SessionHandle};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// The sender of every row; replies to it are not logged, only received.
+const BOB: &str = "bob@localhost/pc";
+
+/// Logs every hook point and IQ it sees, and continues.
+struct Rec(Log);
+
+const POINTS: [HookPoint; 9] = [
+    HookPoint::MessageToBare,
+    HookPoint::MessageToMissingResource,
+    HookPoint::PresenceBroadcast,
+    HookPoint::PresenceToAccount,
+    HookPoint::MessageFromLocal,
+    HookPoint::PresenceFromLocal,
+    HookPoint::IqFromLocal,
+    HookPoint::MessageToFull,
+    HookPoint::ToLocalAccount,
+];
+
+#[async_trait]
+impl Module for Rec {
+    fn name(&self) -> &'static str {
+        "rec"
+    }
+
+    fn declare(&self) -> Declaration {
+        Declaration {
+            iqs: vec![
+                (IqTarget::Server, "urn:s", "q"),
+                (IqTarget::Account, "urn:a", "q"),
+            ],
+            hooks: POINTS.to_vec(),
+            ..Declaration::default()
+        }
+    }
+
+    async fn handle_iq(&self, _core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
+        let ns = iq.payload().map(|p| p.ns().to_string()).unwrap_or_default();
+        self.0.lock().unwrap().push(format!("iq {ns} for {to}"));
+        Ok(None)
+    }
+
+    async fn hook(&self, _core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {
+        if stanza.to().map(Jid::as_str) != Some(BOB) {
+            self.0.lock().unwrap().push(format!("{point:?}"));
+        }
+        Flow::Continue(stanza)
+    }
+}
+
+/// A domain route logging what it takes.
+struct Route(&'static str, Log);
+
+#[async_trait]
+impl DomainRoute for Route {
+    async fn deliver(&self, stanza: Stanza) -> Result<(), StanzaError> {
+        let to = stanza.to().map(|t| t.to_string()).unwrap_or_default();
+        self.1.lock().unwrap().push(format!("{} {to}", self.0));
+        Ok(())
+    }
+}
+
+struct Fixture {
+    core: Arc<Core>,
+    log: Log,
+    alice: SessionEnd,
+    bob: SessionEnd,
+}
+
+/// alice (online at `phone`, available), bob (online at `pc`, the sender) and carol (offline)
+/// have accounts; `svc.localhost` is a registered domain; `remote` adds the s2s route.
+async fn fixture(remote: bool) -> Fixture {
+    let accounts = Arc::new(MemoryAccounts::new());
+    let creds = Credentials::derive("pencil", 64).unwrap();
+    for user in ["alice", "bob", "carol"] {
+        accounts.create("localhost", user, &creds).await.unwrap();
+    }
+    let log = Log::default();
+    let core = CoreBuilder::new(CoreConfig::default(), accounts)
+        .module(Arc::new(Rec(log.clone())))
+        .build()
+        .unwrap();
+    core.register_domain("svc.localhost", Arc::new(Route("svc", log.clone())));
+    if remote {
+        core.set_remote_route(Arc::new(Route("s2s", log.clone())));
+    }
+    let mut ends = Vec::new();
+    for jid in ["alice@localhost/phone", BOB] {
+        let jid = Jid::parse(jid).unwrap();
+        let (h, end) = SessionHandle::new(core.next_session_id(), jid.clone(), 16);
+        core.bind(h).await;
+        core.set_available(&jid, Some(0));
+        ends.push(end);
+    }
+    let bob = ends.pop().unwrap();
+    let alice = ends.pop().unwrap();
+    Fixture {
+        core,
+        log,
+        alice,
+        bob,
+    }
+}
+
+fn received(end: &mut SessionEnd) -> Vec<String> {
+    let mut v = Vec::new();
+    while let Ok(Outbound::Bytes(b)) = end.rx.try_recv() {
+        v.push(String::from_utf8_lossy(&b).into_owned());
+    }
+    v
+}
+
+/// One row: bob's stanza (with `{to}` attribute text), the hooks/handlers/routes that saw
+/// it, and a fragment of what alice and bob receive (`""`: nothing).
+struct Row {
+    row: &'static str,
+    stanza: &'static str,
+    log: &'static [&'static str],
+    alice: &'static str,
+    bob: &'static str,
+}
+
+async fn check(rows: &[Row], remote: bool) {
+    for r in rows {
+        let mut f = fixture(remote).await;
+        let stanza = Stanza::from_serialized(r.stanza.as_bytes()).unwrap();
+        f.core.route(stanza).await;
+        let log = std::mem::take(&mut *f.log.lock().unwrap());
+        assert_eq!(log, r.log, "{}: log", r.row);
+        for (who, end, want) in [("alice", &mut f.alice, r.alice), ("bob", &mut f.bob, r.bob)] {
+            let got = received(end);
+            if want.is_empty() {
+                assert!(got.is_empty(), "{}: {who} got {got:?}", r.row);
+            } else {
+                assert!(
+                    got.len() == 1 && got[0].contains(want),
+                    "{}: {who} got {got:?}, wanted {want:?}",
+                    r.row
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn iq_rows() {
+    check(
+        &[
+            Row {
+                row: "iq, no to, account payload: account handler",
+                stanza: "<iq xmlns='jabber:client' from='bob@localhost/pc' type='get' id='1'><q xmlns='urn:a'/></iq>",
+                log: &["iq urn:a for bob@localhost"],
+                alice: "",
+                bob: "type=\"result\"",
+            },
+            Row {
+                row: "iq, no to, other payload: server handler",
+                stanza: "<iq xmlns='jabber:client' from='bob@localhost/pc' type='get' id='1'><q xmlns='urn:s'/></iq>",
+                log: &["iq urn:s for localhost"],
+                alice: "",
+                bob: "type=\"result\"",
+            },
+            Row {
+                row: "iq, server domain: server handler",
+                stanza: "<iq xmlns='jabber:client' from='bob@localhost/pc' to='localhost' type='set' id='1'><q xmlns='urn:s'/></iq>",
+                log: &["iq urn:s for localhost"],
+                alice: "",
+                bob: "type=\"result\"",
+            },
+            Row {
+                row: "iq, server domain, unknown payload: service-unavailable",
+                stanza: "<iq xmlns='jabber:client' from='bob@localhost/pc' to='localhost' type='get' id='1'><x xmlns='urn:x'/></iq>",
+                log: &[],
+                alice: "",
+                bob: "service-unavailable",
+            },
+            Row {
+                row: "iq, local bare JID: account handler on the account's behalf",
+                stanza: "<iq xmlns='jabber:client' from='bob@localhost/pc' to='alice@localhost' type='get' id='1'><q xmlns='urn:a'/></iq>",
+                log: &["ToLocalAccount", "iq urn:a for alice@localhost"],
+                alice: "",
+                bob: "type=\"result\"",
+            },
+            Row {
+                row: "iq, bare JID of no account: service-unavailable",
+                stanza: "<iq xmlns='jabber:client' from='bob@localhost/pc' to='nobody@localhost' type='get' id='1'><q xmlns='urn:a'/></iq>",
+                log: &["ToLocalAccount"],
+                alice: "",
+                bob: "service-unavailable",
+            },
+            Row {
+                row: "iq, local full JID online: that session",
+                stanza: "<iq xmlns='jabber:client' from='bob@localhost/pc' to='alice@localhost/phone' type='get' id='1'><q xmlns='urn:a'/></iq>",
+                log: &["ToLocalAccount"],
+                alice: "id=\"1\"",
+                bob: "",
+            },
+            Row {
+                row: "iq, local full JID offline: service-unavailable",
+                stanza: "<iq xmlns='jabber:client' from='bob@localhost/pc' to='alice@localhost/tablet' type='get' id='1'><q xmlns='urn:a'/></iq>",
+                log: &["ToLocalAccount"],
+                alice: "",
+                bob: "service-unavailable",
+            },
+            Row {
+                row: "iq result to the server, no request waiting: dropped",
+                stanza: "<iq xmlns='jabber:client' from='bob@localhost/pc' to='localhost' type='result' id='rk-1'/>",
+                log: &[],
+                alice: "",
+                bob: "",
+            },
+        ],
+        true,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn message_rows() {
+    check(
+        &[
+            Row {
+                row: "message, local full JID online: MessageToFull, then the session",
+                stanza: "<message xmlns='jabber:client' from='bob@localhost/pc' to='alice@localhost/phone' type='chat'><body>x</body></message>",
+                log: &["ToLocalAccount", "MessageToFull"],
+                alice: "<body>x</body>",
+                bob: "",
+            },
+            Row {
+                row: "message, local bare JID: MessageToBare, then the available resource",
+                stanza: "<message xmlns='jabber:client' from='bob@localhost/pc' to='alice@localhost' type='chat'><body>x</body></message>",
+                log: &["ToLocalAccount", "MessageToBare"],
+                alice: "<body>x</body>",
+                bob: "",
+            },
+            Row {
+                row: "message, bare JID of an offline account: bounced (§8.5.2.2.1)",
+                stanza: "<message xmlns='jabber:client' from='bob@localhost/pc' to='carol@localhost' type='chat'><body>x</body></message>",
+                log: &["ToLocalAccount", "MessageToBare"],
+                alice: "",
+                bob: "service-unavailable",
+            },
+            Row {
+                row: "message, bare JID of no account: bounced, no hooks (§8.5.2.2.3)",
+                stanza: "<message xmlns='jabber:client' from='bob@localhost/pc' to='nobody@localhost' type='chat'><body>x</body></message>",
+                log: &["ToLocalAccount"],
+                alice: "",
+                bob: "service-unavailable",
+            },
+            Row {
+                row: "headline, bare JID of no account: silently dropped",
+                stanza: "<message xmlns='jabber:client' from='bob@localhost/pc' to='nobody@localhost' type='headline'><body>x</body></message>",
+                log: &["ToLocalAccount"],
+                alice: "",
+                bob: "",
+            },
+            Row {
+                row: "chat, local full JID offline: MessageToMissingResource, then as to the bare JID (§8.5.3.2.1)",
+                stanza: "<message xmlns='jabber:client' from='bob@localhost/pc' to='alice@localhost/tablet' type='chat'><body>x</body></message>",
+                log: &["ToLocalAccount", "MessageToMissingResource", "MessageToBare"],
+                alice: "<body>x</body>",
+                bob: "",
+            },
+            Row {
+                row: "groupchat, local full JID offline: service-unavailable",
+                stanza: "<message xmlns='jabber:client' from='bob@localhost/pc' to='alice@localhost/tablet' type='groupchat'><body>x</body></message>",
+                log: &["ToLocalAccount", "MessageToMissingResource"],
+                alice: "",
+                bob: "service-unavailable",
+            },
+            Row {
+                row: "chat to the server domain: service-unavailable",
+                stanza: "<message xmlns='jabber:client' from='bob@localhost/pc' to='localhost' type='chat'><body>x</body></message>",
+                log: &[],
+                alice: "",
+                bob: "service-unavailable",
+            },
+            Row {
+                row: "message, no to: as to the sender's bare JID (RFC 6120 §10.3.1)",
+                stanza: "<message xmlns='jabber:client' from='bob@localhost/pc' type='chat'><body>x</body></message>",
+                log: &["MessageToBare"],
+                alice: "",
+                bob: "<body>x</body>",
+            },
+        ],
+        true,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn presence_rows() {
+    check(
+        &[
+            Row {
+                row: "presence, no to: PresenceBroadcast",
+                stanza: "<presence xmlns='jabber:client' from='bob@localhost/pc'/>",
+                log: &["PresenceBroadcast"],
+                alice: "",
+                bob: "",
+            },
+            Row {
+                row: "subscription presence, local full JID online: PresenceToAccount",
+                stanza: "<presence xmlns='jabber:client' from='bob@localhost/pc' to='alice@localhost/phone' type='subscribe'/>",
+                log: &["ToLocalAccount", "PresenceToAccount"],
+                alice: "",
+                bob: "",
+            },
+            Row {
+                row: "directed presence, local full JID online: that session",
+                stanza: "<presence xmlns='jabber:client' from='bob@localhost/pc' to='alice@localhost/phone'/>",
+                log: &["ToLocalAccount"],
+                alice: "<presence",
+                bob: "",
+            },
+            Row {
+                row: "presence, local bare JID: PresenceToAccount",
+                stanza: "<presence xmlns='jabber:client' from='bob@localhost/pc' to='alice@localhost' type='probe'/>",
+                log: &["ToLocalAccount", "PresenceToAccount"],
+                alice: "",
+                bob: "",
+            },
+            Row {
+                row: "presence, local full JID offline: PresenceToAccount",
+                stanza: "<presence xmlns='jabber:client' from='bob@localhost/pc' to='alice@localhost/tablet'/>",
+                log: &["ToLocalAccount", "PresenceToAccount"],
+                alice: "",
+                bob: "",
+            },
+        ],
+        true,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn domain_rows() {
+    let to_svc = "<message xmlns='jabber:client' from='bob@localhost/pc' to='svc.localhost' type='chat'><body>x</body></message>";
+    let to_remote = "<message xmlns='jabber:client' from='bob@localhost/pc' to='juliet@example.org' type='chat'><body>x</body></message>";
+    check(
+        &[
+            Row {
+                row: "any, a registered domain: its route",
+                stanza: to_svc,
+                log: &["svc svc.localhost"],
+                alice: "",
+                bob: "",
+            },
+            Row {
+                row: "any, another domain: the remote route",
+                stanza: to_remote,
+                log: &["s2s juliet@example.org"],
+                alice: "",
+                bob: "",
+            },
+        ],
+        true,
+    )
+    .await;
+    check(
+        &[Row {
+            row: "any, another domain, no remote route: remote-server-not-found",
+            stanza: to_remote,
+            log: &[],
+            alice: "",
+            bob: "remote-server-not-found",
+        }],
+        false,
+    )
+    .await;
+}
+
+/// The default without a presence module records availability for §8.5.2 delivery.
+#[tokio::test]
+async fn broadcast_presence_sets_the_priority_used_for_bare_jid_delivery() {
+    let f = fixture(true).await;
+    let bob = BareJid::parse("bob@localhost").unwrap();
+    let pres =
+        "<presence xmlns='jabber:client' from='bob@localhost/pc'><priority>7</priority></presence>";
+    f.core
+        .route(Stanza::from_serialized(pres.as_bytes()).unwrap())
+        .await;
+    assert_eq!(f.core.sessions_of(&bob)[0].1, Some(7));
+    let gone = "<presence xmlns='jabber:client' from='bob@localhost/pc' type='unavailable'/>";
+    f.core
+        .route(Stanza::from_serialized(gone.as_bytes()).unwrap())
+        .await;
+    assert_eq!(f.core.sessions_of(&bob)[0].1, None);
+}

@@ -1,0 +1,187 @@
+//! The tables built once from the modules' declarations (design.md "Extensions are
+//! modules"): who answers which IQ payload, which modules a hook point runs, in order, and the
+//! disco identities and features (XEP-0030 §3) and stream features the server advertises.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rookery_xml::Element;
+
+use crate::module::{HookPoint, Identity, IqTarget, Module};
+
+/// The modules and what they declared.
+pub struct Tables {
+    modules: Vec<Arc<dyn Module>>,
+    iq_routes: HashMap<(IqTarget, &'static str, &'static str), usize>,
+    hooks: HashMap<HookPoint, Vec<usize>>,
+    identities: Vec<Identity>,
+    server_features: Vec<&'static str>,
+    account_features: Vec<&'static str>,
+    account_identities: Vec<Identity>,
+    session_listeners: Vec<usize>,
+    stream_features: Vec<Element>,
+}
+
+impl Tables {
+    /// Builds the tables from `modules`, in hook order.
+    pub fn new(modules: Vec<Arc<dyn Module>>) -> Tables {
+        let mut iq_routes = HashMap::new();
+        let mut hooks: HashMap<HookPoint, Vec<usize>> = HashMap::new();
+        let mut identities = vec![Identity {
+            category: "server",
+            kind: "im",
+            name: Some("Rookery".into()),
+        }];
+        let mut server_features = Vec::new();
+        let mut account_features = Vec::new();
+        let mut account_identities = Vec::new();
+        let mut session_listeners = Vec::new();
+        let mut stream_features = Vec::new();
+        for (i, m) in modules.iter().enumerate() {
+            let d = m.declare();
+            for (target, ns, name) in d.iqs {
+                if iq_routes.insert((target, ns, name), i).is_some() {
+                    tracing::warn!(module = m.name(), ns, name, "IQ handler registered twice");
+                }
+            }
+            for h in d.hooks {
+                hooks.entry(h).or_default().push(i);
+            }
+            identities.extend(d.server_identities);
+            server_features.extend(d.server_features);
+            account_features.extend(d.account_features);
+            account_identities.extend(d.account_identities);
+            if d.session_events {
+                session_listeners.push(i);
+            }
+            stream_features.extend(d.stream_features);
+        }
+        server_features.sort_unstable();
+        server_features.dedup();
+        account_features.sort_unstable();
+        account_features.dedup();
+        Tables {
+            modules,
+            iq_routes,
+            hooks,
+            identities,
+            server_features,
+            account_features,
+            account_identities,
+            session_listeners,
+            stream_features,
+        }
+    }
+
+    /// The modules, in the order they were added.
+    pub fn modules(&self) -> &[Arc<dyn Module>] {
+        &self.modules
+    }
+
+    /// The module answering IQ payload `{ns}name` for `target`.
+    pub fn iq_handler(&self, target: IqTarget, ns: &str, name: &str) -> Option<&Arc<dyn Module>> {
+        // The map is covariant in its key, so it can be searched with borrowed strings.
+        let routes: &HashMap<(IqTarget, &str, &str), usize> = &self.iq_routes;
+        let &i = routes.get(&(target, ns, name))?;
+        self.modules.get(i)
+    }
+
+    /// The modules hooked at `point`, in order.
+    pub fn hooked(&self, point: HookPoint) -> impl Iterator<Item = &Arc<dyn Module>> {
+        self.indexed(self.hooks.get(&point).map_or(&[][..], Vec::as_slice))
+    }
+
+    /// The modules that want session events, in order.
+    pub fn session_listeners(&self) -> impl Iterator<Item = &Arc<dyn Module>> {
+        self.indexed(&self.session_listeners)
+    }
+
+    fn indexed<'a>(&'a self, list: &'a [usize]) -> impl Iterator<Item = &'a Arc<dyn Module>> {
+        list.iter().filter_map(|&i| self.modules.get(i))
+    }
+
+    /// Server disco identities.
+    pub fn identities(&self) -> &[Identity] {
+        &self.identities
+    }
+
+    /// Server disco features, sorted and without duplicates.
+    pub fn server_features(&self) -> &[&'static str] {
+        &self.server_features
+    }
+
+    /// Account disco features, sorted and without duplicates.
+    pub fn account_features(&self) -> &[&'static str] {
+        &self.account_features
+    }
+
+    /// Account disco identities other than `account/registered`.
+    pub fn account_identities(&self) -> &[Identity] {
+        &self.account_identities
+    }
+
+    /// Stream features offered after authentication.
+    pub fn stream_features(&self) -> &[Element] {
+        &self.stream_features
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing)]
+    use super::*;
+    use crate::module::Declaration;
+    use async_trait::async_trait;
+
+    struct M(&'static str, fn() -> Declaration);
+
+    #[async_trait]
+    impl Module for M {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn declare(&self) -> Declaration {
+            (self.1)()
+        }
+    }
+
+    #[test]
+    fn tables_follow_the_declarations_in_module_order() {
+        let a = M("a", || Declaration {
+            iqs: vec![(IqTarget::Server, "urn:a", "query")],
+            hooks: vec![HookPoint::MessageToBare],
+            server_features: vec!["urn:b", "urn:a"],
+            ..Declaration::default()
+        });
+        let b = M("b", || Declaration {
+            iqs: vec![(IqTarget::Account, "urn:a", "query")],
+            hooks: vec![HookPoint::MessageToBare, HookPoint::ToLocalAccount],
+            server_features: vec!["urn:a"],
+            session_events: true,
+            ..Declaration::default()
+        });
+        let t = Tables::new(vec![Arc::new(a), Arc::new(b)]);
+        let name = |m: Option<&Arc<dyn Module>>| m.map(|m| m.name());
+        assert_eq!(
+            name(t.iq_handler(IqTarget::Server, "urn:a", "query")),
+            Some("a")
+        );
+        assert_eq!(
+            name(t.iq_handler(IqTarget::Account, "urn:a", "query")),
+            Some("b")
+        );
+        assert_eq!(name(t.iq_handler(IqTarget::Server, "urn:a", "other")), None);
+        let hooked: Vec<_> = t
+            .hooked(HookPoint::MessageToBare)
+            .map(|m| m.name())
+            .collect();
+        assert_eq!(hooked, ["a", "b"]);
+        assert_eq!(t.hooked(HookPoint::IqFromLocal).count(), 0);
+        assert_eq!(t.server_features(), ["urn:a", "urn:b"]);
+        assert_eq!(
+            t.session_listeners().map(|m| m.name()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert_eq!(t.identities()[0].category, "server");
+    }
+}

@@ -1,0 +1,14 @@
+//! What connects the crates to each other and to the store, and belongs to none of them.
+//!
+//! The library crates know only traits for what they are injected with; this is where the
+//! server binary decides which implementation answers:
+//! - [`accounts`]: the core's [`rookery_core::Accounts`] directory over the SQL store;
+//! - [`pubsub`]: [`pubsub::Pubsub`], the `[pubsub]` service and PEP;
+//! - [`pubsub_im`]: the IM layer's answers to pubsub's questions (roster access models, PEP
+//!   interest, block lists). It lives here rather than in `rookery-pubsub` so that pubsub
+//!   does not depend on `rookery-im`: a pubsub engine is useful without an IM layer (a
+//!   component, a test), and the IM layer's shape is not pubsub's business.
+
+pub mod accounts;
+pub mod pubsub;
+pub mod pubsub_im;

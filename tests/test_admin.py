@@ -213,3 +213,69 @@ def test_ctl_with_a_wrong_token(server):
     (server.data_dir / "admin.token").write_text("not-the-token\n")
     r = server.ctl("status")
     assert r.returncode != 0 and "bearer token" in r.stderr
+
+
+CAPS = "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://example.org/tc' ver='QgayPKawpkPSDYmwT/WM94uAlu0='/>"
+
+
+async def test_session_list(server):
+    a = await server.login("alice", "desk")
+    a.send(f"<presence>{CAPS}</presence>")
+    await a.iq("get", server.domain, "<ping xmlns='urn:xmpp:ping'/>")
+    b = await slix_login(server, "bob", resource="phone")
+    try:
+        status, _, body = http(server, "GET", "/api/v1/sessions")
+        assert status == 200
+        assert body["sessions"] == [
+            {"jid": "alice@localhost/desk", "resource": "desk", "ip": "127.0.0.1",
+             "transport": "tcp", "client": "https://example.org/tc"},
+            {"jid": "bob@localhost/phone", "resource": "phone", "ip": "127.0.0.1",
+             "transport": "tcp", "client": None},
+        ]
+        assert http(server, "GET", "/api/v1/sessions", token=None)[0] == 401
+        r = server.ctl("sessions")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0].split() == ["JID", "IP", "TRANSPORT", "CLIENT"]
+        assert lines[1].split() == ["alice@localhost/desk", "127.0.0.1", "tcp",
+                                    "https://example.org/tc"]
+        assert lines[2].split() == ["bob@localhost/phone", "127.0.0.1", "tcp", "-"]
+        r = server.ctl("--json", "sessions")
+        assert [s["jid"] for s in json.loads(r.stdout)["sessions"]] == [
+            "alice@localhost/desk", "bob@localhost/phone"]
+    finally:
+        await a.close()
+        await b.close()
+
+
+def is_announcement(body):
+    return lambda e: local(e) == "message" and e.findtext(BODY) == body
+
+
+async def test_announce_reaches_every_online_session(server):
+    slix = [await slix_login(server, u, resource="s", presence=True) for u in ("alice", "bob")]
+    raw = await server.login("carol", "r")          # bound, no presence sent
+    raw2 = await server.login("alice", "second")
+    try:
+        status, _, body = http(server, "POST", "/api/v1/announce",
+                               {"body": "Restart at 22:00", "subject": "Maintenance"})
+        assert status == 200 and body == {"sent": 4}
+        for c in slix:
+            m = await c.inbox.wait(is_announcement("Restart at 22:00"), what="the announcement")
+            assert m.get("from") == "localhost" and m.get("type") == "normal"
+            assert m.findtext(f"{{{NS_CLIENT}}}subject") == "Maintenance"
+        for c in (raw, raw2):
+            m = await c.expect(is_announcement("Restart at 22:00"))
+            assert m.get("from") == "localhost" and m.get("to") == c.jid
+        r = server.ctl("announce", "second notice")
+        assert r.returncode == 0 and "sent to 4 sessions" in r.stdout, r.stderr
+        for c in slix:
+            await c.inbox.wait(is_announcement("second notice"), what="the ctl announcement")
+        for c in (raw, raw2):
+            await c.expect(is_announcement("second notice"))
+        assert http(server, "POST", "/api/v1/announce", {"body": " "})[0] == 400
+    finally:
+        for c in slix:
+            await c.close()
+        for c in (raw, raw2):
+            await c.close()

@@ -623,6 +623,7 @@ async fn bind(
             jid.clone(),
             core.config().session_queue,
         );
+        let handle = handle.with_origin(conn.peer, rookery_core::Transport::Tcp);
         let result = stanza.iq_result(Some(
             Element::new("bind", ns::BIND)
                 .with_child(Element::new("jid", ns::BIND).with_text(jid.as_str())),

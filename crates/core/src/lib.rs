@@ -33,4 +33,4 @@ pub use config::CoreConfig;
 pub use domains::DomainRoute;
 pub use module::{Declaration, Flow, HookPoint, Identity, IqTarget, Module, SessionEvent};
 pub use router::{Core, CoreBuilder};
-pub use session::{Outbound, SessionHandle, SessionId};
+pub use session::{Outbound, SessionHandle, SessionId, Transport};

@@ -93,6 +93,21 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Every session that is a target (see [`Registry::session`]): a snapshot, for the admin
+    /// API's session list and announcements, not for routing.
+    pub fn all(&self) -> Vec<SessionHandle> {
+        self.sessions
+            .iter()
+            .flat_map(|e| {
+                e.value()
+                    .iter()
+                    .filter(|r| r.handle.is_target())
+                    .map(|r| r.handle.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Whether `bare` has a bound session (no allocation).
     pub fn has_sessions(&self, bare: &BareJid) -> bool {
         self.sessions.contains_key(bare)

@@ -250,6 +250,11 @@ impl Core {
         self.sessions.has_sessions(bare)
     }
 
+    /// Every bound session that is a target, as a snapshot (see [`Registry::all`]).
+    pub fn sessions(&self) -> Vec<SessionHandle> {
+        self.sessions.all()
+    }
+
     /// Number of bound sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.count()

@@ -72,11 +72,30 @@ struct Depth {
     overflowed: AtomicBool,
 }
 
+/// How a client session reaches the server, for operators (the admin API's session list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// An XMPP stream over TCP (RFC 6120), with STARTTLS or direct TLS (XEP-0368).
+    Tcp,
+}
+
+impl Transport {
+    /// The lower-case name used in the admin API and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
 /// The router's handle on one connection.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
     id: SessionId,
     jid: Jid,
+    /// Where the connection comes from, when the listener said so ([`SessionHandle::with_origin`]).
+    /// Plain values, so cloning a handle on the routing path costs no reference count.
+    origin: Option<(std::net::SocketAddr, Transport)>,
     tx: mpsc::UnboundedSender<Outbound>,
     depth: Arc<Depth>,
     kill: Arc<Kill>,
@@ -147,6 +166,7 @@ impl SessionHandle {
             SessionHandle {
                 id,
                 jid,
+                origin: None,
                 tx,
                 depth: depth.clone(),
                 kill: kill.clone(),
@@ -156,6 +176,18 @@ impl SessionHandle {
                 kill,
             },
         )
+    }
+
+    /// Records the peer address and transport of a client session (set by the listener
+    /// before binding, read by the admin API).
+    pub fn with_origin(mut self, peer: std::net::SocketAddr, transport: Transport) -> Self {
+        self.origin = Some((peer, transport));
+        self
+    }
+
+    /// The peer address and transport, if the listener recorded them.
+    pub fn origin(&self) -> Option<(std::net::SocketAddr, Transport)> {
+        self.origin
     }
 
     /// The session id.

@@ -155,7 +155,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let (im, im_modules) = rookery_im::modules(cfg.im.clone(), store.clone());
     // Publish-subscribe (crates/pubsub): the service at pubsub.<domain> and PEP. PEP goes
     // before the IM modules so that it sees presence before they consume it.
-    let pubsub = wiring::pubsub::Pubsub::new(&cfg.pubsub, &cfg.domain, &store, im)
+    let pubsub = wiring::pubsub::Pubsub::new(&cfg.pubsub, &cfg.domain, &store, im.clone())
         .map_err(|e| anyhow!("{e}"))?;
     for m in pubsub.modules() {
         builder = builder.module(m);
@@ -188,10 +188,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // says 200 once they are all bound.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let s2s_slot: Arc<OnceLock<Arc<rookery_s2s::S2s>>> = Arc::default();
-    let status = Arc::new(rookery_http::Status::new({
-        let (core, components, s2s) = (core.clone(), components.clone(), s2s_slot.clone());
-        move || connections(&core, &components, s2s.get())
-    }));
+    let status = Arc::new(
+        rookery_http::Status::new({
+            let (core, components, s2s) = (core.clone(), components.clone(), s2s_slot.clone());
+            move || connections(&core, &components, s2s.get())
+        })
+        // The client software as its XEP-0115 capabilities name it (the `node` of `node#ver`).
+        .with_client_names(move |jid| {
+            let key = im.caps_key(jid)?;
+            Some(key.split('#').next().unwrap_or_default().to_string())
+        }),
+    );
     let admin_task = if cfg.listen.admin.is_empty() {
         None
     } else {

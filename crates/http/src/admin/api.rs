@@ -8,13 +8,15 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use bytes::Bytes;
 use rookery_core::modules::register::remove_account;
 use rookery_core::AccountError;
 use rookery_jid::{BareJid, Jid};
-use rookery_proto::{StreamError, StreamErrorCondition};
+use rookery_proto::{ns, StreamError, StreamErrorCondition};
 use rookery_sasl::{Credentials, DEFAULT_ITERATIONS};
+use rookery_xml::Element;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
@@ -27,7 +29,9 @@ pub(super) fn router(ctx: AdminContext) -> Router<AdminContext> {
         .route("/users/{jid}", axum::routing::delete(delete_user))
         .route("/users/{jid}/password", put(set_password))
         .route("/stats", get(stats))
+        .route("/sessions", get(list_sessions))
         .route("/sessions/{*jid}", axum::routing::delete(kick))
+        .route("/announce", post(announce))
         .layer(middleware::from_fn_with_state(ctx, auth::require_token))
 }
 
@@ -199,4 +203,79 @@ async fn kick(
         reason,
     ));
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize)]
+struct Session {
+    jid: String,
+    resource: Option<String>,
+    ip: Option<String>,
+    transport: Option<&'static str>,
+    client: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Sessions {
+    sessions: Vec<Session>,
+}
+
+async fn list_sessions(State(ctx): State<AdminContext>) -> Json<Sessions> {
+    let mut sessions: Vec<Session> = ctx
+        .core
+        .sessions()
+        .into_iter()
+        .map(|h| {
+            let jid = h.jid();
+            let origin = h.origin();
+            Session {
+                jid: jid.to_string(),
+                resource: jid.resource().map(str::to_string),
+                ip: origin.map(|(peer, _)| peer.ip().to_string()),
+                transport: origin.map(|(_, t)| t.as_str()),
+                client: (ctx.status.client)(jid),
+            }
+        })
+        .collect();
+    sessions.sort_by(|a, b| a.jid.cmp(&b.jid));
+    Json(Sessions { sessions })
+}
+
+#[derive(Debug, Deserialize)]
+struct Announcement {
+    body: String,
+    subject: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Announced {
+    sent: usize,
+}
+
+/// Writes a `normal` message from the server's domain into every online session's queue
+/// (RFC 6121 §5.2.2: a standalone message, no reply expected). Straight to the sessions, not
+/// through the router: it is for every resource, and no per-recipient rule (carbons,
+/// blocking the server's own domain) applies to it.
+async fn announce(
+    State(ctx): State<AdminContext>,
+    Json(a): Json<Announcement>,
+) -> Result<Json<Announced>, ApiError> {
+    if a.body.trim().is_empty() {
+        return Err(ApiError::BadRequest("empty body".into()));
+    }
+    let mut sent = 0;
+    for session in ctx.core.sessions() {
+        let mut message = Element::new("message", ns::CLIENT)
+            .with_attr("from", ctx.core.domain())
+            .with_attr("to", session.jid().as_str())
+            .with_attr("type", "normal");
+        if let Some(subject) = a.subject.as_deref().filter(|s| !s.is_empty()) {
+            message.push_child(Element::new("subject", ns::CLIENT).with_text(subject));
+        }
+        message.push_child(Element::new("body", ns::CLIENT).with_text(a.body.as_str()));
+        if session.send(Bytes::from(message.to_bytes())) {
+            sent += 1;
+        }
+    }
+    tracing::info!(sent, "announcement sent through the admin api");
+    Ok(Json(Announced { sent }))
 }

@@ -23,6 +23,7 @@ use std::time::Instant;
 use axum::routing::get;
 use axum::Router;
 use rookery_core::Core;
+use rookery_jid::Jid;
 use rookery_store::Store;
 use serde::Serialize;
 
@@ -39,11 +40,15 @@ pub struct Connections {
     pub components: usize,
 }
 
+/// Names the client software of a session, when known.
+type ClientName = Box<dyn Fn(&Jid) -> Option<String> + Send + Sync>;
+
 /// What the server tells the admin listener about itself.
 pub struct Status {
     started: Instant,
     listening: AtomicBool,
     connections: Box<dyn Fn() -> Connections + Send + Sync>,
+    client: ClientName,
 }
 
 impl std::fmt::Debug for Status {
@@ -62,7 +67,18 @@ impl Status {
             started: Instant::now(),
             listening: AtomicBool::new(false),
             connections: Box::new(connections),
+            client: Box::new(|_| None),
         }
+    }
+
+    /// Names the client software of a session in the session list (e.g. the node of its
+    /// XEP-0115 capabilities), when the server knows it.
+    pub fn with_client_names(
+        mut self,
+        client: impl Fn(&Jid) -> Option<String> + Send + Sync + 'static,
+    ) -> Status {
+        self.client = Box::new(client);
+        self
     }
 
     /// Every configured listener is bound: `/ready` may say so.

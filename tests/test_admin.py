@@ -9,7 +9,8 @@ import urllib.request
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from slix import slix_login
-from xmpp_raw import NS_CLIENT, SaslFailure, local
+from test_sm import NS_SM, enable, resume
+from xmpp_raw import NS_CLIENT, SaslFailure, local, tag
 
 BODY = f"{{{NS_CLIENT}}}body"
 
@@ -279,3 +280,20 @@ async def test_announce_reaches_every_online_session(server):
             await c.close()
         for c in (raw, raw2):
             await c.close()
+
+
+async def test_metrics_count_hibernation_and_resumption(server):
+    c = await server.login("alice", "phone")
+    _, enabled = await enable(c)
+    c.abort()
+    m = await metric_reaches(server, "rookery_sm_hibernations_total", 1)
+    assert value(m, "rookery_sm_hibernations_total") == 1
+    assert value(m, "rookery_sm_resumes_total") == 0
+    assert value(m, "rookery_sessions", transport="tcp") == 1   # still bound while hibernating
+    c2, answer = await resume(server, "alice", enabled.get("id"), 0)
+    try:
+        assert answer.tag == tag(NS_SM, "resumed")
+        m = await metric_reaches(server, "rookery_sm_resumes_total", 1)
+        assert value(m, "rookery_sm_resumes_total") == 1
+    finally:
+        await c2.close()

@@ -22,9 +22,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 venv="${ROOKERY_TEST_VENV:-$HOME/.cache/rookery-test-venv}"
-if ! "$venv/bin/python" -c 'import slixmpp, pytest' 2>/dev/null; then
-  echo "== creating Python venv $venv"
-  python3 -m venv "$venv"
+if ! "$venv/bin/python" -c 'import slixmpp, pytest, prometheus_client' 2>/dev/null; then
+  echo "== creating or completing Python venv $venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip
   "$venv/bin/pip" install -q -r tests/requirements.txt
 fi

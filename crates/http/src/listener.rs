@@ -141,6 +141,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bodies_beyond_the_limit_are_refused() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let limits = Limits {
+            max_body_bytes: 16,
+            ..Limits::ADMIN
+        };
+        let router = Router::new().route("/x", axum::routing::post(|b: String| async move { b }));
+        tokio::spawn(run(l, router, limits, std::future::pending()));
+        for (body, status) in [("small", "200"), ("x".repeat(17).as_str(), "413")] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req = format!(
+                "POST /x HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            assert!(out.starts_with(&format!("HTTP/1.1 {status}")), "{out}");
+        }
+    }
+
+    #[tokio::test]
     async fn connections_beyond_the_cap_wait() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();

@@ -287,10 +287,9 @@ impl<'a> Client<'a> {
             return Err(ConnError::stream(SEC::InternalServerError, "not resumable"));
         };
         let resumed = sm::resumed(&r.id, m.counters.inbound());
-        conn.write_unflushed(&rookery_proto::stream::to_bytes(&resumed))
-            .await?;
+        conn.queue(&rookery_proto::stream::to_bytes(&resumed));
         for b in m.counters.unacked_stanzas() {
-            conn.write_unflushed(b).await?;
+            conn.queue(b);
         }
         m.requested = false;
         m.ack_due = None;
@@ -303,8 +302,7 @@ impl<'a> Client<'a> {
         self.batch_written(conn).await?;
         if let Some(m) = self.sm.as_mut() {
             if m.counters.unacked() > 0 && !m.requested {
-                conn.write_unflushed(&rookery_proto::stream::to_bytes(&sm::request()))
-                    .await?;
+                conn.queue(&rookery_proto::stream::to_bytes(&sm::request()));
                 m.requested = true;
             }
         }
@@ -365,7 +363,8 @@ impl<'a> Client<'a> {
                 ));
             }
         }
-        conn.write_unflushed(&b).await
+        conn.queue(&b);
+        Ok(())
     }
 
     /// Writes a nonza (stream management element) and flushes.
@@ -538,8 +537,7 @@ impl Inbound for Client<'_> {
         let every = self.ctx.config.sm_ack_every.max(1) as usize;
         if let Some(m) = self.sm.as_mut() {
             if !m.requested && m.counters.unacked() >= every {
-                conn.write_unflushed(&rookery_proto::stream::to_bytes(&sm::request()))
-                    .await?;
+                conn.queue(&rookery_proto::stream::to_bytes(&sm::request()));
                 m.requested = true;
                 m.ack_due = None;
             }
@@ -584,8 +582,7 @@ impl Inbound for Client<'_> {
                         .max(self.ping.sent_at.unwrap_or(conn.last_read()));
                     if now >= since + self.ping_interval() {
                         if let Some(m) = self.sm.as_mut() {
-                            conn.write_unflushed(&rookery_proto::stream::to_bytes(&sm::request()))
-                                .await?;
+                            conn.queue(&rookery_proto::stream::to_bytes(&sm::request()));
                             m.requested = true;
                             m.ack_due = None;
                         } else {
@@ -598,7 +595,7 @@ impl Inbound for Client<'_> {
                                 Some(self.jid.clone()),
                                 Element::new("ping", ns::PING),
                             );
-                            conn.write_unflushed(&iq.to_bytes()).await?;
+                            conn.queue(&iq.to_bytes());
                             self.ping.id = Some(id);
                         }
                         self.ping.sent_at = Some(now);
@@ -611,8 +608,7 @@ impl Inbound for Client<'_> {
             if m.ack_due.is_some_and(|d| now >= d) {
                 m.ack_due = None;
                 if !m.requested && m.counters.unacked() > 0 {
-                    conn.write_unflushed(&rookery_proto::stream::to_bytes(&sm::request()))
-                        .await?;
+                    conn.queue(&rookery_proto::stream::to_bytes(&sm::request()));
                     m.requested = true;
                     wrote = true;
                 }

@@ -880,7 +880,7 @@ async fn write_batch(
             }
         }
         let Some(s) = backlog.front() else { break };
-        conn.write_unflushed(&Bytes::from(s.to_bytes())).await?;
+        conn.queue(&Bytes::from(s.to_bytes()));
         backlog.pop_front();
         n += 1;
     }

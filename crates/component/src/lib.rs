@@ -33,6 +33,7 @@ use dashmap::DashMap;
 use rookery_core::Core;
 use rookery_jid::Jid;
 use rookery_proto::StreamError;
+use rookery_stream::ConnectionCap;
 use tokio::net::TcpListener;
 
 pub use config::{ComponentConfig, ConfigError, OnConflict, ServiceConfig};
@@ -107,21 +108,14 @@ impl Components {
     }
 }
 
-/// Accepts component connections on `listener` until the task is dropped; one task each.
+/// Accepts component connections on `listener` until the task is dropped; one task each,
+/// at most `[component] max_connections` at once.
 pub async fn run(listener: TcpListener, comps: Arc<Components>) {
-    loop {
-        match listener.accept().await {
-            Ok((tcp, peer)) => {
-                let _ = tcp.set_nodelay(true);
-                tokio::spawn(listener::serve(comps.clone(), tcp, peer));
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let cap = ConnectionCap::new(comps.config.max_connections);
+    rookery_stream::accept_loop(listener, cap, |tcp, peer| {
+        listener::serve(comps.clone(), tcp, peer)
+    })
+    .await;
 }
 
 /// Failed handshakes per IP address in fixed one-minute windows, so guessing a secret over

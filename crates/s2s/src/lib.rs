@@ -100,6 +100,8 @@ pub struct S2s {
     pool: DashMap<(String, String), outgoing::Entry>,
     backoff: backoff::Backoff,
     limiter: limiter::ConnLimiter,
+    /// The cap on incoming connections, shared by both s2s ports.
+    connections: rookery_stream::ConnectionCap,
     next_id: AtomicU64,
     /// Set once by [`S2s::close_all`]; every stream task watches it.
     closing: tokio::sync::watch::Sender<bool>,
@@ -142,6 +144,7 @@ impl S2s {
             std::time::Duration::from_secs(config.backoff_initial_secs),
             std::time::Duration::from_secs(config.backoff_max_secs),
         );
+        let connections = rookery_stream::ConnectionCap::new(config.max_connections);
         Ok(Arc::new_cyclic(|me| S2s {
             me: me.clone(),
             core,
@@ -152,6 +155,7 @@ impl S2s {
             pool: DashMap::new(),
             backoff,
             limiter,
+            connections,
             next_id: AtomicU64::new(1),
             closing: tokio::sync::watch::Sender::new(false),
             incoming: DashMap::new(),
@@ -264,18 +268,12 @@ pub(crate) fn shutdown_error() -> StreamError {
     )
 }
 
-/// Accepts server connections on `listener` until the task is dropped.
+/// Accepts server connections on `listener` until the task is dropped, within
+/// `[s2s] max_connections` (shared by both s2s ports).
 pub async fn run(listener: TcpListener, mode: Mode, s2s: Arc<S2s>) {
-    loop {
-        match listener.accept().await {
-            Ok((tcp, peer)) => {
-                let _ = tcp.set_nodelay(true);
-                tokio::spawn(incoming::serve(s2s.clone(), tcp, peer, mode));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let cap = s2s.connections.clone();
+    rookery_stream::accept_loop(listener, cap, |tcp, peer| {
+        incoming::serve(s2s.clone(), tcp, peer, mode)
+    })
+    .await;
 }

@@ -28,7 +28,7 @@ use rookery_proto::{
     ns, Stanza, StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition as SEC,
 };
 use rookery_stream::pump::{self, Inbound};
-use rookery_stream::{new_stream_id, Conn, ConnError, Transport};
+use rookery_stream::{new_stream_id, Conn, ConnError, IpKey, Transport};
 use rookery_xml::{Element, Limits, CONTENT_NS};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -174,7 +174,7 @@ async fn authenticate(
         ));
     };
     let ip = conn.peer.ip();
-    if comps.limiter.blocked(ip) {
+    if comps.limiter.exceeded(&IpKey::from(ip)) {
         tracing::warn!("refused: too many failed handshakes from this address");
         return Err(ConnError::stream(
             SEC::PolicyViolation,
@@ -189,7 +189,7 @@ async fn authenticate(
         ));
     }
     if !handshake::verify(&id, route.secret(), &el.text()) {
-        comps.limiter.failed(ip);
+        comps.limiter.hit(IpKey::from(ip));
         tracing::warn!("component handshake failed: wrong secret");
         return Err(ConnError::stream(SEC::NotAuthorized, "handshake failed"));
     }

@@ -59,7 +59,7 @@ struct State {
 pub(crate) async fn serve(s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, mode: Mode) {
     let span = tracing::info_span!("s2s_in", %peer, direct_tls = mode == Mode::DirectTls);
     async move {
-        if !s2s.limiter.admit(peer.ip()) {
+        if !s2s.admit(peer.ip()) {
             tracing::info!("too many connections from this address; dropped");
             return;
         }

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use bytes::Bytes;
 use rookery_proto::{
     ns, Stanza, StanzaError, StanzaErrorCondition as SC, StreamError, StreamErrorCondition,
 };
@@ -880,7 +879,7 @@ async fn write_batch(
             }
         }
         let Some(s) = backlog.front() else { break };
-        conn.queue(&Bytes::from(s.to_bytes()));
+        conn.queue(&s.to_bytes());
         backlog.pop_front();
         n += 1;
     }

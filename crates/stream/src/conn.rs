@@ -383,3 +383,37 @@ async fn read_with(io: &mut Transport, mut take: impl FnMut(&[u8])) -> std::io::
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// What is queued goes out in order at the flush, and the buffer is freed after it.
+    #[tokio::test]
+    async fn flush_writes_what_was_queued_and_frees_the_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, addr) = listener.accept().await.unwrap();
+        let mut conn = Conn::new(
+            Transport::Plain(tcp),
+            addr,
+            Limits::PRE_AUTH,
+            "localhost",
+            ns::CLIENT,
+        );
+        conn.queue(b"<a/>");
+        conn.queue(b"<b/>");
+        assert_eq!(conn.queued(), 8);
+        conn.write(b"<c/>").await.unwrap();
+        assert_eq!(conn.queued(), 0);
+        assert_eq!(conn.out.capacity(), 0);
+        let mut got = [0u8; 12];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"<a/><b/><c/>");
+    }
+}

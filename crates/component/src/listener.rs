@@ -29,7 +29,7 @@ use rookery_proto::{
 };
 use rookery_stream::keepalive::{Due, Keepalive};
 use rookery_stream::pump::{self, Inbound};
-use rookery_stream::{new_stream_id, Conn, ConnError, IpKey, Transport};
+use rookery_stream::{header, new_stream_id, Conn, ConnError, IpKey, Transport};
 use rookery_xml::{Element, Limits, CONTENT_NS};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -144,11 +144,7 @@ async fn authenticate(
 ) -> Result<Arc<ComponentRoute>, ConnError> {
     let header = conn.next_header().await?;
     // RFC 6120 §4.7.5: a peer without a version (every XEP-0114 component) gets none back.
-    let versioned = header
-        .attr("version")
-        .and_then(|v| v.split('.').next())
-        .and_then(|m| m.parse::<u32>().ok())
-        .is_some_and(|m| m >= 1);
+    let versioned = header::major_version(&header).is_some_and(|m| m >= 1);
     conn.set_header_version(versioned);
     let route = header
         .attr("to")
@@ -161,12 +157,7 @@ async fn authenticate(
     }
     let id = new_stream_id();
     conn.send_header(None, &id).await?;
-    if header.default_ns != ns::COMPONENT {
-        return Err(ConnError::stream(
-            SEC::InvalidNamespace,
-            "expected jabber:component:accept",
-        ));
-    }
+    header::check_namespace(&header, ns::COMPONENT)?;
     let Some(route) = route else {
         tracing::info!(to = ?header.attr("to"), "refused: not a configured component domain");
         return Err(ConnError::stream(

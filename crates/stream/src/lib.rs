@@ -3,6 +3,7 @@
 //! `from`; reading, framing, stream errors and draining the outbound queue live here once.
 //!
 //! Layout:
+//! - [`header`]: the first negotiation step, checking the peer's stream header (sans-IO);
 //! - [`keepalive`]: dead-peer detection (when to send a check, when the peer is dead);
 //! - [`limit`]: the rate-limit type of every listener (per IP, IPv6 by /64; per account);
 //! - [`listen`]: the accept loop, with a cap on open connections per kind of listener;
@@ -12,6 +13,7 @@
 //!   routed bytes out in batches, kill switch, idle timeout.
 
 pub mod conn;
+pub mod header;
 pub mod keepalive;
 pub mod limit;
 pub mod listen;

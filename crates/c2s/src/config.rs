@@ -16,6 +16,9 @@ pub struct C2sConfig {
     pub allow_unencrypted_plain: bool,
     /// Max bytes of one stanza after authentication (RFC 6120 §13.12 asks for ≥ 10000).
     pub max_stanza_bytes: usize,
+    /// Client connections open at once, both c2s ports together (negotiating or bound); at
+    /// the cap no more are accepted until one ends. 0: the open-file limit less 50.
+    pub max_connections: usize,
     /// Seconds a connection may take from TCP accept to a bound resource.
     pub negotiation_timeout_secs: u64,
     /// Seconds without any byte from a bound client before the stream is closed with
@@ -58,6 +61,7 @@ impl Default for C2sConfig {
             require_encryption: true,
             allow_unencrypted_plain: false,
             max_stanza_bytes: 256 * 1024,
+            max_connections: 0,
             negotiation_timeout_secs: 30,
             idle_timeout_secs: 0,
             max_auth_attempts: 3,

@@ -29,6 +29,7 @@ use rookery_core::Core;
 use tokio::net::TcpListener;
 
 pub use config::C2sConfig;
+pub use rookery_stream::ConnectionCap;
 
 /// Everything a client connection needs, shared by all connections of a listener.
 pub struct C2sContext {
@@ -46,6 +47,8 @@ pub struct C2sContext {
     pub limiter: limiter::AuthLimiter,
     /// XEP-0198 sessions that can be resumed, by SM-ID.
     pub sm: sm::Registry,
+    /// The cap on client connections, shared by both c2s ports.
+    pub connections: ConnectionCap,
 }
 
 /// How a listener starts its streams.
@@ -79,18 +82,9 @@ pub async fn run(listener: TcpListener, mode: Mode, ctx: Arc<C2sContext>) {
     }
     // Never sent on: connections see `changed()` fail once this task, and the sender, is gone.
     let (_listening, stopped) = tokio::sync::watch::channel(());
-    loop {
-        match listener.accept().await {
-            Ok((tcp, peer)) => {
-                let _ = tcp.set_nodelay(true);
-                let ctx = ctx.clone();
-                tokio::spawn(negotiate::serve(ctx, tcp, peer, mode, stopped.clone()));
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let cap = ctx.connections.clone();
+    rookery_stream::accept_loop(listener, cap, |tcp, peer| {
+        negotiate::serve(ctx.clone(), tcp, peer, mode, stopped.clone())
+    })
+    .await;
 }

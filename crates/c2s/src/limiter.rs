@@ -1,77 +1,39 @@
-//! Auth-failure rate limits (per IP address and per account), so password guessing costs
-//! the attacker time while legitimate users on other addresses are unaffected.
+//! Auth-failure rate limits (per IP address, IPv6 by /64, and per account), so password
+//! guessing costs the attacker time while legitimate users on other addresses are
+//! unaffected. The counting is `rookery_stream::RateLimit`'s, shared with the other
+//! listeners.
 
-use std::hash::Hash;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
-
-const WINDOW: Duration = Duration::from_secs(60);
-
-/// Failures counted in fixed one-minute windows.
-#[derive(Debug)]
-struct Window<K: Eq + Hash> {
-    max: u32,
-    map: DashMap<K, (Instant, u32)>,
-}
-
-impl<K: Eq + Hash> Window<K> {
-    fn new(max: u32) -> Self {
-        Window {
-            max,
-            map: DashMap::new(),
-        }
-    }
-
-    fn blocked(&self, k: &K, now: Instant) -> bool {
-        self.map
-            .get(k)
-            .is_some_and(|e| now.duration_since(e.0) < WINDOW && e.1 >= self.max)
-    }
-
-    fn fail(&self, k: K, now: Instant) {
-        let mut e = self.map.entry(k).or_insert((now, 0));
-        if now.duration_since(e.0) >= WINDOW {
-            *e = (now, 0);
-        }
-        e.1 = e.1.saturating_add(1);
-        drop(e);
-        if self.map.len() > 10_000 {
-            self.map.retain(|_, v| now.duration_since(v.0) < WINDOW);
-        }
-    }
-}
+use rookery_stream::{IpKey, RateLimit};
 
 /// Per-IP and per-account failure windows.
 #[derive(Debug)]
 pub struct AuthLimiter {
-    ip: Window<IpAddr>,
-    account: Window<String>,
+    ip: RateLimit<IpKey>,
+    account: RateLimit<String>,
 }
 
 impl AuthLimiter {
     /// Limits of `per_ip` and `per_account` failures a minute.
     pub fn new(per_ip: u32, per_account: u32) -> Self {
         AuthLimiter {
-            ip: Window::new(per_ip),
-            account: Window::new(per_account),
+            ip: RateLimit::new(per_ip),
+            account: RateLimit::new(per_account),
         }
     }
 
     /// Whether an attempt from `ip` (for `account`, once known) must be refused now.
     pub fn blocked(&self, ip: IpAddr, account: Option<&str>) -> bool {
-        let now = Instant::now();
-        self.ip.blocked(&ip, now)
-            || account.is_some_and(|a| self.account.blocked(&a.to_string(), now))
+        self.ip.exceeded(&IpKey::from(ip))
+            || account.is_some_and(|a| self.account.exceeded(&a.to_string()))
     }
 
     /// Records a failure.
     pub fn failed(&self, ip: IpAddr, account: Option<&str>) {
-        let now = Instant::now();
-        self.ip.fail(ip, now);
+        self.ip.hit(IpKey::from(ip));
         if let Some(a) = account {
-            self.account.fail(a.to_string(), now);
+            self.account.hit(a.to_string());
         }
     }
 }

@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::{csi, session, sm, C2sContext, Mode};
-use rookery_stream::{new_stream_id, Conn, ConnError, Transport};
+use rookery_stream::{header, new_stream_id, Conn, ConnError, Transport};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -252,12 +252,7 @@ async fn open_stream(ctx: &C2sContext, conn: &mut Conn) -> Result<(), ConnError>
     let to = header.attr("to").map(str::to_string);
     let from = header.attr("from").map(str::to_string);
     conn.send_header(from.as_deref(), &new_stream_id()).await?;
-    if header.default_ns != ns::CLIENT {
-        return Err(ConnError::stream(
-            SEC::InvalidNamespace,
-            "expected jabber:client",
-        ));
-    }
+    header::check_namespace(&header, ns::CLIENT)?;
     if let Some(to) = to {
         let host = Jid::parse(&to).ok();
         if host.as_ref().map(Jid::as_str) != Some(ctx.core.domain()) {
@@ -267,13 +262,7 @@ async fn open_stream(ctx: &C2sContext, conn: &mut Conn) -> Result<(), ConnError>
             ));
         }
     }
-    match header.attr("version") {
-        Some(v) if v.split('.').next().and_then(|m| m.parse::<u32>().ok()) == Some(1) => Ok(()),
-        _ => Err(ConnError::stream(
-            SEC::UnsupportedVersion,
-            "XMPP 1.0 required",
-        )),
-    }
+    Ok(header::check_version(&header)?)
 }
 
 fn features_before_tls() -> Element {

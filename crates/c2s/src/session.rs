@@ -27,6 +27,7 @@ use rookery_core::session::SessionEnd;
 use rookery_core::{Outbound, SessionHandle};
 use rookery_jid::Jid;
 use rookery_proto::{ns, IqType, Stanza, StanzaKind, StreamError, StreamErrorCondition as SEC};
+use rookery_stream::keepalive::{Due, Keepalive};
 use rookery_stream::pump::{self, Inbound};
 use rookery_stream::{Conn, ConnError};
 use rookery_xml::Element;
@@ -128,23 +129,16 @@ struct Resumable {
     handoff: Arc<Handoff>,
 }
 
-/// Server-initiated liveness check.
-#[derive(Default)]
-struct Ping {
-    /// When the last check went out, while no answer came.
-    sent_at: Option<Instant>,
-    /// The id of the XEP-0199 ping in flight.
-    id: Option<String>,
-    counter: u64,
-}
-
 /// The c2s inbound policy and per-session state.
 struct Client<'a> {
     ctx: &'a Arc<C2sContext>,
     jid: &'a Jid,
     sm: Option<Box<Managed>>,
     csi: Csi,
-    ping: Ping,
+    /// Server-initiated liveness check.
+    keepalive: Keepalive,
+    /// The id of the XEP-0199 ping in flight.
+    ping_id: Option<String>,
     /// A connection that took the session over, accepted in [`Inbound::wake`].
     taken_over: Option<Box<Conn>>,
     /// Bytes that end the stream, written instead of the usual stream error.
@@ -158,7 +152,8 @@ impl<'a> Client<'a> {
             jid,
             sm: None,
             csi: Csi::default(),
-            ping: Ping::default(),
+            keepalive: Self::keepalive(ctx),
+            ping_id: None,
             taken_over: None,
             closing: None,
         }
@@ -180,12 +175,20 @@ impl<'a> Client<'a> {
             }
     }
 
-    fn ping_interval(&self) -> Duration {
-        Duration::from_secs(self.ctx.config.ping_interval_secs)
+    /// A fresh liveness check under the listener's settings.
+    fn keepalive(ctx: &C2sContext) -> Keepalive {
+        Keepalive::new(
+            Duration::from_secs(ctx.config.ping_interval_secs),
+            Self::ping_timeout_of(ctx),
+        )
+    }
+
+    fn ping_timeout_of(ctx: &C2sContext) -> Duration {
+        Duration::from_secs(ctx.config.ping_timeout_secs.max(1))
     }
 
     fn ping_timeout(&self) -> Duration {
-        Duration::from_secs(self.ctx.config.ping_timeout_secs.max(1))
+        Self::ping_timeout_of(self.ctx)
     }
 
     /// Decides what follows the end of the loop on `conn`: hibernation, resumption on the
@@ -284,7 +287,8 @@ impl<'a> Client<'a> {
     /// Puts the session on a connection that resumed it (§5): `<resumed/>`, then what the
     /// client has not acknowledged, then what waited meanwhile.
     async fn attach(&mut self, conn: &mut Conn) -> Result<(), ConnError> {
-        self.ping = Ping::default();
+        self.keepalive = Self::keepalive(self.ctx);
+        self.ping_id = None;
         let Some(m) = self.sm.as_mut() else {
             return Err(ConnError::stream(SEC::InternalServerError, "not managed"));
         };
@@ -292,10 +296,9 @@ impl<'a> Client<'a> {
             return Err(ConnError::stream(SEC::InternalServerError, "not resumable"));
         };
         let resumed = sm::resumed(&r.id, m.counters.inbound());
-        conn.write_unflushed(&rookery_proto::stream::to_bytes(&resumed))
-            .await?;
+        conn.queue(&rookery_proto::stream::to_bytes(&resumed));
         for b in m.counters.unacked_stanzas() {
-            conn.write_unflushed(b).await?;
+            conn.queue(b);
         }
         m.requested = false;
         m.ack_due = None;
@@ -308,8 +311,7 @@ impl<'a> Client<'a> {
         self.batch_written(conn).await?;
         if let Some(m) = self.sm.as_mut() {
             if m.counters.unacked() > 0 && !m.requested {
-                conn.write_unflushed(&rookery_proto::stream::to_bytes(&sm::request()))
-                    .await?;
+                conn.queue(&rookery_proto::stream::to_bytes(&sm::request()));
                 m.requested = true;
             }
         }
@@ -370,7 +372,8 @@ impl<'a> Client<'a> {
                 ));
             }
         }
-        conn.write_unflushed(&b).await
+        conn.queue(&b);
+        Ok(())
     }
 
     /// Writes a nonza (stream management element) and flushes.
@@ -478,14 +481,8 @@ impl<'a> Client<'a> {
     fn is_ping_answer(&self, el: &Element) -> bool {
         el.is("iq", ns::CLIENT)
             && matches!(el.attr("type"), Some("result" | "error"))
-            && self.ping.id.is_some()
-            && el.attr("id") == self.ping.id.as_deref()
-    }
-
-    /// When the pending liveness check went out, if the peer has sent nothing since (bytes
-    /// read at that very instant count as an answer).
-    fn awaiting_ping(&self, conn: &Conn) -> Option<Instant> {
-        self.ping.sent_at.filter(|at| conn.last_read() < *at)
+            && self.ping_id.is_some()
+            && el.attr("id") == self.ping_id.as_deref()
     }
 }
 
@@ -494,7 +491,7 @@ impl Inbound for Client<'_> {
     /// it cannot speak for anyone else.
     async fn element(&mut self, conn: &mut Conn, mut el: Element) -> Result<(), ConnError> {
         // Anything from the client answers a pending liveness check.
-        self.ping.sent_at = None;
+        self.keepalive.answered();
         if el.ns() == sm::NS {
             return self.sm_element(conn, el).await;
         }
@@ -507,7 +504,7 @@ impl Inbound for Client<'_> {
             }
         }
         if self.is_ping_answer(&el) {
-            self.ping.id = None;
+            self.ping_id = None;
             return Ok(());
         }
         el.remove_attr("from");
@@ -543,8 +540,7 @@ impl Inbound for Client<'_> {
         let every = self.ctx.config.sm_ack_every.max(1) as usize;
         if let Some(m) = self.sm.as_mut() {
             if !m.requested && m.counters.unacked() >= every {
-                conn.write_unflushed(&rookery_proto::stream::to_bytes(&sm::request()))
-                    .await?;
+                conn.queue(&rookery_proto::stream::to_bytes(&sm::request()));
                 m.requested = true;
                 m.ack_due = None;
             }
@@ -553,17 +549,7 @@ impl Inbound for Client<'_> {
     }
 
     fn deadline(&self, conn: &Conn) -> Option<Instant> {
-        let mut d = None;
-        if !self.ping_interval().is_zero() {
-            d = Some(match self.awaiting_ping(conn) {
-                Some(at) => at + self.ping_timeout(),
-                None => {
-                    conn.last_read()
-                        .max(self.ping.sent_at.unwrap_or(conn.last_read()))
-                        + self.ping_interval()
-                }
-            });
-        }
+        let mut d = self.keepalive.deadline(conn.last_read());
         if let Some(due) = self.sm.as_ref().and_then(|m| m.ack_due) {
             d = Some(d.map_or(due, |d: Instant| d.min(due)));
         }
@@ -573,51 +559,39 @@ impl Inbound for Client<'_> {
     async fn timer(&mut self, conn: &mut Conn) -> Result<(), ConnError> {
         let now = Instant::now();
         let mut wrote = false;
-        if !self.ping_interval().is_zero() {
-            match self.awaiting_ping(conn) {
-                Some(at) => {
-                    if now >= at + self.ping_timeout() {
-                        return Err(ConnError::stream(
-                            SEC::ConnectionTimeout,
-                            "no answer to the keepalive check",
-                        ));
-                    }
-                }
-                None => {
-                    let since = conn
-                        .last_read()
-                        .max(self.ping.sent_at.unwrap_or(conn.last_read()));
-                    if now >= since + self.ping_interval() {
-                        if let Some(m) = self.sm.as_mut() {
-                            conn.write_unflushed(&rookery_proto::stream::to_bytes(&sm::request()))
-                                .await?;
-                            m.requested = true;
-                            m.ack_due = None;
-                        } else {
-                            self.ping.counter += 1;
-                            let id = format!("rk-ping-{}", self.ping.counter);
-                            let iq = Stanza::iq(
-                                IqType::Get,
-                                &id,
-                                Some(self.ctx.core.domain_jid().clone().into()),
-                                Some(self.jid.clone()),
-                                Element::new("ping", ns::PING),
-                            );
-                            conn.write_unflushed(&iq.to_bytes()).await?;
-                            self.ping.id = Some(id);
-                        }
-                        self.ping.sent_at = Some(now);
-                        wrote = true;
-                    }
-                }
+        match self.keepalive.poll(conn.last_read(), now) {
+            Due::Dead => {
+                return Err(ConnError::stream(
+                    SEC::ConnectionTimeout,
+                    "no answer to the keepalive check",
+                ));
             }
+            Due::Check => {
+                if let Some(m) = self.sm.as_mut() {
+                    conn.queue(&rookery_proto::stream::to_bytes(&sm::request()));
+                    m.requested = true;
+                    m.ack_due = None;
+                } else {
+                    let id = format!("rk-ping-{}", self.keepalive.sent());
+                    let iq = Stanza::iq(
+                        IqType::Get,
+                        &id,
+                        Some(self.ctx.core.domain_jid().clone().into()),
+                        Some(self.jid.clone()),
+                        Element::new("ping", ns::PING),
+                    );
+                    conn.queue(&iq.to_bytes());
+                    self.ping_id = Some(id);
+                }
+                wrote = true;
+            }
+            Due::Nothing => {}
         }
         if let Some(m) = self.sm.as_mut() {
             if m.ack_due.is_some_and(|d| now >= d) {
                 m.ack_due = None;
                 if !m.requested && m.counters.unacked() > 0 {
-                    conn.write_unflushed(&rookery_proto::stream::to_bytes(&sm::request()))
-                        .await?;
+                    conn.queue(&rookery_proto::stream::to_bytes(&sm::request()));
                     m.requested = true;
                     wrote = true;
                 }

@@ -48,6 +48,7 @@ async fn context(config: C2sConfig) -> Arc<C2sContext> {
         register: Arc::new(Register::new(RegistrationConfig::default())),
         limiter: AuthLimiter::new(10, 10),
         sm: Default::default(),
+        connections: crate::ConnectionCap::new(0),
     })
 }
 

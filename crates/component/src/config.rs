@@ -28,6 +28,9 @@ pub struct ComponentConfig {
     /// Listening address (`host:port`); empty disables the listener. The listener is opened
     /// only when at least one service is declared.
     pub listen: String,
+    /// Component connections open at once; at the cap no more are accepted until one
+    /// ends. 0: the open-file limit less 50.
+    pub max_connections: usize,
     /// Max bytes of one stanza after the handshake (a component relays for many users).
     pub max_stanza_bytes: usize,
     /// Seconds a connection may take from TCP accept to a completed handshake.
@@ -55,6 +58,7 @@ impl Default for ComponentConfig {
             max_stanza_bytes: 512 * 1024,
             handshake_timeout_secs: 10,
             handshake_failures_per_ip_per_minute: 10,
+            max_connections: 0,
             queue: 16 * 1024,
             ping_interval_secs: 60,
             ping_timeout_secs: 30,

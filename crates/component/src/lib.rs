@@ -25,14 +25,12 @@ pub mod route;
 pub mod trust;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
 use rookery_core::Core;
 use rookery_jid::Jid;
 use rookery_proto::StreamError;
+use rookery_stream::{ConnectionCap, IpKey, RateLimit};
 use tokio::net::TcpListener;
 
 pub use config::{ComponentConfig, ConfigError, OnConflict, ServiceConfig};
@@ -43,7 +41,9 @@ pub struct Components {
     core: Arc<Core>,
     config: ComponentConfig,
     routes: HashMap<String, Arc<ComponentRoute>>,
-    limiter: FailureLimiter,
+    /// Failed handshakes per IP address (IPv6 by /64) and minute, so guessing a secret over
+    /// the network costs time (the listener is on loopback by default).
+    limiter: RateLimit<IpKey>,
 }
 
 impl Components {
@@ -70,7 +70,7 @@ impl Components {
         for (domain, route) in &routes {
             core.register_domain(domain, route.clone());
         }
-        let limiter = FailureLimiter::new(config.handshake_failures_per_ip_per_minute);
+        let limiter = RateLimit::new(config.handshake_failures_per_ip_per_minute);
         Ok(Arc::new(Components {
             core,
             config,
@@ -107,74 +107,12 @@ impl Components {
     }
 }
 
-/// Accepts component connections on `listener` until the task is dropped; one task each.
+/// Accepts component connections on `listener` until the task is dropped; one task each,
+/// at most `[component] max_connections` at once.
 pub async fn run(listener: TcpListener, comps: Arc<Components>) {
-    loop {
-        match listener.accept().await {
-            Ok((tcp, peer)) => {
-                let _ = tcp.set_nodelay(true);
-                tokio::spawn(listener::serve(comps.clone(), tcp, peer));
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Failed handshakes per IP address in fixed one-minute windows, so guessing a secret over
-/// the network costs time (the listener is on loopback by default).
-struct FailureLimiter {
-    max: u32,
-    map: DashMap<IpAddr, (Instant, u32)>,
-}
-
-const WINDOW: Duration = Duration::from_secs(60);
-
-impl FailureLimiter {
-    fn new(max: u32) -> Self {
-        FailureLimiter {
-            max,
-            map: DashMap::new(),
-        }
-    }
-
-    fn blocked(&self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        self.map
-            .get(&ip)
-            .is_some_and(|e| now.duration_since(e.0) < WINDOW && e.1 >= self.max)
-    }
-
-    fn failed(&self, ip: IpAddr) {
-        let now = Instant::now();
-        let mut e = self.map.entry(ip).or_insert((now, 0));
-        if now.duration_since(e.0) >= WINDOW {
-            *e = (now, 0);
-        }
-        e.1 = e.1.saturating_add(1);
-        drop(e);
-        if self.map.len() > 10_000 {
-            self.map.retain(|_, v| now.duration_since(v.0) < WINDOW);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn limiter_blocks_after_max_failures() {
-        let l = FailureLimiter::new(2);
-        let ip: IpAddr = [127, 0, 0, 1].into();
-        assert!(!l.blocked(ip));
-        l.failed(ip);
-        assert!(!l.blocked(ip));
-        l.failed(ip);
-        assert!(l.blocked(ip));
-        assert!(!l.blocked([127, 0, 0, 2].into()));
-    }
+    let cap = ConnectionCap::new(comps.config.max_connections);
+    rookery_stream::accept_loop(listener, cap, |tcp, peer| {
+        listener::serve(comps.clone(), tcp, peer)
+    })
+    .await;
 }

@@ -27,8 +27,9 @@ use rookery_jid::Jid;
 use rookery_proto::{
     ns, Stanza, StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition as SEC,
 };
+use rookery_stream::keepalive::{Due, Keepalive};
 use rookery_stream::pump::{self, Inbound};
-use rookery_stream::{new_stream_id, Conn, ConnError, Transport};
+use rookery_stream::{header, new_stream_id, Conn, ConnError, IpKey, Transport};
 use rookery_xml::{Element, Limits, CONTENT_NS};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -143,11 +144,7 @@ async fn authenticate(
 ) -> Result<Arc<ComponentRoute>, ConnError> {
     let header = conn.next_header().await?;
     // RFC 6120 §4.7.5: a peer without a version (every XEP-0114 component) gets none back.
-    let versioned = header
-        .attr("version")
-        .and_then(|v| v.split('.').next())
-        .and_then(|m| m.parse::<u32>().ok())
-        .is_some_and(|m| m >= 1);
+    let versioned = header::major_version(&header).is_some_and(|m| m >= 1);
     conn.set_header_version(versioned);
     let route = header
         .attr("to")
@@ -160,12 +157,7 @@ async fn authenticate(
     }
     let id = new_stream_id();
     conn.send_header(None, &id).await?;
-    if header.default_ns != ns::COMPONENT {
-        return Err(ConnError::stream(
-            SEC::InvalidNamespace,
-            "expected jabber:component:accept",
-        ));
-    }
+    header::check_namespace(&header, ns::COMPONENT)?;
     let Some(route) = route else {
         tracing::info!(to = ?header.attr("to"), "refused: not a configured component domain");
         return Err(ConnError::stream(
@@ -174,7 +166,7 @@ async fn authenticate(
         ));
     };
     let ip = conn.peer.ip();
-    if comps.limiter.blocked(ip) {
+    if comps.limiter.exceeded(&IpKey::from(ip)) {
         tracing::warn!("refused: too many failed handshakes from this address");
         return Err(ConnError::stream(
             SEC::PolicyViolation,
@@ -189,7 +181,7 @@ async fn authenticate(
         ));
     }
     if !handshake::verify(&id, route.secret(), &el.text()) {
-        comps.limiter.failed(ip);
+        comps.limiter.hit(IpKey::from(ip));
         tracing::warn!("component handshake failed: wrong secret");
         return Err(ConnError::stream(SEC::NotAuthorized, "handshake failed"));
     }
@@ -207,11 +199,10 @@ async fn run(
     let mut policy = Component {
         core: &comps.core,
         jid: route.jid(),
-        ping_interval: (cfg.ping_interval_secs > 0)
-            .then(|| Duration::from_secs(cfg.ping_interval_secs)),
-        ping_timeout: Duration::from_secs(cfg.ping_timeout_secs.max(1)),
-        pinged_at: None,
-        pings: 0,
+        keepalive: Keepalive::new(
+            Duration::from_secs(cfg.ping_interval_secs),
+            Duration::from_secs(cfg.ping_timeout_secs.max(1)),
+        ),
     };
     pump::run(conn, end, Duration::ZERO, &mut policy).await
 }
@@ -239,43 +230,35 @@ async fn bounce_queued(core: &Arc<Core>, end: &mut SessionEnd) {
 struct Component<'a> {
     core: &'a Arc<Core>,
     jid: &'a Jid,
-    /// Silence after which we ping; `None`: never.
-    ping_interval: Option<Duration>,
-    /// How long a ping may stay unanswered.
-    ping_timeout: Duration,
-    /// When the last ping went out, while nothing has been read since.
-    pinged_at: Option<Instant>,
-    pings: u64,
+    /// The XEP-0199 ping after silence.
+    keepalive: Keepalive,
 }
 
 impl Inbound for Component<'_> {
     fn deadline(&self, conn: &Conn) -> Option<Instant> {
-        let interval = self.ping_interval?;
-        match self.pinged_at {
-            Some(t) if t >= conn.last_read() => Some(t + self.ping_timeout),
-            _ => Some(conn.last_read() + interval),
-        }
+        self.keepalive.deadline(conn.last_read())
     }
 
     /// Silent for the interval: ping. Still silent after the ping: the connection is dead.
     async fn timer(&mut self, conn: &mut Conn) -> Result<(), ConnError> {
-        if self.pinged_at.is_some_and(|t| t >= conn.last_read()) {
-            tracing::warn!("component did not answer a ping; closing");
-            return Err(ConnError::stream(
-                SEC::ConnectionTimeout,
-                "no answer to ping",
-            ));
+        match self.keepalive.poll(conn.last_read(), Instant::now()) {
+            Due::Nothing => return Ok(()),
+            Due::Dead => {
+                tracing::warn!("component did not answer a ping; closing");
+                return Err(ConnError::stream(
+                    SEC::ConnectionTimeout,
+                    "no answer to ping",
+                ));
+            }
+            Due::Check => {}
         }
-        self.pings += 1;
         let ping = Element::new("iq", CONTENT_NS)
             .with_attr("type", "get")
-            .with_attr("id", format!("rk-c-ping-{}", self.pings))
+            .with_attr("id", format!("rk-c-ping-{}", self.keepalive.sent()))
             .with_attr("from", self.core.domain())
             .with_attr("to", self.jid.as_str())
             .with_child(Element::new("ping", ns::PING));
-        conn.send(&ping).await?;
-        self.pinged_at = Some(Instant::now());
-        Ok(())
+        conn.send(&ping).await
     }
 
     /// The `from` trust rule of [`crate::trust`], then routing like any trusted stanza.

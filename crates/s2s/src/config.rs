@@ -52,6 +52,9 @@ pub struct S2sConfig {
     /// Stanzas queued per outgoing stream while it connects or when the peer is slow; past
     /// that they bounce with `resource-constraint`.
     pub queue_len: usize,
+    /// Incoming server connections open at once, both s2s ports together; at the cap no
+    /// more are accepted until one ends. 0: the open-file limit less 50.
+    pub max_connections: usize,
     /// New incoming connections accepted per IP address per minute.
     pub connections_per_ip_per_minute: u32,
     /// Dialback verifications one incoming stream may have pending.
@@ -83,6 +86,7 @@ impl Default for S2sConfig {
             dialback_timeout_secs: 30,
             idle_timeout_secs: 600,
             queue_len: 512,
+            max_connections: 0,
             connections_per_ip_per_minute: 60,
             max_pending_dialback: 32,
             backoff_initial_secs: 5,

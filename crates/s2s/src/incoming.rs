@@ -26,7 +26,7 @@ use rookery_proto::{
     StreamErrorCondition as SEC,
 };
 use rookery_stream::pump::{self, Inbound};
-use rookery_stream::{new_stream_id, Conn, ConnError, Transport};
+use rookery_stream::{header, new_stream_id, Conn, ConnError, Transport};
 use rookery_xml::{Element, Limits};
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
@@ -59,7 +59,7 @@ struct State {
 pub(crate) async fn serve(s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, mode: Mode) {
     let span = tracing::info_span!("s2s_in", %peer, direct_tls = mode == Mode::DirectTls);
     async move {
-        if !s2s.limiter.admit(peer.ip()) {
+        if !s2s.admit(peer.ip()) {
             tracing::info!("too many connections from this address; dropped");
             return;
         }
@@ -209,12 +209,7 @@ async fn open_stream(s2s: &S2s, conn: &mut Conn, st: &mut State) -> Result<(), C
     conn.send_header(from.as_deref(), &id).await?;
     st.stream_id = id;
     st.stream_from = from;
-    if header.default_ns != ns::SERVER {
-        return Err(ConnError::stream(
-            SEC::InvalidNamespace,
-            "expected jabber:server",
-        ));
-    }
+    header::check_namespace(&header, ns::SERVER)?;
     match to {
         Some(t) if s2s.is_hosted(&t) => {}
         Some(_) => {
@@ -226,13 +221,7 @@ async fn open_stream(s2s: &S2s, conn: &mut Conn, st: &mut State) -> Result<(), C
         // RFC 6120 §4.7.2: a server may answer a header without 'to' as its default domain.
         None => {}
     }
-    match header.attr("version") {
-        Some(v) if v.split('.').next() == Some("1") => Ok(()),
-        _ => Err(ConnError::stream(
-            SEC::UnsupportedVersion,
-            "XMPP 1.0 required",
-        )),
-    }
+    Ok(header::check_version(&header)?)
 }
 
 /// One SASL EXTERNAL exchange; `Ok(Err(condition))` is a SASL failure.

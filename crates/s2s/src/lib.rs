@@ -9,7 +9,6 @@
 //! - [`trust`]: the `from`/`to` rule of incoming streams (sans-IO);
 //! - [`srv`]: static routes, SRV ordering (sans-IO) and DNS lookups;
 //! - [`tls`]: TLS configurations and certificate validation for a domain;
-//! - [`limiter`]: incoming connection rate per IP;
 //! - `incoming`: the listener — STARTTLS/direct TLS, SASL EXTERNAL, then the shared bound-stream
 //!   loop (`rookery_stream::pump`) with the s2s trust rule; dialback requests are answered
 //!   asynchronously through the stream's outbound queue;
@@ -36,7 +35,6 @@ pub mod config;
 pub mod dialback;
 pub mod external;
 mod incoming;
-pub mod limiter;
 mod outgoing;
 pub mod srv;
 pub mod tls;
@@ -99,7 +97,10 @@ pub struct S2s {
     resolver: srv::Resolver,
     pool: DashMap<(String, String), outgoing::Entry>,
     backoff: backoff::Backoff,
-    limiter: limiter::ConnLimiter,
+    /// New incoming connections per IP address (IPv6 by /64) and minute.
+    connection_rate: rookery_stream::RateLimit<rookery_stream::IpKey>,
+    /// The cap on incoming connections, shared by both s2s ports.
+    connections: rookery_stream::ConnectionCap,
     next_id: AtomicU64,
     /// Set once by [`S2s::close_all`]; every stream task watches it.
     closing: tokio::sync::watch::Sender<bool>,
@@ -137,11 +138,12 @@ impl S2s {
             None => None,
         };
         let resolver = srv::Resolver::new(routes, config.dns, dns_server);
-        let limiter = limiter::ConnLimiter::new(config.connections_per_ip_per_minute);
+        let connection_rate = rookery_stream::RateLimit::new(config.connections_per_ip_per_minute);
         let backoff = backoff::Backoff::new(
             std::time::Duration::from_secs(config.backoff_initial_secs),
             std::time::Duration::from_secs(config.backoff_max_secs),
         );
+        let connections = rookery_stream::ConnectionCap::new(config.max_connections);
         Ok(Arc::new_cyclic(|me| S2s {
             me: me.clone(),
             core,
@@ -151,7 +153,8 @@ impl S2s {
             resolver,
             pool: DashMap::new(),
             backoff,
-            limiter,
+            connection_rate,
+            connections,
             next_id: AtomicU64::new(1),
             closing: tokio::sync::watch::Sender::new(false),
             incoming: DashMap::new(),
@@ -235,6 +238,13 @@ impl S2s {
         }
     }
 
+    /// Counts a new incoming connection from `ip`; false when it is over
+    /// `connections_per_ip_per_minute` (0: no limit).
+    fn admit(&self, ip: std::net::IpAddr) -> bool {
+        self.config.connections_per_ip_per_minute == 0
+            || self.connection_rate.hit(rookery_stream::IpKey::from(ip))
+    }
+
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -264,18 +274,12 @@ pub(crate) fn shutdown_error() -> StreamError {
     )
 }
 
-/// Accepts server connections on `listener` until the task is dropped.
+/// Accepts server connections on `listener` until the task is dropped, within
+/// `[s2s] max_connections` (shared by both s2s ports).
 pub async fn run(listener: TcpListener, mode: Mode, s2s: Arc<S2s>) {
-    loop {
-        match listener.accept().await {
-            Ok((tcp, peer)) => {
-                let _ = tcp.set_nodelay(true);
-                tokio::spawn(incoming::serve(s2s.clone(), tcp, peer, mode));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let cap = s2s.connections.clone();
+    rookery_stream::accept_loop(listener, cap, |tcp, peer| {
+        incoming::serve(s2s.clone(), tcp, peer, mode)
+    })
+    .await;
 }

@@ -18,12 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use bytes::Bytes;
 use rookery_proto::{
     ns, Stanza, StanzaError, StanzaErrorCondition as SC, StreamError, StreamErrorCondition,
 };
-use rookery_stream::{Conn, ConnError, Transport};
-use rookery_xml::{escape_into, Element, Event, Limits, StreamParser};
+use rookery_stream::{header, Conn, ConnError, Transport};
+use rookery_xml::{escape_into, Element, Event, Limits, StreamHeader, StreamParser};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -574,19 +573,22 @@ async fn open(
         Event::StreamOpen(h) => h,
         _ => return Err(OutError::NotFound("expected a stream header".into())),
     };
-    check_header(&header.default_ns, header.attr("version"))?;
+    check_header(&header)?;
     let db = header.prefixes.iter().any(|(_, uri)| uri == dialback::NS);
     let features = expect_features(conn.next_element().await?)?;
     Ok((header.attr("id").map(str::to_string), features, db))
 }
 
-fn check_header(default_ns: &str, version: Option<&str>) -> Result<(), OutError> {
-    if default_ns != ns::SERVER {
+/// The peer's header, checked like an incoming one (`rookery_stream::header`); a bad one
+/// makes the domain unreachable for now.
+fn check_header(h: &StreamHeader) -> Result<(), OutError> {
+    if header::check_namespace(h, ns::SERVER).is_err() {
         return Err(OutError::NotFound(format!(
-            "peer opened a stream in {default_ns:?}, not jabber:server"
+            "peer opened a stream in {:?}, not jabber:server",
+            h.default_ns
         )));
     }
-    if version.and_then(|v| v.split('.').next()) != Some("1") {
+    if header::check_version(h).is_err() {
         return Err(OutError::NotFound("peer does not speak XMPP 1.0".into()));
     }
     Ok(())
@@ -641,7 +643,7 @@ async fn starttls(mut tcp: TcpStream, local: &str, remote: &str) -> Result<TcpSt
         };
         match (step, ev) {
             (0, Event::StreamOpen(h)) => {
-                check_header(&h.default_ns, h.attr("version"))?;
+                check_header(&h)?;
                 step = 1;
             }
             (1, Event::Element(el)) => {
@@ -880,7 +882,7 @@ async fn write_batch(
             }
         }
         let Some(s) = backlog.front() else { break };
-        conn.write_unflushed(&Bytes::from(s.to_bytes())).await?;
+        conn.queue(&s.to_bytes());
         backlog.pop_front();
         n += 1;
     }

@@ -181,6 +181,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             cfg.c2s.auth_failures_per_account_per_minute,
         ),
         sm: Default::default(),
+        connections: rookery_c2s::ConnectionCap::new(cfg.c2s.max_connections),
     });
     let mut tasks = Vec::new();
     let mut federation = None;

@@ -19,8 +19,9 @@ use tokio::time::Instant;
 
 use crate::conn::{Conn, ConnError};
 
-/// Most queued stanzas written before one flush.
-const WRITE_BATCH: usize = 64;
+/// Most bytes gathered from the queue before one write and flush. Bounded so a busy queue
+/// cannot keep the loop from reading; four full TLS records.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 /// How long a batch of writes may stall (the peer stopped reading) by default.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,8 +36,8 @@ pub trait Inbound {
         el: Element,
     ) -> impl Future<Output = Result<(), ConnError>> + Send;
 
-    /// Writes (without flushing) one item the router queued for this stream. The default
-    /// writes it as is.
+    /// Adds one item the router queued for this stream to the connection's write buffer
+    /// ([`Conn::queue`]; the loop flushes once per wake-up). The default queues it as is.
     fn outbound(
         &mut self,
         conn: &mut Conn,
@@ -44,13 +45,16 @@ pub trait Inbound {
     ) -> impl Future<Output = Result<(), ConnError>> + Send {
         async move {
             match item {
-                Outbound::Bytes(b) => conn.write_unflushed(&b).await,
+                Outbound::Bytes(b) => {
+                    conn.queue(&b);
+                    Ok(())
+                }
             }
         }
     }
 
     /// Called after a batch of [`Inbound::outbound`] calls, right before the flush (e.g. to
-    /// append an ack request).
+    /// queue an ack request).
     fn batch_written(
         &mut self,
         _conn: &mut Conn,
@@ -115,7 +119,7 @@ pub async fn run<H: Inbound + Send>(
                     let limit = handler.write_timeout();
                     let r = Box::pin(tokio::time::timeout(limit, async {
                         handler.outbound(conn, item).await?;
-                        drain(conn, &mut end.rx, WRITE_BATCH, handler).await
+                        drain(conn, &mut end.rx, WRITE_BATCH_BYTES, handler).await
                     })).await;
                     match r {
                         Ok(Ok(())) => {}
@@ -193,20 +197,19 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Writes up to `max` more queued stanzas through the policy, then flushes.
+/// Gathers the stanzas queued for this stream through the policy, until the queue is empty or
+/// `max` bytes wait, then writes them with one write and one flush.
 async fn drain<H: Inbound + Send>(
     conn: &mut Conn,
     rx: &mut Queue,
     max: usize,
     handler: &mut H,
 ) -> Result<(), ConnError> {
-    let mut n = 0;
-    while n < max {
+    while conn.queued() < max {
         match rx.try_recv() {
             Ok(item) => handler.outbound(conn, item).await?,
             Err(_) => break,
         }
-        n += 1;
     }
     handler.batch_written(conn).await?;
     conn.flush().await

@@ -1,7 +1,7 @@
 //! Small per-account documents: XEP-0054 vCards, XEP-0049 private XML (keyed by element name
 //! and namespace) and XEP-0012 last activity (time and status of the last logout).
 
-use crate::db::{execute, execute_each, with_pool};
+use crate::db::{execute, execute_each, with_pool, write_tx};
 use crate::{Store, StoreError};
 
 /// vCards, private XML and last activity of every account, from [`Store::userdata`].
@@ -123,16 +123,17 @@ impl<'a> UserData<'a> {
         username: &str,
         last: &LastActivity,
     ) -> Result<(), StoreError> {
-        with_pool!(self.store, pool => {
+        let (domain, username, last) = (domain.to_owned(), username.to_owned(), last.clone());
+        write_tx!(self.store, conn => {
             sqlx::query(
                 "INSERT INTO last_activity (domain, username, at, status) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (domain, username) DO UPDATE SET at = $3, status = $4",
             )
-            .bind(domain)
-            .bind(username)
+            .bind(&domain)
+            .bind(&username)
             .bind(last.at)
             .bind(last.status.as_str())
-            .execute(pool)
+            .execute(&mut *conn)
             .await?;
         });
         Ok(())

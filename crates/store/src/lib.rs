@@ -17,6 +17,7 @@
 //! - `db.rs` (private): the pool enum and the `with_pool!` (reads) and `write_tx!` (writes)
 //!   dispatch macros.
 //! - `writer.rs` (private): the SQLite writer, one connection that group-commits every write.
+//! - `last_queue.rs` (private): last-activity writes, coalesced per account and batched.
 //! - [`accounts`]: [`Accounts`], one account per (domain, username), with SASL verifiers.
 //! - [`rosters`]: [`Rosters`], roster items, versions and pending subscription requests.
 //! - [`blocking`]: [`Blocking`], XEP-0191 block lists.
@@ -43,6 +44,7 @@
 pub mod accounts;
 pub mod blocking;
 mod db;
+mod last_queue;
 pub mod offline;
 pub mod pubsub;
 pub mod rosters;
@@ -50,6 +52,7 @@ pub mod userdata;
 mod writer;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -64,6 +67,7 @@ pub use rosters::Rosters;
 pub use userdata::UserData;
 
 use db::Pool;
+use last_queue::LastActivityQueue;
 use writer::Writer;
 
 /// Embedded migrations for SQLite.
@@ -129,6 +133,8 @@ impl Backend {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// Last activities recorded and not written yet.
+    last: Arc<LastActivityQueue>,
 }
 
 impl std::fmt::Debug for Store {
@@ -166,7 +172,10 @@ impl Store {
             }
             other => return Err(StoreError::UnsupportedUrl(other.to_owned())),
         };
-        let store = Store { pool };
+        let store = Store {
+            pool,
+            last: Arc::default(),
+        };
         tracing::info!(backend = store.backend().name(), "store opened");
         Ok(store)
     }
@@ -217,6 +226,7 @@ impl Store {
     /// affiliations and subscriptions. `false` if there was no such account (leftover PEP
     /// nodes are deleted all the same).
     pub async fn delete_account(&self, domain: &str, username: &str) -> Result<bool, StoreError> {
+        self.last.forget(domain, username);
         let existed = self.accounts().delete(domain, username).await?;
         self.pubsub()
             .delete_service(&format!("{username}@{domain}"))
@@ -232,9 +242,11 @@ impl Store {
         Ok(())
     }
 
-    /// Closes every connection; waits for those in use to be returned (a write batch being
-    /// committed finishes first). Other clones of this store fail afterwards.
+    /// Writes the last activities recorded so far, then closes every connection; waits for
+    /// those in use to be returned (a write batch being committed finishes first). Other
+    /// clones of this store fail afterwards.
     pub async fn close(&self) {
+        self.last.settle().await;
         match &self.pool {
             Pool::Sqlite { read, writer } => {
                 writer.close().await;

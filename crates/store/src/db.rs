@@ -43,10 +43,12 @@ macro_rules! with_pool {
 /// Runs the write `$body` in a transaction with `$conn` bound to its connection
 /// (`&mut SqliteConnection` or `&mut PgConnection`; pass `&mut *$conn` to queries) and
 /// evaluates to its value once committed, or returns the error from the enclosing function
-/// (the transaction, or the job's savepoint, is then rolled back).
+/// (nothing of it is kept).
 ///
 /// On SQLite the body runs on the writer connection in the next group commit, so it is a
-/// `'static` future: move owned copies of borrowed parameters in (`let d = d.to_owned();`).
+/// `'static` future that may run more than once (a batch is run again without a job that
+/// failed): move owned, `Clone` copies of borrowed parameters in (`let d = d.to_owned();`)
+/// and do nothing in it but SQL.
 /// On PostgreSQL it runs in a transaction of its own on the pool. Same body, same rules as
 /// [`with_pool!`].
 macro_rules! write_tx {

@@ -100,8 +100,8 @@ pub enum StoreError {
     /// The URL names no supported backend (only its scheme is kept, never credentials).
     #[error("unsupported database url scheme {0:?}: use sqlite:// or postgres://")]
     UnsupportedUrl(String),
-    /// Creating the directory of a SQLite database file failed.
-    #[error("cannot create database directory: {0}")]
+    /// Creating the directory of a SQLite database file, or the writer's thread, failed.
+    #[error("cannot set up the database: {0}")]
     Io(#[from] std::io::Error),
     /// The write ran but its transaction was not committed (the commit failed, or the store
     /// was closed first); nothing of it is stored.
@@ -296,7 +296,7 @@ async fn open_sqlite(url: &str) -> Result<Pool, StoreError> {
     };
     Ok(Pool::Sqlite {
         read,
-        writer: Writer::spawn(write),
+        writer: Writer::spawn(write)?,
     })
 }
 

@@ -12,15 +12,18 @@
 //! So a SQLite store has one writer connection fed by a queue. The writer takes every job
 //! queued (up to [`MAX_BATCH`]), opens one `BEGIN IMMEDIATE` transaction (the write lock is
 //! taken up front, so another process — `rookery user add` — makes it wait for the busy
-//! timeout rather than fail), runs each job in a savepoint of its own (a job that fails is
-//! rolled back alone; the others are kept), commits, and only then answers each caller. A
+//! timeout rather than fail), runs the jobs (a job that fails is left out and the batch run
+//! again without it, see [`commit`]; the others are kept), commits, and only then answers
+//! each caller. A
 //! caller that got `Ok` therefore has its write committed and synced, as before; a batch of
 //! N writes costs one fsync instead of N. Readers keep the pool: under WAL they never wait
 //! for the writer.
 //!
-//! The writer is an async task, but it does not block the runtime's worker threads: sqlx runs
-//! every SQLite connection on a worker thread of its own (`sqlx-sqlite-worker`), and the task
-//! only awaits it.
+//! The writer is kept off the server's runtime: it runs on a thread of its own
+//! (`rookery-store-writer`, a single-threaded runtime), so its many short waits on the
+//! connection are not queued behind session tasks. The SQLite calls themselves (and the
+//! fsyncs) run on the connection's own worker thread: sqlx runs every SQLite connection on a
+//! dedicated thread (`sqlx-sqlite-worker-N`) whatever the caller's runtime.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,8 +43,8 @@ const MAX_BATCH: usize = 512;
 /// Jobs waiting for the writer; callers beyond that wait to enqueue (back-pressure).
 const QUEUE: usize = 4096;
 
-/// The handle to a SQLite store's writer task (cheap to clone). The task stops when every
-/// handle is dropped.
+/// The handle to a SQLite store's writer (cheap to clone). Its thread ends when every handle
+/// is dropped.
 #[derive(Clone)]
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
@@ -50,11 +53,20 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on `pool` (which should hold one connection: the writer's).
-    pub(crate) fn spawn(pool: SqlitePool) -> Writer {
+    /// Starts the writer on `pool` (which should hold one connection: the writer's), on a
+    /// thread of its own running a single-threaded runtime: on the server's runtime the
+    /// writer task waited behind thousands of session tasks at each of its round trips to
+    /// the connection (145 µs per job under load), and every write waits for the writer.
+    pub(crate) fn spawn(pool: SqlitePool) -> Result<Writer, StoreError> {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(serve(pool.clone(), queue));
-        Writer { jobs, pool }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        let writer_pool = pool.clone();
+        std::thread::Builder::new()
+            .name("rookery-store-writer".into())
+            .spawn(move || runtime.block_on(serve(writer_pool, queue)))?;
+        Ok(Writer { jobs, pool })
     }
 
     /// Closes the writer connection once the batch in progress is committed; later writes
@@ -64,18 +76,25 @@ impl Writer {
     }
 
     /// Runs `write` on the writer connection inside the next batch's transaction and returns
-    /// its value once that transaction is committed. `Err` if `write` failed (its statements
-    /// are rolled back) or if the batch could not be committed.
+    /// its value once that transaction is committed. `Err` if `write` failed (nothing of it
+    /// is kept) or if the batch could not be committed. `write` is `Clone` so that the batch
+    /// can be run again without a job that failed (see [`commit`]).
     pub(crate) async fn run<T, F>(&self, write: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, StoreError>>
+            + Clone
             + Send
             + 'static,
     {
         let (reply, answer) = oneshot::channel();
+        let task = Task {
+            write,
+            result: None,
+            reply,
+        };
         self.jobs
-            .send(Box::new(Task { write, reply }))
+            .send(Box::new(task))
             .await
             .map_err(|_| StoreError::NotCommitted("the store writer has stopped".into()))?;
         answer
@@ -86,25 +105,18 @@ impl Writer {
 
 /// A queued write, with its result type erased so jobs of every method share the queue.
 trait Job: Send {
-    /// Runs the write on `conn` (inside a savepoint); the returned [`Ran`] answers the
-    /// caller once the batch's fate is known.
-    fn run<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFuture<'c, Ran>;
+    /// Runs (a copy of) the write on `conn` and keeps its result; `false` if it failed.
+    fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool>;
 
-    /// Answers the caller that its write was never run.
-    fn abort(self: Box<Self>, why: String);
+    /// Answers the caller with the kept result: a failure as it is, a success only if the
+    /// batch was committed (`not_committed` is `None`); a job never run gets `not_committed`.
+    fn answer(self: Box<Self>, not_committed: Option<String>);
 }
 
-/// A job that ran: whether its statements succeeded, and how to answer its caller.
-struct Ran {
-    ok: bool,
-    /// Called with `None` once the batch is committed, or with why it was not. A job that
-    /// failed answers with its own error either way.
-    answer: Box<dyn FnOnce(Option<String>) + Send>,
-}
-
-/// A write closure and the channel to its caller.
+/// A write closure, its last result and the channel to its caller.
 struct Task<T, F> {
     write: F,
+    result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
 
@@ -112,86 +124,102 @@ impl<T, F> Job for Task<T, F>
 where
     T: Send + 'static,
     F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, StoreError>>
+        + Clone
         + Send
         + 'static,
 {
-    fn run<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFuture<'c, Ran> {
-        let Task { write, reply } = *self;
+    fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool> {
+        let write = self.write.clone();
         Box::pin(async move {
             let result = write(conn).await;
-            Ran {
-                ok: result.is_ok(),
-                answer: Box::new(move |failed: Option<String>| {
-                    let result = match failed {
-                        Some(why) if result.is_ok() => Err(StoreError::NotCommitted(why)),
-                        _ => result,
-                    };
-                    // The caller may have gone (its request was cancelled): nothing to tell.
-                    let _ = reply.send(result);
-                }),
-            }
+            let ok = result.is_ok();
+            self.result = Some(result);
+            ok
         })
     }
 
-    fn abort(self: Box<Self>, why: String) {
-        let _ = self.reply.send(Err(StoreError::NotCommitted(why)));
+    fn answer(self: Box<Self>, not_committed: Option<String>) {
+        let result = match (self.result, not_committed) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(value)), None) => Ok(value),
+            (_, Some(why)) => Err(StoreError::NotCommitted(why)),
+            (None, None) => Err(StoreError::NotCommitted("the write was not run".into())),
+        };
+        // The caller may have gone (its request was cancelled): nothing to tell.
+        let _ = self.reply.send(result);
     }
 }
 
-/// The writer task: commits what is queued, batch after batch, until every handle is gone.
+/// The writer loop: commits what is queued, batch after batch, until every handle is gone.
 async fn serve(pool: SqlitePool, mut queue: mpsc::Receiver<Box<dyn Job>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit(&pool, batch.drain(..)).await;
+        commit(&pool, std::mem::take(&mut batch)).await;
     }
 }
 
-/// Runs `batch` in one `BEGIN IMMEDIATE` transaction, each job in a savepoint, commits, then
-/// answers every caller.
-async fn commit(pool: &SqlitePool, batch: impl ExactSizeIterator<Item = Box<dyn Job>>) {
+/// Runs `batch` in one `BEGIN IMMEDIATE` transaction, commits, then answers every caller.
+///
+/// Jobs run one after the other with no savepoint between them (a savepoint costs two more
+/// round trips to the connection's thread per job, which at 500,000 roster writes was most
+/// of the writer's time). When a job fails, the whole transaction is rolled back, the failed
+/// job keeps its error, and the batch runs again without it: the jobs are `Clone`, so each
+/// run starts from a fresh copy. A failure is rare (a foreign key to a deleted account, a
+/// name taken), so the rerun is too; the jobs before the failed one run twice.
+async fn commit(pool: &SqlitePool, mut batch: Vec<Box<dyn Job>>) {
+    let started = std::time::Instant::now();
+    let mut failed: Vec<Box<dyn Job>> = Vec::new();
     let mut conn = match pool.acquire().await {
         Ok(c) => c,
-        Err(e) => return abort_all(batch, &e),
+        Err(e) => return answer_all(batch, failed, Some(cannot_start(&e))),
     };
-    let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
-        Ok(tx) => tx,
-        Err(e) => return abort_all(batch, &e),
-    };
-    // Answers to send after the commit; `Some` for a job whose savepoint could not be
-    // released (its fate is the transaction's, but it must not be told `Ok`).
-    let mut ran: Vec<(Ran, Option<String>)> = Vec::with_capacity(batch.len());
-    for job in batch {
-        let mut savepoint = match tx.begin().await {
-            Ok(sp) => sp,
-            Err(e) => {
-                job.abort(e.to_string());
-                continue;
+    let outcome = loop {
+        let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
+            Ok(tx) => tx,
+            Err(e) => break Some(cannot_start(&e)),
+        };
+        let mut failed_at = None;
+        for (i, job) in batch.iter_mut().enumerate() {
+            if !job.run(&mut tx).await {
+                failed_at = Some(i);
+                break;
             }
+        }
+        let Some(i) = failed_at else {
+            let committed = tx.commit().await;
+            if let Err(e) = &committed {
+                tracing::error!(error = %e, jobs = batch.len(), "store writer: commit failed");
+            }
+            break committed.err().map(|e| e.to_string());
         };
-        let done = job.run(&mut savepoint).await;
-        let released = if done.ok {
-            savepoint.commit().await
-        } else {
-            savepoint.rollback().await
-        };
-        let failed = released.err().map(|e| e.to_string());
-        ran.push((done, failed));
+        failed.push(batch.remove(i));
+        if let Err(e) = tx.rollback().await {
+            tracing::error!(error = %e, "store writer: rollback failed");
+            break Some(e.to_string());
+        }
+    };
+    tracing::debug!(
+        jobs = batch.len(),
+        failed = failed.len(),
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "store writer: batch committed"
+    );
+    answer_all(batch, failed, outcome);
+}
+
+/// Answers the jobs of a batch: `outcome` is `None` if `batch` was committed, else why not;
+/// the `failed` jobs get their own errors.
+fn answer_all(batch: Vec<Box<dyn Job>>, failed: Vec<Box<dyn Job>>, outcome: Option<String>) {
+    for job in batch {
+        job.answer(outcome.clone());
     }
-    let committed = tx.commit().await;
-    if let Err(e) = &committed {
-        tracing::error!(error = %e, jobs = ran.len(), "store writer: commit failed");
-    }
-    let why = committed.err().map(|e| e.to_string());
-    for (done, failed) in ran {
-        (done.answer)(failed.or_else(|| why.clone()));
+    for job in failed {
+        job.answer(None);
     }
 }
 
-/// Answers every job of a batch that could not start.
-fn abort_all(batch: impl Iterator<Item = Box<dyn Job>>, e: &sqlx::Error) {
+/// Logs why a batch could not start and returns it for its callers.
+fn cannot_start(e: &sqlx::Error) -> String {
     tracing::error!(error = %e, "store writer: cannot start a transaction");
-    let why = e.to_string();
-    for job in batch {
-        job.abort(why.clone());
-    }
+    e.to_string()
 }

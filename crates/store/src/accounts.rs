@@ -6,7 +6,7 @@
 
 use rookery_sasl::{Credentials, ScramKeys};
 
-use crate::db::{execute, with_pool};
+use crate::db::{execute, with_pool, write_tx};
 use crate::{now_unix, Store, StoreError};
 
 /// The credential columns, in the order [`bind_credentials!`] binds and [`CredentialsRow`]
@@ -101,10 +101,11 @@ impl<'a> Accounts<'a> {
         creds: &Credentials,
     ) -> Result<(), StoreError> {
         let created_at = now_unix();
-        let result = with_pool!(self.store, pool => {
-            bind_credentials!(sqlx::query(INSERT).bind(domain).bind(username), creds)
+        let (domain, username, creds) = (domain.to_owned(), username.to_owned(), creds.clone());
+        let result = write_tx!(self.store, conn => {
+            bind_credentials!(sqlx::query(INSERT).bind(&domain).bind(&username), &creds)
                 .bind(created_at)
-                .execute(pool)
+                .execute(&mut *conn)
                 .await?
                 .rows_affected()
         });
@@ -138,11 +139,15 @@ impl<'a> Accounts<'a> {
         username: &str,
         creds: &Credentials,
     ) -> Result<bool, StoreError> {
-        let result = with_pool!(self.store, pool => {
-            bind_credentials!(sqlx::query(UPDATE_CREDENTIALS).bind(domain).bind(username), creds)
-                .execute(pool)
-                .await?
-                .rows_affected()
+        let (domain, username, creds) = (domain.to_owned(), username.to_owned(), creds.clone());
+        let result = write_tx!(self.store, conn => {
+            bind_credentials!(
+                sqlx::query(UPDATE_CREDENTIALS).bind(&domain).bind(&username),
+                &creds
+            )
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
         });
         Ok(result > 0)
     }

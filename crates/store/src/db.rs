@@ -1,17 +1,27 @@
-//! The backend dispatch: one pool per backend behind an enum, and a macro that expands a
-//! query body once per native driver, so each query is written once; with it, [`execute`] and
-//! [`execute_each`] for the commonest statement shape (text parameters, rows changed).
+//! The backend dispatch: one pool per backend behind an enum, and two macros that expand a
+//! query body once per native driver, so each query is written once — [`with_pool!`] for
+//! reads, [`write_tx!`] for writes; with them, [`execute`] and [`execute_each`] for the
+//! commonest write shape (text parameters, rows changed).
 
-/// A connection pool of one of the supported backends.
+use crate::writer::Writer;
+
+/// The connections of one of the supported backends.
 #[derive(Clone)]
 pub(crate) enum Pool {
-    /// SQLite (file or memory).
-    Sqlite(sqlx::SqlitePool),
-    /// PostgreSQL.
+    /// SQLite (file or memory): readers on a pool, every write through the one writer
+    /// (see `writer.rs`).
+    Sqlite {
+        /// Read connections (`query_only` for a file; the writer's own pool in memory).
+        read: sqlx::SqlitePool,
+        /// The queue to the writer connection.
+        writer: Writer,
+    },
+    /// PostgreSQL: reads and writes on one pool (it runs concurrent writers itself).
     Postgres(sqlx::PgPool),
 }
 
-/// Runs `$body` with `$pool` bound to the store's native pool (`&SqlitePool` or `&PgPool`).
+/// Runs the read `$body` with `$pool` bound to the store's native read pool (`&SqlitePool`
+/// or `&PgPool`).
 ///
 /// The body is compiled once per backend, so it must only use SQL and Rust types both
 /// drivers accept: `$N` placeholders, `i64`, `String`/`&str`, `Vec<u8>`/`&[u8]`, `bool`.
@@ -24,27 +34,67 @@ pub(crate) enum Pool {
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.pool {
-            $crate::db::Pool::Sqlite($pool) => $body,
+            $crate::db::Pool::Sqlite { read: $pool, .. } => $body,
             $crate::db::Pool::Postgres($pool) => $body,
         }
     };
 }
 
-pub(crate) use with_pool;
+/// Runs the write `$body` in a transaction with `$conn` bound to its connection
+/// (`&mut SqliteConnection` or `&mut PgConnection`; pass `&mut *$conn` to queries) and
+/// evaluates to its value once committed, or returns the error from the enclosing function
+/// (nothing of it is kept).
+///
+/// On SQLite the body runs on the writer connection in the next group commit, so it is a
+/// `'static` future that may run more than once (a batch is run again without a job that
+/// failed): move owned, `Clone` copies of borrowed parameters in (`let d = d.to_owned();`)
+/// and do nothing in it but SQL.
+/// On PostgreSQL it runs in a transaction of its own on the pool. Same body, same rules as
+/// [`with_pool!`].
+macro_rules! write_tx {
+    ($store:expr, $conn:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::db::Pool::Sqlite { writer, .. } => {
+                writer
+                    .run(move |$conn: &mut sqlx::SqliteConnection| {
+                        Box::pin(async move { Ok::<_, $crate::StoreError>($body) })
+                    })
+                    .await?
+            }
+            $crate::db::Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let value = {
+                    let $conn: &mut sqlx::PgConnection = &mut tx;
+                    async move { Ok::<_, $crate::StoreError>($body) }.await?
+                };
+                tx.commit().await?;
+                value
+            }
+        }
+    };
+}
 
-/// Runs one statement whose parameters are all text (`$1`, `$2`, … bound to `args` in order)
-/// and returns how many rows it changed: the shape of most of the store's writes.
+pub(crate) use {with_pool, write_tx};
+
+/// Owned copies of text parameters, to move into a write.
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
+/// Runs one write statement whose parameters are all text (`$1`, `$2`, … bound to `args` in
+/// order) and returns how many rows it changed: the shape of most of the store's writes.
 pub(crate) async fn execute(
     store: &crate::Store,
-    sql: &str,
+    sql: &'static str,
     args: &[&str],
 ) -> Result<u64, crate::StoreError> {
-    let n = with_pool!(store, pool => {
+    let args = owned(args);
+    let n = write_tx!(store, conn => {
         let mut q = sqlx::query(sql);
-        for a in args {
-            q = q.bind(*a);
+        for a in &args {
+            q = q.bind(a.as_str());
         }
-        q.execute(pool).await?.rows_affected()
+        q.execute(&mut *conn).await?.rows_affected()
     });
     Ok(n)
 }
@@ -54,19 +104,18 @@ pub(crate) async fn execute(
 /// iterator: a borrowing closure held across `.await` would make callers' futures not `Send`.)
 pub(crate) async fn execute_each<const N: usize>(
     store: &crate::Store,
-    sql: &str,
+    sql: &'static str,
     rows: &[[&str; N]],
 ) -> Result<(), crate::StoreError> {
-    with_pool!(store, pool => {
-        let mut tx = pool.begin().await?;
-        for args in rows {
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| owned(r)).collect();
+    write_tx!(store, conn => {
+        for args in &rows {
             let mut q = sqlx::query(sql);
             for a in args {
-                q = q.bind(*a);
+                q = q.bind(a.as_str());
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut *conn).await?;
         }
-        tx.commit().await?;
     });
     Ok(())
 }

@@ -14,7 +14,10 @@
 //!
 //! # Layout
 //! - `lib.rs`: [`Store`] (opening, migrations, backend choice) and [`StoreError`].
-//! - `db.rs` (private): the pool enum and the `with_pool!` dispatch macro.
+//! - `db.rs` (private): the pool enum and the `with_pool!` (reads) and `write_tx!` (writes)
+//!   dispatch macros.
+//! - `writer.rs` (private): the SQLite writer, one connection that group-commits every write.
+//! - `last_queue.rs` (private): last-activity writes, coalesced per account and batched.
 //! - [`accounts`]: [`Accounts`], one account per (domain, username), with SASL verifiers.
 //! - [`rosters`]: [`Rosters`], roster items, versions and pending subscription requests.
 //! - [`blocking`]: [`Blocking`], XEP-0191 block lists.
@@ -30,19 +33,26 @@
 //! `accounts (domain, username)` with `ON DELETE CASCADE`, so deleting an account deletes
 //! its data.
 //!
-//! # Durability
-//! A write that returned `Ok` is committed: every method is one statement in autocommit
-//! mode (or one transaction), and SQLite runs with `synchronous = FULL` (see [`Store::open`]).
+//! # Durability and concurrency
+//! A write that returned `Ok` is committed: every write method is one transaction, and SQLite
+//! runs with `synchronous = FULL` (see [`Store::open`]). On SQLite the writes of every task
+//! go through one writer connection that commits what is queued together (group commit, see
+//! `writer.rs`), so concurrent writers neither fail with "database is locked" nor pay one
+//! fsync each; reads run on a pool beside it. PostgreSQL runs each write in a transaction of
+//! its own on its pool.
 
 pub mod accounts;
 pub mod blocking;
 mod db;
+mod last_queue;
 pub mod offline;
 pub mod pubsub;
 pub mod rosters;
 pub mod userdata;
+mod writer;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -57,6 +67,8 @@ pub use rosters::Rosters;
 pub use userdata::UserData;
 
 use db::Pool;
+use last_queue::LastActivityQueue;
+use writer::Writer;
 
 /// Embedded migrations for SQLite.
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -65,8 +77,8 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 
 /// How long a SQLite connection waits for another writer's lock before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections in a SQLite file pool (WAL: many readers, one writer at a time).
-const SQLITE_MAX_CONNECTIONS: u32 = 4;
+/// Read connections of a SQLite file store (WAL: readers never wait for the writer).
+const SQLITE_READ_CONNECTIONS: u32 = 4;
 /// Connections in a PostgreSQL pool.
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
 
@@ -88,9 +100,13 @@ pub enum StoreError {
     /// The URL names no supported backend (only its scheme is kept, never credentials).
     #[error("unsupported database url scheme {0:?}: use sqlite:// or postgres://")]
     UnsupportedUrl(String),
-    /// Creating the directory of a SQLite database file failed.
-    #[error("cannot create database directory: {0}")]
+    /// Creating the directory of a SQLite database file, or the writer's thread, failed.
+    #[error("cannot set up the database: {0}")]
     Io(#[from] std::io::Error),
+    /// The write ran but its transaction was not committed (the commit failed, or the store
+    /// was closed first); nothing of it is stored.
+    #[error("write not committed: {0}")]
+    NotCommitted(String),
 }
 
 /// The database behind a [`Store`].
@@ -117,6 +133,8 @@ impl Backend {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// Last activities recorded and not written yet.
+    last: Arc<LastActivityQueue>,
 }
 
 impl std::fmt::Debug for Store {
@@ -146,15 +164,18 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let scheme = url.split(':').next().unwrap_or_default();
         let pool = match scheme {
-            "sqlite" => Pool::Sqlite(open_sqlite(url).await?),
-            "postgres" | "postgresql" => Pool::Postgres(open_postgres(url).await?),
+            "sqlite" => open_sqlite(url).await?,
+            "postgres" | "postgresql" => {
+                let pool = open_postgres(url).await?;
+                POSTGRES_MIGRATIONS.run(&pool).await?;
+                Pool::Postgres(pool)
+            }
             other => return Err(StoreError::UnsupportedUrl(other.to_owned())),
         };
-        let store = Store { pool };
-        match &store.pool {
-            Pool::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
-            Pool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
-        }
+        let store = Store {
+            pool,
+            last: Arc::default(),
+        };
         tracing::info!(backend = store.backend().name(), "store opened");
         Ok(store)
     }
@@ -162,7 +183,7 @@ impl Store {
     /// Which database this store uses.
     pub fn backend(&self) -> Backend {
         match self.pool {
-            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Sqlite { .. } => Backend::Sqlite,
             Pool::Postgres(_) => Backend::Postgres,
         }
     }
@@ -205,6 +226,7 @@ impl Store {
     /// affiliations and subscriptions. `false` if there was no such account (leftover PEP
     /// nodes are deleted all the same).
     pub async fn delete_account(&self, domain: &str, username: &str) -> Result<bool, StoreError> {
+        self.last.forget(domain, username);
         let existed = self.accounts().delete(domain, username).await?;
         self.pubsub()
             .delete_service(&format!("{username}@{domain}"))
@@ -220,31 +242,30 @@ impl Store {
         Ok(())
     }
 
-    /// Closes every connection; waits for those in use to be returned. Other clones of this
-    /// store fail afterwards.
+    /// Writes the last activities recorded so far, then closes every connection; waits for
+    /// those in use to be returned (a write batch being committed finishes first). Other
+    /// clones of this store fail afterwards.
     pub async fn close(&self) {
+        self.last.settle().await;
         match &self.pool {
-            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Sqlite { read, writer } => {
+                writer.close().await;
+                read.close().await;
+            }
             Pool::Postgres(pool) => pool.close().await,
         }
     }
 }
 
-/// Opens a SQLite pool with Rookery's settings.
-async fn open_sqlite(url: &str) -> Result<sqlx::SqlitePool, StoreError> {
+/// Opens a SQLite store with Rookery's settings: the writer connection (which applies the
+/// migrations) and the read pool.
+async fn open_sqlite(url: &str) -> Result<Pool, StoreError> {
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let mut options = SqliteConnectOptions::from_str(url)?
         .foreign_keys(true)
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
         .synchronous(SqliteSynchronous::Full);
-    let pool_options = if in_memory {
-        // Each connection to ":memory:" would be its own database: keep exactly one, forever.
-        SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-    } else {
+    if !in_memory {
         options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal);
@@ -253,9 +274,30 @@ async fn open_sqlite(url: &str) -> Result<sqlx::SqlitePool, StoreError> {
                 std::fs::create_dir_all(dir)?;
             }
         }
-        SqlitePoolOptions::new().max_connections(SQLITE_MAX_CONNECTIONS)
+    }
+    // The writer's pool: exactly one connection, kept (its statement cache with it).
+    let write = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(options.clone())
+        .await?;
+    SQLITE_MIGRATIONS.run(&write).await?;
+    let read = if in_memory {
+        // Each connection to ":memory:" would be its own database: readers share the one.
+        write.clone()
+    } else {
+        // `query_only`: a write that bypassed the writer fails loudly instead of racing it.
+        SqlitePoolOptions::new()
+            .max_connections(SQLITE_READ_CONNECTIONS)
+            .connect_with(options.pragma("query_only", "ON"))
+            .await?
     };
-    Ok(pool_options.connect_with(options).await?)
+    Ok(Pool::Sqlite {
+        read,
+        writer: Writer::spawn(write)?,
+    })
 }
 
 /// Opens a PostgreSQL pool.

@@ -1,7 +1,7 @@
 //! XEP-0160 offline messages: stanzas kept for an account until it next comes online, oldest
 //! first, with a per-account cap enforced at insert.
 
-use crate::db::with_pool;
+use crate::db::{with_pool, write_tx};
 use crate::{now_unix, Store, StoreError};
 
 /// A stored message.
@@ -42,8 +42,9 @@ impl<'a> Offline<'a> {
     }
 
     /// Stores `stanza` for `username@domain` unless `max` messages are stored already;
-    /// returns whether it was stored (committed when this returns `true`). Callers serialize
-    /// pushes to one account so the cap is exact.
+    /// returns whether it was stored (committed when this returns `true`). The count and the
+    /// insert are one transaction; on PostgreSQL callers serialize pushes to one account so
+    /// the cap is exact (on SQLite the writer serializes every write).
     pub async fn push(
         &self,
         domain: &str,
@@ -52,14 +53,15 @@ impl<'a> Offline<'a> {
         max: u64,
     ) -> Result<bool, StoreError> {
         let now = now_unix();
-        let stored = with_pool!(self.store, pool => {
-            let mut tx = pool.begin().await?;
+        let (domain, username, stanza) =
+            (domain.to_owned(), username.to_owned(), stanza.to_owned());
+        let stored = write_tx!(self.store, conn => {
             let n: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM offline_messages WHERE domain = $1 AND username = $2",
             )
-            .bind(domain)
-            .bind(username)
-            .fetch_one(&mut *tx)
+            .bind(&domain)
+            .bind(&username)
+            .fetch_one(&mut *conn)
             .await?;
             if u64::try_from(n).unwrap_or(u64::MAX) >= max {
                 false
@@ -68,13 +70,12 @@ impl<'a> Offline<'a> {
                     "INSERT INTO offline_messages (domain, username, stanza, created_at) \
                      VALUES ($1, $2, $3, $4)",
                 )
-                .bind(domain)
-                .bind(username)
-                .bind(stanza)
+                .bind(&domain)
+                .bind(&username)
+                .bind(&stanza)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
-                tx.commit().await?;
                 true
             }
         });
@@ -117,19 +118,18 @@ impl<'a> Offline<'a> {
         username: &str,
         ids: &[i64],
     ) -> Result<(), StoreError> {
-        with_pool!(self.store, pool => {
-            let mut tx = pool.begin().await?;
+        let (domain, username, ids) = (domain.to_owned(), username.to_owned(), ids.to_vec());
+        write_tx!(self.store, conn => {
             for id in ids {
                 sqlx::query(
                     "DELETE FROM offline_messages WHERE domain = $1 AND username = $2 AND id = $3",
                 )
-                .bind(domain)
-                .bind(username)
-                .bind(*id)
-                .execute(&mut *tx)
+                .bind(&domain)
+                .bind(&username)
+                .bind(id)
+                .execute(&mut *conn)
                 .await?;
             }
-            tx.commit().await?;
         });
         Ok(())
     }

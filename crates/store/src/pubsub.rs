@@ -7,7 +7,7 @@
 //! assigns (unique and increasing per node), so "the last N items" is an index range scan,
 //! however many items a node holds.
 
-use crate::db::{execute, with_pool};
+use crate::db::{execute, with_pool, write_tx};
 use crate::{now_unix, Store, StoreError};
 
 /// A node as stored.
@@ -117,17 +117,22 @@ impl<'a> Pubsub<'a> {
         owner: &str,
     ) -> Result<(), StoreError> {
         let now = now_unix();
-        with_pool!(self.store, pool => {
-            let mut tx = pool.begin().await?;
+        let (service, node, config, owner) = (
+            service.to_owned(),
+            node.to_owned(),
+            config.to_owned(),
+            owner.to_owned(),
+        );
+        write_tx!(self.store, conn => {
             let inserted = sqlx::query(
                 "INSERT INTO pubsub_nodes (service, node, config, created_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (service, node) DO NOTHING",
             )
-            .bind(service)
-            .bind(node)
-            .bind(config)
+            .bind(&service)
+            .bind(&node)
+            .bind(&config)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?
             .rows_affected();
             if inserted == 0 {
@@ -137,12 +142,11 @@ impl<'a> Pubsub<'a> {
                 "INSERT INTO pubsub_affiliations (service, node, jid, affiliation) \
                  VALUES ($1, $2, $3, 'owner')",
             )
-            .bind(service)
-            .bind(node)
-            .bind(owner)
-            .execute(&mut *tx)
+            .bind(&service)
+            .bind(&node)
+            .bind(&owner)
+            .execute(&mut *conn)
             .await?;
-            tx.commit().await?;
         });
         Ok(())
     }
@@ -356,15 +360,15 @@ impl<'a> Pubsub<'a> {
         max_items: Option<u64>,
         count_before: u64,
     ) -> Result<bool, StoreError> {
-        let replaced = with_pool!(self.store, pool => {
-            let mut tx = pool.begin().await?;
+        let (service, node, item) = (service.to_owned(), node.to_owned(), item.clone());
+        let replaced = write_tx!(self.store, conn => {
             let existing: Option<i64> = sqlx::query_scalar(
                 "SELECT seq FROM pubsub_items WHERE service = $1 AND node = $2 AND item_id = $3",
             )
-            .bind(service)
-            .bind(node)
+            .bind(&service)
+            .bind(&node)
             .bind(&item.id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await?;
             sqlx::query(
                 "INSERT INTO pubsub_items (service, node, item_id, seq, publisher, payload, updated_at) \
@@ -372,27 +376,26 @@ impl<'a> Pubsub<'a> {
                  DO UPDATE SET seq = excluded.seq, publisher = excluded.publisher, \
                  payload = excluded.payload, updated_at = excluded.updated_at",
             )
-            .bind(service)
-            .bind(node)
+            .bind(&service)
+            .bind(&node)
             .bind(&item.id)
             .bind(item.seq)
             .bind(&item.publisher)
             .bind(item.payload.as_deref())
             .bind(item.updated_at)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
             let count_after = if existing.is_some() { count_before } else { count_before + 1 };
             if let Some(max) = max_items {
                 if count_after > max {
                     sqlx::query(TRIM_OLDEST)
-                        .bind(service)
-                        .bind(node)
+                        .bind(&service)
+                        .bind(&node)
                         .bind(limit(count_after - max))
-                        .execute(&mut *tx)
+                        .execute(&mut *conn)
                         .await?;
                 }
             }
-            tx.commit().await?;
             existing.is_some()
         });
         Ok(replaced)
@@ -410,12 +413,13 @@ impl<'a> Pubsub<'a> {
         if count <= keep {
             return Ok(0);
         }
-        let n = with_pool!(self.store, pool => {
+        let (service, node) = (service.to_owned(), node.to_owned());
+        let n = write_tx!(self.store, conn => {
             sqlx::query(TRIM_OLDEST)
-                .bind(service)
-                .bind(node)
+                .bind(&service)
+                .bind(&node)
                 .bind(limit(count - keep))
-                .execute(pool)
+                .execute(&mut *conn)
                 .await?
                 .rows_affected()
         });

@@ -14,7 +14,7 @@
 //! Every change that bumps the version is one transaction: the item (or its tombstone) and the
 //! new version are committed together. Callers serialize changes to one account's roster.
 
-use crate::db::{execute, with_pool};
+use crate::db::{execute, with_pool, write_tx};
 use crate::{now_unix, Store, StoreError};
 
 /// The subscription state of a roster item (RFC 6121 §2.1.2.5), without the pending flags.
@@ -239,16 +239,16 @@ impl<'a> Rosters<'a> {
         item: &RosterItem,
     ) -> Result<i64, StoreError> {
         let groups = join_groups(&item.groups);
-        let ver: i64 = with_pool!(self.store, pool => {
-            let mut tx = pool.begin().await?;
+        let (domain, username, item) = (domain.to_owned(), username.to_owned(), item.clone());
+        let ver: i64 = write_tx!(self.store, conn => {
             let ver: i64 = sqlx::query_scalar(BUMP_VERSION)
-                .bind(domain)
-                .bind(username)
-                .fetch_one(&mut *tx)
+                .bind(&domain)
+                .bind(&username)
+                .fetch_one(&mut *conn)
                 .await?;
             sqlx::query(UPSERT_ITEM)
-                .bind(domain)
-                .bind(username)
+                .bind(&domain)
+                .bind(&username)
                 .bind(item.contact.as_str())
                 .bind(item.name.as_deref())
                 .bind(item.subscription.as_str())
@@ -256,17 +256,16 @@ impl<'a> Rosters<'a> {
                 .bind(item.approved)
                 .bind(groups.as_str())
                 .bind(ver)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
             sqlx::query(
                 "DELETE FROM roster_removed WHERE domain = $1 AND username = $2 AND contact = $3",
             )
-            .bind(domain)
-            .bind(username)
+            .bind(&domain)
+            .bind(&username)
             .bind(item.contact.as_str())
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
-            tx.commit().await?;
             ver
         });
         Ok(ver)
@@ -280,37 +279,37 @@ impl<'a> Rosters<'a> {
         username: &str,
         contact: &str,
     ) -> Result<Option<i64>, StoreError> {
-        let ver: Option<i64> = with_pool!(self.store, pool => {
-            let mut tx = pool.begin().await?;
+        let (domain, username, contact) =
+            (domain.to_owned(), username.to_owned(), contact.to_owned());
+        let ver: Option<i64> = write_tx!(self.store, conn => {
             let deleted = sqlx::query(
                 "DELETE FROM roster_items WHERE domain = $1 AND username = $2 AND contact = $3",
             )
-            .bind(domain)
-            .bind(username)
-            .bind(contact)
-            .execute(&mut *tx)
+            .bind(&domain)
+            .bind(&username)
+            .bind(&contact)
+            .execute(&mut *conn)
             .await?
             .rows_affected();
             if deleted == 0 {
                 None
             } else {
                 let ver: i64 = sqlx::query_scalar(BUMP_VERSION)
-                    .bind(domain)
-                    .bind(username)
-                    .fetch_one(&mut *tx)
+                    .bind(&domain)
+                    .bind(&username)
+                    .fetch_one(&mut *conn)
                     .await?;
                 sqlx::query(
                     "INSERT INTO roster_removed (domain, username, contact, ver) \
                      VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (domain, username, contact) DO UPDATE SET ver = $4",
                 )
-                .bind(domain)
-                .bind(username)
-                .bind(contact)
+                .bind(&domain)
+                .bind(&username)
+                .bind(&contact)
                 .bind(ver)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
-                tx.commit().await?;
                 Some(ver)
             }
         });
@@ -348,18 +347,24 @@ impl<'a> Rosters<'a> {
         stanza: &str,
     ) -> Result<(), StoreError> {
         let now = now_unix();
-        with_pool!(self.store, pool => {
+        let (domain, username, contact, stanza) = (
+            domain.to_owned(),
+            username.to_owned(),
+            contact.to_owned(),
+            stanza.to_owned(),
+        );
+        write_tx!(self.store, conn => {
             sqlx::query(
                 "INSERT INTO roster_pending_in (domain, username, contact, stanza, created_at) \
                  VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (domain, username, contact) DO UPDATE SET stanza = $4",
             )
-            .bind(domain)
-            .bind(username)
-            .bind(contact)
-            .bind(stanza)
+            .bind(&domain)
+            .bind(&username)
+            .bind(&contact)
+            .bind(&stanza)
             .bind(now)
-            .execute(pool)
+            .execute(&mut *conn)
             .await?;
         });
         Ok(())

@@ -98,12 +98,16 @@ impl<'a> UserData<'a> {
         .await
     }
 
-    /// The last logout of `username@domain`, if recorded.
+    /// The last logout of `username@domain`, if recorded (including one recorded but not
+    /// written yet).
     pub async fn last_activity(
         &self,
         domain: &str,
         username: &str,
     ) -> Result<Option<LastActivity>, StoreError> {
+        if let Some(last) = self.store.last.get(domain, username) {
+            return Ok(Some(last));
+        }
         let row: Option<(i64, String)> = with_pool!(self.store, pool => {
             sqlx::query_as(
                 "SELECT at, status FROM last_activity WHERE domain = $1 AND username = $2",
@@ -116,25 +120,19 @@ impl<'a> UserData<'a> {
         Ok(row.map(|(at, status)| LastActivity { at, status }))
     }
 
-    /// Records the last logout of `username@domain`.
+    /// Records the last logout of `username@domain`. Returns at once: the value is written
+    /// shortly after, coalesced per account and batched with other logouts (see
+    /// `last_queue.rs`; nobody is told it was stored, so it is not awaited), and
+    /// [`last_activity`](Self::last_activity) sees it meanwhile.
     pub async fn set_last_activity(
         &self,
         domain: &str,
         username: &str,
         last: &LastActivity,
     ) -> Result<(), StoreError> {
-        with_pool!(self.store, pool => {
-            sqlx::query(
-                "INSERT INTO last_activity (domain, username, at, status) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (domain, username) DO UPDATE SET at = $3, status = $4",
-            )
-            .bind(domain)
-            .bind(username)
-            .bind(last.at)
-            .bind(last.status.as_str())
-            .execute(pool)
-            .await?;
-        });
+        self.store
+            .last
+            .record(self.store, domain, username, last.clone());
         Ok(())
     }
 }

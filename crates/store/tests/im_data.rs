@@ -220,3 +220,45 @@ async fn delete_account_takes_everything_with_it() {
         assert!(!s.delete_account(d, "juliet").await.unwrap());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_activity_burst_is_coalesced_and_written_by_close() {
+    for b in backends("last-burst").await {
+        let d = b.domain.as_str();
+        let users: Vec<String> = (0..300).map(|i| format!("u{i}")).collect();
+        for u in &users {
+            b.create_account(u).await;
+        }
+        let u = b.store.userdata();
+        // Three logouts per account, all at once: the last one of each is kept.
+        for round in 0..3 {
+            for (i, name) in users.iter().enumerate() {
+                let last = LastActivity {
+                    at: i64::try_from(i * 10 + round).unwrap(),
+                    status: format!("r{round}"),
+                };
+                u.set_last_activity(d, name, &last).await.unwrap();
+            }
+        }
+        // Seen at once, written or not.
+        assert_eq!(u.last_activity(d, "u7").await.unwrap().unwrap().at, 72);
+        // An account deleted while its logout waits leaves nothing behind and spoils nothing.
+        b.store.delete_account(d, "u0").await.unwrap();
+        b.store.close().await;
+        let reopened = rookery_store::Store::open(&b.url).await.unwrap();
+        let u = reopened.userdata();
+        for (i, name) in users.iter().enumerate().skip(1) {
+            let last = u.last_activity(d, name).await.unwrap();
+            assert_eq!(
+                last,
+                Some(LastActivity {
+                    at: i64::try_from(i * 10 + 2).unwrap(),
+                    status: "r2".into()
+                }),
+                "{} {name}",
+                b.name
+            );
+        }
+        assert_eq!(u.last_activity(d, "u0").await.unwrap(), None, "{}", b.name);
+    }
+}

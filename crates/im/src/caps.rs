@@ -13,6 +13,10 @@
 //!   identities, features and extended forms) before it is cached, so one client (or server)
 //!   cannot poison another's entry. Legacy `<c/>` without `hash` (§1.2) is cached under its
 //!   `node#ver` as given.
+//! - Once the capabilities of an available resource are known — at its presence if its
+//!   `node#ver` is cached, else when the answer is — the core's
+//!   [`Event::ResourceCaps`] tells the modules that subscribed (PEP sends last items then,
+//!   XEP-0163 §4.3.2), so nobody waits or polls for them.
 //! - Other crates ask through [`Im::caps_of`], [`Im::wants_notify`],
 //!   [`Im::resources_wanting`] and [`Im::remote_resources_wanting`].
 
@@ -23,8 +27,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use rookery_core::{Core, Declaration, Module};
+use rookery_core::{Core, Declaration, Event, Module};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{ns, IqType, PresenceType, Stanza, StanzaKind};
 use rookery_xml::Element;
@@ -43,6 +48,9 @@ const MAX_REMOTE_PER_CONTACT: usize = 16;
 /// Most disco#info queries in flight; more `node#ver` wait for a later presence, so a peer
 /// announcing new ones in a flood cannot pile up pending requests.
 const MAX_ASKING: usize = 256;
+/// Most resources told when one `node#ver` answer comes; more are not told (as if their
+/// capabilities stayed unknown).
+const MAX_WAITING: usize = 4096;
 
 /// What a `node#ver` stands for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,11 +59,16 @@ pub struct CapsInfo {
     pub features: HashSet<String>,
 }
 
+/// A resource waiting for a `node#ver` answer: its JID and, for a resource on another
+/// server, the local account its presence reached ([`Event::ResourceCaps`]).
+type Waiter = (Jid, Option<BareJid>);
+
 /// The server-wide cache of `node#ver` → features.
 #[derive(Debug, Default)]
 pub struct CapsCache {
     known: DashMap<String, Arc<CapsInfo>>,
-    asking: DashMap<String, ()>,
+    /// The `node#ver` being asked, with the resources to tell when the answer comes.
+    asking: DashMap<String, Vec<Waiter>>,
 }
 
 impl CapsCache {
@@ -243,8 +256,8 @@ fn announced(stanza: &Stanza) -> Option<(String, Option<String>, String)> {
 }
 
 /// Records the caps in the available presence `stanza` of the local resource `from`, and
-/// asks for unknown ones.
-pub fn observe(im: &Arc<Im>, core: &Arc<Core>, from: &Jid, stanza: &Stanza) {
+/// asks for unknown ones; [`Event::ResourceCaps`] once they are known.
+pub async fn observe(im: &Arc<Im>, core: &Arc<Core>, from: &Jid, stanza: &Stanza) {
     if stanza.element().get_child("c", ns::CAPS).is_none() {
         im.session_mut(from, |s| s.caps = None);
         return;
@@ -254,14 +267,16 @@ pub fn observe(im: &Arc<Im>, core: &Arc<Core>, from: &Jid, stanza: &Stanza) {
         return;
     };
     im.session_mut(from, |s| s.caps = Some(Arc::from(key.as_str())));
-    learn(im, core, from, key, hash, ver);
+    learn(im, core, (from.clone(), None), key, hash, ver, true).await;
 }
 
 /// Records the caps in presence that the resource of another server `stanza.from()` sent to
 /// the local account `owner`: kept while it is available, if `owner` is online and has it
 /// in the roster (strangers' directed presence is not tracked; an offline owner publishes
 /// nothing, and its probes at login bring the contact's presence again); forgotten on
-/// `unavailable` or an error, whoever receives it.
+/// `unavailable` or an error, whoever receives it. [`Event::ResourceCaps`] (for `owner`)
+/// once the capabilities of a tracked resource are known — also when this presence was not
+/// the one that got it tracked (`owner` offline, or without it in the roster).
 ///
 /// Only presence addressed to the bare JID comes here, which is how servers send broadcasts
 /// and probe answers (RFC 6121 §4.2.2, §4.3.2; our probes come from the bare JID).
@@ -277,39 +292,53 @@ pub async fn observe_remote(im: &Arc<Im>, core: &Arc<Core>, owner: &BareJid, sta
     let Some((key, hash, ver)) = announced(stanza) else {
         return im.remote_caps.forget(from);
     };
-    if !core.has_sessions(owner) {
-        return;
+    let track = core.has_sessions(owner)
+        && match im.roster_item(owner, &from.to_bare()).await {
+            Ok(item) => item.is_some(),
+            Err(e) => {
+                tracing::error!(error = %e, "roster lookup for remote caps failed");
+                false
+            }
+        };
+    if track {
+        im.remote_caps.set(from, Arc::from(key.as_str()));
     }
-    match im.roster_item(owner, &from.to_bare()).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return,
-        Err(e) => {
-            return tracing::error!(error = %e, "roster lookup for remote caps failed");
-        }
-    }
-    im.remote_caps.set(from, Arc::from(key.as_str()));
-    learn(im, core, from, key, hash, ver);
+    let waiter = (from.clone(), Some(owner.clone()));
+    learn(im, core, waiter, key, hash, ver, track).await;
 }
 
-/// Asks `from` what `key` (announced with `hash` and `ver`) stands for, unless it is known
-/// or being asked already; caches the answer once verified.
-fn learn(
+/// Tells the subscribers of [`Event::ResourceCaps`] that the capabilities of the waiter's
+/// resource are known, if `key` is cached; else has it told when the answer comes, asking
+/// the resource what `key` (announced with `hash` and `ver`) stands for if nobody is asking
+/// yet and `ask`. The answer is cached once verified.
+async fn learn(
     im: &Arc<Im>,
     core: &Arc<Core>,
-    from: &Jid,
+    waiter: Waiter,
     key: String,
     hash: Option<String>,
     ver: String,
+    ask: bool,
 ) {
-    if im.caps.get(&key).is_some()
-        || im.caps.asking.len() >= MAX_ASKING
-        || im.caps.asking.insert(key.clone(), ()).is_some()
-    {
-        return;
+    if im.caps.get(&key).is_some() {
+        return tell(im, core, &key, waiter).await;
+    }
+    let full = im.caps.asking.len() >= MAX_ASKING;
+    let from = waiter.0.clone();
+    match im.caps.asking.entry(key.clone()) {
+        Entry::Occupied(mut waiting) => {
+            if waiting.get().len() < MAX_WAITING {
+                waiting.get_mut().push(waiter);
+            }
+            return;
+        }
+        Entry::Vacant(e) if ask && !full => {
+            e.insert(vec![waiter]);
+        }
+        Entry::Vacant(_) => return,
     }
     let im = im.clone();
     let core = core.clone();
-    let from = from.clone();
     tokio::spawn(async move {
         let query = Element::new("query", ns::DISCO_INFO).with_attr("node", key.as_str());
         let answer = core
@@ -337,8 +366,21 @@ fn learn(
         } else {
             tracing::debug!(%from, %key, "no disco#info answer for caps");
         }
-        im.caps.asking.remove(&key);
+        let waiting = im.caps.asking.remove(&key).map(|(_, w)| w);
+        if im.caps.get(&key).is_some() {
+            for waiter in waiting.into_iter().flatten() {
+                tell(&im, &core, &key, waiter).await;
+            }
+        }
     });
+}
+
+/// [`Event::ResourceCaps`] for the waiter, if its resource still announces `key` (it may
+/// have gone, or changed capabilities, while the answer was awaited).
+async fn tell(im: &Im, core: &Arc<Core>, key: &str, (resource, to): Waiter) {
+    if im.caps_key(&resource).as_deref() == Some(key) {
+        core.emit(&Event::ResourceCaps { resource, to }).await;
+    }
 }
 
 impl Im {

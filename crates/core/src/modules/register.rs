@@ -17,6 +17,7 @@ use rookery_xml::Element;
 
 use crate::accounts::AccountError;
 use crate::config::RegistrationConfig;
+use crate::event::Event;
 use crate::module::{Declaration, IqResult, IqTarget, Module};
 use crate::router::Core;
 
@@ -179,17 +180,13 @@ impl Module for Register {
                 // presence, so their end records no last activity for a deleted account.
                 // Then the store, then what modules keep elsewhere.
                 close_account_sessions(core, &user);
-                for m in core.modules() {
-                    m.account_removing(core, &user).await;
-                }
+                core.emit(&Event::AccountRemoving(user.clone())).await;
                 core.accounts()
                     .delete(user.domain(), &local)
                     .await
                     .map_err(store_err)?;
                 tracing::info!(user = %user, "account removed in-band");
-                for m in core.modules() {
-                    m.account_deleted(core, &user).await;
-                }
+                core.emit(&Event::AccountDeleted(user.clone())).await;
                 Ok(None)
             }
             StanzaKind::Iq(IqType::Set) => {

@@ -502,7 +502,7 @@ impl Module for Pep {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use crate::policy::NoRosters;
     use crate::store::MemoryStore;
@@ -533,6 +533,124 @@ mod tests {
             Arc::new(NoRosters),
             None,
         )
+    }
+
+    /// Alice and Bob are contacts; Bob's resources want node `n`.
+    struct Contacts;
+
+    #[async_trait]
+    impl Interest for Contacts {
+        async fn interested(&self, _: &Arc<Core>, _: &BareJid, _: &str) -> Vec<Jid> {
+            Vec::new()
+        }
+        fn wanted_nodes(&self, _: &Jid) -> Option<Vec<String>> {
+            Some(vec!["n".into()])
+        }
+        fn available_resources(&self, _: &Arc<Core>, bare: &BareJid) -> Vec<Jid> {
+            vec![Jid::parse(&format!("{bare}/r")).unwrap()]
+        }
+        async fn sources_for(&self, _: &Arc<Core>, who: &BareJid) -> Vec<BareJid> {
+            vec![who.clone(), BareJid::parse("alice@localhost").unwrap()]
+        }
+    }
+
+    /// Everyone is subscribed to everyone's presence.
+    struct Subscribed;
+
+    #[async_trait]
+    impl AccessPolicy for Subscribed {
+        async fn has_presence_subscription(&self, _: &BareJid, _: &BareJid) -> bool {
+            true
+        }
+        async fn roster_groups(&self, _: &BareJid, _: &BareJid) -> Option<Vec<String>> {
+            None
+        }
+    }
+
+    /// A core with PEP (Alice has published an item to `n`) and Bob's session bound.
+    async fn with_item() -> (Arc<Core>, rookery_core::session::SessionEnd) {
+        let pep = Arc::new(Pep::new(
+            Profile::pep("localhost"),
+            Arc::new(MemoryStore::new()),
+            Arc::new(Contacts),
+            Arc::new(Subscribed),
+            None,
+        ));
+        let alice = Jid::parse("alice@localhost/home").unwrap();
+        let item = crate::engine::PublishRequest {
+            node: Some("n".into()),
+            has_item: true,
+            item_id: Some("i1".into()),
+            payload: Some(Element::new("entry", "urn:test")),
+            options: None,
+        };
+        pep.engine()
+            .publish(&alice.to_bare(), &alice, item)
+            .await
+            .unwrap();
+        let core = rookery_core::CoreBuilder::new(
+            rookery_core::CoreConfig::default(),
+            Arc::new(rookery_core::MemoryAccounts::new()),
+        )
+        .module(pep)
+        .build()
+        .unwrap();
+        let bob = Jid::parse("bob@localhost/r").unwrap();
+        let (h, end) = rookery_core::SessionHandle::new(core.next_session_id(), bob.clone(), 16);
+        core.bind(h).await;
+        core.set_available(&bob, Some(0));
+        (core, end)
+    }
+
+    /// What Bob's session was sent so far (no waiting: what is not there yet was not sent).
+    fn sent(end: &mut rookery_core::session::SessionEnd) -> Vec<String> {
+        let mut v = Vec::new();
+        while let Ok(rookery_core::Outbound::Bytes(b)) = end.rx.try_recv() {
+            v.push(String::from_utf8_lossy(&b).into_owned());
+        }
+        v
+    }
+
+    // Paused time: a sleep or a poll anywhere would leave the queue empty at the assert.
+    #[tokio::test(start_paused = true)]
+    async fn last_items_follow_an_approval_without_waiting() {
+        let (core, mut bob) = with_item().await;
+        core.emit(&Event::SubscriptionApproved {
+            owner: BareJid::parse("alice@localhost").unwrap(),
+            contact: BareJid::parse("bob@localhost").unwrap(),
+        })
+        .await;
+        let got = sent(&mut bob);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("i1") && got[0].contains("alice@localhost"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn last_items_follow_the_caps_event_once_per_session() {
+        let (core, mut bob) = with_item().await;
+        let caps = "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='x' ver='v'/>";
+        let presence = |xml: &str| Stanza::from_serialized(xml.as_bytes()).unwrap();
+        core.route_from_session(presence(&format!(
+            "<presence from='bob@localhost/r'>{caps}</presence>"
+        )))
+        .await;
+        // Owed, not sent: the capabilities are not known yet.
+        let caps_known = Event::ResourceCaps {
+            resource: Jid::parse("bob@localhost/r").unwrap(),
+            to: None,
+        };
+        sent(&mut bob);
+        core.emit(&caps_known).await;
+        let got = sent(&mut bob);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("i1"));
+        // Once per session: later presence and caps events owe nothing.
+        core.route_from_session(presence(&format!(
+            "<presence from='bob@localhost/r'>{caps}</presence>"
+        )))
+        .await;
+        core.emit(&caps_known).await;
+        assert!(sent(&mut bob).iter().all(|s| !s.contains("i1")));
     }
 
     #[test]

@@ -458,7 +458,7 @@ impl Module for CapsModule {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use crate::util::parse_element;
 
@@ -533,6 +533,115 @@ mod tests {
             );
         }
         assert!(r.len() <= MAX_REMOTE);
+    }
+
+    /// Records the resources of the `ResourceCaps` events it is told.
+    #[derive(Default)]
+    struct Told(std::sync::Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl Module for Told {
+        fn name(&self) -> &'static str {
+            "told"
+        }
+        fn declare(&self) -> Declaration {
+            Declaration {
+                events: vec![(
+                    rookery_core::EventKind::ResourceCaps,
+                    rookery_core::priority::DEFAULT,
+                )],
+                ..Declaration::default()
+            }
+        }
+        async fn event(&self, _: &Arc<Core>, event: &Event) {
+            if let Event::ResourceCaps { resource, .. } = event {
+                self.0.lock().unwrap().push(resource.to_string());
+            }
+        }
+    }
+
+    impl Told {
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    #[tokio::test]
+    async fn resource_caps_event_when_known_for_every_resource_that_waited() {
+        let store = rookery_store::Store::open("sqlite::memory:").await.unwrap();
+        let im = Arc::new(Im::new(crate::ImConfig::default(), store));
+        let told = Arc::new(Told::default());
+        let core = rookery_core::CoreBuilder::new(
+            rookery_core::CoreConfig::default(),
+            Arc::new(rookery_core::MemoryAccounts::new()),
+        )
+        .module(told.clone())
+        .build()
+        .unwrap();
+        let mut ends = Vec::new();
+        let mut bind = |name: &str| {
+            let jid = Jid::parse(name).unwrap();
+            let (h, end) = rookery_core::SessionHandle::new(core.next_session_id(), jid.clone(), 8);
+            ends.push(end);
+            im.session_bound(&jid);
+            (jid, h)
+        };
+        let (r1, h1) = bind("a@localhost/1");
+        let (r2, h2) = bind("b@localhost/2");
+        let (r3, h3) = bind("c@localhost/3");
+        for h in [h1, h2, h3] {
+            core.bind(h).await;
+        }
+        // Legacy caps (no hash, XEP-0115 §1.2): cached as answered.
+        let presence = crate::util::parse_stanza(
+            "<presence><c xmlns='http://jabber.org/protocol/caps' node='x' ver='v'/></presence>",
+        )
+        .unwrap();
+        observe(&im, &core, &r1, &presence).await;
+        observe(&im, &core, &r2, &presence).await;
+        // Not known yet: nobody told; r1 (the first to announce it) is asked.
+        assert!(told.take().is_empty());
+        let ask = loop {
+            if let Ok(rookery_core::Outbound::Bytes(b)) = ends[0].rx.try_recv() {
+                break String::from_utf8_lossy(&b).into_owned();
+            }
+            tokio::task::yield_now().await;
+        };
+        assert!(ask.contains("disco#info") && ask.contains("x#v"), "{ask}");
+        let id = ask
+            .split("id=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        core.route(
+            crate::util::parse_stanza(&format!(
+                "<iq from='a@localhost/1' to='localhost' type='result' id='{id}'>\
+                 <query xmlns='http://jabber.org/protocol/disco#info' node='x#v'>\
+                 <feature var='n+notify'/></query></iq>"
+            ))
+            .unwrap(),
+        )
+        .await;
+        // The answer tells every resource that waited for it.
+        let mut waited = Vec::new();
+        for _ in 0..1000 {
+            waited.extend(told.take());
+            if waited.len() >= 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(waited, [r1.to_string(), r2.to_string()]);
+        assert!(im.wants_notify(&r2, "n"));
+        // Known now: the next resource is told at its presence.
+        observe(&im, &core, &r3, &presence).await;
+        assert_eq!(told.take(), [r3.to_string()]);
+        // No caps, no event.
+        let plain = crate::util::parse_stanza("<presence/>").unwrap();
+        observe(&im, &core, &r3, &plain).await;
+        assert!(told.take().is_empty());
     }
 
     #[test]

@@ -222,12 +222,14 @@ impl PresenceModule {
                     return;
                 };
                 core.set_available(&from, Some(priority));
-                caps::observe(&self.im, core, &from, &stanza).await;
                 self.broadcast_to_contacts(core, &owner, &stanza).await;
                 self.to_own_resources(core, &from, &stanza, true);
                 if !was_available {
                     self.initial(core, &from, priority);
                 }
+                // Last: what subscribers of its `ResourceCaps` event send (PEP's last items)
+                // follows the presence itself.
+                caps::observe(&self.im, core, &from, &stanza).await;
             }
             StanzaKind::Presence(PresenceType::Unavailable) => {
                 let Some((was, directed)) = self.im.session_mut(&from, |s| {

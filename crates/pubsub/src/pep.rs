@@ -224,9 +224,10 @@ impl Pep {
         jid.local().is_some() && core.is_local_domain(jid.domain())
     }
 
-    /// Sends the local `resource`, whose capabilities are known, the last items it wants
-    /// from the accounts it sees (XEP-0163 §4.3.2).
-    async fn last_items_on_presence(&self, core: &Arc<Core>, resource: &Jid) {
+    /// Routes to `resource`, whose capabilities are known, the last items it wants (its
+    /// `+notify` features) of each of `sources` that its access models admit (XEP-0163
+    /// §4.3.2).
+    async fn send_last_items(&self, core: &Arc<Core>, sources: &[BareJid], resource: &Jid) {
         let Some(wanted) = self.interest.wanted_nodes(resource) else {
             return;
         };
@@ -234,29 +235,10 @@ impl Pep {
             return;
         }
         let wants = move |n: &str| wanted.iter().any(|w| w == n);
-        for source in self.interest.sources_for(core, &resource.to_bare()).await {
-            for m in self.engine.last_items_for(&source, resource, &wants).await {
+        for source in sources {
+            for m in self.engine.last_items_for(source, resource, &wants).await {
                 core.route(m).await;
             }
-        }
-    }
-
-    /// Sends the remote `resource`, whose capabilities are known, the last items of `owner`
-    /// it wants, if it has a presence subscription to `owner` (XEP-0163 §4.3.2).
-    async fn last_items_to_remote(&self, core: &Arc<Core>, owner: &BareJid, resource: &Jid) {
-        if !self
-            .policy
-            .has_presence_subscription(owner, &resource.to_bare())
-            .await
-        {
-            return;
-        }
-        let Some(wanted) = self.interest.wanted_nodes(resource) else {
-            return;
-        };
-        let wants = move |n: &str| wanted.iter().any(|w| w == n);
-        for m in self.engine.last_items_for(owner, resource, &wants).await {
-            core.route(m).await;
         }
     }
 
@@ -293,7 +275,9 @@ impl Pep {
         match to {
             None => {
                 if self.waiting.remove(resource).is_some() {
-                    self.last_items_on_presence(core, resource).await;
+                    // Its own account's and those of the contacts it is subscribed to.
+                    let sources = self.interest.sources_for(core, &resource.to_bare()).await;
+                    self.send_last_items(core, &sources, resource).await;
                 }
             }
             Some(owner) => {
@@ -301,8 +285,14 @@ impl Pep {
                     .waiting_remote
                     .get_mut(resource)
                     .is_some_and(|mut owners| owners.remove(owner));
-                if owed {
-                    self.last_items_to_remote(core, owner, resource).await;
+                if owed
+                    && self
+                        .policy
+                        .has_presence_subscription(owner, &resource.to_bare())
+                        .await
+                {
+                    self.send_last_items(core, std::slice::from_ref(owner), resource)
+                        .await;
                 }
             }
         }
@@ -317,13 +307,8 @@ impl Pep {
         contact: &BareJid,
     ) {
         for r in self.interest.available_resources(core, contact) {
-            let Some(wanted) = self.interest.wanted_nodes(&r) else {
-                continue;
-            };
-            let wants = move |n: &str| wanted.iter().any(|w| w == n);
-            for m in self.engine.last_items_for(owner, &r, &wants).await {
-                core.route(m).await;
-            }
+            self.send_last_items(core, std::slice::from_ref(owner), &r)
+                .await;
         }
     }
 }

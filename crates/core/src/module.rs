@@ -1,8 +1,9 @@
 //! Extensions are modules (design.md "Extensions are modules").
 //!
 //! A module declares, once at start-up, what it handles: the IQ payloads it answers (for the
-//! server itself or on behalf of an account), the stanza hooks it wants, the disco identities
-//! and features it adds. The router builds its tables from these declarations, so adding a
+//! server itself or on behalf of an account), the stanza hooks it wants and the events it
+//! subscribes to (each with a [`priority`]: no module depends on the order modules are
+//! added), the disco identities and features it adds. The router builds its tables from these declarations, so adding a
 //! XEP never means editing the router, and disco#info never lies.
 
 use std::sync::Arc;

@@ -5,13 +5,14 @@
 //! - [`config`]: the settings the core acts on (domain, registration, version disclosure);
 //! - [`session`]: [`SessionHandle`], how the router reaches a connection: a bounded queue of
 //!   already-serialized bytes plus a kill switch;
-//! - [`module`]: the [`Module`] trait — what an extension declares (IQ payloads, hooks, disco
-//!   features) and how it is called;
+//! - [`module`]: the [`Module`] trait — what an extension declares (IQ payloads, hooks and
+//!   their priorities, events, disco features) and how it is called;
+//! - [`event`]: the typed [`Event`]s modules emit and subscribe to;
 //! - [`router`]: [`Core`] and its `route` — the one typed route table of design.md — over
 //!   its parts, each testable alone: [`registry`] (bound sessions and their priorities),
 //!   [`domains`] (component/service domains and the remote route), [`requests`] (IQs the
 //!   server sent, waiting for their answer) and [`tables`] (what the modules declared: IQ
-//!   handlers, hooks, disco and stream features);
+//!   handlers, hooks and event subscribers in priority order, disco and stream features);
 //! - [`modules`]: the core modules every server has (disco, ping, version, register).
 //!
 //! Listeners (c2s, s2s, component) depend on this crate, never the reverse: they hand the
@@ -20,6 +21,7 @@
 pub mod accounts;
 pub mod config;
 pub mod domains;
+pub mod event;
 pub mod module;
 pub mod modules;
 pub mod registry;
@@ -31,6 +33,9 @@ pub mod tables;
 pub use accounts::{AccountError, Accounts, MemoryAccounts};
 pub use config::CoreConfig;
 pub use domains::DomainRoute;
-pub use module::{Declaration, Flow, HookPoint, Identity, IqTarget, Module, SessionEvent};
+pub use event::{Event, EventKind, SessionEvent};
+pub use module::{
+    priority, Declaration, Flow, HookPoint, Identity, IqAnswer, IqReply, IqTarget, Module,
+};
 pub use router::{Core, CoreBuilder};
 pub use session::{Outbound, SessionHandle, SessionId, Transport};

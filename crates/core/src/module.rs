@@ -1,8 +1,9 @@
 //! Extensions are modules (design.md "Extensions are modules").
 //!
 //! A module declares, once at start-up, what it handles: the IQ payloads it answers (for the
-//! server itself or on behalf of an account), the stanza hooks it wants, the disco identities
-//! and features it adds. The router builds its tables from these declarations, so adding a
+//! server itself or on behalf of an account), the stanza hooks it wants and the events it
+//! subscribes to (each with a [`priority`]: no module depends on the order modules are
+//! added), the disco identities and features it adds. The router builds its tables from these declarations, so adding a
 //! XEP never means editing the router, and disco#info never lies.
 
 use std::sync::Arc;
@@ -13,7 +14,21 @@ use rookery_proto::Stanza;
 use rookery_proto::{StanzaError, StanzaErrorCondition};
 use rookery_xml::Element;
 
+use crate::event::{Event, EventKind};
 use crate::router::Core;
+
+/// Hook and event priorities (as Prosody's `module:hook(event, fn, priority)`): at one hook
+/// point, or for one event kind, higher priorities run first; equal ones in the order the
+/// modules were added. `docs/architecture.md` has the table of who runs where.
+pub mod priority {
+    /// Policy that must see a stanza before anything else acts on it: blocking (XEP-0191).
+    pub const POLICY: i32 = 100;
+    /// Observers that act on a stanza and pass it on, before the module that consumes it:
+    /// PEP watching presence (XEP-0163 §4.3.2) before the IM layer handles it.
+    pub const OBSERVE: i32 = 50;
+    /// The module that does the stanza's job (and usually returns [`super::Flow::Handled`]).
+    pub const DEFAULT: i32 = 0;
+}
 
 /// Who an IQ handler answers for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,16 +76,6 @@ pub enum Flow {
     Handled,
 }
 
-/// A session lifecycle event.
-#[derive(Debug, Clone)]
-pub enum SessionEvent {
-    /// A resource was bound.
-    Bound(Jid),
-    /// A session ended (for any reason, including a dead socket, or being replaced by a new
-    /// session binding the same full JID: then `Closed` comes right before that `Bound`).
-    Closed(Jid),
-}
-
 /// A disco identity (XEP-0030 §3.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -87,8 +92,10 @@ pub struct Identity {
 pub struct Declaration {
     /// IQ payloads this module answers: (target, namespace, element name).
     pub iqs: Vec<(IqTarget, &'static str, &'static str)>,
-    /// Hooks this module wants, called in module order.
-    pub hooks: Vec<HookPoint>,
+    /// Hooks this module wants, each with its [`priority`].
+    pub hooks: Vec<(HookPoint, i32)>,
+    /// Events this module subscribes to, each with its [`priority`].
+    pub events: Vec<(EventKind, i32)>,
     /// Disco identities of the server.
     pub server_identities: Vec<Identity>,
     /// Disco features of the server.
@@ -97,15 +104,40 @@ pub struct Declaration {
     pub account_features: Vec<&'static str>,
     /// Disco identities of every account, besides `account/registered` (e.g. `pubsub/pep`).
     pub account_identities: Vec<Identity>,
-    /// Wants session lifecycle events.
-    pub session_events: bool,
     /// Stream features offered to clients after authentication, next to `<bind/>` (e.g.
     /// XEP-0237 `<ver xmlns='urn:xmpp:features:rosterver'/>`).
     pub stream_features: Vec<Element>,
 }
 
-/// The result of an IQ handler: the payload of the `result` (if any), or an error.
+/// The payload of an IQ `result` (if any), or an error.
 pub type IqResult = Result<Option<Element>, StanzaError>;
+
+/// What an IQ handler answers: the `result` and the stanzas that must follow it (e.g.
+/// XEP-0237 roster pushes after an empty roster result), which the router routes right
+/// after the result, in order.
+#[derive(Debug, Default)]
+pub struct IqReply {
+    /// The payload of the `result`, if any.
+    pub payload: Option<Element>,
+    /// Stanzas routed after the result.
+    pub then: Vec<Stanza>,
+}
+
+impl IqReply {
+    /// A result with `payload` and the stanzas to route after it.
+    pub fn new(payload: Option<Element>, then: Vec<Stanza>) -> IqReply {
+        IqReply { payload, then }
+    }
+}
+
+impl From<Option<Element>> for IqReply {
+    fn from(payload: Option<Element>) -> IqReply {
+        IqReply::new(payload, Vec::new())
+    }
+}
+
+/// The answer of an IQ handler: a reply (with its follow-ups), or an error.
+pub type IqAnswer = Result<IqReply, StanzaError>;
 
 /// A protocol extension.
 #[async_trait]
@@ -122,20 +154,12 @@ pub trait Module: Send + Sync + 'static {
         Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
     }
 
-    /// Called after the `result` of an IQ this module answered was routed: for stanzas that
-    /// must follow the result (e.g. XEP-0237 roster pushes after an empty roster result).
-    async fn after_result(&self, _core: &Arc<Core>, _to: &BareJid, _iq: &Stanza) {}
-
-    /// An account is about to be deleted in-band (XEP-0077 §3.2): its sessions are closing
-    /// and its data is still in the store. Modules tell others what they must learn of it
-    /// while it can still be read (e.g. contacts get `unavailable`, `unsubscribe` and
-    /// `unsubscribed`, RFC 6121 §3.3) and forget the sessions' state, so that nothing is
-    /// recorded for the account once it is gone.
-    async fn account_removing(&self, _core: &Arc<Core>, _account: &BareJid) {}
-
-    /// An account was deleted (`Store::delete_account`: its rows are gone): modules drop what
-    /// they keep for it in memory or elsewhere (e.g. its PEP nodes).
-    async fn account_deleted(&self, _core: &Arc<Core>, _account: &BareJid) {}
+    /// What the router calls for an IQ get/set this module declared: the reply and the
+    /// stanzas that follow it. By default [`Module::handle_iq`]'s result with none; a module
+    /// whose answers have follow-ups implements this instead.
+    async fn reply_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqAnswer {
+        self.handle_iq(core, to, iq).await.map(IqReply::from)
+    }
 
     /// Extra disco#items of `to` (the server or an account) shown to `from` at the root
     /// (no `node`): e.g. an account's PEP nodes (XEP-0163 §? / XEP-0030 §4).
@@ -161,6 +185,6 @@ pub trait Module: Send + Sync + 'static {
         Flow::Continue(stanza)
     }
 
-    /// A session lifecycle event, if declared.
-    async fn session_event(&self, _core: &Arc<Core>, _event: &SessionEvent) {}
+    /// An event this module subscribed to.
+    async fn event(&self, _core: &Arc<Core>, _event: &Event) {}
 }

@@ -44,7 +44,8 @@ use rookery_xml::Element;
 use crate::accounts::Accounts;
 use crate::config::CoreConfig;
 use crate::domains::{DomainRoute, Domains};
-use crate::module::{Flow, HookPoint, Identity, IqTarget, Module, SessionEvent};
+use crate::event::{Event, SessionEvent};
+use crate::module::{Flow, HookPoint, Identity, IqTarget, Module};
 use crate::registry::Registry;
 use crate::requests::Requests;
 use crate::session::{SessionHandle, SessionId};
@@ -67,7 +68,8 @@ impl CoreBuilder {
         }
     }
 
-    /// Adds a module; hooks run in the order modules are added.
+    /// Adds a module. At a hook point (or for an event kind), modules run by the priority
+    /// they declared; equal priorities in the order they were added.
     #[must_use]
     pub fn module(mut self, m: Arc<dyn Module>) -> Self {
         self.modules.push(m);
@@ -206,9 +208,10 @@ impl Core {
         tracing::debug!(%jid, "bound");
         if replaced.is_some() {
             // The replaced session's own unbind will find nothing: report its end here.
-            self.session_event(SessionEvent::Closed(jid.clone())).await;
+            self.emit(&Event::Session(SessionEvent::Closed(jid.clone())))
+                .await;
         }
-        self.session_event(SessionEvent::Bound(jid)).await;
+        self.emit(&Event::Session(SessionEvent::Bound(jid))).await;
         replaced
     }
 
@@ -217,13 +220,16 @@ impl Core {
     pub async fn unbind(self: &Arc<Self>, jid: &Jid, id: SessionId) {
         if self.sessions.unbind(jid, id) {
             tracing::debug!(%jid, "unbound");
-            self.session_event(SessionEvent::Closed(jid.clone())).await;
+            self.emit(&Event::Session(SessionEvent::Closed(jid.clone())))
+                .await;
         }
     }
 
-    async fn session_event(self: &Arc<Self>, ev: SessionEvent) {
-        for m in self.tables.session_listeners() {
-            m.session_event(self, &ev).await;
+    /// Tells the modules subscribed to `event`'s kind, in priority order, awaiting each (see
+    /// [`crate::event`]). Emit once the fact is committed: subscribers read that state.
+    pub async fn emit(self: &Arc<Self>, event: &Event) {
+        for m in self.tables.subscribers(event.kind()) {
+            m.event(self, event).await;
         }
     }
 
@@ -450,15 +456,17 @@ impl Core {
             return self.reply_unavailable(&iq).await;
         };
         let module = module.clone();
-        match module.handle_iq(self, to, &iq).await {
-            Ok(payload) => {
-                let mut result = iq.iq_result(payload);
+        match module.reply_iq(self, to, &iq).await {
+            Ok(reply) => {
+                let mut result = iq.iq_result(reply.payload);
                 if iq.to().is_none() {
                     // Reply from the account (RFC 6120 §10.3.3), stamped explicitly.
                     result.set_from(to.clone().into());
                 }
                 Box::pin(self.route(result)).await;
-                module.after_result(self, to, &iq).await;
+                for s in reply.then {
+                    Box::pin(self.route(s)).await;
+                }
             }
             Err(e) => self.reply_error(&iq, e).await,
         }

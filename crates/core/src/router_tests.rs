@@ -12,7 +12,7 @@ use rookery_sasl::Credentials;
 use crate::accounts::{Accounts, MemoryAccounts};
 use crate::config::CoreConfig;
 use crate::domains::DomainRoute;
-use crate::module::{Declaration, Flow, HookPoint, IqResult, IqTarget, Module};
+use crate::module::{priority, Declaration, Flow, HookPoint, IqResult, IqTarget, Module};
 use crate::router::{Core, CoreBuilder};
 use crate::session::{Outbound, SessionEnd, SessionHandle};
 
@@ -48,7 +48,7 @@ impl Module for Rec {
                 (IqTarget::Server, "urn:s", "q"),
                 (IqTarget::Account, "urn:a", "q"),
             ],
-            hooks: POINTS.to_vec(),
+            hooks: POINTS.iter().map(|&p| (p, priority::DEFAULT)).collect(),
             ..Declaration::default()
         }
     }

@@ -1,12 +1,14 @@
 //! The tables built once from the modules' declarations (design.md "Extensions are
-//! modules"): who answers which IQ payload, which modules a hook point runs, in order, and the
-//! disco identities and features (XEP-0030 §3) and stream features the server advertises.
+//! modules"): who answers which IQ payload, which modules a hook point runs and an event
+//! reaches, in priority order, and the disco identities and features (XEP-0030 §3) and stream
+//! features the server advertises.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use rookery_xml::Element;
 
+use crate::event::EventKind;
 use crate::module::{HookPoint, Identity, IqTarget, Module};
 
 /// The modules and what they declared.
@@ -14,19 +16,21 @@ pub struct Tables {
     modules: Vec<Arc<dyn Module>>,
     iq_routes: HashMap<(IqTarget, &'static str, &'static str), usize>,
     hooks: HashMap<HookPoint, Vec<usize>>,
+    events: HashMap<EventKind, Vec<usize>>,
     identities: Vec<Identity>,
     server_features: Vec<&'static str>,
     account_features: Vec<&'static str>,
     account_identities: Vec<Identity>,
-    session_listeners: Vec<usize>,
     stream_features: Vec<Element>,
 }
 
 impl Tables {
-    /// Builds the tables from `modules`, in hook order.
+    /// Builds the tables from `modules`: at each hook point and for each event kind, higher
+    /// priorities first, equal ones in module order.
     pub fn new(modules: Vec<Arc<dyn Module>>) -> Tables {
         let mut iq_routes = HashMap::new();
-        let mut hooks: HashMap<HookPoint, Vec<usize>> = HashMap::new();
+        let mut hooks = Ranked::default();
+        let mut events = Ranked::default();
         let mut identities = vec![Identity {
             category: "server",
             kind: "im",
@@ -35,7 +39,6 @@ impl Tables {
         let mut server_features = Vec::new();
         let mut account_features = Vec::new();
         let mut account_identities = Vec::new();
-        let mut session_listeners = Vec::new();
         let mut stream_features = Vec::new();
         for (i, m) in modules.iter().enumerate() {
             let d = m.declare();
@@ -44,16 +47,16 @@ impl Tables {
                     tracing::warn!(module = m.name(), ns, name, "IQ handler registered twice");
                 }
             }
-            for h in d.hooks {
-                hooks.entry(h).or_default().push(i);
+            for (point, priority) in d.hooks {
+                hooks.add(point, priority, i);
+            }
+            for (kind, priority) in d.events {
+                events.add(kind, priority, i);
             }
             identities.extend(d.server_identities);
             server_features.extend(d.server_features);
             account_features.extend(d.account_features);
             account_identities.extend(d.account_identities);
-            if d.session_events {
-                session_listeners.push(i);
-            }
             stream_features.extend(d.stream_features);
         }
         server_features.sort_unstable();
@@ -63,12 +66,12 @@ impl Tables {
         Tables {
             modules,
             iq_routes,
-            hooks,
+            hooks: hooks.into_order(),
+            events: events.into_order(),
             identities,
             server_features,
             account_features,
             account_identities,
-            session_listeners,
             stream_features,
         }
     }
@@ -91,9 +94,9 @@ impl Tables {
         self.indexed(self.hooks.get(&point).map_or(&[][..], Vec::as_slice))
     }
 
-    /// The modules that want session events, in order.
-    pub fn session_listeners(&self) -> impl Iterator<Item = &Arc<dyn Module>> {
-        self.indexed(&self.session_listeners)
+    /// The modules subscribed to events of `kind`, in order.
+    pub fn subscribers(&self, kind: EventKind) -> impl Iterator<Item = &Arc<dyn Module>> {
+        self.indexed(self.events.get(&kind).map_or(&[][..], Vec::as_slice))
     }
 
     fn indexed<'a>(&'a self, list: &'a [usize]) -> impl Iterator<Item = &'a Arc<dyn Module>> {
@@ -126,11 +129,38 @@ impl Tables {
     }
 }
 
+/// Modules by key (hook point or event kind), with their priorities, as declared.
+struct Ranked<K>(HashMap<K, Vec<(i32, usize)>>);
+
+impl<K> Default for Ranked<K> {
+    fn default() -> Self {
+        Ranked(HashMap::new())
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Ranked<K> {
+    fn add(&mut self, key: K, priority: i32, module: usize) {
+        self.0.entry(key).or_default().push((priority, module));
+    }
+
+    /// Module indexes per key, higher priorities first; the sort is stable, so equal
+    /// priorities keep module order.
+    fn into_order(self) -> HashMap<K, Vec<usize>> {
+        self.0
+            .into_iter()
+            .map(|(k, mut v)| {
+                v.sort_by_key(|&(p, _)| std::cmp::Reverse(p));
+                (k, v.into_iter().map(|(_, i)| i).collect())
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::indexing_slicing)]
     use super::*;
-    use crate::module::Declaration;
+    use crate::module::{priority, Declaration};
     use async_trait::async_trait;
 
     struct M(&'static str, fn() -> Declaration);
@@ -149,15 +179,18 @@ mod tests {
     fn tables_follow_the_declarations_in_module_order() {
         let a = M("a", || Declaration {
             iqs: vec![(IqTarget::Server, "urn:a", "query")],
-            hooks: vec![HookPoint::MessageToBare],
+            hooks: vec![(HookPoint::MessageToBare, priority::DEFAULT)],
             server_features: vec!["urn:b", "urn:a"],
             ..Declaration::default()
         });
         let b = M("b", || Declaration {
             iqs: vec![(IqTarget::Account, "urn:a", "query")],
-            hooks: vec![HookPoint::MessageToBare, HookPoint::ToLocalAccount],
+            hooks: vec![
+                (HookPoint::MessageToBare, priority::DEFAULT),
+                (HookPoint::ToLocalAccount, priority::DEFAULT),
+            ],
             server_features: vec!["urn:a"],
-            session_events: true,
+            events: vec![(EventKind::Session, priority::DEFAULT)],
             ..Declaration::default()
         });
         let t = Tables::new(vec![Arc::new(a), Arc::new(b)]);
@@ -179,9 +212,42 @@ mod tests {
         assert_eq!(t.hooked(HookPoint::IqFromLocal).count(), 0);
         assert_eq!(t.server_features(), ["urn:a", "urn:b"]);
         assert_eq!(
-            t.session_listeners().map(|m| m.name()).collect::<Vec<_>>(),
+            t.subscribers(EventKind::Session)
+                .map(|m| m.name())
+                .collect::<Vec<_>>(),
             ["b"]
         );
         assert_eq!(t.identities()[0].category, "server");
+    }
+
+    #[test]
+    fn higher_priorities_run_first_and_ties_keep_module_order() {
+        let low = M("low", || Declaration {
+            hooks: vec![(HookPoint::PresenceBroadcast, priority::DEFAULT)],
+            events: vec![(EventKind::AccountDeleted, -10)],
+            ..Declaration::default()
+        });
+        let tie = M("tie", || Declaration {
+            hooks: vec![(HookPoint::PresenceBroadcast, priority::DEFAULT)],
+            events: vec![(EventKind::AccountDeleted, priority::DEFAULT)],
+            ..Declaration::default()
+        });
+        let high = M("high", || Declaration {
+            hooks: vec![(HookPoint::PresenceBroadcast, priority::OBSERVE)],
+            events: vec![(EventKind::AccountDeleted, priority::POLICY)],
+            ..Declaration::default()
+        });
+        let t = Tables::new(vec![Arc::new(low), Arc::new(tie), Arc::new(high)]);
+        let hooked: Vec<_> = t
+            .hooked(HookPoint::PresenceBroadcast)
+            .map(|m| m.name())
+            .collect();
+        assert_eq!(hooked, ["high", "low", "tie"]);
+        let subscribed: Vec<_> = t
+            .subscribers(EventKind::AccountDeleted)
+            .map(|m| m.name())
+            .collect();
+        assert_eq!(subscribed, ["high", "tie", "low"]);
+        assert_eq!(t.subscribers(EventKind::Session).count(), 0);
     }
 }

@@ -1,17 +1,17 @@
 //! The hook points and helpers the IM modules rely on: `route_from_session` and the
 //! *FromLocal hooks, `ToLocalAccount`, `MessageToFull`, `Closed` before `Bound` on session
-//! replacement, `after_result` ordering, `Core::request`, `SessionHandle::send_paced`.
+//! replacement, hook and event priorities, IQ follow-ups routed after the result,
+//! `Core::request`, `SessionHandle::send_paced`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rookery_core::module::IqResult;
 use rookery_core::session::SessionEnd;
 use rookery_core::{
-    Core, CoreBuilder, CoreConfig, Declaration, Flow, HookPoint, IqTarget, MemoryAccounts, Module,
-    Outbound, SessionEvent, SessionHandle,
+    priority, Core, CoreBuilder, CoreConfig, Declaration, Event, EventKind, Flow, HookPoint,
+    IqAnswer, IqReply, IqTarget, MemoryAccounts, Module, Outbound, SessionEvent, SessionHandle,
 };
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{IqType, Stanza, StanzaKind};
@@ -38,31 +38,35 @@ impl Module for Recorder {
     fn declare(&self) -> Declaration {
         Declaration {
             iqs: vec![(IqTarget::Account, "urn:test", "q")],
-            hooks: vec![
+            hooks: [
                 HookPoint::MessageFromLocal,
                 HookPoint::PresenceFromLocal,
                 HookPoint::IqFromLocal,
                 HookPoint::ToLocalAccount,
                 HookPoint::MessageToFull,
                 HookPoint::PresenceBroadcast,
-            ],
-            session_events: true,
+            ]
+            .into_iter()
+            .map(|p| (p, priority::DEFAULT))
+            .collect(),
+            events: vec![(EventKind::Session, priority::DEFAULT)],
             stream_features: vec![Element::new("f", "urn:test")],
             ..Declaration::default()
         }
     }
 
-    async fn handle_iq(&self, _core: &Arc<Core>, _to: &BareJid, _iq: &Stanza) -> IqResult {
+    async fn reply_iq(&self, _core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqAnswer {
         self.log.lock().unwrap().push("iq".into());
-        Ok(None)
-    }
-
-    async fn after_result(&self, core: &Arc<Core>, _to: &BareJid, iq: &Stanza) {
-        self.log.lock().unwrap().push("after_result".into());
         // A follow-up stanza: must reach the client after the result.
-        if let Some(s) = iq.from().and_then(|f| core.session(f)) {
-            s.send(bytes::Bytes::from_static(b"<follow-up/>"));
-        }
+        let follow_up = Stanza::from_serialized(
+            format!(
+                "<message from='{to}' to='{}'><body>follow-up</body></message>",
+                iq.from().unwrap()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        Ok(IqReply::new(None, vec![follow_up]))
     }
 
     async fn hook(&self, _core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {
@@ -77,10 +81,11 @@ impl Module for Recorder {
         Flow::Continue(stanza)
     }
 
-    async fn session_event(&self, _core: &Arc<Core>, event: &SessionEvent) {
+    async fn event(&self, _core: &Arc<Core>, event: &Event) {
         let s = match event {
-            SessionEvent::Bound(j) => format!("bound {j}"),
-            SessionEvent::Closed(j) => format!("closed {j}"),
+            Event::Session(SessionEvent::Bound(j)) => format!("bound {j}"),
+            Event::Session(SessionEvent::Closed(j)) => format!("closed {j}"),
+            other => format!("{:?}", other.kind()),
         };
         self.log.lock().unwrap().push(s);
     }
@@ -170,7 +175,7 @@ async fn hooks_of_stanzas_from_sessions_and_to_accounts() {
 }
 
 #[tokio::test]
-async fn after_result_follows_the_result() {
+async fn iq_follow_ups_are_routed_after_the_result() {
     let (core, rec) = setup().await;
     let (_a, mut a_end) = bind(&core, "a@localhost/r", 16).await;
     rec.take();
@@ -178,9 +183,16 @@ async fn after_result_follows_the_result() {
         "<iq from='a@localhost/r' type='get' id='q1'><q xmlns='urn:test'/></iq>",
     ))
     .await;
+    // The result, then the follow-up, each through the route table (and its hooks).
     assert_eq!(
         rec.take(),
-        ["IqFromLocal", "iq", "ToLocalAccount", "after_result"]
+        [
+            "IqFromLocal",
+            "iq",
+            "ToLocalAccount",
+            "ToLocalAccount",
+            "MessageToFull"
+        ]
     );
     let got = received(&mut a_end);
     assert_eq!(got.len(), 2);
@@ -188,7 +200,88 @@ async fn after_result_follows_the_result() {
         got[0].contains("type=\"result\"") && got[0].contains("q1"),
         "{got:?}"
     );
-    assert_eq!(got[1], "<follow-up/>");
+    assert!(got[1].contains("follow-up"), "{got:?}");
+}
+
+/// Logs its name at one hook point and for account deletion, at a given priority.
+struct Ranked {
+    name: &'static str,
+    priority: i32,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+#[async_trait]
+impl Module for Ranked {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn declare(&self) -> Declaration {
+        Declaration {
+            hooks: vec![(HookPoint::PresenceBroadcast, self.priority)],
+            events: vec![(EventKind::AccountDeleted, self.priority)],
+            ..Declaration::default()
+        }
+    }
+
+    async fn hook(&self, _core: &Arc<Core>, _point: HookPoint, stanza: Stanza) -> Flow {
+        self.log.lock().unwrap().push(format!("hook {}", self.name));
+        Flow::Continue(stanza)
+    }
+
+    async fn event(&self, _core: &Arc<Core>, _event: &Event) {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("event {}", self.name));
+    }
+}
+
+#[tokio::test]
+async fn hooks_and_events_run_by_priority_then_module_order() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let ranked = |name, priority| {
+        Arc::new(Ranked {
+            name,
+            priority,
+            log: log.clone(),
+        })
+    };
+    // Added lowest first: the priorities, not the order of addition, decide.
+    let core = CoreBuilder::new(CoreConfig::default(), Arc::new(MemoryAccounts::new()))
+        .module(ranked("default-1", priority::DEFAULT))
+        .module(ranked("observe", priority::OBSERVE))
+        .module(ranked("default-2", priority::DEFAULT))
+        .module(ranked("policy", priority::POLICY))
+        .build()
+        .unwrap();
+    bind(&core, "a@localhost/r", 4).await;
+    core.route_from_session(stanza("<presence from='a@localhost/r'/>"))
+        .await;
+    core.emit(&Event::AccountDeleted(
+        BareJid::parse("a@localhost").unwrap(),
+    ))
+    .await;
+    let order = ["policy", "observe", "default-1", "default-2"];
+    let expected: Vec<String> = order
+        .iter()
+        .map(|n| format!("hook {n}"))
+        .chain(order.iter().map(|n| format!("event {n}")))
+        .collect();
+    assert_eq!(*log.lock().unwrap(), expected);
+}
+
+#[tokio::test]
+async fn events_reach_only_their_subscribers() {
+    let (core, rec) = setup().await;
+    // The recorder subscribed to session events only.
+    core.emit(&Event::AccountDeleted(
+        BareJid::parse("a@localhost").unwrap(),
+    ))
+    .await;
+    assert!(rec.take().is_empty());
+    bind(&core, "a@localhost/r", 4).await;
+    assert_eq!(rec.take(), ["bound a@localhost/r"]);
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rookery_core::module::IqResult;
-use rookery_core::{Core, Declaration, Flow, HookPoint, IqTarget, Module};
+use rookery_core::{priority, Core, Declaration, Flow, HookPoint, IqTarget, Module};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{
     ns, IqType, MessageType, PresenceType, Stanza, StanzaError, StanzaErrorCondition as Cond,
@@ -264,11 +264,12 @@ impl Module for Blocking {
                 (IqTarget::Account, ns::BLOCKING, "block"),
                 (IqTarget::Account, ns::BLOCKING, "unblock"),
             ],
+            // Before anything else sees a stanza a block list stops.
             hooks: vec![
-                HookPoint::ToLocalAccount,
-                HookPoint::MessageFromLocal,
-                HookPoint::PresenceFromLocal,
-                HookPoint::IqFromLocal,
+                (HookPoint::ToLocalAccount, priority::POLICY),
+                (HookPoint::MessageFromLocal, priority::POLICY),
+                (HookPoint::PresenceFromLocal, priority::POLICY),
+                (HookPoint::IqFromLocal, priority::POLICY),
             ],
             server_features: vec![ns::BLOCKING],
             ..Declaration::default()

@@ -13,6 +13,10 @@
 //!   identities, features and extended forms) before it is cached, so one client (or server)
 //!   cannot poison another's entry. Legacy `<c/>` without `hash` (§1.2) is cached under its
 //!   `node#ver` as given.
+//! - Once the capabilities of an available resource are known — at its presence if its
+//!   `node#ver` is cached, else when the answer is — the core's
+//!   [`Event::ResourceCaps`] tells the modules that subscribed (PEP sends last items then,
+//!   XEP-0163 §4.3.2), so nobody waits or polls for them.
 //! - Other crates ask through [`Im::caps_of`], [`Im::wants_notify`],
 //!   [`Im::resources_wanting`] and [`Im::remote_resources_wanting`].
 
@@ -23,8 +27,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use rookery_core::{Core, Declaration, Module};
+use rookery_core::{Core, Declaration, Event, Module};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{ns, IqType, PresenceType, Stanza, StanzaKind};
 use rookery_xml::Element;
@@ -43,6 +48,9 @@ const MAX_REMOTE_PER_CONTACT: usize = 16;
 /// Most disco#info queries in flight; more `node#ver` wait for a later presence, so a peer
 /// announcing new ones in a flood cannot pile up pending requests.
 const MAX_ASKING: usize = 256;
+/// Most resources told when one `node#ver` answer comes; more are not told (as if their
+/// capabilities stayed unknown).
+const MAX_WAITING: usize = 4096;
 
 /// What a `node#ver` stands for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,11 +59,16 @@ pub struct CapsInfo {
     pub features: HashSet<String>,
 }
 
+/// A resource waiting for a `node#ver` answer: its JID and, for a resource on another
+/// server, the local account its presence reached ([`Event::ResourceCaps`]).
+type Waiter = (Jid, Option<BareJid>);
+
 /// The server-wide cache of `node#ver` → features.
 #[derive(Debug, Default)]
 pub struct CapsCache {
     known: DashMap<String, Arc<CapsInfo>>,
-    asking: DashMap<String, ()>,
+    /// The `node#ver` being asked, with the resources to tell when the answer comes.
+    asking: DashMap<String, Vec<Waiter>>,
 }
 
 impl CapsCache {
@@ -243,8 +256,8 @@ fn announced(stanza: &Stanza) -> Option<(String, Option<String>, String)> {
 }
 
 /// Records the caps in the available presence `stanza` of the local resource `from`, and
-/// asks for unknown ones.
-pub fn observe(im: &Arc<Im>, core: &Arc<Core>, from: &Jid, stanza: &Stanza) {
+/// asks for unknown ones; [`Event::ResourceCaps`] once they are known.
+pub async fn observe(im: &Arc<Im>, core: &Arc<Core>, from: &Jid, stanza: &Stanza) {
     if stanza.element().get_child("c", ns::CAPS).is_none() {
         im.session_mut(from, |s| s.caps = None);
         return;
@@ -254,14 +267,16 @@ pub fn observe(im: &Arc<Im>, core: &Arc<Core>, from: &Jid, stanza: &Stanza) {
         return;
     };
     im.session_mut(from, |s| s.caps = Some(Arc::from(key.as_str())));
-    learn(im, core, from, key, hash, ver);
+    learn(im, core, (from.clone(), None), key, hash, ver, true).await;
 }
 
 /// Records the caps in presence that the resource of another server `stanza.from()` sent to
 /// the local account `owner`: kept while it is available, if `owner` is online and has it
 /// in the roster (strangers' directed presence is not tracked; an offline owner publishes
 /// nothing, and its probes at login bring the contact's presence again); forgotten on
-/// `unavailable` or an error, whoever receives it.
+/// `unavailable` or an error, whoever receives it. [`Event::ResourceCaps`] (for `owner`)
+/// once the capabilities of a tracked resource are known — also when this presence was not
+/// the one that got it tracked (`owner` offline, or without it in the roster).
 ///
 /// Only presence addressed to the bare JID comes here, which is how servers send broadcasts
 /// and probe answers (RFC 6121 §4.2.2, §4.3.2; our probes come from the bare JID).
@@ -277,39 +292,53 @@ pub async fn observe_remote(im: &Arc<Im>, core: &Arc<Core>, owner: &BareJid, sta
     let Some((key, hash, ver)) = announced(stanza) else {
         return im.remote_caps.forget(from);
     };
-    if !core.has_sessions(owner) {
-        return;
+    let track = core.has_sessions(owner)
+        && match im.roster_item(owner, &from.to_bare()).await {
+            Ok(item) => item.is_some(),
+            Err(e) => {
+                tracing::error!(error = %e, "roster lookup for remote caps failed");
+                false
+            }
+        };
+    if track {
+        im.remote_caps.set(from, Arc::from(key.as_str()));
     }
-    match im.roster_item(owner, &from.to_bare()).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return,
-        Err(e) => {
-            return tracing::error!(error = %e, "roster lookup for remote caps failed");
-        }
-    }
-    im.remote_caps.set(from, Arc::from(key.as_str()));
-    learn(im, core, from, key, hash, ver);
+    let waiter = (from.clone(), Some(owner.clone()));
+    learn(im, core, waiter, key, hash, ver, track).await;
 }
 
-/// Asks `from` what `key` (announced with `hash` and `ver`) stands for, unless it is known
-/// or being asked already; caches the answer once verified.
-fn learn(
+/// Tells the subscribers of [`Event::ResourceCaps`] that the capabilities of the waiter's
+/// resource are known, if `key` is cached; else has it told when the answer comes, asking
+/// the resource what `key` (announced with `hash` and `ver`) stands for if nobody is asking
+/// yet and `ask`. The answer is cached once verified.
+async fn learn(
     im: &Arc<Im>,
     core: &Arc<Core>,
-    from: &Jid,
+    waiter: Waiter,
     key: String,
     hash: Option<String>,
     ver: String,
+    ask: bool,
 ) {
-    if im.caps.get(&key).is_some()
-        || im.caps.asking.len() >= MAX_ASKING
-        || im.caps.asking.insert(key.clone(), ()).is_some()
-    {
-        return;
+    if im.caps.get(&key).is_some() {
+        return tell(im, core, &key, waiter).await;
+    }
+    let full = im.caps.asking.len() >= MAX_ASKING;
+    let from = waiter.0.clone();
+    match im.caps.asking.entry(key.clone()) {
+        Entry::Occupied(mut waiting) => {
+            if waiting.get().len() < MAX_WAITING {
+                waiting.get_mut().push(waiter);
+            }
+            return;
+        }
+        Entry::Vacant(e) if ask && !full => {
+            e.insert(vec![waiter]);
+        }
+        Entry::Vacant(_) => return,
     }
     let im = im.clone();
     let core = core.clone();
-    let from = from.clone();
     tokio::spawn(async move {
         let query = Element::new("query", ns::DISCO_INFO).with_attr("node", key.as_str());
         let answer = core
@@ -337,8 +366,21 @@ fn learn(
         } else {
             tracing::debug!(%from, %key, "no disco#info answer for caps");
         }
-        im.caps.asking.remove(&key);
+        let waiting = im.caps.asking.remove(&key).map(|(_, w)| w);
+        if im.caps.get(&key).is_some() {
+            for waiter in waiting.into_iter().flatten() {
+                tell(&im, &core, &key, waiter).await;
+            }
+        }
     });
+}
+
+/// [`Event::ResourceCaps`] for the waiter, if its resource still announces `key` (it may
+/// have gone, or changed capabilities, while the answer was awaited).
+async fn tell(im: &Im, core: &Arc<Core>, key: &str, (resource, to): Waiter) {
+    if im.caps_key(&resource).as_deref() == Some(key) {
+        core.emit(&Event::ResourceCaps { resource, to }).await;
+    }
 }
 
 impl Im {
@@ -416,7 +458,7 @@ impl Module for CapsModule {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use crate::util::parse_element;
 
@@ -491,6 +533,115 @@ mod tests {
             );
         }
         assert!(r.len() <= MAX_REMOTE);
+    }
+
+    /// Records the resources of the `ResourceCaps` events it is told.
+    #[derive(Default)]
+    struct Told(std::sync::Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl Module for Told {
+        fn name(&self) -> &'static str {
+            "told"
+        }
+        fn declare(&self) -> Declaration {
+            Declaration {
+                events: vec![(
+                    rookery_core::EventKind::ResourceCaps,
+                    rookery_core::priority::DEFAULT,
+                )],
+                ..Declaration::default()
+            }
+        }
+        async fn event(&self, _: &Arc<Core>, event: &Event) {
+            if let Event::ResourceCaps { resource, .. } = event {
+                self.0.lock().unwrap().push(resource.to_string());
+            }
+        }
+    }
+
+    impl Told {
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    #[tokio::test]
+    async fn resource_caps_event_when_known_for_every_resource_that_waited() {
+        let store = rookery_store::Store::open("sqlite::memory:").await.unwrap();
+        let im = Arc::new(Im::new(crate::ImConfig::default(), store));
+        let told = Arc::new(Told::default());
+        let core = rookery_core::CoreBuilder::new(
+            rookery_core::CoreConfig::default(),
+            Arc::new(rookery_core::MemoryAccounts::new()),
+        )
+        .module(told.clone())
+        .build()
+        .unwrap();
+        let mut ends = Vec::new();
+        let mut bind = |name: &str| {
+            let jid = Jid::parse(name).unwrap();
+            let (h, end) = rookery_core::SessionHandle::new(core.next_session_id(), jid.clone(), 8);
+            ends.push(end);
+            im.session_bound(&jid);
+            (jid, h)
+        };
+        let (r1, h1) = bind("a@localhost/1");
+        let (r2, h2) = bind("b@localhost/2");
+        let (r3, h3) = bind("c@localhost/3");
+        for h in [h1, h2, h3] {
+            core.bind(h).await;
+        }
+        // Legacy caps (no hash, XEP-0115 §1.2): cached as answered.
+        let presence = crate::util::parse_stanza(
+            "<presence><c xmlns='http://jabber.org/protocol/caps' node='x' ver='v'/></presence>",
+        )
+        .unwrap();
+        observe(&im, &core, &r1, &presence).await;
+        observe(&im, &core, &r2, &presence).await;
+        // Not known yet: nobody told; r1 (the first to announce it) is asked.
+        assert!(told.take().is_empty());
+        let ask = loop {
+            if let Ok(rookery_core::Outbound::Bytes(b)) = ends[0].rx.try_recv() {
+                break String::from_utf8_lossy(&b).into_owned();
+            }
+            tokio::task::yield_now().await;
+        };
+        assert!(ask.contains("disco#info") && ask.contains("x#v"), "{ask}");
+        let id = ask
+            .split("id=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        core.route(
+            crate::util::parse_stanza(&format!(
+                "<iq from='a@localhost/1' to='localhost' type='result' id='{id}'>\
+                 <query xmlns='http://jabber.org/protocol/disco#info' node='x#v'>\
+                 <feature var='n+notify'/></query></iq>"
+            ))
+            .unwrap(),
+        )
+        .await;
+        // The answer tells every resource that waited for it.
+        let mut waited = Vec::new();
+        for _ in 0..1000 {
+            waited.extend(told.take());
+            if waited.len() >= 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(waited, [r1.to_string(), r2.to_string()]);
+        assert!(im.wants_notify(&r2, "n"));
+        // Known now: the next resource is told at its presence.
+        observe(&im, &core, &r3, &presence).await;
+        assert_eq!(told.take(), [r3.to_string()]);
+        // No caps, no event.
+        let plain = crate::util::parse_stanza("<presence/>").unwrap();
+        observe(&im, &core, &r3, &plain).await;
+        assert!(told.take().is_empty());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rookery_core::module::IqResult;
-use rookery_core::{Core, Declaration, Flow, HookPoint, IqTarget, Module};
+use rookery_core::{priority, Core, Declaration, Flow, HookPoint, IqTarget, Module};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{
     ns, IqType, MessageType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind,
@@ -102,7 +102,10 @@ impl Module for Carbons {
                 (IqTarget::Account, ns::CARBONS, "enable"),
                 (IqTarget::Account, ns::CARBONS, "disable"),
             ],
-            hooks: vec![HookPoint::MessageFromLocal, HookPoint::MessageToFull],
+            hooks: vec![
+                (HookPoint::MessageFromLocal, priority::DEFAULT),
+                (HookPoint::MessageToFull, priority::DEFAULT),
+            ],
             server_features: vec![ns::CARBONS],
             ..Declaration::default()
         }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rookery_core::{Core, Declaration, Flow, HookPoint, Module, SessionHandle};
+use rookery_core::{priority, Core, Declaration, Flow, HookPoint, Module, SessionHandle};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{MessageType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind};
 
@@ -109,7 +109,7 @@ impl Module for Delivery {
 
     fn declare(&self) -> Declaration {
         Declaration {
-            hooks: vec![HookPoint::MessageToBare],
+            hooks: vec![(HookPoint::MessageToBare, priority::DEFAULT)],
             ..Declaration::default()
         }
     }

@@ -44,8 +44,9 @@ use rookery_store::Store;
 pub use config::ImConfig;
 pub use state::Im;
 
-/// The IM modules, in hook order (blocking first, so that nothing else sees a blocked
-/// stanza), sharing one [`Im`] state. The returned [`Im`] answers questions other crates ask
+/// The IM modules, sharing one [`Im`] state. Their hooks run by declared priority (blocking at
+/// `priority::POLICY`, so that nothing else sees a blocked stanza); equal priorities in
+/// this order. The returned [`Im`] answers questions other crates ask
 /// (e.g. PEP: does this resource want `node+notify`? see [`Im::wants_notify`]).
 pub fn modules(config: ImConfig, store: Store) -> (Arc<Im>, Vec<Arc<dyn Module>>) {
     let im = Arc::new(Im::new(config, store));

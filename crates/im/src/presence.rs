@@ -26,8 +26,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use rookery_core::event::{Event as CoreEvent, EventKind, SessionEvent};
 use rookery_core::router::presence_priority;
-use rookery_core::{Core, Declaration, Flow, HookPoint, Module, SessionEvent, SessionHandle};
+use rookery_core::{priority, Core, Declaration, Flow, HookPoint, Module, SessionHandle};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{PresenceType, Stanza, StanzaKind};
 use rookery_store::rosters::RosterItem;
@@ -221,12 +222,14 @@ impl PresenceModule {
                     return;
                 };
                 core.set_available(&from, Some(priority));
-                caps::observe(&self.im, core, &from, &stanza);
                 self.broadcast_to_contacts(core, &owner, &stanza).await;
                 self.to_own_resources(core, &from, &stanza, true);
                 if !was_available {
                     self.initial(core, &from, priority);
                 }
+                // Last: what subscribers of its `ResourceCaps` event send (PEP's last items)
+                // follows the presence itself.
+                caps::observe(&self.im, core, &from, &stanza).await;
             }
             StanzaKind::Presence(PresenceType::Unavailable) => {
                 let Some((was, directed)) = self.im.session_mut(&from, |s| {
@@ -325,19 +328,25 @@ impl PresenceModule {
             Some(r) => r,
             None => return Flow::Handled,
         };
-        if outcome.action != Action::Forward {
-            return Flow::Handled;
+        if outcome.action == Action::Forward {
+            core.route(stanza).await;
+            let had_from = before.subscription().has_from();
+            let has_from = outcome.next.subscription().has_from();
+            let contact_jid: Jid = contact.clone().into();
+            if !had_from && has_from {
+                // §3.1.5: the new subscriber gets the user's current presence.
+                send_presence_to(&self.im, core, &owner, &contact_jid).await;
+            } else if had_from && !has_from {
+                // §3.2.2: the former subscriber is told the user is gone.
+                send_unavailable_to(&self.im, core, &owner, &contact_jid).await;
+            }
         }
-        core.route(stanza).await;
-        let had_from = before.subscription().has_from();
-        let has_from = outcome.next.subscription().has_from();
-        let contact_jid: Jid = contact.into();
-        if !had_from && has_from {
-            // §3.1.5: the new subscriber gets the user's current presence.
-            send_presence_to(&self.im, core, &owner, &contact_jid).await;
-        } else if had_from && !has_from {
-            // §3.2.2: the former subscriber is told the user is gone.
-            send_unavailable_to(&self.im, core, &owner, &contact_jid).await;
+        if event == Event::OutSubscribed {
+            // Recorded (and routed, unless the state machine stopped it): e.g. PEP sends
+            // the contact the owner's last items (XEP-0163 §4.3.2), which its access models
+            // admit only if the contact is now subscribed.
+            core.emit(&CoreEvent::SubscriptionApproved { owner, contact })
+                .await;
         }
         Flow::Handled
     }
@@ -675,11 +684,11 @@ impl Module for PresenceModule {
     fn declare(&self) -> Declaration {
         Declaration {
             hooks: vec![
-                HookPoint::PresenceBroadcast,
-                HookPoint::PresenceFromLocal,
-                HookPoint::PresenceToAccount,
+                (HookPoint::PresenceBroadcast, priority::DEFAULT),
+                (HookPoint::PresenceFromLocal, priority::DEFAULT),
+                (HookPoint::PresenceToAccount, priority::DEFAULT),
             ],
-            session_events: true,
+            events: vec![(EventKind::Session, priority::DEFAULT)],
             ..Declaration::default()
         }
     }
@@ -699,10 +708,11 @@ impl Module for PresenceModule {
         }
     }
 
-    async fn session_event(&self, core: &Arc<Core>, event: &SessionEvent) {
+    async fn event(&self, core: &Arc<Core>, event: &CoreEvent) {
         match event {
-            SessionEvent::Bound(jid) => self.im.session_bound(jid),
-            SessionEvent::Closed(jid) => self.closed(core, jid).await,
+            CoreEvent::Session(SessionEvent::Bound(jid)) => self.im.session_bound(jid),
+            CoreEvent::Session(SessionEvent::Closed(jid)) => self.closed(core, jid).await,
+            _ => {}
         }
     }
 }

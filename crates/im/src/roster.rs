@@ -18,7 +18,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rookery_core::module::IqResult;
-use rookery_core::{Core, Declaration, IqTarget, Module};
+use rookery_core::{
+    priority, Core, Declaration, Event, EventKind, IqAnswer, IqReply, IqTarget, Module,
+};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{ns, IqType, PresenceType, Stanza, StanzaError, StanzaErrorCondition as Cond};
 use rookery_store::rosters::RosterItem;
@@ -26,7 +28,7 @@ use rookery_store::StoreError;
 use rookery_xml::Element;
 
 use crate::presence;
-use crate::state::{read, Im};
+use crate::state::{read, Account, Im};
 use crate::util::{err, own_account};
 
 /// The roster module.
@@ -167,60 +169,67 @@ fn parse_set(im: &Im, owner: &BareJid, query: &Element) -> Result<ItemSet, Stanz
     })
 }
 
+/// How a roster get is answered (RFC 6121 §2.1.3, XEP-0237 §3).
+enum RosterGet {
+    /// The whole roster in the result.
+    Full(Element),
+    /// An empty result, then a push of each item changed since this version.
+    ChangesSince(i64),
+}
+
 impl RosterModule {
-    async fn get(&self, core: &Arc<Core>, owner: &BareJid, iq: &Stanza) -> IqResult {
+    async fn get(&self, core: &Arc<Core>, owner: &BareJid, iq: &Stanza) -> IqAnswer {
         let Some(from) = iq.from() else {
             return Err(StanzaError::new(Cond::BadRequest));
         };
         let requested_ver = iq.payload().and_then(|q| q.attr("ver")).map(str::to_owned);
-        self.im.session_mut(from, |s| {
-            s.interested = true;
-            s.roster_diff_since = None;
-        });
+        self.im.session_mut(from, |s| s.interested = true);
         let account = self.im.account(core, owner).await.map_err(internal)?;
-        let roster = read(&account.roster);
-        if let Some(v) = &requested_ver {
-            if let Ok(since) = v.parse::<i64>() {
-                if since == roster.ver {
-                    // XEP-0237 §3: unchanged; the client's cached copy is current.
-                    return Ok(None);
+        let answer = {
+            let roster = read(&account.roster);
+            match requested_ver.as_deref().map(str::parse::<i64>) {
+                // XEP-0237 §3: unchanged; the client's cached copy is current.
+                Some(Ok(since)) if since == roster.ver => return Ok(IqReply::default()),
+                Some(Ok(since))
+                    if since > 0
+                        && since < roster.ver
+                        && roster.items.values().filter(|i| i.ver > since).count()
+                            <= roster.items.len() / 2 =>
+                {
+                    RosterGet::ChangesSince(since)
                 }
-                let changed = roster.items.values().filter(|i| i.ver > since).count();
-                if since > 0 && since < roster.ver && changed <= roster.items.len() / 2 {
-                    // Empty result, then pushes of what changed (sent by `after_result`).
-                    self.im
-                        .session_mut(from, |s| s.roster_diff_since = Some(since));
-                    return Ok(None);
+                _ => {
+                    let mut query = Element::new("query", ns::ROSTER);
+                    if requested_ver.is_some() {
+                        query.set_attr("ver", roster.ver.to_string());
+                    }
+                    let mut items: Vec<(&BareJid, &RosterItem)> = roster.items.iter().collect();
+                    items.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                    for (contact, item) in items {
+                        query.push_child(item_element(contact.as_str(), Some(item)));
+                    }
+                    RosterGet::Full(query)
                 }
             }
+        };
+        match answer {
+            RosterGet::Full(query) => Ok(Some(query).into()),
+            RosterGet::ChangesSince(since) => {
+                let pushes = self.diff(&account, owner, from, since).await;
+                Ok(IqReply::new(None, pushes))
+            }
         }
-        let mut query = Element::new("query", ns::ROSTER);
-        if requested_ver.is_some() {
-            query.set_attr("ver", roster.ver.to_string());
-        }
-        let mut items: Vec<(&BareJid, &RosterItem)> = roster.items.iter().collect();
-        items.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        for (contact, item) in items {
-            query.push_child(item_element(contact.as_str(), Some(item)));
-        }
-        Ok(Some(query))
     }
 
-    /// The pushes after an empty versioned result (XEP-0237 §3).
-    async fn send_diff(&self, core: &Arc<Core>, owner: &BareJid, from: &Jid) {
-        let Some(since) = self
-            .im
-            .session_mut(from, |s| s.roster_diff_since.take())
-            .flatten()
-        else {
-            return;
-        };
-        let Some(session) = core.session(from) else {
-            return;
-        };
-        let Some(account) = self.im.cached(owner) else {
-            return;
-        };
+    /// The pushes to `from` that follow an empty versioned result (XEP-0237 §3): the items
+    /// changed and removed since version `since`, oldest change first.
+    async fn diff(
+        &self,
+        account: &Account,
+        owner: &BareJid,
+        from: &Jid,
+        since: i64,
+    ) -> Vec<Stanza> {
         let mut changes: Vec<(i64, String, Option<RosterItem>)> = {
             let roster = read(&account.roster);
             roster
@@ -230,7 +239,9 @@ impl RosterModule {
                 .map(|(c, i)| (i.ver, c.as_str().to_owned(), Some(i.clone())))
                 .collect()
         };
-        let Some(user) = owner.local() else { return };
+        let Some(user) = owner.local() else {
+            return Vec::new();
+        };
         match self
             .im
             .store()
@@ -249,23 +260,25 @@ impl RosterModule {
             }
             Err(e) => {
                 tracing::error!(error = %e, "roster diff failed");
-                return;
+                return Vec::new();
             }
         }
         changes.sort_by_key(|(v, _, _)| *v);
-        for (ver, contact, item) in changes {
-            let query = Element::new("query", ns::ROSTER)
-                .with_attr("ver", ver.to_string())
-                .with_child(item_element(&contact, item.as_ref()));
-            let iq = Stanza::iq(
-                IqType::Set,
-                &self.im.next_id("push"),
-                Some(owner.clone().into()),
-                Some(from.clone()),
-                query,
-            );
-            session.send(Bytes::from(iq.to_bytes()));
-        }
+        changes
+            .into_iter()
+            .map(|(ver, contact, item)| {
+                let query = Element::new("query", ns::ROSTER)
+                    .with_attr("ver", ver.to_string())
+                    .with_child(item_element(&contact, item.as_ref()));
+                Stanza::iq(
+                    IqType::Set,
+                    &self.im.next_id("push"),
+                    Some(owner.clone().into()),
+                    Some(from.clone()),
+                    query,
+                )
+            })
+            .collect()
     }
 
     async fn set(&self, core: &Arc<Core>, owner: &BareJid, iq: &Stanza) -> IqResult {
@@ -427,27 +440,26 @@ impl Module for RosterModule {
     fn declare(&self) -> Declaration {
         Declaration {
             iqs: vec![(IqTarget::Account, ns::ROSTER, "query")],
+            events: vec![(EventKind::AccountRemoving, priority::DEFAULT)],
             stream_features: vec![Element::new("ver", ns::ROSTER_VER)],
             ..Declaration::default()
         }
     }
 
-    async fn handle_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
+    async fn reply_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqAnswer {
         let owner = own_account(iq, to)?;
         match iq.kind() {
             rookery_proto::StanzaKind::Iq(IqType::Get) => self.get(core, &owner, iq).await,
-            rookery_proto::StanzaKind::Iq(IqType::Set) => self.set(core, &owner, iq).await,
+            rookery_proto::StanzaKind::Iq(IqType::Set) => {
+                self.set(core, &owner, iq).await.map(IqReply::from)
+            }
             _ => Err(StanzaError::new(Cond::BadRequest)),
         }
     }
 
-    async fn account_removing(&self, core: &Arc<Core>, account: &BareJid) {
-        RosterModule::account_removing(self, core, account).await;
-    }
-
-    async fn after_result(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) {
-        if let (rookery_proto::StanzaKind::Iq(IqType::Get), Some(from)) = (iq.kind(), iq.from()) {
-            self.send_diff(core, to, from).await;
+    async fn event(&self, core: &Arc<Core>, event: &Event) {
+        if let Event::AccountRemoving(account) = event {
+            RosterModule::account_removing(self, core, account).await;
         }
     }
 }

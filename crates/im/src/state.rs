@@ -57,8 +57,6 @@ pub struct SessionState {
     pub blocklist_requested: bool,
     /// XEP-0115 capabilities it announced, as `node#ver` (see [`crate::caps`]).
     pub caps: Option<Arc<str>>,
-    /// XEP-0237: pushes owed after an empty roster result (changes after this version).
-    pub roster_diff_since: Option<i64>,
 }
 
 /// A cached roster.

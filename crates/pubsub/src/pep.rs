@@ -9,24 +9,29 @@
 //!   presence subscription to the owner whose XEP-0115 capabilities contain `node+notify`,
 //!   never beyond what the node's access model admits.
 //! - Last items (§4.3.2, XEP-0060 `on_sub_and_presence`): when a resource sends available
-//!   presence (once its capabilities are known) it receives the last item of each node it
-//!   wants, of its own account and of the contacts it is subscribed to; when an owner approves
-//!   a contact's presence subscription, the contact's interested resources receive them.
+//!   presence it receives, once its capabilities are known ([`Event::ResourceCaps`]), the
+//!   last item of each node it wants, of its own account and of the contacts it is
+//!   subscribed to; when an owner approves a contact's presence subscription
+//!   ([`Event::SubscriptionApproved`]), the contact's interested resources receive them.
 //! - Contacts on other servers are served the same way, from what their presence to a local
 //!   account tells: notifications reach their interested resources, and a resource's first
 //!   available presence to an account (with a presence subscription to it) brings it that
 //!   account's last items.
 //! - The facts about presence, rosters and capabilities come from the IM layer through the
-//!   [`Interest`] trait (`ImInterest` in the server's wiring).
+//!   [`Interest`] trait (`ImInterest` in the server's wiring), and its events through the
+//!   core: nothing here sleeps or polls for them. PEP watches presence at
+//!   [`priority::OBSERVE`], before the IM layer consumes it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
 use rookery_core::module::IqResult;
-use rookery_core::{Core, Declaration, Flow, HookPoint, Identity, IqTarget, Module, SessionEvent};
+use rookery_core::{
+    priority, Core, Declaration, Event, EventKind as CoreEventKind, Flow, HookPoint, Identity,
+    IqAnswer, IqReply, IqTarget, Module, SessionEvent,
+};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{ns as pns, PresenceType, Stanza, StanzaKind};
 use rookery_xml::Element;
@@ -43,13 +48,9 @@ use crate::policy::AccessPolicy;
 use crate::service::{feature_uris, node_info};
 use crate::store::NodeStore;
 
-/// How long to wait for a resource's capabilities before giving up on last items.
-const CAPS_WAIT: Duration = Duration::from_secs(15);
 /// Most remote resources remembered as served with last items (then the record starts over:
 /// at worst a resource gets the last items twice).
 const MAX_SERVED_REMOTE: usize = 50_000;
-/// Poll interval while waiting for capabilities.
-const CAPS_POLL: Duration = Duration::from_millis(100);
 
 /// What PEP needs to know about presence, rosters and capabilities.
 #[async_trait]
@@ -166,13 +167,15 @@ pub struct Pep {
     engine: Arc<Engine>,
     core: Arc<CoreBroadcaster>,
     interest: Arc<dyn Interest>,
-    /// Stanzas owed after an IQ result, by (requester, IQ id).
-    after: DashMap<(Jid, String), Vec<Stanza>>,
-    /// Resources that were sent last items since their session began.
-    served: Arc<DashMap<Jid, ()>>,
+    /// Resources that sent available presence since their session began.
+    served: DashMap<Jid, ()>,
+    /// Of those, the ones owed last items once their capabilities are known.
+    waiting: DashMap<Jid, ()>,
     /// Remote resources, with the local accounts that served them last items since they
     /// became available (their first presence to each account).
     served_remote: DashMap<Jid, HashSet<BareJid>>,
+    /// Of those, the accounts that owe them last items once their capabilities are known.
+    waiting_remote: DashMap<Jid, HashSet<BareJid>>,
     policy: Arc<dyn AccessPolicy>,
 }
 
@@ -204,9 +207,10 @@ impl Pep {
             engine: Arc::new(Engine::new(profile, store, broadcaster, policy.clone())),
             core,
             interest,
-            after: DashMap::new(),
-            served: Arc::new(DashMap::new()),
+            served: DashMap::new(),
+            waiting: DashMap::new(),
             served_remote: DashMap::new(),
+            waiting_remote: DashMap::new(),
             policy,
         }
     }
@@ -220,57 +224,22 @@ impl Pep {
         jid.local().is_some() && core.is_local_domain(jid.domain())
     }
 
-    /// Sends `resource` the last items it wants from the accounts it sees, once its
-    /// capabilities are known (XEP-0163 §4.3.2).
-    fn last_items_on_presence(&self, core: &Arc<Core>, resource: Jid, announced: bool) {
-        let engine = self.engine.clone();
-        let interest = self.interest.clone();
-        let core = core.clone();
-        tokio::spawn(async move {
-            let Some(wanted) = wait_for_caps(interest.as_ref(), &resource, announced).await else {
-                return;
-            };
-            if wanted.is_empty() {
-                return;
-            }
-            let wants = move |n: &str| wanted.iter().any(|w| w == n);
-            for source in interest.sources_for(&core, &resource.to_bare()).await {
-                for m in engine.last_items_for(&source, &resource, &wants).await {
-                    core.route(m).await;
-                }
-            }
-        });
-    }
-
-    /// The first available presence of the remote `resource` to the local account `owner`:
-    /// if it has a presence subscription to `owner`, it receives the owner's last items of
-    /// the nodes it wants, once its capabilities are known (XEP-0163 §4.3.2).
-    fn last_items_to_remote(
-        &self,
-        core: &Arc<Core>,
-        owner: BareJid,
-        resource: Jid,
-        announced: bool,
-    ) {
-        let engine = self.engine.clone();
-        let interest = self.interest.clone();
-        let policy = self.policy.clone();
-        let core = core.clone();
-        tokio::spawn(async move {
-            if !policy
-                .has_presence_subscription(&owner, &resource.to_bare())
-                .await
-            {
-                return;
-            }
-            let Some(wanted) = wait_for_caps(interest.as_ref(), &resource, announced).await else {
-                return;
-            };
-            let wants = move |n: &str| wanted.iter().any(|w| w == n);
-            for m in engine.last_items_for(&owner, &resource, &wants).await {
+    /// Routes to `resource`, whose capabilities are known, the last items it wants (its
+    /// `+notify` features) of each of `sources` that its access models admit (XEP-0163
+    /// §4.3.2).
+    async fn send_last_items(&self, core: &Arc<Core>, sources: &[BareJid], resource: &Jid) {
+        let Some(wanted) = self.interest.wanted_nodes(resource) else {
+            return;
+        };
+        if wanted.is_empty() {
+            return;
+        }
+        let wants = move |n: &str| wanted.iter().any(|w| w == n);
+        for source in sources {
+            for m in self.engine.last_items_for(source, resource, &wants).await {
                 core.route(m).await;
             }
-        });
+        }
     }
 
     /// Records that `owner` saw the remote `resource` available; `true` the first time since
@@ -280,6 +249,7 @@ impl Pep {
             && !self.served_remote.contains_key(resource)
         {
             self.served_remote.clear();
+            self.waiting_remote.clear();
         }
         self.served_remote
             .entry(resource.clone())
@@ -291,50 +261,55 @@ impl Pep {
     fn remote_gone(&self, resource: &Jid) {
         if resource.is_full() {
             self.served_remote.remove(resource);
+            self.waiting_remote.remove(resource);
         } else {
-            self.served_remote
-                .retain(|j, _| j.bare_str() != resource.as_str());
+            let other = |j: &Jid| j.bare_str() != resource.as_str();
+            self.served_remote.retain(|j, _| other(j));
+            self.waiting_remote.retain(|j, _| other(j));
         }
     }
 
-    /// After `owner` approved `contact`'s presence subscription: the contact's interested
-    /// resources receive the owner's last items.
-    fn last_items_on_subscription(&self, core: &Arc<Core>, owner: BareJid, contact: BareJid) {
-        let engine = self.engine.clone();
-        let interest = self.interest.clone();
-        let core = core.clone();
-        tokio::spawn(async move {
-            // Let the IM layer record the approval first (the hook runs before it).
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            for r in interest.available_resources(&core, &contact) {
-                let Some(wanted) = interest.wanted_nodes(&r) else {
-                    continue;
-                };
-                let wants = move |n: &str| wanted.iter().any(|w| w == n);
-                for m in engine.last_items_for(&owner, &r, &wants).await {
-                    core.route(m).await;
+    /// The capabilities of `resource` are known: the last items it is owed (by `to`, for a
+    /// remote resource) go out.
+    async fn caps_known(&self, core: &Arc<Core>, resource: &Jid, to: Option<&BareJid>) {
+        match to {
+            None => {
+                if self.waiting.remove(resource).is_some() {
+                    // Its own account's and those of the contacts it is subscribed to.
+                    let sources = self.interest.sources_for(core, &resource.to_bare()).await;
+                    self.send_last_items(core, &sources, resource).await;
                 }
             }
-        });
+            Some(owner) => {
+                let owed = self
+                    .waiting_remote
+                    .get_mut(resource)
+                    .is_some_and(|mut owners| owners.remove(owner));
+                if owed
+                    && self
+                        .policy
+                        .has_presence_subscription(owner, &resource.to_bare())
+                        .await
+                {
+                    self.send_last_items(core, std::slice::from_ref(owner), resource)
+                        .await;
+                }
+            }
+        }
     }
-}
 
-/// Waits until the capabilities of `resource` are known; `None` if its presence
-/// announced none (`announced`) or they stay unknown.
-async fn wait_for_caps(
-    interest: &dyn Interest,
-    resource: &Jid,
-    announced: bool,
-) -> Option<Vec<String>> {
-    let deadline = tokio::time::Instant::now() + CAPS_WAIT;
-    loop {
-        if let Some(w) = interest.wanted_nodes(resource) {
-            return Some(w);
+    /// `owner` approved `contact`'s presence subscription (the IM layer recorded it): the
+    /// contact's interested resources receive the owner's last items.
+    async fn last_items_on_subscription(
+        &self,
+        core: &Arc<Core>,
+        owner: &BareJid,
+        contact: &BareJid,
+    ) {
+        for r in self.interest.available_resources(core, contact) {
+            self.send_last_items(core, std::slice::from_ref(owner), &r)
+                .await;
         }
-        if !announced || tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(CAPS_POLL).await;
     }
 }
 
@@ -357,10 +332,16 @@ impl Module for Pep {
                 (IqTarget::Account, ns::PUBSUB, "pubsub"),
                 (IqTarget::Account, ns::OWNER, "pubsub"),
             ],
+            // Watches presence before the IM layer handles it.
             hooks: vec![
-                HookPoint::PresenceBroadcast,
-                HookPoint::PresenceFromLocal,
-                HookPoint::PresenceToAccount,
+                (HookPoint::PresenceBroadcast, priority::OBSERVE),
+                (HookPoint::PresenceToAccount, priority::OBSERVE),
+            ],
+            events: vec![
+                (CoreEventKind::Session, priority::DEFAULT),
+                (CoreEventKind::SubscriptionApproved, priority::DEFAULT),
+                (CoreEventKind::ResourceCaps, priority::DEFAULT),
+                (CoreEventKind::AccountDeleted, priority::DEFAULT),
             ],
             account_features,
             account_identities: vec![Identity {
@@ -368,35 +349,18 @@ impl Module for Pep {
                 kind: "pep",
                 name: None,
             }],
-            session_events: true,
             ..Declaration::default()
         }
     }
 
-    async fn handle_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
+    async fn reply_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqAnswer {
         self.core.attach(core);
         let from = iq
             .from()
             .cloned()
             .ok_or_else(|| PubsubError::BadRequest("no sender").to_stanza_error())?;
         let reply = crate::wire::handle(&self.engine, to, &from, iq).await?;
-        if !reply.after.is_empty() {
-            if let Some(id) = iq.id() {
-                self.after.insert((from, id.to_string()), reply.after);
-            }
-        }
-        Ok(reply.payload)
-    }
-
-    async fn after_result(&self, core: &Arc<Core>, _to: &BareJid, iq: &Stanza) {
-        let (Some(from), Some(id)) = (iq.from(), iq.id()) else {
-            return;
-        };
-        if let Some((_, stanzas)) = self.after.remove(&(from.clone(), id.to_string())) {
-            for s in stanzas {
-                core.route(s).await;
-            }
-        }
+        Ok(IqReply::new(reply.payload, reply.after))
     }
 
     async fn hook(&self, core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {
@@ -406,8 +370,10 @@ impl Module for Pep {
                 HookPoint::PresenceBroadcast,
                 StanzaKind::Presence(PresenceType::Available),
                 Some(f),
-            ) if self.served.insert(f.clone(), ()).is_none() => {
-                self.last_items_on_presence(core, f.clone(), announces_caps(&stanza));
+                // The first available presence of the session; one without capabilities wants
+                // nothing.
+            ) if self.served.insert(f.clone(), ()).is_none() && announces_caps(&stanza) => {
+                self.waiting.insert(f.clone(), ());
             }
             (
                 HookPoint::PresenceBroadcast,
@@ -415,17 +381,7 @@ impl Module for Pep {
                 Some(f),
             ) => {
                 self.served.remove(f);
-            }
-            (
-                HookPoint::PresenceFromLocal,
-                StanzaKind::Presence(PresenceType::Subscribed),
-                Some(f),
-            ) => {
-                // To an account here or elsewhere (a remote contact's resources are those
-                // whose presence we were sent).
-                if let Some(to) = stanza.to().filter(|t| t.local().is_some()) {
-                    self.last_items_on_subscription(core, f.to_bare(), to.to_bare());
-                }
+                self.waiting.remove(f);
             }
             (
                 HookPoint::PresenceToAccount,
@@ -433,9 +389,11 @@ impl Module for Pep {
                 Some(f),
             ) if f.is_full() && !core.is_local_domain(f.domain()) => {
                 if let Some(owner) = stanza.to().filter(|t| t.is_bare()).map(Jid::to_bare) {
-                    if self.first_remote_presence(f, &owner) {
-                        let announced = announces_caps(&stanza);
-                        self.last_items_to_remote(core, owner, f.clone(), announced);
+                    if self.first_remote_presence(f, &owner) && announces_caps(&stanza) {
+                        self.waiting_remote
+                            .entry(f.clone())
+                            .or_default()
+                            .insert(owner);
                     }
                 }
             }
@@ -449,16 +407,24 @@ impl Module for Pep {
         Flow::Continue(stanza)
     }
 
-    async fn session_event(&self, core: &Arc<Core>, event: &SessionEvent) {
+    async fn event(&self, core: &Arc<Core>, event: &Event) {
         self.core.attach(core);
-        if let SessionEvent::Closed(jid) = event {
-            self.served.remove(jid);
+        match event {
+            Event::Session(SessionEvent::Closed(jid)) => {
+                self.served.remove(jid);
+                self.waiting.remove(jid);
+            }
+            Event::ResourceCaps { resource, to } => {
+                self.caps_known(core, resource, to.as_ref()).await;
+            }
+            // To an account here or elsewhere (a remote contact's resources are those whose
+            // presence we were sent).
+            Event::SubscriptionApproved { owner, contact } if contact.local().is_some() => {
+                self.last_items_on_subscription(core, owner, contact).await;
+            }
+            Event::AccountDeleted(account) => self.engine.delete_service(account).await,
+            _ => {}
         }
-    }
-
-    async fn account_deleted(&self, core: &Arc<Core>, account: &BareJid) {
-        self.core.attach(core);
-        self.engine.delete_service(account).await;
     }
 
     async fn disco_items(&self, core: &Arc<Core>, to: &BareJid, from: &Jid) -> Vec<Element> {
@@ -521,7 +487,7 @@ impl Module for Pep {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use crate::policy::NoRosters;
     use crate::store::MemoryStore;
@@ -552,6 +518,124 @@ mod tests {
             Arc::new(NoRosters),
             None,
         )
+    }
+
+    /// Alice and Bob are contacts; Bob's resources want node `n`.
+    struct Contacts;
+
+    #[async_trait]
+    impl Interest for Contacts {
+        async fn interested(&self, _: &Arc<Core>, _: &BareJid, _: &str) -> Vec<Jid> {
+            Vec::new()
+        }
+        fn wanted_nodes(&self, _: &Jid) -> Option<Vec<String>> {
+            Some(vec!["n".into()])
+        }
+        fn available_resources(&self, _: &Arc<Core>, bare: &BareJid) -> Vec<Jid> {
+            vec![Jid::parse(&format!("{bare}/r")).unwrap()]
+        }
+        async fn sources_for(&self, _: &Arc<Core>, who: &BareJid) -> Vec<BareJid> {
+            vec![who.clone(), BareJid::parse("alice@localhost").unwrap()]
+        }
+    }
+
+    /// Everyone is subscribed to everyone's presence.
+    struct Subscribed;
+
+    #[async_trait]
+    impl AccessPolicy for Subscribed {
+        async fn has_presence_subscription(&self, _: &BareJid, _: &BareJid) -> bool {
+            true
+        }
+        async fn roster_groups(&self, _: &BareJid, _: &BareJid) -> Option<Vec<String>> {
+            None
+        }
+    }
+
+    /// A core with PEP (Alice has published an item to `n`) and Bob's session bound.
+    async fn with_item() -> (Arc<Core>, rookery_core::session::SessionEnd) {
+        let pep = Arc::new(Pep::new(
+            Profile::pep("localhost"),
+            Arc::new(MemoryStore::new()),
+            Arc::new(Contacts),
+            Arc::new(Subscribed),
+            None,
+        ));
+        let alice = Jid::parse("alice@localhost/home").unwrap();
+        let item = crate::engine::PublishRequest {
+            node: Some("n".into()),
+            has_item: true,
+            item_id: Some("i1".into()),
+            payload: Some(Element::new("entry", "urn:test")),
+            options: None,
+        };
+        pep.engine()
+            .publish(&alice.to_bare(), &alice, item)
+            .await
+            .unwrap();
+        let core = rookery_core::CoreBuilder::new(
+            rookery_core::CoreConfig::default(),
+            Arc::new(rookery_core::MemoryAccounts::new()),
+        )
+        .module(pep)
+        .build()
+        .unwrap();
+        let bob = Jid::parse("bob@localhost/r").unwrap();
+        let (h, end) = rookery_core::SessionHandle::new(core.next_session_id(), bob.clone(), 16);
+        core.bind(h).await;
+        core.set_available(&bob, Some(0));
+        (core, end)
+    }
+
+    /// What Bob's session was sent so far (no waiting: what is not there yet was not sent).
+    fn sent(end: &mut rookery_core::session::SessionEnd) -> Vec<String> {
+        let mut v = Vec::new();
+        while let Ok(rookery_core::Outbound::Bytes(b)) = end.rx.try_recv() {
+            v.push(String::from_utf8_lossy(&b).into_owned());
+        }
+        v
+    }
+
+    // Paused time: a sleep or a poll anywhere would leave the queue empty at the assert.
+    #[tokio::test(start_paused = true)]
+    async fn last_items_follow_an_approval_without_waiting() {
+        let (core, mut bob) = with_item().await;
+        core.emit(&Event::SubscriptionApproved {
+            owner: BareJid::parse("alice@localhost").unwrap(),
+            contact: BareJid::parse("bob@localhost").unwrap(),
+        })
+        .await;
+        let got = sent(&mut bob);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("i1") && got[0].contains("alice@localhost"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn last_items_follow_the_caps_event_once_per_session() {
+        let (core, mut bob) = with_item().await;
+        let caps = "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='x' ver='v'/>";
+        let presence = |xml: &str| Stanza::from_serialized(xml.as_bytes()).unwrap();
+        core.route_from_session(presence(&format!(
+            "<presence from='bob@localhost/r'>{caps}</presence>"
+        )))
+        .await;
+        // Owed, not sent: the capabilities are not known yet.
+        let caps_known = Event::ResourceCaps {
+            resource: Jid::parse("bob@localhost/r").unwrap(),
+            to: None,
+        };
+        sent(&mut bob);
+        core.emit(&caps_known).await;
+        let got = sent(&mut bob);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("i1"));
+        // Once per session: later presence and caps events owe nothing.
+        core.route_from_session(presence(&format!(
+            "<presence from='bob@localhost/r'>{caps}</presence>"
+        )))
+        .await;
+        core.emit(&caps_known).await;
+        assert!(sent(&mut bob).iter().all(|s| !s.contains("i1")));
     }
 
     #[test]

@@ -153,8 +153,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // RFC 6121 and the IM extensions (crates/im). The handle answers questions such as
     // "does this resource want node+notify" (XEP-0115) for PEP.
     let (im, im_modules) = rookery_im::modules(cfg.im.clone(), store.clone());
-    // Publish-subscribe (crates/pubsub): the service at pubsub.<domain> and PEP. PEP goes
-    // before the IM modules so that it sees presence before they consume it.
+    // Publish-subscribe (crates/pubsub): the service at pubsub.<domain> and PEP. Hook order
+    // comes from the priorities the modules declare (docs/architecture.md), not from here.
     let pubsub = wiring::pubsub::Pubsub::new(&cfg.pubsub, &cfg.domain, &store, im.clone())
         .map_err(|e| anyhow!("{e}"))?;
     for m in pubsub.modules() {

@@ -17,6 +17,7 @@ use rookery_xml::Element;
 
 use crate::accounts::AccountError;
 use crate::config::RegistrationConfig;
+use crate::event::Event;
 use crate::module::{Declaration, IqResult, IqTarget, Module};
 use crate::router::Core;
 
@@ -213,12 +214,8 @@ pub async fn remove_account(core: &Arc<Core>, user: &BareJid) -> Result<bool, Ac
             "account removed",
         ));
     }
-    for m in core.modules() {
-        m.account_removing(core, user).await;
-    }
+    core.emit(&Event::AccountRemoving(user.clone())).await;
     let existed = core.accounts().delete(user.domain(), local).await?;
-    for m in core.modules() {
-        m.account_deleted(core, user).await;
-    }
+    core.emit(&Event::AccountDeleted(user.clone())).await;
     Ok(existed)
 }

@@ -71,8 +71,8 @@ impl Pubsub {
         Ok(Pubsub { service, pep, core })
     }
 
-    /// The modules to add to the core: PEP. Add them before the IM modules, so that PEP sees
-    /// presence before the IM layer consumes it.
+    /// The modules to add to the core: PEP. The order does not matter: PEP's presence hooks
+    /// declare `priority::OBSERVE`, so they run before the IM layer consumes presence.
     pub fn modules(&self) -> Vec<Arc<dyn Module>> {
         self.pep
             .iter()

@@ -1,0 +1,84 @@
+//! Typed events: facts one module establishes and others act on (design.md "Extensions are
+//! modules"), instead of sleeping until another module has probably done its part or polling
+//! its state.
+//!
+//! A module subscribes in its [`crate::Declaration`] (`events`, with a priority per kind, as
+//! for hooks); [`crate::Core::emit`] calls the subscribers one after the other, in priority
+//! order, and awaits each. An emitter emits only once the fact is committed (stored, routed),
+//! so a subscriber reads the state the event speaks of.
+
+use rookery_jid::{BareJid, Jid};
+
+/// A session lifecycle event.
+#[derive(Debug, Clone)]
+pub enum SessionEvent {
+    /// A resource was bound.
+    Bound(Jid),
+    /// A session ended (for any reason, including a dead socket, or being replaced by a new
+    /// session binding the same full JID: then `Closed` comes right before that `Bound`).
+    Closed(Jid),
+}
+
+/// Something that happened, for the modules that subscribed to its [`EventKind`].
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A session was bound or ended (emitted by the core).
+    Session(SessionEvent),
+    /// `owner` approved `contact`'s presence subscription (RFC 6121 §3.1.4): emitted by the
+    /// IM layer after its roster recorded the approval and the `subscribed` was routed.
+    /// `contact` may be an account on another server.
+    SubscriptionApproved {
+        /// The local account that approved.
+        owner: BareJid,
+        /// The account now subscribed to `owner`'s presence.
+        contact: BareJid,
+    },
+    /// The XEP-0115 capabilities of an available resource are known: emitted by the IM
+    /// layer after it processed the resource's available presence, if its `node#ver` was
+    /// known, else once the disco#info answer was verified and cached. Not emitted for a
+    /// presence without capabilities, nor when they stay unknown.
+    ResourceCaps {
+        /// The resource (a local session, or a resource on another server).
+        resource: Jid,
+        /// For a resource on another server, the local account its presence reached;
+        /// `None` for a local session (whose presence was broadcast).
+        to: Option<BareJid>,
+    },
+    /// An account is about to be deleted in-band (XEP-0077 §3.2): its sessions are closing
+    /// and its data is still in the store. Subscribers tell others what they must learn of
+    /// it while it can still be read (e.g. contacts get `unavailable`, `unsubscribe` and
+    /// `unsubscribed`, RFC 6121 §3.3) and forget the sessions' state, so that nothing is
+    /// recorded for the account once it is gone.
+    AccountRemoving(BareJid),
+    /// An account was deleted (its rows are gone): subscribers drop what they keep for it in
+    /// memory or elsewhere (e.g. its PEP nodes).
+    AccountDeleted(BareJid),
+}
+
+/// What a module subscribes to: one per [`Event`] variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// [`Event::Session`].
+    Session,
+    /// [`Event::SubscriptionApproved`].
+    SubscriptionApproved,
+    /// [`Event::ResourceCaps`].
+    ResourceCaps,
+    /// [`Event::AccountRemoving`].
+    AccountRemoving,
+    /// [`Event::AccountDeleted`].
+    AccountDeleted,
+}
+
+impl Event {
+    /// The kind subscribers name.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Session(_) => EventKind::Session,
+            Event::SubscriptionApproved { .. } => EventKind::SubscriptionApproved,
+            Event::ResourceCaps { .. } => EventKind::ResourceCaps,
+            Event::AccountRemoving(_) => EventKind::AccountRemoving,
+            Event::AccountDeleted(_) => EventKind::AccountDeleted,
+        }
+    }
+}

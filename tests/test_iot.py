@@ -53,7 +53,13 @@ class Live:
                 pass
 
     async def close(self):
+        # The reader task must have ended before close() reads the server's answer: a
+        # cancelled task still waits in read() until the loop runs it once more.
         self.task.cancel()
+        try:
+            await self.task
+        except asyncio.CancelledError:
+            pass
         await self.c.close()
 
 

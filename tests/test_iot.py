@@ -54,12 +54,12 @@ class Live:
 
     async def close(self):
         # The reader task must have ended before close() reads the server's answer: a
-        # cancelled task still waits in read() until the loop runs it once more.
-        self.task.cancel()
-        try:
-            await self.task
-        except asyncio.CancelledError:
-            pass
+        # cancelled task still waits in read() until the loop runs it once more, and
+        # asyncio.wait_for may swallow a cancellation that races with arriving data, so
+        # cancel until it is done.
+        while not self.task.done():
+            self.task.cancel()
+            await asyncio.wait({self.task}, timeout=0.5)
         await self.c.close()
 
 

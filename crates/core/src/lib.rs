@@ -12,6 +12,9 @@
 //!   [`domains`] (component/service domains and the remote route), [`requests`] (IQs the
 //!   server sent, waiting for their answer) and [`tables`] (what the modules declared: IQ
 //!   handlers, hooks, disco and stream features);
+//! - [`fanout`]: [`Template`] and [`Core::deliver_rendered`], the one delivery path for a
+//!   stanza serialized once for many recipients (pubsub, PEP, carbons, presence broadcasts),
+//!   applying blocking and the delivery rules in one place;
 //! - [`modules`]: the core modules every server has (disco, ping, version, register).
 //!
 //! Listeners (c2s, s2s, component) depend on this crate, never the reverse: they hand the
@@ -20,6 +23,7 @@
 pub mod accounts;
 pub mod config;
 pub mod domains;
+pub mod fanout;
 pub mod module;
 pub mod modules;
 pub mod registry;
@@ -31,6 +35,7 @@ pub mod tables;
 pub use accounts::{AccountError, Accounts, MemoryAccounts};
 pub use config::CoreConfig;
 pub use domains::DomainRoute;
+pub use fanout::Template;
 pub use module::{Declaration, Flow, HookPoint, Identity, IqTarget, Module, SessionEvent};
 pub use router::{Core, CoreBuilder};
 pub use session::{Outbound, SessionHandle, SessionId};

@@ -144,6 +144,11 @@ impl Core {
         self.tables.account_identities()
     }
 
+    /// The tables built from the modules' declarations.
+    pub(crate) fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
     /// The modules, in the order they were added (for disco nodes and items they answer).
     pub fn modules(&self) -> &[Arc<dyn Module>] {
         self.tables.modules()

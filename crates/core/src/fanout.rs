@@ -1,0 +1,179 @@
+//! The one delivery path for pre-rendered fan-out: pubsub and PEP notifications (XEP-0060
+//! §7.1.2, XEP-0163 §4.3), message carbons (XEP-0280 §6, §7) and presence broadcasts
+//! (RFC 6121 §4.2.2, §4.4.2, §4.5.2).
+//!
+//! Such a stanza goes to many recipients that differ only in `to`. A [`Template`] holds it
+//! serialized once, without `to`; [`Core::deliver_rendered`] decides per recipient:
+//!
+//! | recipient                                   | delivery                                        |
+//! |---------------------------------------------|-------------------------------------------------|
+//! | local full JID, online (message, available/unavailable presence) | that session: the shared bytes with `to` spliced in |
+//! | local bare JID, message, available resources of priority ≥ 0 | each of them, one buffer for the account (RFC 6121 §8.5.2.1: all non-negative resources) |
+//! | local bare JID, headline, none available    | dropped (RFC 6121 §8.5.2.2.3)                   |
+//! | anything else local (offline, other presence) | [`Core::route`]: the modules' rules (offline storage, §8.5.3, presence to an account) |
+//! | another domain (s2s, component, service)    | [`Core::route`], to the domain's route          |
+//!
+//! XEP-0191 blocking is applied here, for every recipient, by the same modules and the same
+//! check the router uses for [`HookPoint::ToLocalAccount`] ([`Module::blocks`]): nothing
+//! reaches a local account that blocks the sender, and nothing a local account sends reaches
+//! whom it blocks, on this server or another. The recipients routed onward get the router's
+//! own hooks instead of the inbound check, so it never runs twice.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::{MessageType, PresenceType, Stanza, StanzaKind};
+use rookery_xml::escape_into;
+
+use crate::module::HookPoint;
+use crate::router::Core;
+
+/// A stanza serialized once without `to`; each recipient costs one copy of the bytes with
+/// its `to` spliced in.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// The stanza, for recipients routed onward (readdressed, never parsed back).
+    stanza: Stanza,
+    /// `<message`, `<presence` or `<iq`.
+    head: &'static [u8],
+    /// Everything after the element name.
+    rest: Bytes,
+}
+
+impl Template {
+    /// Serializes `stanza` once; its `to`, if any, is dropped (each recipient gets its own).
+    pub fn new(stanza: Stanza) -> Template {
+        let mut stanza = stanza;
+        stanza.clear_to();
+        let head: &'static [u8] = match stanza.kind() {
+            StanzaKind::Message(_) => b"<message",
+            StanzaKind::Presence(_) => b"<presence",
+            StanzaKind::Iq(_) => b"<iq",
+        };
+        let bytes = stanza.to_bytes();
+        // A stanza is in the stream's namespace: its serialization begins with its name.
+        let rest = bytes.get(head.len()..).unwrap_or_default();
+        Template {
+            rest: Bytes::copy_from_slice(rest),
+            head,
+            stanza,
+        }
+    }
+
+    /// The stanza (without `to`).
+    pub fn stanza(&self) -> &Stanza {
+        &self.stanza
+    }
+
+    /// The serialized stanza for `to`.
+    pub fn render(&self, to: &str) -> Bytes {
+        let mut buf = Vec::with_capacity(self.head.len() + self.rest.len() + to.len() + 8);
+        buf.extend_from_slice(self.head);
+        buf.extend_from_slice(b" to=\"");
+        escape_into(&mut buf, to, true);
+        buf.push(b'"');
+        buf.extend_from_slice(&self.rest);
+        Bytes::from(buf)
+    }
+
+    /// The stanza addressed to `to`, for the router.
+    pub fn addressed(&self, to: &Jid) -> Stanza {
+        let mut s = self.stanza.clone();
+        s.set_to(to.clone());
+        s
+    }
+}
+
+impl Core {
+    /// Delivers `template` to each of `recipients` (see the module documentation): the one
+    /// entry point for fan-out, local, remote and component recipients alike.
+    pub async fn deliver_rendered<'a, I>(self: &Arc<Self>, template: &Template, recipients: I)
+    where
+        I: IntoIterator<Item = &'a Jid>,
+        I::IntoIter: Send,
+    {
+        // The sender's account when it is local: its block list applies to every recipient.
+        let sender = template
+            .stanza
+            .from()
+            .filter(|f| f.local().is_some() && self.is_local_domain(f.domain()))
+            .map(Jid::to_bare);
+        for to in recipients {
+            self.deliver_one(template, sender.as_ref(), to).await;
+        }
+    }
+
+    async fn deliver_one(self: &Arc<Self>, t: &Template, sender: Option<&BareJid>, to: &Jid) {
+        // Between two resources of one account nobody is blocked (XEP-0191 §?: an account
+        // cannot block itself).
+        let own = sender.is_some_and(|s| to.bare_str() == s.as_str());
+        if let Some(s) = sender.filter(|_| !own) {
+            if self.blocks(s, to).await {
+                return;
+            }
+        }
+        if self.is_local_domain(to.domain()) && to.local().is_some() {
+            if let Some(sessions) = self.direct_targets(t, to) {
+                if sessions.is_empty() {
+                    return;
+                }
+                if !own {
+                    if let Some(from) = t.stanza.from() {
+                        if self.blocks(&to.to_bare(), from).await {
+                            return;
+                        }
+                    }
+                }
+                let bytes = t.render(to.as_str());
+                for s in sessions {
+                    s.send(bytes.clone());
+                }
+                return;
+            }
+        }
+        // Offline accounts, presence for an account, other domains: the route table (whose
+        // `ToLocalAccount` hooks apply the inbound block check).
+        self.route(t.addressed(to)).await;
+    }
+
+    /// The sessions a local recipient gets the bytes on directly, or `None` when the route
+    /// table decides (see the table in the module documentation).
+    fn direct_targets(&self, t: &Template, to: &Jid) -> Option<Vec<crate::SessionHandle>> {
+        match t.stanza.kind() {
+            StanzaKind::Message(_)
+            | StanzaKind::Presence(PresenceType::Available | PresenceType::Unavailable)
+                if to.is_full() =>
+            {
+                self.session(to).map(|s| vec![s])
+            }
+            StanzaKind::Message(kind) if to.is_bare() => {
+                let available: Vec<_> = self
+                    .sessions_of(&to.to_bare())
+                    .into_iter()
+                    .filter(|(_, p)| p.is_some_and(|p| p >= 0))
+                    .map(|(s, _)| s)
+                    .collect();
+                // §8.5.2.2.3: a headline nobody can take is dropped; other types go to
+                // the modules (offline storage) through the route table.
+                (!available.is_empty() || kind == MessageType::Headline).then_some(available)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the local account `owner` blocks `other` (XEP-0191), asked of the modules
+    /// hooked at [`HookPoint::ToLocalAccount`] — the check the router applies there.
+    pub async fn blocks(self: &Arc<Self>, owner: &BareJid, other: &Jid) -> bool {
+        for m in self.tables().hooked(HookPoint::ToLocalAccount) {
+            if m.blocks(self, owner, other).await {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+#[path = "fanout_tests.rs"]
+mod tests;

@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rookery_jid::{BareJid, Jid};
-use rookery_proto::{Stanza, StanzaError};
+use rookery_proto::Stanza;
 use rookery_sasl::Credentials;
 
 use super::Template;
 use crate::accounts::{Accounts, MemoryAccounts};
 use crate::config::CoreConfig;
-use crate::domains::DomainRoute;
+use crate::domains::{DomainRoute, Undelivered};
 use crate::module::{Declaration, Flow, HookPoint, Module};
 use crate::router::{Core, CoreBuilder};
 use crate::session::{Outbound, SessionEnd, SessionHandle};
@@ -55,7 +55,7 @@ struct Route(&'static str, Log);
 
 #[async_trait]
 impl DomainRoute for Route {
-    async fn deliver(&self, stanza: Stanza) -> Result<(), StanzaError> {
+    async fn deliver(&self, stanza: Stanza) -> Result<(), Box<Undelivered>> {
         let to = stanza.to().map(|t| t.to_string()).unwrap_or_default();
         self.1.lock().unwrap().push(format!("{} {to}", self.0));
         Ok(())

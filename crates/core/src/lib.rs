@@ -34,7 +34,7 @@ pub mod tables;
 
 pub use accounts::{AccountError, Accounts, MemoryAccounts};
 pub use config::CoreConfig;
-pub use domains::DomainRoute;
+pub use domains::{DomainRoute, Undelivered};
 pub use fanout::Template;
 pub use module::{Declaration, Flow, HookPoint, Identity, IqTarget, Module, SessionEvent};
 pub use router::{Core, CoreBuilder};

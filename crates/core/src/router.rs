@@ -348,9 +348,8 @@ impl Core {
             }
             Some(to) => match self.domains.route_for(to.domain()) {
                 Some(r) => {
-                    let copy = stanza.clone();
-                    if let Err(e) = r.deliver(stanza).await {
-                        self.reply_error(&copy, e).await;
+                    if let Err(u) = r.deliver(stanza).await {
+                        self.reply_error(&u.stanza, u.error).await;
                     }
                 }
                 None => {

@@ -18,6 +18,10 @@
 //! reaches a local account that blocks the sender, and nothing a local account sends reaches
 //! whom it blocks, on this server or another. The recipients routed onward get the router's
 //! own hooks instead of the inbound check, so it never runs twice.
+//!
+//! What is written straight into a session skips the route table's `MessageToFull` hooks:
+//! nothing sent this way is carbon-copied (XEP-0280 §6.1: headlines, presence and messages
+//! without a body are not eligible, carbons never are).
 
 use std::sync::Arc;
 
@@ -105,8 +109,8 @@ impl Core {
     }
 
     async fn deliver_one(self: &Arc<Self>, t: &Template, sender: Option<&BareJid>, to: &Jid) {
-        // Between two resources of one account nobody is blocked (XEP-0191 §?: an account
-        // cannot block itself).
+        // Between two resources of one account nobody is blocked (an account never blocks
+        // itself; carbons and presence to one's own resources skip the look-ups).
         let own = sender.is_some_and(|s| to.bare_str() == s.as_str());
         if let Some(s) = sender.filter(|_| !own) {
             if self.blocks(s, to).await {

@@ -406,3 +406,35 @@ async fn broadcast_presence_sets_the_priority_used_for_bare_jid_delivery() {
         .await;
     assert_eq!(f.core.sessions_of(&bob)[0].1, None);
 }
+
+/// A domain route that cannot take a stanza hands it back: the sender's error carries the
+/// original payload although the router kept no copy.
+#[tokio::test]
+async fn a_bounced_stanza_comes_back_to_its_sender_whole() {
+    struct Refuse;
+    #[async_trait]
+    impl DomainRoute for Refuse {
+        async fn deliver(&self, stanza: Stanza) -> Result<(), Box<Undelivered>> {
+            let e = rookery_proto::StanzaError::new(
+                rookery_proto::StanzaErrorCondition::ServiceUnavailable,
+            );
+            Err(Undelivered::new(stanza, e))
+        }
+    }
+    let mut f = fixture(false).await;
+    f.core.register_domain("down.localhost", Arc::new(Refuse));
+    let m = "<message xmlns='jabber:client' from='bob@localhost/pc' to='down.localhost' id='m1'><body>hi</body></message>";
+    f.core
+        .route(Stanza::from_serialized(m.as_bytes()).unwrap())
+        .await;
+    let got = received(&mut f.bob);
+    assert_eq!(got.len(), 1, "{got:?}");
+    for want in [
+        "type=\"error\"",
+        "id=\"m1\"",
+        "<body>hi</body>",
+        "service-unavailable",
+    ] {
+        assert!(got[0].contains(want), "{want} in {}", got[0]);
+    }
+}

@@ -32,6 +32,7 @@ use rookery_xml::escape_into;
 
 use crate::module::HookPoint;
 use crate::router::Core;
+use crate::session::SessionHandle;
 
 /// A stanza serialized once without `to`; each recipient costs one copy of the bytes with
 /// its `to` spliced in.
@@ -89,6 +90,12 @@ impl Template {
     }
 }
 
+/// The sessions a local recipient gets the bytes on (no allocation for the common single one).
+enum Sessions {
+    One(SessionHandle),
+    Each(Vec<(SessionHandle, Option<i8>)>),
+}
+
 impl Core {
     /// Delivers `template` to each of `recipients` (see the module documentation): the one
     /// entry point for fan-out, local, remote and component recipients alike.
@@ -103,26 +110,37 @@ impl Core {
             .from()
             .filter(|f| f.local().is_some() && self.is_local_domain(f.domain()))
             .map(Jid::to_bare);
+        // Without a blocking module there is nothing to ask per recipient.
+        let checks = self
+            .tables()
+            .hooked(HookPoint::ToLocalAccount)
+            .next()
+            .is_some();
         for to in recipients {
-            self.deliver_one(template, sender.as_ref(), to).await;
+            self.deliver_one(template, sender.as_ref(), checks, to)
+                .await;
         }
     }
 
-    async fn deliver_one(self: &Arc<Self>, t: &Template, sender: Option<&BareJid>, to: &Jid) {
+    async fn deliver_one(
+        self: &Arc<Self>,
+        t: &Template,
+        sender: Option<&BareJid>,
+        checks: bool,
+        to: &Jid,
+    ) {
         // Between two resources of one account nobody is blocked (an account never blocks
         // itself; carbons and presence to one's own resources skip the look-ups).
-        let own = sender.is_some_and(|s| to.bare_str() == s.as_str());
-        if let Some(s) = sender.filter(|_| !own) {
+        let checks = checks && sender.is_none_or(|s| to.bare_str() != s.as_str());
+        if let Some(s) = sender.filter(|_| checks) {
             if self.blocks(s, to).await {
                 return;
             }
         }
         if self.is_local_domain(to.domain()) && to.local().is_some() {
             if let Some(sessions) = self.direct_targets(t, to) {
-                if sessions.is_empty() {
-                    return;
-                }
-                if !own {
+                let Some(sessions) = sessions else { return };
+                if checks {
                     if let Some(from) = t.stanza.from() {
                         if self.blocks(&to.to_bare(), from).await {
                             return;
@@ -130,8 +148,15 @@ impl Core {
                     }
                 }
                 let bytes = t.render(to.as_str());
-                for s in sessions {
-                    s.send(bytes.clone());
+                match sessions {
+                    Sessions::One(s) => {
+                        s.send(bytes);
+                    }
+                    Sessions::Each(all) => {
+                        for (s, _) in all {
+                            s.send(bytes.clone());
+                        }
+                    }
                 }
                 return;
             }
@@ -141,26 +166,30 @@ impl Core {
         self.route(t.addressed(to)).await;
     }
 
-    /// The sessions a local recipient gets the bytes on directly, or `None` when the route
-    /// table decides (see the table in the module documentation).
-    fn direct_targets(&self, t: &Template, to: &Jid) -> Option<Vec<crate::SessionHandle>> {
+    /// How a local recipient is served directly: `Some(Some(sessions))` gets the bytes,
+    /// `Some(None)` nothing (a headline nobody can take), `None` goes to the route table (see
+    /// the table in the module documentation).
+    fn direct_targets(&self, t: &Template, to: &Jid) -> Option<Option<Sessions>> {
         match t.stanza.kind() {
             StanzaKind::Message(_)
             | StanzaKind::Presence(PresenceType::Available | PresenceType::Unavailable)
                 if to.is_full() =>
             {
-                self.session(to).map(|s| vec![s])
+                self.session(to).map(|s| Some(Sessions::One(s)))
             }
             StanzaKind::Message(kind) if to.is_bare() => {
-                let available: Vec<_> = self
-                    .sessions_of(&to.to_bare())
-                    .into_iter()
-                    .filter(|(_, p)| p.is_some_and(|p| p >= 0))
-                    .map(|(s, _)| s)
-                    .collect();
-                // §8.5.2.2.3: a headline nobody can take is dropped; other types go to
-                // the modules (offline storage) through the route table.
-                (!available.is_empty() || kind == MessageType::Headline).then_some(available)
+                // Filtered in place: no second allocation per recipient.
+                let mut available = self.sessions_of(&to.to_bare());
+                available.retain(|(_, p)| p.is_some_and(|p| p >= 0));
+                if !available.is_empty() {
+                    Some(Some(Sessions::Each(available)))
+                } else if kind == MessageType::Headline {
+                    // §8.5.2.2.3: a headline nobody can take is dropped; other types go to
+                    // the modules (offline storage) through the route table.
+                    Some(None)
+                } else {
+                    None
+                }
             }
             _ => None,
         }

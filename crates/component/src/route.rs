@@ -12,7 +12,7 @@ use std::sync::{PoisonError, RwLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rookery_core::{DomainRoute, SessionHandle, SessionId};
+use rookery_core::{DomainRoute, SessionHandle, SessionId, Undelivered};
 use rookery_jid::Jid;
 use rookery_proto::{
     IqType, MessageType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind, StreamError,
@@ -121,7 +121,7 @@ pub(crate) fn unavailable(stanza: &Stanza) -> Result<(), StanzaError> {
 
 #[async_trait]
 impl DomainRoute for ComponentRoute {
-    async fn deliver(&self, stanza: Stanza) -> Result<(), StanzaError> {
+    async fn deliver(&self, stanza: Stanza) -> Result<(), Box<Undelivered>> {
         // Serialized outside the lock; on a component stream the default namespace is
         // jabber:component:accept, so the unprefixed stanza lands in it.
         let bytes = Bytes::from(stanza.to_bytes());
@@ -135,7 +135,7 @@ impl DomainRoute for ComponentRoute {
         if sent {
             Ok(())
         } else {
-            unavailable(&stanza)
+            unavailable(&stanza).map_err(|e| Undelivered::new(stanza, e))
         }
     }
 
@@ -176,7 +176,7 @@ mod tests {
     async fn disconnected_bounces_iq_and_message_and_drops_the_rest() {
         let r = route();
         for (n, t) in [("iq", Some("get")), ("iq", Some("set")), ("message", None)] {
-            let e = r.deliver(stanza(n, t)).await.unwrap_err();
+            let e = r.deliver(stanza(n, t)).await.unwrap_err().error;
             assert_eq!(e.condition, StanzaErrorCondition::ServiceUnavailable);
         }
         for (n, t) in [
@@ -210,7 +210,8 @@ mod tests {
         let e = r
             .deliver(stanza("message", Some("chat")))
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .error;
         assert_eq!(e.condition, StanzaErrorCondition::ServiceUnavailable);
         assert_eq!(end.rx.close_and_drain().len(), 2);
     }

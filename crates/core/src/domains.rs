@@ -8,11 +8,29 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use rookery_proto::{Stanza, StanzaError};
 
+/// A stanza a [`DomainRoute`] could not take, handed back with the error its sender gets:
+/// the router keeps no copy of every stanza for the rare bounce (boxed: the success path
+/// stays one word wide).
+#[derive(Debug)]
+pub struct Undelivered {
+    /// The stanza, as it was given.
+    pub stanza: Stanza,
+    /// What its sender is told.
+    pub error: StanzaError,
+}
+
+impl Undelivered {
+    /// `stanza` bounced with `error`.
+    pub fn new(stanza: Stanza, error: StanzaError) -> Box<Undelivered> {
+        Box::new(Undelivered { stanza, error })
+    }
+}
+
 /// Where stanzas for a whole domain go (a component, a service, a remote server).
 #[async_trait]
 pub trait DomainRoute: Send + Sync + 'static {
-    /// Takes the stanza; an error is bounced to the sender.
-    async fn deliver(&self, stanza: Stanza) -> Result<(), StanzaError>;
+    /// Takes the stanza; one it cannot take comes back with the error bounced to the sender.
+    async fn deliver(&self, stanza: Stanza) -> Result<(), Box<Undelivered>>;
 
     /// Whether disco#items of the server lists this domain now (a component only while it
     /// is connected). Default: always.
@@ -91,7 +109,7 @@ mod tests {
 
     #[async_trait]
     impl DomainRoute for Named {
-        async fn deliver(&self, _stanza: Stanza) -> Result<(), StanzaError> {
+        async fn deliver(&self, _stanza: Stanza) -> Result<(), Box<Undelivered>> {
             Ok(())
         }
         fn listed(&self) -> bool {

@@ -13,6 +13,9 @@
 //!   [`domains`] (component/service domains and the remote route), [`requests`] (IQs the
 //!   server sent, waiting for their answer) and [`tables`] (what the modules declared: IQ
 //!   handlers, hooks and event subscribers in priority order, disco and stream features);
+//! - [`fanout`]: [`Template`] and [`Core::deliver_rendered`], the one delivery path for a
+//!   stanza serialized once for many recipients (pubsub, PEP, carbons, presence broadcasts),
+//!   applying blocking and the delivery rules in one place;
 //! - [`modules`]: the core modules every server has (disco, ping, version, register).
 //!
 //! Listeners (c2s, s2s, component) depend on this crate, never the reverse: they hand the
@@ -22,6 +25,7 @@ pub mod accounts;
 pub mod config;
 pub mod domains;
 pub mod event;
+pub mod fanout;
 pub mod module;
 pub mod modules;
 pub mod registry;
@@ -32,8 +36,9 @@ pub mod tables;
 
 pub use accounts::{AccountError, Accounts, MemoryAccounts};
 pub use config::CoreConfig;
-pub use domains::DomainRoute;
+pub use domains::{DomainRoute, Undelivered};
 pub use event::{Event, EventKind, SessionEvent};
+pub use fanout::Template;
 pub use module::{
     priority, Declaration, Flow, HookPoint, Identity, IqAnswer, IqReply, IqTarget, Module,
 };

@@ -180,6 +180,13 @@ pub trait Module: Send + Sync + 'static {
         None
     }
 
+    /// Whether the local account `owner` blocks `other` (XEP-0191). Asked of the modules
+    /// hooked at [`HookPoint::ToLocalAccount`] for what bypasses the route table's hooks:
+    /// the pre-rendered fan-out of [`Core::deliver_rendered`].
+    async fn blocks(&self, _core: &Arc<Core>, _owner: &BareJid, _other: &Jid) -> bool {
+        false
+    }
+
     /// A declared hook.
     async fn hook(&self, _core: &Arc<Core>, _point: HookPoint, stanza: Stanza) -> Flow {
         Flow::Continue(stanza)

@@ -146,6 +146,11 @@ impl Core {
         self.tables.account_identities()
     }
 
+    /// The tables built from the modules' declarations.
+    pub(crate) fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
     /// The modules, in the order they were added (for disco nodes and items they answer).
     pub fn modules(&self) -> &[Arc<dyn Module>] {
         self.tables.modules()
@@ -355,9 +360,8 @@ impl Core {
             }
             Some(to) => match self.domains.route_for(to.domain()) {
                 Some(r) => {
-                    let copy = stanza.clone();
-                    if let Err(e) = r.deliver(stanza).await {
-                        self.reply_error(&copy, e).await;
+                    if let Err(u) = r.deliver(stanza).await {
+                        self.reply_error(&u.stanza, u.error).await;
                     }
                 }
                 None => {

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rookery_jid::{BareJid, Jid};
-use rookery_proto::{Stanza, StanzaError};
+use rookery_proto::Stanza;
 use rookery_sasl::Credentials;
 
 use crate::accounts::{Accounts, MemoryAccounts};
 use crate::config::CoreConfig;
-use crate::domains::DomainRoute;
+use crate::domains::{DomainRoute, Undelivered};
 use crate::module::{priority, Declaration, Flow, HookPoint, IqResult, IqTarget, Module};
 use crate::router::{Core, CoreBuilder};
 use crate::session::{Outbound, SessionEnd, SessionHandle};
@@ -72,7 +72,7 @@ struct Route(&'static str, Log);
 
 #[async_trait]
 impl DomainRoute for Route {
-    async fn deliver(&self, stanza: Stanza) -> Result<(), StanzaError> {
+    async fn deliver(&self, stanza: Stanza) -> Result<(), Box<Undelivered>> {
         let to = stanza.to().map(|t| t.to_string()).unwrap_or_default();
         self.1.lock().unwrap().push(format!("{} {to}", self.0));
         Ok(())
@@ -405,4 +405,36 @@ async fn broadcast_presence_sets_the_priority_used_for_bare_jid_delivery() {
         .route(Stanza::from_serialized(gone.as_bytes()).unwrap())
         .await;
     assert_eq!(f.core.sessions_of(&bob)[0].1, None);
+}
+
+/// A domain route that cannot take a stanza hands it back: the sender's error carries the
+/// original payload although the router kept no copy.
+#[tokio::test]
+async fn a_bounced_stanza_comes_back_to_its_sender_whole() {
+    struct Refuse;
+    #[async_trait]
+    impl DomainRoute for Refuse {
+        async fn deliver(&self, stanza: Stanza) -> Result<(), Box<Undelivered>> {
+            let e = rookery_proto::StanzaError::new(
+                rookery_proto::StanzaErrorCondition::ServiceUnavailable,
+            );
+            Err(Undelivered::new(stanza, e))
+        }
+    }
+    let mut f = fixture(false).await;
+    f.core.register_domain("down.localhost", Arc::new(Refuse));
+    let m = "<message xmlns='jabber:client' from='bob@localhost/pc' to='down.localhost' id='m1'><body>hi</body></message>";
+    f.core
+        .route(Stanza::from_serialized(m.as_bytes()).unwrap())
+        .await;
+    let got = received(&mut f.bob);
+    assert_eq!(got.len(), 1, "{got:?}");
+    for want in [
+        "type=\"error\"",
+        "id=\"m1\"",
+        "<body>hi</body>",
+        "service-unavailable",
+    ] {
+        assert!(got[0].contains(want), "{want} in {}", got[0]);
+    }
 }

@@ -9,6 +9,9 @@
 //!   outbound messages and IQ requests get `not-acceptable` with `<blocked/>`
 //!   (`urn:xmpp:blocking:errors`), outbound presence is dropped except `unsubscribe` and
 //!   `unsubscribed` (the user may still end a subscription).
+//! - The same check ([`blocks`]) serves the route table's `ToLocalAccount` hook and, through
+//!   [`Module::blocks`], the core's pre-rendered fan-out (pubsub and PEP notifications,
+//!   presence broadcasts), which drops silently in both directions.
 //!
 //! Matching follows XEP-0016 §2.1 as XEP-0191 requires: an item matches a sender by full JID,
 //! bare JID, `domain/resource` or domain.
@@ -296,6 +299,10 @@ impl Module for Blocking {
             }
             _ => Err(StanzaError::new(Cond::BadRequest)),
         }
+    }
+
+    async fn blocks(&self, core: &Arc<Core>, owner: &BareJid, other: &Jid) -> bool {
+        blocks(&self.im, core, owner, other).await
     }
 
     async fn hook(&self, core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {

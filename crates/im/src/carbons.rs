@@ -15,9 +15,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use rookery_core::module::IqResult;
-use rookery_core::{priority, Core, Declaration, Flow, HookPoint, IqTarget, Module};
+use rookery_core::{priority, Core, Declaration, Flow, HookPoint, IqTarget, Module, Template};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{
     ns, IqType, MessageType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind,
@@ -54,11 +53,10 @@ pub fn eligible(message: &Stanza) -> bool {
         && !el.has_child("received", ns::CARBONS)
 }
 
-/// `message` wrapped as a `kind` (`sent` or `received`) carbon from `owner` to `to`.
-pub fn wrap(kind: &str, owner: &BareJid, to: &Jid, message: &Stanza) -> Element {
-    let mut el = Element::new("message", CONTENT_NS)
-        .with_attr("from", owner.as_str())
-        .with_attr("to", to.as_str());
+/// `message` wrapped as a `kind` (`sent` or `received`) carbon from `owner`, without `to`
+/// (each copy gets its resource's).
+pub fn wrap(kind: &str, owner: &BareJid, message: &Stanza) -> Element {
+    let mut el = Element::new("message", CONTENT_NS).with_attr("from", owner.as_str());
     if let Some(t) = message.element().attr("type") {
         el.set_attr("type", t);
     }
@@ -70,10 +68,10 @@ pub fn wrap(kind: &str, owner: &BareJid, to: &Jid, message: &Stanza) -> Element 
 }
 
 /// Sends `kind` carbons of `message` to the carbons-enabled resources of `owner`, except
-/// `exclude`.
-pub fn copies(
+/// `exclude`: wrapped and serialized once, through the core's fan-out.
+pub async fn copies(
     im: &Im,
-    core: &Core,
+    core: &Arc<Core>,
     kind: &str,
     owner: &BareJid,
     message: &Stanza,
@@ -82,11 +80,18 @@ pub fn copies(
     if !eligible(message) {
         return;
     }
-    for h in im.sessions_where(core, owner, |s| s.carbons) {
-        if exclude.iter().any(|j| *j == h.jid()) {
-            continue;
-        }
-        h.send(Bytes::from(wrap(kind, owner, h.jid(), message).to_bytes()));
+    let targets: Vec<Jid> = im
+        .sessions_where(core, owner, |s| s.carbons)
+        .into_iter()
+        .map(|h| h.jid().clone())
+        .filter(|j| !exclude.contains(&j))
+        .collect();
+    if targets.is_empty() {
+        return;
+    }
+    if let Ok(carbon) = Stanza::from_element(wrap(kind, owner, message)) {
+        core.deliver_rendered(&Template::new(carbon), &targets)
+            .await;
     }
 }
 
@@ -128,7 +133,7 @@ impl Module for Carbons {
         match point {
             HookPoint::MessageFromLocal => {
                 if let Some(from) = stanza.from() {
-                    copies(&self.im, core, "sent", &from.to_bare(), &stanza, &[from]);
+                    copies(&self.im, core, "sent", &from.to_bare(), &stanza, &[from]).await;
                 }
             }
             HookPoint::MessageToFull => {
@@ -136,7 +141,7 @@ impl Module for Carbons {
                     // A message between two resources of one account is not copied back.
                     let own = stanza.from().is_some_and(|f| f.bare_eq(to));
                     if !own {
-                        copies(&self.im, core, "received", &to.to_bare(), &stanza, &[to]);
+                        copies(&self.im, core, "received", &to.to_bare(), &stanza, &[to]).await;
                     }
                 }
             }
@@ -176,8 +181,7 @@ mod tests {
         let m = parse_stanza("<message type='chat' from='a@b/c' to='d@e'><body>x</body></message>")
             .unwrap();
         let owner = BareJid::parse("a@b").unwrap();
-        let to = Jid::parse("a@b/other").unwrap();
-        let w = wrap("sent", &owner, &to, &m);
+        let w = wrap("sent", &owner, &m);
         assert_eq!(w.attr("from"), Some("a@b"));
         assert_eq!(w.attr("type"), Some("chat"));
         let inner = w

@@ -78,7 +78,7 @@ impl Delivery {
                     }
                 }
                 let exclude: Vec<&Jid> = got.iter().collect();
-                carbons::copies(&self.im, core, "received", &owner, &stanza, &exclude);
+                carbons::copies(&self.im, core, "received", &owner, &stanza, &exclude).await;
             }
         }
     }

@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rookery_core::event::{Event as CoreEvent, EventKind, SessionEvent};
 use rookery_core::router::presence_priority;
-use rookery_core::{priority, Core, Declaration, Flow, HookPoint, Module, SessionHandle};
+use rookery_core::{priority, Core, Declaration, Flow, HookPoint, Module, SessionHandle, Template};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{PresenceType, Stanza, StanzaKind};
 use rookery_store::rosters::RosterItem;
@@ -159,50 +159,50 @@ async fn record_last(im: &Im, core: &Core, owner: &BareJid, status: String) {
 impl PresenceModule {
     // ---- broadcasts ----------------------------------------------------------------------
 
-    /// Sends `stanza` (from a resource of `owner`, no `to`) to each contact with a `from` or
-    /// `both` subscription that is not blocked, paced.
-    async fn broadcast_to_contacts(&self, core: &Arc<Core>, owner: &BareJid, stanza: &Stanza) {
-        let (account, blocked) = match (
-            self.im.account(core, owner).await,
-            self.im.blocklist(core, owner).await,
-        ) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) => {
+    /// Sends `t` (presence from a resource of `owner`) to each contact with a `from` or
+    /// `both` subscription, through the core's fan-out (which drops what blocking forbids),
+    /// yielding between batches.
+    async fn broadcast_to_contacts(&self, core: &Arc<Core>, owner: &BareJid, t: &Template) {
+        let account = match self.im.account(core, owner).await {
+            Ok(a) => a,
+            Err(e) => {
                 tracing::error!(error = %e, "loading roster for broadcast failed");
                 return;
             }
         };
-        let contacts: Vec<BareJid> = read(&account.roster)
+        let contacts: Vec<Jid> = read(&account.roster)
             .items
             .iter()
             .filter(|(_, i)| i.subscription.has_from())
-            .map(|(c, _)| c.clone())
+            // Nobody to tell at a local contact without sessions (§4.2.2: no offline
+            // storage of presence).
+            .filter(|(c, _)| !core.is_local_domain(c.domain()) || core.has_sessions(c))
+            .map(|(c, _)| c.clone().into())
             .collect();
-        for (i, contact) in contacts.iter().enumerate() {
-            if i % YIELD_EVERY == YIELD_EVERY - 1 {
-                tokio::task::yield_now().await;
-            }
-            if core.is_local_domain(contact.domain()) && !core.has_sessions(contact) {
-                continue; // nobody to tell (§4.2.2: no offline storage of presence)
-            }
-            let to: Jid = contact.clone().into();
-            if blocking::blocks_in(&blocked, &to) {
-                continue;
-            }
-            core.route(addressed(stanza, &to)).await;
+        for batch in contacts.chunks(YIELD_EVERY) {
+            core.deliver_rendered(t, batch).await;
+            tokio::task::yield_now().await;
         }
     }
 
-    /// Sends `stanza` (from `from`, no `to`) to every available resource of its account,
-    /// `from` included when `include_self` (RFC 6121 §4.2.2, §4.4.2: implicit self
-    /// subscription).
-    fn to_own_resources(&self, core: &Core, from: &Jid, stanza: &Stanza, include_self: bool) {
-        for h in self.im.available_handles(core, &from.to_bare()) {
-            if !include_self && h.jid() == from {
-                continue;
-            }
-            h.send(Bytes::from(addressed(stanza, h.jid()).to_bytes()));
-        }
+    /// Sends `t` (presence from `from`) to every available resource of its account, `from`
+    /// included when `include_self` (RFC 6121 §4.2.2, §4.4.2: implicit self subscription):
+    /// serialized once, through the core's fan-out.
+    async fn to_own_resources(
+        &self,
+        core: &Arc<Core>,
+        from: &Jid,
+        t: &Template,
+        include_self: bool,
+    ) {
+        let targets: Vec<Jid> = self
+            .im
+            .available_handles(core, &from.to_bare())
+            .into_iter()
+            .map(|h| h.jid().clone())
+            .filter(|j| include_self || j != from)
+            .collect();
+        core.deliver_rendered(t, &targets).await;
     }
 
     /// A presence stanza with no `to` from a local session.
@@ -222,14 +222,15 @@ impl PresenceModule {
                     return;
                 };
                 core.set_available(&from, Some(priority));
-                self.broadcast_to_contacts(core, &owner, &stanza).await;
-                self.to_own_resources(core, &from, &stanza, true);
+                let t = Template::new(stanza);
+                self.broadcast_to_contacts(core, &owner, &t).await;
+                self.to_own_resources(core, &from, &t, true).await;
                 if !was_available {
                     self.initial(core, &from, priority);
                 }
                 // Last: what subscribers of its `ResourceCaps` event send (PEP's last items)
                 // follows the presence itself.
-                caps::observe(&self.im, core, &from, &stanza).await;
+                caps::observe(&self.im, core, &from, t.stanza()).await;
             }
             StanzaKind::Presence(PresenceType::Unavailable) => {
                 let Some((was, directed)) = self.im.session_mut(&from, |s| {
@@ -238,10 +239,11 @@ impl PresenceModule {
                     return;
                 };
                 core.set_available(&from, None);
+                let t = Template::new(stanza);
                 if was.is_some() {
-                    self.to_own_resources(core, &from, &stanza, true);
+                    self.to_own_resources(core, &from, &t, true).await;
                 }
-                self.unavailable(core, &from, &stanza, was.is_some(), directed)
+                self.unavailable(core, &from, &t, was.is_some(), directed)
                     .await;
             }
             _ => {} // Other types need a `to` (RFC 6121 §4.7.1); nothing to do.
@@ -254,19 +256,18 @@ impl PresenceModule {
         &self,
         core: &Arc<Core>,
         from: &Jid,
-        stanza: &Stanza,
+        t: &Template,
         was_available: bool,
         directed: std::collections::HashSet<Jid>,
     ) {
         let owner = from.to_bare();
         if was_available {
-            self.broadcast_to_contacts(core, &owner, stanza).await;
+            self.broadcast_to_contacts(core, &owner, t).await;
         }
-        for to in directed {
-            core.route(addressed(stanza, &to)).await;
-        }
+        core.deliver_rendered(t, &directed).await;
         if was_available {
-            let status = stanza
+            let status = t
+                .stanza()
                 .element()
                 .child_text("status", CONTENT_NS)
                 .unwrap_or_default();
@@ -582,11 +583,15 @@ impl PresenceModule {
         let owner = jid.to_bare();
         let was_available = state.presence.is_some();
         if was_available || !state.directed.is_empty() {
-            let stanza = Stanza::presence(PresenceType::Unavailable, Some(jid.clone()), None);
+            let t = Template::new(Stanza::presence(
+                PresenceType::Unavailable,
+                Some(jid.clone()),
+                None,
+            ));
             if was_available {
-                self.to_own_resources(core, jid, &stanza, false);
+                self.to_own_resources(core, jid, &t, false).await;
             }
-            self.unavailable(core, jid, &stanza, was_available, state.directed)
+            self.unavailable(core, jid, &t, was_available, state.directed)
                 .await;
         }
         self.im.evict_if_offline(core, &owner).await;

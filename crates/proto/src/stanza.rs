@@ -271,6 +271,12 @@ impl Stanza {
         self.to = Some(to);
     }
 
+    /// Removes `to` (a stanza readdressed per recipient, see `rookery_core::fanout`).
+    pub fn clear_to(&mut self) {
+        self.element.remove_attr("to");
+        self.to = None;
+    }
+
     /// The element.
     pub fn element(&self) -> &Element {
         &self.element

@@ -6,10 +6,11 @@
 //! capabilities show interest (`+notify`, XEP-0163 §4.3).
 //!
 //! # Serialize once
-//! A notification goes to many recipients that differ only in `to`. [`Template`] serializes
-//! the message (event and payload) once, without `to`; each recipient costs one copy of those
-//! bytes with its `to` spliced in, and the resources of one bare JID share one buffer. SubID
-//! headers (XEP-0131) are added only for a recipient holding several subscriptions (§12.?
+//! A notification goes to many recipients that differ only in `to`: [`template`] builds the
+//! message (event and payload) once, without `to`, as the core's [`Template`], and
+//! [`Core::deliver_rendered`] — the server's one fan-out path — splices each recipient's `to`
+//! into those bytes, applies XEP-0191 blocking and the delivery rules. SubID headers
+//! (XEP-0131) are added only for a recipient holding several subscriptions (§12.?
 //! "Multiple subscriptions"): it alone gets its own template.
 
 use std::collections::HashMap;
@@ -17,11 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use rookery_core::Core;
+use rookery_core::{Core, Template};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::Stanza;
-use rookery_xml::{escape_into, Element, CONTENT_NS};
+use rookery_xml::{Element, CONTENT_NS};
 
 use crate::config::{AccessModel, NotificationType};
 use rookery_proto::ns;
@@ -89,13 +89,6 @@ pub struct Notification {
     pub access: Arc<AccessSnapshot>,
 }
 
-/// A notification message serialized once: `to` is spliced in per recipient.
-#[derive(Debug, Clone)]
-pub struct Template {
-    /// Everything after `<message to="…"`.
-    rest: Bytes,
-}
-
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A fresh id for a server-generated message.
@@ -103,49 +96,40 @@ pub fn message_id() -> String {
     format!("ps-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
 }
 
-impl Template {
-    /// The message `from` `from`, of `kind`, with `id`, carrying `payload` (and SubID headers
-    /// when `subids` has more than one).
-    pub fn new(from: &str, kind: &str, id: &str, payload: &Element, subids: &[String]) -> Template {
-        let mut msg = Element::new("message", CONTENT_NS)
-            .with_attr("from", from)
-            .with_attr("type", kind)
-            .with_attr("id", id)
-            .with_child(payload.clone());
-        if subids.len() > 1 {
-            let mut h = Element::new("headers", ns::SHIM);
-            for s in subids {
-                h.push_child(
-                    Element::new("header", ns::SHIM)
-                        .with_attr("name", "SubID")
-                        .with_text(s.clone()),
-                );
-            }
-            msg.push_child(h);
+/// The notification message, without `to`: from `from`, of `kind`, with `id`, carrying
+/// `payload` (and SubID headers when `subids` has more than one).
+pub fn message(from: &str, kind: &str, id: &str, payload: &Element, subids: &[String]) -> Element {
+    let mut msg = Element::new("message", CONTENT_NS)
+        .with_attr("from", from)
+        .with_attr("type", kind)
+        .with_attr("id", id)
+        .with_child(payload.clone());
+    if subids.len() > 1 {
+        let mut h = Element::new("headers", ns::SHIM);
+        for s in subids {
+            h.push_child(
+                Element::new("header", ns::SHIM)
+                    .with_attr("name", "SubID")
+                    .with_text(s.clone()),
+            );
         }
-        let bytes = msg.to_bytes();
-        // `<message` is always written first (the element is in the stream namespace).
-        let rest = bytes.get(b"<message".len()..).unwrap_or_default();
-        Template {
-            rest: Bytes::copy_from_slice(rest),
-        }
+        msg.push_child(h);
     }
+    msg
+}
 
-    /// The message for `to`.
-    pub fn render(&self, to: &str) -> Bytes {
-        let mut buf = Vec::with_capacity(self.rest.len() + to.len() + 24);
-        buf.extend_from_slice(b"<message to=\"");
-        escape_into(&mut buf, to, true);
-        buf.push(b'"');
-        buf.extend_from_slice(&self.rest);
-        Bytes::from(buf)
-    }
-
-    /// The message for `to` as a stanza (for routing beyond local sessions).
-    pub fn stanza(&self, to: &str) -> Option<Stanza> {
-        let el = crate::xml::parse(std::str::from_utf8(&self.render(to)).ok()?)?;
-        Stanza::from_element(el).ok()
-    }
+/// The notification message of [`message`], serialized once for the core's fan-out.
+/// `None` only when `from` is not a JID (never for a service or account).
+pub fn template(
+    from: &str,
+    kind: &str,
+    id: &str,
+    payload: &Element,
+    subids: &[String],
+) -> Option<Template> {
+    Stanza::from_element(message(from, kind, id, payload, subids))
+        .ok()
+        .map(Template::new)
 }
 
 /// Delivers notifications and single messages for the engine.
@@ -168,22 +152,11 @@ impl Broadcaster for Discard {
     async fn send(&self, _stanza: Stanza) {}
 }
 
-/// Decides whether a notification from a service may reach a recipient (XEP-0191 blocking:
-/// the fan-out writes to local sessions directly, past the router's hooks, and the router
-/// checks no block list on the way to other servers).
-#[async_trait]
-pub trait DeliveryFilter: Send + Sync + 'static {
-    /// Whether the notification from `from` must not reach `to` (a local account with an
-    /// available session, or a JID on another server).
-    async fn blocked(&self, core: &Arc<Core>, from: &BareJid, to: &Jid) -> bool;
-}
-
-/// Delivers through the router: local sessions directly from shared bytes, everything else
-/// (remote JIDs, `normal` messages to offline accounts) through [`Core::route`].
+/// Delivers through the core's one fan-out path ([`Core::deliver_rendered`]: blocking and
+/// the delivery rules for local, remote and component recipients alike).
 #[derive(Default)]
 pub struct CoreBroadcaster {
     core: OnceLock<Weak<Core>>,
-    filter: OnceLock<Arc<dyn DeliveryFilter>>,
 }
 
 impl std::fmt::Debug for CoreBroadcaster {
@@ -204,89 +177,31 @@ impl CoreBroadcaster {
         let _ = self.core.set(Arc::downgrade(core));
     }
 
-    /// Installs the delivery filter (the first call wins).
-    pub fn set_filter(&self, filter: Arc<dyn DeliveryFilter>) {
-        let _ = self.filter.set(filter);
-    }
-
     /// The core, while it lives.
     pub fn core(&self) -> Option<Arc<Core>> {
         self.core.get().and_then(Weak::upgrade)
     }
 
-    /// Delivers `template` to each of `targets` (a target with SubIDs gets its own copy with
-    /// headers). `from` is the notifying service.
-    pub async fn deliver(
-        &self,
-        from: &str,
-        n: &Notification,
-        template: &Template,
-        id: &str,
-        targets: &[Recipient],
-    ) {
+    /// Delivers `n` to each of `targets`: one template for all, and one of its own for a
+    /// target with several SubIDs (it alone gets the headers).
+    pub async fn deliver(&self, n: &Notification, targets: &[Recipient]) {
         let Some(core) = self.core() else { return };
         rookery_metrics::get().pubsub_notifications(targets.len() as u64);
-        for r in targets {
-            if r.subids.len() > 1 {
-                let t = Template::new(from, n.message_type.as_str(), id, &n.event, &r.subids);
-                self.deliver_one(&core, &n.service, &t, &r.jid, n.message_type)
-                    .await;
-            } else {
-                self.deliver_one(&core, &n.service, template, &r.jid, n.message_type)
-                    .await;
-            }
-        }
-    }
-
-    /// Sends `t` from `from` to `to`: a local full JID to its session, a local bare JID to
-    /// its available resources of non-negative priority (RFC 6121 §8.5.2.1.1 for
-    /// headlines), unless the filter blocks it; a remote JID through the router unless the
-    /// filter blocks it; anything else through the router (whose hooks apply).
-    pub async fn deliver_one(
-        &self,
-        core: &Arc<Core>,
-        from: &BareJid,
-        t: &Template,
-        to: &Jid,
-        kind: NotificationType,
-    ) {
-        if core.is_local_domain(to.domain()) && to.local().is_some() {
-            if to.is_full() {
-                if let Some(s) = core.session(to) {
-                    if !self.blocked(core, from, to).await {
-                        s.send(t.render(to.as_str()));
-                    }
-                }
-                return;
-            }
-            let sessions = core.sessions_of(&to.to_bare());
-            let available: Vec<_> = sessions
-                .into_iter()
-                .filter(|(_, p)| p.is_some_and(|p| p >= 0))
+        let from = n.service.as_str();
+        let kind = n.message_type.as_str();
+        let id = message_id();
+        if let Some(t) = template(from, kind, &id, &n.event, &[]) {
+            let plain: Vec<&Jid> = targets
+                .iter()
+                .filter(|r| r.subids.len() <= 1)
+                .map(|r| &r.jid)
                 .collect();
-            if !available.is_empty() || kind == NotificationType::Headline {
-                if available.is_empty() || self.blocked(core, from, to).await {
-                    return;
-                }
-                let bytes = t.render(to.as_str());
-                for (s, _) in available {
-                    s.send(bytes.clone());
-                }
-                return;
+            core.deliver_rendered(&t, plain).await;
+        }
+        for r in targets.iter().filter(|r| r.subids.len() > 1) {
+            if let Some(t) = template(from, kind, &id, &n.event, &r.subids) {
+                core.deliver_rendered(&t, [&r.jid]).await;
             }
-        }
-        if !core.is_local_domain(to.domain()) && self.blocked(core, from, to).await {
-            return;
-        }
-        if let Some(stanza) = t.stanza(to.as_str()) {
-            core.route(stanza).await;
-        }
-    }
-
-    async fn blocked(&self, core: &Arc<Core>, from: &BareJid, to: &Jid) -> bool {
-        match self.filter.get() {
-            Some(f) => f.blocked(core, from, to).await,
-            None => false,
         }
     }
 }
@@ -294,10 +209,7 @@ impl CoreBroadcaster {
 #[async_trait]
 impl Broadcaster for CoreBroadcaster {
     async fn broadcast(&self, n: &Notification) {
-        let from = n.service.as_str();
-        let id = message_id();
-        let template = Template::new(from, n.message_type.as_str(), &id, &n.event, &[]);
-        self.deliver(from, n, &template, &id, &n.recipients).await;
+        self.deliver(n, &n.recipients).await;
     }
 
     async fn send(&self, stanza: Stanza) {
@@ -339,7 +251,7 @@ mod tests {
     fn template_splices_to() {
         let ev = Element::new("event", ns::pubsub::EVENT)
             .with_child(Element::new("items", ns::pubsub::EVENT).with_attr("node", "n"));
-        let t = Template::new("pubsub.example.org", "headline", "x1", &ev, &[]);
+        let t = template("pubsub.example.org", "headline", "x1", &ev, &[]).unwrap();
         let a = t.render("a@example.org/r\"");
         let s = std::str::from_utf8(&a).unwrap();
         assert_eq!(
@@ -348,9 +260,9 @@ mod tests {
              id=\"x1\"><event xmlns=\"http://jabber.org/protocol/pubsub#event\"><items node=\"n\"/>\
              </event></message>"
         );
-        let st = t.stanza("b@example.org").unwrap();
+        let st = t.addressed(&Jid::parse("b@example.org").unwrap());
         assert_eq!(st.to().unwrap().as_str(), "b@example.org");
-        let h = Template::new("p", "headline", "x2", &ev, &["1".into(), "2".into()]);
+        let h = template("p", "headline", "x2", &ev, &["1".into(), "2".into()]).unwrap();
         let s = String::from_utf8(h.render("c@d").to_vec()).unwrap();
         assert!(s.contains("<header name=\"SubID\">1</header><header name=\"SubID\">2</header>"));
     }

@@ -24,7 +24,7 @@ use rookery_xml::Element;
 use tokio::sync::{Mutex, OnceCell, OwnedMutexGuard, RwLock};
 
 use crate::broadcast::{
-    message_id, recipients, AccessSnapshot, Broadcaster, EventKind, Notification, Template,
+    message, message_id, recipients, AccessSnapshot, Broadcaster, EventKind, Notification,
 };
 use crate::config::{
     AccessModel, CreatePolicy, NodeConfig, Profile, PublishModel, SendLast, ServiceKind,
@@ -536,14 +536,15 @@ impl Engine {
 
     /// Sends the notification `ev` of `node` to `to` alone (not to the node's subscribers).
     async fn notify_one(&self, svc: &BareJid, node: &Node, ev: &Element, to: &str) {
-        let t = Template::new(
+        let m = message(
             svc.as_str(),
             node.config.notification_type.as_str(),
             &message_id(),
             ev,
             &[],
-        );
-        if let Some(s) = t.stanza(to) {
+        )
+        .with_attr("to", to);
+        if let Ok(s) = Stanza::from_element(m) {
             self.broadcaster.send(s).await;
         }
     }

@@ -36,10 +36,7 @@ use rookery_jid::{BareJid, Jid};
 use rookery_proto::{ns as pns, PresenceType, Stanza, StanzaKind};
 use rookery_xml::Element;
 
-use crate::broadcast::{
-    message_id, Broadcaster, CoreBroadcaster, DeliveryFilter, EventKind, Notification, Recipient,
-    Template,
-};
+use crate::broadcast::{Broadcaster, CoreBroadcaster, EventKind, Notification, Recipient};
 use crate::config::{AccessModel, Profile, ServiceKind};
 use crate::engine::Engine;
 use crate::error::PubsubError;
@@ -140,21 +137,7 @@ impl Broadcaster for PepBroadcaster {
                 });
             }
         }
-        let from = n.service.as_str();
-        let id = message_id();
-        let template = Template::new(from, n.message_type.as_str(), &id, &n.event, &[]);
-        for r in &targets {
-            if r.subids.len() > 1 {
-                let t = Template::new(from, n.message_type.as_str(), &id, &n.event, &r.subids);
-                self.core
-                    .deliver_one(&core, &n.service, &t, &r.jid, n.message_type)
-                    .await;
-            } else {
-                self.core
-                    .deliver_one(&core, &n.service, &template, &r.jid, n.message_type)
-                    .await;
-            }
-        }
+        self.core.deliver(n, &targets).await;
     }
 
     async fn send(&self, stanza: Stanza) {
@@ -186,18 +169,15 @@ impl std::fmt::Debug for Pep {
 }
 
 impl Pep {
-    /// PEP with `profile`, its store, and the IM layer's interest, roster and blocking facts.
+    /// PEP with `profile`, its store, and the IM layer's interest and roster facts (blocking is
+    /// the core's, applied by its fan-out).
     pub fn new(
         profile: Profile,
         store: Arc<dyn NodeStore>,
         interest: Arc<dyn Interest>,
         policy: Arc<dyn AccessPolicy>,
-        filter: Option<Arc<dyn DeliveryFilter>>,
     ) -> Pep {
         let core = Arc::new(CoreBroadcaster::new());
-        if let Some(f) = filter {
-            core.set_filter(f);
-        }
         let broadcaster = Arc::new(PepBroadcaster::new(
             core.clone(),
             interest.clone(),
@@ -516,7 +496,6 @@ mod tests {
             Arc::new(MemoryStore::new()),
             Arc::new(NoInterest),
             Arc::new(NoRosters),
-            None,
         )
     }
 
@@ -559,7 +538,6 @@ mod tests {
             Arc::new(MemoryStore::new()),
             Arc::new(Contacts),
             Arc::new(Subscribed),
-            None,
         ));
         let alice = Jid::parse("alice@localhost/home").unwrap();
         let item = crate::engine::PublishRequest {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rookery_core::modules::disco::{feature, identity};
-use rookery_core::{Core, DomainRoute};
+use rookery_core::{Core, DomainRoute, Undelivered};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::time::format_utc;
 use rookery_proto::{
@@ -269,11 +269,19 @@ impl PubsubService {
     }
 }
 
+/// `stanza` bounced with `service-unavailable`.
+fn unavailable(stanza: Stanza) -> Box<Undelivered> {
+    Undelivered::new(
+        stanza,
+        StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
+    )
+}
+
 #[async_trait]
 impl DomainRoute for PubsubService {
-    async fn deliver(&self, stanza: Stanza) -> Result<(), StanzaError> {
+    async fn deliver(&self, stanza: Stanza) -> Result<(), Box<Undelivered>> {
         let Some(core) = self.broadcaster.core() else {
-            return Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable));
+            return Err(unavailable(stanza));
         };
         if stanza
             .to()
@@ -283,7 +291,7 @@ impl DomainRoute for PubsubService {
             return match stanza.kind() {
                 StanzaKind::Iq(IqType::Get | IqType::Set)
                 | StanzaKind::Message(MessageType::Normal | MessageType::Chat) => {
-                    Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
+                    Err(unavailable(stanza))
                 }
                 _ => Ok(()),
             };
@@ -299,13 +307,11 @@ impl DomainRoute for PubsubService {
                 };
                 match crate::wire::approval(&self.engine, &self.jid, &from, &stanza).await {
                     Ok(true) => Ok(()),
-                    Ok(false) => Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable)),
-                    Err(e) => Err(e.into()),
+                    Ok(false) => Err(unavailable(stanza)),
+                    Err(e) => Err(Undelivered::new(stanza, e.into())),
                 }
             }
-            StanzaKind::Message(MessageType::Chat) => {
-                Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
-            }
+            StanzaKind::Message(MessageType::Chat) => Err(unavailable(stanza)),
             _ => Ok(()),
         }
     }

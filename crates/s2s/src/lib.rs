@@ -47,7 +47,7 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use rookery_core::{Core, DomainRoute, SessionHandle, SessionId};
+use rookery_core::{Core, DomainRoute, SessionHandle, SessionId, Undelivered};
 use rookery_proto::{Stanza, StanzaError, StreamError, StreamErrorCondition};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -256,11 +256,12 @@ impl S2s {
 
 #[async_trait]
 impl DomainRoute for S2s {
-    async fn deliver(&self, stanza: Stanza) -> Result<(), StanzaError> {
+    async fn deliver(&self, stanza: Stanza) -> Result<(), Box<Undelivered>> {
         match self.arc() {
             Some(me) => me.send_stanza(stanza),
-            None => Err(StanzaError::new(
-                rookery_proto::StanzaErrorCondition::RemoteServerNotFound,
+            None => Err(Undelivered::new(
+                stanza,
+                StanzaError::new(rookery_proto::StanzaErrorCondition::RemoteServerNotFound),
             )),
         }
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use rookery_core::Undelivered;
 use rookery_proto::{
     ns, Stanza, StanzaError, StanzaErrorCondition as SC, StreamError, StreamErrorCondition,
 };
@@ -232,27 +233,32 @@ impl S2s {
             .remove_if(&(local.to_string(), remote.to_string()), |_, e| e.id == id);
     }
 
-    /// Queues a stanza for its remote domain.
-    pub(crate) fn send_stanza(&self, stanza: Stanza) -> Result<(), StanzaError> {
+    /// Queues a stanza for its remote domain; one it cannot queue comes back with its error.
+    pub(crate) fn send_stanza(&self, stanza: Stanza) -> Result<(), Box<Undelivered>> {
         let Some(remote) = stanza.to().map(|t| t.domain().to_string()) else {
-            return Err(StanzaError::new(SC::RemoteServerNotFound));
+            return Err(Undelivered::new(
+                stanza,
+                StanzaError::new(SC::RemoteServerNotFound),
+            ));
         };
         let local = match stanza.from() {
             Some(f) => f.domain().to_string(),
             None => self.core.domain().to_string(),
         };
         if !self.is_hosted(&local) || self.is_hosted(&remote) {
-            return Err(StanzaError::new(SC::NotAllowed));
+            return Err(Undelivered::new(stanza, StanzaError::new(SC::NotAllowed)));
         }
         if self.is_closing() {
-            return Err(StanzaError::new(OutError::Shutdown.condition())
-                .with_text(OutError::Shutdown.to_string()));
+            let e = StanzaError::new(OutError::Shutdown.condition())
+                .with_text(OutError::Shutdown.to_string());
+            return Err(Undelivered::new(stanza, e));
         }
         if let Some(r) = self.refused(&local, &remote) {
             let retry = r.retry_in.as_secs().max(1);
             tracing::debug!(%local, %remote, retry_in_secs = retry, "bounced: domain in back-off");
-            return Err(StanzaError::new(r.condition)
-                .with_text(format!("{} (next attempt in {retry} s)", r.reason)));
+            let e = StanzaError::new(r.condition)
+                .with_text(format!("{} (next attempt in {retry} s)", r.reason));
+            return Err(Undelivered::new(stanza, e));
         }
         let mut stanza = stanza;
         for _ in 0..2 {
@@ -261,10 +267,11 @@ impl S2s {
             };
             match tx.try_send(stanza) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(mpsc::error::TrySendError::Full(s)) => {
                     tracing::warn!(%local, %remote, "s2s queue full");
-                    return Err(StanzaError::new(SC::ResourceConstraint)
-                        .with_text("too many stanzas queued for that server"));
+                    let e = StanzaError::new(SC::ResourceConstraint)
+                        .with_text("too many stanzas queued for that server");
+                    return Err(Undelivered::new(s, e));
                 }
                 Err(mpsc::error::TrySendError::Closed(s)) => {
                     // The stream just ended; start a new one.
@@ -273,7 +280,10 @@ impl S2s {
                 }
             }
         }
-        Err(StanzaError::new(SC::RemoteServerNotFound))
+        Err(Undelivered::new(
+            stanza,
+            StanzaError::new(SC::RemoteServerNotFound),
+        ))
     }
 
     /// Asks the authoritative server of `remote` whether `key` is right (receiving role,
@@ -407,8 +417,8 @@ async fn run(s2s: Arc<S2s>, id: u64, local: String, remote: String, channels: Ch
             None => {
                 // Raced with the idle close: hand them to a new stream.
                 for s in backlog {
-                    if let Err(e) = s2s.send_stanza(s.clone()) {
-                        s2s.core.reply_error(&s, e).await;
+                    if let Err(u) = s2s.send_stanza(s) {
+                        s2s.core.reply_error(&u.stanza, u.error).await;
                     }
                 }
                 for v in reqs {

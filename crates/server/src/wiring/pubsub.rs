@@ -11,7 +11,7 @@ use rookery_store::Store;
 use rookery_pubsub::pep::Pep;
 use rookery_pubsub::{CoreBroadcaster, Engine, PubsubConfig, PubsubService, SqlStore};
 
-use super::pubsub_im::{ImBlocking, ImInterest, ImPolicy};
+use super::pubsub_im::{ImInterest, ImPolicy};
 
 /// The pubsub parts of a server.
 pub struct Pubsub {
@@ -48,7 +48,6 @@ impl Pubsub {
                 .service_profile(domain)
                 .map_err(|e| format!("[pubsub] {e}"))?;
             let broadcaster = Arc::new(CoreBroadcaster::new());
-            broadcaster.set_filter(Arc::new(ImBlocking::new(im.clone())));
             let engine = Arc::new(Engine::new(
                 profile,
                 sql.clone(),
@@ -63,9 +62,8 @@ impl Pubsub {
             Arc::new(Pep::new(
                 config.pep_profile(domain),
                 sql,
-                Arc::new(ImInterest::new(im.clone())),
+                Arc::new(ImInterest::new(im)),
                 policy,
-                Some(Arc::new(ImBlocking::new(im))),
             ))
         });
         Ok(Pubsub { service, pep, core })

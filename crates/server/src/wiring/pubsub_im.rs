@@ -10,7 +10,7 @@ use rookery_im::Im;
 use rookery_jid::{BareJid, Jid};
 use rookery_store::rosters::Subscription;
 
-use rookery_pubsub::broadcast::{CoreBroadcaster, DeliveryFilter};
+use rookery_pubsub::broadcast::CoreBroadcaster;
 use rookery_pubsub::pep::Interest;
 use rookery_pubsub::AccessPolicy;
 
@@ -156,35 +156,5 @@ impl Interest for ImInterest {
             .filter(|c| core.is_local_domain(c.domain())),
         );
         v
-    }
-}
-
-/// XEP-0191 for notifications: nothing reaches an account that blocks the sender (the
-/// service's domain, or the PEP owner), and a PEP owner's events do not reach entities the
-/// owner blocks, here or on other servers.
-pub struct ImBlocking {
-    im: Arc<Im>,
-}
-
-impl ImBlocking {
-    /// Block lists read from `im`.
-    pub fn new(im: Arc<Im>) -> ImBlocking {
-        ImBlocking { im }
-    }
-}
-
-#[async_trait]
-impl DeliveryFilter for ImBlocking {
-    async fn blocked(&self, core: &Arc<Core>, from: &BareJid, to: &Jid) -> bool {
-        let from_jid: Jid = from.clone().into();
-        // A remote recipient's block list is its own server's business.
-        if core.is_local_domain(to.domain())
-            && rookery_im::blocking::blocks(&self.im, core, &to.to_bare(), &from_jid).await
-        {
-            return true;
-        }
-        from.local().is_some()
-            && core.is_local_domain(from.domain())
-            && rookery_im::blocking::blocks(&self.im, core, from, to).await
     }
 }

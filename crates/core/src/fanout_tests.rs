@@ -3,7 +3,7 @@
 //! both directions through [`Module::blocks`].
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rookery_jid::{BareJid, Jid};
@@ -13,12 +13,11 @@ use rookery_sasl::Credentials;
 use super::Template;
 use crate::accounts::{Accounts, MemoryAccounts};
 use crate::config::CoreConfig;
-use crate::domains::{DomainRoute, Undelivered};
+
 use crate::module::{priority, Declaration, Flow, HookPoint, Module};
+use crate::router::tests::{Log, Route};
 use crate::router::{Core, CoreBuilder};
 use crate::session::{Outbound, SessionEnd, SessionHandle};
-
-type Log = Arc<Mutex<Vec<String>>>;
 
 /// Logs the hooks the route table runs; `carol` blocks `pubsub.localhost`, `alice` blocks
 /// `eve@remote`.
@@ -51,17 +50,6 @@ impl Module for Blocker {
         let to = stanza.to().map(|t| t.to_string()).unwrap_or_default();
         self.0.lock().unwrap().push(format!("{point:?} {to}"));
         Flow::Continue(stanza)
-    }
-}
-
-struct Route(&'static str, Log);
-
-#[async_trait]
-impl DomainRoute for Route {
-    async fn deliver(&self, stanza: Stanza) -> Result<(), Box<Undelivered>> {
-        let to = stanza.to().map(|t| t.to_string()).unwrap_or_default();
-        self.1.lock().unwrap().push(format!("{} {to}", self.0));
-        Ok(())
     }
 }
 

@@ -614,4 +614,4 @@ pub fn presence_priority(stanza: &Stanza) -> i8 {
 
 #[cfg(test)]
 #[path = "router_tests.rs"]
-mod tests;
+pub(crate) mod tests;

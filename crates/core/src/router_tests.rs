@@ -16,7 +16,8 @@ use crate::module::{priority, Declaration, Flow, HookPoint, IqResult, IqTarget, 
 use crate::router::{Core, CoreBuilder};
 use crate::session::{Outbound, SessionEnd, SessionHandle};
 
-type Log = Arc<Mutex<Vec<String>>>;
+/// What the test modules and routes saw, in order (shared with `fanout_tests.rs`).
+pub(crate) type Log = Arc<Mutex<Vec<String>>>;
 
 /// The sender of every row; replies to it are not logged, only received.
 const BOB: &str = "bob@localhost/pc";
@@ -67,8 +68,8 @@ impl Module for Rec {
     }
 }
 
-/// A domain route logging what it takes.
-struct Route(&'static str, Log);
+/// A domain route logging what it takes (shared with `fanout_tests.rs`).
+pub(crate) struct Route(pub(crate) &'static str, pub(crate) Log);
 
 #[async_trait]
 impl DomainRoute for Route {

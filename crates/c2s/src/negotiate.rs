@@ -111,12 +111,11 @@ async fn establish(
     tcp: TcpStream,
     peer: SocketAddr,
     mode: Mode,
-    mut stopped: tokio::sync::watch::Receiver<()>,
+    stopped: tokio::sync::watch::Receiver<()>,
 ) -> Option<(Conn, Bound)> {
     tracing::debug!("accepted");
     let deadline = tokio::time::Instant::now()
         + Duration::from_secs(ctx.config.negotiation_timeout_secs.max(1));
-    let acceptor = TlsAcceptor::from(ctx.tls.clone());
     let io = match mode {
         Mode::StartTls => Transport::Plain(tcp),
         Mode::DirectTls => match tokio::time::timeout_at(
@@ -137,6 +136,20 @@ async fn establish(
         },
     };
     let conn = Conn::new(io, peer, Limits::PRE_AUTH, ctx.core.domain(), ns::CLIENT);
+    establish_on(ctx, conn, deadline, stopped).await
+}
+
+/// Negotiates on a connection whose transport is ready, by `deadline`; `None` when the
+/// connection ended first (it was closed as the reason called for) or resumed another
+/// session. Every transport (TCP, direct TLS, and any other framing of a client stream)
+/// negotiates here.
+async fn establish_on(
+    ctx: &Arc<C2sContext>,
+    conn: Conn,
+    deadline: tokio::time::Instant,
+    mut stopped: tokio::sync::watch::Receiver<()>,
+) -> Option<(Conn, Bound)> {
+    let acceptor = TlsAcceptor::from(ctx.tls.clone());
     let mut holder = Some(conn);
     let result = tokio::select! {
         r = tokio::time::timeout_at(deadline, negotiate(ctx, &acceptor, &mut holder)) => r,
@@ -177,7 +190,7 @@ async fn negotiate(
             .as_mut()
             .ok_or_else(|| ConnError::stream(SEC::InternalServerError, "no connection"))?;
         open_stream(ctx, conn).await?;
-        if !conn.io.is_tls() && ctx.config.require_encryption {
+        if !conn.is_tls() && ctx.config.require_encryption {
             conn.send(&features_before_tls()).await?;
             let el = conn.next_element().await?;
             if !el.is("starttls", ns::TLS) {
@@ -188,8 +201,8 @@ async fn negotiate(
         }
         match &user {
             None => {
-                let cb = conn.io.channel_binding();
-                conn.send(&features_sasl(ctx, cb.is_some(), conn.io.is_tls()))
+                let cb = conn.channel_binding();
+                conn.send(&features_sasl(ctx, cb.is_some(), conn.is_tls()))
                     .await?;
                 match authenticate(ctx, conn, cb, &mut attempts).await? {
                     Authenticated::User(u) => {
@@ -243,7 +256,7 @@ async fn start_tls(holder: &mut Option<Conn>, acceptor: &TlsAcceptor) -> Result<
 /// Whether a mechanism or request that carries the password itself (PLAIN, in-band
 /// registration) is allowed on this stream.
 fn password_in_clear_allowed(ctx: &C2sContext, conn: &Conn) -> bool {
-    conn.io.is_tls() || ctx.config.allow_unencrypted_plain
+    conn.is_tls() || ctx.config.allow_unencrypted_plain
 }
 
 /// Reads the client's stream header and answers it (RFC 6120 §4.7).
@@ -357,7 +370,7 @@ async fn authenticate(
             pre_auth_iq(ctx, conn, el).await?;
             continue;
         }
-        if el.is("starttls", ns::TLS) && !conn.io.is_tls() {
+        if el.is("starttls", ns::TLS) && !conn.is_tls() {
             return Ok(Authenticated::StartTls);
         }
         if !el.is("auth", ns::SASL) {
@@ -369,7 +382,7 @@ async fn authenticate(
         rookery_metrics::get().login(mechanism_name(&el), outcome.is_ok());
         match outcome {
             Ok(user) => {
-                tracing::info!(user = %user, tls = conn.io.is_tls(), "authenticated");
+                tracing::info!(user = %user, tls = conn.is_tls(), "authenticated");
                 return Ok(Authenticated::User(user));
             }
             Err(condition) => {

@@ -31,7 +31,6 @@ use rookery_stream::keepalive::{Due, Keepalive};
 use rookery_stream::pump::{self, Inbound};
 use rookery_stream::{Conn, ConnError};
 use rookery_xml::Element;
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -91,7 +90,7 @@ async fn finish(
             Some(bytes) => {
                 let _ = tokio::time::timeout(Duration::from_secs(5), async {
                     let _ = conn.write(&bytes).await;
-                    let _ = conn.io.shutdown().await;
+                    conn.shutdown().await;
                 })
                 .await;
             }
@@ -657,7 +656,7 @@ fn close_in_background(mut conn: Conn, error: Option<StreamError>) {
             match error {
                 Some(e) => conn.fail(&e).await,
                 None => {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn.io.shutdown()).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn.shutdown()).await;
                 }
             }
         }

@@ -116,7 +116,7 @@ async fn negotiate(
     loop {
         let conn = holder.as_mut().ok_or_else(no_conn)?;
         open_stream(s2s, conn, st).await?;
-        if !conn.io.is_tls() {
+        if !conn.is_tls() {
             let mut starttls = Element::new("starttls", ns::TLS);
             if s2s.config.require_encryption {
                 starttls.push_child(Element::new("required", ns::TLS));
@@ -145,7 +145,7 @@ async fn negotiate(
             }
             return Ok(Some(el));
         }
-        st.chain = tls::peer_chain(&conn.io);
+        st.chain = tls::peer_chain(conn.transport());
         let external_ok = !st.sasl_done
             && st
                 .stream_from

@@ -558,7 +558,7 @@ async fn open_stream(
     );
     conn.set_header_extra(dialback::HEADER_EXTRA);
     let (stream_id, features, db_declared) = open(&mut conn, local, remote).await?;
-    let chain = tls::peer_chain(&conn.io);
+    let chain = tls::peer_chain(conn.transport());
     let cert_valid = s2s.tls.valid_for(&chain, remote);
     let dialback_offered = db_declared || features.has_child("dialback", dialback::FEATURE_NS);
     tracing::debug!(cert_valid, dialback_offered, "stream open");
@@ -685,7 +685,7 @@ async fn fail_out(conn: &mut Conn, cond: StreamErrorCondition, text: &str) {
     out.extend_from_slice(rookery_proto::stream::CLOSE);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = conn.write(&out).await;
-        let _ = conn.io.shutdown().await;
+        conn.shutdown().await;
     })
     .await;
 }

@@ -53,8 +53,9 @@ impl ConnError {
 
 /// A connection of any kind (client, server, component).
 pub struct Conn {
-    /// The byte stream.
-    pub io: Transport,
+    /// The byte stream. Private: callers ask the connection (`is_tls`, `channel_binding`,
+    /// `transport`), so a connection framed another way (WebSocket, BOSH) can answer too.
+    io: Transport,
     /// The peer address.
     pub peer: SocketAddr,
     parser: StreamParser,
@@ -117,6 +118,27 @@ impl Conn {
     /// this is what dead-peer detection looks at.
     pub fn last_read(&self) -> Instant {
         self.last_read
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.io.is_tls()
+    }
+
+    /// The RFC 9266 `tls-exporter` channel binding, when the connection has one.
+    pub fn channel_binding(&self) -> Option<Vec<u8>> {
+        self.io.channel_binding()
+    }
+
+    /// The byte stream underneath (its TLS state: the peer's certificate chain).
+    pub fn transport(&self) -> &Transport {
+        &self.io
+    }
+
+    /// Closes the write side of the connection without a stream close (the peer is gone or
+    /// the stream was already closed).
+    pub async fn shutdown(&mut self) {
+        let _ = self.io.shutdown().await;
     }
 
     /// The domain we speak as.

@@ -72,6 +72,10 @@ pub fn blocks_in(list: &BlockList, j: &Jid) -> bool {
 /// Whether `owner` blocks `j`. An account never blocks itself. The block list of an account
 /// with sessions is cached (loaded here on first use); for one without, a single indexed
 /// query answers, and nothing is kept, so the cache is bounded by the online accounts.
+///
+/// Asked for every stanza to or from a local account, so the cached answer is synchronous and
+/// the store look-up (whose future is large) is boxed: the hook futures that await this stay
+/// small.
 pub async fn blocks(im: &Im, core: &Core, owner: &BareJid, j: &Jid) -> bool {
     if j.bare_str() == owner.as_str() {
         return false;
@@ -79,6 +83,11 @@ pub async fn blocks(im: &Im, core: &Core, owner: &BareJid, j: &Jid) -> bool {
     if let Some(list) = im.cached_blocklist(owner) {
         return blocks_in(&list, j);
     }
+    Box::pin(blocks_uncached(im, core, owner, j)).await
+}
+
+/// [`blocks`] when `owner`'s block list is not cached.
+async fn blocks_uncached(im: &Im, core: &Core, owner: &BareJid, j: &Jid) -> bool {
     let Some(user) = owner.local() else {
         return false;
     };
@@ -306,14 +315,12 @@ impl Module for Blocking {
     }
 
     async fn hook(&self, core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {
-        let (Some(from), Some(to)) = (stanza.from().cloned(), stanza.to().cloned()) else {
+        // Borrowed, not cloned: this runs twice for every stanza between local accounts.
+        let (Some(from), Some(to)) = (stanza.from(), stanza.to()) else {
             return Flow::Continue(stanza);
         };
         let blocked = match point {
-            HookPoint::ToLocalAccount => {
-                let owner = to.to_bare();
-                blocks(&self.im, core, &owner, &from).await
-            }
+            HookPoint::ToLocalAccount => blocks(&self.im, core, &to.to_bare(), from).await,
             HookPoint::MessageFromLocal | HookPoint::IqFromLocal | HookPoint::PresenceFromLocal => {
                 if matches!(
                     stanza.kind(),
@@ -321,7 +328,7 @@ impl Module for Blocking {
                 ) {
                     false
                 } else {
-                    blocks(&self.im, core, &from.to_bare(), &to).await
+                    blocks(&self.im, core, &from.to_bare(), to).await
                 }
             }
             _ => false,
@@ -334,8 +341,8 @@ impl Module for Blocking {
             if outbound {
                 // Straight to the sending session: routed, the error would come "from" the
                 // blocked JID and be dropped by the inbound rule.
-                if let (Some(reply), Some(session)) = (stanza.error_reply(&e), core.session(&from))
-                {
+                let session = stanza.from().and_then(|f| core.session(f));
+                if let (Some(reply), Some(session)) = (stanza.error_reply(&e), session) {
                     session.send(Bytes::from(reply.to_bytes()));
                 }
             } else {

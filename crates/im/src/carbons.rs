@@ -69,6 +69,11 @@ pub fn wrap(kind: &str, owner: &BareJid, message: &Stanza) -> Element {
 
 /// Sends `kind` carbons of `message` to the carbons-enabled resources of `owner`, except
 /// `exclude`: wrapped and serialized once, through the core's fan-out.
+///
+/// Runs for every one-to-one message, twice (sent and received), and most accounts have no
+/// other resource that wants a copy: that check is synchronous, and the fan-out, whose future
+/// is kilobytes, is boxed on the rare path, so the modules' hook futures stay small (an
+/// `async_trait` hook allocates and moves its whole future on every call).
 pub async fn copies(
     im: &Im,
     core: &Arc<Core>,
@@ -77,22 +82,33 @@ pub async fn copies(
     message: &Stanza,
     exclude: &[&Jid],
 ) {
-    if !eligible(message) {
+    let Some(targets) = targets(im, core, owner, message, exclude) else {
         return;
+    };
+    if let Ok(carbon) = Stanza::from_element(wrap(kind, owner, message)) {
+        Box::pin(core.deliver_rendered(&Template::new(carbon), &targets)).await;
+    }
+}
+
+/// The resources that get a carbon of `message`, if any.
+fn targets(
+    im: &Im,
+    core: &Core,
+    owner: &BareJid,
+    message: &Stanza,
+    exclude: &[&Jid],
+) -> Option<Vec<Jid>> {
+    if !eligible(message) {
+        return None;
     }
     let targets: Vec<Jid> = im
         .sessions_where(core, owner, |s| s.carbons)
-        .into_iter()
-        .map(|h| h.jid().clone())
-        .filter(|j| !exclude.contains(&j))
+        .iter()
+        .map(|h| h.jid())
+        .filter(|j| !exclude.contains(j))
+        .cloned()
         .collect();
-    if targets.is_empty() {
-        return;
-    }
-    if let Ok(carbon) = Stanza::from_element(wrap(kind, owner, message)) {
-        core.deliver_rendered(&Template::new(carbon), &targets)
-            .await;
-    }
+    (!targets.is_empty()).then_some(targets)
 }
 
 #[async_trait]

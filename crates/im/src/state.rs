@@ -456,11 +456,15 @@ impl Im {
         if !core.has_sessions(bare) {
             return Vec::new();
         }
-        core.sessions_of(bare)
-            .into_iter()
-            .filter(|(h, _)| self.session(h.jid(), &pred).unwrap_or(false))
-            .map(|(h, _)| h)
-            .collect()
+        // Pushed one by one, not collected in place: most calls match nothing, and an
+        // in-place collect would shrink (reallocate) the sessions' vector each time.
+        let mut matching = Vec::new();
+        for (h, _) in core.sessions_of(bare) {
+            if self.session(h.jid(), &pred).unwrap_or(false) {
+                matching.push(h);
+            }
+        }
+        matching
     }
 }
 

@@ -187,14 +187,19 @@ async def test_a_client_that_does_not_read_is_disconnected(server_factory):
     await alice.close()
 
 
-async def test_nothing_sent_to_a_client_that_does_not_read_is_lost(server_factory):
-    """A client that stops reading is disconnected when its queue overflows, but every
-    message sent to it still ends somewhere: it read it before the stream error, or it finds
-    it in offline storage at its next login (RFC 6121 §8.5.3.2.1: a message for a resource
-    that is not online is handled as if sent to the bare JID), or the sender gets an error.
-    The message that overflowed the queue, and those sent until the session was unbound,
-    used to vanish."""
-    srv = server_factory(session_queue=8, im={"offline": {"max_per_user": 2000}})
+@pytest.mark.parametrize(
+    "bound",
+    [{"session_queue": 8}, {"session_queue": 100000, "session_queue_bytes": 65536}],
+    ids=["stanzas", "bytes"],
+)
+async def test_nothing_sent_to_a_client_that_does_not_read_is_lost(server_factory, bound):
+    """A client that stops reading is disconnected when its queue overflows — counted in
+    stanzas (`session_queue`) or in bytes (`session_queue_bytes`) —, but every message sent
+    to it still ends somewhere: it read it before the stream error, or it finds it in offline
+    storage at its next login (RFC 6121 §8.5.3.2.1: a message for a resource that is not
+    online is handled as if sent to the bare JID), or the sender gets an error. The message
+    that overflowed the queue, and those sent until the session was unbound, used to vanish."""
+    srv = server_factory(**bound, im={"offline": {"max_per_user": 2000}})
     bob = srv.client(rcvbuf=4096)
     await bob.login("bob", "bobpass", "stuck")
     await bob.presence()

@@ -623,7 +623,7 @@ async fn bind(
         let (handle, end) = SessionHandle::new(
             core.next_session_id(),
             jid.clone(),
-            core.config().session_queue,
+            core.config().queue_limit(),
         );
         let handle = handle.with_origin(conn.peer, rookery_core::Transport::Tcp);
         let result = stanza.iq_result(Some(

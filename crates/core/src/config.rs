@@ -16,6 +16,19 @@ pub struct CoreConfig {
     /// Outbound queue length per session, in stanzas. A session whose queue is full is
     /// disconnected rather than allowed to grow memory without bound.
     pub session_queue: usize,
+    /// Outbound queue size per session, in bytes of serialized stanzas: the same cut-off,
+    /// counted in what the queue costs in memory.
+    pub session_queue_bytes: usize,
+}
+
+impl CoreConfig {
+    /// The bound of a session's outbound queue.
+    pub fn queue_limit(&self) -> crate::session::QueueLimit {
+        crate::session::QueueLimit {
+            stanzas: self.session_queue,
+            bytes: self.session_queue_bytes,
+        }
+    }
 }
 
 impl Default for CoreConfig {
@@ -25,6 +38,7 @@ impl Default for CoreConfig {
             registration: RegistrationConfig::default(),
             version: VersionConfig::default(),
             session_queue: 1024,
+            session_queue_bytes: crate::session::QueueLimit::DEFAULT_BYTES,
         }
     }
 }

@@ -43,4 +43,4 @@ pub use module::{
     priority, Declaration, Flow, HookPoint, Identity, IqAnswer, IqReply, IqTarget, Module,
 };
 pub use router::{Core, CoreBuilder};
-pub use session::{Outbound, SessionHandle, SessionId, Transport};
+pub use session::{Outbound, QueueLimit, SessionHandle, SessionId, Transport};

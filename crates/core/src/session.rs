@@ -4,6 +4,10 @@
 //! router never blocks on a slow reader: when the queue is full the session is killed with a
 //! stream error instead (design.md: "bounded per-connection queues").
 //!
+//! The queue is bounded twice: in stanzas and in bytes ([`QueueLimit`]). A count alone lets
+//! one client that stops reading pin `stanzas × the stanza size limit` (a quarter of a GiB
+//! with 1,024 stanzas of 256 KiB); the byte bound keeps that to about `bytes` plus one stanza.
+//!
 //! The bound is enforced by killing, not by refusing: the stanza that finds the queue full is
 //! still queued, so it is never lost between the router and the session. A session cut off
 //! that way is no longer a routing target ([`SessionHandle::is_target`], checked by the
@@ -62,14 +66,59 @@ impl Kill {
     }
 }
 
-/// How many stanzas a session's queue holds, shared by both ends: the channel itself is
-/// unbounded so that a send never fails for lack of room (see the module doc).
+/// How much a session's queue may hold before the session is cut off for not reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimit {
+    /// Stanzas.
+    pub stanzas: usize,
+    /// Bytes of serialized stanzas. The stanza that crosses it is still queued (and kills
+    /// the session), so the queue holds at most this plus one stanza and the routings in
+    /// flight.
+    pub bytes: usize,
+}
+
+impl QueueLimit {
+    /// The byte bound when none is configured: four stanzas of the largest size a client
+    /// may send (256 KiB), a few thousand ordinary ones.
+    pub const DEFAULT_BYTES: usize = 1024 * 1024;
+}
+
+/// A bound of `stanzas` with the default byte bound.
+impl From<usize> for QueueLimit {
+    fn from(stanzas: usize) -> Self {
+        QueueLimit {
+            stanzas,
+            bytes: QueueLimit::DEFAULT_BYTES,
+        }
+    }
+}
+
+/// How much a session's queue holds, shared by both ends: the channel itself is unbounded
+/// so that a send never fails for lack of room (see the module doc).
 #[derive(Debug)]
 struct Depth {
     queued: AtomicUsize,
     capacity: usize,
+    /// Bytes queued, and their bound.
+    bytes: AtomicUsize,
+    byte_capacity: usize,
     /// The queue overflowed: the session is being cut off for not reading.
     overflowed: AtomicBool,
+}
+
+impl Depth {
+    /// One item left the queue.
+    fn taken(&self, item: &Outbound) {
+        let Outbound::Bytes(b) = item;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(b.len(), Ordering::AcqRel);
+    }
+
+    /// Whether half of both bounds is still free (what paced senders wait for).
+    fn at_most_half_full(&self) -> bool {
+        self.queued.load(Ordering::Acquire) * 2 <= self.capacity
+            && self.bytes.load(Ordering::Acquire) * 2 <= self.byte_capacity
+    }
 }
 
 /// How a client session reaches the server, for operators (the admin API's session list).
@@ -112,8 +161,8 @@ impl Queue {
     /// The next queued item; `None` once the queue is closed and empty. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Outbound> {
         let item = self.rx.recv().await;
-        if item.is_some() {
-            self.depth.queued.fetch_sub(1, Ordering::AcqRel);
+        if let Some(item) = &item {
+            self.depth.taken(item);
         }
         item
     }
@@ -121,7 +170,7 @@ impl Queue {
     /// The next queued item if there is one now.
     pub fn try_recv(&mut self) -> Result<Outbound, mpsc::error::TryRecvError> {
         let item = self.rx.try_recv()?;
-        self.depth.queued.fetch_sub(1, Ordering::AcqRel);
+        self.depth.taken(&item);
         Ok(item)
     }
 
@@ -153,12 +202,20 @@ pub struct SessionEnd {
 }
 
 impl SessionHandle {
-    /// A handle and its receiving end, with a queue of `capacity` stanzas.
-    pub fn new(id: SessionId, jid: Jid, capacity: usize) -> (SessionHandle, SessionEnd) {
+    /// A handle and its receiving end, with a queue bounded by `limit` (a number of stanzas
+    /// converts, with the default byte bound).
+    pub fn new(
+        id: SessionId,
+        jid: Jid,
+        limit: impl Into<QueueLimit>,
+    ) -> (SessionHandle, SessionEnd) {
+        let limit = limit.into();
         let (tx, rx) = mpsc::unbounded_channel();
         let depth = Arc::new(Depth {
             queued: AtomicUsize::new(0),
-            capacity: capacity.max(1),
+            capacity: limit.stanzas.max(1),
+            bytes: AtomicUsize::new(0),
+            byte_capacity: limit.bytes.max(1),
             overflowed: AtomicBool::new(false),
         });
         let kill = Arc::new(Kill::default());
@@ -206,12 +263,15 @@ impl SessionHandle {
     /// is then routed again with the rest, never lost. `false` only when the session is
     /// already gone (its queue closed).
     pub fn send(&self, bytes: Bytes) -> bool {
+        let len = bytes.len();
         let before = self.depth.queued.fetch_add(1, Ordering::AcqRel);
+        let before_bytes = self.depth.bytes.fetch_add(len, Ordering::AcqRel);
         if self.tx.send(Outbound::Bytes(bytes)).is_err() {
             self.depth.queued.fetch_sub(1, Ordering::AcqRel);
+            self.depth.bytes.fetch_sub(len, Ordering::AcqRel);
             return false;
         }
-        if before >= self.depth.capacity {
+        if before >= self.depth.capacity || before_bytes >= self.depth.byte_capacity {
             if !self.depth.overflowed.swap(true, Ordering::AcqRel) {
                 rookery_metrics::get().queue_overflow();
                 tracing::warn!(jid = %self.jid, "outbound queue full, disconnecting");
@@ -237,7 +297,7 @@ impl SessionHandle {
             if self.is_closed() {
                 return false;
             }
-            if self.depth.queued.load(Ordering::Acquire) * 2 <= self.depth.capacity {
+            if self.depth.at_most_half_full() {
                 return self.send(bytes);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -307,6 +367,43 @@ mod tests {
             assert!(h.send(Bytes::from_static(b"y")));
             assert!(end.rx.recv().await.is_some());
             assert!(end.rx.try_recv().is_ok());
+        }
+        assert!(!h.is_closed());
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_kills_a_session_whose_queue_holds_too_many_bytes() {
+        let jid = Jid::parse("a@b/c").unwrap();
+        let limit = QueueLimit {
+            stanzas: 100,
+            bytes: 10,
+        };
+        let (h, mut end) = SessionHandle::new(1, jid, limit);
+        // Under the bound, and one stanza crossing it: taken, the session lives.
+        assert!(h.send(Bytes::from_static(b"12345678")));
+        assert!(h.send(Bytes::from_static(b"abcdef")));
+        assert!(!h.is_closed());
+        // The bound was crossed before this one: taken, and the session is cut off.
+        assert!(h.send(Bytes::from_static(b"z")));
+        assert!(h.is_closed() && !h.is_target());
+        assert_eq!(
+            end.kill.fired().await.condition,
+            StreamErrorCondition::PolicyViolation
+        );
+        assert_eq!(end.rx.close_and_drain().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn received_bytes_make_room_again() {
+        let jid = Jid::parse("a@b/c").unwrap();
+        let limit = QueueLimit {
+            stanzas: 100,
+            bytes: 4,
+        };
+        let (h, mut end) = SessionHandle::new(1, jid, limit);
+        for _ in 0..10 {
+            assert!(h.send(Bytes::from_static(b"abcd")));
+            assert!(end.rx.recv().await.is_some());
         }
         assert!(!h.is_closed());
     }

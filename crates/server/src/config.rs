@@ -42,6 +42,8 @@ pub struct Config {
     pub version: VersionConfig,
     /// Stanzas queued per session before a non-reading client is disconnected.
     pub session_queue: usize,
+    /// Bytes queued per session before a non-reading client is disconnected.
+    pub session_queue_bytes: usize,
     /// Logging.
     pub log: LogConfig,
     /// The admin API (`[admin]`).
@@ -65,6 +67,7 @@ impl Default for Config {
             registration: core.registration,
             version: core.version,
             session_queue: core.session_queue,
+            session_queue_bytes: core.session_queue_bytes,
             log: LogConfig::default(),
             admin: AdminConfig::default(),
         }
@@ -175,6 +178,7 @@ impl Config {
             registration: self.registration.clone(),
             version: self.version.clone(),
             session_queue: self.session_queue,
+            session_queue_bytes: self.session_queue_bytes,
         }
     }
 }

@@ -239,7 +239,7 @@ impl<P: Policy> C2sMachine<P> {
         }
         let mechanism = sasl::mechanism(&el).and_then(Mechanism::from_name);
         let label = mechanism.map_or("other", Mechanism::name);
-        match self.start(mechanism, &el) {
+        match self.start_mechanism(mechanism, &el) {
             Ok((server, step)) => {
                 let attempt = Attempt {
                     exchange: Exchange::new(server),
@@ -253,7 +253,7 @@ impl<P: Policy> C2sMachine<P> {
     }
 
     /// Starts the mechanism an `<auth/>` asked for, or says why not.
-    fn start(
+    fn start_mechanism(
         &self,
         mechanism: Option<Mechanism>,
         auth: &Element,

@@ -8,6 +8,8 @@
 //! - [`external`]: SASL EXTERNAL decisions (sans-IO);
 //! - `accepting`: the receiving side's negotiation machine (sans-IO): header, STARTTLS,
 //!   SASL EXTERNAL, on the shared steps of `rookery_stream::negotiation`;
+//! - `initiating`: the initiating side's negotiation machine (sans-IO): header, STARTTLS,
+//!   SASL EXTERNAL or the dialback request;
 //! - [`trust`]: the `from`/`to` rule of incoming streams (sans-IO);
 //! - [`srv`]: static routes, SRV ordering (sans-IO) and DNS lookups;
 //! - [`tls`]: TLS configurations and certificate validation for a domain;
@@ -38,6 +40,7 @@ pub mod config;
 pub mod dialback;
 pub mod external;
 mod incoming;
+mod initiating;
 mod outgoing;
 pub mod srv;
 pub mod tls;

@@ -17,15 +17,14 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use rookery_core::Undelivered;
 use rookery_proto::{
     ns, Stanza, StanzaError, StanzaErrorCondition as SC, StreamError, StreamErrorCondition,
 };
-use rookery_stream::{header, Conn, ConnError, Transport};
-use rookery_xml::{escape_into, Element, Event, Limits, StreamHeader, StreamParser};
+use rookery_stream::negotiation::{self, Effects};
+use rookery_stream::{Conn, ConnError, Transport};
+use rookery_xml::{Element, Limits};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -33,10 +32,10 @@ use tokio_rustls::TlsConnector;
 use tracing::Instrument;
 
 use crate::dialback::{self, Dialback, Kind, Outcome};
+use crate::initiating::{self, stream_error, Done, Initiating, Reply, Request};
 use crate::srv::Target;
-use crate::{backoff, external, tls, S2s};
+use crate::{backoff, tls, S2s};
 
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 /// Pending verification requests per outgoing stream.
 const VERIFY_QUEUE: usize = 64;
 /// Most queued stanzas written before one flush.
@@ -104,7 +103,7 @@ pub(crate) enum Verdict {
 
 /// Why an outgoing stream failed; each maps to the condition its queued stanzas bounce with.
 #[derive(Debug, thiserror::Error)]
-enum OutError {
+pub(crate) enum OutError {
     #[error("{0}")]
     NotFound(String),
     #[error("timed out: {0}")]
@@ -459,13 +458,12 @@ async fn run(s2s: Arc<S2s>, id: u64, local: String, remote: String, channels: Ch
     .await
 }
 
-/// An open, encrypted stream, before authentication.
+/// An open, encrypted stream, before authentication: the connection, its machine (to be
+/// driven on to authenticate) and the driver.
 struct Open {
     conn: Conn,
-    stream_id: Option<String>,
-    features: Element,
-    dialback_offered: bool,
-    cert_valid: bool,
+    machine: Initiating<Arc<S2s>>,
+    driver: Driver,
 }
 
 /// Resolves `remote` and tries its targets in order until one gives an open stream.
@@ -511,20 +509,7 @@ async fn connect(
     Err(last)
 }
 
-/// Our opening header as initiating entity (RFC 6120 §4.7: no `id`).
-fn initial_header(local: &str, remote: &str) -> Vec<u8> {
-    let mut h = Vec::with_capacity(256);
-    h.extend_from_slice(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'");
-    h.extend_from_slice(dialback::HEADER_EXTRA.as_bytes());
-    h.extend_from_slice(b" from='");
-    escape_into(&mut h, local, true);
-    h.extend_from_slice(b"' to='");
-    escape_into(&mut h, remote, true);
-    h.extend_from_slice(b"' version='1.0' xml:lang='en'>");
-    h
-}
-
-/// TLS (direct or after STARTTLS), then the first stream header and features.
+/// TLS (direct, or STARTTLS through the machine), then the stream header and features.
 async fn open_stream(
     s2s: &Arc<S2s>,
     tcp: TcpStream,
@@ -535,146 +520,100 @@ async fn open_stream(
 ) -> Result<Open, OutError> {
     let name = ServerName::try_from(remote.to_string())
         .map_err(|_| OutError::NotFound(format!("{remote} is not a DNS name")))?;
-    let config = if t.direct_tls {
-        s2s.tls.client_direct.clone()
+    let io = if t.direct_tls {
+        let tls = TlsConnector::from(s2s.tls.client_direct.clone())
+            .connect(name.clone(), tcp)
+            .await
+            .map_err(|e| OutError::NotFound(format!("TLS: {e}")))?;
+        Transport::TlsClient(Box::new(tls))
     } else {
-        s2s.tls.client.clone()
+        Transport::Plain(tcp)
     };
-    let tcp = if t.direct_tls {
-        tcp
-    } else {
-        starttls(tcp, local, remote).await?
-    };
-    let tls = TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| OutError::NotFound(format!("TLS: {e}")))?;
-    let mut conn = Conn::new(
-        Transport::TlsClient(Box::new(tls)),
-        addr,
-        NEGOTIATION,
-        local,
-        ns::SERVER,
-    );
+    let mut conn = Conn::new(io, addr, NEGOTIATION, local, ns::SERVER);
     conn.set_header_extra(dialback::HEADER_EXTRA);
-    let (stream_id, features, db_declared) = open(&mut conn, local, remote).await?;
-    let chain = tls::peer_chain(conn.transport());
-    let cert_valid = s2s.tls.valid_for(&chain, remote);
-    let dialback_offered = db_declared || features.has_child("dialback", dialback::FEATURE_NS);
-    tracing::debug!(cert_valid, dialback_offered, "stream open");
-    Ok(Open {
-        conn,
-        stream_id,
-        features,
-        dialback_offered,
-        cert_valid,
-    })
-}
-
-/// Sends our header, reads the peer's and its features. Returns the stream id, the
-/// features and whether the header declared the dialback namespace.
-async fn open(
-    conn: &mut Conn,
-    local: &str,
-    remote: &str,
-) -> Result<(Option<String>, Element, bool), OutError> {
-    conn.write(&initial_header(local, remote)).await?;
-    let header = match conn.next_event().await? {
-        Event::StreamOpen(h) => h,
-        _ => return Err(OutError::NotFound("expected a stream header".into())),
+    let mut machine = Initiating::new(s2s.clone(), local, remote, t.direct_tls);
+    let mut driver = Driver {
+        s2s: s2s.clone(),
+        remote: remote.to_string(),
+        name,
+        tls_error: None,
     };
-    check_header(&header)?;
-    let db = header.prefixes.iter().any(|(_, uri)| uri == dialback::NS);
-    let features = expect_features(conn.next_element().await?)?;
-    Ok((header.attr("id").map(str::to_string), features, db))
-}
-
-/// The peer's header, checked like an incoming one (`rookery_stream::header`); a bad one
-/// makes the domain unreachable for now.
-fn check_header(h: &StreamHeader) -> Result<(), OutError> {
-    if header::check_namespace(h, ns::SERVER).is_err() {
-        return Err(OutError::NotFound(format!(
-            "peer opened a stream in {:?}, not jabber:server",
-            h.default_ns
-        )));
-    }
-    if header::check_version(h).is_err() {
-        return Err(OutError::NotFound("peer does not speak XMPP 1.0".into()));
-    }
-    Ok(())
-}
-
-fn expect_features(el: Element) -> Result<Element, OutError> {
-    if el.is("features", ns::STREAM) {
-        return Ok(el);
-    }
-    if el.is("error", ns::STREAM) {
-        return Err(OutError::Peer(stream_error(&el)));
-    }
-    Err(OutError::NotFound(format!(
-        "expected stream features, got <{}/>",
-        el.name()
-    )))
-}
-
-/// The stream error a peer sent.
-fn stream_error(el: &Element) -> StreamError {
-    let cond = el
-        .children()
-        .find(|c| c.ns() == ns::STREAM_ERRORS && c.name() != "text")
-        .and_then(|c| StreamErrorCondition::from_name(c.name()))
-        .unwrap_or(StreamErrorCondition::UndefinedCondition);
-    match el.child_text("text", ns::STREAM_ERRORS) {
-        Some(t) => StreamError::with_text(cond, t),
-        None => StreamError::new(cond),
+    let mut holder = Some(conn);
+    let opened = negotiation::drive(&mut holder, &mut machine, &mut driver).await;
+    match (opened, holder) {
+        (Ok(Done::Opened), Some(conn)) => Ok(Open {
+            conn,
+            machine,
+            driver,
+        }),
+        (Ok(Done::Failed { error, .. }), _) => Err(error),
+        (Ok(_), _) => Err(OutError::NotFound("negotiation out of step".into())),
+        (Err(e), _) => Err(match driver.tls_error.take() {
+            Some(tls) => tls,
+            None => opening_error(&machine, e),
+        }),
     }
 }
 
-/// The plain-text part of a STARTTLS connection: header, features, `<starttls/>`,
-/// `<proceed/>`. The parser is dropped afterwards, so nothing the peer sent before the
-/// handshake reaches the TLS stream (RFC 6120 §5.4.3.3). Outgoing streams always use TLS.
-async fn starttls(mut tcp: TcpStream, local: &str, remote: &str) -> Result<TcpStream, OutError> {
-    let mut parser = StreamParser::new(NEGOTIATION);
-    let mut buf = vec![0u8; 4096];
-    tcp.write_all(&initial_header(local, remote)).await?;
-    let mut step = 0;
-    loop {
-        let ev = match parser.next_event() {
-            Ok(Some(ev)) => ev,
-            Ok(None) => {
-                let n = tcp.read(&mut buf).await?;
-                if n == 0 {
-                    return Err(OutError::NotFound("connection closed before TLS".into()));
-                }
-                parser.feed(buf.get(..n).unwrap_or_default());
-                continue;
-            }
-            Err(e) => return Err(OutError::NotFound(format!("bad XML before TLS: {e}"))),
-        };
-        match (step, ev) {
-            (0, Event::StreamOpen(h)) => {
-                check_header(&h)?;
-                step = 1;
-            }
-            (1, Event::Element(el)) => {
-                let f = expect_features(el)?;
-                if !f.has_child("starttls", ns::TLS) {
-                    return Err(OutError::Policy("peer does not offer STARTTLS"));
-                }
-                tcp.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-                    .await?;
-                step = 2;
-            }
-            (2, Event::Element(el)) if el.is("proceed", ns::TLS) => return Ok(tcp),
-            (_, Event::Element(el)) if el.is("error", ns::STREAM) => {
-                return Err(OutError::Peer(stream_error(&el)))
-            }
-            (_, other) => {
-                return Err(OutError::NotFound(format!(
-                    "unexpected {other:?} during STARTTLS"
-                )))
-            }
+/// Why opening failed, when the connection said so. Before TLS, in the words the STARTTLS
+/// step always used.
+fn opening_error(machine: &Initiating<Arc<S2s>>, e: ConnError) -> OutError {
+    if !machine.before_tls() {
+        return e.into();
+    }
+    match e {
+        ConnError::Eof => OutError::NotFound("connection closed before TLS".into()),
+        ConnError::StreamClosed => {
+            OutError::NotFound("unexpected StreamClose during STARTTLS".into())
         }
+        ConnError::Stream(se) => OutError::NotFound(format!(
+            "bad XML before TLS: {}",
+            se.text.unwrap_or_default()
+        )),
+        ConnError::Io(io) => io.into(),
+        other => other.into(),
+    }
+}
+
+impl initiating::Policy for Arc<S2s> {
+    fn dialback(&self) -> bool {
+        self.config.dialback
+    }
+
+    fn require_valid_certificates(&self) -> bool {
+        self.config.require_valid_certificates
+    }
+
+    fn dialback_key(&self, receiving: &str, originating: &str, stream_id: &str) -> String {
+        self.secret.key(receiving, originating, stream_id)
+    }
+}
+
+/// Performs what the machine asks for: the TLS client handshake, the certificate check.
+struct Driver {
+    s2s: Arc<S2s>,
+    remote: String,
+    name: ServerName<'static>,
+    /// Why the handshake failed, in the words a bounce carries.
+    tls_error: Option<OutError>,
+}
+
+impl Effects<Initiating<Arc<S2s>>> for Driver {
+    async fn perform(&mut self, conn: &mut Conn, request: Request) -> Result<Reply, ConnError> {
+        let Request::CertificateValid = request;
+        let chain = tls::peer_chain(conn.transport());
+        Ok(Reply(self.s2s.tls.valid_for(&chain, &self.remote)))
+    }
+
+    async fn start_tls(&mut self, conn: Conn) -> Result<Conn, ConnError> {
+        let connector = TlsConnector::from(self.s2s.tls.client.clone());
+        conn.start_tls_client(&connector, self.name.clone(), NEGOTIATION)
+            .await
+            .inspect_err(|e| {
+                if let ConnError::Io(io) = e {
+                    self.tls_error = Some(OutError::NotFound(format!("TLS: {io}")));
+                }
+            })
     }
 }
 
@@ -690,36 +629,6 @@ async fn fail_out(conn: &mut Conn, cond: StreamErrorCondition, text: &str) {
     .await;
 }
 
-/// SASL EXTERNAL (XEP-0178 §3): on success the stream restarts and is authenticated for
-/// every pair from `local`. `Ok(false)`: the peer refused (dialback may still work).
-async fn sasl_external(conn: &mut Conn, local: &str, remote: &str) -> Result<bool, OutError> {
-    let auth = Element::new("auth", ns::SASL)
-        .with_attr("mechanism", external::MECHANISM)
-        .with_text(B64.encode(external::client(local)));
-    conn.send(&auth).await?;
-    loop {
-        let el = conn.next_element().await?;
-        if el.is("challenge", ns::SASL) {
-            conn.send(&Element::new("response", ns::SASL).with_text("="))
-                .await?;
-            continue;
-        }
-        if el.is("failure", ns::SASL) {
-            tracing::info!(reply = %el, "SASL EXTERNAL refused");
-            return Ok(false);
-        }
-        if !el.is("success", ns::SASL) {
-            return Err(OutError::NotFound(format!(
-                "unexpected <{}/> during SASL",
-                el.name()
-            )));
-        }
-        conn.restart();
-        let (_, _features, _) = open(conn, local, remote).await?;
-        return Ok(true);
-    }
-}
-
 /// Authenticates the open stream, then serves it until it ends.
 async fn session(
     s2s: &Arc<S2s>,
@@ -731,60 +640,41 @@ async fn session(
     auth: &AtomicU8,
 ) -> End {
     let Open {
-        mut conn,
-        stream_id,
-        features,
-        dialback_offered,
-        cert_valid,
+        conn,
+        mut machine,
+        mut driver,
     } = open;
-    let offers_external = features.get_child("mechanisms", ns::SASL).is_some_and(|m| {
-        m.children()
-            .any(|c| c.name() == "mechanism" && c.text().trim() == external::MECHANISM)
-    });
-    let mut ready = false;
-    if cert_valid && offers_external {
-        match tokio::time::timeout_at(deadline, sasl_external(&mut conn, local, remote)).await {
-            Ok(Ok(true)) => {
-                tracing::info!("authenticated with SASL EXTERNAL");
-                auth.store(2, Ordering::Relaxed);
-                s2s.reachable(remote);
-                ready = true;
+    let mut holder = Some(conn);
+    let authenticating = negotiation::drive(&mut holder, &mut machine, &mut driver);
+    let authenticated = tokio::time::timeout_at(deadline, authenticating).await;
+    let Some(mut conn) = holder else {
+        return End::Failed(OutError::NotFound("connection lost".into()));
+    };
+    let mut ready = match authenticated {
+        Ok(Ok(Done::Sasl)) => {
+            tracing::info!("authenticated with SASL EXTERNAL");
+            auth.store(2, Ordering::Relaxed);
+            s2s.reachable(remote);
+            true
+        }
+        Ok(Ok(Done::Dialback)) => false,
+        Ok(Ok(Done::Failed { error, close })) => {
+            if let Some(e) = close {
+                fail_out(
+                    &mut conn,
+                    e.condition,
+                    e.text.as_deref().unwrap_or_default(),
+                )
+                .await;
             }
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => return End::Failed(e),
-            Err(_) => return End::Failed(OutError::Timeout("SASL")),
+            return End::Failed(error);
         }
-    }
-    if !ready {
-        if !cert_valid && s2s.config.require_valid_certificates {
-            fail_out(
-                &mut conn,
-                StreamErrorCondition::PolicyViolation,
-                "certificate not valid for the domain",
-            )
-            .await;
-            return End::Failed(OutError::Policy(
-                "the peer's certificate is not valid for its domain",
-            ));
+        Ok(Ok(Done::Opened)) => {
+            return End::Failed(OutError::NotFound("negotiation out of step".into()))
         }
-        let Some(id) = stream_id
-            .as_deref()
-            .filter(|_| dialback_offered && s2s.config.dialback)
-        else {
-            fail_out(
-                &mut conn,
-                StreamErrorCondition::PolicyViolation,
-                "no usable authentication",
-            )
-            .await;
-            return End::Failed(OutError::Policy("no authentication method in common"));
-        };
-        let key = s2s.secret.key(remote, local, id);
-        let req = Dialback::request(local, remote, None, &key);
-        if let Err(e) = conn.write(&req.to_bytes()).await {
-            return End::Failed(e.into());
-        }
-    }
+        Ok(Err(e)) => return End::Failed(e.into()),
+        Err(_) => return End::Failed(OutError::Timeout("SASL")),
+    };
     let idle = Duration::from_secs(s2s.config.idle_timeout_secs);
     let mut pending: Vec<VerifyReq> = Vec::new();
     let mut last_activity = Instant::now();

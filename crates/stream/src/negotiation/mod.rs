@@ -87,6 +87,12 @@ pub trait Machine {
     /// What it hands over at the end.
     type Done;
 
+    /// What to do before any input, each time a driver takes the machine on (the
+    /// initiating side opens the stream itself). Nothing by default.
+    fn start(&mut self) -> Vec<Action<Self::Request, Self::Done>> {
+        Vec::new()
+    }
+
     /// Takes one input and says what to do.
     fn handle(&mut self, input: Input<Self::Reply>) -> Vec<Action<Self::Request, Self::Done>>;
 }
@@ -133,16 +139,9 @@ where
 {
     let no_conn = || ConnError::stream(SEC::InternalServerError, "no connection");
     let mut inputs: VecDeque<Input<M::Reply>> = VecDeque::new();
+    let mut actions = machine.start();
     loop {
-        let input = match inputs.pop_front() {
-            Some(i) => i,
-            None => match holder.as_mut().ok_or_else(no_conn)?.next_event().await? {
-                Event::StreamOpen(h) => Input::Header(h),
-                Event::Element(el) => Input::Element(el),
-                Event::StreamClose => return Err(ConnError::StreamClosed),
-            },
-        };
-        for action in machine.handle(input) {
+        for action in actions.drain(..) {
             let conn = holder.as_mut().ok_or_else(no_conn)?;
             match action {
                 Action::SendHeader { from, to, id } => {
@@ -165,11 +164,20 @@ where
                 Action::Restart => conn.restart(),
                 Action::Limits(limits) => conn.set_limits(limits),
                 Action::Request(q) => {
-                    inputs.push_back(Input::Reply(effects.perform(conn, q).await?))
+                    inputs.push_back(Input::Reply(effects.perform(conn, q).await?));
                 }
                 Action::Done(d) => return Ok(d),
                 Action::Fail(e) => return Err(ConnError::Stream(e)),
             }
         }
+        let input = match inputs.pop_front() {
+            Some(i) => i,
+            None => match holder.as_mut().ok_or_else(no_conn)?.next_event().await? {
+                Event::StreamOpen(h) => Input::Header(h),
+                Event::Element(el) => Input::Element(el),
+                Event::StreamClose => return Err(ConnError::StreamClosed),
+            },
+        };
+        actions = machine.handle(input);
     }
 }

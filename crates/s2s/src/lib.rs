@@ -10,6 +10,7 @@
 //!   SASL EXTERNAL, on the shared steps of `rookery_stream::negotiation`;
 //! - `initiating`: the initiating side's negotiation machine (sans-IO): header, STARTTLS,
 //!   SASL EXTERNAL or the dialback request;
+//! - `sending`: the bound phase of an outgoing stream, a policy on the shared loop;
 //! - [`trust`]: the `from`/`to` rule of incoming streams (sans-IO);
 //! - [`srv`]: static routes, SRV ordering (sans-IO) and DNS lookups;
 //! - [`tls`]: TLS configurations and certificate validation for a domain;
@@ -42,6 +43,7 @@ pub mod external;
 mod incoming;
 mod initiating;
 mod outgoing;
+mod sending;
 pub mod srv;
 pub mod tls;
 pub mod trust;

@@ -18,12 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rookery_core::Undelivered;
-use rookery_proto::{
-    ns, Stanza, StanzaError, StanzaErrorCondition as SC, StreamError, StreamErrorCondition,
-};
+use rookery_proto::{ns, Stanza, StanzaError, StanzaErrorCondition as SC, StreamError};
 use rookery_stream::negotiation::{self, Effects};
 use rookery_stream::{Conn, ConnError, Transport};
-use rookery_xml::{Element, Limits};
+use rookery_xml::Limits;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -31,17 +29,14 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tracing::Instrument;
 
-use crate::dialback::{self, Dialback, Kind, Outcome};
-use crate::initiating::{self, stream_error, Done, Initiating, Reply, Request};
+use crate::dialback;
+use crate::initiating::{self, Done, Initiating, Reply, Request};
+use crate::sending::{fail_out, Sending};
 use crate::srv::Target;
 use crate::{backoff, tls, S2s};
 
 /// Pending verification requests per outgoing stream.
 const VERIFY_QUEUE: usize = 64;
-/// Most queued stanzas written before one flush.
-const WRITE_BATCH: usize = 64;
-/// How long an outgoing stream may take to write its queue at shutdown.
-const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// Parser limits while an outgoing stream negotiates: the peer is a server we chose, whose
 /// features may be richer than a client's first elements, so a little more room than
 /// [`Limits::PRE_AUTH`].
@@ -84,10 +79,11 @@ impl OutAuth {
 /// A dialback verification to ask the authoritative server (receiving role).
 pub(crate) struct VerifyReq {
     /// The id of the stream the key came on (ours, as receiving server).
-    stream_id: String,
+    pub(crate) stream_id: String,
     /// The key the originating server sent.
-    key: String,
-    reply: oneshot::Sender<Verdict>,
+    pub(crate) key: String,
+    /// Where the verdict goes.
+    pub(crate) reply: oneshot::Sender<Verdict>,
 }
 
 /// What the authoritative server said.
@@ -220,7 +216,7 @@ impl S2s {
     }
 
     /// A stream to `remote` authenticated: its back-off, if any, ends.
-    fn reachable(&self, remote: &str) {
+    pub(crate) fn reachable(&self, remote: &str) {
         if self.backoff.succeeded(remote) {
             tracing::info!("domain reachable again; back-off ended");
         }
@@ -330,7 +326,7 @@ impl S2s {
 }
 
 /// How a session on an established connection ended.
-enum End {
+pub(crate) enum End {
     /// Closed after the idle timeout; nothing was pending.
     Idle,
     /// The connection was lost after it was authenticated; reconnect if stanzas wait.
@@ -617,18 +613,6 @@ impl Effects<Initiating<Arc<S2s>>> for Driver {
     }
 }
 
-/// Ends our stream with an error we detected (we sent the header ourselves, so
-/// [`Conn::fail`] is not used).
-async fn fail_out(conn: &mut Conn, cond: StreamErrorCondition, text: &str) {
-    let mut out = rookery_proto::stream::to_bytes(&StreamError::with_text(cond, text).to_element());
-    out.extend_from_slice(rookery_proto::stream::CLOSE);
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = conn.write(&out).await;
-        conn.shutdown().await;
-    })
-    .await;
-}
-
 /// Authenticates the open stream, then serves it until it ends.
 async fn session(
     s2s: &Arc<S2s>,
@@ -650,7 +634,7 @@ async fn session(
     let Some(mut conn) = holder else {
         return End::Failed(OutError::NotFound("connection lost".into()));
     };
-    let mut ready = match authenticated {
+    let ready = match authenticated {
         Ok(Ok(Done::Sasl)) => {
             tracing::info!("authenticated with SASL EXTERNAL");
             auth.store(2, Ordering::Relaxed);
@@ -676,206 +660,14 @@ async fn session(
         Err(_) => return End::Failed(OutError::Timeout("SASL")),
     };
     let idle = Duration::from_secs(s2s.config.idle_timeout_secs);
-    let mut pending: Vec<VerifyReq> = Vec::new();
-    let mut last_activity = Instant::now();
-    if ready {
-        conn.set_limits(Limits::S2S);
-    }
-    let closed = s2s.closed();
-    tokio::pin!(closed);
-    let result: End = loop {
-        let idle_at =
-            (!idle.is_zero() && ready && pending.is_empty()).then(|| last_activity + idle);
-        tokio::select! {
-            ev = conn.next_element() => {
-                let el = match ev {
-                    Ok(el) => el,
-                    Err(ConnError::StreamClosed) => {
-                        conn.close().await;
-                        break if ready { End::Lost("stream closed by peer".into()) }
-                              else { End::Failed(OutError::NotFound("stream closed by peer".into())) };
-                    }
-                    Err(ConnError::Stream(e)) => {
-                        fail_out(&mut conn, e.condition, e.text.as_deref().unwrap_or("")).await;
-                        break End::Failed(OutError::Peer(e));
-                    }
-                    Err(e) => break if ready { End::Lost(e.to_string()) } else { End::Failed(e.into()) },
-                };
-                last_activity = Instant::now();
-                match on_element(&el, local, remote, &mut pending) {
-                    Step::Authenticated => {
-                        tracing::info!("authenticated with dialback");
-                        auth.store(1, Ordering::Relaxed);
-                        s2s.reachable(remote);
-                        ready = true;
-                        conn.set_limits(Limits::S2S);
-                    }
-                    Step::Refused(e) => {
-                        conn.close().await;
-                        break End::Failed(e);
-                    }
-                    Step::PeerError(e) => {
-                        conn.close().await;
-                        break if ready { End::Lost(e.to_string()) } else { End::Failed(OutError::Peer(e)) };
-                    }
-                    Step::Continue => {}
-                }
-            }
-            Some(v) = verifies.recv() => {
-                let req = Dialback::request(local, remote, Some(&v.stream_id), &v.key);
-                if let Err(e) = conn.write(&req.to_bytes()).await {
-                    let _ = v.reply.send(Verdict::Failed(SC::RemoteServerNotFound));
-                    break if ready { End::Lost(e.to_string()) } else { End::Failed(e.into()) };
-                }
-                pending.push(v);
-            }
-            Some(s) = stanzas.recv(), if ready && backlog.is_empty() => {
-                backlog.push_back(s);
-            }
-            () = &mut closed => {
-                if ready {
-                    flush_for_shutdown(&mut conn, backlog, stanzas).await;
-                }
-                let e = crate::shutdown_error();
-                fail_out(&mut conn, e.condition, e.text.as_deref().unwrap_or_default()).await;
-                break End::Failed(OutError::Shutdown);
-            }
-            _ = sleep_until(Some(deadline)), if !ready => {
-                fail_out(&mut conn, StreamErrorCondition::ConnectionTimeout, "authentication took too long").await;
-                break End::Failed(OutError::Timeout("authentication"));
-            }
-            _ = sleep_until(idle_at) => {
-                if stanzas.is_empty() {
-                    tracing::debug!("closing idle stream");
-                    conn.close().await;
-                    break End::Idle;
-                }
-                last_activity = Instant::now();
-            }
-        }
-        if ready && !backlog.is_empty() {
-            if let Err(e) = write_batch(&mut conn, backlog, stanzas).await {
-                break End::Lost(e.to_string());
-            }
-            last_activity = Instant::now();
-        }
-    };
-    for v in pending {
-        let _ = v.reply.send(Verdict::Failed(SC::RemoteServerNotFound));
-    }
-    result
-}
-
-/// Writes the backlog and up to a batch more from the queue, then flushes. On error the
-/// stanza being written stays at the front of the backlog.
-async fn write_batch(
-    conn: &mut Conn,
-    backlog: &mut VecDeque<Stanza>,
-    stanzas: &mut mpsc::Receiver<Stanza>,
-) -> Result<(), ConnError> {
-    let mut n = 0;
-    while n < WRITE_BATCH {
-        if backlog.is_empty() {
-            match stanzas.try_recv() {
-                Ok(s) => backlog.push_back(s),
-                Err(_) => break,
-            }
-        }
-        let Some(s) = backlog.front() else { break };
-        conn.queue(&s.to_bytes());
-        backlog.pop_front();
-        n += 1;
-    }
-    conn.flush().await
-}
-
-/// At shutdown, on an authenticated stream: refuses new stanzas and writes what is queued
-/// (the unavailable presence of the users the shutdown disconnected, among others), for at
-/// most [`SHUTDOWN_FLUSH`]; what is left stays in the backlog and the queue, to bounce.
-async fn flush_for_shutdown(
-    conn: &mut Conn,
-    backlog: &mut VecDeque<Stanza>,
-    stanzas: &mut mpsc::Receiver<Stanza>,
-) {
-    stanzas.close();
-    let flushed = tokio::time::timeout(SHUTDOWN_FLUSH, async {
-        while !backlog.is_empty() || !stanzas.is_empty() {
-            write_batch(conn, backlog, stanzas).await?;
-        }
-        Ok::<(), ConnError>(())
-    })
-    .await;
-    if !matches!(flushed, Ok(Ok(()))) {
-        tracing::info!("could not write everything queued before the shutdown");
-    }
-}
-
-/// What an element on an outgoing stream means.
-enum Step {
-    Continue,
-    Authenticated,
-    Refused(OutError),
-    PeerError(StreamError),
-}
-
-fn on_element(el: &Element, local: &str, remote: &str, pending: &mut Vec<VerifyReq>) -> Step {
-    if el.is("error", ns::STREAM) {
-        let e = stream_error(el);
-        tracing::info!(error = %e, "peer sent a stream error");
-        return Step::PeerError(e);
-    }
-    let db = match Dialback::parse(el) {
-        Some(Ok(db)) => db,
-        Some(Err(e)) => {
-            tracing::debug!(error = %e, "ignoring bad dialback element");
-            return Step::Continue;
-        }
-        None => {
-            tracing::debug!(name = el.name(), "ignoring element on outgoing stream");
-            return Step::Continue;
-        }
-    };
-    if db.from != remote || db.to != local {
-        tracing::debug!(from = %db.from, to = %db.to, "dialback answer for another pair");
-        return Step::Continue;
-    }
-    match (db.kind, db.outcome) {
-        (Kind::Result, Outcome::Valid) => Step::Authenticated,
-        (Kind::Result, Outcome::Invalid) => {
-            Step::Refused(OutError::Policy("the peer refused our dialback key"))
-        }
-        (Kind::Result, Outcome::Error(c)) => Step::Refused(match c {
-            Some(SC::RemoteServerTimeout) => OutError::Timeout("peer's dialback verification"),
-            c => OutError::NotFound(format!(
-                "dialback error: {}",
-                c.map_or("unknown", |c| c.as_str())
-            )),
-        }),
-        (Kind::Verify, outcome) => {
-            let Some(i) = pending
-                .iter()
-                .position(|v| Some(v.stream_id.as_str()) == db.id.as_deref())
-            else {
-                tracing::debug!(id = ?db.id, "db:verify answer for no request");
-                return Step::Continue;
-            };
-            let v = pending.swap_remove(i);
-            let verdict = match outcome {
-                Outcome::Valid => Verdict::Valid,
-                Outcome::Invalid => Verdict::Invalid,
-                Outcome::Error(c) => Verdict::Failed(c.unwrap_or(SC::RemoteServerNotFound)),
-                Outcome::Request => return Step::Continue,
-            };
-            let _ = v.reply.send(verdict);
-            Step::Continue
-        }
-        (Kind::Result, Outcome::Request) => Step::Continue,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
+    let mut sending = Sending::new(
+        s2s,
+        (local, remote),
+        deadline,
+        idle,
+        ready,
+        (backlog, stanzas, verifies),
+        auth,
+    );
+    sending.run(&mut conn).await
 }

@@ -181,3 +181,103 @@ where
         actions = machine.handle(input);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use rookery_proto::ns;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::transport::Transport;
+
+    /// Answers the header with features, asks for a lookup on `<go/>`, is done with its
+    /// answer; anything else fails.
+    struct Toy;
+
+    impl Machine for Toy {
+        type Request = &'static str;
+        type Reply = usize;
+        type Done = usize;
+
+        fn handle(&mut self, input: Input<usize>) -> Vec<Action<&'static str, usize>> {
+            match input {
+                Input::Header(_) => vec![
+                    Action::SendHeader {
+                        from: Some("other.test".into()),
+                        to: None,
+                        id: "s1".into(),
+                    },
+                    Action::Send(rookery_proto::stream::features()),
+                ],
+                Input::Element(el) if el.name() == "go" => {
+                    vec![Action::Request("length of this")]
+                }
+                Input::Reply(n) => vec![Action::Restart, Action::Done(n)],
+                _ => vec![Action::Fail(StreamError::new(SEC::NotAuthorized))],
+            }
+        }
+    }
+
+    struct Work;
+
+    impl Effects<Toy> for Work {
+        async fn perform(&mut self, _conn: &mut Conn, q: &'static str) -> Result<usize, ConnError> {
+            Ok(q.len())
+        }
+
+        async fn start_tls(&mut self, conn: Conn) -> Result<Conn, ConnError> {
+            Ok(conn)
+        }
+    }
+
+    async fn pair() -> (Option<Conn>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, addr) = listener.accept().await.unwrap();
+        let conn = Conn::new(
+            Transport::Plain(tcp),
+            addr,
+            Limits::PRE_AUTH,
+            "example.test",
+            ns::CLIENT,
+        );
+        (Some(conn), peer)
+    }
+
+    const HEADER: &[u8] = b"<stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
+
+    /// Actions run in order on the connection; a request's answer is fed back; done ends it.
+    #[tokio::test]
+    async fn executes_actions_and_feeds_replies() {
+        let (mut holder, mut peer) = pair().await;
+        peer.write_all(HEADER).await.unwrap();
+        peer.write_all(b"<go/>").await.unwrap();
+        let done = drive(&mut holder, &mut Toy, &mut Work).await.unwrap();
+        assert_eq!(done, "length of this".len());
+        assert_eq!(holder.unwrap().domain(), "other.test");
+        let mut got = vec![0u8; 4096];
+        let n = peer.read(&mut got).await.unwrap();
+        let got = String::from_utf8_lossy(got.get(..n).unwrap()).into_owned();
+        assert!(
+            got.contains("from='other.test'") && got.contains("id='s1'"),
+            "{got}"
+        );
+    }
+
+    /// A failure is the stream error for the caller to send; the connection stays in the
+    /// holder for it.
+    #[tokio::test]
+    async fn fail_returns_the_stream_error() {
+        let (mut holder, mut peer) = pair().await;
+        peer.write_all(HEADER).await.unwrap();
+        peer.write_all(b"<stop/>").await.unwrap();
+        let e = drive(&mut holder, &mut Toy, &mut Work).await.err().unwrap();
+        assert!(matches!(e, ConnError::Stream(se) if se.condition == SEC::NotAuthorized));
+        assert!(holder.is_some());
+    }
+}

@@ -10,6 +10,11 @@
 //! bounce at once, without a new lookup or connection.
 //! Dialback verification requests (`db:verify`, receiving role) are written as soon as the
 //! stream is open. An idle stream is closed; the next stanza opens a new one.
+//!
+//! Negotiation is the sans-IO machine of [`crate::initiating`], run here by the shared
+//! driver in two legs (opening, per address; authenticating); the bound stream is the
+//! [`crate::sending`] policy on the shared loop. This file keeps the pool, the task of a
+//! pair and what its end means for the stanzas waiting.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

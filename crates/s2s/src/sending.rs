@@ -407,3 +407,62 @@ fn on_element(el: &Element, local: &str, remote: &str, pending: &mut Vec<VerifyR
         (Kind::Result, Outcome::Request) => Step::Continue,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    fn answer(kind: &str, from: &str, id: Option<&str>, type_: &str) -> Element {
+        let mut el = Element::new(kind, crate::dialback::NS)
+            .with_attr("from", from)
+            .with_attr("to", "us.test")
+            .with_attr("type", type_);
+        if let Some(id) = id {
+            el.set_attr("id", id);
+        }
+        el
+    }
+
+    fn step(el: &Element, pending: &mut Vec<VerifyReq>) -> Step {
+        on_element(el, "us.test", "them.test", pending)
+    }
+
+    #[test]
+    fn dialback_answers_to_our_request() {
+        let mut pending = Vec::new();
+        let valid = answer("result", "them.test", None, "valid");
+        assert!(matches!(step(&valid, &mut pending), Step::Authenticated));
+        let invalid = answer("result", "them.test", None, "invalid");
+        assert!(matches!(
+            step(&invalid, &mut pending),
+            Step::Refused(OutError::Policy(_))
+        ));
+        // For another pair: ignored.
+        let other = answer("result", "else.test", None, "valid");
+        assert!(matches!(step(&other, &mut pending), Step::Continue));
+        let error = Element::new("error", ns::STREAM)
+            .with_child(Element::new("conflict", ns::STREAM_ERRORS));
+        assert!(matches!(step(&error, &mut pending), Step::PeerError(_)));
+    }
+
+    /// A `db:verify` answer resolves the request with the same stream id, once.
+    #[test]
+    fn verification_answers_resolve_their_request() {
+        let (reply, mut rx) = oneshot::channel();
+        let mut pending = vec![VerifyReq {
+            stream_id: "s7".into(),
+            key: "k".into(),
+            reply,
+        }];
+        let wrong_id = answer("verify", "them.test", Some("s8"), "valid");
+        assert!(matches!(step(&wrong_id, &mut pending), Step::Continue));
+        assert_eq!(pending.len(), 1);
+        let valid = answer("verify", "them.test", Some("s7"), "valid");
+        assert!(matches!(step(&valid, &mut pending), Step::Continue));
+        assert!(pending.is_empty());
+        assert_eq!(rx.try_recv().unwrap(), Verdict::Valid);
+    }
+}

@@ -4,7 +4,9 @@
 //! Layout:
 //! - [`config`]: listener settings and their defaults;
 //! - [`limiter`]: auth-failure rate limits per IP and per account;
-//! - [`negotiate`]: the pre-session state machine (TLS → SASL → bind or XEP-0198 resume);
+//! - [`machine`]: the sans-IO negotiation machine (TLS → SASL → bind or XEP-0198 resume);
+//! - [`negotiate`]: drives it over a connection (credential lookups, registration, binding
+//!   with the core, resumption), under the negotiation deadline;
 //! - [`session`]: the bound session (the `from` trust rule for clients lives here), with
 //!   stream management, keepalive checks and client state indication;
 //! - [`sm`]: XEP-0198 counters, the registry of resumable sessions, wire elements;
@@ -18,6 +20,7 @@
 pub mod config;
 pub mod csi;
 pub mod limiter;
+pub mod machine;
 pub mod negotiate;
 pub mod session;
 pub mod sm;

@@ -5,6 +5,9 @@
 //! whether the certificate is valid for a domain is asked through a closure, so this file
 //! knows nothing of TLS.
 
+use rookery_sasl::{Credentials, Failure, Step};
+use rookery_stream::negotiation::sasl::SaslServer;
+
 /// The mechanism name.
 pub const MECHANISM: &str = "EXTERNAL";
 
@@ -34,6 +37,53 @@ pub fn server(
         Ok(claimed)
     } else {
         Err("not-authorized")
+    }
+}
+
+/// The receiving side's EXTERNAL as a mechanism of the shared SASL exchange
+/// (`rookery_stream::negotiation::sasl`). It is only offered when the certificate is valid
+/// for the domain the stream header named, so that domain is all it needs to know.
+#[derive(Debug)]
+pub struct ExternalServer {
+    /// The `from` of the peer's stream header.
+    pub stream_from: Option<String>,
+    /// The domain the peer's certificate was found valid for (and that we do not host).
+    pub valid_for: Option<String>,
+}
+
+impl ExternalServer {
+    /// The first step: an empty challenge when the `<auth/>` carried no initial response
+    /// (RFC 6120 §6.4.2), else the decision.
+    pub fn start(&mut self, initial: Option<Vec<u8>>) -> Step {
+        match initial {
+            None => Step::Challenge(Vec::new()),
+            Some(response) => self.decide(&response),
+        }
+    }
+
+    fn decide(&self, response: &[u8]) -> Step {
+        let valid = self.valid_for.as_deref();
+        match server(response, self.stream_from.as_deref(), |d| Some(d) == valid) {
+            Ok(domain) => Step::Success {
+                username: domain,
+                authzid: None,
+                additional_data: None,
+            },
+            Err(condition) => {
+                Step::Failure(Failure::from_condition(condition).unwrap_or(Failure::NotAuthorized))
+            }
+        }
+    }
+}
+
+impl SaslServer for ExternalServer {
+    fn respond(&mut self, response: &[u8]) -> Step {
+        self.decide(response)
+    }
+
+    /// EXTERNAL never asks for credentials.
+    fn provide_credentials(&mut self, _creds: Option<&Credentials>) -> Step {
+        Step::Failure(Failure::TemporaryAuthFailure)
     }
 }
 
@@ -80,6 +130,22 @@ mod tests {
         assert_eq!(
             server(&[0xff, 0xfe], None, cert_for_a),
             Err("invalid-authzid")
+        );
+    }
+
+    #[test]
+    fn as_a_mechanism() {
+        let mut x = ExternalServer {
+            stream_from: Some("a.test".into()),
+            valid_for: Some("a.test".into()),
+        };
+        assert_eq!(x.start(None), Step::Challenge(Vec::new()));
+        assert!(matches!(x.respond(b""), Step::Success { username, .. } if username == "a.test"));
+        assert_eq!(x.respond(b"b.test"), Step::Failure(Failure::InvalidAuthzid));
+        x.valid_for = None;
+        assert_eq!(
+            x.start(Some(Vec::new())),
+            Step::Failure(Failure::NotAuthorized)
         );
     }
 

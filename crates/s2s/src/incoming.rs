@@ -1,10 +1,10 @@
 //! Incoming streams (RFC 6120 §4.7, §5, §6 for servers; XEP-0220 §2.1–2.4; XEP-0178;
 //! XEP-0368).
 //!
-//! Negotiation: stream header in `jabber:server` addressed to a domain we host, STARTTLS
-//! (required unless `require_encryption` is off) or direct TLS, then features: SASL EXTERNAL
-//! when the peer's certificate is valid for the domain its header names, and dialback. After
-//! a SASL success the stream restarts. Then the shared bound-stream loop runs with the
+//! Negotiation is the sans-IO machine of [`crate::accepting`] (header, STARTTLS or direct
+//! TLS, SASL EXTERNAL when the peer's certificate is valid for the domain its header names,
+//! dialback offered), run here by the shared driver (`rookery_stream::negotiation::drive`),
+//! which checks certificates for it. Then the shared bound-stream loop runs with the
 //! [`Incoming`] policy: dialback requests are answered (`db:verify` at once, as the
 //! authoritative server; `db:result` after asking the authoritative server of the claimed
 //! domain, in a task that answers through the stream's outbound queue), and stanzas pass the
@@ -18,42 +18,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
 use bytes::Bytes;
 use rookery_core::SessionHandle;
 use rookery_proto::{
     ns, Stanza, StanzaErrorCondition as SC, StanzaParseError, StreamError,
     StreamErrorCondition as SEC,
 };
+use rookery_stream::negotiation::{self, Effects};
 use rookery_stream::pump::{self, Inbound};
-use rookery_stream::{header, new_stream_id, Conn, ConnError, Transport};
+use rookery_stream::{Conn, ConnError, Transport};
 use rookery_xml::{Element, Limits};
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
+use crate::accepting::{self, Accepting, Done, Reply, Request};
 use crate::dialback::{self, Dialback, Kind, Outcome};
 use crate::outgoing::Verdict;
 use crate::trust::{self, Authenticated};
-use crate::{external, tls, Mode, S2s};
-
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-/// What negotiation learned about the stream.
-#[derive(Default)]
-struct State {
-    /// The id of the stream header we sent last (dialback keys are bound to it).
-    stream_id: String,
-    /// The `from` of the peer's last stream header.
-    stream_from: Option<String>,
-    /// The peer's certificate chain.
-    chain: Vec<CertificateDer<'static>>,
-    /// SASL succeeded on this connection.
-    sasl_done: bool,
-    /// The domains authenticated so far.
-    auth: Arc<Mutex<Authenticated>>,
-}
+use crate::{tls, Mode, S2s};
 
 /// Serves one accepted TCP connection to the end.
 pub(crate) async fn serve(s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, mode: Mode) {
@@ -82,15 +66,17 @@ pub(crate) async fn serve(s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, mode:
         };
         let mut conn = Conn::new(io, peer, Limits::PRE_AUTH, s2s.core.domain(), ns::SERVER);
         conn.set_header_extra(dialback::HEADER_EXTRA);
+        let mut machine = Accepting::new(s2s.clone(), conn.is_tls());
         let mut holder = Some(conn);
-        let mut st = State::default();
+        let mut driver = Driver { s2s: &s2s };
+        let negotiating = negotiation::drive(&mut holder, &mut machine, &mut driver);
         let result = tokio::select! {
-            r = tokio::time::timeout(deadline, negotiate(&s2s, &mut holder, &mut st)) => r,
+            r = tokio::time::timeout(deadline, negotiating) => r,
             () = s2s.closed() => Ok(Err(ConnError::Stream(crate::shutdown_error()))),
         };
         let Some(mut conn) = holder else { return };
         match result {
-            Ok(Ok(first)) => bound(&s2s, conn, st, first).await,
+            Ok(Ok(done)) => bound(&s2s, conn, done).await,
             Ok(Err(e)) => pump::finish(&mut conn, e).await,
             Err(_) => {
                 conn.fail(&StreamError::with_text(
@@ -105,164 +91,45 @@ pub(crate) async fn serve(s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, mode:
     .await
 }
 
-/// Header, TLS and SASL. Returns the first element after the features when the peer went
-/// on without SASL (it belongs to the bound loop).
-async fn negotiate(
-    s2s: &Arc<S2s>,
-    holder: &mut Option<Conn>,
-    st: &mut State,
-) -> Result<Option<Element>, ConnError> {
-    let no_conn = || ConnError::stream(SEC::InternalServerError, "no connection");
-    loop {
-        let conn = holder.as_mut().ok_or_else(no_conn)?;
-        open_stream(s2s, conn, st).await?;
-        if !conn.is_tls() {
-            let mut starttls = Element::new("starttls", ns::TLS);
-            if s2s.config.require_encryption {
-                starttls.push_child(Element::new("required", ns::TLS));
-            }
-            let mut f = rookery_proto::stream::features().with_child(starttls);
-            if !s2s.config.require_encryption && s2s.config.dialback {
-                f.push_child(dialback::feature());
-            }
-            conn.send(&f).await?;
-            let el = conn.next_element().await?;
-            if el.is("starttls", ns::TLS) {
-                conn.send(&Element::new("proceed", ns::TLS)).await?;
-                let plain = holder.take().ok_or_else(no_conn)?;
-                let tls = plain
-                    .start_tls(&TlsAcceptor::from(s2s.tls.server.clone()))
-                    .await?;
-                tracing::debug!("TLS established");
-                *holder = Some(tls);
-                continue;
-            }
-            if s2s.config.require_encryption {
-                return Err(ConnError::stream(
-                    SEC::PolicyViolation,
-                    "STARTTLS is required",
-                ));
-            }
-            return Ok(Some(el));
-        }
-        st.chain = tls::peer_chain(conn.transport());
-        let external_ok = !st.sasl_done
-            && st
-                .stream_from
-                .as_deref()
-                .is_some_and(|d| !s2s.is_hosted(d) && s2s.tls.valid_for(&st.chain, d));
-        let mut f = rookery_proto::stream::features();
-        if external_ok {
-            f.push_child(
-                Element::new("mechanisms", ns::SASL)
-                    .with_child(Element::new("mechanism", ns::SASL).with_text(external::MECHANISM)),
-            );
-        }
-        if s2s.config.dialback {
-            f.push_child(dialback::feature());
-        }
-        conn.send(&f).await?;
-        if !external_ok {
-            return Ok(None);
-        }
-        let el = conn.next_element().await?;
-        if !el.is("auth", ns::SASL) {
-            return Ok(Some(el));
-        }
-        match sasl_external(s2s, conn, st, &el).await? {
-            Ok(domain) => {
-                tracing::info!(%domain, "authenticated with SASL EXTERNAL");
-                if let Ok(mut a) = st.auth.lock() {
-                    a.add_domain(&domain);
-                }
-                st.sasl_done = true;
-                conn.restart();
-            }
-            Err(condition) => {
-                tracing::info!(condition, "SASL EXTERNAL failed");
-                conn.send(
-                    &Element::new("failure", ns::SASL)
-                        .with_child(Element::new(condition, ns::SASL)),
-                )
-                .await?;
-                // The peer may still authenticate with dialback on this stream.
-                return Ok(None);
-            }
-        }
+impl accepting::Policy for Arc<S2s> {
+    fn is_hosted(&self, domain: &str) -> bool {
+        S2s::is_hosted(self, domain)
+    }
+
+    fn require_encryption(&self) -> bool {
+        self.config.require_encryption
+    }
+
+    fn dialback(&self) -> bool {
+        self.config.dialback
     }
 }
 
-/// Reads the peer's stream header and answers it (RFC 6120 §4.7). The answer is sent
-/// before any error, so the error can follow on an open stream.
-async fn open_stream(s2s: &S2s, conn: &mut Conn, st: &mut State) -> Result<(), ConnError> {
-    let header = conn.next_header().await?;
-    let to = header
-        .attr("to")
-        .and_then(|t| rookery_jid::normalize_domain(t).ok());
-    let from = header
-        .attr("from")
-        .and_then(|f| rookery_jid::normalize_domain(f).ok());
-    if let Some(t) = to.as_deref().filter(|t| s2s.is_hosted(t)) {
-        conn.set_domain(t);
-    }
-    let id = new_stream_id();
-    conn.send_header(from.as_deref(), &id).await?;
-    st.stream_id = id;
-    st.stream_from = from;
-    header::check_namespace(&header, ns::SERVER)?;
-    match to {
-        Some(t) if s2s.is_hosted(&t) => {}
-        Some(_) => {
-            return Err(ConnError::stream(
-                SEC::HostUnknown,
-                "this server does not serve that domain",
-            ))
-        }
-        // RFC 6120 §4.7.2: a server may answer a header without 'to' as its default domain.
-        None => {}
-    }
-    Ok(header::check_version(&header)?)
+/// Performs what the machine asks for.
+struct Driver<'a> {
+    s2s: &'a S2s,
 }
 
-/// One SASL EXTERNAL exchange; `Ok(Err(condition))` is a SASL failure.
-async fn sasl_external(
-    s2s: &S2s,
-    conn: &mut Conn,
-    st: &State,
-    auth: &Element,
-) -> Result<Result<String, &'static str>, ConnError> {
-    if auth.attr("mechanism") != Some(external::MECHANISM) {
-        return Ok(Err("invalid-mechanism"));
+impl Effects<Accepting<Arc<S2s>>> for Driver<'_> {
+    async fn perform(&mut self, conn: &mut Conn, request: Request) -> Result<Reply, ConnError> {
+        let Request::CertificateValid(domain) = request;
+        let chain = tls::peer_chain(conn.transport());
+        Ok(Reply(self.s2s.tls.valid_for(&chain, &domain)))
     }
-    let text = auth.text();
-    let mut text = text.trim().to_string();
-    if text.is_empty() {
-        // No initial response: ask for it with an empty challenge (RFC 6120 §6.4.2).
-        let el = match conn.sasl_challenge("=").await? {
-            Ok(el) => el,
-            Err(condition) => return Ok(Err(condition)),
-        };
-        text = el.text().trim().to_string();
+
+    async fn start_tls(&mut self, conn: Conn) -> Result<Conn, ConnError> {
+        conn.start_tls(&TlsAcceptor::from(self.s2s.tls.server.clone()))
+            .await
     }
-    let response = if text == "=" || text.is_empty() {
-        Vec::new()
-    } else {
-        match B64.decode(&text) {
-            Ok(r) => r,
-            Err(_) => return Ok(Err("incorrect-encoding")),
-        }
-    };
-    let outcome = external::server(&response, st.stream_from.as_deref(), |d| {
-        !s2s.is_hosted(d) && s2s.tls.valid_for(&st.chain, d)
-    });
-    if outcome.is_ok() {
-        conn.send(&Element::new("success", ns::SASL)).await?;
-    }
-    Ok(outcome)
 }
 
 /// Runs the bound stream until it ends.
-async fn bound(s2s: &Arc<S2s>, mut conn: Conn, st: State, first: Option<Element>) {
+async fn bound(s2s: &Arc<S2s>, mut conn: Conn, done: Done) {
+    let mut auth = Authenticated::default();
+    if let Some(domain) = &done.authenticated {
+        auth.add_domain(domain);
+    }
+    let auth = Arc::new(Mutex::new(auth));
     conn.set_limits(Limits {
         max_stanza_bytes: s2s.config.max_stanza_bytes,
         ..Limits::S2S
@@ -280,7 +147,7 @@ async fn bound(s2s: &Arc<S2s>, mut conn: Conn, st: State, first: Option<Element>
     let id = handle.id();
     // A stream that authenticates nothing in time is closed.
     let watchdog = {
-        let auth = st.auth.clone();
+        let auth = auth.clone();
         let h = handle.clone();
         let t = Duration::from_secs(s2s.config.negotiation_timeout_secs.max(1));
         tokio::spawn(async move {
@@ -295,13 +162,13 @@ async fn bound(s2s: &Arc<S2s>, mut conn: Conn, st: State, first: Option<Element>
     };
     let mut inbound = Incoming {
         s2s: s2s.clone(),
-        stream_id: st.stream_id,
-        chain: Arc::new(st.chain),
-        auth: st.auth,
+        stream_id: done.stream_id,
+        chain: Arc::new(tls::peer_chain(conn.transport())),
+        auth,
         handle,
         pending: Arc::new(AtomicUsize::new(0)),
     };
-    let early = match first {
+    let early = match done.first {
         Some(el) => inbound.element(&mut conn, el).await.err(),
         None => None,
     };

@@ -6,6 +6,11 @@
 //! - [`backoff`]: domains we could not reach bounce their stanzas at once for a while;
 //! - [`dialback`]: `db:result`/`db:verify` elements and keys (sans-IO);
 //! - [`external`]: SASL EXTERNAL decisions (sans-IO);
+//! - `accepting`: the receiving side's negotiation machine (sans-IO): header, STARTTLS,
+//!   SASL EXTERNAL, on the shared steps of `rookery_stream::negotiation`;
+//! - `initiating`: the initiating side's negotiation machine (sans-IO): header, STARTTLS,
+//!   SASL EXTERNAL or the dialback request;
+//! - `sending`: the bound phase of an outgoing stream, a policy on the shared loop;
 //! - [`trust`]: the `from`/`to` rule of incoming streams (sans-IO);
 //! - [`srv`]: static routes, SRV ordering (sans-IO) and DNS lookups;
 //! - [`tls`]: TLS configurations and certificate validation for a domain;
@@ -30,12 +35,15 @@
 //! sent on the outgoing stream of the same domain pair as soon as that stream is open, before
 //! it is authenticated itself, so two servers dialing back each other cannot deadlock.
 
+mod accepting;
 pub mod backoff;
 pub mod config;
 pub mod dialback;
 pub mod external;
 mod incoming;
+mod initiating;
 mod outgoing;
+mod sending;
 pub mod srv;
 pub mod tls;
 pub mod trust;

@@ -10,6 +10,11 @@
 //! bounce at once, without a new lookup or connection.
 //! Dialback verification requests (`db:verify`, receiving role) are written as soon as the
 //! stream is open. An idle stream is closed; the next stanza opens a new one.
+//!
+//! Negotiation is the sans-IO machine of [`crate::initiating`], run here by the shared
+//! driver in two legs (opening, per address; authenticating); the bound stream is the
+//! [`crate::sending`] policy on the shared loop. This file keeps the pool, the task of a
+//! pair and what its end means for the stanzas waiting.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -17,32 +22,26 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use rookery_core::Undelivered;
-use rookery_proto::{
-    ns, Stanza, StanzaError, StanzaErrorCondition as SC, StreamError, StreamErrorCondition,
-};
-use rookery_stream::{header, Conn, ConnError, Transport};
-use rookery_xml::{escape_into, Element, Event, Limits, StreamHeader, StreamParser};
+use rookery_proto::{ns, Stanza, StanzaError, StanzaErrorCondition as SC, StreamError};
+use rookery_stream::negotiation::{self, Effects};
+use rookery_stream::{Conn, ConnError, Transport};
+use rookery_xml::Limits;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tracing::Instrument;
 
-use crate::dialback::{self, Dialback, Kind, Outcome};
+use crate::dialback;
+use crate::initiating::{self, Done, Initiating, Reply, Request};
+use crate::sending::{fail_out, Sending};
 use crate::srv::Target;
-use crate::{backoff, external, tls, S2s};
+use crate::{backoff, tls, S2s};
 
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 /// Pending verification requests per outgoing stream.
 const VERIFY_QUEUE: usize = 64;
-/// Most queued stanzas written before one flush.
-const WRITE_BATCH: usize = 64;
-/// How long an outgoing stream may take to write its queue at shutdown.
-const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// Parser limits while an outgoing stream negotiates: the peer is a server we chose, whose
 /// features may be richer than a client's first elements, so a little more room than
 /// [`Limits::PRE_AUTH`].
@@ -85,10 +84,11 @@ impl OutAuth {
 /// A dialback verification to ask the authoritative server (receiving role).
 pub(crate) struct VerifyReq {
     /// The id of the stream the key came on (ours, as receiving server).
-    stream_id: String,
+    pub(crate) stream_id: String,
     /// The key the originating server sent.
-    key: String,
-    reply: oneshot::Sender<Verdict>,
+    pub(crate) key: String,
+    /// Where the verdict goes.
+    pub(crate) reply: oneshot::Sender<Verdict>,
 }
 
 /// What the authoritative server said.
@@ -104,7 +104,7 @@ pub(crate) enum Verdict {
 
 /// Why an outgoing stream failed; each maps to the condition its queued stanzas bounce with.
 #[derive(Debug, thiserror::Error)]
-enum OutError {
+pub(crate) enum OutError {
     #[error("{0}")]
     NotFound(String),
     #[error("timed out: {0}")]
@@ -221,7 +221,7 @@ impl S2s {
     }
 
     /// A stream to `remote` authenticated: its back-off, if any, ends.
-    fn reachable(&self, remote: &str) {
+    pub(crate) fn reachable(&self, remote: &str) {
         if self.backoff.succeeded(remote) {
             tracing::info!("domain reachable again; back-off ended");
         }
@@ -331,7 +331,7 @@ impl S2s {
 }
 
 /// How a session on an established connection ended.
-enum End {
+pub(crate) enum End {
     /// Closed after the idle timeout; nothing was pending.
     Idle,
     /// The connection was lost after it was authenticated; reconnect if stanzas wait.
@@ -459,13 +459,12 @@ async fn run(s2s: Arc<S2s>, id: u64, local: String, remote: String, channels: Ch
     .await
 }
 
-/// An open, encrypted stream, before authentication.
+/// An open, encrypted stream, before authentication: the connection, its machine (to be
+/// driven on to authenticate) and the driver.
 struct Open {
     conn: Conn,
-    stream_id: Option<String>,
-    features: Element,
-    dialback_offered: bool,
-    cert_valid: bool,
+    machine: Initiating<Arc<S2s>>,
+    driver: Driver,
 }
 
 /// Resolves `remote` and tries its targets in order until one gives an open stream.
@@ -511,20 +510,7 @@ async fn connect(
     Err(last)
 }
 
-/// Our opening header as initiating entity (RFC 6120 §4.7: no `id`).
-fn initial_header(local: &str, remote: &str) -> Vec<u8> {
-    let mut h = Vec::with_capacity(256);
-    h.extend_from_slice(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'");
-    h.extend_from_slice(dialback::HEADER_EXTRA.as_bytes());
-    h.extend_from_slice(b" from='");
-    escape_into(&mut h, local, true);
-    h.extend_from_slice(b"' to='");
-    escape_into(&mut h, remote, true);
-    h.extend_from_slice(b"' version='1.0' xml:lang='en'>");
-    h
-}
-
-/// TLS (direct or after STARTTLS), then the first stream header and features.
+/// TLS (direct, or STARTTLS through the machine), then the stream header and features.
 async fn open_stream(
     s2s: &Arc<S2s>,
     tcp: TcpStream,
@@ -535,188 +521,100 @@ async fn open_stream(
 ) -> Result<Open, OutError> {
     let name = ServerName::try_from(remote.to_string())
         .map_err(|_| OutError::NotFound(format!("{remote} is not a DNS name")))?;
-    let config = if t.direct_tls {
-        s2s.tls.client_direct.clone()
+    let io = if t.direct_tls {
+        let tls = TlsConnector::from(s2s.tls.client_direct.clone())
+            .connect(name.clone(), tcp)
+            .await
+            .map_err(|e| OutError::NotFound(format!("TLS: {e}")))?;
+        Transport::TlsClient(Box::new(tls))
     } else {
-        s2s.tls.client.clone()
+        Transport::Plain(tcp)
     };
-    let tcp = if t.direct_tls {
-        tcp
-    } else {
-        starttls(tcp, local, remote).await?
-    };
-    let tls = TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| OutError::NotFound(format!("TLS: {e}")))?;
-    let mut conn = Conn::new(
-        Transport::TlsClient(Box::new(tls)),
-        addr,
-        NEGOTIATION,
-        local,
-        ns::SERVER,
-    );
+    let mut conn = Conn::new(io, addr, NEGOTIATION, local, ns::SERVER);
     conn.set_header_extra(dialback::HEADER_EXTRA);
-    let (stream_id, features, db_declared) = open(&mut conn, local, remote).await?;
-    let chain = tls::peer_chain(conn.transport());
-    let cert_valid = s2s.tls.valid_for(&chain, remote);
-    let dialback_offered = db_declared || features.has_child("dialback", dialback::FEATURE_NS);
-    tracing::debug!(cert_valid, dialback_offered, "stream open");
-    Ok(Open {
-        conn,
-        stream_id,
-        features,
-        dialback_offered,
-        cert_valid,
-    })
-}
-
-/// Sends our header, reads the peer's and its features. Returns the stream id, the
-/// features and whether the header declared the dialback namespace.
-async fn open(
-    conn: &mut Conn,
-    local: &str,
-    remote: &str,
-) -> Result<(Option<String>, Element, bool), OutError> {
-    conn.write(&initial_header(local, remote)).await?;
-    let header = match conn.next_event().await? {
-        Event::StreamOpen(h) => h,
-        _ => return Err(OutError::NotFound("expected a stream header".into())),
+    let mut machine = Initiating::new(s2s.clone(), local, remote, t.direct_tls);
+    let mut driver = Driver {
+        s2s: s2s.clone(),
+        remote: remote.to_string(),
+        name,
+        tls_error: None,
     };
-    check_header(&header)?;
-    let db = header.prefixes.iter().any(|(_, uri)| uri == dialback::NS);
-    let features = expect_features(conn.next_element().await?)?;
-    Ok((header.attr("id").map(str::to_string), features, db))
-}
-
-/// The peer's header, checked like an incoming one (`rookery_stream::header`); a bad one
-/// makes the domain unreachable for now.
-fn check_header(h: &StreamHeader) -> Result<(), OutError> {
-    if header::check_namespace(h, ns::SERVER).is_err() {
-        return Err(OutError::NotFound(format!(
-            "peer opened a stream in {:?}, not jabber:server",
-            h.default_ns
-        )));
-    }
-    if header::check_version(h).is_err() {
-        return Err(OutError::NotFound("peer does not speak XMPP 1.0".into()));
-    }
-    Ok(())
-}
-
-fn expect_features(el: Element) -> Result<Element, OutError> {
-    if el.is("features", ns::STREAM) {
-        return Ok(el);
-    }
-    if el.is("error", ns::STREAM) {
-        return Err(OutError::Peer(stream_error(&el)));
-    }
-    Err(OutError::NotFound(format!(
-        "expected stream features, got <{}/>",
-        el.name()
-    )))
-}
-
-/// The stream error a peer sent.
-fn stream_error(el: &Element) -> StreamError {
-    let cond = el
-        .children()
-        .find(|c| c.ns() == ns::STREAM_ERRORS && c.name() != "text")
-        .and_then(|c| StreamErrorCondition::from_name(c.name()))
-        .unwrap_or(StreamErrorCondition::UndefinedCondition);
-    match el.child_text("text", ns::STREAM_ERRORS) {
-        Some(t) => StreamError::with_text(cond, t),
-        None => StreamError::new(cond),
+    let mut holder = Some(conn);
+    let opened = negotiation::drive(&mut holder, &mut machine, &mut driver).await;
+    match (opened, holder) {
+        (Ok(Done::Opened), Some(conn)) => Ok(Open {
+            conn,
+            machine,
+            driver,
+        }),
+        (Ok(Done::Failed { error, .. }), _) => Err(error),
+        (Ok(_), _) => Err(OutError::NotFound("negotiation out of step".into())),
+        (Err(e), _) => Err(match driver.tls_error.take() {
+            Some(tls) => tls,
+            None => opening_error(&machine, e),
+        }),
     }
 }
 
-/// The plain-text part of a STARTTLS connection: header, features, `<starttls/>`,
-/// `<proceed/>`. The parser is dropped afterwards, so nothing the peer sent before the
-/// handshake reaches the TLS stream (RFC 6120 §5.4.3.3). Outgoing streams always use TLS.
-async fn starttls(mut tcp: TcpStream, local: &str, remote: &str) -> Result<TcpStream, OutError> {
-    let mut parser = StreamParser::new(NEGOTIATION);
-    let mut buf = vec![0u8; 4096];
-    tcp.write_all(&initial_header(local, remote)).await?;
-    let mut step = 0;
-    loop {
-        let ev = match parser.next_event() {
-            Ok(Some(ev)) => ev,
-            Ok(None) => {
-                let n = tcp.read(&mut buf).await?;
-                if n == 0 {
-                    return Err(OutError::NotFound("connection closed before TLS".into()));
+/// Why opening failed, when the connection said so. Before TLS, in the words the STARTTLS
+/// step always used.
+fn opening_error(machine: &Initiating<Arc<S2s>>, e: ConnError) -> OutError {
+    if !machine.before_tls() {
+        return e.into();
+    }
+    match e {
+        ConnError::Eof => OutError::NotFound("connection closed before TLS".into()),
+        ConnError::StreamClosed => {
+            OutError::NotFound("unexpected StreamClose during STARTTLS".into())
+        }
+        ConnError::Stream(se) => OutError::NotFound(format!(
+            "bad XML before TLS: {}",
+            se.text.unwrap_or_default()
+        )),
+        ConnError::Io(io) => io.into(),
+        other => other.into(),
+    }
+}
+
+impl initiating::Policy for Arc<S2s> {
+    fn dialback(&self) -> bool {
+        self.config.dialback
+    }
+
+    fn require_valid_certificates(&self) -> bool {
+        self.config.require_valid_certificates
+    }
+
+    fn dialback_key(&self, receiving: &str, originating: &str, stream_id: &str) -> String {
+        self.secret.key(receiving, originating, stream_id)
+    }
+}
+
+/// Performs what the machine asks for: the TLS client handshake, the certificate check.
+struct Driver {
+    s2s: Arc<S2s>,
+    remote: String,
+    name: ServerName<'static>,
+    /// Why the handshake failed, in the words a bounce carries.
+    tls_error: Option<OutError>,
+}
+
+impl Effects<Initiating<Arc<S2s>>> for Driver {
+    async fn perform(&mut self, conn: &mut Conn, request: Request) -> Result<Reply, ConnError> {
+        let Request::CertificateValid = request;
+        let chain = tls::peer_chain(conn.transport());
+        Ok(Reply(self.s2s.tls.valid_for(&chain, &self.remote)))
+    }
+
+    async fn start_tls(&mut self, conn: Conn) -> Result<Conn, ConnError> {
+        let connector = TlsConnector::from(self.s2s.tls.client.clone());
+        conn.start_tls_client(&connector, self.name.clone(), NEGOTIATION)
+            .await
+            .inspect_err(|e| {
+                if let ConnError::Io(io) = e {
+                    self.tls_error = Some(OutError::NotFound(format!("TLS: {io}")));
                 }
-                parser.feed(buf.get(..n).unwrap_or_default());
-                continue;
-            }
-            Err(e) => return Err(OutError::NotFound(format!("bad XML before TLS: {e}"))),
-        };
-        match (step, ev) {
-            (0, Event::StreamOpen(h)) => {
-                check_header(&h)?;
-                step = 1;
-            }
-            (1, Event::Element(el)) => {
-                let f = expect_features(el)?;
-                if !f.has_child("starttls", ns::TLS) {
-                    return Err(OutError::Policy("peer does not offer STARTTLS"));
-                }
-                tcp.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-                    .await?;
-                step = 2;
-            }
-            (2, Event::Element(el)) if el.is("proceed", ns::TLS) => return Ok(tcp),
-            (_, Event::Element(el)) if el.is("error", ns::STREAM) => {
-                return Err(OutError::Peer(stream_error(&el)))
-            }
-            (_, other) => {
-                return Err(OutError::NotFound(format!(
-                    "unexpected {other:?} during STARTTLS"
-                )))
-            }
-        }
-    }
-}
-
-/// Ends our stream with an error we detected (we sent the header ourselves, so
-/// [`Conn::fail`] is not used).
-async fn fail_out(conn: &mut Conn, cond: StreamErrorCondition, text: &str) {
-    let mut out = rookery_proto::stream::to_bytes(&StreamError::with_text(cond, text).to_element());
-    out.extend_from_slice(rookery_proto::stream::CLOSE);
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = conn.write(&out).await;
-        conn.shutdown().await;
-    })
-    .await;
-}
-
-/// SASL EXTERNAL (XEP-0178 §3): on success the stream restarts and is authenticated for
-/// every pair from `local`. `Ok(false)`: the peer refused (dialback may still work).
-async fn sasl_external(conn: &mut Conn, local: &str, remote: &str) -> Result<bool, OutError> {
-    let auth = Element::new("auth", ns::SASL)
-        .with_attr("mechanism", external::MECHANISM)
-        .with_text(B64.encode(external::client(local)));
-    conn.send(&auth).await?;
-    loop {
-        let el = conn.next_element().await?;
-        if el.is("challenge", ns::SASL) {
-            conn.send(&Element::new("response", ns::SASL).with_text("="))
-                .await?;
-            continue;
-        }
-        if el.is("failure", ns::SASL) {
-            tracing::info!(reply = %el, "SASL EXTERNAL refused");
-            return Ok(false);
-        }
-        if !el.is("success", ns::SASL) {
-            return Err(OutError::NotFound(format!(
-                "unexpected <{}/> during SASL",
-                el.name()
-            )));
-        }
-        conn.restart();
-        let (_, _features, _) = open(conn, local, remote).await?;
-        return Ok(true);
+            })
     }
 }
 
@@ -731,261 +629,50 @@ async fn session(
     auth: &AtomicU8,
 ) -> End {
     let Open {
-        mut conn,
-        stream_id,
-        features,
-        dialback_offered,
-        cert_valid,
+        conn,
+        mut machine,
+        mut driver,
     } = open;
-    let offers_external = features.get_child("mechanisms", ns::SASL).is_some_and(|m| {
-        m.children()
-            .any(|c| c.name() == "mechanism" && c.text().trim() == external::MECHANISM)
-    });
-    let mut ready = false;
-    if cert_valid && offers_external {
-        match tokio::time::timeout_at(deadline, sasl_external(&mut conn, local, remote)).await {
-            Ok(Ok(true)) => {
-                tracing::info!("authenticated with SASL EXTERNAL");
-                auth.store(2, Ordering::Relaxed);
-                s2s.reachable(remote);
-                ready = true;
+    let mut holder = Some(conn);
+    let authenticating = negotiation::drive(&mut holder, &mut machine, &mut driver);
+    let authenticated = tokio::time::timeout_at(deadline, authenticating).await;
+    let Some(mut conn) = holder else {
+        return End::Failed(OutError::NotFound("connection lost".into()));
+    };
+    let ready = match authenticated {
+        Ok(Ok(Done::Sasl)) => {
+            tracing::info!("authenticated with SASL EXTERNAL");
+            auth.store(2, Ordering::Relaxed);
+            s2s.reachable(remote);
+            true
+        }
+        Ok(Ok(Done::Dialback)) => false,
+        Ok(Ok(Done::Failed { error, close })) => {
+            if let Some(e) = close {
+                fail_out(
+                    &mut conn,
+                    e.condition,
+                    e.text.as_deref().unwrap_or_default(),
+                )
+                .await;
             }
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => return End::Failed(e),
-            Err(_) => return End::Failed(OutError::Timeout("SASL")),
+            return End::Failed(error);
         }
-    }
-    if !ready {
-        if !cert_valid && s2s.config.require_valid_certificates {
-            fail_out(
-                &mut conn,
-                StreamErrorCondition::PolicyViolation,
-                "certificate not valid for the domain",
-            )
-            .await;
-            return End::Failed(OutError::Policy(
-                "the peer's certificate is not valid for its domain",
-            ));
+        Ok(Ok(Done::Opened)) => {
+            return End::Failed(OutError::NotFound("negotiation out of step".into()))
         }
-        let Some(id) = stream_id
-            .as_deref()
-            .filter(|_| dialback_offered && s2s.config.dialback)
-        else {
-            fail_out(
-                &mut conn,
-                StreamErrorCondition::PolicyViolation,
-                "no usable authentication",
-            )
-            .await;
-            return End::Failed(OutError::Policy("no authentication method in common"));
-        };
-        let key = s2s.secret.key(remote, local, id);
-        let req = Dialback::request(local, remote, None, &key);
-        if let Err(e) = conn.write(&req.to_bytes()).await {
-            return End::Failed(e.into());
-        }
-    }
+        Ok(Err(e)) => return End::Failed(e.into()),
+        Err(_) => return End::Failed(OutError::Timeout("SASL")),
+    };
     let idle = Duration::from_secs(s2s.config.idle_timeout_secs);
-    let mut pending: Vec<VerifyReq> = Vec::new();
-    let mut last_activity = Instant::now();
-    if ready {
-        conn.set_limits(Limits::S2S);
-    }
-    let closed = s2s.closed();
-    tokio::pin!(closed);
-    let result: End = loop {
-        let idle_at =
-            (!idle.is_zero() && ready && pending.is_empty()).then(|| last_activity + idle);
-        tokio::select! {
-            ev = conn.next_element() => {
-                let el = match ev {
-                    Ok(el) => el,
-                    Err(ConnError::StreamClosed) => {
-                        conn.close().await;
-                        break if ready { End::Lost("stream closed by peer".into()) }
-                              else { End::Failed(OutError::NotFound("stream closed by peer".into())) };
-                    }
-                    Err(ConnError::Stream(e)) => {
-                        fail_out(&mut conn, e.condition, e.text.as_deref().unwrap_or("")).await;
-                        break End::Failed(OutError::Peer(e));
-                    }
-                    Err(e) => break if ready { End::Lost(e.to_string()) } else { End::Failed(e.into()) },
-                };
-                last_activity = Instant::now();
-                match on_element(&el, local, remote, &mut pending) {
-                    Step::Authenticated => {
-                        tracing::info!("authenticated with dialback");
-                        auth.store(1, Ordering::Relaxed);
-                        s2s.reachable(remote);
-                        ready = true;
-                        conn.set_limits(Limits::S2S);
-                    }
-                    Step::Refused(e) => {
-                        conn.close().await;
-                        break End::Failed(e);
-                    }
-                    Step::PeerError(e) => {
-                        conn.close().await;
-                        break if ready { End::Lost(e.to_string()) } else { End::Failed(OutError::Peer(e)) };
-                    }
-                    Step::Continue => {}
-                }
-            }
-            Some(v) = verifies.recv() => {
-                let req = Dialback::request(local, remote, Some(&v.stream_id), &v.key);
-                if let Err(e) = conn.write(&req.to_bytes()).await {
-                    let _ = v.reply.send(Verdict::Failed(SC::RemoteServerNotFound));
-                    break if ready { End::Lost(e.to_string()) } else { End::Failed(e.into()) };
-                }
-                pending.push(v);
-            }
-            Some(s) = stanzas.recv(), if ready && backlog.is_empty() => {
-                backlog.push_back(s);
-            }
-            () = &mut closed => {
-                if ready {
-                    flush_for_shutdown(&mut conn, backlog, stanzas).await;
-                }
-                let e = crate::shutdown_error();
-                fail_out(&mut conn, e.condition, e.text.as_deref().unwrap_or_default()).await;
-                break End::Failed(OutError::Shutdown);
-            }
-            _ = sleep_until(Some(deadline)), if !ready => {
-                fail_out(&mut conn, StreamErrorCondition::ConnectionTimeout, "authentication took too long").await;
-                break End::Failed(OutError::Timeout("authentication"));
-            }
-            _ = sleep_until(idle_at) => {
-                if stanzas.is_empty() {
-                    tracing::debug!("closing idle stream");
-                    conn.close().await;
-                    break End::Idle;
-                }
-                last_activity = Instant::now();
-            }
-        }
-        if ready && !backlog.is_empty() {
-            if let Err(e) = write_batch(&mut conn, backlog, stanzas).await {
-                break End::Lost(e.to_string());
-            }
-            last_activity = Instant::now();
-        }
-    };
-    for v in pending {
-        let _ = v.reply.send(Verdict::Failed(SC::RemoteServerNotFound));
-    }
-    result
-}
-
-/// Writes the backlog and up to a batch more from the queue, then flushes. On error the
-/// stanza being written stays at the front of the backlog.
-async fn write_batch(
-    conn: &mut Conn,
-    backlog: &mut VecDeque<Stanza>,
-    stanzas: &mut mpsc::Receiver<Stanza>,
-) -> Result<(), ConnError> {
-    let mut n = 0;
-    while n < WRITE_BATCH {
-        if backlog.is_empty() {
-            match stanzas.try_recv() {
-                Ok(s) => backlog.push_back(s),
-                Err(_) => break,
-            }
-        }
-        let Some(s) = backlog.front() else { break };
-        conn.queue(&s.to_bytes());
-        backlog.pop_front();
-        n += 1;
-    }
-    conn.flush().await
-}
-
-/// At shutdown, on an authenticated stream: refuses new stanzas and writes what is queued
-/// (the unavailable presence of the users the shutdown disconnected, among others), for at
-/// most [`SHUTDOWN_FLUSH`]; what is left stays in the backlog and the queue, to bounce.
-async fn flush_for_shutdown(
-    conn: &mut Conn,
-    backlog: &mut VecDeque<Stanza>,
-    stanzas: &mut mpsc::Receiver<Stanza>,
-) {
-    stanzas.close();
-    let flushed = tokio::time::timeout(SHUTDOWN_FLUSH, async {
-        while !backlog.is_empty() || !stanzas.is_empty() {
-            write_batch(conn, backlog, stanzas).await?;
-        }
-        Ok::<(), ConnError>(())
-    })
-    .await;
-    if !matches!(flushed, Ok(Ok(()))) {
-        tracing::info!("could not write everything queued before the shutdown");
-    }
-}
-
-/// What an element on an outgoing stream means.
-enum Step {
-    Continue,
-    Authenticated,
-    Refused(OutError),
-    PeerError(StreamError),
-}
-
-fn on_element(el: &Element, local: &str, remote: &str, pending: &mut Vec<VerifyReq>) -> Step {
-    if el.is("error", ns::STREAM) {
-        let e = stream_error(el);
-        tracing::info!(error = %e, "peer sent a stream error");
-        return Step::PeerError(e);
-    }
-    let db = match Dialback::parse(el) {
-        Some(Ok(db)) => db,
-        Some(Err(e)) => {
-            tracing::debug!(error = %e, "ignoring bad dialback element");
-            return Step::Continue;
-        }
-        None => {
-            tracing::debug!(name = el.name(), "ignoring element on outgoing stream");
-            return Step::Continue;
-        }
-    };
-    if db.from != remote || db.to != local {
-        tracing::debug!(from = %db.from, to = %db.to, "dialback answer for another pair");
-        return Step::Continue;
-    }
-    match (db.kind, db.outcome) {
-        (Kind::Result, Outcome::Valid) => Step::Authenticated,
-        (Kind::Result, Outcome::Invalid) => {
-            Step::Refused(OutError::Policy("the peer refused our dialback key"))
-        }
-        (Kind::Result, Outcome::Error(c)) => Step::Refused(match c {
-            Some(SC::RemoteServerTimeout) => OutError::Timeout("peer's dialback verification"),
-            c => OutError::NotFound(format!(
-                "dialback error: {}",
-                c.map_or("unknown", |c| c.as_str())
-            )),
-        }),
-        (Kind::Verify, outcome) => {
-            let Some(i) = pending
-                .iter()
-                .position(|v| Some(v.stream_id.as_str()) == db.id.as_deref())
-            else {
-                tracing::debug!(id = ?db.id, "db:verify answer for no request");
-                return Step::Continue;
-            };
-            let v = pending.swap_remove(i);
-            let verdict = match outcome {
-                Outcome::Valid => Verdict::Valid,
-                Outcome::Invalid => Verdict::Invalid,
-                Outcome::Error(c) => Verdict::Failed(c.unwrap_or(SC::RemoteServerNotFound)),
-                Outcome::Request => return Step::Continue,
-            };
-            let _ = v.reply.send(verdict);
-            Step::Continue
-        }
-        (Kind::Result, Outcome::Request) => Step::Continue,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
+    let mut sending = Sending::new(
+        s2s,
+        (local, remote),
+        deadline,
+        idle,
+        ready,
+        (backlog, stanzas, verifies),
+        auth,
+    );
+    sending.run(&mut conn).await
 }

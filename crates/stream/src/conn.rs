@@ -187,6 +187,44 @@ impl Conn {
         })
     }
 
+    /// The initiating side's [`Conn::start_tls`] (outgoing server streams): the TLS client
+    /// handshake with `server_name` after `<proceed/>`, on a fresh parser with `limits`.
+    pub async fn start_tls_client(
+        self,
+        connector: &tokio_rustls::TlsConnector,
+        server_name: rustls::pki_types::ServerName<'static>,
+        limits: Limits,
+    ) -> Result<Conn, ConnError> {
+        let Conn {
+            io,
+            peer,
+            domain,
+            content_ns,
+            header_extra,
+            header_version,
+            ..
+        } = self;
+        let Transport::Plain(tcp) = io else {
+            return Err(ConnError::stream(
+                StreamErrorCondition::PolicyViolation,
+                "TLS already negotiated",
+            ));
+        };
+        let tls = connector.connect(server_name, tcp).await?;
+        Ok(Conn {
+            io: Transport::TlsClient(Box::new(tls)),
+            peer,
+            parser: StreamParser::new(limits),
+            last_read: Instant::now(),
+            header_sent: false,
+            out: Vec::new(),
+            domain,
+            content_ns,
+            header_extra,
+            header_version,
+        })
+    }
+
     /// Changes the parser limits (tight before authentication, wider after).
     pub fn set_limits(&mut self, limits: Limits) {
         self.parser.set_limits(limits);

@@ -9,6 +9,8 @@
 //! - [`listen`]: the accept loop, with a cap on open connections per kind of listener;
 //! - [`transport`]: plain TCP or TLS (server or client side) behind one type;
 //! - [`conn`]: a connection: transport + stream parser + the stream-level framing;
+//! - [`negotiation`]: stream negotiation as sans-IO machines and the one driver that runs
+//!   them over a [`Conn`];
 //! - [`pump`]: the loop of a bound stream: inbound elements to a [`pump::Inbound`] policy,
 //!   routed bytes out in batches, kill switch, idle timeout.
 
@@ -17,6 +19,7 @@ pub mod header;
 pub mod keepalive;
 pub mod limit;
 pub mod listen;
+pub mod negotiation;
 pub mod pump;
 pub mod transport;
 

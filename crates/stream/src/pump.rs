@@ -5,7 +5,8 @@
 //! The policy can also see every outbound stanza before it is written (stream management
 //! counts and keeps them, client state indication holds some back), ask for a timer (pings,
 //! ack requests) and add one more wake-up source (a resuming connection taking the session
-//! over). Every hook has a default that does nothing special, so a listener implements only
+//! over; an outgoing server stream's own typed queue and its dialback verification requests,
+//! acted on in [`Inbound::woken`]). Every hook has a default that does nothing special, so a listener implements only
 //! [`Inbound::element`] unless it needs more.
 
 use std::future::Future;
@@ -80,6 +81,14 @@ pub trait Inbound {
         std::future::pending()
     }
 
+    /// Acts on what [`Inbound::wake`] brought, with the connection at hand (e.g. writes a
+    /// request or stanzas it received from a channel of its own). Separate from `wake`
+    /// because `wake` races the socket read, which holds the connection; this runs after
+    /// it won, within [`Inbound::write_timeout`]. An error ends the stream.
+    fn woken(&mut self, _conn: &mut Conn) -> impl Future<Output = Result<(), ConnError>> + Send {
+        async { Ok(()) }
+    }
+
     /// Longest a batch of writes may take; a peer that stops reading is disconnected
     /// after this, with `connection-timeout`.
     fn write_timeout(&self) -> Duration {
@@ -140,6 +149,12 @@ pub async fn run<H: Inbound + Send>(
             r = handler.wake() => {
                 if let Err(e) = r {
                     return e;
+                }
+                let limit = handler.write_timeout();
+                match Box::pin(tokio::time::timeout(limit, handler.woken(conn))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return e,
+                    Err(_) => return write_stalled(),
                 }
             }
             // One sleep for both deadlines, not one each: every idle stream's future holds it.

@@ -199,7 +199,11 @@ impl Core {
     /// hooked at [`HookPoint::ToLocalAccount`] — the check the router applies there.
     pub async fn blocks(self: &Arc<Self>, owner: &BareJid, other: &Jid) -> bool {
         for m in self.tables().hooked(HookPoint::ToLocalAccount) {
-            if m.blocks(self, owner, other).await {
+            let blocked = match m.blocks_now(owner, other) {
+                Some(known) => known,
+                None => m.blocks(self, owner, other).await,
+            };
+            if blocked {
                 return true;
             }
         }

@@ -187,6 +187,14 @@ pub trait Module: Send + Sync + 'static {
         false
     }
 
+    /// [`Module::blocks`] when the answer is at hand without waiting (a cached block list),
+    /// `None` (the default) when [`Module::blocks`] must be asked. Asked first, once per
+    /// recipient of every fan-out: answering here spares an `async_trait` future's
+    /// allocation per recipient.
+    fn blocks_now(&self, _owner: &BareJid, _other: &Jid) -> Option<bool> {
+        None
+    }
+
     /// A declared hook.
     async fn hook(&self, _core: &Arc<Core>, _point: HookPoint, stanza: Stanza) -> Flow {
         Flow::Continue(stanza)

@@ -77,13 +77,19 @@ pub fn blocks_in(list: &BlockList, j: &Jid) -> bool {
 /// the store look-up (whose future is large) is boxed: the hook futures that await this stay
 /// small.
 pub async fn blocks(im: &Im, core: &Core, owner: &BareJid, j: &Jid) -> bool {
+    match blocks_cached(im, owner, j) {
+        Some(known) => known,
+        None => Box::pin(blocks_uncached(im, core, owner, j)).await,
+    }
+}
+
+/// [`blocks`] when it can answer without the store: `j` is `owner`, or `owner`'s block
+/// list is cached.
+fn blocks_cached(im: &Im, owner: &BareJid, j: &Jid) -> Option<bool> {
     if j.bare_str() == owner.as_str() {
-        return false;
+        return Some(false);
     }
-    if let Some(list) = im.cached_blocklist(owner) {
-        return blocks_in(&list, j);
-    }
-    Box::pin(blocks_uncached(im, core, owner, j)).await
+    im.cached_blocklist(owner).map(|list| blocks_in(&list, j))
 }
 
 /// [`blocks`] when `owner`'s block list is not cached.
@@ -312,6 +318,10 @@ impl Module for Blocking {
 
     async fn blocks(&self, core: &Arc<Core>, owner: &BareJid, other: &Jid) -> bool {
         blocks(&self.im, core, owner, other).await
+    }
+
+    fn blocks_now(&self, owner: &BareJid, other: &Jid) -> Option<bool> {
+        blocks_cached(&self.im, owner, other)
     }
 
     async fn hook(&self, core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {

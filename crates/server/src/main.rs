@@ -167,6 +167,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .build()
         .map_err(|e| anyhow!("invalid domain {:?}: {e}", cfg.domain))?;
     pubsub.attach(&core);
+    // Multi-user chat (crates/muc): the service at conference.<domain>.
+    if let Some(muc) = wiring::muc::service(&cfg.muc, &cfg.domain, &store).await? {
+        muc.attach(&core);
+    }
     // Component domains are routed (to the component, or bounced) before any client connects.
     let components = rookery_component::Components::new(core.clone(), cfg.component.clone())
         .context("component configuration")?;

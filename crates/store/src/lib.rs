@@ -25,6 +25,7 @@
 //! - [`userdata`]: [`UserData`], vCards, private XML and last activity.
 //! - [`pubsub`]: [`Pubsub`], pubsub nodes, affiliations, subscriptions and items of every
 //!   service (the pubsub component and PEP).
+//! - [`muc`]: [`Muc`], persistent multi-user chat rooms and their affiliations.
 //!
 //! A later concern gets its own module the same way: `rosters.rs` with a `Rosters<'_>`
 //! handle returned by `Store::rosters()`, its tables in `migrations/{sqlite,postgres}/
@@ -45,6 +46,7 @@ pub mod accounts;
 pub mod blocking;
 mod db;
 mod last_queue;
+pub mod muc;
 pub mod offline;
 pub mod pubsub;
 pub mod rosters;
@@ -60,6 +62,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use accounts::Accounts;
 pub use blocking::Blocking;
+pub use muc::Muc;
 pub use offline::Offline;
 pub use pubsub::Pubsub;
 pub use rookery_sasl::{Credentials, ScramKeys};
@@ -216,6 +219,11 @@ impl Store {
     /// Publish-subscribe nodes, affiliations, subscriptions and items (XEP-0060/0163).
     pub fn pubsub(&self) -> Pubsub<'_> {
         Pubsub::new(self)
+    }
+
+    /// Persistent multi-user chat rooms and their affiliations (XEP-0045).
+    pub fn muc(&self) -> Muc<'_> {
+        Muc::new(self)
     }
 
     /// Deletes an account and everything stored for it. Every way of removing an account

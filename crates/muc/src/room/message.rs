@@ -1,0 +1,187 @@
+//! Messages in a room: groupchat (§7.4), the subject (§8.1), private messages (§7.5) and
+//! mediated invitations (§7.8.2, declines §7.8.2 end).
+
+use rookery_jid::Jid;
+use rookery_proto::{MessageType, Stanza, StanzaKind};
+use rookery_xml::{Element, CONTENT_NS};
+
+use super::{wire, Affiliated, Outcome, Room};
+use crate::error::MucError;
+use crate::ns;
+use crate::role::{Affiliation, Role};
+use crate::roomconfig::AllowPm;
+
+impl Room {
+    pub(super) fn message(&mut self, m: &Stanza) -> Result<Outcome, MucError> {
+        let StanzaKind::Message(t) = m.kind() else {
+            return Ok(Outcome::default());
+        };
+        let from = m.from().cloned().ok_or(MucError::NotOccupant)?;
+        let to_occupant = m.to().and_then(Jid::resource).map(str::to_string);
+        match (t, to_occupant) {
+            // An occupant's client bounced what the room sent: it is gone (§7.2 "ghosts").
+            (MessageType::Error, _) => Ok(Outcome::default()),
+            (MessageType::Groupchat, None) => self.groupchat(&from, m),
+            (MessageType::Groupchat, Some(_)) => {
+                Err(MucError::BadRequest("groupchat messages go to the room"))
+            }
+            (_, Some(nick)) => self.private(&from, &nick, m),
+            (_, None) => {
+                if let Some(x) = m.element().get_child("x", ns::USER) {
+                    if x.has_child("invite", ns::USER) {
+                        return self.invite(&from, x);
+                    }
+                    if let Some(d) = x.get_child("decline", ns::USER) {
+                        return Ok(self.decline(&from, d));
+                    }
+                }
+                Err(MucError::NotAllowed("messages to the room are groupchat"))
+            }
+        }
+    }
+
+    /// The element of `m` readdressed from `occ_jid`, without `to`, its occupant ids
+    /// replaced by `id` (XEP-0421 §4: never trust one a client sent).
+    fn relayed(m: &Stanza, from: &Jid, id: Element, extra: Option<Element>) -> Option<Stanza> {
+        let mut el = m.element().clone();
+        el.remove_children("occupant-id", ns::OCCUPANT_ID);
+        el.remove_attr("to");
+        el.set_attr("from", from.as_str());
+        if let Some(x) = extra {
+            el.push_child(x);
+        }
+        el.push_child(id);
+        Stanza::from_element(el).ok()
+    }
+
+    fn groupchat(&mut self, from: &Jid, m: &Stanza) -> Result<Outcome, MucError> {
+        let key = self.key_of(from)?.clone();
+        let occ = self
+            .occupants
+            .get(&key)
+            .ok_or(MucError::NotOccupant)?
+            .clone();
+        if !occ.role.has_voice() {
+            return Err(MucError::Forbidden("visitors have no voice in this room"));
+        }
+        let el = m.element();
+        let subject = el.get_child("subject", CONTENT_NS);
+        let mut o = Outcome::default();
+        if let Some(s) = subject.filter(|_| !el.has_child("body", CONTENT_NS)) {
+            if occ.role != Role::Moderator && !self.config.change_subject {
+                return Err(MucError::Forbidden(
+                    "only moderators may change the subject",
+                ));
+            }
+            self.subject.text = s.text();
+            self.subject.by = Some(occ.nick.clone());
+            if self.config.persistent {
+                o.save();
+            }
+        }
+        let everyone: Vec<Jid> = self.occupants.values().map(|o| o.jid.clone()).collect();
+        o.broadcast(
+            Self::relayed(m, &occ.room_jid, wire::occupant_id(&occ), None),
+            everyone,
+        );
+        Ok(o)
+    }
+
+    fn private(&mut self, from: &Jid, nick: &str, m: &Stanza) -> Result<Outcome, MucError> {
+        let key = self.key_of(from)?.clone();
+        let sender = self.occupants.get(&key).ok_or(MucError::NotOccupant)?;
+        let allowed = match self.config.allow_pm {
+            AllowPm::Anyone => true,
+            AllowPm::Participants => sender.role.has_voice(),
+            AllowPm::Moderators => sender.role == Role::Moderator,
+            AllowPm::None => false,
+        };
+        if !allowed {
+            return Err(MucError::Forbidden("private messages are not allowed here"));
+        }
+        let target = crate::nick::Nick::key_of(nick)
+            .and_then(|k| self.occupants.get(&k))
+            .ok_or(MucError::NoOccupant)?;
+        let mut o = Outcome::default();
+        o.send(
+            Self::relayed(
+                m,
+                &sender.room_jid,
+                wire::occupant_id(sender),
+                Some(Element::new("x", ns::USER)),
+            )
+            .map(|mut s| {
+                s.set_to(target.jid.clone());
+                s
+            }),
+        );
+        Ok(o)
+    }
+
+    /// §7.8.2: the room relays the invitation; in a members-only room only admins and owners
+    /// (or anyone, with `allowinvites`) may invite, and the invitee becomes a member.
+    fn invite(&mut self, from: &Jid, x: &Element) -> Result<Outcome, MucError> {
+        self.key_of(from)?;
+        let inviter = self.affiliation(from);
+        if self.config.members_only && !inviter.is_admin() && !self.config.allow_invites {
+            return Err(MucError::Forbidden("only admins may invite to this room"));
+        }
+        let mut o = Outcome::default();
+        for inv in x.children().filter(|c| c.is("invite", ns::USER)) {
+            let to = inv
+                .attr("to")
+                .and_then(|t| Jid::parse(t).ok())
+                .ok_or(MucError::BadRequest("an invitation needs a valid 'to'"))?;
+            if self.config.members_only && self.affiliation(&to) < Affiliation::Member {
+                if self.affiliation(&to) == Affiliation::Outcast {
+                    return Err(MucError::NotAllowed("the invitee is banned"));
+                }
+                self.affiliations.insert(
+                    to.to_bare(),
+                    Affiliated {
+                        affiliation: Affiliation::Member,
+                        nick: None,
+                        reason: None,
+                    },
+                );
+                if self.config.persistent {
+                    o.save();
+                }
+            }
+            let mut invite = Element::new("invite", ns::USER).with_attr("from", from.as_str());
+            if let Some(r) = inv.get_child("reason", ns::USER) {
+                invite.push_child(r.clone());
+            }
+            let mut ux = Element::new("x", ns::USER).with_child(invite);
+            if let Some(p) = &self.config.password {
+                ux.push_child(Element::new("password", ns::USER).with_text(p.clone()));
+            }
+            o.send(wire::message(
+                self.jid.clone().into(),
+                Some(&to),
+                None,
+                vec![ux],
+            ));
+        }
+        Ok(o)
+    }
+
+    /// A declined invitation goes back to the inviter, from the room.
+    fn decline(&self, from: &Jid, d: &Element) -> Outcome {
+        let mut o = Outcome::default();
+        let Some(to) = d.attr("to").and_then(|t| Jid::parse(t).ok()) else {
+            return o;
+        };
+        let mut decline = Element::new("decline", ns::USER).with_attr("from", from.as_str());
+        if let Some(r) = d.get_child("reason", ns::USER) {
+            decline.push_child(r.clone());
+        }
+        o.send(wire::message(
+            self.jid.clone().into(),
+            Some(&to),
+            None,
+            vec![Element::new("x", ns::USER).with_child(decline)],
+        ));
+        o
+    }
+}

@@ -1,0 +1,617 @@
+//! The room's rules, stanza in, stanzas out (XEP-0045's own examples where they fit).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use rookery_proto::form::{Field, Form};
+use rookery_xml::CONTENT_NS;
+
+use super::*;
+
+const ROOM: &str = "coven@chat.shakespeare.lit";
+
+fn jid(s: &str) -> Jid {
+    Jid::parse(s).unwrap()
+}
+
+fn new_room() -> Room {
+    Room::new(
+        BareJid::parse(ROOM).unwrap(),
+        BareJid::parse("crone1@shakespeare.lit").unwrap(),
+        RoomConfig::default(),
+        1000,
+        "salt".into(),
+    )
+}
+
+fn parse(xml: &str) -> Stanza {
+    let el = rookery_xml::first_element(xml.as_bytes(), rookery_xml::Limits::S2S).unwrap();
+    Stanza::from_element(el).unwrap()
+}
+
+/// Every stanza out, one per recipient: (to, stanza).
+fn flat(o: &Outcome) -> Vec<(String, Stanza)> {
+    let mut v = Vec::new();
+    for out in &o.out {
+        match out {
+            Output::Send(s) => v.push((s.to().unwrap().to_string(), s.clone())),
+            Output::Broadcast(s, to) => {
+                for t in to {
+                    let mut s = s.clone();
+                    s.set_to(t.clone());
+                    v.push((t.to_string(), s));
+                }
+            }
+        }
+    }
+    v
+}
+
+fn join_xml(from: &str, nick: &str, x: &str) -> Stanza {
+    parse(&format!(
+        "<presence xmlns='jabber:client' from='{from}' to='{ROOM}/{nick}'>{x}</presence>"
+    ))
+}
+
+fn join(room: &mut Room, from: &str, nick: &str) -> Outcome {
+    room.handle(join_xml(
+        from,
+        nick,
+        "<x xmlns='http://jabber.org/protocol/muc'/>",
+    ))
+}
+
+fn codes(s: &Stanza) -> Vec<u16> {
+    s.element()
+        .get_child("x", ns::USER)
+        .map(|x| {
+            x.children()
+                .filter(|c| c.name() == "status")
+                .filter_map(|c| c.attr("code")?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn item(s: &Stanza) -> Element {
+    s.element()
+        .get_child("x", ns::USER)
+        .and_then(|x| x.get_child("item", ns::USER))
+        .cloned()
+        .unwrap()
+}
+
+fn error_condition(o: &Outcome) -> String {
+    let (_, s) = flat(o).pop().unwrap();
+    assert_eq!(s.element().attr("type"), Some("error"));
+    let e = StanzaError::from_element(s.element().get_child("error", CONTENT_NS).unwrap()).unwrap();
+    format!("{}/{}", e.error_type.as_str(), e.condition.as_str())
+}
+
+fn iq(from: &str, to: &str, t: &str, payload: &str) -> Stanza {
+    parse(&format!(
+        "<iq xmlns='jabber:client' id='q1' type='{t}' from='{from}' to='{to}'>{payload}</iq>"
+    ))
+}
+
+fn instant(room: &mut Room) {
+    let o = room.handle(iq(
+        "crone1@shakespeare.lit/desktop",
+        ROOM,
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query>",
+    ));
+    assert_eq!(flat(&o)[0].1.element().attr("type"), Some("result"));
+}
+
+fn configure(room: &mut Room, fields: &[(&str, &str)]) -> Outcome {
+    let mut f = Form::new("submit", ns::ROOMCONFIG);
+    for (k, v) in fields {
+        f.push(Field::new(k, "text-single", *v));
+    }
+    let q = Element::new("query", ns::OWNER).with_child(f.to_element());
+    let s = Stanza::iq(
+        IqType::Set,
+        "c1",
+        Some(jid("crone1@shakespeare.lit/desktop")),
+        Some(jid(ROOM)),
+        q,
+    );
+    room.handle(s)
+}
+
+/// The crone creates the room (instant) and the witches enter.
+fn coven() -> Room {
+    let mut room = new_room();
+    join(&mut room, "crone1@shakespeare.lit/desktop", "firstwitch");
+    instant(&mut room);
+    join(
+        &mut room,
+        "wiccarocks@shakespeare.lit/laptop",
+        "secondwitch",
+    );
+    join(&mut room, "hag66@shakespeare.lit/pda", "thirdwitch");
+    room
+}
+
+#[test]
+fn creating_a_reserved_room_locks_it_until_configured() {
+    let mut room = new_room();
+    let o = join(&mut room, "crone1@shakespeare.lit/desktop", "firstwitch");
+    let out = flat(&o);
+    // Self-presence (110, 201, owner/moderator), then the empty subject.
+    let (to, p) = &out[0];
+    assert_eq!(to, "crone1@shakespeare.lit/desktop");
+    assert_eq!(codes(p), [201, 110]);
+    let it = item(p);
+    assert_eq!(it.attr("affiliation"), Some("owner"));
+    assert_eq!(it.attr("role"), Some("moderator"));
+    assert!(p.element().has_child("occupant-id", ns::OCCUPANT_ID));
+    assert_eq!(
+        out[1]
+            .1
+            .element()
+            .child_text("subject", CONTENT_NS)
+            .as_deref(),
+        Some("")
+    );
+    assert!(room.is_locked());
+    // Nobody else enters a locked room.
+    let o = join(&mut room, "hag66@shakespeare.lit/pda", "thirdwitch");
+    assert_eq!(error_condition(&o), "cancel/item-not-found");
+    // The owner gets the form, submits it: unlocked.
+    let o = room.handle(iq(
+        "crone1@shakespeare.lit/desktop",
+        ROOM,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/muc#owner'/>",
+    ));
+    let form = Form::child_of(flat(&o)[0].1.payload().unwrap()).unwrap();
+    assert_eq!(form.form_type(), Some(ns::ROOMCONFIG));
+    let o = configure(&mut room, &[("muc#roomconfig_roomname", "A Dark Cave")]);
+    assert_eq!(flat(&o)[0].1.element().attr("type"), Some("result"));
+    assert!(!room.is_locked());
+    assert_eq!(room.config().name, "A Dark Cave");
+    // Only owners configure.
+    let o = room.handle(iq(
+        "hag66@shakespeare.lit/pda",
+        ROOM,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/muc#owner'/>",
+    ));
+    assert_eq!(error_condition(&o), "auth/forbidden");
+}
+
+#[test]
+fn a_room_entered_without_the_muc_extension_is_instant() {
+    let mut room = new_room();
+    room.handle(join_xml("crone1@shakespeare.lit/desktop", "firstwitch", ""));
+    assert!(!room.is_locked());
+}
+
+#[test]
+fn entering_exchanges_presence_in_order() {
+    let mut room = coven();
+    let o = join(&mut room, "cauldron@shakespeare.lit/x", "fourthwitch");
+    let out = flat(&o);
+    let to_new: Vec<&Stanza> = out
+        .iter()
+        .filter(|(t, _)| t == "cauldron@shakespeare.lit/x")
+        .map(|(_, s)| s)
+        .collect();
+    // Three occupants' presence, then its own (110), then the subject.
+    assert_eq!(to_new.len(), 5);
+    assert_eq!(to_new[0].from().unwrap().resource(), Some("firstwitch"));
+    assert_eq!(codes(to_new[3]), [110]);
+    assert_eq!(item(to_new[3]).attr("role"), Some("participant"));
+    assert!(to_new[4].element().has_child("subject", CONTENT_NS));
+    // Semi-anonymous: the participant does not see real JIDs, the moderator does.
+    assert_eq!(item(to_new[0]).attr("jid"), None);
+    let to_crone = out
+        .iter()
+        .find(|(t, _)| t == "crone1@shakespeare.lit/desktop")
+        .unwrap();
+    assert_eq!(
+        item(&to_crone.1).attr("jid"),
+        Some("cauldron@shakespeare.lit/x")
+    );
+    let to_second = out
+        .iter()
+        .find(|(t, _)| t == "wiccarocks@shakespeare.lit/laptop")
+        .unwrap();
+    assert_eq!(item(&to_second.1).attr("jid"), None);
+    assert!(codes(&to_second.1).is_empty());
+}
+
+#[test]
+fn non_anonymous_rooms_say_so_and_show_jids() {
+    let mut room = coven();
+    let o = configure(&mut room, &[("muc#roomconfig_whois", "anyone")]);
+    let notice = &flat(&o)[1].1;
+    assert_eq!(codes(notice), [104, 172]);
+    let o = join(&mut room, "cauldron@shakespeare.lit/x", "fourthwitch");
+    let out = flat(&o);
+    let own = out
+        .iter()
+        .find(|(t, s)| t == "cauldron@shakespeare.lit/x" && codes(s).contains(&110))
+        .unwrap();
+    assert_eq!(codes(&own.1), [100, 110]);
+    let seen = out
+        .iter()
+        .find(|(t, _)| t == "wiccarocks@shakespeare.lit/laptop")
+        .unwrap();
+    assert_eq!(
+        item(&seen.1).attr("jid"),
+        Some("cauldron@shakespeare.lit/x")
+    );
+}
+
+#[test]
+fn bad_nicknames_and_conflicts_are_refused() {
+    let mut room = coven();
+    let o = join(&mut room, "other@shakespeare.lit/x", "SecondWitch");
+    assert_eq!(error_condition(&o), "cancel/conflict");
+    let o = room.handle(parse(&format!(
+        "<presence xmlns='jabber:client' from='other@shakespeare.lit/x' to='{ROOM}'/>"
+    )));
+    assert_eq!(error_condition(&o), "modify/jid-malformed");
+    let o = join(&mut room, "other@shakespeare.lit/x", "\u{2003}");
+    assert_eq!(error_condition(&o), "modify/jid-malformed");
+    // The service changes a nickname to its enforced form, and says so.
+    let o = join(&mut room, "other@shakespeare.lit/x", "Fifth\u{FF37}itch");
+    let own = flat(&o)
+        .into_iter()
+        .find(|(t, s)| t == "other@shakespeare.lit/x" && codes(s).contains(&110))
+        .unwrap();
+    assert_eq!(codes(&own.1), [210, 110]);
+    assert_eq!(own.1.from().unwrap().resource(), Some("FifthWitch"));
+}
+
+#[test]
+fn nickname_change_is_unavailable_303_then_available() {
+    let mut room = coven();
+    let o = join(&mut room, "hag66@shakespeare.lit/pda", "oldhag");
+    let to_second: Vec<Stanza> = flat(&o)
+        .into_iter()
+        .filter(|(t, _)| t == "wiccarocks@shakespeare.lit/laptop")
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(to_second.len(), 2);
+    assert_eq!(
+        to_second[0].kind(),
+        StanzaKind::Presence(PresenceType::Unavailable)
+    );
+    assert_eq!(codes(&to_second[0]), [303]);
+    assert_eq!(item(&to_second[0]).attr("nick"), Some("oldhag"));
+    assert_eq!(to_second[1].from().unwrap().resource(), Some("oldhag"));
+    let o = join(&mut room, "hag66@shakespeare.lit/pda", "firstwitch");
+    assert_eq!(error_condition(&o), "cancel/conflict");
+}
+
+#[test]
+fn groupchat_is_broadcast_once_with_occupant_ids() {
+    let mut room = coven();
+    let o = room.handle(parse(&format!(
+        "<message xmlns='jabber:client' type='groupchat' from='hag66@shakespeare.lit/pda' to='{ROOM}'>\
+         <body>Harpier cries</body><occupant-id xmlns='urn:xmpp:occupant-id:0' id='forged'/></message>"
+    )));
+    assert_eq!(o.out.len(), 1);
+    let Output::Broadcast(s, to) = &o.out[0] else {
+        panic!("not a broadcast")
+    };
+    assert_eq!(to.len(), 3);
+    assert_eq!(s.from().unwrap().as_str(), format!("{ROOM}/thirdwitch"));
+    let ids: Vec<&Element> = s
+        .element()
+        .children()
+        .filter(|c| c.is("occupant-id", ns::OCCUPANT_ID))
+        .collect();
+    assert_eq!(ids.len(), 1);
+    assert_ne!(ids[0].attr("id"), Some("forged"));
+    // Outsiders may not speak.
+    let o = room.handle(parse(&format!(
+        "<message xmlns='jabber:client' type='groupchat' from='x@y.lit/z' to='{ROOM}'><body>hi</body></message>"
+    )));
+    assert_eq!(error_condition(&o), "modify/not-acceptable");
+}
+
+#[test]
+fn subject_changes_need_a_moderator_unless_configured() {
+    let mut room = coven();
+    let subject = |from: &str| {
+        parse(&format!(
+            "<message xmlns='jabber:client' type='groupchat' from='{from}' to='{ROOM}'><subject>Fire Burn</subject></message>"
+        ))
+    };
+    let o = room.handle(subject("hag66@shakespeare.lit/pda"));
+    assert_eq!(error_condition(&o), "auth/forbidden");
+    let o = room.handle(subject("crone1@shakespeare.lit/desktop"));
+    assert_eq!(flat(&o).len(), 3);
+    assert_eq!(room.subject().text, "Fire Burn");
+    assert_eq!(room.subject().by.as_deref(), Some("firstwitch"));
+}
+
+#[test]
+fn private_messages_reach_one_occupant() {
+    let mut room = coven();
+    let o = room.handle(parse(&format!(
+        "<message xmlns='jabber:client' type='chat' from='hag66@shakespeare.lit/pda' to='{ROOM}/secondwitch'><body>psst</body></message>"
+    )));
+    let out = flat(&o);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, "wiccarocks@shakespeare.lit/laptop");
+    assert_eq!(
+        out[0].1.from().unwrap().as_str(),
+        format!("{ROOM}/thirdwitch")
+    );
+    assert!(out[0].1.element().has_child("x", ns::USER));
+    let o = room.handle(parse(&format!(
+        "<message xmlns='jabber:client' type='chat' from='hag66@shakespeare.lit/pda' to='{ROOM}/nobody'><body>psst</body></message>"
+    )));
+    assert_eq!(error_condition(&o), "cancel/item-not-found");
+}
+
+fn admin(room: &mut Room, from: &str, items: &str) -> Outcome {
+    room.handle(iq(
+        from,
+        ROOM,
+        "set",
+        &format!("<query xmlns='http://jabber.org/protocol/muc#admin'>{items}</query>"),
+    ))
+}
+
+#[test]
+fn kick_and_ban_carry_their_status_codes() {
+    let mut room = coven();
+    let o = admin(
+        &mut room,
+        "crone1@shakespeare.lit/desktop",
+        "<item nick='thirdwitch' role='none'><reason>Avaunt</reason></item>",
+    );
+    let out = flat(&o);
+    assert_eq!(out[0].1.element().attr("type"), Some("result"));
+    let kicked = out
+        .iter()
+        .find(|(t, _)| t == "hag66@shakespeare.lit/pda")
+        .unwrap();
+    assert_eq!(codes(&kicked.1), [307, 110]);
+    let it = item(&kicked.1);
+    assert_eq!(it.attr("role"), Some("none"));
+    assert_eq!(it.child_text("reason", ns::USER).as_deref(), Some("Avaunt"));
+    assert_eq!(
+        it.get_child("actor", ns::USER).and_then(|a| a.attr("nick")),
+        Some("firstwitch")
+    );
+    assert!(!room.is_occupant(&jid("hag66@shakespeare.lit/pda")));
+    // A participant kicks nobody.
+    let o = admin(
+        &mut room,
+        "wiccarocks@shakespeare.lit/laptop",
+        "<item nick='firstwitch' role='none'/>",
+    );
+    assert_eq!(error_condition(&o), "auth/forbidden");
+    // Ban: 301, and the outcast cannot come back.
+    let o = admin(
+        &mut room,
+        "crone1@shakespeare.lit/desktop",
+        "<item jid='wiccarocks@shakespeare.lit' affiliation='outcast'/>",
+    );
+    let banned = flat(&o)
+        .into_iter()
+        .find(|(t, _)| t == "wiccarocks@shakespeare.lit/laptop")
+        .unwrap();
+    assert_eq!(codes(&banned.1), [301, 110]);
+    assert_eq!(item(&banned.1).attr("affiliation"), Some("outcast"));
+    let o = join(
+        &mut room,
+        "wiccarocks@shakespeare.lit/laptop",
+        "secondwitch",
+    );
+    assert_eq!(error_condition(&o), "auth/forbidden");
+    // The lists.
+    let o = room.handle(iq(
+        "crone1@shakespeare.lit/desktop",
+        ROOM,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='outcast'/></query>",
+    ));
+    let list = flat(&o)[0].1.payload().unwrap().clone();
+    let jids: Vec<&str> = list.children().filter_map(|i| i.attr("jid")).collect();
+    assert_eq!(jids, ["wiccarocks@shakespeare.lit"]);
+}
+
+#[test]
+fn moderated_rooms_give_voice_on_request_of_a_moderator() {
+    let mut room = new_room();
+    join(&mut room, "crone1@shakespeare.lit/desktop", "firstwitch");
+    configure(&mut room, &[("muc#roomconfig_moderatedroom", "1")]);
+    let o = join(&mut room, "hag66@shakespeare.lit/pda", "thirdwitch");
+    let own = flat(&o)
+        .into_iter()
+        .find(|(t, s)| t == "hag66@shakespeare.lit/pda" && codes(s).contains(&110))
+        .unwrap();
+    assert_eq!(item(&own.1).attr("role"), Some("visitor"));
+    let speak = || {
+        parse(&format!(
+            "<message xmlns='jabber:client' type='groupchat' from='hag66@shakespeare.lit/pda' to='{ROOM}'><body>hi</body></message>"
+        ))
+    };
+    assert_eq!(error_condition(&room.handle(speak())), "auth/forbidden");
+    let o = admin(
+        &mut room,
+        "crone1@shakespeare.lit/desktop",
+        "<item nick='thirdwitch' role='participant'/>",
+    );
+    let to_crone = flat(&o)
+        .into_iter()
+        .find(|(t, s)| t == "crone1@shakespeare.lit/desktop" && s.element().name() == "presence")
+        .unwrap();
+    assert_eq!(item(&to_crone.1).attr("role"), Some("participant"));
+    assert!(matches!(room.handle(speak()).out[0], Output::Broadcast(..)));
+}
+
+#[test]
+fn members_only_and_password_rooms_keep_strangers_out() {
+    let mut room = coven();
+    let o = configure(&mut room, &[("muc#roomconfig_membersonly", "1")]);
+    // Those present without affiliation are removed with 322.
+    let removed = flat(&o)
+        .into_iter()
+        .find(|(t, s)| t == "hag66@shakespeare.lit/pda" && codes(s).contains(&322))
+        .unwrap();
+    assert_eq!(
+        removed.1.kind(),
+        StanzaKind::Presence(PresenceType::Unavailable)
+    );
+    let o = join(&mut room, "hag66@shakespeare.lit/pda", "thirdwitch");
+    assert_eq!(error_condition(&o), "auth/registration-required");
+    admin(
+        &mut room,
+        "crone1@shakespeare.lit/desktop",
+        "<item jid='hag66@shakespeare.lit' affiliation='member'/>",
+    );
+    let o = join(&mut room, "hag66@shakespeare.lit/pda", "thirdwitch");
+    assert!(flat(&o).iter().any(|(_, s)| codes(s).contains(&110)));
+
+    let mut room = coven();
+    configure(
+        &mut room,
+        &[
+            ("muc#roomconfig_passwordprotectedroom", "1"),
+            ("muc#roomconfig_roomsecret", "cauldronburn"),
+        ],
+    );
+    let o = join(&mut room, "x@shakespeare.lit/a", "x");
+    assert_eq!(error_condition(&o), "auth/not-authorized");
+    let o = room.handle(join_xml(
+        "x@shakespeare.lit/a",
+        "x",
+        "<x xmlns='http://jabber.org/protocol/muc'><password>cauldronburn</password></x>",
+    ));
+    assert!(flat(&o).iter().any(|(_, s)| codes(s).contains(&110)));
+}
+
+#[test]
+fn full_rooms_refuse_all_but_admins() {
+    let mut room = coven();
+    configure(&mut room, &[("muc#roomconfig_maxusers", "3")]);
+    let o = join(&mut room, "x@shakespeare.lit/a", "x");
+    assert_eq!(error_condition(&o), "wait/service-unavailable");
+}
+
+#[test]
+fn the_last_owner_stays() {
+    let mut room = coven();
+    let o = admin(
+        &mut room,
+        "crone1@shakespeare.lit/desktop",
+        "<item jid='crone1@shakespeare.lit' affiliation='admin'/>",
+    );
+    assert_eq!(error_condition(&o), "cancel/conflict");
+    // Admins cannot touch owners; a new admin moderates at once.
+    let o = admin(
+        &mut room,
+        "crone1@shakespeare.lit/desktop",
+        "<item jid='hag66@shakespeare.lit' affiliation='admin'/>",
+    );
+    let to_hag = flat(&o)
+        .into_iter()
+        .find(|(t, _)| t == "hag66@shakespeare.lit/pda")
+        .unwrap();
+    assert_eq!(item(&to_hag.1).attr("role"), Some("moderator"));
+    let o = admin(
+        &mut room,
+        "hag66@shakespeare.lit/pda",
+        "<item jid='crone1@shakespeare.lit' affiliation='none'/>",
+    );
+    assert_eq!(error_condition(&o), "cancel/not-allowed");
+}
+
+#[test]
+fn leaving_the_last_occupant_ends_a_temporary_room() {
+    let mut room = new_room();
+    join(&mut room, "crone1@shakespeare.lit/desktop", "firstwitch");
+    instant(&mut room);
+    let o = room.handle(parse(&format!(
+        "<presence xmlns='jabber:client' type='unavailable' from='crone1@shakespeare.lit/desktop' to='{ROOM}/firstwitch'/>"
+    )));
+    let out = flat(&o);
+    assert_eq!(codes(&out[0].1), [110]);
+    assert!(o.gone);
+}
+
+#[test]
+fn destroying_sends_the_alternate_venue() {
+    let mut room = coven();
+    let o = room.handle(iq(
+        "crone1@shakespeare.lit/desktop",
+        ROOM,
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#owner'><destroy jid='heath@chat.shakespeare.lit'><reason>Macbeth doth come.</reason></destroy></query>",
+    ));
+    assert!(o.gone);
+    let out = flat(&o);
+    assert_eq!(out.len(), 4);
+    let d = out[1]
+        .1
+        .element()
+        .get_child("x", ns::USER)
+        .and_then(|x| x.get_child("destroy", ns::USER))
+        .unwrap();
+    assert_eq!(d.attr("jid"), Some("heath@chat.shakespeare.lit"));
+    assert_eq!(
+        d.child_text("reason", ns::USER).as_deref(),
+        Some("Macbeth doth come.")
+    );
+}
+
+#[test]
+fn mediated_invitations_make_members_of_members_only_rooms() {
+    let mut room = coven();
+    configure(&mut room, &[("muc#roomconfig_membersonly", "1")]);
+    let o = room.handle(parse(&format!(
+        "<message xmlns='jabber:client' from='crone1@shakespeare.lit/desktop' to='{ROOM}'>\
+         <x xmlns='http://jabber.org/protocol/muc#user'><invite to='hecate@shakespeare.lit'><reason>Hey</reason></invite></x></message>"
+    )));
+    let out = flat(&o);
+    assert_eq!(out[0].0, "hecate@shakespeare.lit");
+    let inv = out[0]
+        .1
+        .element()
+        .get_child("x", ns::USER)
+        .and_then(|x| x.get_child("invite", ns::USER))
+        .unwrap();
+    assert_eq!(inv.attr("from"), Some("crone1@shakespeare.lit/desktop"));
+    assert_eq!(
+        room.affiliation(&jid("hecate@shakespeare.lit")),
+        Affiliation::Member
+    );
+}
+
+#[test]
+fn self_ping_answers_occupants_only() {
+    let mut room = coven();
+    let ping = "<ping xmlns='urn:xmpp:ping'/>";
+    let o = room.handle(iq(
+        "hag66@shakespeare.lit/pda",
+        &format!("{ROOM}/thirdwitch"),
+        "get",
+        ping,
+    ));
+    assert_eq!(flat(&o)[0].1.element().attr("type"), Some("result"));
+    let o = room.handle(iq("x@y.lit/z", &format!("{ROOM}/thirdwitch"), "get", ping));
+    assert_eq!(error_condition(&o), "modify/not-acceptable");
+}
+
+#[test]
+fn disco_info_follows_the_configuration() {
+    let mut room = coven();
+    configure(&mut room, &[("muc#roomconfig_persistentroom", "1")]);
+    let info = room.disco_info();
+    let features: Vec<&str> = info
+        .children()
+        .filter(|c| c.name() == "feature")
+        .filter_map(|c| c.attr("var"))
+        .collect();
+    assert!(features.contains(&"muc_persistent"));
+    assert!(features.contains(&ns::OCCUPANT_ID));
+    assert!(!features.contains(&"muc_temporary"));
+}

@@ -1,0 +1,333 @@
+//! The MUC service on its own domain: a [`DomainRoute`] that drives [`Room`] values.
+//!
+//! Each room sits behind its own async lock; a stanza for it is handled under that lock and
+//! its outputs are stored (persistent rooms: before anything is sent, so what an owner is
+//! told is committed) and delivered before the lock is released, so every occupant sees a
+//! room's stanzas in the order the room produced them. Rooms do not wait for each other.
+//! Broadcasts go through [`Core::deliver_rendered`]: serialized once per audience.
+//!
+//! The service itself answers disco (XEP-0045 §6.1–§6.3: identity, features, public rooms)
+//! and pings; it creates a room when someone enters one that does not exist (§10.1), within
+//! `[muc] create_rooms` and the per-user room limit.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use dashmap::DashMap;
+use rand::RngCore;
+use tokio::sync::Mutex;
+
+use rookery_core::modules::disco::{feature, identity};
+use rookery_core::{Core, DomainRoute, Template, Undelivered};
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::{
+    ns as pns, IqType, MessageType, PresenceType, Stanza, StanzaError, StanzaErrorCondition,
+    StanzaKind,
+};
+use rookery_xml::Element;
+
+use crate::config::MucConfig;
+use crate::error::MucError;
+use crate::ns;
+use crate::room::{Output, Persist, Room};
+use crate::roomconfig::RoomConfig;
+use crate::store::RoomStore;
+
+/// A room and whether it is gone (a stanza that found it just before it went looks again).
+struct Slot {
+    room: Room,
+    gone: bool,
+}
+
+/// The multi-user chat service.
+pub struct MucService {
+    jid: BareJid,
+    config: MucConfig,
+    /// The server's own domain (whose accounts may create rooms by default).
+    server_domain: String,
+    rooms: DashMap<String, Arc<Mutex<Slot>>>,
+    /// Rooms alive per creator, for `max_rooms_per_user`.
+    created: DashMap<BareJid, usize>,
+    store: Arc<dyn RoomStore>,
+    core: OnceLock<Weak<Core>>,
+}
+
+impl std::fmt::Debug for MucService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MucService")
+            .field("jid", &self.jid)
+            .field("rooms", &self.rooms.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(stanza: Stanza) -> Box<Undelivered> {
+    Undelivered::new(
+        stanza,
+        StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
+    )
+}
+
+impl MucService {
+    /// The service for the server `domain` under `config`, with the persistent rooms of
+    /// `store` loaded.
+    pub async fn load(
+        config: MucConfig,
+        domain: &str,
+        store: Arc<dyn RoomStore>,
+    ) -> Result<Arc<MucService>, String> {
+        config.validate()?;
+        let host = config.service_domain(domain);
+        let jid = BareJid::new(None, &host).map_err(|e| format!("[muc] domain {host:?}: {e}"))?;
+        let svc = MucService {
+            jid,
+            config,
+            server_domain: domain.to_string(),
+            rooms: DashMap::new(),
+            created: DashMap::new(),
+            store,
+            core: OnceLock::new(),
+        };
+        let stored = svc
+            .store
+            .load(svc.jid.as_str())
+            .await
+            .map_err(|e| format!("loading MUC rooms: {e}"))?;
+        for (name, snap) in stored {
+            let Ok(jid) = BareJid::new(Some(&name), svc.jid.domain()) else {
+                tracing::error!(room = %name, "skipping a stored room with an invalid name");
+                continue;
+            };
+            *svc.created.entry(snap.creator.clone()).or_default() += 1;
+            let room = Room::restore(jid, snap, svc.config.max_occupants);
+            svc.rooms
+                .insert(name, Arc::new(Mutex::new(Slot { room, gone: false })));
+        }
+        Ok(Arc::new(svc))
+    }
+
+    /// The service's domain.
+    pub fn jid(&self) -> &BareJid {
+        &self.jid
+    }
+
+    /// Registers the service's domain with the core.
+    pub fn attach(self: &Arc<Self>, core: &Arc<Core>) {
+        let _ = self.core.set(Arc::downgrade(core));
+        core.register_domain(self.jid.domain(), self.clone());
+    }
+
+    /// The number of rooms alive (for tests and status).
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    fn new_room_config(&self) -> RoomConfig {
+        RoomConfig {
+            persistent: self.config.default_persistent,
+            public: self.config.default_public,
+            max_occupants: self.config.default_max_occupants,
+            ..RoomConfig::default()
+        }
+    }
+
+    /// A new room `name` for `creator`, within the creation policy and limit.
+    fn create(&self, name: &str, creator: &Jid) -> Result<Arc<Mutex<Slot>>, MucError> {
+        if self.config.create_rooms == "local" && creator.domain() != self.server_domain {
+            return Err(MucError::NotAllowed("only local users may create rooms"));
+        }
+        let bare = creator.to_bare();
+        let jid = BareJid::new(Some(name), self.jid.domain()).map_err(|_| MucError::NoRoom)?;
+        let entry = self.rooms.entry(name.to_string());
+        if let dashmap::Entry::Occupied(e) = &entry {
+            return Ok(e.get().clone());
+        }
+        let mut count = self.created.entry(bare.clone()).or_default();
+        let max = self.config.max_rooms_per_user;
+        if max > 0 && *count >= max {
+            return Err(MucError::CreationLimit);
+        }
+        *count += 1;
+        drop(count);
+        let mut salt = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut salt);
+        let salt = base64::engine::general_purpose::STANDARD.encode(salt);
+        let room = Room::new(
+            jid,
+            bare,
+            self.new_room_config(),
+            self.config.max_occupants,
+            salt,
+        );
+        let slot = Arc::new(Mutex::new(Slot { room, gone: false }));
+        entry.or_insert(slot.clone());
+        Ok(slot)
+    }
+
+    /// The room a stanza is for: the existing one, or a new one for a presence entering it.
+    fn room_for(&self, name: &str, stanza: &Stanza) -> Result<Arc<Mutex<Slot>>, MucError> {
+        if let Some(r) = self.rooms.get(name) {
+            return Ok(r.clone());
+        }
+        let entering = stanza.kind() == StanzaKind::Presence(PresenceType::Available)
+            && stanza.to().is_some_and(Jid::is_full);
+        match stanza.from() {
+            Some(from) if entering => self.create(name, from),
+            _ => Err(MucError::NoRoom),
+        }
+    }
+
+    async fn to_room(
+        &self,
+        core: &Arc<Core>,
+        name: &str,
+        stanza: Stanza,
+    ) -> Result<(), Box<Undelivered>> {
+        // A stanza that found a room just destroyed looks once more (it may create it anew).
+        for _ in 0..2 {
+            let slot = match self.room_for(name, &stanza) {
+                Ok(s) => s,
+                Err(e) => return self.refuse(stanza, e),
+            };
+            let mut guard = slot.lock().await;
+            if guard.gone {
+                continue;
+            }
+            let outcome = guard.room.handle(stanza);
+            match outcome.persist {
+                Persist::Nothing => {}
+                Persist::Save => {
+                    if let Err(e) = self
+                        .store
+                        .save(self.jid.as_str(), name, &guard.room.stored())
+                        .await
+                    {
+                        tracing::error!(room = %name, error = %e, "saving a room failed");
+                    }
+                }
+                Persist::Delete => {
+                    if let Err(e) = self.store.delete(self.jid.as_str(), name).await {
+                        tracing::error!(room = %name, error = %e, "deleting a room failed");
+                    }
+                }
+            }
+            if outcome.gone {
+                guard.gone = true;
+                self.rooms.remove_if(name, |_, v| Arc::ptr_eq(v, &slot));
+                let creator = guard.room.creator().clone();
+                self.created.remove_if_mut(&creator, |_, n| {
+                    *n = n.saturating_sub(1);
+                    *n == 0
+                });
+            }
+            for out in outcome.out {
+                match out {
+                    Output::Send(s) => core.route(s).await,
+                    Output::Broadcast(s, to) => {
+                        core.deliver_rendered(&Template::new(s), to.iter()).await
+                    }
+                }
+            }
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// Answers a stanza refused before any room saw it (error stanzas and departures from
+    /// rooms that do not exist get nothing).
+    fn refuse(&self, stanza: Stanza, e: MucError) -> Result<(), Box<Undelivered>> {
+        match stanza.kind() {
+            StanzaKind::Presence(PresenceType::Available)
+            | StanzaKind::Message(
+                MessageType::Normal | MessageType::Chat | MessageType::Groupchat,
+            )
+            | StanzaKind::Iq(IqType::Get | IqType::Set) => Err(Undelivered::new(stanza, e.into())),
+            _ => Ok(()),
+        }
+    }
+
+    /// disco#info and disco#items of the service (§6.1, §6.3), pings.
+    async fn to_service(&self, core: &Arc<Core>, stanza: Stanza) -> Result<(), Box<Undelivered>> {
+        if stanza.kind() != StanzaKind::Iq(IqType::Get) {
+            return match stanza.kind() {
+                StanzaKind::Iq(IqType::Set)
+                | StanzaKind::Message(MessageType::Normal | MessageType::Chat) => {
+                    Err(unavailable(stanza))
+                }
+                _ => Ok(()),
+            };
+        }
+        let Some(payload) = stanza.payload() else {
+            return Err(unavailable(stanza));
+        };
+        let answer = if payload.is("query", pns::DISCO_INFO) && payload.attr("node").is_none() {
+            let mut q = Element::new("query", pns::DISCO_INFO).with_child(identity(
+                "conference",
+                "text",
+                Some("Chatrooms"),
+            ));
+            for f in [pns::DISCO_INFO, pns::DISCO_ITEMS, ns::MUC] {
+                q.push_child(feature(f));
+            }
+            Some(q)
+        } else if payload.is("query", pns::DISCO_ITEMS) && payload.attr("node").is_none() {
+            Some(self.public_rooms().await)
+        } else if payload.is("ping", pns::PING) {
+            None
+        } else {
+            return Err(unavailable(stanza));
+        };
+        core.route(stanza.iq_result(answer)).await;
+        Ok(())
+    }
+
+    /// The public, unlocked rooms as disco items, by JID.
+    async fn public_rooms(&self) -> Element {
+        let slots: Vec<Arc<Mutex<Slot>>> = self.rooms.iter().map(|e| e.value().clone()).collect();
+        let mut items = Vec::new();
+        for slot in slots {
+            let s = slot.lock().await;
+            let r = &s.room;
+            if s.gone || r.is_locked() || !r.config().public {
+                continue;
+            }
+            let name = if r.config().name.is_empty() {
+                r.jid().local().unwrap_or_default().to_string()
+            } else {
+                r.config().name.clone()
+            };
+            items.push((r.jid().as_str().to_string(), name));
+        }
+        items.sort();
+        let mut q = Element::new("query", pns::DISCO_ITEMS);
+        for (jid, name) in items {
+            q.push_child(
+                Element::new("item", pns::DISCO_ITEMS)
+                    .with_attr("jid", jid)
+                    .with_attr("name", name),
+            );
+        }
+        q
+    }
+}
+
+#[async_trait]
+impl DomainRoute for MucService {
+    async fn deliver(&self, stanza: Stanza) -> Result<(), Box<Undelivered>> {
+        let Some(core) = self.core.get().and_then(Weak::upgrade) else {
+            return Err(unavailable(stanza));
+        };
+        if stanza.from().is_none() {
+            return Ok(());
+        }
+        match stanza.to().and_then(Jid::local).map(str::to_string) {
+            None => self.to_service(&core, stanza).await,
+            Some(name) => self.to_room(&core, &name, stanza).await,
+        }
+    }
+
+    fn name(&self) -> Option<String> {
+        Some("Chatrooms".into())
+    }
+}

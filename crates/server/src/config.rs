@@ -36,6 +36,8 @@ pub struct Config {
     pub pubsub: rookery_pubsub::PubsubConfig,
     /// Multi-user chat: the service at `conference.<domain>` (`[muc]`).
     pub muc: rookery_muc::MucConfig,
+    /// Message archives of accounts (`[mam]`).
+    pub mam: rookery_mam::MamConfig,
     /// External components (XEP-0114): listener and `[[component.service]]` declarations.
     pub component: ComponentConfig,
     /// In-band registration.
@@ -64,6 +66,7 @@ impl Default for Config {
             im: rookery_im::ImConfig::default(),
             pubsub: rookery_pubsub::PubsubConfig::default(),
             muc: rookery_muc::MucConfig::default(),
+            mam: rookery_mam::MamConfig::default(),
             component: ComponentConfig::default(),
             registration: core.registration,
             version: core.version,

@@ -369,3 +369,18 @@ async def test_room_creation_limit(server_factory):
     await create(a, room(srv, "one"), "firstwitch")
     assert await join_error(a, room(srv, "two"), "firstwitch") == ("cancel", "not-allowed")
     await close(a)
+
+
+async def test_history_on_entering(server):
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    for n in range(1, 5):
+        a.send_message(mto=r, mbody=f"m{n}", mtype="groupchat")
+        await a.inbox.wait(lambda el, n=n: el.findtext("{jabber:client}body") == f"m{n}", T, f"m{n}")
+    pres, subject, occupants, history = await b.plugin["xep_0045"].join_muc_wait(
+        r, "secondwitch", maxstanzas=2, timeout=T)
+    assert [m["body"] for m in history] == ["m3", "m4"]
+    assert all(m["delay"]["from"] == r for m in history)
+    assert "firstwitch" in [p["from"].resource for p in occupants]
+    await close(a, b)

@@ -22,6 +22,8 @@ pub struct MucConfig {
     pub default_persistent: bool,
     /// Whether new rooms are listed in disco#items of the service.
     pub default_public: bool,
+    /// How many recent groupchat messages a room keeps in memory for newcomers (§7.2.14).
+    pub history_length: usize,
 }
 
 impl Default for MucConfig {
@@ -35,6 +37,7 @@ impl Default for MucConfig {
             default_max_occupants: 200,
             default_persistent: false,
             default_public: true,
+            history_length: 20,
         }
     }
 }

@@ -30,7 +30,7 @@ use rookery_xml::Element;
 use crate::config::MucConfig;
 use crate::error::MucError;
 use crate::ns;
-use crate::room::{Output, Persist, Room};
+use crate::room::{Limits, Output, Persist, Room};
 use crate::roomconfig::RoomConfig;
 use crate::store::RoomStore;
 
@@ -100,7 +100,7 @@ impl MucService {
                 continue;
             };
             *svc.created.entry(snap.creator.clone()).or_default() += 1;
-            let room = Room::restore(jid, snap, svc.config.max_occupants);
+            let room = Room::restore(jid, snap, svc.limits());
             svc.rooms
                 .insert(name, Arc::new(Mutex::new(Slot { room, gone: false })));
         }
@@ -121,6 +121,13 @@ impl MucService {
     /// The number of rooms alive (for tests and status).
     pub fn room_count(&self) -> usize {
         self.rooms.len()
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_occupants: self.config.max_occupants,
+            history: self.config.history_length,
+        }
     }
 
     fn new_room_config(&self) -> RoomConfig {
@@ -153,13 +160,7 @@ impl MucService {
         let mut salt = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut salt);
         let salt = base64::engine::general_purpose::STANDARD.encode(salt);
-        let room = Room::new(
-            jid,
-            bare,
-            self.new_room_config(),
-            self.config.max_occupants,
-            salt,
-        );
+        let room = Room::new(jid, bare, self.new_room_config(), self.limits(), salt);
         let slot = Arc::new(Mutex::new(Slot { room, gone: false }));
         entry.or_insert(slot.clone());
         Ok(slot)
@@ -194,7 +195,7 @@ impl MucService {
             if guard.gone {
                 continue;
             }
-            let outcome = guard.room.handle(stanza);
+            let outcome = guard.room.handle(stanza, rookery_proto::time::now_unix());
             match outcome.persist {
                 Persist::Nothing => {}
                 Persist::Save => {

@@ -80,10 +80,14 @@ impl Room {
             }
         }
         let everyone: Vec<Jid> = self.occupants.values().map(|o| o.jid.clone()).collect();
-        o.broadcast(
-            Self::relayed(m, &occ.room_jid, wire::occupant_id(&occ), None),
-            everyone,
-        );
+        let relayed = Self::relayed(m, &occ.room_jid, wire::occupant_id(&occ), None);
+        if let Some(r) = relayed
+            .as_ref()
+            .filter(|_| el.has_child("body", CONTENT_NS))
+        {
+            self.remember(r.clone());
+        }
+        o.broadcast(relayed, everyone);
         Ok(o)
     }
 

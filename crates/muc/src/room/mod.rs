@@ -10,9 +10,13 @@
 //!   invitations (§7.4, §7.5, §7.8.2, §8.1);
 //! - [`admin`]: roles and affiliations by moderators, admins and owners (§8, §9, §10.3–§10.8);
 //! - [`owner`]: configuration, instant and reserved rooms, destruction (§10.1, §10.2, §10.9);
+//! - [`history`]: the recent groupchat messages a newcomer gets (§7.2.14);
 //! - [`wire`]: the `muc#user` elements and stanzas the others build.
+//!
+//! The room has no clock: the service passes the time with each stanza.
 
 mod admin;
+mod history;
 mod message;
 mod owner;
 mod wire;
@@ -20,7 +24,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -35,6 +39,7 @@ use crate::ns;
 use crate::role::{Affiliation, Role};
 use crate::roomconfig::{RoomConfig, Whois};
 
+pub use history::Past;
 pub use wire::Item;
 
 /// Status codes of `muc#user` presence and messages (§15.6.2).
@@ -174,8 +179,20 @@ pub struct Room {
     locked: bool,
     creator: BareJid,
     salt: String,
-    /// The service's limit on `max_occupants`.
-    limit: u32,
+    limits: Limits,
+    /// The last groupchat messages, oldest first, at most `limits.history`.
+    history: VecDeque<Past>,
+    /// The time of the stanza being handled (Unix seconds).
+    now: i64,
+}
+
+/// What the service allows every room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest `max_occupants` a room may be configured for.
+    pub max_occupants: u32,
+    /// How many recent messages a room keeps for newcomers.
+    pub history: usize,
 }
 
 /// A room as stored (see [`Room::stored`] and [`Room::restore`]).
@@ -199,7 +216,7 @@ impl Room {
         jid: BareJid,
         creator: BareJid,
         config: RoomConfig,
-        limit: u32,
+        limits: Limits,
         salt: String,
     ) -> Room {
         Room {
@@ -213,12 +230,14 @@ impl Room {
             locked: false,
             creator,
             salt,
-            limit,
+            limits,
+            history: VecDeque::new(),
+            now: 0,
         }
     }
 
     /// A stored room, with no occupants.
-    pub fn restore(jid: BareJid, s: Snapshot, limit: u32) -> Room {
+    pub fn restore(jid: BareJid, s: Snapshot, limits: Limits) -> Room {
         Room {
             jid,
             config: s.config,
@@ -230,7 +249,9 @@ impl Room {
             locked: false,
             creator: s.creator,
             salt: s.salt,
-            limit,
+            limits,
+            history: VecDeque::new(),
+            now: 0,
         }
     }
 
@@ -292,8 +313,10 @@ impl Room {
             .map_or(Affiliation::None, |a| a.affiliation)
     }
 
-    /// Handles a stanza addressed to the room or one of its occupants.
-    pub fn handle(&mut self, stanza: Stanza) -> Outcome {
+    /// Handles a stanza addressed to the room or one of its occupants, received at `now`
+    /// (Unix seconds).
+    pub fn handle(&mut self, stanza: Stanza, now: i64) -> Outcome {
+        self.now = now;
         let result = match stanza.kind() {
             StanzaKind::Presence(t) => self.presence(t, &stanza),
             StanzaKind::Message(_) => self.message(&stanza),
@@ -555,7 +578,10 @@ impl Room {
             &[],
             &codes,
         );
-        // 3. the subject, always (§7.2.15), last.
+        // 3. the history it asked for (§7.2.14), then the subject, always (§7.2.15), last.
+        for s in self.history_for(join, &occupant.jid) {
+            o.send(Some(s));
+        }
         o.send(wire::subject(self, &occupant.jid));
         if created && self.config.persistent {
             o.save();

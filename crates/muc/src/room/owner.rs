@@ -22,7 +22,7 @@ impl Room {
     pub(super) fn owner_get(&mut self, iq: &Stanza) -> Result<Outcome, MucError> {
         self.require_owner(iq)?;
         let q = Element::new("query", ns::OWNER)
-            .with_child(self.config.to_form(self.limit).to_element());
+            .with_child(self.config.to_form(self.limits.max_occupants).to_element());
         let mut o = Outcome::default();
         o.send(Some(iq.iq_result(Some(q))));
         Ok(o)
@@ -51,7 +51,7 @@ impl Room {
         if form.kind != "submit" {
             return Err(MucError::BadRequest("the form is not submitted"));
         }
-        let new = self.config.apply(&form, self.limit)?;
+        let new = self.config.apply(&form, self.limits.max_occupants)?;
         let old = std::mem::replace(&mut self.config, new);
         let mut o = Outcome::default();
         o.send(Some(iq.iq_result(None)));

@@ -7,6 +7,11 @@ use rookery_xml::CONTENT_NS;
 use super::*;
 
 const ROOM: &str = "coven@chat.shakespeare.lit";
+const NOW: i64 = 1_700_000_000;
+const LIMITS: Limits = Limits {
+    max_occupants: 1000,
+    history: 5,
+};
 
 fn jid(s: &str) -> Jid {
     Jid::parse(s).unwrap()
@@ -17,7 +22,7 @@ fn new_room() -> Room {
         BareJid::parse(ROOM).unwrap(),
         BareJid::parse("crone1@shakespeare.lit").unwrap(),
         RoomConfig::default(),
-        1000,
+        LIMITS,
         "salt".into(),
     )
 }
@@ -52,11 +57,10 @@ fn join_xml(from: &str, nick: &str, x: &str) -> Stanza {
 }
 
 fn join(room: &mut Room, from: &str, nick: &str) -> Outcome {
-    room.handle(join_xml(
-        from,
-        nick,
-        "<x xmlns='http://jabber.org/protocol/muc'/>",
-    ))
+    room.handle(
+        join_xml(from, nick, "<x xmlns='http://jabber.org/protocol/muc'/>"),
+        NOW,
+    )
 }
 
 fn codes(s: &Stanza) -> Vec<u16> {
@@ -98,7 +102,7 @@ fn instant(room: &mut Room) {
         ROOM,
         "set",
         "<query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query>",
-    ));
+    ), NOW);
     assert_eq!(flat(&o)[0].1.element().attr("type"), Some("result"));
 }
 
@@ -115,7 +119,7 @@ fn configure(room: &mut Room, fields: &[(&str, &str)]) -> Outcome {
         Some(jid(ROOM)),
         q,
     );
-    room.handle(s)
+    room.handle(s, NOW)
 }
 
 /// The crone creates the room (instant) and the witches enter.
@@ -158,12 +162,15 @@ fn creating_a_reserved_room_locks_it_until_configured() {
     let o = join(&mut room, "hag66@shakespeare.lit/pda", "thirdwitch");
     assert_eq!(error_condition(&o), "cancel/item-not-found");
     // The owner gets the form, submits it: unlocked.
-    let o = room.handle(iq(
-        "crone1@shakespeare.lit/desktop",
-        ROOM,
-        "get",
-        "<query xmlns='http://jabber.org/protocol/muc#owner'/>",
-    ));
+    let o = room.handle(
+        iq(
+            "crone1@shakespeare.lit/desktop",
+            ROOM,
+            "get",
+            "<query xmlns='http://jabber.org/protocol/muc#owner'/>",
+        ),
+        NOW,
+    );
     let form = Form::child_of(flat(&o)[0].1.payload().unwrap()).unwrap();
     assert_eq!(form.form_type(), Some(ns::ROOMCONFIG));
     let o = configure(&mut room, &[("muc#roomconfig_roomname", "A Dark Cave")]);
@@ -171,19 +178,25 @@ fn creating_a_reserved_room_locks_it_until_configured() {
     assert!(!room.is_locked());
     assert_eq!(room.config().name, "A Dark Cave");
     // Only owners configure.
-    let o = room.handle(iq(
-        "hag66@shakespeare.lit/pda",
-        ROOM,
-        "get",
-        "<query xmlns='http://jabber.org/protocol/muc#owner'/>",
-    ));
+    let o = room.handle(
+        iq(
+            "hag66@shakespeare.lit/pda",
+            ROOM,
+            "get",
+            "<query xmlns='http://jabber.org/protocol/muc#owner'/>",
+        ),
+        NOW,
+    );
     assert_eq!(error_condition(&o), "auth/forbidden");
 }
 
 #[test]
 fn a_room_entered_without_the_muc_extension_is_instant() {
     let mut room = new_room();
-    room.handle(join_xml("crone1@shakespeare.lit/desktop", "firstwitch", ""));
+    room.handle(
+        join_xml("crone1@shakespeare.lit/desktop", "firstwitch", ""),
+        NOW,
+    );
     assert!(!room.is_locked());
 }
 
@@ -249,9 +262,12 @@ fn bad_nicknames_and_conflicts_are_refused() {
     let mut room = coven();
     let o = join(&mut room, "other@shakespeare.lit/x", "SecondWitch");
     assert_eq!(error_condition(&o), "cancel/conflict");
-    let o = room.handle(parse(&format!(
-        "<presence xmlns='jabber:client' from='other@shakespeare.lit/x' to='{ROOM}'/>"
-    )));
+    let o = room.handle(
+        parse(&format!(
+            "<presence xmlns='jabber:client' from='other@shakespeare.lit/x' to='{ROOM}'/>"
+        )),
+        NOW,
+    );
     assert_eq!(error_condition(&o), "modify/jid-malformed");
     let o = join(&mut room, "other@shakespeare.lit/x", "\u{2003}");
     assert_eq!(error_condition(&o), "modify/jid-malformed");
@@ -292,7 +308,7 @@ fn groupchat_is_broadcast_once_with_occupant_ids() {
     let o = room.handle(parse(&format!(
         "<message xmlns='jabber:client' type='groupchat' from='hag66@shakespeare.lit/pda' to='{ROOM}'>\
          <body>Harpier cries</body><occupant-id xmlns='urn:xmpp:occupant-id:0' id='forged'/></message>"
-    )));
+    )), NOW);
     assert_eq!(o.out.len(), 1);
     let Output::Broadcast(s, to) = &o.out[0] else {
         panic!("not a broadcast")
@@ -309,7 +325,7 @@ fn groupchat_is_broadcast_once_with_occupant_ids() {
     // Outsiders may not speak.
     let o = room.handle(parse(&format!(
         "<message xmlns='jabber:client' type='groupchat' from='x@y.lit/z' to='{ROOM}'><body>hi</body></message>"
-    )));
+    )), NOW);
     assert_eq!(error_condition(&o), "modify/not-acceptable");
 }
 
@@ -321,9 +337,9 @@ fn subject_changes_need_a_moderator_unless_configured() {
             "<message xmlns='jabber:client' type='groupchat' from='{from}' to='{ROOM}'><subject>Fire Burn</subject></message>"
         ))
     };
-    let o = room.handle(subject("hag66@shakespeare.lit/pda"));
+    let o = room.handle(subject("hag66@shakespeare.lit/pda"), NOW);
     assert_eq!(error_condition(&o), "auth/forbidden");
-    let o = room.handle(subject("crone1@shakespeare.lit/desktop"));
+    let o = room.handle(subject("crone1@shakespeare.lit/desktop"), NOW);
     assert_eq!(flat(&o).len(), 3);
     assert_eq!(room.subject().text, "Fire Burn");
     assert_eq!(room.subject().by.as_deref(), Some("firstwitch"));
@@ -334,7 +350,7 @@ fn private_messages_reach_one_occupant() {
     let mut room = coven();
     let o = room.handle(parse(&format!(
         "<message xmlns='jabber:client' type='chat' from='hag66@shakespeare.lit/pda' to='{ROOM}/secondwitch'><body>psst</body></message>"
-    )));
+    )), NOW);
     let out = flat(&o);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, "wiccarocks@shakespeare.lit/laptop");
@@ -345,17 +361,20 @@ fn private_messages_reach_one_occupant() {
     assert!(out[0].1.element().has_child("x", ns::USER));
     let o = room.handle(parse(&format!(
         "<message xmlns='jabber:client' type='chat' from='hag66@shakespeare.lit/pda' to='{ROOM}/nobody'><body>psst</body></message>"
-    )));
+    )), NOW);
     assert_eq!(error_condition(&o), "cancel/item-not-found");
 }
 
 fn admin(room: &mut Room, from: &str, items: &str) -> Outcome {
-    room.handle(iq(
-        from,
-        ROOM,
-        "set",
-        &format!("<query xmlns='http://jabber.org/protocol/muc#admin'>{items}</query>"),
-    ))
+    room.handle(
+        iq(
+            from,
+            ROOM,
+            "set",
+            &format!("<query xmlns='http://jabber.org/protocol/muc#admin'>{items}</query>"),
+        ),
+        NOW,
+    )
 }
 
 #[test]
@@ -412,7 +431,7 @@ fn kick_and_ban_carry_their_status_codes() {
         ROOM,
         "get",
         "<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='outcast'/></query>",
-    ));
+    ), NOW);
     let list = flat(&o)[0].1.payload().unwrap().clone();
     let jids: Vec<&str> = list.children().filter_map(|i| i.attr("jid")).collect();
     assert_eq!(jids, ["wiccarocks@shakespeare.lit"]);
@@ -434,7 +453,10 @@ fn moderated_rooms_give_voice_on_request_of_a_moderator() {
             "<message xmlns='jabber:client' type='groupchat' from='hag66@shakespeare.lit/pda' to='{ROOM}'><body>hi</body></message>"
         ))
     };
-    assert_eq!(error_condition(&room.handle(speak())), "auth/forbidden");
+    assert_eq!(
+        error_condition(&room.handle(speak(), NOW)),
+        "auth/forbidden"
+    );
     let o = admin(
         &mut room,
         "crone1@shakespeare.lit/desktop",
@@ -445,7 +467,10 @@ fn moderated_rooms_give_voice_on_request_of_a_moderator() {
         .find(|(t, s)| t == "crone1@shakespeare.lit/desktop" && s.element().name() == "presence")
         .unwrap();
     assert_eq!(item(&to_crone.1).attr("role"), Some("participant"));
-    assert!(matches!(room.handle(speak()).out[0], Output::Broadcast(..)));
+    assert!(matches!(
+        room.handle(speak(), NOW).out[0],
+        Output::Broadcast(..)
+    ));
 }
 
 #[test]
@@ -481,11 +506,14 @@ fn members_only_and_password_rooms_keep_strangers_out() {
     );
     let o = join(&mut room, "x@shakespeare.lit/a", "x");
     assert_eq!(error_condition(&o), "auth/not-authorized");
-    let o = room.handle(join_xml(
-        "x@shakespeare.lit/a",
-        "x",
-        "<x xmlns='http://jabber.org/protocol/muc'><password>cauldronburn</password></x>",
-    ));
+    let o = room.handle(
+        join_xml(
+            "x@shakespeare.lit/a",
+            "x",
+            "<x xmlns='http://jabber.org/protocol/muc'><password>cauldronburn</password></x>",
+        ),
+        NOW,
+    );
     assert!(flat(&o).iter().any(|(_, s)| codes(s).contains(&110)));
 }
 
@@ -532,7 +560,7 @@ fn leaving_the_last_occupant_ends_a_temporary_room() {
     instant(&mut room);
     let o = room.handle(parse(&format!(
         "<presence xmlns='jabber:client' type='unavailable' from='crone1@shakespeare.lit/desktop' to='{ROOM}/firstwitch'/>"
-    )));
+    )), NOW);
     let out = flat(&o);
     assert_eq!(codes(&out[0].1), [110]);
     assert!(o.gone);
@@ -546,7 +574,7 @@ fn destroying_sends_the_alternate_venue() {
         ROOM,
         "set",
         "<query xmlns='http://jabber.org/protocol/muc#owner'><destroy jid='heath@chat.shakespeare.lit'><reason>Macbeth doth come.</reason></destroy></query>",
-    ));
+    ), NOW);
     assert!(o.gone);
     let out = flat(&o);
     assert_eq!(out.len(), 4);
@@ -570,7 +598,7 @@ fn mediated_invitations_make_members_of_members_only_rooms() {
     let o = room.handle(parse(&format!(
         "<message xmlns='jabber:client' from='crone1@shakespeare.lit/desktop' to='{ROOM}'>\
          <x xmlns='http://jabber.org/protocol/muc#user'><invite to='hecate@shakespeare.lit'><reason>Hey</reason></invite></x></message>"
-    )));
+    )), NOW);
     let out = flat(&o);
     assert_eq!(out[0].0, "hecate@shakespeare.lit");
     let inv = out[0]
@@ -590,14 +618,20 @@ fn mediated_invitations_make_members_of_members_only_rooms() {
 fn self_ping_answers_occupants_only() {
     let mut room = coven();
     let ping = "<ping xmlns='urn:xmpp:ping'/>";
-    let o = room.handle(iq(
-        "hag66@shakespeare.lit/pda",
-        &format!("{ROOM}/thirdwitch"),
-        "get",
-        ping,
-    ));
+    let o = room.handle(
+        iq(
+            "hag66@shakespeare.lit/pda",
+            &format!("{ROOM}/thirdwitch"),
+            "get",
+            ping,
+        ),
+        NOW,
+    );
     assert_eq!(flat(&o)[0].1.element().attr("type"), Some("result"));
-    let o = room.handle(iq("x@y.lit/z", &format!("{ROOM}/thirdwitch"), "get", ping));
+    let o = room.handle(
+        iq("x@y.lit/z", &format!("{ROOM}/thirdwitch"), "get", ping),
+        NOW,
+    );
     assert_eq!(error_condition(&o), "modify/not-acceptable");
 }
 
@@ -614,4 +648,83 @@ fn disco_info_follows_the_configuration() {
     assert!(features.contains(&"muc_persistent"));
     assert!(features.contains(&ns::OCCUPANT_ID));
     assert!(!features.contains(&"muc_temporary"));
+}
+
+#[test]
+fn history_on_entering_follows_the_request() {
+    let mut room = coven();
+    let say = |room: &mut Room, n: i64| {
+        room.handle(
+            parse(&format!(
+                "<message xmlns='jabber:client' type='groupchat' from='hag66@shakespeare.lit/pda' to='{ROOM}'><body>m{n}</body></message>"
+            )),
+            NOW + n * 60,
+        );
+    };
+    for n in 1..=7 {
+        say(&mut room, n);
+    }
+    let enter = |room: &mut Room, nick: &str, history: &str| -> Vec<String> {
+        let o = room.handle(
+            join_xml(
+                &format!("{nick}@x.lit/r"),
+                nick,
+                &format!("<x xmlns='http://jabber.org/protocol/muc'>{history}</x>"),
+            ),
+            NOW + 8 * 60,
+        );
+        let out = flat(&o);
+        let bodies: Vec<String> = out
+            .iter()
+            .filter_map(|(_, s)| s.element().child_text("body", CONTENT_NS))
+            .collect();
+        // Each history message is stamped by the room, and the subject comes after them.
+        for (_, s) in out
+            .iter()
+            .filter(|(_, s)| s.element().has_child("body", CONTENT_NS))
+        {
+            let d = s
+                .element()
+                .get_child("delay", rookery_proto::ns::DELAY)
+                .unwrap();
+            assert_eq!(d.attr("from"), Some(ROOM));
+        }
+        assert!(out
+            .last()
+            .unwrap()
+            .1
+            .element()
+            .has_child("subject", CONTENT_NS));
+        room.handle(
+            parse(&format!(
+                "<presence xmlns='jabber:client' type='unavailable' from='{nick}@x.lit/r' to='{ROOM}/{nick}'/>"
+            )),
+            NOW,
+        );
+        bodies
+    };
+    // The room keeps its last 5 (LIMITS.history); without <history/>, all of them.
+    assert_eq!(enter(&mut room, "a", ""), ["m3", "m4", "m5", "m6", "m7"]);
+    assert_eq!(
+        enter(&mut room, "b", "<history maxstanzas='2'/>"),
+        ["m6", "m7"]
+    );
+    assert!(enter(&mut room, "c", "<history maxchars='0'/>").is_empty());
+    assert_eq!(
+        enter(&mut room, "d", "<history seconds='150'/>"),
+        ["m6", "m7"]
+    );
+    let since = rookery_proto::time::format_utc(NOW + 5 * 60);
+    assert_eq!(
+        enter(&mut room, "e", &format!("<history since='{since}'/>")),
+        ["m5", "m6", "m7"]
+    );
+    assert_eq!(
+        enter(
+            &mut room,
+            "f",
+            &format!("<history since='{since}' maxstanzas='1'/>")
+        ),
+        ["m7"]
+    );
 }

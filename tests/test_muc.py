@@ -11,6 +11,8 @@ invitations, persistence across a restart (both stores) and the room creation li
 from __future__ import annotations
 
 import asyncio
+import uuid
+import xml.etree.ElementTree as ET
 
 import pytest
 from slixmpp.exceptions import IqError, PresenceError
@@ -22,6 +24,8 @@ NS_MUC = "http://jabber.org/protocol/muc"
 NS_USER = NS_MUC + "#user"
 NS_CONFIG = NS_MUC + "#roomconfig"
 NS_OCCUPANT_ID = "urn:xmpp:occupant-id:0"
+NS_MAM = "urn:xmpp:mam:2"
+NS_SID = "urn:xmpp:sid:0"
 T = 10
 
 
@@ -384,3 +388,64 @@ async def test_history_on_entering(server):
     assert all(m["delay"]["from"] == r for m in history)
     assert "firstwitch" in [p["from"].resource for p in occupants]
     await close(a, b)
+
+
+async def test_a_client_that_goes_away_leaves_its_rooms(server):
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    b.abort()
+    left = await presence_from(a, f"{r}/secondwitch", unavailable=True)
+    assert item_of(left).get("role") == "none"
+    await close(a)
+
+
+async def room_archive(c: SlixClient, r: str, rsm: str = "<max>50</max>"):
+    """Queries room `r`'s archive; returns (bodies, archive ids, complete)."""
+    qid = uuid.uuid4().hex[:8]
+    iq = c.make_iq_set(ito=r)
+    iq.append(ET.fromstring(f"<query xmlns='{NS_MAM}' queryid='{qid}'>"
+                            f"<set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set></query>"))
+    res = await iq.send(timeout=T)
+    fin = res.xml.find(f"{{{NS_MAM}}}fin")
+    results = [el.find(f"{{{NS_MAM}}}result") for el in c.inbox.items
+               if el.find(f"{{{NS_MAM}}}result") is not None
+               and el.find(f"{{{NS_MAM}}}result").get("queryid") == qid]
+    bodies = [x.findtext("{urn:xmpp:forward:0}forwarded/{jabber:client}message/{jabber:client}body")
+              for x in results]
+    return bodies, [x.get("id") for x in results], fin.get("complete") == "true"
+
+
+async def test_room_archive_and_history_after_restart(server_factory, backend):
+    srv = server_factory(backend=backend)
+    a, b, c = await login(srv, "alice"), await login(srv, "bob"), await login(srv, "carol")
+    r = room(srv)
+    await create(a, r, "firstwitch", persistentroom="1", membersonly="1")
+    info = await a.plugin["xep_0030"].get_info(jid=r, timeout=T)
+    assert NS_MAM in info["disco_info"]["features"]
+    sids = []
+    for n in range(1, 4):
+        a.send_message(mto=r, mbody=f"m{n}", mtype="groupchat")
+        m = await a.inbox.wait(lambda el, n=n: el.findtext("{jabber:client}body") == f"m{n}", T, f"m{n}")
+        sid = m.find(f"{{{NS_SID}}}stanza-id")
+        assert sid.get("by") == r
+        sids.append(sid.get("id"))
+    bodies, ids, complete = await room_archive(a, r)
+    assert bodies == ["m1", "m2", "m3"] and ids == sids and complete
+    bodies, _, complete = await room_archive(a, r, "<max>2</max><before/>")
+    assert bodies == ["m2", "m3"] and not complete
+    # Members-only: the archive is for members.
+    with pytest.raises(IqError) as e:
+        await room_archive(c, r)
+    assert e.value.iq["error"]["condition"] == "forbidden"
+    await a.plugin["xep_0045"].set_affiliation(r, "member", jid=b.boundjid.bare, timeout=T)
+    await close(a, b, c)
+    srv.restart()
+    b = await login(srv, "bob")
+    _pres, _subject, _occupants, history = await b.plugin["xep_0045"].join_muc_wait(
+        r, "secondwitch", maxstanzas=2, timeout=T)
+    assert [m["body"] for m in history] == ["m2", "m3"]
+    bodies, _, _ = await room_archive(b, r)
+    assert bodies == ["m1", "m2", "m3"]
+    await close(b)

@@ -5,13 +5,15 @@
 //! - [`module`]: [`Mam`], the module: it hooks the message path (a local account's outgoing
 //!   messages, and messages delivered to a local account, where it also puts the archive's
 //!   `<stanza-id/>` on them), answers queries and preferences, and purges by age and cap;
+//! - [`serve`]: answering a query on any archive (an account's here, a room's in
+//!   `rookery-muc`);
 //! - [`archive`]: which messages are archived, archive ids, stamping;
 //! - [`query`]: the query form and RSM read into a [`query::Query`], result messages and
 //!   `<fin/>`; [`prefs`]: archiving preferences; [`error`]: refusals and their wire errors;
 //!   [`config`]: `[mam]`.
 //!
-//! The rows live in `rookery-store` (`Store::mam`), one table for every account, removed with
-//! the account by the database (`ON DELETE CASCADE`).
+//! The rows live in `rookery-store` (`Store::mam`): one table for every account, removed with
+//! the account by the database (`ON DELETE CASCADE`), one for every room.
 
 pub mod archive;
 pub mod config;
@@ -19,6 +21,7 @@ pub mod error;
 pub mod module;
 pub mod prefs;
 pub mod query;
+pub mod serve;
 
 pub use config::MamConfig;
 pub use module::Mam;

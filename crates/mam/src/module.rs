@@ -26,7 +26,7 @@ use rookery_core::{
 };
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{IqType, Stanza, StanzaError, StanzaKind};
-use rookery_store::mam::{Filter, NewArchived};
+use rookery_store::mam::{NewArchived, Owner};
 use rookery_store::Store;
 
 use crate::archive;
@@ -34,7 +34,7 @@ use crate::config::MamConfig;
 use crate::error::MamError;
 use crate::ns;
 use crate::prefs::{Decision, Default as PrefDefault, Prefs};
-use crate::query::{self, Anchor};
+use crate::serve;
 
 /// The archive module.
 pub struct Mam {
@@ -133,8 +133,10 @@ impl Mam {
     async fn archive(&self, account: &BareJid, with: &BareJid, id: String, m: &Stanza) {
         let Some((d, u)) = owner(account) else { return };
         let row = NewArchived {
-            domain: d.to_string(),
-            username: u.to_string(),
+            owner: Owner::Account {
+                domain: d.to_string(),
+                username: u.to_string(),
+            },
             stanza_id: id,
             with_jid: with.as_str().to_string(),
             ts: rookery_proto::time::now_unix(),
@@ -165,78 +167,13 @@ impl Mam {
         account: &BareJid,
         iq: &Stanza,
     ) -> Result<IqReply, MamError> {
-        let from = iq.from().ok_or(MamError::Forbidden)?;
-        let payload = iq
-            .payload()
-            .ok_or_else(|| MamError::BadRequest("no query".into()))?;
-        if iq.kind() == StanzaKind::Iq(IqType::Get) {
-            return Ok(IqReply::from(Some(query::fields())));
-        }
-        let q = query::parse(payload, self.config.max_page)?;
         let (d, u) = owner(account).ok_or(MamError::Forbidden)?;
-        let mam = self.store.mam();
-        let position =
-            |id: String| async move { mam.position(d, u, &id).await?.ok_or(MamError::NotFound) };
-        let mut filter = Filter {
-            with: q.with.clone(),
-            start: q.start,
-            end: q.end,
-            ids: q.ids.clone(),
-            ..Filter::default()
+        let owner = Owner::Account {
+            domain: d.to_string(),
+            username: u.to_string(),
         };
-        if let Some(id) = q.after_id.clone() {
-            filter.after = Some(position(id).await?);
-        }
-        if let Some(id) = q.before_id.clone() {
-            filter.before = Some(position(id).await?);
-        }
-        match q.anchor.clone() {
-            Anchor::After(id) => {
-                let p = position(id).await?;
-                filter.after = Some(filter.after.map_or(p, |a| a.max(p)));
-            }
-            Anchor::Before(id) => {
-                let p = position(id).await?;
-                filter.before = Some(filter.before.map_or(p, |b| b.min(p)));
-            }
-            Anchor::First | Anchor::Last => {}
-        }
-        let from_end = q.anchor.from_end();
-        let mut rows = mam
-            .query(d, u, &filter, q.max.saturating_add(1), from_end)
-            .await?;
-        let complete = rows.len() as u64 <= q.max;
-        if !complete {
-            // One more than asked was read to know whether the page is the last: drop it
-            // (the oldest when paging backwards, the newest forwards).
-            if from_end {
-                rows.remove(0);
-            } else {
-                rows.pop();
-            }
-        }
-        for r in &rows {
-            let Some(m) = Stanza::from_serialized(r.stanza.as_bytes()) else {
-                tracing::error!(account = %account, id = %r.stanza_id, "unreadable archived message");
-                continue;
-            };
-            let el = query::result(
-                account,
-                from,
-                q.queryid.as_deref(),
-                &r.stanza_id,
-                r.ts,
-                m.into_element(),
-            );
-            if let Ok(s) = Stanza::from_element(el) {
-                core.route(s).await;
-            }
-        }
-        let fin = query::fin(
-            rows.first().map(|r| r.stanza_id.as_str()),
-            rows.last().map(|r| r.stanza_id.as_str()),
-            complete,
-        );
+        let fin =
+            serve::answer(core, &self.store, &owner, account, iq, self.config.max_page).await?;
         Ok(IqReply::from(Some(fin)))
     }
 

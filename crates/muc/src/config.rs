@@ -24,6 +24,10 @@ pub struct MucConfig {
     pub default_public: bool,
     /// How many recent groupchat messages a room keeps in memory for newcomers (§7.2.14).
     pub history_length: usize,
+    /// Whether rooms archive their groupchat messages (XEP-0313 on the room JID).
+    pub archive: bool,
+    /// The most messages one room archive query returns.
+    pub archive_max_page: u64,
 }
 
 impl Default for MucConfig {
@@ -38,6 +42,8 @@ impl Default for MucConfig {
             default_persistent: false,
             default_public: true,
             history_length: 20,
+            archive: true,
+            archive_max_page: 100,
         }
     }
 }
@@ -62,6 +68,9 @@ impl MucConfig {
         }
         if self.default_max_occupants == 0 || self.default_max_occupants > self.max_occupants {
             return Err("[muc] default_max_occupants must be between 1 and max_occupants".into());
+        }
+        if self.archive_max_page == 0 {
+            return Err("[muc] archive_max_page must be at least 1".into());
         }
         Ok(())
     }

@@ -6,6 +6,11 @@
 //! room's stanzas in the order the room produced them. Rooms do not wait for each other.
 //! Broadcasts go through [`Core::deliver_rendered`]: serialized once per audience.
 //!
+//! Room archives (XEP-0313 on the room JID): a groupchat message the room archives is stored
+//! before it is sent; queries are answered by `rookery-mam`'s query code over the SQL store,
+//! once the room said the requester may read; a room's archive goes with the room. At start,
+//! each stored room's history for newcomers is read back from its archive.
+//!
 //! The service itself answers disco (XEP-0045 §6.1–§6.3: identity, features, public rooms)
 //! and pings; it creates a room when someone enters one that does not exist (§10.1), within
 //! `[muc] create_rooms` and the per-user room limit.
@@ -33,6 +38,8 @@ use crate::ns;
 use crate::room::{Limits, Output, Persist, Room};
 use crate::roomconfig::RoomConfig;
 use crate::store::RoomStore;
+use rookery_store::mam::{Filter, NewArchived, Owner};
+use rookery_store::Store;
 
 /// A room and whether it is gone (a stanza that found it just before it went looks again).
 struct Slot {
@@ -50,6 +57,8 @@ pub struct MucService {
     /// Rooms alive per creator, for `max_rooms_per_user`.
     created: DashMap<BareJid, usize>,
     store: Arc<dyn RoomStore>,
+    /// Where room archives are kept (`None`: `[muc] archive = false`).
+    archive: Option<Store>,
     core: OnceLock<Weak<Core>>,
 }
 
@@ -60,6 +69,14 @@ impl std::fmt::Debug for MucService {
             .field("rooms", &self.rooms.len())
             .finish_non_exhaustive()
     }
+}
+
+/// Whether `s` is an archive query to a room (XEP-0313 §4 with the room as the archive).
+fn is_archive_query(s: &Stanza) -> bool {
+    matches!(s.kind(), StanzaKind::Iq(IqType::Get | IqType::Set))
+        && s.to().is_some_and(Jid::is_bare)
+        && s.payload()
+            .is_some_and(|p| p.is("query", rookery_mam::ns::MAM))
 }
 
 fn unavailable(stanza: Stanza) -> Box<Undelivered> {
@@ -76,10 +93,12 @@ impl MucService {
         config: MucConfig,
         domain: &str,
         store: Arc<dyn RoomStore>,
+        archive: Option<Store>,
     ) -> Result<Arc<MucService>, String> {
         config.validate()?;
         let host = config.service_domain(domain);
         let jid = BareJid::new(None, &host).map_err(|e| format!("[muc] domain {host:?}: {e}"))?;
+        let archive = archive.filter(|_| config.archive);
         let svc = MucService {
             jid,
             config,
@@ -87,6 +106,7 @@ impl MucService {
             rooms: DashMap::new(),
             created: DashMap::new(),
             store,
+            archive,
             core: OnceLock::new(),
         };
         let stored = svc
@@ -100,7 +120,8 @@ impl MucService {
                 continue;
             };
             *svc.created.entry(snap.creator.clone()).or_default() += 1;
-            let room = Room::restore(jid, snap, svc.limits());
+            let mut room = Room::restore(jid, snap, svc.limits());
+            svc.recall_history(&mut room, &name).await;
             svc.rooms
                 .insert(name, Arc::new(Mutex::new(Slot { room, gone: false })));
         }
@@ -127,7 +148,71 @@ impl MucService {
         Limits {
             max_occupants: self.config.max_occupants,
             history: self.config.history_length,
+            archive: self.archive.is_some(),
         }
+    }
+
+    /// Whose archive room `name` is.
+    fn owner(&self, name: &str) -> Owner {
+        Owner::Room {
+            service: self.jid.as_str().to_string(),
+            room: name.to_string(),
+        }
+    }
+
+    /// Puts the last messages of room `name`'s archive into its history for newcomers.
+    async fn recall_history(&self, room: &mut Room, name: &str) {
+        let Some(store) = &self.archive else { return };
+        let limit = u64::try_from(self.config.history_length).unwrap_or(u64::MAX);
+        match store
+            .mam()
+            .query(&self.owner(name), &Filter::default(), limit, true)
+            .await
+        {
+            Ok(rows) => {
+                for r in rows {
+                    if let Some(s) = Stanza::from_serialized(r.stanza.as_bytes()) {
+                        room.recall(s, r.ts);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(room = %name, error = %e, "reading a room's history failed"),
+        }
+    }
+
+    /// XEP-0313 on the room JID: `allowed` is the room's answer for the requester.
+    async fn archive_query(
+        &self,
+        core: &Arc<Core>,
+        name: &str,
+        room: BareJid,
+        iq: Stanza,
+        allowed: bool,
+    ) -> Result<(), Box<Undelivered>> {
+        let Some(store) = &self.archive else {
+            return Err(unavailable(iq));
+        };
+        if !allowed {
+            return Err(Undelivered::new(
+                iq,
+                StanzaError::new(StanzaErrorCondition::Forbidden),
+            ));
+        }
+        let owner = self.owner(name);
+        match rookery_mam::serve::answer(
+            core,
+            store,
+            &owner,
+            &room,
+            &iq,
+            self.config.archive_max_page,
+        )
+        .await
+        {
+            Ok(fin) => core.route(iq.iq_result(Some(fin))).await,
+            Err(e) => core.reply_error(&iq, e.into()).await,
+        }
+        Ok(())
     }
 
     fn new_room_config(&self) -> RoomConfig {
@@ -195,7 +280,30 @@ impl MucService {
             if guard.gone {
                 continue;
             }
-            let outcome = guard.room.handle(stanza, rookery_proto::time::now_unix());
+            if is_archive_query(&stanza) {
+                let allowed = stanza
+                    .from()
+                    .is_some_and(|f| guard.room.may_read_archive(f));
+                let room = guard.room.jid().clone();
+                drop(guard);
+                return self.archive_query(core, name, room, stanza, allowed).await;
+            }
+            let now = rookery_proto::time::now_unix();
+            let outcome = guard
+                .room
+                .handle(stanza, now, &rookery_mam::archive::new_id());
+            if let (Some(a), Some(store)) = (&outcome.archive, &self.archive) {
+                let row = NewArchived {
+                    owner: self.owner(name),
+                    stanza_id: a.id.clone(),
+                    with_jid: a.with.as_str().to_string(),
+                    ts: now,
+                    stanza: String::from_utf8_lossy(&a.stanza.to_bytes()).into_owned(),
+                };
+                if let Err(e) = store.mam().append(vec![row]).await {
+                    tracing::error!(room = %name, error = %e, "archiving a room message failed");
+                }
+            }
             match outcome.persist {
                 Persist::Nothing => {}
                 Persist::Save => {
@@ -215,6 +323,11 @@ impl MucService {
             }
             if outcome.gone {
                 guard.gone = true;
+                if let Some(store) = &self.archive {
+                    if let Err(e) = store.mam().clear(&self.owner(name)).await {
+                        tracing::error!(room = %name, error = %e, "deleting a room's archive failed");
+                    }
+                }
                 self.rooms.remove_if(name, |_, v| Arc::ptr_eq(v, &slot));
                 let creator = guard.room.creator().clone();
                 self.created.remove_if_mut(&creator, |_, n| {

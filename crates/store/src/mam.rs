@@ -1,20 +1,65 @@
-//! Message archives (XEP-0313) of accounts: rows appended in batches, queried by the other
-//! party, time and position (RSM, XEP-0059) in either direction, purged by age and per-account
-//! cap; and the archiving preferences. Rows go with their account (`ON DELETE CASCADE`).
+//! Message archives (XEP-0313) of accounts and of multi-user chat rooms: rows appended in
+//! batches, queried by the other party, time and position (RSM, XEP-0059) in either
+//! direction, purged by age and per-archive cap; and the archiving preferences of accounts.
+//! An account's rows go with it (`ON DELETE CASCADE`); a room's are cleared by its service.
+//!
+//! The two kinds of archive have a table each (an account's rows reference the account) with
+//! the same columns but the two owner keys; every query is written once over [`Owner`].
 
 use crate::db::{with_pool, write_tx};
 use crate::{Store, StoreError};
 
+/// Whose archive.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// A local account's.
+    Account {
+        /// Its domain.
+        domain: String,
+        /// Its username.
+        username: String,
+    },
+    /// A multi-user chat room's.
+    Room {
+        /// The MUC service's domain.
+        service: String,
+        /// The room's localpart.
+        room: String,
+    },
+}
+
+/// The archive tables and their owner key columns.
+const TABLES: [(&str, &str, &str); 2] = [
+    ("mam_messages", "domain", "username"),
+    ("muc_archive", "service", "room"),
+];
+
+impl Owner {
+    /// (table, first key column, second key column).
+    fn table(&self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Owner::Account { .. } => TABLES[0],
+            Owner::Room { .. } => TABLES[1],
+        }
+    }
+
+    /// The two key values.
+    fn keys(&self) -> (&str, &str) {
+        match self {
+            Owner::Account { domain, username } => (domain, username),
+            Owner::Room { service, room } => (service, room),
+        }
+    }
+}
+
 /// A message to archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewArchived {
-    /// The account's domain.
-    pub domain: String,
-    /// The account's username.
-    pub username: String,
-    /// The archive's id for it (XEP-0359 stanza-id), unique per account.
+    /// Whose archive.
+    pub owner: Owner,
+    /// The archive's id for it (XEP-0359 stanza-id), unique per archive.
     pub stanza_id: String,
-    /// The other party's bare JID.
+    /// The other party's bare JID (in a room's archive: the sender's occupant JID).
     pub with_jid: String,
     /// When it was archived (Unix seconds).
     pub ts: i64,
@@ -89,14 +134,23 @@ impl<'a> Mam<'a> {
         if rows.is_empty() {
             return Ok(());
         }
+        let rows: Vec<(String, NewArchived)> = rows
+            .into_iter()
+            .map(|r| {
+                let (t, k1, k2) = r.owner.table();
+                let sql = format!(
+                    "INSERT INTO {t} ({k1}, {k2}, stanza_id, with_jid, ts, stanza) \
+                     VALUES ($1, $2, $3, $4, $5, $6)"
+                );
+                (sql, r)
+            })
+            .collect();
         write_tx!(self.store, conn => {
-            for r in &rows {
-                sqlx::query(
-                    "INSERT INTO mam_messages (domain, username, stanza_id, with_jid, ts, stanza) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&r.domain)
-                .bind(&r.username)
+            for (sql, r) in &rows {
+                let (a, b) = r.owner.keys();
+                sqlx::query(sql)
+                .bind(a)
+                .bind(b)
                 .bind(&r.stanza_id)
                 .bind(&r.with_jid)
                 .bind(r.ts)
@@ -108,19 +162,19 @@ impl<'a> Mam<'a> {
         Ok(())
     }
 
-    /// The position of the message `stanza_id` in `username@domain`'s archive.
+    /// The position of the message `stanza_id` in `owner`'s archive.
     pub async fn position(
         &self,
-        domain: &str,
-        username: &str,
+        owner: &Owner,
         stanza_id: &str,
     ) -> Result<Option<i64>, StoreError> {
+        let (t, k1, k2) = owner.table();
+        let (a, b) = owner.keys();
+        let sql = format!("SELECT id FROM {t} WHERE {k1} = $1 AND {k2} = $2 AND stanza_id = $3");
         let id: Option<i64> = with_pool!(self.store, pool => {
-            sqlx::query_scalar(
-                "SELECT id FROM mam_messages WHERE domain = $1 AND username = $2 AND stanza_id = $3",
-            )
-            .bind(domain)
-            .bind(username)
+            sqlx::query_scalar(&sql)
+            .bind(a)
+            .bind(b)
             .bind(stanza_id)
             .fetch_optional(pool)
             .await?
@@ -128,21 +182,21 @@ impl<'a> Mam<'a> {
         Ok(id)
     }
 
-    /// Up to `limit` messages of `username@domain`'s archive matching `filter`, in archive
-    /// order: the first ones, or with `from_end` the last ones.
+    /// Up to `limit` messages of `owner`'s archive matching `filter`, in archive order: the
+    /// first ones, or with `from_end` the last ones.
     pub async fn query(
         &self,
-        domain: &str,
-        username: &str,
+        owner: &Owner,
         filter: &Filter,
         limit: u64,
         from_end: bool,
     ) -> Result<Vec<Archived>, StoreError> {
-        let mut sql = String::from(
-            "SELECT id, stanza_id, with_jid, ts, stanza FROM mam_messages \
-             WHERE domain = $1 AND username = $2",
+        let (t, k1, k2) = owner.table();
+        let (a, b) = owner.keys();
+        let mut sql = format!(
+            "SELECT id, stanza_id, with_jid, ts, stanza FROM {t} WHERE {k1} = $1 AND {k2} = $2"
         );
-        let mut params = vec![Param::Text(domain.into()), Param::Text(username.into())];
+        let mut params = vec![Param::Text(a.into()), Param::Text(b.into())];
         let mut push = |sql: &mut String, clause: &str, p: Param| {
             params.push(p);
             sql.push_str(&format!(" AND {clause} ${}", params.len()));
@@ -201,62 +255,59 @@ impl<'a> Mam<'a> {
             .collect())
     }
 
-    /// Deletes what is archived before `older_than` (Unix seconds; `None`: no age limit) and,
-    /// per account, all but the newest `cap` messages (`None`: no cap). Returns how many
-    /// messages went.
+    /// Deletes, in every archive (accounts' and rooms'), what was archived before
+    /// `older_than` (Unix seconds; `None`: no age limit) and all but the newest `cap` messages
+    /// of each archive (`None`: no cap). Returns how many messages went.
     pub async fn purge(
         &self,
         older_than: Option<i64>,
         cap: Option<u64>,
     ) -> Result<u64, StoreError> {
         let mut gone = 0;
-        if let Some(t) = older_than {
-            gone += crate::db::execute(
-                self.store,
-                "DELETE FROM mam_messages WHERE ts < CAST($1 AS BIGINT)",
-                &[&t.to_string()],
-            )
-            .await?;
-        }
-        if let Some(cap) = cap {
-            let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-            let over: Vec<(String, String)> = with_pool!(self.store, pool => {
-                sqlx::query_as(
-                    "SELECT domain, username FROM mam_messages GROUP BY domain, username \
-                     HAVING COUNT(*) > $1",
-                )
-                .bind(cap)
-                .fetch_all(pool)
-                .await?
-            });
-            for (domain, username) in over {
-                let n = write_tx!(self.store, conn => {
-                    sqlx::query(
-                        "DELETE FROM mam_messages WHERE domain = $1 AND username = $2 AND id <= \
-                         (SELECT id FROM mam_messages WHERE domain = $1 AND username = $2 \
-                          ORDER BY id DESC LIMIT 1 OFFSET $3)",
-                    )
-                    .bind(&domain)
-                    .bind(&username)
-                    .bind(cap)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected()
+        for (t, k1, k2) in TABLES {
+            if let Some(ts) = older_than {
+                let sql = format!("DELETE FROM {t} WHERE ts < $1");
+                gone += write_tx!(self.store, conn => {
+                    sqlx::query(&sql).bind(ts).execute(&mut *conn).await?.rows_affected()
                 });
-                gone += n;
+            }
+            let Some(cap) = cap else { continue };
+            let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+            let over_sql =
+                format!("SELECT {k1}, {k2} FROM {t} GROUP BY {k1}, {k2} HAVING COUNT(*) > $1");
+            let over: Vec<(String, String)> = with_pool!(self.store, pool => {
+                sqlx::query_as(&over_sql).bind(cap).fetch_all(pool).await?
+            });
+            let sql = format!(
+                "DELETE FROM {t} WHERE {k1} = $1 AND {k2} = $2 AND id <= \
+                 (SELECT id FROM {t} WHERE {k1} = $1 AND {k2} = $2 \
+                  ORDER BY id DESC LIMIT 1 OFFSET $3)"
+            );
+            for (a, b) in over {
+                let sql = sql.clone();
+                gone += write_tx!(self.store, conn => {
+                    sqlx::query(&sql)
+                        .bind(&a)
+                        .bind(&b)
+                        .bind(cap)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected()
+                });
             }
         }
         Ok(gone)
     }
 
-    /// Deletes `username@domain`'s whole archive.
-    pub async fn clear(&self, domain: &str, username: &str) -> Result<u64, StoreError> {
-        crate::db::execute(
-            self.store,
-            "DELETE FROM mam_messages WHERE domain = $1 AND username = $2",
-            &[domain, username],
-        )
-        .await
+    /// Deletes `owner`'s whole archive.
+    pub async fn clear(&self, owner: &Owner) -> Result<u64, StoreError> {
+        let (t, k1, k2) = owner.table();
+        let (a, b) = (owner.keys().0.to_owned(), owner.keys().1.to_owned());
+        let sql = format!("DELETE FROM {t} WHERE {k1} = $1 AND {k2} = $2");
+        let n = write_tx!(self.store, conn => {
+            sqlx::query(&sql).bind(&a).bind(&b).execute(&mut *conn).await?.rows_affected()
+        });
+        Ok(n)
     }
 
     /// The preferences of `username@domain`, if set.

@@ -5,16 +5,22 @@
 mod common;
 
 use common::backends;
-use rookery_store::mam::{Filter, NewArchived, Prefs};
+use rookery_store::mam::{Filter, NewArchived, Owner, Prefs};
 
 fn row(domain: &str, n: i64, with: &str) -> NewArchived {
     NewArchived {
-        domain: domain.into(),
-        username: "juliet".into(),
+        owner: juliet(domain),
         stanza_id: format!("id{n}"),
         with_jid: with.into(),
         ts: n * 10,
         stanza: format!("<message><body>{n}</body></message>"),
+    }
+}
+
+fn juliet(domain: &str) -> Owner {
+    Owner::Account {
+        domain: domain.into(),
+        username: "juliet".into(),
     }
 }
 
@@ -24,6 +30,7 @@ async fn archive_query_purge_and_account_removal() {
         let d = b.domain.as_str();
         b.create_account("juliet").await;
         let mam = b.store.mam();
+        let j = juliet(d);
         let rows = (1..=10)
             .map(|n| row(d, n, if n % 2 == 0 { "romeo@x" } else { "nurse@x" }))
             .collect();
@@ -33,13 +40,13 @@ async fn archive_query_purge_and_account_removal() {
         };
         let all = Filter::default();
         assert_eq!(
-            ids(mam.query(d, "juliet", &all, 3, false).await.unwrap()),
+            ids(mam.query(&j, &all, 3, false).await.unwrap()),
             ["id1", "id2", "id3"],
             "{}",
             b.name
         );
         assert_eq!(
-            ids(mam.query(d, "juliet", &all, 3, true).await.unwrap()),
+            ids(mam.query(&j, &all, 3, true).await.unwrap()),
             ["id8", "id9", "id10"]
         );
         let romeo = Filter {
@@ -47,17 +54,17 @@ async fn archive_query_purge_and_account_removal() {
             ..Filter::default()
         };
         assert_eq!(
-            ids(mam.query(d, "juliet", &romeo, 2, true).await.unwrap()),
+            ids(mam.query(&j, &romeo, 2, true).await.unwrap()),
             ["id8", "id10"]
         );
-        let id5 = mam.position(d, "juliet", "id5").await.unwrap().unwrap();
-        assert!(mam.position(d, "juliet", "nope").await.unwrap().is_none());
+        let id5 = mam.position(&j, "id5").await.unwrap().unwrap();
+        assert!(mam.position(&j, "nope").await.unwrap().is_none());
         let after = Filter {
             after: Some(id5),
             ..Filter::default()
         };
         assert_eq!(
-            ids(mam.query(d, "juliet", &after, 2, false).await.unwrap()),
+            ids(mam.query(&j, &after, 2, false).await.unwrap()),
             ["id6", "id7"]
         );
         let before = Filter {
@@ -65,7 +72,7 @@ async fn archive_query_purge_and_account_removal() {
             ..Filter::default()
         };
         assert_eq!(
-            ids(mam.query(d, "juliet", &before, 2, true).await.unwrap()),
+            ids(mam.query(&j, &before, 2, true).await.unwrap()),
             ["id3", "id4"]
         );
         let window = Filter {
@@ -74,7 +81,7 @@ async fn archive_query_purge_and_account_removal() {
             ..Filter::default()
         };
         assert_eq!(
-            ids(mam.query(d, "juliet", &window, 10, false).await.unwrap()),
+            ids(mam.query(&j, &window, 10, false).await.unwrap()),
             ["id3", "id4", "id5"]
         );
         let picked = Filter {
@@ -82,14 +89,14 @@ async fn archive_query_purge_and_account_removal() {
             ..Filter::default()
         };
         assert_eq!(
-            ids(mam.query(d, "juliet", &picked, 10, false).await.unwrap()),
+            ids(mam.query(&j, &picked, 10, false).await.unwrap()),
             ["id2", "id9"]
         );
         // Age, then cap: the oldest go first.
         assert_eq!(mam.purge(Some(25), None).await.unwrap(), 2);
         assert_eq!(mam.purge(None, Some(5)).await.unwrap(), 3);
         assert_eq!(
-            ids(mam.query(d, "juliet", &all, 10, false).await.unwrap()),
+            ids(mam.query(&j, &all, 10, false).await.unwrap()),
             ["id6", "id7", "id8", "id9", "id10"]
         );
         // Preferences.
@@ -101,13 +108,24 @@ async fn archive_query_purge_and_account_removal() {
         };
         mam.set_prefs(d, "juliet", &p).await.unwrap();
         assert_eq!(mam.prefs(d, "juliet").await.unwrap(), Some(p));
+        // A room's archive: same queries, its own table, cleared by its service.
+        let room = Owner::Room {
+            service: format!("conference.{d}"),
+            room: "coven".into(),
+        };
+        let mut r = row(d, 1, "coven@conference/crone");
+        r.owner = room.clone();
+        mam.append(vec![r]).await.unwrap();
+        assert_eq!(
+            ids(mam.query(&room, &all, 10, false).await.unwrap()),
+            ["id1"]
+        );
+        assert!(mam.position(&room, "id6").await.unwrap().is_none());
+        assert_eq!(mam.clear(&room).await.unwrap(), 1);
+        assert!(mam.query(&room, &all, 10, false).await.unwrap().is_empty());
         // Gone with the account.
         b.store.delete_account(d, "juliet").await.unwrap();
-        assert!(mam
-            .query(d, "juliet", &all, 10, false)
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(mam.query(&j, &all, 10, false).await.unwrap().is_empty());
         assert!(mam.prefs(d, "juliet").await.unwrap().is_none());
     }
 }

@@ -80,12 +80,23 @@ impl Room {
             }
         }
         let everyone: Vec<Jid> = self.occupants.values().map(|o| o.jid.clone()).collect();
-        let relayed = Self::relayed(m, &occ.room_jid, wire::occupant_id(&occ), None);
-        if let Some(r) = relayed
-            .as_ref()
-            .filter(|_| el.has_child("body", CONTENT_NS))
-        {
-            self.remember(r.clone());
+        let mut relayed = Self::relayed(m, &occ.room_jid, wire::occupant_id(&occ), None);
+        if el.has_child("body", CONTENT_NS) {
+            if self.limits.archive {
+                // XEP-0359: the room's id for the message, in what everyone gets.
+                relayed =
+                    relayed.and_then(|r| rookery_mam::archive::stamp(r, &self.jid, &self.next_id));
+                if let Some(r) = &relayed {
+                    o.archive = Some(super::ToArchive {
+                        id: self.next_id.clone(),
+                        with: occ.room_jid.clone(),
+                        stanza: r.clone(),
+                    });
+                }
+            }
+            if let Some(r) = &relayed {
+                self.remember(r.clone());
+            }
         }
         o.broadcast(relayed, everyone);
         Ok(o)

@@ -138,8 +138,10 @@ pub struct Outcome {
     pub out: Vec<Output>,
     /// What to store before sending them.
     pub persist: Persist,
-    /// The room is gone (destroyed, or temporary and empty): forget it.
+    /// The room is gone (destroyed, or temporary and empty): forget it (and its archive).
     pub gone: bool,
+    /// A message to archive before sending anything.
+    pub archive: Option<ToArchive>,
 }
 
 impl Outcome {
@@ -184,6 +186,8 @@ pub struct Room {
     history: VecDeque<Past>,
     /// The time of the stanza being handled (Unix seconds).
     now: i64,
+    /// The archive id a groupchat message handled now gets.
+    next_id: String,
 }
 
 /// What the service allows every room.
@@ -193,6 +197,19 @@ pub struct Limits {
     pub max_occupants: u32,
     /// How many recent messages a room keeps for newcomers.
     pub history: usize,
+    /// Whether rooms archive their groupchat messages (XEP-0313 on the room JID).
+    pub archive: bool,
+}
+
+/// A groupchat message for the room's archive (stored by the service before it is sent).
+#[derive(Debug, Clone)]
+pub struct ToArchive {
+    /// The room's XEP-0359 id for it (also in the broadcast message).
+    pub id: String,
+    /// The sender's occupant JID.
+    pub with: Jid,
+    /// The message as broadcast (no `to`).
+    pub stanza: Stanza,
 }
 
 /// A room as stored (see [`Room::stored`] and [`Room::restore`]).
@@ -233,6 +250,7 @@ impl Room {
             limits,
             history: VecDeque::new(),
             now: 0,
+            next_id: String::new(),
         }
     }
 
@@ -252,6 +270,7 @@ impl Room {
             limits,
             history: VecDeque::new(),
             now: 0,
+            next_id: String::new(),
         }
     }
 
@@ -300,6 +319,21 @@ impl Room {
         self.locked
     }
 
+    /// Whether `from` may query the room's archive: not an outcast, and a member (or in the
+    /// room) when the room is members-only.
+    pub fn may_read_archive(&self, from: &Jid) -> bool {
+        let a = self.affiliation(from);
+        a != Affiliation::Outcast
+            && (!self.config.members_only || a >= Affiliation::Member || self.is_occupant(from))
+    }
+
+    /// Puts a message from the archive back into the history for newcomers (at start, for a
+    /// stored room), oldest first.
+    pub fn recall(&mut self, stanza: Stanza, ts: i64) {
+        self.now = ts;
+        self.remember(stanza);
+    }
+
     /// Whether `from` is in the room.
     pub fn is_occupant(&self, from: &Jid) -> bool {
         self.by_jid.contains_key(from)
@@ -314,9 +348,11 @@ impl Room {
     }
 
     /// Handles a stanza addressed to the room or one of its occupants, received at `now`
-    /// (Unix seconds).
-    pub fn handle(&mut self, stanza: Stanza, now: i64) -> Outcome {
+    /// (Unix seconds); a groupchat message it archives gets the archive id `id` (a fresh one
+    /// from the service each time: the room holds no random source).
+    pub fn handle(&mut self, stanza: Stanza, now: i64, id: &str) -> Outcome {
         self.now = now;
+        id.clone_into(&mut self.next_id);
         let result = match stanza.kind() {
             StanzaKind::Presence(t) => self.presence(t, &stanza),
             StanzaKind::Message(_) => self.message(&stanza),
@@ -408,6 +444,13 @@ impl Room {
             rookery_proto::ns::DISCO_INFO,
             rookery_proto::ns::DISCO_ITEMS,
         ];
+        if self.limits.archive {
+            features.extend([
+                rookery_mam::ns::MAM,
+                rookery_mam::ns::MAM_EXTENDED,
+                rookery_mam::ns::SID,
+            ]);
+        }
         features.extend(self.config.features());
         for f in features {
             q.push_child(rookery_core::modules::disco::feature(f));

@@ -11,6 +11,7 @@ const NOW: i64 = 1_700_000_000;
 const LIMITS: Limits = Limits {
     max_occupants: 1000,
     history: 5,
+    archive: true,
 };
 
 fn jid(s: &str) -> Jid {
@@ -60,6 +61,7 @@ fn join(room: &mut Room, from: &str, nick: &str) -> Outcome {
     room.handle(
         join_xml(from, nick, "<x xmlns='http://jabber.org/protocol/muc'/>"),
         NOW,
+        "sid",
     )
 }
 
@@ -102,7 +104,7 @@ fn instant(room: &mut Room) {
         ROOM,
         "set",
         "<query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query>",
-    ), NOW);
+    ), NOW, "sid");
     assert_eq!(flat(&o)[0].1.element().attr("type"), Some("result"));
 }
 
@@ -119,7 +121,7 @@ fn configure(room: &mut Room, fields: &[(&str, &str)]) -> Outcome {
         Some(jid(ROOM)),
         q,
     );
-    room.handle(s, NOW)
+    room.handle(s, NOW, "sid")
 }
 
 /// The crone creates the room (instant) and the witches enter.
@@ -170,6 +172,7 @@ fn creating_a_reserved_room_locks_it_until_configured() {
             "<query xmlns='http://jabber.org/protocol/muc#owner'/>",
         ),
         NOW,
+        "sid",
     );
     let form = Form::child_of(flat(&o)[0].1.payload().unwrap()).unwrap();
     assert_eq!(form.form_type(), Some(ns::ROOMCONFIG));
@@ -186,6 +189,7 @@ fn creating_a_reserved_room_locks_it_until_configured() {
             "<query xmlns='http://jabber.org/protocol/muc#owner'/>",
         ),
         NOW,
+        "sid",
     );
     assert_eq!(error_condition(&o), "auth/forbidden");
 }
@@ -196,6 +200,7 @@ fn a_room_entered_without_the_muc_extension_is_instant() {
     room.handle(
         join_xml("crone1@shakespeare.lit/desktop", "firstwitch", ""),
         NOW,
+        "sid",
     );
     assert!(!room.is_locked());
 }
@@ -267,6 +272,7 @@ fn bad_nicknames_and_conflicts_are_refused() {
             "<presence xmlns='jabber:client' from='other@shakespeare.lit/x' to='{ROOM}'/>"
         )),
         NOW,
+        "sid",
     );
     assert_eq!(error_condition(&o), "modify/jid-malformed");
     let o = join(&mut room, "other@shakespeare.lit/x", "\u{2003}");
@@ -308,7 +314,7 @@ fn groupchat_is_broadcast_once_with_occupant_ids() {
     let o = room.handle(parse(&format!(
         "<message xmlns='jabber:client' type='groupchat' from='hag66@shakespeare.lit/pda' to='{ROOM}'>\
          <body>Harpier cries</body><occupant-id xmlns='urn:xmpp:occupant-id:0' id='forged'/></message>"
-    )), NOW);
+    )), NOW, "sid");
     assert_eq!(o.out.len(), 1);
     let Output::Broadcast(s, to) = &o.out[0] else {
         panic!("not a broadcast")
@@ -322,10 +328,21 @@ fn groupchat_is_broadcast_once_with_occupant_ids() {
         .collect();
     assert_eq!(ids.len(), 1);
     assert_ne!(ids[0].attr("id"), Some("forged"));
+    // Archived under the room's stanza-id, which everyone gets.
+    let archived = o.archive.as_ref().unwrap();
+    assert_eq!(archived.id, "sid");
+    assert_eq!(archived.with.as_str(), format!("{ROOM}/thirdwitch"));
+    let sid = s
+        .element()
+        .get_child("stanza-id", rookery_mam::ns::SID)
+        .unwrap();
+    assert_eq!((sid.attr("by"), sid.attr("id")), (Some(ROOM), Some("sid")));
+    let stranger = jid("x@y.lit/z");
+    assert!(room.may_read_archive(&stranger));
     // Outsiders may not speak.
     let o = room.handle(parse(&format!(
         "<message xmlns='jabber:client' type='groupchat' from='x@y.lit/z' to='{ROOM}'><body>hi</body></message>"
-    )), NOW);
+    )), NOW, "sid");
     assert_eq!(error_condition(&o), "modify/not-acceptable");
 }
 
@@ -337,9 +354,9 @@ fn subject_changes_need_a_moderator_unless_configured() {
             "<message xmlns='jabber:client' type='groupchat' from='{from}' to='{ROOM}'><subject>Fire Burn</subject></message>"
         ))
     };
-    let o = room.handle(subject("hag66@shakespeare.lit/pda"), NOW);
+    let o = room.handle(subject("hag66@shakespeare.lit/pda"), NOW, "sid");
     assert_eq!(error_condition(&o), "auth/forbidden");
-    let o = room.handle(subject("crone1@shakespeare.lit/desktop"), NOW);
+    let o = room.handle(subject("crone1@shakespeare.lit/desktop"), NOW, "sid");
     assert_eq!(flat(&o).len(), 3);
     assert_eq!(room.subject().text, "Fire Burn");
     assert_eq!(room.subject().by.as_deref(), Some("firstwitch"));
@@ -350,7 +367,7 @@ fn private_messages_reach_one_occupant() {
     let mut room = coven();
     let o = room.handle(parse(&format!(
         "<message xmlns='jabber:client' type='chat' from='hag66@shakespeare.lit/pda' to='{ROOM}/secondwitch'><body>psst</body></message>"
-    )), NOW);
+    )), NOW, "sid");
     let out = flat(&o);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, "wiccarocks@shakespeare.lit/laptop");
@@ -361,7 +378,7 @@ fn private_messages_reach_one_occupant() {
     assert!(out[0].1.element().has_child("x", ns::USER));
     let o = room.handle(parse(&format!(
         "<message xmlns='jabber:client' type='chat' from='hag66@shakespeare.lit/pda' to='{ROOM}/nobody'><body>psst</body></message>"
-    )), NOW);
+    )), NOW, "sid");
     assert_eq!(error_condition(&o), "cancel/item-not-found");
 }
 
@@ -374,6 +391,7 @@ fn admin(room: &mut Room, from: &str, items: &str) -> Outcome {
             &format!("<query xmlns='http://jabber.org/protocol/muc#admin'>{items}</query>"),
         ),
         NOW,
+        "sid",
     )
 }
 
@@ -431,7 +449,7 @@ fn kick_and_ban_carry_their_status_codes() {
         ROOM,
         "get",
         "<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='outcast'/></query>",
-    ), NOW);
+    ), NOW, "sid");
     let list = flat(&o)[0].1.payload().unwrap().clone();
     let jids: Vec<&str> = list.children().filter_map(|i| i.attr("jid")).collect();
     assert_eq!(jids, ["wiccarocks@shakespeare.lit"]);
@@ -454,7 +472,7 @@ fn moderated_rooms_give_voice_on_request_of_a_moderator() {
         ))
     };
     assert_eq!(
-        error_condition(&room.handle(speak(), NOW)),
+        error_condition(&room.handle(speak(), NOW, "sid")),
         "auth/forbidden"
     );
     let o = admin(
@@ -468,7 +486,7 @@ fn moderated_rooms_give_voice_on_request_of_a_moderator() {
         .unwrap();
     assert_eq!(item(&to_crone.1).attr("role"), Some("participant"));
     assert!(matches!(
-        room.handle(speak(), NOW).out[0],
+        room.handle(speak(), NOW, "sid").out[0],
         Output::Broadcast(..)
     ));
 }
@@ -513,6 +531,7 @@ fn members_only_and_password_rooms_keep_strangers_out() {
             "<x xmlns='http://jabber.org/protocol/muc'><password>cauldronburn</password></x>",
         ),
         NOW,
+        "sid",
     );
     assert!(flat(&o).iter().any(|(_, s)| codes(s).contains(&110)));
 }
@@ -560,7 +579,7 @@ fn leaving_the_last_occupant_ends_a_temporary_room() {
     instant(&mut room);
     let o = room.handle(parse(&format!(
         "<presence xmlns='jabber:client' type='unavailable' from='crone1@shakespeare.lit/desktop' to='{ROOM}/firstwitch'/>"
-    )), NOW);
+    )), NOW, "sid");
     let out = flat(&o);
     assert_eq!(codes(&out[0].1), [110]);
     assert!(o.gone);
@@ -574,7 +593,7 @@ fn destroying_sends_the_alternate_venue() {
         ROOM,
         "set",
         "<query xmlns='http://jabber.org/protocol/muc#owner'><destroy jid='heath@chat.shakespeare.lit'><reason>Macbeth doth come.</reason></destroy></query>",
-    ), NOW);
+    ), NOW, "sid");
     assert!(o.gone);
     let out = flat(&o);
     assert_eq!(out.len(), 4);
@@ -598,7 +617,7 @@ fn mediated_invitations_make_members_of_members_only_rooms() {
     let o = room.handle(parse(&format!(
         "<message xmlns='jabber:client' from='crone1@shakespeare.lit/desktop' to='{ROOM}'>\
          <x xmlns='http://jabber.org/protocol/muc#user'><invite to='hecate@shakespeare.lit'><reason>Hey</reason></invite></x></message>"
-    )), NOW);
+    )), NOW, "sid");
     let out = flat(&o);
     assert_eq!(out[0].0, "hecate@shakespeare.lit");
     let inv = out[0]
@@ -626,11 +645,13 @@ fn self_ping_answers_occupants_only() {
             ping,
         ),
         NOW,
+        "sid",
     );
     assert_eq!(flat(&o)[0].1.element().attr("type"), Some("result"));
     let o = room.handle(
         iq("x@y.lit/z", &format!("{ROOM}/thirdwitch"), "get", ping),
         NOW,
+        "sid",
     );
     assert_eq!(error_condition(&o), "modify/not-acceptable");
 }
@@ -659,6 +680,7 @@ fn history_on_entering_follows_the_request() {
                 "<message xmlns='jabber:client' type='groupchat' from='hag66@shakespeare.lit/pda' to='{ROOM}'><body>m{n}</body></message>"
             )),
             NOW + n * 60,
+            &format!("s{n}"),
         );
     };
     for n in 1..=7 {
@@ -672,6 +694,7 @@ fn history_on_entering_follows_the_request() {
                 &format!("<x xmlns='http://jabber.org/protocol/muc'>{history}</x>"),
             ),
             NOW + 8 * 60,
+            "x",
         );
         let out = flat(&o);
         let bodies: Vec<String> = out
@@ -700,6 +723,7 @@ fn history_on_entering_follows_the_request() {
                 "<presence xmlns='jabber:client' type='unavailable' from='{nick}@x.lit/r' to='{ROOM}/{nick}'/>"
             )),
             NOW,
+            "x",
         );
         bodies
     };

@@ -1,4 +1,4 @@
-//! The `[muc]` service, its persistent rooms in the SQL store.
+//! The `[muc]` service, its persistent rooms and room archives in the SQL store.
 
 use std::sync::Arc;
 
@@ -15,9 +15,14 @@ pub async fn service(
     if !config.enabled {
         return Ok(None);
     }
-    let svc = MucService::load(config.clone(), domain, Arc::new(SqlRooms(store.clone())))
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let svc = MucService::load(
+        config.clone(),
+        domain,
+        Arc::new(SqlRooms(store.clone())),
+        Some(store.clone()),
+    )
+    .await
+    .map_err(|e| anyhow!("{e}"))?;
     tracing::info!(domain = %svc.jid(), rooms = svc.room_count(), "multi-user chat");
     Ok(Some(svc))
 }

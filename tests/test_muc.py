@@ -449,3 +449,18 @@ async def test_room_archive_and_history_after_restart(server_factory, backend):
     bodies, _, _ = await room_archive(b, r)
     assert bodies == ["m1", "m2", "m3"]
     await close(b)
+
+
+async def test_invitations_to_room_jids_do_not_hang_the_rooms(server):
+    a = await login(server, "alice")
+    r, r2 = room(server), room(server, "other")
+    await create(a, r, "firstwitch")
+    await create(a, r2, "firstwitch")
+    # An invitation addressed to the room itself, and to another room of the service.
+    a.plugin["xep_0045"].invite(r, r, reason="loop")
+    a.plugin["xep_0045"].invite(r, r2, reason="ping-pong")
+    a.send_message(mto=r, mbody="still alive", mtype="groupchat")
+    await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "still alive", T, "echo")
+    a.send_message(mto=r2, mbody="here too", mtype="groupchat")
+    await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "here too", T, "echo 2")
+    await close(a)

@@ -337,15 +337,34 @@ impl MucService {
             }
             for out in outcome.out {
                 match out {
+                    Output::Send(s) if self.is_ours(s.to()) => self.route_later(core, s),
                     Output::Send(s) => core.route(s).await,
                     Output::Broadcast(s, to) => {
-                        core.deliver_rendered(&Template::new(s), to.iter()).await
+                        let (ours, others): (Vec<Jid>, Vec<Jid>) =
+                            to.into_iter().partition(|t| self.is_ours(Some(t)));
+                        let t = Template::new(s);
+                        core.deliver_rendered(&t, others.iter()).await;
+                        for j in ours {
+                            self.route_later(core, t.addressed(&j));
+                        }
                     }
                 }
             }
             return Ok(());
         }
         Ok(())
+    }
+
+    /// Whether `to` is on this service (a room JID: an invitation sent to one, say).
+    fn is_ours(&self, to: Option<&Jid>) -> bool {
+        to.is_some_and(|t| t.domain() == self.jid.domain())
+    }
+
+    /// Routes `s`, addressed to this service, from a task of its own: never while the sending
+    /// room's lock is held, so a room cannot wait for itself, nor two rooms for each other.
+    fn route_later(&self, core: &Arc<Core>, s: Stanza) {
+        let core = core.clone();
+        tokio::spawn(async move { core.route(s).await });
     }
 
     /// Answers a stanza refused before any room saw it (error stanzas and departures from

@@ -48,7 +48,7 @@ pub enum MucError {
     /// The user may create no more rooms (`not-allowed`, as for any refused creation).
     #[error("room creation limit reached")]
     CreationLimit,
-    /// The store failed (`internal-server-error`).
+    /// The change could not be stored (`internal-server-error`).
     #[error("storage failed")]
     Store,
 }

@@ -71,6 +71,19 @@ impl std::fmt::Debug for MucService {
     }
 }
 
+/// Replaces the `result` to `request` in `out` with `internal-server-error`.
+fn fail_result(out: &mut [Output], request: &Stanza) {
+    for o in out.iter_mut() {
+        if let Output::Send(s) = o {
+            if s.kind() == StanzaKind::Iq(IqType::Result) && s.id() == request.id() {
+                if let Some(e) = request.error_reply(&MucError::Store.into()) {
+                    *s = e;
+                }
+            }
+        }
+    }
+}
+
 /// Whether `s` is an archive query to a room (XEP-0313 §4 with the room as the archive).
 fn is_archive_query(s: &Stanza) -> bool {
     matches!(s.kind(), StanzaKind::Iq(IqType::Get | IqType::Set))
@@ -289,7 +302,9 @@ impl MucService {
                 return self.archive_query(core, name, room, stanza, allowed).await;
             }
             let now = rookery_proto::time::now_unix();
-            let outcome = guard
+            // An owner's or admin's request, kept to answer it with an error if storing fails.
+            let request = (stanza.kind() == StanzaKind::Iq(IqType::Set)).then(|| stanza.clone());
+            let mut outcome = guard
                 .room
                 .handle(stanza, now, &rookery_mam::archive::new_id());
             if let (Some(a), Some(store)) = (&outcome.archive, &self.archive) {
@@ -306,18 +321,20 @@ impl MucService {
             }
             match outcome.persist {
                 Persist::Nothing => {}
-                Persist::Save => {
-                    if let Err(e) = self
-                        .store
-                        .save(self.jid.as_str(), name, &guard.room.stored())
-                        .await
-                    {
-                        tracing::error!(room = %name, error = %e, "saving a room failed");
-                    }
-                }
-                Persist::Delete => {
-                    if let Err(e) = self.store.delete(self.jid.as_str(), name).await {
-                        tracing::error!(room = %name, error = %e, "deleting a room failed");
+                Persist::Save | Persist::Delete => {
+                    let stored = if outcome.persist == Persist::Save {
+                        self.store
+                            .save(self.jid.as_str(), name, &guard.room.stored())
+                            .await
+                    } else {
+                        self.store.delete(self.jid.as_str(), name).await
+                    };
+                    if let Err(e) = stored {
+                        tracing::error!(room = %name, error = %e, "storing a room failed");
+                        // Nobody is told a change succeeded that is not stored.
+                        if let Some(req) = &request {
+                            fail_result(&mut outcome.out, req);
+                        }
                     }
                 }
             }
@@ -462,5 +479,39 @@ impl DomainRoute for MucService {
 
     fn name(&self) -> Option<String> {
         Some("Chatrooms".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn a_change_not_stored_is_answered_with_an_error() {
+        let room: Jid = Jid::parse("coven@conference.localhost").unwrap();
+        let owner: Jid = Jid::parse("crone@localhost/a").unwrap();
+        let req = Stanza::iq(
+            IqType::Set,
+            "c1",
+            Some(owner.clone()),
+            Some(room.clone()),
+            Element::new("query", ns::OWNER),
+        );
+        let notice = Stanza::presence(PresenceType::Available, Some(room), Some(owner));
+        let mut out = vec![
+            Output::Send(req.iq_result(None)),
+            Output::Send(notice.clone()),
+        ];
+        fail_result(&mut out, &req);
+        let Output::Send(first) = &out[0] else {
+            panic!()
+        };
+        assert_eq!(first.kind(), StanzaKind::Iq(IqType::Error));
+        assert_eq!(first.id(), Some("c1"));
+        let Output::Send(second) = &out[1] else {
+            panic!()
+        };
+        assert_eq!(second, &notice);
     }
 }

@@ -464,3 +464,22 @@ async def test_invitations_to_room_jids_do_not_hang_the_rooms(server):
     a.send_message(mto=r2, mbody="here too", mtype="groupchat")
     await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "here too", T, "echo 2")
     await close(a)
+
+
+async def test_two_devices_of_one_account_share_a_nickname(server):
+    a1, a2, b = (await login(server, "alice", "laptop"), await login(server, "alice", "phone"),
+                 await login(server, "bob"))
+    r = room(server)
+    await create(a1, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    pres = await join(a2, r, "firstwitch")
+    assert codes(pres) == {110}
+    assert (pres["muc"]["affiliation"], pres["muc"]["role"]) == ("owner", "moderator")
+    b.send_message(mto=r, mbody="to both", mtype="groupchat")
+    for c in (a1, a2):
+        await c.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "to both", T, "both")
+    a2.plugin["xep_0045"].leave_muc(r, "firstwitch")
+    await presence_from(a2, f"{r}/firstwitch", unavailable=True, code=110)
+    b.send_message(mto=r, mbody="still here", mtype="groupchat")
+    await a1.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "still here", T, "a1")
+    await close(a1, a2, b)

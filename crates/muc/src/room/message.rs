@@ -79,7 +79,7 @@ impl Room {
                 o.save();
             }
         }
-        let everyone: Vec<Jid> = self.occupants.values().map(|o| o.jid.clone()).collect();
+        let everyone = self.everyone();
         let mut relayed = Self::relayed(m, &occ.room_jid, wire::occupant_id(&occ), None);
         if el.has_child("body", CONTENT_NS) {
             if self.limits.archive {
@@ -118,18 +118,18 @@ impl Room {
             .and_then(|k| self.occupants.get(&k))
             .ok_or(MucError::NoOccupant)?;
         let mut o = Outcome::default();
-        o.send(
-            Self::relayed(
-                m,
-                &sender.room_jid,
-                wire::occupant_id(sender),
-                Some(Element::new("x", ns::USER)),
-            )
-            .map(|mut s| {
-                s.set_to(target.jid.clone());
-                s
-            }),
+        let relayed = Self::relayed(
+            m,
+            &sender.room_jid,
+            wire::occupant_id(sender),
+            Some(Element::new("x", ns::USER)),
         );
+        for session in &target.sessions {
+            o.send(relayed.clone().map(|mut s| {
+                s.set_to(session.clone());
+                s
+            }));
+        }
         Ok(o)
     }
 

@@ -72,15 +72,18 @@ pub mod status {
     pub const ERROR: u16 = 333;
 }
 
-/// An occupant: one real full JID in the room under one nickname.
+/// An occupant: one account in the room under one nickname, with one or more of its
+/// resources (a user on several devices is one occupant, as Prosody and ejabberd do it).
 #[derive(Debug, Clone)]
 pub struct Occupant {
     /// The nickname (enforced form).
     pub nick: String,
     /// The occupant's room JID (`room@service/nick`).
     pub room_jid: Jid,
-    /// The real full JID.
+    /// The real full JID shown to those who see real JIDs: its first session.
     pub jid: Jid,
+    /// Every real full JID in the room under this nickname, `jid` first.
+    pub sessions: Vec<Jid>,
     /// The role in this visit.
     pub role: Role,
     /// The children of its last available presence worth forwarding (show, status,
@@ -564,8 +567,11 @@ impl Room {
                 return Err(MucError::Password);
             }
         }
-        if self.occupants.contains_key(&nick.key) {
-            return Err(MucError::NickConflict);
+        if let Some(occ) = self.occupants.get(&nick.key) {
+            if occ.jid.bare_str() != from.bare_str() {
+                return Err(MucError::NickConflict);
+            }
+            return Ok(self.add_session(&nick.key, from, join));
         }
         if self.reserved_by_other(&nick.key, from) {
             return Err(MucError::NickConflict);
@@ -577,6 +583,7 @@ impl Room {
             nick: nick.display.clone(),
             room_jid,
             jid: from.clone(),
+            sessions: vec![from.clone()],
             role: Role::default_for(affiliation, self.config.moderated),
             payload: Self::forwarded_payload(p),
             id: self.occupant_id(from),
@@ -632,6 +639,68 @@ impl Room {
         Ok(o)
     }
 
+    /// Another resource of an occupant's account enters under its nickname: it gets the
+    /// others' presence, its own (110), the history and the subject; the others see nothing
+    /// new (the occupant was there already).
+    fn add_session(&mut self, key: &str, from: &Jid, join: Option<&Element>) -> Outcome {
+        let mut o = Outcome::default();
+        let Some(occ) = self.occupants.get_mut(key) else {
+            return o;
+        };
+        occ.sessions.push(from.clone());
+        let occ = occ.clone();
+        self.by_jid.insert(from.clone(), key.to_string());
+        let sees = self.sees_jids(occ.role);
+        for other in self
+            .occupants
+            .values()
+            .filter(|x| x.room_jid != occ.room_jid)
+        {
+            let p = wire::presence(
+                self,
+                other,
+                PresenceType::Available,
+                sees,
+                &Item::default(),
+                &[],
+            );
+            o.send(p.map(|mut s| {
+                s.set_to(from.clone());
+                s
+            }));
+        }
+        let mut codes = Vec::new();
+        if self.config.whois == Whois::Anyone {
+            codes.push(status::NON_ANONYMOUS);
+        }
+        codes.push(status::SELF);
+        let own = wire::presence(
+            self,
+            &occ,
+            PresenceType::Available,
+            sees,
+            &Item::default(),
+            &codes,
+        );
+        o.send(own.map(|mut s| {
+            s.set_to(from.clone());
+            s
+        }));
+        for s in self.history_for(join, from) {
+            o.send(Some(s));
+        }
+        o.send(wire::subject(self, from));
+        o
+    }
+
+    /// Every real full JID in the room (each occupant's every session).
+    fn everyone(&self) -> Vec<Jid> {
+        self.occupants
+            .values()
+            .flat_map(|o| o.sessions.iter().cloned())
+            .collect()
+    }
+
     /// Whether the nickname `key` is reserved by a user other than `from` (§7.2.9).
     fn reserved_by_other(&self, key: &str, from: &Jid) -> bool {
         let bare = from.to_bare();
@@ -645,17 +714,18 @@ impl Room {
         self.config.whois == Whois::Anyone || role == Role::Moderator
     }
 
-    /// The real JIDs of every occupant but `except`, split into those who see real JIDs and
-    /// those who do not.
+    /// The real JIDs of every occupant but the one at `except` (a room JID), split into
+    /// those who see real JIDs and those who do not.
     fn audiences(&self, except: &Jid) -> (Vec<Jid>, Vec<Jid>) {
         let mut seers = Vec::new();
         let mut others = Vec::new();
-        for occ in self.occupants.values().filter(|o| o.jid != *except) {
-            if self.sees_jids(occ.role) {
-                seers.push(occ.jid.clone());
+        for occ in self.occupants.values().filter(|o| o.room_jid != *except) {
+            let to = if self.sees_jids(occ.role) {
+                &mut seers
             } else {
-                others.push(occ.jid.clone());
-            }
+                &mut others
+            };
+            to.extend(occ.sessions.iter().cloned());
         }
         (seers, others)
     }
@@ -672,18 +742,19 @@ impl Room {
         codes: &[u16],
         self_codes: &[u16],
     ) {
-        let (seers, others) = self.audiences(&occ.jid);
+        let (seers, others) = self.audiences(&occ.room_jid);
         o.broadcast(wire::presence(self, occ, t, true, item, codes), seers);
         o.broadcast(wire::presence(self, occ, t, false, item, codes), others);
         let mut mine: Vec<u16> = codes.to_vec();
         mine.extend_from_slice(self_codes);
         mine.push(status::SELF);
-        o.send(
-            wire::presence(self, occ, t, self.sees_jids(occ.role), item, &mine).map(|mut s| {
-                s.set_to(occ.jid.clone());
+        let own = wire::presence(self, occ, t, self.sees_jids(occ.role), item, &mine);
+        for session in &occ.sessions {
+            o.send(own.clone().map(|mut s| {
+                s.set_to(session.clone());
                 s
-            }),
-        );
+            }));
+        }
     }
 
     /// A presence update from an occupant under its nickname (§7.7).
@@ -736,7 +807,9 @@ impl Room {
         new.nick = nick.display.clone();
         new.room_jid = room_jid;
         new.payload = Self::forwarded_payload(p);
-        self.by_jid.insert(new.jid.clone(), nick.key.clone());
+        for session in &new.sessions {
+            self.by_jid.insert(session.clone(), nick.key.clone());
+        }
         self.occupants.insert(nick.key.clone(), new.clone());
         let modified: &[u16] = if nick.display != raw {
             &[status::NICK_MODIFIED]
@@ -761,6 +834,37 @@ impl Room {
         let Some(key) = self.by_jid.remove(from) else {
             return o;
         };
+        if let Some(occ) = self
+            .occupants
+            .get_mut(&key)
+            .filter(|x| x.sessions.len() > 1)
+        {
+            // One of several sessions leaves: only it is told; the occupant stays.
+            occ.sessions.retain(|j| j != from);
+            if occ.jid == *from {
+                if let Some(first) = occ.sessions.first() {
+                    occ.jid = first.clone();
+                }
+            }
+            let role = occ.role;
+            let mut gone = occ.clone();
+            gone.role = Role::None;
+            gone.payload.clear();
+            let sees = self.sees_jids(role);
+            let p = wire::presence(
+                self,
+                &gone,
+                PresenceType::Unavailable,
+                sees,
+                &Item::default(),
+                &[status::SELF],
+            );
+            o.send(p.map(|mut s| {
+                s.set_to(from.clone());
+                s
+            }));
+            return o;
+        }
         let Some(mut occ) = self.occupants.remove(&key) else {
             return o;
         };
@@ -789,7 +893,9 @@ impl Room {
         let Some(mut occ) = self.occupants.remove(key) else {
             return;
         };
-        self.by_jid.remove(&occ.jid);
+        for session in &occ.sessions {
+            self.by_jid.remove(session);
+        }
         occ.role = Role::None;
         occ.payload.clear();
         self.broadcast_presence(o, &occ, PresenceType::Unavailable, item, &[code], &[]);

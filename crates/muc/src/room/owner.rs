@@ -68,7 +68,7 @@ impl Room {
                 (Whois::Anyone, Whois::Moderators) => codes.push(status::NOW_SEMI_ANONYMOUS),
                 _ => {}
             }
-            let everyone = self.occupants.values().map(|occ| occ.jid.clone()).collect();
+            let everyone = self.everyone();
             o.broadcast(wire::notice(self, &codes), everyone);
         }
         if self.config.members_only && !old.members_only {
@@ -100,11 +100,8 @@ impl Room {
             }
         }
         for occ in std::mem::take(&mut self.occupants).into_values() {
-            let mut p = Stanza::presence(
-                PresenceType::Unavailable,
-                Some(occ.room_jid.clone()),
-                Some(occ.jid.clone()),
-            );
+            let mut p =
+                Stanza::presence(PresenceType::Unavailable, Some(occ.room_jid.clone()), None);
             p.push_payload(
                 Element::new("x", ns::USER)
                     .with_child(
@@ -115,7 +112,11 @@ impl Room {
                     .with_child(destroy.clone()),
             );
             p.push_payload(wire::occupant_id(&occ));
-            o.send(Some(p));
+            for session in occ.sessions {
+                let mut s = p.clone();
+                s.set_to(session);
+                o.send(Some(s));
+            }
         }
         self.by_jid.clear();
         o.gone = true;

@@ -752,3 +752,65 @@ fn history_on_entering_follows_the_request() {
         ["m7"]
     );
 }
+
+#[test]
+fn several_resources_of_one_account_share_a_nickname() {
+    let mut room = coven();
+    let o = join(&mut room, "hag66@shakespeare.lit/phone", "thirdwitch");
+    let out = flat(&o);
+    // Only the new session hears of it: the others' presence, its own (110), the subject.
+    assert!(out.iter().all(|(t, _)| t == "hag66@shakespeare.lit/phone"));
+    assert_eq!(out.len(), 4);
+    assert_eq!(codes(&out[2].1), [110]);
+    // A different account cannot take the nickname.
+    let o = join(&mut room, "other@shakespeare.lit/x", "thirdwitch");
+    assert_eq!(error_condition(&o), "cancel/conflict");
+    // Messages reach both sessions; a private message too.
+    let o = room.handle(
+        parse(&format!(
+            "<message xmlns='jabber:client' type='groupchat' from='crone1@shakespeare.lit/desktop' to='{ROOM}'><body>hi</body></message>"
+        )),
+        NOW,
+        "sid",
+    );
+    let to: Vec<String> = flat(&o).into_iter().map(|(t, _)| t).collect();
+    assert!(to.contains(&"hag66@shakespeare.lit/pda".to_string()));
+    assert!(to.contains(&"hag66@shakespeare.lit/phone".to_string()));
+    assert_eq!(to.len(), 4);
+    let o = room.handle(
+        parse(&format!(
+            "<message xmlns='jabber:client' type='chat' from='crone1@shakespeare.lit/desktop' to='{ROOM}/thirdwitch'><body>psst</body></message>"
+        )),
+        NOW,
+        "sid",
+    );
+    assert_eq!(flat(&o).len(), 2);
+    // One session leaves: only it is told, the occupant stays.
+    let o = room.handle(
+        parse(&format!(
+            "<presence xmlns='jabber:client' type='unavailable' from='hag66@shakespeare.lit/pda' to='{ROOM}/thirdwitch'/>"
+        )),
+        NOW,
+        "sid",
+    );
+    let out = flat(&o);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, "hag66@shakespeare.lit/pda");
+    assert_eq!(codes(&out[0].1), [110]);
+    assert!(room.is_occupant(&jid("hag66@shakespeare.lit/phone")));
+    // A kick removes every session.
+    join(&mut room, "hag66@shakespeare.lit/pda", "thirdwitch");
+    let o = admin(
+        &mut room,
+        "crone1@shakespeare.lit/desktop",
+        "<item nick='thirdwitch' role='none'/>",
+    );
+    let kicked: Vec<String> = flat(&o)
+        .into_iter()
+        .filter(|(_, s)| codes(s).contains(&110))
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(kicked.len(), 2);
+    assert!(!room.is_occupant(&jid("hag66@shakespeare.lit/phone")));
+    assert!(!room.is_occupant(&jid("hag66@shakespeare.lit/pda")));
+}

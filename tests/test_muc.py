@@ -401,11 +401,16 @@ async def test_a_client_that_goes_away_leaves_its_rooms(server):
     await close(a)
 
 
-async def room_archive(c: SlixClient, r: str, rsm: str = "<max>50</max>"):
-    """Queries room `r`'s archive; returns (bodies, archive ids, complete)."""
+async def room_archive(c: SlixClient, r: str, rsm: str = "<max>50</max>", with_: str = ""):
+    """Queries room `r`'s archive (only messages from occupant JID `with_`, if given);
+    returns (bodies, archive ids, complete)."""
     qid = uuid.uuid4().hex[:8]
     iq = c.make_iq_set(ito=r)
-    iq.append(ET.fromstring(f"<query xmlns='{NS_MAM}' queryid='{qid}'>"
+    form = ""
+    if with_:
+        form = (f"<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+                f"<value>{NS_MAM}</value></field><field var='with'><value>{with_}</value></field></x>")
+    iq.append(ET.fromstring(f"<query xmlns='{NS_MAM}' queryid='{qid}'>{form}"
                             f"<set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set></query>"))
     res = await iq.send(timeout=T)
     fin = res.xml.find(f"{{{NS_MAM}}}fin")
@@ -435,6 +440,8 @@ async def test_room_archive_and_history_after_restart(server_factory, backend):
     assert bodies == ["m1", "m2", "m3"] and ids == sids and complete
     bodies, _, complete = await room_archive(a, r, "<max>2</max><before/>")
     assert bodies == ["m2", "m3"] and not complete
+    assert (await room_archive(a, r, with_=f"{r}/firstwitch"))[0] == ["m1", "m2", "m3"]
+    assert (await room_archive(a, r, with_=f"{r}/nobody"))[0] == []
     # Members-only: the archive is for members.
     with pytest.raises(IqError) as e:
         await room_archive(c, r)

@@ -36,8 +36,9 @@ impl Anchor {
 pub struct Query {
     /// The client's `queryid`, echoed in each result.
     pub queryid: Option<String>,
-    /// Only messages with this bare JID.
-    pub with: Option<String>,
+    /// Only messages with this JID (as given: an account's archive compares its bare JID, a
+    /// room's the occupant JID).
+    pub with: Option<Jid>,
     /// Only messages from this time (Unix seconds).
     pub start: Option<i64>,
     /// Only messages until this time.
@@ -53,6 +54,9 @@ pub struct Query {
     /// Where the page starts.
     pub anchor: Anchor,
 }
+
+/// The most ids one `ids` field may name (each is a bound parameter of one SQL query).
+pub const MAX_IDS: usize = 1000;
 
 fn bad(why: impl Into<String>) -> MamError {
     MamError::BadRequest(why.into())
@@ -75,8 +79,7 @@ pub fn parse(q: &Element, max_page: u64) -> Result<Query, MamError> {
             match (f.var.as_str(), value) {
                 (_, None) if f.var != "ids" => {}
                 ("with", Some(v)) => {
-                    let j = Jid::parse(v).map_err(|_| bad("'with' is not a JID"))?;
-                    query.with = Some(j.bare_str().to_string());
+                    query.with = Some(Jid::parse(v).map_err(|_| bad("'with' is not a JID"))?);
                 }
                 ("start", Some(v)) => {
                     query.start =
@@ -87,6 +90,9 @@ pub fn parse(q: &Element, max_page: u64) -> Result<Query, MamError> {
                 }
                 ("after-id", Some(v)) => query.after_id = Some(v.to_string()),
                 ("before-id", Some(v)) => query.before_id = Some(v.to_string()),
+                ("ids", _) if f.values.len() > MAX_IDS => {
+                    return Err(bad(format!("more than {MAX_IDS} ids")))
+                }
                 ("ids", _) => query.ids = f.values.iter().map(|v| v.trim().to_string()).collect(),
                 (other, _) => return Err(bad(format!("unknown field {other:?}"))),
             }
@@ -221,7 +227,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(query.queryid.as_deref(), Some("f27"));
-        assert_eq!(query.with.as_deref(), Some("juliet@capulet.lit"));
+        assert_eq!(
+            query.with.as_ref().map(Jid::as_str),
+            Some("juliet@capulet.lit/balcony")
+        );
         assert_eq!(query.start, Some(1_275_868_800));
         assert_eq!(query.max, 100);
         assert_eq!(query.anchor, Anchor::Last);

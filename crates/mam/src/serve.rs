@@ -36,7 +36,11 @@ pub async fn answer(
     let position =
         |id: String| async move { mam.position(owner, &id).await?.ok_or(MamError::NotFound) };
     let mut filter = Filter {
-        with: q.with.clone(),
+        // An account's archive keeps the other party's bare JID, a room's the occupant JID.
+        with: q.with.as_ref().map(|j| match owner {
+            Owner::Account { .. } => j.bare_str().to_string(),
+            Owner::Room { .. } => j.as_str().to_string(),
+        }),
         start: q.start,
         end: q.end,
         ids: q.ids.clone(),

@@ -490,3 +490,22 @@ async def test_two_devices_of_one_account_share_a_nickname(server):
     b.send_message(mto=r, mbody="still here", mtype="groupchat")
     await a1.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "still here", T, "a1")
     await close(a1, a2, b)
+
+
+async def test_iqs_to_occupants_are_forwarded_and_self_ping_answered(server):
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    # slixmpp answers version queries itself: the answer comes back through the room.
+    res = await b.plugin["xep_0092"].get_version(f"{r}/firstwitch", timeout=T)
+    assert res["from"] == f"{r}/firstwitch"
+    assert res["software_version"]["name"]
+    # XEP-0410: a ping to one's own occupant JID is answered while joined.
+    await b.plugin["xep_0199"].send_ping(f"{r}/secondwitch", timeout=T)
+    b.plugin["xep_0045"].leave_muc(r, "secondwitch")
+    await presence_from(b, f"{r}/secondwitch", unavailable=True, code=110)
+    with pytest.raises(IqError) as e:
+        await b.plugin["xep_0199"].send_ping(f"{r}/secondwitch", timeout=T)
+    assert e.value.iq["error"]["condition"] == "not-acceptable"
+    await close(a, b)

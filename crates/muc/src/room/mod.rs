@@ -11,12 +11,15 @@
 //! - [`admin`]: roles and affiliations by moderators, admins and owners (§8, §9, §10.3–§10.8);
 //! - [`owner`]: configuration, instant and reserved rooms, destruction (§10.1, §10.2, §10.9);
 //! - [`history`]: the recent groupchat messages a newcomer gets (§7.2.14);
+//! - [`iq`]: IQs between occupants, forwarded under room JIDs (an IQ to an occupant JID),
+//!   and the XEP-0410 self-ping;
 //! - [`wire`]: the `muc#user` elements and stanzas the others build.
 //!
 //! The room has no clock: the service passes the time with each stanza.
 
 mod admin;
 mod history;
+mod iq;
 mod message;
 mod owner;
 mod wire;
@@ -189,8 +192,10 @@ pub struct Room {
     history: VecDeque<Past>,
     /// The time of the stanza being handled (Unix seconds).
     now: i64,
-    /// The archive id a groupchat message handled now gets.
+    /// The archive id a groupchat message handled now gets (also the id of a forwarded IQ).
     next_id: String,
+    /// IQs forwarded to an occupant and not answered yet.
+    pending: iq::Pending,
 }
 
 /// What the service allows every room.
@@ -254,6 +259,7 @@ impl Room {
             history: VecDeque::new(),
             now: 0,
             next_id: String::new(),
+            pending: iq::Pending::default(),
         }
     }
 
@@ -274,6 +280,7 @@ impl Room {
             history: VecDeque::new(),
             now: 0,
             next_id: String::new(),
+            pending: iq::Pending::default(),
         }
     }
 
@@ -360,7 +367,7 @@ impl Room {
             StanzaKind::Presence(t) => self.presence(t, &stanza),
             StanzaKind::Message(_) => self.message(&stanza),
             StanzaKind::Iq(IqType::Get | IqType::Set) => self.iq(&stanza),
-            StanzaKind::Iq(_) => Ok(Outcome::default()),
+            StanzaKind::Iq(_) => Ok(self.iq_response(&stanza)),
         };
         let mut o = match result {
             Ok(o) => o,
@@ -381,19 +388,7 @@ impl Room {
         let payload = iq.payload().ok_or(MucError::BadRequest("empty iq"))?;
         let to_occupant = iq.to().is_some_and(Jid::is_full);
         if to_occupant {
-            // XEP-0410: a ping to an occupant JID is answered for the pinger's own presence.
-            if payload.is("ping", rookery_proto::ns::PING) {
-                let from = iq.from().ok_or(MucError::NotOccupant)?;
-                if !self.is_occupant(from) {
-                    return Err(MucError::NotOccupant);
-                }
-                let mut o = Outcome::default();
-                o.send(Some(iq.iq_result(None)));
-                return Ok(o);
-            }
-            return Err(MucError::NotAllowed(
-                "queries to occupants are not forwarded",
-            ));
+            return self.iq_to_occupant(iq, payload);
         }
         let set = iq.kind() == StanzaKind::Iq(IqType::Set);
         if payload.is("query", ns::ADMIN) {

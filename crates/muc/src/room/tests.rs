@@ -814,3 +814,60 @@ fn several_resources_of_one_account_share_a_nickname() {
     assert!(!room.is_occupant(&jid("hag66@shakespeare.lit/phone")));
     assert!(!room.is_occupant(&jid("hag66@shakespeare.lit/pda")));
 }
+
+#[test]
+fn iqs_between_occupants_are_forwarded_under_room_jids() {
+    let mut room = coven();
+    let o = room.handle(
+        iq(
+            "hag66@shakespeare.lit/pda",
+            &format!("{ROOM}/secondwitch"),
+            "get",
+            "<query xmlns='jabber:iq:version'/>",
+        ),
+        NOW,
+        "fwd1",
+    );
+    let out = flat(&o);
+    assert_eq!(out.len(), 1);
+    let (to, fwd) = &out[0];
+    assert_eq!(to, "wiccarocks@shakespeare.lit/laptop");
+    assert_eq!(fwd.from().unwrap().as_str(), format!("{ROOM}/thirdwitch"));
+    assert_eq!(fwd.id(), Some("fwd1"));
+    // An answer from someone else is not taken; the target's goes back with the first id.
+    let answer = |from: &str| {
+        parse(&format!(
+            "<iq xmlns='jabber:client' type='result' id='fwd1' from='{from}' to='{ROOM}/thirdwitch'>\
+             <query xmlns='jabber:iq:version'><name>x</name></query></iq>"
+        ))
+    };
+    assert!(room
+        .handle(answer("crone1@shakespeare.lit/desktop"), NOW, "x")
+        .out
+        .is_empty());
+    let o = room.handle(answer("wiccarocks@shakespeare.lit/laptop"), NOW, "x");
+    let out = flat(&o);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, "hag66@shakespeare.lit/pda");
+    assert_eq!(
+        out[0].1.from().unwrap().as_str(),
+        format!("{ROOM}/secondwitch")
+    );
+    assert_eq!(out[0].1.id(), Some("q1"));
+    assert!(room
+        .handle(answer("wiccarocks@shakespeare.lit/laptop"), NOW, "x")
+        .out
+        .is_empty());
+    // To a nickname nobody has: item-not-found.
+    let o = room.handle(
+        iq(
+            "hag66@shakespeare.lit/pda",
+            &format!("{ROOM}/nobody"),
+            "get",
+            "<ping xmlns='urn:xmpp:ping'/>",
+        ),
+        NOW,
+        "x",
+    );
+    assert_eq!(error_condition(&o), "cancel/item-not-found");
+}

@@ -509,3 +509,19 @@ async def test_iqs_to_occupants_are_forwarded_and_self_ping_answered(server):
         await b.plugin["xep_0199"].send_ping(f"{r}/secondwitch", timeout=T)
     assert e.value.iq["error"]["condition"] == "not-acceptable"
     await close(a, b)
+
+
+async def test_bad_configuration_forms_are_refused(server):
+    a = await login(server, "alice")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    for fields in ({"maxusers": "lots"}, {"maxusers": "100000"}, {"whois": "everyone"},
+                   {"moderatedroom": "perhaps"}, {"passwordprotectedroom": "1"}):
+        with pytest.raises(IqError) as e:
+            await a.plugin["xep_0045"].set_room_config(r, submit(**fields), timeout=T)
+        assert e.value.iq["error"]["condition"] == "bad-request", fields
+    # Nothing of it was applied.
+    info = await a.plugin["xep_0030"].get_info(jid=r, timeout=T)
+    assert "muc_unmoderated" in info["disco_info"]["features"]
+    assert "muc_unsecured" in info["disco_info"]["features"]
+    await close(a)

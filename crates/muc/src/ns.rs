@@ -16,3 +16,5 @@ pub const ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
 pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
 /// XEP-0410 MUC self-ping: the service answers pings to an occupant JID itself.
 pub const SELF_PING: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
+/// Voice requests and their approval (§7.13, §8.6: `FORM_TYPE`).
+pub const REQUEST: &str = "http://jabber.org/protocol/muc#request";

@@ -225,7 +225,7 @@ impl Room {
         }
     }
 
-    fn set_role(&mut self, o: &mut Outcome, key: &str, role: Role, item: &Item<'_>) {
+    pub(super) fn set_role(&mut self, o: &mut Outcome, key: &str, role: Role, item: &Item<'_>) {
         if role == Role::None {
             self.remove(o, key, status::KICKED, item);
             return;

@@ -1,7 +1,8 @@
-//! Messages in a room: groupchat (§7.4), the subject (§8.1), private messages (§7.5) and
-//! mediated invitations (§7.8.2, declines §7.8.2 end).
+//! Messages in a room: groupchat (§7.4), the subject (§8.1), private messages (§7.5),
+//! mediated invitations (§7.8.2, declines §7.8.2 end) and voice requests (§7.13, §8.6).
 
 use rookery_jid::Jid;
+use rookery_proto::form::{Field, Form};
 use rookery_proto::{MessageType, Stanza, StanzaKind};
 use rookery_xml::{Element, CONTENT_NS};
 
@@ -34,6 +35,11 @@ impl Room {
                     if let Some(d) = x.get_child("decline", ns::USER) {
                         return Ok(self.decline(&from, d));
                     }
+                }
+                if let Some(form) =
+                    Form::child_of(m.element()).filter(|f| f.form_type() == Some(ns::REQUEST))
+                {
+                    return self.voice(&from, &form);
                 }
                 Err(MucError::NotAllowed("messages to the room are groupchat"))
             }
@@ -178,6 +184,71 @@ impl Room {
                 vec![ux],
             ));
         }
+        Ok(o)
+    }
+
+    /// A `muc#request` form: from a visitor, a voice request every moderator gets as a form
+    /// (§7.13); from a moderator, the request submitted back, which grants voice if
+    /// `muc#request_allow` is true (§8.6).
+    fn voice(&mut self, from: &Jid, form: &Form) -> Result<Outcome, MucError> {
+        let key = self.key_of(from)?.clone();
+        let occ = self
+            .occupants
+            .get(&key)
+            .ok_or(MucError::NotOccupant)?
+            .clone();
+        let mut o = Outcome::default();
+        if occ.role == Role::Moderator {
+            let allow = form
+                .value("muc#request_allow")
+                .and_then(rookery_proto::form::parse_bool)
+                .unwrap_or(false);
+            let target = form
+                .value("muc#roomnick")
+                .and_then(crate::nick::Nick::key_of)
+                .filter(|k| {
+                    self.occupants
+                        .get(k)
+                        .is_some_and(|t| t.role == Role::Visitor)
+                });
+            if let (true, Some(target)) = (allow, target) {
+                let item = super::Item {
+                    actor: Some(&occ.nick),
+                    ..super::Item::default()
+                };
+                self.set_role(&mut o, &target, Role::Participant, &item);
+            }
+            return Ok(o);
+        }
+        if occ.role != Role::Visitor {
+            return Ok(o);
+        }
+        let request = Form::new("form", ns::REQUEST)
+            .with(
+                Field::new("muc#role", "list-single", Role::Participant.as_str())
+                    .label("Requested role"),
+            )
+            .with(Field::new("muc#jid", "jid-single", occ.jid.as_str()).label("User ID"))
+            .with(
+                Field::new("muc#roomnick", "text-single", occ.nick.clone()).label("Room Nickname"),
+            )
+            .with(
+                Field::new("muc#request_allow", "boolean", "0")
+                    .label("Grant voice to this person?"),
+            );
+        let moderators: Vec<Jid> = self
+            .occupants
+            .values()
+            .filter(|m| m.role == Role::Moderator)
+            .flat_map(|m| m.sessions.iter().cloned())
+            .collect();
+        let message = wire::message(
+            self.jid.clone().into(),
+            None,
+            None,
+            vec![request.to_element()],
+        );
+        o.broadcast(message, moderators);
         Ok(o)
     }
 

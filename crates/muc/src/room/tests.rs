@@ -871,3 +871,47 @@ fn iqs_between_occupants_are_forwarded_under_room_jids() {
     );
     assert_eq!(error_condition(&o), "cancel/item-not-found");
 }
+
+#[test]
+fn voice_requests_reach_moderators_who_may_grant_them() {
+    let mut room = new_room();
+    join(&mut room, "crone1@shakespeare.lit/desktop", "firstwitch");
+    configure(&mut room, &[("muc#roomconfig_moderatedroom", "1")]);
+    join(&mut room, "hag66@shakespeare.lit/pda", "thirdwitch");
+    let request = |from: &str, fields: &str| {
+        parse(&format!(
+            "<message xmlns='jabber:client' from='{from}' to='{ROOM}'><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value></field>{fields}</x></message>"
+        ))
+    };
+    let o = room.handle(
+        request(
+            "hag66@shakespeare.lit/pda",
+            "<field var='muc#role'><value>participant</value></field>",
+        ),
+        NOW,
+        "x",
+    );
+    let out = flat(&o);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, "crone1@shakespeare.lit/desktop");
+    let form = Form::child_of(out[0].1.element()).unwrap();
+    assert_eq!(form.value("muc#roomnick"), Some("thirdwitch"));
+    // Denied: nothing; allowed: voice, told to everyone.
+    let answer = |allow: &str| {
+        request(
+            "crone1@shakespeare.lit/desktop",
+            &format!("<field var='muc#roomnick'><value>thirdwitch</value></field><field var='muc#request_allow'><value>{allow}</value></field>"),
+        )
+    };
+    assert!(room.handle(answer("false"), NOW, "x").out.is_empty());
+    let o = room.handle(answer("true"), NOW, "x");
+    let to_hag = flat(&o)
+        .into_iter()
+        .find(|(t, _)| t == "hag66@shakespeare.lit/pda")
+        .unwrap();
+    assert_eq!(item(&to_hag.1).attr("role"), Some("participant"));
+    // A participant's request (or a visitor's approval) does nothing.
+    let o = room.handle(answer("true"), NOW, "x");
+    assert!(o.out.is_empty());
+}

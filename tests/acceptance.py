@@ -23,7 +23,7 @@ RUNNER = os.environ.get("ACCEPTANCE_RUNNER",
 BIN = os.environ.get("ROOKERY_BIN", os.path.join(HERE, "..", "target", "debug", "rookery"))
 # Foundation (issue 2) scenarios; later issues add theirs here as they land.
 REQUIRED = ["01_", "02_", "03_", "04_", "05_", "06_", "07_", "08_", "09_", "10_", "15_", "16_",
-            "17_", "18_", "19_", "20_", "21_", "22_", "13_", "14_", "11_", "12_"]
+            "17_", "18_", "19_", "20_", "21_", "22_", "13_", "14_", "11_", "12_", "23_"]
 # The one non-default setting: the component of scenarios 13 and 14 (XEP-0114).
 CONFIG = """[[component.service]]
 domain = "bot.localhost"

@@ -25,6 +25,8 @@ FEATURE_SPEC = {
     "urn:xmpp:carbons:2": "XEP-0280",
     "msgoffline": "XEP-0160",
     "urn:xmpp:mam:2": "XEP-0313",
+    "urn:xmpp:mam:2#extended": "XEP-0313",
+    "urn:xmpp:sid:0": "XEP-0359",
     "http://jabber.org/protocol/pubsub": "XEP-0060",
     "urn:xmpp:sm:3": "XEP-0198",
     "vcard-temp": "XEP-0054",

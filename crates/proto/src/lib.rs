@@ -6,11 +6,13 @@
 //! - [`error`]: [`StanzaError`] (RFC 6120 §8.3) and [`StreamError`] (RFC 6120 §4.9), each a
 //!   closed enum of the conditions the RFC defines, mapped once to the wire;
 //! - [`stream`]: stream headers and stream-level elements (`<stream:features/>`, errors);
+//! - [`form`]: XEP-0004 data forms (pubsub, MUC and MAM configuration and queries);
 //! - [`time`]: XEP-0082 date-times and XEP-0203 delay stamps.
 //!
 //! No I/O here: everything is pure and cheap to test.
 
 pub mod error;
+pub mod form;
 pub mod ns;
 pub mod stanza;
 pub mod stream;

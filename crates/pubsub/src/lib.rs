@@ -26,7 +26,8 @@ pub mod broadcast;
 pub mod config;
 pub mod engine;
 pub mod error;
-pub mod form;
+/// XEP-0004 data forms moved to `rookery-proto` (MUC and MAM use them too); kept here by name.
+pub use rookery_proto::form;
 pub mod model;
 pub mod pep;
 pub mod policy;

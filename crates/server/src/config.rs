@@ -34,6 +34,10 @@ pub struct Config {
     pub im: rookery_im::ImConfig,
     /// Publish-subscribe: the service at `pubsub.<domain>` and PEP (`[pubsub]`).
     pub pubsub: rookery_pubsub::PubsubConfig,
+    /// Multi-user chat: the service at `conference.<domain>` (`[muc]`).
+    pub muc: rookery_muc::MucConfig,
+    /// Message archives of accounts (`[mam]`).
+    pub mam: rookery_mam::MamConfig,
     /// External components (XEP-0114): listener and `[[component.service]]` declarations.
     pub component: ComponentConfig,
     /// In-band registration.
@@ -63,6 +67,8 @@ impl Default for Config {
             s2s: S2sConfig::default(),
             im: rookery_im::ImConfig::default(),
             pubsub: rookery_pubsub::PubsubConfig::default(),
+            muc: rookery_muc::MucConfig::default(),
+            mam: rookery_mam::MamConfig::default(),
             component: ComponentConfig::default(),
             registration: core.registration,
             version: core.version,

@@ -163,10 +163,22 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     for m in im_modules {
         builder = builder.module(m);
     }
+    // Message archives (crates/mam); its hooks declare their priorities like the others.
+    let mam = wiring::mam::module(&cfg.mam, &store)?;
+    if let Some(m) = &mam {
+        builder = builder.module(m.clone());
+    }
     let core = builder
         .build()
         .map_err(|e| anyhow!("invalid domain {:?}: {e}", cfg.domain))?;
     pubsub.attach(&core);
+    if let Some(m) = &mam {
+        m.spawn_purge();
+    }
+    // Multi-user chat (crates/muc): the service at conference.<domain>.
+    if let Some(muc) = wiring::muc::service(&cfg.muc, &cfg.domain, &store).await? {
+        muc.attach(&core);
+    }
     // Component domains are routed (to the component, or bounced) before any client connects.
     let components = rookery_component::Components::new(core.clone(), cfg.component.clone())
         .context("component configuration")?;

@@ -25,6 +25,8 @@
 //! - [`userdata`]: [`UserData`], vCards, private XML and last activity.
 //! - [`pubsub`]: [`Pubsub`], pubsub nodes, affiliations, subscriptions and items of every
 //!   service (the pubsub component and PEP).
+//! - [`mam`]: [`Mam`], message archives (XEP-0313) and archiving preferences.
+//! - [`muc`]: [`Muc`], persistent multi-user chat rooms and their affiliations.
 //!
 //! A later concern gets its own module the same way: `rosters.rs` with a `Rosters<'_>`
 //! handle returned by `Store::rosters()`, its tables in `migrations/{sqlite,postgres}/
@@ -45,6 +47,8 @@ pub mod accounts;
 pub mod blocking;
 mod db;
 mod last_queue;
+pub mod mam;
+pub mod muc;
 pub mod offline;
 pub mod pubsub;
 pub mod rosters;
@@ -60,6 +64,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use accounts::Accounts;
 pub use blocking::Blocking;
+pub use mam::Mam;
+pub use muc::Muc;
 pub use offline::Offline;
 pub use pubsub::Pubsub;
 pub use rookery_sasl::{Credentials, ScramKeys};
@@ -218,10 +224,21 @@ impl Store {
         Pubsub::new(self)
     }
 
+    /// Message archives and archiving preferences of accounts (XEP-0313).
+    pub fn mam(&self) -> Mam<'_> {
+        Mam::new(self)
+    }
+
+    /// Persistent multi-user chat rooms and their affiliations (XEP-0045).
+    pub fn muc(&self) -> Muc<'_> {
+        Muc::new(self)
+    }
+
     /// Deletes an account and everything stored for it. Every way of removing an account
     /// goes through here (in-band, XEP-0077 §3.2, and `rookery user delete`), so they leave
     /// the same nothing behind: the account row and, by `ON DELETE CASCADE`, its roster,
-    /// pending requests, block list, offline messages, vCard, private XML and last activity;
+    /// pending requests, block list, offline messages, vCard, private XML, last activity,
+    /// message archive and archiving preferences;
     /// then its PEP nodes (the pubsub service named by its bare JID) with their items,
     /// affiliations and subscriptions. `false` if there was no such account (leftover PEP
     /// nodes are deleted all the same).

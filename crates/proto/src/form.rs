@@ -1,10 +1,10 @@
-//! XEP-0004 data forms, as much as pubsub uses: forms with typed fields and options (node
-//! configuration, subscription options, approval requests, meta-data), and submitted forms
-//! read back (configure, publish-options, approvals).
+//! XEP-0004 data forms, as much as pubsub, MUC and MAM use: forms with typed fields and
+//! options (node and room configuration, subscription options, approval requests, meta-data,
+//! archive queries), and submitted forms read back.
 
 use rookery_xml::Element;
 
-use rookery_proto::ns;
+use crate::ns;
 
 /// A form field (XEP-0004 §3.2).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -1,0 +1,115 @@
+//! Which messages go into an account's archive (XEP-0313 §5.1.1: messages with content, not
+//! groupchat — rooms keep their own — nor headlines or errors; XEP-0334 hints respected) and
+//! how the archive's XEP-0359 `<stanza-id/>` is put on a message delivered to the account.
+
+use base64::Engine as _;
+use rand::RngCore;
+
+use rookery_jid::BareJid;
+use rookery_proto::{MessageType, Stanza, StanzaKind};
+use rookery_xml::{Element, CONTENT_NS};
+
+use crate::ns;
+
+/// OMEMO's payload: encrypted messages have no `<body/>` a server can read but are content.
+const OMEMO: &str = "eu.siacs.conversations.axolotl";
+
+/// Whether `m` is a message to archive: chat or normal, with a body (or an encrypted
+/// payload, or a `<store/>` hint), and no `<no-store/>`/`<no-permanent-store/>` hint.
+pub fn archivable(m: &Stanza) -> bool {
+    if !matches!(
+        m.kind(),
+        StanzaKind::Message(MessageType::Chat | MessageType::Normal)
+    ) {
+        return false;
+    }
+    let el = m.element();
+    if el.has_child("no-store", ns::HINTS) || el.has_child("no-permanent-store", ns::HINTS) {
+        return false;
+    }
+    el.has_child("body", CONTENT_NS)
+        || el.has_child("encrypted", OMEMO)
+        || el.has_child("store", ns::HINTS)
+}
+
+/// A new archive id: 96 random bits, URL-safe (ids are compared, never ordered).
+pub fn new_id() -> String {
+    let mut b = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// `m` with the archive's `<stanza-id by='{by}' id='{id}'/>`: one the sender put there with
+/// the same `by` is removed first (XEP-0359 §5: it must not be trusted); others (a room's)
+/// stay. `None` only if the element does not parse back, which never happens to a stanza.
+pub fn stamp(m: Stanza, by: &BareJid, id: &str) -> Option<Stanza> {
+    let mut el = m.into_element();
+    let kept: Vec<Element> = el
+        .children()
+        .filter(|c| c.is("stanza-id", ns::SID) && c.attr("by") != Some(by.as_str()))
+        .cloned()
+        .collect();
+    el.remove_children("stanza-id", ns::SID);
+    for k in kept {
+        el.push_child(k);
+    }
+    el.push_child(
+        Element::new("stanza-id", ns::SID)
+            .with_attr("by", by.as_str())
+            .with_attr("id", id),
+    );
+    Stanza::from_element(el).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn msg(xml: &str) -> Stanza {
+        let el = rookery_xml::first_element(xml.as_bytes(), rookery_xml::Limits::S2S).unwrap();
+        Stanza::from_element(el).unwrap()
+    }
+
+    #[test]
+    fn content_is_archived_chat_states_and_hints_are_not() {
+        assert!(archivable(&msg(
+            "<message xmlns='jabber:client' type='chat'><body>hi</body></message>"
+        )));
+        assert!(archivable(&msg(
+            "<message xmlns='jabber:client'><body>hi</body></message>"
+        )));
+        assert!(!archivable(&msg(
+            "<message xmlns='jabber:client' type='groupchat'><body>hi</body></message>"
+        )));
+        assert!(!archivable(&msg(
+            "<message xmlns='jabber:client' type='headline'><body>hi</body></message>"
+        )));
+        assert!(!archivable(&msg("<message xmlns='jabber:client' type='chat'><active xmlns='http://jabber.org/protocol/chatstates'/></message>")));
+        assert!(!archivable(&msg("<message xmlns='jabber:client' type='chat'><body>x</body><no-store xmlns='urn:xmpp:hints'/></message>")));
+        assert!(archivable(&msg("<message xmlns='jabber:client' type='chat'><encrypted xmlns='eu.siacs.conversations.axolotl'/></message>")));
+    }
+
+    #[test]
+    fn stamping_replaces_forged_ids_only() {
+        let by = BareJid::parse("juliet@capulet.lit").unwrap();
+        let m = msg("<message xmlns='jabber:client' type='chat'><body>hi</body>\
+                     <stanza-id xmlns='urn:xmpp:sid:0' by='juliet@capulet.lit' id='forged'/>\
+                     <stanza-id xmlns='urn:xmpp:sid:0' by='room@muc.lit' id='r1'/></message>");
+        let s = stamp(m, &by, "real").unwrap();
+        let ids: Vec<(Option<&str>, Option<&str>)> = s
+            .element()
+            .children()
+            .filter(|c| c.is("stanza-id", ns::SID))
+            .map(|c| (c.attr("by"), c.attr("id")))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (Some("room@muc.lit"), Some("r1")),
+                (Some("juliet@capulet.lit"), Some("real"))
+            ]
+        );
+        assert_ne!(new_id(), new_id());
+    }
+}

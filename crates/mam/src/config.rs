@@ -1,0 +1,55 @@
+//! The `[mam]` section of `rookery.toml` (every key in docs/configuration.md).
+
+use serde::Deserialize;
+
+/// Archive settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MamConfig {
+    /// Archive accounts' messages and answer their queries.
+    pub enabled: bool,
+    /// The archiving default of an account that set no preferences: `always`, `roster` or
+    /// `never`.
+    pub default: String,
+    /// Messages older than this many days are purged (0: kept until the cap).
+    pub max_age_days: u64,
+    /// The most messages one account's archive keeps; the oldest beyond it are purged
+    /// (0: no cap).
+    pub max_messages_per_user: u64,
+    /// How often the purge runs, in seconds.
+    pub purge_interval_secs: u64,
+    /// The most messages one query page returns (a larger RSM `max` is lowered to it).
+    pub max_page: u64,
+}
+
+impl Default for MamConfig {
+    fn default() -> Self {
+        MamConfig {
+            enabled: true,
+            default: "always".into(),
+            max_age_days: 0,
+            max_messages_per_user: 100_000,
+            purge_interval_secs: 3600,
+            max_page: 100,
+        }
+    }
+}
+
+impl MamConfig {
+    /// Checks the settings; the message names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        if crate::prefs::Default::parse(&self.default).is_none() {
+            return Err(format!(
+                "[mam] default must be \"always\", \"roster\" or \"never\", not {:?}",
+                self.default
+            ));
+        }
+        if self.max_page == 0 {
+            return Err("[mam] max_page must be at least 1".into());
+        }
+        if self.purge_interval_secs == 0 {
+            return Err("[mam] purge_interval_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,274 @@
+//! The archive module: hooks on the message path, the query and preference IQs of accounts
+//! (XEP-0313 §4, §6), and the purge.
+//!
+//! # When a message is archived
+//! - a local account's outgoing message: at `MessageFromLocal` (after blocking, which is
+//!   `POLICY`), in the sender's archive;
+//! - a message delivered to a local account: at `MessageToBare` / `MessageToFull` with
+//!   priority `OBSERVE`, before delivery, offline storage and carbons (all `DEFAULT`), so that
+//!   what they send on carries the archive's `<stanza-id/>`.
+//!
+//! The write is awaited before the message goes on: what a client was told was sent (an SM
+//! ack follows routing) is in the archive. It is one short transaction, and concurrent ones
+//! share a commit (on SQLite the store's writer commits every queued write in one
+//! transaction; PostgreSQL commits concurrently), so archiving costs a commit's latency per
+//! message on the sender's stream, not a commit per message of throughput.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+
+use rookery_core::{
+    priority, Core, Declaration, Event, EventKind, Flow, HookPoint, IqAnswer, IqReply, IqTarget,
+    Module,
+};
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::{IqType, Stanza, StanzaError, StanzaKind};
+use rookery_store::mam::{NewArchived, Owner};
+use rookery_store::Store;
+
+use crate::archive;
+use crate::config::MamConfig;
+use crate::error::MamError;
+use crate::ns;
+use crate::prefs::{Decision, Default as PrefDefault, Prefs};
+use crate::serve;
+
+/// The archive module.
+pub struct Mam {
+    config: MamConfig,
+    default: PrefDefault,
+    store: Store,
+    /// Preferences of accounts that archived or changed them since start (read once).
+    prefs: DashMap<BareJid, Arc<Prefs>>,
+}
+
+impl std::fmt::Debug for Mam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mam")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts of a local account's bare JID the store keys on.
+fn owner(jid: &BareJid) -> Option<(&str, &str)> {
+    Some((jid.domain(), jid.local()?))
+}
+
+impl Mam {
+    /// The module under `config` (checked), archiving into `store`.
+    pub fn new(config: MamConfig, store: Store) -> Result<Mam, String> {
+        config.validate()?;
+        let default = PrefDefault::parse(&config.default).unwrap_or(PrefDefault::Always);
+        Ok(Mam {
+            config,
+            default,
+            store,
+            prefs: DashMap::new(),
+        })
+    }
+
+    /// Runs the purge now and then every `purge_interval_secs`, for as long as the runtime
+    /// runs (nothing to purge without `max_age_days` or `max_messages_per_user`).
+    pub fn spawn_purge(self: &Arc<Self>) {
+        let age = self.config.max_age_days;
+        let cap = self.config.max_messages_per_user;
+        if age == 0 && cap == 0 {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut every =
+                tokio::time::interval(Duration::from_secs(me.config.purge_interval_secs));
+            loop {
+                every.tick().await;
+                let older = (age > 0).then(|| {
+                    rookery_proto::time::now_unix()
+                        - i64::try_from(age.saturating_mul(86_400)).unwrap_or(i64::MAX)
+                });
+                match me.store.mam().purge(older, (cap > 0).then_some(cap)).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(messages = n, "message archive purged"),
+                    Err(e) => tracing::error!(error = %e, "message archive purge failed"),
+                }
+            }
+        });
+    }
+
+    async fn prefs_of(&self, account: &BareJid) -> Result<Arc<Prefs>, MamError> {
+        if let Some(p) = self.prefs.get(account) {
+            return Ok(p.clone());
+        }
+        let (d, u) = owner(account).ok_or(MamError::Forbidden)?;
+        let p = match self.store.mam().prefs(d, u).await? {
+            Some(p) => Prefs {
+                default: PrefDefault::parse(&p.default).unwrap_or(self.default),
+                always: p.always,
+                never: p.never,
+            },
+            None => Prefs::with_default(self.default),
+        };
+        let p = Arc::new(p);
+        self.prefs.insert(account.clone(), p.clone());
+        Ok(p)
+    }
+
+    /// Whether `account` archives messages with `with` (a bare JID).
+    async fn wants(&self, account: &BareJid, with: &str) -> Result<bool, MamError> {
+        Ok(match self.prefs_of(account).await?.decide(with) {
+            Decision::Archive => true,
+            Decision::Skip => false,
+            Decision::IfInRoster => {
+                let (d, u) = owner(account).ok_or(MamError::Forbidden)?;
+                self.store.rosters().get(d, u, with).await?.is_some()
+            }
+        })
+    }
+
+    /// Archives `m` for `account`, with `with`, under `id`; errors are logged (the message
+    /// still goes on: losing its copy beats losing it).
+    async fn archive(&self, account: &BareJid, with: &BareJid, id: String, m: &Stanza) {
+        let Some((d, u)) = owner(account) else { return };
+        let row = NewArchived {
+            owner: Owner::Account {
+                domain: d.to_string(),
+                username: u.to_string(),
+            },
+            stanza_id: id,
+            with_jid: with.as_str().to_string(),
+            ts: rookery_proto::time::now_unix(),
+            stanza: String::from_utf8_lossy(&m.to_bytes()).into_owned(),
+        };
+        if let Err(e) = self.store.mam().append(vec![row]).await {
+            tracing::error!(account = %account, error = %e, "archiving a message failed");
+        }
+    }
+
+    /// The decision for one direction: `account`'s archive, the other party `with`.
+    async fn should_archive(&self, core: &Arc<Core>, account: &BareJid, with: &Jid) -> bool {
+        if !core.is_local_domain(account.domain()) || account.local().is_none() {
+            return false;
+        }
+        match self.wants(account, with.bare_str()).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(account = %account, error = %e, "archive preferences");
+                false
+            }
+        }
+    }
+
+    async fn query(
+        &self,
+        core: &Arc<Core>,
+        account: &BareJid,
+        iq: &Stanza,
+    ) -> Result<IqReply, MamError> {
+        let (d, u) = owner(account).ok_or(MamError::Forbidden)?;
+        let owner = Owner::Account {
+            domain: d.to_string(),
+            username: u.to_string(),
+        };
+        let fin =
+            serve::answer(core, &self.store, &owner, account, iq, self.config.max_page).await?;
+        Ok(IqReply::from(Some(fin)))
+    }
+
+    async fn prefs_iq(&self, account: &BareJid, iq: &Stanza) -> Result<IqReply, MamError> {
+        let payload = iq
+            .payload()
+            .ok_or_else(|| MamError::BadRequest("no prefs".into()))?;
+        if iq.kind() == StanzaKind::Iq(IqType::Set) {
+            let p = Prefs::parse(payload)?;
+            let (d, u) = owner(account).ok_or(MamError::Forbidden)?;
+            let stored = rookery_store::mam::Prefs {
+                default: p.default.as_str().to_string(),
+                always: p.always.clone(),
+                never: p.never.clone(),
+            };
+            self.store.mam().set_prefs(d, u, &stored).await?;
+            self.prefs.insert(account.clone(), Arc::new(p));
+        }
+        Ok(IqReply::from(Some(
+            self.prefs_of(account).await?.to_element(),
+        )))
+    }
+}
+
+#[async_trait]
+impl Module for Mam {
+    fn name(&self) -> &'static str {
+        "mam"
+    }
+
+    fn declare(&self) -> Declaration {
+        Declaration {
+            iqs: vec![
+                (IqTarget::Account, ns::MAM, "query"),
+                (IqTarget::Account, ns::MAM, "prefs"),
+            ],
+            hooks: vec![
+                (HookPoint::MessageFromLocal, priority::OBSERVE),
+                (HookPoint::MessageToBare, priority::OBSERVE),
+                (HookPoint::MessageToFull, priority::OBSERVE),
+            ],
+            events: vec![(EventKind::AccountDeleted, priority::DEFAULT)],
+            account_features: vec![ns::MAM, ns::MAM_EXTENDED, ns::SID],
+            ..Declaration::default()
+        }
+    }
+
+    async fn reply_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqAnswer {
+        // Only the account itself reads or configures its archive.
+        if iq.from().is_none_or(|f| f.bare_str() != to.as_str()) {
+            return Err(StanzaError::from(MamError::Forbidden));
+        }
+        let result = match iq.payload() {
+            Some(p) if p.is("prefs", ns::MAM) => self.prefs_iq(to, iq).await,
+            _ => self.query(core, to, iq).await,
+        };
+        result.map_err(StanzaError::from)
+    }
+
+    async fn hook(&self, core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {
+        if !archive::archivable(&stanza) {
+            return Flow::Continue(stanza);
+        }
+        let (Some(from), Some(to)) = (stanza.from().cloned(), stanza.to().cloned()) else {
+            return Flow::Continue(stanza);
+        };
+        match point {
+            HookPoint::MessageFromLocal => {
+                let account = from.to_bare();
+                if self.should_archive(core, &account, &to).await {
+                    self.archive(&account, &to.to_bare(), archive::new_id(), &stanza)
+                        .await;
+                }
+                Flow::Continue(stanza)
+            }
+            HookPoint::MessageToBare | HookPoint::MessageToFull => {
+                let account = to.to_bare();
+                if !self.should_archive(core, &account, &from).await {
+                    return Flow::Continue(stanza);
+                }
+                let id = archive::new_id();
+                let Some(stamped) = archive::stamp(stanza, &account, &id) else {
+                    return Flow::Handled;
+                };
+                self.archive(&account, &from.to_bare(), id, &stamped).await;
+                Flow::Continue(stamped)
+            }
+            _ => Flow::Continue(stanza),
+        }
+    }
+
+    async fn event(&self, _core: &Arc<Core>, event: &Event) {
+        // The rows went with the account (ON DELETE CASCADE); forget its preferences.
+        if let Event::AccountDeleted(account) = event {
+            self.prefs.remove(account);
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Answering an archive query (XEP-0313 §4) on any archive: an account's (the [`crate::Mam`]
+//! module) or a room's (the MUC service), so both page, filter and fail the same way.
+
+use std::sync::Arc;
+
+use rookery_core::Core;
+use rookery_jid::BareJid;
+use rookery_proto::{IqType, Stanza, StanzaKind};
+use rookery_store::mam::{Filter, Owner};
+use rookery_store::Store;
+use rookery_xml::Element;
+
+use crate::error::MamError;
+use crate::query::{self, Anchor};
+
+/// Answers the query IQ `iq` on `owner`'s archive, whose JID is `archive`: the search form for
+/// a `get`; for a `set`, routes the result messages to the requester (before the IQ result,
+/// as §4.2 orders) and returns the `<fin/>` for the result. Pages hold at most `max_page`.
+pub async fn answer(
+    core: &Arc<Core>,
+    store: &Store,
+    owner: &Owner,
+    archive: &BareJid,
+    iq: &Stanza,
+    max_page: u64,
+) -> Result<Element, MamError> {
+    let from = iq.from().ok_or(MamError::Forbidden)?;
+    let payload = iq
+        .payload()
+        .ok_or_else(|| MamError::BadRequest("no query".into()))?;
+    if iq.kind() == StanzaKind::Iq(IqType::Get) {
+        return Ok(query::fields());
+    }
+    let q = query::parse(payload, max_page)?;
+    let mam = store.mam();
+    let position =
+        |id: String| async move { mam.position(owner, &id).await?.ok_or(MamError::NotFound) };
+    let mut filter = Filter {
+        // An account's archive keeps the other party's bare JID, a room's the occupant JID.
+        with: q.with.as_ref().map(|j| match owner {
+            Owner::Account { .. } => j.bare_str().to_string(),
+            Owner::Room { .. } => j.as_str().to_string(),
+        }),
+        start: q.start,
+        end: q.end,
+        ids: q.ids.clone(),
+        ..Filter::default()
+    };
+    if let Some(id) = q.after_id.clone() {
+        filter.after = Some(position(id).await?);
+    }
+    if let Some(id) = q.before_id.clone() {
+        filter.before = Some(position(id).await?);
+    }
+    match q.anchor.clone() {
+        Anchor::After(id) => {
+            let p = position(id).await?;
+            filter.after = Some(filter.after.map_or(p, |a| a.max(p)));
+        }
+        Anchor::Before(id) => {
+            let p = position(id).await?;
+            filter.before = Some(filter.before.map_or(p, |b| b.min(p)));
+        }
+        Anchor::First | Anchor::Last => {}
+    }
+    let from_end = q.anchor.from_end();
+    let mut rows = mam
+        .query(owner, &filter, q.max.saturating_add(1), from_end)
+        .await?;
+    let complete = rows.len() as u64 <= q.max;
+    if !complete {
+        // One more than asked was read to know whether the page is the last: drop it (the
+        // oldest when paging backwards, the newest forwards).
+        if from_end {
+            rows.remove(0);
+        } else {
+            rows.pop();
+        }
+    }
+    for r in &rows {
+        let Some(m) = Stanza::from_serialized(r.stanza.as_bytes()) else {
+            tracing::error!(archive = %archive, id = %r.stanza_id, "unreadable archived message");
+            continue;
+        };
+        let el = query::result(
+            archive,
+            from,
+            q.queryid.as_deref(),
+            &r.stanza_id,
+            r.ts,
+            m.into_element(),
+        );
+        if let Ok(s) = Stanza::from_element(el) {
+            core.route(s).await;
+        }
+    }
+    Ok(query::fin(
+        rows.first().map(|r| r.stanza_id.as_str()),
+        rows.last().map(|r| r.stanza_id.as_str()),
+        complete,
+    ))
+}

@@ -1,0 +1,77 @@
+//! The `[muc]` section of `rookery.toml` (every key in docs/configuration.md).
+
+use serde::Deserialize;
+
+/// Service settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MucConfig {
+    /// Serve multi-user chat on its own domain.
+    pub enabled: bool,
+    /// The service's domain; empty means `conference.<domain>`.
+    pub domain: String,
+    /// Who may create rooms: `local` (accounts of the server's domain) or `anyone`.
+    pub create_rooms: String,
+    /// The most rooms one account may own at a time (0: no limit).
+    pub max_rooms_per_user: usize,
+    /// The most occupants a room may be configured for (`muc#roomconfig_maxusers`).
+    pub max_occupants: u32,
+    /// The occupant limit of a new room.
+    pub default_max_occupants: u32,
+    /// Whether new rooms are persistent.
+    pub default_persistent: bool,
+    /// Whether new rooms are listed in disco#items of the service.
+    pub default_public: bool,
+    /// How many recent groupchat messages a room keeps in memory for newcomers (§7.2.14).
+    pub history_length: usize,
+    /// Whether rooms archive their groupchat messages (XEP-0313 on the room JID).
+    pub archive: bool,
+    /// The most messages one room archive query returns.
+    pub archive_max_page: u64,
+}
+
+impl Default for MucConfig {
+    fn default() -> Self {
+        MucConfig {
+            enabled: true,
+            domain: String::new(),
+            create_rooms: "local".into(),
+            max_rooms_per_user: 100,
+            max_occupants: 1000,
+            default_max_occupants: 200,
+            default_persistent: false,
+            default_public: true,
+            history_length: 20,
+            archive: true,
+            archive_max_page: 100,
+        }
+    }
+}
+
+impl MucConfig {
+    /// The service's domain for the server `domain`.
+    pub fn service_domain(&self, domain: &str) -> String {
+        if self.domain.is_empty() {
+            format!("conference.{domain}")
+        } else {
+            self.domain.clone()
+        }
+    }
+
+    /// Checks the settings; the message names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !matches!(self.create_rooms.as_str(), "local" | "anyone") {
+            return Err(format!(
+                "[muc] create_rooms must be \"local\" or \"anyone\", not {:?}",
+                self.create_rooms
+            ));
+        }
+        if self.default_max_occupants == 0 || self.default_max_occupants > self.max_occupants {
+            return Err("[muc] default_max_occupants must be between 1 and max_occupants".into());
+        }
+        if self.archive_max_page == 0 {
+            return Err("[muc] archive_max_page must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! Why a room refuses something, mapped once to the XEP-0045 error of each case (§7.2,
+//! §7.4, §7.5, §8–§10, and the table of §19.1.2).
+
+use rookery_proto::{ErrorType, StanzaError, StanzaErrorCondition as C};
+
+/// A refusal, named by its cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MucError {
+    /// No nickname, or one the PRECIS nickname profile rejects (§7.2.1: `jid-malformed`).
+    #[error("invalid nickname")]
+    InvalidNick,
+    /// The nickname is in use or reserved by someone else (§7.2.9: `conflict`).
+    #[error("nickname in use")]
+    NickConflict,
+    /// The user is banned (§7.2.7: `forbidden`).
+    #[error("you are banned from this room")]
+    Banned,
+    /// A members-only room and the user is not a member (§7.2.6: `registration-required`).
+    #[error("this room is members-only")]
+    MembersOnly,
+    /// Missing or wrong password (§7.2.5: `not-authorized`).
+    #[error("a password is required")]
+    Password,
+    /// The room is full (§7.2.10: `service-unavailable`).
+    #[error("the room is full")]
+    Full,
+    /// The room does not exist or is locked (§7.2.11, §10.1.1: `item-not-found`).
+    #[error("no such room")]
+    NoRoom,
+    /// The sender is not in the room (§7.4: `not-acceptable`).
+    #[error("you are not in this room")]
+    NotOccupant,
+    /// The addressed occupant or item does not exist (`item-not-found`).
+    #[error("no such occupant")]
+    NoOccupant,
+    /// The sender's role or affiliation does not allow it (`forbidden`).
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The action is not allowed on that target (§8, §9: `not-allowed`).
+    #[error("{0}")]
+    NotAllowed(&'static str),
+    /// Removing the last owner (§10.6: `conflict`).
+    #[error("a room needs an owner")]
+    LastOwner,
+    /// Malformed request (`bad-request`).
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// The user may create no more rooms (`not-allowed`, as for any refused creation).
+    #[error("room creation limit reached")]
+    CreationLimit,
+    /// The change could not be stored (`internal-server-error`).
+    #[error("storage failed")]
+    Store,
+}
+
+impl From<MucError> for StanzaError {
+    fn from(e: MucError) -> StanzaError {
+        let (condition, ty) = match &e {
+            MucError::InvalidNick => (C::JidMalformed, ErrorType::Modify),
+            MucError::NickConflict => (C::Conflict, ErrorType::Cancel),
+            MucError::Banned => (C::Forbidden, ErrorType::Auth),
+            MucError::MembersOnly => (C::RegistrationRequired, ErrorType::Auth),
+            MucError::Password => (C::NotAuthorized, ErrorType::Auth),
+            MucError::Full => (C::ServiceUnavailable, ErrorType::Wait),
+            MucError::NoRoom | MucError::NoOccupant => (C::ItemNotFound, ErrorType::Cancel),
+            MucError::NotOccupant => (C::NotAcceptable, ErrorType::Modify),
+            MucError::Forbidden(_) => (C::Forbidden, ErrorType::Auth),
+            MucError::NotAllowed(_) => (C::NotAllowed, ErrorType::Cancel),
+            MucError::LastOwner => (C::Conflict, ErrorType::Cancel),
+            MucError::BadRequest(_) => (C::BadRequest, ErrorType::Modify),
+            MucError::CreationLimit => (C::NotAllowed, ErrorType::Cancel),
+            MucError::Store => (C::InternalServerError, ErrorType::Wait),
+        };
+        StanzaError::new(condition)
+            .with_type(ty)
+            .with_text(e.to_string())
+    }
+}

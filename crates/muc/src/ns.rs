@@ -1,0 +1,20 @@
+//! The namespaces of XEP-0045 (§19.1) and the extensions rooms speak.
+
+/// The MUC protocol (join requests, `<x/>` in presence).
+pub const MUC: &str = "http://jabber.org/protocol/muc";
+/// Occupant-facing extensions (`<x/>` with items and status codes, invitations).
+pub const USER: &str = "http://jabber.org/protocol/muc#user";
+/// Moderator and admin lists (roles and affiliations).
+pub const ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+/// Owner use cases (configuration, destruction).
+pub const OWNER: &str = "http://jabber.org/protocol/muc#owner";
+/// The room configuration form (`FORM_TYPE`).
+pub const ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
+/// The room information form in disco#info (`FORM_TYPE`).
+pub const ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
+/// XEP-0421 anonymous unique occupant identifiers.
+pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+/// XEP-0410 MUC self-ping: the service answers pings to an occupant JID itself.
+pub const SELF_PING: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
+/// Voice requests and their approval (§7.13, §8.6: `FORM_TYPE`).
+pub const REQUEST: &str = "http://jabber.org/protocol/muc#request";

@@ -1,0 +1,216 @@
+//! Affiliations (long-lived, per bare JID) and roles (per visit), XEP-0045 §5, and what each
+//! may do (§5.1.2 and §5.2.1, as tables).
+
+/// A long-lived relation of a bare JID to a room (§5.2), most powerful first in `Ord`
+/// reversed: `Owner > Admin > Member > None > Outcast`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Affiliation {
+    /// Banned: may not enter.
+    Outcast,
+    /// No affiliation.
+    None,
+    /// A member (may enter a members-only room).
+    Member,
+    /// A room administrator.
+    Admin,
+    /// A room owner.
+    Owner,
+}
+
+impl Affiliation {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Affiliation::Outcast => "outcast",
+            Affiliation::None => "none",
+            Affiliation::Member => "member",
+            Affiliation::Admin => "admin",
+            Affiliation::Owner => "owner",
+        }
+    }
+
+    /// Parses the wire value.
+    pub fn parse(s: &str) -> Option<Affiliation> {
+        Some(match s {
+            "outcast" => Affiliation::Outcast,
+            "none" => Affiliation::None,
+            "member" => Affiliation::Member,
+            "admin" => Affiliation::Admin,
+            "owner" => Affiliation::Owner,
+            _ => return None,
+        })
+    }
+
+    /// Admins and owners (§5.2: they moderate by virtue of their affiliation).
+    pub fn is_admin(self) -> bool {
+        self >= Affiliation::Admin
+    }
+}
+
+/// The role of an occupant during one visit (§5.1), most powerful last in `Ord`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Not in the room (the role of a leaving or kicked occupant).
+    None,
+    /// In the room without voice.
+    Visitor,
+    /// In the room with voice.
+    Participant,
+    /// A moderator.
+    Moderator,
+}
+
+impl Role {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::None => "none",
+            Role::Visitor => "visitor",
+            Role::Participant => "participant",
+            Role::Moderator => "moderator",
+        }
+    }
+
+    /// Parses the wire value.
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "none" => Role::None,
+            "visitor" => Role::Visitor,
+            "participant" => Role::Participant,
+            "moderator" => Role::Moderator,
+            _ => return None,
+        })
+    }
+
+    /// The role an occupant with `affiliation` gets on entering (§5.1.1): owners and
+    /// admins moderate, members speak, others speak unless the room is moderated.
+    pub fn default_for(affiliation: Affiliation, moderated: bool) -> Role {
+        match affiliation {
+            Affiliation::Owner | Affiliation::Admin => Role::Moderator,
+            Affiliation::Member => Role::Participant,
+            Affiliation::None if moderated => Role::Visitor,
+            Affiliation::None => Role::Participant,
+            Affiliation::Outcast => Role::None,
+        }
+    }
+
+    /// Whether the occupant may send groupchat messages (§5.1.2: visitors may not).
+    pub fn has_voice(self) -> bool {
+        self >= Role::Participant
+    }
+}
+
+/// Whether an occupant of `actor` affiliation and role may give the occupant of `target`
+/// affiliation the role `new` (§8: moderators manage voice and kick, but not occupants of
+/// a higher affiliation; §9.6/§9.7: only admins and owners grant or revoke moderation).
+pub fn may_set_role(
+    actor: (Affiliation, Role),
+    target: Affiliation,
+    target_role: Role,
+    new: Role,
+) -> bool {
+    let (aff, role) = actor;
+    if role != Role::Moderator {
+        return false;
+    }
+    // Nobody changes the role of someone more affiliated; admins and owners keep moderation.
+    if target > aff || (target.is_admin() && new != Role::Moderator) {
+        return false;
+    }
+    if new == Role::Moderator || target_role == Role::Moderator {
+        return aff.is_admin();
+    }
+    true
+}
+
+/// Whether `actor` may change an affiliation from `old` to `new` (§9: admins manage members
+/// and outcasts below them; §10: owners manage everything).
+pub fn may_set_affiliation(actor: Affiliation, old: Affiliation, new: Affiliation) -> bool {
+    match actor {
+        Affiliation::Owner => true,
+        Affiliation::Admin => old < Affiliation::Admin && new < Affiliation::Admin,
+        _ => false,
+    }
+}
+
+/// Whether `actor` may read the list of `list` affiliations (§9.5, §10.5, §10.8).
+pub fn may_read_list(actor: Affiliation, list: Affiliation) -> bool {
+    match list {
+        Affiliation::Owner | Affiliation::Admin => actor == Affiliation::Owner,
+        _ => actor.is_admin(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Affiliation as A;
+
+    #[test]
+    fn wire_values_round_trip() {
+        for a in [A::Outcast, A::None, A::Member, A::Admin, A::Owner] {
+            assert_eq!(Affiliation::parse(a.as_str()), Some(a));
+        }
+        for r in [
+            Role::None,
+            Role::Visitor,
+            Role::Participant,
+            Role::Moderator,
+        ] {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(Role::parse("king"), None);
+    }
+
+    #[test]
+    fn privileges() {
+        let moderator = (A::None, Role::Moderator);
+        let admin = (A::Admin, Role::Moderator);
+        // Moderators kick and manage voice of the unaffiliated, not of admins.
+        assert!(may_set_role(
+            moderator,
+            A::None,
+            Role::Participant,
+            Role::None
+        ));
+        assert!(!may_set_role(
+            moderator,
+            A::Member,
+            Role::Participant,
+            Role::Visitor
+        ));
+        assert!(!may_set_role(
+            moderator,
+            A::Admin,
+            Role::Moderator,
+            Role::None
+        ));
+        assert!(!may_set_role(
+            moderator,
+            A::None,
+            Role::Participant,
+            Role::Moderator
+        ));
+        assert!(may_set_role(
+            admin,
+            A::None,
+            Role::Participant,
+            Role::Moderator
+        ));
+        assert!(!may_set_role(admin, A::Owner, Role::Moderator, Role::None));
+        assert!(!may_set_role(
+            (A::Member, Role::Participant),
+            A::None,
+            Role::Participant,
+            Role::None
+        ));
+        // Admins manage members and outcasts; owners everything.
+        assert!(may_set_affiliation(A::Admin, A::None, A::Outcast));
+        assert!(!may_set_affiliation(A::Admin, A::Admin, A::None));
+        assert!(!may_set_affiliation(A::Admin, A::None, A::Admin));
+        assert!(may_set_affiliation(A::Owner, A::Admin, A::Owner));
+        assert!(!may_set_affiliation(A::Member, A::None, A::Member));
+        assert!(may_read_list(A::Admin, A::Member));
+        assert!(!may_read_list(A::Admin, A::Owner));
+    }
+}

@@ -1,0 +1,88 @@
+//! Discussion history for newcomers (XEP-0045 §7.2.14): the room keeps its last groupchat
+//! messages (with a body; `[muc] history_length` of them, in memory) and sends an entering
+//! occupant what its `<history/>` asks for — `maxstanzas`, `maxchars` (of the whole stanzas),
+//! `seconds`, `since`, all of them at once if several are given — oldest first, each with a
+//! `<delay/>` from the room (XEP-0203).
+
+use rookery_jid::Jid;
+use rookery_proto::time::{delay, parse_utc};
+use rookery_proto::Stanza;
+use rookery_xml::Element;
+
+use super::Room;
+use crate::ns;
+
+/// A message in the history.
+#[derive(Debug, Clone)]
+pub struct Past {
+    /// The message as broadcast (from the sender's room JID, no `to`).
+    pub stanza: Stanza,
+    /// When it was sent (Unix seconds).
+    pub ts: i64,
+    /// Its size as sent, in bytes (what `maxchars` counts).
+    pub chars: usize,
+}
+
+impl Room {
+    /// Keeps `stanza` (a broadcast groupchat message) for newcomers.
+    pub(super) fn remember(&mut self, stanza: Stanza) {
+        if self.limits.history == 0 {
+            return;
+        }
+        let chars = stanza.to_bytes().len();
+        self.history.push_back(Past {
+            stanza,
+            ts: self.now,
+            chars,
+        });
+        while self.history.len() > self.limits.history {
+            self.history.pop_front();
+        }
+    }
+
+    /// The history an occupant entering with `join` (its `<x xmlns='…muc'/>`) gets, addressed
+    /// to `to`. Without `<history/>` it gets all the room keeps.
+    pub(super) fn history_for(&self, join: Option<&Element>, to: &Jid) -> Vec<Stanza> {
+        let h = join.and_then(|x| x.get_child("history", ns::MUC));
+        let num = |name: &str| {
+            h.and_then(|h| h.attr(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let max_stanzas = num("maxstanzas").unwrap_or(u64::MAX);
+        let max_chars = num("maxchars").unwrap_or(u64::MAX);
+        let not_before = [
+            num("seconds").map(|s| {
+                self.now
+                    .saturating_sub(i64::try_from(s).unwrap_or(i64::MAX))
+            }),
+            h.and_then(|h| h.attr("since")).and_then(parse_utc),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        let mut picked = Vec::new();
+        let (mut stanzas, mut chars) = (0u64, 0u64);
+        for p in self.history.iter().rev() {
+            let size = u64::try_from(p.chars).unwrap_or(u64::MAX);
+            if stanzas >= max_stanzas
+                || chars.saturating_add(size) > max_chars
+                || not_before.is_some_and(|t| p.ts < t)
+            {
+                break;
+            }
+            stanzas += 1;
+            chars = chars.saturating_add(size);
+            picked.push(p);
+        }
+        picked
+            .into_iter()
+            .rev()
+            .map(|p| {
+                let mut s = p.stanza.clone();
+                s.set_to(to.clone());
+                s.push_payload(delay(self.jid.as_str(), p.ts, None));
+                s
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,517 @@
+//! The MUC service on its own domain: a [`DomainRoute`] that drives [`Room`] values.
+//!
+//! Each room sits behind its own async lock; a stanza for it is handled under that lock and
+//! its outputs are stored (persistent rooms: before anything is sent, so what an owner is
+//! told is committed) and delivered before the lock is released, so every occupant sees a
+//! room's stanzas in the order the room produced them. Rooms do not wait for each other.
+//! Broadcasts go through [`Core::deliver_rendered`]: serialized once per audience.
+//!
+//! Room archives (XEP-0313 on the room JID): a groupchat message the room archives is stored
+//! before it is sent; queries are answered by `rookery-mam`'s query code over the SQL store,
+//! once the room said the requester may read; a room's archive goes with the room. At start,
+//! each stored room's history for newcomers is read back from its archive.
+//!
+//! The service itself answers disco (XEP-0045 §6.1–§6.3: identity, features, public rooms)
+//! and pings; it creates a room when someone enters one that does not exist (§10.1), within
+//! `[muc] create_rooms` and the per-user room limit.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use dashmap::DashMap;
+use rand::RngCore;
+use tokio::sync::Mutex;
+
+use rookery_core::modules::disco::{feature, identity};
+use rookery_core::{Core, DomainRoute, Template, Undelivered};
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::{
+    ns as pns, IqType, MessageType, PresenceType, Stanza, StanzaError, StanzaErrorCondition,
+    StanzaKind,
+};
+use rookery_xml::Element;
+
+use crate::config::MucConfig;
+use crate::error::MucError;
+use crate::ns;
+use crate::room::{Limits, Output, Persist, Room};
+use crate::roomconfig::RoomConfig;
+use crate::store::RoomStore;
+use rookery_store::mam::{Filter, NewArchived, Owner};
+use rookery_store::Store;
+
+/// A room and whether it is gone (a stanza that found it just before it went looks again).
+struct Slot {
+    room: Room,
+    gone: bool,
+}
+
+/// The multi-user chat service.
+pub struct MucService {
+    jid: BareJid,
+    config: MucConfig,
+    /// The server's own domain (whose accounts may create rooms by default).
+    server_domain: String,
+    rooms: DashMap<String, Arc<Mutex<Slot>>>,
+    /// Rooms alive per creator, for `max_rooms_per_user`.
+    created: DashMap<BareJid, usize>,
+    store: Arc<dyn RoomStore>,
+    /// Where room archives are kept (`None`: `[muc] archive = false`).
+    archive: Option<Store>,
+    core: OnceLock<Weak<Core>>,
+}
+
+impl std::fmt::Debug for MucService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MucService")
+            .field("jid", &self.jid)
+            .field("rooms", &self.rooms.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Replaces the `result` to `request` in `out` with `internal-server-error`.
+fn fail_result(out: &mut [Output], request: &Stanza) {
+    for o in out.iter_mut() {
+        if let Output::Send(s) = o {
+            if s.kind() == StanzaKind::Iq(IqType::Result) && s.id() == request.id() {
+                if let Some(e) = request.error_reply(&MucError::Store.into()) {
+                    *s = e;
+                }
+            }
+        }
+    }
+}
+
+/// Whether `s` is an archive query to a room (XEP-0313 §4 with the room as the archive).
+fn is_archive_query(s: &Stanza) -> bool {
+    matches!(s.kind(), StanzaKind::Iq(IqType::Get | IqType::Set))
+        && s.to().is_some_and(Jid::is_bare)
+        && s.payload()
+            .is_some_and(|p| p.is("query", rookery_mam::ns::MAM))
+}
+
+fn unavailable(stanza: Stanza) -> Box<Undelivered> {
+    Undelivered::new(
+        stanza,
+        StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
+    )
+}
+
+impl MucService {
+    /// The service for the server `domain` under `config`, with the persistent rooms of
+    /// `store` loaded.
+    pub async fn load(
+        config: MucConfig,
+        domain: &str,
+        store: Arc<dyn RoomStore>,
+        archive: Option<Store>,
+    ) -> Result<Arc<MucService>, String> {
+        config.validate()?;
+        let host = config.service_domain(domain);
+        let jid = BareJid::new(None, &host).map_err(|e| format!("[muc] domain {host:?}: {e}"))?;
+        let archive = archive.filter(|_| config.archive);
+        let svc = MucService {
+            jid,
+            config,
+            server_domain: domain.to_string(),
+            rooms: DashMap::new(),
+            created: DashMap::new(),
+            store,
+            archive,
+            core: OnceLock::new(),
+        };
+        let stored = svc
+            .store
+            .load(svc.jid.as_str())
+            .await
+            .map_err(|e| format!("loading MUC rooms: {e}"))?;
+        for (name, snap) in stored {
+            let Ok(jid) = BareJid::new(Some(&name), svc.jid.domain()) else {
+                tracing::error!(room = %name, "skipping a stored room with an invalid name");
+                continue;
+            };
+            *svc.created.entry(snap.creator.clone()).or_default() += 1;
+            let mut room = Room::restore(jid, snap, svc.limits());
+            svc.recall_history(&mut room, &name).await;
+            svc.rooms
+                .insert(name, Arc::new(Mutex::new(Slot { room, gone: false })));
+        }
+        Ok(Arc::new(svc))
+    }
+
+    /// The service's domain.
+    pub fn jid(&self) -> &BareJid {
+        &self.jid
+    }
+
+    /// Registers the service's domain with the core.
+    pub fn attach(self: &Arc<Self>, core: &Arc<Core>) {
+        let _ = self.core.set(Arc::downgrade(core));
+        core.register_domain(self.jid.domain(), self.clone());
+    }
+
+    /// The number of rooms alive (for tests and status).
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_occupants: self.config.max_occupants,
+            history: self.config.history_length,
+            archive: self.archive.is_some(),
+        }
+    }
+
+    /// Whose archive room `name` is.
+    fn owner(&self, name: &str) -> Owner {
+        Owner::Room {
+            service: self.jid.as_str().to_string(),
+            room: name.to_string(),
+        }
+    }
+
+    /// Puts the last messages of room `name`'s archive into its history for newcomers.
+    async fn recall_history(&self, room: &mut Room, name: &str) {
+        let Some(store) = &self.archive else { return };
+        let limit = u64::try_from(self.config.history_length).unwrap_or(u64::MAX);
+        match store
+            .mam()
+            .query(&self.owner(name), &Filter::default(), limit, true)
+            .await
+        {
+            Ok(rows) => {
+                for r in rows {
+                    if let Some(s) = Stanza::from_serialized(r.stanza.as_bytes()) {
+                        room.recall(s, r.ts);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(room = %name, error = %e, "reading a room's history failed"),
+        }
+    }
+
+    /// XEP-0313 on the room JID: `allowed` is the room's answer for the requester.
+    async fn archive_query(
+        &self,
+        core: &Arc<Core>,
+        name: &str,
+        room: BareJid,
+        iq: Stanza,
+        allowed: bool,
+    ) -> Result<(), Box<Undelivered>> {
+        let Some(store) = &self.archive else {
+            return Err(unavailable(iq));
+        };
+        if !allowed {
+            return Err(Undelivered::new(
+                iq,
+                StanzaError::new(StanzaErrorCondition::Forbidden),
+            ));
+        }
+        let owner = self.owner(name);
+        match rookery_mam::serve::answer(
+            core,
+            store,
+            &owner,
+            &room,
+            &iq,
+            self.config.archive_max_page,
+        )
+        .await
+        {
+            Ok(fin) => core.route(iq.iq_result(Some(fin))).await,
+            Err(e) => core.reply_error(&iq, e.into()).await,
+        }
+        Ok(())
+    }
+
+    fn new_room_config(&self) -> RoomConfig {
+        RoomConfig {
+            persistent: self.config.default_persistent,
+            public: self.config.default_public,
+            max_occupants: self.config.default_max_occupants,
+            ..RoomConfig::default()
+        }
+    }
+
+    /// A new room `name` for `creator`, within the creation policy and limit.
+    fn create(&self, name: &str, creator: &Jid) -> Result<Arc<Mutex<Slot>>, MucError> {
+        if self.config.create_rooms == "local" && creator.domain() != self.server_domain {
+            return Err(MucError::NotAllowed("only local users may create rooms"));
+        }
+        let bare = creator.to_bare();
+        let jid = BareJid::new(Some(name), self.jid.domain()).map_err(|_| MucError::NoRoom)?;
+        let entry = self.rooms.entry(name.to_string());
+        if let dashmap::Entry::Occupied(e) = &entry {
+            return Ok(e.get().clone());
+        }
+        let mut count = self.created.entry(bare.clone()).or_default();
+        let max = self.config.max_rooms_per_user;
+        if max > 0 && *count >= max {
+            return Err(MucError::CreationLimit);
+        }
+        *count += 1;
+        drop(count);
+        let mut salt = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut salt);
+        let salt = base64::engine::general_purpose::STANDARD.encode(salt);
+        let room = Room::new(jid, bare, self.new_room_config(), self.limits(), salt);
+        let slot = Arc::new(Mutex::new(Slot { room, gone: false }));
+        entry.or_insert(slot.clone());
+        Ok(slot)
+    }
+
+    /// The room a stanza is for: the existing one, or a new one for a presence entering it.
+    fn room_for(&self, name: &str, stanza: &Stanza) -> Result<Arc<Mutex<Slot>>, MucError> {
+        if let Some(r) = self.rooms.get(name) {
+            return Ok(r.clone());
+        }
+        let entering = stanza.kind() == StanzaKind::Presence(PresenceType::Available)
+            && stanza.to().is_some_and(Jid::is_full);
+        match stanza.from() {
+            Some(from) if entering => self.create(name, from),
+            _ => Err(MucError::NoRoom),
+        }
+    }
+
+    async fn to_room(
+        &self,
+        core: &Arc<Core>,
+        name: &str,
+        stanza: Stanza,
+    ) -> Result<(), Box<Undelivered>> {
+        // A stanza that found a room just destroyed looks once more (it may create it anew).
+        for _ in 0..2 {
+            let slot = match self.room_for(name, &stanza) {
+                Ok(s) => s,
+                Err(e) => return self.refuse(stanza, e),
+            };
+            let mut guard = slot.lock().await;
+            if guard.gone {
+                continue;
+            }
+            if is_archive_query(&stanza) {
+                let allowed = stanza
+                    .from()
+                    .is_some_and(|f| guard.room.may_read_archive(f));
+                let room = guard.room.jid().clone();
+                drop(guard);
+                return self.archive_query(core, name, room, stanza, allowed).await;
+            }
+            let now = rookery_proto::time::now_unix();
+            // An owner's or admin's request, kept to answer it with an error if storing fails.
+            let request = (stanza.kind() == StanzaKind::Iq(IqType::Set)).then(|| stanza.clone());
+            let mut outcome = guard
+                .room
+                .handle(stanza, now, &rookery_mam::archive::new_id());
+            if let (Some(a), Some(store)) = (&outcome.archive, &self.archive) {
+                let row = NewArchived {
+                    owner: self.owner(name),
+                    stanza_id: a.id.clone(),
+                    with_jid: a.with.as_str().to_string(),
+                    ts: now,
+                    stanza: String::from_utf8_lossy(&a.stanza.to_bytes()).into_owned(),
+                };
+                if let Err(e) = store.mam().append(vec![row]).await {
+                    tracing::error!(room = %name, error = %e, "archiving a room message failed");
+                }
+            }
+            match outcome.persist {
+                Persist::Nothing => {}
+                Persist::Save | Persist::Delete => {
+                    let stored = if outcome.persist == Persist::Save {
+                        self.store
+                            .save(self.jid.as_str(), name, &guard.room.stored())
+                            .await
+                    } else {
+                        self.store.delete(self.jid.as_str(), name).await
+                    };
+                    if let Err(e) = stored {
+                        tracing::error!(room = %name, error = %e, "storing a room failed");
+                        // Nobody is told a change succeeded that is not stored.
+                        if let Some(req) = &request {
+                            fail_result(&mut outcome.out, req);
+                        }
+                    }
+                }
+            }
+            if outcome.gone {
+                guard.gone = true;
+                if let Some(store) = &self.archive {
+                    if let Err(e) = store.mam().clear(&self.owner(name)).await {
+                        tracing::error!(room = %name, error = %e, "deleting a room's archive failed");
+                    }
+                }
+                self.rooms.remove_if(name, |_, v| Arc::ptr_eq(v, &slot));
+                let creator = guard.room.creator().clone();
+                self.created.remove_if_mut(&creator, |_, n| {
+                    *n = n.saturating_sub(1);
+                    *n == 0
+                });
+            }
+            for out in outcome.out {
+                match out {
+                    Output::Send(s) if self.is_ours(s.to()) => self.route_later(core, s),
+                    Output::Send(s) => core.route(s).await,
+                    Output::Broadcast(s, to) => {
+                        let (ours, others): (Vec<Jid>, Vec<Jid>) =
+                            to.into_iter().partition(|t| self.is_ours(Some(t)));
+                        let t = Template::new(s);
+                        core.deliver_rendered(&t, others.iter()).await;
+                        for j in ours {
+                            self.route_later(core, t.addressed(&j));
+                        }
+                    }
+                }
+            }
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// Whether `to` is on this service (a room JID: an invitation sent to one, say).
+    fn is_ours(&self, to: Option<&Jid>) -> bool {
+        to.is_some_and(|t| t.domain() == self.jid.domain())
+    }
+
+    /// Routes `s`, addressed to this service, from a task of its own: never while the sending
+    /// room's lock is held, so a room cannot wait for itself, nor two rooms for each other.
+    fn route_later(&self, core: &Arc<Core>, s: Stanza) {
+        let core = core.clone();
+        tokio::spawn(async move { core.route(s).await });
+    }
+
+    /// Answers a stanza refused before any room saw it (error stanzas and departures from
+    /// rooms that do not exist get nothing).
+    fn refuse(&self, stanza: Stanza, e: MucError) -> Result<(), Box<Undelivered>> {
+        match stanza.kind() {
+            StanzaKind::Presence(PresenceType::Available)
+            | StanzaKind::Message(
+                MessageType::Normal | MessageType::Chat | MessageType::Groupchat,
+            )
+            | StanzaKind::Iq(IqType::Get | IqType::Set) => Err(Undelivered::new(stanza, e.into())),
+            _ => Ok(()),
+        }
+    }
+
+    /// disco#info and disco#items of the service (§6.1, §6.3), pings.
+    async fn to_service(&self, core: &Arc<Core>, stanza: Stanza) -> Result<(), Box<Undelivered>> {
+        if stanza.kind() != StanzaKind::Iq(IqType::Get) {
+            return match stanza.kind() {
+                StanzaKind::Iq(IqType::Set)
+                | StanzaKind::Message(MessageType::Normal | MessageType::Chat) => {
+                    Err(unavailable(stanza))
+                }
+                _ => Ok(()),
+            };
+        }
+        let Some(payload) = stanza.payload() else {
+            return Err(unavailable(stanza));
+        };
+        let answer = if payload.is("query", pns::DISCO_INFO) && payload.attr("node").is_none() {
+            let mut q = Element::new("query", pns::DISCO_INFO).with_child(identity(
+                "conference",
+                "text",
+                Some("Chatrooms"),
+            ));
+            for f in [pns::DISCO_INFO, pns::DISCO_ITEMS, ns::MUC] {
+                q.push_child(feature(f));
+            }
+            Some(q)
+        } else if payload.is("query", pns::DISCO_ITEMS) && payload.attr("node").is_none() {
+            Some(self.public_rooms().await)
+        } else if payload.is("ping", pns::PING) {
+            None
+        } else {
+            return Err(unavailable(stanza));
+        };
+        core.route(stanza.iq_result(answer)).await;
+        Ok(())
+    }
+
+    /// The public, unlocked rooms as disco items, by JID.
+    async fn public_rooms(&self) -> Element {
+        let slots: Vec<Arc<Mutex<Slot>>> = self.rooms.iter().map(|e| e.value().clone()).collect();
+        let mut items = Vec::new();
+        for slot in slots {
+            let s = slot.lock().await;
+            let r = &s.room;
+            if s.gone || r.is_locked() || !r.config().public {
+                continue;
+            }
+            let name = if r.config().name.is_empty() {
+                r.jid().local().unwrap_or_default().to_string()
+            } else {
+                r.config().name.clone()
+            };
+            items.push((r.jid().as_str().to_string(), name));
+        }
+        items.sort();
+        let mut q = Element::new("query", pns::DISCO_ITEMS);
+        for (jid, name) in items {
+            q.push_child(
+                Element::new("item", pns::DISCO_ITEMS)
+                    .with_attr("jid", jid)
+                    .with_attr("name", name),
+            );
+        }
+        q
+    }
+}
+
+#[async_trait]
+impl DomainRoute for MucService {
+    async fn deliver(&self, stanza: Stanza) -> Result<(), Box<Undelivered>> {
+        let Some(core) = self.core.get().and_then(Weak::upgrade) else {
+            return Err(unavailable(stanza));
+        };
+        if stanza.from().is_none() {
+            return Ok(());
+        }
+        match stanza.to().and_then(Jid::local).map(str::to_string) {
+            None => self.to_service(&core, stanza).await,
+            Some(name) => self.to_room(&core, &name, stanza).await,
+        }
+    }
+
+    fn name(&self) -> Option<String> {
+        Some("Chatrooms".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn a_change_not_stored_is_answered_with_an_error() {
+        let room: Jid = Jid::parse("coven@conference.localhost").unwrap();
+        let owner: Jid = Jid::parse("crone@localhost/a").unwrap();
+        let req = Stanza::iq(
+            IqType::Set,
+            "c1",
+            Some(owner.clone()),
+            Some(room.clone()),
+            Element::new("query", ns::OWNER),
+        );
+        let notice = Stanza::presence(PresenceType::Available, Some(room), Some(owner));
+        let mut out = vec![
+            Output::Send(req.iq_result(None)),
+            Output::Send(notice.clone()),
+        ];
+        fail_result(&mut out, &req);
+        let Output::Send(first) = &out[0] else {
+            panic!()
+        };
+        assert_eq!(first.kind(), StanzaKind::Iq(IqType::Error));
+        assert_eq!(first.id(), Some("c1"));
+        let Output::Send(second) = &out[1] else {
+            panic!()
+        };
+        assert_eq!(second, &notice);
+    }
+}

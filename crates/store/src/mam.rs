@@ -1,0 +1,360 @@
+//! Message archives (XEP-0313) of accounts and of multi-user chat rooms: rows appended in
+//! batches, queried by the other party, time and position (RSM, XEP-0059) in either
+//! direction, purged by age and per-archive cap; and the archiving preferences of accounts.
+//! An account's rows go with it (`ON DELETE CASCADE`); a room's are cleared by its service.
+//!
+//! The two kinds of archive have a table each (an account's rows reference the account) with
+//! the same columns but the two owner keys; every query is written once over [`Owner`].
+
+use crate::db::{with_pool, write_tx};
+use crate::{Store, StoreError};
+
+/// Whose archive.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// A local account's.
+    Account {
+        /// Its domain.
+        domain: String,
+        /// Its username.
+        username: String,
+    },
+    /// A multi-user chat room's.
+    Room {
+        /// The MUC service's domain.
+        service: String,
+        /// The room's localpart.
+        room: String,
+    },
+}
+
+/// The archive tables and their owner key columns.
+const TABLES: [(&str, &str, &str); 2] = [
+    ("mam_messages", "domain", "username"),
+    ("muc_archive", "service", "room"),
+];
+
+impl Owner {
+    /// (table, first key column, second key column).
+    fn table(&self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Owner::Account { .. } => TABLES[0],
+            Owner::Room { .. } => TABLES[1],
+        }
+    }
+
+    /// The two key values.
+    fn keys(&self) -> (&str, &str) {
+        match self {
+            Owner::Account { domain, username } => (domain, username),
+            Owner::Room { service, room } => (service, room),
+        }
+    }
+}
+
+/// A message to archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewArchived {
+    /// Whose archive.
+    pub owner: Owner,
+    /// The archive's id for it (XEP-0359 stanza-id), unique per archive.
+    pub stanza_id: String,
+    /// The other party's bare JID (in a room's archive: the sender's occupant JID).
+    pub with_jid: String,
+    /// When it was archived (Unix seconds).
+    pub ts: i64,
+    /// The message as serialized XML.
+    pub stanza: String,
+}
+
+/// An archived message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archived {
+    /// The row's position in the archive (ascending with time).
+    pub id: i64,
+    /// The archive's id for it.
+    pub stanza_id: String,
+    /// The other party's bare JID.
+    pub with_jid: String,
+    /// When it was archived (Unix seconds).
+    pub ts: i64,
+    /// The message as serialized XML.
+    pub stanza: String,
+}
+
+/// What a query selects (every bound optional; positions are row ids, see [`Mam::position`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only messages with this bare JID.
+    pub with: Option<String>,
+    /// Only messages archived at or after this time.
+    pub start: Option<i64>,
+    /// Only messages archived at or before this time.
+    pub end: Option<i64>,
+    /// Only messages after this position.
+    pub after: Option<i64>,
+    /// Only messages before this position.
+    pub before: Option<i64>,
+    /// Only the messages with these stanza ids (empty: any).
+    pub ids: Vec<String>,
+}
+
+/// Archiving preferences (XEP-0313 §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefs {
+    /// `always`, `never` or `roster`.
+    pub default: String,
+    /// Bare JIDs always archived.
+    pub always: Vec<String>,
+    /// Bare JIDs never archived.
+    pub never: Vec<String>,
+}
+
+/// The archives of every account, from [`Store::mam`].
+#[derive(Clone, Copy, Debug)]
+pub struct Mam<'a> {
+    store: &'a Store,
+}
+
+/// A query parameter of either type both drivers bind.
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+type Row = (i64, String, String, i64, String);
+
+impl<'a> Mam<'a> {
+    pub(crate) fn new(store: &'a Store) -> Mam<'a> {
+        Mam { store }
+    }
+
+    /// Appends `rows` in one transaction: committed, all of them, when this returns `Ok`.
+    pub async fn append(&self, rows: Vec<NewArchived>) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(String, NewArchived)> = rows
+            .into_iter()
+            .map(|r| {
+                let (t, k1, k2) = r.owner.table();
+                let sql = format!(
+                    "INSERT INTO {t} ({k1}, {k2}, stanza_id, with_jid, ts, stanza) \
+                     VALUES ($1, $2, $3, $4, $5, $6)"
+                );
+                (sql, r)
+            })
+            .collect();
+        write_tx!(self.store, conn => {
+            for (sql, r) in &rows {
+                let (a, b) = r.owner.keys();
+                sqlx::query(sql)
+                .bind(a)
+                .bind(b)
+                .bind(&r.stanza_id)
+                .bind(&r.with_jid)
+                .bind(r.ts)
+                .bind(&r.stanza)
+                .execute(&mut *conn)
+                .await?;
+            }
+        });
+        Ok(())
+    }
+
+    /// The position of the message `stanza_id` in `owner`'s archive.
+    pub async fn position(
+        &self,
+        owner: &Owner,
+        stanza_id: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let (t, k1, k2) = owner.table();
+        let (a, b) = owner.keys();
+        let sql = format!("SELECT id FROM {t} WHERE {k1} = $1 AND {k2} = $2 AND stanza_id = $3");
+        let id: Option<i64> = with_pool!(self.store, pool => {
+            sqlx::query_scalar(&sql)
+            .bind(a)
+            .bind(b)
+            .bind(stanza_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(id)
+    }
+
+    /// Up to `limit` messages of `owner`'s archive matching `filter`, in archive order: the
+    /// first ones, or with `from_end` the last ones.
+    pub async fn query(
+        &self,
+        owner: &Owner,
+        filter: &Filter,
+        limit: u64,
+        from_end: bool,
+    ) -> Result<Vec<Archived>, StoreError> {
+        let (t, k1, k2) = owner.table();
+        let (a, b) = owner.keys();
+        let mut sql = format!(
+            "SELECT id, stanza_id, with_jid, ts, stanza FROM {t} WHERE {k1} = $1 AND {k2} = $2"
+        );
+        let mut params = vec![Param::Text(a.into()), Param::Text(b.into())];
+        let mut push = |sql: &mut String, clause: &str, p: Param| {
+            params.push(p);
+            sql.push_str(&format!(" AND {clause} ${}", params.len()));
+        };
+        if let Some(w) = &filter.with {
+            push(&mut sql, "with_jid =", Param::Text(w.clone()));
+        }
+        if let Some(t) = filter.start {
+            push(&mut sql, "ts >=", Param::Int(t));
+        }
+        if let Some(t) = filter.end {
+            push(&mut sql, "ts <=", Param::Int(t));
+        }
+        if let Some(i) = filter.after {
+            push(&mut sql, "id >", Param::Int(i));
+        }
+        if let Some(i) = filter.before {
+            push(&mut sql, "id <", Param::Int(i));
+        }
+        if !filter.ids.is_empty() {
+            let first = params.len() + 1;
+            let list: Vec<String> = (first..first + filter.ids.len())
+                .map(|n| format!("${n}"))
+                .collect();
+            sql.push_str(&format!(" AND stanza_id IN ({})", list.join(", ")));
+            params.extend(filter.ids.iter().map(|i| Param::Text(i.clone())));
+        }
+        params.push(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+        sql.push_str(&format!(
+            " ORDER BY id {} LIMIT ${}",
+            if from_end { "DESC" } else { "ASC" },
+            params.len()
+        ));
+        let mut rows: Vec<Row> = with_pool!(self.store, pool => {
+            let mut q = sqlx::query_as(&sql);
+            for p in &params {
+                q = match p {
+                    Param::Text(s) => q.bind(s.as_str()),
+                    Param::Int(i) => q.bind(*i),
+                };
+            }
+            q.fetch_all(pool).await?
+        });
+        if from_end {
+            rows.reverse();
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(id, stanza_id, with_jid, ts, stanza)| Archived {
+                id,
+                stanza_id,
+                with_jid,
+                ts,
+                stanza,
+            })
+            .collect())
+    }
+
+    /// Deletes, in every archive (accounts' and rooms'), what was archived before
+    /// `older_than` (Unix seconds; `None`: no age limit) and all but the newest `cap` messages
+    /// of each archive (`None`: no cap). Returns how many messages went.
+    pub async fn purge(
+        &self,
+        older_than: Option<i64>,
+        cap: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let mut gone = 0;
+        for (t, k1, k2) in TABLES {
+            if let Some(ts) = older_than {
+                let sql = format!("DELETE FROM {t} WHERE ts < $1");
+                gone += write_tx!(self.store, conn => {
+                    sqlx::query(&sql).bind(ts).execute(&mut *conn).await?.rows_affected()
+                });
+            }
+            let Some(cap) = cap else { continue };
+            let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+            let over_sql =
+                format!("SELECT {k1}, {k2} FROM {t} GROUP BY {k1}, {k2} HAVING COUNT(*) > $1");
+            let over: Vec<(String, String)> = with_pool!(self.store, pool => {
+                sqlx::query_as(&over_sql).bind(cap).fetch_all(pool).await?
+            });
+            let sql = format!(
+                "DELETE FROM {t} WHERE {k1} = $1 AND {k2} = $2 AND id <= \
+                 (SELECT id FROM {t} WHERE {k1} = $1 AND {k2} = $2 \
+                  ORDER BY id DESC LIMIT 1 OFFSET $3)"
+            );
+            for (a, b) in over {
+                let sql = sql.clone();
+                gone += write_tx!(self.store, conn => {
+                    sqlx::query(&sql)
+                        .bind(&a)
+                        .bind(&b)
+                        .bind(cap)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected()
+                });
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Deletes `owner`'s whole archive.
+    pub async fn clear(&self, owner: &Owner) -> Result<u64, StoreError> {
+        let (t, k1, k2) = owner.table();
+        let (a, b) = (owner.keys().0.to_owned(), owner.keys().1.to_owned());
+        let sql = format!("DELETE FROM {t} WHERE {k1} = $1 AND {k2} = $2");
+        let n = write_tx!(self.store, conn => {
+            sqlx::query(&sql).bind(&a).bind(&b).execute(&mut *conn).await?.rows_affected()
+        });
+        Ok(n)
+    }
+
+    /// The preferences of `username@domain`, if set.
+    pub async fn prefs(&self, domain: &str, username: &str) -> Result<Option<Prefs>, StoreError> {
+        let row: Option<(String, String, String)> = with_pool!(self.store, pool => {
+            sqlx::query_as(
+                "SELECT default_, always, never FROM mam_prefs WHERE domain = $1 AND username = $2",
+            )
+            .bind(domain)
+            .bind(username)
+            .fetch_optional(pool)
+            .await?
+        });
+        let lines = |s: String| -> Vec<String> {
+            s.lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        Ok(row.map(|(default, always, never)| Prefs {
+            default,
+            always: lines(always),
+            never: lines(never),
+        }))
+    }
+
+    /// Sets the preferences of `username@domain` (committed when this returns).
+    pub async fn set_prefs(
+        &self,
+        domain: &str,
+        username: &str,
+        p: &Prefs,
+    ) -> Result<(), StoreError> {
+        crate::db::execute(
+            self.store,
+            "INSERT INTO mam_prefs (domain, username, default_, always, never) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (domain, username) DO UPDATE SET \
+             default_ = excluded.default_, always = excluded.always, never = excluded.never",
+            &[
+                domain,
+                username,
+                &p.default,
+                &p.always.join("\n"),
+                &p.never.join("\n"),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}

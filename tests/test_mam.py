@@ -1,0 +1,205 @@
+"""Message archives (XEP-0313 `urn:xmpp:mam:2`) of accounts, driven by slixmpp's xep_0313
+plugin (an independent implementation) and raw queries where exact paging matters.
+
+Both directions archived, the XEP-0359 stanza-id on delivered messages equal to the archive
+id; RSM paging forwards and backwards with `<fin complete/>` right; `with`, `start`/`end`,
+`#extended` ids; preferences; bad queries (unknown field, huge `max`, unknown ids, another
+account's archive); persistence across a restart on each store; removal with the account.
+"""
+from __future__ import annotations
+
+import asyncio
+import uuid
+import xml.etree.ElementTree as ET
+
+import pytest
+from slixmpp import JID
+from slixmpp.exceptions import IqError
+
+from slix import SlixClient
+
+NS_MAM = "urn:xmpp:mam:2"
+NS_RSM = "http://jabber.org/protocol/rsm"
+NS_SID = "urn:xmpp:sid:0"
+NS_FWD = "urn:xmpp:forward:0"
+T = 10
+
+
+async def login(srv, user: str, resource: str = "test") -> SlixClient:
+    c = SlixClient(srv.jid(user, resource), srv.users[user])
+    for p in ("xep_0004", "xep_0059", "xep_0313"):
+        c.register_plugin(p)
+    c.connect(srv.host, srv.port)
+    try:
+        await asyncio.wait_for(c.session, 20)
+    except BaseException:
+        await c.close()
+        raise
+    c.send_presence()
+    return c
+
+
+async def chat(a: SlixClient, b: SlixClient, body: str) -> ET.Element:
+    """`a` sends `body` to `b`'s bare JID; returns the message as `b` got it."""
+    a.send_message(mto=b.boundjid.bare, mbody=body, mtype="chat")
+    return await b.inbox.wait(lambda el: el.findtext("{jabber:client}body") == body, T, body)
+
+
+def form(**fields) -> str:
+    out = [f"<field var='FORM_TYPE' type='hidden'><value>{NS_MAM}</value></field>"]
+    for k, v in fields.items():
+        values = v if isinstance(v, list) else [v]
+        out.append(f"<field var='{k.rstrip('_').replace('_', '-')}'>" +
+                   "".join(f"<value>{x}</value>" for x in values) + "</field>")
+    return "<x xmlns='jabber:x:data' type='submit'>" + "".join(out) + "</x>"
+
+
+async def query(c: SlixClient, *, rsm: str = "", to: str | None = None, **fields):
+    """A raw query; returns (bodies in order, archive ids, the fin element)."""
+    qid = uuid.uuid4().hex[:8]
+    iq = c.make_iq_set(ito=to)
+    iq.append(ET.fromstring(f"<query xmlns='{NS_MAM}' queryid='{qid}'>{form(**fields)}"
+                            f"<set xmlns='{NS_RSM}'>{rsm}</set></query>"))
+    res = await iq.send(timeout=T)
+    fin = res.xml.find(f"{{{NS_MAM}}}fin")
+    results = [el.find(f"{{{NS_MAM}}}result") for el in c.inbox.items
+               if el.find(f"{{{NS_MAM}}}result") is not None
+               and el.find(f"{{{NS_MAM}}}result").get("queryid") == qid]
+    bodies = [r.findtext(f"{{{NS_FWD}}}forwarded/{{jabber:client}}message/{{jabber:client}}body")
+              for r in results]
+    return bodies, [r.get("id") for r in results], fin
+
+
+def complete(fin) -> bool:
+    return fin.get("complete") in ("true", "1")
+
+
+async def close(*cs):
+    for c in cs:
+        await c.close()
+
+
+async def test_both_directions_with_stanza_ids(server):
+    a, b = await login(server, "alice"), await login(server, "bob")
+    info = await a.plugin["xep_0030"].get_info(jid=a.boundjid.bare, timeout=T)
+    assert NS_MAM in info["disco_info"]["features"]
+    got = await chat(a, b, "hello bob")
+    sid = got.find(f"{{{NS_SID}}}stanza-id")
+    assert sid is not None and sid.get("by") == b.boundjid.bare
+    # The sender's archive, through slixmpp's plugin.
+    res = await a.plugin["xep_0313"].retrieve(with_jid=JID(b.boundjid.bare), timeout=T)
+    bodies = [m["mam_result"]["forwarded"]["stanza"]["body"] for m in res["mam"]["results"]]
+    assert bodies == ["hello bob"]
+    # The recipient's archive: the id it was told is the archive id.
+    bodies, ids, fin = await query(b, with_=a.boundjid.bare)
+    assert bodies == ["hello bob"] and ids == [sid.get("id")]
+    assert complete(fin)
+    await close(a, b)
+
+
+async def test_paging_forwards_and_backwards(server):
+    a, b = await login(server, "alice"), await login(server, "bob")
+    for n in range(1, 8):
+        await chat(a, b, f"m{n}")
+    bodies, ids, fin = await query(b, rsm="<max>3</max>")
+    assert bodies == ["m1", "m2", "m3"] and not complete(fin)
+    assert fin.findtext(f"{{{NS_RSM}}}set/{{{NS_RSM}}}first") == ids[0]
+    assert fin.findtext(f"{{{NS_RSM}}}set/{{{NS_RSM}}}last") == ids[-1]
+    bodies, ids2, fin = await query(b, rsm=f"<max>3</max><after>{ids[-1]}</after>")
+    assert bodies == ["m4", "m5", "m6"] and not complete(fin)
+    bodies, _, fin = await query(b, rsm=f"<max>3</max><after>{ids2[-1]}</after>")
+    assert bodies == ["m7"] and complete(fin)
+    # Backwards from the end.
+    bodies, ids, fin = await query(b, rsm="<max>3</max><before/>")
+    assert bodies == ["m5", "m6", "m7"] and not complete(fin)
+    bodies, ids, fin = await query(b, rsm=f"<max>3</max><before>{ids[0]}</before>")
+    assert bodies == ["m2", "m3", "m4"] and not complete(fin)
+    bodies, _, fin = await query(b, rsm=f"<max>3</max><before>{ids[0]}</before>")
+    assert bodies == ["m1"] and complete(fin)
+    # slixmpp's own RSM iteration walks the whole archive.
+    seen = [m["mam_result"]["forwarded"]["stanza"]["body"]
+            async for m in b.plugin["xep_0313"].iterate(rsm={"max": 2})]
+    assert seen == [f"m{n}" for n in range(1, 8)]
+    await close(a, b)
+
+
+async def test_filters_by_jid_time_and_ids(server):
+    a, b, c = await login(server, "alice"), await login(server, "bob"), await login(server, "carol")
+    await chat(a, b, "from alice")
+    await chat(c, b, "from carol")
+    await chat(a, b, "alice again")
+    bodies, ids, _ = await query(b, with_=c.boundjid.full)
+    assert bodies == ["from carol"]
+    bodies, _, fin = await query(b, start="2999-01-01T00:00:00Z")
+    assert bodies == [] and complete(fin)
+    bodies, _, _ = await query(b, start="2000-01-01T00:00:00Z", end="2999-01-01T00:00:00+02:00")
+    assert len(bodies) == 3
+    _, all_ids, _ = await query(b)
+    bodies, _, _ = await query(b, ids=[all_ids[2], all_ids[0]])
+    assert bodies == ["from alice", "alice again"]
+    bodies, _, _ = await query(b, after_id=all_ids[0])
+    assert bodies == ["from carol", "alice again"]
+    bodies, _, _ = await query(b, before_id=all_ids[2])
+    assert bodies == ["from alice", "from carol"]
+    await close(a, b, c)
+
+
+async def test_preferences(server):
+    a, b = await login(server, "alice"), await login(server, "bob")
+    iq = b.make_iq_get()
+    iq.append(ET.fromstring(f"<prefs xmlns='{NS_MAM}'/>"))
+    res = await iq.send(timeout=T)
+    assert res.xml.find(f"{{{NS_MAM}}}prefs").get("default") == "always"
+    iq = b.make_iq_set()
+    iq.append(ET.fromstring(
+        f"<prefs xmlns='{NS_MAM}' default='never'><always><jid>{a.boundjid.bare}</jid></always>"
+        f"<never/></prefs>"))
+    res = await iq.send(timeout=T)
+    p = res.xml.find(f"{{{NS_MAM}}}prefs")
+    assert p.get("default") == "never"
+    assert p.findtext(f"{{{NS_MAM}}}always/{{{NS_MAM}}}jid") == a.boundjid.bare
+    c = await login(server, "carol")
+    await chat(c, b, "not kept")
+    await chat(a, b, "kept")
+    bodies, _, _ = await query(b)
+    assert bodies == ["kept"]
+    await close(a, b, c)
+
+
+async def test_bad_queries(server_factory):
+    srv = server_factory(mam={"max_page": 5})
+    a, b = await login(srv, "alice"), await login(srv, "bob")
+    for n in range(8):
+        await chat(a, b, f"x{n}")
+    # A huge max is lowered to the page limit, not refused.
+    bodies, _, fin = await query(b, rsm="<max>1000000000</max>")
+    assert len(bodies) == 5 and not complete(fin)
+    for kwargs, condition in [
+        ({"color": "red"}, "bad-request"),
+        ({"start": "yesterday"}, "bad-request"),
+        ({"rsm": "<after>no-such-id</after>"}, "item-not-found"),
+        ({"rsm": "<max>lots</max>"}, "bad-request"),
+        ({"to": srv.jid("alice")}, "forbidden"),
+    ]:
+        with pytest.raises(IqError) as e:
+            await query(b, **kwargs)
+        assert e.value.iq["error"]["condition"] == condition, kwargs
+    await close(a, b)
+
+
+async def test_archive_survives_restart_and_goes_with_the_account(server_factory, backend):
+    srv = server_factory(backend=backend)
+    a, c = await login(srv, "alice"), await login(srv, "carol")
+    await chat(a, c, "remember me")
+    await close(a, c)
+    srv.restart()
+    c = await login(srv, "carol")
+    bodies, _, _ = await query(c)
+    assert bodies == ["remember me"]
+    await close(c)
+    assert srv.user("delete", "carol").returncode == 0
+    assert srv.user("add", "carol", password="carolpass").returncode == 0
+    c = await login(srv, "carol")
+    bodies, _, fin = await query(c)
+    assert bodies == [] and complete(fin)
+    await close(c)

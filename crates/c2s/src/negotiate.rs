@@ -619,6 +619,15 @@ async fn bind(
                 continue;
             }
         };
+        if over_session_limit(ctx, user, &jid) {
+            // RFC 6120 §7.6.2.1: the account has reached its limit of connected resources.
+            let e = StanzaError::new(StanzaErrorCondition::ResourceConstraint)
+                .with_text("too many sessions for this account");
+            if let Some(r) = stanza.error_reply(&e) {
+                conn.send(r.element()).await?;
+            }
+            continue;
+        }
         let core = &ctx.core;
         let (handle, end) = SessionHandle::new(
             core.next_session_id(),
@@ -641,6 +650,17 @@ async fn bind(
         tracing::info!(%jid, "resource bound");
         return Ok(AfterAuth::Bound(Bound { jid, handle, end }));
     }
+}
+
+/// Whether binding `jid` would take `user` past `[c2s] max_sessions_per_account`; a
+/// resource that replaces a session of the same name adds none.
+fn over_session_limit(ctx: &C2sContext, user: &BareJid, jid: &Jid) -> bool {
+    let max = ctx.config.max_sessions_per_account;
+    if max == 0 {
+        return false;
+    }
+    let sessions = ctx.core.sessions_of(user);
+    sessions.len() >= max && !sessions.iter().any(|(h, _)| h.jid() == jid)
 }
 
 /// Tries to resume the session a `<resume/>` names (XEP-0198 §5): on success the connection

@@ -14,5 +14,5 @@
 pub mod admin;
 pub mod listener;
 
-pub use admin::{AdminContext, Connections, Status};
+pub use admin::{AdminContext, Connections, Reload, Status};
 pub use listener::Limits;

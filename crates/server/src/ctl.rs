@@ -43,6 +43,9 @@ pub enum CtlCommand {
         #[arg(long, short)]
         subject: Option<String>,
     },
+    /// Reloads the configuration and certificate (as SIGHUP does); a broken configuration
+    /// is refused and the running one kept.
+    Reload,
     /// Manages accounts on the running server.
     Users {
         #[command(subcommand)]
@@ -204,6 +207,19 @@ pub async fn run(cfg: &Config, command: CtlCommand, as_json: bool) -> anyhow::Re
                 .await?;
             println_unless(as_json, format!("sent to {} sessions", field(&v, "/sent")));
             (v, None)
+        }
+        CtlCommand::Reload => {
+            let v = api.call(Method::POST, "/reload", None).await?;
+            let rows = [
+                ("certificate (sha256)", "/certificate_sha256"),
+                ("components added", "/components_added"),
+                ("components removed", "/components_removed"),
+                ("changed, needs a restart", "/restart_needed"),
+            ]
+            .iter()
+            .map(|(k, ptr)| vec![k.to_string(), field(&v, ptr)])
+            .collect();
+            (v, Some((vec!["", ""], rows)))
         }
         CtlCommand::Users { action } => users(&api, action, as_json).await?,
     };

@@ -8,6 +8,8 @@
 mod admin;
 mod config;
 mod ctl;
+mod reload;
+mod signals;
 mod tls;
 mod wiring;
 
@@ -102,33 +104,40 @@ enum UserAction {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = Config::load(cli.config.as_deref())?;
-    init_logging(&cfg, cli.log_json);
+    let log = init_logging(&cfg, cli.log_json);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {
         match cli.command {
-            Command::Serve => serve(cfg).await,
+            Command::Serve => serve(cfg, cli.config, log).await,
             Command::User { action } => user(cfg, action).await,
             Command::Ctl { json, command } => ctl::run(&cfg, command, json).await,
         }
     })
 }
 
-fn init_logging(cfg: &Config, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+/// Sets up logging; the handle replaces the filter on reload, unless `RUST_LOG` set it
+/// (the environment wins over the file, then and on reload).
+fn init_logging(cfg: &Config, json: bool) -> Option<reload::LogReload> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let reloadable = from_env.is_none();
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     // Colours only for a terminal: in files and the journal escape codes are noise.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let text = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     if json || cfg.log.format == "json" {
-        builder.json().init();
+        registry.with(text.json().with_ansi(false)).init();
     } else {
-        builder.init();
+        registry.with(text).init();
     }
+    reloadable.then_some(handle)
 }
 
 async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
@@ -140,7 +149,11 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
         .with_context(|| format!("opening the store at {url}"))
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+async fn serve(
+    cfg: Config,
+    path: Option<PathBuf>,
+    log: Option<reload::LogReload>,
+) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
     let tls = tls::load(&cfg)?;
     let core_cfg = cfg.core();
@@ -181,7 +194,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             cfg.c2s.auth_failures_per_account_per_minute,
         ),
         sm: Default::default(),
-        connections: rookery_c2s::ConnectionCap::new(cfg.c2s.max_connections),
+        connections: rookery_c2s::ConnectionCap::with_limits(cfg.c2s.connection_limits()),
     });
     let mut tasks = Vec::new();
     let mut federation = None;
@@ -189,6 +202,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // says 200 once they are all bound.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let s2s_slot: Arc<OnceLock<Arc<rookery_s2s::S2s>>> = Arc::default();
+    // Set once every listener is up; a reload asked for before then is refused.
+    let reloader: Arc<OnceLock<reload::Reloader>> = Arc::default();
     let status = Arc::new(
         rookery_http::Status::new({
             let (core, components, s2s) = (core.clone(), components.clone(), s2s_slot.clone());
@@ -212,6 +227,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             store: store.clone(),
             token: admin::token(&cfg, true)?.into(),
             status: status.clone(),
+            reload: Some({
+                let reloader = reloader.clone();
+                Arc::new(move || {
+                    let r = reloader.get().ok_or("the server is still starting")?;
+                    r.reload_logged()
+                        .map_err(|e| format!("{e:#}"))
+                        .and_then(|o| serde_json::to_value(o).map_err(|e| e.to_string()))
+                })
+            }),
         });
         let mut stop = stop_rx.clone();
         let stopped = async move {
@@ -241,8 +265,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let s2s = rookery_s2s::S2s::setup(
             core.clone(),
             cfg.s2s.clone(),
-            tls.certs,
-            tls.key,
+            tls.cert.clone(),
             &cfg.data_dir,
         )
         .context("federation ([s2s]) settings")?;
@@ -274,8 +297,21 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if tasks.is_empty() {
         bail!("no listener configured");
     }
+    let _ = reloader.set(reload::Reloader::new(
+        path,
+        cfg.clone(),
+        tls.cert.clone(),
+        log,
+        ctx.clone(),
+        federation.clone(),
+        components.clone(),
+    ));
     status.set_listening();
-    shutdown_signal().await;
+    signals::ready();
+    if let Some(r) = reloader.get() {
+        signals::run_until_shutdown(r).await;
+    }
+    signals::stopping();
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     for t in &tasks {
@@ -335,28 +371,6 @@ async fn wait_until(limit: Duration, done: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !done() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

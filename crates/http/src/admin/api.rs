@@ -32,6 +32,7 @@ pub(super) fn router(ctx: AdminContext) -> Router<AdminContext> {
         .route("/sessions", get(list_sessions))
         .route("/sessions/{*jid}", axum::routing::delete(kick))
         .route("/announce", post(announce))
+        .route("/reload", post(reload))
         .layer(middleware::from_fn_with_state(ctx, auth::require_token))
 }
 
@@ -170,6 +171,20 @@ async fn stats(State(ctx): State<AdminContext>) -> Result<Json<Stats>, ApiError>
         users,
         connections: ctx.status.connections(),
     }))
+}
+
+/// Reloads the configuration and certificate (the same as SIGHUP); a broken configuration
+/// is refused with 422 and the reason, and the running one is kept.
+async fn reload(State(ctx): State<AdminContext>) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(reload) = ctx.reload.clone() else {
+        return Err(ApiError::Refused("this server cannot reload".into()));
+    };
+    // Reads files and parses certificates: off the async threads.
+    tokio::task::spawn_blocking(move || reload())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map(Json)
+        .map_err(ApiError::Refused)
 }
 
 #[derive(Debug, Deserialize)]

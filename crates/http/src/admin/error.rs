@@ -28,6 +28,10 @@ pub enum ApiError {
     /// The core's account directory failed.
     #[error("{0}")]
     Account(#[from] AccountError),
+    /// The server refused the request as a whole (a reload of a broken configuration); the
+    /// running state is unchanged.
+    #[error("{0}")]
+    Refused(String),
     /// Deriving credentials failed (the blocking task died).
     #[error("internal error: {0}")]
     Internal(String),
@@ -40,6 +44,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Store(StoreError::Conflict) | ApiError::Account(AccountError::Conflict) => {
                 StatusCode::CONFLICT
             }

@@ -6,6 +6,7 @@
 //! its admin API (`ctl.rs`).
 
 mod admin;
+mod check;
 mod config;
 mod ctl;
 mod reload;
@@ -25,7 +26,7 @@ use rookery_core::modules::{self, register::Register};
 use rookery_core::CoreBuilder;
 use rookery_proto::{StreamError, StreamErrorCondition};
 use rookery_sasl::{Credentials, DEFAULT_ITERATIONS};
-use rookery_store::{Store, StoreError};
+use rookery_store::{Migrations, Store, StoreError};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -48,6 +49,16 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve,
+    /// Check the configuration, the certificate (chain, names, expiry) and, with `--dns`,
+    /// the SRV records; one line per problem, non-zero exit status if there is any.
+    Check {
+        /// Also look up the domain's SRV records.
+        #[arg(long)]
+        dns: bool,
+    },
+    /// Bring the database's schema up to this version (after a backup). `serve` does it at
+    /// start; `user` refuses a database of another version instead.
+    Migrate,
     /// Manage accounts.
     User {
         #[command(subcommand)]
@@ -103,6 +114,15 @@ enum UserAction {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Check { dns } = cli.command {
+        // Its own report, for a broken configuration file too.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        let ok = rt.block_on(check::run(cli.config.as_deref(), dns)).print();
+        std::process::exit(if ok { 0 } else { 1 });
+    }
     let cfg = Config::load(cli.config.as_deref())?;
     let log = init_logging(&cfg, cli.log_json);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -112,6 +132,8 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Serve => serve(cfg, cli.config, log).await,
+            Command::Check { .. } => Ok(()),
+            Command::Migrate => migrate(cfg).await,
             Command::User { action } => user(cfg, action).await,
             Command::Ctl { json, command } => ctl::run(&cfg, command, json).await,
         }
@@ -140,13 +162,34 @@ fn init_logging(cfg: &Config, json: bool) -> Option<reload::LogReload> {
     reloadable.then_some(handle)
 }
 
-async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+async fn open_store(cfg: &Config, migrations: Migrations) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let url = cfg.store_url();
-    Store::open(&url)
+    Store::open_with(&url, migrations)
         .await
-        .with_context(|| format!("opening the store at {url}"))
+        .with_context(|| format!("opening the store at {}", redacted(&url)))
+}
+
+/// `url` without the password of its user part, for messages and logs.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn migrate(cfg: Config) -> anyhow::Result<()> {
+    let store = open_store(&cfg, Migrations::Apply).await?;
+    store.close().await;
+    println!("the database schema is current");
+    Ok(())
 }
 
 async fn serve(
@@ -154,7 +197,7 @@ async fn serve(
     path: Option<PathBuf>,
     log: Option<reload::LogReload>,
 ) -> anyhow::Result<()> {
-    let store = open_store(&cfg).await?;
+    let store = open_store(&cfg, Migrations::Apply).await?;
     let tls = tls::load(&cfg)?;
     let core_cfg = cfg.core();
     let register = Arc::new(Register::new(core_cfg.registration.clone()));
@@ -394,7 +437,9 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 async fn user(cfg: Config, action: UserAction) -> anyhow::Result<()> {
-    let store = open_store(&cfg).await?;
+    // Never a silent upgrade (or a write into a newer schema) from an admin command: that
+    // is `rookery migrate`'s job, after the operator's backup.
+    let store = open_store(&cfg, Migrations::RequireCurrent).await?;
     let accounts = store.accounts();
     let norm = |name: &str| {
         rookery_jid::normalize_local(name).map_err(|e| anyhow!("invalid username {name:?}: {e}"))
@@ -461,4 +506,16 @@ async fn user(cfg: Config, action: UserAction) -> anyhow::Result<()> {
     }
     store.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn store_urls_are_shown_without_the_password() {
+        assert_eq!(
+            super::redacted("postgres://rookery:s3cret@db:5432/rookery"),
+            "postgres://rookery:***@db:5432/rookery"
+        );
+        assert_eq!(super::redacted("sqlite://data/r.db"), "sqlite://data/r.db");
+    }
 }

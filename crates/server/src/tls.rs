@@ -51,15 +51,7 @@ pub fn certified(cfg: &Config) -> anyhow::Result<CertifiedKey> {
     if cfg.tls.cert.is_none() && (!cert_path.exists() || !key_path.exists()) {
         generate(&cfg.domain, &cert_path, &key_path)?;
     }
-    let certs = read_certs(&cert_path)?;
-    let key = read_key(&key_path)?;
-    let certified = LiveCert::certified(certs, key).with_context(|| {
-        format!(
-            "{} and {} do not make a usable certificate",
-            cert_path.display(),
-            key_path.display()
-        )
-    })?;
+    let certified = read_pair(&cert_path, &key_path)?;
     if let Some(first) = certified.cert.first() {
         tracing::info!(
             cert = %cert_path.display(),
@@ -68,6 +60,19 @@ pub fn certified(cfg: &Config) -> anyhow::Result<CertifiedKey> {
         );
     }
     Ok(certified)
+}
+
+/// The chain in `cert_path` and the key in `key_path`, checked to belong together.
+pub fn read_pair(cert_path: &Path, key_path: &Path) -> anyhow::Result<CertifiedKey> {
+    let certs = read_certs(cert_path)?;
+    let key = read_key(key_path)?;
+    LiveCert::certified(certs, key).with_context(|| {
+        format!(
+            "{} and {} do not make a usable certificate",
+            cert_path.display(),
+            key_path.display()
+        )
+    })
 }
 
 /// The certificate and key files: configured, or the generated pair in the data directory.

@@ -4,6 +4,7 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use rookery_core::admin::AdminError;
 use rookery_core::AccountError;
 use rookery_store::StoreError;
 
@@ -35,6 +36,19 @@ pub enum ApiError {
     /// Deriving credentials failed (the blocking task died).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::NotLocal(_) | AdminError::Password(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            AdminError::Exists(jid) => ApiError::Conflict(jid),
+            AdminError::NotFound(what) => ApiError::NotFound(what),
+            AdminError::Accounts(e) => ApiError::Account(e),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -206,6 +206,9 @@ async fn serve(
     for m in modules::defaults(&core_cfg, register.clone()) {
         builder = builder.module(m);
     }
+    // XEP-0050/0133: administration from an XMPP client, for `admins`.
+    let admins = rookery_adhoc::Admins::new(wiring::adhoc::admins(&cfg)?);
+    builder = builder.module(Arc::new(rookery_adhoc::AdHoc::new(admins.clone())));
     // RFC 6121 and the IM extensions (crates/im). The handle answers questions such as
     // "does this resource want node+notify" (XEP-0115) for PEP.
     let (im, im_modules) = rookery_im::modules(cfg.im.clone(), store.clone());
@@ -343,11 +346,14 @@ async fn serve(
     let _ = reloader.set(reload::Reloader::new(
         path,
         cfg.clone(),
-        tls.cert.clone(),
-        log,
-        ctx.clone(),
-        federation.clone(),
-        components.clone(),
+        reload::Targets {
+            cert: tls.cert.clone(),
+            log,
+            admins,
+            c2s: Arc::downgrade(&ctx),
+            s2s: federation.clone(),
+            components: components.clone(),
+        },
     ));
     status.set_listening();
     signals::ready();

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use anyhow::{anyhow, Context};
+use rookery_adhoc::Admins;
 use rookery_c2s::C2sContext;
 use rookery_component::Components;
 use rookery_s2s::S2s;
@@ -46,38 +47,36 @@ pub struct Outcome {
     pub restart_needed: Vec<&'static str>,
 }
 
+/// What a reload acts on in the running server.
+pub struct Targets {
+    /// The certificate every TLS configuration serves.
+    pub cert: Arc<LiveCert>,
+    /// `None` when `RUST_LOG` set the filter: the environment wins over the file.
+    pub log: Option<LogReload>,
+    /// Who may run the XEP-0133 commands.
+    pub admins: Arc<Admins>,
+    /// Weak: the shutdown waits for the connections' clones of the context to go.
+    pub c2s: Weak<C2sContext>,
+    /// Federation, when enabled.
+    pub s2s: Option<Arc<S2s>>,
+    /// The declared components.
+    pub components: Arc<Components>,
+}
+
 /// Everything a reload changes, and the configuration it started from.
 pub struct Reloader {
     path: Option<PathBuf>,
     current: Mutex<Config>,
-    cert: Arc<LiveCert>,
-    /// `None` when `RUST_LOG` set the filter: the environment wins over the file.
-    log: Option<LogReload>,
-    /// Weak: the shutdown waits for the connections' clones of the context to go.
-    c2s: Weak<C2sContext>,
-    s2s: Option<Arc<S2s>>,
-    components: Arc<Components>,
+    targets: Targets,
 }
 
 impl Reloader {
     /// A reloader for the server started with `config` read from `path`.
-    pub fn new(
-        path: Option<PathBuf>,
-        config: Config,
-        cert: Arc<LiveCert>,
-        log: Option<LogReload>,
-        c2s: Arc<C2sContext>,
-        s2s: Option<Arc<S2s>>,
-        components: Arc<Components>,
-    ) -> Reloader {
+    pub fn new(path: Option<PathBuf>, config: Config, targets: Targets) -> Reloader {
         Reloader {
             path,
             current: Mutex::new(config),
-            cert,
-            log,
-            c2s: Arc::downgrade(&c2s),
-            s2s,
-            components,
+            targets,
         }
     }
 
@@ -113,33 +112,33 @@ impl Reloader {
         let new = Config::load(Some(path))?;
         // Everything that can fail, before anything changes.
         let cert = tls::certified(&new).context("certificate")?;
-        let filter = match &self.log {
+        let t = &self.targets;
+        let filter = match &t.log {
             Some(_) => Some(
                 EnvFilter::try_new(&new.log.level)
                     .with_context(|| format!("[log] level {:?}", new.log.level))?,
             ),
             None => None,
         };
-        let changes = self
-            .components
-            .reload(&new.component)
-            .context("[component]")?;
+        let admins = crate::wiring::adhoc::admins(&new)?;
+        let changes = t.components.reload(&new.component).context("[component]")?;
         // From here on nothing fails.
         let certificate_sha256 = cert.cert.first().map(tls::fingerprint).unwrap_or_default();
-        self.cert.replace(cert);
-        if let (Some(handle), Some(filter)) = (&self.log, filter) {
+        t.cert.replace(cert);
+        t.admins.set(admins);
+        if let (Some(handle), Some(filter)) = (&t.log, filter) {
             if let Err(e) = handle.reload(filter) {
                 tracing::warn!(error = %e, "log filter not replaced");
             }
         }
-        if let Some(c2s) = self.c2s.upgrade() {
+        if let Some(c2s) = t.c2s.upgrade() {
             c2s.connections.set_limits(new.c2s.connection_limits());
             c2s.limiter.set_limits(
                 new.c2s.auth_failures_per_ip_per_minute,
                 new.c2s.auth_failures_per_account_per_minute,
             );
         }
-        if let Some(s2s) = &self.s2s {
+        if let Some(s2s) = &t.s2s {
             s2s.set_limits(&new.s2s);
         }
         let restart_needed = restart_needed(&current, &new);
@@ -192,6 +191,7 @@ fn static_part(cfg: &Config) -> Config {
     let mut c = cfg.clone();
     let d = Config::default();
     c.tls = d.tls;
+    c.admins = d.admins;
     c.log.level = d.log.level;
     c.c2s.max_connections = d.c2s.max_connections;
     c.c2s.max_connections_per_ip = d.c2s.max_connections_per_ip;

@@ -3,6 +3,7 @@
 //! The library crates know only traits for what they are injected with; this is where the
 //! server binary decides which implementation answers:
 //! - [`accounts`]: the core's [`rookery_core::Accounts`] directory over the SQL store;
+//! - [`adhoc`]: who may run the XEP-0133 commands of `rookery-adhoc` (`admins`);
 //! - [`pubsub`]: [`pubsub::Pubsub`], the `[pubsub]` service and PEP;
 //! - [`pubsub_im`]: the IM layer's answers to pubsub's questions (roster access models, PEP
 //!   interest, block lists). It lives here rather than in `rookery-pubsub` so that pubsub
@@ -10,5 +11,6 @@
 //!   component, a test), and the IM layer's shape is not pubsub's business.
 
 pub mod accounts;
+pub mod adhoc;
 pub mod pubsub;
 pub mod pubsub_im;

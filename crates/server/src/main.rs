@@ -273,6 +273,11 @@ async fn serve(
             store: store.clone(),
             token: admin::token(&cfg, true)?.into(),
             status: status.clone(),
+            services: Arc::new(admin::ServerServices {
+                s2s: s2s_slot.clone(),
+                components: components.clone(),
+                pubsub: pubsub.service().cloned(),
+            }),
             reload: Some({
                 let reloader = reloader.clone();
                 Arc::new(move || {

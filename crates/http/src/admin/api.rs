@@ -5,6 +5,7 @@
 //! in-band removal (XEP-0077 §3.2: sessions closed, contacts told), a kicked session gets a
 //! stream error (RFC 6120 §4.9), an announcement is routed like any server message.
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::middleware;
@@ -15,7 +16,7 @@ use rookery_jid::{BareJid, Jid};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::{auth, AdminContext, Connections};
+use super::{auth, services, AdminContext, Connections};
 
 /// The `/api/v1` routes, behind the token check.
 pub(super) fn router(ctx: AdminContext) -> Router<AdminContext> {
@@ -28,6 +29,17 @@ pub(super) fn router(ctx: AdminContext) -> Router<AdminContext> {
         .route("/sessions/{*jid}", axum::routing::delete(kick))
         .route("/announce", post(announce))
         .route("/reload", post(reload))
+        .route("/s2s", get(services::s2s))
+        .route("/components", get(services::components))
+        .route(
+            "/components/{domain}",
+            axum::routing::delete(services::disconnect_component),
+        )
+        .route("/pubsub/nodes", get(services::pubsub_nodes))
+        .route(
+            "/pubsub/nodes/{*node}",
+            axum::routing::delete(services::delete_pubsub_node),
+        )
         .layer(middleware::from_fn_with_state(ctx, auth::require_token))
 }
 
@@ -74,8 +86,9 @@ struct Created {
 
 async fn add_user(
     State(ctx): State<AdminContext>,
-    Json(new): Json<NewUser>,
+    new: Result<Json<NewUser>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let Json(new) = new?;
     let jid = account(&ctx, &new.username)?;
     admin::add_user(&ctx.core, &jid, new.password).await?;
     tracing::info!(user = %jid, "account created through the admin api");
@@ -105,8 +118,9 @@ struct Password {
 async fn set_password(
     State(ctx): State<AdminContext>,
     Path(given): Path<String>,
-    Json(body): Json<Password>,
+    body: Result<Json<Password>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Json(body) = body?;
     let jid = account(&ctx, &given)?;
     admin::set_password(&ctx.core, &jid, body.password).await?;
     tracing::info!(user = %jid, "password changed through the admin api");
@@ -223,8 +237,9 @@ struct Announced {
 /// An announcement to every online session (`rookery_core::admin::announce`).
 async fn announce(
     State(ctx): State<AdminContext>,
-    Json(a): Json<Announcement>,
+    a: Result<Json<Announcement>, JsonRejection>,
 ) -> Result<Json<Announced>, ApiError> {
+    let Json(a) = a?;
     if a.body.trim().is_empty() {
         return Err(ApiError::BadRequest("empty body".into()));
     }

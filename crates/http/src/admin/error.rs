@@ -1,6 +1,7 @@
 //! Errors of the admin API, mapped once to a status code and a JSON body
 //! `{"error": "<message>"}`.
 
+use axum::extract::rejection::JsonRejection;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -36,6 +37,15 @@ pub enum ApiError {
     /// Deriving credentials failed (the blocking task died).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// A body that is not the JSON the route takes (not JSON, the wrong shape, or not labelled
+/// `application/json`) is the client's mistake: 400 with what was wrong, as every other
+/// malformed request, instead of axum's mix of 400, 415 and 422 in plain text.
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
 }
 
 impl From<AdminError> for ApiError {

@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 
-from test_admin import http
+from test_admin import http, metrics, value
 from xmpp_raw import NS_CLIENT
 
 # Silent sockets the flood keeps open (each reopened when the server drops it).
@@ -87,6 +87,11 @@ async def test_silent_flood_from_one_address_does_not_keep_a_real_client_out(
         # The server held the flood down: at least everything over the cap was closed.
         assert closed[0] >= FLOOD - 100
     assert http(srv, "GET", "/health", token=None)[0] == 200
+    m = metrics(srv)
+    if reopen:
+        assert value(m, "rookery_connections_refused_total", reason="per_ip") >= FLOOD - 50
+    else:
+        assert value(m, "rookery_negotiation_drops_total") >= FLOOD - 100
 
 
 async def test_one_session_too_many_gets_resource_constraint(server_factory):

@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import time
 
-from test_admin import http
+from test_admin import http, metrics, value
 
 # Sessions held through the reload (the 500; about 15 s on a debug build).
 SESSIONS = 500
@@ -132,6 +132,9 @@ async def test_a_broken_config_or_certificate_is_refused_and_the_old_one_kept(se
     r = srv.ctl("--json", "reload")
     assert r.returncode == 0, r.stderr
     assert '"restart_needed": []' in r.stdout, r.stdout
+    m = metrics(srv)
+    assert value(m, "rookery_reloads_total", result="failure") == 3
+    assert value(m, "rookery_reloads_total", result="success") == 1
 
 
 async def test_reload_adds_and_removes_components_and_names_what_needs_a_restart(

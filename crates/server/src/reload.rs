@@ -84,6 +84,7 @@ impl Reloader {
     /// (the running configuration is kept).
     pub fn reload_logged(&self) -> anyhow::Result<Outcome> {
         let result = self.reload();
+        rookery_metrics::get().reload(result.is_ok());
         match &result {
             Ok(o) => tracing::info!(
                 certificate_sha256 = %o.certificate_sha256,

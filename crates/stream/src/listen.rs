@@ -296,6 +296,10 @@ where
                 // Closed without a word: nothing was negotiated, and a stream error would
                 // cost more than the connection is owed.
                 tracing::debug!(?addr, %peer, ?why, "connection refused");
+                rookery_metrics::get().connection_refused(match why {
+                    Refused::PerIp => rookery_metrics::Refusal::PerIp,
+                    Refused::Full => rookery_metrics::Refusal::Full,
+                });
                 continue;
             }
         };
@@ -306,6 +310,7 @@ where
                 () = conn => {}
                 Ok(()) = evicted => {
                     tracing::debug!(%peer, "dropped while negotiating: newer connections need the slot");
+                    rookery_metrics::get().negotiation_drop();
                 }
             }
         }));

@@ -7,7 +7,9 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from test_admin import http
 
-GUIDE = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+GUIDE = (ROOT / "docs" / "operations.md").read_text()
+DASHBOARD = (ROOT / "deploy" / "grafana-dashboard.json").read_text()
 
 
 async def test_every_documented_metric_is_exposed(server):
@@ -27,3 +29,7 @@ async def test_every_documented_metric_is_exposed(server):
     documented = {re.sub(r"_(total|info)$", "", d) for d in documented}
     assert len(documented) >= 20
     assert documented <= exposed, sorted(documented - exposed)
+    # The Grafana dashboard queries only what exists.
+    queried = {re.sub(r"_(total|info|bucket)$", "", m)
+               for m in re.findall(r"\b((?:rookery|process)_\w+)", DASHBOARD)}
+    assert queried <= exposed, sorted(queried - exposed)

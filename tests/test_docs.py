@@ -33,6 +33,7 @@ FEATURE_SPEC = {
     "jabber:iq:last": "XEP-0012",
     "jabber:iq:private": "XEP-0049",
     "urn:xmpp:time": "XEP-0202",
+    "http://jabber.org/protocol/commands": "XEP-0050",
 }
 
 

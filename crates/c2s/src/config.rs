@@ -19,6 +19,15 @@ pub struct C2sConfig {
     /// Client connections open at once, both c2s ports together (negotiating or bound); at
     /// the cap no more are accepted until one ends. 0: the open-file limit less 50.
     pub max_connections: usize,
+    /// Client connections open at once from one IP address (IPv6: one /64); one more is
+    /// closed right after it is accepted. 0: no limit (many users may share one NAT address).
+    pub max_connections_per_ip: usize,
+    /// Client connections still negotiating (not yet bound) at once; when full, the oldest
+    /// of them is dropped for the new one. 0: no limit.
+    pub max_negotiating: usize,
+    /// Sessions (bound resources) one account may have at once; one more gets the
+    /// `resource-constraint` error at bind (RFC 6120 §7.6.2.1). 0: no limit.
+    pub max_sessions_per_account: usize,
     /// Seconds a connection may take from TCP accept to a bound resource.
     pub negotiation_timeout_secs: u64,
     /// Seconds without any byte from a bound client before the stream is closed with
@@ -55,6 +64,17 @@ pub struct C2sConfig {
     pub csi_max_held: usize,
 }
 
+impl C2sConfig {
+    /// The connection limits of the client listeners.
+    pub fn connection_limits(&self) -> rookery_stream::CapLimits {
+        rookery_stream::CapLimits {
+            max_connections: self.max_connections,
+            max_per_ip: self.max_connections_per_ip,
+            max_negotiating: self.max_negotiating,
+        }
+    }
+}
+
 impl Default for C2sConfig {
     fn default() -> Self {
         C2sConfig {
@@ -62,6 +82,9 @@ impl Default for C2sConfig {
             allow_unencrypted_plain: false,
             max_stanza_bytes: 256 * 1024,
             max_connections: 0,
+            max_connections_per_ip: 0,
+            max_negotiating: 1000,
+            max_sessions_per_account: 0,
             negotiation_timeout_secs: 30,
             idle_timeout_secs: 0,
             max_auth_attempts: 3,

@@ -23,6 +23,12 @@ impl AuthLimiter {
         }
     }
 
+    /// Applies reloaded limits from the next failure on.
+    pub fn set_limits(&self, per_ip: u32, per_account: u32) {
+        self.ip.set_max(per_ip);
+        self.account.set_max(per_account);
+    }
+
     /// Whether an attempt from `ip` (for `account`, once known) must be refused now.
     pub fn blocked(&self, ip: IpAddr, account: Option<&str>) -> bool {
         self.ip.exceeded(&IpKey::from(ip))

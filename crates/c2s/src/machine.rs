@@ -40,6 +40,8 @@ pub trait Policy {
     fn auth_failed(&self, account: Option<&str>);
     /// Counts an attempt's outcome (metrics), by mechanism.
     fn auth_result(&self, mechanism: &'static str, ok: bool);
+    /// Whether binding `jid` would take its account past `[c2s] max_sessions_per_account`.
+    fn session_limit_reached(&self, jid: &Jid) -> bool;
 }
 
 /// Work the driver does for the machine.
@@ -447,6 +449,12 @@ impl<P: Policy> C2sMachine<P> {
                 StanzaError::new(StanzaErrorCondition::BadRequest).with_text("invalid resource");
             return send_stanza(stanza.error_reply(&e));
         };
+        if self.policy.session_limit_reached(&jid) {
+            // RFC 6120 §7.6.2.1: the account has reached its limit of connected resources.
+            let e = StanzaError::new(StanzaErrorCondition::ResourceConstraint)
+                .with_text("too many sessions for this account");
+            return send_stanza(stanza.error_reply(&e));
+        }
         let result = stanza.iq_result(Some(
             Element::new("bind", ns::BIND)
                 .with_child(Element::new("jid", ns::BIND).with_text(jid.as_str())),
@@ -577,6 +585,10 @@ mod tests {
         }
         fn auth_result(&self, mechanism: &'static str, ok: bool) {
             self.results.borrow_mut().push((mechanism, ok));
+        }
+
+        fn session_limit_reached(&self, jid: &Jid) -> bool {
+            jid.resource() == Some("one-too-many")
         }
     }
 
@@ -901,6 +913,10 @@ mod tests {
         // A resource that is no resourcepart.
         let a = m.handle(bind_iq("\u{7}"));
         assert!(sent(&a)[0].to_string().contains("bad-request"));
+        // One resource past the account's session limit.
+        let a = m.handle(bind_iq("one-too-many"));
+        assert!(sent(&a)[0].to_string().contains("resource-constraint"));
+        assert_eq!(a.len(), 1);
 
         let a = m.handle(bind_iq("phone"));
         let jid: Jid = "alice@example.test/phone".parse().unwrap();

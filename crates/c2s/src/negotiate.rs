@@ -225,6 +225,16 @@ impl Policy for Live {
     fn auth_result(&self, mechanism: &'static str, ok: bool) {
         rookery_metrics::get().login(mechanism, ok);
     }
+
+    /// A resource that replaces a session of the same name adds none.
+    fn session_limit_reached(&self, jid: &Jid) -> bool {
+        let max = self.ctx.config.max_sessions_per_account;
+        if max == 0 {
+            return false;
+        }
+        let sessions = self.ctx.core.sessions_of(&jid.to_bare());
+        sessions.len() >= max && !sessions.iter().any(|(h, _)| h.jid() == jid)
+    }
 }
 
 /// Performs what the machine asks for.

@@ -31,6 +31,12 @@ pub struct ComponentConfig {
     /// Component connections open at once; at the cap no more are accepted until one
     /// ends. 0: the open-file limit less 50.
     pub max_connections: usize,
+    /// Component connections open at once from one IP address (IPv6: one /64); one more is
+    /// closed right after it is accepted. 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// Component connections still in their handshake at once; when full, the oldest of them
+    /// is dropped for the new one. 0: no limit.
+    pub max_negotiating: usize,
     /// Max bytes of one stanza after the handshake (a component relays for many users).
     pub max_stanza_bytes: usize,
     /// Seconds a connection may take from TCP accept to a completed handshake.
@@ -51,6 +57,17 @@ pub struct ComponentConfig {
     pub service: Vec<ServiceConfig>,
 }
 
+impl ComponentConfig {
+    /// The connection limits of the component listener.
+    pub fn connection_limits(&self) -> rookery_stream::CapLimits {
+        rookery_stream::CapLimits {
+            max_connections: self.max_connections,
+            max_per_ip: self.max_connections_per_ip,
+            max_negotiating: self.max_negotiating,
+        }
+    }
+}
+
 impl Default for ComponentConfig {
     fn default() -> Self {
         ComponentConfig {
@@ -59,6 +76,8 @@ impl Default for ComponentConfig {
             handshake_timeout_secs: 10,
             handshake_failures_per_ip_per_minute: 10,
             max_connections: 0,
+            max_connections_per_ip: 0,
+            max_negotiating: 50,
             queue: 16 * 1024,
             ping_interval_secs: 60,
             ping_timeout_secs: 30,

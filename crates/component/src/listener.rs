@@ -150,7 +150,7 @@ async fn authenticate(
         .attr("to")
         .and_then(|to| Jid::parse(to).ok())
         .filter(|j| j.local().is_none() && j.resource().is_none())
-        .and_then(|j| comps.routes.get(j.domain()).cloned());
+        .and_then(|j| comps.route(j.domain()));
     if let Some(r) = &route {
         conn.set_domain(r.domain());
         tracing::Span::current().record("domain", r.domain());

@@ -386,7 +386,7 @@ async fn disconnected_component_bounces_iq_and_message() {
         bot.rest().await;
     }
     // Wait until the server noticed.
-    assert!(disconnected(s.comps.route("bot.localhost").unwrap()).await);
+    assert!(disconnected(&s.comps.route("bot.localhost").unwrap()).await);
     s.core
         .route(stanza(
             "<message from='alice@localhost/r' to='bot.localhost' type='chat' id='m1'><body>x</body></message>",

@@ -22,6 +22,7 @@
 //! core trusted stanzas and receive bytes through their [`SessionHandle`].
 
 pub mod accounts;
+pub mod admin;
 pub mod config;
 pub mod domains;
 pub mod event;

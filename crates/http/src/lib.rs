@@ -14,5 +14,6 @@
 pub mod admin;
 pub mod listener;
 
-pub use admin::{AdminContext, Connections, Status};
+pub use admin::services::{Services, SharedServices};
+pub use admin::{AdminContext, Connections, Reload, Status};
 pub use listener::Limits;

@@ -61,6 +61,20 @@ pub struct Metrics {
     pubsub_notifications: Counter,
     offline_stored: Counter,
     offline_delivered: Counter,
+    /// Connections closed at accept, indexed by [`Refusal`].
+    refused: [Counter; 2],
+    negotiation_drops: Counter,
+    /// Reloads, success then failure.
+    reloads: [Counter; 2],
+}
+
+/// Why a listener closed a connection right after accepting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its address holds its share (`max_connections_per_ip`).
+    PerIp,
+    /// Every slot was taken (`max_connections`, two ports racing for the last one).
+    Full,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -140,8 +154,33 @@ impl Metrics {
             "offline_delivered",
             "Offline messages delivered to a session",
         );
+        let refused_family = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed right after accept, by reason (per_ip, full)",
+            refused_family.clone(),
+        );
+        let refused =
+            ["per_ip", "full"].map(|r| refused_family.get_or_create(&[("reason", r)]).clone());
+        let reload_family = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "reloads",
+            "Configuration reloads, by result (success, failure)",
+            reload_family.clone(),
+        );
+        let reloads =
+            ["success", "failure"].map(|r| reload_family.get_or_create(&[("result", r)]).clone());
+        let negotiation_drops = Counter::default();
+        registry.register(
+            "negotiation_drops",
+            "Connections still negotiating dropped for newer ones (max_negotiating)",
+            negotiation_drops.clone(),
+        );
         Metrics {
             registry: root,
+            refused,
+            negotiation_drops,
+            reloads,
             logins,
             routed,
             routing,
@@ -212,6 +251,31 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// A connection was closed right after accept.
+    pub fn connection_refused(&self, why: Refusal) {
+        let i = match why {
+            Refusal::PerIp => 0,
+            Refusal::Full => 1,
+        };
+        if let Some(c) = self.refused.get(i) {
+            c.inc();
+        }
+    }
+
+    /// A negotiating connection was dropped to make room for a newer one.
+    pub fn negotiation_drop(&self) {
+        self.negotiation_drops.inc();
+    }
+
+    /// A configuration reload succeeded or was refused.
+    pub fn reload(&self, success: bool) {
+        if let Some(c) = self.reloads.get(usize::from(!success)) {
+            c.inc();
+        }
+    }
+}
+
 /// Records the routing latency of one stanza when dropped (see [`Metrics::route`]).
 #[derive(Debug)]
 pub struct RouteTimer {
@@ -259,6 +323,13 @@ mod tests {
         assert!(text.contains("rookery_stanzas_routed_total{kind=\"iq\"} 0"));
         assert!(text.contains("rookery_routing_duration_seconds_count 1"));
         assert!(text.contains("rookery_offline_stored_total 1"));
+        m.connection_refused(Refusal::PerIp);
+        m.reload(false);
+        let text = encode(&Registry::default()).unwrap();
+        assert!(text.contains("rookery_connections_refused_total{reason=\"per_ip\"} 1"));
+        assert!(text.contains("rookery_connections_refused_total{reason=\"full\"} 0"));
+        assert!(text.contains("rookery_reloads_total{result=\"failure\"} 1"));
+        assert!(text.contains("rookery_negotiation_drops_total 0"));
         assert!(text.contains("\nprocess_open_fds "));
         assert!(text.ends_with("# EOF\n"));
     }

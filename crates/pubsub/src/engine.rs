@@ -385,7 +385,10 @@ impl Engine {
     }
 
     fn affiliation(&self, svc: &BareJid, node: &Node, who: &BareJid) -> Affiliation {
-        if self.is_pep() && who == svc {
+        // The service's own JID owns every node: for PEP that is the account; for a
+        // service it is the server acting as the service (the admin API), since no client,
+        // peer or component can send from the service's domain.
+        if who == svc {
             return Affiliation::Owner;
         }
         node.affiliations

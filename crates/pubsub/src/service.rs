@@ -180,6 +180,11 @@ impl PubsubService {
         core.register_domain(self.jid.domain(), self.clone());
     }
 
+    /// The service's JID.
+    pub fn jid(&self) -> &BareJid {
+        &self.jid
+    }
+
     /// The engine.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine

@@ -55,6 +55,12 @@ pub struct S2sConfig {
     /// Incoming server connections open at once, both s2s ports together; at the cap no
     /// more are accepted until one ends. 0: the open-file limit less 50.
     pub max_connections: usize,
+    /// Incoming server connections open at once from one IP address (IPv6: one /64); one
+    /// more is closed right after it is accepted. 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// Incoming server connections still negotiating at once; when full, the oldest of them
+    /// is dropped for the new one. 0: no limit.
+    pub max_negotiating: usize,
     /// New incoming connections accepted per IP address per minute.
     pub connections_per_ip_per_minute: u32,
     /// Dialback verifications one incoming stream may have pending.
@@ -65,6 +71,17 @@ pub struct S2sConfig {
     pub backoff_initial_secs: u64,
     /// The longest back-off period, in seconds.
     pub backoff_max_secs: u64,
+}
+
+impl S2sConfig {
+    /// The connection limits of the federation listeners.
+    pub fn connection_limits(&self) -> rookery_stream::CapLimits {
+        rookery_stream::CapLimits {
+            max_connections: self.max_connections,
+            max_per_ip: self.max_connections_per_ip,
+            max_negotiating: self.max_negotiating,
+        }
+    }
 }
 
 impl Default for S2sConfig {
@@ -87,6 +104,8 @@ impl Default for S2sConfig {
             idle_timeout_secs: 600,
             queue_len: 512,
             max_connections: 0,
+            max_connections_per_ip: 0,
+            max_negotiating: 200,
             connections_per_ip_per_minute: 60,
             max_pending_dialback: 32,
             backoff_initial_secs: 5,

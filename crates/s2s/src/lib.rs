@@ -57,7 +57,6 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use rookery_core::{Core, DomainRoute, SessionHandle, SessionId, Undelivered};
 use rookery_proto::{Stanza, StanzaError, StreamError, StreamErrorCondition};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
 pub use config::S2sConfig;
@@ -151,7 +150,7 @@ impl S2s {
             std::time::Duration::from_secs(config.backoff_initial_secs),
             std::time::Duration::from_secs(config.backoff_max_secs),
         );
-        let connections = rookery_stream::ConnectionCap::new(config.max_connections);
+        let connections = rookery_stream::ConnectionCap::with_limits(config.connection_limits());
         Ok(Arc::new_cyclic(|me| S2s {
             me: me.clone(),
             core,
@@ -175,12 +174,11 @@ impl S2s {
     pub fn setup(
         core: Arc<Core>,
         config: S2sConfig,
-        certs: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
+        cert: Arc<rookery_stream::LiveCert>,
         data_dir: &Path,
     ) -> Result<Arc<S2s>, S2sError> {
         let roots = tls::roots(config.use_webpki_roots, config.ca_file.as_deref())?;
-        let tls = S2sTls::new(certs, key, roots)?;
+        let tls = S2sTls::with_cert(cert, roots)?;
         let secret = match &config.dialback_secret {
             Some(s) => dialback::Secret::new(s.as_bytes()),
             None => dialback::Secret::load_or_create(&data_dir.join("dialback.secret"))?,
@@ -209,6 +207,15 @@ impl S2s {
         self.backoff
             .check(domain, tokio::time::Instant::now())
             .map(|r| r.retry_in)
+    }
+
+    /// Applies reloaded connection limits (`max_connections*`, `max_negotiating`,
+    /// `connections_per_ip_per_minute`) to the listeners from now on; the other settings
+    /// change at restart.
+    pub fn set_limits(&self, config: &S2sConfig) {
+        self.connections.set_limits(config.connection_limits());
+        self.connection_rate
+            .set_max(config.connections_per_ip_per_minute);
     }
 
     /// Number of outgoing streams (connected or connecting).

@@ -72,6 +72,15 @@ pub enum OutAuth {
 }
 
 impl OutAuth {
+    /// A lower-case name for the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutAuth::Pending => "pending",
+            OutAuth::Dialback => "dialback",
+            OutAuth::SaslExternal => "sasl-external",
+        }
+    }
+
     fn from_u8(v: u8) -> OutAuth {
         match v {
             1 => OutAuth::Dialback,

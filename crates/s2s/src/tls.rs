@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rookery_stream::Transport;
+use rookery_stream::{LiveCert, Transport};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -89,6 +89,12 @@ impl S2sTls {
         key: PrivateKeyDer<'static>,
         roots: RootCertStore,
     ) -> Result<S2sTls, TlsSetupError> {
+        Self::with_cert(LiveCert::new(LiveCert::certified(certs, key)?), roots)
+    }
+
+    /// Builds the configurations from our certificate, read at each handshake (so one
+    /// replaced on reload serves the next streams), and the trust anchors.
+    pub fn with_cert(cert: Arc<LiveCert>, roots: RootCertStore) -> Result<S2sTls, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = if roots.is_empty() {
             None
@@ -101,14 +107,14 @@ impl S2sTls {
         let server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(Arc::new(AnyCert(provider.clone())))
-            .with_single_cert(certs.clone(), key.clone_key())?;
+            .with_cert_resolver(cert.clone());
         let mut server_direct = server.clone();
         server_direct.alpn_protocols = vec![ALPN.to_vec()];
         let client = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-            .with_client_auth_cert(certs, key)?;
+            .with_client_cert_resolver(cert);
         let mut client_direct = client.clone();
         client_direct.alpn_protocols = vec![ALPN.to_vec()];
         Ok(S2sTls {

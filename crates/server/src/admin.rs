@@ -3,9 +3,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context};
+use async_trait::async_trait;
 use rand::RngCore;
+use rookery_http::admin::services::{Component, PubsubNode, S2sStream, Services};
+use rookery_jid::Jid;
+use rookery_proto::{StreamError, StreamErrorCondition};
 
 use crate::config::Config;
 
@@ -48,6 +53,92 @@ pub fn token(cfg: &Config, create: bool) -> anyhow::Result<String> {
     writeln!(f, "{token}").with_context(|| format!("writing {}", path.display()))?;
     tracing::info!(path = %path.display(), "generated the admin API token");
     Ok(token)
+}
+
+/// Federation, components and the pubsub service, as the admin API sees them.
+pub struct ServerServices {
+    /// Set once federation is up (after the admin listener started).
+    pub s2s: Arc<OnceLock<Arc<rookery_s2s::S2s>>>,
+    /// The declared components.
+    pub components: Arc<rookery_component::Components>,
+    /// The pubsub service, when enabled.
+    pub pubsub: Option<Arc<rookery_pubsub::PubsubService>>,
+}
+
+#[async_trait]
+impl Services for ServerServices {
+    fn s2s(&self) -> Option<(Vec<S2sStream>, usize)> {
+        let s2s = self.s2s.get()?;
+        let outgoing = s2s
+            .outgoing()
+            .into_iter()
+            .map(|(local, remote, auth)| S2sStream {
+                local,
+                remote,
+                auth: auth.as_str(),
+            })
+            .collect();
+        Some((outgoing, s2s.incoming_count()))
+    }
+
+    fn components(&self) -> Vec<Component> {
+        self.components
+            .domains()
+            .into_iter()
+            .filter_map(|d| self.components.route(&d))
+            .map(|r| Component {
+                domain: r.domain().to_string(),
+                name: rookery_core::DomainRoute::name(r.as_ref()),
+                connected: r.is_connected(),
+            })
+            .collect()
+    }
+
+    fn disconnect_component(&self, domain: &str, reason: &str) -> bool {
+        let Some(route) = self.components.route(domain).filter(|r| r.is_connected()) else {
+            return false;
+        };
+        route.close(&StreamError::with_text(
+            StreamErrorCondition::PolicyViolation,
+            reason,
+        ));
+        true
+    }
+
+    async fn pubsub_nodes(&self) -> Option<Result<Vec<PubsubNode>, String>> {
+        let service = self.pubsub.as_ref()?;
+        // As the service itself, which owns (and so sees) every node.
+        let me = Jid::from(service.jid().clone());
+        Some(
+            service
+                .engine()
+                .list_nodes(service.jid(), &me)
+                .await
+                .map(|nodes| {
+                    nodes
+                        .into_iter()
+                        .map(|(node, title)| PubsubNode { node, title })
+                        .collect()
+                })
+                .map_err(|e| e.to_string()),
+        )
+    }
+
+    async fn delete_pubsub_node(&self, node: &str) -> Option<Result<bool, String>> {
+        let service = self.pubsub.as_ref()?;
+        let me = Jid::from(service.jid().clone());
+        Some(
+            match service
+                .engine()
+                .delete(service.jid(), &me, Some(node), None)
+                .await
+            {
+                Ok(()) => Ok(true),
+                Err(rookery_pubsub::PubsubError::NodeNotFound) => Ok(false),
+                Err(e) => Err(e.to_string()),
+            },
+        )
+    }
 }
 
 #[cfg(test)]

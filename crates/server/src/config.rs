@@ -52,6 +52,9 @@ pub struct Config {
     pub log: LogConfig,
     /// The admin API (`[admin]`).
     pub admin: AdminConfig,
+    /// Accounts (bare JIDs) that may run the XEP-0133 administration commands (XEP-0050
+    /// ad-hoc commands) from their XMPP client.
+    pub admins: Vec<String>,
 }
 
 impl Default for Config {
@@ -76,6 +79,7 @@ impl Default for Config {
             session_queue_bytes: core.session_queue_bytes,
             log: LogConfig::default(),
             admin: AdminConfig::default(),
+            admins: Vec::new(),
         }
     }
 }

@@ -43,10 +43,51 @@ pub enum CtlCommand {
         #[arg(long, short)]
         subject: Option<String>,
     },
+    /// Counters of the running server (accounts, connections by kind, uptime).
+    Stats,
+    /// Server-to-server streams: outgoing ones with their authentication, incoming count.
+    S2s,
+    /// Declared components and whether each is connected; `disconnect DOMAIN` ends one.
+    Components {
+        #[command(subcommand)]
+        action: Option<CtlComponents>,
+    },
+    /// Nodes of the pubsub service; `delete NODE` removes one (subscribers are told).
+    Pubsub {
+        #[command(subcommand)]
+        action: Option<CtlPubsub>,
+    },
+    /// Reloads the configuration and certificate (as SIGHUP does); a broken configuration
+    /// is refused and the running one kept.
+    Reload,
     /// Manages accounts on the running server.
     Users {
         #[command(subcommand)]
         action: CtlUsers,
+    },
+}
+
+/// `rookery ctl components …`.
+#[derive(Subcommand)]
+pub enum CtlComponents {
+    /// Lists them (the default).
+    List,
+    /// Disconnects the component serving a domain (`policy-violation`); it may reconnect.
+    Disconnect {
+        /// The component's domain.
+        domain: String,
+    },
+}
+
+/// `rookery ctl pubsub …`.
+#[derive(Subcommand)]
+pub enum CtlPubsub {
+    /// Lists the service's nodes (the default).
+    Nodes,
+    /// Deletes a node and its items; subscribers get the delete notification.
+    Delete {
+        /// The node's name.
+        node: String,
     },
 }
 
@@ -205,6 +246,70 @@ pub async fn run(cfg: &Config, command: CtlCommand, as_json: bool) -> anyhow::Re
             println_unless(as_json, format!("sent to {} sessions", field(&v, "/sent")));
             (v, None)
         }
+        CtlCommand::Stats => {
+            let v = api.call(Method::GET, "/stats", None).await?;
+            let mut rows = Vec::new();
+            flatten("", &v, &mut rows);
+            (v, Some((vec!["", ""], rows)))
+        }
+        CtlCommand::S2s => {
+            let v = api.call(Method::GET, "/s2s", None).await?;
+            let rows = list(&v, "outgoing")
+                .map(|s| ["local", "remote", "auth"].map(|k| text(&s[k])).to_vec())
+                .collect();
+            println_unless(
+                as_json,
+                format!("incoming streams: {}", field(&v, "/incoming")),
+            );
+            (v, Some((vec!["LOCAL", "REMOTE", "AUTH"], rows)))
+        }
+        CtlCommand::Components { action } => match action.unwrap_or(CtlComponents::List) {
+            CtlComponents::List => {
+                let v = api.call(Method::GET, "/components", None).await?;
+                let rows = list(&v, "components")
+                    .map(|c| {
+                        ["domain", "name", "connected"]
+                            .map(|k| text(&c[k]))
+                            .to_vec()
+                    })
+                    .collect();
+                (v, Some((vec!["DOMAIN", "NAME", "CONNECTED"], rows)))
+            }
+            CtlComponents::Disconnect { domain } => {
+                let path = format!("/components/{}", segment(&domain));
+                api.call(Method::DELETE, &path, None).await?;
+                println_unless(as_json, format!("disconnected {domain}"));
+                (json!({ "disconnected": domain }), None)
+            }
+        },
+        CtlCommand::Pubsub { action } => match action.unwrap_or(CtlPubsub::Nodes) {
+            CtlPubsub::Nodes => {
+                let v = api.call(Method::GET, "/pubsub/nodes", None).await?;
+                let rows = list(&v, "nodes")
+                    .map(|n| ["node", "title"].map(|k| text(&n[k])).to_vec())
+                    .collect();
+                (v, Some((vec!["NODE", "TITLE"], rows)))
+            }
+            CtlPubsub::Delete { node } => {
+                let path = format!("/pubsub/nodes/{}", segment(&node));
+                api.call(Method::DELETE, &path, None).await?;
+                println_unless(as_json, format!("deleted node {node}"));
+                (json!({ "deleted": node }), None)
+            }
+        },
+        CtlCommand::Reload => {
+            let v = api.call(Method::POST, "/reload", None).await?;
+            let rows = [
+                ("certificate (sha256)", "/certificate_sha256"),
+                ("components added", "/components_added"),
+                ("components removed", "/components_removed"),
+                ("changed, needs a restart", "/restart_needed"),
+            ]
+            .iter()
+            .map(|(k, ptr)| vec![k.to_string(), field(&v, ptr)])
+            .collect();
+            (v, Some((vec!["", ""], rows)))
+        }
         CtlCommand::Users { action } => users(&api, action, as_json).await?,
     };
     if as_json {
@@ -268,6 +373,23 @@ fn list<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
     v.get(key).and_then(Value::as_array).into_iter().flatten()
 }
 
+/// Every scalar of `v` as a `path value` row (`connections.c2s  3`).
+fn flatten(prefix: &str, v: &Value, rows: &mut Vec<Vec<String>>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, child, rows);
+            }
+        }
+        other => rows.push(vec![prefix.to_string(), text(other)]),
+    }
+}
+
 /// The value at a JSON pointer (RFC 6901) as table text.
 fn field(v: &Value, pointer: &str) -> String {
     v.pointer(pointer).map_or_else(|| "-".into(), text)
@@ -328,6 +450,23 @@ mod tests {
         assert_eq!(
             format_table(&["", ""], &[vec!["a".into(), "1".into()]]),
             "a  1\n"
+        );
+    }
+
+    #[test]
+    fn stats_flatten_to_rows() {
+        let mut rows = Vec::new();
+        flatten(
+            "",
+            &json!({ "users": 3, "connections": { "c2s": 2 } }),
+            &mut rows,
+        );
+        assert_eq!(
+            rows,
+            vec![
+                vec!["connections.c2s".to_string(), "2".to_string()],
+                vec!["users".to_string(), "3".to_string()],
+            ]
         );
     }
 

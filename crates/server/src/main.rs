@@ -6,8 +6,11 @@
 //! its admin API (`ctl.rs`).
 
 mod admin;
+mod check;
 mod config;
 mod ctl;
+mod reload;
+mod signals;
 mod tls;
 mod wiring;
 
@@ -23,7 +26,7 @@ use rookery_core::modules::{self, register::Register};
 use rookery_core::CoreBuilder;
 use rookery_proto::{StreamError, StreamErrorCondition};
 use rookery_sasl::{Credentials, DEFAULT_ITERATIONS};
-use rookery_store::{Store, StoreError};
+use rookery_store::{Migrations, Store, StoreError};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -46,6 +49,16 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve,
+    /// Check the configuration, the certificate (chain, names, expiry) and, with `--dns`,
+    /// the SRV records; one line per problem, non-zero exit status if there is any.
+    Check {
+        /// Also look up the domain's SRV records.
+        #[arg(long)]
+        dns: bool,
+    },
+    /// Bring the database's schema up to this version (after a backup). `serve` does it at
+    /// start; `user` refuses a database of another version instead.
+    Migrate,
     /// Manage accounts.
     User {
         #[command(subcommand)]
@@ -101,47 +114,90 @@ enum UserAction {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Check { dns } = cli.command {
+        // Its own report, for a broken configuration file too.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        let ok = rt.block_on(check::run(cli.config.as_deref(), dns)).print();
+        std::process::exit(if ok { 0 } else { 1 });
+    }
     let cfg = Config::load(cli.config.as_deref())?;
-    init_logging(&cfg, cli.log_json);
+    let log = init_logging(&cfg, cli.log_json);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {
         match cli.command {
-            Command::Serve => serve(cfg).await,
+            Command::Serve => serve(cfg, cli.config, log).await,
+            Command::Check { .. } => Ok(()),
+            Command::Migrate => migrate(cfg).await,
             Command::User { action } => user(cfg, action).await,
             Command::Ctl { json, command } => ctl::run(&cfg, command, json).await,
         }
     })
 }
 
-fn init_logging(cfg: &Config, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+/// Sets up logging; the handle replaces the filter on reload, unless `RUST_LOG` set it
+/// (the environment wins over the file, then and on reload).
+fn init_logging(cfg: &Config, json: bool) -> Option<reload::LogReload> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let reloadable = from_env.is_none();
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     // Colours only for a terminal: in files and the journal escape codes are noise.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let text = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     if json || cfg.log.format == "json" {
-        builder.json().init();
+        registry.with(text.json().with_ansi(false)).init();
     } else {
-        builder.init();
+        registry.with(text).init();
     }
+    reloadable.then_some(handle)
 }
 
-async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+async fn open_store(cfg: &Config, migrations: Migrations) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let url = cfg.store_url();
-    Store::open(&url)
+    Store::open_with(&url, migrations)
         .await
-        .with_context(|| format!("opening the store at {url}"))
+        .with_context(|| format!("opening the store at {}", redacted(&url)))
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let store = open_store(&cfg).await?;
+/// `url` without the password of its user part, for messages and logs.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn migrate(cfg: Config) -> anyhow::Result<()> {
+    let store = open_store(&cfg, Migrations::Apply).await?;
+    store.close().await;
+    println!("the database schema is current");
+    Ok(())
+}
+
+async fn serve(
+    cfg: Config,
+    path: Option<PathBuf>,
+    log: Option<reload::LogReload>,
+) -> anyhow::Result<()> {
+    let store = open_store(&cfg, Migrations::Apply).await?;
     let tls = tls::load(&cfg)?;
     let core_cfg = cfg.core();
     let register = Arc::new(Register::new(core_cfg.registration.clone()));
@@ -150,6 +206,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     for m in modules::defaults(&core_cfg, register.clone()) {
         builder = builder.module(m);
     }
+    // XEP-0050/0133: administration from an XMPP client, for `admins`.
+    let admins = rookery_adhoc::Admins::new(wiring::adhoc::admins(&cfg)?);
+    builder = builder.module(Arc::new(rookery_adhoc::AdHoc::new(admins.clone())));
     // RFC 6121 and the IM extensions (crates/im). The handle answers questions such as
     // "does this resource want node+notify" (XEP-0115) for PEP.
     let (im, im_modules) = rookery_im::modules(cfg.im.clone(), store.clone());
@@ -193,7 +252,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             cfg.c2s.auth_failures_per_account_per_minute,
         ),
         sm: Default::default(),
-        connections: rookery_c2s::ConnectionCap::new(cfg.c2s.max_connections),
+        connections: rookery_c2s::ConnectionCap::with_limits(cfg.c2s.connection_limits()),
     });
     let mut tasks = Vec::new();
     let mut federation = None;
@@ -201,6 +260,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // says 200 once they are all bound.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let s2s_slot: Arc<OnceLock<Arc<rookery_s2s::S2s>>> = Arc::default();
+    // Set once every listener is up; a reload asked for before then is refused.
+    let reloader: Arc<OnceLock<reload::Reloader>> = Arc::default();
     let status = Arc::new(
         rookery_http::Status::new({
             let (core, components, s2s) = (core.clone(), components.clone(), s2s_slot.clone());
@@ -224,6 +285,20 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             store: store.clone(),
             token: admin::token(&cfg, true)?.into(),
             status: status.clone(),
+            services: Arc::new(admin::ServerServices {
+                s2s: s2s_slot.clone(),
+                components: components.clone(),
+                pubsub: pubsub.service().cloned(),
+            }),
+            reload: Some({
+                let reloader = reloader.clone();
+                Arc::new(move || {
+                    let r = reloader.get().ok_or("the server is still starting")?;
+                    r.reload_logged()
+                        .map_err(|e| format!("{e:#}"))
+                        .and_then(|o| serde_json::to_value(o).map_err(|e| e.to_string()))
+                })
+            }),
         });
         let mut stop = stop_rx.clone();
         let stopped = async move {
@@ -253,8 +328,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let s2s = rookery_s2s::S2s::setup(
             core.clone(),
             cfg.s2s.clone(),
-            tls.certs,
-            tls.key,
+            tls.cert.clone(),
             &cfg.data_dir,
         )
         .context("federation ([s2s]) settings")?;
@@ -286,8 +360,24 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if tasks.is_empty() {
         bail!("no listener configured");
     }
+    let _ = reloader.set(reload::Reloader::new(
+        path,
+        cfg.clone(),
+        reload::Targets {
+            cert: tls.cert.clone(),
+            log,
+            admins,
+            c2s: Arc::downgrade(&ctx),
+            s2s: federation.clone(),
+            components: components.clone(),
+        },
+    ));
     status.set_listening();
-    shutdown_signal().await;
+    signals::ready();
+    if let Some(r) = reloader.get() {
+        signals::run_until_shutdown(r).await;
+    }
+    signals::stopping();
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     for t in &tasks {
@@ -350,28 +440,6 @@ async fn wait_until(limit: Duration, done: impl Fn() -> bool) {
     }
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 fn read_password() -> anyhow::Result<String> {
     let pw = if std::io::stdin().is_terminal() {
         let a = rpassword::prompt_password("Password: ")?;
@@ -392,7 +460,9 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 async fn user(cfg: Config, action: UserAction) -> anyhow::Result<()> {
-    let store = open_store(&cfg).await?;
+    // Never a silent upgrade (or a write into a newer schema) from an admin command: that
+    // is `rookery migrate`'s job, after the operator's backup.
+    let store = open_store(&cfg, Migrations::RequireCurrent).await?;
     let accounts = store.accounts();
     let norm = |name: &str| {
         rookery_jid::normalize_local(name).map_err(|e| anyhow!("invalid username {name:?}: {e}"))
@@ -459,4 +529,16 @@ async fn user(cfg: Config, action: UserAction) -> anyhow::Result<()> {
     }
     store.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn store_urls_are_shown_without_the_password() {
+        assert_eq!(
+            super::redacted("postgres://rookery:s3cret@db:5432/rookery"),
+            "postgres://rookery:***@db:5432/rookery"
+        );
+        assert_eq!(super::redacted("sqlite://data/r.db"), "sqlite://data/r.db");
+    }
 }

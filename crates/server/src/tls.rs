@@ -2,67 +2,91 @@
 //! the data directory on first start (and reuse it after), logging its fingerprint so users
 //! can pin it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
+use rookery_stream::LiveCert;
 use rustls::pki_types::pem::{Error as PemError, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 
 /// TLS settings for the STARTTLS and the direct-TLS listener (the latter with ALPN
-/// `xmpp-client`, XEP-0368).
+/// `xmpp-client`, XEP-0368), both serving the certificate of `cert`.
 pub struct TlsConfigs {
     /// For STARTTLS.
     pub starttls: Arc<rustls::ServerConfig>,
     /// For direct TLS.
     pub direct: Arc<rustls::ServerConfig>,
-    /// The certificate chain, for the federation listener and connector.
-    pub certs: Vec<CertificateDer<'static>>,
-    /// The private key, likewise.
-    pub key: PrivateKeyDer<'static>,
+    /// The certificate every configuration serves, replaced on reload; the federation
+    /// listener and connector use it too.
+    pub cert: Arc<LiveCert>,
 }
 
 /// Loads or generates the certificate and builds the rustls configurations (TLS 1.2+).
 pub fn load(cfg: &Config) -> anyhow::Result<TlsConfigs> {
-    let (cert_path, key_path) = match (&cfg.tls.cert, &cfg.tls.key) {
-        (Some(c), Some(k)) => (c.clone(), k.clone()),
-        (None, None) => {
-            let c = cfg.data_dir.join("cert.pem");
-            let k = cfg.data_dir.join("key.pem");
-            if !c.exists() || !k.exists() {
-                generate(&cfg.domain, &c, &k)?;
-            }
-            (c, k)
-        }
-        _ => return Err(anyhow!("tls.cert and tls.key must be set together")),
-    };
-    let certs = read_certs(&cert_path)?;
-    let key = read_key(&key_path)?;
-    if let Some(first) = certs.first() {
-        tracing::info!(
-            cert = %cert_path.display(),
-            sha256 = %hex::encode(Sha256::digest(first.as_ref())),
-            "TLS certificate"
-        );
-    }
+    let cert = LiveCert::new(certified(cfg)?);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let base = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_no_client_auth()
-        .with_single_cert(certs.clone(), key.clone_key())
-        .context("certificate and key do not match")?;
+        .with_cert_resolver(cert.clone());
     let mut direct = base.clone();
     direct.alpn_protocols = vec![b"xmpp-client".to_vec()];
     Ok(TlsConfigs {
         starttls: Arc::new(base),
         direct: Arc::new(direct),
-        certs,
-        key,
+        cert,
     })
+}
+
+/// The configured certificate chain and key (generated on first start when none is
+/// configured), checked to belong together; at start and on every reload.
+pub fn certified(cfg: &Config) -> anyhow::Result<CertifiedKey> {
+    let (cert_path, key_path) = paths(cfg)?;
+    if cfg.tls.cert.is_none() && (!cert_path.exists() || !key_path.exists()) {
+        generate(&cfg.domain, &cert_path, &key_path)?;
+    }
+    let certified = read_pair(&cert_path, &key_path)?;
+    if let Some(first) = certified.cert.first() {
+        tracing::info!(
+            cert = %cert_path.display(),
+            sha256 = %fingerprint(first),
+            "TLS certificate"
+        );
+    }
+    Ok(certified)
+}
+
+/// The chain in `cert_path` and the key in `key_path`, checked to belong together.
+pub fn read_pair(cert_path: &Path, key_path: &Path) -> anyhow::Result<CertifiedKey> {
+    let certs = read_certs(cert_path)?;
+    let key = read_key(key_path)?;
+    LiveCert::certified(certs, key).with_context(|| {
+        format!(
+            "{} and {} do not make a usable certificate",
+            cert_path.display(),
+            key_path.display()
+        )
+    })
+}
+
+/// The certificate and key files: configured, or the generated pair in the data directory.
+pub fn paths(cfg: &Config) -> anyhow::Result<(PathBuf, PathBuf)> {
+    match (&cfg.tls.cert, &cfg.tls.key) {
+        (Some(c), Some(k)) => Ok((c.clone(), k.clone())),
+        (None, None) => Ok((cfg.data_dir.join("cert.pem"), cfg.data_dir.join("key.pem"))),
+        _ => Err(anyhow!("tls.cert and tls.key must be set together")),
+    }
+}
+
+/// The SHA-256 fingerprint of a certificate, in hex, as clients pin it.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    hex::encode(Sha256::digest(cert.as_ref()))
 }
 
 fn generate(domain: &str, cert: &Path, key: &Path) -> anyhow::Result<()> {

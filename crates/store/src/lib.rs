@@ -59,6 +59,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
@@ -106,6 +107,10 @@ pub enum StoreError {
     /// The URL names no supported backend (only its scheme is kept, never credentials).
     #[error("unsupported database url scheme {0:?}: use sqlite:// or postgres://")]
     UnsupportedUrl(String),
+    /// The database's schema is from another version of Rookery and the caller asked not to
+    /// migrate it ([`Migrations::RequireCurrent`]).
+    #[error("{0}")]
+    OtherVersion(String),
     /// Creating the directory of a SQLite database file, or the writer's thread, failed.
     #[error("cannot set up the database: {0}")]
     Io(#[from] std::io::Error),
@@ -132,6 +137,48 @@ impl Backend {
             Backend::Postgres => "postgres",
         }
     }
+}
+
+/// Whether opening a store may change its schema.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Migrations {
+    /// Apply the migrations the database lacks (the server at start, `rookery migrate`).
+    Apply,
+    /// Create the schema of an empty database, but refuse, without changing it, a database
+    /// whose schema another version of Rookery wrote: older (migrations pending) or newer
+    /// (migrations this binary does not know). For tools that should not upgrade a database
+    /// behind the operator's back (`rookery user`).
+    RequireCurrent,
+}
+
+/// Checks the migrations applied to a database (`None`: no migration table yet) against the
+/// embedded ones, for [`Migrations::RequireCurrent`].
+fn require_current(migrator: &Migrator, applied: Option<Vec<i64>>) -> Result<(), StoreError> {
+    let applied = applied.unwrap_or_default();
+    if applied.is_empty() {
+        return Ok(());
+    }
+    let known: Vec<i64> = migrator.iter().map(|m| m.version).collect();
+    if let Some(v) = applied.iter().find(|v| !known.contains(v)) {
+        return Err(StoreError::OtherVersion(format!(
+            "the database has schema migration {v}, which this version of rookery does not \
+             know: it was written by a newer version; use that version"
+        )));
+    }
+    let pending: Vec<String> = known
+        .iter()
+        .filter(|v| !applied.contains(v))
+        .map(i64::to_string)
+        .collect();
+    if !pending.is_empty() {
+        return Err(StoreError::OtherVersion(format!(
+            "the database was created by an older version of rookery (schema migrations {} \
+             pending); back it up, then run `rookery migrate` (or start the server, which \
+             migrates at start)",
+            pending.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// A handle to the database: cheap to clone (the pool is shared), safe to use from many
@@ -168,11 +215,32 @@ impl Store {
     /// stored once the call returns, so it needs `FULL`: one fsync of the WAL per commit.
     /// The store is off the message-routing hot path, so that cost is not on every stanza.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Self::open_with(url, Migrations::Apply).await
+    }
+
+    /// Opens the database at `url` like [`Store::open`], migrating it only as `migrations`
+    /// allows.
+    pub async fn open_with(url: &str, migrations: Migrations) -> Result<Store, StoreError> {
         let scheme = url.split(':').next().unwrap_or_default();
         let pool = match scheme {
-            "sqlite" => open_sqlite(url).await?,
+            "sqlite" => open_sqlite(url, migrations).await?,
             "postgres" | "postgresql" => {
                 let pool = open_postgres(url).await?;
+                if migrations == Migrations::RequireCurrent {
+                    let exists: bool =
+                        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                            .fetch_one(&pool)
+                            .await?;
+                    let applied = match exists {
+                        true => Some(
+                            sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+                                .fetch_all(&pool)
+                                .await?,
+                        ),
+                        false => None,
+                    };
+                    require_current(&POSTGRES_MIGRATIONS, applied)?;
+                }
                 POSTGRES_MIGRATIONS.run(&pool).await?;
                 Pool::Postgres(pool)
             }
@@ -276,7 +344,7 @@ impl Store {
 
 /// Opens a SQLite store with Rookery's settings: the writer connection (which applies the
 /// migrations) and the read pool.
-async fn open_sqlite(url: &str) -> Result<Pool, StoreError> {
+async fn open_sqlite(url: &str, migrations: Migrations) -> Result<Pool, StoreError> {
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let mut options = SqliteConnectOptions::from_str(url)?
         .foreign_keys(true)
@@ -300,6 +368,23 @@ async fn open_sqlite(url: &str) -> Result<Pool, StoreError> {
         .max_lifetime(None)
         .connect_with(options.clone())
         .await?;
+    if migrations == Migrations::RequireCurrent {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' \
+             AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&write)
+        .await?;
+        let applied = match exists {
+            true => Some(
+                sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+                    .fetch_all(&write)
+                    .await?,
+            ),
+            false => None,
+        };
+        require_current(&SQLITE_MIGRATIONS, applied)?;
+    }
     SQLITE_MIGRATIONS.run(&write).await?;
     let read = if in_memory {
         // Each connection to ":memory:" would be its own database: readers share the one.
@@ -332,4 +417,25 @@ pub(crate) fn now_unix() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod migration_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn only_a_database_at_this_schema_or_an_empty_one_is_current() {
+        let known: Vec<i64> = SQLITE_MIGRATIONS.iter().map(|m| m.version).collect();
+        assert!(require_current(&SQLITE_MIGRATIONS, None).is_ok());
+        assert!(require_current(&SQLITE_MIGRATIONS, Some(Vec::new())).is_ok());
+        assert!(require_current(&SQLITE_MIGRATIONS, Some(known.clone())).is_ok());
+        let older = known.get(..known.len() - 1).unwrap().to_vec();
+        let e = require_current(&SQLITE_MIGRATIONS, Some(older)).unwrap_err();
+        assert!(e.to_string().contains("older version"), "{e}");
+        let mut newer = known;
+        newer.push(99_999);
+        let e = require_current(&SQLITE_MIGRATIONS, Some(newer)).unwrap_err();
+        assert!(e.to_string().contains("newer version"), "{e}");
+    }
 }

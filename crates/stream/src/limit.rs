@@ -11,6 +11,7 @@
 
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -44,7 +45,8 @@ impl From<IpAddr> for IpKey {
 /// Events per key in fixed one-minute windows, with a limit of `max` per window.
 #[derive(Debug)]
 pub struct RateLimit<K: Eq + Hash> {
-    max: u32,
+    /// Changeable at run time (reload).
+    max: AtomicU32,
     map: DashMap<K, (Instant, u32)>,
 }
 
@@ -52,9 +54,18 @@ impl<K: Eq + Hash> RateLimit<K> {
     /// A limit of `max` events per key per minute.
     pub fn new(max: u32) -> Self {
         RateLimit {
-            max,
+            max: AtomicU32::new(max),
             map: DashMap::new(),
         }
+    }
+
+    /// Applies a new limit from the next event on (reload); counts so far are kept.
+    pub fn set_max(&self, max: u32) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    fn max(&self) -> u32 {
+        self.max.load(Ordering::Relaxed)
     }
 
     /// Whether `key` has used up its events in the current window (the event that is about
@@ -72,7 +83,7 @@ impl<K: Eq + Hash> RateLimit<K> {
     fn exceeded_at(&self, key: &K, now: Instant) -> bool {
         self.map
             .get(key)
-            .is_some_and(|e| now.duration_since(e.0) < WINDOW && e.1 >= self.max)
+            .is_some_and(|e| now.duration_since(e.0) < WINDOW && e.1 >= self.max())
     }
 
     fn hit_at(&self, key: K, now: Instant) -> bool {
@@ -87,7 +98,7 @@ impl<K: Eq + Hash> RateLimit<K> {
         if self.map.len() > SWEEP_AT {
             self.map.retain(|_, v| now.duration_since(v.0) < WINDOW);
         }
-        count <= self.max
+        count <= self.max()
     }
 }
 
@@ -114,6 +125,12 @@ mod tests {
         // A new window starts afresh.
         assert!(!l.exceeded_at(&a, t + WINDOW));
         assert!(l.hit_at(a, t + WINDOW));
+        // A higher limit (reload) counts the window so far against the new one.
+        l.set_max(3);
+        assert!(l.hit_at(a, t + WINDOW));
+        assert!(!l.exceeded_at(&a, t + WINDOW));
+        assert!(l.hit_at(a, t + WINDOW));
+        assert!(l.exceeded_at(&a, t + WINDOW));
     }
 
     #[test]

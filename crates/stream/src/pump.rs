@@ -110,6 +110,8 @@ pub async fn run<H: Inbound + Send>(
     idle: Duration,
     handler: &mut H,
 ) -> ConnError {
+    // Bound: the listener's negotiation cap no longer counts this connection.
+    crate::listen::established();
     loop {
         let idle_deadline = (!idle.is_zero()).then(|| conn.last_read() + idle);
         let timer = handler.deadline(conn);

@@ -5,22 +5,18 @@
 //! in-band removal (XEP-0077 §3.2: sessions closed, contacts told), a kicked session gets a
 //! stream error (RFC 6120 §4.9), an announcement is routed like any server message.
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use bytes::Bytes;
-use rookery_core::modules::register::remove_account;
-use rookery_core::AccountError;
+use rookery_core::admin;
 use rookery_jid::{BareJid, Jid};
-use rookery_proto::{ns, StreamError, StreamErrorCondition};
-use rookery_sasl::{Credentials, DEFAULT_ITERATIONS};
-use rookery_xml::Element;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::{auth, AdminContext, Connections};
+use super::{auth, services, AdminContext, Connections};
 
 /// The `/api/v1` routes, behind the token check.
 pub(super) fn router(ctx: AdminContext) -> Router<AdminContext> {
@@ -32,6 +28,18 @@ pub(super) fn router(ctx: AdminContext) -> Router<AdminContext> {
         .route("/sessions", get(list_sessions))
         .route("/sessions/{*jid}", axum::routing::delete(kick))
         .route("/announce", post(announce))
+        .route("/reload", post(reload))
+        .route("/s2s", get(services::s2s))
+        .route("/components", get(services::components))
+        .route(
+            "/components/{domain}",
+            axum::routing::delete(services::disconnect_component),
+        )
+        .route("/pubsub/nodes", get(services::pubsub_nodes))
+        .route(
+            "/pubsub/nodes/{*node}",
+            axum::routing::delete(services::delete_pubsub_node),
+        )
         .layer(middleware::from_fn_with_state(ctx, auth::require_token))
 }
 
@@ -50,17 +58,6 @@ fn account(ctx: &AdminContext, given: &str) -> Result<BareJid, ApiError> {
         )));
     }
     Ok(jid)
-}
-
-/// Derives SASL credentials off the async threads: it is deliberately slow.
-async fn credentials(password: String) -> Result<Credentials, ApiError> {
-    if password.is_empty() {
-        return Err(ApiError::BadRequest("empty password".into()));
-    }
-    tokio::task::spawn_blocking(move || Credentials::derive(&password, DEFAULT_ITERATIONS))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::BadRequest(format!("invalid password: {e}")))
 }
 
 #[derive(Debug, Serialize)]
@@ -89,30 +86,18 @@ struct Created {
 
 async fn add_user(
     State(ctx): State<AdminContext>,
-    Json(new): Json<NewUser>,
+    new: Result<Json<NewUser>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let Json(new) = new?;
     let jid = account(&ctx, &new.username)?;
-    let local = jid.local().unwrap_or_default();
-    let creds = credentials(new.password).await?;
-    // Through the core's account directory, as in-band registration.
-    match ctx
-        .core
-        .accounts()
-        .create(jid.domain(), local, &creds)
-        .await
-    {
-        Ok(()) => {
-            tracing::info!(user = %jid, "account created through the admin api");
-            Ok((
-                StatusCode::CREATED,
-                Json(Created {
-                    jid: jid.to_string(),
-                }),
-            ))
-        }
-        Err(AccountError::Conflict) => Err(ApiError::Conflict(jid.to_string())),
-        Err(e) => Err(e.into()),
-    }
+    admin::add_user(&ctx.core, &jid, new.password).await?;
+    tracing::info!(user = %jid, "account created through the admin api");
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            jid: jid.to_string(),
+        }),
+    ))
 }
 
 async fn delete_user(
@@ -120,9 +105,7 @@ async fn delete_user(
     Path(given): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let jid = account(&ctx, &given)?;
-    if !remove_account(&ctx.core, &jid).await? {
-        return Err(ApiError::NotFound(jid.to_string()));
-    }
+    admin::delete_user(&ctx.core, &jid).await?;
     tracing::info!(user = %jid, "account deleted through the admin api");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -135,19 +118,11 @@ struct Password {
 async fn set_password(
     State(ctx): State<AdminContext>,
     Path(given): Path<String>,
-    Json(body): Json<Password>,
+    body: Result<Json<Password>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Json(body) = body?;
     let jid = account(&ctx, &given)?;
-    let creds = credentials(body.password).await?;
-    let local = jid.local().unwrap_or_default();
-    if !ctx
-        .core
-        .accounts()
-        .set_credentials(jid.domain(), local, &creds)
-        .await?
-    {
-        return Err(ApiError::NotFound(jid.to_string()));
-    }
+    admin::set_password(&ctx.core, &jid, body.password).await?;
     tracing::info!(user = %jid, "password changed through the admin api");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -172,14 +147,27 @@ async fn stats(State(ctx): State<AdminContext>) -> Result<Json<Stats>, ApiError>
     }))
 }
 
+/// Reloads the configuration and certificate (the same as SIGHUP); a broken configuration
+/// is refused with 422 and the reason, and the running one is kept.
+async fn reload(State(ctx): State<AdminContext>) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(reload) = ctx.reload.clone() else {
+        return Err(ApiError::Refused("this server cannot reload".into()));
+    };
+    // Reads files and parses certificates: off the async threads.
+    tokio::task::spawn_blocking(move || reload())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map(Json)
+        .map_err(ApiError::Refused)
+}
+
 #[derive(Debug, Deserialize)]
 struct KickQuery {
     reason: Option<String>,
 }
 
 /// Closes one session with `policy-violation` and the reason as the error's text
-/// (RFC 6120 §4.9.3.14): the client sees why, and a well-behaved one does not reconnect at
-/// once.
+/// (`rookery_core::admin::end_sessions`).
 async fn kick(
     State(ctx): State<AdminContext>,
     Path(given): Path<String>,
@@ -189,19 +177,14 @@ async fn kick(
         .ok()
         .filter(Jid::is_full)
         .ok_or_else(|| ApiError::BadRequest(format!("{given:?} is not a full JID")))?;
-    let session = ctx
-        .core
-        .session(&jid)
-        .ok_or_else(|| ApiError::NotFound(format!("session {jid}")))?;
     let reason = q
         .reason
         .filter(|r| !r.trim().is_empty())
         .unwrap_or_else(|| "disconnected by an administrator".into());
+    if admin::end_sessions(&ctx.core, &jid, &reason) == 0 {
+        return Err(ApiError::NotFound(format!("session {jid}")));
+    }
     tracing::info!(%jid, %reason, "session kicked through the admin api");
-    session.close(StreamError::with_text(
-        StreamErrorCondition::PolicyViolation,
-        reason,
-    ));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -251,31 +234,16 @@ struct Announced {
     sent: usize,
 }
 
-/// Writes a `normal` message from the server's domain into every online session's queue
-/// (RFC 6121 §5.2.2: a standalone message, no reply expected). Straight to the sessions, not
-/// through the router: it is for every resource, and no per-recipient rule (carbons,
-/// blocking the server's own domain) applies to it.
+/// An announcement to every online session (`rookery_core::admin::announce`).
 async fn announce(
     State(ctx): State<AdminContext>,
-    Json(a): Json<Announcement>,
+    a: Result<Json<Announcement>, JsonRejection>,
 ) -> Result<Json<Announced>, ApiError> {
+    let Json(a) = a?;
     if a.body.trim().is_empty() {
         return Err(ApiError::BadRequest("empty body".into()));
     }
-    let mut sent = 0;
-    for session in ctx.core.sessions() {
-        let mut message = Element::new("message", ns::CLIENT)
-            .with_attr("from", ctx.core.domain())
-            .with_attr("to", session.jid().as_str())
-            .with_attr("type", "normal");
-        if let Some(subject) = a.subject.as_deref().filter(|s| !s.is_empty()) {
-            message.push_child(Element::new("subject", ns::CLIENT).with_text(subject));
-        }
-        message.push_child(Element::new("body", ns::CLIENT).with_text(a.body.as_str()));
-        if session.send(Bytes::from(message.to_bytes())) {
-            sent += 1;
-        }
-    }
+    let sent = admin::announce(&ctx.core, a.subject.as_deref(), &a.body);
     tracing::info!(sent, "announcement sent through the admin api");
     Ok(Json(Announced { sent }))
 }

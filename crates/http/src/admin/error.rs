@@ -1,9 +1,11 @@
 //! Errors of the admin API, mapped once to a status code and a JSON body
 //! `{"error": "<message>"}`.
 
+use axum::extract::rejection::JsonRejection;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use rookery_core::admin::AdminError;
 use rookery_core::AccountError;
 use rookery_store::StoreError;
 
@@ -28,9 +30,35 @@ pub enum ApiError {
     /// The core's account directory failed.
     #[error("{0}")]
     Account(#[from] AccountError),
+    /// The server refused the request as a whole (a reload of a broken configuration); the
+    /// running state is unchanged.
+    #[error("{0}")]
+    Refused(String),
     /// Deriving credentials failed (the blocking task died).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// A body that is not the JSON the route takes (not JSON, the wrong shape, or not labelled
+/// `application/json`) is the client's mistake: 400 with what was wrong, as every other
+/// malformed request, instead of axum's mix of 400, 415 and 422 in plain text.
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::NotLocal(_) | AdminError::Password(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            AdminError::Exists(jid) => ApiError::Conflict(jid),
+            AdminError::NotFound(what) => ApiError::NotFound(what),
+            AdminError::Accounts(e) => ApiError::Account(e),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -40,6 +68,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Store(StoreError::Conflict) | ApiError::Account(AccountError::Conflict) => {
                 StatusCode::CONFLICT
             }

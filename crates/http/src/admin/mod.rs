@@ -5,7 +5,7 @@
 //! | `GET /health` | none | the process is alive (always 200) |
 //! | `GET /ready` | none | the store answers and the listeners are bound (200), else 503 |
 //! | `GET /metrics` | none | OpenMetrics text (Prometheus) |
-//! | `/api/v1/…` | bearer token | users, sessions, announce, stats (`docs/openapi.yaml`) |
+//! | `/api/v1/…` | bearer token | users, sessions, announce, stats, reload, s2s, components, pubsub nodes (`docs/openapi.yaml`) |
 //!
 //! The unauthenticated endpoints reveal counts, never JIDs; the listener binds to loopback by
 //! default, and operators who expose it put it behind their proxy.
@@ -15,6 +15,7 @@ mod auth;
 mod error;
 mod health;
 mod metrics;
+pub mod services;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -95,6 +96,9 @@ impl Status {
     }
 }
 
+/// Reloads the server's configuration: what changed as JSON, or why nothing did.
+pub type Reload = Arc<dyn Fn() -> Result<serde_json::Value, String> + Send + Sync>;
+
 /// Everything the admin router acts on.
 #[derive(Clone)]
 pub struct AdminContext {
@@ -107,6 +111,10 @@ pub struct AdminContext {
     pub token: Arc<str>,
     /// Readiness, uptime and connection counts.
     pub status: Arc<Status>,
+    /// `POST /api/v1/reload`; `None` answers that the server cannot reload.
+    pub reload: Option<Reload>,
+    /// Federation, components and the pubsub service.
+    pub services: services::SharedServices,
 }
 
 impl std::fmt::Debug for AdminContext {
@@ -153,6 +161,8 @@ mod tests {
                 c2s: 2,
                 ..Connections::default()
             })),
+            reload: None,
+            services: Arc::new(services::NoServices),
         }
     }
 

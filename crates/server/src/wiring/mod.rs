@@ -3,6 +3,7 @@
 //! The library crates know only traits for what they are injected with; this is where the
 //! server binary decides which implementation answers:
 //! - [`accounts`]: the core's [`rookery_core::Accounts`] directory over the SQL store;
+//! - [`adhoc`]: who may run the XEP-0133 commands of `rookery-adhoc` (`admins`);
 //! - [`pubsub`]: [`pubsub::Pubsub`], the `[pubsub]` service and PEP;
 //! - [`muc`]: the `[muc]` service over the SQL store's rooms;
 //! - [`mam`]: the `[mam]` archive module over the SQL store;
@@ -12,6 +13,7 @@
 //!   component, a test), and the IM layer's shape is not pubsub's business.
 
 pub mod accounts;
+pub mod adhoc;
 pub mod mam;
 pub mod muc;
 pub mod pubsub;

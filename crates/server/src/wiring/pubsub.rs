@@ -78,6 +78,11 @@ impl Pubsub {
             .collect()
     }
 
+    /// The service at `pubsub.<domain>`, when enabled.
+    pub fn service(&self) -> Option<&Arc<PubsubService>> {
+        self.service.as_ref()
+    }
+
     /// Connects to the built core: registers the service's domain.
     pub fn attach(&self, core: &Arc<Core>) {
         self.core.attach(core);

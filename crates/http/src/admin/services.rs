@@ -1,0 +1,170 @@
+//! Federation, components and the pubsub service through the admin API: what the server
+//! binary tells the router about them ([`Services`]), and the `/api/v1` routes over it.
+//! The HTTP crate knows these parts only through the trait, so it depends on none of them.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::AdminContext;
+
+/// An outgoing server-to-server stream.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct S2sStream {
+    /// Our domain on it.
+    pub local: String,
+    /// The peer's domain.
+    pub remote: String,
+    /// `pending`, `dialback` or `sasl-external`.
+    pub auth: &'static str,
+}
+
+/// A declared component.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Component {
+    /// Its domain.
+    pub domain: String,
+    /// Its disco name, if declared.
+    pub name: Option<String>,
+    /// Whether it is connected now.
+    pub connected: bool,
+}
+
+/// A node of the pubsub service.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PubsubNode {
+    /// The node's name.
+    pub node: String,
+    /// Its title.
+    pub title: String,
+}
+
+/// What the admin API may ask of federation, components and the pubsub service.
+#[async_trait]
+pub trait Services: Send + Sync {
+    /// Outgoing s2s streams, and the number of incoming ones; `None` without federation.
+    fn s2s(&self) -> Option<(Vec<S2sStream>, usize)>;
+    /// The declared components.
+    fn components(&self) -> Vec<Component>;
+    /// Disconnects the component serving `domain` (`policy-violation`); whether one was
+    /// connected.
+    fn disconnect_component(&self, domain: &str, reason: &str) -> bool;
+    /// The service's nodes; `None` when the service is disabled.
+    async fn pubsub_nodes(&self) -> Option<Result<Vec<PubsubNode>, String>>;
+    /// Deletes a node of the service (subscribers are told, XEP-0060 §8.4); `Ok(false)` when
+    /// there is no such node, `None` when the service is disabled.
+    async fn delete_pubsub_node(&self, node: &str) -> Option<Result<bool, String>>;
+}
+
+/// The server's services, for the router.
+pub type SharedServices = Arc<dyn Services>;
+
+#[derive(Debug, Serialize)]
+pub(super) struct S2sList {
+    outgoing: Vec<S2sStream>,
+    incoming: usize,
+}
+
+pub(super) async fn s2s(State(ctx): State<AdminContext>) -> Result<Json<S2sList>, ApiError> {
+    let (outgoing, incoming) = ctx
+        .services
+        .s2s()
+        .ok_or_else(|| ApiError::NotFound("federation ([s2s] enabled)".into()))?;
+    Ok(Json(S2sList { outgoing, incoming }))
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct Components {
+    components: Vec<Component>,
+}
+
+pub(super) async fn components(State(ctx): State<AdminContext>) -> Json<Components> {
+    Json(Components {
+        components: ctx.services.components(),
+    })
+}
+
+pub(super) async fn disconnect_component(
+    State(ctx): State<AdminContext>,
+    Path(domain): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !ctx.services.components().iter().any(|c| c.domain == domain) {
+        return Err(ApiError::NotFound(format!("component {domain}")));
+    }
+    if !ctx
+        .services
+        .disconnect_component(&domain, "disconnected by an administrator")
+    {
+        return Err(ApiError::NotFound(format!("a connection for {domain}")));
+    }
+    tracing::info!(%domain, "component disconnected through the admin api");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct Nodes {
+    nodes: Vec<PubsubNode>,
+}
+
+fn disabled() -> ApiError {
+    ApiError::NotFound("the pubsub service ([pubsub] enabled)".into())
+}
+
+pub(super) async fn pubsub_nodes(State(ctx): State<AdminContext>) -> Result<Json<Nodes>, ApiError> {
+    let nodes = ctx
+        .services
+        .pubsub_nodes()
+        .await
+        .ok_or_else(disabled)?
+        .map_err(ApiError::Internal)?;
+    Ok(Json(Nodes { nodes }))
+}
+
+pub(super) async fn delete_pubsub_node(
+    State(ctx): State<AdminContext>,
+    Path(node): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let deleted = ctx
+        .services
+        .delete_pubsub_node(&node)
+        .await
+        .ok_or_else(disabled)?
+        .map_err(ApiError::Internal)?;
+    if !deleted {
+        return Err(ApiError::NotFound(format!("node {node}")));
+    }
+    tracing::info!(%node, "pubsub node deleted through the admin api");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Services of a server without federation, components or pubsub (tests).
+#[derive(Debug, Default)]
+pub struct NoServices;
+
+#[async_trait]
+impl Services for NoServices {
+    fn s2s(&self) -> Option<(Vec<S2sStream>, usize)> {
+        None
+    }
+
+    fn components(&self) -> Vec<Component> {
+        Vec::new()
+    }
+
+    fn disconnect_component(&self, _domain: &str, _reason: &str) -> bool {
+        false
+    }
+
+    async fn pubsub_nodes(&self) -> Option<Result<Vec<PubsubNode>, String>> {
+        None
+    }
+
+    async fn delete_pubsub_node(&self, _node: &str) -> Option<Result<bool, String>> {
+        None
+    }
+}

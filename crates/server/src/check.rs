@@ -1,0 +1,363 @@
+//! `rookery check`: what would stop the server from starting or from being reached, found
+//! before it is started — the configuration, the certificate (chain, names, expiry) and, with
+//! `--dns`, the SRV records (RFC 6120 §3.2.1, XEP-0368).
+//!
+//! Each problem is one line `problem: …` on standard output; things worth knowing that are
+//! not problems (a self-signed certificate still to be generated) are `note: …` lines. The
+//! exit status is non-zero when there is any problem, so a deploy script or a monitoring job
+//! can run it. Nothing is changed: no certificate is generated, no database is opened.
+
+use std::net::ToSocketAddrs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rookery_core::CoreBuilder;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::RootCertStore;
+
+use crate::config::Config;
+use crate::tls;
+
+/// A certificate expiring within this is reported.
+const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// How long one DNS question may take.
+const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a check found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// One line each; any makes the exit status non-zero.
+    pub problems: Vec<String>,
+    /// Worth knowing, not wrong.
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    fn problem(&mut self, line: impl Into<String>) {
+        self.problems.push(line.into());
+    }
+
+    /// Prints the report; whether it is free of problems.
+    pub fn print(&self) -> bool {
+        for n in &self.notes {
+            println!("note: {n}");
+        }
+        for p in &self.problems {
+            println!("problem: {p}");
+        }
+        match self.problems.len() {
+            0 => println!("ok"),
+            1 => println!("1 problem"),
+            n => println!("{n} problems"),
+        }
+        self.problems.is_empty()
+    }
+}
+
+/// Checks the configuration at `path` (the defaults without one).
+pub async fn run(path: Option<&Path>, dns: bool) -> Report {
+    let mut report = Report::default();
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            report.problem(format!("{e:#}").replace('\n', " "));
+            return report;
+        }
+    };
+    config(&cfg, &mut report);
+    certificate(&cfg, &mut report);
+    if dns {
+        srv_records(&cfg, &mut report).await;
+    }
+    report
+}
+
+/// What the server checks at start, without starting it.
+fn config(cfg: &Config, report: &mut Report) {
+    if let Err(e) = rookery_jid::normalize_domain(&cfg.domain) {
+        report.problem(format!("domain {:?}: {e}", cfg.domain));
+        return;
+    }
+    let l = &cfg.listen;
+    for (key, addr) in [
+        ("c2s", &l.c2s),
+        ("c2s_direct_tls", &l.c2s_direct_tls),
+        ("s2s", &l.s2s),
+        ("s2s_direct_tls", &l.s2s_direct_tls),
+        ("admin", &l.admin),
+        ("component listen", &cfg.component.listen),
+    ] {
+        if !addr.is_empty() && addr.to_socket_addrs().is_err() {
+            report.problem(format!(
+                "[listen] {key} = {addr:?} is not a host:port address"
+            ));
+        }
+    }
+    let url = cfg.store_url();
+    if !["sqlite:", "postgres:", "postgresql:"]
+        .iter()
+        .any(|s| url.starts_with(s))
+    {
+        report.problem("[store] url: use sqlite://… or postgres://…");
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
+        report.problem(format!("[log] level {:?}: {e}", cfg.log.level));
+    }
+    if let Err(e) = crate::admin::token(cfg, false) {
+        if cfg.admin.token.is_none() && !crate::admin::token_path(&cfg.data_dir).exists() {
+            report
+                .notes
+                .push("no admin token yet: the server generates one at first start".into());
+        } else {
+            report.problem(format!("admin token: {e:#}"));
+        }
+    }
+    // The component declarations, checked by the same code as at start, against a core
+    // that serves nothing.
+    let core = CoreBuilder::new(cfg.core(), Arc::new(rookery_core::MemoryAccounts::new())).build();
+    match core {
+        Ok(core) => {
+            if let Err(e) = rookery_component::Components::new(core, cfg.component.clone()) {
+                report.problem(format!("[component]: {e}"));
+            }
+        }
+        Err(e) => report.problem(format!("domain {:?}: {e}", cfg.domain)),
+    }
+}
+
+/// The domains the certificate must name: the server's, the pubsub service's and every
+/// component's (peer servers connect to each of them).
+fn names(cfg: &Config) -> Vec<String> {
+    let mut names = vec![cfg.domain.clone()];
+    if cfg.pubsub.enabled {
+        names.push(cfg.pubsub.service_host(&cfg.domain));
+    }
+    names.extend(
+        cfg.component
+            .service
+            .iter()
+            .map(|s| s.domain.trim().to_string()),
+    );
+    names
+}
+
+/// A generated certificate is for trying the server out: what is wrong with it is a note.
+fn certificate(cfg: &Config, report: &mut Report) {
+    let generated = cfg.tls.cert.is_none();
+    let mut found = Vec::new();
+    certificate_problems(cfg, &mut found, &mut report.notes);
+    if generated {
+        report.notes.extend(found);
+    } else {
+        report.problems.extend(found);
+    }
+}
+
+fn certificate_problems(cfg: &Config, problems: &mut Vec<String>, notes: &mut Vec<String>) {
+    let (cert_path, key_path) = match tls::paths(cfg) {
+        Ok(p) => p,
+        Err(e) => return problems.push(format!("[tls]: {e}")),
+    };
+    if cfg.tls.cert.is_none() && (!cert_path.exists() || !key_path.exists()) {
+        notes.push(format!(
+            "no certificate yet: a self-signed one for {} is generated into {} at first start",
+            cfg.domain,
+            cert_path.display()
+        ));
+        return;
+    }
+    let pair = match tls::read_pair(&cert_path, &key_path) {
+        Ok(p) => p,
+        Err(e) => return problems.push(format!("{e:#}")),
+    };
+    let Some((ee, intermediates)) = pair.cert.split_first() else {
+        return problems.push(format!("no certificate in {}", cert_path.display()));
+    };
+    let roots = match rookery_s2s::tls::roots(cfg.s2s.use_webpki_roots, cfg.s2s.ca_file.as_deref())
+    {
+        Ok(r) => r,
+        Err(e) => return problems.push(format!("[s2s] trust anchors: {e}")),
+    };
+    let now = UnixTime::now();
+    // Trust first: a chain to a root the world trusts (or the configured CA file).
+    if let Err(e) = verify(roots.clone(), ee, intermediates, &cfg.domain, now) {
+        if is_untrusted(&e) {
+            problems.push(format!(
+                "{}: not issued by a trusted CA ({e}); clients and servers must pin it",
+                cert_path.display()
+            ));
+        }
+    }
+    // Then names and dates, whoever issued it: the certificate itself as an extra anchor.
+    let mut anchored = roots;
+    if anchored.add(ee.clone()).is_err() {
+        return problems.push(format!("{}: not a usable certificate", cert_path.display()));
+    }
+    let soon = UnixTime::since_unix_epoch(
+        now.as_secs()
+            .checked_add(EXPIRY_WARNING.as_secs())
+            .map_or(Duration::MAX, Duration::from_secs),
+    );
+    for name in names(cfg) {
+        match verify(anchored.clone(), ee, intermediates, &name, now) {
+            Ok(()) => {
+                if verify(anchored.clone(), ee, intermediates, &name, soon).is_err() {
+                    problems.push(format!(
+                        "{}: expires within {} days",
+                        cert_path.display(),
+                        EXPIRY_WARNING.as_secs() / 86_400
+                    ));
+                    break;
+                }
+            }
+            Err(e) if is_untrusted(&e) => {}
+            Err(e) => problems.push(format!("{} for {name}: {e}", cert_path.display())),
+        }
+    }
+}
+
+fn is_untrusted(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+    )
+}
+
+/// Whether `ee` (with `intermediates`) chains to `roots` and names `name` at `at`.
+fn verify(
+    roots: RootCertStore,
+    ee: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    name: &str,
+    at: UnixTime,
+) -> Result<(), rustls::Error> {
+    let name = ServerName::try_from(name.to_string())
+        .map_err(|_| rustls::Error::General(format!("{name:?} is not a DNS name")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    verifier
+        .verify_server_cert(ee, intermediates, &name, &[], at)
+        .map(|_| ())
+}
+
+/// The SRV records clients and servers look up for the domain (RFC 6120 §3.2.1; XEP-0368
+/// for direct TLS): a problem when a client would find neither an SRV record nor an address.
+async fn srv_records(cfg: &Config, report: &mut Report) {
+    let resolver = match hickory_resolver::TokioResolver::builder_tokio() {
+        Ok(b) => match b.build() {
+            Ok(r) => r,
+            Err(e) => return report.problem(format!("DNS: {e}")),
+        },
+        Err(e) => return report.problem(format!("DNS: no resolver configuration: {e}")),
+    };
+    let domain = &cfg.domain;
+    let mut services = vec!["_xmpp-client", "_xmpps-client"];
+    if cfg.s2s.enabled && !(cfg.listen.s2s.is_empty() && cfg.listen.s2s_direct_tls.is_empty()) {
+        services.extend(["_xmpp-server", "_xmpps-server"]);
+    }
+    let mut client_srv = false;
+    for service in services {
+        let name = format!("{service}._tcp.{domain}.");
+        let answer = tokio::time::timeout(DNS_TIMEOUT, resolver.srv_lookup(name.as_str())).await;
+        let found = match answer {
+            Ok(Ok(lookup)) => lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    hickory_resolver::proto::rr::RData::SRV(s) => {
+                        Some(format!("{}:{}", s.target, s.port))
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+            _ => Vec::new(),
+        };
+        if found.is_empty() {
+            report.notes.push(format!("no SRV record {name}"));
+        } else {
+            client_srv |= service.ends_with("-client");
+            report
+                .notes
+                .push(format!("SRV {name} → {}", found.join(", ")));
+        }
+    }
+    if !client_srv {
+        let host = format!("{domain}.");
+        let addrs = tokio::time::timeout(DNS_TIMEOUT, resolver.lookup_ip(host.as_str())).await;
+        if !matches!(addrs, Ok(Ok(ref a)) if a.iter().next().is_some()) {
+            report.problem(format!(
+                "DNS: {domain} has neither an _xmpp-client SRV record nor an address: clients \
+                 cannot find the server"
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn write_cert(dir: &Path, names: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
+        let ck = rcgen::generate_simple_self_signed(
+            names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&c, ck.cert.pem()).unwrap();
+        std::fs::write(&k, ck.key_pair.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    fn config(dir: &Path, names: &[&str]) -> Config {
+        let (cert, key) = write_cert(dir, names);
+        let mut cfg = Config {
+            domain: "example.org".into(),
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        };
+        cfg.admin.token = Some("t".into());
+        cfg.tls.cert = Some(cert);
+        cfg.tls.key = Some(key);
+        cfg
+    }
+
+    #[test]
+    fn names_every_domain_the_certificate_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), &["example.org"]);
+        let mut report = Report::default();
+        certificate(&cfg, &mut report);
+        // Self-signed and configured: untrusted is a problem; pubsub.example.org is not named.
+        assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+        assert!(report
+            .problems
+            .iter()
+            .any(|p| p.contains("not issued by a trusted CA")));
+        assert!(report
+            .problems
+            .iter()
+            .any(|p| p.contains("for pubsub.example.org")));
+        let cfg = config(dir.path(), &["example.org", "*.example.org"]);
+        let mut report = Report::default();
+        certificate(&cfg, &mut report);
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    }
+
+    #[test]
+    fn a_bad_listen_address_and_log_filter_are_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), &["example.org"]);
+        cfg.listen.c2s = "nowhere".into();
+        cfg.log.level = "info,=[".into();
+        let mut report = Report::default();
+        super::config(&cfg, &mut report);
+        assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    }
+}

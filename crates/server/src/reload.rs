@@ -1,0 +1,232 @@
+//! Reloading the configuration while the server runs (SIGHUP, `rookery ctl reload`,
+//! `POST /api/v1/reload`) without dropping a connection.
+//!
+//! A reload reads the file again and checks everything that can fail first (the TOML, the
+//! certificate and key, the log filter, the component declarations); a bad file changes
+//! nothing and is reported as one error. Then it applies, from the next connection or event
+//! on:
+//! - the certificate: new TLS handshakes (c2s, s2s both ways) get the new one through
+//!   [`LiveCert`]; established streams keep theirs;
+//! - the log filter (`[log] level`, unless `RUST_LOG` is set);
+//! - the connection limits and rate limits of every listener;
+//! - components declared or removed (`[[component.service]]`).
+//!
+//! Everything else (addresses, domain, store, the other per-listener settings) takes effect at
+//! the next restart; the reload names those sections in its answer and log line, so nobody
+//! believes a change is live when it is not.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use anyhow::{anyhow, Context};
+use rookery_adhoc::Admins;
+use rookery_c2s::C2sContext;
+use rookery_component::Components;
+use rookery_s2s::S2s;
+use rookery_stream::LiveCert;
+use serde::Serialize;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+use crate::tls;
+
+/// Replaces the log filter of the running subscriber.
+pub type LogReload = tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+/// What a successful reload did.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Outcome {
+    /// The served certificate's SHA-256 fingerprint (hex).
+    pub certificate_sha256: String,
+    /// Component domains routed from now on.
+    pub components_added: Vec<String>,
+    /// Component domains no longer routed.
+    pub components_removed: Vec<String>,
+    /// Sections (or keys) that differ from the running configuration but take effect only
+    /// at the next restart.
+    pub restart_needed: Vec<&'static str>,
+}
+
+/// What a reload acts on in the running server.
+pub struct Targets {
+    /// The certificate every TLS configuration serves.
+    pub cert: Arc<LiveCert>,
+    /// `None` when `RUST_LOG` set the filter: the environment wins over the file.
+    pub log: Option<LogReload>,
+    /// Who may run the XEP-0133 commands.
+    pub admins: Arc<Admins>,
+    /// Weak: the shutdown waits for the connections' clones of the context to go.
+    pub c2s: Weak<C2sContext>,
+    /// Federation, when enabled.
+    pub s2s: Option<Arc<S2s>>,
+    /// The declared components.
+    pub components: Arc<Components>,
+}
+
+/// Everything a reload changes, and the configuration it started from.
+pub struct Reloader {
+    path: Option<PathBuf>,
+    current: Mutex<Config>,
+    targets: Targets,
+}
+
+impl Reloader {
+    /// A reloader for the server started with `config` read from `path`.
+    pub fn new(path: Option<PathBuf>, config: Config, targets: Targets) -> Reloader {
+        Reloader {
+            path,
+            current: Mutex::new(config),
+            targets,
+        }
+    }
+
+    /// Reloads, logging the outcome: one `info` line, or one `error` line with the reason
+    /// (the running configuration is kept).
+    pub fn reload_logged(&self) -> anyhow::Result<Outcome> {
+        let result = self.reload();
+        rookery_metrics::get().reload(result.is_ok());
+        match &result {
+            Ok(o) => tracing::info!(
+                certificate_sha256 = %o.certificate_sha256,
+                components_added = ?o.components_added,
+                components_removed = ?o.components_removed,
+                restart_needed = ?o.restart_needed,
+                "configuration reloaded"
+            ),
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "configuration not reloaded; the running one is kept"
+            ),
+        }
+        result
+    }
+
+    /// Reads the file again and applies what can change at run time (module docs).
+    pub fn reload(&self) -> anyhow::Result<Outcome> {
+        // One reload at a time: a second signal waits for the first to finish.
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(path) = &self.path else {
+            return Err(anyhow!(
+                "the server runs without a configuration file; nothing to reload"
+            ));
+        };
+        let new = Config::load(Some(path))?;
+        // Everything that can fail, before anything changes.
+        let cert = tls::certified(&new).context("certificate")?;
+        let t = &self.targets;
+        let filter = match &t.log {
+            Some(_) => Some(
+                EnvFilter::try_new(&new.log.level)
+                    .with_context(|| format!("[log] level {:?}", new.log.level))?,
+            ),
+            None => None,
+        };
+        let admins = crate::wiring::adhoc::admins(&new)?;
+        let changes = t.components.reload(&new.component).context("[component]")?;
+        // From here on nothing fails.
+        let certificate_sha256 = cert.cert.first().map(tls::fingerprint).unwrap_or_default();
+        t.cert.replace(cert);
+        t.admins.set(admins);
+        if let (Some(handle), Some(filter)) = (&t.log, filter) {
+            if let Err(e) = handle.reload(filter) {
+                tracing::warn!(error = %e, "log filter not replaced");
+            }
+        }
+        if let Some(c2s) = t.c2s.upgrade() {
+            c2s.connections.set_limits(new.c2s.connection_limits());
+            c2s.limiter.set_limits(
+                new.c2s.auth_failures_per_ip_per_minute,
+                new.c2s.auth_failures_per_account_per_minute,
+            );
+        }
+        if let Some(s2s) = &t.s2s {
+            s2s.set_limits(&new.s2s);
+        }
+        let restart_needed = restart_needed(&current, &new);
+        *current = new;
+        Ok(Outcome {
+            certificate_sha256,
+            components_added: changes.added,
+            components_removed: changes.removed,
+            restart_needed,
+        })
+    }
+}
+
+/// A section's name and its text for comparison.
+type Section = (&'static str, fn(&Config) -> String);
+
+/// The sections of `new` that differ from `old` in a key a reload does not apply.
+///
+/// Both are compared with the reloadable keys blanked, section by section through their
+/// `Debug` form: every section type has one, and a new key is covered without a list here
+/// to keep in step.
+fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (old, new) = (static_part(old), static_part(new));
+    let sections: [Section; 13] = [
+        ("domain", |c| format!("{:?}", c.domain)),
+        ("data_dir", |c| format!("{:?}", c.data_dir)),
+        ("[listen]", |c| format!("{:?}", c.listen)),
+        ("[store]", |c| format!("{:?}", c.store)),
+        ("[c2s]", |c| format!("{:?}", c.c2s)),
+        ("[s2s]", |c| format!("{:?}", c.s2s)),
+        ("[im]", |c| format!("{:?}", c.im)),
+        ("[pubsub]", |c| format!("{:?}", c.pubsub)),
+        ("[component]", |c| format!("{:?}", c.component)),
+        ("[registration]", |c| format!("{:?}", c.registration)),
+        ("[version]", |c| format!("{:?}", c.version)),
+        ("session_queue", |c| format!("{:?}", c.session_queue)),
+        ("[log] format, [admin]", |c| {
+            format!("{:?}{:?}", c.log, c.admin)
+        }),
+    ];
+    sections
+        .into_iter()
+        .filter(|(_, show)| show(&old) != show(&new))
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// `cfg` with every key a reload applies set to its default.
+fn static_part(cfg: &Config) -> Config {
+    let mut c = cfg.clone();
+    let d = Config::default();
+    c.tls = d.tls;
+    c.admins = d.admins;
+    c.log.level = d.log.level;
+    c.c2s.max_connections = d.c2s.max_connections;
+    c.c2s.max_connections_per_ip = d.c2s.max_connections_per_ip;
+    c.c2s.max_negotiating = d.c2s.max_negotiating;
+    c.c2s.auth_failures_per_ip_per_minute = d.c2s.auth_failures_per_ip_per_minute;
+    c.c2s.auth_failures_per_account_per_minute = d.c2s.auth_failures_per_account_per_minute;
+    c.s2s.max_connections = d.s2s.max_connections;
+    c.s2s.max_connections_per_ip = d.s2s.max_connections_per_ip;
+    c.s2s.max_negotiating = d.s2s.max_negotiating;
+    c.s2s.connections_per_ip_per_minute = d.s2s.connections_per_ip_per_minute;
+    c.component.max_connections = d.component.max_connections;
+    c.component.max_connections_per_ip = d.component.max_connections_per_ip;
+    c.component.max_negotiating = d.component.max_negotiating;
+    c.component.handshake_failures_per_ip_per_minute =
+        d.component.handshake_failures_per_ip_per_minute;
+    c.component.service = d.component.service;
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn names_only_the_sections_a_reload_does_not_apply() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.log.level = "debug".into();
+        new.c2s.max_connections_per_ip = 5;
+        new.s2s.max_negotiating = 7;
+        assert!(restart_needed(&old, &new).is_empty());
+        new.c2s.max_stanza_bytes = 1;
+        new.listen.c2s = "127.0.0.1:1".into();
+        assert_eq!(restart_needed(&old, &new), vec!["[listen]", "[c2s]"]);
+    }
+}

@@ -1,0 +1,116 @@
+"""XEP-0050 ad-hoc commands with XEP-0133 service administration, driven by slixmpp's
+xep_0050 client: an admin (in `admins`) discovers and runs the commands; anyone else sees
+none and gets `forbidden`."""
+from __future__ import annotations
+
+import asyncio
+
+from slixmpp.exceptions import IqError
+
+from slix import slix_login
+
+NS = "http://jabber.org/protocol/commands"
+ADMIN = "http://jabber.org/protocol/admin"
+
+
+async def admin_client(srv, user: str):
+    c = await slix_login(srv, user, resource="adhoc")
+    c.register_plugin("xep_0004")
+    c.register_plugin("xep_0050")
+    return c
+
+
+async def run(c, srv, node: str, values: dict | None = None):
+    """Runs `node` through slixmpp's command workflow: the form is filled with `values` and
+    completed. Returns the final IQ (or raises IqError via the session's error)."""
+    done = asyncio.get_running_loop().create_future()
+
+    def on_error(iq, session):
+        if not done.done():
+            done.set_exception(IqError(iq))
+
+    def on_completed(iq, session):
+        if not done.done():
+            done.set_result(iq)
+
+    def on_form(iq, session):
+        if iq["command"]["status"] == "completed":
+            return on_completed(iq, session)
+        form = iq["command"]["form"]
+        answer = c.plugin["xep_0004"].make_form(ftype="submit")
+        answer.add_field(var="FORM_TYPE", ftype="hidden", value=ADMIN)
+        for var, value in (values or {}).items():
+            answer.add_field(var=var, value=value)
+        session["payload"] = answer
+        session["next"] = on_completed
+        c.plugin["xep_0050"].complete_command(session)
+
+    c.plugin["xep_0050"].start_command(srv.domain, node,
+                                       {"next": on_form, "error": on_error})
+    return await asyncio.wait_for(done, 10)
+
+
+def note(iq) -> str:
+    return iq["command"].xml.find(f"{{{NS}}}note").text
+
+
+async def test_admin_runs_the_commands_and_others_are_forbidden(server_factory):
+    srv = server_factory(admins=["alice@localhost"])
+    alice = await admin_client(srv, "alice")
+    bob = await admin_client(srv, "bob")
+    try:
+        info = await alice.plugin["xep_0030"].get_info(jid=srv.domain)
+        assert NS in info["disco_info"]["features"]
+        items = await alice.plugin["xep_0050"].get_commands(srv.domain)
+        nodes = {i[1] for i in items["disco_items"]["items"]}
+        assert f"{ADMIN}#add-user" in nodes and f"{ADMIN}#announce" in nodes
+        # Not an admin: no commands listed, and running one is forbidden.
+        items = await bob.plugin["xep_0050"].get_commands(srv.domain)
+        assert not items["disco_items"]["items"]
+        try:
+            await run(bob, srv, f"{ADMIN}#get-online-users-list")
+            raise AssertionError("a non-admin ran a command")
+        except IqError as e:
+            assert e.condition == "forbidden"
+
+        iq = await run(alice, srv, f"{ADMIN}#add-user", {
+            "accountjid": "dave@localhost", "password": "davepass",
+            "password-verify": "davepass"})
+        assert iq["command"]["status"] == "completed", iq
+        dave = await slix_login(srv, "dave", password="davepass")
+
+        iq = await run(alice, srv, f"{ADMIN}#get-online-users-list")
+        users = iq["command"]["form"]["values"]["onlineuserjids"]
+        assert {"alice@localhost", "bob@localhost", "dave@localhost"} <= set(users), users
+
+        iq = await run(alice, srv, f"{ADMIN}#get-user-stats", {"accountjid": "dave@localhost"})
+        stats = iq["command"]["form"]["values"]
+        assert stats["ipaddresses"] == ["127.0.0.1"], stats
+
+        iq = await run(alice, srv, f"{ADMIN}#announce",
+                       {"subject": "Maintenance", "announcement": "Back soon"})
+        assert note(iq) == "sent to 3 sessions"
+        await bob.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "Back soon",
+                             what="the announcement")
+
+        iq = await run(alice, srv, f"{ADMIN}#change-user-password",
+                       {"accountjid": "dave@localhost", "password": "newpass"})
+        assert iq["command"]["status"] == "completed"
+        iq = await run(alice, srv, f"{ADMIN}#end-user-session",
+                       {"accountjids": ["dave@localhost"]})
+        assert note(iq) == "ended 1 sessions"
+        async def kicked():
+            while "policy-violation" not in dave.stream_errors:
+                await asyncio.sleep(0.05)
+        await asyncio.wait_for(kicked(), 10)
+        await dave.close()
+        dave2 = await slix_login(srv, "dave", password="newpass")
+        await dave2.close()
+
+        iq = await run(alice, srv, f"{ADMIN}#delete-user", {"accountjids": ["dave@localhost"]})
+        assert note(iq) == "deleted 1 accounts"
+        r = srv.user("list")
+        assert "dave@" not in r.stdout
+    finally:
+        await alice.close()
+        await bob.close()

@@ -1,0 +1,114 @@
+"""`rookery check` on good and broken configurations and certificates (one line per problem,
+non-zero exit), and `rookery user` refusing a database of another version until
+`rookery migrate` (schema changes only when the operator asks)."""
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+from pathlib import Path
+
+from conftest import ROOKERY_BIN, to_toml
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "crates/store/migrations/sqlite"
+
+
+def rookery(srv, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([ROOKERY_BIN, "--config", str(srv.config_path), *args],
+                          text=True, capture_output=True, timeout=60, cwd=srv.workdir)
+
+
+def check(srv) -> tuple[int, list[str]]:
+    r = rookery(srv, "check")
+    problems = [l for l in r.stdout.splitlines() if l.startswith("problem: ")]
+    return r.returncode, problems
+
+
+def cert(srv, name: str, days: int, *names: str) -> tuple[str, str]:
+    c, k = srv.workdir / f"{name}.pem", srv.workdir / f"{name}.key"
+    san = ",".join(f"DNS:{n}" for n in names)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", str(days), "-subj", f"/CN={names[0]}", "-addext",
+         f"subjectAltName={san}", "-addext", "basicConstraints=critical,CA:FALSE",
+         "-keyout", str(k), "-out", str(c)],
+        check=True, capture_output=True, timeout=30)
+    return str(c), str(k)
+
+
+def rewrite(srv, **sections):
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in srv.config.items()}
+    for k, v in sections.items():
+        cfg.setdefault(k, {}).update(v)
+    srv.config_path.write_text(to_toml(cfg))
+
+
+def test_a_good_configuration_passes(server):
+    # The generated certificate (for trying the server out): notes only.
+    code, problems = check(server)
+    assert (code, problems) == (0, [])
+    # A certificate from a private CA the configuration trusts, naming every domain served.
+    c, k = cert(server, "good", 90, "localhost", "pubsub.localhost")
+    rewrite(server, tls={"cert": c, "key": k}, s2s={"ca_file": c})
+    code, problems = check(server)
+    assert (code, problems) == (0, [])
+
+
+def test_a_broken_configuration_is_one_line(server):
+    server.config_path.write_text(server.config_path.read_text() + "\n[c2s]\nmax_conections = 1\n")
+    r = rookery(server, "check")
+    assert r.returncode == 1
+    problems = [l for l in r.stdout.splitlines() if l.startswith("problem: ")]
+    assert len(problems) == 1 and "max_conections" in problems[0], r.stdout
+
+
+def test_certificate_problems_each_named(server):
+    # Names only another domain, expires in 5 days, and a pubsub service it does not cover.
+    c, k = cert(server, "other", 5, "other.example")
+    rewrite(server, tls={"cert": c, "key": k})
+    code, problems = check(server)
+    assert code == 1
+    text = "\n".join(problems)
+    assert "not issued by a trusted CA" in text
+    assert "for localhost" in text and "for pubsub.localhost" in text, text
+    # A key that is not the certificate's: one line, saying so.
+    _, other_key = cert(server, "b", 30, "localhost")
+    rewrite(server, tls={"cert": c, "key": other_key})
+    code, problems = check(server)
+    assert code == 1 and len(problems) == 1 and "do not make a usable certificate" in problems[0]
+    # Right names, but about to expire.
+    c, k = cert(server, "soon", 5, "localhost", "pubsub.localhost")
+    rewrite(server, tls={"cert": c, "key": k})
+    code, problems = check(server)
+    assert any("expires within 14 days" in p for p in problems), problems
+
+
+def test_user_refuses_a_database_of_another_version_until_migrate(server):
+    server.stop()
+    db = server.data_dir / "rookery.db"
+    last = sorted(MIGRATIONS.glob("*.sql"))[-1]
+    version = int(last.name.split("_")[0])
+    tables = re.findall(r"CREATE TABLE (\w+)", last.read_text())
+    # An older Rookery's database: the last migration not applied.
+    with sqlite3.connect(db) as con:
+        for t in reversed(tables):
+            con.execute(f"DROP TABLE {t}")
+        con.execute("DELETE FROM _sqlx_migrations WHERE version = ?", (version,))
+    r = server.user("list")
+    assert r.returncode != 0
+    assert "older version" in r.stderr and "rookery migrate" in r.stderr, r.stderr
+    # Refused without a change.
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM _sqlx_migrations WHERE version = ?",
+                           (version,)).fetchone() == (0,)
+    r = rookery(server, "migrate")
+    assert r.returncode == 0, r.stderr
+    r = server.user("list")
+    assert r.returncode == 0 and f"alice@{server.domain}" in r.stdout, r.stderr
+    # A newer Rookery's database: a migration this binary does not know.
+    with sqlite3.connect(db) as con:
+        con.execute("INSERT INTO _sqlx_migrations (version, description, installed_on, "
+                    "success, checksum, execution_time) "
+                    "VALUES (99999, 'future', CURRENT_TIMESTAMP, 1, x'00', 0)")
+    r = server.user("list")
+    assert r.returncode != 0 and "newer version" in r.stderr, r.stderr

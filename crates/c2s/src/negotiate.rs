@@ -104,6 +104,23 @@ pub fn serve(
     .instrument(span)
 }
 
+/// Serves one client connection whose transport is already framed and ready (WebSocket,
+/// BOSH): the same negotiation and session as a TCP client, by the same deadline
+/// (`negotiation_timeout_secs` from now). `stopped` as for [`serve`].
+pub async fn serve_framed(
+    ctx: Arc<C2sContext>,
+    conn: Conn,
+    stopped: tokio::sync::watch::Receiver<()>,
+) {
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(ctx.config.negotiation_timeout_secs.max(1));
+    let Some((conn, bound)) = Box::pin(establish_on(&ctx, conn, deadline, stopped)).await else {
+        return;
+    };
+    tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
+    session::run(&ctx, conn, bound).await;
+}
+
 /// Negotiates the stream up to a bound session; `None` when the connection ended first (it
 /// was closed as the reason called for) or resumed another session.
 async fn establish(
@@ -190,7 +207,13 @@ async fn negotiate(
             .as_mut()
             .ok_or_else(|| ConnError::stream(SEC::InternalServerError, "no connection"))?;
         open_stream(ctx, conn).await?;
-        if !conn.is_tls() && ctx.config.require_encryption {
+        if !conn.is_secure() && ctx.config.require_encryption {
+            if !conn.can_start_tls() {
+                return Err(ConnError::stream(
+                    SEC::PolicyViolation,
+                    "encryption is required and this transport cannot start TLS",
+                ));
+            }
             conn.send(&features_before_tls()).await?;
             let el = conn.next_element().await?;
             if !el.is("starttls", ns::TLS) {
@@ -202,8 +225,8 @@ async fn negotiate(
         match &user {
             None => {
                 let cb = conn.channel_binding();
-                conn.send(&features_sasl(ctx, cb.is_some(), conn.is_tls()))
-                    .await?;
+                let f = features_sasl(ctx, cb.is_some(), conn.is_secure(), conn.can_start_tls());
+                conn.send(&f).await?;
                 match authenticate(ctx, conn, cb, &mut attempts).await? {
                     Authenticated::User(u) => {
                         user = Some(u);
@@ -256,7 +279,7 @@ async fn start_tls(holder: &mut Option<Conn>, acceptor: &TlsAcceptor) -> Result<
 /// Whether a mechanism or request that carries the password itself (PLAIN, in-band
 /// registration) is allowed on this stream.
 fn password_in_clear_allowed(ctx: &C2sContext, conn: &Conn) -> bool {
-    conn.is_tls() || ctx.config.allow_unencrypted_plain
+    conn.is_secure() || ctx.config.allow_unencrypted_plain
 }
 
 /// Reads the client's stream header and answers it (RFC 6120 §4.7).
@@ -292,9 +315,15 @@ async fn refuse_before_tls(conn: &mut Conn, el: &Element) -> ConnError {
 }
 
 /// Features before authentication. On an unencrypted stream (only reached with
-/// `require_encryption = false`) STARTTLS is offered without `<required/>`, and PLAIN and
-/// registration only when `allow_unencrypted_plain` says so.
-fn features_sasl(ctx: &C2sContext, channel_binding: bool, encrypted: bool) -> Element {
+/// `require_encryption = false`) STARTTLS is offered without `<required/>` where the
+/// transport can start it (never on WebSocket or BOSH), and PLAIN and registration only when
+/// `allow_unencrypted_plain` says so.
+fn features_sasl(
+    ctx: &C2sContext,
+    channel_binding: bool,
+    encrypted: bool,
+    starttls: bool,
+) -> Element {
     let clear_password_ok = encrypted || ctx.config.allow_unencrypted_plain;
     let mut mechs = Element::new("mechanisms", ns::SASL);
     for m in Mechanism::ALL {
@@ -304,7 +333,7 @@ fn features_sasl(ctx: &C2sContext, channel_binding: bool, encrypted: bool) -> El
         mechs.push_child(Element::new("mechanism", ns::SASL).with_text(m.name()));
     }
     let mut f = rookery_proto::stream::features();
-    if !encrypted {
+    if !encrypted && starttls {
         f.push_child(Element::new("starttls", ns::TLS));
     }
     f.push_child(mechs);
@@ -370,7 +399,7 @@ async fn authenticate(
             pre_auth_iq(ctx, conn, el).await?;
             continue;
         }
-        if el.is("starttls", ns::TLS) && !conn.is_tls() {
+        if el.is("starttls", ns::TLS) && conn.can_start_tls() {
             return Ok(Authenticated::StartTls);
         }
         if !el.is("auth", ns::SASL) {
@@ -625,7 +654,7 @@ async fn bind(
             jid.clone(),
             core.config().session_queue,
         );
-        let handle = handle.with_origin(conn.peer, rookery_core::Transport::Tcp);
+        let handle = handle.with_origin(conn.peer, conn.kind());
         let result = stanza.iq_result(Some(
             Element::new("bind", ns::BIND)
                 .with_child(Element::new("jid", ns::BIND).with_text(jid.as_str())),

@@ -77,6 +77,10 @@ struct Depth {
 pub enum Transport {
     /// An XMPP stream over TCP (RFC 6120), with STARTTLS or direct TLS (XEP-0368).
     Tcp,
+    /// XMPP over WebSocket (RFC 7395).
+    WebSocket,
+    /// BOSH (XEP-0124, XEP-0206).
+    Bosh,
 }
 
 impl Transport {
@@ -84,6 +88,8 @@ impl Transport {
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
+            Transport::WebSocket => "websocket",
+            Transport::Bosh => "bosh",
         }
     }
 }

@@ -145,7 +145,7 @@ async fn negotiate(
             }
             return Ok(Some(el));
         }
-        st.chain = tls::peer_chain(conn.transport());
+        st.chain = conn.transport().map(tls::peer_chain).unwrap_or_default();
         let external_ok = !st.sasl_done
             && st
                 .stream_from

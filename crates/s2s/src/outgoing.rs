@@ -558,7 +558,7 @@ async fn open_stream(
     );
     conn.set_header_extra(dialback::HEADER_EXTRA);
     let (stream_id, features, db_declared) = open(&mut conn, local, remote).await?;
-    let chain = tls::peer_chain(conn.transport());
+    let chain = conn.transport().map(tls::peer_chain).unwrap_or_default();
     let cert_valid = s2s.tls.valid_for(&chain, remote);
     let dialback_offered = db_declared || features.has_child("dialback", dialback::FEATURE_NS);
     tracing::debug!(cert_valid, dialback_offered, "stream open");

@@ -46,6 +46,9 @@ pub struct Config {
     pub log: LogConfig,
     /// The admin API (`[admin]`).
     pub admin: AdminConfig,
+    // --- web transports (issue 13) ---
+    /// The public HTTP listeners' settings: WebSocket origins, proxies (`[http]`).
+    pub http: rookery_web::HttpConfig,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             session_queue: core.session_queue,
             log: LogConfig::default(),
             admin: AdminConfig::default(),
+            http: rookery_web::HttpConfig::default(),
         }
     }
 }
@@ -86,6 +90,12 @@ pub struct ListenConfig {
     /// The admin HTTP listener: `/health`, `/ready`, `/metrics` and the REST admin API.
     /// Loopback by default: it is for the operator, not the world.
     pub admin: String,
+    // --- web transports (issue 13) ---
+    /// The public HTTP listener (WebSocket at `/xmpp-websocket`). Loopback only unless
+    /// `[http] behind_tls_proxy = true`.
+    pub http: String,
+    /// The public HTTPS listener, with the server's certificate.
+    pub https: String,
 }
 
 impl Default for ListenConfig {
@@ -96,6 +106,8 @@ impl Default for ListenConfig {
             s2s: String::new(),
             s2s_direct_tls: String::new(),
             admin: "127.0.0.1:5290".into(),
+            http: "127.0.0.1:5280".into(),
+            https: "127.0.0.1:5281".into(),
         }
     }
 }

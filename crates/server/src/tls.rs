@@ -19,6 +19,8 @@ pub struct TlsConfigs {
     pub starttls: Arc<rustls::ServerConfig>,
     /// For direct TLS.
     pub direct: Arc<rustls::ServerConfig>,
+    /// For the public HTTPS listener (ALPN `http/1.1`).
+    pub https: Arc<rustls::ServerConfig>,
     /// The certificate chain, for the federation listener and connector.
     pub certs: Vec<CertificateDer<'static>>,
     /// The private key, likewise.
@@ -57,7 +59,10 @@ pub fn load(cfg: &Config) -> anyhow::Result<TlsConfigs> {
         .context("certificate and key do not match")?;
     let mut direct = base.clone();
     direct.alpn_protocols = vec![b"xmpp-client".to_vec()];
+    let mut https = base.clone();
+    https.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConfigs {
+        https: Arc::new(https),
         starttls: Arc::new(base),
         direct: Arc::new(direct),
         certs,

@@ -9,6 +9,8 @@
 //! - [`listen`]: the accept loop, with a cap on open connections per kind of listener;
 //! - [`transport`]: plain TCP or TLS (server or client side) behind one type;
 //! - [`conn`]: a connection: transport + stream parser + the stream-level framing;
+//! - [`message`]: the message framing of WebSocket (RFC 7395) and BOSH (XEP-0206): one
+//!   element per message, `<open/>`/`<close/>` as the stream's header and close;
 //! - [`pump`]: the loop of a bound stream: inbound elements to a [`pump::Inbound`] policy,
 //!   routed bytes out in batches, kill switch, idle timeout.
 
@@ -17,10 +19,12 @@ pub mod header;
 pub mod keepalive;
 pub mod limit;
 pub mod listen;
+pub mod message;
 pub mod pump;
 pub mod transport;
 
 pub use conn::{new_stream_id, Conn, ConnError};
 pub use limit::{IpKey, RateLimit};
 pub use listen::{accept_loop, ConnectionCap};
+pub use message::{Frame, Messages};
 pub use transport::Transport;

@@ -56,6 +56,13 @@ impl ConnectionCap {
         self.max
     }
 
+    /// A permit for one connection taken on outside [`accept_loop`] (a WebSocket upgraded
+    /// by the HTTP listener), if the cap allows one now; the connection holds it until it
+    /// ends.
+    pub fn try_acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
     /// Connections open now under this cap.
     pub fn in_use(&self) -> usize {
         self.max.saturating_sub(self.permits.available_permits())

@@ -1,0 +1,103 @@
+"""Web clients (issue 13): independent JavaScript clients over the public HTTP listener,
+run by node from tests/web (``npm ci`` there first; scripts/test.sh does), against the real
+server and a slixmpp user on TCP.
+
+- xmpp.js (@xmpp/client) over WebSocket (RFC 7395): SCRAM login, bind, roster, a message
+  round trip with a TCP user, XEP-0198 resumption on a new WebSocket (tests/web/xmppjs.mjs);
+- bad input over WebSocket (tests/web/ws_bad.mjs): binary frames, oversize messages,
+  missing/wrong subprotocol, a foreign Origin, garbage after <open/>;
+- the zero-config rule: plain HTTP only on loopback unless behind a TLS proxy.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from slix import slix_login
+
+WEB = Path(__file__).resolve().parent / "web"
+NODE = shutil.which("node")
+
+pytestmark = pytest.mark.skipif(
+    NODE is None or not (WEB / "node_modules").is_dir(),
+    reason="node and tests/web/node_modules are needed (cd tests/web && npm ci)",
+)
+
+
+async def run_node(script: str, env: dict, timeout: float = 90.0) -> list[dict]:
+    """Runs a script of tests/web; returns its JSON lines, failing the test (with its output)
+    when it exits non-zero."""
+    proc = await asyncio.create_subprocess_exec(
+        NODE, script, cwd=WEB, env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"{script} did not finish in {timeout} s")
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{text}\n{err.decode(errors='replace')}"
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def echo(c):
+    """Makes a slixmpp client answer every chat message with "echo: <body>"."""
+    def on_message(msg):
+        if msg["type"] in ("chat", "normal") and msg["body"]:
+            c.send_message(mto=msg["from"], mbody=f"echo: {msg['body']}", mtype="chat")
+    c.add_event_handler("message", on_message)
+
+
+async def test_xmppjs_over_websocket_with_a_tcp_user_and_resumption(server):
+    bob = await slix_login(server, "bob", resource="tcp", presence=True)
+    echo(bob)
+    try:
+        steps = await run_node("xmppjs.mjs", {
+            "SERVICE": f"ws://127.0.0.1:{server.http_port}/xmpp-websocket",
+            "DOMAIN": server.domain, "USERNAME": "alice", "PASSWORD": "alicepass",
+            "PEER": server.jid("bob"),
+        })
+    finally:
+        await bob.close()
+    by_name = {s["step"]: s for s in steps}
+    assert by_name["online"]["mechanism"] == "SCRAM-SHA-1"
+    assert by_name["online"]["jid"].startswith("alice@localhost/")
+    assert "roster" in by_name
+    assert [s["body"] for s in steps if s["step"] == "round-trip"] == [
+        "hello from xmpp.js", "hello again after resumption"]
+    assert by_name["resumed"]["same"] is True
+    assert "done" in by_name
+    log = server.log()
+    assert "resumed" in log or "resumption" in log, log[-3000:]
+
+
+def test_plain_http_on_a_public_address_needs_the_proxy_opt_in(server_factory, tmp_path):
+    from conftest import ROOKERY_BIN, to_toml, free_port  # noqa: PLC0415
+    cfg = tmp_path / "rookery.toml"
+    cfg.write_text(to_toml({
+        "domain": "localhost", "data_dir": str(tmp_path / "data"),
+        "listen": {"c2s": f"127.0.0.1:{free_port()}", "c2s_direct_tls": "", "admin": "",
+                   "https": "", "http": f"0.0.0.0:{free_port()}"},
+    }))
+    r = subprocess.run([ROOKERY_BIN, "serve", "--config", str(cfg)], capture_output=True,
+                       text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode != 0
+    assert "behind_tls_proxy" in r.stderr, r.stderr[-2000:]
+
+
+async def test_bad_input_over_websocket_gets_the_right_answer(server):
+    rss_before = server.rss_kib()
+    results = await run_node("ws_bad.mjs", {
+        "URL": f"ws://127.0.0.1:{server.http_port}/xmpp-websocket", "DOMAIN": server.domain})
+    assert results[-1] == {"done": True}
+    assert server.alive()
+    assert "panicked" not in server.log()
+    # The 300 KiB message was refused, not kept: memory stays where it was (loose bound).
+    assert server.rss_kib() < rss_before + 16 * 1024

@@ -101,3 +101,21 @@ async def test_bad_input_over_websocket_gets_the_right_answer(server):
     assert "panicked" not in server.log()
     # The 300 KiB message was refused, not kept: memory stays where it was (loose bound).
     assert server.rss_kib() < rss_before + 16 * 1024
+
+
+@pytest.mark.parametrize("transport", ["bosh", "websocket"])
+async def test_strophe(server, transport):
+    bob = await slix_login(server, "bob", resource="tcp", presence=True)
+    echo(bob)
+    service = (f"http://127.0.0.1:{server.http_port}/http-bind" if transport == "bosh"
+               else f"ws://127.0.0.1:{server.http_port}/xmpp-websocket")
+    try:
+        steps = await run_node("strophe.mjs", {
+            "SERVICE": service, "JID": server.jid("alice", "strophe"), "PASSWORD": "alicepass",
+            "PEER": server.jid("bob")})
+    finally:
+        await bob.close()
+    by_name = {s["step"]: s for s in steps}
+    assert by_name["online"]["jid"] == "alice@localhost/strophe"
+    assert by_name["online"]["mechanism"].startswith("SCRAM-SHA-"), by_name["online"]
+    assert "roster" in by_name and "round-trip" in by_name and "done" in by_name

@@ -40,6 +40,7 @@ pub async fn start(
         c2s,
         config: cfg.http.clone(),
         stopped,
+        bosh: Default::default(),
     });
     let mut tasks = Vec::new();
     for (addr, tls) in [(&cfg.listen.http, false), (&cfg.listen.https, true)] {
@@ -57,7 +58,7 @@ pub async fn start(
                  [http] behind_tls_proxy = true, or use [listen] https"
             );
         }
-        tracing::info!(addr = %local, tls, "listening for web clients (WebSocket)");
+        tracing::info!(addr = %local, tls, "listening for web clients (WebSocket, BOSH)");
         let router = rookery_web::router(ctx.clone());
         let mut stop = stop.clone();
         let stopped = async move {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 /// The `[http]` section.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Origins (`scheme://host[:port]`) whose pages may open a WebSocket, besides the
@@ -23,4 +23,19 @@ pub struct HttpConfig {
     /// RFC 7395 §3.6.1: when set, every WebSocket client is sent to this URI instead
     /// (`<close see-other-uri='…'/>` in answer to its `<open/>`).
     pub websocket_see_other_uri: Option<String>,
+    /// BOSH sessions one client address may have open at once; beyond it a new one is
+    /// refused (`policy-violation`).
+    pub bosh_max_sessions_per_ip: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            allowed_origins: Vec::new(),
+            behind_tls_proxy: false,
+            trusted_proxies: Vec::new(),
+            websocket_see_other_uri: None,
+            bosh_max_sessions_per_ip: 20,
+        }
+    }
 }

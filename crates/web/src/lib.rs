@@ -1,7 +1,8 @@
 //! The public HTTP listener's transports for browsers and web apps (design.md, "The HTTP
-//! face"): XMPP over WebSocket (RFC 7395) at `/xmpp-websocket`.
+//! face"): XMPP over WebSocket (RFC 7395) at `/xmpp-websocket` and BOSH (XEP-0124,
+//! XEP-0206) at `/http-bind`.
 //!
-//! A WebSocket client gets the *same* c2s negotiation and session as a TCP client: the
+//! A WebSocket or BOSH client gets the *same* c2s negotiation and session as a TCP client: the
 //! handler turns the upgraded connection into a message-framed `rookery_stream::Conn`
 //! ([`rookery_stream::message`]) and hands it to `rookery_c2s::negotiate::serve_framed`.
 //! Only the adapter between WebSocket messages and the connection's channels lives here.
@@ -10,8 +11,10 @@
 //! - [`config`]: the `[http]` settings and their defaults;
 //! - [`origin`]: the Origin allowlist (cross-site WebSocket hijacking) and the client
 //!   address behind a trusted proxy (sans-IO);
-//! - [`websocket`]: the upgrade handler and the message adapter.
+//! - [`websocket`]: the upgrade handler and the message adapter;
+//! - [`bosh`]: the BOSH session manager (request window, holding, inactivity, CORS).
 
+pub mod bosh;
 pub mod config;
 pub mod origin;
 pub mod websocket;
@@ -34,11 +37,17 @@ pub struct WebContext {
     /// Fires (its sender is dropped) when the server shuts down: negotiating streams end
     /// with `system-shutdown`, as on the c2s listeners.
     pub stopped: tokio::sync::watch::Receiver<()>,
+    /// The BOSH sessions.
+    pub bosh: bosh::Sessions,
 }
 
 /// The public listener's router.
 pub fn router(ctx: Arc<WebContext>) -> Router {
     Router::new()
         .route(websocket::PATH, get(websocket::upgrade))
+        .route(
+            bosh::PATH,
+            get(bosh::info).post(bosh::request).options(bosh::preflight),
+        )
         .with_state(ctx)
 }

@@ -119,3 +119,35 @@ async def test_strophe(server, transport):
     assert by_name["online"]["jid"] == "alice@localhost/strophe"
     assert by_name["online"]["mechanism"].startswith("SCRAM-SHA-"), by_name["online"]
     assert "roster" in by_name and "round-trip" in by_name and "done" in by_name
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is needed (apt-get install chromium)")
+async def test_converse_in_chromium_chats_with_a_tcp_user(server_factory, tmp_path):
+    from conftest import free_port  # noqa: PLC0415
+    from test_im import make_mutual  # noqa: PLC0415
+    page_port = free_port()
+    # The page is served from another origin than the endpoint: allowed explicitly.
+    srv = server_factory(http={"allowed_origins": [f"http://127.0.0.1:{page_port}"]})
+    await make_mutual(srv, "alice", "bob")
+    bob = await slix_login(srv, "bob", resource="tcp", presence=True)
+    echo(bob)
+    shot = tmp_path / "converse.png"
+    try:
+        steps = await run_node("converse.mjs", {
+            "CHROMIUM": CHROMIUM, "WS": f"ws://127.0.0.1:{srv.http_port}/xmpp-websocket",
+            "JID": srv.jid("alice"), "PASSWORD": "alicepass", "PEER": srv.jid("bob"),
+            "SHOT": str(shot), "PAGE_PORT": str(page_port)}, timeout=120)
+        # Bob, on TCP, got Alice's message from the browser (and answered it).
+        await bob.inbox.wait(lambda el: el.tag.endswith("message") and any(
+            c.text == "hello from Converse.js in Chromium" for c in el if c.tag.endswith("body")),
+            what="the message from Converse")
+    finally:
+        await bob.close()
+    names = [s["step"] for s in steps]
+    for expected in ("connected", "peer-online", "sent", "echo-rendered", "screenshot", "done"):
+        assert expected in names, steps
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")

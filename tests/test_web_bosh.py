@@ -124,3 +124,40 @@ def test_sessions_from_one_address_are_bounded(server_factory):
     assert sum("sid=" in a for a in answers) == 5
     assert sum("policy-violation" in a for a in answers) == 195
     assert srv.alive() and srv.rss_kib() < rss_before + 16 * 1024
+
+
+def test_host_meta_names_both_endpoints(server_factory):
+    import json  # noqa: PLC0415
+    srv = server_factory()
+    c = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=10)
+    c.request("GET", "/.well-known/host-meta")
+    r = c.getresponse()
+    xrd = r.read().decode()
+    assert r.status == 200 and r.getheader("Access-Control-Allow-Origin") == "*"
+    base = f"127.0.0.1:{srv.http_port}"
+    assert f"href='ws://{base}/xmpp-websocket'" in xrd and f"href='http://{base}/http-bind'" in xrd
+    c.request("GET", "/.well-known/host-meta.json")
+    links = {link["rel"]: link["href"] for link in json.loads(c.getresponse().read())["links"]}
+    assert links["urn:xmpp:alt-connections:xbosh"] == f"http://{base}/http-bind"
+    # Behind a proxy the published URL is the configured one.
+    srv2 = server_factory(http={"public_url": "https://chat.example.org"})
+    c = http.client.HTTPConnection("127.0.0.1", srv2.http_port, timeout=10)
+    c.request("GET", "/.well-known/host-meta.json")
+    links = {link["rel"]: link["href"] for link in json.loads(c.getresponse().read())["links"]}
+    assert links["urn:xmpp:alt-connections:websocket"] == "wss://chat.example.org/xmpp-websocket"
+
+
+def test_forwarded_addresses_count_only_from_trusted_proxies(server_factory):
+    def open_from(srv, forwarded_for: str) -> str:
+        _, text, _ = post(srv, f"<body xmlns='{NS}' rid='1' to='{srv.domain}' wait='5' hold='1'/>",
+                          headers={"X-Forwarded-For": forwarded_for})
+        return text
+    trusting = server_factory(http={"bosh_max_sessions_per_ip": 2, "trusted_proxies": ["127.0.0.1"]})
+    answers = [open_from(trusting, "203.0.113.1") for _ in range(3)]
+    assert ["sid=" in a for a in answers] == [True, True, False]
+    assert "sid=" in open_from(trusting, "203.0.113.2")
+    assert "too many from this address client=203.0.113.1:0" in trusting.log()
+    # Without trust the header is ignored: everything counts for 127.0.0.1.
+    plain = server_factory(http={"bosh_max_sessions_per_ip": 2})
+    answers = [open_from(plain, f"203.0.113.{i}") for i in range(3)]
+    assert ["sid=" in a for a in answers] == [True, True, False]

@@ -26,6 +26,9 @@ pub struct HttpConfig {
     /// BOSH sessions one client address may have open at once; beyond it a new one is
     /// refused (`policy-violation`).
     pub bosh_max_sessions_per_ip: usize,
+    /// The URL clients reach the web listener at (`https://chat.example.org`), for the
+    /// XEP-0156 documents; without it they name the address each request came to.
+    pub public_url: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -36,6 +39,7 @@ impl Default for HttpConfig {
             trusted_proxies: Vec::new(),
             websocket_see_other_uri: None,
             bosh_max_sessions_per_ip: 20,
+            public_url: None,
         }
     }
 }

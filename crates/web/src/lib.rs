@@ -1,6 +1,6 @@
 //! The public HTTP listener's transports for browsers and web apps (design.md, "The HTTP
 //! face"): XMPP over WebSocket (RFC 7395) at `/xmpp-websocket` and BOSH (XEP-0124,
-//! XEP-0206) at `/http-bind`.
+//! XEP-0206) at `/http-bind`, and their XEP-0156 discovery (`/.well-known/host-meta`).
 //!
 //! A WebSocket or BOSH client gets the *same* c2s negotiation and session as a TCP client: the
 //! handler turns the upgraded connection into a message-framed `rookery_stream::Conn`
@@ -12,10 +12,12 @@
 //! - [`origin`]: the Origin allowlist (cross-site WebSocket hijacking) and the client
 //!   address behind a trusted proxy (sans-IO);
 //! - [`websocket`]: the upgrade handler and the message adapter;
-//! - [`bosh`]: the BOSH session manager (request window, holding, inactivity, CORS).
+//! - [`bosh`]: the BOSH session manager (request window, holding, inactivity, CORS);
+//! - [`host_meta`]: XEP-0156 discovery documents naming both endpoints.
 
 pub mod bosh;
 pub mod config;
+pub mod host_meta;
 pub mod origin;
 pub mod websocket;
 
@@ -45,6 +47,8 @@ pub struct WebContext {
 pub fn router(ctx: Arc<WebContext>) -> Router {
     Router::new()
         .route(websocket::PATH, get(websocket::upgrade))
+        .route(host_meta::PATH_XRD, get(host_meta::get_xrd))
+        .route(host_meta::PATH_JSON, get(host_meta::get_json))
         .route(
             bosh::PATH,
             get(bosh::info).post(bosh::request).options(bosh::preflight),

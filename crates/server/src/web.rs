@@ -12,12 +12,18 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 
-/// The public listener's limits: browsers open a few connections each; WebSocket
-/// connections leave this count once upgraded (they count against the c2s cap).
-const LIMITS: rookery_http::Limits = rookery_http::Limits {
-    max_connections: 1024,
-    ..rookery_http::Limits::ADMIN
-};
+/// The public listener's limits. Connections: as many as the process can hold (each BOSH
+/// client keeps up to two; a WebSocket leaves this count once upgraded and counts against
+/// the c2s cap). Requests may be held for BOSH's longest `wait` (60 s), and a body carries
+/// up to a stanza.
+fn limits(cfg: &Config) -> rookery_http::Limits {
+    rookery_http::Limits {
+        max_connections: rookery_c2s::ConnectionCap::automatic(),
+        request_timeout: std::time::Duration::from_secs(90),
+        max_body_bytes: cfg.c2s.max_stanza_bytes + 4096,
+        ..rookery_http::Limits::ADMIN
+    }
+}
 
 /// The running public listeners.
 pub struct Web {
@@ -67,10 +73,14 @@ pub async fn start(
         tasks.push(if tls {
             let acceptor = tokio_rustls::TlsAcceptor::from(https.clone());
             tokio::spawn(rookery_http::listener::run_tls(
-                l, acceptor, router, LIMITS, stopped,
+                l,
+                acceptor,
+                router,
+                limits(cfg),
+                stopped,
             ))
         } else {
-            tokio::spawn(rookery_http::listener::run(l, router, LIMITS, stopped))
+            tokio::spawn(rookery_http::listener::run(l, router, limits(cfg), stopped))
         });
     }
     Ok(Web { tasks, listening })

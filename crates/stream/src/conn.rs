@@ -455,11 +455,11 @@ impl Conn {
     pub async fn send_header(&mut self, to: Option<&str>, id: &str) -> Result<(), ConnError> {
         self.header_sent = true;
         if let Io::Messages(m) = &mut self.io {
-            m.pending.push_back(Frame::Open {
+            m.pending.push_back(Frame::Open(Box::new(message::Header {
                 from: self.domain.clone(),
                 to: to.map(str::to_string),
                 id: id.to_string(),
-            });
+            })));
             return self.flush().await;
         }
         let h = stream::header_versioned(
@@ -647,5 +647,85 @@ mod tests {
         let mut got = [0u8; 12];
         peer.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"<a/><b/><c/>");
+    }
+
+    fn framed() -> (
+        Conn,
+        tokio::sync::mpsc::Sender<bytes::Bytes>,
+        tokio::sync::mpsc::Receiver<Frame>,
+    ) {
+        let (to_conn, incoming) = tokio::sync::mpsc::channel(4);
+        let (outgoing, from_conn) = tokio::sync::mpsc::channel(8);
+        let messages = Messages {
+            incoming,
+            outgoing,
+            tls: false,
+            secure: true,
+            kind: rookery_core::Transport::WebSocket,
+        };
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let conn = Conn::framed(messages, peer, Limits::PRE_AUTH, "localhost", ns::CLIENT);
+        (conn, to_conn, from_conn)
+    }
+
+    /// A message-framed connection reads <open/> as the header and each message as an
+    /// element, survives a restart mid-message, and ends an error with <close/>.
+    #[tokio::test]
+    async fn message_framing_reads_and_writes_frames() {
+        let (mut conn, to_conn, mut from_conn) = framed();
+        assert!(conn.is_secure() && !conn.is_tls() && !conn.can_start_tls());
+        assert!(conn.transport().is_none());
+        let open =
+            "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>";
+        to_conn.send(open.into()).await.unwrap();
+        assert_eq!(
+            conn.next_header().await.unwrap().attr("to"),
+            Some("localhost")
+        );
+        conn.send_header(None, "id1").await.unwrap();
+        assert!(matches!(from_conn.recv().await, Some(Frame::Open(h)) if h.id == "id1"));
+        to_conn.send("<presence/>".into()).await.unwrap();
+        assert!(conn
+            .next_element()
+            .await
+            .unwrap()
+            .is("presence", ns::CLIENT));
+        // A restart drops the rest of the message being read, not the next one.
+        conn.restart();
+        to_conn.send(open.into()).await.unwrap();
+        assert!(conn.next_header().await.is_ok());
+        conn.send_header(None, "id2").await.unwrap();
+        assert!(matches!(from_conn.recv().await, Some(Frame::Open(_))));
+        conn.queue(b"<message to='a@b'/>");
+        conn.flush().await.unwrap();
+        let Some(Frame::Element(b)) = from_conn.recv().await else {
+            panic!("no element")
+        };
+        assert_eq!(&b[..], b"<message xmlns='jabber:client' to='a@b'/>");
+        conn.fail(&StreamError::new(StreamErrorCondition::PolicyViolation))
+            .await;
+        let Some(Frame::Element(e)) = from_conn.recv().await else {
+            panic!("no error")
+        };
+        assert!(e.starts_with(b"<stream:error xmlns:stream="));
+        assert_eq!(from_conn.recv().await, Some(Frame::Close));
+        // The connection let go of its channel: the adapter closes the transport.
+        assert_eq!(from_conn.recv().await, None);
+    }
+
+    /// Input that ends: the client's <close/>, or the adapter gone.
+    #[tokio::test]
+    async fn message_framing_ends_on_close_or_eof() {
+        let (mut conn, to_conn, _from_conn) = framed();
+        to_conn
+            .send("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>".into())
+            .await
+            .unwrap();
+        assert!(matches!(
+            conn.next_event().await,
+            Err(ConnError::StreamClosed)
+        ));
+        drop(to_conn);
+        assert!(matches!(conn.next_event().await, Err(ConnError::Eof)));
     }
 }

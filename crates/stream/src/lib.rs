@@ -26,5 +26,5 @@ pub mod transport;
 pub use conn::{new_stream_id, Conn, ConnError};
 pub use limit::{IpKey, RateLimit};
 pub use listen::{accept_loop, ConnectionCap};
-pub use message::{Frame, Messages};
+pub use message::{Frame, Header, Messages};
 pub use transport::Transport;

@@ -22,19 +22,24 @@ pub const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// Our stream header: RFC 7395's `<open/>`; for BOSH, the attributes of the session
-    /// creation (or restart) response.
-    Open {
-        /// Our domain.
-        from: String,
-        /// The peer's JID, when it said who it is.
-        to: Option<String>,
-        /// The stream id.
-        id: String,
-    },
+    /// creation (or restart) response. Boxed: it is rare, and the channel's slots are as
+    /// large as the largest frame (each idle connection holds a block of 32).
+    Open(Box<Header>),
     /// One top-level element, with every namespace declaration it needs.
     Element(Bytes),
     /// The end of the stream (RFC 7395 `<close/>`); the adapter closes its transport after it.
     Close,
+}
+
+/// What our stream header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Our domain.
+    pub from: String,
+    /// The peer's JID, when it said who it is.
+    pub to: Option<String>,
+    /// The stream id.
+    pub id: String,
 }
 
 /// The connection's end of a message transport, built by the transport's adapter.

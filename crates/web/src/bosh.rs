@@ -90,8 +90,14 @@ impl Sessions {
         true
     }
 
+    /// Forgets session `sid` of `ip`.
     fn remove(&self, sid: &str, ip: IpAddr) {
         lock(&self.by_sid).remove(sid);
+        self.release(ip);
+    }
+
+    /// Uncounts a session of `ip` ([`Sessions::admit`]).
+    fn release(&self, ip: IpAddr) {
         let mut per_ip = lock(&self.per_ip);
         if let Some(n) = per_ip.get_mut(&ip) {
             *n = n.saturating_sub(1);
@@ -269,12 +275,12 @@ async fn create(
         return terminate("policy-violation");
     }
     let Some(permit) = ctx.c2s.connections.try_acquire() else {
-        ctx.bosh.remove("", client.ip());
+        ctx.bosh.release(client.ip());
         tracing::warn!(%client, "BOSH session refused: client connection cap reached");
         return terminate("policy-violation");
     };
     let number = |name: &str| body.attr(name).and_then(|v| v.parse::<u64>().ok());
-    let wait = Duration::from_secs(number("wait").unwrap_or(MAX_WAIT).min(MAX_WAIT));
+    let wait = Duration::from_secs(number("wait").unwrap_or(MAX_WAIT).clamp(1, MAX_WAIT));
     let hold = usize::try_from(number("hold").unwrap_or(1))
         .unwrap_or(MAX_HOLD)
         .min(MAX_HOLD);
@@ -374,9 +380,10 @@ impl Session {
             .collect();
         let restart = body.attr("xmpp:restart") == Some("true");
         if restart {
-            let open = Element::new("open", NS_FRAMING)
-                .with_attr("to", body.attr("to").unwrap_or_default())
-                .with_attr("version", "1.0");
+            let mut open = Element::new("open", NS_FRAMING).with_attr("version", "1.0");
+            if let Some(to) = body.attr("to") {
+                open.set_attr("to", to);
+            }
             payload.push(Bytes::from(open.to_bytes()));
         }
         let terminating = body.attr("type") == Some("terminate");
@@ -521,7 +528,7 @@ impl Session {
             };
             let mut w = lock(&self.state);
             match frame {
-                Some(Frame::Open { id, .. }) => w.stream_id = Some(id),
+                Some(Frame::Open(h)) => w.stream_id = Some(h.id),
                 Some(Frame::Element(e)) => w.out.push(e),
                 Some(Frame::Close) | None => w.closed = true,
             }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -49,10 +49,12 @@ const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
 const CLOSE_TOO_BIG: u16 = 1009;
 
-/// Bytes the WebSocket layer reads from the socket at once: small, like the TCP
-/// listener's read chunk, since an idle session holds its read buffer (tungstenite's
-/// default of 128 KiB per connection would dominate the memory of idle sessions).
-const READ_BUFFER: usize = 4096;
+/// Bytes the WebSocket layer reads from the socket at once. An idle session keeps this
+/// buffer (tungstenite allocates it up front and grows it for a larger message, never
+/// shrinking), so it is small: most stanzas fit in one read, larger ones take several.
+/// tungstenite's default of 128 KiB would dominate the memory of idle sessions; 4 KiB
+/// cost 19.7 KiB per idle session at 10,000 (figures in docs/performance.md).
+const READ_BUFFER: usize = 1024;
 
 /// Messages from the client waiting for the connection. One is enough to keep the
 /// connection busy; the rest waits in TCP.
@@ -195,12 +197,12 @@ async fn relay(
             },
             frame = from_conn.recv() => {
                 let (text, last) = match frame {
-                    Some(Frame::Close) => (Some(close_element(None)), true),
+                    Some(Frame::Close) => (Some(close_element(None).into()), true),
                     Some(f) => (render(f), false),
                     None => (None, true),
                 };
                 if let Some(text) = text {
-                    let sent = tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Text(text.into()))).await;
+                    let sent = tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Text(text))).await;
                     if !matches!(sent, Ok(Ok(()))) {
                         break None;
                     }
@@ -238,9 +240,11 @@ async fn redirect(mut socket: WebSocket, uri: &str) {
 }
 
 /// A frame as the text of a WebSocket message; `None` for a close (sent by the caller).
-fn render(frame: Frame) -> Option<String> {
+/// An element's bytes are the message as they are (no copy).
+fn render(frame: Frame) -> Option<Utf8Bytes> {
     match frame {
-        Frame::Open { from, to, id } => {
+        Frame::Open(h) => {
+            let rookery_stream::Header { from, to, id } = *h;
             let mut open = Element::new("open", NS_FRAMING)
                 .with_attr("from", from)
                 .with_attr("id", id)
@@ -249,9 +253,16 @@ fn render(frame: Frame) -> Option<String> {
             if let Some(to) = to {
                 open.set_attr("to", to);
             }
-            Some(String::from_utf8_lossy(&open.to_bytes()).into_owned())
+            Some(
+                String::from_utf8_lossy(&open.to_bytes())
+                    .into_owned()
+                    .into(),
+            )
         }
-        Frame::Element(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Frame::Element(bytes) => Some(
+            Utf8Bytes::try_from(bytes.clone())
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned().into()),
+        ),
         Frame::Close => None,
     }
 }
@@ -272,12 +283,13 @@ mod tests {
 
     #[test]
     fn frames_render_as_rfc7395_messages() {
-        let open = render(Frame::Open {
+        let open = render(Frame::Open(Box::new(rookery_stream::Header {
             from: "example.org".into(),
             to: Some("a@example.org".into()),
             id: "s1".into(),
-        })
-        .unwrap();
+        })))
+        .unwrap()
+        .to_string();
         assert!(
             open.starts_with("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'")
                 || open.starts_with("<open xmlns=\"urn:ietf:params:xml:ns:xmpp-framing\""),

@@ -6,6 +6,9 @@ server and a slixmpp user on TCP.
   round trip with a TCP user, XEP-0198 resumption on a new WebSocket (tests/web/xmppjs.mjs);
 - bad input over WebSocket (tests/web/ws_bad.mjs): binary frames, oversize messages,
   missing/wrong subprotocol, a foreign Origin, garbage after <open/>;
+- Strophe.js over BOSH and over WebSocket (tests/web/strophe.mjs);
+- Converse.js in Debian's headless Chromium (tests/web/converse.mjs), with a screenshot;
+- RFC 7395 see-other-uri (tests/web/ws_redirect.mjs);
 - the zero-config rule: plain HTTP only on loopback unless behind a TLS proxy.
 """
 from __future__ import annotations
@@ -151,3 +154,11 @@ async def test_converse_in_chromium_chats_with_a_tcp_user(server_factory, tmp_pa
         assert expected in names, steps
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+async def test_websocket_see_other_uri(server_factory):
+    uri = "wss://other.example/xmpp-websocket"
+    srv = server_factory(http={"websocket_see_other_uri": uri})
+    await run_node("ws_redirect.mjs", {
+        "URL": f"ws://127.0.0.1:{srv.http_port}/xmpp-websocket", "DOMAIN": srv.domain,
+        "EXPECT": uri})

@@ -161,3 +161,21 @@ def test_forwarded_addresses_count_only_from_trusted_proxies(server_factory):
     plain = server_factory(http={"bosh_max_sessions_per_ip": 2})
     answers = [open_from(plain, f"203.0.113.{i}") for i in range(3)]
     assert ["sid=" in a for a in answers] == [True, True, False]
+
+
+def test_https_listener_serves_with_the_server_certificate(server):
+    import ssl  # noqa: PLC0415
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the test server's certificate is self-signed
+    c = http.client.HTTPSConnection("127.0.0.1", server.https_port, timeout=10, context=ctx)
+    c.request("GET", "/.well-known/host-meta.json")
+    r = c.getresponse()
+    body = r.read().decode()
+    assert r.status == 200
+    assert f"wss://127.0.0.1:{server.https_port}/xmpp-websocket" in body, body
+    # BOSH over HTTPS: the stream counts as encrypted (PLAIN offered, no STARTTLS).
+    c.request("POST", "/http-bind", body=f"<body xmlns='{NS}' rid='1' to='{server.domain}' "
+              "wait='5' hold='1'/>", headers={"Content-Type": "text/xml"})
+    text = c.getresponse().read().decode()
+    assert ">PLAIN<" in text and "starttls" not in text, text

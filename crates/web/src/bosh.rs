@@ -350,6 +350,11 @@ impl Session {
                 if let Some((_, r)) = w.answered.iter().find(|(r, _)| *r == rid) {
                     return r.clone();
                 }
+                if w.closed && w.out.is_empty() {
+                    // Ended, and nothing left to tell: the sid is no longer valid (§17.2),
+                    // even in the moment before the session leaves the map.
+                    return terminate("item-not-found");
+                }
                 if rid < w.next_rid && !w.held.contains(&rid) {
                     return self.terminate_now(&mut w, "item-not-found");
                 }

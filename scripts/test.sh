@@ -14,6 +14,11 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+# Web clients (tests/test_web*.py): node runs xmpp.js, Strophe.js and Converse.js; Converse
+# runs in Debian's Chromium (never a browser downloaded by npm).
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -28,6 +33,9 @@ if ! "$venv/bin/python" -c 'import slixmpp, pytest, prometheus_client' 2>/dev/nu
   "$venv/bin/pip" install -q --upgrade pip
   "$venv/bin/pip" install -q -r tests/requirements.txt
 fi
+
+echo "== web test clients (tests/web: npm ci)"
+(cd tests/web && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== starting PostgreSQL"
 eval "$(scripts/pg-start.sh)"

@@ -33,7 +33,7 @@ Fixtures
 The ``Server`` object
 ---------------------
 ``host``, ``port`` (STARTTLS), ``direct_tls_port`` (XEP-0368), ``admin_port`` (the admin
-HTTP listener), ``domain``, ``pid``,
+HTTP listener), ``http_port`` / ``https_port`` (the public web listeners), ``domain``, ``pid``,
 ``data_dir``, ``config_path``, ``log_path``, ``users``, ``backend``; ``jid(user)``,
 ``client(direct_tls=False, local_addr=None, rcvbuf=None)`` (a :class:`xmpp_raw.RawClient` for the STARTTLS
 port, or the direct-TLS port), ``await login(user, resource, mechanism=..., direct_tls=...)``
@@ -160,6 +160,10 @@ class Server:
         self.direct_tls_port = int(dt.rsplit(":", 1)[1]) if dt else None
         admin = config["listen"].get("admin", "")
         self.admin_port = int(admin.rsplit(":", 1)[1]) if admin else None
+        http = config["listen"].get("http", "")
+        self.http_port = int(http.rsplit(":", 1)[1]) if http else None
+        https = config["listen"].get("https", "")
+        self.https_port = int(https.rsplit(":", 1)[1]) if https else None
         self.domain = config["domain"]
         self.data_dir = Path(config["data_dir"])
         self.config_path = workdir / "rookery.toml"
@@ -198,7 +202,8 @@ class Server:
             [ROOKERY_BIN, "serve", "--config", str(self.config_path)],
             cwd=self.workdir, stdout=self._log_file, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env)
-        ports = [p for p in (self.port, self.direct_tls_port) if p]
+        ports = [p for p in (self.port, self.direct_tls_port, self.http_port,
+                             self.https_port) if p]
         deadline = time.monotonic() + START_TIMEOUT
         while ports:
             if self.proc.poll() is not None:
@@ -336,7 +341,9 @@ def server_factory(request, tmp_path_factory):
             "data_dir": str(workdir / "data"),
             "listen": {"c2s": f"127.0.0.1:{free_port()}",
                        "c2s_direct_tls": f"127.0.0.1:{free_port()}",
-                       "admin": f"127.0.0.1:{free_port()}"},
+                       "admin": f"127.0.0.1:{free_port()}",
+                       "http": f"127.0.0.1:{free_port()}",
+                       "https": f"127.0.0.1:{free_port()}"},
             "log": {"level": "info"},
         }
         if backend == "postgres":

@@ -59,6 +59,8 @@ session_queue = 1024
 [listen]
 c2s = "127.0.0.1:$PORT"
 c2s_direct_tls = ""
+http = ""
+https = ""
 [c2s]
 require_encryption = false
 [log]

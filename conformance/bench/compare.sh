@@ -182,6 +182,8 @@ session_queue = 1024
 c2s = "127.0.0.1:$port"
 c2s_direct_tls = "127.0.0.1:$((BASE_PORT + 23))"
 admin = ""
+http = ""
+https = ""
 [tls]
 cert = "$certs/$DOMAIN.crt"
 key = "$certs/$DOMAIN.key"

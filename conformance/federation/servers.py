@@ -169,6 +169,8 @@ c2s_direct_tls = ""
 s2s = "{self.host}:{self.s2s_port}"
 s2s_direct_tls = "{f'{self.host}:{self.s2s_direct_tls_port}' if self.s2s_direct_tls_port else ''}"
 admin = ""
+http = ""
+https = ""
 
 [tls]
 cert = "{self.certs / (self.domain + '.crt')}"

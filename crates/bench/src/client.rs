@@ -1,5 +1,5 @@
 //! One simulated XMPP client: TCP (from a chosen loopback source address), STARTTLS or
-//! direct TLS (XEP-0368), SASL (SCRAM-SHA-1/-256 with or without `-PLUS`, PLAIN), resource
+//! direct TLS (XEP-0368), or XMPP over WebSocket (RFC 7395, `ws://` only), SASL (SCRAM-SHA-1/-256 with or without `-PLUS`, PLAIN), resource
 //! binding, then optionally roster fetch, initial presence and stream management
 //! (XEP-0198, with resumption).
 //!
@@ -23,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
 
 /// Namespaces this client speaks: [`rookery_proto::ns`], and those of stream management and
 /// pubsub, whose constants live in crates a load generator does not link (c2s, pubsub).
@@ -56,6 +58,18 @@ pub enum TlsMode {
     /// No TLS at all (only servers configured to allow it).
     None,
 }
+
+/// How the XML travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// One XML stream over TCP (RFC 6120).
+    Tcp,
+    /// XMPP over WebSocket (RFC 7395), `ws://<host>:<port><ws-path>`, subprotocol `xmpp`.
+    Websocket,
+}
+
+/// RFC 7395's namespace of `<open/>` and `<close/>`.
+const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 
 /// Which SASL mechanism to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -107,6 +121,10 @@ pub struct ClientConfig {
     pub domain: String,
     /// STARTTLS, direct TLS or none.
     pub tls: TlsMode,
+    /// TCP or WebSocket (then `tls` is `None`).
+    pub transport: Transport,
+    /// The WebSocket endpoint's path.
+    pub ws_path: String,
     /// TLS settings without ALPN (STARTTLS).
     pub tls_starttls: Arc<rustls::ClientConfig>,
     /// TLS settings with ALPN `xmpp-client` (direct TLS).
@@ -235,10 +253,11 @@ impl std::fmt::Display for ClientError {
     }
 }
 
-/// The socket, before or after TLS.
+/// The socket, before or after TLS, or a WebSocket.
 enum Io {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    Ws(Box<WebSocketStream<TcpStream>>),
 }
 
 /// XEP-0198 state kept across a reconnection.
@@ -305,6 +324,18 @@ impl Conn {
     /// none); returns the connection and the stream features before authentication.
     async fn secure(cfg: &ClientConfig, i: usize) -> Result<(Conn, Element), ClientError> {
         let tcp = connect(cfg, i).await?;
+        if cfg.transport == Transport::Websocket {
+            let mut conn = Conn {
+                io: Io::Ws(Box::new(ws_handshake(cfg, tcp).await?)),
+                parser: StreamParser::new(LIMITS),
+                jid: String::new(),
+                sm: None,
+                next_id: 0,
+            };
+            conn.reset_parser();
+            let features = conn.open(&cfg.domain).await?;
+            return Ok((conn, features));
+        }
         let io = if cfg.tls == TlsMode::Direct {
             Io::Tls(Box::new(handshake(cfg, &cfg.tls_direct, tcp).await?))
         } else {
@@ -378,7 +409,7 @@ impl Conn {
     ) -> Result<Conn, ClientError> {
         let (mut conn, features) = Self::secure(cfg, i).await?;
         conn.authenticate(cfg, i, &features).await?;
-        conn.parser = StreamParser::new(LIMITS);
+        conn.reset_parser();
         let features = conn.open(&cfg.domain).await?;
         let sm_offered = features.has_child("sm", ns::SM);
         if let Some(state) = resume {
@@ -425,14 +456,38 @@ impl Conn {
         format!("b{}", self.next_id)
     }
 
+    /// A fresh parser for a new stream. On a WebSocket it is primed with a stream header
+    /// declaring `jabber:client`, and each message is fed to it as stream content: RFC
+    /// 7395's `<open/>`/`<close/>` are then read as the header and close ([`Conn::next_event`]).
+    fn reset_parser(&mut self) {
+        self.parser = StreamParser::new(LIMITS);
+        if matches!(self.io, Io::Ws(_)) {
+            self.parser.feed(
+                b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+            );
+        }
+    }
+
     /// Sends the stream header and returns the `<stream:features/>` that follow it.
     async fn open(&mut self, domain: &str) -> Result<Element, ClientError> {
+        if matches!(self.io, Io::Ws(_)) {
+            let open = format!(
+                "<open xmlns='{NS_FRAMING}' to='{}' version='1.0' xml:lang='en'/>",
+                esc(domain)
+            );
+            self.send(open.as_bytes()).await?;
+            return self.features_after_header().await;
+        }
         let header = format!(
             "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
              xmlns:stream='http://etherx.jabber.org/streams' to='{}' version='1.0' xml:lang='en'>",
             esc(domain)
         );
         self.send(header.as_bytes()).await?;
+        self.features_after_header().await
+    }
+
+    async fn features_after_header(&mut self) -> Result<Element, ClientError> {
         match self.next_event().await? {
             Event::StreamOpen(_) => {}
             Event::StreamClose => return Err(ClientError::StreamClosed),
@@ -635,9 +690,20 @@ impl Conn {
     /// The next parser event, reading as needed. Cancel-safe: bytes are fed to the parser
     /// inside one poll, so dropping this future loses nothing.
     async fn next_event(&mut self) -> Result<Event, ClientError> {
+        let ws = matches!(self.io, Io::Ws(_));
         loop {
-            if let Some(ev) = self.parser.next_event().map_err(ClientError::Xml)? {
-                return Ok(ev);
+            match self.parser.next_event().map_err(ClientError::Xml)? {
+                // The header `reset_parser` primed a WebSocket stream with.
+                Some(Event::StreamOpen(_)) if ws => continue,
+                Some(Event::Element(el)) if ws && el.ns() == NS_FRAMING => {
+                    return Ok(if el.name() == "open" {
+                        Event::StreamOpen(rookery_xml::StreamHeader::default())
+                    } else {
+                        Event::StreamClose
+                    });
+                }
+                Some(ev) => return Ok(ev),
+                None => {}
             }
             self.fill().await?;
         }
@@ -645,12 +711,29 @@ impl Conn {
 
     async fn fill(&mut self) -> Result<(), ClientError> {
         let Conn { io, parser, .. } = self;
+        if let Io::Ws(ws) = io {
+            use futures_util::StreamExt;
+            // One message is one element (RFC 7395 §3.3.3); pings are answered by tungstenite.
+            loop {
+                return match ws.next().await {
+                    Some(Ok(Message::Text(t))) => {
+                        parser.feed(t.as_bytes());
+                        Ok(())
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => Err(ClientError::Protocol("binary-message")),
+                    Some(Ok(Message::Close(_))) | None => Err(ClientError::Eof),
+                    Some(Err(e)) => Err(ClientError::Io(io::Error::other(e))),
+                };
+            }
+        }
         poll_fn(|cx| {
             let mut buf = [0u8; 4096];
             let mut rb = ReadBuf::new(&mut buf);
             let r = match io {
                 Io::Plain(s) => Pin::new(s).poll_read(cx, &mut rb),
                 Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, &mut rb),
+                Io::Ws(_) => return Poll::Ready(Err(ClientError::Protocol("unreachable"))),
             };
             match r {
                 Poll::Pending => Poll::Pending,
@@ -729,6 +812,18 @@ impl Conn {
                 Ok(()) => s.flush().await,
                 Err(e) => Err(e),
             },
+            Io::Ws(ws) => {
+                use futures_util::SinkExt;
+                // Every send is one element, or the stream's end (RFC 7395 <close/>).
+                let text = if data == b"</stream:stream>" {
+                    format!("<close xmlns='{NS_FRAMING}'/>")
+                } else {
+                    String::from_utf8_lossy(data).into_owned()
+                };
+                ws.send(Message::Text(text.into()))
+                    .await
+                    .map_err(io::Error::other)
+            }
         };
         r.map_err(ClientError::Io)
     }
@@ -750,6 +845,7 @@ impl Conn {
         let _ = match &mut self.io {
             Io::Plain(s) => s.shutdown().await,
             Io::Tls(s) => s.shutdown().await,
+            Io::Ws(ws) => ws.close(None).await.map_err(io::Error::other),
         };
     }
 
@@ -778,6 +874,30 @@ async fn connect(cfg: &ClientConfig, i: usize) -> Result<TcpStream, ClientError>
         .map_err(ClientError::Connect)?;
     let _ = tcp.set_nodelay(true);
     Ok(tcp)
+}
+
+/// The WebSocket opening handshake for `ws://<target><ws_path>` with subprotocol `xmpp`.
+async fn ws_handshake(
+    cfg: &ClientConfig,
+    tcp: TcpStream,
+) -> Result<WebSocketStream<TcpStream>, ClientError> {
+    use tungstenite::client::IntoClientRequest;
+    let url = format!("ws://{}{}", cfg.target, cfg.ws_path);
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| ClientError::Connect(io::Error::other(e)))?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        tungstenite::http::HeaderValue::from_static("xmpp"),
+    );
+    // Small buffers: thousands of idle clients run in one generator.
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, tcp, Some(config))
+        .await
+        .map_err(|e| ClientError::Connect(io::Error::other(e)))?;
+    Ok(ws)
 }
 
 async fn handshake(

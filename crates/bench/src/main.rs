@@ -32,7 +32,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::client::{ClientConfig, MechChoice, TlsMode};
+use crate::client::{ClientConfig, MechChoice, TlsMode, Transport};
 use crate::scenario::{Common, Outcome, Run};
 use crate::stats::Stats;
 
@@ -56,6 +56,13 @@ struct Cli {
     /// How the stream is secured.
     #[arg(long, value_enum, default_value_t = TlsMode::Starttls, global = true)]
     tls: TlsMode,
+    /// How the XML travels: a TCP stream, or WebSocket (RFC 7395; `ws://`, needs --tls none;
+    /// --port is then the server's HTTP port, e.g. 5280).
+    #[arg(long, value_enum, default_value_t = Transport::Tcp, global = true)]
+    transport: Transport,
+    /// The WebSocket endpoint's path (--transport websocket).
+    #[arg(long, default_value = "/xmpp-websocket", global = true)]
+    ws_path: String,
     /// Accept any server certificate (test servers with self-signed certificates).
     #[arg(long, global = true)]
     insecure: bool,
@@ -189,6 +196,9 @@ fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let target = target::resolve(&cli.host, cli.port, cli.allow_remote).await?;
+    if cli.transport == Transport::Websocket && cli.tls != TlsMode::None {
+        anyhow::bail!("--transport websocket speaks ws:// only: add --tls none");
+    }
     let nofile = target::raise_nofile(cli.clients as u64 + 256);
     if nofile < cli.clients as u64 + 64 {
         eprintln!(
@@ -213,6 +223,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         sources,
         domain: cli.domain.clone(),
         tls: cli.tls,
+        transport: cli.transport,
+        ws_path: cli.ws_path.clone(),
         tls_starttls,
         tls_direct,
         mechanism: cli.mechanism,

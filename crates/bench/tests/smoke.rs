@@ -96,6 +96,11 @@ fn start_server(bin: &Path, config: &Path) -> (Server, u16) {
 /// Writes a config (plus `extra` TOML) into `dir`, creates the 20 accounts and starts the
 /// server; `None` when there is no server binary to test against.
 fn server_with_accounts(dir: &Path, extra: &str) -> Option<(Server, u16)> {
+    server_with_web(dir, "", extra)
+}
+
+/// [`server_with_accounts`] with the public web listener on `http` (`""`: off).
+fn server_with_web(dir: &Path, http: &str, extra: &str) -> Option<(Server, u16)> {
     let Some(bin) = server_binary() else {
         eprintln!("SKIP: no server binary (set ROOKERY_BIN or run `cargo build -p rookery`)");
         return None;
@@ -104,7 +109,7 @@ fn server_with_accounts(dir: &Path, extra: &str) -> Option<(Server, u16)> {
     std::fs::write(
         &config,
         format!(
-            "domain = \"localhost\"\ndata_dir = \"{}\"\n[listen]\nc2s = \"127.0.0.1:0\"\nc2s_direct_tls = \"\"\nadmin = \"\"\n{extra}",
+            "domain = \"localhost\"\ndata_dir = \"{}\"\n[listen]\nc2s = \"127.0.0.1:0\"\nc2s_direct_tls = \"\"\nadmin = \"\"\nhttp = \"{http}\"\nhttps = \"\"\n{extra}",
             dir.join("data").display()
         ),
     )
@@ -227,6 +232,41 @@ fn presence_scenario_sets_up_subscriptions_and_delivers() {
         "{v:#}"
     );
     assert!(p["latency_ms"]["count"].as_u64().unwrap() > 0, "{v:#}");
+    assert_eq!(v["errors"], serde_json::json!({}), "{v:#}");
+    drop(server);
+}
+
+/// `--transport websocket`: the same logins and messages over RFC 7395.
+#[test]
+fn messages_over_websocket() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let http = format!("127.0.0.1:{port}");
+    let Some((server, _)) = server_with_web(dir.path(), &http, "") else {
+        return;
+    };
+    let (_, v) = run_bench(
+        dir.path(),
+        &server,
+        port,
+        &[
+            "--transport",
+            "websocket",
+            "--tls",
+            "none",
+            "messages",
+            "--rate",
+            "100",
+        ],
+    );
+    assert_eq!(v["results"]["login"]["ok"], 20, "{v:#}");
+    assert!(
+        v["results"]["messages"]["received"].as_u64().unwrap() > 0,
+        "{v:#}"
+    );
     assert_eq!(v["errors"], serde_json::json!({}), "{v:#}");
     drop(server);
 }

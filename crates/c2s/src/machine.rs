@@ -109,19 +109,30 @@ enum Phase {
 pub struct C2sMachine<P> {
     policy: P,
     phase: Phase,
-    tls: bool,
+    /// Encrypted, or secure enough for passwords (TLS terminated in front of a web
+    /// transport, loopback).
+    secure: bool,
+    /// Whether STARTTLS can still be offered (a plain TCP stream; never WebSocket or BOSH).
+    can_start_tls: bool,
     channel_binding: Option<Vec<u8>>,
     user: Option<BareJid>,
     attempts: u32,
 }
 
 impl<P: Policy> C2sMachine<P> {
-    /// A machine for a stream whose transport is `tls` or not, with that channel binding.
-    pub fn new(policy: P, tls: bool, channel_binding: Option<Vec<u8>>) -> Self {
+    /// A machine for a stream that is `secure` or not, that `can_start_tls` or not, with
+    /// that channel binding.
+    pub fn new(
+        policy: P,
+        secure: bool,
+        can_start_tls: bool,
+        channel_binding: Option<Vec<u8>>,
+    ) -> Self {
         C2sMachine {
             policy,
             phase: Phase::Header,
-            tls,
+            secure,
+            can_start_tls,
             channel_binding,
             user: None,
             attempts: 0,
@@ -131,7 +142,7 @@ impl<P: Policy> C2sMachine<P> {
     /// Whether a mechanism or request that carries the password itself (PLAIN, in-band
     /// registration) is allowed on this stream.
     fn password_in_clear_allowed(&self) -> bool {
-        self.tls || self.policy.config().allow_unencrypted_plain
+        self.secure || self.policy.config().allow_unencrypted_plain
     }
 
     fn header(&mut self, header: &StreamHeader) -> Actions {
@@ -147,7 +158,14 @@ impl<P: Policy> C2sMachine<P> {
         if !ok {
             return actions;
         }
-        if !self.tls && self.policy.config().require_encryption {
+        if !self.secure && self.policy.config().require_encryption {
+            if !self.can_start_tls {
+                actions.push(fail(
+                    SEC::PolicyViolation,
+                    "encryption is required and this transport cannot start TLS",
+                ));
+                return actions;
+            }
             let f = rookery_proto::stream::features().with_child(receiving::starttls_feature(true));
             actions.push(Action::Send(f));
             self.phase = Phase::TlsRequired;
@@ -166,7 +184,8 @@ impl<P: Policy> C2sMachine<P> {
     }
 
     /// Features before authentication. On an unencrypted stream (only reached with
-    /// `require_encryption = false`) STARTTLS is offered without `<required/>`, and PLAIN
+    /// `require_encryption = false`) STARTTLS is offered without `<required/>` where the
+    /// transport can start it (never on WebSocket or BOSH), and PLAIN
     /// and registration only when `allow_unencrypted_plain` says so.
     fn features_sasl(&self) -> Element {
         let clear_password_ok = self.password_in_clear_allowed();
@@ -176,7 +195,7 @@ impl<P: Policy> C2sMachine<P> {
             .filter(|&m| (cb || !m.is_plus()) && (clear_password_ok || m != Mechanism::Plain))
             .map(Mechanism::name);
         let mut f = rookery_proto::stream::features();
-        if !self.tls {
+        if !self.secure && self.can_start_tls {
             f.push_child(receiving::starttls_feature(false));
         }
         f.push_child(sasl::mechanisms(names));
@@ -232,7 +251,7 @@ impl<P: Policy> C2sMachine<P> {
         if el.is("iq", ns::CLIENT) {
             return self.pre_auth_iq(el);
         }
-        if receiving::is_starttls(&el) && !self.tls {
+        if receiving::is_starttls(&el) && !self.secure && self.can_start_tls {
             self.phase = Phase::Tls;
             return receiving::proceed().into();
         }
@@ -312,7 +331,7 @@ impl<P: Policy> C2sMachine<P> {
             } => match self.identity(&username, authzid) {
                 Ok(user) => {
                     self.policy.auth_result(attempt.mechanism, true);
-                    tracing::info!(user = %user, tls = self.tls, "authenticated");
+                    tracing::info!(user = %user, secure = self.secure, "authenticated");
                     self.user = Some(user);
                     self.phase = Phase::Header;
                     vec![
@@ -522,7 +541,8 @@ impl<P: Policy> Machine for C2sMachine<P> {
                 }
             },
             Input::TlsDone { channel_binding } => {
-                self.tls = true;
+                self.secure = true;
+                self.can_start_tls = false;
                 self.channel_binding = channel_binding;
                 self.phase = Phase::Header;
                 Vec::new()
@@ -666,7 +686,7 @@ mod tests {
 
     /// A machine on a TLS stream (no channel binding) with its features sent.
     fn at_auth(policy: &Test) -> M<'_> {
-        let mut m = C2sMachine::new(policy, true, None);
+        let mut m = C2sMachine::new(policy, true, false, None);
         m.handle(header(DOMAIN));
         m
     }
@@ -690,7 +710,7 @@ mod tests {
     #[test]
     fn starttls_is_required_first() {
         let policy = Test::default();
-        let mut m = C2sMachine::new(&policy, false, None);
+        let mut m = C2sMachine::new(&policy, false, true, None);
         let a = m.handle(header(DOMAIN));
         assert!(matches!(&a[0], Action::SendHeader { .. }));
         let features = sent(&a)[0];
@@ -707,7 +727,7 @@ mod tests {
             Some((SEC::PolicyViolation, "STARTTLS is required"))
         );
 
-        let mut m = C2sMachine::new(&policy, false, None);
+        let mut m = C2sMachine::new(&policy, false, true, None);
         m.handle(header(DOMAIN));
         let a = m.handle(el("starttls", ns::TLS));
         assert_eq!(a.len(), 2);
@@ -733,7 +753,7 @@ mod tests {
     fn features_follow_the_stream() {
         let policy = Test::default();
         let mut m = at_auth(&policy);
-        let a = C2sMachine::new(&policy, true, None).handle(header(DOMAIN));
+        let a = C2sMachine::new(&policy, true, false, None).handle(header(DOMAIN));
         assert!(!mechanisms(&a).iter().any(|n| n.ends_with("-PLUS")));
         assert!(sent(&a)[0].has_child("register", ns::REGISTER_FEATURE));
         let a = m.handle(auth("SCRAM-SHA-1-PLUS", b"p=tls-exporter,,n=alice,r=abc"));
@@ -746,7 +766,7 @@ mod tests {
             },
             ..Test::default()
         };
-        let mut m = C2sMachine::new(&policy, false, None);
+        let mut m = C2sMachine::new(&policy, false, true, None);
         let a = m.handle(header(DOMAIN));
         let f = sent(&a)[0];
         assert!(f
@@ -758,12 +778,27 @@ mod tests {
         assert_eq!(sasl_condition(&a), Some("encryption-required"));
         // STARTTLS is still possible after a failed attempt.
         assert_eq!(m.handle(el("starttls", ns::TLS))[1], Action::StartTls);
+
+        // A framing that cannot start TLS (WebSocket, BOSH) never offers it, and is refused
+        // when it is not secure while encryption is required.
+        let mut m = C2sMachine::new(&policy, false, false, None);
+        let a = m.handle(header(DOMAIN));
+        assert!(!sent(&a)[0].has_child("starttls", ns::TLS));
+        let strict = Test::default();
+        let a = C2sMachine::new(&strict, false, false, None).handle(header(DOMAIN));
+        assert_eq!(
+            failure_of(&a),
+            Some((
+                SEC::PolicyViolation,
+                "encryption is required and this transport cannot start TLS"
+            ))
+        );
     }
 
     #[test]
     fn elements_out_of_order_end_the_stream() {
         let policy = Test::default();
-        let mut m = C2sMachine::new(&policy, true, None);
+        let mut m = C2sMachine::new(&policy, true, false, None);
         let a = m.handle(el("auth", ns::SASL));
         assert_eq!(
             failure_of(&a),
@@ -781,7 +816,7 @@ mod tests {
             failure_of(&a),
             Some((SEC::NotAuthorized, "authenticate first"))
         );
-        let a = C2sMachine::new(&policy, true, None).handle(header("other.test"));
+        let a = C2sMachine::new(&policy, true, false, None).handle(header("other.test"));
         assert!(matches!(&a[0], Action::SendHeader { .. }));
         assert_eq!(failure_of(&a).map(|f| f.0), Some(SEC::HostUnknown));
     }
@@ -889,7 +924,7 @@ mod tests {
             },
             ..Test::default()
         };
-        let mut m = C2sMachine::new(&policy, false, None);
+        let mut m = C2sMachine::new(&policy, false, true, None);
         m.handle(header(DOMAIN));
         let a = m.handle(iq_set(Element::new("query", ns::REGISTER)));
         let reply = sent(&a)[0];
@@ -973,7 +1008,7 @@ mod tests {
     fn scram_plus_with_channel_binding() {
         let policy = Test::default();
         let cb = vec![7u8; 32];
-        let mut m = C2sMachine::new(&policy, true, Some(cb.clone()));
+        let mut m = C2sMachine::new(&policy, true, false, Some(cb.clone()));
         m.handle(header(DOMAIN));
         let mut client =
             rookery_sasl::ScramClient::new(Mechanism::ScramSha256Plus, "alice", "secret", Some(cb));

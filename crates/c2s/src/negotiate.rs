@@ -85,6 +85,23 @@ pub fn serve(
     .instrument(span)
 }
 
+/// Serves one client connection whose transport is already framed and ready (WebSocket,
+/// BOSH): the same negotiation and session as a TCP client, by the same deadline
+/// (`negotiation_timeout_secs` from now). `stopped` as for [`serve`].
+pub async fn serve_framed(
+    ctx: Arc<C2sContext>,
+    conn: Conn,
+    stopped: tokio::sync::watch::Receiver<()>,
+) {
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(ctx.config.negotiation_timeout_secs.max(1));
+    let Some((conn, bound)) = Box::pin(establish_on(&ctx, conn, deadline, stopped)).await else {
+        return;
+    };
+    tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
+    session::run(&ctx, conn, bound).await;
+}
+
 /// Negotiates the stream up to a bound session; `None` when the connection ended first (it
 /// was closed as the reason called for) or resumed another session.
 async fn establish(
@@ -170,7 +187,12 @@ async fn negotiate(
         ctx: ctx.clone(),
         ip: conn.peer.ip(),
     };
-    let mut machine = C2sMachine::new(policy, conn.is_tls(), conn.channel_binding());
+    let mut machine = C2sMachine::new(
+        policy,
+        conn.is_secure(),
+        conn.can_start_tls(),
+        conn.channel_binding(),
+    );
     let mut effects = Driver { ctx, acceptor };
     loop {
         match negotiation::drive(holder, &mut machine, &mut effects).await? {
@@ -281,7 +303,7 @@ async fn bind(ctx: &C2sContext, conn: &Conn, jid: Jid) -> Bound {
         jid.clone(),
         core.config().queue_limit(),
     );
-    let handle = handle.with_origin(conn.peer, rookery_core::Transport::Tcp);
+    let handle = handle.with_origin(conn.peer, conn.kind());
     if let Some(old) = core.bind(handle.clone()).await {
         old.close(StreamError::with_text(
             SEC::Conflict,

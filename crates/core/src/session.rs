@@ -126,6 +126,10 @@ impl Depth {
 pub enum Transport {
     /// An XMPP stream over TCP (RFC 6120), with STARTTLS or direct TLS (XEP-0368).
     Tcp,
+    /// XMPP over WebSocket (RFC 7395).
+    WebSocket,
+    /// BOSH (XEP-0124, XEP-0206).
+    Bosh,
 }
 
 impl Transport {
@@ -133,6 +137,8 @@ impl Transport {
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
+            Transport::WebSocket => "websocket",
+            Transport::Bosh => "bosh",
         }
     }
 }

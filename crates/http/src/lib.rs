@@ -2,18 +2,18 @@
 //! HTTP listener of the server (design.md, "The HTTP face").
 //!
 //! Layout:
-//! - [`listener`]: the runner every HTTP listener shares — accept, serve with hyper under
-//!   [`listener::Limits`] (connection cap, header and request timeouts, body size), graceful
-//!   shutdown on the server's shutdown signal;
+//! - [`listener`]: the runner every HTTP listener shares — accept (plain or TLS), serve
+//!   with hyper under [`listener::Limits`] (connection cap, header and request timeouts,
+//!   body size) with upgrades enabled, graceful shutdown on the server's shutdown signal;
 //! - [`admin`]: the admin listener's router (`[listen] admin`, loopback by default):
 //!   `/health`, `/ready`, `/metrics` and the REST admin API under `/api/v1` (bearer token).
 //!
-//! The public listener (WebSocket, BOSH, host-meta, pubsub SSE) will be a second router run
-//! by the same [`listener::run`].
+//! The public listener (WebSocket, BOSH, host-meta: `rookery-web`) is a second router run
+//! by the same runner.
 
 pub mod admin;
 pub mod listener;
 
 pub use admin::services::{Services, SharedServices};
 pub use admin::{AdminContext, Connections, Reload, Status};
-pub use listener::Limits;
+pub use listener::{Limits, Peer};

@@ -1,13 +1,15 @@
-//! The listener runner every HTTP listener shares: accept on a bound `TcpListener`, serve
-//! each connection with hyper under the listener's limits, stop accepting when the server's
-//! shutdown signal fires and let the requests in flight finish (bounded).
+//! The listener runner every HTTP listener shares: accept on a bound `TcpListener` (plain,
+//! or TLS with [`run_tls`]), serve each connection with hyper under the listener's limits,
+//! stop accepting when the server's shutdown signal fires and let the requests in flight
+//! finish (bounded).
 //!
-//! The admin listener runs on it now; the public listener (WebSocket, BOSH, host-meta,
-//! pubsub SSE) will run on it too with its own router. A WebSocket upgrade needs hyper's
-//! upgradeable connection (`hyper_util::server::conn::auto`), which is a change of the
-//! builder here, not of the routers.
+//! Connections are served with upgrades enabled, so a handler can take the connection over
+//! (the public listener's WebSocket); an upgraded connection leaves the listener's count and
+//! its drain, and belongs to whoever took it. Each request carries a [`Peer`] extension: the
+//! client's address and whether the connection is TLS.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +17,12 @@ use axum::http::StatusCode;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -27,7 +31,8 @@ use tower_http::timeout::TimeoutLayer;
 pub struct Limits {
     /// Connections served at once; further ones wait in the kernel's accept queue.
     pub max_connections: usize,
-    /// Time a client has to send a request's headers (slowloris).
+    /// Time a client has to send a request's headers (slowloris), and to finish the TLS
+    /// handshake on an HTTPS listener.
     pub header_read_timeout: Duration,
     /// Time a request may take from its headers to the end of the response (`408` then).
     pub request_timeout: Duration,
@@ -48,10 +53,40 @@ impl Limits {
     };
 }
 
+/// Who sent a request: put into every request's extensions by the runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// The TCP peer (a proxy's address when there is one in front).
+    pub addr: SocketAddr,
+    /// Whether the connection is TLS (HTTPS).
+    pub tls: bool,
+}
+
 /// Serves `router` on `listener` until `shutdown` completes, then drains the connections in
 /// flight for at most `limits.drain_timeout`.
 pub async fn run(
     listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    serve(listener, None, router, limits, shutdown).await;
+}
+
+/// [`run`] for HTTPS: each connection is a TLS handshake with `acceptor` first.
+pub async fn run_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    serve(listener, Some(acceptor), router, limits, shutdown).await;
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     router: Router,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
@@ -62,8 +97,10 @@ pub async fn run(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ));
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let permits = Arc::new(Semaphore::new(max));
+    // Told to every connection task when the shutdown signal fires.
+    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -73,7 +110,7 @@ pub async fn run(
                 Err(_) => break,
             },
         };
-        let (stream, peer) = tokio::select! {
+        let (stream, addr) = tokio::select! {
             () = &mut shutdown => break,
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -85,24 +122,73 @@ pub async fn run(
                 }
             },
         };
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let conn = graceful.watch(conn);
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.clone();
+        let stop = stop_rx.clone();
+        let header_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+            match tls {
+                None => {
+                    let peer = Peer { addr, tls: false };
+                    serve_connection(stream, peer, app, header_timeout, stop).await;
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => {
+                            let peer = Peer { addr, tls: true };
+                            serve_connection(s, peer, app, header_timeout, stop).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                    }
+                }
             }
             drop(permit);
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+    let _ = stop_tx.send(true);
+    // Every connection holds a permit until it ends: all of them back means all ended.
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.drain_timeout, permits.acquire_many(all))
         .await
         .is_err()
     {
         tracing::debug!("http connections still open after the drain timeout");
+    }
+}
+
+/// Serves one connection with hyper until it ends, is upgraded, or (after `stop`) has
+/// finished the request in flight.
+async fn serve_connection<I>(
+    io: I,
+    peer: Peer,
+    app: Router,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = app.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(peer);
+        req
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(addr = %peer.addr, error = %e, "http connection ended with an error");
     }
 }
 

@@ -113,7 +113,7 @@ struct Driver<'a> {
 impl Effects<Accepting<Arc<S2s>>> for Driver<'_> {
     async fn perform(&mut self, conn: &mut Conn, request: Request) -> Result<Reply, ConnError> {
         let Request::CertificateValid(domain) = request;
-        let chain = tls::peer_chain(conn.transport());
+        let chain = conn.transport().map(tls::peer_chain).unwrap_or_default();
         Ok(Reply(self.s2s.tls.valid_for(&chain, &domain)))
     }
 
@@ -163,7 +163,7 @@ async fn bound(s2s: &Arc<S2s>, mut conn: Conn, done: Done) {
     let mut inbound = Incoming {
         s2s: s2s.clone(),
         stream_id: done.stream_id,
-        chain: Arc::new(tls::peer_chain(conn.transport())),
+        chain: Arc::new(conn.transport().map(tls::peer_chain).unwrap_or_default()),
         auth,
         handle,
         pending: Arc::new(AtomicUsize::new(0)),

@@ -611,7 +611,7 @@ struct Driver {
 impl Effects<Initiating<Arc<S2s>>> for Driver {
     async fn perform(&mut self, conn: &mut Conn, request: Request) -> Result<Reply, ConnError> {
         let Request::CertificateValid = request;
-        let chain = tls::peer_chain(conn.transport());
+        let chain = conn.transport().map(tls::peer_chain).unwrap_or_default();
         Ok(Reply(self.s2s.tls.valid_for(&chain, &self.remote)))
     }
 

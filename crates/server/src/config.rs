@@ -55,6 +55,9 @@ pub struct Config {
     /// Accounts (bare JIDs) that may run the XEP-0133 administration commands (XEP-0050
     /// ad-hoc commands) from their XMPP client.
     pub admins: Vec<String>,
+    // --- web transports (issue 13) ---
+    /// The public HTTP listeners' settings: WebSocket origins, proxies (`[http]`).
+    pub http: rookery_web::HttpConfig,
 }
 
 impl Default for Config {
@@ -80,6 +83,7 @@ impl Default for Config {
             log: LogConfig::default(),
             admin: AdminConfig::default(),
             admins: Vec::new(),
+            http: rookery_web::HttpConfig::default(),
         }
     }
 }
@@ -99,6 +103,12 @@ pub struct ListenConfig {
     /// The admin HTTP listener: `/health`, `/ready`, `/metrics` and the REST admin API.
     /// Loopback by default: it is for the operator, not the world.
     pub admin: String,
+    // --- web transports (issue 13) ---
+    /// The public HTTP listener (WebSocket at `/xmpp-websocket`). Loopback only unless
+    /// `[http] behind_tls_proxy = true`.
+    pub http: String,
+    /// The public HTTPS listener, with the server's certificate.
+    pub https: String,
 }
 
 impl Default for ListenConfig {
@@ -109,6 +119,8 @@ impl Default for ListenConfig {
             s2s: String::new(),
             s2s_direct_tls: String::new(),
             admin: "127.0.0.1:5290".into(),
+            http: "127.0.0.1:5280".into(),
+            https: "127.0.0.1:5281".into(),
         }
     }
 }

@@ -12,6 +12,7 @@ mod ctl;
 mod reload;
 mod signals;
 mod tls;
+mod web;
 mod wiring;
 
 use std::io::{BufRead, IsTerminal};
@@ -324,6 +325,7 @@ async fn serve(
         tracing::info!(addr = %l.local_addr()?, ?mode, domain = %cfg.domain, "listening for clients");
         tasks.push(tokio::spawn(rookery_c2s::run(l, mode, ctx.clone())));
     }
+    let web = web::start(&cfg, ctx.clone(), tls.https.clone(), &stop_rx).await?;
     if cfg.s2s.enabled {
         let s2s = rookery_s2s::S2s::setup(
             core.clone(),
@@ -357,7 +359,7 @@ async fn serve(
         tracing::info!(addr = %l.local_addr()?, domains = ?components.domains(), "listening for components");
         tasks.push(tokio::spawn(rookery_component::run(l, components.clone())));
     }
-    if tasks.is_empty() {
+    if tasks.is_empty() && web.tasks.is_empty() {
         bail!("no listener configured");
     }
     let _ = reloader.set(reload::Reloader::new(
@@ -383,6 +385,7 @@ async fn serve(
     for t in &tasks {
         t.abort();
     }
+    drop(web.listening);
     let shutdown = StreamError::with_text(
         StreamErrorCondition::SystemShutdown,
         "the server is shutting down",
@@ -405,6 +408,9 @@ async fn serve(
             s2s.outgoing_count() == 0 && s2s.incoming_count() == 0
         })
         .await;
+    }
+    for t in web.tasks {
+        let _ = t.await;
     }
     if let Some(t) = admin_task {
         let _ = t.await;

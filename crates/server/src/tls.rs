@@ -24,6 +24,8 @@ pub struct TlsConfigs {
     /// The certificate every configuration serves, replaced on reload; the federation
     /// listener and connector use it too.
     pub cert: Arc<LiveCert>,
+    /// For the public HTTPS listener (ALPN `http/1.1`).
+    pub https: Arc<rustls::ServerConfig>,
 }
 
 /// Loads or generates the certificate and builds the rustls configurations (TLS 1.2+).
@@ -37,7 +39,10 @@ pub fn load(cfg: &Config) -> anyhow::Result<TlsConfigs> {
         .with_cert_resolver(cert.clone());
     let mut direct = base.clone();
     direct.alpn_protocols = vec![b"xmpp-client".to_vec()];
+    let mut https = base.clone();
+    https.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConfigs {
+        https: Arc::new(https),
         starttls: Arc::new(base),
         direct: Arc::new(direct),
         cert,

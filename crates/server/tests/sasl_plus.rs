@@ -71,7 +71,7 @@ async fn start_server() -> Server {
         &config,
         format!(
             "domain = \"localhost\"\ndata_dir = {:?}\n[listen]\nc2s = \"127.0.0.1:{p1}\"\n\
-             c2s_direct_tls = \"127.0.0.1:{p2}\"\nadmin = \"\"\n[log]\nlevel = \"warn\"\n",
+             c2s_direct_tls = \"127.0.0.1:{p2}\"\nadmin = \"\"\nhttp = \"\"\nhttps = \"\"\n[log]\nlevel = \"warn\"\n",
             dir.path().join("data")
         ),
     )

@@ -1,4 +1,9 @@
 //! One connection: transport, stream parser and the stream-level framing around them.
+//!
+//! A connection is framed one of two ways ([`Io`]): as an XML byte stream (RFC 6120 §4, TCP
+//! or TLS), or as messages of one element each ([`crate::message`]: WebSocket, RFC 7395;
+//! BOSH, XEP-0206). Negotiation and the session loop only use the methods here, so they run
+//! unchanged over either.
 
 use std::net::SocketAddr;
 
@@ -12,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use crate::message::{self, Frame, Messages};
 use crate::transport::Transport;
 
 /// Most bytes taken from the transport per read. The buffer lives on the stack only while a
@@ -51,11 +57,33 @@ impl ConnError {
     }
 }
 
+/// How a connection's XML travels.
+enum Io {
+    /// One XML byte stream (RFC 6120 §4).
+    Stream(Transport),
+    /// Messages of one element each (RFC 7395, XEP-0206), through a transport adapter.
+    Messages(MessageIo),
+}
+
+/// The connection's side of a message transport.
+struct MessageIo {
+    incoming: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    /// `None` once the connection shut down: the adapter sees the channel closed.
+    outgoing: Option<tokio::sync::mpsc::Sender<Frame>>,
+    /// Frames waiting for the next [`Conn::flush`]; freed after it, like `Conn::out`.
+    pending: std::collections::VecDeque<Frame>,
+    /// A message was loaded into the parser and not read to its end yet.
+    reading: bool,
+    tls: bool,
+    secure: bool,
+    kind: rookery_core::Transport,
+}
+
 /// A connection of any kind (client, server, component).
 pub struct Conn {
-    /// The byte stream. Private: callers ask the connection (`is_tls`, `channel_binding`,
-    /// `transport`), so a connection framed another way (WebSocket, BOSH) can answer too.
-    io: Transport,
+    /// The transport and its framing. Private: callers ask the connection (`is_tls`,
+    /// `is_secure`, `channel_binding`, `transport`), so every framing can answer.
+    io: Io,
     /// The peer address.
     pub peer: SocketAddr,
     parser: StreamParser,
@@ -83,7 +111,45 @@ impl Conn {
         content_ns: &'static str,
     ) -> Self {
         Conn {
-            io,
+            io: Io::Stream(io),
+            peer,
+            parser: StreamParser::new(limits),
+            last_read: Instant::now(),
+            header_sent: false,
+            out: Vec::new(),
+            domain: domain.to_string(),
+            content_ns,
+            header_extra: "",
+            header_version: true,
+        }
+    }
+
+    /// A client connection framed as messages (WebSocket, BOSH): `messages` are the channels
+    /// to its transport adapter. Each message is read with a fresh parser under `limits`.
+    pub fn framed(
+        messages: Messages,
+        peer: SocketAddr,
+        limits: Limits,
+        domain: &str,
+        content_ns: &'static str,
+    ) -> Self {
+        let Messages {
+            incoming,
+            outgoing,
+            tls,
+            secure,
+            kind,
+        } = messages;
+        Conn {
+            io: Io::Messages(MessageIo {
+                incoming,
+                outgoing: Some(outgoing),
+                pending: Default::default(),
+                reading: false,
+                tls,
+                secure,
+                kind,
+            }),
             peer,
             parser: StreamParser::new(limits),
             last_read: Instant::now(),
@@ -120,25 +186,65 @@ impl Conn {
         self.last_read
     }
 
-    /// Whether the connection is encrypted.
+    /// Whether the connection is encrypted (TLS, or HTTPS underneath a message framing).
     pub fn is_tls(&self) -> bool {
-        self.io.is_tls()
+        match &self.io {
+            Io::Stream(t) => t.is_tls(),
+            Io::Messages(m) => m.tls,
+        }
+    }
+
+    /// Whether the path to the peer counts as confidential: TLS, or a message framing
+    /// judged secure by its adapter (HTTPS, loopback, a trusted TLS-terminating proxy).
+    /// What may carry a password in the clear, and whether TLS is still required, is
+    /// decided on this.
+    pub fn is_secure(&self) -> bool {
+        match &self.io {
+            Io::Stream(t) => t.is_tls(),
+            Io::Messages(m) => m.secure,
+        }
+    }
+
+    /// Whether STARTTLS can still upgrade this connection: a plain byte stream. Never a
+    /// message framing, whose TLS (if any) is the HTTP connection's.
+    pub fn can_start_tls(&self) -> bool {
+        matches!(self.io, Io::Stream(Transport::Plain(_)))
+    }
+
+    /// What the core calls this connection's transport (admin API, metrics).
+    pub fn kind(&self) -> rookery_core::Transport {
+        match &self.io {
+            Io::Stream(_) => rookery_core::Transport::Tcp,
+            Io::Messages(m) => m.kind,
+        }
     }
 
     /// The RFC 9266 `tls-exporter` channel binding, when the connection has one.
     pub fn channel_binding(&self) -> Option<Vec<u8>> {
-        self.io.channel_binding()
+        match &self.io {
+            Io::Stream(t) => t.channel_binding(),
+            Io::Messages(_) => None,
+        }
     }
 
-    /// The byte stream underneath (its TLS state: the peer's certificate chain).
-    pub fn transport(&self) -> &Transport {
-        &self.io
+    /// The byte stream underneath (its TLS state: the peer's certificate chain); `None` for
+    /// a message framing.
+    pub fn transport(&self) -> Option<&Transport> {
+        match &self.io {
+            Io::Stream(t) => Some(t),
+            Io::Messages(_) => None,
+        }
     }
 
     /// Closes the write side of the connection without a stream close (the peer is gone or
     /// the stream was already closed).
     pub async fn shutdown(&mut self) {
-        let _ = self.io.shutdown().await;
+        match &mut self.io {
+            Io::Stream(t) => {
+                let _ = t.shutdown().await;
+            }
+            Io::Messages(m) => m.outgoing = None,
+        }
     }
 
     /// The domain we speak as.
@@ -150,6 +256,10 @@ impl Conn {
     /// parser had buffered is dropped (RFC 6120 §6.4.6).
     pub fn restart(&mut self) {
         self.parser.reset();
+        if let Io::Messages(m) = &mut self.io {
+            // The rest of the message that was being read went with the parser.
+            m.reading = false;
+        }
         self.header_sent = false;
     }
 
@@ -166,7 +276,7 @@ impl Conn {
             header_version,
             ..
         } = self;
-        let Transport::Plain(tcp) = io else {
+        let Io::Stream(Transport::Plain(tcp)) = io else {
             return Err(ConnError::stream(
                 StreamErrorCondition::PolicyViolation,
                 "TLS already negotiated",
@@ -174,7 +284,7 @@ impl Conn {
         };
         let tls = acceptor.accept(tcp).await?;
         Ok(Conn {
-            io: Transport::Tls(Box::new(tls)),
+            io: Io::Stream(Transport::Tls(Box::new(tls))),
             peer,
             parser: StreamParser::new(Limits::PRE_AUTH),
             last_read: Instant::now(),
@@ -204,7 +314,7 @@ impl Conn {
             header_version,
             ..
         } = self;
-        let Transport::Plain(tcp) = io else {
+        let Io::Stream(Transport::Plain(tcp)) = io else {
             return Err(ConnError::stream(
                 StreamErrorCondition::PolicyViolation,
                 "TLS already negotiated",
@@ -212,7 +322,7 @@ impl Conn {
         };
         let tls = connector.connect(server_name, tcp).await?;
         Ok(Conn {
-            io: Transport::TlsClient(Box::new(tls)),
+            io: Io::Stream(Transport::TlsClient(Box::new(tls))),
             peer,
             parser: StreamParser::new(limits),
             last_read: Instant::now(),
@@ -233,6 +343,10 @@ impl Conn {
     /// The next parser event, reading from the transport as needed. Cancel-safe: bytes read
     /// are handed to the parser before any other await.
     pub async fn next_event(&mut self) -> Result<Event, ConnError> {
+        if let Io::Messages(m) = &mut self.io {
+            return next_message_event(m, &mut self.parser, &mut self.last_read, self.content_ns)
+                .await;
+        }
         loop {
             match self.parser.next_event() {
                 Ok(Some(Event::StreamClose)) => return Err(ConnError::StreamClosed),
@@ -240,8 +354,11 @@ impl Conn {
                 Ok(None) => {}
                 Err(e) => return Err(ConnError::Stream(StreamError::from(&e))),
             }
+            let Io::Stream(io) = &mut self.io else {
+                return Err(ConnError::Eof);
+            };
             let parser = &mut self.parser;
-            let n = read_with(&mut self.io, |bytes| parser.feed(bytes)).await?;
+            let n = read_with(io, |bytes| parser.feed(bytes)).await?;
             if n == 0 {
                 return Err(ConnError::Eof);
             }
@@ -317,14 +434,29 @@ impl Conn {
         self.flush().await
     }
 
-    /// Adds `bytes` to what the next [`Conn::flush`] writes (no I/O).
+    /// Adds `bytes` to what the next [`Conn::flush`] writes (no I/O). On a message framing
+    /// `bytes` must be one top-level element (optionally followed by the stream close), as
+    /// every writer of a stream produces them.
     pub fn queue(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
+        match &mut self.io {
+            Io::Stream(_) => self.out.extend_from_slice(bytes),
+            Io::Messages(m) => m.pending.extend(message::frames(bytes, self.content_ns)),
+        }
     }
 
     /// How many bytes wait for the next [`Conn::flush`].
     pub fn queued(&self) -> usize {
-        self.out.len()
+        match &self.io {
+            Io::Stream(_) => self.out.len(),
+            Io::Messages(m) => m
+                .pending
+                .iter()
+                .map(|f| match f {
+                    Frame::Element(b) => b.len(),
+                    _ => 0,
+                })
+                .sum(),
+        }
     }
 
     /// Writes what [`Conn::queue`] gathered in one write and flushes the transport.
@@ -334,8 +466,12 @@ impl Conn {
     /// stanzas cost one record (up to 16 KiB) and one `sendmsg`. Cancel-safe: written bytes
     /// leave the buffer as they go, so a dropped flush resumes where it stopped.
     pub async fn flush(&mut self) -> Result<(), ConnError> {
+        let io = match &mut self.io {
+            Io::Stream(io) => io,
+            Io::Messages(m) => return flush_frames(m).await,
+        };
         while !self.out.is_empty() {
-            let n = self.io.write(&self.out).await?;
+            let n = io.write(&self.out).await?;
             if n == 0 {
                 return Err(ConnError::Io(std::io::ErrorKind::WriteZero.into()));
             }
@@ -344,7 +480,7 @@ impl Conn {
         // Freed, not kept: idle connections are the many, and a buffer kept for each would
         // cost more memory than one allocation per wake-up costs time.
         self.out = Vec::new();
-        self.io.flush().await?;
+        io.flush().await?;
         Ok(())
     }
 
@@ -355,6 +491,15 @@ impl Conn {
 
     /// Sends our stream header in reply to the client's.
     pub async fn send_header(&mut self, to: Option<&str>, id: &str) -> Result<(), ConnError> {
+        self.header_sent = true;
+        if let Io::Messages(m) = &mut self.io {
+            m.pending.push_back(Frame::Open(Box::new(message::Header {
+                from: self.domain.clone(),
+                to: to.map(str::to_string),
+                id: id.to_string(),
+            })));
+            return self.flush().await;
+        }
         let h = stream::header_versioned(
             self.content_ns,
             &self.domain,
@@ -363,7 +508,6 @@ impl Conn {
             self.header_extra,
             self.header_version,
         );
-        self.header_sent = true;
         self.write(&h).await
     }
 
@@ -371,6 +515,16 @@ impl Conn {
     /// RFC 6120 §4.9.1.2) and closes the transport.
     pub async fn fail(&mut self, error: &StreamError) {
         tracing::info!(condition = %error.condition, text = ?error.text, "closing stream with error");
+        if matches!(self.io, Io::Messages(_)) {
+            // RFC 7395 §3.6: the error, then <close/>; no linger, the adapter closes the
+            // WebSocket with its closing handshake.
+            if !self.header_sent {
+                let _ = self.send_header(None, &new_stream_id()).await;
+            }
+            self.queue(&stream::to_bytes(&error.to_element()));
+            self.close().await;
+            return;
+        }
         let mut out = Vec::new();
         if !self.header_sent {
             out.extend(stream::header_versioned(
@@ -386,7 +540,7 @@ impl Conn {
         out.extend_from_slice(stream::CLOSE);
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
             let _ = self.write(&out).await;
-            let _ = self.io.shutdown().await;
+            self.shutdown().await;
         })
         .await;
         self.linger().await;
@@ -399,8 +553,11 @@ impl Conn {
     async fn linger(&mut self) {
         let deadline = tokio::time::Instant::now() + LINGER_TIME;
         let mut left = LINGER_BYTES;
+        let Io::Stream(io) = &mut self.io else {
+            return;
+        };
         while left > 0 {
-            match tokio::time::timeout_at(deadline, read_with(&mut self.io, |_| {})).await {
+            match tokio::time::timeout_at(deadline, read_with(io, |_| {})).await {
                 Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
                 _ => break,
             }
@@ -411,10 +568,63 @@ impl Conn {
     pub async fn close(&mut self) {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
             let _ = self.write(stream::CLOSE).await;
-            let _ = self.io.shutdown().await;
+            self.shutdown().await;
         })
         .await;
     }
+}
+
+/// The next event of a message-framed connection: the rest of the message in the parser,
+/// else the next message. Cancel-safe: a message received is loaded before any other await.
+async fn next_message_event(
+    m: &mut MessageIo,
+    parser: &mut StreamParser,
+    last_read: &mut Instant,
+    content_ns: &str,
+) -> Result<Event, ConnError> {
+    loop {
+        if m.reading {
+            match parser.next_event() {
+                // The header `message::load` put before the message.
+                Ok(Some(Event::StreamOpen(_))) => continue,
+                Ok(Some(Event::Element(el))) => {
+                    return match message::unframe(el, content_ns) {
+                        Event::StreamClose => Err(ConnError::StreamClosed),
+                        ev => Ok(ev),
+                    }
+                }
+                // The close `message::load` put after it: the message is done.
+                Ok(Some(Event::StreamClose)) => m.reading = false,
+                Ok(None) => {
+                    return Err(ConnError::stream(
+                        StreamErrorCondition::BadFormat,
+                        "a message must hold complete elements",
+                    ))
+                }
+                Err(e) => return Err(ConnError::Stream(StreamError::from(&e))),
+            }
+        }
+        let msg = m.incoming.recv().await.ok_or(ConnError::Eof)?;
+        message::load(parser, content_ns, &msg);
+        m.reading = true;
+        *last_read = Instant::now();
+    }
+}
+
+/// Hands the pending frames to the adapter, in order; cancel-safe like [`Conn::flush`]
+/// (a frame leaves the queue once the channel took it).
+async fn flush_frames(m: &mut MessageIo) -> Result<(), ConnError> {
+    let Some(tx) = &m.outgoing else {
+        m.pending = Default::default();
+        return Err(ConnError::Eof);
+    };
+    while let Some(frame) = m.pending.front() {
+        let permit = tx.reserve().await.map_err(|_| ConnError::Eof)?;
+        permit.send(frame.clone());
+        m.pending.pop_front();
+    }
+    m.pending = Default::default();
+    Ok(())
 }
 
 /// A fresh, unguessable stream id.
@@ -475,5 +685,85 @@ mod tests {
         let mut got = [0u8; 12];
         peer.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"<a/><b/><c/>");
+    }
+
+    fn framed() -> (
+        Conn,
+        tokio::sync::mpsc::Sender<bytes::Bytes>,
+        tokio::sync::mpsc::Receiver<Frame>,
+    ) {
+        let (to_conn, incoming) = tokio::sync::mpsc::channel(4);
+        let (outgoing, from_conn) = tokio::sync::mpsc::channel(8);
+        let messages = Messages {
+            incoming,
+            outgoing,
+            tls: false,
+            secure: true,
+            kind: rookery_core::Transport::WebSocket,
+        };
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let conn = Conn::framed(messages, peer, Limits::PRE_AUTH, "localhost", ns::CLIENT);
+        (conn, to_conn, from_conn)
+    }
+
+    /// A message-framed connection reads <open/> as the header and each message as an
+    /// element, survives a restart mid-message, and ends an error with <close/>.
+    #[tokio::test]
+    async fn message_framing_reads_and_writes_frames() {
+        let (mut conn, to_conn, mut from_conn) = framed();
+        assert!(conn.is_secure() && !conn.is_tls() && !conn.can_start_tls());
+        assert!(conn.transport().is_none());
+        let open =
+            "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>";
+        to_conn.send(open.into()).await.unwrap();
+        assert_eq!(
+            conn.next_header().await.unwrap().attr("to"),
+            Some("localhost")
+        );
+        conn.send_header(None, "id1").await.unwrap();
+        assert!(matches!(from_conn.recv().await, Some(Frame::Open(h)) if h.id == "id1"));
+        to_conn.send("<presence/>".into()).await.unwrap();
+        assert!(conn
+            .next_element()
+            .await
+            .unwrap()
+            .is("presence", ns::CLIENT));
+        // A restart drops the rest of the message being read, not the next one.
+        conn.restart();
+        to_conn.send(open.into()).await.unwrap();
+        assert!(conn.next_header().await.is_ok());
+        conn.send_header(None, "id2").await.unwrap();
+        assert!(matches!(from_conn.recv().await, Some(Frame::Open(_))));
+        conn.queue(b"<message to='a@b'/>");
+        conn.flush().await.unwrap();
+        let Some(Frame::Element(b)) = from_conn.recv().await else {
+            panic!("no element")
+        };
+        assert_eq!(&b[..], b"<message xmlns='jabber:client' to='a@b'/>");
+        conn.fail(&StreamError::new(StreamErrorCondition::PolicyViolation))
+            .await;
+        let Some(Frame::Element(e)) = from_conn.recv().await else {
+            panic!("no error")
+        };
+        assert!(e.starts_with(b"<stream:error xmlns:stream="));
+        assert_eq!(from_conn.recv().await, Some(Frame::Close));
+        // The connection let go of its channel: the adapter closes the transport.
+        assert_eq!(from_conn.recv().await, None);
+    }
+
+    /// Input that ends: the client's <close/>, or the adapter gone.
+    #[tokio::test]
+    async fn message_framing_ends_on_close_or_eof() {
+        let (mut conn, to_conn, _from_conn) = framed();
+        to_conn
+            .send("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>".into())
+            .await
+            .unwrap();
+        assert!(matches!(
+            conn.next_event().await,
+            Err(ConnError::StreamClosed)
+        ));
+        drop(to_conn);
+        assert!(matches!(conn.next_event().await, Err(ConnError::Eof)));
     }
 }

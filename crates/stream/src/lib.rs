@@ -14,6 +14,8 @@
 //! - [`conn`]: a connection: transport + stream parser + the stream-level framing;
 //! - [`negotiation`]: stream negotiation as sans-IO machines and the one driver that runs
 //!   them over a [`Conn`];
+//! - [`message`]: the message framing of WebSocket (RFC 7395) and BOSH (XEP-0206): one
+//!   element per message, `<open/>`/`<close/>` as the stream's header and close;
 //! - [`pump`]: the loop of a bound stream: inbound elements to a [`pump::Inbound`] policy,
 //!   routed bytes out in batches, kill switch, idle timeout.
 
@@ -23,6 +25,7 @@ pub mod header;
 pub mod keepalive;
 pub mod limit;
 pub mod listen;
+pub mod message;
 pub mod negotiation;
 pub mod pump;
 pub mod transport;
@@ -31,4 +34,5 @@ pub use cert::LiveCert;
 pub use conn::{new_stream_id, Conn, ConnError};
 pub use limit::{IpKey, RateLimit};
 pub use listen::{accept_loop, CapLimits, ConnectionCap};
+pub use message::{Frame, Header, Messages};
 pub use transport::Transport;

@@ -150,6 +150,16 @@ impl ConnectionCap {
         self.inner.lock().limits.max_connections
     }
 
+    /// A share of the cap for one connection from `ip` accepted outside [`accept_loop`] (a
+    /// WebSocket or BOSH session of the HTTP listener), if the limits allow one now; the
+    /// connection holds it until it ends. The per-address limit applies; the negotiation
+    /// cap does not (no accept loop could drop such a connection for a newer one).
+    pub fn try_acquire(&self, ip: IpAddr) -> Option<Permit> {
+        let (slot, _evicted) = self.admit(ip).ok()?;
+        slot.established();
+        Some(Permit(slot))
+    }
+
     /// Connections open now under this cap.
     pub fn in_use(&self) -> usize {
         self.inner.lock().open
@@ -227,6 +237,11 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+/// A connection's share of a [`ConnectionCap`] taken with [`ConnectionCap::try_acquire`],
+/// given back when dropped.
+#[derive(Debug)]
+pub struct Permit(#[allow(dead_code, reason = "held for its Drop")] Slot);
 
 /// One accepted connection's share of a [`ConnectionCap`], given back when its task ends.
 #[derive(Debug)]

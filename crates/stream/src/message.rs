@@ -1,0 +1,267 @@
+//! Message framing: a client stream carried as separate messages, each one complete XML
+//! element, instead of one XML byte stream — XMPP over WebSocket (RFC 7395 §3.3) and, fed by
+//! its session manager, BOSH (XEP-0206 §3).
+//!
+//! The connection ([`crate::Conn`]) stays the one the negotiation and the session loop know:
+//! only how its elements arrive and leave differs. This module is the sans-IO part of that:
+//! reading one message with the stream parser (same limits as on TCP), turning RFC 7395's
+//! `<open/>` and `<close/>` into the stream header and close events, and making each
+//! element we send stand alone (its namespace declarations written on it, RFC 7395 §3.3.3).
+//! The transport adapter (crates/web) moves [`Frame`]s and message bytes between the
+//! channels of a [`Messages`] and its wire.
+
+use bytes::Bytes;
+use rookery_proto::ns;
+use rookery_xml::{Element, Event, StreamHeader, StreamParser};
+use tokio::sync::mpsc;
+
+/// The namespace of RFC 7395's `<open/>` and `<close/>` (§3.3.2).
+pub const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
+
+/// What a message-framed connection hands its transport adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Our stream header: RFC 7395's `<open/>`; for BOSH, the attributes of the session
+    /// creation (or restart) response. Boxed: it is rare, and the channel's slots are as
+    /// large as the largest frame (each idle connection holds a block of 32).
+    Open(Box<Header>),
+    /// One top-level element, with every namespace declaration it needs.
+    Element(Bytes),
+    /// The end of the stream (RFC 7395 `<close/>`); the adapter closes its transport after it.
+    Close,
+}
+
+/// What our stream header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Our domain.
+    pub from: String,
+    /// The peer's JID, when it said who it is.
+    pub to: Option<String>,
+    /// The stream id.
+    pub id: String,
+}
+
+/// The connection's end of a message transport, built by the transport's adapter.
+#[derive(Debug)]
+pub struct Messages {
+    /// Messages from the peer, each one XML element (or `<open/>`/`<close/>`).
+    pub incoming: mpsc::Receiver<Bytes>,
+    /// Frames for the peer. The connection drops it when it shuts down, which tells the
+    /// adapter to close its transport.
+    pub outgoing: mpsc::Sender<Frame>,
+    /// Whether the HTTP connection underneath is TLS (HTTPS).
+    pub tls: bool,
+    /// Whether the path to the client is confidential although it cannot be upgraded with
+    /// STARTTLS: HTTPS, loopback, or a trusted TLS-terminating proxy in front. Negotiation
+    /// treats such a stream as encrypted (PLAIN allowed, no STARTTLS offered).
+    pub secure: bool,
+    /// What the core calls this transport (admin API, metrics).
+    pub kind: rookery_core::Transport,
+}
+
+/// Loads one message into `parser`, replacing whatever it held: a fresh stream header
+/// declaring `content_ns` as the default namespace (so a stanza without `xmlns` is read as on
+/// TCP), the message, and a stream close. The close makes an element left open at the end
+/// of the message a `not-well-formed` error at once, so each message must be complete on
+/// its own (RFC 7395 §3.3.3) and nothing carries over to the next one.
+pub(crate) fn load(parser: &mut StreamParser, content_ns: &str, message: &[u8]) {
+    parser.reset();
+    parser.feed(b"<stream:stream xmlns='");
+    parser.feed(content_ns.as_bytes());
+    parser.feed(b"' xmlns:stream='http://etherx.jabber.org/streams'>");
+    parser.feed(message);
+    parser.feed(rookery_proto::stream::CLOSE);
+}
+
+/// What an element read from a message is for the stream: RFC 7395's `<open/>` is the
+/// stream header (with `content_ns` as its namespace: stanzas carry theirs themselves),
+/// `<close/>` the stream close; anything else is a top-level element.
+pub(crate) fn unframe(el: Element, content_ns: &str) -> Event {
+    if el.ns() != NS_FRAMING {
+        return Event::Element(el);
+    }
+    match el.name() {
+        "close" => Event::StreamClose,
+        _ => Event::StreamOpen(StreamHeader {
+            default_ns: if el.name() == "open" {
+                content_ns.to_string()
+            } else {
+                // Not a header we know: check_namespace refuses it as invalid-namespace.
+                NS_FRAMING.to_string()
+            },
+            prefixes: Vec::new(),
+            attrs: el
+                .attrs()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }),
+    }
+}
+
+/// `bytes`, one top-level element as the stream writer wrote it, as a message that stands
+/// alone: on a byte stream the header declares the default namespace and the `stream`
+/// prefix once, in a message each element must declare them itself (RFC 7395 §3.3.3,
+/// XEP-0206 §8: stanzas are qualified by `jabber:client`). So `xmlns:stream` is added to a
+/// `<stream:…>` element, and `xmlns='content_ns'` to one that declares no default namespace.
+/// `None` for bytes that are no element (whitespace).
+pub(crate) fn qualify(bytes: &[u8], content_ns: &str) -> Option<Vec<u8>> {
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace())?;
+    let el = bytes.get(start..)?;
+    if el.first() != Some(&b'<') {
+        return None;
+    }
+    let name_end = el
+        .iter()
+        .position(|&b| b == b' ' || b == b'/' || b == b'>')
+        .unwrap_or(el.len());
+    let name = el.get(1..name_end).unwrap_or_default();
+    let decl = if name.starts_with(b"stream:") {
+        format!(" xmlns:stream='{}'", ns::STREAM)
+    } else if start_tag_declares_default_ns(el) {
+        return Some(el.to_vec());
+    } else {
+        format!(" xmlns='{content_ns}'")
+    };
+    let mut out = Vec::with_capacity(el.len() + decl.len());
+    out.extend_from_slice(el.get(..name_end).unwrap_or_default());
+    out.extend_from_slice(decl.as_bytes());
+    out.extend_from_slice(el.get(name_end..).unwrap_or_default());
+    Some(out)
+}
+
+/// Whether the start tag at the beginning of `el` has an `xmlns=` attribute (quoted values
+/// are skipped, so `>` or `xmlns=` inside one do not count).
+fn start_tag_declares_default_ns(el: &[u8]) -> bool {
+    let mut quote = None;
+    let mut i = 0;
+    while let Some(&b) = el.get(i) {
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'\'' || b == b'"' => quote = Some(b),
+            None if b == b'>' => return false,
+            None if b == b' ' && el.get(i + 1..).is_some_and(|r| r.starts_with(b"xmlns=")) => {
+                return true
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Splits what the stream writer produced for one write into the frames it stands for: the
+/// element, and a close when the bytes end with the stream's closing tag (a stream error
+/// written with its close in one piece).
+pub(crate) fn frames(bytes: &[u8], content_ns: &str) -> impl Iterator<Item = Frame> {
+    let close = rookery_proto::stream::CLOSE;
+    let (body, closes) = match bytes.strip_suffix(close) {
+        Some(body) => (body, true),
+        None => (bytes, false),
+    };
+    let element = qualify(body, content_ns).map(|b| Frame::Element(Bytes::from(b)));
+    element.into_iter().chain(closes.then_some(Frame::Close))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rookery_xml::Limits;
+
+    fn read(message: &str) -> Vec<Result<Event, String>> {
+        let mut p = StreamParser::new(Limits::PRE_AUTH);
+        load(&mut p, ns::CLIENT, message.as_bytes());
+        let mut out = Vec::new();
+        loop {
+            match p.next_event() {
+                Ok(Some(Event::StreamOpen(_))) => continue,
+                Ok(Some(Event::StreamClose)) | Ok(None) => return out,
+                Ok(Some(Event::Element(el))) => out.push(Ok(unframe(el, ns::CLIENT))),
+                Err(e) => {
+                    out.push(Err(e.condition().to_string()));
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn open_and_close_are_the_stream_header_and_close() {
+        let got = read(
+            "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>",
+        );
+        let Some(Ok(Event::StreamOpen(h))) = got.first() else {
+            panic!("{got:?}")
+        };
+        assert_eq!(h.default_ns, ns::CLIENT);
+        assert_eq!(h.attr("to"), Some("localhost"));
+        assert_eq!(h.attr("version"), Some("1.0"));
+        let got = read("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>");
+        assert!(matches!(got.as_slice(), [Ok(Event::StreamClose)]));
+    }
+
+    #[test]
+    fn stanzas_read_as_on_a_stream() {
+        let got = read("<message xmlns='jabber:client' to='a@b'><body>hi</body></message>");
+        let [Ok(Event::Element(el))] = got.as_slice() else {
+            panic!("{got:?}")
+        };
+        assert!(el.is("message", ns::CLIENT));
+        // Without xmlns the stream's default applies, as on TCP.
+        let got = read("<presence/>");
+        assert!(matches!(got.as_slice(), [Ok(Event::Element(e))] if e.is("presence", ns::CLIENT)));
+    }
+
+    #[test]
+    fn an_incomplete_or_garbage_message_is_an_error_not_a_wait() {
+        for bad in [
+            "<message>",
+            "<message><body>x</body>",
+            "hello",
+            "<a/><b>",
+            "<open",
+        ] {
+            let got = read(bad);
+            assert!(matches!(got.last(), Some(Err(_))), "{bad}: {got:?}");
+        }
+        // The pre-auth limits apply to a message as to a stream.
+        let big = format!("<message><body>{}</body></message>", "x".repeat(20_000));
+        let got = read(&big);
+        assert_eq!(got.last(), Some(&Err("policy-violation".to_string())));
+    }
+
+    #[test]
+    fn elements_we_send_declare_their_namespaces() {
+        let q = |s: &str| String::from_utf8(qualify(s.as_bytes(), ns::CLIENT).unwrap()).unwrap();
+        assert_eq!(
+            q("<message to='a'/>"),
+            "<message xmlns='jabber:client' to='a'/>"
+        );
+        assert_eq!(q("<iq>x</iq>"), "<iq xmlns='jabber:client'>x</iq>");
+        assert_eq!(
+            q("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"),
+            "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"
+        );
+        // An xmlns= inside an attribute value is no declaration.
+        assert_eq!(
+            q("<message id=' xmlns=x'/>"),
+            "<message xmlns='jabber:client' id=' xmlns=x'/>"
+        );
+        assert_eq!(
+            q("<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>"),
+            "<stream:features xmlns:stream='http://etherx.jabber.org/streams'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>"
+        );
+        assert_eq!(qualify(b" ", ns::CLIENT), None);
+    }
+
+    #[test]
+    fn a_trailing_stream_close_becomes_the_close_frame() {
+        let got: Vec<_> = frames(b"<stream:error/></stream:stream>", ns::CLIENT).collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got.last(), Some(&Frame::Close));
+        let got: Vec<_> = frames(b"</stream:stream>", ns::CLIENT).collect();
+        assert_eq!(got, vec![Frame::Close]);
+    }
+}

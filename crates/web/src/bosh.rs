@@ -1,0 +1,602 @@
+//! BOSH (XEP-0124) carrying XMPP (XEP-0206) at [`PATH`].
+//!
+//! A BOSH session is a c2s stream on a message-framed `Conn` ([`rookery_stream::message`]):
+//! each child of a request's `<body/>` is one message to the connection, `xmpp:restart`
+//! (XEP-0206 §5) is a new `<open/>`, `type='terminate'` a `<close/>`; what the connection
+//! sends is gathered and returned in the bodies of the requests the client holds open. So
+//! negotiation, limits and the session are the TCP client's; this module keeps only what is
+//! BOSH's own:
+//! - the request window (XEP-0124 §14): requests are handled in `rid` order, at most
+//!   `requests` ahead; a `rid` answered before gets the same response again (§14.3, so a
+//!   lost HTTP response is recovered by resending), one outside the window ends the session
+//!   with `item-not-found`;
+//! - holding (§8, §10): up to `hold` requests wait (at most `wait` seconds) for something to
+//!   send; a further request sends the oldest back empty;
+//! - inactivity (§7.1): with no request held for `inactivity` seconds the session ends (the
+//!   stream sees its transport gone, so a resumable XEP-0198 session hibernates); a lost HTTP
+//!   connection within that time costs nothing;
+//! - `ack` (§9.1) of the creation request, polling and the advertised limits;
+//! - a bound on sessions per client address, and CORS (with preflight) for web pages of the
+//!   allowed origins.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use bytes::Bytes;
+use rookery_http::Peer;
+use rookery_proto::ns;
+use rookery_stream::message::NS_FRAMING;
+use rookery_stream::{Conn, Frame, Messages};
+use rookery_xml::{escape_into, Element, Limits};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::{origin, WebContext};
+
+/// Where the BOSH endpoint is served.
+pub const PATH: &str = "/http-bind";
+
+/// XEP-0124's namespace.
+pub const NS_HTTPBIND: &str = "http://jabber.org/protocol/httpbind";
+
+/// XEP-0206's namespace (`xmpp:version`, `xmpp:restart`).
+const NS_XBOSH: &str = "urn:xmpp:xbosh";
+
+/// The longest `wait` we grant (seconds): below common proxy timeouts.
+const MAX_WAIT: u64 = 60;
+
+/// Requests held at once: 1, as XEP-0124 §10 recommends (so `requests` is 2).
+const MAX_HOLD: usize = 1;
+
+/// Seconds without a held request before the session ends (XEP-0124 §7.1 `inactivity`).
+const INACTIVITY: Duration = Duration::from_secs(60);
+
+/// Shortest interval between two requests with no payload while none is held (`polling`).
+const POLLING_SECS: u64 = 2;
+
+/// Messages to the connection waiting in the channel (the rest waits in the request).
+const INCOMING_DEPTH: usize = 4;
+
+/// Frames from the connection waiting to be gathered into a response.
+const OUTGOING_DEPTH: usize = 32;
+
+/// The BOSH sessions of the listener, by `sid`.
+#[derive(Default)]
+pub struct Sessions {
+    by_sid: Mutex<HashMap<String, Arc<Session>>>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Sessions {
+    fn get(&self, sid: &str) -> Option<Arc<Session>> {
+        lock(&self.by_sid).get(sid).cloned()
+    }
+
+    /// Counts a new session of `ip` unless it has `max` already.
+    fn admit(&self, ip: IpAddr, max: usize) -> bool {
+        let mut per_ip = lock(&self.per_ip);
+        let n = per_ip.entry(ip).or_default();
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Forgets session `sid` of `ip`.
+    fn remove(&self, sid: &str, ip: IpAddr) {
+        lock(&self.by_sid).remove(sid);
+        self.release(ip);
+    }
+
+    /// Uncounts a session of `ip` ([`Sessions::admit`]).
+    fn release(&self, ip: IpAddr) {
+        let mut per_ip = lock(&self.per_ip);
+        if let Some(n) = per_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Sessions open now.
+    pub fn len(&self) -> usize {
+        lock(&self.by_sid).len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A poisoned lock only means another request panicked mid-update; the maps stay usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One BOSH session: its connection's channels and the request window.
+struct Session {
+    sid: String,
+    wait: Duration,
+    hold: usize,
+    state: Mutex<Window>,
+    /// Wakes held and queued requests: new frames, a new request, the end.
+    changed: Notify,
+}
+
+/// What the requests of a session share.
+struct Window {
+    /// Messages to the connection; dropped when the session ends, so the stream sees its
+    /// transport gone.
+    to_conn: Option<mpsc::Sender<Bytes>>,
+    /// The `rid` the next new request must carry.
+    next_rid: u64,
+    /// Held requests by `rid`, oldest first.
+    held: VecDeque<u64>,
+    /// Elements from the connection not sent yet.
+    out: Vec<Bytes>,
+    /// The stream id from the connection's header (`authid` of the creation response).
+    stream_id: Option<String>,
+    /// The connection closed its stream: the next response terminates the session.
+    closed: bool,
+    /// The last responses by `rid`, for resent requests (as many as `requests`).
+    answered: VecDeque<(u64, Bytes)>,
+    /// When the last request ended (for inactivity).
+    idle_since: Instant,
+    /// The creation response is not sent yet.
+    creating: bool,
+    /// `ack` of the creation request (XEP-0124 §9.1): the client wants acknowledgements.
+    ack: bool,
+}
+
+/// `POST /http-bind`.
+pub async fn request(
+    State(ctx): State<Arc<WebContext>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(cors) = cors_origin(&ctx, &headers) else {
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    };
+    let limit = ctx.c2s.config.max_stanza_bytes + 1024;
+    let parsed = rookery_xml::first_element(
+        &body,
+        Limits {
+            max_stanza_bytes: limit,
+            ..Limits::C2S
+        },
+    )
+    .filter(|el| el.is("body", NS_HTTPBIND));
+    let answer = match parsed {
+        None => terminate("bad-request"),
+        Some(body) => match body.attr("rid").and_then(|r| r.parse::<u64>().ok()) {
+            None => terminate("bad-request"),
+            Some(rid) => match body.attr("sid") {
+                None => create(&ctx, peer, &headers, &body, rid).await,
+                Some(sid) => match ctx.bosh.get(sid) {
+                    None => terminate("item-not-found"),
+                    Some(session) => session.request(&body, rid).await,
+                },
+            },
+        },
+    };
+    respond(answer, cors)
+}
+
+/// `OPTIONS /http-bind`: the CORS preflight.
+pub async fn preflight(State(ctx): State<Arc<WebContext>>, headers: HeaderMap) -> Response {
+    let Some(cors) = cors_origin(&ctx, &headers) else {
+        return StatusCode::FORBIDDEN.into_response();
+    };
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    add_cors(h, cors);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    r
+}
+
+/// `GET /http-bind`: a hint for people who open it in a browser.
+pub async fn info() -> &'static str {
+    "XMPP over BOSH (XEP-0124, XEP-0206): POST <body/> elements here.\n"
+}
+
+/// The `Access-Control-Allow-Origin` to answer with: `Some(None)` without an `Origin` (no
+/// CORS), `None` when the origin is not allowed.
+fn cors_origin(ctx: &WebContext, headers: &HeaderMap) -> Option<Option<HeaderValue>> {
+    let origin = headers.get(header::ORIGIN);
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_text = origin.and_then(|v| v.to_str().ok());
+    origin::origin_allowed(origin_text, host, &ctx.config.allowed_origins).then(|| origin.cloned())
+}
+
+fn add_cors(h: &mut HeaderMap, origin: Option<HeaderValue>) {
+    if let Some(o) = origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+}
+
+fn respond(body: Bytes, cors: Option<HeaderValue>) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml; charset=utf-8"),
+    );
+    add_cors(h, cors);
+    r
+}
+
+/// A session creation request (XEP-0124 §7.1, XEP-0206 §3).
+async fn create(
+    ctx: &Arc<WebContext>,
+    peer: Peer,
+    headers: &HeaderMap,
+    body: &Element,
+    rid: u64,
+) -> Bytes {
+    let domain = ctx.c2s.core.domain();
+    if body.attr("to") != Some(domain) {
+        return terminate("host-unknown");
+    }
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let client = origin::client_addr(
+        peer.addr,
+        text("x-forwarded-for"),
+        text("forwarded"),
+        &ctx.config.trusted_proxies,
+    );
+    if !ctx
+        .bosh
+        .admit(client.ip(), ctx.config.bosh_max_sessions_per_ip)
+    {
+        tracing::info!(%client, "BOSH session refused: too many from this address");
+        return terminate("policy-violation");
+    }
+    let Some(permit) = ctx.c2s.connections.try_acquire(client.ip()) else {
+        ctx.bosh.release(client.ip());
+        tracing::warn!(%client, "BOSH session refused: client connection cap reached");
+        return terminate("policy-violation");
+    };
+    let number = |name: &str| body.attr(name).and_then(|v| v.parse::<u64>().ok());
+    let wait = Duration::from_secs(number("wait").unwrap_or(MAX_WAIT).clamp(1, MAX_WAIT));
+    let hold = usize::try_from(number("hold").unwrap_or(1))
+        .unwrap_or(MAX_HOLD)
+        .min(MAX_HOLD);
+    let sid = rookery_stream::new_stream_id();
+    let (to_conn, incoming) = mpsc::channel(INCOMING_DEPTH);
+    let (outgoing, from_conn) = mpsc::channel(OUTGOING_DEPTH);
+    let secure = peer.tls || peer.addr.ip().is_loopback() || ctx.config.behind_tls_proxy;
+    let messages = Messages {
+        incoming,
+        outgoing,
+        tls: peer.tls,
+        secure,
+        kind: rookery_core::Transport::Bosh,
+    };
+    let conn = Conn::framed(messages, client, Limits::PRE_AUTH, domain, ns::CLIENT);
+    let session = Arc::new(Session {
+        sid: sid.clone(),
+        wait,
+        hold,
+        state: Mutex::new(Window {
+            to_conn: Some(to_conn.clone()),
+            next_rid: rid,
+            held: VecDeque::new(),
+            out: Vec::new(),
+            stream_id: None,
+            closed: false,
+            answered: VecDeque::new(),
+            idle_since: Instant::now(),
+            creating: true,
+            ack: body.attr("ack") == Some("1"),
+        }),
+        changed: Notify::new(),
+    });
+    lock(&ctx.bosh.by_sid).insert(sid.clone(), session.clone());
+    let span = tracing::info_span!("bosh", peer = %client, jid = tracing::field::Empty);
+    let stream = rookery_c2s::negotiate::serve_framed(ctx.c2s.clone(), conn, ctx.stopped.clone());
+    let relay = session.clone().relay(from_conn);
+    let ctx2 = ctx.clone();
+    tokio::spawn(
+        async move {
+            tokio::join!(stream, relay);
+            ctx2.bosh.remove(&sid, client.ip());
+            drop(permit);
+        }
+        .instrument(span),
+    );
+    // The stream starts with the header XEP-0206 §3 implies.
+    let open = Element::new("open", NS_FRAMING)
+        .with_attr("to", domain)
+        .with_attr("version", "1.0");
+    let _ = to_conn.send(Bytes::from(open.to_bytes())).await;
+    drop(to_conn);
+    session.request(body, rid).await
+}
+
+impl Session {
+    /// Handles one request of the session: its place in the window, its payload, then the
+    /// response (at once, or when there is something to send, or after `wait`).
+    async fn request(&self, body: &Element, rid: u64) -> Bytes {
+        // Resent, or out of the window?
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut w = lock(&self.state);
+                if let Some((_, r)) = w.answered.iter().find(|(r, _)| *r == rid) {
+                    return r.clone();
+                }
+                if w.closed && w.out.is_empty() {
+                    // Ended, and nothing left to tell: the sid is no longer valid (§17.2),
+                    // even in the moment before the session leaves the map.
+                    return terminate("item-not-found");
+                }
+                if rid < w.next_rid && !w.held.contains(&rid) {
+                    return self.terminate_now(&mut w, "item-not-found");
+                }
+                let window = u64::try_from(self.hold + 1).unwrap_or(2);
+                if rid >= w.next_rid.saturating_add(window) {
+                    return self.terminate_now(&mut w, "item-not-found");
+                }
+                if rid <= w.next_rid {
+                    if rid == w.next_rid {
+                        w.next_rid = rid + 1;
+                        w.held.push_back(rid);
+                    }
+                    break;
+                }
+            }
+            // A later rid than expected: wait for the ones before it (§14.2).
+            if tokio::time::timeout(self.wait, changed).await.is_err() {
+                let mut w = lock(&self.state);
+                return self.terminate_now(&mut w, "item-not-found");
+            }
+        }
+        self.changed.notify_waiters();
+        let guard = Held { session: self, rid };
+        // The payload, in order; a full channel waits here (backpressure to the client).
+        let mut payload: Vec<Bytes> = body
+            .children()
+            .map(|c| Bytes::from(rookery_proto::stream::to_bytes(c)))
+            .collect();
+        let restart = body.attr("xmpp:restart") == Some("true");
+        if restart {
+            let mut open = Element::new("open", NS_FRAMING).with_attr("version", "1.0");
+            if let Some(to) = body.attr("to") {
+                open.set_attr("to", to);
+            }
+            payload.push(Bytes::from(open.to_bytes()));
+        }
+        let terminating = body.attr("type") == Some("terminate");
+        if terminating {
+            payload.push(Bytes::from(Element::new("close", NS_FRAMING).to_bytes()));
+        }
+        let to_conn = lock(&self.state).to_conn.clone();
+        if let Some(to_conn) = to_conn {
+            for message in payload {
+                if to_conn.send(message).await.is_err() {
+                    break;
+                }
+            }
+        }
+        if terminating {
+            let mut w = lock(&self.state);
+            w.closed = true;
+            let r = Bytes::from_static(
+                b"<body xmlns='http://jabber.org/protocol/httpbind' type='terminate'/>",
+            );
+            guard.answer(&mut w, r.clone());
+            return r;
+        }
+        let deadline = Instant::now() + self.wait;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut w = lock(&self.state);
+                if let Some((_, r)) = w.answered.iter().find(|(r, _)| *r == rid) {
+                    // Answered to an earlier copy of this request.
+                    return r.clone();
+                }
+                if !w.held.contains(&rid) {
+                    // Taken over by the same rid resent on another connection.
+                    return empty_body();
+                }
+                let first = w.held.front() == Some(&rid);
+                if first && (!w.out.is_empty() || w.closed) {
+                    let r = self.response(&mut w);
+                    guard.answer(&mut w, r.clone());
+                    return r;
+                }
+                if first && w.held.len() > self.hold {
+                    let r = empty_body();
+                    guard.answer(&mut w, r.clone());
+                    return r;
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                let mut w = lock(&self.state);
+                let r = if w.creating {
+                    // Nothing from the stream in time: still answer the creation.
+                    self.response(&mut w)
+                } else {
+                    empty_body()
+                };
+                guard.answer(&mut w, r.clone());
+                return r;
+            }
+        }
+    }
+
+    /// A response with everything gathered (the session attributes on the first one).
+    fn response(&self, w: &mut Window) -> Bytes {
+        let mut out = Vec::with_capacity(256 + w.out.iter().map(Bytes::len).sum::<usize>());
+        out.extend_from_slice(b"<body xmlns='http://jabber.org/protocol/httpbind'");
+        if w.creating {
+            w.creating = false;
+            let attrs = [
+                ("sid", self.sid.clone()),
+                ("wait", self.wait.as_secs().to_string()),
+                ("hold", self.hold.to_string()),
+                ("requests", (self.hold + 1).to_string()),
+                ("inactivity", INACTIVITY.as_secs().to_string()),
+                ("polling", POLLING_SECS.to_string()),
+                ("ver", "1.11".to_string()),
+                ("secure", "true".to_string()),
+                ("authid", w.stream_id.clone().unwrap_or_default()),
+                ("xmpp:version", "1.0".to_string()),
+            ];
+            for (k, v) in attrs {
+                attr(&mut out, k, &v);
+            }
+            if w.ack {
+                attr(&mut out, "ack", &w.next_rid.saturating_sub(1).to_string());
+            }
+            attr(&mut out, "xmlns:xmpp", NS_XBOSH);
+        }
+        let elements = std::mem::take(&mut w.out);
+        if w.closed {
+            attr(&mut out, "type", "terminate");
+            if elements.iter().any(|e| e.starts_with(b"<stream:error")) {
+                attr(&mut out, "condition", "remote-stream-error");
+            }
+        }
+        attr(&mut out, "xmlns:stream", ns::STREAM);
+        out.push(b'>');
+        for e in &elements {
+            out.extend_from_slice(e);
+        }
+        out.extend_from_slice(b"</body>");
+        Bytes::from(out)
+    }
+
+    /// Ends the session for a protocol error (its stream sees the transport gone).
+    fn terminate_now(&self, w: &mut Window, condition: &str) -> Bytes {
+        tracing::info!(condition, "BOSH session terminated");
+        w.closed = true;
+        w.held.clear();
+        w.out.clear();
+        self.changed.notify_waiters();
+        terminate(condition)
+    }
+
+    /// Moves the connection's frames into the window, and ends the session after
+    /// [`INACTIVITY`] without a held request.
+    async fn relay(self: Arc<Self>, mut from_conn: mpsc::Receiver<Frame>) {
+        loop {
+            // Registered before looking, so a change between the look and the wait counts.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let idle_deadline = {
+                let w = lock(&self.state);
+                if w.closed && w.held.is_empty() && w.out.is_empty() {
+                    break;
+                }
+                w.held.is_empty().then(|| w.idle_since + INACTIVITY)
+            };
+            let frame = tokio::select! {
+                f = from_conn.recv() => f,
+                () = sleep_until(idle_deadline) => {
+                    tracing::info!("BOSH session inactive: ending it");
+                    let mut w = lock(&self.state);
+                    w.closed = true;
+                    break;
+                }
+                // Re-evaluate the deadline when a request comes or goes.
+                () = changed => continue,
+            };
+            let mut w = lock(&self.state);
+            match frame {
+                Some(Frame::Open(h)) => w.stream_id = Some(h.id),
+                Some(Frame::Element(e)) => w.out.push(e),
+                Some(Frame::Close) | None => w.closed = true,
+            }
+            drop(w);
+            self.changed.notify_waiters();
+        }
+        // The stream, if it still runs, sees its transport gone: no more input, and its
+        // output channel closes with `from_conn`.
+        lock(&self.state).to_conn = None;
+        self.changed.notify_waiters();
+    }
+}
+
+/// A held request: leaves the window when answered or dropped (a lost HTTP connection),
+/// so the session counts it as gone and inactivity starts.
+struct Held<'a> {
+    session: &'a Session,
+    rid: u64,
+}
+
+impl Held<'_> {
+    /// Records `response` for `rid` (kept for a resend) and leaves the window.
+    fn answer(&self, w: &mut Window, response: Bytes) {
+        w.answered.push_back((self.rid, response));
+        while w.answered.len() > self.session.hold + 1 {
+            w.answered.pop_front();
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut w = lock(&self.session.state);
+        w.held.retain(|r| *r != self.rid);
+        w.idle_since = Instant::now();
+        drop(w);
+        self.session.changed.notify_waiters();
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn attr(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.push(b' ');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"='");
+    escape_into(out, value, true);
+    out.push(b'\'');
+}
+
+fn empty_body() -> Bytes {
+    Bytes::from_static(b"<body xmlns='http://jabber.org/protocol/httpbind'/>")
+}
+
+/// A terminal binding error (XEP-0124 §17.2).
+fn terminate(condition: &str) -> Bytes {
+    let mut out = b"<body xmlns='http://jabber.org/protocol/httpbind' type='terminate'".to_vec();
+    attr(&mut out, "condition", condition);
+    out.extend_from_slice(b"/>");
+    Bytes::from(out)
+}

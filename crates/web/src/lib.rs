@@ -1,0 +1,57 @@
+//! The public HTTP listener's transports for browsers and web apps (design.md, "The HTTP
+//! face"): XMPP over WebSocket (RFC 7395) at `/xmpp-websocket` and BOSH (XEP-0124,
+//! XEP-0206) at `/http-bind`, and their XEP-0156 discovery (`/.well-known/host-meta`).
+//!
+//! A WebSocket or BOSH client gets the *same* c2s negotiation and session as a TCP client: the
+//! handler turns the upgraded connection into a message-framed `rookery_stream::Conn`
+//! ([`rookery_stream::message`]) and hands it to `rookery_c2s::negotiate::serve_framed`.
+//! Only the adapter between WebSocket messages and the connection's channels lives here.
+//!
+//! Layout:
+//! - [`config`]: the `[http]` settings and their defaults;
+//! - [`origin`]: the Origin allowlist (cross-site WebSocket hijacking) and the client
+//!   address behind a trusted proxy (sans-IO);
+//! - [`websocket`]: the upgrade handler and the message adapter;
+//! - [`bosh`]: the BOSH session manager (request window, holding, inactivity, CORS);
+//! - [`host_meta`]: XEP-0156 discovery documents naming both endpoints.
+
+pub mod bosh;
+pub mod config;
+pub mod host_meta;
+pub mod origin;
+pub mod websocket;
+
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+use rookery_c2s::C2sContext;
+
+pub use config::HttpConfig;
+
+/// Everything the public listener's handlers need.
+pub struct WebContext {
+    /// The client listener's context: negotiation, sessions, limits and the connection cap
+    /// are the c2s ones.
+    pub c2s: Arc<C2sContext>,
+    /// `[http]`.
+    pub config: HttpConfig,
+    /// Fires (its sender is dropped) when the server shuts down: negotiating streams end
+    /// with `system-shutdown`, as on the c2s listeners.
+    pub stopped: tokio::sync::watch::Receiver<()>,
+    /// The BOSH sessions.
+    pub bosh: bosh::Sessions,
+}
+
+/// The public listener's router.
+pub fn router(ctx: Arc<WebContext>) -> Router {
+    Router::new()
+        .route(websocket::PATH, get(websocket::upgrade))
+        .route(host_meta::PATH_XRD, get(host_meta::get_xrd))
+        .route(host_meta::PATH_JSON, get(host_meta::get_json))
+        .route(
+            bosh::PATH,
+            get(bosh::info).post(bosh::request).options(bosh::preflight),
+        )
+        .with_state(ctx)
+}

@@ -1,0 +1,181 @@
+"""BOSH (XEP-0124, XEP-0206) at /http-bind with raw HTTP: the binding's own rules and bad
+input. Strophe.js over BOSH is in test_web.py."""
+from __future__ import annotations
+
+import base64
+import http.client
+import re
+import socket
+
+NS = "http://jabber.org/protocol/httpbind"
+
+
+def post(srv, body: str, headers: dict | None = None, timeout: float = 10.0) -> tuple[int, str, dict]:
+    c = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=timeout)
+    c.request("POST", "/http-bind", body=body.encode(),
+              headers={"Content-Type": "text/xml; charset=utf-8", **(headers or {})})
+    r = c.getresponse()
+    out = (r.status, r.read().decode(), dict(r.getheaders()))
+    c.close()
+    return out
+
+
+def create(srv, rid: int, wait: int = 5) -> str:
+    status, text, _ = post(srv, f"<body xmlns='{NS}' rid='{rid}' to='{srv.domain}' wait='{wait}' "
+                                f"hold='1' ver='1.6' xmpp:version='1.0' "
+                                f"xmlns:xmpp='urn:xmpp:xbosh'/>")
+    assert status == 200, text
+    sid = re.search(r"sid='([0-9a-f]+)'", text)
+    assert sid and "<stream:features" in text and "starttls" not in text, text
+    return sid.group(1)
+
+
+def req(srv, sid: str, rid: int, payload: str = "", **attrs) -> str:
+    extra = "".join(f" {k.replace('_', ':')}='{v}'" for k, v in attrs.items())
+    status, text, _ = post(srv, f"<body xmlns='{NS}' rid='{rid}' sid='{sid}' "
+                                f"xmlns:xmpp='urn:xmpp:xbosh'{extra}>{payload}</body>")
+    assert status == 200, text
+    return text
+
+
+def plain(user: str, password: str) -> str:
+    b64 = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    return f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{b64}</auth>"
+
+
+def test_bodies_that_are_not_xml_or_not_bosh_are_refused(server):
+    for bad in ["hello", "<body", f"<body xmlns='{NS}'/>", "<iq xmlns='jabber:client'/>",
+                f"<body xmlns='{NS}' rid='x'/>"]:
+        status, text, _ = post(server, bad)
+        assert status == 200 and "type='terminate'" in text and "bad-request" in text, (bad, text)
+    assert server.alive()
+
+
+def test_unknown_sid_and_unknown_host(server):
+    text = req(server, "0123456789abcdef", 5)
+    assert "type='terminate'" in text and "item-not-found" in text
+    _, text, _ = post(server, f"<body xmlns='{NS}' rid='1' to='elsewhere.example' wait='5' hold='1'/>")
+    assert "host-unknown" in text
+
+
+def test_login_restart_bind_and_a_repeated_rid_gets_the_same_answer(server):
+    sid = create(server, 1000)
+    first = req(server, sid, 1001, plain("alice", "alicepass"))
+    assert "<success" in first, first
+    # The same rid again (as after a lost response): the same answer, not a second login.
+    assert req(server, sid, 1001, plain("alice", "alicepass")) == first
+    features = req(server, sid, 1002, xmpp_restart="true", to=server.domain)
+    assert "urn:ietf:params:xml:ns:xmpp-bind" in features, features
+    bound = req(server, sid, 1003, "<iq xmlns='jabber:client' type='set' id='b'>"
+                "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bosh</resource></bind></iq>")
+    assert "alice@localhost/bosh" in bound, bound
+    bye = req(server, sid, 1004, type="terminate")
+    assert "type='terminate'" in bye
+    # The session is gone afterwards.
+    assert "item-not-found" in req(server, sid, 1005)
+
+
+def test_a_rid_far_outside_the_window_terminates_the_session(server):
+    sid = create(server, 50)
+    text = req(server, sid, 5000)
+    assert "type='terminate'" in text and "item-not-found" in text
+    assert "item-not-found" in req(server, sid, 51)
+
+
+def test_the_session_survives_a_lost_http_connection(server):
+    sid = create(server, 10, wait=30)
+    # A request held by the server, then its connection dropped by the client.
+    s = socket.create_connection(("127.0.0.1", server.http_port))
+    body = f"<body xmlns='{NS}' rid='11' sid='{sid}'/>".encode()
+    s.sendall(b"POST /http-bind HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    s.close()
+    # The session goes on with the next rid.
+    assert "<success" in req(server, sid, 12, plain("alice", "alicepass"))
+
+
+def test_cors_preflight_and_origins(server):
+    own = f"http://127.0.0.1:{server.http_port}"
+    c = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=10)
+    c.request("OPTIONS", "/http-bind", headers={
+        "Origin": own, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    r = c.getresponse()
+    r.read()
+    assert r.status == 204
+    assert r.getheader("Access-Control-Allow-Origin") == own
+    assert "POST" in r.getheader("Access-Control-Allow-Methods")
+    c.request("OPTIONS", "/http-bind", headers={"Origin": "https://evil.example"})
+    r = c.getresponse()
+    r.read()
+    assert r.status == 403
+    status, _, headers = post(server, f"<body xmlns='{NS}' rid='1' to='{server.domain}' wait='5' hold='1'/>",
+                              headers={"Origin": own})
+    assert status == 200 and headers.get("access-control-allow-origin") == own
+
+
+def test_sessions_from_one_address_are_bounded(server_factory):
+    srv = server_factory(http={"bosh_max_sessions_per_ip": 5})
+    rss_before = srv.rss_kib()
+    answers = []
+    for i in range(200):
+        _, text, _ = post(srv, f"<body xmlns='{NS}' rid='{i + 1}' to='{srv.domain}' wait='5' hold='1'/>")
+        answers.append(text)
+    assert sum("sid=" in a for a in answers) == 5
+    assert sum("policy-violation" in a for a in answers) == 195
+    assert srv.alive() and srv.rss_kib() < rss_before + 16 * 1024
+
+
+def test_host_meta_names_both_endpoints(server_factory):
+    import json  # noqa: PLC0415
+    srv = server_factory()
+    c = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=10)
+    c.request("GET", "/.well-known/host-meta")
+    r = c.getresponse()
+    xrd = r.read().decode()
+    assert r.status == 200 and r.getheader("Access-Control-Allow-Origin") == "*"
+    base = f"127.0.0.1:{srv.http_port}"
+    assert f"href='ws://{base}/xmpp-websocket'" in xrd and f"href='http://{base}/http-bind'" in xrd
+    c.request("GET", "/.well-known/host-meta.json")
+    links = {link["rel"]: link["href"] for link in json.loads(c.getresponse().read())["links"]}
+    assert links["urn:xmpp:alt-connections:xbosh"] == f"http://{base}/http-bind"
+    # Behind a proxy the published URL is the configured one.
+    srv2 = server_factory(http={"public_url": "https://chat.example.org"})
+    c = http.client.HTTPConnection("127.0.0.1", srv2.http_port, timeout=10)
+    c.request("GET", "/.well-known/host-meta.json")
+    links = {link["rel"]: link["href"] for link in json.loads(c.getresponse().read())["links"]}
+    assert links["urn:xmpp:alt-connections:websocket"] == "wss://chat.example.org/xmpp-websocket"
+
+
+def test_forwarded_addresses_count_only_from_trusted_proxies(server_factory):
+    def open_from(srv, forwarded_for: str) -> str:
+        _, text, _ = post(srv, f"<body xmlns='{NS}' rid='1' to='{srv.domain}' wait='5' hold='1'/>",
+                          headers={"X-Forwarded-For": forwarded_for})
+        return text
+    trusting = server_factory(http={"bosh_max_sessions_per_ip": 2, "trusted_proxies": ["127.0.0.1"]})
+    answers = [open_from(trusting, "203.0.113.1") for _ in range(3)]
+    assert ["sid=" in a for a in answers] == [True, True, False]
+    assert "sid=" in open_from(trusting, "203.0.113.2")
+    assert "too many from this address client=203.0.113.1:0" in trusting.log()
+    # Without trust the header is ignored: everything counts for 127.0.0.1.
+    plain = server_factory(http={"bosh_max_sessions_per_ip": 2})
+    answers = [open_from(plain, f"203.0.113.{i}") for i in range(3)]
+    assert ["sid=" in a for a in answers] == [True, True, False]
+
+
+def test_https_listener_serves_with_the_server_certificate(server):
+    import ssl  # noqa: PLC0415
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the test server's certificate is self-signed
+    c = http.client.HTTPSConnection("127.0.0.1", server.https_port, timeout=10, context=ctx)
+    c.request("GET", "/.well-known/host-meta.json")
+    r = c.getresponse()
+    body = r.read().decode()
+    assert r.status == 200
+    assert f"wss://127.0.0.1:{server.https_port}/xmpp-websocket" in body, body
+    # BOSH over HTTPS: the stream counts as encrypted (PLAIN offered, no STARTTLS).
+    c.request("POST", "/http-bind", body=f"<body xmlns='{NS}' rid='1' to='{server.domain}' "
+              "wait='5' hold='1'/>", headers={"Content-Type": "text/xml"})
+    text = c.getresponse().read().decode()
+    assert ">PLAIN<" in text and "starttls" not in text, text

@@ -567,6 +567,14 @@ impl Held<'_> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         let mut w = lock(&self.session.state);
+        // Dropped unanswered (its HTTP connection was lost): the client never got a response
+        // and will send this rid again (XEP-0124 §14.3). Nothing was taken from the
+        // session's output for it, so the resend gets an empty body and the output goes
+        // out with the next request; without this, the resend fell below the window and
+        // ended the session.
+        if !w.answered.iter().any(|(r, _)| *r == self.rid) {
+            self.answer(&mut w, empty_body());
+        }
         w.held.retain(|r| *r != self.rid);
         w.idle_since = Instant::now();
         drop(w);

@@ -10,6 +10,7 @@
 //! | local full JID, online (message, available/unavailable presence) | that session: the shared bytes with `to` spliced in |
 //! | local bare JID, message, available resources of priority ≥ 0 | each of them, one buffer for the account (RFC 6121 §8.5.2.1: all non-negative resources) |
 //! | local bare JID, headline, none available    | dropped (RFC 6121 §8.5.2.2.3)                   |
+//! | local bare JID, available/unavailable presence from a local sender | each available resource, one buffer (RFC 6121 §4.2.2, §4.4.2); none available: nobody |
 //! | anything else local (offline, other presence) | [`Core::route`]: the modules' rules (offline storage, §8.5.3, presence to an account) |
 //! | another domain (s2s, component, service)    | [`Core::route`], to the domain's route          |
 //!
@@ -176,6 +177,20 @@ impl Core {
                 if to.is_full() =>
             {
                 self.session(to).map(|s| Some(Sessions::One(s)))
+            }
+            // A local account's presence broadcast to a local contact. The route table would
+            // run the `PresenceToAccount` hooks on a copy of the stanza per contact, and for a
+            // sender on this server they do only this (they watch remote senders: caps, PEP's
+            // interest; and subscription presence, which never comes this way).
+            StanzaKind::Presence(PresenceType::Available | PresenceType::Unavailable)
+                if to.is_bare()
+                    && t.stanza
+                        .from()
+                        .is_some_and(|f| self.is_local_domain(f.domain())) =>
+            {
+                let mut available = self.sessions_of(&to.to_bare());
+                available.retain(|(_, p)| p.is_some());
+                Some((!available.is_empty()).then_some(Sessions::Each(available)))
             }
             StanzaKind::Message(kind) if to.is_bare() => {
                 // Filtered in place: no second allocation per recipient.

@@ -188,3 +188,29 @@ async fn a_local_sender_reaches_nobody_it_blocks_and_its_own_resources_always() 
         ["alice@localhost/pad: <presence to=\"alice@localhost/pad\" from=\"alice@localhost/phone\"/>"]
     );
 }
+
+#[tokio::test]
+async fn a_local_presence_broadcast_reaches_the_available_resources_of_local_contacts() {
+    let (core, log, mut ends) = fixture().await;
+    let p = Stanza::from_serialized(b"<presence xmlns='jabber:client' from='carol@localhost/pc'/>")
+        .unwrap();
+    let t = Template::new(p);
+    // alice: two available resources (priorities 1 and 0); bob: online but not available;
+    // dave: offline.
+    core.deliver_rendered(
+        &t,
+        &jids(&["alice@localhost", "bob@localhost", "dave@localhost"]),
+    )
+    .await;
+    let got = received(&mut ends);
+    assert_eq!(got.len(), 2, "{got:?}");
+    for g in &got {
+        assert!(g.starts_with("alice@localhost/"), "{g}");
+        assert!(
+            g.contains("<presence to=\"alice@localhost\" from=\"carol@localhost/pc\""),
+            "{g}"
+        );
+    }
+    // Straight to the sessions: no route table, no per-contact copy of the stanza.
+    assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
+}

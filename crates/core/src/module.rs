@@ -49,6 +49,8 @@ pub enum HookPoint {
     /// A presence stanza with no `to` from a local session (broadcast).
     PresenceBroadcast,
     /// A presence stanza addressed to a local account (subscriptions, probes, directed).
+    /// A local account's presence broadcast to its local contacts' bare JIDs does not come
+    /// here: [`Core::deliver_rendered`] hands it to their available resources itself.
     PresenceToAccount,
     /// A message sent by a local session (before routing; e.g. carbons, archiving). Run by
     /// [`Core::route_from_session`].

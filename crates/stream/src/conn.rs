@@ -267,34 +267,10 @@ impl Conn {
     /// everything it buffered are dropped, so no byte sent before the handshake can reach the
     /// new stream.
     pub async fn start_tls(self, acceptor: &TlsAcceptor) -> Result<Conn, ConnError> {
-        let Conn {
-            io,
-            peer,
-            domain,
-            content_ns,
-            header_extra,
-            header_version,
-            ..
-        } = self;
-        let Io::Stream(Transport::Plain(tcp)) = io else {
-            return Err(ConnError::stream(
-                StreamErrorCondition::PolicyViolation,
-                "TLS already negotiated",
-            ));
-        };
-        let tls = acceptor.accept(tcp).await?;
-        Ok(Conn {
-            io: Io::Stream(Transport::Tls(Box::new(tls))),
-            peer,
-            parser: StreamParser::new(Limits::PRE_AUTH),
-            last_read: Instant::now(),
-            header_sent: false,
-            out: Vec::new(),
-            domain,
-            content_ns,
-            header_extra,
-            header_version,
+        self.upgrade(Limits::PRE_AUTH, |tcp| async move {
+            Ok(Transport::Tls(Box::new(acceptor.accept(tcp).await?)))
         })
+        .await
     }
 
     /// The initiating side's [`Conn::start_tls`] (outgoing server streams): the TLS client
@@ -305,6 +281,22 @@ impl Conn {
         server_name: rustls::pki_types::ServerName<'static>,
         limits: Limits,
     ) -> Result<Conn, ConnError> {
+        self.upgrade(limits, |tcp| async move {
+            Ok(Transport::TlsClient(Box::new(
+                connector.connect(server_name, tcp).await?,
+            )))
+        })
+        .await
+    }
+
+    /// Both sides of STARTTLS: `handshake` turns the plain TCP stream into TLS; the new
+    /// connection keeps the old one's identity but starts with a fresh parser under `limits`
+    /// and nothing buffered.
+    async fn upgrade<F, Fut>(self, limits: Limits, handshake: F) -> Result<Conn, ConnError>
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut,
+        Fut: std::future::Future<Output = std::io::Result<Transport>>,
+    {
         let Conn {
             io,
             peer,
@@ -320,9 +312,8 @@ impl Conn {
                 "TLS already negotiated",
             ));
         };
-        let tls = connector.connect(server_name, tcp).await?;
         Ok(Conn {
-            io: Io::Stream(Transport::TlsClient(Box::new(tls))),
+            io: Io::Stream(handshake(tcp).await?),
             peer,
             parser: StreamParser::new(limits),
             last_read: Instant::now(),

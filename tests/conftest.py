@@ -250,6 +250,12 @@ class Server:
         self.stop()
         self.start()
 
+    def crash_restart(self):
+        """`kill -9`, then starts again with the same config, ports, data and database: what
+        the server acknowledged before must still be there."""
+        self.kill()
+        self.start()
+
     # ---- observation -----------------------------------------------------------------------
     def log(self) -> str:
         try:

@@ -192,7 +192,7 @@ async def test_archive_survives_restart_and_goes_with_the_account(server_factory
     a, c = await login(srv, "alice"), await login(srv, "carol")
     await chat(a, c, "remember me")
     await close(a, c)
-    srv.restart()
+    srv.crash_restart()
     c = await login(srv, "carol")
     bodies, _, _ = await query(c)
     assert bodies == ["remember me"]

@@ -356,7 +356,7 @@ async def test_persistent_room_survives_a_restart(server_factory, backend):
     a.plugin["xep_0045"].leave_muc(r, "firstwitch")
     await presence_from(a, f"{r}/firstwitch", unavailable=True, code=110)
     await close(a)
-    srv.restart()
+    srv.crash_restart()
     a = await login(srv, "alice")
     info = await a.plugin["xep_0030"].get_info(jid=r, timeout=T)
     assert "muc_persistent" in info["disco_info"]["features"]
@@ -448,7 +448,7 @@ async def test_room_archive_and_history_after_restart(server_factory, backend):
     assert e.value.iq["error"]["condition"] == "forbidden"
     await a.plugin["xep_0045"].set_affiliation(r, "member", jid=b.boundjid.bare, timeout=T)
     await close(a, b, c)
-    srv.restart()
+    srv.crash_restart()
     b = await login(srv, "bob")
     _pres, _subject, _occupants, history = await b.plugin["xep_0045"].join_muc_wait(
         r, "secondwitch", maxstanzas=2, timeout=T)

@@ -155,22 +155,42 @@ class Server:
         self.backend = backend
         self.pg = pg
         self.host = "127.0.0.1"
-        self.port = int(config["listen"]["c2s"].rsplit(":", 1)[1])
-        dt = config["listen"].get("c2s_direct_tls", "")
-        self.direct_tls_port = int(dt.rsplit(":", 1)[1]) if dt else None
-        admin = config["listen"].get("admin", "")
-        self.admin_port = int(admin.rsplit(":", 1)[1]) if admin else None
-        http = config["listen"].get("http", "")
-        self.http_port = int(http.rsplit(":", 1)[1]) if http else None
-        https = config["listen"].get("https", "")
-        self.https_port = int(https.rsplit(":", 1)[1]) if https else None
         self.domain = config["domain"]
         self.data_dir = Path(config["data_dir"])
         self.config_path = workdir / "rookery.toml"
-        self.config_path.write_text(to_toml(config))
+        self._write_config()
         self.log_path = workdir / "server.log"
         self.proc: subprocess.Popen | None = None
         self._log_file = None
+
+    def _write_config(self):
+        listen = self.config["listen"]
+
+        def port(key: str) -> int | None:
+            addr = listen.get(key, "")
+            return int(addr.rsplit(":", 1)[1]) if addr else None
+        self.port = port("c2s")
+        self.direct_tls_port = port("c2s_direct_tls")
+        self.admin_port = port("admin")
+        self.http_port = port("http")
+        self.https_port = port("https")
+        self.config_path.write_text(to_toml(self.config))
+
+    def first_start(self, attempts: int = 3):
+        """Starts the server for the first time. A port `free_port` chose can be taken by
+        another process before the server binds it (tests of several worktrees run side by
+        side): then the loopback listeners get fresh ports and the start is tried again."""
+        for attempt in range(attempts):
+            try:
+                return self.start()
+            except RuntimeError as e:
+                if attempt + 1 == attempts or "address already in use" not in str(e).lower():
+                    raise
+            self.kill()
+            for key, addr in self.config["listen"].items():
+                if isinstance(addr, str) and addr.startswith("127.0.0.1:"):
+                    self.config["listen"][key] = f"127.0.0.1:{free_port()}"
+            self._write_config()
 
     # ---- process ---------------------------------------------------------------------------
     @property
@@ -369,7 +389,7 @@ def server_factory(request, tmp_path_factory):
                             srv.data_dir)
         else:
             _add_users(srv.config_path, srv.users, srv.workdir)
-        srv.start()
+        srv.first_start()
         return srv
 
     yield make

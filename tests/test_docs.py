@@ -34,6 +34,7 @@ FEATURE_SPEC = {
     "jabber:iq:private": "XEP-0049",
     "urn:xmpp:time": "XEP-0202",
     "http://jabber.org/protocol/commands": "XEP-0050",
+    "urn:xmpp:extdisco:2": "XEP-0215",
 }
 
 
@@ -81,7 +82,7 @@ def test_every_config_key_is_documented(rel):
     if not fields:
         pytest.skip(f"{rel} has no serde config struct (not part of rookery.toml)")
     documented = set(re.findall(r"^\| `(\w+)` \|", CONFIGURATION, re.M))
-    sections = set(re.findall(r"^## `\[(\w+)\]`", CONFIGURATION, re.M))
+    sections = set(re.findall(r"^## `\[\[?(\w+)\]", CONFIGURATION, re.M))
     missing = [f for f in fields if f not in documented and f not in sections]
     assert not missing, f"{rel}: keys not in docs/configuration.md: {missing}"
 

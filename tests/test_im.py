@@ -21,6 +21,7 @@ from xmpp_raw import NS_CLIENT, NS_DISCO_INFO, local, stanza_error, tag
 
 NS_ROSTER = "jabber:iq:roster"
 NS_ROSTERVER = "urn:xmpp:features:rosterver"
+NS_PREAPPROVAL = "urn:xmpp:features:pre-approval"
 NS_BLOCKING = "urn:xmpp:blocking"
 NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
 NS_CARBONS = "urn:xmpp:carbons:2"
@@ -201,6 +202,7 @@ async def test_roster_versioning(server_factory, backend):
     await c.negotiate_tls()
     await c.auth("alice", "alicepass")
     assert c.has_feature(NS_ROSTERVER, "ver")
+    assert c.has_feature(NS_PREAPPROVAL, "sub")   # RFC 6121 §3.4.1
     await c.bind("v")
     a = Peer(c, "alice@localhost/v")
     r = await a.iq("get", f"<query xmlns='{NS_ROSTER}' ver=''/>")
@@ -608,7 +610,7 @@ DELIVERY = [
     ("chat", "bob@localhost/neg", {"neg"}, None),
     ("groupchat", "bob@localhost/na", {"na"}, None),
     ("chat", "bob@localhost/gone", {"hi"}, None),
-    ("normal", "bob@localhost/gone", {"hi"}, None),
+    ("normal", "bob@localhost/gone", set(), "service-unavailable"),   # §8.5.3.2.1
     ("headline", "bob@localhost/gone", set(), None),
     ("groupchat", "bob@localhost/gone", set(), "service-unavailable"),
     ("chat", "nobody@localhost", set(), "service-unavailable"),

@@ -109,3 +109,80 @@ async def test_services_with_slixmpp(server):
         assert v["software_version"]["name"] == "Rookery"
     finally:
         await c.close()
+
+
+NS_EXTDISCO = "urn:xmpp:extdisco:2"
+SERVERINFO = "http://jabber.org/network/serverinfo"
+
+
+async def test_contact_addresses(server_factory):
+    """XEP-0157: the configured addresses as an XEP-0128 form in the server's disco#info, read
+    by slixmpp's disco plugin with XEP-0128; no form when none is configured."""
+    srv = server_factory(contact={"abuse": ["mailto:abuse@localhost"],
+                                  "security": ["xmpp:sec@localhost", "https://localhost/sec"]})
+    c = await slix_login(srv, "alice")
+    try:
+        c.register_plugin("xep_0128")
+        info = await c.plugin["xep_0030"].get_info(jid="localhost")
+        forms = [f.get_values() for f in info["disco_info"].iterables if f.name == "x"]
+        form = next(f for f in forms if f["FORM_TYPE"] == [SERVERINFO])
+        assert form["abuse-addresses"] == ["mailto:abuse@localhost"]
+        assert form["security-addresses"] == ["xmpp:sec@localhost", "https://localhost/sec"]
+        assert "admin-addresses" not in form
+    finally:
+        await c.close()
+
+
+async def test_no_contact_form_by_default(server):
+    c = await server.login("alice", "a")
+    info = await c.iq("get", "localhost", f"<query xmlns='{NS_DISCO_INFO}'/>")
+    assert info.find(".//{jabber:x:data}x") is None
+    await c.close()
+
+
+async def test_external_services(server_factory):
+    """XEP-0215: STUN and TURN listed to local users; TURN credentials computed as coturn's
+    REST API checks them (the password recomputed here from the shared secret); filtering by
+    type; <credentials/> for one service; item-not-found for an unknown one; sets refused."""
+    import base64, hashlib, hmac, time
+    srv = server_factory(external_services=[
+        {"type": "stun", "host": "stun.localhost", "port": 3478, "transport": "udp"},
+        {"type": "turn", "host": "turn.localhost", "port": 3478, "transport": "udp",
+         "secret": "north", "ttl_secs": 600},
+    ])
+    c = await srv.login("alice", "a")
+    info = await c.iq("get", "localhost", f"<query xmlns='{NS_DISCO_INFO}'/>")
+    assert NS_EXTDISCO in features(info)
+    before = int(time.time())
+    r = await c.iq("get", "localhost", f"<services xmlns='{NS_EXTDISCO}'/>")
+    services = r.findall(f".//{tag(NS_EXTDISCO, 'service')}")
+    assert [s.get("type") for s in services] == ["stun", "turn"]
+    stun, turn = services
+    assert stun.get("username") is None and stun.get("port") == "3478"
+    user = turn.get("username")
+    expiry, who = user.split(":", 1)
+    assert who == "alice@localhost" and before + 600 <= int(expiry) <= int(time.time()) + 600
+    want = base64.b64encode(hmac.new(b"north", user.encode(), hashlib.sha1).digest()).decode()
+    assert turn.get("password") == want and turn.get("expires")
+    only = await c.iq("get", "localhost", f"<services xmlns='{NS_EXTDISCO}' type='turn'/>")
+    assert [s.get("type") for s in only.findall(f".//{tag(NS_EXTDISCO, 'service')}")] == ["turn"]
+    cred = await c.iq("get", "localhost", f"<credentials xmlns='{NS_EXTDISCO}'>"
+                      f"<service type='turn' host='turn.localhost'/></credentials>")
+    assert cred.find(f".//{tag(NS_EXTDISCO, 'service')}").get("password")
+    missing = await c.iq("get", "localhost", f"<credentials xmlns='{NS_EXTDISCO}'>"
+                         f"<service type='turn' host='nope.localhost'/></credentials>")
+    assert stanza_error(missing) == "item-not-found"
+    bad = await c.iq("get", "localhost", f"<credentials xmlns='{NS_EXTDISCO}'/>")
+    assert stanza_error(bad) == "bad-request"
+    s = await c.iq("set", "localhost", f"<services xmlns='{NS_EXTDISCO}'/>")
+    assert stanza_error(s) == "bad-request"
+    await c.close()
+
+
+async def test_no_external_services_by_default(server):
+    c = await server.login("alice", "a")
+    info = await c.iq("get", "localhost", f"<query xmlns='{NS_DISCO_INFO}'/>")
+    assert NS_EXTDISCO not in features(info)
+    r = await c.iq("get", "localhost", f"<services xmlns='{NS_EXTDISCO}'/>")
+    assert stanza_error(r) == "service-unavailable"
+    await c.close()

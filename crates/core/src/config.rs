@@ -19,6 +19,10 @@ pub struct CoreConfig {
     /// Outbound queue size per session, in bytes of serialized stanzas: the same cut-off,
     /// counted in what the queue costs in memory.
     pub session_queue_bytes: usize,
+    /// XEP-0157 contact addresses in the server's disco#info (`[contact]`).
+    pub contact: crate::modules::contact::ContactConfig,
+    /// XEP-0215 STUN/TURN services offered to local users (`[[external_services]]`).
+    pub external_services: Vec<crate::modules::extdisco::ExternalService>,
 }
 
 impl CoreConfig {
@@ -39,6 +43,8 @@ impl Default for CoreConfig {
             version: VersionConfig::default(),
             session_queue: 1024,
             session_queue_bytes: crate::session::QueueLimit::DEFAULT_BYTES,
+            contact: Default::default(),
+            external_services: Vec::new(),
         }
     }
 }

@@ -102,6 +102,9 @@ pub struct Declaration {
     pub server_identities: Vec<Identity>,
     /// Disco features of the server.
     pub server_features: Vec<&'static str>,
+    /// XEP-0128 extended-information forms in the server's disco#info (e.g. XEP-0157
+    /// contact addresses), after its features.
+    pub server_info: Vec<Element>,
     /// Disco features of every account (disco#info to a bare JID).
     pub account_features: Vec<&'static str>,
     /// Disco identities of every account, besides `account/registered` (e.g. `pubsub/pep`).

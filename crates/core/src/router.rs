@@ -136,6 +136,11 @@ impl Core {
         self.tables.server_features()
     }
 
+    /// Server disco#info extension forms (XEP-0128, from all modules).
+    pub fn server_info(&self) -> &[Element] {
+        self.tables.server_info()
+    }
+
     /// Account disco features (from all modules).
     pub fn account_features(&self) -> &[&'static str] {
         self.tables.account_features()
@@ -542,12 +547,14 @@ impl Core {
                 else {
                     return;
                 };
-                // RFC 6121 §8.5.3.2.1.
+                // RFC 6121 §8.5.3.2.1: only a chat message is handled as if sent to the
+                // bare JID; normal and groupchat get an error (option b, so the sender
+                // learns the resource is gone), headline and error are ignored.
                 match t {
-                    MessageType::Normal | MessageType::Chat => {
-                        self.route_to_bare(s, to.to_bare()).await
+                    MessageType::Chat => self.route_to_bare(s, to.to_bare()).await,
+                    MessageType::Normal | MessageType::Groupchat => {
+                        self.reply_unavailable(&s).await
                     }
-                    MessageType::Groupchat => self.reply_unavailable(&s).await,
                     MessageType::Headline | MessageType::Error => {}
                 }
             }

@@ -282,6 +282,20 @@ async fn message_rows() {
                 bob: "",
             },
             Row {
+                row: "normal, local full JID offline: service-unavailable, not another resource (§8.5.3.2.1)",
+                stanza: "<message xmlns='jabber:client' from='bob@localhost/pc' to='alice@localhost/tablet'><body>x</body></message>",
+                log: &["ToLocalAccount", "MessageToMissingResource"],
+                alice: "",
+                bob: "service-unavailable",
+            },
+            Row {
+                row: "headline, local full JID offline: silently ignored (§8.5.3.2.1)",
+                stanza: "<message xmlns='jabber:client' from='bob@localhost/pc' to='alice@localhost/tablet' type='headline'><body>x</body></message>",
+                log: &["ToLocalAccount", "MessageToMissingResource"],
+                alice: "",
+                bob: "",
+            },
+            Row {
                 row: "groupchat, local full JID offline: service-unavailable",
                 stanza: "<message xmlns='jabber:client' from='bob@localhost/pc' to='alice@localhost/tablet' type='groupchat'><body>x</body></message>",
                 log: &["ToLocalAccount", "MessageToMissingResource"],

@@ -19,6 +19,7 @@ pub struct Tables {
     events: HashMap<EventKind, Vec<usize>>,
     identities: Vec<Identity>,
     server_features: Vec<&'static str>,
+    server_info: Vec<Element>,
     account_features: Vec<&'static str>,
     account_identities: Vec<Identity>,
     stream_features: Vec<Element>,
@@ -37,6 +38,7 @@ impl Tables {
             name: Some("Rookery".into()),
         }];
         let mut server_features = Vec::new();
+        let mut server_info = Vec::new();
         let mut account_features = Vec::new();
         let mut account_identities = Vec::new();
         let mut stream_features = Vec::new();
@@ -55,6 +57,7 @@ impl Tables {
             }
             identities.extend(d.server_identities);
             server_features.extend(d.server_features);
+            server_info.extend(d.server_info);
             account_features.extend(d.account_features);
             account_identities.extend(d.account_identities);
             stream_features.extend(d.stream_features);
@@ -70,6 +73,7 @@ impl Tables {
             events: events.into_order(),
             identities,
             server_features,
+            server_info,
             account_features,
             account_identities,
             stream_features,
@@ -111,6 +115,11 @@ impl Tables {
     /// Server disco features, sorted and without duplicates.
     pub fn server_features(&self) -> &[&'static str] {
         &self.server_features
+    }
+
+    /// Server disco#info extension forms (XEP-0128), in module order.
+    pub fn server_info(&self) -> &[Element] {
+        &self.server_info
     }
 
     /// Account disco features, sorted and without duplicates.

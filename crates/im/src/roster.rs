@@ -441,7 +441,10 @@ impl Module for RosterModule {
         Declaration {
             iqs: vec![(IqTarget::Account, ns::ROSTER, "query")],
             events: vec![(EventKind::AccountRemoving, priority::DEFAULT)],
-            stream_features: vec![Element::new("ver", ns::ROSTER_VER)],
+            stream_features: vec![
+                Element::new("ver", ns::ROSTER_VER),
+                Element::new("sub", ns::PRE_APPROVAL),
+            ],
             ..Declaration::default()
         }
     }

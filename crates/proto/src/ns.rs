@@ -42,6 +42,10 @@ pub const DATA_FORMS: &str = "jabber:x:data";
 pub const ROSTER: &str = "jabber:iq:roster";
 /// XEP-0237: roster versioning (stream feature).
 pub const ROSTER_VER: &str = "urn:xmpp:features:rosterver";
+/// XEP-0215: external service discovery.
+pub const EXTDISCO: &str = "urn:xmpp:extdisco:2";
+/// RFC 6121 §3.4.1: the stream feature announcing subscription pre-approval support.
+pub const PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
 /// XEP-0160: offline message storage (disco feature, not a namespace).
 pub const MSGOFFLINE: &str = "msgoffline";
 /// XEP-0191: blocking command.

@@ -55,6 +55,10 @@ pub struct Config {
     /// Accounts (bare JIDs) that may run the XEP-0133 administration commands (XEP-0050
     /// ad-hoc commands) from their XMPP client.
     pub admins: Vec<String>,
+    /// XEP-0157 contact addresses (`[contact]`).
+    pub contact: rookery_core::modules::contact::ContactConfig,
+    /// XEP-0215 STUN/TURN services (`[[external_services]]`).
+    pub external_services: Vec<rookery_core::modules::extdisco::ExternalService>,
     // --- web transports (issue 13) ---
     /// The public HTTP listeners' settings: WebSocket origins, proxies (`[http]`).
     pub http: rookery_web::HttpConfig,
@@ -83,6 +87,8 @@ impl Default for Config {
             log: LogConfig::default(),
             admin: AdminConfig::default(),
             admins: Vec::new(),
+            contact: core.contact,
+            external_services: core.external_services,
             http: rookery_web::HttpConfig::default(),
         }
     }
@@ -201,6 +207,8 @@ impl Config {
             version: self.version.clone(),
             session_queue: self.session_queue,
             session_queue_bytes: self.session_queue_bytes,
+            contact: self.contact.clone(),
+            external_services: self.external_services.clone(),
         }
     }
 }

@@ -77,6 +77,9 @@ impl Module for Disco {
                 for f in core.server_features() {
                     out.push_child(feature(f));
                 }
+                for form in core.server_info() {
+                    out.push_child(form.clone());
+                }
             } else {
                 out.push_child(identity("account", "registered", None));
                 for id in core.account_identities() {

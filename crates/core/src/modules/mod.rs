@@ -1,6 +1,8 @@
 //! Core modules every server has. Each file implements one XEP and starts with its citation.
 
+pub mod contact;
 pub mod disco;
+pub mod extdisco;
 pub mod ping;
 pub mod register;
 pub mod version;
@@ -17,6 +19,16 @@ pub fn defaults(config: &CoreConfig, register: Arc<register::Register>) -> Vec<A
     if config.version.enabled {
         v.push(Arc::new(version::Version {
             show_os: config.version.show_os,
+        }));
+    }
+    if config.contact.form().is_some() {
+        v.push(Arc::new(contact::Contact {
+            config: config.contact.clone(),
+        }));
+    }
+    if !config.external_services.is_empty() {
+        v.push(Arc::new(extdisco::ExternalServices {
+            services: config.external_services.clone(),
         }));
     }
     v

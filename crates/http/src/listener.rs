@@ -84,6 +84,18 @@ pub async fn run_tls(
     serve(listener, Some(acceptor), router, limits, shutdown).await;
 }
 
+/// `router` with a body size limit (`413` beyond) and a request deadline (`408`): what the
+/// runner puts around every listener's router, and what a listener whose routes differ
+/// (small XMPP bodies, large uploads) puts around the stricter ones.
+pub fn limited(router: Router, max_body_bytes: usize, request_timeout: Duration) -> Router {
+    router
+        .layer(RequestBodyLimitLayer::new(max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+}
+
 async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -91,12 +103,7 @@ async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let app = router
-        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
-        ));
+    let app = limited(router, limits.max_body_bytes, limits.request_timeout);
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let permits = Arc::new(Semaphore::new(max));
     // Told to every connection task when the shutdown signal fires.

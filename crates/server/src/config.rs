@@ -59,6 +59,8 @@ pub struct Config {
     pub contact: rookery_core::modules::contact::ContactConfig,
     /// XEP-0215 STUN/TURN services (`[[external_services]]`).
     pub external_services: Vec<rookery_core::modules::extdisco::ExternalService>,
+    /// XEP-0363 HTTP file upload (`[upload]`).
+    pub upload: rookery_upload::UploadConfig,
     // --- web transports (issue 13) ---
     /// The public HTTP listeners' settings: WebSocket origins, proxies (`[http]`).
     pub http: rookery_web::HttpConfig,
@@ -89,6 +91,7 @@ impl Default for Config {
             admins: Vec::new(),
             contact: core.contact,
             external_services: core.external_services,
+            upload: rookery_upload::UploadConfig::default(),
             http: rookery_web::HttpConfig::default(),
         }
     }

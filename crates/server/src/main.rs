@@ -228,10 +228,19 @@ async fn serve(
     if let Some(m) = &mam {
         builder = builder.module(m.clone());
     }
+    // HTTP file upload (crates/upload): the service at upload.<domain>, files on the web
+    // listener; its module deletes an account's files with the account.
+    let upload = wiring::upload::service(&cfg)?;
+    if let Some(u) = &upload {
+        builder = builder.module(u.module());
+    }
     let core = builder
         .build()
         .map_err(|e| anyhow!("invalid domain {:?}: {e}", cfg.domain))?;
     pubsub.attach(&core);
+    if let Some(u) = &upload {
+        u.attach(&core);
+    }
     if let Some(m) = &mam {
         m.spawn_purge();
     }
@@ -325,7 +334,7 @@ async fn serve(
         tracing::info!(addr = %l.local_addr()?, ?mode, domain = %cfg.domain, "listening for clients");
         tasks.push(tokio::spawn(rookery_c2s::run(l, mode, ctx.clone())));
     }
-    let web = web::start(&cfg, ctx.clone(), tls.https.clone(), &stop_rx).await?;
+    let web = web::start(&cfg, ctx.clone(), upload, tls.https.clone(), &stop_rx).await?;
     if cfg.s2s.enabled {
         let s2s = rookery_s2s::S2s::setup(
             core.clone(),

@@ -3,6 +3,10 @@
 //! negotiation, sessions and connection cap).
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use rookery_upload::Upload;
 
 use anyhow::{bail, Context};
 use rookery_c2s::C2sContext;
@@ -12,16 +16,44 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 
+/// How long an XMPP request (BOSH) may take: BOSH's longest `wait` (60 s) and some.
+const XMPP_REQUEST: Duration = Duration::from_secs(90);
+/// How long an upload's PUT may take: a large file on a slow mobile link. A stalled body is
+/// cut much earlier (rookery-upload's idle timeout between chunks).
+const UPLOAD_REQUEST: Duration = Duration::from_secs(3600);
+
+/// The largest body of an XMPP request: a stanza and the BOSH `<body/>` around it.
+fn xmpp_body(cfg: &Config) -> usize {
+    cfg.c2s.max_stanza_bytes + 4096
+}
+
 /// The public listener's limits. Connections: as many as the process can hold (each BOSH
 /// client keeps up to two; a WebSocket leaves this count once upgraded and counts against
-/// the c2s cap). Requests may be held for BOSH's longest `wait` (60 s), and a body carries
-/// up to a stanza.
-fn limits(cfg: &Config) -> rookery_http::Limits {
+/// the c2s cap). With uploads on, the listener's body size and deadline are the upload's and
+/// the XMPP routes keep their own ([`router`]).
+fn limits(cfg: &Config, upload: bool) -> rookery_http::Limits {
+    let (request_timeout, max_body_bytes) = if upload {
+        let file = usize::try_from(cfg.upload.max_file_bytes).unwrap_or(usize::MAX);
+        (UPLOAD_REQUEST, file.max(xmpp_body(cfg)))
+    } else {
+        (XMPP_REQUEST, xmpp_body(cfg))
+    };
     rookery_http::Limits {
         max_connections: rookery_stream::CapLimits::automatic(),
-        request_timeout: std::time::Duration::from_secs(90),
-        max_body_bytes: cfg.c2s.max_stanza_bytes + 4096,
+        request_timeout,
+        max_body_bytes,
         ..rookery_http::Limits::ADMIN
+    }
+}
+
+/// The public listener's routes: WebSocket, BOSH and host-meta (rookery-web), and the
+/// upload's files when it is on.
+fn router(cfg: &Config, ctx: Arc<rookery_web::WebContext>, upload: Option<&Arc<Upload>>) -> Router {
+    let web = rookery_web::router(ctx);
+    match upload {
+        None => web,
+        Some(up) => rookery_http::listener::limited(web, xmpp_body(cfg), XMPP_REQUEST)
+            .merge(rookery_upload::http::router(up.clone())),
     }
 }
 
@@ -38,6 +70,7 @@ pub struct Web {
 pub async fn start(
     cfg: &Config,
     c2s: Arc<C2sContext>,
+    upload: Option<Arc<Upload>>,
     https: Arc<rustls::ServerConfig>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Web> {
@@ -65,7 +98,7 @@ pub async fn start(
             );
         }
         tracing::info!(addr = %local, tls, "listening for web clients (WebSocket, BOSH)");
-        let router = rookery_web::router(ctx.clone());
+        let router = router(cfg, ctx.clone(), upload.as_ref());
         let mut stop = stop.clone();
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -76,11 +109,16 @@ pub async fn start(
                 l,
                 acceptor,
                 router,
-                limits(cfg),
+                limits(cfg, upload.is_some()),
                 stopped,
             ))
         } else {
-            tokio::spawn(rookery_http::listener::run(l, router, limits(cfg), stopped))
+            tokio::spawn(rookery_http::listener::run(
+                l,
+                router,
+                limits(cfg, upload.is_some()),
+                stopped,
+            ))
         });
     }
     Ok(Web { tasks, listening })

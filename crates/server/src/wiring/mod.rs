@@ -7,6 +7,7 @@
 //! - [`pubsub`]: [`pubsub::Pubsub`], the `[pubsub]` service and PEP;
 //! - [`muc`]: the `[muc]` service over the SQL store's rooms;
 //! - [`mam`]: the `[mam]` archive module over the SQL store;
+//! - [`upload`]: the `[upload]` service (XEP-0363) and the base of its URLs;
 //! - [`pubsub_im`]: the IM layer's answers to pubsub's questions (roster access models, PEP
 //!   interest, block lists). It lives here rather than in `rookery-pubsub` so that pubsub
 //!   does not depend on `rookery-im`: a pubsub engine is useful without an IM layer (a
@@ -18,3 +19,4 @@ pub mod mam;
 pub mod muc;
 pub mod pubsub;
 pub mod pubsub_im;
+pub mod upload;

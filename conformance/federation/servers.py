@@ -4,7 +4,7 @@ Each server gets its own directory, its own loopback address and free ports on i
 in a private DNS server (dns.py) as `_xmpp-server._tcp` SRV records, which every server is
 pointed at:
 
-    rookery.example   127.0.0.4   Rookery    [s2s] dns_server (also pubsub. and bot.rookery.example)
+    rookery.example   127.0.0.4   Rookery    [s2s] dns_server (also pubsub., conference. and bot.rookery.example)
     prosody.example   127.0.0.2   Prosody    libunbound forwarding to it (unbound.forward)
     ejabberd.example  127.0.0.3   ejabberd   Erlang inetrc {nameserver, ...} (ERL_INETRC)
 
@@ -148,7 +148,7 @@ class Rookery(Server):
         super().publish(dns)
         # The publish-subscribe service and the XEP-0114 component are domains of their own,
         # served by the same listener.
-        for sub in (f"pubsub.{self.domain}", self.component_domain):
+        for sub in (f"pubsub.{self.domain}", f"conference.{self.domain}", self.component_domain):
             dns.add_server(sub, self.host, self.s2s_port, self.s2s_direct_tls_port)
 
     def start(self):

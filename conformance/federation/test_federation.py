@@ -331,3 +331,84 @@ async def test_unreachable_domain_bounces(rookery, peer):
     finally:
         await a.close()
     await asyncio.sleep(0)
+
+
+async def muc_client(srv, user, resource="muc"):
+    c = SlixClient(srv.jid(user, resource), srv.users[user])
+    for p in ("xep_0004", "xep_0045"):
+        c.register_plugin(p)
+    c.connect(srv.host, srv.port)
+    try:
+        await asyncio.wait_for(c.session, WAIT)
+    except BaseException:
+        await c.close()
+        raise
+    c.send_presence()
+    return c
+
+
+def muc_codes(pres) -> set[int]:
+    return {int(c) for c in pres["muc"]["status_codes"]}
+
+
+async def test_muc_room_with_a_remote_occupant(rookery, peer):
+    """XEP-0045 across servers: a user of the peer enters a room at conference.<rookery> (a
+    domain of its own, reached over server-to-server streams), is announced to the local
+    occupants with its real JID for the owner, and exchanges groupchat and private messages
+    with them; its leaving is announced. The room sees the remote occupant exactly as a local
+    one (status codes, role, affiliation)."""
+    from slixmpp.plugins.xep_0004 import Form
+    room = f"fed-{peer.domain.split('.')[0]}@conference.{rookery.domain}"
+    a = await muc_client(rookery, "alice")
+    try:
+        b = await muc_client(peer, "bob")
+    except BaseException:
+        await a.close()
+        raise
+    try:
+        pres, *_ = await a.plugin["xep_0045"].join_muc_wait(room, "owner", timeout=WAIT)
+        assert muc_codes(pres) == {110, 201}
+        form = Form()
+        form["type"] = "submit"
+        await a.plugin["xep_0045"].set_room_config(room, form, timeout=WAIT)
+        # The remote user enters: self-presence (110) with its role and affiliation.
+        pres, *_ = await b.plugin["xep_0045"].join_muc_wait(room, "remote", timeout=WAIT)
+        assert 110 in muc_codes(pres)
+        assert (pres["muc"]["role"], pres["muc"]["affiliation"]) == ("participant", "none")
+        # The occupant already there, as the remote user's server relayed it.
+        owner = await b.inbox.wait(lambda el: el.get("from") == f"{room}/owner", WAIT,
+                                   what="the owner's presence on the peer")
+        item = owner.find("{http://jabber.org/protocol/muc#user}x/"
+                          "{http://jabber.org/protocol/muc#user}item")
+        assert (item.get("role"), item.get("affiliation")) == ("moderator", "owner")
+        # The owner is told, with the remote occupant's real JID (moderators see it).
+        seen = await a.inbox.wait(
+            lambda el: el.get("from") == f"{room}/remote" and el.get("type") is None, WAIT,
+            what="the remote occupant's presence")
+        item = seen.find("{http://jabber.org/protocol/muc#user}x/"
+                         "{http://jabber.org/protocol/muc#user}item")
+        assert item.get("jid") == peer.jid("bob", "muc")
+        assert (item.get("role"), item.get("affiliation")) == ("participant", "none")
+        # Groupchat both ways, reflected to every occupant.
+        a.send_message(mto=room, mbody=f"welcome, {peer.domain}", mtype="groupchat")
+        m = await b.inbox.wait(lambda el: body(el) == f"welcome, {peer.domain}", WAIT,
+                               what="the groupchat message on the peer")
+        assert m.get("from") == f"{room}/owner" and m.get("type") == "groupchat"
+        b.send_message(mto=room, mbody="thanks from afar", mtype="groupchat")
+        m = await a.inbox.wait(lambda el: body(el) == "thanks from afar", WAIT,
+                               what="the remote occupant's groupchat message")
+        assert m.get("from") == f"{room}/remote"
+        await b.inbox.wait(lambda el: body(el) == "thanks from afar"
+                           and el.get("from") == f"{room}/remote", WAIT,
+                           what="the reflection to the remote sender")
+        # A private message through the room, from the remote occupant to the owner.
+        b.send_message(mto=f"{room}/owner", mbody="psst", mtype="chat")
+        m = await a.inbox.wait(lambda el: body(el) == "psst", WAIT, what="the private message")
+        assert m.get("from") == f"{room}/remote"
+        # Leaving is announced to the others.
+        b.plugin["xep_0045"].leave_muc(room, "remote")
+        await a.inbox.wait(lambda el: el.get("from") == f"{room}/remote"
+                           and el.get("type") == "unavailable", WAIT,
+                           what="the remote occupant leaving")
+    finally:
+        await close(a, b)

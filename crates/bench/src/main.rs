@@ -9,7 +9,7 @@
 //! Layout:
 //! - [`client`]: one simulated client (TCP/TLS, SASL, bind, roster, presence, XEP-0198);
 //! - [`scenario`]: the run machinery and one module per scenario (`connect`, `messages`,
-//!   `presence`, `pubsub`, `churn`, and `register` to create accounts in band);
+//!   `presence`, `pubsub`, `muc`, `churn`, and `register` to create accounts in band);
 //! - [`stats`]: counters, the latency histogram and the progress line;
 //! - [`procinfo`]: the server's RSS and CPU time from `/proc/PID`;
 //! - [`target`]: the loopback-only rule, source addresses, the file-descriptor limit.
@@ -150,6 +150,8 @@ enum Scenario {
     Presence(scenario::presence::Args),
     /// One pubsub node, N−1 subscribers, one publisher (notification fan-out).
     Pubsub(scenario::pubsub::Args),
+    /// One MUC room, N occupants, one of them sending groupchat (room fan-out).
+    Muc(scenario::muc::Args),
     /// Sessions disconnect and reconnect (or resume) at a fixed rate.
     Churn(scenario::churn::Args),
     /// Creates the accounts by in-band registration (XEP-0077), at the login rate.
@@ -163,6 +165,7 @@ impl Scenario {
             Scenario::Messages(_) => "messages",
             Scenario::Presence(_) => "presence",
             Scenario::Pubsub(_) => "pubsub",
+            Scenario::Muc(_) => "muc",
             Scenario::Churn(_) => "churn",
             Scenario::Register => "register",
         }
@@ -176,6 +179,7 @@ impl Scenario {
                 json!({"roster_size": a.roster_size, "rate": a.rate, "setup": !a.no_setup})
             }
             Scenario::Pubsub(a) => json!({"service": a.service, "node": a.node, "rate": a.rate}),
+            Scenario::Muc(a) => json!({"service": a.service, "room": a.room, "rate": a.rate}),
             Scenario::Churn(a) => json!({"rate": a.rate, "resume": a.resume}),
         }
     }
@@ -272,6 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Scenario::Messages(a) => scenario::messages::run(&run, a).await,
             Scenario::Presence(a) => scenario::presence::run(&run, a).await,
             Scenario::Pubsub(a) => scenario::pubsub::run(&run, a).await,
+            Scenario::Muc(a) => scenario::muc::run(&run, a).await,
             Scenario::Churn(a) => scenario::churn::run(&run, a).await,
             Scenario::Register => scenario::register::run(&run).await,
         }

@@ -9,6 +9,7 @@
 pub mod churn;
 pub mod connect;
 pub mod messages;
+pub mod muc;
 pub mod presence;
 pub mod pubsub;
 pub mod register;

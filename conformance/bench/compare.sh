@@ -10,7 +10,7 @@
 #   2. connect:       SESSIONS idle sessions over STARTTLS (fresh server process again: a
 #                     process that has served sessions before reuses their freed pages, so
 #                     memory per session must come from a fresh one),
-#   3. messages, 4. pubsub (same process as 2).
+#   3. messages, 4. pubsub, 5. muc: one room's fan-out (same process as 2).
 # Prints one table and writes every JSON summary to $WORK.
 #
 # For the plain run every server accepts authentication without TLS (Rookery:
@@ -29,6 +29,8 @@
 #   DURATION=15         seconds of each measured phase
 #   PUBSUB_SUBS=500     subscribers of the pubsub scenario (0 skips it)
 #   PUBSUB_RATE=5       items published per second
+#   MUC_OCCUPANTS=500   occupants of the muc scenario's room (0 skips it)
+#   MUC_RATE=20         groupchat messages per second in that room
 #   SERVERS="rookery prosody ejabberd"
 #   BASE_PORT=35200     Rookery uses +22/+23, Prosody +32, ejabberd +42
 #   WORK=<mktemp -d>    where configs, data, logs and JSON go
@@ -57,6 +59,8 @@ MSG_RATE=${MSG_RATE:-2000}
 DURATION=${DURATION:-15}
 PUBSUB_SUBS=${PUBSUB_SUBS:-500}
 PUBSUB_RATE=${PUBSUB_RATE:-5}
+MUC_OCCUPANTS=${MUC_OCCUPANTS:-500}
+MUC_RATE=${MUC_RATE:-20}
 SERVERS=${SERVERS:-"rookery prosody ejabberd"}
 BASE_PORT=${BASE_PORT:-35200}
 SCRAM_CACHE=${SCRAM_CACHE:-0}
@@ -65,6 +69,7 @@ PASSWORD=bench-pass
 DOMAIN=localhost
 ACCOUNTS=$(( SESSIONS > MSG_CLIENTS ? SESSIONS : MSG_CLIENTS ))
 ACCOUNTS=$(( ACCOUNTS > PUBSUB_SUBS + 1 ? ACCOUNTS : PUBSUB_SUBS + 1 ))
+ACCOUNTS=$(( ACCOUNTS > MUC_OCCUPANTS ? ACCOUNTS : MUC_OCCUPANTS ))
 mkdir -p "$WORK"
 echo "== work directory: $WORK"
 
@@ -153,6 +158,11 @@ run_scenarios() { # run_scenarios <server> <port>
     bench "$server" pubsub "$port" "$SERVER_PID" -n $((PUBSUB_SUBS + 1)) \
       --login-rate "$LOGIN_RATE" --duration "$DURATION" pubsub --rate "$PUBSUB_RATE" || true
   fi
+  if [ "$MUC_OCCUPANTS" -gt 0 ]; then
+    sleep 2
+    bench "$server" muc "$port" "$SERVER_PID" -n "$MUC_OCCUPANTS" \
+      --login-rate "$LOGIN_RATE" --duration "$DURATION" muc --rate "$MUC_RATE" || true
+  fi
   stop_server "$server"
 }
 
@@ -189,6 +199,8 @@ cert = "$certs/$DOMAIN.crt"
 key = "$certs/$DOMAIN.key"
 [c2s]
 require_encryption = false
+[muc]
+default_max_occupants = 1000
 [log]
 level = "warn"
 EOF
@@ -230,6 +242,7 @@ ssl = { certificate = "$certs/$DOMAIN.crt"; key = "$certs/$DOMAIN.key" }
 admins = { "user1@$DOMAIN" }
 VirtualHost "$DOMAIN"
 Component "pubsub.$DOMAIN" "pubsub"
+Component "conference.$DOMAIN" "muc"
 EOF
   dpkg-query -W -f='Prosody ${Version}\n' prosody > "$WORK/prosody.version"
   start_prosody
@@ -316,6 +329,11 @@ modules:
   mod_register:
     access: register
     ip_access: all
+  mod_muc:
+    access_create: local
+    max_users: 1000
+    default_room_options:
+      max_users: 1000
   mod_pubsub:
     access_createnode: pubsub_createnode
     plugins:
@@ -362,6 +380,7 @@ def f(x, fmt="{:.0f}"):
 rows = []
 for s in servers:
     c, m, p = load(s, "connect"), load(s, "messages"), load(s, "pubsub")
+    mu = load(s, "muc")
     cp = load(s, "connect-plain")
     ver = open(os.path.join(work, f"{s}.version")).read().strip() if os.path.exists(os.path.join(work, f"{s}.version")) else s
     def kib(run):
@@ -380,15 +399,14 @@ for s in servers:
            f(g(m, "results", "messages", "lost")),
            f(g(m, "results", "messages", "server_cpu_ms_per_1000_messages"), "{:.0f}"),
            str(sum(sum((g(x, "errors") or {}).values()) for x in (cp, c, m) if x))]
-    if p:
-        row.append(f"{f(g(p, 'results', 'pubsub', 'delivery_rate_per_s'))}/s p99 {f(g(p, 'results', 'pubsub', 'latency_ms', 'p99'), '{:.1f}')} ms")
+    row.append(f"{f(g(p, 'results', 'pubsub', 'delivery_rate_per_s'))}/s p99 {f(g(p, 'results', 'pubsub', 'latency_ms', 'p99'), '{:.1f}')} ms" if p else "")
+    row.append(f"{f(g(mu, 'results', 'muc', 'occupants'))} occupants, {f(g(mu, 'results', 'muc', 'delivery_rate_per_s'))}/s p99 {f(g(mu, 'results', 'muc', 'latency_ms', 'p99'), '{:.1f}')} ms, {f(g(mu, 'results', 'muc', 'server_cpu_us_per_delivery'), '{:.1f}')} µs CPU/delivery" if mu else "")
     rows.append(row)
 head = ["server", "idle sessions", "KiB/session plain", "KiB/session TLS", "logins/s (TLS)",
         "login p99 ms",
         "msgs offered/s", "msgs delivered/s", "msg p50 ms", "msg p99 ms", "lost",
         "server CPU ms/1000 msgs", "errors"]
-if any(len(r) > len(head) for r in rows):
-    head.append("pubsub fan-out")
+head += ["pubsub fan-out", "muc fan-out"]
 print()
 print("| " + " | ".join(head) + " |")
 print("|" + "|".join("---" for _ in head) + "|")

@@ -51,7 +51,7 @@ async fn enter(conn: &mut Conn, room: &str, nick: &str) -> Result<(), ClientErro
     loop {
         let el = conn.next_element().await?;
         if el.is("presence", CONTENT_NS) && el.attr("type") == Some("error") {
-            return Err(ClientError::Iq("enter".into(), "presence-error".into()));
+            return Err(ClientError::Iq("enter", "presence-error".into()));
         }
         let own = el.is("presence", CONTENT_NS)
             && el.get_child("x", NS_MUC_USER).is_some_and(|x| {

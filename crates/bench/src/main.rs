@@ -9,7 +9,7 @@
 //! Layout:
 //! - [`client`]: one simulated client (TCP/TLS, SASL, bind, roster, presence, XEP-0198);
 //! - [`scenario`]: the run machinery and one module per scenario (`connect`, `messages`,
-//!   `presence`, `pubsub`, `muc`, `churn`, and `register` to create accounts in band);
+//!   `presence`, `pubsub`, `muc`, `mam`, `churn`, and `register` to create accounts in band);
 //! - [`stats`]: counters, the latency histogram and the progress line;
 //! - [`procinfo`]: the server's RSS and CPU time from `/proc/PID`;
 //! - [`target`]: the loopback-only rule, source addresses, the file-descriptor limit.
@@ -150,6 +150,8 @@ enum Scenario {
     Presence(scenario::presence::Args),
     /// One pubsub node, N−1 subscribers, one publisher (notification fan-out).
     Pubsub(scenario::pubsub::Args),
+    /// Each client asks its archive for the last page with one partner (XEP-0313 queries).
+    Mam(scenario::mam::Args),
     /// One MUC room, N occupants, one of them sending groupchat (room fan-out).
     Muc(scenario::muc::Args),
     /// Sessions disconnect and reconnect (or resume) at a fixed rate.
@@ -166,6 +168,7 @@ impl Scenario {
             Scenario::Presence(_) => "presence",
             Scenario::Pubsub(_) => "pubsub",
             Scenario::Muc(_) => "muc",
+            Scenario::Mam(_) => "mam",
             Scenario::Churn(_) => "churn",
             Scenario::Register => "register",
         }
@@ -180,6 +183,7 @@ impl Scenario {
             }
             Scenario::Pubsub(a) => json!({"service": a.service, "node": a.node, "rate": a.rate}),
             Scenario::Muc(a) => json!({"service": a.service, "room": a.room, "rate": a.rate}),
+            Scenario::Mam(a) => json!({"rate": a.rate, "page": a.page, "accounts": a.accounts, "partners": a.partners}),
             Scenario::Churn(a) => json!({"rate": a.rate, "resume": a.resume}),
         }
     }
@@ -277,6 +281,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Scenario::Presence(a) => scenario::presence::run(&run, a).await,
             Scenario::Pubsub(a) => scenario::pubsub::run(&run, a).await,
             Scenario::Muc(a) => scenario::muc::run(&run, a).await,
+            Scenario::Mam(a) => scenario::mam::run(&run, a).await,
             Scenario::Churn(a) => scenario::churn::run(&run, a).await,
             Scenario::Register => scenario::register::run(&run).await,
         }

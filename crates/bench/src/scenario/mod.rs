@@ -8,6 +8,7 @@
 
 pub mod churn;
 pub mod connect;
+pub mod mam;
 pub mod messages;
 pub mod muc;
 pub mod presence;

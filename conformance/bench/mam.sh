@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Message archive (XEP-0313) benchmarks of the MAM issue:
+#   1. query: an archive of ACCOUNTS × PARTNERS × PER_PAIR messages (default 1,000 × 10 ×
+#      100 = 1,000,000), filled straight into the database with the server stopped, then
+#      QUERY_CLIENTS clients asking "the last PAGE messages with X" at QUERY_RATE/s for
+#      DURATION s (rookery-bench mam) → latency p50/p99 and server CPU per query; on SQLite,
+#      and on PostgreSQL when scripts/pg-start.sh can start one (BACKENDS).
+#   2. archiving cost: the messages scenario (MSG_CLIENTS in pairs, MSG_RATE/s) with [mam]
+#      on and off on fresh SQLite servers → server CPU ms per 1,000 messages, both ways.
+#
+# Usage: conformance/bench/mam.sh    (release builds of rookery and rookery-bench are made)
+# Settings: ACCOUNTS=1000 PARTNERS=10 PER_PAIR=100 QUERY_CLIENTS=200 QUERY_RATE=200 PAGE=50
+#           MSG_CLIENTS=200 MSG_RATE=2000 DURATION=15 BACKENDS="sqlite postgres"
+#           BASE_PORT=38200 WORK=<mktemp -d> ROOKERY_BIN BENCH_BIN
+# Only loopback is used.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+ACCOUNTS=${ACCOUNTS:-1000}
+PARTNERS=${PARTNERS:-10}
+PER_PAIR=${PER_PAIR:-100}
+QUERY_CLIENTS=${QUERY_CLIENTS:-200}
+QUERY_RATE=${QUERY_RATE:-200}
+PAGE=${PAGE:-50}
+MSG_CLIENTS=${MSG_CLIENTS:-200}
+MSG_RATE=${MSG_RATE:-2000}
+DURATION=${DURATION:-15}
+BACKENDS=${BACKENDS:-"sqlite postgres"}
+BASE_PORT=${BASE_PORT:-38200}
+WORK=${WORK:-$(mktemp -d /tmp/rookery-mam.XXXXXX)}
+PASSWORD=bench-pass
+PORT=$((BASE_PORT + 22))
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ -n "${ROOKERY_BIN:-}" ] && [ -n "${BENCH_BIN:-}" ]; then
+  ROOKERY=$ROOKERY_BIN BENCH=$BENCH_BIN
+else
+  cargo build --release -q -p rookery -p rookery-bench
+  ROOKERY="$root/target/release/rookery" BENCH="$root/target/release/rookery-bench"
+fi
+echo "== work directory: $WORK"
+
+config() { # config <dir> <store url or ""> <mam enabled>
+  cat > "$1/rookery.toml" <<EOF
+domain = "localhost"
+data_dir = "$1/data"
+[listen]
+c2s = "127.0.0.1:$PORT"
+c2s_direct_tls = ""
+admin = ""
+http = ""
+https = ""
+[c2s]
+require_encryption = false
+[mam]
+enabled = $3
+max_page = 100
+[log]
+level = "warn"
+EOF
+  if [ -n "$2" ]; then printf '[store]\nurl = "%s"\n' "$2" >> "$1/rookery.toml"; fi
+}
+
+start() { # start <dir>: sets PID once the port accepts
+  "$ROOKERY" -c "$1/rookery.toml" serve >> "$1/server.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+    sleep 0.2
+  done
+  echo "rookery did not start: $1/server.log" >&2; return 1
+}
+
+bench() { # bench <json> <args...>
+  local json=$1; shift
+  "$BENCH" --port "$PORT" --tls none --password "$PASSWORD" --server-pid "$PID" --quiet \
+    --login-rate 1000 --json "$json" "$@" | sed 's/^/   /'
+}
+
+# The archive rows: for account a and partner k, PER_PAIR messages alternating in and out,
+# interleaved over time like real conversations (ordered by n, then a, then k).
+fill_sql() { # fill_sql <sqlite|postgres>: one INSERT … SELECT for the whole archive
+  local seq
+  if [ "$1" = sqlite ]; then
+    seq="WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < %d) SELECT x FROM s"
+  else
+    seq="SELECT generate_series(1, %d) AS x"
+  fi
+  local sa sk sn
+  sa=$(printf "$seq" "$ACCOUNTS"); sk=$(printf "$seq" "$PARTNERS"); sn=$(printf "$seq" "$PER_PAIR")
+  cat <<SQL
+INSERT INTO mam_messages (domain, username, stanza_id, with_jid, ts, stanza)
+SELECT 'localhost', 'user' || a.x, 'fill-' || a.x || '-' || k.x || '-' || n.x,
+       'user' || (((a.x - 1 + k.x) % $ACCOUNTS) + 1) || '@localhost',
+       1700000000 + n.x * 60 + k.x,
+       '<message xmlns=''jabber:client'' type=''chat'' id=''f' || n.x || ''' from=''' ||
+       CASE WHEN n.x % 2 = 0 THEN 'user' || a.x ELSE 'user' || (((a.x - 1 + k.x) % $ACCOUNTS) + 1) END ||
+       '@localhost/bench'' to=''' ||
+       CASE WHEN n.x % 2 = 0 THEN 'user' || (((a.x - 1 + k.x) % $ACCOUNTS) + 1) ELSE 'user' || a.x END ||
+       '@localhost''><body>message ' || n.x || ' of a conversation that goes on for a while, with some words in it</body></message>'
+FROM ($sn) n, ($sa) a, ($sk) k
+ORDER BY n.x, a.x, k.x;
+SQL
+}
+
+for backend in $BACKENDS; do
+  dir="$WORK/query-$backend"; rm -rf "$dir"; mkdir -p "$dir"
+  url=""
+  if [ "$backend" = postgres ]; then
+    if ! eval "$(scripts/pg-start.sh 2>/dev/null)" || [ -z "${ROOKERY_TEST_POSTGRES_URL:-}" ]; then
+      echo "== postgres: not available, skipped"; continue
+    fi
+    db="rookery_mam_bench"
+    psql -q "$ROOKERY_TEST_POSTGRES_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+    url="${ROOKERY_TEST_POSTGRES_URL%/*}/$db"
+  fi
+  config "$dir" "$url" true
+  "$ROOKERY" -c "$dir/rookery.toml" user add-bulk --count "$ACCOUNTS" --password "$PASSWORD" >/dev/null
+  total=$((ACCOUNTS * PARTNERS * PER_PAIR))
+  echo "== $backend: filling $total archived messages"
+  t0=$(date +%s)
+  if [ "$backend" = sqlite ]; then
+    fill_sql sqlite | python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.stdin.read()); c.commit()" "$dir/data/rookery.db"
+  else
+    fill_sql postgres | psql -q "$url"
+    psql -q "$url" -c "ANALYZE mam_messages"
+  fi
+  echo "   filled in $(( $(date +%s) - t0 )) s"
+  start "$dir"
+  echo "-- $backend: mam query"
+  bench "$WORK/mam-query-$backend.json" -n "$QUERY_CLIENTS" --duration "$DURATION" \
+    mam --rate "$QUERY_RATE" --page "$PAGE" --accounts "$ACCOUNTS" --partners "$PARTNERS"
+  kill "$PID"; wait "$PID" 2>/dev/null || true
+done
+
+for mam in true false; do
+  dir="$WORK/archiving-$mam"; rm -rf "$dir"; mkdir -p "$dir"
+  config "$dir" "" "$mam"
+  "$ROOKERY" -c "$dir/rookery.toml" user add-bulk --count "$MSG_CLIENTS" --password "$PASSWORD" >/dev/null
+  start "$dir"
+  echo "-- messages with [mam] enabled = $mam"
+  bench "$WORK/mam-archiving-$mam.json" -n "$MSG_CLIENTS" --duration "$DURATION" \
+    messages --rate "$MSG_RATE"
+  kill "$PID"; wait "$PID" 2>/dev/null || true
+done
+
+python3 - "$WORK" <<'EOF'
+import json, os, sys
+work = sys.argv[1]
+def load(name):
+    p = os.path.join(work, name)
+    return json.load(open(p))["results"] if os.path.exists(p) else None
+print()
+for b in ("sqlite", "postgres"):
+    r = load(f"mam-query-{b}.json")
+    if r:
+        m = r["mam"]
+        print(f"{b}: {m['answered']} queries ({m['answered_rate_per_s']}/s), {m['messages_per_query']} messages each, "
+              f"p50 {m['latency_ms']['p50']} ms, p99 {m['latency_ms']['p99']} ms, server CPU {m['server_cpu_ms_per_query']} ms/query")
+on, off = load("mam-archiving-true.json"), load("mam-archiving-false.json")
+if on and off:
+    a = on["messages"]["server_cpu_ms_per_1000_messages"]
+    b = off["messages"]["server_cpu_ms_per_1000_messages"]
+    print(f"archiving: {a} ms CPU per 1,000 messages with MAM, {b} without ({(a / b - 1) * 100:+.0f} %)")
+EOF

@@ -203,3 +203,33 @@ async def test_archive_survives_restart_and_goes_with_the_account(server_factory
     bodies, _, fin = await query(c)
     assert bodies == [] and complete(fin)
     await close(c)
+
+
+async def metadata(c: SlixClient, to: str | None = None) -> ET.Element:
+    iq = c.make_iq_get(ito=to)
+    iq.append(ET.fromstring(f"<metadata xmlns='{NS_MAM}'/>"))
+    res = await iq.send(timeout=T)
+    return res.xml.find(f"{{{NS_MAM}}}metadata")
+
+
+async def test_archive_metadata(server):
+    """§7 (part of #extended): the first and last message of the archive, nothing when it is
+    empty; a set is refused."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    try:
+        empty = await metadata(a)
+        assert empty is not None and len(empty) == 0
+        for i in range(3):
+            await chat(a, b, f"meta {i}")
+        _, ids, _ = await query(a)
+        m = await metadata(a)
+        start, end = m.find(f"{{{NS_MAM}}}start"), m.find(f"{{{NS_MAM}}}end")
+        assert (start.get("id"), end.get("id")) == (ids[0], ids[-1])
+        assert start.get("timestamp").endswith("Z") and end.get("timestamp") >= start.get("timestamp")
+        iq = a.make_iq_set()
+        iq.append(ET.fromstring(f"<metadata xmlns='{NS_MAM}'/>"))
+        with pytest.raises(IqError) as e:
+            await iq.send(timeout=T)
+        assert e.value.iq["error"]["condition"] == "bad-request"
+    finally:
+        await close(a, b)

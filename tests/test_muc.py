@@ -442,6 +442,11 @@ async def test_room_archive_and_history_after_restart(server_factory, backend):
     assert bodies == ["m2", "m3"] and not complete
     assert (await room_archive(a, r, with_=f"{r}/firstwitch"))[0] == ["m1", "m2", "m3"]
     assert (await room_archive(a, r, with_=f"{r}/nobody"))[0] == []
+    # §7 metadata of the room's archive: its first and last message.
+    iq = a.make_iq_get(ito=r)
+    iq.append(ET.fromstring(f"<metadata xmlns='{NS_MAM}'/>"))
+    meta = (await iq.send(timeout=T)).xml.find(f"{{{NS_MAM}}}metadata")
+    assert [meta.find(f"{{{NS_MAM}}}{e}").get("id") for e in ("start", "end")] == [sids[0], sids[-1]]
     # Members-only: the archive is for members.
     with pytest.raises(IqError) as e:
         await room_archive(c, r)

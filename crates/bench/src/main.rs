@@ -183,7 +183,9 @@ impl Scenario {
             }
             Scenario::Pubsub(a) => json!({"service": a.service, "node": a.node, "rate": a.rate}),
             Scenario::Muc(a) => json!({"service": a.service, "room": a.room, "rate": a.rate}),
-            Scenario::Mam(a) => json!({"rate": a.rate, "page": a.page, "accounts": a.accounts, "partners": a.partners}),
+            Scenario::Mam(a) => {
+                json!({"rate": a.rate, "page": a.page, "accounts": a.accounts, "partners": a.partners})
+            }
             Scenario::Churn(a) => json!({"rate": a.rate, "resume": a.resume}),
         }
     }

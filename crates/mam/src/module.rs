@@ -209,6 +209,7 @@ impl Module for Mam {
             iqs: vec![
                 (IqTarget::Account, ns::MAM, "query"),
                 (IqTarget::Account, ns::MAM, "prefs"),
+                (IqTarget::Account, ns::MAM, "metadata"),
             ],
             hooks: vec![
                 (HookPoint::MessageFromLocal, priority::OBSERVE),

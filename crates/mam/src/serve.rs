@@ -16,6 +16,8 @@ use crate::query::{self, Anchor};
 /// Answers the query IQ `iq` on `owner`'s archive, whose JID is `archive`: the search form for
 /// a `get`; for a `set`, routes the result messages to the requester (before the IQ result,
 /// as §4.2 orders) and returns the `<fin/>` for the result. Pages hold at most `max_page`.
+/// A `<metadata/>` get (§7, part of `#extended`) is answered with the archive's first and
+/// last message.
 pub async fn answer(
     core: &Arc<Core>,
     store: &Store,
@@ -28,6 +30,12 @@ pub async fn answer(
     let payload = iq
         .payload()
         .ok_or_else(|| MamError::BadRequest("no query".into()))?;
+    if payload.is("metadata", crate::ns::MAM) {
+        if iq.kind() != StanzaKind::Iq(IqType::Get) {
+            return Err(MamError::BadRequest("metadata is read with a get".into()));
+        }
+        return metadata(store, owner).await;
+    }
     if iq.kind() == StanzaKind::Iq(IqType::Get) {
         return Ok(query::fields());
     }
@@ -99,4 +107,22 @@ pub async fn answer(
         rows.last().map(|r| r.stanza_id.as_str()),
         complete,
     ))
+}
+
+/// §7: the archive's first and last message (`<start/>`, `<end/>`), or nothing for an empty
+/// archive.
+async fn metadata(store: &Store, owner: &Owner) -> Result<Element, MamError> {
+    let mam = store.mam();
+    let all = Filter::default();
+    let mut out = Element::new("metadata", crate::ns::MAM);
+    for (name, from_end) in [("start", false), ("end", true)] {
+        if let Some(r) = mam.query(owner, &all, 1, from_end).await?.first() {
+            out.push_child(
+                Element::new(name, crate::ns::MAM)
+                    .with_attr("id", r.stanza_id.as_str())
+                    .with_attr("timestamp", rookery_proto::time::format_utc(r.ts)),
+            );
+        }
+    }
+    Ok(out)
 }

@@ -88,8 +88,9 @@ fn fail_result(out: &mut [Output], request: &Stanza) {
 fn is_archive_query(s: &Stanza) -> bool {
     matches!(s.kind(), StanzaKind::Iq(IqType::Get | IqType::Set))
         && s.to().is_some_and(Jid::is_bare)
-        && s.payload()
-            .is_some_and(|p| p.is("query", rookery_mam::ns::MAM))
+        && s.payload().is_some_and(|p| {
+            p.ns() == rookery_mam::ns::MAM && matches!(p.name(), "query" | "metadata")
+        })
 }
 
 fn unavailable(stanza: Stanza) -> Box<Undelivered> {

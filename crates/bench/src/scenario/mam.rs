@@ -68,7 +68,10 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
     let queries = run.stats.sent.load(Ordering::Relaxed) - q0;
     let messages = run.stats.received.load(Ordering::Relaxed) - m0;
     let lat = run.stats.latency.summary_ms();
-    let answered = lat.get("count").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let answered = lat
+        .get("count")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
     let cpu = cpu_between(cpu0, cpu1);
     out.put(
         "mam",

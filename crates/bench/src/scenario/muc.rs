@@ -79,13 +79,15 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
         Ok(c) => c,
         Err(e) => {
             run.stats.error(e.kind());
-            out.lines.push(format!("muc: the sender could not log in: {e}"));
+            out.lines
+                .push(format!("muc: the sender could not log in: {e}"));
             return out;
         }
     };
     if let Err(e) = enter(&mut sender, &room, "n0").await {
         run.stats.error(e.kind());
-        out.lines.push(format!("muc: the sender could not enter {room}: {e}"));
+        out.lines
+            .push(format!("muc: the sender could not enter {room}: {e}"));
         return out;
     }
     let id = sender.id();
@@ -204,7 +206,11 @@ fn record(run: &Run, el: &Element) -> bool {
     if !el.is("message", CONTENT_NS) || el.attr("type") != Some("groupchat") {
         return false;
     }
-    let Some(t) = el.child_text("body", CONTENT_NS).as_deref().and_then(stamp_of) else {
+    let Some(t) = el
+        .child_text("body", CONTENT_NS)
+        .as_deref()
+        .and_then(stamp_of)
+    else {
         return false;
     };
     run.stats.latency.record_us(now_us().saturating_sub(t));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rookery_core::Core;
 use rookery_jid::BareJid;
 use rookery_proto::{IqType, Stanza, StanzaKind};
-use rookery_store::mam::{Filter, Owner};
+use rookery_store::mam::{Archived, Filter, Owner};
 use rookery_store::Store;
 use rookery_xml::Element;
 
@@ -26,6 +26,24 @@ pub async fn answer(
     iq: &Stanza,
     max_page: u64,
 ) -> Result<Element, MamError> {
+    answer_with(core, store, owner, archive, iq, max_page, |r| {
+        Stanza::from_serialized(r.stanza.as_bytes()).map(Stanza::into_element)
+    })
+    .await
+}
+
+/// [`answer`] for an archive whose rows are not stored messages: `render` makes the message
+/// each result forwards (a pubsub node's history holds item payloads, which its service turns
+/// into event notifications); a row it cannot render is logged and skipped.
+pub async fn answer_with(
+    core: &Arc<Core>,
+    store: &Store,
+    owner: &Owner,
+    archive: &BareJid,
+    iq: &Stanza,
+    max_page: u64,
+    render: impl Fn(&Archived) -> Option<Element>,
+) -> Result<Element, MamError> {
     let from = iq.from().ok_or(MamError::Forbidden)?;
     let payload = iq
         .payload()
@@ -44,9 +62,10 @@ pub async fn answer(
     let position =
         |id: String| async move { mam.position(owner, &id).await?.ok_or(MamError::NotFound) };
     let mut filter = Filter {
-        // An account's archive keeps the other party's bare JID, a room's the occupant JID.
+        // An account's archive keeps the other party's bare JID, a room's the occupant JID, a
+        // node's history the publisher's bare JID.
         with: q.with.as_ref().map(|j| match owner {
-            Owner::Account { .. } => j.bare_str().to_string(),
+            Owner::Account { .. } | Owner::Node { .. } => j.bare_str().to_string(),
             Owner::Room { .. } => j.as_str().to_string(),
         }),
         start: q.start,
@@ -86,18 +105,11 @@ pub async fn answer(
         }
     }
     for r in &rows {
-        let Some(m) = Stanza::from_serialized(r.stanza.as_bytes()) else {
+        let Some(m) = render(r) else {
             tracing::error!(archive = %archive, id = %r.stanza_id, "unreadable archived message");
             continue;
         };
-        let el = query::result(
-            archive,
-            from,
-            q.queryid.as_deref(),
-            &r.stanza_id,
-            r.ts,
-            m.into_element(),
-        );
+        let el = query::result(archive, from, q.queryid.as_deref(), &r.stanza_id, r.ts, m);
         if let Ok(s) = Stanza::from_element(el) {
             core.route(s).await;
         }

@@ -988,6 +988,17 @@ impl Engine {
         self.store.last_items(svc.as_str(), node, max).await
     }
 
+    /// Whether `actor` may read the history of `node` (XEP-0442, the node's items as a
+    /// message archive): what retrieving its items requires (§6.5), on a persistent node.
+    pub async fn may_read_history(&self, svc: &BareJid, actor: &Jid, node: &str) -> Result<()> {
+        let n = self.locked(svc, node).await?;
+        self.check_access(svc, &n, &actor.to_bare(), true).await?;
+        if !n.config.persist_items {
+            return Err(PubsubError::NotPersistent);
+        }
+        Ok(())
+    }
+
     // ---- publisher use cases (§7) --------------------------------------------------------------
 
     /// §7.1: publishes an item; returns its ItemID. With PEP, a missing node is created with

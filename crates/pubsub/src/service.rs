@@ -1,6 +1,7 @@
 //! The pubsub service on its own domain (`pubsub.<domain>`, XEP-0060): a [`DomainRoute`] that
-//! answers disco (§5.1–§5.5) and the pubsub IQs through the engine, and takes the owners'
-//! answers to subscription approval requests (§8.6).
+//! answers disco (§5.1–§5.5) and the pubsub IQs through the engine, takes the owners'
+//! answers to subscription approval requests (§8.6), and serves each persistent node's items
+//! as a message archive (XEP-0313 queries with a `node`, XEP-0442).
 
 use std::sync::Arc;
 
@@ -12,12 +13,15 @@ use rookery_proto::time::format_utc;
 use rookery_proto::{
     ns as pns, IqType, MessageType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind,
 };
+use rookery_store::mam::{Archived, Owner};
+use rookery_store::Store;
 use rookery_xml::Element;
 
-use crate::broadcast::CoreBroadcaster;
+use crate::broadcast::{message, CoreBroadcaster};
 use crate::config::ServiceKind;
-use crate::engine::{Engine, NodeMeta};
+use crate::engine::{items_event, Engine, NodeMeta};
 use crate::form::{Field, Form};
+use crate::model::Item;
 use crate::ns;
 
 /// The `pubsub#` features a service of `kind` implements (XEP-0060 §10 registry), advertised
@@ -154,6 +158,8 @@ pub struct PubsubService {
     jid: BareJid,
     engine: Arc<Engine>,
     broadcaster: Arc<CoreBroadcaster>,
+    /// The SQL store the nodes' histories are read from (XEP-0442), and the largest page.
+    history: Option<(Store, u64)>,
 }
 
 impl std::fmt::Debug for PubsubService {
@@ -171,7 +177,54 @@ impl PubsubService {
             jid,
             engine,
             broadcaster,
+            history: None,
         }
+    }
+
+    /// Serves each persistent node's items as a message archive (XEP-0313 queries with a
+    /// `node`, XEP-0442) from `store`, in pages of at most `max_page`.
+    #[must_use]
+    pub fn with_history(mut self, store: Store, max_page: u64) -> Self {
+        self.history = Some((store, max_page));
+        self
+    }
+
+    /// XEP-0442: a node's history, each item forwarded as the notification it was.
+    async fn history(
+        &self,
+        core: &Arc<Core>,
+        from: &Jid,
+        iq: &Stanza,
+    ) -> Result<Element, StanzaError> {
+        let Some((store, max_page)) = &self.history else {
+            return Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable));
+        };
+        let node = iq
+            .payload()
+            .and_then(|q| q.attr("node"))
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| StanzaError::new(StanzaErrorCondition::ServiceUnavailable))?
+            .to_string();
+        self.engine.may_read_history(&self.jid, from, &node).await?;
+        let owner = Owner::Node {
+            service: self.jid.to_string(),
+            node: node.clone(),
+        };
+        let service = self.jid.as_str();
+        let render = |r: &Archived| {
+            let item = Item {
+                id: r.stanza_id.clone(),
+                publisher: r.with_jid.clone(),
+                payload: crate::xml::parse(&r.stanza),
+                seq: r.id,
+                updated_at: r.ts,
+            };
+            let event = items_event(&node, std::slice::from_ref(&item), true);
+            Some(message(service, "headline", &r.stanza_id, &event, &[]))
+        };
+        rookery_mam::serve::answer_with(core, store, &owner, &self.jid, iq, *max_page, render)
+            .await
+            .map_err(StanzaError::from)
     }
 
     /// Registers the service's domain with the core and connects its broadcaster.
@@ -207,7 +260,11 @@ impl PubsubService {
                 }
                 Some(n) => {
                     let meta = self.engine.node_meta(&self.jid, from, n).await?;
-                    Ok(node_info(n, &meta))
+                    let mut info = node_info(n, &meta);
+                    if self.history.is_some() {
+                        info.push_child(feature(rookery_mam::ns::MAM));
+                    }
+                    Ok(info)
                 }
             }
         } else {
@@ -257,6 +314,16 @@ impl PubsubService {
                 })
         } else if payload.is("pubsub", ns::PUBSUB) || payload.is("pubsub", ns::OWNER) {
             crate::wire::handle(&self.engine, &self.jid, &from, &iq).await
+        } else if payload.ns() == rookery_mam::ns::MAM
+            && matches!(payload.name(), "query" | "metadata")
+            && payload.attr("node").is_some()
+        {
+            self.history(core, &from, &iq)
+                .await
+                .map(|q| crate::wire::Reply {
+                    payload: Some(q),
+                    after: Vec::new(),
+                })
         } else if payload.is("ping", pns::PING) {
             Ok(crate::wire::Reply::default())
         } else {

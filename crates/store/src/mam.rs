@@ -26,13 +26,24 @@ pub enum Owner {
         /// The room's localpart.
         room: String,
     },
+    /// A pubsub node's history (XEP-0442): its retained items in publish order, read-only
+    /// (the `pubsub_archive` view over the pubsub engine's items; positions are the items'
+    /// sequence numbers, ids their ItemIDs, `with` the publisher's bare JID).
+    Node {
+        /// The pubsub service's JID.
+        service: String,
+        /// The node.
+        node: String,
+    },
 }
 
-/// The archive tables and their owner key columns.
+/// The archive tables and their owner key columns (what the purge walks).
 const TABLES: [(&str, &str, &str); 2] = [
     ("mam_messages", "domain", "username"),
     ("muc_archive", "service", "room"),
 ];
+/// A node's history: a view, queried like the tables and never purged or written here.
+const NODE_HISTORY: (&str, &str, &str) = ("pubsub_archive", "service", "node");
 
 impl Owner {
     /// (table, first key column, second key column).
@@ -40,6 +51,7 @@ impl Owner {
         match self {
             Owner::Account { .. } => TABLES[0],
             Owner::Room { .. } => TABLES[1],
+            Owner::Node { .. } => NODE_HISTORY,
         }
     }
 
@@ -48,6 +60,7 @@ impl Owner {
         match self {
             Owner::Account { domain, username } => (domain, username),
             Owner::Room { service, room } => (service, room),
+            Owner::Node { service, node } => (service, node),
         }
     }
 }
@@ -130,6 +143,7 @@ impl<'a> Mam<'a> {
     }
 
     /// Appends `rows` in one transaction: committed, all of them, when this returns `Ok`.
+    /// A node's history ([`Owner::Node`]) is not appended to: it is the node's items.
     pub async fn append(&self, rows: Vec<NewArchived>) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());

@@ -13,6 +13,9 @@ use rookery_pubsub::{CoreBroadcaster, Engine, PubsubConfig, PubsubService, SqlSt
 
 use super::pubsub_im::{ImInterest, ImPolicy};
 
+/// The largest page of a node's history (XEP-0442), as `[mam] max_page` by default.
+const HISTORY_MAX_PAGE: u64 = 100;
+
 /// The pubsub parts of a server.
 pub struct Pubsub {
     service: Option<Arc<PubsubService>>,
@@ -54,7 +57,10 @@ impl Pubsub {
                 broadcaster.clone(),
                 policy.clone(),
             ));
-            Some(Arc::new(PubsubService::new(jid, engine, broadcaster)))
+            Some(Arc::new(
+                PubsubService::new(jid, engine, broadcaster)
+                    .with_history(store.clone(), HISTORY_MAX_PAGE),
+            ))
         } else {
             None
         };

@@ -33,11 +33,20 @@ pub struct Web {
     pub listening: watch::Sender<()>,
 }
 
+/// What the public listener's HTTP API (docs/http.md) serves besides the c2s transports.
+pub struct Backends {
+    /// The store: HTTP tokens.
+    pub store: rookery_store::Store,
+    /// The pubsub engines behind `/pubsub/…`.
+    pub nodes: rookery_web::pubsub::Nodes,
+}
+
 /// Binds and starts the listeners `cfg` asks for. Plain HTTP on a non-loopback address is
 /// refused unless `[http] behind_tls_proxy` says a TLS-terminating proxy is in front.
 pub async fn start(
     cfg: &Config,
     c2s: Arc<C2sContext>,
+    backends: Backends,
     https: Arc<rustls::ServerConfig>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Web> {
@@ -47,6 +56,8 @@ pub async fn start(
         config: cfg.http.clone(),
         stopped,
         bosh: Default::default(),
+        store: backends.store,
+        nodes: backends.nodes,
     });
     let mut tasks = Vec::new();
     for (addr, tls) in [(&cfg.listen.http, false), (&cfg.listen.https, true)] {

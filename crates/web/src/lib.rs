@@ -13,12 +13,18 @@
 //!   address behind a trusted proxy (sans-IO);
 //! - [`websocket`]: the upgrade handler and the message adapter;
 //! - [`bosh`]: the BOSH session manager (request window, holding, inactivity, CORS);
-//! - [`host_meta`]: XEP-0156 discovery documents naming both endpoints.
+//! - [`host_meta`]: XEP-0156 discovery documents naming both endpoints;
+//! - [`auth`]: the caller of the HTTP API ([`auth::Caller`]: anonymous or a bearer token's
+//!   JID and scopes);
+//! - [`pubsub`]: pubsub nodes on the web — Server-Sent Events, item retrieval, publication
+//!   and retraction, as clients of the pubsub engine (docs/http.md).
 
+pub mod auth;
 pub mod bosh;
 pub mod config;
 pub mod host_meta;
 pub mod origin;
+pub mod pubsub;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -41,6 +47,10 @@ pub struct WebContext {
     pub stopped: tokio::sync::watch::Receiver<()>,
     /// The BOSH sessions.
     pub bosh: bosh::Sessions,
+    /// The store: HTTP tokens.
+    pub store: rookery_store::Store,
+    /// The pubsub engines behind `/pubsub/…`.
+    pub nodes: pubsub::Nodes,
 }
 
 /// The public listener's router.
@@ -53,5 +63,6 @@ pub fn router(ctx: Arc<WebContext>) -> Router {
             bosh::PATH,
             get(bosh::info).post(bosh::request).options(bosh::preflight),
         )
+        .merge(pubsub::routes())
         .with_state(ctx)
 }

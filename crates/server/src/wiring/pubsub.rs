@@ -83,6 +83,18 @@ impl Pubsub {
         self.service.as_ref()
     }
 
+    /// The engines the public HTTP listener serves at `/pubsub/…` (docs/http.md).
+    pub fn web_nodes(&self, domain: &str) -> rookery_web::pubsub::Nodes {
+        rookery_web::pubsub::Nodes {
+            service: self
+                .service
+                .as_ref()
+                .map(|s| (s.jid().clone(), s.engine().clone())),
+            pep: self.pep.as_ref().map(|p| p.engine().clone()),
+            domain: domain.to_string(),
+        }
+    }
+
     /// Connects to the built core: registers the service's domain.
     pub fn attach(&self, core: &Arc<Core>) {
         self.core.attach(core);

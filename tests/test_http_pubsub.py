@@ -9,15 +9,21 @@ nodes that slixmpp creates and publishes to over XMPP.
 - access exactly as over XMPP: open (anonymous), presence, whitelist, PEP;
 - 400/401/403/404/413 and no panic;
 - a reader that never reads: the others still get everything, the server's RSS stays
-  bounded, and when it finally reads its stream has been cut (it was dropped).
+  bounded, and when it finally reads its stream has been cut (it was dropped);
+- a browser ``EventSource`` in Debian's headless Chromium (tests/web/sse.mjs) that receives
+  items published by slixmpp, then resumes after a server restart from its Last-Event-ID:
+  every item exactly once, in order.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -359,3 +365,74 @@ async def test_a_reader_that_never_reads_is_dropped_and_memory_stays_bounded(ser
     ids = got.count(b"\nid: i")
     assert 0 < ids < n, ids
     assert server.alive()
+
+
+# ---- a browser's EventSource across a server restart ---------------------------------------
+
+WEB = Path(__file__).resolve().parent / "web"
+NODE = shutil.which("node")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(NODE is None or CHROMIUM is None or not (WEB / "node_modules").is_dir(),
+                    reason="node, Debian's chromium and tests/web/node_modules are needed")
+async def test_browser_eventsource_resumes_after_a_restart(server, clients):
+    a = await clients("alice")
+    s, ps = svc(server), a.plugin["xep_0060"]
+    await ps.create_node(s, "dash", timeout=T)
+    tok = issue(server, "alice")
+    url = node_url(server, "dash")
+    proc = await asyncio.create_subprocess_exec(
+        NODE, "sse.mjs", cwd=WEB, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "CHROMIUM": CHROMIUM, "BASE": base(server),
+             "NODE_PATH": url[len(base(server)):], "EXPECT": "7"})
+    steps: list[dict] = []
+
+    async def until(pred, what: str):
+        while True:
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert line, f"sse.mjs ended before {what}: {steps}\n{(await proc.stderr.read()).decode()}"
+            if not line.startswith(b"{"):
+                continue
+            st = json.loads(line)
+            steps.append(st)
+            assert st["step"] not in ("failed", "pageerror"), st
+            if pred(st):
+                return st
+
+    try:
+        await until(lambda st: st["step"] == "open", "the stream opened")
+        # Published over XMPP while the browser listens.
+        for i in ("a1", "a2", "a3"):
+            await ps.publish(s, "dash", id=i, payload=payload(i), timeout=T)
+        await until(lambda st: st.get("id") == "a3", "a3")
+        await a.close()
+        # The server goes away: the browser sees the error and keeps retrying.
+        server.stop()
+        await until(lambda st: st["step"] == "error", "the error")
+        server.start()
+        # Published while the browser is disconnected (it retries every 2 s): it gets them
+        # on reconnection from its Last-Event-ID, from the store.
+        async with httpx.AsyncClient() as http:
+            for i in ("b1", "b2", "b3"):
+                r = await http.post(url + f"/items?id={i}", headers={
+                    **bearer(tok), "Content-Type": "application/json"},
+                    content=json.dumps({"n": i}).encode())
+                assert r.status_code == 201, r.text
+            await until(lambda st: st["step"] == "open", "the reconnection")
+            r = await http.post(url + "/items?id=c1", headers={
+                **bearer(tok), "Content-Type": "application/json"}, content=b'{"n":"c1"}')
+            assert r.status_code == 201
+            await until(lambda st: st["step"] == "done", "all items")
+        rc = await asyncio.wait_for(proc.wait(), 30)
+        assert rc == 0, steps
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    items = [st for st in steps if st["step"] == "item"]
+    # Every item exactly once, in publish order: no gap, no duplicate, across the restart.
+    assert [st["id"] for st in items] == ["a1", "a2", "a3", "b1", "b2", "b3", "c1"], steps
+    assert items[0]["data"] == entry_xml("a1")
+    assert json.loads(items[3]["data"]) == {"n": "b1"}
+    assert not [st for st in steps if st["step"] == "reset"], steps

@@ -8,6 +8,7 @@ nodes that slixmpp creates and publishes to over XMPP.
 - tokens issued by the real ``rookery token`` CLI: scopes, expired, revoked, unknown;
 - access exactly as over XMPP: open (anonymous), presence, whitelist, PEP;
 - 400/401/403/404/413 and no panic;
+- presence as a stream: ``/presence/{jid}`` for a holder with a presence subscription;
 - a reader that never reads: the others still get everything, the server's RSS stays
   bounded, and when it finally reads its stream has been cut (it was dropped);
 - a browser ``EventSource`` in Debian's headless Chromium (tests/web/sse.mjs) that receives
@@ -314,6 +315,42 @@ async def test_access_open_presence_whitelist_and_pep(server, clients):
         r = await http.get(node_url(server, "urn:test:pep", alice_jid) + "/items",
                            headers=bearer(bob))
         assert r.status_code == 200 and [i["id"] for i in r.json()["items"]] == ["t1"]
+
+
+# ---- presence as a stream ------------------------------------------------------------------
+
+async def test_presence_stream_for_subscribed_token_holders(server, clients):
+    a, b = await clients("alice"), await clients("bob")
+    await make_contacts(a, b)
+    bob, carol = issue(server, "bob", scopes="read"), issue(server, "carol", scopes="read")
+    url = f"{base(server)}/presence/{server.jid('alice')}"
+    async with httpx.AsyncClient() as http:
+        for headers, status in (({}, 401), (bearer(carol), 403)):
+            r = await http.get(url, headers={"Accept": "text/event-stream", **headers})
+            assert r.status_code == status, r.text
+        r = await http.get(f"{base(server)}/presence/someone@elsewhere.example",
+                           headers={"Accept": "text/event-stream", **bearer(bob)})
+        assert r.status_code == 404
+        watch = await open_sse(http, url, bearer(bob))
+        assert watch.status == 200
+        # What is available now comes first: alice's "test" resource.
+        first = await watch.next()
+        assert first["event"] == "available"
+        assert json.loads(first["data"])["jid"] == server.jid("alice", "test")
+        # A second resource comes, changes its show, and goes (a dead session counts too).
+        a2 = await clients("alice", "meter")
+        ev1 = await watch.next()
+        assert (ev1["event"], json.loads(ev1["data"])["jid"]) == (
+            "available", server.jid("alice", "meter"))
+        a2.send_presence(pshow="away", pstatus="low battery")
+        ev2 = await watch.next()
+        assert json.loads(ev2["data"]) == {"jid": server.jid("alice", "meter"),
+                                           "show": "away", "status": "low battery"}
+        await a2.close()
+        ev3 = await watch.next()
+        assert (ev3["event"], json.loads(ev3["data"])["jid"]) == (
+            "unavailable", server.jid("alice", "meter"))
+        await watch.close()
 
 
 # ---- a reader that never reads -------------------------------------------------------------

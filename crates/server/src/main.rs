@@ -227,6 +227,10 @@ async fn serve(
     for m in pubsub.modules() {
         builder = builder.module(m);
     }
+    // Presence as Server-Sent Events (docs/http.md): observes presence broadcasts, asks the
+    // roster the same question as the `presence` access model.
+    let presence_streams = Arc::new(rookery_web::presence::PresenceStreams::new(pubsub.policy()));
+    builder = builder.module(presence_streams.clone());
     for m in im_modules {
         builder = builder.module(m);
     }
@@ -338,6 +342,7 @@ async fn serve(
         web::Backends {
             store: store.clone(),
             nodes: pubsub.web_nodes(&cfg.domain),
+            presence: presence_streams,
         },
         tls.https.clone(),
         &stop_rx,

@@ -39,6 +39,8 @@ pub struct Backends {
     pub store: rookery_store::Store,
     /// The pubsub engines behind `/pubsub/…`.
     pub nodes: rookery_web::pubsub::Nodes,
+    /// The presence watchers behind `/presence/…` (registered with the core as a module).
+    pub presence: Arc<rookery_web::presence::PresenceStreams>,
 }
 
 /// Binds and starts the listeners `cfg` asks for. Plain HTTP on a non-loopback address is
@@ -58,6 +60,7 @@ pub async fn start(
         bosh: Default::default(),
         store: backends.store,
         nodes: backends.nodes,
+        presence: Some(backends.presence),
     });
     let mut tasks = Vec::new();
     for (addr, tls) in [(&cfg.listen.http, false), (&cfg.listen.https, true)] {

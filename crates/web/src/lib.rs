@@ -17,13 +17,16 @@
 //! - [`auth`]: the caller of the HTTP API ([`auth::Caller`]: anonymous or a bearer token's
 //!   JID and scopes);
 //! - [`pubsub`]: pubsub nodes on the web — Server-Sent Events, item retrieval, publication
-//!   and retraction, as clients of the pubsub engine (docs/http.md).
+//!   and retraction, as clients of the pubsub engine (docs/http.md);
+//! - [`presence`]: `/presence/{jid}`, an account's resources as Server-Sent Events, fed by a
+//!   core module observing presence broadcasts.
 
 pub mod auth;
 pub mod bosh;
 pub mod config;
 pub mod host_meta;
 pub mod origin;
+pub mod presence;
 pub mod pubsub;
 pub mod websocket;
 
@@ -51,6 +54,8 @@ pub struct WebContext {
     pub store: rookery_store::Store,
     /// The pubsub engines behind `/pubsub/…`.
     pub nodes: pubsub::Nodes,
+    /// The presence watchers behind `/presence/…` (a core module), when enabled.
+    pub presence: Option<Arc<presence::PresenceStreams>>,
 }
 
 /// The public listener's router.
@@ -64,5 +69,6 @@ pub fn router(ctx: Arc<WebContext>) -> Router {
             get(bosh::info).post(bosh::request).options(bosh::preflight),
         )
         .merge(pubsub::routes())
+        .route("/presence/{jid}", get(presence::stream))
         .with_state(ctx)
 }

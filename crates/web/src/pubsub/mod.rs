@@ -117,6 +117,8 @@ pub enum HttpError {
     NotAcceptable(&'static str),
     /// The body's content type is neither XML nor JSON.
     UnsupportedMediaType,
+    /// Any other refusal: a status and the XMPP (or pubsub) condition it stands for.
+    Status(StatusCode, &'static str),
 }
 
 impl From<PubsubError> for HttpError {
@@ -192,6 +194,7 @@ impl IntoResponse for HttpError {
             HttpError::NotAcceptable(text) => {
                 simple(StatusCode::NOT_ACCEPTABLE, "not-acceptable", text.into())
             }
+            HttpError::Status(status, condition) => simple(status, condition, condition.into()),
             HttpError::UnsupportedMediaType => simple(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "bad-request",

@@ -109,7 +109,7 @@ pub fn replay(node: &str, last: &str, retained: &[Item]) -> (String, i64) {
 }
 
 /// Whether the request asks for an event stream.
-fn wants_event_stream(headers: &HeaderMap) -> bool {
+pub fn wants_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()

@@ -9,7 +9,8 @@
 //! Layout:
 //! - [`client`]: one simulated client (TCP/TLS, SASL, bind, roster, presence, XEP-0198);
 //! - [`scenario`]: the run machinery and one module per scenario (`connect`, `messages`,
-//!   `presence`, `pubsub`, `churn`, and `register` to create accounts in band);
+//!   `presence`, `pubsub`, `churn`, `sse` for Server-Sent Events streams, and `register`
+//!   to create accounts in band);
 //! - [`stats`]: counters, the latency histogram and the progress line;
 //! - [`procinfo`]: the server's RSS and CPU time from `/proc/PID`;
 //! - [`target`]: the loopback-only rule, source addresses, the file-descriptor limit.
@@ -154,6 +155,8 @@ enum Scenario {
     Churn(scenario::churn::Args),
     /// Creates the accounts by in-band registration (XEP-0077), at the login rate.
     Register,
+    /// N Server-Sent Events streams on one node, one XMPP publisher (docs/http.md).
+    Sse(scenario::sse::Args),
 }
 
 impl Scenario {
@@ -165,6 +168,7 @@ impl Scenario {
             Scenario::Pubsub(_) => "pubsub",
             Scenario::Churn(_) => "churn",
             Scenario::Register => "register",
+            Scenario::Sse(_) => "sse",
         }
     }
 
@@ -177,6 +181,7 @@ impl Scenario {
             }
             Scenario::Pubsub(a) => json!({"service": a.service, "node": a.node, "rate": a.rate}),
             Scenario::Churn(a) => json!({"rate": a.rate, "resume": a.resume}),
+            Scenario::Sse(a) => json!({"node": a.node, "rate": a.rate, "http_port": a.http_port}),
         }
     }
 }
@@ -274,6 +279,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Scenario::Pubsub(a) => scenario::pubsub::run(&run, a).await,
             Scenario::Churn(a) => scenario::churn::run(&run, a).await,
             Scenario::Register => scenario::register::run(&run).await,
+            Scenario::Sse(a) => scenario::sse::run(&run, a).await,
         }
     };
     let max_time = Duration::from_secs_f64(cli.max_time.max(1.0));

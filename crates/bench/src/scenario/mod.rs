@@ -12,6 +12,7 @@ pub mod messages;
 pub mod presence;
 pub mod pubsub;
 pub mod register;
+pub mod sse;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;

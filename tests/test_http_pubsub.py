@@ -246,6 +246,9 @@ async def test_tokens_and_errors(server, clients):
         assert r.status_code == 404
         assert (await http.get(node_url(server, "n", "elsewhere.example") + "/items")
                 ).status_code == 404
+        # PEP of an account that does not exist: 404, not a service made up in memory.
+        assert (await http.get(node_url(server, "n", f"nobody@{server.domain}") + "/items")
+                ).status_code == 404
         assert (await http.delete(url + "/items/missing", headers=bearer(alice))
                 ).status_code == 404
         assert (await http.get(url)).status_code == 406

@@ -48,12 +48,37 @@ const MAX_DISCO_ITEMS: u64 = 1000;
 /// more has lagged (and is expected to reconnect and replay from the store).
 const WATCH_CAPACITY: usize = 64;
 
+/// A published item as every watcher of its node gets it: one allocation shared by all,
+/// with a slot for the one rendering they share (serialize once, as the XMPP fan-out does).
+#[derive(Debug)]
+pub struct WatchedItem {
+    /// The item.
+    pub item: Item,
+    rendered: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl WatchedItem {
+    /// Wraps `item` for watchers.
+    pub fn new(item: Item) -> WatchedItem {
+        WatchedItem {
+            item,
+            rendered: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The item rendered by `render`, run by the first watcher to ask; the others share
+    /// its bytes. Every watcher of a node must render the same way (one wire format).
+    pub fn rendered(&self, render: impl FnOnce(&Item) -> bytes::Bytes) -> bytes::Bytes {
+        self.rendered.get_or_init(|| render(&self.item)).clone()
+    }
+}
+
 /// A committed change of a node, for watchers outside XMPP (the HTTP face's Server-Sent
 /// Events). Sent after the store commit, under the node's lock: in publish order.
 #[derive(Debug, Clone)]
 pub enum NodeEvent {
     /// An item was published (with its payload and sequence number).
-    Item(Arc<Item>),
+    Item(Arc<WatchedItem>),
     /// The item with this ItemID was retracted.
     Retract(String),
     /// Every item was purged.
@@ -1133,7 +1158,7 @@ impl Engine {
         }
         n.next_seq += 1;
         rookery_metrics::get().pubsub_publish();
-        n.tell_watchers(|| NodeEvent::Item(Arc::new(item.clone())));
+        n.tell_watchers(|| NodeEvent::Item(Arc::new(WatchedItem::new(item.clone()))));
         if n.config.deliver_notifications {
             let ev = items_event(
                 &name,

@@ -1076,7 +1076,7 @@ async fn watchers_see_committed_changes_in_order_and_access_is_checked() {
     let mut seen = Vec::new();
     while let Ok(ev) = rx.recv().await {
         seen.push(match ev {
-            NodeEvent::Item(i) => format!("item {} {}", i.id, i.seq),
+            NodeEvent::Item(i) => format!("item {} {}", i.item.id, i.item.seq),
             NodeEvent::Retract(id) => format!("retract {id}"),
             NodeEvent::Purge => "purge".into(),
             NodeEvent::Delete => "delete".into(),

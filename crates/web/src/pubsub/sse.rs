@@ -79,13 +79,14 @@ pub fn item_event(item: &Item) -> String {
     format_event("item", Some(&item.id), &data)
 }
 
-/// The event of a live change of `node`.
-pub fn node_event(node: &str, ev: &NodeEvent) -> String {
+/// The event of a live change of `node`. An item is rendered once for all the node's
+/// streams ([`rookery_pubsub::engine::WatchedItem::rendered`]).
+pub fn node_event(node: &str, ev: &NodeEvent) -> Bytes {
     match ev {
-        NodeEvent::Item(i) => item_event(i),
-        NodeEvent::Retract(id) => format_event("retract", None, id),
-        NodeEvent::Purge => format_event("purge", None, node),
-        NodeEvent::Delete => format_event("delete", None, node),
+        NodeEvent::Item(i) => i.rendered(|item| Bytes::from(item_event(item))),
+        NodeEvent::Retract(id) => Bytes::from(format_event("retract", None, id)),
+        NodeEvent::Purge => Bytes::from(format_event("purge", None, node)),
+        NodeEvent::Delete => Bytes::from(format_event("delete", None, node)),
     }
 }
 
@@ -134,10 +135,10 @@ impl Live {
         loop {
             tokio::select! {
                 ev = self.rx.recv() => match ev {
-                    Ok(NodeEvent::Item(i)) if i.seq <= self.after_seq => continue,
+                    Ok(NodeEvent::Item(i)) if i.item.seq <= self.after_seq => continue,
                     Ok(ev) => {
                         let chunk = node_event(&self.node, &ev);
-                        return Some((Ok(Bytes::from(chunk)), self));
+                        return Some((Ok(chunk), self));
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::debug!(node = %self.node, missed = n, "SSE client fell behind; dropped");
@@ -252,6 +253,13 @@ mod tests {
             node_event("n", &NodeEvent::Retract("i".into())),
             "event: retract\ndata: i\n\n"
         );
+        // An item is rendered once, whoever asks.
+        let w = NodeEvent::Item(std::sync::Arc::new(
+            rookery_pubsub::engine::WatchedItem::new(item("i", 1, None)),
+        ));
+        let (a, b) = (node_event("n", &w), node_event("n", &w));
+        assert_eq!(a, "event: item\nid: i\ndata: i\n\n");
+        assert_eq!(a.as_ptr(), b.as_ptr());
     }
 
     #[test]

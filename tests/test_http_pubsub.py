@@ -304,7 +304,8 @@ async def test_access_open_presence_whitelist_and_pep(server, clients):
         assert sse.status == 403
         await ps.modify_affiliations(s, "white", [(server.jid("bob"), "member")], timeout=T)
         assert (await status("white", bob))[0] == 200
-        sse = await open_sse(http, node_url(server, "white"), bearer(bob))
+        # The token as a query parameter, as a browser's EventSource must send it.
+        sse = await open_sse(http, node_url(server, "white") + f"?access_token={bob}")
         assert sse.status == 200
         await ps.publish(s, "white", id="y", payload=payload("y"), timeout=T)
         assert (await sse.next())["id"] == "y"

@@ -5,7 +5,9 @@
 //!
 //! [`Caller`] is an axum extractor: a handler that takes one has already refused (`401`) a
 //! request whose token is unknown, revoked or expired — a bad token is never treated as no
-//! token.
+//! token. The token comes in the `Authorization` header or, for a browser's `EventSource`
+//! (which cannot set headers), in the `access_token` query parameter (RFC 6750 §2.3; the
+//! server logs no request URIs).
 
 use std::sync::Arc;
 
@@ -132,6 +134,13 @@ pub async fn check(
     })
 }
 
+/// The `access_token` query parameter of `uri` (RFC 6750 §2.3), if any.
+fn query_token(uri: &axum::http::Uri) -> Option<String> {
+    let q: axum::extract::Query<std::collections::HashMap<String, String>> =
+        axum::extract::Query::try_from_uri(uri).ok()?;
+    q.0.get("access_token").cloned()
+}
+
 impl FromRequestParts<Arc<WebContext>> for Caller {
     type Rejection = AuthError;
 
@@ -140,10 +149,15 @@ impl FromRequestParts<Arc<WebContext>> for Caller {
         ctx: &Arc<WebContext>,
     ) -> Result<Self, Self::Rejection> {
         let value = match parts.headers.get(header::AUTHORIZATION) {
-            None => None,
-            Some(v) => Some(v.to_str().map_err(|_| AuthError::InvalidToken)?),
+            None => query_token(&parts.uri).map(|t| format!("Bearer {t}")),
+            Some(v) => Some(v.to_str().map_err(|_| AuthError::InvalidToken)?.to_string()),
         };
-        check(&ctx.store, value, rookery_proto::time::now_unix()).await
+        check(
+            &ctx.store,
+            value.as_deref(),
+            rookery_proto::time::now_unix(),
+        )
+        .await
     }
 }
 
@@ -164,6 +178,11 @@ mod tests {
             Err(AuthError::InsufficientScope(Scope::Publish))
         );
         assert_eq!(Caller::Anonymous.jid_for(Scope::Publish), Ok(None));
+        let uri: axum::http::Uri = "/p/s/n?last_event_id=1&access_token=ab%20c"
+            .parse()
+            .unwrap();
+        assert_eq!(query_token(&uri).as_deref(), Some("ab c"));
+        assert_eq!(query_token(&"/p/s/n".parse().unwrap()), None);
         assert_eq!(
             AuthError::InvalidToken.status_and_challenge().0,
             StatusCode::UNAUTHORIZED

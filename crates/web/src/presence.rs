@@ -170,6 +170,9 @@ impl PresenceStreams {
             .watched
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Accounts whose watchers all left and that said nothing since: forget them here,
+        // so the map holds only watched accounts.
+        w.retain(|_, e| e.tx.receiver_count() > 0);
         let entry = w.entry(bare.clone()).or_insert_with(|| Watched {
             tx: broadcast::channel(CAPACITY).0,
             available: HashSet::new(),

@@ -27,7 +27,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 venv="${ROOKERY_TEST_VENV:-$HOME/.cache/rookery-test-venv}"
-if ! "$venv/bin/python" -c 'import slixmpp, pytest, prometheus_client' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import slixmpp, pytest, prometheus_client, httpx' 2>/dev/null; then
   echo "== creating or completing Python venv $venv"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip

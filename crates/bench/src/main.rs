@@ -9,7 +9,8 @@
 //! Layout:
 //! - [`client`]: one simulated client (TCP/TLS, SASL, bind, roster, presence, XEP-0198);
 //! - [`scenario`]: the run machinery and one module per scenario (`connect`, `messages`,
-//!   `presence`, `pubsub`, `muc`, `mam`, `churn`, and `register` to create accounts in band);
+//!   `presence`, `pubsub`, `muc`, `mam`, `churn`, `sse` for Server-Sent Events streams, and
+//!   `register` to create accounts in band);
 //! - [`stats`]: counters, the latency histogram and the progress line;
 //! - [`procinfo`]: the server's RSS and CPU time from `/proc/PID`;
 //! - [`target`]: the loopback-only rule, source addresses, the file-descriptor limit.
@@ -158,6 +159,8 @@ enum Scenario {
     Churn(scenario::churn::Args),
     /// Creates the accounts by in-band registration (XEP-0077), at the login rate.
     Register,
+    /// N Server-Sent Events streams on one node, one XMPP publisher (docs/http.md).
+    Sse(scenario::sse::Args),
 }
 
 impl Scenario {
@@ -171,6 +174,7 @@ impl Scenario {
             Scenario::Mam(_) => "mam",
             Scenario::Churn(_) => "churn",
             Scenario::Register => "register",
+            Scenario::Sse(_) => "sse",
         }
     }
 
@@ -187,6 +191,7 @@ impl Scenario {
                 json!({"rate": a.rate, "page": a.page, "accounts": a.accounts, "partners": a.partners})
             }
             Scenario::Churn(a) => json!({"rate": a.rate, "resume": a.resume}),
+            Scenario::Sse(a) => json!({"node": a.node, "rate": a.rate, "http_port": a.http_port}),
         }
     }
 }
@@ -286,6 +291,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Scenario::Mam(a) => scenario::mam::run(&run, a).await,
             Scenario::Churn(a) => scenario::churn::run(&run, a).await,
             Scenario::Register => scenario::register::run(&run).await,
+            Scenario::Sse(a) => scenario::sse::run(&run, a).await,
         }
     };
     let max_time = Duration::from_secs_f64(cli.max_time.max(1.0));

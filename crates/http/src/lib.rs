@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod listener;
 
+pub use admin::auth::bearer;
 pub use admin::services::{Services, SharedServices};
 pub use admin::{AdminContext, Connections, Reload, Status};
 pub use listener::{Limits, Peer};

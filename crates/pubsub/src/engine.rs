@@ -21,7 +21,7 @@ use rookery_jid::{BareJid, Jid};
 use rookery_proto::time::{delay, now_unix};
 use rookery_proto::Stanza;
 use rookery_xml::Element;
-use tokio::sync::{Mutex, OnceCell, OwnedMutexGuard, RwLock};
+use tokio::sync::{broadcast, Mutex, OnceCell, OwnedMutexGuard, RwLock};
 
 use crate::broadcast::{
     message, message_id, recipients, AccessSnapshot, Broadcaster, EventKind, Notification,
@@ -44,6 +44,48 @@ const MAX_NODE_ID: usize = 1024;
 const MAX_ITEM_ID: usize = 1024;
 /// Most item ids listed by disco#items on a node.
 const MAX_DISCO_ITEMS: u64 = 1000;
+/// Events a node's [`Engine::watch`] channel holds for its slowest watcher; one behind by
+/// more has lagged (and is expected to reconnect and replay from the store).
+const WATCH_CAPACITY: usize = 64;
+
+/// A published item as every watcher of its node gets it: one allocation shared by all,
+/// with a slot for the one rendering they share (serialize once, as the XMPP fan-out does).
+#[derive(Debug)]
+pub struct WatchedItem {
+    /// The item.
+    pub item: Item,
+    rendered: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl WatchedItem {
+    /// Wraps `item` for watchers.
+    pub fn new(item: Item) -> WatchedItem {
+        WatchedItem {
+            item,
+            rendered: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The item rendered by `render`, run by the first watcher to ask; the others share
+    /// its bytes. Every watcher of a node must render the same way (one wire format).
+    pub fn rendered(&self, render: impl FnOnce(&Item) -> bytes::Bytes) -> bytes::Bytes {
+        self.rendered.get_or_init(|| render(&self.item)).clone()
+    }
+}
+
+/// A committed change of a node, for watchers outside XMPP (the HTTP face's Server-Sent
+/// Events). Sent after the store commit, under the node's lock: in publish order.
+#[derive(Debug, Clone)]
+pub enum NodeEvent {
+    /// An item was published (with its payload and sequence number).
+    Item(Arc<WatchedItem>),
+    /// The item with this ItemID was retracted.
+    Retract(String),
+    /// Every item was purged.
+    Purge,
+    /// The node was deleted.
+    Delete,
+}
 
 /// 16 random bytes in hex: ItemIDs, SubIDs and instant NodeIDs (§7.1.1, §6.1.6, §8.1.2).
 pub fn random_id() -> String {
@@ -75,6 +117,8 @@ struct Node {
     /// Recipients and access facts of notifications, computed once per change of
     /// subscriptions, affiliations or configuration (not once per publication).
     cache: Option<NodeCache>,
+    /// The channel of [`Engine::watch`]ers; created by the first, dropped when none is left.
+    watchers: Option<broadcast::Sender<NodeEvent>>,
 }
 
 /// What every notification of a node shares until the node changes.
@@ -230,6 +274,18 @@ impl Node {
             },
             deleted: false,
             cache: None,
+            watchers: None,
+        }
+    }
+
+    /// Tells the watchers of this node, if any, about a committed change (`ev` is built only
+    /// when there is one).
+    fn tell_watchers(&mut self, ev: impl FnOnce() -> NodeEvent) {
+        if let Some(tx) = &self.watchers {
+            if tx.send(ev()).is_err() {
+                // No receiver left.
+                self.watchers = None;
+            }
         }
     }
 
@@ -475,6 +531,16 @@ impl Engine {
                     Err(PubsubError::NotSubscribedForItems)
                 }
             }
+        }
+    }
+
+    /// [`Engine::check_access`] for a reader who may be anonymous (the HTTP face without a
+    /// token): an anonymous reader sees `open` nodes only.
+    async fn check_reader(&self, svc: &BareJid, node: &Node, who: Option<&BareJid>) -> Result<()> {
+        match who {
+            Some(who) => self.check_access(svc, node, who, true).await,
+            None if node.config.access_model == AccessModel::Open => Ok(()),
+            None => Err(PubsubError::AuthenticationRequired),
         }
     }
 
@@ -966,14 +1032,25 @@ impl Engine {
         node: &str,
         q: &ItemsQuery,
     ) -> Result<Vec<Item>> {
+        self.items_as(svc, Some(&actor.to_bare()), node, q).await
+    }
+
+    /// [`Engine::items`] for a reader who may be anonymous (`None`: `open` nodes only), as
+    /// the HTTP face reads.
+    pub async fn items_as(
+        &self,
+        svc: &BareJid,
+        who: Option<&BareJid>,
+        node: &str,
+        q: &ItemsQuery,
+    ) -> Result<Vec<Item>> {
         let n = self.locked(svc, node).await?;
-        let who = actor.to_bare();
-        self.check_access(svc, &n, &who, true).await?;
+        self.check_reader(svc, &n, who).await?;
         if let Some(id) = &q.subid {
             if !n
                 .subs
                 .iter()
-                .any(|s| &s.subid == id && s.jid.bare_str() == who.as_str())
+                .any(|s| &s.subid == id && who.is_some_and(|w| s.jid.bare_str() == w.as_str()))
             {
                 return Err(PubsubError::InvalidSubid);
             }
@@ -1092,6 +1169,7 @@ impl Engine {
         }
         n.next_seq += 1;
         rookery_metrics::get().pubsub_publish();
+        n.tell_watchers(|| NodeEvent::Item(Arc::new(WatchedItem::new(item.clone()))));
         if n.config.deliver_notifications {
             let ev = items_event(
                 &name,
@@ -1146,6 +1224,7 @@ impl Engine {
         if matches!(&n.last_item, LastItem::Some(i) if i.id == id) {
             n.last_item = LastItem::Unknown;
         }
+        n.tell_watchers(|| NodeEvent::Retract(id.to_string()));
         if notify.unwrap_or(n.config.notify_retract) && n.config.deliver_notifications {
             let ev = event(
                 Element::new("items", ns::EVENT)
@@ -1191,6 +1270,7 @@ impl Engine {
             last_item: LastItem::None,
             deleted: false,
             cache: None,
+            watchers: None,
         }));
         nodes.insert(name.to_string(), cell.clone());
         Ok(cell)
@@ -1376,6 +1456,9 @@ impl Engine {
         nodes.remove(node);
         drop(nodes);
         n.deleted = true;
+        n.tell_watchers(|| NodeEvent::Delete);
+        // Dropping the sender ends every watcher's stream.
+        n.watchers = None;
         if n.config.notify_delete && n.config.deliver_notifications {
             let mut d = Element::new("delete", ns::EVENT).with_attr("node", node);
             if let Some(uri) = redirect {
@@ -1397,6 +1480,7 @@ impl Engine {
         self.store.purge(svc.as_str(), node).await?;
         n.item_count = 0;
         n.last_item = LastItem::None;
+        n.tell_watchers(|| NodeEvent::Purge);
         if n.config.notify_retract && n.config.deliver_notifications {
             let ev = event(Element::new("purge", ns::EVENT).with_attr("node", node));
             self.notify(svc, &mut n, EventKind::Purge, ev).await;
@@ -1582,6 +1666,29 @@ impl Engine {
             }
         }
         out
+    }
+
+    // ---- watchers (the HTTP face) ---------------------------------------------------------------
+
+    /// Watches a node that `who` (`None`: anonymous, `open` nodes only) may read: every
+    /// change committed after this call, in order ([`NodeEvent`]). A receiver that falls
+    /// [`WATCH_CAPACITY`] events behind gets `Lagged` and should replay from the store.
+    pub async fn watch(
+        &self,
+        svc: &BareJid,
+        who: Option<&BareJid>,
+        node: &str,
+    ) -> Result<broadcast::Receiver<NodeEvent>> {
+        let mut n = self.locked(svc, node).await?;
+        self.check_reader(svc, &n, who).await?;
+        Ok(match &n.watchers {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(WATCH_CAPACITY);
+                n.watchers = Some(tx);
+                rx
+            }
+        })
     }
 
     /// Deletes every node of a service (its account was deleted), from the store and memory.

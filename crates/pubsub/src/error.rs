@@ -31,6 +31,10 @@ pub enum PubsubError {
     /// The `jid` of a subscription request is not the requester's (§6.1.3.1).
     #[error("jids do not match")]
     InvalidJid,
+    /// An anonymous reader (the HTTP face without a token) asked for a node that is not
+    /// `open`.
+    #[error("authentication required")]
+    AuthenticationRequired,
     /// Access model `presence` and no presence subscription (§6.1.3.2, §6.5.9.3).
     #[error("presence subscription required")]
     PresenceSubscriptionRequired,
@@ -128,6 +132,7 @@ impl PubsubError {
                 Some(app("nodeid-required")),
             ),
             E::Forbidden => (ErrorType::Auth, C::Forbidden, None),
+            E::AuthenticationRequired => (ErrorType::Auth, C::NotAuthorized, None),
             E::InvalidJid => (ErrorType::Modify, C::BadRequest, Some(app("invalid-jid"))),
             E::PresenceSubscriptionRequired => (
                 ErrorType::Auth,

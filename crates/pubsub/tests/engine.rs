@@ -1026,3 +1026,64 @@ async fn deleting_a_service_removes_its_nodes() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn watchers_see_committed_changes_in_order_and_access_is_checked() {
+    use rookery_pubsub::engine::NodeEvent;
+    let s = setup();
+    let a = jid(ALICE);
+    s.create(&a, "open", &[]).await;
+    s.create(&a, "closed", &[("pubsub#access_model", "whitelist")])
+        .await;
+    // Anonymous readers see open nodes only; a JID as over XMPP.
+    assert_eq!(
+        s.engine.watch(&s.svc, None, "closed").await.err(),
+        Some(PubsubError::AuthenticationRequired)
+    );
+    assert_eq!(
+        s.engine
+            .watch(&s.svc, Some(&bare("carol@example.org")), "closed")
+            .await
+            .err(),
+        Some(PubsubError::ClosedNode)
+    );
+    assert!(s
+        .engine
+        .watch(&s.svc, Some(&bare("alice@example.org")), "closed")
+        .await
+        .is_ok());
+    assert_eq!(
+        s.engine
+            .items_as(&s.svc, None, "closed", &ItemsQuery::default())
+            .await
+            .err(),
+        Some(PubsubError::AuthenticationRequired)
+    );
+    let mut rx = s.engine.watch(&s.svc, None, "open").await.unwrap();
+    s.publish(&a, publish("open", Some("1"), Some(entry("one"))))
+        .await;
+    s.publish(&a, publish("open", Some("2"), Some(entry("two"))))
+        .await;
+    s.engine
+        .retract(&s.svc, &a, Some("open"), Some("1"), None)
+        .await
+        .unwrap();
+    s.engine.purge(&s.svc, &a, Some("open")).await.unwrap();
+    s.engine
+        .delete(&s.svc, &a, Some("open"), None)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Ok(ev) = rx.recv().await {
+        seen.push(match ev {
+            NodeEvent::Item(i) => format!("item {} {}", i.item.id, i.item.seq),
+            NodeEvent::Retract(id) => format!("retract {id}"),
+            NodeEvent::Purge => "purge".into(),
+            NodeEvent::Delete => "delete".into(),
+        });
+    }
+    assert_eq!(
+        seen,
+        ["item 1 1", "item 2 2", "retract 1", "purge", "delete"]
+    );
+}

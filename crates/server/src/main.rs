@@ -12,6 +12,7 @@ mod ctl;
 mod reload;
 mod signals;
 mod tls;
+mod token;
 mod web;
 mod wiring;
 
@@ -64,6 +65,11 @@ enum Command {
     User {
         #[command(subcommand)]
         action: UserAction,
+    },
+    /// Manage the bearer tokens of the public HTTP API (docs/http.md).
+    Token {
+        #[command(subcommand)]
+        action: token::TokenAction,
     },
     /// Talk to the running server through its admin API (`[listen] admin`).
     Ctl {
@@ -136,6 +142,7 @@ fn main() -> anyhow::Result<()> {
             Command::Check { .. } => Ok(()),
             Command::Migrate => migrate(cfg).await,
             Command::User { action } => user(cfg, action).await,
+            Command::Token { action } => token::run(cfg, action).await,
             Command::Ctl { json, command } => ctl::run(&cfg, command, json).await,
         }
     })
@@ -220,6 +227,10 @@ async fn serve(
     for m in pubsub.modules() {
         builder = builder.module(m);
     }
+    // Presence as Server-Sent Events (docs/http.md): observes presence broadcasts, asks the
+    // roster the same question as the `presence` access model.
+    let presence_streams = Arc::new(rookery_web::presence::PresenceStreams::new(pubsub.policy()));
+    builder = builder.module(presence_streams.clone());
     for m in im_modules {
         builder = builder.module(m);
     }
@@ -334,7 +345,19 @@ async fn serve(
         tracing::info!(addr = %l.local_addr()?, ?mode, domain = %cfg.domain, "listening for clients");
         tasks.push(tokio::spawn(rookery_c2s::run(l, mode, ctx.clone())));
     }
-    let web = web::start(&cfg, ctx.clone(), upload, tls.https.clone(), &stop_rx).await?;
+    let web = web::start(
+        &cfg,
+        ctx.clone(),
+        web::Backends {
+            store: store.clone(),
+            nodes: pubsub.web_nodes(&cfg.domain),
+            presence: presence_streams,
+            upload,
+        },
+        tls.https.clone(),
+        &stop_rx,
+    )
+    .await?;
     if cfg.s2s.enabled {
         let s2s = rookery_s2s::S2s::setup(
             core.clone(),

@@ -65,21 +65,37 @@ pub struct Web {
     pub listening: watch::Sender<()>,
 }
 
+/// What the public listener's HTTP API (docs/http.md) serves besides the c2s transports.
+pub struct Backends {
+    /// The store: HTTP tokens.
+    pub store: rookery_store::Store,
+    /// The pubsub engines behind `/pubsub/…`.
+    pub nodes: rookery_web::pubsub::Nodes,
+    /// The presence watchers behind `/presence/…` (registered with the core as a module).
+    pub presence: Arc<rookery_web::presence::PresenceStreams>,
+    /// HTTP file upload's routes under `/upload/…`, when it is on.
+    pub upload: Option<Arc<Upload>>,
+}
+
 /// Binds and starts the listeners `cfg` asks for. Plain HTTP on a non-loopback address is
 /// refused unless `[http] behind_tls_proxy` says a TLS-terminating proxy is in front.
 pub async fn start(
     cfg: &Config,
     c2s: Arc<C2sContext>,
-    upload: Option<Arc<Upload>>,
+    backends: Backends,
     https: Arc<rustls::ServerConfig>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Web> {
     let (listening, stopped) = watch::channel(());
+    let upload = backends.upload;
     let ctx = Arc::new(rookery_web::WebContext {
         c2s,
         config: cfg.http.clone(),
         stopped,
         bosh: Default::default(),
+        store: backends.store,
+        nodes: backends.nodes,
+        presence: Some(backends.presence),
     });
     let mut tasks = Vec::new();
     for (addr, tls) in [(&cfg.listen.http, false), (&cfg.listen.https, true)] {

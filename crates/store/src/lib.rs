@@ -27,6 +27,7 @@
 //!   service (the pubsub component and PEP).
 //! - [`mam`]: [`Mam`], message archives (XEP-0313) and archiving preferences.
 //! - [`muc`]: [`Muc`], persistent multi-user chat rooms and their affiliations.
+//! - [`tokens`]: [`Tokens`], bearer tokens of the public HTTP face (hashed, scoped, expiring).
 //!
 //! A later concern gets its own module the same way: `rosters.rs` with a `Rosters<'_>`
 //! handle returned by `Store::rosters()`, its tables in `migrations/{sqlite,postgres}/
@@ -52,6 +53,7 @@ pub mod muc;
 pub mod offline;
 pub mod pubsub;
 pub mod rosters;
+pub mod tokens;
 pub mod userdata;
 mod writer;
 
@@ -71,6 +73,7 @@ pub use offline::Offline;
 pub use pubsub::Pubsub;
 pub use rookery_sasl::{Credentials, ScramKeys};
 pub use rosters::Rosters;
+pub use tokens::Tokens;
 pub use userdata::UserData;
 
 use db::Pool;
@@ -302,11 +305,16 @@ impl Store {
         Muc::new(self)
     }
 
+    /// Bearer tokens of the public HTTP face.
+    pub fn tokens(&self) -> Tokens<'_> {
+        Tokens::new(self)
+    }
+
     /// Deletes an account and everything stored for it. Every way of removing an account
     /// goes through here (in-band, XEP-0077 §3.2, and `rookery user delete`), so they leave
     /// the same nothing behind: the account row and, by `ON DELETE CASCADE`, its roster,
     /// pending requests, block list, offline messages, vCard, private XML, last activity,
-    /// message archive and archiving preferences;
+    /// message archive, archiving preferences and HTTP tokens;
     /// then its PEP nodes (the pubsub service named by its bare JID) with their items,
     /// affiliations and subscriptions. `false` if there was no such account (leftover PEP
     /// nodes are deleted all the same).

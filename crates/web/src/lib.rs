@@ -13,12 +13,21 @@
 //!   address behind a trusted proxy (sans-IO);
 //! - [`websocket`]: the upgrade handler and the message adapter;
 //! - [`bosh`]: the BOSH session manager (request window, holding, inactivity, CORS);
-//! - [`host_meta`]: XEP-0156 discovery documents naming both endpoints.
+//! - [`host_meta`]: XEP-0156 discovery documents naming both endpoints;
+//! - [`auth`]: the caller of the HTTP API ([`auth::Caller`]: anonymous or a bearer token's
+//!   JID and scopes);
+//! - [`pubsub`]: pubsub nodes on the web — Server-Sent Events, item retrieval, publication
+//!   and retraction, as clients of the pubsub engine (docs/http.md);
+//! - [`presence`]: `/presence/{jid}`, an account's resources as Server-Sent Events, fed by a
+//!   core module observing presence broadcasts.
 
+pub mod auth;
 pub mod bosh;
 pub mod config;
 pub mod host_meta;
 pub mod origin;
+pub mod presence;
+pub mod pubsub;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -41,6 +50,12 @@ pub struct WebContext {
     pub stopped: tokio::sync::watch::Receiver<()>,
     /// The BOSH sessions.
     pub bosh: bosh::Sessions,
+    /// The store: HTTP tokens.
+    pub store: rookery_store::Store,
+    /// The pubsub engines behind `/pubsub/…`.
+    pub nodes: pubsub::Nodes,
+    /// The presence watchers behind `/presence/…` (a core module), when enabled.
+    pub presence: Option<Arc<presence::PresenceStreams>>,
 }
 
 /// The public listener's router.
@@ -53,5 +68,7 @@ pub fn router(ctx: Arc<WebContext>) -> Router {
             bosh::PATH,
             get(bosh::info).post(bosh::request).options(bosh::preflight),
         )
+        .merge(pubsub::routes())
+        .route("/presence/{jid}", get(presence::stream))
         .with_state(ctx)
 }

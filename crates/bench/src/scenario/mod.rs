@@ -14,6 +14,7 @@ pub mod muc;
 pub mod presence;
 pub mod pubsub;
 pub mod register;
+pub mod sse;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;

@@ -51,22 +51,7 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
             return out;
         }
     };
-    let id = publisher.id();
-    let create = format!(
-        "<iq type='set' id='{id}' to='{}'><pubsub xmlns='{}'><create node='{}'/></pubsub></iq>",
-        esc(&service),
-        ns::PUBSUB,
-        esc(&args.node)
-    );
-    let created = match publisher.send(create.as_bytes()).await {
-        Ok(()) => publisher.await_result(&id, "create").await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    match created {
-        Ok(()) => {}
-        Err(ClientError::Iq(_, c)) if c == "conflict" => {}
-        Err(e) => run.stats.error(e.kind()),
-    }
+    create(run, &mut publisher, &service, &args.node).await;
     let subscribed = Arc::new(AtomicU64::new(0));
     // Subscription attempts finished, successful or not.
     let settled = Arc::new(AtomicU64::new(0));
@@ -132,7 +117,35 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
     out
 }
 
-async fn publish(run: &Run, conn: &mut Conn, service: &str, node: &str, rate: f64) -> u64 {
+/// Creates `node` on `service` as `conn` (an existing node is fine; other failures are
+/// counted).
+pub(super) async fn create(run: &Run, conn: &mut Conn, service: &str, node: &str) {
+    let id = conn.id();
+    let create = format!(
+        "<iq type='set' id='{id}' to='{}'><pubsub xmlns='{}'><create node='{}'/></pubsub></iq>",
+        esc(service),
+        ns::PUBSUB,
+        esc(node)
+    );
+    let created = match conn.send(create.as_bytes()).await {
+        Ok(()) => conn.await_result(&id, "create").await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match created {
+        Ok(()) => {}
+        Err(ClientError::Iq(_, c)) if c == "conflict" => {}
+        Err(e) => run.stats.error(e.kind()),
+    }
+}
+
+/// Publishes stamped items to `node` at `rate` for the run's duration; how many.
+pub(super) async fn publish(
+    run: &Run,
+    conn: &mut Conn,
+    service: &str,
+    node: &str,
+    rate: f64,
+) -> u64 {
     let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Burst);

@@ -10,12 +10,17 @@ use subtle::ConstantTimeEq;
 use super::error::ApiError;
 use super::AdminContext;
 
+/// The token of an `Authorization: Bearer <token>` header value (RFC 6750 §2.1; the scheme
+/// is case-insensitive); `None` for any other scheme or shape. Shared with the public
+/// listener's HTTP tokens.
+pub fn bearer(header_value: Option<&str>) -> Option<&str> {
+    let (scheme, rest) = header_value?.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
 /// Whether `header_value` is `Bearer <token>` with exactly this token.
 pub(super) fn authorized(header_value: Option<&str>, token: &str) -> bool {
-    let Some(given) = header_value.and_then(|v| {
-        let (scheme, rest) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-    }) else {
+    let Some(given) = bearer(header_value) else {
         return false;
     };
     // An empty configured token would let an empty guess in: never accept one.

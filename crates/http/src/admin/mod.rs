@@ -11,7 +11,7 @@
 //! default, and operators who expose it put it behind their proxy.
 
 mod api;
-mod auth;
+pub mod auth;
 mod error;
 mod health;
 mod metrics;

@@ -21,6 +21,7 @@ pub struct Pubsub {
     service: Option<Arc<PubsubService>>,
     pep: Option<Arc<Pep>>,
     core: Arc<CoreBroadcaster>,
+    policy: Arc<ImPolicy>,
 }
 
 impl std::fmt::Debug for Pubsub {
@@ -69,10 +70,15 @@ impl Pubsub {
                 config.pep_profile(domain),
                 sql,
                 Arc::new(ImInterest::new(im)),
-                policy,
+                policy.clone(),
             ))
         });
-        Ok(Pubsub { service, pep, core })
+        Ok(Pubsub {
+            service,
+            pep,
+            core,
+            policy,
+        })
     }
 
     /// The modules to add to the core: PEP. The order does not matter: PEP's presence hooks
@@ -87,6 +93,23 @@ impl Pubsub {
     /// The service at `pubsub.<domain>`, when enabled.
     pub fn service(&self) -> Option<&Arc<PubsubService>> {
         self.service.as_ref()
+    }
+
+    /// The roster facts the access models ask (also asked by the HTTP presence streams).
+    pub fn policy(&self) -> Arc<dyn rookery_pubsub::AccessPolicy> {
+        self.policy.clone()
+    }
+
+    /// The engines the public HTTP listener serves at `/pubsub/…` (docs/http.md).
+    pub fn web_nodes(&self, domain: &str) -> rookery_web::pubsub::Nodes {
+        rookery_web::pubsub::Nodes {
+            service: self
+                .service
+                .as_ref()
+                .map(|s| (s.jid().clone(), s.engine().clone())),
+            pep: self.pep.as_ref().map(|p| p.engine().clone()),
+            domain: domain.to_string(),
+        }
     }
 
     /// Connects to the built core: registers the service's domain.

@@ -1,0 +1,254 @@
+//! Pubsub nodes on the web (docs/http.md): a URL per node, `/pubsub/{service}/{node}`, read as
+//! Server-Sent Events ([`sse`]) and read and written as JSON/XML ([`items`]).
+//!
+//! These handlers are clients of the pubsub engine, never a second engine (design.md, "The
+//! HTTP face"): access decisions, persistence and notifications are the engine's
+//! ([`rookery_pubsub::Engine`]), the same calls an XMPP client's IQs make. `service` is the
+//! pubsub service's JID (`pubsub.<domain>`) or an account's bare JID for its PEP nodes
+//! (XEP-0163); both path segments are percent-decoded by the router.
+//!
+//! Payloads: an XML element as published; XEP-0335 JSON containers
+//! (`<json xmlns='urn:xmpp:json:0'>…</json>`) are read and written as JSON ([`Payload`]).
+//! Errors are [`HttpError`]: one table from the engine's [`PubsubError`] to an HTTP status,
+//! with the XMPP condition in a JSON body.
+
+pub mod items;
+pub mod sse;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::Router;
+use rookery_jid::BareJid;
+use rookery_pubsub::{Engine, PubsubError};
+use rookery_xml::Element;
+
+use crate::auth::AuthError;
+use crate::WebContext;
+
+/// The XEP-0335 namespace of JSON containers.
+pub const JSON_NS: &str = "urn:xmpp:json:0";
+
+/// The engines behind the URLs: the service at its JID, PEP for the accounts of `domain`.
+#[derive(Clone, Default)]
+pub struct Nodes {
+    /// The pubsub service (`pubsub.<domain>`) and its engine, when enabled.
+    pub service: Option<(BareJid, Arc<Engine>)>,
+    /// The PEP engine, when enabled.
+    pub pep: Option<Arc<Engine>>,
+    /// The served domain: PEP services are its accounts.
+    pub domain: String,
+}
+
+impl std::fmt::Debug for Nodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nodes")
+            .field("service", &self.service.as_ref().map(|(j, _)| j))
+            .field("pep", &self.pep.is_some())
+            .finish()
+    }
+}
+
+impl Nodes {
+    /// The engine serving the service named `service` (a path segment), and its JID;
+    /// `404` for a service not served here. A PEP service must be an existing account:
+    /// the engine keeps every service it is asked about in memory, and a URL must not make
+    /// it remember accounts that do not exist.
+    pub async fn engine(
+        &self,
+        store: &rookery_store::Store,
+        service: &str,
+    ) -> Result<(BareJid, &Arc<Engine>), HttpError> {
+        let not_found = || HttpError::from(PubsubError::NodeNotFound);
+        let svc = BareJid::parse(service).map_err(|_| not_found())?;
+        if let Some((jid, e)) = &self.service {
+            if *jid == svc {
+                return Ok((svc, e));
+            }
+        }
+        let (Some(e), Some(local)) = (&self.pep, svc.local()) else {
+            return Err(not_found());
+        };
+        if svc.domain() != self.domain {
+            return Err(not_found());
+        }
+        match store.accounts().exists(&self.domain, local).await {
+            Ok(true) => Ok((svc, e)),
+            Ok(false) => Err(not_found()),
+            Err(_) => Err(PubsubError::Storage.into()),
+        }
+    }
+}
+
+/// The routes of this module.
+pub fn routes() -> Router<Arc<WebContext>> {
+    Router::new()
+        .route("/pubsub/{service}/{node}", get(sse::stream))
+        .route(
+            "/pubsub/{service}/{node}/items",
+            get(items::list).post(items::publish),
+        )
+        .route(
+            "/pubsub/{service}/{node}/items/{id}",
+            delete(items::retract),
+        )
+}
+
+/// A payload as the HTTP face shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// The text inside an XEP-0335 container: JSON.
+    Json(String),
+    /// Any other element, serialized.
+    Xml(String),
+}
+
+impl Payload {
+    /// How `el` is shown.
+    pub fn of(el: &Element) -> Payload {
+        if el.name() == "json" && el.ns() == JSON_NS {
+            Payload::Json(el.text())
+        } else {
+            Payload::Xml(String::from_utf8_lossy(&el.to_bytes()).into_owned())
+        }
+    }
+}
+
+/// An error of the HTTP API: a status with a JSON body naming the XMPP condition
+/// (`{"error": "item-not-found", "type": "cancel", "pubsub": "closed-node", "text": …}`).
+#[derive(Debug)]
+pub enum HttpError {
+    /// The engine refused.
+    Pubsub(PubsubError),
+    /// The credentials were refused.
+    Auth(AuthError),
+    /// The request itself is malformed (body, query), before reaching the engine.
+    BadRequest(String),
+    /// The request asks for a representation this URL does not serve.
+    NotAcceptable(&'static str),
+    /// The body's content type is neither XML nor JSON.
+    UnsupportedMediaType,
+    /// Any other refusal: a status and the XMPP (or pubsub) condition it stands for.
+    Status(StatusCode, &'static str),
+}
+
+impl From<PubsubError> for HttpError {
+    fn from(e: PubsubError) -> Self {
+        HttpError::Pubsub(e)
+    }
+}
+
+impl From<AuthError> for HttpError {
+    fn from(e: AuthError) -> Self {
+        HttpError::Auth(e)
+    }
+}
+
+/// The table: each engine error to an HTTP status. The XMPP condition travels in the body.
+pub fn status_of(e: &PubsubError) -> StatusCode {
+    use PubsubError as E;
+    match e {
+        E::NodeNotFound | E::ItemNotFound => StatusCode::NOT_FOUND,
+        E::AuthenticationRequired => StatusCode::UNAUTHORIZED,
+        E::Forbidden
+        | E::PresenceSubscriptionRequired
+        | E::NotInRosterGroup
+        | E::ClosedNode
+        | E::NotSubscribedForItems
+        | E::PendingSubscription => StatusCode::FORBIDDEN,
+        E::PayloadTooBig => StatusCode::PAYLOAD_TOO_LARGE,
+        E::NodeExists | E::PreconditionNotMet | E::NotSubscribed => StatusCode::CONFLICT,
+        E::NotPersistent | E::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+        E::TooManySubscriptions | E::ResourceConstraint | E::Storage => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        E::NodeIdRequired
+        | E::InstantNotSupported
+        | E::InvalidJid
+        | E::SubidRequired
+        | E::InvalidSubid
+        | E::InvalidOptions
+        | E::JidRequired
+        | E::InvalidPayload
+        | E::PayloadRequired
+        | E::ItemRequired
+        | E::ItemForbidden
+        | E::InvalidConfig(_)
+        | E::BadRequest(_)
+        | E::NotAcceptable(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        match self {
+            HttpError::Auth(a) => a.into_response(),
+            HttpError::Pubsub(e) => {
+                let se = e.to_stanza_error();
+                let mut body = serde_json::Map::new();
+                body.insert("error".into(), se.condition.as_str().into());
+                body.insert("type".into(), se.error_type.as_str().into());
+                body.insert("text".into(), e.to_string().into());
+                if let Some(app) = &se.app {
+                    body.insert("pubsub".into(), app.name().into());
+                }
+                let mut r = (status_of(&e), axum::Json(body)).into_response();
+                if e == PubsubError::AuthenticationRequired {
+                    r.headers_mut().insert(
+                        axum::http::header::WWW_AUTHENTICATE,
+                        axum::http::HeaderValue::from_static("Bearer"),
+                    );
+                }
+                r
+            }
+            HttpError::BadRequest(text) => simple(StatusCode::BAD_REQUEST, "bad-request", text),
+            HttpError::NotAcceptable(text) => {
+                simple(StatusCode::NOT_ACCEPTABLE, "not-acceptable", text.into())
+            }
+            HttpError::Status(status, condition) => simple(status, condition, condition.into()),
+            HttpError::UnsupportedMediaType => simple(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "bad-request",
+                "post application/xml or application/json".into(),
+            ),
+        }
+    }
+}
+
+fn simple(status: StatusCode, condition: &str, text: String) -> Response {
+    let body = serde_json::json!({ "error": condition, "type": "modify", "text": text });
+    (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn payloads_show_json_containers_as_json() {
+        let j = Element::new("json", JSON_NS).with_text("{\"a\":1}");
+        assert_eq!(Payload::of(&j), Payload::Json("{\"a\":1}".into()));
+        let x = Element::new("entry", "urn:x").with_text("hi");
+        assert_eq!(
+            Payload::of(&x),
+            Payload::Xml("<entry xmlns=\"urn:x\">hi</entry>".into())
+        );
+    }
+
+    #[test]
+    fn the_error_table() {
+        assert_eq!(status_of(&PubsubError::NodeNotFound), StatusCode::NOT_FOUND);
+        assert_eq!(status_of(&PubsubError::ClosedNode), StatusCode::FORBIDDEN);
+        assert_eq!(
+            status_of(&PubsubError::AuthenticationRequired),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status_of(&PubsubError::PayloadTooBig),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+}

@@ -988,6 +988,29 @@ impl Engine {
         self.store.last_items(svc.as_str(), node, max).await
     }
 
+    /// For clients of the engine other than XMPP (the WebSub hub): may `who` — `None` for an
+    /// anonymous HTTP caller — read the node's items? The rules of item retrieval (§6.5):
+    /// the access model and affiliations decide as over XMPP (`authorize` needs an approved
+    /// subscription), an anonymous caller is admitted on `open` nodes only, and a node that
+    /// keeps no items has nothing to read (`NotPersistent`).
+    pub async fn check_reader(
+        &self,
+        svc: &BareJid,
+        node: &str,
+        who: Option<&BareJid>,
+    ) -> Result<()> {
+        let n = self.locked(svc, node).await?;
+        match who {
+            Some(who) => self.check_access(svc, &n, who, true).await?,
+            None if n.config.access_model == AccessModel::Open => {}
+            None => return Err(PubsubError::Forbidden),
+        }
+        if !n.config.persist_items {
+            return Err(PubsubError::NotPersistent);
+        }
+        Ok(())
+    }
+
     // ---- publisher use cases (§7) --------------------------------------------------------------
 
     /// §7.1: publishes an item; returns its ItemID. With PEP, a missing node is created with

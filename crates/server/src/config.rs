@@ -58,6 +58,8 @@ pub struct Config {
     // --- web transports (issue 13) ---
     /// The public HTTP listeners' settings: WebSocket origins, proxies (`[http]`).
     pub http: rookery_web::HttpConfig,
+    /// WebSub webhook deliveries: SSRF switch, timeouts, retries, leases (`[webhooks]`).
+    pub webhooks: rookery_websub::WebhooksConfig,
 }
 
 impl Default for Config {
@@ -84,6 +86,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             admins: Vec::new(),
             http: rookery_web::HttpConfig::default(),
+            webhooks: rookery_websub::WebhooksConfig::default(),
         }
     }
 }

@@ -39,6 +39,7 @@ pub async fn start(
     cfg: &Config,
     c2s: Arc<C2sContext>,
     https: Arc<rustls::ServerConfig>,
+    websub: Arc<rookery_websub::Hub>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Web> {
     let (listening, stopped) = watch::channel(());
@@ -47,6 +48,7 @@ pub async fn start(
         config: cfg.http.clone(),
         stopped,
         bosh: Default::default(),
+        websub: Some(websub),
     });
     let mut tasks = Vec::new();
     for (addr, tls) in [(&cfg.listen.http, false), (&cfg.listen.https, true)] {

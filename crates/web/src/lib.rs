@@ -13,13 +13,15 @@
 //!   address behind a trusted proxy (sans-IO);
 //! - [`websocket`]: the upgrade handler and the message adapter;
 //! - [`bosh`]: the BOSH session manager (request window, holding, inactivity, CORS);
-//! - [`host_meta`]: XEP-0156 discovery documents naming both endpoints.
+//! - [`host_meta`]: XEP-0156 discovery documents naming both endpoints;
+//! - [`websub`]: `/websub`, the W3C WebSub hub (`rookery-websub`).
 
 pub mod bosh;
 pub mod config;
 pub mod host_meta;
 pub mod origin;
 pub mod websocket;
+pub mod websub;
 
 use std::sync::Arc;
 
@@ -41,6 +43,8 @@ pub struct WebContext {
     pub stopped: tokio::sync::watch::Receiver<()>,
     /// The BOSH sessions.
     pub bosh: bosh::Sessions,
+    /// The WebSub hub at `/websub` (`None`: not served).
+    pub websub: Option<Arc<rookery_websub::Hub>>,
 }
 
 /// The public listener's router.
@@ -53,5 +57,6 @@ pub fn router(ctx: Arc<WebContext>) -> Router {
             bosh::PATH,
             get(bosh::info).post(bosh::request).options(bosh::preflight),
         )
+        .route(websub::PATH, get(websub::status).post(websub::request))
         .with_state(ctx)
 }

@@ -426,3 +426,24 @@ async def test_kill9_during_publish_burst_loses_nothing(server_factory, backend,
     await until(lambda: want <= set(receiver.ids("x")) and want <= set(receiver.ids("y")),
                 "every acknowledged item at every callback", timeout=60)
     assert receiver.bad_signatures == 0
+
+
+async def test_stricter_access_model_ends_the_subscription(server_factory, receiver):
+    srv = server_factory(webhooks=WEBHOOKS)
+    c = await publisher(srv, "gate")
+    try:
+        await subscribe(srv, receiver, "g", "gate")
+        await publish(c, srv, "gate", "p1")
+        await until(lambda: receiver.ids("g") == ["p1"], "delivery while open")
+        await c.plugin["xep_0060"].set_node_config(
+            f"pubsub.{srv.domain}", "gate", node_config(access_model="whitelist"), timeout=T)
+        await publish(c, srv, "gate", "p2")
+        await until(lambda: "denied" in receiver.modes("g"), "denial after the change")
+        denial = [v for v in receiver.verifications["g"] if v.get("hub.mode") == "denied"][0]
+        assert denial["hub.reason"].startswith("access refused"), denial
+        assert denial["hub.topic"] == topic(srv, "gate")
+        code, _ = await status(srv, topic(srv, "gate"), receiver.url("g"))
+        assert code == 404
+        assert receiver.ids("g") == ["p1"]
+    finally:
+        await c.close()

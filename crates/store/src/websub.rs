@@ -69,6 +69,12 @@ pub struct SubscriptionRow {
 pub struct Delivery {
     /// The subscription.
     pub sub: i64,
+    /// Its pubsub service.
+    pub service: String,
+    /// Its node.
+    pub node: String,
+    /// The bare JID it was made by (`None`: anonymous).
+    pub caller: Option<String>,
     /// The publication (its outbox key).
     pub item: i64,
     /// The ItemID.
@@ -324,10 +330,14 @@ impl<'a> WebSub<'a> {
             String,
             Option<String>,
             i64,
+            String,
+            String,
+            Option<String>,
         );
         let row: Option<Row> = with_pool!(self.store, pool => {
             sqlx::query_as(
-                "SELECT i.id, i.item_id, i.payload, s.topic, s.callback, s.secret, s.attempts \
+                "SELECT i.id, i.item_id, i.payload, s.topic, s.callback, s.secret, s.attempts, \
+                 s.service, s.node, s.caller \
                  FROM websub_outbox o JOIN websub_items i ON i.id = o.item \
                  JOIN websub_subscriptions s ON s.id = o.sub \
                  WHERE o.sub = $1 AND s.expires_at > $2 ORDER BY o.item LIMIT 1",
@@ -337,18 +347,19 @@ impl<'a> WebSub<'a> {
             .fetch_optional(pool)
             .await?
         });
-        Ok(row.map(
-            |(item, item_id, payload, topic, callback, secret, attempts)| Delivery {
-                sub,
-                item,
-                item_id,
-                payload,
-                topic,
-                callback,
-                secret,
-                attempts,
-            },
-        ))
+        Ok(row.map(|r| Delivery {
+            sub,
+            item: r.0,
+            item_id: r.1,
+            payload: r.2,
+            topic: r.3,
+            callback: r.4,
+            secret: r.5,
+            attempts: r.6,
+            service: r.7,
+            node: r.8,
+            caller: r.9,
+        }))
     }
 
     /// Records that the callback took delivery `item` of `sub` (answered 2xx): deletes its

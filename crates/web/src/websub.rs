@@ -4,7 +4,8 @@
 //! - `POST /websub` (`application/x-www-form-urlencoded`: `hub.mode`, `hub.topic`,
 //!   `hub.callback`, `hub.secret`, `hub.lease_seconds`): `202 Accepted` once the request is
 //!   well-formed and its callback allowed, then verification happens asynchronously;
-//!   `400 Bad Request` with the reason as text otherwise.
+//!   `400 Bad Request` with the reason as text otherwise (`503` while 1,024 verifications
+//!   are under way).
 //! - `GET /websub?hub.topic=…&hub.callback=…`: that subscription's state as JSON (`active`
 //!   or `failing`, lease end, deliveries owed, last error), `404` if there is none. Not in
 //!   the specification: how a subscriber sees that its deliveries are failing.
@@ -27,11 +28,7 @@ fn fields(text: &[u8]) -> Vec<(String, String)> {
 }
 
 fn error(e: &HubError) -> Response {
-    let status = if e.is_internal() {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::BAD_REQUEST
-    };
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     (status, format!("{e}\n")).into_response()
 }
 

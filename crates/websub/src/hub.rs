@@ -17,14 +17,19 @@ use rookery_proto::time::now_unix;
 use rookery_pubsub::{Engine, PubsubError};
 use rookery_store::websub::{NewSubscription, SubscriptionRow};
 use rookery_store::Store;
+use tokio::sync::Semaphore;
 
 use crate::config::WebhooksConfig;
 use crate::outbound::Outbound;
 use crate::ssrf::{self, SsrfError};
-use crate::topic::{self, Topic, TopicError};
+use crate::topic::{self, TopicError};
 
 /// Longest `hub.secret` (§5.1: "less than 200 bytes").
 pub const MAX_SECRET_BYTES: usize = 199;
+
+/// Verifications (and denials) under way at once; beyond, requests get `503`: each one is an
+/// outbound request, which a flood of subscription requests must not multiply unbounded.
+const MAX_PENDING_VERIFICATIONS: usize = 1024;
 
 /// Longest callback URL accepted.
 const MAX_CALLBACK_BYTES: usize = 2048;
@@ -74,12 +79,20 @@ pub enum HubError {
     /// The store failed.
     #[error("internal error")]
     Store(#[from] rookery_store::StoreError),
+    /// Too many verifications are under way.
+    #[error("too many pending verifications, try again later")]
+    Busy,
 }
 
 impl HubError {
-    /// Whether the fault is the server's (`500`) rather than the request's (`400`).
-    pub fn is_internal(&self) -> bool {
-        matches!(self, HubError::Store(_))
+    /// The HTTP status the request gets: `400` for the request's faults, `503` when busy,
+    /// `500` for the server's.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            HubError::Store(_) => 500,
+            HubError::Busy => 503,
+            _ => 400,
+        }
     }
 }
 
@@ -175,6 +188,7 @@ pub struct Hub {
     pub(crate) config: WebhooksConfig,
     pub(crate) outbound: Outbound,
     public_url: Option<String>,
+    verifying: Arc<Semaphore>,
 }
 
 impl Hub {
@@ -192,6 +206,7 @@ impl Hub {
             config,
             outbound,
             public_url,
+            verifying: Arc::new(Semaphore::new(MAX_PENDING_VERIFICATIONS)),
         }))
     }
 
@@ -207,8 +222,16 @@ impl Hub {
             Ok(_) | Err(TopicError::NotANode) => {}
         }
         ssrf::check_resolved(&req.callback, self.config.allow_private).await?;
+        let permit = self
+            .verifying
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| HubError::Busy)?;
         let hub = self.clone();
-        tokio::spawn(async move { hub.verify(req, caller).await });
+        tokio::spawn(async move {
+            hub.verify(req, caller).await;
+            drop(permit);
+        });
         Ok(())
     }
 
@@ -230,11 +253,14 @@ impl Hub {
     async fn verify(&self, req: HubRequest, caller: Option<BareJid>) {
         let topic = match topic::parse(self.public_url.as_deref(), &req.topic) {
             Ok(t) => t,
-            Err(e) => return self.deny(&req, &e.to_string()).await,
+            Err(e) => return self.deny(&req.callback, &req.topic, &e.to_string()).await,
         };
         if req.mode == Mode::Subscribe {
-            if let Err(reason) = self.check_access(&topic, caller.as_ref()).await {
-                return self.deny(&req, &reason).await;
+            if let Err(reason) = self
+                .check_access(&topic.service, &topic.node, caller.as_ref())
+                .await
+            {
+                return self.deny(&req.callback, &req.topic, &reason).await;
             }
         }
         let lease = self.config.lease(req.lease_seconds);
@@ -278,7 +304,7 @@ impl Hub {
                 };
                 match ws.upsert(&sub).await {
                     Ok(Some(_)) => Ok(()),
-                    Ok(None) => return self.deny(&req, "unknown topic").await,
+                    Ok(None) => return self.deny(&req.callback, &req.topic, "unknown topic").await,
                     Err(e) => Err(e),
                 }
             }
@@ -295,32 +321,34 @@ impl Hub {
         }
     }
 
-    /// The engine's answer for `caller` on the topic's node, as a denial reason.
-    async fn check_access(&self, topic: &Topic, caller: Option<&BareJid>) -> Result<(), String> {
+    /// The engine's answer for `caller` on a node, as a denial reason.
+    pub(crate) async fn check_access(
+        &self,
+        service: &BareJid,
+        node: &str,
+        caller: Option<&BareJid>,
+    ) -> Result<(), String> {
         let engine = self
             .engines
-            .for_service(&topic.service)
+            .for_service(service)
             .ok_or_else(|| "unknown topic".to_string())?;
-        match engine
-            .check_reader(&topic.service, &topic.node, caller)
-            .await
-        {
+        match engine.check_reader(service, node, caller).await {
             Ok(()) => Ok(()),
             Err(PubsubError::NodeNotFound) => Err("unknown topic".into()),
             Err(e) => Err(format!("access refused: {e}")),
         }
     }
 
-    /// §5.2: tells the subscriber its request was refused.
-    async fn deny(&self, req: &HubRequest, reason: &str) {
-        tracing::info!(callback = %req.callback, topic = %req.topic, reason, "websub subscription denied");
-        let mut url = req.callback.clone();
+    /// §5.2: tells the subscriber its subscription was refused (or, later, cancelled).
+    pub(crate) async fn deny(&self, callback: &url::Url, topic: &str, reason: &str) {
+        tracing::info!(%callback, topic, reason, "websub subscription denied");
+        let mut url = callback.clone();
         url.query_pairs_mut()
             .append_pair("hub.mode", "denied")
-            .append_pair("hub.topic", &req.topic)
+            .append_pair("hub.topic", topic)
             .append_pair("hub.reason", reason);
         if let Err(e) = self.outbound.get(url).await {
-            tracing::info!(callback = %req.callback, error = %e, "websub denial not delivered");
+            tracing::info!(%callback, error = %e, "websub denial not delivered");
         }
     }
 }

@@ -48,6 +48,23 @@ impl From<reqwest::Error> for SendError {
     }
 }
 
+/// A request slot of one host. Dropping it frees the slot, and forgets the host's semaphore
+/// once nobody holds or waits for it (every permit and waiter holds a clone), so the map
+/// does not grow with every callback host ever seen.
+struct Slot<'a> {
+    hosts: &'a DashMap<String, Arc<Semaphore>>,
+    key: String,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.permit.take();
+        self.hosts
+            .remove_if(&self.key, |_, s| Arc::strong_count(s) == 1);
+    }
+}
+
 /// The client and its per-host limits.
 #[derive(Debug)]
 pub struct Outbound {
@@ -78,7 +95,7 @@ impl Outbound {
     }
 
     /// Waits for a slot of `url`'s host (after the literal-address check).
-    async fn slot(&self, url: &url::Url) -> Result<OwnedSemaphorePermit, SendError> {
+    async fn slot(&self, url: &url::Url) -> Result<Slot<'_>, SendError> {
         ssrf::check_literal(url, self.allow_private)?;
         let key = format!(
             "{}:{}",
@@ -87,12 +104,18 @@ impl Outbound {
         );
         let sem = self
             .hosts
-            .entry(key)
+            .entry(key.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
             .clone();
-        sem.acquire_owned()
+        let permit = sem
+            .acquire_owned()
             .await
-            .map_err(|_| SendError::Http("closed".into()))
+            .map_err(|_| SendError::Http("closed".into()))?;
+        Ok(Slot {
+            hosts: &self.hosts,
+            key,
+            permit: Some(permit),
+        })
     }
 
     /// `GET url`: the status and the start of the body (verification of intent).

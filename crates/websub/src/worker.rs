@@ -23,6 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LINK};
+use rookery_jid::BareJid;
 use rookery_proto::time::now_unix;
 use rookery_store::websub::{Delivery, FAILING};
 use sha2::Sha256;
@@ -171,8 +172,12 @@ async fn expire(hub: &Hub, now: i64) {
 }
 
 /// Delivers the deliveries owed to `sub`, oldest first, until none is left or one fails.
+/// The subscriber's access is checked again first, once per lane: a node whose access
+/// model no longer admits it ends the subscription with a denial (§5.2), as a stricter
+/// access model ends XMPP subscriptions.
 async fn lane(hub: &Hub, sub: i64) {
     let ws = hub.store.websub();
+    let mut checked = false;
     loop {
         let d = match ws.head(sub, now_unix()).await {
             Ok(Some(d)) => d,
@@ -182,20 +187,27 @@ async fn lane(hub: &Hub, sub: i64) {
                 return;
             }
         };
-        let result = match url::Url::parse(&d.callback) {
-            Ok(url) => {
-                let (headers, body) = request(&d);
-                hub.outbound
-                    .post(url, headers, body)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Err(_) => Err("callback is not a URL".to_string()),
+        let Ok(url) = url::Url::parse(&d.callback) else {
+            tracing::warn!(callback = %d.callback, "websub callback unreadable; subscription removed");
+            let _ = ws.remove(&d.service, &d.node, &d.callback).await;
+            return;
         };
-        let (outcome, go_on) = match result {
+        if !checked {
+            checked = true;
+            if let Err(reason) = still_allowed(hub, &d).await {
+                if let Err(e) = ws.remove(&d.service, &d.node, &d.callback).await {
+                    tracing::error!(error = %e, "websub subscription not removed");
+                    return;
+                }
+                hub.deny(&url, &d.topic, &reason).await;
+                return;
+            }
+        }
+        let (headers, body) = request(&d);
+        let (outcome, go_on) = match hub.outbound.post(url, headers, body).await {
             Ok(status) if (200..300).contains(&status) => (ws.delivered(sub, d.item).await, true),
             Ok(status) => (failed(hub, &d, &format!("HTTP {status}")).await, false),
-            Err(e) => (failed(hub, &d, &e).await, false),
+            Err(e) => (failed(hub, &d, &e.to_string()).await, false),
         };
         if let Err(e) = outcome {
             tracing::error!(error = %e, "websub outbox not updated");
@@ -206,6 +218,17 @@ async fn lane(hub: &Hub, sub: i64) {
             return;
         }
     }
+}
+
+/// The engine's verdict on the subscriber of `d` now.
+async fn still_allowed(hub: &Hub, d: &Delivery) -> Result<(), String> {
+    let service = BareJid::parse(&d.service).map_err(|_| "unknown topic".to_string())?;
+    let caller = match d.caller.as_deref().map(BareJid::parse) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(_)) => return Err("access refused".into()),
+    };
+    hub.check_access(&service, &d.node, caller.as_ref()).await
 }
 
 /// Records a failed attempt; marks the subscription failing after `max_attempts`.
@@ -229,4 +252,66 @@ async fn failed(hub: &Hub, d: &Delivery, error: &str) -> Result<(), rookery_stor
         .websub()
         .failed(d.sub, attempts, retry_at, state, error)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_sha256_hex() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn json_containers_are_sent_as_json() {
+        let (body, ctype) = content(Some("<json xmlns='urn:xmpp:json:0'>{\"a\":[1,2]}</json>"));
+        assert_eq!(
+            (body.as_ref(), ctype),
+            (&b"{\"a\":[1,2]}"[..], "application/json")
+        );
+        let xml = "<entry xmlns='urn:test'>x</entry>";
+        let (body, ctype) = content(Some(xml));
+        assert_eq!((body.as_ref(), ctype), (xml.as_bytes(), "application/xml"));
+        let (body, ctype) = content(Some("<json xmlns='urn:other'>{}</json>"));
+        assert_eq!(
+            (body.as_ref(), ctype),
+            (&b"<json xmlns='urn:other'>{}</json>"[..], "application/xml")
+        );
+        assert_eq!(content(None).0.len(), 0);
+    }
+
+    #[test]
+    fn deliveries_carry_link_signature_and_item_id() {
+        let d = Delivery {
+            sub: 1,
+            item: 2,
+            item_id: "i1".into(),
+            payload: Some("<e xmlns='urn:t'/>".into()),
+            topic: "https://h.example/pubsub/pubsub.h.example/n".into(),
+            callback: "https://cb.example/".into(),
+            secret: Some("k".into()),
+            attempts: 0,
+            service: "pubsub.h.example".into(),
+            node: "n".into(),
+            caller: None,
+        };
+        let (h, body) = request(&d);
+        assert_eq!(
+            h.get(LINK).and_then(|v| v.to_str().ok()),
+            Some("<https://h.example/websub>; rel=\"hub\", <https://h.example/pubsub/pubsub.h.example/n>; rel=\"self\"")
+        );
+        assert_eq!(h.get(&ITEM_ID).and_then(|v| v.to_str().ok()), Some("i1"));
+        let sig = signature("k", &body);
+        assert_eq!(
+            h.get(&SIGNATURE).and_then(|v| v.to_str().ok()),
+            Some(sig.as_str())
+        );
+        let unsigned = Delivery { secret: None, ..d };
+        assert!(request(&unsigned).0.get(&SIGNATURE).is_none());
+    }
 }

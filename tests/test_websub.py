@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from test_pubsub import login, node_config, payload
+from test_pubsub import login, node_config, payload, publish_options
 
 T = 10
 NS_JSON = "urn:xmpp:json:0"
@@ -445,5 +445,34 @@ async def test_stricter_access_model_ends_the_subscription(server_factory, recei
         code, _ = await status(srv, topic(srv, "gate"), receiver.url("g"))
         assert code == 404
         assert receiver.ids("g") == ["p1"]
+    finally:
+        await c.close()
+
+
+async def test_pep_topics_follow_the_access_model(server_factory, receiver):
+    """PEP (service = the account's bare JID): an open node is readable anonymously, a node
+    with PEP's default `presence` access model is not."""
+    srv = server_factory(webhooks=WEBHOOKS)
+    c = await login(srv, "alice")
+    try:
+        ps, me = c.plugin["xep_0060"], srv.jid("alice")
+        await ps.publish(me, "urn:test:open", id="o1", payload=payload("o1"),
+                         options=publish_options(access_model="open"), timeout=T)
+        await ps.publish(me, "urn:test:private", id="p1", payload=payload("p1"), timeout=T)
+        open_topic = topic(srv, "urn:test:open", service=me)
+        code, _ = await hub(srv, **{"hub.mode": "subscribe", "hub.topic": open_topic,
+                                    "hub.callback": receiver.url("open")})
+        assert code == 202
+        code, _ = await hub(srv, **{"hub.mode": "subscribe",
+                                    "hub.topic": topic(srv, "urn:test:private", service=me),
+                                    "hub.callback": receiver.url("private")})
+        assert code == 202
+        await until(lambda: "denied" in receiver.modes("private"), "denial of the PEP node")
+        await until(lambda: "subscribe" in receiver.modes("open"), "verification")
+        deadline = time.monotonic() + T
+        while (await status(srv, open_topic, receiver.url("open")))[0] != 200:
+            assert time.monotonic() < deadline, "PEP subscription not stored"
+        await ps.publish(me, "urn:test:open", id="o2", payload=payload("o2"), timeout=T)
+        await until(lambda: receiver.ids("open") == ["o2"], "PEP delivery")
     finally:
         await c.close()

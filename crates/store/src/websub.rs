@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::db::{execute, with_pool, write_tx};
+use crate::db::{with_pool, write_tx};
 use crate::{now_unix, Store, StoreError};
 
 /// Subscription state: deliveries succeed (or have not failed `max_attempts` times yet).
@@ -250,20 +250,35 @@ impl<'a> WebSub<'a> {
         Ok(id)
     }
 
-    /// Removes the subscription of `callback` to a node (with what it was owed); `false` if
-    /// there was none.
+    /// Removes the subscription of `callback` to a node, with what it was owed and the
+    /// node's publications no subscription owes any more; `false` if there was none.
     pub async fn remove(
         &self,
         service: &str,
         node: &str,
         callback: &str,
     ) -> Result<bool, StoreError> {
-        let n = execute(
-            self.store,
-            "DELETE FROM websub_subscriptions WHERE service = $1 AND node = $2 AND callback = $3",
-            &[service, node, callback],
-        )
-        .await?;
+        let (service, node, callback) = (service.to_owned(), node.to_owned(), callback.to_owned());
+        let n = write_tx!(self.store, conn => {
+            let n = sqlx::query(
+                "DELETE FROM websub_subscriptions WHERE service = $1 AND node = $2 AND callback = $3",
+            )
+            .bind(&service)
+            .bind(&node)
+            .bind(&callback)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "DELETE FROM websub_items WHERE service = $1 AND node = $2 AND NOT EXISTS \
+                 (SELECT 1 FROM websub_outbox o WHERE o.item = websub_items.id)",
+            )
+            .bind(&service)
+            .bind(&node)
+            .execute(&mut *conn)
+            .await?;
+            n
+        });
         Ok(n > 0)
     }
 

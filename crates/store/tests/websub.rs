@@ -127,8 +127,21 @@ async fn outbox_follows_publications_and_deliveries() {
         let gone = ws.expire(now).await.unwrap();
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].callback, "http://cb/old");
+        // Unsubscribing drops what was owed only to that callback: "i1" went to both, "i2"
+        // and "i3" are still owed to "a".
         assert!(ws.remove(&svc, "news", "http://cb/b").await.unwrap());
         assert!(!ws.remove(&svc, "news", "http://cb/b").await.unwrap());
+        assert_eq!(ws.pending_items().await.unwrap(), 2);
+        assert!(ws.remove(&svc, "news", "http://cb/a").await.unwrap());
+        assert_eq!(ws.pending_items().await.unwrap(), 0);
+        ws.upsert(&sub(&svc, "news", "http://cb/a", far()))
+            .await
+            .unwrap()
+            .unwrap();
+        ps.publish(&svc, "news", &item("i4", 5), Some(10), 3)
+            .await
+            .unwrap();
+        assert_eq!(ws.pending_items().await.unwrap(), 1);
 
         // Deleting the node takes subscriptions, rows and items with it.
         assert!(ps.delete_node(&svc, "news").await.unwrap());

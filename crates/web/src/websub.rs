@@ -16,9 +16,11 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use rookery_http::Peer;
 use rookery_websub::{HubError, HubRequest};
 
-use crate::WebContext;
+use crate::{host_meta, WebContext};
 
 /// The hub's path.
 pub const PATH: &str = rookery_websub::topic::HUB_PATH;
@@ -35,6 +37,7 @@ fn error(e: &HubError) -> Response {
 /// `POST /websub`: a subscription request.
 pub async fn request(
     State(ctx): State<Arc<WebContext>>,
+    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -58,14 +61,20 @@ pub async fn request(
         Err(e) => return error(&e),
     };
     // Anonymous until HTTP callers carry a token: the caller's bare JID goes here.
-    match hub.request(req, None).await {
+    let base = host_meta::base(&ctx, peer, &headers);
+    match hub.request(req, None, &base).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(e) => error(&e),
     }
 }
 
 /// `GET /websub?hub.topic=…&hub.callback=…`: a subscription's state.
-pub async fn status(State(ctx): State<Arc<WebContext>>, RawQuery(query): RawQuery) -> Response {
+pub async fn status(
+    State(ctx): State<Arc<WebContext>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let Some(hub) = &ctx.websub else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -84,7 +93,10 @@ pub async fn status(State(ctx): State<Arc<WebContext>>, RawQuery(query): RawQuer
         )
             .into_response();
     };
-    match hub.status(topic, callback).await {
+    match hub
+        .status(topic, callback, &host_meta::base(&ctx, peer, &headers))
+        .await
+    {
         Ok(Some(s)) => axum::Json(serde_json::json!({
             "topic": s.sub.topic,
             "callback": s.sub.callback,

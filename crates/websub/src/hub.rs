@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use crate::config::WebhooksConfig;
 use crate::outbound::Outbound;
 use crate::ssrf::{self, SsrfError};
-use crate::topic::{self, TopicError};
+use crate::topic::{self, Topic, TopicError};
 
 /// Longest `hub.secret` (§5.1: "less than 200 bytes").
 pub const MAX_SECRET_BYTES: usize = 199;
@@ -187,17 +187,15 @@ pub struct Hub {
     engines: Engines,
     pub(crate) config: WebhooksConfig,
     pub(crate) outbound: Outbound,
-    public_url: Option<String>,
     verifying: Arc<Semaphore>,
 }
 
 impl Hub {
-    /// A hub over `store` and `engines`; `public_url` is `[http] public_url`.
+    /// A hub over `store` and `engines`.
     pub fn new(
         store: Store,
         engines: Engines,
         config: WebhooksConfig,
-        public_url: Option<String>,
     ) -> Result<Arc<Hub>, reqwest::Error> {
         let outbound = Outbound::new(&config)?;
         Ok(Arc::new(Hub {
@@ -205,22 +203,23 @@ impl Hub {
             engines,
             config,
             outbound,
-            public_url,
             verifying: Arc::new(Semaphore::new(MAX_PENDING_VERIFICATIONS)),
         }))
     }
 
-    /// Takes a subscription request from `caller` (`None`: anonymous): checks it now, then
-    /// verifies it in a task (the caller answers `202 Accepted`).
+    /// Takes a subscription request from `caller` (`None`: anonymous) made to the hub under
+    /// `base` (see [`topic::parse`]): checks it now, then verifies it in a task (the caller
+    /// answers `202 Accepted`).
     pub async fn request(
         self: &Arc<Self>,
         req: HubRequest,
         caller: Option<BareJid>,
+        base: &str,
     ) -> Result<(), HubError> {
-        match topic::parse(self.public_url.as_deref(), &req.topic) {
+        let topic = match topic::parse(base, &req.topic) {
             Err(TopicError::NotAUrl) => return Err(TopicError::NotAUrl.into()),
-            Ok(_) | Err(TopicError::NotANode) => {}
-        }
+            t => t,
+        };
         ssrf::check_resolved(&req.callback, self.config.allow_private).await?;
         let permit = self
             .verifying
@@ -229,29 +228,38 @@ impl Hub {
             .map_err(|_| HubError::Busy)?;
         let hub = self.clone();
         tokio::spawn(async move {
-            hub.verify(req, caller).await;
+            hub.verify(req, topic, caller).await;
             drop(permit);
         });
         Ok(())
     }
 
-    /// The subscription of `callback` to `topic`, for the subscriber to see its state.
+    /// The subscription of `callback` to `topic` (a node under `base`), for the subscriber
+    /// to see its state.
     pub async fn status(
         &self,
         topic: &str,
         callback: &str,
+        base: &str,
     ) -> Result<Option<SubscriptionRow>, HubError> {
-        let t = topic::parse(self.public_url.as_deref(), topic)?;
+        let t = topic::parse(base, topic)?;
+        // Stored as parsed (normalized) at subscription.
+        let callback = url::Url::parse(callback).map_err(|_| HubError::Callback)?;
         Ok(self
             .store
             .websub()
-            .get(t.service.as_str(), &t.node, callback)
+            .get(t.service.as_str(), &t.node, callback.as_str())
             .await?)
     }
 
     /// §5.2/§5.3: denies, or verifies intent and then applies, the request.
-    async fn verify(&self, req: HubRequest, caller: Option<BareJid>) {
-        let topic = match topic::parse(self.public_url.as_deref(), &req.topic) {
+    async fn verify(
+        &self,
+        req: HubRequest,
+        topic: Result<Topic, TopicError>,
+        caller: Option<BareJid>,
+    ) {
+        let topic = match topic {
             Ok(t) => t,
             Err(e) => return self.deny(&req.callback, &req.topic, &e.to_string()).await,
         };

@@ -54,9 +54,10 @@ impl Topic {
     }
 }
 
-/// Reads `topic`; `public_url` is `[http] public_url`. A topic that is not a URL is a bad
-/// request; a URL that names no node of this server is for the hub to deny.
-pub fn parse(public_url: Option<&str>, topic: &str) -> Result<Topic, TopicError> {
+/// Reads `topic` as a node URL under `base` (`[http] public_url`, else the scheme and host
+/// the request came to, as for the XEP-0156 documents). A topic that is not a URL is a bad
+/// request; a URL that names no node under `base` is for the hub to deny.
+pub fn parse(base: &str, topic: &str) -> Result<Topic, TopicError> {
     let url = url::Url::parse(topic).map_err(|_| TopicError::NotAUrl)?;
     if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
         return Err(TopicError::NotAUrl);
@@ -64,27 +65,11 @@ pub fn parse(public_url: Option<&str>, topic: &str) -> Result<Topic, TopicError>
     if url.query().is_some() || url.fragment().is_some() {
         return Err(TopicError::NotANode);
     }
-    let (base, rest) = match public_url {
-        Some(p) => {
-            let p = p.trim_end_matches('/');
-            let rest = topic.strip_prefix(p).ok_or(TopicError::NotANode)?;
-            (p.to_string(), rest)
-        }
-        None => {
-            // scheme://authority, as written (the part before the path).
-            let after_scheme = topic
-                .find("://")
-                .map(|i| i + 3)
-                .ok_or(TopicError::NotAUrl)?;
-            let path_at = topic
-                .get(after_scheme..)
-                .and_then(|t| t.find('/'))
-                .map_or(topic.len(), |i| i + after_scheme);
-            let (b, r) = topic.split_at(path_at);
-            (b.to_string(), r)
-        }
-    };
-    let rest = rest.strip_prefix(NODES_PATH).ok_or(TopicError::NotANode)?;
+    let base = base.trim_end_matches('/');
+    let rest = topic
+        .strip_prefix(base)
+        .and_then(|r| r.strip_prefix(NODES_PATH))
+        .ok_or(TopicError::NotANode)?;
     let (service, node) = rest.split_once('/').ok_or(TopicError::NotANode)?;
     if node.contains('/') || service.is_empty() || node.is_empty() {
         return Err(TopicError::NotANode);
@@ -97,7 +82,7 @@ pub fn parse(public_url: Option<&str>, topic: &str) -> Result<Topic, TopicError>
     };
     let service = BareJid::parse(&decode(service)?).map_err(|_| TopicError::NotANode)?;
     Ok(Topic {
-        base,
+        base: base.to_string(),
         service,
         node: decode(node)?,
     })
@@ -120,7 +105,7 @@ mod tests {
     #[test]
     fn parses_service_and_pep_topics() {
         let t = parse(
-            None,
+            "http://127.0.0.1:5280",
             "http://127.0.0.1:5280/pubsub/pubsub.example.org/news%2Fsports",
         )
         .unwrap();
@@ -132,7 +117,7 @@ mod tests {
             "http://127.0.0.1:5280/pubsub/pubsub.example.org/news%2Fsports"
         );
         let t = parse(
-            Some("https://chat.example.org/x/"),
+            "https://chat.example.org/x/",
             "https://chat.example.org/x/pubsub/alice%40example.org/urn%3Axmpp%3Ameter",
         )
         .unwrap();
@@ -144,8 +129,11 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_node() {
-        assert_eq!(parse(None, "not a url"), Err(TopicError::NotAUrl));
-        assert_eq!(parse(None, "ftp://h/pubsub/a/b"), Err(TopicError::NotAUrl));
+        assert_eq!(parse("http://h", "not a url"), Err(TopicError::NotAUrl));
+        assert_eq!(
+            parse("http://h", "ftp://h/pubsub/a/b"),
+            Err(TopicError::NotAUrl)
+        );
         for t in [
             "http://h/pubsub/a",
             "http://h/pubsub/a/b/c",
@@ -154,11 +142,11 @@ mod tests {
             "http://h/pubsub//b",
             "http://h/pubsub/a%40%40b/n",
         ] {
-            assert_eq!(parse(None, t), Err(TopicError::NotANode), "{t}");
+            assert_eq!(parse("http://h", t), Err(TopicError::NotANode), "{t}");
         }
         assert_eq!(
             parse(
-                Some("https://chat.example.org"),
+                "https://chat.example.org",
                 "https://evil.example/pubsub/a/b"
             ),
             Err(TopicError::NotANode)

@@ -536,7 +536,7 @@ impl Engine {
 
     /// [`Engine::check_access`] for a reader who may be anonymous (the HTTP face without a
     /// token): an anonymous reader sees `open` nodes only.
-    async fn check_reader(&self, svc: &BareJid, node: &Node, who: Option<&BareJid>) -> Result<()> {
+    async fn reader_access(&self, svc: &BareJid, node: &Node, who: Option<&BareJid>) -> Result<()> {
         match who {
             Some(who) => self.check_access(svc, node, who, true).await,
             None if node.config.access_model == AccessModel::Open => Ok(()),
@@ -1045,7 +1045,7 @@ impl Engine {
         q: &ItemsQuery,
     ) -> Result<Vec<Item>> {
         let n = self.locked(svc, node).await?;
-        self.check_reader(svc, &n, who).await?;
+        self.reader_access(svc, &n, who).await?;
         if let Some(id) = &q.subid {
             if !n
                 .subs
@@ -1065,11 +1065,20 @@ impl Engine {
         self.store.last_items(svc.as_str(), node, max).await
     }
 
-    /// Whether `actor` may read the history of `node` (XEP-0442, the node's items as a
-    /// message archive): what retrieving its items requires (§6.5), on a persistent node.
-    pub async fn may_read_history(&self, svc: &BareJid, actor: &Jid, node: &str) -> Result<()> {
+    /// For clients of the engine other than a pubsub IQ (the WebSub hub, a node's history):
+    /// may `who` — `None` for an anonymous HTTP caller — read the node's items? The rules of
+    /// item retrieval (§6.5):
+    /// the access model and affiliations decide as over XMPP (`authorize` needs an approved
+    /// subscription), an anonymous caller is admitted on `open` nodes only, and a node that
+    /// keeps no items has nothing to read (`NotPersistent`).
+    pub async fn check_reader(
+        &self,
+        svc: &BareJid,
+        node: &str,
+        who: Option<&BareJid>,
+    ) -> Result<()> {
         let n = self.locked(svc, node).await?;
-        self.check_access(svc, &n, &actor.to_bare(), true).await?;
+        self.reader_access(svc, &n, who).await?;
         if !n.config.persist_items {
             return Err(PubsubError::NotPersistent);
         }
@@ -1680,7 +1689,7 @@ impl Engine {
         node: &str,
     ) -> Result<broadcast::Receiver<NodeEvent>> {
         let mut n = self.locked(svc, node).await?;
-        self.check_reader(svc, &n, who).await?;
+        self.reader_access(svc, &n, who).await?;
         Ok(match &n.watchers {
             Some(tx) => tx.subscribe(),
             None => {

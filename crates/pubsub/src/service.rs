@@ -205,7 +205,9 @@ impl PubsubService {
             .filter(|n| !n.is_empty())
             .ok_or_else(|| StanzaError::new(StanzaErrorCondition::ServiceUnavailable))?
             .to_string();
-        self.engine.may_read_history(&self.jid, from, &node).await?;
+        self.engine
+            .check_reader(&self.jid, &node, Some(&from.to_bare()))
+            .await?;
         let owner = Owner::Node {
             service: self.jid.to_string(),
             node: node.clone(),

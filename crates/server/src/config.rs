@@ -64,6 +64,8 @@ pub struct Config {
     // --- web transports (issue 13) ---
     /// The public HTTP listeners' settings: WebSocket origins, proxies (`[http]`).
     pub http: rookery_web::HttpConfig,
+    /// WebSub webhook deliveries: SSRF switch, timeouts, retries, leases (`[webhooks]`).
+    pub webhooks: rookery_websub::WebhooksConfig,
 }
 
 impl Default for Config {
@@ -93,6 +95,7 @@ impl Default for Config {
             external_services: core.external_services,
             upload: rookery_upload::UploadConfig::default(),
             http: rookery_web::HttpConfig::default(),
+            webhooks: rookery_websub::WebhooksConfig::default(),
         }
     }
 }

@@ -345,6 +345,11 @@ async fn serve(
         tracing::info!(addr = %l.local_addr()?, ?mode, domain = %cfg.domain, "listening for clients");
         tasks.push(tokio::spawn(rookery_c2s::run(l, mode, ctx.clone())));
     }
+    // The WebSub hub (crates/websub) and its delivery worker, which resumes the outbox left
+    // by an earlier run.
+    let websub = rookery_websub::Hub::new(store.clone(), pubsub.engines(), cfg.webhooks.clone())
+        .context("[webhooks] HTTP client")?;
+    let websub_worker = tokio::spawn(rookery_websub::worker::run(websub.clone(), stop_rx.clone()));
     let web = web::start(
         &cfg,
         ctx.clone(),
@@ -353,6 +358,7 @@ async fn serve(
             nodes: pubsub.web_nodes(&cfg.domain),
             presence: presence_streams,
             upload,
+            websub,
         },
         tls.https.clone(),
         &stop_rx,
@@ -447,6 +453,8 @@ async fn serve(
     if let Some(t) = admin_task {
         let _ = t.await;
     }
+    // The worker stops at the stop signal; deliveries not made stay in the outbox.
+    let _ = websub_worker.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -75,6 +75,8 @@ pub struct Backends {
     pub presence: Arc<rookery_web::presence::PresenceStreams>,
     /// HTTP file upload's routes under `/upload/…`, when it is on.
     pub upload: Option<Arc<Upload>>,
+    /// The WebSub hub at `/websub`.
+    pub websub: Arc<rookery_websub::Hub>,
 }
 
 /// Binds and starts the listeners `cfg` asks for. Plain HTTP on a non-loopback address is
@@ -96,6 +98,7 @@ pub async fn start(
         store: backends.store,
         nodes: backends.nodes,
         presence: Some(backends.presence),
+        websub: Some(backends.websub),
     });
     let mut tasks = Vec::new();
     for (addr, tls) in [(&cfg.listen.http, false), (&cfg.listen.https, true)] {

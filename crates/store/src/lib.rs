@@ -55,6 +55,7 @@ pub mod pubsub;
 pub mod rosters;
 pub mod tokens;
 pub mod userdata;
+pub mod websub;
 mod writer;
 
 use std::str::FromStr;
@@ -75,6 +76,7 @@ pub use rookery_sasl::{Credentials, ScramKeys};
 pub use rosters::Rosters;
 pub use tokens::Tokens;
 pub use userdata::UserData;
+pub use websub::WebSub;
 
 use db::Pool;
 use last_queue::LastActivityQueue;
@@ -191,6 +193,8 @@ pub struct Store {
     pool: Pool,
     /// Last activities recorded and not written yet.
     last: Arc<LastActivityQueue>,
+    /// Wakes the WebSub delivery worker after a publication wrote outbox rows.
+    websub: Arc<websub::Signal>,
 }
 
 impl std::fmt::Debug for Store {
@@ -252,6 +256,7 @@ impl Store {
         let store = Store {
             pool,
             last: Arc::default(),
+            websub: Arc::default(),
         };
         tracing::info!(backend = store.backend().name(), "store opened");
         Ok(store)
@@ -293,6 +298,11 @@ impl Store {
     /// Publish-subscribe nodes, affiliations, subscriptions and items (XEP-0060/0163).
     pub fn pubsub(&self) -> Pubsub<'_> {
         Pubsub::new(self)
+    }
+
+    /// WebSub subscriptions and the webhook delivery outbox.
+    pub fn websub(&self) -> WebSub<'_> {
+        WebSub::new(self)
     }
 
     /// Message archives and archiving preferences of accounts (XEP-0313).

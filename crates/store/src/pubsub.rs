@@ -8,6 +8,7 @@
 //! however many items a node holds.
 
 use crate::db::{execute, with_pool, write_tx};
+use crate::websub::enqueue;
 use crate::{now_unix, Store, StoreError};
 
 /// A node as stored.
@@ -352,6 +353,10 @@ impl<'a> Pubsub<'a> {
     /// `max_items`, deletes the oldest items beyond that, in one transaction: when this
     /// returns, the publication is committed. `count_before` is the node's item count before
     /// this call (the engine tracks it). Returns whether an item with that id was replaced.
+    ///
+    /// The same transaction writes the WebSub outbox rows of the item (one per live
+    /// subscription of the node, see [`crate::websub`]), so an acknowledged item is never
+    /// without its deliveries; the delivery worker is woken once it is committed.
     pub async fn publish(
         &self,
         service: &str,
@@ -361,7 +366,8 @@ impl<'a> Pubsub<'a> {
         count_before: u64,
     ) -> Result<bool, StoreError> {
         let (service, node, item) = (service.to_owned(), node.to_owned(), item.clone());
-        let replaced = write_tx!(self.store, conn => {
+        let now = now_unix();
+        let (replaced, enqueued) = write_tx!(self.store, conn => {
             let existing: Option<i64> = sqlx::query_scalar(
                 "SELECT seq FROM pubsub_items WHERE service = $1 AND node = $2 AND item_id = $3",
             )
@@ -396,8 +402,12 @@ impl<'a> Pubsub<'a> {
                         .await?;
                 }
             }
-            existing.is_some()
+            let enqueued = enqueue!(conn, &service, &node, &item.id, item.payload.as_deref(), now);
+            (existing.is_some(), enqueued)
         });
+        if enqueued {
+            self.store.websub.wake();
+        }
         Ok(replaced)
     }
 

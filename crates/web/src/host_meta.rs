@@ -85,8 +85,9 @@ fn json_string(s: &str) -> String {
     out
 }
 
-/// The base URL for a request: `[http] public_url`, else its own scheme and `Host`.
-fn base(ctx: &WebContext, peer: Peer, headers: &HeaderMap) -> String {
+/// The base URL for a request: `[http] public_url`, else its own scheme and `Host` (also the
+/// base of WebSub topics and of the hub).
+pub(crate) fn base(ctx: &WebContext, peer: Peer, headers: &HeaderMap) -> String {
     if let Some(url) = &ctx.config.public_url {
         return url.clone();
     }

@@ -20,6 +20,7 @@
 //!   and retraction, as clients of the pubsub engine (docs/http.md);
 //! - [`presence`]: `/presence/{jid}`, an account's resources as Server-Sent Events, fed by a
 //!   core module observing presence broadcasts.
+//! - [`websub`]: `/websub`, the W3C WebSub hub (`rookery-websub`).
 
 pub mod auth;
 pub mod bosh;
@@ -29,6 +30,7 @@ pub mod origin;
 pub mod presence;
 pub mod pubsub;
 pub mod websocket;
+pub mod websub;
 
 use std::sync::Arc;
 
@@ -56,6 +58,8 @@ pub struct WebContext {
     pub nodes: pubsub::Nodes,
     /// The presence watchers behind `/presence/…` (a core module), when enabled.
     pub presence: Option<Arc<presence::PresenceStreams>>,
+    /// The WebSub hub at `/websub` (`None`: not served).
+    pub websub: Option<Arc<rookery_websub::Hub>>,
 }
 
 /// The public listener's router.
@@ -70,5 +74,6 @@ pub fn router(ctx: Arc<WebContext>) -> Router {
         )
         .merge(pubsub::routes())
         .route("/presence/{jid}", get(presence::stream))
+        .route(websub::PATH, get(websub::status).post(websub::request))
         .with_state(ctx)
 }

@@ -112,6 +112,17 @@ impl Pubsub {
         }
     }
 
+    /// The engines WebSub topics can name.
+    pub fn engines(&self) -> rookery_websub::Engines {
+        rookery_websub::Engines {
+            service: self
+                .service
+                .as_ref()
+                .map(|s| (s.jid().clone(), s.engine().clone())),
+            pep: self.pep.as_ref().map(|p| p.engine().clone()),
+        }
+    }
+
     /// Connects to the built core: registers the service's domain.
     pub fn attach(&self, core: &Arc<Core>) {
         self.core.attach(core);

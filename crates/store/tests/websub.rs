@@ -1,0 +1,152 @@
+//! The WebSub tables, on every backend (see `common/mod.rs`): outbox rows written with the
+//! item, ordered heads, deletion only on delivery, retry state, lease expiry, and
+//! everything going with the node.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use common::backends;
+use rookery_store::pubsub::ItemRow;
+use rookery_store::websub::{NewSubscription, FAILING};
+
+fn item(id: &str, seq: i64) -> ItemRow {
+    ItemRow {
+        id: id.into(),
+        seq,
+        publisher: "alice@example.org/phone".into(),
+        payload: Some(format!("<entry xmlns='urn:test'>{id}</entry>")),
+        updated_at: 1_700_000_000 + seq,
+    }
+}
+
+fn sub(svc: &str, node: &str, callback: &str, expires_at: i64) -> NewSubscription {
+    NewSubscription {
+        service: svc.into(),
+        node: node.into(),
+        topic: format!("http://h/pubsub/{svc}/{node}"),
+        callback: callback.into(),
+        secret: Some("k".into()),
+        caller: None,
+        lease_seconds: 60,
+        expires_at,
+    }
+}
+
+fn far() -> i64 {
+    now() + 3600
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test]
+async fn outbox_follows_publications_and_deliveries() {
+    for b in backends("websub-outbox").await {
+        let (ps, ws) = (b.store.pubsub(), b.store.websub());
+        let svc = format!("pubsub.{}", b.domain);
+        ps.create_node(&svc, "news", "<x/>", "alice@x")
+            .await
+            .unwrap();
+        // Published before any subscription: owed to nobody.
+        ps.publish(&svc, "news", &item("before", 1), Some(10), 0)
+            .await
+            .unwrap();
+        // No subscription on a node that does not exist.
+        assert_eq!(
+            ws.upsert(&sub(&svc, "nope", "http://cb/a", far()))
+                .await
+                .unwrap(),
+            None
+        );
+        let a = ws
+            .upsert(&sub(&svc, "news", "http://cb/a", far()))
+            .await
+            .unwrap()
+            .unwrap();
+        let bb = ws
+            .upsert(&sub(&svc, "news", "http://cb/b", far()))
+            .await
+            .unwrap()
+            .unwrap();
+        // An expired subscription gets nothing.
+        ws.upsert(&sub(&svc, "news", "http://cb/old", 1))
+            .await
+            .unwrap()
+            .unwrap();
+        // Renewal keeps the id.
+        assert_eq!(
+            ws.upsert(&sub(&svc, "news", "http://cb/a", far()))
+                .await
+                .unwrap(),
+            Some(a)
+        );
+        for (i, id) in ["i1", "i2", "i3"].iter().enumerate() {
+            ps.publish(
+                &svc,
+                "news",
+                &item(id, 2 + i as i64),
+                Some(10),
+                1 + i as u64,
+            )
+            .await
+            .unwrap();
+        }
+        // The publications woke the worker (a stored permit: this returns at once).
+        ws.wait_for_work().await;
+        let now = now();
+        let mut due = ws.due(i64::MAX, 100).await.unwrap();
+        due.sort();
+        assert_eq!(due, vec![a, bb], "{}", b.name);
+        let h = ws.head(a, now).await.unwrap().unwrap();
+        assert_eq!((h.item_id.as_str(), h.attempts), ("i1", 0));
+        assert_eq!(h.secret.as_deref(), Some("k"));
+        assert!(h.payload.unwrap().contains("i1"));
+
+        // A failure keeps the row and records the retry state.
+        ws.failed(a, 3, 5_000, FAILING, "HTTP 500").await.unwrap();
+        let s = ws.get(&svc, "news", "http://cb/a").await.unwrap().unwrap();
+        assert_eq!((s.state.as_str(), s.attempts, s.pending), ("failing", 3, 3));
+        assert_eq!(s.last_error.as_deref(), Some("HTTP 500"));
+        assert_eq!(ws.due(4_999, 100).await.unwrap(), vec![bb]);
+        assert_eq!(ws.next_retry(4_999).await.unwrap(), Some(5_000));
+
+        // Delivery deletes the row, clears the state; the item goes with its last row.
+        ws.delivered(a, h.item).await.unwrap();
+        let s = ws.get(&svc, "news", "http://cb/a").await.unwrap().unwrap();
+        assert_eq!((s.state.as_str(), s.attempts, s.pending), ("active", 0, 2));
+        assert_eq!(ws.head(a, now).await.unwrap().unwrap().item_id, "i2");
+        assert_eq!(ws.pending_items().await.unwrap(), 3);
+        ws.delivered(bb, h.item).await.unwrap();
+        assert_eq!(ws.pending_items().await.unwrap(), 2);
+
+        // Lease expiry removes the expired subscription only.
+        let gone = ws.expire(now).await.unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].callback, "http://cb/old");
+        // Unsubscribing drops what was owed only to that callback: "i1" went to both, "i2"
+        // and "i3" are still owed to "a".
+        assert!(ws.remove(&svc, "news", "http://cb/b").await.unwrap());
+        assert!(!ws.remove(&svc, "news", "http://cb/b").await.unwrap());
+        assert_eq!(ws.pending_items().await.unwrap(), 2);
+        assert!(ws.remove(&svc, "news", "http://cb/a").await.unwrap());
+        assert_eq!(ws.pending_items().await.unwrap(), 0);
+        ws.upsert(&sub(&svc, "news", "http://cb/a", far()))
+            .await
+            .unwrap()
+            .unwrap();
+        ps.publish(&svc, "news", &item("i4", 5), Some(10), 3)
+            .await
+            .unwrap();
+        assert_eq!(ws.pending_items().await.unwrap(), 1);
+
+        // Deleting the node takes subscriptions, rows and items with it.
+        assert!(ps.delete_node(&svc, "news").await.unwrap());
+        assert!(ws.get(&svc, "news", "http://cb/a").await.unwrap().is_none());
+        assert_eq!(ws.pending_items().await.unwrap(), 0, "{}", b.name);
+        assert!(ws.due(i64::MAX, 100).await.unwrap().is_empty());
+    }
+}

@@ -31,7 +31,7 @@
 //! [`crate::accounts`] directory. The table itself is tested row by row in `router_tests.rs`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,6 +42,7 @@ use rookery_proto::{
 use rookery_xml::Element;
 
 use crate::accounts::Accounts;
+use crate::cluster::ClusterLink;
 use crate::config::CoreConfig;
 use crate::domains::{DomainRoute, Domains};
 use crate::event::{Event, SessionEvent};
@@ -89,6 +90,7 @@ impl CoreBuilder {
             requests: Requests::default(),
             domains: Domains::default(),
             next_id: AtomicU64::new(1),
+            cluster: OnceLock::new(),
         }))
     }
 }
@@ -103,6 +105,8 @@ pub struct Core {
     requests: Requests,
     domains: Domains,
     next_id: AtomicU64,
+    /// The cluster told about local sessions, when this node is one of several.
+    cluster: OnceLock<Arc<dyn ClusterLink>>,
 }
 
 impl Core {
@@ -203,12 +207,21 @@ impl Core {
         self.domains.set_remote(route);
     }
 
+    /// Joins a cluster: from now on `link` hears of every local bind, unbind and availability
+    /// change. Only the first call takes effect.
+    pub fn set_cluster(&self, link: Arc<dyn ClusterLink>) {
+        let _ = self.cluster.set(link);
+    }
+
     // ---- session registry ----------------------------------------------------------------
 
     /// Registers a bound session. Returns the session it replaces (same full JID), which the
     /// caller closes with `conflict` (RFC 6120 §7.7.2.2).
     pub async fn bind(self: &Arc<Self>, handle: SessionHandle) -> Option<SessionHandle> {
         let jid = handle.jid().clone();
+        if let Some(c) = self.cluster.get() {
+            c.bound(&jid, handle.id());
+        }
         let replaced = self.sessions.bind(handle);
         tracing::debug!(%jid, "bound");
         if replaced.is_some() {
@@ -225,6 +238,9 @@ impl Core {
     pub async fn unbind(self: &Arc<Self>, jid: &Jid, id: SessionId) {
         if self.sessions.unbind(jid, id) {
             tracing::debug!(%jid, "unbound");
+            if let Some(c) = self.cluster.get() {
+                c.unbound(jid);
+            }
             self.emit(&Event::Session(SessionEvent::Closed(jid.clone())))
                 .await;
         }
@@ -241,7 +257,60 @@ impl Core {
     /// Records a session's availability: `Some(priority)` after available presence, `None`
     /// after unavailable.
     pub fn set_available(&self, jid: &Jid, priority: Option<i8>) {
+        self.sessions.set_available(jid, priority);
+        if let Some(c) = self.cluster.get() {
+            c.availability(jid, priority);
+        }
+    }
+
+    /// Registers a session bound on another node (a handle marked
+    /// [`SessionHandle::into_remote`], kept by the cluster). A local session of the same full
+    /// JID is older (the cluster decided) and is closed with `conflict`, and the modules hear
+    /// that it ended; the modules hear nothing of the remote session itself: its own node's
+    /// modules serve it. Returns the handle it replaced.
+    pub async fn bind_remote(self: &Arc<Self>, handle: SessionHandle) -> Option<SessionHandle> {
+        let jid = handle.jid().clone();
+        let replaced = self.sessions.bind(handle);
+        if let Some(old) = replaced.as_ref().filter(|h| !h.is_remote()) {
+            old.close(rookery_proto::StreamError::new(
+                rookery_proto::StreamErrorCondition::Conflict,
+            ));
+            if let Some(c) = self.cluster.get() {
+                c.unbound(&jid);
+            }
+            self.emit(&Event::Session(SessionEvent::Closed(jid))).await;
+        }
+        replaced
+    }
+
+    /// Removes a session of another node if `id` is still the handle registered for it;
+    /// whether it was. The modules hear nothing (see [`Core::bind_remote`]).
+    pub fn unbind_remote(&self, jid: &Jid, id: SessionId) -> bool {
+        self.sessions.unbind(jid, id)
+    }
+
+    /// Records the availability of a session of another node (routing only; see
+    /// [`Core::set_available`] for local sessions).
+    pub fn set_remote_available(&self, jid: &Jid, priority: Option<i8>) {
         self.sessions.set_available(jid, priority)
+    }
+
+    /// Routes again a stanza a session took but could not deliver (its bytes, our own
+    /// serialization): a message or an IQ request goes through the route table once more
+    /// (another resource, offline storage, or an error for its sender, RFC 6121 §8.5.3.2,
+    /// RFC 6120 §10.5); anything else is dropped. Whether it was routed.
+    pub async fn route_again(self: &Arc<Self>, bytes: &Bytes) -> bool {
+        let Some(stanza) = Stanza::from_serialized(bytes) else {
+            return false;
+        };
+        if !matches!(
+            stanza.kind(),
+            StanzaKind::Message(_) | StanzaKind::Iq(IqType::Get | IqType::Set)
+        ) {
+            return false;
+        }
+        self.route(stanza).await;
+        true
     }
 
     /// The session bound to a full JID, if it is a target (see [`Registry::session`]).

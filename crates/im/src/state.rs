@@ -409,11 +409,16 @@ impl Im {
         self.sessions.get_mut(jid).map(|mut s| f(s.value_mut()))
     }
 
-    /// The sessions of `bare` that requested the roster.
+    /// The sessions of `bare` that requested the roster. A session on another node of a
+    /// cluster has its state there: it gets the push (a client that never asked for the
+    /// roster ignores one), since only its own node could tell.
     pub fn interested(&self, core: &Core, bare: &BareJid) -> Vec<SessionHandle> {
         core.sessions_of(bare)
             .into_iter()
-            .filter(|(h, _)| self.session(h.jid(), |s| s.interested).unwrap_or(false))
+            .filter(|(h, _)| {
+                self.session(h.jid(), |s| s.interested)
+                    .unwrap_or(h.is_remote())
+            })
             .map(|(h, _)| h)
             .collect()
     }

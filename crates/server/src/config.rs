@@ -58,6 +58,8 @@ pub struct Config {
     // --- web transports (issue 13) ---
     /// The public HTTP listeners' settings: WebSocket origins, proxies (`[http]`).
     pub http: rookery_web::HttpConfig,
+    /// Several nodes serving one domain over NATS (`[cluster]`); unset: a single node.
+    pub cluster: rookery_cluster::ClusterConfig,
 }
 
 impl Default for Config {
@@ -84,6 +86,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             admins: Vec::new(),
             http: rookery_web::HttpConfig::default(),
+            cluster: rookery_cluster::ClusterConfig::default(),
         }
     }
 }

@@ -198,6 +198,11 @@ async fn serve(
     path: Option<PathBuf>,
     log: Option<reload::LogReload>,
 ) -> anyhow::Result<()> {
+    // Refused before the database is touched: a clustered node on SQLite would serve a
+    // database of its own.
+    if let Some(why) = wiring::cluster::refusal(&cfg) {
+        bail!(why);
+    }
     let store = open_store(&cfg, Migrations::Apply).await?;
     let tls = tls::load(&cfg)?;
     let core_cfg = cfg.core();
@@ -239,6 +244,8 @@ async fn serve(
     if let Some(muc) = wiring::muc::service(&cfg.muc, &cfg.domain, &store).await? {
         muc.attach(&core);
     }
+    // A node of a cluster knows the other nodes' sessions before its first client binds.
+    let _cluster = wiring::cluster::start(&cfg, &core).await?;
     // Component domains are routed (to the component, or bounced) before any client connects.
     let components = rookery_component::Components::new(core.clone(), cfg.component.clone())
         .context("component configuration")?;

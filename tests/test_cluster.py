@@ -205,6 +205,12 @@ async def test_messages_cross_nodes_to_full_and_bare_jids(cluster):
     m = await a.inbox.wait(lambda e: e.findtext(BODY) == "reply", what="reply")
     assert m.get("from") == "bob@localhost/two"
     assert not [e for e in b2.inbox.items if e.findtext(BODY) == "to three"]
+    # The admin view names the nodes and where sessions live.
+    st = n1.ctl("status")
+    assert st.returncode == 0, st.stderr
+    assert "cluster bus connected" in st.stdout and "true" in st.stdout
+    for other in (n2, n3):
+        assert f":{other.port}" in st.stdout, st.stdout
     for c in (a, b2, b3):
         await c.close()
     await probe.close()
@@ -236,6 +242,38 @@ async def test_roster_push_reaches_the_same_account_on_another_node(cluster):
     assert push.get("type") == "set"
     await a1.close()
     await a2.close()
+
+
+async def test_a_block_made_through_one_node_applies_on_another(cluster):
+    """Node 2 holds alice's block list in memory (she has a session there); blocking carol
+    through node 1 makes node 2 drop it (XEP-0191 across nodes: the cached list must not let
+    carol's messages through)."""
+    n1, n2, _ = cluster.nodes
+    a1 = await peer(n1, "alice", "one")
+    a2 = await peer(n2, "alice", "two")
+    c = await peer(n2, "carol", "desk", roster=False)
+    c.message("alice@localhost/two", "before the block")
+    await wait_for(a2, is_msg("before the block"), what="carol's message before the block")
+    r = await a1.iq("set", "<block xmlns='urn:xmpp:blocking'><item jid='carol@localhost'/>"
+                           "</block>")
+    assert r.get("type") == "result"
+    # Node 2 hears of the change on the bus; until then carol's message may still pass.
+    deadline = time.monotonic() + 15
+    blocked = False
+    while not blocked and time.monotonic() < deadline:
+        c.message("alice@localhost/two", "after the block")
+        new = await c.sync()
+        blocked = any(local(e) == "message" and e.get("type") == "error" for e in new)
+        if not blocked:
+            await asyncio.sleep(0.1)
+    assert blocked, "node 2 kept delivering to alice from a blocked contact"
+    # What node 2 delivers from now on: nothing from carol.
+    c.message("alice@localhost/two", "still blocked")
+    await c.sync()
+    await a2.sync()
+    assert not a2.take(is_msg("still blocked"))
+    for p in (a1, a2, c):
+        await p.close()
 
 
 async def test_a_resource_bound_on_another_node_replaces_the_older_session(cluster):

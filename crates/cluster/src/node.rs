@@ -17,12 +17,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use async_nats::{Client, Event, RequestErrorKind};
+use async_nats::{Client, Event as BusEvent, RequestErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use rookery_core::session::SessionEnd;
-use rookery_core::{ClusterLink, Core, Outbound, QueueLimit, SessionHandle, SessionId, Template};
-use rookery_jid::Jid;
+use rookery_core::{
+    ClusterLink, Core, Event, Outbound, QueueLimit, SessionHandle, SessionId, Template,
+};
+use rookery_jid::{BareJid, Jid};
 use rookery_proto::{
     PresenceType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind, StreamError,
     StreamErrorCondition,
@@ -284,6 +286,15 @@ impl ClusterLink for Link {
             priority,
         });
     }
+
+    fn account_changed(&self, account: &BareJid) {
+        let i = &self.0;
+        i.send(Control::Changed {
+            node: i.node.clone(),
+            epoch: i.epoch,
+            account: account.to_string(),
+        });
+    }
 }
 
 impl Inner {
@@ -362,6 +373,11 @@ impl Inner {
                     if lock(&self.remote).get(&node, &jid).is_some() {
                         self.core.set_remote_available(&jid, priority);
                     }
+                }
+            }
+            Control::Changed { account, .. } => {
+                if let Ok(account) = BareJid::parse(&account) {
+                    self.core.emit(&Event::AccountChanged(account)).await;
                 }
             }
             Control::Sessions {
@@ -686,10 +702,10 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
 }
 
 /// The bus connection's ups and downs.
-async fn events_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
+async fn events_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<BusEvent>) {
     while let Some(e) = rx.recv().await {
         match e {
-            Event::Connected => {
+            BusEvent::Connected => {
                 tracing::info!("cluster bus connected");
                 // The silence was ours: nobody expires for it. Then everybody resends
                 // their sessions, which repairs what was missed meanwhile.
@@ -700,7 +716,7 @@ async fn events_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) 
                     epoch: inner.epoch,
                 });
             }
-            Event::Disconnected => {
+            BusEvent::Disconnected => {
                 tracing::warn!("cluster bus disconnected: serving local sessions only");
                 inner.connected.store(false, Ordering::Release);
             }

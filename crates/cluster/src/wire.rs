@@ -2,8 +2,8 @@
 //!
 //! Two kinds of message (docs/clustering.md, "On the bus"):
 //! - **control** ([`Control`], JSON on `rookery.<domain>.control`, every node subscribes):
-//!   heartbeats, join requests, and the session registry's changes (bound, unbound,
-//!   availability) and snapshots. Small and rare next to stanzas, so readable beats compact;
+//!   heartbeats, join requests, the session registry's changes (bound, unbound,
+//!   availability) and snapshots, and "this account's cached data changed". Small and rare next to stanzas, so readable beats compact;
 //! - **stanza batches** (binary, on `rookery.<domain>.node.<id>`, request/reply): the
 //!   serialized stanzas for that node's sessions, each with the full JID of the session it is
 //!   for (a message to a bare JID reaches each resource with the bare JID as `to`, so the
@@ -77,6 +77,16 @@ pub enum Control {
         /// `Some(priority)` available, `None` unavailable.
         priority: Option<i8>,
     },
+    /// The sender committed a change to an account's roster, pending requests or block list:
+    /// drop what is cached of it.
+    Changed {
+        /// Sender.
+        node: String,
+        /// Sender's epoch.
+        epoch: u64,
+        /// The bare JID.
+        account: String,
+    },
     /// Part of the sender's complete list of sessions; the part with `last` set ends it, and
     /// the receiver drops what it held for the sender that the list did not name.
     Sessions {
@@ -102,6 +112,7 @@ impl Control {
             | Control::Bound { node, epoch, .. }
             | Control::Unbound { node, epoch, .. }
             | Control::Available { node, epoch, .. }
+            | Control::Changed { node, epoch, .. }
             | Control::Sessions { node, epoch, .. } => (node, *epoch),
         }
     }

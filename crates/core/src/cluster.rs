@@ -9,7 +9,7 @@
 //! local path pays one `OnceLock` read per bind, unbind and availability change — no
 //! allocation, no await.
 
-use rookery_jid::Jid;
+use rookery_jid::{BareJid, Jid};
 
 use crate::session::SessionId;
 
@@ -24,4 +24,8 @@ pub trait ClusterLink: Send + Sync + 'static {
     /// A local session's availability changed: `Some(priority)` after available presence,
     /// `None` after unavailable.
     fn availability(&self, jid: &Jid, priority: Option<i8>);
+
+    /// A module committed a change to `account`'s data that other nodes may hold in memory
+    /// (see [`crate::Core::account_changed`]).
+    fn account_changed(&self, account: &BareJid);
 }

@@ -118,6 +118,13 @@ impl Registry {
         self.sessions.contains_key(bare)
     }
 
+    /// Whether `bare` has a session bound on this node (remote handles aside).
+    pub fn has_local_sessions(&self, bare: &BareJid) -> bool {
+        self.sessions
+            .get(bare)
+            .is_some_and(|l| l.iter().any(|r| !r.handle.is_remote()))
+    }
+
     /// Number of sessions bound on this node.
     pub fn count(&self) -> usize {
         self.sessions
@@ -193,5 +200,8 @@ mod tests {
         assert!(r.session(&Jid::parse("a@localhost/y").unwrap()).is_some());
         assert_eq!(r.count(), 1);
         assert_eq!(r.all().len(), 1);
+        assert!(r.has_local_sessions(&bare));
+        r.unbind(&Jid::parse("a@localhost/x").unwrap(), 1);
+        assert!(r.has_sessions(&bare) && !r.has_local_sessions(&bare));
     }
 }

@@ -213,6 +213,7 @@ impl Blocking {
                     .collect()
             }
         };
+        core.account_changed(owner);
         self.push(
             core,
             owner,

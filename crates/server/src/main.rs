@@ -245,7 +245,7 @@ async fn serve(
         muc.attach(&core);
     }
     // A node of a cluster knows the other nodes' sessions before its first client binds.
-    let _cluster = wiring::cluster::start(&cfg, &core).await?;
+    let cluster = wiring::cluster::start(&cfg, &core).await?;
     // Component domains are routed (to the component, or bounced) before any client connects.
     let components = rookery_component::Components::new(core.clone(), cfg.component.clone())
         .context("component configuration")?;
@@ -270,17 +270,22 @@ async fn serve(
     let s2s_slot: Arc<OnceLock<Arc<rookery_s2s::S2s>>> = Arc::default();
     // Set once every listener is up; a reload asked for before then is refused.
     let reloader: Arc<OnceLock<reload::Reloader>> = Arc::default();
-    let status = Arc::new(
-        rookery_http::Status::new({
-            let (core, components, s2s) = (core.clone(), components.clone(), s2s_slot.clone());
-            move || connections(&core, &components, s2s.get())
-        })
-        // The client software as its XEP-0115 capabilities name it (the `node` of `node#ver`).
-        .with_client_names(move |jid| {
-            let key = im.caps_key(jid)?;
-            Some(key.split('#').next().unwrap_or_default().to_string())
-        }),
-    );
+    let status = rookery_http::Status::new({
+        let (core, components, s2s) = (core.clone(), components.clone(), s2s_slot.clone());
+        move || connections(&core, &components, s2s.get())
+    })
+    // The client software as its XEP-0115 capabilities name it (the `node` of `node#ver`).
+    .with_client_names(move |jid| {
+        let key = im.caps_key(jid)?;
+        Some(key.split('#').next().unwrap_or_default().to_string())
+    });
+    // A node of a cluster shows the nodes and where sessions live (`ctl status`).
+    let status = Arc::new(match cluster {
+        Some(c) => {
+            status.with_cluster(move || serde_json::to_value(c.status()).unwrap_or_default())
+        }
+        None => status,
+    });
     let admin_task = if cfg.listen.admin.is_empty() {
         None
     } else {

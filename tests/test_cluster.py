@@ -224,6 +224,9 @@ async def test_presence_and_unavailable_between_nodes(cluster):
     await meet(b, a)
     b.presence()
     await wait_for(a, is_presence(frm="bob@localhost/phone"), what="bob's presence on node 2")
+    # Bob's initial presence brought him alice's, though she is on another node (her node
+    # answered the probe).
+    await wait_for(b, is_presence(frm="alice@localhost/desk"), what="alice's presence for bob")
     await b.close()
     await wait_for(a, is_presence("unavailable", "bob@localhost/phone"),
                    what="bob's unavailable presence")

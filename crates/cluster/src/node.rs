@@ -527,7 +527,12 @@ impl Inner {
     async fn deliver_here(&self, frames: Vec<(Jid, Bytes)>) {
         for (jid, bytes) in frames {
             if bytes.starts_with(b"<presence") {
-                self.note_presence(&jid, &bytes);
+                if let Some(probe) = self.note_presence(&jid, &bytes) {
+                    // A probe for a session here (`Core::probe_remote` on another node):
+                    // this node's modules answer it, the client never sees it.
+                    self.core.route(probe).await;
+                    continue;
+                }
             }
             match self.core.session(&jid) {
                 Some(h) if !h.is_remote() && h.send(bytes.clone()) => {}
@@ -539,14 +544,14 @@ impl Inner {
         }
     }
 
-    /// Remembers that local session `to` was shown the presence in `bytes` (see `seen`).
-    fn note_presence(&self, to: &Jid, bytes: &Bytes) {
-        let Some(s) = Stanza::from_serialized(bytes) else {
-            return;
-        };
-        let Some(from) = s.from().filter(|f| f.is_full()).cloned() else {
-            return;
-        };
+    /// Remembers that local session `to` was shown the presence in `bytes` (see `seen`);
+    /// returns the stanza when it is a probe, which is for this node's modules.
+    fn note_presence(&self, to: &Jid, bytes: &Bytes) -> Option<Stanza> {
+        let s = Stanza::from_serialized(bytes)?;
+        if s.kind() == StanzaKind::Presence(PresenceType::Probe) {
+            return Some(s);
+        }
+        let from = s.from().filter(|f| f.is_full()).cloned()?;
         let mut seen = lock(&self.seen);
         match s.kind() {
             StanzaKind::Presence(PresenceType::Available) => {
@@ -562,6 +567,7 @@ impl Inner {
             }
             _ => {}
         }
+        None
     }
 
     /// Stanzas that cannot cross now: their senders get `recipient-unavailable` (a wait

@@ -273,6 +273,26 @@ impl Core {
         }
     }
 
+    /// In a cluster, asks the nodes where `contact` has available sessions for their presence
+    /// on behalf of the local session `prober` (RFC 6121 §4.3): each gets a probe over the
+    /// bus, which that node's modules answer, since only they know those sessions' presence.
+    /// Nothing without a cluster.
+    pub fn probe_remote(&self, prober: &Jid, contact: &BareJid) {
+        if self.cluster.get().is_none() {
+            return;
+        }
+        for (h, priority) in self.sessions.sessions_of(contact) {
+            if h.is_remote() && priority.is_some() {
+                let probe = Stanza::presence(
+                    PresenceType::Probe,
+                    Some(prober.clone()),
+                    Some(h.jid().clone()),
+                );
+                h.send(Bytes::from(probe.to_bytes()));
+            }
+        }
+    }
+
     /// Whether `bare` has a session bound on this node (not only on other nodes of a
     /// cluster): what a module's per-account memory may be kept for, since only a local
     /// session's end tells it when to forget.

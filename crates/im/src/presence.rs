@@ -654,6 +654,8 @@ async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, pr
             .await;
             continue;
         }
+        // Resources of the contact on other nodes of a cluster: their nodes answer.
+        core.probe_remote(&jid, contact);
         let available = im.available(core, contact);
         if available.is_empty() {
             continue;

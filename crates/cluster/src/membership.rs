@@ -89,6 +89,11 @@ impl Membership {
         }
     }
 
+    /// Whether `node` is known alive.
+    pub fn is_alive(&self, node: &str) -> bool {
+        self.peers.contains_key(node)
+    }
+
     /// The nodes known alive, sorted.
     pub fn alive(&self) -> Vec<String> {
         let mut v: Vec<String> = self.peers.keys().cloned().collect();
@@ -111,6 +116,7 @@ mod tests {
         assert!(m.expired(t0 + Duration::from_secs(6)).is_empty());
         assert_eq!(m.expired(t0 + Duration::from_secs(7)), ["b"]);
         assert_eq!(m.alive(), ["a"]);
+        assert!(m.is_alive("a") && !m.is_alive("b"));
         // Heard again after being taken for dead: new, so it is asked for its sessions.
         assert_eq!(m.heard("b", 1, t0 + Duration::from_secs(8)), Heard::New);
     }

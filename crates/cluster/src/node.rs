@@ -245,6 +245,21 @@ impl Cluster {
 struct Link(Arc<Inner>);
 
 impl ClusterLink for Link {
+    fn node(&self) -> &str {
+        &self.0.node
+    }
+
+    fn answer_elsewhere(&self, node: &str, answer: &Stanza) {
+        let i = &self.0;
+        // Only to a node alive: the id came from a client, and must not start a forwarder
+        // for a node that does not exist.
+        if !lock(&i.members).is_alive(node) {
+            return;
+        }
+        let to: Jid = i.core.domain_jid().clone().into();
+        let _ = i.forwarder(node).send((to, Bytes::from(answer.to_bytes())));
+    }
+
     fn bound(&self, jid: &Jid, _id: SessionId) {
         let i = &self.0;
         let at = now_ms();
@@ -526,6 +541,14 @@ impl Inner {
     /// A stanza batch for this node's sessions.
     async fn deliver_here(&self, frames: Vec<(Jid, Bytes)>) {
         for (jid, bytes) in frames {
+            if jid.local().is_none() {
+                // Addressed to the server: an answer to a request this node sent
+                // (`ClusterLink::answer_elsewhere` on the addressee's node).
+                if let Some(answer) = Stanza::from_serialized(&bytes) {
+                    self.core.answer_from_cluster(answer);
+                }
+                continue;
+            }
             if bytes.starts_with(b"<presence") {
                 if let Some(probe) = self.note_presence(&jid, &bytes) {
                     // A probe for a session here (`Core::probe_remote` on another node):

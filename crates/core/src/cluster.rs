@@ -11,10 +11,19 @@
 
 use rookery_jid::{BareJid, Jid};
 
+use rookery_proto::Stanza;
+
 use crate::session::SessionId;
 
 /// What the core tells the cluster about the sessions bound on this node.
 pub trait ClusterLink: Send + Sync + 'static {
+    /// This node's id in the cluster (it names the node in the ids of the IQs it sends).
+    fn node(&self) -> &str;
+
+    /// `answer` (an IQ result or error addressed to the server) answers a request `node`
+    /// sent: hand it over.
+    fn answer_elsewhere(&self, node: &str, answer: &Stanza);
+
     /// A local session bound `jid` (it replaced any older session of that full JID here).
     fn bound(&self, jid: &Jid, id: SessionId);
 

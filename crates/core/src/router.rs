@@ -210,7 +210,25 @@ impl Core {
     /// Joins a cluster: from now on `link` hears of every local bind, unbind and availability
     /// change. Only the first call takes effect.
     pub fn set_cluster(&self, link: Arc<dyn ClusterLink>) {
+        self.requests.set_node(link.node());
         let _ = self.cluster.set(link);
+    }
+
+    /// An IQ result or error addressed to the server: the answer to a request of this node,
+    /// or, in a cluster, of the node its id names (the addressee was bound there).
+    fn answer_request(&self, stanza: Stanza) {
+        if let (Some(c), Some(id)) = (self.cluster.get(), stanza.id()) {
+            if let Some(node) = self.requests.origin(id) {
+                return c.answer_elsewhere(node, &stanza);
+            }
+        }
+        self.requests.answer(stanza);
+    }
+
+    /// An answer another node of the cluster handed over ([`ClusterLink::answer_elsewhere`]);
+    /// whether a request of this node took it.
+    pub fn answer_from_cluster(&self, stanza: Stanza) -> bool {
+        self.requests.answer(stanza)
     }
 
     // ---- session registry ----------------------------------------------------------------
@@ -528,9 +546,7 @@ impl Core {
                         .await;
                 }
             }
-            StanzaKind::Iq(_) => {
-                self.requests.answer(stanza);
-            }
+            StanzaKind::Iq(_) => self.answer_request(stanza),
             StanzaKind::Message(_) => {
                 // RFC 6120 §10.3.1: as if addressed to the sender's bare JID.
                 if let Some(account) = stanza.from().map(Jid::to_bare) {
@@ -546,9 +562,7 @@ impl Core {
                 self.handle_iq(IqTarget::Server, &self.domain_jid.clone(), stanza)
                     .await
             }
-            StanzaKind::Iq(_) => {
-                self.requests.answer(stanza);
-            }
+            StanzaKind::Iq(_) => self.answer_request(stanza),
             StanzaKind::Message(MessageType::Chat | MessageType::Normal) => {
                 self.reply_unavailable(&stanza).await
             }

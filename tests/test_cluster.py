@@ -260,6 +260,9 @@ async def test_a_block_made_through_one_node_applies_on_another(cluster):
     r = await a1.iq("set", "<block xmlns='urn:xmpp:blocking'><item jid='carol@localhost'/>"
                            "</block>")
     assert r.get("type") == "result"
+    # The block push (XEP-0191 §3.3) reaches alice's resource on node 2 as well.
+    await wait_for(a2, lambda e: local(e) == "iq" and e.get("type") == "set"
+                   and e.find("{urn:xmpp:blocking}block") is not None, what="the block push")
     # Node 2 hears of the change on the bus; until then carol's message may still pass.
     deadline = time.monotonic() + 15
     blocked = False

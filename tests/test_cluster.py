@@ -211,6 +211,11 @@ async def test_messages_cross_nodes_to_full_and_bare_jids(cluster):
     assert "cluster bus connected" in st.stdout and "true" in st.stdout
     for other in (n2, n3):
         assert f":{other.port}" in st.stdout, st.stdout
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{n1.admin_port}/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    for node in (n1, n2, n3):
+        assert f':{node.port}"}}' in metrics and "rookery_cluster_sessions" in metrics, metrics
     for c in (a, b2, b3):
         await c.close()
     await probe.close()

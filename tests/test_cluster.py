@@ -53,20 +53,27 @@ class Nats:
         self.log_path = workdir / "nats.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self):
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([NATS_BIN, "-a", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("nats-server did not start: " + self.log_path.read_text())
-                time.sleep(0.05)
+    def start(self, fixed_port: bool = False):
+        """Starts nats-server; on a port taken meanwhile by someone else (other tests run at
+        the same time) it picks another, unless the port must stay (a restart)."""
+        for _ in range(3):
+            log = open(self.log_path, "a")
+            self.proc = subprocess.Popen([NATS_BIN, "-a", "127.0.0.1", "-p", str(self.port)],
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+            deadline = time.monotonic() + 15
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), 0.5).close()
+                    return
+                except OSError:
+                    time.sleep(0.05)
+            self.stop()
+            if fixed_port:
+                break
+            self.port = free_port()
+            self.url = f"nats://127.0.0.1:{self.port}"
+        raise RuntimeError("nats-server did not start: " + self.log_path.read_text())
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -370,7 +377,7 @@ async def test_nats_outage_bounces_cross_node_stanzas_and_heals(cluster):
     r = await a.iq("get", "<ping xmlns='urn:xmpp:ping'/>", to="bob@localhost/phone")
     assert r.get("type") == "error"
     assert stanza_error(r) == "recipient-unavailable"
-    cluster.nats.start()
+    cluster.nats.start(fixed_port=True)
     await meet(a, b, timeout=40)
     a.message("bob@localhost/phone", "after the outage")
     await wait_for(b, is_msg("after the outage"), what="a cross-node message after healing")

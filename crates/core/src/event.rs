@@ -53,6 +53,10 @@ pub enum Event {
     /// An account was deleted (its rows are gone): subscribers drop what they keep for it in
     /// memory or elsewhere (e.g. its PEP nodes).
     AccountDeleted(BareJid),
+    /// Another node of a cluster changed this account's roster, pending subscription
+    /// requests or block list in the store (emitted by the cluster when it hears of it):
+    /// subscribers drop what they cached of the account and read the store again.
+    AccountChanged(BareJid),
 }
 
 /// What a module subscribes to: one per [`Event`] variant.
@@ -68,6 +72,8 @@ pub enum EventKind {
     AccountRemoving,
     /// [`Event::AccountDeleted`].
     AccountDeleted,
+    /// [`Event::AccountChanged`].
+    AccountChanged,
 }
 
 impl Event {
@@ -79,6 +85,7 @@ impl Event {
             Event::ResourceCaps { .. } => EventKind::ResourceCaps,
             Event::AccountRemoving(_) => EventKind::AccountRemoving,
             Event::AccountDeleted(_) => EventKind::AccountDeleted,
+            Event::AccountChanged(_) => EventKind::AccountChanged,
         }
     }
 }

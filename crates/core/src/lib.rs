@@ -16,6 +16,8 @@
 //! - [`fanout`]: [`Template`] and [`Core::deliver_rendered`], the one delivery path for a
 //!   stanza serialized once for many recipients (pubsub, PEP, carbons, presence broadcasts),
 //!   applying blocking and the delivery rules in one place;
+//! - [`cluster`]: [`ClusterLink`], what the core tells a cluster about its own sessions (the
+//!   sessions of other nodes are remote [`SessionHandle`]s in the same registry);
 //! - [`modules`]: the core modules every server has (disco, ping, version, register).
 //!
 //! Listeners (c2s, s2s, component) depend on this crate, never the reverse: they hand the
@@ -23,6 +25,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod domains;
 pub mod event;
@@ -36,6 +39,7 @@ pub mod session;
 pub mod tables;
 
 pub use accounts::{AccountError, Accounts, MemoryAccounts};
+pub use cluster::ClusterLink;
 pub use config::CoreConfig;
 pub use domains::{DomainRoute, Undelivered};
 pub use event::{Event, EventKind, SessionEvent};

@@ -4,6 +4,11 @@
 //! A sharded map keyed by bare JID, so the routing path takes no global lock; the account's
 //! resources are a short list. Pure bookkeeping: telling the modules a session started or
 //! ended is [`crate::Core::bind`]'s job.
+//!
+//! In a cluster the map also holds the sessions bound on other nodes, as handles marked
+//! [`SessionHandle::is_remote`] (crates/cluster keeps them current): routing sees every
+//! resource of an account wherever it is bound (RFC 6121 §8.5), while listing, counting and
+//! closing ([`Registry::all`], [`Registry::count`], [`Registry::close_all`]) stay local.
 
 use dashmap::DashMap;
 use rookery_jid::{BareJid, Jid};
@@ -93,15 +98,15 @@ impl Registry {
             .unwrap_or_default()
     }
 
-    /// Every session that is a target (see [`Registry::session`]): a snapshot, for the admin
-    /// API's session list and announcements, not for routing.
+    /// Every local session that is a target (see [`Registry::session`]): a snapshot, for the
+    /// admin API's session list and announcements, not for routing.
     pub fn all(&self) -> Vec<SessionHandle> {
         self.sessions
             .iter()
             .flat_map(|e| {
                 e.value()
                     .iter()
-                    .filter(|r| r.handle.is_target())
+                    .filter(|r| r.handle.is_target() && !r.handle.is_remote())
                     .map(|r| r.handle.clone())
                     .collect::<Vec<_>>()
             })
@@ -113,15 +118,25 @@ impl Registry {
         self.sessions.contains_key(bare)
     }
 
-    /// Number of bound sessions.
-    pub fn count(&self) -> usize {
-        self.sessions.iter().map(|e| e.value().len()).sum()
+    /// Whether `bare` has a session bound on this node (remote handles aside).
+    pub fn has_local_sessions(&self, bare: &BareJid) -> bool {
+        self.sessions
+            .get(bare)
+            .is_some_and(|l| l.iter().any(|r| !r.handle.is_remote()))
     }
 
-    /// Closes every session (server shutdown).
+    /// Number of sessions bound on this node.
+    pub fn count(&self) -> usize {
+        self.sessions
+            .iter()
+            .map(|e| e.value().iter().filter(|r| !r.handle.is_remote()).count())
+            .sum()
+    }
+
+    /// Closes every local session (server shutdown).
     pub fn close_all(&self, reason: &rookery_proto::StreamError) {
         for e in self.sessions.iter() {
-            for r in e.value() {
+            for r in e.value().iter().filter(|r| !r.handle.is_remote()) {
                 r.handle.close(reason.clone());
             }
         }
@@ -170,5 +185,23 @@ mod tests {
         assert_eq!(r.sessions_of(&bare)[0].1, None);
         assert_eq!(r.session(&jid).unwrap().id(), 1);
         assert!(r.session(&Jid::parse("a@localhost/z").unwrap()).is_none());
+    }
+
+    #[test]
+    fn remote_sessions_route_but_are_not_listed_or_counted() {
+        let r = Registry::default();
+        let (local, _e1) = handle(1, "a@localhost/x");
+        let (remote, _e2) = handle(2, "a@localhost/y");
+        r.bind(local);
+        r.bind(remote.into_remote());
+        r.set_available(&Jid::parse("a@localhost/y").unwrap(), Some(1));
+        let bare = BareJid::parse("a@localhost").unwrap();
+        assert_eq!(r.sessions_of(&bare).len(), 2);
+        assert!(r.session(&Jid::parse("a@localhost/y").unwrap()).is_some());
+        assert_eq!(r.count(), 1);
+        assert_eq!(r.all().len(), 1);
+        assert!(r.has_local_sessions(&bare));
+        r.unbind(&Jid::parse("a@localhost/x").unwrap(), 1);
+        assert!(r.has_sessions(&bare) && !r.has_local_sessions(&bare));
     }
 }

@@ -3,8 +3,13 @@
 //! RFC 6120 §8.2.3: a `result` or `error` answers the request with the same `id`, and only
 //! when it comes from the entity the request was addressed to (a bare-JID addressee may
 //! answer from any of its resources). Anything else is no answer and is dropped by the router.
+//!
+//! In a cluster a request's id names the node that sent it (`rk-<node>-<n>`): the answer
+//! reaches the server through the addressee's node, which hands it to the asking node
+//! ([`Requests::origin`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use dashmap::DashMap;
 use rookery_jid::Jid;
@@ -16,15 +21,35 @@ use tokio::sync::oneshot;
 pub struct Requests {
     pending: DashMap<String, (Jid, oneshot::Sender<Stanza>)>,
     next: AtomicU64,
+    /// This node's id, in a cluster.
+    node: OnceLock<String>,
 }
 
 impl Requests {
     /// Opens a request to `to`: its fresh id and the receiver of its answer.
     pub fn open(&self, to: Jid) -> (String, oneshot::Receiver<Stanza>) {
-        let id = format!("rk-{}", self.next.fetch_add(1, Ordering::Relaxed) + 1);
+        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = match self.node.get() {
+            Some(node) => format!("rk-{node}-{n}"),
+            None => format!("rk-{n}"),
+        };
         let (tx, rx) = oneshot::channel();
         self.pending.insert(id.clone(), (to, tx));
         (id, rx)
+    }
+
+    /// Names this node in the ids of its requests from now on (it joined a cluster). Only the
+    /// first call takes effect.
+    pub fn set_node(&self, node: &str) {
+        let _ = self.node.set(node.to_string());
+    }
+
+    /// The other node of a cluster whose request `id` answers, if it is one (`rk-<node>-<n>`
+    /// with another node than this one).
+    pub fn origin<'a>(&self, id: &'a str) -> Option<&'a str> {
+        let own = self.node.get()?;
+        let (node, n) = id.strip_prefix("rk-")?.rsplit_once('-')?;
+        (n.parse::<u64>().is_ok() && !node.is_empty() && node != own).then_some(node)
     }
 
     /// Forgets request `id` (answered or timed out).
@@ -73,6 +98,20 @@ mod tests {
         assert!(r.answer(result(&id, "bob@example.org/phone")));
         assert!(rx.try_recv().is_ok());
         assert!(!r.answer(result(&id, "bob@example.org/phone")));
+    }
+
+    #[test]
+    fn in_a_cluster_ids_name_the_asking_node() {
+        let r = Requests::default();
+        assert_eq!(r.origin("rk-n2:5222-4"), None, "no cluster, no origin");
+        r.set_node("n1:5222");
+        let (id, _rx) = r.open(Jid::parse("bob@example.org").unwrap());
+        assert_eq!(id, "rk-n1:5222-1");
+        assert_eq!(r.origin(&id), None, "our own");
+        assert_eq!(r.origin("rk-host-a:5222-17"), Some("host-a:5222"));
+        assert_eq!(r.origin("rk-n2-x"), None);
+        assert_eq!(r.origin("rk--3"), None);
+        assert_eq!(r.origin("other"), None);
     }
 
     #[test]

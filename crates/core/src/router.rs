@@ -31,7 +31,7 @@
 //! [`crate::accounts`] directory. The table itself is tested row by row in `router_tests.rs`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,6 +42,7 @@ use rookery_proto::{
 use rookery_xml::Element;
 
 use crate::accounts::Accounts;
+use crate::cluster::ClusterLink;
 use crate::config::CoreConfig;
 use crate::domains::{DomainRoute, Domains};
 use crate::event::{Event, SessionEvent};
@@ -89,6 +90,7 @@ impl CoreBuilder {
             requests: Requests::default(),
             domains: Domains::default(),
             next_id: AtomicU64::new(1),
+            cluster: OnceLock::new(),
         }))
     }
 }
@@ -103,6 +105,8 @@ pub struct Core {
     requests: Requests,
     domains: Domains,
     next_id: AtomicU64,
+    /// The cluster told about local sessions, when this node is one of several.
+    cluster: OnceLock<Arc<dyn ClusterLink>>,
 }
 
 impl Core {
@@ -208,12 +212,39 @@ impl Core {
         self.domains.set_remote(route);
     }
 
+    /// Joins a cluster: from now on `link` hears of every local bind, unbind and availability
+    /// change. Only the first call takes effect.
+    pub fn set_cluster(&self, link: Arc<dyn ClusterLink>) {
+        self.requests.set_node(link.node());
+        let _ = self.cluster.set(link);
+    }
+
+    /// An IQ result or error addressed to the server: the answer to a request of this node,
+    /// or, in a cluster, of the node its id names (the addressee was bound there).
+    fn answer_request(&self, stanza: Stanza) {
+        if let (Some(c), Some(id)) = (self.cluster.get(), stanza.id()) {
+            if let Some(node) = self.requests.origin(id) {
+                return c.answer_elsewhere(node, &stanza);
+            }
+        }
+        self.requests.answer(stanza);
+    }
+
+    /// An answer another node of the cluster handed over ([`ClusterLink::answer_elsewhere`]);
+    /// whether a request of this node took it.
+    pub fn answer_from_cluster(&self, stanza: Stanza) -> bool {
+        self.requests.answer(stanza)
+    }
+
     // ---- session registry ----------------------------------------------------------------
 
     /// Registers a bound session. Returns the session it replaces (same full JID), which the
     /// caller closes with `conflict` (RFC 6120 §7.7.2.2).
     pub async fn bind(self: &Arc<Self>, handle: SessionHandle) -> Option<SessionHandle> {
         let jid = handle.jid().clone();
+        if let Some(c) = self.cluster.get() {
+            c.bound(&jid, handle.id());
+        }
         let replaced = self.sessions.bind(handle);
         tracing::debug!(%jid, "bound");
         if replaced.is_some() {
@@ -230,6 +261,9 @@ impl Core {
     pub async fn unbind(self: &Arc<Self>, jid: &Jid, id: SessionId) {
         if self.sessions.unbind(jid, id) {
             tracing::debug!(%jid, "unbound");
+            if let Some(c) = self.cluster.get() {
+                c.unbound(jid);
+            }
             self.emit(&Event::Session(SessionEvent::Closed(jid.clone())))
                 .await;
         }
@@ -246,7 +280,97 @@ impl Core {
     /// Records a session's availability: `Some(priority)` after available presence, `None`
     /// after unavailable.
     pub fn set_available(&self, jid: &Jid, priority: Option<i8>) {
+        self.sessions.set_available(jid, priority);
+        if let Some(c) = self.cluster.get() {
+            c.availability(jid, priority);
+        }
+    }
+
+    /// Tells the other nodes of a cluster that `account`'s data in the store changed (roster,
+    /// pending requests, block list), so that they drop what they cached of it
+    /// ([`Event::AccountChanged`] there). Call after the store committed. Nothing without a
+    /// cluster.
+    pub fn account_changed(&self, account: &BareJid) {
+        if let Some(c) = self.cluster.get() {
+            c.account_changed(account);
+        }
+    }
+
+    /// In a cluster, asks the nodes where `contact` has available sessions for their presence
+    /// on behalf of the local session `prober` (RFC 6121 §4.3): each gets a probe over the
+    /// bus, which that node's modules answer, since only they know those sessions' presence.
+    /// Nothing without a cluster.
+    pub fn probe_remote(&self, prober: &Jid, contact: &BareJid) {
+        if self.cluster.get().is_none() {
+            return;
+        }
+        for (h, priority) in self.sessions.sessions_of(contact) {
+            if h.is_remote() && priority.is_some() {
+                let probe = Stanza::presence(
+                    PresenceType::Probe,
+                    Some(prober.clone()),
+                    Some(h.jid().clone()),
+                );
+                h.send(Bytes::from(probe.to_bytes()));
+            }
+        }
+    }
+
+    /// Whether `bare` has a session bound on this node (not only on other nodes of a
+    /// cluster): what a module's per-account memory may be kept for, since only a local
+    /// session's end tells it when to forget.
+    pub fn has_local_sessions(&self, bare: &BareJid) -> bool {
+        self.sessions.has_local_sessions(bare)
+    }
+
+    /// Registers a session bound on another node (a handle marked
+    /// [`SessionHandle::into_remote`], kept by the cluster). A local session of the same full
+    /// JID is older (the cluster decided) and is closed with `conflict`, and the modules hear
+    /// that it ended; the modules hear nothing of the remote session itself: its own node's
+    /// modules serve it. Returns the handle it replaced.
+    pub async fn bind_remote(self: &Arc<Self>, handle: SessionHandle) -> Option<SessionHandle> {
+        let jid = handle.jid().clone();
+        let replaced = self.sessions.bind(handle);
+        if let Some(old) = replaced.as_ref().filter(|h| !h.is_remote()) {
+            old.close(rookery_proto::StreamError::new(
+                rookery_proto::StreamErrorCondition::Conflict,
+            ));
+            if let Some(c) = self.cluster.get() {
+                c.unbound(&jid);
+            }
+            self.emit(&Event::Session(SessionEvent::Closed(jid))).await;
+        }
+        replaced
+    }
+
+    /// Removes a session of another node if `id` is still the handle registered for it;
+    /// whether it was. The modules hear nothing (see [`Core::bind_remote`]).
+    pub fn unbind_remote(&self, jid: &Jid, id: SessionId) -> bool {
+        self.sessions.unbind(jid, id)
+    }
+
+    /// Records the availability of a session of another node (routing only; see
+    /// [`Core::set_available`] for local sessions).
+    pub fn set_remote_available(&self, jid: &Jid, priority: Option<i8>) {
         self.sessions.set_available(jid, priority)
+    }
+
+    /// Routes again a stanza a session took but could not deliver (its bytes, our own
+    /// serialization): a message or an IQ request goes through the route table once more
+    /// (another resource, offline storage, or an error for its sender, RFC 6121 §8.5.3.2,
+    /// RFC 6120 §10.5); anything else is dropped. Whether it was routed.
+    pub async fn route_again(self: &Arc<Self>, bytes: &Bytes) -> bool {
+        let Some(stanza) = Stanza::from_serialized(bytes) else {
+            return false;
+        };
+        if !matches!(
+            stanza.kind(),
+            StanzaKind::Message(_) | StanzaKind::Iq(IqType::Get | IqType::Set)
+        ) {
+            return false;
+        }
+        self.route(stanza).await;
+        true
     }
 
     /// The session bound to a full JID, if it is a target (see [`Registry::session`]).
@@ -427,9 +551,7 @@ impl Core {
                         .await;
                 }
             }
-            StanzaKind::Iq(_) => {
-                self.requests.answer(stanza);
-            }
+            StanzaKind::Iq(_) => self.answer_request(stanza),
             StanzaKind::Message(_) => {
                 // RFC 6120 §10.3.1: as if addressed to the sender's bare JID.
                 if let Some(account) = stanza.from().map(Jid::to_bare) {
@@ -445,9 +567,7 @@ impl Core {
                 self.handle_iq(IqTarget::Server, &self.domain_jid.clone(), stanza)
                     .await
             }
-            StanzaKind::Iq(_) => {
-                self.requests.answer(stanza);
-            }
+            StanzaKind::Iq(_) => self.answer_request(stanza),
             StanzaKind::Message(MessageType::Chat | MessageType::Normal) => {
                 self.reply_unavailable(&stanza).await
             }

@@ -453,3 +453,80 @@ async fn a_bounced_stanza_comes_back_to_its_sender_whole() {
         assert!(got[0].contains(want), "{want} in {}", got[0]);
     }
 }
+
+/// What a node of a cluster told its link, for the tests.
+#[derive(Default)]
+struct FakeLink {
+    told: std::sync::Mutex<Vec<String>>,
+}
+
+impl crate::ClusterLink for FakeLink {
+    fn node(&self) -> &str {
+        "n1"
+    }
+    fn answer_elsewhere(&self, node: &str, answer: &Stanza) {
+        let id = answer.id().unwrap_or_default().to_string();
+        self.told
+            .lock()
+            .unwrap()
+            .push(format!("answer {id} to {node}"));
+    }
+    fn bound(&self, jid: &Jid, _id: crate::SessionId) {
+        self.told.lock().unwrap().push(format!("bound {jid}"));
+    }
+    fn unbound(&self, jid: &Jid) {
+        self.told.lock().unwrap().push(format!("unbound {jid}"));
+    }
+    fn availability(&self, jid: &Jid, priority: Option<i8>) {
+        self.told
+            .lock()
+            .unwrap()
+            .push(format!("available {jid} {priority:?}"));
+    }
+    fn account_changed(&self, account: &BareJid) {
+        self.told.lock().unwrap().push(format!("changed {account}"));
+    }
+}
+
+/// In a cluster: the link hears of local sessions, a remote session routes like a local one
+/// (its handle's queue gets the bytes) without being announced, and an answer to another
+/// node's request is handed over instead of being dropped.
+#[tokio::test]
+async fn a_cluster_link_hears_of_local_sessions_and_answers_for_other_nodes() {
+    let f = fixture(false).await;
+    let link = Arc::new(FakeLink::default());
+    f.core.set_cluster(link.clone());
+    let carol: Jid = Jid::parse("carol@localhost/tab").unwrap();
+    let (h, mut end) = SessionHandle::new(f.core.next_session_id(), carol.clone(), 16);
+    assert!(f.core.bind_remote(h.clone().into_remote()).await.is_none());
+    f.core.set_remote_available(&carol, Some(0));
+    let m = "<message xmlns='jabber:client' from='bob@localhost/pc' to='carol@localhost' type='chat'><body>hi</body></message>";
+    f.core
+        .route(Stanza::from_serialized(m.as_bytes()).unwrap())
+        .await;
+    assert_eq!(
+        received(&mut end).len(),
+        1,
+        "bare-JID delivery reaches the remote resource"
+    );
+    assert_eq!(f.core.session_count(), 2, "remote sessions are not counted");
+    let r = "<iq xmlns='jabber:client' type='result' id='rk-n2-7' from='carol@localhost/tab' to='localhost'/>";
+    f.core
+        .route(Stanza::from_serialized(r.as_bytes()).unwrap())
+        .await;
+    let dave = Jid::parse("dave@localhost/x").unwrap();
+    let (h, _end) = SessionHandle::new(f.core.next_session_id(), dave.clone(), 16);
+    f.core.bind(h.clone()).await;
+    f.core.set_available(&dave, Some(1));
+    f.core.unbind(&dave, h.id()).await;
+    assert!(!f.core.unbind_remote(&carol, 0), "not that handle");
+    assert_eq!(
+        *link.told.lock().unwrap(),
+        [
+            "answer rk-n2-7 to n2",
+            "bound dave@localhost/x",
+            "available dave@localhost/x Some(1)",
+            "unbound dave@localhost/x",
+        ]
+    );
+}

@@ -151,6 +151,9 @@ pub struct SessionHandle {
     /// Where the connection comes from, when the listener said so ([`SessionHandle::with_origin`]).
     /// Plain values, so cloning a handle on the routing path costs no reference count.
     origin: Option<(std::net::SocketAddr, Transport)>,
+    /// The session is bound on another node of a cluster: this handle's queue is drained
+    /// by the cluster's forwarder, which sends the bytes across the bus (crates/cluster).
+    remote: bool,
     tx: mpsc::UnboundedSender<Outbound>,
     depth: Arc<Depth>,
     kill: Arc<Kill>,
@@ -230,6 +233,7 @@ impl SessionHandle {
                 id,
                 jid,
                 origin: None,
+                remote: false,
                 tx,
                 depth: depth.clone(),
                 kill: kill.clone(),
@@ -246,6 +250,19 @@ impl SessionHandle {
     pub fn with_origin(mut self, peer: std::net::SocketAddr, transport: Transport) -> Self {
         self.origin = Some((peer, transport));
         self
+    }
+
+    /// Marks a handle as standing for a session bound on another node of a cluster (see
+    /// [`crate::Core::bind_remote`]): it routes like any session, but is not this node's to
+    /// list, count, announce to or close.
+    pub fn into_remote(mut self) -> Self {
+        self.remote = true;
+        self
+    }
+
+    /// Whether the session is bound on another node of a cluster.
+    pub fn is_remote(&self) -> bool {
+        self.remote
     }
 
     /// The peer address and transport, if the listener recorded them.

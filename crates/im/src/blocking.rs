@@ -143,10 +143,18 @@ fn list_element(name: &str, jids: &[String]) -> Element {
 
 impl Blocking {
     fn push(&self, core: &Core, owner: &BareJid, payload: Element) {
-        for h in self
-            .im
-            .sessions_where(core, owner, |s| s.blocklist_requested)
-        {
+        // A session on another node of a cluster has its state there: it gets the push (as
+        // for roster pushes, `Im::interested`).
+        let targets = core
+            .sessions_of(owner)
+            .into_iter()
+            .map(|(h, _)| h)
+            .filter(|h| {
+                self.im
+                    .session(h.jid(), |s| s.blocklist_requested)
+                    .unwrap_or(h.is_remote())
+            });
+        for h in targets {
             let iq = Stanza::iq(
                 IqType::Set,
                 &self.im.next_id("block"),
@@ -213,6 +221,7 @@ impl Blocking {
                     .collect()
             }
         };
+        core.account_changed(owner);
         self.push(
             core,
             owner,

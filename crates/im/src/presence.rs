@@ -404,7 +404,7 @@ impl PresenceModule {
                 } else {
                     None
                 };
-                self.im.set_pending_in(owner, contact, store).await?;
+                self.im.set_pending_in(core, owner, contact, store).await?;
             }
             let item_changed = outcome.next.subscription() != before.subscription()
                 || outcome.next.pending_out() != before.pending_out()
@@ -420,7 +420,7 @@ impl PresenceModule {
                     approved: outcome.approved,
                     ..item.unwrap_or_default()
                 };
-                let new = self.im.roster_put(owner, contact, new).await?;
+                let new = self.im.roster_put(core, owner, contact, new).await?;
                 roster::push(&self.im, core, owner, contact.as_str(), Some(&new), new.ver);
             }
             Ok::<_, rookery_store::StoreError>((before, outcome))
@@ -654,6 +654,8 @@ async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, pr
             .await;
             continue;
         }
+        // Resources of the contact on other nodes of a cluster: their nodes answer.
+        core.probe_remote(&jid, contact);
         let available = im.available(core, contact);
         if available.is_empty() {
             continue;

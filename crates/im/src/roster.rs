@@ -319,7 +319,7 @@ impl RosterModule {
         };
         let item = self
             .im
-            .roster_put(owner, &set.contact, item)
+            .roster_put(core, owner, &set.contact, item)
             .await
             .map_err(internal)?;
         push(
@@ -351,14 +351,14 @@ impl RosterModule {
             }
             if pending_in {
                 self.im
-                    .set_pending_in(owner, contact, None)
+                    .set_pending_in(core, owner, contact, None)
                     .await
                     .map_err(internal)?;
             }
             if item.is_some() {
                 if let Some(ver) = self
                     .im
-                    .roster_remove(owner, contact)
+                    .roster_remove(core, owner, contact)
                     .await
                     .map_err(internal)?
                 {
@@ -440,7 +440,10 @@ impl Module for RosterModule {
     fn declare(&self) -> Declaration {
         Declaration {
             iqs: vec![(IqTarget::Account, ns::ROSTER, "query")],
-            events: vec![(EventKind::AccountRemoving, priority::DEFAULT)],
+            events: vec![
+                (EventKind::AccountRemoving, priority::DEFAULT),
+                (EventKind::AccountChanged, priority::DEFAULT),
+            ],
             stream_features: vec![
                 Element::new("ver", ns::ROSTER_VER),
                 Element::new("sub", ns::PRE_APPROVAL),
@@ -461,8 +464,13 @@ impl Module for RosterModule {
     }
 
     async fn event(&self, core: &Arc<Core>, event: &Event) {
-        if let Event::AccountRemoving(account) = event {
-            RosterModule::account_removing(self, core, account).await;
+        match event {
+            Event::AccountRemoving(account) => {
+                RosterModule::account_removing(self, core, account).await
+            }
+            // Another node of a cluster changed the roster or block list in the store.
+            Event::AccountChanged(account) => self.im.evict(account).await,
+            _ => {}
         }
     }
 }

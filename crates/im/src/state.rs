@@ -123,7 +123,9 @@ async fn cached_or_load<T>(
         return Ok(v.value().clone());
     }
     let v = Arc::new(load.await?);
-    if !core.sessions_of(bare).is_empty() {
+    // Local sessions only: only their end evicts the cache (a cluster's other nodes tell
+    // this one about changes through `Event::AccountChanged`, not about every session).
+    if core.has_local_sessions(bare) {
         cache.insert(bare.clone(), v.clone());
     }
     Ok(v)
@@ -268,13 +270,21 @@ impl Im {
         .await
     }
 
-    /// Drops the caches of `bare` (roster and block list) if it has no session left.
+    /// Drops the caches of `bare` (roster and block list) if it has no session left here.
     pub async fn evict_if_offline(&self, core: &Core, bare: &BareJid) {
         let _g = self.lock(bare).await;
-        if core.sessions_of(bare).is_empty() {
+        if !core.has_local_sessions(bare) {
             self.accounts.remove(bare);
             self.blocklists.remove(bare);
         }
+    }
+
+    /// Drops the caches of `bare` whatever its sessions: another node of a cluster changed
+    /// its data in the store, which the next read loads again.
+    pub async fn evict(&self, bare: &BareJid) {
+        let _g = self.lock(bare).await;
+        self.accounts.remove(bare);
+        self.blocklists.remove(bare);
     }
 
     // ---- roster reads and writes ---------------------------------------------------------
@@ -314,6 +324,7 @@ impl Im {
     /// Stores `item` in `owner`'s roster (caller holds the lock); returns it with its version.
     pub async fn roster_put(
         &self,
+        core: &Core,
         owner: &BareJid,
         contact: &BareJid,
         mut item: RosterItem,
@@ -321,6 +332,7 @@ impl Im {
         let (domain, user) = store_key(owner)?;
         item.contact = contact.as_str().to_string();
         let ver = self.store.rosters().put(domain, user, &item).await?;
+        core.account_changed(owner);
         item.ver = ver;
         if let Some(a) = self.cached(owner) {
             let mut r = write(&a.roster);
@@ -334,6 +346,7 @@ impl Im {
     /// `None` if it was not there.
     pub async fn roster_remove(
         &self,
+        core: &Core,
         owner: &BareJid,
         contact: &BareJid,
     ) -> Result<Option<i64>, StoreError> {
@@ -343,6 +356,7 @@ impl Im {
             .rosters()
             .remove(domain, user, contact.as_str())
             .await?;
+        core.account_changed(owner);
         if let (Some(v), Some(a)) = (ver, self.cached(owner)) {
             let mut r = write(&a.roster);
             r.ver = v;
@@ -355,6 +369,7 @@ impl Im {
     /// (caller holds the lock). Returns whether one was stored before.
     pub async fn set_pending_in(
         &self,
+        core: &Core,
         owner: &BareJid,
         contact: &BareJid,
         stanza: Option<&Stanza>,
@@ -376,6 +391,7 @@ impl Im {
                     .await?
             }
         };
+        core.account_changed(owner);
         if let Some(a) = self.cached(owner) {
             let mut r = write(&a.roster);
             if stanza.is_some() {
@@ -409,11 +425,16 @@ impl Im {
         self.sessions.get_mut(jid).map(|mut s| f(s.value_mut()))
     }
 
-    /// The sessions of `bare` that requested the roster.
+    /// The sessions of `bare` that requested the roster. A session on another node of a
+    /// cluster has its state there: it gets the push (a client that never asked for the
+    /// roster ignores one), since only its own node could tell.
     pub fn interested(&self, core: &Core, bare: &BareJid) -> Vec<SessionHandle> {
         core.sessions_of(bare)
             .into_iter()
-            .filter(|(h, _)| self.session(h.jid(), |s| s.interested).unwrap_or(false))
+            .filter(|(h, _)| {
+                self.session(h.jid(), |s| s.interested)
+                    .unwrap_or(h.is_remote())
+            })
             .map(|(h, _)| h)
             .collect()
     }

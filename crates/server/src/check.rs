@@ -104,6 +104,9 @@ fn config(cfg: &Config, report: &mut Report) {
     {
         report.problem("[store] url: use sqlite://… or postgres://…");
     }
+    if let Some(why) = crate::wiring::cluster::refusal(cfg) {
+        report.problem(why);
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
         report.problem(format!("[log] level {:?}: {e}", cfg.log.level));
     }

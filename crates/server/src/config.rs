@@ -66,6 +66,8 @@ pub struct Config {
     pub http: rookery_web::HttpConfig,
     /// WebSub webhook deliveries: SSRF switch, timeouts, retries, leases (`[webhooks]`).
     pub webhooks: rookery_websub::WebhooksConfig,
+    /// Several nodes serving one domain over NATS (`[cluster]`); unset: a single node.
+    pub cluster: rookery_cluster::ClusterConfig,
 }
 
 impl Default for Config {
@@ -96,6 +98,7 @@ impl Default for Config {
             upload: rookery_upload::UploadConfig::default(),
             http: rookery_web::HttpConfig::default(),
             webhooks: rookery_websub::WebhooksConfig::default(),
+            cluster: rookery_cluster::ClusterConfig::default(),
         }
     }
 }

@@ -211,6 +211,16 @@ pub async fn run(cfg: &Config, command: CtlCommand, as_json: bool) -> anyhow::Re
                 ("components", "/connections/components"),
             ]
             .iter()
+            .chain(if stats.get("cluster").is_some() {
+                &[
+                    ("cluster node", "/cluster/node"),
+                    ("cluster bus connected", "/cluster/connected"),
+                    ("other nodes", "/cluster/peers"),
+                    ("sessions on other nodes", "/cluster/remote_sessions"),
+                ][..]
+            } else {
+                &[]
+            })
             .map(|(k, ptr)| vec![k.to_string(), field(&stats, ptr)])
             .collect();
             (stats, Some((vec!["", ""], rows)))

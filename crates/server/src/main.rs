@@ -205,6 +205,11 @@ async fn serve(
     path: Option<PathBuf>,
     log: Option<reload::LogReload>,
 ) -> anyhow::Result<()> {
+    // Refused before the database is touched: a clustered node on SQLite would serve a
+    // database of its own.
+    if let Some(why) = wiring::cluster::refusal(&cfg) {
+        bail!(why);
+    }
     let store = open_store(&cfg, Migrations::Apply).await?;
     let tls = tls::load(&cfg)?;
     let core_cfg = cfg.core();
@@ -259,6 +264,8 @@ async fn serve(
     if let Some(muc) = wiring::muc::service(&cfg.muc, &cfg.domain, &store).await? {
         muc.attach(&core);
     }
+    // A node of a cluster knows the other nodes' sessions before its first client binds.
+    let cluster = wiring::cluster::start(&cfg, &core).await?;
     // Component domains are routed (to the component, or bounced) before any client connects.
     let components = rookery_component::Components::new(core.clone(), cfg.component.clone())
         .context("component configuration")?;
@@ -283,17 +290,22 @@ async fn serve(
     let s2s_slot: Arc<OnceLock<Arc<rookery_s2s::S2s>>> = Arc::default();
     // Set once every listener is up; a reload asked for before then is refused.
     let reloader: Arc<OnceLock<reload::Reloader>> = Arc::default();
-    let status = Arc::new(
-        rookery_http::Status::new({
-            let (core, components, s2s) = (core.clone(), components.clone(), s2s_slot.clone());
-            move || connections(&core, &components, s2s.get())
-        })
-        // The client software as its XEP-0115 capabilities name it (the `node` of `node#ver`).
-        .with_client_names(move |jid| {
-            let key = im.caps_key(jid)?;
-            Some(key.split('#').next().unwrap_or_default().to_string())
-        }),
-    );
+    let status = rookery_http::Status::new({
+        let (core, components, s2s) = (core.clone(), components.clone(), s2s_slot.clone());
+        move || connections(&core, &components, s2s.get())
+    })
+    // The client software as its XEP-0115 capabilities name it (the `node` of `node#ver`).
+    .with_client_names(move |jid| {
+        let key = im.caps_key(jid)?;
+        Some(key.split('#').next().unwrap_or_default().to_string())
+    });
+    // A node of a cluster shows the nodes and where sessions live (`ctl status`).
+    let status = Arc::new(match cluster {
+        Some(c) => {
+            status.with_cluster(move || serde_json::to_value(c.status()).unwrap_or_default())
+        }
+        None => status,
+    });
     let admin_task = if cfg.listen.admin.is_empty() {
         None
     } else {

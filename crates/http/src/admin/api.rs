@@ -134,6 +134,9 @@ struct Stats {
     uptime_secs: u64,
     users: u64,
     connections: Connections,
+    /// Present when the node is one of a cluster (docs/clustering.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<serde_json::Value>,
 }
 
 async fn stats(State(ctx): State<AdminContext>) -> Result<Json<Stats>, ApiError> {
@@ -144,6 +147,7 @@ async fn stats(State(ctx): State<AdminContext>) -> Result<Json<Stats>, ApiError>
         uptime_secs: ctx.status.started.elapsed().as_secs(),
         users,
         connections: ctx.status.connections(),
+        cluster: ctx.status.cluster(),
     }))
 }
 

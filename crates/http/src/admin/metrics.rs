@@ -1,5 +1,6 @@
 //! `GET /metrics`: the process's counters (`rookery_metrics`) and, read from the running
-//! server at scrape time, the gauges of its open connections.
+//! server at scrape time, the gauges of its open connections (and, on a node of a cluster,
+//! the sessions per node: `rookery_cluster_sessions{node}`).
 
 use std::sync::Arc;
 
@@ -51,8 +52,46 @@ impl Collector for ConnectionGauges {
                 g.encode(family.encode_family(&[(label, value_label)])?)?;
             }
         }
+        if let Some(nodes) = self.0.cluster().as_ref().map(cluster_sessions) {
+            let mut family = encoder.encode_descriptor(
+                "rookery_cluster_sessions",
+                "Client sessions per node of the cluster, as this node knows them",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (node, v) in &nodes {
+                let g = ConstGauge::new(i64::try_from(*v).unwrap_or(i64::MAX));
+                g.encode(family.encode_family(&[("node", node.as_str())])?)?;
+            }
+        }
         Ok(())
     }
+}
+
+/// This node's sessions and those of the others, from the cluster's view
+/// (`rookery_cluster::ClusterStatus` as JSON: `node`, `local_sessions`, `remote_sessions`).
+fn cluster_sessions(view: &serde_json::Value) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    if let (Some(node), Some(n)) = (
+        view.get("node").and_then(|v| v.as_str()),
+        view.get("local_sessions").and_then(|v| v.as_u64()),
+    ) {
+        out.push((node.to_string(), n));
+    }
+    for pair in view
+        .get("remote_sessions")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(node), Some(n)) = (
+            pair.get(0).and_then(|v| v.as_str()),
+            pair.get(1).and_then(|v| v.as_u64()),
+        ) {
+            out.push((node.to_string(), n));
+        }
+    }
+    out
 }
 
 /// The registry of this server's state gauges.
@@ -71,5 +110,23 @@ pub(super) async fn metrics(State(server): State<Arc<Registry>>) -> Response {
         )
             .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_sessions_read_the_cluster_view() {
+        let view = serde_json::json!({
+            "node": "a:5222", "connected": true, "peers": ["b:5222"],
+            "local_sessions": 3, "remote_sessions": [["b:5222", 5], ["bad"]],
+        });
+        assert_eq!(
+            cluster_sessions(&view),
+            [("a:5222".to_string(), 3), ("b:5222".to_string(), 5)]
+        );
+        assert!(cluster_sessions(&serde_json::json!({})).is_empty());
     }
 }

@@ -50,6 +50,8 @@ pub struct Status {
     listening: AtomicBool,
     connections: Box<dyn Fn() -> Connections + Send + Sync>,
     client: ClientName,
+    /// The nodes of a cluster and where sessions live, when this node is one of several.
+    cluster: Option<Box<dyn Fn() -> serde_json::Value + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Status {
@@ -69,7 +71,18 @@ impl Status {
             listening: AtomicBool::new(false),
             connections: Box::new(connections),
             client: Box::new(|_| None),
+            cluster: None,
         }
+    }
+
+    /// Adds the cluster's view (this node, the others alive, sessions per node) to
+    /// `/api/v1/stats`, read at each request.
+    pub fn with_cluster(
+        mut self,
+        view: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> Status {
+        self.cluster = Some(Box::new(view));
+        self
     }
 
     /// Names the client software of a session in the session list (e.g. the node of its
@@ -93,6 +106,10 @@ impl Status {
 
     fn connections(&self) -> Connections {
         (self.connections)()
+    }
+
+    fn cluster(&self) -> Option<serde_json::Value> {
+        self.cluster.as_ref().map(|f| f())
     }
 }
 

@@ -3,6 +3,8 @@
 //! The library crates know only traits for what they are injected with; this is where the
 //! server binary decides which implementation answers:
 //! - [`accounts`]: the core's [`rookery_core::Accounts`] directory over the SQL store;
+//! - [`cluster`]: `[cluster]`, this node's place in a cluster over NATS (`rookery-cluster`),
+//!   with the refusal to run clustered on SQLite;
 //! - [`adhoc`]: who may run the XEP-0133 commands of `rookery-adhoc` (`admins`);
 //! - [`pubsub`]: [`pubsub::Pubsub`], the `[pubsub]` service and PEP;
 //! - [`muc`]: the `[muc]` service over the SQL store's rooms;
@@ -15,6 +17,7 @@
 
 pub mod accounts;
 pub mod adhoc;
+pub mod cluster;
 pub mod mam;
 pub mod muc;
 pub mod pubsub;

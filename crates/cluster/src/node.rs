@@ -1,0 +1,755 @@
+//! The running node: the NATS connection and the tasks around it (docs/clustering.md).
+//!
+//! - **control** task: reads `rookery.<domain>.control` (heartbeats, hello, registry changes
+//!   and snapshots of the other nodes) and keeps the core's registry current with remote
+//!   [`SessionHandle`]s;
+//! - **inbox** task: reads `rookery.<domain>.node.<id>`, the stanza batches for this node's
+//!   sessions, writes each into its session's queue (or routes it again when the session is
+//!   gone) and acknowledges the batch;
+//! - a **forwarder** per other node: takes what the core wrote into that node's remote
+//!   handles and sends it as one batch per wake-up (so a fan-out costs one bus message per
+//!   node, not per recipient); a node without subscribers (killed) is taken for dead at once,
+//!   a bus that is down bounces the stanzas with `recipient-unavailable`;
+//! - **heartbeat** task: says this node is alive and expires the silent ones (the lease).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::{Client, Event as BusEvent, RequestErrorKind};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use rookery_core::session::SessionEnd;
+use rookery_core::{
+    ClusterLink, Core, Event, Outbound, QueueLimit, SessionHandle, SessionId, Template,
+};
+use rookery_jid::{BareJid, Jid};
+use rookery_proto::{
+    PresenceType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind, StreamError,
+    StreamErrorCondition,
+};
+use tokio::sync::mpsc;
+
+use crate::config::ClusterConfig;
+use crate::membership::{Heard, Membership};
+use crate::remote::{Proxy, Remote};
+use crate::wire::{decode_batch, encode_batch, Control, SessionInfo};
+
+/// Bytes of stanzas gathered into one bus message at most (NATS' default payload limit is
+/// 1 MiB).
+const MAX_BATCH_BYTES: usize = 512 * 1024;
+
+/// Sessions per part of a registry snapshot.
+const SNAPSHOT_PART: usize = 1_000;
+
+/// A remote handle's queue: its forwarder drains it at once, so it only fills when the
+/// bus stalls; then it holds a generous backlog before the handle stops being a target.
+const PROXY_QUEUE: QueueLimit = QueueLimit {
+    stanzas: 100_000,
+    bytes: 64 * 1024 * 1024,
+};
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Locks, recovering from poisoning (a panic elsewhere must not wedge routing).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The subjects of one domain's cluster.
+#[derive(Debug, Clone)]
+struct Subjects {
+    control: String,
+    prefix: String,
+}
+
+impl Subjects {
+    fn new(domain: &str) -> Self {
+        Subjects {
+            control: format!("rookery.{domain}.control"),
+            prefix: format!("rookery.{domain}.node."),
+        }
+    }
+
+    fn node(&self, id: &str) -> String {
+        format!("{}{id}", self.prefix)
+    }
+}
+
+/// One of this node's sessions, as the others are told.
+#[derive(Debug, Clone, Copy)]
+struct Local {
+    at: u64,
+    priority: Option<i8>,
+}
+
+/// Shared state of the running node.
+pub(crate) struct Inner {
+    core: Arc<Core>,
+    client: Client,
+    node: String,
+    epoch: u64,
+    subjects: Subjects,
+    config: ClusterConfig,
+    connected: AtomicBool,
+    local: Mutex<HashMap<Jid, Local>>,
+    remote: Mutex<Remote>,
+    /// A forwarder's queue per other node.
+    forwarders: Mutex<HashMap<String, mpsc::UnboundedSender<(Jid, Bytes)>>>,
+    members: Mutex<Membership>,
+    /// Which local sessions were shown a remote resource available (from the presence
+    /// bytes this node delivered), so that they can be told when its node dies.
+    seen: Mutex<HashMap<Jid, HashSet<Jid>>>,
+    /// Snapshots being received, per node.
+    incoming: Mutex<HashMap<String, HashSet<Jid>>>,
+    outbox: mpsc::UnboundedSender<Control>,
+}
+
+/// A node of a cluster (see the crate documentation).
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+/// Why the cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `[cluster]` is inconsistent.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The NATS URL is not one.
+    #[error("connecting to NATS at {url}: {error}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// What the client said.
+        error: String,
+    },
+    /// Subscribing failed.
+    #[error("subscribing on the cluster bus: {0}")]
+    Subscribe(String),
+}
+
+/// What the admin view shows of the cluster.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterStatus {
+    /// This node.
+    pub node: String,
+    /// Whether the bus is connected.
+    pub connected: bool,
+    /// The other nodes alive.
+    pub peers: Vec<String>,
+    /// Sessions bound here.
+    pub local_sessions: usize,
+    /// Sessions per other node, as known here.
+    pub remote_sessions: Vec<(String, usize)>,
+}
+
+impl Cluster {
+    /// Connects to NATS and starts the node's tasks; the core hears of nothing until this
+    /// returns, so call it before any listener opens. A bus that is down at start is retried
+    /// in the background: the node serves its own sessions meanwhile.
+    pub async fn start(
+        core: Arc<Core>,
+        config: ClusterConfig,
+        node: String,
+    ) -> Result<Cluster, StartError> {
+        config.validate()?;
+        let url = config.nats_url.clone().unwrap_or_default();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("rookery {node}"))
+            .retry_on_initial_connect()
+            .request_timeout(Some(config.lease()))
+            .event_callback(move |e| {
+                let tx = events_tx.clone();
+                async move {
+                    let _ = tx.send(e);
+                }
+            })
+            .connect(url.as_str())
+            .await
+            .map_err(|e| StartError::Connect {
+                url: url.clone(),
+                error: e.to_string(),
+            })?;
+        let subjects = Subjects::new(core.domain());
+        let control = client
+            .subscribe(subjects.control.clone())
+            .await
+            .map_err(|e| StartError::Subscribe(e.to_string()))?;
+        let inbox = client
+            .subscribe(subjects.node(&node))
+            .await
+            .map_err(|e| StartError::Subscribe(e.to_string()))?;
+        let (outbox, outbox_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            core: core.clone(),
+            connected: AtomicBool::new(matches!(
+                client.connection_state(),
+                async_nats::connection::State::Connected
+            )),
+            client,
+            node,
+            epoch: now_ms(),
+            subjects,
+            members: Mutex::new(Membership::new(config.lease())),
+            config,
+            local: Mutex::default(),
+            remote: Mutex::default(),
+            forwarders: Mutex::default(),
+            seen: Mutex::default(),
+            incoming: Mutex::default(),
+            outbox,
+        });
+        core.set_cluster(Arc::new(Link(inner.clone())));
+        tokio::spawn(publish(inner.clone(), outbox_rx));
+        tokio::spawn(control_loop(inner.clone(), control));
+        tokio::spawn(inbox_loop(inner.clone(), inbox));
+        tokio::spawn(heartbeat_loop(inner.clone()));
+        tokio::spawn(events_loop(inner.clone(), events_rx));
+        inner.send(Control::Hello {
+            node: inner.node.clone(),
+            epoch: inner.epoch,
+        });
+        tracing::info!(node = %inner.node, "cluster node started");
+        Ok(Cluster { inner })
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// The view for operators.
+    pub fn status(&self) -> ClusterStatus {
+        let i = &self.inner;
+        ClusterStatus {
+            node: i.node.clone(),
+            connected: i.connected.load(Ordering::Acquire),
+            peers: lock(&i.members).alive(),
+            local_sessions: lock(&i.local).len(),
+            remote_sessions: lock(&i.remote).counts(),
+        }
+    }
+}
+
+/// The core's news about local sessions, turned into control messages.
+struct Link(Arc<Inner>);
+
+impl ClusterLink for Link {
+    fn node(&self) -> &str {
+        &self.0.node
+    }
+
+    fn answer_elsewhere(&self, node: &str, answer: &Stanza) {
+        let i = &self.0;
+        // Only to a node alive: the id came from a client, and must not start a forwarder
+        // for a node that does not exist.
+        if !lock(&i.members).is_alive(node) {
+            return;
+        }
+        let to: Jid = i.core.domain_jid().clone().into();
+        let _ = i.forwarder(node).send((to, Bytes::from(answer.to_bytes())));
+    }
+
+    fn bound(&self, jid: &Jid, _id: SessionId) {
+        let i = &self.0;
+        let at = now_ms();
+        lock(&i.local).insert(jid.clone(), Local { at, priority: None });
+        // A session of this full JID on another node is older: the core replaces its handle
+        // (and closes it, which drains it); the other node hears of this bind and closes it.
+        lock(&i.remote).remove_anywhere(jid);
+        i.send(Control::Bound {
+            node: i.node.clone(),
+            epoch: i.epoch,
+            session: SessionInfo {
+                jid: jid.to_string(),
+                at,
+                priority: None,
+            },
+        });
+    }
+
+    fn unbound(&self, jid: &Jid) {
+        let i = &self.0;
+        lock(&i.local).remove(jid);
+        i.send(Control::Unbound {
+            node: i.node.clone(),
+            epoch: i.epoch,
+            jid: jid.to_string(),
+        });
+    }
+
+    fn availability(&self, jid: &Jid, priority: Option<i8>) {
+        let i = &self.0;
+        match lock(&i.local).get_mut(jid) {
+            Some(l) => l.priority = priority,
+            None => return,
+        }
+        i.send(Control::Available {
+            node: i.node.clone(),
+            epoch: i.epoch,
+            jid: jid.to_string(),
+            priority,
+        });
+    }
+
+    fn account_changed(&self, account: &BareJid) {
+        let i = &self.0;
+        i.send(Control::Changed {
+            node: i.node.clone(),
+            epoch: i.epoch,
+            account: account.to_string(),
+        });
+    }
+}
+
+impl Inner {
+    fn send(&self, c: Control) {
+        let _ = self.outbox.send(c);
+    }
+
+    fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Sends this node's sessions in parts (the answer to a hello).
+    fn send_snapshot(&self) {
+        let all: Vec<SessionInfo> = lock(&self.local)
+            .iter()
+            .map(|(j, l)| SessionInfo {
+                jid: j.to_string(),
+                at: l.at,
+                priority: l.priority,
+            })
+            .collect();
+        let parts: Vec<&[SessionInfo]> = if all.is_empty() {
+            vec![&[]]
+        } else {
+            all.chunks(SNAPSHOT_PART).collect()
+        };
+        let n = parts.len();
+        for (k, part) in parts.into_iter().enumerate() {
+            self.send(Control::Sessions {
+                node: self.node.clone(),
+                epoch: self.epoch,
+                first: k == 0,
+                last: k + 1 == n,
+                sessions: part.to_vec(),
+            });
+        }
+    }
+
+    /// A control message from another node.
+    async fn control(self: &Arc<Self>, c: Control) {
+        let (node, epoch) = c.sender();
+        let node = node.to_string();
+        if node == self.node {
+            return;
+        }
+        let heard = lock(&self.members).heard(&node, epoch, Instant::now());
+        match heard {
+            Heard::Known => {}
+            Heard::New => {
+                // A node we did not know (or took for dead): exchange sessions.
+                tracing::info!(%node, "cluster node joined");
+                if !matches!(c, Control::Hello { .. }) {
+                    self.send(Control::Hello {
+                        node: self.node.clone(),
+                        epoch: self.epoch,
+                    });
+                }
+            }
+            Heard::Restarted => {
+                tracing::warn!(%node, "cluster node restarted: its old sessions are gone");
+                self.node_gone(&node).await;
+                lock(&self.members).heard(&node, epoch, Instant::now());
+            }
+        }
+        match c {
+            Control::Heartbeat { .. } => {}
+            Control::Hello { .. } => self.send_snapshot(),
+            Control::Bound { session, .. } => self.remote_bound(&node, &session).await,
+            Control::Unbound { jid, .. } => {
+                if let Ok(jid) = Jid::parse(&jid) {
+                    self.remote_unbound(&node, &jid);
+                }
+            }
+            Control::Available { jid, priority, .. } => {
+                if let Ok(jid) = Jid::parse(&jid) {
+                    if lock(&self.remote).get(&node, &jid).is_some() {
+                        self.core.set_remote_available(&jid, priority);
+                    }
+                }
+            }
+            Control::Changed { account, .. } => {
+                if let Ok(account) = BareJid::parse(&account) {
+                    self.core.emit(&Event::AccountChanged(account)).await;
+                }
+            }
+            Control::Sessions {
+                first,
+                last,
+                sessions,
+                ..
+            } => self.snapshot_part(&node, first, last, sessions).await,
+        }
+    }
+
+    /// A session bound on `node`: a remote handle for it, unless a session of that full JID
+    /// bound later exists (here or on a third node), which wins (RFC 6120 §7.7.2.2).
+    async fn remote_bound(self: &Arc<Self>, node: &str, s: &SessionInfo) {
+        let Ok(jid) = Jid::parse(&s.jid) else { return };
+        let newer = |at: u64, other: &str| (at, other) > (s.at, node);
+        if lock(&self.local)
+            .get(&jid)
+            .is_some_and(|l| newer(l.at, &self.node))
+        {
+            return;
+        }
+        if let Some((other, p)) = lock(&self.remote).find(&jid) {
+            if other == node && p.at == s.at {
+                // Already known (a snapshot repeating it): only availability may change.
+                self.core.set_remote_available(&jid, s.priority);
+                return;
+            }
+            if newer(p.at, other) {
+                return;
+            }
+        }
+        let tx = self.forwarder(node);
+        let (handle, end) =
+            SessionHandle::new(self.core.next_session_id(), jid.clone(), PROXY_QUEUE);
+        let handle = handle.into_remote();
+        tokio::spawn(drain_proxy(self.core.clone(), jid.clone(), end, tx));
+        let old = lock(&self.remote).insert(
+            node,
+            jid.clone(),
+            Proxy {
+                handle: handle.clone(),
+                at: s.at,
+            },
+        );
+        if let Some(old) = old {
+            old.handle
+                .close(StreamError::new(StreamErrorCondition::Conflict));
+        }
+        // A local session this replaces is closed with `conflict` by the core (and its
+        // entry leaves `local` through `Link::unbound`).
+        if let Some(replaced) = self.core.bind_remote(handle).await {
+            if replaced.is_remote() {
+                replaced.close(StreamError::new(StreamErrorCondition::Conflict));
+            }
+        }
+        if s.priority.is_some() {
+            self.core.set_remote_available(&jid, s.priority);
+        }
+    }
+
+    /// A session of `node` ended there (its own node told its contacts).
+    fn remote_unbound(&self, node: &str, jid: &Jid) {
+        let Some(p) = lock(&self.remote).remove(node, jid) else {
+            return;
+        };
+        self.core.unbind_remote(jid, p.handle.id());
+        p.handle
+            .close(StreamError::new(StreamErrorCondition::Reset));
+        lock(&self.seen).remove(jid);
+    }
+
+    /// A part of `node`'s complete session list.
+    async fn snapshot_part(
+        self: &Arc<Self>,
+        node: &str,
+        first: bool,
+        last: bool,
+        sessions: Vec<SessionInfo>,
+    ) {
+        if first {
+            lock(&self.incoming).insert(node.to_string(), HashSet::new());
+        }
+        for s in &sessions {
+            self.remote_bound(node, s).await;
+            if let Ok(j) = Jid::parse(&s.jid) {
+                if let Some(set) = lock(&self.incoming).get_mut(node) {
+                    set.insert(j);
+                }
+            }
+        }
+        if last {
+            let Some(named) = lock(&self.incoming).remove(node) else {
+                return;
+            };
+            let stale: Vec<Jid> = lock(&self.remote)
+                .jids_of(node)
+                .into_iter()
+                .filter(|j| !named.contains(j))
+                .collect();
+            for j in stale {
+                self.remote_unbound(node, &j);
+            }
+        }
+    }
+
+    /// The forwarder queue of `node`, started on first use.
+    fn forwarder(self: &Arc<Self>, node: &str) -> mpsc::UnboundedSender<(Jid, Bytes)> {
+        let mut f = lock(&self.forwarders);
+        if let Some(tx) = f.get(node).filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        f.insert(node.to_string(), tx.clone());
+        tokio::spawn(forward(self.clone(), node.to_string(), rx));
+        tx
+    }
+
+    /// `node` is dead (lease expired, restarted, or nobody listens on its subject): its
+    /// sessions leave the registry, what was queued for them is routed again (messages go to
+    /// offline storage), and the local sessions that saw them available get unavailable
+    /// presence from them (their own node can no longer send it).
+    async fn node_gone(self: &Arc<Self>, node: &str) {
+        lock(&self.members).forget(node);
+        lock(&self.forwarders).remove(node);
+        let sessions = lock(&self.remote).take_node(node);
+        if sessions.is_empty() {
+            return;
+        }
+        tracing::warn!(%node, sessions = sessions.len(), "cluster node gone: dropping its sessions");
+        for (jid, p) in &sessions {
+            self.core.unbind_remote(jid, p.handle.id());
+            p.handle.close(StreamError::new(
+                StreamErrorCondition::RemoteConnectionFailed,
+            ));
+        }
+        for (jid, _) in sessions {
+            let Some(watchers) = lock(&self.seen).remove(&jid) else {
+                continue;
+            };
+            let t = Template::new(Stanza::presence(PresenceType::Unavailable, Some(jid), None));
+            self.core.deliver_rendered(&t, &watchers).await;
+        }
+    }
+
+    /// A stanza batch for this node's sessions.
+    async fn deliver_here(&self, frames: Vec<(Jid, Bytes)>) {
+        for (jid, bytes) in frames {
+            if jid.local().is_none() {
+                // Addressed to the server: an answer to a request this node sent
+                // (`ClusterLink::answer_elsewhere` on the addressee's node).
+                if let Some(answer) = Stanza::from_serialized(&bytes) {
+                    self.core.answer_from_cluster(answer);
+                }
+                continue;
+            }
+            if bytes.starts_with(b"<presence") {
+                if let Some(probe) = self.note_presence(&jid, &bytes) {
+                    // A probe for a session here (`Core::probe_remote` on another node):
+                    // this node's modules answer it, the client never sees it.
+                    self.core.route(probe).await;
+                    continue;
+                }
+            }
+            match self.core.session(&jid) {
+                Some(h) if !h.is_remote() && h.send(bytes.clone()) => {}
+                // The session ended meanwhile (or moved): the route table decides again.
+                _ => {
+                    self.core.route_again(&bytes).await;
+                }
+            }
+        }
+    }
+
+    /// Remembers that local session `to` was shown the presence in `bytes` (see `seen`);
+    /// returns the stanza when it is a probe, which is for this node's modules.
+    fn note_presence(&self, to: &Jid, bytes: &Bytes) -> Option<Stanza> {
+        let s = Stanza::from_serialized(bytes)?;
+        if s.kind() == StanzaKind::Presence(PresenceType::Probe) {
+            return Some(s);
+        }
+        let from = s.from().filter(|f| f.is_full()).cloned()?;
+        let mut seen = lock(&self.seen);
+        match s.kind() {
+            StanzaKind::Presence(PresenceType::Available) => {
+                seen.entry(from).or_default().insert(to.clone());
+            }
+            StanzaKind::Presence(PresenceType::Unavailable) => {
+                if let Some(set) = seen.get_mut(&from) {
+                    set.remove(to);
+                    if set.is_empty() {
+                        seen.remove(&from);
+                    }
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// Stanzas that cannot cross now: their senders get `recipient-unavailable` (a wait
+    /// error: the recipient is there, the way to it is not), other stanzas are dropped.
+    async fn bounce(&self, batch: Vec<(Jid, Bytes)>, why: &str) {
+        tracing::warn!(stanzas = batch.len(), why, "cross-node stanzas bounced");
+        for (_, bytes) in batch {
+            let Some(s) = Stanza::from_serialized(&bytes) else {
+                continue;
+            };
+            let error = StanzaError::new(StanzaErrorCondition::RecipientUnavailable).with_text(why);
+            self.core.reply_error(&s, error).await;
+        }
+    }
+}
+
+/// Moves what the core wrote into a remote handle to its node's forwarder; when the handle
+/// is closed (the session left the registry), routes again whatever it still held.
+async fn drain_proxy(
+    core: Arc<Core>,
+    jid: Jid,
+    mut end: SessionEnd,
+    tx: mpsc::UnboundedSender<(Jid, Bytes)>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = end.kill.fired() => break,
+            item = end.rx.recv() => match item {
+                Some(Outbound::Bytes(b)) => {
+                    if let Err(mpsc::error::SendError((_, b))) = tx.send((jid.clone(), b)) {
+                        core.route_again(&b).await;
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    for b in end.rx.close_and_drain() {
+        core.route_again(&b).await;
+    }
+}
+
+/// Sends what is queued for `node`, one bus message per wake-up.
+async fn forward(inner: Arc<Inner>, node: String, mut rx: mpsc::UnboundedReceiver<(Jid, Bytes)>) {
+    let subject = inner.subjects.node(&node);
+    while let Some(first) = rx.recv().await {
+        let mut size = first.1.len();
+        let mut batch = vec![first];
+        while size < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(f) => {
+                    size += f.1.len();
+                    batch.push(f);
+                }
+                Err(_) => break,
+            }
+        }
+        if !inner.is_connected() {
+            inner.bounce(batch, "the cluster bus is unavailable").await;
+            continue;
+        }
+        match inner
+            .client
+            .request(subject.clone(), encode_batch(&batch))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+                // Nobody listens on the node's subject: it died (its bus connection closed
+                // with the process). Its sessions go now, without waiting for the lease.
+                inner.node_gone(&node).await;
+                for (_, b) in batch {
+                    inner.core.route_again(&b).await;
+                }
+            }
+            Err(e) => {
+                let why = format!("cross-node delivery to {node} failed: {e}");
+                inner.bounce(batch, &why).await;
+            }
+        }
+    }
+}
+
+/// Publishes control messages in order.
+async fn publish(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Control>) {
+    while let Some(c) = rx.recv().await {
+        if let Err(e) = inner
+            .client
+            .publish(inner.subjects.control.clone(), c.encode())
+            .await
+        {
+            // Repaired by the snapshots exchanged when the bus is back.
+            tracing::debug!(error = %e, "control message not published");
+        }
+    }
+}
+
+async fn control_loop(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
+    while let Some(msg) = sub.next().await {
+        match Control::decode(&msg.payload) {
+            Ok(c) => inner.control(c).await,
+            Err(e) => tracing::warn!(error = %e, "ignoring a control message"),
+        }
+    }
+}
+
+async fn inbox_loop(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
+    while let Some(msg) = sub.next().await {
+        match decode_batch(msg.payload) {
+            Ok(frames) => inner.deliver_here(frames).await,
+            Err(e) => tracing::warn!(error = %e, "ignoring a stanza batch"),
+        }
+        if let Some(reply) = msg.reply {
+            let _ = inner.client.publish(reply, Bytes::new()).await;
+        }
+    }
+}
+
+async fn heartbeat_loop(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(inner.config.heartbeat());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !inner.is_connected() {
+            continue;
+        }
+        inner.send(Control::Heartbeat {
+            node: inner.node.clone(),
+            epoch: inner.epoch,
+        });
+        let dead = lock(&inner.members).expired(Instant::now());
+        for node in dead {
+            tracing::warn!(%node, "cluster node silent for longer than the lease");
+            inner.node_gone(&node).await;
+        }
+    }
+}
+
+/// The bus connection's ups and downs.
+async fn events_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<BusEvent>) {
+    while let Some(e) = rx.recv().await {
+        match e {
+            BusEvent::Connected => {
+                tracing::info!("cluster bus connected");
+                // The silence was ours: nobody expires for it. Then everybody resends
+                // their sessions, which repairs what was missed meanwhile.
+                lock(&inner.members).touch_all(Instant::now());
+                inner.connected.store(true, Ordering::Release);
+                inner.send(Control::Hello {
+                    node: inner.node.clone(),
+                    epoch: inner.epoch,
+                });
+            }
+            BusEvent::Disconnected => {
+                tracing::warn!("cluster bus disconnected: serving local sessions only");
+                inner.connected.store(false, Ordering::Release);
+            }
+            other => tracing::debug!(event = %other, "cluster bus event"),
+        }
+    }
+}

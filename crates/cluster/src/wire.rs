@@ -1,0 +1,237 @@
+//! What crosses the bus, and its encoding.
+//!
+//! Two kinds of message (docs/clustering.md, "On the bus"):
+//! - **control** ([`Control`], JSON on `rookery.<domain>.control`, every node subscribes):
+//!   heartbeats, join requests, the session registry's changes (bound, unbound,
+//!   availability) and snapshots, and "this account's cached data changed". Small and rare next to stanzas, so readable beats compact;
+//! - **stanza batches** (binary, on `rookery.<domain>.node.<id>`, request/reply): the
+//!   serialized stanzas for that node's sessions, each with the full JID of the session it is
+//!   for (a message to a bare JID reaches each resource with the bare JID as `to`, so the
+//!   bytes alone do not say which session takes them). A frame is
+//!   `u16 jid length · jid · u32 stanza length · stanza`, big-endian.
+//!
+//! Everything read from the bus is checked: a truncated frame or a JID that does not parse
+//! is a [`WireError`], never a panic.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use rookery_jid::Jid;
+use serde::{Deserialize, Serialize};
+
+/// One session's entry in a registry snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The full JID.
+    pub jid: String,
+    /// When it was bound (milliseconds since the Unix epoch): of two sessions of one full JID
+    /// on two nodes, the later bind wins (RFC 6120 §7.7.2.2, across nodes).
+    pub at: u64,
+    /// Its presence priority once available.
+    pub priority: Option<i8>,
+}
+
+/// A control message. `node` is the sender, `epoch` its start time (a restarted node has a
+/// new one, so its old sessions are known to be gone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Control {
+    /// "I am alive".
+    Heartbeat {
+        /// Sender.
+        node: String,
+        /// Sender's epoch.
+        epoch: u64,
+    },
+    /// "I (re)joined: everybody, send me your sessions" (answered with [`Control::Sessions`]).
+    Hello {
+        /// Sender.
+        node: String,
+        /// Sender's epoch.
+        epoch: u64,
+    },
+    /// A session was bound on the sender.
+    Bound {
+        /// Sender.
+        node: String,
+        /// Sender's epoch.
+        epoch: u64,
+        /// The session.
+        session: SessionInfo,
+    },
+    /// A session of the sender ended.
+    Unbound {
+        /// Sender.
+        node: String,
+        /// Sender's epoch.
+        epoch: u64,
+        /// Its full JID.
+        jid: String,
+    },
+    /// A session of the sender changed availability.
+    Available {
+        /// Sender.
+        node: String,
+        /// Sender's epoch.
+        epoch: u64,
+        /// Its full JID.
+        jid: String,
+        /// `Some(priority)` available, `None` unavailable.
+        priority: Option<i8>,
+    },
+    /// The sender committed a change to an account's roster, pending requests or block list:
+    /// drop what is cached of it.
+    Changed {
+        /// Sender.
+        node: String,
+        /// Sender's epoch.
+        epoch: u64,
+        /// The bare JID.
+        account: String,
+    },
+    /// Part of the sender's complete list of sessions; the part with `last` set ends it, and
+    /// the receiver drops what it held for the sender that the list did not name.
+    Sessions {
+        /// Sender.
+        node: String,
+        /// Sender's epoch.
+        epoch: u64,
+        /// The first part of a list.
+        first: bool,
+        /// The last part of a list.
+        last: bool,
+        /// The sessions of this part.
+        sessions: Vec<SessionInfo>,
+    },
+}
+
+impl Control {
+    /// The sending node and its epoch.
+    pub fn sender(&self) -> (&str, u64) {
+        match self {
+            Control::Heartbeat { node, epoch }
+            | Control::Hello { node, epoch }
+            | Control::Bound { node, epoch, .. }
+            | Control::Unbound { node, epoch, .. }
+            | Control::Available { node, epoch, .. }
+            | Control::Changed { node, epoch, .. }
+            | Control::Sessions { node, epoch, .. } => (node, *epoch),
+        }
+    }
+
+    /// JSON.
+    pub fn encode(&self) -> Bytes {
+        // Serializing plain strings and numbers cannot fail.
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// From JSON.
+    pub fn decode(bytes: &[u8]) -> Result<Control, WireError> {
+        serde_json::from_slice(bytes).map_err(|e| WireError::Control(e.to_string()))
+    }
+}
+
+/// A message from the bus that does not read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    /// A control message that is not one.
+    #[error("bad control message: {0}")]
+    Control(String),
+    /// A stanza batch cut short.
+    #[error("truncated stanza batch")]
+    Truncated,
+    /// A frame whose JID is not a JID.
+    #[error("bad JID in stanza batch")]
+    Jid,
+}
+
+/// Encodes stanzas for sessions of one node into one bus message.
+pub fn encode_batch(frames: &[(Jid, Bytes)]) -> Bytes {
+    let size: usize = frames
+        .iter()
+        .map(|(j, b)| 6 + j.as_str().len() + b.len())
+        .sum();
+    let mut out = BytesMut::with_capacity(size);
+    for (jid, bytes) in frames {
+        // A JID is at most 3 × 1023 bytes (RFC 7622 §3.1) and a stanza is bounded by the
+        // stanza limit: both fit their length fields.
+        out.put_u16(u16::try_from(jid.as_str().len()).unwrap_or(u16::MAX));
+        out.put_slice(jid.as_str().as_bytes());
+        out.put_u32(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+        out.put_slice(bytes);
+    }
+    out.freeze()
+}
+
+/// Decodes a stanza batch; the stanzas share the message's buffer.
+pub fn decode_batch(mut payload: Bytes) -> Result<Vec<(Jid, Bytes)>, WireError> {
+    let mut frames = Vec::new();
+    while payload.has_remaining() {
+        let jid_len = usize::from(payload.try_get_u16().map_err(|_| WireError::Truncated)?);
+        if payload.remaining() < jid_len {
+            return Err(WireError::Truncated);
+        }
+        let jid = payload.split_to(jid_len);
+        let jid = std::str::from_utf8(&jid)
+            .ok()
+            .and_then(|s| Jid::parse(s).ok())
+            .ok_or(WireError::Jid)?;
+        let len = payload.try_get_u32().map_err(|_| WireError::Truncated)?;
+        let len = usize::try_from(len).map_err(|_| WireError::Truncated)?;
+        if payload.remaining() < len {
+            return Err(WireError::Truncated);
+        }
+        frames.push((jid, payload.split_to(len)));
+    }
+    Ok(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_batch_round_trips() {
+        let frames = vec![
+            (
+                Jid::parse("a@localhost/x").unwrap(),
+                Bytes::from_static(b"<message to='a@localhost'/>"),
+            ),
+            (Jid::parse("b@localhost/y").unwrap(), Bytes::new()),
+        ];
+        assert_eq!(decode_batch(encode_batch(&frames)).unwrap(), frames);
+    }
+
+    #[test]
+    fn every_truncation_of_a_batch_is_an_error_not_a_panic() {
+        let frames = vec![(
+            Jid::parse("a@localhost/x").unwrap(),
+            Bytes::from_static(b"<presence/>"),
+        )];
+        let full = encode_batch(&frames);
+        for cut in 1..full.len() {
+            assert!(decode_batch(full.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        let mut bad = BytesMut::new();
+        bad.put_u16(3);
+        bad.put_slice(b"@@@");
+        bad.put_u32(0);
+        assert_eq!(decode_batch(bad.freeze()), Err(WireError::Jid));
+    }
+
+    #[test]
+    fn control_messages_are_tagged_json() {
+        let c = Control::Available {
+            node: "n1".into(),
+            epoch: 7,
+            jid: "a@localhost/x".into(),
+            priority: Some(5),
+        };
+        let json = c.encode();
+        assert!(std::str::from_utf8(&json)
+            .unwrap()
+            .contains("\"t\":\"available\""));
+        assert_eq!(Control::decode(&json).unwrap(), c);
+        assert_eq!(c.sender(), ("n1", 7));
+        assert!(Control::decode(b"{\"t\":\"nope\"}").is_err());
+    }
+}

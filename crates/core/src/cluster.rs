@@ -1,0 +1,40 @@
+//! The seam between the core and a cluster of nodes serving one domain (design.md, "Several
+//! nodes"; crates/cluster implements it over NATS, docs/clustering.md).
+//!
+//! The core stays the one delivery path: a session bound on another node is a
+//! [`SessionHandle`](crate::SessionHandle) marked remote in the same registry
+//! ([`crate::Core::bind_remote`]), so the route table and the fan-out reach it like any other
+//! resource. What the core owes the cluster is the news about its own sessions, told through
+//! this trait the moment the registry changes. Without a cluster nothing is set, and the
+//! local path pays one `OnceLock` read per bind, unbind and availability change — no
+//! allocation, no await.
+
+use rookery_jid::{BareJid, Jid};
+
+use rookery_proto::Stanza;
+
+use crate::session::SessionId;
+
+/// What the core tells the cluster about the sessions bound on this node.
+pub trait ClusterLink: Send + Sync + 'static {
+    /// This node's id in the cluster (it names the node in the ids of the IQs it sends).
+    fn node(&self) -> &str;
+
+    /// `answer` (an IQ result or error addressed to the server) answers a request `node`
+    /// sent: hand it over.
+    fn answer_elsewhere(&self, node: &str, answer: &Stanza);
+
+    /// A local session bound `jid` (it replaced any older session of that full JID here).
+    fn bound(&self, jid: &Jid, id: SessionId);
+
+    /// The local session `jid` ended.
+    fn unbound(&self, jid: &Jid);
+
+    /// A local session's availability changed: `Some(priority)` after available presence,
+    /// `None` after unavailable.
+    fn availability(&self, jid: &Jid, priority: Option<i8>);
+
+    /// A module committed a change to `account`'s data that other nodes may hold in memory
+    /// (see [`crate::Core::account_changed`]).
+    fn account_changed(&self, account: &BareJid);
+}

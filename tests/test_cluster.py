@@ -1,0 +1,395 @@
+"""Three Rookery nodes serving one domain (crates/cluster, docs/clustering.md).
+
+The `cluster` fixture starts a `nats-server` (Debian's) on an ephemeral loopback port, one
+fresh PostgreSQL database (``ROOKERY_TEST_POSTGRES_URL``, as ``scripts/pg-start.sh`` exports)
+and three nodes on loopback with their own ports, the same domain and the same database. The
+lease is shortened to 4 s so that the failure tests stay short; the default is 6 s.
+
+Without nats-server or PostgreSQL the module is skipped locally, and fails in CI (``CI`` set),
+where both are installed by scripts/test.sh.
+
+Waiting is on facts, not time: `reachable` pings a full JID across nodes until the answer
+comes back (the registry of the asking node knows the session, and the IQ reply found its way
+back), and clients wait for the stanzas they expect.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import pytest
+
+from conftest import PG_URL, PgDatabase, free_port
+from slix import slix_login
+from test_im import BODY, NS_ROSTER, Peer, is_msg, is_presence, is_push, make_mutual, peer
+from xmpp_raw import local, stanza_error
+
+USERS = {"alice": "alicepass", "bob": "bobpass", "carol": "carolpass", "dave": "davepass"}
+LEASE_MS = 4000
+
+
+def _nats_server() -> str | None:
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    return "/usr/sbin/nats-server" if os.access("/usr/sbin/nats-server", os.X_OK) else None
+
+
+NATS_BIN = _nats_server()
+
+
+class Nats:
+    """A nats-server on 127.0.0.1 that can be stopped and started again on the same port."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.log_path = workdir / "nats.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, fixed_port: bool = False):
+        """Starts nats-server; on a port taken meanwhile by someone else (other tests run at
+        the same time) it picks another, unless the port must stay (a restart)."""
+        for _ in range(3):
+            log = open(self.log_path, "a")
+            self.proc = subprocess.Popen([NATS_BIN, "-a", "127.0.0.1", "-p", str(self.port)],
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+            deadline = time.monotonic() + 15
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), 0.5).close()
+                    return
+                except OSError:
+                    time.sleep(0.05)
+            self.stop()
+            if fixed_port:
+                break
+            self.port = free_port()
+            self.url = f"nats://127.0.0.1:{self.port}"
+        raise RuntimeError("nats-server did not start: " + self.log_path.read_text())
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class Cluster:
+    def __init__(self, nats: Nats, nodes: list, pg: PgDatabase):
+        self.nats = nats
+        self.nodes = nodes
+        self.pg = pg
+
+
+def _require(what: str, present: bool):
+    if present:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing in CI (scripts/test.sh installs it)")
+    pytest.skip(f"{what} is missing")
+
+
+@pytest.fixture
+def cluster(server_factory, tmp_path):
+    _require("nats-server", NATS_BIN is not None)
+    _require("PostgreSQL (ROOKERY_TEST_POSTGRES_URL, scripts/pg-start.sh)", bool(PG_URL))
+    nats = Nats(tmp_path)
+    nats.start()
+    pg = PgDatabase(PG_URL)
+    nodes = []
+    try:
+        for i in range(3):
+            # One database: the accounts are created once, through the first node's config.
+            srv = server_factory(users=USERS if i == 0 else {}, store={"url": pg.url},
+                                 cluster={"nats_url": nats.url, "lease_ms": LEASE_MS,
+                                          "heartbeat_ms": 500})
+            srv.users = dict(USERS)
+            nodes.append(srv)
+        yield Cluster(nats, nodes, pg)
+    finally:
+        for n in nodes:
+            n.kill()
+        nats.stop()
+        pg.drop()
+
+
+async def reachable(p: Peer, full_jid: str, timeout: float = 20.0):
+    """Pings `full_jid` (a client that answers pings: slixmpp) from `p` until the answer
+    comes: the asking node knows the session, and the reply found its way back."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = await p.iq("get", "<ping xmlns='urn:xmpp:ping'/>", to=full_jid)
+        if r.get("type") == "result":
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{full_jid} not reachable from {p.jid}: {stanza_error(r)}")
+        await asyncio.sleep(0.1)
+
+
+async def meet(p: Peer, q: Peer, timeout: float = 20.0):
+    """`reachable` between two raw clients: `q` answers `p`'s ping itself."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rid = p.c.next_id("meet")
+        p.send(f"<iq type='get' id='{rid}' to={quoteattr(q.jid)}>"
+               "<ping xmlns='urn:xmpp:ping'/></iq>")
+        r = await wait_for(p, lambda e: local(e) == "iq" and e.get("id") == rid
+                           and e.get("type") in ("result", "error"), what="a ping answer",
+                           answer=(q, rid))
+        if r.get("type") == "result":
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{q.jid} not reachable from {p.jid}: {stanza_error(r)}")
+        await asyncio.sleep(0.1)
+
+
+async def wait_for(p: Peer, pred, timeout: float = 15.0, what: str = "a stanza",
+                   answer: tuple[Peer, str] | None = None):
+    """The first stanza `p` received (or receives within `timeout`) that matches `pred`.
+    With `answer=(q, id)`, `q` meanwhile answers the ping `id` when it arrives."""
+    got = p.take(pred)
+    if got:
+        return got[0]
+    waiter = asyncio.create_task(_answer_ping(*answer)) if answer else None
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                el = await p.c.recv(max(0.1, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+            if pred(el):
+                return el
+            p.seen.append(el)
+        raise AssertionError(f"{p.jid}: timeout waiting for {what}")
+    finally:
+        if waiter is not None:
+            if not waiter.done():
+                waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+
+
+async def _answer_ping(q: Peer, rid: str):
+    """`q` answers the ping `rid` once it arrives (cancelled if it never does)."""
+    while True:
+        got = q.take(lambda e: local(e) == "iq" and e.get("id") == rid)
+        if got:
+            el = got[0]
+            break
+        el = await q.c.recv(30)
+        if local(el) == "iq" and el.get("id") == rid:
+            break
+        q.seen.append(el)
+    q.send(f"<iq type='result' id='{rid}' to={quoteattr(el.get('from'))}/>")
+
+
+async def test_messages_cross_nodes_to_full_and_bare_jids(cluster):
+    n1, n2, n3 = cluster.nodes
+    a = await slix_login(n1, "alice", resource="one", presence=True)
+    b2 = await slix_login(n2, "bob", resource="two", presence=True)
+    b3 = await slix_login(n3, "bob", resource="three", presence=True)
+    probe = await peer(n1, "carol", "probe", roster=False, presence=False)
+    await reachable(probe, "bob@localhost/two")
+    await reachable(probe, "bob@localhost/three")
+    await reachable(await peer(n2, "dave", "probe", roster=False, presence=False),
+                    "alice@localhost/one")
+    # Full JID: only that resource, on its node.
+    a.send_message(mto="bob@localhost/three", mbody="to three", mtype="chat")
+    await b3.inbox.wait(lambda e: e.findtext(BODY) == "to three", what="full-JID message")
+    # Bare JID (RFC 6121 §8.5.2.1.1): both resources of equal priority, on two other nodes.
+    a.send_message(mto="bob@localhost", mbody="to both", mtype="chat")
+    for b in (b2, b3):
+        await b.inbox.wait(lambda e: e.findtext(BODY) == "to both", what="bare-JID message")
+    # And back across nodes.
+    b2.send_message(mto="alice@localhost/one", mbody="reply", mtype="chat")
+    m = await a.inbox.wait(lambda e: e.findtext(BODY) == "reply", what="reply")
+    assert m.get("from") == "bob@localhost/two"
+    assert not [e for e in b2.inbox.items if e.findtext(BODY) == "to three"]
+    # The admin view names the nodes and where sessions live.
+    st = n1.ctl("status")
+    assert st.returncode == 0, st.stderr
+    assert "cluster bus connected" in st.stdout and "true" in st.stdout
+    for other in (n2, n3):
+        assert f":{other.port}" in st.stdout, st.stdout
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{n1.admin_port}/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    for node in (n1, n2, n3):
+        assert f':{node.port}"}}' in metrics and "rookery_cluster_sessions" in metrics, metrics
+    for c in (a, b2, b3):
+        await c.close()
+    await probe.close()
+
+
+async def test_presence_and_unavailable_between_nodes(cluster):
+    n1, n2, _ = cluster.nodes
+    await make_mutual(n1, "alice", "bob")
+    a = await peer(n1, "alice", "desk")
+    b = await peer(n2, "bob", "phone", presence=False)
+    await meet(b, a)
+    b.presence()
+    await wait_for(a, is_presence(frm="bob@localhost/phone"), what="bob's presence on node 2")
+    # Bob's initial presence brought him alice's, though she is on another node (her node
+    # answered the probe).
+    await wait_for(b, is_presence(frm="alice@localhost/desk"), what="alice's presence for bob")
+    await b.close()
+    await wait_for(a, is_presence("unavailable", "bob@localhost/phone"),
+                   what="bob's unavailable presence")
+    await a.close()
+
+
+async def test_roster_push_reaches_the_same_account_on_another_node(cluster):
+    n1, n2, _ = cluster.nodes
+    a1 = await peer(n1, "alice", "one")
+    a2 = await peer(n2, "alice", "two")
+    await meet(a1, a2)
+    r = await a1.iq("set", f"<query xmlns='{NS_ROSTER}'><item jid='carol@localhost' "
+                           "name='Carol'/></query>")
+    assert r.get("type") == "result"
+    push = await wait_for(a2, is_push("carol@localhost"), what="the roster push on node 2")
+    assert push.get("type") == "set"
+    await a1.close()
+    await a2.close()
+
+
+async def test_a_block_made_through_one_node_applies_on_another(cluster):
+    """Node 2 holds alice's block list in memory (she has a session there); blocking carol
+    through node 1 makes node 2 drop it (XEP-0191 across nodes: the cached list must not let
+    carol's messages through)."""
+    n1, n2, _ = cluster.nodes
+    a1 = await peer(n1, "alice", "one")
+    a2 = await peer(n2, "alice", "two")
+    c = await peer(n2, "carol", "desk", roster=False)
+    c.message("alice@localhost/two", "before the block")
+    await wait_for(a2, is_msg("before the block"), what="carol's message before the block")
+    r = await a1.iq("set", "<block xmlns='urn:xmpp:blocking'><item jid='carol@localhost'/>"
+                           "</block>")
+    assert r.get("type") == "result"
+    # The block push (XEP-0191 §3.3) reaches alice's resource on node 2 as well.
+    await wait_for(a2, lambda e: local(e) == "iq" and e.get("type") == "set"
+                   and e.find("{urn:xmpp:blocking}block") is not None, what="the block push")
+    # Node 2 hears of the change on the bus; until then carol's message may still pass.
+    deadline = time.monotonic() + 15
+    blocked = False
+    while not blocked and time.monotonic() < deadline:
+        c.message("alice@localhost/two", "after the block")
+        new = await c.sync()
+        blocked = any(local(e) == "message" and e.get("type") == "error" for e in new)
+        if not blocked:
+            await asyncio.sleep(0.1)
+    assert blocked, "node 2 kept delivering to alice from a blocked contact"
+    # What node 2 delivers from now on: nothing from carol.
+    c.message("alice@localhost/two", "still blocked")
+    await c.sync()
+    await a2.sync()
+    assert not a2.take(is_msg("still blocked"))
+    for p in (a1, a2, c):
+        await p.close()
+
+
+async def test_a_resource_bound_on_another_node_replaces_the_older_session(cluster):
+    n1, n2, _ = cluster.nodes
+    old = await peer(n1, "carol", "same", presence=False)
+    probe = await peer(n2, "dave", "probe", roster=False, presence=False)
+    await meet(probe, old)
+    new = await peer(n2, "carol", "same", presence=False)
+    assert await old.c.stream_error(15) == "conflict"
+    await meet(probe, new)
+    await new.close()
+    await probe.close()
+
+
+async def _alice_sees_bob(cluster) -> tuple[Peer, Peer]:
+    """alice on node 1 and bob on node 2, mutual contacts, both available."""
+    n1, n2, _ = cluster.nodes
+    await make_mutual(n1, "alice", "bob")
+    a = await peer(n1, "alice", "desk")
+    b = await peer(n2, "bob", "phone", presence=False)
+    await meet(a, b)
+    b.presence()
+    await wait_for(a, is_presence(frm="bob@localhost/phone"), what="bob available")
+    return a, b
+
+
+async def test_kill_9_of_a_node_during_traffic(cluster):
+    """A node dies during traffic: what was acknowledged reached bob, or offline storage
+    (delivered at his next login on another node), or came back to alice as an error; alice
+    sees him unavailable."""
+    n1, n2, n3 = cluster.nodes
+    a, b = await _alice_sees_bob(cluster)
+    for i in range(20):
+        a.message("bob@localhost", f"before {i}")
+    for i in range(20):
+        await wait_for(b, is_msg(f"before {i}"), what=f"message {i} before the kill")
+    n2.kill()  # SIGKILL
+    # Right after the kill, before anyone noticed: node 1 still routes to bob's node; nobody
+    # answers on its subject any more, so node 1 takes it for dead at once.
+    for i in range(10):
+        a.message("bob@localhost", f"during {i}")
+    await wait_for(a, is_presence("unavailable", "bob@localhost/phone"),
+                   what="bob unavailable after his node died")
+    for i in range(5):
+        a.message("bob@localhost", f"after {i}")
+    await a.sync()
+    errors = {e.findtext(BODY) for e in a.seen
+              if local(e) == "message" and e.get("type") == "error"}
+    b = await peer(n3, "bob", "again", roster=False, presence=True)
+    for body in [f"during {i}" for i in range(10)] + [f"after {i}" for i in range(5)]:
+        if body not in errors:
+            await wait_for(b, is_msg(body), what=f"offline message '{body}' at next login")
+    await a.close()
+    await b.close()
+
+
+async def test_a_killed_silent_node_is_noticed_within_the_lease(cluster):
+    """No traffic for the dead node: its heartbeats stop, and within the lease the others
+    drop its sessions and tell their contacts."""
+    n1, n2, _ = cluster.nodes
+    a, _ = await _alice_sees_bob(cluster)
+    n2.kill()  # SIGKILL
+    await wait_for(a, is_presence("unavailable", "bob@localhost/phone"),
+                   timeout=LEASE_MS / 1000 + 3, what="bob unavailable within the lease")
+    # Bob is gone from the registry: a message now goes to offline storage.
+    a.message("bob@localhost", "stored")
+    await a.sync()
+    assert not [e for e in a.seen if local(e) == "message" and e.get("type") == "error"]
+    await a.close()
+
+
+async def test_nats_outage_bounces_cross_node_stanzas_and_heals(cluster):
+    n1, n2, _ = cluster.nodes
+    a = await peer(n1, "alice", "desk", roster=False)
+    c = await peer(n1, "carol", "desk", roster=False)
+    b = await peer(n2, "bob", "phone", roster=False)
+    await meet(a, b)
+    cluster.nats.stop()
+    # Local delivery goes on.
+    a.message("carol@localhost/desk", "local during the outage")
+    await wait_for(c, is_msg("local during the outage"), what="a local message")
+    # Cross-node: a clear error, not a hang.
+    r = await a.iq("get", "<ping xmlns='urn:xmpp:ping'/>", to="bob@localhost/phone")
+    assert r.get("type") == "error"
+    assert stanza_error(r) == "recipient-unavailable"
+    cluster.nats.start(fixed_port=True)
+    await meet(a, b, timeout=40)
+    a.message("bob@localhost/phone", "after the outage")
+    await wait_for(b, is_msg("after the outage"), what="a cross-node message after healing")
+    for p in (a, b, c):
+        await p.close()
+
+
+def test_a_cluster_on_sqlite_is_refused(tmp_path):
+    cfg = tmp_path / "rookery.toml"
+    cfg.write_text(f'data_dir = "{tmp_path / "data"}"\n[cluster]\nnats_url = "nats://127.0.0.1:9"\n')
+    from conftest import ROOKERY_BIN
+    r = subprocess.run([ROOKERY_BIN, "serve", "--config", str(cfg)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode != 0
+    assert "[cluster] needs PostgreSQL" in r.stderr + r.stdout

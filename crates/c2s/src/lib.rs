@@ -17,6 +17,7 @@
 //! session's bounded outbound queue, so an idle connection costs one task, its buffers and
 //! its TLS state.
 
+pub mod bind2;
 pub mod config;
 pub mod csi;
 pub mod limiter;

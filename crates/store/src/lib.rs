@@ -27,6 +27,7 @@
 //!   service (the pubsub component and PEP).
 //! - [`mam`]: [`Mam`], message archives (XEP-0313) and archiving preferences.
 //! - [`muc`]: [`Muc`], persistent multi-user chat rooms and their affiliations.
+//! - [`fast`]: [`Fast`], XEP-0484 FAST tokens per account and device.
 //!
 //! A later concern gets its own module the same way: `rosters.rs` with a `Rosters<'_>`
 //! handle returned by `Store::rosters()`, its tables in `migrations/{sqlite,postgres}/
@@ -46,6 +47,7 @@
 pub mod accounts;
 pub mod blocking;
 mod db;
+pub mod fast;
 mod last_queue;
 pub mod mam;
 pub mod muc;
@@ -65,6 +67,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use accounts::Accounts;
 pub use blocking::Blocking;
+pub use fast::Fast;
 pub use mam::Mam;
 pub use muc::Muc;
 pub use offline::Offline;
@@ -275,6 +278,11 @@ impl Store {
     /// XEP-0191 block lists.
     pub fn blocking(&self) -> Blocking<'_> {
         Blocking::new(self)
+    }
+
+    /// XEP-0484 FAST tokens.
+    pub fn fast(&self) -> Fast<'_> {
+        Fast::new(self)
     }
 
     /// XEP-0160 offline messages.

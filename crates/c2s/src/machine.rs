@@ -26,7 +26,9 @@ use rookery_stream::negotiation::sasl2::{self, UserAgent};
 use rookery_stream::negotiation::{self, Action, Input, Machine};
 use rookery_xml::{Element, Limits, StreamHeader};
 
-use crate::{bind2, csi, sm, C2sConfig};
+use rookery_sasl::ht::{self, HtMechanism};
+
+use crate::{bind2, csi, fast, sm, C2sConfig};
 
 /// The channel-binding type of the -PLUS mechanisms (RFC 9266), as XEP-0440 names it.
 const TLS_EXPORTER: &str = "tls-exporter";
@@ -50,6 +52,10 @@ pub trait Policy {
     fn auth_result(&self, mechanism: &'static str, ok: bool);
     /// Whether binding `jid` would take its account past `[c2s] max_sessions_per_account`.
     fn session_limit_reached(&self, jid: &Jid) -> bool;
+    /// Whether XEP-0484 FAST tokens are offered (a token store and a lifetime).
+    fn fast_enabled(&self) -> bool;
+    /// The time now, in Unix seconds (token expiries).
+    fn now(&self) -> i64;
 }
 
 /// Work the driver does for the machine.
@@ -59,6 +65,35 @@ pub enum Request {
     Credentials(String),
     /// Serve this XEP-0077 registration IQ.
     Register(Stanza),
+    /// The FAST tokens of this device of this (normalized) localpart.
+    FastTokens {
+        /// The localpart.
+        local: String,
+        /// The XEP-0388 user-agent id.
+        device: String,
+    },
+    /// Record a use of a FAST token (refused when `count` does not rise).
+    FastUse {
+        /// The localpart.
+        local: String,
+        /// The device.
+        device: String,
+        /// Which token.
+        used: fast::Used,
+        /// The client's count.
+        count: i64,
+    },
+    /// Store a new FAST token's key for this device.
+    FastIssue {
+        /// The localpart.
+        local: String,
+        /// The device.
+        device: String,
+        /// The token's key.
+        key: Vec<u8>,
+        /// Its expiry (Unix seconds).
+        expires: i64,
+    },
 }
 
 /// The driver's answers.
@@ -68,6 +103,12 @@ pub enum Reply {
     Credentials(Result<Option<Credentials>, ()>),
     /// The reply to the registration IQ, to send.
     Registered(Option<Stanza>),
+    /// The device's FAST tokens (`Err`: the lookup failed).
+    FastTokens(Result<Option<fast::DeviceTokens>, ()>),
+    /// Whether the use was recorded (`false`: a replayed count).
+    FastUsed(Result<bool, ()>),
+    /// Whether the new token was stored.
+    FastIssued(Result<(), ()>),
 }
 
 /// How negotiation ended.
@@ -109,6 +150,8 @@ pub enum Done {
 pub struct Sasl2Resumed {
     /// The mechanism's additional data for `<success/>`.
     pub additional_data: Option<Vec<u8>>,
+    /// What other inline features answered (a FAST `<token/>`), before `<resumed/>`.
+    pub answers: Vec<Element>,
 }
 
 /// What a SASL2 `<authenticate/>` asked for beside authentication.
@@ -118,6 +161,8 @@ struct Sasl2Request {
     bind: Option<bind2::Request>,
     /// XEP-0198 `<resume/>`, as sent.
     resume: Option<Element>,
+    /// XEP-0484: a token asked for, or used.
+    fast: fast::Request,
 }
 
 impl Sasl2Request {
@@ -133,6 +178,8 @@ impl Sasl2Request {
             } else if el.is("resume", sm::NS) {
                 r.resume.replace(el.clone()).is_some()
             } else {
+                // FAST's elements (it checks their repeats); anything else is ignored.
+                fast::parse_into(el, &mut r.fast)?;
                 false
             };
             if repeated {
@@ -147,13 +194,40 @@ impl Sasl2Request {
     }
 }
 
-/// A SASL2 success waiting for the outcome of an inline resumption.
+/// A SASL2 success on its way: waiting for a FAST token to be stored, or for the outcome of
+/// an inline resumption.
 #[derive(Debug)]
 struct Pending {
     additional_data: Option<Vec<u8>>,
     request: Sasl2Request,
-    /// The session refused: its `<failed/>`, for `<success/>`.
-    refused: Option<Element>,
+    /// What the inline features answered so far, for `<success/>`.
+    answers: Vec<Element>,
+    /// The token being stored.
+    issued: Option<Box<fast::Issued>>,
+    /// The session refused the resumption (its `<failed/>` is in `answers`).
+    refused: bool,
+}
+
+impl std::fmt::Debug for fast::Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A FAST authentication (XEP-0484 §3.3) between its request and its outcome.
+#[derive(Debug)]
+struct FastAttempt {
+    mechanism: HtMechanism,
+    local: String,
+    device: String,
+    /// The client's count, if it sent one.
+    count: Option<i64>,
+    initiator_hash: Vec<u8>,
+    request: Sasl2Request,
+    /// The token that matched, once the tokens were read: which, its key, the count to use.
+    matched: Option<(fast::Used, Vec<u8>, i64)>,
 }
 
 type Actions = Vec<Action<Request, Done>>;
@@ -184,6 +258,10 @@ enum Phase {
     Bind,
     /// SASL2 succeeded with an inline resumption, which is the driver's.
     Resuming(Box<Pending>),
+    /// SASL2 succeeded; a new FAST token is being stored.
+    Issuing(Box<Pending>),
+    /// A FAST token authentication waits for the store.
+    Fast(Box<FastAttempt>),
 }
 
 /// The negotiation of one client stream.
@@ -308,6 +386,9 @@ impl<P: Policy> C2sMachine<P> {
         if sm_on {
             inline.push(Element::new("sm", sm::NS));
         }
+        if self.policy.fast_enabled() {
+            inline.push(fast::feature(self.channel_binding.is_some()));
+        }
         f.push_child(sasl2::feature(names.iter().copied(), inline));
         let cbs = self.offered_channel_bindings();
         if !cbs.is_empty() {
@@ -400,6 +481,9 @@ impl<P: Policy> C2sMachine<P> {
             Ok(p) => p,
             Err(condition) => return self.failed("other", None, condition, true),
         };
+        if let Some(ht) = HtMechanism::from_name(&auth.mechanism) {
+            return self.fast_authenticate(ht, auth.initial_response, request);
+        }
         let mechanism = Mechanism::from_name(&auth.mechanism);
         let label = mechanism.map_or("other", Mechanism::name);
         match self.start_mechanism(mechanism, Ok(auth.initial_response)) {
@@ -417,6 +501,107 @@ impl<P: Policy> C2sMachine<P> {
                 self.progress(attempt, progress)
             }
             Err(condition) => self.failed(label, None, condition, true),
+        }
+    }
+
+    /// Authentication with a FAST token (XEP-0484 §3.3): the HT message names the account;
+    /// its tokens for the device are looked up.
+    fn fast_authenticate(
+        &mut self,
+        mechanism: HtMechanism,
+        initial: Option<Vec<u8>>,
+        request: Sasl2Request,
+    ) -> Actions {
+        let label = mechanism.name();
+        if !self.policy.fast_enabled() || (mechanism.is_bound() && self.channel_binding.is_none()) {
+            return self.failed(label, None, "invalid-mechanism", true);
+        }
+        if self.policy.auth_blocked(None) {
+            return self.failed(label, None, "temporary-auth-failure", true);
+        }
+        let count = request.fast.fast.flatten();
+        let parsed = (|| {
+            // A token belongs to a device; without a channel binding, a count is what
+            // refuses a replayed message (§3.3.1).
+            let device = request.device_id().ok_or("malformed-request")?.to_string();
+            if count.is_none() && !mechanism.is_bound() {
+                return Err("malformed-request");
+            }
+            let msg =
+                ht::parse(initial.as_deref().unwrap_or_default()).ok_or("malformed-request")?;
+            let local = rookery_jid::normalize_local(&msg.authcid).map_err(|_| "not-authorized")?;
+            Ok((device, msg.initiator_hash, local))
+        })();
+        let (device, initiator_hash, local) = match parsed {
+            Ok(p) => p,
+            Err(condition) => return self.failed(label, None, condition, true),
+        };
+        if self.policy.auth_blocked(Some(&local)) {
+            return self.failed(label, Some(local), "temporary-auth-failure", true);
+        }
+        let lookup = Request::FastTokens {
+            local: local.clone(),
+            device: device.clone(),
+        };
+        self.phase = Phase::Fast(Box::new(FastAttempt {
+            mechanism,
+            local,
+            device,
+            count,
+            initiator_hash,
+            request,
+            matched: None,
+        }));
+        vec![Action::Request(lookup)]
+    }
+
+    /// The channel-binding data an HT mechanism covers.
+    fn ht_cb_data(&self, mechanism: HtMechanism) -> Vec<u8> {
+        match (&self.channel_binding, mechanism.is_bound()) {
+            (Some(cb), true) => cb.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The store answered a FAST step.
+    fn fast_reply(&mut self, mut a: FastAttempt, reply: Reply) -> Actions {
+        let label = a.mechanism.name();
+        match reply {
+            Reply::FastTokens(Ok(Some(tokens))) => {
+                let cb = self.ht_cb_data(a.mechanism);
+                let now = self.policy.now();
+                let Some((used, key)) = fast::check(&tokens, now, &cb, &a.initiator_hash) else {
+                    return self.failed(label, Some(a.local), "not-authorized", true);
+                };
+                let count = a.count.unwrap_or(tokens.last_count.saturating_add(1));
+                let record = Request::FastUse {
+                    local: a.local.clone(),
+                    device: a.device.clone(),
+                    used,
+                    count,
+                };
+                a.matched = Some((used, key, count));
+                self.phase = Phase::Fast(Box::new(a));
+                vec![Action::Request(record)]
+            }
+            Reply::FastTokens(Ok(None)) | Reply::FastUsed(Ok(false)) => {
+                self.failed(label, Some(a.local), "not-authorized", true)
+            }
+            Reply::FastUsed(Ok(true)) => {
+                let Some((used, key, _)) = a.matched.take() else {
+                    return vec![fail(SEC::InternalServerError, "negotiation out of step")];
+                };
+                let user = match BareJid::new(Some(&a.local), self.policy.domain()) {
+                    Ok(u) => u,
+                    Err(_) => return self.failed(label, Some(a.local), "not-authorized", true),
+                };
+                self.policy.auth_result(label, true);
+                tracing::info!(user = %user, ?used, "authenticated with a FAST token");
+                self.user = Some(user);
+                let data = ht::responder(&key, &self.ht_cb_data(a.mechanism));
+                self.sasl2_success(Some(data), a.request)
+            }
+            _ => self.failed(label, Some(a.local), "temporary-auth-failure", true),
         }
     }
 
@@ -510,40 +695,75 @@ impl<P: Policy> C2sMachine<P> {
         }
     }
 
-    /// SASL2 succeeded (XEP-0388 §2.6): no stream restart, so the wider limits now; then an
-    /// inline resumption (handed to the driver) or Bind2 or, without either, `<success/>`
-    /// with the bare JID and RFC 6120 binding to follow.
+    /// SASL2 succeeded (XEP-0388 §2.6): no stream restart, so the wider limits now; then a
+    /// FAST token if one was asked for, an inline resumption (handed to the driver) or Bind2
+    /// or, without either, `<success/>` with the bare JID and RFC 6120 binding to follow.
     fn sasl2_success(
         &mut self,
         additional_data: Option<Vec<u8>>,
         request: Sasl2Request,
     ) -> Actions {
         let mut actions = vec![Action::Limits(self.bound_limits())];
-        let mut answers = Vec::new();
-        if let Some(resume) = &request.resume {
-            match self.resume_request(resume) {
+        let pending = Pending {
+            additional_data,
+            request,
+            answers: Vec::new(),
+            issued: None,
+            refused: false,
+        };
+        actions.extend(self.sasl2_token(pending));
+        actions
+    }
+
+    /// XEP-0484 §3.1: a new token for the device, stored before the success carries it. A
+    /// request without a device id (or with FAST off) gets none.
+    fn sasl2_token(&mut self, mut p: Pending) -> Actions {
+        let local = self
+            .user
+            .as_ref()
+            .and_then(|u| u.local())
+            .map(str::to_string);
+        let device = p.request.device_id().map(str::to_string);
+        let wanted = p.request.fast.request_token.take().is_some();
+        if let (true, true, Some(local), Some(device)) =
+            (wanted, self.policy.fast_enabled(), local, device)
+        {
+            let lifetime = self.policy.config().fast_token_lifetime_secs;
+            let issued = fast::issue(self.policy.now(), lifetime);
+            let store = Request::FastIssue {
+                local,
+                device,
+                key: issued.key.clone(),
+                expires: issued.expires,
+            };
+            p.issued = Some(Box::new(issued));
+            self.phase = Phase::Issuing(Box::new(p));
+            return vec![Action::Request(store)];
+        }
+        self.sasl2_resume(p)
+    }
+
+    /// An inline resumption, if asked for, goes to the driver; else Bind2.
+    fn sasl2_resume(&mut self, mut p: Pending) -> Actions {
+        if let Some(resume) = p.request.resume.take() {
+            match self.resume_request(&resume) {
                 Ok((user, previd, h)) => {
                     let sasl2 = Some(Sasl2Resumed {
-                        additional_data: additional_data.clone(),
+                        additional_data: p.additional_data.clone(),
+                        answers: p.answers.clone(),
                     });
-                    self.phase = Phase::Resuming(Box::new(Pending {
-                        additional_data,
-                        request,
-                        refused: None,
-                    }));
-                    actions.push(Action::Done(Done::Resume {
+                    self.phase = Phase::Resuming(Box::new(p));
+                    return vec![Action::Done(Done::Resume {
                         user,
                         previd,
                         h,
                         sasl2,
-                    }));
-                    return actions;
+                    })];
                 }
-                Err(failed) => answers.push(failed),
+                Err(failed) => p.answers.push(failed),
             }
         }
-        actions.extend(self.sasl2_bind(additional_data, request, answers));
-        actions
+        self.sasl2_bind(p)
     }
 
     /// The inline resumption was refused with `failed` (XEP-0198 `<failed/>`): the next
@@ -551,23 +771,25 @@ impl<P: Policy> C2sMachine<P> {
     /// `<success/>`.
     pub fn resume_refused(&mut self, failed: Element) {
         if let Phase::Resuming(pending) = &mut self.phase {
-            pending.refused = Some(failed);
+            pending.answers.push(failed);
+            pending.refused = true;
         }
     }
 
     /// After SASL2 success (and a refused inline resumption): Bind2 if asked for (done, for
-    /// the driver to bind), else `<success/>` with the bare JID and `answers`.
-    fn sasl2_bind(
-        &mut self,
-        additional_data: Option<Vec<u8>>,
-        request: Sasl2Request,
-        answers: Vec<Element>,
-    ) -> Actions {
+    /// the driver to bind), else `<success/>` with the bare JID and the answers so far.
+    fn sasl2_bind(&mut self, p: Pending) -> Actions {
         let Some(user) = self.user.clone() else {
             return vec![fail(SEC::InternalServerError, "negotiation out of step")];
         };
         self.phase = Phase::Bind;
-        let device_id = request.device_id().map(str::to_string);
+        let device_id = p.request.device_id().map(str::to_string);
+        let Pending {
+            additional_data,
+            request,
+            answers,
+            ..
+        } = p;
         let Some(bind) = request.bind else {
             return vec![Action::Send(sasl2::success(
                 additional_data.as_deref(),
@@ -770,6 +992,16 @@ impl<P: Policy> C2sMachine<P> {
     fn reply(&mut self, reply: Reply) -> Actions {
         match (std::mem::replace(&mut self.phase, Phase::Auth), reply) {
             (Phase::Registering, Reply::Registered(r)) => send_stanza(r),
+            (Phase::Fast(a), r @ (Reply::FastTokens(_) | Reply::FastUsed(_))) => {
+                self.fast_reply(*a, r)
+            }
+            (Phase::Issuing(mut p), Reply::FastIssued(stored)) => {
+                match (stored, p.issued.take()) {
+                    (Ok(()), Some(issued)) => p.answers.push(fast::token_element(&issued)),
+                    _ => tracing::warn!("a FAST token could not be stored; none is sent"),
+                }
+                self.sasl2_resume(*p)
+            }
             (Phase::Sasl(mut attempt), Reply::Credentials(found)) => {
                 let p = match found {
                     Ok(creds) => attempt.exchange.credentials(creds.as_ref()),
@@ -790,18 +1022,11 @@ impl<P: Policy> Machine for C2sMachine<P> {
     /// Taken on again after an inline resumption was refused: the rest of the SASL2
     /// request is answered.
     fn start(&mut self) -> Actions {
-        if !matches!(&self.phase, Phase::Resuming(p) if p.refused.is_some()) {
+        if !matches!(&self.phase, Phase::Resuming(p) if p.refused) {
             return Vec::new();
         }
         match std::mem::replace(&mut self.phase, Phase::Bind) {
-            Phase::Resuming(p) => {
-                let Pending {
-                    additional_data,
-                    request,
-                    refused,
-                } = *p;
-                self.sasl2_bind(additional_data, request, refused.into_iter().collect())
-            }
+            Phase::Resuming(p) => self.sasl2_bind(*p),
             _ => Vec::new(),
         }
     }
@@ -824,7 +1049,12 @@ impl<P: Policy> Machine for C2sMachine<P> {
                     self.phase = Phase::Bind;
                     self.bind(el)
                 }
-                Phase::Header | Phase::Tls | Phase::Registering | Phase::Resuming(_) => {
+                Phase::Header
+                | Phase::Tls
+                | Phase::Registering
+                | Phase::Resuming(_)
+                | Phase::Issuing(_)
+                | Phase::Fast(_) => {
                     vec![fail(SEC::InternalServerError, "negotiation out of step")]
                 }
             },
@@ -893,6 +1123,14 @@ mod tests {
         }
         fn auth_result(&self, mechanism: &'static str, ok: bool) {
             self.results.borrow_mut().push((mechanism, ok));
+        }
+
+        fn fast_enabled(&self) -> bool {
+            true
+        }
+
+        fn now(&self) -> i64 {
+            1_000
         }
 
         fn session_limit_reached(&self, jid: &Jid) -> bool {
@@ -1571,7 +1809,8 @@ mod tests {
                 previd: "abc".into(),
                 h: Some(2),
                 sasl2: Some(Sasl2Resumed {
-                    additional_data: None
+                    additional_data: None,
+                    answers: Vec::new(),
                 }),
             }))
         );
@@ -1599,5 +1838,216 @@ mod tests {
                 .as_deref(),
             Some("alice@example.test")
         );
+    }
+
+    // ---- FAST (XEP-0484) -----------------------------------------------------------------
+
+    fn request_token() -> Element {
+        Element::new("request-token", fast::NS).with_attr("mechanism", "HT-SHA-256-NONE")
+    }
+
+    fn fast_count(count: i64) -> Element {
+        Element::new("fast", fast::NS).with_attr("count", count.to_string())
+    }
+
+    /// A token request beside PLAIN: the key is stored, then the token goes in the success.
+    #[test]
+    fn fast_token_is_issued_with_the_success() {
+        let policy = Test::default();
+        let features = C2sMachine::new(&policy, true, false, None).handle(header(DOMAIN));
+        let inline = sent(&features)[0]
+            .get_child("authentication", SASL2)
+            .and_then(|a| a.get_child("inline", SASL2))
+            .unwrap();
+        let mechs: Vec<String> = inline
+            .get_child("fast", fast::NS)
+            .unwrap()
+            .children()
+            .map(|c| c.text())
+            .collect();
+        assert_eq!(mechs, ["HT-SHA-256-NONE"]);
+
+        let mut m = at_auth(&policy);
+        m.handle(authenticate(
+            "PLAIN",
+            b"\0alice\0secret",
+            vec![request_token()],
+        ));
+        let a = m.handle(credentials("secret"));
+        let Some(Action::Request(Request::FastIssue {
+            local,
+            device,
+            expires,
+            ..
+        })) = a.last()
+        else {
+            panic!("{a:?}");
+        };
+        assert_eq!((local.as_str(), device.as_str()), ("alice", "dev-1"));
+        assert_eq!(*expires, 1_000 + 14 * 24 * 3600);
+        let a = m.handle(Input::Reply(Reply::FastIssued(Ok(()))));
+        let success = sent(&a)[0];
+        let token = success.get_child("token", fast::NS).expect("token");
+        assert_eq!(token.attr("token").map(str::len), Some(72));
+        // A failed store: success without a token.
+        let mut m = at_auth(&policy);
+        m.handle(authenticate(
+            "PLAIN",
+            b"\0alice\0secret",
+            vec![request_token()],
+        ));
+        m.handle(credentials("secret"));
+        let a = m.handle(Input::Reply(Reply::FastIssued(Err(()))));
+        assert!(!sent(&a)[0].has_child("token", fast::NS));
+    }
+
+    /// A token of the device, the tokens as the store has them.
+    fn device_tokens(
+        current: &fast::Issued,
+        previous: Option<&fast::Issued>,
+    ) -> fast::DeviceTokens {
+        fast::DeviceTokens {
+            current: (current.key.clone(), current.expires),
+            previous: previous.map(|p| (p.key.clone(), p.expires)),
+            last_count: 3,
+        }
+    }
+
+    fn ht_auth(token: &str, extra: Vec<Element>) -> Input<Reply> {
+        authenticate(
+            "HT-SHA-256-NONE",
+            &ht::client_message("alice", token, b""),
+            extra,
+        )
+    }
+
+    /// One round trip with a token: looked up, its use recorded with the count, success
+    /// with the HT answer; a rotation in the same request; the old token still valid as
+    /// "previous".
+    #[test]
+    fn fast_authentication_and_rotation() {
+        let policy = Test::default();
+        let old = fast::issue(900, 1000);
+        let new = fast::issue(950, 1000);
+        let mut m = at_auth(&policy);
+        let a = m.handle(ht_auth(&new.token, vec![fast_count(4), request_token()]));
+        assert_eq!(
+            a,
+            vec![Action::Request(Request::FastTokens {
+                local: "alice".into(),
+                device: "dev-1".into()
+            })]
+        );
+        let a = m.handle(Input::Reply(Reply::FastTokens(Ok(Some(device_tokens(
+            &new,
+            Some(&old),
+        ))))));
+        assert_eq!(
+            a,
+            vec![Action::Request(Request::FastUse {
+                local: "alice".into(),
+                device: "dev-1".into(),
+                used: fast::Used::Current,
+                count: 4,
+            })]
+        );
+        let a = m.handle(Input::Reply(Reply::FastUsed(Ok(true))));
+        assert!(matches!(a[0], Action::Limits(_)));
+        assert!(matches!(
+            a.last(),
+            Some(Action::Request(Request::FastIssue { .. }))
+        ));
+        let a = m.handle(Input::Reply(Reply::FastIssued(Ok(()))));
+        let success = sent(&a)[0];
+        assert_eq!(
+            success
+                .child_text("authorization-identifier", SASL2)
+                .as_deref(),
+            Some("alice@example.test")
+        );
+        let data = B64
+            .decode(success.child_text("additional-data", SASL2).unwrap())
+            .unwrap();
+        assert_eq!(data, ht::responder(&new.key, b""));
+        assert!(success.has_child("token", fast::NS));
+        assert_eq!(
+            *policy.results.borrow().last().unwrap(),
+            ("HT-SHA-256-NONE", true)
+        );
+
+        // The replaced token still authenticates, recorded as the previous one.
+        let mut m = at_auth(&policy);
+        m.handle(ht_auth(&old.token, vec![fast_count(5)]));
+        let a = m.handle(Input::Reply(Reply::FastTokens(Ok(Some(device_tokens(
+            &new,
+            Some(&old),
+        ))))));
+        assert!(matches!(
+            &a[..],
+            [Action::Request(Request::FastUse {
+                used: fast::Used::Previous,
+                ..
+            })]
+        ));
+    }
+
+    #[test]
+    fn fast_refusals() {
+        let policy = Test {
+            config: C2sConfig {
+                max_auth_attempts: 20,
+                ..C2sConfig::default()
+            },
+            ..Test::default()
+        };
+        let t = fast::issue(900, 1000);
+        let other = fast::issue(900, 1000);
+        let mut m = at_auth(&policy);
+        // Not the device's token, no tokens, a replayed count, a lookup that failed.
+        for (reply, cond) in [
+            (
+                Reply::FastTokens(Ok(Some(device_tokens(&other, None)))),
+                "not-authorized",
+            ),
+            (Reply::FastTokens(Ok(None)), "not-authorized"),
+            (Reply::FastTokens(Err(())), "temporary-auth-failure"),
+        ] {
+            m.handle(ht_auth(&t.token, vec![fast_count(9)]));
+            let a = m.handle(Input::Reply(reply));
+            assert_eq!(sasl2_condition(&a), Some(cond));
+        }
+        m.handle(ht_auth(&t.token, vec![fast_count(9)]));
+        m.handle(Input::Reply(Reply::FastTokens(Ok(Some(device_tokens(
+            &t, None,
+        ))))));
+        let a = m.handle(Input::Reply(Reply::FastUsed(Ok(false))));
+        assert_eq!(sasl2_condition(&a), Some("not-authorized"));
+        // Expired.
+        let expired = fast::issue(0, 10);
+        m.handle(ht_auth(&expired.token, vec![fast_count(9)]));
+        let a = m.handle(Input::Reply(Reply::FastTokens(Ok(Some(device_tokens(
+            &expired, None,
+        ))))));
+        assert_eq!(sasl2_condition(&a), Some("not-authorized"));
+        // Malformed: no count on -NONE, a garbage message, no device id.
+        let a = m.handle(ht_auth(&t.token, vec![]));
+        assert_eq!(sasl2_condition(&a), Some("malformed-request"));
+        let a = m.handle(authenticate(
+            "HT-SHA-256-NONE",
+            b"junk",
+            vec![fast_count(1)],
+        ));
+        assert_eq!(sasl2_condition(&a), Some("malformed-request"));
+        let a = m.handle(Input::Element(
+            Element::new("authenticate", SASL2)
+                .with_attr("mechanism", "HT-SHA-256-NONE")
+                .with_child(fast_count(1)),
+        ));
+        assert_eq!(sasl2_condition(&a), Some("malformed-request"));
+        // -EXPR without channel binding, and an HT mechanism we do not know.
+        let a = m.handle(authenticate("HT-SHA-256-EXPR", b"x", vec![]));
+        assert_eq!(sasl2_condition(&a), Some("invalid-mechanism"));
+        let a = m.handle(authenticate("HT-SHA-256-UNIQ", b"x", vec![]));
+        assert_eq!(sasl2_condition(&a), Some("invalid-mechanism"));
     }
 }

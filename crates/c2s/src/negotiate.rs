@@ -247,6 +247,15 @@ struct Live {
     ip: IpAddr,
 }
 
+impl Live {
+    /// Unix seconds now.
+    fn now_secs() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
 impl Policy for Live {
     fn domain(&self) -> &str {
         self.ctx.core.domain()
@@ -274,6 +283,14 @@ impl Policy for Live {
 
     fn auth_result(&self, mechanism: &'static str, ok: bool) {
         rookery_metrics::get().login(mechanism, ok);
+    }
+
+    fn fast_enabled(&self) -> bool {
+        self.ctx.fast.is_some() && self.ctx.config.fast_token_lifetime_secs > 0
+    }
+
+    fn now(&self) -> i64 {
+        Live::now_secs()
     }
 
     /// A resource that replaces a session of the same name adds none.
@@ -304,6 +321,48 @@ impl Effects<C2sMachine<Live>> for Driver<'_> {
                     .await
                     .map_err(|e| tracing::error!(error = %e, "credential lookup failed")),
             ),
+            Request::FastTokens { local, device } => Reply::FastTokens(match ctx.fast.as_ref() {
+                Some(store) => store
+                    .get(ctx.core.domain(), &local, &device)
+                    .await
+                    .map_err(|e| tracing::error!(error = %e, "FAST token lookup failed")),
+                None => Err(()),
+            }),
+            Request::FastUse {
+                local,
+                device,
+                used,
+                count,
+            } => Reply::FastUsed(match ctx.fast.as_ref() {
+                Some(store) => store
+                    .use_token(ctx.core.domain(), &local, &device, used, count)
+                    .await
+                    .map_err(|e| tracing::error!(error = %e, "FAST token update failed")),
+                None => Err(()),
+            }),
+            Request::FastIssue {
+                local,
+                device,
+                key,
+                expires,
+            } => Reply::FastIssued(match ctx.fast.as_ref() {
+                Some(store) => {
+                    let now = Live::now_secs();
+                    store
+                        .issue(
+                            ctx.core.domain(),
+                            &local,
+                            &device,
+                            &key,
+                            expires,
+                            now,
+                            ctx.config.fast_max_devices,
+                        )
+                        .await
+                        .map_err(|e| tracing::error!(error = %e, "FAST token not stored"))
+                }
+                None => Err(()),
+            }),
             Request::Register(stanza) => Reply::Registered(
                 match ctx
                     .register

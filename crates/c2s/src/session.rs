@@ -334,11 +334,12 @@ impl<'a> Client<'a> {
         let mut resumed = sm::resumed(&r.id, m.counters.inbound());
         if let Some(s) = self.resumed_in_sasl2.take() {
             // XEP-0198 inline in SASL2: the success names the resumed session's full JID.
-            resumed = sasl2::success(
-                s.additional_data.as_deref(),
-                self.jid.as_str(),
-                vec![resumed],
-            );
+            let Sasl2Resumed {
+                additional_data,
+                mut answers,
+            } = *s;
+            answers.push(resumed);
+            resumed = sasl2::success(additional_data.as_deref(), self.jid.as_str(), answers);
         }
         conn.queue(&rookery_proto::stream::to_bytes(&resumed));
         for b in m.counters.unacked_stanzas() {

@@ -51,6 +51,7 @@ async fn context(config: C2sConfig) -> Arc<C2sContext> {
         limiter: AuthLimiter::new(10, 10),
         sm: Default::default(),
         connections: crate::ConnectionCap::new(0),
+        fast: None,
     })
 }
 
@@ -783,6 +784,7 @@ async fn inline_bind_then_inline_resumption() {
         reply,
         sasl2: Some(Box::new(Sasl2Resumed {
             additional_data: Some(b"v=x".to_vec()),
+            answers: vec![Element::new("token", "urn:xmpp:fast:0")],
         })),
     };
     assert!(ctx.sm.offer(&id, &alice, takeover).is_ok());
@@ -793,6 +795,16 @@ async fn inline_bind_then_inline_resumption() {
         s.child_text("authorization-identifier", "urn:xmpp:sasl:2")
             .as_deref(),
         Some("alice@localhost/r")
+    );
+    let names: Vec<&str> = s.children().map(Element::name).collect();
+    assert_eq!(
+        names,
+        [
+            "additional-data",
+            "authorization-identifier",
+            "token",
+            "resumed"
+        ]
     );
     let resumed = s.get_child("resumed", sm::NS).expect("resumed inline");
     assert_eq!(resumed.attr("previd"), Some(id.as_str()));

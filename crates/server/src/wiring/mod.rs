@@ -4,6 +4,7 @@
 //! server binary decides which implementation answers:
 //! - [`accounts`]: the core's [`rookery_core::Accounts`] directory over the SQL store;
 //! - [`adhoc`]: who may run the XEP-0133 commands of `rookery-adhoc` (`admins`);
+//! - [`fast`]: the XEP-0484 FAST token store of `rookery-c2s` over the SQL store;
 //! - [`pubsub`]: [`pubsub::Pubsub`], the `[pubsub]` service and PEP;
 //! - [`muc`]: the `[muc]` service over the SQL store's rooms;
 //! - [`mam`]: the `[mam]` archive module over the SQL store;
@@ -14,6 +15,7 @@
 
 pub mod accounts;
 pub mod adhoc;
+pub mod fast;
 pub mod mam;
 pub mod muc;
 pub mod pubsub;

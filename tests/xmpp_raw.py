@@ -120,6 +120,12 @@ def scram_keys(hash_name: str, password: str, salt: bytes, iterations: int):
     return client_key, stored_key, server_key
 
 
+def ht_message(user: str, token: str, cb_data: bytes = b"") -> bytes:
+    """The HT-SHA-256-* message of XEP-0484 FAST: authcid NUL HMAC(token, "Initiator"||cb)."""
+    return user.encode() + b"\0" + hmac.new(token.encode(), b"Initiator" + cb_data,
+                                           "sha256").digest()
+
+
 class RawClient:
     """One XMPP client stream over TCP; `recv()` yields top-level elements in order."""
 
@@ -374,7 +380,7 @@ class RawClient:
 
     async def sasl2(self, user: str, password: str, mechanism: str = "SCRAM-SHA-256", *,
                     device: str | None = "device-1", inline: str = "",
-                    authzid: str | None = None) -> ET.Element:
+                    authzid: str | None = None, initial: bytes = b"") -> ET.Element:
         """One XEP-0388 exchange; returns `<success/>` (its `<additional-data/>` checked
         for SCRAM), raises SaslFailure with the condition of `<failure/>`. For SCRAM the
         XEP-0474 `d=` must hash what the features offered (sorted mechanisms, `|`, sorted
@@ -425,7 +431,8 @@ class RawClient:
                     if got.decode() != expect:
                         raise XMPPError(f"SCRAM: bad server signature {got!r}")
         else:
-            self.send(authenticate(b""))
+            # Any other mechanism (XEP-0484 HT-*): its one message as given.
+            self.send(authenticate(initial))
             el = await self.recv()
         if el.tag == tag(NS_SASL2, "failure"):
             conds = [local(c) for c in el if c.tag.startswith("{" + NS_SASL + "}")]

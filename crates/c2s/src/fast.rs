@@ -48,7 +48,8 @@ pub trait TokenStore: Send + Sync + 'static {
         device: &str,
     ) -> Result<Option<DeviceTokens>, String>;
     /// Stores a new current token for `device` (the current one becomes the previous one),
-    /// keeping at most `max_devices` devices per account.
+    /// keeping at most `max_devices` devices per account (the last issued, by
+    /// `issued_at_ms`, Unix milliseconds).
     #[allow(clippy::too_many_arguments, reason = "one row's columns")]
     async fn issue(
         &self,
@@ -57,7 +58,7 @@ pub trait TokenStore: Send + Sync + 'static {
         device: &str,
         key: &[u8],
         expires: i64,
-        now: i64,
+        issued_at_ms: i64,
         max_devices: u32,
     ) -> Result<(), String>;
     /// Records a use with `count`; `false` when `count` does not rise (a replay).

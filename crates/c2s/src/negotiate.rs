@@ -347,7 +347,9 @@ impl Effects<C2sMachine<Live>> for Driver<'_> {
                 expires,
             } => Reply::FastIssued(match ctx.fast.as_ref() {
                 Some(store) => {
-                    let now = Live::now_secs();
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
                     store
                         .issue(
                             ctx.core.domain(),
@@ -355,7 +357,7 @@ impl Effects<C2sMachine<Live>> for Driver<'_> {
                             &device,
                             &key,
                             expires,
-                            now,
+                            now_ms,
                             ctx.config.fast_max_devices,
                         )
                         .await

@@ -73,10 +73,11 @@ impl<'a> Fast<'a> {
         ))
     }
 
-    /// Issues a new token for `device`: its key becomes the current one, the current one
-    /// (if any) the previous one. An account keeps at most `max_devices` devices with tokens:
-    /// beyond that, those issued longest ago are forgotten, so a client cannot fill the
-    /// store with tokens for made-up devices.
+    /// Issues a new token for `device` at `issued_at_ms` (Unix milliseconds, the order of
+    /// issue): its key becomes the current one, the current one (if any) the previous one.
+    /// An account keeps at most `max_devices` devices with tokens: beyond that, those issued
+    /// longest ago are forgotten, so a client cannot fill the store with tokens for made-up
+    /// devices.
     #[allow(clippy::too_many_arguments, reason = "one row's columns")]
     pub async fn issue(
         &self,
@@ -85,7 +86,7 @@ impl<'a> Fast<'a> {
         device: &str,
         key: &[u8],
         expires: i64,
-        now: i64,
+        issued_at_ms: i64,
         max_devices: u32,
     ) -> Result<(), StoreError> {
         let (d, u, dev, key) = (
@@ -112,7 +113,7 @@ impl<'a> Fast<'a> {
             .bind(dev.as_str())
             .bind(key.as_slice())
             .bind(expires)
-            .bind(now)
+            .bind(issued_at_ms)
             .execute(&mut *conn)
             .await?;
             sqlx::query(

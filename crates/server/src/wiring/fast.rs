@@ -34,12 +34,20 @@ impl TokenStore for StoreTokens {
         device: &str,
         key: &[u8],
         expires: i64,
-        now: i64,
+        issued_at_ms: i64,
         max_devices: u32,
     ) -> Result<(), String> {
         self.0
             .fast()
-            .issue(domain, local, device, key, expires, now, max_devices)
+            .issue(
+                domain,
+                local,
+                device,
+                key,
+                expires,
+                issued_at_ms,
+                max_devices,
+            )
             .await
             .map_err(|e| e.to_string())
     }

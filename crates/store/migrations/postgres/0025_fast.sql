@@ -11,7 +11,7 @@ CREATE TABLE fast_tokens (
     previous_key     BYTEA,
     previous_expires BIGINT,
     last_count       BIGINT NOT NULL DEFAULT 0,
-    issued_at        BIGINT NOT NULL,
+    issued_at        BIGINT NOT NULL, -- Unix milliseconds: the order of issue
     PRIMARY KEY (domain, username, device),
     FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
 );

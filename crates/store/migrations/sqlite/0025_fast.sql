@@ -11,7 +11,7 @@ CREATE TABLE fast_tokens (
     previous_key     BLOB,
     previous_expires INTEGER,
     last_count       INTEGER NOT NULL DEFAULT 0,
-    issued_at        INTEGER NOT NULL,
+    issued_at        INTEGER NOT NULL, -- Unix milliseconds: the order of issue
     PRIMARY KEY (domain, username, device),
     FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
 ) STRICT, WITHOUT ROWID;

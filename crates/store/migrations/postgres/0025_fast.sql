@@ -17,12 +17,13 @@ CREATE TABLE fast_tokens (
 );
 
 -- A password change ends every token of the account, whatever path changed it.
-CREATE FUNCTION fast_tokens_password_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION fast_tokens_password_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM fast_tokens WHERE domain = NEW.domain AND username = NEW.username;
     RETURN NEW;
 END
 $$;
 
+DROP TRIGGER IF EXISTS fast_tokens_password_changed ON accounts;
 CREATE TRIGGER fast_tokens_password_changed AFTER UPDATE OF argon2 ON accounts
     FOR EACH ROW EXECUTE FUNCTION fast_tokens_password_changed();

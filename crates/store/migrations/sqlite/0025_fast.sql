@@ -17,7 +17,7 @@ CREATE TABLE fast_tokens (
 ) STRICT, WITHOUT ROWID;
 
 -- A password change ends every token of the account, whatever path changed it.
-CREATE TRIGGER fast_tokens_password_changed AFTER UPDATE OF argon2 ON accounts
+CREATE TRIGGER IF NOT EXISTS fast_tokens_password_changed AFTER UPDATE OF argon2 ON accounts
 BEGIN
     DELETE FROM fast_tokens WHERE domain = NEW.domain AND username = NEW.username;
 END;

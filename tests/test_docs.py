@@ -34,6 +34,7 @@ FEATURE_SPEC = {
     "jabber:iq:private": "XEP-0049",
     "urn:xmpp:time": "XEP-0202",
     "http://jabber.org/protocol/commands": "XEP-0050",
+    "urn:xmpp:push:0": "XEP-0357",
 }
 
 

@@ -307,6 +307,7 @@ impl<'a> Client<'a> {
                 }
                 item = end.rx.recv() => match item {
                     Some(Outbound::Bytes(b)) => {
+                        held_message(self.ctx, self.jid, &b).await;
                         m.parked.push_back(b);
                         if m.parked.len() + m.counters.unacked() > max_unacked {
                             tracing::info!("too many stanzas for a hibernated session");
@@ -706,6 +707,21 @@ fn judge(counters: &mut Counters, t: Takeover) -> Option<(Box<Conn>, Option<Box<
         let _ = counters.ack(h);
     }
     Some((conn, sasl2))
+}
+
+/// Tells the modules that a message waits in a hibernated session (XEP-0357 push wakes the
+/// device up); other stanzas are not worth a wake-up.
+async fn held_message(ctx: &C2sContext, jid: &Jid, b: &Bytes) {
+    let Some(message) = Stanza::from_serialized(b) else {
+        return;
+    };
+    if matches!(message.kind(), StanzaKind::Message(_)) {
+        let event = rookery_core::Event::MessageHeld {
+            account: jid.to_bare(),
+            message,
+        };
+        ctx.core.emit(&event).await;
+    }
 }
 
 /// Closes a connection the session no longer uses without holding the session up.

@@ -8,6 +8,7 @@
 //! so a subscriber reads the state the event speaks of.
 
 use rookery_jid::{BareJid, Jid};
+use rookery_proto::Stanza;
 
 /// A session lifecycle event.
 #[derive(Debug, Clone)]
@@ -53,6 +54,16 @@ pub enum Event {
     /// An account was deleted (its rows are gone): subscribers drop what they keep for it in
     /// memory or elsewhere (e.g. its PEP nodes).
     AccountDeleted(BareJid),
+    /// A message for a local account was kept for it instead of reaching a client: stored
+    /// offline (XEP-0160, emitted by the IM layer once committed) or parked by a session
+    /// whose connection is gone while it waits for XEP-0198 resumption (emitted by the client
+    /// listener). What wakes a device up (XEP-0357 push) listens to it.
+    MessageHeld {
+        /// The account.
+        account: BareJid,
+        /// The message.
+        message: Stanza,
+    },
 }
 
 /// What a module subscribes to: one per [`Event`] variant.
@@ -68,6 +79,8 @@ pub enum EventKind {
     AccountRemoving,
     /// [`Event::AccountDeleted`].
     AccountDeleted,
+    /// [`Event::MessageHeld`].
+    MessageHeld,
 }
 
 impl Event {
@@ -79,6 +92,7 @@ impl Event {
             Event::ResourceCaps { .. } => EventKind::ResourceCaps,
             Event::AccountRemoving(_) => EventKind::AccountRemoving,
             Event::AccountDeleted(_) => EventKind::AccountDeleted,
+            Event::MessageHeld { .. } => EventKind::MessageHeld,
         }
     }
 }

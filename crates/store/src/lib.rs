@@ -28,6 +28,7 @@
 //! - [`mam`]: [`Mam`], message archives (XEP-0313) and archiving preferences.
 //! - [`muc`]: [`Muc`], persistent multi-user chat rooms and their affiliations.
 //! - [`fast`]: [`Fast`], XEP-0484 FAST tokens per account and device.
+//! - [`push`]: [`Push`], XEP-0357 push registrations per account.
 //!
 //! A later concern gets its own module the same way: `rosters.rs` with a `Rosters<'_>`
 //! handle returned by `Store::rosters()`, its tables in `migrations/{sqlite,postgres}/
@@ -53,6 +54,7 @@ pub mod mam;
 pub mod muc;
 pub mod offline;
 pub mod pubsub;
+pub mod push;
 pub mod rosters;
 pub mod userdata;
 mod writer;
@@ -72,6 +74,7 @@ pub use mam::Mam;
 pub use muc::Muc;
 pub use offline::Offline;
 pub use pubsub::Pubsub;
+pub use push::Push;
 pub use rookery_sasl::{Credentials, ScramKeys};
 pub use rosters::Rosters;
 pub use userdata::UserData;
@@ -283,6 +286,11 @@ impl Store {
     /// XEP-0484 FAST tokens.
     pub fn fast(&self) -> Fast<'_> {
         Fast::new(self)
+    }
+
+    /// XEP-0357 push registrations.
+    pub fn push(&self) -> Push<'_> {
+        Push::new(self)
     }
 
     /// XEP-0160 offline messages.

@@ -208,14 +208,6 @@ struct Pending {
     refused: bool,
 }
 
-impl std::fmt::Debug for fast::Issued {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Issued")
-            .field("expires", &self.expires)
-            .finish_non_exhaustive()
-    }
-}
-
 /// A FAST authentication (XEP-0484 §3.3) between its request and its outcome.
 #[derive(Debug)]
 struct FastAttempt {

@@ -17,6 +17,7 @@
 //! Only messages with a body wake a device: chat states and receipts are not worth a
 //! notification.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,11 +43,18 @@ pub const SUMMARY: &str = "urn:xmpp:push:summary";
 /// How long an app server has to answer a notification.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Notifications waiting for their app server's answer, server-wide: beyond this, new ones
+/// are skipped, so a flood of messages for accounts with registrations (or an app server
+/// that never answers) cannot pile up tasks.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
 /// The push module.
 pub struct Push {
     im: Arc<Im>,
     /// Messages held per account since one of its resources was last bound.
     counts: DashMap<BareJid, u64>,
+    /// Notifications sent and not answered yet.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Push {
@@ -55,6 +63,7 @@ impl Push {
         Push {
             im,
             counts: DashMap::new(),
+            in_flight: Arc::default(),
         }
     }
 
@@ -115,6 +124,12 @@ impl Push {
             let Ok(service) = Jid::parse(&r.service) else {
                 continue;
             };
+            if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_IN_FLIGHT {
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(%account, "too many push notifications in flight; one skipped");
+                continue;
+            }
+            let in_flight = self.in_flight.clone();
             let body = self.im.config().push.include_body && asks_for_body(&r.options);
             let payload = notification(&r, count, message, body);
             let (core, im, account) = (core.clone(), self.im.clone(), account.clone());
@@ -122,6 +137,7 @@ impl Push {
                 let answer = core
                     .request(IqType::Set, service, payload, PUBLISH_TIMEOUT)
                     .await;
+                in_flight.fetch_sub(1, Ordering::Relaxed);
                 if answer.is_some_and(|a| a.kind() == StanzaKind::Iq(IqType::Error)) {
                     // §8: the app server refused; this registration is of no more use.
                     tracing::info!(%account, service = %r.service, "push registration disabled by an error");

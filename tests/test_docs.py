@@ -35,6 +35,7 @@ FEATURE_SPEC = {
     "urn:xmpp:time": "XEP-0202",
     "http://jabber.org/protocol/commands": "XEP-0050",
     "urn:xmpp:extdisco:2": "XEP-0215",
+    "urn:xmpp:push:0": "XEP-0357",
 }
 
 

@@ -7,6 +7,9 @@ stream errors, hostile input, timeouts. It speaks just enough XMPP for that:
   `xmpp-client`), TLS verification off (the test server uses a self-signed certificate);
 - SASL PLAIN and SCRAM-SHA-1/-256/-512 (RFC 5802/7677, hashlib + hmac), verifying the server
   signature; no -PLUS (Python's ssl has no tls-exporter: see crates/server/tests/sasl_plus.rs);
+- XEP-0388 SASL2 (`sasl2()`): the same mechanisms inside `<authenticate/>`, with a
+  `<user-agent/>` and inline requests (Bind2, SM resumption), checking the XEP-0474 `d=` of
+  the SCRAM server-first against the offered mechanisms;
 - resource binding, IQ helpers, send/recv of top-level elements, the close handshake.
 
     c = RawClient(srv.host, srv.port, srv.domain)
@@ -44,6 +47,10 @@ NS_PING = "urn:xmpp:ping"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 NS_VERSION = "jabber:iq:version"
+NS_SASL2 = "urn:xmpp:sasl:2"
+NS_BIND2 = "urn:xmpp:bind:0"
+NS_SM = "urn:xmpp:sm:3"
+NS_FAST = "urn:xmpp:fast:0"
 
 SCRAM_HASHES = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 
@@ -111,6 +118,12 @@ def scram_keys(hash_name: str, password: str, salt: bytes, iterations: int):
     stored_key = hashlib.new(hash_name, client_key).digest()
     server_key = hmac.new(salted, b"Server Key", hash_name).digest()
     return client_key, stored_key, server_key
+
+
+def ht_message(user: str, token: str, cb_data: bytes = b"") -> bytes:
+    """The HT-SHA-256-* message of XEP-0484 FAST: authcid NUL HMAC(token, "Initiator"||cb)."""
+    return user.encode() + b"\0" + hmac.new(token.encode(), b"Initiator" + cb_data,
+                                           "sha256").digest()
 
 
 class RawClient:
@@ -359,6 +372,74 @@ class RawClient:
             got = base64.b64decode(el.text or "").decode()
             if got != f"v={expect}":
                 raise XMPPError(f"SCRAM: bad server signature {got!r}")
+        return el
+
+    def sasl2_mechanisms(self) -> list[str]:
+        a = self.features.find(tag(NS_SASL2, "authentication")) if self.features is not None else None
+        return [x.text for x in a.findall(tag(NS_SASL2, "mechanism"))] if a is not None else []
+
+    async def sasl2(self, user: str, password: str, mechanism: str = "SCRAM-SHA-256", *,
+                    device: str | None = "device-1", inline: str = "",
+                    authzid: str | None = None, initial: bytes = b"") -> ET.Element:
+        """One XEP-0388 exchange; returns `<success/>` (its `<additional-data/>` checked
+        for SCRAM), raises SaslFailure with the condition of `<failure/>`. For SCRAM the
+        XEP-0474 `d=` must hash what the features offered (sorted mechanisms, `|`, sorted
+        channel-binding types)."""
+        ua = (f"<user-agent id={quoteattr(device)}><software>raw</software>"
+              f"<device>test</device></user-agent>") if device else ""
+
+        def authenticate(initial: bytes) -> str:
+            return (f"<authenticate xmlns='{NS_SASL2}' mechanism='{mechanism}'>"
+                    f"<initial-response>{base64.b64encode(initial).decode() or '='}"
+                    f"</initial-response>{ua}{inline}</authenticate>")
+
+        if mechanism == "PLAIN":
+            self.send(authenticate(f"{authzid or ''}\0{user}\0{password}".encode()))
+            el = await self.recv()
+        elif mechanism in SCRAM_HASHES:
+            h = SCRAM_HASHES[mechanism]
+            cnonce = base64.b64encode(os.urandom(18)).decode()
+            gs2 = "n," + (f"a={authzid}" if authzid else "") + ","
+            first_bare = f"n={user},r={cnonce}"
+            self.send(authenticate((gs2 + first_bare).encode()))
+            el = await self.recv()
+            if el.tag == tag(NS_SASL2, "challenge"):
+                server_first = base64.b64decode(el.text or "").decode()
+                attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+                cbs = self.features.find(tag(NS_SASL_CB, "sasl-channel-binding"))
+                cb_types = sorted(c.get("type") for c in cbs) if cbs is not None else []
+                ssdp = ",".join(sorted(self.sasl2_mechanisms()))
+                if cb_types:
+                    ssdp += "|" + ",".join(cb_types)
+                want = base64.b64encode(hashlib.new(h, ssdp.encode()).digest()).decode()
+                if attrs.get("d") != want:
+                    raise XMPPError(f"XEP-0474: d={attrs.get('d')!r}, expected {want!r}")
+                nonce, salt, iters = attrs["r"], base64.b64decode(attrs["s"]), int(attrs["i"])
+                client_key, stored_key, server_key = scram_keys(h, password, salt, iters)
+                without_proof = f"c={base64.b64encode(gs2.encode()).decode()},r={nonce}"
+                auth_msg = f"{first_bare},{server_first},{without_proof}".encode()
+                sig = hmac.new(stored_key, auth_msg, h).digest()
+                proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, sig))).decode()
+                final = f"{without_proof},p={proof}".encode()
+                self.send(f"<response xmlns='{NS_SASL2}'>{base64.b64encode(final).decode()}"
+                          "</response>")
+                el = await self.recv()
+                if el.tag == tag(NS_SASL2, "success"):
+                    expect = "v=" + base64.b64encode(
+                        hmac.new(server_key, auth_msg, h).digest()).decode()
+                    got = base64.b64decode(el.findtext(tag(NS_SASL2, "additional-data")) or "")
+                    if got.decode() != expect:
+                        raise XMPPError(f"SCRAM: bad server signature {got!r}")
+        else:
+            # Any other mechanism (XEP-0484 HT-*): its one message as given.
+            self.send(authenticate(initial))
+            el = await self.recv()
+        if el.tag == tag(NS_SASL2, "failure"):
+            conds = [local(c) for c in el if c.tag.startswith("{" + NS_SASL + "}")]
+            raise SaslFailure(conds[0] if conds else "")
+        if el.tag != tag(NS_SASL2, "success"):
+            raise XMPPError(f"unexpected {el.tag} during SASL2")
+        self.jid = el.findtext(tag(NS_SASL2, "authorization-identifier"))
         return el
 
     async def bind(self, resource: str | None = None) -> str:

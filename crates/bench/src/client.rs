@@ -145,6 +145,10 @@ pub struct ClientConfig {
     pub presence: bool,
     /// Enable XEP-0198 when offered (with resumption).
     pub sm: bool,
+    /// Log in with XEP-0388 SASL2 (SCRAM-SHA-256, Bind2 with SM enabled inline, a XEP-0484
+    /// FAST token requested); resumptions then authenticate with the token and resume inline,
+    /// in one round trip after the stream header.
+    pub fast: bool,
     /// Limit for the whole login.
     pub login_timeout: Duration,
     /// SCRAM `SaltedPassword` results shared by every login of the run: with accounts made
@@ -267,6 +271,8 @@ pub struct SmState {
     pub id: Option<String>,
     /// Stanzas received (the `h` we acknowledge).
     pub inbound: u32,
+    /// The XEP-0484 token and the count of its last use (`--fast`).
+    pub token: Option<(String, i64)>,
 }
 
 /// A negotiated client stream.
@@ -408,6 +414,13 @@ impl Conn {
         resume: Option<&SmState>,
     ) -> Result<Conn, ClientError> {
         let (mut conn, features) = Self::secure(cfg, i).await?;
+        if cfg.fast {
+            conn.sasl2(cfg, i, resume).await?;
+            if cfg.presence && resume.is_none() {
+                conn.send(b"<presence/>").await?;
+            }
+            return Ok(conn);
+        }
         conn.authenticate(cfg, i, &features).await?;
         conn.reset_parser();
         let features = conn.open(&cfg.domain).await?;
@@ -435,7 +448,11 @@ impl Conn {
                     let id = (el.attr("resume") == Some("true") || el.attr("resume") == Some("1"))
                         .then(|| el.attr("id").map(str::to_string))
                         .flatten();
-                    conn.sm = Some(SmState { id, inbound: 0 });
+                    conn.sm = Some(SmState {
+                        id,
+                        inbound: 0,
+                        token: None,
+                    });
                     break;
                 }
                 if el.is("failed", ns::SM) {
@@ -657,6 +674,117 @@ impl Conn {
         } else {
             Err(ClientError::Protocol("unexpected-resume-answer"))
         }
+    }
+
+    /// Logs in with SASL2 (XEP-0388): with `resume` and its FAST token, one HT-SHA-256-NONE
+    /// message with `<resume/>` inline; else SCRAM-SHA-256 with Bind2 (SM enabled inline) and
+    /// a token requested. Either way the session is usable at `<success/>`.
+    async fn sasl2(
+        &mut self,
+        cfg: &ClientConfig,
+        i: usize,
+        resume: Option<&SmState>,
+    ) -> Result<(), ClientError> {
+        const SASL2: &str = "urn:xmpp:sasl:2";
+        const FAST: &str = "urn:xmpp:fast:0";
+        let user = cfg.user(i);
+        let agent = format!(
+            "<user-agent id='bench-{}'><software>rookery-bench</software></user-agent>",
+            cfg.first + i
+        );
+        let bind = "<bind xmlns='urn:xmpp:bind:0'><tag>bench</tag>                    <enable xmlns='urn:xmpp:sm:3' resume='true'/></bind>";
+        let request_token = format!("<request-token xmlns='{FAST}' mechanism='HT-SHA-256-NONE'/>");
+        let resuming = resume.and_then(|s| Some((s, s.id.as_deref()?, s.token.as_ref()?)));
+        let mut scram = None;
+        let (mechanism, initial, inline) = match resuming {
+            Some((state, previd, (token, count))) => (
+                "HT-SHA-256-NONE",
+                rookery_sasl::ht::client_message(&user, token, b""),
+                format!(
+                    "<fast xmlns='{FAST}' count='{}'/><resume xmlns='urn:xmpp:sm:3' h='{}'                      previd='{}'/>{bind}",
+                    count + 1,
+                    state.inbound,
+                    esc(previd)
+                ),
+            ),
+            None => {
+                let mut c =
+                    ScramClient::new(Mechanism::ScramSha256, &user, &cfg.password, None);
+                if let Some(cache) = &cfg.scram_cache {
+                    c = c.with_cache(cache.clone());
+                }
+                let first = c.client_first();
+                scram = Some(c);
+                ("SCRAM-SHA-256", first, format!("{bind}{request_token}"))
+            }
+        };
+        self.send(
+            format!(
+                "<authenticate xmlns='{SASL2}' mechanism='{mechanism}'>                 <initial-response>{}</initial-response>{agent}{inline}</authenticate>",
+                B64.encode(initial)
+            )
+            .as_bytes(),
+        )
+        .await?;
+        let success = loop {
+            let el = self.next_raw().await?;
+            if el.is("challenge", SASL2) {
+                let c = scram
+                    .as_mut()
+                    .ok_or_else(|| ClientError::Auth("unexpected-challenge".into()))?;
+                let data = B64
+                    .decode(el.text().trim())
+                    .map_err(|_| ClientError::Auth("bad-base64".into()))?;
+                let reply = c
+                    .handle_challenge(&data)
+                    .map_err(|_| ClientError::Auth("bad-challenge".into()))?;
+                self.send(
+                    format!("<response xmlns='{SASL2}'>{}</response>", B64.encode(reply))
+                        .as_bytes(),
+                )
+                .await?;
+            } else if el.is("success", SASL2) {
+                break el;
+            } else if el.is("failure", SASL2) {
+                return Err(ClientError::Auth(condition(&el, ns::SASL)));
+            } else {
+                return Err(ClientError::Protocol("unexpected-sasl2-answer"));
+            }
+        };
+        self.jid = success
+            .child_text("authorization-identifier", SASL2)
+            .unwrap_or_default();
+        let token = match (
+            success
+                .get_child("token", FAST)
+                .and_then(|t| t.attr("token")),
+            resuming,
+        ) {
+            (Some(t), _) => Some((t.to_string(), 0)),
+            (None, Some((_, _, (t, count)))) => Some((t.clone(), count + 1)),
+            (None, None) => None,
+        };
+        if let (Some(state), true) = (resume, success.has_child("resumed", ns::SM)) {
+            self.sm = Some(SmState {
+                token,
+                ..state.clone()
+            });
+            return Ok(());
+        }
+        let enabled = success
+            .get_child("bound", "urn:xmpp:bind:0")
+            .and_then(|b| b.get_child("enabled", ns::SM))
+            .ok_or_else(|| ClientError::Resume("not-resumed-nor-bound".into()))?;
+        self.sm = Some(SmState {
+            id: enabled.attr("id").map(str::to_string),
+            inbound: 0,
+            token,
+        });
+        if resume.is_some() {
+            // Refused inline (the session was gone): bound afresh in the same round trip.
+            return Err(ClientError::Resume("refused-inline".into()));
+        }
+        Ok(())
     }
 
     /// Waits for the IQ result with `id`, answering what else arrives; an IQ error becomes

@@ -119,6 +119,10 @@ struct Cli {
     /// Enable stream management (XEP-0198) when the server offers it.
     #[arg(long, global = true)]
     sm: bool,
+    /// Log in with SASL2 + Bind2 + FAST (XEP-0388/0386/0484); with `churn --resume`,
+    /// reconnections authenticate with the token and resume inline.
+    #[arg(long, global = true)]
+    fast: bool,
     /// Loopback source addresses to spread connections over (0: one per 20,000 clients).
     #[arg(long, default_value_t = 0, global = true)]
     source_addrs: u32,
@@ -254,6 +258,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         roster: cli.roster || matches!(&cli.scenario, Scenario::Presence(_)),
         presence: !cli.no_presence,
         sm: cli.sm || resume,
+        fast: cli.fast,
         login_timeout: Duration::from_secs_f64(cli.login_timeout.max(0.1)),
         // A few entries are enough for shared salts; with one salt per account (servers
         // that salt each account) every login misses and the bound keeps memory flat.

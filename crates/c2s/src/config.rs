@@ -62,6 +62,12 @@ pub struct C2sConfig {
     /// XEP-0352: stanzas held back (presence updates, chat states) while a client is
     /// inactive; when more arrive, everything held is sent.
     pub csi_max_held: usize,
+    /// XEP-0484 FAST: how long a token is valid after it is issued, in seconds. 0: FAST is
+    /// not offered.
+    pub fast_token_lifetime_secs: u64,
+    /// XEP-0484 FAST: devices of one account that hold tokens at once; issuing one more
+    /// forgets the device whose token was issued longest ago.
+    pub fast_max_devices: u32,
 }
 
 impl C2sConfig {
@@ -97,6 +103,8 @@ impl Default for C2sConfig {
             sm_max_unacked: 500,
             sm_ack_every: 5,
             csi_max_held: 100,
+            fast_token_lifetime_secs: 14 * 24 * 3600,
+            fast_max_devices: 16,
         }
     }
 }

@@ -10,15 +10,19 @@
 //! - [`session`]: the bound session (the `from` trust rule for clients lives here), with
 //!   stream management, keepalive checks and client state indication;
 //! - [`sm`]: XEP-0198 counters, the registry of resumable sessions, wire elements;
-//! - [`csi`]: XEP-0352 holding back of unimportant stanzas.
+//! - [`csi`]: XEP-0352 holding back of unimportant stanzas;
+//! - [`bind2`]: XEP-0386 Bind2 inline in SASL2 (the resource from the device id);
+//! - [`fast`]: XEP-0484 FAST tokens (wire, checks, the store interface).
 //!
 //! The transport, framing and the bound-stream loop are shared with the other listeners in
 //! `rookery-stream`. One task serves one connection: it reads, routes, and drains the
 //! session's bounded outbound queue, so an idle connection costs one task, its buffers and
 //! its TLS state.
 
+pub mod bind2;
 pub mod config;
 pub mod csi;
+pub mod fast;
 pub mod limiter;
 pub mod machine;
 pub mod negotiate;
@@ -52,6 +56,8 @@ pub struct C2sContext {
     pub sm: sm::Registry,
     /// The cap on client connections, shared by both c2s ports.
     pub connections: ConnectionCap,
+    /// Where XEP-0484 FAST tokens are kept; `None`: FAST is not offered.
+    pub fast: Option<Arc<dyn fast::TokenStore>>,
 }
 
 /// How a listener starts its streams.

@@ -1,10 +1,14 @@
 //! The client's negotiation machine (RFC 6120 §4.3): header, STARTTLS (§5), SASL (§6) with
 //! channel binding (RFC 9266, XEP-0440), in-band registration before authentication
-//! (XEP-0077), then resource binding (§7) or XEP-0198 resumption (§5). Sans-IO on the
+//! (XEP-0077), then resource binding (§7) or XEP-0198 resumption (§5). Beside RFC 6120
+//! SASL, XEP-0388 SASL2 runs as the same steps with the same mechanisms (and XEP-0474
+//! downgrade protection in SCRAM); its success needs no stream restart and may carry
+//! XEP-0386 Bind2 ([`crate::bind2`]) and XEP-0198 resumption inline. Sans-IO on the
 //! shared steps of `rookery_stream::negotiation`; `negotiate` drives it over a connection.
 //!
 //! States: `Header` → (`TlsRequired` → TLS →) `Header` → `Auth` ⇄ `Sasl` → restart →
-//! `Header` → `Bind` → done. TLS first unless `require_encryption` is off, then STARTTLS is
+//! `Header` → `Bind` → done. With SASL2: `Auth` ⇄ `Sasl` → done (Bind2), → `Resuming`
+//! (inline resumption; if refused, Bind2 or `Bind` follow) or → `Bind` (no Bind2). TLS first unless `require_encryption` is off, then STARTTLS is
 //! offered beside the mechanisms and may interrupt `Auth`. PLAIN and registration carry the
 //! password itself and are refused on an unencrypted stream unless
 //! `allow_unencrypted_plain`. Every failed attempt counts against `max_auth_attempts`; those
@@ -18,10 +22,16 @@ use rookery_proto::{
 use rookery_sasl::{Credentials, Mechanism, ServerSession};
 use rookery_stream::negotiation::receiving::{self, Answer};
 use rookery_stream::negotiation::sasl::{self, Exchange, Progress};
+use rookery_stream::negotiation::sasl2::{self, UserAgent};
 use rookery_stream::negotiation::{self, Action, Input, Machine};
 use rookery_xml::{Element, Limits, StreamHeader};
 
-use crate::{csi, sm, C2sConfig};
+use rookery_sasl::ht::{self, HtMechanism};
+
+use crate::{bind2, csi, fast, sm, C2sConfig};
+
+/// The channel-binding type of the -PLUS mechanisms (RFC 9266), as XEP-0440 names it.
+const TLS_EXPORTER: &str = "tls-exporter";
 
 /// What the machine needs from the server, beside its configuration: asked synchronously,
 /// so tests answer with plain values.
@@ -42,6 +52,10 @@ pub trait Policy {
     fn auth_result(&self, mechanism: &'static str, ok: bool);
     /// Whether binding `jid` would take its account past `[c2s] max_sessions_per_account`.
     fn session_limit_reached(&self, jid: &Jid) -> bool;
+    /// Whether XEP-0484 FAST tokens are offered (a token store and a lifetime).
+    fn fast_enabled(&self) -> bool;
+    /// The time now, in Unix seconds (token expiries).
+    fn now(&self) -> i64;
 }
 
 /// Work the driver does for the machine.
@@ -51,6 +65,35 @@ pub enum Request {
     Credentials(String),
     /// Serve this XEP-0077 registration IQ.
     Register(Stanza),
+    /// The FAST tokens of this device of this (normalized) localpart.
+    FastTokens {
+        /// The localpart.
+        local: String,
+        /// The XEP-0388 user-agent id.
+        device: String,
+    },
+    /// Record a use of a FAST token (refused when `count` does not rise).
+    FastUse {
+        /// The localpart.
+        local: String,
+        /// The device.
+        device: String,
+        /// Which token.
+        used: fast::Used,
+        /// The client's count.
+        count: i64,
+    },
+    /// Store a new FAST token's key for this device.
+    FastIssue {
+        /// The localpart.
+        local: String,
+        /// The device.
+        device: String,
+        /// The token's key.
+        key: Vec<u8>,
+        /// Its expiry (Unix seconds).
+        expires: i64,
+    },
 }
 
 /// The driver's answers.
@@ -60,6 +103,12 @@ pub enum Reply {
     Credentials(Result<Option<Credentials>, ()>),
     /// The reply to the registration IQ, to send.
     Registered(Option<Stanza>),
+    /// The device's FAST tokens (`Err`: the lookup failed).
+    FastTokens(Result<Option<fast::DeviceTokens>, ()>),
+    /// Whether the use was recorded (`false`: a replayed count).
+    FastUsed(Result<bool, ()>),
+    /// Whether the new token was stored.
+    FastIssued(Result<(), ()>),
 }
 
 /// How negotiation ended.
@@ -67,8 +116,21 @@ pub enum Reply {
 pub enum Done {
     /// A resource was bound (the result was sent): register the session as this JID.
     Bound(Jid),
+    /// SASL2 succeeded with a Bind2 request: register the session as this JID, enable what
+    /// `bind` asks for inline and send `success` with the `<bound/>` that says how.
+    Bound2 {
+        /// The full JID (already in `success`).
+        jid: Jid,
+        /// The SASL2 `<success/>`, still without `<bound/>`.
+        success: Element,
+        /// What to enable inline.
+        bind: bind2::Request,
+    },
     /// The client asks to resume a session (XEP-0198 §5); the connection goes to it. If it
-    /// refuses, send its `<failed/>` and drive the machine on: the client may bind instead.
+    /// refuses: for RFC 6120, send its `<failed/>` and drive the machine on (the client may
+    /// bind instead); inline in SASL2, hand the `<failed/>` to
+    /// [`C2sMachine::resume_refused`] and drive the machine on (it answers the rest of the
+    /// request).
     Resume {
         /// The authenticated user (only its own sessions may be resumed).
         user: BareJid,
@@ -76,7 +138,88 @@ pub enum Done {
         previd: String,
         /// The client's `h`.
         h: Option<u32>,
+        /// Set when the request came inline in SASL2: `<resumed/>` then goes out inside a
+        /// SASL2 `<success/>` with this mechanism data.
+        sasl2: Option<Sasl2Resumed>,
     },
+}
+
+/// What the session needs to answer a resumption inline in SASL2 (XEP-0198 §5 with
+/// XEP-0388 §4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sasl2Resumed {
+    /// The mechanism's additional data for `<success/>`.
+    pub additional_data: Option<Vec<u8>>,
+    /// What other inline features answered (a FAST `<token/>`), before `<resumed/>`.
+    pub answers: Vec<Element>,
+}
+
+/// What a SASL2 `<authenticate/>` asked for beside authentication.
+#[derive(Debug, Clone, Default)]
+struct Sasl2Request {
+    user_agent: Option<UserAgent>,
+    bind: Option<bind2::Request>,
+    /// XEP-0198 `<resume/>`, as sent.
+    resume: Option<Element>,
+    /// XEP-0484: a token asked for, or used.
+    fast: fast::Request,
+}
+
+impl Sasl2Request {
+    /// Reads the inline requests of an `<authenticate/>`; unknown ones are ignored.
+    fn parse(auth: &sasl2::Authenticate) -> Result<Self, &'static str> {
+        let mut r = Sasl2Request {
+            user_agent: auth.user_agent.clone(),
+            ..Sasl2Request::default()
+        };
+        for el in &auth.inline {
+            let repeated = if bind2::is_bind(el) {
+                r.bind.replace(bind2::parse(el)?).is_some()
+            } else if el.is("resume", sm::NS) {
+                r.resume.replace(el.clone()).is_some()
+            } else {
+                // FAST's elements (it checks their repeats); anything else is ignored.
+                fast::parse_into(el, &mut r.fast)?;
+                false
+            };
+            if repeated {
+                return Err("malformed-request");
+            }
+        }
+        Ok(r)
+    }
+
+    fn device_id(&self) -> Option<&str> {
+        self.user_agent.as_ref().and_then(|u| u.id.as_deref())
+    }
+}
+
+/// A SASL2 success on its way: waiting for a FAST token to be stored, or for the outcome of
+/// an inline resumption.
+#[derive(Debug)]
+struct Pending {
+    additional_data: Option<Vec<u8>>,
+    request: Sasl2Request,
+    /// What the inline features answered so far, for `<success/>`.
+    answers: Vec<Element>,
+    /// The token being stored.
+    issued: Option<Box<fast::Issued>>,
+    /// The session refused the resumption (its `<failed/>` is in `answers`).
+    refused: bool,
+}
+
+/// A FAST authentication (XEP-0484 §3.3) between its request and its outcome.
+#[derive(Debug)]
+struct FastAttempt {
+    mechanism: HtMechanism,
+    local: String,
+    device: String,
+    /// The client's count, if it sent one.
+    count: Option<i64>,
+    initiator_hash: Vec<u8>,
+    request: Sasl2Request,
+    /// The token that matched, once the tokens were read: which, its key, the count to use.
+    matched: Option<(fast::Used, Vec<u8>, i64)>,
 }
 
 type Actions = Vec<Action<Request, Done>>;
@@ -88,6 +231,8 @@ struct Attempt {
     mechanism: &'static str,
     /// The account it concerns, once the mechanism named it.
     account: Option<String>,
+    /// Set for a SASL2 attempt: what else it asked for.
+    sasl2: Option<Box<Sasl2Request>>,
 }
 
 enum Phase {
@@ -101,8 +246,14 @@ enum Phase {
     /// A registration IQ is the driver's.
     Registering,
     Sasl(Box<Attempt>),
-    /// Authenticated: binding was offered.
+    /// Authenticated: binding was offered (or SASL2 succeeded without Bind2).
     Bind,
+    /// SASL2 succeeded with an inline resumption, which is the driver's.
+    Resuming(Box<Pending>),
+    /// SASL2 succeeded; a new FAST token is being stored.
+    Issuing(Box<Pending>),
+    /// A FAST token authentication waits for the store.
+    Fast(Box<FastAttempt>),
 }
 
 /// The negotiation of one client stream.
@@ -173,39 +324,72 @@ impl<P: Policy> C2sMachine<P> {
             actions.push(Action::Send(self.features_sasl()));
             self.phase = Phase::Auth;
         } else {
-            actions.push(Action::Limits(Limits {
-                max_stanza_bytes: self.policy.config().max_stanza_bytes,
-                ..Limits::C2S
-            }));
+            actions.push(Action::Limits(self.bound_limits()));
             actions.push(Action::Send(self.features_bound()));
             self.phase = Phase::Bind;
         }
         actions
     }
 
+    /// The parser limits of an authenticated stream.
+    fn bound_limits(&self) -> Limits {
+        Limits {
+            max_stanza_bytes: self.policy.config().max_stanza_bytes,
+            ..Limits::C2S
+        }
+    }
+
+    /// The mechanisms offered on this stream, strongest first: -PLUS only with channel
+    /// binding, PLAIN only where the password may cross.
+    fn offered_mechanisms(&self) -> Vec<&'static str> {
+        let clear_password_ok = self.password_in_clear_allowed();
+        let cb = self.channel_binding.is_some();
+        Mechanism::ALL
+            .into_iter()
+            .filter(|&m| (cb || !m.is_plus()) && (clear_password_ok || m != Mechanism::Plain))
+            .map(Mechanism::name)
+            .collect()
+    }
+
+    /// The channel-binding types offered (XEP-0440).
+    fn offered_channel_bindings(&self) -> &'static [&'static str] {
+        if self.channel_binding.is_some() {
+            &[TLS_EXPORTER]
+        } else {
+            &[]
+        }
+    }
+
     /// Features before authentication. On an unencrypted stream (only reached with
     /// `require_encryption = false`) STARTTLS is offered without `<required/>` where the
     /// transport can start it (never on WebSocket or BOSH), and PLAIN
-    /// and registration only when `allow_unencrypted_plain` says so.
+    /// and registration only when `allow_unencrypted_plain` says so. SASL2 offers the same
+    /// mechanisms as RFC 6120 SASL, with Bind2 and XEP-0198 resumption inline.
     fn features_sasl(&self) -> Element {
         let clear_password_ok = self.password_in_clear_allowed();
-        let cb = self.channel_binding.is_some();
-        let names = Mechanism::ALL
-            .into_iter()
-            .filter(|&m| (cb || !m.is_plus()) && (clear_password_ok || m != Mechanism::Plain))
-            .map(Mechanism::name);
+        let names = self.offered_mechanisms();
         let mut f = rookery_proto::stream::features();
         if !self.secure && self.can_start_tls {
             f.push_child(receiving::starttls_feature(false));
         }
-        f.push_child(sasl::mechanisms(names));
-        if cb {
+        f.push_child(sasl::mechanisms(names.iter().copied()));
+        let sm_on = self.policy.config().stream_management;
+        let mut inline = vec![bind2::feature(sm_on)];
+        if sm_on {
+            inline.push(Element::new("sm", sm::NS));
+        }
+        if self.policy.fast_enabled() {
+            inline.push(fast::feature(self.channel_binding.is_some()));
+        }
+        f.push_child(sasl2::feature(names.iter().copied(), inline));
+        let cbs = self.offered_channel_bindings();
+        if !cbs.is_empty() {
             // XEP-0440: tell the client which binding type the -PLUS mechanisms use.
-            f.push_child(
-                Element::new("sasl-channel-binding", ns::SASL_CB).with_child(
-                    Element::new("channel-binding", ns::SASL_CB).with_attr("type", "tls-exporter"),
-                ),
-            );
+            let mut list = Element::new("sasl-channel-binding", ns::SASL_CB);
+            for t in cbs {
+                list.push_child(Element::new("channel-binding", ns::SASL_CB).with_attr("type", *t));
+            }
+            f.push_child(list);
         }
         if self.policy.registration_open() && clear_password_ok {
             f.push_child(Element::new("register", ns::REGISTER_FEATURE));
@@ -241,6 +425,8 @@ impl<P: Policy> C2sMachine<P> {
         let mut actions = Vec::new();
         if el.is("auth", ns::SASL) {
             actions.push(Action::Send(sasl::failure("encryption-required")));
+        } else if sasl2::is_authenticate(el) {
+            actions.push(Action::Send(sasl2::failure("encryption-required", None)));
         }
         actions.push(fail(SEC::PolicyViolation, "STARTTLS is required"));
         actions
@@ -255,29 +441,168 @@ impl<P: Policy> C2sMachine<P> {
             self.phase = Phase::Tls;
             return receiving::proceed().into();
         }
+        if sasl2::is_authenticate(&el) {
+            return self.authenticate(&el);
+        }
         if !el.is("auth", ns::SASL) {
             return vec![fail(SEC::NotAuthorized, "authenticate first")];
         }
         let mechanism = sasl::mechanism(&el).and_then(Mechanism::from_name);
         let label = mechanism.map_or("other", Mechanism::name);
-        match self.start_mechanism(mechanism, &el) {
+        let initial = sasl::initial_response(&el);
+        match self.start_mechanism(mechanism, initial) {
             Ok((server, step)) => {
                 let attempt = Attempt {
                     exchange: Exchange::new(server),
                     mechanism: label,
                     account: None,
+                    sasl2: None,
                 };
                 self.progress(attempt, Progress::from_step(step))
             }
-            Err(condition) => self.failed(label, None, condition),
+            Err(condition) => self.failed(label, None, condition, false),
         }
     }
 
-    /// Starts the mechanism an `<auth/>` asked for, or says why not.
+    /// A SASL2 `<authenticate/>` (XEP-0388 §2.2): the same mechanisms as `<auth/>`, with
+    /// XEP-0474 downgrade protection, and the inline requests kept for the success.
+    fn authenticate(&mut self, el: &Element) -> Actions {
+        let parsed = sasl2::parse_authenticate(el)
+            .and_then(|auth| Sasl2Request::parse(&auth).map(|r| (auth, r)));
+        let (auth, request) = match parsed {
+            Ok(p) => p,
+            Err(condition) => return self.failed("other", None, condition, true),
+        };
+        if let Some(ht) = HtMechanism::from_name(&auth.mechanism) {
+            return self.fast_authenticate(ht, auth.initial_response, request);
+        }
+        let mechanism = Mechanism::from_name(&auth.mechanism);
+        let label = mechanism.map_or("other", Mechanism::name);
+        match self.start_mechanism(mechanism, Ok(auth.initial_response)) {
+            Ok((mut server, step)) => {
+                let offered = self.offered_mechanisms();
+                server.protect_downgrade(&offered, self.offered_channel_bindings());
+                let exchange = Exchange::in_ns(server, sasl2::NS);
+                let progress = exchange.first(step);
+                let attempt = Attempt {
+                    exchange,
+                    mechanism: label,
+                    account: None,
+                    sasl2: Some(Box::new(request)),
+                };
+                self.progress(attempt, progress)
+            }
+            Err(condition) => self.failed(label, None, condition, true),
+        }
+    }
+
+    /// Authentication with a FAST token (XEP-0484 §3.3): the HT message names the account;
+    /// its tokens for the device are looked up.
+    fn fast_authenticate(
+        &mut self,
+        mechanism: HtMechanism,
+        initial: Option<Vec<u8>>,
+        request: Sasl2Request,
+    ) -> Actions {
+        let label = mechanism.name();
+        if !self.policy.fast_enabled() || (mechanism.is_bound() && self.channel_binding.is_none()) {
+            return self.failed(label, None, "invalid-mechanism", true);
+        }
+        if self.policy.auth_blocked(None) {
+            return self.failed(label, None, "temporary-auth-failure", true);
+        }
+        let count = request.fast.fast.flatten();
+        let parsed = (|| {
+            // A token belongs to a device; without a channel binding, a count is what
+            // refuses a replayed message (§3.3.1).
+            let device = request.device_id().ok_or("malformed-request")?.to_string();
+            if count.is_none() && !mechanism.is_bound() {
+                return Err("malformed-request");
+            }
+            let msg =
+                ht::parse(initial.as_deref().unwrap_or_default()).ok_or("malformed-request")?;
+            let local = rookery_jid::normalize_local(&msg.authcid).map_err(|_| "not-authorized")?;
+            Ok((device, msg.initiator_hash, local))
+        })();
+        let (device, initiator_hash, local) = match parsed {
+            Ok(p) => p,
+            Err(condition) => return self.failed(label, None, condition, true),
+        };
+        if self.policy.auth_blocked(Some(&local)) {
+            return self.failed(label, Some(local), "temporary-auth-failure", true);
+        }
+        let lookup = Request::FastTokens {
+            local: local.clone(),
+            device: device.clone(),
+        };
+        self.phase = Phase::Fast(Box::new(FastAttempt {
+            mechanism,
+            local,
+            device,
+            count,
+            initiator_hash,
+            request,
+            matched: None,
+        }));
+        vec![Action::Request(lookup)]
+    }
+
+    /// The channel-binding data an HT mechanism covers.
+    fn ht_cb_data(&self, mechanism: HtMechanism) -> Vec<u8> {
+        match (&self.channel_binding, mechanism.is_bound()) {
+            (Some(cb), true) => cb.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The store answered a FAST step.
+    fn fast_reply(&mut self, mut a: FastAttempt, reply: Reply) -> Actions {
+        let label = a.mechanism.name();
+        match reply {
+            Reply::FastTokens(Ok(Some(tokens))) => {
+                let cb = self.ht_cb_data(a.mechanism);
+                let now = self.policy.now();
+                let Some((used, key)) = fast::check(&tokens, now, &cb, &a.initiator_hash) else {
+                    return self.failed(label, Some(a.local), "not-authorized", true);
+                };
+                let count = a.count.unwrap_or(tokens.last_count.saturating_add(1));
+                let record = Request::FastUse {
+                    local: a.local.clone(),
+                    device: a.device.clone(),
+                    used,
+                    count,
+                };
+                a.matched = Some((used, key, count));
+                self.phase = Phase::Fast(Box::new(a));
+                vec![Action::Request(record)]
+            }
+            Reply::FastTokens(Ok(None)) | Reply::FastUsed(Ok(false)) => {
+                self.failed(label, Some(a.local), "not-authorized", true)
+            }
+            Reply::FastUsed(Ok(true)) => {
+                let Some((used, key, _)) = a.matched.take() else {
+                    return vec![fail(SEC::InternalServerError, "negotiation out of step")];
+                };
+                let user = match BareJid::new(Some(&a.local), self.policy.domain()) {
+                    Ok(u) => u,
+                    Err(_) => return self.failed(label, Some(a.local), "not-authorized", true),
+                };
+                self.policy.auth_result(label, true);
+                tracing::info!(user = %user, ?used, "authenticated with a FAST token");
+                self.user = Some(user);
+                let data = ht::responder(&key, &self.ht_cb_data(a.mechanism));
+                self.sasl2_success(Some(data), a.request)
+            }
+            _ => self.failed(label, Some(a.local), "temporary-auth-failure", true),
+        }
+    }
+
+    /// Starts the mechanism an `<auth/>` or `<authenticate/>` asked for, with its decoded
+    /// initial response, or says why not.
     fn start_mechanism(
         &self,
         mechanism: Option<Mechanism>,
-        auth: &Element,
+        initial: Result<Option<Vec<u8>>, &'static str>,
     ) -> Result<(ServerSession, rookery_sasl::Step), &'static str> {
         if self.policy.auth_blocked(None) {
             return Err("temporary-auth-failure");
@@ -290,7 +615,7 @@ impl<P: Policy> C2sMachine<P> {
         if mech == Mechanism::Plain && !self.password_in_clear_allowed() {
             return Err("encryption-required");
         }
-        let initial = sasl::initial_response(auth)?.unwrap_or_default();
+        let initial = initial?.unwrap_or_default();
         let plus_advertised = self.channel_binding.is_some();
         Ok(ServerSession::start(
             mech,
@@ -311,7 +636,8 @@ impl<P: Policy> C2sMachine<P> {
                 let local = rookery_jid::normalize_local(&username).ok();
                 attempt.account = local.clone();
                 if self.policy.auth_blocked(local.as_deref()) {
-                    return self.failed(attempt.mechanism, local, "temporary-auth-failure");
+                    let sasl2 = attempt.sasl2.is_some();
+                    return self.failed(attempt.mechanism, local, "temporary-auth-failure", sasl2);
                 }
                 match local {
                     Some(l) => {
@@ -331,20 +657,161 @@ impl<P: Policy> C2sMachine<P> {
             } => match self.identity(&username, authzid) {
                 Ok(user) => {
                     self.policy.auth_result(attempt.mechanism, true);
-                    tracing::info!(user = %user, secure = self.secure, "authenticated");
+                    tracing::info!(
+                        user = %user,
+                        secure = self.secure,
+                        sasl2 = attempt.sasl2.is_some(),
+                        "authenticated"
+                    );
                     self.user = Some(user);
-                    self.phase = Phase::Header;
-                    vec![
-                        Action::Send(sasl::success(additional_data)),
-                        Action::Restart,
-                    ]
+                    match attempt.sasl2 {
+                        Some(request) => self.sasl2_success(additional_data, *request),
+                        None => {
+                            self.phase = Phase::Header;
+                            vec![
+                                Action::Send(sasl::success(additional_data)),
+                                Action::Restart,
+                            ]
+                        }
+                    }
                 }
-                Err(condition) => self.failed(attempt.mechanism, attempt.account, condition),
+                Err(condition) => {
+                    let sasl2 = attempt.sasl2.is_some();
+                    self.failed(attempt.mechanism, attempt.account, condition, sasl2)
+                }
             },
             Progress::Failure(condition) => {
-                self.failed(attempt.mechanism, attempt.account, condition)
+                let sasl2 = attempt.sasl2.is_some();
+                self.failed(attempt.mechanism, attempt.account, condition, sasl2)
             }
         }
+    }
+
+    /// SASL2 succeeded (XEP-0388 §2.6): no stream restart, so the wider limits now; then a
+    /// FAST token if one was asked for, an inline resumption (handed to the driver) or Bind2
+    /// or, without either, `<success/>` with the bare JID and RFC 6120 binding to follow.
+    fn sasl2_success(
+        &mut self,
+        additional_data: Option<Vec<u8>>,
+        request: Sasl2Request,
+    ) -> Actions {
+        let mut actions = vec![Action::Limits(self.bound_limits())];
+        let pending = Pending {
+            additional_data,
+            request,
+            answers: Vec::new(),
+            issued: None,
+            refused: false,
+        };
+        actions.extend(self.sasl2_token(pending));
+        actions
+    }
+
+    /// XEP-0484 §3.1: a new token for the device, stored before the success carries it. A
+    /// request without a device id (or with FAST off) gets none.
+    fn sasl2_token(&mut self, mut p: Pending) -> Actions {
+        let local = self
+            .user
+            .as_ref()
+            .and_then(|u| u.local())
+            .map(str::to_string);
+        let device = p.request.device_id().map(str::to_string);
+        let wanted = p.request.fast.request_token.take().is_some();
+        if let (true, true, Some(local), Some(device)) =
+            (wanted, self.policy.fast_enabled(), local, device)
+        {
+            let lifetime = self.policy.config().fast_token_lifetime_secs;
+            let issued = fast::issue(self.policy.now(), lifetime);
+            let store = Request::FastIssue {
+                local,
+                device,
+                key: issued.key.clone(),
+                expires: issued.expires,
+            };
+            p.issued = Some(Box::new(issued));
+            self.phase = Phase::Issuing(Box::new(p));
+            return vec![Action::Request(store)];
+        }
+        self.sasl2_resume(p)
+    }
+
+    /// An inline resumption, if asked for, goes to the driver; else Bind2.
+    fn sasl2_resume(&mut self, mut p: Pending) -> Actions {
+        if let Some(resume) = p.request.resume.take() {
+            match self.resume_request(&resume) {
+                Ok((user, previd, h)) => {
+                    let sasl2 = Some(Sasl2Resumed {
+                        additional_data: p.additional_data.clone(),
+                        answers: p.answers.clone(),
+                    });
+                    self.phase = Phase::Resuming(Box::new(p));
+                    return vec![Action::Done(Done::Resume {
+                        user,
+                        previd,
+                        h,
+                        sasl2,
+                    })];
+                }
+                Err(failed) => p.answers.push(failed),
+            }
+        }
+        self.sasl2_bind(p)
+    }
+
+    /// The inline resumption was refused with `failed` (XEP-0198 `<failed/>`): the next
+    /// drive of the machine answers the rest of the SASL2 request, `<failed/>` inside its
+    /// `<success/>`.
+    pub fn resume_refused(&mut self, failed: Element) {
+        if let Phase::Resuming(pending) = &mut self.phase {
+            pending.answers.push(failed);
+            pending.refused = true;
+        }
+    }
+
+    /// After SASL2 success (and a refused inline resumption): Bind2 if asked for (done, for
+    /// the driver to bind), else `<success/>` with the bare JID and the answers so far.
+    fn sasl2_bind(&mut self, p: Pending) -> Actions {
+        let Some(user) = self.user.clone() else {
+            return vec![fail(SEC::InternalServerError, "negotiation out of step")];
+        };
+        self.phase = Phase::Bind;
+        let device_id = p.request.device_id().map(str::to_string);
+        let Pending {
+            additional_data,
+            request,
+            answers,
+            ..
+        } = p;
+        let Some(bind) = request.bind else {
+            return vec![Action::Send(sasl2::success(
+                additional_data.as_deref(),
+                user.as_str(),
+                answers,
+            ))];
+        };
+        let resource = bind2::resource(
+            user.local().unwrap_or_default(),
+            bind.tag.as_deref(),
+            device_id.as_deref(),
+        );
+        let jid = match user.with_resource(&resource) {
+            Ok(jid) if !self.policy.session_limit_reached(&jid) => jid,
+            // The tag made no valid resourcepart, or the account is at its session limit:
+            // nothing was bound, so the attempt fails (XEP-0386 §4.1) and the stream ends.
+            bad => {
+                let text = if bad.is_ok() {
+                    "too many sessions for this account"
+                } else {
+                    "no resource can be made of that tag"
+                };
+                return vec![
+                    Action::Send(sasl2::failure("not-authorized", Some(text))),
+                    fail(SEC::PolicyViolation, text),
+                ];
+            }
+        };
+        let success = sasl2::success(additional_data.as_deref(), jid.as_str(), answers);
+        vec![Action::Done(Done::Bound2 { jid, success, bind })]
     }
 
     /// The user a successful exchange authenticated. Strict authzid: a client may only act
@@ -361,12 +828,14 @@ impl<P: Policy> C2sMachine<P> {
         Ok(user)
     }
 
-    /// A failed attempt: `<failure/>`, and the stream ends after `max_auth_attempts`.
+    /// A failed attempt: `<failure/>` (of SASL2 if `sasl2`), and the stream ends after
+    /// `max_auth_attempts`.
     fn failed(
         &mut self,
         mechanism: &'static str,
         account: Option<String>,
         condition: &'static str,
+        sasl2: bool,
     ) -> Actions {
         self.policy.auth_result(mechanism, false);
         // Only failures that tested a password count against the limits.
@@ -377,7 +846,12 @@ impl<P: Policy> C2sMachine<P> {
             self.policy.auth_failed(account.as_deref());
         }
         tracing::info!(condition, account = ?account, "authentication failed");
-        let mut actions = vec![Action::Send(sasl::failure(condition))];
+        let failure = if sasl2 {
+            sasl2::failure(condition, None)
+        } else {
+            sasl::failure(condition)
+        };
+        let mut actions = vec![Action::Send(failure)];
         self.attempts += 1;
         self.phase = Phase::Auth;
         if self.attempts >= self.policy.config().max_auth_attempts.max(1) {
@@ -485,22 +959,41 @@ impl<P: Policy> C2sMachine<P> {
     }
 
     fn resume(&mut self, el: &Element) -> Actions {
+        match self.resume_request(el) {
+            Ok((user, previd, h)) => vec![Action::Done(Done::Resume {
+                user,
+                previd,
+                h,
+                sasl2: None,
+            })],
+            Err(failed) => vec![Action::Send(failed)],
+        }
+    }
+
+    /// What a `<resume/>` asks for (user, SM-ID, `h`), or the `<failed/>` that answers it.
+    fn resume_request(&self, el: &Element) -> Result<(BareJid, String, Option<u32>), Element> {
         if !self.policy.config().stream_management {
-            return vec![Action::Send(sm::failed("feature-not-implemented", None))];
+            return Err(sm::failed("feature-not-implemented", None));
         }
         match (sm::parse_h(el), el.attr("previd"), &self.user) {
-            (Ok(h), Some(previd), Some(user)) => vec![Action::Done(Done::Resume {
-                user: user.clone(),
-                previd: previd.to_string(),
-                h,
-            })],
-            _ => vec![Action::Send(sm::failed("bad-request", None))],
+            (Ok(h), Some(previd), Some(user)) => Ok((user.clone(), previd.to_string(), h)),
+            _ => Err(sm::failed("bad-request", None)),
         }
     }
 
     fn reply(&mut self, reply: Reply) -> Actions {
         match (std::mem::replace(&mut self.phase, Phase::Auth), reply) {
             (Phase::Registering, Reply::Registered(r)) => send_stanza(r),
+            (Phase::Fast(a), r @ (Reply::FastTokens(_) | Reply::FastUsed(_))) => {
+                self.fast_reply(*a, r)
+            }
+            (Phase::Issuing(mut p), Reply::FastIssued(stored)) => {
+                match (stored, p.issued.take()) {
+                    (Ok(()), Some(issued)) => p.answers.push(fast::token_element(&issued)),
+                    _ => tracing::warn!("a FAST token could not be stored; none is sent"),
+                }
+                self.sasl2_resume(*p)
+            }
             (Phase::Sasl(mut attempt), Reply::Credentials(found)) => {
                 let p = match found {
                     Ok(creds) => attempt.exchange.credentials(creds.as_ref()),
@@ -517,6 +1010,18 @@ impl<P: Policy> Machine for C2sMachine<P> {
     type Request = Request;
     type Reply = Reply;
     type Done = Done;
+
+    /// Taken on again after an inline resumption was refused: the rest of the SASL2
+    /// request is answered.
+    fn start(&mut self) -> Actions {
+        if !matches!(&self.phase, Phase::Resuming(p) if p.refused) {
+            return Vec::new();
+        }
+        match std::mem::replace(&mut self.phase, Phase::Bind) {
+            Phase::Resuming(p) => self.sasl2_bind(*p),
+            _ => Vec::new(),
+        }
+    }
 
     fn handle(&mut self, input: Input<Reply>) -> Actions {
         match input {
@@ -536,7 +1041,12 @@ impl<P: Policy> Machine for C2sMachine<P> {
                     self.phase = Phase::Bind;
                     self.bind(el)
                 }
-                Phase::Header | Phase::Tls | Phase::Registering => {
+                Phase::Header
+                | Phase::Tls
+                | Phase::Registering
+                | Phase::Resuming(_)
+                | Phase::Issuing(_)
+                | Phase::Fast(_) => {
                     vec![fail(SEC::InternalServerError, "negotiation out of step")]
                 }
             },
@@ -607,8 +1117,17 @@ mod tests {
             self.results.borrow_mut().push((mechanism, ok));
         }
 
+        fn fast_enabled(&self) -> bool {
+            true
+        }
+
+        fn now(&self) -> i64 {
+            1_000
+        }
+
         fn session_limit_reached(&self, jid: &Jid) -> bool {
-            jid.resource() == Some("one-too-many")
+            jid.resource()
+                .is_some_and(|r| r.starts_with("one-too-many"))
         }
     }
 
@@ -983,6 +1502,7 @@ mod tests {
                 user: BareJid::parse("alice@example.test").unwrap(),
                 previd: "abc".into(),
                 h: Some(3),
+                sasl2: None,
             })]
         );
         // Refused: the client may still bind on the same machine.
@@ -1028,5 +1548,498 @@ mod tests {
         client
             .verify_success(&B64.decode(success.text()).unwrap())
             .unwrap();
+    }
+
+    // ---- SASL2 (XEP-0388), Bind2 (XEP-0386), inline resumption ---------------------------
+
+    const SASL2: &str = sasl2::NS;
+
+    /// A SASL2 `<authenticate/>` with an initial response and `extra` children.
+    fn authenticate(mechanism: &str, initial: &[u8], extra: Vec<Element>) -> Input<Reply> {
+        let mut a = Element::new("authenticate", SASL2)
+            .with_attr("mechanism", mechanism)
+            .with_child(Element::new("initial-response", SASL2).with_text(B64.encode(initial)))
+            .with_child(
+                Element::new("user-agent", SASL2)
+                    .with_attr("id", "dev-1")
+                    .with_child(Element::new("software", SASL2).with_text("Test")),
+            );
+        for e in extra {
+            a.push_child(e);
+        }
+        Input::Element(a)
+    }
+
+    fn sasl2_condition(actions: &Actions) -> Option<&str> {
+        sent(actions)
+            .into_iter()
+            .find(|e| e.is("failure", SASL2))
+            .and_then(|f| f.children().next())
+            .map(Element::name)
+    }
+
+    fn bind2(children: Vec<Element>) -> Element {
+        let mut b = Element::new("bind", bind2::NS);
+        for c in children {
+            b.push_child(c);
+        }
+        b
+    }
+
+    /// SASL2 is offered beside SASL with the same mechanisms and Bind2, SM inline.
+    #[test]
+    fn sasl2_feature_mirrors_sasl() {
+        let policy = Test::default();
+        let a = C2sMachine::new(&policy, true, false, Some(vec![1; 32])).handle(header(DOMAIN));
+        let f = sent(&a)[0];
+        let auth = f.get_child("authentication", SASL2).unwrap();
+        let names: Vec<String> = auth
+            .children()
+            .filter(|c| c.name() == "mechanism")
+            .map(|c| c.text())
+            .collect();
+        assert_eq!(names, mechanisms(&a));
+        let inline = auth.get_child("inline", SASL2).unwrap();
+        assert!(inline.has_child("bind", bind2::NS));
+        assert!(inline.has_child("sm", sm::NS));
+        assert!(f.has_child("sasl-channel-binding", ns::SASL_CB));
+    }
+
+    /// PLAIN over SASL2 without Bind2: success with the bare JID, wider limits, no
+    /// restart; then RFC 6120 binding on the same stream.
+    #[test]
+    fn sasl2_plain_then_rfc6120_bind() {
+        let policy = Test::default();
+        let mut m = at_auth(&policy);
+        let a = m.handle(authenticate(
+            "PLAIN",
+            b"alice@example.test\0alice\0secret",
+            vec![],
+        ));
+        assert_eq!(
+            a,
+            vec![Action::Request(Request::Credentials("alice".into()))]
+        );
+        let a = m.handle(credentials("secret"));
+        assert!(matches!(a[0], Action::Limits(_)), "{a:?}");
+        let success = sent(&a)[0];
+        assert!(success.is("success", SASL2));
+        assert_eq!(
+            success
+                .child_text("authorization-identifier", SASL2)
+                .as_deref(),
+            Some("alice@example.test")
+        );
+        assert!(!a.contains(&Action::Restart));
+        assert!(matches!(
+            m.handle(bind_iq("phone"))[1],
+            Action::Done(Done::Bound(_))
+        ));
+    }
+
+    /// SCRAM over SASL2 with challenges in the SASL2 namespace, XEP-0474 `d=` in the
+    /// server-first, and Bind2: done with a resource derived from the device and the tag.
+    #[test]
+    fn sasl2_scram_with_downgrade_protection_and_bind2() {
+        let policy = Test::default();
+        let mut m = at_auth(&policy);
+        let mut client =
+            rookery_sasl::ScramClient::new(Mechanism::ScramSha256, "alice", "secret", None);
+        let bind = bind2(vec![
+            Element::new("tag", bind2::NS).with_text("Test"),
+            Element::new("enable", ns::CARBONS),
+        ]);
+        m.handle(authenticate(
+            "SCRAM-SHA-256",
+            &client.client_first(),
+            vec![bind],
+        ));
+        let a = m.handle(credentials("secret"));
+        let challenge = sent(&a)[0];
+        assert!(challenge.is("challenge", SASL2), "{challenge}");
+        let first = B64.decode(challenge.text()).unwrap();
+        let offered =
+            mechanisms(&C2sMachine::new(&policy, true, false, None).handle(header(DOMAIN)));
+        let refs: Vec<&str> = offered.iter().map(String::as_str).collect();
+        let ssdp = rookery_sasl::server::ssdp_string(&refs, &[]);
+        let d = B64.encode(rookery_sasl::ScramHash::Sha256.hash(ssdp.as_bytes()));
+        assert!(
+            String::from_utf8_lossy(&first).ends_with(&format!(",d={d}")),
+            "{}",
+            String::from_utf8_lossy(&first)
+        );
+        let last = client.handle_challenge(&first).unwrap();
+        let a = m.handle(Input::Element(
+            Element::new("response", SASL2).with_text(B64.encode(last)),
+        ));
+        let Some(Action::Done(Done::Bound2 { jid, success, bind })) = a.last() else {
+            panic!("{a:?}");
+        };
+        let resource = bind2::resource("alice", Some("Test"), Some("dev-1"));
+        assert_eq!(jid.resource(), Some(resource.as_str()));
+        assert_eq!(
+            success
+                .child_text("authorization-identifier", SASL2)
+                .as_deref(),
+            Some(jid.as_str())
+        );
+        let data = B64
+            .decode(success.child_text("additional-data", SASL2).unwrap())
+            .unwrap();
+        client.verify_success(&data).unwrap();
+        assert!(bind.carbons);
+    }
+
+    /// Failures answer in SASL2's namespace with the RFC 6120 condition, and count.
+    #[test]
+    fn sasl2_failures() {
+        let policy = Test {
+            config: C2sConfig {
+                max_auth_attempts: 10,
+                ..C2sConfig::default()
+            },
+            ..Test::default()
+        };
+        let mut m = at_auth(&policy);
+        m.handle(authenticate("PLAIN", b"\0alice\0wrong", vec![]));
+        let a = m.handle(credentials("secret"));
+        assert_eq!(sasl2_condition(&a), Some("not-authorized"));
+        let a = m.handle(authenticate("DIGEST-MD5", b"x", vec![]));
+        assert_eq!(sasl2_condition(&a), Some("invalid-mechanism"));
+        let a = m.handle(authenticate(
+            "PLAIN",
+            b"bob@example.test\0alice\0secret",
+            vec![],
+        ));
+        assert!(sasl2_condition(&a).is_none());
+        let a = m.handle(credentials("secret"));
+        assert_eq!(sasl2_condition(&a), Some("invalid-authzid"));
+        // Malformed: no mechanism, bad base64, a repeated inline request.
+        let a = m.handle(Input::Element(Element::new("authenticate", SASL2)));
+        assert_eq!(sasl2_condition(&a), Some("malformed-request"));
+        let a = m.handle(Input::Element(
+            Element::new("authenticate", SASL2)
+                .with_attr("mechanism", "PLAIN")
+                .with_child(Element::new("initial-response", SASL2).with_text("***")),
+        ));
+        assert_eq!(sasl2_condition(&a), Some("incorrect-encoding"));
+        let a = m.handle(authenticate(
+            "PLAIN",
+            b"\0alice\0secret",
+            vec![bind2(vec![]), bind2(vec![])],
+        ));
+        assert_eq!(sasl2_condition(&a), Some("malformed-request"));
+        // SCRAM without initial response: an empty SASL2 challenge; an RFC 6120 response
+        // or an abort in it ends the attempt.
+        let a = m.handle(Input::Element(
+            Element::new("authenticate", SASL2).with_attr("mechanism", "SCRAM-SHA-1"),
+        ));
+        assert!(sent(&a)[0].is("challenge", SASL2));
+        let a = m.handle(Input::Element(
+            Element::new("response", ns::SASL).with_text("="),
+        ));
+        assert_eq!(sasl2_condition(&a), Some("malformed-request"));
+        let a = m.handle(Input::Element(
+            Element::new("authenticate", SASL2).with_attr("mechanism", "SCRAM-SHA-1"),
+        ));
+        assert!(sent(&a)[0].is("challenge", SASL2));
+        let a = m.handle(Input::Element(Element::new("abort", SASL2)));
+        assert_eq!(sasl2_condition(&a), Some("aborted"));
+        assert_eq!(failure_of(&a), None);
+        // Before TLS: encryption-required, in SASL2's namespace.
+        let mut m = C2sMachine::new(&policy, false, true, None);
+        m.handle(header(DOMAIN));
+        let a = m.handle(authenticate("PLAIN", b"\0alice\0secret", vec![]));
+        assert_eq!(sasl2_condition(&a), Some("encryption-required"));
+        assert!(failure_of(&a).is_some());
+    }
+
+    /// Bind2 past the account's session limit: failure, and the stream ends.
+    #[test]
+    fn bind2_session_limit() {
+        let policy = Test::default();
+        let mut m = at_auth(&policy);
+        let bind = bind2(vec![
+            Element::new("tag", bind2::NS).with_text("one-too-many")
+        ]);
+        m.handle(Input::Element(
+            Element::new("authenticate", SASL2)
+                .with_attr("mechanism", "PLAIN")
+                .with_child(
+                    Element::new("initial-response", SASL2)
+                        .with_text(B64.encode(b"\0alice\0secret")),
+                )
+                .with_child(bind),
+        ));
+        let a = m.handle(credentials("secret"));
+        assert_eq!(sasl2_condition(&a), Some("not-authorized"));
+        assert_eq!(
+            failure_of(&a),
+            Some((SEC::PolicyViolation, "too many sessions for this account"))
+        );
+    }
+
+    /// `<resume/>` inline: handed to the driver with the SASL2 data; refused, the rest of
+    /// the request (Bind2) is answered with `<failed/>` inside the success.
+    #[test]
+    fn sasl2_inline_resume() {
+        let policy = Test::default();
+        let mut m = at_auth(&policy);
+        let resume = Element::new("resume", sm::NS)
+            .with_attr("previd", "abc")
+            .with_attr("h", "2");
+        m.handle(authenticate(
+            "PLAIN",
+            b"\0alice\0secret",
+            vec![resume, bind2(vec![])],
+        ));
+        let a = m.handle(credentials("secret"));
+        assert_eq!(
+            a.last(),
+            Some(&Action::Done(Done::Resume {
+                user: BareJid::parse("alice@example.test").unwrap(),
+                previd: "abc".into(),
+                h: Some(2),
+                sasl2: Some(Sasl2Resumed {
+                    additional_data: None,
+                    answers: Vec::new(),
+                }),
+            }))
+        );
+        // Nothing may come while the driver resumes.
+        assert!(m.start().is_empty());
+        m.resume_refused(sm::failed("item-not-found", None));
+        let a = m.start();
+        let Some(Action::Done(Done::Bound2 { success, .. })) = a.last() else {
+            panic!("{a:?}");
+        };
+        assert!(success.has_child("failed", sm::NS), "{success}");
+
+        // Without Bind2, a refused resumption is a success with the bare JID and <failed/>;
+        // a malformed <resume/> is answered at once.
+        let mut m = at_auth(&policy);
+        let bad = Element::new("resume", sm::NS);
+        m.handle(authenticate("PLAIN", b"\0alice\0secret", vec![bad]));
+        let a = m.handle(credentials("secret"));
+        let success = sent(&a)[0];
+        assert!(success.is("success", SASL2));
+        assert!(success.has_child("failed", sm::NS));
+        assert_eq!(
+            success
+                .child_text("authorization-identifier", SASL2)
+                .as_deref(),
+            Some("alice@example.test")
+        );
+    }
+
+    // ---- FAST (XEP-0484) -----------------------------------------------------------------
+
+    fn request_token() -> Element {
+        Element::new("request-token", fast::NS).with_attr("mechanism", "HT-SHA-256-NONE")
+    }
+
+    fn fast_count(count: i64) -> Element {
+        Element::new("fast", fast::NS).with_attr("count", count.to_string())
+    }
+
+    /// A token request beside PLAIN: the key is stored, then the token goes in the success.
+    #[test]
+    fn fast_token_is_issued_with_the_success() {
+        let policy = Test::default();
+        let features = C2sMachine::new(&policy, true, false, None).handle(header(DOMAIN));
+        let inline = sent(&features)[0]
+            .get_child("authentication", SASL2)
+            .and_then(|a| a.get_child("inline", SASL2))
+            .unwrap();
+        let mechs: Vec<String> = inline
+            .get_child("fast", fast::NS)
+            .unwrap()
+            .children()
+            .map(|c| c.text())
+            .collect();
+        assert_eq!(mechs, ["HT-SHA-256-NONE"]);
+
+        let mut m = at_auth(&policy);
+        m.handle(authenticate(
+            "PLAIN",
+            b"\0alice\0secret",
+            vec![request_token()],
+        ));
+        let a = m.handle(credentials("secret"));
+        let Some(Action::Request(Request::FastIssue {
+            local,
+            device,
+            expires,
+            ..
+        })) = a.last()
+        else {
+            panic!("{a:?}");
+        };
+        assert_eq!((local.as_str(), device.as_str()), ("alice", "dev-1"));
+        assert_eq!(*expires, 1_000 + 14 * 24 * 3600);
+        let a = m.handle(Input::Reply(Reply::FastIssued(Ok(()))));
+        let success = sent(&a)[0];
+        let token = success.get_child("token", fast::NS).expect("token");
+        assert_eq!(token.attr("token").map(str::len), Some(72));
+        // A failed store: success without a token.
+        let mut m = at_auth(&policy);
+        m.handle(authenticate(
+            "PLAIN",
+            b"\0alice\0secret",
+            vec![request_token()],
+        ));
+        m.handle(credentials("secret"));
+        let a = m.handle(Input::Reply(Reply::FastIssued(Err(()))));
+        assert!(!sent(&a)[0].has_child("token", fast::NS));
+    }
+
+    /// A token of the device, the tokens as the store has them.
+    fn device_tokens(
+        current: &fast::Issued,
+        previous: Option<&fast::Issued>,
+    ) -> fast::DeviceTokens {
+        fast::DeviceTokens {
+            current: (current.key.clone(), current.expires),
+            previous: previous.map(|p| (p.key.clone(), p.expires)),
+            last_count: 3,
+        }
+    }
+
+    fn ht_auth(token: &str, extra: Vec<Element>) -> Input<Reply> {
+        authenticate(
+            "HT-SHA-256-NONE",
+            &ht::client_message("alice", token, b""),
+            extra,
+        )
+    }
+
+    /// One round trip with a token: looked up, its use recorded with the count, success
+    /// with the HT answer; a rotation in the same request; the old token still valid as
+    /// "previous".
+    #[test]
+    fn fast_authentication_and_rotation() {
+        let policy = Test::default();
+        let old = fast::issue(900, 1000);
+        let new = fast::issue(950, 1000);
+        let mut m = at_auth(&policy);
+        let a = m.handle(ht_auth(&new.token, vec![fast_count(4), request_token()]));
+        assert_eq!(
+            a,
+            vec![Action::Request(Request::FastTokens {
+                local: "alice".into(),
+                device: "dev-1".into()
+            })]
+        );
+        let a = m.handle(Input::Reply(Reply::FastTokens(Ok(Some(device_tokens(
+            &new,
+            Some(&old),
+        ))))));
+        assert_eq!(
+            a,
+            vec![Action::Request(Request::FastUse {
+                local: "alice".into(),
+                device: "dev-1".into(),
+                used: fast::Used::Current,
+                count: 4,
+            })]
+        );
+        let a = m.handle(Input::Reply(Reply::FastUsed(Ok(true))));
+        assert!(matches!(a[0], Action::Limits(_)));
+        assert!(matches!(
+            a.last(),
+            Some(Action::Request(Request::FastIssue { .. }))
+        ));
+        let a = m.handle(Input::Reply(Reply::FastIssued(Ok(()))));
+        let success = sent(&a)[0];
+        assert_eq!(
+            success
+                .child_text("authorization-identifier", SASL2)
+                .as_deref(),
+            Some("alice@example.test")
+        );
+        let data = B64
+            .decode(success.child_text("additional-data", SASL2).unwrap())
+            .unwrap();
+        assert_eq!(data, ht::responder(&new.key, b""));
+        assert!(success.has_child("token", fast::NS));
+        assert_eq!(
+            *policy.results.borrow().last().unwrap(),
+            ("HT-SHA-256-NONE", true)
+        );
+
+        // The replaced token still authenticates, recorded as the previous one.
+        let mut m = at_auth(&policy);
+        m.handle(ht_auth(&old.token, vec![fast_count(5)]));
+        let a = m.handle(Input::Reply(Reply::FastTokens(Ok(Some(device_tokens(
+            &new,
+            Some(&old),
+        ))))));
+        assert!(matches!(
+            &a[..],
+            [Action::Request(Request::FastUse {
+                used: fast::Used::Previous,
+                ..
+            })]
+        ));
+    }
+
+    #[test]
+    fn fast_refusals() {
+        let policy = Test {
+            config: C2sConfig {
+                max_auth_attempts: 20,
+                ..C2sConfig::default()
+            },
+            ..Test::default()
+        };
+        let t = fast::issue(900, 1000);
+        let other = fast::issue(900, 1000);
+        let mut m = at_auth(&policy);
+        // Not the device's token, no tokens, a replayed count, a lookup that failed.
+        for (reply, cond) in [
+            (
+                Reply::FastTokens(Ok(Some(device_tokens(&other, None)))),
+                "not-authorized",
+            ),
+            (Reply::FastTokens(Ok(None)), "not-authorized"),
+            (Reply::FastTokens(Err(())), "temporary-auth-failure"),
+        ] {
+            m.handle(ht_auth(&t.token, vec![fast_count(9)]));
+            let a = m.handle(Input::Reply(reply));
+            assert_eq!(sasl2_condition(&a), Some(cond));
+        }
+        m.handle(ht_auth(&t.token, vec![fast_count(9)]));
+        m.handle(Input::Reply(Reply::FastTokens(Ok(Some(device_tokens(
+            &t, None,
+        ))))));
+        let a = m.handle(Input::Reply(Reply::FastUsed(Ok(false))));
+        assert_eq!(sasl2_condition(&a), Some("not-authorized"));
+        // Expired.
+        let expired = fast::issue(0, 10);
+        m.handle(ht_auth(&expired.token, vec![fast_count(9)]));
+        let a = m.handle(Input::Reply(Reply::FastTokens(Ok(Some(device_tokens(
+            &expired, None,
+        ))))));
+        assert_eq!(sasl2_condition(&a), Some("not-authorized"));
+        // Malformed: no count on -NONE, a garbage message, no device id.
+        let a = m.handle(ht_auth(&t.token, vec![]));
+        assert_eq!(sasl2_condition(&a), Some("malformed-request"));
+        let a = m.handle(authenticate(
+            "HT-SHA-256-NONE",
+            b"junk",
+            vec![fast_count(1)],
+        ));
+        assert_eq!(sasl2_condition(&a), Some("malformed-request"));
+        let a = m.handle(Input::Element(
+            Element::new("authenticate", SASL2)
+                .with_attr("mechanism", "HT-SHA-256-NONE")
+                .with_child(fast_count(1)),
+        ));
+        assert_eq!(sasl2_condition(&a), Some("malformed-request"));
+        // -EXPR without channel binding, and an HT mechanism we do not know.
+        let a = m.handle(authenticate("HT-SHA-256-EXPR", b"x", vec![]));
+        assert_eq!(sasl2_condition(&a), Some("invalid-mechanism"));
+        let a = m.handle(authenticate("HT-SHA-256-UNIQ", b"x", vec![]));
+        assert_eq!(sasl2_condition(&a), Some("invalid-mechanism"));
     }
 }

@@ -29,8 +29,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::machine::{C2sMachine, Done, Policy, Reply, Request};
-use crate::{session, sm, C2sConfig, C2sContext, Mode};
+use crate::machine::{C2sMachine, Done, Policy, Reply, Request, Sasl2Resumed};
+use crate::{bind2, session, sm, C2sConfig, C2sContext, Mode};
 
 /// How negotiation ended.
 pub enum Negotiated {
@@ -48,6 +48,17 @@ pub struct Bound {
     pub handle: SessionHandle,
     /// The receiving end of the handle.
     pub end: SessionEnd,
+    /// Bound by XEP-0386 Bind2 inside SASL2: what the session enables before it sends the
+    /// success.
+    pub inline: Option<Box<Inline>>,
+}
+
+/// A Bind2 request for the session to complete (XEP-0386 §4.2).
+pub struct Inline {
+    /// The SASL2 `<success/>`, to which the session adds `<bound/>`.
+    pub success: Element,
+    /// What to enable inline.
+    pub bind: bind2::Request,
 }
 
 /// Serves one accepted TCP connection to the end.
@@ -198,11 +209,28 @@ async fn negotiate(
         match negotiation::drive(holder, &mut machine, &mut effects).await? {
             Done::Bound(jid) => {
                 let conn = holder.as_ref().ok_or_else(no_conn)?;
-                return Ok(Negotiated::Bound(bind(ctx, conn, jid).await));
+                return Ok(Negotiated::Bound(bind(ctx, conn, jid, None).await));
             }
-            Done::Resume { user, previd, h } => {
-                if resume(ctx, holder, &user, &previd, h).await? {
+            Done::Bound2 { jid, success, bind } => {
+                let conn = holder.as_ref().ok_or_else(no_conn)?;
+                let inline = Some(Box::new(Inline { success, bind }));
+                return Ok(Negotiated::Bound(self::bind(ctx, conn, jid, inline).await));
+            }
+            Done::Resume {
+                user,
+                previd,
+                h,
+                sasl2,
+            } => {
+                let inline = sasl2.is_some();
+                let Some(failed) = resume(ctx, holder, &user, &previd, h, sasl2).await? else {
                     return Ok(Negotiated::Resumed);
+                };
+                if inline {
+                    // XEP-0198 in SASL2: <failed/> goes inside the success that follows.
+                    machine.resume_refused(failed);
+                } else {
+                    holder.as_mut().ok_or_else(no_conn)?.send(&failed).await?;
                 }
             }
         }
@@ -217,6 +245,15 @@ fn no_conn() -> ConnError {
 struct Live {
     ctx: Arc<C2sContext>,
     ip: IpAddr,
+}
+
+impl Live {
+    /// Unix seconds now.
+    fn now_secs() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
 }
 
 impl Policy for Live {
@@ -248,6 +285,14 @@ impl Policy for Live {
         rookery_metrics::get().login(mechanism, ok);
     }
 
+    fn fast_enabled(&self) -> bool {
+        self.ctx.fast.is_some() && self.ctx.config.fast_token_lifetime_secs > 0
+    }
+
+    fn now(&self) -> i64 {
+        Live::now_secs()
+    }
+
     /// A resource that replaces a session of the same name adds none.
     fn session_limit_reached(&self, jid: &Jid) -> bool {
         let max = self.ctx.config.max_sessions_per_account;
@@ -276,6 +321,50 @@ impl Effects<C2sMachine<Live>> for Driver<'_> {
                     .await
                     .map_err(|e| tracing::error!(error = %e, "credential lookup failed")),
             ),
+            Request::FastTokens { local, device } => Reply::FastTokens(match ctx.fast.as_ref() {
+                Some(store) => store
+                    .get(ctx.core.domain(), &local, &device)
+                    .await
+                    .map_err(|e| tracing::error!(error = %e, "FAST token lookup failed")),
+                None => Err(()),
+            }),
+            Request::FastUse {
+                local,
+                device,
+                used,
+                count,
+            } => Reply::FastUsed(match ctx.fast.as_ref() {
+                Some(store) => store
+                    .use_token(ctx.core.domain(), &local, &device, used, count)
+                    .await
+                    .map_err(|e| tracing::error!(error = %e, "FAST token update failed")),
+                None => Err(()),
+            }),
+            Request::FastIssue {
+                local,
+                device,
+                key,
+                expires,
+            } => Reply::FastIssued(match ctx.fast.as_ref() {
+                Some(store) => {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                    store
+                        .issue(
+                            ctx.core.domain(),
+                            &local,
+                            &device,
+                            &key,
+                            expires,
+                            now_ms,
+                            ctx.config.fast_max_devices,
+                        )
+                        .await
+                        .map_err(|e| tracing::error!(error = %e, "FAST token not stored"))
+                }
+                None => Err(()),
+            }),
             Request::Register(stanza) => Reply::Registered(
                 match ctx
                     .register
@@ -296,7 +385,7 @@ impl Effects<C2sMachine<Live>> for Driver<'_> {
 
 /// Registers the bound resource with the core (its result was sent). RFC 6120 §7.7.2.2: the
 /// new session wins; an old one with the same JID is told why it ends.
-async fn bind(ctx: &C2sContext, conn: &Conn, jid: Jid) -> Bound {
+async fn bind(ctx: &C2sContext, conn: &Conn, jid: Jid, inline: Option<Box<Inline>>) -> Bound {
     let core = &ctx.core;
     let (handle, end) = SessionHandle::new(
         core.next_session_id(),
@@ -311,37 +400,44 @@ async fn bind(ctx: &C2sContext, conn: &Conn, jid: Jid) -> Bound {
         ));
     }
     tracing::info!(%jid, "resource bound");
-    Bound { jid, handle, end }
+    Bound {
+        jid,
+        handle,
+        end,
+        inline,
+    }
 }
 
 /// Tries to resume the session a `<resume/>` names (XEP-0198 §5): on success the connection
-/// now belongs to that session's task (`holder` is left empty) and `true` is returned; on
-/// failure `<failed/>` has been sent and the client may bind instead.
+/// now belongs to that session's task (`holder` is left empty) and `None` is returned; on
+/// failure the connection is back in `holder` with the `<failed/>` to answer, and the client
+/// may bind instead.
 async fn resume(
     ctx: &C2sContext,
     holder: &mut Option<Conn>,
     user: &BareJid,
     previd: &str,
     h: Option<u32>,
-) -> Result<bool, ConnError> {
+    sasl2: Option<Sasl2Resumed>,
+) -> Result<Option<Element>, ConnError> {
     let conn = holder.take().ok_or_else(no_conn)?;
     let (reply, verdict) = tokio::sync::oneshot::channel();
     let takeover = sm::Takeover {
         conn: Box::new(conn),
         h,
         reply,
+        sasl2: sasl2.map(Box::new),
     };
     let (conn, failed) = match ctx.sm.offer(previd, user, takeover) {
         Err((t, condition)) => (t.conn, sm::failed(condition, None)),
         Ok(()) => match verdict.await {
-            Ok(sm::Verdict::Accepted) => return Ok(true),
+            Ok(sm::Verdict::Accepted) => return Ok(None),
             Ok(sm::Verdict::Rejected { conn, failed }) => (conn, failed),
             // The session ended without looking at it; the connection went with it.
-            Err(_) => return Ok(true),
+            Err(_) => return Ok(None),
         },
     };
     tracing::info!(previd, "resumption refused");
-    let conn = holder.insert(*conn);
-    conn.send(&failed).await?;
-    Ok(false)
+    *holder = Some(*conn);
+    Ok(Some(failed))
 }

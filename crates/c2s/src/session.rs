@@ -28,14 +28,17 @@ use rookery_core::{Outbound, SessionHandle};
 use rookery_jid::Jid;
 use rookery_proto::{ns, IqType, Stanza, StanzaKind, StreamError, StreamErrorCondition as SEC};
 use rookery_stream::keepalive::{Due, Keepalive};
+use rookery_stream::negotiation::sasl2;
 use rookery_stream::pump::{self, Inbound};
 use rookery_stream::{Conn, ConnError};
 use rookery_xml::Element;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::bind2;
 use crate::csi::{self, Csi, Decision};
-use crate::negotiate::Bound;
+use crate::machine::Sasl2Resumed;
+use crate::negotiate::{Bound, Inline};
 use crate::sm::{self, Counters, Handoff, Takeover, Verdict};
 use crate::C2sContext;
 
@@ -62,8 +65,14 @@ pub fn run<'a>(
 ) -> impl Future<Output = ()> + Send + 'a {
     async move {
         let idle = Duration::from_secs(ctx.config.idle_timeout_secs);
+        let inline = bound.inline.take();
         let end = &mut bound.end;
         let mut client = Client::new(ctx, &bound.jid);
+        if let Some(inline) = inline {
+            if let Err(reason) = Box::pin(client.inline(&mut conn, *inline)).await {
+                return Box::pin(finish(client, &bound.handle, end, Some(conn), reason)).await;
+            }
+        }
         let (last, reason) = loop {
             let reason = pump::run(&mut conn, end, idle, &mut client).await;
             match Box::pin(client.after(conn, reason, end)).await {
@@ -140,6 +149,9 @@ struct Client<'a> {
     ping_id: Option<String>,
     /// A connection that took the session over, accepted in [`Inbound::wake`].
     taken_over: Option<Box<Conn>>,
+    /// The connection that resumed the session asked inline in SASL2: `<resumed/>` goes
+    /// inside a SASL2 `<success/>` with this.
+    resumed_in_sasl2: Option<Box<Sasl2Resumed>>,
     /// Bytes that end the stream, written instead of the usual stream error.
     closing: Option<Vec<u8>>,
 }
@@ -154,8 +166,32 @@ impl<'a> Client<'a> {
             keepalive: Self::keepalive(ctx),
             ping_id: None,
             taken_over: None,
+            resumed_in_sasl2: None,
             closing: None,
         }
+    }
+
+    /// Enables what a Bind2 request asked for inline, then sends the SASL2 `<success/>`
+    /// with `<bound/>` saying how (XEP-0386 §4.2): carbons through the module that serves
+    /// their `<enable/>`, the client state, stream management as `<enable/>` would.
+    async fn inline(&mut self, conn: &mut Conn, inline: Inline) -> Result<(), ConnError> {
+        let Inline { mut success, bind } = inline;
+        if bind.carbons {
+            let enable = Element::new("enable", ns::CARBONS);
+            if let Err(e) = self.ctx.core.serve_inline_iq(self.jid, enable).await {
+                tracing::info!(condition = %e.condition, "inline carbons not enabled");
+            }
+        }
+        if bind.inactive == Some(true) {
+            self.csi.set_inactive();
+        }
+        let mut answers = Vec::new();
+        if let Some(el) = &bind.sm_enable {
+            answers.push(self.enable_reply(el));
+        }
+        success.push_child(bind2::bound(answers));
+        tracing::debug!("bound inline (Bind2)");
+        conn.send(&success).await
     }
 
     fn resumable(&self) -> bool {
@@ -264,12 +300,14 @@ impl<'a> Client<'a> {
                     return None;
                 }
                 t = r.handoff.recv() => {
-                    if let Some(conn) = judge(&mut m.counters, t) {
+                    if let Some((conn, sasl2)) = judge(&mut m.counters, t) {
+                        self.resumed_in_sasl2 = sasl2;
                         return Some(conn);
                     }
                 }
                 item = end.rx.recv() => match item {
                     Some(Outbound::Bytes(b)) => {
+                        held_message(self.ctx, self.jid, &b).await;
                         m.parked.push_back(b);
                         if m.parked.len() + m.counters.unacked() > max_unacked {
                             tracing::info!("too many stanzas for a hibernated session");
@@ -294,7 +332,16 @@ impl<'a> Client<'a> {
         let Some(r) = m.resume.as_ref() else {
             return Err(ConnError::stream(SEC::InternalServerError, "not resumable"));
         };
-        let resumed = sm::resumed(&r.id, m.counters.inbound());
+        let mut resumed = sm::resumed(&r.id, m.counters.inbound());
+        if let Some(s) = self.resumed_in_sasl2.take() {
+            // XEP-0198 inline in SASL2: the success names the resumed session's full JID.
+            let Sasl2Resumed {
+                additional_data,
+                mut answers,
+            } = *s;
+            answers.push(resumed);
+            resumed = sasl2::success(additional_data.as_deref(), self.jid.as_str(), answers);
+        }
         conn.queue(&rookery_proto::stream::to_bytes(&resumed));
         for b in m.counters.unacked_stanzas() {
             conn.queue(b);
@@ -423,12 +470,20 @@ impl<'a> Client<'a> {
 
     /// `<enable/>` (§3).
     async fn enable(&mut self, conn: &mut Conn, el: &Element) -> Result<(), ConnError> {
+        let reply = self.enable_reply(el);
+        // Outbound counting starts with the first stanza after <enabled/>.
+        Self::nonza(conn, &reply).await
+    }
+
+    /// Enables stream management as `<enable/>` asks (§3; also inline in Bind2) and
+    /// returns the answer, `<enabled/>` or `<failed/>`.
+    fn enable_reply(&mut self, el: &Element) -> Element {
         let cfg = &self.ctx.config;
         if !cfg.stream_management {
-            return Self::nonza(conn, &sm::failed("feature-not-implemented", None)).await;
+            return sm::failed("feature-not-implemented", None);
         }
         if self.sm.is_some() {
-            return Self::nonza(conn, &sm::failed("unexpected-request", None)).await;
+            return sm::failed("unexpected-request", None);
         }
         let wants_resume = matches!(el.attr("resume"), Some("true" | "1"));
         let mut max = cfg.sm_resume_timeout_secs;
@@ -454,8 +509,7 @@ impl<'a> Client<'a> {
             parked: VecDeque::new(),
         }));
         tracing::debug!(resumable = self.resumable(), "stream management enabled");
-        // Outbound counting starts with the first stanza after <enabled/>.
-        Self::nonza(conn, &reply).await
+        reply
     }
 
     async fn csi_element(&mut self, conn: &mut Conn, el: &Element) -> Result<(), ConnError> {
@@ -611,8 +665,9 @@ impl Inbound for Client<'_> {
         };
         let t = r.handoff.recv().await;
         match judge(&mut m.counters, t) {
-            Some(conn) => {
+            Some((conn, sasl2)) => {
                 self.taken_over = Some(conn);
+                self.resumed_in_sasl2 = sasl2;
                 Err(ConnError::Detached)
             }
             None => Ok(()),
@@ -626,8 +681,13 @@ impl Inbound for Client<'_> {
 
 /// Accepts a takeover whose `h` is consistent with what was sent, applying that ack (then
 /// [`Client::attach`] resends the rest), or sends it back with `<failed/>`.
-fn judge(counters: &mut Counters, t: Takeover) -> Option<Box<Conn>> {
-    let Takeover { conn, h, reply } = t;
+fn judge(counters: &mut Counters, t: Takeover) -> Option<(Box<Conn>, Option<Box<Sasl2Resumed>>)> {
+    let Takeover {
+        conn,
+        h,
+        reply,
+        sasl2,
+    } = t;
     if let Some(h) = h {
         if let Err(too_high) = counters.check(h) {
             let mut failed = sm::failed("undefined-condition", Some(counters.inbound()));
@@ -646,7 +706,22 @@ fn judge(counters: &mut Counters, t: Takeover) -> Option<Box<Conn>> {
     if let Some(h) = h {
         let _ = counters.ack(h);
     }
-    Some(conn)
+    Some((conn, sasl2))
+}
+
+/// Tells the modules that a message waits in a hibernated session (XEP-0357 push wakes the
+/// device up); other stanzas are not worth a wake-up.
+async fn held_message(ctx: &C2sContext, jid: &Jid, b: &Bytes) {
+    let Some(message) = Stanza::from_serialized(b) else {
+        return;
+    };
+    if matches!(message.kind(), StanzaKind::Message(_)) {
+        let event = rookery_core::Event::MessageHeld {
+            account: jid.to_bare(),
+            message,
+        };
+        ctx.core.emit(&event).await;
+    }
 }
 
 /// Closes a connection the session no longer uses without holding the session up.

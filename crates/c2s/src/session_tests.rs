@@ -20,8 +20,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::bind2;
 use crate::limiter::AuthLimiter;
-use crate::negotiate::Bound;
+use crate::machine::Sasl2Resumed;
+use crate::negotiate::{Bound, Inline};
 use crate::sm::{self, Takeover, Verdict};
 use crate::{C2sConfig, C2sContext};
 
@@ -49,6 +51,7 @@ async fn context(config: C2sConfig) -> Arc<C2sContext> {
         limiter: AuthLimiter::new(10, 10),
         sm: Default::default(),
         connections: crate::ConnectionCap::new(0),
+        fast: None,
     })
 }
 
@@ -153,13 +156,28 @@ fn jid(s: &str) -> Jid {
 
 /// Binds `full` and runs its session in a task.
 async fn start(ctx: &Arc<C2sContext>, full: &str, queue: usize) -> (Peer, JoinHandle<()>) {
+    start_inline(ctx, full, queue, None).await
+}
+
+/// Binds `full` (through Bind2 when `inline` is set) and runs its session in a task.
+async fn start_inline(
+    ctx: &Arc<C2sContext>,
+    full: &str,
+    queue: usize,
+    inline: Option<Box<Inline>>,
+) -> (Peer, JoinHandle<()>) {
     let (conn, peer) = pipe(ctx).await;
     let jid = jid(full);
     let (handle, end) = SessionHandle::new(ctx.core.next_session_id(), jid.clone(), queue);
     ctx.core.bind(handle.clone()).await;
     let ctx = ctx.clone();
-    let task =
-        tokio::spawn(async move { super::run(&ctx, conn, Bound { jid, handle, end }).await });
+    let bound = Bound {
+        jid,
+        handle,
+        end,
+        inline,
+    };
+    let task = tokio::spawn(async move { super::run(&ctx, conn, bound).await });
     (peer, task)
 }
 
@@ -538,6 +556,7 @@ async fn resumption_takes_over_a_silent_connection() {
         conn: Box::new(conn),
         h: Some(1),
         reply,
+        sasl2: None,
     };
     assert!(ctx.sm.offer(&id, &alice, takeover).is_ok());
     assert!(matches!(verdict.await.unwrap(), Verdict::Accepted));
@@ -585,6 +604,7 @@ async fn resumption_after_hibernation_delivers_what_waited() {
         conn: Box::new(conn),
         h: Some(0),
         reply,
+        sasl2: None,
     };
     assert!(ctx.sm.offer(&id, &alice, takeover).is_ok());
     assert!(matches!(verdict.await.unwrap(), Verdict::Accepted));
@@ -618,6 +638,7 @@ async fn resumption_is_refused_for_bad_h_and_for_other_users() {
         conn: Box::new(conn),
         h: Some(7),
         reply,
+        sasl2: None,
     };
     assert!(ctx.sm.offer(&id, &alice, t).is_ok());
     let Verdict::Rejected { failed, .. } = verdict.await.unwrap() else {
@@ -635,6 +656,7 @@ async fn resumption_is_refused_for_bad_h_and_for_other_users() {
         conn: Box::new(conn),
         h: None,
         reply,
+        sasl2: None,
     };
     let Err((_, condition)) = ctx.sm.offer(&id, &bob, t) else {
         panic!("bob resumed alice's session");
@@ -720,4 +742,74 @@ async fn inactive_clients_get_presence_later_and_messages_at_once() {
     // Active again: presence goes out at once.
     route(&ctx, presence("carol@localhost/1")).await;
     assert!(peer.next().await.unwrap().is("presence", ns::CLIENT));
+}
+
+/// Bind2 (XEP-0386 §4.2): the session enables stream management and the client state
+/// inline and sends the SASL2 success with `<bound/>` first; a resumption asked inline in
+/// SASL2 gets `<resumed/>` inside a SASL2 success naming the session's full JID.
+#[tokio::test]
+async fn inline_bind_then_inline_resumption() {
+    let ctx = context(config()).await;
+    let success = rookery_stream::negotiation::sasl2::success(None, "alice@localhost/r", vec![]);
+    let bind = bind2::Request {
+        tag: None,
+        carbons: true,
+        inactive: Some(true),
+        sm_enable: Some(Element::new("enable", sm::NS).with_attr("resume", "true")),
+    };
+    let inline = Some(Box::new(Inline { success, bind }));
+    let (mut old, _task) = start_inline(&ctx, "alice@localhost/r", 64, inline).await;
+    let s = old.next().await.unwrap();
+    assert!(s.is("success", "urn:xmpp:sasl:2"), "{s}");
+    let enabled = s
+        .get_child("bound", bind2::NS)
+        .and_then(|b| b.get_child("enabled", sm::NS))
+        .expect("sm enabled inline");
+    assert_eq!(enabled.attr("resume"), Some("true"));
+    let id = enabled.attr("id").unwrap().to_string();
+    // Inactive inline: a message is still delivered (only unimportant stanzas wait).
+    message(&ctx, "bob@localhost/b", "alice@localhost/r", "m1").await;
+    assert_eq!(
+        body(&old.next_stanza().await.unwrap()).as_deref(),
+        Some("m1")
+    );
+    drop(old);
+
+    let (conn, mut new) = pipe(&ctx).await;
+    let (reply, verdict) = oneshot::channel();
+    let alice = BareJid::parse("alice@localhost").unwrap();
+    let takeover = Takeover {
+        conn: Box::new(conn),
+        h: Some(0),
+        reply,
+        sasl2: Some(Box::new(Sasl2Resumed {
+            additional_data: Some(b"v=x".to_vec()),
+            answers: vec![Element::new("token", "urn:xmpp:fast:0")],
+        })),
+    };
+    assert!(ctx.sm.offer(&id, &alice, takeover).is_ok());
+    assert!(matches!(verdict.await.unwrap(), Verdict::Accepted));
+    let s = new.next().await.unwrap();
+    assert!(s.is("success", "urn:xmpp:sasl:2"), "{s}");
+    assert_eq!(
+        s.child_text("authorization-identifier", "urn:xmpp:sasl:2")
+            .as_deref(),
+        Some("alice@localhost/r")
+    );
+    let names: Vec<&str> = s.children().map(Element::name).collect();
+    assert_eq!(
+        names,
+        [
+            "additional-data",
+            "authorization-identifier",
+            "token",
+            "resumed"
+        ]
+    );
+    let resumed = s.get_child("resumed", sm::NS).expect("resumed inline");
+    assert_eq!(resumed.attr("previd"), Some(id.as_str()));
+    assert_eq!(
+        body(&new.next_stanza().await.unwrap()).as_deref(),
+        Some("m1")
+    );
 }

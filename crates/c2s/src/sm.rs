@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{oneshot, Notify};
 
+use crate::machine::Sasl2Resumed;
+
 /// The XEP-0198 namespace, version 3.
 pub use rookery_proto::ns::SM as NS;
 
@@ -139,6 +141,8 @@ pub struct Takeover {
     pub h: Option<u32>,
     /// The session's answer.
     pub reply: oneshot::Sender<Verdict>,
+    /// Set when `<resume/>` came inline in SASL2: `<resumed/>` goes inside its `<success/>`.
+    pub sasl2: Option<Box<Sasl2Resumed>>,
 }
 
 /// The session's answer to a [`Takeover`].

@@ -8,6 +8,7 @@
 //! so a subscriber reads the state the event speaks of.
 
 use rookery_jid::{BareJid, Jid};
+use rookery_proto::Stanza;
 
 /// A session lifecycle event.
 #[derive(Debug, Clone)]
@@ -57,6 +58,16 @@ pub enum Event {
     /// requests or block list in the store (emitted by the cluster when it hears of it):
     /// subscribers drop what they cached of the account and read the store again.
     AccountChanged(BareJid),
+    /// A message for a local account was kept for it instead of reaching a client: stored
+    /// offline (XEP-0160, emitted by the IM layer once committed) or parked by a session
+    /// whose connection is gone while it waits for XEP-0198 resumption (emitted by the client
+    /// listener). What wakes a device up (XEP-0357 push) listens to it.
+    MessageHeld {
+        /// The account.
+        account: BareJid,
+        /// The message.
+        message: Stanza,
+    },
 }
 
 /// What a module subscribes to: one per [`Event`] variant.
@@ -74,6 +85,8 @@ pub enum EventKind {
     AccountDeleted,
     /// [`Event::AccountChanged`].
     AccountChanged,
+    /// [`Event::MessageHeld`].
+    MessageHeld,
 }
 
 impl Event {
@@ -86,6 +99,7 @@ impl Event {
             Event::AccountRemoving(_) => EventKind::AccountRemoving,
             Event::AccountDeleted(_) => EventKind::AccountDeleted,
             Event::AccountChanged(_) => EventKind::AccountChanged,
+            Event::MessageHeld { .. } => EventKind::MessageHeld,
         }
     }
 }

@@ -468,6 +468,33 @@ impl Core {
         answer.ok().and_then(Result::ok)
     }
 
+    /// Serves an IQ `set` with `payload` from the session `from` to its own account, as an
+    /// inline feature of a bind stands for it (XEP-0386 Bind2: carbons `<enable/>`): the
+    /// module that serves it runs as for the IQ, but no result goes to the session, whose
+    /// bind answer says how it went. `Err` when no module serves it or it failed.
+    pub async fn serve_inline_iq(
+        self: &Arc<Self>,
+        from: &Jid,
+        payload: Element,
+    ) -> Result<(), StanzaError> {
+        let account = from.to_bare();
+        let iq = Stanza::iq(
+            IqType::Set,
+            "inline",
+            Some(from.clone()),
+            Some(account.clone().into()),
+            payload,
+        );
+        let Some(module) = self.iq_handler(IqTarget::Account, &iq).cloned() else {
+            return Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable));
+        };
+        let reply = module.reply_iq(self, &account, &iq).await?;
+        for s in reply.then {
+            Box::pin(self.route(s)).await;
+        }
+        Ok(())
+    }
+
     /// Routes a stanza whose `from` the caller has already stamped or checked.
     pub async fn route(self: &Arc<Self>, stanza: Stanza) {
         let _timer = rookery_metrics::get().route(stanza.kind());

@@ -19,6 +19,28 @@ pub struct ImConfig {
     pub vcard: SizeLimited,
     /// `[im.private]`.
     pub private: SizeLimited,
+    /// `[im.push]`.
+    pub push: PushConfig,
+}
+
+/// XEP-0357 push notifications.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Whether the module is loaded (and `urn:xmpp:push:0` advertised).
+    pub enabled: bool,
+    /// Whether a notification may carry the message body (to a client that asked for it):
+    /// the app server, and the phone vendor's push service behind it, then read it.
+    pub include_body: bool,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            enabled: true,
+            include_body: false,
+        }
+    }
 }
 
 /// Roster limits.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rookery_core::{priority, Core, Declaration, Flow, HookPoint, Module, SessionHandle};
+use rookery_core::{priority, Core, Declaration, Event, Flow, HookPoint, Module, SessionHandle};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{MessageType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind};
 
@@ -86,8 +86,15 @@ impl Delivery {
     /// §8.5.2.2.1: no resource can take it — offline storage, or an error for the sender.
     async fn undeliverable(&self, core: &Arc<Core>, owner: &BareJid, stanza: Stanza) {
         if self.im.config().offline.enabled && offline::qualifies(&stanza) {
-            if let Err(e) = offline::store(&self.im, core, owner, &stanza).await {
-                core.reply_error(&stanza, e).await;
+            match offline::store(&self.im, core, owner, &stanza).await {
+                Ok(()) => {
+                    let event = Event::MessageHeld {
+                        account: owner.clone(),
+                        message: stanza,
+                    };
+                    core.emit(&event).await;
+                }
+                Err(e) => core.reply_error(&stanza, e).await,
             }
             return;
         }

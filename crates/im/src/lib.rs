@@ -13,6 +13,7 @@
 //! - [`offline`]: XEP-0160 offline storage with XEP-0203 delay stamps and a per-user cap;
 //! - [`blocking`]: XEP-0191 block list and its enforcement;
 //! - [`carbons`]: XEP-0280 message carbons;
+//! - [`push`]: XEP-0357 push notifications for messages held while no client is connected;
 //! - [`vcard`]: XEP-0054 vcard-temp; [`last`]: XEP-0012 last activity; [`private`]: XEP-0049
 //!   private XML storage; [`caps`]: XEP-0115 entity capabilities per resource.
 //!
@@ -30,6 +31,7 @@ pub mod last;
 pub mod offline;
 pub mod presence;
 pub mod private;
+pub mod push;
 pub mod roster;
 pub mod state;
 pub mod subscription;
@@ -71,5 +73,8 @@ pub fn modules(config: ImConfig, store: Store) -> (Arc<Im>, Vec<Arc<dyn Module>>
         v.push(Arc::new(private::Private::new(im.clone())));
     }
     v.push(Arc::new(caps::CapsModule::new(im.clone())));
+    if im.config().push.enabled {
+        v.push(Arc::new(push::Push::new(im.clone())));
+    }
     (im, v)
 }

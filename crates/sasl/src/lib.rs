@@ -27,6 +27,8 @@
 //! - `scram` (private): parsing and formatting of SCRAM messages.
 //! - [`server`]: [`ServerSession`], the server state machine for every mechanism.
 //! - [`client`]: [`ScramClient`], [`SaltedPasswordCache`] and [`plain_message`].
+//! - [`ht`]: the HT-* token mechanisms of XEP-0484 FAST (one message each way, so no
+//!   session state machine).
 //!
 //! # Security notes
 //! - Proofs and signatures are compared in constant time (`subtle`).
@@ -41,6 +43,7 @@
 pub mod client;
 pub mod credentials;
 pub mod hash;
+pub mod ht;
 pub mod mechanism;
 mod plain;
 mod scram;

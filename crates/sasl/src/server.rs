@@ -37,6 +37,9 @@ pub struct ServerSession {
     channel_binding: Option<Vec<u8>>,
     plus_advertised: bool,
     server_nonce: String,
+    /// XEP-0474 (SSDP): what the server offered on this stream, hashed into `d=` of the
+    /// server-first-message so a client can detect a stripped mechanism or binding type.
+    downgrade_protection: Option<String>,
     state: State,
 }
 
@@ -118,6 +121,7 @@ impl ServerSession {
             channel_binding,
             plus_advertised,
             server_nonce,
+            downgrade_protection: None,
             state: State::Done,
         };
         let step = match mech.scram_hash() {
@@ -136,6 +140,17 @@ impl ServerSession {
             Some(hash) => session.scram_client_first(hash, initial_response),
         };
         (session, step)
+    }
+
+    /// Adds XEP-0474 downgrade protection to a SCRAM exchange: the server-first-message
+    /// carries `d=`, the base64 hash (the mechanism's own hash function) of the offered
+    /// `mechanisms` and `channel_bindings`, each sorted and joined with `,`, the two lists
+    /// separated by `|` (the binding part left out when there is none). The client compares
+    /// it with what it saw offered; as the server-first-message is part of the SCRAM
+    /// AuthMessage, a man in the middle cannot change it without breaking the signature.
+    /// Call it before the credentials are provided; it does nothing for PLAIN.
+    pub fn protect_downgrade(&mut self, mechanisms: &[&str], channel_bindings: &[&str]) {
+        self.downgrade_protection = Some(ssdp_string(mechanisms, channel_bindings));
     }
 
     /// The mechanism of this exchange.
@@ -240,7 +255,12 @@ impl ServerSession {
             None => (fake_keys(hash, &start.username), false),
         };
         let nonce = format!("{}{}", start.client_nonce, self.server_nonce);
-        let server_first = format!("r={nonce},s={},i={}", b64(&keys.salt), keys.iterations);
+        let mut server_first = format!("r={nonce},s={},i={}", b64(&keys.salt), keys.iterations);
+        if let Some(ssdp) = &self.downgrade_protection {
+            // RFC 5802 §7: extensions follow the iteration count.
+            server_first.push_str(",d=");
+            server_first.push_str(&b64(&hash.hash(ssdp.as_bytes())));
+        }
         let challenge = server_first.clone().into_bytes();
         self.state = State::ScramFinal(ScramExchange {
             start,
@@ -286,6 +306,20 @@ fn scram_client_final(exchange: ScramExchange, msg: &[u8]) -> Step {
         authzid: start.authzid,
         additional_data: Some(format!("v={}", b64(&server_signature)).into_bytes()),
     }
+}
+
+/// The string XEP-0474 §3 hashes: sorted mechanisms, `|`, sorted channel-binding types.
+pub fn ssdp_string(mechanisms: &[&str], channel_bindings: &[&str]) -> String {
+    let mut mechs = mechanisms.to_vec();
+    mechs.sort_unstable();
+    let mut s = mechs.join(",");
+    if !channel_bindings.is_empty() {
+        let mut cbs = channel_bindings.to_vec();
+        cbs.sort_unstable();
+        s.push('|');
+        s.push_str(&cbs.join(","));
+    }
+    s
 }
 
 /// Verifies a PLAIN password against the Argon2 hash.
@@ -453,6 +487,28 @@ mod tests {
         assert_ne!(a.salt, d.salt);
         assert_eq!(a.salt.len(), SALT_LEN);
         assert_ne!(a.stored_key, b.stored_key);
+    }
+
+    /// XEP-0474: `d=` follows the iteration count and hashes the sorted offer.
+    #[test]
+    fn downgrade_protection_in_server_first() {
+        assert_eq!(
+            ssdp_string(
+                &["SCRAM-SHA-256", "PLAIN", "SCRAM-SHA-1"],
+                &["tls-exporter"]
+            ),
+            "PLAIN,SCRAM-SHA-1,SCRAM-SHA-256|tls-exporter"
+        );
+        assert_eq!(ssdp_string(&["SCRAM-SHA-1"], &[]), "SCRAM-SHA-1");
+        let creds = creds_with_salt(ScramHash::Sha256, "pencil", "W22ZaJ0SNY7soEsUEjb6gQ==");
+        let (mut s, _) = ServerSession::start(Mechanism::ScramSha256, None, false, b"n,,n=u,r=abc");
+        s.protect_downgrade(&["SCRAM-SHA-256", "PLAIN"], &[]);
+        let Step::Challenge(first) = s.provide_credentials(Some(&creds)) else {
+            panic!("no challenge");
+        };
+        let want = b64(&ScramHash::Sha256.hash(b"PLAIN,SCRAM-SHA-256"));
+        let first = String::from_utf8(first).unwrap();
+        assert!(first.ends_with(&format!(",i=4096,d={want}")), "{first}");
     }
 
     #[test]

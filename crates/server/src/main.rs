@@ -281,6 +281,7 @@ async fn serve(
         ),
         sm: Default::default(),
         connections: rookery_c2s::ConnectionCap::with_limits(cfg.c2s.connection_limits()),
+        fast: Some(Arc::new(wiring::fast::StoreTokens(store.clone()))),
     });
     let mut tasks = Vec::new();
     let mut federation = None;

@@ -28,6 +28,8 @@
 //! - [`mam`]: [`Mam`], message archives (XEP-0313) and archiving preferences.
 //! - [`muc`]: [`Muc`], persistent multi-user chat rooms and their affiliations.
 //! - [`tokens`]: [`Tokens`], bearer tokens of the public HTTP face (hashed, scoped, expiring).
+//! - [`fast`]: [`Fast`], XEP-0484 FAST tokens per account and device.
+//! - [`push`]: [`Push`], XEP-0357 push registrations per account.
 //!
 //! A later concern gets its own module the same way: `rosters.rs` with a `Rosters<'_>`
 //! handle returned by `Store::rosters()`, its tables in `migrations/{sqlite,postgres}/
@@ -47,11 +49,13 @@
 pub mod accounts;
 pub mod blocking;
 mod db;
+pub mod fast;
 mod last_queue;
 pub mod mam;
 pub mod muc;
 pub mod offline;
 pub mod pubsub;
+pub mod push;
 pub mod rosters;
 pub mod tokens;
 pub mod userdata;
@@ -68,10 +72,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use accounts::Accounts;
 pub use blocking::Blocking;
+pub use fast::Fast;
 pub use mam::Mam;
 pub use muc::Muc;
 pub use offline::Offline;
 pub use pubsub::Pubsub;
+pub use push::Push;
 pub use rookery_sasl::{Credentials, ScramKeys};
 pub use rosters::Rosters;
 pub use tokens::Tokens;
@@ -283,6 +289,16 @@ impl Store {
     /// XEP-0191 block lists.
     pub fn blocking(&self) -> Blocking<'_> {
         Blocking::new(self)
+    }
+
+    /// XEP-0484 FAST tokens.
+    pub fn fast(&self) -> Fast<'_> {
+        Fast::new(self)
+    }
+
+    /// XEP-0357 push registrations.
+    pub fn push(&self) -> Push<'_> {
+        Push::new(self)
     }
 
     /// XEP-0160 offline messages.

@@ -6,6 +6,7 @@
 //! - [`cluster`]: `[cluster]`, this node's place in a cluster over NATS (`rookery-cluster`),
 //!   with the refusal to run clustered on SQLite;
 //! - [`adhoc`]: who may run the XEP-0133 commands of `rookery-adhoc` (`admins`);
+//! - [`fast`]: the XEP-0484 FAST token store of `rookery-c2s` over the SQL store;
 //! - [`pubsub`]: [`pubsub::Pubsub`], the `[pubsub]` service and PEP;
 //! - [`muc`]: the `[muc]` service over the SQL store's rooms;
 //! - [`mam`]: the `[mam]` archive module over the SQL store;
@@ -18,6 +19,7 @@
 pub mod accounts;
 pub mod adhoc;
 pub mod cluster;
+pub mod fast;
 pub mod mam;
 pub mod muc;
 pub mod pubsub;

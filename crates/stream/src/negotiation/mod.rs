@@ -12,13 +12,16 @@
 //!   checking the peer's header (§4.7), the STARTTLS offer and `<proceed/>` (§5.4);
 //! - [`sasl`]: SASL on both sides (§6.4): the receiving exchange over any
 //!   [`sasl::SaslServer`] (SCRAM/PLAIN for clients, EXTERNAL for servers) and the
-//!   initiating side's answers to challenges.
+//!   initiating side's answers to challenges;
+//! - [`sasl2`]: the wire of XEP-0388 SASL2 (feature, `<authenticate/>`, success, failure);
+//!   its exchange is [`sasl::Exchange`] in the SASL2 namespace.
 //!
 //! The role-specific steps live next to their protocols and use these: client binding and
 //! XEP-0198 resumption in `rookery-c2s`, dialback and the initiating server in `rookery-s2s`.
 
 pub mod receiving;
 pub mod sasl;
+pub mod sasl2;
 
 use std::collections::VecDeque;
 use std::future::Future;

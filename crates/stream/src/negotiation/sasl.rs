@@ -56,8 +56,14 @@ pub enum Progress {
 }
 
 impl Progress {
-    /// The progress a mechanism step means.
+    /// The progress a mechanism step means, in RFC 6120 SASL.
     pub fn from_step(step: Step) -> Progress {
+        Progress::from_step_in(step, ns::SASL)
+    }
+
+    /// The progress a mechanism step means, its challenge in namespace `ns` (RFC 6120
+    /// SASL, or XEP-0388 SASL2, whose `<challenge/>` has the same shape).
+    pub fn from_step_in(step: Step, ns: &str) -> Progress {
         match step {
             Step::Challenge(data) => {
                 let text = if data.is_empty() {
@@ -65,7 +71,7 @@ impl Progress {
                 } else {
                     B64.encode(&data)
                 };
-                Progress::Challenge(Element::new("challenge", ns::SASL).with_text(text))
+                Progress::Challenge(Element::new("challenge", ns).with_text(text))
             }
             Step::NeedCredentials { username } => Progress::NeedCredentials(username),
             Step::Success {
@@ -86,32 +92,51 @@ impl Progress {
 #[derive(Debug)]
 pub struct Exchange<S> {
     server: S,
+    /// The namespace of `<challenge/>`, `<response/>` and `<abort/>`: RFC 6120 SASL or
+    /// XEP-0388 SASL2, which share their shape.
+    ns: &'static str,
 }
 
 impl<S: SaslServer> Exchange<S> {
-    /// An exchange over a mechanism session that was just started.
+    /// An RFC 6120 exchange over a mechanism session that was just started.
     pub fn new(server: S) -> Self {
-        Exchange { server }
+        Exchange::in_ns(server, ns::SASL)
+    }
+
+    /// An exchange whose challenges and responses are in namespace `ns` (XEP-0388 SASL2).
+    pub fn in_ns(server: S, ns: &'static str) -> Self {
+        Exchange { server, ns }
+    }
+
+    /// The progress the mechanism's first step means, in this exchange's namespace.
+    pub fn first(&self, step: Step) -> Progress {
+        Progress::from_step_in(step, self.ns)
+    }
+
+    /// The mechanism session.
+    pub fn server_mut(&mut self) -> &mut S {
+        &mut self.server
     }
 
     /// The peer's answer to a challenge: `<response/>` goes to the mechanism; `<abort/>` ends
-    /// the attempt with `aborted`, anything else with `malformed-request` (§6.4.2, §6.4.3).
+    /// the attempt with `aborted`, anything else with `malformed-request` (§6.4.2, §6.4.3;
+    /// XEP-0388 §2.4).
     pub fn element(&mut self, el: &Element) -> Progress {
-        if el.is("abort", ns::SASL) {
+        if el.is("abort", self.ns) {
             return Progress::Failure("aborted");
         }
-        if !el.is("response", ns::SASL) {
+        if !el.is("response", self.ns) {
             return Progress::Failure("malformed-request");
         }
         match decode(el) {
-            Ok(data) => Progress::from_step(self.server.respond(&data)),
+            Ok(data) => Progress::from_step_in(self.server.respond(&data), self.ns),
             Err(condition) => Progress::Failure(condition),
         }
     }
 
     /// The credentials the exchange asked for (`None`: no such account).
     pub fn credentials(&mut self, creds: Option<&Credentials>) -> Progress {
-        Progress::from_step(self.server.provide_credentials(creds))
+        Progress::from_step_in(self.server.provide_credentials(creds), self.ns)
     }
 }
 
@@ -130,7 +155,7 @@ pub fn initial_response(auth: &Element) -> Result<Option<Vec<u8>>, &'static str>
 }
 
 /// The base64 payload of a SASL element (`=` is empty).
-fn decode(el: &Element) -> Result<Vec<u8>, &'static str> {
+pub(crate) fn decode(el: &Element) -> Result<Vec<u8>, &'static str> {
     let text = el.text();
     let t = text.trim();
     if t == "=" {

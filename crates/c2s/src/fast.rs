@@ -1,0 +1,238 @@
+//! XEP-0484 Fast Authentication Streamlining Tokens, inline in XEP-0388 SASL2: the `<fast/>`
+//! inline feature listing the HT mechanisms (§2), `<request-token/>` beside any
+//! authentication (§3.1), `<token/>` in the success (§3.2), and authentication with a token
+//! (§3.3): one HT message, checked against the device's current token or the one it
+//! replaced, with a `count` that must rise on every use (§3.3.1, replay protection).
+//!
+//! Tokens are per account and device (the `<user-agent id=…/>`): a request without a device
+//! id gets no token. Rotation: a new token moves the current one to "previous", which stays
+//! valid until the new one is used, so a client that lost the success carrying its new token
+//! can still get in. The store keeps only keys (`rookery_sasl::ht`); this module decides,
+//! the driver stores ([`TokenStore`], wired to `rookery-store` by the server).
+
+use async_trait::async_trait;
+use rookery_sasl::ht::{self, HtMechanism};
+use rookery_xml::Element;
+
+/// The FAST namespace.
+pub const NS: &str = "urn:xmpp:fast:0";
+
+/// The tokens of one device, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceTokens {
+    /// The current token's key and expiry (Unix seconds).
+    pub current: (Vec<u8>, i64),
+    /// The replaced token's key and expiry, until the current one is used.
+    pub previous: Option<(Vec<u8>, i64)>,
+    /// The highest `count` used.
+    pub last_count: i64,
+}
+
+/// Which token an authentication used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Used {
+    /// The current token (the previous one ends).
+    Current,
+    /// The previous token.
+    Previous,
+}
+
+/// Where FAST tokens are kept.
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// The tokens of `device` of `local@domain`.
+    async fn get(
+        &self,
+        domain: &str,
+        local: &str,
+        device: &str,
+    ) -> Result<Option<DeviceTokens>, String>;
+    /// Stores a new current token for `device` (the current one becomes the previous one),
+    /// keeping at most `max_devices` devices per account (the last issued, by
+    /// `issued_at_ms`, Unix milliseconds).
+    #[allow(clippy::too_many_arguments, reason = "one row's columns")]
+    async fn issue(
+        &self,
+        domain: &str,
+        local: &str,
+        device: &str,
+        key: &[u8],
+        expires: i64,
+        issued_at_ms: i64,
+        max_devices: u32,
+    ) -> Result<(), String>;
+    /// Records a use with `count`; `false` when `count` does not rise (a replay).
+    async fn use_token(
+        &self,
+        domain: &str,
+        local: &str,
+        device: &str,
+        used: Used,
+        count: i64,
+    ) -> Result<bool, String>;
+}
+
+/// The `<fast/>` inline feature: the HT mechanisms usable on this stream (`-EXPR` only with
+/// channel binding).
+pub fn feature(channel_binding: bool) -> Element {
+    let mut f = Element::new("fast", NS);
+    for m in mechanisms(channel_binding) {
+        f.push_child(Element::new("mechanism", NS).with_text(m.name()));
+    }
+    f
+}
+
+/// The HT mechanisms usable on a stream with or without channel binding.
+pub fn mechanisms(channel_binding: bool) -> impl Iterator<Item = HtMechanism> {
+    HtMechanism::ALL
+        .into_iter()
+        .filter(move |m| channel_binding || !m.is_bound())
+}
+
+/// What an `<authenticate/>` says about FAST.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Request {
+    /// `<request-token mechanism=…/>`: the mechanism the new token is for.
+    pub request_token: Option<HtMechanism>,
+    /// `<fast count=…/>`: authenticating with a token, and its count.
+    pub fast: Option<Option<i64>>,
+}
+
+/// Reads a FAST element of an `<authenticate/>` into `r`; `Ok(false)` when `el` is not one,
+/// `Err` (a SASL condition) when it is malformed or repeated.
+pub fn parse_into(el: &Element, r: &mut Request) -> Result<bool, &'static str> {
+    if el.ns() != NS {
+        return Ok(false);
+    }
+    match el.name() {
+        "request-token" => {
+            let m = el
+                .attr("mechanism")
+                .and_then(HtMechanism::from_name)
+                .ok_or("invalid-mechanism")?;
+            if r.request_token.replace(m).is_some() {
+                return Err("malformed-request");
+            }
+        }
+        "fast" => {
+            let count = match el.attr("count") {
+                Some(c) => Some(
+                    c.trim()
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|n| *n >= 0)
+                        .ok_or("malformed-request")?,
+                ),
+                None => None,
+            };
+            if r.fast.replace(count).is_some() {
+                return Err("malformed-request");
+            }
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// A new token for a device: the token for the client and the key to store.
+pub struct Issued {
+    /// The token, sent once in `<token/>`.
+    pub token: String,
+    /// What the store keeps.
+    pub key: Vec<u8>,
+    /// When it expires (Unix seconds).
+    pub expires: i64,
+}
+
+/// Without the token and its key: neither belongs in a log.
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes a token valid for `lifetime_secs` from `now`.
+pub fn issue(now: i64, lifetime_secs: u64) -> Issued {
+    let token = ht::new_token();
+    let key = ht::token_key(&token);
+    let lifetime = i64::try_from(lifetime_secs).unwrap_or(i64::MAX);
+    Issued {
+        token,
+        key,
+        expires: now.saturating_add(lifetime),
+    }
+}
+
+/// `<token/>` for the success (§3.2).
+pub fn token_element(issued: &Issued) -> Element {
+    Element::new("token", NS)
+        .with_attr("token", issued.token.as_str())
+        .with_attr("expiry", rookery_proto::time::format_utc(issued.expires))
+}
+
+/// Which unexpired token of `tokens` the HT message proves on a stream with `cb_data`, and
+/// the key it used.
+pub fn check(
+    tokens: &DeviceTokens,
+    now: i64,
+    cb_data: &[u8],
+    initiator_hash: &[u8],
+) -> Option<(Used, Vec<u8>)> {
+    let current = std::iter::once((Used::Current, &tokens.current));
+    let previous = tokens.previous.iter().map(|p| (Used::Previous, p));
+    current
+        .chain(previous)
+        .filter(|(_, (_, expires))| *expires > now)
+        .find(|(_, (key, _))| ht::verify(key, cb_data, initiator_hash))
+        .map(|(used, (key, _))| (used, key.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_requests() {
+        let mut r = Request::default();
+        let rt = Element::new("request-token", NS).with_attr("mechanism", "HT-SHA-256-NONE");
+        assert_eq!(parse_into(&rt, &mut r), Ok(true));
+        assert_eq!(parse_into(&rt, &mut r), Err("malformed-request"));
+        let f = Element::new("fast", NS).with_attr("count", "7");
+        assert_eq!(parse_into(&f, &mut r), Ok(true));
+        assert_eq!(r.fast, Some(Some(7)));
+        assert_eq!(r.request_token, Some(HtMechanism::Sha256None));
+        let mut r = Request::default();
+        let bad = Element::new("fast", NS).with_attr("count", "-1");
+        assert_eq!(parse_into(&bad, &mut r), Err("malformed-request"));
+        let unknown = Element::new("request-token", NS).with_attr("mechanism", "HT-MD5");
+        assert_eq!(parse_into(&unknown, &mut r), Err("invalid-mechanism"));
+        assert_eq!(parse_into(&Element::new("bind", "x"), &mut r), Ok(false));
+    }
+
+    /// The current or previous token, if unexpired; nothing else.
+    #[test]
+    fn checks_current_and_previous() {
+        let a = issue(100, 50);
+        let b = issue(100, 50);
+        let tokens = DeviceTokens {
+            current: (b.key.clone(), b.expires),
+            previous: Some((a.key.clone(), a.expires)),
+            last_count: 0,
+        };
+        let proof = |t: &Issued| ht::parse(&ht::client_message("u", &t.token, b"")).unwrap();
+        let (used, key) = check(&tokens, 120, b"", &proof(&b).initiator_hash).unwrap();
+        assert_eq!((used, key), (Used::Current, b.key.clone()));
+        assert_eq!(
+            check(&tokens, 120, b"", &proof(&a).initiator_hash).map(|c| c.0),
+            Some(Used::Previous)
+        );
+        assert_eq!(check(&tokens, 150, b"", &proof(&a).initiator_hash), None);
+        assert_eq!(check(&tokens, 120, b"cb", &proof(&b).initiator_hash), None);
+        assert!(token_element(&a).attr("expiry").unwrap().ends_with('Z'));
+        assert_eq!(mechanisms(false).count(), 1);
+        assert!(feature(true).children().count() == 2);
+    }
+}

@@ -1,0 +1,183 @@
+//! XEP-0484 FAST tokens: per account and device, the current token's key and the one it
+//! replaced (valid until the current one is used, so a client that missed the success
+//! carrying its new token can still log in), with expiries and the highest `count` used.
+//!
+//! Only keys are stored (`rookery_sasl::ht::token_key`: SHA-256 of the token, the HMAC
+//! key HT uses). Deleting the account deletes its tokens (`ON DELETE CASCADE`); changing its
+//! password does too (a trigger on the credential columns, so every path that changes a
+//! password is covered). Times are Unix seconds.
+
+use crate::db::{execute, with_pool, write_tx};
+use crate::{Store, StoreError};
+
+/// The tokens of one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceTokens {
+    /// The key of the current token.
+    pub current_key: Vec<u8>,
+    /// When it expires.
+    pub current_expires: i64,
+    /// The key of the token it replaced, until the current one is used.
+    pub previous: Option<(Vec<u8>, i64)>,
+    /// The highest `count` used so far.
+    pub last_count: i64,
+}
+
+/// Which of a device's tokens an authentication used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Used {
+    /// The current one: the previous one is no longer valid.
+    Current,
+    /// The previous one (the client did not get, or not yet use, the current one).
+    Previous,
+}
+
+/// FAST tokens, from [`Store::fast`].
+#[derive(Clone, Copy, Debug)]
+pub struct Fast<'a> {
+    store: &'a Store,
+}
+
+type Row = (Vec<u8>, i64, Option<Vec<u8>>, Option<i64>, i64);
+
+impl<'a> Fast<'a> {
+    pub(crate) fn new(store: &'a Store) -> Fast<'a> {
+        Fast { store }
+    }
+
+    /// The tokens of `device` of `username@domain`, if any.
+    pub async fn get(
+        &self,
+        domain: &str,
+        username: &str,
+        device: &str,
+    ) -> Result<Option<DeviceTokens>, StoreError> {
+        let row: Option<Row> = with_pool!(self.store, pool => {
+            sqlx::query_as(
+                "SELECT current_key, current_expires, previous_key, previous_expires, last_count \
+                 FROM fast_tokens WHERE domain = $1 AND username = $2 AND device = $3",
+            )
+            .bind(domain)
+            .bind(username)
+            .bind(device)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(
+            |(current_key, current_expires, pk, pe, last_count)| DeviceTokens {
+                current_key,
+                current_expires,
+                previous: pk.zip(pe),
+                last_count,
+            },
+        ))
+    }
+
+    /// Issues a new token for `device` at `issued_at_ms` (Unix milliseconds, the order of
+    /// issue): its key becomes the current one, the current one (if any) the previous one.
+    /// An account keeps at most `max_devices` devices with tokens: beyond that, those issued
+    /// longest ago are forgotten, so a client cannot fill the store with tokens for made-up
+    /// devices.
+    #[allow(clippy::too_many_arguments, reason = "one row's columns")]
+    pub async fn issue(
+        &self,
+        domain: &str,
+        username: &str,
+        device: &str,
+        key: &[u8],
+        expires: i64,
+        issued_at_ms: i64,
+        max_devices: u32,
+    ) -> Result<(), StoreError> {
+        let (d, u, dev, key) = (
+            domain.to_owned(),
+            username.to_owned(),
+            device.to_owned(),
+            key.to_vec(),
+        );
+        let keep = i64::from(max_devices.max(1));
+        write_tx!(self.store, conn => {
+            sqlx::query(
+                "INSERT INTO fast_tokens (domain, username, device, current_key, \
+                 current_expires, previous_key, previous_expires, last_count, issued_at) \
+                 VALUES ($1, $2, $3, $4, $5, NULL, NULL, 0, $6) \
+                 ON CONFLICT (domain, username, device) DO UPDATE SET \
+                 previous_key = fast_tokens.current_key, \
+                 previous_expires = fast_tokens.current_expires, \
+                 current_key = excluded.current_key, \
+                 current_expires = excluded.current_expires, \
+                 issued_at = excluded.issued_at",
+            )
+            .bind(d.as_str())
+            .bind(u.as_str())
+            .bind(dev.as_str())
+            .bind(key.as_slice())
+            .bind(expires)
+            .bind(issued_at_ms)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "DELETE FROM fast_tokens WHERE domain = $1 AND username = $2 AND \
+                 (SELECT COUNT(*) FROM fast_tokens AS newer \
+                  WHERE newer.domain = $1 AND newer.username = $2 \
+                  AND (newer.issued_at > fast_tokens.issued_at \
+                       OR (newer.issued_at = fast_tokens.issued_at \
+                           AND newer.device < fast_tokens.device))) >= $3",
+            )
+            .bind(d.as_str())
+            .bind(u.as_str())
+            .bind(keep)
+            .execute(&mut *conn)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Records that `device` authenticated with the token `used` and `count`: `false` (and
+    /// nothing changes) when `count` is not above every count used before, a replay. Using
+    /// the current token ends the previous one.
+    pub async fn use_token(
+        &self,
+        domain: &str,
+        username: &str,
+        device: &str,
+        used: Used,
+        count: i64,
+    ) -> Result<bool, StoreError> {
+        let (d, u, dev) = (domain.to_owned(), username.to_owned(), device.to_owned());
+        let current = i64::from(used == Used::Current);
+        let n = write_tx!(self.store, conn => {
+            sqlx::query(
+                "UPDATE fast_tokens SET last_count = $4, \
+                 previous_key = CASE WHEN $5 = 1 THEN NULL ELSE previous_key END, \
+                 previous_expires = CASE WHEN $5 = 1 THEN NULL ELSE previous_expires END \
+                 WHERE domain = $1 AND username = $2 AND device = $3 AND last_count < $4",
+            )
+            .bind(d.as_str())
+            .bind(u.as_str())
+            .bind(dev.as_str())
+            .bind(count)
+            .bind(current)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Forgets the tokens of `device` (XEP-0484 `invalidate`).
+    pub async fn invalidate(
+        &self,
+        domain: &str,
+        username: &str,
+        device: &str,
+    ) -> Result<(), StoreError> {
+        execute(
+            self.store,
+            "DELETE FROM fast_tokens WHERE domain = $1 AND username = $2 AND device = $3",
+            &[domain, username, device],
+        )
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,166 @@
+"""XEP-0357 push notifications: the app server is a slixmpp XEP-0114 component (an
+independent implementation) that records the pubsub publishes the server sends it and
+answers them (or refuses those for the node `refuse`). Clients are raw clients."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from conftest import free_port
+from slix import Component, Inbox
+from test_component import wait_port
+from test_sm import enable
+
+APP = "push.localhost"
+SECRET = "pushsecret"
+NS_PUSH = "urn:xmpp:push:0"
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+NS_DATA = "jabber:x:data"
+
+
+class AppServer(Component):
+    """An app server: every pubsub publish lands in `publishes`; it answers `result`, or
+    `item-not-found` for the node `refuse`."""
+
+    def __init__(self, port: int):
+        super().__init__(APP, SECRET, port, echo=False)
+        self.publishes = Inbox()
+        self.register_handler(Callback(
+            "push publish", MatchXPath(f"{{jabber:component:accept}}iq/{{{NS_PUBSUB}}}pubsub"),
+            self._publish))
+
+    def _publish(self, iq):
+        self.publishes.push(iq.xml)
+        publish = iq.xml.find(f"{{{NS_PUBSUB}}}pubsub/{{{NS_PUBSUB}}}publish")
+        reply = iq.reply(clear=True)
+        if publish is not None and publish.get("node") == "refuse":
+            reply["type"] = "error"
+            reply["error"]["type"] = "cancel"
+            reply["error"]["condition"] = "item-not-found"
+        reply.send()
+
+
+def summary(iq) -> dict:
+    form = iq.find(f"{{{NS_PUBSUB}}}pubsub/{{{NS_PUBSUB}}}publish/{{{NS_PUBSUB}}}item/"
+                   f"{{{NS_PUSH}}}notification/{{{NS_DATA}}}x")
+    return {f.get("var"): f.findtext(f"{{{NS_DATA}}}value") for f in form}
+
+
+def node_of(iq) -> str:
+    return iq.find(f"{{{NS_PUBSUB}}}pubsub/{{{NS_PUBSUB}}}publish").get("node")
+
+
+@pytest.fixture
+async def push_srv(server_factory):
+    port = free_port()
+    srv = server_factory(component={"listen": f"127.0.0.1:{port}",
+                                    "service": [{"domain": APP, "secret": SECRET}]},
+                         im={"push": {"include_body": True}})
+    wait_port(port)
+    app = AppServer(port)
+    app.connect()
+    await asyncio.wait_for(app.session, 10)
+    yield srv, app
+    await app.close()
+
+
+async def push_iq(c, what: str, node: str | None = "n1", form: str = "") -> str:
+    node_attr = f" node='{node}'" if node else ""
+    r = await c.iq("set", None, f"<{what} xmlns='{NS_PUSH}' jid='{APP}'{node_attr}>{form}</{what}>")
+    return r.get("type")
+
+
+async def log_line(srv, text: str, timeout: float = 10.0):
+    """Waits (bounded) until the server has logged `text`: the one way to see that it
+    noticed something with no wire effect (a connection gone, a registration dropped)."""
+    deadline = time.monotonic() + timeout
+    while text not in srv.log():
+        assert time.monotonic() < deadline, f"the server never logged {text!r}"
+        await asyncio.sleep(0.05)
+
+
+async def message_to(srv, to: str, body: str):
+    bob = await srv.login("bob", "b")
+    bob.message(to, body)
+    # A round trip: bob's message has been routed when the ping is answered.
+    await bob.iq("get", srv.domain, "<ping xmlns='urn:xmpp:ping'/>")
+    await bob.close()
+
+
+async def test_account_feature(push_srv):
+    srv, _ = push_srv
+    c = await srv.login("alice", "a")
+    info = await c.iq("get", srv.jid("alice"),
+                      "<query xmlns='http://jabber.org/protocol/disco#info'/>")
+    assert any(f.get("var") == NS_PUSH
+               for f in info.iter("{http://jabber.org/protocol/disco#info}feature"))
+    assert await push_iq(c, "enable", node=None) == "error"  # a node is required
+    await c.close()
+
+
+async def test_offline_message_notifies_then_disable_stops(push_srv):
+    srv, app = push_srv
+    c = await srv.login("alice", "a")
+    assert await push_iq(c, "enable", "n1") == "result"
+    assert await push_iq(c, "enable", "n2") == "result"
+    await c.close()
+    await message_to(srv, srv.jid("alice"), "one")
+    first = await app.publishes.wait(lambda iq: node_of(iq) == "n1", what="a notification")
+    assert first.get("from") == srv.domain
+    s = summary(first)
+    assert s["FORM_TYPE"] == "urn:xmpp:push:summary"
+    assert s["message-count"] == "1"
+    assert s["last-message-sender"].startswith(srv.jid("bob"))
+    assert "last-message-body" not in s  # the client did not ask for it
+    # Disabled: n1 gets nothing more; n2 (still enabled) shows the next message was handled.
+    c = await srv.login("alice", "a")
+    assert await push_iq(c, "disable", "n1") == "result"
+    await c.close()
+    before = len(app.publishes.items)
+    await message_to(srv, srv.jid("alice"), "two")
+    await message_to(srv, srv.jid("alice"), "three")
+    # The count started again when alice's resource was bound: 2 for "three".
+    await app.publishes.wait(lambda iq: summary(iq)["message-count"] == "2",
+                             what="the third message's notification")
+    assert [node_of(iq) for iq in app.publishes.items[before:]] == ["n2", "n2"]
+
+
+async def test_app_server_error_disables_the_registration(push_srv):
+    srv, app = push_srv
+    c = await srv.login("alice", "a")
+    assert await push_iq(c, "enable", "refuse") == "result"
+    assert await push_iq(c, "enable", "ok") == "result"
+    await c.close()
+    await message_to(srv, srv.jid("alice"), "one")
+    await app.publishes.wait(lambda iq: node_of(iq) == "refuse", what="the refused publish")
+    await app.publishes.wait(lambda iq: node_of(iq) == "ok", what="the accepted publish")
+    await log_line(srv, "push registration disabled by an error")
+    n = len(app.publishes.items)
+    await message_to(srv, srv.jid("alice"), "two")
+    await app.publishes.wait(lambda iq: node_of(iq) == "ok" and summary(iq)["message-count"] == "2",
+                             what="the second notification")
+    # The registration that got an error is gone: only "ok" was notified.
+    assert [node_of(iq) for iq in app.publishes.items[n:]] == ["ok"]
+
+
+async def test_hibernated_session_notifies_with_body_when_asked(push_srv):
+    srv, app = push_srv
+    c = await srv.login("alice", "phone")
+    await c.presence()
+    await enable(c)
+    form = (f"<x xmlns='{NS_DATA}' type='submit'><field var='FORM_TYPE'>"
+            f"<value>http://jabber.org/protocol/pubsub#publish-options</value></field>"
+            f"<field var='include-body'><value>true</value></field></x>")
+    assert await push_iq(c, "enable", "n1", form) == "result"
+    c.abort()
+    await log_line(srv, "session hibernating")
+    await message_to(srv, srv.jid("alice", "phone"), "wake up")
+    iq = await app.publishes.wait(lambda iq: node_of(iq) == "n1", what="a notification")
+    s = summary(iq)
+    assert s["last-message-body"] == "wake up"
+    assert iq.find(f"{{{NS_PUBSUB}}}pubsub/{{{NS_PUBSUB}}}publish-options/{{{NS_DATA}}}x") \
+        is not None

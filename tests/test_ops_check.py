@@ -88,11 +88,12 @@ def test_user_refuses_a_database_of_another_version_until_migrate(server):
     db = server.data_dir / "rookery.db"
     last = sorted(MIGRATIONS.glob("*.sql"))[-1]
     version = int(last.name.split("_")[0])
-    tables = re.findall(r"CREATE TABLE (\w+)", last.read_text())
+    objects = re.findall(r"CREATE (TABLE|VIEW) (\w+)", last.read_text())
+    assert objects, last
     # An older Rookery's database: the last migration not applied.
     with sqlite3.connect(db) as con:
-        for t in reversed(tables):
-            con.execute(f"DROP TABLE {t}")
+        for kind, name in reversed(objects):
+            con.execute(f"DROP {kind} {name}")
         con.execute("DELETE FROM _sqlx_migrations WHERE version = ?", (version,))
     r = server.user("list")
     assert r.returncode != 0

@@ -81,6 +81,31 @@ async def test_xmppjs_over_websocket_with_a_tcp_user_and_resumption(server):
     assert "resumed" in log or "resumption" in log, log[-3000:]
 
 
+async def test_xmppjs_sasl2_bind2_and_fast_token_login(server):
+    """XEP-0388 SASL2, XEP-0386 Bind2 and XEP-0484 FAST with xmpp.js (@xmpp/sasl2, its Bind2
+    and FAST with HT-SHA-256-NONE — an independent implementation) over WebSocket: a password
+    login that asks for a token and binds inline; a new client that has only the token (and
+    a wrong password) logs in with it; after a password change the token is refused and the
+    wrong password with it."""
+    env = {"SERVICE": f"ws://127.0.0.1:{server.http_port}/xmpp-websocket",
+           "DOMAIN": server.domain, "USERNAME": "alice", "PASSWORD": "alicepass",
+           "DEVICE": "xmppjs-phone"}
+    steps = {s["step"]: s for s in await run_node("xmppjs_fast.mjs", {**env, "MODE": "login"})}
+    assert steps["online"]["mechanisms"] == ["SCRAM-SHA-1"], steps
+    assert steps["online"]["jid"].startswith("alice@localhost/web."), steps
+    token = steps["token"]["token"]
+    assert token["mechanism"] == "HT-SHA-256-NONE" and token["token"]
+    steps = {s["step"]: s for s in await run_node(
+        "xmppjs_fast.mjs", {**env, "MODE": "fast", "TOKEN": json.dumps(token)})}
+    assert steps["online"]["mechanisms"] == ["HT-SHA-256-NONE"], steps
+    assert "message" in steps and "done" in steps
+    assert server.user("passwd", "alice", password="changed-pass").returncode == 0
+    steps = {s["step"]: s for s in await run_node(
+        "xmppjs_fast.mjs", {**env, "MODE": "stale", "TOKEN": json.dumps(token)})}
+    assert "login-failed" in steps and "online" not in steps, steps
+    assert steps["login-failed"]["mechanisms"][0] == "HT-SHA-256-NONE", steps
+
+
 def test_plain_http_on_a_public_address_needs_the_proxy_opt_in(server_factory, tmp_path):
     from conftest import ROOKERY_BIN, to_toml, free_port  # noqa: PLC0415
     cfg = tmp_path / "rookery.toml"

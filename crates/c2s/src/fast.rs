@@ -2,7 +2,8 @@
 //! inline feature listing the HT mechanisms (§2), `<request-token/>` beside any
 //! authentication (§3.1), `<token/>` in the success (§3.2), and authentication with a token
 //! (§3.3): one HT message, checked against the device's current token or the one it
-//! replaced, with a `count` that must rise on every use (§3.3.1, replay protection).
+//! replaced, with a `count` that must rise on every use when the client sends one (§3.3.1,
+//! replay protection; xmpp.js sends none, and is served).
 //!
 //! Tokens are per account and device (the `<user-agent id=…/>`): a request without a device
 //! id gets no token. Rotation: a new token moves the current one to "previous", which stays

@@ -17,6 +17,8 @@
 //! - [`wire`]: `<pubsub/>` IQs to engine calls and back.
 //! - [`service`]: [`PubsubService`], the component-like service at `pubsub.<domain>`.
 //! - [`pep`]: [`pep::Pep`], the account-side module (XEP-0163), and its broadcaster.
+//! - [`engines`]: [`Engines`], the running engines found by service JID (for the HTTP face
+//!   and the WebSub hub).
 //!
 //! What the engine is injected with from the IM layer (roster access policy, PEP interest,
 //! block lists) and the `[pubsub]` wiring live in the server binary (`crates/server/src/wiring`),
@@ -25,6 +27,7 @@
 pub mod broadcast;
 pub mod config;
 pub mod engine;
+pub mod engines;
 pub mod error;
 /// XEP-0004 data forms moved to `rookery-proto` (MUC and MAM use them too); kept here by name.
 pub use rookery_proto::form;
@@ -42,6 +45,7 @@ pub use rookery_proto::ns::pubsub as ns;
 pub use broadcast::{Broadcaster, CoreBroadcaster};
 pub use config::{CreatePolicy, NodeConfig, Profile, PubsubConfig, ServiceKind};
 pub use engine::Engine;
+pub use engines::Engines;
 pub use error::PubsubError;
 pub use policy::AccessPolicy;
 pub use service::PubsubService;

@@ -360,7 +360,7 @@ async fn serve(
     }
     // The WebSub hub (crates/websub) and its delivery worker, which resumes the outbox left
     // by an earlier run.
-    let websub = rookery_websub::Hub::new(store.clone(), pubsub.engines(), cfg.webhooks.clone())
+    let websub = rookery_websub::Hub::new(store.clone(), pubsub.engines(&cfg.domain), cfg.webhooks.clone())
         .context("[webhooks] HTTP client")?;
     let websub_worker = tokio::spawn(rookery_websub::worker::run(websub.clone(), stop_rx.clone()));
     let web = web::start(
@@ -368,7 +368,7 @@ async fn serve(
         ctx.clone(),
         web::Backends {
             store: store.clone(),
-            nodes: pubsub.web_nodes(&cfg.domain),
+            nodes: pubsub.engines(&cfg.domain),
             presence: presence_streams,
             upload,
             websub,

@@ -70,7 +70,7 @@ pub struct Backends {
     /// The store: HTTP tokens.
     pub store: rookery_store::Store,
     /// The pubsub engines behind `/pubsub/…`.
-    pub nodes: rookery_web::pubsub::Nodes,
+    pub nodes: rookery_pubsub::Engines,
     /// The presence watchers behind `/presence/…` (registered with the core as a module).
     pub presence: Arc<rookery_web::presence::PresenceStreams>,
     /// HTTP file upload's routes under `/upload/…`, when it is on.

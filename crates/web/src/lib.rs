@@ -55,7 +55,7 @@ pub struct WebContext {
     /// The store: HTTP tokens.
     pub store: rookery_store::Store,
     /// The pubsub engines behind `/pubsub/…`.
-    pub nodes: pubsub::Nodes,
+    pub nodes: rookery_pubsub::Engines,
     /// The presence watchers behind `/presence/…` (a core module), when enabled.
     pub presence: Option<Arc<presence::PresenceStreams>>,
     /// The WebSub hub at `/websub` (`None`: not served).

@@ -161,25 +161,6 @@ impl HubRequest {
     }
 }
 
-/// The pubsub engines topics can name.
-#[derive(Debug, Clone, Default)]
-pub struct Engines {
-    /// The service at `pubsub.<domain>` and its JID, when enabled.
-    pub service: Option<(BareJid, Arc<Engine>)>,
-    /// PEP (every account's bare JID is a service), when enabled.
-    pub pep: Option<Arc<Engine>>,
-}
-
-impl Engines {
-    fn for_service(&self, svc: &BareJid) -> Option<&Arc<Engine>> {
-        match &self.service {
-            Some((jid, e)) if jid == svc => Some(e),
-            _ if svc.local().is_some() => self.pep.as_ref(),
-            _ => None,
-        }
-    }
-}
-
 /// The hub.
 #[derive(Debug)]
 pub struct Hub {
@@ -338,7 +319,9 @@ impl Hub {
     ) -> Result<(), String> {
         let engine = self
             .engines
-            .for_service(service)
+            .resolve(&self.store, service)
+            .await
+            .map_err(|e| format!("store: {e}"))?
             .ok_or_else(|| "unknown topic".to_string())?;
         match engine.check_reader(service, node, caller).await {
             Ok(()) => Ok(()),

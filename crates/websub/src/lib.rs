@@ -25,4 +25,5 @@ pub mod topic;
 pub mod worker;
 
 pub use config::WebhooksConfig;
-pub use hub::{Engines, Hub, HubError, HubRequest};
+pub use hub::{Hub, HubError, HubRequest};
+pub use rookery_pubsub::Engines;

@@ -100,26 +100,16 @@ impl Pubsub {
         self.policy.clone()
     }
 
-    /// The engines the public HTTP listener serves at `/pubsub/…` (docs/http.md).
-    pub fn web_nodes(&self, domain: &str) -> rookery_web::pubsub::Nodes {
-        rookery_web::pubsub::Nodes {
+    /// The engines by service JID, for the public HTTP listener's `/pubsub/…` (docs/http.md)
+    /// and the WebSub hub's topics.
+    pub fn engines(&self, domain: &str) -> rookery_pubsub::Engines {
+        rookery_pubsub::Engines {
             service: self
                 .service
                 .as_ref()
                 .map(|s| (s.jid().clone(), s.engine().clone())),
             pep: self.pep.as_ref().map(|p| p.engine().clone()),
             domain: domain.to_string(),
-        }
-    }
-
-    /// The engines WebSub topics can name.
-    pub fn engines(&self) -> rookery_websub::Engines {
-        rookery_websub::Engines {
-            service: self
-                .service
-                .as_ref()
-                .map(|s| (s.jid().clone(), s.engine().clone())),
-            pep: self.pep.as_ref().map(|p| p.engine().clone()),
         }
     }
 

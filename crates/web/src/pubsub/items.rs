@@ -55,7 +55,7 @@ pub async fn list(
     Query(q): Query<HashMap<String, String>>,
     caller: Caller,
 ) -> Result<Response, HttpError> {
-    let (svc, engine) = ctx.nodes.engine(&ctx.store, &service).await?;
+    let (svc, engine) = super::engine(&ctx.nodes, &ctx.store, &service).await?;
     let who = caller.jid_for(Scope::Read)?;
     let max = match q.get("max") {
         Some(m) => Some(
@@ -134,7 +134,7 @@ pub async fn publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let (svc, engine) = ctx.nodes.engine(&ctx.store, &service).await?;
+    let (svc, engine) = super::engine(&ctx.nodes, &ctx.store, &service).await?;
     let actor: Jid = caller
         .jid_for(Scope::Publish)?
         .ok_or(AuthError::Required)?
@@ -176,7 +176,7 @@ pub async fn retract(
     Path((service, node, id)): Path<(String, String, String)>,
     caller: Caller,
 ) -> Result<StatusCode, HttpError> {
-    let (svc, engine) = ctx.nodes.engine(&ctx.store, &service).await?;
+    let (svc, engine) = super::engine(&ctx.nodes, &ctx.store, &service).await?;
     let actor: Jid = caller
         .jid_for(Scope::Publish)?
         .ok_or(AuthError::Required)?

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::Router;
 use rookery_jid::BareJid;
-use rookery_pubsub::{Engine, PubsubError};
+use rookery_pubsub::{Engine, Engines, PubsubError};
 use rookery_xml::Element;
 
 use crate::auth::AuthError;
@@ -31,54 +31,20 @@ use crate::WebContext;
 /// The XEP-0335 namespace of JSON containers.
 pub const JSON_NS: &str = "urn:xmpp:json:0";
 
-/// The engines behind the URLs: the service at its JID, PEP for the accounts of `domain`.
-#[derive(Clone, Default)]
-pub struct Nodes {
-    /// The pubsub service (`pubsub.<domain>`) and its engine, when enabled.
-    pub service: Option<(BareJid, Arc<Engine>)>,
-    /// The PEP engine, when enabled.
-    pub pep: Option<Arc<Engine>>,
-    /// The served domain: PEP services are its accounts.
-    pub domain: String,
-}
-
-impl std::fmt::Debug for Nodes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Nodes")
-            .field("service", &self.service.as_ref().map(|(j, _)| j))
-            .field("pep", &self.pep.is_some())
-            .finish()
-    }
-}
-
-impl Nodes {
-    /// The engine serving the service named `service` (a path segment), and its JID;
-    /// `404` for a service not served here. A PEP service must be an existing account:
-    /// the engine keeps every service it is asked about in memory, and a URL must not make
-    /// it remember accounts that do not exist.
-    pub async fn engine(
-        &self,
-        store: &rookery_store::Store,
-        service: &str,
-    ) -> Result<(BareJid, &Arc<Engine>), HttpError> {
-        let not_found = || HttpError::from(PubsubError::NodeNotFound);
-        let svc = BareJid::parse(service).map_err(|_| not_found())?;
-        if let Some((jid, e)) = &self.service {
-            if *jid == svc {
-                return Ok((svc, e));
-            }
-        }
-        let (Some(e), Some(local)) = (&self.pep, svc.local()) else {
-            return Err(not_found());
-        };
-        if svc.domain() != self.domain {
-            return Err(not_found());
-        }
-        match store.accounts().exists(&self.domain, local).await {
-            Ok(true) => Ok((svc, e)),
-            Ok(false) => Err(not_found()),
-            Err(_) => Err(PubsubError::Storage.into()),
-        }
+/// The engine serving the service named `service` (a path segment), and its JID; `404` for
+/// a service not served here (a PEP service must be an existing account, see
+/// [`Engines::resolve`]).
+pub async fn engine<'a>(
+    engines: &'a Engines,
+    store: &rookery_store::Store,
+    service: &str,
+) -> Result<(BareJid, &'a Arc<Engine>), HttpError> {
+    let not_found = || HttpError::from(PubsubError::NodeNotFound);
+    let svc = BareJid::parse(service).map_err(|_| not_found())?;
+    match engines.resolve(store, &svc).await {
+        Ok(Some(e)) => Ok((svc, e)),
+        Ok(None) => Err(not_found()),
+        Err(_) => Err(PubsubError::Storage.into()),
     }
 }
 

@@ -168,7 +168,7 @@ pub async fn stream(
             "this URL streams text/event-stream; items are at …/items",
         ));
     }
-    let (svc, engine) = ctx.nodes.engine(&ctx.store, &service).await?;
+    let (svc, engine) = super::engine(&ctx.nodes, &ctx.store, &service).await?;
     let who = caller.jid_for(Scope::Read)?;
     let last = headers
         .get("last-event-id")

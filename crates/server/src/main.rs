@@ -360,8 +360,12 @@ async fn serve(
     }
     // The WebSub hub (crates/websub) and its delivery worker, which resumes the outbox left
     // by an earlier run.
-    let websub = rookery_websub::Hub::new(store.clone(), pubsub.engines(&cfg.domain), cfg.webhooks.clone())
-        .context("[webhooks] HTTP client")?;
+    let websub = rookery_websub::Hub::new(
+        store.clone(),
+        pubsub.engines(&cfg.domain),
+        cfg.webhooks.clone(),
+    )
+    .context("[webhooks] HTTP client")?;
     let websub_worker = tokio::spawn(rookery_websub::worker::run(websub.clone(), stop_rx.clone()));
     let web = web::start(
         &cfg,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use rookery_jid::BareJid;
 use rookery_proto::time::now_unix;
-use rookery_pubsub::{Engine, PubsubError};
+use rookery_pubsub::{Engines, PubsubError};
 use rookery_store::websub::{NewSubscription, SubscriptionRow};
 use rookery_store::Store;
 use tokio::sync::Semaphore;

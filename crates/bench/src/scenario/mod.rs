@@ -229,6 +229,15 @@ impl Run {
         }
     }
 
+    /// Waits until `done()` holds, at most `limit`, or until the run is stopping: the
+    /// set-up steps that follow the logins (subscriptions, room entries, approvals, streams).
+    pub async fn wait_for(&self, limit: Duration, done: impl Fn() -> bool) {
+        let t = Instant::now();
+        while !done() && t.elapsed() < limit && !self.stopping() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sleeps `d`, or less if the run is stopped meanwhile.
     pub async fn hold(&self, d: Duration) {
         let mut phase = self.phase();

@@ -62,12 +62,10 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
     if setup {
         let want = (n * r) as u64;
         let t = Instant::now();
-        while approvals.load(Ordering::Relaxed) < want
-            && t.elapsed() < Duration::from_secs(60)
-            && !run.stopping()
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        run.wait_for(Duration::from_secs(60), || {
+            approvals.load(Ordering::Relaxed) >= want
+        })
+        .await;
         out.put(
             "setup",
             json!({ "approvals": approvals.load(Ordering::Relaxed), "expected": want, "seconds": round2(t.elapsed().as_secs_f64()) }),

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant as StdInstant};
+use std::time::Duration;
 
 use rookery_xml::{Element, CONTENT_NS};
 use serde_json::json;
@@ -73,13 +73,10 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
     let set = run.ramp(1..n, body);
     let ramp = run.settle(n - 1).await;
     run.ramp_outcome(ramp, &mut out);
-    let t = StdInstant::now();
-    while settled.load(Ordering::Relaxed) < ramp.logins
-        && t.elapsed() < Duration::from_secs(60)
-        && !run.stopping()
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    run.wait_for(Duration::from_secs(60), || {
+        settled.load(Ordering::Relaxed) >= ramp.logins
+    })
+    .await;
     let subs = subscribed.load(Ordering::Relaxed);
     let cpu0 = run.sample_server("run-start");
     let recv0 = run.stats.received.load(Ordering::Relaxed);

@@ -86,12 +86,10 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
         });
     }
     // Every stream open (or failed), then a moment for the server to settle.
-    let t = Instant::now();
-    while open.load(Ordering::Relaxed) + (run.stats.error_count()) < n as u64
-        && t.elapsed() < Duration::from_secs(120)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    run.wait_for(Duration::from_secs(120), || {
+        open.load(Ordering::Relaxed) + run.stats.error_count() >= n as u64
+    })
+    .await;
     let opened = open.load(Ordering::Relaxed);
     let open_s = t_open.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -5,6 +5,7 @@
 //! - [`listener`]: the runner every HTTP listener shares — accept (plain or TLS), serve
 //!   with hyper under [`listener::Limits`] (connection cap, header and request timeouts,
 //!   body size) with upgrades enabled, graceful shutdown on the server's shutdown signal;
+//! - [`cors`]: CORS preflight answers for routes browsers call cross-origin;
 //! - [`admin`]: the admin listener's router (`[listen] admin`, loopback by default):
 //!   `/health`, `/ready`, `/metrics` and the REST admin API under `/api/v1` (bearer token).
 //!
@@ -12,6 +13,7 @@
 //! by the same runner.
 
 pub mod admin;
+pub mod cors;
 pub mod listener;
 
 pub use admin::auth::bearer;

@@ -49,21 +49,8 @@ fn cors(h: &mut HeaderMap) {
 }
 
 async fn preflight() -> Response {
-    let mut r = StatusCode::NO_CONTENT.into_response();
-    let h = r.headers_mut();
-    cors(h);
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, PUT, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
+    let mut r = rookery_http::cors::preflight("GET, HEAD, PUT, OPTIONS");
+    cors(r.headers_mut());
     r
 }
 

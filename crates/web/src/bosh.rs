@@ -198,21 +198,8 @@ pub async fn preflight(State(ctx): State<Arc<WebContext>>, headers: HeaderMap) -
     let Some(cors) = cors_origin(&ctx, &headers) else {
         return StatusCode::FORBIDDEN.into_response();
     };
-    let mut r = StatusCode::NO_CONTENT.into_response();
-    let h = r.headers_mut();
-    add_cors(h, cors);
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
+    let mut r = rookery_http::cors::preflight("POST, OPTIONS");
+    add_cors(r.headers_mut(), cors);
     r
 }
 

@@ -136,12 +136,16 @@ class SlixClient(_Recording, ClientXMPP):
 
 async def slix_login(srv, user: str, *, resource: str | None = None, mech: str | None = None,
                      direct_tls: bool = False, password: str | None = None,
-                     presence: bool = False, plaintext: bool = False) -> SlixClient:
+                     presence: bool = False, plaintext: bool = False,
+                     plugins: tuple[str, ...] = ()) -> SlixClient:
     """Logs in with slixmpp; raises LoginFailed (after closing the client) on failure.
-    `plaintext` skips STARTTLS (for a server with `[c2s] require_encryption = false`)."""
+    `plaintext` skips STARTTLS (for a server with `[c2s] require_encryption = false`);
+    `plugins` are registered before connecting."""
     jid = srv.jid(user, resource)
     c = SlixClient(jid, password if password is not None else srv.users[user], mech=mech,
                    direct_tls=direct_tls, plaintext=plaintext)
+    for p in plugins:
+        c.register_plugin(p)
     c.connect(srv.host, srv.direct_tls_port if direct_tls else srv.port)
     try:
         await asyncio.wait_for(c.session, LOGIN_TIMEOUT)

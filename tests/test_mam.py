@@ -16,7 +16,7 @@ import pytest
 from slixmpp import JID
 from slixmpp.exceptions import IqError
 
-from slix import SlixClient
+from slix import SlixClient, slix_login
 
 NS_MAM = "urn:xmpp:mam:2"
 NS_RSM = "http://jabber.org/protocol/rsm"
@@ -26,17 +26,8 @@ T = 10
 
 
 async def login(srv, user: str, resource: str = "test") -> SlixClient:
-    c = SlixClient(srv.jid(user, resource), srv.users[user])
-    for p in ("xep_0004", "xep_0059", "xep_0313"):
-        c.register_plugin(p)
-    c.connect(srv.host, srv.port)
-    try:
-        await asyncio.wait_for(c.session, 20)
-    except BaseException:
-        await c.close()
-        raise
-    c.send_presence()
-    return c
+    return await slix_login(srv, user, resource=resource, presence=True,
+                            plugins=("xep_0004", "xep_0059", "xep_0313"))
 
 
 async def chat(a: SlixClient, b: SlixClient, body: str) -> ET.Element:

@@ -18,7 +18,7 @@ import pytest
 from slixmpp.exceptions import IqError, PresenceError
 from slixmpp.plugins.xep_0004 import Form
 
-from slix import SlixClient
+from slix import SlixClient, slix_login
 
 NS_MUC = "http://jabber.org/protocol/muc"
 NS_USER = NS_MUC + "#user"
@@ -38,17 +38,8 @@ def room(srv, name: str = "coven") -> str:
 
 
 async def login(srv, user: str, resource: str = "test") -> SlixClient:
-    c = SlixClient(srv.jid(user, resource), srv.users[user])
-    for p in ("xep_0004", "xep_0045"):
-        c.register_plugin(p)
-    c.connect(srv.host, srv.port)
-    try:
-        await asyncio.wait_for(c.session, 20)
-    except BaseException:
-        await c.close()
-        raise
-    c.send_presence()
-    return c
+    return await slix_login(srv, user, resource=resource, presence=True,
+                            plugins=("xep_0004", "xep_0045"))
 
 
 def codes(pres) -> set[int]:

@@ -334,17 +334,8 @@ async def test_unreachable_domain_bounces(rookery, peer):
 
 
 async def muc_client(srv, user, resource="muc"):
-    c = SlixClient(srv.jid(user, resource), srv.users[user])
-    for p in ("xep_0004", "xep_0045"):
-        c.register_plugin(p)
-    c.connect(srv.host, srv.port)
-    try:
-        await asyncio.wait_for(c.session, WAIT)
-    except BaseException:
-        await c.close()
-        raise
-    c.send_presence()
-    return c
+    return await slix_login(srv, user, resource=resource, presence=True,
+                            plugins=("xep_0004", "xep_0045"))
 
 
 def muc_codes(pres) -> set[int]:

@@ -183,8 +183,9 @@ class Server:
         for attempt in range(attempts):
             try:
                 return self.start()
-            except RuntimeError as e:
-                if attempt + 1 == attempts or "address already in use" not in str(e).lower():
+            except RuntimeError:
+                # The whole log: the error's text keeps only its tail, which a backtrace fills.
+                if attempt + 1 == attempts or "address already in use" not in self.log().lower():
                     raise
             self.kill()
             for key, addr in self.config["listen"].items():

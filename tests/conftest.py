@@ -72,11 +72,20 @@ DEFAULT_USERS = {"alice": "alicepass", "bob": "bobpass", "carol": "carolpass"}
 START_TIMEOUT = 30.0
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1 (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that was free a moment ago on 127.0.0.1 (the OS picks it), never one this
+    process handed out before: a test that takes a port for its own use (a web page) and
+    then starts a server would otherwise get the same port twice, the first not yet bound."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _toml_value(v) -> str:

@@ -88,12 +88,17 @@ def test_user_refuses_a_database_of_another_version_until_migrate(server):
     db = server.data_dir / "rookery.db"
     last = sorted(MIGRATIONS.glob("*.sql"))[-1]
     version = int(last.name.split("_")[0])
-    objects = re.findall(r"CREATE (TABLE|VIEW) (\w+)", last.read_text())
-    assert objects, last
+    sql = last.read_text()
+    # What undoes the last migration: dropping what it created, or the columns it added.
+    undo = [f"DROP {kind} {name}"
+            for kind, name in re.findall(r"CREATE (TABLE|VIEW) (\w+)", sql)]
+    undo += [f"ALTER TABLE {table} DROP COLUMN {column}"
+             for table, column in re.findall(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", sql)]
+    assert undo, last
     # An older Rookery's database: the last migration not applied.
     with sqlite3.connect(db) as con:
-        for kind, name in reversed(objects):
-            con.execute(f"DROP {kind} {name}")
+        for statement in reversed(undo):
+            con.execute(statement)
         con.execute("DELETE FROM _sqlx_migrations WHERE version = ?", (version,))
     r = server.user("list")
     assert r.returncode != 0

@@ -164,3 +164,56 @@ async def test_hibernated_session_notifies_with_body_when_asked(push_srv):
     assert s["last-message-body"] == "wake up"
     assert iq.find(f"{{{NS_PUBSUB}}}pubsub/{{{NS_PUBSUB}}}publish-options/{{{NS_DATA}}}x") \
         is not None
+
+
+async def test_a_device_that_is_off_is_woken_while_another_is_online(push_srv):
+    """Registrations are per device (the resource that enabled them): the phone that is off
+    is woken for messages the desktop receives, to the bare JID and to the desktop's full
+    JID; once the phone is back online it is not."""
+    srv, app = push_srv
+    for device in ("phone", "tablet"):
+        c = await srv.login("alice", device)
+        assert await push_iq(c, "enable", f"n-{device}") == "result"
+        await c.close()
+    desk = await srv.login("alice", "desk")
+    await desk.presence()
+    await message_to(srv, srv.jid("alice"), "to the bare JID")
+    await desk.expect(lambda e: e.findtext("{jabber:client}body") == "to the bare JID",
+                      what="the message on the desktop")
+    await app.publishes.wait(lambda iq: node_of(iq) == "n-phone", what="the phone woken")
+    await app.publishes.wait(lambda iq: node_of(iq) == "n-tablet", what="the tablet woken")
+    await message_to(srv, srv.jid("alice", "desk"), "to the desktop")
+    await app.publishes.wait(lambda iq: node_of(iq) == "n-phone"
+                             and summary(iq)["message-count"] == "2",
+                             what="the phone woken for the full-JID message")
+    # The phone is back: only the tablet (still off) is woken now.
+    phone = await srv.login("alice", "phone")
+    await phone.presence()
+    before = len(app.publishes.items)
+    await message_to(srv, srv.jid("alice"), "phone online")
+    await app.publishes.wait(lambda iq: node_of(iq) == "n-tablet"
+                             and summary(iq)["message-count"] == "1",
+                             what="the tablet woken once more")
+    assert [node_of(iq) for iq in app.publishes.items[before:]] == ["n-tablet"]
+    await phone.close()
+    await desk.close()
+
+
+async def test_a_registration_survives_kill_9(push_srv):
+    """What the server acknowledged (the `enable` result) is kept across `kill -9`."""
+    srv, app = push_srv
+    c = await srv.login("alice", "phone")
+    assert await push_iq(c, "enable", "n1") == "result"
+    await app.close()
+    srv.crash_restart()
+    port = int(srv.config["component"]["listen"].rsplit(":", 1)[1])
+    wait_port(port)
+    app = AppServer(port)
+    app.connect()
+    await asyncio.wait_for(app.session, 10)
+    try:
+        await message_to(srv, srv.jid("alice"), "after the crash")
+        iq = await app.publishes.wait(lambda iq: node_of(iq) == "n1", what="a notification")
+        assert summary(iq)["message-count"] == "1"
+    finally:
+        await app.close()

@@ -239,6 +239,21 @@ async def test_fast_token_request_reconnect_rotation_and_replay(server):
     assert await refused(server, "x" * 72, 7) == "not-authorized"
 
 
+async def test_a_token_and_its_count_survive_kill_9(server):
+    """A token the server handed out (and the count it last accepted) is stored before the
+    success that carries it: a `kill -9` right after loses neither."""
+    c = await tls_client(server)
+    t = token_of(await c.sasl2("alice", "alicepass", device="phone-1", inline=request_token()))
+    await c.close()
+    c, _ = await token_login(server, t, 5)
+    await c.close()
+    server.crash_restart()
+    assert await refused(server, t, 5) == "not-authorized"  # still a replay
+    c, s = await token_login(server, t, 6, inline=bind2())
+    assert s.find(tag(NS_BIND2, "bound")) is not None
+    await c.close()
+
+
 async def test_password_change_kills_tokens(server):
     c = await tls_client(server)
     t = token_of(await c.sasl2("alice", "alicepass", inline=request_token()))

@@ -718,6 +718,7 @@ async fn held_message(ctx: &C2sContext, jid: &Jid, b: &Bytes) {
     if matches!(message.kind(), StanzaKind::Message(_)) {
         let event = rookery_core::Event::MessageHeld {
             account: jid.to_bare(),
+            session: Some(jid.clone()),
             message,
         };
         ctx.core.emit(&event).await;

@@ -65,6 +65,9 @@ pub enum Event {
     MessageHeld {
         /// The account.
         account: BareJid,
+        /// The hibernating session that parked it; `None` when it was stored offline (no
+        /// session of the account could take it).
+        session: Option<Jid>,
         /// The message.
         message: Stanza,
     },

@@ -90,6 +90,7 @@ impl Delivery {
                 Ok(()) => {
                     let event = Event::MessageHeld {
                         account: owner.clone(),
+                        session: None,
                         message: stanza,
                     };
                     core.emit(&event).await;

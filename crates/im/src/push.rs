@@ -2,15 +2,29 @@
 //!
 //! - `<enable jid node>` (§5, with an optional publish-options form) and `<disable jid
 //!   [node]>` (§6) are IQ sets on one's own account; registrations are stored per account
-//!   (`rookery_store::push`) and advertised with the account feature `urn:xmpp:push:0`.
-//! - When a message is held for the account instead of reaching a client — stored offline,
-//!   or parked by a session hibernating for XEP-0198 resumption ([`Event::MessageHeld`]) — each
-//!   registration gets a pubsub publish (§7) from the server to the app server, with the
-//!   `urn:xmpp:push:summary` form: `message-count` (messages held since a resource of the
-//!   account was last bound), `last-message-sender`, and `last-message-body` only when
-//!   `[im.push] include_body` allows it and the client asked for it with the field
-//!   `include-body` = `true` in its publish-options form (a Rookery convention: the XEP
-//!   names no way to ask). The publish-options form goes along as given (§7).
+//!   with the resource of the session that enabled them — the device (`rookery_store::push`;
+//!   clients enable again after every login, which keeps the resource current) — and
+//!   advertised with the account feature `urn:xmpp:push:0`.
+//! - A device is woken (§7: a pubsub publish from the server to the app server) for a
+//!   message with a body that reaches its account while the device has no live connection:
+//!   - stored offline, or parked by a session hibernating for XEP-0198 resumption
+//!     ([`Event::MessageHeld`]): every registration of the account, or of the hibernating
+//!     session's device;
+//!   - delivered to the account's other devices (hooks [`HookPoint::MessageToBare`] and
+//!     [`HookPoint::MessageToFull`]): the registrations whose resource has no session at
+//!     all — the phone that is off while the desktop is on, which then fetches the message
+//!     from its archive (XEP-0313) or gets it as offline storage would not.
+//!
+//!   The two never both fire for one device and message: the hooks skip devices with a
+//!   session (a hibernating one parks what is routed to it), and a message stored offline
+//!   reached no session, so the hooks left it alone.
+//! - The notification carries the `urn:xmpp:push:summary` form: `message-count` (messages
+//!   held or pushed since a resource of the account was last bound), `last-message-sender`,
+//!   and `last-message-body` only when `[im.push] include_body` allows it and the client
+//!   asked for it with the field `include-body` = `true` in its publish-options form (a
+//!   Rookery convention: the XEP names no way to ask). The publish-options form goes along as
+//!   given (§7). A message carbon-copied to a hibernating session (XEP-0280) counts by the
+//!   message it carries.
 //! - An error answer from the app server disables that registration (§8); no answer
 //!   within [`PUBLISH_TIMEOUT`] leaves it.
 //!
@@ -24,11 +38,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use rookery_core::module::IqResult;
-use rookery_core::{priority, Core, Declaration, Event, EventKind, IqTarget, Module, SessionEvent};
+use rookery_core::{
+    priority, Core, Declaration, Event, EventKind, Flow, HookPoint, IqTarget, Module, SessionEvent,
+};
 use rookery_jid::{BareJid, Jid};
-use rookery_proto::{ns, IqType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind};
+use rookery_proto::{
+    ns, IqType, MessageType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind,
+};
 use rookery_store::push::Registration;
+use rookery_store::StoreError;
 use rookery_xml::{Element, CONTENT_NS};
+use tokio::sync::OnceCell;
 
 use crate::roster::internal;
 use crate::state::Im;
@@ -48,91 +68,154 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 /// that never answers) cannot pile up tasks.
 pub const MAX_IN_FLIGHT: usize = 1024;
 
+/// The registrations of every account that has one.
+type Registered = DashMap<BareJid, Arc<[Registration]>>;
+
 /// The push module.
 pub struct Push {
-    im: Arc<Im>,
+    registry: Arc<Registry>,
     /// Messages held per account since one of its resources was last bound.
     counts: DashMap<BareJid, u64>,
     /// Notifications sent and not answered yet.
     in_flight: Arc<AtomicUsize>,
 }
 
+/// The registrations, in the store and in memory.
+struct Registry {
+    im: Arc<Im>,
+    /// Read from the store once, on the first message that asks, then kept current by this
+    /// module's own writes and by [`Event::AccountChanged`] (another cluster node's writes):
+    /// every message to an account passes the hooks, and accounts without a registration —
+    /// most — must cost no store question there.
+    registered: OnceCell<Registered>,
+}
+
 impl Push {
     /// A push module on the shared state.
     pub fn new(im: Arc<Im>) -> Self {
         Push {
-            im,
+            registry: Arc::new(Registry {
+                im,
+                registered: OnceCell::new(),
+            }),
             counts: DashMap::new(),
             in_flight: Arc::default(),
         }
     }
 
-    async fn enable(&self, account: &BareJid, payload: &Element) -> IqResult {
+    async fn enable(
+        &self,
+        core: &Arc<Core>,
+        iq: &Stanza,
+        account: &BareJid,
+        payload: &Element,
+    ) -> IqResult {
         let (service, node) = target(payload)?;
         let node = node.ok_or_else(|| err(Cond::BadRequest, "enable needs a node"))?;
         let options = payload
             .get_child("x", ns::DATA_FORMS)
             .map(|x| x.to_string())
             .unwrap_or_default();
+        let resource = iq.from().and_then(|f| f.resource()).unwrap_or_default();
         let r = Registration {
             service: service.as_str().to_string(),
             node: node.to_string(),
             options,
+            resource: resource.to_string(),
         };
         let (domain, user) = (account.domain(), account.local().unwrap_or_default());
-        self.im
+        self.registry
+            .im
             .store()
             .push()
             .enable(domain, user, &r)
             .await
             .map_err(internal)?;
-        tracing::info!(%account, service = %r.service, "push notifications enabled");
+        self.registry.changed(core, account).await;
+        tracing::info!(%account, service = %r.service, resource, "push notifications enabled");
         Ok(None)
     }
 
-    async fn disable(&self, account: &BareJid, payload: &Element) -> IqResult {
+    async fn disable(&self, core: &Arc<Core>, account: &BareJid, payload: &Element) -> IqResult {
         let (service, node) = target(payload)?;
         let (domain, user) = (account.domain(), account.local().unwrap_or_default());
-        let store = self.im.store().push();
+        let store = self.registry.im.store().push();
         store
             .disable(domain, user, service.as_str(), node)
             .await
             .map_err(internal)?;
+        self.registry.changed(core, account).await;
         Ok(None)
     }
 
-    /// A message is held for `account`: every registration gets a notification, each in a
-    /// task of its own (the app server may be slow or away).
-    async fn held(&self, core: &Arc<Core>, account: &BareJid, message: &Stanza) {
-        if !message.element().has_child("body", CONTENT_NS) {
+    /// A message was held for `account` — stored offline (`session` is `None`), or parked
+    /// by the hibernating `session`: the devices it concerns are woken.
+    async fn held(
+        &self,
+        core: &Arc<Core>,
+        account: &BareJid,
+        session: Option<&Jid>,
+        message: &Stanza,
+    ) {
+        let Some(regs) = self.registry.get(account).await else {
             return;
-        }
-        let (domain, Some(user)) = (account.domain(), account.local()) else {
+        };
+        let device = session.and_then(|s| s.resource());
+        let woken = regs
+            .iter()
+            .filter(|r| device.is_none_or(|d| r.resource.is_empty() || r.resource == d));
+        self.notify(core, account, message, woken);
+    }
+
+    /// A message reaches some of `account`'s sessions: the devices with no session at all
+    /// are woken.
+    async fn delivered(&self, core: &Arc<Core>, account: &BareJid, message: &Stanza) {
+        let Some(regs) = self.registry.get(account).await else {
             return;
         };
-        let regs = match self.im.store().push().list(domain, user).await {
-            Ok(r) if !r.is_empty() => r,
-            Ok(_) => return,
-            Err(e) => return tracing::warn!(error = %e, "push registrations not read"),
+        let woken = regs.iter().filter(|r| {
+            // A registration of unknown device is woken only when a message is held (as
+            // before devices were known).
+            !r.resource.is_empty()
+                && account
+                    .with_resource(&r.resource)
+                    .is_ok_and(|device| core.session(&device).is_none())
+        });
+        self.notify(core, account, message, woken);
+    }
+
+    /// Sends one notification of `message` to each of `woken`, each in a task of its own
+    /// (the app server may be slow or away).
+    fn notify<'a>(
+        &self,
+        core: &Arc<Core>,
+        account: &BareJid,
+        message: &Stanza,
+        woken: impl Iterator<Item = &'a Registration>,
+    ) {
+        let Some(content) = wakes(message) else {
+            return;
         };
-        let count = {
-            let mut c = self.counts.entry(account.clone()).or_insert(0);
-            *c += 1;
-            *c
-        };
-        for r in regs {
+        let mut count = None;
+        for r in woken {
             let Ok(service) = Jid::parse(&r.service) else {
                 continue;
             };
+            let count = *count.get_or_insert_with(|| {
+                let mut c = self.counts.entry(account.clone()).or_insert(0);
+                *c += 1;
+                *c
+            });
             if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_IN_FLIGHT {
                 self.in_flight.fetch_sub(1, Ordering::Relaxed);
                 tracing::warn!(%account, "too many push notifications in flight; one skipped");
                 continue;
             }
             let in_flight = self.in_flight.clone();
-            let body = self.im.config().push.include_body && asks_for_body(&r.options);
-            let payload = notification(&r, count, message, body);
-            let (core, im, account) = (core.clone(), self.im.clone(), account.clone());
+            let body = self.registry.im.config().push.include_body && asks_for_body(&r.options);
+            let payload = notification(r, count, content, body);
+            let (core, registry) = (core.clone(), self.registry.clone());
+            let (account, r) = (account.clone(), r.clone());
             tokio::spawn(async move {
                 let answer = core
                     .request(IqType::Set, service, payload, PUBLISH_TIMEOUT)
@@ -142,14 +225,88 @@ impl Push {
                     // §8: the app server refused; this registration is of no more use.
                     tracing::info!(%account, service = %r.service, "push registration disabled by an error");
                     let (domain, user) = (account.domain(), account.local().unwrap_or_default());
-                    let store = im.store().push();
+                    let store = registry.im.store().push();
                     if let Err(e) = store.disable(domain, user, &r.service, Some(&r.node)).await {
-                        tracing::warn!(error = %e, "push registration not disabled");
+                        return tracing::warn!(error = %e, "push registration not disabled");
                     }
+                    registry.changed(&core, &account).await;
                 }
             });
         }
     }
+}
+
+impl Registry {
+    /// The registrations of `account`, from memory (read whole from the store the first
+    /// time).
+    async fn get(&self, account: &BareJid) -> Option<Arc<[Registration]>> {
+        let registered = match self.registered.get_or_try_init(|| self.load()).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "push registrations not read");
+                return None;
+            }
+        };
+        registered.get(account).map(|r| r.clone())
+    }
+
+    async fn load(&self) -> Result<Registered, StoreError> {
+        let registered = Registered::new();
+        let mut all = self.im.store().push().all().await?.into_iter().peekable();
+        while let Some((domain, user, first)) = all.next() {
+            let mut regs = vec![first];
+            while let Some((_, _, r)) = all.next_if(|(d, u, _)| *d == domain && *u == user) {
+                regs.push(r);
+            }
+            if let Ok(account) = BareJid::parse(&format!("{user}@{domain}")) {
+                registered.insert(account, regs.into());
+            }
+        }
+        Ok(registered)
+    }
+
+    /// `account`'s registrations changed in the store: memory follows (and, in a cluster,
+    /// the other nodes are told to follow).
+    async fn changed(&self, core: &Arc<Core>, account: &BareJid) {
+        self.reread(account).await;
+        core.account_changed(account);
+    }
+
+    /// Reads `account`'s registrations again, if they are kept in memory yet.
+    async fn reread(&self, account: &BareJid) {
+        let Some(registered) = self.registered.get() else {
+            return;
+        };
+        let (domain, user) = (account.domain(), account.local().unwrap_or_default());
+        match self.im.store().push().list(domain, user).await {
+            Ok(regs) if regs.is_empty() => {
+                registered.remove(account);
+            }
+            Ok(regs) => {
+                registered.insert(account.clone(), regs.into());
+            }
+            Err(e) => {
+                // Stale is safer than empty: a removed registration costs one notification
+                // the app server refuses, a forgotten one a device never woken.
+                tracing::warn!(%account, error = %e, "push registrations not read again");
+            }
+        }
+    }
+}
+
+/// The message whose body wakes a device: `message` itself when it has a body, or the one
+/// a XEP-0280 carbon copy carries; `None` for content-free messages.
+fn wakes(message: &Stanza) -> Option<&Element> {
+    let e = message.element();
+    if e.has_child("body", CONTENT_NS) {
+        return Some(e);
+    }
+    ["received", "sent"]
+        .iter()
+        .find_map(|name| e.get_child(name, ns::CARBONS))
+        .and_then(|c| c.get_child("forwarded", ns::FORWARD))
+        .and_then(|f| f.get_child("message", CONTENT_NS))
+        .filter(|m| m.has_child("body", CONTENT_NS))
 }
 
 /// The `jid` and `node` of an `<enable/>` or `<disable/>`.
@@ -185,16 +342,16 @@ fn field(var: &str, value: &str) -> Element {
 }
 
 /// The pubsub publish of a notification (§7).
-fn notification(r: &Registration, count: u64, message: &Stanza, body: bool) -> Element {
+fn notification(r: &Registration, count: u64, message: &Element, body: bool) -> Element {
     let mut form = Element::new("x", ns::DATA_FORMS)
         .with_attr("type", "submit")
         .with_child(field("FORM_TYPE", SUMMARY))
         .with_child(field("message-count", &count.to_string()));
-    if let Some(from) = message.from() {
-        form.push_child(field("last-message-sender", from.as_str()));
+    if let Some(from) = message.attr("from") {
+        form.push_child(field("last-message-sender", from));
     }
     if body {
-        if let Some(text) = message.element().child_text("body", CONTENT_NS) {
+        if let Some(text) = message.child_text("body", CONTENT_NS) {
             form.push_child(field("last-message-body", &text));
         }
     }
@@ -226,13 +383,19 @@ impl Module for Push {
             events: vec![
                 (EventKind::MessageHeld, priority::DEFAULT),
                 (EventKind::Session, priority::DEFAULT),
+                (EventKind::AccountChanged, priority::DEFAULT),
+                (EventKind::AccountDeleted, priority::DEFAULT),
+            ],
+            hooks: vec![
+                (HookPoint::MessageToBare, priority::OBSERVE),
+                (HookPoint::MessageToFull, priority::OBSERVE),
             ],
             account_features: vec![NS],
             ..Declaration::default()
         }
     }
 
-    async fn handle_iq(&self, _core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
+    async fn handle_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
         let account = own_account(iq, to)?;
         let Some(p) = iq
             .payload()
@@ -241,14 +404,46 @@ impl Module for Push {
             return Err(StanzaError::new(Cond::BadRequest));
         };
         match p.name() {
-            "enable" => self.enable(&account, p).await,
-            _ => self.disable(&account, p).await,
+            "enable" => self.enable(core, iq, &account, p).await,
+            _ => self.disable(core, &account, p).await,
         }
+    }
+
+    async fn hook(&self, core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {
+        let chat_or_normal = matches!(
+            stanza.kind(),
+            StanzaKind::Message(MessageType::Chat | MessageType::Normal)
+        );
+        let Some(account) = stanza.to().map(Jid::to_bare).filter(|_| chat_or_normal) else {
+            return Flow::Continue(stanza);
+        };
+        // To the bare JID with no session to take it, it will be stored offline (and held
+        // there, which wakes every device) or refused: nothing to do here.
+        let reaches_a_session = point == HookPoint::MessageToFull
+            || core
+                .sessions_of(&account)
+                .iter()
+                .any(|(_, priority)| priority.is_some_and(|p| p >= 0));
+        if reaches_a_session {
+            self.delivered(core, &account, &stanza).await;
+        }
+        Flow::Continue(stanza)
     }
 
     async fn event(&self, core: &Arc<Core>, event: &Event) {
         match event {
-            Event::MessageHeld { account, message } => self.held(core, account, message).await,
+            Event::MessageHeld {
+                account,
+                session,
+                message,
+            } => self.held(core, account, session.as_ref(), message).await,
+            Event::AccountChanged(account) => self.registry.reread(account).await,
+            Event::AccountDeleted(account) => {
+                if let Some(registered) = self.registry.registered.get() {
+                    registered.remove(account);
+                }
+                self.counts.remove(account);
+            }
             // A device is back: the count of what waited starts again.
             Event::Session(SessionEvent::Bound(jid)) => {
                 self.counts.remove(&jid.to_bare());
@@ -269,6 +464,7 @@ mod tests {
             service: "push.example".into(),
             node: "n1".into(),
             options: options.into(),
+            resource: "phone".into(),
         }
     }
 
@@ -291,7 +487,7 @@ mod tests {
     fn summary_with_and_without_body() {
         let m =
             parse_stanza("<message from='r@x/y' type='chat'><body>hi</body></message>").unwrap();
-        let p = notification(&reg(""), 2, &m, false);
+        let p = notification(&reg(""), 2, m.element(), false);
         assert_eq!(
             fields(&p),
             [
@@ -306,9 +502,29 @@ mod tests {
                        <field var='include-body'><value>true</value></field></x>";
         assert!(asks_for_body(options));
         assert!(!asks_for_body(""));
-        let p = notification(&reg(options), 1, &m, true);
+        let p = notification(&reg(options), 1, m.element(), true);
         assert!(fields(&p).contains(&("last-message-body".into(), "hi".into())));
         assert!(p.has_child("publish-options", ns::pubsub::PUBSUB));
+    }
+
+    #[test]
+    fn a_carbon_copy_wakes_by_the_message_it_carries() {
+        let carbon = parse_stanza(
+            "<message to='a@x/phone' from='a@x'><received xmlns='urn:xmpp:carbons:2'>\
+             <forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' \
+             from='r@x/y' to='a@x/desk' type='chat'><body>hi</body></message></forwarded>\
+             </received></message>",
+        )
+        .unwrap();
+        let inner = wakes(&carbon).unwrap();
+        let p = notification(&reg(""), 1, inner, false);
+        assert!(fields(&p).contains(&("last-message-sender".into(), "r@x/y".into())));
+        let state = parse_stanza(
+            "<message to='a@x/phone'><active xmlns='http://jabber.org/protocol/chatstates'/>\
+             </message>",
+        )
+        .unwrap();
+        assert!(wakes(&state).is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! XEP-0357 push registrations: per account, the (app server, node) pairs its devices
-//! enabled, with the publish-options form each gave (serialized, empty when none).
+//! enabled, with the publish-options form each gave (serialized, empty when none) and the
+//! resource of the session that enabled it (the device).
 
 use crate::db::{execute, with_pool};
 use crate::{Store, StoreError};
@@ -13,6 +14,20 @@ pub struct Registration {
     pub node: String,
     /// The publish-options form, serialized (empty: none).
     pub options: String,
+    /// The resource of the session that enabled it last (empty: unknown, a registration
+    /// older than the column).
+    pub resource: String,
+}
+
+type Row = (String, String, String, String);
+
+fn registration((service, node, options, resource): Row) -> Registration {
+    Registration {
+        service,
+        node,
+        options,
+        resource,
+    }
 }
 
 /// Push registrations, from [`Store::push`].
@@ -32,9 +47,9 @@ impl<'a> Push<'a> {
         domain: &str,
         username: &str,
     ) -> Result<Vec<Registration>, StoreError> {
-        let rows: Vec<(String, String, String)> = with_pool!(self.store, pool => {
+        let rows: Vec<Row> = with_pool!(self.store, pool => {
             sqlx::query_as(
-                "SELECT service, node, options FROM push_registrations \
+                "SELECT service, node, options, resource FROM push_registrations \
                  WHERE domain = $1 AND username = $2 ORDER BY service, node",
             )
             .bind(domain)
@@ -42,17 +57,30 @@ impl<'a> Push<'a> {
             .fetch_all(pool)
             .await?
         });
+        Ok(rows.into_iter().map(registration).collect())
+    }
+
+    /// Every registration, as `(domain, username, registration)`: what the push module keeps
+    /// in memory so that the message path asks no store question for accounts without one.
+    pub async fn all(&self) -> Result<Vec<(String, String, Registration)>, StoreError> {
+        let rows: Vec<(String, String, String, String, String, String)> = with_pool!(self.store, pool => {
+            sqlx::query_as(
+                "SELECT domain, username, service, node, options, resource \
+                 FROM push_registrations ORDER BY domain, username, service, node",
+            )
+            .fetch_all(pool)
+            .await?
+        });
         Ok(rows
             .into_iter()
-            .map(|(service, node, options)| Registration {
-                service,
-                node,
-                options,
+            .map(|(d, u, service, node, options, resource)| {
+                (d, u, registration((service, node, options, resource)))
             })
             .collect())
     }
 
-    /// Adds (or replaces the options of) a registration.
+    /// Adds a registration, or replaces the options and the resource of one (a device
+    /// enables again after each login, with the resource it was bound to).
     pub async fn enable(
         &self,
         domain: &str,
@@ -61,10 +89,17 @@ impl<'a> Push<'a> {
     ) -> Result<(), StoreError> {
         execute(
             self.store,
-            "INSERT INTO push_registrations (domain, username, service, node, options) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (domain, username, service, node) \
-             DO UPDATE SET options = excluded.options",
-            &[domain, username, &r.service, &r.node, &r.options],
+            "INSERT INTO push_registrations (domain, username, service, node, options, resource) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (domain, username, service, node) \
+             DO UPDATE SET options = excluded.options, resource = excluded.resource",
+            &[
+                domain,
+                username,
+                &r.service,
+                &r.node,
+                &r.options,
+                &r.resource,
+            ],
         )
         .await?;
         Ok(())

@@ -5,8 +5,8 @@ mod common;
 
 use common::backends;
 
-/// XEP-0357 registrations: enable (twice replaces the options), list, disable one node or
-/// the whole service, gone with the account.
+/// XEP-0357 registrations: enable (twice replaces the options and the resource), list, all,
+/// disable one node or the whole service, gone with the account.
 #[tokio::test]
 async fn push_registrations() {
     use rookery_store::push::Registration;
@@ -14,20 +14,28 @@ async fn push_registrations() {
         let d = b.domain.as_str();
         b.create_account("juliet").await;
         let p = b.store.push();
-        let reg = |node: &str, options: &str| Registration {
+        let reg = |node: &str, options: &str, resource: &str| Registration {
             service: "push.example".into(),
             node: node.into(),
             options: options.into(),
+            resource: resource.into(),
         };
-        p.enable(d, "juliet", &reg("n1", "")).await.unwrap();
-        p.enable(d, "juliet", &reg("n1", "<x/>")).await.unwrap();
-        p.enable(d, "juliet", &reg("n2", "")).await.unwrap();
-        assert_eq!(
-            p.list(d, "juliet").await.unwrap(),
-            vec![reg("n1", "<x/>"), reg("n2", "")],
-            "{}",
-            b.name
-        );
+        p.enable(d, "juliet", &reg("n1", "", "old")).await.unwrap();
+        p.enable(d, "juliet", &reg("n1", "<x/>", "phone"))
+            .await
+            .unwrap();
+        p.enable(d, "juliet", &reg("n2", "", "")).await.unwrap();
+        let both = vec![reg("n1", "<x/>", "phone"), reg("n2", "", "")];
+        assert_eq!(p.list(d, "juliet").await.unwrap(), both, "{}", b.name);
+        let all: Vec<_> = p
+            .all()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(domain, user, _)| domain == d && user == "juliet")
+            .map(|(_, _, r)| r)
+            .collect();
+        assert_eq!(all, both, "{}", b.name);
         assert_eq!(
             p.disable(d, "juliet", "push.example", Some("n1"))
                 .await
@@ -38,7 +46,7 @@ async fn push_registrations() {
             p.disable(d, "juliet", "push.example", None).await.unwrap(),
             1
         );
-        p.enable(d, "juliet", &reg("n3", "")).await.unwrap();
+        p.enable(d, "juliet", &reg("n3", "", "")).await.unwrap();
         b.store.accounts().delete(d, "juliet").await.unwrap();
         assert!(p.list(d, "juliet").await.unwrap().is_empty());
     }

@@ -1,5 +1,6 @@
 //! One simulated XMPP client: TCP (from a chosen loopback source address), STARTTLS or
-//! direct TLS (XEP-0368), or XMPP over WebSocket (RFC 7395, `ws://` only), SASL (SCRAM-SHA-1/-256 with or without `-PLUS`, PLAIN), resource
+//! direct TLS (XEP-0368), or XMPP over WebSocket (RFC 7395, `ws://` only) or BOSH
+//! (XEP-0206, `http://` only, [`crate::bosh`]), SASL (SCRAM-SHA-1/-256 with or without `-PLUS`, PLAIN), resource
 //! binding, then optionally roster fetch, initial presence and stream management
 //! (XEP-0198, with resumption).
 //!
@@ -26,6 +27,8 @@ use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::bosh::Bosh;
+
 /// Namespaces this client speaks: [`rookery_proto::ns`], and those of stream management and
 /// pubsub, whose constants live in crates a load generator does not link (c2s, pubsub).
 pub mod ns {
@@ -41,7 +44,7 @@ pub mod ns {
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// Our parser limits: generous (rosters and pubsub payloads can be large), still bounded.
-const LIMITS: Limits = Limits {
+pub(crate) const LIMITS: Limits = Limits {
     max_stanza_bytes: 1024 * 1024,
     max_depth: 32,
     max_attrs: 64,
@@ -66,10 +69,20 @@ pub enum Transport {
     Tcp,
     /// XMPP over WebSocket (RFC 7395), `ws://<host>:<port><ws-path>`, subprotocol `xmpp`.
     Websocket,
+    /// XMPP over BOSH (XEP-0206), `http://<host>:<port><bosh-path>`.
+    Bosh,
+}
+
+impl Transport {
+    /// Whether the transport carries one element per message, with `<open/>`/`<close/>`
+    /// for the stream's header and end (WebSocket and BOSH) rather than an XML stream.
+    fn framed(self) -> bool {
+        self != Transport::Tcp
+    }
 }
 
 /// RFC 7395's namespace of `<open/>` and `<close/>`.
-const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
+pub(crate) const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 
 /// Which SASL mechanism to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -121,10 +134,12 @@ pub struct ClientConfig {
     pub domain: String,
     /// STARTTLS, direct TLS or none.
     pub tls: TlsMode,
-    /// TCP or WebSocket (then `tls` is `None`).
+    /// TCP, WebSocket or BOSH (then `tls` is `None`).
     pub transport: Transport,
     /// The WebSocket endpoint's path.
     pub ws_path: String,
+    /// The BOSH endpoint's path.
+    pub bosh_path: String,
     /// TLS settings without ALPN (STARTTLS).
     pub tls_starttls: Arc<rustls::ClientConfig>,
     /// TLS settings with ALPN `xmpp-client` (direct TLS).
@@ -257,11 +272,12 @@ impl std::fmt::Display for ClientError {
     }
 }
 
-/// The socket, before or after TLS, or a WebSocket.
+/// The socket, before or after TLS, a WebSocket, or a BOSH session.
 enum Io {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
     Ws(Box<WebSocketStream<TcpStream>>),
+    Bosh(Box<Bosh>),
 }
 
 /// XEP-0198 state kept across a reconnection.
@@ -330,9 +346,18 @@ impl Conn {
     /// none); returns the connection and the stream features before authentication.
     async fn secure(cfg: &ClientConfig, i: usize) -> Result<(Conn, Element), ClientError> {
         let tcp = connect(cfg, i).await?;
-        if cfg.transport == Transport::Websocket {
+        if cfg.transport.framed() {
+            let io = if cfg.transport == Transport::Bosh {
+                let conns = [tcp, connect(cfg, i).await?];
+                let host = cfg.target.to_string();
+                Io::Bosh(Box::new(
+                    Bosh::new(conns, host, cfg.bosh_path.clone()).await?,
+                ))
+            } else {
+                Io::Ws(Box::new(ws_handshake(cfg, tcp).await?))
+            };
             let mut conn = Conn {
-                io: Io::Ws(Box::new(ws_handshake(cfg, tcp).await?)),
+                io,
                 parser: StreamParser::new(LIMITS),
                 jid: String::new(),
                 sm: None,
@@ -478,15 +503,24 @@ impl Conn {
     /// 7395's `<open/>`/`<close/>` are then read as the header and close ([`Conn::next_event`]).
     fn reset_parser(&mut self) {
         self.parser = StreamParser::new(LIMITS);
-        if matches!(self.io, Io::Ws(_)) {
+        if self.framed() {
             self.parser.feed(
                 b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
             );
         }
     }
 
+    /// Whether the stream is framed ([`Transport::framed`]).
+    fn framed(&self) -> bool {
+        matches!(self.io, Io::Ws(_) | Io::Bosh(_))
+    }
+
     /// Sends the stream header and returns the `<stream:features/>` that follow it.
     async fn open(&mut self, domain: &str) -> Result<Element, ClientError> {
+        if let Io::Bosh(bosh) = &mut self.io {
+            bosh.open(domain).await?;
+            return self.features_after_header().await;
+        }
         if matches!(self.io, Io::Ws(_)) {
             let open = format!(
                 "<open xmlns='{NS_FRAMING}' to='{}' version='1.0' xml:lang='en'/>",
@@ -818,12 +852,12 @@ impl Conn {
     /// The next parser event, reading as needed. Cancel-safe: bytes are fed to the parser
     /// inside one poll, so dropping this future loses nothing.
     async fn next_event(&mut self) -> Result<Event, ClientError> {
-        let ws = matches!(self.io, Io::Ws(_));
+        let framed = self.framed();
         loop {
             match self.parser.next_event().map_err(ClientError::Xml)? {
-                // The header `reset_parser` primed a WebSocket stream with.
-                Some(Event::StreamOpen(_)) if ws => continue,
-                Some(Event::Element(el)) if ws && el.ns() == NS_FRAMING => {
+                // The header `reset_parser` primed a framed stream with.
+                Some(Event::StreamOpen(_)) if framed => continue,
+                Some(Event::Element(el)) if framed && el.ns() == NS_FRAMING => {
                     return Ok(if el.name() == "open" {
                         Event::StreamOpen(rookery_xml::StreamHeader::default())
                     } else {
@@ -839,6 +873,10 @@ impl Conn {
 
     async fn fill(&mut self) -> Result<(), ClientError> {
         let Conn { io, parser, .. } = self;
+        if let Io::Bosh(bosh) = io {
+            parser.feed(&bosh.next().await?);
+            return Ok(());
+        }
         if let Io::Ws(ws) = io {
             use futures_util::StreamExt;
             // One message is one element (RFC 7395 §3.3.3); pings are answered by tungstenite.
@@ -861,7 +899,9 @@ impl Conn {
             let r = match io {
                 Io::Plain(s) => Pin::new(s).poll_read(cx, &mut rb),
                 Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, &mut rb),
-                Io::Ws(_) => return Poll::Ready(Err(ClientError::Protocol("unreachable"))),
+                Io::Ws(_) | Io::Bosh(_) => {
+                    return Poll::Ready(Err(ClientError::Protocol("unreachable")))
+                }
             };
             match r {
                 Poll::Pending => Poll::Pending,
@@ -952,6 +992,7 @@ impl Conn {
                     .await
                     .map_err(io::Error::other)
             }
+            Io::Bosh(bosh) => return bosh.send(data).await,
         };
         r.map_err(ClientError::Io)
     }
@@ -974,6 +1015,7 @@ impl Conn {
             Io::Plain(s) => s.shutdown().await,
             Io::Tls(s) => s.shutdown().await,
             Io::Ws(ws) => ws.close(None).await.map_err(io::Error::other),
+            Io::Bosh(_) => Ok(()),
         };
     }
 

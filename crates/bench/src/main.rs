@@ -18,6 +18,7 @@
 //! Safety: targets outside 127.0.0.0/8 and ::1 are refused unless `--allow-remote` is
 //! given; every run is bounded in clients and in time (`--max-time`) and stops by itself.
 
+mod bosh;
 mod client;
 mod procinfo;
 mod scenario;
@@ -57,13 +58,17 @@ struct Cli {
     /// How the stream is secured.
     #[arg(long, value_enum, default_value_t = TlsMode::Starttls, global = true)]
     tls: TlsMode,
-    /// How the XML travels: a TCP stream, or WebSocket (RFC 7395; `ws://`, needs --tls none;
-    /// --port is then the server's HTTP port, e.g. 5280).
+    /// How the XML travels: a TCP stream, WebSocket (RFC 7395; `ws://`) or BOSH (XEP-0206;
+    /// `http://`); both web transports need --tls none and take the server's HTTP port as
+    /// --port, e.g. 5280.
     #[arg(long, value_enum, default_value_t = Transport::Tcp, global = true)]
     transport: Transport,
     /// The WebSocket endpoint's path (--transport websocket).
     #[arg(long, default_value = "/xmpp-websocket", global = true)]
     ws_path: String,
+    /// The BOSH endpoint's path (--transport bosh).
+    #[arg(long, default_value = "/http-bind", global = true)]
+    bosh_path: String,
     /// Accept any server certificate (test servers with self-signed certificates).
     #[arg(long, global = true)]
     insecure: bool,
@@ -215,8 +220,8 @@ fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let target = target::resolve(&cli.host, cli.port, cli.allow_remote).await?;
-    if cli.transport == Transport::Websocket && cli.tls != TlsMode::None {
-        anyhow::bail!("--transport websocket speaks ws:// only: add --tls none");
+    if cli.transport != Transport::Tcp && cli.tls != TlsMode::None {
+        anyhow::bail!("--transport websocket|bosh speak ws:// and http:// only: add --tls none");
     }
     let nofile = target::raise_nofile(cli.clients as u64 + 256);
     if nofile < cli.clients as u64 + 64 {
@@ -244,6 +249,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tls: cli.tls,
         transport: cli.transport,
         ws_path: cli.ws_path.clone(),
+        bosh_path: cli.bosh_path.clone(),
         tls_starttls,
         tls_direct,
         mechanism: cli.mechanism,

@@ -239,6 +239,17 @@ fn presence_scenario_sets_up_subscriptions_and_delivers() {
 /// `--transport websocket`: the same logins and messages over RFC 7395.
 #[test]
 fn messages_over_websocket() {
+    messages_over("websocket");
+}
+
+/// `--transport bosh`: the same logins and messages over XEP-0206.
+#[test]
+fn messages_over_bosh() {
+    messages_over("bosh");
+}
+
+/// The messages scenario over a web transport of the public HTTP listener.
+fn messages_over(transport: &str) {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -254,7 +265,7 @@ fn messages_over_websocket() {
         port,
         &[
             "--transport",
-            "websocket",
+            transport,
             "--tls",
             "none",
             "messages",

@@ -185,3 +185,22 @@ def test_https_listener_serves_with_the_server_certificate(server):
               "wait='5' hold='1'/>", headers={"Content-Type": "text/xml"})
     text = c.getresponse().read().decode()
     assert ">PLAIN<" in text and "starttls" not in text, text
+
+
+def test_an_empty_request_while_one_is_held_is_overactivity(server):
+    """XEP-0124 §11: while the one request the session may hold is held, another empty
+    request within `polling` seconds ends the session with `policy-violation`; a request
+    with a payload at that moment is the normal case and goes through."""
+    sid = create(server, 2000, wait=30)
+    assert "<success" in req(server, sid, 2001, plain("alice", "alicepass"))
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        held = pool.submit(req, server, sid, 2002)
+        restart = req(server, sid, 2003, xmpp_restart="true", to=server.domain)
+        assert "urn:ietf:params:xml:ns:xmpp-bind" in restart, restart
+        assert "<body" in held.result(timeout=10)
+        # Whichever of the two arrives first, the second finds the first held.
+        held = pool.submit(req, server, sid, 2004)
+        text = req(server, sid, 2005)
+        assert "type='terminate'" in text and "policy-violation" in text, text
+        held.result(timeout=10)
+    assert "item-not-found" in req(server, sid, 2006)

@@ -10,8 +10,11 @@
 #   2. connect:       SESSIONS idle sessions over STARTTLS (fresh server process again: a
 #                     process that has served sessions before reuses their freed pages, so
 #                     memory per session must come from a fresh one),
-#   3. messages, 4. pubsub, 5. muc: one room's fan-out (same process as 2).
-# Prints one table and writes every JSON summary to $WORK.
+#   3. messages, 4. pubsub, 5. muc: one room's fan-out (same process as 2),
+#   6. web (WEB_SESSIONS > 0): for WebSocket (RFC 7395) and BOSH (XEP-0206), each on a fresh
+#      process: WEB_SESSIONS idle sessions (a BOSH session holds one request), then messages
+#      over that transport; plus the same messages over plain TCP as the baseline.
+# Prints the tables and writes every JSON summary to $WORK.
 #
 # For the plain run every server accepts authentication without TLS (Rookery:
 # `[c2s] require_encryption = false`; Prosody: `c2s_require_encryption = false`; ejabberd:
@@ -31,8 +34,10 @@
 #   PUBSUB_RATE=5       items published per second
 #   MUC_OCCUPANTS=500   occupants of the muc scenario's room (0 skips it)
 #   MUC_RATE=20         groupchat messages per second in that room
+#   WEB_SESSIONS=2000   idle WebSocket and BOSH sessions of the web runs (0 skips them)
 #   SERVERS="rookery prosody ejabberd"
-#   BASE_PORT=35200     Rookery uses +22/+23, Prosody +32, ejabberd +42
+#   BASE_PORT=35200     Rookery uses +22/+23 (HTTP +80), Prosody +32 (HTTP +81), ejabberd +42
+#                       (HTTP +82)
 #   WORK=<mktemp -d>    where configs, data, logs and JSON go
 #   ROOKERY_BIN, BENCH_BIN  use these binaries instead of building target/release ones
 #   SCRAM_CACHE=0       1 lets the generator reuse the client's PBKDF2 result across logins
@@ -61,6 +66,7 @@ PUBSUB_SUBS=${PUBSUB_SUBS:-500}
 PUBSUB_RATE=${PUBSUB_RATE:-5}
 MUC_OCCUPANTS=${MUC_OCCUPANTS:-500}
 MUC_RATE=${MUC_RATE:-20}
+WEB_SESSIONS=${WEB_SESSIONS:-2000}
 SERVERS=${SERVERS:-"rookery prosody ejabberd"}
 BASE_PORT=${BASE_PORT:-35200}
 SCRAM_CACHE=${SCRAM_CACHE:-0}
@@ -70,6 +76,7 @@ DOMAIN=localhost
 ACCOUNTS=$(( SESSIONS > MSG_CLIENTS ? SESSIONS : MSG_CLIENTS ))
 ACCOUNTS=$(( ACCOUNTS > PUBSUB_SUBS + 1 ? ACCOUNTS : PUBSUB_SUBS + 1 ))
 ACCOUNTS=$(( ACCOUNTS > MUC_OCCUPANTS ? ACCOUNTS : MUC_OCCUPANTS ))
+ACCOUNTS=$(( ACCOUNTS > WEB_SESSIONS ? ACCOUNTS : WEB_SESSIONS ))
 mkdir -p "$WORK"
 echo "== work directory: $WORK"
 
@@ -164,6 +171,33 @@ run_scenarios() { # run_scenarios <server> <port>
       --login-rate "$LOGIN_RATE" --duration "$DURATION" muc --rate "$MUC_RATE" || true
   fi
   stop_server "$server"
+  [ "$WEB_SESSIONS" -gt 0 ] && run_web "$server" "$port"
+  return 0
+}
+
+run_web() { # run_web <server> <c2s port>: the web transports on the server's HTTP port
+  local server=$1 port=$2 http t
+  case $server in
+    rookery) http=$((BASE_PORT + 80)) ;;
+    prosody) http=$((BASE_PORT + 81)) ;;
+    ejabberd) http=$((BASE_PORT + 82)) ;;
+  esac
+  "start_$server"
+  sleep 2
+  bench "$server" messages-tcp-plain "$port" "$SERVER_PID" --tls none -n "$MSG_CLIENTS" \
+    --login-rate "$LOGIN_RATE" --duration "$DURATION" messages --rate "$MSG_RATE" || true
+  stop_server "$server"
+  for t in websocket bosh; do
+    "start_$server"
+    sleep 5
+    bench "$server" "connect-$t" "$http" "$SERVER_PID" --transport "$t" --tls none \
+      -n "$WEB_SESSIONS" --login-rate "$LOGIN_RATE" --duration 5 connect || true
+    sleep 2
+    bench "$server" "messages-$t" "$http" "$SERVER_PID" --transport "$t" --tls none \
+      -n "$MSG_CLIENTS" --login-rate "$LOGIN_RATE" --duration "$DURATION" \
+      messages --rate "$MSG_RATE" || true
+    stop_server "$server"
+  done
 }
 
 register() { # register <server> <port>: creates the accounts in band (XEP-0077)
@@ -192,8 +226,10 @@ session_queue = 1024
 c2s = "127.0.0.1:$port"
 c2s_direct_tls = "127.0.0.1:$((BASE_PORT + 23))"
 admin = ""
-http = ""
+http = "127.0.0.1:$((BASE_PORT + 80))"
 https = ""
+[http]
+bosh_max_sessions_per_ip = 100000
 [tls]
 cert = "$certs/$DOMAIN.crt"
 key = "$certs/$DOMAIN.key"
@@ -221,7 +257,8 @@ run_prosody() {
   local dir="$WORK/prosody" port=$((BASE_PORT + 32))
   rm -rf "$dir"; mkdir -p "$dir/data"
   cat > "$dir/prosody.cfg.lua" <<EOF
--- Private Prosody for rookery-bench: loopback only, no s2s, no HTTP, no rate limits.
+-- Private Prosody for rookery-bench: loopback only, no s2s, no rate limits; HTTP for the
+-- web transports (mod_websocket, mod_bosh) only.
 run_as_root = true
 pidfile = "$dir/prosody.pid"
 data_path = "$dir/data"
@@ -230,7 +267,13 @@ network_backend = "epoll"
 interfaces = { "127.0.0.1" }
 c2s_ports = { $port }
 c2s_direct_tls_ports = { }
-modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "register"; "smacks"; "pep" }
+modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "register"; "smacks"; "pep";
+                    "websocket"; "bosh" }
+http_interfaces = { "127.0.0.1" }
+http_ports = { $((BASE_PORT + 81)) }
+https_ports = { }
+consider_websocket_secure = true
+consider_bosh_secure = true
 modules_disabled = { "s2s"; "offline" }
 c2s_require_encryption = false
 allow_registration = true
@@ -283,7 +326,8 @@ run_ejabberd() {
   local dir="$WORK/ejabberd" port=$((BASE_PORT + 42)) node=$EJABBERD_NODE
   rm -rf "$dir"; mkdir -p "$dir/spool" "$dir/logs"
   cat > "$dir/ejabberd.yml" <<EOF
-# Private ejabberd for rookery-bench: loopback only, no s2s, no HTTP, no shapers.
+# Private ejabberd for rookery-bench: loopback only, no s2s, no shapers; HTTP for the web
+# transports (ejabberd_http_ws, mod_bosh) only.
 hosts:
   - $DOMAIN
 loglevel: warning
@@ -299,6 +343,13 @@ listen:
     starttls_required: false
     backlog: 128
     access: all
+  -
+    port: $((BASE_PORT + 82))
+    ip: "127.0.0.1"
+    module: ejabberd_http
+    request_handlers:
+      /xmpp-websocket: ejabberd_http_ws
+      /http-bind: mod_bosh
 acl:
   local:
     user_regexp: ""
@@ -326,6 +377,7 @@ modules:
   mod_ping: {}
   mod_roster: {}
   mod_stream_mgmt: {}
+  mod_bosh: {}
   mod_register:
     access: register
     ip_access: all
@@ -413,6 +465,37 @@ print("|" + "|".join("---" for _ in head) + "|")
 for r in rows:
     r += [""] * (len(head) - len(r))
     print("| " + " | ".join(r) + " |")
+
+# The web transports (WEB_SESSIONS > 0): idle memory, then messages against plain TCP.
+head = ["server", "idle sessions", "KiB/session WebSocket", "KiB/session BOSH (1 held request)"]
+for t in ("TCP", "WebSocket", "BOSH"):
+    head += [f"msg p50 / p99 ms {t}", f"server CPU ms/1000 msgs {t}"]
+head += ["lost", "errors"]
+rows = []
+for s in servers:
+    runs = {n: load(s, n) for n in ("connect-websocket", "connect-bosh", "messages-tcp-plain",
+                                    "messages-websocket", "messages-bosh")}
+    if not any(runs.values()):
+        continue
+    ver = open(os.path.join(work, f"{s}.version")).read().strip() if os.path.exists(os.path.join(work, f"{s}.version")) else s
+    def kib(run):
+        per = g(run, "results", "idle_memory", "bytes_per_session")
+        return f(per / 1024 if per is not None else None, "{:.1f}")
+    row = [ver, f(g(runs["connect-websocket"], "results", "idle_memory", "sessions")),
+           kib(runs["connect-websocket"]), kib(runs["connect-bosh"])]
+    for n in ("messages-tcp-plain", "messages-websocket", "messages-bosh"):
+        m = runs[n]
+        row += [f"{f(g(m, 'results', 'messages', 'latency_ms', 'p50'), '{:.2f}')} / {f(g(m, 'results', 'messages', 'latency_ms', 'p99'), '{:.2f}')}",
+                f(g(m, "results", "messages", "server_cpu_ms_per_1000_messages"), "{:.0f}")]
+    row.append(str(sum(g(runs[n], "results", "messages", "lost") or 0 for n in runs if n.startswith("messages"))))
+    row.append(str(sum(sum((g(x, "errors") or {}).values()) for x in runs.values() if x)))
+    rows.append(row)
+if rows:
+    print()
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join("---" for _ in head) + "|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
 EOF
 echo
 echo "JSON summaries: $WORK/*.json"

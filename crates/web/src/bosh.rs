@@ -15,7 +15,11 @@
 //! - inactivity (§7.1): with no request held for `inactivity` seconds the session ends (the
 //!   stream sees its transport gone, so a resumable XEP-0198 session hibernates); a lost HTTP
 //!   connection within that time costs nothing;
-//! - `ack` (§9.1) of the creation request, polling and the advertised limits;
+//! - `ack` (§9.1) of the creation request and the advertised limits;
+//! - overactivity (§11) and too frequent polling (§12): an empty new request less than
+//!   `polling` seconds after the previous new one, while every request the session may have
+//!   open is open (or, with `hold` = 0, after an empty answer), ends the session with
+//!   `policy-violation` — a client that polls in a loop costs a request per round trip;
 //! - a bound on sessions per client address, and CORS (with preflight) for web pages of the
 //!   allowed origins.
 
@@ -58,8 +62,9 @@ const MAX_HOLD: usize = 1;
 /// Seconds without a held request before the session ends (XEP-0124 §7.1 `inactivity`).
 const INACTIVITY: Duration = Duration::from_secs(60);
 
-/// Shortest interval between two requests with no payload while none is held (`polling`).
-const POLLING_SECS: u64 = 2;
+/// Shortest interval between two empty new requests while every request the session may
+/// have open is open, or, with `hold` = 0, after an empty answer (`polling`, §11, §12).
+const POLLING: Duration = Duration::from_secs(2);
 
 /// Messages to the connection waiting in the channel (the rest waits in the request).
 const INCOMING_DEPTH: usize = 4;
@@ -156,6 +161,10 @@ struct Window {
     creating: bool,
     /// `ack` of the creation request (XEP-0124 §9.1): the client wants acknowledgements.
     ack: bool,
+    /// When the last new request (not a resend) arrived.
+    last_new: Instant,
+    /// Whether the last answer carried nothing (§12: polling too often is judged by it).
+    answered_empty: bool,
 }
 
 /// `POST /http-bind`.
@@ -298,6 +307,8 @@ async fn create(
             idle_since: Instant::now(),
             creating: true,
             ack: body.attr("ack") == Some("1"),
+            last_new: Instant::now(),
+            answered_empty: false,
         }),
         changed: Notify::new(),
     });
@@ -351,6 +362,9 @@ impl Session {
                 }
                 if rid <= w.next_rid {
                     if rid == w.next_rid {
+                        if self.overactive(&mut w, body) {
+                            return self.terminate_now(&mut w, "policy-violation");
+                        }
                         w.next_rid = rid + 1;
                         w.held.push_back(rid);
                     }
@@ -440,6 +454,26 @@ impl Session {
         }
     }
 
+    /// Whether `body`, a new request, is one too many (XEP-0124 §11 overactivity, §12
+    /// polling): empty, less than [`POLLING`] after the previous new request, and either
+    /// every request the session may have open is open or (`hold` = 0) the last answer was
+    /// empty too.
+    fn overactive(&self, w: &mut Window, body: &Element) -> bool {
+        let now = Instant::now();
+        let soon = now.duration_since(w.last_new) < POLLING;
+        w.last_new = now;
+        let empty = body.children().next().is_none()
+            && ["type", "pause", "xmpp:restart"]
+                .iter()
+                .all(|a| body.attr(a).is_none());
+        let all_open = if self.hold == 0 {
+            w.answered_empty
+        } else {
+            w.held.len() >= self.hold
+        };
+        empty && soon && all_open
+    }
+
     /// A response with everything gathered (the session attributes on the first one).
     fn response(&self, w: &mut Window) -> Bytes {
         let mut out = Vec::with_capacity(256 + w.out.iter().map(Bytes::len).sum::<usize>());
@@ -452,7 +486,7 @@ impl Session {
                 ("hold", self.hold.to_string()),
                 ("requests", (self.hold + 1).to_string()),
                 ("inactivity", INACTIVITY.as_secs().to_string()),
-                ("polling", POLLING_SECS.to_string()),
+                ("polling", POLLING.as_secs().to_string()),
                 ("ver", "1.11".to_string()),
                 ("secure", "true".to_string()),
                 ("authid", w.stream_id.clone().unwrap_or_default()),
@@ -544,6 +578,7 @@ struct Held<'a> {
 impl Held<'_> {
     /// Records `response` for `rid` (kept for a resend) and leaves the window.
     fn answer(&self, w: &mut Window, response: Bytes) {
+        w.answered_empty = response == empty_body();
         w.answered.push_back((self.rid, response));
         while w.answered.len() > self.session.hold + 1 {
             w.answered.pop_front();

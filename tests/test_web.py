@@ -73,6 +73,7 @@ async def test_xmppjs_over_websocket_with_a_tcp_user_and_resumption(server):
     assert by_name["online"]["mechanism"] == "SCRAM-SHA-1"
     assert by_name["online"]["jid"].startswith("alice@localhost/")
     assert "roster" in by_name
+    assert "carbon" in by_name and "csi" in by_name
     assert [s["body"] for s in steps if s["step"] == "round-trip"] == [
         "hello from xmpp.js", "hello again after resumption"]
     assert by_name["resumed"]["same"] is True

@@ -3,8 +3,10 @@
 // PASSWORD, PEER (a bare JID on TCP that answers every message with "echo: <body>").
 //
 // Scenario: SCRAM-SHA-1 login, bind, roster get, presence, a message round trip with the
-// TCP peer; then the WebSocket is cut, xmpp.js reconnects on a new WebSocket and resumes
-// the XEP-0198 session, and a second round trip runs on the resumed session.
+// TCP peer; message carbons (XEP-0280) and client state indication (XEP-0352) with a second
+// xmpp.js session of the same account; then the WebSocket is cut, xmpp.js reconnects on a
+// new WebSocket and resumes the XEP-0198 session, and a second round trip runs on the
+// resumed session.
 // Prints one JSON line per step; exits non-zero on the first failure.
 import { client, xml } from "@xmpp/client";
 import { WebSocket } from "ws";
@@ -28,16 +30,19 @@ function within(promise, what) {
 }
 
 let mechanism = null;
-const xmpp = client({
-  service: SERVICE,
-  domain: DOMAIN,
-  resource: "xmppjs",
-  credentials: async (authenticate, mechanisms) => {
-    mechanism = mechanisms.find((m) => m.startsWith("SCRAM-"));
-    if (!mechanism) throw new Error(`no SCRAM mechanism offered: ${mechanisms}`);
-    await authenticate({ username: USERNAME, password: PASSWORD }, mechanism);
-  },
-});
+function session(resource) {
+  return client({
+    service: SERVICE,
+    domain: DOMAIN,
+    resource,
+    credentials: async (authenticate, mechanisms) => {
+      mechanism = mechanisms.find((m) => m.startsWith("SCRAM-"));
+      if (!mechanism) throw new Error(`no SCRAM mechanism offered: ${mechanisms}`);
+      await authenticate({ username: USERNAME, password: PASSWORD }, mechanism);
+    },
+  });
+}
+const xmpp = session("xmppjs");
 xmpp.on("error", (err) => step("client-error", { error: String(err) }));
 
 const received = [];
@@ -86,6 +91,32 @@ try {
 
   await xmpp.send(xml("presence"));
   await roundTrip("hello from xmpp.js");
+
+  // Carbons and CSI: a second session of the account sends to the peer (this session gets
+  // the <sent/> copy) while this one is inactive, then to this session (a message with a
+  // body is not held back by CSI).
+  await xmpp.iqCaller.request(
+    xml("iq", { type: "set" }, xml("enable", { xmlns: "urn:xmpp:carbons:2" })),
+  );
+  await xmpp.send(xml("inactive", { xmlns: "urn:xmpp:csi:0" }));
+  const second = session("second");
+  const secondOnline = new Promise((resolve) => second.once("online", resolve));
+  await second.start();
+  await within(secondOnline, "second online");
+  const copy = nextMessage(
+    (s) => s.getChild("sent", "urn:xmpp:carbons:2")?.getChild("forwarded", "urn:xmpp:forward:0")
+      ?.getChild("message")?.getChildText("body") === "from the second session",
+    "the carbon copy",
+  );
+  await second.send(xml("message", { to: PEER, type: "chat" }, xml("body", {}, "from the second session")));
+  await copy;
+  step("carbon");
+  const direct = nextMessage((s) => s.getChildText("body") === "to the first session", "direct");
+  await second.send(xml("message", { to: String(xmpp.jid), type: "chat" }, xml("body", {}, "to the first session")));
+  await direct;
+  await xmpp.send(xml("active", { xmlns: "urn:xmpp:csi:0" }));
+  step("csi");
+  await second.stop();
 
   const sm = xmpp.streamManagement;
   if (!sm.enabled || !sm.id) throw new Error("stream management not enabled");

@@ -87,9 +87,12 @@ async def test_pubsub_nodes_listed_and_deleted_and_s2s_listed(server):
         ["weather"]
     # Federation is on (no listener here): no streams yet.
     status, _, body = http(server, "GET", "/api/v1/s2s")
-    assert (status, body) == (200, {"outgoing": [], "incoming": 0})
+    assert (status, body) == (200, {"outgoing": [], "incoming": 0, "incoming_streams": []})
     r = server.ctl("s2s")
-    assert r.returncode == 0 and "incoming streams: 0" in r.stdout
+    assert r.returncode == 0 and "incoming connections: 0" in r.stdout
+    assert http(server, "DELETE", "/api/v1/s2s/elsewhere.example")[0] == 404
+    r = server.ctl("s2s", "close", "elsewhere.example")
+    assert r.returncode != 0
     r = server.ctl("stats")
     assert r.returncode == 0 and "connections.c2s" in r.stdout and "users" in r.stdout
     await alice.close()

@@ -151,6 +151,11 @@ class Rookery(Server):
         for sub in (f"pubsub.{self.domain}", f"conference.{self.domain}", self.component_domain):
             dns.add_server(sub, self.host, self.s2s_port, self.s2s_direct_tls_port)
 
+    def ctl(self, *args: str) -> subprocess.CompletedProcess:
+        """`rookery ctl ARGS` against this running server (its admin listener)."""
+        return subprocess.run([ROOKERY_BIN, "--config", str(self.config_path), "ctl", *args],
+                              capture_output=True, text=True, timeout=30)
+
     def start(self):
         data = self.dir / "data"
         dns_host, dns_port = self.dns.addr
@@ -159,7 +164,8 @@ class Rookery(Server):
                  if self.mode == "external" else
                  "use_webpki_roots = false\nrequire_valid_certificates = false")
         self.component_port = free_port("127.0.0.1")
-        cfg = self.dir / "rookery.toml"
+        self.admin_port = free_port("127.0.0.1")
+        cfg = self.config_path = self.dir / "rookery.toml"
         cfg.write_text(f"""domain = "{self.domain}"
 data_dir = "{data}"
 
@@ -168,7 +174,7 @@ c2s = "{self.host}:{self.port}"
 c2s_direct_tls = ""
 s2s = "{self.host}:{self.s2s_port}"
 s2s_direct_tls = "{f'{self.host}:{self.s2s_direct_tls_port}' if self.s2s_direct_tls_port else ''}"
-admin = ""
+admin = "127.0.0.1:{self.admin_port}"
 http = ""
 https = ""
 

@@ -7,6 +7,7 @@ server-to-server streams (TLS, then dialback or SASL EXTERNAL), so waits are gen
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import time
@@ -161,6 +162,38 @@ async def test_s2s_authentication_method(rookery, peer):
     if rookery.s2s_direct_tls_port:
         # Rookery published `_xmpps-server` first: the peer came over direct TLS (XEP-0368).
         assert "direct_tls=true" in inc.group(0), inc.group(0)
+
+
+async def test_admin_closes_the_streams_with_a_peer(rookery, peer):
+    """`rookery ctl s2s` lists the streams with the peer in both directions by domain; `ctl
+    s2s close` ends them all, and the next stanzas open new ones."""
+    def with_peer() -> tuple[bool, bool]:
+        r = rookery.ctl("--json", "s2s")
+        assert r.returncode == 0, r.stderr
+        listed = json.loads(r.stdout)
+        return (any(s["remote"] == peer.domain for s in listed["outgoing"]),
+                any(peer.domain in s["remote"] for s in listed["incoming_streams"]))
+
+    async def both_ways(text: str):
+        a.send_message(mto=peer.jid("bob", "fed"), mbody=f"{text} out", mtype="chat")
+        await b.inbox.wait(lambda el: body(el) == f"{text} out", WAIT, what=f"{text} out")
+        b.send_message(mto=rookery.jid("alice", "fed"), mbody=f"{text} in", mtype="chat")
+        await a.inbox.wait(lambda el: body(el) == f"{text} in", WAIT, what=f"{text} in")
+
+    a, b = await clients(rookery, peer)
+    try:
+        await both_ways("before the close")
+        assert with_peer() == (True, True)
+        r = rookery.ctl("s2s", "close", peer.domain)
+        assert r.returncode == 0 and "closed" in r.stdout, r.stderr
+        deadline = time.monotonic() + WAIT
+        while with_peer() != (False, False):
+            assert time.monotonic() < deadline, f"streams with {peer.domain} still listed"
+            await asyncio.sleep(0.2)
+        assert "outgoing stream closed by an administrator" in rookery.log()
+        await both_ways("after the close")
+    finally:
+        await close(a, b)
 
 
 async def test_pubsub_service_from_a_remote_user(rookery, peer):

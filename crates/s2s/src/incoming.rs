@@ -139,7 +139,8 @@ async fn bound(s2s: &Arc<S2s>, mut conn: Conn, done: Done) {
         s2s.core.domain_jid().clone().into(),
         64,
     );
-    s2s.incoming.insert(handle.id(), handle.clone());
+    s2s.incoming
+        .insert(handle.id(), (handle.clone(), auth.clone()));
     if s2s.is_closing() {
         // Raced with close_all, which may not have seen this handle.
         handle.close(crate::shutdown_error());

@@ -111,8 +111,9 @@ pub struct S2s {
     next_id: AtomicU64,
     /// Set once by [`S2s::close_all`]; every stream task watches it.
     closing: tokio::sync::watch::Sender<bool>,
-    /// Bound incoming streams, to close at shutdown.
-    incoming: DashMap<SessionId, SessionHandle>,
+    /// Bound incoming streams, to close at shutdown or by an administrator, with what each
+    /// authenticated.
+    incoming: DashMap<SessionId, (SessionHandle, Arc<std::sync::Mutex<trust::Authenticated>>)>,
     /// Incoming connection tasks alive (negotiating or bound).
     incoming_live: AtomicUsize,
 }
@@ -236,8 +237,37 @@ impl S2s {
     pub fn close_all(&self) {
         let _ = self.closing.send_replace(true);
         for e in self.incoming.iter() {
-            e.value().close(shutdown_error());
+            e.value().0.close(shutdown_error());
         }
+    }
+
+    /// The remote domains each bound incoming stream authenticated (an empty list: one that
+    /// has not authenticated any yet), sorted.
+    pub fn incoming(&self) -> Vec<Vec<String>> {
+        let mut v: Vec<Vec<String>> = self
+            .incoming
+            .iter()
+            .map(|e| e.value().1.lock().map(|a| a.remotes()).unwrap_or_default())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Closes every stream with `remote`, outgoing and incoming, with a `policy-violation`
+    /// stream error saying `reason` (an administrator's decision); outgoing ones write what
+    /// they have queued first. Returns how many were closed. A stanza for the domain later
+    /// opens a new stream, and the remote server may connect again.
+    pub fn close_remote(&self, remote: &str, reason: &str) -> usize {
+        let error = StreamError::with_text(StreamErrorCondition::PolicyViolation, reason);
+        let mut closed = 0;
+        for e in self.incoming.iter() {
+            let (handle, auth) = e.value();
+            if auth.lock().is_ok_and(|a| a.knows(remote)) {
+                handle.close(error.clone());
+                closed += 1;
+            }
+        }
+        closed + self.close_outgoing(remote, &error)
     }
 
     /// Whether [`S2s::close_all`] was called.

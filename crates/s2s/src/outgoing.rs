@@ -29,7 +29,7 @@ use rookery_stream::{Conn, ConnError, Transport};
 use rookery_xml::Limits;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tracing::Instrument;
@@ -58,7 +58,22 @@ pub(crate) struct Entry {
     stanzas: mpsc::Sender<Stanza>,
     verifies: mpsc::Sender<VerifyReq>,
     auth: Arc<AtomicU8>,
+    /// An administrator's close ([`S2s::close_remote`]): the stream error to end with.
+    close: watch::Sender<Option<StreamError>>,
 }
+
+/// Where an outgoing stream hears of an administrator's close ([`Entry`]).
+pub(crate) type CloseSignal = watch::Receiver<Option<StreamError>>;
+
+/// A stream's queues, as its `Sending` policy takes them: the stanzas taken from the
+/// channel and not yet written, the pair's stanzas and verification requests, the close
+/// signal.
+pub(crate) type Queues<'a> = (
+    &'a mut VecDeque<Stanza>,
+    &'a mut mpsc::Receiver<Stanza>,
+    &'a mut mpsc::Receiver<VerifyReq>,
+    CloseSignal,
+);
 
 /// How an outgoing stream is authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,10 +181,12 @@ impl S2s {
             let (stx, srx) = mpsc::channel(self.config.queue_len.max(1));
             let (vtx, vrx) = mpsc::channel(VERIFY_QUEUE);
             let auth = Arc::new(AtomicU8::new(0));
+            let (close, close_rx) = watch::channel(None);
             let channels = Channels {
                 stanzas: srx,
                 verifies: vrx,
                 auth: auth.clone(),
+                close: close_rx,
             };
             tokio::spawn(run(me, id, local.to_string(), remote.to_string(), channels));
             Entry {
@@ -177,6 +194,7 @@ impl S2s {
                 stanzas: stx,
                 verifies: vtx,
                 auth,
+                close,
             }
         });
         Some((e.id, e.stanzas.clone(), e.verifies.clone()))
@@ -237,6 +255,17 @@ impl S2s {
     }
 
     /// Drops the pool entry `id` of the pair if it is still the current one.
+    /// Closes the outgoing streams to `remote` with `error` (an authenticated one writes
+    /// what is queued first; one still connecting closes once it is up); how many.
+    pub(crate) fn close_outgoing(&self, remote: &str, error: &StreamError) -> usize {
+        let mut closed = 0;
+        for e in self.pool.iter().filter(|e| e.key().1 == remote) {
+            e.value().close.send_replace(Some(error.clone()));
+            closed += 1;
+        }
+        closed
+    }
+
     fn forget(&self, local: &str, remote: &str, id: u64) {
         self.pool
             .remove_if(&(local.to_string(), remote.to_string()), |_, e| e.id == id);
@@ -354,6 +383,7 @@ struct Channels {
     stanzas: mpsc::Receiver<Stanza>,
     verifies: mpsc::Receiver<VerifyReq>,
     auth: Arc<AtomicU8>,
+    close: CloseSignal,
 }
 
 /// The connection task of one pair.
@@ -363,6 +393,7 @@ async fn run(s2s: Arc<S2s>, id: u64, local: String, remote: String, channels: Ch
         mut stanzas,
         mut verifies,
         auth,
+        close,
     } = channels;
     async move {
         let mut backlog: VecDeque<Stanza> = VecDeque::new();
@@ -385,7 +416,7 @@ async fn run(s2s: Arc<S2s>, id: u64, local: String, remote: String, channels: Ch
                 (&local, &remote),
                 deadline,
                 &mut backlog,
-                (&mut stanzas, &mut verifies),
+                (&mut stanzas, &mut verifies, close.clone()),
                 &auth,
             )
             .await;
@@ -634,7 +665,11 @@ async fn session(
     (local, remote): (&str, &str),
     deadline: Instant,
     backlog: &mut VecDeque<Stanza>,
-    (stanzas, verifies): (&mut mpsc::Receiver<Stanza>, &mut mpsc::Receiver<VerifyReq>),
+    (stanzas, verifies, close): (
+        &mut mpsc::Receiver<Stanza>,
+        &mut mpsc::Receiver<VerifyReq>,
+        CloseSignal,
+    ),
     auth: &AtomicU8,
 ) -> End {
     let Open {
@@ -680,7 +715,7 @@ async fn session(
         deadline,
         idle,
         ready,
-        (backlog, stanzas, verifies),
+        (backlog, stanzas, verifies, close),
         auth,
     );
     sending.run(&mut conn).await

@@ -2,7 +2,8 @@
 //! of every stream (`rookery_stream::pump`): the [`Sending`] policy waits for the dialback
 //! answer when the stream authenticates that way, writes the pair's queued stanzas once it
 //! is authenticated, writes verification requests of the receiving role at any time, and
-//! closes the stream when idle, at shutdown, or when authentication takes too long.
+//! closes the stream when idle, at shutdown, when an administrator closes it
+//! ([`S2s::close_remote`]), or when authentication takes too long.
 //!
 //! What differs from the other streams on the loop, and why:
 //! - the queue is the pair's own channel of typed stanzas, not the router's byte queue: a
@@ -35,7 +36,7 @@ use tokio::time::Instant;
 
 use crate::dialback::{Dialback, Kind, Outcome};
 use crate::initiating::stream_error;
-use crate::outgoing::{End, OutError, Verdict, VerifyReq};
+use crate::outgoing::{CloseSignal, End, OutError, Queues, Verdict, VerifyReq};
 use crate::S2s;
 
 /// Most queued stanzas written before one flush.
@@ -49,6 +50,8 @@ enum Woke {
     Verify(VerifyReq),
     /// The server is shutting down.
     Shutdown,
+    /// An administrator closes the stream, with this error.
+    Close(StreamError),
 }
 
 /// The policy of an authenticated (or authenticating, by dialback) outgoing stream.
@@ -69,6 +72,8 @@ pub(crate) struct Sending<'a> {
     verifies: &'a mut mpsc::Receiver<VerifyReq>,
     auth: &'a AtomicU8,
     closed: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Set by [`S2s::close_remote`].
+    close: CloseSignal,
     woke: Option<Woke>,
     /// How the stream ended, when the policy ended it.
     end: Option<End>,
@@ -83,11 +88,7 @@ impl<'a> Sending<'a> {
         deadline: Instant,
         idle: Duration,
         ready: bool,
-        (backlog, stanzas, verifies): (
-            &'a mut VecDeque<Stanza>,
-            &'a mut mpsc::Receiver<Stanza>,
-            &'a mut mpsc::Receiver<VerifyReq>,
-        ),
+        (backlog, stanzas, verifies, close): Queues<'a>,
         auth: &'a AtomicU8,
     ) -> Self {
         Sending {
@@ -104,6 +105,7 @@ impl<'a> Sending<'a> {
             verifies,
             auth,
             closed: Box::pin(s2s.closed()),
+            close,
             woke: None,
             end: None,
         }
@@ -226,6 +228,9 @@ impl Inbound for Sending<'_> {
             Some(v) = self.verifies.recv() => self.woke = Some(Woke::Verify(v)),
             Some(s) = self.stanzas.recv(), if take_stanza => self.backlog.push_back(s),
             () = &mut self.closed => self.woke = Some(Woke::Shutdown),
+            Ok(()) = self.close.changed() => {
+                self.woke = self.close.borrow_and_update().clone().map(Woke::Close);
+            }
         }
         Ok(())
     }
@@ -252,6 +257,18 @@ impl Inbound for Sending<'_> {
                 let e = crate::shutdown_error();
                 fail_out(conn, e.condition, e.text.as_deref().unwrap_or_default()).await;
                 return Err(self.stop(End::Failed(OutError::Shutdown)));
+            }
+            Some(Woke::Close(e)) => {
+                if self.ready {
+                    flush_for_shutdown(conn, self.backlog, self.stanzas).await;
+                }
+                tracing::info!(
+                    reason = e.text.as_deref().unwrap_or_default(),
+                    "outgoing stream closed by an administrator"
+                );
+                fail_out(conn, e.condition, e.text.as_deref().unwrap_or_default()).await;
+                // As after an idle close: what still waits goes to a new stream.
+                return Err(self.stop(End::Idle));
             }
             None => {}
         }
@@ -324,9 +341,10 @@ async fn write_batch(
     conn.flush().await
 }
 
-/// At shutdown, on an authenticated stream: refuses new stanzas and writes what is queued
-/// (the unavailable presence of the users the shutdown disconnected, among others), for at
-/// most [`SHUTDOWN_FLUSH`]; what is left stays in the backlog and the queue, to bounce.
+/// At shutdown (or an administrator's close), on an authenticated stream: refuses new
+/// stanzas and writes what is queued (the unavailable presence of the users the shutdown
+/// disconnected, among others), for at most [`SHUTDOWN_FLUSH`]; what is left stays in the
+/// backlog and the queue, to bounce (or, after a close, to go to a new stream).
 async fn flush_for_shutdown(
     conn: &mut Conn,
     backlog: &mut VecDeque<Stanza>,

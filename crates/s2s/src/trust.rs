@@ -45,6 +45,19 @@ impl Authenticated {
         self.domains.contains(remote) || self.pairs.iter().any(|(r, _)| r == remote)
     }
 
+    /// The remote domains authenticated on this stream, sorted.
+    pub fn remotes(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .domains
+            .iter()
+            .chain(self.pairs.iter().map(|(r, _)| r))
+            .cloned()
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// Whether nothing was authenticated yet.
     pub fn is_empty(&self) -> bool {
         self.domains.is_empty() && self.pairs.is_empty()

@@ -8,7 +8,9 @@ use std::sync::{Arc, OnceLock};
 use anyhow::{bail, Context};
 use async_trait::async_trait;
 use rand::RngCore;
-use rookery_http::admin::services::{Component, PubsubNode, S2sStream, Services};
+use rookery_http::admin::services::{
+    Component, PubsubNode, S2sIncoming, S2sList, S2sStream, Services,
+};
 use rookery_jid::Jid;
 use rookery_proto::{StreamError, StreamErrorCondition};
 
@@ -67,7 +69,7 @@ pub struct ServerServices {
 
 #[async_trait]
 impl Services for ServerServices {
-    fn s2s(&self) -> Option<(Vec<S2sStream>, usize)> {
+    fn s2s(&self) -> Option<S2sList> {
         let s2s = self.s2s.get()?;
         let outgoing = s2s
             .outgoing()
@@ -78,7 +80,20 @@ impl Services for ServerServices {
                 auth: auth.as_str(),
             })
             .collect();
-        Some((outgoing, s2s.incoming_count()))
+        let incoming_streams = s2s
+            .incoming()
+            .into_iter()
+            .map(|remote| S2sIncoming { remote })
+            .collect();
+        Some(S2sList {
+            outgoing,
+            incoming: s2s.incoming_count(),
+            incoming_streams,
+        })
+    }
+
+    fn close_s2s(&self, domain: &str, reason: &str) -> Option<usize> {
+        Some(self.s2s.get()?.close_remote(domain, reason))
     }
 
     fn components(&self) -> Vec<Component> {

@@ -45,8 +45,12 @@ pub enum CtlCommand {
     },
     /// Counters of the running server (accounts, connections by kind, uptime).
     Stats,
-    /// Server-to-server streams: outgoing ones with their authentication, incoming count.
-    S2s,
+    /// Server-to-server streams, outgoing and incoming, by remote domain; `close DOMAIN`
+    /// ends every stream with one server.
+    S2s {
+        #[command(subcommand)]
+        action: Option<CtlS2s>,
+    },
     /// Declared components and whether each is connected; `disconnect DOMAIN` ends one.
     Components {
         #[command(subcommand)]
@@ -64,6 +68,19 @@ pub enum CtlCommand {
     Users {
         #[command(subcommand)]
         action: CtlUsers,
+    },
+}
+
+/// `rookery ctl s2s …`.
+#[derive(Subcommand)]
+pub enum CtlS2s {
+    /// Lists them (the default).
+    List,
+    /// Closes every stream with a remote server, both directions (`policy-violation`); a
+    /// stanza for it later opens a new one, and it may connect again.
+    Close {
+        /// The remote server's domain.
+        domain: String,
     },
 }
 
@@ -262,17 +279,40 @@ pub async fn run(cfg: &Config, command: CtlCommand, as_json: bool) -> anyhow::Re
             flatten("", &v, &mut rows);
             (v, Some((vec!["", ""], rows)))
         }
-        CtlCommand::S2s => {
-            let v = api.call(Method::GET, "/s2s", None).await?;
-            let rows = list(&v, "outgoing")
-                .map(|s| ["local", "remote", "auth"].map(|k| text(&s[k])).to_vec())
-                .collect();
-            println_unless(
-                as_json,
-                format!("incoming streams: {}", field(&v, "/incoming")),
-            );
-            (v, Some((vec!["LOCAL", "REMOTE", "AUTH"], rows)))
-        }
+        CtlCommand::S2s { action } => match action.unwrap_or(CtlS2s::List) {
+            CtlS2s::List => {
+                let v = api.call(Method::GET, "/s2s", None).await?;
+                let outgoing = list(&v, "outgoing").map(|s| {
+                    let [local, remote, auth] = ["local", "remote", "auth"].map(|k| text(&s[k]));
+                    vec!["out".into(), local, remote, auth]
+                });
+                let incoming = list(&v, "incoming_streams").map(|s| {
+                    let remote: Vec<String> = s["remote"]
+                        .as_array()
+                        .map(|a| a.iter().map(text).collect())
+                        .unwrap_or_default();
+                    vec!["in".into(), String::new(), remote.join(" "), String::new()]
+                });
+                let rows = outgoing.chain(incoming).collect();
+                println_unless(
+                    as_json,
+                    format!("incoming connections: {}", field(&v, "/incoming")),
+                );
+                (
+                    v,
+                    Some((vec!["DIRECTION", "LOCAL", "REMOTE", "AUTH"], rows)),
+                )
+            }
+            CtlS2s::Close { domain } => {
+                let path = format!("/s2s/{}", segment(&domain));
+                let v = api.call(Method::DELETE, &path, None).await?;
+                println_unless(
+                    as_json,
+                    format!("closed {} streams with {domain}", field(&v, "/closed")),
+                );
+                (v, None)
+            }
+        },
         CtlCommand::Components { action } => match action.unwrap_or(CtlComponents::List) {
             CtlComponents::List => {
                 let v = api.call(Method::GET, "/components", None).await?;

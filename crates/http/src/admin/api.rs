@@ -30,6 +30,7 @@ pub(super) fn router(ctx: AdminContext) -> Router<AdminContext> {
         .route("/announce", post(announce))
         .route("/reload", post(reload))
         .route("/s2s", get(services::s2s))
+        .route("/s2s/{domain}", axum::routing::delete(services::close_s2s))
         .route("/components", get(services::components))
         .route(
             "/components/{domain}",

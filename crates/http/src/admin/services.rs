@@ -24,6 +24,25 @@ pub struct S2sStream {
     pub auth: &'static str,
 }
 
+/// The server-to-server streams.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct S2sList {
+    /// The outgoing streams.
+    pub outgoing: Vec<S2sStream>,
+    /// How many incoming connections there are (negotiating or bound).
+    pub incoming: usize,
+    /// The bound incoming streams: the remote domains each authenticated (empty while it
+    /// has authenticated none).
+    pub incoming_streams: Vec<S2sIncoming>,
+}
+
+/// A bound incoming server-to-server stream.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct S2sIncoming {
+    /// The peer domains authenticated on it.
+    pub remote: Vec<String>,
+}
+
 /// A declared component.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Component {
@@ -47,8 +66,11 @@ pub struct PubsubNode {
 /// What the admin API may ask of federation, components and the pubsub service.
 #[async_trait]
 pub trait Services: Send + Sync {
-    /// Outgoing s2s streams, and the number of incoming ones; `None` without federation.
-    fn s2s(&self) -> Option<(Vec<S2sStream>, usize)>;
+    /// The s2s streams; `None` without federation.
+    fn s2s(&self) -> Option<S2sList>;
+    /// Closes every stream with the remote `domain` (`policy-violation` with `reason`); how
+    /// many there were, `None` without federation.
+    fn close_s2s(&self, domain: &str, reason: &str) -> Option<usize>;
     /// The declared components.
     fn components(&self) -> Vec<Component>;
     /// Disconnects the component serving `domain` (`policy-violation`); whether one was
@@ -64,18 +86,32 @@ pub trait Services: Send + Sync {
 /// The server's services, for the router.
 pub type SharedServices = Arc<dyn Services>;
 
-#[derive(Debug, Serialize)]
-pub(super) struct S2sList {
-    outgoing: Vec<S2sStream>,
-    incoming: usize,
+pub(super) async fn s2s(State(ctx): State<AdminContext>) -> Result<Json<S2sList>, ApiError> {
+    ctx.services
+        .s2s()
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound("federation ([s2s] enabled)".into()))
 }
 
-pub(super) async fn s2s(State(ctx): State<AdminContext>) -> Result<Json<S2sList>, ApiError> {
-    let (outgoing, incoming) = ctx
+#[derive(Debug, Serialize)]
+pub(super) struct S2sClosed {
+    closed: usize,
+}
+
+/// `DELETE /s2s/{domain}`: closes every stream with that server, both directions.
+pub(super) async fn close_s2s(
+    State(ctx): State<AdminContext>,
+    Path(domain): Path<String>,
+) -> Result<Json<S2sClosed>, ApiError> {
+    let closed = ctx
         .services
-        .s2s()
+        .close_s2s(&domain, "closed by an administrator")
         .ok_or_else(|| ApiError::NotFound("federation ([s2s] enabled)".into()))?;
-    Ok(Json(S2sList { outgoing, incoming }))
+    if closed == 0 {
+        return Err(ApiError::NotFound(format!("a stream with {domain}")));
+    }
+    tracing::info!(%domain, closed, "s2s streams closed through the admin api");
+    Ok(Json(S2sClosed { closed }))
 }
 
 #[derive(Debug, Serialize)]
@@ -148,7 +184,11 @@ pub struct NoServices;
 
 #[async_trait]
 impl Services for NoServices {
-    fn s2s(&self) -> Option<(Vec<S2sStream>, usize)> {
+    fn s2s(&self) -> Option<S2sList> {
+        None
+    }
+
+    fn close_s2s(&self, _domain: &str, _reason: &str) -> Option<usize> {
         None
     }
 

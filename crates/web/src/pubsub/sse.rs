@@ -18,7 +18,8 @@
 //! # Bounded
 //! A stream holds a watch receiver on the node's shared ring (no queue of its own) and
 //! writes the next event only once the socket took the last one. A client that stops
-//! reading falls behind the ring and is dropped (`Lagged`); it may reconnect and resume.
+//! reading is dropped after two heartbeats without progress, or as soon as it falls behind
+//! the ring (`Lagged`); it may reconnect and resume.
 //! A comment every [`HEARTBEAT`] keeps proxies from closing an idle stream; `retry:` asks
 //! browsers to reconnect after [`RETRY_MS`].
 //!
@@ -51,6 +52,9 @@ use crate::WebContext;
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The reconnection delay suggested to browsers, in milliseconds.
 pub const RETRY_MS: u32 = 2000;
+/// Heartbeats a write may wait for a client that does not read before it is dropped
+/// (15–30 s: the first beat may come right after the write started).
+const STALLED_BEATS: u32 = 2;
 
 /// One event in the text/event-stream format: `event:`, `id:` when given and safe (no line
 /// break or NUL, which would end the field or be ignored), one `data:` line per line of
@@ -173,7 +177,8 @@ where
 }
 
 /// Writes a stream's body: see [`respond`]. A client that does not read holds up only its
-/// own writes, until its events fall behind the node's ring or the server stops.
+/// own writes; one whose socket has not taken a chunk for [`STALLED_BEATS`] heartbeats is
+/// dropped (and one that reads again late finds itself behind the node's ring: `Lagged`).
 async fn write<S: Stream<Item = Bytes>>(
     mut out: BodyWriter,
     mut stopped: watch::Receiver<()>,
@@ -186,9 +191,24 @@ async fn write<S: Stream<Item = Bytes>>(
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next = Some(Bytes::from(first));
     while let Some(chunk) = next {
-        let sent = tokio::select! {
-            r = out.send(&chunk) => r.is_ok(),
-            _ = stopped.changed() => false,
+        // One write, polled to its end (a write given up halfway would cut an event).
+        let sent = {
+            let send = out.send(&chunk);
+            tokio::pin!(send);
+            let mut beats = 0;
+            loop {
+                tokio::select! {
+                    r = &mut send => break r.is_ok(),
+                    _ = stopped.changed() => break false,
+                    _ = heartbeat.tick() => {
+                        beats += 1;
+                        if beats >= STALLED_BEATS {
+                            tracing::debug!("SSE client stopped reading; dropped");
+                            break false;
+                        }
+                    }
+                }
+            }
         };
         if !sent {
             return;
@@ -293,6 +313,41 @@ mod tests {
         let (a, b) = (node_event("n", &w), node_event("n", &w));
         assert_eq!(a, "event: item\nid: i\ndata: i\n\n");
         assert_eq!(a.as_ptr(), b.as_ptr());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_dropped() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (_stop, stopped) = watch::channel(());
+        // A node that never stops publishing large events.
+        let router = axum::Router::new().route(
+            "/s",
+            axum::routing::get(move || {
+                let events = futures_util::stream::repeat(Bytes::from(vec![b'x'; 1 << 20]));
+                std::future::ready(respond(stopped.clone(), String::new(), events))
+            }),
+        );
+        let limits = rookery_http::Limits::ADMIN;
+        tokio::spawn(rookery_http::listener::run(
+            l,
+            router,
+            limits,
+            std::future::pending(),
+        ));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /s HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Not reading: the socket buffers fill, the server's write waits, the heartbeats
+        // go by (the clock is paused: it moves when everything waits).
+        tokio::time::sleep(HEARTBEAT * 3).await;
+        // What was in flight, then the end: the stream was dropped.
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert!(got.starts_with(b"HTTP/1.1 200"));
+        assert!(got.len() < 64 << 20, "{}", got.len());
     }
 
     #[test]

@@ -13,7 +13,9 @@ nodes that slixmpp creates and publishes to over XMPP.
   bounded, and when it finally reads its stream has been cut (it was dropped);
 - a browser ``EventSource`` in Debian's headless Chromium (tests/web/sse.mjs) that receives
   items published by slixmpp, then resumes after a server restart from its Last-Event-ID:
-  every item exactly once, in order.
+  every item exactly once, in order;
+- CORS with the listener's origin allowlist: preflights and headers over raw HTTP, and a page
+  on another origin in Chromium (tests/web/sse_cors.mjs) streaming, POSTing and DELETEing.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOKERY_BIN
+from conftest import ROOKERY_BIN, free_port
 from test_pubsub import (Clients, make_contacts, node_config, payload, svc,  # noqa: F401
                          clients)
 
@@ -477,3 +479,96 @@ async def test_browser_eventsource_resumes_after_a_restart(server, clients):
     assert items[0]["data"] == entry_xml("a1")
     assert json.loads(items[3]["data"]) == {"n": "b1"}
     assert not [st for st in steps if st["step"] == "reset"], steps
+
+
+# ---- CORS: pages on other origins -----------------------------------------------------------
+
+async def test_cors_follows_the_origin_allowlist(server_factory):
+    page = "http://app.example:8080"
+    srv = server_factory(http={"allowed_origins": [page]})
+    cs = Clients(srv)
+    try:
+        a = await cs("alice")
+        await a.plugin["xep_0060"].create_node(svc(srv), "cors", timeout=T)
+    finally:
+        await cs.close()
+    tok = issue(srv, "alice")
+    url = node_url(srv, "cors")
+    presence = f"{base(srv)}/presence/{srv.jid('alice')}"
+    allowed, evil = {"Origin": page}, {"Origin": "http://evil.example"}
+    async with httpx.AsyncClient(timeout=T) as http:
+        for u, method, methods in ((url, "GET", "GET, OPTIONS"),
+                                   (url + "/items", "POST", "GET, POST, OPTIONS"),
+                                   (url + "/items/x", "DELETE", "DELETE, OPTIONS"),
+                                   (presence, "GET", "GET, OPTIONS")):
+            r = await http.options(u, headers={
+                **allowed, "Access-Control-Request-Method": method,
+                "Access-Control-Request-Headers": "authorization, content-type, last-event-id"})
+            assert r.status_code == 204, (u, r.status_code, r.text)
+            assert r.headers["access-control-allow-origin"] == page
+            assert r.headers["access-control-allow-methods"] == methods
+            allow = r.headers["access-control-allow-headers"].lower()
+            for h in ("authorization", "content-type", "last-event-id"):
+                assert h in allow, allow
+            r = await http.options(u, headers={**evil, "Access-Control-Request-Method": method})
+            assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
+        # The requests themselves: answered with the origin (errors too, so a page can read
+        # them); another origin is refused before the handler.
+        r = await http.post(url + "/items?id=x", headers={
+            **allowed, **bearer(tok), "Content-Type": "application/json"}, content=b'{"a":1}')
+        assert r.status_code == 201, r.text
+        assert r.headers["access-control-allow-origin"] == page
+        assert "location" in r.headers["access-control-expose-headers"].lower()
+        assert r.headers["vary"] == "Origin"
+        r = await http.get(url + "/items", headers=allowed)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == page
+        r = await http.get(url + "/items", headers={**allowed, "Authorization": "Bearer nope"})
+        assert r.status_code == 401 and r.headers["access-control-allow-origin"] == page
+        r = await http.post(url + "/items?id=y", headers={
+            **evil, **bearer(tok), "Content-Type": "application/json"}, content=b'{"a":1}')
+        assert r.status_code == 403, r.text
+        assert [i["id"] for i in (await http.get(url + "/items")).json()["items"]] == ["x"]
+        r = await http.delete(url + "/items/x", headers={**evil, **bearer(tok)})
+        assert r.status_code == 403
+        r = await http.delete(url + "/items/x", headers={**allowed, **bearer(tok)})
+        assert r.status_code == 204 and r.headers["access-control-allow-origin"] == page
+        # The stream: its head carries the answer too.
+        async with http.stream("GET", url, headers={
+                **allowed, "Accept": "text/event-stream"}) as r:
+            assert r.status_code == 200
+            assert r.headers["access-control-allow-origin"] == page
+            assert r.headers["connection"] == "close"
+        r = await http.get(url, headers={**evil, "Accept": "text/event-stream"})
+        assert r.status_code == 403
+        # Without an Origin (not a browser): no CORS headers, nothing refused.
+        r = await http.get(url + "/items")
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
+@pytest.mark.skipif(NODE is None or CHROMIUM is None or not (WEB / "node_modules").is_dir(),
+                    reason="node, Debian's chromium and tests/web/node_modules are needed")
+async def test_a_page_on_another_origin_streams_publishes_and_retracts(server_factory):
+    page_port = free_port()
+    srv = server_factory(http={"allowed_origins": [f"http://127.0.0.1:{page_port}"]})
+    cs = Clients(srv)
+    try:
+        a = await cs("alice")
+        await a.plugin["xep_0060"].create_node(svc(srv), "board", timeout=T)
+    finally:
+        await cs.close()
+    url = node_url(srv, "board")
+    proc = await asyncio.create_subprocess_exec(
+        NODE, "sse_cors.mjs", cwd=WEB, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "CHROMIUM": CHROMIUM, "BASE": base(srv), "PAGE_PORT": str(page_port),
+             "NODE_PATH": url[len(base(srv)):], "TOKEN": issue(srv, "alice")})
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    steps = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    assert proc.returncode == 0, (steps, err.decode()[-2000:])
+    by = {st["step"]: st for st in steps}
+    assert by["published"]["status"] == 201, steps
+    assert by["published"]["location"].endswith("/items/x1"), steps
+    assert (by["item"]["id"], json.loads(by["item"]["data"])) == ("x1", {"n": 1}), steps
+    assert by["retracted"]["status"] == 204, steps
+    assert by["retract"]["data"] == "x1", steps
+    assert "done" in by, steps

@@ -2,7 +2,8 @@
 standard library (`http.server` in a thread) answers verification of intent, checks
 `X-Hub-Signature` and counts deliveries by item id; items are published by slixmpp.
 
-Subscribe → verify → signed deliveries in order (XML and XEP-0335 JSON); unsubscribe;
+Subscribe → verify → signed deliveries in order (XML and XEP-0335 JSON); retractions and
+purges as signed POSTs of the XEP-0060 event (``X-Hub-Event``), also across a crash; unsubscribe;
 denial (unknown topic, access refused); bad requests; SSRF refusal; redelivery after 500s;
 a permanently failing receiver marked `failing`; lease expiry; and `kill -9` during a burst
 of publishes: every acknowledged item reaches every callback at least once after restart.
@@ -90,6 +91,7 @@ class Receiver:
                 with receiver.lock:
                     receiver.deliveries[name].append({
                         "id": self.headers.get("X-Hub-Item-Id"),
+                        "event": self.headers.get("X-Hub-Event"),
                         "body": body.decode(),
                         "type": self.headers.get("Content-Type"),
                         "link": self.headers.get("Link"),
@@ -262,6 +264,58 @@ async def test_subscribe_deliver_signed_in_order_then_unsubscribe(server_factory
         assert "after" not in receiver.ids("a")
     finally:
         await c.close()
+
+
+NS_EVENT = "http://jabber.org/protocol/pubsub#event"
+
+
+async def test_retractions_and_purges_reach_the_callbacks(server_factory, backend, receiver):
+    srv = server_factory(backend=backend, webhooks=WEBHOOKS)
+    c = await publisher(srv, "news")
+    ps, svc = c.plugin["xep_0060"], f"pubsub.{srv.domain}"
+    try:
+        await subscribe(srv, receiver, "a", "news", secret="s3cret")
+        await subscribe(srv, receiver, "b", "news")
+        await publish(c, srv, "news", "i1")
+        await publish(c, srv, "news", "i2")
+        await ps.retract(svc, "news", "i1", timeout=T)
+        await ps.purge(svc, "news", timeout=T)
+        await until(lambda: len(receiver.ids("a")) == 4 and len(receiver.ids("b")) == 4,
+                    "four deliveries to each callback")
+        for name in ("a", "b"):
+            got = receiver.deliveries[name]
+            # In order with the items; each says what it is.
+            assert [(d["event"], d["id"]) for d in got] == [
+                ("item", "i1"), ("item", "i2"), ("retract", "i1"), ("purge", None)], got
+            retract, purge = ET.fromstring(got[2]["body"]), ET.fromstring(got[3]["body"])
+            assert (retract.tag, retract.get("id")) == (f"{{{NS_EVENT}}}retract", "i1")
+            assert (purge.tag, purge.get("node")) == (f"{{{NS_EVENT}}}purge", "news")
+            assert got[2]["type"] == got[3]["type"] == "application/xml"
+        # Signed like the items (the receiver checks every signature of "a").
+        assert receiver.deliveries["a"][2]["signature"].startswith("sha256=")
+        assert receiver.bad_signatures == 0
+
+        # At least once: a retraction owed when the server is killed arrives after restart.
+        with receiver.lock:
+            receiver.fail["a"] = -1
+        await publish(c, srv, "news", "k1")
+        await until(lambda: "k1" in receiver.ids("b"), "k1 at b")
+        await ps.retract(svc, "news", "k1", timeout=T)
+        await until(lambda: receiver.deliveries["b"][-1]["event"] == "retract", "k1's retraction at b")
+    finally:
+        try:
+            await asyncio.wait_for(c.close(), 5)
+        except Exception:
+            pass
+    srv.kill()
+    with receiver.lock:
+        receiver.fail["a"] = 0
+    srv.start()
+    await until(lambda: ("retract", "k1") in [(d["event"], d["id"]) for d in receiver.deliveries["a"]],
+                "k1's retraction at a after the restart")
+    assert [(d["event"], d["id"]) for d in receiver.deliveries["a"]][-2:] == [
+        ("item", "k1"), ("retract", "k1")]
+    assert receiver.bad_signatures == 0
 
 
 async def test_denied_unknown_topic_and_closed_node(server_factory, receiver):

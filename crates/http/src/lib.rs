@@ -6,6 +6,8 @@
 //!   with hyper under [`listener::Limits`] (connection cap, header and request timeouts,
 //!   body size) with upgrades enabled, graceful shutdown on the server's shutdown signal;
 //! - [`cors`]: CORS preflight answers for routes browsers call cross-origin;
+//! - [`handoff`]: responses whose body leaves hyper once the head is written (long-lived
+//!   streams such as Server-Sent Events, without hyper's per-connection buffers);
 //! - [`admin`]: the admin listener's router (`[listen] admin`, loopback by default):
 //!   `/health`, `/ready`, `/metrics` and the REST admin API under `/api/v1` (bearer token).
 //!
@@ -14,6 +16,7 @@
 
 pub mod admin;
 pub mod cors;
+pub mod handoff;
 pub mod listener;
 
 pub use admin::auth::bearer;

@@ -5,12 +5,18 @@
 //!
 //! Connections are served with upgrades enabled, so a handler can take the connection over
 //! (the public listener's WebSocket); an upgraded connection leaves the listener's count and
-//! its drain, and belongs to whoever took it. Each request carries a [`Peer`] extension: the
-//! client's address and whether the connection is TLS.
+//! its drain, and belongs to whoever took it. A response that hands its body off
+//! ([`crate::handoff`]) gets the connection back from hyper once its head is flushed; the
+//! body is then written in the connection's task, which stays in the count and the drain.
+//! Each request carries a [`Peer`] extension: the client's address and whether the
+//! connection is TLS.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -25,6 +31,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
+
+use crate::handoff::{Framing, Ready, Slot, Tap};
 
 /// The limits of one HTTP listener.
 #[derive(Debug, Clone)]
@@ -167,7 +175,8 @@ async fn serve(
 }
 
 /// Serves one connection with hyper until it ends, is upgraded, or (after `stop`) has
-/// finished the request in flight.
+/// finished the request in flight; a response that hands its body off
+/// ([`handoff::response`]) gets the connection once hyper has flushed its head.
 async fn serve_connection<I>(
     io: I,
     peer: Peer,
@@ -177,26 +186,59 @@ async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = app.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(peer);
-        req
-    });
-    let conn = http1::Builder::new()
+    let slot = Arc::new(Slot::default());
+    let svc = {
+        let slot = slot.clone();
+        tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(peer);
+            let framing = Framing::of(&req);
+            let (app, slot) = (app.clone(), slot.clone());
+            async move {
+                let resp = app.oneshot(req).await?;
+                Ok::<_, Infallible>(slot.intercept(resp, framing))
+            }
+        })
+    };
+    let mut conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
+        .serve_connection(
+            TokioIo::new(Tap::new(io, slot.clone())),
+            TowerToHyperService::new(svc),
+        )
         .with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
+    let ended = tokio::select! {
+        e = drive(&mut conn, &slot) => e,
         _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            Pin::new(&mut conn).graceful_shutdown();
+            drive(&mut conn, &slot).await
         }
     };
-    if let Err(e) = result {
-        tracing::debug!(addr = %peer.addr, error = %e, "http connection ended with an error");
+    match ended {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(addr = %peer.addr, error = %e, "http connection ended with an error");
+        }
+        Err(handoff) => {
+            // Hyper's buffers, its service and what the client pipelined are dropped here.
+            if let Some(parts) = conn.into_parts() {
+                handoff
+                    .run(Box::new(parts.io.into_inner().into_inner()))
+                    .await;
+            }
+        }
     }
+}
+
+/// Polls `conn` until it ends (`Ok`) or the hand-off noted in `slot` is ready (`Err`).
+async fn drive<C: Future + Unpin>(conn: &mut C, slot: &Slot) -> Result<C::Output, Ready> {
+    std::future::poll_fn(|cx| match Pin::new(&mut *conn).poll(cx) {
+        Poll::Ready(r) => Poll::Ready(Ok(r)),
+        Poll::Pending => slot
+            .take_ready()
+            .map_or(Poll::Pending, |h| Poll::Ready(Err(h))),
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -254,6 +296,108 @@ mod tests {
             s.read_to_string(&mut out).await.unwrap();
             assert!(out.starts_with(&format!("HTTP/1.1 {status}")), "{out}");
         }
+    }
+
+    /// A router with `/x` (plain) and `/stream` (a hand-off writing two chunks then ending,
+    /// or, at `/wait`, writing one and waiting for the client to leave).
+    fn streaming() -> (Router, tokio::sync::mpsc::UnboundedReceiver<&'static str>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let head = || {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert("content-type", "text/event-stream".parse().unwrap());
+            h
+        };
+        let router = Router::new()
+            .route("/x", get(|| async { "hello" }))
+            .route(
+                "/stream",
+                get(move || async move {
+                    crate::handoff::response(head(), |mut w| async move {
+                        w.send(b"one\n").await.unwrap();
+                        w.send(b"two\n").await.unwrap();
+                        w.finish().await.unwrap();
+                    })
+                }),
+            )
+            .route(
+                "/wait",
+                get(move || async move {
+                    crate::handoff::response(head(), move |mut w| async move {
+                        w.send(b"one\n").await.unwrap();
+                        w.closed().await;
+                        tx.send("client left").unwrap();
+                    })
+                }),
+            );
+        (router, rx)
+    }
+
+    async fn exchange(addr: std::net::SocketAddr, raw: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn handed_off_bodies_are_chunked_and_end_the_connection() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(run(l, streaming().0, Limits::ADMIN, std::future::pending()));
+        // Pipelined: the plain response first, then the stream; the third request is
+        // never served (the stream said `connection: close`).
+        let out = exchange(
+            addr,
+            "GET /x HTTP/1.1\r\nhost: x\r\n\r\nGET /stream HTTP/1.1\r\nhost: x\r\n\r\n\
+             GET /x HTTP/1.1\r\nhost: x\r\n\r\n",
+        )
+        .await;
+        let (first, stream) = out.split_once("hello").unwrap();
+        assert!(first.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(stream.starts_with("HTTP/1.1 200"), "{out}");
+        let (head, body) = stream.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+        assert!(head.contains("content-type: text/event-stream"), "{head}");
+        assert_eq!(body, "4\r\none\n\r\n4\r\ntwo\n\r\n0\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn handed_off_bodies_to_http10_and_head_requests() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(run(l, streaming().0, Limits::ADMIN, std::future::pending()));
+        let out = exchange(addr, "GET /stream HTTP/1.0\r\n\r\n").await;
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert_eq!(body, "one\ntwo\n");
+        // HEAD: the head alone, then the connection ends.
+        let out = exchange(addr, "HEAD /stream HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.ends_with("\r\n\r\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_handed_off_body_sees_the_client_leave() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (router, mut told) = streaming();
+        tokio::spawn(run(l, router, Limits::ADMIN, std::future::pending()));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /wait HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while !seen.ends_with(b"4\r\none\n\r\n") {
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            seen.extend_from_slice(buf.get(..n).unwrap());
+        }
+        drop(s);
+        assert_eq!(told.recv().await, Some("client left"));
     }
 
     #[tokio::test]

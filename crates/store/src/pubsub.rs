@@ -8,7 +8,7 @@
 //! however many items a node holds.
 
 use crate::db::{execute, with_pool, write_tx};
-use crate::websub::enqueue;
+use crate::websub::{enqueue, Change};
 use crate::{now_unix, Store, StoreError};
 
 /// A node as stored.
@@ -402,7 +402,15 @@ impl<'a> Pubsub<'a> {
                         .await?;
                 }
             }
-            let enqueued = enqueue!(conn, &service, &node, &item.id, item.payload.as_deref(), now);
+            let enqueued = enqueue!(
+                conn,
+                Change::Item,
+                &service,
+                &node,
+                &item.id,
+                item.payload.as_deref(),
+                now
+            );
             (existing.is_some(), enqueued)
         });
         if enqueued {
@@ -436,25 +444,50 @@ impl<'a> Pubsub<'a> {
         Ok(n)
     }
 
-    /// Deletes one item; `false` if the node has no item with that id.
+    /// Deletes one item; `false` if the node has no item with that id. The same transaction
+    /// writes the retraction's WebSub outbox rows, as [`Pubsub::publish`] does the item's.
     pub async fn retract(&self, service: &str, node: &str, id: &str) -> Result<bool, StoreError> {
-        let n = execute(
-            self.store,
-            "DELETE FROM pubsub_items WHERE service = $1 AND node = $2 AND item_id = $3",
-            &[service, node, id],
-        )
-        .await?;
-        Ok(n > 0)
+        let (service, node, id) = (service.to_owned(), node.to_owned(), id.to_owned());
+        let now = now_unix();
+        let (deleted, enqueued) = write_tx!(self.store, conn => {
+            let n = sqlx::query(
+                "DELETE FROM pubsub_items WHERE service = $1 AND node = $2 AND item_id = $3",
+            )
+            .bind(&service)
+            .bind(&node)
+            .bind(&id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            let enqueued = n > 0
+                && enqueue!(conn, Change::Retract, &service, &node, &id, None::<&str>, now);
+            (n > 0, enqueued)
+        });
+        if enqueued {
+            self.store.websub.wake();
+        }
+        Ok(deleted)
     }
 
-    /// Deletes every item of a node; returns how many there were.
+    /// Deletes every item of a node; returns how many there were. The same transaction
+    /// writes the purge's WebSub outbox rows.
     pub async fn purge(&self, service: &str, node: &str) -> Result<u64, StoreError> {
-        execute(
-            self.store,
-            "DELETE FROM pubsub_items WHERE service = $1 AND node = $2",
-            &[service, node],
-        )
-        .await
+        let (service, node) = (service.to_owned(), node.to_owned());
+        let now = now_unix();
+        let (n, enqueued) = write_tx!(self.store, conn => {
+            let n = sqlx::query("DELETE FROM pubsub_items WHERE service = $1 AND node = $2")
+                .bind(&service)
+                .bind(&node)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            let enqueued = enqueue!(conn, Change::Purge, &service, &node, "", None::<&str>, now);
+            (n, enqueued)
+        });
+        if enqueued {
+            self.store.websub.wake();
+        }
+        Ok(n)
     }
 
     /// The newest `max` items of a node (all with `None`), newest first.

@@ -64,6 +64,36 @@ pub struct SubscriptionRow {
     pub pending: i64,
 }
 
+/// What a delivery announces (column `websub_items.event`, migration 0031).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// An item was published (or replaced): the delivery carries its payload.
+    Item,
+    /// The item was retracted.
+    Retract,
+    /// Every item of the node was deleted.
+    Purge,
+}
+
+impl Change {
+    /// The stored (and sent) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Item => "item",
+            Change::Retract => "retract",
+            Change::Purge => "purge",
+        }
+    }
+
+    fn from_db(s: &str) -> Change {
+        match s {
+            "retract" => Change::Retract,
+            "purge" => Change::Purge,
+            _ => Change::Item,
+        }
+    }
+}
+
 /// The delivery at the head of a subscription's queue, with what sending it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -77,7 +107,9 @@ pub struct Delivery {
     pub caller: Option<String>,
     /// The publication (its outbox key).
     pub item: i64,
-    /// The ItemID.
+    /// What it announces.
+    pub change: Change,
+    /// The ItemID (empty for a purge).
     pub item_id: String,
     /// The payload as XML (`None` for a notification-only item).
     pub payload: Option<String>,
@@ -159,7 +191,7 @@ fn sub_row(t: SubTuple) -> SubscriptionRow {
 /// the node; returns whether it wrote any. A node without WebSub subscribers costs one
 /// indexed count.
 macro_rules! enqueue {
-    ($conn:ident, $service:expr, $node:expr, $item_id:expr, $payload:expr, $now:expr) => {{
+    ($conn:ident, $change:expr, $service:expr, $node:expr, $item_id:expr, $payload:expr, $now:expr) => {{
         let live: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM websub_subscriptions \
              WHERE service = $1 AND node = $2 AND expires_at > $3",
@@ -171,14 +203,15 @@ macro_rules! enqueue {
         .await?;
         if live > 0 {
             let item: i64 = sqlx::query_scalar(
-                "INSERT INTO websub_items (service, node, item_id, payload, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                "INSERT INTO websub_items (service, node, item_id, payload, created_at, event) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             )
             .bind($service)
             .bind($node)
             .bind($item_id)
             .bind($payload)
             .bind($now)
+            .bind($crate::websub::Change::as_str($change))
             .fetch_one(&mut *$conn)
             .await?;
             sqlx::query(
@@ -348,11 +381,12 @@ impl<'a> WebSub<'a> {
             String,
             String,
             Option<String>,
+            String,
         );
         let row: Option<Row> = with_pool!(self.store, pool => {
             sqlx::query_as(
                 "SELECT i.id, i.item_id, i.payload, s.topic, s.callback, s.secret, s.attempts, \
-                 s.service, s.node, s.caller \
+                 s.service, s.node, s.caller, i.event \
                  FROM websub_outbox o JOIN websub_items i ON i.id = o.item \
                  JOIN websub_subscriptions s ON s.id = o.sub \
                  WHERE o.sub = $1 AND s.expires_at > $2 ORDER BY o.item LIMIT 1",
@@ -365,6 +399,7 @@ impl<'a> WebSub<'a> {
         Ok(row.map(|r| Delivery {
             sub,
             item: r.0,
+            change: Change::from_db(&r.10),
             item_id: r.1,
             payload: r.2,
             topic: r.3,

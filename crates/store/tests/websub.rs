@@ -1,13 +1,13 @@
 //! The WebSub tables, on every backend (see `common/mod.rs`): outbox rows written with the
-//! item, ordered heads, deletion only on delivery, retry state, lease expiry, and
-//! everything going with the node.
+//! item (and with a retraction or a purge), ordered heads, deletion only on delivery, retry
+//! state, lease expiry, and everything going with the node.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 
-use common::backends;
+use common::{backends, TestBackend};
 use rookery_store::pubsub::ItemRow;
-use rookery_store::websub::{NewSubscription, FAILING};
+use rookery_store::websub::{Change, NewSubscription, FAILING};
 
 fn item(id: &str, seq: i64) -> ItemRow {
     ItemRow {
@@ -148,5 +148,52 @@ async fn outbox_follows_publications_and_deliveries() {
         assert!(ws.get(&svc, "news", "http://cb/a").await.unwrap().is_none());
         assert_eq!(ws.pending_items().await.unwrap(), 0, "{}", b.name);
         assert!(ws.due(i64::MAX, 100).await.unwrap().is_empty());
+        retractions_and_purges_are_queued_with_the_change(&b).await;
+    }
+}
+
+/// Retractions and purges queue rows in order with the items (run inside the test above:
+/// its assertions on the whole outbox must not see another test's rows on PostgreSQL).
+async fn retractions_and_purges_are_queued_with_the_change(b: &TestBackend) {
+    {
+        let (ps, ws) = (b.store.pubsub(), b.store.websub());
+        let svc = format!("pubsub.{}", b.domain);
+        ps.create_node(&svc, "log", "<x/>", "alice@x")
+            .await
+            .unwrap();
+        let a = ws
+            .upsert(&sub(&svc, "log", "http://cb/a", far()))
+            .await
+            .unwrap()
+            .unwrap();
+        ps.publish(&svc, "log", &item("i1", 1), Some(10), 0)
+            .await
+            .unwrap();
+        ps.publish(&svc, "log", &item("i2", 2), Some(10), 1)
+            .await
+            .unwrap();
+        assert!(ps.retract(&svc, "log", "i1").await.unwrap());
+        // Retracting what is not there changes nothing and is not sent.
+        assert!(!ps.retract(&svc, "log", "i1").await.unwrap());
+        assert_eq!(ps.purge(&svc, "log").await.unwrap(), 1);
+        let now = now();
+        let mut seen = Vec::new();
+        while let Some(h) = ws.head(a, now).await.unwrap() {
+            seen.push((h.change, h.item_id.clone(), h.payload.is_some()));
+            ws.delivered(a, h.item).await.unwrap();
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (Change::Item, "i1".into(), true),
+                (Change::Item, "i2".into(), true),
+                (Change::Retract, "i1".into(), false),
+                (Change::Purge, String::new(), false),
+            ],
+            "{}",
+            b.name
+        );
+        let left = ws.get(&svc, "log", "http://cb/a").await.unwrap().unwrap();
+        assert_eq!(left.pending, 0);
     }
 }

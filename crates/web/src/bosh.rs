@@ -174,7 +174,7 @@ pub async fn request(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(cors) = cors_origin(&ctx, &headers) else {
+    let Some(cors) = origin::cors_origin(&headers, &ctx.config.allowed_origins) else {
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     };
     let limit = ctx.c2s.config.max_stanza_bytes + 1024;
@@ -204,33 +204,17 @@ pub async fn request(
 
 /// `OPTIONS /http-bind`: the CORS preflight.
 pub async fn preflight(State(ctx): State<Arc<WebContext>>, headers: HeaderMap) -> Response {
-    let Some(cors) = cors_origin(&ctx, &headers) else {
+    let Some(cors) = origin::cors_origin(&headers, &ctx.config.allowed_origins) else {
         return StatusCode::FORBIDDEN.into_response();
     };
     let mut r = rookery_http::cors::preflight("POST, OPTIONS");
-    add_cors(r.headers_mut(), cors);
+    origin::add_cors(r.headers_mut(), cors);
     r
 }
 
 /// `GET /http-bind`: a hint for people who open it in a browser.
 pub async fn info() -> &'static str {
     "XMPP over BOSH (XEP-0124, XEP-0206): POST <body/> elements here.\n"
-}
-
-/// The `Access-Control-Allow-Origin` to answer with: `Some(None)` without an `Origin` (no
-/// CORS), `None` when the origin is not allowed.
-fn cors_origin(ctx: &WebContext, headers: &HeaderMap) -> Option<Option<HeaderValue>> {
-    let origin = headers.get(header::ORIGIN);
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin_text = origin.and_then(|v| v.to_str().ok());
-    origin::origin_allowed(origin_text, host, &ctx.config.allowed_origins).then(|| origin.cloned())
-}
-
-fn add_cors(h: &mut HeaderMap, origin: Option<HeaderValue>) {
-    if let Some(o) = origin {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
-        h.insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
 }
 
 fn respond(body: Bytes, cors: Option<HeaderValue>) -> Response {
@@ -240,7 +224,7 @@ fn respond(body: Bytes, cors: Option<HeaderValue>) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/xml; charset=utf-8"),
     );
-    add_cors(h, cors);
+    origin::add_cors(h, cors);
     r
 }
 

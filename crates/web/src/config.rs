@@ -11,7 +11,8 @@ pub struct HttpConfig {
     /// Origins (`scheme://host[:port]`) whose pages may open a WebSocket, besides the
     /// listener's own origin (same-origin is always allowed); `"*"` allows any. Requests
     /// without an `Origin` header (non-browser clients) are always allowed: cross-site
-    /// WebSocket hijacking needs a browser, and browsers always send one.
+    /// WebSocket hijacking needs a browser, and browsers always send one. The same list
+    /// admits cross-origin pages calling BOSH and the HTTP API (CORS).
     pub allowed_origins: Vec<String>,
     /// The plain listener (`[listen] http`) is behind a TLS-terminating reverse proxy: it
     /// may then bind a non-loopback address, and its streams count as encrypted (PLAIN

@@ -72,8 +72,7 @@ pub fn router(ctx: Arc<WebContext>) -> Router {
             bosh::PATH,
             get(bosh::info).post(bosh::request).options(bosh::preflight),
         )
-        .merge(pubsub::routes())
-        .route("/presence/{jid}", get(presence::stream))
+        .merge(pubsub::routes(&ctx))
         .route(websub::PATH, get(websub::status).post(websub::request))
         .with_state(ctx)
 }

@@ -4,6 +4,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use axum::http::{header, HeaderMap, HeaderValue};
+
 /// Whether a page of `origin` may open a WebSocket to the listener reached as `host` (the
 /// request's `Host`): no `Origin` (not a browser), the same origin, or one `allowed` lists
 /// (`"*"`: any). Same origin compares the authority (host and port, default ports
@@ -40,6 +42,25 @@ pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[Strin
         }
     };
     strip(authority) == strip(host)
+}
+
+/// The `Access-Control-Allow-Origin` a request with `headers` is answered with, by
+/// [`origin_allowed`] against `allowed`: `Some(None)` without an `Origin` (no CORS),
+/// `Some(origin)` when allowed, `None` when the origin is not allowed.
+pub fn cors_origin(headers: &HeaderMap, allowed: &[String]) -> Option<Option<HeaderValue>> {
+    let origin = headers.get(header::ORIGIN);
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_text = origin.and_then(|v| v.to_str().ok());
+    origin_allowed(origin_text, host, allowed).then(|| origin.cloned())
+}
+
+/// Adds the [`cors_origin`] answer to a response's headers (and `Vary: Origin`, since the
+/// answer depends on it).
+pub fn add_cors(h: &mut HeaderMap, origin: Option<HeaderValue>) {
+    if let Some(o) = origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
 }
 
 /// The client's address: the TCP peer, or, when that peer is one of `trusted` proxies, the

@@ -17,15 +17,13 @@
 //! stream starts with an `available` event per resource available at that moment.
 
 use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use futures_util::StreamExt;
 use rookery_core::{
     priority, Core, Declaration, Event, EventKind, Flow, HookPoint, Module, SessionEvent,
 };
@@ -37,7 +35,7 @@ use rookery_xml::CONTENT_NS;
 use tokio::sync::broadcast;
 
 use crate::auth::{AuthError, Caller};
-use crate::pubsub::sse::{format_event, HEARTBEAT, RETRY_MS};
+use crate::pubsub::sse::{self, format_event, RETRY_MS};
 use crate::pubsub::HttpError;
 use crate::WebContext;
 
@@ -230,7 +228,7 @@ pub async fn stream(
     headers: HeaderMap,
     caller: Caller,
 ) -> Result<Response, HttpError> {
-    if !crate::pubsub::sse::wants_event_stream(&headers) {
+    if !sse::wants_event_stream(&headers) {
         return Err(HttpError::NotAcceptable(
             "this URL streams text/event-stream",
         ));
@@ -262,32 +260,12 @@ pub async fn stream(
     for c in &now {
         first.push_str(&c.to_event());
     }
-    let mut heartbeat =
-        tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let live = (rx, heartbeat, ctx.stopped.clone());
-    let body = futures_util::stream::iter([Ok::<_, Infallible>(Bytes::from(first))]).chain(
-        futures_util::stream::unfold(live, |(mut rx, mut hb, mut stopped)| async move {
-            let chunk = tokio::select! {
-                c = rx.recv() => match c {
-                    Ok(c) => Bytes::from(c.to_event()),
-                    // Fell behind or the account is gone: end; the client reconnects.
-                    Err(_) => return None,
-                },
-                _ = hb.tick() => Bytes::from_static(b": keep-alive\n\n"),
-                _ = stopped.changed() => return None,
-            };
-            Some((Ok(chunk), (rx, hb, stopped)))
-        }),
-    );
-    let mut r = Response::new(Body::from_stream(body));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(r)
+    // Fell behind or the account is gone: the stream ends; the client reconnects.
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        let c = rx.recv().await.ok()?;
+        Some((Bytes::from(c.to_event()), rx))
+    });
+    Ok(sse::respond(ctx.stopped.clone(), first, events))
 }
 
 #[cfg(test)]

@@ -15,6 +15,15 @@
 //! naming the hub and the topic (§7), `X-Hub-Signature: sha256=…` (HMAC-SHA256 of the body
 //! with `hub.secret`, §8) when the subscription has a secret, and `X-Hub-Item-Id`, the
 //! ItemID, so a receiver can discard the duplicates at-least-once delivery implies.
+//!
+//! # Retractions and purges
+//! WebSub (§7) only defines the distribution of a topic's new content; what deleted it is
+//! left to the publisher. A retraction or a purge of the node is distributed the same way —
+//! a signed POST in order with the items, at least once — whose body is the XEP-0060 event
+//! an XMPP subscriber gets (§7.2.2.1 `<retract id='…'/>`, §8.5.2 `<purge node='…'/>`, in
+//! the `pubsub#event` namespace, `application/xml`). Every POST says which it is in
+//! `X-Hub-Event` (`item`, `retract`, `purge`); the body, not the headers, is what the
+//! signature covers, so the retracted ItemID is in the body.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -24,8 +33,10 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LINK};
 use rookery_jid::BareJid;
+use rookery_proto::ns;
 use rookery_proto::time::now_unix;
-use rookery_store::websub::{Delivery, FAILING};
+use rookery_store::websub::{Change, Delivery, FAILING};
+use rookery_xml::Element;
 use sha2::Sha256;
 use tokio::sync::watch;
 
@@ -45,6 +56,8 @@ const DUE_BATCH: i64 = 10_000;
 const SIGNATURE: HeaderName = HeaderName::from_static("x-hub-signature");
 /// The header carrying the ItemID.
 const ITEM_ID: HeaderName = HeaderName::from_static("x-hub-item-id");
+/// The header naming the change a POST announces.
+const EVENT: HeaderName = HeaderName::from_static("x-hub-event");
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -75,11 +88,26 @@ pub fn content(payload: Option<&str>) -> (Bytes, &'static str) {
     }
 }
 
+/// The body and content type announcing `d`: the item's content, or the XEP-0060 event of
+/// a retraction or purge.
+fn body(d: &Delivery) -> (Bytes, &'static str) {
+    let event = |name: &str, attr: &str, value: &str| {
+        let el = Element::new(name, ns::pubsub::EVENT).with_attr(attr, value);
+        (Bytes::from(el.to_bytes()), "application/xml")
+    };
+    match d.change {
+        Change::Item => content(d.payload.as_deref()),
+        Change::Retract => event("retract", "id", &d.item_id),
+        Change::Purge => event("purge", "node", &d.node),
+    }
+}
+
 /// The headers and body of a delivery.
 fn request(d: &Delivery) -> (HeaderMap, Bytes) {
-    let (body, ctype) = content(d.payload.as_deref());
+    let (body, ctype) = body(d);
     let mut h = HeaderMap::new();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(EVENT, HeaderValue::from_static(d.change.as_str()));
     let link = format!(
         "<{}>; rel=\"hub\", <{}>; rel=\"self\"",
         topic::hub_url(&d.topic),
@@ -88,8 +116,10 @@ fn request(d: &Delivery) -> (HeaderMap, Bytes) {
     if let Ok(v) = HeaderValue::from_str(&link) {
         h.insert(LINK, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&d.item_id) {
-        h.insert(ITEM_ID, v);
+    if !d.item_id.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&d.item_id) {
+            h.insert(ITEM_ID, v);
+        }
     }
     if let Some(secret) = &d.secret {
         if let Ok(v) = HeaderValue::from_str(&signature(secret, &body)) {
@@ -290,6 +320,7 @@ mod tests {
         let d = Delivery {
             sub: 1,
             item: 2,
+            change: Change::Item,
             item_id: "i1".into(),
             payload: Some("<e xmlns='urn:t'/>".into()),
             topic: "https://h.example/pubsub/pubsub.h.example/n".into(),
@@ -311,7 +342,48 @@ mod tests {
             h.get(&SIGNATURE).and_then(|v| v.to_str().ok()),
             Some(sig.as_str())
         );
-        let unsigned = Delivery { secret: None, ..d };
+        assert_eq!(h.get(&EVENT).and_then(|v| v.to_str().ok()), Some("item"));
+        let unsigned = Delivery {
+            secret: None,
+            ..d.clone()
+        };
         assert!(request(&unsigned).0.get(&SIGNATURE).is_none());
+
+        // A retraction: the XEP-0060 event, signed, with the ItemID; a purge names the node.
+        let retract = Delivery {
+            change: Change::Retract,
+            item_id: "i\"1".into(),
+            payload: None,
+            ..d.clone()
+        };
+        let (h, body) = request(&retract);
+        assert_eq!(
+            body.as_ref(),
+            &b"<retract xmlns=\"http://jabber.org/protocol/pubsub#event\" id=\"i&quot;1\"/>"[..]
+        );
+        assert_eq!(h.get(&EVENT).and_then(|v| v.to_str().ok()), Some("retract"));
+        assert_eq!(h.get(&ITEM_ID).and_then(|v| v.to_str().ok()), Some("i\"1"));
+        assert_eq!(
+            h.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+            Some("application/xml")
+        );
+        let sig = signature("k", &body);
+        assert_eq!(
+            h.get(&SIGNATURE).and_then(|v| v.to_str().ok()),
+            Some(sig.as_str())
+        );
+        let purge = Delivery {
+            change: Change::Purge,
+            item_id: String::new(),
+            payload: None,
+            ..d
+        };
+        let (h, body) = request(&purge);
+        assert_eq!(
+            body.as_ref(),
+            &b"<purge xmlns=\"http://jabber.org/protocol/pubsub#event\" node=\"n\"/>"[..]
+        );
+        assert_eq!(h.get(&EVENT).and_then(|v| v.to_str().ok()), Some("purge"));
+        assert!(h.get(&ITEM_ID).is_none());
     }
 }

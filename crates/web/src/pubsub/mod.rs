@@ -10,14 +10,17 @@
 //! Payloads: an XML element as published; XEP-0335 JSON containers
 //! (`<json xmlns='urn:xmpp:json:0'>…</json>`) are read and written as JSON ([`Payload`]).
 //! Errors are [`HttpError`]: one table from the engine's [`PubsubError`] to an HTTP status,
-//! with the XMPP condition in a JSON body.
+//! with the XMPP condition in a JSON body. Pages on other origins reach the API through
+//! [`cors`], with the listener's origin allowlist.
 
 pub mod items;
 pub mod sse;
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::Router;
@@ -26,7 +29,7 @@ use rookery_pubsub::{Engine, Engines, PubsubError};
 use rookery_xml::Element;
 
 use crate::auth::AuthError;
-use crate::WebContext;
+use crate::{origin, WebContext};
 
 /// The XEP-0335 namespace of JSON containers.
 pub const JSON_NS: &str = "urn:xmpp:json:0";
@@ -48,18 +51,66 @@ pub async fn engine<'a>(
     }
 }
 
-/// The routes of this module.
-pub fn routes() -> Router<Arc<WebContext>> {
+/// The routes of this module, and `/presence/{jid}` (the same API's other stream), each
+/// with its CORS preflight, behind [`cors`].
+pub fn routes(ctx: &Arc<WebContext>) -> Router<Arc<WebContext>> {
     Router::new()
-        .route("/pubsub/{service}/{node}", get(sse::stream))
+        .route(
+            "/pubsub/{service}/{node}",
+            get(sse::stream).options(preflight("GET, OPTIONS")),
+        )
         .route(
             "/pubsub/{service}/{node}/items",
-            get(items::list).post(items::publish),
+            get(items::list)
+                .post(items::publish)
+                .options(preflight("GET, POST, OPTIONS")),
         )
         .route(
             "/pubsub/{service}/{node}/items/{id}",
-            delete(items::retract),
+            delete(items::retract).options(preflight("DELETE, OPTIONS")),
         )
+        .route(
+            "/presence/{jid}",
+            get(crate::presence::stream).options(preflight("GET, OPTIONS")),
+        )
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), cors))
+}
+
+/// The request headers a page on another origin may send to the API: the bearer token, a
+/// body's type, and the point an `EventSource` resumes from.
+const ALLOWED_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID";
+
+/// A route's CORS preflight answer, allowing `methods`.
+fn preflight(
+    methods: &'static str,
+) -> impl Fn() -> std::future::Ready<Response> + Clone + Send + Sync + 'static {
+    move || {
+        std::future::ready(rookery_http::cors::preflight_allowing(
+            methods,
+            ALLOWED_HEADERS,
+        ))
+    }
+}
+
+/// CORS for the API (Fetch standard, "CORS protocol"), with the origin allowlist of the
+/// whole public listener (`[http] allowed_origins`, same origin always): a request from
+/// another origin is refused (`403`) before its handler runs, as BOSH's are; an allowed
+/// one — a preflight, an `EventSource`, a `fetch` — is answered with
+/// `Access-Control-Allow-Origin` and may read `Location` (a publication's item).
+pub async fn cors(State(ctx): State<Arc<WebContext>>, req: Request, next: Next) -> Response {
+    let Some(allow) = origin::cors_origin(req.headers(), &ctx.config.allowed_origins) else {
+        return HttpError::Status(StatusCode::FORBIDDEN, "origin-not-allowed").into_response();
+    };
+    let mut r = next.run(req).await;
+    let expose = allow.is_some();
+    origin::add_cors(r.headers_mut(), allow);
+    if expose {
+        r.headers_mut().insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Location"),
+        );
+    }
+    r
 }
 
 /// A payload as the HTTP face shows it.

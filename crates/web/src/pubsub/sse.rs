@@ -16,22 +16,28 @@
 //! sequence number are skipped: nothing is missed or sent twice.
 //!
 //! # Bounded
-//! A connection holds a watch receiver on the node's shared ring (no queue of its own) and
-//! the response body is pulled by hyper only as the socket drains. A client that stops
-//! reading falls behind the ring and is dropped (`Lagged`); it may reconnect and resume.
+//! A stream holds a watch receiver on the node's shared ring (no queue of its own) and
+//! writes the next event only once the socket took the last one. A client that stops
+//! reading is dropped after two heartbeats without progress, or as soon as it falls behind
+//! the ring (`Lagged`); it may reconnect and resume.
 //! A comment every [`HEARTBEAT`] keeps proxies from closing an idle stream; `retry:` asks
 //! browsers to reconnect after [`RETRY_MS`].
+//!
+//! # Off hyper
+//! The body is written by [`respond`] on the connection hyper hands back once the head is
+//! out ([`rookery_http::handoff`]), with `Connection: close`: an idle stream costs its
+//! socket, its receiver and a timer, not hyper's 16 KiB of connection buffers.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
+use rookery_http::handoff::BodyWriter;
 use rookery_pubsub::engine::{ItemsQuery, NodeEvent};
 use rookery_pubsub::model::Item;
 use rookery_pubsub::PubsubError;
@@ -46,6 +52,9 @@ use crate::WebContext;
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The reconnection delay suggested to browsers, in milliseconds.
 pub const RETRY_MS: u32 = 2000;
+/// Heartbeats a write may wait for a client that does not read before it is dropped
+/// (15–30 s: the first beat may come right after the write started).
+const STALLED_BEATS: u32 = 2;
 
 /// One event in the text/event-stream format: `event:`, `id:` when given and safe (no line
 /// break or NUL, which would end the field or be ignored), one `data:` line per line of
@@ -118,41 +127,100 @@ pub fn wants_event_stream(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("text/event-stream"))
 }
 
-/// The live part of a stream.
+/// The live part of a node's stream.
 struct Live {
     node: String,
     rx: broadcast::Receiver<NodeEvent>,
-    heartbeat: tokio::time::Interval,
-    stopped: watch::Receiver<()>,
     /// Items at or below this sequence number were replayed already.
     after_seq: i64,
 }
 
 impl Live {
-    /// The next chunk, or `None` to end the response: the node is gone, the client fell
-    /// behind, or the server is stopping.
-    async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Live)> {
+    /// The next event, or `None` to end the stream: the node is gone or the client fell
+    /// behind.
+    async fn next(mut self) -> Option<(Bytes, Live)> {
         loop {
-            tokio::select! {
-                ev = self.rx.recv() => match ev {
-                    Ok(NodeEvent::Item(i)) if i.item.seq <= self.after_seq => continue,
-                    Ok(ev) => {
-                        let chunk = node_event(&self.node, &ev);
-                        return Some((Ok(chunk), self));
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::debug!(node = %self.node, missed = n, "SSE client fell behind; dropped");
-                        return None;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = self.heartbeat.tick() => {
-                    return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), self));
+            match self.rx.recv().await {
+                Ok(NodeEvent::Item(i)) if i.item.seq <= self.after_seq => continue,
+                Ok(ev) => {
+                    let chunk = node_event(&self.node, &ev);
+                    return Some((chunk, self));
                 }
-                _ = self.stopped.changed() => return None,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(node = %self.node, missed = n, "SSE client fell behind; dropped");
+                    return None;
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     }
+}
+
+/// The `text/event-stream` response: `first` (the `retry:` hint and what is replayed),
+/// then `events` as they come, a comment every [`HEARTBEAT`] in between. The body leaves
+/// hyper once the head is written ([`rookery_http::handoff`]): an idle stream holds its
+/// socket, its event source and a timer, not hyper's buffers. It ends (the last chunk, then
+/// the close) when `events` does or the server stops, and at once when the client leaves.
+pub fn respond<S>(stopped: watch::Receiver<()>, first: String, events: S) -> Response
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx would otherwise buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    rookery_http::handoff::response(h, move |out| write(out, stopped, first, events))
+}
+
+/// Writes a stream's body: see [`respond`]. A client that does not read holds up only its
+/// own writes; one whose socket has not taken a chunk for [`STALLED_BEATS`] heartbeats is
+/// dropped (and one that reads again late finds itself behind the node's ring: `Lagged`).
+async fn write<S: Stream<Item = Bytes>>(
+    mut out: BodyWriter,
+    mut stopped: watch::Receiver<()>,
+    first: String,
+    events: S,
+) {
+    let mut events = std::pin::pin!(events);
+    let mut heartbeat =
+        tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = Some(Bytes::from(first));
+    while let Some(chunk) = next {
+        // One write, polled to its end (a write given up halfway would cut an event).
+        let sent = {
+            let send = out.send(&chunk);
+            tokio::pin!(send);
+            let mut beats = 0;
+            loop {
+                tokio::select! {
+                    r = &mut send => break r.is_ok(),
+                    _ = stopped.changed() => break false,
+                    _ = heartbeat.tick() => {
+                        beats += 1;
+                        if beats >= STALLED_BEATS {
+                            tracing::debug!("SSE client stopped reading; dropped");
+                            break false;
+                        }
+                    }
+                }
+            }
+        };
+        if !sent {
+            return;
+        }
+        next = tokio::select! {
+            e = events.next() => e,
+            _ = heartbeat.tick() => Some(Bytes::from_static(b": keep-alive\n\n")),
+            _ = stopped.changed() => None,
+            () = out.closed() => return,
+        };
+    }
+    let _ = out.finish().await;
 }
 
 /// `GET /pubsub/{service}/{node}` as `text/event-stream`.
@@ -194,28 +262,13 @@ pub async fn stream(
         first.push_str(&events);
         after_seq = seq;
     }
-    let start = tokio::time::Instant::now() + HEARTBEAT;
-    let mut heartbeat = tokio::time::interval_at(start, HEARTBEAT);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let live = Live {
         node,
         rx,
-        heartbeat,
-        stopped: ctx.stopped.clone(),
         after_seq,
     };
-    let body = futures_util::stream::iter([Ok::<_, Infallible>(Bytes::from(first))])
-        .chain(futures_util::stream::unfold(live, Live::next));
-    let mut r = Response::new(Body::from_stream(body));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // nginx would otherwise buffer the stream.
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(r)
+    let events = futures_util::stream::unfold(live, Live::next);
+    Ok(respond(ctx.stopped.clone(), first, events))
 }
 
 #[cfg(test)]
@@ -260,6 +313,41 @@ mod tests {
         let (a, b) = (node_event("n", &w), node_event("n", &w));
         assert_eq!(a, "event: item\nid: i\ndata: i\n\n");
         assert_eq!(a.as_ptr(), b.as_ptr());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_dropped() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (_stop, stopped) = watch::channel(());
+        // A node that never stops publishing large events.
+        let router = axum::Router::new().route(
+            "/s",
+            axum::routing::get(move || {
+                let events = futures_util::stream::repeat(Bytes::from(vec![b'x'; 1 << 20]));
+                std::future::ready(respond(stopped.clone(), String::new(), events))
+            }),
+        );
+        let limits = rookery_http::Limits::ADMIN;
+        tokio::spawn(rookery_http::listener::run(
+            l,
+            router,
+            limits,
+            std::future::pending(),
+        ));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /s HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Not reading: the socket buffers fill, the server's write waits, the heartbeats
+        // go by (the clock is paused: it moves when everything waits).
+        tokio::time::sleep(HEARTBEAT * 3).await;
+        // What was in flight, then the end: the stream was dropped.
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert!(got.starts_with(b"HTTP/1.1 200"));
+        assert!(got.len() < 64 << 20, "{}", got.len());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! (the public listener's WebSocket); an upgraded connection leaves the listener's count and
 //! its drain, and belongs to whoever took it. A response that hands its body off
 //! ([`crate::handoff`]) gets the connection back from hyper once its head is flushed; the
-//! body is then written in the connection's task, which stays in the count and the drain.
+//! body is then written in a task of its own, which stays in the count and the drain.
 //! Each request carries a [`Peer`] extension: the client's address and whether the
 //! connection is TLS.
 
@@ -32,7 +32,7 @@ use tower::ServiceExt;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::handoff::{Framing, Ready, Slot, Tap};
+use crate::handoff::{Framing, Io, Ready, Slot, Tap};
 
 /// The limits of one HTTP listener.
 #[derive(Debug, Clone)]
@@ -143,23 +143,36 @@ async fn serve(
         let stop = stop_rx.clone();
         let header_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            match tls {
+            let handed = match tls {
                 None => {
                     let peer = Peer { addr, tls: false };
-                    serve_connection(stream, peer, app, header_timeout, stop).await;
+                    serve_connection(stream, peer, app, header_timeout, stop).await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => {
                             let peer = Peer { addr, tls: true };
-                            serve_connection(s, peer, app, header_timeout, stop).await;
+                            serve_connection(s, peer, app, header_timeout, stop).await
                         }
-                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                            None
+                        }
+                        Err(_) => {
+                            tracing::debug!(%addr, "TLS handshake timed out");
+                            None
+                        }
                     }
                 }
+            };
+            // A handed-off body runs in a task of its own, sized for it alone (this one is
+            // sized for a TLS handshake and a hyper connection); it keeps the permit.
+            if let Some((handoff, io)) = handed {
+                tokio::spawn(async move {
+                    handoff.run(io).await;
+                    drop(permit);
+                });
             }
-            drop(permit);
         });
     }
     drop(listener);
@@ -175,15 +188,17 @@ async fn serve(
 }
 
 /// Serves one connection with hyper until it ends, is upgraded, or (after `stop`) has
-/// finished the request in flight; a response that hands its body off
-/// ([`handoff::response`]) gets the connection once hyper has flushed its head.
+/// finished the request in flight; or until a response that hands its body off
+/// ([`crate::handoff::response`]) has its head flushed: then the hand-off and the
+/// connection, taken back from hyper, are returned.
 async fn serve_connection<I>(
     io: I,
     peer: Peer,
     app: Router,
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
-) where
+) -> Option<(Ready, Box<dyn Io>)>
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let slot = Arc::new(Slot::default());
@@ -215,18 +230,16 @@ async fn serve_connection<I>(
         }
     };
     match ended {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => None,
         Ok(Err(e)) => {
             tracing::debug!(addr = %peer.addr, error = %e, "http connection ended with an error");
+            None
         }
-        Err(handoff) => {
-            // Hyper's buffers, its service and what the client pipelined are dropped here.
-            if let Some(parts) = conn.into_parts() {
-                handoff
-                    .run(Box::new(parts.io.into_inner().into_inner()))
-                    .await;
-            }
-        }
+        // Hyper's buffers, its service and what the client pipelined are dropped here.
+        Err(handoff) => conn.into_parts().map(|parts| {
+            let io: Box<dyn Io> = Box::new(parts.io.into_inner().into_inner());
+            (handoff, io)
+        }),
     }
 }
 

@@ -24,6 +24,13 @@
 //! earlier pipelined response — is on the wire, or in a TLS layer that flushed it too.
 //!
 //! A `HEAD` request gets the head alone from hyper, and no hand-off.
+//!
+//! A response made by [`kept_alive`] (a long-polling answer: BOSH) does not end the
+//! connection: its head says nothing of closing, and once its body is finished the listener
+//! serves the connection's next request with a fresh hyper connection — whose buffers are
+//! allocated only when that request comes. It falls back to closing when the client asked
+//! for it (`Connection: close`, HTTP/1.0), pipelined a request behind this one, or sent
+//! anything while the body was pending.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -49,7 +56,14 @@ type Run = Box<dyn FnOnce(BodyWriter) -> BoxFuture + Send>;
 /// The hand-off a [`response`] carries in its extensions until the listener takes it
 /// (extensions must be `Clone`: the clones share the one function).
 #[derive(Clone)]
-struct Handoff(Arc<Mutex<Option<Run>>>);
+struct Handoff {
+    run: Arc<Mutex<Option<Run>>>,
+    /// The connection serves further requests after this body ([`kept_alive`]).
+    keep_alive: bool,
+}
+
+/// Where a kept-alive body's writer leaves the connection for the listener.
+type Back = Arc<Mutex<Option<Box<dyn Io>>>>;
 
 /// A `200 OK` with `headers` whose body `run` writes once the listener has handed it the
 /// connection. Served by anything but [`crate::listener`], the body never comes.
@@ -58,7 +72,20 @@ where
     F: FnOnce(BodyWriter) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let run: Run = Box::new(move |w| Box::pin(run(w)));
+    handoff(headers, Box::new(move |w| Box::pin(run(w))), false)
+}
+
+/// A [`response`] after which the connection serves further requests (see the module
+/// docs): for answers that wait long and end soon, such as a held BOSH request.
+pub fn kept_alive<F, Fut>(headers: HeaderMap, run: F) -> Response
+where
+    F: FnOnce(BodyWriter) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    handoff(headers, Box::new(move |w| Box::pin(run(w))), true)
+}
+
+fn handoff(headers: HeaderMap, run: Run, keep_alive: bool) -> Response {
     // Hyper sees a body of unknown length that never ends: it announces chunked framing
     // (close-delimited to an HTTP/1.0 client) and never writes the last chunk.
     let mut r = Response::new(Body::from_stream(futures_util::stream::pending::<
@@ -68,9 +95,13 @@ where
     let h = r.headers_mut();
     h.remove(header::CONTENT_LENGTH);
     h.remove(header::TRANSFER_ENCODING);
-    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r.extensions_mut()
-        .insert(Handoff(Arc::new(Mutex::new(Some(run)))));
+    if !keep_alive {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r.extensions_mut().insert(Handoff {
+        run: Arc::new(Mutex::new(Some(run))),
+        keep_alive,
+    });
     r
 }
 
@@ -108,19 +139,34 @@ pub(crate) struct Slot {
 impl Slot {
     /// `resp` on its way to hyper: a hand-off in it is noted for the listener (or dropped
     /// when `framing` says the response has no body).
-    pub(crate) fn intercept(&self, mut resp: Response, framing: Option<Framing>) -> Response {
+    /// `reusable`: the request allows the connection to serve another one (HTTP/1.1
+    /// without `Connection: close`), see [`reusable`].
+    pub(crate) fn intercept(
+        &self,
+        mut resp: Response,
+        framing: Option<Framing>,
+        reusable: bool,
+    ) -> Response {
         let Some(handoff) = resp.extensions_mut().remove::<Handoff>() else {
             return resp;
         };
         let run = handoff
-            .0
+            .run
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let (Some(run), Some(framing)) = (run, framing) {
+            let reuse = handoff.keep_alive && reusable && framing == Framing::Chunked;
+            if handoff.keep_alive && !reuse {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             self.flushed.store(false, Ordering::Relaxed);
-            *self.pending.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some(Ready { run, framing });
+            *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = Some(Ready {
+                run,
+                framing,
+                reuse,
+            });
         }
         resp
     }
@@ -141,17 +187,44 @@ impl Slot {
 pub(crate) struct Ready {
     run: Run,
     framing: Framing,
+    /// The connection serves further requests once the body is finished.
+    reuse: bool,
 }
 
 impl Ready {
-    /// Writes the body to `io`, the connection taken back from hyper.
-    pub(crate) async fn run(self, io: Box<dyn Io>) {
+    /// This body closes its connection when finished, whatever its response said.
+    pub(crate) fn closing(self) -> Self {
+        Self {
+            reuse: false,
+            ..self
+        }
+    }
+
+    /// Writes the body to `io`, the connection taken back from hyper; returns the
+    /// connection when it is to serve further requests.
+    pub(crate) async fn run(self, io: Box<dyn Io>) -> Option<Box<dyn Io>> {
+        let back = self.reuse.then(Back::default);
         (self.run)(BodyWriter {
             io,
             framing: self.framing,
+            back: back.clone(),
         })
         .await;
+        back.and_then(|b| b.lock().unwrap_or_else(PoisonError::into_inner).take())
     }
+}
+
+/// Whether `req` lets its connection serve another request after the response: HTTP/1.1
+/// without a `close` connection option (RFC 9112 §9.3).
+pub(crate) fn reusable<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && !req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|o| o.trim().eq_ignore_ascii_case("close"))
 }
 
 /// The connection's IO as hyper gets it: passes everything through and tells the [`Slot`]
@@ -222,6 +295,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tap<I> {
 pub struct BodyWriter {
     io: Box<dyn Io>,
     framing: Framing,
+    /// Where [`BodyWriter::finish`] leaves the connection of a [`kept_alive`] response that
+    /// may serve further requests; `None`: it closes.
+    back: Option<Back>,
 }
 
 impl BodyWriter {
@@ -247,15 +323,26 @@ impl BodyWriter {
     /// request is served.
     pub async fn closed(&mut self) {
         let mut buf = [0u8; 64];
-        while let Ok(1..) = self.io.read(&mut buf).await {}
+        while let Ok(1..) = self.io.read(&mut buf).await {
+            // A request behind this one, read in part: the connection cannot serve it.
+            self.back = None;
+        }
     }
 
-    /// Ends the body (the last chunk) and closes the connection.
+    /// Ends the body (the last chunk), then closes the connection — or, for a
+    /// [`kept_alive`] response, leaves it to the listener for the next request.
     pub async fn finish(mut self) -> io::Result<()> {
         if self.framing == Framing::Chunked {
             self.io.write_all(b"0\r\n\r\n").await?;
         }
-        self.io.shutdown().await
+        match self.back.take() {
+            Some(back) => {
+                self.io.flush().await?;
+                *back.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.io);
+                Ok(())
+            }
+            None => self.io.shutdown().await,
+        }
     }
 }
 
@@ -267,7 +354,8 @@ mod tests {
     fn writer(framing: Framing) -> (BodyWriter, tokio::io::DuplexStream) {
         let (a, b) = tokio::io::duplex(1024);
         let io: Box<dyn Io> = Box::new(a);
-        (BodyWriter { io, framing }, b)
+        let back = None;
+        (BodyWriter { io, framing, back }, b)
     }
 
     #[tokio::test]

@@ -32,7 +32,7 @@ use tower::ServiceExt;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::handoff::{Framing, Io, Ready, Slot, Tap};
+use crate::handoff::{self, Framing, Io, Ready, Slot, Tap};
 
 /// The limits of one HTTP listener.
 #[derive(Debug, Clone)]
@@ -143,16 +143,20 @@ async fn serve(
         let stop = stop_rx.clone();
         let header_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
+            let tls_peer = tls.is_some();
+            let peer = Peer {
+                addr,
+                tls: tls_peer,
+            };
             let handed = match tls {
                 None => {
-                    let peer = Peer { addr, tls: false };
-                    serve_connection(stream, peer, app, header_timeout, stop).await
+                    serve_connection(stream, peer, app.clone(), header_timeout, stop.clone()).await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => {
-                            let peer = Peer { addr, tls: true };
-                            serve_connection(s, peer, app, header_timeout, stop).await
+                            serve_connection(s, peer, app.clone(), header_timeout, stop.clone())
+                                .await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%addr, error = %e, "TLS handshake failed");
@@ -167,9 +171,9 @@ async fn serve(
             };
             // A handed-off body runs in a task of its own, sized for it alone (this one is
             // sized for a TLS handshake and a hyper connection); it keeps the permit.
-            if let Some((handoff, io)) = handed {
+            if let Some(handed) = handed {
                 tokio::spawn(async move {
-                    handoff.run(io).await;
+                    serve_handed_off(handed, peer, app, header_timeout, stop).await;
                     drop(permit);
                 });
             }
@@ -184,6 +188,36 @@ async fn serve(
         .is_err()
     {
         tracing::debug!("http connections still open after the drain timeout");
+    }
+}
+
+/// Writes a handed-off body; when its response was kept alive ([`crate::handoff::kept_alive`])
+/// the connection then serves the client's next request with a fresh hyper connection —
+/// boxed, so that this task stays the size of a body while the body is pending.
+async fn serve_handed_off(
+    mut handed: (Ready, Box<dyn Io>),
+    peer: Peer,
+    app: Router,
+    header_timeout: Duration,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (ready, io) = handed;
+        let Some(io) = ready.run(io).await else {
+            return;
+        };
+        if *stop.borrow() {
+            return;
+        }
+        // Boxed as a `Send` trait object: the compiler cannot prove the future `Send` for
+        // every lifetime when it is awaited in this loop.
+        let next: Pin<Box<dyn Future<Output = Option<(Ready, Box<dyn Io>)>> + Send>> = Box::pin(
+            serve_connection(io, peer, app.clone(), header_timeout, stop.clone()),
+        );
+        match next.await {
+            Some(h) => handed = h,
+            None => return,
+        }
     }
 }
 
@@ -206,11 +240,11 @@ where
         let slot = slot.clone();
         tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(peer);
-            let framing = Framing::of(&req);
+            let (framing, reusable) = (Framing::of(&req), handoff::reusable(&req));
             let (app, slot) = (app.clone(), slot.clone());
             async move {
                 let resp = app.oneshot(req).await?;
-                Ok::<_, Infallible>(slot.intercept(resp, framing))
+                Ok::<_, Infallible>(slot.intercept(resp, framing, reusable))
             }
         })
     };
@@ -235,8 +269,14 @@ where
             tracing::debug!(addr = %peer.addr, error = %e, "http connection ended with an error");
             None
         }
-        // Hyper's buffers, its service and what the client pipelined are dropped here.
+        // Hyper's buffers, its service and what the client pipelined are dropped here; a
+        // connection with a request pipelined behind this one closes after the body.
         Err(handoff) => conn.into_parts().map(|parts| {
+            let handoff = if parts.read_buf.is_empty() {
+                handoff
+            } else {
+                handoff.closing()
+            };
             let io: Box<dyn Io> = Box::new(parts.io.into_inner().into_inner());
             (handoff, io)
         }),
@@ -333,6 +373,15 @@ mod tests {
                 }),
             )
             .route(
+                "/held",
+                get(move || async move {
+                    crate::handoff::kept_alive(head(), |mut w| async move {
+                        w.send(b"answer").await.unwrap();
+                        w.finish().await.unwrap();
+                    })
+                }),
+            )
+            .route(
                 "/wait",
                 get(move || async move {
                     crate::handoff::response(head(), move |mut w| async move {
@@ -374,6 +423,52 @@ mod tests {
         assert!(head.contains("connection: close"), "{head}");
         assert!(head.contains("content-type: text/event-stream"), "{head}");
         assert_eq!(body, "4\r\none\n\r\n4\r\ntwo\n\r\n0\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_hand_off_leaves_the_connection_to_the_next_request() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(run(l, streaming().0, Limits::ADMIN, std::future::pending()));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut seen = Vec::new();
+        for path in ["/held", "/held"] {
+            let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            // Each answer is whole before the next request (as a long-polling client does).
+            while !seen.ends_with(b"0\r\n\r\n") {
+                let mut buf = [0u8; 256];
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+                seen.extend_from_slice(buf.get(..n).unwrap());
+            }
+            let text = String::from_utf8(std::mem::take(&mut seen)).unwrap();
+            assert!(!text.contains("connection: close"), "{text}");
+            assert!(text.ends_with("6\r\nanswer\r\n0\r\n\r\n"), "{text}");
+        }
+        // A plain request on the same connection, asking to close: served, then closed.
+        let out = {
+            s.write_all(b"GET /x HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        assert!(
+            out.starts_with("HTTP/1.1 200") && out.ends_with("hello"),
+            "{out}"
+        );
+        // Asked to close, a kept-alive hand-off closes.
+        let out = exchange(
+            addr,
+            "GET /held HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(
+            out.contains("connection: close") && out.ends_with("0\r\n\r\n"),
+            "{out}"
+        );
     }
 
     #[tokio::test]

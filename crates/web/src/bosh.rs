@@ -186,20 +186,34 @@ pub async fn request(
         },
     )
     .filter(|el| el.is("body", NS_HTTPBIND));
-    let answer = match parsed {
-        None => terminate("bad-request"),
-        Some(body) => match body.attr("rid").and_then(|r| r.parse::<u64>().ok()) {
-            None => terminate("bad-request"),
-            Some(rid) => match body.attr("sid") {
-                None => create(&ctx, peer, &headers, &body, rid).await,
-                Some(sid) => match ctx.bosh.get(sid) {
-                    None => terminate("item-not-found"),
-                    Some(session) => session.request(&body, rid).await,
-                },
-            },
-        },
+    let Some(body) = parsed else {
+        return respond(terminate("bad-request"), cors);
     };
-    respond(answer, cors)
+    let Some(rid) = body.attr("rid").and_then(|r| r.parse::<u64>().ok()) else {
+        return respond(terminate("bad-request"), cors);
+    };
+    let Some(sid) = body.attr("sid") else {
+        return respond(create(&ctx, peer, &headers, &body, rid).await, cors);
+    };
+    let Some(session) = ctx.bosh.get(sid) else {
+        return respond(terminate("item-not-found"), cors);
+    };
+    // A request of a session may be held for up to `wait` seconds: its answer leaves hyper
+    // once the head is out, so a held request costs no HTTP connection buffers, and the
+    // connection serves the client's next request afterwards.
+    let mut head = HeaderMap::new();
+    head.insert(header::CONTENT_TYPE, xml_content_type());
+    origin::add_cors(&mut head, cors);
+    rookery_http::handoff::kept_alive(head, move |mut w| async move {
+        let answer = tokio::select! {
+            a = session.request(&body, rid) => a,
+            // The client left: the request is dropped unanswered (the session records it).
+            () = w.closed() => return,
+        };
+        if w.send(&answer).await.is_ok() {
+            let _ = w.finish().await;
+        }
+    })
 }
 
 /// `OPTIONS /http-bind`: the CORS preflight.
@@ -220,12 +234,13 @@ pub async fn info() -> &'static str {
 fn respond(body: Bytes, cors: Option<HeaderValue>) -> Response {
     let mut r = body.into_response();
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/xml; charset=utf-8"),
-    );
+    h.insert(header::CONTENT_TYPE, xml_content_type());
     origin::add_cors(h, cors);
     r
+}
+
+fn xml_content_type() -> HeaderValue {
+    HeaderValue::from_static("text/xml; charset=utf-8")
 }
 
 /// A session creation request (XEP-0124 §7.1, XEP-0206 §3).

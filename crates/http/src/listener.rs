@@ -191,11 +191,14 @@ async fn serve(
     }
 }
 
+/// A hand-off and the connection it writes to, taken back from hyper.
+type Handed = (Ready, Box<dyn Io>);
+
 /// Writes a handed-off body; when its response was kept alive ([`crate::handoff::kept_alive`])
 /// the connection then serves the client's next request with a fresh hyper connection —
 /// boxed, so that this task stays the size of a body while the body is pending.
 async fn serve_handed_off(
-    mut handed: (Ready, Box<dyn Io>),
+    mut handed: Handed,
     peer: Peer,
     app: Router,
     header_timeout: Duration,
@@ -211,7 +214,7 @@ async fn serve_handed_off(
         }
         // Boxed as a `Send` trait object: the compiler cannot prove the future `Send` for
         // every lifetime when it is awaited in this loop.
-        let next: Pin<Box<dyn Future<Output = Option<(Ready, Box<dyn Io>)>> + Send>> = Box::pin(
+        let next: Pin<Box<dyn Future<Output = Option<Handed>> + Send>> = Box::pin(
             serve_connection(io, peer, app.clone(), header_timeout, stop.clone()),
         );
         match next.await {
@@ -231,7 +234,7 @@ async fn serve_connection<I>(
     app: Router,
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
-) -> Option<(Ready, Box<dyn Io>)>
+) -> Option<Handed>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

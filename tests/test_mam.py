@@ -22,6 +22,7 @@ NS_MAM = "urn:xmpp:mam:2"
 NS_RSM = "http://jabber.org/protocol/rsm"
 NS_SID = "urn:xmpp:sid:0"
 NS_FWD = "urn:xmpp:forward:0"
+NS_SM = "urn:xmpp:sm:3"
 T = 10
 
 
@@ -194,6 +195,39 @@ async def test_archive_survives_restart_and_goes_with_the_account(server_factory
     bodies, _, fin = await query(c)
     assert bodies == [] and complete(fin)
     await close(c)
+
+
+async def archived_bodies(c: SlixClient) -> list[str]:
+    """Every body in `c`'s archive, oldest first, page by page."""
+    bodies, after = [], ""
+    while True:
+        page, ids, fin = await query(c, rsm=f"<max>100</max>{after}")
+        bodies += page
+        if complete(fin) or not ids:
+            return bodies
+        after = f"<after>{ids[-1]}</after>"
+
+
+async def test_acknowledged_burst_survives_kill(server_factory, backend):
+    """A burst sent without waiting, acknowledged by XEP-0198 `<a h/>`, then `kill -9`: every
+    message is in both archives after the restart (the archiver commits batches of many
+    messages; the acknowledgement must not overtake the commit)."""
+    srv = server_factory(backend=backend)
+    burst = 300
+    a = await srv.login("alice", "burst")
+    a.send(f"<enable xmlns='{NS_SM}'/>")
+    await a.expect(lambda e: e.tag == f"{{{NS_SM}}}enabled", what="<enabled/>")
+    for i in range(burst):
+        a.message(srv.jid("bob"), f"burst {i}")
+    a.send(f"<r xmlns='{NS_SM}'/>")
+    ack = await a.expect(lambda e: e.tag == f"{{{NS_SM}}}a", what="<a/>")
+    assert int(ack.get("h")) == burst
+    srv.crash_restart()
+    expected = [f"burst {i}" for i in range(burst)]
+    for user in ("alice", "bob"):
+        c = await login(srv, user)
+        assert await archived_bodies(c) == expected, user
+        await close(c)
 
 
 async def metadata(c: SlixClient, to: str | None = None) -> ET.Element:

@@ -12,6 +12,9 @@
 # Settings: ACCOUNTS=1000 PARTNERS=10 PER_PAIR=100 QUERY_CLIENTS=200 QUERY_RATE=200 PAGE=50
 #           MSG_CLIENTS=200 MSG_RATE=2000 DURATION=15 BACKENDS="sqlite postgres"
 #           BASE_PORT=38200 WORK=<mktemp -d> ROOKERY_BIN BENCH_BIN
+#           PHASES="query archiving" (run only some), ARCHIVING="true false" ([mam] enabled
+#           values of the archiving phase, in that order), PERF_OUT=<file> (records the
+#           server of the archiving phase with `perf record --call-graph dwarf` into <file>.<enabled>)
 # Only loopback is used.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,6 +29,9 @@ MSG_CLIENTS=${MSG_CLIENTS:-200}
 MSG_RATE=${MSG_RATE:-2000}
 DURATION=${DURATION:-15}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
+PHASES=${PHASES:-"query archiving"}
+ARCHIVING=${ARCHIVING:-"true false"}
+PERF_OUT=${PERF_OUT:-}
 BASE_PORT=${BASE_PORT:-38200}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-mam.XXXXXX)}
 PASSWORD=bench-pass
@@ -102,7 +108,9 @@ ORDER BY n.x, a.x, k.x;
 SQL
 }
 
-for backend in $BACKENDS; do
+phase() { case " $PHASES " in *" $1 "*) return 0;; *) return 1;; esac; }
+
+phase query && for backend in $BACKENDS; do
   dir="$WORK/query-$backend"; rm -rf "$dir"; mkdir -p "$dir"
   url=""
   if [ "$backend" = postgres ]; then
@@ -132,14 +140,19 @@ for backend in $BACKENDS; do
   kill "$PID"; wait "$PID" 2>/dev/null || true
 done
 
-for mam in true false; do
+phase archiving && for mam in $ARCHIVING; do
   dir="$WORK/archiving-$mam"; rm -rf "$dir"; mkdir -p "$dir"
   config "$dir" "" "$mam"
   "$ROOKERY" -c "$dir/rookery.toml" user add-bulk --count "$MSG_CLIENTS" --password "$PASSWORD" >/dev/null
   start "$dir"
-  echo "-- messages with [mam] enabled = $mam"
+  echo "-- messages with [mam] enabled = $mam (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
+  perf_pid=""
+  if [ -n "$PERF_OUT" ]; then
+    perf record -q -F 499 --call-graph dwarf,16384 -p "$PID" -o "$PERF_OUT.$mam" 2>/dev/null & perf_pid=$!
+  fi
   bench "$WORK/mam-archiving-$mam.json" -n "$MSG_CLIENTS" --duration "$DURATION" \
     messages --rate "$MSG_RATE"
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
   kill "$PID"; wait "$PID" 2>/dev/null || true
 done
 

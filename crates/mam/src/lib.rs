@@ -7,6 +7,8 @@
 //!   `<stanza-id/>` on them), answers queries and preferences, and purges by age and cap;
 //! - [`serve`]: answering a query on any archive (an account's here, a room's in
 //!   `rookery-muc`);
+//! - [`archiver`]: the task that writes the rows of many messages in one transaction (group
+//!   commit), awaited by the message path;
 //! - [`archive`]: which messages are archived, archive ids, stamping;
 //! - [`query`]: the query form and RSM read into a [`query::Query`], result messages and
 //!   `<fin/>`; [`prefs`]: archiving preferences; [`error`]: refusals and their wire errors;
@@ -16,6 +18,7 @@
 //! the account by the database (`ON DELETE CASCADE`), one for every room.
 
 pub mod archive;
+pub mod archiver;
 pub mod config;
 pub mod error;
 pub mod module;

@@ -8,11 +8,19 @@
 //!   priority `OBSERVE`, before delivery, offline storage and carbons (all `DEFAULT`), so that
 //!   what they send on carries the archive's `<stanza-id/>`.
 //!
-//! The write is awaited before the message goes on: what a client was told was sent (an SM
-//! ack follows routing) is in the archive. It is one short transaction, and concurrent ones
-//! share a commit (on SQLite the store's writer commits every queued write in one
-//! transaction; PostgreSQL commits concurrently), so archiving costs a commit's latency per
-//! message on the sender's stream, not a commit per message of throughput.
+//! The row goes to the [`Archiver`], which writes the rows of every message queued meanwhile
+//! in one transaction (group commit, off the session's task), and is awaited before the
+//! message goes on: what a client was told was sent (an SM ack follows routing) is in the
+//! archive. So archiving costs a message a hand-off and a commit's latency (shared with the
+//! whole batch), not a transaction of its own; see `archiver.rs` for why and the bounds.
+//!
+//! A message between two local accounts is two rows, handed over at its two hooks and
+//! awaited at each: they usually land in consecutive batches. Handing both over as one would
+//! mean carrying the sender's pending row from `MessageFromLocal` to the recipient's hook,
+//! which does not run when the message bounces (no such account, blocked, resource gone):
+//! the sender's row would then be left unawaited, and acknowledged before it is committed.
+//! Batching many messages' rows already gives the per-row cost a single write per message
+//! would (docs/performance.md, "Archiving cost").
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +38,7 @@ use rookery_store::mam::{NewArchived, Owner};
 use rookery_store::Store;
 
 use crate::archive;
+use crate::archiver::Archiver;
 use crate::config::MamConfig;
 use crate::error::MamError;
 use crate::ns;
@@ -41,6 +50,8 @@ pub struct Mam {
     config: MamConfig,
     default: PrefDefault,
     store: Store,
+    /// Writes the rows, many messages' in one transaction.
+    archiver: Archiver,
     /// Preferences of accounts that archived or changed them since start (read once).
     prefs: DashMap<BareJid, Arc<Prefs>>,
 }
@@ -59,13 +70,18 @@ fn owner(jid: &BareJid) -> Option<(&str, &str)> {
 }
 
 impl Mam {
-    /// The module under `config` (checked), archiving into `store`.
+    /// The module under `config` (checked), archiving into `store`; its archiver runs on the
+    /// current tokio runtime (`Err` outside one).
     pub fn new(config: MamConfig, store: Store) -> Result<Mam, String> {
         config.validate()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err("the message archive needs a tokio runtime".into());
+        }
         let default = PrefDefault::parse(&config.default).unwrap_or(PrefDefault::Always);
         Ok(Mam {
             config,
             default,
+            archiver: Archiver::spawn(store.clone()),
             store,
             prefs: DashMap::new(),
         })
@@ -142,7 +158,7 @@ impl Mam {
             ts: rookery_proto::time::now_unix(),
             stanza: String::from_utf8_lossy(&m.to_bytes()).into_owned(),
         };
-        if let Err(e) = self.store.mam().append(vec![row]).await {
+        if let Err(e) = self.archiver.archive(vec![row]).await {
             tracing::error!(account = %account, error = %e, "archiving a message failed");
         }
     }

@@ -6,6 +6,8 @@
 //! The two kinds of archive have a table each (an account's rows reference the account) with
 //! the same columns but the two owner keys; every query is written once over [`Owner`].
 
+use std::sync::Arc;
+
 use crate::db::{with_pool, write_tx};
 use crate::{Store, StoreError};
 
@@ -44,6 +46,53 @@ const TABLES: [(&str, &str, &str); 2] = [
 ];
 /// A node's history: a view, queried like the tables and never purged or written here.
 const NODE_HISTORY: (&str, &str, &str) = ("pubsub_archive", "service", "node");
+
+/// The most rows one `INSERT` carries: six parameters a row stays far below both drivers'
+/// limits (SQLite 32,766, PostgreSQL 65,535), and a batch of a few hundred rows is a few
+/// statements.
+const MAX_ROWS_PER_INSERT: usize = 64;
+
+/// `rows` cut into the chunks one `INSERT` each: [`MAX_ROWS_PER_INSERT`] rows, then
+/// power-of-two sizes for the rest. The sizes are few (7), so each table has few statement
+/// texts and the connection's prepared-statement cache keeps them all (a statement per exact
+/// row count would fill it with one-off texts and evict the other writes' statements).
+fn chunks<'r, T>(rows: &'r [T]) -> impl Iterator<Item = &'r [T]> + 'r {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = rest.len().min(MAX_ROWS_PER_INSERT);
+        // The largest power of two not above n (n ≥ 1).
+        let size = 1 << (usize::BITS - 1 - n.leading_zeros());
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// The `INSERT` of `n` rows into `table` (`$1`… numbered row by row, six per row). Built
+/// per chunk (a microsecond, against the rows' own work); the connection's statement cache
+/// keys on the text, so each of [`chunks`]' few sizes is prepared once.
+fn insert_sql((t, k1, k2): (&str, &str, &str), n: usize) -> String {
+    let mut sql = format!("INSERT INTO {t} ({k1}, {k2}, stanza_id, with_jid, ts, stanza) VALUES ");
+    for i in 0..n {
+        let p = i * 6;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6
+        ));
+    }
+    sql
+}
 
 impl Owner {
     /// (table, first key column, second key column).
@@ -142,35 +191,40 @@ impl<'a> Mam<'a> {
         Mam { store }
     }
 
-    /// Appends `rows` in one transaction: committed, all of them, when this returns `Ok`.
-    /// A node's history ([`Owner::Node`]) is not appended to: it is the node's items.
-    pub async fn append(&self, rows: Vec<NewArchived>) -> Result<(), StoreError> {
-        if rows.is_empty() {
+    /// Appends `rows` in one transaction: committed, all of them, when this returns `Ok`
+    /// (none of them when it returns `Err`). A node's history ([`Owner::Node`]) is not
+    /// appended to: it is the node's items, and such rows are left out.
+    ///
+    /// The rows go in as multi-row `INSERT`s (see [`insert_sql`]), a table's rows in their
+    /// order, so that archiving a batch of many messages costs a few statements rather than
+    /// a statement (and on SQLite a round trip to the connection's thread) per row: that
+    /// per-row cost was most of what archiving cost the message path (docs/performance.md,
+    /// "Archiving cost"). `rows` is shared, not copied, by a SQLite batch that is run again
+    /// without a failed job.
+    pub async fn append(&self, rows: impl Into<Arc<[NewArchived]>>) -> Result<(), StoreError> {
+        let rows: Arc<[NewArchived]> = rows.into();
+        if rows.iter().all(|r| matches!(r.owner, Owner::Node { .. })) {
             return Ok(());
         }
-        let rows: Vec<(String, NewArchived)> = rows
-            .into_iter()
-            .map(|r| {
-                let (t, k1, k2) = r.owner.table();
-                let sql = format!(
-                    "INSERT INTO {t} ({k1}, {k2}, stanza_id, with_jid, ts, stanza) \
-                     VALUES ($1, $2, $3, $4, $5, $6)"
-                );
-                (sql, r)
-            })
-            .collect();
         write_tx!(self.store, conn => {
-            for (sql, r) in &rows {
-                let (a, b) = r.owner.keys();
-                sqlx::query(sql)
-                .bind(a)
-                .bind(b)
-                .bind(&r.stanza_id)
-                .bind(&r.with_jid)
-                .bind(r.ts)
-                .bind(&r.stanza)
-                .execute(&mut *conn)
-                .await?;
+            for table in TABLES {
+                let mine: Vec<&NewArchived> =
+                    rows.iter().filter(|r| r.owner.table() == table).collect();
+                for chunk in chunks(&mine) {
+                    let sql = insert_sql(table, chunk.len());
+                    let mut q = sqlx::query(&sql);
+                    for r in chunk {
+                        let (a, b) = r.owner.keys();
+                        q = q
+                            .bind(a)
+                            .bind(b)
+                            .bind(r.stanza_id.as_str())
+                            .bind(r.with_jid.as_str())
+                            .bind(r.ts)
+                            .bind(r.stanza.as_str());
+                    }
+                    q.execute(&mut *conn).await?;
+                }
             }
         });
         Ok(())
@@ -370,5 +424,29 @@ impl<'a> Mam<'a> {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_go_in_chunks_of_few_sizes_in_order() {
+        let rows: Vec<usize> = (0..203).collect();
+        let sizes: Vec<usize> = chunks(&rows).map(<[usize]>::len).collect();
+        assert_eq!(sizes, [64, 64, 64, 8, 2, 1]);
+        let again: Vec<usize> = chunks(&rows).flatten().copied().collect();
+        assert_eq!(again, rows);
+        assert_eq!(chunks::<usize>(&[]).count(), 0);
+    }
+
+    #[test]
+    fn an_insert_numbers_its_parameters_row_by_row() {
+        assert_eq!(
+            insert_sql(TABLES[1], 2),
+            "INSERT INTO muc_archive (service, room, stanza_id, with_jid, ts, stanza) \
+             VALUES ($1, $2, $3, $4, $5, $6), ($7, $8, $9, $10, $11, $12)"
+        );
     }
 }

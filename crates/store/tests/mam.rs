@@ -31,7 +31,7 @@ async fn archive_query_purge_and_account_removal() {
         b.create_account("juliet").await;
         let mam = b.store.mam();
         let j = juliet(d);
-        let rows = (1..=10)
+        let rows: Vec<NewArchived> = (1..=10)
             .map(|n| row(d, n, if n % 2 == 0 { "romeo@x" } else { "nurse@x" }))
             .collect();
         mam.append(rows).await.unwrap();

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+import xml.etree.ElementTree as ET
 from xml.sax.saxutils import quoteattr
 
 import pytest
@@ -383,6 +384,123 @@ async def test_nats_outage_bounces_cross_node_stanzas_and_heals(cluster):
     await wait_for(b, is_msg("after the outage"), what="a cross-node message after healing")
     for p in (a, b, c):
         await p.close()
+
+
+async def _until(what: str, attempt, timeout: float = 20.0):
+    """Runs `attempt()` until it returns true: for facts another node learns over the bus
+    (a note, a client's capabilities), which no reply tells the test about."""
+    deadline = time.monotonic() + timeout
+    while not await attempt():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timeout waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def test_pubsub_notifications_reach_subscribers_on_every_node(cluster):
+    """A node of pubsub.localhost created and published through node 1, subscribed to
+    through nodes 2 and 3: node 1 learns the subscriptions (the shared store, a note on the
+    bus) and its notifications reach the subscribers where they are bound."""
+    from test_pubsub import PLUGINS, event, login, payload
+    n1, n2, n3 = cluster.nodes
+    s = "pubsub.localhost"
+    a = await login(n1, "alice", "one", plugins=PLUGINS)
+    b = await login(n2, "bob", "two", plugins=PLUGINS)
+    c = await login(n3, "carol", "three", plugins=PLUGINS)
+    try:
+        await a.plugin["xep_0060"].create_node(s, "news", timeout=10)
+        await b.plugin["xep_0060"].subscribe(s, "news", timeout=10)
+        await c.plugin["xep_0060"].subscribe(s, "news", timeout=10)
+
+        async def node1_knows() -> bool:
+            r = await a.plugin["xep_0060"].get_node_subscriptions(s, "news", timeout=10)
+            got = {str(x["jid"]) for x in r["pubsub_owner"]["subscriptions"]}
+            return got >= {"bob@localhost", "carol@localhost"}
+
+        await _until("node 1 to list the subscriptions made through nodes 2 and 3",
+                     node1_knows)
+        await a.plugin["xep_0060"].publish(s, "news", id="first", payload=payload("x"),
+                                           timeout=10)
+        for cl in (b, c):
+            await cl.inbox.wait(event("news", "item", s, "first"), 10, "the notification")
+        # Published through node 2 (bob made publisher by the owner on node 1): node 2
+        # learns the affiliation, and alice on node 1 is no subscriber, carol on node 3 is.
+        await a.plugin["xep_0060"].modify_affiliations(s, "news", [("bob@localhost",
+                                                                    "publisher")], timeout=10)
+
+        async def bob_publishes() -> bool:
+            try:
+                await b.plugin["xep_0060"].publish(s, "news", id="by-bob",
+                                                   payload=payload("y"), timeout=10)
+                return True
+            except Exception:
+                return False
+
+        await _until("node 2 to learn bob's affiliation", bob_publishes)
+        await c.inbox.wait(event("news", "item", s, "by-bob"), 10, "bob's notification")
+        items = await c.plugin["xep_0060"].get_items(s, "news", timeout=10)
+        assert [i["id"] for i in items["pubsub"]["items"]] == ["first", "by-bob"]
+    finally:
+        for cl in (a, b, c):
+            await cl.close()
+
+
+async def test_pep_notifications_reach_interested_resources_on_other_nodes(cluster):
+    """alice publishes her tune through node 1: her contact bob on node 2 and her own second
+    resource on node 3 get it through their +notify capabilities, which only their own nodes
+    know (the PEP relay); a later login on node 2 gets the newest item as the last one."""
+    from test_pubsub import NS_TUNE, PLUGINS, event, login
+    n1, n2, n3 = cluster.nodes
+    await make_mutual(n1, "alice", "bob")
+    a = await login(n1, "alice", "one", plugins=PLUGINS)
+    b = await login(n2, "bob", "two", plugins=PLUGINS)
+    a3 = await login(n3, "alice", "three", plugins=PLUGINS)
+    later = None
+
+    def live(e) -> bool:
+        # A notification, not a last item sent when a node learned the capabilities (that
+        # one carries a delay).
+        return (event(NS_TUNE, "item", "alice@localhost")(e)
+                and e.find("{urn:xmpp:delay}delay") is None)
+
+    try:
+        n = 0
+
+        async def both_got_it() -> bool:
+            # Their nodes learn their capabilities (disco#info to them) on their own time:
+            # publish until a notification arrives.
+            nonlocal n
+            n += 1
+            await a.plugin["xep_0118"].publish_tune(artist="A", title=f"song {n}", timeout=10)
+            title = f"song {n}"
+            for cl in (b, a3):
+                try:
+                    await cl.inbox.wait(lambda e: live(e) and e.find(
+                        f".//{{{NS_TUNE}}}title").text == title, 1.0, "the tune")
+                except AssertionError:
+                    return False
+            return True
+
+        await _until("the tune at bob (node 2) and alice's resource on node 3", both_got_it)
+        # Live exactly once each: node 1's relay is the only way there (a last item sent
+        # when a node learned the capabilities carries a delay).
+        title = f"song {n}"
+        for cl in (b, a3):
+            got = [e for e in cl.inbox.items
+                   if live(e) and e.find(f".//{{{NS_TUNE}}}title").text == title]
+            assert len(got) == 1, [ET.tostring(e) for e in got]
+        await a.plugin["xep_0118"].publish_tune(artist="A", title="newest", timeout=10)
+        await b.inbox.wait(lambda e: live(e)
+                           and e.find(f".//{{{NS_TUNE}}}title").text == "newest", 10,
+                           "the newest tune")
+        # Node 2 had alice's PEP node in memory; its last item is the newest one.
+        later = await login(n2, "bob", "later", plugins=PLUGINS)
+        msg = await later.inbox.wait(event(NS_TUNE, "item", "alice@localhost"), 20,
+                                     "the last tune at login")
+        assert msg.find(f".//{{{NS_TUNE}}}title").text == "newest"
+    finally:
+        for cl in (a, b, a3, later):
+            if cl is not None:
+                await cl.close()
 
 
 def test_a_cluster_on_sqlite_is_refused(tmp_path):

@@ -10,6 +10,9 @@
 //!   handles and sends it as one batch per wake-up (so a fan-out costs one bus message per
 //!   node, not per recipient); a node without subscribers (killed) is taken for dead at once,
 //!   a bus that is down bounces the stanzas with `recipient-unavailable`;
+//! - **notes** task: hands the other nodes' modules' notes (`Core::tell_peers`) to this
+//!   node's modules, in order, without holding up the control task (a note may make a module
+//!   read the store);
 //! - **heartbeat** task: says this node is alive and expires the silent ones (the lease).
 
 use std::collections::{HashMap, HashSet};
@@ -110,6 +113,8 @@ pub(crate) struct Inner {
     /// Snapshots being received, per node.
     incoming: Mutex<HashMap<String, HashSet<Jid>>>,
     outbox: mpsc::UnboundedSender<Control>,
+    /// The other nodes' notes for this node's modules (topic, body).
+    notes: mpsc::UnboundedSender<(String, String)>,
 }
 
 /// A node of a cluster (see the crate documentation).
@@ -190,6 +195,7 @@ impl Cluster {
             .await
             .map_err(|e| StartError::Subscribe(e.to_string()))?;
         let (outbox, outbox_rx) = mpsc::unbounded_channel();
+        let (notes, notes_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             core: core.clone(),
             connected: AtomicBool::new(matches!(
@@ -208,10 +214,12 @@ impl Cluster {
             seen: Mutex::default(),
             incoming: Mutex::default(),
             outbox,
+            notes,
         });
         core.set_cluster(Arc::new(Link(inner.clone())));
         tokio::spawn(publish(inner.clone(), outbox_rx));
         tokio::spawn(control_loop(inner.clone(), control));
+        tokio::spawn(notes_loop(core.clone(), notes_rx));
         tokio::spawn(inbox_loop(inner.clone(), inbox));
         tokio::spawn(heartbeat_loop(inner.clone()));
         tokio::spawn(events_loop(inner.clone(), events_rx));
@@ -310,6 +318,16 @@ impl ClusterLink for Link {
             account: account.to_string(),
         });
     }
+
+    fn note(&self, topic: &str, body: String) {
+        let i = &self.0;
+        i.send(Control::Note {
+            node: i.node.clone(),
+            epoch: i.epoch,
+            topic: topic.to_string(),
+            body,
+        });
+    }
 }
 
 impl Inner {
@@ -394,6 +412,9 @@ impl Inner {
                 if let Ok(account) = BareJid::parse(&account) {
                     self.core.emit(&Event::AccountChanged(account)).await;
                 }
+            }
+            Control::Note { topic, body, .. } => {
+                let _ = self.notes.send((topic, body));
             }
             Control::Sessions {
                 first,
@@ -707,6 +728,12 @@ async fn inbox_loop(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
         if let Some(reply) = msg.reply {
             let _ = inner.client.publish(reply, Bytes::new()).await;
         }
+    }
+}
+
+async fn notes_loop(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<(String, String)>) {
+    while let Some((topic, body)) = rx.recv().await {
+        core.emit(&Event::ClusterNote { topic, body }).await;
     }
 }
 

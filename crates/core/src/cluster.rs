@@ -37,4 +37,7 @@ pub trait ClusterLink: Send + Sync + 'static {
     /// A module committed a change to `account`'s data that other nodes may hold in memory
     /// (see [`crate::Core::account_changed`]).
     fn account_changed(&self, account: &BareJid);
+
+    /// A module's note for its peers on the other nodes (see [`crate::Core::tell_peers`]).
+    fn note(&self, topic: &str, body: String);
 }

@@ -296,6 +296,22 @@ impl Core {
         }
     }
 
+    /// Whether this node is one of a cluster (a module keeping state in memory that other
+    /// nodes change in the store then tells them through [`Core::tell_peers`]).
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.get().is_some()
+    }
+
+    /// In a cluster, sends a module's note to the same module on every other node
+    /// ([`Event::ClusterNote`] there, in the order sent), e.g. "this pubsub node changed in
+    /// the store: read it again". `body` is built only in a cluster, so a single node pays
+    /// nothing for it. Call after the store committed what the note speaks of.
+    pub fn tell_peers(&self, topic: &str, body: impl FnOnce() -> String) {
+        if let Some(c) = self.cluster.get() {
+            c.note(topic, body());
+        }
+    }
+
     /// In a cluster, asks the nodes where `contact` has available sessions for their presence
     /// on behalf of the local session `prober` (RFC 6121 §4.3): each gets a probe over the
     /// bus, which that node's modules answer, since only they know those sessions' presence.

@@ -97,8 +97,8 @@ def _require(what: str, present: bool):
     pytest.skip(f"{what} is missing")
 
 
-@pytest.fixture
-def cluster(server_factory, tmp_path):
+def _start(server_factory, tmp_path, node_config=lambda i: {}):
+    """Yields a cluster of three nodes; `node_config(i)` adds to node i's configuration."""
     _require("nats-server", NATS_BIN is not None)
     _require("PostgreSQL (ROOKERY_TEST_POSTGRES_URL, scripts/pg-start.sh)", bool(PG_URL))
     nats = Nats(tmp_path)
@@ -110,7 +110,7 @@ def cluster(server_factory, tmp_path):
             # One database: the accounts are created once, through the first node's config.
             srv = server_factory(users=USERS if i == 0 else {}, store={"url": pg.url},
                                  cluster={"nats_url": nats.url, "lease_ms": LEASE_MS,
-                                          "heartbeat_ms": 500})
+                                          "heartbeat_ms": 500}, **node_config(i))
             srv.users = dict(USERS)
             nodes.append(srv)
         yield Cluster(nats, nodes, pg)
@@ -119,6 +119,23 @@ def cluster(server_factory, tmp_path):
             n.kill()
         nats.stop()
         pg.drop()
+
+
+@pytest.fixture
+def cluster(server_factory, tmp_path):
+    yield from _start(server_factory, tmp_path)
+
+
+BOT, BOT_SECRET = "bot.localhost", "botsecret"
+
+
+@pytest.fixture
+def component_cluster(server_factory, tmp_path):
+    """Three nodes, each declaring the component bot.localhost on a port of its own."""
+    ports = [free_port() for _ in range(3)]
+    yield from _start(server_factory, tmp_path, lambda i: {"component": {
+        "listen": f"127.0.0.1:{ports[i]}",
+        "service": [{"domain": BOT, "secret": BOT_SECRET}]}})
 
 
 async def reachable(p: Peer, full_jid: str, timeout: float = 20.0):
@@ -501,6 +518,70 @@ async def test_pep_notifications_reach_interested_resources_on_other_nodes(clust
         for cl in (a, b, a3, later):
             if cl is not None:
                 await cl.close()
+
+
+async def test_a_component_connected_to_two_nodes_shares_its_traffic(component_cluster):
+    """bot.localhost connected to nodes 1 and 2 (XEP-0114, slixmpp's ComponentXMPP, which
+    echoes chat messages): each node's traffic for it goes to its own connection, node 3's
+    to one of them, the echoes reach clients on every node, and when one connection dies
+    the other serves all."""
+    from slix import Component
+    from test_component import wait_port
+    n1, n2, n3 = component_cluster.nodes
+    comps = []
+    clients = []
+    try:
+        for n in (n1, n2):
+            port = int(n.config["component"]["listen"].rsplit(":", 1)[1])
+            wait_port(port)
+            c = Component(BOT, BOT_SECRET, port)
+            c.connect()
+            await asyncio.wait_for(c.session, 20)
+            comps.append(c)
+        one, two = comps
+        a1 = await slix_login(n1, "alice", resource="one")
+        b2 = await slix_login(n2, "bob", resource="two")
+        c3 = await slix_login(n3, "carol", resource="three")
+        clients += [a1, b2, c3]
+        k = 0
+
+        async def echoed(cl) -> bool:
+            # Until the client's node knows a connection (node 3 hears of both on the bus).
+            nonlocal k
+            k += 1
+            body = f"hello {k}"
+            cl.send_message(mto=BOT, mbody=body, mtype="chat")
+            try:
+                await cl.inbox.wait(lambda e: e.findtext(BODY) == "echo: " + body, 1.0,
+                                    "the echo")
+                return True
+            except AssertionError:
+                return False
+
+        for cl in (a1, b2, c3):
+            await _until(f"an echo for {cl.boundjid}", lambda: echoed(cl))
+
+        def served(comp, frm: str) -> bool:
+            return any(local(e) == "message" and e.get("from", "").startswith(frm)
+                       for e in comp.inbox.items)
+
+        assert served(one, "alice@") and not served(two, "alice@"), "node 1's own connection"
+        assert served(two, "bob@") and not served(one, "bob@"), "node 2's own connection"
+        assert served(one, "carol@") or served(two, "carol@")
+        # Stanzas from either connection reach clients on every node.
+        one.send_message(mto="bob@localhost/two", mbody="from one", mtype="chat")
+        two.send_message(mto="carol@localhost/three", mbody="from two", mtype="chat")
+        await b2.inbox.wait(lambda e: e.findtext(BODY) == "from one", 10, "one's message")
+        await c3.inbox.wait(lambda e: e.findtext(BODY) == "from two", 10, "two's message")
+        # The connection on node 1 dies: node 1's traffic goes to node 2's connection.
+        await one.close()
+        comps.remove(one)
+        await _until("node 1's traffic served by node 2's connection", lambda: echoed(a1))
+        assert served(two, "alice@")
+        await _until("node 3's traffic served", lambda: echoed(c3))
+    finally:
+        for x in comps + clients:
+            await x.close()
 
 
 def test_a_cluster_on_sqlite_is_refused(tmp_path):

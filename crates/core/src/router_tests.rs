@@ -486,6 +486,12 @@ impl crate::ClusterLink for FakeLink {
     fn account_changed(&self, account: &BareJid) {
         self.told.lock().unwrap().push(format!("changed {account}"));
     }
+    fn domain_connection(&self, domain: &str, up: bool) {
+        self.told
+            .lock()
+            .unwrap()
+            .push(format!("component {domain} {up}"));
+    }
     fn note(&self, topic: &str, body: String) {
         self.told
             .lock()

@@ -5,7 +5,8 @@
 #   - GENERATORS rookery-bench processes (each under the same 20,000-file limit) log in
 #     SESSIONS / GENERATORS clients each, spread over the four nodes (--ports: client i on
 #     node i mod 4) and over SOURCES loopback source addresses (127.0.0.1 …), then stay idle;
-#   - once every session is established on the nodes (counted in /proc/net/tcp) and the registry has
+#   - once every session is established on the nodes (counted as the nodes' open files beyond those they had idle; /proc/net/tcp
+#     and ss are far too slow, or absent, at this size) and the registry has
 #     settled, each node's VmRSS is read: memory per session = the nodes' RSS growth / SESSIONS
 #     (a session costs its own node a local session and every other node a remote handle).
 #
@@ -84,11 +85,7 @@ wait_port() { # wait_port <port> <log>
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
-established() { # established <port>: client connections the node holds (from /proc/net/tcp:
-  # local address ending in the port, in hex; state 01 = ESTABLISHED)
-  awk -v p=":$(printf '%04X' "$1")" '$4 == "01" && substr($2, length($2) - 4) == p' \
-    /proc/net/tcp | wc -l
-}
+fds() { ls "/proc/$1/fd" | wc -l; }
 
 "$NATS" -a 127.0.0.1 -p "$NATS_PORT" > "$WORK/nats.log" 2>&1 &
 NATS_PID=$!
@@ -111,8 +108,11 @@ for k in $(seq 1 $NODES); do
   wait_port "${ports[$((k - 1))]}" "$WORK/node$k/server.log"
 done
 sleep 2
-before=()
-for p in "${node_pids[@]}"; do before+=("$(rss_kb "$p")"); done
+before=() fds0=()
+for p in "${node_pids[@]}"; do before+=("$(rss_kb "$p")") fds0+=("$(fds "$p")"); done
+established() { # established <k>: the client connections node k (0-based) holds
+  echo $(( $(fds "${node_pids[$1]}") - fds0[$1] ))
+}
 echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== nodes' RSS before (KiB): ${before[*]}; nats-server $(rss_kb "$NATS_PID")"
 
@@ -136,7 +136,7 @@ total=0 last=-1 stable=0
 while running; do
   sleep 5
   total=0
-  for port in "${ports[@]}"; do total=$((total + $(established "$port"))); done
+  for k in $(seq 0 $((NODES - 1))); do total=$((total + $(established "$k"))); done
   echo "   $(( $(date +%s) - t0 )) s: $total sessions established"
   if [ "$total" -ge $((per * GENERATORS)) ] && [ "$total" = "$last" ]; then
     stable=$((stable + 1))
@@ -153,7 +153,7 @@ for k in $(seq 0 $((NODES - 1))); do
   r=$(rss_kb "$p")
   after+=("$r")
   grown=$((grown + r - before[k]))
-  echo "   node $((k + 1)): $(established "${ports[$k]}") sessions, RSS ${before[$k]} → $r KiB"
+  echo "   node $((k + 1)): $(established "$k") sessions, RSS ${before[$k]} → $r KiB"
 done
 echo "== nats-server RSS $(rss_kb "$NATS_PID") KiB"
 awk -v g="$grown" -v n="$total" -v nodes="$NODES" 'BEGIN {

@@ -3,7 +3,8 @@
 # (PostgreSQL, Python venv with slixmpp), starts a throwaway PostgreSQL on loopback, then
 #   1. cargo fmt / clippy (lint gate),
 #   2. cargo test for the whole workspace (store suite on SQLite and PostgreSQL),
-#   3. the end-to-end suite in tests/ (real server, slixmpp and raw-socket clients),
+#   3. the end-to-end suite in tests/ (real server, slixmpp and raw-socket clients), and a
+#      smoke run of the cluster benchmark (conformance/bench/cluster.sh, SMOKE=1),
 #   3b. federation against Prosody and ejabberd (conformance/federation/run.sh installs them),
 #   4. the independent acceptance runner in ../shared/acceptance against the zero-config server.
 set -euo pipefail
@@ -53,6 +54,10 @@ cargo test --workspace --locked
 
 echo "== end-to-end (tests/)"
 ROOKERY_BIN="$root/target/debug/rookery" "$venv/bin/python" -m pytest -q tests
+
+echo "== cluster benchmark, smoke run (conformance/bench/cluster.sh: 1 node vs 3 over NATS)"
+SMOKE=1 ROOKERY_BIN="$root/target/debug/rookery" BENCH_BIN="$root/target/debug/rookery-bench" \
+  conformance/bench/cluster.sh
 
 echo "== federation interop (conformance/federation: Prosody and ejabberd, both directions)"
 ROOKERY_BIN="$root/target/debug/rookery" ROOKERY_TEST_VENV="$venv" conformance/federation/run.sh

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+import xml.etree.ElementTree as ET
 from xml.sax.saxutils import quoteattr
 
 import pytest
@@ -96,8 +97,8 @@ def _require(what: str, present: bool):
     pytest.skip(f"{what} is missing")
 
 
-@pytest.fixture
-def cluster(server_factory, tmp_path):
+def _start(server_factory, tmp_path, node_config=lambda i: {}):
+    """Yields a cluster of three nodes; `node_config(i)` adds to node i's configuration."""
     _require("nats-server", NATS_BIN is not None)
     _require("PostgreSQL (ROOKERY_TEST_POSTGRES_URL, scripts/pg-start.sh)", bool(PG_URL))
     nats = Nats(tmp_path)
@@ -109,7 +110,7 @@ def cluster(server_factory, tmp_path):
             # One database: the accounts are created once, through the first node's config.
             srv = server_factory(users=USERS if i == 0 else {}, store={"url": pg.url},
                                  cluster={"nats_url": nats.url, "lease_ms": LEASE_MS,
-                                          "heartbeat_ms": 500})
+                                          "heartbeat_ms": 500}, **node_config(i))
             srv.users = dict(USERS)
             nodes.append(srv)
         yield Cluster(nats, nodes, pg)
@@ -118,6 +119,23 @@ def cluster(server_factory, tmp_path):
             n.kill()
         nats.stop()
         pg.drop()
+
+
+@pytest.fixture
+def cluster(server_factory, tmp_path):
+    yield from _start(server_factory, tmp_path)
+
+
+BOT, BOT_SECRET = "bot.localhost", "botsecret"
+
+
+@pytest.fixture
+def component_cluster(server_factory, tmp_path):
+    """Three nodes, each declaring the component bot.localhost on a port of its own."""
+    ports = [free_port() for _ in range(3)]
+    yield from _start(server_factory, tmp_path, lambda i: {"component": {
+        "listen": f"127.0.0.1:{ports[i]}",
+        "service": [{"domain": BOT, "secret": BOT_SECRET}]}})
 
 
 async def reachable(p: Peer, full_jid: str, timeout: float = 20.0):
@@ -383,6 +401,187 @@ async def test_nats_outage_bounces_cross_node_stanzas_and_heals(cluster):
     await wait_for(b, is_msg("after the outage"), what="a cross-node message after healing")
     for p in (a, b, c):
         await p.close()
+
+
+async def _until(what: str, attempt, timeout: float = 20.0):
+    """Runs `attempt()` until it returns true: for facts another node learns over the bus
+    (a note, a client's capabilities), which no reply tells the test about."""
+    deadline = time.monotonic() + timeout
+    while not await attempt():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timeout waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def test_pubsub_notifications_reach_subscribers_on_every_node(cluster):
+    """A node of pubsub.localhost created and published through node 1, subscribed to
+    through nodes 2 and 3: node 1 learns the subscriptions (the shared store, a note on the
+    bus) and its notifications reach the subscribers where they are bound."""
+    from test_pubsub import PLUGINS, event, login, payload
+    n1, n2, n3 = cluster.nodes
+    s = "pubsub.localhost"
+    a = await login(n1, "alice", "one", plugins=PLUGINS)
+    b = await login(n2, "bob", "two", plugins=PLUGINS)
+    c = await login(n3, "carol", "three", plugins=PLUGINS)
+    try:
+        await a.plugin["xep_0060"].create_node(s, "news", timeout=10)
+        await b.plugin["xep_0060"].subscribe(s, "news", timeout=10)
+        await c.plugin["xep_0060"].subscribe(s, "news", timeout=10)
+
+        async def node1_knows() -> bool:
+            r = await a.plugin["xep_0060"].get_node_subscriptions(s, "news", timeout=10)
+            got = {str(x["jid"]) for x in r["pubsub_owner"]["subscriptions"]}
+            return got >= {"bob@localhost", "carol@localhost"}
+
+        await _until("node 1 to list the subscriptions made through nodes 2 and 3",
+                     node1_knows)
+        await a.plugin["xep_0060"].publish(s, "news", id="first", payload=payload("x"),
+                                           timeout=10)
+        for cl in (b, c):
+            await cl.inbox.wait(event("news", "item", s, "first"), 10, "the notification")
+        # Published through node 2 (bob made publisher by the owner on node 1): node 2
+        # learns the affiliation, and alice on node 1 is no subscriber, carol on node 3 is.
+        await a.plugin["xep_0060"].modify_affiliations(s, "news", [("bob@localhost",
+                                                                    "publisher")], timeout=10)
+
+        async def bob_publishes() -> bool:
+            try:
+                await b.plugin["xep_0060"].publish(s, "news", id="by-bob",
+                                                   payload=payload("y"), timeout=10)
+                return True
+            except Exception:
+                return False
+
+        await _until("node 2 to learn bob's affiliation", bob_publishes)
+        await c.inbox.wait(event("news", "item", s, "by-bob"), 10, "bob's notification")
+        items = await c.plugin["xep_0060"].get_items(s, "news", timeout=10)
+        assert [i["id"] for i in items["pubsub"]["items"]] == ["first", "by-bob"]
+    finally:
+        for cl in (a, b, c):
+            await cl.close()
+
+
+async def test_pep_notifications_reach_interested_resources_on_other_nodes(cluster):
+    """alice publishes her tune through node 1: her contact bob on node 2 and her own second
+    resource on node 3 get it through their +notify capabilities, which only their own nodes
+    know (the PEP relay); a later login on node 2 gets the newest item as the last one."""
+    from test_pubsub import NS_TUNE, PLUGINS, event, login
+    n1, n2, n3 = cluster.nodes
+    await make_mutual(n1, "alice", "bob")
+    a = await login(n1, "alice", "one", plugins=PLUGINS)
+    b = await login(n2, "bob", "two", plugins=PLUGINS)
+    a3 = await login(n3, "alice", "three", plugins=PLUGINS)
+    later = None
+
+    def live(e) -> bool:
+        # A notification, not a last item sent when a node learned the capabilities (that
+        # one carries a delay).
+        return (event(NS_TUNE, "item", "alice@localhost")(e)
+                and e.find("{urn:xmpp:delay}delay") is None)
+
+    try:
+        n = 0
+
+        async def both_got_it() -> bool:
+            # Their nodes learn their capabilities (disco#info to them) on their own time:
+            # publish until a notification arrives.
+            nonlocal n
+            n += 1
+            await a.plugin["xep_0118"].publish_tune(artist="A", title=f"song {n}", timeout=10)
+            title = f"song {n}"
+            for cl in (b, a3):
+                try:
+                    await cl.inbox.wait(lambda e: live(e) and e.find(
+                        f".//{{{NS_TUNE}}}title").text == title, 1.0, "the tune")
+                except AssertionError:
+                    return False
+            return True
+
+        await _until("the tune at bob (node 2) and alice's resource on node 3", both_got_it)
+        # Live exactly once each: node 1's relay is the only way there (a last item sent
+        # when a node learned the capabilities carries a delay).
+        title = f"song {n}"
+        for cl in (b, a3):
+            got = [e for e in cl.inbox.items
+                   if live(e) and e.find(f".//{{{NS_TUNE}}}title").text == title]
+            assert len(got) == 1, [ET.tostring(e) for e in got]
+        await a.plugin["xep_0118"].publish_tune(artist="A", title="newest", timeout=10)
+        await b.inbox.wait(lambda e: live(e)
+                           and e.find(f".//{{{NS_TUNE}}}title").text == "newest", 10,
+                           "the newest tune")
+        # Node 2 had alice's PEP node in memory; its last item is the newest one.
+        later = await login(n2, "bob", "later", plugins=PLUGINS)
+        msg = await later.inbox.wait(event(NS_TUNE, "item", "alice@localhost"), 20,
+                                     "the last tune at login")
+        assert msg.find(f".//{{{NS_TUNE}}}title").text == "newest"
+    finally:
+        for cl in (a, b, a3, later):
+            if cl is not None:
+                await cl.close()
+
+
+async def test_a_component_connected_to_two_nodes_shares_its_traffic(component_cluster):
+    """bot.localhost connected to nodes 1 and 2 (XEP-0114, slixmpp's ComponentXMPP, which
+    echoes chat messages): each node's traffic for it goes to its own connection, node 3's
+    to one of them, the echoes reach clients on every node, and when one connection dies
+    the other serves all."""
+    from slix import Component
+    from test_component import wait_port
+    n1, n2, n3 = component_cluster.nodes
+    comps = []
+    clients = []
+    try:
+        for n in (n1, n2):
+            port = int(n.config["component"]["listen"].rsplit(":", 1)[1])
+            wait_port(port)
+            c = Component(BOT, BOT_SECRET, port)
+            c.connect()
+            await asyncio.wait_for(c.session, 20)
+            comps.append(c)
+        one, two = comps
+        a1 = await slix_login(n1, "alice", resource="one")
+        b2 = await slix_login(n2, "bob", resource="two")
+        c3 = await slix_login(n3, "carol", resource="three")
+        clients += [a1, b2, c3]
+        k = 0
+
+        async def echoed(cl) -> bool:
+            # Until the client's node knows a connection (node 3 hears of both on the bus).
+            nonlocal k
+            k += 1
+            body = f"hello {k}"
+            cl.send_message(mto=BOT, mbody=body, mtype="chat")
+            try:
+                await cl.inbox.wait(lambda e: e.findtext(BODY) == "echo: " + body, 1.0,
+                                    "the echo")
+                return True
+            except AssertionError:
+                return False
+
+        for cl in (a1, b2, c3):
+            await _until(f"an echo for {cl.boundjid}", lambda: echoed(cl))
+
+        def served(comp, frm: str) -> bool:
+            return any(local(e) == "message" and e.get("from", "").startswith(frm)
+                       for e in comp.inbox.items)
+
+        assert served(one, "alice@") and not served(two, "alice@"), "node 1's own connection"
+        assert served(two, "bob@") and not served(one, "bob@"), "node 2's own connection"
+        assert served(one, "carol@") or served(two, "carol@")
+        # Stanzas from either connection reach clients on every node.
+        one.send_message(mto="bob@localhost/two", mbody="from one", mtype="chat")
+        two.send_message(mto="carol@localhost/three", mbody="from two", mtype="chat")
+        await b2.inbox.wait(lambda e: e.findtext(BODY) == "from one", 10, "one's message")
+        await c3.inbox.wait(lambda e: e.findtext(BODY) == "from two", 10, "two's message")
+        # The connection on node 1 dies: node 1's traffic goes to node 2's connection.
+        await one.close()
+        comps.remove(one)
+        await _until("node 1's traffic served by node 2's connection", lambda: echoed(a1))
+        assert served(two, "alice@")
+        await _until("node 3's traffic served", lambda: echoed(c3))
+    finally:
+        for x in comps + clients:
+            await x.close()
 
 
 def test_a_cluster_on_sqlite_is_refused(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -62,6 +63,40 @@ def rookery(workdir, certs, dns, running):
     r.start()
     yield r
     r.stop()
+
+
+@pytest.fixture(scope="session")
+def rookery_cluster(workdir, certs, dns, running):
+    """Two nodes of a Rookery cluster (servers.RookeryNode) on a fresh database of the
+    PostgreSQL of ROOKERY_TEST_POSTGRES_URL (scripts/pg-start.sh) and a nats-server."""
+    base = os.environ.get("ROOKERY_TEST_POSTGRES_URL")
+    nats_bin = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    if not base or not os.access(nats_bin, os.X_OK):
+        pytest.skip("needs PostgreSQL (ROOKERY_TEST_POSTGRES_URL) and nats-server")
+    db = "rookery_federation_cluster"
+    psql = lambda sql: subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", base, "-c", sql],  # noqa: E731
+                                      check=True, capture_output=True, timeout=30)
+    psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    psql(f"CREATE DATABASE {db}")
+    url = base.rsplit("/", 1)[0] + "/" + db
+    port = servers.free_port("127.0.0.1")
+    nats = subprocess.Popen([nats_bin, "-a", "127.0.0.1", "-p", str(port)],
+                            stdout=open(workdir / "nats.log", "w"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    nodes = []
+    try:
+        servers.wait_port("127.0.0.1", port, nats, workdir / "nats.log")
+        for i in (1, 2):
+            n = servers.RookeryNode(workdir, certs, MODE, dns, i, url, f"nats://127.0.0.1:{port}")
+            running.append(n)
+            nodes.append(n)
+            n.start()
+        yield nodes
+    finally:
+        for n in nodes:
+            n.stop()
+        servers.kill_group(nats)
+        psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
 def _peer(cls, workdir, certs, dns, running):

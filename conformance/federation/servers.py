@@ -5,6 +5,7 @@ in a private DNS server (dns.py) as `_xmpp-server._tcp` SRV records, which every
 pointed at:
 
     rookery.example   127.0.0.4   Rookery    [s2s] dns_server (also pubsub., conference. and bot.rookery.example)
+    cluster.example   127.0.0.5   two Rookery nodes of a cluster (PostgreSQL + NATS), the first in DNS
     prosody.example   127.0.0.2   Prosody    libunbound forwarding to it (unbound.forward)
     ejabberd.example  127.0.0.3   ejabberd   Erlang inetrc {nameserver, ...} (ERL_INETRC)
 
@@ -26,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 ROOKERY_BIN = os.environ.get("ROOKERY_BIN", str(ROOT / "target" / "debug" / "rookery"))
 
-ADDR = {"rookery.example": "127.0.0.4", "prosody.example": "127.0.0.2", "ejabberd.example": "127.0.0.3"}
+ADDR = {"rookery.example": "127.0.0.4", "prosody.example": "127.0.0.2", "ejabberd.example": "127.0.0.3",
+        "cluster.example": "127.0.0.5"}
 USERS = {"alice": "alicepass", "bob": "bobpass", "carol": "carolpass"}
 START_TIMEOUT = 60.0
 
@@ -139,6 +141,11 @@ class Rookery(Server):
     # An external component (XEP-0114) the tests attach to `component_port` on 127.0.0.1.
     component_domain = f"bot.{domain}"
     component_secret = "federated-bot-secret"
+    # What a node of a cluster adds: lines of [s2s], further sections; and whether this
+    # process creates the accounts (once per database).
+    s2s_extra = ""
+    config_extra = ""
+    add_users = True
 
     def publish(self, dns):
         # In "external" mode Rookery also offers direct TLS (XEP-0368) and publishes it first,
@@ -189,6 +196,7 @@ level = "info,rookery_s2s=debug"
 dns_server = "{dns_host}:{dns_port}"
 negotiation_timeout_secs = 20
 {trust}
+{self.s2s_extra}
 
 [component]
 listen = "127.0.0.1:{self.component_port}"
@@ -197,8 +205,9 @@ listen = "127.0.0.1:{self.component_port}"
 domain = "{self.component_domain}"
 secret = "{self.component_secret}"
 name = "Federated echo bot"
+{self.config_extra}
 """)
-        for name, pw in self.users.items():
+        for name, pw in (self.users if self.add_users else {}).items():
             subprocess.run([ROOKERY_BIN, "--config", str(cfg), "user", "add", name],
                            input=pw + "\n", text=True, check=True, capture_output=True)
         env = dict(os.environ)
@@ -208,6 +217,40 @@ name = "Federated echo bot"
                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         wait_port(self.host, self.port, self.proc, self.log_path)
         wait_port(self.host, self.s2s_port, self.proc, self.log_path)
+
+
+class Unlisted:
+    """The DNS of a server that is not published (a cluster node no peer is told about)."""
+
+    def add_server(self, *_args):
+        pass
+
+
+class RookeryNode(Rookery):
+    """Node `index` of a Rookery cluster serving cluster.example (docs/clustering.md): ports
+    and a data directory of its own, the one database `store_url`, the bus `nats_url` and one
+    dialback secret. Only the first node is in DNS, so the peers' streams land on it and what
+    is for a session on another node crosses the bus; any node opens its own streams."""
+
+    domain = "cluster.example"
+    component_domain = f"bot.{domain}"
+
+    def __init__(self, workdir: Path, certs: Path, mode: str, dns, index: int,
+                 store_url: str, nats_url: str):
+        self.index = index
+        self.add_users = index == 1
+        self.s2s_extra = 'dialback_secret = "one secret for every node of cluster.example"'
+        self.config_extra = f"""
+[store]
+url = "{store_url}"
+
+[cluster]
+nats_url = "{nats_url}"
+"""
+        super().__init__(workdir / f"node{index}", certs, mode, dns)
+
+    def publish(self, dns):
+        super().publish(dns if self.index == 1 else Unlisted())
 
 
 class Prosody(Server):

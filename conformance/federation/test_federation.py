@@ -436,3 +436,27 @@ async def test_muc_room_with_a_remote_occupant(rookery, peer):
                            what="the remote occupant leaving")
     finally:
         await close(a, b)
+
+
+async def test_a_cluster_federates_from_either_node(rookery_cluster, peer):
+    """Two nodes of a Rookery cluster, only the first in DNS: alice on node 2 writes to the
+    peer over node 2's own stream (the peer checks its dialback key through node 1: one
+    secret for every node), and the peer's answer comes in through node 1 and crosses the
+    bus to her."""
+    _, n2 = rookery_cluster
+    a = await slix_login(n2, "alice", resource="fed", presence=True)
+    try:
+        b = await slix_login(peer, "bob", resource="fed", presence=True)
+    except BaseException:
+        await a.close()
+        raise
+    try:
+        a.send_message(mto=peer.jid("bob", "fed"), mbody="from node 2", mtype="chat")
+        m = await b.inbox.wait(lambda el: body(el) == "from node 2", WAIT,
+                               what=f"node 2's message on {peer.domain}")
+        assert m.get("from") == n2.jid("alice", "fed")
+        b.send_message(mto=n2.jid("alice", "fed"), mbody="to node 2", mtype="chat")
+        await a.inbox.wait(lambda el: body(el) == "to node 2", WAIT,
+                           what="the peer's message through node 1")
+    finally:
+        await close(a, b)

@@ -126,8 +126,9 @@ impl MechChoice {
 
 /// What every client of a run shares.
 pub struct ClientConfig {
-    /// The server.
-    pub target: SocketAddr,
+    /// The server: one address, or several (the nodes of a cluster) that clients are spread
+    /// over by number ([`ClientConfig::target`]). Never empty.
+    pub targets: Vec<SocketAddr>,
     /// Loopback source addresses to spread connections over (1 = kernel's choice).
     pub sources: u32,
     /// XMPP domain (stream `to`, account domain, TLS server name).
@@ -349,12 +350,12 @@ impl Conn {
         if cfg.transport.framed() {
             let io = if cfg.transport == Transport::Bosh {
                 let conns = [tcp, connect(cfg, i).await?];
-                let host = cfg.target.to_string();
+                let host = cfg.target(i).to_string();
                 Io::Bosh(Box::new(
                     Bosh::new(conns, host, cfg.bosh_path.clone()).await?,
                 ))
             } else {
-                Io::Ws(Box::new(ws_handshake(cfg, tcp).await?))
+                Io::Ws(Box::new(ws_handshake(cfg, i, tcp).await?))
             };
             let mut conn = Conn {
                 io,
@@ -1026,22 +1027,32 @@ impl Conn {
     }
 }
 
+impl ClientConfig {
+    /// Where client `i` connects: the targets in turn (client `i` on target `i mod n`), so
+    /// that partners `i` and `i ± 1` are on different nodes of a cluster.
+    pub fn target(&self, i: usize) -> SocketAddr {
+        let n = self.targets.len().max(1);
+        self.targets
+            .get(i % n)
+            .copied()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 5222)))
+    }
+}
+
 async fn connect(cfg: &ClientConfig, i: usize) -> Result<TcpStream, ClientError> {
-    let socket = if cfg.target.is_ipv4() {
+    let target = cfg.target(i);
+    let socket = if target.is_ipv4() {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
     }
     .map_err(ClientError::Connect)?;
-    if let Some(src) = crate::target::source_addr(cfg.target, cfg.sources, i) {
+    if let Some(src) = crate::target::source_addr(target, cfg.sources, i) {
         socket
             .bind(SocketAddr::new(src, 0))
             .map_err(ClientError::Connect)?;
     }
-    let tcp = socket
-        .connect(cfg.target)
-        .await
-        .map_err(ClientError::Connect)?;
+    let tcp = socket.connect(target).await.map_err(ClientError::Connect)?;
     let _ = tcp.set_nodelay(true);
     Ok(tcp)
 }
@@ -1049,10 +1060,11 @@ async fn connect(cfg: &ClientConfig, i: usize) -> Result<TcpStream, ClientError>
 /// The WebSocket opening handshake for `ws://<target><ws_path>` with subprotocol `xmpp`.
 async fn ws_handshake(
     cfg: &ClientConfig,
+    i: usize,
     tcp: TcpStream,
 ) -> Result<WebSocketStream<TcpStream>, ClientError> {
     use tungstenite::client::IntoClientRequest;
-    let url = format!("ws://{}{}", cfg.target, cfg.ws_path);
+    let url = format!("ws://{}{}", cfg.target(i), cfg.ws_path);
     let mut request = url
         .into_client_request()
         .map_err(|e| ClientError::Connect(io::Error::other(e)))?;

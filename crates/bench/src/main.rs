@@ -52,6 +52,11 @@ struct Cli {
     /// Server port (5222 for STARTTLS, 5223 for direct TLS by convention).
     #[arg(long, default_value_t = 5222, global = true)]
     port: u16,
+    /// Several ports of --host instead of --port (the nodes of a cluster on one machine):
+    /// client i connects to the (i mod n)-th, so message partners (i, i ± 1) are on
+    /// different nodes.
+    #[arg(long, value_delimiter = ',', global = true)]
+    ports: Vec<u16>,
     /// XMPP domain of the accounts.
     #[arg(long, default_value = "localhost", global = true)]
     domain: String,
@@ -131,9 +136,10 @@ struct Cli {
     /// Loopback source addresses to spread connections over (0: one per 20,000 clients).
     #[arg(long, default_value_t = 0, global = true)]
     source_addrs: u32,
-    /// PID of the server, to report its RSS and CPU time from /proc.
-    #[arg(long, global = true)]
-    server_pid: Option<u32>,
+    /// PID of the server, to report its RSS and CPU time from /proc; several
+    /// comma-separated (the nodes of a cluster) are summed.
+    #[arg(long, value_delimiter = ',', global = true)]
+    server_pid: Vec<u32>,
     /// Write the JSON summary to this file (`-` for stdout, the default when absent).
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -219,7 +225,20 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let target = target::resolve(&cli.host, cli.port, cli.allow_remote).await?;
+    let ports = if cli.ports.is_empty() {
+        vec![cli.port]
+    } else {
+        cli.ports.clone()
+    };
+    let mut targets = Vec::with_capacity(ports.len());
+    for port in ports {
+        targets.push(target::resolve(&cli.host, port, cli.allow_remote).await?);
+    }
+    let target = targets
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     if cli.transport != Transport::Tcp && cli.tls != TlsMode::None {
         anyhow::bail!("--transport websocket|bosh speak ws:// and http:// only: add --tls none");
     }
@@ -243,7 +262,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         client::tls_configs(cli.insecure || no_tls, cli.ca_file.as_deref())?;
     let resume = matches!(&cli.scenario, Scenario::Churn(a) if a.resume);
     let cfg = ClientConfig {
-        target,
+        targets,
         sources,
         domain: cli.domain.clone(),
         tls: cli.tls,
@@ -277,11 +296,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         max_inflight: cli.max_inflight,
         duration: Duration::from_secs_f64(cli.duration.max(0.0)),
         seed: cli.seed,
-        server_pid: cli.server_pid,
+        server_pids: cli.server_pid.clone(),
     };
     let stats = Arc::new(Stats::default());
     let run = Run::new(cfg, common, stats.clone());
-    let progress = (!cli.quiet).then(|| stats::progress(stats.clone(), cli.server_pid));
+    let progress = (!cli.quiet).then(|| stats::progress(stats.clone(), cli.server_pid.clone()));
     let server0 = run.sample_server("start");
     eprintln!(
         "rookery-bench: {} against {target} ({:?}), {} clients at {}/s, {} s, seed {}",
@@ -347,9 +366,9 @@ fn report(
         .into_iter()
         .map(|(k, s)| (k, s.json()))
         .collect();
-    let server = cli.server_pid.map(|pid| {
+    let server = (!cli.server_pid.is_empty()).then(|| {
         json!({
-            "pid": pid,
+            "pid": cli.server_pid,
             "samples": samples,
             "cpu_s_used": match (server0, server1) {
                 (Some(a), Some(b)) => Some(scenario::round2(b.cpu_s - a.cpu_s)),
@@ -363,7 +382,7 @@ fn report(
         "label": cli.label,
         "scenario": cli.scenario.name(),
         "params": cli.scenario.params(),
-        "target": format!("{}:{}", cli.host, cli.port),
+        "target": run.cfg.targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         "domain": cli.domain,
         "tls": format!("{:?}", cli.tls).to_lowercase(),
         "mechanism": format!("{:?}", cli.mechanism),

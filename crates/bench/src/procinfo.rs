@@ -27,6 +27,24 @@ pub fn sample(pid: u32) -> io::Result<Sample> {
     read(&format!("/proc/{pid}"))
 }
 
+/// The sum of the readings of `pids` (the nodes of a cluster on one machine); `None`
+/// without PIDs or when one cannot be read.
+pub fn sample_all(pids: &[u32]) -> Option<Sample> {
+    let mut total: Option<Sample> = None;
+    for &pid in pids {
+        let s = sample(pid).ok()?;
+        total = Some(match total {
+            None => s,
+            Some(t) => Sample {
+                rss_kb: t.rss_kb + s.rss_kb,
+                cpu_s: t.cpu_s + s.cpu_s,
+                threads: t.threads + s.threads,
+            },
+        });
+    }
+    total
+}
+
 /// Reads this process.
 pub fn own() -> io::Result<Sample> {
     read("/proc/self")
@@ -70,6 +88,15 @@ mod tests {
         let stat = "1234 (we ird) name)) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0";
         let hz = rustix::param::clock_ticks_per_second() as f64;
         assert_eq!(cpu_seconds(stat), Some(300.0 / hz));
+    }
+
+    #[test]
+    fn sums_several_processes() {
+        let me = std::process::id();
+        let one = sample_all(&[me]).unwrap_or_else(|| unreachable!("reads itself"));
+        let two = sample_all(&[me, me]).unwrap_or_else(|| unreachable!("reads itself"));
+        assert_eq!(two.threads, 2 * one.threads);
+        assert!(sample_all(&[]).is_none());
     }
 
     #[test]

@@ -205,7 +205,7 @@ pub struct Snapshot {
 }
 
 /// Prints one progress line per second to stderr until the returned task is aborted.
-pub fn progress(stats: std::sync::Arc<Stats>, server: Option<u32>) -> tokio::task::JoinHandle<()> {
+pub fn progress(stats: std::sync::Arc<Stats>, server: Vec<u32>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let start = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -214,8 +214,7 @@ pub fn progress(stats: std::sync::Arc<Stats>, server: Option<u32>) -> tokio::tas
         loop {
             tick.tick().await;
             let now = stats.snapshot();
-            let rss = server
-                .and_then(|pid| crate::procinfo::sample(pid).ok())
+            let rss = crate::procinfo::sample_all(&server)
                 .map(|s| format!(" server_rss={}MiB", s.rss_kb / 1024))
                 .unwrap_or_default();
             eprintln!(

@@ -10,6 +10,9 @@
 //!   handles and sends it as one batch per wake-up (so a fan-out costs one bus message per
 //!   node, not per recipient); a node without subscribers (killed) is taken for dead at once,
 //!   a bus that is down bounces the stanzas with `recipient-unavailable`;
+//! - **notes** task: hands the other nodes' modules' notes (`Core::tell_peers`) to this
+//!   node's modules, in order, without holding up the control task (a note may make a module
+//!   read the store);
 //! - **heartbeat** task: says this node is alive and expires the silent ones (the lease).
 
 use std::collections::{HashMap, HashSet};
@@ -107,9 +110,16 @@ pub(crate) struct Inner {
     /// Which local sessions were shown a remote resource available (from the presence
     /// bytes this node delivered), so that they can be told when its node dies.
     seen: Mutex<HashMap<Jid, HashSet<Jid>>>,
+    /// The component domains with a connection on this node.
+    components: Mutex<HashSet<String>>,
+    /// The component connections of the other nodes: (node, domain) → the remote handle
+    /// given to the domain's route.
+    remote_components: Mutex<HashMap<(String, String), SessionHandle>>,
     /// Snapshots being received, per node.
     incoming: Mutex<HashMap<String, HashSet<Jid>>>,
     outbox: mpsc::UnboundedSender<Control>,
+    /// The other nodes' notes for this node's modules (topic, body).
+    notes: mpsc::UnboundedSender<(String, String)>,
 }
 
 /// A node of a cluster (see the crate documentation).
@@ -190,6 +200,7 @@ impl Cluster {
             .await
             .map_err(|e| StartError::Subscribe(e.to_string()))?;
         let (outbox, outbox_rx) = mpsc::unbounded_channel();
+        let (notes, notes_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             core: core.clone(),
             connected: AtomicBool::new(matches!(
@@ -206,12 +217,16 @@ impl Cluster {
             remote: Mutex::default(),
             forwarders: Mutex::default(),
             seen: Mutex::default(),
+            components: Mutex::default(),
+            remote_components: Mutex::default(),
             incoming: Mutex::default(),
             outbox,
+            notes,
         });
         core.set_cluster(Arc::new(Link(inner.clone())));
         tokio::spawn(publish(inner.clone(), outbox_rx));
         tokio::spawn(control_loop(inner.clone(), control));
+        tokio::spawn(notes_loop(core.clone(), notes_rx));
         tokio::spawn(inbox_loop(inner.clone(), inbox));
         tokio::spawn(heartbeat_loop(inner.clone()));
         tokio::spawn(events_loop(inner.clone(), events_rx));
@@ -310,6 +325,32 @@ impl ClusterLink for Link {
             account: account.to_string(),
         });
     }
+
+    fn domain_connection(&self, domain: &str, up: bool) {
+        let i = &self.0;
+        let mut local = lock(&i.components);
+        if up {
+            local.insert(domain.to_string());
+        } else {
+            local.remove(domain);
+        }
+        i.send(Control::Route {
+            node: i.node.clone(),
+            epoch: i.epoch,
+            domain: domain.to_string(),
+            up,
+        });
+    }
+
+    fn note(&self, topic: &str, body: String) {
+        let i = &self.0;
+        i.send(Control::Note {
+            node: i.node.clone(),
+            epoch: i.epoch,
+            topic: topic.to_string(),
+            body,
+        });
+    }
 }
 
 impl Inner {
@@ -336,6 +377,15 @@ impl Inner {
         } else {
             all.chunks(SNAPSHOT_PART).collect()
         };
+        let components: Vec<String> = lock(&self.components).iter().cloned().collect();
+        for domain in components {
+            self.send(Control::Route {
+                node: self.node.clone(),
+                epoch: self.epoch,
+                domain,
+                up: true,
+            });
+        }
         let n = parts.len();
         for (k, part) in parts.into_iter().enumerate() {
             self.send(Control::Sessions {
@@ -394,6 +444,10 @@ impl Inner {
                 if let Ok(account) = BareJid::parse(&account) {
                     self.core.emit(&Event::AccountChanged(account)).await;
                 }
+            }
+            Control::Route { domain, up, .. } => self.remote_component(&node, &domain, up),
+            Control::Note { topic, body, .. } => {
+                let _ = self.notes.send((topic, body));
             }
             Control::Sessions {
                 first,
@@ -465,6 +519,38 @@ impl Inner {
         lock(&self.seen).remove(jid);
     }
 
+    /// `node`'s connection for the component `domain` came or went: a remote handle for it
+    /// (drained to that node, like a session's) is given to the domain's route, or taken
+    /// back. A domain not declared here is ignored.
+    fn remote_component(self: &Arc<Self>, node: &str, domain: &str, up: bool) {
+        let key = (node.to_string(), domain.to_string());
+        let old = lock(&self.remote_components).remove(&key);
+        if let Some(old) = old {
+            self.core.set_domain_peer(domain, node, None);
+            old.close(StreamError::new(StreamErrorCondition::Reset));
+        }
+        if !up {
+            return;
+        }
+        let Ok(jid) = Jid::parse(domain) else { return };
+        let (handle, end) =
+            SessionHandle::new(self.core.next_session_id(), jid.clone(), PROXY_QUEUE);
+        let handle = handle.into_remote();
+        if !self
+            .core
+            .set_domain_peer(domain, node, Some(handle.clone()))
+        {
+            return;
+        }
+        tokio::spawn(drain_proxy(
+            self.core.clone(),
+            jid,
+            end,
+            self.forwarder(node),
+        ));
+        lock(&self.remote_components).insert(key, handle);
+    }
+
     /// A part of `node`'s complete session list.
     async fn snapshot_part(
         self: &Arc<Self>,
@@ -518,6 +604,21 @@ impl Inner {
     async fn node_gone(self: &Arc<Self>, node: &str) {
         lock(&self.members).forget(node);
         lock(&self.forwarders).remove(node);
+        let components: Vec<((String, String), SessionHandle)> = {
+            let mut all = lock(&self.remote_components);
+            let theirs: Vec<(String, String)> =
+                all.keys().filter(|(n, _)| n == node).cloned().collect();
+            theirs
+                .into_iter()
+                .filter_map(|k| all.remove(&k).map(|h| (k, h)))
+                .collect()
+        };
+        for ((_, domain), h) in components {
+            self.core.set_domain_peer(&domain, node, None);
+            h.close(StreamError::new(
+                StreamErrorCondition::RemoteConnectionFailed,
+            ));
+        }
         let sessions = lock(&self.remote).take_node(node);
         if sessions.is_empty() {
             return;
@@ -542,10 +643,15 @@ impl Inner {
     async fn deliver_here(&self, frames: Vec<(Jid, Bytes)>) {
         for (jid, bytes) in frames {
             if jid.local().is_none() {
-                // Addressed to the server: an answer to a request this node sent
-                // (`ClusterLink::answer_elsewhere` on the addressee's node).
-                if let Some(answer) = Stanza::from_serialized(&bytes) {
-                    self.core.answer_from_cluster(answer);
+                if jid.domain() == self.core.domain() {
+                    // Addressed to the server: an answer to a request this node sent
+                    // (`ClusterLink::answer_elsewhere` on the addressee's node).
+                    if let Some(answer) = Stanza::from_serialized(&bytes) {
+                        self.core.answer_from_cluster(answer);
+                    }
+                } else {
+                    // For the component connected here.
+                    self.core.deliver_to_domain_here(jid.domain(), &bytes).await;
                 }
                 continue;
             }
@@ -707,6 +813,12 @@ async fn inbox_loop(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
         if let Some(reply) = msg.reply {
             let _ = inner.client.publish(reply, Bytes::new()).await;
         }
+    }
+}
+
+async fn notes_loop(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<(String, String)>) {
+    while let Some((topic, body)) = rx.recv().await {
+        core.emit(&Event::ClusterNote { topic, body }).await;
     }
 }
 

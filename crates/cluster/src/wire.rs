@@ -3,7 +3,8 @@
 //! Two kinds of message (docs/clustering.md, "On the bus"):
 //! - **control** ([`Control`], JSON on `rookery.<domain>.control`, every node subscribes):
 //!   heartbeats, join requests, the session registry's changes (bound, unbound,
-//!   availability) and snapshots, and "this account's cached data changed". Small and rare next to stanzas, so readable beats compact;
+//!   availability) and snapshots, the component connections, "this account's cached data
+//!   changed", and modules' notes to their peers. Small and rare next to stanzas, so readable beats compact;
 //! - **stanza batches** (binary, on `rookery.<domain>.node.<id>`, request/reply): the
 //!   serialized stanzas for that node's sessions, each with the full JID of the session it is
 //!   for (a message to a bare JID reaches each resource with the bare JID as `to`, so the
@@ -87,6 +88,30 @@ pub enum Control {
         /// The bare JID.
         account: String,
     },
+    /// A connection serving `domain` (an XEP-0114 component) attached to the sender (`up`)
+    /// or left it.
+    Route {
+        /// Sender.
+        node: String,
+        /// Sender's epoch.
+        epoch: u64,
+        /// The component's domain.
+        domain: String,
+        /// Attached or left.
+        up: bool,
+    },
+    /// A module's note to its peers (`Core::tell_peers`): one bus message reaches every
+    /// node, which hands it to its modules in the order sent.
+    Note {
+        /// Sender.
+        node: String,
+        /// Sender's epoch.
+        epoch: u64,
+        /// Which module it is for.
+        topic: String,
+        /// What it says.
+        body: String,
+    },
     /// Part of the sender's complete list of sessions; the part with `last` set ends it, and
     /// the receiver drops what it held for the sender that the list did not name.
     Sessions {
@@ -113,6 +138,8 @@ impl Control {
             | Control::Unbound { node, epoch, .. }
             | Control::Available { node, epoch, .. }
             | Control::Changed { node, epoch, .. }
+            | Control::Note { node, epoch, .. }
+            | Control::Route { node, epoch, .. }
             | Control::Sessions { node, epoch, .. } => (node, *epoch),
         }
     }

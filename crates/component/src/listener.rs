@@ -67,7 +67,7 @@ pub async fn serve(comps: Arc<Components>, tcp: TcpStream, peer: SocketAddr) {
         };
         let (handle, mut end) =
             SessionHandle::new(comps.core.next_session_id(), route.jid().clone(), cfg.queue);
-        let attached = match Attached::new(&route, handle, cfg.on_conflict) {
+        let attached = match Attached::new(&comps.core, &route, handle, cfg.on_conflict) {
             Ok(a) => a,
             Err(Busy) => {
                 tracing::warn!("refused: the domain is already connected");
@@ -106,14 +106,17 @@ pub async fn serve(comps: Arc<Components>, tcp: TcpStream, peer: SocketAddr) {
 }
 
 /// The connection of a domain while it is attached; detached when dropped, whatever ends
-/// the connection (error, timeout, task cancellation).
+/// the connection (error, timeout, task cancellation). The other nodes of a cluster hear of
+/// both (`Core::domain_connection`).
 struct Attached<'a> {
+    core: &'a Core,
     route: &'a ComponentRoute,
     id: rookery_core::SessionId,
 }
 
 impl<'a> Attached<'a> {
     fn new(
+        core: &'a Core,
         route: &'a ComponentRoute,
         handle: SessionHandle,
         policy: crate::OnConflict,
@@ -126,13 +129,17 @@ impl<'a> Attached<'a> {
                 "replaced by a new connection",
             ));
         }
-        Ok(Attached { route, id })
+        core.domain_connection(route.domain(), true);
+        Ok(Attached { core, route, id })
     }
 }
 
 impl Drop for Attached<'_> {
     fn drop(&mut self) {
-        self.route.detach(self.id);
+        // A connection replaced meanwhile leaves its successor announced.
+        if self.route.detach(self.id) {
+            self.core.domain_connection(self.route.domain(), false);
+        }
     }
 }
 

@@ -7,6 +7,13 @@
 //! switch. When the component does not read and its queue fills up, the handle disconnects it
 //! (logged with the domain) and the stanza that did not fit is bounced like one sent while it
 //! was away; other components and clients never wait for it.
+//!
+//! In a cluster (docs/clustering.md, "Components"), the same component may be connected to
+//! several nodes, one connection each: the route also holds the connections of the other
+//! nodes ([`DomainRoute::peer`], remote handles the cluster drains to their nodes). A stanza
+//! goes to the connection here when there is one, else to one of the others; one that came
+//! over the bus for this node's connection ([`DomainRoute::deliver_here`]) never crosses
+//! again.
 
 use std::sync::{PoisonError, RwLock};
 
@@ -26,6 +33,8 @@ pub struct ComponentRoute {
     name: Option<String>,
     secret: String,
     current: RwLock<Option<SessionHandle>>,
+    /// The connections on other nodes of a cluster, by node.
+    peers: RwLock<Vec<(String, SessionHandle)>>,
 }
 
 /// The connection already serving a domain refused a new one ([`OnConflict::Conflict`]).
@@ -40,6 +49,7 @@ impl ComponentRoute {
             name,
             secret,
             current: RwLock::new(None),
+            peers: RwLock::new(Vec::new()),
         }
     }
 
@@ -94,6 +104,34 @@ impl ComponentRoute {
         false
     }
 
+    /// Queues `bytes` on the connection here, if there is one that takes them.
+    fn send_here(&self, bytes: &Bytes) -> bool {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|h| !h.is_closed())
+            .is_some_and(|h| h.send(bytes.clone()))
+    }
+
+    /// Queues `bytes` for the connection of another node, the first that takes them.
+    fn send_to_peer(&self, bytes: &Bytes) -> bool {
+        self.peers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|(_, h)| !h.is_closed() && h.send(bytes.clone()))
+    }
+
+    /// Whether another node of a cluster has a connection for this domain.
+    fn has_peers(&self) -> bool {
+        !self
+            .peers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
     /// Closes the connection, if any, with `reason`.
     pub fn close(&self, reason: &StreamError) {
         if let Some(h) = self
@@ -125,22 +163,31 @@ impl DomainRoute for ComponentRoute {
         // Serialized outside the lock; on a component stream the default namespace is
         // jabber:component:accept, so the unprefixed stanza lands in it.
         let bytes = Bytes::from(stanza.to_bytes());
-        let sent = self
-            .current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .filter(|h| !h.is_closed())
-            .is_some_and(|h| h.send(bytes));
-        if sent {
+        if self.send_here(&bytes) || self.send_to_peer(&bytes) {
             Ok(())
         } else {
             unavailable(&stanza).map_err(|e| Undelivered::new(stanza, e))
         }
     }
 
+    async fn deliver_here(&self, stanza: Stanza) -> Result<(), Box<Undelivered>> {
+        if self.send_here(&Bytes::from(stanza.to_bytes())) {
+            Ok(())
+        } else {
+            unavailable(&stanza).map_err(|e| Undelivered::new(stanza, e))
+        }
+    }
+
+    fn peer(&self, node: &str, handle: Option<SessionHandle>) {
+        let mut peers = self.peers.write().unwrap_or_else(PoisonError::into_inner);
+        peers.retain(|(n, _)| n != node);
+        if let Some(h) = handle {
+            peers.push((node.to_string(), h));
+        }
+    }
+
     fn listed(&self) -> bool {
-        self.is_connected()
+        self.is_connected() || self.has_peers()
     }
 
     fn name(&self) -> Option<String> {
@@ -214,6 +261,35 @@ mod tests {
             .error;
         assert_eq!(e.condition, StanzaErrorCondition::ServiceUnavailable);
         assert_eq!(end.rx.close_and_drain().len(), 2);
+    }
+
+    /// In a cluster: without a connection here, another node's takes the traffic; what
+    /// came over the bus for this node's connection is bounced rather than sent back.
+    #[tokio::test]
+    async fn another_nodes_connection_shares_the_traffic() {
+        let r = route();
+        let (peer, mut peer_end) = SessionHandle::new(1, r.jid().clone(), 4);
+        r.peer("n2", Some(peer.into_remote()));
+        assert!(r.listed() && !r.is_connected());
+        r.deliver(stanza("message", Some("chat"))).await.unwrap();
+        assert_eq!(peer_end.rx.close_and_drain().len(), 1);
+        let e = r
+            .deliver_here(stanza("message", Some("chat")))
+            .await
+            .unwrap_err()
+            .error;
+        assert_eq!(e.condition, StanzaErrorCondition::ServiceUnavailable);
+        // A connection here takes precedence; the peer gone, nothing is listed.
+        let (h, mut end) = SessionHandle::new(2, r.jid().clone(), 4);
+        r.attach(h, OnConflict::Conflict).unwrap();
+        r.deliver(stanza("message", Some("chat"))).await.unwrap();
+        r.deliver_here(stanza("message", Some("chat")))
+            .await
+            .unwrap();
+        assert_eq!(end.rx.close_and_drain().len(), 2);
+        r.detach(2);
+        r.peer("n2", None);
+        assert!(!r.listed());
     }
 
     #[test]

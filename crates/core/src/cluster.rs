@@ -37,4 +37,10 @@ pub trait ClusterLink: Send + Sync + 'static {
     /// A module committed a change to `account`'s data that other nodes may hold in memory
     /// (see [`crate::Core::account_changed`]).
     fn account_changed(&self, account: &BareJid);
+
+    /// A connection serving `domain` (an XEP-0114 component) attached here (`up`) or left.
+    fn domain_connection(&self, domain: &str, up: bool);
+
+    /// A module's note for its peers on the other nodes (see [`crate::Core::tell_peers`]).
+    fn note(&self, topic: &str, body: String);
 }

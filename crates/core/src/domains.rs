@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use rookery_proto::{Stanza, StanzaError};
 
+use crate::SessionHandle;
+
 /// A stanza a [`DomainRoute`] could not take, handed back with the error its sender gets:
 /// the router keeps no copy of every stanza for the rare bounce (boxed: the success path
 /// stays one word wide).
@@ -42,6 +44,18 @@ pub trait DomainRoute: Send + Sync + 'static {
     fn name(&self) -> Option<String> {
         None
     }
+
+    /// In a cluster: the connection serving this domain on another node `node` came (`Some`:
+    /// a remote handle whose queue goes to that node) or went (`None`). A route served by
+    /// connections (a component) shares its traffic with them when it has none here; other
+    /// routes ignore it (the default).
+    fn peer(&self, _node: &str, _handle: Option<SessionHandle>) {}
+
+    /// Delivers a stanza another node of a cluster forwarded to this domain's connection on
+    /// this node: it must not cross the bus again. Default: [`DomainRoute::deliver`].
+    async fn deliver_here(&self, stanza: Stanza) -> Result<(), Box<Undelivered>> {
+        self.deliver(stanza).await
+    }
 }
 
 /// The registered domain routes and the remote route.
@@ -73,6 +87,11 @@ impl Domains {
             .get(domain)
             .map(|r| r.value().clone())
             .or_else(|| self.remote.get().cloned())
+    }
+
+    /// The route registered for `domain` (never the remote route).
+    pub fn registered(&self, domain: &str) -> Option<Arc<dyn DomainRoute>> {
+        self.routes.get(domain).map(|r| r.value().clone())
     }
 
     /// Whether `domain` has a registered route (no allocation).

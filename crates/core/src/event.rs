@@ -58,6 +58,16 @@ pub enum Event {
     /// requests or block list in the store (emitted by the cluster when it hears of it):
     /// subscribers drop what they cached of the account and read the store again.
     AccountChanged(BareJid),
+    /// A note a module on another node of a cluster sent to its peers
+    /// ([`crate::Core::tell_peers`] there; emitted by the cluster in the order that node sent
+    /// them): e.g. "this pubsub node changed in the store". `topic` says which module it is
+    /// for; `body` is that module's business.
+    ClusterNote {
+        /// Which module the note is for.
+        topic: String,
+        /// What it says, in that module's encoding.
+        body: String,
+    },
     /// A message for a local account was kept for it instead of reaching a client: stored
     /// offline (XEP-0160, emitted by the IM layer once committed) or parked by a session
     /// whose connection is gone while it waits for XEP-0198 resumption (emitted by the client
@@ -88,6 +98,8 @@ pub enum EventKind {
     AccountDeleted,
     /// [`Event::AccountChanged`].
     AccountChanged,
+    /// [`Event::ClusterNote`].
+    ClusterNote,
     /// [`Event::MessageHeld`].
     MessageHeld,
 }
@@ -102,6 +114,7 @@ impl Event {
             Event::AccountRemoving(_) => EventKind::AccountRemoving,
             Event::AccountDeleted(_) => EventKind::AccountDeleted,
             Event::AccountChanged(_) => EventKind::AccountChanged,
+            Event::ClusterNote { .. } => EventKind::ClusterNote,
             Event::MessageHeld { .. } => EventKind::MessageHeld,
         }
     }

@@ -44,7 +44,7 @@ use rookery_xml::Element;
 use crate::accounts::Accounts;
 use crate::cluster::ClusterLink;
 use crate::config::CoreConfig;
-use crate::domains::{DomainRoute, Domains};
+use crate::domains::{DomainRoute, Domains, Undelivered};
 use crate::event::{Event, SessionEvent};
 use crate::module::{Flow, HookPoint, Identity, IqTarget, Module};
 use crate::registry::Registry;
@@ -293,6 +293,63 @@ impl Core {
     pub fn account_changed(&self, account: &BareJid) {
         if let Some(c) = self.cluster.get() {
             c.account_changed(account);
+        }
+    }
+
+    /// Whether this node is one of a cluster (a module keeping state in memory that other
+    /// nodes change in the store then tells them through [`Core::tell_peers`]).
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.get().is_some()
+    }
+
+    /// In a cluster, sends a module's note to the same module on every other node
+    /// ([`Event::ClusterNote`] there, in the order sent), e.g. "this pubsub node changed in
+    /// the store: read it again". `body` is built only in a cluster, so a single node pays
+    /// nothing for it. Call after the store committed what the note speaks of.
+    pub fn tell_peers(&self, topic: &str, body: impl FnOnce() -> String) {
+        if let Some(c) = self.cluster.get() {
+            c.note(topic, body());
+        }
+    }
+
+    /// Tells the other nodes of a cluster that a connection serving `domain` (an XEP-0114
+    /// component) attached here (`up`) or left, so that they share its traffic
+    /// ([`DomainRoute::peer`] there). Nothing without a cluster.
+    pub fn domain_connection(&self, domain: &str, up: bool) {
+        if let Some(c) = self.cluster.get() {
+            c.domain_connection(domain, up);
+        }
+    }
+
+    /// In a cluster: `node`'s connection serving `domain` came (`Some`, a remote handle
+    /// queueing for it) or went (`None`); handed to the domain's route. False when no route
+    /// is registered for `domain` here.
+    pub fn set_domain_peer(&self, domain: &str, node: &str, handle: Option<SessionHandle>) -> bool {
+        match self.domains.registered(domain) {
+            Some(r) => {
+                r.peer(node, handle);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A stanza another node of a cluster forwarded to the connection serving `domain` on
+    /// this node ([`DomainRoute::deliver_here`]); its sender gets the error if it cannot be
+    /// taken.
+    pub async fn deliver_to_domain_here(self: &Arc<Self>, domain: &str, bytes: &Bytes) {
+        let Some(stanza) = Stanza::from_serialized(bytes) else {
+            return;
+        };
+        let result = match self.domains.registered(domain) {
+            Some(r) => r.deliver_here(stanza).await,
+            None => Err(Undelivered::new(
+                stanza,
+                StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
+            )),
+        };
+        if let Err(u) = result {
+            self.reply_error(&u.stanza, u.error).await;
         }
     }
 

@@ -486,6 +486,18 @@ impl crate::ClusterLink for FakeLink {
     fn account_changed(&self, account: &BareJid) {
         self.told.lock().unwrap().push(format!("changed {account}"));
     }
+    fn domain_connection(&self, domain: &str, up: bool) {
+        self.told
+            .lock()
+            .unwrap()
+            .push(format!("component {domain} {up}"));
+    }
+    fn note(&self, topic: &str, body: String) {
+        self.told
+            .lock()
+            .unwrap()
+            .push(format!("note {topic} {body}"));
+    }
 }
 
 /// In a cluster: the link hears of local sessions, a remote session routes like a local one
@@ -520,6 +532,8 @@ async fn a_cluster_link_hears_of_local_sessions_and_answers_for_other_nodes() {
     f.core.set_available(&dave, Some(1));
     f.core.unbind(&dave, h.id()).await;
     assert!(!f.core.unbind_remote(&carol, 0), "not that handle");
+    assert!(f.core.is_clustered());
+    f.core.tell_peers("pubsub", || "n".to_string());
     assert_eq!(
         *link.told.lock().unwrap(),
         [
@@ -527,6 +541,7 @@ async fn a_cluster_link_hears_of_local_sessions_and_answers_for_other_nodes() {
             "bound dave@localhost/x",
             "available dave@localhost/x Some(1)",
             "unbound dave@localhost/x",
+            "note pubsub n",
         ]
     );
 }

@@ -140,6 +140,16 @@ pub trait Broadcaster: Send + Sync + 'static {
 
     /// Sends one message (approval requests, the last item to a new subscriber).
     async fn send(&self, stanza: Stanza);
+
+    /// The core through which the engine tells the other nodes of a cluster what it
+    /// committed (`crate::peers`); `None` for a broadcaster outside a server.
+    fn peers(&self) -> Option<Arc<Core>> {
+        None
+    }
+
+    /// Delivers a notification another node of a cluster relayed (`crate::peers`) to the
+    /// recipients only this node knows of; its subscribers were reached already.
+    async fn relayed(&self, _n: &Notification) {}
 }
 
 /// A broadcaster that drops everything (tests of the engine alone).
@@ -216,6 +226,10 @@ impl Broadcaster for CoreBroadcaster {
         if let Some(core) = self.core() {
             core.route(stanza).await;
         }
+    }
+
+    fn peers(&self) -> Option<Arc<Core>> {
+        self.core()
     }
 }
 

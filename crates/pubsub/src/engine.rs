@@ -33,6 +33,7 @@ use crate::error::PubsubError;
 use crate::form::{Field, Form};
 use crate::model::{Affiliation, Item, SubOptions, SubState, Subscription};
 use crate::ns;
+use crate::peers::NodeChange;
 use crate::policy::AccessPolicy;
 use crate::store::NodeStore;
 
@@ -591,6 +592,106 @@ impl Engine {
         self.broadcaster.broadcast(&n).await;
     }
 
+    /// Tells the other nodes of a cluster the node's item count and next sequence number
+    /// after a committed publication, retraction or purge.
+    fn tell_items(&self, svc: &BareJid, n: &Node) {
+        let change = NodeChange::Items {
+            count: n.item_count,
+            next_seq: n.next_seq,
+        };
+        self.tell_peers(svc, Some(&n.name), change);
+    }
+
+    /// Forgets cached notification facts after a committed change of the node's
+    /// subscriptions, affiliations or configuration, and tells the other nodes of a cluster.
+    fn changed(&self, svc: &BareJid, n: &mut Node) {
+        n.changed();
+        self.tell_peers(svc, Some(&n.name), NodeChange::State);
+    }
+
+    /// Tells the other nodes of a cluster (if any) that `node` of `svc` changed in the
+    /// store (crate::peers); call after the commit, before notifying.
+    fn tell_peers(&self, svc: &BareJid, node: Option<&str>, change: NodeChange) {
+        if let Some(core) = self.broadcaster.peers() {
+            core.tell_peers(crate::peers::TOPIC_CHANGE, || {
+                crate::peers::Change {
+                    service: svc.clone(),
+                    node: node.map(str::to_string),
+                    change,
+                }
+                .encode()
+            });
+        }
+    }
+
+    /// Another node of a cluster committed `change` to `node` of `svc` (every node of it
+    /// when `None`): the copy in memory, if this engine loaded the service, follows. Items
+    /// changes are taken as told; anything else reads the node from the store again. A
+    /// node's watchers stay attached across a reload (they are told when it is gone).
+    pub async fn peer_changed(&self, svc: &BareJid, node: Option<&str>, change: NodeChange) {
+        let Some(s) = self.services.get(svc).and_then(|c| c.get().cloned()) else {
+            // Not loaded here: its first use reads the store.
+            return;
+        };
+        if let (NodeChange::Items { count, next_seq }, Some(name)) = (change, node) {
+            let cell = s.nodes.read().await.get(name).cloned();
+            if let Some(cell) = cell {
+                let mut n = cell.lock().await;
+                n.item_count = count;
+                n.next_seq = n.next_seq.max(next_seq);
+                n.last_item = if count == 0 {
+                    LastItem::None
+                } else {
+                    LastItem::Unknown
+                };
+                return;
+            }
+        }
+        let stored = match self.store.load(svc.as_str(), &self.profile.defaults).await {
+            Ok(v) => v,
+            Err(e) => {
+                return tracing::error!(service = %svc, error = %e, "reloading pubsub nodes a peer changed failed");
+            }
+        };
+        let concerned = |name: &str| node.is_none_or(|n| n == name);
+        let mut fresh: HashMap<String, crate::store::StoredNode> = stored
+            .into_iter()
+            .filter(|n| concerned(&n.name))
+            .map(|n| (n.name.clone(), n))
+            .collect();
+        // The map first, then each node (the order `delete` takes them in).
+        let (gone, kept) = {
+            let mut nodes = s.nodes.write().await;
+            let names: Vec<String> = nodes.keys().filter(|k| concerned(k)).cloned().collect();
+            let mut gone = Vec::new();
+            let mut kept = Vec::new();
+            for name in names {
+                match fresh.remove(&name) {
+                    Some(st) => kept.extend(nodes.get(&name).cloned().map(|c| (c, st))),
+                    None => gone.extend(nodes.remove(&name)),
+                }
+            }
+            for (name, st) in fresh {
+                nodes.insert(name, Arc::new(Mutex::new(Node::from_stored(st))));
+            }
+            (gone, kept)
+        };
+        for cell in gone {
+            let mut n = cell.lock().await;
+            n.deleted = true;
+            n.tell_watchers(|| NodeEvent::Delete);
+            n.watchers = None;
+        }
+        for (cell, st) in kept {
+            let mut n = cell.lock().await;
+            let watchers = n.watchers.take();
+            let next_seq = n.next_seq;
+            *n = Node::from_stored(st);
+            n.next_seq = n.next_seq.max(next_seq);
+            n.watchers = watchers;
+        }
+    }
+
     /// `notify_sub`: tells the owners about a subscription change (§8.? "subscription
     /// notifications").
     async fn notify_owners_of_sub(&self, svc: &BareJid, node: &Node, jid: &Jid, state: &str) {
@@ -836,7 +937,7 @@ impl Engine {
             .set_subscription(svc.as_str(), node, &sub)
             .await?;
         n.subs.push(sub.clone());
-        n.changed();
+        self.changed(svc, &mut n);
         let info = SubscriptionInfo::of(&n.name, &sub);
         if state == SubState::Pending {
             self.request_approval(svc, &n, &sub).await;
@@ -922,7 +1023,7 @@ impl Engine {
             n.subs.remove(pos);
             "none"
         };
-        n.changed();
+        self.changed(svc, &mut n);
         let ev = subscription_event(node, subscriber, state);
         self.notify_one(svc, &n, &ev, subscriber.as_str()).await;
         self.notify_owners_of_sub(svc, &n, subscriber, state).await;
@@ -944,7 +1045,7 @@ impl Engine {
             .remove_subscription(svc.as_str(), node, &subid)
             .await?;
         n.subs.retain(|s| s.subid != subid);
-        n.changed();
+        self.changed(svc, &mut n);
         self.notify_owners_of_sub(svc, &n, jid, "none").await;
         Ok(())
     }
@@ -1020,7 +1121,7 @@ impl Engine {
         let opts = sub.options.apply(form).ok_or(PubsubError::InvalidOptions)?;
         self.change_subscription(svc, node, sub, |s| s.options = opts)
             .await?;
-        n.changed();
+        self.changed(svc, &mut n);
         Ok(())
     }
 
@@ -1177,6 +1278,7 @@ impl Engine {
             .min(max);
         }
         n.next_seq += 1;
+        self.tell_items(svc, &n);
         rookery_metrics::get().pubsub_publish();
         n.tell_watchers(|| NodeEvent::Item(Arc::new(WatchedItem::new(item.clone()))));
         if n.config.deliver_notifications {
@@ -1233,6 +1335,7 @@ impl Engine {
         if matches!(&n.last_item, LastItem::Some(i) if i.id == id) {
             n.last_item = LastItem::Unknown;
         }
+        self.tell_items(svc, &n);
         n.tell_watchers(|| NodeEvent::Retract(id.to_string()));
         if notify.unwrap_or(n.config.notify_retract) && n.config.deliver_notifications {
             let ev = event(
@@ -1282,6 +1385,7 @@ impl Engine {
             watchers: None,
         }));
         nodes.insert(name.to_string(), cell.clone());
+        self.tell_peers(svc, Some(name), NodeChange::State);
         Ok(cell)
     }
 
@@ -1348,7 +1452,7 @@ impl Engine {
         }
         self.store.set_config(svc.as_str(), node, &next).await?;
         let before = std::mem::replace(&mut n.config, next);
-        n.changed();
+        self.changed(svc, &mut n);
         // Fewer items kept, or none: drop the excess now.
         let keep = if n.config.persist_items {
             n.config.max_items.effective(self.limit())
@@ -1438,7 +1542,7 @@ impl Engine {
                 .await?;
         }
         n.subs.retain(|s| !gone.contains(&s.subid));
-        n.changed();
+        self.changed(svc, n);
         Ok(())
     }
 
@@ -1476,7 +1580,7 @@ impl Engine {
             self.notify(svc, &mut n, EventKind::Delete, event(d)).await;
         }
         n.subs.clear();
-        n.changed();
+        self.changed(svc, &mut n);
         Ok(())
     }
 
@@ -1489,6 +1593,7 @@ impl Engine {
         self.store.purge(svc.as_str(), node).await?;
         n.item_count = 0;
         n.last_item = LastItem::None;
+        self.tell_items(svc, &n);
         n.tell_watchers(|| NodeEvent::Purge);
         if n.config.notify_retract && n.config.deliver_notifications {
             let ev = event(Element::new("purge", ns::EVENT).with_attr("node", node));
@@ -1553,13 +1658,13 @@ impl Engine {
                             .set_subscription(svc.as_str(), node, &sub)
                             .await?;
                         n.subs.push(sub);
-                        n.changed();
+                        self.changed(svc, &mut n);
                     } else {
                         for s in n.subs.iter_mut().filter(|s| matching.contains(&s.subid)) {
                             self.change_subscription(svc, node, s, |s| s.state = state)
                                 .await?;
                         }
-                        n.changed();
+                        self.changed(svc, &mut n);
                     }
                 }
             }
@@ -1621,7 +1726,7 @@ impl Engine {
                 .await?;
         }
         n.affiliations = after;
-        n.changed();
+        self.changed(svc, &mut n);
         let outcasts: HashSet<String> = changes
             .iter()
             .filter(|(_, a)| *a == Affiliation::Outcast)
@@ -1714,5 +1819,6 @@ impl Engine {
         if let Err(e) = self.store.delete_service(svc.as_str()).await {
             tracing::error!(service = %svc, error = %e, "deleting the pubsub nodes of a service failed");
         }
+        self.tell_peers(svc, None, NodeChange::State);
     }
 }

@@ -19,6 +19,8 @@
 //! - [`pep`]: [`pep::Pep`], the account-side module (XEP-0163), and its broadcaster.
 //! - [`engines`]: [`Engines`], the running engines found by service JID (for the HTTP face
 //!   and the WebSub hub).
+//! - [`peers`]: pubsub and PEP across the nodes of a cluster: the notes an engine sends its
+//!   peers after a commit, and [`peers::PeerSync`], the module receiving them.
 //!
 //! What the engine is injected with from the IM layer (roster access policy, PEP interest,
 //! block lists) and the `[pubsub]` wiring live in the server binary (`crates/server/src/wiring`),
@@ -32,6 +34,7 @@ pub mod error;
 /// XEP-0004 data forms moved to `rookery-proto` (MUC and MAM use them too); kept here by name.
 pub use rookery_proto::form;
 pub mod model;
+pub mod peers;
 pub mod pep;
 pub mod policy;
 pub mod service;

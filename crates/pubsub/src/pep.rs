@@ -115,6 +115,27 @@ impl PepBroadcaster {
                 .is_some_and(|g| g.iter().any(|g| a.roster_groups.contains(g))),
         }
     }
+
+    /// The resources of this node (and of other servers, as their presence here told) that
+    /// want `n` through their capabilities and that its subscribers do not already reach.
+    async fn interested(&self, core: &Arc<Core>, n: &Notification) -> Vec<Recipient> {
+        let mut targets: Vec<Recipient> = Vec::new();
+        for jid in self.interest.interested(core, &n.service, &n.node).await {
+            // A bare subscriber already reaches every available resource of its account.
+            let covered =
+                n.recipients.iter().chain(&targets).any(|t| {
+                    t.jid == jid || (t.jid.is_bare() && t.jid.bare_str() == jid.bare_str())
+                });
+            if covered || !self.admits(n, &jid.to_bare()).await {
+                continue;
+            }
+            targets.push(Recipient {
+                jid,
+                subids: Vec::new(),
+            });
+        }
+        targets
+    }
 }
 
 #[async_trait]
@@ -123,25 +144,27 @@ impl Broadcaster for PepBroadcaster {
         let Some(core) = self.core.core() else { return };
         let mut targets: Vec<Recipient> = n.recipients.to_vec();
         if n.kind != EventKind::Subscription {
-            for jid in self.interest.interested(&core, &n.service, &n.node).await {
-                // A bare subscriber already reaches every available resource of its account.
-                let covered = targets.iter().any(|t| {
-                    t.jid == jid || (t.jid.is_bare() && t.jid.bare_str() == jid.bare_str())
-                });
-                if covered || !self.admits(n, &jid.to_bare()).await {
-                    continue;
-                }
-                targets.push(Recipient {
-                    jid,
-                    subids: Vec::new(),
-                });
-            }
+            targets.extend(self.interested(&core, n).await);
+            // The interested resources bound on other nodes are known there only.
+            core.tell_peers(crate::peers::TOPIC_RELAY, || crate::peers::encode_relay(n));
         }
         self.core.deliver(n, &targets).await;
     }
 
     async fn send(&self, stanza: Stanza) {
         self.core.send(stanza).await;
+    }
+
+    fn peers(&self) -> Option<Arc<Core>> {
+        self.core.core()
+    }
+
+    async fn relayed(&self, n: &Notification) {
+        let Some(core) = self.core.core() else { return };
+        let targets = self.interested(&core, n).await;
+        if !targets.is_empty() {
+            self.core.deliver(n, &targets).await;
+        }
     }
 }
 

@@ -1087,3 +1087,75 @@ async fn watchers_see_committed_changes_in_order_and_access_is_checked() {
         ["item 1 1", "item 2 2", "retract 1", "purge", "delete"]
     );
 }
+
+/// Two nodes of a cluster: two engines over one store. What one commits, the other learns
+/// from the notes the first sends its peers (`peers::Change`), keeping its watchers.
+#[tokio::test]
+async fn an_engine_follows_what_a_peer_committed_to_the_shared_store() {
+    use rookery_pubsub::engine::NodeEvent;
+    use rookery_pubsub::peers::NodeChange;
+    let store: Arc<dyn NodeStore> = Arc::new(MemoryStore::new());
+    let one = setup_with(Profile::service("example.org"), store.clone());
+    let two = setup_with(Profile::service("example.org"), store);
+    let (a, b) = (jid(ALICE), jid(BOB));
+    one.create(&a, "n", &[]).await;
+    // The second node loads the node (and a watcher attaches) before the subscription.
+    let mut rx = two
+        .engine
+        .watch(&two.svc, Some(&bare("alice@example.org")), "n")
+        .await
+        .unwrap();
+    one.engine
+        .subscribe(&one.svc, &b, "n", &b, None)
+        .await
+        .unwrap();
+    two.publish(&a, publish("n", Some("i1"), Some(entry("x"))))
+        .await;
+    assert!(
+        two.rec.take()[0].recipients.is_empty(),
+        "not told yet: the copy in memory is stale"
+    );
+    two.engine
+        .peer_changed(&two.svc, Some("n"), NodeChange::State)
+        .await;
+    two.publish(&a, publish("n", Some("i2"), Some(entry("x"))))
+        .await;
+    assert_eq!(two.rec.take()[0].recipients.len(), 1, "the subscription");
+    // Items published on the second node: the first takes count and sequence as told.
+    one.engine
+        .peer_changed(
+            &one.svc,
+            Some("n"),
+            NodeChange::Items {
+                count: 2,
+                next_seq: 3,
+            },
+        )
+        .await;
+    one.publish(&a, publish("n", Some("i3"), Some(entry("x"))))
+        .await;
+    let items = one.items(&b, "n").await.unwrap();
+    assert_eq!(items[0].id, "i3", "the sequence continued after the peer's");
+    // Deleted on the first node: the second's watcher is told.
+    one.engine
+        .delete(&one.svc, &a, Some("n"), None)
+        .await
+        .unwrap();
+    two.engine
+        .peer_changed(&two.svc, Some("n"), NodeChange::State)
+        .await;
+    let mut seen = Vec::new();
+    while let Ok(ev) = rx.recv().await {
+        seen.push(matches!(ev, NodeEvent::Delete));
+    }
+    assert_eq!(seen, [false, false, true], "i1 and i2, then the deletion");
+    assert_eq!(
+        two.items(&b, "n").await.err(),
+        Some(PubsubError::NodeNotFound)
+    );
+    // A service this engine never loaded is left to its first use.
+    let other = bare("other.example.org");
+    two.engine
+        .peer_changed(&other, None, NodeChange::State)
+        .await;
+}

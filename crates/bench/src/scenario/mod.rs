@@ -72,8 +72,9 @@ pub struct Common {
     pub duration: Duration,
     /// Random seed.
     pub seed: u64,
-    /// The server's PID, to sample its memory and CPU.
-    pub server_pid: Option<u32>,
+    /// The server's PIDs (several for the nodes of a cluster), to sample their memory and
+    /// CPU, summed.
+    pub server_pids: Vec<u32>,
 }
 
 /// One run: configuration, counters and phase.
@@ -133,9 +134,10 @@ impl Run {
         StdRng::seed_from_u64(self.common.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
-    /// Samples the server's RSS and CPU time under `label` (no-op without a PID).
+    /// Samples the server's RSS and CPU time (summed over its processes) under `label`
+    /// (no-op without a PID).
     pub fn sample_server(&self, label: &str) -> Option<Sample> {
-        let s = procinfo::sample(self.common.server_pid?).ok()?;
+        let s = procinfo::sample_all(&self.common.server_pids)?;
         if let Ok(mut v) = self.samples.lock() {
             v.push((label.to_string(), s));
         }

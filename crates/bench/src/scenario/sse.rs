@@ -67,7 +67,7 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
     };
     super::pubsub::create(run, &mut publisher, &service, &args.node).await;
     let before = run.sample_server("before-streams");
-    let http = SocketAddr::new(run.cfg.target.ip(), args.http_port);
+    let http = SocketAddr::new(run.cfg.target(0).ip(), args.http_port);
     let path = format!("/pubsub/{}/{}", segment(&service), segment(&args.node));
     let open = Arc::new(AtomicU64::new(0));
     let tails: Arc<Tails> = Arc::default();

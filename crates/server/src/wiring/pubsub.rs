@@ -8,6 +8,7 @@ use rookery_im::Im;
 use rookery_jid::BareJid;
 use rookery_store::Store;
 
+use rookery_pubsub::peers::PeerSync;
 use rookery_pubsub::pep::Pep;
 use rookery_pubsub::{CoreBroadcaster, Engine, PubsubConfig, PubsubService, SqlStore};
 
@@ -22,6 +23,7 @@ pub struct Pubsub {
     pep: Option<Arc<Pep>>,
     core: Arc<CoreBroadcaster>,
     policy: Arc<ImPolicy>,
+    domain: String,
 }
 
 impl std::fmt::Debug for Pubsub {
@@ -78,16 +80,24 @@ impl Pubsub {
             pep,
             core,
             policy,
+            domain: domain.to_string(),
         })
     }
 
-    /// The modules to add to the core: PEP. The order does not matter: PEP's presence hooks
-    /// declare `priority::OBSERVE`, so they run before the IM layer consumes presence.
+    /// The modules to add to the core: PEP, and what receives the pubsub notes of the other
+    /// nodes of a cluster (`rookery_pubsub::peers`; it hears nothing on a single node). The
+    /// order does not matter: PEP's presence hooks declare `priority::OBSERVE`, so they run
+    /// before the IM layer consumes presence.
     pub fn modules(&self) -> Vec<Arc<dyn Module>> {
-        self.pep
+        let mut v: Vec<Arc<dyn Module>> = self
+            .pep
             .iter()
             .map(|p| p.clone() as Arc<dyn Module>)
-            .collect()
+            .collect();
+        if self.service.is_some() || self.pep.is_some() {
+            v.push(Arc::new(PeerSync::new(self.engines(&self.domain))));
+        }
+        v
     }
 
     /// The service at `pubsub.<domain>`, when enabled.

@@ -22,6 +22,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::{Client, Event as BusEvent, RequestErrorKind};
 use bytes::Bytes;
+use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use rookery_core::session::SessionEnd;
 use rookery_core::{
@@ -699,6 +700,30 @@ impl Inner {
         None
     }
 
+    /// The outcome of a batch sent to `node`.
+    async fn settle(
+        self: &Arc<Self>,
+        node: &str,
+        batch: Vec<(Jid, Bytes)>,
+        sent: Result<(), async_nats::RequestError>,
+    ) {
+        match sent {
+            Ok(()) => {}
+            Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+                // Nobody listens on the node's subject: it died (its bus connection closed
+                // with the process). Its sessions go now, without waiting for the lease.
+                self.node_gone(node).await;
+                for (_, b) in batch {
+                    self.core.route_again(&b).await;
+                }
+            }
+            Err(e) => {
+                let why = format!("cross-node delivery to {node} failed: {e}");
+                self.bounce(batch, &why).await;
+            }
+        }
+    }
+
     /// Stanzas that cannot cross now: their senders get `recipient-unavailable` (a wait
     /// error: the recipient is there, the way to it is not), other stanzas are dropped.
     async fn bounce(&self, batch: Vec<(Jid, Bytes)>, why: &str) {
@@ -740,45 +765,61 @@ async fn drain_proxy(
     }
 }
 
-/// Sends what is queued for `node`, one bus message per wake-up.
+/// Batches one forwarder has on the bus at once, awaiting their acknowledgements. The bus
+/// keeps their order (one connection here, one subscriber on the other node), so a batch
+/// need not wait for the previous one's round trip; the cap bounds what a stalled peer holds.
+const MAX_IN_FLIGHT: usize = 16;
+
+/// Sends what is queued for `node`, one bus message per wake-up, up to [`MAX_IN_FLIGHT`]
+/// of them awaiting their acknowledgements.
 async fn forward(inner: Arc<Inner>, node: String, mut rx: mpsc::UnboundedReceiver<(Jid, Bytes)>) {
     let subject = inner.subjects.node(&node);
-    while let Some(first) = rx.recv().await {
-        let mut size = first.1.len();
-        let mut batch = vec![first];
-        while size < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(f) => {
-                    size += f.1.len();
-                    batch.push(f);
-                }
-                Err(_) => break,
+    let mut in_flight = FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some((batch, sent)) = in_flight.next(), if !in_flight.is_empty() => {
+                inner.settle(&node, batch, sent).await;
             }
-        }
-        if !inner.is_connected() {
-            inner.bounce(batch, "the cluster bus is unavailable").await;
-            continue;
-        }
-        match inner
-            .client
-            .request(subject.clone(), encode_batch(&batch))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == RequestErrorKind::NoResponders => {
-                // Nobody listens on the node's subject: it died (its bus connection closed
-                // with the process). Its sessions go now, without waiting for the lease.
-                inner.node_gone(&node).await;
-                for (_, b) in batch {
-                    inner.core.route_again(&b).await;
+            first = rx.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                let Some(first) = first else { break };
+                let batch = gather(first, &mut rx);
+                if !inner.is_connected() {
+                    inner.bounce(batch, "the cluster bus is unavailable").await;
+                    continue;
                 }
-            }
-            Err(e) => {
-                let why = format!("cross-node delivery to {node} failed: {e}");
-                inner.bounce(batch, &why).await;
+                // Polled first by the next `in_flight.next()`, in the order pushed: the
+                // requests reach the bus in the order of their batches.
+                let (client, subject) = (inner.client.clone(), subject.clone());
+                in_flight.push_back(async move {
+                    let sent = client.request(subject, encode_batch(&batch)).await;
+                    (batch, sent.map(drop))
+                });
             }
         }
     }
+    while let Some((batch, sent)) = in_flight.next().await {
+        inner.settle(&node, batch, sent).await;
+    }
+}
+
+/// `first` and what else is queued behind it, up to [`MAX_BATCH_BYTES`].
+fn gather(
+    first: (Jid, Bytes),
+    rx: &mut mpsc::UnboundedReceiver<(Jid, Bytes)>,
+) -> Vec<(Jid, Bytes)> {
+    let mut size = first.1.len();
+    let mut batch = vec![first];
+    while size < MAX_BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(f) => {
+                size += f.1.len();
+                batch.push(f);
+            }
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 /// Publishes control messages in order.

@@ -200,7 +200,7 @@ impl Conn {
     /// decided on this.
     pub fn is_secure(&self) -> bool {
         match &self.io {
-            Io::Stream(t) => t.is_tls(),
+            Io::Stream(t) => t.is_secure(),
             Io::Messages(m) => m.secure,
         }
     }

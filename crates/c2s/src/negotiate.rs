@@ -97,20 +97,28 @@ pub fn serve(
 }
 
 /// Serves one client connection whose transport is already framed and ready (WebSocket,
-/// BOSH): the same negotiation and session as a TCP client, by the same deadline
-/// (`negotiation_timeout_secs` from now). `stopped` as for [`serve`].
-pub async fn serve_framed(
+/// BOSH, an in-process pipe): the same negotiation and session as a TCP client, by the same
+/// deadline (`negotiation_timeout_secs` from now). `stopped` as for [`serve`]; not an
+/// `async fn` for the same reason.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its arguments twice"
+)]
+pub fn serve_framed(
     ctx: Arc<C2sContext>,
     conn: Conn,
     stopped: tokio::sync::watch::Receiver<()>,
-) {
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_secs(ctx.config.negotiation_timeout_secs.max(1));
-    let Some((conn, bound)) = Box::pin(establish_on(&ctx, conn, deadline, stopped)).await else {
-        return;
-    };
-    tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
-    session::run(&ctx, conn, bound).await;
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs(ctx.config.negotiation_timeout_secs.max(1));
+        let Some((conn, bound)) = Box::pin(establish_on(&ctx, conn, deadline, stopped)).await
+        else {
+            return;
+        };
+        tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
+        session::run(&ctx, conn, bound).await;
+    }
 }
 
 /// Negotiates the stream up to a bound session; `None` when the connection ended first (it

@@ -149,7 +149,7 @@ impl S2sTls {
 /// The peer's certificate chain on a TLS transport.
 pub fn peer_chain(io: &Transport) -> Vec<CertificateDer<'static>> {
     let certs = match io {
-        Transport::Plain(_) => None,
+        Transport::Plain(_) | Transport::Memory(_) => None,
         Transport::Tls(t) => t.get_ref().1.peer_certificates(),
         Transport::TlsClient(t) => t.get_ref().1.peer_certificates(),
     };

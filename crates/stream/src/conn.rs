@@ -200,7 +200,7 @@ impl Conn {
     /// decided on this.
     pub fn is_secure(&self) -> bool {
         match &self.io {
-            Io::Stream(t) => t.is_tls(),
+            Io::Stream(t) => t.is_secure(),
             Io::Messages(m) => m.secure,
         }
     }
@@ -676,6 +676,27 @@ mod tests {
         let mut got = [0u8; 12];
         peer.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"<a/><b/><c/>");
+    }
+
+    /// An in-process pipe is a byte stream that counts as secure, cannot start TLS, and
+    /// carries the stream like a socket.
+    #[tokio::test]
+    async fn memory_pipe_is_secure_and_carries_the_stream() {
+        let (mut peer, server) = tokio::io::duplex(1024);
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let mut conn = Conn::new(
+            Transport::Memory(server),
+            addr,
+            Limits::PRE_AUTH,
+            "localhost",
+            ns::CLIENT,
+        );
+        assert!(conn.is_secure() && !conn.is_tls() && !conn.can_start_tls());
+        assert!(conn.channel_binding().is_none());
+        conn.write(b"<a/>").await.unwrap();
+        let mut got = [0u8; 4];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"<a/>");
     }
 
     fn framed() -> (

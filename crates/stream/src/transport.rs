@@ -17,6 +17,10 @@ pub enum Transport {
     Tls(Box<server::TlsStream<TcpStream>>),
     /// TLS, we are the client (outgoing server-to-server streams).
     TlsClient(Box<client::TlsStream<TcpStream>>),
+    /// One end of an in-process pipe (`tokio::io::duplex`): the same stream code without a
+    /// socket, so a harness can run a million client sessions in one process
+    /// (`crates/harness`). Counted as secure: its bytes never leave the address space.
+    Memory(tokio::io::DuplexStream),
 }
 
 /// Dispatches to the inner stream of every variant.
@@ -32,6 +36,7 @@ macro_rules! each {
                 let $s = $s.as_mut();
                 $e
             }
+            Transport::Memory($s) => $e,
         }
     };
 }
@@ -39,13 +44,18 @@ macro_rules! each {
 impl Transport {
     /// Whether the stream is encrypted.
     pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_) | Transport::TlsClient(_))
+    }
+
+    /// Whether the path to the peer is confidential: TLS, or an in-process pipe.
+    pub fn is_secure(&self) -> bool {
         !matches!(self, Transport::Plain(_))
     }
 
     /// The RFC 9266 `tls-exporter` channel binding, available on TLS 1.3 only.
     pub fn channel_binding(&self) -> Option<Vec<u8>> {
         match self {
-            Transport::Plain(_) => None,
+            Transport::Plain(_) | Transport::Memory(_) => None,
             Transport::Tls(t) => exporter(t.get_ref().1),
             Transport::TlsClient(t) => exporter(t.get_ref().1),
         }

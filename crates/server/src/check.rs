@@ -128,7 +128,7 @@ fn config(cfg: &Config, report: &mut Report) {
                 report.problem(format!("[component]: {e}"));
             }
         }
-        Err(e) => report.problem(format!("domain {:?}: {e}", cfg.domain)),
+        Err(e) => report.problem(e.to_string()),
     }
 }
 

@@ -5,6 +5,8 @@ a TLS client naming a host (SNI) is shown that host's certificate."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import ssl
 import subprocess
 
 from slix import SlixClient
@@ -145,3 +147,35 @@ def test_user_commands_take_bare_jids(server_factory, tmp_path):
     assert r.returncode == 0, r.stderr
     assert srv.user("list", "--host", SECOND).stdout.split() == ["erin@second.test"]
 
+
+def pem_sha256(path) -> str:
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(open(path).read())).hexdigest()
+
+
+async def served_sha256(srv, name: str, direct_tls: bool) -> str:
+    """The fingerprint of the certificate a TLS client naming `name` (SNI) is shown."""
+    c = RawClient(srv.host, srv.direct_tls_port if direct_tls else srv.port, name,
+                  direct_tls=direct_tls)
+    await c.connect()
+    if not direct_tls:
+        await c.open_stream()
+        await c.starttls()
+    der = c.ssl_object().getpeercert(binary_form=True)
+    c.abort()
+    return hashlib.sha256(der).hexdigest()
+
+
+async def test_each_host_is_shown_its_own_certificate(server_factory, tmp_path):
+    crt, key = cert(tmp_path, SECOND)
+    srv = two_hosts(server_factory, tmp_path, cert=crt, key=key)
+    primary = pem_sha256(srv.data_dir / "cert.pem")  # the generated zero-config one
+    assert primary != pem_sha256(crt)
+    for direct_tls in (True, False):
+        assert await served_sha256(srv, SECOND, direct_tls) == pem_sha256(crt)
+        assert await served_sha256(srv, srv.domain, direct_tls) == primary
+    # A subdomain of the host (its services) is served the host's certificate.
+    assert await served_sha256(srv, "pubsub." + SECOND, True) == pem_sha256(crt)
+    # And the account logs in over it.
+    c = RawClient(srv.host, srv.direct_tls_port, SECOND, direct_tls=True)
+    assert (await c.login("dave", DAVE[1], "tls")) == f"dave@{SECOND}/tls"
+    await c.close()

@@ -113,6 +113,7 @@ impl Reloader {
         let new = Config::load(Some(path))?;
         // Everything that can fail, before anything changes.
         let cert = tls::certified(&new).context("certificate")?;
+        let host_certs = tls::host_certs(&new).context("certificate")?;
         let t = &self.targets;
         let filter = match &t.log {
             Some(_) => Some(
@@ -125,7 +126,7 @@ impl Reloader {
         let changes = t.components.reload(&new.component).context("[component]")?;
         // From here on nothing fails.
         let certificate_sha256 = cert.cert.first().map(tls::fingerprint).unwrap_or_default();
-        t.cert.replace(cert);
+        t.cert.replace(cert, host_certs);
         t.admins.set(admins);
         if let (Some(handle), Some(filter)) = (&t.log, filter) {
             if let Err(e) = handle.reload(filter) {

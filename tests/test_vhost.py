@@ -8,11 +8,14 @@ import asyncio
 import hashlib
 import ssl
 import subprocess
+import xml.etree.ElementTree as ET
 
 from slix import SlixClient
 import pytest
 
 from xmpp_raw import RawClient, SaslFailure
+
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 
 SECOND = "second.test"
 DAVE = ("dave", "davepass")
@@ -112,6 +115,19 @@ async def test_each_host_has_its_own_accounts_and_unknown_hosts_are_refused(
         == "server"
     pong = await c.iq("get", SECOND, "<ping xmlns='urn:xmpp:ping'/>")
     assert pong.get("type") == "result" and pong.get("from") == SECOND
+    # PEP for the host's account, and the shared services count it as local: a node on the
+    # pubsub service, a room on the MUC service (both "local" creation policies).
+    item = "<item id='1'><x xmlns='urn:example'/></item>"
+    r = await c.iq("set", None, f"<pubsub xmlns='{NS_PUBSUB}'><publish node='urn:example'>"
+                                f"{item}</publish></pubsub>")
+    assert r.get("type") == "result", ET.tostring(r)
+    r = await c.iq("set", f"pubsub.{srv.domain}",
+                   f"<pubsub xmlns='{NS_PUBSUB}'><create node='daves'/></pubsub>")
+    assert r.get("type") == "result", ET.tostring(r)
+    c.send(f"<presence to='room@conference.{srv.domain}/dave'>"
+           "<x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    joined = await c.expect(lambda el: el.tag.endswith("presence"), what="the room's presence")
+    assert joined.get("type") is None, ET.tostring(joined)
     await c.close()
     # alice is an account of localhost only.
     c = RawClient(srv.host, srv.port, SECOND)
@@ -129,6 +145,7 @@ async def test_each_host_has_its_own_accounts_and_unknown_hosts_are_refused(
 
 
 def test_user_commands_take_bare_jids(server_factory, tmp_path):
+    """`rookery user` (on the store) and `rookery ctl users` (the running server)."""
     srv = two_hosts(server_factory, tmp_path)
     r = srv.user("add", "erin@SECOND.test", password="erinpass")
     assert r.returncode == 0 and "created erin@second.test" in r.stdout, r.stderr
@@ -146,6 +163,12 @@ def test_user_commands_take_bare_jids(server_factory, tmp_path):
     r = srv.user("delete", "dave@second.test")
     assert r.returncode == 0, r.stderr
     assert srv.user("list", "--host", SECOND).stdout.split() == ["erin@second.test"]
+    # The running server's admin API (`rookery ctl`) manages the host's accounts too.
+    r = srv.ctl("users", "add", "gina@second.test", input="ginapass\n")
+    assert r.returncode == 0, r.stderr
+    r = srv.ctl("users", "add", "gina@elsewhere.test", input="ginapass\n")
+    assert r.returncode != 0 and "not an account of a hosted domain" in r.stderr, r.stderr
+    assert "gina@second.test" in srv.user("list", "--host", SECOND).stdout.split()
 
 
 def pem_sha256(path) -> str:

@@ -277,7 +277,8 @@ mod tests {
         let hosts = cfg.hosts().unwrap();
         let names: Vec<&str> = hosts.iter().map(rookery_core::Host::domain).collect();
         assert_eq!(names, ["a.test", "b.test"]);
-        assert_eq!(cfg.host[0].cert.as_deref(), Some(Path::new("b.pem")));
+        let b = cfg.host.first().and_then(|h| h.cert.as_deref());
+        assert_eq!(b, Some(Path::new("b.pem")));
         assert!(Config::default().hosts().unwrap().iter().count() == 1);
         let twice: Config =
             toml::from_str("domain = 'a.test'\n[[host]]\ndomain = 'A.test'\n").unwrap();

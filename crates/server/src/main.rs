@@ -237,8 +237,9 @@ async fn serve(
     let (im, im_modules) = rookery_im::modules(cfg.im.clone(), store.clone());
     // Publish-subscribe (crates/pubsub): the service at pubsub.<domain> and PEP. Hook order
     // comes from the priorities the modules declare (docs/architecture.md), not from here.
-    let pubsub = wiring::pubsub::Pubsub::new(&cfg.pubsub, &cfg.domain, &store, im.clone())
-        .map_err(|e| anyhow!("{e}"))?;
+    let pubsub =
+        wiring::pubsub::Pubsub::new(&cfg.pubsub, &cfg.domain, &cfg.hosts()?, &store, im.clone())
+            .map_err(|e| anyhow!("{e}"))?;
     for m in pubsub.modules() {
         builder = builder.module(m);
     }
@@ -636,6 +637,8 @@ async fn user(cfg: Config, action: UserAction) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     #[test]
     fn store_urls_are_shown_without_the_password() {
         assert_eq!(

@@ -46,7 +46,8 @@ pub trait Policy {
     fn registration_open(&self, host: &str) -> bool;
     /// Stream features the modules declare (e.g. XEP-0237 roster versioning).
     fn stream_features(&self) -> Vec<Element>;
-    /// Whether an attempt (for `account`, once known) must be refused now (rate limits).
+    /// Whether an attempt (for `account`, its bare JID, once known) must be refused now
+    /// (rate limits).
     fn auth_blocked(&self, account: Option<&str>) -> bool;
     /// Records a failure that tested a password.
     fn auth_failed(&self, account: Option<&str>);
@@ -546,7 +547,7 @@ impl<P: Policy> C2sMachine<P> {
             Ok(p) => p,
             Err(condition) => return self.failed(label, None, condition, true),
         };
-        if self.policy.auth_blocked(Some(&local)) {
+        if self.policy.auth_blocked(Some(&self.account_key(&local))) {
             return self.failed(label, Some(local), "temporary-auth-failure", true);
         }
         let lookup = Request::FastTokens {
@@ -653,7 +654,8 @@ impl<P: Policy> C2sMachine<P> {
             Progress::NeedCredentials(username) => {
                 let local = rookery_jid::normalize_local(&username).ok();
                 attempt.account = local.clone();
-                if self.policy.auth_blocked(local.as_deref()) {
+                let key = local.as_deref().map(|l| self.account_key(l));
+                if self.policy.auth_blocked(key.as_deref()) {
                     let sasl2 = attempt.sasl2.is_some();
                     return self.failed(attempt.mechanism, local, "temporary-auth-failure", sasl2);
                 }
@@ -845,6 +847,12 @@ impl<P: Policy> C2sMachine<P> {
         Ok(user)
     }
 
+    /// The account an attempt names, as the rate limits count it: its bare JID, so the same
+    /// username on two hosts is two accounts.
+    fn account_key(&self, local: &str) -> String {
+        format!("{local}@{}", self.host)
+    }
+
     /// A failed attempt: `<failure/>` (of SASL2 if `sasl2`), and the stream ends after
     /// `max_auth_attempts`.
     fn failed(
@@ -860,7 +868,8 @@ impl<P: Policy> C2sMachine<P> {
             condition,
             "aborted" | "temporary-auth-failure" | "encryption-required"
         ) {
-            self.policy.auth_failed(account.as_deref());
+            let key = account.as_deref().map(|l| self.account_key(l));
+            self.policy.auth_failed(key.as_deref());
         }
         tracing::info!(condition, account = ?account, "authentication failed");
         let failure = if sasl2 {
@@ -1421,7 +1430,7 @@ mod tests {
         );
         assert_eq!(
             *policy.failed.borrow(),
-            vec![None, Some("alice".to_string())]
+            vec![None, Some("alice@example.test".to_string())]
         );
         assert_eq!(
             *policy.results.borrow(),

@@ -164,8 +164,17 @@ type Section = (&'static str, fn(&Config) -> String);
 /// to keep in step.
 fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let (old, new) = (static_part(old), static_part(new));
-    let sections: [Section; 13] = [
+    let sections: [Section; 14] = [
         ("domain", |c| format!("{:?}", c.domain)),
+        ("[[host]]", |c| {
+            // Their certificates are reloaded; the hosts themselves are not.
+            let hosts: Vec<_> = c
+                .host
+                .iter()
+                .map(|h| (&h.domain, h.allow_registration))
+                .collect();
+            format!("{hosts:?}")
+        }),
         ("data_dir", |c| format!("{:?}", c.data_dir)),
         ("[listen]", |c| format!("{:?}", c.listen)),
         ("[store]", |c| format!("{:?}", c.store)),

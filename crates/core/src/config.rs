@@ -9,8 +9,8 @@ use serde::Deserialize;
 pub struct CoreConfig {
     /// The primary domain this server hosts: what it speaks as where no host was named.
     pub domain: String,
-    /// Further hosted domains (`[[host]]`), see [`crate::hosts`].
-    pub hosts: Vec<crate::hosts::HostConfig>,
+    /// Further hosted domains (the `[[host]]` tables), see [`crate::hosts`].
+    pub host: Vec<crate::hosts::HostConfig>,
     /// In-band registration (XEP-0077).
     pub registration: RegistrationConfig,
     /// Software version disclosure (XEP-0092).
@@ -41,7 +41,7 @@ impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             domain: "localhost".into(),
-            hosts: Vec::new(),
+            host: Vec::new(),
             registration: RegistrationConfig::default(),
             version: VersionConfig::default(),
             session_queue: 1024,

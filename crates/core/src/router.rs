@@ -81,7 +81,7 @@ impl CoreBuilder {
     /// Builds the core and its tables from the modules' declarations; fails when a
     /// configured domain is not a valid domainpart or is hosted twice.
     pub fn build(self) -> Result<Arc<Core>, HostsError> {
-        let hosts = Hosts::new(&self.config.domain, &self.config.hosts)?;
+        let hosts = Hosts::new(&self.config.domain, &self.config.host)?;
         Ok(Arc::new(Core {
             hosts,
             config: self.config,

@@ -560,7 +560,7 @@ async fn a_second_host_is_local_and_answered_as_itself() {
         .unwrap();
     let log = Log::default();
     let config = CoreConfig {
-        hosts: vec![crate::HostConfig {
+        host: vec![crate::HostConfig {
             domain: "second.test".into(),
             allow_registration: None,
         }],

@@ -70,7 +70,7 @@ struct Node {
 fn core(domain: &str, hosts: &[String]) -> Arc<Core> {
     let cfg = CoreConfig {
         domain: domain.to_string(),
-        hosts: hosts
+        host: hosts
             .iter()
             .map(|d| rookery_core::HostConfig {
                 domain: d.clone(),

@@ -229,14 +229,14 @@ impl Config {
 
     /// The hosted domains, checked (valid, none twice), primary first.
     pub fn hosts(&self) -> anyhow::Result<rookery_core::Hosts> {
-        Ok(rookery_core::Hosts::new(&self.domain, &self.core().hosts)?)
+        Ok(rookery_core::Hosts::new(&self.domain, &self.core().host)?)
     }
 
     /// The part the core acts on.
     pub fn core(&self) -> CoreConfig {
         CoreConfig {
             domain: self.domain.clone(),
-            hosts: self
+            host: self
                 .host
                 .iter()
                 .map(|h| rookery_core::HostConfig {

@@ -202,3 +202,19 @@ async def test_each_host_is_shown_its_own_certificate(server_factory, tmp_path):
     c = RawClient(srv.host, srv.direct_tls_port, SECOND, direct_tls=True)
     assert (await c.login("dave", DAVE[1], "tls")) == f"dave@{SECOND}/tls"
     await c.close()
+
+
+def test_a_bosh_session_to_the_second_host(server_factory, tmp_path):
+    """BOSH (XEP-0206) names its host in `to` like a stream header."""
+    from types import SimpleNamespace
+
+    from test_web_bosh import create, plain, req
+    srv = two_hosts(server_factory, tmp_path)
+    second = SimpleNamespace(domain=SECOND, http_port=srv.http_port)
+    sid = create(second, 1000)
+    assert "<success" in req(second, sid, 1001, plain("dave", DAVE[1]))
+    req(second, sid, 1002, xmpp_restart="true", to=SECOND)
+    bound = req(second, sid, 1003, "<iq xmlns='jabber:client' type='set' id='b'>"
+                "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bosh</resource></bind></iq>")
+    assert f"dave@{SECOND}/bosh" in bound, bound
+    req(second, sid, 1004, type="terminate")

@@ -36,15 +36,18 @@ const TLS_EXPORTER: &str = "tls-exporter";
 /// What the machine needs from the server, beside its configuration: asked synchronously,
 /// so tests answer with plain values.
 pub trait Policy {
-    /// The domain we serve.
+    /// The primary domain: the host of a stream whose header names none.
     fn domain(&self) -> &str;
+    /// Whether `domain` is one of the hosts we serve (virtual hosting).
+    fn serves(&self, domain: &str) -> bool;
     /// The listener settings.
     fn config(&self) -> &C2sConfig;
-    /// Whether in-band registration is open.
-    fn registration_open(&self) -> bool;
+    /// Whether in-band registration is open on `host`.
+    fn registration_open(&self, host: &str) -> bool;
     /// Stream features the modules declare (e.g. XEP-0237 roster versioning).
     fn stream_features(&self) -> Vec<Element>;
-    /// Whether an attempt (for `account`, once known) must be refused now (rate limits).
+    /// Whether an attempt (for `account`, its bare JID, once known) must be refused now
+    /// (rate limits).
     fn auth_blocked(&self, account: Option<&str>) -> bool;
     /// Records a failure that tested a password.
     fn auth_failed(&self, account: Option<&str>);
@@ -266,6 +269,9 @@ pub struct C2sMachine<P> {
     /// Whether STARTTLS can still be offered (a plain TCP stream; never WebSocket or BOSH).
     can_start_tls: bool,
     channel_binding: Option<Vec<u8>>,
+    /// The hosted domain this stream is to (its header's `to`, else the primary): the
+    /// accounts it authenticates against and the domain of the JID it binds.
+    host: String,
     user: Option<BareJid>,
     attempts: u32,
 }
@@ -280,6 +286,7 @@ impl<P: Policy> C2sMachine<P> {
         channel_binding: Option<Vec<u8>>,
     ) -> Self {
         C2sMachine {
+            host: policy.domain().to_string(),
             policy,
             phase: Phase::Header,
             secure,
@@ -297,11 +304,25 @@ impl<P: Policy> C2sMachine<P> {
     }
 
     fn header(&mut self, header: &StreamHeader) -> Actions {
-        let host_ok = header.attr("to").is_none_or(|to| {
-            Jid::parse(to).ok().as_ref().map(Jid::as_str) == Some(self.policy.domain())
-        });
+        // RFC 6120 §4.7.2: the host the client named (a domain JID we serve); a stream
+        // restarted after authentication stays with the host it authenticated on.
+        let named = match header.attr("to") {
+            None => Some(self.host.clone()),
+            Some(to) => Jid::parse(to)
+                .ok()
+                .map(|j| j.as_str().to_string())
+                .filter(|d| self.policy.serves(d)),
+        };
+        let host_ok = match named {
+            Some(d) if self.user.is_none() => {
+                self.host = d;
+                true
+            }
+            Some(d) => d == self.host,
+            None => false,
+        };
         let answer = Answer {
-            from: None,
+            from: host_ok.then(|| self.host.clone()),
             to: header.attr("from").map(str::to_string),
             host_ok,
         };
@@ -391,7 +412,7 @@ impl<P: Policy> C2sMachine<P> {
             }
             f.push_child(list);
         }
-        if self.policy.registration_open() && clear_password_ok {
+        if self.policy.registration_open(&self.host) && clear_password_ok {
             f.push_child(Element::new("register", ns::REGISTER_FEATURE));
         }
         f
@@ -526,7 +547,7 @@ impl<P: Policy> C2sMachine<P> {
             Ok(p) => p,
             Err(condition) => return self.failed(label, None, condition, true),
         };
-        if self.policy.auth_blocked(Some(&local)) {
+        if self.policy.auth_blocked(Some(&self.account_key(&local))) {
             return self.failed(label, Some(local), "temporary-auth-failure", true);
         }
         let lookup = Request::FastTokens {
@@ -581,7 +602,7 @@ impl<P: Policy> C2sMachine<P> {
                 let Some((used, key, _)) = a.matched.take() else {
                     return vec![fail(SEC::InternalServerError, "negotiation out of step")];
                 };
-                let user = match BareJid::new(Some(&a.local), self.policy.domain()) {
+                let user = match BareJid::new(Some(&a.local), &self.host) {
                     Ok(u) => u,
                     Err(_) => return self.failed(label, Some(a.local), "not-authorized", true),
                 };
@@ -633,7 +654,8 @@ impl<P: Policy> C2sMachine<P> {
             Progress::NeedCredentials(username) => {
                 let local = rookery_jid::normalize_local(&username).ok();
                 attempt.account = local.clone();
-                if self.policy.auth_blocked(local.as_deref()) {
+                let key = local.as_deref().map(|l| self.account_key(l));
+                if self.policy.auth_blocked(key.as_deref()) {
                     let sasl2 = attempt.sasl2.is_some();
                     return self.failed(attempt.mechanism, local, "temporary-auth-failure", sasl2);
                 }
@@ -816,14 +838,19 @@ impl<P: Policy> C2sMachine<P> {
     /// as itself.
     fn identity(&self, username: &str, authzid: Option<String>) -> Result<BareJid, &'static str> {
         let local = rookery_jid::normalize_local(username).map_err(|_| "not-authorized")?;
-        let user =
-            BareJid::new(Some(&local), self.policy.domain()).map_err(|_| "not-authorized")?;
+        let user = BareJid::new(Some(&local), &self.host).map_err(|_| "not-authorized")?;
         if let Some(a) = authzid.filter(|a| !a.is_empty()) {
             if BareJid::parse(&a).ok().as_ref() != Some(&user) {
                 return Err("invalid-authzid");
             }
         }
         Ok(user)
+    }
+
+    /// The account an attempt names, as the rate limits count it: its bare JID, so the same
+    /// username on two hosts is two accounts.
+    fn account_key(&self, local: &str) -> String {
+        format!("{local}@{}", self.host)
     }
 
     /// A failed attempt: `<failure/>` (of SASL2 if `sasl2`), and the stream ends after
@@ -841,7 +868,8 @@ impl<P: Policy> C2sMachine<P> {
             condition,
             "aborted" | "temporary-auth-failure" | "encryption-required"
         ) {
-            self.policy.auth_failed(account.as_deref());
+            let key = account.as_deref().map(|l| self.account_key(l));
+            self.policy.auth_failed(key.as_deref());
         }
         tracing::info!(condition, account = ?account, "authentication failed");
         let failure = if sasl2 {
@@ -867,9 +895,7 @@ impl<P: Policy> C2sMachine<P> {
             Ok(s) => s,
             Err(e) => return e.reply().map(Action::Send).into_iter().collect(),
         };
-        let to_server = stanza
-            .to()
-            .is_none_or(|t| t.as_str() == self.policy.domain());
+        let to_server = stanza.to().is_none_or(|t| t.as_str() == self.host);
         let is_register = stanza
             .payload()
             .is_some_and(|p| p.is("query", ns::REGISTER));
@@ -1082,6 +1108,8 @@ mod tests {
 
     const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
     const DOMAIN: &str = "example.test";
+    /// A second hosted domain (virtual hosting), closed to registration.
+    const SECOND: &str = "second.test";
 
     /// A policy of plain values that records what the machine reported.
     #[derive(Default)]
@@ -1099,8 +1127,11 @@ mod tests {
         fn config(&self) -> &C2sConfig {
             &self.config
         }
-        fn registration_open(&self) -> bool {
-            true
+        fn serves(&self, domain: &str) -> bool {
+            domain == DOMAIN || domain == SECOND
+        }
+        fn registration_open(&self, host: &str) -> bool {
+            host == DOMAIN
         }
         fn stream_features(&self) -> Vec<Element> {
             vec![Element::new("ver", "urn:xmpp:features:rosterver")]
@@ -1338,6 +1369,37 @@ mod tests {
         assert_eq!(failure_of(&a).map(|f| f.0), Some(SEC::HostUnknown));
     }
 
+    /// A stream to a second hosted domain speaks as it, offers that host's registration
+    /// policy, authenticates and binds on it, and cannot switch hosts after authentication.
+    #[test]
+    fn a_stream_to_another_host_binds_on_that_host() {
+        let policy = Test::default();
+        let mut m = C2sMachine::new(&policy, true, false, None);
+        let a = m.handle(header(SECOND));
+        assert!(matches!(&a[0], Action::SendHeader { from: Some(f), .. } if f == SECOND));
+        let features = sent(&a)[0];
+        assert!(!features.has_child("register", ns::REGISTER_FEATURE));
+        assert!(failure_of(&a).is_none());
+        m.handle(plain("alice", "secret"));
+        let a = m.handle(credentials("secret"));
+        assert!(a.contains(&Action::Restart), "{a:?}");
+        let a = C2sMachine::new(&policy, true, false, None).handle(header(DOMAIN));
+        assert!(matches!(&a[0], Action::SendHeader { from: Some(f), .. } if f == DOMAIN));
+
+        // After authentication on SECOND, a restarted stream to the primary is refused.
+        let mut other = C2sMachine::new(&policy, true, false, None);
+        other.handle(header(SECOND));
+        other.handle(plain("alice", "secret"));
+        other.handle(credentials("secret"));
+        let a = other.handle(header(DOMAIN));
+        assert_eq!(failure_of(&a).map(|f| f.0), Some(SEC::HostUnknown));
+
+        m.handle(header(SECOND));
+        let a = m.handle(bind_iq("phone"));
+        let jid: Jid = "alice@second.test/phone".parse().unwrap();
+        assert_eq!(a[1], Action::Done(Done::Bound(jid)));
+    }
+
     /// Each failure is counted; the last allowed one ends the stream. Those that tested a
     /// password count against the rate limits, with the account once known.
     #[test]
@@ -1368,7 +1430,7 @@ mod tests {
         );
         assert_eq!(
             *policy.failed.borrow(),
-            vec![None, Some("alice".to_string())]
+            vec![None, Some("alice@example.test".to_string())]
         );
         assert_eq!(
             *policy.results.borrow(),

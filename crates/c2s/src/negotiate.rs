@@ -273,8 +273,12 @@ impl Policy for Live {
         &self.ctx.config
     }
 
-    fn registration_open(&self) -> bool {
-        self.ctx.register.open()
+    fn serves(&self, domain: &str) -> bool {
+        self.ctx.core.is_local_domain(domain)
+    }
+
+    fn registration_open(&self, host: &str) -> bool {
+        self.ctx.register.open(&self.ctx.core, host)
     }
 
     fn stream_features(&self) -> Vec<Element> {
@@ -319,19 +323,21 @@ struct Driver<'a> {
 }
 
 impl Effects<C2sMachine<Live>> for Driver<'_> {
+    /// Account lookups are on the stream's host: `conn.domain()`, which the machine set to
+    /// the hosted domain the client's header named when it answered it.
     async fn perform(&mut self, conn: &mut Conn, request: Request) -> Result<Reply, ConnError> {
         let ctx = self.ctx;
         Ok(match request {
             Request::Credentials(local) => Reply::Credentials(
                 ctx.core
                     .accounts()
-                    .credentials(ctx.core.domain(), &local)
+                    .credentials(conn.domain(), &local)
                     .await
                     .map_err(|e| tracing::error!(error = %e, "credential lookup failed")),
             ),
             Request::FastTokens { local, device } => Reply::FastTokens(match ctx.fast.as_ref() {
                 Some(store) => store
-                    .get(ctx.core.domain(), &local, &device)
+                    .get(conn.domain(), &local, &device)
                     .await
                     .map_err(|e| tracing::error!(error = %e, "FAST token lookup failed")),
                 None => Err(()),
@@ -343,7 +349,7 @@ impl Effects<C2sMachine<Live>> for Driver<'_> {
                 count,
             } => Reply::FastUsed(match ctx.fast.as_ref() {
                 Some(store) => store
-                    .use_token(ctx.core.domain(), &local, &device, used, count)
+                    .use_token(conn.domain(), &local, &device, used, count)
                     .await
                     .map_err(|e| tracing::error!(error = %e, "FAST token update failed")),
                 None => Err(()),
@@ -360,7 +366,7 @@ impl Effects<C2sMachine<Live>> for Driver<'_> {
                         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
                     store
                         .issue(
-                            ctx.core.domain(),
+                            conn.domain(),
                             &local,
                             &device,
                             &key,
@@ -376,7 +382,7 @@ impl Effects<C2sMachine<Live>> for Driver<'_> {
             Request::Register(stanza) => Reply::Registered(
                 match ctx
                     .register
-                    .register(&ctx.core, conn.peer.ip(), &stanza)
+                    .register(&ctx.core, conn.domain(), conn.peer.ip(), &stanza)
                     .await
                 {
                     Ok(payload) => Some(stanza.iq_result(payload)),

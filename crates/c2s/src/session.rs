@@ -629,7 +629,7 @@ impl Inbound for Client<'_> {
                     let iq = Stanza::iq(
                         IqType::Get,
                         &id,
-                        Some(self.ctx.core.domain_jid().clone().into()),
+                        Some(self.jid.domain_jid().into()),
                         Some(self.jid.clone()),
                         Element::new("ping", ns::PING),
                     );
@@ -743,7 +743,7 @@ fn close_in_background(mut conn: Conn, error: Option<StreamError>) {
 /// RFC 3921 session establishment, still sent by older clients: a no-op success.
 fn is_legacy_session(ctx: &C2sContext, s: &Stanza) -> bool {
     s.kind() == StanzaKind::Iq(IqType::Set)
-        && s.to().is_none_or(|t| t.as_str() == ctx.core.domain())
+        && s.to().is_none_or(|t| ctx.core.is_local_domain(t.as_str()))
         && s.payload().is_some_and(|p| p.is("session", ns::SESSION))
 }
 

@@ -644,7 +644,7 @@ impl Inner {
     async fn deliver_here(&self, frames: Vec<(Jid, Bytes)>) {
         for (jid, bytes) in frames {
             if jid.local().is_none() {
-                if jid.domain() == self.core.domain() {
+                if self.core.is_local_domain(jid.domain()) {
                     // Addressed to the server: an answer to a request this node sent
                     // (`ClusterLink::answer_elsewhere` on the addressee's node).
                     if let Some(answer) = Stanza::from_serialized(&bytes) {

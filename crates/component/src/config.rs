@@ -123,8 +123,8 @@ pub enum ConfigError {
     /// The domain is not a valid domainpart.
     #[error("component domain {0:?} is not a valid domain")]
     InvalidDomain(String),
-    /// The domain is the server's own.
-    #[error("component domain {0:?} is the server's own domain")]
+    /// The domain is one the server hosts (`domain` or a `[[host]]`).
+    #[error("component domain {0:?} is a domain the server hosts")]
     ServerDomain(String),
     /// Two services declare the same domain.
     #[error("component domain {0:?} is declared twice")]

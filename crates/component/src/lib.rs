@@ -168,7 +168,7 @@ fn declare(
         let jid = rookery_jid::BareJid::new(None, s.domain.trim())
             .map_err(|_| ConfigError::InvalidDomain(s.domain.clone()))?;
         let domain = jid.domain().to_string();
-        if domain == core.domain() {
+        if core.is_local_domain(&domain) {
             return Err(ConfigError::ServerDomain(domain));
         }
         if routes.contains_key(&domain) || taken.contains(&domain) {

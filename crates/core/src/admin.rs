@@ -42,10 +42,10 @@ impl From<AccountError> for AdminError {
     }
 }
 
-/// `jid`'s localpart if it is an account of `core`'s domain.
+/// `jid`'s localpart if it is an account of a domain `core` hosts (any virtual host).
 fn local_of<'a>(core: &Core, jid: &'a BareJid) -> Result<&'a str, AdminError> {
     jid.local()
-        .filter(|_| jid.domain() == core.domain())
+        .filter(|_| core.is_local_domain(jid.domain()))
         .ok_or_else(|| AdminError::NotLocal(jid.to_string()))
 }
 

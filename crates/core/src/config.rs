@@ -7,8 +7,10 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CoreConfig {
-    /// The domain this server hosts.
+    /// The primary domain this server hosts: what it speaks as where no host was named.
     pub domain: String,
+    /// Further hosted domains (the `[[host]]` tables), see [`crate::hosts`].
+    pub host: Vec<crate::hosts::HostConfig>,
     /// In-band registration (XEP-0077).
     pub registration: RegistrationConfig,
     /// Software version disclosure (XEP-0092).
@@ -39,6 +41,7 @@ impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             domain: "localhost".into(),
+            host: Vec::new(),
             registration: RegistrationConfig::default(),
             version: VersionConfig::default(),
             session_queue: 1024,

@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`accounts`]: the [`Accounts`] directory the core is given (it owns no database);
 //! - [`config`]: the settings the core acts on (domain, registration, version disclosure);
+//! - [`hosts`]: the hosted domains (virtual hosting), the one answer to "is it ours";
 //! - [`session`]: [`SessionHandle`], how the router reaches a connection: a bounded queue of
 //!   already-serialized bytes plus a kill switch;
 //! - [`module`]: the [`Module`] trait — what an extension declares (IQ payloads, hooks and
@@ -30,6 +31,7 @@ pub mod config;
 pub mod domains;
 pub mod event;
 pub mod fanout;
+pub mod hosts;
 pub mod module;
 pub mod modules;
 pub mod registry;
@@ -44,6 +46,7 @@ pub use config::CoreConfig;
 pub use domains::{DomainRoute, Undelivered};
 pub use event::{Event, EventKind, SessionEvent};
 pub use fanout::Template;
+pub use hosts::{Host, HostConfig, Hosts, HostsError};
 pub use module::{
     priority, Declaration, Flow, HookPoint, Identity, IqAnswer, IqReply, IqTarget, Module,
 };

@@ -46,6 +46,7 @@ use crate::cluster::ClusterLink;
 use crate::config::CoreConfig;
 use crate::domains::{DomainRoute, Domains, Undelivered};
 use crate::event::{Event, SessionEvent};
+use crate::hosts::{Hosts, HostsError};
 use crate::module::{Flow, HookPoint, Identity, IqTarget, Module};
 use crate::registry::Registry;
 use crate::requests::Requests;
@@ -77,12 +78,12 @@ impl CoreBuilder {
         self
     }
 
-    /// Builds the core and its tables from the modules' declarations; fails when the
-    /// configured domain is not a valid domainpart.
-    pub fn build(self) -> Result<Arc<Core>, rookery_jid::JidError> {
-        let domain_jid = BareJid::new(None, &self.config.domain)?;
+    /// Builds the core and its tables from the modules' declarations; fails when a
+    /// configured domain is not a valid domainpart or is hosted twice.
+    pub fn build(self) -> Result<Arc<Core>, HostsError> {
+        let hosts = Hosts::new(&self.config.domain, &self.config.host)?;
         Ok(Arc::new(Core {
-            domain_jid,
+            hosts,
             config: self.config,
             accounts: self.accounts,
             tables: Tables::new(self.modules),
@@ -98,7 +99,7 @@ impl CoreBuilder {
 /// The shared server state every connection and module works through.
 pub struct Core {
     config: CoreConfig,
-    domain_jid: BareJid,
+    hosts: Hosts,
     accounts: Arc<dyn Accounts>,
     tables: Tables,
     sessions: Registry,
@@ -115,14 +116,20 @@ impl Core {
         &self.config
     }
 
-    /// The hosted domain.
+    /// The primary hosted domain (the config's `domain`): what the server speaks as where
+    /// no host was named. See [`Core::hosts`] for all of them.
     pub fn domain(&self) -> &str {
-        self.domain_jid.domain()
+        self.hosts.primary().domain()
     }
 
-    /// The hosted domain as a JID.
+    /// The primary hosted domain as a JID.
     pub fn domain_jid(&self) -> &BareJid {
-        &self.domain_jid
+        self.hosts.primary().jid()
+    }
+
+    /// Every hosted domain, primary first.
+    pub fn hosts(&self) -> &Hosts {
+        &self.hosts
     }
 
     /// The account directory (the store, wired in by the server).
@@ -192,9 +199,20 @@ impl Core {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Whether `domain` is hosted here.
+    /// The JID of the host `jid` belongs to, the primary one when its domain is not hosted
+    /// here (the server answers a remote sender as its primary domain).
+    pub fn host_of(&self, jid: &BareJid) -> BareJid {
+        self.hosts
+            .get(jid.domain())
+            .unwrap_or(self.hosts.primary())
+            .jid()
+            .clone()
+    }
+
+    /// Whether `domain` is hosted here (any host, see [`Hosts`]): the one locality test
+    /// routing, trust rules and modules ask.
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        domain == self.domain()
+        self.hosts.contains(domain)
     }
 
     /// Routes every stanza for `domain` to `route` (replacing any previous one).
@@ -515,7 +533,7 @@ impl Core {
         let iq = Stanza::iq(
             t,
             &id,
-            Some(self.domain_jid.clone().into()),
+            Some(self.domain_jid().clone().into()),
             Some(to),
             payload,
         );
@@ -560,7 +578,7 @@ impl Core {
             None => self.route_no_to(stanza).await,
             Some(to) if self.is_local_domain(to.domain()) => {
                 if to.local().is_none() {
-                    return self.route_to_server(stanza).await;
+                    return self.route_to_server(stanza, to.to_bare()).await;
                 }
                 let Some(stanza) = self.run_hooks(HookPoint::ToLocalAccount, stanza).await else {
                     return;
@@ -626,13 +644,14 @@ impl Core {
             }
             StanzaKind::Iq(IqType::Get | IqType::Set) => {
                 let Some(account) = stanza.from().map(Jid::to_bare) else {
-                    return self.route_to_server(stanza).await;
+                    let primary = self.domain_jid().clone();
+                    return self.route_to_server(stanza, primary).await;
                 };
                 if self.iq_handler(IqTarget::Account, &stanza).is_some() {
                     self.handle_iq(IqTarget::Account, &account, stanza).await;
                 } else {
-                    self.handle_iq(IqTarget::Server, &self.domain_jid.clone(), stanza)
-                        .await;
+                    let host = self.host_of(&account);
+                    self.handle_iq(IqTarget::Server, &host, stanza).await;
                 }
             }
             StanzaKind::Iq(_) => self.answer_request(stanza),
@@ -645,11 +664,12 @@ impl Core {
         }
     }
 
-    async fn route_to_server(self: &Arc<Self>, stanza: Stanza) {
+    /// A stanza to `host` itself (a hosted domain's JID): its server IQ handlers answer
+    /// as that host.
+    async fn route_to_server(self: &Arc<Self>, stanza: Stanza, host: BareJid) {
         match stanza.kind() {
             StanzaKind::Iq(IqType::Get | IqType::Set) => {
-                self.handle_iq(IqTarget::Server, &self.domain_jid.clone(), stanza)
-                    .await
+                self.handle_iq(IqTarget::Server, &host, stanza).await
             }
             StanzaKind::Iq(_) => self.answer_request(stanza),
             StanzaKind::Message(MessageType::Chat | MessageType::Normal) => {

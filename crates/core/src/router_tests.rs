@@ -545,3 +545,62 @@ async fn a_cluster_link_hears_of_local_sessions_and_answers_for_other_nodes() {
         ]
     );
 }
+
+/// Virtual hosting: an account of a second host is local (a message from the primary host
+/// reaches its session, never the remote route), and the server's IQ handlers answer as the
+/// host addressed, or as the sender's host when the IQ has no `to`.
+#[tokio::test]
+async fn a_second_host_is_local_and_answered_as_itself() {
+    let accounts = Arc::new(MemoryAccounts::new());
+    let creds = Credentials::derive("pencil", 64).unwrap();
+    accounts.create("localhost", "bob", &creds).await.unwrap();
+    accounts
+        .create("second.test", "dave", &creds)
+        .await
+        .unwrap();
+    let log = Log::default();
+    let config = CoreConfig {
+        host: vec![crate::HostConfig {
+            domain: "second.test".into(),
+            allow_registration: None,
+        }],
+        ..CoreConfig::default()
+    };
+    let core = CoreBuilder::new(config, accounts)
+        .module(Arc::new(Rec(log.clone())))
+        .build()
+        .unwrap();
+    core.set_remote_route(Arc::new(Route("s2s", log.clone())));
+    assert!(core.is_local_domain("second.test") && core.is_local_domain("localhost"));
+    assert!(!core.is_local_domain("third.test"));
+    let dave = Jid::parse("dave@second.test/r").unwrap();
+    let (h, mut end) = SessionHandle::new(core.next_session_id(), dave.clone(), 16);
+    core.bind(h).await;
+    core.set_available(&dave, Some(0));
+
+    let to_dave = "<message xmlns='jabber:client' from='bob@localhost/pc' to='dave@second.test' type='chat'><body>x</body></message>";
+    core.route(Stanza::from_serialized(to_dave.as_bytes()).unwrap())
+        .await;
+    let got = received(&mut end);
+    assert!(
+        got.len() == 1 && got[0].contains("<body>x</body>"),
+        "{got:?}"
+    );
+
+    for iq in [
+        "<iq xmlns='jabber:client' from='dave@second.test/r' to='second.test' type='get' id='1'><q xmlns='urn:s'/></iq>",
+        "<iq xmlns='jabber:client' from='dave@second.test/r' type='get' id='1'><q xmlns='urn:s'/></iq>",
+    ] {
+        core.route(Stanza::from_serialized(iq.as_bytes()).unwrap())
+            .await;
+        let got = received(&mut end);
+        assert!(got.len() == 1 && got[0].contains("type=\"result\""), "{got:?}");
+    }
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    assert!(!log.iter().any(|l| l.starts_with("s2s")), "{log:?}");
+    let answered: Vec<&String> = log.iter().filter(|l| l.starts_with("iq ")).collect();
+    assert_eq!(
+        answered,
+        ["iq urn:s for second.test", "iq urn:s for second.test"]
+    );
+}

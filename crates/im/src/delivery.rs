@@ -86,7 +86,7 @@ impl Delivery {
     /// §8.5.2.2.1: no resource can take it — offline storage, or an error for the sender.
     async fn undeliverable(&self, core: &Arc<Core>, owner: &BareJid, stanza: Stanza) {
         if self.im.config().offline.enabled && offline::qualifies(&stanza) {
-            match offline::store(&self.im, core, owner, &stanza).await {
+            match offline::store(&self.im, owner, &stanza).await {
                 Ok(()) => {
                     let event = Event::MessageHeld {
                         account: owner.clone(),

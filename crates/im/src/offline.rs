@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rookery_core::{Core, Declaration, Module, SessionHandle};
+use rookery_core::{Declaration, Module, SessionHandle};
 use rookery_jid::BareJid;
 use rookery_proto::{
     ns, ErrorType, MessageType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind,
@@ -92,18 +92,15 @@ fn stamped_by(message: &Stanza, domain: &str) -> bool {
 }
 
 /// Stores `message` for `owner`. `Err` is the error for the sender: full, or a store failure.
-pub async fn store(
-    im: &Im,
-    core: &Core,
-    owner: &BareJid,
-    message: &Stanza,
-) -> Result<(), StanzaError> {
+pub async fn store(im: &Im, owner: &BareJid, message: &Stanza) -> Result<(), StanzaError> {
     let Some(user) = owner.local() else {
         return Err(StanzaError::new(Cond::ServiceUnavailable));
     };
     let mut m = message.clone();
-    if !stamped_by(&m, core.domain()) {
-        m.push_payload(delay(core.domain(), now_unix(), Some("Offline Storage")));
+    // XEP-0203: stamped by the owner's host (the server, as that virtual host).
+    let host = owner.domain();
+    if !stamped_by(&m, host) {
+        m.push_payload(delay(host, now_unix(), Some("Offline Storage")));
     }
     let xml = String::from_utf8_lossy(&m.to_bytes()).into_owned();
     let max = u64::try_from(im.config().offline.max_per_user).unwrap_or(u64::MAX);
@@ -203,7 +200,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_stored_again_keeps_its_first_stamp() {
-        use rookery_core::{CoreBuilder, CoreConfig, MemoryAccounts};
         use rookery_store::{Credentials, Store};
 
         let db = Store::open("sqlite::memory:").await.unwrap();
@@ -212,20 +208,17 @@ mod tests {
             .create("localhost", "bob", &creds)
             .await
             .unwrap();
-        let core = CoreBuilder::new(CoreConfig::default(), Arc::new(MemoryAccounts::new()))
-            .build()
-            .unwrap();
         let im = Im::new(crate::ImConfig::default(), db);
         let bob = BareJid::parse("bob@localhost").unwrap();
         let first = msg(
             "<message from='a@localhost/r' to='bob@localhost' type='chat'>\
                          <body>hi</body></message>",
         );
-        store(&im, &core, &bob, &first).await.unwrap();
+        store(&im, &bob, &first).await.unwrap();
         let listed = im.store().offline().list("localhost", "bob", 10).await;
         let once = parse_stanza(&listed.unwrap()[0].stanza).unwrap();
         // Delivered, not acknowledged, routed back into storage.
-        store(&im, &core, &bob, &once).await.unwrap();
+        store(&im, &bob, &once).await.unwrap();
         let all = im
             .store()
             .offline()

@@ -238,9 +238,18 @@ impl MucService {
         }
     }
 
+    /// Whether `domain` is hosted by this server (any virtual host; before the service is
+    /// attached to a core, its server's domain).
+    fn is_local(&self, domain: &str) -> bool {
+        match self.core.get().and_then(Weak::upgrade) {
+            Some(core) => core.is_local_domain(domain),
+            None => domain == self.server_domain,
+        }
+    }
+
     /// A new room `name` for `creator`, within the creation policy and limit.
     fn create(&self, name: &str, creator: &Jid) -> Result<Arc<Mutex<Slot>>, MucError> {
-        if self.config.create_rooms == "local" && creator.domain() != self.server_domain {
+        if self.config.create_rooms == "local" && !self.is_local(creator.domain()) {
             return Err(MucError::NotAllowed("only local users may create rooms"));
         }
         let bare = creator.to_bare();

@@ -514,8 +514,8 @@ pub struct Profile {
     pub defaults: NodeConfig,
     /// Who may create nodes (PEP: only the account itself, whatever this says).
     pub create: CreatePolicy,
-    /// The hosted domain (for [`CreatePolicy::Local`]).
-    pub local_domain: String,
+    /// The hosted domains, every virtual host (for [`CreatePolicy::Local`]).
+    pub local_domains: Vec<String>,
     /// The most items a node keeps (`max_items = max`).
     pub max_items_limit: u64,
     /// The largest payload accepted, in bytes of serialized XML (`payload-too-big` above).
@@ -533,7 +533,7 @@ impl Profile {
             kind: ServiceKind::Service,
             defaults: NodeConfig::service_default(),
             create: CreatePolicy::Local,
-            local_domain: local_domain.to_string(),
+            local_domains: vec![local_domain.to_string()],
             max_items_limit: 10_000,
             max_payload_bytes: 256 * 1024,
             max_subscriptions_per_node: 100_000,
@@ -547,7 +547,7 @@ impl Profile {
             kind: ServiceKind::Pep,
             defaults: NodeConfig::pep_default(),
             create: CreatePolicy::Local,
-            local_domain: local_domain.to_string(),
+            local_domains: vec![local_domain.to_string()],
             max_items_limit: 1_000,
             max_payload_bytes: 256 * 1024,
             max_subscriptions_per_node: 10_000,

@@ -557,7 +557,12 @@ impl Engine {
         }
         match &self.profile.create {
             CreatePolicy::Local => {
-                actor.local().is_some() && actor.domain() == self.profile.local_domain
+                actor.local().is_some()
+                    && self
+                        .profile
+                        .local_domains
+                        .iter()
+                        .any(|d| d == actor.domain())
             }
             CreatePolicy::Anyone => true,
             CreatePolicy::Only(list) => list.contains(actor),

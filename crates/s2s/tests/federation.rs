@@ -67,9 +67,16 @@ struct Node {
     s2s: Arc<S2s>,
 }
 
-fn core(domain: &str) -> Arc<Core> {
+fn core(domain: &str, hosts: &[String]) -> Arc<Core> {
     let cfg = CoreConfig {
         domain: domain.to_string(),
+        host: hosts
+            .iter()
+            .map(|d| rookery_core::HostConfig {
+                domain: d.clone(),
+                allow_registration: None,
+            })
+            .collect(),
         ..CoreConfig::default()
     };
     let register = Arc::new(Register::new(cfg.registration.clone()));
@@ -92,6 +99,8 @@ struct Setup {
     roots: RootCertStore,
     /// Its s2s settings (certificates not required, no DNS, short timeouts by default).
     config: S2sConfig,
+    /// Further hosted domains (virtual hosting; none by default).
+    hosts: Vec<String>,
 }
 
 /// Starts a node serving `domain` on `listener`, with the dialback secret `secret-<domain>`,
@@ -103,7 +112,6 @@ async fn start(
     routes: &[(&str, String)],
     tweak: impl FnOnce(&mut Setup),
 ) -> Node {
-    let core = core(domain);
     let mut setup = Setup {
         mode: Mode::StartTls,
         cert: self_signed(domain),
@@ -120,6 +128,7 @@ async fn start(
             dialback_timeout_secs: 10,
             ..S2sConfig::default()
         },
+        hosts: Vec::new(),
     };
     tweak(&mut setup);
     let Setup {
@@ -127,7 +136,9 @@ async fn start(
         cert,
         roots,
         config,
+        hosts,
     } = setup;
+    let core = core(domain, &hosts);
     let tls = S2sTls::new(cert.0, cert.1, roots).unwrap();
     let secret = Secret::new(format!("secret-{domain}").as_bytes());
     let s2s = S2s::new(core.clone(), config, tls, secret).unwrap();
@@ -253,6 +264,45 @@ async fn dialback_messages_and_iq_both_ways() {
     assert!(
         out.iter()
             .any(|(l, r, m)| l == "a.test" && r == "b.test" && *m == OutAuth::Dialback),
+        "{out:?}"
+    );
+}
+
+/// Virtual hosting: an account of a node's second host federates as that host (its own
+/// outgoing stream, authenticated by dialback for the host's domain), and answers come back
+/// to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_host_federates_as_itself() {
+    let (la, pa, lb, pb) = listeners().await;
+    let a = start("a.test", la, &[route("b.test", pb)], |s| {
+        s.hosts = vec!["a2.test".into()]
+    })
+    .await;
+    let b = start(
+        "b.test",
+        lb,
+        &[route("a.test", pa), route("a2.test", pa)],
+        |_| {},
+    )
+    .await;
+    let mut dave = bind(&a.core, "dave@a2.test/r").await;
+    let mut bob = bind(&b.core, "bob@b.test/r").await;
+    a.core
+        .route(message("dave@a2.test/r", "bob@b.test/r", "hello from a2"))
+        .await;
+    let got = recv(&mut bob).await;
+    assert!(
+        got.contains("hello from a2") && got.contains("from=\"dave@a2.test/r\""),
+        "{got}"
+    );
+    b.core
+        .route(message("bob@b.test/r", "dave@a2.test/r", "hello dave"))
+        .await;
+    assert!(recv(&mut dave).await.contains("hello dave"));
+    let out = a.s2s.outgoing();
+    assert!(
+        out.iter()
+            .any(|(l, r, m)| l == "a2.test" && r == "b.test" && *m == OutAuth::Dialback),
         "{out:?}"
     );
 }

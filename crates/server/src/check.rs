@@ -128,14 +128,21 @@ fn config(cfg: &Config, report: &mut Report) {
                 report.problem(format!("[component]: {e}"));
             }
         }
-        Err(e) => report.problem(format!("domain {:?}: {e}", cfg.domain)),
+        Err(e) => report.problem(e.to_string()),
     }
 }
 
-/// The domains the certificate must name: the server's, the pubsub service's and every
-/// component's (peer servers connect to each of them).
+/// The domains the certificate must name: the server's, every `[[host]]`'s without a
+/// certificate of its own, the pubsub service's and every component's (peer servers connect
+/// to each of them).
 fn names(cfg: &Config) -> Vec<String> {
     let mut names = vec![cfg.domain.clone()];
+    names.extend(
+        cfg.host
+            .iter()
+            .filter(|h| h.cert.is_none())
+            .map(|h| h.domain.trim().to_string()),
+    );
     if cfg.pubsub.enabled {
         names.push(cfg.pubsub.service_host(&cfg.domain));
     }
@@ -149,6 +156,7 @@ fn names(cfg: &Config) -> Vec<String> {
 }
 
 /// A generated certificate is for trying the server out: what is wrong with it is a note.
+/// Each `[[host]]` certificate must name its host.
 fn certificate(cfg: &Config, report: &mut Report) {
     let generated = cfg.tls.cert.is_none();
     let mut found = Vec::new();
@@ -157,6 +165,19 @@ fn certificate(cfg: &Config, report: &mut Report) {
         report.notes.extend(found);
     } else {
         report.problems.extend(found);
+    }
+    for h in &cfg.host {
+        match (&h.cert, &h.key) {
+            (Some(cert), Some(key)) => {
+                let names = [h.domain.trim().to_string()];
+                pair_problems(cfg, cert, key, &names, &mut report.problems);
+            }
+            (None, None) => {}
+            _ => report.problem(format!(
+                "[[host]] {:?}: cert and key must be set together",
+                h.domain
+            )),
+        }
     }
 }
 
@@ -173,7 +194,22 @@ fn certificate_problems(cfg: &Config, problems: &mut Vec<String>, notes: &mut Ve
         ));
         return;
     }
-    let pair = match tls::read_pair(&cert_path, &key_path) {
+    pair_problems(cfg, &cert_path, &key_path, &names(cfg), problems);
+}
+
+/// What is wrong with the chain in `cert_path` and the key in `key_path` for `names` (the
+/// first is the one its trust is checked for).
+fn pair_problems(
+    cfg: &Config,
+    cert_path: &Path,
+    key_path: &Path,
+    names: &[String],
+    problems: &mut Vec<String>,
+) {
+    let Some(first) = names.first() else {
+        return;
+    };
+    let pair = match tls::read_pair(cert_path, key_path) {
         Ok(p) => p,
         Err(e) => return problems.push(format!("{e:#}")),
     };
@@ -187,7 +223,7 @@ fn certificate_problems(cfg: &Config, problems: &mut Vec<String>, notes: &mut Ve
     };
     let now = UnixTime::now();
     // Trust first: a chain to a root the world trusts (or the configured CA file).
-    if let Err(e) = verify(roots.clone(), ee, intermediates, &cfg.domain, now) {
+    if let Err(e) = verify(roots.clone(), ee, intermediates, first, now) {
         if is_untrusted(&e) {
             problems.push(format!(
                 "{}: not issued by a trusted CA ({e}); clients and servers must pin it",
@@ -205,10 +241,10 @@ fn certificate_problems(cfg: &Config, problems: &mut Vec<String>, notes: &mut Ve
             .checked_add(EXPIRY_WARNING.as_secs())
             .map_or(Duration::MAX, Duration::from_secs),
     );
-    for name in names(cfg) {
-        match verify(anchored.clone(), ee, intermediates, &name, now) {
+    for name in names {
+        match verify(anchored.clone(), ee, intermediates, name, now) {
             Ok(()) => {
-                if verify(anchored.clone(), ee, intermediates, &name, soon).is_err() {
+                if verify(anchored.clone(), ee, intermediates, name, soon).is_err() {
                     problems.push(format!(
                         "{}: expires within {} days",
                         cert_path.display(),
@@ -351,6 +387,44 @@ mod tests {
         let mut report = Report::default();
         certificate(&cfg, &mut report);
         assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    }
+
+    #[test]
+    fn each_host_certificate_must_name_its_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), &["example.org", "*.example.org"]);
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        let (cert, key) = write_cert(&other, &["example.net"]);
+        cfg.host = vec![
+            crate::config::HostTable {
+                domain: "example.net".into(),
+                cert: Some(cert.clone()),
+                key: Some(key),
+                allow_registration: None,
+            },
+            crate::config::HostTable {
+                domain: "example.com".into(),
+                cert: Some(cert),
+                ..Default::default()
+            },
+            // Served the primary certificate, which does not name it.
+            crate::config::HostTable {
+                domain: "example.info".into(),
+                ..Default::default()
+            },
+        ];
+        let mut report = Report::default();
+        certificate(&cfg, &mut report);
+        let problems = report.problems.join("\n");
+        // Untrusted (self-signed) twice; example.info not named; example.com half set.
+        assert_eq!(report.problems.len(), 4, "{problems}");
+        assert!(problems.contains("for example.info"), "{problems}");
+        assert!(
+            problems.contains("\"example.com\": cert and key"),
+            "{problems}"
+        );
+        assert!(!problems.contains("for example.net"), "{problems}");
     }
 
     #[test]

@@ -16,8 +16,10 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// The XMPP domain served.
+    /// The XMPP domain served (the primary host).
     pub domain: String,
+    /// Further hosted domains (`[[host]]`, virtual hosting).
+    pub host: Vec<HostTable>,
     /// Where the SQLite database and the generated certificate live.
     pub data_dir: PathBuf,
     /// Listening addresses.
@@ -75,6 +77,7 @@ impl Default for Config {
         let core = CoreConfig::default();
         Config {
             domain: core.domain,
+            host: Vec::new(),
             data_dir: PathBuf::from("rookery-data"),
             listen: ListenConfig::default(),
             tls: TlsConfig::default(),
@@ -151,6 +154,22 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
 }
 
+/// A further hosted domain (`[[host]]`): its own accounts, its own certificate (picked by
+/// SNI), its own registration policy.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostTable {
+    /// The domain.
+    pub domain: String,
+    /// PEM certificate chain for this domain; without it (and `key`) the primary
+    /// certificate is served for it too.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// In-band registration on this host; unset: `[registration] enabled`.
+    pub allow_registration: Option<bool>,
+}
+
 /// Database settings.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -208,10 +227,23 @@ impl Config {
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("rookery.db").display()))
     }
 
+    /// The hosted domains, checked (valid, none twice), primary first.
+    pub fn hosts(&self) -> anyhow::Result<rookery_core::Hosts> {
+        Ok(rookery_core::Hosts::new(&self.domain, &self.core().host)?)
+    }
+
     /// The part the core acts on.
     pub fn core(&self) -> CoreConfig {
         CoreConfig {
             domain: self.domain.clone(),
+            host: self
+                .host
+                .iter()
+                .map(|h| rookery_core::HostConfig {
+                    domain: h.domain.clone(),
+                    allow_registration: h.allow_registration,
+                })
+                .collect(),
             registration: self.registration.clone(),
             version: self.version.clone(),
             session_queue: self.session_queue,
@@ -232,6 +264,25 @@ mod tests {
         let text = include_str!("../../../deploy/rookery.toml");
         let cfg: Config = toml::from_str(text).unwrap();
         assert_eq!(cfg.domain, "example.org");
+    }
+
+    #[test]
+    fn host_tables_add_hosted_domains() {
+        let cfg: Config = toml::from_str(
+            "domain = 'a.test'\n\
+             [[host]]\ndomain = 'b.test'\ncert = 'b.pem'\nkey = 'b.key'\n\
+             allow_registration = true\n",
+        )
+        .unwrap();
+        let hosts = cfg.hosts().unwrap();
+        let names: Vec<&str> = hosts.iter().map(rookery_core::Host::domain).collect();
+        assert_eq!(names, ["a.test", "b.test"]);
+        let b = cfg.host.first().and_then(|h| h.cert.as_deref());
+        assert_eq!(b, Some(Path::new("b.pem")));
+        assert!(Config::default().hosts().unwrap().iter().count() == 1);
+        let twice: Config =
+            toml::from_str("domain = 'a.test'\n[[host]]\ndomain = 'A.test'\n").unwrap();
+        assert!(twice.hosts().is_err());
     }
 
     #[test]

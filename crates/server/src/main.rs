@@ -85,21 +85,28 @@ enum Command {
 enum UserAction {
     /// Create an account; the password is read from stdin (or prompted for, not echoed).
     Add {
-        /// Username (localpart).
+        /// A bare JID (`alice@example.org`, on any hosted domain) or a username of the
+        /// primary domain.
         name: String,
     },
     /// Change an account's password, read like `add`.
     Passwd {
-        /// Username (localpart).
+        /// A bare JID (`alice@example.org`, on any hosted domain) or a username of the
+        /// primary domain.
         name: String,
     },
     /// Delete an account.
     Delete {
-        /// Username (localpart).
+        /// A bare JID (`alice@example.org`, on any hosted domain) or a username of the
+        /// primary domain.
         name: String,
     },
     /// List accounts.
-    List,
+    List {
+        /// The hosted domain (default: the primary one).
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Create many accounts `<prefix>1` … `<prefix><count>` sharing one password, for load
     /// tests (`rookery-bench`): the credentials are derived once (same salts for all), so
     /// never use it for real users. Existing accounts are skipped.
@@ -116,6 +123,9 @@ enum UserAction {
         /// The shared password.
         #[arg(long)]
         password: String,
+        /// The hosted domain (default: the primary one).
+        #[arg(long)]
+        host: Option<String>,
     },
 }
 
@@ -227,8 +237,9 @@ async fn serve(
     let (im, im_modules) = rookery_im::modules(cfg.im.clone(), store.clone());
     // Publish-subscribe (crates/pubsub): the service at pubsub.<domain> and PEP. Hook order
     // comes from the priorities the modules declare (docs/architecture.md), not from here.
-    let pubsub = wiring::pubsub::Pubsub::new(&cfg.pubsub, &cfg.domain, &store, im.clone())
-        .map_err(|e| anyhow!("{e}"))?;
+    let pubsub =
+        wiring::pubsub::Pubsub::new(&cfg.pubsub, &cfg.domain, &cfg.hosts()?, &store, im.clone())
+            .map_err(|e| anyhow!("{e}"))?;
     for m in pubsub.modules() {
         builder = builder.module(m);
     }
@@ -250,9 +261,7 @@ async fn serve(
     if let Some(u) = &upload {
         builder = builder.module(u.module());
     }
-    let core = builder
-        .build()
-        .map_err(|e| anyhow!("invalid domain {:?}: {e}", cfg.domain))?;
+    let core = builder.build()?;
     pubsub.attach(&core);
     if let Some(u) = &upload {
         u.attach(&core);
@@ -522,71 +531,103 @@ fn read_password() -> anyhow::Result<String> {
     Ok(pw)
 }
 
+/// The account a `rookery user` argument names: a bare JID on a hosted domain, or a
+/// username of the primary domain (as `prosodyctl adduser` and the old form take).
+fn account_of(hosts: &rookery_core::Hosts, name: &str) -> anyhow::Result<(String, String)> {
+    let (local, domain) = match name.rsplit_once('@') {
+        Some((local, domain)) => {
+            let domain = rookery_jid::normalize_domain(domain)
+                .map_err(|e| anyhow!("invalid domain in {name:?}: {e}"))?;
+            (local, domain)
+        }
+        None => (name, hosts.primary().domain().to_string()),
+    };
+    let host = host_of(hosts, Some(&domain))?;
+    let local = rookery_jid::normalize_local(local)
+        .map_err(|e| anyhow!("invalid username {local:?}: {e}"))?;
+    Ok((host, local))
+}
+
+/// The hosted domain `--host` names (the primary without it); an unknown one is an error.
+fn host_of(hosts: &rookery_core::Hosts, host: Option<&str>) -> anyhow::Result<String> {
+    let Some(host) = host else {
+        return Ok(hosts.primary().domain().to_string());
+    };
+    let domain = rookery_jid::normalize_domain(host).unwrap_or_else(|_| host.to_string());
+    match hosts.get(&domain) {
+        Some(h) => Ok(h.domain().to_string()),
+        None => {
+            let served: Vec<&str> = hosts.iter().map(rookery_core::Host::domain).collect();
+            bail!(
+                "{host:?} is not a hosted domain (this server hosts {})",
+                served.join(", ")
+            )
+        }
+    }
+}
+
 async fn user(cfg: Config, action: UserAction) -> anyhow::Result<()> {
+    let hosts = cfg.hosts()?;
     // Never a silent upgrade (or a write into a newer schema) from an admin command: that
     // is `rookery migrate`'s job, after the operator's backup.
     let store = open_store(&cfg, Migrations::RequireCurrent).await?;
     let accounts = store.accounts();
-    let norm = |name: &str| {
-        rookery_jid::normalize_local(name).map_err(|e| anyhow!("invalid username {name:?}: {e}"))
-    };
     match action {
         UserAction::Add { name } => {
-            let local = norm(&name)?;
+            let (domain, local) = account_of(&hosts, &name)?;
             let creds = Credentials::derive(&read_password()?, DEFAULT_ITERATIONS)
                 .map_err(|e| anyhow!("{e}"))?;
-            match accounts.create(&cfg.domain, &local, &creds).await {
-                Ok(()) => println!("created {local}@{}", cfg.domain),
-                Err(StoreError::Conflict) => bail!("{local}@{} already exists", cfg.domain),
+            match accounts.create(&domain, &local, &creds).await {
+                Ok(()) => println!("created {local}@{domain}"),
+                Err(StoreError::Conflict) => bail!("{local}@{domain} already exists"),
                 Err(e) => return Err(e.into()),
             }
         }
         UserAction::Passwd { name } => {
-            let local = norm(&name)?;
+            let (domain, local) = account_of(&hosts, &name)?;
             let creds = Credentials::derive(&read_password()?, DEFAULT_ITERATIONS)
                 .map_err(|e| anyhow!("{e}"))?;
-            if !accounts
-                .set_credentials(&cfg.domain, &local, &creds)
-                .await?
-            {
-                bail!("no such user {local}@{}", cfg.domain);
+            if !accounts.set_credentials(&domain, &local, &creds).await? {
+                bail!("no such user {local}@{domain}");
             }
-            println!("password changed for {local}@{}", cfg.domain);
+            println!("password changed for {local}@{domain}");
         }
         UserAction::Delete { name } => {
-            let local = norm(&name)?;
+            let (domain, local) = account_of(&hosts, &name)?;
             // The same store deletion as in-band removal (roster, offline messages, PEP
             // nodes …). Contacts are not told: that needs the running server.
-            if !store.delete_account(&cfg.domain, &local).await? {
-                bail!("no such user {local}@{}", cfg.domain);
+            if !store.delete_account(&domain, &local).await? {
+                bail!("no such user {local}@{domain}");
             }
-            println!("deleted {local}@{}", cfg.domain);
+            println!("deleted {local}@{domain}");
         }
         UserAction::AddBulk {
             prefix,
             count,
             start,
             password,
+            host,
         } => {
+            let domain = host_of(&hosts, host.as_deref())?;
             let creds =
                 Credentials::derive(&password, DEFAULT_ITERATIONS).map_err(|e| anyhow!("{e}"))?;
             let (mut created, mut existing) = (0u64, 0u64);
             for i in start..start.saturating_add(count) {
-                let local = norm(&format!("{prefix}{i}"))?;
-                match accounts.create(&cfg.domain, &local, &creds).await {
+                let name = format!("{prefix}{i}");
+                let local = rookery_jid::normalize_local(&name)
+                    .map_err(|e| anyhow!("invalid username {name:?}: {e}"))?;
+                match accounts.create(&domain, &local, &creds).await {
                     Ok(()) => created += 1,
                     Err(StoreError::Conflict) => existing += 1,
                     Err(e) => return Err(e.into()),
                 }
             }
-            println!(
-                "created {created} accounts ({existing} existed) on {}",
-                cfg.domain
-            );
+            println!("created {created} accounts ({existing} existed) on {domain}");
         }
-        UserAction::List => {
-            for u in accounts.list(&cfg.domain).await? {
-                println!("{u}@{}", cfg.domain);
+        UserAction::List { host } => {
+            let domain = host_of(&hosts, host.as_deref())?;
+            for u in accounts.list(&domain).await? {
+                println!("{u}@{domain}");
             }
         }
     }
@@ -596,6 +637,8 @@ async fn user(cfg: Config, action: UserAction) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     #[test]
     fn store_urls_are_shown_without_the_password() {
         assert_eq!(
@@ -603,5 +646,27 @@ mod tests {
             "postgres://rookery:***@db:5432/rookery"
         );
         assert_eq!(super::redacted("sqlite://data/r.db"), "sqlite://data/r.db");
+    }
+
+    #[test]
+    fn user_arguments_name_an_account_of_a_hosted_domain() {
+        let hosts = rookery_core::Hosts::new(
+            "a.test",
+            &[rookery_core::HostConfig {
+                domain: "b.test".into(),
+                allow_registration: None,
+            }],
+        )
+        .unwrap();
+        let of = |n| super::account_of(&hosts, n).map_err(|e| e.to_string());
+        assert_eq!(of("Alice"), Ok(("a.test".into(), "alice".into())));
+        assert_eq!(of("bob@B.test"), Ok(("b.test".into(), "bob".into())));
+        assert_eq!(of("carol@a.test"), Ok(("a.test".into(), "carol".into())));
+        let e = of("dave@c.test").unwrap_err();
+        assert!(e.contains("\"c.test\" is not a hosted domain"), "{e}");
+        assert!(e.contains("a.test, b.test"), "{e}");
+        assert!(of("@b.test").is_err());
+        assert_eq!(super::host_of(&hosts, None).unwrap(), "a.test");
+        assert_eq!(super::host_of(&hosts, Some("b.test")).unwrap(), "b.test");
     }
 }

@@ -113,6 +113,7 @@ impl Reloader {
         let new = Config::load(Some(path))?;
         // Everything that can fail, before anything changes.
         let cert = tls::certified(&new).context("certificate")?;
+        let host_certs = tls::host_certs(&new).context("certificate")?;
         let t = &self.targets;
         let filter = match &t.log {
             Some(_) => Some(
@@ -125,7 +126,7 @@ impl Reloader {
         let changes = t.components.reload(&new.component).context("[component]")?;
         // From here on nothing fails.
         let certificate_sha256 = cert.cert.first().map(tls::fingerprint).unwrap_or_default();
-        t.cert.replace(cert);
+        t.cert.replace(cert, host_certs);
         t.admins.set(admins);
         if let (Some(handle), Some(filter)) = (&t.log, filter) {
             if let Err(e) = handle.reload(filter) {
@@ -163,8 +164,17 @@ type Section = (&'static str, fn(&Config) -> String);
 /// to keep in step.
 fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let (old, new) = (static_part(old), static_part(new));
-    let sections: [Section; 13] = [
+    let sections: [Section; 14] = [
         ("domain", |c| format!("{:?}", c.domain)),
+        ("[[host]]", |c| {
+            // Their certificates are reloaded; the hosts themselves are not.
+            let hosts: Vec<_> = c
+                .host
+                .iter()
+                .map(|h| (&h.domain, h.allow_registration))
+                .collect();
+            format!("{hosts:?}")
+        }),
         ("data_dir", |c| format!("{:?}", c.data_dir)),
         ("[listen]", |c| format!("{:?}", c.listen)),
         ("[store]", |c| format!("{:?}", c.store)),

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use rookery_stream::LiveCert;
 use rustls::pki_types::pem::{Error as PemError, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -28,9 +28,10 @@ pub struct TlsConfigs {
     pub https: Arc<rustls::ServerConfig>,
 }
 
-/// Loads or generates the certificate and builds the rustls configurations (TLS 1.2+).
+/// Loads or generates the certificate, loads those of the `[[host]]`s, and builds the rustls
+/// configurations (TLS 1.2+).
 pub fn load(cfg: &Config) -> anyhow::Result<TlsConfigs> {
-    let cert = LiveCert::new(certified(cfg)?);
+    let cert = LiveCert::with_hosts(certified(cfg)?, host_certs(cfg)?);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let base = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -65,6 +66,27 @@ pub fn certified(cfg: &Config) -> anyhow::Result<CertifiedKey> {
         );
     }
     Ok(certified)
+}
+
+/// The certificates of the `[[host]]`s that have their own (by SNI, see [`LiveCert`]): (the
+/// normalized domain, its chain and key); at start and on every reload.
+pub fn host_certs(cfg: &Config) -> anyhow::Result<Vec<(String, CertifiedKey)>> {
+    let mut certs = Vec::new();
+    for h in &cfg.host {
+        let (cert, key) = match (&h.cert, &h.key) {
+            (Some(c), Some(k)) => (c, k),
+            (None, None) => continue,
+            _ => bail!("[[host]] {:?}: cert and key must be set together", h.domain),
+        };
+        let domain = rookery_jid::normalize_domain(h.domain.trim())
+            .map_err(|e| anyhow!("[[host]] {:?}: {e}", h.domain))?;
+        let certified = read_pair(cert, key).with_context(|| format!("[[host]] {:?}", h.domain))?;
+        if let Some(first) = certified.cert.first() {
+            tracing::info!(host = %domain, cert = %cert.display(), sha256 = %fingerprint(first), "TLS certificate");
+        }
+        certs.push((domain, certified));
+    }
+    Ok(certs)
 }
 
 /// The chain in `cert_path` and the key in `key_path`, checked to belong together.

@@ -16,10 +16,47 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
 
-/// The current certificate chain and key, for every handshake.
+/// The current certificate chain and key, for every handshake: the default one and, for
+/// virtual hosting, one per hosted domain, picked by the name the client asked for (SNI).
 #[derive(Debug)]
 pub struct LiveCert {
-    current: ArcSwap<CertifiedKey>,
+    current: ArcSwap<CertSet>,
+}
+
+/// The certificates served at one time.
+#[derive(Debug)]
+struct CertSet {
+    default: Arc<CertifiedKey>,
+    /// (normalized domain, its certificate), a handful at most.
+    hosts: Vec<(String, Arc<CertifiedKey>)>,
+}
+
+impl CertSet {
+    fn new(default: CertifiedKey, hosts: Vec<(String, CertifiedKey)>) -> CertSet {
+        CertSet {
+            default: Arc::new(default),
+            hosts: hosts
+                .into_iter()
+                .map(|(d, k)| (d.to_ascii_lowercase(), Arc::new(k)))
+                .collect(),
+        }
+    }
+
+    /// The certificate of the host `name` is, or is a subdomain of (`pubsub.example.net`
+    /// gets `example.net`'s: its services share its certificate), else the default.
+    fn for_name(&self, name: &str) -> &Arc<CertifiedKey> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let mut candidate = name.as_str();
+        loop {
+            if let Some((_, k)) = self.hosts.iter().find(|(d, _)| d == candidate) {
+                return k;
+            }
+            match candidate.split_once('.') {
+                Some((_, parent)) if !parent.is_empty() => candidate = parent,
+                _ => return &self.default,
+            }
+        }
+    }
 }
 
 impl LiveCert {
@@ -35,27 +72,43 @@ impl LiveCert {
         CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
     }
 
-    /// Starts with `key`.
+    /// Starts with `key` for every name.
     pub fn new(key: CertifiedKey) -> Arc<LiveCert> {
+        Self::with_hosts(key, Vec::new())
+    }
+
+    /// Starts with `key` by default and each (domain, key) of `hosts` for that domain and
+    /// its subdomains.
+    pub fn with_hosts(key: CertifiedKey, hosts: Vec<(String, CertifiedKey)>) -> Arc<LiveCert> {
         Arc::new(LiveCert {
-            current: ArcSwap::from_pointee(key),
+            current: ArcSwap::from_pointee(CertSet::new(key, hosts)),
         })
     }
 
-    /// Serves `key` from the next handshake on.
-    pub fn replace(&self, key: CertifiedKey) {
-        self.current.store(Arc::new(key));
+    /// Serves `key` (and `hosts`, as [`LiveCert::with_hosts`]) from the next handshake on.
+    pub fn replace(&self, key: CertifiedKey, hosts: Vec<(String, CertifiedKey)>) {
+        self.current.store(Arc::new(CertSet::new(key, hosts)));
     }
 
-    /// The certificate served now.
+    /// The default certificate served now.
     pub fn current(&self) -> Arc<CertifiedKey> {
-        self.current.load_full()
+        self.current.load().default.clone()
+    }
+
+    /// The certificate served now to a client asking for `name` (SNI).
+    pub fn for_name(&self, name: &str) -> Arc<CertifiedKey> {
+        self.current.load().for_name(name).clone()
     }
 }
 
 impl ResolvesServerCert for LiveCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current())
+    /// By the client's SNI name; without one (an IP address, or a client that sends none),
+    /// the default.
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(match hello.server_name() {
+            Some(name) => self.for_name(name),
+            None => self.current(),
+        })
     }
 }
 
@@ -92,9 +145,35 @@ mod tests {
         let (b_chain, b_key) = generate("b.example");
         let live = LiveCert::new(LiveCert::certified(a_chain.clone(), a_key).unwrap());
         assert_eq!(live.current().cert, a_chain);
-        live.replace(LiveCert::certified(b_chain.clone(), b_key.clone_key()).unwrap());
+        live.replace(
+            LiveCert::certified(b_chain.clone(), b_key.clone_key()).unwrap(),
+            Vec::new(),
+        );
         assert_eq!(live.current().cert, b_chain);
         assert!(LiveCert::certified(a_chain, b_key).is_err());
         assert!(LiveCert::certified(Vec::new(), generate("c").1).is_err());
+    }
+
+    #[test]
+    fn each_host_and_its_subdomains_get_their_certificate() {
+        let key = |name| {
+            let (chain, key) = generate(name);
+            LiveCert::certified(chain, key).unwrap()
+        };
+        let live = LiveCert::with_hosts(
+            key("a.example"),
+            vec![("B.example".into(), key("b.example"))],
+        );
+        let served = |name| live.for_name(name).cert.clone();
+        let (a, b) = (live.current().cert.clone(), served("b.example"));
+        assert_ne!(a, b);
+        assert_eq!(served("B.EXAMPLE."), b);
+        assert_eq!(served("pubsub.b.example"), b);
+        assert_eq!(served("a.example"), a);
+        assert_eq!(served("xb.example"), a);
+        assert_eq!(served("example"), a);
+        assert_eq!(served(""), a);
+        live.replace(key("c.example"), Vec::new());
+        assert_eq!(served("b.example"), live.current().cert);
     }
 }

@@ -251,10 +251,13 @@ async fn create(
     body: &Element,
     rid: u64,
 ) -> Bytes {
-    let domain = ctx.c2s.core.domain();
-    if body.attr("to") != Some(domain) {
+    // Any hosted domain (virtual hosting); the c2s machine takes it from the `<open/>`.
+    let Some(domain) = body
+        .attr("to")
+        .filter(|to| ctx.c2s.core.is_local_domain(to))
+    else {
         return terminate("host-unknown");
-    }
+    };
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let client = origin::client_addr(
         peer.addr,

@@ -51,9 +51,12 @@ impl Register {
         }
     }
 
-    /// Whether unauthenticated clients may register.
-    pub fn open(&self) -> bool {
-        self.config.enabled
+    /// Whether unauthenticated clients may register on `host`: its `[[host]]`
+    /// `allow_registration`, else `[registration] enabled` (never on a domain not hosted).
+    pub fn open(&self, core: &Core, host: &str) -> bool {
+        core.hosts()
+            .get(host)
+            .is_some_and(|h| h.allow_registration().unwrap_or(self.config.enabled))
     }
 
     /// The registration form for unauthenticated clients (XEP-0077 §3.1).
@@ -74,9 +77,15 @@ impl Register {
         Ok(())
     }
 
-    /// Handles a `jabber:iq:register` IQ on an unauthenticated stream from `ip`.
-    pub async fn register(&self, core: &Arc<Core>, ip: IpAddr, iq: &Stanza) -> IqResult {
-        if !self.config.enabled {
+    /// Handles a `jabber:iq:register` IQ on an unauthenticated stream to `host` from `ip`.
+    pub async fn register(
+        &self,
+        core: &Arc<Core>,
+        host: &str,
+        ip: IpAddr,
+        iq: &Stanza,
+    ) -> IqResult {
+        if !self.open(core, host) {
             return Err(StanzaError::new(Cond::ServiceUnavailable));
         }
         let query = iq
@@ -102,13 +111,13 @@ impl Register {
                 }
                 let creds = derive(&password)?;
                 core.accounts()
-                    .create(core.domain(), &local, &creds)
+                    .create(host, &local, &creds)
                     .await
                     .map_err(store_err)?;
                 self.last_by_ip.insert(ip, now);
                 // Forget old entries so the map stays bounded by the recent rate.
                 self.last_by_ip.retain(|_, t| now.duration_since(*t) < min);
-                tracing::info!(user = %local, %ip, "account registered in-band");
+                tracing::info!(user = %local, host, %ip, "account registered in-band");
                 Ok(None)
             }
             _ => Err(StanzaError::new(Cond::BadRequest)),
@@ -154,7 +163,7 @@ impl Module for Register {
         // The request acts on the sender's own account: it is addressed to the server (or has
         // no `to`) or to the sender's bare JID. Sent to another account it is not ours to
         // answer (and must not act on the sender's account either).
-        if to != &user && to != core.domain_jid() {
+        if to != &user && to.as_str() != user.domain() {
             return Err(StanzaError::new(Cond::ServiceUnavailable));
         }
         let Some(local) = user.local().map(str::to_string) else {

@@ -44,7 +44,7 @@ pub(super) fn router(ctx: AdminContext) -> Router<AdminContext> {
         .layer(middleware::from_fn_with_state(ctx, auth::require_token))
 }
 
-/// An account of the served domain, given as `alice` or `alice@domain`.
+/// An account of a hosted domain, given as `alice` (the primary domain) or `alice@domain`.
 fn account(ctx: &AdminContext, given: &str) -> Result<BareJid, ApiError> {
     let jid = if given.contains('@') {
         BareJid::parse(given)
@@ -52,10 +52,9 @@ fn account(ctx: &AdminContext, given: &str) -> Result<BareJid, ApiError> {
         BareJid::new(Some(given), ctx.core.domain())
     }
     .map_err(|e| ApiError::BadRequest(format!("invalid user {given:?}: {e}")))?;
-    if jid.local().is_none() || jid.domain() != ctx.core.domain() {
+    if jid.local().is_none() || !ctx.core.is_local_domain(jid.domain()) {
         return Err(ApiError::BadRequest(format!(
-            "{given:?} is not an account of {}",
-            ctx.core.domain()
+            "{given:?} is not an account of a hosted domain"
         )));
     }
     Ok(jid)

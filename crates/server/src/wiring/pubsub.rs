@@ -36,10 +36,12 @@ impl std::fmt::Debug for Pubsub {
 }
 
 impl Pubsub {
-    /// Builds what `config` enables for `domain`. Fails on invalid settings.
+    /// Builds what `config` enables for `domain` (the primary host; the service lets the
+    /// accounts of every one of `hosts` create nodes). Fails on invalid settings.
     pub fn new(
         config: &PubsubConfig,
         domain: &str,
+        hosts: &rookery_core::Hosts,
         store: &Store,
         im: Arc<Im>,
     ) -> Result<Pubsub, String> {
@@ -50,9 +52,10 @@ impl Pubsub {
             let host = config.service_host(domain);
             let jid =
                 BareJid::new(None, &host).map_err(|e| format!("[pubsub] host {host:?}: {e}"))?;
-            let profile = config
+            let mut profile = config
                 .service_profile(domain)
                 .map_err(|e| format!("[pubsub] {e}"))?;
+            profile.local_domains = hosts.iter().map(|h| h.domain().to_string()).collect();
             let broadcaster = Arc::new(CoreBroadcaster::new());
             let engine = Arc::new(Engine::new(
                 profile,

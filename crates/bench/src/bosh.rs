@@ -208,8 +208,9 @@ impl Bosh {
 
 /// `data` with its top element in `jabber:client` if it named no namespace: inside a BOSH
 /// `<body/>` an unqualified stanza would be in the body's namespace (XEP-0206 §6 asks for
-/// `jabber:client`), whereas the scenarios write stanzas as a stream would carry them.
-fn qualified(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+/// `jabber:client`), and a WebSocket message has no enclosing stream to inherit it from
+/// (RFC 7395 §3.3.3), whereas the scenarios write stanzas as a stream would carry them.
+pub(crate) fn qualified(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     let start_tag = data.split(|b| *b == b'>').next().unwrap_or_default();
     let name_end = start_tag
         .iter()

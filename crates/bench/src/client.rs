@@ -987,7 +987,7 @@ impl Conn {
                 let text = if data == b"</stream:stream>" {
                     format!("<close xmlns='{NS_FRAMING}'/>")
                 } else {
-                    String::from_utf8_lossy(data).into_owned()
+                    String::from_utf8_lossy(&crate::bosh::qualified(data)).into_owned()
                 };
                 ws.send(Message::Text(text.into()))
                     .await

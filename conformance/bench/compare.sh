@@ -36,6 +36,9 @@
 #   MUC_RATE=20         groupchat messages per second in that room
 #   WEB_SESSIONS=2000   idle WebSocket and BOSH sessions of the web runs (0 skips them)
 #   SERVERS="rookery prosody ejabberd"
+#   ROOKERY_MAM=false   Rookery's message archive ([mam] enabled): off by default here, since
+#                       neither peer's instance loads mod_mam, so the message path compares
+#                       like with like (Rookery's zero-config default is on)
 #   BASE_PORT=35200     Rookery uses +22/+23 (HTTP +80), Prosody +32 (HTTP +81), ejabberd +42
 #                       (HTTP +82)
 #   WORK=<mktemp -d>    where configs, data, logs and JSON go
@@ -66,6 +69,7 @@ PUBSUB_SUBS=${PUBSUB_SUBS:-500}
 PUBSUB_RATE=${PUBSUB_RATE:-5}
 MUC_OCCUPANTS=${MUC_OCCUPANTS:-500}
 MUC_RATE=${MUC_RATE:-20}
+ROOKERY_MAM=${ROOKERY_MAM:-false}
 WEB_SESSIONS=${WEB_SESSIONS:-2000}
 SERVERS=${SERVERS:-"rookery prosody ejabberd"}
 BASE_PORT=${BASE_PORT:-35200}
@@ -237,6 +241,8 @@ key = "$certs/$DOMAIN.key"
 require_encryption = false
 [muc]
 default_max_occupants = 1000
+[mam]
+enabled = $ROOKERY_MAM
 [log]
 level = "warn"
 EOF

@@ -31,8 +31,10 @@ async def test_large_stanzas_to_clients_that_do_not_read_stay_within_the_byte_bo
             (len(r.read), len(r.stored), len(r.bounced))
     peak = rss(srv.pid)["VmHWM"] - start["VmHWM"]
     # 32 MiB were sent per round; four queues of 1 MiB (+ one stanza each, + socket and TLS
-    # buffers) is what may be held at once.
-    assert peak < 24 * MIB, f"peak RSS grew by {peak / MIB:.1f} MiB"
+    # buffers) is what may be held at once, but the allocator keeps freed pages for up to its
+    # decay time (jemalloc: 10 s), so the three rounds' garbage adds up (+29–31 MiB measured;
+    # queues bounded in stanzas only held +85 MiB for one round of 62 MiB, the next test).
+    assert peak < 48 * MIB, f"peak RSS grew by {peak / MIB:.1f} MiB"
     # Sessions gone, offline storage emptied: the memory is given back (issue 19: +50 MiB).
     await synced(alice, seen, "end")
     now = rss(srv.pid)["VmRSS"] - start["VmRSS"]
@@ -41,3 +43,33 @@ async def test_large_stanzas_to_clients_that_do_not_read_stay_within_the_byte_bo
     reader.cancel()
     alice.abort()
 
+
+async def test_what_queues_held_is_given_back_once_their_sessions_are_gone(server_factory):
+    """Queues bounded in stanzas only (`session_queue_bytes` out of the way) hold all that is
+    sent to four resources that stop reading: 62 MiB a round, the server of before the byte
+    bound. Three rounds; once those sessions are gone, RSS comes back within 50 MiB of where
+    it started (issue 19). With glibc's malloc it did not: the freed memory stayed with the
+    process and grew round after round (+98 MiB after five rounds of 78 MiB,
+    docs/performance.md); jemalloc's background threads give it back after its decay time
+    (10 s), so RSS is sampled until it is back (a bounded count of samples)."""
+    srv = server_factory(session_queue=1024, session_queue_bytes=1 << 30)
+    alice = await srv.login("alice", "a")
+    seen: list = []
+    reader = asyncio.create_task(read_all(alice, seen))
+    start = rss(srv.pid)["VmRSS"]
+    held = 0
+    for n in range(3):
+        r = await hostile_round(srv, alice, seen, f"round{n}", resources=4, stanzas=80,
+                                size=200 * 1024)
+        assert r.read == r.sent, f"{len(r.sent - r.read)} of {len(r.sent)} not read"
+        held = max(held, r.rss_full["VmRSS"] - start)
+    assert held > 50 * MIB, f"the queues held only {held / MIB:.1f} MiB: nothing to give back"
+    for _ in range(120):
+        now = rss(srv.pid)["VmRSS"] - start
+        if now < 50 * MIB:
+            break
+        await asyncio.sleep(0.25)
+    print(f"queues held +{held / MIB:.1f} MiB, after +{now / MIB:.1f} MiB")
+    assert now < 50 * MIB, f"RSS stayed {now / MIB:.1f} MiB above the start"
+    reader.cancel()
+    alice.abort()

@@ -33,6 +33,13 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 
+/// jemalloc, with its background threads purging freed pages (after `dirty_decay_ms`, 10 s by
+/// default): glibc's malloc kept what bursts of large stanzas had freed, so RSS only grew
+/// round after round of hostile clients (issue 19; the figures and the choice against
+/// mimalloc are in docs/performance.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The Rookery XMPP server.
 #[derive(Parser)]
 #[command(version, about)]

@@ -27,10 +27,9 @@
 //!
 //! A response made by [`kept_alive`] (a long-polling answer: BOSH) does not end the
 //! connection: its head says nothing of closing, and once its body is finished the listener
-//! serves the connection's next request with a fresh hyper connection — whose buffers are
-//! allocated only when that request comes. It falls back to closing when the client asked
-//! for it (`Connection: close`, HTTP/1.0), pipelined a request behind this one, or sent
-//! anything while the body was pending.
+//! serves the connection's next request with a fresh hyper connection. It falls back to
+//! closing when the client asked for it (`Connection: close`, HTTP/1.0), pipelined a request
+//! behind this one, or sent anything while the body was pending.
 
 use std::convert::Infallible;
 use std::future::Future;

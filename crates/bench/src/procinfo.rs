@@ -92,10 +92,21 @@ mod tests {
 
     #[test]
     fn sums_several_processes() {
-        let me = std::process::id();
-        let one = sample_all(&[me]).unwrap_or_else(|| unreachable!("reads itself"));
-        let two = sample_all(&[me, me]).unwrap_or_else(|| unreachable!("reads itself"));
-        assert_eq!(two.threads, 2 * one.threads);
+        // A child of one thread, not this process: the test harness starts and ends threads
+        // between two samples.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap_or_else(|e| unreachable!("spawns sleep: {e}"));
+        let pid = child.id();
+        let one = sample_all(&[pid]);
+        let two = sample_all(&[pid, pid]);
+        let _ = child.kill();
+        let _ = child.wait();
+        let (one, two) = one
+            .zip(two)
+            .unwrap_or_else(|| unreachable!("reads the child"));
+        assert_eq!((one.threads, two.threads), (1, 2));
         assert!(sample_all(&[]).is_none());
     }
 

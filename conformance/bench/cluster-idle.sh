@@ -17,7 +17,7 @@
 # Only loopback is used.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$(pwd)
+. conformance/bench/lib.sh
 SESSIONS=${SESSIONS:-75000}
 GENERATORS=${GENERATORS:-4}
 SOURCES=${SOURCES:-4}
@@ -30,12 +30,7 @@ NODES=4
 NATS_PORT=$((BASE_PORT + 99))
 NATS=${NATS_BIN:-$(command -v nats-server || echo /usr/sbin/nats-server)}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ -n "${ROOKERY_BIN:-}" ] && [ -n "${BENCH_BIN:-}" ]; then
-  ROOKERY=$ROOKERY_BIN BENCH=$BENCH_BIN
-else
-  cargo build --release -q -p rookery -p rookery-bench
-  ROOKERY="$root/target/release/rookery" BENCH="$root/target/release/rookery-bench"
-fi
+bench_binaries
 [ -x "$NATS" ] || { echo "nats-server not found (apt-get install nats-server)" >&2; exit 1; }
 if [ -z "${ROOKERY_TEST_POSTGRES_URL:-}" ]; then
   eval "$(scripts/pg-start.sh)"
@@ -73,14 +68,6 @@ nats_url = "nats://127.0.0.1:$NATS_PORT"
 [log]
 level = "warn"
 EOF
-}
-
-wait_port() { # wait_port <port> <log>
-  for _ in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.2
-  done
-  echo "nothing listens on $1: $2" >&2; return 1
 }
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }

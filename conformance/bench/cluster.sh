@@ -16,7 +16,7 @@
 # Only loopback is used. Prints a summary line per run and writes the JSON reports to WORK.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$(pwd)
+. conformance/bench/lib.sh
 if [ -n "${SMOKE:-}" ]; then
   CLIENTS=${CLIENTS:-20} RATE=${RATE:-100} DURATION=${DURATION:-3}
 fi
@@ -29,12 +29,7 @@ PASSWORD=bench-pass
 NATS_PORT=$((BASE_PORT + 99))
 NATS=${NATS_BIN:-$(command -v nats-server || echo /usr/sbin/nats-server)}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ -n "${ROOKERY_BIN:-}" ] && [ -n "${BENCH_BIN:-}" ]; then
-  ROOKERY=$ROOKERY_BIN BENCH=$BENCH_BIN
-else
-  cargo build --release -q -p rookery -p rookery-bench
-  ROOKERY="$root/target/release/rookery" BENCH="$root/target/release/rookery-bench"
-fi
+bench_binaries
 [ -x "$NATS" ] || { echo "nats-server not found (apt-get install nats-server)" >&2; exit 1; }
 if [ -z "${ROOKERY_TEST_POSTGRES_URL:-}" ]; then
   eval "$(scripts/pg-start.sh)"
@@ -73,14 +68,6 @@ EOF
   if [ "$3" = 1 ]; then
     printf '[cluster]\nnats_url = "nats://127.0.0.1:%d"\n' "$NATS_PORT" >> "$1/rookery.toml"
   fi
-}
-
-wait_port() { # wait_port <port> <log>
-  for _ in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.2
-  done
-  echo "nothing listens on $1: $2" >&2; return 1
 }
 
 start() { # start <dir> <port>: appends the PID to PIDS, sets PID

@@ -57,7 +57,7 @@
 # Only loopback is used; nothing listens on other interfaces.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$(pwd)
+. conformance/bench/lib.sh
 
 SESSIONS=${SESSIONS:-2000}
 LOGIN_RATE=${LOGIN_RATE:-1000}
@@ -99,14 +99,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-if [ -n "${ROOKERY_BIN:-}" ] && [ -n "${BENCH_BIN:-}" ]; then
-  ROOKERY=$ROOKERY_BIN BENCH=$BENCH_BIN
-else
-  echo "== building (release)"
-  cargo build --release -q -p rookery -p rookery-bench
-  ROOKERY="$root/target/release/rookery"
-  BENCH="$root/target/release/rookery-bench"
-fi
+bench_binaries
 
 certs="$WORK/certs"
 mkdir -p "$certs"
@@ -117,16 +110,6 @@ if [ ! -f "$certs/$DOMAIN.key" ]; then
   cat "$certs/$DOMAIN.crt" "$certs/$DOMAIN.key" > "$certs/$DOMAIN.pem"
   chmod 644 "$certs"/*
 fi
-
-wait_port() {
-  local port=$1 i
-  for i in $(seq 1 300); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.2
-  done
-  echo "nothing listens on $port" >&2
-  return 1
-}
 
 cache_flag=()
 [ "$SCRAM_CACHE" = 1 ] || cache_flag=(--no-scram-cache)

@@ -18,7 +18,7 @@
 # Only loopback is used.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$(pwd)
+. conformance/bench/lib.sh
 ACCOUNTS=${ACCOUNTS:-1000}
 PARTNERS=${PARTNERS:-10}
 PER_PAIR=${PER_PAIR:-100}
@@ -37,12 +37,7 @@ WORK=${WORK:-$(mktemp -d /tmp/rookery-mam.XXXXXX)}
 PASSWORD=bench-pass
 PORT=$((BASE_PORT + 22))
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ -n "${ROOKERY_BIN:-}" ] && [ -n "${BENCH_BIN:-}" ]; then
-  ROOKERY=$ROOKERY_BIN BENCH=$BENCH_BIN
-else
-  cargo build --release -q -p rookery -p rookery-bench
-  ROOKERY="$root/target/release/rookery" BENCH="$root/target/release/rookery-bench"
-fi
+bench_binaries
 echo "== work directory: $WORK"
 
 config() { # config <dir> <store url or ""> <mam enabled>

@@ -18,7 +18,7 @@
 # Only loopback is used.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$(pwd)
+. conformance/bench/lib.sh
 SESSIONS=${SESSIONS:-19000}
 LOGIN_RATE=${LOGIN_RATE:-2000}
 HOLD=${HOLD:-20}
@@ -26,12 +26,7 @@ PORT=${PORT:-38600}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-socket-kernel.XXXXXX)}
 PASSWORD=bench-pass
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ -n "${ROOKERY_BIN:-}" ] && [ -n "${BENCH_BIN:-}" ]; then
-  ROOKERY=$ROOKERY_BIN BENCH=$BENCH_BIN
-else
-  cargo build --release -q -p rookery -p rookery-bench
-  ROOKERY="$root/target/release/rookery" BENCH="$root/target/release/rookery-bench"
-fi
+bench_binaries
 [ -r /proc/slabinfo ] || { echo "/proc/slabinfo is not readable (needs root)" >&2; exit 1; }
 mkdir -p "$WORK"
 echo "== work directory: $WORK"
@@ -58,14 +53,6 @@ require_encryption = false
 level = "warn"
 EOF
 
-wait_port() {
-  for _ in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
-    sleep 0.2
-  done
-  echo "nothing listens on $PORT" >&2; return 1
-}
-
 # snapshot <file>: every slab cache's bytes (num_objs × objsize), then meminfo and sockstat.
 snapshot() {
   awk 'NR > 2 { printf "slab %s %d %d\n", $1, $3, $3 * $4 }' /proc/slabinfo > "$1"
@@ -80,7 +67,7 @@ snapshot() {
 "$ROOKERY" -c "$WORK/rookery.toml" serve >> "$WORK/server.log" 2>&1 &
 SERVER=$!
 PIDS+=("$SERVER")
-wait_port
+wait_port "$PORT" "$WORK/server.log"
 sleep 2
 # Sessions are counted from /proc/net/sockstat (TCP sockets in use, two per session), not by
 # listing /proc/PID/fd, which would itself allocate a proc inode and a dentry per descriptor.

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the packaging tools CI needs from crates.io, pinned, into one directory that later
+# runs reuse (then this takes milliseconds and no network):
+#   cargo-deb   builds the .deb (conformance/package/run.sh),
+#   cargo-deny  checks licenses, duplicate versions and sources (deny.toml).
+# ROOKERY_TOOLS: the install root (default ~/.cache/rookery-tools; binaries in its bin/).
+# scripts/test.sh starts this in the background while apt, pip and npm wait on the network and
+# the lint and build run, and waits for it before the tests.
+set -euo pipefail
+tools="${ROOKERY_TOOLS:-$HOME/.cache/rookery-tools}"
+# Pinned: a new release must not change CI by itself. Bump here, with a CI run.
+want=("cargo-deb 3.8.0" "cargo-deny 0.20.2")
+
+missing=()
+for spec in "${want[@]}"; do
+  name=${spec% *} version=${spec#* }
+  # `cargo-deb --version` prints "3.8.0", `cargo-deny --version` "cargo-deny 0.20.2".
+  have=$("$tools/bin/$name" --version 2>/dev/null || true)
+  [[ " $have" == *" $version" || "$have" == "$version" ]] || missing+=("$name@$version")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "installing ${missing[*]} into $tools"
+start=$(date +%s)
+# One target directory for both: the dependencies they share at the same version and features
+# are built once. cargo install keeps no build output here, so the target dir is throwaway.
+target=$(mktemp -d)
+trap 'rm -rf "$target"' EXIT
+CARGO_TARGET_DIR="$target" cargo install --locked --quiet --root "$tools" "${missing[@]}"
+echo "installed ${missing[*]} in $(( $(date +%s) - start )) s"

@@ -4,7 +4,8 @@
 #      CI built, with the release metadata of crates/server/Cargo.toml,
 #   2. dpkg-deb: the files, the conffile, the maintainer scripts and the dependencies,
 #   3. dpkg -i on this machine (root, systemd need not run): the `rookery` user, the modes of
-#      /var/lib/rookery and /etc/rookery/rookery.toml,
+#      /var/lib/rookery and /etc/rookery/rookery.toml, the unit (systemd-analyze verify, where
+#      systemd is installed),
 #   4. the installed /usr/bin/rookery: `check` on the shipped configuration (its only problem:
 #      the certificate it names does not exist yet), then `serve` as the `rookery` user with the
 #      shipped configuration moved to loopback on free ports and without a certificate (the
@@ -20,8 +21,10 @@ bin="${ROOKERY_BIN:-$root/target/debug/rookery}"
 tools="${ROOKERY_TOOLS:-$HOME/.cache/rookery-tools}"
 
 [ "$(id -u)" = 0 ] || { echo "package check: needs root (dpkg -i)" >&2; exit 1; }
-if dpkg-query -W -f='${Status}' rookery 2>/dev/null | grep -q 'installed'; then
-  echo "package check: a rookery package is installed here; not touching it" >&2; exit 1
+# Installed, or removed with its configuration kept: either way not ours to purge.
+state=$(dpkg-query -W -f='${db:Status-Status}' rookery 2>/dev/null || true)
+if [ -n "$state" ] && [ "$state" != not-installed ]; then
+  echo "package check: a rookery package is here ($state); not touching it" >&2; exit 1
 fi
 [ ! -e /usr/bin/rookery ] || { echo "package check: /usr/bin/rookery exists; not touching it" >&2; exit 1; }
 
@@ -36,13 +39,16 @@ fail() { echo "package check FAILED: $*" >&2; exit 1; }
 
 work=$(mktemp -d)
 chmod 0755 "$work"   # the `rookery` user reads the test configuration in it
+stage="$root/target/package-stage"
 server_pid=
 user_existed=$(getent passwd rookery >/dev/null && echo yes || echo no)
 cleanup() {
   [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null
-  if dpkg-query -W rookery >/dev/null 2>&1; then dpkg --purge rookery >/dev/null 2>&1 || true; fi
+  if [ -n "$(dpkg-query -W -f='${db:Status-Status}' rookery 2>/dev/null | grep -v not-installed)" ]; then
+    dpkg --purge rookery >/dev/null 2>&1 || true
+  fi
   if [ "$user_existed" = no ] && getent passwd rookery >/dev/null; then userdel rookery || true; fi
-  rm -rf "$work"
+  rm -rf "$work" "$stage"
 }
 trap cleanup EXIT
 
@@ -57,7 +63,7 @@ step_end
 # build's 400 MB of DWARF would cost minutes of xz, so here it is stripped instead (--fast:
 # lighter compression, same contents).
 step "cargo deb (debug build, stripped)"
-stage="$root/target/package-stage"
+[ -x "$bin" ] || fail "no $bin (cargo build -p rookery first)"
 mkdir -p "$stage/release"
 ln -f "$bin" "$stage/release/rookery" 2>/dev/null || cp -f "$bin" "$stage/release/rookery"
 CARGO_TARGET_DIR="$stage" "$tools/bin/cargo-deb" -p rookery --no-build --locked --offline \
@@ -95,6 +101,12 @@ dpkg -i "$deb" >"$work/dpkg-i.log" 2>&1 || { cat "$work/dpkg-i.log"; fail "dpkg 
   || fail "/var/lib/rookery: $(stat -c '%U:%G %a' /var/lib/rookery)"
 [ "$(stat -c '%U:%G %a' /etc/rookery/rookery.toml)" = "root:rookery 640" ] \
   || fail "/etc/rookery/rookery.toml: $(stat -c '%U:%G %a' /etc/rookery/rookery.toml)"
+# The installed unit, as this machine's systemd parses it (needs no running systemd).
+if command -v systemd-analyze >/dev/null; then
+  systemd-analyze verify /lib/systemd/system/rookery.service || fail "systemd-analyze verify"
+else
+  echo "systemd-analyze not installed: unit not verified"
+fi
 step_end
 
 step "rookery check (shipped configuration)"

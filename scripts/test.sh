@@ -23,7 +23,7 @@ tools="${ROOKERY_TOOLS:-$HOME/.cache/rookery-tools}"
 tools_log=$(mktemp)
 ROOKERY_TOOLS="$tools" setsid conformance/package/tools.sh >"$tools_log" 2>&1 &
 tools_pid=$!
-trap 'kill -- -$tools_pid 2>/dev/null; rm -f "$tools_log"' EXIT
+trap 'kill -- -$tools_pid 2>/dev/null || true; rm -f "$tools_log"' EXIT
 
 need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
@@ -56,7 +56,7 @@ echo "== web test clients (tests/web: npm ci)"
 
 echo "== starting PostgreSQL"
 eval "$(scripts/pg-start.sh)"
-trap 'kill -- -$tools_pid 2>/dev/null; rm -f "$tools_log"; scripts/pg-stop.sh >/dev/null 2>&1 || true' EXIT
+trap 'kill -- -$tools_pid 2>/dev/null || true; rm -f "$tools_log"; scripts/pg-stop.sh >/dev/null 2>&1 || true' EXIT
 
 echo "== lint"
 cargo fmt --all -- --check

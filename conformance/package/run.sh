@@ -43,11 +43,12 @@ stage="$root/target/package-stage"
 server_pid=
 user_existed=$(getent passwd rookery >/dev/null && echo yes || echo no)
 cleanup() {
+  set +e   # every step, whatever failed before
   [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null
   if [ -n "$(dpkg-query -W -f='${db:Status-Status}' rookery 2>/dev/null | grep -v not-installed)" ]; then
     dpkg --purge rookery >/dev/null 2>&1 || true
   fi
-  if [ "$user_existed" = no ] && getent passwd rookery >/dev/null; then userdel rookery || true; fi
+  if [ "$user_existed" = no ] && getent passwd rookery >/dev/null; then userdel rookery; fi
   rm -rf "$work" "$stage"
 }
 trap cleanup EXIT

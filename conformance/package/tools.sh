@@ -14,9 +14,9 @@ want=("cargo-deb 3.8.0" "cargo-deny 0.20.2")
 missing=()
 for spec in "${want[@]}"; do
   name=${spec% *} version=${spec#* }
-  # `cargo-deb --version` prints "3.8.0", `cargo-deny --version` "cargo-deny 0.20.2".
+  # Both print "NAME VERSION", e.g. "cargo-deny 0.20.2".
   have=$("$tools/bin/$name" --version 2>/dev/null || true)
-  [[ " $have" == *" $version" || "$have" == "$version" ]] || missing+=("$name@$version")
+  [ "$have" = "$spec" ] || missing+=("$name@$version")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -11,7 +11,9 @@
 #      shipped configuration moved to loopback on free ports and without a certificate (the
 #      generated one), its data in /var/lib/rookery, until /health answers 200 on the admin
 #      listener; SIGTERM, exit 0,
-#   5. dpkg --purge: nothing left (binary, configuration, data; the user too if we made it).
+#   5. dpkg -i over itself (the upgrade path) keeps data and modes; dpkg -r keeps configuration
+#      and data; dpkg --purge leaves nothing (binary, configuration, data; the user too if we
+#      made it).
 # ROOKERY_BIN: the binary to package (default target/debug/rookery). Needs root and dpkg.
 # Refuses to run where a `rookery` package or /usr/bin/rookery already is.
 set -euo pipefail
@@ -176,6 +178,17 @@ status=$?
 set -e
 server_pid=
 [ "$status" = 0 ] || { cat "$work/serve.log"; fail "rookery serve exited $status after SIGTERM"; }
+step_end
+
+step "dpkg -i again (upgrade path), dpkg -r"
+dpkg -i "$deb" >"$work/dpkg-i2.log" 2>&1 || { cat "$work/dpkg-i2.log"; fail "dpkg -i over itself"; }
+[ "$(stat -c '%U:%G %a' /etc/rookery/rookery.toml)" = "root:rookery 640" ] \
+  || fail "after reinstall /etc/rookery/rookery.toml: $(stat -c '%U:%G %a' /etc/rookery/rookery.toml)"
+[ -f /var/lib/rookery/rookery.db ] || fail "reinstall lost /var/lib/rookery/rookery.db"
+dpkg -r rookery >"$work/dpkg-r.log" 2>&1 || { cat "$work/dpkg-r.log"; fail "dpkg -r"; }
+[ ! -e /usr/bin/rookery ] || fail "/usr/bin/rookery left after dpkg -r"
+[ -f /etc/rookery/rookery.toml ] && [ -f /var/lib/rookery/rookery.db ] \
+  || fail "dpkg -r removed the configuration or the data"
 step_end
 
 step "dpkg --purge"

@@ -24,10 +24,12 @@ echo "installing ${missing[*]} into $tools"
 start=$(date +%s)
 # One target directory for both: the dependencies they share at the same version and features
 # are built once; it is thrown away after. Their release profiles are overridden for compile
-# time: cargo-deny's fat LTO with one codegen unit alone takes minutes on two cores, and both
-# run for seconds on a project this size, where opt-level 1 is plenty.
+# time: both run for seconds on a project this size, unoptimised too (cargo-deb keeps its
+# per-package opt-level 2 for the xz code), while cargo-deny's fat LTO with one codegen unit
+# alone takes minutes on two cores. Measured (docs/operations.md): 154 CPU seconds at
+# opt-level 0 against 415 at opt-level 1; `cargo deny check` 3 s of CPU instead of 1.
 target=$(mktemp -d)
 trap 'rm -rf "$target"' EXIT
 CARGO_TARGET_DIR="$target" CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 cargo install --locked --quiet --root "$tools" "${missing[@]}"
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=0 cargo install --locked --quiet --root "$tools" "${missing[@]}"
 echo "installed ${missing[*]} in $(( $(date +%s) - start )) s"

@@ -26,8 +26,8 @@ start=$(date +%s)
 # are built once; it is thrown away after. Their release profiles are overridden for compile
 # time: both run for seconds on a project this size, unoptimised too (cargo-deb keeps its
 # per-package opt-level 2 for the xz code), while cargo-deny's fat LTO with one codegen unit
-# alone takes minutes on two cores. Measured (docs/operations.md): 154 CPU seconds at
-# opt-level 0 against 415 at opt-level 1; `cargo deny check` 3 s of CPU instead of 1.
+# alone takes minutes on two cores. Measured (docs/operations.md): 181 CPU seconds at
+# opt-level 0 against 415 at opt-level 1; `cargo deny check` 2.5 s of CPU instead of 1.1.
 target=$(mktemp -d)
 trap 'rm -rf "$target"' EXIT
 CARGO_TARGET_DIR="$target" CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \

@@ -30,6 +30,7 @@ start=$(date +%s)
 # opt-level 0 against 415 at opt-level 1; `cargo deny check` 2.5 s of CPU instead of 1.1.
 target=$(mktemp -d)
 trap 'rm -rf "$target"' EXIT
+trap 'exit 143' TERM INT   # test.sh stops a failing run's install: the EXIT trap still cleans
 CARGO_TARGET_DIR="$target" CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
   CARGO_PROFILE_RELEASE_OPT_LEVEL=0 cargo install --locked --quiet --root "$tools" "${missing[@]}"
 echo "installed ${missing[*]} in $(( $(date +%s) - start )) s"

@@ -2,7 +2,11 @@
 # Runs every test of the project on a fresh Debian machine: installs what is missing
 # (PostgreSQL, Python venv with slixmpp), starts a throwaway PostgreSQL on loopback, then
 #   1. cargo fmt / clippy (lint gate),
-#   2. cargo test for the whole workspace (store suite on SQLite and PostgreSQL),
+#   2. the build, then supply chain and packaging: `cargo deny check bans licenses sources`
+#      (deny.toml) and the Debian package built from the debug build, installed with dpkg,
+#      run and purged (conformance/package/run.sh); the two tools are installed from crates.io
+#      in the background from the start (conformance/package/tools.sh, reused by later runs),
+#   2b. cargo test for the whole workspace (store suite on SQLite and PostgreSQL),
 #   3. the end-to-end suite in tests/ (real server, slixmpp and raw-socket clients), and a
 #      smoke run of the cluster benchmark (conformance/bench/cluster.sh, SMOKE=1),
 #   3b. federation against Prosody and ejabberd (conformance/federation/run.sh installs them),
@@ -10,6 +14,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+
+# cargo-deb and cargo-deny from crates.io: minutes of compiling on a fresh machine, so they
+# build in the background while apt, pip and npm wait on the network and while the lint and
+# the build run; the script waits for them before the first test (tests are timing-sensitive,
+# a compiler beside them makes them flaky). Its own session, so a failing run stops it too.
+tools="${ROOKERY_TOOLS:-$HOME/.cache/rookery-tools}"
+tools_log=$(mktemp)
+ROOKERY_TOOLS="$tools" setsid conformance/package/tools.sh >"$tools_log" 2>&1 &
+tools_pid=$!
+trap 'kill -- -$tools_pid 2>/dev/null || true; rm -f "$tools_log"' EXIT
 
 need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
@@ -42,14 +56,28 @@ echo "== web test clients (tests/web: npm ci)"
 
 echo "== starting PostgreSQL"
 eval "$(scripts/pg-start.sh)"
-trap 'scripts/pg-stop.sh >/dev/null 2>&1 || true' EXIT
+trap 'kill -- -$tools_pid 2>/dev/null || true; rm -f "$tools_log"; scripts/pg-stop.sh >/dev/null 2>&1 || true' EXIT
 
 echo "== lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== cargo test"
+echo "== build"
 cargo build --workspace --locked --bins
+
+echo "== packaging tools (conformance/package/tools.sh, started with this script)"
+tools_status=0
+wait "$tools_pid" || tools_status=$?
+cat "$tools_log"
+[ "$tools_status" = 0 ] || { echo "installing cargo-deb/cargo-deny failed ($tools_status)"; exit 1; }
+
+echo "== supply chain (cargo deny check bans licenses sources; advisories need GitHub: not here)"
+PATH="$tools/bin:$PATH" cargo deny --locked --offline check bans licenses sources
+
+echo "== Debian package (conformance/package/run.sh: cargo deb, dpkg -i, run, dpkg --purge)"
+ROOKERY_BIN="$root/target/debug/rookery" ROOKERY_TOOLS="$tools" conformance/package/run.sh
+
+echo "== cargo test"
 cargo test --workspace --locked
 
 echo "== end-to-end (tests/)"

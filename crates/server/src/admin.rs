@@ -63,7 +63,7 @@ pub struct ServerServices {
     pub s2s: Arc<OnceLock<Arc<rookery_s2s::S2s>>>,
     /// The declared components.
     pub components: Arc<rookery_component::Components>,
-    /// The pubsub service, when enabled.
+    /// The primary host's pubsub service, when enabled (the other hosts' are not listed).
     pub pubsub: Option<Arc<rookery_pubsub::PubsubService>>,
 }
 

@@ -438,9 +438,12 @@ mod tests {
         let mut report = Report::default();
         certificate(&cfg, &mut report);
         let problems = report.problems.join("\n");
-        // Untrusted (self-signed) twice; example.info not named; example.com half set.
-        assert_eq!(report.problems.len(), 4, "{problems}");
+        // Untrusted (self-signed) twice; example.info and its pubsub service not named;
+        // example.net's names the host, not its pubsub service; example.com half set.
+        assert_eq!(report.problems.len(), 6, "{problems}");
         assert!(problems.contains("for example.info"), "{problems}");
+        assert!(problems.contains("for pubsub.example.info"), "{problems}");
+        assert!(problems.contains("for pubsub.example.net"), "{problems}");
         assert!(
             problems.contains("\"example.com\": cert and key"),
             "{problems}"

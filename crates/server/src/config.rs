@@ -254,8 +254,9 @@ impl Config {
         }
         self.host_services(
             "pubsub",
+            &self.pubsub.service_host(&self.domain),
             |h| h.pubsub.as_deref(),
-            |d| self.pubsub.service_host(d),
+            |d| rookery_pubsub::PubsubConfig::default().service_host(d),
         )
     }
 
@@ -265,21 +266,28 @@ impl Config {
         if !self.muc.enabled {
             return Ok(Vec::new());
         }
-        self.host_services("muc", |h| h.muc.as_deref(), |d| self.muc.service_domain(d))
+        self.host_services(
+            "muc",
+            &self.muc.service_domain(&self.domain),
+            |h| h.muc.as_deref(),
+            |d| rookery_muc::MucConfig::default().service_domain(d),
+        )
     }
 
-    /// The services named by `key` of each host (`default` of the host's domain when unset,
-    /// none when empty), normalized; fails on an invalid domain, on one named twice and on
-    /// one that is a host itself.
+    /// The services of `key`: the `primary`'s, then each table's as `of` names it
+    /// (`default` of the host's domain when unset: the primary's section names the
+    /// primary's service only; none when empty), normalized; fails on an invalid domain, on
+    /// one named twice and on one that is a host itself.
     fn host_services(
         &self,
         key: &str,
+        primary: &str,
         of: impl Fn(&HostTable) -> Option<&str>,
         default: impl Fn(&str) -> String,
     ) -> anyhow::Result<Vec<HostService>> {
         let hosts = self.hosts()?;
         // `Hosts` keeps the tables' order after the primary.
-        let named = std::iter::once(None).chain(self.host.iter().map(&of));
+        let named = std::iter::once(Some(primary)).chain(self.host.iter().map(&of));
         let mut out: Vec<HostService> = Vec::new();
         for (host, named) in hosts.iter().map(rookery_core::Host::domain).zip(named) {
             let service = match named.map(str::trim) {

@@ -123,10 +123,12 @@ impl Pubsub {
         v
     }
 
-    /// The primary host's service (the first: the primary always has one while the services
-    /// are enabled), what the admin API lists.
+    /// The primary host's service, what the admin API lists.
     pub fn primary_service(&self) -> Option<&Arc<PubsubService>> {
-        self.services.first()
+        let primary = self.domains.first().map(String::as_str);
+        self.services
+            .iter()
+            .find(|s| rookery_core::DomainRoute::host(s.as_ref()) == primary)
     }
 
     /// The roster facts the access models ask (also asked by the HTTP presence streams).

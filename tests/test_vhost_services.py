@@ -176,3 +176,39 @@ async def test_a_host_table_renames_or_removes_its_services(server_factory, tmp_
             await dave.plugin["xep_0060"].create_node(f"pubsub.{SECOND}", "n", timeout=T)
     finally:
         await dave.close()
+
+
+async def test_the_http_face_serves_the_hosts_service_and_pep(server_factory, tmp_path):
+    """`/pubsub/{service}/{node}` (docs/http.md) for pubsub.<host> and a host's account,
+    with a token `rookery token issue` gives an account of the host (a bare JID)."""
+    import httpx
+    from test_http_pubsub import bearer, issue, node_url
+
+    srv = hosts_with_erin(server_factory, tmp_path)
+    ps_b = f"pubsub.{SECOND}"
+    dave = await login(srv, f"dave@{SECOND}", DAVE[1])
+    try:
+        await dave.plugin["xep_0060"].create_node(ps_b, "news", timeout=T)
+        await dave.plugin["xep_0060"].publish(ps_b, "news", id="1", payload=entry("over xmpp"),
+                                              timeout=T)
+        tok = issue(srv, f"dave@{SECOND}")
+        async with httpx.AsyncClient() as http:
+            url = node_url(srv, "news", ps_b)
+            r = await http.post(url + "/items?id=2", headers={
+                **bearer(tok), "Content-Type": "application/json"}, content=b'{"n": 2}')
+            assert r.status_code == 201, r.text
+            r = await http.get(url + "/items")
+            assert r.status_code == 200, r.text
+            assert [i["id"] for i in r.json()["items"]] == ["2", "1"]
+            assert r.json()["items"][0]["publisher"].startswith(f"dave@{SECOND}")
+            # PEP of the host's account, read by its owner.
+            await dave.plugin["xep_0060"].publish(None, "urn:example", id="p1",
+                                                  payload=entry("pep"), timeout=T)
+            r = await http.get(node_url(srv, "urn:example", f"dave@{SECOND}") + "/items",
+                               headers=bearer(tok))
+            assert r.status_code == 200, r.text
+            assert [i["id"] for i in r.json()["items"]] == ["p1"]
+            r = await http.get(node_url(srv, "news", f"pubsub.{srv.domain}") + "/items")
+            assert r.status_code == 404  # the primary's service has no such node
+    finally:
+        await dave.close()

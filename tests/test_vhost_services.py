@@ -212,3 +212,31 @@ async def test_the_http_face_serves_the_hosts_service_and_pep(server_factory, tm
             assert r.status_code == 404  # the primary's service has no such node
     finally:
         await dave.close()
+
+
+async def test_the_admin_api_lists_and_deletes_a_hosts_nodes(server_factory, tmp_path):
+    """`/api/v1/pubsub/nodes?service=` and `rookery ctl pubsub --service`."""
+    import json
+
+    from test_admin import http
+
+    srv = hosts_with_erin(server_factory, tmp_path)
+    ps_b = f"pubsub.{SECOND}"
+    dave = await login(srv, f"dave@{SECOND}", DAVE[1])
+    try:
+        for node in ("news", "weather"):
+            await dave.plugin["xep_0060"].create_node(ps_b, node, timeout=T)
+    finally:
+        await dave.close()
+    status, _, body = http(srv, "GET", f"/api/v1/pubsub/nodes?service={ps_b}")
+    assert status == 200 and sorted(n["node"] for n in body["nodes"]) == ["news", "weather"]
+    # The primary's service by default; an unknown service is 404.
+    assert http(srv, "GET", "/api/v1/pubsub/nodes")[2]["nodes"] == []
+    assert http(srv, "GET", "/api/v1/pubsub/nodes?service=pubsub.nowhere.test")[0] == 404
+    r = srv.ctl("--json", "pubsub", "--service", ps_b)
+    assert r.returncode == 0 and len(json.loads(r.stdout)["nodes"]) == 2, r.stderr
+    r = srv.ctl("pubsub", "--service", ps_b, "delete", "news")
+    assert r.returncode == 0, r.stderr
+    assert http(srv, "DELETE", f"/api/v1/pubsub/nodes/news?service={ps_b}")[0] == 404
+    assert [n["node"] for n in http(srv, "GET", f"/api/v1/pubsub/nodes?service={ps_b}")[2][
+        "nodes"]] == ["weather"]

@@ -287,7 +287,9 @@ impl Config {
     ) -> anyhow::Result<Vec<HostService>> {
         let hosts = self.hosts()?;
         // `Hosts` keeps the tables' order after the primary.
-        let named = std::iter::once(Some(primary)).chain(self.host.iter().map(&of));
+        // The primary always has its service while the section is enabled, first.
+        let primary = Some(primary).filter(|p| !p.trim().is_empty());
+        let named = std::iter::once(primary).chain(self.host.iter().map(&of));
         let mut out: Vec<HostService> = Vec::new();
         for (host, named) in hosts.iter().map(rookery_core::Host::domain).zip(named) {
             let service = match named.map(str::trim) {

@@ -343,7 +343,7 @@ async fn serve(
             services: Arc::new(admin::ServerServices {
                 s2s: s2s_slot.clone(),
                 components: components.clone(),
-                pubsub: pubsub.primary_service().cloned(),
+                pubsub: pubsub.services().to_vec(),
             }),
             reload: Some({
                 let reloader = reloader.clone();

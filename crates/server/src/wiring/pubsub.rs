@@ -123,12 +123,9 @@ impl Pubsub {
         v
     }
 
-    /// The primary host's service, what the admin API lists.
-    pub fn primary_service(&self) -> Option<&Arc<PubsubService>> {
-        let primary = self.domains.first().map(String::as_str);
-        self.services
-            .iter()
-            .find(|s| rookery_core::DomainRoute::host(s.as_ref()) == primary)
+    /// Each host's service, the primary's first (what the admin API lists).
+    pub fn services(&self) -> &[Arc<PubsubService>] {
+        &self.services
     }
 
     /// The roster facts the access models ask (also asked by the HTTP presence streams).

@@ -115,16 +115,17 @@ async def test_each_host_has_its_own_accounts_and_unknown_hosts_are_refused(
         == "server"
     pong = await c.iq("get", SECOND, "<ping xmlns='urn:xmpp:ping'/>")
     assert pong.get("type") == "result" and pong.get("from") == SECOND
-    # PEP for the host's account, and the shared services count it as local: a node on the
-    # pubsub service, a room on the MUC service (both "local" creation policies).
+    # PEP for the host's account, and the host's own services count it as local: a node on
+    # its pubsub service, a room on its MUC service (both "local" creation policies; more in
+    # test_vhost_services.py).
     item = "<item id='1'><x xmlns='urn:example'/></item>"
     r = await c.iq("set", None, f"<pubsub xmlns='{NS_PUBSUB}'><publish node='urn:example'>"
                                 f"{item}</publish></pubsub>")
     assert r.get("type") == "result", ET.tostring(r)
-    r = await c.iq("set", f"pubsub.{srv.domain}",
+    r = await c.iq("set", f"pubsub.{SECOND}",
                    f"<pubsub xmlns='{NS_PUBSUB}'><create node='daves'/></pubsub>")
     assert r.get("type") == "result", ET.tostring(r)
-    c.send(f"<presence to='room@conference.{srv.domain}/dave'>"
+    c.send(f"<presence to='room@conference.{SECOND}/dave'>"
            "<x xmlns='http://jabber.org/protocol/muc'/></presence>")
     joined = await c.expect(lambda el: el.tag.endswith("presence"), what="the room's presence")
     assert joined.get("type") is None, ET.tostring(joined)

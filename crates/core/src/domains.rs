@@ -45,6 +45,13 @@ pub trait DomainRoute: Send + Sync + 'static {
         None
     }
 
+    /// The hosted domain whose service this is (virtual hosting: `pubsub.b.test` is host
+    /// `b.test`'s, and disco#items of that host alone lists it). Default: `None`, a domain
+    /// of the whole server (a component, upload), listed by every host.
+    fn host(&self) -> Option<&str> {
+        None
+    }
+
     /// In a cluster: the connection serving this domain on another node `node` came (`Some`:
     /// a remote handle whose queue goes to that node) or went (`None`). A route served by
     /// connections (a component) shares its traffic with them when it has none here; other
@@ -106,12 +113,14 @@ impl Domains {
         v
     }
 
-    /// The registered domains [`DomainRoute::listed`] now, with their names, sorted.
-    pub fn listed(&self) -> Vec<(String, Option<String>)> {
+    /// The registered domains [`DomainRoute::listed`] now for the hosted domain `host`
+    /// (its own services and those of the whole server, see [`DomainRoute::host`]), with
+    /// their names, sorted.
+    pub fn listed(&self, host: &str) -> Vec<(String, Option<String>)> {
         let mut v: Vec<(String, Option<String>)> = self
             .routes
             .iter()
-            .filter(|e| e.value().listed())
+            .filter(|e| e.value().listed() && e.value().host().is_none_or(|h| h == host))
             .map(|e| (e.key().clone(), e.value().name()))
             .collect();
         v.sort();
@@ -125,6 +134,19 @@ mod tests {
     use super::*;
 
     struct Named(&'static str, bool);
+
+    /// A service of one host.
+    struct OfHost(&'static str);
+
+    #[async_trait]
+    impl DomainRoute for OfHost {
+        async fn deliver(&self, _stanza: Stanza) -> Result<(), Box<Undelivered>> {
+            Ok(())
+        }
+        fn host(&self) -> Option<&str> {
+            Some(self.0)
+        }
+    }
 
     #[async_trait]
     impl DomainRoute for Named {
@@ -151,9 +173,23 @@ mod tests {
         assert_eq!(name("bot.localhost").as_deref(), Some("bot"));
         assert_eq!(name("example.org").as_deref(), Some("s2s"));
         assert_eq!(d.names(), ["bot.localhost", "hidden.localhost"]);
-        assert_eq!(d.listed(), [("bot.localhost".into(), Some("bot".into()))]);
+        assert_eq!(
+            d.listed("localhost"),
+            [("bot.localhost".into(), Some("bot".into()))]
+        );
         d.unregister("bot.localhost");
         assert!(!d.has("bot.localhost"));
         assert_eq!(name("bot.localhost").as_deref(), Some("s2s"));
+    }
+
+    #[test]
+    fn a_host_lists_its_own_services_and_the_whole_servers() {
+        let d = Domains::default();
+        d.register("upload.a.test", Arc::new(Named("upload", true)));
+        d.register("pubsub.a.test", Arc::new(OfHost("a.test")));
+        d.register("pubsub.b.test", Arc::new(OfHost("b.test")));
+        let listed = |host| -> Vec<String> { d.listed(host).into_iter().map(|(j, _)| j).collect() };
+        assert_eq!(listed("a.test"), ["pubsub.a.test", "upload.a.test"]);
+        assert_eq!(listed("b.test"), ["pubsub.b.test", "upload.a.test"]);
     }
 }

@@ -188,10 +188,10 @@ impl Core {
         self.domains.has(domain)
     }
 
-    /// The routed domains disco#items of the server lists now (see [`DomainRoute::listed`]),
-    /// with their names, sorted by domain.
-    pub fn routed_items(&self) -> Vec<(String, Option<String>)> {
-        self.domains.listed()
+    /// The routed domains disco#items of the hosted domain `host` lists now (see
+    /// [`DomainRoute::listed`] and [`DomainRoute::host`]), with their names, sorted by domain.
+    pub fn routed_items(&self, host: &str) -> Vec<(String, Option<String>)> {
+        self.domains.listed(host)
     }
 
     /// A fresh session id.

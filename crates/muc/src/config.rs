@@ -10,7 +10,7 @@ pub struct MucConfig {
     pub enabled: bool,
     /// The service's domain; empty means `conference.<domain>`.
     pub domain: String,
-    /// Who may create rooms: `local` (accounts of the server's domain) or `anyone`.
+    /// Who may create rooms: `local` (accounts of the service's host) or `anyone`.
     pub create_rooms: String,
     /// The most rooms one account may own at a time (0: no limit).
     pub max_rooms_per_user: usize,

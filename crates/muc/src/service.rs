@@ -51,8 +51,10 @@ struct Slot {
 pub struct MucService {
     jid: BareJid,
     config: MucConfig,
-    /// The server's own domain (whose accounts may create rooms by default).
-    server_domain: String,
+    /// The hosted domain whose service this is: its accounts may create rooms by default
+    /// (each virtual host has its own service; another host's accounts join, as remote
+    /// ones do, but do not create).
+    host: String,
     rooms: DashMap<String, Arc<Mutex<Slot>>>,
     /// Rooms alive per creator, for `max_rooms_per_user`.
     created: DashMap<BareJid, usize>,
@@ -101,8 +103,8 @@ fn unavailable(stanza: Stanza) -> Box<Undelivered> {
 }
 
 impl MucService {
-    /// The service for the server `domain` under `config`, with the persistent rooms of
-    /// `store` loaded.
+    /// The service of the hosted `domain` under `config` (at `config.service_domain(domain)`),
+    /// with the persistent rooms of `store` loaded.
     pub async fn load(
         config: MucConfig,
         domain: &str,
@@ -116,7 +118,7 @@ impl MucService {
         let svc = MucService {
             jid,
             config,
-            server_domain: domain.to_string(),
+            host: domain.to_string(),
             rooms: DashMap::new(),
             created: DashMap::new(),
             store,
@@ -238,18 +240,9 @@ impl MucService {
         }
     }
 
-    /// Whether `domain` is hosted by this server (any virtual host; before the service is
-    /// attached to a core, its server's domain).
-    fn is_local(&self, domain: &str) -> bool {
-        match self.core.get().and_then(Weak::upgrade) {
-            Some(core) => core.is_local_domain(domain),
-            None => domain == self.server_domain,
-        }
-    }
-
     /// A new room `name` for `creator`, within the creation policy and limit.
     fn create(&self, name: &str, creator: &Jid) -> Result<Arc<Mutex<Slot>>, MucError> {
-        if self.config.create_rooms == "local" && !self.is_local(creator.domain()) {
+        if self.config.create_rooms == "local" && creator.domain() != self.host {
             return Err(MucError::NotAllowed("only local users may create rooms"));
         }
         let bare = creator.to_bare();
@@ -489,6 +482,10 @@ impl DomainRoute for MucService {
 
     fn name(&self) -> Option<String> {
         Some("Chatrooms".into())
+    }
+
+    fn host(&self) -> Option<&str> {
+        Some(&self.host)
     }
 }
 

@@ -516,6 +516,10 @@ pub struct Profile {
     pub create: CreatePolicy,
     /// The hosted domains, every virtual host (for [`CreatePolicy::Local`]).
     pub local_domains: Vec<String>,
+    /// Services that belong to one host (virtual hosting: `pubsub.b.test` is host
+    /// `b.test`'s): for a service listed here only that host's accounts are local; for any
+    /// other, the accounts of every `local_domains`.
+    pub service_hosts: Vec<(BareJid, String)>,
     /// The most items a node keeps (`max_items = max`).
     pub max_items_limit: u64,
     /// The largest payload accepted, in bytes of serialized XML (`payload-too-big` above).
@@ -534,10 +538,21 @@ impl Profile {
             defaults: NodeConfig::service_default(),
             create: CreatePolicy::Local,
             local_domains: vec![local_domain.to_string()],
+            service_hosts: Vec::new(),
             max_items_limit: 10_000,
             max_payload_bytes: 256 * 1024,
             max_subscriptions_per_node: 100_000,
             max_nodes: 100_000,
+        }
+    }
+
+    /// Whether accounts of `domain` are local to the service `svc` (for
+    /// [`CreatePolicy::Local`]): its own host's, or any hosted domain's for a service of no
+    /// one host.
+    pub fn is_local(&self, svc: &BareJid, domain: &str) -> bool {
+        match self.service_hosts.iter().find(|(s, _)| s == svc) {
+            Some((_, host)) => host == domain,
+            None => self.local_domains.iter().any(|d| d == domain),
         }
     }
 
@@ -548,6 +563,7 @@ impl Profile {
             defaults: NodeConfig::pep_default(),
             create: CreatePolicy::Local,
             local_domains: vec![local_domain.to_string()],
+            service_hosts: Vec::new(),
             max_items_limit: 1_000,
             max_payload_bytes: 256 * 1024,
             max_subscriptions_per_node: 10_000,
@@ -668,6 +684,23 @@ mod tests {
             });
         }
         f
+    }
+
+    #[test]
+    fn a_service_of_one_host_counts_that_hosts_accounts_as_local() {
+        let mut p = Profile::service("a.test");
+        p.local_domains = vec!["a.test".into(), "b.test".into()];
+        let (a, b) = (
+            BareJid::parse("pubsub.a.test").unwrap(),
+            BareJid::parse("pubsub.b.test").unwrap(),
+        );
+        let other = BareJid::parse("elsewhere.a.test").unwrap();
+        p.service_hosts = vec![(a.clone(), "a.test".into()), (b.clone(), "b.test".into())];
+        assert!(p.is_local(&a, "a.test") && !p.is_local(&a, "b.test"));
+        assert!(p.is_local(&b, "b.test") && !p.is_local(&b, "a.test"));
+        assert!(!p.is_local(&b, "c.test"));
+        // A service of no one host: every hosted domain.
+        assert!(p.is_local(&other, "a.test") && p.is_local(&other, "b.test"));
     }
 
     #[test]

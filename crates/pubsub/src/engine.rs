@@ -557,12 +557,7 @@ impl Engine {
         }
         match &self.profile.create {
             CreatePolicy::Local => {
-                actor.local().is_some()
-                    && self
-                        .profile
-                        .local_domains
-                        .iter()
-                        .any(|d| d == actor.domain())
+                actor.local().is_some() && self.profile.is_local(svc, actor.domain())
             }
             CreatePolicy::Anyone => true,
             CreatePolicy::Only(list) => list.contains(actor),

@@ -205,13 +205,7 @@ impl PeerSync {
     }
 
     fn engine(&self, svc: &BareJid) -> Option<&Arc<crate::Engine>> {
-        match &self.engines.service {
-            Some((jid, e)) if jid == svc => Some(e),
-            _ if svc.local().is_some() && svc.domain() == self.engines.domain => {
-                self.engines.pep.as_ref()
-            }
-            _ => None,
-        }
+        self.engines.engine_of(svc)
     }
 }
 

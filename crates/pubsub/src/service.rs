@@ -160,6 +160,8 @@ pub struct PubsubService {
     broadcaster: Arc<CoreBroadcaster>,
     /// The SQL store the nodes' histories are read from (XEP-0442), and the largest page.
     history: Option<(Store, u64)>,
+    /// The hosted domain whose service this is, if one host's (see [`DomainRoute::host`]).
+    host: Option<String>,
 }
 
 impl std::fmt::Debug for PubsubService {
@@ -178,7 +180,16 @@ impl PubsubService {
             engine,
             broadcaster,
             history: None,
+            host: None,
         }
+    }
+
+    /// Makes it the service of the hosted domain `host` (virtual hosting: disco#items of
+    /// that host alone lists it).
+    #[must_use]
+    pub fn for_host(mut self, host: &str) -> Self {
+        self.host = Some(host.to_string());
+        self
     }
 
     /// Serves each persistent node's items as a message archive (XEP-0313 queries with a
@@ -392,6 +403,10 @@ impl DomainRoute for PubsubService {
 
     fn name(&self) -> Option<String> {
         Some("Publish-Subscribe".into())
+    }
+
+    fn host(&self) -> Option<&str> {
+        self.host.as_deref()
     }
 }
 

@@ -63,8 +63,18 @@ pub struct ServerServices {
     pub s2s: Arc<OnceLock<Arc<rookery_s2s::S2s>>>,
     /// The declared components.
     pub components: Arc<rookery_component::Components>,
-    /// The pubsub service, when enabled.
-    pub pubsub: Option<Arc<rookery_pubsub::PubsubService>>,
+    /// Each host's pubsub service, the primary's first (none when disabled).
+    pub pubsub: Vec<Arc<rookery_pubsub::PubsubService>>,
+}
+
+impl ServerServices {
+    /// The pubsub service at `jid`, the primary host's without it.
+    fn pubsub(&self, jid: Option<&str>) -> Option<&Arc<rookery_pubsub::PubsubService>> {
+        match jid {
+            None => self.pubsub.first(),
+            Some(j) => self.pubsub.iter().find(|s| s.jid().as_str() == j),
+        }
+    }
 }
 
 #[async_trait]
@@ -120,8 +130,8 @@ impl Services for ServerServices {
         true
     }
 
-    async fn pubsub_nodes(&self) -> Option<Result<Vec<PubsubNode>, String>> {
-        let service = self.pubsub.as_ref()?;
+    async fn pubsub_nodes(&self, jid: Option<&str>) -> Option<Result<Vec<PubsubNode>, String>> {
+        let service = self.pubsub(jid)?;
         // As the service itself, which owns (and so sees) every node.
         let me = Jid::from(service.jid().clone());
         Some(
@@ -139,8 +149,12 @@ impl Services for ServerServices {
         )
     }
 
-    async fn delete_pubsub_node(&self, node: &str) -> Option<Result<bool, String>> {
-        let service = self.pubsub.as_ref()?;
+    async fn delete_pubsub_node(
+        &self,
+        jid: Option<&str>,
+        node: &str,
+    ) -> Option<Result<bool, String>> {
+        let service = self.pubsub(jid)?;
         let me = Jid::from(service.jid().clone());
         Some(
             match service

@@ -107,6 +107,11 @@ fn config(cfg: &Config, report: &mut Report) {
     if let Some(why) = crate::wiring::cluster::refusal(cfg) {
         report.problem(why);
     }
+    for services in [cfg.pubsub_services(), cfg.muc_services()] {
+        if let Err(e) = services {
+            report.problem(format!("[[host]]: {e}"));
+        }
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
         report.problem(format!("[log] level {:?}: {e}", cfg.log.level));
     }
@@ -133,19 +138,17 @@ fn config(cfg: &Config, report: &mut Report) {
 }
 
 /// The domains the certificate must name: the server's, every `[[host]]`'s without a
-/// certificate of its own, the pubsub service's and every component's (peer servers connect
-/// to each of them).
+/// certificate of its own, the pubsub services of these hosts and every component's (peer
+/// servers connect to each of them).
 fn names(cfg: &Config) -> Vec<String> {
-    let mut names = vec![cfg.domain.clone()];
-    names.extend(
+    let mut hosts = vec![cfg.domain.clone()];
+    hosts.extend(
         cfg.host
             .iter()
             .filter(|h| h.cert.is_none())
             .map(|h| h.domain.trim().to_string()),
     );
-    if cfg.pubsub.enabled {
-        names.push(cfg.pubsub.service_host(&cfg.domain));
-    }
+    let mut names = with_pubsub(cfg, hosts);
     names.extend(
         cfg.component
             .service
@@ -155,8 +158,25 @@ fn names(cfg: &Config) -> Vec<String> {
     names
 }
 
+/// `hosts` and their pubsub services (an invalid configuration is the config check's
+/// problem: none are added then).
+fn with_pubsub(cfg: &Config, mut hosts: Vec<String>) -> Vec<String> {
+    let services = cfg.pubsub_services().unwrap_or_default();
+    let of = |h: &String| {
+        let h = rookery_jid::normalize_domain(h).unwrap_or_default();
+        services.iter().filter(move |s| s.host == h)
+    };
+    let extra: Vec<String> = hosts
+        .iter()
+        .flat_map(of)
+        .map(|s| s.service.clone())
+        .collect();
+    hosts.extend(extra);
+    hosts
+}
+
 /// A generated certificate is for trying the server out: what is wrong with it is a note.
-/// Each `[[host]]` certificate must name its host.
+/// Each `[[host]]` certificate must name its host and its pubsub service.
 fn certificate(cfg: &Config, report: &mut Report) {
     let generated = cfg.tls.cert.is_none();
     let mut found = Vec::new();
@@ -169,7 +189,7 @@ fn certificate(cfg: &Config, report: &mut Report) {
     for h in &cfg.host {
         match (&h.cert, &h.key) {
             (Some(cert), Some(key)) => {
-                let names = [h.domain.trim().to_string()];
+                let names = with_pubsub(cfg, vec![h.domain.trim().to_string()]);
                 pair_problems(cfg, cert, key, &names, &mut report.problems);
             }
             (None, None) => {}
@@ -402,6 +422,7 @@ mod tests {
                 cert: Some(cert.clone()),
                 key: Some(key),
                 allow_registration: None,
+                ..Default::default()
             },
             crate::config::HostTable {
                 domain: "example.com".into(),
@@ -417,9 +438,12 @@ mod tests {
         let mut report = Report::default();
         certificate(&cfg, &mut report);
         let problems = report.problems.join("\n");
-        // Untrusted (self-signed) twice; example.info not named; example.com half set.
-        assert_eq!(report.problems.len(), 4, "{problems}");
+        // Untrusted (self-signed) twice; example.info and its pubsub service not named;
+        // example.net's names the host, not its pubsub service; example.com half set.
+        assert_eq!(report.problems.len(), 6, "{problems}");
         assert!(problems.contains("for example.info"), "{problems}");
+        assert!(problems.contains("for pubsub.example.info"), "{problems}");
+        assert!(problems.contains("for pubsub.example.net"), "{problems}");
         assert!(
             problems.contains("\"example.com\": cert and key"),
             "{problems}"

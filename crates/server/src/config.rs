@@ -155,7 +155,7 @@ pub struct TlsConfig {
 }
 
 /// A further hosted domain (`[[host]]`): its own accounts, its own certificate (picked by
-/// SNI), its own registration policy.
+/// SNI), its own registration policy, its own pubsub and MUC services.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HostTable {
@@ -168,6 +168,19 @@ pub struct HostTable {
     pub key: Option<PathBuf>,
     /// In-band registration on this host; unset: `[registration] enabled`.
     pub allow_registration: Option<bool>,
+    /// The domain of this host's pubsub service; unset: `pubsub.<domain>`, empty: none.
+    pub pubsub: Option<String>,
+    /// The domain of this host's MUC service; unset: `conference.<domain>`, empty: none.
+    pub muc: Option<String>,
+}
+
+/// One host's service on its own domain (pubsub or MUC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostService {
+    /// The hosted domain whose service it is (whose accounts are local to it).
+    pub host: String,
+    /// The service's domain.
+    pub service: String,
 }
 
 /// Database settings.
@@ -232,6 +245,73 @@ impl Config {
         Ok(rookery_core::Hosts::new(&self.domain, &self.core().host)?)
     }
 
+    /// Each host's pubsub service, primary first: `[pubsub] host` for the primary, a
+    /// `[[host]]`'s `pubsub` for it, `pubsub.<host>` by default; none at all with
+    /// `[pubsub] enabled = false`.
+    pub fn pubsub_services(&self) -> anyhow::Result<Vec<HostService>> {
+        if !self.pubsub.enabled {
+            return Ok(Vec::new());
+        }
+        self.host_services(
+            "pubsub",
+            &self.pubsub.service_host(&self.domain),
+            |h| h.pubsub.as_deref(),
+            |d| rookery_pubsub::PubsubConfig::default().service_host(d),
+        )
+    }
+
+    /// Each host's MUC service, primary first, as [`Config::pubsub_services`] (`[muc]
+    /// domain`, a `[[host]]`'s `muc`, `conference.<host>`).
+    pub fn muc_services(&self) -> anyhow::Result<Vec<HostService>> {
+        if !self.muc.enabled {
+            return Ok(Vec::new());
+        }
+        self.host_services(
+            "muc",
+            &self.muc.service_domain(&self.domain),
+            |h| h.muc.as_deref(),
+            |d| rookery_muc::MucConfig::default().service_domain(d),
+        )
+    }
+
+    /// The services of `key`: the `primary`'s, then each table's as `of` names it
+    /// (`default` of the host's domain when unset: the primary's section names the
+    /// primary's service only; none when empty), normalized; fails on an invalid domain, on
+    /// one named twice and on one that is a host itself.
+    fn host_services(
+        &self,
+        key: &str,
+        primary: &str,
+        of: impl Fn(&HostTable) -> Option<&str>,
+        default: impl Fn(&str) -> String,
+    ) -> anyhow::Result<Vec<HostService>> {
+        let hosts = self.hosts()?;
+        // `Hosts` keeps the tables' order after the primary.
+        // The primary always has its service while the section is enabled, first.
+        let primary = Some(primary).filter(|p| !p.trim().is_empty());
+        let named = std::iter::once(primary).chain(self.host.iter().map(&of));
+        let mut out: Vec<HostService> = Vec::new();
+        for (host, named) in hosts.iter().map(rookery_core::Host::domain).zip(named) {
+            let service = match named.map(str::trim) {
+                Some("") => continue,
+                Some(s) => s.to_string(),
+                None => default(host),
+            };
+            let service = rookery_jid::normalize_domain(&service)
+                .map_err(|e| anyhow::anyhow!("{key} service {service:?} of {host}: {e}"))?;
+            if hosts.contains(&service) || out.iter().any(|s| s.service == service) {
+                anyhow::bail!(
+                    "{key} service {service:?} of {host}: a hosted domain or another host's service"
+                );
+            }
+            out.push(HostService {
+                host: host.to_string(),
+                service,
+            });
+        }
+        Ok(out)
+    }
+
     /// The part the core acts on.
     pub fn core(&self) -> CoreConfig {
         CoreConfig {
@@ -283,6 +363,45 @@ mod tests {
         let twice: Config =
             toml::from_str("domain = 'a.test'\n[[host]]\ndomain = 'A.test'\n").unwrap();
         assert!(twice.hosts().is_err());
+    }
+
+    #[test]
+    fn each_host_has_its_services_unless_a_table_says_otherwise() {
+        let cfg: Config = toml::from_str(
+            "domain = 'a.test'\n[pubsub]\nhost = 'news.a.test'\n\
+             [[host]]\ndomain = 'B.test'\n\
+             [[host]]\ndomain = 'c.test'\npubsub = 'ps.C.test'\nmuc = ''\n",
+        )
+        .unwrap();
+        let of = |v: Vec<HostService>| -> Vec<(String, String)> {
+            v.into_iter().map(|s| (s.host, s.service)).collect()
+        };
+        let pair = |h: &str, s: &str| (h.to_string(), s.to_string());
+        assert_eq!(
+            of(cfg.pubsub_services().unwrap()),
+            [
+                pair("a.test", "news.a.test"),
+                pair("b.test", "pubsub.b.test"),
+                pair("c.test", "ps.c.test")
+            ]
+        );
+        assert_eq!(
+            of(cfg.muc_services().unwrap()),
+            [
+                pair("a.test", "conference.a.test"),
+                pair("b.test", "conference.b.test")
+            ]
+        );
+        let mut off = cfg.clone();
+        off.pubsub.enabled = false;
+        assert!(off.pubsub_services().unwrap().is_empty());
+        // A service named twice, or named as a host, is refused.
+        for bad in ["muc = 'conference.a.test'", "pubsub = 'a.test'"] {
+            let text = format!("domain = 'a.test'\n[[host]]\ndomain = 'b.test'\n{bad}\n");
+            let cfg: Config = toml::from_str(&text).unwrap();
+            let services = [cfg.pubsub_services(), cfg.muc_services()];
+            assert!(services.iter().any(Result::is_err), "{bad}");
+        }
     }
 
     #[test]

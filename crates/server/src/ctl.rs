@@ -58,6 +58,9 @@ pub enum CtlCommand {
     },
     /// Nodes of the pubsub service; `delete NODE` removes one (subscribers are told).
     Pubsub {
+        /// Another host's service (`pubsub.example.net`); the primary's without it.
+        #[arg(long)]
+        service: Option<String>,
         #[command(subcommand)]
         action: Option<CtlPubsub>,
     },
@@ -332,21 +335,28 @@ pub async fn run(cfg: &Config, command: CtlCommand, as_json: bool) -> anyhow::Re
                 (json!({ "disconnected": domain }), None)
             }
         },
-        CtlCommand::Pubsub { action } => match action.unwrap_or(CtlPubsub::Nodes) {
-            CtlPubsub::Nodes => {
-                let v = api.call(Method::GET, "/pubsub/nodes", None).await?;
-                let rows = list(&v, "nodes")
-                    .map(|n| ["node", "title"].map(|k| text(&n[k])).to_vec())
-                    .collect();
-                (v, Some((vec!["NODE", "TITLE"], rows)))
+        CtlCommand::Pubsub { service, action } => {
+            let query = service
+                .map(|s| format!("?service={}", segment(&s)))
+                .unwrap_or_default();
+            match action.unwrap_or(CtlPubsub::Nodes) {
+                CtlPubsub::Nodes => {
+                    let v = api
+                        .call(Method::GET, &format!("/pubsub/nodes{query}"), None)
+                        .await?;
+                    let rows = list(&v, "nodes")
+                        .map(|n| ["node", "title"].map(|k| text(&n[k])).to_vec())
+                        .collect();
+                    (v, Some((vec!["NODE", "TITLE"], rows)))
+                }
+                CtlPubsub::Delete { node } => {
+                    let path = format!("/pubsub/nodes/{}{query}", segment(&node));
+                    api.call(Method::DELETE, &path, None).await?;
+                    println_unless(as_json, format!("deleted node {node}"));
+                    (json!({ "deleted": node }), None)
+                }
             }
-            CtlPubsub::Delete { node } => {
-                let path = format!("/pubsub/nodes/{}", segment(&node));
-                api.call(Method::DELETE, &path, None).await?;
-                println_unless(as_json, format!("deleted node {node}"));
-                (json!({ "deleted": node }), None)
-            }
-        },
+        }
         CtlCommand::Reload => {
             let v = api.call(Method::POST, "/reload", None).await?;
             let rows = [

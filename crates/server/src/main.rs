@@ -242,11 +242,16 @@ async fn serve(
     // RFC 6121 and the IM extensions (crates/im). The handle answers questions such as
     // "does this resource want node+notify" (XEP-0115) for PEP.
     let (im, im_modules) = rookery_im::modules(cfg.im.clone(), store.clone());
-    // Publish-subscribe (crates/pubsub): the service at pubsub.<domain> and PEP. Hook order
-    // comes from the priorities the modules declare (docs/architecture.md), not from here.
-    let pubsub =
-        wiring::pubsub::Pubsub::new(&cfg.pubsub, &cfg.domain, &cfg.hosts()?, &store, im.clone())
-            .map_err(|e| anyhow!("{e}"))?;
+    // Publish-subscribe (crates/pubsub): each host's service at pubsub.<host>, and PEP. Hook
+    // order comes from the priorities the modules declare (docs/architecture.md), not here.
+    let pubsub = wiring::pubsub::Pubsub::new(
+        &cfg.pubsub,
+        &cfg.pubsub_services()?,
+        &cfg.hosts()?,
+        &store,
+        im.clone(),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
     for m in pubsub.modules() {
         builder = builder.module(m);
     }
@@ -276,8 +281,8 @@ async fn serve(
     if let Some(m) = &mam {
         m.spawn_purge();
     }
-    // Multi-user chat (crates/muc): the service at conference.<domain>.
-    if let Some(muc) = wiring::muc::service(&cfg.muc, &cfg.domain, &store).await? {
+    // Multi-user chat (crates/muc): each host's service at conference.<host>.
+    for muc in wiring::muc::services(&cfg.muc, &cfg.muc_services()?, &store).await? {
         muc.attach(&core);
     }
     // A node of a cluster knows the other nodes' sessions before its first client binds.
@@ -338,7 +343,7 @@ async fn serve(
             services: Arc::new(admin::ServerServices {
                 s2s: s2s_slot.clone(),
                 components: components.clone(),
-                pubsub: pubsub.service().cloned(),
+                pubsub: pubsub.services().to_vec(),
             }),
             reload: Some({
                 let reloader = reloader.clone();
@@ -376,19 +381,15 @@ async fn serve(
     }
     // The WebSub hub (crates/websub) and its delivery worker, which resumes the outbox left
     // by an earlier run.
-    let websub = rookery_websub::Hub::new(
-        store.clone(),
-        pubsub.engines(&cfg.domain),
-        cfg.webhooks.clone(),
-    )
-    .context("[webhooks] HTTP client")?;
+    let websub = rookery_websub::Hub::new(store.clone(), pubsub.engines(), cfg.webhooks.clone())
+        .context("[webhooks] HTTP client")?;
     let websub_worker = tokio::spawn(rookery_websub::worker::run(websub.clone(), stop_rx.clone()));
     let web = web::start(
         &cfg,
         ctx.clone(),
         web::Backends {
             store: store.clone(),
-            nodes: pubsub.engines(&cfg.domain),
+            nodes: pubsub.engines(),
             presence: presence_streams,
             upload,
             websub,

@@ -171,7 +171,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             let hosts: Vec<_> = c
                 .host
                 .iter()
-                .map(|h| (&h.domain, h.allow_registration))
+                .map(|h| (&h.domain, h.allow_registration, &h.pubsub, &h.muc))
                 .collect();
             format!("{hosts:?}")
         }),

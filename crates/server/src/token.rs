@@ -13,7 +13,8 @@ use crate::config::Config;
 pub enum TokenAction {
     /// Issue a token for an account; prints the secret (once) on stdout.
     Issue {
-        /// Username (localpart) of an existing account.
+        /// An existing account: a bare JID (on any hosted domain) or a username of the
+        /// primary domain.
         name: String,
         /// Comma-separated scopes: `read` (streams, items), `publish` (publish, retract).
         #[arg(long, default_value = "read")]
@@ -22,9 +23,9 @@ pub enum TokenAction {
         #[arg(long, default_value = "30d")]
         expires: String,
     },
-    /// List tokens (of one account, or all of the domain): id, JID, scopes, expiry.
+    /// List tokens (of one account, or all of the primary domain): id, JID, scopes, expiry.
     List {
-        /// Username (localpart); all accounts without it.
+        /// A bare JID or a username of the primary domain; all accounts without it.
         name: Option<String>,
     },
     /// Revoke a token by its id (as `list` shows it).
@@ -53,9 +54,7 @@ fn lifetime(s: &str) -> Option<i64> {
 pub async fn run(cfg: Config, action: TokenAction) -> anyhow::Result<()> {
     let store = crate::open_store(&cfg, Migrations::RequireCurrent).await?;
     let tokens = store.tokens();
-    let norm = |name: &str| {
-        rookery_jid::normalize_local(name).map_err(|e| anyhow!("invalid username {name:?}: {e}"))
-    };
+    let hosts = cfg.hosts()?;
     let now = rookery_proto::time::now_unix();
     match action {
         TokenAction::Issue {
@@ -63,22 +62,21 @@ pub async fn run(cfg: Config, action: TokenAction) -> anyhow::Result<()> {
             scopes,
             expires,
         } => {
-            let local = norm(&name)?;
+            let (domain, local) = crate::account_of(&hosts, &name)?;
             let scopes = Scope::parse_list(&scopes)
                 .ok_or_else(|| anyhow!("scopes: a list of read, publish (got {scopes:?})"))?;
             let secs = lifetime(&expires)
                 .ok_or_else(|| anyhow!("expires: like 30d, 12h, 90m or 3600s (got {expires:?})"))?;
-            if !store.accounts().exists(&cfg.domain, &local).await? {
-                bail!("no such user {local}@{}", cfg.domain);
+            if !store.accounts().exists(&domain, &local).await? {
+                bail!("no such user {local}@{domain}");
             }
             let t = tokens
-                .issue(&cfg.domain, &local, &scopes, now.saturating_add(secs))
+                .issue(&domain, &local, &scopes, now.saturating_add(secs))
                 .await?;
             println!("{}", t.secret);
             eprintln!(
-                "issued token {} for {local}@{} ({}), expires in {expires}",
+                "issued token {} for {local}@{domain} ({}), expires in {expires}",
                 t.id,
-                cfg.domain,
                 scopes
                     .iter()
                     .map(|s| s.as_str())
@@ -87,8 +85,14 @@ pub async fn run(cfg: Config, action: TokenAction) -> anyhow::Result<()> {
             );
         }
         TokenAction::List { name } => {
-            let local = name.as_deref().map(norm).transpose()?;
-            for t in tokens.list(&cfg.domain, local.as_deref()).await? {
+            let (domain, local) = match name {
+                Some(name) => {
+                    let (domain, local) = crate::account_of(&hosts, &name)?;
+                    (domain, Some(local))
+                }
+                None => (hosts.primary().domain().to_string(), None),
+            };
+            for t in tokens.list(&domain, local.as_deref()).await? {
                 let scopes: Vec<&str> = t.scopes.iter().map(|s| s.as_str()).collect();
                 let state = if t.expires_at > now { "" } else { " (expired)" };
                 println!(

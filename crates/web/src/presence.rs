@@ -241,7 +241,7 @@ pub async fn stream(
         return Err(NOT_FOUND);
     };
     let target = BareJid::parse(&target).map_err(|_| NOT_FOUND)?;
-    if target.local().is_none() || target.domain() != ctx.nodes.domain {
+    if target.local().is_none() || !ctx.nodes.is_hosted(target.domain()) {
         return Err(NOT_FOUND);
     }
     if who != target

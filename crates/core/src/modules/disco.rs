@@ -91,8 +91,9 @@ impl Module for Disco {
             }
         } else {
             if is_server {
-                // Services and connected components (XEP-0114); disco to them is routed to them.
-                for (d, name) in core.routed_items() {
+                // Services (this host's and the server's) and connected components
+                // (XEP-0114); disco to them is routed to them.
+                for (d, name) in core.routed_items(to.domain()) {
                     let mut item = Element::new("item", ns::DISCO_ITEMS).with_attr("jid", d);
                     if let Some(n) = name {
                         item.set_attr("name", n);

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::AdminContext;
@@ -76,11 +76,17 @@ pub trait Services: Send + Sync {
     /// Disconnects the component serving `domain` (`policy-violation`); whether one was
     /// connected.
     fn disconnect_component(&self, domain: &str, reason: &str) -> bool;
-    /// The service's nodes; `None` when the service is disabled.
-    async fn pubsub_nodes(&self) -> Option<Result<Vec<PubsubNode>, String>>;
-    /// Deletes a node of the service (subscribers are told, XEP-0060 §8.4); `Ok(false)` when
-    /// there is no such node, `None` when the service is disabled.
-    async fn delete_pubsub_node(&self, node: &str) -> Option<Result<bool, String>>;
+    /// The nodes of the pubsub service at `service` (the primary host's without it); `None`
+    /// when there is no such service.
+    async fn pubsub_nodes(&self, service: Option<&str>) -> Option<Result<Vec<PubsubNode>, String>>;
+    /// Deletes a node of the service at `service` (the primary's without it; subscribers are
+    /// told, XEP-0060 §8.4); `Ok(false)` when there is no such node, `None` when there is no
+    /// such service.
+    async fn delete_pubsub_node(
+        &self,
+        service: Option<&str>,
+        node: &str,
+    ) -> Option<Result<bool, String>>;
 }
 
 /// The server's services, for the router.
@@ -147,14 +153,23 @@ pub(super) struct Nodes {
     nodes: Vec<PubsubNode>,
 }
 
-fn disabled() -> ApiError {
-    ApiError::NotFound("the pubsub service ([pubsub] enabled)".into())
+/// `?service=`: a pubsub service other than the primary host's (virtual hosting).
+#[derive(Debug, Deserialize)]
+pub(super) struct ServiceQuery {
+    service: Option<String>,
 }
 
-pub(super) async fn pubsub_nodes(State(ctx): State<AdminContext>) -> Result<Json<Nodes>, ApiError> {
+fn disabled() -> ApiError {
+    ApiError::NotFound("the pubsub service ([pubsub] enabled, or the one `service` names)".into())
+}
+
+pub(super) async fn pubsub_nodes(
+    State(ctx): State<AdminContext>,
+    Query(q): Query<ServiceQuery>,
+) -> Result<Json<Nodes>, ApiError> {
     let nodes = ctx
         .services
-        .pubsub_nodes()
+        .pubsub_nodes(q.service.as_deref())
         .await
         .ok_or_else(disabled)?
         .map_err(ApiError::Internal)?;
@@ -164,10 +179,11 @@ pub(super) async fn pubsub_nodes(State(ctx): State<AdminContext>) -> Result<Json
 pub(super) async fn delete_pubsub_node(
     State(ctx): State<AdminContext>,
     Path(node): Path<String>,
+    Query(q): Query<ServiceQuery>,
 ) -> Result<StatusCode, ApiError> {
     let deleted = ctx
         .services
-        .delete_pubsub_node(&node)
+        .delete_pubsub_node(q.service.as_deref(), &node)
         .await
         .ok_or_else(disabled)?
         .map_err(ApiError::Internal)?;
@@ -200,11 +216,15 @@ impl Services for NoServices {
         false
     }
 
-    async fn pubsub_nodes(&self) -> Option<Result<Vec<PubsubNode>, String>> {
+    async fn pubsub_nodes(&self, _: Option<&str>) -> Option<Result<Vec<PubsubNode>, String>> {
         None
     }
 
-    async fn delete_pubsub_node(&self, _node: &str) -> Option<Result<bool, String>> {
+    async fn delete_pubsub_node(
+        &self,
+        _: Option<&str>,
+        _node: &str,
+    ) -> Option<Result<bool, String>> {
         None
     }
 }

@@ -1,5 +1,9 @@
-//! The service and PEP from `[pubsub]`, sharing the SQL store and the IM layer's roster,
+//! The services and PEP from `[pubsub]`, sharing the SQL store and the IM layer's roster,
 //! presence and capability facts.
+//!
+//! Each host has its own service (`pubsub.<host>`, as Prosody's per-`VirtualHost` component
+//! and ejabberd's `pubsub.@HOST@`), all on one engine: the engine keys nodes by service JID
+//! already, so a host costs one route, not an engine with its caches and limits.
 
 use std::sync::Arc;
 
@@ -13,49 +17,62 @@ use rookery_pubsub::pep::Pep;
 use rookery_pubsub::{CoreBroadcaster, Engine, PubsubConfig, PubsubService, SqlStore};
 
 use super::pubsub_im::{ImInterest, ImPolicy};
+use crate::config::HostService;
 
 /// The largest page of a node's history (XEP-0442), as `[mam] max_page` by default.
 const HISTORY_MAX_PAGE: u64 = 100;
 
 /// The pubsub parts of a server.
 pub struct Pubsub {
-    service: Option<Arc<PubsubService>>,
+    /// Each host's service, primary first.
+    services: Vec<Arc<PubsubService>>,
     pep: Option<Arc<Pep>>,
     core: Arc<CoreBroadcaster>,
     policy: Arc<ImPolicy>,
-    domain: String,
+    /// The hosted domains.
+    domains: Vec<String>,
 }
 
 impl std::fmt::Debug for Pubsub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pubsub")
-            .field("service", &self.service)
+            .field("services", &self.services)
             .field("pep", &self.pep.is_some())
             .finish()
     }
 }
 
 impl Pubsub {
-    /// Builds what `config` enables for `domain` (the primary host; the service lets the
-    /// accounts of every one of `hosts` create nodes). Fails on invalid settings.
+    /// Builds what `config` enables for `hosts`: the `services` (each host's; none when the
+    /// service is disabled) and PEP. Fails on invalid settings.
     pub fn new(
         config: &PubsubConfig,
-        domain: &str,
+        services: &[HostService],
         hosts: &rookery_core::Hosts,
         store: &Store,
         im: Arc<Im>,
     ) -> Result<Pubsub, String> {
+        let domain = hosts.primary().domain();
         let core = Arc::new(CoreBroadcaster::new());
         let policy = Arc::new(ImPolicy::new(im.clone(), core.clone()));
         let sql = Arc::new(SqlStore::new(store.clone()));
-        let service = if config.enabled {
-            let host = config.service_host(domain);
-            let jid =
-                BareJid::new(None, &host).map_err(|e| format!("[pubsub] host {host:?}: {e}"))?;
+        let domains: Vec<String> = hosts.iter().map(|h| h.domain().to_string()).collect();
+        let jids = services
+            .iter()
+            .map(|s| {
+                BareJid::new(None, &s.service)
+                    .map(|j| (j, s.host.clone()))
+                    .map_err(|e| format!("[pubsub] service {:?}: {e}", s.service))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let services = if jids.is_empty() {
+            Vec::new()
+        } else {
             let mut profile = config
                 .service_profile(domain)
                 .map_err(|e| format!("[pubsub] {e}"))?;
-            profile.local_domains = hosts.iter().map(|h| h.domain().to_string()).collect();
+            profile.local_domains = domains.clone();
+            profile.service_hosts = jids.clone();
             let broadcaster = Arc::new(CoreBroadcaster::new());
             let engine = Arc::new(Engine::new(
                 profile,
@@ -63,12 +80,15 @@ impl Pubsub {
                 broadcaster.clone(),
                 policy.clone(),
             ));
-            Some(Arc::new(
-                PubsubService::new(jid, engine, broadcaster)
-                    .with_history(store.clone(), HISTORY_MAX_PAGE),
-            ))
-        } else {
-            None
+            jids.into_iter()
+                .map(|(jid, host)| {
+                    Arc::new(
+                        PubsubService::new(jid, engine.clone(), broadcaster.clone())
+                            .with_history(store.clone(), HISTORY_MAX_PAGE)
+                            .for_host(&host),
+                    )
+                })
+                .collect()
         };
         let pep = config.pep.then(|| {
             Arc::new(Pep::new(
@@ -79,11 +99,11 @@ impl Pubsub {
             ))
         });
         Ok(Pubsub {
-            service,
+            services,
             pep,
             core,
             policy,
-            domain: domain.to_string(),
+            domains,
         })
     }
 
@@ -97,15 +117,15 @@ impl Pubsub {
             .iter()
             .map(|p| p.clone() as Arc<dyn Module>)
             .collect();
-        if self.service.is_some() || self.pep.is_some() {
-            v.push(Arc::new(PeerSync::new(self.engines(&self.domain))));
+        if !self.services.is_empty() || self.pep.is_some() {
+            v.push(Arc::new(PeerSync::new(self.engines())));
         }
         v
     }
 
-    /// The service at `pubsub.<domain>`, when enabled.
-    pub fn service(&self) -> Option<&Arc<PubsubService>> {
-        self.service.as_ref()
+    /// Each host's service, the primary's first (what the admin API lists).
+    pub fn services(&self) -> &[Arc<PubsubService>] {
+        &self.services
     }
 
     /// The roster facts the access models ask (also asked by the HTTP presence streams).
@@ -115,21 +135,21 @@ impl Pubsub {
 
     /// The engines by service JID, for the public HTTP listener's `/pubsub/…` (docs/http.md)
     /// and the WebSub hub's topics.
-    pub fn engines(&self, domain: &str) -> rookery_pubsub::Engines {
+    pub fn engines(&self) -> rookery_pubsub::Engines {
         rookery_pubsub::Engines {
-            service: self
-                .service
-                .as_ref()
-                .map(|s| (s.jid().clone(), s.engine().clone())),
+            services: self.services.first().map(|s| {
+                let jids = self.services.iter().map(|s| s.jid().clone()).collect();
+                (jids, s.engine().clone())
+            }),
             pep: self.pep.as_ref().map(|p| p.engine().clone()),
-            domain: domain.to_string(),
+            domains: self.domains.clone(),
         }
     }
 
-    /// Connects to the built core: registers the service's domain.
+    /// Connects to the built core: registers the services' domains.
     pub fn attach(&self, core: &Arc<Core>) {
         self.core.attach(core);
-        if let Some(s) = &self.service {
+        for s in &self.services {
             s.attach(core);
         }
     }

@@ -8,8 +8,8 @@
 //! its drain, and belongs to whoever took it. A response that hands its body off
 //! ([`crate::handoff`]) gets the connection back from hyper once its head is flushed; the
 //! body is then written in a task of its own, which stays in the count and the drain.
-//! Each request carries a [`Peer`] extension: the client's address and whether the
-//! connection is TLS.
+//! Each request carries a [`Peer`] extension: the client's address, whether the
+//! connection is TLS, and its RFC 9266 `tls-exporter` channel binding.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -68,6 +68,11 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// Whether the connection is TLS (HTTPS).
     pub tls: bool,
+    /// The connection's RFC 9266 `tls-exporter` channel binding (TLS 1.3 only), exported
+    /// once after the handshake: whoever serves a stream that lives on this one connection
+    /// (a WebSocket) can offer SCRAM -PLUS with it. It binds to the TLS peer, which is a
+    /// proxy's when there is one in front.
+    pub tls_exporter: Option<[u8; 32]>,
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then drains the connections in
@@ -143,10 +148,10 @@ async fn serve(
         let stop = stop_rx.clone();
         let header_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            let tls_peer = tls.is_some();
-            let peer = Peer {
+            let mut peer = Peer {
                 addr,
-                tls: tls_peer,
+                tls: tls.is_some(),
+                tls_exporter: None,
             };
             let handed = match tls {
                 None => {
@@ -155,6 +160,8 @@ async fn serve(
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => {
+                            peer.tls_exporter =
+                                rookery_stream::transport::tls_exporter(s.get_ref().1);
                             serve_connection(s, peer, app.clone(), header_timeout, stop.clone())
                                 .await
                         }

@@ -76,6 +76,7 @@ struct MessageIo {
     reading: bool,
     tls: bool,
     secure: bool,
+    channel_binding: Option<[u8; 32]>,
     kind: rookery_core::Transport,
 }
 
@@ -138,6 +139,7 @@ impl Conn {
             outgoing,
             tls,
             secure,
+            channel_binding,
             kind,
         } = messages;
         Conn {
@@ -148,6 +150,7 @@ impl Conn {
                 reading: false,
                 tls,
                 secure,
+                channel_binding,
                 kind,
             }),
             peer,
@@ -223,7 +226,7 @@ impl Conn {
     pub fn channel_binding(&self) -> Option<Vec<u8>> {
         match &self.io {
             Io::Stream(t) => t.channel_binding(),
-            Io::Messages(_) => None,
+            Io::Messages(m) => m.channel_binding.map(Vec::from),
         }
     }
 
@@ -711,6 +714,7 @@ mod tests {
             outgoing,
             tls: false,
             secure: true,
+            channel_binding: None,
             kind: rookery_core::Transport::WebSocket,
         };
         let peer = "127.0.0.1:1".parse().unwrap();

@@ -56,6 +56,11 @@ pub struct Messages {
     /// STARTTLS: HTTPS, loopback, or a trusted TLS-terminating proxy in front. Negotiation
     /// treats such a stream as encrypted (PLAIN allowed, no STARTTLS offered).
     pub secure: bool,
+    /// The RFC 9266 `tls-exporter` channel binding of the TLS connection the messages
+    /// travel on, when the adapter can vouch that the stream lives on that one connection
+    /// and that its TLS was terminated by us for the client itself (a WebSocket over our
+    /// HTTPS listener). `None` offers no SCRAM -PLUS.
+    pub channel_binding: Option<[u8; 32]>,
     /// What the core calls this transport (admin API, metrics).
     pub kind: rookery_core::Transport,
 }

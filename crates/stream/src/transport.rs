@@ -56,19 +56,20 @@ impl Transport {
     pub fn channel_binding(&self) -> Option<Vec<u8>> {
         match self {
             Transport::Plain(_) | Transport::Memory(_) => None,
-            Transport::Tls(t) => exporter(t.get_ref().1),
-            Transport::TlsClient(t) => exporter(t.get_ref().1),
+            Transport::Tls(t) => tls_exporter(t.get_ref().1).map(Vec::from),
+            Transport::TlsClient(t) => tls_exporter(t.get_ref().1).map(Vec::from),
         }
     }
 }
 
-/// RFC 9266: 32 bytes exported with the label `EXPORTER-Channel-Binding`, TLS 1.3 only (on
-/// 1.2 the exporter is not bound to the handshake without extended master secret).
-fn exporter<D>(conn: &rustls::ConnectionCommon<D>) -> Option<Vec<u8>> {
+/// RFC 9266: 32 bytes exported with the label `EXPORTER-Channel-Binding` and no context, TLS
+/// 1.3 only (on 1.2 the exporter is not bound to the handshake without extended master
+/// secret). Public for the HTTPS listener, whose WebSocket sessions bind to it the same way.
+pub fn tls_exporter<D>(conn: &rustls::ConnectionCommon<D>) -> Option<[u8; 32]> {
     if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
         return None;
     }
-    conn.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+    conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
         .ok()
 }
 

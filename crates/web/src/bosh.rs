@@ -291,6 +291,12 @@ async fn create(
         outgoing,
         tls: peer.tls,
         secure,
+        // No SCRAM -PLUS over BOSH: a session spans many HTTP requests, on whatever
+        // connections the client opens (two at once, new ones after a drop, any of them
+        // possibly through another proxy), so no one TLS connection's exporter belongs to
+        // the session. Binding to the connection of the session's first request would let a
+        // later request on another connection continue it unbound — not a binding at all.
+        channel_binding: None,
         kind: rookery_core::Transport::Bosh,
     };
     let conn = Conn::framed(messages, client, Limits::PRE_AUTH, domain, ns::CLIENT);

@@ -107,14 +107,29 @@ pub async fn upgrade(
     };
     let limit = ctx.c2s.config.max_stanza_bytes;
     let secure = peer.tls || peer.addr.ip().is_loopback() || ctx.config.behind_tls_proxy;
+    let channel_binding = channel_binding(&peer, &ctx.config.trusted_proxies);
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
-            serve(ctx, socket, client, peer.tls, secure).await;
+            serve(ctx, socket, client, peer.tls, secure, channel_binding).await;
             drop(permit);
         })
+}
+
+/// The RFC 9266 `tls-exporter` channel binding a WebSocket's stream offers SCRAM -PLUS (and
+/// XEP-0440, SASL2's and FAST's bound mechanisms) with: the exporter of the HTTPS connection
+/// the WebSocket was upgraded from — sound, since the stream lives on that one TLS
+/// connection from the upgrade to its end. None on plain HTTP (behind a TLS-terminating
+/// proxy the client's TLS is the proxy's, whose exporter we cannot know), and none when the
+/// TLS peer is a trusted proxy re-encrypting to us: the binding would be the proxy's, and a
+/// client's -PLUS would fail against it.
+fn channel_binding(peer: &Peer, trusted_proxies: &[std::net::IpAddr]) -> Option<[u8; 32]> {
+    if trusted_proxies.contains(&peer.addr.ip()) {
+        return None;
+    }
+    peer.tls_exporter
 }
 
 /// Runs one upgraded WebSocket: the c2s stream on its message-framed `Conn`, and the relay
@@ -127,6 +142,7 @@ async fn serve(
     client: SocketAddr,
     tls: bool,
     secure: bool,
+    channel_binding: Option<[u8; 32]>,
 ) {
     let span = tracing::info_span!("websocket", peer = %client, jid = tracing::field::Empty);
     if let Some(uri) = &ctx.config.websocket_see_other_uri {
@@ -140,6 +156,7 @@ async fn serve(
         outgoing,
         tls,
         secure,
+        channel_binding,
         kind: rookery_core::Transport::WebSocket,
     };
     let conn = Conn::framed(
@@ -300,5 +317,19 @@ mod tests {
         }
         assert!(open.ends_with("/>"), "{open}");
         assert!(close_element(Some("wss://other.example/ws")).contains("see-other-uri="));
+    }
+
+    #[test]
+    fn a_trusted_proxys_tls_binds_nothing() {
+        let peer = |ip: &str, tls_exporter| Peer {
+            addr: SocketAddr::new(ip.parse().unwrap(), 443),
+            tls: true,
+            tls_exporter,
+        };
+        let proxy: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let cb = Some([7u8; 32]);
+        assert_eq!(channel_binding(&peer("192.0.2.1", cb), &[proxy]), cb);
+        assert_eq!(channel_binding(&peer("10.0.0.1", cb), &[proxy]), None);
+        assert_eq!(channel_binding(&peer("192.0.2.1", None), &[]), None);
     }
 }

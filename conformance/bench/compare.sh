@@ -46,6 +46,18 @@
 #   SCRAM_CACHE=0       1 lets the generator reuse the client's PBKDF2 result across logins
 #                       (see below)
 #   TABLE_ONLY=1        only print the table from the JSON already in $WORK
+#   PIN=1               one core each: the server (and what it starts) on CPU 0, the generator
+#                       on CPU 1 (taskset), so the figures show the server's limit on one
+#                       core, not the generator's
+#   SWEEP_RATES="1000 2000 4000 8000"  the rate sweep (after the other runs, a fresh process
+#                       per transport): the messages scenario at each offered rate, plain and
+#                       over STARTTLS, up to the first rate not sustained; sustained means
+#                       nothing lost, at least 98 % of the offered rate delivered and p99
+#                       under 50 ms. Empty (default): no sweep
+#   SWEEP_LOGIN_RATES="250 500 1000 2000"  the login sweep: SWEEP_DURATION seconds of STARTTLS
+#                       logins offered at each rate (connect scenario), achieved rate and p99
+#   SWEEP_DURATION=10   seconds per sweep step
+#   PHASES="main web sweep"  which runs to make (web needs WEB_SESSIONS > 0, sweep a rate list)
 #
 # Every server gets the same work: STARTTLS (except the plain run), SCRAM-SHA-1 with 4096
 # PBKDF2 iterations (the one mechanism all three store by default), roster fetch off, initial
@@ -74,6 +86,11 @@ WEB_SESSIONS=${WEB_SESSIONS:-2000}
 SERVERS=${SERVERS:-"rookery prosody ejabberd"}
 BASE_PORT=${BASE_PORT:-35200}
 SCRAM_CACHE=${SCRAM_CACHE:-0}
+PIN=${PIN:-0}
+SWEEP_RATES=${SWEEP_RATES:-}
+SWEEP_LOGIN_RATES=${SWEEP_LOGIN_RATES:-}
+SWEEP_DURATION=${SWEEP_DURATION:-10}
+PHASES=${PHASES:-"main web sweep"}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-compare.XXXXXX)}
 PASSWORD=bench-pass
 DOMAIN=localhost
@@ -113,12 +130,18 @@ fi
 
 cache_flag=()
 [ "$SCRAM_CACHE" = 1 ] || cache_flag=(--no-scram-cache)
+# PIN=1: prefixes of the server's and the generator's commands (empty otherwise).
+on_server_cpu=() on_bench_cpu=()
+if [ "$PIN" = 1 ]; then
+  on_server_cpu=(taskset -c 0) on_bench_cpu=(taskset -c 1)
+fi
+phase() { case " $PHASES " in *" $1 "*) return 0;; *) return 1;; esac; }
 
 bench() { # bench <server> <scenario-name> <port> <pid> <args...>
   local server=$1 name=$2 port=$3 pid=$4
   shift 4
   echo "-- $server: $name"
-  "$BENCH" --port "$port" --domain "$DOMAIN" --insecure --mechanism scram-sha1 \
+  "${on_bench_cpu[@]}" "$BENCH" --port "$port" --domain "$DOMAIN" --insecure --mechanism scram-sha1 \
     --password "$PASSWORD" --max-inflight "$INFLIGHT" --server-pid "$pid" --label "$server" \
     "${cache_flag[@]}" --quiet --json "$WORK/$server-$name.json" "$@" | sed 's/^/   /'
 }
@@ -134,6 +157,14 @@ stop_server() { # stop_server <server>
 SERVER_PID=
 
 run_scenarios() { # run_scenarios <server> <port>
+  local server=$1 port=$2
+  if phase main; then run_main "$server" "$port"; fi
+  if phase web && [ "$WEB_SESSIONS" -gt 0 ]; then run_web "$server" "$port"; fi
+  if phase sweep; then run_sweep "$server" "$port"; fi
+  return 0
+}
+
+run_main() { # run_main <server> <port>: memory, logins, messages, pubsub and room fan-out
   local server=$1 port=$2
   "start_$server"
   sleep 5 # let the server settle (GC, caches) before the memory baseline
@@ -158,8 +189,43 @@ run_scenarios() { # run_scenarios <server> <port>
       --login-rate "$LOGIN_RATE" --duration "$DURATION" muc --rate "$MUC_RATE" || true
   fi
   stop_server "$server"
-  [ "$WEB_SESSIONS" -gt 0 ] && run_web "$server" "$port"
-  return 0
+}
+
+sustained() { # sustained <json>: the run delivered what was offered, p99 under 50 ms
+  python3 - "$1" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))["results"]["messages"]
+ok = (m["lost"] == 0 and m["received_rate_per_s"] >= 0.98 * m["offered_rate_per_s"]
+      and m["latency_ms"]["p99"] < 50)
+sys.exit(0 if ok else 1)
+PY
+}
+
+run_sweep() { # run_sweep <server> <port>: the highest message and login rates sustained
+  local server=$1 port=$2 tls rate tls_flag
+  for tls in plain tls; do
+    [ -n "$SWEEP_RATES" ] || break
+    tls_flag=(); [ "$tls" = plain ] && tls_flag=(--tls none)
+    "start_$server"
+    sleep 2
+    for rate in $SWEEP_RATES; do
+      bench "$server" "sweep-$tls-$rate" "$port" "$SERVER_PID" "${tls_flag[@]}" \
+        -n "$MSG_CLIENTS" --login-rate "$LOGIN_RATE" --duration "$SWEEP_DURATION" \
+        messages --rate "$rate" || break
+      sustained "$WORK/$server-sweep-$tls-$rate.json" || break
+    done
+    stop_server "$server"
+  done
+  if [ -n "$SWEEP_LOGIN_RATES" ]; then
+    "start_$server"
+    sleep 2
+    for rate in $SWEEP_LOGIN_RATES; do
+      bench "$server" "sweep-login-$rate" "$port" "$SERVER_PID" \
+        -n $(( rate * SWEEP_DURATION < ACCOUNTS ? rate * SWEEP_DURATION : ACCOUNTS )) \
+        --login-rate "$rate" --duration 1 connect || break
+    done
+    stop_server "$server"
+  fi
 }
 
 run_web() { # run_web <server> <c2s port>: the web transports on the server's HTTP port
@@ -189,7 +255,7 @@ run_web() { # run_web <server> <c2s port>: the web transports on the server's HT
 
 register() { # register <server> <port>: creates the accounts in band (XEP-0077)
   echo "-- $1: registering $ACCOUNTS accounts in band"
-  "$BENCH" --port "$2" --domain "$DOMAIN" --insecure --password "$PASSWORD" -q \
+  "${on_bench_cpu[@]}" "$BENCH" --port "$2" --domain "$DOMAIN" --insecure --password "$PASSWORD" -q \
     -n "$ACCOUNTS" --login-rate 2000 --max-inflight 64 --json "$WORK/$1-register.json" \
     register | sed 's/^/   /'
 }
@@ -197,7 +263,7 @@ register() { # register <server> <port>: creates the accounts in band (XEP-0077)
 # ---- Rookery -------------------------------------------------------------------------------
 start_rookery() {
   local dir="$WORK/rookery"
-  "$ROOKERY" -c "$dir/rookery.toml" serve >> "$dir/server.log" 2>&1 &
+  "${on_server_cpu[@]}" "$ROOKERY" -c "$dir/rookery.toml" serve >> "$dir/server.log" 2>&1 &
   SERVER_PID=$!
   wait_port $((BASE_PORT + 22))
 }
@@ -237,7 +303,7 @@ EOF
 # ---- Prosody -------------------------------------------------------------------------------
 start_prosody() {
   local dir="$WORK/prosody"
-  prosody --config "$dir/prosody.cfg.lua" -F >> "$dir/stdout.log" 2>&1 &
+  "${on_server_cpu[@]}" prosody --config "$dir/prosody.cfg.lua" -F >> "$dir/stdout.log" 2>&1 &
   SERVER_PID=$!
   wait_port $((BASE_PORT + 32))
 }
@@ -298,7 +364,7 @@ start_ejabberd() {
   # resets the soft file-descriptor limit to 1024; started as that user with the limit raised
   # first, the VM gets the limit the other servers have.
   nofile=$(ulimit -Hn)
-  su -s /bin/sh ejabberd -c "ulimit -n $nofile; cd '$dir/spool' && exec ejabberdctl \
+  "${on_server_cpu[@]}" su -s /bin/sh ejabberd -c "ulimit -n $nofile; cd '$dir/spool' && exec ejabberdctl \
     --config '$dir/ejabberd.yml' --ctl-config '$dir/ejabberdctl.cfg' --node '$EJABBERD_NODE' \
     --spool '$dir/spool' --logs '$dir/logs' start"
   ejabberd_ctl started >/dev/null 2>&1 || true
@@ -423,6 +489,8 @@ for s in servers:
     c, m, p = load(s, "connect"), load(s, "messages"), load(s, "pubsub")
     mu = load(s, "muc")
     cp = load(s, "connect-plain")
+    if not any((c, m, p, mu, cp)):
+        continue  # PHASES without main
     ver = open(os.path.join(work, f"{s}.version")).read().strip() if os.path.exists(os.path.join(work, f"{s}.version")) else s
     def kib(run):
         per = g(run, "results", "idle_memory", "bytes_per_session")
@@ -448,9 +516,10 @@ head = ["server", "idle sessions", "KiB/session plain", "KiB/session TLS", "logi
         "msgs offered/s", "msgs delivered/s", "msg p50 ms", "msg p99 ms", "lost",
         "server CPU ms/1000 msgs", "errors"]
 head += ["pubsub fan-out", "muc fan-out"]
-print()
-print("| " + " | ".join(head) + " |")
-print("|" + "|".join("---" for _ in head) + "|")
+if rows:
+    print()
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join("---" for _ in head) + "|")
 for r in rows:
     r += [""] * (len(head) - len(r))
     print("| " + " | ".join(r) + " |")
@@ -480,6 +549,50 @@ for s in servers:
     row.append(str(sum(sum((g(x, "errors") or {}).values()) for x in runs.values() if x)))
     rows.append(row)
 if rows:
+    print()
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join("---" for _ in head) + "|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+# The sweep (SWEEP_RATES / SWEEP_LOGIN_RATES): per server, the highest offered rate sustained
+# (nothing lost, >= 98 % delivered, p99 < 50 ms) and its server CPU per 1,000 messages; the
+# best achieved login rate.
+import glob, re
+def sweep(s, kind):
+    out = []
+    for p in glob.glob(os.path.join(work, f"{s}-sweep-{kind}-*.json")):
+        rate = int(re.search(r"-(\d+)\.json$", p).group(1))
+        out.append((rate, json.load(open(p))))
+    return sorted(out, key=lambda x: x[0])
+def held(m):
+    return (m is not None and m["lost"] == 0 and m["received_rate_per_s"] >= 0.98 * m["offered_rate_per_s"]
+            and m["latency_ms"]["p99"] < 50)
+rows = []
+for s in servers:
+    ver = open(os.path.join(work, f"{s}.version")).read().strip() if os.path.exists(os.path.join(work, f"{s}.version")) else s
+    row = [ver]
+    for kind in ("plain", "tls"):
+        runs = sweep(s, kind)
+        best = None
+        for rate, d in runs:
+            m = g(d, "results", "messages")
+            if not held(m):
+                break
+            best = (rate, m)
+        row.append("n/a" if best is None else
+                   f"{best[0]}/s (p99 {best[1]['latency_ms']['p99']:.1f} ms, {f(best[1].get('server_cpu_ms_per_1000_messages'))} ms CPU/1000)")
+        row.append(", ".join(str(r) for r, _ in runs))
+    logins = [(r, g(d, "results", "login")) for r, d in sweep(s, "login")]
+    logins = [(r, l) for r, l in logins if l and l.get("rate_per_s")]
+    top = max(logins, key=lambda x: x[1]["rate_per_s"], default=None)
+    row.append("n/a" if top is None else
+               f"{top[1]['rate_per_s']:.0f}/s at {top[0]}/s offered (p99 {top[1]['latency_ms']['p99']:.0f} ms)")
+    if any(x not in ("n/a", "") for x in row[1:]):
+        rows.append(row)
+if rows:
+    head = ["server", "messages sustained, plain", "rates tried", "messages sustained, STARTTLS",
+            "rates tried", "logins/s achieved (STARTTLS)"]
     print()
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")

@@ -43,11 +43,13 @@ def two_hosts(server_factory, tmp_path, **host):
     return srv
 
 
-async def slix(srv, jid: str, password: str) -> SlixClient:
-    """slixmpp logged in as `jid` (its domain picks the host), an interested resource
-    (roster fetched) and available; it approves subscription requests and asks back
-    (slixmpp's defaults)."""
+async def slix(srv, jid: str, password: str, plugins=()) -> SlixClient:
+    """slixmpp logged in as `jid` (its domain picks the host) with `plugins` registered, an
+    interested resource (roster fetched) and available; it approves subscription requests
+    and asks back (slixmpp's defaults)."""
     c = SlixClient(jid + "/vhost", password)
+    for p in plugins:
+        c.register_plugin(p)
     c.connect(srv.host, srv.port)
     try:
         await asyncio.wait_for(c.session, 20)

@@ -5,7 +5,6 @@ nodes and rooms); accounts of the other hosts join its rooms and subscribe to it
 anyone may. A `[[host]]` table renames or removes its services."""
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 from slixmpp.exceptions import IqError, PresenceError
@@ -13,7 +12,7 @@ from slixmpp.plugins.xep_0004 import Form
 from slixmpp.xmlstream import ET
 
 from slix import SlixClient
-from test_vhost import DAVE, SECOND, two_hosts
+from test_vhost import DAVE, SECOND, slix, two_hosts
 
 T = 10
 ERIN = ("erin", "erinpass")
@@ -22,18 +21,8 @@ PLUGINS = ("xep_0004", "xep_0030", "xep_0045", "xep_0060")
 
 
 async def login(srv, jid: str, password: str) -> SlixClient:
-    """slixmpp logged in as `jid` (its domain picks the host), available."""
-    c = SlixClient(jid + "/svc", password)
-    for p in PLUGINS:
-        c.register_plugin(p)
-    c.connect(srv.host, srv.port)
-    try:
-        await asyncio.wait_for(c.session, 20)
-    except BaseException:
-        await c.close()
-        raise
-    c.send_presence()
-    return c
+    """slixmpp with the disco, forms, MUC and pubsub plugins logged in as `jid`, available."""
+    return await slix(srv, jid, password, PLUGINS)
 
 
 def hosts_with_erin(server_factory, tmp_path, **host):

@@ -104,7 +104,8 @@ async def test_offline_messages_from_many_senders_at_once(server_factory, backen
 
 async def test_roster_sets_from_many_clients_at_once(server_factory, backend):
     """10 clients × 100 roster sets each, all at once: every set answered `result`, every
-    item in the roster afterwards."""
+    item in the roster afterwards, and still there after `kill -9` and a restart (each set is
+    one store round trip now: the acknowledgement must still mean committed)."""
     per_client = 100
     srv = server_factory(backend=backend, users=users())
     clients = [await login(srv, f"s{i}") for i in range(SENDERS)]
@@ -120,6 +121,13 @@ async def test_roster_sets_from_many_clients_at_once(server_factory, backend):
         roster = await c.iq("get", None, f"<query xmlns='{NS_ROSTER}'/>", timeout=60)
         items = roster.findall(f".//{{{NS_ROSTER}}}item")
         assert len(items) == per_client
+        await c.close()
+    srv.crash_restart()
+    for i in range(SENDERS):
+        c = await login(srv, f"s{i}")
+        roster = await c.iq("get", None, f"<query xmlns='{NS_ROSTER}'/>", timeout=60)
+        names = sorted(it.get("name") for it in roster.findall(f".//{{{NS_ROSTER}}}item"))
+        assert names == sorted(f"C {n}" for n in range(per_client))
         await c.close()
 
 

@@ -13,7 +13,7 @@
 # Usage: conformance/bench/allocators.sh LABEL=DIR …
 #        (each DIR holds a release `rookery`; the generator is the first DIR's `rookery-bench`)
 # Settings: IDLE_N=10000 MSG_CLIENTS=200 MSG_RATE=2000 DURATION=10 ROUNDS=2
-#           HOSTILE_ARGS="--rounds 5" PORT=37322 WORK=<mktemp -d>
+#           HOSTILE_ARGS="--rounds 5" PORT=27322 WORK=<mktemp -d>
 # Only loopback is used.
 set -euo pipefail
 [ $# -ge 1 ] || { sed -n 2,17p "$0"; exit 2; }
@@ -24,7 +24,7 @@ MSG_RATE=${MSG_RATE:-2000}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-2}
 HOSTILE_ARGS=${HOSTILE_ARGS:---rounds 5}
-PORT=${PORT:-37322}
+PORT=${PORT:-27322}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-allocators.XXXXXX)}
 PYTHON=${PYTHON:-$HOME/.cache/rookery-test-venv/bin/python}
 first=${1#*=}

@@ -14,7 +14,7 @@
 # Usage: conformance/bench/before-after.sh OLD_DIR NEW_DIR
 #        (each DIR holds a release `rookery`; e.g. a copy of target/release of each commit)
 # Settings: MSG_CLIENTS=200 MSG_RATE=2000 PUBSUB_SUBS=10000 PUBSUB_RATE=2 PRES_CLIENTS=500
-#           PRES_ROSTER=10 PRES_RATE=200 DURATION=10 ROUNDS=2 BASE_PORT=37200 WORK=<mktemp -d>
+#           PRES_ROSTER=10 PRES_RATE=200 DURATION=10 ROUNDS=2 BASE_PORT=27200 WORK=<mktemp -d>
 # Only loopback is used.
 set -euo pipefail
 [ $# -eq 2 ] || { sed -n 2,18p "$0"; exit 2; }
@@ -30,7 +30,7 @@ PRES_ROSTER=${PRES_ROSTER:-10}
 PRES_RATE=${PRES_RATE:-200}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-2}
-BASE_PORT=${BASE_PORT:-37200}
+BASE_PORT=${BASE_PORT:-27200}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-before-after.XXXXXX)}
 ACCOUNTS=$(( PUBSUB_SUBS + 1 > MSG_CLIENTS ? PUBSUB_SUBS + 1 : MSG_CLIENTS ))
 ACCOUNTS=$(( ACCOUNTS > PRES_CLIENTS ? ACCOUNTS : PRES_CLIENTS ))

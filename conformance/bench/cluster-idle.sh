@@ -12,7 +12,7 @@
 #
 # Usage: conformance/bench/cluster-idle.sh   (release builds of rookery and rookery-bench are made)
 # Settings: SESSIONS=75000 GENERATORS=4 SOURCES=4 LOGIN_RATE=400 (per generator) HOLD=30
-#           BASE_PORT=38400 WORK=<mktemp -d> ROOKERY_BIN BENCH_BIN NATS_BIN
+#           BASE_PORT=28400 WORK=<mktemp -d> ROOKERY_BIN BENCH_BIN NATS_BIN
 #           ROOKERY_TEST_POSTGRES_URL (else scripts/pg-start.sh)
 # Only loopback is used.
 set -euo pipefail
@@ -23,7 +23,7 @@ GENERATORS=${GENERATORS:-4}
 SOURCES=${SOURCES:-4}
 LOGIN_RATE=${LOGIN_RATE:-400}
 HOLD=${HOLD:-30}
-BASE_PORT=${BASE_PORT:-38400}
+BASE_PORT=${BASE_PORT:-28400}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-cluster-idle.XXXXXX)}
 PASSWORD=bench-pass
 NODES=4

@@ -10,7 +10,7 @@
 # apart) and the end-to-end latency p50/p99 (both ends in the generator, one clock).
 #
 # Usage: conformance/bench/cluster.sh   (release builds of rookery and rookery-bench are made)
-# Settings: CLIENTS=200 RATE=2000 DURATION=15 BASE_PORT=38300 WORK=<mktemp -d>
+# Settings: CLIENTS=200 RATE=2000 DURATION=15 BASE_PORT=28300 WORK=<mktemp -d>
 #           ROOKERY_BIN BENCH_BIN NATS_BIN ROOKERY_TEST_POSTGRES_URL (else scripts/pg-start.sh)
 #           SMOKE=1: 20 clients, 100 messages/s, 3 s (a check that it runs, no figures)
 # Only loopback is used. Prints a summary line per run and writes the JSON reports to WORK.
@@ -23,7 +23,7 @@ fi
 CLIENTS=${CLIENTS:-200}
 RATE=${RATE:-2000}
 DURATION=${DURATION:-15}
-BASE_PORT=${BASE_PORT:-38300}
+BASE_PORT=${BASE_PORT:-28300}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-cluster-bench.XXXXXX)}
 PASSWORD=bench-pass
 NATS_PORT=$((BASE_PORT + 99))

@@ -39,7 +39,7 @@
 #   ROOKERY_MAM=false   Rookery's message archive ([mam] enabled): off by default here, since
 #                       neither peer's instance loads mod_mam, so the message path compares
 #                       like with like (Rookery's zero-config default is on)
-#   BASE_PORT=35200     Rookery uses +22/+23 (HTTP +80), Prosody +32 (HTTP +81), ejabberd +42
+#   BASE_PORT=25200     Rookery uses +22/+23 (HTTP +80), Prosody +32 (HTTP +81), ejabberd +42
 #                       (HTTP +82)
 #   WORK=<mktemp -d>    where configs, data, logs and JSON go
 #   ROOKERY_BIN, BENCH_BIN  use these binaries instead of building target/release ones
@@ -54,9 +54,19 @@
 #                       over STARTTLS, up to the first rate not sustained; sustained means
 #                       nothing lost, at least 98 % of the offered rate delivered and p99
 #                       under 50 ms. Empty (default): no sweep
-#   SWEEP_LOGIN_RATES="250 500 1000 2000"  the login sweep: SWEEP_DURATION seconds of STARTTLS
-#                       logins offered at each rate (connect scenario), achieved rate and p99
+#   SWEEP_LOGIN_RATES="250 500 1000 2000"  the login sweep: SESSIONS sessions log in over
+#                       STARTTLS, then for SWEEP_DURATION seconds sessions log out and in again
+#                       (churn scenario) at each rate; achieved rate, p99 and the server's CPU
+#                       per logout + login. The generator keeps every account's SCRAM result
+#                       (as clients that store their SCRAM keys do), so after an account's
+#                       first login its PBKDF2 is not redone — for every server alike — and
+#                       the generator's core is not what limits the rate
 #   SWEEP_DURATION=10   seconds per sweep step
+#   CERT_KEY=rsa2048    the key of the certificate all three servers present: rsa2048, or p256
+#                       (ECDSA, what Rookery's own self-signed certificate and most ACME
+#                       clients' defaults use). The server's TLS handshake signs with it once
+#                       per login: an RSA-2048 signature is about 1 ms of CPU, a P-256 one a
+#                       small fraction of that, so the login figures depend on it
 #   PHASES="main web sweep"  which runs to make (web needs WEB_SESSIONS > 0, sweep a rate list)
 #
 # Every server gets the same work: STARTTLS (except the plain run), SCRAM-SHA-1 with 4096
@@ -84,13 +94,14 @@ MUC_RATE=${MUC_RATE:-20}
 ROOKERY_MAM=${ROOKERY_MAM:-false}
 WEB_SESSIONS=${WEB_SESSIONS:-2000}
 SERVERS=${SERVERS:-"rookery prosody ejabberd"}
-BASE_PORT=${BASE_PORT:-35200}
+BASE_PORT=${BASE_PORT:-25200}
 SCRAM_CACHE=${SCRAM_CACHE:-0}
 PIN=${PIN:-0}
 SWEEP_RATES=${SWEEP_RATES:-}
 SWEEP_LOGIN_RATES=${SWEEP_LOGIN_RATES:-}
 SWEEP_DURATION=${SWEEP_DURATION:-10}
 PHASES=${PHASES:-"main web sweep"}
+CERT_KEY=${CERT_KEY:-rsa2048}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-compare.XXXXXX)}
 PASSWORD=bench-pass
 DOMAIN=localhost
@@ -120,11 +131,17 @@ bench_binaries
 
 certs="$WORK/certs"
 mkdir -p "$certs"
-if [ ! -f "$certs/$DOMAIN.key" ]; then
-  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=$DOMAIN" \
+case $CERT_KEY in
+  rsa2048) key_args=(-newkey rsa:2048) ;;
+  p256) key_args=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
+  *) echo "CERT_KEY must be rsa2048 or p256, not $CERT_KEY" >&2; exit 2 ;;
+esac
+if [ ! -f "$certs/$DOMAIN.key" ] || [ "$(cat "$certs/key-kind" 2>/dev/null)" != "$CERT_KEY" ]; then
+  openssl req -x509 "${key_args[@]}" -nodes -days 30 -subj "/CN=$DOMAIN" \
     -addext "subjectAltName=DNS:$DOMAIN,DNS:*.$DOMAIN" \
     -keyout "$certs/$DOMAIN.key" -out "$certs/$DOMAIN.crt" 2>/dev/null
   cat "$certs/$DOMAIN.crt" "$certs/$DOMAIN.key" > "$certs/$DOMAIN.pem"
+  echo "$CERT_KEY" > "$certs/key-kind"
   chmod 644 "$certs"/*
 fi
 
@@ -219,10 +236,10 @@ run_sweep() { # run_sweep <server> <port>: the highest message and login rates s
   if [ -n "$SWEEP_LOGIN_RATES" ]; then
     "start_$server"
     sleep 2
+    local cache_flag=(--scram-cache-size "$SESSIONS")
     for rate in $SWEEP_LOGIN_RATES; do
-      bench "$server" "sweep-login-$rate" "$port" "$SERVER_PID" \
-        -n $(( rate * SWEEP_DURATION < ACCOUNTS ? rate * SWEEP_DURATION : ACCOUNTS )) \
-        --login-rate "$rate" --duration 1 connect || break
+      bench "$server" "sweep-login-$rate" "$port" "$SERVER_PID" -n "$SESSIONS" \
+        --login-rate "$LOGIN_RATE" --duration "$SWEEP_DURATION" churn --rate "$rate" || break
     done
     stop_server "$server"
   fi
@@ -583,16 +600,17 @@ for s in servers:
         row.append("n/a" if best is None else
                    f"{best[0]}/s (p99 {best[1]['latency_ms']['p99']:.1f} ms, {f(best[1].get('server_cpu_ms_per_1000_messages'))} ms CPU/1000)")
         row.append(", ".join(str(r) for r, _ in runs))
-    logins = [(r, g(d, "results", "login")) for r, d in sweep(s, "login")]
+    logins = [(r, g(d, "results", "churn")) for r, d in sweep(s, "login")]
     logins = [(r, l) for r, l in logins if l and l.get("rate_per_s")]
     top = max(logins, key=lambda x: x[1]["rate_per_s"], default=None)
     row.append("n/a" if top is None else
-               f"{top[1]['rate_per_s']:.0f}/s at {top[0]}/s offered (p99 {top[1]['latency_ms']['p99']:.0f} ms)")
+               f"{top[1]['rate_per_s']:.0f}/s at {top[0]}/s offered (p99 {top[1]['reconnect_latency_ms']['p99']:.0f} ms,"
+               f" {f(top[1].get('server_cpu_ms_per_reconnect'), '{:.2f}')} ms server CPU per logout + login)")
     if any(x not in ("n/a", "") for x in row[1:]):
         rows.append(row)
 if rows:
     head = ["server", "messages sustained, plain", "rates tried", "messages sustained, STARTTLS",
-            "rates tried", "logins/s achieved (STARTTLS)"]
+            "rates tried", "logins/s achieved (STARTTLS, churn)"]
     print()
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")

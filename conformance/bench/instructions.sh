@@ -14,7 +14,7 @@
 # Usage: conformance/bench/instructions.sh OLD_DIR NEW_DIR [scenario …]
 #        (each DIR holds a release `rookery`; the generator is NEW_DIR's `rookery-bench`)
 # Settings: N_MSG=20 N_PUBSUB=200 N_PRES=200 MSG_RATE=100 PUBSUB_RATE=1 PRES_RATE=20
-#           SHORT=10 LONG=30 PORT=38222 WORK=<mktemp -d>
+#           SHORT=10 LONG=30 PORT=28222 WORK=<mktemp -d>
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n 2,19p "$0"; exit 2; }
 OLD=$(cd "$1" && pwd)
@@ -24,7 +24,7 @@ SCENARIOS=${*:-messages pubsub presence}
 BENCH=${BENCH_BIN:-$NEW/rookery-bench}
 SHORT=${SHORT:-10}
 LONG=${LONG:-30}
-PORT=${PORT:-38222}
+PORT=${PORT:-28222}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-instructions.XXXXXX)}
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 echo "== work directory: $WORK"

@@ -1,4 +1,9 @@
 # Pieces every benchmark script here needs, sourced after `cd` to the repository root.
+#
+# The scripts' default ports are below 32768, out of Linux's ephemeral range (32768–60999):
+# a generator that opens thousands of connections takes local ports from that range, and a
+# server started next could find its port still held by one of them ("address already in
+# use" — ejabberd failed to start that way after a login sweep).
 
 # bench_binaries: sets ROOKERY and BENCH — ROOKERY_BIN and BENCH_BIN when both are given,
 # else release builds of this checkout (made here).

@@ -11,7 +11,7 @@
 # Usage: conformance/bench/mam.sh    (release builds of rookery and rookery-bench are made)
 # Settings: ACCOUNTS=1000 PARTNERS=10 PER_PAIR=100 QUERY_CLIENTS=200 QUERY_RATE=200 PAGE=50
 #           MSG_CLIENTS=200 MSG_RATE=2000 DURATION=15 BACKENDS="sqlite postgres"
-#           BASE_PORT=38200 WORK=<mktemp -d> ROOKERY_BIN BENCH_BIN
+#           BASE_PORT=28200 WORK=<mktemp -d> ROOKERY_BIN BENCH_BIN
 #           PHASES="query archiving" (run only some), ARCHIVING="true false" ([mam] enabled
 #           values of the archiving phase, in that order), PERF_OUT=<file> (records the
 #           server of the archiving phase with `perf record --call-graph dwarf` into <file>.<enabled>)
@@ -32,7 +32,7 @@ BACKENDS=${BACKENDS:-"sqlite postgres"}
 PHASES=${PHASES:-"query archiving"}
 ARCHIVING=${ARCHIVING:-"true false"}
 PERF_OUT=${PERF_OUT:-}
-BASE_PORT=${BASE_PORT:-38200}
+BASE_PORT=${BASE_PORT:-28200}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-mam.XXXXXX)}
 PASSWORD=bench-pass
 PORT=$((BASE_PORT + 22))

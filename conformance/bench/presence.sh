@@ -8,7 +8,7 @@
 #
 # Usage: conformance/bench/presence.sh   (release builds of rookery and rookery-bench are made)
 # Settings: CLIENTS=2000 ROSTER=50 RATE=200 DURATION=15 BACKENDS="sqlite postgres"
-#           BASE_PORT=38400 WORK=<mktemp -d> ROOKERY_BIN BENCH_BIN
+#           BASE_PORT=28500 WORK=<mktemp -d> ROOKERY_BIN BENCH_BIN
 # Only loopback is used.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,7 +18,7 @@ ROSTER=${ROSTER:-50}
 RATE=${RATE:-200}
 DURATION=${DURATION:-15}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
-BASE_PORT=${BASE_PORT:-38400}
+BASE_PORT=${BASE_PORT:-28500}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-presence.XXXXXX)}
 PASSWORD=bench-pass
 PORT=$((BASE_PORT + 22))

@@ -13,7 +13,7 @@
 # the robust part; the total is printed for comparison.
 #
 # Usage: conformance/bench/socket-kernel.sh   (release builds are made unless the binaries
-# are given) Settings: SESSIONS=19000 LOGIN_RATE=2000 HOLD=20 PORT=38600 WORK=<mktemp -d>
+# are given) Settings: SESSIONS=19000 LOGIN_RATE=2000 HOLD=20 PORT=28600 WORK=<mktemp -d>
 #                      ROOKERY_BIN BENCH_BIN
 # Only loopback is used.
 set -euo pipefail
@@ -22,7 +22,7 @@ cd "$(dirname "$0")/../.."
 SESSIONS=${SESSIONS:-19000}
 LOGIN_RATE=${LOGIN_RATE:-2000}
 HOLD=${HOLD:-20}
-PORT=${PORT:-38600}
+PORT=${PORT:-28600}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-socket-kernel.XXXXXX)}
 PASSWORD=bench-pass
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -126,6 +126,12 @@ struct Cli {
     /// accounts that share password, salt and iteration count.
     #[arg(long, global = true)]
     no_scram_cache: bool,
+    /// How many SCRAM results the generator keeps: a few serve accounts that share one salt
+    /// (`rookery user add-bulk`); with one salt per account (other servers' accounts), at
+    /// least as many as clients let every login after an account's first reuse its result, as
+    /// a real client that stores its SCRAM keys does (`churn` logs each account in again).
+    #[arg(long, global = true, default_value_t = 64)]
+    scram_cache_size: usize,
     /// Enable stream management (XEP-0198) when the server offers it.
     #[arg(long, global = true)]
     sm: bool,
@@ -286,9 +292,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         fast: cli.fast,
         login_timeout: Duration::from_secs_f64(cli.login_timeout.max(0.1)),
         // A few entries are enough for shared salts; with one salt per account (servers
-        // that salt each account) every login misses and the bound keeps memory flat.
+        // that salt each account) every login misses unless the cache holds every account,
+        // and the bound keeps memory flat.
         scram_cache: (!cli.no_scram_cache)
-            .then(|| Arc::new(rookery_sasl::SaltedPasswordCache::new(64))),
+            .then(|| Arc::new(rookery_sasl::SaltedPasswordCache::new(cli.scram_cache_size))),
     };
     let common = Common {
         clients: cli.clients,

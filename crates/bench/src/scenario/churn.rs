@@ -20,7 +20,7 @@ use serde_json::json;
 
 use rookery_xml::CONTENT_NS;
 
-use super::{latency_line, round2, Outcome, Phase, Run};
+use super::{cpu_between, latency_line, round2, Outcome, Phase, Run};
 use crate::client::{esc, ClientError, Conn};
 
 /// Parameters.
@@ -62,10 +62,12 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
         run.stats.received.load(Ordering::Relaxed),
     );
     let t0 = Instant::now();
+    let cpu0 = run.sample_server("run-start");
     run.set_phase(Phase::Run);
     run.hold(run.common.duration).await;
     let secs = t0.elapsed().as_secs_f64();
     let mem = run.sample_server("run-end");
+    let cpu = cpu_between(cpu0, mem);
     let reconnects = run.stats.reconnects.load(Ordering::Relaxed) - r0;
     let resumed = run.stats.resumes.load(Ordering::Relaxed) - resumed0;
     let sent = run.stats.sent.load(Ordering::Relaxed) - sent0;
@@ -82,6 +84,11 @@ pub async fn run(run: &Arc<Run>, args: &Args) -> Outcome {
             "rate_per_s": round2(reconnects as f64 / secs),
             "resume_rate_per_s": round2(resumed as f64 / secs),
             "reconnect_latency_ms": lat,
+            "server_cpu_s": cpu.map(round2),
+            // A reconnection is a logout and a login: the server's CPU for both.
+            "server_cpu_ms_per_reconnect": cpu
+                .filter(|_| reconnects > 0)
+                .map(|c| round2(c * 1e3 / reconnects as f64)),
             "reading_every_s": args.reading_every,
             "readings_sent": sent,
             "readings_received": received,

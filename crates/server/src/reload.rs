@@ -154,47 +154,85 @@ impl Reloader {
     }
 }
 
-/// A section's name and its text for comparison.
-type Section = (&'static str, fn(&Config) -> String);
-
 /// The sections of `new` that differ from `old` in a key a reload does not apply.
 ///
 /// Both are compared with the reloadable keys blanked, section by section through their
-/// `Debug` form: every section type has one, and a new key is covered without a list here
-/// to keep in step.
+/// `Debug` form: every section type has one, so a new key of a section is covered without a
+/// list here to keep in step, and [`sections`] names every section of [`Config`].
 fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let (old, new) = (static_part(old), static_part(new));
-    let sections: [Section; 14] = [
-        ("domain", |c| format!("{:?}", c.domain)),
-        ("[[host]]", |c| {
-            // Their certificates are reloaded; the hosts themselves are not.
-            let hosts: Vec<_> = c
-                .host
-                .iter()
-                .map(|h| (&h.domain, h.allow_registration, &h.pubsub, &h.muc))
-                .collect();
-            format!("{hosts:?}")
-        }),
-        ("data_dir", |c| format!("{:?}", c.data_dir)),
-        ("[listen]", |c| format!("{:?}", c.listen)),
-        ("[store]", |c| format!("{:?}", c.store)),
-        ("[c2s]", |c| format!("{:?}", c.c2s)),
-        ("[s2s]", |c| format!("{:?}", c.s2s)),
-        ("[im]", |c| format!("{:?}", c.im)),
-        ("[pubsub]", |c| format!("{:?}", c.pubsub)),
-        ("[component]", |c| format!("{:?}", c.component)),
-        ("[registration]", |c| format!("{:?}", c.registration)),
-        ("[version]", |c| format!("{:?}", c.version)),
-        ("session_queue", |c| format!("{:?}", c.session_queue)),
-        ("[log] format, [admin]", |c| {
-            format!("{:?}{:?}", c.log, c.admin)
-        }),
-    ];
-    sections
+    sections(&old)
         .into_iter()
-        .filter(|(_, show)| show(&old) != show(&new))
-        .map(|(name, _)| name)
+        .zip(sections(&new))
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((name, _), _)| name)
         .collect()
+}
+
+/// Each section of `c` by name, as text to compare. The destructuring lists every key of
+/// [`Config`], so a section added to it cannot be forgotten here: the compiler asks for it.
+fn sections(c: &Config) -> Vec<(&'static str, String)> {
+    let Config {
+        domain,
+        host,
+        data_dir,
+        listen,
+        // Reloaded in full: the certificates and the admin JIDs.
+        tls: _,
+        admins: _,
+        store,
+        c2s,
+        s2s,
+        im,
+        pubsub,
+        muc,
+        mam,
+        component,
+        registration,
+        version,
+        session_queue,
+        session_queue_bytes,
+        log,
+        admin,
+        contact,
+        external_services,
+        upload,
+        http,
+        webhooks,
+        cluster,
+    } = c;
+    // Their certificates are reloaded; the hosts themselves are not.
+    let hosts: Vec<_> = host
+        .iter()
+        .map(|h| (&h.domain, h.allow_registration, &h.pubsub, &h.muc))
+        .collect();
+    vec![
+        ("domain", format!("{domain:?}")),
+        ("[[host]]", format!("{hosts:?}")),
+        ("data_dir", format!("{data_dir:?}")),
+        ("[listen]", format!("{listen:?}")),
+        ("[store]", format!("{store:?}")),
+        ("[c2s]", format!("{c2s:?}")),
+        ("[s2s]", format!("{s2s:?}")),
+        ("[im]", format!("{im:?}")),
+        ("[pubsub]", format!("{pubsub:?}")),
+        ("[muc]", format!("{muc:?}")),
+        ("[mam]", format!("{mam:?}")),
+        ("[component]", format!("{component:?}")),
+        ("[registration]", format!("{registration:?}")),
+        ("[version]", format!("{version:?}")),
+        (
+            "session_queue, session_queue_bytes",
+            format!("{session_queue:?}{session_queue_bytes:?}"),
+        ),
+        ("[log] format, [admin]", format!("{log:?}{admin:?}")),
+        ("[contact]", format!("{contact:?}")),
+        ("[[external_services]]", format!("{external_services:?}")),
+        ("[upload]", format!("{upload:?}")),
+        ("[http]", format!("{http:?}")),
+        ("[webhooks]", format!("{webhooks:?}")),
+        ("[cluster]", format!("{cluster:?}")),
+    ]
 }
 
 /// `cfg` with every key a reload applies set to its default.
@@ -238,5 +276,12 @@ mod tests {
         new.c2s.max_stanza_bytes = 1;
         new.listen.c2s = "127.0.0.1:1".into();
         assert_eq!(restart_needed(&old, &new), vec!["[listen]", "[c2s]"]);
+        let mut muc = Config::default();
+        muc.muc.default_max_occupants += 1;
+        muc.session_queue_bytes += 1;
+        assert_eq!(
+            restart_needed(&old, &muc),
+            vec!["[muc]", "session_queue, session_queue_bytes"]
+        );
     }
 }

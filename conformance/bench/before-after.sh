@@ -15,6 +15,9 @@
 #        (each DIR holds a release `rookery`; e.g. a copy of target/release of each commit)
 # Settings: MSG_CLIENTS=200 MSG_RATE=2000 PUBSUB_SUBS=10000 PUBSUB_RATE=2 PRES_CLIENTS=500
 #           PRES_ROSTER=10 PRES_RATE=200 DURATION=10 ROUNDS=2 BASE_PORT=27200 WORK=<mktemp -d>
+#           MAM=false ([mam] enabled: off by default, as in the rows made before the archive
+#           existed — archiving costs several times the rest of the message path and would
+#           hide a change to it; MAM=true measures with it)
 # Only loopback is used.
 set -euo pipefail
 [ $# -eq 2 ] || { sed -n 2,18p "$0"; exit 2; }
@@ -30,6 +33,7 @@ PRES_ROSTER=${PRES_ROSTER:-10}
 PRES_RATE=${PRES_RATE:-200}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-2}
+MAM=${MAM:-false}
 BASE_PORT=${BASE_PORT:-27200}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-before-after.XXXXXX)}
 ACCOUNTS=$(( PUBSUB_SUBS + 1 > MSG_CLIENTS ? PUBSUB_SUBS + 1 : MSG_CLIENTS ))
@@ -63,6 +67,8 @@ http = ""
 https = ""
 [c2s]
 require_encryption = false
+[mam]
+enabled = $MAM
 [log]
 level = "warn"
 EOF

@@ -169,9 +169,10 @@ async def test_a_host_table_renames_or_removes_its_services(server_factory, tmp_
 
 async def test_the_http_face_serves_the_hosts_service_and_pep(server_factory, tmp_path):
     """`/pubsub/{service}/{node}` (docs/http.md) for pubsub.<host> and a host's account,
-    with a token `rookery token issue` gives an account of the host (a bare JID)."""
+    with a token `rookery token issue` gives an account of the host (a bare JID), which
+    `rookery token list` then lists."""
     import httpx
-    from test_http_pubsub import bearer, issue, node_url
+    from test_http_pubsub import bearer, issue, node_url, token
 
     srv = hosts_with_erin(server_factory, tmp_path)
     ps_b = f"pubsub.{SECOND}"
@@ -181,6 +182,9 @@ async def test_the_http_face_serves_the_hosts_service_and_pep(server_factory, tm
         await dave.plugin["xep_0060"].publish(ps_b, "news", id="1", payload=entry("over xmpp"),
                                               timeout=T)
         tok = issue(srv, f"dave@{SECOND}")
+        # `token list` without an account lists every host's tokens.
+        listed = token(srv, "list")
+        assert listed.returncode == 0 and f"\tdave@{SECOND}\t" in listed.stdout, listed
         async with httpx.AsyncClient() as http:
             url = node_url(srv, "news", ps_b)
             r = await http.post(url + "/items?id=2", headers={

@@ -23,9 +23,10 @@ pub enum TokenAction {
         #[arg(long, default_value = "30d")]
         expires: String,
     },
-    /// List tokens (of one account, or all of the primary domain): id, JID, scopes, expiry.
+    /// List tokens (of one account, or of every hosted domain's accounts): id, JID, scopes,
+    /// expiry.
     List {
-        /// A bare JID or a username of the primary domain; all accounts without it.
+        /// A bare JID or a username of the primary domain; every account without it.
         name: Option<String>,
     },
     /// Revoke a token by its id (as `list` shows it).
@@ -85,14 +86,18 @@ pub async fn run(cfg: Config, action: TokenAction) -> anyhow::Result<()> {
             );
         }
         TokenAction::List { name } => {
-            let (domain, local) = match name {
+            let (domains, local) = match name {
                 Some(name) => {
                     let (domain, local) = crate::account_of(&hosts, &name)?;
-                    (domain, Some(local))
+                    (vec![domain], Some(local))
                 }
-                None => (hosts.primary().domain().to_string(), None),
+                None => (hosts.iter().map(|h| h.domain().to_string()).collect(), None),
             };
-            for t in tokens.list(&domain, local.as_deref()).await? {
+            let mut listed = Vec::new();
+            for domain in &domains {
+                listed.extend(tokens.list(domain, local.as_deref()).await?);
+            }
+            for t in listed {
                 let scopes: Vec<&str> = t.scopes.iter().map(|s| s.as_str()).collect();
                 let state = if t.expires_at > now { "" } else { " (expired)" };
                 println!(

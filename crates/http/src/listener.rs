@@ -32,7 +32,7 @@ use tower::ServiceExt;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::handoff::{self, Framing, Io, Ready, Slot, Tap};
+use crate::handoff::{self, Framing, IntoIo, Io, Ready, Slot, Tap};
 
 /// The limits of one HTTP listener.
 #[derive(Debug, Clone)]
@@ -243,7 +243,7 @@ async fn serve_connection<I>(
     mut stop: watch::Receiver<bool>,
 ) -> Option<Handed>
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + IntoIo + Unpin + Send + 'static,
 {
     let slot = Arc::new(Slot::default());
     let svc = {
@@ -287,8 +287,7 @@ where
             } else {
                 handoff.closing()
             };
-            let io: Box<dyn Io> = Box::new(parts.io.into_inner().into_inner());
-            (handoff, io)
+            (handoff, parts.io.into_inner().into_inner().into_io())
         }),
     }
 }

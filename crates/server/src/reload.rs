@@ -235,12 +235,11 @@ fn sections(c: &Config) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// `cfg` with every key a reload applies set to its default.
+/// `cfg` with every key a reload applies inside a section set to its default (what a reload
+/// applies whole, `[tls]` and `admins`, [`sections`] leaves out).
 fn static_part(cfg: &Config) -> Config {
     let mut c = cfg.clone();
     let d = Config::default();
-    c.tls = d.tls;
-    c.admins = d.admins;
     c.log.level = d.log.level;
     c.c2s.max_connections = d.c2s.max_connections;
     c.c2s.max_connections_per_ip = d.c2s.max_connections_per_ip;

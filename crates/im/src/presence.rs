@@ -396,16 +396,8 @@ impl PresenceModule {
                 });
             let before = State::of(sub, ask, pending_in);
             let outcome = transition(before, approved, event);
-            if outcome.next.pending_in() != before.pending_in()
-                || (event == Event::InSubscribe && outcome.action == Action::Forward)
-            {
-                let store = if outcome.next.pending_in() {
-                    request
-                } else {
-                    None
-                };
-                self.im.set_pending_in(core, owner, contact, store).await?;
-            }
+            let request_changed = outcome.next.pending_in() != before.pending_in()
+                || (event == Event::InSubscribe && outcome.action == Action::Forward);
             let item_changed = outcome.next.subscription() != before.subscription()
                 || outcome.next.pending_out() != before.pending_out()
                 || outcome.approved != approved;
@@ -413,14 +405,32 @@ impl PresenceModule {
                 || outcome.next.subscription() != Default::default()
                 || outcome.next.pending_out()
                 || outcome.approved;
-            if item_changed && needs_item {
+            let write_item = item_changed && needs_item;
+            // Approving or refusing a request changes the item and forgets the request:
+            // one store write for both.
+            let answering = request_changed && !outcome.next.pending_in() && write_item;
+            if request_changed && !answering {
+                let store = if outcome.next.pending_in() {
+                    request
+                } else {
+                    None
+                };
+                self.im.set_pending_in(core, owner, contact, store).await?;
+            }
+            if write_item {
                 let new = RosterItem {
                     subscription: outcome.next.subscription(),
                     ask: outcome.next.pending_out(),
                     approved: outcome.approved,
                     ..item.unwrap_or_default()
                 };
-                let new = self.im.roster_put(core, owner, contact, new).await?;
+                let new = if answering {
+                    self.im
+                        .roster_put_answering(core, owner, contact, new)
+                        .await?
+                } else {
+                    self.im.roster_put(core, owner, contact, new).await?
+                };
                 roster::push(&self.im, core, owner, contact.as_str(), Some(&new), new.ver);
             }
             Ok::<_, rookery_store::StoreError>((before, outcome))
@@ -612,8 +622,10 @@ async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, pr
     ) else {
         return;
     };
-    // §3.1.3: pending inbound requests, redelivered to an interested resource.
-    if im.session(&jid, |s| s.interested).unwrap_or(false) {
+    // §3.1.3: pending inbound requests, redelivered to an interested resource. The account
+    // state knows which contacts have one; the stored stanzas are read only if any do.
+    let any_pending = !read(&account.roster).pending_in.is_empty();
+    if any_pending && im.session(&jid, |s| s.interested).unwrap_or(false) {
         match im.store().rosters().pending_in(owner.domain(), user).await {
             Ok(list) => {
                 for p in list {

@@ -327,17 +327,48 @@ impl Im {
         core: &Core,
         owner: &BareJid,
         contact: &BareJid,
+        item: RosterItem,
+    ) -> Result<RosterItem, StoreError> {
+        self.write_item(core, owner, contact, item, false).await
+    }
+
+    /// [`roster_put`](Self::roster_put) and [`set_pending_in`](Self::set_pending_in)`(…,
+    /// None)` in one store write: the answer to `contact`'s inbound request.
+    pub async fn roster_put_answering(
+        &self,
+        core: &Core,
+        owner: &BareJid,
+        contact: &BareJid,
+        item: RosterItem,
+    ) -> Result<RosterItem, StoreError> {
+        self.write_item(core, owner, contact, item, true).await
+    }
+
+    async fn write_item(
+        &self,
+        core: &Core,
+        owner: &BareJid,
+        contact: &BareJid,
         mut item: RosterItem,
+        answering: bool,
     ) -> Result<RosterItem, StoreError> {
         let (domain, user) = store_key(owner)?;
         item.contact = contact.as_str().to_string();
-        let ver = self.store.rosters().put(domain, user, &item).await?;
+        let rosters = self.store.rosters();
+        let ver = if answering {
+            rosters.put_answering_request(domain, user, &item).await?
+        } else {
+            rosters.put(domain, user, &item).await?
+        };
         core.account_changed(owner);
         item.ver = ver;
         if let Some(a) = self.cached(owner) {
             let mut r = write(&a.roster);
             r.ver = ver;
             r.items.insert(contact.clone(), item.clone());
+            if answering {
+                r.pending_in.remove(contact);
+            }
         }
         Ok(item)
     }

@@ -129,6 +129,19 @@ type ItemRow = (String, Option<String>, String, bool, bool, String, i64);
 
 const ITEM_COLUMNS: &str = "contact, name, subscription, ask_out, approved, groups, ver";
 
+/// A row of [`Rosters::load`]: the roster version and an item's columns as in [`ItemRow`],
+/// all `NULL` on the one row of a roster without items.
+type LoadRow = (
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<bool>,
+    Option<bool>,
+    Option<String>,
+    Option<i64>,
+);
+
 fn item_from_row(row: ItemRow) -> Result<RosterItem, StoreError> {
     let (contact, name, subscription, ask, approved, groups, ver) = row;
     let subscription = Subscription::parse(&subscription)
@@ -148,8 +161,9 @@ const BUMP_VERSION: &str =
     "INSERT INTO roster_versions (domain, username, ver) VALUES ($1, $2, 1) \
      ON CONFLICT (domain, username) DO UPDATE SET ver = roster_versions.ver + 1 RETURNING ver";
 
-/// [`Rosters::put`] on SQLite: the version bump, the item at the new version and the
-/// tombstone's removal, sent as one call of statements (one round trip to the connection's
+/// [`Rosters::put`] on SQLite: the version bump, the item at the new version, the
+/// tombstone's removal and (when `$9` is true) the inbound request's removal, sent as one
+/// call of statements (one round trip to the connection's
 /// thread instead of three; the writer's batch transaction makes them atomic), the new
 /// version read last because only the statement that yields the row is sure to run before
 /// the caller has it. Parameters as [`PUT_POSTGRES`].
@@ -163,9 +177,10 @@ const PUT_SQLITE: &str = "\
      ON CONFLICT (domain, username, contact) DO UPDATE SET name = $4, subscription = $5, \
      ask_out = $6, approved = $7, groups = $8, ver = excluded.ver; \
      DELETE FROM roster_removed WHERE domain = $1 AND username = $2 AND contact = $3; \
+     DELETE FROM roster_pending_in WHERE $9 AND domain = $1 AND username = $2 AND contact = $3; \
      SELECT ver FROM roster_versions WHERE domain = $1 AND username = $2";
 
-/// [`Rosters::put`] on PostgreSQL: the same three writes as one statement of data-modifying
+/// [`Rosters::put`] on PostgreSQL: the same writes as one statement of data-modifying
 /// CTEs (PostgreSQL takes one statement per prepared query; SQLite has no writing CTEs), so
 /// it is atomic without a transaction and costs one round trip.
 const PUT_POSTGRES: &str = "\
@@ -177,7 +192,9 @@ const PUT_POSTGRES: &str = "\
        SELECT $1, $2, $3, $4, $5, $6, $7, $8, v.ver FROM v \
        ON CONFLICT (domain, username, contact) DO UPDATE SET name = $4, subscription = $5, \
        ask_out = $6, approved = $7, groups = $8, ver = excluded.ver), \
-     d AS (DELETE FROM roster_removed WHERE domain = $1 AND username = $2 AND contact = $3) \
+     d AS (DELETE FROM roster_removed WHERE domain = $1 AND username = $2 AND contact = $3), \
+     p AS (DELETE FROM roster_pending_in \
+       WHERE $9 AND domain = $1 AND username = $2 AND contact = $3) \
      SELECT ver FROM v";
 
 /// The rosters of every account, from [`Store::rosters`].
@@ -193,34 +210,53 @@ impl<'a> Rosters<'a> {
     }
 
     /// The whole roster of `username@domain` (empty, version 0, if it has none).
+    ///
+    /// One statement, so the version and the items come from one snapshot without a
+    /// transaction: a login reads it, and on SQLite every statement of a transaction is a
+    /// hand-off to the connection's thread and back. Every change to the items bumps the
+    /// version, so a roster with items has a version row to join them to.
     pub async fn load(&self, domain: &str, username: &str) -> Result<Roster, StoreError> {
-        let (ver, rows): (Option<i64>, Vec<ItemRow>) = with_pool!(self.store, pool => {
-            let mut tx = pool.begin().await?;
-            let ver = sqlx::query_scalar(
-                "SELECT ver FROM roster_versions WHERE domain = $1 AND username = $2",
+        let rows: Vec<LoadRow> = with_pool!(self.store, pool => {
+            sqlx::query_as(
+                "SELECT v.ver, i.contact, i.name, i.subscription, i.ask_out, i.approved, \
+                 i.groups, i.ver FROM roster_versions v LEFT JOIN roster_items i \
+                 ON i.domain = v.domain AND i.username = v.username \
+                 WHERE v.domain = $1 AND v.username = $2 ORDER BY i.contact",
             )
             .bind(domain)
             .bind(username)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let rows = sqlx::query_as(&format!(
-                "SELECT {ITEM_COLUMNS} FROM roster_items WHERE domain = $1 AND username = $2 \
-                 ORDER BY contact"
-            ))
-            .bind(domain)
-            .bind(username)
-            .fetch_all(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            (ver, rows)
+            .fetch_all(pool)
+            .await?
         });
-        Ok(Roster {
-            ver: ver.unwrap_or(0),
-            items: rows
-                .into_iter()
-                .map(item_from_row)
-                .collect::<Result<_, _>>()?,
-        })
+        let mut roster = Roster {
+            ver: rows.first().map_or(0, |r| r.0),
+            items: Vec::with_capacity(rows.len()),
+        };
+        for row in rows {
+            let (
+                _,
+                Some(contact),
+                name,
+                Some(subscription),
+                Some(ask),
+                Some(approved),
+                Some(groups),
+                Some(ver),
+            ) = row
+            else {
+                continue; // the version row of a roster without items
+            };
+            roster.items.push(item_from_row((
+                contact,
+                name,
+                subscription,
+                ask,
+                approved,
+                groups,
+                ver,
+            ))?);
+        }
+        Ok(roster)
     }
 
     /// The current roster version of `username@domain` (0 if it never changed).
@@ -264,6 +300,29 @@ impl<'a> Rosters<'a> {
         username: &str,
         item: &RosterItem,
     ) -> Result<i64, StoreError> {
+        self.write_item(domain, username, item, false).await
+    }
+
+    /// [`put`](Self::put), and forgets the inbound subscription request from the item's
+    /// contact in the same write: what approving or refusing a request changes (RFC 6121
+    /// §3.1.4, §3.2), one store round trip instead of two — a subscription set-up is a
+    /// handful of such writes per approval, and they are most of its cost.
+    pub async fn put_answering_request(
+        &self,
+        domain: &str,
+        username: &str,
+        item: &RosterItem,
+    ) -> Result<i64, StoreError> {
+        self.write_item(domain, username, item, true).await
+    }
+
+    async fn write_item(
+        &self,
+        domain: &str,
+        username: &str,
+        item: &RosterItem,
+        forget_request: bool,
+    ) -> Result<i64, StoreError> {
         let groups = join_groups(&item.groups);
         let (domain, username, item) = (domain.to_owned(), username.to_owned(), item.clone());
         let sql = match self.store.backend() {
@@ -280,6 +339,7 @@ impl<'a> Rosters<'a> {
                 .bind(item.ask)
                 .bind(item.approved)
                 .bind(groups.as_str())
+                .bind(forget_request)
                 .fetch_one(&mut *conn)
                 .await?
         });

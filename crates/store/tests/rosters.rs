@@ -83,6 +83,9 @@ async fn put_get_load_remove_and_versions() {
             vec!["nurse@x"]
         );
         assert!(r.removed_since(d, "juliet", v4).await.unwrap().is_empty());
+        let all = r.load(d, "juliet").await.unwrap();
+        assert_eq!(all.ver, v4);
+        assert!(all.items.iter().all(|i| i.contact != "nurse@x"));
         r.put(d, "juliet", &nurse).await.unwrap();
         assert!(
             r.removed_since(d, "juliet", 0).await.unwrap().is_empty(),
@@ -92,7 +95,7 @@ async fn put_get_load_remove_and_versions() {
 
         // Another account's roster is separate.
         b.create_account("romeo").await;
-        assert!(r.load(d, "romeo").await.unwrap().items.is_empty());
+        assert_eq!(r.load(d, "romeo").await.unwrap(), Default::default());
 
         // Deleting the account deletes its roster.
         b.store.accounts().delete(d, "juliet").await.unwrap();
@@ -131,5 +134,34 @@ async fn pending_in_requests() {
         assert!(r.remove_pending_in(d, "juliet", "romeo@x").await.unwrap());
         assert!(!r.remove_pending_in(d, "juliet", "romeo@x").await.unwrap());
         assert!(r.pending_in(d, "juliet").await.unwrap().is_empty());
+
+        // A plain put leaves a request alone; the answering put forgets that contact's
+        // request only, with the item at the new version.
+        for from in ["romeo@x", "tybalt@x"] {
+            r.set_pending_in(d, "juliet", from, "<presence type='subscribe'/>")
+                .await
+                .unwrap();
+        }
+        let item = |contact: &str, subscription| RosterItem {
+            subscription,
+            ..item(contact)
+        };
+        r.put(d, "juliet", &item("romeo@x", Subscription::None))
+            .await
+            .unwrap();
+        assert!(r.has_pending_in(d, "juliet", "romeo@x").await.unwrap());
+        let ver = r
+            .put_answering_request(d, "juliet", &item("romeo@x", Subscription::From))
+            .await
+            .unwrap();
+        assert!(
+            !r.has_pending_in(d, "juliet", "romeo@x").await.unwrap(),
+            "{}",
+            b.name
+        );
+        assert!(r.has_pending_in(d, "juliet", "tybalt@x").await.unwrap());
+        let got = r.get(d, "juliet", "romeo@x").await.unwrap().unwrap();
+        assert_eq!((got.subscription, got.ver), (Subscription::From, ver));
+        assert_eq!(r.version(d, "juliet").await.unwrap(), ver);
     }
 }

@@ -1,4 +1,7 @@
-# Pieces every benchmark script here needs, sourced after `cd` to the repository root.
+# shellcheck shell=bash
+# Pieces the benchmark scripts here share. Most source it after `cd` to the repository root
+# (bench_binaries builds there); the scripts that take build directories relative to the
+# caller's directory (allocators.sh, before-after.sh, instructions.sh) source it without moving.
 #
 # The scripts' default ports are below 32768, out of Linux's ephemeral range (32768–60999):
 # a generator that opens thousands of connections takes local ports from that range, and a
@@ -17,13 +20,66 @@ bench_binaries() {
   fi
 }
 
-# wait_port <port> [log]: until something accepts on 127.0.0.1:<port> (60 s at most; the
-# log named in the error is where to look when nothing does).
+# wait_port <port> [log]: until something accepts on 127.0.0.1:<port>, PORT_WAIT seconds at
+# most (60 unless the caller sets it: `PORT_WAIT=120 rookery_serve …` for a server that starts
+# slowly, under valgrind); the log named in the error is where to look when nothing does.
 wait_port() {
-  for _ in $(seq 1 300); do
+  for _ in $(seq 1 $(( ${PORT_WAIT:-60} * 5 ))); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.2
   done
   echo "nothing listens on $1${2:+: $2}" >&2
   return 1
+}
+
+# rookery_config [--listen NAME=ADDR | --omit NAME]... <dir> <c2s-port> [TOML line]...
+# writes <dir>/rookery.toml (making <dir>) for a benchmark server: domain localhost (the
+# generator's default), data in <dir>/data, plain c2s on 127.0.0.1:<c2s-port> with
+# authentication allowed without TLS (the generators run --tls none), warnings only in the log,
+# and every other listener (c2s_direct_tls, admin, http, https) off, so that servers started
+# one after another, or side by side as cluster nodes, never contend for a default port.
+# --listen NAME=ADDR turns listener NAME on at ADDR instead; --omit NAME leaves its key out
+# (the server's default, or a build too old to know the key). The TOML lines are the script's
+# own settings, written right after data_dir: top-level keys first, then its sections.
+# One function for every script, so that what their servers share is written once and what
+# sets one benchmark apart is what its call passes.
+rookery_config() {
+  local -A listen=([c2s_direct_tls]="" [admin]="" [http]="" [https]="")
+  local omit=" " name
+  while :; do
+    case ${1:-} in
+      --listen|--omit)
+        name=${2%%=*}
+        [[ -v listen[$name] ]] || { echo "rookery_config: no listener $name" >&2; return 2; }
+        if [ "$1" = --omit ]; then omit+="$name "; else listen[$name]=${2#*=}; fi
+        shift 2 ;;
+      *) break ;;
+    esac
+  done
+  local dir=$1 port=$2
+  shift 2
+  mkdir -p "$dir"
+  {
+    printf 'domain = "localhost"\ndata_dir = "%s/data"\n' "$dir"
+    [ $# -eq 0 ] || printf '%s\n' "$@"
+    printf '[listen]\nc2s = "127.0.0.1:%s"\n' "$port"
+    for name in c2s_direct_tls admin http https; do
+      [[ $omit == *" $name "* ]] || printf '%s = "%s"\n' "$name" "${listen[$name]}"
+    done
+    printf '[c2s]\nrequire_encryption = false\n[log]\nlevel = "warn"\n'
+  } > "$dir/rookery.toml"
+}
+
+# rookery_serve <dir> <port> [command...]: starts `<command> -c <dir>/rookery.toml serve` in the
+# background (command: "$ROOKERY" unless given, e.g. another build's binary, or it behind
+# taskset or valgrind), output appended to <dir>/server.log; sets SERVER_PID and returns once
+# <port> accepts, so the generator that follows finds the server listening.
+rookery_serve() {
+  local dir=$1 port=$2
+  shift 2
+  [ $# -gt 0 ] || set -- "$ROOKERY"
+  "$@" -c "$dir/rookery.toml" serve >> "$dir/server.log" 2>&1 &
+  # shellcheck disable=SC2034 # the caller's: its generator's --server-pid, its kill
+  SERVER_PID=$!
+  wait_port "$port" "$dir/server.log"
 }

@@ -48,26 +48,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-config() { # config <dir> <c2s port>
-  mkdir -p "$1"
-  cat > "$1/rookery.toml" <<EOF
-domain = "localhost"
-data_dir = "$1/data"
-[listen]
-c2s = "127.0.0.1:$2"
-c2s_direct_tls = ""
-admin = ""
-http = ""
-https = ""
-[c2s]
-require_encryption = false
-[store]
-url = "$URL"
-[cluster]
-nats_url = "nats://127.0.0.1:$NATS_PORT"
-[log]
-level = "warn"
-EOF
+config() { # config <dir> <c2s port>: a node of the cluster, on the shared database
+  rookery_config "$1" "$2" '[store]' "url = \"$URL\"" \
+    '[cluster]' "nats_url = \"nats://127.0.0.1:$NATS_PORT\""
 }
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
@@ -89,10 +72,9 @@ t0=$(date +%s)
   --password "$PASSWORD" >/dev/null
 echo "== $SESSIONS accounts in $(( $(date +%s) - t0 )) s"
 for k in $(seq 1 $NODES); do
-  "$ROOKERY" -c "$WORK/node$k/rookery.toml" serve >> "$WORK/node$k/server.log" 2>&1 &
-  node_pids+=("$!")
-  PIDS+=("$!")
-  wait_port "${ports[$((k - 1))]}" "$WORK/node$k/server.log"
+  rookery_serve "$WORK/node$k" "${ports[$((k - 1))]}"
+  node_pids+=("$SERVER_PID")
+  PIDS+=("$SERVER_PID")
 done
 sleep 2
 before=() fds0=()

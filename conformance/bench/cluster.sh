@@ -47,34 +47,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-config() { # config <dir> <c2s port> <clustered: 1 or 0>
-  mkdir -p "$1"
-  cat > "$1/rookery.toml" <<EOF
-domain = "localhost"
-data_dir = "$1/data"
-[listen]
-c2s = "127.0.0.1:$2"
-c2s_direct_tls = ""
-admin = ""
-http = ""
-https = ""
-[c2s]
-require_encryption = false
-[store]
-url = "$URL"
-[log]
-level = "warn"
-EOF
-  if [ "$3" = 1 ]; then
-    printf '[cluster]\nnats_url = "nats://127.0.0.1:%d"\n' "$NATS_PORT" >> "$1/rookery.toml"
-  fi
+config() { # config <dir> <c2s port> [TOML line…]: a node on the shared database
+  rookery_config "$1" "$2" '[store]' "url = \"$URL\"" "${@:3}"
 }
 
-start() { # start <dir> <port>: appends the PID to PIDS, sets PID
-  "$ROOKERY" -c "$1/rookery.toml" serve >> "$1/server.log" 2>&1 &
-  PID=$!
-  PIDS+=("$PID")
-  wait_port "$2" "$1/server.log"
+start() { # start <dir> <port>: sets SERVER_PID, appends it to PIDS
+  rookery_serve "$1" "$2"
+  PIDS+=("$SERVER_PID")
 }
 
 cpu_s() { # cpu_s <pid>: user + system CPU seconds
@@ -100,16 +79,16 @@ bench() { # bench <json> <pids> <ports> : the messages scenario
 }
 
 # The accounts, once, in the shared database.
-config "$WORK/one" "$((BASE_PORT + 1))" 0
+config "$WORK/one" "$((BASE_PORT + 1))"
 "$ROOKERY" -c "$WORK/one/rookery.toml" user add-bulk --count "$CLIENTS" \
   --password "$PASSWORD" >/dev/null
 
 echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== one node: $CLIENTS clients, $RATE messages/s, $DURATION s"
 start "$WORK/one" "$((BASE_PORT + 1))"
-bench "$WORK/one.json" "$PID" "$((BASE_PORT + 1))"
+bench "$WORK/one.json" "$SERVER_PID" "$((BASE_PORT + 1))"
 summary "one node" "$WORK/one.json"
-kill "$PID"; wait "$PID" 2>/dev/null || true
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 PIDS=()
 
 echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -121,9 +100,9 @@ wait_port "$NATS_PORT" "$WORK/nats.log"
 ports=() node_pids=()
 for k in 1 2 3; do
   port=$((BASE_PORT + 10 + k))
-  config "$WORK/node$k" "$port" 1
+  config "$WORK/node$k" "$port" '[cluster]' "nats_url = \"nats://127.0.0.1:$NATS_PORT\""
   start "$WORK/node$k" "$port"
-  ports+=("$port") node_pids+=("$PID")
+  ports+=("$port") node_pids+=("$SERVER_PID")
 done
 nats0=$(cpu_s "$NATS_PID")
 bench "$WORK/three.json" "$(IFS=,; echo "${node_pids[*]}")" "$(IFS=,; echo "${ports[*]}")"

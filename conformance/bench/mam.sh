@@ -41,39 +41,14 @@ bench_binaries
 echo "== work directory: $WORK"
 
 config() { # config <dir> <store url or ""> <mam enabled>
-  cat > "$1/rookery.toml" <<EOF
-domain = "localhost"
-data_dir = "$1/data"
-[listen]
-c2s = "127.0.0.1:$PORT"
-c2s_direct_tls = ""
-admin = ""
-http = ""
-https = ""
-[c2s]
-require_encryption = false
-[mam]
-enabled = $3
-max_page = 100
-[log]
-level = "warn"
-EOF
-  if [ -n "$2" ]; then printf '[store]\nurl = "%s"\n' "$2" >> "$1/rookery.toml"; fi
-}
-
-start() { # start <dir>: sets PID once the port accepts
-  "$ROOKERY" -c "$1/rookery.toml" serve >> "$1/server.log" 2>&1 &
-  PID=$!
-  for _ in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
-    sleep 0.2
-  done
-  echo "rookery did not start: $1/server.log" >&2; return 1
+  local store=()
+  [ -z "$2" ] || store=('[store]' "url = \"$2\"")
+  rookery_config "$1" "$PORT" '[mam]' "enabled = $3" 'max_page = 100' "${store[@]}"
 }
 
 bench() { # bench <json> <args...>
   local json=$1; shift
-  "$BENCH" --port "$PORT" --tls none --password "$PASSWORD" --server-pid "$PID" --quiet \
+  "$BENCH" --port "$PORT" --tls none --password "$PASSWORD" --server-pid "$SERVER_PID" --quiet \
     --login-rate 1000 --json "$json" "$@" | sed 's/^/   /'
 }
 
@@ -128,27 +103,27 @@ phase query && for backend in $BACKENDS; do
     psql -q "$url" -c "ANALYZE mam_messages"
   fi
   echo "   filled in $(( $(date +%s) - t0 )) s"
-  start "$dir"
+  rookery_serve "$dir" "$PORT"
   echo "-- $backend: mam query"
   bench "$WORK/mam-query-$backend.json" -n "$QUERY_CLIENTS" --duration "$DURATION" \
     mam --rate "$QUERY_RATE" --page "$PAGE" --accounts "$ACCOUNTS" --partners "$PARTNERS"
-  kill "$PID"; wait "$PID" 2>/dev/null || true
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 done
 
 phase archiving && for mam in $ARCHIVING; do
   dir="$WORK/archiving-$mam"; rm -rf "$dir"; mkdir -p "$dir"
   config "$dir" "" "$mam"
   "$ROOKERY" -c "$dir/rookery.toml" user add-bulk --count "$MSG_CLIENTS" --password "$PASSWORD" >/dev/null
-  start "$dir"
+  rookery_serve "$dir" "$PORT"
   echo "-- messages with [mam] enabled = $mam (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
   perf_pid=""
   if [ -n "$PERF_OUT" ]; then
-    perf record -q -F 499 --call-graph dwarf,16384 -p "$PID" -o "$PERF_OUT.$mam" 2>/dev/null & perf_pid=$!
+    perf record -q -F 499 --call-graph dwarf,16384 -p "$SERVER_PID" -o "$PERF_OUT.$mam" 2>/dev/null & perf_pid=$!
   fi
   bench "$WORK/mam-archiving-$mam.json" -n "$MSG_CLIENTS" --duration "$DURATION" \
     messages --rate "$MSG_RATE"
   if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
-  kill "$PID"; wait "$PID" 2>/dev/null || true
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 done
 
 python3 - "$WORK" <<'EOF'

@@ -28,41 +28,23 @@ echo "== work directory: $WORK"
 
 for backend in $BACKENDS; do
   dir="$WORK/$backend"; rm -rf "$dir"; mkdir -p "$dir"
-  store=""
+  store=()
   if [ "$backend" = postgres ]; then
     if ! eval "$(scripts/pg-start.sh 2>/dev/null)" || [ -z "${ROOKERY_TEST_POSTGRES_URL:-}" ]; then
       echo "== postgres: not available, skipped"; continue
     fi
     db="rookery_presence_bench"
     psql -q "$ROOKERY_TEST_POSTGRES_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
-    store=$(printf '[store]\nurl = "%s"\n' "${ROOKERY_TEST_POSTGRES_URL%/*}/$db")
+    store=('[store]' "url = \"${ROOKERY_TEST_POSTGRES_URL%/*}/$db\"")
   fi
-  cat > "$dir/rookery.toml" <<EOF
-domain = "localhost"
-data_dir = "$dir/data"
-[listen]
-c2s = "127.0.0.1:$PORT"
-c2s_direct_tls = ""
-admin = ""
-http = ""
-https = ""
-[c2s]
-require_encryption = false
-[mam]
-enabled = false
-[log]
-level = "warn"
-$store
-EOF
+  rookery_config "$dir" "$PORT" '[mam]' 'enabled = false' "${store[@]}"
   "$ROOKERY" -c "$dir/rookery.toml" user add-bulk --count "$CLIENTS" --password "$PASSWORD" >/dev/null
-  "$ROOKERY" -c "$dir/rookery.toml" serve >> "$dir/server.log" 2>&1 &
-  PID=$!
-  wait_port "$PORT" "$dir/server.log"
+  rookery_serve "$dir" "$PORT"
   echo "-- $backend: $CLIENTS clients × roster $ROSTER (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
-  "$BENCH" --port "$PORT" --tls none --password "$PASSWORD" --server-pid "$PID" --quiet \
+  "$BENCH" --port "$PORT" --tls none --password "$PASSWORD" --server-pid "$SERVER_PID" --quiet \
     --login-rate 1000 --duration "$DURATION" -n "$CLIENTS" --json "$WORK/presence-$backend.json" \
     presence --roster-size "$ROSTER" --rate "$RATE" | sed 's/^/   /'
-  kill "$PID"; wait "$PID" 2>/dev/null || true
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 done
 
 python3 - "$WORK" <<'EOF'

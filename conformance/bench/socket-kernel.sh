@@ -38,20 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat > "$WORK/rookery.toml" <<EOF
-domain = "localhost"
-data_dir = "$WORK/data"
-[listen]
-c2s = "127.0.0.1:$PORT"
-c2s_direct_tls = ""
-admin = ""
-http = ""
-https = ""
-[c2s]
-require_encryption = false
-[log]
-level = "warn"
-EOF
+rookery_config "$WORK" "$PORT"
 
 # snapshot <file>: every slab cache's bytes (num_objs × objsize), then meminfo and sockstat.
 snapshot() {
@@ -64,10 +51,8 @@ snapshot() {
 
 "$ROOKERY" -c "$WORK/rookery.toml" user add-bulk --count "$SESSIONS" --password "$PASSWORD" \
   > /dev/null
-"$ROOKERY" -c "$WORK/rookery.toml" serve >> "$WORK/server.log" 2>&1 &
-SERVER=$!
-PIDS+=("$SERVER")
-wait_port "$PORT" "$WORK/server.log"
+rookery_serve "$WORK" "$PORT"
+PIDS+=("$SERVER_PID")
 sleep 2
 # Sessions are counted from /proc/net/sockstat (TCP sockets in use, two per session), not by
 # listing /proc/PID/fd, which would itself allocate a proc inode and a dentry per descriptor.

@@ -282,39 +282,19 @@ register() { # register <server> <port>: creates the accounts in band (XEP-0077)
 
 # ---- Rookery -------------------------------------------------------------------------------
 start_rookery() {
-  local dir="$WORK/rookery"
-  "${on_server_cpu[@]}" "$ROOKERY" -c "$dir/rookery.toml" serve >> "$dir/server.log" 2>&1 &
-  SERVER_PID=$!
-  wait_port $((BASE_PORT + 22))
+  rookery_serve "$WORK/rookery" $((BASE_PORT + 22)) "${on_server_cpu[@]}" "$ROOKERY"
 }
 
 run_rookery() {
   local dir="$WORK/rookery" port=$((BASE_PORT + 22))
   rm -rf "$dir"; mkdir -p "$dir"
-  cat > "$dir/rookery.toml" <<EOF
-domain = "$DOMAIN"
-data_dir = "$dir/data"
-session_queue = 1024
-[listen]
-c2s = "127.0.0.1:$port"
-c2s_direct_tls = "127.0.0.1:$((BASE_PORT + 23))"
-admin = ""
-http = "127.0.0.1:$((BASE_PORT + 80))"
-https = ""
-[http]
-bosh_max_sessions_per_ip = 100000
-[tls]
-cert = "$certs/$DOMAIN.crt"
-key = "$certs/$DOMAIN.key"
-[c2s]
-require_encryption = false
-[muc]
-default_max_occupants = 1000
-[mam]
-enabled = $ROOKERY_MAM
-[log]
-level = "warn"
-EOF
+  rookery_config --listen c2s_direct_tls="127.0.0.1:$((BASE_PORT + 23))" \
+    --listen http="127.0.0.1:$((BASE_PORT + 80))" "$dir" "$port" \
+    'session_queue = 1024' \
+    '[http]' 'bosh_max_sessions_per_ip = 100000' \
+    '[tls]' "cert = \"$certs/$DOMAIN.crt\"" "key = \"$certs/$DOMAIN.key\"" \
+    '[muc]' 'default_max_occupants = 1000' \
+    '[mam]' "enabled = $ROOKERY_MAM"
   "$ROOKERY" -c "$dir/rookery.toml" user add-bulk --count "$ACCOUNTS" --password "$PASSWORD" >/dev/null
   echo "$("$ROOKERY" --version)" > "$WORK/rookery.version"
   run_scenarios rookery "$port"

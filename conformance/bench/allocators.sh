@@ -18,6 +18,8 @@
 set -euo pipefail
 [ $# -ge 1 ] || { sed -n 2,17p "$0"; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=conformance/bench/lib.sh
+. "$here/lib.sh"
 IDLE_N=${IDLE_N:-10000}
 MSG_CLIENTS=${MSG_CLIENTS:-200}
 MSG_RATE=${MSG_RATE:-2000}
@@ -34,23 +36,7 @@ mkdir -p "$WORK"
 echo "== work directory: $WORK"
 ulimit -n $(( IDLE_N * 2 + 1000 )) 2>/dev/null || ulimit -n 20000 || true
 
-config() {
-  cat > "$1/rookery.toml" <<EOF
-domain = "localhost"
-data_dir = "$1/data"
-session_queue = 1024
-[listen]
-c2s = "127.0.0.1:$PORT"
-c2s_direct_tls = ""
-admin = ""
-http = ""
-https = ""
-[c2s]
-require_encryption = false
-[log]
-level = "warn"
-EOF
-}
+config() { rookery_config "$1" "$PORT" 'session_queue = 1024'; }
 
 mkdir -p "$WORK/accounts"
 config "$WORK/accounts"
@@ -71,14 +57,8 @@ start() {   # start BIN DIR: a fresh process on a copy of the accounts
   rm -rf "$dir" && mkdir -p "$dir"
   config "$dir"
   cp -r "$WORK/accounts/data" "$dir/data"
-  "$bin/rookery" -c "$dir/rookery.toml" serve >> "$dir/server.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && sleep 1 && return 0
-    sleep 0.1
-  done
-  echo "server did not start: $dir/server.log" >&2
-  return 1
+  rookery_serve "$dir" "$PORT" "$bin/rookery"
+  sleep 1
 }
 
 bench() {

@@ -21,6 +21,8 @@
 # Only loopback is used.
 set -euo pipefail
 [ $# -eq 2 ] || { sed -n 2,18p "$0"; exit 2; }
+# shellcheck source=conformance/bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 OLD=$(cd "$1" && pwd)
 NEW=$(cd "$2" && pwd)
 BENCH=${BENCH_BIN:-$NEW/rookery-bench}
@@ -56,31 +58,10 @@ trap stop_server EXIT
 start() {
   local bin=$1 dir=$2
   rm -rf "$dir" && mkdir -p "$dir"
-  cat > "$dir/rookery.toml" <<EOF
-domain = "localhost"
-data_dir = "$dir/data"
-session_queue = 1024
-[listen]
-c2s = "127.0.0.1:$PORT"
-c2s_direct_tls = ""
-http = ""
-https = ""
-[c2s]
-require_encryption = false
-[mam]
-enabled = $MAM
-[log]
-level = "warn"
-EOF
+  # The admin listener stays at its default (127.0.0.1:5290), as in the rows measured so far.
+  rookery_config --omit admin "$dir" "$PORT" 'session_queue = 1024' '[mam]' "enabled = $MAM"
   "$bin/rookery" -c "$dir/rookery.toml" user add-bulk --count "$ACCOUNTS" --password pw >/dev/null
-  "$bin/rookery" -c "$dir/rookery.toml" serve >> "$dir/server.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "server did not start: $dir/server.log" >&2
-  return 1
+  rookery_serve "$dir" "$PORT" "$bin/rookery"
 }
 
 bench() {

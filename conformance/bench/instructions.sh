@@ -17,6 +17,8 @@
 #           SHORT=10 LONG=30 PORT=28222 WORK=<mktemp -d>
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n 2,19p "$0"; exit 2; }
+# shellcheck source=conformance/bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 OLD=$(cd "$1" && pwd)
 NEW=$(cd "$2" && pwd)
 shift 2
@@ -31,27 +33,16 @@ echo "== work directory: $WORK"
 
 # run BIN LABEL SCENARIO SECONDS → "<instructions> <deliveries>"
 run() {
-  local bin=$1 dir=$WORK/$2.$3.$4 n args vp
+  local bin=$1 dir=$WORK/$2.$3.$4 n args
   rm -rf "$dir" && mkdir -p "$dir"
   # Listeners a build has beyond c2s are turned off, if it knows them (older builds refuse
   # unknown keys).
-  local extra=""
+  local omit=() key
   for key in admin http https; do
     printf 'domain = "localhost"\ndata_dir = "%s/probe"\n[listen]\n%s = ""\n' "$dir" "$key" > "$dir/probe.toml"
-    "$bin/rookery" -c "$dir/probe.toml" user list >/dev/null 2>&1 && extra+="$key = \"\""$'\n'
+    "$bin/rookery" -c "$dir/probe.toml" user list >/dev/null 2>&1 || omit+=(--omit "$key")
   done
-  cat > "$dir/rookery.toml" <<EOT
-domain = "localhost"
-data_dir = "$dir/data"
-session_queue = 1024
-[listen]
-c2s = "127.0.0.1:$PORT"
-c2s_direct_tls = ""
-$extra[c2s]
-require_encryption = false
-[log]
-level = "warn"
-EOT
+  rookery_config "${omit[@]}" "$dir" "$PORT" 'session_queue = 1024'
   case $3 in
     messages) n=${N_MSG:-20}; args="-n $n messages --rate ${MSG_RATE:-100}" ;;
     pubsub) n=$(( ${N_PUBSUB:-200} + 1 )); args="-n $n pubsub --rate ${PUBSUB_RATE:-1}" ;;
@@ -59,19 +50,15 @@ EOT
     *) echo "unknown scenario $3" >&2; exit 2 ;;
   esac
   "$bin/rookery" -c "$dir/rookery.toml" user add-bulk --count "$n" --password pw >/dev/null
-  valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
-    "$bin/rookery" -c "$dir/rookery.toml" serve > "$dir/server.log" 2>&1 &
-  vp=$!
-  for _ in $(seq 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    sleep 0.2
-  done
+  # Under callgrind the server takes far longer to start.
+  PORT_WAIT=120 rookery_serve "$dir" "$PORT" \
+    valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" "$bin/rookery"
   # shellcheck disable=SC2086
   "$BENCH" --port "$PORT" --tls none --mechanism scram-sha1 --password pw --quiet \
     --login-rate 50 --max-inflight 16 --duration "$4" --json "$dir/bench.json" $args \
     > "$dir/bench.log" 2>&1 || true
-  kill -INT "$vp" 2>/dev/null || true
-  wait "$vp" || true
+  kill -INT "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" || true
   python3 - "$dir" "$3" <<'PY'
 import json, re, sys
 d, scen = sys.argv[1], sys.argv[2]

@@ -58,8 +58,7 @@ trap stop_server EXIT
 start() {
   local bin=$1 dir=$2
   rm -rf "$dir" && mkdir -p "$dir"
-  # The admin listener stays at its default (127.0.0.1:5290), as in the rows measured so far.
-  rookery_config --omit admin "$dir" "$PORT" 'session_queue = 1024' '[mam]' "enabled = $MAM"
+  rookery_config "$dir" "$PORT" 'session_queue = 1024' '[mam]' "enabled = $MAM"
   "$bin/rookery" -c "$dir/rookery.toml" user add-bulk --count "$ACCOUNTS" --password pw >/dev/null
   rookery_serve "$dir" "$PORT" "$bin/rookery"
 }

@@ -2,9 +2,7 @@
 //! per-account bound, and the end of tokens with a password change or the account.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
-use common::backends;
+use crate::common::backends;
 use rookery_store::fast::Used;
 use rookery_store::Credentials;
 

@@ -1,9 +1,7 @@
 //! The pubsub store, on every backend (see `common/mod.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
-use common::backends;
+use crate::common::backends;
 use rookery_store::pubsub::{ItemRow, SubscriptionRow};
 use rookery_store::{Store, StoreError};
 

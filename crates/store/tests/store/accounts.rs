@@ -1,9 +1,7 @@
 //! The accounts store, on every backend (see `common/mod.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
-use common::{backends, creds, other_creds, unique_domain};
+use crate::common::{backends, creds, other_creds, unique_domain};
 use rookery_sasl::{Mechanism, ScramClient, ServerSession, Step};
 use rookery_store::{Backend, Store, StoreError};
 

@@ -2,9 +2,7 @@
 //! `common/mod.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
-use common::backends;
+use crate::common::backends;
 use rookery_store::userdata::LastActivity;
 
 #[tokio::test]

@@ -1,11 +1,6 @@
 //! The harness that runs each store test on every backend: SQLite in a temp file always,
 //! PostgreSQL when `ROOKERY_TEST_POSTGRES_URL` is set (see `scripts/pg-start.sh`).
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -2,9 +2,7 @@
 //! removal with the account, on every backend (see `common/mod.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
-use common::backends;
+use crate::common::backends;
 use rookery_store::mam::{Filter, NewArchived, Owner, Prefs};
 
 fn row(domain: &str, n: i64, with: &str) -> NewArchived {

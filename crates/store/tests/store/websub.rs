@@ -3,9 +3,7 @@
 //! state, lease expiry, and everything going with the node.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
-use common::{backends, TestBackend};
+use crate::common::{backends, TestBackend};
 use rookery_store::pubsub::ItemRow;
 use rookery_store::websub::{Change, NewSubscription, FAILING};
 

@@ -2,9 +2,7 @@
 //! revocation, and deletion with the account.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
-use common::backends;
+use crate::common::backends;
 use rookery_store::tokens::Scope;
 
 #[tokio::test]

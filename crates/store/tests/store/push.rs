@@ -1,9 +1,7 @@
 //! XEP-0357 push registrations on every backend (see `common/mod.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
-use common::backends;
+use crate::common::backends;
 
 /// XEP-0357 registrations: enable (twice replaces the options and the resource), list, all,
 /// disable one node or the whole service, gone with the account.

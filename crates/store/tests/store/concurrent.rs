@@ -5,11 +5,9 @@
 //! to several nodes, and a mix of all writers. Counted, not timed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{backends, TestBackend};
+use crate::common::{backends, TestBackend};
 use rookery_store::pubsub::ItemRow;
 use rookery_store::rosters::{RosterItem, Subscription};
 use rookery_store::userdata::LastActivity;

@@ -1,9 +1,7 @@
 //! The rosters store, on every backend (see `common/mod.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
-use common::backends;
+use crate::common::backends;
 use rookery_store::rosters::{RosterItem, Subscription};
 
 fn item(contact: &str) -> RosterItem {

@@ -11,6 +11,9 @@
 #
 # Usage: conformance/bench/cluster.sh   (release builds of rookery and rookery-bench are made)
 # Settings: CLIENTS=200 RATE=2000 DURATION=15 BASE_PORT=28300 WORK=<mktemp -d>
+#           MAM=true: [mam] enabled on every node (the zero-config default; on PostgreSQL each
+#           message then waits for its archive rows' commit, which dominates the latency);
+#           MAM=false measures the message path and the bus alone
 #           ROOKERY_BIN BENCH_BIN NATS_BIN ROOKERY_TEST_POSTGRES_URL (else scripts/pg-start.sh)
 #           SMOKE=1: 20 clients, 100 messages/s, 3 s (a check that it runs, no figures)
 # Only loopback is used. Prints a summary line per run and writes the JSON reports to WORK.
@@ -23,6 +26,7 @@ fi
 CLIENTS=${CLIENTS:-200}
 RATE=${RATE:-2000}
 DURATION=${DURATION:-15}
+MAM=${MAM:-true}
 BASE_PORT=${BASE_PORT:-28300}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-cluster-bench.XXXXXX)}
 PASSWORD=bench-pass
@@ -48,7 +52,7 @@ cleanup() {
 trap cleanup EXIT
 
 config() { # config <dir> <c2s port> [TOML line…]: a node on the shared database
-  rookery_config "$1" "$2" '[store]' "url = \"$URL\"" "${@:3}"
+  rookery_config "$1" "$2" '[store]' "url = \"$URL\"" '[mam]' "enabled = $MAM" "${@:3}"
 }
 
 start() { # start <dir> <port>: sets SERVER_PID, appends it to PIDS

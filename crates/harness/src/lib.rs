@@ -27,7 +27,7 @@ use rookery_core::modules::{self, register::Register};
 use rookery_core::{CoreBuilder, CoreConfig};
 use rookery_proto::ns;
 use rookery_sasl::SaltedPasswordCache;
-use rookery_store::rosters::{RosterItem, Subscription};
+use rookery_store::rosters::{Request, RosterItem, Subscription};
 use rookery_store::Store;
 use rookery_stream::{Conn, Transport};
 use rookery_xml::Limits;
@@ -198,7 +198,10 @@ async fn rosters(store: &Store, opts: &Options) -> anyhow::Result<()> {
                 subscription: Subscription::Both,
                 ..Default::default()
             };
-            store.rosters().put(DOMAIN, &user(b), &item).await?;
+            store
+                .rosters()
+                .put(DOMAIN, &user(b), &item, Request::Keep)
+                .await?;
         }
     }
     Ok(())

@@ -37,7 +37,7 @@ use rookery_core::{
 use rookery_im::{Im, ImConfig};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::Stanza;
-use rookery_store::rosters::{RosterItem, Subscription};
+use rookery_store::rosters::{Request, RosterItem, Subscription};
 use rookery_store::{Credentials, Store};
 use rookery_xml::{Element, CONTENT_NS};
 use tokio::sync::Notify;
@@ -123,12 +123,12 @@ async fn setup(n: usize) -> Fixture {
         directory.create(d, &u, &creds).await.unwrap();
         store
             .rosters()
-            .put(d, "big", &item(&format!("{u}@localhost")))
+            .put(d, "big", &item(&format!("{u}@localhost")), Request::Keep)
             .await
             .unwrap();
         store
             .rosters()
-            .put(d, &u, &item("big@localhost"))
+            .put(d, &u, &item("big@localhost"), Request::Keep)
             .await
             .unwrap();
     }

@@ -31,7 +31,7 @@ use rookery_core::router::presence_priority;
 use rookery_core::{priority, Core, Declaration, Flow, HookPoint, Module, SessionHandle, Template};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{PresenceType, Stanza, StanzaKind};
-use rookery_store::rosters::RosterItem;
+use rookery_store::rosters::{Request, RosterItem};
 use rookery_store::userdata::LastActivity;
 use rookery_xml::{Element, CONTENT_NS};
 
@@ -424,13 +424,15 @@ impl PresenceModule {
                     approved: outcome.approved,
                     ..item.unwrap_or_default()
                 };
-                let new = if answering {
-                    self.im
-                        .roster_put_answering(core, owner, contact, new)
-                        .await?
+                let pending = if answering {
+                    Request::Forget
                 } else {
-                    self.im.roster_put(core, owner, contact, new).await?
+                    Request::Keep
                 };
+                let new = self
+                    .im
+                    .roster_put(core, owner, contact, new, pending)
+                    .await?;
                 roster::push(&self.im, core, owner, contact.as_str(), Some(&new), new.ver);
             }
             Ok::<_, rookery_store::StoreError>((before, outcome))

@@ -23,7 +23,7 @@ use rookery_core::{
 };
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{ns, IqType, PresenceType, Stanza, StanzaError, StanzaErrorCondition as Cond};
-use rookery_store::rosters::RosterItem;
+use rookery_store::rosters::{Request, RosterItem};
 use rookery_store::StoreError;
 use rookery_xml::Element;
 
@@ -319,7 +319,7 @@ impl RosterModule {
         };
         let item = self
             .im
-            .roster_put(core, owner, &set.contact, item)
+            .roster_put(core, owner, &set.contact, item, Request::Keep)
             .await
             .map_err(internal)?;
         push(

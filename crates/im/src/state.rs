@@ -29,7 +29,7 @@ use dashmap::DashMap;
 use rookery_core::{Core, SessionHandle};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::Stanza;
-use rookery_store::rosters::RosterItem;
+use rookery_store::rosters::{Request, RosterItem};
 use rookery_store::{Store, StoreError};
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -322,51 +322,30 @@ impl Im {
     }
 
     /// Stores `item` in `owner`'s roster (caller holds the lock); returns it with its version.
+    /// With [`Request::Forget`] it also forgets `contact`'s inbound request, in the same
+    /// write (what answering the request changes).
     pub async fn roster_put(
         &self,
         core: &Core,
         owner: &BareJid,
         contact: &BareJid,
-        item: RosterItem,
-    ) -> Result<RosterItem, StoreError> {
-        self.write_item(core, owner, contact, item, false).await
-    }
-
-    /// [`roster_put`](Self::roster_put) and [`set_pending_in`](Self::set_pending_in)`(…,
-    /// None)` in one store write: the answer to `contact`'s inbound request.
-    pub async fn roster_put_answering(
-        &self,
-        core: &Core,
-        owner: &BareJid,
-        contact: &BareJid,
-        item: RosterItem,
-    ) -> Result<RosterItem, StoreError> {
-        self.write_item(core, owner, contact, item, true).await
-    }
-
-    async fn write_item(
-        &self,
-        core: &Core,
-        owner: &BareJid,
-        contact: &BareJid,
         mut item: RosterItem,
-        answering: bool,
+        request: Request,
     ) -> Result<RosterItem, StoreError> {
         let (domain, user) = store_key(owner)?;
         item.contact = contact.as_str().to_string();
-        let rosters = self.store.rosters();
-        let ver = if answering {
-            rosters.put_answering_request(domain, user, &item).await?
-        } else {
-            rosters.put(domain, user, &item).await?
-        };
+        let ver = self
+            .store
+            .rosters()
+            .put(domain, user, &item, request)
+            .await?;
         core.account_changed(owner);
         item.ver = ver;
         if let Some(a) = self.cached(owner) {
             let mut r = write(&a.roster);
             r.ver = ver;
             r.items.insert(contact.clone(), item.clone());
-            if answering {
+            if request == Request::Forget {
                 r.pending_in.remove(contact);
             }
         }

@@ -83,6 +83,16 @@ pub struct RosterItem {
     pub ver: i64,
 }
 
+/// What a roster write ([`Rosters::put`]) does with the stored inbound subscription request
+/// from the item's contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Leaves it as it is (a roster set, an outbound change).
+    Keep,
+    /// Forgets it: the write answers it.
+    Forget,
+}
+
 /// The whole roster of an account.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Roster {
@@ -162,11 +172,11 @@ const BUMP_VERSION: &str =
      ON CONFLICT (domain, username) DO UPDATE SET ver = roster_versions.ver + 1 RETURNING ver";
 
 /// [`Rosters::put`] on SQLite: the version bump, the item at the new version, the
-/// tombstone's removal and (when `$9` is true) the inbound request's removal, sent as one
-/// call of statements (one round trip to the connection's
-/// thread instead of three; the writer's batch transaction makes them atomic), the new
-/// version read last because only the statement that yields the row is sure to run before
-/// the caller has it. Parameters as [`PUT_POSTGRES`].
+/// tombstone's removal and (when `$9` is true, [`Request::Forget`]) the inbound request's
+/// removal, sent as one call of statements (one round trip to the connection's thread
+/// instead of four; the writer's batch transaction makes them atomic), the new version read
+/// last because only the statement that yields the row is sure to run before the caller has
+/// it. Parameters as [`PUT_POSTGRES`].
 const PUT_SQLITE: &str = "\
      INSERT INTO roster_versions (domain, username, ver) VALUES ($1, $2, 1) \
      ON CONFLICT (domain, username) DO UPDATE SET ver = roster_versions.ver + 1; \
@@ -293,35 +303,16 @@ impl<'a> Rosters<'a> {
     }
 
     /// Adds or replaces `item` (its `ver` is ignored); returns the new roster version, which
-    /// is also the item's.
+    /// is also the item's. With [`Request::Forget`] the inbound subscription request from the
+    /// item's contact goes in the same write: what approving or refusing a request changes
+    /// (RFC 6121 §3.1.4, §3.2) is one store round trip, not two — a subscription set-up is a
+    /// handful of such writes per approval, and they are most of its cost.
     pub async fn put(
         &self,
         domain: &str,
         username: &str,
         item: &RosterItem,
-    ) -> Result<i64, StoreError> {
-        self.write_item(domain, username, item, false).await
-    }
-
-    /// [`put`](Self::put), and forgets the inbound subscription request from the item's
-    /// contact in the same write: what approving or refusing a request changes (RFC 6121
-    /// §3.1.4, §3.2), one store round trip instead of two — a subscription set-up is a
-    /// handful of such writes per approval, and they are most of its cost.
-    pub async fn put_answering_request(
-        &self,
-        domain: &str,
-        username: &str,
-        item: &RosterItem,
-    ) -> Result<i64, StoreError> {
-        self.write_item(domain, username, item, true).await
-    }
-
-    async fn write_item(
-        &self,
-        domain: &str,
-        username: &str,
-        item: &RosterItem,
-        forget_request: bool,
+        request: Request,
     ) -> Result<i64, StoreError> {
         let groups = join_groups(&item.groups);
         let (domain, username, item) = (domain.to_owned(), username.to_owned(), item.clone());
@@ -339,7 +330,7 @@ impl<'a> Rosters<'a> {
                 .bind(item.ask)
                 .bind(item.approved)
                 .bind(groups.as_str())
-                .bind(forget_request)
+                .bind(request == Request::Forget)
                 .fetch_one(&mut *conn)
                 .await?
         });

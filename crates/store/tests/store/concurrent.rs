@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::common::{backends, TestBackend};
 use rookery_store::pubsub::ItemRow;
-use rookery_store::rosters::{RosterItem, Subscription};
+use rookery_store::rosters::{Request, RosterItem, Subscription};
 use rookery_store::userdata::LastActivity;
 use tokio::task::JoinSet;
 
@@ -124,7 +124,7 @@ async fn concurrent_roster_sets_all_stored() {
             };
             store
                 .rosters()
-                .put(&domain, &format!("user{w}"), &item)
+                .put(&domain, &format!("user{w}"), &item, Request::Keep)
                 .await?;
             Ok(())
         })
@@ -195,7 +195,10 @@ async fn concurrent_mixed_writers_all_stored() {
                         contact: format!("c{i}@x"),
                         ..Default::default()
                     };
-                    store.rosters().put(&domain, &user, &item).await?;
+                    store
+                        .rosters()
+                        .put(&domain, &user, &item, Request::Keep)
+                        .await?;
                 }
                 2 => {
                     store

@@ -169,6 +169,7 @@ async fn delete_account_takes_everything_with_it() {
                     contact: romeo.clone(),
                     ..Default::default()
                 },
+                rookery_store::rosters::Request::Keep,
             )
             .await
             .unwrap();

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use crate::common::backends;
-use rookery_store::rosters::{RosterItem, Subscription};
+use rookery_store::rosters::{Request, RosterItem, Subscription};
 
 fn item(contact: &str) -> RosterItem {
     RosterItem {
@@ -26,14 +26,17 @@ async fn put_get_load_remove_and_versions() {
         assert_eq!(r.version(d, "juliet").await.unwrap(), 0);
         assert!(r.get(d, "juliet", "romeo@x").await.unwrap().is_none());
 
-        let v1 = r.put(d, "juliet", &item("romeo@x")).await.unwrap();
+        let v1 = r
+            .put(d, "juliet", &item("romeo@x"), Request::Keep)
+            .await
+            .unwrap();
         let mut nurse = item("nurse@x");
         nurse.name = None;
         nurse.groups.clear();
         nurse.subscription = Subscription::None;
         nurse.ask = true;
         nurse.approved = true;
-        let v2 = r.put(d, "juliet", &nurse).await.unwrap();
+        let v2 = r.put(d, "juliet", &nurse, Request::Keep).await.unwrap();
         assert!(v2 > v1, "{}", b.name);
         let got = r.get(d, "juliet", "romeo@x").await.unwrap().unwrap();
         assert_eq!(
@@ -62,7 +65,7 @@ async fn put_get_load_remove_and_versions() {
         let mut romeo = item("romeo@x");
         romeo.subscription = Subscription::Both;
         romeo.groups = vec!["Lovers".into()];
-        let v3 = r.put(d, "juliet", &romeo).await.unwrap();
+        let v3 = r.put(d, "juliet", &romeo, Request::Keep).await.unwrap();
         assert_eq!(
             r.get(d, "juliet", "romeo@x").await.unwrap().unwrap(),
             RosterItem {
@@ -84,7 +87,7 @@ async fn put_get_load_remove_and_versions() {
         let all = r.load(d, "juliet").await.unwrap();
         assert_eq!(all.ver, v4);
         assert!(all.items.iter().all(|i| i.contact != "nurse@x"));
-        r.put(d, "juliet", &nurse).await.unwrap();
+        r.put(d, "juliet", &nurse, Request::Keep).await.unwrap();
         assert!(
             r.removed_since(d, "juliet", 0).await.unwrap().is_empty(),
             "{}",
@@ -144,12 +147,22 @@ async fn pending_in_requests() {
             subscription,
             ..item(contact)
         };
-        r.put(d, "juliet", &item("romeo@x", Subscription::None))
-            .await
-            .unwrap();
+        r.put(
+            d,
+            "juliet",
+            &item("romeo@x", Subscription::None),
+            Request::Keep,
+        )
+        .await
+        .unwrap();
         assert!(r.has_pending_in(d, "juliet", "romeo@x").await.unwrap());
         let ver = r
-            .put_answering_request(d, "juliet", &item("romeo@x", Subscription::From))
+            .put(
+                d,
+                "juliet",
+                &item("romeo@x", Subscription::From),
+                Request::Forget,
+            )
             .await
             .unwrap();
         assert!(

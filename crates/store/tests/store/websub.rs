@@ -46,6 +46,10 @@ async fn outbox_follows_publications_and_deliveries() {
     for b in backends("websub-outbox").await {
         let (ps, ws) = (b.store.pubsub(), b.store.websub());
         let svc = format!("pubsub.{}", b.domain);
+        // The queries under test span every service of the database, which other runs
+        // (and tests of other modules) share: this test counts from what was there and
+        // looks at its own subscriptions only.
+        let base = ws.pending_items().await.unwrap();
         ps.create_node(&svc, "news", "<x/>", "alice@x")
             .await
             .unwrap();
@@ -96,9 +100,17 @@ async fn outbox_follows_publications_and_deliveries() {
         // The publications woke the worker (a stored permit: this returns at once).
         ws.wait_for_work().await;
         let now = now();
-        let mut due = ws.due(i64::MAX, 100).await.unwrap();
-        due.sort();
-        assert_eq!(due, vec![a, bb], "{}", b.name);
+        let own = |ids: Vec<i64>| -> Vec<i64> {
+            let mut ids: Vec<i64> = ids.into_iter().filter(|id| [a, bb].contains(id)).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(
+            own(ws.due(i64::MAX, 100).await.unwrap()),
+            vec![a, bb],
+            "{}",
+            b.name
+        );
         let h = ws.head(a, now).await.unwrap().unwrap();
         assert_eq!((h.item_id.as_str(), h.attempts), ("i1", 0));
         assert_eq!(h.secret.as_deref(), Some("k"));
@@ -109,7 +121,7 @@ async fn outbox_follows_publications_and_deliveries() {
         let s = ws.get(&svc, "news", "http://cb/a").await.unwrap().unwrap();
         assert_eq!((s.state.as_str(), s.attempts, s.pending), ("failing", 3, 3));
         assert_eq!(s.last_error.as_deref(), Some("HTTP 500"));
-        assert_eq!(ws.due(4_999, 100).await.unwrap(), vec![bb]);
+        assert_eq!(own(ws.due(4_999, 100).await.unwrap()), vec![bb]);
         assert_eq!(ws.next_retry(4_999).await.unwrap(), Some(5_000));
 
         // Delivery deletes the row, clears the state; the item goes with its last row.
@@ -117,21 +129,22 @@ async fn outbox_follows_publications_and_deliveries() {
         let s = ws.get(&svc, "news", "http://cb/a").await.unwrap().unwrap();
         assert_eq!((s.state.as_str(), s.attempts, s.pending), ("active", 0, 2));
         assert_eq!(ws.head(a, now).await.unwrap().unwrap().item_id, "i2");
-        assert_eq!(ws.pending_items().await.unwrap(), 3);
+        assert_eq!(ws.pending_items().await.unwrap(), base + 3);
         ws.delivered(bb, h.item).await.unwrap();
-        assert_eq!(ws.pending_items().await.unwrap(), 2);
+        assert_eq!(ws.pending_items().await.unwrap(), base + 2);
 
         // Lease expiry removes the expired subscription only.
-        let gone = ws.expire(now).await.unwrap();
+        let mut gone = ws.expire(now).await.unwrap();
+        gone.retain(|s| s.topic == format!("http://h/pubsub/{svc}/news"));
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].callback, "http://cb/old");
         // Unsubscribing drops what was owed only to that callback: "i1" went to both, "i2"
         // and "i3" are still owed to "a".
         assert!(ws.remove(&svc, "news", "http://cb/b").await.unwrap());
         assert!(!ws.remove(&svc, "news", "http://cb/b").await.unwrap());
-        assert_eq!(ws.pending_items().await.unwrap(), 2);
+        assert_eq!(ws.pending_items().await.unwrap(), base + 2);
         assert!(ws.remove(&svc, "news", "http://cb/a").await.unwrap());
-        assert_eq!(ws.pending_items().await.unwrap(), 0);
+        assert_eq!(ws.pending_items().await.unwrap(), base);
         ws.upsert(&sub(&svc, "news", "http://cb/a", far()))
             .await
             .unwrap()
@@ -139,13 +152,13 @@ async fn outbox_follows_publications_and_deliveries() {
         ps.publish(&svc, "news", &item("i4", 5), Some(10), 3)
             .await
             .unwrap();
-        assert_eq!(ws.pending_items().await.unwrap(), 1);
+        assert_eq!(ws.pending_items().await.unwrap(), base + 1);
 
         // Deleting the node takes subscriptions, rows and items with it.
         assert!(ps.delete_node(&svc, "news").await.unwrap());
         assert!(ws.get(&svc, "news", "http://cb/a").await.unwrap().is_none());
-        assert_eq!(ws.pending_items().await.unwrap(), 0, "{}", b.name);
-        assert!(ws.due(i64::MAX, 100).await.unwrap().is_empty());
+        assert_eq!(ws.pending_items().await.unwrap(), base, "{}", b.name);
+        assert!(own(ws.due(i64::MAX, 100).await.unwrap()).is_empty());
         retractions_and_purges_are_queued_with_the_change(&b).await;
     }
 }

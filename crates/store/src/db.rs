@@ -3,6 +3,7 @@
 //! reads, [`write_tx!`] for writes; with them, [`execute`] and [`execute_each`] for the
 //! commonest write shape (text parameters, rows changed).
 
+use crate::pg_batch::Batcher;
 use crate::writer::Writer;
 
 /// The connections of one of the supported backends.
@@ -17,7 +18,14 @@ pub(crate) enum Pool {
         writer: Writer,
     },
     /// PostgreSQL: reads and writes on one pool (it runs concurrent writers itself).
-    Postgres(sqlx::PgPool),
+    Postgres {
+        /// Every connection.
+        pool: sqlx::PgPool,
+        /// Roster puts, many to a statement (see `pg_batch.rs`).
+        roster_puts: Batcher<crate::rosters::Put>,
+        /// Stored inbound subscription requests, many to a statement.
+        pending_in: Batcher<crate::rosters::NewRequest>,
+    },
 }
 
 /// Runs the read `$body` with `$pool` bound to the store's native read pool (`&SqlitePool`
@@ -35,7 +43,7 @@ macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.pool {
             $crate::db::Pool::Sqlite { read: $pool, .. } => $body,
-            $crate::db::Pool::Postgres($pool) => $body,
+            $crate::db::Pool::Postgres { pool: $pool, .. } => $body,
         }
     };
 }
@@ -61,7 +69,7 @@ macro_rules! write_tx {
                     })
                     .await?
             }
-            $crate::db::Pool::Postgres(pool) => {
+            $crate::db::Pool::Postgres { pool, .. } => {
                 let mut tx = pool.begin().await?;
                 let value = {
                     let $conn: &mut sqlx::PgConnection = &mut tx;
@@ -86,7 +94,7 @@ macro_rules! write_one {
     ($store:expr, $conn:ident => $body:expr) => {
         match &$store.pool {
             $crate::db::Pool::Sqlite { .. } => $crate::db::write_tx!($store, $conn => $body),
-            $crate::db::Pool::Postgres(pool) => {
+            $crate::db::Pool::Postgres { pool, .. } => {
                 let mut pooled = pool.acquire().await?;
                 let $conn: &mut sqlx::PgConnection = &mut pooled;
                 async move { Ok::<_, $crate::StoreError>($body) }.await?
@@ -95,7 +103,7 @@ macro_rules! write_one {
     };
 }
 
-pub(crate) use {with_pool, write_one, write_tx};
+pub(crate) use {with_pool, write_tx};
 
 /// Owned copies of text parameters, to move into a write.
 fn owned(args: &[&str]) -> Vec<String> {

@@ -54,6 +54,7 @@ mod last_queue;
 pub mod mam;
 pub mod muc;
 pub mod offline;
+mod pg_batch;
 pub mod pubsub;
 pub mod push;
 pub mod rosters;
@@ -255,7 +256,11 @@ impl Store {
                     require_current(&POSTGRES_MIGRATIONS, applied)?;
                 }
                 POSTGRES_MIGRATIONS.run(&pool).await?;
-                Pool::Postgres(pool)
+                Pool::Postgres {
+                    roster_puts: pg_batch::Batcher::spawn(pool.clone()),
+                    pending_in: pg_batch::Batcher::spawn(pool.clone()),
+                    pool,
+                }
             }
             other => return Err(StoreError::UnsupportedUrl(other.to_owned())),
         };
@@ -272,7 +277,7 @@ impl Store {
     pub fn backend(&self) -> Backend {
         match self.pool {
             Pool::Sqlite { .. } => Backend::Sqlite,
-            Pool::Postgres(_) => Backend::Postgres,
+            Pool::Postgres { .. } => Backend::Postgres,
         }
     }
 
@@ -371,7 +376,7 @@ impl Store {
                 writer.close().await;
                 read.close().await;
             }
-            Pool::Postgres(pool) => pool.close().await,
+            Pool::Postgres { pool, .. } => pool.close().await,
         }
     }
 }

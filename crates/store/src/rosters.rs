@@ -14,8 +14,10 @@
 //! Every change that bumps the version is one transaction: the item (or its tombstone) and the
 //! new version are committed together. Callers serialize changes to one account's roster.
 
-use crate::db::{execute, with_pool, write_one, write_tx};
-use crate::{now_unix, Backend, Store, StoreError};
+use crate::db::{execute, with_pool, write_tx, Pool};
+use crate::pg_batch::BatchWrite;
+use crate::writer::BoxFuture;
+use crate::{now_unix, Store, StoreError};
 
 /// The subscription state of a roster item (RFC 6121 §2.1.2.5), without the pending flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -207,6 +209,215 @@ const PUT_POSTGRES: &str = "\
        WHERE $9 AND domain = $1 AND username = $2 AND contact = $3) \
      SELECT ver FROM v";
 
+/// [`Rosters::put`] on PostgreSQL for a batch of puts ([`crate::pg_batch`]): the parameters
+/// of [`PUT_POSTGRES`] as arrays, one element per put, in queue order. Each account's version
+/// goes up by its number of puts in the batch and its puts take the versions in between, in
+/// order; an item put more than once takes its last put (one `INSERT` may not change a row
+/// twice); every put answering a request forgets it. Returns each put's position (from 1)
+/// and version.
+const PUT_MANY_POSTGRES: &str = "\
+     WITH p AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+       $5::text[], $6::bool[], $7::bool[], $8::text[], $9::bool[]) WITH ORDINALITY \
+       AS t(domain, username, contact, name, subscription, ask_out, approved, groups, forget, \
+       ord)), \
+     n AS (SELECT domain, username, count(*) AS puts FROM p GROUP BY domain, username), \
+     v AS (INSERT INTO roster_versions (domain, username, ver) \
+       SELECT domain, username, puts FROM n ORDER BY domain, username \
+       ON CONFLICT (domain, username) DO UPDATE SET ver = roster_versions.ver + excluded.ver \
+       RETURNING domain, username, ver), \
+     pv AS (SELECT p.*, v.ver - count(*) OVER w + row_number() OVER (w ORDER BY p.ord) \
+       AS item_ver FROM p JOIN v USING (domain, username) \
+       WINDOW w AS (PARTITION BY p.domain, p.username)), \
+     last AS (SELECT DISTINCT ON (domain, username, contact) * FROM pv \
+       ORDER BY domain, username, contact, ord DESC), \
+     i AS (INSERT INTO roster_items \
+       (domain, username, contact, name, subscription, ask_out, approved, groups, ver) \
+       SELECT domain, username, contact, name, subscription, ask_out, approved, groups, \
+       item_ver FROM last ORDER BY domain, username, contact \
+       ON CONFLICT (domain, username, contact) DO UPDATE SET name = excluded.name, \
+       subscription = excluded.subscription, ask_out = excluded.ask_out, \
+       approved = excluded.approved, groups = excluded.groups, ver = excluded.ver), \
+     d AS (DELETE FROM roster_removed r USING last \
+       WHERE r.domain = last.domain AND r.username = last.username \
+       AND r.contact = last.contact), \
+     f AS (DELETE FROM roster_pending_in r USING pv \
+       WHERE pv.forget AND r.domain = pv.domain AND r.username = pv.username \
+       AND r.contact = pv.contact) \
+     SELECT ord, item_ver FROM pv";
+
+/// One [`Rosters::put`], owned so that it can wait in a queue (SQLite's writer, PostgreSQL's
+/// batches).
+#[derive(Clone)]
+pub(crate) struct Put {
+    domain: String,
+    username: String,
+    contact: String,
+    name: Option<String>,
+    subscription: &'static str,
+    ask: bool,
+    approved: bool,
+    groups: String,
+    forget: bool,
+}
+
+impl Put {
+    /// `query` ([`PUT_SQLITE`] or [`PUT_POSTGRES`]) with this put's parameters.
+    fn bind<'q, DB, O>(
+        &'q self,
+        query: sqlx::query::QueryScalar<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>,
+    ) -> sqlx::query::QueryScalar<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>
+    where
+        DB: sqlx::Database,
+        &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        query
+            .bind(self.domain.as_str())
+            .bind(self.username.as_str())
+            .bind(self.contact.as_str())
+            .bind(self.name.as_deref())
+            .bind(self.subscription)
+            .bind(self.ask)
+            .bind(self.approved)
+            .bind(self.groups.as_str())
+            .bind(self.forget)
+    }
+}
+
+impl BatchWrite for Put {
+    type Out = i64;
+
+    fn run_one<'a>(
+        &'a self,
+        conn: &'a mut sqlx::PgConnection,
+    ) -> BoxFuture<'a, Result<i64, StoreError>> {
+        Box::pin(async move {
+            Ok(self
+                .bind(sqlx::query_scalar(PUT_POSTGRES))
+                .fetch_one(conn)
+                .await?)
+        })
+    }
+
+    fn run_many<'a>(
+        batch: &'a [Put],
+        conn: &'a mut sqlx::PgConnection,
+    ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
+        Box::pin(async move {
+            let column = |f: fn(&Put) -> &str| batch.iter().map(f).collect::<Vec<_>>();
+            let flag = |f: fn(&Put) -> bool| batch.iter().map(f).collect::<Vec<_>>();
+            let names: Vec<Option<&str>> = batch.iter().map(|p| p.name.as_deref()).collect();
+            let rows: Vec<(i64, i64)> = sqlx::query_as(PUT_MANY_POSTGRES)
+                .bind(column(|p| &p.domain))
+                .bind(column(|p| &p.username))
+                .bind(column(|p| &p.contact))
+                .bind(names)
+                .bind(column(|p| p.subscription))
+                .bind(flag(|p| p.ask))
+                .bind(flag(|p| p.approved))
+                .bind(column(|p| &p.groups))
+                .bind(flag(|p| p.forget))
+                .fetch_all(conn)
+                .await?;
+            let mut vers = vec![None; batch.len()];
+            for (ord, ver) in rows {
+                let slot = usize::try_from(ord - 1).ok().and_then(|i| vers.get_mut(i));
+                if let Some(slot) = slot {
+                    *slot = Some(ver);
+                }
+            }
+            vers.into_iter()
+                .map(|v| {
+                    v.ok_or_else(|| {
+                        StoreError::Corrupt("a batched roster put returned no version".into())
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+/// One [`Rosters::set_pending_in`], owned so that it can wait in a queue.
+#[derive(Clone)]
+pub(crate) struct NewRequest {
+    domain: String,
+    username: String,
+    contact: String,
+    stanza: String,
+    created_at: i64,
+}
+
+/// [`Rosters::set_pending_in`] alone (both backends): stores or replaces the request,
+/// keeping when it first came.
+const SET_PENDING_IN: &str =
+    "INSERT INTO roster_pending_in (domain, username, contact, stanza, created_at) \
+     VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (domain, username, contact) DO UPDATE SET stanza = $4";
+
+impl NewRequest {
+    /// [`SET_PENDING_IN`] with this request's parameters.
+    fn bind<'q, DB>(
+        &'q self,
+        query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    ) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+    where
+        DB: sqlx::Database,
+        &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        query
+            .bind(self.domain.as_str())
+            .bind(self.username.as_str())
+            .bind(self.contact.as_str())
+            .bind(self.stanza.as_str())
+            .bind(self.created_at)
+    }
+}
+
+impl BatchWrite for NewRequest {
+    type Out = ();
+
+    fn run_one<'a>(
+        &'a self,
+        conn: &'a mut sqlx::PgConnection,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.bind(sqlx::query(SET_PENDING_IN)).execute(conn).await?;
+            Ok(())
+        })
+    }
+
+    /// One `INSERT` over arrays; a request stored twice in the batch keeps its last stanza
+    /// (one `INSERT` may not change a row twice).
+    fn run_many<'a>(
+        batch: &'a [NewRequest],
+        conn: &'a mut sqlx::PgConnection,
+    ) -> BoxFuture<'a, Result<Vec<()>, StoreError>> {
+        Box::pin(async move {
+            let column = |f: fn(&NewRequest) -> &str| batch.iter().map(f).collect::<Vec<_>>();
+            let created: Vec<i64> = batch.iter().map(|r| r.created_at).collect();
+            sqlx::query(
+                "INSERT INTO roster_pending_in (domain, username, contact, stanza, created_at) \
+                 SELECT DISTINCT ON (domain, username, contact) \
+                 domain, username, contact, stanza, created_at \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) \
+                 WITH ORDINALITY AS t(domain, username, contact, stanza, created_at, ord) \
+                 ORDER BY domain, username, contact, ord DESC \
+                 ON CONFLICT (domain, username, contact) DO UPDATE SET stanza = excluded.stanza",
+            )
+            .bind(column(|r| &r.domain))
+            .bind(column(|r| &r.username))
+            .bind(column(|r| &r.contact))
+            .bind(column(|r| &r.stanza))
+            .bind(created)
+            .execute(conn)
+            .await?;
+            Ok(vec![(); batch.len()])
+        })
+    }
+}
+
 /// The rosters of every account, from [`Store::rosters`].
 #[derive(Clone, Copy, Debug)]
 pub struct Rosters<'a> {
@@ -314,27 +525,32 @@ impl<'a> Rosters<'a> {
         item: &RosterItem,
         request: Request,
     ) -> Result<i64, StoreError> {
-        let groups = join_groups(&item.groups);
-        let (domain, username, item) = (domain.to_owned(), username.to_owned(), item.clone());
-        let sql = match self.store.backend() {
-            Backend::Sqlite => PUT_SQLITE,
-            Backend::Postgres => PUT_POSTGRES,
+        let put = Put {
+            domain: domain.to_owned(),
+            username: username.to_owned(),
+            contact: item.contact.clone(),
+            name: item.name.clone(),
+            subscription: item.subscription.as_str(),
+            ask: item.ask,
+            approved: item.approved,
+            groups: join_groups(&item.groups),
+            forget: request == Request::Forget,
         };
-        let ver: i64 = write_one!(self.store, conn => {
-            sqlx::query_scalar(sql)
-                .bind(&domain)
-                .bind(&username)
-                .bind(item.contact.as_str())
-                .bind(item.name.as_deref())
-                .bind(item.subscription.as_str())
-                .bind(item.ask)
-                .bind(item.approved)
-                .bind(groups.as_str())
-                .bind(request == Request::Forget)
-                .fetch_one(&mut *conn)
-                .await?
-        });
-        Ok(ver)
+        match &self.store.pool {
+            Pool::Sqlite { writer, .. } => {
+                writer
+                    .run(move |conn| {
+                        Box::pin(async move {
+                            Ok(put
+                                .bind(sqlx::query_scalar(PUT_SQLITE))
+                                .fetch_one(conn)
+                                .await?)
+                        })
+                    })
+                    .await
+            }
+            Pool::Postgres { roster_puts, .. } => roster_puts.run(put).await,
+        }
     }
 
     /// Removes `contact` from the roster; returns the new roster version, or `None` if the
@@ -412,28 +628,29 @@ impl<'a> Rosters<'a> {
         contact: &str,
         stanza: &str,
     ) -> Result<(), StoreError> {
-        let now = now_unix();
-        let (domain, username, contact, stanza) = (
-            domain.to_owned(),
-            username.to_owned(),
-            contact.to_owned(),
-            stanza.to_owned(),
-        );
-        write_one!(self.store, conn => {
-            sqlx::query(
-                "INSERT INTO roster_pending_in (domain, username, contact, stanza, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (domain, username, contact) DO UPDATE SET stanza = $4",
-            )
-            .bind(&domain)
-            .bind(&username)
-            .bind(&contact)
-            .bind(&stanza)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-        });
-        Ok(())
+        let request = NewRequest {
+            domain: domain.to_owned(),
+            username: username.to_owned(),
+            contact: contact.to_owned(),
+            stanza: stanza.to_owned(),
+            created_at: now_unix(),
+        };
+        match &self.store.pool {
+            Pool::Sqlite { writer, .. } => {
+                writer
+                    .run(move |conn| {
+                        Box::pin(async move {
+                            request
+                                .bind(sqlx::query(SET_PENDING_IN))
+                                .execute(conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .await
+            }
+            Pool::Postgres { pending_in, .. } => pending_in.run(request).await,
+        }
     }
 
     /// Forgets the inbound subscription request from `contact`; `false` if there was none.

@@ -290,3 +290,111 @@ async fn a_failing_write_leaves_the_others_of_its_batch() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_puts_to_one_roster() {
+    // Many requests and puts to one account at once (on PostgreSQL they share statements:
+    // see `pg_batch.rs`): each put gets a version of its own, the roster's version counts them all,
+    // each item holds its last put, the requests they answer and the tombstones of their
+    // contacts are gone, and a put for an account that does not exist fails alone.
+    const PUTS: usize = 60;
+    const CONTACTS: usize = 20;
+    for b in backends("concurrent-one-roster").await {
+        let d = b.domain.clone();
+        b.create_account("juliet").await;
+        let r = b.store.rosters();
+        // Every contact's request stored twice at once (a batch may hold both).
+        let mut requests = JoinSet::new();
+        for c in 0..2 * CONTACTS {
+            let (store, d) = (b.store.clone(), d.clone());
+            requests.spawn(async move {
+                let (contact, stanza) = (
+                    format!("c{}@x", c % CONTACTS),
+                    format!("<presence n='{c}'/>"),
+                );
+                store
+                    .rosters()
+                    .set_pending_in(&d, "juliet", &contact, &stanza)
+                    .await
+            });
+        }
+        while let Some(stored) = requests.join_next().await {
+            stored.unwrap().unwrap();
+        }
+        assert_eq!(
+            r.pending_in(&d, "juliet").await.unwrap().len(),
+            CONTACTS,
+            "{}",
+            b.name
+        );
+        r.put(&d, "juliet", &item_of("c0@x", 0), Request::Keep)
+            .await
+            .unwrap();
+        let base = r.remove(&d, "juliet", "c0@x").await.unwrap().unwrap();
+        let mut tasks = JoinSet::new();
+        for i in 0..PUTS {
+            let (store, d) = (b.store.clone(), d.clone());
+            tasks.spawn(async move {
+                let contact = format!("c{}@x", i % CONTACTS);
+                let ver = store
+                    .rosters()
+                    .put(&d, "juliet", &item_of(&contact, i), Request::Forget)
+                    .await
+                    .unwrap();
+                (contact, i, ver)
+            });
+        }
+        let ghost = {
+            let (store, d) = (b.store.clone(), d.clone());
+            tasks.spawn(async move {
+                let r = store.rosters();
+                let err = r.put(&d, "ghost", &item_of("c1@x", 0), Request::Keep).await;
+                assert!(err.is_err(), "a put for a missing account");
+                (String::new(), usize::MAX, 0)
+            })
+        };
+        let mut puts = Vec::new();
+        while let Some(done) = tasks.join_next_with_id().await {
+            let (id, put) = done.unwrap();
+            if id != ghost.id() {
+                puts.push(put);
+            }
+        }
+        let mut vers: Vec<i64> = puts.iter().map(|p| p.2).collect();
+        vers.sort_unstable();
+        let expected: Vec<i64> = (base + 1..=base + PUTS as i64).collect();
+        assert_eq!(vers, expected, "{}: one version per put", b.name);
+        let roster = r.load(&d, "juliet").await.unwrap();
+        assert_eq!(roster.ver, base + PUTS as i64, "{}", b.name);
+        assert_eq!(roster.items.len(), CONTACTS, "{}", b.name);
+        for item in &roster.items {
+            let last = puts
+                .iter()
+                .filter(|p| p.0 == item.contact)
+                .max_by_key(|p| p.2)
+                .unwrap();
+            assert_eq!(item.ver, last.2, "{} {}", b.name, item.contact);
+            assert_eq!(item.name, Some(format!("put {}", last.1)), "{}", b.name);
+        }
+        assert!(
+            r.pending_in(&d, "juliet").await.unwrap().is_empty(),
+            "{}",
+            b.name
+        );
+        assert!(
+            r.removed_since(&d, "juliet", 0).await.unwrap().is_empty(),
+            "{}",
+            b.name
+        );
+    }
+}
+
+/// An item for `contact` named after put `i`.
+fn item_of(contact: &str, i: usize) -> RosterItem {
+    RosterItem {
+        contact: contact.into(),
+        name: Some(format!("put {i}")),
+        subscription: Subscription::Both,
+        ..Default::default()
+    }
+}

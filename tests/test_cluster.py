@@ -312,6 +312,41 @@ async def test_a_block_made_through_one_node_applies_on_another(cluster):
         await p.close()
 
 
+async def test_a_block_list_cached_for_another_nodes_session_follows_its_changes(cluster):
+    """Node 1 checks carol's messages against the block list of alice, whose only session is
+    on node 2, and keeps that list in memory while alice is online somewhere; blocking and
+    unblocking carol through node 2 must reach that copy."""
+    n1, n2, _ = cluster.nodes
+    a2 = await peer(n2, "alice", "two")
+    c = await peer(n1, "carol", "desk", roster=False)
+
+    async def until(what: str, done) -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            c.message("alice@localhost/two", what)
+            new = await c.sync()
+            await a2.sync()
+            if done(new):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"not seen in time: {what}")
+
+    c.message("alice@localhost/two", "before the block")
+    await wait_for(a2, is_msg("before the block"), what="carol's message before the block")
+    r = await a2.iq("set", "<block xmlns='urn:xmpp:blocking'><item jid='carol@localhost'/>"
+                           "</block>")
+    assert r.get("type") == "result"
+    await until("after the block", lambda new: any(
+        local(e) == "message" and e.get("type") == "error" for e in new))
+    a2.take(lambda e: True)
+    r = await a2.iq("set", "<unblock xmlns='urn:xmpp:blocking'><item jid='carol@localhost'/>"
+                           "</unblock>")
+    assert r.get("type") == "result"
+    await until("after the unblock", lambda new: bool(a2.take(is_msg("after the unblock"))))
+    for p in (a2, c):
+        await p.close()
+
+
 async def test_a_resource_bound_on_another_node_replaces_the_older_session(cluster):
     n1, n2, _ = cluster.nodes
     old = await peer(n1, "carol", "same", presence=False)

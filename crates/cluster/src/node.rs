@@ -431,7 +431,7 @@ impl Inner {
             Control::Bound { session, .. } => self.remote_bound(&node, &session).await,
             Control::Unbound { jid, .. } => {
                 if let Ok(jid) = Jid::parse(&jid) {
-                    self.remote_unbound(&node, &jid);
+                    self.remote_unbound(&node, &jid).await;
                 }
             }
             Control::Available { jid, priority, .. } => {
@@ -510,7 +510,7 @@ impl Inner {
     }
 
     /// A session of `node` ended there (its own node told its contacts).
-    fn remote_unbound(&self, node: &str, jid: &Jid) {
+    async fn remote_unbound(&self, node: &str, jid: &Jid) {
         let Some(p) = lock(&self.remote).remove(node, jid) else {
             return;
         };
@@ -518,6 +518,15 @@ impl Inner {
         p.handle
             .close(StreamError::new(StreamErrorCondition::Reset));
         lock(&self.seen).remove(jid);
+        self.offline_if_gone(jid.to_bare()).await;
+    }
+
+    /// Tells the modules that `bare` has no session left anywhere, if so: what they kept for
+    /// it while it had sessions on other nodes goes (see `Event::AccountOffline`).
+    async fn offline_if_gone(&self, bare: BareJid) {
+        if !self.core.has_sessions(&bare) {
+            self.core.emit(&Event::AccountOffline(bare)).await;
+        }
     }
 
     /// `node`'s connection for the component `domain` came or went: a remote handle for it
@@ -581,7 +590,7 @@ impl Inner {
                 .filter(|j| !named.contains(j))
                 .collect();
             for j in stale {
-                self.remote_unbound(node, &j);
+                self.remote_unbound(node, &j).await;
             }
         }
     }
@@ -630,6 +639,10 @@ impl Inner {
             p.handle.close(StreamError::new(
                 StreamErrorCondition::RemoteConnectionFailed,
             ));
+        }
+        let accounts: HashSet<BareJid> = sessions.iter().map(|(j, _)| j.to_bare()).collect();
+        for bare in accounts {
+            self.offline_if_gone(bare).await;
         }
         for (jid, _) in sessions {
             let Some(watchers) = lock(&self.seen).remove(&jid) else {

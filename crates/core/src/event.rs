@@ -58,6 +58,10 @@ pub enum Event {
     /// requests or block list in the store (emitted by the cluster when it hears of it):
     /// subscribers drop what they cached of the account and read the store again.
     AccountChanged(BareJid),
+    /// The last session of an account on another node of a cluster ended, and it has none
+    /// here either (emitted by the cluster): subscribers drop what they kept in memory for it
+    /// while it had sessions. (A local session's end is [`Event::Session`].)
+    AccountOffline(BareJid),
     /// A note a module on another node of a cluster sent to its peers
     /// ([`crate::Core::tell_peers`] there; emitted by the cluster in the order that node sent
     /// them): e.g. "this pubsub node changed in the store". `topic` says which module it is
@@ -98,6 +102,8 @@ pub enum EventKind {
     AccountDeleted,
     /// [`Event::AccountChanged`].
     AccountChanged,
+    /// [`Event::AccountOffline`].
+    AccountOffline,
     /// [`Event::ClusterNote`].
     ClusterNote,
     /// [`Event::MessageHeld`].
@@ -114,6 +120,7 @@ impl Event {
             Event::AccountRemoving(_) => EventKind::AccountRemoving,
             Event::AccountDeleted(_) => EventKind::AccountDeleted,
             Event::AccountChanged(_) => EventKind::AccountChanged,
+            Event::AccountOffline(_) => EventKind::AccountOffline,
             Event::ClusterNote { .. } => EventKind::ClusterNote,
             Event::MessageHeld { .. } => EventKind::MessageHeld,
         }

@@ -443,6 +443,7 @@ impl Module for RosterModule {
             events: vec![
                 (EventKind::AccountRemoving, priority::DEFAULT),
                 (EventKind::AccountChanged, priority::DEFAULT),
+                (EventKind::AccountOffline, priority::DEFAULT),
             ],
             stream_features: vec![
                 Element::new("ver", ns::ROSTER_VER),
@@ -470,6 +471,8 @@ impl Module for RosterModule {
             }
             // Another node of a cluster changed the roster or block list in the store.
             Event::AccountChanged(account) => self.im.evict(account).await,
+            // Its last session on another node ended.
+            Event::AccountOffline(account) => self.im.evict_if_offline(core, account).await,
             _ => {}
         }
     }

@@ -11,7 +11,12 @@
 //!   account's lock (a striped `tokio::sync::Mutex`, see [`Im::lock`]) and are written to the
 //!   store before the cache and before anyone is told (pushes, forwarded stanzas).
 //! - The cache of an account is loaded on first need while it has sessions and dropped when its
-//!   last session ends; both under the account's lock, so a cache never misses a change.
+//!   last session ends; both under the account's lock, so a cache never misses a change. In a
+//!   cluster, sessions on other nodes count too: every message to such a session checks its
+//!   account's block list on the sending node (a store query per message, most of a
+//!   crossing's CPU, before it was cached); the other nodes' changes evict it
+//!   ([`rookery_core::Event::AccountChanged`]) and so does the end of its last session
+//!   anywhere ([`rookery_core::Event::AccountOffline`]).
 //! - Readers (presence broadcast, delivery checks) take short `std::sync::RwLock` read locks and
 //!   copy what they need out: no lock is held across an `.await`, and a 100,000-item roster is
 //!   never walked under a lock other sessions wait for.
@@ -123,9 +128,9 @@ async fn cached_or_load<T>(
         return Ok(v.value().clone());
     }
     let v = Arc::new(load.await?);
-    // Local sessions only: only their end evicts the cache (a cluster's other nodes tell
-    // this one about changes through `Event::AccountChanged`, not about every session).
-    if core.has_local_sessions(bare) {
+    // Sessions here or on another node of a cluster: the end of the last one evicts it (see
+    // the module docs).
+    if core.has_sessions(bare) {
         cache.insert(bare.clone(), v.clone());
     }
     Ok(v)
@@ -270,10 +275,11 @@ impl Im {
         .await
     }
 
-    /// Drops the caches of `bare` (roster and block list) if it has no session left here.
+    /// Drops the caches of `bare` (roster and block list) if it has no session left, here or
+    /// on another node of a cluster.
     pub async fn evict_if_offline(&self, core: &Core, bare: &BareJid) {
         let _g = self.lock(bare).await;
-        if !core.has_local_sessions(bare) {
+        if !core.has_sessions(bare) {
             self.accounts.remove(bare);
             self.blocklists.remove(bare);
         }

@@ -83,3 +83,14 @@ rookery_serve() {
   SERVER_PID=$!
   wait_port "$port" "$dir/server.log"
 }
+
+# bench_postgres: makes ROOKERY_TEST_POSTGRES_URL name a PostgreSQL server — the one already
+# named, else a throwaway cluster of scripts/pg-start.sh, stopped when the script exits (an
+# EXIT trap: for scripts without one of their own); fails if neither is possible.
+bench_postgres() {
+  [ -n "${ROOKERY_TEST_POSTGRES_URL:-}" ] && return 0
+  eval "$(scripts/pg-start.sh 2>/dev/null)" || return 1
+  [ -n "${ROOKERY_TEST_POSTGRES_URL:-}" ] || return 1
+  BENCH_PG_DIR=$ROOKERY_PG_DIR
+  trap 'scripts/pg-stop.sh "$BENCH_PG_DIR" >/dev/null 2>&1 || true' EXIT
+}

@@ -84,7 +84,7 @@ phase query && for backend in $BACKENDS; do
   dir="$WORK/query-$backend"; rm -rf "$dir"; mkdir -p "$dir"
   url=""
   if [ "$backend" = postgres ]; then
-    if ! eval "$(scripts/pg-start.sh 2>/dev/null)" || [ -z "${ROOKERY_TEST_POSTGRES_URL:-}" ]; then
+    if ! bench_postgres; then
       echo "== postgres: not available, skipped"; continue
     fi
     db="rookery_mam_bench"

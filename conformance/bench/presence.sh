@@ -9,6 +9,7 @@
 # Usage: conformance/bench/presence.sh   (release builds of rookery and rookery-bench are made)
 # Settings: CLIENTS=2000 ROSTER=50 RATE=200 DURATION=15 BACKENDS="sqlite postgres"
 #           BASE_PORT=28500 WORK=<mktemp -d> ROOKERY_BIN BENCH_BIN
+#           ROOKERY_TEST_POSTGRES_URL (else a throwaway cluster of scripts/pg-start.sh)
 # Only loopback is used.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,7 +31,7 @@ for backend in $BACKENDS; do
   dir="$WORK/$backend"; rm -rf "$dir"; mkdir -p "$dir"
   store=()
   if [ "$backend" = postgres ]; then
-    if ! eval "$(scripts/pg-start.sh 2>/dev/null)" || [ -z "${ROOKERY_TEST_POSTGRES_URL:-}" ]; then
+    if ! bench_postgres; then
       echo "== postgres: not available, skipped"; continue
     fi
     db="rookery_presence_bench"

@@ -33,6 +33,9 @@ const MAX_BATCH: usize = 256;
 /// Writes waiting for their batch; callers beyond that wait to enqueue (back-pressure).
 const QUEUE: usize = 4096;
 
+/// Each write's outcome, in order, from a statement that ran (see [`BatchWrite::run_many`]).
+pub(crate) type Outcomes<T> = Vec<Result<T, StoreError>>;
+
 /// A kind of write that can run for many callers in one statement.
 pub(crate) trait BatchWrite: Send + Sync + Sized + 'static {
     /// What a caller gets back.
@@ -44,12 +47,13 @@ pub(crate) trait BatchWrite: Send + Sync + Sized + 'static {
         conn: &'a mut PgConnection,
     ) -> BoxFuture<'a, Result<Self::Out, StoreError>>;
 
-    /// Runs `batch` (two or more writes, in queue order) as one statement; the outputs in
-    /// the same order.
+    /// Runs `batch` (two or more writes, in queue order) as one statement; each write's
+    /// outcome in the same order. `Err` only when the statement failed (then nothing of it
+    /// is stored, and each write is run again alone).
     fn run_many<'a>(
         batch: &'a [Self],
         conn: &'a mut PgConnection,
-    ) -> BoxFuture<'a, Result<Vec<Self::Out>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Outcomes<Self::Out>, StoreError>>;
 }
 
 /// A queued write and the channel to its caller.
@@ -106,7 +110,7 @@ async fn serve<W: BatchWrite>(pool: PgPool, mut rx: mpsc::Receiver<Queued<W>>) {
 
 /// Runs `writes` — one statement for all, or each alone if that failed — and returns each
 /// write's outcome in order.
-async fn run<W: BatchWrite>(pool: &PgPool, writes: &[W]) -> Vec<Result<W::Out, StoreError>> {
+async fn run<W: BatchWrite>(pool: &PgPool, writes: &[W]) -> Outcomes<W::Out> {
     let mut conn = match pool.acquire().await {
         Ok(c) => c,
         Err(e) => {
@@ -119,12 +123,7 @@ async fn run<W: BatchWrite>(pool: &PgPool, writes: &[W]) -> Vec<Result<W::Out, S
     };
     if writes.len() > 1 {
         match W::run_many(writes, &mut conn).await {
-            Ok(outs) if outs.len() == writes.len() => return outs.into_iter().map(Ok).collect(),
-            Ok(outs) => tracing::error!(
-                writes = writes.len(),
-                outputs = outs.len(),
-                "store: a batched write returned the wrong number of rows; running each alone"
-            ),
+            Ok(outs) => return outs,
             Err(e) => tracing::debug!(
                 error = %e,
                 writes = writes.len(),

@@ -15,7 +15,7 @@
 //! new version are committed together. Callers serialize changes to one account's roster.
 
 use crate::db::{execute, with_pool, write_tx, Pool};
-use crate::pg_batch::BatchWrite;
+use crate::pg_batch::{BatchWrite, Outcomes};
 use crate::writer::BoxFuture;
 use crate::{now_unix, Store, StoreError};
 
@@ -303,7 +303,7 @@ impl BatchWrite for Put {
     fn run_many<'a>(
         batch: &'a [Put],
         conn: &'a mut sqlx::PgConnection,
-    ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Outcomes<i64>, StoreError>> {
         Box::pin(async move {
             let column = |f: fn(&Put) -> &str| batch.iter().map(f).collect::<Vec<_>>();
             let flag = |f: fn(&Put) -> bool| batch.iter().map(f).collect::<Vec<_>>();
@@ -327,13 +327,16 @@ impl BatchWrite for Put {
                     *slot = Some(ver);
                 }
             }
-            vers.into_iter()
+            // Committed: a put without its row (which the statement cannot produce) is told
+            // so rather than run again.
+            Ok(vers
+                .into_iter()
                 .map(|v| {
                     v.ok_or_else(|| {
                         StoreError::Corrupt("a batched roster put returned no version".into())
                     })
                 })
-                .collect()
+                .collect())
         })
     }
 }
@@ -393,7 +396,7 @@ impl BatchWrite for NewRequest {
     fn run_many<'a>(
         batch: &'a [NewRequest],
         conn: &'a mut sqlx::PgConnection,
-    ) -> BoxFuture<'a, Result<Vec<()>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Outcomes<()>, StoreError>> {
         Box::pin(async move {
             let column = |f: fn(&NewRequest) -> &str| batch.iter().map(f).collect::<Vec<_>>();
             let created: Vec<i64> = batch.iter().map(|r| r.created_at).collect();
@@ -413,7 +416,7 @@ impl BatchWrite for NewRequest {
             .bind(created)
             .execute(conn)
             .await?;
-            Ok(vec![(); batch.len()])
+            Ok(batch.iter().map(|_| Ok(())).collect())
         })
     }
 }

@@ -7,13 +7,17 @@
 //! reading one message with the stream parser (same limits as on TCP), turning RFC 7395's
 //! `<open/>` and `<close/>` into the stream header and close events, and making each
 //! element we send stand alone (its namespace declarations written on it, RFC 7395 §3.3.3).
-//! The transport adapter (crates/web) moves [`Frame`]s and message bytes between the
-//! channels of a [`Messages`] and its wire.
+//! What carries the messages is a [`MessageTransport`] the connection drives itself: the
+//! WebSocket (crates/web) reads and writes its socket within the connection's own polls, so a
+//! stanza costs no task hand-over; BOSH, whose messages come and go with HTTP requests
+//! handled elsewhere, plugs in its channels ([`crate::channels::Channels`]).
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use rookery_proto::ns;
 use rookery_xml::{Element, Event, StreamHeader, StreamParser};
-use tokio::sync::mpsc;
 
 /// The namespace of RFC 7395's `<open/>` and `<close/>` (§3.3.2).
 pub const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
@@ -22,8 +26,8 @@ pub const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// Our stream header: RFC 7395's `<open/>`; for BOSH, the attributes of the session
-    /// creation (or restart) response. Boxed: it is rare, and the channel's slots are as
-    /// large as the largest frame (each idle connection holds a block of 32).
+    /// creation (or restart) response. Boxed: it is rare, and a BOSH session's channel
+    /// slots are as large as the largest frame (each idle session holds a block of 32).
     Open(Box<Header>),
     /// One top-level element, with every namespace declaration it needs.
     Element(Bytes),
@@ -42,14 +46,40 @@ pub struct Header {
     pub id: String,
 }
 
+/// How a message-framed connection's messages travel, driven by the connection itself from
+/// its own polls (poll-style, so the connection's futures stay cancel-safe without a task
+/// of their own: the session loop drops a pending read whenever something else comes
+/// first, and the next read must resume, losing nothing).
+///
+/// Object-safe: the connection holds a `Box<dyn MessageTransport>`, one allocation per
+/// connection, so the stream crate needs to know no web transport. `Sync` because the
+/// connection is (negotiation holds `&Conn` across awaits); only `&mut` methods exist.
+pub trait MessageTransport: Send + Sync {
+    /// The next message from the peer, each one XML element (or `<open/>`/`<close/>`);
+    /// `None` once its input ended: the peer closed or went away, or it sent something the
+    /// transport itself refuses (a WebSocket closes with the fitting code before this).
+    /// Cancel-safe: a message is returned in the poll that takes it from the transport.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>>;
+
+    /// Sends `frames` from the front, in order, and flushes. A frame leaves the queue once
+    /// the transport took it, so a send dropped while pending resumes where it stopped. An
+    /// error means the peer is gone (or stopped reading for too long); nothing more will be
+    /// sent.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames: &mut VecDeque<Frame>,
+    ) -> Poll<std::io::Result<()>>;
+
+    /// Ends the transport's output: the peer learns nothing more comes (WebSocket: the
+    /// closing handshake; BOSH: its session manager sees the channel closed). Idempotent.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
 /// The connection's end of a message transport, built by the transport's adapter.
-#[derive(Debug)]
 pub struct Messages {
-    /// Messages from the peer, each one XML element (or `<open/>`/`<close/>`).
-    pub incoming: mpsc::Receiver<Bytes>,
-    /// Frames for the peer. The connection drops it when it shuts down, which tells the
-    /// adapter to close its transport.
-    pub outgoing: mpsc::Sender<Frame>,
+    /// The messages themselves.
+    pub transport: Box<dyn MessageTransport>,
     /// Whether the HTTP connection underneath is TLS (HTTPS).
     pub tls: bool,
     /// Whether the path to the client is confidential although it cannot be upgraded with

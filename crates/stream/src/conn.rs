@@ -576,24 +576,10 @@ async fn next_message_event(
 ) -> Result<Event, ConnError> {
     loop {
         if m.reading {
-            match parser.next_event() {
-                // The header `message::load` put before the message.
-                Ok(Some(Event::StreamOpen(_))) => continue,
-                Ok(Some(Event::Element(el))) => {
-                    return match message::unframe(el, content_ns) {
-                        Event::StreamClose => Err(ConnError::StreamClosed),
-                        ev => Ok(ev),
-                    }
-                }
-                // The close `message::load` put after it: the message is done.
-                Ok(Some(Event::StreamClose)) => m.reading = false,
-                Ok(None) => {
-                    return Err(ConnError::stream(
-                        StreamErrorCondition::BadFormat,
-                        "a message must hold complete elements",
-                    ))
-                }
-                Err(e) => return Err(ConnError::Stream(StreamError::from(&e))),
+            match message::next_event(parser, content_ns)? {
+                Some(Event::StreamClose) => return Err(ConnError::StreamClosed),
+                Some(ev) => return Ok(ev),
+                None => m.reading = false,
             }
         }
         let msg = std::future::poll_fn(|cx| m.transport.poll_recv(cx))

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use rookery_proto::ns;
+use rookery_proto::{ns, StreamError, StreamErrorCondition};
 use rookery_xml::{Element, Event, StreamHeader, StreamParser};
 
 /// The namespace of RFC 7395's `<open/>` and `<close/>` (§3.3.2).
@@ -95,18 +95,51 @@ pub struct Messages {
     pub kind: rookery_core::Transport,
 }
 
-/// Loads one message into `parser`, replacing whatever it held: a fresh stream header
-/// declaring `content_ns` as the default namespace (so a stanza without `xmlns` is read as on
-/// TCP), the message, and a stream close. The close makes an element left open at the end
-/// of the message a `not-well-formed` error at once, so each message must be complete on
-/// its own (RFC 7395 §3.3.3) and nothing carries over to the next one.
+/// Loads one message into `parser`, read with [`next_event`]. The messages of a stream are
+/// read as the content of one synthetic stream whose header declares `content_ns` as the
+/// default namespace (so a stanza without `xmlns` is read as on TCP): the header is fed
+/// before the first message (and after a restart), not per message, so a message costs the
+/// parser what the same stanza costs on TCP. Nothing carries over from one message to the
+/// next: [`next_event`] ends a message only where no element is open.
 pub(crate) fn load(parser: &mut StreamParser, content_ns: &str, message: &[u8]) {
-    parser.reset();
-    parser.feed(b"<stream:stream xmlns='");
-    parser.feed(content_ns.as_bytes());
-    parser.feed(b"' xmlns:stream='http://etherx.jabber.org/streams'>");
+    if !parser.is_open() {
+        parser.reset();
+        parser.feed(b"<stream:stream xmlns='");
+        parser.feed(content_ns.as_bytes());
+        parser.feed(b"' xmlns:stream='http://etherx.jabber.org/streams'>");
+    }
     parser.feed(message);
-    parser.feed(rookery_proto::stream::CLOSE);
+}
+
+/// The next event of the message [`load`]ed into `parser` (its elements, with `<open/>` and
+/// `<close/>` as the stream header and close, [`unframe`]); `None` once it is read to its end.
+/// A message that ends inside an element is a `not-well-formed` error at once: each message
+/// must be complete on its own (RFC 7395 §3.3.3).
+pub(crate) fn next_event(
+    parser: &mut StreamParser,
+    content_ns: &str,
+) -> Result<Option<Event>, StreamError> {
+    loop {
+        match parser.next_event() {
+            // The synthetic header `load` put before the first message.
+            Ok(Some(Event::StreamOpen(_))) => continue,
+            Ok(Some(Event::Element(el))) => return Ok(Some(unframe(el, content_ns))),
+            // A `</stream:stream>` in a message closed the synthetic stream: the rest of the
+            // message goes, the next one opens a new one.
+            Ok(Some(Event::StreamClose)) => {
+                parser.reset();
+                return Ok(None);
+            }
+            Ok(None) if parser.between_stanzas() => return Ok(None),
+            Ok(None) => {
+                return Err(StreamError::with_text(
+                    StreamErrorCondition::NotWellFormed,
+                    "a message must hold complete elements",
+                ))
+            }
+            Err(e) => return Err(StreamError::from(&e)),
+        }
+    }
 }
 
 /// What an element read from a message is for the stream: RFC 7395's `<open/>` is the
@@ -207,19 +240,47 @@ mod tests {
 
     fn read(message: &str) -> Vec<Result<Event, String>> {
         let mut p = StreamParser::new(Limits::PRE_AUTH);
-        load(&mut p, ns::CLIENT, message.as_bytes());
+        read_on(&mut p, message)
+    }
+
+    /// The events of `message` on a parser that may have read messages before.
+    fn read_on(p: &mut StreamParser, message: &str) -> Vec<Result<Event, String>> {
+        load(p, ns::CLIENT, message.as_bytes());
         let mut out = Vec::new();
         loop {
-            match p.next_event() {
-                Ok(Some(Event::StreamOpen(_))) => continue,
-                Ok(Some(Event::StreamClose)) | Ok(None) => return out,
-                Ok(Some(Event::Element(el))) => out.push(Ok(unframe(el, ns::CLIENT))),
+            match next_event(p, ns::CLIENT) {
+                Ok(None) => return out,
+                Ok(Some(ev)) => out.push(Ok(ev)),
                 Err(e) => {
-                    out.push(Err(e.condition().to_string()));
+                    out.push(Err(e.condition.to_string()));
                     return out;
                 }
             }
         }
+    }
+
+    /// Messages after the first are read without a new header, each on its own: what one
+    /// declares or leaves behind does not reach the next.
+    #[test]
+    fn messages_follow_one_another_on_one_parser() {
+        let mut p = StreamParser::new(Limits::PRE_AUTH);
+        let got = read_on(&mut p, "<presence/>");
+        assert!(matches!(got.as_slice(), [Ok(Event::Element(e))] if e.is("presence", ns::CLIENT)));
+        let got = read_on(
+            &mut p,
+            "<iq xmlns='jabber:client' type='get' id='1'/> <message/>",
+        );
+        assert_eq!(got.len(), 2, "{got:?}");
+        // A prefix declared in one message is unknown in the next.
+        let got = read_on(&mut p, "<a:x xmlns:a='urn:a'/>");
+        assert!(matches!(got.as_slice(), [Ok(Event::Element(_))]), "{got:?}");
+        let got = read_on(&mut p, "<a:x/>");
+        assert!(matches!(got.last(), Some(Err(_))), "{got:?}");
+        // A stream close inside a message ends it; the next message opens a new stream.
+        let mut p = StreamParser::new(Limits::PRE_AUTH);
+        assert!(read_on(&mut p, "</stream:stream>").is_empty());
+        let got = read_on(&mut p, "<presence/>");
+        assert!(matches!(got.as_slice(), [Ok(Event::Element(_))]), "{got:?}");
     }
 
     #[test]
@@ -265,6 +326,11 @@ mod tests {
         let big = format!("<message><body>{}</body></message>", "x".repeat(20_000));
         let got = read(&big);
         assert_eq!(got.last(), Some(&Err("policy-violation".to_string())));
+        // What ends inside an element is not well-formed (RFC 7395 §3.3.3).
+        assert_eq!(
+            read("<a/><b>").last(),
+            Some(&Err("not-well-formed".to_string()))
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! A connection is framed one of two ways ([`Io`]): as an XML byte stream (RFC 6120 §4, TCP
 //! or TLS), or as messages of one element each ([`crate::message`]: WebSocket, RFC 7395;
 //! BOSH, XEP-0206). Negotiation and the session loop only use the methods here, so they run
-//! unchanged over either.
+//! unchanged over either. Both are driven from the connection's own futures: its socket, or
+//! its [`MessageTransport`] (a WebSocket's socket, BOSH's channels), read and written within
+//! the poll of the caller, with no relay task in between.
 
 use std::net::SocketAddr;
 
@@ -17,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::message::{self, Frame, Messages};
+use crate::message::{self, Frame, MessageTransport, Messages};
 use crate::transport::Transport;
 
 /// Most bytes taken from the transport per read. The buffer lives on the stack only while a
@@ -61,15 +63,13 @@ impl ConnError {
 enum Io {
     /// One XML byte stream (RFC 6120 §4).
     Stream(Transport),
-    /// Messages of one element each (RFC 7395, XEP-0206), through a transport adapter.
+    /// Messages of one element each (RFC 7395, XEP-0206), through a message transport.
     Messages(MessageIo),
 }
 
 /// The connection's side of a message transport.
 struct MessageIo {
-    incoming: tokio::sync::mpsc::Receiver<bytes::Bytes>,
-    /// `None` once the connection shut down: the adapter sees the channel closed.
-    outgoing: Option<tokio::sync::mpsc::Sender<Frame>>,
+    transport: Box<dyn MessageTransport>,
     /// Frames waiting for the next [`Conn::flush`]; freed after it, like `Conn::out`.
     pending: std::collections::VecDeque<Frame>,
     /// A message was loaded into the parser and not read to its end yet.
@@ -125,8 +125,8 @@ impl Conn {
         }
     }
 
-    /// A client connection framed as messages (WebSocket, BOSH): `messages` are the channels
-    /// to its transport adapter. Each message is read with a fresh parser under `limits`.
+    /// A client connection framed as messages (WebSocket, BOSH), carried by `messages`'
+    /// transport. Each message is read with a fresh parser under `limits`.
     pub fn framed(
         messages: Messages,
         peer: SocketAddr,
@@ -135,8 +135,7 @@ impl Conn {
         content_ns: &'static str,
     ) -> Self {
         let Messages {
-            incoming,
-            outgoing,
+            transport,
             tls,
             secure,
             channel_binding,
@@ -144,8 +143,7 @@ impl Conn {
         } = messages;
         Conn {
             io: Io::Messages(MessageIo {
-                incoming,
-                outgoing: Some(outgoing),
+                transport,
                 pending: Default::default(),
                 reading: false,
                 tls,
@@ -246,7 +244,7 @@ impl Conn {
             Io::Stream(t) => {
                 let _ = t.shutdown().await;
             }
-            Io::Messages(m) => m.outgoing = None,
+            Io::Messages(m) => std::future::poll_fn(|cx| m.transport.poll_close(cx)).await,
         }
     }
 
@@ -578,47 +576,28 @@ async fn next_message_event(
 ) -> Result<Event, ConnError> {
     loop {
         if m.reading {
-            match parser.next_event() {
-                // The header `message::load` put before the message.
-                Ok(Some(Event::StreamOpen(_))) => continue,
-                Ok(Some(Event::Element(el))) => {
-                    return match message::unframe(el, content_ns) {
-                        Event::StreamClose => Err(ConnError::StreamClosed),
-                        ev => Ok(ev),
-                    }
-                }
-                // The close `message::load` put after it: the message is done.
-                Ok(Some(Event::StreamClose)) => m.reading = false,
-                Ok(None) => {
-                    return Err(ConnError::stream(
-                        StreamErrorCondition::BadFormat,
-                        "a message must hold complete elements",
-                    ))
-                }
-                Err(e) => return Err(ConnError::Stream(StreamError::from(&e))),
+            match message::next_event(parser, content_ns)? {
+                Some(Event::StreamClose) => return Err(ConnError::StreamClosed),
+                Some(ev) => return Ok(ev),
+                None => m.reading = false,
             }
         }
-        let msg = m.incoming.recv().await.ok_or(ConnError::Eof)?;
+        let msg = std::future::poll_fn(|cx| m.transport.poll_recv(cx))
+            .await
+            .ok_or(ConnError::Eof)?;
         message::load(parser, content_ns, &msg);
         m.reading = true;
         *last_read = Instant::now();
     }
 }
 
-/// Hands the pending frames to the adapter, in order; cancel-safe like [`Conn::flush`]
-/// (a frame leaves the queue once the channel took it).
+/// Hands the pending frames to the transport, in order, and flushes it; cancel-safe like
+/// [`Conn::flush`] (a frame leaves the queue once the transport took it).
 async fn flush_frames(m: &mut MessageIo) -> Result<(), ConnError> {
-    let Some(tx) = &m.outgoing else {
-        m.pending = Default::default();
-        return Err(ConnError::Eof);
-    };
-    while let Some(frame) = m.pending.front() {
-        let permit = tx.reserve().await.map_err(|_| ConnError::Eof)?;
-        permit.send(frame.clone());
-        m.pending.pop_front();
-    }
+    let sent = std::future::poll_fn(|cx| m.transport.poll_send(cx, &mut m.pending)).await;
+    // Freed, not kept, like `Conn::out`; after a failure nothing will go out anyway.
     m.pending = Default::default();
-    Ok(())
+    Ok(sent?)
 }
 
 /// A fresh, unguessable stream id.
@@ -710,8 +689,7 @@ mod tests {
         let (to_conn, incoming) = tokio::sync::mpsc::channel(4);
         let (outgoing, from_conn) = tokio::sync::mpsc::channel(8);
         let messages = Messages {
-            incoming,
-            outgoing,
+            transport: Box::new(crate::channels::Channels::new(incoming, outgoing)),
             tls: false,
             secure: true,
             channel_binding: None,

@@ -15,11 +15,14 @@
 //! - [`negotiation`]: stream negotiation as sans-IO machines and the one driver that runs
 //!   them over a [`Conn`];
 //! - [`message`]: the message framing of WebSocket (RFC 7395) and BOSH (XEP-0206): one
-//!   element per message, `<open/>`/`<close/>` as the stream's header and close;
+//!   element per message, `<open/>`/`<close/>` as the stream's header and close, carried by
+//!   a [`MessageTransport`] the connection drives itself;
+//! - [`channels`]: a message transport of two channels, for BOSH's session manager;
 //! - [`pump`]: the loop of a bound stream: inbound elements to a [`pump::Inbound`] policy,
 //!   routed bytes out in batches, kill switch, idle timeout.
 
 pub mod cert;
+pub mod channels;
 pub mod conn;
 pub mod header;
 pub mod keepalive;
@@ -31,8 +34,9 @@ pub mod pump;
 pub mod transport;
 
 pub use cert::LiveCert;
+pub use channels::Channels;
 pub use conn::{new_stream_id, Conn, ConnError};
 pub use limit::{IpKey, RateLimit};
 pub use listen::{accept_loop, CapLimits, ConnectionCap};
-pub use message::{Frame, Header, Messages};
+pub use message::{Frame, Header, MessageTransport, Messages};
 pub use transport::Transport;

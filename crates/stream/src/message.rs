@@ -7,13 +7,17 @@
 //! reading one message with the stream parser (same limits as on TCP), turning RFC 7395's
 //! `<open/>` and `<close/>` into the stream header and close events, and making each
 //! element we send stand alone (its namespace declarations written on it, RFC 7395 §3.3.3).
-//! The transport adapter (crates/web) moves [`Frame`]s and message bytes between the
-//! channels of a [`Messages`] and its wire.
+//! What carries the messages is a [`MessageTransport`] the connection drives itself: the
+//! WebSocket (crates/web) reads and writes its socket within the connection's own polls, so a
+//! stanza costs no task hand-over; BOSH, whose messages come and go with HTTP requests
+//! handled elsewhere, plugs in its channels ([`crate::channels::Channels`]).
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use rookery_proto::ns;
+use rookery_proto::{ns, StreamError, StreamErrorCondition};
 use rookery_xml::{Element, Event, StreamHeader, StreamParser};
-use tokio::sync::mpsc;
 
 /// The namespace of RFC 7395's `<open/>` and `<close/>` (§3.3.2).
 pub const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
@@ -22,8 +26,8 @@ pub const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// Our stream header: RFC 7395's `<open/>`; for BOSH, the attributes of the session
-    /// creation (or restart) response. Boxed: it is rare, and the channel's slots are as
-    /// large as the largest frame (each idle connection holds a block of 32).
+    /// creation (or restart) response. Boxed: it is rare, and a BOSH session's channel
+    /// slots are as large as the largest frame (each idle session holds a block of 32).
     Open(Box<Header>),
     /// One top-level element, with every namespace declaration it needs.
     Element(Bytes),
@@ -42,14 +46,40 @@ pub struct Header {
     pub id: String,
 }
 
+/// How a message-framed connection's messages travel, driven by the connection itself from
+/// its own polls (poll-style, so the connection's futures stay cancel-safe without a task
+/// of their own: the session loop drops a pending read whenever something else comes
+/// first, and the next read must resume, losing nothing).
+///
+/// Object-safe: the connection holds a `Box<dyn MessageTransport>`, one allocation per
+/// connection, so the stream crate needs to know no web transport. `Sync` because the
+/// connection is (negotiation holds `&Conn` across awaits); only `&mut` methods exist.
+pub trait MessageTransport: Send + Sync {
+    /// The next message from the peer, each one XML element (or `<open/>`/`<close/>`);
+    /// `None` once its input ended: the peer closed or went away, or it sent something the
+    /// transport itself refuses (a WebSocket closes with the fitting code before this).
+    /// Cancel-safe: a message is returned in the poll that takes it from the transport.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>>;
+
+    /// Sends `frames` from the front, in order, and flushes. A frame leaves the queue once
+    /// the transport took it, so a send dropped while pending resumes where it stopped. An
+    /// error means the peer is gone (or stopped reading for too long); nothing more will be
+    /// sent.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames: &mut VecDeque<Frame>,
+    ) -> Poll<std::io::Result<()>>;
+
+    /// Ends the transport's output: the peer learns nothing more comes (WebSocket: the
+    /// closing handshake; BOSH: its session manager sees the channel closed). Idempotent.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
 /// The connection's end of a message transport, built by the transport's adapter.
-#[derive(Debug)]
 pub struct Messages {
-    /// Messages from the peer, each one XML element (or `<open/>`/`<close/>`).
-    pub incoming: mpsc::Receiver<Bytes>,
-    /// Frames for the peer. The connection drops it when it shuts down, which tells the
-    /// adapter to close its transport.
-    pub outgoing: mpsc::Sender<Frame>,
+    /// The messages themselves.
+    pub transport: Box<dyn MessageTransport>,
     /// Whether the HTTP connection underneath is TLS (HTTPS).
     pub tls: bool,
     /// Whether the path to the client is confidential although it cannot be upgraded with
@@ -65,18 +95,51 @@ pub struct Messages {
     pub kind: rookery_core::Transport,
 }
 
-/// Loads one message into `parser`, replacing whatever it held: a fresh stream header
-/// declaring `content_ns` as the default namespace (so a stanza without `xmlns` is read as on
-/// TCP), the message, and a stream close. The close makes an element left open at the end
-/// of the message a `not-well-formed` error at once, so each message must be complete on
-/// its own (RFC 7395 §3.3.3) and nothing carries over to the next one.
+/// Loads one message into `parser`, read with [`next_event`]. The messages of a stream are
+/// read as the content of one synthetic stream whose header declares `content_ns` as the
+/// default namespace (so a stanza without `xmlns` is read as on TCP): the header is fed
+/// before the first message (and after a restart), not per message, so a message costs the
+/// parser what the same stanza costs on TCP. Nothing carries over from one message to the
+/// next: [`next_event`] ends a message only where no element is open.
 pub(crate) fn load(parser: &mut StreamParser, content_ns: &str, message: &[u8]) {
-    parser.reset();
-    parser.feed(b"<stream:stream xmlns='");
-    parser.feed(content_ns.as_bytes());
-    parser.feed(b"' xmlns:stream='http://etherx.jabber.org/streams'>");
+    if !parser.is_open() {
+        parser.reset();
+        parser.feed(b"<stream:stream xmlns='");
+        parser.feed(content_ns.as_bytes());
+        parser.feed(b"' xmlns:stream='http://etherx.jabber.org/streams'>");
+    }
     parser.feed(message);
-    parser.feed(rookery_proto::stream::CLOSE);
+}
+
+/// The next event of the message [`load`]ed into `parser` (its elements, with `<open/>` and
+/// `<close/>` as the stream header and close, [`unframe`]); `None` once it is read to its end.
+/// A message that ends inside an element is a `not-well-formed` error at once: each message
+/// must be complete on its own (RFC 7395 §3.3.3).
+pub(crate) fn next_event(
+    parser: &mut StreamParser,
+    content_ns: &str,
+) -> Result<Option<Event>, StreamError> {
+    loop {
+        match parser.next_event() {
+            // The synthetic header `load` put before the first message.
+            Ok(Some(Event::StreamOpen(_))) => continue,
+            Ok(Some(Event::Element(el))) => return Ok(Some(unframe(el, content_ns))),
+            // A `</stream:stream>` in a message closed the synthetic stream: the rest of the
+            // message goes, the next one opens a new one.
+            Ok(Some(Event::StreamClose)) => {
+                parser.reset();
+                return Ok(None);
+            }
+            Ok(None) if parser.between_stanzas() => return Ok(None),
+            Ok(None) => {
+                return Err(StreamError::with_text(
+                    StreamErrorCondition::NotWellFormed,
+                    "a message must hold complete elements",
+                ))
+            }
+            Err(e) => return Err(StreamError::from(&e)),
+        }
+    }
 }
 
 /// What an element read from a message is for the stream: RFC 7395's `<open/>` is the
@@ -177,19 +240,47 @@ mod tests {
 
     fn read(message: &str) -> Vec<Result<Event, String>> {
         let mut p = StreamParser::new(Limits::PRE_AUTH);
-        load(&mut p, ns::CLIENT, message.as_bytes());
+        read_on(&mut p, message)
+    }
+
+    /// The events of `message` on a parser that may have read messages before.
+    fn read_on(p: &mut StreamParser, message: &str) -> Vec<Result<Event, String>> {
+        load(p, ns::CLIENT, message.as_bytes());
         let mut out = Vec::new();
         loop {
-            match p.next_event() {
-                Ok(Some(Event::StreamOpen(_))) => continue,
-                Ok(Some(Event::StreamClose)) | Ok(None) => return out,
-                Ok(Some(Event::Element(el))) => out.push(Ok(unframe(el, ns::CLIENT))),
+            match next_event(p, ns::CLIENT) {
+                Ok(None) => return out,
+                Ok(Some(ev)) => out.push(Ok(ev)),
                 Err(e) => {
-                    out.push(Err(e.condition().to_string()));
+                    out.push(Err(e.condition.to_string()));
                     return out;
                 }
             }
         }
+    }
+
+    /// Messages after the first are read without a new header, each on its own: what one
+    /// declares or leaves behind does not reach the next.
+    #[test]
+    fn messages_follow_one_another_on_one_parser() {
+        let mut p = StreamParser::new(Limits::PRE_AUTH);
+        let got = read_on(&mut p, "<presence/>");
+        assert!(matches!(got.as_slice(), [Ok(Event::Element(e))] if e.is("presence", ns::CLIENT)));
+        let got = read_on(
+            &mut p,
+            "<iq xmlns='jabber:client' type='get' id='1'/> <message/>",
+        );
+        assert_eq!(got.len(), 2, "{got:?}");
+        // A prefix declared in one message is unknown in the next.
+        let got = read_on(&mut p, "<a:x xmlns:a='urn:a'/>");
+        assert!(matches!(got.as_slice(), [Ok(Event::Element(_))]), "{got:?}");
+        let got = read_on(&mut p, "<a:x/>");
+        assert!(matches!(got.last(), Some(Err(_))), "{got:?}");
+        // A stream close inside a message ends it; the next message opens a new stream.
+        let mut p = StreamParser::new(Limits::PRE_AUTH);
+        assert!(read_on(&mut p, "</stream:stream>").is_empty());
+        let got = read_on(&mut p, "<presence/>");
+        assert!(matches!(got.as_slice(), [Ok(Event::Element(_))]), "{got:?}");
     }
 
     #[test]
@@ -235,6 +326,11 @@ mod tests {
         let big = format!("<message><body>{}</body></message>", "x".repeat(20_000));
         let got = read(&big);
         assert_eq!(got.last(), Some(&Err("policy-violation".to_string())));
+        // What ends inside an element is not well-formed (RFC 7395 §3.3.3).
+        assert_eq!(
+            read("<a/><b>").last(),
+            Some(&Err("not-well-formed".to_string()))
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! BOSH (XEP-0124) carrying XMPP (XEP-0206) at [`PATH`].
 //!
-//! A BOSH session is a c2s stream on a message-framed `Conn` ([`rookery_stream::message`]):
-//! each child of a request's `<body/>` is one message to the connection, `xmpp:restart`
+//! A BOSH session is a c2s stream on a message-framed `Conn` ([`rookery_stream::message`])
+//! whose transport is a pair of channels ([`Channels`]): each child of a request's `<body/>`
+//! is one message to the connection, `xmpp:restart`
 //! (XEP-0206 §5) is a new `<open/>`, `type='terminate'` a `<close/>`; what the connection
 //! sends is gathered and returned in the bodies of the requests the client holds open. So
 //! negotiation, limits and the session are the TCP client's; this module keeps only what is
@@ -36,7 +37,7 @@ use bytes::Bytes;
 use rookery_http::Peer;
 use rookery_proto::ns;
 use rookery_stream::message::NS_FRAMING;
-use rookery_stream::{Conn, Frame, Messages};
+use rookery_stream::{Channels, Conn, Frame, Messages};
 use rookery_xml::{escape_into, Element, Limits};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -287,8 +288,7 @@ async fn create(
     let (outgoing, from_conn) = mpsc::channel(OUTGOING_DEPTH);
     let secure = peer.tls || peer.addr.ip().is_loopback() || ctx.config.behind_tls_proxy;
     let messages = Messages {
-        incoming,
-        outgoing,
+        transport: Box::new(Channels::new(incoming, outgoing)),
         tls: peer.tls,
         secure,
         // No SCRAM -PLUS over BOSH: a session spans many HTTP requests, on whatever

@@ -2,9 +2,9 @@
 //!
 //! The handshake (§3.1-3.2): a GET upgrade offering the subprotocol `xmpp` (refused with
 //! `400` otherwise), from an allowed Origin (`403` otherwise), within the c2s connection cap
-//! (`503` at the cap). The upgraded connection becomes a message-framed client `Conn` and
-//! runs the c2s negotiation and session; this module only relays between WebSocket
-//! messages and the connection's channels ([`relay`]):
+//! (`503` at the cap). The upgraded socket becomes the message transport of a client `Conn`
+//! ([`socket`]), which runs the c2s negotiation and session and reads and writes the socket
+//! itself:
 //! - a text message is one element (§3.3.3), read by the connection with the stream
 //!   parser's limits; messages larger than the stanza limit are refused by the WebSocket
 //!   layer itself (close code 1009, "message too big");
@@ -12,9 +12,6 @@
 //! - our frames go out as text messages: `<open/>`, each element, `<close/>` (§3.3.2,
 //!   §3.6: a stream error is the `<stream:error/>` then `<close/>`), then the closing
 //!   handshake with 1000.
-//!
-//! The relay reads the socket only while the connection can take a message, so a client
-//! that sends faster than its session works is held back by TCP, never buffered here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,13 +23,12 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use bytes::Bytes;
 use rookery_http::Peer;
 use rookery_proto::ns;
+use rookery_stream::listen::Permit;
 use rookery_stream::message::NS_FRAMING;
 use rookery_stream::{Conn, Frame, Messages};
 use rookery_xml::{Element, Limits};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::origin;
@@ -44,10 +40,7 @@ pub const PATH: &str = "/xmpp-websocket";
 /// The subprotocol of RFC 7395 §3.1.
 const SUBPROTOCOL: &str = "xmpp";
 
-/// RFC 6455 §7.4.1 close codes.
-const CLOSE_NORMAL: u16 = 1000;
-const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
-const CLOSE_TOO_BIG: u16 = 1009;
+mod socket;
 
 /// Bytes the WebSocket layer reads from the socket at once. An idle session keeps this
 /// buffer (tungstenite allocates it up front and grows it for a larger message, never
@@ -55,14 +48,6 @@ const CLOSE_TOO_BIG: u16 = 1009;
 /// tungstenite's default of 128 KiB would dominate the memory of idle sessions; 4 KiB
 /// cost 19.7 KiB per idle session at 10,000 (figures in docs/performance.md).
 const READ_BUFFER: usize = 1024;
-
-/// Messages from the client waiting for the connection. One is enough to keep the
-/// connection busy; the rest waits in TCP.
-const INCOMING_DEPTH: usize = 1;
-
-/// Frames from the connection waiting for the socket: one wake-up's worth of stanzas
-/// (the session flushes up to 64 KiB at a time).
-const OUTGOING_DEPTH: usize = 32;
 
 /// Longest a message may take to go out to a client that stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -112,9 +97,16 @@ pub async fn upgrade(
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| async move {
-            serve(ctx, socket, client, peer.tls, secure, channel_binding).await;
-            drop(permit);
+        .on_upgrade(move |socket| {
+            serve(
+                ctx,
+                socket,
+                permit,
+                client,
+                peer.tls,
+                secure,
+                channel_binding,
+            )
         })
 }
 
@@ -132,13 +124,14 @@ fn channel_binding(peer: &Peer, trusted_proxies: &[std::net::IpAddr]) -> Option<
     peer.tls_exporter
 }
 
-/// Runs one upgraded WebSocket: the c2s stream on its message-framed `Conn`, and the relay
-/// between the socket and that connection, until both are done. Both run in this task: the
-/// relay outlives the negotiation when the connection resumes a session (XEP-0198) and
-/// moves to that session's task.
+/// Runs one upgraded WebSocket: the c2s stream on a message-framed `Conn` whose transport
+/// is the socket itself (with `permit`, its place under the connection cap). When the
+/// connection resumes a session (XEP-0198) it moves, socket and permit with it, to that
+/// session's task, and this one ends.
 async fn serve(
     ctx: Arc<WebContext>,
     socket: WebSocket,
+    permit: Permit,
     client: SocketAddr,
     tls: bool,
     secure: bool,
@@ -149,11 +142,8 @@ async fn serve(
         redirect(socket, uri).instrument(span).await;
         return;
     }
-    let (to_conn, incoming) = mpsc::channel(INCOMING_DEPTH);
-    let (outgoing, from_conn) = mpsc::channel(OUTGOING_DEPTH);
     let messages = Messages {
-        incoming,
-        outgoing,
+        transport: Box::new(socket::Socket::new(socket, permit)),
         tls,
         secure,
         channel_binding,
@@ -166,79 +156,9 @@ async fn serve(
         ctx.c2s.core.domain(),
         ns::CLIENT,
     );
-    let stream = rookery_c2s::negotiate::serve_framed(ctx.c2s.clone(), conn, ctx.stopped.clone());
-    tokio::join!(
-        stream.instrument(span.clone()),
-        relay(socket, to_conn, from_conn).instrument(span)
-    );
-}
-
-/// Moves messages between the socket and the connection until either side ends.
-async fn relay(
-    mut socket: WebSocket,
-    to_conn: mpsc::Sender<Bytes>,
-    mut from_conn: mpsc::Receiver<Frame>,
-) {
-    // A message read from the socket that the connection has not taken yet.
-    let mut held: Option<Bytes> = None;
-    let close = loop {
-        tokio::select! {
-            permit = to_conn.reserve(), if held.is_some() => {
-                // Without a permit the connection is gone; its frames (the close) still
-                // come through `from_conn`.
-                if let (Ok(p), Some(m)) = (permit, held.take()) {
-                    p.send(m);
-                }
-            }
-            msg = socket.recv(), if held.is_none() => match msg {
-                Some(Ok(Message::Text(text))) => held = Some(Bytes::from(text)),
-                Some(Ok(Message::Binary(_))) => {
-                    tracing::info!("binary WebSocket message: closing with 1003");
-                    break Some((CLOSE_UNSUPPORTED_DATA, "XMPP messages are text (RFC 7395 3.3.3)"));
-                }
-                // Pings are answered by the WebSocket layer.
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break None,
-                Some(Err(e)) => {
-                    let too_big = e
-                        .into_inner()
-                        .downcast_ref::<tungstenite::Error>()
-                        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
-                    if too_big {
-                        tracing::info!("WebSocket message beyond the stanza limit: closing with 1009");
-                        break Some((CLOSE_TOO_BIG, "message larger than the stanza limit"));
-                    }
-                    tracing::debug!("WebSocket read failed");
-                    break None;
-                }
-            },
-            frame = from_conn.recv() => {
-                let (text, last) = match frame {
-                    Some(Frame::Close) => (Some(close_element(None).into()), true),
-                    Some(f) => (render(f), false),
-                    None => (None, true),
-                };
-                if let Some(text) = text {
-                    let sent = tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Text(text))).await;
-                    if !matches!(sent, Ok(Ok(()))) {
-                        break None;
-                    }
-                }
-                if last {
-                    break Some((CLOSE_NORMAL, ""));
-                }
-            }
-        }
-    };
-    // Ends the connection's stream (it sees end of input) before the closing handshake.
-    drop(to_conn);
-    if let Some((code, reason)) = close {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
-    }
+    rookery_c2s::negotiate::serve_framed(ctx.c2s.clone(), conn, ctx.stopped.clone())
+        .instrument(span)
+        .await;
 }
 
 /// RFC 7395 §3.6.1: answers the client's `<open/>` with `<close see-other-uri/>`.
@@ -250,7 +170,7 @@ async fn redirect(mut socket: WebSocket, uri: &str) {
             .await;
     }
     let frame = CloseFrame {
-        code: CLOSE_NORMAL,
+        code: socket::CLOSE_NORMAL,
         reason: "".into(),
     };
     let _ = socket.send(Message::Close(Some(frame))).await;

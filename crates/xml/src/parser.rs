@@ -232,6 +232,18 @@ impl StreamParser {
         }
     }
 
+    /// Whether the stream header was read and the stream is neither closed nor failed.
+    pub fn is_open(&self) -> bool {
+        self.failed.is_none() && self.tree.phase == Phase::Open
+    }
+
+    /// Whether the stream is open with nothing of a stanza pending: every byte fed so far
+    /// consumed and no element open. A message framing (RFC 7395 §3.3.3: each message holds
+    /// complete elements) checks this at the end of each message.
+    pub fn between_stanzas(&self) -> bool {
+        self.is_open() && self.tree.stack.is_empty() && self.buffered_len() == 0
+    }
+
     /// Forgets everything: buffered bytes and state; the next event must be a stream header.
     pub fn reset(&mut self) {
         *self = StreamParser::new(self.limits);
@@ -901,6 +913,30 @@ fn too_large() -> XmlError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `is_open` from the header to the close; `between_stanzas` only where nothing of a
+    /// stanza is pending (no open element, no partial token).
+    #[test]
+    fn open_and_between_stanzas() {
+        let mut p = StreamParser::new(Limits::PRE_AUTH);
+        assert!(!p.is_open() && !p.between_stanzas());
+        p.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>");
+        assert!(matches!(p.next_event(), Ok(Some(Event::StreamOpen(_)))));
+        assert!(p.is_open() && p.between_stanzas());
+        p.feed(b"<message><body>");
+        assert_eq!(p.next_event(), Ok(None));
+        assert!(p.is_open() && !p.between_stanzas());
+        p.feed(b"x</body></message><pres");
+        assert!(matches!(p.next_event(), Ok(Some(Event::Element(_)))));
+        assert_eq!(p.next_event(), Ok(None));
+        assert!(!p.between_stanzas());
+        p.feed(b"ence/> </stream:stream>");
+        assert!(matches!(p.next_event(), Ok(Some(Event::Element(_)))));
+        // The close is fed but not read yet.
+        assert!(!p.between_stanzas());
+        assert_eq!(p.next_event(), Ok(Some(Event::StreamClose)));
+        assert!(!p.is_open() && !p.between_stanzas());
+    }
 
     #[test]
     fn references() {

@@ -375,6 +375,7 @@ impl Session {
                         }
                         w.next_rid = rid + 1;
                         w.held.push_back(rid);
+                        self.release_beyond_hold(&mut w);
                     }
                     break;
                 }
@@ -442,11 +443,6 @@ impl Session {
                     guard.answer(&mut w, r.clone());
                     return r;
                 }
-                if first && w.held.len() > self.hold {
-                    let r = empty_body();
-                    guard.answer(&mut w, r.clone());
-                    return r;
-                }
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 let mut w = lock(&self.state);
@@ -480,6 +476,34 @@ impl Session {
             w.held.len() >= self.hold
         };
         empty && soon && all_open
+    }
+
+    /// Answers the oldest held requests while more than `hold` are held (XEP-0124 §11), with
+    /// what is gathered (usually nothing). Called as a new request joins, before its payload
+    /// reaches the stream: what the payload causes (the stream features after a restart) then
+    /// goes out with the new request, not with an older one that happened to wake first.
+    fn release_beyond_hold(&self, w: &mut Window) {
+        while w.held.len() > self.hold {
+            let Some(oldest) = w.held.pop_front() else {
+                return;
+            };
+            let r = if w.out.is_empty() && !w.closed && !w.creating {
+                empty_body()
+            } else {
+                self.response(w)
+            };
+            self.record(w, oldest, r);
+        }
+    }
+
+    /// Keeps `response` as the answer to `rid` (its held request returns it; a resend gets
+    /// it again) — the last `hold + 1` answers are kept.
+    fn record(&self, w: &mut Window, rid: u64, response: Bytes) {
+        w.answered_empty = response == empty_body();
+        w.answered.push_back((rid, response));
+        while w.answered.len() > self.hold + 1 {
+            w.answered.pop_front();
+        }
     }
 
     /// A response with everything gathered (the session attributes on the first one).
@@ -586,11 +610,7 @@ struct Held<'a> {
 impl Held<'_> {
     /// Records `response` for `rid` (kept for a resend) and leaves the window.
     fn answer(&self, w: &mut Window, response: Bytes) {
-        w.answered_empty = response == empty_body();
-        w.answered.push_back((self.rid, response));
-        while w.answered.len() > self.session.hold + 1 {
-            w.answered.pop_front();
-        }
+        self.session.record(w, self.rid, response);
     }
 }
 

@@ -391,13 +391,6 @@ impl Core {
         }
     }
 
-    /// Whether `bare` has a session bound on this node (not only on other nodes of a
-    /// cluster): what a module's per-account memory may be kept for, since only a local
-    /// session's end tells it when to forget.
-    pub fn has_local_sessions(&self, bare: &BareJid) -> bool {
-        self.sessions.has_local_sessions(bare)
-    }
-
     /// Registers a session bound on another node (a handle marked
     /// [`SessionHandle::into_remote`], kept by the cluster). A local session of the same full
     /// JID is older (the cluster decided) and is closed with `conflict`, and the modules hear

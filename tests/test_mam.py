@@ -183,6 +183,10 @@ async def test_archive_survives_restart_and_goes_with_the_account(server_factory
     srv = server_factory(backend=backend)
     a, c = await login(srv, "alice"), await login(srv, "carol")
     await chat(a, c, "remember me")
+    # A query reads what was archived before it (rows still in the archiver's batch
+    # included), so what it showed is committed: it survives `kill -9`.
+    bodies, _, _ = await query(c)
+    assert bodies == ["remember me"]
     await close(a, c)
     srv.crash_restart()
     c = await login(srv, "carol")

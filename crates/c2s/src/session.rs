@@ -326,6 +326,9 @@ impl<'a> Client<'a> {
     async fn attach(&mut self, conn: &mut Conn) -> Result<(), ConnError> {
         self.keepalive = Self::keepalive(self.ctx);
         self.ping_id = None;
+        // As for an <a/>: what the `h` of <resumed/> counts is committed before the client
+        // is told.
+        self.ctx.core.settle().await;
         let Some(m) = self.sm.as_mut() else {
             return Err(ConnError::stream(SEC::InternalServerError, "not managed"));
         };
@@ -431,7 +434,11 @@ impl<'a> Client<'a> {
         match el.name() {
             "r" => {
                 if let Some(m) = self.sm.as_ref() {
-                    Self::nonza(conn, &sm::ack(m.counters.inbound())).await?;
+                    let h = m.counters.inbound();
+                    // What the ack counts is kept: the stanzas were routed, and what the
+                    // modules took on from them (the archive's rows) is committed.
+                    self.ctx.core.settle().await;
+                    Self::nonza(conn, &sm::ack(h)).await?;
                 }
                 Ok(())
             }

@@ -112,6 +112,9 @@ pub struct Declaration {
     /// Stream features offered to clients after authentication, next to `<bind/>` (e.g.
     /// XEP-0237 `<ver xmlns='urn:xmpp:features:rosterver'/>`).
     pub stream_features: Vec<Element>,
+    /// Whether the module takes on writes it commits later, off the message path (the
+    /// archive's rows): [`Core::settle`] then waits for it ([`Module::settle`]).
+    pub settles: bool,
 }
 
 /// The payload of an IQ `result` (if any), or an error.
@@ -207,4 +210,9 @@ pub trait Module: Send + Sync + 'static {
 
     /// An event this module subscribed to.
     async fn event(&self, _core: &Arc<Core>, _event: &Event) {}
+
+    /// Returns once what this module took on from the stanzas routed before the call is
+    /// committed. Asked through [`Core::settle`] of the modules that declared
+    /// [`Declaration::settles`]; the others hold nothing uncommitted.
+    async fn settle(&self) {}
 }

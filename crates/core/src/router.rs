@@ -295,6 +295,16 @@ impl Core {
         }
     }
 
+    /// Returns once what the modules took on from the stanzas routed before the call is
+    /// committed (the archive's rows, written in batches off the message path). An
+    /// acknowledgement that promises a stanza is kept (XEP-0198 `<a/>` and `<resumed/>`)
+    /// waits for this; so does the shutdown, before the store closes.
+    pub async fn settle(&self) {
+        for m in self.tables.settlers() {
+            m.settle().await;
+        }
+    }
+
     /// Records a session's availability: `Some(priority)` after available presence, `None`
     /// after unavailable.
     pub fn set_available(&self, jid: &Jid, priority: Option<i8>) {

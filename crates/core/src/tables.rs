@@ -17,6 +17,7 @@ pub struct Tables {
     iq_routes: HashMap<(IqTarget, &'static str, &'static str), usize>,
     hooks: HashMap<HookPoint, Vec<usize>>,
     events: HashMap<EventKind, Vec<usize>>,
+    settlers: Vec<usize>,
     identities: Vec<Identity>,
     server_features: Vec<&'static str>,
     server_info: Vec<Element>,
@@ -42,6 +43,7 @@ impl Tables {
         let mut account_features = Vec::new();
         let mut account_identities = Vec::new();
         let mut stream_features = Vec::new();
+        let mut settlers = Vec::new();
         for (i, m) in modules.iter().enumerate() {
             let d = m.declare();
             for (target, ns, name) in d.iqs {
@@ -61,6 +63,9 @@ impl Tables {
             account_features.extend(d.account_features);
             account_identities.extend(d.account_identities);
             stream_features.extend(d.stream_features);
+            if d.settles {
+                settlers.push(i);
+            }
         }
         server_features.sort_unstable();
         server_features.dedup();
@@ -71,6 +76,7 @@ impl Tables {
             iq_routes,
             hooks: hooks.into_order(),
             events: events.into_order(),
+            settlers,
             identities,
             server_features,
             server_info,
@@ -101,6 +107,11 @@ impl Tables {
     /// The modules subscribed to events of `kind`, in order.
     pub fn subscribers(&self, kind: EventKind) -> impl Iterator<Item = &Arc<dyn Module>> {
         self.indexed(self.events.get(&kind).map_or(&[][..], Vec::as_slice))
+    }
+
+    /// The modules that declared [`crate::Declaration::settles`], in module order.
+    pub fn settlers(&self) -> impl Iterator<Item = &Arc<dyn Module>> {
+        self.indexed(&self.settlers)
     }
 
     fn indexed<'a>(&'a self, list: &'a [usize]) -> impl Iterator<Item = &'a Arc<dyn Module>> {

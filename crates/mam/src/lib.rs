@@ -8,7 +8,7 @@
 //! - [`serve`]: answering a query on any archive (an account's here, a room's in
 //!   `rookery-muc`);
 //! - [`archiver`]: the task that writes the rows of many messages in one transaction (group
-//!   commit), awaited by the message path;
+//!   commit) off the message path, settled before an acknowledgement or a query;
 //! - [`archive`]: which messages are archived, archive ids, stamping;
 //! - [`query`]: the query form and RSM read into a [`query::Query`], result messages and
 //!   `<fin/>`; [`prefs`]: archiving preferences; [`error`]: refusals and their wire errors;

@@ -8,19 +8,12 @@
 //!   priority `OBSERVE`, before delivery, offline storage and carbons (all `DEFAULT`), so that
 //!   what they send on carries the archive's `<stanza-id/>`.
 //!
-//! The row goes to the [`Archiver`], which writes the rows of every message queued meanwhile
-//! in one transaction (group commit, off the session's task), and is awaited before the
-//! message goes on: what a client was told was sent (an SM ack follows routing) is in the
-//! archive. So archiving costs a message a hand-off and a commit's latency (shared with the
-//! whole batch), not a transaction of its own; see `archiver.rs` for why and the bounds.
-//!
-//! A message between two local accounts is two rows, handed over at its two hooks and
-//! awaited at each: they usually land in consecutive batches. Handing both over as one would
-//! mean carrying the sender's pending row from `MessageFromLocal` to the recipient's hook,
-//! which does not run when the message bounces (no such account, blocked, resource gone):
-//! the sender's row would then be left unawaited, and acknowledged before it is committed.
-//! Batching many messages' rows already gives the per-row cost a single write per message
-//! would (docs/performance.md, "Archiving cost").
+//! The row goes to the [`Archiver`], which writes the rows of many messages in one
+//! transaction off the message path: the hook only queues it. What a client is promised —
+//! the XEP-0198 acknowledgement of what it sent — waits for the commit through
+//! [`Module::settle`] (`Core::settle`), and a query settles before it reads, so a client
+//! finds every `<stanza-id/>` it was given. See `archiver.rs` for why, the bounds and what a
+//! crash may take.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,8 +137,8 @@ impl Mam {
         })
     }
 
-    /// Archives `m` for `account`, with `with`, under `id`; errors are logged (the message
-    /// still goes on: losing its copy beats losing it).
+    /// Queues `m` for `account`'s archive, with `with`, under `id`; the archiver logs what it
+    /// fails to write (the message still goes on: losing its copy beats losing it).
     async fn archive(&self, account: &BareJid, with: &BareJid, id: String, m: &Stanza) {
         let Some((d, u)) = owner(account) else { return };
         let row = NewArchived {
@@ -158,9 +151,7 @@ impl Mam {
             ts: rookery_proto::time::now_unix(),
             stanza: String::from_utf8_lossy(&m.to_bytes()).into_owned(),
         };
-        if let Err(e) = self.archiver.archive(vec![row]).await {
-            tracing::error!(account = %account, error = %e, "archiving a message failed");
-        }
+        self.archiver.archive(vec![row]).await;
     }
 
     /// The decision for one direction: `account`'s archive, the other party `with`.
@@ -188,6 +179,8 @@ impl Mam {
             domain: d.to_string(),
             username: u.to_string(),
         };
+        // Read what was archived before the query, also rows still in a batch.
+        self.archiver.settle().await;
         let fin =
             serve::answer(core, &self.store, &owner, account, iq, self.config.max_page).await?;
         Ok(IqReply::from(Some(fin)))
@@ -234,6 +227,7 @@ impl Module for Mam {
             ],
             events: vec![(EventKind::AccountDeleted, priority::DEFAULT)],
             account_features: vec![ns::MAM, ns::MAM_EXTENDED, ns::SID],
+            settles: true,
             ..Declaration::default()
         }
     }
@@ -280,6 +274,10 @@ impl Module for Mam {
             }
             _ => Flow::Continue(stanza),
         }
+    }
+
+    async fn settle(&self) {
+        self.archiver.settle().await;
     }
 
     async fn event(&self, _core: &Arc<Core>, event: &Event) {

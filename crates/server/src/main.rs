@@ -489,6 +489,9 @@ async fn serve(
     }
     // The worker stops at the stop signal; deliveries not made stay in the outbox.
     let _ = websub_worker.await;
+    // What the modules hold uncommitted (archive rows in a batch) goes in before the store
+    // closes.
+    core.settle().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -9,7 +9,7 @@
 //! the commits themselves: every commit writes each index page its rows touched, and the rows
 //! of a few milliseconds belong to as many accounts as messages, so a row cost about three
 //! page writes whatever the batch. So the message path no longer waits, and a batch gathers
-//! for up to [`MAX_DELAY`] — many rows of each account share a page write.
+//! for up to `[mam] batch_delay_ms` (a second by default) — many rows of each account share a page write.
 //!
 //! # Never lost once acknowledged
 //! What the server promises a sender is the XEP-0198 acknowledgement (`<a/>`, `<resumed/>`):
@@ -17,10 +17,10 @@
 //! ([`Archiver::settle`]): a marker queued behind the rows of every stanza routed before it,
 //! answered once they are committed — and a waiting marker makes the batch commit at once
 //! (at most one commit per [`COMMIT_INTERVAL`]), so an acknowledgement waits a commit, not
-//! [`MAX_DELAY`]. An archive query settles first too, so a client reads what it was sent
+//! the batch delay. An archive query settles first too, so a client reads what it was sent
 //! (the `<stanza-id/>` it got is found), and so does the shutdown. What is not promised: the
 //! archive copies of messages sent without stream management, or not yet acknowledged, when
-//! the process is killed within [`MAX_DELAY`] — the messages themselves were delivered.
+//! the process is killed within the batch delay — the messages themselves were delivered.
 //!
 //! # Bounds
 //! The queue holds [`QUEUE`] jobs; when the store falls behind, archiving waits to enqueue
@@ -49,10 +49,6 @@ const QUEUE: usize = 8192;
 /// The most jobs committed in one transaction: a burst costs a few commits.
 const MAX_BATCH: usize = 4096;
 
-/// The longest a row waits for its commit when nobody waits for it: rows arriving meanwhile
-/// join its batch.
-const MAX_DELAY: Duration = Duration::from_millis(250);
-
 /// The least time between the starts of two commits, also when an acknowledgement waits:
 /// under load, what arrives within it joins the next batch instead of each waiter paying a
 /// commit of its own; an archiver that was idle for longer commits at once.
@@ -75,10 +71,11 @@ enum Job {
 }
 
 impl Archiver {
-    /// Starts the archiver writing into `store`, on the current tokio runtime.
-    pub fn spawn(store: Store) -> Archiver {
+    /// Starts the archiver writing into `store`, on the current tokio runtime; a batch
+    /// nobody waits for is committed `delay` after its first message.
+    pub fn spawn(store: Store, delay: Duration) -> Archiver {
         let (queue, jobs) = mpsc::channel(QUEUE);
-        tokio::spawn(serve(store, jobs));
+        tokio::spawn(serve(store, jobs, delay));
         Archiver { queue }
     }
 
@@ -101,9 +98,9 @@ impl Archiver {
 }
 
 /// The archiver loop: gathers a batch until a waiter asks for it (at most one commit started
-/// per [`COMMIT_INTERVAL`]), [`MAX_DELAY`] passed since its first job, or it is full; then
-/// commits it.
-async fn serve(store: Store, mut jobs: mpsc::Receiver<Job>) {
+/// per [`COMMIT_INTERVAL`]), `delay` passed since its first job, or it is full; then commits
+/// it.
+async fn serve(store: Store, mut jobs: mpsc::Receiver<Job>, delay: Duration) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut next = Instant::now();
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -113,7 +110,7 @@ async fn serve(store: Store, mut jobs: mpsc::Receiver<Job>) {
             let due = if waited_for {
                 next
             } else {
-                next.max(first + MAX_DELAY)
+                next.max(first + delay)
             };
             let room = MAX_BATCH - batch.len();
             if room == 0 || Instant::now() >= due {
@@ -212,12 +209,15 @@ mod tests {
             .create("localhost", "juliet", &creds)
             .await
             .unwrap();
-        let archiver = Archiver::spawn(store.clone());
+        let archiver = Archiver::spawn(store.clone(), Duration::from_secs(60));
         for n in 0..100 {
             let user = if n == 50 { "nobody" } else { "juliet" };
             archiver.archive(vec![row(user, n)]).await;
         }
-        archiver.settle().await;
+        // The batch delay is a minute: the settle has the batch committed at once.
+        tokio::time::timeout(Duration::from_secs(10), archiver.settle())
+            .await
+            .unwrap();
         let juliet = Owner::Account {
             domain: "localhost".into(),
             username: "juliet".into(),

@@ -20,6 +20,11 @@ pub struct MamConfig {
     pub purge_interval_secs: u64,
     /// The most messages one query page returns (a larger RSM `max` is lowered to it).
     pub max_page: u64,
+    /// The longest an archived message waits for its commit when nothing waits for it, in
+    /// milliseconds: what arrives meanwhile is committed with it. Longer batches write each
+    /// index page once for more rows; a `kill -9` may take the copies of this long's
+    /// messages that no acknowledgement promised (see `archiver.rs`).
+    pub batch_delay_ms: u64,
 }
 
 impl Default for MamConfig {
@@ -31,6 +36,7 @@ impl Default for MamConfig {
             max_messages_per_user: 100_000,
             purge_interval_secs: 3600,
             max_page: 100,
+            batch_delay_ms: 1000,
         }
     }
 }
@@ -46,6 +52,9 @@ impl MamConfig {
         }
         if self.max_page == 0 {
             return Err("[mam] max_page must be at least 1".into());
+        }
+        if !(1..=60_000).contains(&self.batch_delay_ms) {
+            return Err("[mam] batch_delay_ms must be between 1 and 60000".into());
         }
         if self.purge_interval_secs == 0 {
             return Err("[mam] purge_interval_secs must be at least 1".into());

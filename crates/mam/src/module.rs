@@ -71,10 +71,11 @@ impl Mam {
             return Err("the message archive needs a tokio runtime".into());
         }
         let default = PrefDefault::parse(&config.default).unwrap_or(PrefDefault::Always);
+        let archiver = Archiver::spawn(store.clone(), Duration::from_millis(config.batch_delay_ms));
         Ok(Mam {
             config,
             default,
-            archiver: Archiver::spawn(store.clone()),
+            archiver,
             store,
             prefs: DashMap::new(),
         })

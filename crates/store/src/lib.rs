@@ -388,7 +388,12 @@ async fn open_sqlite(url: &str, migrations: Migrations) -> Result<Pool, StoreErr
     let mut options = SqliteConnectOptions::from_str(url)?
         .foreign_keys(true)
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
-        .synchronous(SqliteSynchronous::Full);
+        .synchronous(SqliteSynchronous::Full)
+        // Statement journals (a statement's undo log inside a transaction, written for each
+        // multi-row insert that may fail on a constraint) and sorts stay in memory: on disk
+        // the archive's inserts paid a write system call per page they touched (the profile
+        // in docs/performance.md, "Archiving cost"). They are bounded by one statement.
+        .pragma("temp_store", "memory");
     if !in_memory {
         options = options
             .create_if_missing(true)

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::db::{with_pool, write_tx};
-use crate::{Store, StoreError};
+use crate::{Backend, Store, StoreError};
 
 /// Whose archive.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -71,25 +71,35 @@ fn chunks<'r, T>(rows: &'r [T]) -> impl Iterator<Item = &'r [T]> + 'r {
     })
 }
 
-/// The `INSERT` of `n` rows into `table` (`$1`… numbered row by row, six per row). Built
-/// per chunk (a microsecond, against the rows' own work); the connection's statement cache
-/// keys on the text, so each of [`chunks`]' few sizes is prepared once.
-fn insert_sql((t, k1, k2): (&str, &str, &str), n: usize) -> String {
+/// The `INSERT` of `n` rows into `table`, six parameters per row. Built per chunk (a
+/// microsecond, against the rows' own work); the connection's statement cache keys on the
+/// text, so each of [`chunks`]' few sizes is prepared once.
+///
+/// On SQLite the parameters are anonymous `?`s: sqlx binds a named or numbered one (`$7`,
+/// `?7`) by asking SQLite its name, which SQLite finds by walking the statement's list of
+/// names — for a statement of hundreds of parameters that walk was 8 % of the server's CPU
+/// under archiving (docs/performance.md, "Archiving cost"). PostgreSQL wants `$n`.
+fn insert_sql((t, k1, k2): (&str, &str, &str), n: usize, backend: Backend) -> String {
     let mut sql = format!("INSERT INTO {t} ({k1}, {k2}, stanza_id, with_jid, ts, stanza) VALUES ");
     for i in 0..n {
-        let p = i * 6;
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${})",
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5,
-            p + 6
-        ));
+        match backend {
+            Backend::Sqlite => sql.push_str("(?, ?, ?, ?, ?, ?)"),
+            Backend::Postgres => {
+                let p = i * 6;
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6
+                ));
+            }
+        }
     }
     sql
 }
@@ -206,12 +216,13 @@ impl<'a> Mam<'a> {
         if rows.iter().all(|r| matches!(r.owner, Owner::Node { .. })) {
             return Ok(());
         }
+        let backend = self.store.backend();
         write_tx!(self.store, conn => {
             for table in TABLES {
                 let mine: Vec<&NewArchived> =
                     rows.iter().filter(|r| r.owner.table() == table).collect();
                 for chunk in chunks(&mine) {
-                    let sql = insert_sql(table, chunk.len());
+                    let sql = insert_sql(table, chunk.len(), backend);
                     let mut q = sqlx::query(&sql);
                     for r in chunk {
                         let (a, b) = r.owner.keys();
@@ -442,11 +453,16 @@ mod tests {
     }
 
     #[test]
-    fn an_insert_numbers_its_parameters_row_by_row() {
+    fn an_insert_numbers_its_parameters_row_by_row_on_postgres_only() {
         assert_eq!(
-            insert_sql(TABLES[1], 2),
+            insert_sql(TABLES[1], 2, Backend::Postgres),
             "INSERT INTO muc_archive (service, room, stanza_id, with_jid, ts, stanza) \
              VALUES ($1, $2, $3, $4, $5, $6), ($7, $8, $9, $10, $11, $12)"
+        );
+        assert_eq!(
+            insert_sql(TABLES[1], 2, Backend::Sqlite),
+            "INSERT INTO muc_archive (service, room, stanza_id, with_jid, ts, stanza) \
+             VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?)"
         );
     }
 }

@@ -42,7 +42,19 @@ pub fn new_id() -> String {
 /// `m` with the archive's `<stanza-id by='{by}' id='{id}'/>`: one the sender put there with
 /// the same `by` is removed first (XEP-0359 §5: it must not be trusted); others (a room's)
 /// stay. `None` only if the element does not parse back, which never happens to a stanza.
-pub fn stamp(m: Stanza, by: &BareJid, id: &str) -> Option<Stanza> {
+pub fn stamp(mut m: Stanza, by: &BareJid, id: &str) -> Option<Stanza> {
+    let ours = Element::new("stanza-id", ns::SID)
+        .with_attr("by", by.as_str())
+        .with_attr("id", id);
+    let forged = m
+        .element()
+        .children()
+        .any(|c| c.is("stanza-id", ns::SID) && c.attr("by") == Some(by.as_str()));
+    if !forged {
+        // The usual case, on every archived message: no element to take apart.
+        m.push_payload(ours);
+        return Some(m);
+    }
     let mut el = m.into_element();
     let kept: Vec<Element> = el
         .children()
@@ -53,12 +65,15 @@ pub fn stamp(m: Stanza, by: &BareJid, id: &str) -> Option<Stanza> {
     for k in kept {
         el.push_child(k);
     }
-    el.push_child(
-        Element::new("stanza-id", ns::SID)
-            .with_attr("by", by.as_str())
-            .with_attr("id", id),
-    );
+    el.push_child(ours);
     Stanza::from_element(el).ok()
+}
+
+/// `m` serialized for an archive row.
+pub fn serialized(m: &Stanza) -> String {
+    // A stanza's serialization is UTF-8 (it was parsed from, or built of, strings).
+    String::from_utf8(m.to_bytes())
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]
@@ -109,6 +124,16 @@ mod tests {
                 (Some("room@muc.lit"), Some("r1")),
                 (Some("juliet@capulet.lit"), Some("real"))
             ]
+        );
+        // Without a forged one, the others stay in their place.
+        let m = msg("<message xmlns='jabber:client' type='chat'><body>hi</body>\
+                     <stanza-id xmlns='urn:xmpp:sid:0' by='room@muc.lit' id='r1'/></message>");
+        let s = stamp(m, &by, "real").unwrap();
+        assert_eq!(
+            serialized(&s),
+            "<message type=\"chat\"><body>hi</body>\
+             <stanza-id xmlns=\"urn:xmpp:sid:0\" by=\"room@muc.lit\" id=\"r1\"/>\
+             <stanza-id xmlns=\"urn:xmpp:sid:0\" by=\"juliet@capulet.lit\" id=\"real\"/></message>"
         );
         assert_ne!(new_id(), new_id());
     }

@@ -150,7 +150,7 @@ impl Mam {
             stanza_id: id,
             with_jid: with.as_str().to_string(),
             ts: rookery_proto::time::now_unix(),
-            stanza: String::from_utf8_lossy(&m.to_bytes()).into_owned(),
+            stanza: archive::serialized(m),
         };
         self.archiver.archive(vec![row]).await;
     }

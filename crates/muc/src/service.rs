@@ -316,7 +316,7 @@ impl MucService {
                     stanza_id: a.id.clone(),
                     with_jid: a.with.as_str().to_string(),
                     ts: now,
-                    stanza: String::from_utf8_lossy(&a.stanza.to_bytes()).into_owned(),
+                    stanza: rookery_mam::archive::serialized(&a.stanza),
                 };
                 if let Err(e) = store.mam().append(vec![row]).await {
                     tracing::error!(room = %name, error = %e, "archiving a room message failed");

@@ -47,9 +47,9 @@ const TABLES: [(&str, &str, &str); 2] = [
 /// A node's history: a view, queried like the tables and never purged or written here.
 const NODE_HISTORY: (&str, &str, &str) = ("pubsub_archive", "service", "node");
 
-/// The most rows one `INSERT` carries: six parameters a row stays far below both drivers'
-/// limits (SQLite 32,766, PostgreSQL 65,535), and a batch of a few hundred rows is a few
-/// statements.
+/// The most rows one query carries (see [`insert_sql`]): six parameters a row stays far
+/// below both drivers' limits (SQLite 32,766, PostgreSQL 65,535), and a batch of a few
+/// hundred rows is a few queries.
 const MAX_ROWS_PER_INSERT: usize = 64;
 
 /// `rows` cut into the chunks one `INSERT` each: [`MAX_ROWS_PER_INSERT`] rows, then
@@ -75,20 +75,31 @@ fn chunks<'r, T>(rows: &'r [T]) -> impl Iterator<Item = &'r [T]> + 'r {
 /// microsecond, against the rows' own work); the connection's statement cache keys on the
 /// text, so each of [`chunks`]' few sizes is prepared once.
 ///
-/// On SQLite the parameters are anonymous `?`s: sqlx binds a named or numbered one (`$7`,
-/// `?7`) by asking SQLite its name, which SQLite finds by walking the statement's list of
-/// names — for a statement of hundreds of parameters that walk was 8 % of the server's CPU
-/// under archiving (docs/performance.md, "Archiving cost"). PostgreSQL wants `$n`.
+/// On PostgreSQL one statement of `n` rows. On SQLite `n` statements of one row each, sent
+/// as one query (sqlx runs them in order, binding the parameters across them): a statement
+/// that writes several rows and may fail on a constraint (the foreign key, the unique id)
+/// keeps an undo journal of every page it touches, so that a failure undoes that statement
+/// alone — an eighth of the server's CPU under archiving, where a one-row statement checks
+/// before it writes and needs none. Its parameters are anonymous `?`s: sqlx binds a numbered
+/// one by asking SQLite its name, which SQLite finds by walking the statement's list of
+/// names (8 % of the CPU with hundreds of them). docs/performance.md, "Archiving cost".
 fn insert_sql((t, k1, k2): (&str, &str, &str), n: usize, backend: Backend) -> String {
-    let mut sql = format!("INSERT INTO {t} ({k1}, {k2}, stanza_id, with_jid, ts, stanza) VALUES ");
-    for i in 0..n {
-        if i > 0 {
-            sql.push_str(", ");
+    let head = format!("INSERT INTO {t} ({k1}, {k2}, stanza_id, with_jid, ts, stanza) VALUES ");
+    let mut sql = String::new();
+    match backend {
+        Backend::Sqlite => {
+            for _ in 0..n {
+                sql.push_str(&head);
+                sql.push_str("(?, ?, ?, ?, ?, ?);");
+            }
         }
-        match backend {
-            Backend::Sqlite => sql.push_str("(?, ?, ?, ?, ?, ?)"),
-            Backend::Postgres => {
+        Backend::Postgres => {
+            sql.push_str(&head);
+            for i in 0..n {
                 let p = i * 6;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
                 sql.push_str(&format!(
                     "(${}, ${}, ${}, ${}, ${}, ${})",
                     p + 1,
@@ -453,7 +464,7 @@ mod tests {
     }
 
     #[test]
-    fn an_insert_numbers_its_parameters_row_by_row_on_postgres_only() {
+    fn an_insert_is_one_statement_on_postgres_and_one_per_row_on_sqlite() {
         assert_eq!(
             insert_sql(TABLES[1], 2, Backend::Postgres),
             "INSERT INTO muc_archive (service, room, stanza_id, with_jid, ts, stanza) \
@@ -462,7 +473,9 @@ mod tests {
         assert_eq!(
             insert_sql(TABLES[1], 2, Backend::Sqlite),
             "INSERT INTO muc_archive (service, room, stanza_id, with_jid, ts, stanza) \
-             VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?)"
+             VALUES (?, ?, ?, ?, ?, ?);\
+             INSERT INTO muc_archive (service, room, stanza_id, with_jid, ts, stanza) \
+             VALUES (?, ?, ?, ?, ?, ?);"
         );
     }
 }

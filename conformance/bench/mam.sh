@@ -6,14 +6,16 @@
 #      DURATION s (rookery-bench mam) → latency p50/p99 and server CPU per query; on SQLite,
 #      and on PostgreSQL when scripts/pg-start.sh can start one (BACKENDS).
 #   2. archiving cost: the messages scenario (MSG_CLIENTS in pairs, MSG_RATE/s) with [mam]
-#      on and off on fresh SQLite servers → server CPU ms per 1,000 messages, both ways.
+#      on and off on fresh servers → server CPU ms per 1,000 messages, both ways (on
+#      PostgreSQL also with the database's CPU).
 #
 # Usage: conformance/bench/mam.sh    (release builds of rookery and rookery-bench are made)
 # Settings: ACCOUNTS=1000 PARTNERS=10 PER_PAIR=100 QUERY_CLIENTS=200 QUERY_RATE=200 PAGE=50
 #           MSG_CLIENTS=200 MSG_RATE=2000 DURATION=15 BACKENDS="sqlite postgres"
 #           BASE_PORT=28200 WORK=<mktemp -d> ROOKERY_BIN BENCH_BIN
 #           PHASES="query archiving" (run only some), ARCHIVING="true false" ([mam] enabled
-#           values of the archiving phase, in that order), PERF_OUT=<file> (records the
+#           values of the archiving phase, in that order), ARCHIVING_BACKENDS="sqlite postgres"
+#           (the stores of the archiving phase; default sqlite), PERF_OUT=<file> (records the
 #           server of the archiving phase with `perf record --call-graph dwarf` into <file>.<enabled>)
 # Only loopback is used.
 set -euo pipefail
@@ -31,6 +33,7 @@ DURATION=${DURATION:-15}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
 PHASES=${PHASES:-"query archiving"}
 ARCHIVING=${ARCHIVING:-"true false"}
+ARCHIVING_BACKENDS=${ARCHIVING_BACKENDS:-sqlite}
 PERF_OUT=${PERF_OUT:-}
 BASE_PORT=${BASE_PORT:-28200}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-mam.XXXXXX)}
@@ -110,20 +113,46 @@ phase query && for backend in $BACKENDS; do
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 done
 
-phase archiving && for mam in $ARCHIVING; do
-  dir="$WORK/archiving-$mam"; rm -rf "$dir"; mkdir -p "$dir"
-  config "$dir" "" "$mam"
-  "$ROOKERY" -c "$dir/rookery.toml" user add-bulk --count "$MSG_CLIENTS" --password "$PASSWORD" >/dev/null
-  rookery_serve "$dir" "$PORT"
-  echo "-- messages with [mam] enabled = $mam (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
-  perf_pid=""
-  if [ -n "$PERF_OUT" ]; then
-    perf record -q -F 499 --call-graph dwarf,16384 -p "$SERVER_PID" -o "$PERF_OUT.$mam" 2>/dev/null & perf_pid=$!
+# The CPU seconds PostgreSQL spent so far: its postmaster with its reaped children (backends
+# that ended) and the backends alive now (only for a cluster of scripts/pg-start.sh, whose
+# directory names the postmaster).
+pg_cpu() {
+  local pm; pm=$(head -1 "$ROOKERY_PG_DIR/data/postmaster.pid")
+  { awk '{ sub(/.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$pm/stat"
+    for c in $(pgrep -P "$pm"); do awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$c/stat" 2>/dev/null; done
+  } | awk -v hz="$(getconf CLK_TCK)" '{ t += $1 } END { printf "%.2f", t / hz }'
+}
+
+phase archiving && for backend in $ARCHIVING_BACKENDS; do
+  url=""; suffix=""
+  if [ "$backend" = postgres ]; then
+    if ! bench_postgres; then
+      echo "== postgres: not available, archiving on it skipped"; continue
+    fi
+    suffix="-postgres"
   fi
-  bench "$WORK/mam-archiving-$mam.json" -n "$MSG_CLIENTS" --duration "$DURATION" \
-    messages --rate "$MSG_RATE"
-  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
-  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+  for mam in $ARCHIVING; do
+    dir="$WORK/archiving$suffix-$mam"; rm -rf "$dir"; mkdir -p "$dir"
+    if [ "$backend" = postgres ]; then
+      db="rookery_mam_archiving"
+      psql -q "$ROOKERY_TEST_POSTGRES_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+      url="${ROOKERY_TEST_POSTGRES_URL%/*}/$db"
+    fi
+    config "$dir" "$url" "$mam"
+    "$ROOKERY" -c "$dir/rookery.toml" user add-bulk --count "$MSG_CLIENTS" --password "$PASSWORD" >/dev/null
+    rookery_serve "$dir" "$PORT"
+    echo "-- $backend: messages with [mam] enabled = $mam (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
+    perf_pid=""
+    if [ -n "$PERF_OUT" ]; then
+      perf record -q -F 499 --call-graph dwarf,16384 -p "$SERVER_PID" -o "$PERF_OUT$suffix.$mam" 2>/dev/null & perf_pid=$!
+    fi
+    pg=""; [ "$backend" = postgres ] && [ -f "${ROOKERY_PG_DIR:-}/data/postmaster.pid" ] && pg=1 && pg0=$(pg_cpu)
+    bench "$WORK/mam-archiving$suffix-$mam.json" -n "$MSG_CLIENTS" --duration "$DURATION" \
+      messages --rate "$MSG_RATE"
+    [ -n "$pg" ] && echo "$pg0 $(pg_cpu)" > "$WORK/pg-cpu$suffix-$mam"
+    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
+    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+  done
 done
 
 python3 - "$WORK" <<'EOF'
@@ -139,9 +168,21 @@ for b in ("sqlite", "postgres"):
         m = r["mam"]
         print(f"{b}: {m['answered']} queries ({m['answered_rate_per_s']}/s), {m['messages_per_query']} messages each, "
               f"p50 {m['latency_ms']['p50']} ms, p99 {m['latency_ms']['p99']} ms, server CPU {m['server_cpu_ms_per_query']} ms/query")
-on, off = load("mam-archiving-true.json"), load("mam-archiving-false.json")
-if on and off:
-    a = on["messages"]["server_cpu_ms_per_1000_messages"]
-    b = off["messages"]["server_cpu_ms_per_1000_messages"]
-    print(f"archiving: {a} ms CPU per 1,000 messages with MAM, {b} without ({(a / b - 1) * 100:+.0f} %)")
+def pg_ms(suffix, mam, r):
+    """PostgreSQL's CPU ms per 1,000 messages during the run, if measured."""
+    p = os.path.join(work, f"pg-cpu{suffix}-{mam}")
+    if not os.path.exists(p):
+        return None
+    before, after = map(float, open(p).read().split())
+    return round((after - before) * 1e6 / r["messages"]["received"], 2)
+for name, suffix in (("sqlite", ""), ("postgres", "-postgres")):
+    on, off = load(f"mam-archiving{suffix}-true.json"), load(f"mam-archiving{suffix}-false.json")
+    if on and off:
+        a = on["messages"]["server_cpu_ms_per_1000_messages"]
+        b = off["messages"]["server_cpu_ms_per_1000_messages"]
+        line = f"archiving ({name}): {a} ms server CPU per 1,000 messages with MAM, {b} without ({(a / b - 1) * 100:+.0f} %)"
+        pa, pb = pg_ms(suffix, "true", on), pg_ms(suffix, "false", off)
+        if pa is not None and pb is not None:
+            line += f"; with PostgreSQL's CPU {a + pa:.1f} and {b + pb:.1f} ({((a + pa) / (b + pb) - 1) * 100:+.0f} %)"
+        print(line)
 EOF

@@ -27,10 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::{Client, Event as BusEvent, StatusCode, Subject};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rookery_core::session::SessionEnd;
-use rookery_core::{
-    ClusterLink, Core, Event, Outbound, QueueLimit, SessionHandle, SessionId, Template,
-};
+use rookery_core::{ClusterLink, Core, Event, SessionHandle, SessionId, Template};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{
     PresenceType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind, StreamError,
@@ -49,13 +46,6 @@ const MAX_BATCH_BYTES: usize = 512 * 1024;
 
 /// Sessions per part of a registry snapshot.
 const SNAPSHOT_PART: usize = 1_000;
-
-/// A remote handle's queue: its forwarder drains it at once, so it only fills when the
-/// bus stalls; then it holds a generous backlog before the handle stops being a target.
-const PROXY_QUEUE: QueueLimit = QueueLimit {
-    stanzas: 100_000,
-    bytes: 64 * 1024 * 1024,
-};
 
 /// Milliseconds since the Unix epoch.
 fn now_ms() -> u64 {
@@ -206,7 +196,6 @@ impl Cluster {
         let client = async_nats::ConnectOptions::new()
             .name(format!("rookery {node}"))
             .retry_on_initial_connect()
-            .request_timeout(Some(config.lease()))
             .event_callback(move |e| {
                 let tx = events_tx.clone();
                 async move {
@@ -316,7 +305,8 @@ impl ClusterLink for Link {
         let at = now_ms();
         lock(&i.local).insert(jid.clone(), Local { at, priority: None });
         // A session of this full JID on another node is older: the core replaces its handle
-        // (and closes it, which drains it); the other node hears of this bind and closes it.
+        // (and closes it: it takes nothing more); the other node hears of this bind and
+        // closes it.
         lock(&i.remote).remove_anywhere(jid);
         i.send(Control::Bound {
             node: i.node.clone(),
@@ -515,11 +505,11 @@ impl Inner {
                 return;
             }
         }
-        let tx = self.forwarder(node);
-        let (handle, end) =
-            SessionHandle::new(self.core.next_session_id(), jid.clone(), PROXY_QUEUE);
-        let handle = handle.into_remote();
-        tokio::spawn(drain_proxy(self.core.clone(), jid.clone(), end, tx));
+        let handle = SessionHandle::forwarded(
+            self.core.next_session_id(),
+            jid.clone(),
+            self.forwarder(node),
+        );
         let old = lock(&self.remote).insert(
             node,
             jid.clone(),
@@ -565,7 +555,7 @@ impl Inner {
     }
 
     /// `node`'s connection for the component `domain` came or went: a remote handle for it
-    /// (drained to that node, like a session's) is given to the domain's route, or taken
+    /// (writing into that node's forwarder, like a session's) is given to the domain's route, or taken
     /// back. A domain not declared here is ignored.
     fn remote_component(self: &Arc<Self>, node: &str, domain: &str, up: bool) {
         let key = (node.to_string(), domain.to_string());
@@ -578,21 +568,14 @@ impl Inner {
             return;
         }
         let Ok(jid) = Jid::parse(domain) else { return };
-        let (handle, end) =
-            SessionHandle::new(self.core.next_session_id(), jid.clone(), PROXY_QUEUE);
-        let handle = handle.into_remote();
+        let handle =
+            SessionHandle::forwarded(self.core.next_session_id(), jid, self.forwarder(node));
         if !self
             .core
             .set_domain_peer(domain, node, Some(handle.clone()))
         {
             return;
         }
-        tokio::spawn(drain_proxy(
-            self.core.clone(),
-            jid,
-            end,
-            self.forwarder(node),
-        ));
         lock(&self.remote_components).insert(key, handle);
     }
 
@@ -770,33 +753,6 @@ impl Inner {
             let error = StanzaError::new(StanzaErrorCondition::RecipientUnavailable).with_text(why);
             self.core.reply_error(&s, error).await;
         }
-    }
-}
-
-/// Moves what the core wrote into a remote handle to its node's forwarder; when the handle
-/// is closed (the session left the registry), routes again whatever it still held.
-async fn drain_proxy(
-    core: Arc<Core>,
-    jid: Jid,
-    mut end: SessionEnd,
-    tx: mpsc::UnboundedSender<(Jid, Bytes)>,
-) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = end.kill.fired() => break,
-            item = end.rx.recv() => match item {
-                Some(Outbound::Bytes(b)) => {
-                    if let Err(mpsc::error::SendError((_, b))) = tx.send((jid.clone(), b)) {
-                        core.route_again(&b).await;
-                    }
-                }
-                None => break,
-            },
-        }
-    }
-    for b in end.rx.close_and_drain() {
-        core.route_again(&b).await;
     }
 }
 
@@ -1007,13 +963,24 @@ async fn inbox_loop(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
                     Some(k) => pending[k] = (reply, pending[k].1 + 1),
                     None => pending.push((reply, 1)),
                 }
-            }
-            () = &mut due, if !pending.is_empty() => {
-                for (reply, _) in pending.drain(..) {
-                    let _ = inner.client.publish(reply, Bytes::new()).await;
+                // An inbox that always has a batch ready would never let the timer's
+                // branch run: a quiet sender among busy ones must still hear in time.
+                if due.is_elapsed() {
+                    acknowledge(&inner.client, &mut pending).await;
                 }
             }
+            () = &mut due, if !pending.is_empty() => {
+                acknowledge(&inner.client, &mut pending).await;
+            }
         }
+    }
+    acknowledge(&inner.client, &mut pending).await;
+}
+
+/// Acknowledges, for each sender, every batch up to the last one taken.
+async fn acknowledge(client: &Client, pending: &mut Vec<(Subject, u32)>) {
+    for (reply, _) in pending.drain(..) {
+        let _ = client.publish(reply, Bytes::new()).await;
     }
 }
 
@@ -1086,5 +1053,30 @@ async fn events_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<BusEvent
             }
             other => tracing::debug!(event = %other, "cluster bus event"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn an_acknowledgement_names_its_forwarder_and_batch() {
+        let s = Subjects::new("example.org", "n1");
+        let reply = s.ack(3, 41);
+        assert_eq!(reply, "rookery.example.org.ack.n1.3.41");
+        assert_eq!(s.parse_ack(&reply), Some((3, 41)));
+        assert_eq!(s.acks_wildcard(), "rookery.example.org.ack.n1.>");
+        assert_eq!(s.parse_ack("rookery.example.org.ack.n2.3.41"), None);
+        assert_eq!(s.parse_ack("rookery.example.org.ack.n1.3"), None);
+        assert_eq!(s.parse_ack("rookery.example.org.ack.n1.x.1"), None);
+    }
+
+    #[test]
+    fn batches_of_one_forwarder_are_acknowledged_together() {
+        let s = Subjects::new("example.org", "n1");
+        assert_eq!(sender_of(&s.ack(3, 1)), sender_of(&s.ack(3, 2)));
+        assert_ne!(sender_of(&s.ack(3, 1)), sender_of(&s.ack(4, 1)));
     }
 }

@@ -807,7 +807,8 @@ async fn forward(inner: Arc<Inner>, f: Forwarder) {
         mut rx,
         mut acks,
     } = f;
-    let subject = inner.subjects.node(&node);
+    // A `Subject` clones without copying: one per batch.
+    let subject = Subject::from(inner.subjects.node(&node));
     let lease = inner.config.lease();
     let mut unacked: VecDeque<Sent> = VecDeque::new();
     let mut next_seq: u64 = 0;

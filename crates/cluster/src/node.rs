@@ -956,13 +956,14 @@ async fn inbox_loop(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
                     due.as_mut().reset(tokio::time::Instant::now() + ACK_DELAY);
                 }
                 let from = sender_of(&reply);
-                match pending.iter().position(|(r, _)| sender_of(r) == from) {
-                    Some(k) if pending[k].1 + 1 >= ACK_EVERY => {
-                        pending.swap_remove(k);
-                        let _ = inner.client.publish(reply, Bytes::new()).await;
-                    }
-                    Some(k) => pending[k] = (reply, pending[k].1 + 1),
-                    None => pending.push((reply, 1)),
+                let held = match pending.iter().position(|(r, _)| sender_of(r) == from) {
+                    Some(k) => pending.swap_remove(k).1,
+                    None => 0,
+                };
+                if held + 1 >= ACK_EVERY {
+                    let _ = inner.client.publish(reply, Bytes::new()).await;
+                } else {
+                    pending.push((reply, held + 1));
                 }
                 // An inbox that always has a batch ready would never let the timer's
                 // branch run: a quiet sender among busy ones must still hear in time.

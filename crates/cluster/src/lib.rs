@@ -12,7 +12,8 @@
 //! The cluster hooks into the core's one delivery path rather than beside it: a session
 //! bound on another node is a remote [`rookery_core::SessionHandle`] in the core's registry,
 //! so the route table, RFC 6121 §8.5 bare-JID delivery and the fan-out reach it like a local
-//! one; its queue is drained into a batch for its node.
+//! one; what is sent to it goes straight into the forwarder of its node, which sends it in a
+//! batch.
 
 pub mod config;
 pub mod membership;

@@ -2,7 +2,7 @@
 //! with the remote [`SessionHandle`] that stands for each in the core's registry.
 //!
 //! Pure bookkeeping behind one lock, never held across an `.await`: registering the handles
-//! with the core and draining them is the runtime's job (`node.rs`).
+//! with the core and forwarding what they take is the runtime's job (`node.rs`).
 
 use std::collections::HashMap;
 

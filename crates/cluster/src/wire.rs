@@ -5,7 +5,8 @@
 //!   heartbeats, join requests, the session registry's changes (bound, unbound,
 //!   availability) and snapshots, the component connections, "this account's cached data
 //!   changed", and modules' notes to their peers. Small and rare next to stanzas, so readable beats compact;
-//! - **stanza batches** (binary, on `rookery.<domain>.node.<id>`, request/reply): the
+//! - **stanza batches** (binary, on `rookery.<domain>.node.<id>`, acknowledged cumulatively on
+//!   the reply subject each names, `node.rs`): the
 //!   serialized stanzas for that node's sessions, each with the full JID of the session it is
 //!   for (a message to a bare JID reaches each resource with the bare JID as `to`, so the
 //!   bytes alone do not say which session takes them). A frame is

@@ -151,12 +151,25 @@ pub struct SessionHandle {
     /// Where the connection comes from, when the listener said so ([`SessionHandle::with_origin`]).
     /// Plain values, so cloning a handle on the routing path costs no reference count.
     origin: Option<(std::net::SocketAddr, Transport)>,
-    /// The session is bound on another node of a cluster: this handle's queue is drained
-    /// by the cluster's forwarder, which sends the bytes across the bus (crates/cluster).
+    /// The session is bound on another node of a cluster: what is sent to it crosses the
+    /// bus (crates/cluster).
     remote: bool,
-    tx: mpsc::UnboundedSender<Outbound>,
-    depth: Arc<Depth>,
+    sink: Sink,
     kill: Arc<Kill>,
+}
+
+/// Where a handle's bytes go.
+#[derive(Debug, Clone)]
+enum Sink {
+    /// The session's own bounded queue, drained by its connection.
+    Queue {
+        tx: mpsc::UnboundedSender<Outbound>,
+        depth: Arc<Depth>,
+    },
+    /// Straight into the cluster's forwarder for the node where the session is
+    /// ([`SessionHandle::forwarded`]): a remote session needs no queue and no task of its own
+    /// on every other node, and a stanza for it one task hop less.
+    Forward(mpsc::UnboundedSender<(Jid, Bytes)>),
 }
 
 /// The receiving side of a session's queue.
@@ -234,8 +247,10 @@ impl SessionHandle {
                 jid,
                 origin: None,
                 remote: false,
-                tx,
-                depth: depth.clone(),
+                sink: Sink::Queue {
+                    tx,
+                    depth: depth.clone(),
+                },
                 kill: kill.clone(),
             },
             SessionEnd {
@@ -243,6 +258,25 @@ impl SessionHandle {
                 kill,
             },
         )
+    }
+
+    /// A handle for a session bound on another node of a cluster whose bytes go, with its full
+    /// JID, straight into `forwarder` (the cluster's queue for that node). Once closed it
+    /// takes nothing more ([`SessionHandle::send`] is `false`, so the router decides again);
+    /// what the forwarder took is the forwarder's to deliver, route again or bounce.
+    pub fn forwarded(
+        id: SessionId,
+        jid: Jid,
+        forwarder: mpsc::UnboundedSender<(Jid, Bytes)>,
+    ) -> SessionHandle {
+        SessionHandle {
+            id,
+            jid,
+            origin: None,
+            remote: true,
+            sink: Sink::Forward(forwarder),
+            kill: Arc::new(Kill::default()),
+        }
     }
 
     /// Records the peer address and transport of a client session (set by the listener
@@ -286,16 +320,23 @@ impl SessionHandle {
     /// is then routed again with the rest, never lost. `false` only when the session is
     /// already gone (its queue closed).
     pub fn send(&self, bytes: Bytes) -> bool {
+        let (tx, depth) = match &self.sink {
+            Sink::Queue { tx, depth } => (tx, depth),
+            Sink::Forward(forwarder) => {
+                return !self.kill.fired.load(Ordering::Acquire)
+                    && forwarder.send((self.jid.clone(), bytes)).is_ok();
+            }
+        };
         let len = bytes.len();
-        let before = self.depth.queued.fetch_add(1, Ordering::AcqRel);
-        let before_bytes = self.depth.bytes.fetch_add(len, Ordering::AcqRel);
-        if self.tx.send(Outbound::Bytes(bytes)).is_err() {
-            self.depth.queued.fetch_sub(1, Ordering::AcqRel);
-            self.depth.bytes.fetch_sub(len, Ordering::AcqRel);
+        let before = depth.queued.fetch_add(1, Ordering::AcqRel);
+        let before_bytes = depth.bytes.fetch_add(len, Ordering::AcqRel);
+        if tx.send(Outbound::Bytes(bytes)).is_err() {
+            depth.queued.fetch_sub(1, Ordering::AcqRel);
+            depth.bytes.fetch_sub(len, Ordering::AcqRel);
             return false;
         }
-        if before >= self.depth.capacity || before_bytes >= self.depth.byte_capacity {
-            if !self.depth.overflowed.swap(true, Ordering::AcqRel) {
+        if before >= depth.capacity || before_bytes >= depth.byte_capacity {
+            if !depth.overflowed.swap(true, Ordering::AcqRel) {
                 rookery_metrics::get().queue_overflow();
                 tracing::warn!(jid = %self.jid, "outbound queue full, disconnecting");
             }
@@ -320,7 +361,12 @@ impl SessionHandle {
             if self.is_closed() {
                 return false;
             }
-            if self.depth.at_most_half_full() {
+            let room = match &self.sink {
+                Sink::Queue { depth, .. } => depth.at_most_half_full(),
+                // The forwarder's queue is the bus's pace, not this session's.
+                Sink::Forward(_) => true,
+            };
+            if room {
                 return self.send(bytes);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -338,7 +384,11 @@ impl SessionHandle {
 
     /// Whether the connection is gone (its receiving end dropped) or was told to close.
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed() || self.kill.fired.load(Ordering::Acquire)
+        let gone = match &self.sink {
+            Sink::Queue { tx, .. } => tx.is_closed(),
+            Sink::Forward(forwarder) => forwarder.is_closed(),
+        };
+        gone || self.kill.fired.load(Ordering::Acquire)
     }
 
     /// Whether the router should hand this session anything new: not once it is gone, nor
@@ -348,7 +398,13 @@ impl SessionHandle {
     /// the request that closed it: it writes them before its stream error, or routes them
     /// again when it ends.
     pub fn is_target(&self) -> bool {
-        !self.tx.is_closed() && !self.depth.overflowed.load(Ordering::Acquire)
+        match &self.sink {
+            Sink::Queue { tx, depth } => {
+                !tx.is_closed() && !depth.overflowed.load(Ordering::Acquire)
+            }
+            // A closed remote handle takes nothing (see `forwarded`).
+            Sink::Forward(_) => !self.is_closed(),
+        }
     }
 
     /// Closes the session with a stream error.
@@ -379,6 +435,28 @@ mod tests {
         assert_eq!(left, [&b"1"[..], b"2", b"3"]);
         // Once the end has drained the queue, nothing more is taken.
         assert!(!h.send(Bytes::from_static(b"4")));
+    }
+
+    #[tokio::test]
+    async fn a_forwarded_handle_writes_into_its_forwarder_until_closed() {
+        let jid = Jid::parse("a@b/c").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let h = SessionHandle::forwarded(1, jid.clone(), tx);
+        assert!(h.is_remote() && h.is_target());
+        assert!(h.send(Bytes::from_static(b"1")));
+        assert!(
+            h.send_paced(Bytes::from_static(b"2"), std::time::Duration::ZERO)
+                .await
+        );
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            (jid.clone(), Bytes::from_static(b"1"))
+        );
+        assert_eq!(rx.try_recv().unwrap(), (jid, Bytes::from_static(b"2")));
+        h.close(StreamError::new(StreamErrorCondition::Reset));
+        assert!(h.is_closed() && !h.is_target());
+        assert!(!h.send(Bytes::from_static(b"3")));
+        assert!(rx.try_recv().is_err());
     }
 
     #[tokio::test]

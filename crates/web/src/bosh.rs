@@ -817,6 +817,7 @@ fn terminate(condition: &str) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use std::future::poll_fn;
 
     use super::*;

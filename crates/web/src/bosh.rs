@@ -223,7 +223,7 @@ pub async fn request(
         return respond(terminate("bad-request"), cors);
     };
     let Some(sid) = body.attr("sid") else {
-        return respond(create(&ctx, peer, &headers, &body, rid).await, cors);
+        return respond(create(&ctx, peer, &headers, body, rid).await, cors);
     };
     let Some(session) = ctx.bosh.get(sid) else {
         return respond(terminate("item-not-found"), cors);
@@ -236,7 +236,7 @@ pub async fn request(
     origin::add_cors(&mut head, cors);
     rookery_http::handoff::kept_alive(head, move |mut w| async move {
         let answer = tokio::select! {
-            a = session.request(&body, rid) => a,
+            a = session.request(body, rid) => a,
             // The client left: the request is dropped unanswered (the session records it).
             () = w.closed() => return,
         };
@@ -278,7 +278,7 @@ async fn create(
     ctx: &Arc<WebContext>,
     peer: Peer,
     headers: &HeaderMap,
-    body: &Element,
+    body: Element,
     rid: u64,
 ) -> Bytes {
     // Any hosted domain (virtual hosting); the c2s machine takes it from the `<open/>`.
@@ -386,7 +386,8 @@ impl Session {
 
     /// Handles one request of the session: its place in the window, its payload, then the
     /// response (at once, or when there is something to send, or after `wait`).
-    async fn request(&self, body: &Element, rid: u64) -> Bytes {
+    /// `body` is dropped once its payload is passed on: a held request keeps none of it.
+    async fn request(&self, body: Element, rid: u64) -> Bytes {
         // Resent, or out of the window?
         loop {
             let changed = self.changed.notified();
@@ -411,7 +412,7 @@ impl Session {
                 }
                 if rid <= w.next_rid {
                     if rid == w.next_rid {
-                        if self.overactive(&mut w, body) {
+                        if self.overactive(&mut w, &body) {
                             return self.terminate_now(&mut w, "policy-violation");
                         }
                         w.next_rid = rid + 1;
@@ -450,6 +451,7 @@ impl Session {
         if terminating {
             payload.push(Bytes::from(Element::new("close", NS_FRAMING).to_bytes()));
         }
+        drop(body);
         for message in payload {
             if !self.pass_on(message).await {
                 break;
@@ -853,7 +855,7 @@ mod tests {
             body("<body xmlns='http://jabber.org/protocol/httpbind' rid='10'><a/><b/></body>");
         let held = tokio::spawn({
             let s = s.clone();
-            async move { s.request(&req, 10).await }
+            async move { s.request(req, 10).await }
         });
         assert!(recv(&mut link).await.unwrap().starts_with(b"<a "));
         assert!(recv(&mut link).await.unwrap().starts_with(b"<b "));
@@ -873,7 +875,7 @@ mod tests {
         let req = body("<body xmlns='http://jabber.org/protocol/httpbind' rid='10'/>");
         let held = tokio::spawn({
             let s = s.clone();
-            async move { s.request(&req, 10).await }
+            async move { s.request(req, 10).await }
         });
         // Held for `wait`, then answered (the creation response): idle from then on.
         let ended = tokio::time::timeout(INACTIVITY * 3, recv(&mut link)).await;

@@ -1,8 +1,6 @@
-//! A [`MessageTransport`] made of two bounded channels, for a transport whose messages are
-//! moved by someone else than the connection: BOSH, where each HTTP request's payload is
-//! handed in and the frames are gathered into the responses of the requests held open
-//! (crates/web/src/bosh.rs). The WebSocket needs no such hand-over: the connection drives
-//! its socket itself.
+//! A [`MessageTransport`] made of two bounded channels: the connection's tests feed and read
+//! a message-framed connection through it. (The web transports drive their own: the
+//! WebSocket its socket, BOSH its session's request window.)
 
 use std::collections::VecDeque;
 use std::io;

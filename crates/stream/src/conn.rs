@@ -4,7 +4,7 @@
 //! or TLS), or as messages of one element each ([`crate::message`]: WebSocket, RFC 7395;
 //! BOSH, XEP-0206). Negotiation and the session loop only use the methods here, so they run
 //! unchanged over either. Both are driven from the connection's own futures: its socket, or
-//! its [`MessageTransport`] (a WebSocket's socket, BOSH's channels), read and written within
+//! its [`MessageTransport`] (a WebSocket's socket, a BOSH session's request window), read and written within
 //! the poll of the caller, with no relay task in between.
 
 use std::net::SocketAddr;

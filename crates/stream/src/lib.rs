@@ -17,12 +17,10 @@
 //! - [`message`]: the message framing of WebSocket (RFC 7395) and BOSH (XEP-0206): one
 //!   element per message, `<open/>`/`<close/>` as the stream's header and close, carried by
 //!   a [`MessageTransport`] the connection drives itself;
-//! - [`channels`]: a message transport of two channels, for BOSH's session manager;
 //! - [`pump`]: the loop of a bound stream: inbound elements to a [`pump::Inbound`] policy,
 //!   routed bytes out in batches, kill switch, idle timeout.
 
 pub mod cert;
-pub mod channels;
 pub mod conn;
 pub mod header;
 pub mod keepalive;
@@ -33,8 +31,10 @@ pub mod negotiation;
 pub mod pump;
 pub mod transport;
 
+#[cfg(test)]
+mod channels;
+
 pub use cert::LiveCert;
-pub use channels::Channels;
 pub use conn::{new_stream_id, Conn, ConnError};
 pub use limit::{IpKey, RateLimit};
 pub use listen::{accept_loop, CapLimits, ConnectionCap};

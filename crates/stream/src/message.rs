@@ -10,7 +10,8 @@
 //! What carries the messages is a [`MessageTransport`] the connection drives itself: the
 //! WebSocket (crates/web) reads and writes its socket within the connection's own polls, so a
 //! stanza costs no task hand-over; BOSH, whose messages come and go with HTTP requests
-//! handled elsewhere, plugs in its channels ([`crate::channels::Channels`]).
+//! handled elsewhere, reads them from and writes its frames into the session's request
+//! window, also within the connection's polls.
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll};
@@ -26,8 +27,8 @@ pub const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// Our stream header: RFC 7395's `<open/>`; for BOSH, the attributes of the session
-    /// creation (or restart) response. Boxed: it is rare, and a BOSH session's channel
-    /// slots are as large as the largest frame (each idle session holds a block of 32).
+    /// creation (or restart) response. Boxed: it is rare, and every queue of frames is as
+    /// large per slot as the largest frame.
     Open(Box<Header>),
     /// One top-level element, with every namespace declaration it needs.
     Element(Bytes),
@@ -72,7 +73,7 @@ pub trait MessageTransport: Send + Sync {
     ) -> Poll<std::io::Result<()>>;
 
     /// Ends the transport's output: the peer learns nothing more comes (WebSocket: the
-    /// closing handshake; BOSH: its session manager sees the channel closed). Idempotent.
+    /// closing handshake; BOSH: its session's next response terminates it). Idempotent.
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 }
 

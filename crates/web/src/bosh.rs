@@ -1,8 +1,8 @@
 //! BOSH (XEP-0124) carrying XMPP (XEP-0206) at [`PATH`].
 //!
 //! A BOSH session is a c2s stream on a message-framed `Conn` ([`rookery_stream::message`])
-//! whose transport is a pair of channels ([`Channels`]): each child of a request's `<body/>`
-//! is one message to the connection, `xmpp:restart`
+//! whose transport is the session's request window itself ([`Link`]): each child of a
+//! request's `<body/>` is one message to the connection, `xmpp:restart`
 //! (XEP-0206 §5) is a new `<open/>`, `type='terminate'` a `<close/>`; what the connection
 //! sends is gathered and returned in the bodies of the requests the client holds open. So
 //! negotiation, limits and the session are the TCP client's; this module keeps only what is
@@ -23,10 +23,20 @@
 //!   `policy-violation` — a client that polls in a loop costs a request per round trip;
 //! - a bound on sessions per client address, and CORS (with preflight) for web pages of the
 //!   allowed origins.
+//!
+//! The stream reads its messages from the window and writes its frames into it within its
+//! own polls: no channels and no relay task between them, so an idle session is its
+//! stream's task, the window and the held request (channels allocated a block of 32 slots
+//! each, whatever their bound, and the relay's future sat in the session's task beside the
+//! stream's).
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -37,10 +47,10 @@ use bytes::Bytes;
 use rookery_http::Peer;
 use rookery_proto::ns;
 use rookery_stream::message::NS_FRAMING;
-use rookery_stream::{Channels, Conn, Frame, Messages};
+use rookery_stream::{Conn, Frame, MessageTransport, Messages};
 use rookery_xml::{escape_into, Element, Limits};
-use tokio::sync::{mpsc, Notify};
-use tokio::time::Instant;
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use crate::{origin, WebContext};
@@ -67,11 +77,9 @@ const INACTIVITY: Duration = Duration::from_secs(60);
 /// have open is open, or, with `hold` = 0, after an empty answer (`polling`, §11, §12).
 const POLLING: Duration = Duration::from_secs(2);
 
-/// Messages to the connection waiting in the channel (the rest waits in the request).
+/// Messages to the connection waiting for it in the window (the rest waits in the request:
+/// a stream slower than its client holds the client's requests back).
 const INCOMING_DEPTH: usize = 4;
-
-/// Frames from the connection waiting to be gathered into a response.
-const OUTGOING_DEPTH: usize = 32;
 
 /// The BOSH sessions of the listener, by `sid`.
 #[derive(Default)]
@@ -129,21 +137,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// One BOSH session: its connection's channels and the request window.
+/// One BOSH session: the request window its requests and its stream share.
 struct Session {
     sid: String,
     wait: Duration,
     hold: usize,
     state: Mutex<Window>,
-    /// Wakes held and queued requests: new frames, a new request, the end.
+    /// Wakes held and queued requests: new frames, a new request, room for input, the end.
     changed: Notify,
 }
 
-/// What the requests of a session share.
+/// What the requests of a session and its stream share.
 struct Window {
-    /// Messages to the connection; dropped when the session ends, so the stream sees its
-    /// transport gone.
-    to_conn: Option<mpsc::Sender<Bytes>>,
+    /// Messages to the stream, at most [`INCOMING_DEPTH`]; what is left when the stream's
+    /// input ends is still read (as a channel's buffered messages were).
+    incoming: VecDeque<Bytes>,
+    /// The stream waiting for input or for inactivity to be judged again: woken by a
+    /// message, and by a request leaving or joining the window.
+    stream: Option<Waker>,
+    /// Ended for inactivity: the stream's input ends and its output fails at once.
+    expired: bool,
     /// The `rid` the next new request must carry.
     next_rid: u64,
     /// Held requests by `rid`, oldest first.
@@ -166,6 +179,22 @@ struct Window {
     last_new: Instant,
     /// Whether the last answer carried nothing (§12: polling too often is judged by it).
     answered_empty: bool,
+}
+
+impl Window {
+    /// Whether the session is over for its stream (what the end of its input and a failing
+    /// output tell it): expired, or closed with no request left to answer and nothing left
+    /// to send.
+    fn over(&self) -> bool {
+        self.expired || (self.closed && self.held.is_empty() && self.out.is_empty())
+    }
+
+    /// Wakes the stream to look at the window again.
+    fn wake_stream(&mut self) {
+        if let Some(waker) = self.stream.take() {
+            waker.wake();
+        }
+    }
 }
 
 /// `POST /http-bind`.
@@ -194,7 +223,7 @@ pub async fn request(
         return respond(terminate("bad-request"), cors);
     };
     let Some(sid) = body.attr("sid") else {
-        return respond(create(&ctx, peer, &headers, &body, rid).await, cors);
+        return respond(create(&ctx, peer, &headers, body, rid).await, cors);
     };
     let Some(session) = ctx.bosh.get(sid) else {
         return respond(terminate("item-not-found"), cors);
@@ -207,7 +236,7 @@ pub async fn request(
     origin::add_cors(&mut head, cors);
     rookery_http::handoff::kept_alive(head, move |mut w| async move {
         let answer = tokio::select! {
-            a = session.request(&body, rid) => a,
+            a = session.request(body, rid) => a,
             // The client left: the request is dropped unanswered (the session records it).
             () = w.closed() => return,
         };
@@ -249,7 +278,7 @@ async fn create(
     ctx: &Arc<WebContext>,
     peer: Peer,
     headers: &HeaderMap,
-    body: &Element,
+    body: Element,
     rid: u64,
 ) -> Bytes {
     // Any hosted domain (virtual hosting); the c2s machine takes it from the `<open/>`.
@@ -284,11 +313,21 @@ async fn create(
         .unwrap_or(MAX_HOLD)
         .min(MAX_HOLD);
     let sid = rookery_stream::new_stream_id();
-    let (to_conn, incoming) = mpsc::channel(INCOMING_DEPTH);
-    let (outgoing, from_conn) = mpsc::channel(OUTGOING_DEPTH);
+    // The stream starts with the header XEP-0206 §3 implies.
+    let open = Element::new("open", NS_FRAMING)
+        .with_attr("to", domain)
+        .with_attr("version", "1.0");
+    let session = Arc::new(Session::new(
+        sid.clone(),
+        wait,
+        hold,
+        rid,
+        body.attr("ack") == Some("1"),
+        Bytes::from(open.to_bytes()),
+    ));
     let secure = peer.tls || peer.addr.ip().is_loopback() || ctx.config.behind_tls_proxy;
     let messages = Messages {
-        transport: Box::new(Channels::new(incoming, outgoing)),
+        transport: Box::new(Link::new(session.clone())),
         tls: peer.tls,
         secure,
         // No SCRAM -PLUS over BOSH: a session spans many HTTP requests, on whatever
@@ -300,52 +339,55 @@ async fn create(
         kind: rookery_core::Transport::Bosh,
     };
     let conn = Conn::framed(messages, client, Limits::PRE_AUTH, domain, ns::CLIENT);
-    let session = Arc::new(Session {
-        sid: sid.clone(),
-        wait,
-        hold,
-        state: Mutex::new(Window {
-            to_conn: Some(to_conn.clone()),
-            next_rid: rid,
-            held: VecDeque::new(),
-            out: Vec::new(),
-            stream_id: None,
-            closed: false,
-            answered: VecDeque::new(),
-            idle_since: Instant::now(),
-            creating: true,
-            ack: body.attr("ack") == Some("1"),
-            last_new: Instant::now(),
-            answered_empty: false,
-        }),
-        changed: Notify::new(),
-    });
     lock(&ctx.bosh.by_sid).insert(sid.clone(), session.clone());
     let span = tracing::info_span!("bosh", peer = %client, jid = tracing::field::Empty);
     let stream = rookery_c2s::negotiate::serve_framed(ctx.c2s.clone(), conn, ctx.stopped.clone());
-    let relay = session.clone().relay(from_conn);
-    let ctx2 = ctx.clone();
+    let (ctx2, session2) = (ctx.clone(), session.clone());
+    // One after the other, not joined: the task's future is as large as the larger of the
+    // two, and the second is small.
     tokio::spawn(
         async move {
-            tokio::join!(stream, relay);
+            stream.await;
+            session2.until_answered().await;
             ctx2.bosh.remove(&sid, client.ip());
             drop(permit);
         }
         .instrument(span),
     );
-    // The stream starts with the header XEP-0206 §3 implies.
-    let open = Element::new("open", NS_FRAMING)
-        .with_attr("to", domain)
-        .with_attr("version", "1.0");
-    let _ = to_conn.send(Bytes::from(open.to_bytes())).await;
-    drop(to_conn);
     session.request(body, rid).await
 }
 
 impl Session {
+    /// A session whose creation request is `rid`, and whose stream starts with `open`.
+    fn new(sid: String, wait: Duration, hold: usize, rid: u64, ack: bool, open: Bytes) -> Self {
+        Session {
+            sid,
+            wait,
+            hold,
+            state: Mutex::new(Window {
+                incoming: VecDeque::from([open]),
+                stream: None,
+                expired: false,
+                next_rid: rid,
+                held: VecDeque::new(),
+                out: Vec::new(),
+                stream_id: None,
+                closed: false,
+                answered: VecDeque::new(),
+                idle_since: Instant::now(),
+                creating: true,
+                ack,
+                last_new: Instant::now(),
+                answered_empty: false,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
     /// Handles one request of the session: its place in the window, its payload, then the
     /// response (at once, or when there is something to send, or after `wait`).
-    async fn request(&self, body: &Element, rid: u64) -> Bytes {
+    /// `body` is dropped once its payload is passed on: a held request keeps none of it.
+    async fn request(&self, body: Element, rid: u64) -> Bytes {
         // Resent, or out of the window?
         loop {
             let changed = self.changed.notified();
@@ -370,11 +412,15 @@ impl Session {
                 }
                 if rid <= w.next_rid {
                     if rid == w.next_rid {
-                        if self.overactive(&mut w, body) {
+                        if self.overactive(&mut w, &body) {
                             return self.terminate_now(&mut w, "policy-violation");
                         }
                         w.next_rid = rid + 1;
                         w.held.push_back(rid);
+                        if w.held.len() == 1 {
+                            // The stream drops its inactivity timer.
+                            w.wake_stream();
+                        }
                         self.release_beyond_hold(&mut w);
                     }
                     break;
@@ -388,7 +434,7 @@ impl Session {
         }
         self.changed.notify_waiters();
         let guard = Held { session: self, rid };
-        // The payload, in order; a full channel waits here (backpressure to the client).
+        // The payload, in order; a full window waits here (backpressure to the client).
         let mut payload: Vec<Bytes> = body
             .children()
             .map(|c| Bytes::from(rookery_proto::stream::to_bytes(c)))
@@ -405,12 +451,10 @@ impl Session {
         if terminating {
             payload.push(Bytes::from(Element::new("close", NS_FRAMING).to_bytes()));
         }
-        let to_conn = lock(&self.state).to_conn.clone();
-        if let Some(to_conn) = to_conn {
-            for message in payload {
-                if to_conn.send(message).await.is_err() {
-                    break;
-                }
+        drop(body);
+        for message in payload {
+            if !self.pass_on(message).await {
+                break;
             }
         }
         if terminating {
@@ -455,6 +499,28 @@ impl Session {
                 guard.answer(&mut w, r.clone());
                 return r;
             }
+        }
+    }
+
+    /// Hands `message` to the stream once there is room for it; `false` if the session is
+    /// over for the stream (the message is dropped, as the rest of the payload must be).
+    async fn pass_on(&self, message: Bytes) -> bool {
+        loop {
+            let room = self.changed.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut w = lock(&self.state);
+                if w.over() {
+                    return false;
+                }
+                if w.incoming.len() < INCOMING_DEPTH {
+                    w.incoming.push_back(message);
+                    w.wake_stream();
+                    return true;
+                }
+            }
+            room.await;
         }
     }
 
@@ -554,13 +620,14 @@ impl Session {
         w.closed = true;
         w.held.clear();
         w.out.clear();
+        w.wake_stream();
         self.changed.notify_waiters();
         terminate(condition)
     }
 
-    /// Moves the connection's frames into the window, and ends the session after
-    /// [`INACTIVITY`] without a held request.
-    async fn relay(self: Arc<Self>, mut from_conn: mpsc::Receiver<Frame>) {
+    /// Once the stream ended: keeps the session (its `sid` valid) until what the stream
+    /// left is answered — the requests held, or the next one within [`INACTIVITY`].
+    async fn until_answered(&self) {
         loop {
             // Registered before looking, so a change between the look and the wait counts.
             let changed = self.changed.notified();
@@ -568,35 +635,122 @@ impl Session {
             changed.as_mut().enable();
             let idle_deadline = {
                 let w = lock(&self.state);
-                if w.closed && w.held.is_empty() && w.out.is_empty() {
-                    break;
+                if w.over() {
+                    return;
                 }
                 w.held.is_empty().then(|| w.idle_since + INACTIVITY)
             };
-            let frame = tokio::select! {
-                f = from_conn.recv() => f,
+            tokio::select! {
                 () = sleep_until(idle_deadline) => {
-                    tracing::info!("BOSH session inactive: ending it");
-                    let mut w = lock(&self.state);
-                    w.closed = true;
-                    break;
+                    lock(&self.state).expired = true;
+                    return;
                 }
                 // Re-evaluate the deadline when a request comes or goes.
-                () = changed => continue,
-            };
-            let mut w = lock(&self.state);
-            match frame {
-                Some(Frame::Open(h)) => w.stream_id = Some(h.id),
-                Some(Frame::Element(e)) => w.out.push(e),
-                Some(Frame::Close) | None => w.closed = true,
+                () = changed => {}
             }
-            drop(w);
-            self.changed.notify_waiters();
         }
-        // The stream, if it still runs, sees its transport gone: no more input, and its
-        // output channel closes with `from_conn`.
-        lock(&self.state).to_conn = None;
-        self.changed.notify_waiters();
+    }
+}
+
+/// The stream's end of its session: its messages are taken from the window, its frames
+/// gathered into it for the held requests, within the stream's own polls.
+struct Link {
+    session: Arc<Session>,
+    /// The inactivity timer, while no request is held (an idle session holds one, so it
+    /// costs nothing then).
+    inactivity: Option<Pin<Box<Sleep>>>,
+}
+
+impl Link {
+    fn new(session: Arc<Session>) -> Self {
+        Link {
+            session,
+            inactivity: None,
+        }
+    }
+}
+
+/// The session is over: nothing can be sent.
+fn gone() -> io::Error {
+    io::ErrorKind::BrokenPipe.into()
+}
+
+impl MessageTransport for Link {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let mut w = lock(&self.session.state);
+        if let Some(message) = w.incoming.pop_front() {
+            if w.incoming.len() + 1 == INCOMING_DEPTH {
+                // Room for a request waiting to pass its payload on.
+                self.session.changed.notify_waiters();
+            }
+            return Poll::Ready(Some(message));
+        }
+        if w.over() {
+            return Poll::Ready(None);
+        }
+        if w.held.is_empty() {
+            // Looked at again whenever a request joins or leaves (the stream is woken).
+            let deadline = w.idle_since + INACTIVITY;
+            let timer = self
+                .inactivity
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                tracing::info!("BOSH session inactive: ending it");
+                w.expired = true;
+                w.closed = true;
+                drop(w);
+                self.session.changed.notify_waiters();
+                return Poll::Ready(None);
+            }
+        } else {
+            self.inactivity = None;
+        }
+        if !w.stream.as_ref().is_some_and(|s| s.will_wake(cx.waker())) {
+            w.stream = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    fn poll_send(
+        &mut self,
+        _cx: &mut Context<'_>,
+        frames: &mut VecDeque<Frame>,
+    ) -> Poll<io::Result<()>> {
+        let mut w = lock(&self.session.state);
+        if w.over() {
+            return Poll::Ready(Err(gone()));
+        }
+        // The window takes everything: what a response carries is not bounded by frames.
+        for frame in frames.drain(..) {
+            match frame {
+                Frame::Open(h) => w.stream_id = Some(h.id),
+                Frame::Element(e) => w.out.push(e),
+                Frame::Close => w.closed = true,
+            }
+        }
+        drop(w);
+        self.session.changed.notify_waiters();
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        lock(&self.session.state).closed = true;
+        self.session.changed.notify_waiters();
+        Poll::Ready(())
+    }
+}
+
+impl Drop for Link {
+    /// The stream ended: its held requests answer with what it left, and `terminate`.
+    fn drop(&mut self) {
+        let mut w = lock(&self.session.state);
+        w.closed = true;
+        w.stream = None;
+        drop(w);
+        self.session.changed.notify_waiters();
     }
 }
 
@@ -627,6 +781,10 @@ impl Drop for Held<'_> {
         }
         w.held.retain(|r| *r != self.rid);
         w.idle_since = Instant::now();
+        if w.held.is_empty() {
+            // Inactivity starts (or, closed, the session is over for the stream).
+            w.wake_stream();
+        }
         drop(w);
         self.session.changed.notify_waiters();
     }
@@ -657,4 +815,77 @@ fn terminate(condition: &str) -> Bytes {
     attr(&mut out, "condition", condition);
     out.extend_from_slice(b"/>");
     Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::future::poll_fn;
+
+    use super::*;
+
+    fn session() -> (Arc<Session>, Link) {
+        let open = Bytes::from_static(b"<open/>");
+        let s = Arc::new(Session::new(
+            "s".into(),
+            Duration::from_secs(MAX_WAIT),
+            1,
+            10,
+            false,
+            open,
+        ));
+        (s.clone(), Link::new(s))
+    }
+
+    async fn recv(link: &mut Link) -> Option<Bytes> {
+        poll_fn(|cx| link.poll_recv(cx)).await
+    }
+
+    fn body(xml: &str) -> Element {
+        rookery_xml::first_element(xml.as_bytes(), Limits::C2S).unwrap()
+    }
+
+    /// The stream reads the payload of a request from the window, and what it sends is the
+    /// held request's answer, at once.
+    #[tokio::test(start_paused = true)]
+    async fn the_stream_reads_requests_and_answers_the_held_one() {
+        let (s, mut link) = session();
+        assert_eq!(recv(&mut link).await.unwrap(), "<open/>");
+        let req =
+            body("<body xmlns='http://jabber.org/protocol/httpbind' rid='10'><a/><b/></body>");
+        let held = tokio::spawn({
+            let s = s.clone();
+            async move { s.request(req, 10).await }
+        });
+        assert!(recv(&mut link).await.unwrap().starts_with(b"<a "));
+        assert!(recv(&mut link).await.unwrap().starts_with(b"<b "));
+        let mut frames = VecDeque::from([Frame::Element(Bytes::from_static(b"<c/>"))]);
+        let sent = poll_fn(|cx| link.poll_send(cx, &mut frames)).await;
+        assert!(sent.is_ok() && frames.is_empty());
+        let answer = held.await.unwrap();
+        assert!(answer.starts_with(b"<body") && answer.ends_with(b"<c/></body>"));
+    }
+
+    /// With no request held for `inactivity`, the stream's input ends and its output fails;
+    /// while one is held, it does not.
+    #[tokio::test(start_paused = true)]
+    async fn inactivity_ends_the_stream_only_without_a_held_request() {
+        let (s, mut link) = session();
+        assert!(recv(&mut link).await.is_some());
+        let req = body("<body xmlns='http://jabber.org/protocol/httpbind' rid='10'/>");
+        let held = tokio::spawn({
+            let s = s.clone();
+            async move { s.request(req, 10).await }
+        });
+        // Held for `wait`, then answered (the creation response): idle from then on.
+        let ended = tokio::time::timeout(INACTIVITY * 3, recv(&mut link)).await;
+        assert!(ended.unwrap().is_none());
+        assert!(held.is_finished());
+        assert_eq!(
+            Instant::now().duration_since(lock(&s.state).idle_since),
+            INACTIVITY
+        );
+        let mut frames = VecDeque::from([Frame::Close]);
+        assert!(poll_fn(|cx| link.poll_send(cx, &mut frames)).await.is_err());
+    }
 }

@@ -81,6 +81,13 @@ const POLLING: Duration = Duration::from_secs(2);
 /// a stream slower than its client holds the client's requests back).
 const INCOMING_DEPTH: usize = 4;
 
+/// Elements from the connection waiting in the window for a request to carry them, and
+/// their bytes: beyond either the stream's writes wait, so a client that stops asking fills
+/// its session's queue and is disconnected as any slow client (the queue's limits), instead
+/// of the window growing until `inactivity`.
+const OUTGOING_DEPTH: usize = 256;
+const OUTGOING_BYTES: usize = 1 << 20;
+
 /// The BOSH sessions of the listener, by `sid`.
 #[derive(Default)]
 pub struct Sessions {
@@ -599,6 +606,8 @@ impl Session {
             attr(&mut out, "xmlns:xmpp", NS_XBOSH);
         }
         let elements = std::mem::take(&mut w.out);
+        // A stream waiting for room in the window has it now.
+        w.wake_stream();
         if w.closed {
             attr(&mut out, "type", "terminate");
             if elements.iter().any(|e| e.starts_with(b"<stream:error")) {
@@ -716,14 +725,23 @@ impl MessageTransport for Link {
 
     fn poll_send(
         &mut self,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         frames: &mut VecDeque<Frame>,
     ) -> Poll<io::Result<()>> {
         let mut w = lock(&self.session.state);
         if w.over() {
             return Poll::Ready(Err(gone()));
         }
-        // The window takes everything: what a response carries is not bounded by frames.
+        if w.out.len() >= OUTGOING_DEPTH
+            || w.out.iter().map(Bytes::len).sum::<usize>() >= OUTGOING_BYTES
+        {
+            // Woken when a response takes them (`Session::response`).
+            if !w.stream.as_ref().is_some_and(|s| s.will_wake(cx.waker())) {
+                w.stream = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        // The window takes these frames whole: a response carries what gathered.
         for frame in frames.drain(..) {
             match frame {
                 Frame::Open(h) => w.stream_id = Some(h.id),
@@ -887,5 +905,31 @@ mod tests {
         );
         let mut frames = VecDeque::from([Frame::Close]);
         assert!(poll_fn(|cx| link.poll_send(cx, &mut frames)).await.is_err());
+    }
+
+    /// A client that stops asking: the window takes [`OUTGOING_DEPTH`] elements, then the
+    /// stream's writes wait until a request carries them.
+    #[tokio::test(start_paused = true)]
+    async fn the_window_holds_a_bounded_output() {
+        let (s, mut link) = session();
+        assert!(recv(&mut link).await.is_some());
+        let mut frames: VecDeque<Frame> = (0..OUTGOING_DEPTH + 1)
+            .map(|_| Frame::Element(Bytes::from_static(b"<m/>")))
+            .collect();
+        // The window takes the frames it is given whole, then no more.
+        let sent = poll_fn(|cx| link.poll_send(cx, &mut frames)).await;
+        assert!(sent.is_ok() && frames.is_empty());
+        frames.push_back(Frame::Element(Bytes::from_static(b"<n/>")));
+        let mut blocked = tokio::spawn(async move {
+            let r = poll_fn(|cx| link.poll_send(cx, &mut frames)).await;
+            (r.is_ok(), frames.len())
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!blocked.is_finished());
+        let req = body("<body xmlns='http://jabber.org/protocol/httpbind' rid='10'/>");
+        let answer = s.request(req, 10).await;
+        assert!(answer.ends_with(b"<m/></body>"));
+        let (ok, left) = (&mut blocked).await.unwrap();
+        assert!(ok && left == 0);
     }
 }

@@ -114,14 +114,19 @@ async fn serve(store: Store, mut jobs: mpsc::Receiver<Job>, wake: Arc<Notify>, d
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let first = Instant::now();
         let mut waited_for = batch.iter().any(|j| matches!(j, Job::Settle(_)));
+        let mut rows = batch.iter().any(|j| matches!(j, Job::Rows(_)));
         loop {
             while batch.len() < MAX_BATCH {
                 // Empty, or closed: what is gathered is committed when due.
                 let Ok(job) = jobs.try_recv() else { break };
                 waited_for |= matches!(job, Job::Settle(_));
+                rows |= matches!(job, Job::Rows(_));
                 batch.push(job);
             }
-            let due = if waited_for {
+            let due = if !rows {
+                // Only waiters, nothing to commit (a query on an idle archive): at once.
+                first
+            } else if waited_for {
                 next
             } else {
                 next.max(first + delay)
@@ -134,7 +139,9 @@ async fn serve(store: Store, mut jobs: mpsc::Receiver<Job>, wake: Arc<Notify>, d
                 () = wake.notified() => {}
             }
         }
-        next = Instant::now() + COMMIT_INTERVAL;
+        if rows {
+            next = Instant::now() + COMMIT_INTERVAL;
+        }
         commit(&store, std::mem::take(&mut batch)).await;
     }
 }

@@ -23,9 +23,11 @@
 //! the process is killed within the batch delay — the messages themselves were delivered.
 //!
 //! # Bounds
-//! The queue holds [`QUEUE`] jobs; when the store falls behind, archiving waits to enqueue
+//! The queue holds [`QUEUE`] jobs and [`QUEUE_BYTES`] of rows (large stanzas are as
+//! welcome as small ones); when the store falls behind, archiving waits to enqueue
 //! (the sending session stops reading: back-pressure to the client, never unbounded memory).
-//! A batch takes at most [`MAX_BATCH`] jobs, so one transaction stays short.
+//! A batch takes at most [`MAX_BATCH`] jobs or [`MAX_BATCH_BYTES`], so one transaction
+//! stays short.
 //!
 //! # Failure
 //! When a batch fails (a row whose account was deleted meanwhile breaks the foreign key),
@@ -37,7 +39,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::time::Instant;
 
 use rookery_store::mam::NewArchived;
@@ -48,6 +50,12 @@ const QUEUE: usize = 8192;
 
 /// The most jobs committed in one transaction: a burst costs a few commits.
 const MAX_BATCH: usize = 4096;
+
+/// The most bytes of rows queued or gathered at once: beyond, archiving waits to enqueue.
+const QUEUE_BYTES: u32 = 4 << 20;
+
+/// A batch whose rows hold this many bytes is committed without waiting for its delay.
+const MAX_BATCH_BYTES: u32 = 1 << 20;
 
 /// The least time between the starts of two commits, also when an acknowledgement waits:
 /// under load, what arrives within it joins the next batch instead of each waiter paying a
@@ -62,15 +70,28 @@ pub struct Archiver {
     /// Wakes the archiver while it gathers a batch: for a waiter, or a queue half full.
     /// Rows alone do not wake it — a wake-up per message was a tenth of archiving's CPU.
     wake: Arc<Notify>,
+    /// Room for [`QUEUE_BYTES`] of rows: a row takes its bytes before it is queued, and
+    /// gives them back once its batch is committed.
+    room: Arc<Semaphore>,
 }
 
 /// What the archiver is asked.
 #[derive(Debug)]
 enum Job {
-    /// The rows of one message (all of them or none).
-    Rows(Vec<NewArchived>),
+    /// The rows of one message (all of them or none) and the room they took.
+    Rows(Vec<NewArchived>, u32),
     /// Answer once everything queued before is committed.
     Settle(oneshot::Sender<()>),
+}
+
+impl Job {
+    /// The room in [`QUEUE_BYTES`] this job holds.
+    fn bytes(&self) -> u32 {
+        match self {
+            Job::Rows(_, bytes) => *bytes,
+            Job::Settle(_) => 0,
+        }
+    }
 }
 
 impl Archiver {
@@ -79,16 +100,29 @@ impl Archiver {
     pub fn spawn(store: Store, delay: Duration) -> Archiver {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let wake = Arc::new(Notify::new());
-        tokio::spawn(serve(store, jobs, wake.clone(), delay));
-        Archiver { queue, wake }
+        let room = Arc::new(Semaphore::new(QUEUE_BYTES as usize));
+        tokio::spawn(serve(store, jobs, wake.clone(), room.clone(), delay));
+        Archiver { queue, wake, room }
     }
 
     /// Queues `rows` (all of them or none) for the next batch; waits only for room in the
     /// queue. [`Archiver::settle`] tells when they are committed.
     pub async fn archive(&self, rows: Vec<NewArchived>) {
-        if self.queue.send(Job::Rows(rows)).await.is_err() {
+        let bytes = rows.iter().map(|r| r.stanza.len()).sum::<usize>();
+        let bytes = u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .clamp(1, QUEUE_BYTES);
+        match self.room.acquire_many(bytes).await {
+            // Given back by the archiver after the commit.
+            Ok(permit) => permit.forget(),
+            // Closed: never, the archiver does not close it.
+            Err(_) => return,
+        }
+        if self.queue.send(Job::Rows(rows, bytes)).await.is_err() {
             tracing::error!("the archiver has stopped; a message was not archived");
-        } else if self.queue.capacity() < QUEUE / 2 {
+        } else if self.queue.capacity() < QUEUE / 2
+            || self.room.available_permits() < QUEUE_BYTES as usize / 2
+        {
             self.wake.notify_one();
         }
     }
@@ -108,21 +142,28 @@ impl Archiver {
 /// asks for it (at most one commit started per [`COMMIT_INTERVAL`]), `delay` passed since
 /// its first job, or it is full; then commits it. While gathering it sleeps until then or
 /// until woken (by a waiter or a filling queue), and takes what was queued meanwhile at once.
-async fn serve(store: Store, mut jobs: mpsc::Receiver<Job>, wake: Arc<Notify>, delay: Duration) {
+async fn serve(
+    store: Store,
+    mut jobs: mpsc::Receiver<Job>,
+    wake: Arc<Notify>,
+    room: Arc<Semaphore>,
+    delay: Duration,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut next = Instant::now();
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let first = Instant::now();
         let mut waited_for = batch.iter().any(|j| matches!(j, Job::Settle(_)));
-        let mut rows = batch.iter().any(|j| matches!(j, Job::Rows(_)));
+        let mut bytes: u32 = batch.iter().map(Job::bytes).sum();
         loop {
-            while batch.len() < MAX_BATCH {
+            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                 // Empty, or closed: what is gathered is committed when due.
                 let Ok(job) = jobs.try_recv() else { break };
                 waited_for |= matches!(job, Job::Settle(_));
-                rows |= matches!(job, Job::Rows(_));
+                bytes = bytes.saturating_add(job.bytes());
                 batch.push(job);
             }
+            let rows = bytes > 0;
             let due = if !rows {
                 // Only waiters, nothing to commit (a query on an idle archive): at once.
                 first
@@ -131,7 +172,7 @@ async fn serve(store: Store, mut jobs: mpsc::Receiver<Job>, wake: Arc<Notify>, d
             } else {
                 next.max(first + delay)
             };
-            if batch.len() >= MAX_BATCH || Instant::now() >= due {
+            if batch.len() >= MAX_BATCH || bytes >= MAX_BATCH_BYTES || Instant::now() >= due {
                 break;
             }
             tokio::select! {
@@ -139,10 +180,11 @@ async fn serve(store: Store, mut jobs: mpsc::Receiver<Job>, wake: Arc<Notify>, d
                 () = wake.notified() => {}
             }
         }
-        if rows {
+        if bytes > 0 {
             next = Instant::now() + COMMIT_INTERVAL;
         }
         commit(&store, std::mem::take(&mut batch)).await;
+        room.add_permits(bytes as usize);
     }
 }
 
@@ -154,7 +196,7 @@ async fn commit(store: &Store, batch: Vec<Job>) {
     let mut rows = Vec::with_capacity(batch.len());
     for job in batch {
         match job {
-            Job::Rows(r) => {
+            Job::Rows(r, _) => {
                 sizes.push(r.len());
                 rows.extend(r);
             }

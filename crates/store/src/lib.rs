@@ -101,9 +101,10 @@ const SQLITE_READ_CONNECTIONS: u32 = 4;
 
 /// The writer connection's page cache, in KiB (SQLite's default is 2 MiB). A transaction
 /// whose dirty pages do not fit spills them to the WAL before its commit and reads evicted
-/// pages back: the archiver's batches (a second of messages, rows of every account that
-/// wrote) did both, a sixth of archiving's CPU (docs/performance.md, "Archiving cost").
-const SQLITE_WRITER_CACHE_KIB: u32 = 32 * 1024;
+/// pages back: the archiver's batches (up to a second of messages, rows of every account that
+/// wrote) did both, a sixth of archiving's CPU (docs/performance.md, "Archiving cost"). Not
+/// more: the cache stays full for the process's life.
+const SQLITE_WRITER_CACHE_KIB: u32 = 4 * 1024;
 /// Connections in a PostgreSQL pool.
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
 

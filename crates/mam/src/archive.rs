@@ -41,13 +41,8 @@ pub fn new_id() -> String {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let mut random = [0u8; 6];
-    rand::thread_rng().fill_bytes(&mut random);
-    let mut id = format!("{:012x}", ms & 0xffff_ffff_ffff);
-    for b in random {
-        id.push_str(&format!("{b:02x}"));
-    }
-    id
+    let random = rand::thread_rng().next_u64() & 0xffff_ffff_ffff;
+    format!("{:012x}{random:012x}", ms & 0xffff_ffff_ffff)
 }
 
 /// `m` with the archive's `<stanza-id by='{by}' id='{id}'/>`: one the sender put there with

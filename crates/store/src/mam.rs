@@ -78,11 +78,11 @@ fn chunks<'r, T>(rows: &'r [T]) -> impl Iterator<Item = &'r [T]> + 'r {
 /// On SQLite the parameters are anonymous `?`s: sqlx binds a numbered one by asking SQLite
 /// its name, which SQLite finds by walking the statement's list of names (8 % of the CPU
 /// with hundreds of them). A statement of many rows keeps an undo journal of the pages it
-/// touches (it may fail on a constraint after writing some); with `temp_store = memory` that
-/// journal costs less than one statement per row did, whose every row sent its result back
-/// from sqlx's connection thread to the writer (a wake-up per row: the writer's thread spent
-/// 0.20–0.28 s per 30,000 archived messages on it, now 0.04–0.06 s). docs/performance.md,
-/// "Archiving cost".
+/// touches (it may fail on a constraint after writing some), in memory (`temp_store`); one
+/// statement per row needed none, but sqlx sent each statement's result back from its
+/// connection thread to the writer, a wake-up per row. Measured side by side the two cost
+/// the same within the noise (docs/performance.md, "Archiving cost"): the one shape serves
+/// both backends.
 fn insert_sql((t, k1, k2): (&str, &str, &str), n: usize, backend: Backend) -> String {
     let mut sql = format!("INSERT INTO {t} ({k1}, {k2}, stanza_id, with_jid, ts, stanza) VALUES ");
     for i in 0..n {

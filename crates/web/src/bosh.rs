@@ -353,7 +353,13 @@ fn create(
     let conn = Conn::framed(messages, client, Limits::PRE_AUTH, domain, ns::CLIENT);
     lock(&ctx.bosh.by_sid).insert(sid.clone(), session.clone());
     let span = tracing::info_span!("bosh", peer = %client, jid = tracing::field::Empty);
-    let stream = rookery_c2s::negotiate::serve_framed(ctx.c2s.clone(), conn, ctx.stopped.clone());
+    // Boxed: a future the task's block captured and then awaited would be in the task twice
+    // (in its captured place and as the future awaited), for the session's life.
+    let stream = Box::pin(rookery_c2s::negotiate::serve_framed(
+        ctx.c2s.clone(),
+        conn,
+        ctx.stopped.clone(),
+    ));
     let (ctx2, session2) = (ctx.clone(), session.clone());
     // One after the other, not joined: the task's future is as large as the larger of the
     // two, and the second is small.

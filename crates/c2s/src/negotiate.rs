@@ -100,6 +100,11 @@ pub fn serve(
 /// BOSH, an in-process pipe): the same negotiation and session as a TCP client, by the same
 /// deadline (`negotiation_timeout_secs` from now). `stopped` as for [`serve`]; not an
 /// `async fn` for the same reason.
+///
+/// The negotiation is boxed here, before the block that runs the session: what that block
+/// captures keeps its place in the block's future for the session's whole life, even once
+/// moved out, so a captured `conn` would sit in an idle session's task beside the session's
+/// own (`docs/performance.md`).
 #[allow(
     clippy::manual_async_fn,
     reason = "an async fn would keep its arguments twice"
@@ -109,11 +114,14 @@ pub fn serve_framed(
     conn: Conn,
     stopped: tokio::sync::watch::Receiver<()>,
 ) -> impl Future<Output = ()> + Send {
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(ctx.config.negotiation_timeout_secs.max(1));
+    let negotiation = {
+        let ctx = ctx.clone();
+        Box::pin(async move { establish_on(&ctx, conn, deadline, stopped).await })
+    };
     async move {
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_secs(ctx.config.negotiation_timeout_secs.max(1));
-        let Some((conn, bound)) = Box::pin(establish_on(&ctx, conn, deadline, stopped)).await
-        else {
+        let Some((conn, bound)) = negotiation.await else {
             return;
         };
         tracing::Span::current().record("jid", tracing::field::display(&bound.jid));

@@ -49,31 +49,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// A connection the listener takes back from hyper, as the [`Io`] it keeps. A kept-alive
-/// connection comes back once per request; boxing the box it already is would nest one more
-/// box each time (a long BOSH session would read through thousands of them, one call each).
-pub(crate) trait IntoIo {
-    fn into_io(self) -> Box<dyn Io>;
-}
-
-impl IntoIo for Box<dyn Io> {
-    fn into_io(self) -> Box<dyn Io> {
-        self
-    }
-}
-
-impl IntoIo for tokio::net::TcpStream {
-    fn into_io(self) -> Box<dyn Io> {
-        Box::new(self)
-    }
-}
-
-impl IntoIo for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
-    fn into_io(self) -> Box<dyn Io> {
-        Box::new(self)
-    }
-}
-
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 type Run = Box<dyn FnOnce(BodyWriter) -> BoxFuture + Send>;
 

@@ -13,18 +13,20 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::Router;
+use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -32,7 +34,7 @@ use tower::ServiceExt;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::handoff::{self, Framing, IntoIo, Io, Ready, Slot, Tap};
+use crate::handoff::{self, Framing, Io, Ready, Slot, Tap};
 
 /// The limits of one HTTP listener.
 #[derive(Debug, Clone)]
@@ -153,37 +155,31 @@ async fn serve(
                 tls: tls.is_some(),
                 tls_exporter: None,
             };
-            let handed = match tls {
-                None => {
-                    serve_connection(stream, peer, app.clone(), header_timeout, stop.clone()).await
-                }
-                Some(acceptor) => {
-                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => {
-                            peer.tls_exporter =
-                                rookery_stream::transport::tls_exporter(s.get_ref().1);
-                            serve_connection(s, peer, app.clone(), header_timeout, stop.clone())
-                                .await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%addr, error = %e, "TLS handshake failed");
-                            None
-                        }
-                        Err(_) => {
-                            tracing::debug!(%addr, "TLS handshake timed out");
-                            None
-                        }
+            let io: Box<dyn Io> = match tls {
+                None => Box::new(stream),
+                // Boxed: the task stays the size of a connection between requests.
+                Some(acceptor) => match Box::pin(tokio::time::timeout(
+                    header_timeout,
+                    acceptor.accept(stream),
+                ))
+                .await
+                {
+                    Ok(Ok(s)) => {
+                        peer.tls_exporter = rookery_stream::transport::tls_exporter(s.get_ref().1);
+                        Box::new(s)
                     }
-                }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%addr, "TLS handshake timed out");
+                        return;
+                    }
+                },
             };
-            // A handed-off body runs in a task of its own, sized for it alone (this one is
-            // sized for a TLS handshake and a hyper connection); it keeps the permit.
-            if let Some(handed) = handed {
-                tokio::spawn(async move {
-                    serve_handed_off(handed, peer, app, header_timeout, stop).await;
-                    drop(permit);
-                });
-            }
+            serve_requests(io, peer, app, header_timeout, stop).await;
+            drop(permit);
         });
     }
     drop(listener);
@@ -201,33 +197,140 @@ async fn serve(
 /// A hand-off and the connection it writes to, taken back from hyper.
 type Handed = (Ready, Box<dyn Io>);
 
-/// Writes a handed-off body; when its response was kept alive ([`crate::handoff::kept_alive`])
-/// the connection then serves the client's next request with a fresh hyper connection —
-/// boxed, so that this task stays the size of a body while the body is pending.
-async fn serve_handed_off(
-    mut handed: Handed,
+/// Serves the requests of one connection. Between requests the connection waits outside
+/// hyper for the first bytes of the next one ([`next_request`]): hyper's buffers (an 8 KiB
+/// read buffer from the first read, an 8 KiB header write buffer from the start) and its
+/// connection state exist while a request is read and answered, not while a kept-alive
+/// connection idles — a BOSH client keeps one idle beside the one its held request is on.
+/// A response whose body is handed off ([`crate::handoff`]) is written here; kept alive, the
+/// connection then waits for its next request again. A connection hyper keeps (after a
+/// plain response) idles in hyper until its header timeout, as before.
+async fn serve_requests(
+    mut io: Box<dyn Io>,
     peer: Peer,
     app: Router,
     header_timeout: Duration,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let (ready, io) = handed;
-        let Some(io) = ready.run(io).await else {
+        let Some(first) = next_request(&mut io, header_timeout, &mut stop).await else {
             return;
         };
-        if *stop.borrow() {
+        // Boxed: hyper's connection exists only while it serves; and as a `Send` trait
+        // object, since the compiler cannot prove the future `Send` for every lifetime when
+        // it is awaited in this loop.
+        let served: Pin<Box<dyn Future<Output = Option<Handed>> + Send>> =
+            Box::pin(serve_connection(
+                Prefixed { first, io },
+                peer,
+                app.clone(),
+                header_timeout,
+                stop.clone(),
+            ));
+        let Some((ready, handed)) = served.await else {
             return;
+        };
+        let Some(back) = ready.run(handed).await else {
+            return;
+        };
+        io = back;
+    }
+}
+
+/// Largest first read of a request outside hyper: one a BOSH or WebSocket request fits in.
+const FIRST_READ: usize = 4096;
+
+/// The first bytes of the connection's next request, read outside hyper into a buffer on
+/// the stack of the poll that finds them, so a connection waiting for a request holds no
+/// buffer. `None` when the client closed, the read failed, no request began within
+/// `timeout` (hyper's header timeout for a kept-alive connection: it closed an idle one
+/// after as long), or the server is stopping.
+async fn next_request(
+    io: &mut Box<dyn Io>,
+    timeout: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Bytes> {
+    if *stop.borrow() {
+        return None;
+    }
+    let read = std::future::poll_fn(|cx| {
+        let mut buf = [0u8; FIRST_READ];
+        let mut read = ReadBuf::new(&mut buf);
+        Pin::new(&mut **io)
+            .poll_read(cx, &mut read)
+            .map_ok(|()| Bytes::copy_from_slice(read.filled()))
+    });
+    tokio::select! {
+        r = tokio::time::timeout(timeout, read) => r.ok()?.ok().filter(|b| !b.is_empty()),
+        _ = stop.wait_for(|s| *s) => None,
+    }
+}
+
+/// A connection as hyper gets it: the bytes [`next_request`] read, then the connection.
+struct Prefixed {
+    first: Bytes,
+    io: Box<dyn Io>,
+}
+
+impl Prefixed {
+    /// The connection, once hyper is done with it: the box it came in when hyper read all
+    /// of the bytes read before it (a connection comes back once per kept-alive request; a
+    /// box around the box each time would nest one more per request).
+    fn into_box(self) -> Box<dyn Io> {
+        if self.first.is_empty() {
+            self.io
+        } else {
+            Box::new(self)
         }
-        // Boxed as a `Send` trait object: the compiler cannot prove the future `Send` for
-        // every lifetime when it is awaited in this loop.
-        let next: Pin<Box<dyn Future<Output = Option<Handed>> + Send>> = Box::pin(
-            serve_connection(io, peer, app.clone(), header_timeout, stop.clone()),
-        );
-        match next.await {
-            Some(h) => handed = h,
-            None => return,
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.first.is_empty() {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
         }
+        let n = self.first.len().min(buf.remaining());
+        buf.put_slice(self.first.split_to(n).as_ref());
+        if self.first.is_empty() {
+            // Let go of the read's allocation (an upgraded connection keeps this wrapper).
+            self.first = Bytes::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -235,16 +338,13 @@ async fn serve_handed_off(
 /// finished the request in flight; or until a response that hands its body off
 /// ([`crate::handoff::response`]) has its head flushed: then the hand-off and the
 /// connection, taken back from hyper, are returned.
-async fn serve_connection<I>(
-    io: I,
+async fn serve_connection(
+    io: Prefixed,
     peer: Peer,
     app: Router,
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
-) -> Option<Handed>
-where
-    I: AsyncRead + AsyncWrite + IntoIo + Unpin + Send + 'static,
-{
+) -> Option<Handed> {
     let slot = Arc::new(Slot::default());
     let svc = {
         let slot = slot.clone();
@@ -282,12 +382,14 @@ where
         // Hyper's buffers, its service and what the client pipelined are dropped here; a
         // connection with a request pipelined behind this one closes after the body.
         Err(handoff) => conn.into_parts().map(|parts| {
-            let handoff = if parts.read_buf.is_empty() {
-                handoff
-            } else {
+            let pipelined = !parts.read_buf.is_empty();
+            let io = parts.io.into_inner().into_inner();
+            let handoff = if pipelined || !io.first.is_empty() {
                 handoff.closing()
+            } else {
+                handoff
             };
-            (handoff, parts.io.into_inner().into_inner().into_io())
+            (handoff, io.into_box())
         }),
     }
 }
@@ -515,6 +617,39 @@ mod tests {
         }
         drop(s);
         assert_eq!(told.recv().await, Some("client left"));
+    }
+
+    /// A connection waits for a request's first bytes outside hyper: a request that arrives
+    /// in pieces is served whole, and a connection that starts none within the header
+    /// timeout — fresh, or kept alive after a request — is closed.
+    #[tokio::test]
+    async fn connections_between_requests() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::ADMIN
+        };
+        tokio::spawn(run(l, streaming().0, limits, std::future::pending()));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"G").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.write_all(b"ET /held HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while !seen.ends_with(b"0\r\n\r\n") {
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(buf.get(..n).unwrap());
+        }
+        assert!(seen.starts_with(b"HTTP/1.1 200"));
+        for mut idle in [s, tokio::net::TcpStream::connect(addr).await.unwrap()] {
+            let mut rest = Vec::new();
+            let closed = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest));
+            assert!(closed.await.is_ok_and(|r| r.is_ok()) && rest.is_empty());
+        }
     }
 
     #[tokio::test]

@@ -229,15 +229,19 @@ pub async fn request(
     let Some(rid) = body.attr("rid").and_then(|r| r.parse::<u64>().ok()) else {
         return respond(terminate("bad-request"), cors);
     };
-    let Some(sid) = body.attr("sid") else {
-        return respond(create(&ctx, peer, &headers, body, rid).await, cors);
+    let session = match body.attr("sid") {
+        None => create(&ctx, peer, &headers, &body, rid),
+        Some(sid) => ctx.bosh.get(sid).ok_or_else(|| terminate("item-not-found")),
     };
-    let Some(session) = ctx.bosh.get(sid) else {
-        return respond(terminate("item-not-found"), cors);
+    let session = match session {
+        Ok(session) => session,
+        Err(refused) => return respond(refused, cors),
     };
-    // A request of a session may be held for up to `wait` seconds: its answer leaves hyper
-    // once the head is out, so a held request costs no HTTP connection buffers, and the
-    // connection serves the client's next request afterwards.
+    // A request may be held for up to `wait` seconds: its answer leaves hyper once the head
+    // is out, so a held request costs no HTTP connection buffers, and the connection serves
+    // the client's next request afterwards (waiting for it outside hyper,
+    // `rookery_http::listener`). The creation's answer too, so no connection of a session
+    // stays in hyper after its last request.
     let mut head = HeaderMap::new();
     head.insert(header::CONTENT_TYPE, xml_content_type());
     origin::add_cors(&mut head, cors);
@@ -280,20 +284,21 @@ fn xml_content_type() -> HeaderValue {
     HeaderValue::from_static("text/xml; charset=utf-8")
 }
 
-/// A session creation request (XEP-0124 §7.1, XEP-0206 §3).
-async fn create(
+/// A session creation request (XEP-0124 §7.1, XEP-0206 §3): the new session, its stream
+/// started (the request is then handled as any of the session's), or the refusal.
+fn create(
     ctx: &Arc<WebContext>,
     peer: Peer,
     headers: &HeaderMap,
-    body: Element,
+    body: &Element,
     rid: u64,
-) -> Bytes {
+) -> Result<Arc<Session>, Bytes> {
     // Any hosted domain (virtual hosting); the c2s machine takes it from the `<open/>`.
     let Some(domain) = body
         .attr("to")
         .filter(|to| ctx.c2s.core.is_local_domain(to))
     else {
-        return terminate("host-unknown");
+        return Err(terminate("host-unknown"));
     };
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let client = origin::client_addr(
@@ -307,12 +312,12 @@ async fn create(
         .admit(client.ip(), ctx.config.bosh_max_sessions_per_ip)
     {
         tracing::info!(%client, "BOSH session refused: too many from this address");
-        return terminate("policy-violation");
+        return Err(terminate("policy-violation"));
     }
     let Some(permit) = ctx.c2s.connections.try_acquire(client.ip()) else {
         ctx.bosh.release(client.ip());
         tracing::warn!(%client, "BOSH session refused: client connection cap reached");
-        return terminate("policy-violation");
+        return Err(terminate("policy-violation"));
     };
     let number = |name: &str| body.attr(name).and_then(|v| v.parse::<u64>().ok());
     let wait = Duration::from_secs(number("wait").unwrap_or(MAX_WAIT).clamp(1, MAX_WAIT));
@@ -348,7 +353,13 @@ async fn create(
     let conn = Conn::framed(messages, client, Limits::PRE_AUTH, domain, ns::CLIENT);
     lock(&ctx.bosh.by_sid).insert(sid.clone(), session.clone());
     let span = tracing::info_span!("bosh", peer = %client, jid = tracing::field::Empty);
-    let stream = rookery_c2s::negotiate::serve_framed(ctx.c2s.clone(), conn, ctx.stopped.clone());
+    // Boxed: a future the task's block captured and then awaited would be in the task twice
+    // (in its captured place and as the future awaited), for the session's life.
+    let stream = Box::pin(rookery_c2s::negotiate::serve_framed(
+        ctx.c2s.clone(),
+        conn,
+        ctx.stopped.clone(),
+    ));
     let (ctx2, session2) = (ctx.clone(), session.clone());
     // One after the other, not joined: the task's future is as large as the larger of the
     // two, and the second is small.
@@ -361,7 +372,7 @@ async fn create(
         }
         .instrument(span),
     );
-    session.request(body, rid).await
+    Ok(session)
 }
 
 impl Session {

@@ -108,9 +108,13 @@ def _start(server_factory, tmp_path, node_config=lambda i: {}):
     try:
         for i in range(3):
             # One database: the accounts are created once, through the first node's config.
+            # The third node holds its batches a little (batch_delay_ms), so that every test
+            # also crosses a forwarder that pauses between batches.
             srv = server_factory(users=USERS if i == 0 else {}, store={"url": pg.url},
                                  cluster={"nats_url": nats.url, "lease_ms": LEASE_MS,
-                                          "heartbeat_ms": 500}, **node_config(i))
+                                          "heartbeat_ms": 500,
+                                          "batch_delay_ms": 2 if i == 2 else 0},
+                                 **node_config(i))
             srv.users = dict(USERS)
             nodes.append(srv)
         yield Cluster(nats, nodes, pg)

@@ -14,6 +14,7 @@
 #           MAM=true: [mam] enabled on every node (the zero-config default; on PostgreSQL each
 #           message then waits for its archive rows' commit, which dominates the latency);
 #           MAM=false measures the message path and the bus alone
+#           BATCH_DELAY=<ms>: [cluster] batch_delay_ms on the three nodes (unset: the default)
 #           ROOKERY_BIN BENCH_BIN NATS_BIN ROOKERY_TEST_POSTGRES_URL (else scripts/pg-start.sh)
 #           SMOKE=1: 20 clients, 100 messages/s, 3 s (a check that it runs, no figures)
 # Only loopback is used. Prints a summary line per run and writes the JSON reports to WORK.
@@ -104,7 +105,8 @@ wait_port "$NATS_PORT" "$WORK/nats.log"
 ports=() node_pids=()
 for k in 1 2 3; do
   port=$((BASE_PORT + 10 + k))
-  config "$WORK/node$k" "$port" '[cluster]' "nats_url = \"nats://127.0.0.1:$NATS_PORT\""
+  config "$WORK/node$k" "$port" '[cluster]' "nats_url = \"nats://127.0.0.1:$NATS_PORT\"" \
+    ${BATCH_DELAY:+"batch_delay_ms = $BATCH_DELAY"}
   start "$WORK/node$k" "$port"
   ports+=("$port") node_pids+=("$SERVER_PID")
 done

@@ -8,9 +8,10 @@
 //!   gone) and acknowledges the batches, several with one reply (see [`ACK_DELAY`]);
 //! - a **forwarder** per other node: takes what the core wrote into that node's remote
 //!   handles and sends it as one batch per wake-up (so a fan-out costs one bus message per
-//!   node, not per recipient), keeping each batch until an acknowledgement covers it; a node
-//!   without subscribers (killed) is taken for dead at once, a bus that is down bounces the
-//!   stanzas with `recipient-unavailable`;
+//!   node, not per recipient; with `batch_delay_ms`, at most one batch per delay), keeping
+//!   each batch until an acknowledgement covers it; a node without subscribers (killed) is
+//!   taken for dead at once, a bus that is down bounces the stanzas with
+//!   `recipient-unavailable`;
 //! - **acks** task: reads `rookery.<domain>.ack.<id>.>`, the other nodes' acknowledgements
 //!   (and the bus's "no responders" for a batch nobody took), and hands each to its forwarder;
 //! - **notes** task: hands the other nodes' modules' notes (`Core::tell_peers`) to this
@@ -814,6 +815,12 @@ async fn forward(inner: Arc<Inner>, f: Forwarder) {
     let mut next_seq: u64 = 0;
     let expiry = tokio::time::sleep(lease);
     tokio::pin!(expiry);
+    // With a batch delay, the queue is not read for that long after a batch: what the
+    // sessions write meanwhile waits in it without waking this task, and goes as one batch.
+    let delay = inner.config.batch_delay();
+    let pause = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(pause);
+    let mut pausing = false;
     // The batch `expiry` is set for: reset only when the oldest batch changes.
     let mut armed: Option<u64> = None;
     let mut open = true;
@@ -860,7 +867,8 @@ async fn forward(inner: Arc<Inner>, f: Forwarder) {
                     }
                 }
             }
-            first = rx.recv(), if open && unacked.len() < MAX_UNACKED => {
+            () = &mut pause, if pausing => pausing = false,
+            first = rx.recv(), if open && !pausing && unacked.len() < MAX_UNACKED => {
                 let Some(first) = first else {
                     open = false;
                     continue;
@@ -878,11 +886,14 @@ async fn forward(inner: Arc<Inner>, f: Forwarder) {
                     .publish_with_reply(subject.clone(), reply, encode_batch(&batch))
                     .await
                 {
-                    Ok(()) => unacked.push_back(Sent {
-                        seq,
-                        at: tokio::time::Instant::now(),
-                        batch,
-                    }),
+                    Ok(()) => {
+                        let now = tokio::time::Instant::now();
+                        unacked.push_back(Sent { seq, at: now, batch });
+                        if !delay.is_zero() {
+                            pause.as_mut().reset(now + delay);
+                            pausing = true;
+                        }
+                    }
                     Err(e) => {
                         let why = format!("cross-node delivery to {node} failed: {e}");
                         inner.bounce(batch, &why).await;

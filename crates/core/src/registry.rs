@@ -191,9 +191,10 @@ mod tests {
     fn remote_sessions_route_but_are_not_listed_or_counted() {
         let r = Registry::default();
         let (local, _e1) = handle(1, "a@localhost/x");
-        let (remote, _e2) = handle(2, "a@localhost/y");
+        let (forwarder, _bus) = tokio::sync::mpsc::unbounded_channel();
+        let remote = SessionHandle::forwarded(2, Jid::parse("a@localhost/y").unwrap(), forwarder);
         r.bind(local);
-        r.bind(remote.into_remote());
+        r.bind(remote);
         r.set_available(&Jid::parse("a@localhost/y").unwrap(), Some(1));
         let bare = BareJid::parse("a@localhost").unwrap();
         assert_eq!(r.sessions_of(&bare).len(), 2);

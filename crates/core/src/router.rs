@@ -401,8 +401,8 @@ impl Core {
         }
     }
 
-    /// Registers a session bound on another node (a handle marked
-    /// [`SessionHandle::into_remote`], kept by the cluster). A local session of the same full
+    /// Registers a session bound on another node (a handle made by
+    /// [`SessionHandle::forwarded`], kept by the cluster). A local session of the same full
     /// JID is older (the cluster decided) and is closed with `conflict`, and the modules hear
     /// that it ended; the modules hear nothing of the remote session itself: its own node's
     /// modules serve it. Returns the handle it replaced.

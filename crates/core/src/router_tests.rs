@@ -501,7 +501,7 @@ impl crate::ClusterLink for FakeLink {
 }
 
 /// In a cluster: the link hears of local sessions, a remote session routes like a local one
-/// (its handle's queue gets the bytes) without being announced, and an answer to another
+/// (its forwarder gets the bytes) without being announced, and an answer to another
 /// node's request is handed over instead of being dropped.
 #[tokio::test]
 async fn a_cluster_link_hears_of_local_sessions_and_answers_for_other_nodes() {
@@ -509,17 +509,19 @@ async fn a_cluster_link_hears_of_local_sessions_and_answers_for_other_nodes() {
     let link = Arc::new(FakeLink::default());
     f.core.set_cluster(link.clone());
     let carol: Jid = Jid::parse("carol@localhost/tab").unwrap();
-    let (h, mut end) = SessionHandle::new(f.core.next_session_id(), carol.clone(), 16);
-    assert!(f.core.bind_remote(h.clone().into_remote()).await.is_none());
+    let (forwarder, mut bus) = tokio::sync::mpsc::unbounded_channel();
+    let h = SessionHandle::forwarded(f.core.next_session_id(), carol.clone(), forwarder);
+    assert!(f.core.bind_remote(h.clone()).await.is_none());
     f.core.set_remote_available(&carol, Some(0));
     let m = "<message xmlns='jabber:client' from='bob@localhost/pc' to='carol@localhost' type='chat'><body>hi</body></message>";
     f.core
         .route(Stanza::from_serialized(m.as_bytes()).unwrap())
         .await;
+    let (to, _) = bus.try_recv().unwrap();
     assert_eq!(
-        received(&mut end).len(),
-        1,
-        "bare-JID delivery reaches the remote resource"
+        (to, bus.try_recv().is_err()),
+        (carol.clone(), true),
+        "bare-JID delivery reaches the remote resource, once"
     );
     assert_eq!(f.core.session_count(), 2, "remote sessions are not counted");
     let r = "<iq xmlns='jabber:client' type='result' id='rk-n2-7' from='carol@localhost/tab' to='localhost'/>";

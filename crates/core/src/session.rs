@@ -151,9 +151,8 @@ pub struct SessionHandle {
     /// Where the connection comes from, when the listener said so ([`SessionHandle::with_origin`]).
     /// Plain values, so cloning a handle on the routing path costs no reference count.
     origin: Option<(std::net::SocketAddr, Transport)>,
-    /// The session is bound on another node of a cluster: what is sent to it crosses the
-    /// bus (crates/cluster).
-    remote: bool,
+    /// Where its bytes go; [`Sink::Forward`] for a session bound on another node of a
+    /// cluster, whose stanzas cross the bus (crates/cluster).
     sink: Sink,
     kill: Arc<Kill>,
 }
@@ -246,7 +245,6 @@ impl SessionHandle {
                 id,
                 jid,
                 origin: None,
-                remote: false,
                 sink: Sink::Queue {
                     tx,
                     depth: depth.clone(),
@@ -273,7 +271,6 @@ impl SessionHandle {
             id,
             jid,
             origin: None,
-            remote: true,
             sink: Sink::Forward(forwarder),
             kill: Arc::new(Kill::default()),
         }
@@ -286,17 +283,11 @@ impl SessionHandle {
         self
     }
 
-    /// Marks a handle as standing for a session bound on another node of a cluster (see
-    /// [`crate::Core::bind_remote`]): it routes like any session, but is not this node's to
-    /// list, count, announce to or close.
-    pub fn into_remote(mut self) -> Self {
-        self.remote = true;
-        self
-    }
-
-    /// Whether the session is bound on another node of a cluster.
+    /// Whether the session is bound on another node of a cluster (a handle made by
+    /// [`SessionHandle::forwarded`], see [`crate::Core::bind_remote`]): it routes like any
+    /// session, but is not this node's to list, count, announce to or close.
     pub fn is_remote(&self) -> bool {
-        self.remote
+        matches!(self.sink, Sink::Forward(_))
     }
 
     /// The peer address and transport, if the listener recorded them.

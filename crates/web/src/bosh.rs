@@ -196,6 +196,17 @@ impl Window {
         self.expired || (self.closed && self.held.is_empty() && self.out.is_empty())
     }
 
+    /// Keeps the stream's waker, for [`Window::wake_stream`] (its input or its room).
+    fn park_stream(&mut self, cx: &Context<'_>) {
+        if !self
+            .stream
+            .as_ref()
+            .is_some_and(|s| s.will_wake(cx.waker()))
+        {
+            self.stream = Some(cx.waker().clone());
+        }
+    }
+
     /// Wakes the stream to look at the window again.
     fn wake_stream(&mut self) {
         if let Some(waker) = self.stream.take() {
@@ -728,9 +739,7 @@ impl MessageTransport for Link {
         } else {
             self.inactivity = None;
         }
-        if !w.stream.as_ref().is_some_and(|s| s.will_wake(cx.waker())) {
-            w.stream = Some(cx.waker().clone());
-        }
+        w.park_stream(cx);
         Poll::Pending
     }
 
@@ -747,9 +756,7 @@ impl MessageTransport for Link {
             || w.out.iter().map(Bytes::len).sum::<usize>() >= OUTGOING_BYTES
         {
             // Woken when a response takes them (`Session::response`).
-            if !w.stream.as_ref().is_some_and(|s| s.will_wake(cx.waker())) {
-                w.stream = Some(cx.waker().clone());
-            }
+            w.park_stream(cx);
             return Poll::Pending;
         }
         // The window takes these frames whole: a response carries what gathered.

@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::io::Write;
-use std::net::TcpListener as StdListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -49,29 +48,35 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn rookery(config: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rookery"));
     c.arg("--config").arg(config).env_remove("RUST_LOG");
     c
 }
 
+/// The port the server's log says it listens on for clients in `mode` (`StartTls`,
+/// `DirectTls`), once it does.
+fn listening_port(log: &str, mode: &str) -> Option<u16> {
+    log.lines()
+        .filter(|l| l.contains("listening for clients") && l.contains(&format!("mode={mode}")))
+        .find_map(|l| {
+            let addr = l.split_whitespace().find_map(|w| w.strip_prefix("addr="))?;
+            addr.rsplit_once(':')?.1.parse().ok()
+        })
+}
+
 async fn start_server() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let (p1, p2) = (free_port(), free_port());
     let config = dir.path().join("rookery.toml");
+    // Port 0: the server binds what the system gives and logs it. A port picked here and
+    // released before the server binds could meanwhile become the source port of a parallel
+    // test's connection.
     std::fs::write(
         &config,
         format!(
-            "domain = \"localhost\"\ndata_dir = {:?}\n[listen]\nc2s = \"127.0.0.1:{p1}\"\n\
-             c2s_direct_tls = \"127.0.0.1:{p2}\"\nadmin = \"\"\nhttp = \"\"\nhttps = \"\"\n[log]\nlevel = \"warn\"\n",
+            "domain = \"localhost\"\ndata_dir = {:?}\n[listen]\nc2s = \"127.0.0.1:0\"\n\
+             c2s_direct_tls = \"127.0.0.1:0\"\nadmin = \"\"\nhttp = \"\"\nhttps = \"\"\n[log]\n\
+             level = \"info\"\n",
             dir.path().join("data")
         ),
     )
@@ -84,30 +89,35 @@ async fn start_server() -> Server {
         .unwrap();
     writeln!(add.stdin.take().unwrap(), "{PASSWORD}").unwrap();
     assert!(add.wait().unwrap().success(), "rookery user add failed");
-    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let child = rookery(&config)
         .arg("serve")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .unwrap();
-    let server = Server {
-        child,
-        starttls_port: p1,
-        direct_tls_port: p2,
-        _dir: dir,
-    };
-    for port in [p1, p2] {
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "server did not listen"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let (starttls_port, direct_tls_port) = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let (Some(p1), Some(p2)) = (
+            listening_port(&log, "StartTls"),
+            listening_port(&log, "DirectTls"),
+        ) {
+            break (p1, p2);
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server did not listen: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    Server {
+        child,
+        starttls_port,
+        direct_tls_port,
+        _dir: dir,
     }
-    server
 }
 
 fn connector(alpn: bool) -> TlsConnector {

@@ -30,9 +30,9 @@
 //! stays short.
 //!
 //! # Failure
-//! When a batch fails (a row whose account was deleted meanwhile breaks the foreign key),
-//! each of its messages is written again in a transaction of its own: only the bad one is
-//! lost, and logged.
+//! When a batch fails (on PostgreSQL, a row whose account was deleted meanwhile breaks the
+//! foreign key; SQLite skips such a row, see `rookery_store::mam`), each of its messages is
+//! written again in a transaction of its own: only the bad one is lost, and logged.
 //!
 //! [`Mam::append`]: rookery_store::mam::Mam::append
 

@@ -77,23 +77,28 @@ fn chunks<'r, T>(rows: &'r [T]) -> impl Iterator<Item = &'r [T]> + 'r {
 ///
 /// On SQLite the parameters are anonymous `?`s: sqlx binds a numbered one by asking SQLite
 /// its name, which SQLite finds by walking the statement's list of names (8 % of the CPU
-/// with hundreds of them). A statement of many rows keeps an undo journal of the pages it
-/// touches (it may fail on a constraint after writing some), in memory (`temp_store`); one
-/// statement per row needed none, but sqlx sent each statement's result back from its
-/// connection thread to the writer, a wake-up per row. Measured side by side the two cost
-/// the same within the noise (docs/performance.md, "Archiving cost"): the one shape serves
-/// both backends.
+/// with hundreds of them). And the statement cannot fail midway: a statement of many rows
+/// that could (a constraint of its third row failing after two were written) keeps a
+/// statement journal, an undo copy of every page it touches, which cost a tenth of
+/// archiving's CPU. So a row whose id is taken is skipped (`OR IGNORE`: an id is 48 random
+/// bits after the millisecond, never expected to repeat), and so is an account's row whose
+/// account is gone (`WHERE EXISTS`: deleted while its message waited for the batch — what it
+/// would have been archived for is gone with it); the account's foreign key is deferred to
+/// the commit (migration 0032), where, with the rows checked here, it never fails. On
+/// PostgreSQL, which keeps no such journal, a failing row fails the statement and the
+/// archiver writes the batch's messages one by one (`archiver.rs`).
 fn insert_sql((t, k1, k2): (&str, &str, &str), n: usize, backend: Backend) -> String {
-    let mut sql = format!("INSERT INTO {t} ({k1}, {k2}, stanza_id, with_jid, ts, stanza) VALUES ");
+    let columns = format!("{t} ({k1}, {k2}, stanza_id, with_jid, ts, stanza)");
+    let mut values = String::from("VALUES ");
     for i in 0..n {
         if i > 0 {
-            sql.push_str(", ");
+            values.push_str(", ");
         }
         match backend {
-            Backend::Sqlite => sql.push_str("(?, ?, ?, ?, ?, ?)"),
+            Backend::Sqlite => values.push_str("(?, ?, ?, ?, ?, ?)"),
             Backend::Postgres => {
                 let p = i * 6;
-                sql.push_str(&format!(
+                values.push_str(&format!(
                     "(${}, ${}, ${}, ${}, ${}, ${})",
                     p + 1,
                     p + 2,
@@ -105,7 +110,14 @@ fn insert_sql((t, k1, k2): (&str, &str, &str), n: usize, backend: Backend) -> St
             }
         }
     }
-    sql
+    match backend {
+        Backend::Postgres => format!("INSERT INTO {columns} {values}"),
+        Backend::Sqlite if t == TABLES[0].0 => format!(
+            "INSERT OR IGNORE INTO {columns} SELECT * FROM ({values}) AS v WHERE EXISTS \
+             (SELECT 1 FROM accounts WHERE domain = v.column1 AND username = v.column2)"
+        ),
+        Backend::Sqlite => format!("INSERT OR IGNORE INTO {columns} {values}"),
+    }
 }
 
 impl Owner {
@@ -206,8 +218,10 @@ impl<'a> Mam<'a> {
     }
 
     /// Appends `rows` in one transaction: committed, all of them, when this returns `Ok`
-    /// (none of them when it returns `Err`). A node's history ([`Owner::Node`]) is not
-    /// appended to: it is the node's items, and such rows are left out.
+    /// (none of them when it returns `Err`) — but on SQLite a row whose account is gone or
+    /// whose id its archive has already is skipped instead of failing the rest (see
+    /// [`insert_sql`]). A node's history ([`Owner::Node`]) is not appended to: it is the
+    /// node's items, and such rows are left out.
     ///
     /// The rows go in as multi-row `INSERT`s (see [`insert_sql`]), a table's rows in their
     /// order, so that archiving a batch of many messages costs a few statements rather than
@@ -465,8 +479,14 @@ mod tests {
         );
         assert_eq!(
             insert_sql(TABLES[1], 2, Backend::Sqlite),
-            "INSERT INTO muc_archive (service, room, stanza_id, with_jid, ts, stanza) \
+            "INSERT OR IGNORE INTO muc_archive (service, room, stanza_id, with_jid, ts, stanza) \
              VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?)"
+        );
+        assert_eq!(
+            insert_sql(TABLES[0], 1, Backend::Sqlite),
+            "INSERT OR IGNORE INTO mam_messages (domain, username, stanza_id, with_jid, ts, \
+             stanza) SELECT * FROM (VALUES (?, ?, ?, ?, ?, ?)) AS v WHERE EXISTS (SELECT 1 \
+             FROM accounts WHERE domain = v.column1 AND username = v.column2)"
         );
     }
 }

@@ -127,3 +127,151 @@ async fn archive_query_purge_and_account_removal() {
         assert!(mam.prefs(d, "juliet").await.unwrap().is_none());
     }
 }
+
+/// A batch with a row of an account that is gone (deleted while its message waited): on
+/// SQLite that row is skipped and the others are kept in their order (the insert cannot fail
+/// midway, see `insert_sql`); on PostgreSQL the batch fails whole and nothing is kept (the
+/// archiver then writes its messages one by one).
+#[tokio::test]
+async fn a_row_of_a_gone_account_in_a_batch() {
+    for b in backends("mam-gone").await {
+        let d = b.domain.as_str();
+        b.create_account("juliet").await;
+        let mam = b.store.mam();
+        let mut rows: Vec<NewArchived> = (1..=5).map(|n| row(d, n, "romeo@x")).collect();
+        rows[2].owner = Owner::Account {
+            domain: d.into(),
+            username: "nobody".into(),
+        };
+        let appended = mam.append(rows).await;
+        let kept: Vec<String> = mam
+            .query(&juliet(d), &Filter::default(), 10, false)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.stanza_id)
+            .collect();
+        if b.name == "sqlite" {
+            appended.unwrap();
+            assert_eq!(kept, ["id1", "id2", "id4", "id5"]);
+        } else {
+            assert!(appended.is_err(), "{}", b.name);
+            assert!(kept.is_empty(), "{}", b.name);
+        }
+    }
+}
+
+/// Migration 0032 rebuilds SQLite's account archive with its foreign key deferred: the rows
+/// and their ids are kept, and an account's rows still go with it.
+#[tokio::test]
+async fn the_archive_rebuild_keeps_rows_ids_and_the_cascade() {
+    use sqlx::{Connection, Row};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    sqlx::raw_sql("PRAGMA foreign_keys = ON")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let run = |name: &std::path::Path| std::fs::read_to_string(name).unwrap();
+    let (before, rebuild): (Vec<_>, Vec<_>) = files
+        .iter()
+        .partition(|f| f.file_name().unwrap().to_str().unwrap() < "0032");
+    for f in &before {
+        sqlx::raw_sql(&run(f)).execute(&mut db).await.unwrap();
+    }
+    // Two accounts, every other column a value of its type (1 passes the CHECKs).
+    let columns: Vec<(String, String)> =
+        sqlx::query("SELECT name, type FROM pragma_table_info('accounts')")
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    for user in ["juliet", "romeo"] {
+        let values: Vec<String> = columns
+            .iter()
+            .map(|(name, ty)| match (name.as_str(), ty.as_str()) {
+                ("domain", _) => "'l'".into(),
+                ("username", _) => format!("'{user}'"),
+                (_, "BLOB") => "x'00'".into(),
+                (_, "INTEGER") => "1".into(),
+                _ => "'x'".into(),
+            })
+            .collect();
+        sqlx::raw_sql(&format!(
+            "INSERT INTO accounts VALUES ({})",
+            values.join(", ")
+        ))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    sqlx::raw_sql(
+        "INSERT INTO mam_messages (id, domain, username, stanza_id, with_jid, ts, stanza) VALUES
+           (7, 'l', 'juliet', 'a', 'romeo@l', 1, '<m/>'),
+           (9, 'l', 'romeo', 'b', 'juliet@l', 2, '<m/>'),
+           (12, 'l', 'juliet', 'c', 'romeo@l', 3, '<m/>');",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        rebuild.len(),
+        1,
+        "0032 is the rebuild; later migrations go after this test's"
+    );
+    sqlx::raw_sql(&run(rebuild[0]))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let rows: Vec<(i64, String)> =
+        sqlx::query("SELECT id, stanza_id FROM mam_messages ORDER BY id")
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    assert_eq!(rows, [(7, "a".into()), (9, "b".into()), (12, "c".into())]);
+    // New rows continue after the highest id ever given (AUTOINCREMENT's counter kept).
+    sqlx::raw_sql(
+        "INSERT INTO mam_messages (domain, username, stanza_id, with_jid, ts, stanza) \
+         VALUES ('l', 'romeo', 'd', 'juliet@l', 4, '<m/>')",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let last: i64 = sqlx::query_scalar("SELECT MAX(id) FROM mam_messages")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(last, 13);
+    // The key is deferred: a bad row fails the commit, not the statement.
+    let mut tx = db.begin().await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO mam_messages (domain, username, stanza_id, with_jid, ts, stanza) \
+         VALUES ('l', 'nobody', 'e', 'juliet@l', 5, '<m/>')",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    assert!(tx.commit().await.is_err());
+    // And it still cascades.
+    sqlx::raw_sql("DELETE FROM accounts WHERE username = 'juliet'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let left: Vec<String> = sqlx::query_scalar("SELECT stanza_id FROM mam_messages ORDER BY id")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(left, ["b", "d"]);
+}

@@ -100,11 +100,20 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const SQLITE_READ_CONNECTIONS: u32 = 4;
 
 /// The writer connection's page cache, in KiB (SQLite's default is 2 MiB). A transaction
-/// whose dirty pages do not fit spills them to the WAL before its commit and reads evicted
-/// pages back: the archiver's batches (up to a second of messages, rows of every account that
-/// wrote) did both, a sixth of archiving's CPU (docs/performance.md, "Archiving cost"). Not
-/// more: the cache stays full for the process's life.
-const SQLITE_WRITER_CACHE_KIB: u32 = 4 * 1024;
+/// whose dirty pages do not fit spills them to the WAL before its commit, writes them again
+/// at the commit and reads evicted pages back. The archiver's batch of a second (at 2,000
+/// messages/s: its rows, and a leaf page of each of four indexes per account that wrote)
+/// dirties about 4.6 MiB; at 2 MiB, then 4 MiB, the spills were a sixth, then a sixteenth
+/// of archiving's CPU (docs/performance.md, "Archiving cost"). The cache fills with use
+/// only, and then stays full for the process's life: a busy server's RSS holds it.
+const SQLITE_WRITER_CACHE_KIB: u32 = 16 * 1024;
+
+/// The WAL's length in pages past which a commit copies its pages into the database file
+/// (SQLite's `wal_autocheckpoint`, default 1,000). A page that several commits changed in
+/// between is copied once; at the default, an archive batch (about 1,100 pages) had the
+/// commit after it checkpoint every time. The WAL file grows to about 16 MiB between
+/// checkpoints.
+const SQLITE_WAL_CHECKPOINT_PAGES: u32 = 4096;
 /// Connections in a PostgreSQL pool.
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
 
@@ -397,9 +406,9 @@ async fn open_sqlite(url: &str, migrations: Migrations) -> Result<Pool, StoreErr
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
         .synchronous(SqliteSynchronous::Full)
         // Statement journals (a statement's undo log inside a transaction, written for each
-        // multi-row insert that may fail on a constraint) and sorts stay in memory: on disk
-        // the archive's inserts paid a write system call per page they touched (the profile
-        // in docs/performance.md, "Archiving cost"). They are bounded by one statement.
+        // multi-row statement that may fail on a constraint midway) and sorts stay in
+        // memory: on disk the archive's inserts paid a write system call per page they
+        // touched (they keep none now, see mam.rs). They are bounded by one statement.
         .pragma("temp_store", "memory");
     if !in_memory {
         options = options
@@ -420,7 +429,8 @@ async fn open_sqlite(url: &str, migrations: Migrations) -> Result<Pool, StoreErr
         .connect_with(
             options
                 .clone()
-                .pragma("cache_size", format!("-{SQLITE_WRITER_CACHE_KIB}")),
+                .pragma("cache_size", format!("-{SQLITE_WRITER_CACHE_KIB}"))
+                .pragma("wal_autocheckpoint", SQLITE_WAL_CHECKPOINT_PAGES.to_string()),
         )
         .await?;
     if migrations == Migrations::RequireCurrent {

@@ -100,13 +100,12 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const SQLITE_READ_CONNECTIONS: u32 = 4;
 
 /// The writer connection's page cache, in KiB (SQLite's default is 2 MiB). A transaction
-/// whose dirty pages do not fit spills them to the WAL before its commit, writes them again
-/// at the commit and reads evicted pages back. The archiver's batch of a second (at 2,000
-/// messages/s: its rows, and a leaf page of each of four indexes per account that wrote)
-/// dirties about 4.6 MiB; at 2 MiB, then 4 MiB, the spills were a sixth, then a sixteenth
-/// of archiving's CPU (docs/performance.md, "Archiving cost"). The cache fills with use
-/// only, and then stays full for the process's life: a busy server's RSS holds it.
-const SQLITE_WRITER_CACHE_KIB: u32 = 16 * 1024;
+/// whose dirty pages do not fit spills them to the WAL before its commit and reads evicted
+/// pages back: the archiver's batches (up to a second of messages, rows of every account that
+/// wrote) did both, a sixth of archiving's CPU (docs/performance.md, "Archiving cost"). Not
+/// more: the cache stays full for the process's life (16 MiB, which would hold a second's
+/// batch at 2,000 messages/s, took `tests/test_memory.py`'s peak RSS past its bound).
+const SQLITE_WRITER_CACHE_KIB: u32 = 4 * 1024;
 
 /// The WAL's length in pages past which a commit copies its pages into the database file
 /// (SQLite's `wal_autocheckpoint`, default 1,000). A page that several commits changed in
@@ -430,7 +429,10 @@ async fn open_sqlite(url: &str, migrations: Migrations) -> Result<Pool, StoreErr
             options
                 .clone()
                 .pragma("cache_size", format!("-{SQLITE_WRITER_CACHE_KIB}"))
-                .pragma("wal_autocheckpoint", SQLITE_WAL_CHECKPOINT_PAGES.to_string()),
+                .pragma(
+                    "wal_autocheckpoint",
+                    SQLITE_WAL_CHECKPOINT_PAGES.to_string(),
+                ),
         )
         .await?;
     if migrations == Migrations::RequireCurrent {

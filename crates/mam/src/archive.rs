@@ -47,7 +47,7 @@ pub fn new_id() -> String {
     // the rest of the archive hook's own work for a message.
     (0..24)
         .rev()
-        .map(|k| char::from(b"0123456789abcdef"[usize::from((id >> (4 * k)) as u8 & 0xf)]))
+        .map(|k| char::from_digit(((id >> (4 * k)) & 0xf) as u32, 16).unwrap_or('0'))
         .collect()
 }
 

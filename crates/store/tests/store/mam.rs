@@ -161,6 +161,11 @@ async fn a_row_of_a_gone_account_in_a_batch() {
     }
 }
 
+/// Runs `sql` (statements separated by `;`) on `db`.
+async fn exec(db: &mut sqlx::SqliteConnection, sql: &str) {
+    sqlx::raw_sql(sql).execute(db).await.unwrap();
+}
+
 /// Migration 0032 rebuilds SQLite's account archive with its foreign key deferred: the rows
 /// and their ids are kept, and an account's rows still go with it.
 #[tokio::test]
@@ -175,16 +180,13 @@ async fn the_archive_rebuild_keeps_rows_ids_and_the_cascade() {
     let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
         .await
         .unwrap();
-    sqlx::raw_sql("PRAGMA foreign_keys = ON")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    exec(&mut db, "PRAGMA foreign_keys = ON").await;
     let run = |name: &std::path::Path| std::fs::read_to_string(name).unwrap();
     let (before, rebuild): (Vec<_>, Vec<_>) = files
         .iter()
         .partition(|f| f.file_name().unwrap().to_str().unwrap() < "0032");
     for f in &before {
-        sqlx::raw_sql(&run(f)).execute(&mut db).await.unwrap();
+        exec(&mut db, &run(f)).await;
     }
     // Two accounts, every other column a value of its type (1 passes the CHECKs).
     let columns: Vec<(String, String)> =
@@ -206,32 +208,26 @@ async fn the_archive_rebuild_keeps_rows_ids_and_the_cascade() {
                 _ => "'x'".into(),
             })
             .collect();
-        sqlx::raw_sql(&format!(
-            "INSERT INTO accounts VALUES ({})",
-            values.join(", ")
-        ))
-        .execute(&mut db)
-        .await
-        .unwrap();
+        exec(
+            &mut db,
+            &format!("INSERT INTO accounts VALUES ({})", values.join(", ")),
+        )
+        .await;
     }
-    sqlx::raw_sql(
+    exec(
+        &mut db,
         "INSERT INTO mam_messages (id, domain, username, stanza_id, with_jid, ts, stanza) VALUES
            (7, 'l', 'juliet', 'a', 'romeo@l', 1, '<m/>'),
            (9, 'l', 'romeo', 'b', 'juliet@l', 2, '<m/>'),
            (12, 'l', 'juliet', 'c', 'romeo@l', 3, '<m/>');",
     )
-    .execute(&mut db)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         rebuild.len(),
         1,
         "0032 is the rebuild; later migrations go after this test's"
     );
-    sqlx::raw_sql(&run(rebuild[0]))
-        .execute(&mut db)
-        .await
-        .unwrap();
+    exec(&mut db, &run(rebuild[0])).await;
     let rows: Vec<(i64, String)> =
         sqlx::query("SELECT id, stanza_id FROM mam_messages ORDER BY id")
             .fetch_all(&mut db)
@@ -242,13 +238,12 @@ async fn the_archive_rebuild_keeps_rows_ids_and_the_cascade() {
             .collect();
     assert_eq!(rows, [(7, "a".into()), (9, "b".into()), (12, "c".into())]);
     // New rows continue after the highest id ever given (AUTOINCREMENT's counter kept).
-    sqlx::raw_sql(
+    exec(
+        &mut db,
         "INSERT INTO mam_messages (domain, username, stanza_id, with_jid, ts, stanza) \
          VALUES ('l', 'romeo', 'd', 'juliet@l', 4, '<m/>')",
     )
-    .execute(&mut db)
-    .await
-    .unwrap();
+    .await;
     let last: i64 = sqlx::query_scalar("SELECT MAX(id) FROM mam_messages")
         .fetch_one(&mut db)
         .await
@@ -256,19 +251,15 @@ async fn the_archive_rebuild_keeps_rows_ids_and_the_cascade() {
     assert_eq!(last, 13);
     // The key is deferred: a bad row fails the commit, not the statement.
     let mut tx = db.begin().await.unwrap();
-    sqlx::raw_sql(
+    exec(
+        &mut tx,
         "INSERT INTO mam_messages (domain, username, stanza_id, with_jid, ts, stanza) \
          VALUES ('l', 'nobody', 'e', 'juliet@l', 5, '<m/>')",
     )
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    .await;
     assert!(tx.commit().await.is_err());
     // And it still cascades.
-    sqlx::raw_sql("DELETE FROM accounts WHERE username = 'juliet'")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    exec(&mut db, "DELETE FROM accounts WHERE username = 'juliet'").await;
     let left: Vec<String> = sqlx::query_scalar("SELECT stanza_id FROM mam_messages ORDER BY id")
         .fetch_all(&mut db)
         .await

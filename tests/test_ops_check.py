@@ -90,9 +90,12 @@ def test_user_refuses_a_database_of_another_version_until_migrate(server):
     version = int(last.name.split("_")[0])
     sql = last.read_text()
     # What undoes the last migration: dropping what it created, or the columns it added. A
-    # table it rebuilt (created under a new name, filled, renamed over the old one) stays:
-    # applied again, the migration rebuilds it again.
+    # table it rebuilt (created under a new name, filled, renamed over the old one) stays, and
+    # so does an index it dropped and created anew: applied again, the migration does it
+    # again.
     rebuilt = set(re.findall(r"ALTER TABLE (\w+) RENAME TO", sql))
+    rebuilt |= set(re.findall(r"DROP INDEX (\w+)", sql)) & set(
+        re.findall(r"CREATE (?:UNIQUE )?INDEX (\w+)", sql))
     undo = [f"DROP {kind} {name}"
             for kind, name in re.findall(r"CREATE (TABLE|VIEW) (\w+)", sql)
             if name not in rebuilt]

@@ -1,8 +1,7 @@
 //! Which messages go into an account's archive (XEP-0313 §5.1.1: messages with content, not
 //! groupchat — rooms keep their own — nor headlines or errors; XEP-0334 hints respected) and
-//! how the archive's XEP-0359 `<stanza-id/>` is put on a message delivered to the account.
-
-use rand::RngCore;
+//! how the archive's XEP-0359 `<stanza-id/>` is put on a message delivered to the account
+//! (the ids themselves are `rookery_store::mam::ArchiveId`s, given by the archiver).
 
 use rookery_jid::BareJid;
 use rookery_proto::{MessageType, Stanza, StanzaKind};
@@ -29,26 +28,6 @@ pub fn archivable(m: &Stanza) -> bool {
     el.has_child("body", CONTENT_NS)
         || el.has_child("encrypted", OMEMO)
         || el.has_child("store", ns::HINTS)
-}
-
-/// A new archive id: the time in milliseconds (48 bits) and 48 random bits, 24 hex digits.
-/// Ids are compared, never ordered by anyone but the database: the time first makes each
-/// new id sort after an archive's earlier ones, so the archive's index by id grows at its
-/// end (one page written per archive and commit) instead of at a random place of every
-/// archive's range; two ids of one archive in the same millisecond are as unlikely alike
-/// as 48 random bits.
-pub fn new_id() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let random = rand::thread_rng().next_u64() & 0xffff_ffff_ffff;
-    let id = ((ms & 0xffff_ffff_ffff) << 48) | u128::from(random);
-    // The digits by hand: `format!` with its padding cost a microsecond an id, more than
-    // the rest of the archive hook's own work for a message.
-    (0..24)
-        .rev()
-        .map(|k| char::from_digit(((id >> (4 * k)) & 0xf) as u32, 16).unwrap_or('0'))
-        .collect()
 }
 
 /// `m` with the archive's `<stanza-id by='{by}' id='{id}'/>`: one the sender put there with
@@ -147,17 +126,5 @@ mod tests {
              <stanza-id xmlns=\"urn:xmpp:sid:0\" by=\"room@muc.lit\" id=\"r1\"/>\
              <stanza-id xmlns=\"urn:xmpp:sid:0\" by=\"juliet@capulet.lit\" id=\"real\"/></message>"
         );
-        let (a, b) = (new_id(), new_id());
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 24);
-        // Lower-case hex digits, the milliseconds first: later ids sort after earlier ones.
-        assert!(a.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
-        assert!(a[..12] <= b[..12]);
-        let ms = u128::from_str_radix(&a[..12], 16).unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis();
-        assert!(ms <= now && now - ms < 10_000);
     }
 }

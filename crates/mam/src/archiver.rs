@@ -22,6 +22,16 @@
 //! archive copies of messages sent without stream management, or not yet acknowledged, when
 //! the process is killed within the batch delay — the messages themselves were delivered.
 //!
+//! # Ids in the order of their rows
+//! On SQLite the archiver numbers the account archive's rows itself and each stanza-id is
+//! derived from its row's number (`rookery_store::mam::ArchiveId`: no index of names to
+//! write). The number is handed out with a [`Ticket`] before the message is delivered
+//! (which carries the stanza-id), and an archive's rows must be committed in the order of
+//! their numbers: a client that paged to a number must never later find a smaller one
+//! appear before it. So a ticket holds the archiver's order from its number until its rows
+//! are queued: numbers go into the queue in their order, and a batch never leaves one out
+//! that a later batch brings.
+//!
 //! # Bounds
 //! The queue holds [`QUEUE`] jobs and [`QUEUE_BYTES`] of rows (large stanzas are as
 //! welcome as small ones); when the store falls behind, archiving waits to enqueue
@@ -39,10 +49,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, Mutex, MutexGuard, Notify, Semaphore};
 use tokio::time::Instant;
 
-use rookery_store::mam::NewArchived;
+use rookery_store::mam::{new_name, ArchiveId, NewArchived};
 use rookery_store::Store;
 
 /// Jobs waiting for the archiver; beyond it callers wait to enqueue.
@@ -64,8 +74,11 @@ const COMMIT_INTERVAL: Duration = Duration::from_millis(4);
 
 /// The handle to the archiver task (cheap to clone); the task ends, once its queue is
 /// drained, when every handle is dropped.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Archiver {
+    store: Store,
+    /// The next ids, held by a [`Ticket`] until its rows are queued.
+    ids: Arc<Mutex<Ids>>,
     queue: mpsc::Sender<Job>,
     /// Wakes the archiver while it gathers a batch: for a waiter, or a queue half full.
     /// Rows alone do not wake it — a wake-up per message was a tenth of archiving's CPU.
@@ -73,6 +86,14 @@ pub struct Archiver {
     /// Room for [`QUEUE_BYTES`] of rows: a row takes its bytes before it is queued, and
     /// gives them back once its batch is committed.
     room: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Archiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archiver")
+            .field("ids", &self.ids)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the archiver is asked.
@@ -94,6 +115,58 @@ impl Job {
     }
 }
 
+/// How the archiver names new rows.
+#[derive(Debug)]
+enum Ids {
+    /// Not known yet: asked of the store at the first ticket.
+    Unknown,
+    /// Numbered here (SQLite): the last number given.
+    Positions(i64),
+    /// Named, numbered by the database (PostgreSQL).
+    Named,
+}
+
+impl Ids {
+    /// The next id: a number above the last one and not below the current millisecond's
+    /// first (the time, shifted by 20 bits: a number tells no more than the message's time
+    /// stamp does, where a count would tell how busy the server is), or a new name.
+    fn next(&mut self) -> ArchiveId {
+        match self {
+            Ids::Positions(last) => {
+                let ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                let floor = i64::try_from(ms << 20).unwrap_or(0);
+                *last = last.saturating_add(1).max(floor);
+                ArchiveId::Position(*last)
+            }
+            Ids::Unknown | Ids::Named => ArchiveId::Named(new_name()),
+        }
+    }
+}
+
+/// A new archive id, holding the archiver's order until its rows are queued (see the
+/// module's "Ids in the order of their rows"); dropped unused, its id is skipped.
+#[derive(Debug)]
+pub struct Ticket<'a> {
+    archiver: &'a Archiver,
+    _order: MutexGuard<'a, Ids>,
+    id: ArchiveId,
+}
+
+impl Ticket<'_> {
+    /// The id for the message's row.
+    pub fn id(&self) -> &ArchiveId {
+        &self.id
+    }
+
+    /// Queues `rows` (all of them or none, each with [`Ticket::id`]) for the next batch;
+    /// waits only for room in the queue. [`Archiver::settle`] tells when they are committed.
+    pub async fn queue(self, rows: Vec<NewArchived>) {
+        self.archiver.enqueue(rows).await;
+    }
+}
+
 impl Archiver {
     /// Starts the archiver writing into `store`, on the current tokio runtime; a batch
     /// nobody waits for is committed `delay` after its first message.
@@ -101,13 +174,46 @@ impl Archiver {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let wake = Arc::new(Notify::new());
         let room = Arc::new(Semaphore::new(QUEUE_BYTES as usize));
-        tokio::spawn(serve(store, jobs, wake.clone(), room.clone(), delay));
-        Archiver { queue, wake, room }
+        tokio::spawn(serve(
+            store.clone(),
+            jobs,
+            wake.clone(),
+            room.clone(),
+            delay,
+        ));
+        Archiver {
+            store,
+            ids: Arc::new(Mutex::new(Ids::Unknown)),
+            queue,
+            wake,
+            room,
+        }
     }
 
-    /// Queues `rows` (all of them or none) for the next batch; waits only for room in the
-    /// queue. [`Archiver::settle`] tells when they are committed.
-    pub async fn archive(&self, rows: Vec<NewArchived>) {
+    /// The id of a new message's row; the archiver's order is held until its rows are queued
+    /// ([`Ticket::queue`]) or the ticket is dropped. The first ticket asks the store where
+    /// its numbers go on from (a store that cannot tell gets names until one can).
+    pub async fn ticket(&self) -> Ticket<'_> {
+        let mut ids = self.ids.lock().await;
+        if matches!(*ids, Ids::Unknown) {
+            match self.store.mam().last_position().await {
+                Ok(Some(last)) => *ids = Ids::Positions(last),
+                Ok(None) => *ids = Ids::Named,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the archive's last position; naming rows meanwhile")
+                }
+            }
+        }
+        let id = ids.next();
+        Ticket {
+            archiver: self,
+            _order: ids,
+            id,
+        }
+    }
+
+    /// Queues `rows` for the next batch (see [`Ticket::queue`]).
+    async fn enqueue(&self, rows: Vec<NewArchived>) {
         let bytes = rows.iter().map(|r| r.stanza.len()).sum::<usize>();
         let bytes = u32::try_from(bytes)
             .unwrap_or(u32::MAX)
@@ -237,7 +343,7 @@ async fn one_by_one(store: &Store, rows: &[NewArchived], sizes: Vec<usize>) {
 /// Logs the message whose rows `rows` could not be archived.
 fn lost(rows: &[NewArchived], e: &rookery_store::StoreError) {
     if let Some(r) = rows.first() {
-        tracing::error!(owner = ?r.owner, stanza_id = %r.stanza_id, error = %e, "archiving a message failed");
+        tracing::error!(owner = ?r.owner, stanza_id = %r.id.stanza_id(), error = %e, "archiving a message failed");
     }
 }
 
@@ -247,16 +353,73 @@ mod tests {
     use super::*;
     use rookery_store::mam::{Filter, Owner};
 
-    fn row(user: &str, n: usize) -> NewArchived {
+    fn row(user: &str, n: usize, id: &ArchiveId) -> NewArchived {
         NewArchived {
             owner: Owner::Account {
                 domain: "localhost".into(),
                 username: user.into(),
             },
-            stanza_id: format!("{user}-{n}"),
+            id: id.clone(),
             with_jid: "romeo@localhost".into(),
             ts: 1,
             stanza: format!("<message><body>{n}</body></message>"),
+        }
+    }
+
+    fn juliet() -> Owner {
+        Owner::Account {
+            domain: "localhost".into(),
+            username: "juliet".into(),
+        }
+    }
+
+    /// Tickets taken by many tasks at once: every row is kept, the archive's order is the
+    /// order of the numbers, and the numbers go on after the highest id the archive had (a
+    /// row of another writer far in the future here), also after a restart.
+    #[tokio::test]
+    async fn numbers_go_on_after_the_last_and_rows_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let creds = rookery_store::Credentials::derive("pw", 4096).unwrap();
+        store
+            .accounts()
+            .create("localhost", "juliet", &creds)
+            .await
+            .unwrap();
+        let future = i64::MAX / 2;
+        store
+            .mam()
+            .append(vec![row("juliet", 0, &ArchiveId::Position(future))])
+            .await
+            .unwrap();
+        for round in 0..2 {
+            let archiver = Archiver::spawn(store.clone(), Duration::from_millis(5));
+            let tasks: Vec<_> = (0..8)
+                .map(|t| {
+                    let archiver = archiver.clone();
+                    tokio::spawn(async move {
+                        for n in 0..25 {
+                            let ticket = archiver.ticket().await;
+                            let id = ticket.id().clone();
+                            tokio::task::yield_now().await;
+                            ticket.queue(vec![row("juliet", t * 100 + n, &id)]).await;
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            archiver.settle().await;
+            let rows = store
+                .mam()
+                .query(&juliet(), &Filter::default(), 1000, false)
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 1 + 200 * (round + 1));
+            assert_eq!(rows[0].id, future);
+            assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
         }
     }
 
@@ -272,28 +435,28 @@ mod tests {
             .await
             .unwrap();
         let archiver = Archiver::spawn(store.clone(), Duration::from_secs(60));
+        let mut expected = Vec::new();
         for n in 0..100 {
             let user = if n == 50 { "nobody" } else { "juliet" };
-            archiver.archive(vec![row(user, n)]).await;
+            let ticket = archiver.ticket().await;
+            if n != 50 {
+                expected.push(ticket.id().stanza_id().into_owned());
+            }
+            let id = ticket.id().clone();
+            ticket.queue(vec![row(user, n, &id)]).await;
         }
         // The batch delay is a minute: the settle has the batch committed at once.
         tokio::time::timeout(Duration::from_secs(10), archiver.settle())
             .await
             .unwrap();
-        let juliet = Owner::Account {
-            domain: "localhost".into(),
-            username: "juliet".into(),
-        };
-        let kept = store
+        let ids: Vec<String> = store
             .mam()
-            .query(&juliet, &Filter::default(), 200, false)
+            .query(&juliet(), &Filter::default(), 200, false)
             .await
-            .unwrap();
-        let expected: Vec<String> = (0..100)
-            .filter(|n| *n != 50)
-            .map(|n| format!("juliet-{n}"))
+            .unwrap()
+            .into_iter()
+            .map(|a| a.stanza_id)
             .collect();
-        let ids: Vec<String> = kept.into_iter().map(|a| a.stanza_id).collect();
         assert_eq!(ids, expected);
         // Nothing queued: a settle is answered at once.
         archiver.settle().await;

@@ -31,7 +31,7 @@ use rookery_store::mam::{NewArchived, Owner};
 use rookery_store::Store;
 
 use crate::archive;
-use crate::archiver::Archiver;
+use crate::archiver::{Archiver, Ticket};
 use crate::config::MamConfig;
 use crate::error::MamError;
 use crate::ns;
@@ -138,21 +138,22 @@ impl Mam {
         })
     }
 
-    /// Queues `m` for `account`'s archive, with `with`, under `id`; the archiver logs what it
-    /// fails to write (the message still goes on: losing its copy beats losing it).
-    async fn archive(&self, account: &BareJid, with: &BareJid, id: String, m: &Stanza) {
+    /// Queues `m` for `account`'s archive, with `with`, under the ticket's id; the archiver
+    /// logs what it fails to write (the message still goes on: losing its copy beats losing
+    /// it).
+    async fn archive(&self, ticket: Ticket<'_>, account: &BareJid, with: &BareJid, m: &Stanza) {
         let Some((d, u)) = owner(account) else { return };
         let row = NewArchived {
             owner: Owner::Account {
                 domain: d.to_string(),
                 username: u.to_string(),
             },
-            stanza_id: id,
+            id: ticket.id().clone(),
             with_jid: with.as_str().to_string(),
             ts: rookery_proto::time::now_unix(),
             stanza: archive::serialized(m),
         };
-        self.archiver.archive(vec![row]).await;
+        ticket.queue(vec![row]).await;
     }
 
     /// The decision for one direction: `account`'s archive, the other party `with`.
@@ -256,8 +257,8 @@ impl Module for Mam {
             HookPoint::MessageFromLocal => {
                 let account = from.to_bare();
                 if self.should_archive(core, &account, &to).await {
-                    self.archive(&account, &to.to_bare(), archive::new_id(), &stanza)
-                        .await;
+                    let ticket = self.archiver.ticket().await;
+                    self.archive(ticket, &account, &to.to_bare(), &stanza).await;
                 }
                 Flow::Continue(stanza)
             }
@@ -266,11 +267,13 @@ impl Module for Mam {
                 if !self.should_archive(core, &account, &from).await {
                     return Flow::Continue(stanza);
                 }
-                let id = archive::new_id();
-                let Some(stamped) = archive::stamp(stanza, &account, &id) else {
+                let ticket = self.archiver.ticket().await;
+                let Some(stamped) = archive::stamp(stanza, &account, &ticket.id().stanza_id())
+                else {
                     return Flow::Handled;
                 };
-                self.archive(&account, &from.to_bare(), id, &stamped).await;
+                self.archive(ticket, &account, &from.to_bare(), &stamped)
+                    .await;
                 Flow::Continue(stamped)
             }
             _ => Flow::Continue(stanza),

@@ -178,7 +178,7 @@ pub fn result(
     Element::new("message", CONTENT_NS)
         .with_attr("from", archive.as_str())
         .with_attr("to", to.as_str())
-        .with_attr("id", crate::archive::new_id())
+        .with_attr("id", rookery_store::mam::new_name())
         .with_child(r)
 }
 

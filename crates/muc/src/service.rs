@@ -38,7 +38,7 @@ use crate::ns;
 use crate::room::{Limits, Output, Persist, Room};
 use crate::roomconfig::RoomConfig;
 use crate::store::RoomStore;
-use rookery_store::mam::{Filter, NewArchived, Owner};
+use rookery_store::mam::{ArchiveId, Filter, NewArchived, Owner};
 use rookery_store::Store;
 
 /// A room and whether it is gone (a stanza that found it just before it went looks again).
@@ -309,11 +309,11 @@ impl MucService {
             let request = (stanza.kind() == StanzaKind::Iq(IqType::Set)).then(|| stanza.clone());
             let mut outcome = guard
                 .room
-                .handle(stanza, now, &rookery_mam::archive::new_id());
+                .handle(stanza, now, &rookery_store::mam::new_name());
             if let (Some(a), Some(store)) = (&outcome.archive, &self.archive) {
                 let row = NewArchived {
                     owner: self.owner(name),
-                    stanza_id: a.id.clone(),
+                    id: ArchiveId::Named(a.id.clone()),
                     with_jid: a.with.as_str().to_string(),
                     ts: now,
                     stanza: rookery_mam::archive::serialized(&a.stanza),

@@ -6,7 +6,10 @@
 //! The two kinds of archive have a table each (an account's rows reference the account) with
 //! the same columns but the two owner keys; every query is written once over [`Owner`].
 
+use std::borrow::Cow;
 use std::sync::Arc;
+
+use rand::RngCore;
 
 use crate::db::{with_pool, write_tx};
 use crate::{Backend, Store, StoreError};
@@ -47,7 +50,7 @@ const TABLES: [(&str, &str, &str); 2] = [
 /// A node's history: a view, queried like the tables and never purged or written here.
 const NODE_HISTORY: (&str, &str, &str) = ("pubsub_archive", "service", "node");
 
-/// The most rows one query carries (see [`insert_sql`]): six parameters a row stays far
+/// The most rows one query carries (see [`insert_sql`]): seven parameters a row stays far
 /// below both drivers' limits (SQLite 32,766, PostgreSQL 65,535), and a batch of a few
 /// hundred rows is a few queries.
 const MAX_ROWS_PER_INSERT: usize = 64;
@@ -71,7 +74,8 @@ fn chunks<'r, T>(rows: &'r [T]) -> impl Iterator<Item = &'r [T]> + 'r {
     })
 }
 
-/// The `INSERT` of `n` rows into `table`, six parameters per row: one statement of `n` rows.
+/// The `INSERT` of `n` rows into `table`: one statement of `n` rows, each row its id (on
+/// SQLite only, see [`ArchiveId`]), its two owner keys, its stanza-id, `with`, time and stanza.
 /// Built per chunk (a microsecond, against the rows' own work); the connection's statement
 /// cache keys on the text, so each of [`chunks`]' few sizes is prepared once.
 ///
@@ -80,43 +84,120 @@ fn chunks<'r, T>(rows: &'r [T]) -> impl Iterator<Item = &'r [T]> + 'r {
 /// with hundreds of them). And the statement cannot fail midway: a statement of many rows
 /// that could (a constraint of its third row failing after two were written) keeps a
 /// statement journal, an undo copy of every page it touches, which cost a tenth of
-/// archiving's CPU. So a row whose id is taken is skipped (`OR IGNORE`: an id is 48 random
-/// bits after the millisecond, never expected to repeat), and so is an account's row whose
-/// account is gone (`WHERE EXISTS`: deleted while its message waited for the batch — what it
-/// would have been archived for is gone with it); the account's foreign key is deferred to
-/// the commit (migration 0032), where, with the rows checked here, it never fails. On
-/// PostgreSQL, which keeps no such journal, a failing row fails the statement and the
-/// archiver writes the batch's messages one by one (`archiver.rs`).
+/// archiving's CPU. So a row whose id is taken is skipped (`OR IGNORE`: positions are given
+/// by one counter and names carry 48 random bits after the millisecond, never expected to
+/// repeat), and so is an account's row whose account is gone (`WHERE EXISTS`: deleted while
+/// its message waited for the batch — what it would have been archived for is gone with
+/// it); the account's foreign key is deferred to the commit (migration 0032), where, with
+/// the rows checked here, it never fails. A row without a position binds `NULL` as its id,
+/// which SQLite numbers after the highest id ever given (`AUTOINCREMENT`). On PostgreSQL,
+/// which keeps no such journal, the database numbers every row and a failing row fails the
+/// statement: the archiver then writes the batch's messages one by one (`archiver.rs`).
 fn insert_sql((t, k1, k2): (&str, &str, &str), n: usize, backend: Backend) -> String {
-    let columns = format!("{t} ({k1}, {k2}, stanza_id, with_jid, ts, stanza)");
+    let (id, width) = match backend {
+        Backend::Sqlite => ("id, ", 7),
+        Backend::Postgres => ("", 6),
+    };
+    let columns = format!("{t} ({id}{k1}, {k2}, stanza_id, with_jid, ts, stanza)");
     let mut values = String::from("VALUES ");
     for i in 0..n {
         if i > 0 {
             values.push_str(", ");
         }
-        match backend {
-            Backend::Sqlite => values.push_str("(?, ?, ?, ?, ?, ?)"),
-            Backend::Postgres => {
-                let p = i * 6;
-                values.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6
-                ));
+        values.push('(');
+        for k in 0..width {
+            if k > 0 {
+                values.push_str(", ");
+            }
+            match backend {
+                Backend::Sqlite => values.push('?'),
+                Backend::Postgres => values.push_str(&format!("${}", i * width + k + 1)),
             }
         }
+        values.push(')');
     }
     match backend {
         Backend::Postgres => format!("INSERT INTO {columns} {values}"),
         Backend::Sqlite if t == TABLES[0].0 => format!(
             "INSERT OR IGNORE INTO {columns} SELECT * FROM ({values}) AS v WHERE EXISTS \
-             (SELECT 1 FROM accounts WHERE domain = v.column1 AND username = v.column2)"
+             (SELECT 1 FROM accounts WHERE domain = v.column2 AND username = v.column3)"
         ),
         Backend::Sqlite => format!("INSERT OR IGNORE INTO {columns} {values}"),
+    }
+}
+
+/// How many hex digits a stanza-id derived from a position has: names have 24
+/// ([`new_name`]), so the two never look alike.
+const POSITION_DIGITS: usize = 16;
+
+/// The low `digits` hex digits of `value`, by hand: `format!` with its padding cost a
+/// microsecond an id, more than the rest of the archive hook's own work for a message.
+fn hex(value: u128, digits: usize) -> String {
+    (0..digits)
+        .rev()
+        .map(|k| char::from_digit(((value >> (4 * k)) & 0xf) as u32, 16).unwrap_or('0'))
+        .collect()
+}
+
+/// A new name for an archived message (or any id that must not repeat): the time in
+/// milliseconds (48 bits) and 48 random bits, 24 hex digits. The time first makes each new
+/// name sort after an archive's earlier ones, so an index of names grows at its end (one
+/// page written per archive and commit) instead of at a random place of every archive's
+/// range; two names of one archive in the same millisecond are as unlikely alike as 48
+/// random bits.
+pub fn new_name() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let random = rand::thread_rng().next_u64() & 0xffff_ffff_ffff;
+    hex(((ms & 0xffff_ffff_ffff) << 48) | u128::from(random), 24)
+}
+
+/// The position a stanza-id derived from one ([`ArchiveId::stanza_id`]) stands for: 16
+/// lowercase hex digits, nothing else.
+fn position_of(stanza_id: &str) -> Option<i64> {
+    let canonical = stanza_id.len() == POSITION_DIGITS
+        && stanza_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    canonical
+        .then(|| i64::from_str_radix(stanza_id, 16).ok())
+        .flatten()
+}
+
+/// The id of a new archived message: its XEP-0359 stanza-id, and where its row goes.
+///
+/// An account's archive on SQLite is written by one process, whose archiver numbers the rows
+/// itself ([`Mam::last_position`]) and derives each stanza-id from the row's number: the row
+/// is found by its own key, and the archive keeps no index of names, which was the largest
+/// of its four indexes' costs (a third of SQLite's work per row, docs/performance.md,
+/// "Stanza-ids from positions"). Elsewhere the database numbers the rows and a random name
+/// is the stanza-id: several PostgreSQL nodes write one archive table, and a room's rows
+/// are written one at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveId {
+    /// The row's position, given by the writer; stored with an empty name.
+    Position(i64),
+    /// A name unique in its archive ([`new_name`]); the database gives the position.
+    Named(String),
+}
+
+impl ArchiveId {
+    /// The stanza-id clients see: the name, or 16 hex digits of the position.
+    pub fn stanza_id(&self) -> Cow<'_, str> {
+        match self {
+            ArchiveId::Position(p) => Cow::Owned(hex(*p as u128, POSITION_DIGITS)),
+            ArchiveId::Named(n) => Cow::Borrowed(n),
+        }
+    }
+
+    /// The position to store (`None`: the database's) and the name to store (empty for a
+    /// position).
+    fn stored(&self) -> (Option<i64>, &str) {
+        match self {
+            ArchiveId::Position(p) => (Some(*p), ""),
+            ArchiveId::Named(n) => (None, n),
+        }
     }
 }
 
@@ -145,8 +226,8 @@ impl Owner {
 pub struct NewArchived {
     /// Whose archive.
     pub owner: Owner,
-    /// The archive's id for it (XEP-0359 stanza-id), unique per archive.
-    pub stanza_id: String,
+    /// Its position or name, unique per archive.
+    pub id: ArchiveId,
     /// The other party's bare JID (in a room's archive: the sender's occupant JID).
     pub with_jid: String,
     /// When it was archived (Unix seconds).
@@ -160,7 +241,7 @@ pub struct NewArchived {
 pub struct Archived {
     /// The row's position in the archive (ascending with time).
     pub id: i64,
-    /// The archive's id for it.
+    /// The archive's id for it (XEP-0359 stanza-id).
     pub stanza_id: String,
     /// The other party's bare JID.
     pub with_jid: String,
@@ -183,7 +264,8 @@ pub struct Filter {
     pub after: Option<i64>,
     /// Only messages before this position.
     pub before: Option<i64>,
-    /// Only the messages with these stanza ids (empty: any).
+    /// Only the messages with these stanza-ids (empty: any; ids not in the archive match
+    /// nothing).
     pub ids: Vec<String>,
 }
 
@@ -229,12 +311,22 @@ impl<'a> Mam<'a> {
     /// per-row cost was most of what archiving cost the message path (docs/performance.md,
     /// "Archiving cost"). `rows` is shared, not copied, by a SQLite batch that is run again
     /// without a failed job.
+    ///
+    /// Positions ([`ArchiveId::Position`]) are for SQLite's writer: on PostgreSQL a row with
+    /// one is refused ([`StoreError::Corrupt`], nothing written).
     pub async fn append(&self, rows: impl Into<Arc<[NewArchived]>>) -> Result<(), StoreError> {
         let rows: Arc<[NewArchived]> = rows.into();
         if rows.iter().all(|r| matches!(r.owner, Owner::Node { .. })) {
             return Ok(());
         }
         let backend = self.store.backend();
+        if backend == Backend::Postgres
+            && rows.iter().any(|r| matches!(r.id, ArchiveId::Position(_)))
+        {
+            return Err(StoreError::Corrupt(
+                "archive positions are given by SQLite's writer only".into(),
+            ));
+        }
         write_tx!(self.store, conn => {
             for table in TABLES {
                 let mine: Vec<&NewArchived> =
@@ -244,10 +336,14 @@ impl<'a> Mam<'a> {
                     let mut q = sqlx::query(&sql);
                     for r in chunk {
                         let (a, b) = r.owner.keys();
+                        let (position, name) = r.id.stored();
+                        if backend == Backend::Sqlite {
+                            q = q.bind(position);
+                        }
                         q = q
                             .bind(a)
                             .bind(b)
-                            .bind(r.stanza_id.as_str())
+                            .bind(name)
                             .bind(r.with_jid.as_str())
                             .bind(r.ts)
                             .bind(r.stanza.as_str());
@@ -259,7 +355,26 @@ impl<'a> Mam<'a> {
         Ok(())
     }
 
-    /// The position of the message `stanza_id` in `owner`'s archive.
+    /// Where the positions an archiver gives go on from: the highest id the account archive
+    /// has ever had (SQLite's `AUTOINCREMENT` counter, or a row's if higher) — or `None` where
+    /// the database gives them (PostgreSQL, see [`ArchiveId`]).
+    pub async fn last_position(&self) -> Result<Option<i64>, StoreError> {
+        if self.store.backend() != Backend::Sqlite {
+            return Ok(None);
+        }
+        let last: i64 = with_pool!(self.store, pool => {
+            sqlx::query_scalar(
+                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence \
+                 WHERE name = 'mam_messages'), 0), COALESCE((SELECT MAX(id) FROM mam_messages), 0))",
+            )
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(Some(last))
+    }
+
+    /// The position of the message `stanza_id` in `owner`'s archive: the row whose
+    /// position it was derived from, or the row of that name.
     pub async fn position(
         &self,
         owner: &Owner,
@@ -267,15 +382,33 @@ impl<'a> Mam<'a> {
     ) -> Result<Option<i64>, StoreError> {
         let (t, k1, k2) = owner.table();
         let (a, b) = owner.keys();
-        let sql = format!("SELECT id FROM {t} WHERE {k1} = $1 AND {k2} = $2 AND stanza_id = $3");
-        let id: Option<i64> = with_pool!(self.store, pool => {
-            sqlx::query_scalar(&sql)
-            .bind(a)
-            .bind(b)
-            .bind(stanza_id)
-            .fetch_optional(pool)
-            .await?
-        });
+        // A node's ids are its items' names, whatever they look like.
+        let derived = position_of(stanza_id).filter(|_| !matches!(owner, Owner::Node { .. }));
+        let id: Option<i64> = match derived {
+            Some(p) => {
+                let sql =
+                    format!("SELECT id FROM {t} WHERE {k1} = $1 AND {k2} = $2 AND id = $3 AND stanza_id = ''");
+                with_pool!(self.store, pool => {
+                    sqlx::query_scalar(&sql).bind(a).bind(b).bind(p).fetch_optional(pool).await?
+                })
+            }
+            None => {
+                // `<> ''` in so many words: SQLite's index of names leaves the unnamed rows out
+                // (migration 0033) and is used only by a query that says so.
+                let sql = format!(
+                    "SELECT id FROM {t} WHERE {k1} = $1 AND {k2} = $2 AND stanza_id = $3 \
+                     AND stanza_id <> ''"
+                );
+                with_pool!(self.store, pool => {
+                    sqlx::query_scalar(&sql)
+                        .bind(a)
+                        .bind(b)
+                        .bind(stanza_id)
+                        .fetch_optional(pool)
+                        .await?
+                })
+            }
+        };
         Ok(id)
     }
 
@@ -314,12 +447,21 @@ impl<'a> Mam<'a> {
             push(&mut sql, "id <", Param::Int(i));
         }
         if !filter.ids.is_empty() {
+            // Each id to its position first: a position's row is found by its key, a name's
+            // by the index of names.
+            let mut positions = Vec::with_capacity(filter.ids.len());
+            for id in &filter.ids {
+                positions.extend(self.position(owner, id).await?);
+            }
+            if positions.is_empty() {
+                return Ok(Vec::new());
+            }
             let first = params.len() + 1;
-            let list: Vec<String> = (first..first + filter.ids.len())
+            let list: Vec<String> = (first..first + positions.len())
                 .map(|n| format!("${n}"))
                 .collect();
-            sql.push_str(&format!(" AND stanza_id IN ({})", list.join(", ")));
-            params.extend(filter.ids.iter().map(|i| Param::Text(i.clone())));
+            sql.push_str(&format!(" AND id IN ({})", list.join(", ")));
+            params.extend(positions.into_iter().map(Param::Int));
         }
         params.push(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
         sql.push_str(&format!(
@@ -344,7 +486,11 @@ impl<'a> Mam<'a> {
             .into_iter()
             .map(|(id, stanza_id, with_jid, ts, stanza)| Archived {
                 id,
-                stanza_id,
+                stanza_id: if stanza_id.is_empty() {
+                    ArchiveId::Position(id).stanza_id().into_owned()
+                } else {
+                    stanza_id
+                },
                 with_jid,
                 ts,
                 stanza,
@@ -458,6 +604,7 @@ impl<'a> Mam<'a> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -479,14 +626,44 @@ mod tests {
         );
         assert_eq!(
             insert_sql(TABLES[1], 2, Backend::Sqlite),
-            "INSERT OR IGNORE INTO muc_archive (service, room, stanza_id, with_jid, ts, stanza) \
-             VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?)"
+            "INSERT OR IGNORE INTO muc_archive (id, service, room, stanza_id, with_jid, ts, \
+             stanza) VALUES (?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?)"
         );
         assert_eq!(
             insert_sql(TABLES[0], 1, Backend::Sqlite),
-            "INSERT OR IGNORE INTO mam_messages (domain, username, stanza_id, with_jid, ts, \
-             stanza) SELECT * FROM (VALUES (?, ?, ?, ?, ?, ?)) AS v WHERE EXISTS (SELECT 1 \
-             FROM accounts WHERE domain = v.column1 AND username = v.column2)"
+            "INSERT OR IGNORE INTO mam_messages (id, domain, username, stanza_id, with_jid, ts, \
+             stanza) SELECT * FROM (VALUES (?, ?, ?, ?, ?, ?, ?)) AS v WHERE EXISTS (SELECT 1 \
+             FROM accounts WHERE domain = v.column2 AND username = v.column3)"
         );
+    }
+
+    #[test]
+    fn a_position_is_its_stanza_id_and_back() {
+        let p = (1_765_000_000_000_i64 << 20) | 5;
+        let id = ArchiveId::Position(p).stanza_id().into_owned();
+        assert_eq!(id.len(), POSITION_DIGITS);
+        assert_eq!(position_of(&id), Some(p));
+        assert_eq!(ArchiveId::Position(7).stanza_id(), "0000000000000007");
+        // Only the canonical spelling: no upper case, no other length, not a name.
+        assert_eq!(position_of("000000000000000A"), None);
+        assert_eq!(position_of("0000000000000007 "), None);
+        assert_eq!(position_of("8000000000000000"), None);
+        assert_eq!(position_of(&new_name()), None);
+    }
+
+    #[test]
+    fn a_name_is_the_millisecond_then_random_bits() {
+        let (a, b) = (new_name(), new_name());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 24);
+        // Lower-case hex digits, the milliseconds first: later names sort after earlier ones.
+        assert!(a.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
+        assert!(a[..12] <= b[..12]);
+        let ms = u128::from_str_radix(&a[..12], 16).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        assert!(ms <= now && now - ms < 10_000);
     }
 }

@@ -3,12 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use crate::common::backends;
-use rookery_store::mam::{Filter, NewArchived, Owner, Prefs};
+use rookery_store::mam::{ArchiveId, Filter, NewArchived, Owner, Prefs};
 
 fn row(domain: &str, n: i64, with: &str) -> NewArchived {
     NewArchived {
         owner: juliet(domain),
-        stanza_id: format!("id{n}"),
+        id: ArchiveId::Named(format!("id{n}")),
         with_jid: with.into(),
         ts: n * 10,
         stanza: format!("<message><body>{n}</body></message>"),
@@ -125,6 +125,97 @@ async fn archive_query_purge_and_account_removal() {
         b.store.delete_account(d, "juliet").await.unwrap();
         assert!(mam.query(&j, &all, 10, false).await.unwrap().is_empty());
         assert!(mam.prefs(d, "juliet").await.unwrap().is_none());
+    }
+}
+
+/// Rows numbered by SQLite's archiver (`ArchiveId::Position`) beside rows written with names
+/// (before migration 0033, or a room's): each found by its own stanza-id — a position's
+/// derived from it, 16 hex digits — and only by it; in the one order of their ids. On
+/// PostgreSQL, where the database numbers rows, a position is refused and nothing written.
+#[tokio::test]
+async fn rows_numbered_by_the_writer_beside_named_rows() {
+    for b in backends("mam-positions").await {
+        let d = b.domain.as_str();
+        b.create_account("juliet").await;
+        let mam = b.store.mam();
+        let j = juliet(d);
+        let first = 1_765_000_000_000_i64 << 20;
+        let numbered = |n: i64| {
+            let mut r = row(d, n, "romeo@x");
+            r.id = ArchiveId::Position(first + n);
+            r
+        };
+        if b.name != "sqlite" {
+            assert!(mam.last_position().await.unwrap().is_none());
+            assert!(mam.append(vec![numbered(3)]).await.is_err(), "{}", b.name);
+            assert!(mam
+                .query(&j, &Filter::default(), 10, false)
+                .await
+                .unwrap()
+                .is_empty());
+            continue;
+        }
+        mam.append(vec![row(d, 1, "romeo@x"), row(d, 2, "nurse@x")])
+            .await
+            .unwrap();
+        let named_last = mam.last_position().await.unwrap().unwrap();
+        mam.append(vec![numbered(3), numbered(4), numbered(5)])
+            .await
+            .unwrap();
+        assert_eq!(mam.last_position().await.unwrap(), Some(first + 5));
+        let rows = mam.query(&j, &Filter::default(), 10, false).await.unwrap();
+        let sid = |n: i64| ArchiveId::Position(first + n).stanza_id().into_owned();
+        let ids: Vec<&str> = rows.iter().map(|a| a.stanza_id.as_str()).collect();
+        assert_eq!(ids, ["id1", "id2", &sid(3), &sid(4), &sid(5)]);
+        assert_eq!(rows[1].id, named_last);
+        assert_eq!(rows[3].id, first + 4);
+        assert_eq!(mam.position(&j, &sid(4)).await.unwrap(), Some(first + 4));
+        assert_eq!(mam.position(&j, "id2").await.unwrap(), Some(named_last));
+        // A named row's number spelled as a position is not its id; nor is a position
+        // nobody was given, nor one of another archive.
+        let spelled = ArchiveId::Position(named_last).stanza_id().into_owned();
+        assert!(mam.position(&j, &spelled).await.unwrap().is_none());
+        assert!(mam.position(&j, &sid(9)).await.unwrap().is_none());
+        let romeo = Owner::Account {
+            domain: d.into(),
+            username: "romeo".into(),
+        };
+        assert!(mam.position(&romeo, &sid(4)).await.unwrap().is_none());
+        let picked = Filter {
+            ids: vec![sid(5), "id1".into(), spelled, "nope".into()],
+            ..Filter::default()
+        };
+        let picked: Vec<String> = mam
+            .query(&j, &picked, 10, false)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.stanza_id)
+            .collect();
+        assert_eq!(picked, ["id1".to_string(), sid(5)]);
+        let none = Filter {
+            ids: vec!["nope".into()],
+            ..Filter::default()
+        };
+        assert!(mam.query(&j, &none, 10, false).await.unwrap().is_empty());
+        let romeo_only = Filter {
+            with: Some("romeo@x".into()),
+            after: Some(first + 3),
+            ..Filter::default()
+        };
+        let after: Vec<i64> = mam
+            .query(&j, &romeo_only, 10, false)
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(after, [first + 4, first + 5]);
+        // A named row written after numbered ones goes after them (AUTOINCREMENT's counter).
+        mam.append(vec![row(d, 6, "romeo@x")]).await.unwrap();
+        let last = mam.query(&j, &Filter::default(), 1, true).await.unwrap();
+        assert_eq!(last[0].stanza_id, "id6");
+        assert!(last[0].id > first + 5);
     }
 }
 

@@ -7,13 +7,15 @@ synchronous = FULL, foreign keys on, a 4 MiB cache. Prints the CPU per row of on
 figures in docs/performance.md ("No statement journal, fewer checkpoints") are the best of
 four runs of each variant:
 
-    for v in before defer ignore ignore-defer current redesign redesign-nokey; do
+    for v in before defer ignore ignore-defer current positions redesign redesign-nokey; do
       for r in 1 2 3 4; do python3 conformance/bench/sqlite_archive_model.py $v; done |
         sort -k2 -n | head -1; done
 
 Variants: `before` (plain INSERT, immediate foreign key: SQLite keeps a statement journal),
 `defer` (key deferred), `ignore` (INSERT OR IGNORE), `ignore-defer` (both), `current` (both,
-and WHERE EXISTS on the account: what the server does since migration 0032), `redesign`
+and WHERE EXISTS on the account: what the server did after migration 0032), `positions`
+(the same, with the row id given by the writer and the stanza-id derived from it: the index
+of names leaves such rows out — what the server does since migration 0033), `redesign`
 (rows keyed by an integer archive id with its own key, the row id given by the writer, only
 the `with` and owner indexes), `redesign-nokey` (the same without the key).
 """
@@ -52,19 +54,21 @@ if redesign:
     select = "{values}" if variant == "redesign-nokey" else \
         "SELECT * FROM ({values}) AS v WHERE EXISTS (SELECT 1 FROM archives WHERE id = v.column2)"
 else:
-    deferred = " DEFERRABLE INITIALLY DEFERRED" if "defer" in variant or variant == "current" else ""
+    current = variant in ("current", "positions")
+    deferred = " DEFERRABLE INITIALLY DEFERRED" if "defer" in variant or current else ""
     db.execute("CREATE TABLE m (id INTEGER PRIMARY KEY AUTOINCREMENT, domain TEXT NOT NULL, "
                "username TEXT NOT NULL, stanza_id TEXT NOT NULL, with_jid TEXT NOT NULL, "
                "ts INTEGER NOT NULL, stanza TEXT NOT NULL, FOREIGN KEY (domain, username) "
                f"REFERENCES accounts (domain, username) ON DELETE CASCADE{deferred}) STRICT")
-    db.execute("CREATE UNIQUE INDEX m_stanza_id ON m (domain, username, stanza_id)")
+    named = " WHERE stanza_id <> ''" if variant == "positions" else ""
+    db.execute(f"CREATE UNIQUE INDEX m_stanza_id ON m (domain, username, stanza_id){named}")
     db.execute("CREATE INDEX m_with ON m (domain, username, with_jid, id)")
     db.execute("CREATE INDEX m_owner ON m (domain, username, id)")
     db.execute("CREATE INDEX m_ts ON m (ts)")
-    columns, width = "domain, username, stanza_id, with_jid, ts, stanza", 6
+    columns, width = "id, domain, username, stanza_id, with_jid, ts, stanza", 7
     select = "SELECT * FROM ({values}) AS v WHERE EXISTS (SELECT 1 FROM accounts " \
-        "WHERE domain = v.column1 AND username = v.column2)" if variant == "current" else "{values}"
-ignore = "OR IGNORE " if "ignore" in variant or variant in ("current",) or redesign else ""
+        "WHERE domain = v.column2 AND username = v.column3)" if current else "{values}"
+ignore = "OR IGNORE " if "ignore" in variant or current or redesign else ""
 
 rows, seq, start = [], 0, int(time.time() * 1000)
 for n in range(30000):
@@ -80,9 +84,13 @@ for n in range(30000):
         if redesign:
             rows.append(((ms << 20) | (seq & 0xFFFFF), owner, f"user{other}@localhost",
                          ms // 1000, stanza))
-        else:
-            rows.append(("localhost", f"user{owner}", f"{ms:012x}{random.getrandbits(48):012x}",
+        elif variant == "positions":
+            rows.append(((ms << 20) | (seq & 0xFFFFF), "localhost", f"user{owner}", "",
                          f"user{other}@localhost", ms // 1000, stanza))
+        else:
+            rows.append((None, "localhost", f"user{owner}",
+                         f"{ms:012x}{random.getrandbits(48):012x}", f"user{other}@localhost",
+                         ms // 1000, stanza))
 
 PER_INSERT = 64
 values = "VALUES " + ", ".join(["(" + ", ".join(["?"] * width) + ")"] * PER_INSERT)

@@ -363,11 +363,12 @@ async def test_a_resource_bound_on_another_node_replaces_the_older_session(clust
     await probe.close()
 
 
-async def _alice_sees_bob(cluster) -> tuple[Peer, Peer]:
-    """alice on node 1 and bob on node 2, mutual contacts, both available."""
+async def _alice_sees_bob(cluster, alice_on: int = 0) -> tuple[Peer, Peer]:
+    """alice on node 1 (or node `alice_on` + 1) and bob on node 2, mutual contacts, both
+    available."""
     n1, n2, _ = cluster.nodes
     await make_mutual(n1, "alice", "bob")
-    a = await peer(n1, "alice", "desk")
+    a = await peer(cluster.nodes[alice_on], "alice", "desk")
     b = await peer(n2, "bob", "phone", presence=False)
     await meet(a, b)
     b.presence()
@@ -375,12 +376,14 @@ async def _alice_sees_bob(cluster) -> tuple[Peer, Peer]:
     return a, b
 
 
-async def test_kill_9_of_a_node_during_traffic(cluster):
+@pytest.mark.parametrize("alice_on", [0, 2], ids=["from-node-1", "from-a-batching-node-3"])
+async def test_kill_9_of_a_node_during_traffic(cluster, alice_on):
     """A node dies during traffic: what was acknowledged reached bob, or offline storage
     (delivered at his next login on another node), or came back to alice as an error; alice
-    sees him unavailable."""
+    sees him unavailable. Also with alice on the node whose forwarder holds its batches
+    (`batch_delay_ms`): what it holds for the dead node bounces or goes offline too."""
     n1, n2, n3 = cluster.nodes
-    a, b = await _alice_sees_bob(cluster)
+    a, b = await _alice_sees_bob(cluster, alice_on)
     for i in range(20):
         a.message("bob@localhost", f"before {i}")
     for i in range(20):
@@ -397,7 +400,7 @@ async def test_kill_9_of_a_node_during_traffic(cluster):
     await a.sync()
     errors = {e.findtext(BODY) for e in a.seen
               if local(e) == "message" and e.get("type") == "error"}
-    b = await peer(n3, "bob", "again", roster=False, presence=True)
+    b = await peer(n1 if alice_on == 2 else n3, "bob", "again", roster=False, presence=True)
     for body in [f"during {i}" for i in range(10)] + [f"after {i}" for i in range(5)]:
         if body not in errors:
             await wait_for(b, is_msg(body), what=f"offline message '{body}' at next login")

@@ -72,6 +72,9 @@ cat "$tools_log"
 [ "$tools_status" = 0 ] || { echo "installing cargo-deb/cargo-deny failed ($tools_status)"; exit 1; }
 
 echo "== supply chain (cargo deny check bans licenses sources; advisories need GitHub: not here)"
+# cargo-deny reads the metadata of every crate in Cargo.lock, also those of other platforms
+# (Windows, macOS) that the build never downloaded: a fresh machine fetches them first.
+cargo fetch --locked
 PATH="$tools/bin:$PATH" cargo deny --locked --offline check bans licenses sources
 
 echo "== Debian package (conformance/package/run.sh: cargo deb, dpkg -i, run, dpkg --purge)"

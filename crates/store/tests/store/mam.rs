@@ -15,6 +15,11 @@ fn row(domain: &str, n: i64, with: &str) -> NewArchived {
     }
 }
 
+/// The stanza-ids of `rows`, in their order.
+fn stanza_ids(rows: Vec<rookery_store::mam::Archived>) -> Vec<String> {
+    rows.into_iter().map(|a| a.stanza_id).collect()
+}
+
 fn juliet(domain: &str) -> Owner {
     Owner::Account {
         domain: domain.into(),
@@ -33,18 +38,15 @@ async fn archive_query_purge_and_account_removal() {
             .map(|n| row(d, n, if n % 2 == 0 { "romeo@x" } else { "nurse@x" }))
             .collect();
         mam.append(rows).await.unwrap();
-        let ids = |v: Vec<rookery_store::mam::Archived>| -> Vec<String> {
-            v.into_iter().map(|a| a.stanza_id).collect()
-        };
         let all = Filter::default();
         assert_eq!(
-            ids(mam.query(&j, &all, 3, false).await.unwrap()),
+            stanza_ids(mam.query(&j, &all, 3, false).await.unwrap()),
             ["id1", "id2", "id3"],
             "{}",
             b.name
         );
         assert_eq!(
-            ids(mam.query(&j, &all, 3, true).await.unwrap()),
+            stanza_ids(mam.query(&j, &all, 3, true).await.unwrap()),
             ["id8", "id9", "id10"]
         );
         let romeo = Filter {
@@ -52,7 +54,7 @@ async fn archive_query_purge_and_account_removal() {
             ..Filter::default()
         };
         assert_eq!(
-            ids(mam.query(&j, &romeo, 2, true).await.unwrap()),
+            stanza_ids(mam.query(&j, &romeo, 2, true).await.unwrap()),
             ["id8", "id10"]
         );
         let id5 = mam.position(&j, "id5").await.unwrap().unwrap();
@@ -62,7 +64,7 @@ async fn archive_query_purge_and_account_removal() {
             ..Filter::default()
         };
         assert_eq!(
-            ids(mam.query(&j, &after, 2, false).await.unwrap()),
+            stanza_ids(mam.query(&j, &after, 2, false).await.unwrap()),
             ["id6", "id7"]
         );
         let before = Filter {
@@ -70,7 +72,7 @@ async fn archive_query_purge_and_account_removal() {
             ..Filter::default()
         };
         assert_eq!(
-            ids(mam.query(&j, &before, 2, true).await.unwrap()),
+            stanza_ids(mam.query(&j, &before, 2, true).await.unwrap()),
             ["id3", "id4"]
         );
         let window = Filter {
@@ -79,7 +81,7 @@ async fn archive_query_purge_and_account_removal() {
             ..Filter::default()
         };
         assert_eq!(
-            ids(mam.query(&j, &window, 10, false).await.unwrap()),
+            stanza_ids(mam.query(&j, &window, 10, false).await.unwrap()),
             ["id3", "id4", "id5"]
         );
         let picked = Filter {
@@ -87,14 +89,14 @@ async fn archive_query_purge_and_account_removal() {
             ..Filter::default()
         };
         assert_eq!(
-            ids(mam.query(&j, &picked, 10, false).await.unwrap()),
+            stanza_ids(mam.query(&j, &picked, 10, false).await.unwrap()),
             ["id2", "id9"]
         );
         // Age, then cap: the oldest go first.
         assert_eq!(mam.purge(Some(25), None).await.unwrap(), 2);
         assert_eq!(mam.purge(None, Some(5)).await.unwrap(), 3);
         assert_eq!(
-            ids(mam.query(&j, &all, 10, false).await.unwrap()),
+            stanza_ids(mam.query(&j, &all, 10, false).await.unwrap()),
             ["id6", "id7", "id8", "id9", "id10"]
         );
         // Preferences.
@@ -115,7 +117,7 @@ async fn archive_query_purge_and_account_removal() {
         r.owner = room.clone();
         mam.append(vec![r]).await.unwrap();
         assert_eq!(
-            ids(mam.query(&room, &all, 10, false).await.unwrap()),
+            stanza_ids(mam.query(&room, &all, 10, false).await.unwrap()),
             ["id1"]
         );
         assert!(mam.position(&room, "id6").await.unwrap().is_none());
@@ -185,13 +187,7 @@ async fn rows_numbered_by_the_writer_beside_named_rows() {
             ids: vec![sid(5), "id1".into(), spelled, "nope".into()],
             ..Filter::default()
         };
-        let picked: Vec<String> = mam
-            .query(&j, &picked, 10, false)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| a.stanza_id)
-            .collect();
+        let picked = stanza_ids(mam.query(&j, &picked, 10, false).await.unwrap());
         assert_eq!(picked, ["id1".to_string(), sid(5)]);
         let none = Filter {
             ids: vec!["nope".into()],
@@ -235,13 +231,11 @@ async fn a_row_of_a_gone_account_in_a_batch() {
             username: "nobody".into(),
         };
         let appended = mam.append(rows).await;
-        let kept: Vec<String> = mam
-            .query(&juliet(d), &Filter::default(), 10, false)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| a.stanza_id)
-            .collect();
+        let kept = stanza_ids(
+            mam.query(&juliet(d), &Filter::default(), 10, false)
+                .await
+                .unwrap(),
+        );
         if b.name == "sqlite" {
             appended.unwrap();
             assert_eq!(kept, ["id1", "id2", "id4", "id5"]);

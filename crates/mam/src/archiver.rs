@@ -192,15 +192,18 @@ impl Archiver {
 
     /// The id of a new message's row; the archiver's order is held until its rows are queued
     /// ([`Ticket::queue`]) or the ticket is dropped. The first ticket asks the store where
-    /// its numbers go on from (a store that cannot tell gets names until one can).
+    /// its numbers go on from (a store that cannot tell gets names from then on).
     pub async fn ticket(&self) -> Ticket<'_> {
         let mut ids = self.ids.lock().await;
         if matches!(*ids, Ids::Unknown) {
             match self.store.mam().last_position().await {
                 Ok(Some(last)) => *ids = Ids::Positions(last),
                 Ok(None) => *ids = Ids::Named,
+                // For good: numbers given after names still waiting for their commit could
+                // meet the numbers the database gives those.
                 Err(e) => {
-                    tracing::error!(error = %e, "reading the archive's last position; naming rows meanwhile")
+                    *ids = Ids::Named;
+                    tracing::error!(error = %e, "reading the archive's last position failed; naming its rows instead");
                 }
             }
         }

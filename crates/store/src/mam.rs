@@ -374,42 +374,22 @@ impl<'a> Mam<'a> {
     }
 
     /// The position of the message `stanza_id` in `owner`'s archive: the row whose
-    /// position it was derived from, or the row of that name.
+    /// position it was derived from, or the row of that name (the query of
+    /// [`Filter::ids`]).
     pub async fn position(
         &self,
         owner: &Owner,
         stanza_id: &str,
     ) -> Result<Option<i64>, StoreError> {
-        let (t, k1, k2) = owner.table();
-        let (a, b) = owner.keys();
-        // A node's ids are its items' names, whatever they look like.
-        let derived = position_of(stanza_id).filter(|_| !matches!(owner, Owner::Node { .. }));
-        let id: Option<i64> = match derived {
-            Some(p) => {
-                let sql =
-                    format!("SELECT id FROM {t} WHERE {k1} = $1 AND {k2} = $2 AND id = $3 AND stanza_id = ''");
-                with_pool!(self.store, pool => {
-                    sqlx::query_scalar(&sql).bind(a).bind(b).bind(p).fetch_optional(pool).await?
-                })
-            }
-            None => {
-                // `<> ''` in so many words: SQLite's index of names leaves the unnamed rows out
-                // (migration 0033) and is used only by a query that says so.
-                let sql = format!(
-                    "SELECT id FROM {t} WHERE {k1} = $1 AND {k2} = $2 AND stanza_id = $3 \
-                     AND stanza_id <> ''"
-                );
-                with_pool!(self.store, pool => {
-                    sqlx::query_scalar(&sql)
-                        .bind(a)
-                        .bind(b)
-                        .bind(stanza_id)
-                        .fetch_optional(pool)
-                        .await?
-                })
-            }
+        let only = Filter {
+            ids: vec![stanza_id.to_owned()],
+            ..Filter::default()
         };
-        Ok(id)
+        Ok(self
+            .query(owner, &only, 1, false)
+            .await?
+            .first()
+            .map(|r| r.id))
     }
 
     /// Up to `limit` messages of `owner`'s archive matching `filter`, in archive order: the
@@ -447,21 +427,31 @@ impl<'a> Mam<'a> {
             push(&mut sql, "id <", Param::Int(i));
         }
         if !filter.ids.is_empty() {
-            // Each id to its position first: a position's row is found by its key, a name's
-            // by the index of names.
-            let mut positions = Vec::with_capacity(filter.ids.len());
+            // A position's row is found by its key (and has no name), a name's by the index
+            // of names — `<> ''` in so many words: SQLite's index leaves the unnamed rows out
+            // (migration 0033) and is used only by a query that says so. A node's ids are its
+            // items' names, whatever they look like.
+            let (mut positions, mut names) = (Vec::new(), Vec::new());
             for id in &filter.ids {
-                positions.extend(self.position(owner, id).await?);
+                match position_of(id).filter(|_| !matches!(owner, Owner::Node { .. })) {
+                    Some(p) => positions.push(Param::Int(p)),
+                    None => names.push(Param::Text(id.clone())),
+                }
             }
-            if positions.is_empty() {
-                return Ok(Vec::new());
+            let mut either = Vec::new();
+            for (condition, values) in [
+                ("stanza_id = '' AND id", positions),
+                ("stanza_id <> '' AND stanza_id", names),
+            ] {
+                if values.is_empty() {
+                    continue;
+                }
+                let first = params.len() + 1;
+                params.extend(values);
+                let list: Vec<String> = (first..=params.len()).map(|n| format!("${n}")).collect();
+                either.push(format!("({condition} IN ({}))", list.join(", ")));
             }
-            let first = params.len() + 1;
-            let list: Vec<String> = (first..first + positions.len())
-                .map(|n| format!("${n}"))
-                .collect();
-            sql.push_str(&format!(" AND id IN ({})", list.join(", ")));
-            params.extend(positions.into_iter().map(Param::Int));
+            sql.push_str(&format!(" AND ({})", either.join(" OR ")));
         }
         params.push(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
         sql.push_str(&format!(

@@ -170,6 +170,9 @@ async def test_bad_queries(server_factory):
         ({"color": "red"}, "bad-request"),
         ({"start": "yesterday"}, "bad-request"),
         ({"rsm": "<after>no-such-id</after>"}, "item-not-found"),
+        # Spelled as the row numbers of SQLite's archive are, but nobody's.
+        ({"rsm": "<after>0000000000000007</after>"}, "item-not-found"),
+        ({"rsm": "<before>7FFFFFFFFFFFFFFF</before>"}, "item-not-found"),
         ({"rsm": "<max>lots</max>"}, "bad-request"),
         ({"to": srv.jid("alice")}, "forbidden"),
     ]:

@@ -14,6 +14,12 @@
 #   6. web (WEB_SESSIONS > 0): for WebSocket (RFC 7395) and BOSH (XEP-0206), each on a fresh
 #      process: WEB_SESSIONS idle sessions (a BOSH session holds one request), then messages
 #      over that transport; plus the same messages over plain TCP as the baseline.
+#   7. archive (PHASES=archive, not run by default): the messages scenario (plain TCP) on a
+#      fresh process with the server's message archive (XEP-0313) off, then on, for what
+#      archiving costs each server per message. Each archives into its embedded store:
+#      Rookery SQLite, Prosody mod_mam on SQLite (`storage = { archive = "sql" }`, LuaDBI's
+#      SQLite3 driver, installed from Debian), ejabberd mod_mam on Mnesia, every message
+#      archived (`default: always`).
 # Prints the tables and writes every JSON summary to $WORK.
 #
 # For the plain run every server accepts authentication without TLS (Rookery:
@@ -67,7 +73,9 @@
 #                       clients' defaults use). The server's TLS handshake signs with it once
 #                       per login: an RSA-2048 signature is about 1 ms of CPU, a P-256 one a
 #                       small fraction of that, so the login figures depend on it
-#   PHASES="main web sweep"  which runs to make (web needs WEB_SESSIONS > 0, sweep a rate list)
+#   PHASES="main web sweep"  which runs to make (web needs WEB_SESSIONS > 0, sweep a rate list;
+#                       archive only when named)
+#   ARCHIVE_RATE=$MSG_RATE  messages per second offered in the archive runs
 #
 # Every server gets the same work: STARTTLS (except the plain run), SCRAM-SHA-1 with 4096
 # PBKDF2 iterations (the one mechanism all three store by default), roster fetch off, initial
@@ -101,6 +109,7 @@ SWEEP_RATES=${SWEEP_RATES:-}
 SWEEP_LOGIN_RATES=${SWEEP_LOGIN_RATES:-}
 SWEEP_DURATION=${SWEEP_DURATION:-10}
 PHASES=${PHASES:-"main web sweep"}
+ARCHIVE_RATE=${ARCHIVE_RATE:-$MSG_RATE}
 CERT_KEY=${CERT_KEY:-rsa2048}
 WORK=${WORK:-$(mktemp -d /tmp/rookery-compare.XXXXXX)}
 PASSWORD=bench-pass
@@ -116,6 +125,10 @@ echo "== work directory: $WORK"
 need=()
 [[ " $SERVERS " == *" prosody "* ]] && ! command -v prosody >/dev/null && need+=(prosody)
 [[ " $SERVERS " == *" ejabberd "* ]] && ! command -v ejabberdctl >/dev/null && need+=(ejabberd)
+# Prosody's SQL storage reaches SQLite through LuaDBI (the archive phase).
+[[ " $SERVERS " == *" prosody "* && " $PHASES " == *" archive "* ]] \
+  && ! dpkg-query -W -f='${Status}' lua-dbi-sqlite3 2>/dev/null | grep -qx 'install ok installed' \
+  && need+=(lua-dbi-sqlite3)
 command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"
@@ -178,7 +191,24 @@ run_scenarios() { # run_scenarios <server> <port>
   if phase main; then run_main "$server" "$port"; fi
   if phase web && [ "$WEB_SESSIONS" -gt 0 ]; then run_web "$server" "$port"; fi
   if phase sweep; then run_sweep "$server" "$port"; fi
+  # Last: it rewrites the server's configuration.
+  if phase archive; then run_archive "$server" "$port"; fi
   return 0
+}
+
+# Whether the configuration being written archives messages: the archive phase sets it.
+ARCHIVE=""
+
+run_archive() { # run_archive <server> <port>: messages without, then with the message archive
+  local server=$1 port=$2 on
+  for on in false true; do
+    ARCHIVE=$on "config_$server"
+    "start_$server"
+    sleep 2
+    bench "$server" "archive-$on" "$port" "$SERVER_PID" --tls none -n "$MSG_CLIENTS" \
+      --login-rate "$LOGIN_RATE" --duration "$DURATION" messages --rate "$ARCHIVE_RATE" || true
+    stop_server "$server"
+  done
 }
 
 run_main() { # run_main <server> <port>: memory, logins, messages, pubsub and room fan-out
@@ -285,16 +315,21 @@ start_rookery() {
   rookery_serve "$WORK/rookery" $((BASE_PORT + 22)) "${on_server_cpu[@]}" "$ROOKERY"
 }
 
-run_rookery() {
+config_rookery() { # writes the configuration ([mam] from ARCHIVE, else ROOKERY_MAM)
   local dir="$WORK/rookery" port=$((BASE_PORT + 22))
-  rm -rf "$dir"; mkdir -p "$dir"
   rookery_config --listen c2s_direct_tls="127.0.0.1:$((BASE_PORT + 23))" \
     --listen http="127.0.0.1:$((BASE_PORT + 80))" "$dir" "$port" \
     'session_queue = 1024' \
     '[http]' 'bosh_max_sessions_per_ip = 100000' \
     '[tls]' "cert = \"$certs/$DOMAIN.crt\"" "key = \"$certs/$DOMAIN.key\"" \
     '[muc]' 'default_max_occupants = 1000' \
-    '[mam]' "enabled = $ROOKERY_MAM"
+    '[mam]' "enabled = ${ARCHIVE:-$ROOKERY_MAM}"
+}
+
+run_rookery() {
+  local dir="$WORK/rookery" port=$((BASE_PORT + 22))
+  rm -rf "$dir"; mkdir -p "$dir"
+  config_rookery
   "$ROOKERY" -c "$dir/rookery.toml" user add-bulk --count "$ACCOUNTS" --password "$PASSWORD" >/dev/null
   echo "$("$ROOKERY" --version)" > "$WORK/rookery.version"
   run_scenarios rookery "$port"
@@ -308,9 +343,16 @@ start_prosody() {
   wait_port $((BASE_PORT + 32))
 }
 
-run_prosody() {
-  local dir="$WORK/prosody" port=$((BASE_PORT + 32))
-  rm -rf "$dir"; mkdir -p "$dir/data"
+config_prosody() { # writes the configuration (mod_mam on SQLite when ARCHIVE=true)
+  local dir="$WORK/prosody" port=$((BASE_PORT + 32)) mam="" storage='storage = "internal"'
+  if [ "$ARCHIVE" = true ]; then
+    mam='; "mam"'
+    storage='default_storage = "internal"
+storage = { archive = "sql" }
+sql = { driver = "SQLite3"; database = "archive.sqlite" }
+default_archive_policy = true
+archive_expires_after = "never"'
+  fi
   cat > "$dir/prosody.cfg.lua" <<EOF
 -- Private Prosody for rookery-bench: loopback only, no s2s, no rate limits; HTTP for the
 -- web transports (mod_websocket, mod_bosh) only.
@@ -323,7 +365,7 @@ interfaces = { "127.0.0.1" }
 c2s_ports = { $port }
 c2s_direct_tls_ports = { }
 modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "register"; "smacks"; "pep";
-                    "websocket"; "bosh" }
+                    "websocket"; "bosh"$mam }
 http_interfaces = { "127.0.0.1" }
 http_ports = { $((BASE_PORT + 81)) }
 https_ports = { }
@@ -334,7 +376,7 @@ c2s_require_encryption = false
 allow_registration = true
 authentication = "internal_hashed"
 default_iteration_count = 4096
-storage = "internal"
+$storage
 certificates = "$certs"
 ssl = { certificate = "$certs/$DOMAIN.crt"; key = "$certs/$DOMAIN.key" }
 admins = { "user1@$DOMAIN" }
@@ -342,6 +384,12 @@ VirtualHost "$DOMAIN"
 Component "pubsub.$DOMAIN" "pubsub"
 Component "conference.$DOMAIN" "muc"
 EOF
+}
+
+run_prosody() {
+  local dir="$WORK/prosody" port=$((BASE_PORT + 32))
+  rm -rf "$dir"; mkdir -p "$dir/data"
+  config_prosody
   dpkg-query -W -f='Prosody ${Version}\n' prosody > "$WORK/prosody.version"
   start_prosody
   register prosody "$port"
@@ -377,9 +425,10 @@ stop_ejabberd() {
   for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
 }
 
-run_ejabberd() {
-  local dir="$WORK/ejabberd" port=$((BASE_PORT + 42)) node=$EJABBERD_NODE
-  rm -rf "$dir"; mkdir -p "$dir/spool" "$dir/logs"
+config_ejabberd() { # writes the configuration (mod_mam on Mnesia when ARCHIVE=true)
+  local dir="$WORK/ejabberd" port=$((BASE_PORT + 42)) node=$EJABBERD_NODE mam=""
+  [ "$ARCHIVE" = true ] && mam='  mod_mam:
+    default: always'
   cat > "$dir/ejabberd.yml" <<EOF
 # Private ejabberd for rookery-bench: loopback only, no s2s, no shapers; HTTP for the web
 # transports (ejabberd_http_ws, mod_bosh) only.
@@ -446,6 +495,7 @@ modules:
     plugins:
       - flat
       - pep
+$mam
 EOF
   cat > "$dir/ejabberdctl.cfg" <<EOF
 POLL=true
@@ -455,6 +505,12 @@ INET_DIST_INTERFACE=127.0.0.1
 ERLANG_NODE=$node
 EOF
   chown -R ejabberd:ejabberd "$dir"
+}
+
+run_ejabberd() {
+  local dir="$WORK/ejabberd" port=$((BASE_PORT + 42))
+  rm -rf "$dir"; mkdir -p "$dir/spool" "$dir/logs"
+  config_ejabberd
   dpkg-query -W -f='ejabberd ${Version}\n' ejabberd > "$WORK/ejabberd.version"
   start_ejabberd
   register ejabberd "$port"
@@ -549,6 +605,33 @@ for s in servers:
     row.append(str(sum(sum((g(x, "errors") or {}).values()) for x in runs.values() if x)))
     rows.append(row)
 if rows:
+    print()
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join("---" for _ in head) + "|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+# The archive phase: the same messages without and with the server's message archive.
+rows = []
+for s in servers:
+    off, on = load(s, "archive-false"), load(s, "archive-true")
+    if not (off and on):
+        continue
+    ver = open(os.path.join(work, f"{s}.version")).read().strip() if os.path.exists(os.path.join(work, f"{s}.version")) else s
+    a = g(off, "results", "messages", "server_cpu_ms_per_1000_messages")
+    b = g(on, "results", "messages", "server_cpu_ms_per_1000_messages")
+    row = [ver]
+    for m in (off, on):
+        row += [f"{f(g(m, 'results', 'messages', 'received_rate_per_s'))}/{f(g(m, 'results', 'messages', 'offered_rate_per_s'))}",
+                f"{f(g(m, 'results', 'messages', 'latency_ms', 'p50'), '{:.2f}')} / {f(g(m, 'results', 'messages', 'latency_ms', 'p99'), '{:.2f}')}",
+                f(g(m, "results", "messages", "server_cpu_ms_per_1000_messages"), "{:.1f}")]
+    row.append("n/a" if a is None or b is None else f"{(b / a - 1) * 100:+.0f} % ({b - a:.1f} ms)")
+    rows.append(row)
+if rows:
+    head = ["server"]
+    for k in ("off", "on"):
+        head += [f"delivered/offered per s, archive {k}", f"msg p50 / p99 ms, {k}", f"server CPU ms/1000 msgs, {k}"]
+    head.append("archiving costs (per 1,000 messages)")
     print()
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")

@@ -400,29 +400,12 @@ run_prosody() {
 # ---- ejabberd ------------------------------------------------------------------------------
 EJABBERD_NODE="rookerybench@localhost"
 
-ejabberd_ctl() { # runs the ejabberdctl of the private instance with these arguments
-  local dir="$WORK/ejabberd"
-  ejabberdctl --config "$dir/ejabberd.yml" --ctl-config "$dir/ejabberdctl.cfg" \
-    --node "$EJABBERD_NODE" --spool "$dir/spool" --logs "$dir/logs" "$@"
-}
-
 start_ejabberd() {
-  local dir="$WORK/ejabberd" nofile
-  # ejabberdctl run by root starts the VM as the ejabberd user through su, whose PAM session
-  # resets the soft file-descriptor limit to 1024; started as that user with the limit raised
-  # first, the VM gets the limit the other servers have.
-  nofile=$(ulimit -Hn)
-  "${on_server_cpu[@]}" su -s /bin/sh ejabberd -c "ulimit -n $nofile; cd '$dir/spool' && exec ejabberdctl \
-    --config '$dir/ejabberd.yml' --ctl-config '$dir/ejabberdctl.cfg' --node '$EJABBERD_NODE' \
-    --spool '$dir/spool' --logs '$dir/logs' start"
-  ejabberd_ctl started >/dev/null 2>&1 || true
-  wait_port $((BASE_PORT + 42))
-  SERVER_PID=$(pgrep -f -- "beam.*$EJABBERD_NODE" | head -1)
+  ejabberd_start "$WORK/ejabberd" "$EJABBERD_NODE" $((BASE_PORT + 42)) "${on_server_cpu[@]}"
 }
 
 stop_ejabberd() {
-  ejabberd_ctl stop >/dev/null 2>&1 || kill "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
+  ejabberd_stop "$WORK/ejabberd" "$EJABBERD_NODE" "$SERVER_PID"
 }
 
 config_ejabberd() { # writes the configuration (mod_mam on Mnesia when ARCHIVE=true)

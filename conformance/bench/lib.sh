@@ -94,3 +94,39 @@ bench_postgres() {
   BENCH_PG_DIR=$ROOKERY_PG_DIR
   trap 'scripts/pg-stop.sh "$BENCH_PG_DIR" >/dev/null 2>&1 || true' EXIT
 }
+
+# A private ejabberd instance lives in a directory of its own: ejabberd.yml, ejabberdctl.cfg,
+# spool/ (Mnesia) and logs/, owned by the ejabberd user; its Erlang node is <node>.
+# ejabberd_ctl <dir> <node> <args…>: that instance's ejabberdctl.
+ejabberd_ctl() {
+  local dir=$1 node=$2
+  shift 2
+  ejabberdctl --config "$dir/ejabberd.yml" --ctl-config "$dir/ejabberdctl.cfg" \
+    --node "$node" --spool "$dir/spool" --logs "$dir/logs" "$@"
+}
+
+# ejabberd_start <dir> <node> <port> [prefix…]: starts the instance (behind the prefix, e.g.
+# taskset) and sets SERVER_PID to its VM once <port> accepts.
+ejabberd_start() {
+  local dir=$1 node=$2 port=$3 nofile
+  shift 3
+  # ejabberdctl run by root starts the VM as the ejabberd user through su, whose PAM session
+  # resets the soft file-descriptor limit to 1024; started as that user with the limit raised
+  # first, the VM gets the limit the other servers have.
+  nofile=$(ulimit -Hn)
+  # The VM runs as the ejabberd user: it must get through the work directory (mktemp -d
+  # makes it the owner's only).
+  chmod a+x "$(dirname "$dir")"
+  "$@" su -s /bin/sh ejabberd -c "ulimit -n $nofile; cd '$dir/spool' && exec ejabberdctl \
+    --config '$dir/ejabberd.yml' --ctl-config '$dir/ejabberdctl.cfg' --node '$node' \
+    --spool '$dir/spool' --logs '$dir/logs' start"
+  ejabberd_ctl "$dir" "$node" started >/dev/null 2>&1 || true
+  wait_port "$port" "$dir/logs/ejabberd.log"
+  SERVER_PID=$(pgrep -f -- "beam.*$node" | head -1)
+}
+
+# ejabberd_stop <dir> <node> <pid>: stops the instance and waits for its VM to exit.
+ejabberd_stop() {
+  ejabberd_ctl "$1" "$2" stop >/dev/null 2>&1 || kill "$3" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$3" 2>/dev/null || break; sleep 0.2; done
+}

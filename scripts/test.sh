@@ -10,6 +10,7 @@
 #   3. the end-to-end suite in tests/ (real server, slixmpp and raw-socket clients), and a
 #      smoke run of the cluster benchmark (conformance/bench/cluster.sh, SMOKE=1),
 #   3b. federation against Prosody and ejabberd (conformance/federation/run.sh installs them),
+#      and a smoke run of the cluster benchmark's ejabberd side (SERVER=ejabberd SMOKE=1),
 #   4. the independent acceptance runner in ../shared/acceptance against the zero-config server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -92,6 +93,10 @@ SMOKE=1 ROOKERY_BIN="$root/target/debug/rookery" BENCH_BIN="$root/target/debug/r
 
 echo "== federation interop (conformance/federation: Prosody and ejabberd, both directions)"
 ROOKERY_BIN="$root/target/debug/rookery" ROOKERY_TEST_VENV="$venv" conformance/federation/run.sh
+
+echo "== cluster benchmark, ejabberd side, smoke run (one node vs three in a Mnesia cluster)"
+SERVER=ejabberd SMOKE=1 ROOKERY_BIN="$root/target/debug/rookery" \
+  BENCH_BIN="$root/target/debug/rookery-bench" conformance/bench/cluster.sh
 
 echo "== acceptance runner (../shared/acceptance)"
 if [ -x ../shared/acceptance/run ]; then

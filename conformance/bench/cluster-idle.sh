@@ -31,14 +31,7 @@ NATS_PORT=$((BASE_PORT + 99))
 NATS=${NATS_BIN:-$(command -v nats-server || echo /usr/sbin/nats-server)}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 bench_binaries
-[ -x "$NATS" ] || { echo "nats-server not found (apt-get install nats-server)" >&2; exit 1; }
-if [ -z "${ROOKERY_TEST_POSTGRES_URL:-}" ]; then
-  eval "$(scripts/pg-start.sh)"
-fi
-db=rookery_cluster_idle
-psql -q "$ROOKERY_TEST_POSTGRES_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" \
-  -c "CREATE DATABASE $db"
-URL="${ROOKERY_TEST_POSTGRES_URL%/*}/$db"
+cluster_store rookery_cluster_idle
 echo "== work directory: $WORK"
 
 PIDS=()

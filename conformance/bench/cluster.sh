@@ -113,51 +113,13 @@ rookery_three() { # rookery_three <port…>: three nodes and the bus (sets node_
 # ---- ejabberd: Mnesia, Erlang distribution between the nodes -------------------------------
 ejabberd_node() { echo "rookerycluster$1-$BASE_PORT@localhost"; }
 
-ejabberd_instance() { # ejabberd_instance <dir> <node> <port>: writes and starts one instance
-  mkdir -p "$1/spool" "$1/logs"
-  cat > "$1/ejabberd.yml" <<EOF
-# A private ejabberd for the cluster benchmark: plain c2s on loopback, in-band registration
-# for the generator's accounts, nothing else.
-hosts:
-  - localhost
-loglevel: warning
-listen:
-  -
+ejabberd_instance() { # ejabberd_instance <dir> <node> <port>: plain c2s; written and started
+  ejabberd_config "$1" "$2" "  -
     port: $3
-    ip: "127.0.0.1"
+    ip: \"127.0.0.1\"
     module: ejabberd_c2s
     starttls_required: false
-    access: all
-acl:
-  local:
-    user_regexp: ""
-access_rules:
-  local:
-    allow: local
-  register:
-    allow: all
-api_permissions:
-  "console commands":
-    from:
-      - ejabberd_ctl
-    who: all
-    what: "*"
-auth_method: internal
-auth_password_format: scram
-auth_scram_hash: sha
-registration_timeout: infinity
-s2s_access: none
-modules:
-  mod_disco: {}
-  mod_ping: {}
-  mod_roster: {}
-  mod_register:
-    access: register
-    ip_access: all
-EOF
-  printf 'POLL=true\nERL_MAX_PORTS=65536\nINET_DIST_INTERFACE=127.0.0.1\nERLANG_NODE=%s\n' "$2" \
-    > "$1/ejabberdctl.cfg"
-  chown -R ejabberd:ejabberd "$1"
+    access: all" ""
   ejabberd_start "$1" "$2" "$3"
   STOPS+=("ejabberd_stop '$1' '$2' $SERVER_PID")
 }
@@ -192,14 +154,7 @@ ejabberd_three() { # ejabberd_three <port…>: node 1, then 2 and 3 joined to it
 
 case $SERVER in
   rookery)
-    [ -x "$NATS" ] || { echo "nats-server not found (apt-get install nats-server)" >&2; exit 1; }
-    if [ -z "${ROOKERY_TEST_POSTGRES_URL:-}" ]; then
-      eval "$(scripts/pg-start.sh)"
-    fi
-    db=rookery_cluster_bench
-    psql -q "$ROOKERY_TEST_POSTGRES_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" \
-      -c "CREATE DATABASE $db"
-    URL="${ROOKERY_TEST_POSTGRES_URL%/*}/$db"
+    cluster_store rookery_cluster_bench
     # The accounts, once, in the shared database.
     rookery_config_node "$WORK/one" "$((BASE_PORT + 1))"
     "$ROOKERY" -c "$WORK/one/rookery.toml" user add-bulk --count "$CLIENTS" \

@@ -409,21 +409,13 @@ stop_ejabberd() {
 }
 
 config_ejabberd() { # writes the configuration (mod_mam on Mnesia when ARCHIVE=true)
-  local dir="$WORK/ejabberd" port=$((BASE_PORT + 42)) node=$EJABBERD_NODE mam=""
+  local mam=""
   [ "$ARCHIVE" = true ] && mam='  mod_mam:
     default: always'
-  cat > "$dir/ejabberd.yml" <<EOF
-# Private ejabberd for rookery-bench: loopback only, no s2s, no shapers; HTTP for the web
-# transports (ejabberd_http_ws, mod_bosh) only.
-hosts:
-  - $DOMAIN
-loglevel: warning
-certfiles:
-  - $certs/$DOMAIN.pem
-listen:
-  -
-    port: $port
-    ip: "127.0.0.1"
+  # c2s with STARTTLS offered, and HTTP for the web transports (ejabberd_http_ws, mod_bosh).
+  ejabberd_config "$WORK/ejabberd" "$EJABBERD_NODE" "  -
+    port: $((BASE_PORT + 42))
+    ip: \"127.0.0.1\"
     module: ejabberd_c2s
     max_stanza_size: 262144
     starttls: true
@@ -432,42 +424,13 @@ listen:
     access: all
   -
     port: $((BASE_PORT + 82))
-    ip: "127.0.0.1"
+    ip: \"127.0.0.1\"
     module: ejabberd_http
     request_handlers:
       /xmpp-websocket: ejabberd_http_ws
-      /http-bind: mod_bosh
-acl:
-  local:
-    user_regexp: ""
-access_rules:
-  local:
-    allow: local
-  register:
-    allow: all
-  pubsub_createnode:
-    allow: local
-api_permissions:
-  "console commands":
-    from:
-      - ejabberd_ctl
-    who: all
-    what: "*"
-auth_method: internal
-auth_password_format: scram
-auth_scram_hash: sha
-registration_timeout: infinity
-s2s_access: none
-modules:
-  mod_caps: {}
-  mod_disco: {}
-  mod_ping: {}
-  mod_roster: {}
+      /http-bind: mod_bosh" "  mod_caps: {}
   mod_stream_mgmt: {}
   mod_bosh: {}
-  mod_register:
-    access: register
-    ip_access: all
   mod_muc:
     access_create: local
     max_users: 1000
@@ -478,16 +441,8 @@ modules:
     plugins:
       - flat
       - pep
-$mam
-EOF
-  cat > "$dir/ejabberdctl.cfg" <<EOF
-POLL=true
-ERL_MAX_PORTS=65536
-ERL_PROCESSES=2000000
-INET_DIST_INTERFACE=127.0.0.1
-ERLANG_NODE=$node
-EOF
-  chown -R ejabberd:ejabberd "$dir"
+$mam" "certfiles:
+  - $certs/$DOMAIN.pem"
 }
 
 run_ejabberd() {

@@ -95,6 +95,19 @@ bench_postgres() {
   trap 'scripts/pg-stop.sh "$BENCH_PG_DIR" >/dev/null 2>&1 || true' EXIT
 }
 
+# cluster_store <database>: what a Rookery cluster of these benchmarks stands on — nats-server
+# ($NATS) at hand, and a fresh PostgreSQL database <database> on the server of
+# ROOKERY_TEST_POSTGRES_URL (else of scripts/pg-start.sh, left running); sets URL to it.
+cluster_store() {
+  [ -x "$NATS" ] || { echo "nats-server not found (apt-get install nats-server)" >&2; exit 1; }
+  if [ -z "${ROOKERY_TEST_POSTGRES_URL:-}" ]; then
+    eval "$(scripts/pg-start.sh)"
+  fi
+  psql -q "$ROOKERY_TEST_POSTGRES_URL" -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" \
+    -c "CREATE DATABASE $1"
+  URL="${ROOKERY_TEST_POSTGRES_URL%/*}/$1"
+}
+
 # A private ejabberd instance lives in a directory of its own: ejabberd.yml, ejabberdctl.cfg,
 # spool/ (Mnesia) and logs/, owned by the ejabberd user; its Erlang node is <node>.
 # ejabberd_ctl <dir> <node> <args…>: that instance's ejabberdctl.
@@ -103,6 +116,57 @@ ejabberd_ctl() {
   shift 2
   ejabberdctl --config "$dir/ejabberd.yml" --ctl-config "$dir/ejabberdctl.cfg" \
     --node "$node" --spool "$dir/spool" --logs "$dir/logs" "$@"
+}
+
+# ejabberd_config <dir> <node> <listeners> <modules> [top-level YAML]: writes the instance's
+# ejabberd.yml — domain localhost, warnings only, no s2s and no shapers, authentication with
+# SCRAM-SHA-1 keys stored, in-band registration open (the generator makes its accounts so),
+# disco, ping, roster; <listeners> and <modules> are more YAML items under `listen:` and
+# `modules:` — and ejabberdctl.cfg (Erlang node <node>, distribution on loopback only).
+ejabberd_config() {
+  local dir=$1 node=$2 listeners=$3 modules=$4 top=${5:-}
+  mkdir -p "$dir/spool" "$dir/logs"
+  cat > "$dir/ejabberd.yml" <<EOF
+# A private ejabberd for rookery-bench (conformance/bench/lib.sh, ejabberd_config).
+hosts:
+  - localhost
+loglevel: warning
+$top
+listen:
+$listeners
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
+  register:
+    allow: all
+  pubsub_createnode:
+    allow: local
+api_permissions:
+  "console commands":
+    from:
+      - ejabberd_ctl
+    who: all
+    what: "*"
+auth_method: internal
+auth_password_format: scram
+auth_scram_hash: sha
+registration_timeout: infinity
+s2s_access: none
+modules:
+  mod_disco: {}
+  mod_ping: {}
+  mod_roster: {}
+  mod_register:
+    access: register
+    ip_access: all
+$modules
+EOF
+  printf 'POLL=true\nERL_MAX_PORTS=65536\nERL_PROCESSES=2000000\nINET_DIST_INTERFACE=127.0.0.1\nERLANG_NODE=%s\n' \
+    "$node" > "$dir/ejabberdctl.cfg"
+  chown -R ejabberd:ejabberd "$dir"
 }
 
 # ejabberd_start <dir> <node> <port> [prefix…]: starts the instance (behind the prefix, e.g.

@@ -27,7 +27,7 @@ from xml.sax.saxutils import quoteattr
 import pytest
 
 from conftest import PG_URL, PgDatabase, free_port
-from slix import slix_login
+from slix import SlixClient, slix_login
 from test_im import BODY, NS_ROSTER, Peer, is_msg, is_presence, is_push, make_mutual, peer
 from xmpp_raw import local, stanza_error
 
@@ -361,6 +361,48 @@ async def test_a_resource_bound_on_another_node_replaces_the_older_session(clust
     await meet(probe, new)
     await new.close()
     await probe.close()
+
+
+async def test_a_session_resumed_on_another_node_ends_where_it_hibernated(cluster):
+    """A hibernated session cannot move between nodes (docs/clustering.md): slixmpp, its TCP
+    connection killed, reconnects to another node and asks to resume; that node answers
+    <failed/> and slixmpp binds anew — under another resource, as clients whose resource
+    the server picks do. The node holding the old session ends it at once instead of at its
+    resumption timeout, so the message that waited in it reaches the new session."""
+    n1, n2, _ = cluster.nodes
+    c = SlixClient(n1.jid("alice", "before"), n1.users["alice"])
+    c.register_plugin("xep_0198")
+    failed = asyncio.get_running_loop().create_future()
+    c.add_event_handler("sm_failed", lambda _: failed.done() or failed.set_result(True))
+    c.connect(n1.host, n1.port)
+    bob = await peer(n2, "bob", "phone", roster=False, presence=False)
+    try:
+        await asyncio.wait_for(c.session, 20)
+        for _ in range(50):
+            if c.plugin["xep_0198"].sm_id:
+                break
+            await asyncio.sleep(0.1)
+        assert c.plugin["xep_0198"].sm_id, "stream management was not enabled with resumption"
+        c.send_presence()
+        before = n1.jid("alice", "before")
+        await reachable(bob, before)
+        # Kill the TCP connection without a close: the session hibernates on node 1.
+        c.transport.abort()
+        await asyncio.sleep(0.5)
+        bob.send(f"<message to={quoteattr(before)} type='chat' id='w1'><body>waited</body></message>")
+        await asyncio.sleep(0.5)
+        c.requested_jid.resource = "after"
+        c.session = asyncio.get_running_loop().create_future()
+        c.connect(n2.host, n2.port)
+        await asyncio.wait_for(failed, 20)
+        await asyncio.wait_for(c.session, 20)
+        assert c.boundjid.resource == "after"
+        c.send_presence()
+        # Well within the hibernation timeout (300 s by default): ended by node 1 at once.
+        await c.inbox.wait(is_msg("waited"), timeout=15, what="the message that waited")
+    finally:
+        await c.close()
+        await bob.close()
 
 
 async def _alice_sees_bob(cluster, alice_on: int = 0) -> tuple[Peer, Peer]:

@@ -22,6 +22,7 @@
 pub mod bind2;
 pub mod config;
 pub mod csi;
+pub mod elsewhere;
 pub mod fast;
 pub mod limiter;
 pub mod machine;
@@ -52,8 +53,9 @@ pub struct C2sContext {
     pub register: Arc<Register>,
     /// Auth failure limits.
     pub limiter: limiter::AuthLimiter,
-    /// XEP-0198 sessions that can be resumed, by SM-ID.
-    pub sm: sm::Registry,
+    /// XEP-0198 sessions that can be resumed, by SM-ID (shared with the
+    /// [`elsewhere::ResumedElsewhere`] module of the core).
+    pub sm: Arc<sm::Registry>,
     /// The cap on client connections, shared by both c2s ports.
     pub connections: ConnectionCap,
     /// Where XEP-0484 FAST tokens are kept; `None`: FAST is not offered.

@@ -451,7 +451,13 @@ async fn resume(
         sasl2: sasl2.map(Box::new),
     };
     let (conn, failed) = match ctx.sm.offer(previd, user, takeover) {
-        Err((t, condition)) => (t.conn, sm::failed(condition, None)),
+        Err((t, condition)) => {
+            if condition == "item-not-found" {
+                // Perhaps another node of a cluster holds it: that node ends it now.
+                crate::elsewhere::tell_peers(&ctx.core, user, previd);
+            }
+            (t.conn, sm::failed(condition, None))
+        }
         Ok(()) => match verdict.await {
             Ok(sm::Verdict::Accepted) => return Ok(None),
             Ok(sm::Verdict::Rejected { conn, failed }) => (conn, failed),

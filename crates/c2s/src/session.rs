@@ -500,7 +500,7 @@ impl<'a> Client<'a> {
             }
         }
         let resume = (wants_resume && max > 0).then(|| {
-            let (id, handoff) = self.ctx.sm.register(self.jid.to_bare());
+            let (id, handoff) = self.ctx.sm.register(self.jid);
             Resumable {
                 id,
                 max: Duration::from_secs(max),

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use rookery_jid::BareJid;
+use rookery_jid::{BareJid, Jid};
 use rookery_proto::ns;
 use rookery_stream::Conn;
 use rookery_xml::Element;
@@ -215,7 +215,8 @@ impl Handoff {
 }
 
 struct Slot {
-    owner: BareJid,
+    /// The session's full JID (its bare JID owns the SM-ID).
+    jid: Jid,
     handoff: Arc<Handoff>,
 }
 
@@ -226,16 +227,16 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Registers a resumable session of `owner`; returns its fresh SM-ID and where takeovers
+    /// Registers the resumable session `jid`; returns its fresh SM-ID and where takeovers
     /// arrive.
-    pub fn register(&self, owner: BareJid) -> (String, Arc<Handoff>) {
+    pub fn register(&self, jid: &Jid) -> (String, Arc<Handoff>) {
         let handoff = Arc::new(Handoff::default());
         loop {
             // 128 random bits: unguessable, and never reused while the server runs.
             let id = format!("{:032x}", rand::random::<u128>());
             if let dashmap::Entry::Vacant(v) = self.slots.entry(id.clone()) {
                 v.insert(Slot {
-                    owner: owner.clone(),
+                    jid: jid.clone(),
                     handoff: handoff.clone(),
                 });
                 return (id, handoff);
@@ -268,10 +269,18 @@ impl Registry {
         takeover: Takeover,
     ) -> Result<(), (Takeover, &'static str)> {
         let handoff = match self.slots.get(id) {
-            Some(slot) if &slot.owner == user => slot.handoff.clone(),
+            Some(slot) if slot.jid.bare_str() == user.as_str() => slot.handoff.clone(),
             _ => return Err((takeover, "item-not-found")),
         };
         handoff.offer(takeover)
+    }
+
+    /// The full JID of the resumable session `id` if `user` owns it.
+    pub fn holder(&self, id: &str, user: &BareJid) -> Option<Jid> {
+        self.slots
+            .get(id)
+            .filter(|slot| slot.jid.bare_str() == user.as_str())
+            .map(|slot| slot.jid.clone())
     }
 }
 
@@ -417,5 +426,20 @@ mod tests {
         let e = String::from_utf8(too_high_error(TooHigh { h: 5, sent: 2 })).unwrap();
         assert!(e.contains("handled-count-too-high"), "{e}");
         assert!(e.starts_with("<stream:error>"), "{e}");
+    }
+
+    #[test]
+    fn the_holder_of_an_id_is_told_to_its_owner_only() {
+        let reg = Registry::default();
+        let jid = Jid::parse("alice@localhost/phone").unwrap();
+        let (id, _handoff) = reg.register(&jid);
+        assert_eq!(id.len(), 32);
+        let alice = BareJid::parse("alice@localhost").unwrap();
+        let bob = BareJid::parse("bob@localhost").unwrap();
+        assert_eq!(reg.holder(&id, &alice), Some(jid));
+        assert_eq!(reg.holder(&id, &bob), None);
+        assert_eq!(reg.holder("0123456789abcdef0123456789abcdef", &alice), None);
+        reg.remove(&id);
+        assert_eq!(reg.holder(&id, &alice), None);
     }
 }

@@ -273,6 +273,11 @@ async fn serve(
     if let Some(u) = &upload {
         builder = builder.module(u.module());
     }
+    // Resumable client sessions; in a cluster a node ends one its client resumed elsewhere.
+    let sm = Arc::new(rookery_c2s::sm::Registry::default());
+    builder = builder.module(Arc::new(rookery_c2s::elsewhere::ResumedElsewhere::new(
+        sm.clone(),
+    )));
     let core = builder.build()?;
     pubsub.attach(&core);
     if let Some(u) = &upload {
@@ -300,7 +305,7 @@ async fn serve(
             cfg.c2s.auth_failures_per_ip_per_minute,
             cfg.c2s.auth_failures_per_account_per_minute,
         ),
-        sm: Default::default(),
+        sm,
         connections: rookery_c2s::ConnectionCap::with_limits(cfg.c2s.connection_limits()),
         fast: Some(Arc::new(wiring::fast::StoreTokens(store.clone()))),
     });

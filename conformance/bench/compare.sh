@@ -447,7 +447,7 @@ $mam" "certfiles:
 
 run_ejabberd() {
   local dir="$WORK/ejabberd" port=$((BASE_PORT + 42))
-  rm -rf "$dir"; mkdir -p "$dir/spool" "$dir/logs"
+  rm -rf "$dir"
   config_ejabberd
   dpkg-query -W -f='ejabberd ${Version}\n' ejabberd > "$WORK/ejabberd.version"
   start_ejabberd

@@ -25,10 +25,10 @@ use crate::sm;
 const TOPIC: &str = "c2s-resume";
 
 /// Tells the other nodes that `user` asked here to resume `previd`, which this node does not
-/// hold. Nothing without a cluster; nothing for an id that is not one of ours (SM-IDs are 32
-/// hex digits, [`sm::Registry::register`]): a client's made-up id does not cross the bus.
+/// hold. Nothing without a cluster; nothing for an id not spelled as ours ([`sm::is_id`]): a
+/// client's made-up id does not cross the bus.
 pub fn tell_peers(core: &Core, user: &BareJid, previd: &str) {
-    if previd.len() == 32 && previd.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if sm::is_id(previd) {
         core.tell_peers(TOPIC, || format!("{user} {previd}"));
     }
 }

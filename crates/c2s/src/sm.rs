@@ -220,6 +220,14 @@ struct Slot {
     handoff: Arc<Handoff>,
 }
 
+/// How many hex digits an SM-ID has (128 random bits, [`Registry::register`]).
+const ID_DIGITS: usize = 32;
+
+/// Whether `id` is spelled as this server's SM-IDs are (any server of a cluster).
+pub fn is_id(id: &str) -> bool {
+    id.len() == ID_DIGITS && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Resumable sessions by SM-ID.
 #[derive(Default)]
 pub struct Registry {
@@ -233,7 +241,7 @@ impl Registry {
         let handoff = Arc::new(Handoff::default());
         loop {
             // 128 random bits: unguessable, and never reused while the server runs.
-            let id = format!("{:032x}", rand::random::<u128>());
+            let id = format!("{:0w$x}", rand::random::<u128>(), w = ID_DIGITS);
             if let dashmap::Entry::Vacant(v) = self.slots.entry(id.clone()) {
                 v.insert(Slot {
                     jid: jid.clone(),
@@ -268,19 +276,26 @@ impl Registry {
         user: &BareJid,
         takeover: Takeover,
     ) -> Result<(), (Takeover, &'static str)> {
-        let handoff = match self.slots.get(id) {
-            Some(slot) if slot.jid.bare_str() == user.as_str() => slot.handoff.clone(),
-            _ => return Err((takeover, "item-not-found")),
+        let Some(handoff) = self.owned(id, user).map(|slot| slot.handoff.clone()) else {
+            return Err((takeover, "item-not-found"));
         };
         handoff.offer(takeover)
     }
 
     /// The full JID of the resumable session `id` if `user` owns it.
     pub fn holder(&self, id: &str, user: &BareJid) -> Option<Jid> {
+        self.owned(id, user).map(|slot| slot.jid.clone())
+    }
+
+    /// The slot of `id` if `user` owns it.
+    fn owned(
+        &self,
+        id: &str,
+        user: &BareJid,
+    ) -> Option<dashmap::mapref::one::Ref<'_, String, Slot>> {
         self.slots
             .get(id)
             .filter(|slot| slot.jid.bare_str() == user.as_str())
-            .map(|slot| slot.jid.clone())
     }
 }
 
@@ -433,7 +448,8 @@ mod tests {
         let reg = Registry::default();
         let jid = Jid::parse("alice@localhost/phone").unwrap();
         let (id, _handoff) = reg.register(&jid);
-        assert_eq!(id.len(), 32);
+        assert!(is_id(&id), "{id}");
+        assert!(!is_id("0123") && !is_id(&format!("{id}0")) && !is_id(&"g".repeat(32)));
         let alice = BareJid::parse("alice@localhost").unwrap();
         let bob = BareJid::parse("bob@localhost").unwrap();
         assert_eq!(reg.holder(&id, &alice), Some(jid));

@@ -4,6 +4,12 @@ only configuration is the external component the runner needs (scenarios 13 and 
 `bot.localhost`, secret `componentsecret`), since zero config declares none; everything else
 is the default. The scenarios listed in REQUIRED must pass; the others are reported.
 
+Scenario 24 (XEP-0077) is the one that skips: it looks for the registration feature before
+TLS, and with TLS required (the default) the server offers nothing but STARTTLS there (RFC
+6120 §5.3.1; registration is offered after TLS when `[registration] enabled`, and a client that
+registers over TLS is tested in tests/test_register.py). Turning registration on here would
+not change what the runner sees.
+
 Usage: ROOKERY_BIN=target/debug/rookery python tests/acceptance.py
 (ACCEPTANCE_RUNNER=/path/to/acceptance/run where the runner is not beside the repository,
 e.g. from a git worktree)

@@ -5,6 +5,7 @@ in a private DNS server (dns.py) as `_xmpp-server._tcp` SRV records, which every
 pointed at:
 
     rookery.example   127.0.0.4   Rookery    [s2s] dns_server (also pubsub., conference. and bot.rookery.example)
+    second.example    127.0.0.4   Rookery's second host ([[host]], a certificate of its own)
     cluster.example   127.0.0.5   two Rookery nodes of a cluster (PostgreSQL + NATS), the first in DNS
     prosody.example   127.0.0.2   Prosody    libunbound forwarding to it (unbound.forward)
     ejabberd.example  127.0.0.3   ejabberd   Erlang inetrc {nameserver, ...} (ERL_INETRC)
@@ -29,6 +30,8 @@ ROOKERY_BIN = os.environ.get("ROOKERY_BIN", str(ROOT / "target" / "debug" / "roo
 
 ADDR = {"rookery.example": "127.0.0.4", "prosody.example": "127.0.0.2", "ejabberd.example": "127.0.0.3",
         "cluster.example": "127.0.0.5"}
+# A further domain Rookery serves (`[[host]]`) with a certificate of its own.
+SECOND_HOST = "second.example"
 USERS = {"alice": "alicepass", "bob": "bobpass", "carol": "carolpass"}
 START_TIMEOUT = 60.0
 
@@ -80,7 +83,7 @@ def make_certs(d: Path) -> Path:
     run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
         "-nodes", "-days", "30", "-subj", "/CN=Rookery federation test CA",
         "-keyout", "ca.key", "-out", "ca.crt")
-    for domain in ADDR:
+    for domain in [*ADDR, SECOND_HOST]:
         (d / f"{domain}.ext").write_text(
             f"subjectAltName=DNS:{domain},DNS:*.{domain}\nbasicConstraints=CA:FALSE\n"
             "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n")
@@ -146,6 +149,8 @@ class Rookery(Server):
     s2s_extra = ""
     config_extra = ""
     add_users = True
+    # Further domains this process serves (`[[host]]`, each with its certificate).
+    hosted: tuple[str, ...] = (SECOND_HOST,)
 
     def publish(self, dns):
         # In "external" mode Rookery also offers direct TLS (XEP-0368) and publishes it first,
@@ -155,8 +160,14 @@ class Rookery(Server):
         super().publish(dns)
         # The publish-subscribe service and the XEP-0114 component are domains of their own,
         # served by the same listener.
-        for sub in (f"pubsub.{self.domain}", f"conference.{self.domain}", self.component_domain):
+        for sub in (f"pubsub.{self.domain}", f"conference.{self.domain}", self.component_domain,
+                    *self.hosted):
             dns.add_server(sub, self.host, self.s2s_port, self.s2s_direct_tls_port)
+
+    def host_view(self, domain: str) -> "Hosted":
+        """One of the further domains this server hosts, as the slixmpp helpers see a server."""
+        assert domain in self.hosted, domain
+        return Hosted(self, domain)
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess:
         """`rookery ctl ARGS` against this running server (its admin listener)."""
@@ -206,10 +217,17 @@ domain = "{self.component_domain}"
 secret = "{self.component_secret}"
 name = "Federated echo bot"
 {self.config_extra}
-""")
-        for name, pw in (self.users if self.add_users else {}).items():
-            subprocess.run([ROOKERY_BIN, "--config", str(cfg), "user", "add", name],
-                           input=pw + "\n", text=True, check=True, capture_output=True)
+""" + "".join(f"""
+[[host]]
+domain = "{h}"
+cert = "{self.certs / (h + '.crt')}"
+key = "{self.certs / (h + '.key')}"
+""" for h in self.hosted))
+        for domain in (None, *self.hosted) if self.add_users else ():
+            for name, pw in self.users.items():
+                jid = f"{name}@{domain}" if domain else name
+                subprocess.run([ROOKERY_BIN, "--config", str(cfg), "user", "add", jid],
+                               input=pw + "\n", text=True, check=True, capture_output=True)
         env = dict(os.environ)
         env.pop("RUST_LOG", None)
         self.proc = subprocess.Popen([ROOKERY_BIN, "serve", "--config", str(cfg)],
@@ -217,6 +235,19 @@ name = "Federated echo bot"
                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         wait_port(self.host, self.port, self.proc, self.log_path)
         wait_port(self.host, self.s2s_port, self.proc, self.log_path)
+
+
+class Hosted:
+    """A further domain of a running Rookery (`[[host]]`): its listeners, its accounts (the
+    same names and passwords as the primary's)."""
+
+    direct_tls_port = None
+
+    def __init__(self, server: Rookery, domain: str):
+        self.host, self.port, self.domain = server.host, server.port, domain
+        self.users = dict(server.users)
+
+    jid = Server.jid
 
 
 class Unlisted:
@@ -234,6 +265,7 @@ class RookeryNode(Rookery):
 
     domain = "cluster.example"
     component_domain = f"bot.{domain}"
+    hosted = ()
 
     def __init__(self, workdir: Path, certs: Path, mode: str, dns, index: int,
                  store_url: str, nats_url: str):

@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from slixmpp.exceptions import IqError
 
+import servers
 from slix import Component, SlixClient, slix_login
 
 WAIT = 30.0
@@ -162,6 +163,35 @@ async def test_s2s_authentication_method(rookery, peer):
     if rookery.s2s_direct_tls_port:
         # Rookery published `_xmpps-server` first: the peer came over direct TLS (XEP-0368).
         assert "direct_tls=true" in inc.group(0), inc.group(0)
+
+
+async def test_a_second_host_federates_with_its_own_certificate(rookery, peer):
+    """A further domain of Rookery (`[[host]]` with a certificate of its own) reaches the peer
+    as itself, both ways. In "external" mode the peer requires certificates valid for the
+    domain a stream speaks for: Rookery's stream from the second host presents that host's
+    certificate and is accepted by SASL EXTERNAL (the primary's would be refused)."""
+    second = rookery.host_view(servers.SECOND_HOST)
+    a = await slix_login(second, "alice", resource="fed")
+    try:
+        b = await slix_login(peer, "bob", resource="second")
+    except BaseException:
+        await a.close()
+        raise
+    try:
+        a.send_message(mto=peer.jid("bob", "second"), mbody="from the second host", mtype="chat")
+        m = await b.inbox.wait(lambda el: body(el) == "from the second host", WAIT,
+                               what=f"the second host's message on {peer.domain}")
+        assert m.get("from") == second.jid("alice", "fed")
+        b.send_message(mto=second.jid("alice", "fed"), mbody="to the second host", mtype="chat")
+        m = await a.inbox.wait(lambda el: body(el) == "to the second host", WAIT,
+                               what="the reply on the second host")
+        assert m.get("from") == peer.jid("bob", "second")
+    finally:
+        await close(a, b)
+    method = "SASL EXTERNAL" if os.environ.get("FEDERATION_MODE") == "external" else "dialback"
+    out = re.search(rf"s2s_out{{local={re.escape(second.domain)} remote={re.escape(peer.domain)}}}"
+                    rf".*authenticated with {method}", rookery.log())
+    assert out, f"outgoing stream {second.domain} → {peer.domain} not authenticated with {method}"
 
 
 async def test_admin_closes_the_streams_with_a_peer(rookery, peer):

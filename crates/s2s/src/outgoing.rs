@@ -562,7 +562,7 @@ async fn open_stream(
     let name = ServerName::try_from(remote.to_string())
         .map_err(|_| OutError::NotFound(format!("{remote} is not a DNS name")))?;
     let io = if t.direct_tls {
-        let tls = TlsConnector::from(s2s.tls.client_direct.clone())
+        let tls = TlsConnector::from(s2s.tls.client(local, true))
             .connect(name.clone(), tcp)
             .await
             .map_err(|e| OutError::NotFound(format!("TLS: {e}")))?;
@@ -575,6 +575,7 @@ async fn open_stream(
     let mut machine = Initiating::new(s2s.clone(), local, remote, t.direct_tls);
     let mut driver = Driver {
         s2s: s2s.clone(),
+        local: local.to_string(),
         remote: remote.to_string(),
         name,
         tls_error: None,
@@ -633,6 +634,8 @@ impl initiating::Policy for Arc<S2s> {
 /// Performs what the machine asks for: the TLS client handshake, the certificate check.
 struct Driver {
     s2s: Arc<S2s>,
+    /// The domain the stream speaks for: its certificate is the one presented.
+    local: String,
     remote: String,
     name: ServerName<'static>,
     /// Why the handshake failed, in the words a bounce carries.
@@ -647,7 +650,7 @@ impl Effects<Initiating<Arc<S2s>>> for Driver {
     }
 
     async fn start_tls(&mut self, conn: Conn) -> Result<Conn, ConnError> {
-        let connector = TlsConnector::from(self.s2s.tls.client.clone());
+        let connector = TlsConnector::from(self.s2s.tls.client(&self.local, false));
         conn.start_tls_client(&connector, self.name.clone(), NEGOTIATION)
             .await
             .inspect_err(|e| {

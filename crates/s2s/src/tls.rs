@@ -5,18 +5,23 @@
 //! may still be authenticated by dialback when policy allows. Whether a chain is valid for a
 //! domain is decided afterwards, once the domain is known, by [`S2sTls::valid_for`] against
 //! the trusted roots (webpki-roots and/or a configured CA file). Incoming streams ask for a
-//! client certificate (optional) so SASL EXTERNAL can use it; outgoing streams present ours.
+//! client certificate (optional) so SASL EXTERNAL can use it; outgoing streams present ours —
+//! the certificate of the local domain the stream speaks for (a `[[host]]` with its own, or
+//! the primary's), so a peer that requires valid certificates authenticates every host by
+//! SASL EXTERNAL (XEP-0178), not the primary only.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rookery_stream::{LiveCert, Transport};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 /// ALPN protocol for direct-TLS server streams (XEP-0368 §3).
@@ -44,11 +49,20 @@ pub struct S2sTls {
     pub server: Arc<rustls::ServerConfig>,
     /// Incoming direct TLS (same, with ALPN `xmpp-server`).
     pub server_direct: Arc<rustls::ServerConfig>,
-    /// Outgoing (our certificate as client certificate).
-    pub client: Arc<rustls::ClientConfig>,
-    /// Outgoing direct TLS (ALPN `xmpp-server`).
-    pub client_direct: Arc<rustls::ClientConfig>,
+    /// Outgoing, before a local domain's certificate is chosen (see [`S2sTls::client`]).
+    client: rustls::ClientConfig,
+    cert: Arc<LiveCert>,
+    /// The outgoing configurations made so far, by local domain: (STARTTLS, direct TLS).
+    /// As many as the domains we send from (hosts and their services), a handful.
+    clients: Mutex<HashMap<String, Outgoing>>,
     verifier: Option<Arc<WebPkiServerVerifier>>,
+}
+
+/// The outgoing configurations of one local domain: for STARTTLS, and for direct TLS.
+#[derive(Clone)]
+struct Outgoing {
+    starttls: Arc<rustls::ClientConfig>,
+    direct: Arc<rustls::ClientConfig>,
 }
 
 impl std::fmt::Debug for S2sTls {
@@ -114,16 +128,42 @@ impl S2sTls {
             .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-            .with_client_cert_resolver(cert);
-        let mut client_direct = client.clone();
-        client_direct.alpn_protocols = vec![ALPN.to_vec()];
+            .with_no_client_auth();
         Ok(S2sTls {
             server: Arc::new(server),
             server_direct: Arc::new(server_direct),
-            client: Arc::new(client),
-            client_direct: Arc::new(client_direct),
+            client,
+            cert,
+            clients: Mutex::new(HashMap::new()),
             verifier,
         })
+    }
+
+    /// The configuration of an outgoing stream from `local` (direct TLS with ALPN
+    /// `xmpp-server`, or STARTTLS): it presents `local`'s certificate as client certificate,
+    /// read at each handshake like the server side's (a reload serves the next stream).
+    pub fn client(&self, local: &str, direct: bool) -> Arc<rustls::ClientConfig> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let made = clients
+            .entry(local.to_ascii_lowercase())
+            .or_insert_with(|| {
+                let mut starttls = self.client.clone();
+                starttls.client_auth_cert_resolver = Arc::new(HostCert {
+                    cert: self.cert.clone(),
+                    host: local.to_string(),
+                });
+                let mut direct = starttls.clone();
+                direct.alpn_protocols = vec![ALPN.to_vec()];
+                Outgoing {
+                    starttls: Arc::new(starttls),
+                    direct: Arc::new(direct),
+                }
+            });
+        if direct {
+            made.direct.clone()
+        } else {
+            made.starttls.clone()
+        }
     }
 
     /// Whether `chain` (end entity first) is valid for `domain` (RFC 6125 DNS-ID, wildcards
@@ -143,6 +183,28 @@ impl S2sTls {
                 false
             }
         }
+    }
+}
+
+/// The certificate of one local domain as client certificate (SASL EXTERNAL at the peer,
+/// XEP-0178): its host's, or the default where it has none of its own.
+#[derive(Debug)]
+struct HostCert {
+    cert: Arc<LiveCert>,
+    host: String,
+}
+
+impl ResolvesClientCert for HostCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.cert.for_name(&self.host))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -326,6 +388,44 @@ mod tests {
         let tls = tls_trusting(Some(ss.cert.der().clone()));
         // A self-signed end-entity certificate is not a trust anchor for itself in webpki.
         let _ = tls.valid_for(&[ss.cert.der().clone()], "a.test");
+    }
+
+    /// An outgoing stream presents the certificate of the domain it speaks for: a host's
+    /// own (its services' too), else the default; direct TLS asks for `xmpp-server`.
+    #[test]
+    fn outgoing_streams_present_their_hosts_certificate() {
+        let certified = |name: &str| {
+            let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+            let key = PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
+            LiveCert::certified(vec![ck.cert.der().clone()], key).unwrap()
+        };
+        let live = LiveCert::with_hosts(
+            certified("a.example"),
+            vec![("b.example".into(), certified("b.example"))],
+        );
+        let tls = S2sTls::with_cert(live.clone(), RootCertStore::empty()).unwrap();
+        let presented = |local: &str, direct: bool| {
+            let config = tls.client(local, direct);
+            assert_eq!(config.alpn_protocols.is_empty(), !direct);
+            config
+                .client_auth_cert_resolver
+                .resolve(&[], &[])
+                .unwrap()
+                .cert
+                .clone()
+        };
+        let (a, b) = (
+            live.current().cert.clone(),
+            live.for_name("b.example").cert.clone(),
+        );
+        assert_ne!(a, b);
+        assert_eq!(presented("a.example", false), a);
+        assert_eq!(presented("b.example", false), b);
+        assert_eq!(presented("B.example", true), b);
+        assert_eq!(presented("pubsub.b.example", false), b);
+        // A renewed certificate serves the next handshake of a configuration made before.
+        live.replace(certified("a.example"), Vec::new());
+        assert_eq!(presented("b.example", false), live.current().cert);
     }
 
     #[test]

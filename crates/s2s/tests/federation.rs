@@ -576,7 +576,7 @@ async fn raw_peer(
     assert_eq!(next_element(&mut tcp, &mut p).await.name(), "proceed");
     let (certs, key) = self_signed(from);
     let tls = S2sTls::new(certs, key, RootCertStore::empty()).unwrap();
-    let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
+    let connector = tokio_rustls::TlsConnector::from(tls.client(from, false));
     let mut io = connector
         .connect(ServerName::try_from(to.to_string()).unwrap(), tcp)
         .await

@@ -2,7 +2,8 @@
 //! SIGHUP; docs/operations.md "Certificate renewal").
 //!
 //! Every rustls configuration of the server (c2s and s2s, server and client side) is built
-//! with a [`LiveCert`] as its certificate resolver instead of a fixed chain, so the
+//! with a [`LiveCert`] as its certificate resolver instead of a fixed chain (an outgoing
+//! server-to-server stream asks it for its local domain's, `rookery-s2s` `tls.rs`), so the
 //! configurations themselves never change: each handshake asks for the current certificate,
 //! a renewed one serves the next handshake, and established TLS sessions keep theirs.
 //! An `ArcSwap` makes that read a couple of atomic operations, without a lock.
@@ -10,11 +11,9 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::SignatureScheme;
 
 /// The current certificate chain and key, for every handshake: the default one and, for
 /// virtual hosting, one per hosted domain, picked by the name the client asked for (SNI).
@@ -109,22 +108,6 @@ impl ResolvesServerCert for LiveCert {
             Some(name) => self.for_name(name),
             None => self.current(),
         })
-    }
-}
-
-/// Our certificate as client certificate on outgoing server-to-server streams (SASL
-/// EXTERNAL at the peer, XEP-0178).
-impl ResolvesClientCert for LiveCert {
-    fn resolve(
-        &self,
-        _root_hint_subjects: &[&[u8]],
-        _sigschemes: &[SignatureScheme],
-    ) -> Option<Arc<CertifiedKey>> {
-        Some(self.current())
-    }
-
-    fn has_certs(&self) -> bool {
-        true
     }
 }
 

@@ -46,12 +46,15 @@ def form(**fields) -> str:
     return "<x xmlns='jabber:x:data' type='submit'>" + "".join(out) + "</x>"
 
 
-async def query(c: SlixClient, *, rsm: str = "", to: str | None = None, **fields):
-    """A raw query; returns (bodies in order, archive ids, the fin element)."""
+async def query(c: SlixClient, *, rsm: str = "", to: str | None = None, flip: bool = False,
+                **fields):
+    """A raw query (with `<flip-page/>` when `flip`); returns (bodies in the order received,
+    archive ids, the fin element)."""
     qid = uuid.uuid4().hex[:8]
     iq = c.make_iq_set(ito=to)
     iq.append(ET.fromstring(f"<query xmlns='{NS_MAM}' queryid='{qid}'>{form(**fields)}"
-                            f"<set xmlns='{NS_RSM}'>{rsm}</set></query>"))
+                            f"<set xmlns='{NS_RSM}'>{rsm}</set>"
+                            f"{'<flip-page/>' if flip else ''}</query>"))
     res = await iq.send(timeout=T)
     fin = res.xml.find(f"{{{NS_MAM}}}fin")
     results = [el.find(f"{{{NS_MAM}}}result") for el in c.inbox.items
@@ -108,6 +111,16 @@ async def test_paging_forwards_and_backwards(server):
     assert bodies == ["m2", "m3", "m4"] and not complete(fin)
     bodies, _, fin = await query(b, rsm=f"<max>3</max><before>{ids[0]}</before>")
     assert bodies == ["m1"] and complete(fin)
+    # Flipped pages (`#extended`, §4.3.4): the same results, newest first; the fin's bounds
+    # stay in archive order.
+    bodies, ids, fin = await query(b, rsm="<max>3</max><before/>", flip=True)
+    assert bodies == ["m7", "m6", "m5"] and not complete(fin)
+    assert fin.findtext(f"{{{NS_RSM}}}set/{{{NS_RSM}}}first") == ids[-1]
+    assert fin.findtext(f"{{{NS_RSM}}}set/{{{NS_RSM}}}last") == ids[0]
+    bodies, _, fin = await query(b, rsm=f"<max>3</max><before>{ids[-1]}</before>", flip=True)
+    assert bodies == ["m4", "m3", "m2"] and not complete(fin)
+    bodies, _, fin = await query(b, rsm="<max>10</max>", flip=True)
+    assert bodies == [f"m{n}" for n in range(7, 0, -1)] and complete(fin)
     # slixmpp's own RSM iteration walks the whole archive.
     seen = [m["mam_result"]["forwarded"]["stanza"]["body"]
             async for m in b.plugin["xep_0313"].iterate(rsm={"max": 2})]

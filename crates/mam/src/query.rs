@@ -1,6 +1,7 @@
 //! Archive queries (XEP-0313 §4): the form (`with`, `start`, `end`, and the `#extended`
-//! `before-id`, `after-id`, `ids`) and RSM paging (XEP-0059: `max`, `after`, `before`, empty
-//! `before` for the last page) read into a [`Query`]; the result messages and the `<fin/>`.
+//! `before-id`, `after-id`, `ids`), RSM paging (XEP-0059: `max`, `after`, `before`, empty
+//! `before` for the last page) and `#extended`'s `<flip-page/>` read into a [`Query`]; the
+//! result messages and the `<fin/>`.
 
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::form::{Field, Form};
@@ -53,6 +54,9 @@ pub struct Query {
     pub max: u64,
     /// Where the page starts.
     pub anchor: Anchor,
+    /// `<flip-page/>` (§4.3.4, `#extended`): the page's results are sent newest first. Which
+    /// results the page holds, and its `<fin/>`, do not change.
+    pub flip: bool,
 }
 
 /// The most ids one `ids` field may name (each is a bound parameter of one SQL query).
@@ -68,6 +72,7 @@ pub fn parse(q: &Element, max_page: u64) -> Result<Query, MamError> {
     let mut query = Query {
         queryid: q.attr("queryid").map(str::to_string),
         max: max_page,
+        flip: q.get_child("flip-page", ns::MAM).is_some(),
         ..Query::default()
     };
     if let Some(form) = Form::child_of(q) {
@@ -240,6 +245,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!((after.max, after.anchor), (5, Anchor::After("abc".into())));
+        assert!(!after.flip);
+        let flipped = parse(
+            &q("<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><before/></set><flip-page/></query>"),
+            100,
+        )
+        .unwrap();
+        assert!(flipped.flip && flipped.anchor == Anchor::Last);
         for bad in [
             "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='color'><value>red</value></field></x></query>",
             "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='start'><value>yesterday</value></field></x></query>",

@@ -104,6 +104,15 @@ pub async fn answer_with(
             rows.pop();
         }
     }
+    // `<fin/>` names the page's bounds in archive order; the results go in the order asked.
+    let fin = query::fin(
+        rows.first().map(|r| r.stanza_id.as_str()),
+        rows.last().map(|r| r.stanza_id.as_str()),
+        complete,
+    );
+    if q.flip {
+        rows.reverse();
+    }
     for r in &rows {
         let Some(m) = render(r) else {
             tracing::error!(archive = %archive, id = %r.stanza_id, "unreadable archived message");
@@ -114,11 +123,7 @@ pub async fn answer_with(
             core.route(s).await;
         }
     }
-    Ok(query::fin(
-        rows.first().map(|r| r.stanza_id.as_str()),
-        rows.last().map(|r| r.stanza_id.as_str()),
-        complete,
-    ))
+    Ok(fin)
 }
 
 /// §7: the archive's first and last message (`<start/>`, `<end/>`), or nothing for an empty

@@ -5,9 +5,12 @@ use rookery_proto::{StanzaError, StanzaErrorCondition as C};
 /// A refusal, named by its cause.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MamError {
-    /// A malformed query: unknown form field, bad date or JID, bad RSM (`bad-request`).
+    /// A malformed query: bad date or JID, bad RSM (`bad-request`).
     #[error("{0}")]
     BadRequest(String),
+    /// A form field the archive does not know (§4.1.5: `feature-not-implemented`).
+    #[error("unknown field {0:?}")]
+    UnknownField(String),
     /// Another account's archive (`forbidden`).
     #[error("not your archive")]
     Forbidden,
@@ -24,6 +27,7 @@ impl From<MamError> for StanzaError {
     fn from(e: MamError) -> StanzaError {
         let c = match &e {
             MamError::BadRequest(_) => C::BadRequest,
+            MamError::UnknownField(_) => C::FeatureNotImplemented,
             MamError::Forbidden => C::Forbidden,
             MamError::NotFound => C::ItemNotFound,
             MamError::Store => C::InternalServerError,

@@ -99,7 +99,7 @@ pub fn parse(q: &Element, max_page: u64) -> Result<Query, MamError> {
                     return Err(bad(format!("more than {MAX_IDS} ids")))
                 }
                 ("ids", _) => query.ids = f.values.iter().map(|v| v.trim().to_string()).collect(),
-                (other, _) => return Err(bad(format!("unknown field {other:?}"))),
+                (other, _) => return Err(MamError::UnknownField(other.to_string())),
             }
         }
     }
@@ -252,8 +252,12 @@ mod tests {
         )
         .unwrap();
         assert!(flipped.flip && flipped.anchor == Anchor::Last);
+        let unknown = "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='color'><value>red</value></field></x></query>";
+        assert_eq!(
+            parse(&q(unknown), 100),
+            Err(MamError::UnknownField("color".into()))
+        );
         for bad in [
-            "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='color'><value>red</value></field></x></query>",
             "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='start'><value>yesterday</value></field></x></query>",
             "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='with'><value>@@</value></field></x></query>",
             "<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><max>-1</max></set></query>",

@@ -46,6 +46,21 @@ async def close(*cs):
         await c.close()
 
 
+async def round_trip(here, peer, out: str, back: str, presence: bool = False):
+    """alice on `here` (a Rookery, a node, or a further host of one) writes `out` to bob on
+    `peer`, who answers `back`; each arrives from the other's full JID."""
+    a, b = await clients(here, peer, presence=presence)
+    try:
+        a.send_message(mto=peer.jid("bob", "fed"), mbody=out, mtype="chat")
+        m = await b.inbox.wait(lambda el: body(el) == out, WAIT, what=f"{out!r} on {peer.domain}")
+        assert m.get("from") == here.jid("alice", "fed")
+        b.send_message(mto=here.jid("alice", "fed"), mbody=back, mtype="chat")
+        m = await a.inbox.wait(lambda el: body(el) == back, WAIT, what=f"{back!r} on {here.domain}")
+        assert m.get("from") == peer.jid("bob", "fed")
+    finally:
+        await close(a, b)
+
+
 async def test_message_rookery_to_peer(rookery, peer):
     a, b = await clients(rookery, peer)
     try:
@@ -171,23 +186,7 @@ async def test_a_second_host_federates_with_its_own_certificate(rookery, peer):
     domain a stream speaks for: Rookery's stream from the second host presents that host's
     certificate and is accepted by SASL EXTERNAL (the primary's would be refused)."""
     second = rookery.host_view(servers.SECOND_HOST)
-    a = await slix_login(second, "alice", resource="fed")
-    try:
-        b = await slix_login(peer, "bob", resource="second")
-    except BaseException:
-        await a.close()
-        raise
-    try:
-        a.send_message(mto=peer.jid("bob", "second"), mbody="from the second host", mtype="chat")
-        m = await b.inbox.wait(lambda el: body(el) == "from the second host", WAIT,
-                               what=f"the second host's message on {peer.domain}")
-        assert m.get("from") == second.jid("alice", "fed")
-        b.send_message(mto=second.jid("alice", "fed"), mbody="to the second host", mtype="chat")
-        m = await a.inbox.wait(lambda el: body(el) == "to the second host", WAIT,
-                               what="the reply on the second host")
-        assert m.get("from") == peer.jid("bob", "second")
-    finally:
-        await close(a, b)
+    await round_trip(second, peer, "from the second host", "to the second host")
     method = "SASL EXTERNAL" if os.environ.get("FEDERATION_MODE") == "external" else "dialback"
     out = re.search(rf"s2s_out{{local={re.escape(second.domain)} remote={re.escape(peer.domain)}}}"
                     rf".*authenticated with {method}", rookery.log())
@@ -474,19 +473,4 @@ async def test_a_cluster_federates_from_either_node(rookery_cluster, peer):
     secret for every node), and the peer's answer comes in through node 1 and crosses the
     bus to her."""
     _, n2 = rookery_cluster
-    a = await slix_login(n2, "alice", resource="fed", presence=True)
-    try:
-        b = await slix_login(peer, "bob", resource="fed", presence=True)
-    except BaseException:
-        await a.close()
-        raise
-    try:
-        a.send_message(mto=peer.jid("bob", "fed"), mbody="from node 2", mtype="chat")
-        m = await b.inbox.wait(lambda el: body(el) == "from node 2", WAIT,
-                               what=f"node 2's message on {peer.domain}")
-        assert m.get("from") == n2.jid("alice", "fed")
-        b.send_message(mto=n2.jid("alice", "fed"), mbody="to node 2", mtype="chat")
-        await a.inbox.wait(lambda el: body(el) == "to node 2", WAIT,
-                           what="the peer's message through node 1")
-    finally:
-        await close(a, b)
+    await round_trip(n2, peer, "from node 2", "to node 2", presence=True)

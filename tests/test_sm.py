@@ -154,6 +154,25 @@ async def test_enable_and_ack(server):
     await bob.close()
 
 
+async def test_answers_the_session_writes_itself_are_counted(server):
+    """The error a malformed stanza gets (RFC 6120 §8.3) and the legacy `<session/>` result
+    are stanzas the client counts: the server counts them too, so acknowledging them is no
+    stream error and the session goes on (XEP-0198 §4)."""
+    c = await server.login("alice", "a")
+    sm, _ = await enable(c)
+    c.send("<message to='@@bad' id='m1' type='chat'><body>x</body></message>")
+    err = await sm.recv()
+    assert local(err) == "message" and err.get("type") == "error", ET.tostring(err)
+    c.send("<iq type='set' id='s1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
+    res = await sm.recv()
+    assert local(res) == "iq" and res.get("type") == "result" and res.get("id") == "s1"
+    assert sm.h == 2
+    c.send(f"<a xmlns='{NS_SM}' h='{sm.h}'/>")
+    r = await c.iq("get", server.domain, "<ping xmlns='urn:xmpp:ping'/>")
+    assert r.get("type") == "result"
+    await c.close()
+
+
 async def test_ack_for_more_than_was_sent_is_a_stream_error(server):
     c = await server.login("alice", "a")
     await enable(c)

@@ -425,6 +425,15 @@ impl<'a> Client<'a> {
         Ok(())
     }
 
+    /// Writes a stanza the session itself answers a client's with (an error reply to a
+    /// malformed stanza, the legacy session result) and flushes: counted like every stanza
+    /// the client gets (XEP-0198 §4), or the client's `h` would run ahead of ours.
+    async fn answer(&mut self, conn: &mut Conn, el: &Element) -> Result<(), ConnError> {
+        self.write_stanza(conn, rookery_proto::stream::to_bytes(el).into())
+            .await?;
+        conn.flush().await
+    }
+
     /// Writes a nonza (stream management element) and flushes.
     async fn nonza(conn: &mut Conn, el: &Element) -> Result<(), ConnError> {
         conn.send(el).await
@@ -568,13 +577,18 @@ impl Inbound for Client<'_> {
             return Ok(());
         }
         el.remove_attr("from");
-        let Some(mut stanza) = conn.stanza_or_reply(el).await? else {
-            return Ok(());
+        let mut stanza = match rookery_stream::conn::parse_stanza(el)? {
+            Ok(s) => s,
+            Err(reply) => {
+                return match reply {
+                    Some(r) => self.answer(conn, &r).await,
+                    None => Ok(()),
+                }
+            }
         };
         stanza.set_from(self.jid.clone());
         if is_legacy_session(self.ctx, &stanza) {
-            conn.send(stanza.iq_result(None).element()).await?;
-            return Ok(());
+            return self.answer(conn, stanza.iq_result(None).element()).await;
         }
         self.ctx.core.route_from_session(stanza).await;
         Ok(())

@@ -101,6 +101,20 @@ pub struct Conn {
     header_version: bool,
 }
 
+/// `el` as a stanza, or the error reply a malformed one gets (RFC 6120 §8.3; `None` when it
+/// cannot be answered: an error or result, which must not be answered again). An element
+/// that is no stanza is an `unsupported-stanza-type` stream error.
+pub fn parse_stanza(el: Element) -> Result<Result<Stanza, Option<Element>>, ConnError> {
+    match Stanza::from_element(el) {
+        Ok(s) => Ok(Ok(s)),
+        Err(e @ StanzaParseError::Malformed { .. }) => Ok(Err(e.reply())),
+        Err(StanzaParseError::NotAStanza(name)) => Err(ConnError::Stream(StreamError::with_text(
+            StreamErrorCondition::UnsupportedStanzaType,
+            format!("unexpected <{name}/>"),
+        ))),
+    }
+}
+
 impl Conn {
     /// A connection with a fresh parser under `limits`, speaking `content_ns`
     /// (`jabber:client`, `jabber:server`, `jabber:component:accept`) as `domain`.
@@ -382,21 +396,16 @@ impl Conn {
 
     /// `el` as a stanza. A malformed stanza is answered with its error reply (RFC 6120 §8.3)
     /// and gives `None`; an element that is no stanza is an `unsupported-stanza-type` stream
-    /// error.
+    /// error. (A stream that counts what it sends, XEP-0198, writes the reply of
+    /// [`parse_stanza`] itself.)
     pub async fn stanza_or_reply(&mut self, el: Element) -> Result<Option<Stanza>, ConnError> {
-        match Stanza::from_element(el) {
+        match parse_stanza(el)? {
             Ok(s) => Ok(Some(s)),
-            Err(e @ StanzaParseError::Malformed { .. }) => {
-                if let Some(reply) = e.reply() {
+            Err(reply) => {
+                if let Some(reply) = reply {
                     self.send(&reply).await?;
                 }
                 Ok(None)
-            }
-            Err(StanzaParseError::NotAStanza(name)) => {
-                Err(ConnError::Stream(StreamError::with_text(
-                    StreamErrorCondition::UnsupportedStanzaType,
-                    format!("unexpected <{name}/>"),
-                )))
             }
         }
     }

@@ -149,6 +149,38 @@ async def test_filters_by_jid_time_and_ids(server):
     await close(a, b, c)
 
 
+async def test_a_message_to_oneself_is_archived_once(server):
+    """§6.1.1: a stanza goes into a given archive only once — a note to one's own account is
+    both sent and received by it; the copy delivered carries that one row's id."""
+    a1, a2 = await login(server, "alice", "one"), await login(server, "alice", "two")
+    a1.send_message(mto=a2.boundjid.full, mbody="note to self", mtype="chat")
+    got = await a2.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "note to self",
+                              T, "the note")
+    sid = got.find(f"{{{NS_SID}}}stanza-id")
+    bodies, ids, _ = await query(a1, with_=a1.boundjid.bare)
+    assert bodies == ["note to self"] and ids == [sid.get("id")]
+    await close(a1, a2)
+
+
+async def test_a_forged_stanza_id_never_reaches_the_account(server):
+    """XEP-0359 §5: a `<stanza-id/>` in the recipient's name comes from its archive or from
+    no one; the server removes one the sender wrote, also on a message it does not archive."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    forged = (f"<stanza-id xmlns='{NS_SID}' by='{b.boundjid.bare}' id='forged'/>"
+              f"<stanza-id xmlns='{NS_SID}' by='room@elsewhere.example' id='other'/>")
+    for body, hint in [("archived", ""), ("not archived", "<no-store xmlns='urn:xmpp:hints'/>")]:
+        m = a.make_message(mto=b.boundjid.bare, mbody=body, mtype="chat")
+        for el in ET.fromstring(f"<x>{forged}{hint}</x>"):
+            m.append(el)
+        m.send()
+        got = await b.inbox.wait(lambda el: el.findtext("{jabber:client}body") == body, T, body)
+        ids = {(s.get("by"), s.get("id")) for s in got.findall(f"{{{NS_SID}}}stanza-id")}
+        assert (b.boundjid.bare, "forged") not in ids, ids
+        assert ("room@elsewhere.example", "other") in ids
+        assert any(by == b.boundjid.bare for by, _ in ids) == (hint == ""), ids
+    await close(a, b)
+
+
 async def test_preferences(server):
     a, b = await login(server, "alice"), await login(server, "bob")
     iq = b.make_iq_get()
@@ -177,8 +209,9 @@ async def test_bad_queries(server_factory):
     for n in range(8):
         await chat(a, b, f"x{n}")
     # A huge max is lowered to the page limit, not refused.
-    bodies, _, fin = await query(b, rsm="<max>1000000000</max>")
+    bodies, ids, fin = await query(b, rsm="<max>1000000000</max>")
     assert len(bodies) == 5 and not complete(fin)
+    known = ids[0]
     for kwargs, condition in [
         # §4.1.5: a field the server does not know is feature-not-implemented.
         ({"color": "red"}, "feature-not-implemented"),
@@ -188,6 +221,12 @@ async def test_bad_queries(server_factory):
         ({"rsm": "<after>0000000000000007</after>"}, "item-not-found"),
         ({"rsm": "<before>7FFFFFFFFFFFFFFF</before>"}, "item-not-found"),
         ({"rsm": "<max>lots</max>"}, "bad-request"),
+        # §4.1.5 again, for a field sent without a value; XEP-0059 §2.5: an index is answered.
+        ({"color": ""}, "feature-not-implemented"),
+        ({"rsm": "<index>3</index>"}, "feature-not-implemented"),
+        # §4.1.3: any id asked for that the archive does not hold is item-not-found.
+        ({"ids": ["no-such-id"]}, "item-not-found"),
+        ({"ids": [known, "no-such-id"]}, "item-not-found"),
         ({"to": srv.jid("alice")}, "forbidden"),
     ]:
         with pytest.raises(IqError) as e:

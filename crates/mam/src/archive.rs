@@ -30,20 +30,17 @@ pub fn archivable(m: &Stanza) -> bool {
         || el.has_child("store", ns::HINTS)
 }
 
-/// `m` with the archive's `<stanza-id by='{by}' id='{id}'/>`: one the sender put there with
-/// the same `by` is removed first (XEP-0359 §5: it must not be trusted); others (a room's)
-/// stay. `None` only if the element does not parse back, which never happens to a stanza.
-pub fn stamp(mut m: Stanza, by: &BareJid, id: &str) -> Option<Stanza> {
-    let ours = Element::new("stanza-id", ns::SID)
-        .with_attr("by", by.as_str())
-        .with_attr("id", id);
+/// `m` without any `<stanza-id/>` naming `by`, the account it is delivered to: only its
+/// archive may name itself, so one the sender put there is forged and must not be trusted
+/// (XEP-0359 §5), whether or not the message is archived; others (a room's) stay. `None` only
+/// if the element does not parse back, which never happens to a stanza.
+pub fn unforged(m: Stanza, by: &BareJid) -> Option<Stanza> {
     let forged = m
         .element()
         .children()
         .any(|c| c.is("stanza-id", ns::SID) && c.attr("by") == Some(by.as_str()));
     if !forged {
-        // The usual case, on every archived message: no element to take apart.
-        m.push_payload(ours);
+        // The usual case, on every message: no element to take apart.
         return Some(m);
     }
     let mut el = m.into_element();
@@ -56,8 +53,19 @@ pub fn stamp(mut m: Stanza, by: &BareJid, id: &str) -> Option<Stanza> {
     for k in kept {
         el.push_child(k);
     }
-    el.push_child(ours);
     Stanza::from_element(el).ok()
+}
+
+/// `m` with the archive's `<stanza-id by='{by}' id='{id}'/>`, forged ones removed first
+/// ([`unforged`]).
+pub fn stamp(m: Stanza, by: &BareJid, id: &str) -> Option<Stanza> {
+    let mut m = unforged(m, by)?;
+    m.push_payload(
+        Element::new("stanza-id", ns::SID)
+            .with_attr("by", by.as_str())
+            .with_attr("id", id),
+    );
+    Some(m)
 }
 
 /// `m` serialized for an archive row.

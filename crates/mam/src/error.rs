@@ -8,9 +8,10 @@ pub enum MamError {
     /// A malformed query: bad date or JID, bad RSM (`bad-request`).
     #[error("{0}")]
     BadRequest(String),
-    /// A form field the archive does not know (§4.1.5: `feature-not-implemented`).
-    #[error("unknown field {0:?}")]
-    UnknownField(String),
+    /// What the archive does not implement: a form field it does not know (§4.1.5), an RSM
+    /// `<index/>` (XEP-0059 §2.5) — `feature-not-implemented`.
+    #[error("{0}")]
+    Unsupported(String),
     /// Another account's archive (`forbidden`).
     #[error("not your archive")]
     Forbidden,
@@ -27,7 +28,7 @@ impl From<MamError> for StanzaError {
     fn from(e: MamError) -> StanzaError {
         let c = match &e {
             MamError::BadRequest(_) => C::BadRequest,
-            MamError::UnknownField(_) => C::FeatureNotImplemented,
+            MamError::Unsupported(_) => C::FeatureNotImplemented,
             MamError::Forbidden => C::Forbidden,
             MamError::NotFound => C::ItemNotFound,
             MamError::Store => C::InternalServerError,

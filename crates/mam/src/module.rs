@@ -247,16 +247,18 @@ impl Module for Mam {
     }
 
     async fn hook(&self, core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {
-        if !archive::archivable(&stanza) {
-            return Flow::Continue(stanza);
-        }
         let (Some(from), Some(to)) = (stanza.from().cloned(), stanza.to().cloned()) else {
             return Flow::Continue(stanza);
         };
         match point {
             HookPoint::MessageFromLocal => {
                 let account = from.to_bare();
-                if self.should_archive(core, &account, &to).await {
+                // A message to one's own account is archived once (§6.1.1), where it
+                // arrives: that copy is the one stamped with the archive's id.
+                if archive::archivable(&stanza)
+                    && to.bare_str() != account.as_str()
+                    && self.should_archive(core, &account, &to).await
+                {
                     let ticket = self.archiver.ticket().await;
                     self.archive(ticket, &account, &to.to_bare(), &stanza).await;
                 }
@@ -264,8 +266,11 @@ impl Module for Mam {
             }
             HookPoint::MessageToBare | HookPoint::MessageToFull => {
                 let account = to.to_bare();
-                if !self.should_archive(core, &account, &from).await {
-                    return Flow::Continue(stanza);
+                if !archive::archivable(&stanza)
+                    || !self.should_archive(core, &account, &from).await
+                {
+                    return archive::unforged(stanza, &account)
+                        .map_or(Flow::Handled, Flow::Continue);
                 }
                 let ticket = self.archiver.ticket().await;
                 let Some(stamped) = archive::stamp(stanza, &account, &ticket.id().stanza_id())

@@ -82,7 +82,7 @@ pub fn parse(q: &Element, max_page: u64) -> Result<Query, MamError> {
         for f in form.data_fields() {
             let value = f.value().map(str::trim).filter(|v| !v.is_empty());
             match (f.var.as_str(), value) {
-                (_, None) if f.var != "ids" => {}
+                ("with" | "start" | "end" | "after-id" | "before-id", None) => {}
                 ("with", Some(v)) => {
                     query.with = Some(Jid::parse(v).map_err(|_| bad("'with' is not a JID"))?);
                 }
@@ -98,12 +98,21 @@ pub fn parse(q: &Element, max_page: u64) -> Result<Query, MamError> {
                 ("ids", _) if f.values.len() > MAX_IDS => {
                     return Err(bad(format!("more than {MAX_IDS} ids")))
                 }
+                ("ids", _) if f.values.iter().all(|v| v.trim().is_empty()) => {
+                    return Err(bad("'ids' names no id"))
+                }
                 ("ids", _) => query.ids = f.values.iter().map(|v| v.trim().to_string()).collect(),
-                (other, _) => return Err(MamError::UnknownField(other.to_string())),
+                (other, _) => {
+                    return Err(MamError::Unsupported(format!("unknown field {other:?}")))
+                }
             }
         }
     }
     if let Some(set) = q.get_child("set", ns::RSM) {
+        if set.has_child("index", ns::RSM) {
+            // Pages are anchored by id; answered, not ignored (XEP-0059 §2.5).
+            return Err(MamError::Unsupported("RSM index".into()));
+        }
         if let Some(m) = set.child_text("max", ns::RSM) {
             let m: u64 = m
                 .trim()
@@ -252,16 +261,22 @@ mod tests {
         )
         .unwrap();
         assert!(flipped.flip && flipped.anchor == Anchor::Last);
-        let unknown = "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='color'><value>red</value></field></x></query>";
-        assert_eq!(
-            parse(&q(unknown), 100),
-            Err(MamError::UnknownField("color".into()))
-        );
+        for unsupported in [
+            "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='color'><value>red</value></field></x></query>",
+            "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='color'/></x></query>",
+            "<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><index>5</index></set></query>",
+        ] {
+            assert!(
+                matches!(parse(&q(unsupported), 100), Err(MamError::Unsupported(_))),
+                "{unsupported}"
+            );
+        }
         for bad in [
             "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='start'><value>yesterday</value></field></x></query>",
             "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='with'><value>@@</value></field></x></query>",
             "<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><max>-1</max></set></query>",
             "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>urn:other</value></field></x></query>",
+            "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='ids'/></x></query>",
         ] {
             assert!(parse(&q(bad), 100).is_err(), "{bad}");
         }

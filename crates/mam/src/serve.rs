@@ -73,6 +73,18 @@ pub async fn answer_with(
         ids: q.ids.clone(),
         ..Filter::default()
     };
+    if !q.ids.is_empty() {
+        // §4.1.3: every id asked for must be in the archive, whatever else filters the page.
+        let asked: std::collections::BTreeSet<&str> = q.ids.iter().map(String::as_str).collect();
+        let only = Filter {
+            ids: q.ids.clone(),
+            ..Filter::default()
+        };
+        let found = mam.query(owner, &only, asked.len() as u64, false).await?;
+        if found.len() < asked.len() {
+            return Err(MamError::NotFound);
+        }
+    }
     if let Some(id) = q.after_id.clone() {
         filter.after = Some(position(id).await?);
     }

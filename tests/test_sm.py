@@ -215,6 +215,23 @@ async def test_resume_after_the_tcp_connection_was_killed(server):
     await bob.close()
 
 
+async def test_resume_without_h_fails_and_the_session_waits(server):
+    """§5: a `<resume/>` MUST carry 'h' — one without is `bad-request` (taking it as "nothing
+    acknowledged" would send everything again), and the session still waits for a proper
+    one."""
+    c = await server.login("alice", "phone")
+    _, en = await enable(c)
+    previd = en.get("id")
+    c.abort()
+    await asyncio.sleep(0.3)
+    bad = await failed(server, "alice", f"<resume xmlns='{NS_SM}' previd='{previd}'/>",
+                       "bad-request")
+    await bad.close()
+    c2, el = await resume(server, "alice", previd, 0)
+    assert el.tag == tag(NS_SM, "resumed"), ET.tostring(el, encoding="unicode")
+    await c2.close()
+
+
 async def test_resume_while_the_old_socket_is_silent(server):
     """The server has not noticed the old connection is gone (no FIN, no RST): resumption
     takes the session over and closes the old stream."""

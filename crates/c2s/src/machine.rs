@@ -140,7 +140,7 @@ pub enum Done {
         /// The SM-ID.
         previd: String,
         /// The client's `h`.
-        h: Option<u32>,
+        h: u32,
         /// Set when the request came inline in SASL2: `<resumed/>` then goes out inside a
         /// SASL2 `<success/>` with this mechanism data.
         sasl2: Option<Sasl2Resumed>,
@@ -995,7 +995,7 @@ impl<P: Policy> C2sMachine<P> {
     }
 
     /// What a `<resume/>` asks for (user, SM-ID, `h`), or the `<failed/>` that answers it.
-    fn resume_request(&self, el: &Element) -> Result<(BareJid, String, Option<u32>), Element> {
+    fn resume_request(&self, el: &Element) -> Result<(BareJid, String, u32), Element> {
         if !self.policy.config().stream_management {
             return Err(sm::failed("feature-not-implemented", None));
         }
@@ -1561,7 +1561,7 @@ mod tests {
             vec![Action::Done(Done::Resume {
                 user: BareJid::parse("alice@example.test").unwrap(),
                 previd: "abc".into(),
-                h: Some(3),
+                h: 3,
                 sasl2: None,
             })]
         );
@@ -1859,7 +1859,7 @@ mod tests {
             Some(&Action::Done(Done::Resume {
                 user: BareJid::parse("alice@example.test").unwrap(),
                 previd: "abc".into(),
-                h: Some(2),
+                h: 2,
                 sasl2: Some(Sasl2Resumed {
                     additional_data: None,
                     answers: Vec::new(),

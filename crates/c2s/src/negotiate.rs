@@ -439,7 +439,7 @@ async fn resume(
     holder: &mut Option<Conn>,
     user: &BareJid,
     previd: &str,
-    h: Option<u32>,
+    h: u32,
     sasl2: Option<Sasl2Resumed>,
 ) -> Result<Option<Element>, ConnError> {
     let conn = holder.take().ok_or_else(no_conn)?;

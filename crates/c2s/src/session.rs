@@ -455,7 +455,7 @@ impl<'a> Client<'a> {
                 let Some(m) = self.sm.as_mut() else {
                     return Ok(());
                 };
-                let Ok(Some(h)) = sm::parse_h(&el) else {
+                let Ok(h) = sm::parse_h(&el) else {
                     return Err(ConnError::stream(
                         SEC::InvalidXml,
                         "<a/> needs a numeric 'h'",
@@ -709,24 +709,20 @@ fn judge(counters: &mut Counters, t: Takeover) -> Option<(Box<Conn>, Option<Box<
         reply,
         sasl2,
     } = t;
-    if let Some(h) = h {
-        if let Err(too_high) = counters.check(h) {
-            let mut failed = sm::failed("undefined-condition", Some(counters.inbound()));
-            failed.push_child(
-                Element::new("handled-count-too-high", sm::NS)
-                    .with_attr("h", too_high.h.to_string())
-                    .with_attr("send-count", too_high.sent.to_string()),
-            );
-            let _ = reply.send(Verdict::Rejected { conn, failed });
-            return None;
-        }
+    if let Err(too_high) = counters.check(h) {
+        let mut failed = sm::failed("undefined-condition", Some(counters.inbound()));
+        failed.push_child(
+            Element::new("handled-count-too-high", sm::NS)
+                .with_attr("h", too_high.h.to_string())
+                .with_attr("send-count", too_high.sent.to_string()),
+        );
+        let _ = reply.send(Verdict::Rejected { conn, failed });
+        return None;
     }
     // The resuming connection may have given up waiting (its negotiation deadline): then
     // the connection is gone with it and the session goes on as it was.
     reply.send(Verdict::Accepted).ok()?;
-    if let Some(h) = h {
-        let _ = counters.ack(h);
-    }
+    let _ = counters.ack(h);
     Some((conn, sasl2))
 }
 

@@ -554,7 +554,7 @@ async fn resumption_takes_over_a_silent_connection() {
     let alice = BareJid::parse("alice@localhost").unwrap();
     let takeover = Takeover {
         conn: Box::new(conn),
-        h: Some(1),
+        h: 1,
         reply,
         sasl2: None,
     };
@@ -602,7 +602,7 @@ async fn resumption_after_hibernation_delivers_what_waited() {
     let alice = BareJid::parse("alice@localhost").unwrap();
     let takeover = Takeover {
         conn: Box::new(conn),
-        h: Some(0),
+        h: 0,
         reply,
         sasl2: None,
     };
@@ -636,7 +636,7 @@ async fn resumption_is_refused_for_bad_h_and_for_other_users() {
     let alice = BareJid::parse("alice@localhost").unwrap();
     let t = Takeover {
         conn: Box::new(conn),
-        h: Some(7),
+        h: 7,
         reply,
         sasl2: None,
     };
@@ -654,7 +654,7 @@ async fn resumption_is_refused_for_bad_h_and_for_other_users() {
     let bob = BareJid::parse("bob@localhost").unwrap();
     let t = Takeover {
         conn: Box::new(conn),
-        h: None,
+        h: 0,
         reply,
         sasl2: None,
     };
@@ -780,7 +780,7 @@ async fn inline_bind_then_inline_resumption() {
     let alice = BareJid::parse("alice@localhost").unwrap();
     let takeover = Takeover {
         conn: Box::new(conn),
-        h: Some(0),
+        h: 0,
         reply,
         sasl2: Some(Box::new(Sasl2Resumed {
             additional_data: Some(b"v=x".to_vec()),

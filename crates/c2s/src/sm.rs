@@ -137,8 +137,8 @@ impl Counters {
 pub struct Takeover {
     /// The new connection, authenticated, post-SASL stream open, `<resume/>` read.
     pub conn: Box<Conn>,
-    /// The client's `h` (`None`: it sent none, nothing is acknowledged).
-    pub h: Option<u32>,
+    /// The client's `h` (required: §5 "MUST include an 'h' attribute").
+    pub h: u32,
     /// The session's answer.
     pub reply: oneshot::Sender<Verdict>,
     /// Set when `<resume/>` came inline in SASL2: `<resumed/>` goes inside its `<success/>`.
@@ -351,17 +351,19 @@ pub fn too_high_error(t: TooHigh) -> Vec<u8> {
     out
 }
 
-/// An `h` attribute that is not an unsigned 32-bit integer.
+/// An `h` attribute missing or not an unsigned 32-bit integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("'h' is not a 32-bit unsigned integer")]
+#[error("'h' is missing or not a 32-bit unsigned integer")]
 pub struct BadH;
 
-/// Parses an `h` attribute (an unsigned 32-bit integer); `None` when absent.
-pub fn parse_h(el: &Element) -> Result<Option<u32>, BadH> {
-    match el.attr("h") {
-        None => Ok(None),
-        Some(v) => v.trim().parse::<u32>().map(Some).map_err(|_| BadH),
-    }
+/// Parses the `h` attribute `<a/>` and `<resume/>` must carry (an unsigned 32-bit integer);
+/// absent or not a number is [`BadH`].
+pub fn parse_h(el: &Element) -> Result<u32, BadH> {
+    el.attr("h")
+        .ok_or(BadH)?
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| BadH)
 }
 
 #[cfg(test)]

@@ -181,6 +181,25 @@ async def test_a_forged_stanza_id_never_reaches_the_account(server):
     await close(a, b)
 
 
+async def test_a_full_jid_with_matches_that_resource_only(server):
+    """§4.1.1: a bare `with` matches every resource of the contact, a full one only messages
+    from or to that resource."""
+    b = await login(server, "bob")
+    c1, c2 = await login(server, "carol", "one"), await login(server, "carol", "two")
+    await chat(c1, b, "from carol one")
+    await chat(c2, b, "from carol two")
+    b.send_message(mto=c2.boundjid.full, mbody="to carol two", mtype="chat")
+    await c2.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "to carol two", T,
+                        "bob's answer")
+    bodies, _, _ = await query(b, with_=c1.boundjid.bare)
+    assert bodies == ["from carol one", "from carol two", "to carol two"]
+    bodies, _, fin = await query(b, with_=c2.boundjid.full)
+    assert bodies == ["from carol two", "to carol two"] and complete(fin)
+    bodies, _, _ = await query(b, with_=c1.boundjid.full)
+    assert bodies == ["from carol one"]
+    await close(b, c1, c2)
+
+
 async def test_preferences(server):
     a, b = await login(server, "alice"), await login(server, "bob")
     iq = b.make_iq_get()

@@ -71,6 +71,10 @@ pub async fn answer_with(
         start: q.start,
         end: q.end,
         ids: q.ids.clone(),
+        stanza_contains: match (owner, &q.with) {
+            (Owner::Account { .. }, Some(with)) if with.resource().is_some() => from_or_to(with),
+            _ => Vec::new(),
+        },
         ..Filter::default()
     };
     if !q.ids.is_empty() {
@@ -136,6 +140,16 @@ pub async fn answer_with(
         }
     }
     Ok(fin)
+}
+
+/// A full JID `with` in an account's archive (§4.1.1: "MUST only return messages if they
+/// match the supplied JID"; only a bare one matches all its resources): the message came
+/// from it or went to it — its `from` or `to` attribute, as the archive serialized it.
+fn from_or_to(with: &rookery_jid::Jid) -> Vec<String> {
+    let mut value = Vec::new();
+    rookery_xml::escape_into(&mut value, with.as_str(), true);
+    let value = String::from_utf8_lossy(&value);
+    vec![format!(" from=\"{value}\""), format!(" to=\"{value}\"")]
 }
 
 /// §7: the archive's first and last message (`<start/>`, `<end/>`), or nothing for an empty

@@ -267,6 +267,10 @@ pub struct Filter {
     /// Only the messages with these stanza-ids (empty: any; ids not in the archive match
     /// nothing).
     pub ids: Vec<String>,
+    /// Only messages whose stored stanza contains one of these strings (empty: any). An
+    /// account's archive keeps the other party's bare JID as `with`; a query on a full JID
+    /// narrows it by the stanza's `from` or `to` as serialized (rookery-mam `serve.rs`).
+    pub stanza_contains: Vec<String>,
 }
 
 /// Archiving preferences (XEP-0313 §6).
@@ -425,6 +429,18 @@ impl<'a> Mam<'a> {
         }
         if let Some(i) = filter.before {
             push(&mut sql, "id <", Param::Int(i));
+        }
+        if !filter.stanza_contains.is_empty() {
+            let find = match self.store.backend() {
+                Backend::Sqlite => "instr",
+                Backend::Postgres => "strpos",
+            };
+            let mut either = Vec::new();
+            for text in &filter.stanza_contains {
+                params.push(Param::Text(text.clone()));
+                either.push(format!("{find}(stanza, ${}) > 0", params.len()));
+            }
+            sql.push_str(&format!(" AND ({})", either.join(" OR ")));
         }
         if !filter.ids.is_empty() {
             // A position's row is found by its key (and has no name), a name's by the index

@@ -57,6 +57,18 @@ async fn archive_query_purge_and_account_removal() {
             stanza_ids(mam.query(&j, &romeo, 2, true).await.unwrap()),
             ["id8", "id10"]
         );
+        // Narrowed by the stored stanza's text (a full JID's `from`/`to`): any of the strings.
+        let text = Filter {
+            with: Some("romeo@x".into()),
+            stanza_contains: vec!["<body>4<".into(), "<body>10<".into(), "<body>5<".into()],
+            ..Filter::default()
+        };
+        assert_eq!(
+            stanza_ids(mam.query(&j, &text, 10, false).await.unwrap()),
+            ["id4", "id10"],
+            "{}",
+            b.name
+        );
         let id5 = mam.position(&j, "id5").await.unwrap().unwrap();
         assert!(mam.position(&j, "nope").await.unwrap().is_none());
         let after = Filter {

@@ -88,7 +88,7 @@ pub fn parse(q: &Element, max_page: u64) -> Result<Query, MamError> {
                 }
                 ("start", Some(v)) => {
                     query.start =
-                        Some(parse_utc(v).ok_or_else(|| bad("'start' is not a date-time"))?)
+                        Some(start_of(v).ok_or_else(|| bad("'start' is not a date-time"))?)
                 }
                 ("end", Some(v)) => {
                     query.end = Some(parse_utc(v).ok_or_else(|| bad("'end' is not a date-time"))?)
@@ -132,6 +132,18 @@ pub fn parse(q: &Element, max_page: u64) -> Result<Query, MamError> {
         };
     }
     Ok(query)
+}
+
+/// The first whole second at or after the date-time `v` (§4.1.2: "equal to or later than"
+/// `start`): the archive keeps whole seconds, so a message of 12:00:00 is not at or after
+/// 12:00:00.5, where dropping the fraction would say it is.
+fn start_of(v: &str) -> Option<i64> {
+    let whole = parse_utc(v)?;
+    let fraction = v
+        .split_once('.')
+        .map(|(_, f)| f.bytes().take_while(u8::is_ascii_digit))
+        .is_some_and(|mut digits| digits.any(|d| d != b'0'));
+    Some(whole + i64::from(fraction))
 }
 
 /// The search form (§4.1.1, answered to a query `get`).
@@ -246,6 +258,9 @@ mod tests {
             Some("juliet@capulet.lit/balcony")
         );
         assert_eq!(query.start, Some(1_275_868_800));
+        assert_eq!(start_of("2010-06-07T00:00:00.000Z"), Some(1_275_868_800));
+        assert_eq!(start_of("2010-06-07T00:00:00.25Z"), Some(1_275_868_801));
+        assert_eq!(start_of("2010-06-07T02:00:00.5+02:00"), Some(1_275_868_801));
         assert_eq!(query.max, 100);
         assert_eq!(query.anchor, Anchor::Last);
         let after = parse(

@@ -146,6 +146,13 @@ async def test_filters_by_jid_time_and_ids(server):
     assert bodies == ["from carol", "alice again"]
     bodies, _, _ = await query(b, before_id=all_ids[2])
     assert bodies == ["from alice", "from carol"]
+    # §4.1.5: the search form offers these fields; `ids` is a list open to any value.
+    form = await b.plugin["xep_0313"].get_fields(timeout=T)
+    fields = {f.get("var"): f for f in form.xml.findall("{jabber:x:data}field")}
+    assert {"with", "start", "end", "before-id", "after-id", "ids"} <= set(fields)
+    assert fields["ids"].get("type") == "list-multi"
+    assert fields["ids"].find("{http://jabber.org/protocol/xdata-validate}validate/"
+                              "{http://jabber.org/protocol/xdata-validate}open") is not None
     await close(a, b, c)
 
 

@@ -175,8 +175,10 @@ pub fn fields() -> Element {
             ..Field::default()
         })
         .with(Field {
+            // §4.1.5: a list open to the client's values, none offered.
             var: "ids".into(),
-            kind: Some("text-multi"),
+            kind: Some("list-multi"),
+            open: true,
             ..Field::default()
         });
     Element::new("query", ns::MAM).with_child(form.to_element())

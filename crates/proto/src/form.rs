@@ -19,6 +19,10 @@ pub struct Field {
     pub values: Vec<String>,
     /// `<option/>`s of list fields: (label, value).
     pub options: Vec<(Option<String>, String)>,
+    /// A list field that takes values beyond its options (XEP-0122 §3.2,
+    /// `<validate datatype='xs:string'><open/></validate>`): MAM's `ids`, whose options would
+    /// be the whole archive.
+    pub open: bool,
 }
 
 impl Field {
@@ -99,6 +103,7 @@ impl Form {
                         .map(Element::text)
                         .collect(),
                     options: Vec::new(),
+                    open: false,
                 })
             })
             .collect();
@@ -159,6 +164,13 @@ impl Form {
             if !submit {
                 if let Some(l) = &f.label {
                     el.set_attr("label", l.clone());
+                }
+                if f.open {
+                    el.push_child(
+                        Element::new("validate", ns::XDATA_VALIDATE)
+                            .with_attr("datatype", "xs:string")
+                            .with_child(Element::new("open", ns::XDATA_VALIDATE)),
+                    );
                 }
                 for (label, value) in &f.options {
                     let mut o = Element::new("option", ns::DATA_FORMS);

@@ -38,6 +38,8 @@ pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 pub const DELAY: &str = "urn:xmpp:delay";
 /// XEP-0004: data forms.
 pub const DATA_FORMS: &str = "jabber:x:data";
+/// XEP-0122 data forms validation.
+pub const XDATA_VALIDATE: &str = "http://jabber.org/protocol/xdata-validate";
 /// RFC 6121 §2: roster.
 pub const ROSTER: &str = "jabber:iq:roster";
 /// XEP-0237: roster versioning (stream feature).

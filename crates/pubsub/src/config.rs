@@ -305,7 +305,7 @@ impl NodeConfig {
                 kind: Some("list-multi"),
                 label: Some("Roster groups allowed to subscribe".into()),
                 values: self.roster_groups_allowed.clone(),
-                options: Vec::new(),
+                ..Field::default()
             },
             f(
                 "pubsub#publish_model",

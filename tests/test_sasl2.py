@@ -55,6 +55,8 @@ async def test_sasl2_without_bind2_then_rfc6120_bind(server, mechanism):
     s = await c.sasl2("alice", "alicepass", mechanism,
                       authzid=server.jid("alice") if mechanism != "PLAIN" else None)
     assert s.findtext(tag(NS_SASL2, "authorization-identifier")) == server.jid("alice")
+    # The features of the authenticated stream followed the success (XEP-0388 §2.6.1).
+    assert c.has_feature(NS_BIND, "bind") and c.has_feature(NS_SM, "sm"), xml(c.features)
     jid = await c.bind("desk")
     assert jid == server.jid("alice", "desk")
     pong = await c.iq("get", server.domain, "<ping xmlns='urn:xmpp:ping'/>")

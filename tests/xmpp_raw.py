@@ -440,6 +440,11 @@ class RawClient:
         if el.tag != tag(NS_SASL2, "success"):
             raise XMPPError(f"unexpected {el.tag} during SASL2")
         self.jid = el.findtext(tag(NS_SASL2, "authorization-identifier"))
+        # XEP-0388 §2.6.1: the stream's features follow at once, without a restart.
+        features = await self.recv()
+        if features.tag != tag(NS_STREAM, "features"):
+            raise XMPPError(f"no stream features after the SASL2 success: {features.tag}")
+        self.features = features
         return el
 
     async def bind(self, resource: str | None = None) -> str:

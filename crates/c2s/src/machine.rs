@@ -128,6 +128,8 @@ pub enum Done {
         success: Element,
         /// What to enable inline.
         bind: bind2::Request,
+        /// The features of the bound stream, which follow `<success/>` (XEP-0388 §2.6.1).
+        features: Element,
     },
     /// The client asks to resume a session (XEP-0198 §5); the connection goes to it. If it
     /// refuses: for RFC 6120, send its `<failed/>` and drive the machine on (the client may
@@ -155,6 +157,8 @@ pub struct Sasl2Resumed {
     pub additional_data: Option<Vec<u8>>,
     /// What other inline features answered (a FAST `<token/>`), before `<resumed/>`.
     pub answers: Vec<Element>,
+    /// The stream's features, which follow `<success/>` (XEP-0388 §2.6.1).
+    pub features: Element,
 }
 
 /// What a SASL2 `<authenticate/>` asked for beside authentication.
@@ -435,6 +439,16 @@ impl<P: Policy> C2sMachine<P> {
             f.push_child(extra);
         }
         f
+    }
+
+    /// The features that follow a SASL2 `<success/>` that bound the stream (Bind2) or resumed
+    /// a session (XEP-0388 §2.6.1): what may come after binding, not binding itself. (The
+    /// session leaves out `<sm/>` once stream management is on.)
+    fn features_once_bound(&self) -> Element {
+        let mut features = self.features_bound();
+        features.remove_children("bind", ns::BIND);
+        features.remove_children("session", ns::SESSION);
+        features
     }
 
     /// Anything but `<starttls/>` on a plain stream: TLS is mandatory (RFC 6120 §5.3.1).
@@ -763,6 +777,7 @@ impl<P: Policy> C2sMachine<P> {
                     let sasl2 = Some(Sasl2Resumed {
                         additional_data: p.additional_data.clone(),
                         answers: p.answers.clone(),
+                        features: self.features_once_bound(),
                     });
                     self.phase = Phase::Resuming(Box::new(p));
                     return vec![Action::Done(Done::Resume {
@@ -803,11 +818,16 @@ impl<P: Policy> C2sMachine<P> {
             ..
         } = p;
         let Some(bind) = request.bind else {
-            return vec![Action::Send(sasl2::success(
-                additional_data.as_deref(),
-                user.as_str(),
-                answers,
-            ))];
+            // XEP-0388 §2.6.1: `<success/>` is followed by the authenticated stream's
+            // features at once, with no restart: the client binds next.
+            return vec![
+                Action::Send(sasl2::success(
+                    additional_data.as_deref(),
+                    user.as_str(),
+                    answers,
+                )),
+                Action::Send(self.features_bound()),
+            ];
         };
         let resource = bind2::resource(
             user.local().unwrap_or_default(),
@@ -831,7 +851,12 @@ impl<P: Policy> C2sMachine<P> {
             }
         };
         let success = sasl2::success(additional_data.as_deref(), jid.as_str(), answers);
-        vec![Action::Done(Done::Bound2 { jid, success, bind })]
+        vec![Action::Done(Done::Bound2 {
+            jid,
+            success,
+            bind,
+            features: self.features_once_bound(),
+        })]
     }
 
     /// The user a successful exchange authenticated. Strict authzid: a client may only act
@@ -1732,7 +1757,10 @@ mod tests {
         let a = m.handle(Input::Element(
             Element::new("response", SASL2).with_text(B64.encode(last)),
         ));
-        let Some(Action::Done(Done::Bound2 { jid, success, bind })) = a.last() else {
+        let Some(Action::Done(Done::Bound2 {
+            jid, success, bind, ..
+        })) = a.last()
+        else {
             panic!("{a:?}");
         };
         let resource = bind2::resource("alice", Some("Test"), Some("dev-1"));
@@ -1854,17 +1882,25 @@ mod tests {
             vec![resume, bind2(vec![])],
         ));
         let a = m.handle(credentials("secret"));
+        let Some(Action::Done(Done::Resume {
+            user,
+            previd,
+            h: 2,
+            sasl2: Some(resumed),
+        })) = a.last()
+        else {
+            panic!("{a:?}");
+        };
         assert_eq!(
-            a.last(),
-            Some(&Action::Done(Done::Resume {
-                user: BareJid::parse("alice@example.test").unwrap(),
-                previd: "abc".into(),
-                h: 2,
-                sasl2: Some(Sasl2Resumed {
-                    additional_data: None,
-                    answers: Vec::new(),
-                }),
-            }))
+            (user.as_str(), previd.as_str()),
+            ("alice@example.test", "abc")
+        );
+        assert!(resumed.additional_data.is_none() && resumed.answers.is_empty());
+        // What follows the success (XEP-0388 §2.6.1): no binding, the rest of a bound stream.
+        let f = &resumed.features;
+        assert!(
+            !f.has_child("bind", ns::BIND) && f.has_child("csi", csi::NS),
+            "{f}"
         );
         // Nothing may come while the driver resumes.
         assert!(m.start().is_empty());

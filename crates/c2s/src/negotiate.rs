@@ -59,6 +59,8 @@ pub struct Inline {
     pub success: Element,
     /// What to enable inline.
     pub bind: bind2::Request,
+    /// The bound stream's features, sent after `<success/>` (XEP-0388 §2.6.1).
+    pub features: Element,
 }
 
 /// Serves one accepted TCP connection to the end.
@@ -227,9 +229,18 @@ async fn negotiate(
                 let conn = holder.as_ref().ok_or_else(no_conn)?;
                 return Ok(Negotiated::Bound(bind(ctx, conn, jid, None).await));
             }
-            Done::Bound2 { jid, success, bind } => {
+            Done::Bound2 {
+                jid,
+                success,
+                bind,
+                features,
+            } => {
                 let conn = holder.as_ref().ok_or_else(no_conn)?;
-                let inline = Some(Box::new(Inline { success, bind }));
+                let inline = Some(Box::new(Inline {
+                    success,
+                    bind,
+                    features,
+                }));
                 return Ok(Negotiated::Bound(self::bind(ctx, conn, jid, inline).await));
             }
             Done::Resume {

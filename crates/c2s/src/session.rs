@@ -175,7 +175,11 @@ impl<'a> Client<'a> {
     /// with `<bound/>` saying how (XEP-0386 §4.2): carbons through the module that serves
     /// their `<enable/>`, the client state, stream management as `<enable/>` would.
     async fn inline(&mut self, conn: &mut Conn, inline: Inline) -> Result<(), ConnError> {
-        let Inline { mut success, bind } = inline;
+        let Inline {
+            mut success,
+            bind,
+            mut features,
+        } = inline;
         if bind.carbons {
             let enable = Element::new("enable", ns::CARBONS);
             if let Err(e) = self.ctx.core.serve_inline_iq(self.jid, enable).await {
@@ -191,7 +195,12 @@ impl<'a> Client<'a> {
         }
         success.push_child(bind2::bound(answers));
         tracing::debug!("bound inline (Bind2)");
-        conn.send(&success).await
+        conn.send(&success).await?;
+        if self.sm.is_some() {
+            // Enabled inline: an `<enable/>` now would only fail.
+            features.remove_children("sm", sm::NS);
+        }
+        conn.send(&features).await
     }
 
     fn resumable(&self) -> bool {
@@ -335,17 +344,26 @@ impl<'a> Client<'a> {
         let Some(r) = m.resume.as_ref() else {
             return Err(ConnError::stream(SEC::InternalServerError, "not resumable"));
         };
-        let mut resumed = sm::resumed(&r.id, m.counters.inbound());
-        if let Some(s) = self.resumed_in_sasl2.take() {
-            // XEP-0198 inline in SASL2: the success names the resumed session's full JID.
-            let Sasl2Resumed {
-                additional_data,
-                mut answers,
-            } = *s;
-            answers.push(resumed);
-            resumed = sasl2::success(additional_data.as_deref(), self.jid.as_str(), answers);
+        let resumed = sm::resumed(&r.id, m.counters.inbound());
+        match self.resumed_in_sasl2.take() {
+            None => conn.queue(&rookery_proto::stream::to_bytes(&resumed)),
+            Some(s) => {
+                // XEP-0198 inline in SASL2: the success names the resumed session's full JID;
+                // the stream's features follow it (XEP-0388 §2.6.1), stream management on.
+                let Sasl2Resumed {
+                    additional_data,
+                    mut answers,
+                    mut features,
+                } = *s;
+                answers.push(resumed);
+                let success =
+                    sasl2::success(additional_data.as_deref(), self.jid.as_str(), answers);
+                features.remove_children("sm", sm::NS);
+                for el in [success, features] {
+                    conn.queue(&rookery_proto::stream::to_bytes(&el));
+                }
+            }
         }
-        conn.queue(&rookery_proto::stream::to_bytes(&resumed));
         for b in m.counters.unacked_stanzas() {
             conn.queue(b);
         }

@@ -744,6 +744,23 @@ async fn inactive_clients_get_presence_later_and_messages_at_once() {
     assert!(peer.next().await.unwrap().is("presence", ns::CLIENT));
 }
 
+/// The features a SASL2 success is followed by, as the machine makes them once bound.
+fn features() -> Element {
+    rookery_proto::stream::features()
+        .with_child(Element::new("sm", sm::NS))
+        .with_child(Element::new("csi", "urn:xmpp:csi:0"))
+}
+
+/// XEP-0388 §2.6.1: the features follow the success, without stream management (on
+/// already, inline or resumed).
+fn features_follow(f: Element) {
+    assert!(f.is("features", "http://etherx.jabber.org/streams"), "{f}");
+    assert!(
+        !f.has_child("sm", sm::NS) && f.has_child("csi", "urn:xmpp:csi:0"),
+        "{f}"
+    );
+}
+
 /// Bind2 (XEP-0386 §4.2): the session enables stream management and the client state
 /// inline and sends the SASL2 success with `<bound/>` first; a resumption asked inline in
 /// SASL2 gets `<resumed/>` inside a SASL2 success naming the session's full JID.
@@ -757,7 +774,11 @@ async fn inline_bind_then_inline_resumption() {
         inactive: Some(true),
         sm_enable: Some(Element::new("enable", sm::NS).with_attr("resume", "true")),
     };
-    let inline = Some(Box::new(Inline { success, bind }));
+    let inline = Some(Box::new(Inline {
+        success,
+        bind,
+        features: features(),
+    }));
     let (mut old, _task) = start_inline(&ctx, "alice@localhost/r", 64, inline).await;
     let s = old.next().await.unwrap();
     assert!(s.is("success", "urn:xmpp:sasl:2"), "{s}");
@@ -767,6 +788,7 @@ async fn inline_bind_then_inline_resumption() {
         .expect("sm enabled inline");
     assert_eq!(enabled.attr("resume"), Some("true"));
     let id = enabled.attr("id").unwrap().to_string();
+    features_follow(old.next().await.unwrap());
     // Inactive inline: a message is still delivered (only unimportant stanzas wait).
     message(&ctx, "bob@localhost/b", "alice@localhost/r", "m1").await;
     assert_eq!(
@@ -785,6 +807,7 @@ async fn inline_bind_then_inline_resumption() {
         sasl2: Some(Box::new(Sasl2Resumed {
             additional_data: Some(b"v=x".to_vec()),
             answers: vec![Element::new("token", "urn:xmpp:fast:0")],
+            features: features(),
         })),
     };
     assert!(ctx.sm.offer(&id, &alice, takeover).is_ok());
@@ -808,6 +831,7 @@ async fn inline_bind_then_inline_resumption() {
     );
     let resumed = s.get_child("resumed", sm::NS).expect("resumed inline");
     assert_eq!(resumed.attr("previd"), Some(id.as_str()));
+    features_follow(new.next().await.unwrap());
     assert_eq!(
         body(&new.next_stanza().await.unwrap()).as_deref(),
         Some("m1")

@@ -2,11 +2,14 @@
 input. Strophe.js over BOSH is in test_web.py."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
 import http.client
 import re
 import socket
+
+from slix import slix_login
 
 NS = "http://jabber.org/protocol/httpbind"
 
@@ -204,3 +207,53 @@ def test_an_empty_request_while_one_is_held_is_overactivity(server):
         assert "type='terminate'" in text and "policy-violation" in text, text
         held.result(timeout=10)
     assert "item-not-found" in req(server, sid, 2006)
+
+
+async def test_a_request_resent_while_held_is_passed_on_once(server):
+    """XEP-0124 §14.3: a client that gave up waiting sends the same rid again while the
+    first copy is still held; the payload reached the stream with the first copy and must
+    not a second time (bob gets the message once), and both copies get the one answer."""
+    bob = await slix_login(server, "bob", resource="b")
+    loop = asyncio.get_running_loop()
+
+    def bosh_alice() -> str:
+        sid = create(server, 3000, wait=10)
+        assert "<success" in req(server, sid, 3001, plain("alice", "alicepass"))
+        req(server, sid, 3002, xmpp_restart="true", to=server.domain)
+        bound = req(server, sid, 3003, "<iq xmlns='jabber:client' type='set' id='b'><bind "
+                    "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bosh</resource></bind></iq>")
+        assert "alice@localhost/bosh" in bound, bound
+        return sid
+
+    sid = await loop.run_in_executor(None, bosh_alice)
+    message = (f"<message xmlns='jabber:client' to='{server.jid('bob', 'b')}' type='chat'>"
+               "<body>only once</body></message>")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(req, server, sid, 3004, message)
+        await bob.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "only once", 10,
+                             "the message")
+        second = pool.submit(req, server, sid, 3004, message)
+        await asyncio.sleep(1)
+        release = await loop.run_in_executor(None, req, server, sid, 3005)
+        answers = [f.result(timeout=15) for f in (first, second)]
+    assert answers[0] == answers[1] and "<body" in release, (answers, release)
+    await asyncio.sleep(1)
+    got = [el for el in bob.inbox.items if el.findtext("{jabber:client}body") == "only once"]
+    assert len(got) == 1, got
+    await bob.close()
+
+
+def test_the_creation_response_states_the_terms(server):
+    """XEP-0124 §7.1: the version is the lower of the client's and ours, every response
+    carries the `Content-Type` the client asked for; XEP-0206 §5: stream restarts are
+    advertised (`xmpp:restartlogic`)."""
+    status, text, headers = post(
+        server, f"<body xmlns='{NS}' rid='7000' to='{server.domain}' wait='5' hold='1' "
+                f"ver='1.6' content='application/xml' xmpp:version='1.0' "
+                f"xmlns:xmpp='urn:xmpp:xbosh'/>")
+    assert status == 200 and "ver='1.6'" in text and "xmpp:restartlogic='true'" in text, text
+    assert {k.lower(): v for k, v in headers.items()}["content-type"] == "application/xml"
+    sid = re.search(r"sid='([0-9a-f]+)'", text).group(1)
+    _, _, headers = post(server, f"<body xmlns='{NS}' rid='7001' sid='{sid}'>"
+                                 f"{plain('alice', 'alicepass')}</body>")
+    assert {k.lower(): v for k, v in headers.items()}["content-type"] == "application/xml"

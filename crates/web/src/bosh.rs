@@ -70,6 +70,9 @@ const MAX_WAIT: u64 = 60;
 /// Requests held at once: 1, as XEP-0124 §10 recommends (so `requests` is 2).
 const MAX_HOLD: usize = 1;
 
+/// The BOSH version implemented (XEP-0124 1.11).
+const VERSION: (u32, u32) = (1, 11);
+
 /// Seconds without a held request before the session ends (XEP-0124 §7.1 `inactivity`).
 const INACTIVITY: Duration = Duration::from_secs(60);
 
@@ -149,6 +152,10 @@ struct Session {
     sid: String,
     wait: Duration,
     hold: usize,
+    /// The `Content-Type` of every response: the creation request's `content` (§7.1).
+    content: HeaderValue,
+    /// The protocol version spoken: the lower of the client's `ver` and ours (§7.1).
+    ver: String,
     state: Mutex<Window>,
     /// Wakes held and queued requests: new frames, a new request, room for input, the end.
     changed: Notify,
@@ -254,7 +261,7 @@ pub async fn request(
     // `rookery_http::listener`). The creation's answer too, so no connection of a session
     // stays in hyper after its last request.
     let mut head = HeaderMap::new();
-    head.insert(header::CONTENT_TYPE, xml_content_type());
+    head.insert(header::CONTENT_TYPE, session.content.clone());
     origin::add_cors(&mut head, cors);
     rookery_http::handoff::kept_alive(head, move |mut w| async move {
         let answer = tokio::select! {
@@ -330,11 +337,6 @@ fn create(
         tracing::warn!(%client, "BOSH session refused: client connection cap reached");
         return Err(terminate("policy-violation"));
     };
-    let number = |name: &str| body.attr(name).and_then(|v| v.parse::<u64>().ok());
-    let wait = Duration::from_secs(number("wait").unwrap_or(MAX_WAIT).clamp(1, MAX_WAIT));
-    let hold = usize::try_from(number("hold").unwrap_or(1))
-        .unwrap_or(MAX_HOLD)
-        .min(MAX_HOLD);
     let sid = rookery_stream::new_stream_id();
     // The stream starts with the header XEP-0206 §3 implies.
     let open = Element::new("open", NS_FRAMING)
@@ -342,10 +344,8 @@ fn create(
         .with_attr("version", "1.0");
     let session = Arc::new(Session::new(
         sid.clone(),
-        wait,
-        hold,
+        Terms::of(body),
         rid,
-        body.attr("ack") == Some("1"),
         Bytes::from(open.to_bytes()),
     ));
     let secure = peer.tls || peer.addr.ip().is_loopback() || ctx.config.behind_tls_proxy;
@@ -386,13 +386,68 @@ fn create(
     Ok(session)
 }
 
+/// What a session's creation request settled (XEP-0124 §7.1).
+struct Terms {
+    /// The longest a request is held.
+    wait: Duration,
+    /// How many requests are held at once.
+    hold: usize,
+    /// `ack='1'`: the client wants acknowledgements (§9.1).
+    ack: bool,
+    /// The responses' `Content-Type`.
+    content: HeaderValue,
+    /// The version spoken.
+    ver: String,
+}
+
+impl Terms {
+    /// The terms a creation request asks for, within ours.
+    fn of(body: &Element) -> Terms {
+        let number = |name: &str| body.attr(name).and_then(|v| v.parse::<u64>().ok());
+        Terms {
+            wait: Duration::from_secs(number("wait").unwrap_or(MAX_WAIT).clamp(1, MAX_WAIT)),
+            hold: usize::try_from(number("hold").unwrap_or(1))
+                .unwrap_or(MAX_HOLD)
+                .min(MAX_HOLD),
+            ack: body.attr("ack") == Some("1"),
+            content: body
+                .attr("content")
+                .and_then(|c| HeaderValue::from_str(c).ok())
+                .unwrap_or_else(xml_content_type),
+            ver: spoken_version(body.attr("ver")),
+        }
+    }
+}
+
+/// The version a session speaks (§7.1: "the highest version … that is lower than or equal
+/// to" the client's): the client's when it is lower than ours, else ours.
+fn spoken_version(client: Option<&str>) -> String {
+    let parse = |v: &str| {
+        let (major, minor) = v.split_once('.')?;
+        Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?))
+    };
+    match client.and_then(|c| parse(c).map(|v| (c, v))) {
+        Some((c, v)) if v < VERSION => c.to_string(),
+        _ => format!("{}.{}", VERSION.0, VERSION.1),
+    }
+}
+
 impl Session {
     /// A session whose creation request is `rid`, and whose stream starts with `open`.
-    fn new(sid: String, wait: Duration, hold: usize, rid: u64, ack: bool, open: Bytes) -> Self {
+    fn new(sid: String, terms: Terms, rid: u64, open: Bytes) -> Self {
+        let Terms {
+            wait,
+            hold,
+            ack,
+            content,
+            ver,
+        } = terms;
         Session {
             sid,
             wait,
             hold,
+            content,
+            ver,
             state: Mutex::new(Window {
                 incoming: VecDeque::from([open]),
                 stream: None,
@@ -417,8 +472,9 @@ impl Session {
     /// response (at once, or when there is something to send, or after `wait`).
     /// `body` is dropped once its payload is passed on: a held request keeps none of it.
     async fn request(&self, body: Element, rid: u64) -> Bytes {
-        // Resent, or out of the window?
-        loop {
+        // Resent, or out of the window? (`resent`: a copy of a request still held, whose
+        // payload went to the stream with the first copy.)
+        let resent = loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
@@ -440,6 +496,10 @@ impl Session {
                     return self.terminate_now(&mut w, "item-not-found");
                 }
                 if rid <= w.next_rid {
+                    // Below the next rid and held (checked above): the client gave up waiting
+                    // and sent it again (§14.3). Both copies wait for the one response,
+                    // which each of them returns.
+                    let resent = rid < w.next_rid;
                     if rid == w.next_rid {
                         if self.overactive(&mut w, &body) {
                             return self.terminate_now(&mut w, "policy-violation");
@@ -452,7 +512,7 @@ impl Session {
                         }
                         self.release_beyond_hold(&mut w);
                     }
-                    break;
+                    break resent;
                 }
             }
             // A later rid than expected: wait for the ones before it (§14.2).
@@ -460,15 +520,17 @@ impl Session {
                 let mut w = lock(&self.state);
                 return self.terminate_now(&mut w, "item-not-found");
             }
-        }
+        };
         self.changed.notify_waiters();
         let guard = Held { session: self, rid };
-        // The payload, in order; a full window waits here (backpressure to the client).
+        // The payload, in order; a full window waits here (backpressure to the client). A
+        // resent copy's is not passed on again: its stanzas would arrive twice.
         let mut payload: Vec<Bytes> = body
             .children()
+            .filter(|_| !resent)
             .map(|c| Bytes::from(rookery_proto::stream::to_bytes(c)))
             .collect();
-        let restart = body.attr("xmpp:restart") == Some("true");
+        let restart = !resent && body.attr("xmpp:restart") == Some("true");
         if restart {
             let mut open = Element::new("open", NS_FRAMING).with_attr("version", "1.0");
             if let Some(to) = body.attr("to") {
@@ -476,7 +538,7 @@ impl Session {
             }
             payload.push(Bytes::from(open.to_bytes()));
         }
-        let terminating = body.attr("type") == Some("terminate");
+        let terminating = !resent && body.attr("type") == Some("terminate");
         if terminating {
             payload.push(Bytes::from(Element::new("close", NS_FRAMING).to_bytes()));
         }
@@ -614,10 +676,12 @@ impl Session {
                 ("requests", (self.hold + 1).to_string()),
                 ("inactivity", INACTIVITY.as_secs().to_string()),
                 ("polling", POLLING.as_secs().to_string()),
-                ("ver", "1.11".to_string()),
+                ("ver", self.ver.clone()),
                 ("secure", "true".to_string()),
                 ("authid", w.stream_id.clone().unwrap_or_default()),
                 ("xmpp:version", "1.0".to_string()),
+                // XEP-0206 §5 (MUST when supported): `xmpp:restart` is understood.
+                ("xmpp:restartlogic", "true".to_string()),
             ];
             for (k, v) in attrs {
                 attr(&mut out, k, &v);
@@ -862,15 +926,24 @@ mod tests {
 
     fn session() -> (Arc<Session>, Link) {
         let open = Bytes::from_static(b"<open/>");
-        let s = Arc::new(Session::new(
-            "s".into(),
-            Duration::from_secs(MAX_WAIT),
-            1,
-            10,
-            false,
-            open,
-        ));
+        let terms = Terms {
+            wait: Duration::from_secs(MAX_WAIT),
+            hold: 1,
+            ack: false,
+            content: xml_content_type(),
+            ver: spoken_version(None),
+        };
+        let s = Arc::new(Session::new("s".into(), terms, 10, open));
         (s.clone(), Link::new(s))
+    }
+
+    #[test]
+    fn the_version_spoken_is_the_lower_one() {
+        assert_eq!(spoken_version(Some("1.6")), "1.6");
+        assert_eq!(spoken_version(Some("1.11")), "1.11");
+        assert_eq!(spoken_version(Some("2.0")), "1.11");
+        assert_eq!(spoken_version(Some("1.x")), "1.11");
+        assert_eq!(spoken_version(None), "1.11");
     }
 
     async fn recv(link: &mut Link) -> Option<Bytes> {

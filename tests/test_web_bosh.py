@@ -154,6 +154,14 @@ def test_host_meta_names_both_endpoints(server_factory):
     c.request("GET", "/.well-known/host-meta.json")
     links = {link["rel"]: link["href"] for link in json.loads(c.getresponse().read())["links"]}
     assert links["urn:xmpp:alt-connections:websocket"] == "wss://chat.example.org/xmpp-websocket"
+    # Behind a TLS proxy without a configured URL: the clients' scheme is the secure one
+    # (XEP-0156 §3 allows only https:// and wss:// links).
+    srv3 = server_factory(http={"behind_tls_proxy": True})
+    c = http.client.HTTPConnection("127.0.0.1", srv3.http_port, timeout=10)
+    c.request("GET", "/.well-known/host-meta.json", headers={"Host": "chat.example.org"})
+    links = {link["rel"]: link["href"] for link in json.loads(c.getresponse().read())["links"]}
+    assert links == {"urn:xmpp:alt-connections:websocket": "wss://chat.example.org/xmpp-websocket",
+                     "urn:xmpp:alt-connections:xbosh": "https://chat.example.org/http-bind"}
 
 
 def test_forwarded_addresses_count_only_from_trusted_proxies(server_factory):

@@ -86,7 +86,9 @@ fn json_string(s: &str) -> String {
 }
 
 /// The base URL for a request: `[http] public_url`, else its own scheme and `Host` (also the
-/// base of WebSub topics and of the hub).
+/// base of WebSub topics and of the hub). Behind a TLS-terminating proxy
+/// (`behind_tls_proxy`) the clients' scheme is https, whatever reached us: XEP-0156 §3
+/// allows only `https://` and `wss://` links, and a browser page would refuse `ws://`.
 pub(crate) fn base(ctx: &WebContext, peer: Peer, headers: &HeaderMap) -> String {
     if let Some(url) = &ctx.config.public_url {
         return url.clone();
@@ -95,7 +97,11 @@ pub(crate) fn base(ctx: &WebContext, peer: Peer, headers: &HeaderMap) -> String 
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
-    let scheme = if peer.tls { "https" } else { "http" };
+    let scheme = if peer.tls || ctx.config.behind_tls_proxy {
+        "https"
+    } else {
+        "http"
+    };
     format!("{scheme}://{host}")
 }
 

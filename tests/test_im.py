@@ -452,6 +452,32 @@ async def test_subscription_handshake_pushes_and_presence(server):
     await b.close()
 
 
+async def test_roster_pushes_follow_the_presence_they_are_about(server):
+    """RFC 6121 §3.1.6, §3.2.3: the subscriber's resources get the `subscribed` (and later
+    `unsubscribed`) before the roster push it causes; §3.2.2: a cancelled subscriber gets the
+    contact's `unavailable` before the `unsubscribed`, while it is still subscribed."""
+    a = await peer(server, "alice")
+    b = await peer(server, "bob")
+    a.presence("bob@localhost", "subscribe")
+    await a.sync()
+    b.presence("alice@localhost", "subscribed")
+    await b.sync()
+    got = await a.sync()
+    kinds = [("push" if is_push("bob@localhost")(e) else e.get("type") or "available")
+             for e in got if is_push("bob@localhost")(e) or is_presence(
+                 "subscribed", "bob@localhost")(e)]
+    assert kinds == ["subscribed", "push"], kinds
+    b.presence("alice@localhost", "unsubscribed")
+    await b.sync()
+    got = await a.sync()
+    order = [("push" if is_push("bob@localhost")(e) else e.get("type") or "available")
+             for e in got if is_push("bob@localhost")(e) or (
+                 local(e) == "presence" and e.get("from", "").startswith("bob@localhost"))]
+    assert order == ["unavailable", "unsubscribed", "push"], order
+    await a.close()
+    await b.close()
+
+
 async def test_removed_account_cancels_its_subscriptions(server):
     """XEP-0077 §3.2 / RFC 6121 §3.3: an account removed in-band tells its contacts as if it
     removed each roster item: unavailable from its resources, `unsubscribed` and

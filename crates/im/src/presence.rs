@@ -325,23 +325,28 @@ impl PresenceModule {
         // §3.1.2 etc.: subscription stanzas go out from the bare JID.
         stanza.set_from(owner.clone().into());
         stanza.set_to(contact.clone().into());
-        let (before, outcome) = match self.apply(core, &owner, &contact, event, None).await {
-            Some(r) => r,
-            None => return Flow::Handled,
+        let Some((before, outcome, changed)) =
+            self.apply(core, &owner, &contact, event, None).await
+        else {
+            return Flow::Handled;
         };
         if outcome.action == Action::Forward {
-            core.route(stanza).await;
             let had_from = before.subscription().has_from();
             let has_from = outcome.next.subscription().has_from();
             let contact_jid: Jid = contact.clone().into();
+            if had_from && !has_from {
+                // §3.2.2: the former subscriber is told the user is gone while it is still
+                // subscribed, before the `unsubscribed` (after it, its server may drop it).
+                send_unavailable_to(&self.im, core, &owner, &contact_jid).await;
+            }
+            core.route(stanza).await;
             if !had_from && has_from {
                 // §3.1.5: the new subscriber gets the user's current presence.
                 send_presence_to(&self.im, core, &owner, &contact_jid).await;
-            } else if had_from && !has_from {
-                // §3.2.2: the former subscriber is told the user is gone.
-                send_unavailable_to(&self.im, core, &owner, &contact_jid).await;
             }
         }
+        // §3.1.2, §3.2.2, §3.3.2: the roster push follows the stanza it is about.
+        changed.push(&self.im, core, &owner, &contact);
         if event == Event::OutSubscribed {
             // Recorded (and routed, unless the state machine stopped it): e.g. PEP sends
             // the contact the owner's last items (XEP-0163 §4.3.2), which its access models
@@ -375,8 +380,10 @@ impl PresenceModule {
     // ---- the state machine applied to a roster -------------------------------------------
 
     /// Runs `event` on `owner`'s item for `contact` under the account lock: stores the new
-    /// item and pending request, pushes the change. Returns the state before and the
-    /// outcome; `None` on a store failure (logged).
+    /// item and pending request. Returns the state before, the outcome and the roster
+    /// change, which the caller pushes once it has routed or delivered the stanza (RFC 6121
+    /// §3.1.2, §3.1.6, §3.2.3, §3.3.3: the push follows); `None` on a store failure
+    /// (logged).
     async fn apply(
         &self,
         core: &Arc<Core>,
@@ -384,7 +391,7 @@ impl PresenceModule {
         contact: &BareJid,
         event: Event,
         request: Option<&Stanza>,
-    ) -> Option<(State, Outcome)> {
+    ) -> Option<(State, Outcome, Changed)> {
         let _g = self.im.lock(owner).await;
         let r = async {
             let item = self.im.roster_item(owner, contact).await?;
@@ -433,9 +440,9 @@ impl PresenceModule {
                     .im
                     .roster_put(core, owner, contact, new, pending)
                     .await?;
-                roster::push(&self.im, core, owner, contact.as_str(), Some(&new), new.ver);
+                return Ok((before, outcome, Changed(Some(new))));
             }
-            Ok::<_, rookery_store::StoreError>((before, outcome))
+            Ok::<_, rookery_store::StoreError>((before, outcome, Changed(None)))
         }
         .await;
         match r {
@@ -490,7 +497,7 @@ impl PresenceModule {
         let mut stanza = stanza;
         stanza.set_from(contact.clone().into());
         stanza.set_to(owner.clone().into());
-        let Some((before, outcome)) = self
+        let Some((before, outcome, changed)) = self
             .apply(core, &owner, &contact, event, Some(&stanza))
             .await
         else {
@@ -518,6 +525,8 @@ impl PresenceModule {
             }
             Action::Drop => {}
         }
+        // §3.1.6, §3.2.3, §3.3.3: the push follows the delivery of what it is about.
+        changed.push(&self.im, core, &owner, &contact);
         if event == Event::InUnsubscribe
             && before.subscription().has_from()
             && !outcome.next.subscription().has_from()
@@ -734,6 +743,20 @@ impl Module for PresenceModule {
             CoreEvent::Session(SessionEvent::Bound(jid)) => self.im.session_bound(jid),
             CoreEvent::Session(SessionEvent::Closed(jid)) => self.closed(core, jid).await,
             _ => {}
+        }
+    }
+}
+
+/// The roster item a subscription change wrote, to push once the stanza it is about was
+/// routed or delivered (RFC 6121 §3.1.2, §3.1.6, §3.2.3, §3.3.3); `None`: no change.
+#[must_use]
+struct Changed(Option<RosterItem>);
+
+impl Changed {
+    /// The roster push to `owner`'s interested resources, if the item changed.
+    fn push(&self, im: &Im, core: &Core, owner: &BareJid, contact: &BareJid) {
+        if let Some(new) = &self.0 {
+            roster::push(im, core, owner, contact.as_str(), Some(new), new.ver);
         }
     }
 }

@@ -83,6 +83,14 @@ class Peer:
         attrs = (f" to={quoteattr(to)}" if to else "") + (f" type='{type_}'" if type_ else "")
         self.send(f"<presence{attrs}>{extra}</presence>")
 
+    async def until(self, pred, what: str, timeout: float = 10.0):
+        """Syncs until an element `pred` holds for has arrived; keeps all in `seen`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not any(pred(e) for e in self.seen):
+            assert loop.time() < deadline, f"timeout waiting for {what}"
+            await self.sync()
+
     def take(self, pred) -> list[ET.Element]:
         got = [e for e in self.seen if pred(e)]
         self.seen = [e for e in self.seen if not pred(e)]
@@ -823,6 +831,39 @@ async def test_blocking_a_domain_and_persistence(server):
     await c.sync()
     assert c.take(lambda e: e.get("type") == "error")
     await c.close()
+
+
+async def test_blocking_holds_back_what_was_stored_before_the_block(server):
+    """XEP-0191 §3.3: once alice blocks bob, nothing from bob reaches her, including what
+    was stored before the block and is delivered after her initial presence: his offline
+    message is dropped, his subscription request stays pending, undelivered, until he is
+    unblocked."""
+    b = await peer(server, "bob")
+    c = await peer(server, "carol")
+    b.message("alice@localhost", "before the block")
+    b.presence("alice@localhost", "subscribe")
+    await b.sync()
+    c.message("alice@localhost", "from carol")
+    await c.sync()
+    a = await peer(server, "alice", "one", presence=False)
+    r = await a.iq("set", f"<block xmlns='{NS_BLOCKING}'><item jid='bob@localhost'/></block>")
+    assert r.get("type") == "result"
+    a.presence()
+    # Offline messages come last, after the stored requests: carol's marks the end.
+    await a.until(is_msg("from carol"), "carol's offline message")
+    assert not a.take(is_msg("before the block")), "offline message from a blocked JID"
+    assert not a.take(is_presence("subscribe", "bob@localhost")), "request from a blocked JID"
+    r = await a.iq("set", f"<unblock xmlns='{NS_BLOCKING}'/>")
+    assert r.get("type") == "result"
+    await a.close()
+    a = await peer(server, "alice", "two", presence=False)
+    a.presence()
+    await a.until(is_presence("subscribe", "bob@localhost"), "the request after the unblock")
+    await asyncio.sleep(0.3)
+    await a.sync()
+    assert not a.take(is_msg("before the block")), "the blocked offline message was dropped"
+    for p in (a, b, c):
+        await p.close()
 
 
 # ---- carbons (XEP-0280) ----------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 //!   `<unblock/>` empties the list), pushed to every resource that requested the list.
 //! - Blocking a contact sends it `unavailable` from the user's available resources; unblocking
 //!   sends it the user's current presence when it is a subscriber.
+//! - What was stored before a block and is delivered later (offline messages, pending
+//!   subscription requests) is held back too ([`blocks_sender`]).
 //! - Enforcement (§3.5, §3.6), on every stanza between the user and a blocked JID: inbound
 //!   messages and IQ requests get `service-unavailable`, other inbound stanzas are dropped;
 //!   outbound messages and IQ requests get `not-acceptable` with `<blocked/>`
@@ -67,6 +69,13 @@ pub fn candidates(j: &Jid) -> Vec<String> {
 pub fn blocks_in(list: &BlockList, j: &Jid) -> bool {
     let list = read(list);
     !list.is_empty() && candidates(j).iter().any(|c| list.contains(c))
+}
+
+/// Whether the block list `list` matches the sender of `stanza`: for stanzas stored before
+/// a block and delivered later (offline messages, pending subscription requests), which
+/// XEP-0191 §3.3 says the server MUST NOT deliver once the sender is blocked.
+pub fn blocks_sender(list: &BlockList, stanza: &Stanza) -> bool {
+    stanza.from().is_some_and(|f| blocks_in(list, f))
 }
 
 /// Whether `owner` blocks `j`. An account never blocks itself. The block list of an account

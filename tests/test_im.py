@@ -17,6 +17,7 @@ from xml.sax.saxutils import quoteattr
 import pytest
 
 from slix import slix_login
+import xmpp_raw
 from xmpp_raw import NS_CLIENT, NS_DISCO_INFO, local, stanza_error, tag
 
 NS_ROSTER = "jabber:iq:roster"
@@ -863,6 +864,52 @@ async def test_blocking_holds_back_what_was_stored_before_the_block(server):
     await a.sync()
     assert not a.take(is_msg("before the block")), "the blocked offline message was dropped"
     for p in (a, b, c):
+        await p.close()
+
+
+async def test_blocking_a_domain_or_a_resource_sends_unavailable_to_what_it_reaches(
+        server_factory):
+    """XEP-0191 §3.3: blocking sends unavailable to every entity the new item reaches that
+    may receive the user's presence, whatever the item's form: a domain (dave, a subscriber
+    at second.test), a full JID (bob's phone, not his desk), a bare JID that got directed
+    presence (carol); §3.4: unblocking sends the current presence to the same."""
+    srv = server_factory(host=[{"domain": "second.test"}])
+    r = srv.user("add", "dave@second.test", password="davepass")
+    assert r.returncode == 0, r.stderr
+    await make_mutual(srv, "alice", "bob")
+    dc = xmpp_raw.RawClient(srv.host, srv.port, "second.test")
+    d = Peer(dc, await dc.login("dave", "davepass", "r"))
+    await d.roster()
+    d.presence("alice@localhost", "subscribe")
+    await d.sync()
+    a = await peer(srv, "alice")
+    a.presence("dave@second.test", "subscribed")
+    await a.sync()
+    d.presence()
+    phone, desk = await peer(srv, "bob", "phone"), await peer(srv, "bob", "desk")
+    c = await peer(srv, "carol")
+    a.presence(c.jid, extra="<status>directed</status>")
+    await a.sync()
+    everyone = (d, phone, desk, c)
+    for p in everyone:
+        await p.sync()
+        p.seen.clear()
+    r = await a.iq("set", f"<block xmlns='{NS_BLOCKING}'><item jid='second.test'/>"
+                          "<item jid='bob@localhost/phone'/><item jid='carol@localhost'/></block>")
+    assert r.get("type") == "result"
+    for p in everyone:
+        await p.sync()
+    for p in (d, phone, c):
+        assert p.take(is_presence("unavailable", a.jid)), f"{p.jid} sees alice go away"
+    assert not desk.take(is_presence("unavailable", a.jid)), "bob's desk is not blocked"
+    r = await a.iq("set", f"<unblock xmlns='{NS_BLOCKING}'/>")
+    assert r.get("type") == "result"
+    for p in everyone:
+        await p.sync()
+    for p in (d, phone, c):
+        assert p.take(is_presence(None, a.jid)), f"{p.jid} sees alice again"
+    assert not desk.take(is_presence(None, a.jid)), "bob's desk saw her all along"
+    for p in (a, *everyone):
         await p.close()
 
 

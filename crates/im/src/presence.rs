@@ -61,7 +61,7 @@ impl PresenceModule {
 }
 
 /// Unavailable presence from `from` to `to` (RFC 6121 §4.5).
-fn unavailable(from: &Jid, to: &Jid) -> Stanza {
+pub(crate) fn unavailable(from: &Jid, to: &Jid) -> Stanza {
     Stanza::presence(
         PresenceType::Unavailable,
         Some(from.clone()),
@@ -70,7 +70,7 @@ fn unavailable(from: &Jid, to: &Jid) -> Stanza {
 }
 
 /// `stanza` readdressed to `to`.
-fn addressed(stanza: &Stanza, to: &Jid) -> Stanza {
+pub(crate) fn addressed(stanza: &Stanza, to: &Jid) -> Stanza {
     let mut s = stanza.clone();
     s.set_to(to.clone());
     s

@@ -957,6 +957,51 @@ async def test_carbons_between_resources(server):
         await p.close()
 
 
+async def test_carbons_eligibility_rules(server):
+    """XEP-0280 §6.1.1: besides chat and normal-with-body messages, IM payloads without a
+    body (receipts, markers, chat states), errors echoing such a message and invitations
+    (direct and mediated) are copied; a private message from a MUC occupant is not copied
+    on the receiving side (the MUC service gives it to every joined client), but is on the
+    sending side; groupchat and headlines never are."""
+    a1 = await peer(server, "alice", "one")
+    a2 = await peer(server, "alice", "two")
+    b = await peer(server, "bob")
+    for p in (a1, a2):
+        r = await p.iq("set", f"<enable xmlns='{NS_CARBONS}'/>")
+        assert r.get("type") == "result"
+    muc_user = "http://jabber.org/protocol/muc#user"
+    received = {
+        "receipt": ("normal", "<received xmlns='urn:xmpp:receipts' id='m0'/>", True),
+        "marker": ("normal", "<displayed xmlns='urn:xmpp:chat-markers:0' id='m0'/>", True),
+        "state": ("normal", "<active xmlns='http://jabber.org/protocol/chatstates'/>", True),
+        "error": ("error", "<body>bounced</body><error type='cancel'>"
+                  "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>", True),
+        "direct": ("normal", "<x xmlns='jabber:x:conference' jid='room@conference.localhost'/>",
+                   True),
+        "mediated": ("normal", f"<x xmlns='{muc_user}'><invite from='carol@localhost'/></x>",
+                     True),
+        "pm": ("chat", f"<body>psst</body><x xmlns='{muc_user}'/>", False),
+        "groupchat": ("groupchat", "<body>all</body>", False),
+        "headline": ("headline", "<body>news</body>", False),
+        "empty": ("normal", "<thread>t</thread>", False),
+    }
+    for id_, (type_, payload, _) in received.items():
+        b.send(f"<message to='{a1.jid}' type='{type_}' id='{id_}'>{payload}</message>")
+    await b.sync()
+    a1.send(f"<message to='{b.jid}' type='chat' id='pm-out'><body>back</body>"
+            f"<x xmlns='{muc_user}'/></message>")
+    await a1.sync()
+    await a2.sync()
+
+    def copied(kind):
+        path = f"{tag(NS_CARBONS, kind)}/{tag(NS_FORWARD, 'forwarded')}/{tag(NS_CLIENT, 'message')}"
+        return {e.find(path).get("id") for e in a2.seen if e.find(path) is not None}
+    assert copied("received") == {i for i, (_, _, want) in received.items() if want}
+    assert copied("sent") == {"pm-out"}
+    for p in (a1, a2, b):
+        await p.close()
+
+
 async def test_carbons_with_slixmpp(server):
     """The acceptance flow with an independent client library."""
     a1 = await slix_login(server, "alice", resource="s1", presence=True)

@@ -66,6 +66,8 @@ pub const RECEIPTS: &str = "urn:xmpp:receipts";
 pub const CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";
 /// XEP-0249: direct MUC invitations.
 pub const CONFERENCE: &str = "jabber:x:conference";
+/// XEP-0313: message archive management (v2).
+pub const MAM: &str = "urn:xmpp:mam:2";
 /// XEP-0045: the occupant-facing `<x/>` (private messages, mediated invitations).
 pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 /// XEP-0054: vcard-temp.

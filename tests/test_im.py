@@ -17,6 +17,7 @@ from xml.sax.saxutils import quoteattr
 import pytest
 
 from slix import slix_login
+import xmpp_raw
 from xmpp_raw import NS_CLIENT, NS_DISCO_INFO, local, stanza_error, tag
 
 NS_ROSTER = "jabber:iq:roster"
@@ -82,6 +83,14 @@ class Peer:
     def presence(self, to: str | None = None, type_: str | None = None, extra: str = ""):
         attrs = (f" to={quoteattr(to)}" if to else "") + (f" type='{type_}'" if type_ else "")
         self.send(f"<presence{attrs}>{extra}</presence>")
+
+    async def until(self, pred, what: str, timeout: float = 10.0):
+        """Syncs until an element `pred` holds for has arrived; keeps all in `seen`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not any(pred(e) for e in self.seen):
+            assert loop.time() < deadline, f"timeout waiting for {what}"
+            await self.sync()
 
     def take(self, pred) -> list[ET.Element]:
         got = [e for e in self.seen if pred(e)]
@@ -851,6 +860,85 @@ async def test_blocking_a_domain_and_persistence(server):
     await c.close()
 
 
+async def test_blocking_holds_back_what_was_stored_before_the_block(server):
+    """XEP-0191 §3.3: once alice blocks bob, nothing from bob reaches her, including what
+    was stored before the block and is delivered after her initial presence: his offline
+    message is dropped, his subscription request stays pending, undelivered, until he is
+    unblocked."""
+    b = await peer(server, "bob")
+    c = await peer(server, "carol")
+    b.message("alice@localhost", "before the block")
+    b.presence("alice@localhost", "subscribe")
+    await b.sync()
+    c.message("alice@localhost", "from carol")
+    await c.sync()
+    a = await peer(server, "alice", "one", presence=False)
+    r = await a.iq("set", f"<block xmlns='{NS_BLOCKING}'><item jid='bob@localhost'/></block>")
+    assert r.get("type") == "result"
+    a.presence()
+    # Offline messages come last, after the stored requests: carol's marks the end.
+    await a.until(is_msg("from carol"), "carol's offline message")
+    assert not a.take(is_msg("before the block")), "offline message from a blocked JID"
+    assert not a.take(is_presence("subscribe", "bob@localhost")), "request from a blocked JID"
+    r = await a.iq("set", f"<unblock xmlns='{NS_BLOCKING}'/>")
+    assert r.get("type") == "result"
+    await a.close()
+    a = await peer(server, "alice", "two", presence=False)
+    a.presence()
+    await a.until(is_presence("subscribe", "bob@localhost"), "the request after the unblock")
+    await asyncio.sleep(0.3)
+    await a.sync()
+    assert not a.take(is_msg("before the block")), "the blocked offline message was dropped"
+    for p in (a, b, c):
+        await p.close()
+
+
+async def test_blocking_a_domain_or_a_resource_sends_unavailable_to_what_it_reaches(
+        server_factory):
+    """XEP-0191 §3.3: blocking sends unavailable to every entity the new item reaches that
+    may receive the user's presence, whatever the item's form: a domain (dave, a subscriber
+    at second.test), a full JID (bob's phone, not his desk), a bare JID that got directed
+    presence (carol); §3.4: unblocking sends the current presence to the same."""
+    srv = server_factory(host=[{"domain": "second.test"}])
+    r = srv.user("add", "dave@second.test", password="davepass")
+    assert r.returncode == 0, r.stderr
+    await make_mutual(srv, "alice", "bob")
+    dc = xmpp_raw.RawClient(srv.host, srv.port, "second.test")
+    d = Peer(dc, await dc.login("dave", "davepass", "r"))
+    await d.roster()
+    d.presence("alice@localhost", "subscribe")
+    await d.sync()
+    a = await peer(srv, "alice")
+    a.presence("dave@second.test", "subscribed")
+    await a.sync()
+    d.presence()
+    phone, desk = await peer(srv, "bob", "phone"), await peer(srv, "bob", "desk")
+    c = await peer(srv, "carol")
+    a.presence(c.jid, extra="<status>directed</status>")
+    await a.sync()
+    everyone = (d, phone, desk, c)
+    for p in everyone:
+        await p.sync()
+        p.seen.clear()
+    r = await a.iq("set", f"<block xmlns='{NS_BLOCKING}'><item jid='second.test'/>"
+                          "<item jid='bob@localhost/phone'/><item jid='carol@localhost'/></block>")
+    assert r.get("type") == "result"
+    for p in everyone:
+        await p.sync()
+    for p in (d, phone, c):
+        assert p.take(is_presence("unavailable", a.jid)), f"{p.jid} sees alice go away"
+    assert not desk.take(is_presence("unavailable", a.jid)), "bob's desk is not blocked"
+    r = await a.iq("set", f"<unblock xmlns='{NS_BLOCKING}'/>")
+    assert r.get("type") == "result"
+    for p in everyone:
+        await p.sync()
+    for p in (d, phone, c):
+        assert p.take(is_presence(None, a.jid)), f"{p.jid} sees alice again"
+    assert not desk.take(is_presence(None, a.jid)), "bob's desk saw her all along"
+    for p in (a, *everyone):
+        await p.close()
+
+
 # ---- carbons (XEP-0280) ----------------------------------------------------------------------------
 
 def carbon(kind: str, body: str):
@@ -892,6 +980,51 @@ async def test_carbons_between_resources(server):
     assert not [e for e in a3.seen if e.find(tag(NS_CARBONS, "received")) is not None
                 or e.find(tag(NS_CARBONS, "sent")) is not None]
     for p in (a1, a2, a3, b):
+        await p.close()
+
+
+async def test_carbons_eligibility_rules(server):
+    """XEP-0280 §6.1.1: besides chat and normal-with-body messages, IM payloads without a
+    body (receipts, markers, chat states), errors echoing such a message and invitations
+    (direct and mediated) are copied; a private message from a MUC occupant is not copied
+    on the receiving side (the MUC service gives it to every joined client), but is on the
+    sending side; groupchat and headlines never are."""
+    a1 = await peer(server, "alice", "one")
+    a2 = await peer(server, "alice", "two")
+    b = await peer(server, "bob")
+    for p in (a1, a2):
+        r = await p.iq("set", f"<enable xmlns='{NS_CARBONS}'/>")
+        assert r.get("type") == "result"
+    muc_user = "http://jabber.org/protocol/muc#user"
+    received = {
+        "receipt": ("normal", "<received xmlns='urn:xmpp:receipts' id='m0'/>", True),
+        "marker": ("normal", "<displayed xmlns='urn:xmpp:chat-markers:0' id='m0'/>", True),
+        "state": ("normal", "<active xmlns='http://jabber.org/protocol/chatstates'/>", True),
+        "error": ("error", "<body>bounced</body><error type='cancel'>"
+                  "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>", True),
+        "direct": ("normal", "<x xmlns='jabber:x:conference' jid='room@conference.localhost'/>",
+                   True),
+        "mediated": ("normal", f"<x xmlns='{muc_user}'><invite from='carol@localhost'/></x>",
+                     True),
+        "pm": ("chat", f"<body>psst</body><x xmlns='{muc_user}'/>", False),
+        "groupchat": ("groupchat", "<body>all</body>", False),
+        "headline": ("headline", "<body>news</body>", False),
+        "empty": ("normal", "<thread>t</thread>", False),
+    }
+    for id_, (type_, payload, _) in received.items():
+        b.send(f"<message to='{a1.jid}' type='{type_}' id='{id_}'>{payload}</message>")
+    await b.sync()
+    a1.send(f"<message to='{b.jid}' type='chat' id='pm-out'><body>back</body>"
+            f"<x xmlns='{muc_user}'/></message>")
+    await a1.sync()
+    await a2.sync()
+
+    def copied(kind):
+        path = f"{tag(NS_CARBONS, kind)}/{tag(NS_FORWARD, 'forwarded')}/{tag(NS_CLIENT, 'message')}"
+        return {e.find(path).get("id") for e in a2.seen if e.find(path) is not None}
+    assert copied("received") == {i for i, (_, _, want) in received.items() if want}
+    assert copied("sent") == {"pm-out"}
+    for p in (a1, a2, b):
         await p.close()
 
 

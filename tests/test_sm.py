@@ -3,6 +3,8 @@ connection, the resumption timeout), dead-peer detection with server pings (XEP-
 XEP-0352 client state indication. Counter wrap-around and the exact timer behaviour are unit
 tests in crates/c2s (paused clock); here the real server is driven over real sockets."""
 import asyncio
+import calendar
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -306,6 +308,56 @@ async def test_after_the_resumption_timeout_unacked_messages_are_not_lost(server
                                what="the bounce")
         assert err.findtext(BODY) == "lost in transit"
     await c2.close()
+    await bob.close()
+
+
+async def test_after_the_resumption_timeout_copies_are_not_routed_again_and_the_rest_is_delayed(
+        server_factory):
+    """XEP-0198 §4: what a timed-out session did not get acknowledged is treated like stanzas
+    to an unavailable resource, with a `<delay/>` of when it was first sent; a carbon the
+    session got is a copy the other resources already have (they got the original), so it
+    is not routed again to them."""
+    srv = server_factory(c2s={"sm_resume_timeout_secs": 1})
+    desk = await srv.login("alice", "desk")
+    phone = await srv.login("alice", "phone")
+    for c in (desk, phone):
+        r = await c.iq("set", None, "<enable xmlns='urn:xmpp:carbons:2'/>")
+        assert r.get("type") == "result"
+        await c.presence()
+    sm, _ = await enable(phone)
+    bob = await srv.login("bob", "b")
+    sent = time.time()
+    bob.message(srv.jid("alice", "desk"), "to the desk")
+    bob.message(srv.jid("alice", "phone"), "to the phone")
+    await bob.flush()
+    carbon = await sm.expect(lambda e: e.find("{urn:xmpp:carbons:2}received") is not None,
+                             what="the received carbon of the desk's message")
+    assert carbon.get("from") == "alice@localhost"
+    await sm.expect(is_msg("to the phone"), what="the phone's message")   # never acked
+    await expect_alive(desk, is_msg("to the desk"), what="the desk's message")
+    phone.abort()
+    seen = []
+
+    def seeing(pred):
+        def f(e):
+            seen.append(e)
+            return pred(e)
+        return f
+    m = await expect_alive(desk, seeing(is_msg("to the phone")), timeout=10,
+                           what="the phone's message, routed again")
+    d = m.find("{urn:xmpp:delay}delay")
+    assert d is not None and d.get("from") == "localhost", ET.tostring(m, encoding="unicode")
+    stamp = calendar.timegm(time.strptime(d.get("stamp")[:19], "%Y-%m-%dT%H:%M:%S"))
+    assert sent - 1 <= stamp <= sent + 1, (d.get("stamp"), sent)
+    try:
+        await expect_alive(desk, seeing(lambda e: False), timeout=1.0)
+    except asyncio.TimeoutError:
+        pass
+    # The desk's carbon of the phone's message is due; its own message back as a carbon is not.
+    again = [e for e in seen if e.find(f"{{urn:xmpp:carbons:2}}received//{BODY}") is not None
+             and e.find(f"{{urn:xmpp:carbons:2}}received//{BODY}").text == "to the desk"]
+    assert not again, ET.tostring(again[0], encoding="unicode")
+    await desk.close()
     await bob.close()
 
 

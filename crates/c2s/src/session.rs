@@ -26,6 +26,7 @@ use bytes::Bytes;
 use rookery_core::session::SessionEnd;
 use rookery_core::{Outbound, SessionHandle};
 use rookery_jid::Jid;
+use rookery_proto::time::{delay, now_unix};
 use rookery_proto::{ns, IqType, Stanza, StanzaKind, StreamError, StreamErrorCondition as SEC};
 use rookery_stream::keepalive::{Due, Keepalive};
 use rookery_stream::negotiation::sasl2;
@@ -386,9 +387,12 @@ impl<'a> Client<'a> {
     }
 
     /// The session ends for good: it is no longer resumable, it is unbound (presence
-    /// unavailable goes out) and what it could not deliver is routed again.
+    /// unavailable goes out) and what it could not deliver is routed again ([`reroutable`]):
+    /// a stanza written but not acknowledged with a `<delay/>` of when it was written
+    /// (XEP-0198 §4), unless it has one already.
     async fn terminate(&mut self, handle: &SessionHandle, end: &mut SessionEnd) {
-        let mut undelivered: Vec<Bytes> = Vec::new();
+        // With the time each was written, for those that were.
+        let mut undelivered: Vec<(Bytes, Option<i64>)> = Vec::new();
         if let Some(mut m) = self.sm.take() {
             if let Some(r) = m.resume.take() {
                 self.ctx.sm.remove(&r.id);
@@ -399,25 +403,29 @@ impl<'a> Client<'a> {
                     });
                 }
             }
-            undelivered.extend(m.counters.take_unacked());
-            undelivered.extend(std::mem::take(&mut m.parked));
+            let unacked = m.counters.take_unacked().into_iter();
+            undelivered.extend(unacked.map(|u| (u.stanza, Some(u.sent_at))));
+            undelivered.extend(std::mem::take(&mut m.parked).into_iter().map(|b| (b, None)));
         }
-        undelivered.extend(self.csi.take_held());
+        undelivered.extend(self.csi.take_held().into_iter().map(|b| (b, None)));
         self.ctx.core.unbind(self.jid, handle.id()).await;
         // Also the stanza that overflowed the queue, if that is why the session ends.
-        undelivered.extend(end.rx.close_and_drain());
+        undelivered.extend(end.rx.close_and_drain().into_iter().map(|b| (b, None)));
         let mut rerouted = 0usize;
-        for b in undelivered {
-            let Some(stanza) = Stanza::from_serialized(&b) else {
+        for (b, sent_at) in undelivered {
+            let Some(mut stanza) = Stanza::from_serialized(&b) else {
                 continue;
             };
-            if matches!(
-                stanza.kind(),
-                StanzaKind::Message(_) | StanzaKind::Iq(IqType::Get | IqType::Set)
-            ) {
-                rerouted += 1;
-                self.ctx.core.route(stanza).await;
+            if !reroutable(&stanza, self.jid) {
+                continue;
             }
+            if let (Some(at), StanzaKind::Message(_)) = (sent_at, stanza.kind()) {
+                if !stanza.element().has_child("delay", ns::DELAY) {
+                    stanza.push_payload(delay(self.jid.domain(), at, None));
+                }
+            }
+            rerouted += 1;
+            self.ctx.core.route(stanza).await;
         }
         if rerouted > 0 {
             tracing::info!(rerouted, "undelivered stanzas routed again");
@@ -428,7 +436,7 @@ impl<'a> Client<'a> {
     /// managed (the copy is taken first, so a failed write loses nothing).
     async fn write_stanza(&mut self, conn: &mut Conn, b: Bytes) -> Result<(), ConnError> {
         if let Some(m) = self.sm.as_mut() {
-            m.counters.sent(b.clone());
+            m.counters.sent(b.clone(), now_unix());
             if m.ack_due.is_none() && !m.requested {
                 m.ack_due = Some(Instant::now() + ACK_DELAY);
             }
@@ -761,6 +769,24 @@ async fn held_message(ctx: &C2sContext, jid: &Jid, b: &Bytes) {
 }
 
 /// Closes a connection the session no longer uses without holding the session up.
+/// Whether an undelivered stanza of the session `jid` is routed again when the session ends:
+/// messages and IQ requests, except copies, which the account's archive or its other
+/// resources already have, and which routed again would reach them a second time (XEP-0198
+/// §4 asks for the treatment of a stanza to an unavailable resource, not a duplicate): carbons
+/// (XEP-0280, from the account's own bare JID) and archive query results (XEP-0313).
+fn reroutable(stanza: &Stanza, jid: &Jid) -> bool {
+    let el = stanza.element();
+    match stanza.kind() {
+        StanzaKind::Message(_) => {
+            let carbon = stanza.from().is_some_and(|f| f.is_bare() && f.bare_eq(jid))
+                && (el.has_child("sent", ns::CARBONS) || el.has_child("received", ns::CARBONS));
+            !carbon && !el.has_child("result", ns::MAM)
+        }
+        StanzaKind::Iq(IqType::Get | IqType::Set) => true,
+        _ => false,
+    }
+}
+
 fn close_in_background(mut conn: Conn, error: Option<StreamError>) {
     tokio::spawn(
         async move {

@@ -837,3 +837,44 @@ async fn inline_bind_then_inline_resumption() {
         Some("m1")
     );
 }
+
+/// Copies are not routed again when a session ends; what it was sent is, and so are IQ
+/// requests.
+#[test]
+fn copies_are_not_reroutable() {
+    let jid = Jid::parse("alice@localhost/phone").unwrap();
+    let cases = [
+        (
+            "<message from='bob@localhost/b' type='chat'><body>x</body></message>",
+            true,
+        ),
+        (
+            "<iq from='bob@localhost/b' type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq>",
+            true,
+        ),
+        ("<iq from='bob@localhost/b' type='result' id='1'/>", false),
+        ("<presence from='bob@localhost/b'/>", false),
+        (
+            "<message from='alice@localhost' type='chat'>\
+             <received xmlns='urn:xmpp:carbons:2'/></message>",
+            false,
+        ),
+        (
+            "<message from='alice@localhost'><sent xmlns='urn:xmpp:carbons:2'/></message>",
+            false,
+        ),
+        // Not from the account: not a carbon of its own, whatever it says.
+        (
+            "<message from='bob@localhost'><sent xmlns='urn:xmpp:carbons:2'/></message>",
+            true,
+        ),
+        (
+            "<message from='alice@localhost'><result xmlns='urn:xmpp:mam:2' id='1'/></message>",
+            false,
+        ),
+    ];
+    for (xml, want) in cases {
+        let s = Stanza::from_serialized(xml.as_bytes()).unwrap();
+        assert_eq!(super::reroutable(&s, &jid), want, "{xml}");
+    }
+}

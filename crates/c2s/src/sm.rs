@@ -47,7 +47,17 @@ pub struct Counters {
     /// The last `h` the client acknowledged.
     acked: u32,
     /// Stanzas sent and not yet acknowledged, oldest first: `sent - acked` of them.
-    unacked: VecDeque<Bytes>,
+    unacked: VecDeque<Unacked>,
+}
+
+/// A stanza sent to the client and not acknowledged yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unacked {
+    /// The stanza as written.
+    pub stanza: Bytes,
+    /// When it was first written (Unix seconds): should the session end without an ack,
+    /// the stanza is routed again with a `<delay/>` of this time (XEP-0198 §4, XEP-0203).
+    pub sent_at: i64,
 }
 
 impl Counters {
@@ -83,10 +93,11 @@ impl Counters {
         self.sent
     }
 
-    /// A stanza was written to the client; a copy is kept until acknowledged.
-    pub fn sent(&mut self, stanza: Bytes) {
+    /// A stanza was written to the client at `sent_at` (Unix seconds); a copy is kept until
+    /// acknowledged.
+    pub fn sent(&mut self, stanza: Bytes, sent_at: i64) {
         self.sent = self.sent.wrapping_add(1);
-        self.unacked.push_back(stanza);
+        self.unacked.push_back(Unacked { stanza, sent_at });
     }
 
     /// Stanzas sent and not acknowledged.
@@ -124,11 +135,11 @@ impl Counters {
 
     /// The unacknowledged stanzas, oldest first (to resend after resumption).
     pub fn unacked_stanzas(&self) -> impl Iterator<Item = &Bytes> {
-        self.unacked.iter()
+        self.unacked.iter().map(|u| &u.stanza)
     }
 
     /// Takes the unacknowledged stanzas out (the session ends: they are undeliverable).
-    pub fn take_unacked(&mut self) -> VecDeque<Bytes> {
+    pub fn take_unacked(&mut self) -> VecDeque<Unacked> {
         std::mem::take(&mut self.unacked)
     }
 }
@@ -379,7 +390,7 @@ mod tests {
     fn acks_free_the_queue() {
         let mut c = Counters::new();
         for s in ["<message/>", "<presence/>", "<iq/>"] {
-            c.sent(b(s));
+            c.sent(b(s), 0);
         }
         assert_eq!(c.unacked(), 3);
         c.ack(2).unwrap();
@@ -396,7 +407,7 @@ mod tests {
     #[test]
     fn too_high_is_reported_with_the_send_count() {
         let mut c = Counters::new();
-        c.sent(b("<message/>"));
+        c.sent(b("<message/>"), 0);
         assert_eq!(c.ack(5), Err(TooHigh { h: 5, sent: 1 }));
         assert_eq!(c.unacked(), 1);
     }
@@ -413,7 +424,7 @@ mod tests {
 
         // Four stanzas sent across the wrap: sequence numbers MAX, 0, 1, 2.
         for s in ["<a/>", "<b/>", "<c/>", "<d/>"] {
-            c.sent(b(s));
+            c.sent(b(s), 0);
         }
         assert_eq!(c.sent_count(), 2);
         assert_eq!(c.check(u32::MAX), Ok(1));

@@ -2,8 +2,12 @@
 //!
 //! - `<blocklist/>` get (§3.2), `<block/>` and `<unblock/>` set (§3.3, §3.4; an empty
 //!   `<unblock/>` empties the list), pushed to every resource that requested the list.
-//! - Blocking a contact sends it `unavailable` from the user's available resources; unblocking
-//!   sends it the user's current presence when it is a subscriber.
+//! - Blocking sends `unavailable` to every subscriber and directed-presence recipient an item
+//!   reaches (a bare JID, every contact at a blocked domain, a blocked resource), from each
+//!   resource it had presence from; unblocking sends them the current presence again (§3.3,
+//!   §3.4).
+//! - What was stored before a block and is delivered later (offline messages, pending
+//!   subscription requests) is held back too ([`blocks_sender`]).
 //! - Enforcement (§3.5, §3.6), on every stanza between the user and a blocked JID: inbound
 //!   messages and IQ requests get `service-unavailable`, other inbound stanzas are dropped;
 //!   outbound messages and IQ requests get `not-acceptable` with `<blocked/>`
@@ -30,7 +34,7 @@ use rookery_proto::{
 };
 use rookery_xml::Element;
 
-use crate::presence::{send_presence_to, send_unavailable_to};
+use crate::presence::{addressed, send_presence_to, send_unavailable_to, unavailable};
 use crate::roster::internal;
 use crate::state::{read, write, BlockList, Im};
 use crate::util::{err, own_account};
@@ -67,6 +71,31 @@ pub fn candidates(j: &Jid) -> Vec<String> {
 pub fn blocks_in(list: &BlockList, j: &Jid) -> bool {
     let list = read(list);
     !list.is_empty() && candidates(j).iter().any(|c| list.contains(c))
+}
+
+/// Where presence sent to `to` meets what `item` blocks, as an address: `to` itself when
+/// the item matches it (XEP-0016 §2.1: the same JID, its bare JID, its domain, ...); when
+/// `to` is a bare JID and the item names one of its resources (a full JID, or
+/// `domain/resource` at its domain), that resource; otherwise `None`.
+fn reached(item: &Jid, to: &Jid) -> Option<Jid> {
+    if candidates(to).iter().any(|c| c == item.as_str()) {
+        return Some(to.clone());
+    }
+    let resource = item.resource()?;
+    if !to.is_bare() || to.local().is_none() || item.domain() != to.domain() {
+        return None;
+    }
+    match item.local() {
+        Some(_) => item.bare_eq(to).then(|| item.clone()),
+        None => to.with_resource(resource).ok(),
+    }
+}
+
+/// Whether the block list `list` matches the sender of `stanza`: for stanzas stored before
+/// a block and delivered later (offline messages, pending subscription requests), which
+/// XEP-0191 §3.3 says the server MUST NOT deliver once the sender is blocked.
+pub fn blocks_sender(list: &BlockList, stanza: &Stanza) -> bool {
+    stanza.from().is_some_and(|f| blocks_in(list, f))
 }
 
 /// Whether `owner` blocks `j`. An account never blocks itself. The block list of an account
@@ -234,25 +263,81 @@ impl Blocking {
                 },
             ),
         );
-        // Presence: a blocked contact sees the user go offline; an unblocked subscriber sees
-        // the current presence again.
-        for j in &changed {
-            let Ok(jid) = Jid::parse(j) else { continue };
-            let subscriber = jid.is_bare()
-                && matches!(
-                    self.im.roster_item(owner, &jid.to_bare()).await,
-                    Ok(Some(i)) if i.subscription.has_from()
-                );
-            if !subscriber {
-                continue;
+        self.presence_follows(core, owner, &changed, block).await;
+        Ok(None)
+    }
+
+    /// XEP-0191 §3.3/§3.4: whoever may receive the user's presence (a subscriber, or an
+    /// entity a session sent directed presence to) and is reached by a `changed` item gets
+    /// `unavailable` from each of the user's resources it had presence from when blocked, and
+    /// their current presence again when unblocked, unless another item still blocks it. A
+    /// domain or `domain/resource` item reaches every such contact at that domain; a full-JID
+    /// item only that resource (see [`reached`]).
+    async fn presence_follows(
+        &self,
+        core: &Arc<Core>,
+        owner: &BareJid,
+        changed: &[String],
+        block: bool,
+    ) {
+        let items: Vec<Jid> = changed.iter().filter_map(|j| Jid::parse(j).ok()).collect();
+        if items.is_empty() || !core.has_sessions(owner) {
+            return;
+        }
+        let list = match self.im.blocklist(core, owner).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "block list lookup failed");
+                return;
             }
+        };
+        // An unblocked JID another item still blocks gets nothing.
+        let owed = |to: &Jid| block || !blocks_in(&list, to);
+        let reach = |to: &Jid| -> Vec<Jid> {
+            items
+                .iter()
+                .filter_map(|i| reached(i, to))
+                .filter(|t| owed(t))
+                .collect()
+        };
+        let subscribers: Vec<Jid> = match self.im.account(core, owner).await {
+            Ok(a) => read(&a.roster)
+                .items
+                .iter()
+                .filter(|(_, i)| i.subscription.has_from())
+                .map(|(c, _)| c.clone().into())
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "roster lookup failed");
+                Vec::new()
+            }
+        };
+        let targets: HashSet<Jid> = subscribers.iter().flat_map(&reach).collect();
+        for t in &targets {
             if block {
-                send_unavailable_to(&self.im, core, owner, &jid).await;
+                send_unavailable_to(&self.im, core, owner, t).await;
             } else {
-                send_presence_to(&self.im, core, owner, &jid).await;
+                send_presence_to(&self.im, core, owner, t).await;
             }
         }
-        Ok(None)
+        // Directed presence is per session: only that session's presence is owed.
+        for (h, _) in core.sessions_of(owner) {
+            let Some((presence, directed)) = self
+                .im
+                .session(h.jid(), |s| (s.presence.clone(), s.directed.clone()))
+            else {
+                continue;
+            };
+            for t in directed.iter().flat_map(&reach) {
+                let p = match (&presence, block) {
+                    (_, true) => unavailable(h.jid(), &t),
+                    (Some(p), false) => addressed(p, &t),
+                    // Unavailable, its directed presence not kept: nothing to send again.
+                    (None, false) => continue,
+                };
+                core.route(p).await;
+            }
+        }
     }
 
     /// A stanza between a local user and someone: the error to bounce, or `None` to drop.
@@ -419,6 +504,25 @@ mod tests {
         core.unbind(&full, h.id()).await;
         im.evict_if_offline(&core, &alice).await;
         assert!(im.cached_blocklist(&alice).is_none());
+    }
+
+    #[test]
+    fn what_an_item_reaches() {
+        let j = |s: &str| Jid::parse(s).unwrap();
+        let cases = [
+            ("bob@b.lit", "bob@b.lit", Some("bob@b.lit")),
+            ("b.lit", "bob@b.lit", Some("bob@b.lit")),
+            ("b.lit", "bob@b.lit/phone", Some("bob@b.lit/phone")),
+            ("bob@b.lit/phone", "bob@b.lit", Some("bob@b.lit/phone")),
+            ("b.lit/phone", "bob@b.lit", Some("bob@b.lit/phone")),
+            ("bob@b.lit/phone", "bob@b.lit/desk", None),
+            ("bob@b.lit", "carol@b.lit", None),
+            ("c.lit", "bob@b.lit", None),
+            ("b.lit/phone", "c.lit", None),
+        ];
+        for (item, to, want) in cases {
+            assert_eq!(reached(&j(item), &j(to)), want.map(j), "{item} {to}");
+        }
     }
 
     #[test]

@@ -8,9 +8,11 @@
 //!   wrapped in `<received><forwarded/></received>`, to its other carbons-enabled resources
 //!   that did not get the message itself (messages to the bare JID delivered by
 //!   [`crate::delivery`], messages to a full JID through the core's `MessageToFull` hook).
-//! - Eligible messages (§6.1): type `chat`, or `normal` with a `<body/>`; never errors,
-//!   groupchat, headlines, carbons themselves, or messages with `<private/>` or the XEP-0334
-//!   `<no-copy/>` hint.
+//! - Eligible messages (§6.1, [`eligible`]): type `chat`; `normal` with a `<body/>` or an IM
+//!   payload (XEP-0184 receipts, XEP-0085 chat states, XEP-0333 markers); errors echoing
+//!   such content; XEP-0249 and mediated invitations. Never groupchat, headlines, carbons
+//!   themselves, private messages from a MUC occupant (received side), or messages with
+//!   `<private/>` or the XEP-0334 `<no-copy/>` hint.
 
 use std::sync::Arc;
 
@@ -38,36 +40,84 @@ impl Carbons {
     }
 }
 
-/// Whether `message` is copied (XEP-0280 §6.1).
-pub fn eligible(message: &Stanza) -> bool {
-    let el = message.element();
-    let kind_ok = match message.kind() {
-        StanzaKind::Message(MessageType::Chat) => true,
-        StanzaKind::Message(MessageType::Normal) => el.has_child("body", CONTENT_NS),
-        _ => false,
-    };
-    kind_ok
-        && !el.has_child("private", ns::CARBONS)
-        && !el.has_child("no-copy", ns::HINTS)
-        && !el.has_child("sent", ns::CARBONS)
-        && !el.has_child("received", ns::CARBONS)
+/// Which copy of a message the user's other resources get: of one a resource sent, or of
+/// one a resource received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A `<sent/>` carbon (§7).
+    Sent,
+    /// A `<received/>` carbon (§6).
+    Received,
 }
 
-/// `message` wrapped as a `kind` (`sent` or `received`) carbon from `owner`, without `to`
-/// (each copy gets its resource's).
-pub fn wrap(kind: &str, owner: &BareJid, message: &Stanza) -> Element {
+impl Direction {
+    /// The wrapper element's name.
+    fn element(self) -> &'static str {
+        match self {
+            Direction::Sent => "sent",
+            Direction::Received => "received",
+        }
+    }
+}
+
+/// Payloads typically used in IM (§6.1): they make a message without a body eligible.
+const IM_PAYLOADS: [&str; 3] = [ns::RECEIPTS, ns::CHATSTATES, ns::CHAT_MARKERS];
+
+/// Whether `message`, going in `direction`, is copied (XEP-0280 §6.1.1, the recommended
+/// rules):
+/// - never with `<private/>`, `<no-copy/>`, or when it is a carbon itself;
+/// - never `groupchat` or `headline`;
+/// - invitations, XEP-0249 direct or XEP-0045 mediated (a muc#user `<x/>` with
+///   `<invite/>`), are copied;
+/// - any other muc#user `<x/>` marks a private message between a user and a MUC occupant:
+///   copied when sent, not when received (the MUC service already gives it to every
+///   joined client of the user);
+/// - `chat` is copied; `normal` with a `<body/>` or an IM payload too; so is an `error` with
+///   either, since a bounce echoes the original (RFC 6120 §8.3.1), which stands in for
+///   "in reply to an eligible message" without tracking every message sent.
+pub fn eligible(message: &Stanza, direction: Direction) -> bool {
+    let el = message.element();
+    let never = el.has_child("private", ns::CARBONS)
+        || el.has_child("no-copy", ns::HINTS)
+        || el.has_child("sent", ns::CARBONS)
+        || el.has_child("received", ns::CARBONS);
+    if never {
+        return false;
+    }
+    let StanzaKind::Message(kind) = message.kind() else {
+        return false;
+    };
+    if matches!(kind, MessageType::Groupchat | MessageType::Headline) {
+        return false;
+    }
+    let muc = el.get_child("x", ns::MUC_USER);
+    if el.has_child("x", ns::CONFERENCE) || muc.is_some_and(|x| x.has_child("invite", ns::MUC_USER))
+    {
+        return true;
+    }
+    if muc.is_some() && direction == Direction::Received {
+        return false;
+    }
+    kind == MessageType::Chat
+        || el.has_child("body", CONTENT_NS)
+        || el.children().any(|c| IM_PAYLOADS.contains(&c.ns()))
+}
+
+/// `message` wrapped as a `direction` carbon from `owner`, without `to` (each copy gets its
+/// resource's).
+pub fn wrap(direction: Direction, owner: &BareJid, message: &Stanza) -> Element {
     let mut el = Element::new("message", CONTENT_NS).with_attr("from", owner.as_str());
     if let Some(t) = message.element().attr("type") {
         el.set_attr("type", t);
     }
     el.with_child(
-        Element::new(kind, ns::CARBONS).with_child(
+        Element::new(direction.element(), ns::CARBONS).with_child(
             Element::new("forwarded", ns::FORWARD).with_child(message.element().clone()),
         ),
     )
 }
 
-/// Sends `kind` carbons of `message` to the carbons-enabled resources of `owner`, except
+/// Sends `direction` carbons of `message` to the carbons-enabled resources of `owner`, except
 /// `exclude`: wrapped and serialized once, through the core's fan-out.
 ///
 /// Runs for every one-to-one message, twice (sent and received), and most accounts have no
@@ -77,30 +127,24 @@ pub fn wrap(kind: &str, owner: &BareJid, message: &Stanza) -> Element {
 pub async fn copies(
     im: &Im,
     core: &Arc<Core>,
-    kind: &str,
+    direction: Direction,
     owner: &BareJid,
     message: &Stanza,
     exclude: &[&Jid],
 ) {
-    let Some(targets) = targets(im, core, owner, message, exclude) else {
+    if !eligible(message, direction) {
+        return;
+    }
+    let Some(targets) = targets(im, core, owner, exclude) else {
         return;
     };
-    if let Ok(carbon) = Stanza::from_element(wrap(kind, owner, message)) {
+    if let Ok(carbon) = Stanza::from_element(wrap(direction, owner, message)) {
         Box::pin(core.deliver_rendered(&Template::new(carbon), &targets)).await;
     }
 }
 
-/// The resources that get a carbon of `message`, if any.
-fn targets(
-    im: &Im,
-    core: &Core,
-    owner: &BareJid,
-    message: &Stanza,
-    exclude: &[&Jid],
-) -> Option<Vec<Jid>> {
-    if !eligible(message) {
-        return None;
-    }
+/// The resources of `owner` that get a carbon, if any.
+fn targets(im: &Im, core: &Core, owner: &BareJid, exclude: &[&Jid]) -> Option<Vec<Jid>> {
     let targets: Vec<Jid> = im
         .sessions_where(core, owner, |s| s.carbons)
         .iter()
@@ -149,7 +193,8 @@ impl Module for Carbons {
         match point {
             HookPoint::MessageFromLocal => {
                 if let Some(from) = stanza.from() {
-                    copies(&self.im, core, "sent", &from.to_bare(), &stanza, &[from]).await;
+                    let owner = from.to_bare();
+                    copies(&self.im, core, Direction::Sent, &owner, &stanza, &[from]).await;
                 }
             }
             HookPoint::MessageToFull => {
@@ -157,7 +202,8 @@ impl Module for Carbons {
                     // A message between two resources of one account is not copied back.
                     let own = stanza.from().is_some_and(|f| f.bare_eq(to));
                     if !own {
-                        copies(&self.im, core, "received", &to.to_bare(), &stanza, &[to]).await;
+                        let owner = to.to_bare();
+                        copies(&self.im, core, Direction::Received, &owner, &stanza, &[to]).await;
                     }
                 }
             }
@@ -175,20 +221,31 @@ mod tests {
 
     #[test]
     fn eligibility() {
+        use Direction::{Received, Sent};
         let cases = [
-            ("<message type='chat'><body>x</body></message>", true),
-            ("<message type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>", true),
-            ("<message><body>x</body></message>", true),
-            ("<message/>", false),
-            ("<message type='groupchat'><body>x</body></message>", false),
-            ("<message type='headline'><body>x</body></message>", false),
-            ("<message type='error'><body>x</body></message>", false),
-            ("<message type='chat'><body>x</body><private xmlns='urn:xmpp:carbons:2'/></message>", false),
-            ("<message type='chat'><body>x</body><no-copy xmlns='urn:xmpp:hints'/></message>", false),
-            ("<message type='chat'><received xmlns='urn:xmpp:carbons:2'/></message>", false),
+            ("<message type='chat'><body>x</body></message>", true, true),
+            ("<message type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>", true, true),
+            ("<message><body>x</body></message>", true, true),
+            ("<message/>", false, false),
+            ("<message><active xmlns='http://jabber.org/protocol/chatstates'/></message>", true, true),
+            ("<message><received xmlns='urn:xmpp:receipts' id='1'/></message>", true, true),
+            ("<message><displayed xmlns='urn:xmpp:chat-markers:0' id='1'/></message>", true, true),
+            ("<message type='error'><body>x</body><error type='cancel'/></message>", true, true),
+            ("<message type='error'><error type='cancel'/></message>", false, false),
+            ("<message><x xmlns='jabber:x:conference' jid='r@muc'/></message>", true, true),
+            ("<message><x xmlns='http://jabber.org/protocol/muc#user'><invite from='a@b'/></x></message>", true, true),
+            ("<message type='chat'><body>x</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>", true, false),
+            ("<message type='groupchat'><body>x</body></message>", false, false),
+            ("<message type='groupchat'><x xmlns='jabber:x:conference' jid='r@muc'/></message>", false, false),
+            ("<message type='headline'><body>x</body></message>", false, false),
+            ("<message type='chat'><body>x</body><private xmlns='urn:xmpp:carbons:2'/></message>", false, false),
+            ("<message type='chat'><body>x</body><no-copy xmlns='urn:xmpp:hints'/></message>", false, false),
+            ("<message type='chat'><received xmlns='urn:xmpp:carbons:2'/></message>", false, false),
         ];
-        for (xml, want) in cases {
-            assert_eq!(eligible(&parse_stanza(xml).unwrap()), want, "{xml}");
+        for (xml, sent, received) in cases {
+            let m = parse_stanza(xml).unwrap();
+            assert_eq!(eligible(&m, Sent), sent, "sent {xml}");
+            assert_eq!(eligible(&m, Received), received, "received {xml}");
         }
     }
 
@@ -197,7 +254,7 @@ mod tests {
         let m = parse_stanza("<message type='chat' from='a@b/c' to='d@e'><body>x</body></message>")
             .unwrap();
         let owner = BareJid::parse("a@b").unwrap();
-        let w = wrap("sent", &owner, &m);
+        let w = wrap(Direction::Sent, &owner, &m);
         assert_eq!(w.attr("from"), Some("a@b"));
         assert_eq!(w.attr("type"), Some("chat"));
         let inner = w

@@ -78,7 +78,8 @@ impl Delivery {
                     }
                 }
                 let exclude: Vec<&Jid> = got.iter().collect();
-                carbons::copies(&self.im, core, "received", &owner, &stanza, &exclude).await;
+                let received = carbons::Direction::Received;
+                carbons::copies(&self.im, core, received, &owner, &stanza, &exclude).await;
             }
         }
     }

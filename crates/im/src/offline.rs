@@ -34,9 +34,10 @@ use rookery_proto::{
 };
 use rookery_xml::CONTENT_NS;
 
+use crate::blocking::blocks_sender;
 use crate::presence::PACE_TIMEOUT;
 use crate::roster::internal;
-use crate::state::Im;
+use crate::state::{BlockList, Im};
 use rookery_proto::time::{delay, now_unix};
 
 use crate::util::{err, parse_stanza};
@@ -125,7 +126,14 @@ pub async fn store(im: &Im, owner: &BareJid, message: &Stanza) -> Result<(), Sta
 
 /// Delivers the stored messages of the session's account to `session` (paced) and deletes
 /// them once queued. Runs outside the session's own task.
-pub async fn deliver(im: &Im, session: &SessionHandle) {
+///
+/// A message whose sender the account has blocked since it was stored is deleted without
+/// being delivered: XEP-0191 §3.3 says the server MUST NOT deliver any stanza from a blocked
+/// JID, and had the block existed when it arrived the message would have been refused, not
+/// stored. Keeping it for a later unblock would make the block list decide what an unblock
+/// brings back, which the spec does not ask for. `blocked` is the account's live list, so a
+/// block made during the delivery applies to the rest of it.
+pub async fn deliver(im: &Im, session: &SessionHandle, blocked: &BlockList) {
     let owner = session.jid().to_bare();
     let Some(user) = owner.local() else { return };
     // One delivery per account at a time: a second resource coming up meanwhile finds the
@@ -149,6 +157,9 @@ pub async fn deliver(im: &Im, session: &SessionHandle) {
         let mut ok = true;
         for m in &batch {
             match parse_stanza(&m.stanza) {
+                Some(s) if blocks_sender(blocked, &s) => {
+                    tracing::debug!(id = m.id, "dropping an offline message from a blocked JID");
+                }
                 Some(s) => {
                     if !session
                         .send_paced(Bytes::from(s.to_bytes()), PACE_TIMEOUT)

@@ -61,7 +61,7 @@ impl PresenceModule {
 }
 
 /// Unavailable presence from `from` to `to` (RFC 6121 §4.5).
-fn unavailable(from: &Jid, to: &Jid) -> Stanza {
+pub(crate) fn unavailable(from: &Jid, to: &Jid) -> Stanza {
     Stanza::presence(
         PresenceType::Unavailable,
         Some(from.clone()),
@@ -70,7 +70,7 @@ fn unavailable(from: &Jid, to: &Jid) -> Stanza {
 }
 
 /// `stanza` readdressed to `to`.
-fn addressed(stanza: &Stanza, to: &Jid) -> Stanza {
+pub(crate) fn addressed(stanza: &Stanza, to: &Jid) -> Stanza {
     let mut s = stanza.clone();
     s.set_to(to.clone());
     s
@@ -639,8 +639,13 @@ async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, pr
     if any_pending && im.session(&jid, |s| s.interested).unwrap_or(false) {
         match im.store().rosters().pending_in(owner.domain(), user).await {
             Ok(list) => {
+                // A request from a JID blocked since stays pending, undelivered (XEP-0191
+                // §3.3): unblocking shows it again at the next login.
                 for p in list {
                     if let Some(s) = parse_stanza(&p.stanza) {
+                        if blocking::blocks_sender(&blocked, &s) {
+                            continue;
+                        }
                         if !session
                             .send_paced(Bytes::from(s.to_bytes()), PACE_TIMEOUT)
                             .await
@@ -701,7 +706,7 @@ async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, pr
     }
     // XEP-0160: offline messages, for a resource that can receive messages.
     if priority >= 0 && im.config().offline.enabled {
-        offline::deliver(im, session).await;
+        offline::deliver(im, session, &blocked).await;
     }
 }
 

@@ -31,13 +31,11 @@ pub use module::Mam;
 
 /// The namespaces the archive speaks.
 pub mod ns {
-    /// XEP-0313 v2.
-    pub const MAM: &str = "urn:xmpp:mam:2";
     /// XEP-0313 extended queries (`before-id`, `after-id`, `ids`).
     pub const MAM_EXTENDED: &str = "urn:xmpp:mam:2#extended";
     /// XEP-0359 unique and stable stanza ids.
     pub const SID: &str = "urn:xmpp:sid:0";
     /// XEP-0059 result set management.
     pub const RSM: &str = "http://jabber.org/protocol/rsm";
-    pub use rookery_proto::ns::{DELAY, FORWARD, HINTS};
+    pub use rookery_proto::ns::{DELAY, FORWARD, HINTS, MAM};
 }

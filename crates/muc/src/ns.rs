@@ -3,7 +3,7 @@
 /// The MUC protocol (join requests, `<x/>` in presence).
 pub const MUC: &str = "http://jabber.org/protocol/muc";
 /// Occupant-facing extensions (`<x/>` with items and status codes, invitations).
-pub const USER: &str = "http://jabber.org/protocol/muc#user";
+pub const USER: &str = rookery_proto::ns::MUC_USER;
 /// Moderator and admin lists (roles and affiliations).
 pub const ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 /// Owner use cases (configuration, destruction).

@@ -62,6 +62,16 @@ pub const FORWARD: &str = "urn:xmpp:forward:0";
 pub const HINTS: &str = "urn:xmpp:hints";
 /// XEP-0085: chat state notifications.
 pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+/// XEP-0184: message delivery receipts.
+pub const RECEIPTS: &str = "urn:xmpp:receipts";
+/// XEP-0333: chat markers.
+pub const CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";
+/// XEP-0249: direct MUC invitations.
+pub const CONFERENCE: &str = "jabber:x:conference";
+/// XEP-0313: message archive management (v2).
+pub const MAM: &str = "urn:xmpp:mam:2";
+/// XEP-0045: the occupant-facing `<x/>` (private messages, mediated invitations).
+pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 /// XEP-0054: vcard-temp.
 pub const VCARD: &str = "vcard-temp";
 /// XEP-0012: last activity.

@@ -521,3 +521,28 @@ async def test_bad_configuration_forms_are_refused(server):
     assert "muc_unmoderated" in info["disco_info"]["features"]
     assert "muc_unsecured" in info["disco_info"]["features"]
     await close(a)
+
+
+async def test_muc_user_extensions_an_occupant_sends_are_stripped(server):
+    """§18.2 rule 6, XEP-0313 §5.1: only the room speaks muc#user; a forged item claiming
+    another sender reaches neither the other occupants nor the archive, in groupchat and in
+    private messages (which carry the room's own empty marker, once)."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    forged = f"<x xmlns='{NS_USER}'><item jid='victim@{server.domain}'/></x>"
+    b.send_raw(f"<message xmlns='jabber:client' to='{r}' type='groupchat'>"
+               f"<body>not me</body>{forged}</message>")
+    m = await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "not me", T, "echo")
+    assert m.find(f"{{{NS_USER}}}x") is None
+    bodies, _, _ = await room_archive(a, r)
+    assert bodies == ["not me"]
+    archived = [el for el in a.inbox.items if el.find(f"{{{NS_MAM}}}result") is not None]
+    assert archived and all(el.find(f".//{{{NS_USER}}}x") is None for el in archived)
+    b.send_raw(f"<message xmlns='jabber:client' to='{r}/firstwitch' type='chat'>"
+               f"<body>psst</body>{forged}</message>")
+    pm = await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "psst", T, "the PM")
+    xs = pm.findall(f"{{{NS_USER}}}x")
+    assert len(xs) == 1 and list(xs[0]) == []
+    await close(a, b)

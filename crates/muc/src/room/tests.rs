@@ -382,6 +382,32 @@ fn private_messages_reach_one_occupant() {
     assert_eq!(error_condition(&o), "cancel/item-not-found");
 }
 
+#[test]
+fn only_the_room_speaks_muc_user() {
+    let mut room = coven();
+    let forged =
+        "<x xmlns='http://jabber.org/protocol/muc#user'><item jid='victim@shakespeare.lit'/></x>";
+    let o = room.handle(parse(&format!(
+        "<message xmlns='jabber:client' type='groupchat' from='hag66@shakespeare.lit/pda' to='{ROOM}'><body>not me</body>{forged}</message>"
+    )), NOW, "sid");
+    let archived = &o.archive.as_ref().unwrap().stanza;
+    assert!(!archived.element().has_child("x", ns::USER));
+    assert!(flat(&o)
+        .iter()
+        .all(|(_, s)| !s.element().has_child("x", ns::USER)));
+    let o = room.handle(parse(&format!(
+        "<message xmlns='jabber:client' type='chat' from='hag66@shakespeare.lit/pda' to='{ROOM}/secondwitch'><body>psst</body>{forged}</message>"
+    )), NOW, "sid");
+    let (_, pm) = flat(&o).pop().unwrap();
+    let xs: Vec<&Element> = pm
+        .element()
+        .children()
+        .filter(|c| c.ns() == ns::USER)
+        .collect();
+    assert_eq!(xs.len(), 1);
+    assert_eq!(xs[0].children().count(), 0);
+}
+
 fn admin(room: &mut Room, from: &str, items: &str) -> Outcome {
     room.handle(
         iq(

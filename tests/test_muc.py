@@ -546,3 +546,29 @@ async def test_muc_user_extensions_an_occupant_sends_are_stripped(server):
     xs = pm.findall(f"{{{NS_USER}}}x")
     assert len(xs) == 1 and list(xs[0]) == []
     await close(a, b)
+
+
+async def test_a_join_from_a_session_already_in_the_room_is_a_full_join(server):
+    """§7.2.1, §18.2 rule 3: a client that lost track of the room joins again on the same
+    session; it gets the others' presence, its own, the history and the subject again, and
+    the others hear nothing (its presence did not change)."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    a.plugin["xep_0045"].set_subject(r, "Fire Burn")
+    a.send_message(mto=r, mbody="m1", mtype="groupchat")
+    await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "m1", T, "m1")
+    await join(b, r, "secondwitch")
+    await presence_from(a, f"{r}/secondwitch")
+    a.inbox.items.clear()
+    b.inbox.items.clear()
+    b.plugin["xep_0045"].make_join_stanza(r, "secondwitch").send()
+    await presence_from(b, f"{r}/firstwitch", unavailable=False)
+    await presence_from(b, f"{r}/secondwitch", code=110)
+    past = await b.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "m1", T, "history")
+    assert past.find("{urn:xmpp:delay}delay") is not None
+    await b.inbox.wait(lambda el: el.findtext("{jabber:client}subject") == "Fire Burn", T, "subject")
+    b.send_message(mto=r, mbody="still here", mtype="groupchat")
+    await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "still here", T, "echo")
+    assert not [el for el in a.inbox.items if el.tag.endswith("presence")]
+    await close(a, b)

@@ -490,7 +490,10 @@ impl Room {
                 match self.by_jid.get(&from).cloned() {
                     None => self.enter(&from, nick, p),
                     Some(key) if Nick::key_of(nick).as_deref() == Some(key.as_str()) => {
-                        Ok(self.update_presence(&key, p))
+                        match p.element().get_child("x", ns::MUC) {
+                            Some(join) => Ok(self.rejoin(&key, &from, p, join)),
+                            None => Ok(self.update_presence(&key, p)),
+                        }
                     }
                     Some(key) => self.change_nick(&key, nick, p),
                 }
@@ -634,9 +637,8 @@ impl Room {
         Ok(o)
     }
 
-    /// Another resource of an occupant's account enters under its nickname: it gets the
-    /// others' presence, its own (110), the history and the subject; the others see nothing
-    /// new (the occupant was there already).
+    /// Another resource of an occupant's account enters under its nickname: it gets what
+    /// entering brings; the others see nothing new (the occupant was there already).
     fn add_session(&mut self, key: &str, from: &Jid, join: Option<&Element>) -> Outcome {
         let mut o = Outcome::default();
         let Some(occ) = self.occupants.get_mut(key) else {
@@ -645,6 +647,40 @@ impl Room {
         occ.sessions.push(from.clone());
         let occ = occ.clone();
         self.by_jid.insert(from.clone(), key.to_string());
+        self.welcome(&mut o, &occ, from, join);
+        o
+    }
+
+    /// A join from a session already in the room under that nickname: its client lost track
+    /// of the room (a reconnection the room did not see, XEP-0410's self-ping failing) and
+    /// asks again. §7.2.1 and §18.2 rule 3 make it a join all the same, so it gets what
+    /// entering brings; the others hear of it only if its presence changed.
+    fn rejoin(&mut self, key: &str, from: &Jid, p: &Stanza, join: &Element) -> Outcome {
+        let mut o = Outcome::default();
+        let payload = Self::forwarded_payload(p);
+        let Some(occ) = self.occupants.get_mut(key) else {
+            return o;
+        };
+        let changed = occ.payload != payload;
+        occ.payload = payload;
+        let occ = occ.clone();
+        if changed {
+            self.broadcast_presence_skipping(
+                &mut o,
+                &occ,
+                PresenceType::Available,
+                &Item::default(),
+                (&[], &[]),
+                Some(from),
+            );
+        }
+        self.welcome(&mut o, &occ, from, Some(join));
+        o
+    }
+
+    /// What an entering session of the occupant `occ` gets, in §7.2.3's order: the others'
+    /// presence, its own (110), the history `join` asks for, the subject.
+    fn welcome(&self, o: &mut Outcome, occ: &Occupant, from: &Jid, join: Option<&Element>) {
         let sees = self.sees_jids(occ.role);
         for other in self
             .occupants
@@ -671,7 +707,7 @@ impl Room {
         codes.push(status::SELF);
         let own = wire::presence(
             self,
-            &occ,
+            occ,
             PresenceType::Available,
             sees,
             &Item::default(),
@@ -685,7 +721,6 @@ impl Room {
             o.send(Some(s));
         }
         o.send(wire::subject(self, from));
-        o
     }
 
     /// Every real full JID in the room (each occupant's every session).
@@ -737,6 +772,20 @@ impl Room {
         codes: &[u16],
         self_codes: &[u16],
     ) {
+        self.broadcast_presence_skipping(o, occ, t, item, (codes, self_codes), None);
+    }
+
+    /// [`Room::broadcast_presence`], but not to `occ`'s session `skip` if given (a rejoining
+    /// session, sent its own presence by [`Room::welcome`], in entering's order).
+    fn broadcast_presence_skipping(
+        &self,
+        o: &mut Outcome,
+        occ: &Occupant,
+        t: PresenceType,
+        item: &Item<'_>,
+        (codes, self_codes): (&[u16], &[u16]),
+        skip: Option<&Jid>,
+    ) {
         let (seers, others) = self.audiences(&occ.room_jid);
         o.broadcast(wire::presence(self, occ, t, true, item, codes), seers);
         o.broadcast(wire::presence(self, occ, t, false, item, codes), others);
@@ -744,7 +793,7 @@ impl Room {
         mine.extend_from_slice(self_codes);
         mine.push(status::SELF);
         let own = wire::presence(self, occ, t, self.sees_jids(occ.role), item, &mine);
-        for session in &occ.sessions {
+        for session in occ.sessions.iter().filter(|s| Some(*s) != skip) {
             o.send(own.clone().map(|mut s| {
                 s.set_to(session.clone());
                 s

@@ -408,6 +408,37 @@ fn only_the_room_speaks_muc_user() {
     assert_eq!(xs[0].children().count(), 0);
 }
 
+#[test]
+fn a_join_from_a_session_in_the_room_is_a_full_join() {
+    let mut room = coven();
+    // Unchanged: only the session hears of it, as on entering.
+    let o = join(&mut room, "hag66@shakespeare.lit/pda", "thirdwitch");
+    let out = flat(&o);
+    assert!(out.iter().all(|(t, _)| t == "hag66@shakespeare.lit/pda"));
+    assert_eq!(out.len(), 4);
+    assert_eq!(codes(&out[2].1), [110]);
+    assert!(out[3].1.element().has_child("subject", CONTENT_NS));
+    // Changed: the others hear of it too, the session gets its own presence once.
+    let o = room.handle(
+        join_xml(
+            "hag66@shakespeare.lit/pda",
+            "thirdwitch",
+            "<show>away</show><x xmlns='http://jabber.org/protocol/muc'/>",
+        ),
+        NOW,
+        "sid",
+    );
+    let out = flat(&o);
+    assert_eq!(out.len(), 6);
+    let mine: Vec<&Stanza> = out
+        .iter()
+        .filter(|(t, _)| t == "hag66@shakespeare.lit/pda")
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(mine.len(), 4);
+    assert_eq!(codes(mine[2]), [110]);
+}
+
 fn admin(room: &mut Room, from: &str, items: &str) -> Outcome {
     room.handle(
         iq(

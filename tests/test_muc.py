@@ -572,3 +572,19 @@ async def test_a_join_from_a_session_already_in_the_room_is_a_full_join(server):
     await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "still here", T, "echo")
     assert not [el for el in a.inbox.items if el.tag.endswith("presence")]
     await close(a, b)
+
+
+async def test_iqs_to_an_occupant_of_a_room_that_does_not_exist_are_not_acceptable(server):
+    """XEP-0410 §3.2: nobody is joined to a room that does not exist; a self-ping gets
+    not-acceptable (cancel), on which the client rejoins."""
+    a = await login(server, "alice")
+    with pytest.raises(IqError) as e:
+        await a.plugin["xep_0199"].send_ping(f"{room(server, 'nowhere')}/firstwitch", timeout=T)
+    assert (e.value.iq["error"]["type"], e.value.iq["error"]["condition"]) == \
+        ("cancel", "not-acceptable")
+    # The room itself still does not exist.
+    with pytest.raises(IqError) as e:
+        await a.plugin["xep_0030"].get_info(jid=room(server, "nowhere"), timeout=T)
+    assert (e.value.iq["error"]["type"], e.value.iq["error"]["condition"]) == \
+        ("cancel", "item-not-found")
+    await close(a)

@@ -30,6 +30,11 @@ pub enum MucError {
     /// The sender is not in the room (§7.4: `not-acceptable`).
     #[error("you are not in this room")]
     NotOccupant,
+    /// An IQ to an occupant JID from someone not joined to the room, or for a room that
+    /// does not exist (XEP-0410 §3.2: `not-acceptable`, `cancel`; a self-pinging client
+    /// rejoins on it).
+    #[error("you are not joined to this room")]
+    NotJoined,
     /// The addressed occupant or item does not exist (`item-not-found`).
     #[error("no such occupant")]
     NoOccupant,
@@ -64,6 +69,7 @@ impl From<MucError> for StanzaError {
             MucError::Full => (C::ServiceUnavailable, ErrorType::Wait),
             MucError::NoRoom | MucError::NoOccupant => (C::ItemNotFound, ErrorType::Cancel),
             MucError::NotOccupant => (C::NotAcceptable, ErrorType::Modify),
+            MucError::NotJoined => (C::NotAcceptable, ErrorType::Cancel),
             MucError::Forbidden(_) => (C::Forbidden, ErrorType::Auth),
             MucError::NotAllowed(_) => (C::NotAllowed, ErrorType::Cancel),
             MucError::LastOwner => (C::Conflict, ErrorType::Cancel),

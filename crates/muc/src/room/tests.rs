@@ -710,7 +710,7 @@ fn self_ping_answers_occupants_only() {
         NOW,
         "sid",
     );
-    assert_eq!(error_condition(&o), "modify/not-acceptable");
+    assert_eq!(error_condition(&o), "cancel/not-acceptable");
 }
 
 #[test]

@@ -588,3 +588,21 @@ async def test_iqs_to_an_occupant_of_a_room_that_does_not_exist_are_not_acceptab
     assert (e.value.iq["error"]["type"], e.value.iq["error"]["condition"]) == \
         ("cancel", "item-not-found")
     await close(a)
+
+
+async def test_stable_message_ids_are_advertised_and_kept(server):
+    """XEP-0045 muc#stable_id: the service and its rooms say so, and the echo of a groupchat
+    message carries the id its sender gave it."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    for jid in (service(server), r):
+        info = await a.plugin["xep_0030"].get_info(jid=jid, timeout=T)
+        assert NS_MUC + "#stable_id" in info["disco_info"]["features"], jid
+    b.send_raw(f"<message xmlns='jabber:client' to='{r}' type='groupchat' id='toil-1'>"
+               "<body>double</body></message>")
+    for c in (a, b):
+        m = await c.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "double", T, "echo")
+        assert m.get("id") == "toil-1"
+    await close(a, b)

@@ -425,7 +425,7 @@ impl MucService {
                 "text",
                 Some("Chatrooms"),
             ));
-            for f in [pns::DISCO_INFO, pns::DISCO_ITEMS, ns::MUC] {
+            for f in [pns::DISCO_INFO, pns::DISCO_ITEMS, ns::MUC, ns::STABLE_ID] {
                 q.push_child(feature(f));
             }
             Some(q)

@@ -437,6 +437,7 @@ impl Room {
         );
         let mut features = vec![
             ns::MUC,
+            ns::STABLE_ID,
             ns::OCCUPANT_ID,
             ns::SELF_PING,
             rookery_proto::ns::DISCO_INFO,

@@ -606,3 +606,28 @@ async def test_stable_message_ids_are_advertised_and_kept(server):
         m = await c.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "double", T, "echo")
         assert m.get("id") == "toil-1"
     await close(a, b)
+
+
+async def test_members_of_a_private_group_see_who_belongs(server):
+    """§9.5: in a members-only non-anonymous room (a "private group", whose clients encrypt
+    to every member) a member may read the member, admin and owner lists; not the outcasts,
+    and not in a semi-anonymous room."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch", membersonly="1", whois="anyone")
+    await a.plugin["xep_0045"].set_affiliation(r, "member", jid=b.boundjid.bare, timeout=T)
+    await join(b, r, "secondwitch")
+    muc = b.plugin["xep_0045"]
+    assert await muc.get_affiliation_list(r, "member", timeout=T) == [b.boundjid.bare]
+    assert await muc.get_affiliation_list(r, "owner", timeout=T) == [a.boundjid.bare]
+    assert await muc.get_affiliation_list(r, "admin", timeout=T) == []
+    with pytest.raises(IqError) as e:
+        await muc.get_affiliation_list(r, "outcast", timeout=T)
+    assert e.value.iq["error"]["condition"] == "forbidden"
+    r2 = room(server, "semi")
+    await create(a, r2, "firstwitch", membersonly="1")
+    await a.plugin["xep_0045"].set_affiliation(r2, "member", jid=b.boundjid.bare, timeout=T)
+    with pytest.raises(IqError) as e:
+        await muc.get_affiliation_list(r2, "member", timeout=T)
+    assert e.value.iq["error"]["condition"] == "forbidden"
+    await close(a, b)

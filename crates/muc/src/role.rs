@@ -133,8 +133,15 @@ pub fn may_set_affiliation(actor: Affiliation, old: Affiliation, new: Affiliatio
     }
 }
 
-/// Whether `actor` may read the list of `list` affiliations (§9.5, §10.5, §10.8).
-pub fn may_read_list(actor: Affiliation, list: Affiliation) -> bool {
+/// Whether `actor` may read the list of `list` affiliations (§9.5, §10.5, §10.8). In a
+/// members-only room where everyone sees real JIDs (`members_see_members`), a member may see
+/// who else belongs (§9.5 lets the service show members the list; there it reveals no more
+/// than the room's presence does, and clients encrypting to every member, as OMEMO in
+/// private groups, need the member, admin and owner lists).
+pub fn may_read_list(actor: Affiliation, list: Affiliation, members_see_members: bool) -> bool {
+    if members_see_members && actor >= Affiliation::Member && list >= Affiliation::Member {
+        return true;
+    }
     match list {
         Affiliation::Owner | Affiliation::Admin => actor == Affiliation::Owner,
         _ => actor.is_admin(),
@@ -210,7 +217,12 @@ mod tests {
         assert!(!may_set_affiliation(A::Admin, A::None, A::Admin));
         assert!(may_set_affiliation(A::Owner, A::Admin, A::Owner));
         assert!(!may_set_affiliation(A::Member, A::None, A::Member));
-        assert!(may_read_list(A::Admin, A::Member));
-        assert!(!may_read_list(A::Admin, A::Owner));
+        assert!(may_read_list(A::Admin, A::Member, false));
+        assert!(!may_read_list(A::Admin, A::Owner, false));
+        assert!(!may_read_list(A::Member, A::Member, false));
+        // Members of a members-only non-anonymous room see who belongs, not who is banned.
+        assert!(may_read_list(A::Member, A::Owner, true));
+        assert!(!may_read_list(A::Member, A::Outcast, true));
+        assert!(!may_read_list(A::None, A::Member, true));
     }
 }

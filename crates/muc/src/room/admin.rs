@@ -11,6 +11,7 @@ use crate::error::MucError;
 use crate::nick::Nick;
 use crate::ns;
 use crate::role::{may_read_list, may_set_affiliation, may_set_role, Affiliation, Role};
+use crate::roomconfig::Whois;
 
 /// One checked change of a `muc#admin` set.
 enum Change {
@@ -51,7 +52,9 @@ impl Room {
             if list == Affiliation::None {
                 return Err(MucError::BadRequest("there is no list of 'none'"));
             }
-            if !may_read_list(aff, list) {
+            let members_see_members =
+                self.config.members_only && self.config.whois == Whois::Anyone;
+            if !may_read_list(aff, list, members_see_members) {
                 return Err(MucError::Forbidden("you may not see that list"));
             }
             for (jid, a) in self

@@ -631,3 +631,37 @@ async def test_members_of_a_private_group_see_who_belongs(server):
         await muc.get_affiliation_list(r2, "member", timeout=T)
     assert e.value.iq["error"]["condition"] == "forbidden"
     await close(a, b)
+
+
+async def admin_items(c: SlixClient, r: str, items: str):
+    """A muc#admin set of raw `items` to room `r`."""
+    iq = c.make_iq_set(ito=r)
+    iq.append(ET.fromstring(f"<query xmlns='{NS_MUC}#admin'>{items}</query>"))
+    return await iq.send(timeout=T)
+
+
+async def test_admin_requests_are_checked_as_the_xep_says(server):
+    a, b, c = await login(server, "alice"), await login(server, "bob"), await login(server, "carol")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    await join(c, r, "thirdwitch")
+    # §18.4: an item with both a role and an affiliation is not understood.
+    with pytest.raises(IqError) as e:
+        await admin_items(a, r, "<item nick='thirdwitch' role='none' affiliation='outcast'/>")
+    assert e.value.iq["error"]["condition"] == "bad-request"
+    # §8.4: a moderator does not revoke voice from someone of its own affiliation (none).
+    await a.plugin["xep_0045"].set_role(r, "thirdwitch", "moderator", timeout=T)
+    with pytest.raises(IqError) as e:
+        await c.plugin["xep_0045"].set_role(r, "secondwitch", "visitor", timeout=T)
+    assert e.value.iq["error"]["condition"] == "not-allowed"
+    # §9.1: an admin does not ban itself.
+    await a.plugin["xep_0045"].set_affiliation(r, "admin", jid=b.boundjid.bare, timeout=T)
+    with pytest.raises(IqError) as e:
+        await b.plugin["xep_0045"].set_affiliation(r, "outcast", jid=b.boundjid.bare, timeout=T)
+    assert e.value.iq["error"]["condition"] == "conflict"
+    # §8.2: an owner may kick an admin (a moderator of lower affiliation may not).
+    await a.plugin["xep_0045"].set_role(r, "secondwitch", "none", timeout=T)
+    kicked = await presence_from(b, f"{r}/secondwitch", code=307)
+    assert item_of(kicked).get("role") == "none"
+    await close(a, b, c)

@@ -47,6 +47,9 @@ pub enum MucError {
     /// Removing the last owner (§10.6: `conflict`).
     #[error("a room needs an owner")]
     LastOwner,
+    /// An admin or owner banning themself (§9.1: `conflict`).
+    #[error("you may not ban yourself")]
+    SelfBan,
     /// Malformed request (`bad-request`).
     #[error("{0}")]
     BadRequest(&'static str),
@@ -72,7 +75,7 @@ impl From<MucError> for StanzaError {
             MucError::NotJoined => (C::NotAcceptable, ErrorType::Cancel),
             MucError::Forbidden(_) => (C::Forbidden, ErrorType::Auth),
             MucError::NotAllowed(_) => (C::NotAllowed, ErrorType::Cancel),
-            MucError::LastOwner => (C::Conflict, ErrorType::Cancel),
+            MucError::LastOwner | MucError::SelfBan => (C::Conflict, ErrorType::Cancel),
             MucError::BadRequest(_) => (C::BadRequest, ErrorType::Modify),
             MucError::CreationLimit => (C::NotAllowed, ErrorType::Cancel),
             MucError::Store => (C::InternalServerError, ErrorType::Wait),

@@ -101,8 +101,11 @@ impl Role {
 }
 
 /// Whether an occupant of `actor` affiliation and role may give the occupant of `target`
-/// affiliation the role `new` (§8: moderators manage voice and kick, but not occupants of
-/// a higher affiliation; §9.6/§9.7: only admins and owners grant or revoke moderation).
+/// affiliation the role `new`: only moderators change roles, never of someone more
+/// affiliated (§8.2: a kick by a moderator of lower affiliation is refused, so an owner may
+/// kick an admin); voice is not revoked from anyone at or above the moderator's own
+/// affiliation (§8.4), and admins and owners keep voice and moderation whoever asks (§8.4,
+/// §9.7); only admins and owners grant or revoke moderation (§9.6, §9.7).
 pub fn may_set_role(
     actor: (Affiliation, Role),
     target: Affiliation,
@@ -110,11 +113,13 @@ pub fn may_set_role(
     new: Role,
 ) -> bool {
     let (aff, role) = actor;
-    if role != Role::Moderator {
+    if role != Role::Moderator || target > aff {
         return false;
     }
-    // Nobody changes the role of someone more affiliated; admins and owners keep moderation.
-    if target > aff || (target.is_admin() && new != Role::Moderator) {
+    if new == Role::Visitor && target >= aff {
+        return false;
+    }
+    if target.is_admin() && matches!(new, Role::Visitor | Role::Participant) {
         return false;
     }
     if new == Role::Moderator || target_role == Role::Moderator {
@@ -205,6 +210,34 @@ mod tests {
             Role::Moderator
         ));
         assert!(!may_set_role(admin, A::Owner, Role::Moderator, Role::None));
+        // §8.2: an owner kicks an admin; §8.4: nobody silences an admin, and a moderator
+        // silences only those below its own affiliation.
+        let owner = (A::Owner, Role::Moderator);
+        assert!(may_set_role(owner, A::Admin, Role::Moderator, Role::None));
+        assert!(!may_set_role(
+            owner,
+            A::Admin,
+            Role::Moderator,
+            Role::Visitor
+        ));
+        assert!(!may_set_role(
+            admin,
+            A::Admin,
+            Role::Moderator,
+            Role::Visitor
+        ));
+        assert!(!may_set_role(
+            moderator,
+            A::None,
+            Role::Participant,
+            Role::Visitor
+        ));
+        assert!(may_set_role(
+            admin,
+            A::Member,
+            Role::Participant,
+            Role::Visitor
+        ));
         assert!(!may_set_role(
             (A::Member, Role::Participant),
             A::None,

@@ -665,3 +665,24 @@ async def test_admin_requests_are_checked_as_the_xep_says(server):
     kicked = await presence_from(b, f"{r}/secondwitch", code=307)
     assert item_of(kicked).get("role") == "none"
     await close(a, b, c)
+
+
+async def test_a_nickname_spelled_anew_is_a_nickname_change(server):
+    """§7.6: another spelling of one's nickname (case, PRECIS normalization) is a nickname
+    change, 303 with the new spelling; §7.2.3: a session entering an occupant's nickname
+    spelled otherwise is told the room's spelling with 210."""
+    a1, a2, b = (await login(server, "alice", "laptop"), await login(server, "alice", "phone"),
+                 await login(server, "bob"))
+    r = room(server)
+    await create(a1, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    b.send_presence(pto=f"{r}/SecondWitch")
+    gone = await presence_from(a1, f"{r}/secondwitch", code=303)
+    assert gone.get("type") == "unavailable" and item_of(gone).get("nick") == "SecondWitch"
+    await presence_from(a1, f"{r}/SecondWitch", unavailable=False)
+    mine = await presence_from(b, f"{r}/secondwitch", code=303)
+    assert {s.get("code") for s in mine.iter(f"{{{NS_USER}}}status")} == {"110", "303"}
+    a2.send_raw(f"<presence xmlns='jabber:client' to='{r}/FIRSTWITCH'><x xmlns='{NS_MUC}'/></presence>")
+    own = await presence_from(a2, f"{r}/firstwitch", code=110)
+    assert {s.get("code") for s in own.iter(f"{{{NS_USER}}}status")} == {"110", "210"}
+    await close(a1, a2, b)

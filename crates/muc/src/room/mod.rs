@@ -490,9 +490,11 @@ impl Room {
                     .ok_or(MucError::InvalidNick)?;
                 match self.by_jid.get(&from).cloned() {
                     None => self.enter(&from, nick, p),
-                    Some(key) if Nick::key_of(nick).as_deref() == Some(key.as_str()) => {
+                    // The same nickname as enforced; another spelling of it (`Firstwitch`
+                    // for `firstwitch`) is a nickname change (§7.6).
+                    Some(key) if self.is_nick_of(&key, nick) => {
                         match p.element().get_child("x", ns::MUC) {
-                            Some(join) => Ok(self.rejoin(&key, &from, p, join)),
+                            Some(join) => Ok(self.rejoin(&key, &from, p, join, nick)),
                             None => Ok(self.update_presence(&key, p)),
                         }
                     }
@@ -504,6 +506,14 @@ impl Room {
             PresenceType::Error => Ok(self.leave(&from, p, Some(status::ERROR))),
             _ => Ok(Outcome::default()),
         }
+    }
+
+    /// Whether `raw`, enforced, is the nickname of `key`'s occupant.
+    fn is_nick_of(&self, key: &str, raw: &str) -> bool {
+        let nick = Nick::parse(raw).map(|n| n.display);
+        self.occupants
+            .get(key)
+            .is_some_and(|o| nick.as_deref() == Ok(o.nick.as_str()))
     }
 
     /// The presence children to keep and forward (no MUC extensions, no occupant-id).
@@ -570,7 +580,7 @@ impl Room {
             if occ.jid.bare_str() != from.bare_str() {
                 return Err(MucError::NickConflict);
             }
-            return Ok(self.add_session(&nick.key, from, join));
+            return Ok(self.add_session(&nick.key, from, join, raw_nick));
         }
         if self.reserved_by_other(&nick.key, from) {
             return Err(MucError::NickConflict);
@@ -638,9 +648,10 @@ impl Room {
         Ok(o)
     }
 
-    /// Another resource of an occupant's account enters under its nickname: it gets what
-    /// entering brings; the others see nothing new (the occupant was there already).
-    fn add_session(&mut self, key: &str, from: &Jid, join: Option<&Element>) -> Outcome {
+    /// Another resource of an occupant's account enters under its nickname (as `raw`, maybe
+    /// spelled otherwise): it gets what entering brings; the others see nothing new (the
+    /// occupant was there already).
+    fn add_session(&mut self, key: &str, from: &Jid, join: Option<&Element>, raw: &str) -> Outcome {
         let mut o = Outcome::default();
         let Some(occ) = self.occupants.get_mut(key) else {
             return o;
@@ -648,7 +659,7 @@ impl Room {
         occ.sessions.push(from.clone());
         let occ = occ.clone();
         self.by_jid.insert(from.clone(), key.to_string());
-        self.welcome(&mut o, &occ, from, join);
+        self.welcome(&mut o, &occ, from, join, raw);
         o
     }
 
@@ -656,7 +667,7 @@ impl Room {
     /// of the room (a reconnection the room did not see, XEP-0410's self-ping failing) and
     /// asks again. §7.2.1 and §18.2 rule 3 make it a join all the same, so it gets what
     /// entering brings; the others hear of it only if its presence changed.
-    fn rejoin(&mut self, key: &str, from: &Jid, p: &Stanza, join: &Element) -> Outcome {
+    fn rejoin(&mut self, key: &str, from: &Jid, p: &Stanza, join: &Element, raw: &str) -> Outcome {
         let mut o = Outcome::default();
         let payload = Self::forwarded_payload(p);
         let Some(occ) = self.occupants.get_mut(key) else {
@@ -675,13 +686,21 @@ impl Room {
                 Some(from),
             );
         }
-        self.welcome(&mut o, &occ, from, Some(join));
+        self.welcome(&mut o, &occ, from, Some(join), raw);
         o
     }
 
     /// What an entering session of the occupant `occ` gets, in §7.2.3's order: the others'
-    /// presence, its own (110), the history `join` asks for, the subject.
-    fn welcome(&self, o: &mut Outcome, occ: &Occupant, from: &Jid, join: Option<&Element>) {
+    /// presence, its own (110; 210 if it asked for the nickname as `raw`, spelled otherwise),
+    /// the history `join` asks for, the subject.
+    fn welcome(
+        &self,
+        o: &mut Outcome,
+        occ: &Occupant,
+        from: &Jid,
+        join: Option<&Element>,
+        raw: &str,
+    ) {
         let sees = self.sees_jids(occ.role);
         for other in self
             .occupants
@@ -704,6 +723,9 @@ impl Room {
         let mut codes = Vec::new();
         if self.config.whois == Whois::Anyone {
             codes.push(status::NON_ANONYMOUS);
+        }
+        if occ.nick != raw {
+            codes.push(status::NICK_MODIFIED);
         }
         codes.push(status::SELF);
         let own = wire::presence(
@@ -825,7 +847,9 @@ impl Room {
     fn change_nick(&mut self, key: &str, raw: &str, p: &Stanza) -> Result<Outcome, MucError> {
         let nick = Nick::parse(raw)?;
         let from = p.from().ok_or(MucError::NotOccupant)?;
-        if self.occupants.contains_key(&nick.key) || self.reserved_by_other(&nick.key, from) {
+        // The occupant's own nickname spelled anew is no conflict.
+        let taken = nick.key != key && self.occupants.contains_key(&nick.key);
+        if taken || self.reserved_by_other(&nick.key, from) {
             return Err(MucError::NickConflict);
         }
         let room_jid = self

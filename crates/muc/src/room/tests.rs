@@ -439,6 +439,23 @@ fn a_join_from_a_session_in_the_room_is_a_full_join() {
     assert_eq!(codes(mine[2]), [110]);
 }
 
+#[test]
+fn a_nickname_spelled_anew_is_changed_and_its_sessions_told_210() {
+    let mut room = coven();
+    let o = join(&mut room, "hag66@shakespeare.lit/pda", "ThirdWitch");
+    let out = flat(&o);
+    let (_, gone) = out
+        .iter()
+        .find(|(t, _)| t == "wiccarocks@shakespeare.lit/laptop")
+        .unwrap();
+    assert_eq!(codes(gone), [303]);
+    assert_eq!(item(gone).attr("nick"), Some("ThirdWitch"));
+    let o = join(&mut room, "hag66@shakespeare.lit/phone", "thirdwitch");
+    let out = flat(&o);
+    assert_eq!(out[2].1.from().unwrap().resource(), Some("ThirdWitch"));
+    assert_eq!(codes(&out[2].1), [210, 110]);
+}
+
 fn admin(room: &mut Room, from: &str, items: &str) -> Outcome {
     room.handle(
         iq(

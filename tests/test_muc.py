@@ -667,6 +667,22 @@ async def test_admin_requests_are_checked_as_the_xep_says(server):
     await close(a, b, c)
 
 
+async def test_the_archive_of_a_password_protected_room_is_for_those_who_may_enter(server):
+    """XEP-0313 §6.1.2: the room checks the requester has the right to enter it; without
+    the password, only its members and occupants do."""
+    a, c = await login(server, "alice"), await login(server, "carol")
+    r = room(server)
+    await create(a, r, "firstwitch", passwordprotectedroom="1", roomsecret="cauldronburn")
+    a.send_message(mto=r, mbody="secret", mtype="groupchat")
+    await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "secret", T, "echo")
+    with pytest.raises(IqError) as e:
+        await room_archive(c, r)
+    assert e.value.iq["error"]["condition"] == "forbidden"
+    await join(c, r, "thirdwitch", password="cauldronburn")
+    assert (await room_archive(c, r))[0] == ["secret"]
+    await close(a, c)
+
+
 async def test_a_nickname_spelled_anew_is_a_nickname_change(server):
     """§7.6: another spelling of one's nickname (case, PRECIS normalization) is a nickname
     change, 303 with the new spelling; §7.2.3: a session entering an occupant's nickname

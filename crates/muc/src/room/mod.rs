@@ -329,12 +329,14 @@ impl Room {
         self.locked
     }
 
-    /// Whether `from` may query the room's archive: not an outcast, and a member (or in the
-    /// room) when the room is members-only.
+    /// Whether `from` may query the room's archive: whoever has the right to enter it
+    /// (XEP-0313 §6.1.2): not an outcast, and, where entering takes more than asking (a
+    /// members-only or password-protected room), a member or someone in the room.
     pub fn may_read_archive(&self, from: &Jid) -> bool {
         let a = self.affiliation(from);
+        let guarded = self.config.members_only || self.config.password.is_some();
         a != Affiliation::Outcast
-            && (!self.config.members_only || a >= Affiliation::Member || self.is_occupant(from))
+            && (!guarded || a >= Affiliation::Member || self.is_occupant(from))
     }
 
     /// Puts a message from the archive back into the history for newcomers (at start, for a

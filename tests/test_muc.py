@@ -521,3 +521,184 @@ async def test_bad_configuration_forms_are_refused(server):
     assert "muc_unmoderated" in info["disco_info"]["features"]
     assert "muc_unsecured" in info["disco_info"]["features"]
     await close(a)
+
+
+async def test_muc_user_extensions_an_occupant_sends_are_stripped(server):
+    """§18.2 rule 6, XEP-0313 §5.1: only the room speaks muc#user; a forged item claiming
+    another sender reaches neither the other occupants nor the archive, in groupchat and in
+    private messages (which carry the room's own empty marker, once)."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    forged = f"<x xmlns='{NS_USER}'><item jid='victim@{server.domain}'/></x>"
+    b.send_raw(f"<message xmlns='jabber:client' to='{r}' type='groupchat'>"
+               f"<body>not me</body>{forged}</message>")
+    m = await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "not me", T, "echo")
+    assert m.find(f"{{{NS_USER}}}x") is None
+    bodies, _, _ = await room_archive(a, r)
+    assert bodies == ["not me"]
+    archived = [el for el in a.inbox.items if el.find(f"{{{NS_MAM}}}result") is not None]
+    assert archived and all(el.find(f".//{{{NS_USER}}}x") is None for el in archived)
+    b.send_raw(f"<message xmlns='jabber:client' to='{r}/firstwitch' type='chat'>"
+               f"<body>psst</body>{forged}</message>")
+    pm = await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "psst", T, "the PM")
+    xs = pm.findall(f"{{{NS_USER}}}x")
+    assert len(xs) == 1 and list(xs[0]) == []
+    await close(a, b)
+
+
+async def test_a_join_from_a_session_already_in_the_room_is_a_full_join(server):
+    """§7.2.1, §18.2 rule 3: a client that lost track of the room joins again on the same
+    session; it gets the others' presence, its own, the history and the subject again, and
+    the others hear nothing (its presence did not change)."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    a.plugin["xep_0045"].set_subject(r, "Fire Burn")
+    a.send_message(mto=r, mbody="m1", mtype="groupchat")
+    await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "m1", T, "m1")
+    await join(b, r, "secondwitch")
+    await presence_from(a, f"{r}/secondwitch")
+    a.inbox.items.clear()
+    b.inbox.items.clear()
+    b.plugin["xep_0045"].make_join_stanza(r, "secondwitch").send()
+    await presence_from(b, f"{r}/firstwitch", unavailable=False)
+    await presence_from(b, f"{r}/secondwitch", code=110)
+    past = await b.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "m1", T, "history")
+    assert past.find("{urn:xmpp:delay}delay") is not None
+    await b.inbox.wait(lambda el: el.findtext("{jabber:client}subject") == "Fire Burn", T, "subject")
+    b.send_message(mto=r, mbody="still here", mtype="groupchat")
+    await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "still here", T, "echo")
+    assert not [el for el in a.inbox.items if el.tag.endswith("presence")]
+    await close(a, b)
+
+
+async def test_iqs_to_an_occupant_of_a_room_that_does_not_exist_are_not_acceptable(server):
+    """XEP-0410 §3.2: nobody is joined to a room that does not exist; a self-ping gets
+    not-acceptable (cancel), on which the client rejoins."""
+    a = await login(server, "alice")
+    with pytest.raises(IqError) as e:
+        await a.plugin["xep_0199"].send_ping(f"{room(server, 'nowhere')}/firstwitch", timeout=T)
+    assert (e.value.iq["error"]["type"], e.value.iq["error"]["condition"]) == \
+        ("cancel", "not-acceptable")
+    # The room itself still does not exist.
+    with pytest.raises(IqError) as e:
+        await a.plugin["xep_0030"].get_info(jid=room(server, "nowhere"), timeout=T)
+    assert (e.value.iq["error"]["type"], e.value.iq["error"]["condition"]) == \
+        ("cancel", "item-not-found")
+    await close(a)
+
+
+async def test_stable_message_ids_are_advertised_and_kept(server):
+    """XEP-0045 muc#stable_id: the service and its rooms say so, and the echo of a groupchat
+    message carries the id its sender gave it."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    for jid in (service(server), r):
+        info = await a.plugin["xep_0030"].get_info(jid=jid, timeout=T)
+        assert NS_MUC + "#stable_id" in info["disco_info"]["features"], jid
+    b.send_raw(f"<message xmlns='jabber:client' to='{r}' type='groupchat' id='toil-1'>"
+               "<body>double</body></message>")
+    for c in (a, b):
+        m = await c.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "double", T, "echo")
+        assert m.get("id") == "toil-1"
+    await close(a, b)
+
+
+async def test_members_of_a_private_group_see_who_belongs(server):
+    """§9.5: in a members-only non-anonymous room (a "private group", whose clients encrypt
+    to every member) a member may read the member, admin and owner lists; not the outcasts,
+    and not in a semi-anonymous room."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch", membersonly="1", whois="anyone")
+    await a.plugin["xep_0045"].set_affiliation(r, "member", jid=b.boundjid.bare, timeout=T)
+    await join(b, r, "secondwitch")
+    muc = b.plugin["xep_0045"]
+    assert await muc.get_affiliation_list(r, "member", timeout=T) == [b.boundjid.bare]
+    assert await muc.get_affiliation_list(r, "owner", timeout=T) == [a.boundjid.bare]
+    assert await muc.get_affiliation_list(r, "admin", timeout=T) == []
+    with pytest.raises(IqError) as e:
+        await muc.get_affiliation_list(r, "outcast", timeout=T)
+    assert e.value.iq["error"]["condition"] == "forbidden"
+    r2 = room(server, "semi")
+    await create(a, r2, "firstwitch", membersonly="1")
+    await a.plugin["xep_0045"].set_affiliation(r2, "member", jid=b.boundjid.bare, timeout=T)
+    with pytest.raises(IqError) as e:
+        await muc.get_affiliation_list(r2, "member", timeout=T)
+    assert e.value.iq["error"]["condition"] == "forbidden"
+    await close(a, b)
+
+
+async def admin_items(c: SlixClient, r: str, items: str):
+    """A muc#admin set of raw `items` to room `r`."""
+    iq = c.make_iq_set(ito=r)
+    iq.append(ET.fromstring(f"<query xmlns='{NS_MUC}#admin'>{items}</query>"))
+    return await iq.send(timeout=T)
+
+
+async def test_admin_requests_are_checked_as_the_xep_says(server):
+    a, b, c = await login(server, "alice"), await login(server, "bob"), await login(server, "carol")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    await join(c, r, "thirdwitch")
+    # §18.4: an item with both a role and an affiliation is not understood.
+    with pytest.raises(IqError) as e:
+        await admin_items(a, r, "<item nick='thirdwitch' role='none' affiliation='outcast'/>")
+    assert e.value.iq["error"]["condition"] == "bad-request"
+    # §8.4: a moderator does not revoke voice from someone of its own affiliation (none).
+    await a.plugin["xep_0045"].set_role(r, "thirdwitch", "moderator", timeout=T)
+    with pytest.raises(IqError) as e:
+        await c.plugin["xep_0045"].set_role(r, "secondwitch", "visitor", timeout=T)
+    assert e.value.iq["error"]["condition"] == "not-allowed"
+    # §9.1: an admin does not ban itself.
+    await a.plugin["xep_0045"].set_affiliation(r, "admin", jid=b.boundjid.bare, timeout=T)
+    with pytest.raises(IqError) as e:
+        await b.plugin["xep_0045"].set_affiliation(r, "outcast", jid=b.boundjid.bare, timeout=T)
+    assert e.value.iq["error"]["condition"] == "conflict"
+    # §8.2: an owner may kick an admin (a moderator of lower affiliation may not).
+    await a.plugin["xep_0045"].set_role(r, "secondwitch", "none", timeout=T)
+    kicked = await presence_from(b, f"{r}/secondwitch", code=307)
+    assert item_of(kicked).get("role") == "none"
+    await close(a, b, c)
+
+
+async def test_the_archive_of_a_password_protected_room_is_for_those_who_may_enter(server):
+    """XEP-0313 §6.1.2: the room checks the requester has the right to enter it; without
+    the password, only its members and occupants do."""
+    a, c = await login(server, "alice"), await login(server, "carol")
+    r = room(server)
+    await create(a, r, "firstwitch", passwordprotectedroom="1", roomsecret="cauldronburn")
+    a.send_message(mto=r, mbody="secret", mtype="groupchat")
+    await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "secret", T, "echo")
+    with pytest.raises(IqError) as e:
+        await room_archive(c, r)
+    assert e.value.iq["error"]["condition"] == "forbidden"
+    await join(c, r, "thirdwitch", password="cauldronburn")
+    assert (await room_archive(c, r))[0] == ["secret"]
+    await close(a, c)
+
+
+async def test_a_nickname_spelled_anew_is_a_nickname_change(server):
+    """§7.6: another spelling of one's nickname (case, PRECIS normalization) is a nickname
+    change, 303 with the new spelling; §7.2.3: a session entering an occupant's nickname
+    spelled otherwise is told the room's spelling with 210."""
+    a1, a2, b = (await login(server, "alice", "laptop"), await login(server, "alice", "phone"),
+                 await login(server, "bob"))
+    r = room(server)
+    await create(a1, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    b.send_presence(pto=f"{r}/SecondWitch")
+    gone = await presence_from(a1, f"{r}/secondwitch", code=303)
+    assert gone.get("type") == "unavailable" and item_of(gone).get("nick") == "SecondWitch"
+    await presence_from(a1, f"{r}/SecondWitch", unavailable=False)
+    mine = await presence_from(b, f"{r}/secondwitch", code=303)
+    assert {s.get("code") for s in mine.iter(f"{{{NS_USER}}}status")} == {"110", "303"}
+    a2.send_raw(f"<presence xmlns='jabber:client' to='{r}/FIRSTWITCH'><x xmlns='{NS_MUC}'/></presence>")
+    own = await presence_from(a2, f"{r}/firstwitch", code=110)
+    assert {s.get("code") for s in own.iter(f"{{{NS_USER}}}status")} == {"110", "210"}
+    await close(a1, a2, b)

@@ -30,6 +30,11 @@ pub enum MucError {
     /// The sender is not in the room (§7.4: `not-acceptable`).
     #[error("you are not in this room")]
     NotOccupant,
+    /// An IQ to an occupant JID from someone not joined to the room, or for a room that
+    /// does not exist (XEP-0410 §3.2: `not-acceptable`, `cancel`; a self-pinging client
+    /// rejoins on it).
+    #[error("you are not joined to this room")]
+    NotJoined,
     /// The addressed occupant or item does not exist (`item-not-found`).
     #[error("no such occupant")]
     NoOccupant,
@@ -42,6 +47,9 @@ pub enum MucError {
     /// Removing the last owner (§10.6: `conflict`).
     #[error("a room needs an owner")]
     LastOwner,
+    /// An admin or owner banning themself (§9.1: `conflict`).
+    #[error("you may not ban yourself")]
+    SelfBan,
     /// Malformed request (`bad-request`).
     #[error("{0}")]
     BadRequest(&'static str),
@@ -64,9 +72,10 @@ impl From<MucError> for StanzaError {
             MucError::Full => (C::ServiceUnavailable, ErrorType::Wait),
             MucError::NoRoom | MucError::NoOccupant => (C::ItemNotFound, ErrorType::Cancel),
             MucError::NotOccupant => (C::NotAcceptable, ErrorType::Modify),
+            MucError::NotJoined => (C::NotAcceptable, ErrorType::Cancel),
             MucError::Forbidden(_) => (C::Forbidden, ErrorType::Auth),
             MucError::NotAllowed(_) => (C::NotAllowed, ErrorType::Cancel),
-            MucError::LastOwner => (C::Conflict, ErrorType::Cancel),
+            MucError::LastOwner | MucError::SelfBan => (C::Conflict, ErrorType::Cancel),
             MucError::BadRequest(_) => (C::BadRequest, ErrorType::Modify),
             MucError::CreationLimit => (C::NotAllowed, ErrorType::Cancel),
             MucError::Store => (C::InternalServerError, ErrorType::Wait),

@@ -12,6 +12,10 @@ pub const OWNER: &str = "http://jabber.org/protocol/muc#owner";
 pub const ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 /// The room information form in disco#info (`FORM_TYPE`).
 pub const ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
+/// XEP-0045 (a registered feature): the room reflects a groupchat message's `id` unchanged,
+/// so its sender recognizes its own message (relayed messages keep every attribute but the
+/// addresses).
+pub const STABLE_ID: &str = "http://jabber.org/protocol/muc#stable_id";
 /// XEP-0421 anonymous unique occupant identifiers.
 pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
 /// XEP-0410 MUC self-ping: the service answers pings to an occupant JID itself.

@@ -101,8 +101,11 @@ impl Role {
 }
 
 /// Whether an occupant of `actor` affiliation and role may give the occupant of `target`
-/// affiliation the role `new` (§8: moderators manage voice and kick, but not occupants of
-/// a higher affiliation; §9.6/§9.7: only admins and owners grant or revoke moderation).
+/// affiliation the role `new`: only moderators change roles, never of someone more
+/// affiliated (§8.2: a kick by a moderator of lower affiliation is refused, so an owner may
+/// kick an admin); voice is not revoked from anyone at or above the moderator's own
+/// affiliation (§8.4), and admins and owners keep voice and moderation whoever asks (§8.4,
+/// §9.7); only admins and owners grant or revoke moderation (§9.6, §9.7).
 pub fn may_set_role(
     actor: (Affiliation, Role),
     target: Affiliation,
@@ -110,11 +113,13 @@ pub fn may_set_role(
     new: Role,
 ) -> bool {
     let (aff, role) = actor;
-    if role != Role::Moderator {
+    if role != Role::Moderator || target > aff {
         return false;
     }
-    // Nobody changes the role of someone more affiliated; admins and owners keep moderation.
-    if target > aff || (target.is_admin() && new != Role::Moderator) {
+    if new == Role::Visitor && target >= aff {
+        return false;
+    }
+    if target.is_admin() && matches!(new, Role::Visitor | Role::Participant) {
         return false;
     }
     if new == Role::Moderator || target_role == Role::Moderator {
@@ -133,8 +138,15 @@ pub fn may_set_affiliation(actor: Affiliation, old: Affiliation, new: Affiliatio
     }
 }
 
-/// Whether `actor` may read the list of `list` affiliations (§9.5, §10.5, §10.8).
-pub fn may_read_list(actor: Affiliation, list: Affiliation) -> bool {
+/// Whether `actor` may read the list of `list` affiliations (§9.5, §10.5, §10.8). In a
+/// members-only room where everyone sees real JIDs (`members_see_members`), a member may see
+/// who else belongs (§9.5 lets the service show members the list; there it reveals no more
+/// than the room's presence does, and clients encrypting to every member, as OMEMO in
+/// private groups, need the member, admin and owner lists).
+pub fn may_read_list(actor: Affiliation, list: Affiliation, members_see_members: bool) -> bool {
+    if members_see_members && actor >= Affiliation::Member && list >= Affiliation::Member {
+        return true;
+    }
     match list {
         Affiliation::Owner | Affiliation::Admin => actor == Affiliation::Owner,
         _ => actor.is_admin(),
@@ -198,6 +210,34 @@ mod tests {
             Role::Moderator
         ));
         assert!(!may_set_role(admin, A::Owner, Role::Moderator, Role::None));
+        // §8.2: an owner kicks an admin; §8.4: nobody silences an admin, and a moderator
+        // silences only those below its own affiliation.
+        let owner = (A::Owner, Role::Moderator);
+        assert!(may_set_role(owner, A::Admin, Role::Moderator, Role::None));
+        assert!(!may_set_role(
+            owner,
+            A::Admin,
+            Role::Moderator,
+            Role::Visitor
+        ));
+        assert!(!may_set_role(
+            admin,
+            A::Admin,
+            Role::Moderator,
+            Role::Visitor
+        ));
+        assert!(!may_set_role(
+            moderator,
+            A::None,
+            Role::Participant,
+            Role::Visitor
+        ));
+        assert!(may_set_role(
+            admin,
+            A::Member,
+            Role::Participant,
+            Role::Visitor
+        ));
         assert!(!may_set_role(
             (A::Member, Role::Participant),
             A::None,
@@ -210,7 +250,12 @@ mod tests {
         assert!(!may_set_affiliation(A::Admin, A::None, A::Admin));
         assert!(may_set_affiliation(A::Owner, A::Admin, A::Owner));
         assert!(!may_set_affiliation(A::Member, A::None, A::Member));
-        assert!(may_read_list(A::Admin, A::Member));
-        assert!(!may_read_list(A::Admin, A::Owner));
+        assert!(may_read_list(A::Admin, A::Member, false));
+        assert!(!may_read_list(A::Admin, A::Owner, false));
+        assert!(!may_read_list(A::Member, A::Member, false));
+        // Members of a members-only non-anonymous room see who belongs, not who is banned.
+        assert!(may_read_list(A::Member, A::Owner, true));
+        assert!(!may_read_list(A::Member, A::Outcast, true));
+        assert!(!may_read_list(A::None, A::Member, true));
     }
 }

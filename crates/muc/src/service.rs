@@ -272,10 +272,15 @@ impl MucService {
         if let Some(r) = self.rooms.get(name) {
             return Ok(r.clone());
         }
-        let entering = stanza.kind() == StanzaKind::Presence(PresenceType::Available)
-            && stanza.to().is_some_and(Jid::is_full);
-        match stanza.from() {
-            Some(from) if entering => self.create(name, from),
+        let to_occupant = stanza.to().is_some_and(Jid::is_full);
+        match (stanza.kind(), stanza.from()) {
+            (StanzaKind::Presence(PresenceType::Available), Some(from)) if to_occupant => {
+                self.create(name, from)
+            }
+            // Nobody is joined to a room that does not exist: a self-ping says so (XEP-0410).
+            (StanzaKind::Iq(IqType::Get | IqType::Set), _) if to_occupant => {
+                Err(MucError::NotJoined)
+            }
             _ => Err(MucError::NoRoom),
         }
     }
@@ -420,7 +425,7 @@ impl MucService {
                 "text",
                 Some("Chatrooms"),
             ));
-            for f in [pns::DISCO_INFO, pns::DISCO_ITEMS, ns::MUC] {
+            for f in [pns::DISCO_INFO, pns::DISCO_ITEMS, ns::MUC, ns::STABLE_ID] {
                 q.push_child(feature(f));
             }
             Some(q)

@@ -155,9 +155,15 @@ impl Element {
 
     /// Removes every child element `name` in `ns`; returns how many were removed.
     pub fn remove_children(&mut self, name: &str, ns: &str) -> usize {
+        self.remove_children_where(|e| e.is(name, ns))
+    }
+
+    /// Removes every child element for which `unwanted` holds (text stays); returns how
+    /// many were removed.
+    pub fn remove_children_where(&mut self, mut unwanted: impl FnMut(&Element) -> bool) -> usize {
         let before = self.children.len();
         self.children
-            .retain(|n| !matches!(n, Node::Element(e) if e.is(name, ns)));
+            .retain(|n| !matches!(n, Node::Element(e) if unwanted(e)));
         before - self.children.len()
     }
 

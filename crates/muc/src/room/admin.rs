@@ -11,6 +11,7 @@ use crate::error::MucError;
 use crate::nick::Nick;
 use crate::ns;
 use crate::role::{may_read_list, may_set_affiliation, may_set_role, Affiliation, Role};
+use crate::roomconfig::Whois;
 
 /// One checked change of a `muc#admin` set.
 enum Change {
@@ -51,7 +52,9 @@ impl Room {
             if list == Affiliation::None {
                 return Err(MucError::BadRequest("there is no list of 'none'"));
             }
-            if !may_read_list(aff, list) {
+            let members_see_members =
+                self.config.members_only && self.config.whois == Whois::Anyone;
+            if !may_read_list(aff, list, members_see_members) {
                 return Err(MucError::Forbidden("you may not see that list"));
             }
             for (jid, a) in self
@@ -99,7 +102,7 @@ impl Room {
         let actor = self.actor(&from);
         let mut changes = Vec::new();
         for item in q.children().filter(|c| c.is("item", ns::ADMIN)) {
-            changes.push(self.check(actor, item)?);
+            changes.push(self.check(&from, actor, item)?);
         }
         if changes.is_empty() {
             return Err(MucError::BadRequest("no item"));
@@ -141,9 +144,20 @@ impl Room {
         Ok(o)
     }
 
-    /// Checks one item of a set against the actor's privileges (§5.1.2, §5.2.1).
-    fn check(&self, actor: (Affiliation, Role), item: &Element) -> Result<Change, MucError> {
+    /// Checks one item of a set by `from` against its privileges (§5.1.2, §5.2.1).
+    fn check(
+        &self,
+        from: &Jid,
+        actor: (Affiliation, Role),
+        item: &Element,
+    ) -> Result<Change, MucError> {
         let reason = item.child_text("reason", ns::ADMIN);
+        if item.attr("role").is_some() && item.attr("affiliation").is_some() {
+            // §18.4: which of the two changes is meant (and who may make it) is unclear.
+            return Err(MucError::BadRequest(
+                "an item sets a role or an affiliation, not both",
+            ));
+        }
         if let Some(role) = item.attr("role") {
             let role = Role::parse(role).ok_or(MucError::BadRequest("unknown role"))?;
             let key = item
@@ -178,6 +192,9 @@ impl Room {
                 .ok_or(MucError::NoOccupant)?,
             (None, None) => return Err(MucError::BadRequest("an affiliation change names a jid")),
         };
+        if affiliation == Affiliation::Outcast && jid.as_str() == from.bare_str() {
+            return Err(MucError::SelfBan);
+        }
         let old = self
             .affiliations
             .get(&jid)

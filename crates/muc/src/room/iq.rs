@@ -72,7 +72,7 @@ impl Room {
         payload: &Element,
     ) -> Result<Outcome, MucError> {
         let from = iq.from().ok_or(MucError::NotOccupant)?;
-        let sender = self.key_of(from)?.clone();
+        let sender = self.by_jid.get(from).ok_or(MucError::NotJoined)?.clone();
         let target = iq
             .to()
             .and_then(Jid::resource)

@@ -329,12 +329,14 @@ impl Room {
         self.locked
     }
 
-    /// Whether `from` may query the room's archive: not an outcast, and a member (or in the
-    /// room) when the room is members-only.
+    /// Whether `from` may query the room's archive: whoever has the right to enter it
+    /// (XEP-0313 §6.1.2): not an outcast, and, where entering takes more than asking (a
+    /// members-only or password-protected room), a member or someone in the room.
     pub fn may_read_archive(&self, from: &Jid) -> bool {
         let a = self.affiliation(from);
+        let guarded = self.config.members_only || self.config.password.is_some();
         a != Affiliation::Outcast
-            && (!self.config.members_only || a >= Affiliation::Member || self.is_occupant(from))
+            && (!guarded || a >= Affiliation::Member || self.is_occupant(from))
     }
 
     /// Puts a message from the archive back into the history for newcomers (at start, for a
@@ -437,6 +439,7 @@ impl Room {
         );
         let mut features = vec![
             ns::MUC,
+            ns::STABLE_ID,
             ns::OCCUPANT_ID,
             ns::SELF_PING,
             rookery_proto::ns::DISCO_INFO,
@@ -489,8 +492,13 @@ impl Room {
                     .ok_or(MucError::InvalidNick)?;
                 match self.by_jid.get(&from).cloned() {
                     None => self.enter(&from, nick, p),
-                    Some(key) if Nick::key_of(nick).as_deref() == Some(key.as_str()) => {
-                        Ok(self.update_presence(&key, p))
+                    // The same nickname as enforced; another spelling of it (`Firstwitch`
+                    // for `firstwitch`) is a nickname change (§7.6).
+                    Some(key) if self.is_nick_of(&key, nick) => {
+                        match p.element().get_child("x", ns::MUC) {
+                            Some(join) => Ok(self.rejoin(&key, &from, p, join, nick)),
+                            None => Ok(self.update_presence(&key, p)),
+                        }
                     }
                     Some(key) => self.change_nick(&key, nick, p),
                 }
@@ -500,6 +508,14 @@ impl Room {
             PresenceType::Error => Ok(self.leave(&from, p, Some(status::ERROR))),
             _ => Ok(Outcome::default()),
         }
+    }
+
+    /// Whether `raw`, enforced, is the nickname of `key`'s occupant.
+    fn is_nick_of(&self, key: &str, raw: &str) -> bool {
+        let nick = Nick::parse(raw).map(|n| n.display);
+        self.occupants
+            .get(key)
+            .is_some_and(|o| nick.as_deref() == Ok(o.nick.as_str()))
     }
 
     /// The presence children to keep and forward (no MUC extensions, no occupant-id).
@@ -566,7 +582,7 @@ impl Room {
             if occ.jid.bare_str() != from.bare_str() {
                 return Err(MucError::NickConflict);
             }
-            return Ok(self.add_session(&nick.key, from, join));
+            return Ok(self.add_session(&nick.key, from, join, raw_nick));
         }
         if self.reserved_by_other(&nick.key, from) {
             return Err(MucError::NickConflict);
@@ -634,10 +650,10 @@ impl Room {
         Ok(o)
     }
 
-    /// Another resource of an occupant's account enters under its nickname: it gets the
-    /// others' presence, its own (110), the history and the subject; the others see nothing
-    /// new (the occupant was there already).
-    fn add_session(&mut self, key: &str, from: &Jid, join: Option<&Element>) -> Outcome {
+    /// Another resource of an occupant's account enters under its nickname (as `raw`, maybe
+    /// spelled otherwise): it gets what entering brings; the others see nothing new (the
+    /// occupant was there already).
+    fn add_session(&mut self, key: &str, from: &Jid, join: Option<&Element>, raw: &str) -> Outcome {
         let mut o = Outcome::default();
         let Some(occ) = self.occupants.get_mut(key) else {
             return o;
@@ -645,6 +661,48 @@ impl Room {
         occ.sessions.push(from.clone());
         let occ = occ.clone();
         self.by_jid.insert(from.clone(), key.to_string());
+        self.welcome(&mut o, &occ, from, join, raw);
+        o
+    }
+
+    /// A join from a session already in the room under that nickname: its client lost track
+    /// of the room (a reconnection the room did not see, XEP-0410's self-ping failing) and
+    /// asks again. §7.2.1 and §18.2 rule 3 make it a join all the same, so it gets what
+    /// entering brings; the others hear of it only if its presence changed.
+    fn rejoin(&mut self, key: &str, from: &Jid, p: &Stanza, join: &Element, raw: &str) -> Outcome {
+        let mut o = Outcome::default();
+        let payload = Self::forwarded_payload(p);
+        let Some(occ) = self.occupants.get_mut(key) else {
+            return o;
+        };
+        let changed = occ.payload != payload;
+        occ.payload = payload;
+        let occ = occ.clone();
+        if changed {
+            self.broadcast_presence_skipping(
+                &mut o,
+                &occ,
+                PresenceType::Available,
+                &Item::default(),
+                (&[], &[]),
+                Some(from),
+            );
+        }
+        self.welcome(&mut o, &occ, from, Some(join), raw);
+        o
+    }
+
+    /// What an entering session of the occupant `occ` gets, in §7.2.3's order: the others'
+    /// presence, its own (110; 210 if it asked for the nickname as `raw`, spelled otherwise),
+    /// the history `join` asks for, the subject.
+    fn welcome(
+        &self,
+        o: &mut Outcome,
+        occ: &Occupant,
+        from: &Jid,
+        join: Option<&Element>,
+        raw: &str,
+    ) {
         let sees = self.sees_jids(occ.role);
         for other in self
             .occupants
@@ -668,10 +726,13 @@ impl Room {
         if self.config.whois == Whois::Anyone {
             codes.push(status::NON_ANONYMOUS);
         }
+        if occ.nick != raw {
+            codes.push(status::NICK_MODIFIED);
+        }
         codes.push(status::SELF);
         let own = wire::presence(
             self,
-            &occ,
+            occ,
             PresenceType::Available,
             sees,
             &Item::default(),
@@ -685,7 +746,6 @@ impl Room {
             o.send(Some(s));
         }
         o.send(wire::subject(self, from));
-        o
     }
 
     /// Every real full JID in the room (each occupant's every session).
@@ -737,6 +797,20 @@ impl Room {
         codes: &[u16],
         self_codes: &[u16],
     ) {
+        self.broadcast_presence_skipping(o, occ, t, item, (codes, self_codes), None);
+    }
+
+    /// [`Room::broadcast_presence`], but not to `occ`'s session `skip` if given (a rejoining
+    /// session, sent its own presence by [`Room::welcome`], in entering's order).
+    fn broadcast_presence_skipping(
+        &self,
+        o: &mut Outcome,
+        occ: &Occupant,
+        t: PresenceType,
+        item: &Item<'_>,
+        (codes, self_codes): (&[u16], &[u16]),
+        skip: Option<&Jid>,
+    ) {
         let (seers, others) = self.audiences(&occ.room_jid);
         o.broadcast(wire::presence(self, occ, t, true, item, codes), seers);
         o.broadcast(wire::presence(self, occ, t, false, item, codes), others);
@@ -744,7 +818,7 @@ impl Room {
         mine.extend_from_slice(self_codes);
         mine.push(status::SELF);
         let own = wire::presence(self, occ, t, self.sees_jids(occ.role), item, &mine);
-        for session in &occ.sessions {
+        for session in occ.sessions.iter().filter(|s| Some(*s) != skip) {
             o.send(own.clone().map(|mut s| {
                 s.set_to(session.clone());
                 s
@@ -775,7 +849,9 @@ impl Room {
     fn change_nick(&mut self, key: &str, raw: &str, p: &Stanza) -> Result<Outcome, MucError> {
         let nick = Nick::parse(raw)?;
         let from = p.from().ok_or(MucError::NotOccupant)?;
-        if self.occupants.contains_key(&nick.key) || self.reserved_by_other(&nick.key, from) {
+        // The occupant's own nickname spelled anew is no conflict.
+        let taken = nick.key != key && self.occupants.contains_key(&nick.key);
+        if taken || self.reserved_by_other(&nick.key, from) {
             return Err(MucError::NickConflict);
         }
         let room_jid = self

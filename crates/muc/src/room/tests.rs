@@ -382,6 +382,80 @@ fn private_messages_reach_one_occupant() {
     assert_eq!(error_condition(&o), "cancel/item-not-found");
 }
 
+#[test]
+fn only_the_room_speaks_muc_user() {
+    let mut room = coven();
+    let forged =
+        "<x xmlns='http://jabber.org/protocol/muc#user'><item jid='victim@shakespeare.lit'/></x>";
+    let o = room.handle(parse(&format!(
+        "<message xmlns='jabber:client' type='groupchat' from='hag66@shakespeare.lit/pda' to='{ROOM}'><body>not me</body>{forged}</message>"
+    )), NOW, "sid");
+    let archived = &o.archive.as_ref().unwrap().stanza;
+    assert!(!archived.element().has_child("x", ns::USER));
+    assert!(flat(&o)
+        .iter()
+        .all(|(_, s)| !s.element().has_child("x", ns::USER)));
+    let o = room.handle(parse(&format!(
+        "<message xmlns='jabber:client' type='chat' from='hag66@shakespeare.lit/pda' to='{ROOM}/secondwitch'><body>psst</body>{forged}</message>"
+    )), NOW, "sid");
+    let (_, pm) = flat(&o).pop().unwrap();
+    let xs: Vec<&Element> = pm
+        .element()
+        .children()
+        .filter(|c| c.ns() == ns::USER)
+        .collect();
+    assert_eq!(xs.len(), 1);
+    assert_eq!(xs[0].children().count(), 0);
+}
+
+#[test]
+fn a_join_from_a_session_in_the_room_is_a_full_join() {
+    let mut room = coven();
+    // Unchanged: only the session hears of it, as on entering.
+    let o = join(&mut room, "hag66@shakespeare.lit/pda", "thirdwitch");
+    let out = flat(&o);
+    assert!(out.iter().all(|(t, _)| t == "hag66@shakespeare.lit/pda"));
+    assert_eq!(out.len(), 4);
+    assert_eq!(codes(&out[2].1), [110]);
+    assert!(out[3].1.element().has_child("subject", CONTENT_NS));
+    // Changed: the others hear of it too, the session gets its own presence once.
+    let o = room.handle(
+        join_xml(
+            "hag66@shakespeare.lit/pda",
+            "thirdwitch",
+            "<show>away</show><x xmlns='http://jabber.org/protocol/muc'/>",
+        ),
+        NOW,
+        "sid",
+    );
+    let out = flat(&o);
+    assert_eq!(out.len(), 6);
+    let mine: Vec<&Stanza> = out
+        .iter()
+        .filter(|(t, _)| t == "hag66@shakespeare.lit/pda")
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(mine.len(), 4);
+    assert_eq!(codes(mine[2]), [110]);
+}
+
+#[test]
+fn a_nickname_spelled_anew_is_changed_and_its_sessions_told_210() {
+    let mut room = coven();
+    let o = join(&mut room, "hag66@shakespeare.lit/pda", "ThirdWitch");
+    let out = flat(&o);
+    let (_, gone) = out
+        .iter()
+        .find(|(t, _)| t == "wiccarocks@shakespeare.lit/laptop")
+        .unwrap();
+    assert_eq!(codes(gone), [303]);
+    assert_eq!(item(gone).attr("nick"), Some("ThirdWitch"));
+    let o = join(&mut room, "hag66@shakespeare.lit/phone", "thirdwitch");
+    let out = flat(&o);
+    assert_eq!(out[2].1.from().unwrap().resource(), Some("ThirdWitch"));
+    assert_eq!(codes(&out[2].1), [210, 110]);
+}
+
 fn admin(room: &mut Room, from: &str, items: &str) -> Outcome {
     room.handle(
         iq(
@@ -653,7 +727,7 @@ fn self_ping_answers_occupants_only() {
         NOW,
         "sid",
     );
-    assert_eq!(error_condition(&o), "modify/not-acceptable");
+    assert_eq!(error_condition(&o), "cancel/not-acceptable");
 }
 
 #[test]

@@ -765,7 +765,8 @@ async def test_offline_storage_cap(server_factory):
     await a.sync()
     errs = a.take(lambda e: local(e) == "message" and e.get("type") == "error")
     assert [e.get("id") for e in errs] == ["o2"]
-    assert stanza_error(errs[0]) == "resource-constraint"
+    # XEP-0160 §2: what the server cannot store is service-unavailable.
+    assert stanza_error(errs[0]) == "service-unavailable"
     assert "full" in (errs[0].findtext(f".//{{urn:ietf:params:xml:ns:xmpp-stanzas}}text") or "")
     await a.close()
 
@@ -1056,6 +1057,9 @@ async def test_vcard(server_factory):
     r = await a.iq("set", f"<vCard xmlns='{NS_VCARD}'><FN>Alice A.</FN><NICKNAME>al</NICKNAME></vCard>")
     assert r.get("type") == "result"
     b = await peer(srv, "bob", presence=False)
+    # XEP-0054 §3.3: another account's missing vCard is an error, not an empty card.
+    r = await a.iq("get", f"<vCard xmlns='{NS_VCARD}'/>", to="bob@localhost")
+    assert stanza_error(r) == "item-not-found", ET.tostring(r)
     r = await b.iq("get", f"<vCard xmlns='{NS_VCARD}'/>", to="alice@localhost")
     assert r.find(f"{tag(NS_VCARD, 'vCard')}/{tag(NS_VCARD, 'FN')}").text == "Alice A."
     r = await b.iq("set", f"<vCard xmlns='{NS_VCARD}'><FN>Mallory</FN></vCard>", to="alice@localhost")

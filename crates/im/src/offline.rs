@@ -5,7 +5,8 @@
 //! from the server, unless it carries nothing worth keeping (only chat states, or the XEP-0334
 //! `<no-store/>` hint). It is committed before the router moves on, so it survives a
 //! restart. Each account holds at most `im.offline.max_per_user` messages; beyond that the
-//! sender gets `resource-constraint` saying the storage is full.
+//! sender gets `service-unavailable`, as XEP-0160 §2 has a server that cannot store a
+//! message answer, with a text saying the storage is full.
 //!
 //! Stored messages are delivered, oldest first, when a resource of the account sends initial
 //! presence with a non-negative priority, paced into that session's queue, and deleted once
@@ -30,7 +31,7 @@ use bytes::Bytes;
 use rookery_core::{Declaration, Module, SessionHandle};
 use rookery_jid::BareJid;
 use rookery_proto::{
-    ns, ErrorType, MessageType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind,
+    ns, MessageType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind,
 };
 use rookery_xml::CONTENT_NS;
 
@@ -117,10 +118,9 @@ pub async fn store(im: &Im, owner: &BareJid, message: &Stanza) -> Result<(), Sta
         Ok(())
     } else {
         Err(err(
-            Cond::ResourceConstraint,
+            Cond::ServiceUnavailable,
             "the recipient's offline message storage is full; the message was not stored",
-        )
-        .with_type(ErrorType::Wait))
+        ))
     }
 }
 

@@ -48,13 +48,15 @@ impl Module for VCard {
         match iq.kind() {
             StanzaKind::Iq(IqType::Get) => {
                 let stored = store.vcard(to.domain(), user).await.map_err(internal)?;
-                // §3.1: an account without a vCard answers with an empty one.
-                Ok(Some(
-                    stored
-                        .as_deref()
-                        .and_then(parse_element)
-                        .unwrap_or_else(|| Element::new("vCard", ns::VCARD)),
-                ))
+                match stored.as_deref().and_then(parse_element) {
+                    Some(card) => Ok(Some(card)),
+                    // §3.1: an account asking for its own, not yet set, gets an empty one;
+                    // §3.3: anyone else is told there is none.
+                    None if own_account(iq, to).is_ok() => {
+                        Ok(Some(Element::new("vCard", ns::VCARD)))
+                    }
+                    None => Err(StanzaError::new(Cond::ItemNotFound)),
+                }
             }
             StanzaKind::Iq(IqType::Set) => {
                 own_account(iq, to)?;

@@ -784,6 +784,17 @@ async def test_negative_priority_gets_no_offline_messages(server):
     c = await peer(server, "carol", "pos", presence=False)
     c.presence()
     await c.c.expect(is_msg("later"), 10, "offline message at non-negative priority")
+    await c.close()
+    # XEP-0160 §2: a resource that goes from a negative to a non-negative priority gets what
+    # was stored meanwhile, without logging in again.
+    a.message("carol@localhost", "after the raise")
+    await a.sync()
+    c = await peer(server, "carol", "neg", presence=False)
+    c.presence(extra="<priority>-1</priority>")
+    await c.sync()
+    assert not c.take(is_msg("after the raise"))
+    c.presence(extra="<priority>1</priority>")
+    await c.c.expect(is_msg("after the raise"), 10, "offline message once the priority rose")
     await a.close()
     await c.close()
 

@@ -9,7 +9,7 @@
 //! message answer, with a text saying the storage is full.
 //!
 //! Stored messages are delivered, oldest first, when a resource of the account sends initial
-//! presence with a non-negative priority, paced into that session's queue, and deleted once
+//! presence with a non-negative priority (or raises its priority from below zero), paced into that session's queue, and deleted once
 //! queued. The server advertises the `msgoffline` disco feature.
 //!
 //! Deleting once queued loses nothing the server could have kept: a session that ends

@@ -214,19 +214,24 @@ impl PresenceModule {
         match stanza.kind() {
             StanzaKind::Presence(PresenceType::Available) => {
                 let priority = presence_priority(&stanza);
-                let Some(was_available) = self.im.session_mut(&from, |s| {
-                    let was = s.presence.is_some();
-                    s.presence = Some(stanza.clone());
-                    was
-                }) else {
+                let Some(before) = self
+                    .im
+                    .session_mut(&from, |s| s.presence.replace(stanza.clone()))
+                else {
                     return;
                 };
                 core.set_available(&from, Some(priority));
                 let t = Template::new(stanza);
                 self.broadcast_to_contacts(core, &owner, &t).await;
                 self.to_own_resources(core, &from, &t, true).await;
-                if !was_available {
-                    self.initial(core, &from, priority);
+                match before {
+                    None => self.initial(core, &from, priority),
+                    // XEP-0160 §2: stored messages go to the next non-negative presence —
+                    // also of a resource that had been available with a negative priority.
+                    Some(p) if presence_priority(&p) < 0 && priority >= 0 => {
+                        self.offline_now(core, &from);
+                    }
+                    Some(_) => {}
                 }
                 // Last: what subscribers of its `ResourceCaps` event send (PEP's last items)
                 // follows the presence itself.
@@ -291,6 +296,23 @@ impl PresenceModule {
         let core = core.clone();
         tokio::spawn(async move {
             initial_delivery(&im, &core, &session, priority).await;
+        });
+    }
+
+    /// Delivers the account's stored messages to `from`, in a task of its own (as after
+    /// initial presence).
+    fn offline_now(&self, core: &Arc<Core>, from: &Jid) {
+        let Some(session) = core.session(from) else {
+            return;
+        };
+        if !self.im.config().offline.enabled {
+            return;
+        }
+        let (im, core) = (self.im.clone(), core.clone());
+        tokio::spawn(async move {
+            if let Ok(blocked) = im.blocklist(&core, &session.jid().to_bare()).await {
+                offline::deliver(&im, &session, &blocked).await;
+            }
         });
     }
 

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from xmpp_raw import (NS_BIND, NS_BIND2, NS_CLIENT, NS_FAST, NS_SASL2, NS_SM, SaslFailure,
-                      ht_message, local, tag)
+                      StreamError, ht_message, local, tag)
 
 NS_CARBONS = "urn:xmpp:carbons:2"
 NS_CSI = "urn:xmpp:csi:0"
@@ -95,6 +95,14 @@ async def test_failure_conditions(server_factory):
     s = await c.sasl2("alice", "alicepass")
     assert s.findtext(tag(NS_SASL2, "authorization-identifier")) == srv.jid("alice")
     await c.close()
+    # §2.4: while a SASL2 exchange waits for a <response/>, anything else ends the stream.
+    c = await tls_client(srv)
+    c.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='SCRAM-SHA-256'/>")
+    assert (await c.recv()).tag == tag(NS_SASL2, "challenge")
+    c.send("<message to='bob@localhost'><body>sneaked in</body></message>")
+    with pytest.raises(StreamError) as e:
+        await c.recv()
+    assert e.value.condition == "policy-violation"
 
 
 async def test_bind2_with_carbons_csi_and_sm(server):

@@ -1082,6 +1082,17 @@ impl<P: Policy> Machine for C2sMachine<P> {
             Input::Element(el) => match std::mem::replace(&mut self.phase, Phase::Auth) {
                 Phase::TlsRequired => self.before_tls(&el),
                 Phase::Auth => self.auth(el),
+                Phase::Sasl(ref attempt)
+                    if attempt.exchange.ns() == sasl2::NS
+                        && !(el.is("response", sasl2::NS) || el.is("abort", sasl2::NS)) =>
+                {
+                    // XEP-0388 §2.4: "Servers MUST disconnect Clients immediately if any
+                    // other traffic is received" while authenticating.
+                    vec![fail(
+                        SEC::PolicyViolation,
+                        "only <response/> or <abort/> while authenticating (SASL2)",
+                    )]
+                }
                 Phase::Sasl(mut attempt) => {
                     let p = attempt.exchange.element(&el);
                     self.progress(*attempt, p)
@@ -1823,10 +1834,12 @@ mod tests {
             Element::new("authenticate", SASL2).with_attr("mechanism", "SCRAM-SHA-1"),
         ));
         assert!(sent(&a)[0].is("challenge", SASL2));
+        // XEP-0388 §2.4: anything else while authenticating ends the stream.
         let a = m.handle(Input::Element(
             Element::new("response", ns::SASL).with_text("="),
         ));
-        assert_eq!(sasl2_condition(&a), Some("malformed-request"));
+        assert_eq!(failure_of(&a).map(|(c, _)| c), Some(SEC::PolicyViolation));
+        let mut m = at_auth(&policy);
         let a = m.handle(Input::Element(
             Element::new("authenticate", SASL2).with_attr("mechanism", "SCRAM-SHA-1"),
         ));

@@ -113,6 +113,11 @@ impl<S: SaslServer> Exchange<S> {
         Progress::from_step_in(step, self.ns)
     }
 
+    /// The namespace of the exchange: RFC 6120 SASL or XEP-0388 SASL2.
+    pub fn ns(&self) -> &'static str {
+        self.ns
+    }
+
     /// The mechanism session.
     pub fn server_mut(&mut self) -> &mut S {
         &mut self.server

@@ -227,16 +227,25 @@ async def test_roster_versioning(server_factory, backend):
     # Current version: empty result.
     r = await a.iq("get", f"<query xmlns='{NS_ROSTER}' ver='{v3}'/>")
     assert r.get("type") == "result" and r.find(tag(NS_ROSTER, "query")) is None
-    # Change two things; the version before them gets exactly those as pushes.
-    await a.iq("set", f"<query xmlns='{NS_ROSTER}'><item jid='x1@localhost' name='one'/></query>")
+    # Change two things; the version before them gets exactly those as pushes, in the order
+    # they happened, each with its own version: a client that stores the version of the
+    # last push it got, and loses the stream after it, has missed nothing older (a removal
+    # pushed with the current version after a later change would be lost for good).
     await a.iq("set", f"<query xmlns='{NS_ROSTER}'><item jid='x2@localhost' subscription='remove'/></query>")
+    await a.iq("set", f"<query xmlns='{NS_ROSTER}'><item jid='x1@localhost' name='one'/></query>")
     await a.sync()
+    own = [(p.find(f".//{tag(NS_ROSTER, 'item')}").get("jid"),
+            int(p.find(tag(NS_ROSTER, "query")).get("ver"))) for p in a.take(is_push())]
     a.seen.clear()
     r = await a.iq("get", f"<query xmlns='{NS_ROSTER}' ver='{v3}'/>")
     assert r.get("type") == "result" and r.find(tag(NS_ROSTER, "query")) is None
     await a.sync()
+    pushes = a.take(is_push())
+    order = [(p.find(f".//{tag(NS_ROSTER, 'item')}").get("jid"),
+              int(p.find(tag(NS_ROSTER, "query")).get("ver"))) for p in pushes]
+    assert order == own and order[0][1] < order[1][1], (order, own)
     pushed = {p.find(f".//{tag(NS_ROSTER, 'item')}").get("jid"):
-              p.find(f".//{tag(NS_ROSTER, 'item')}") for p in a.take(is_push())}
+              p.find(f".//{tag(NS_ROSTER, 'item')}") for p in pushes}
     assert set(pushed) == {"x1@localhost", "x2@localhost"}, pushed
     assert pushed["x1@localhost"].get("name") == "one"
     assert pushed["x2@localhost"].get("subscription") == "remove"

@@ -28,7 +28,7 @@ use rookery_store::StoreError;
 use rookery_xml::Element;
 
 use crate::presence;
-use crate::state::{read, Account, Im};
+use crate::state::{read, Account, Im, RosterCache};
 use crate::util::{err, own_account};
 
 /// The roster module.
@@ -169,6 +169,20 @@ fn parse_set(im: &Im, owner: &BareJid, query: &Element) -> Result<ItemSet, Stanz
     })
 }
 
+/// The whole roster as a result's `<query/>`, with its version when the client asked with one.
+fn full(roster: &RosterCache, versioned: bool) -> Element {
+    let mut query = Element::new("query", ns::ROSTER);
+    if versioned {
+        query.set_attr("ver", roster.ver.to_string());
+    }
+    let mut items: Vec<(&BareJid, &RosterItem)> = roster.items.iter().collect();
+    items.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (contact, item) in items {
+        query.push_child(item_element(contact.as_str(), Some(item)));
+    }
+    query
+}
+
 /// How a roster get is answered (RFC 6121 §2.1.3, XEP-0237 §3).
 enum RosterGet {
     /// The whole roster in the result.
@@ -198,38 +212,29 @@ impl RosterModule {
                 {
                     RosterGet::ChangesSince(since)
                 }
-                _ => {
-                    let mut query = Element::new("query", ns::ROSTER);
-                    if requested_ver.is_some() {
-                        query.set_attr("ver", roster.ver.to_string());
-                    }
-                    let mut items: Vec<(&BareJid, &RosterItem)> = roster.items.iter().collect();
-                    items.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                    for (contact, item) in items {
-                        query.push_child(item_element(contact.as_str(), Some(item)));
-                    }
-                    RosterGet::Full(query)
-                }
+                _ => RosterGet::Full(full(&roster, requested_ver.is_some())),
             }
         };
         match answer {
             RosterGet::Full(query) => Ok(Some(query).into()),
-            RosterGet::ChangesSince(since) => {
-                let pushes = self.diff(&account, owner, from, since).await;
-                Ok(IqReply::new(None, pushes))
-            }
+            RosterGet::ChangesSince(since) => match self.diff(&account, owner, from, since).await {
+                Some(pushes) => Ok(IqReply::new(None, pushes)),
+                None => Ok(Some(full(&read(&account.roster), true)).into()),
+            },
         }
     }
 
     /// The pushes to `from` that follow an empty versioned result (XEP-0237 §3): the items
-    /// changed and removed since version `since`, oldest change first.
+    /// changed and removed since version `since`, oldest change first; `None` if the store
+    /// cannot tell (the whole roster is answered instead: an empty result would tell the
+    /// client it is up to date).
     async fn diff(
         &self,
         account: &Account,
         owner: &BareJid,
         from: &Jid,
         since: i64,
-    ) -> Vec<Stanza> {
+    ) -> Option<Vec<Stanza>> {
         let mut changes: Vec<(i64, String, Option<RosterItem>)> = {
             let roster = read(&account.roster);
             roster
@@ -239,9 +244,7 @@ impl RosterModule {
                 .map(|(c, i)| (i.ver, c.as_str().to_owned(), Some(i.clone())))
                 .collect()
         };
-        let Some(user) = owner.local() else {
-            return Vec::new();
-        };
+        let user = owner.local()?;
         match self
             .im
             .store()
@@ -251,8 +254,10 @@ impl RosterModule {
         {
             Ok(removed) => {
                 let current: HashSet<String> = changes.iter().map(|(_, c, _)| c.clone()).collect();
-                let ver = read(&account.roster).ver;
-                for c in removed {
+                // Each removal with its own version: pushed in the order things happened, a
+                // client that keeps the version of the last push it got misses nothing
+                // older if the stream ends there.
+                for (c, ver) in removed {
                     if !current.contains(&c) {
                         changes.push((ver, c, None));
                     }
@@ -260,11 +265,11 @@ impl RosterModule {
             }
             Err(e) => {
                 tracing::error!(error = %e, "roster diff failed");
-                return Vec::new();
+                return None;
             }
         }
         changes.sort_by_key(|(v, _, _)| *v);
-        changes
+        let pushes = changes
             .into_iter()
             .map(|(ver, contact, item)| {
                 let query = Element::new("query", ns::ROSTER)
@@ -278,7 +283,8 @@ impl RosterModule {
                     query,
                 )
             })
-            .collect()
+            .collect();
+        Some(pushes)
     }
 
     async fn set(&self, core: &Arc<Core>, owner: &BareJid, iq: &Stanza) -> IqResult {

@@ -601,17 +601,17 @@ impl<'a> Rosters<'a> {
         Ok(ver)
     }
 
-    /// Contacts removed after version `since` (XEP-0237 pushes for a client that presents
-    /// `since`).
+    /// Contacts removed after version `since`, each with the version of its removal, oldest
+    /// first (XEP-0237 pushes for a client that presents `since`).
     pub async fn removed_since(
         &self,
         domain: &str,
         username: &str,
         since: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = with_pool!(self.store, pool => {
-            sqlx::query_scalar(
-                "SELECT contact FROM roster_removed \
+            sqlx::query_as(
+                "SELECT contact, ver FROM roster_removed \
                  WHERE domain = $1 AND username = $2 AND ver > $3 ORDER BY ver",
             )
             .bind(domain)

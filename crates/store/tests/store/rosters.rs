@@ -81,7 +81,7 @@ async fn put_get_load_remove_and_versions() {
         assert_eq!(r.version(d, "juliet").await.unwrap(), v4);
         assert_eq!(
             r.removed_since(d, "juliet", v3).await.unwrap(),
-            vec!["nurse@x"]
+            vec![("nurse@x".to_string(), v4)]
         );
         assert!(r.removed_since(d, "juliet", v4).await.unwrap().is_empty());
         let all = r.load(d, "juliet").await.unwrap();

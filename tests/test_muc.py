@@ -702,3 +702,24 @@ async def test_a_nickname_spelled_anew_is_a_nickname_change(server):
     own = await presence_from(a2, f"{r}/firstwitch", code=110)
     assert {s.get("code") for s in own.iter(f"{{{NS_USER}}}status")} == {"110", "210"}
     await close(a1, a2, b)
+
+
+async def test_an_occupant_whose_messages_bounce_is_removed(server):
+    """XEP-0045 §17.1.2: a delivery error for what the room sent an occupant (its server gone,
+    the resource unavailable …) makes it a ghost: it leaves, the others see 333. An error
+    about the content itself changes nothing."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server, "ghosts")
+    await create(a, r, "alice")
+    await join(b, r, "bob")
+    stanzas = "urn:ietf:params:xml:ns:xmpp-stanzas"
+    b.send_raw(f"<message xmlns='jabber:client' to='{r}' type='error'><error type='modify'>"
+               f"<not-acceptable xmlns='{stanzas}'/></error></message>")
+    b.send_raw(f"<message xmlns='jabber:client' to='{r}' type='groupchat'>"
+               "<body>still here</body></message>")
+    await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "still here", T,
+                       "bob's message after a content error")
+    b.send_raw(f"<message xmlns='jabber:client' to='{r}' type='error'><error type='wait'>"
+               f"<recipient-unavailable xmlns='{stanzas}'/></error></message>")
+    await presence_from(a, f"{r}/bob", code=333, unavailable=True)
+    await close(a, b)

@@ -12,6 +12,28 @@ use crate::ns;
 use crate::role::{Affiliation, Role};
 use crate::roomconfig::AllowPm;
 
+/// Whether the error message `m` says its recipient cannot be reached (XEP-0045 §17.1.2's
+/// delivery-related conditions), not that it refused the content.
+fn undeliverable(m: &Stanza) -> bool {
+    use rookery_proto::StanzaErrorCondition as C;
+    // The stanza's own namespace, whichever stream it came over.
+    m.element()
+        .children()
+        .find(|c| c.name() == "error")
+        .and_then(rookery_proto::StanzaError::from_element)
+        .is_some_and(|e| {
+            matches!(
+                e.condition,
+                C::Gone
+                    | C::ItemNotFound
+                    | C::RecipientUnavailable
+                    | C::Redirect
+                    | C::RemoteServerNotFound
+                    | C::RemoteServerTimeout
+            )
+        })
+}
+
 impl Room {
     pub(super) fn message(&mut self, m: &Stanza) -> Result<Outcome, MucError> {
         let StanzaKind::Message(t) = m.kind() else {
@@ -20,7 +42,12 @@ impl Room {
         let from = m.from().cloned().ok_or(MucError::NotOccupant)?;
         let to_occupant = m.to().and_then(Jid::resource).map(str::to_string);
         match (t, to_occupant) {
-            // An occupant's client bounced what the room sent: it is gone (§7.2 "ghosts").
+            // What the room sent an occupant bounced: if it says the occupant cannot be
+            // reached, it is a ghost and leaves (§17.1.2 SHOULD, with 333 as for a bounced
+            // presence); other errors change nothing.
+            (MessageType::Error, _) if undeliverable(m) => {
+                Ok(self.leave(&from, m, Some(super::status::ERROR)))
+            }
             (MessageType::Error, _) => Ok(Outcome::default()),
             (MessageType::Groupchat, None) => self.groupchat(&from, m),
             (MessageType::Groupchat, Some(_)) => {

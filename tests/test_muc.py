@@ -723,3 +723,24 @@ async def test_an_occupant_whose_messages_bounce_is_removed(server):
                f"<recipient-unavailable xmlns='{stanzas}'/></error></message>")
     await presence_from(a, f"{r}/bob", code=333, unavailable=True)
     await close(a, b)
+
+
+async def test_storage_hints_keep_messages_out_of_history_and_archive(server):
+    """XEP-0334: a `no-permanent-store` message is in the history newcomers get but not in
+    the room's archive; a `no-store` one in neither. Both reach the occupants present."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server, "hints")
+    await create(a, r, "firstwitch")
+    for body, hint in [("kept", ""), ("not logged", "no-permanent-store"),
+                       ("not kept", "no-store")]:
+        extra = f"<{hint} xmlns='urn:xmpp:hints'/>" if hint else ""
+        a.send_raw(f"<message xmlns='jabber:client' to='{r}' type='groupchat'>"
+                   f"<body>{body}</body>{extra}</message>")
+        await a.inbox.wait(lambda el, body=body: el.findtext("{jabber:client}body") == body, T,
+                           body)
+    _pres, _subject, _occupants, history = await b.plugin["xep_0045"].join_muc_wait(
+        r, "secondwitch", timeout=T)
+    assert [m["body"] for m in history] == ["kept", "not logged"]
+    bodies, _ids, _complete = await room_archive(b, r)
+    assert bodies == ["kept"]
+    await close(a, b)

@@ -117,8 +117,12 @@ impl Room {
         }
         let everyone = self.everyone();
         let mut relayed = Self::relayed(m, &occ.room_jid, wire::occupant_id(&occ), None);
+        // XEP-0334 §4.1/§4.2: `no-permanent-store` keeps a message out of the room's archive,
+        // `no-store` also out of the history later occupants get.
+        let hint = |name| el.has_child(name, rookery_proto::ns::HINTS);
+        let (no_store, no_permanent_store) = (hint("no-store"), hint("no-permanent-store"));
         if el.has_child("body", CONTENT_NS) {
-            if self.limits.archive {
+            if self.limits.archive && !no_store && !no_permanent_store {
                 // XEP-0359: the room's id for the message, in what everyone gets.
                 relayed =
                     relayed.and_then(|r| rookery_mam::archive::stamp(r, &self.jid, &self.next_id));
@@ -130,7 +134,7 @@ impl Room {
                     });
                 }
             }
-            if let Some(r) = &relayed {
+            if let Some(r) = relayed.as_ref().filter(|_| !no_store) {
                 self.remember(r.clone());
             }
         }

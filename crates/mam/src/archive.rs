@@ -12,22 +12,21 @@ use crate::ns;
 /// OMEMO's payload: encrypted messages have no `<body/>` a server can read but are content.
 const OMEMO: &str = "eu.siacs.conversations.axolotl";
 
-/// Whether `m` is a message to archive: chat or normal, with a body (or an encrypted
-/// payload, or a `<store/>` hint), and no `<no-store/>`/`<no-permanent-store/>` hint.
+/// Whether `m` is a message to archive: chat or normal with a body (or an encrypted
+/// payload), or any of those and a headline with a `<store/>` hint (XEP-0334 §4.4: "SHOULD
+/// be stored"); never one with a `<no-store/>`/`<no-permanent-store/>` hint.
 pub fn archivable(m: &Stanza) -> bool {
-    if !matches!(
-        m.kind(),
-        StanzaKind::Message(MessageType::Chat | MessageType::Normal)
-    ) {
-        return false;
-    }
     let el = m.element();
+    let store = el.has_child("store", ns::HINTS);
+    match m.kind() {
+        StanzaKind::Message(MessageType::Chat | MessageType::Normal) => {}
+        StanzaKind::Message(MessageType::Headline) if store => {}
+        _ => return false,
+    }
     if el.has_child("no-store", ns::HINTS) || el.has_child("no-permanent-store", ns::HINTS) {
         return false;
     }
-    el.has_child("body", CONTENT_NS)
-        || el.has_child("encrypted", OMEMO)
-        || el.has_child("store", ns::HINTS)
+    store || el.has_child("body", CONTENT_NS) || el.has_child("encrypted", OMEMO)
 }
 
 /// `m` without any `<stanza-id/>` naming `by`, the account it is delivered to: only its
@@ -99,6 +98,7 @@ mod tests {
         assert!(!archivable(&msg(
             "<message xmlns='jabber:client' type='headline'><body>hi</body></message>"
         )));
+        assert!(archivable(&msg("<message xmlns='jabber:client' type='headline'><body>hi</body><store xmlns='urn:xmpp:hints'/></message>")));
         assert!(!archivable(&msg("<message xmlns='jabber:client' type='chat'><active xmlns='http://jabber.org/protocol/chatstates'/></message>")));
         assert!(!archivable(&msg("<message xmlns='jabber:client' type='chat'><body>x</body><no-store xmlns='urn:xmpp:hints'/></message>")));
         assert!(archivable(&msg("<message xmlns='jabber:client' type='chat'><encrypted xmlns='eu.siacs.conversations.axolotl'/></message>")));

@@ -8,6 +8,7 @@ import concurrent.futures
 import http.client
 import re
 import socket
+import time
 
 from slix import slix_login
 
@@ -24,18 +25,26 @@ def post(srv, body: str, headers: dict | None = None, timeout: float = 10.0) -> 
     return out
 
 
-def create(srv, rid: int, wait: int = 5) -> str:
+def create(srv, rid: int, wait: int = 5, **attrs) -> str:
     status, text, _ = post(srv, f"<body xmlns='{NS}' rid='{rid}' to='{srv.domain}' wait='{wait}' "
                                 f"hold='1' ver='1.6' xmpp:version='1.0' "
-                                f"xmlns:xmpp='urn:xmpp:xbosh'/>")
+                                f"xmlns:xmpp='urn:xmpp:xbosh'{extra_attrs(attrs)}/>")
     assert status == 200, text
     sid = re.search(r"sid='([0-9a-f]+)'", text)
     assert sid and "<stream:features" in text and "starttls" not in text, text
+    if attrs.get("ack") == "1":
+        # §9.1: the creation response says acknowledgements are in use.
+        assert f"ack='{rid}'" in text, text
     return sid.group(1)
 
 
+def extra_attrs(attrs: dict) -> str:
+    """`xmpp_restart='true'` as the attribute `xmpp:restart='true'`."""
+    return "".join(f" {k.replace('_', ':')}='{v}'" for k, v in attrs.items())
+
+
 def req(srv, sid: str, rid: int, payload: str = "", **attrs) -> str:
-    extra = "".join(f" {k.replace('_', ':')}='{v}'" for k, v in attrs.items())
+    extra = extra_attrs(attrs)
     status, text, _ = post(srv, f"<body xmlns='{NS}' rid='{rid}' sid='{sid}' "
                                 f"xmlns:xmpp='urn:xmpp:xbosh'{extra}>{payload}</body>")
     assert status == 200, text
@@ -265,3 +274,19 @@ def test_the_creation_response_states_the_terms(server):
     _, _, headers = post(server, f"<body xmlns='{NS}' rid='7001' sid='{sid}'>"
                                  f"{plain('alice', 'alicepass')}</body>")
     assert {k.lower(): v for k, v in headers.items()}["content-type"] == "application/xml"
+
+
+def test_wait_zero_is_granted(server):
+    """XEP-0124 §7.1: the response's `wait` is at most the request's, and 0 asks for
+    immediate answers."""
+    started = time.monotonic()
+    _, text, _ = post(server, f"<body xmlns='{NS}' rid='6000' to='{server.domain}' wait='0' "
+                              f"hold='1' ver='1.6' xmpp:version='1.0' xmlns:xmpp='urn:xmpp:xbosh'/>")
+    assert "wait='0'" in text, text
+    sid = re.search(r"sid='([0-9a-f]+)'", text).group(1)
+    # With nothing to send, a request is answered at once, not after a second.
+    seen = text + req(server, sid, 6001)
+    if "<stream:features" not in seen:
+        seen += req(server, sid, 6002)
+    assert "<stream:features" in seen, seen
+    assert time.monotonic() - started < 1, time.monotonic() - started

@@ -80,6 +80,10 @@ const INACTIVITY: Duration = Duration::from_secs(60);
 /// have open is open, or, with `hold` = 0, after an empty answer (`polling`, §11, §12).
 const POLLING: Duration = Duration::from_secs(2);
 
+/// The least a request that came before the rids preceding it waits for them (`wait` may
+/// be 0).
+const OUT_OF_ORDER_WAIT: Duration = Duration::from_secs(1);
+
 /// Messages to the connection waiting for it in the window (the rest waits in the request:
 /// a stream slower than its client holds the client's requests back).
 const INCOMING_DEPTH: usize = 4;
@@ -405,7 +409,9 @@ impl Terms {
     fn of(body: &Element) -> Terms {
         let number = |name: &str| body.attr(name).and_then(|v| v.parse::<u64>().ok());
         Terms {
-            wait: Duration::from_secs(number("wait").unwrap_or(MAX_WAIT).clamp(1, MAX_WAIT)),
+            // 0 too: the client wants every request answered at once (§7.1: ours is at most
+            // the client's).
+            wait: Duration::from_secs(number("wait").unwrap_or(MAX_WAIT).min(MAX_WAIT)),
             hold: usize::try_from(number("hold").unwrap_or(1))
                 .unwrap_or(MAX_HOLD)
                 .min(MAX_HOLD),
@@ -515,8 +521,13 @@ impl Session {
                     break resent;
                 }
             }
-            // A later rid than expected: wait for the ones before it (§14.2).
-            if tokio::time::timeout(self.wait, changed).await.is_err() {
+            // A later rid than expected: wait for the ones before it (§14.2), a second at
+            // least — with `wait` = 0 too: requests sent at once on two connections arrive in
+            // either order, and an earlier rid a moment late is no reason to end the session.
+            if tokio::time::timeout(self.wait.max(OUT_OF_ORDER_WAIT), changed)
+                .await
+                .is_err()
+            {
                 let mut w = lock(&self.state);
                 return self.terminate_now(&mut w, "item-not-found");
             }
@@ -944,6 +955,18 @@ mod tests {
         assert_eq!(spoken_version(Some("2.0")), "1.11");
         assert_eq!(spoken_version(Some("1.x")), "1.11");
         assert_eq!(spoken_version(None), "1.11");
+    }
+
+    /// `wait` is at most the client's, 0 included (§7.1), and at most ours.
+    #[test]
+    fn the_wait_granted_is_at_most_the_one_asked() {
+        let wait = |w: &str| {
+            let xml = format!("<body xmlns='http://jabber.org/protocol/httpbind' wait='{w}'/>");
+            Terms::of(&body(&xml)).wait.as_secs()
+        };
+        assert_eq!(wait("0"), 0);
+        assert_eq!(wait("10"), 10);
+        assert_eq!(wait("3600"), MAX_WAIT);
     }
 
     async fn recv(link: &mut Link) -> Option<Bytes> {

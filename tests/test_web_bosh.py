@@ -276,6 +276,43 @@ def test_the_creation_response_states_the_terms(server):
     assert {k.lower(): v for k, v in headers.items()}["content-type"] == "application/xml"
 
 
+def bosh_login(srv, rid: int, wait: int, **attrs) -> str:
+    """A BOSH session of alice, bound to resource `bosh`, whose next rid is `rid + 4`."""
+    sid = create(srv, rid, wait=wait, **attrs)
+    assert "<success" in req(srv, sid, rid + 1, plain("alice", "alicepass"))
+    req(srv, sid, rid + 2, xmpp_restart="true", to=srv.domain)
+    bound = req(srv, sid, rid + 3, "<iq xmlns='jabber:client' type='set' id='b'><bind "
+                "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bosh</resource></bind></iq>")
+    assert "alice@localhost/bosh" in bound, bound
+    return sid
+
+
+async def test_payloads_reach_the_stream_in_rid_order(server):
+    """XEP-0124 §14.1: payloads are forwarded in `rid` order. A request with more stanzas
+    than the window takes at once is still passing them when the next rid (sent a moment
+    earlier, so it waits for its turn) is admitted: the next one's stanzas follow all of
+    the first's, none in between."""
+    bob = await slix_login(server, "bob", resource="b")
+    loop = asyncio.get_running_loop()
+    sid = await loop.run_in_executor(None, bosh_login, server, 4000, 2)
+
+    def messages(tag: str) -> str:
+        return "".join(f"<message xmlns='jabber:client' to='{server.jid('bob', 'b')}' "
+                       f"type='chat'><body>{tag}{i}</body></message>" for i in range(8))
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        second = pool.submit(req, server, sid, 4005, messages("b"))
+        await asyncio.sleep(0.2)
+        first = pool.submit(req, server, sid, 4004, messages("a"))
+        await bob.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "b7", 10, "b7")
+        first.result(timeout=10)
+        second.result(timeout=10)
+    got = [el.findtext("{jabber:client}body") for el in bob.inbox.items
+           if (el.findtext("{jabber:client}body") or "")[:1] in ("a", "b")]
+    assert got == [f"a{i}" for i in range(8)] + [f"b{i}" for i in range(8)], got
+    await bob.close()
+
+
 def test_wait_zero_is_granted(server):
     """XEP-0124 §7.1: the response's `wait` is at most the request's, and 0 asks for
     immediate answers."""

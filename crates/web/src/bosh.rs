@@ -179,6 +179,10 @@ struct Window {
     next_rid: u64,
     /// Held requests by `rid`, oldest first.
     held: VecDeque<u64>,
+    /// Admitted requests whose payload is not passed on yet, by `rid`, oldest first: only
+    /// the first one passes (§14.1: payloads reach the stream in `rid` order, also when a
+    /// request waits for room mid-payload and the next one is admitted meanwhile).
+    passing: VecDeque<u64>,
     /// Elements from the connection not sent yet.
     out: Vec<Bytes>,
     /// The stream id from the connection's header (`authid` of the creation response).
@@ -460,6 +464,7 @@ impl Session {
                 expired: false,
                 next_rid: rid,
                 held: VecDeque::new(),
+                passing: VecDeque::new(),
                 out: Vec::new(),
                 stream_id: None,
                 closed: false,
@@ -478,9 +483,9 @@ impl Session {
     /// response (at once, or when there is something to send, or after `wait`).
     /// `body` is dropped once its payload is passed on: a held request keeps none of it.
     async fn request(&self, body: Element, rid: u64) -> Bytes {
-        // Resent, or out of the window? (`resent`: a copy of a request still held, whose
-        // payload went to the stream with the first copy.)
-        let resent = loop {
+        // Resent, or out of the window? (`turn`: none for a copy of a request still held,
+        // whose payload went to the stream with the first copy.)
+        let turn = loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
@@ -501,24 +506,25 @@ impl Session {
                 if rid >= w.next_rid.saturating_add(window) {
                     return self.terminate_now(&mut w, "item-not-found");
                 }
-                if rid <= w.next_rid {
+                if rid < w.next_rid {
                     // Below the next rid and held (checked above): the client gave up waiting
                     // and sent it again (§14.3). Both copies wait for the one response,
                     // which each of them returns.
-                    let resent = rid < w.next_rid;
-                    if rid == w.next_rid {
-                        if self.overactive(&mut w, &body) {
-                            return self.terminate_now(&mut w, "policy-violation");
-                        }
-                        w.next_rid = rid + 1;
-                        w.held.push_back(rid);
-                        if w.held.len() == 1 {
-                            // The stream drops its inactivity timer.
-                            w.wake_stream();
-                        }
-                        self.release_beyond_hold(&mut w);
+                    break None;
+                }
+                if rid == w.next_rid {
+                    if self.overactive(&mut w, &body) {
+                        return self.terminate_now(&mut w, "policy-violation");
                     }
-                    break resent;
+                    w.next_rid = rid + 1;
+                    w.held.push_back(rid);
+                    if w.held.len() == 1 {
+                        // The stream drops its inactivity timer.
+                        w.wake_stream();
+                    }
+                    self.release_beyond_hold(&mut w);
+                    w.passing.push_back(rid);
+                    break Some(Turn { session: self, rid });
                 }
             }
             // A later rid than expected: wait for the ones before it (§14.2), a second at
@@ -533,6 +539,7 @@ impl Session {
             }
         };
         self.changed.notify_waiters();
+        let resent = turn.is_none();
         let guard = Held { session: self, rid };
         // The payload, in order; a full window waits here (backpressure to the client). A
         // resent copy's is not passed on again: its stanzas would arrive twice.
@@ -555,10 +562,12 @@ impl Session {
         }
         drop(body);
         for message in payload {
-            if !self.pass_on(message).await {
+            if !self.pass_on(rid, message).await {
                 break;
             }
         }
+        // The next rid's turn.
+        drop(turn);
         if terminating {
             let mut w = lock(&self.state);
             w.closed = true;
@@ -604,9 +613,11 @@ impl Session {
         }
     }
 
-    /// Hands `message` to the stream once there is room for it; `false` if the session is
-    /// over for the stream (the message is dropped, as the rest of the payload must be).
-    async fn pass_on(&self, message: Bytes) -> bool {
+    /// Hands `message`, of request `rid`'s payload, to the stream once it is that request's
+    /// turn (the first in [`Window::passing`]) and there is room for it; `false` if the
+    /// session is over for the stream (the message is dropped, as the rest of the payload
+    /// must be).
+    async fn pass_on(&self, rid: u64, message: Bytes) -> bool {
         loop {
             let room = self.changed.notified();
             tokio::pin!(room);
@@ -616,7 +627,7 @@ impl Session {
                 if w.over() {
                     return false;
                 }
-                if w.incoming.len() < INCOMING_DEPTH {
+                if w.passing.front() == Some(&rid) && w.incoming.len() < INCOMING_DEPTH {
                     w.incoming.push_back(message);
                     w.wake_stream();
                     return true;
@@ -901,6 +912,21 @@ impl Drop for Held<'_> {
     }
 }
 
+/// An admitted request's place in [`Window::passing`]: leaves it when the payload is passed
+/// on, or when the request is dropped mid-way (a lost HTTP connection) — so the turn never
+/// sticks with a request that is gone, and the next rid passes only after this one stopped.
+struct Turn<'a> {
+    session: &'a Session,
+    rid: u64,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        lock(&self.session.state).passing.retain(|r| *r != self.rid);
+        self.session.changed.notify_waiters();
+    }
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -996,6 +1022,76 @@ mod tests {
         assert!(sent.is_ok() && frames.is_empty());
         let answer = held.await.unwrap();
         assert!(answer.starts_with(b"<body") && answer.ends_with(b"<c/></body>"));
+    }
+
+    /// Spawns request `rid` of `s` carrying `children` (XML).
+    fn spawn_request(s: &Arc<Session>, rid: u64, children: &str) -> tokio::task::JoinHandle<Bytes> {
+        let req = body(&format!(
+            "<body xmlns='http://jabber.org/protocol/httpbind' rid='{rid}'>{children}</body>"
+        ));
+        let s = s.clone();
+        tokio::spawn(async move { s.request(req, rid).await })
+    }
+
+    /// `a0`, `a1`…: the names of a payload's elements.
+    fn numbered(name: &str, range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| format!("{name}{i}")).collect()
+    }
+
+    /// `<a0/>`…: more elements than the window takes at once.
+    fn elements(name: &str) -> String {
+        numbered(name, 0..INCOMING_DEPTH * 2)
+            .iter()
+            .map(|n| format!("<{n}/>"))
+            .collect()
+    }
+
+    /// The names of the next `n` messages the stream reads.
+    async fn read_names(link: &mut Link, n: usize) -> Vec<String> {
+        let mut names = Vec::new();
+        for _ in 0..n {
+            let m = recv(link).await.unwrap();
+            names.push(body(std::str::from_utf8(&m).unwrap()).name().to_string());
+        }
+        names
+    }
+
+    /// A request admitted while the one before it waits for room mid-payload passes its
+    /// payload only after all of the earlier one's (§14.1).
+    #[tokio::test(start_paused = true)]
+    async fn payloads_pass_whole_in_rid_order() {
+        let (s, mut link) = session();
+        assert!(recv(&mut link).await.is_some());
+        let first = spawn_request(&s, 10, &elements("a"));
+        tokio::task::yield_now().await;
+        let second = spawn_request(&s, 11, &elements("b"));
+        tokio::task::yield_now().await;
+        let got = read_names(&mut link, INCOMING_DEPTH * 4).await;
+        let mut want = numbered("a", 0..INCOMING_DEPTH * 2);
+        want.extend(numbered("b", 0..INCOMING_DEPTH * 2));
+        assert_eq!(got, want);
+        first.abort();
+        second.abort();
+    }
+
+    /// A request dropped mid-payload (its HTTP connection lost) hands the turn on: the next
+    /// one passes its payload, after what the dropped one had passed.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_dropped_mid_payload_hands_the_turn_on() {
+        let (s, mut link) = session();
+        assert!(recv(&mut link).await.is_some());
+        let first = spawn_request(&s, 10, &elements("a"));
+        tokio::task::yield_now().await;
+        let second = spawn_request(&s, 11, &elements("b"));
+        tokio::task::yield_now().await;
+        assert_eq!(lock(&s.state).incoming.len(), INCOMING_DEPTH);
+        first.abort();
+        let _ = first.await;
+        let got = read_names(&mut link, INCOMING_DEPTH * 3).await;
+        let mut want = numbered("a", 0..INCOMING_DEPTH);
+        want.extend(numbered("b", 0..INCOMING_DEPTH * 2));
+        assert_eq!(got, want);
+        second.abort();
     }
 
     /// With no request held for `inactivity`, the stream's input ends and its output fails;

@@ -313,6 +313,20 @@ async def test_payloads_reach_the_stream_in_rid_order(server):
     await bob.close()
 
 
+def test_responses_carry_ack_when_the_client_asked(server):
+    """XEP-0124 §9.1: with `ack='1'` at creation, a response carries `ack`, the highest rid
+    received with all before it, unless that is the rid it answers: a held request answered
+    because a later one arrived acknowledges the later one."""
+    sid = create(server, 5000, wait=30, ack="1")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        held = pool.submit(req, server, sid, 5001)
+        time.sleep(0.3)
+        login = req(server, sid, 5002, plain("alice", "alicepass"))
+        released = held.result(timeout=10)
+    assert "ack='5002'" in released, released
+    assert "<success" in login and "ack=" not in login, login
+
+
 def test_wait_zero_is_granted(server):
     """XEP-0124 §7.1: the response's `wait` is at most the request's, and 0 asks for
     immediate answers."""

@@ -590,11 +590,11 @@ impl Session {
                 }
                 if !w.held.contains(&rid) {
                     // Taken over by the same rid resent on another connection.
-                    return empty_body();
+                    return self.empty(&w, rid);
                 }
                 let first = w.held.front() == Some(&rid);
                 if first && (!w.out.is_empty() || w.closed) {
-                    let r = self.response(&mut w);
+                    let r = self.response(&mut w, rid);
                     guard.answer(&mut w, r.clone());
                     return r;
                 }
@@ -603,9 +603,9 @@ impl Session {
                 let mut w = lock(&self.state);
                 let r = if w.creating {
                     // Nothing from the stream in time: still answer the creation.
-                    self.response(&mut w)
+                    self.response(&mut w, rid)
                 } else {
-                    empty_body()
+                    self.empty(&w, rid)
                 };
                 guard.answer(&mut w, r.clone());
                 return r;
@@ -667,9 +667,9 @@ impl Session {
                 return;
             };
             let r = if w.out.is_empty() && !w.closed && !w.creating {
-                empty_body()
+                self.empty(w, oldest)
             } else {
-                self.response(w)
+                self.response(w, oldest)
             };
             self.record(w, oldest, r);
         }
@@ -678,17 +678,42 @@ impl Session {
     /// Keeps `response` as the answer to `rid` (its held request returns it; a resend gets
     /// it again) — the last `hold + 1` answers are kept.
     fn record(&self, w: &mut Window, rid: u64, response: Bytes) {
-        w.answered_empty = response == empty_body();
+        // Empty: a `<body/>` without children ([`Session::empty`]; or the answer to
+        // `terminate`, after which nothing is judged); one that carries anything ends with
+        // `</body>`.
+        w.answered_empty = !response.ends_with(b"</body>");
         w.answered.push_back((rid, response));
         while w.answered.len() > self.hold + 1 {
             w.answered.pop_front();
         }
     }
 
-    /// A response with everything gathered (the session attributes on the first one).
-    fn response(&self, w: &mut Window) -> Bytes {
-        let mut out = Vec::with_capacity(256 + w.out.iter().map(Bytes::len).sum::<usize>());
-        out.extend_from_slice(b"<body xmlns='http://jabber.org/protocol/httpbind'");
+    /// The start of a response to `rid`: `<body` with `ack` (§9.1) when the client asked for
+    /// acknowledgements — the highest rid received with all before it, on the creation
+    /// response and wherever it is not `rid` (which the response acknowledges by itself):
+    /// a held request answered after a later one arrived tells the client the later one
+    /// is in.
+    fn start(&self, w: &Window, rid: u64) -> Vec<u8> {
+        let mut out = b"<body xmlns='http://jabber.org/protocol/httpbind'".to_vec();
+        let highest = w.next_rid.saturating_sub(1);
+        if w.ack && (w.creating || highest != rid) {
+            attr(&mut out, "ack", &highest.to_string());
+        }
+        out
+    }
+
+    /// An empty response to `rid`.
+    fn empty(&self, w: &Window, rid: u64) -> Bytes {
+        let mut out = self.start(w, rid);
+        out.extend_from_slice(b"/>");
+        Bytes::from(out)
+    }
+
+    /// The response to `rid` with everything gathered (the session attributes on the first
+    /// one).
+    fn response(&self, w: &mut Window, rid: u64) -> Bytes {
+        let mut out = self.start(w, rid);
+        out.reserve(256 + w.out.iter().map(Bytes::len).sum::<usize>());
         if w.creating {
             w.creating = false;
             let attrs = [
@@ -707,9 +732,6 @@ impl Session {
             ];
             for (k, v) in attrs {
                 attr(&mut out, k, &v);
-            }
-            if w.ack {
-                attr(&mut out, "ack", &w.next_rid.saturating_sub(1).to_string());
             }
             attr(&mut out, "xmlns:xmpp", NS_XBOSH);
         }
@@ -899,7 +921,8 @@ impl Drop for Held<'_> {
         // out with the next request; without this, the resend fell below the window and
         // ended the session.
         if !w.answered.iter().any(|(r, _)| *r == self.rid) {
-            self.answer(&mut w, empty_body());
+            let r = self.session.empty(&w, self.rid);
+            self.answer(&mut w, r);
         }
         w.held.retain(|r| *r != self.rid);
         w.idle_since = Instant::now();
@@ -942,10 +965,6 @@ fn attr(out: &mut Vec<u8>, name: &str, value: &str) {
     out.push(b'\'');
 }
 
-fn empty_body() -> Bytes {
-    Bytes::from_static(b"<body xmlns='http://jabber.org/protocol/httpbind'/>")
-}
-
 /// A terminal binding error (XEP-0124 §17.2).
 fn terminate(condition: &str) -> Bytes {
     let mut out = b"<body xmlns='http://jabber.org/protocol/httpbind' type='terminate'".to_vec();
@@ -962,11 +981,16 @@ mod tests {
     use super::*;
 
     fn session() -> (Arc<Session>, Link) {
+        session_acking(false)
+    }
+
+    /// A session whose client asked for acknowledgements (`ack`) or not.
+    fn session_acking(ack: bool) -> (Arc<Session>, Link) {
         let open = Bytes::from_static(b"<open/>");
         let terms = Terms {
             wait: Duration::from_secs(MAX_WAIT),
             hold: 1,
-            ack: false,
+            ack,
             content: xml_content_type(),
             ver: spoken_version(None),
         };
@@ -1092,6 +1116,35 @@ mod tests {
         want.extend(numbered("b", 0..INCOMING_DEPTH * 2));
         assert_eq!(got, want);
         second.abort();
+    }
+
+    /// With `ack='1'` (§9.1): the creation response acknowledges its rid, a held request
+    /// answered because a later one arrived acknowledges the later one, and a response
+    /// whose own rid is the highest received says nothing.
+    #[tokio::test(start_paused = true)]
+    async fn responses_acknowledge_the_highest_rid_received() {
+        let (s, mut link) = session_acking(true);
+        assert!(recv(&mut link).await.is_some());
+        let creation = spawn_request(&s, 10, "");
+        send_element(&mut link).await;
+        assert!(contains(&creation.await.unwrap(), "ack='10'"));
+        let held = spawn_request(&s, 11, "");
+        tokio::task::yield_now().await;
+        let later = spawn_request(&s, 12, "<a/>");
+        assert!(contains(&held.await.unwrap(), "ack='12'"));
+        assert!(recv(&mut link).await.is_some());
+        send_element(&mut link).await;
+        assert!(!contains(&later.await.unwrap(), "ack="));
+    }
+
+    /// The stream sends an element.
+    async fn send_element(link: &mut Link) {
+        let mut frames = VecDeque::from([Frame::Element(Bytes::from_static(b"<c/>"))]);
+        poll_fn(|cx| link.poll_send(cx, &mut frames)).await.unwrap();
+    }
+
+    fn contains(response: &[u8], text: &str) -> bool {
+        std::str::from_utf8(response).unwrap().contains(text)
     }
 
     /// With no request held for `inactivity`, the stream's input ends and its output fails;

@@ -8,15 +8,17 @@
 //! negotiation, limits and the session are the TCP client's; this module keeps only what is
 //! BOSH's own:
 //! - the request window (XEP-0124 §14): requests are handled in `rid` order, at most
-//!   `requests` ahead; a `rid` answered before gets the same response again (§14.3, so a
-//!   lost HTTP response is recovered by resending), one outside the window ends the session
-//!   with `item-not-found`;
+//!   `requests` ahead, each one's payload passed to the stream whole before the next one's
+//!   (§14.1); a `rid` answered before gets the same response again (§14.3, so a lost HTTP
+//!   response is recovered by resending), one outside the window ends the session with
+//!   `item-not-found`;
 //! - holding (§8, §10): up to `hold` requests wait (at most `wait` seconds) for something to
 //!   send; a further request sends the oldest back empty;
 //! - inactivity (§7.1): with no request held for `inactivity` seconds the session ends (the
 //!   stream sees its transport gone, so a resumable XEP-0198 session hibernates); a lost HTTP
 //!   connection within that time costs nothing;
-//! - `ack` (§9.1) of the creation request and the advertised limits;
+//! - `ack` (§9.1) of the creation request (then acknowledging rids in responses) and the
+//!   advertised limits;
 //! - overactivity (§11) and too frequent polling (§12): an empty new request less than
 //!   `polling` seconds after the previous new one, while every request the session may have
 //!   open is open (or, with `hold` = 0, after an empty answer), ends the session with

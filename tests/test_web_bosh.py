@@ -8,6 +8,7 @@ import concurrent.futures
 import http.client
 import re
 import socket
+import time
 
 from slix import slix_login
 
@@ -24,18 +25,26 @@ def post(srv, body: str, headers: dict | None = None, timeout: float = 10.0) -> 
     return out
 
 
-def create(srv, rid: int, wait: int = 5) -> str:
+def create(srv, rid: int, wait: int = 5, **attrs) -> str:
     status, text, _ = post(srv, f"<body xmlns='{NS}' rid='{rid}' to='{srv.domain}' wait='{wait}' "
                                 f"hold='1' ver='1.6' xmpp:version='1.0' "
-                                f"xmlns:xmpp='urn:xmpp:xbosh'/>")
+                                f"xmlns:xmpp='urn:xmpp:xbosh'{extra_attrs(attrs)}/>")
     assert status == 200, text
     sid = re.search(r"sid='([0-9a-f]+)'", text)
     assert sid and "<stream:features" in text and "starttls" not in text, text
+    if attrs.get("ack") == "1":
+        # §9.1: the creation response says acknowledgements are in use.
+        assert f"ack='{rid}'" in text, text
     return sid.group(1)
 
 
+def extra_attrs(attrs: dict) -> str:
+    """`xmpp_restart='true'` as the attribute `xmpp:restart='true'`."""
+    return "".join(f" {k.replace('_', ':')}='{v}'" for k, v in attrs.items())
+
+
 def req(srv, sid: str, rid: int, payload: str = "", **attrs) -> str:
-    extra = "".join(f" {k.replace('_', ':')}='{v}'" for k, v in attrs.items())
+    extra = extra_attrs(attrs)
     status, text, _ = post(srv, f"<body xmlns='{NS}' rid='{rid}' sid='{sid}' "
                                 f"xmlns:xmpp='urn:xmpp:xbosh'{extra}>{payload}</body>")
     assert status == 200, text
@@ -265,3 +274,70 @@ def test_the_creation_response_states_the_terms(server):
     _, _, headers = post(server, f"<body xmlns='{NS}' rid='7001' sid='{sid}'>"
                                  f"{plain('alice', 'alicepass')}</body>")
     assert {k.lower(): v for k, v in headers.items()}["content-type"] == "application/xml"
+
+
+def bosh_login(srv, rid: int, wait: int, **attrs) -> str:
+    """A BOSH session of alice, bound to resource `bosh`, whose next rid is `rid + 4`."""
+    sid = create(srv, rid, wait=wait, **attrs)
+    assert "<success" in req(srv, sid, rid + 1, plain("alice", "alicepass"))
+    req(srv, sid, rid + 2, xmpp_restart="true", to=srv.domain)
+    bound = req(srv, sid, rid + 3, "<iq xmlns='jabber:client' type='set' id='b'><bind "
+                "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bosh</resource></bind></iq>")
+    assert "alice@localhost/bosh" in bound, bound
+    return sid
+
+
+async def test_payloads_reach_the_stream_in_rid_order(server):
+    """XEP-0124 §14.1: payloads are forwarded in `rid` order. A request with more stanzas
+    than the window takes at once is still passing them when the next rid (sent a moment
+    earlier, so it waits for its turn) is admitted: the next one's stanzas follow all of
+    the first's, none in between."""
+    bob = await slix_login(server, "bob", resource="b")
+    loop = asyncio.get_running_loop()
+    sid = await loop.run_in_executor(None, bosh_login, server, 4000, 2)
+
+    def messages(tag: str) -> str:
+        return "".join(f"<message xmlns='jabber:client' to='{server.jid('bob', 'b')}' "
+                       f"type='chat'><body>{tag}{i}</body></message>" for i in range(8))
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        second = pool.submit(req, server, sid, 4005, messages("b"))
+        await asyncio.sleep(0.2)
+        first = pool.submit(req, server, sid, 4004, messages("a"))
+        await bob.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "b7", 10, "b7")
+        first.result(timeout=10)
+        second.result(timeout=10)
+    got = [el.findtext("{jabber:client}body") for el in bob.inbox.items
+           if (el.findtext("{jabber:client}body") or "")[:1] in ("a", "b")]
+    assert got == [f"a{i}" for i in range(8)] + [f"b{i}" for i in range(8)], got
+    await bob.close()
+
+
+def test_responses_carry_ack_when_the_client_asked(server):
+    """XEP-0124 §9.1: with `ack='1'` at creation, a response carries `ack`, the highest rid
+    received with all before it, unless that is the rid it answers: a held request answered
+    because a later one arrived acknowledges the later one."""
+    sid = create(server, 5000, wait=30, ack="1")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        held = pool.submit(req, server, sid, 5001)
+        time.sleep(0.3)
+        login = req(server, sid, 5002, plain("alice", "alicepass"))
+        released = held.result(timeout=10)
+    assert "ack='5002'" in released, released
+    assert "<success" in login and "ack=" not in login, login
+
+
+def test_wait_zero_is_granted(server):
+    """XEP-0124 §7.1: the response's `wait` is at most the request's, and 0 asks for
+    immediate answers."""
+    started = time.monotonic()
+    _, text, _ = post(server, f"<body xmlns='{NS}' rid='6000' to='{server.domain}' wait='0' "
+                              f"hold='1' ver='1.6' xmpp:version='1.0' xmlns:xmpp='urn:xmpp:xbosh'/>")
+    assert "wait='0'" in text, text
+    sid = re.search(r"sid='([0-9a-f]+)'", text).group(1)
+    # With nothing to send, a request is answered at once, not after a second.
+    seen = text + req(server, sid, 6001)
+    if "<stream:features" not in seen:
+        seen += req(server, sid, 6002)
+    assert "<stream:features" in seen, seen
+    assert time.monotonic() - started < 1, time.monotonic() - started

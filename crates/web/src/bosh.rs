@@ -8,15 +8,17 @@
 //! negotiation, limits and the session are the TCP client's; this module keeps only what is
 //! BOSH's own:
 //! - the request window (XEP-0124 §14): requests are handled in `rid` order, at most
-//!   `requests` ahead; a `rid` answered before gets the same response again (§14.3, so a
-//!   lost HTTP response is recovered by resending), one outside the window ends the session
-//!   with `item-not-found`;
+//!   `requests` ahead, each one's payload passed to the stream whole before the next one's
+//!   (§14.1); a `rid` answered before gets the same response again (§14.3, so a lost HTTP
+//!   response is recovered by resending), one outside the window ends the session with
+//!   `item-not-found`;
 //! - holding (§8, §10): up to `hold` requests wait (at most `wait` seconds) for something to
 //!   send; a further request sends the oldest back empty;
 //! - inactivity (§7.1): with no request held for `inactivity` seconds the session ends (the
 //!   stream sees its transport gone, so a resumable XEP-0198 session hibernates); a lost HTTP
 //!   connection within that time costs nothing;
-//! - `ack` (§9.1) of the creation request and the advertised limits;
+//! - `ack` (§9.1) of the creation request (then acknowledging rids in responses) and the
+//!   advertised limits;
 //! - overactivity (§11) and too frequent polling (§12): an empty new request less than
 //!   `polling` seconds after the previous new one, while every request the session may have
 //!   open is open (or, with `hold` = 0, after an empty answer), ends the session with
@@ -79,6 +81,10 @@ const INACTIVITY: Duration = Duration::from_secs(60);
 /// Shortest interval between two empty new requests while every request the session may
 /// have open is open, or, with `hold` = 0, after an empty answer (`polling`, §11, §12).
 const POLLING: Duration = Duration::from_secs(2);
+
+/// The least a request that came before the rids preceding it waits for them (`wait` may
+/// be 0).
+const OUT_OF_ORDER_WAIT: Duration = Duration::from_secs(1);
 
 /// Messages to the connection waiting for it in the window (the rest waits in the request:
 /// a stream slower than its client holds the client's requests back).
@@ -175,6 +181,10 @@ struct Window {
     next_rid: u64,
     /// Held requests by `rid`, oldest first.
     held: VecDeque<u64>,
+    /// Admitted requests whose payload is not passed on yet, by `rid`, oldest first: only
+    /// the first one passes (§14.1: payloads reach the stream in `rid` order, also when a
+    /// request waits for room mid-payload and the next one is admitted meanwhile).
+    passing: VecDeque<u64>,
     /// Elements from the connection not sent yet.
     out: Vec<Bytes>,
     /// The stream id from the connection's header (`authid` of the creation response).
@@ -405,7 +415,9 @@ impl Terms {
     fn of(body: &Element) -> Terms {
         let number = |name: &str| body.attr(name).and_then(|v| v.parse::<u64>().ok());
         Terms {
-            wait: Duration::from_secs(number("wait").unwrap_or(MAX_WAIT).clamp(1, MAX_WAIT)),
+            // 0 too: the client wants every request answered at once (§7.1: ours is at most
+            // the client's).
+            wait: Duration::from_secs(number("wait").unwrap_or(MAX_WAIT).min(MAX_WAIT)),
             hold: usize::try_from(number("hold").unwrap_or(1))
                 .unwrap_or(MAX_HOLD)
                 .min(MAX_HOLD),
@@ -454,6 +466,7 @@ impl Session {
                 expired: false,
                 next_rid: rid,
                 held: VecDeque::new(),
+                passing: VecDeque::new(),
                 out: Vec::new(),
                 stream_id: None,
                 closed: false,
@@ -472,9 +485,9 @@ impl Session {
     /// response (at once, or when there is something to send, or after `wait`).
     /// `body` is dropped once its payload is passed on: a held request keeps none of it.
     async fn request(&self, body: Element, rid: u64) -> Bytes {
-        // Resent, or out of the window? (`resent`: a copy of a request still held, whose
-        // payload went to the stream with the first copy.)
-        let resent = loop {
+        // Resent, or out of the window? (`turn`: none for a copy of a request still held,
+        // whose payload went to the stream with the first copy.)
+        let turn = loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
@@ -495,33 +508,40 @@ impl Session {
                 if rid >= w.next_rid.saturating_add(window) {
                     return self.terminate_now(&mut w, "item-not-found");
                 }
-                if rid <= w.next_rid {
+                if rid < w.next_rid {
                     // Below the next rid and held (checked above): the client gave up waiting
                     // and sent it again (§14.3). Both copies wait for the one response,
                     // which each of them returns.
-                    let resent = rid < w.next_rid;
-                    if rid == w.next_rid {
-                        if self.overactive(&mut w, &body) {
-                            return self.terminate_now(&mut w, "policy-violation");
-                        }
-                        w.next_rid = rid + 1;
-                        w.held.push_back(rid);
-                        if w.held.len() == 1 {
-                            // The stream drops its inactivity timer.
-                            w.wake_stream();
-                        }
-                        self.release_beyond_hold(&mut w);
+                    break None;
+                }
+                if rid == w.next_rid {
+                    if self.overactive(&mut w, &body) {
+                        return self.terminate_now(&mut w, "policy-violation");
                     }
-                    break resent;
+                    w.next_rid = rid + 1;
+                    w.held.push_back(rid);
+                    if w.held.len() == 1 {
+                        // The stream drops its inactivity timer.
+                        w.wake_stream();
+                    }
+                    self.release_beyond_hold(&mut w);
+                    w.passing.push_back(rid);
+                    break Some(Turn { session: self, rid });
                 }
             }
-            // A later rid than expected: wait for the ones before it (§14.2).
-            if tokio::time::timeout(self.wait, changed).await.is_err() {
+            // A later rid than expected: wait for the ones before it (§14.2), a second at
+            // least — with `wait` = 0 too: requests sent at once on two connections arrive in
+            // either order, and an earlier rid a moment late is no reason to end the session.
+            if tokio::time::timeout(self.wait.max(OUT_OF_ORDER_WAIT), changed)
+                .await
+                .is_err()
+            {
                 let mut w = lock(&self.state);
                 return self.terminate_now(&mut w, "item-not-found");
             }
         };
         self.changed.notify_waiters();
+        let resent = turn.is_none();
         let guard = Held { session: self, rid };
         // The payload, in order; a full window waits here (backpressure to the client). A
         // resent copy's is not passed on again: its stanzas would arrive twice.
@@ -544,10 +564,12 @@ impl Session {
         }
         drop(body);
         for message in payload {
-            if !self.pass_on(message).await {
+            if !self.pass_on(rid, message).await {
                 break;
             }
         }
+        // The next rid's turn.
+        drop(turn);
         if terminating {
             let mut w = lock(&self.state);
             w.closed = true;
@@ -570,11 +592,11 @@ impl Session {
                 }
                 if !w.held.contains(&rid) {
                     // Taken over by the same rid resent on another connection.
-                    return empty_body();
+                    return self.empty(&w, rid);
                 }
                 let first = w.held.front() == Some(&rid);
                 if first && (!w.out.is_empty() || w.closed) {
-                    let r = self.response(&mut w);
+                    let r = self.response(&mut w, rid);
                     guard.answer(&mut w, r.clone());
                     return r;
                 }
@@ -583,9 +605,9 @@ impl Session {
                 let mut w = lock(&self.state);
                 let r = if w.creating {
                     // Nothing from the stream in time: still answer the creation.
-                    self.response(&mut w)
+                    self.response(&mut w, rid)
                 } else {
-                    empty_body()
+                    self.empty(&w, rid)
                 };
                 guard.answer(&mut w, r.clone());
                 return r;
@@ -593,9 +615,11 @@ impl Session {
         }
     }
 
-    /// Hands `message` to the stream once there is room for it; `false` if the session is
-    /// over for the stream (the message is dropped, as the rest of the payload must be).
-    async fn pass_on(&self, message: Bytes) -> bool {
+    /// Hands `message`, of request `rid`'s payload, to the stream once it is that request's
+    /// turn (the first in [`Window::passing`]) and there is room for it; `false` if the
+    /// session is over for the stream (the message is dropped, as the rest of the payload
+    /// must be).
+    async fn pass_on(&self, rid: u64, message: Bytes) -> bool {
         loop {
             let room = self.changed.notified();
             tokio::pin!(room);
@@ -605,7 +629,7 @@ impl Session {
                 if w.over() {
                     return false;
                 }
-                if w.incoming.len() < INCOMING_DEPTH {
+                if w.passing.front() == Some(&rid) && w.incoming.len() < INCOMING_DEPTH {
                     w.incoming.push_back(message);
                     w.wake_stream();
                     return true;
@@ -645,9 +669,9 @@ impl Session {
                 return;
             };
             let r = if w.out.is_empty() && !w.closed && !w.creating {
-                empty_body()
+                self.empty(w, oldest)
             } else {
-                self.response(w)
+                self.response(w, oldest)
             };
             self.record(w, oldest, r);
         }
@@ -656,17 +680,42 @@ impl Session {
     /// Keeps `response` as the answer to `rid` (its held request returns it; a resend gets
     /// it again) — the last `hold + 1` answers are kept.
     fn record(&self, w: &mut Window, rid: u64, response: Bytes) {
-        w.answered_empty = response == empty_body();
+        // Empty: a `<body/>` without children ([`Session::empty`]; or the answer to
+        // `terminate`, after which nothing is judged); one that carries anything ends with
+        // `</body>`.
+        w.answered_empty = !response.ends_with(b"</body>");
         w.answered.push_back((rid, response));
         while w.answered.len() > self.hold + 1 {
             w.answered.pop_front();
         }
     }
 
-    /// A response with everything gathered (the session attributes on the first one).
-    fn response(&self, w: &mut Window) -> Bytes {
-        let mut out = Vec::with_capacity(256 + w.out.iter().map(Bytes::len).sum::<usize>());
-        out.extend_from_slice(b"<body xmlns='http://jabber.org/protocol/httpbind'");
+    /// The start of a response to `rid`: `<body` with `ack` (§9.1) when the client asked for
+    /// acknowledgements — the highest rid received with all before it, on the creation
+    /// response and wherever it is not `rid` (which the response acknowledges by itself):
+    /// a held request answered after a later one arrived tells the client the later one
+    /// is in.
+    fn start(&self, w: &Window, rid: u64) -> Vec<u8> {
+        let mut out = b"<body xmlns='http://jabber.org/protocol/httpbind'".to_vec();
+        let highest = w.next_rid.saturating_sub(1);
+        if w.ack && (w.creating || highest != rid) {
+            attr(&mut out, "ack", &highest.to_string());
+        }
+        out
+    }
+
+    /// An empty response to `rid`.
+    fn empty(&self, w: &Window, rid: u64) -> Bytes {
+        let mut out = self.start(w, rid);
+        out.extend_from_slice(b"/>");
+        Bytes::from(out)
+    }
+
+    /// The response to `rid` with everything gathered (the session attributes on the first
+    /// one).
+    fn response(&self, w: &mut Window, rid: u64) -> Bytes {
+        let mut out = self.start(w, rid);
+        out.reserve(256 + w.out.iter().map(Bytes::len).sum::<usize>());
         if w.creating {
             w.creating = false;
             let attrs = [
@@ -685,9 +734,6 @@ impl Session {
             ];
             for (k, v) in attrs {
                 attr(&mut out, k, &v);
-            }
-            if w.ack {
-                attr(&mut out, "ack", &w.next_rid.saturating_sub(1).to_string());
             }
             attr(&mut out, "xmlns:xmpp", NS_XBOSH);
         }
@@ -877,7 +923,8 @@ impl Drop for Held<'_> {
         // out with the next request; without this, the resend fell below the window and
         // ended the session.
         if !w.answered.iter().any(|(r, _)| *r == self.rid) {
-            self.answer(&mut w, empty_body());
+            let r = self.session.empty(&w, self.rid);
+            self.answer(&mut w, r);
         }
         w.held.retain(|r| *r != self.rid);
         w.idle_since = Instant::now();
@@ -886,6 +933,21 @@ impl Drop for Held<'_> {
             w.wake_stream();
         }
         drop(w);
+        self.session.changed.notify_waiters();
+    }
+}
+
+/// An admitted request's place in [`Window::passing`]: leaves it when the payload is passed
+/// on, or when the request is dropped mid-way (a lost HTTP connection) — so the turn never
+/// sticks with a request that is gone, and the next rid passes only after this one stopped.
+struct Turn<'a> {
+    session: &'a Session,
+    rid: u64,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        lock(&self.session.state).passing.retain(|r| *r != self.rid);
         self.session.changed.notify_waiters();
     }
 }
@@ -905,10 +967,6 @@ fn attr(out: &mut Vec<u8>, name: &str, value: &str) {
     out.push(b'\'');
 }
 
-fn empty_body() -> Bytes {
-    Bytes::from_static(b"<body xmlns='http://jabber.org/protocol/httpbind'/>")
-}
-
 /// A terminal binding error (XEP-0124 §17.2).
 fn terminate(condition: &str) -> Bytes {
     let mut out = b"<body xmlns='http://jabber.org/protocol/httpbind' type='terminate'".to_vec();
@@ -925,11 +983,16 @@ mod tests {
     use super::*;
 
     fn session() -> (Arc<Session>, Link) {
+        session_acking(false)
+    }
+
+    /// A session whose client asked for acknowledgements (`ack`) or not.
+    fn session_acking(ack: bool) -> (Arc<Session>, Link) {
         let open = Bytes::from_static(b"<open/>");
         let terms = Terms {
             wait: Duration::from_secs(MAX_WAIT),
             hold: 1,
-            ack: false,
+            ack,
             content: xml_content_type(),
             ver: spoken_version(None),
         };
@@ -944,6 +1007,18 @@ mod tests {
         assert_eq!(spoken_version(Some("2.0")), "1.11");
         assert_eq!(spoken_version(Some("1.x")), "1.11");
         assert_eq!(spoken_version(None), "1.11");
+    }
+
+    /// `wait` is at most the client's, 0 included (§7.1), and at most ours.
+    #[test]
+    fn the_wait_granted_is_at_most_the_one_asked() {
+        let wait = |w: &str| {
+            let xml = format!("<body xmlns='http://jabber.org/protocol/httpbind' wait='{w}'/>");
+            Terms::of(&body(&xml)).wait.as_secs()
+        };
+        assert_eq!(wait("0"), 0);
+        assert_eq!(wait("10"), 10);
+        assert_eq!(wait("3600"), MAX_WAIT);
     }
 
     async fn recv(link: &mut Link) -> Option<Bytes> {
@@ -973,6 +1048,105 @@ mod tests {
         assert!(sent.is_ok() && frames.is_empty());
         let answer = held.await.unwrap();
         assert!(answer.starts_with(b"<body") && answer.ends_with(b"<c/></body>"));
+    }
+
+    /// Spawns request `rid` of `s` carrying `children` (XML).
+    fn spawn_request(s: &Arc<Session>, rid: u64, children: &str) -> tokio::task::JoinHandle<Bytes> {
+        let req = body(&format!(
+            "<body xmlns='http://jabber.org/protocol/httpbind' rid='{rid}'>{children}</body>"
+        ));
+        let s = s.clone();
+        tokio::spawn(async move { s.request(req, rid).await })
+    }
+
+    /// `a0`, `a1`…: the names of a payload's elements.
+    fn numbered(name: &str, range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| format!("{name}{i}")).collect()
+    }
+
+    /// `<a0/>`…: more elements than the window takes at once.
+    fn elements(name: &str) -> String {
+        numbered(name, 0..INCOMING_DEPTH * 2)
+            .iter()
+            .map(|n| format!("<{n}/>"))
+            .collect()
+    }
+
+    /// The names of the next `n` messages the stream reads.
+    async fn read_names(link: &mut Link, n: usize) -> Vec<String> {
+        let mut names = Vec::new();
+        for _ in 0..n {
+            let m = recv(link).await.unwrap();
+            names.push(body(std::str::from_utf8(&m).unwrap()).name().to_string());
+        }
+        names
+    }
+
+    /// A request admitted while the one before it waits for room mid-payload passes its
+    /// payload only after all of the earlier one's (§14.1).
+    #[tokio::test(start_paused = true)]
+    async fn payloads_pass_whole_in_rid_order() {
+        let (s, mut link) = session();
+        assert!(recv(&mut link).await.is_some());
+        let first = spawn_request(&s, 10, &elements("a"));
+        tokio::task::yield_now().await;
+        let second = spawn_request(&s, 11, &elements("b"));
+        tokio::task::yield_now().await;
+        let got = read_names(&mut link, INCOMING_DEPTH * 4).await;
+        let mut want = numbered("a", 0..INCOMING_DEPTH * 2);
+        want.extend(numbered("b", 0..INCOMING_DEPTH * 2));
+        assert_eq!(got, want);
+        first.abort();
+        second.abort();
+    }
+
+    /// A request dropped mid-payload (its HTTP connection lost) hands the turn on: the next
+    /// one passes its payload, after what the dropped one had passed.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_dropped_mid_payload_hands_the_turn_on() {
+        let (s, mut link) = session();
+        assert!(recv(&mut link).await.is_some());
+        let first = spawn_request(&s, 10, &elements("a"));
+        tokio::task::yield_now().await;
+        let second = spawn_request(&s, 11, &elements("b"));
+        tokio::task::yield_now().await;
+        assert_eq!(lock(&s.state).incoming.len(), INCOMING_DEPTH);
+        first.abort();
+        let _ = first.await;
+        let got = read_names(&mut link, INCOMING_DEPTH * 3).await;
+        let mut want = numbered("a", 0..INCOMING_DEPTH);
+        want.extend(numbered("b", 0..INCOMING_DEPTH * 2));
+        assert_eq!(got, want);
+        second.abort();
+    }
+
+    /// With `ack='1'` (§9.1): the creation response acknowledges its rid, a held request
+    /// answered because a later one arrived acknowledges the later one, and a response
+    /// whose own rid is the highest received says nothing.
+    #[tokio::test(start_paused = true)]
+    async fn responses_acknowledge_the_highest_rid_received() {
+        let (s, mut link) = session_acking(true);
+        assert!(recv(&mut link).await.is_some());
+        let creation = spawn_request(&s, 10, "");
+        send_element(&mut link).await;
+        assert!(contains(&creation.await.unwrap(), "ack='10'"));
+        let held = spawn_request(&s, 11, "");
+        tokio::task::yield_now().await;
+        let later = spawn_request(&s, 12, "<a/>");
+        assert!(contains(&held.await.unwrap(), "ack='12'"));
+        assert!(recv(&mut link).await.is_some());
+        send_element(&mut link).await;
+        assert!(!contains(&later.await.unwrap(), "ack="));
+    }
+
+    /// The stream sends an element.
+    async fn send_element(link: &mut Link) {
+        let mut frames = VecDeque::from([Frame::Element(Bytes::from_static(b"<c/>"))]);
+        poll_fn(|cx| link.poll_send(cx, &mut frames)).await.unwrap();
+    }
+
+    fn contains(response: &[u8], text: &str) -> bool {
+        std::str::from_utf8(response).unwrap().contains(text)
     }
 
     /// With no request held for `inactivity`, the stream's input ends and its output fails;

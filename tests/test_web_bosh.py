@@ -69,6 +69,9 @@ def test_unknown_sid_and_unknown_host(server):
     assert "type='terminate'" in text and "item-not-found" in text
     _, text, _ = post(server, f"<body xmlns='{NS}' rid='1' to='elsewhere.example' wait='5' hold='1'/>")
     assert "host-unknown" in text
+    # XEP-0124 §17.2: no `to` at all is improper addressing.
+    _, text, _ = post(server, f"<body xmlns='{NS}' rid='1' wait='5' hold='1'/>")
+    assert "type='terminate'" in text and "improper-addressing" in text, text
 
 
 def test_login_restart_bind_and_a_repeated_rid_gets_the_same_answer(server):
@@ -77,7 +80,8 @@ def test_login_restart_bind_and_a_repeated_rid_gets_the_same_answer(server):
     assert "<success" in first, first
     # The same rid again (as after a lost response): the same answer, not a second login.
     assert req(server, sid, 1001, plain("alice", "alicepass")) == first
-    features = req(server, sid, 1002, xmpp_restart="true", to=server.domain)
+    # xmpp:restart is an xs:boolean: "1" restarts as "true" does (XEP-0206 §5).
+    features = req(server, sid, 1002, xmpp_restart="1", to=server.domain)
     assert "urn:ietf:params:xml:ns:xmpp-bind" in features, features
     bound = req(server, sid, 1003, "<iq xmlns='jabber:client' type='set' id='b'>"
                 "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bosh</resource></bind></iq>")

@@ -322,10 +322,11 @@ fn create(
     rid: u64,
 ) -> Result<Arc<Session>, Bytes> {
     // Any hosted domain (virtual hosting); the c2s machine takes it from the `<open/>`.
-    let Some(domain) = body
-        .attr("to")
-        .filter(|to| ctx.c2s.core.is_local_domain(to))
-    else {
+    // §17.2: no `to` at all is `improper-addressing`, one we do not serve `host-unknown`.
+    let Some(to) = body.attr("to") else {
+        return Err(terminate("improper-addressing"));
+    };
+    let Some(domain) = Some(to).filter(|to| ctx.c2s.core.is_local_domain(to)) else {
         return Err(terminate("host-unknown"));
     };
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
@@ -550,7 +551,8 @@ impl Session {
             .filter(|_| !resent)
             .map(|c| Bytes::from(rookery_proto::stream::to_bytes(c)))
             .collect();
-        let restart = !resent && body.attr("xmpp:restart") == Some("true");
+        // An xs:boolean (XEP-0206 §5): "true" or "1".
+        let restart = !resent && matches!(body.attr("xmpp:restart"), Some("true" | "1"));
         if restart {
             let mut open = Element::new("open", NS_FRAMING).with_attr("version", "1.0");
             if let Some(to) = body.attr("to") {

@@ -2,7 +2,7 @@
 //! mechanism and count of each token, the per-account bound, and the end of tokens with a password change or the account.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use crate::common::backends;
+use crate::common::{backends, exec, sqlite_migrations};
 use rookery_store::fast::{Token, Used};
 use rookery_store::Credentials;
 
@@ -101,4 +101,49 @@ async fn rotation_replay_bound_and_invalidation() {
         b.store.accounts().delete(d, "juliet").await.unwrap();
         assert_eq!(f.get(d, "juliet", "a").await.unwrap(), None);
     }
+}
+
+/// Migration 0034 (SQLite; 0032 is the same on PostgreSQL) on a row from before it: no
+/// mechanism for either token, and the replaced token keeps the count both shared, so none
+/// of its uses can be replayed.
+#[tokio::test]
+async fn tokens_from_before_mechanisms_keep_their_count() {
+    use sqlx::Connection;
+    let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let run = |f: &std::path::PathBuf| std::fs::read_to_string(f).unwrap();
+    let name = |f: &std::path::PathBuf| f.file_name().unwrap().to_str().unwrap().to_owned();
+    let files = sqlite_migrations();
+    for f in files.iter().filter(|f| name(f).as_str() < "0034") {
+        exec(&mut db, &run(f)).await;
+    }
+    // Without foreign keys, no account is needed.
+    exec(&mut db, "PRAGMA foreign_keys = OFF").await;
+    exec(
+        &mut db,
+        "INSERT INTO fast_tokens (domain, username, device, current_key, current_expires, \
+         previous_key, previous_expires, last_count, issued_at) VALUES \
+         ('l', 'juliet', 'phone', x'02', 200, x'01', 100, 7, 1), \
+         ('l', 'juliet', 'tablet', x'03', 200, NULL, NULL, 4, 2)",
+    )
+    .await;
+    let migration = files.iter().find(|f| name(f).starts_with("0034_")).unwrap();
+    exec(&mut db, &run(migration)).await;
+    /// Device, the two mechanisms, the two counts.
+    type Row = (String, Option<String>, Option<String>, i64, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT device, current_mechanism, previous_mechanism, last_count, previous_count \
+         FROM fast_tokens ORDER BY device",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("phone".into(), None, None, 7, 7),
+            ("tablet".into(), None, None, 4, 0)
+        ]
+    );
 }

@@ -249,6 +249,39 @@ async def test_fast_token_request_reconnect_rotation_and_replay(server):
     assert await refused(server, "x" * 72, 7) == "not-authorized"
 
 
+async def test_a_token_asked_for_expr_is_refused_with_none(server):
+    """XEP-0484 §3.3: a token is bound to the mechanism it was asked for; a token asked for
+    with channel binding (-EXPR) is refused without it (-NONE)."""
+    c = await tls_client(server)
+    s = await c.sasl2("alice", "alicepass", device="phone-1",
+                      inline=f"<request-token xmlns='{NS_FAST}' mechanism='HT-SHA-256-EXPR'/>")
+    t = token_of(s)
+    await c.close()
+    assert await refused(server, t, 1) == "not-authorized"
+
+
+async def test_the_count_restarts_with_each_token(server):
+    """XEP-0484 §3.1: the count is per token, reset to zero when the token changes; the
+    replaced token keeps its own."""
+    c = await tls_client(server)
+    t1 = token_of(await c.sasl2("alice", "alicepass", device="phone-1",
+                                inline=request_token()))
+    await c.close()
+    c, s = await token_login(server, t1, 5, inline=request_token())
+    t2 = token_of(s)
+    await c.close()
+    # The replaced token: its own count, 5.
+    assert await refused(server, t1, 5) == "not-authorized"
+    c, _ = await token_login(server, t1, 6)
+    await c.close()
+    # The new one starts again at 1, then must rise.
+    c, _ = await token_login(server, t2, 1)
+    await c.close()
+    assert await refused(server, t2, 1) == "not-authorized"
+    c, _ = await token_login(server, t2, 2)
+    await c.close()
+
+
 async def test_a_token_and_its_count_survive_kill_9(server):
     """A token the server handed out (and the count it last accepted) is stored before the
     success that carries it: a `kill -9` right after loses neither."""

@@ -2,8 +2,10 @@
 //! inline feature listing the HT mechanisms (§2), `<request-token/>` beside any
 //! authentication (§3.1), `<token/>` in the success (§3.2), and authentication with a token
 //! (§3.3): one HT message, checked against the device's current token or the one it
-//! replaced, with a `count` that must rise on every use when the client sends one (§3.3.1,
-//! replay protection; xmpp.js sends none, and is served).
+//! replaced, with the mechanism the token was asked for (§3.3: a token for `-EXPR` is no
+//! token for `-NONE`), and a `count` that must rise on every use of that token when the
+//! client sends one (§3.3.1, replay protection; each token counts from zero, §3.1; xmpp.js
+//! sends none, and is served).
 //!
 //! Tokens are per account and device (the `<user-agent id=…/>`): a request without a device
 //! id gets no token. Rotation: a new token moves the current one to "previous", which stays
@@ -18,15 +20,37 @@ use rookery_xml::Element;
 /// The FAST namespace.
 pub const NS: &str = "urn:xmpp:fast:0";
 
+/// One stored token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// Its key.
+    pub key: Vec<u8>,
+    /// When it expires (Unix seconds).
+    pub expires: i64,
+    /// The mechanism it was asked for; `None` for a token stored before they were recorded.
+    pub mechanism: Option<HtMechanism>,
+    /// The highest `count` used with it (0: none yet).
+    pub last_count: i64,
+}
+
+impl Token {
+    /// Whether it may be used with `mechanism`: the one it was asked for (§3.3). A token of
+    /// unknown mechanism (stored before they were) only with one without channel binding:
+    /// it may have been asked for with binding, so it gets no more than an unbound token
+    /// would, and a client that did ask for binding logs in once with its password.
+    fn accepts(&self, mechanism: HtMechanism) -> bool {
+        self.mechanism
+            .map_or(!mechanism.is_bound(), |m| m == mechanism)
+    }
+}
+
 /// The tokens of one device, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceTokens {
-    /// The current token's key and expiry (Unix seconds).
-    pub current: (Vec<u8>, i64),
-    /// The replaced token's key and expiry, until the current one is used.
-    pub previous: Option<(Vec<u8>, i64)>,
-    /// The highest `count` used.
-    pub last_count: i64,
+    /// The current token.
+    pub current: Token,
+    /// The token it replaced, until the current one is used.
+    pub previous: Option<Token>,
 }
 
 /// Which token an authentication used.
@@ -48,8 +72,8 @@ pub trait TokenStore: Send + Sync + 'static {
         local: &str,
         device: &str,
     ) -> Result<Option<DeviceTokens>, String>;
-    /// Stores a new current token for `device` (the current one becomes the previous one),
-    /// keeping at most `max_devices` devices per account (the last issued, by
+    /// Stores a new current token for `device`, for `mechanism`, with no count used (the
+    /// current one becomes the previous one, with its count), keeping at most `max_devices` devices per account (the last issued, by
     /// `issued_at_ms`, Unix milliseconds).
     #[allow(clippy::too_many_arguments, reason = "one row's columns")]
     async fn issue(
@@ -59,10 +83,12 @@ pub trait TokenStore: Send + Sync + 'static {
         device: &str,
         key: &[u8],
         expires: i64,
+        mechanism: HtMechanism,
         issued_at_ms: i64,
         max_devices: u32,
     ) -> Result<(), String>;
-    /// Records a use with `count`; `false` when `count` does not rise (a replay).
+    /// Records a use of the token `used` with `count`; `false` when `count` does not rise
+    /// above that token's (a replay).
     async fn use_token(
         &self,
         domain: &str,
@@ -99,9 +125,15 @@ pub struct Request {
     pub fast: Option<Option<i64>>,
 }
 
-/// Reads a FAST element of an `<authenticate/>` into `r`; `Ok(false)` when `el` is not one,
-/// `Err` (a SASL condition) when it is malformed or repeated.
-pub fn parse_into(el: &Element, r: &mut Request) -> Result<bool, &'static str> {
+/// Reads a FAST element of an `<authenticate/>` on a stream with or without channel binding
+/// into `r`; `Ok(false)` when `el` is not one, `Err` (a SASL condition) when it is malformed
+/// or repeated, or asks a token for a mechanism not offered on this stream (§3.1: the token
+/// could never be used).
+pub fn parse_into(
+    el: &Element,
+    r: &mut Request,
+    channel_binding: bool,
+) -> Result<bool, &'static str> {
     if el.ns() != NS {
         return Ok(false);
     }
@@ -110,6 +142,7 @@ pub fn parse_into(el: &Element, r: &mut Request) -> Result<bool, &'static str> {
             let m = el
                 .attr("mechanism")
                 .and_then(HtMechanism::from_name)
+                .filter(|m| mechanisms(channel_binding).any(|offered| offered == *m))
                 .ok_or("invalid-mechanism")?;
             if r.request_token.replace(m).is_some() {
                 return Err("malformed-request");
@@ -173,21 +206,21 @@ pub fn token_element(issued: &Issued) -> Element {
         .with_attr("expiry", rookery_proto::time::format_utc(issued.expires))
 }
 
-/// Which unexpired token of `tokens` the HT message proves on a stream with `cb_data`, and
-/// the key it used.
-pub fn check(
-    tokens: &DeviceTokens,
+/// Which unexpired token of `tokens`, usable with `mechanism`, the HT message proves on a
+/// stream with `cb_data`.
+pub fn check<'a>(
+    tokens: &'a DeviceTokens,
     now: i64,
+    mechanism: HtMechanism,
     cb_data: &[u8],
     initiator_hash: &[u8],
-) -> Option<(Used, Vec<u8>)> {
+) -> Option<(Used, &'a Token)> {
     let current = std::iter::once((Used::Current, &tokens.current));
     let previous = tokens.previous.iter().map(|p| (Used::Previous, p));
     current
         .chain(previous)
-        .filter(|(_, (_, expires))| *expires > now)
-        .find(|(_, (key, _))| ht::verify(key, cb_data, initiator_hash))
-        .map(|(used, (key, _))| (used, key.clone()))
+        .filter(|(_, t)| t.expires > now && t.accepts(mechanism))
+        .find(|(_, t)| ht::verify(&t.key, cb_data, initiator_hash))
 }
 
 #[cfg(test)]
@@ -199,18 +232,42 @@ mod tests {
     fn parses_requests() {
         let mut r = Request::default();
         let rt = Element::new("request-token", NS).with_attr("mechanism", "HT-SHA-256-NONE");
-        assert_eq!(parse_into(&rt, &mut r), Ok(true));
-        assert_eq!(parse_into(&rt, &mut r), Err("malformed-request"));
+        assert_eq!(parse_into(&rt, &mut r, false), Ok(true));
+        assert_eq!(parse_into(&rt, &mut r, false), Err("malformed-request"));
         let f = Element::new("fast", NS).with_attr("count", "7");
-        assert_eq!(parse_into(&f, &mut r), Ok(true));
+        assert_eq!(parse_into(&f, &mut r, false), Ok(true));
         assert_eq!(r.fast, Some(Some(7)));
         assert_eq!(r.request_token, Some(HtMechanism::Sha256None));
         let mut r = Request::default();
         let bad = Element::new("fast", NS).with_attr("count", "-1");
-        assert_eq!(parse_into(&bad, &mut r), Err("malformed-request"));
+        assert_eq!(parse_into(&bad, &mut r, false), Err("malformed-request"));
         let unknown = Element::new("request-token", NS).with_attr("mechanism", "HT-MD5");
-        assert_eq!(parse_into(&unknown, &mut r), Err("invalid-mechanism"));
-        assert_eq!(parse_into(&Element::new("bind", "x"), &mut r), Ok(false));
+        assert_eq!(parse_into(&unknown, &mut r, true), Err("invalid-mechanism"));
+        assert_eq!(
+            parse_into(&Element::new("bind", "x"), &mut r, false),
+            Ok(false)
+        );
+        // -EXPR only where it is offered: with channel binding.
+        let expr = Element::new("request-token", NS).with_attr("mechanism", "HT-SHA-256-EXPR");
+        assert_eq!(parse_into(&expr, &mut r, false), Err("invalid-mechanism"));
+        assert_eq!(parse_into(&expr, &mut r, true), Ok(true));
+        assert_eq!(r.request_token, Some(HtMechanism::Sha256Expr));
+    }
+
+    /// A stored token of `issued` for `mechanism`, none used yet.
+    fn stored(issued: &Issued, mechanism: Option<HtMechanism>) -> Token {
+        Token {
+            key: issued.key.clone(),
+            expires: issued.expires,
+            mechanism,
+            last_count: 0,
+        }
+    }
+
+    fn proof(t: &Issued, cb: &[u8]) -> Vec<u8> {
+        ht::parse(&ht::client_message("u", &t.token, cb))
+            .unwrap()
+            .initiator_hash
     }
 
     /// The current or previous token, if unexpired; nothing else.
@@ -218,22 +275,46 @@ mod tests {
     fn checks_current_and_previous() {
         let a = issue(100, 50);
         let b = issue(100, 50);
+        let none = Some(HtMechanism::Sha256None);
         let tokens = DeviceTokens {
-            current: (b.key.clone(), b.expires),
-            previous: Some((a.key.clone(), a.expires)),
-            last_count: 0,
+            current: stored(&b, none),
+            previous: Some(stored(&a, none)),
         };
-        let proof = |t: &Issued| ht::parse(&ht::client_message("u", &t.token, b"")).unwrap();
-        let (used, key) = check(&tokens, 120, b"", &proof(&b).initiator_hash).unwrap();
-        assert_eq!((used, key), (Used::Current, b.key.clone()));
-        assert_eq!(
-            check(&tokens, 120, b"", &proof(&a).initiator_hash).map(|c| c.0),
-            Some(Used::Previous)
-        );
-        assert_eq!(check(&tokens, 150, b"", &proof(&a).initiator_hash), None);
-        assert_eq!(check(&tokens, 120, b"cb", &proof(&b).initiator_hash), None);
+        let check_none = |now, cb: &[u8], hash: &[u8]| {
+            check(&tokens, now, HtMechanism::Sha256None, cb, hash).map(|(used, _)| used)
+        };
+        let (used, token) =
+            check(&tokens, 120, HtMechanism::Sha256None, b"", &proof(&b, b"")).unwrap();
+        assert_eq!((used, token), (Used::Current, &tokens.current));
+        assert_eq!(check_none(120, b"", &proof(&a, b"")), Some(Used::Previous));
+        assert_eq!(check_none(150, b"", &proof(&a, b"")), None);
+        assert_eq!(check_none(120, b"cb", &proof(&b, b"")), None);
         assert!(token_element(&a).attr("expiry").unwrap().ends_with('Z'));
         assert_eq!(mechanisms(false).count(), 1);
         assert!(feature(true).children().count() == 2);
+    }
+
+    /// A token serves only the mechanism it was asked for (§3.3); one stored before
+    /// mechanisms were, only mechanisms without channel binding.
+    #[test]
+    fn a_token_is_bound_to_its_mechanism() {
+        let (none, expr) = (HtMechanism::Sha256None, HtMechanism::Sha256Expr);
+        let t = issue(100, 50);
+        let with = |mechanism| DeviceTokens {
+            current: stored(&t, mechanism),
+            previous: None,
+        };
+        let ok = |tokens: &DeviceTokens, m, cb: &[u8]| {
+            check(tokens, 120, m, cb, &proof(&t, cb)).is_some()
+        };
+        // Asked for -EXPR: a -NONE proof of the same token is refused.
+        assert!(ok(&with(Some(expr)), expr, b"cb"));
+        assert!(!ok(&with(Some(expr)), none, b""));
+        // And the other way round.
+        assert!(ok(&with(Some(none)), none, b""));
+        assert!(!ok(&with(Some(none)), expr, b"cb"));
+        // Unknown: -NONE only.
+        assert!(ok(&with(None), none, b""));
+        assert!(!ok(&with(None), expr, b"cb"));
     }
 }

@@ -96,6 +96,8 @@ pub enum Request {
         key: Vec<u8>,
         /// Its expiry (Unix seconds).
         expires: i64,
+        /// The mechanism it was asked for, the only one it may be used with.
+        mechanism: HtMechanism,
     },
 }
 
@@ -173,8 +175,9 @@ struct Sasl2Request {
 }
 
 impl Sasl2Request {
-    /// Reads the inline requests of an `<authenticate/>`; unknown ones are ignored.
-    fn parse(auth: &sasl2::Authenticate) -> Result<Self, &'static str> {
+    /// Reads the inline requests of an `<authenticate/>` on a stream with or without channel
+    /// binding; unknown ones are ignored.
+    fn parse(auth: &sasl2::Authenticate, channel_binding: bool) -> Result<Self, &'static str> {
         let mut r = Sasl2Request {
             user_agent: auth.user_agent.clone(),
             ..Sasl2Request::default()
@@ -186,7 +189,7 @@ impl Sasl2Request {
                 r.resume.replace(el.clone()).is_some()
             } else {
                 // FAST's elements (it checks their repeats); anything else is ignored.
-                fast::parse_into(el, &mut r.fast)?;
+                fast::parse_into(el, &mut r.fast, channel_binding)?;
                 false
             };
             if repeated {
@@ -502,8 +505,9 @@ impl<P: Policy> C2sMachine<P> {
     /// A SASL2 `<authenticate/>` (XEP-0388 §2.2): the same mechanisms as `<auth/>`, with
     /// XEP-0474 downgrade protection, and the inline requests kept for the success.
     fn authenticate(&mut self, el: &Element) -> Actions {
+        let cb = self.channel_binding.is_some();
         let parsed = sasl2::parse_authenticate(el)
-            .and_then(|auth| Sasl2Request::parse(&auth).map(|r| (auth, r)));
+            .and_then(|auth| Sasl2Request::parse(&auth, cb).map(|r| (auth, r)));
         let (auth, request) = match parsed {
             Ok(p) => p,
             Err(condition) => return self.failed("other", None, condition, true),
@@ -595,10 +599,14 @@ impl<P: Policy> C2sMachine<P> {
             Reply::FastTokens(Ok(Some(tokens))) => {
                 let cb = self.ht_cb_data(a.mechanism);
                 let now = self.policy.now();
-                let Some((used, key)) = fast::check(&tokens, now, &cb, &a.initiator_hash) else {
+                let checked = fast::check(&tokens, now, a.mechanism, &cb, &a.initiator_hash);
+                let Some((used, token)) = checked else {
                     return self.failed(label, Some(a.local), "not-authorized", true);
                 };
-                let count = a.count.unwrap_or(tokens.last_count.saturating_add(1));
+                let (key, count) = (
+                    token.key.clone(),
+                    a.count.unwrap_or(token.last_count.saturating_add(1)),
+                );
                 let record = Request::FastUse {
                     local: a.local.clone(),
                     device: a.device.clone(),
@@ -750,8 +758,8 @@ impl<P: Policy> C2sMachine<P> {
             .and_then(|u| u.local())
             .map(str::to_string);
         let device = p.request.device_id().map(str::to_string);
-        let wanted = p.request.fast.request_token.take().is_some();
-        if let (true, true, Some(local), Some(device)) =
+        let wanted = p.request.fast.request_token.take();
+        if let (Some(mechanism), true, Some(local), Some(device)) =
             (wanted, self.policy.fast_enabled(), local, device)
         {
             let lifetime = self.policy.config().fast_token_lifetime_secs;
@@ -761,6 +769,7 @@ impl<P: Policy> C2sMachine<P> {
                 device,
                 key: issued.key.clone(),
                 expires: issued.expires,
+                mechanism,
             };
             p.issued = Some(Box::new(issued));
             self.phase = Phase::Issuing(Box::new(p));
@@ -2002,15 +2011,20 @@ mod tests {
         assert!(!sent(&a)[0].has_child("token", fast::NS));
     }
 
-    /// A token of the device, the tokens as the store has them.
+    /// A token of the device, the tokens as the store has them: for -NONE, used up to 3.
     fn device_tokens(
         current: &fast::Issued,
         previous: Option<&fast::Issued>,
     ) -> fast::DeviceTokens {
-        fast::DeviceTokens {
-            current: (current.key.clone(), current.expires),
-            previous: previous.map(|p| (p.key.clone(), p.expires)),
+        let stored = |t: &fast::Issued| fast::Token {
+            key: t.key.clone(),
+            expires: t.expires,
+            mechanism: Some(HtMechanism::Sha256None),
             last_count: 3,
+        };
+        fast::DeviceTokens {
+            current: stored(current),
+            previous: previous.map(stored),
         }
     }
 
@@ -2090,6 +2104,69 @@ mod tests {
                 ..
             })]
         ));
+    }
+
+    /// A token is stored for the mechanism it was asked for, and a proof with another is
+    /// refused (XEP-0484 §3.3); -EXPR is asked for only where it is offered (§3.1).
+    #[test]
+    fn fast_tokens_keep_their_mechanism() {
+        let policy = Test::default();
+        let expr =
+            Element::new("request-token", fast::NS).with_attr("mechanism", "HT-SHA-256-EXPR");
+        let a = at_auth(&policy).handle(authenticate(
+            "PLAIN",
+            b"\0alice\0secret",
+            vec![expr.clone()],
+        ));
+        assert_eq!(sasl2_condition(&a), Some("invalid-mechanism"));
+
+        let cb = vec![7; 32];
+        let bound = || {
+            let mut m = C2sMachine::new(&policy, true, false, Some(cb.clone()));
+            m.handle(header(DOMAIN));
+            m
+        };
+        let mut m = bound();
+        m.handle(authenticate("PLAIN", b"\0alice\0secret", vec![expr]));
+        let a = m.handle(credentials("secret"));
+        assert!(
+            matches!(
+                a.last(),
+                Some(Action::Request(Request::FastIssue {
+                    mechanism: HtMechanism::Sha256Expr,
+                    ..
+                }))
+            ),
+            "{a:?}"
+        );
+
+        let t = fast::issue(900, 1000);
+        let tokens = fast::DeviceTokens {
+            current: fast::Token {
+                key: t.key.clone(),
+                expires: t.expires,
+                mechanism: Some(HtMechanism::Sha256Expr),
+                last_count: 0,
+            },
+            previous: None,
+        };
+        let none = ht::client_message("alice", &t.token, b"");
+        let mut m = bound();
+        m.handle(authenticate("HT-SHA-256-NONE", &none, vec![fast_count(1)]));
+        let a = m.handle(Input::Reply(Reply::FastTokens(Ok(Some(tokens.clone())))));
+        assert_eq!(sasl2_condition(&a), Some("not-authorized"));
+        let bound_proof = ht::client_message("alice", &t.token, &cb);
+        let mut m = bound();
+        m.handle(authenticate(
+            "HT-SHA-256-EXPR",
+            &bound_proof,
+            vec![fast_count(1)],
+        ));
+        let a = m.handle(Input::Reply(Reply::FastTokens(Ok(Some(tokens)))));
+        assert!(
+            matches!(&a[..], [Action::Request(Request::FastUse { count: 1, .. })]),
+            "{a:?}"
+        );
     }
 
     #[test]

@@ -378,6 +378,7 @@ impl Effects<C2sMachine<Live>> for Driver<'_> {
                 device,
                 key,
                 expires,
+                mechanism,
             } => Reply::FastIssued(match ctx.fast.as_ref() {
                 Some(store) => {
                     let now_ms = std::time::SystemTime::now()
@@ -390,6 +391,7 @@ impl Effects<C2sMachine<Live>> for Driver<'_> {
                             &device,
                             &key,
                             expires,
+                            mechanism,
                             now_ms,
                             ctx.config.fast_max_devices,
                         )

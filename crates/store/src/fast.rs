@@ -1,6 +1,8 @@
-//! XEP-0484 FAST tokens: per account and device, the current token's key and the one it
+//! XEP-0484 FAST tokens: per account and device, the current token and the one it
 //! replaced (valid until the current one is used, so a client that missed the success
-//! carrying its new token can still log in), with expiries and the highest `count` used.
+//! carrying its new token can still log in), each with its expiry, the HT mechanism it was
+//! issued for (§3.3 binds it to that one) and the highest `count` used with it (§3.1: the
+//! count restarts with each token).
 //!
 //! Only keys are stored (`rookery_sasl::ht::token_key`: SHA-256 of the token, the HMAC
 //! key HT uses). Deleting the account deletes its tokens (`ON DELETE CASCADE`); changing its
@@ -10,17 +12,27 @@
 use crate::db::{execute, with_pool, write_tx};
 use crate::{Store, StoreError};
 
+/// One stored token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// Its key.
+    pub key: Vec<u8>,
+    /// When it expires.
+    pub expires: i64,
+    /// The mechanism it was issued for (`HT-SHA-256-NONE`…); `None` for a token stored
+    /// before mechanisms were (migration 0034 on SQLite, 0032 on PostgreSQL).
+    pub mechanism: Option<String>,
+    /// The highest `count` used with it (0: none yet).
+    pub last_count: i64,
+}
+
 /// The tokens of one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceTokens {
-    /// The key of the current token.
-    pub current_key: Vec<u8>,
-    /// When it expires.
-    pub current_expires: i64,
-    /// The key of the token it replaced, until the current one is used.
-    pub previous: Option<(Vec<u8>, i64)>,
-    /// The highest `count` used so far.
-    pub last_count: i64,
+    /// The current token.
+    pub current: Token,
+    /// The token it replaced, until the current one is used.
+    pub previous: Option<Token>,
 }
 
 /// Which of a device's tokens an authentication used.
@@ -38,7 +50,17 @@ pub struct Fast<'a> {
     store: &'a Store,
 }
 
-type Row = (Vec<u8>, i64, Option<Vec<u8>>, Option<i64>, i64);
+/// A `fast_tokens` row: the current token's columns, then the previous one's.
+type Row = (
+    Vec<u8>,
+    i64,
+    Option<String>,
+    i64,
+    Option<Vec<u8>>,
+    Option<i64>,
+    Option<String>,
+    i64,
+);
 
 impl<'a> Fast<'a> {
     pub(crate) fn new(store: &'a Store) -> Fast<'a> {
@@ -54,7 +76,8 @@ impl<'a> Fast<'a> {
     ) -> Result<Option<DeviceTokens>, StoreError> {
         let row: Option<Row> = with_pool!(self.store, pool => {
             sqlx::query_as(
-                "SELECT current_key, current_expires, previous_key, previous_expires, last_count \
+                "SELECT current_key, current_expires, current_mechanism, last_count, \
+                 previous_key, previous_expires, previous_mechanism, previous_count \
                  FROM fast_tokens WHERE domain = $1 AND username = $2 AND device = $3",
             )
             .bind(domain)
@@ -64,17 +87,26 @@ impl<'a> Fast<'a> {
             .await?
         });
         Ok(row.map(
-            |(current_key, current_expires, pk, pe, last_count)| DeviceTokens {
-                current_key,
-                current_expires,
-                previous: pk.zip(pe),
-                last_count,
+            |(key, expires, mechanism, last_count, pk, pe, pm, pc)| DeviceTokens {
+                current: Token {
+                    key,
+                    expires,
+                    mechanism,
+                    last_count,
+                },
+                previous: pk.zip(pe).map(|(key, expires)| Token {
+                    key,
+                    expires,
+                    mechanism: pm,
+                    last_count: pc,
+                }),
             },
         ))
     }
 
-    /// Issues a new token for `device` at `issued_at_ms` (Unix milliseconds, the order of
-    /// issue): its key becomes the current one, the current one (if any) the previous one.
+    /// Issues a new token for `device`, for `mechanism`, at `issued_at_ms` (Unix
+    /// milliseconds, the order of issue): it becomes the current one, with no count used yet,
+    /// and the current one (if any, with its count) the previous one.
     /// An account keeps at most `max_devices` devices with tokens: beyond that, those issued
     /// longest ago are forgotten, so a client cannot fill the store with tokens for made-up
     /// devices.
@@ -86,26 +118,32 @@ impl<'a> Fast<'a> {
         device: &str,
         key: &[u8],
         expires: i64,
+        mechanism: &str,
         issued_at_ms: i64,
         max_devices: u32,
     ) -> Result<(), StoreError> {
-        let (d, u, dev, key) = (
+        let (d, u, dev, key, mech) = (
             domain.to_owned(),
             username.to_owned(),
             device.to_owned(),
             key.to_vec(),
+            mechanism.to_owned(),
         );
         let keep = i64::from(max_devices.max(1));
         write_tx!(self.store, conn => {
             sqlx::query(
                 "INSERT INTO fast_tokens (domain, username, device, current_key, \
-                 current_expires, previous_key, previous_expires, last_count, issued_at) \
-                 VALUES ($1, $2, $3, $4, $5, NULL, NULL, 0, $6) \
+                 current_expires, current_mechanism, last_count, issued_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 0, $7) \
                  ON CONFLICT (domain, username, device) DO UPDATE SET \
                  previous_key = fast_tokens.current_key, \
                  previous_expires = fast_tokens.current_expires, \
+                 previous_mechanism = fast_tokens.current_mechanism, \
+                 previous_count = fast_tokens.last_count, \
                  current_key = excluded.current_key, \
                  current_expires = excluded.current_expires, \
+                 current_mechanism = excluded.current_mechanism, \
+                 last_count = 0, \
                  issued_at = excluded.issued_at",
             )
             .bind(d.as_str())
@@ -113,6 +151,7 @@ impl<'a> Fast<'a> {
             .bind(dev.as_str())
             .bind(key.as_slice())
             .bind(expires)
+            .bind(mech.as_str())
             .bind(issued_at_ms)
             .execute(&mut *conn)
             .await?;
@@ -134,8 +173,8 @@ impl<'a> Fast<'a> {
     }
 
     /// Records that `device` authenticated with the token `used` and `count`: `false` (and
-    /// nothing changes) when `count` is not above every count used before, a replay. Using
-    /// the current token ends the previous one.
+    /// nothing changes) when `count` is not above every count used with that token before, a
+    /// replay. Using the current token ends the previous one.
     pub async fn use_token(
         &self,
         domain: &str,
@@ -145,22 +184,27 @@ impl<'a> Fast<'a> {
         count: i64,
     ) -> Result<bool, StoreError> {
         let (d, u, dev) = (domain.to_owned(), username.to_owned(), device.to_owned());
-        let current = i64::from(used == Used::Current);
+        let sql = match used {
+            Used::Current => {
+                "UPDATE fast_tokens SET last_count = $4, previous_key = NULL, \
+                 previous_expires = NULL, previous_mechanism = NULL, previous_count = 0 \
+                 WHERE domain = $1 AND username = $2 AND device = $3 AND last_count < $4"
+            }
+            Used::Previous => {
+                "UPDATE fast_tokens SET previous_count = $4 \
+                 WHERE domain = $1 AND username = $2 AND device = $3 \
+                 AND previous_key IS NOT NULL AND previous_count < $4"
+            }
+        };
         let n = write_tx!(self.store, conn => {
-            sqlx::query(
-                "UPDATE fast_tokens SET last_count = $4, \
-                 previous_key = CASE WHEN $5 = 1 THEN NULL ELSE previous_key END, \
-                 previous_expires = CASE WHEN $5 = 1 THEN NULL ELSE previous_expires END \
-                 WHERE domain = $1 AND username = $2 AND device = $3 AND last_count < $4",
-            )
-            .bind(d.as_str())
-            .bind(u.as_str())
-            .bind(dev.as_str())
-            .bind(count)
-            .bind(current)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
+            sqlx::query(sql)
+                .bind(d.as_str())
+                .bind(u.as_str())
+                .bind(dev.as_str())
+                .bind(count)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
         });
         Ok(n > 0)
     }

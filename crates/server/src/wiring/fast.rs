@@ -2,8 +2,9 @@
 //! `fast_tokens` table (`rookery_store::fast`).
 
 use async_trait::async_trait;
-use rookery_c2s::fast::{DeviceTokens, TokenStore, Used};
-use rookery_store::fast::Used as StoreUsed;
+use rookery_c2s::fast::{DeviceTokens, Token, TokenStore, Used};
+use rookery_sasl::ht::HtMechanism;
+use rookery_store::fast::{Token as StoreToken, Used as StoreUsed};
 use rookery_store::Store;
 
 /// [`TokenStore`] answered by the SQL store.
@@ -17,14 +18,19 @@ impl TokenStore for StoreTokens {
         local: &str,
         device: &str,
     ) -> Result<Option<DeviceTokens>, String> {
-        let t = self.0.fast().get(domain, local, device).await;
-        t.map_err(|e| e.to_string()).map(|t| {
-            t.map(|t| DeviceTokens {
-                current: (t.current_key, t.current_expires),
-                previous: t.previous,
-                last_count: t.last_count,
-            })
-        })
+        let Some(t) = self
+            .0
+            .fast()
+            .get(domain, local, device)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(DeviceTokens {
+            current: token(t.current)?,
+            previous: t.previous.map(token).transpose()?,
+        }))
     }
 
     async fn issue(
@@ -34,6 +40,7 @@ impl TokenStore for StoreTokens {
         device: &str,
         key: &[u8],
         expires: i64,
+        mechanism: HtMechanism,
         issued_at_ms: i64,
         max_devices: u32,
     ) -> Result<(), String> {
@@ -45,6 +52,7 @@ impl TokenStore for StoreTokens {
                 device,
                 key,
                 expires,
+                mechanism.name(),
                 issued_at_ms,
                 max_devices,
             )
@@ -70,4 +78,22 @@ impl TokenStore for StoreTokens {
             .await
             .map_err(|e| e.to_string())
     }
+}
+
+/// A stored token as `rookery-c2s` reads it. A mechanism name this server does not know is
+/// an error, not a token of unknown mechanism (which would pass for `-NONE`).
+fn token(t: StoreToken) -> Result<Token, String> {
+    let mechanism = match t.mechanism {
+        Some(name) => Some(
+            HtMechanism::from_name(&name)
+                .ok_or_else(|| format!("a FAST token for an unknown mechanism {name:?}"))?,
+        ),
+        None => None,
+    };
+    Ok(Token {
+        key: t.key,
+        expires: t.expires,
+        mechanism,
+        last_count: t.last_count,
+    })
 }

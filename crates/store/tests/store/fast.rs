@@ -1,10 +1,13 @@
 //! XEP-0484 FAST tokens on every backend (see `common/mod.rs`): rotation, replay, the
-//! per-account bound, and the end of tokens with a password change or the account.
+//! mechanism and count of each token, the per-account bound, and the end of tokens with a password change or the account.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use crate::common::backends;
-use rookery_store::fast::Used;
+use crate::common::{backends, exec, sqlite_migrations};
+use rookery_store::fast::{Token, Used};
 use rookery_store::Credentials;
+
+const NONE: &str = "HT-SHA-256-NONE";
+const EXPR: &str = "HT-SHA-256-EXPR";
 
 #[tokio::test]
 async fn rotation_replay_bound_and_invalidation() {
@@ -13,22 +16,37 @@ async fn rotation_replay_bound_and_invalidation() {
         b.create_account("juliet").await;
         let f = b.store.fast();
         assert_eq!(f.get(d, "juliet", "phone").await.unwrap(), None);
-        f.issue(d, "juliet", "phone", b"k1", 100, 1, 8)
+        f.issue(d, "juliet", "phone", b"k1", 100, EXPR, 1, 8)
             .await
             .unwrap();
-        f.issue(d, "juliet", "phone", b"k2", 200, 2, 8)
+        assert!(f
+            .use_token(d, "juliet", "phone", Used::Current, 5)
+            .await
+            .unwrap());
+        f.issue(d, "juliet", "phone", b"k2", 200, NONE, 2, 8)
             .await
             .unwrap();
         let t = f.get(d, "juliet", "phone").await.unwrap().unwrap();
-        assert_eq!(t.current_key, b"k2", "{}", b.name);
-        assert_eq!(t.previous, Some((b"k1".to_vec(), 100)));
-        // The previous token still works; counts must rise.
+        // Each token keeps its mechanism and its count; the new one starts at 0.
+        let token = |key: &[u8], expires, mechanism: &str, last_count| Token {
+            key: key.to_vec(),
+            expires,
+            mechanism: Some(mechanism.to_owned()),
+            last_count,
+        };
+        assert_eq!(t.current, token(b"k2", 200, NONE, 0), "{}", b.name);
+        assert_eq!(t.previous, Some(token(b"k1", 100, EXPR, 5)));
+        // The previous token still works; counts must rise above its own.
+        assert!(!f
+            .use_token(d, "juliet", "phone", Used::Previous, 5)
+            .await
+            .unwrap());
         assert!(f
-            .use_token(d, "juliet", "phone", Used::Previous, 1)
+            .use_token(d, "juliet", "phone", Used::Previous, 6)
             .await
             .unwrap());
         assert!(!f
-            .use_token(d, "juliet", "phone", Used::Previous, 1)
+            .use_token(d, "juliet", "phone", Used::Previous, 6)
             .await
             .unwrap());
         assert!(f
@@ -38,17 +56,21 @@ async fn rotation_replay_bound_and_invalidation() {
             .unwrap()
             .previous
             .is_some());
-        // Using the current one ends the previous one.
+        // Using the current one (a count of its own) ends the previous one.
         assert!(f
-            .use_token(d, "juliet", "phone", Used::Current, 2)
+            .use_token(d, "juliet", "phone", Used::Current, 1)
             .await
             .unwrap());
         let t = f.get(d, "juliet", "phone").await.unwrap().unwrap();
-        assert_eq!((t.previous, t.last_count), (None, 2));
+        assert_eq!((t.previous, t.current.last_count), (None, 1));
+        assert!(!f
+            .use_token(d, "juliet", "phone", Used::Previous, 7)
+            .await
+            .unwrap());
 
         // At most 3 devices: the oldest issued goes.
         for (i, dev) in ["a", "b", "c"].iter().enumerate() {
-            f.issue(d, "juliet", dev, b"k", 100, 10 + i as i64, 3)
+            f.issue(d, "juliet", dev, b"k", 100, NONE, 10 + i as i64, 3)
                 .await
                 .unwrap();
         }
@@ -68,11 +90,60 @@ async fn rotation_replay_bound_and_invalidation() {
             .await
             .unwrap();
         assert_eq!(f.get(d, "juliet", "a").await.unwrap(), None, "{}", b.name);
-        f.issue(d, "juliet", "a", b"k", 100, 20, 3).await.unwrap();
+        f.issue(d, "juliet", "a", b"k", 100, NONE, 20, 3)
+            .await
+            .unwrap();
         f.invalidate(d, "juliet", "a").await.unwrap();
         assert_eq!(f.get(d, "juliet", "a").await.unwrap(), None);
-        f.issue(d, "juliet", "a", b"k", 100, 21, 3).await.unwrap();
+        f.issue(d, "juliet", "a", b"k", 100, NONE, 21, 3)
+            .await
+            .unwrap();
         b.store.accounts().delete(d, "juliet").await.unwrap();
         assert_eq!(f.get(d, "juliet", "a").await.unwrap(), None);
     }
+}
+
+/// Migration 0034 (SQLite; 0032 is the same on PostgreSQL) on a row from before it: no
+/// mechanism for either token, and the replaced token keeps the count both shared, so none
+/// of its uses can be replayed.
+#[tokio::test]
+async fn tokens_from_before_mechanisms_keep_their_count() {
+    use sqlx::Connection;
+    let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let run = |f: &std::path::PathBuf| std::fs::read_to_string(f).unwrap();
+    let name = |f: &std::path::PathBuf| f.file_name().unwrap().to_str().unwrap().to_owned();
+    let files = sqlite_migrations();
+    for f in files.iter().filter(|f| name(f).as_str() < "0034") {
+        exec(&mut db, &run(f)).await;
+    }
+    // Without foreign keys, no account is needed.
+    exec(&mut db, "PRAGMA foreign_keys = OFF").await;
+    exec(
+        &mut db,
+        "INSERT INTO fast_tokens (domain, username, device, current_key, current_expires, \
+         previous_key, previous_expires, last_count, issued_at) VALUES \
+         ('l', 'juliet', 'phone', x'02', 200, x'01', 100, 7, 1), \
+         ('l', 'juliet', 'tablet', x'03', 200, NULL, NULL, 4, 2)",
+    )
+    .await;
+    let migration = files.iter().find(|f| name(f).starts_with("0034_")).unwrap();
+    exec(&mut db, &run(migration)).await;
+    /// Device, the two mechanisms, the two counts.
+    type Row = (String, Option<String>, Option<String>, i64, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT device, current_mechanism, previous_mechanism, last_count, previous_count \
+         FROM fast_tokens ORDER BY device",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("phone".into(), None, None, 7, 7),
+            ("tablet".into(), None, None, 4, 0)
+        ]
+    );
 }

@@ -2,7 +2,7 @@
 //! removal with the account, on every backend (see `common/mod.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use crate::common::backends;
+use crate::common::{backends, exec, sqlite_migrations};
 use rookery_store::mam::{ArchiveId, Filter, NewArchived, Owner, Prefs};
 
 fn row(domain: &str, n: i64, with: &str) -> NewArchived {
@@ -258,22 +258,12 @@ async fn a_row_of_a_gone_account_in_a_batch() {
     }
 }
 
-/// Runs `sql` (statements separated by `;`) on `db`.
-async fn exec(db: &mut sqlx::SqliteConnection, sql: &str) {
-    sqlx::raw_sql(sql).execute(db).await.unwrap();
-}
-
 /// Migration 0032 rebuilds SQLite's account archive with its foreign key deferred: the rows
 /// and their ids are kept, and an account's rows still go with it.
 #[tokio::test]
 async fn the_archive_rebuild_keeps_rows_ids_and_the_cascade() {
     use sqlx::Connection;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let files = sqlite_migrations();
     let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
         .await
         .unwrap();

@@ -92,3 +92,19 @@ pub fn other_creds() -> &'static Credentials {
     static C: OnceLock<Credentials> = OnceLock::new();
     C.get_or_init(|| Credentials::derive("new password", 128).unwrap())
 }
+
+/// The SQLite migration files, in order, for tests of one migration on rows from before it.
+pub fn sqlite_migrations() -> Vec<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs `sql` (statements separated by `;`) on `db`.
+pub async fn exec(db: &mut sqlx::SqliteConnection, sql: &str) {
+    sqlx::raw_sql(sql).execute(db).await.unwrap();
+}

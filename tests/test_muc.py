@@ -744,3 +744,29 @@ async def test_storage_hints_keep_messages_out_of_history_and_archive(server):
     bodies, _ids, _complete = await room_archive(b, r)
     assert bodies == ["kept"]
     await close(a, b)
+
+
+async def test_the_subject_says_who_set_it_and_when_also_after_a_restart(server_factory,
+                                                                        backend):
+    """The subject a newcomer gets (XEP-0045 §7.2.15) is a message from the occupant who set
+    it: it carries that occupant's XEP-0421 id, kept when the setter has left and across a
+    restart of a persistent room, and a `<delay/>` from the room of when it was set."""
+    srv = server_factory(backend=backend)
+    a = await login(srv, "alice")
+    r = room(srv, "subjects")
+    await create(a, r, "firstwitch", persistentroom="1")
+    a.send_raw(f"<message xmlns='jabber:client' to='{r}' type='groupchat'>"
+               "<subject>Fire burn</subject></message>")
+    changed = await a.inbox.wait(lambda el: el.findtext("{jabber:client}subject") == "Fire burn",
+                                 T, "the subject change")
+    setter = changed.find(f"{{{NS_OCCUPANT_ID}}}occupant-id").get("id")
+    await close(a)
+    srv.crash_restart()
+    b = await login(srv, "bob")
+    b.plugin["xep_0045"].join_muc(r, "secondwitch")
+    got = await b.inbox.wait(lambda el: el.findtext("{jabber:client}subject") == "Fire burn", T,
+                             "the subject on entering")
+    assert got.get("from") == f"{r}/firstwitch"
+    assert got.find(f"{{{NS_OCCUPANT_ID}}}occupant-id").get("id") == setter
+    assert got.find("{urn:xmpp:delay}delay").get("from") == r
+    await close(b)

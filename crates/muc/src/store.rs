@@ -31,6 +31,8 @@ fn to_row(room: &str, s: &Snapshot) -> Result<StoredRoom, StoreError> {
         config: serde_json::to_string(&s.config).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         subject: s.subject.text.clone(),
         subject_by: s.subject.by.clone(),
+        subject_occupant_id: s.subject.occupant_id.clone(),
+        subject_at: s.subject.at,
         creator: s.creator.as_str().to_string(),
         salt: s.salt.clone(),
         affiliations: s
@@ -69,6 +71,8 @@ fn from_row(r: StoredRoom) -> Result<Snapshot, String> {
         subject: Subject {
             text: r.subject,
             by: r.subject_by,
+            occupant_id: r.subject_occupant_id,
+            at: r.subject_at,
         },
         creator,
         salt: r.salt,
@@ -124,6 +128,8 @@ mod tests {
             subject: Subject {
                 text: "Fire burn".into(),
                 by: Some("crone".into()),
+                occupant_id: Some("o1".into()),
+                at: Some(1_700_000_000),
             },
             creator: BareJid::parse("crone@shakespeare.lit").unwrap(),
             salt: "s".into(),

@@ -28,6 +28,10 @@ pub struct StoredRoom {
     pub subject: String,
     /// The nickname of who set it.
     pub subject_by: Option<String>,
+    /// The XEP-0421 occupant id of who set it.
+    pub subject_occupant_id: Option<String>,
+    /// When it was set (Unix seconds).
+    pub subject_at: Option<i64>,
     /// The creator's bare JID.
     pub creator: String,
     /// The occupant-id salt.
@@ -42,7 +46,17 @@ pub struct Muc<'a> {
     store: &'a Store,
 }
 
-type RoomRow = (String, String, String, Option<String>, String, String);
+/// room, config, subject, subject_by, subject_occupant_id, subject_at, creator, salt.
+type RoomRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    String,
+    String,
+);
 type AffiliationRow = (String, String, String, Option<String>, Option<String>);
 
 impl<'a> Muc<'a> {
@@ -54,7 +68,8 @@ impl<'a> Muc<'a> {
     pub async fn rooms(&self, service: &str) -> Result<Vec<StoredRoom>, StoreError> {
         let (rooms, affs): (Vec<RoomRow>, Vec<AffiliationRow>) = with_pool!(self.store, pool => {
             let rooms = sqlx::query_as(
-                "SELECT room, config, subject, subject_by, creator, salt FROM muc_rooms \
+                "SELECT room, config, subject, subject_by, subject_occupant_id, subject_at, \
+                 creator, salt FROM muc_rooms \
                  WHERE service = $1 ORDER BY room",
             )
             .bind(service)
@@ -72,11 +87,22 @@ impl<'a> Muc<'a> {
         let mut out: Vec<StoredRoom> = rooms
             .into_iter()
             .map(
-                |(room, config, subject, subject_by, creator, salt)| StoredRoom {
+                |(
                     room,
                     config,
                     subject,
                     subject_by,
+                    subject_occupant_id,
+                    subject_at,
+                    creator,
+                    salt,
+                )| StoredRoom {
+                    room,
+                    config,
+                    subject,
+                    subject_by,
+                    subject_occupant_id,
+                    subject_at,
                     creator,
                     salt,
                     affiliations: Vec::new(),
@@ -104,16 +130,21 @@ impl<'a> Muc<'a> {
         write_tx!(self.store, conn => {
             sqlx::query(
                 "INSERT INTO muc_rooms \
-                 (service, room, config, subject, subject_by, creator, salt, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 (service, room, config, subject, subject_by, subject_occupant_id, subject_at, \
+                 creator, salt, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (service, room) DO UPDATE SET config = excluded.config, \
-                 subject = excluded.subject, subject_by = excluded.subject_by",
+                 subject = excluded.subject, subject_by = excluded.subject_by, \
+                 subject_occupant_id = excluded.subject_occupant_id, \
+                 subject_at = excluded.subject_at",
             )
             .bind(&service)
             .bind(&room.room)
             .bind(&room.config)
             .bind(&room.subject)
             .bind(&room.subject_by)
+            .bind(&room.subject_occupant_id)
+            .bind(room.subject_at)
             .bind(&room.creator)
             .bind(&room.salt)
             .bind(now)

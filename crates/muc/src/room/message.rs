@@ -109,8 +109,12 @@ impl Room {
                     "only moderators may change the subject",
                 ));
             }
-            self.subject.text = s.text();
-            self.subject.by = Some(occ.nick.clone());
+            self.subject = super::Subject {
+                text: s.text(),
+                by: Some(occ.nick.clone()),
+                occupant_id: Some(occ.id.clone()),
+                at: Some(self.now),
+            };
             if self.config.persistent {
                 o.save();
             }

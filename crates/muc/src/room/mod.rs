@@ -107,13 +107,18 @@ pub struct Affiliated {
     pub reason: Option<String>,
 }
 
-/// The current subject and who set it.
+/// The current subject, who set it and when.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Subject {
     /// The subject text (empty: none).
     pub text: String,
     /// The nickname of who set it (none: the room).
     pub by: Option<String>,
+    /// Its setter's XEP-0421 occupant id, kept (the setter may have left): the subject a
+    /// newcomer gets is a message from an occupant, which carries it.
+    pub occupant_id: Option<String>,
+    /// When it was set (Unix seconds), for the `<delay/>` of that message.
+    pub at: Option<i64>,
 }
 
 /// What happens to the stored room after a stanza.

@@ -25,7 +25,12 @@ pub fn status(code: u16) -> Element {
 
 /// The XEP-0421 `<occupant-id/>` of `occ`.
 pub fn occupant_id(occ: &Occupant) -> Element {
-    Element::new("occupant-id", ns::OCCUPANT_ID).with_attr("id", occ.id.clone())
+    occupant_id_element(&occ.id)
+}
+
+/// The XEP-0421 `<occupant-id/>` carrying `id`.
+fn occupant_id_element(id: &str) -> Element {
+    Element::new("occupant-id", ns::OCCUPANT_ID).with_attr("id", id)
 }
 
 /// `occ`'s presence of type `t` from its room JID (no `to`): its forwarded payload, the
@@ -86,16 +91,23 @@ pub fn message(
     Stanza::from_element(el).ok()
 }
 
-/// The subject message (§7.2.15): from who set it, else from the room; empty if none.
+/// The subject message (§7.2.15): from who set it, with its occupant id (XEP-0421: on every
+/// message from an occupant) and when it was set as a `<delay/>` from the room, else from
+/// the room; empty if none.
 pub fn subject(room: &Room, to: &Jid) -> Option<Stanza> {
-    let from = room
-        .subject
-        .by
-        .as_deref()
-        .and_then(|n| room.jid.with_resource(n).ok())
-        .unwrap_or_else(|| room.jid.clone().into());
-    let subject = Element::new("subject", CONTENT_NS).with_text(room.subject.text.clone());
-    message(from, Some(to), Some("groupchat"), vec![subject])
+    let s = &room.subject;
+    let from =
+        s.by.as_deref()
+            .and_then(|n| room.jid.with_resource(n).ok())
+            .unwrap_or_else(|| room.jid.clone().into());
+    let mut children = vec![Element::new("subject", CONTENT_NS).with_text(s.text.clone())];
+    if let Some(at) = s.at {
+        children.push(rookery_proto::time::delay(room.jid.as_str(), at, None));
+    }
+    if let Some(id) = s.occupant_id.as_ref().filter(|_| s.by.is_some()) {
+        children.push(occupant_id_element(id));
+    }
+    message(from, Some(to), Some("groupchat"), children)
 }
 
 /// A message from the room to its occupants with status `codes` (§10.2.1: configuration

@@ -34,24 +34,13 @@ pub fn archivable(m: &Stanza) -> bool {
 /// (XEP-0359 §5), whether or not the message is archived; others (a room's) stay. `None` only
 /// if the element does not parse back, which never happens to a stanza.
 pub fn unforged(m: Stanza, by: &BareJid) -> Option<Stanza> {
-    let forged = m
-        .element()
-        .children()
-        .any(|c| c.is("stanza-id", ns::SID) && c.attr("by") == Some(by.as_str()));
-    if !forged {
+    let forged = |c: &Element| c.is("stanza-id", ns::SID) && c.attr("by") == Some(by.as_str());
+    if !m.element().children().any(forged) {
         // The usual case, on every message: no element to take apart.
         return Some(m);
     }
     let mut el = m.into_element();
-    let kept: Vec<Element> = el
-        .children()
-        .filter(|c| c.is("stanza-id", ns::SID) && c.attr("by") != Some(by.as_str()))
-        .cloned()
-        .collect();
-    el.remove_children("stanza-id", ns::SID);
-    for k in kept {
-        el.push_child(k);
-    }
+    el.remove_children_where(forged);
     Stanza::from_element(el).ok()
 }
 

@@ -94,6 +94,20 @@ impl Membership {
         self.peers.contains_key(node)
     }
 
+    /// The node that serves what lives on one node of the cluster (the MUC rooms): the
+    /// oldest alive, this one (`me`, started at `epoch`) included, by start time and then by
+    /// id, so that every node with the same view names the same one and a node joining
+    /// never takes it over. `None` when it is this node.
+    pub fn home(&self, me: &str, epoch: u64) -> Option<String> {
+        let oldest = self
+            .peers
+            .iter()
+            .map(|(n, p)| (p.epoch, n.as_str()))
+            .chain(std::iter::once((epoch, me)))
+            .min()?;
+        (oldest.1 != me).then(|| oldest.1.to_string())
+    }
+
     /// The nodes known alive, sorted.
     pub fn alive(&self) -> Vec<String> {
         let mut v: Vec<String> = self.peers.keys().cloned().collect();
@@ -119,6 +133,27 @@ mod tests {
         assert!(m.is_alive("a") && !m.is_alive("b"));
         // Heard again after being taken for dead: new, so it is asked for its sessions.
         assert_eq!(m.heard("b", 1, t0 + Duration::from_secs(8)), Heard::New);
+    }
+
+    #[test]
+    fn the_home_is_the_oldest_node_alive() {
+        let t0 = Instant::now();
+        let mut m = Membership::new(Duration::from_secs(6));
+        assert_eq!(m.home("me", 20), None, "alone");
+        m.heard("b", 30, t0);
+        assert_eq!(m.home("me", 20), None, "a younger node does not take it over");
+        m.heard("a", 10, t0);
+        assert_eq!(m.home("me", 20).as_deref(), Some("a"));
+        // Same start time: the smaller id.
+        m.heard("a", 20, t0);
+        assert_eq!(m.home("me", 20).as_deref(), Some("a"));
+        assert_eq!(m.home("0", 20), None);
+        // The home restarted: now the youngest.
+        m.heard("a", 40, t0);
+        assert_eq!(m.home("me", 20), None);
+        m.forget("a");
+        m.forget("b");
+        assert_eq!(m.home("me", 20), None);
     }
 
     #[test]

@@ -260,7 +260,12 @@ impl Cluster {
             node: inner.node.clone(),
             epoch: inner.epoch,
         });
-        tracing::info!(node = %inner.node, "cluster node started");
+        // The others answer the hello at once: give them a heartbeat's time (the connection
+        // may still be coming up), so that this node knows them before its listeners open —
+        // and does not take itself for the oldest node, the rooms' home
+        // (`Membership::home`), for want of having heard them.
+        tokio::time::sleep(inner.config.heartbeat()).await;
+        tracing::info!(node = %inner.node, peers = lock(&inner.members).alive().len(), "cluster node started");
         Ok(Cluster { inner })
     }
 
@@ -377,6 +382,20 @@ impl ClusterLink for Link {
             topic: topic.to_string(),
             body,
         });
+    }
+
+    fn home(&self) -> Option<String> {
+        let i = &self.0;
+        lock(&i.members).home(&i.node, i.epoch)
+    }
+
+    fn to_domain_on(&self, node: &str, domain: &Jid, stanza: Bytes) -> bool {
+        let i = &self.0;
+        // As for answers: a forwarder only for a node alive.
+        if !lock(&i.members).is_alive(node) {
+            return false;
+        }
+        i.forwarder(node).send((domain.clone(), stanza)).is_ok()
     }
 }
 
@@ -711,7 +730,7 @@ impl Inner {
                 Some(h) if !h.is_remote() && h.send(bytes.clone()) => {}
                 // The session ended meanwhile (or moved): the route table decides again.
                 _ => {
-                    self.core.route_again(&bytes).await;
+                    self.core.route_again(&jid, &bytes).await;
                 }
             }
         }
@@ -851,8 +870,8 @@ async fn forward(inner: Arc<Inner>, f: Forwarder) {
                         if s.seq < seq {
                             inner.bounce(s.batch, &why).await;
                         } else {
-                            for (_, b) in s.batch {
-                                inner.core.route_again(&b).await;
+                            for (to, b) in s.batch {
+                                inner.core.route_again(&to, &b).await;
                             }
                         }
                     }

@@ -9,6 +9,7 @@
 //! local path pays one `OnceLock` read per bind, unbind and availability change — no
 //! allocation, no await.
 
+use bytes::Bytes;
 use rookery_jid::{BareJid, Jid};
 
 use rookery_proto::Stanza;
@@ -43,4 +44,13 @@ pub trait ClusterLink: Send + Sync + 'static {
 
     /// A module's note for its peers on the other nodes (see [`crate::Core::tell_peers`]).
     fn note(&self, topic: &str, body: String);
+
+    /// The node that serves what lives on one node of the cluster (see
+    /// [`crate::Core::home_node`]); `None` when it is this one.
+    fn home(&self) -> Option<String>;
+
+    /// Sends `stanza` (serialized) to the route of `domain` on `node`, which delivers it
+    /// there without sending it on ([`crate::DomainRoute::deliver_here`]). False when `node`
+    /// is not known alive.
+    fn to_domain_on(&self, node: &str, domain: &Jid, stanza: Bytes) -> bool;
 }

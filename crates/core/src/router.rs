@@ -330,6 +330,25 @@ impl Core {
         self.cluster.get().is_some()
     }
 
+    /// In a cluster, the node that serves what a service keeps in memory for everyone and
+    /// cannot share (the MUC rooms: their occupants and history): the oldest node alive, so
+    /// that a node joining takes nothing over and only the home's death moves it. `None`
+    /// when it is this node, or without a cluster. Such a service hands its stanzas to the
+    /// home with [`Core::to_domain_on`] and serves them itself when they arrive there
+    /// ([`DomainRoute::deliver_here`]).
+    pub fn home_node(&self) -> Option<String> {
+        self.cluster.get().and_then(|c| c.home())
+    }
+
+    /// In a cluster, hands `stanza` to the route of `domain` on `node` (see
+    /// [`Core::home_node`]). False when it cannot be sent: no cluster, or `node` is not
+    /// known alive.
+    pub fn to_domain_on(&self, node: &str, domain: &Jid, stanza: &Stanza) -> bool {
+        self.cluster
+            .get()
+            .is_some_and(|c| c.to_domain_on(node, domain, Bytes::from(stanza.to_bytes())))
+    }
+
     /// In a cluster, sends a module's note to the same module on every other node
     /// ([`Event::ClusterNote`] there, in the order sent), e.g. "this pubsub node changed in
     /// the store: read it again". `body` is built only in a cluster, so a single node pays
@@ -433,18 +452,23 @@ impl Core {
         self.sessions.set_available(jid, priority)
     }
 
-    /// Routes again a stanza a session took but could not deliver (its bytes, our own
-    /// serialization): a message or an IQ request goes through the route table once more
-    /// (another resource, offline storage, or an error for its sender, RFC 6121 §8.5.3.2,
-    /// RFC 6120 §10.5); anything else is dropped. Whether it was routed.
-    pub async fn route_again(self: &Arc<Self>, bytes: &Bytes) -> bool {
+    /// Routes again a stanza that was handed to `to` but not delivered (its bytes, our own
+    /// serialization). For a session (a JID with a localpart) that ended, a message or an
+    /// IQ request goes through the route table once more (another resource, offline
+    /// storage, or an error for its sender, RFC 6121 §8.5.3.2, RFC 6120 §10.5) and anything
+    /// else is dropped. For a domain's route on another node (a service, a component
+    /// connection) every stanza does: the route table finds where that domain is served
+    /// now (a room's join presence must reach the rooms' new home). Whether it was routed.
+    pub async fn route_again(self: &Arc<Self>, to: &Jid, bytes: &Bytes) -> bool {
         let Some(stanza) = Stanza::from_serialized(bytes) else {
             return false;
         };
-        if !matches!(
-            stanza.kind(),
-            StanzaKind::Message(_) | StanzaKind::Iq(IqType::Get | IqType::Set)
-        ) {
+        if to.local().is_some()
+            && !matches!(
+                stanza.kind(),
+                StanzaKind::Message(_) | StanzaKind::Iq(IqType::Get | IqType::Set)
+            )
+        {
             return false;
         }
         self.route(stanza).await;

@@ -498,6 +498,16 @@ impl crate::ClusterLink for FakeLink {
             .unwrap()
             .push(format!("note {topic} {body}"));
     }
+    fn home(&self) -> Option<String> {
+        None
+    }
+    fn to_domain_on(&self, node: &str, domain: &Jid, _stanza: bytes::Bytes) -> bool {
+        self.told
+            .lock()
+            .unwrap()
+            .push(format!("to {domain} on {node}"));
+        true
+    }
 }
 
 /// In a cluster: the link hears of local sessions, a remote session routes like a local one

@@ -15,6 +15,7 @@
 //! and pings; it creates a room when someone enters one that does not exist (§10.1), within
 //! `[muc] create_rooms` and the per-user room limit.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use async_trait::async_trait;
@@ -62,6 +63,11 @@ pub struct MucService {
     /// Where room archives are kept (`None`: `[muc] archive = false`).
     archive: Option<Store>,
     core: OnceLock<Weak<Core>>,
+    /// Whether this node serves the rooms: always, but in a cluster, where rooms live on
+    /// one node (`Core::home_node`) and the others hand their stanzas there.
+    serving: AtomicBool,
+    /// Held while the rooms are dropped or read again (when `serving` changes).
+    switching: Mutex<()>,
 }
 
 impl std::fmt::Debug for MucService {
@@ -124,24 +130,72 @@ impl MucService {
             store,
             archive,
             core: OnceLock::new(),
+            serving: AtomicBool::new(true),
+            switching: Mutex::new(()),
         };
-        let stored = svc
-            .store
-            .load(svc.jid.as_str())
+        svc.load_rooms()
             .await
             .map_err(|e| format!("loading MUC rooms: {e}"))?;
-        for (name, snap) in stored {
-            let Ok(jid) = BareJid::new(Some(&name), svc.jid.domain()) else {
+        Ok(Arc::new(svc))
+    }
+
+    /// Puts the stored rooms in memory, with their history from the archive.
+    async fn load_rooms(&self) -> Result<(), rookery_store::StoreError> {
+        for (name, snap) in self.store.load(self.jid.as_str()).await? {
+            let Ok(jid) = BareJid::new(Some(&name), self.jid.domain()) else {
                 tracing::error!(room = %name, "skipping a stored room with an invalid name");
                 continue;
             };
-            *svc.created.entry(snap.creator.clone()).or_default() += 1;
-            let mut room = Room::restore(jid, snap, svc.limits());
-            svc.recall_history(&mut room, &name).await;
-            svc.rooms
+            *self.created.entry(snap.creator.clone()).or_default() += 1;
+            let mut room = Room::restore(jid, snap, self.limits());
+            self.recall_history(&mut room, &name).await;
+            self.rooms
                 .insert(name, Arc::new(Mutex::new(Slot { room, gone: false })));
         }
-        Ok(Arc::new(svc))
+        Ok(())
+    }
+
+    /// In a cluster, makes this node the rooms' home if it was not (the home before it died,
+    /// or this node just started and another was older): the rooms are read from the store
+    /// again, since what this node held in memory may be stale. Occupants of the old home
+    /// are not known here; their clients' self-pings (XEP-0410) find out and rejoin.
+    async fn take_home(&self) {
+        if self.serving.load(Ordering::Acquire) {
+            return;
+        }
+        let _switching = self.switching.lock().await;
+        if self.serving.load(Ordering::Acquire) {
+            return;
+        }
+        self.drop_rooms().await;
+        if let Err(e) = self.load_rooms().await {
+            tracing::error!(service = %self.jid, error = %e, "loading MUC rooms failed");
+        }
+        tracing::info!(service = %self.jid, rooms = self.rooms.len(), "this cluster node now serves the rooms");
+        self.serving.store(true, Ordering::Release);
+    }
+
+    /// In a cluster, another node is the rooms' home: what this node held goes (a stanza
+    /// holding a room's slot finds it gone and is handed on).
+    async fn leave_home(&self) {
+        if !self.serving.load(Ordering::Acquire) {
+            return;
+        }
+        let _switching = self.switching.lock().await;
+        if !self.serving.load(Ordering::Acquire) {
+            return;
+        }
+        self.serving.store(false, Ordering::Release);
+        self.drop_rooms().await;
+    }
+
+    async fn drop_rooms(&self) {
+        let slots: Vec<Arc<Mutex<Slot>>> = self.rooms.iter().map(|e| e.value().clone()).collect();
+        self.rooms.clear();
+        self.created.clear();
+        for slot in slots {
+            slot.lock().await.gone = true;
+        }
     }
 
     /// The service's domain.
@@ -405,6 +459,15 @@ impl MucService {
         }
     }
 
+    /// Serves a stanza on this node.
+    async fn serve(&self, core: &Arc<Core>, stanza: Stanza) -> Result<(), Box<Undelivered>> {
+        self.take_home().await;
+        match stanza.to().and_then(Jid::local).map(str::to_string) {
+            None => self.to_service(core, stanza).await,
+            Some(name) => self.to_room(core, &name, stanza).await,
+        }
+    }
+
     /// disco#info and disco#items of the service (§6.1, §6.3), pings.
     async fn to_service(&self, core: &Arc<Core>, stanza: Stanza) -> Result<(), Box<Undelivered>> {
         if stanza.kind() != StanzaKind::Iq(IqType::Get) {
@@ -479,10 +542,26 @@ impl DomainRoute for MucService {
         if stanza.from().is_none() {
             return Ok(());
         }
-        match stanza.to().and_then(Jid::local).map(str::to_string) {
-            None => self.to_service(&core, stanza).await,
-            Some(name) => self.to_room(&core, &name, stanza).await,
+        // In a cluster the rooms live on one node: the others hand it their stanzas.
+        if let Some(home) = core.home_node() {
+            self.leave_home().await;
+            if core.to_domain_on(&home, &self.jid.clone().into(), &stanza) {
+                return Ok(());
+            }
+            let e = StanzaError::new(StanzaErrorCondition::RecipientUnavailable)
+                .with_text("the cluster node serving the rooms cannot be reached");
+            return Err(Undelivered::new(stanza, e));
         }
+        self.serve(&core, stanza).await
+    }
+
+    async fn deliver_here(&self, stanza: Stanza) -> Result<(), Box<Undelivered>> {
+        let Some(core) = self.core.get().and_then(Weak::upgrade) else {
+            return Err(unavailable(stanza));
+        };
+        // Handed over by a node that takes this one for the rooms' home: served here, never
+        // handed on (while two nodes' views differ, a stanza must not go back and forth).
+        self.serve(&core, stanza).await
     }
 
     fn name(&self) -> Option<String> {

@@ -141,7 +141,11 @@ mod tests {
         let mut m = Membership::new(Duration::from_secs(6));
         assert_eq!(m.home("me", 20), None, "alone");
         m.heard("b", 30, t0);
-        assert_eq!(m.home("me", 20), None, "a younger node does not take it over");
+        assert_eq!(
+            m.home("me", 20),
+            None,
+            "a younger node does not take it over"
+        );
         m.heard("a", 10, t0);
         assert_eq!(m.home("me", 20).as_deref(), Some("a"));
         // Same start time: the smaller id.

@@ -1144,3 +1144,67 @@ async def test_offline_respects_no_store(server):
     assert not c.take(is_msg("volatile"))
     await a.close()
     await c.close()
+
+
+# ---- XEP-0115 entity capabilities, as the server caches them -----------------------------------
+
+NS_CAPS = "http://jabber.org/protocol/caps"
+NS_TUNE = "http://jabber.org/protocol/tune"
+
+
+def caps_ver(features: list[str]) -> str:
+    """XEP-0115 §5.1 sha-1 `ver` for one identity client/pc and `features`."""
+    import base64
+    import hashlib
+    s = "client/pc//<" + "".join(f + "<" for f in sorted(features))
+    return base64.b64encode(hashlib.sha1(s.encode()).digest()).decode()
+
+
+async def answer_disco(p: Peer, features: list[str]) -> bool:
+    """Answers the server's disco#info query about `p`'s caps, if one came."""
+    await p.sync()
+    asked = p.take(lambda e: local(e) == "iq" and e.get("type") == "get"
+                   and e.find(tag(NS_DISCO_INFO, "query")) is not None)
+    for iq in asked:
+        node = iq.find(tag(NS_DISCO_INFO, "query")).get("node")
+        feats = "".join(f"<feature var={quoteattr(f)}/>" for f in features)
+        p.send(f"<iq type='result' id={quoteattr(iq.get('id'))} to={quoteattr(iq.get('from'))}>"
+               f"<query xmlns='{NS_DISCO_INFO}' node={quoteattr(node)}>"
+               f"<identity category='client' type='pc'/>{feats}</query></iq>")
+    return bool(asked)
+
+
+async def test_a_legacy_caps_answer_does_not_poison_a_hashed_announcement(server):
+    """XEP-0115 §5.4: a `ver` announced with a hash is trusted only once an answer hashes to
+    it. carol announces bob's client's node and ver *without* a hash and answers that it
+    wants no tune notifications; bob then announces the same node and ver with
+    hash='sha-1': the server must ask bob (not reuse carol's unverifiable answer), and bob
+    gets alice's tune (XEP-0163 +notify)."""
+    await make_mutual(server, "alice", "bob")
+    node = "https://client.example/caps"
+    honest = ["http://jabber.org/protocol/caps", NS_TUNE + "+notify"]
+    ver = caps_ver(honest)
+    carol = await peer(server, "carol", "mallory", presence=False)
+    carol.presence(extra=f"<c xmlns='{NS_CAPS}' node='{node}' ver='{ver}'/>")
+    for _ in range(20):
+        if await answer_disco(carol, ["http://jabber.org/protocol/caps"]):
+            break
+    else:
+        raise AssertionError("the server never asked carol about her caps")
+    await carol.sync()
+    a = await peer(server, "alice", "desk")
+    b = await peer(server, "bob", "phone", presence=False)
+    b.presence(extra=f"<c xmlns='{NS_CAPS}' hash='sha-1' node='{node}' ver='{ver}'/>")
+    asked = False
+    for _ in range(10):
+        asked = await answer_disco(b, honest) or asked
+        if asked:
+            break
+    assert asked, "the server reused carol's answer for bob's hashed ver instead of asking him"
+    a.send("<iq type='set' id='tune1'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+           f"<publish node='{NS_TUNE}'><item><tune xmlns='{NS_TUNE}'><title>Song</title>"
+           "</tune></item></publish></pubsub></iq>")
+    await b.until(lambda e: local(e) == "message"
+                  and e.find(f".//{{{NS_TUNE}}}title") is not None, "the tune at bob")
+    for p in (a, b, carol):
+        await p.close()

@@ -7,12 +7,16 @@
 //!   JID while it is available, forgotten on `unavailable` (or a presence error). The map is
 //!   bounded ([`RemoteCaps`]), since nothing guarantees that a remote server ever tells us a
 //!   resource went away (a lost s2s stream loses the unavailable presence).
-//! - The features behind a `node#ver` are cached for the whole server. An unknown one is asked
-//!   once with disco#info (XEP-0030) to the resource that announced it — over s2s for a remote
-//!   one; the answer is checked against `ver` (§5: SHA-1 over the verification string of
-//!   identities, features and extended forms) before it is cached, so one client (or server)
-//!   cannot poison another's entry. Legacy `<c/>` without `hash` (§1.2) is cached under its
-//!   `node#ver` as given.
+//! - The features behind an announcement are cached for the whole server, under a key that
+//!   says how far they can be trusted ([`Announced::key`]). An unknown one is asked once with
+//!   disco#info (XEP-0030) `node#ver` to the resource that announced it — over s2s for a
+//!   remote one. With a hash we support (sha-1, sha-256, sha-512) the answer must be well
+//!   formed and hash to `ver` (§5.4) before it is cached under the hash and `ver` alone — a
+//!   `ver` so verified means the same features whoever announces it. A legacy `<c/>` without
+//!   `hash` (§1.2) cannot be verified: it is cached under `node#ver` apart from the hashed
+//!   ones, so a client answering falsely for a legacy key poisons only that legacy key, never
+//!   what a hashing client announces. An unsupported hash is cached for the announcing JID
+//!   only (§5.4 step 2).
 //! - Once the capabilities of an available resource are known — at its presence if its
 //!   `node#ver` is cached, else when the answer is — the core's
 //!   [`Event::ResourceCaps`] tells the modules that subscribed (PEP sends last items then,
@@ -80,9 +84,13 @@ impl CapsCache {
     /// Records `info` for `key`.
     pub fn insert(&self, key: &str, info: CapsInfo) {
         if self.known.len() >= MAX_ENTRIES {
-            // Bounded: forget everything rather than grow without limit; entries are
-            // re-learnt on the next presence that names them.
-            self.known.clear();
+            // Bounded: one entry makes room (re-learnt on the next presence that names it),
+            // so that a flood of new keys costs the others one query each at most, not all
+            // at once.
+            let victim = self.known.iter().next().map(|e| e.key().clone());
+            if let Some(v) = victim {
+                self.known.remove(&v);
+            }
         }
         self.known.insert(key.to_owned(), Arc::new(info));
     }
@@ -194,7 +202,12 @@ pub fn verification_string(query: &Element) -> String {
         .collect();
     features.sort_unstable();
     let mut forms: Vec<(String, String)> = Vec::new();
-    for form in query.children().filter(|c| c.is("x", ns::DATA_FORMS)) {
+    // A form whose FORM_TYPE is missing or not hidden is ignored (§5.4 step 3.6).
+    for form in query
+        .children()
+        .filter(|c| c.is("x", ns::DATA_FORMS))
+        .filter(|f| form_type_of(f).is_some())
+    {
         let mut form_type = String::new();
         let mut fields: Vec<(String, Vec<String>)> = Vec::new();
         for field in form.children().filter(|c| c.is("field", ns::DATA_FORMS)) {
@@ -237,22 +250,110 @@ pub fn verification_string(query: &Element) -> String {
     out
 }
 
-/// The `ver` a SHA-1 caps announcement must carry for `query`.
-pub fn sha1_ver(query: &Element) -> String {
-    let digest = Sha1::digest(verification_string(query).as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(digest)
+/// The FORM_TYPE of an extended-information form, if it has a hidden one (XEP-0128).
+fn form_type_of(form: &Element) -> Option<Vec<String>> {
+    let field = form
+        .children()
+        .find(|f| f.is("field", ns::DATA_FORMS) && f.attr("var") == Some("FORM_TYPE"))?;
+    (field.attr("type") == Some("hidden")).then(|| {
+        field
+            .children()
+            .filter(|v| v.is("value", ns::DATA_FORMS))
+            .map(Element::text)
+            .collect()
+    })
 }
 
-/// The `<c/>` of a presence: (`node#ver`, `hash`, `ver`); `None` without one, or when it
-/// lacks `node` or `ver`.
-fn announced(stanza: &Stanza) -> Option<(String, Option<String>, String)> {
+/// Whether a disco#info answer is well formed for verification (§5.4 steps 3.3–3.5): no
+/// identity twice (category/type/lang/name), no feature twice, no two forms of one
+/// FORM_TYPE, no FORM_TYPE with differing values.
+fn well_formed(query: &Element) -> bool {
+    let mut identities = HashSet::new();
+    let mut features = HashSet::new();
+    let mut form_types = HashSet::new();
+    for c in query.children() {
+        let fresh = if c.is("identity", ns::DISCO_INFO) {
+            identities.insert([
+                c.attr("category").unwrap_or_default(),
+                c.attr("type").unwrap_or_default(),
+                c.attr("xml:lang").unwrap_or_default(),
+                c.attr("name").unwrap_or_default(),
+            ])
+        } else if c.is("feature", ns::DISCO_INFO) {
+            features.insert(c.attr("var").unwrap_or_default())
+        } else if c.is("x", ns::DATA_FORMS) {
+            match form_type_of(c) {
+                Some(values) if values.iter().any(|v| Some(v) != values.first()) => false,
+                Some(values) => form_types.insert(values.into_iter().next().unwrap_or_default()),
+                None => true,
+            }
+        } else {
+            true
+        };
+        if !fresh {
+            return false;
+        }
+    }
+    true
+}
+
+/// The hashes of §5.1 that are verified here (IANA names, as in the `hash` attribute).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CapsHash {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl CapsHash {
+    fn named(name: &str) -> Option<CapsHash> {
+        Some(match name {
+            "sha-1" => CapsHash::Sha1,
+            "sha-256" => CapsHash::Sha256,
+            "sha-512" => CapsHash::Sha512,
+            _ => return None,
+        })
+    }
+
+    /// The `ver` an announcement hashed this way must carry for `query`.
+    fn ver(self, query: &Element) -> String {
+        let s = verification_string(query);
+        let digest = match self {
+            CapsHash::Sha1 => Sha1::digest(s.as_bytes()).to_vec(),
+            CapsHash::Sha256 => sha2::Sha256::digest(s.as_bytes()).to_vec(),
+            CapsHash::Sha512 => sha2::Sha512::digest(s.as_bytes()).to_vec(),
+        };
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    }
+}
+
+/// A `<c/>` as the cache sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Announced {
+    /// Where its features are cached: `hash ver` for a supported hash (verified, valid for
+    /// everyone), `legacy node#ver` without a hash (taken as answered), `hash node#ver
+    /// from` for an unsupported hash (the announcing JID's own).
+    key: String,
+    /// The disco#info node to ask: `node#ver` (§6.2).
+    node: String,
+    /// The hash to check the answer with, for a supported one.
+    check: Option<(CapsHash, String)>,
+}
+
+/// The `<c/>` of a presence from `from`; `None` without one, or when it lacks `node` or
+/// `ver`.
+fn announced(from: &Jid, stanza: &Stanza) -> Option<Announced> {
     let c = stanza.element().get_child("c", ns::CAPS)?;
     let (node, ver) = (c.attr("node")?, c.attr("ver")?);
-    Some((
-        format!("{node}#{ver}"),
-        c.attr("hash").map(str::to_owned),
-        ver.to_owned(),
-    ))
+    let node = format!("{node}#{ver}");
+    let (key, check) = match c.attr("hash") {
+        None => (format!("legacy {node}"), None),
+        Some(h) => match CapsHash::named(h) {
+            Some(hash) => (format!("{h} {ver}"), Some((hash, ver.to_owned()))),
+            None => (format!("{h} {node} {from}"), None),
+        },
+    };
+    Some(Announced { key, node, check })
 }
 
 /// Records the caps in the available presence `stanza` of the local resource `from`, and
@@ -263,11 +364,11 @@ pub async fn observe(im: &Arc<Im>, core: &Arc<Core>, from: &Jid, stanza: &Stanza
         return;
     }
     // A `<c/>` without `node` or `ver` changes nothing.
-    let Some((key, hash, ver)) = announced(stanza) else {
+    let Some(announced) = announced(from, stanza) else {
         return;
     };
-    im.session_mut(from, |s| s.caps = Some(Arc::from(key.as_str())));
-    learn(im, core, (from.clone(), None), key, hash, ver, true).await;
+    im.session_mut(from, |s| s.caps = Some(Arc::from(announced.key.as_str())));
+    learn(im, core, (from.clone(), None), announced, true).await;
 }
 
 /// Records the caps in presence that the resource of another server `stanza.from()` sent to
@@ -289,7 +390,7 @@ pub async fn observe_remote(im: &Arc<Im>, core: &Arc<Core>, owner: &BareJid, sta
         }
         _ => return,
     }
-    let Some((key, hash, ver)) = announced(stanza) else {
+    let Some(announced) = announced(from, stanza) else {
         return im.remote_caps.forget(from);
     };
     let track = core.has_sessions(owner)
@@ -301,25 +402,18 @@ pub async fn observe_remote(im: &Arc<Im>, core: &Arc<Core>, owner: &BareJid, sta
             }
         };
     if track {
-        im.remote_caps.set(from, Arc::from(key.as_str()));
+        im.remote_caps.set(from, Arc::from(announced.key.as_str()));
     }
     let waiter = (from.clone(), Some(owner.clone()));
-    learn(im, core, waiter, key, hash, ver, track).await;
+    learn(im, core, waiter, announced, track).await;
 }
 
 /// Tells the subscribers of [`Event::ResourceCaps`] that the capabilities of the waiter's
-/// resource are known, if `key` is cached; else has it told when the answer comes, asking
-/// the resource what `key` (announced with `hash` and `ver`) stands for if nobody is asking
-/// yet and `ask`. The answer is cached once verified.
-async fn learn(
-    im: &Arc<Im>,
-    core: &Arc<Core>,
-    waiter: Waiter,
-    key: String,
-    hash: Option<String>,
-    ver: String,
-    ask: bool,
-) {
+/// resource are known, if `announced` is cached; else has it told when the answer comes,
+/// asking the resource what it stands for if nobody is asking yet and `ask`. The answer is
+/// cached once verified.
+async fn learn(im: &Arc<Im>, core: &Arc<Core>, waiter: Waiter, announced: Announced, ask: bool) {
+    let Announced { key, node, check } = announced;
     if im.caps.get(&key).is_some() {
         return tell(im, core, &key, waiter).await;
     }
@@ -340,16 +434,15 @@ async fn learn(
     let im = im.clone();
     let core = core.clone();
     tokio::spawn(async move {
-        let query = Element::new("query", ns::DISCO_INFO).with_attr("node", key.as_str());
+        let query = Element::new("query", ns::DISCO_INFO).with_attr("node", node.as_str());
         let answer = core
             .request(IqType::Get, from.clone(), query, QUERY_TIMEOUT)
             .await;
         if let Some(result) = answer.filter(|a| a.kind() == StanzaKind::Iq(IqType::Result)) {
             if let Some(q) = result.payload().filter(|q| q.is("query", ns::DISCO_INFO)) {
-                let valid = match hash.as_deref() {
+                let valid = match &check {
                     None => true,
-                    Some("sha-1") => sha1_ver(q) == ver,
-                    Some(_) => false, // other hashes are not verified: not cached
+                    Some((hash, ver)) => well_formed(q) && hash.ver(q) == *ver,
                 };
                 if valid {
                     let features = q
@@ -474,7 +567,7 @@ mod tests {
              <feature var='http://jabber.org/protocol/muc'/></query>",
         )
         .unwrap();
-        assert_eq!(sha1_ver(&q), "QgayPKawpkPSDYmwT/WM94uAlu0=");
+        assert_eq!(CapsHash::Sha1.ver(&q), "QgayPKawpkPSDYmwT/WM94uAlu0=");
     }
 
     #[test]
@@ -498,7 +591,71 @@ mod tests {
              </x></query>",
         )
         .unwrap();
-        assert_eq!(sha1_ver(&q), "q07IKJEyjvHSyhy//CH0CxmKi8w=");
+        assert_eq!(CapsHash::Sha1.ver(&q), "q07IKJEyjvHSyhy//CH0CxmKi8w=");
+        assert!(well_formed(&q));
+    }
+
+    #[test]
+    fn ill_formed_answers_and_ignored_forms() {
+        // §5.4 steps 3.3–3.5: the same identity, feature or FORM_TYPE twice.
+        for dup in [
+            "<identity category='client' type='pc'/><identity category='client' type='pc'/>",
+            "<feature var='urn:a'/><feature var='urn:a'/>",
+            "<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'>\
+             <value>urn:f</value></field></x><x xmlns='jabber:x:data' type='result'>\
+             <field var='FORM_TYPE' type='hidden'><value>urn:f</value></field></x>",
+            "<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'>\
+             <value>urn:f</value><value>urn:g</value></field></x>",
+        ] {
+            let q = parse_element(&format!(
+                "<query xmlns='http://jabber.org/protocol/disco#info'>{dup}</query>"
+            ))
+            .unwrap();
+            assert!(!well_formed(&q), "{dup}");
+        }
+        // Step 3.6: a form without a hidden FORM_TYPE is left out of the string.
+        let plain = "<identity category='client' type='pc'/><feature var='urn:a'/>";
+        let with_form = format!(
+            "{plain}<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE'>\
+             <value>urn:f</value></field><field var='x'><value>1</value></field></x>"
+        );
+        let q = |body: &str| {
+            parse_element(&format!(
+                "<query xmlns='http://jabber.org/protocol/disco#info'>{body}</query>"
+            ))
+            .unwrap()
+        };
+        assert!(well_formed(&q(&with_form)));
+        assert_eq!(
+            verification_string(&q(&with_form)),
+            verification_string(&q(plain))
+        );
+    }
+
+    #[test]
+    fn announcements_are_keyed_by_how_far_they_can_be_trusted() {
+        let from = Jid::parse("a@localhost/r").unwrap();
+        let c = |attrs: &str| {
+            let p = crate::util::parse_element(&format!(
+                "<presence xmlns='jabber:client'><c xmlns='http://jabber.org/protocol/caps' \
+                 node='http://client.example' ver='V' {attrs}/></presence>"
+            ))
+            .unwrap();
+            announced(&from, &Stanza::from_element(p).unwrap()).unwrap()
+        };
+        let hashed = c("hash='sha-1'");
+        assert_eq!(hashed.key, "sha-1 V");
+        assert_eq!(hashed.node, "http://client.example#V");
+        assert_eq!(hashed.check.unwrap().0, CapsHash::Sha1);
+        // A legacy announcement never shares a key with a hashed one.
+        let legacy = c("");
+        assert_eq!(legacy.key, "legacy http://client.example#V");
+        assert!(legacy.check.is_none());
+        // An unsupported hash: the announcing JID's own.
+        let other = c("hash='md5'");
+        assert_eq!(other.key, "md5 http://client.example#V a@localhost/r");
+        assert!(other.check.is_none());
+        assert_eq!(c("hash='sha-256'").check.unwrap().0, CapsHash::Sha256);
     }
 
     #[test]

@@ -1126,6 +1126,15 @@ async def test_last_activity(server):
     assert stanza_error(r) == "forbidden", "not subscribed"
     r = await c.iq("get", f"<query xmlns='{NS_LAST}'/>", to="localhost")
     assert int(r.find(tag(NS_LAST, "query")).get("seconds")) >= 0, "server uptime"
+    # §3: an online resource's idle time. The server refuses a stranger itself (the client
+    # never sees the query); a subscribed contact's query reaches the client.
+    a = await peer(server, "alice", "desk")
+    r = await c.iq("get", f"<query xmlns='{NS_LAST}'/>", to="alice@localhost/desk")
+    assert stanza_error(r) == "forbidden", "a stranger asking an online resource"
+    b.send(f"<iq type='get' id='idle1' to='alice@localhost/desk'><query xmlns='{NS_LAST}'/></iq>")
+    await a.until(lambda e: local(e) == "iq" and e.get("id") == "idle1", "bob's query")
+    assert not [e for e in a.seen if local(e) == "iq" and e.get("from", "").startswith("carol@")]
+    await a.close()
     await b.close()
     await c.close()
 

@@ -1,14 +1,16 @@
 //! XEP-0012: Last Activity — for an account, the time since its last logout and the status it
 //! left with (§4, answered by the server on the account's behalf; only to the account itself
 //! and to contacts subscribed to its presence, `forbidden` otherwise; `0` while it is online);
-//! for the server, its uptime (§5).
+//! for the server, its uptime (§5). A query to an online resource (§3) goes to the client
+//! only from the account itself or a subscribed contact; anyone else gets `forbidden` from the
+//! server (a hook on stanzas to local accounts), so that idle time does not leak to strangers.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use rookery_core::module::IqResult;
-use rookery_core::{Core, Declaration, IqTarget, Module};
-use rookery_jid::BareJid;
+use rookery_core::{priority, Core, Declaration, Flow, HookPoint, IqTarget, Module};
+use rookery_jid::{BareJid, Jid};
 use rookery_proto::{ns, IqType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind};
 use rookery_xml::Element;
 
@@ -28,6 +30,29 @@ impl Last {
     pub fn new(im: Arc<Im>) -> Self {
         Last { im }
     }
+
+    /// Whether `requester` may learn `owner`'s last activity: the account itself, or a
+    /// contact with a subscription to its presence (XEP-0012 §3, §4).
+    async fn may_ask(&self, owner: &BareJid, requester: &BareJid) -> bool {
+        requester == owner
+            || matches!(
+                self.im.roster_item(owner, requester).await,
+                Ok(Some(i)) if i.subscription.has_from()
+            )
+    }
+}
+
+/// Whether `stanza` asks a local resource (a full JID) for its last activity.
+fn asks_resource(stanza: &Stanza) -> Option<(&Jid, &Jid)> {
+    let (from, to) = (stanza.from()?, stanza.to()?);
+    (stanza.kind() == StanzaKind::Iq(IqType::Get)
+        && to.is_full()
+        && stanza.payload().is_some_and(|p| p.is("query", ns::LAST)))
+    .then_some((from, to))
+}
+
+fn not_subscribed() -> StanzaError {
+    err(Cond::Forbidden, "not subscribed to this contact's presence")
 }
 
 fn answer(seconds: i64, status: &str) -> Element {
@@ -50,9 +75,21 @@ impl Module for Last {
                 (IqTarget::Server, ns::LAST, "query"),
                 (IqTarget::Account, ns::LAST, "query"),
             ],
+            hooks: vec![(HookPoint::ToLocalAccount, priority::DEFAULT)],
             server_features: vec![ns::LAST],
             ..Declaration::default()
         }
+    }
+
+    async fn hook(&self, core: &Arc<Core>, _point: HookPoint, stanza: Stanza) -> Flow {
+        let Some((from, to)) = asks_resource(&stanza) else {
+            return Flow::Continue(stanza);
+        };
+        if self.may_ask(&to.to_bare(), &from.to_bare()).await {
+            return Flow::Continue(stanza);
+        }
+        core.reply_error(&stanza, not_subscribed()).await;
+        Flow::Handled
     }
 
     async fn handle_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
@@ -67,17 +104,8 @@ impl Module for Last {
             .from()
             .map(|f| f.to_bare())
             .ok_or_else(|| StanzaError::new(Cond::BadRequest))?;
-        if &requester != to {
-            let subscribed = matches!(
-                self.im.roster_item(to, &requester).await,
-                Ok(Some(i)) if i.subscription.has_from()
-            );
-            if !subscribed {
-                return Err(err(
-                    Cond::Forbidden,
-                    "not subscribed to this contact's presence",
-                ));
-            }
+        if !self.may_ask(to, &requester).await {
+            return Err(not_subscribed());
         }
         if self.im.has_available(core, to) {
             return Ok(Some(answer(0, "")));

@@ -233,3 +233,19 @@ async def test_the_admin_api_lists_and_deletes_a_hosts_nodes(server_factory, tmp
     assert http(srv, "DELETE", f"/api/v1/pubsub/nodes/news?service={ps_b}")[0] == 404
     assert [n["node"] for n in http(srv, "GET", f"/api/v1/pubsub/nodes?service={ps_b}")[2][
         "nodes"]] == ["weather"]
+
+
+async def test_ad_hoc_commands_of_a_host_are_named_by_that_host(server_factory, tmp_path):
+    """XEP-0050 §7: a responder reports its own command nodes only — the items an admin of
+    the second host gets from it name that host, not the primary domain."""
+    srv = server_factory(users={"alice": "alicepass"}, admins=[f"dave@{SECOND}"],
+                         host=[{"domain": SECOND}])
+    r = srv.user("add", f"{DAVE[0]}@{SECOND}", password=DAVE[1])
+    assert r.returncode == 0, r.stderr
+    dave = await slix(srv, f"dave@{SECOND}", DAVE[1], plugins=("xep_0050",))
+    try:
+        items = await dave.plugin["xep_0050"].get_commands(SECOND, timeout=10)
+        jids = {i[0] for i in items["disco_items"]["items"]}
+        assert jids == {SECOND}, jids
+    finally:
+        await dave.close()

@@ -152,7 +152,7 @@ impl Module for AdHoc {
 
     async fn disco_node(
         &self,
-        core: &Arc<Core>,
+        _core: &Arc<Core>,
         to: &BareJid,
         from: &Jid,
         query: &Element,
@@ -172,7 +172,7 @@ impl Module for AdHoc {
                 for c in Command::ALL {
                     out.push_child(
                         Element::new("item", ns::DISCO_ITEMS)
-                            .with_attr("jid", core.domain())
+                            .with_attr("jid", to.as_str())
                             .with_attr("node", c.node())
                             .with_attr("name", c.name()),
                     );

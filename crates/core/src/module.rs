@@ -196,11 +196,12 @@ pub trait Module: Send + Sync + 'static {
     }
 
     /// [`Module::blocks`] when the answer is at hand without waiting (a cached block list),
-    /// `None` (the default) when [`Module::blocks`] must be asked. Asked first, once per
-    /// recipient of every fan-out: answering here spares an `async_trait` future's
-    /// allocation per recipient.
+    /// `None` when [`Module::blocks`] must be asked. Asked first, once per recipient of
+    /// every fan-out: answering here spares an `async_trait` future's allocation per
+    /// recipient. Default: `Some(false)`, for the modules hooked at
+    /// [`HookPoint::ToLocalAccount`] for another reason than a block list.
     fn blocks_now(&self, _owner: &BareJid, _other: &Jid) -> Option<bool> {
-        None
+        Some(false)
     }
 
     /// A declared hook.

@@ -11,7 +11,7 @@
 //!   says how far they can be trusted ([`Announced::key`]). An unknown one is asked once with
 //!   disco#info (XEP-0030) `node#ver` to the resource that announced it — over s2s for a
 //!   remote one. With a hash we support (sha-1, sha-256, sha-512) the answer must be well
-//!   formed and hash to `ver` (§5.4) before it is cached under the hash and `ver` alone — a
+//!   formed and hash to `ver` (§5.4) before it is cached under the hash and `node#ver` — a
 //!   `ver` so verified means the same features whoever announces it. A legacy `<c/>` without
 //!   `hash` (§1.2) cannot be verified: it is cached under `node#ver` apart from the hashed
 //!   ones, so a client answering falsely for a legacy key poisons only that legacy key, never
@@ -330,9 +330,9 @@ impl CapsHash {
 /// A `<c/>` as the cache sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Announced {
-    /// Where its features are cached: `hash ver` for a supported hash (verified, valid for
-    /// everyone), `legacy node#ver` without a hash (taken as answered), `hash node#ver
-    /// from` for an unsupported hash (the announcing JID's own).
+    /// Where its features are cached, `kind node#ver[ from]`: the kind is the hash for a
+    /// supported one (verified, valid for everyone), `legacy` without a hash (taken as
+    /// answered); an unsupported hash adds the announcing JID (its own). See [`client_of`].
     key: String,
     /// The disco#info node to ask: `node#ver` (§6.2).
     node: String,
@@ -349,11 +349,18 @@ fn announced(from: &Jid, stanza: &Stanza) -> Option<Announced> {
     let (key, check) = match c.attr("hash") {
         None => (format!("legacy {node}"), None),
         Some(h) => match CapsHash::named(h) {
-            Some(hash) => (format!("{h} {ver}"), Some((hash, ver.to_owned()))),
+            Some(hash) => (format!("{h} {node}"), Some((hash, ver.to_owned()))),
             None => (format!("{h} {node} {from}"), None),
         },
     };
     Some(Announced { key, node, check })
+}
+
+/// The client software a caps key names: the `node` of its `node#ver` (XEP-0115 §4: a URI
+/// that identifies the software).
+pub fn client_of(key: &str) -> &str {
+    let node_ver = key.split(' ').nth(1).unwrap_or_default();
+    node_ver.rsplit_once('#').map_or(node_ver, |(node, _)| node)
 }
 
 /// Records the caps in the available presence `stanza` of the local resource `from`, and
@@ -644,7 +651,8 @@ mod tests {
             announced(&from, &Stanza::from_element(p).unwrap()).unwrap()
         };
         let hashed = c("hash='sha-1'");
-        assert_eq!(hashed.key, "sha-1 V");
+        assert_eq!(hashed.key, "sha-1 http://client.example#V");
+        assert_eq!(client_of(&hashed.key), "http://client.example");
         assert_eq!(hashed.node, "http://client.example#V");
         assert_eq!(hashed.check.unwrap().0, CapsHash::Sha1);
         // A legacy announcement never shares a key with a hashed one.
@@ -654,6 +662,7 @@ mod tests {
         // An unsupported hash: the announcing JID's own.
         let other = c("hash='md5'");
         assert_eq!(other.key, "md5 http://client.example#V a@localhost/r");
+        assert_eq!(client_of(&other.key), "http://client.example");
         assert!(other.check.is_none());
         assert_eq!(c("hash='sha-256'").check.unwrap().0, CapsHash::Sha256);
     }

@@ -324,7 +324,7 @@ async fn serve(
     // The client software as its XEP-0115 capabilities name it (the `node` of `node#ver`).
     .with_client_names(move |jid| {
         let key = im.caps_key(jid)?;
-        Some(key.split('#').next().unwrap_or_default().to_string())
+        Some(rookery_im::caps::client_of(&key).to_string())
     });
     // A node of a cluster shows the nodes and where sessions live (`ctl status`).
     let status = Arc::new(match cluster {

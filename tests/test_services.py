@@ -52,17 +52,30 @@ async def test_disco_server(server):
 
 
 async def test_disco_account(server):
+    """XEP-0030 §8: the server answers disco#info for an account only to whom the account
+    shares its presence with (and to itself): no directory harvesting. disco#items of an
+    account that does not exist is an empty result, its disco#info service-unavailable."""
+    from test_im import make_mutual
     c = await server.login("alice", "a")
     info = await c.iq("get", "bob@localhost", f"<query xmlns='{NS_DISCO_INFO}'/>")
-    assert info.get("from") == "bob@localhost"
-    assert ("account", "registered") in identities(info)
-    assert NS_DISCO_INFO in features(info)
+    assert stanza_error(info) == "service-unavailable", "not subscribed to bob's presence"
     own = await c.iq("get", None, f"<query xmlns='{NS_DISCO_INFO}'/>")
     assert ("account", "registered") in identities(own), "no `to` = the user's own account"
     items = await c.iq("get", "bob@localhost", f"<query xmlns='{NS_DISCO_ITEMS}'/>")
     assert items.get("type") == "result"
     unknown = await c.iq("get", "nobody@localhost", f"<query xmlns='{NS_DISCO_INFO}'/>")
     assert stanza_error(unknown) == "service-unavailable"
+    nobody = await c.iq("get", "nobody@localhost", f"<query xmlns='{NS_DISCO_ITEMS}'/>")
+    assert nobody.get("type") == "result", "an empty result, as for an account without items"
+    q = nobody.find(tag(NS_DISCO_ITEMS, "query"))
+    assert q is not None and len(q) == 0
+    await c.close()
+    await make_mutual(server, "alice", "bob")
+    c = await server.login("alice", "a")
+    info = await c.iq("get", "bob@localhost", f"<query xmlns='{NS_DISCO_INFO}'/>")
+    assert info.get("from") == "bob@localhost"
+    assert ("account", "registered") in identities(info)
+    assert NS_DISCO_INFO in features(info)
     await c.close()
 
 

@@ -210,6 +210,17 @@ impl Core {
         }
     }
 
+    /// Whether the local account `owner` shares its presence with `other`
+    /// ([`Module::shares_presence`], asked of the modules until one knows).
+    pub async fn shares_presence(self: &Arc<Self>, owner: &BareJid, other: &BareJid) -> bool {
+        for m in self.modules() {
+            if let Some(shared) = m.shares_presence(self, owner, other).await {
+                return shared;
+            }
+        }
+        false
+    }
+
     /// Whether the local account `owner` blocks `other` (XEP-0191), asked of the modules
     /// hooked at [`HookPoint::ToLocalAccount`] — the check the router applies there.
     pub async fn blocks(self: &Arc<Self>, owner: &BareJid, other: &Jid) -> bool {

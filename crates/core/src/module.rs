@@ -195,6 +195,18 @@ pub trait Module: Send + Sync + 'static {
         false
     }
 
+    /// Whether the local account `owner` shares its presence with `other` (a `from` or
+    /// `both` subscription in its roster, RFC 6121 §3), for what the server answers on the
+    /// account's behalf only to those (XEP-0030 §8). `None`: this module keeps no rosters.
+    async fn shares_presence(
+        &self,
+        _core: &Arc<Core>,
+        _owner: &BareJid,
+        _other: &BareJid,
+    ) -> Option<bool> {
+        None
+    }
+
     /// [`Module::blocks`] when the answer is at hand without waiting (a cached block list),
     /// `None` when [`Module::blocks`] must be asked. Asked first, once per recipient of
     /// every fan-out: answering here spares an `async_trait` future's allocation per

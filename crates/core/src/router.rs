@@ -737,6 +737,8 @@ impl Core {
             StanzaKind::Iq(IqType::Get | IqType::Set) => {
                 if self.account_exists(&to).await {
                     self.handle_iq(IqTarget::Account, &to, stanza).await
+                } else if let Some(empty) = crate::modules::disco::items_of_nobody(&stanza) {
+                    Box::pin(self.route(stanza.iq_result(Some(empty)))).await
                 } else {
                     self.reply_unavailable(&stanza).await
                 }

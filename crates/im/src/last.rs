@@ -34,11 +34,7 @@ impl Last {
     /// Whether `requester` may learn `owner`'s last activity: the account itself, or a
     /// contact with a subscription to its presence (XEP-0012 §3, §4).
     async fn may_ask(&self, owner: &BareJid, requester: &BareJid) -> bool {
-        requester == owner
-            || matches!(
-                self.im.roster_item(owner, requester).await,
-                Ok(Some(i)) if i.subscription.has_from()
-            )
+        requester == owner || self.im.shares_presence(owner, requester).await
     }
 }
 

@@ -459,6 +459,15 @@ impl Module for RosterModule {
         }
     }
 
+    async fn shares_presence(
+        &self,
+        _core: &Arc<Core>,
+        owner: &BareJid,
+        other: &BareJid,
+    ) -> Option<bool> {
+        Some(self.im.shares_presence(owner, other).await)
+    }
+
     async fn reply_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqAnswer {
         let owner = own_account(iq, to)?;
         match iq.kind() {

@@ -311,6 +311,18 @@ impl Im {
             .await
     }
 
+    /// Whether `owner` shares its presence with `contact` (a `from` or `both` subscription,
+    /// RFC 6121 §3); a store that cannot be read says no.
+    pub async fn shares_presence(&self, owner: &BareJid, contact: &BareJid) -> bool {
+        match self.roster_item(owner, contact).await {
+            Ok(item) => item.is_some_and(|i| i.subscription.has_from()),
+            Err(e) => {
+                tracing::error!(error = %e, "roster lookup failed");
+                false
+            }
+        }
+    }
+
     /// Whether `owner` has a stored inbound request from `contact` (cache or store).
     pub async fn has_pending_in(
         &self,

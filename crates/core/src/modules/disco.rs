@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rookery_jid::BareJid;
+use rookery_jid::{BareJid, Jid};
 use rookery_proto::{ns, IqType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind};
 use rookery_xml::Element;
 
@@ -68,6 +68,11 @@ impl Module for Disco {
             return Err(StanzaError::new(StanzaErrorCondition::ItemNotFound));
         }
         let is_server = to.local().is_none();
+        if !is_server && query.ns() == ns::DISCO_INFO && !trusted(core, to, &from).await {
+            // XEP-0030 §8: an account's identities and features only for whom it shares
+            // its presence with (no directory harvesting).
+            return Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable));
+        }
         let mut out = Element::new("query", query.ns());
         if query.ns() == ns::DISCO_INFO {
             if is_server {
@@ -109,4 +114,35 @@ impl Module for Disco {
         }
         Ok(Some(out))
     }
+}
+
+/// The answer to a disco#items request for an account that does not exist: an empty
+/// result, as for one that has nothing to show (XEP-0030 §8 MUST: no directory harvesting);
+/// `None` for any other request (answered `service-unavailable`).
+pub fn items_of_nobody(iq: &Stanza) -> Option<Element> {
+    let q = iq.payload().filter(|q| q.is("query", ns::DISCO_ITEMS))?;
+    if iq.kind() != StanzaKind::Iq(IqType::Get) {
+        return None;
+    }
+    let mut out = Element::new("query", ns::DISCO_ITEMS);
+    if let Some(node) = q.attr("node") {
+        out.set_attr("node", node);
+    }
+    Some(out)
+}
+
+/// Whether `from` may see what the server tells of the account `to` on its behalf: the
+/// account itself, this server's own domains and services, and whom the account shares its
+/// presence with (XEP-0030 §8).
+async fn trusted(core: &Arc<Core>, to: &BareJid, from: &Jid) -> bool {
+    let bare = from.to_bare();
+    if &bare == to {
+        return true;
+    }
+    if from.local().is_none()
+        && (core.is_local_domain(from.domain()) || core.has_domain_route(from.domain()))
+    {
+        return true;
+    }
+    core.shares_presence(to, &bare).await
 }

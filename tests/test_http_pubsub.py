@@ -211,6 +211,21 @@ async def test_sse_events_replay_and_the_items_api(server, clients):
     assert server.alive()
 
 
+async def test_replay_after_an_item_id_that_is_not_ascii(server, clients):
+    """ItemIDs may be any string; a browser sends the last one back UTF-8 encoded in
+    Last-Event-ID, and the replay starts after it."""
+    a = await clients("alice")
+    s, ps = svc(server), a.plugin["xep_0060"]
+    await ps.create_node(s, "cafe", timeout=T)
+    url = node_url(server, "cafe")
+    for i in ("un", "café", "trois"):
+        await ps.publish(s, "cafe", id=i, payload=payload(i), timeout=T)
+    async with httpx.AsyncClient() as http:
+        replay = await open_sse(http, url, {"Last-Event-ID": "café".encode()})
+        assert await replay.next() == ev("item", "trois", entry_xml("trois"))
+        await replay.close()
+
+
 async def test_tokens_and_errors(server, clients):
     a = await clients("alice")
     s, ps = svc(server), a.plugin["xep_0060"]

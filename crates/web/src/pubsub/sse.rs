@@ -238,10 +238,12 @@ pub async fn stream(
     }
     let (svc, engine) = super::engine(&ctx.nodes, &ctx.store, &service).await?;
     let who = caller.jid_for(Scope::Read)?;
+    // Browsers send the last event's id UTF-8 encoded (an ItemID may be any string):
+    // `to_str` would take only visible ASCII. Bytes that are not UTF-8 name no item we sent,
+    // which the replay below answers with `reset`.
     let last = headers
         .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .or_else(|| q.get("last_event_id").cloned())
         .filter(|s| !s.is_empty());
     // Watch first, then read the store: a change between the two is in both, and the

@@ -134,8 +134,17 @@ async def test_metrics_after_a_known_workload(server):
 async def test_api_needs_the_token(server):
     status, headers, body = http(server, "GET", "/api/v1/users", token=None)
     assert status == 401 and headers["WWW-Authenticate"] == "Bearer" and "error" in body
-    assert http(server, "GET", "/api/v1/users", token="wrong")[0] == 401
+    status, headers, _ = http(server, "GET", "/api/v1/users", token="wrong")
+    # RFC 6750 §3: a token was given and is not valid.
+    assert status == 401 and headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
     assert http(server, "GET", "/api/v1/users", token=server.admin_token() + "x")[0] == 401
+    # Every error has the JSON body docs/openapi.yaml promises; unknown routes are behind the
+    # token too (no probing of route names without it).
+    status, _, body = http(server, "GET", "/api/v1/nope")
+    assert status == 404 and "error" in body
+    status, _, body = http(server, "GET", "/api/v1/announce")
+    assert status == 405 and "error" in body
+    assert http(server, "GET", "/api/v1/nope", token=None)[0] == 401
     assert http(server, "POST", "/api/v1/users", {"username": "mallory", "password": "x"},
                 token=None)[0] == 401
     status, _, body = http(server, "GET", "/api/v1/users")

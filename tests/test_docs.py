@@ -93,3 +93,15 @@ def test_example_config_keys_are_documented():
     keys = re.findall(r"^(?:# ?)?(\w+) = ", text, re.M)
     documented = set(re.findall(r"^\| `(\w+)` \|", CONFIGURATION, re.M))
     assert keys and not [k for k in keys if k not in documented]
+
+
+def test_the_openapi_document_parses_and_names_every_transport():
+    """docs/openapi.yaml is what API clients are generated from: it must be YAML, and the
+    session transports it lists must be those the server reports
+    (`Transport::as_str`, crates/core/src/session.rs)."""
+    import yaml
+    doc = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
+    session = doc["components"]["schemas"]["Session"]["properties"]
+    source = (ROOT / "crates" / "core" / "src" / "session.rs").read_text()
+    reported = set(re.findall(r'Transport::\w+ => "(\w+)"', source))
+    assert reported and set(session["transport"]["enum"]) == reported

@@ -41,6 +41,10 @@ pub(super) fn router(ctx: AdminContext) -> Router<AdminContext> {
             "/pubsub/nodes/{*node}",
             axum::routing::delete(services::delete_pubsub_node),
         )
+        // Errors carry the JSON body the document promises, these too; and behind the
+        // token like the rest, so that route names cannot be probed without it.
+        .fallback(|| async { ApiError::NotFound("route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(ctx, auth::require_token))
 }
 

@@ -38,7 +38,12 @@ pub(super) async fn require_token(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if !authorized(value, &ctx.token) {
-        return ApiError::Unauthorized.into_response();
+        let refused = if bearer(value).is_some() {
+            ApiError::InvalidToken
+        } else {
+            ApiError::Unauthorized
+        };
+        return refused.into_response();
     }
     next.run(req).await
 }

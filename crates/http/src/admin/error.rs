@@ -12,15 +12,21 @@ use rookery_store::StoreError;
 /// Why an admin request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// No bearer token, or the wrong one.
-    #[error("missing or wrong bearer token")]
+    /// No bearer token.
+    #[error("a bearer token is required")]
     Unauthorized,
+    /// A bearer token that is not the admin token.
+    #[error("invalid bearer token")]
+    InvalidToken,
     /// The request is malformed (bad JID, empty password …).
     #[error("{0}")]
     BadRequest(String),
     /// The user or session does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// The route exists, but not with this method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     /// The user already exists.
     #[error("{0} already exists")]
     Conflict(String),
@@ -64,9 +70,10 @@ impl From<AdminError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Store(StoreError::Conflict) | ApiError::Account(AccountError::Conflict) => {
@@ -78,9 +85,14 @@ impl IntoResponse for ApiError {
             }
         };
         let body = Json(serde_json::json!({ "error": self.to_string() }));
-        if status == StatusCode::UNAUTHORIZED {
-            // RFC 6750 §3: a 401 names the scheme.
-            return (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
+        // RFC 6750 §3: a 401 names the scheme, and the error when a token was given.
+        let challenge = match &self {
+            ApiError::Unauthorized => Some("Bearer"),
+            ApiError::InvalidToken => Some("Bearer error=\"invalid_token\""),
+            _ => None,
+        };
+        if let Some(c) = challenge {
+            return (status, [(header::WWW_AUTHENTICATE, c)], body).into_response();
         }
         (status, body).into_response()
     }

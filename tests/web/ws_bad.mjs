@@ -100,6 +100,8 @@ for (const [name, protocols] of [["no-subprotocol", []], ["wrong-subprotocol", [
 for (const [name, garbage, condition] of [
   ["garbage-after-open", "hello, world", "not-well-formed"],
   ["incomplete-element", "<message><body>", "not-well-formed"],
+  // A TCP stream close is no element either (RFC 7395 §3.3.3: <close/> ends the stream).
+  ["tcp-stream-close", "</stream:stream>", "not-well-formed"],
   // A TCP stream header is no RFC 7395 message (any stream error will do).
   ["tcp-stream-header", "<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>", ""],
 ]) {

@@ -125,11 +125,14 @@ pub(crate) fn next_event(
             // The synthetic header `load` put before the first message.
             Ok(Some(Event::StreamOpen(_))) => continue,
             Ok(Some(Event::Element(el))) => return Ok(Some(unframe(el, content_ns))),
-            // A `</stream:stream>` in a message closed the synthetic stream: the rest of the
-            // message goes, the next one opens a new one.
+            // A `</stream:stream>` in a message is no element of its own (RFC 7395 §3.3.3:
+            // the framing's `<close/>` ends a stream); it would also drop the rest of the
+            // message unread.
             Ok(Some(Event::StreamClose)) => {
-                parser.reset();
-                return Ok(None);
+                return Err(StreamError::with_text(
+                    StreamErrorCondition::NotWellFormed,
+                    "</stream:stream> is not an element; close the stream with <close/>",
+                ))
             }
             Ok(None) if parser.between_stanzas() => return Ok(None),
             Ok(None) => {
@@ -277,11 +280,16 @@ mod tests {
         assert!(matches!(got.as_slice(), [Ok(Event::Element(_))]), "{got:?}");
         let got = read_on(&mut p, "<a:x/>");
         assert!(matches!(got.last(), Some(Err(_))), "{got:?}");
-        // A stream close inside a message ends it; the next message opens a new stream.
-        let mut p = StreamParser::new(Limits::PRE_AUTH);
-        assert!(read_on(&mut p, "</stream:stream>").is_empty());
-        let got = read_on(&mut p, "<presence/>");
-        assert!(matches!(got.as_slice(), [Ok(Event::Element(_))]), "{got:?}");
+        // A stream close inside a message is not an element (RFC 7395 §3.3.3), nor is one
+        // after an element: not-well-formed, before anything after it is dropped unread.
+        for m in ["</stream:stream>", "<presence/></stream:stream><message/>"] {
+            let mut p = StreamParser::new(Limits::PRE_AUTH);
+            let got = read_on(&mut p, m);
+            let Some(Err(e)) = got.last() else {
+                panic!("{m}: {got:?}")
+            };
+            assert_eq!(e, "not-well-formed", "{m}");
+        }
     }
 
     #[test]

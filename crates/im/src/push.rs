@@ -68,6 +68,15 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 /// that never answers) cannot pile up tasks.
 pub const MAX_IN_FLIGHT: usize = 1024;
 
+/// Registrations one account may hold (one per device and app server in practice): an
+/// account cannot grow the store and every message's fan-out without bound.
+pub const MAX_REGISTRATIONS: usize = 16;
+
+/// Notifications of one account waiting for their app servers' answers: one account whose
+/// app server never answers (or a flood of messages to it) cannot take the whole
+/// [`MAX_IN_FLIGHT`] budget from everyone else's devices.
+pub const MAX_IN_FLIGHT_PER_ACCOUNT: usize = 32;
+
 /// The registrations of every account that has one.
 type Registered = DashMap<BareJid, Arc<[Registration]>>;
 
@@ -78,6 +87,8 @@ pub struct Push {
     counts: DashMap<BareJid, u64>,
     /// Notifications sent and not answered yet.
     in_flight: Arc<AtomicUsize>,
+    /// The same, per account (entries leave at zero).
+    in_flight_of: Arc<DashMap<BareJid, usize>>,
 }
 
 /// The registrations, in the store and in memory.
@@ -100,6 +111,7 @@ impl Push {
             }),
             counts: DashMap::new(),
             in_flight: Arc::default(),
+            in_flight_of: Arc::default(),
         }
     }
 
@@ -124,13 +136,18 @@ impl Push {
             resource: resource.to_string(),
         };
         let (domain, user) = (account.domain(), account.local().unwrap_or_default());
-        self.registry
-            .im
-            .store()
-            .push()
-            .enable(domain, user, &r)
-            .await
-            .map_err(internal)?;
+        let store = self.registry.im.store().push();
+        let held = store.list(domain, user).await.map_err(internal)?;
+        let new = !held
+            .iter()
+            .any(|h| h.service == r.service && h.node == r.node);
+        if new && held.len() >= MAX_REGISTRATIONS {
+            return Err(err(
+                Cond::NotAllowed,
+                "too many push registrations for this account; disable one first",
+            ));
+        }
+        store.enable(domain, user, &r).await.map_err(internal)?;
         self.registry.changed(core, account).await;
         tracing::info!(%account, service = %r.service, resource, "push notifications enabled");
         Ok(None)
@@ -206,12 +223,10 @@ impl Push {
                 *c += 1;
                 *c
             });
-            if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_IN_FLIGHT {
-                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let Some(flight) = self.take_off(account) else {
                 tracing::warn!(%account, "too many push notifications in flight; one skipped");
                 continue;
-            }
-            let in_flight = self.in_flight.clone();
+            };
             let body = self.registry.im.config().push.include_body && asks_for_body(&r.options);
             let payload = notification(r, count, content, body);
             let (core, registry) = (core.clone(), self.registry.clone());
@@ -220,7 +235,7 @@ impl Push {
                 let answer = core
                     .request(IqType::Set, service, payload, PUBLISH_TIMEOUT)
                     .await;
-                in_flight.fetch_sub(1, Ordering::Relaxed);
+                drop(flight);
                 if answer.is_some_and(|a| a.kind() == StanzaKind::Iq(IqType::Error)) {
                     // §8: the app server refused; this registration is of no more use.
                     tracing::info!(%account, service = %r.service, "push registration disabled by an error");
@@ -233,6 +248,46 @@ impl Push {
                 }
             });
         }
+    }
+}
+
+impl Push {
+    /// A slot for one notification of `account`, within both budgets; `None` when either is
+    /// spent. The slot is given back when dropped.
+    fn take_off(&self, account: &BareJid) -> Option<Flight> {
+        {
+            let mut mine = self.in_flight_of.entry(account.clone()).or_insert(0);
+            if *mine >= MAX_IN_FLIGHT_PER_ACCOUNT {
+                return None;
+            }
+            if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_IN_FLIGHT {
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                return None;
+            }
+            *mine += 1;
+        }
+        Some(Flight {
+            total: self.in_flight.clone(),
+            of: self.in_flight_of.clone(),
+            account: account.clone(),
+        })
+    }
+}
+
+/// One notification in flight, counted in both budgets until dropped.
+struct Flight {
+    total: Arc<AtomicUsize>,
+    of: Arc<DashMap<BareJid, usize>>,
+    account: BareJid,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.total.fetch_sub(1, Ordering::Relaxed);
+        self.of.remove_if_mut(&self.account, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
     }
 }
 

@@ -60,6 +60,12 @@ async def test_register_login_passwd_remove(server_factory, backend):
     assert stanza_error(short) == "not-acceptable"
     other = await c.iq("set", None, reg_set("bob", "newdavepass"))
     assert stanza_error(other) == "not-allowed"
+    # §3.3: incomplete information (no username) is bad-request, not "changes not allowed".
+    bare = await c.iq("set", None, f"<query xmlns='{NS_REGISTER}'><password>newdavepass</password></query>")
+    assert stanza_error(bare) == "bad-request"
+    # §3.2: <remove/> with anything beside it is bad-request, and the account stays.
+    mixed = await c.iq("set", None, f"<query xmlns='{NS_REGISTER}'><remove/><username>dave</username></query>")
+    assert stanza_error(mixed) == "bad-request"
     ok = await c.iq("set", None, reg_set("dave", "newdavepass"))
     assert ok.get("type") == "result"
     d2 = await srv.login("dave", "second", password="newdavepass")

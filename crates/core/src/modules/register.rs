@@ -182,6 +182,14 @@ impl Module for Register {
                     .with_child(Element::new("username", ns::REGISTER).with_text(local)),
             )),
             StanzaKind::Iq(IqType::Set) if query.has_child("remove", ns::REGISTER) => {
+                // §3.2: `<remove/>` must be alone — anything beside it is a client that means
+                // something else, and an account is not deleted on a guess.
+                if query.children().count() != 1 {
+                    return Err(err(
+                        Cond::BadRequest,
+                        "<remove/> must be the only child of <query/>",
+                    ));
+                }
                 // The requesting session still takes this result (it is blocked in routing
                 // it) and writes it before its stream error.
                 remove_account(core, &user).await.map_err(store_err)?;
@@ -190,6 +198,11 @@ impl Module for Register {
             }
             StanzaKind::Iq(IqType::Set) => {
                 let (username, password) = username_password(query);
+                // §3.3: incomplete information is bad-request; another account's name is
+                // not the requester's to change.
+                if username.is_empty() || password.is_empty() {
+                    return Err(err(Cond::BadRequest, "username and password are required"));
+                }
                 if rookery_jid::normalize_local(&username).ok().as_deref() != Some(&local) {
                     return Err(err(Cond::NotAllowed, "username does not match the account"));
                 }

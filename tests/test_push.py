@@ -234,3 +234,32 @@ async def test_registrations_per_account_are_bounded(push_srv):
     assert await push_iq(c, "disable", "dev0") == "result"
     assert await push_iq(c, "enable", "dev16") == "result", "room again after a disable"
     await c.close()
+
+
+async def test_notifications_come_from_the_accounts_own_host(server_factory):
+    """Virtual hosting: the publish for an account of a second host comes from that host
+    (XEP-0357 §4: an app server may accept publishes only from the user's own server, and
+    its refusal would disable the registration)."""
+    import xml.etree.ElementTree as ET
+    from test_vhost import DAVE, SECOND, slix
+    port = free_port()
+    srv = server_factory(component={"listen": f"127.0.0.1:{port}",
+                                    "service": [{"domain": APP, "secret": SECRET}]},
+                         host=[{"domain": SECOND}])
+    assert srv.user("add", f"{DAVE[0]}@{SECOND}", password=DAVE[1]).returncode == 0
+    wait_port(port)
+    app = AppServer(port)
+    app.connect()
+    await asyncio.wait_for(app.session, 10)
+    try:
+        dave = await slix(srv, f"dave@{SECOND}", DAVE[1])
+        iq = dave.Iq()
+        iq["type"] = "set"
+        iq.append(ET.fromstring(f"<enable xmlns='{NS_PUSH}' jid='{APP}' node='d1'/>"))
+        await iq.send(timeout=10)
+        await dave.close()
+        await message_to(srv, f"dave@{SECOND}", "hello")
+        note = await app.publishes.wait(lambda iq: node_of(iq) == "d1", what="a notification")
+        assert note.get("from") == SECOND
+    finally:
+        await app.close()

@@ -547,23 +547,19 @@ impl Core {
         self.route(stanza).await
     }
 
-    /// Sends an IQ `get` or `set` from the server's domain to `to` and waits up to `timeout`
+    /// Sends an IQ `get` or `set` from the hosted domain `host` (the one the request is on
+    /// behalf of: an account's host, [`Core::host_of`]) to `to` and waits up to `timeout`
     /// for its answer (a `result` or `error` stanza); `None` on timeout.
     pub async fn request(
         self: &Arc<Self>,
         t: IqType,
+        host: BareJid,
         to: Jid,
         payload: Element,
         timeout: Duration,
     ) -> Option<Stanza> {
         let (id, rx) = self.requests.open(to.clone());
-        let iq = Stanza::iq(
-            t,
-            &id,
-            Some(self.domain_jid().clone().into()),
-            Some(to),
-            payload,
-        );
+        let iq = Stanza::iq(t, &id, Some(host.into()), Some(to), payload);
         self.route(iq).await;
         let answer = tokio::time::timeout(timeout, rx).await;
         self.requests.close(&id);

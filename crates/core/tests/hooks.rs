@@ -315,6 +315,7 @@ async fn request_gets_its_answer_and_only_its_answer() {
     let waiter = tokio::spawn(async move {
         c2.request(
             IqType::Get,
+            BareJid::parse("localhost").unwrap(),
             a2,
             Element::new("query", "http://jabber.org/protocol/disco#info"),
             Duration::from_secs(5),
@@ -354,6 +355,7 @@ async fn request_gets_its_answer_and_only_its_answer() {
     let none = core
         .request(
             IqType::Get,
+            BareJid::parse("localhost").unwrap(),
             a.clone(),
             Element::new("x", "urn:test"),
             Duration::from_millis(20),

@@ -426,6 +426,8 @@ async fn learn(im: &Arc<Im>, core: &Arc<Core>, waiter: Waiter, announced: Announ
     }
     let full = im.caps.asking.len() >= MAX_ASKING;
     let from = waiter.0.clone();
+    // Asked as the host of the account concerned (virtual hosting).
+    let host = core.host_of(waiter.1.as_ref().unwrap_or(&from.to_bare()));
     match im.caps.asking.entry(key.clone()) {
         Entry::Occupied(mut waiting) => {
             if waiting.get().len() < MAX_WAITING {
@@ -443,7 +445,7 @@ async fn learn(im: &Arc<Im>, core: &Arc<Core>, waiter: Waiter, announced: Announ
     tokio::spawn(async move {
         let query = Element::new("query", ns::DISCO_INFO).with_attr("node", node.as_str());
         let answer = core
-            .request(IqType::Get, from.clone(), query, QUERY_TIMEOUT)
+            .request(IqType::Get, host, from.clone(), query, QUERY_TIMEOUT)
             .await;
         if let Some(result) = answer.filter(|a| a.kind() == StanzaKind::Iq(IqType::Result)) {
             if let Some(q) = result.payload().filter(|q| q.is("query", ns::DISCO_INFO)) {

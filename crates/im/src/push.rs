@@ -232,8 +232,11 @@ impl Push {
             let (core, registry) = (core.clone(), self.registry.clone());
             let (account, r) = (account.clone(), r.clone());
             tokio::spawn(async move {
+                // From the account's own host: an app server may accept publishes only
+                // from the registering user's server (§4).
+                let host = core.host_of(&account);
                 let answer = core
-                    .request(IqType::Set, service, payload, PUBLISH_TIMEOUT)
+                    .request(IqType::Set, host, service, payload, PUBLISH_TIMEOUT)
                     .await;
                 drop(flight);
                 if answer.is_some_and(|a| a.kind() == StanzaKind::Iq(IqType::Error)) {

@@ -16,7 +16,7 @@ use std::io::Write;
 use std::path::Path;
 
 use hmac::{Hmac, Mac};
-use rookery_proto::{ns, StanzaErrorCondition};
+use rookery_proto::{ns, StanzaErrorCondition, StreamErrorCondition};
 use rookery_xml::{escape_into, Element};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -27,6 +27,10 @@ pub use rookery_proto::ns::DIALBACK as NS;
 pub use rookery_proto::ns::DIALBACK_FEATURE as FEATURE_NS;
 /// Extra declaration for our stream headers.
 pub const HEADER_EXTRA: &str = " xmlns:db='jabber:server:dialback'";
+/// The longest key accepted. XEP-0185 keys are 64 hex characters; twice that leaves room
+/// for other schemes, while a peer cannot make us relay (and keep, until the authoritative
+/// server answers) a stanza-sized key per request.
+pub const MAX_KEY_LEN: usize = 128;
 
 /// The dialback secret, kept as the HMAC key XEP-0185 derives from it.
 #[derive(Clone)]
@@ -155,6 +159,20 @@ pub enum DialbackError {
     /// A request without a key, or an unknown type.
     #[error("malformed dialback element")]
     Malformed,
+    /// A key longer than [`MAX_KEY_LEN`].
+    #[error("dialback key longer than {MAX_KEY_LEN} characters")]
+    KeyTooLong,
+}
+
+impl DialbackError {
+    /// The stream error that ends a stream on which a peer sent such an element
+    /// (RFC 6120 §4.9.3.14 for a limit, §4.9.3.8 for the rest).
+    pub fn stream_condition(&self) -> StreamErrorCondition {
+        match self {
+            DialbackError::KeyTooLong => StreamErrorCondition::PolicyViolation,
+            _ => StreamErrorCondition::InvalidXml,
+        }
+    }
 }
 
 impl Dialback {
@@ -197,6 +215,9 @@ impl Dialback {
         let key = el.text().trim().to_string();
         if outcome == Outcome::Request && key.is_empty() {
             return Err(DialbackError::Malformed);
+        }
+        if key.len() > MAX_KEY_LEN {
+            return Err(DialbackError::KeyTooLong);
         }
         Ok(Dialback {
             kind,
@@ -392,6 +413,11 @@ mod tests {
         assert_eq!(Dialback::parse(&el), Some(Err(DialbackError::Malformed)));
         let el = parse_one("<db:result from='a.test' to='b.test' type='maybe'/>");
         assert_eq!(Dialback::parse(&el), Some(Err(DialbackError::Malformed)));
+        let el = parse_one(&format!(
+            "<db:result from='a.test' to='b.test'>{}</db:result>",
+            "a".repeat(MAX_KEY_LEN + 1)
+        ));
+        assert_eq!(Dialback::parse(&el), Some(Err(DialbackError::KeyTooLong)));
         let el = parse_one("<message to='x@b.test'/>");
         assert_eq!(Dialback::parse(&el), None);
     }

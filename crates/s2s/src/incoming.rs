@@ -263,7 +263,7 @@ impl Incoming {
         let rx = self
             .s2s
             .request_verify(&local, &remote, &self.stream_id, &db.key);
-        let timeout = Duration::from_secs(self.s2s.config.dialback_timeout_secs.max(1));
+        let timeout = self.s2s.config.dialback_timeout();
         let (auth, handle, pending) =
             (self.auth.clone(), self.handle.clone(), self.pending.clone());
         tokio::spawn(
@@ -312,7 +312,7 @@ impl Incoming {
 impl Inbound for Incoming {
     async fn element(&mut self, conn: &mut Conn, el: Element) -> Result<(), ConnError> {
         if let Some(db) = Dialback::parse(&el) {
-            let db = db.map_err(|e| ConnError::stream(SEC::InvalidXml, &e.to_string()))?;
+            let db = db.map_err(|e| ConnError::stream(e.stream_condition(), &e.to_string()))?;
             return match (db.kind, db.outcome) {
                 (Kind::Result, Outcome::Request) => self.db_result(conn, db).await,
                 (Kind::Verify, Outcome::Request) => self.db_verify(conn, db).await,

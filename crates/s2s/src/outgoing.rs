@@ -40,8 +40,9 @@ use crate::sending::{fail_out, Sending};
 use crate::srv::Target;
 use crate::{backoff, tls, S2s};
 
-/// Pending verification requests per outgoing stream.
-const VERIFY_QUEUE: usize = 64;
+/// Verification requests per outgoing stream: queued to be written, and, apart, written
+/// and waiting for their answer ([`Sending`]).
+pub(crate) const VERIFY_QUEUE: usize = 64;
 /// Parser limits while an outgoing stream negotiates: the peer is a server we chose, whose
 /// features may be richer than a client's first elements, so a little more room than
 /// [`Limits::PRE_AUTH`].

@@ -236,7 +236,8 @@ impl Incoming {
         }
         if self.s2s.is_hosted(&remote) {
             tracing::info!(%remote, "peer claims a domain we host");
-            return conn.write(&answer(Outcome::Invalid)).await;
+            conn.write(&answer(Outcome::Invalid)).await?;
+            return close_after_invalid(&self.auth).map_or(Ok(()), |e| Err(ConnError::Stream(e)));
         }
         if self.allows(&remote, &local) {
             return conn.write(&answer(Outcome::Valid)).await;
@@ -284,6 +285,9 @@ impl Incoming {
                 };
                 pending.fetch_sub(1, Ordering::Relaxed);
                 handle.send(Bytes::from(db.answer(outcome).to_bytes()));
+                if let (Outcome::Invalid, Some(e)) = (outcome, close_after_invalid(&auth)) {
+                    handle.close(e);
+                }
             }
             .in_current_span(),
         );
@@ -307,6 +311,18 @@ impl Incoming {
         };
         conn.write(&db.answer(outcome).to_bytes()).await
     }
+}
+
+/// XEP-0220 §2.1.2: after a `db:result` judged `invalid`, a stream on which no other domain
+/// is authenticated MUST be closed; the stream error it ends with, if so (the answer is
+/// written first).
+fn close_after_invalid(auth: &Mutex<Authenticated>) -> Option<StreamError> {
+    auth.lock().map_or(true, |a| a.is_empty()).then(|| {
+        StreamError::with_text(
+            SEC::NotAuthorized,
+            "dialback key refused, and nothing else is authenticated on this stream",
+        )
+    })
 }
 
 impl Inbound for Incoming {

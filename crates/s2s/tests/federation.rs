@@ -626,6 +626,19 @@ fn stream_error(el: &Element) -> String {
     el.children().next().unwrap().name().to_string()
 }
 
+/// Asserts that the stream ends now with `not-authorized`, well before the watchdog of
+/// streams that authenticated nothing (10 s here) would end it.
+async fn closes_at_once<S: AsyncRead + Unpin>(io: &mut S, p: &mut StreamParser) {
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let err = next_element(io, p).await;
+        (stream_error(&err), next_event(io, p).await)
+    })
+    .await
+    .expect("the stream was not closed after invalid");
+    assert_eq!(closed.0, "not-authorized");
+    assert!(matches!(closed.1, Event::StreamClose));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_dialback_key_is_invalid_and_stanzas_are_refused() {
     let (_a, _b, _, pb) = dialback_pair().await;
@@ -639,13 +652,24 @@ async fn wrong_dialback_key_is_invalid_and_stanzas_are_refused() {
         ("result", Some("invalid")),
         "{r}"
     );
-    io.write_all(b"<message from='eve@a.test' to='bob@b.test'><body>x</body></message>")
+    // XEP-0220 §2.1.2: nothing else is authenticated on the stream, so it is closed.
+    closes_at_once(&mut io, &mut p).await;
+}
+
+/// RFC 6120 §4.9.3.12: stanzas before anything is authenticated are `not-authorized`
+/// (`invalid-from` is for a domain other than the authenticated ones).
+/// XEP-0220 §2.1.2 again: a peer claiming a domain B hosts gets `invalid`, and the stream
+/// is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claiming_our_own_domain_is_invalid_and_closes_the_stream() {
+    let (_a, _b, _, pb) = dialback_pair().await;
+    let (mut io, mut p, _id) = raw_peer(pb, "b.test", "b.test").await;
+    io.write_all(&db_result_request("b.test", "b.test", "0123456789abcdef"))
         .await
         .unwrap();
-    assert_eq!(
-        stream_error(&next_element(&mut io, &mut p).await),
-        "invalid-from"
-    );
+    let r = next_element(&mut io, &mut p).await;
+    assert_eq!(r.attr("type"), Some("invalid"), "{r}");
+    closes_at_once(&mut io, &mut p).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

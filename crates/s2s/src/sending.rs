@@ -454,7 +454,9 @@ fn on_element(
             let verdict = match outcome {
                 Outcome::Valid => Verdict::Valid,
                 Outcome::Invalid => Verdict::Invalid,
-                Outcome::Error(c) => Verdict::Failed(c.unwrap_or(SC::RemoteServerNotFound)),
+                // XEP-0220 §2.4: whatever the authoritative server said (its
+                // item-not-found would read as "not hosted here" to the initiator).
+                Outcome::Error(_) => Verdict::Failed(SC::RemoteServerNotFound),
                 Outcome::Request => return Step::Continue,
             };
             let _ = v.reply.send(verdict);

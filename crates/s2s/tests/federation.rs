@@ -1028,3 +1028,34 @@ async fn waiting_verifications_are_capped() {
     assert_eq!(r.attr("type"), Some("error"), "{r}");
     assert!(r.to_string().contains("resource-constraint"), "{r}");
 }
+
+/// XEP-0220 §2.4: an error in Step 3 (the authoritative server's answer) reaches the
+/// initiating server as `remote-server-not-found`, whatever the authoritative server said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_verification_is_remote_server_not_found() {
+    let (_b, pb, le) = b_with_raw_evil(|_| {}).await;
+    let (mut io, mut p, _) = raw_peer(pb, "evil.test", "b.test").await;
+    io.write_all(&db_result_request("evil.test", "b.test", "abcd"))
+        .await
+        .unwrap();
+    let mut evil = accept_raw(&le, "evil.test").await;
+    let mut verifies = evil.answer_result("type='valid'/>").await;
+    if verifies.is_empty() {
+        verifies.push(evil.next_db("verify").await);
+    }
+    let id = verifies[0].attr("id").unwrap().to_string();
+    evil.io
+        .write_all(
+            format!(
+                "<db:verify from='evil.test' to='b.test' id='{id}' type='error'>\
+                 <error type='cancel'><item-not-found \
+                 xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></db:verify>"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let r = next_element(&mut io, &mut p).await;
+    assert_eq!((r.name(), r.attr("type")), ("result", Some("error")), "{r}");
+    assert!(r.to_string().contains("remote-server-not-found"), "{r}");
+}

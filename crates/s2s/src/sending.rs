@@ -432,16 +432,8 @@ fn on_element(
     }
     match (db.kind, db.outcome) {
         (Kind::Result, Outcome::Valid) => Step::Authenticated,
-        (Kind::Result, Outcome::Invalid) => {
-            Step::Refused(OutError::Policy("the peer refused our dialback key"))
-        }
-        (Kind::Result, Outcome::Error(c)) => Step::Refused(match c {
-            Some(SC::RemoteServerTimeout) => OutError::Timeout("peer's dialback verification"),
-            c => OutError::NotFound(format!(
-                "dialback error: {}",
-                c.map_or("unknown", |c| c.as_str())
-            )),
-        }),
+        (Kind::Result, Outcome::Invalid) => Step::Refused(OutError::DialbackInvalid),
+        (Kind::Result, Outcome::Error(c)) => Step::Refused(OutError::DialbackError(c)),
         (Kind::Verify, outcome) => {
             let Some(i) = pending
                 .iter()
@@ -496,7 +488,7 @@ mod tests {
         let invalid = answer("result", "them.test", None, "invalid");
         assert!(matches!(
             step(&invalid, &mut pending),
-            Step::Refused(OutError::Policy(_))
+            Step::Refused(OutError::DialbackInvalid)
         ));
         // For another pair: ignored.
         let other = answer("result", "else.test", None, "valid");

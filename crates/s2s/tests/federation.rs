@@ -516,8 +516,9 @@ async fn invalid_certificates_are_refused_when_required() {
     a.core
         .route(message("alice@a.test/r", "bob@b.test/r", "x"))
         .await;
+    // RFC 6120 §8.3.3.17: a stream could be opened, its negotiation failed.
     let got = recv(&mut alice).await;
-    assert!(got.contains("remote-server-not-found"), "{got}");
+    assert!(got.contains("remote-server-timeout"), "{got}");
 }
 
 // ---- a raw peer --------------------------------------------------------------------------
@@ -1058,4 +1059,31 @@ async fn a_failed_verification_is_remote_server_not_found() {
     let r = next_element(&mut io, &mut p).await;
     assert_eq!((r.name(), r.attr("type")), ("result", Some("error")), "{r}");
     assert!(r.to_string().contains("remote-server-not-found"), "{r}");
+}
+
+/// Alice on B messages evil.test, whose server answers B's dialback with `answer`; what
+/// the bounce says.
+async fn bounce_after_dialback_answer(answer: &str) -> String {
+    let (b, _, le) = b_with_raw_evil(|_| {}).await;
+    let mut alice = bind(&b.core, "alice@b.test/r").await;
+    b.core
+        .route(message("alice@b.test/r", "u@evil.test", "x"))
+        .await;
+    let mut evil = accept_raw(&le, "evil.test").await;
+    evil.answer_result(answer).await;
+    recv(&mut alice).await
+}
+
+/// XEP-0220 §2.1.1: after `type='invalid'` queued stanzas bounce with
+/// `internal-server-error`, after `type='error'` with `remote-server-timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialback_refusals_bounce_with_the_xep_0220_conditions() {
+    let got = bounce_after_dialback_answer("type='invalid'/>").await;
+    assert!(got.contains("internal-server-error"), "{got}");
+    let got = bounce_after_dialback_answer(
+        "type='error'><error type='cancel'><item-not-found \
+         xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></db:result>",
+    )
+    .await;
+    assert!(got.contains("remote-server-timeout"), "{got}");
 }

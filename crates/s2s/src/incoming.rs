@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rookery_core::SessionHandle;
+use rookery_jid::Jid;
 use rookery_proto::{
     ns, Stanza, StanzaErrorCondition as SC, StanzaParseError, StreamError,
     StreamErrorCondition as SEC,
@@ -294,6 +295,37 @@ impl Incoming {
         Ok(())
     }
 
+    /// The trust rule ([`trust::check`]) for a stanza with these addresses.
+    fn check(&self, from: Option<&Jid>, to: Option<&Jid>) -> Result<(), ConnError> {
+        let verdict = match self.auth.lock() {
+            Ok(a) => trust::check(from, to, &a, |d| self.s2s.is_hosted(d)),
+            Err(_) => Err(StreamError::new(SEC::InternalServerError)),
+        };
+        verdict.map_err(ConnError::Stream)
+    }
+
+    /// A malformed stanza. An address that is no JID ends the stream with
+    /// `improper-addressing` (RFC 6120 §4.9.3.7), as a missing one does; otherwise, once the
+    /// addresses pass the trust rule, its error (`bad-request`, ...) goes back to the sender
+    /// (§8.3.1; an IQ get/set is always answered, §8.2.3), except for an error stanza.
+    async fn malformed(&self, e: StanzaParseError) -> Result<(), ConnError> {
+        let StanzaParseError::Malformed { element, .. } = &e else {
+            return Ok(());
+        };
+        let address = |attr| {
+            element.attr(attr).map(Jid::parse).transpose().map_err(|_| {
+                ConnError::stream(SEC::ImproperAddressing, "an address is not a valid JID")
+            })
+        };
+        let (from, to) = (address("from")?, address("to")?);
+        self.check(from.as_ref(), to.as_ref())?;
+        tracing::debug!(error = %e, "malformed stanza from a peer");
+        if let Some(reply) = e.reply().and_then(|r| Stanza::from_element(r).ok()) {
+            self.s2s.core.route(reply).await;
+        }
+        Ok(())
+    }
+
     /// `db:verify` from a receiving server: we are the authoritative server (XEP-0220
     /// §2.1.3).
     async fn db_verify(&mut self, conn: &mut Conn, db: Dialback) -> Result<(), ConnError> {
@@ -342,11 +374,7 @@ impl Inbound for Incoming {
         }
         let stanza = match Stanza::from_element(el) {
             Ok(s) => s,
-            Err(StanzaParseError::Malformed { error, .. }) => {
-                // Its addresses are not trustworthy enough to bounce to.
-                tracing::debug!(%error, "dropping a malformed stanza");
-                return Ok(());
-            }
+            Err(e @ StanzaParseError::Malformed { .. }) => return self.malformed(e).await,
             Err(StanzaParseError::NotAStanza(name)) => {
                 return Err(ConnError::Stream(StreamError::with_text(
                     SEC::UnsupportedStanzaType,
@@ -354,11 +382,7 @@ impl Inbound for Incoming {
                 )))
             }
         };
-        let verdict = match self.auth.lock() {
-            Ok(a) => trust::check(stanza.from(), stanza.to(), &a, |d| self.s2s.is_hosted(d)),
-            Err(_) => Err(StreamError::new(SEC::InternalServerError)),
-        };
-        verdict.map_err(ConnError::Stream)?;
+        self.check(stanza.from(), stanza.to())?;
         self.s2s.core.route(stanza).await;
         Ok(())
     }

@@ -1087,3 +1087,27 @@ async fn dialback_refusals_bounce_with_the_xep_0220_conditions() {
     .await;
     assert!(got.contains("remote-server-timeout"), "{got}");
 }
+
+/// RFC 6120 §8.2.3, §4.9.3.7: a malformed IQ from a peer is answered with `bad-request`;
+/// a stanza with an address that is no JID ends the stream with `improper-addressing`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_stanzas_from_a_peer_are_answered() {
+    let (a, _b, _, pb) = dialback_pair().await;
+    let mut u = bind(&a.core, "u@a.test/r").await;
+    let (mut io, mut p) = dialback_as_a(pb).await;
+    io.write_all(b"<iq type='get' id='q1' from='u@a.test/r' to='bob@b.test'/>")
+        .await
+        .unwrap();
+    let got = recv(&mut u).await;
+    assert!(
+        got.contains("q1") && got.contains("type=\"error\"") && got.contains("bad-request"),
+        "{got}"
+    );
+    io.write_all(b"<message from='u@a.test/r' to=''><body>x</body></message>")
+        .await
+        .unwrap();
+    assert_eq!(
+        stream_error(&next_element(&mut io, &mut p).await),
+        "improper-addressing"
+    );
+}

@@ -673,6 +673,21 @@ async fn claiming_our_own_domain_is_invalid_and_closes_the_stream() {
     closes_at_once(&mut io, &mut p).await;
 }
 
+/// RFC 6120 §4.9.3.12: stanzas before anything is authenticated are `not-authorized`
+/// (`invalid-from` is for a domain other than the authenticated ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stanzas_before_authentication_are_not_authorized() {
+    let (_a, _b, _, pb) = dialback_pair().await;
+    let (mut io, mut p, _id) = raw_peer(pb, "a.test", "b.test").await;
+    io.write_all(b"<message from='eve@a.test' to='bob@b.test'><body>x</body></message>")
+        .await
+        .unwrap();
+    assert_eq!(
+        stream_error(&next_element(&mut io, &mut p).await),
+        "not-authorized"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authenticated_peer_cannot_speak_for_other_domains() {
     let (_a, b, _, pb) = dialback_pair().await;

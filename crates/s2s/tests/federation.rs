@@ -1126,3 +1126,21 @@ async fn malformed_stanzas_from_a_peer_are_answered() {
         "improper-addressing"
     );
 }
+
+/// XEP-0220 §2.4: dialback before the TLS we require gets a dialback `policy-violation`
+/// error, and the stream stays open for STARTTLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialback_before_required_tls_is_a_dialback_error() {
+    let (_a, _b, _, pb) = dialback_pair().await;
+    let (mut tcp, mut p, _, _) = plain_peer(pb, "a.test", "b.test").await;
+    tcp.write_all(b"<db:verify from='a.test' to='b.test' id='x'>abcd</db:verify>")
+        .await
+        .unwrap();
+    let r = next_element(&mut tcp, &mut p).await;
+    assert_eq!((r.name(), r.attr("type")), ("verify", Some("error")), "{r}");
+    assert!(r.to_string().contains("policy-violation"), "{r}");
+    tcp.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await
+        .unwrap();
+    assert_eq!(next_element(&mut tcp, &mut p).await.name(), "proceed");
+}

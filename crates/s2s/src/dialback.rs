@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 pub use rookery_proto::ns::DIALBACK as NS;
 /// The dialback stream feature (XEP-0220 §2.2), announcing support for dialback errors.
 pub use rookery_proto::ns::DIALBACK_FEATURE as FEATURE_NS;
-/// Extra declaration for our stream headers.
+/// The declaration our stream headers carry when dialback is on (XEP-0220 §2.3.1).
 pub const HEADER_EXTRA: &str = " xmlns:db='jabber:server:dialback'";
 /// The longest key accepted. XEP-0185 keys are 64 hex characters; twice that leaves room
 /// for other schemes, while a peer cannot make us relay (and keep, until the authoritative
@@ -257,12 +257,16 @@ impl Dialback {
         }
     }
 
-    /// Serialized with the `db:` prefix every implementation understands (the prefix is
-    /// declared on our stream headers, [`HEADER_EXTRA`]).
+    /// Serialized with the `db:` prefix every implementation understands, declared on the
+    /// element itself: our stream header declares it only when dialback is on
+    /// ([`HEADER_EXTRA`]), and an answer (a refusal) may be written when it is off.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128 + self.key.len());
+        let mut out = Vec::with_capacity(160 + self.key.len());
         out.extend_from_slice(b"<db:");
         out.extend_from_slice(self.kind.name().as_bytes());
+        out.extend_from_slice(b" xmlns:db='");
+        out.extend_from_slice(NS.as_bytes());
+        out.push(b'\'');
         let mut attr = |name: &str, value: &str| {
             out.extend_from_slice(b" ");
             out.extend_from_slice(name.as_bytes());
@@ -399,7 +403,8 @@ mod tests {
         assert_eq!(a.id.as_deref(), Some("i"));
         assert_eq!(
             String::from_utf8(a.to_bytes()).unwrap(),
-            "<db:verify from='b.test' to='a.test' id='i' type='valid'/>"
+            "<db:verify xmlns:db='jabber:server:dialback' from='b.test' to='a.test' id='i' \
+             type='valid'/>"
         );
     }
 

@@ -35,7 +35,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::accepting::{self, Accepting, Done, Reply, Request};
-use crate::dialback::{self, Dialback, Kind, Outcome};
+use crate::dialback::{Dialback, Kind, Outcome};
 use crate::outgoing::Verdict;
 use crate::trust::{self, Authenticated};
 use crate::{tls, Mode, S2s};
@@ -66,7 +66,7 @@ pub(crate) async fn serve(s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, mode:
             }
         };
         let mut conn = Conn::new(io, peer, Limits::PRE_AUTH, s2s.core.domain(), ns::SERVER);
-        conn.set_header_extra(dialback::HEADER_EXTRA);
+        s2s.declare_dialback(&mut conn);
         let mut machine = Accepting::new(s2s.clone(), conn.is_tls());
         let mut holder = Some(conn);
         let mut driver = Driver { s2s: &s2s };

@@ -36,7 +36,6 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tracing::Instrument;
 
-use crate::dialback;
 use crate::initiating::{self, Done, Initiating, Reply, Request};
 use crate::sending::{fail_out, Sending};
 use crate::srv::Target;
@@ -599,7 +598,7 @@ async fn open_stream(
         Transport::Plain(tcp)
     };
     let mut conn = Conn::new(io, addr, NEGOTIATION, local, ns::SERVER);
-    conn.set_header_extra(dialback::HEADER_EXTRA);
+    s2s.declare_dialback(&mut conn);
     let mut machine = Initiating::new(s2s.clone(), local, remote, t.direct_tls);
     let mut driver = Driver {
         s2s: s2s.clone(),

@@ -876,6 +876,8 @@ fn answer_header(from: &str, to: &str, id: &str) -> Vec<u8> {
 struct RawServer {
     io: tokio_rustls::server::TlsStream<TcpStream>,
     p: StreamParser,
+    /// The node's stream header after TLS.
+    header: rookery_xml::StreamHeader,
 }
 
 /// Accepts the stream a node opens to `domain` on `l`, as a server offering STARTTLS (with
@@ -910,10 +912,9 @@ async fn accept_raw(l: &TcpListener, domain: &str) -> RawServer {
         .await
         .unwrap();
     let mut p = StreamParser::new(Limits::S2S);
-    assert!(matches!(
-        next_event(&mut io, &mut p).await,
-        Event::StreamOpen(_)
-    ));
+    let Event::StreamOpen(header) = next_event(&mut io, &mut p).await else {
+        panic!("expected a header after TLS")
+    };
     io.write_all(&answer_header(domain, &from, "raw-2"))
         .await
         .unwrap();
@@ -923,7 +924,7 @@ async fn accept_raw(l: &TcpListener, domain: &str) -> RawServer {
     )
     .await
     .unwrap();
-    RawServer { io, p }
+    RawServer { io, p, header }
 }
 
 impl RawServer {
@@ -1143,4 +1144,24 @@ async fn dialback_before_required_tls_is_a_dialback_error() {
         .await
         .unwrap();
     assert_eq!(next_element(&mut tcp, &mut p).await.name(), "proceed");
+}
+
+fn declares_dialback(h: &rookery_xml::StreamHeader) -> bool {
+    h.prefixes
+        .iter()
+        .any(|(_, uri)| uri == "jabber:server:dialback")
+}
+
+/// XEP-0220 §2.3.1: support is the namespace declaration on the header, so a node with
+/// dialback off declares it on neither its incoming nor its outgoing streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_dialback_declared_when_it_is_off() {
+    let (b, pb, le) = b_with_raw_evil(|s| s.config.dialback = false).await;
+    let (_tcp, _p, h, _) = plain_peer(pb, "a.test", "b.test").await;
+    assert!(!declares_dialback(&h), "{h:?}");
+    b.core
+        .route(message("alice@b.test/r", "u@evil.test", "x"))
+        .await;
+    let evil = accept_raw(&le, "evil.test").await;
+    assert!(!declares_dialback(&evil.header), "{:?}", evil.header);
 }

@@ -10,13 +10,13 @@
 //! negotiate, or with the first element that is not negotiation (a dialback request, a
 //! stanza): it belongs to the bound stream.
 
-use rookery_proto::{ns, StreamErrorCondition as SEC};
+use rookery_proto::{ns, StanzaErrorCondition, StreamErrorCondition as SEC};
 use rookery_stream::negotiation::receiving::{self, Answer};
 use rookery_stream::negotiation::sasl::{self, Exchange, Progress};
 use rookery_stream::negotiation::{self, Action, Input, Machine};
 use rookery_xml::{Element, StreamHeader};
 
-use crate::dialback;
+use crate::dialback::{self, Dialback, Outcome};
 use crate::external::{self, ExternalServer};
 
 /// What the machine needs to know of the server.
@@ -160,18 +160,28 @@ impl<P: Policy> Accepting<P> {
         })
     }
 
+    /// An element on the plain stream. When TLS is required, a dialback request gets a
+    /// `policy-violation` dialback error and the stream waits on for STARTTLS (XEP-0220 §2.4:
+    /// the error rather than the end of the stream); anything else ends it.
     fn before_tls(&mut self, el: Element) -> Actions {
         if receiving::is_starttls(&el) {
             self.phase = Phase::Tls;
             return receiving::proceed().into();
         }
-        if self.policy.require_encryption() {
-            return vec![Action::Fail(rookery_proto::StreamError::with_text(
+        if !self.policy.require_encryption() {
+            return vec![self.done(Some(el))];
+        }
+        match Dialback::parse(&el) {
+            Some(Ok(db)) if db.outcome == Outcome::Request => {
+                self.phase = Phase::TlsOffered;
+                let refused = Outcome::Error(Some(StanzaErrorCondition::PolicyViolation));
+                vec![Action::SendRaw(db.answer(refused).to_bytes())]
+            }
+            _ => vec![Action::Fail(rookery_proto::StreamError::with_text(
                 SEC::PolicyViolation,
                 "STARTTLS is required",
-            ))];
+            ))],
         }
-        vec![self.done(Some(el))]
     }
 
     fn auth(&mut self, el: Element) -> Actions {
@@ -338,6 +348,15 @@ mod tests {
             .get_child("starttls", ns::TLS)
             .is_some_and(|s| s.has_child("required", ns::TLS)));
         assert!(!f.has_child("dialback", dialback::FEATURE_NS));
+        // A dialback request: a dialback error, the stream goes on.
+        let request = Element::new("result", dialback::NS)
+            .with_attr("from", "them.test")
+            .with_attr("to", "us.test")
+            .with_text("k");
+        let a = m.handle(el(request));
+        assert!(matches!(&a[..], [Action::SendRaw(b)]
+            if String::from_utf8_lossy(b).contains("policy-violation")));
+        // Anything else ends it.
         let a = m.handle(el(Element::new("result", dialback::NS)));
         assert_eq!(fail(&a), Some(StreamErrorCondition::PolicyViolation));
 

@@ -74,6 +74,12 @@ pub struct S2sConfig {
 }
 
 impl S2sConfig {
+    /// How long a dialback verification may take (at least a second); both the incoming
+    /// stream that asked and the outgoing stream that carries the question give up then.
+    pub fn dialback_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.dialback_timeout_secs.max(1))
+    }
+
     /// The connection limits of the federation listeners.
     pub fn connection_limits(&self) -> rookery_stream::CapLimits {
         rookery_stream::CapLimits {

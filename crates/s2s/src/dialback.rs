@@ -16,7 +16,7 @@ use std::io::Write;
 use std::path::Path;
 
 use hmac::{Hmac, Mac};
-use rookery_proto::{ns, StanzaErrorCondition};
+use rookery_proto::{ns, StanzaErrorCondition, StreamErrorCondition};
 use rookery_xml::{escape_into, Element};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -25,8 +25,12 @@ use subtle::ConstantTimeEq;
 pub use rookery_proto::ns::DIALBACK as NS;
 /// The dialback stream feature (XEP-0220 §2.2), announcing support for dialback errors.
 pub use rookery_proto::ns::DIALBACK_FEATURE as FEATURE_NS;
-/// Extra declaration for our stream headers.
+/// The declaration our stream headers carry when dialback is on (XEP-0220 §2.3.1).
 pub const HEADER_EXTRA: &str = " xmlns:db='jabber:server:dialback'";
+/// The longest key accepted. XEP-0185 keys are 64 hex characters; twice that leaves room
+/// for other schemes, while a peer cannot make us relay (and keep, until the authoritative
+/// server answers) a stanza-sized key per request.
+pub const MAX_KEY_LEN: usize = 128;
 
 /// The dialback secret, kept as the HMAC key XEP-0185 derives from it.
 #[derive(Clone)]
@@ -155,6 +159,20 @@ pub enum DialbackError {
     /// A request without a key, or an unknown type.
     #[error("malformed dialback element")]
     Malformed,
+    /// A key longer than [`MAX_KEY_LEN`].
+    #[error("dialback key longer than {MAX_KEY_LEN} characters")]
+    KeyTooLong,
+}
+
+impl DialbackError {
+    /// The stream error that ends a stream on which a peer sent such an element
+    /// (RFC 6120 §4.9.3.14 for a limit, §4.9.3.8 for the rest).
+    pub fn stream_condition(&self) -> StreamErrorCondition {
+        match self {
+            DialbackError::KeyTooLong => StreamErrorCondition::PolicyViolation,
+            _ => StreamErrorCondition::InvalidXml,
+        }
+    }
 }
 
 impl Dialback {
@@ -198,6 +216,9 @@ impl Dialback {
         if outcome == Outcome::Request && key.is_empty() {
             return Err(DialbackError::Malformed);
         }
+        if key.len() > MAX_KEY_LEN {
+            return Err(DialbackError::KeyTooLong);
+        }
         Ok(Dialback {
             kind,
             from,
@@ -236,12 +257,16 @@ impl Dialback {
         }
     }
 
-    /// Serialized with the `db:` prefix every implementation understands (the prefix is
-    /// declared on our stream headers, [`HEADER_EXTRA`]).
+    /// Serialized with the `db:` prefix every implementation understands, declared on the
+    /// element itself: our stream header declares it only when dialback is on
+    /// ([`HEADER_EXTRA`]), and an answer (a refusal) may be written when it is off.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128 + self.key.len());
+        let mut out = Vec::with_capacity(160 + self.key.len());
         out.extend_from_slice(b"<db:");
         out.extend_from_slice(self.kind.name().as_bytes());
+        out.extend_from_slice(b" xmlns:db='");
+        out.extend_from_slice(NS.as_bytes());
+        out.push(b'\'');
         let mut attr = |name: &str, value: &str| {
             out.extend_from_slice(b" ");
             out.extend_from_slice(name.as_bytes());
@@ -378,7 +403,8 @@ mod tests {
         assert_eq!(a.id.as_deref(), Some("i"));
         assert_eq!(
             String::from_utf8(a.to_bytes()).unwrap(),
-            "<db:verify from='b.test' to='a.test' id='i' type='valid'/>"
+            "<db:verify xmlns:db='jabber:server:dialback' from='b.test' to='a.test' id='i' \
+             type='valid'/>"
         );
     }
 
@@ -392,6 +418,11 @@ mod tests {
         assert_eq!(Dialback::parse(&el), Some(Err(DialbackError::Malformed)));
         let el = parse_one("<db:result from='a.test' to='b.test' type='maybe'/>");
         assert_eq!(Dialback::parse(&el), Some(Err(DialbackError::Malformed)));
+        let el = parse_one(&format!(
+            "<db:result from='a.test' to='b.test'>{}</db:result>",
+            "a".repeat(MAX_KEY_LEN + 1)
+        ));
+        assert_eq!(Dialback::parse(&el), Some(Err(DialbackError::KeyTooLong)));
         let el = parse_one("<message to='x@b.test'/>");
         assert_eq!(Dialback::parse(&el), None);
     }

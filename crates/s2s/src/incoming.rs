@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rookery_core::SessionHandle;
+use rookery_jid::Jid;
 use rookery_proto::{
     ns, Stanza, StanzaErrorCondition as SC, StanzaParseError, StreamError,
     StreamErrorCondition as SEC,
@@ -34,7 +35,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::accepting::{self, Accepting, Done, Reply, Request};
-use crate::dialback::{self, Dialback, Kind, Outcome};
+use crate::dialback::{Dialback, Kind, Outcome};
 use crate::outgoing::Verdict;
 use crate::trust::{self, Authenticated};
 use crate::{tls, Mode, S2s};
@@ -65,7 +66,7 @@ pub(crate) async fn serve(s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, mode:
             }
         };
         let mut conn = Conn::new(io, peer, Limits::PRE_AUTH, s2s.core.domain(), ns::SERVER);
-        conn.set_header_extra(dialback::HEADER_EXTRA);
+        s2s.declare_dialback(&mut conn);
         let mut machine = Accepting::new(s2s.clone(), conn.is_tls());
         let mut holder = Some(conn);
         let mut driver = Driver { s2s: &s2s };
@@ -236,7 +237,8 @@ impl Incoming {
         }
         if self.s2s.is_hosted(&remote) {
             tracing::info!(%remote, "peer claims a domain we host");
-            return conn.write(&answer(Outcome::Invalid)).await;
+            conn.write(&answer(Outcome::Invalid)).await?;
+            return close_after_invalid(&self.auth).map_or(Ok(()), |e| Err(ConnError::Stream(e)));
         }
         if self.allows(&remote, &local) {
             return conn.write(&answer(Outcome::Valid)).await;
@@ -263,7 +265,7 @@ impl Incoming {
         let rx = self
             .s2s
             .request_verify(&local, &remote, &self.stream_id, &db.key);
-        let timeout = Duration::from_secs(self.s2s.config.dialback_timeout_secs.max(1));
+        let timeout = self.s2s.config.dialback_timeout();
         let (auth, handle, pending) =
             (self.auth.clone(), self.handle.clone(), self.pending.clone());
         tokio::spawn(
@@ -284,9 +286,43 @@ impl Incoming {
                 };
                 pending.fetch_sub(1, Ordering::Relaxed);
                 handle.send(Bytes::from(db.answer(outcome).to_bytes()));
+                if let (Outcome::Invalid, Some(e)) = (outcome, close_after_invalid(&auth)) {
+                    handle.close(e);
+                }
             }
             .in_current_span(),
         );
+        Ok(())
+    }
+
+    /// The trust rule ([`trust::check`]) for a stanza with these addresses.
+    fn check(&self, from: Option<&Jid>, to: Option<&Jid>) -> Result<(), ConnError> {
+        let verdict = match self.auth.lock() {
+            Ok(a) => trust::check(from, to, &a, |d| self.s2s.is_hosted(d)),
+            Err(_) => Err(StreamError::new(SEC::InternalServerError)),
+        };
+        verdict.map_err(ConnError::Stream)
+    }
+
+    /// A malformed stanza. An address that is no JID ends the stream with
+    /// `improper-addressing` (RFC 6120 §4.9.3.7), as a missing one does; otherwise, once the
+    /// addresses pass the trust rule, its error (`bad-request`, ...) goes back to the sender
+    /// (§8.3.1; an IQ get/set is always answered, §8.2.3), except for an error stanza.
+    async fn malformed(&self, e: StanzaParseError) -> Result<(), ConnError> {
+        let StanzaParseError::Malformed { element, .. } = &e else {
+            return Ok(());
+        };
+        let address = |attr| {
+            element.attr(attr).map(Jid::parse).transpose().map_err(|_| {
+                ConnError::stream(SEC::ImproperAddressing, "an address is not a valid JID")
+            })
+        };
+        let (from, to) = (address("from")?, address("to")?);
+        self.check(from.as_ref(), to.as_ref())?;
+        tracing::debug!(error = %e, "malformed stanza from a peer");
+        if let Some(reply) = e.reply().and_then(|r| Stanza::from_element(r).ok()) {
+            self.s2s.core.route(reply).await;
+        }
         Ok(())
     }
 
@@ -309,10 +345,22 @@ impl Incoming {
     }
 }
 
+/// XEP-0220 §2.1.2: after a `db:result` judged `invalid`, a stream on which no other domain
+/// is authenticated MUST be closed; the stream error it ends with, if so (the answer is
+/// written first).
+fn close_after_invalid(auth: &Mutex<Authenticated>) -> Option<StreamError> {
+    auth.lock().map_or(true, |a| a.is_empty()).then(|| {
+        StreamError::with_text(
+            SEC::NotAuthorized,
+            "dialback key refused, and nothing else is authenticated on this stream",
+        )
+    })
+}
+
 impl Inbound for Incoming {
     async fn element(&mut self, conn: &mut Conn, el: Element) -> Result<(), ConnError> {
         if let Some(db) = Dialback::parse(&el) {
-            let db = db.map_err(|e| ConnError::stream(SEC::InvalidXml, &e.to_string()))?;
+            let db = db.map_err(|e| ConnError::stream(e.stream_condition(), &e.to_string()))?;
             return match (db.kind, db.outcome) {
                 (Kind::Result, Outcome::Request) => self.db_result(conn, db).await,
                 (Kind::Verify, Outcome::Request) => self.db_verify(conn, db).await,
@@ -326,11 +374,7 @@ impl Inbound for Incoming {
         }
         let stanza = match Stanza::from_element(el) {
             Ok(s) => s,
-            Err(StanzaParseError::Malformed { error, .. }) => {
-                // Its addresses are not trustworthy enough to bounce to.
-                tracing::debug!(%error, "dropping a malformed stanza");
-                return Ok(());
-            }
+            Err(e @ StanzaParseError::Malformed { .. }) => return self.malformed(e).await,
             Err(StanzaParseError::NotAStanza(name)) => {
                 return Err(ConnError::Stream(StreamError::with_text(
                     SEC::UnsupportedStanzaType,
@@ -338,11 +382,7 @@ impl Inbound for Incoming {
                 )))
             }
         };
-        let verdict = match self.auth.lock() {
-            Ok(a) => trust::check(stanza.from(), stanza.to(), &a, |d| self.s2s.is_hosted(d)),
-            Err(_) => Err(StreamError::new(SEC::InternalServerError)),
-        };
-        verdict.map_err(ConnError::Stream)?;
+        self.check(stanza.from(), stanza.to())?;
         self.s2s.core.route(stanza).await;
         Ok(())
     }

@@ -126,7 +126,10 @@ impl<P: Policy> Initiating<P> {
     fn initial_header(&self) -> Vec<u8> {
         let mut h = Vec::with_capacity(256);
         h.extend_from_slice(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'");
-        h.extend_from_slice(dialback::HEADER_EXTRA.as_bytes());
+        // XEP-0220 §2.3.1: the declaration says we support dialback.
+        if self.policy.dialback() {
+            h.extend_from_slice(dialback::HEADER_EXTRA.as_bytes());
+        }
         h.extend_from_slice(b" from='");
         escape_into(&mut h, &self.local, true);
         h.extend_from_slice(b"' to='");
@@ -426,7 +429,12 @@ mod tests {
         let mut m = Initiating::new(policy, "us.test", "them.test", false);
         let h = raw(&m.start());
         assert!(h[0].contains("from='us.test' to='them.test'"), "{h:?}");
-        assert!(h[0].contains("xmlns:db='jabber:server:dialback'"));
+        // Declared only when dialback is on (XEP-0220 §2.3.1).
+        assert_eq!(
+            h[0].contains("xmlns:db='jabber:server:dialback'"),
+            policy.dialback,
+            "{h:?}"
+        );
         assert!(m.handle(header(Some("plain"), false)).is_empty());
         let a = m.handle(features(vec![Element::new("starttls", ns::TLS)]));
         assert_eq!(
@@ -490,7 +498,9 @@ mod tests {
         let a = m.handle(Input::Element(sasl::failure("not-authorized")));
         let r = raw(&a);
         assert!(
-            r[0].starts_with("<db:result from='us.test' to='them.test'>"),
+            r[0].starts_with(
+                "<db:result xmlns:db='jabber:server:dialback' from='us.test' to='them.test'>"
+            ),
             "{r:?}"
         );
         assert!(r[0].contains("them.test us.test s1"));

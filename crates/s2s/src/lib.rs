@@ -197,6 +197,14 @@ impl S2s {
         &self.config
     }
 
+    /// Declares dialback's namespace on the stream headers `conn` writes, when dialback is
+    /// on: the declaration is how a peer learns we support it (XEP-0220 §2.3.1).
+    pub(crate) fn declare_dialback(&self, conn: &mut rookery_stream::Conn) {
+        if self.config.dialback {
+            conn.set_header_extra(dialback::HEADER_EXTRA);
+        }
+    }
+
     /// Whether we serve `domain` (our own, or a component's / service's).
     pub fn is_hosted(&self, domain: &str) -> bool {
         self.core.is_local_domain(domain) || self.core.has_domain_route(domain)

@@ -5,7 +5,7 @@
 //! connection, or direct TLS), then authenticates: SASL EXTERNAL when the peer's
 //! certificate is valid for its domain and it offers EXTERNAL; else Server Dialback when
 //! policy allows. Stanzas wait in a bounded queue until the stream is authenticated; if it
-//! fails, each one bounces with `remote-server-not-found` (or `remote-server-timeout`), and
+//! fails, each one bounces with the condition of the failure ([`OutError::condition`]), and
 //! the domain enters a back-off period ([`crate::backoff`]) during which new stanzas for it
 //! bounce at once, without a new lookup or connection.
 //! Dialback verification requests (`db:verify`, receiving role) are written as soon as the
@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rookery_core::Undelivered;
-use rookery_proto::{ns, Stanza, StanzaError, StanzaErrorCondition as SC, StreamError};
+use rookery_proto::{
+    ns, Stanza, StanzaError, StanzaErrorCondition as SC, StreamError, StreamErrorCondition,
+};
 use rookery_stream::negotiation::{self, Effects};
 use rookery_stream::{Conn, ConnError, Transport};
 use rookery_xml::Limits;
@@ -34,14 +36,14 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tracing::Instrument;
 
-use crate::dialback;
 use crate::initiating::{self, Done, Initiating, Reply, Request};
 use crate::sending::{fail_out, Sending};
 use crate::srv::Target;
 use crate::{backoff, tls, S2s};
 
-/// Pending verification requests per outgoing stream.
-const VERIFY_QUEUE: usize = 64;
+/// Verification requests per outgoing stream: queued to be written, and, apart, written
+/// and waiting for their answer ([`Sending`]).
+pub(crate) const VERIFY_QUEUE: usize = 64;
 /// Parser limits while an outgoing stream negotiates: the peer is a server we chose, whose
 /// features may be richer than a client's first elements, so a little more room than
 /// [`Limits::PRE_AUTH`].
@@ -126,28 +128,53 @@ pub(crate) enum Verdict {
     Failed(SC),
 }
 
-/// Why an outgoing stream failed; each maps to the condition its queued stanzas bounce with.
+/// Why an outgoing stream failed; each maps to the condition its queued stanzas bounce with
+/// ([`OutError::condition`]).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum OutError {
+    /// The domain could not be resolved or reached, or what answered is no XMPP server.
     #[error("{0}")]
     NotFound(String),
     #[error("timed out: {0}")]
     Timeout(&'static str),
     #[error("peer sent stream error {0}")]
     Peer(StreamError),
+    /// The TLS handshake failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Our policy and the peer's offer left no way to secure or authenticate the stream.
     #[error("policy: {0}")]
     Policy(&'static str),
+    /// The peer answered our dialback key `invalid`.
+    #[error("the peer refused our dialback key")]
+    DialbackInvalid,
+    /// The peer answered our dialback key with an error (its condition, if understood).
+    #[error("dialback error: {}", .0.map_or("unknown", |c| c.as_str()))]
+    DialbackError(Option<SC>),
     /// Our server is shutting down ([`S2s::close_all`]): not the remote domain's fault.
     #[error("the server is shutting down")]
     Shutdown,
 }
 
 impl OutError {
+    /// The stanza error condition of the failure: `remote-server-not-found` only when there
+    /// is no server to speak to (RFC 6120 §8.3.3.16); `remote-server-timeout` when a stream
+    /// was opened but its negotiation failed (§8.3.3.17), after a dialback error too
+    /// (XEP-0220 §2.1.1); `internal-server-error` after a dialback `invalid` (XEP-0220
+    /// §2.1.1 MUST).
     fn condition(&self) -> SC {
         match self {
-            OutError::Timeout(_) => SC::RemoteServerTimeout,
+            OutError::NotFound(_) => SC::RemoteServerNotFound,
+            OutError::Peer(e) if e.condition == StreamErrorCondition::HostUnknown => {
+                SC::RemoteServerNotFound
+            }
+            OutError::Timeout(_)
+            | OutError::Peer(_)
+            | OutError::Tls(_)
+            | OutError::Policy(_)
+            | OutError::DialbackError(_) => SC::RemoteServerTimeout,
+            OutError::DialbackInvalid => SC::InternalServerError,
             OutError::Shutdown => SC::ServiceUnavailable,
-            _ => SC::RemoteServerNotFound,
         }
     }
 }
@@ -565,13 +592,13 @@ async fn open_stream(
         let tls = TlsConnector::from(s2s.tls.client(local, true))
             .connect(name.clone(), tcp)
             .await
-            .map_err(|e| OutError::NotFound(format!("TLS: {e}")))?;
+            .map_err(|e| OutError::Tls(e.to_string()))?;
         Transport::TlsClient(Box::new(tls))
     } else {
         Transport::Plain(tcp)
     };
     let mut conn = Conn::new(io, addr, NEGOTIATION, local, ns::SERVER);
-    conn.set_header_extra(dialback::HEADER_EXTRA);
+    s2s.declare_dialback(&mut conn);
     let mut machine = Initiating::new(s2s.clone(), local, remote, t.direct_tls);
     let mut driver = Driver {
         s2s: s2s.clone(),
@@ -655,7 +682,7 @@ impl Effects<Initiating<Arc<S2s>>> for Driver {
             .await
             .inspect_err(|e| {
                 if let ConnError::Io(io) = e {
-                    self.tls_error = Some(OutError::NotFound(format!("TLS: {io}")));
+                    self.tls_error = Some(OutError::Tls(io.to_string()));
                 }
             })
     }

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 use crate::dialback::{Dialback, Kind, Outcome};
 use crate::initiating::stream_error;
-use crate::outgoing::{CloseSignal, End, OutError, Queues, Verdict, VerifyReq};
+use crate::outgoing::{CloseSignal, End, OutError, Queues, Verdict, VerifyReq, VERIFY_QUEUE};
 use crate::S2s;
 
 /// Most queued stanzas written before one flush.
@@ -65,8 +65,8 @@ pub(crate) struct Sending<'a> {
     /// Authenticated: stanzas may be written.
     ready: bool,
     last_activity: Instant,
-    /// Verification requests written, waiting for their answer.
-    pending: Vec<VerifyReq>,
+    /// Verification requests written, waiting for their answer, with when each was written.
+    pending: Vec<(Instant, VerifyReq)>,
     backlog: &'a mut VecDeque<Stanza>,
     stanzas: &'a mut mpsc::Receiver<Stanza>,
     verifies: &'a mut mpsc::Receiver<VerifyReq>,
@@ -132,7 +132,7 @@ impl<'a> Sending<'a> {
             Some(end) => end,
             None => self.lost(conn, reason).await,
         };
-        for v in self.pending.drain(..) {
+        for (_, v) in self.pending.drain(..) {
             let _ = v.reply.send(Verdict::Failed(SC::RemoteServerNotFound));
         }
         end
@@ -188,6 +188,50 @@ impl<'a> Sending<'a> {
         Ok(())
     }
 
+    /// Gives up the verifications that waited [`crate::S2sConfig::dialback_timeout`] (their
+    /// requester gave up at the same time, XEP-0220 §2.4) or whose requester is gone: a
+    /// peer that never answers `db:verify` cannot make them pile up.
+    fn expire_verifications(&mut self, now: Instant) {
+        let timeout = self.s2s.config.dialback_timeout();
+        let (keep, expired) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(at, v)| *at + timeout > now && !v.reply.is_closed());
+        self.pending = keep;
+        for (_, v) in expired {
+            let _ = v.reply.send(Verdict::Failed(SC::RemoteServerTimeout));
+        }
+    }
+
+    /// When the oldest waiting verification expires.
+    fn verification_expiry(&self) -> Option<Instant> {
+        let timeout = self.s2s.config.dialback_timeout();
+        self.pending.iter().map(|(at, _)| *at + timeout).min()
+    }
+
+    /// Writes a verification request, unless [`VERIFY_QUEUE`] already wait for their
+    /// answer: then the requester hears `resource-constraint` at once.
+    async fn write_verify(&mut self, conn: &mut Conn, v: VerifyReq) -> Result<(), ConnError> {
+        let now = Instant::now();
+        self.expire_verifications(now);
+        if self.pending.len() >= VERIFY_QUEUE {
+            tracing::info!("too many verifications waiting for their answer; refused");
+            let _ = v.reply.send(Verdict::Failed(SC::ResourceConstraint));
+            return Ok(());
+        }
+        let req = Dialback::request(self.local, self.remote, Some(&v.stream_id), &v.key);
+        if let Err(e) = conn.write(&req.to_bytes()).await {
+            let _ = v.reply.send(Verdict::Failed(SC::RemoteServerNotFound));
+            let end = if self.ready {
+                End::Lost(e.to_string())
+            } else {
+                End::Failed(e.into())
+            };
+            return Err(self.stop(end));
+        }
+        self.pending.push((now, v));
+        Ok(())
+    }
+
     /// When the idle timeout is due: authenticated, nothing pending.
     fn idle_at(&self) -> Option<Instant> {
         (!self.idle.is_zero() && self.ready && self.pending.is_empty())
@@ -237,19 +281,7 @@ impl Inbound for Sending<'_> {
 
     async fn woken(&mut self, conn: &mut Conn) -> Result<(), ConnError> {
         match self.woke.take() {
-            Some(Woke::Verify(v)) => {
-                let req = Dialback::request(self.local, self.remote, Some(&v.stream_id), &v.key);
-                if let Err(e) = conn.write(&req.to_bytes()).await {
-                    let _ = v.reply.send(Verdict::Failed(SC::RemoteServerNotFound));
-                    let end = if self.ready {
-                        End::Lost(e.to_string())
-                    } else {
-                        End::Failed(e.into())
-                    };
-                    return Err(self.stop(end));
-                }
-                self.pending.push(v);
-            }
+            Some(Woke::Verify(v)) => self.write_verify(conn, v).await?,
             Some(Woke::Shutdown) => {
                 if self.ready {
                     flush_for_shutdown(conn, self.backlog, self.stanzas).await;
@@ -277,14 +309,15 @@ impl Inbound for Sending<'_> {
 
     fn deadline(&self, _conn: &Conn) -> Option<Instant> {
         let auth = (!self.ready).then_some(self.deadline);
-        match (auth, self.idle_at()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [auth, self.idle_at(), self.verification_expiry()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     async fn timer(&mut self, conn: &mut Conn) -> Result<(), ConnError> {
         let now = Instant::now();
+        self.expire_verifications(now);
         if !self.ready && self.deadline <= now {
             fail_out(
                 conn,
@@ -371,7 +404,12 @@ enum Step {
     PeerError(StreamError),
 }
 
-fn on_element(el: &Element, local: &str, remote: &str, pending: &mut Vec<VerifyReq>) -> Step {
+fn on_element(
+    el: &Element,
+    local: &str,
+    remote: &str,
+    pending: &mut Vec<(Instant, VerifyReq)>,
+) -> Step {
     if el.is("error", ns::STREAM) {
         let e = stream_error(el);
         tracing::info!(error = %e, "peer sent a stream error");
@@ -394,29 +432,23 @@ fn on_element(el: &Element, local: &str, remote: &str, pending: &mut Vec<VerifyR
     }
     match (db.kind, db.outcome) {
         (Kind::Result, Outcome::Valid) => Step::Authenticated,
-        (Kind::Result, Outcome::Invalid) => {
-            Step::Refused(OutError::Policy("the peer refused our dialback key"))
-        }
-        (Kind::Result, Outcome::Error(c)) => Step::Refused(match c {
-            Some(SC::RemoteServerTimeout) => OutError::Timeout("peer's dialback verification"),
-            c => OutError::NotFound(format!(
-                "dialback error: {}",
-                c.map_or("unknown", |c| c.as_str())
-            )),
-        }),
+        (Kind::Result, Outcome::Invalid) => Step::Refused(OutError::DialbackInvalid),
+        (Kind::Result, Outcome::Error(c)) => Step::Refused(OutError::DialbackError(c)),
         (Kind::Verify, outcome) => {
             let Some(i) = pending
                 .iter()
-                .position(|v| Some(v.stream_id.as_str()) == db.id.as_deref())
+                .position(|(_, v)| Some(v.stream_id.as_str()) == db.id.as_deref())
             else {
                 tracing::debug!(id = ?db.id, "db:verify answer for no request");
                 return Step::Continue;
             };
-            let v = pending.swap_remove(i);
+            let (_, v) = pending.swap_remove(i);
             let verdict = match outcome {
                 Outcome::Valid => Verdict::Valid,
                 Outcome::Invalid => Verdict::Invalid,
-                Outcome::Error(c) => Verdict::Failed(c.unwrap_or(SC::RemoteServerNotFound)),
+                // XEP-0220 §2.4: whatever the authoritative server said (its
+                // item-not-found would read as "not hosted here" to the initiator).
+                Outcome::Error(_) => Verdict::Failed(SC::RemoteServerNotFound),
                 Outcome::Request => return Step::Continue,
             };
             let _ = v.reply.send(verdict);
@@ -444,7 +476,7 @@ mod tests {
         el
     }
 
-    fn step(el: &Element, pending: &mut Vec<VerifyReq>) -> Step {
+    fn step(el: &Element, pending: &mut Vec<(Instant, VerifyReq)>) -> Step {
         on_element(el, "us.test", "them.test", pending)
     }
 
@@ -456,7 +488,7 @@ mod tests {
         let invalid = answer("result", "them.test", None, "invalid");
         assert!(matches!(
             step(&invalid, &mut pending),
-            Step::Refused(OutError::Policy(_))
+            Step::Refused(OutError::DialbackInvalid)
         ));
         // For another pair: ignored.
         let other = answer("result", "else.test", None, "valid");
@@ -470,11 +502,14 @@ mod tests {
     #[test]
     fn verification_answers_resolve_their_request() {
         let (reply, mut rx) = oneshot::channel();
-        let mut pending = vec![VerifyReq {
-            stream_id: "s7".into(),
-            key: "k".into(),
-            reply,
-        }];
+        let mut pending = vec![(
+            Instant::now(),
+            VerifyReq {
+                stream_id: "s7".into(),
+                key: "k".into(),
+                reply,
+            },
+        )];
         let wrong_id = answer("verify", "them.test", Some("s8"), "valid");
         assert!(matches!(step(&wrong_id, &mut pending), Step::Continue));
         assert_eq!(pending.len(), 1);

@@ -5,7 +5,8 @@
 //! this stream — for all our domains by SASL EXTERNAL, or for one (remote, local) pair by
 //! dialback — and its `to` domain is hosted here. Anything else ends the stream:
 //! `improper-addressing` without addresses, `host-unknown` for a domain we do not host,
-//! `invalid-from` for a domain the peer has not authenticated.
+//! `not-authorized` when nothing is authenticated on the stream yet (§4.9.3.12),
+//! `invalid-from` for a domain the peer has not authenticated while others are.
 
 use std::collections::HashSet;
 
@@ -84,6 +85,12 @@ pub fn check(
             "this server does not serve that domain",
         ));
     }
+    if auth.is_empty() {
+        return Err(StreamError::with_text(
+            StreamErrorCondition::NotAuthorized,
+            "nothing was authenticated on this stream",
+        ));
+    }
     if !auth.allows(from.domain(), to.domain()) {
         return Err(StreamError::with_text(
             StreamErrorCondition::InvalidFrom,
@@ -144,6 +151,20 @@ mod tests {
         assert_eq!(
             check(Some(&from), Some(&j("pubsub.here.test")), &a, hosted),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn nothing_authenticated_is_not_authorized() {
+        let a = Authenticated::default();
+        assert_eq!(
+            cond(check(
+                Some(&j("u@there.test")),
+                Some(&j("here.test")),
+                &a,
+                hosted
+            )),
+            Some(StreamErrorCondition::NotAuthorized)
         );
     }
 

@@ -9,9 +9,15 @@
 //! - shutdown: every stream (outgoing, incoming bound or negotiating) ends with
 //!   `system-shutdown`; what is queued on an authenticated stream is written first, what is
 //!   queued on one still negotiating bounces, later stanzas too;
-//! - a raw peer: wrong dialback key → `invalid`, then a stanza → `invalid-from`; a right key,
-//!   then a stanza from a domain it did not authenticate → `invalid-from`; a stanza to a
-//!   domain B does not host → `host-unknown`.
+//! - a raw peer: wrong dialback key → `invalid` and the stream closed; a stanza before
+//!   authentication → `not-authorized`; a right key, then a stanza from a domain it did not
+//!   authenticate → `invalid-from`; a stanza to a domain B does not host → `host-unknown`;
+//!   malformed stanzas → `improper-addressing` or a `bad-request` reply; dialback before
+//!   the required TLS → a dialback `policy-violation` error, stream kept; an overlong key;
+//! - a raw authoritative server: verifications it never answers are dropped and capped;
+//!   its dialback errors reach the initiator as `remote-server-not-found`; a dialback
+//!   `invalid` / `error` bounces with `internal-server-error` / `remote-server-timeout`;
+//! - no dialback advertised in our headers when it is off.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -510,8 +516,9 @@ async fn invalid_certificates_are_refused_when_required() {
     a.core
         .route(message("alice@a.test/r", "bob@b.test/r", "x"))
         .await;
+    // RFC 6120 §8.3.3.17: a stream could be opened, its negotiation failed.
     let got = recv(&mut alice).await;
-    assert!(got.contains("remote-server-not-found"), "{got}");
+    assert!(got.contains("remote-server-timeout"), "{got}");
 }
 
 // ---- a raw peer --------------------------------------------------------------------------
@@ -547,6 +554,23 @@ fn header(from: &str, to: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A raw peer claiming `from`, connected to `port` without TLS: the stream, the listener's
+/// header and its features.
+async fn plain_peer(
+    port: u16,
+    from: &str,
+    to: &str,
+) -> (TcpStream, StreamParser, rookery_xml::StreamHeader, Element) {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut p = StreamParser::new(Limits::S2S);
+    tcp.write_all(&header(from, to)).await.unwrap();
+    let Event::StreamOpen(h) = next_event(&mut tcp, &mut p).await else {
+        panic!("expected a header")
+    };
+    let f = next_element(&mut tcp, &mut p).await;
+    (tcp, p, h, f)
+}
+
 /// A raw peer claiming `from`, connected to `port` with TLS; returns the stream and the id
 /// of the stream the listener opened after TLS.
 async fn raw_peer(
@@ -558,14 +582,7 @@ async fn raw_peer(
     StreamParser,
     String,
 ) {
-    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut p = StreamParser::new(Limits::S2S);
-    tcp.write_all(&header(from, to)).await.unwrap();
-    assert!(matches!(
-        next_event(&mut tcp, &mut p).await,
-        Event::StreamOpen(_)
-    ));
-    let f = next_element(&mut tcp, &mut p).await;
+    let (mut tcp, mut p, _, f) = plain_peer(port, from, to).await;
     assert!(
         f.has_child("starttls", "urn:ietf:params:xml:ns:xmpp-tls"),
         "{f}"
@@ -610,6 +627,19 @@ fn stream_error(el: &Element) -> String {
     el.children().next().unwrap().name().to_string()
 }
 
+/// Asserts that the stream ends now with `not-authorized`, well before the watchdog of
+/// streams that authenticated nothing (10 s here) would end it.
+async fn closes_at_once<S: AsyncRead + Unpin>(io: &mut S, p: &mut StreamParser) {
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let err = next_element(io, p).await;
+        (stream_error(&err), next_event(io, p).await)
+    })
+    .await
+    .expect("the stream was not closed after invalid");
+    assert_eq!(closed.0, "not-authorized");
+    assert!(matches!(closed.1, Event::StreamClose));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_dialback_key_is_invalid_and_stanzas_are_refused() {
     let (_a, _b, _, pb) = dialback_pair().await;
@@ -623,12 +653,38 @@ async fn wrong_dialback_key_is_invalid_and_stanzas_are_refused() {
         ("result", Some("invalid")),
         "{r}"
     );
+    // XEP-0220 §2.1.2: nothing else is authenticated on the stream, so it is closed.
+    closes_at_once(&mut io, &mut p).await;
+}
+
+/// RFC 6120 §4.9.3.12: stanzas before anything is authenticated are `not-authorized`
+/// (`invalid-from` is for a domain other than the authenticated ones).
+/// XEP-0220 §2.1.2 again: a peer claiming a domain B hosts gets `invalid`, and the stream
+/// is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claiming_our_own_domain_is_invalid_and_closes_the_stream() {
+    let (_a, _b, _, pb) = dialback_pair().await;
+    let (mut io, mut p, _id) = raw_peer(pb, "b.test", "b.test").await;
+    io.write_all(&db_result_request("b.test", "b.test", "0123456789abcdef"))
+        .await
+        .unwrap();
+    let r = next_element(&mut io, &mut p).await;
+    assert_eq!(r.attr("type"), Some("invalid"), "{r}");
+    closes_at_once(&mut io, &mut p).await;
+}
+
+/// RFC 6120 §4.9.3.12: stanzas before anything is authenticated are `not-authorized`
+/// (`invalid-from` is for a domain other than the authenticated ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stanzas_before_authentication_are_not_authorized() {
+    let (_a, _b, _, pb) = dialback_pair().await;
+    let (mut io, mut p, _id) = raw_peer(pb, "a.test", "b.test").await;
     io.write_all(b"<message from='eve@a.test' to='bob@b.test'><body>x</body></message>")
         .await
         .unwrap();
     assert_eq!(
         stream_error(&next_element(&mut io, &mut p).await),
-        "invalid-from"
+        "not-authorized"
     );
 }
 
@@ -802,4 +858,310 @@ async fn stanzas_queued_at_shutdown_bounce() {
     );
     eventually("the stream to end", || a.s2s.outgoing_count() == 0).await;
     held.abort();
+}
+
+// ---- a raw authoritative server ----------------------------------------------------------
+
+/// A stream header as a server answers one: with an id, declaring dialback.
+fn answer_header(from: &str, to: &str, id: &str) -> Vec<u8> {
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+         xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+         from='{from}' to='{to}' id='{id}' version='1.0'>"
+    )
+    .into_bytes()
+}
+
+/// What a raw server saw of the stream a node opened to it.
+struct RawServer {
+    io: tokio_rustls::server::TlsStream<TcpStream>,
+    p: StreamParser,
+    /// The node's stream header after TLS.
+    header: rookery_xml::StreamHeader,
+}
+
+/// Accepts the stream a node opens to `domain` on `l`, as a server offering STARTTLS (with
+/// a self-signed certificate) and then dialback; returns it after the features.
+async fn accept_raw(l: &TcpListener, domain: &str) -> RawServer {
+    let (mut tcp, _) = tokio::time::timeout(WAIT, l.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut p = StreamParser::new(Limits::S2S);
+    let Event::StreamOpen(h) = next_event(&mut tcp, &mut p).await else {
+        panic!("expected a header")
+    };
+    let from = h.attr("from").unwrap().to_string();
+    tcp.write_all(&answer_header(domain, &from, "raw-1"))
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>\
+          <required/></starttls></stream:features>",
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_element(&mut tcp, &mut p).await.name(), "starttls");
+    tcp.write_all(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await
+        .unwrap();
+    let (certs, key) = self_signed(domain);
+    let tls = S2sTls::new(certs, key, RootCertStore::empty()).unwrap();
+    let mut io = tokio_rustls::TlsAcceptor::from(tls.server.clone())
+        .accept(tcp)
+        .await
+        .unwrap();
+    let mut p = StreamParser::new(Limits::S2S);
+    let Event::StreamOpen(header) = next_event(&mut io, &mut p).await else {
+        panic!("expected a header after TLS")
+    };
+    io.write_all(&answer_header(domain, &from, "raw-2"))
+        .await
+        .unwrap();
+    io.write_all(
+        b"<stream:features><dialback xmlns='urn:xmpp:features:dialback'><errors/>\
+          </dialback></stream:features>",
+    )
+    .await
+    .unwrap();
+    RawServer { io, p, header }
+}
+
+impl RawServer {
+    /// The next dialback element of `kind` (`result` or `verify`), skipping the others.
+    async fn next_db(&mut self, kind: &str) -> Element {
+        loop {
+            let el = next_element(&mut self.io, &mut self.p).await;
+            assert_eq!(el.ns(), "jabber:server:dialback", "{el}");
+            if el.name() == kind {
+                return el;
+            }
+        }
+    }
+
+    /// Reads elements until our `db:result`, answers it with `answer` (the attributes and
+    /// content after `from`/`to`), and returns the `db:verify` requests read meanwhile.
+    async fn answer_result(&mut self, answer: &str) -> Vec<Element> {
+        let mut verifies = Vec::new();
+        let result = loop {
+            let el = next_element(&mut self.io, &mut self.p).await;
+            match el.name() {
+                "result" => break el,
+                "verify" => verifies.push(el),
+                _ => panic!("unexpected {el}"),
+            }
+        };
+        let (from, to) = (result.attr("from").unwrap(), result.attr("to").unwrap());
+        self.io
+            .write_all(format!("<db:result from='{to}' to='{from}' {answer}").as_bytes())
+            .await
+            .unwrap();
+        verifies
+    }
+}
+
+/// B, with `evil.test` routed to a raw server, and `tweak` applied to its setup; B's port,
+/// the raw server's listener.
+async fn b_with_raw_evil(tweak: impl FnOnce(&mut Setup)) -> (Node, u16, TcpListener) {
+    let (lb, pb, le, pe) = listeners().await;
+    let b = start("b.test", lb, &[route("evil.test", pe)], tweak).await;
+    (b, pb, le)
+}
+
+fn db_result_request(from: &str, to: &str, key: &str) -> Vec<u8> {
+    format!("<db:result from='{from}' to='{to}'>{key}</db:result>").into_bytes()
+}
+
+/// XEP-0220 §2.1.1 / XEP-0185: a key is 64 hex characters; a peer that sends a much longer
+/// one is refused instead of having it relayed (and kept) as a `db:verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlong_dialback_key_is_refused() {
+    let (_a, _b, _, pb) = dialback_pair().await;
+    let (mut io, mut p, _) = raw_peer(pb, "a.test", "b.test").await;
+    let key = "a".repeat(1024);
+    io.write_all(&db_result_request("a.test", "b.test", &key))
+        .await
+        .unwrap();
+    assert_eq!(
+        stream_error(&next_element(&mut io, &mut p).await),
+        "policy-violation"
+    );
+}
+
+/// A verification the authoritative server never answers is given up when the requester
+/// gives up (XEP-0220 §2.4 timeout): it is not kept for the life of the outgoing stream,
+/// which then closes when idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_verifications_are_dropped_and_the_stream_idles_out() {
+    let (_b, pb, le) = b_with_raw_evil(|s| {
+        s.config.dialback_timeout_secs = 1;
+        // Longer than the verification, or the incoming stream would idle out first.
+        s.config.idle_timeout_secs = 2;
+    })
+    .await;
+    let (mut io, mut p, _) = raw_peer(pb, "evil.test", "b.test").await;
+    io.write_all(&db_result_request("evil.test", "b.test", "abcd"))
+        .await
+        .unwrap();
+    let mut evil = accept_raw(&le, "evil.test").await;
+    let mut verifies = evil.answer_result("type='valid'/>").await;
+    if verifies.is_empty() {
+        verifies.push(evil.next_db("verify").await);
+    }
+    // Never answered: the requester gets a timeout ...
+    let r = next_element(&mut io, &mut p).await;
+    assert!(r.to_string().contains("remote-server-timeout"), "{r}");
+    // ... and B's stream to the authoritative server closes once idle.
+    assert!(matches!(
+        next_event(&mut evil.io, &mut evil.p).await,
+        Event::StreamClose
+    ));
+}
+
+/// An outgoing stream keeps a bounded number of verifications waiting for their answer;
+/// past that the requester gets `resource-constraint` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_verifications_are_capped() {
+    let (_b, pb, le) = b_with_raw_evil(|s| s.config.max_pending_dialback = 200).await;
+    let (mut io, mut p, _) = raw_peer(pb, "evil.test", "b.test").await;
+    io.write_all(&db_result_request("evil.test", "b.test", "k0"))
+        .await
+        .unwrap();
+    let mut evil = accept_raw(&le, "evil.test").await;
+    if evil.answer_result("type='valid'/>").await.is_empty() {
+        evil.next_db("verify").await;
+    }
+    // One at a time, so that B's queue of requests never fills: only the cap can refuse.
+    for i in 1..64 {
+        io.write_all(&db_result_request("evil.test", "b.test", &format!("k{i}")))
+            .await
+            .unwrap();
+        evil.next_db("verify").await;
+    }
+    io.write_all(&db_result_request("evil.test", "b.test", "one-too-many"))
+        .await
+        .unwrap();
+    let r = next_element(&mut io, &mut p).await;
+    assert_eq!(r.attr("type"), Some("error"), "{r}");
+    assert!(r.to_string().contains("resource-constraint"), "{r}");
+}
+
+/// XEP-0220 §2.4: an error in Step 3 (the authoritative server's answer) reaches the
+/// initiating server as `remote-server-not-found`, whatever the authoritative server said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_verification_is_remote_server_not_found() {
+    let (_b, pb, le) = b_with_raw_evil(|_| {}).await;
+    let (mut io, mut p, _) = raw_peer(pb, "evil.test", "b.test").await;
+    io.write_all(&db_result_request("evil.test", "b.test", "abcd"))
+        .await
+        .unwrap();
+    let mut evil = accept_raw(&le, "evil.test").await;
+    let mut verifies = evil.answer_result("type='valid'/>").await;
+    if verifies.is_empty() {
+        verifies.push(evil.next_db("verify").await);
+    }
+    let id = verifies[0].attr("id").unwrap().to_string();
+    evil.io
+        .write_all(
+            format!(
+                "<db:verify from='evil.test' to='b.test' id='{id}' type='error'>\
+                 <error type='cancel'><item-not-found \
+                 xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></db:verify>"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let r = next_element(&mut io, &mut p).await;
+    assert_eq!((r.name(), r.attr("type")), ("result", Some("error")), "{r}");
+    assert!(r.to_string().contains("remote-server-not-found"), "{r}");
+}
+
+/// Alice on B messages evil.test, whose server answers B's dialback with `answer`; what
+/// the bounce says.
+async fn bounce_after_dialback_answer(answer: &str) -> String {
+    let (b, _, le) = b_with_raw_evil(|_| {}).await;
+    let mut alice = bind(&b.core, "alice@b.test/r").await;
+    b.core
+        .route(message("alice@b.test/r", "u@evil.test", "x"))
+        .await;
+    let mut evil = accept_raw(&le, "evil.test").await;
+    evil.answer_result(answer).await;
+    recv(&mut alice).await
+}
+
+/// XEP-0220 §2.1.1: after `type='invalid'` queued stanzas bounce with
+/// `internal-server-error`, after `type='error'` with `remote-server-timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialback_refusals_bounce_with_the_xep_0220_conditions() {
+    let got = bounce_after_dialback_answer("type='invalid'/>").await;
+    assert!(got.contains("internal-server-error"), "{got}");
+    let got = bounce_after_dialback_answer(
+        "type='error'><error type='cancel'><item-not-found \
+         xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></db:result>",
+    )
+    .await;
+    assert!(got.contains("remote-server-timeout"), "{got}");
+}
+
+/// RFC 6120 §8.2.3, §4.9.3.7: a malformed IQ from a peer is answered with `bad-request`;
+/// a stanza with an address that is no JID ends the stream with `improper-addressing`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_stanzas_from_a_peer_are_answered() {
+    let (a, _b, _, pb) = dialback_pair().await;
+    let mut u = bind(&a.core, "u@a.test/r").await;
+    let (mut io, mut p) = dialback_as_a(pb).await;
+    io.write_all(b"<iq type='get' id='q1' from='u@a.test/r' to='bob@b.test'/>")
+        .await
+        .unwrap();
+    let got = recv(&mut u).await;
+    assert!(
+        got.contains("q1") && got.contains("type=\"error\"") && got.contains("bad-request"),
+        "{got}"
+    );
+    io.write_all(b"<message from='u@a.test/r' to=''><body>x</body></message>")
+        .await
+        .unwrap();
+    assert_eq!(
+        stream_error(&next_element(&mut io, &mut p).await),
+        "improper-addressing"
+    );
+}
+
+/// XEP-0220 §2.4: dialback before the TLS we require gets a dialback `policy-violation`
+/// error, and the stream stays open for STARTTLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialback_before_required_tls_is_a_dialback_error() {
+    let (_a, _b, _, pb) = dialback_pair().await;
+    let (mut tcp, mut p, _, _) = plain_peer(pb, "a.test", "b.test").await;
+    tcp.write_all(b"<db:verify from='a.test' to='b.test' id='x'>abcd</db:verify>")
+        .await
+        .unwrap();
+    let r = next_element(&mut tcp, &mut p).await;
+    assert_eq!((r.name(), r.attr("type")), ("verify", Some("error")), "{r}");
+    assert!(r.to_string().contains("policy-violation"), "{r}");
+    tcp.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await
+        .unwrap();
+    assert_eq!(next_element(&mut tcp, &mut p).await.name(), "proceed");
+}
+
+fn declares_dialback(h: &rookery_xml::StreamHeader) -> bool {
+    h.prefixes
+        .iter()
+        .any(|(_, uri)| uri == "jabber:server:dialback")
+}
+
+/// XEP-0220 §2.3.1: support is the namespace declaration on the header, so a node with
+/// dialback off declares it on neither its incoming nor its outgoing streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_dialback_declared_when_it_is_off() {
+    let (b, pb, le) = b_with_raw_evil(|s| s.config.dialback = false).await;
+    let (_tcp, _p, h, _) = plain_peer(pb, "a.test", "b.test").await;
+    assert!(!declares_dialback(&h), "{h:?}");
+    b.core
+        .route(message("alice@b.test/r", "u@evil.test", "x"))
+        .await;
+    let evil = accept_raw(&le, "evil.test").await;
+    assert!(!declares_dialback(&evil.header), "{:?}", evil.header);
 }

@@ -1077,9 +1077,12 @@ async def test_vcard(server_factory):
     r = await a.iq("set", f"<vCard xmlns='{NS_VCARD}'><FN>Alice A.</FN><NICKNAME>al</NICKNAME></vCard>")
     assert r.get("type") == "result"
     b = await peer(srv, "bob", presence=False)
-    # XEP-0054 §3.3: another account's missing vCard is an error, not an empty card.
+    # XEP-0054 §3.3: another account's missing vCard is the error an account that does not
+    # exist gets (service-unavailable in both cases: no directory harvesting).
     r = await a.iq("get", f"<vCard xmlns='{NS_VCARD}'/>", to="bob@localhost")
-    assert stanza_error(r) == "item-not-found", ET.tostring(r)
+    assert stanza_error(r) == "service-unavailable", ET.tostring(r)
+    r = await a.iq("get", f"<vCard xmlns='{NS_VCARD}'/>", to="nobody@localhost")
+    assert stanza_error(r) == "service-unavailable", ET.tostring(r)
     r = await b.iq("get", f"<vCard xmlns='{NS_VCARD}'/>", to="alice@localhost")
     assert r.find(f"{tag(NS_VCARD, 'vCard')}/{tag(NS_VCARD, 'FN')}").text == "Alice A."
     r = await b.iq("set", f"<vCard xmlns='{NS_VCARD}'><FN>Mallory</FN></vCard>", to="alice@localhost")

@@ -51,11 +51,13 @@ impl Module for VCard {
                 match stored.as_deref().and_then(parse_element) {
                     Some(card) => Ok(Some(card)),
                     // §3.1: an account asking for its own, not yet set, gets an empty one;
-                    // §3.3: anyone else is told there is none.
+                    // §3.3: anyone else gets the error an account that does not exist gets
+                    // (service-unavailable, RFC 6121 §8.5.1), so that no one learns which
+                    // accounts exist by asking for their vCards.
                     None if own_account(iq, to).is_ok() => {
                         Ok(Some(Element::new("vCard", ns::VCARD)))
                     }
-                    None => Err(StanzaError::new(Cond::ItemNotFound)),
+                    None => Err(StanzaError::new(Cond::ServiceUnavailable)),
                 }
             }
             StanzaKind::Iq(IqType::Set) => {

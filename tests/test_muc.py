@@ -770,3 +770,22 @@ async def test_the_subject_says_who_set_it_and_when_also_after_a_restart(server_
     assert got.find(f"{{{NS_OCCUPANT_ID}}}occupant-id").get("id") == setter
     assert got.find("{urn:xmpp:delay}delay").get("from") == r
     await close(b)
+
+
+async def test_occupants_are_told_when_the_service_shuts_down(server):
+    """XEP-0045 §17.1.4: at a clean shutdown every occupant gets its own unavailable
+    presence with 110 and 332 before its stream closes, so that its client knows why it
+    left the room (and rejoins when the server is back)."""
+    a = await login(server, "alice")
+    b = await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    try:
+        assert server.stop() == 0
+        for c, nick in ((a, "firstwitch"), (b, "secondwitch")):
+            pres = await presence_from(c, f"{r}/{nick}", unavailable=True, code=332)
+            assert any(s.get("code") == "110" for s in pres.iter(f"{{{NS_USER}}}status"))
+            assert item_of(pres).get("role") == "none"
+    finally:
+        await close(a, b)

@@ -63,6 +63,11 @@ pub trait DomainRoute: Send + Sync + 'static {
     async fn deliver_here(&self, stanza: Stanza) -> Result<(), Box<Undelivered>> {
         self.deliver(stanza).await
     }
+
+    /// The server is shutting down, before the sessions and the federation streams close:
+    /// tell whom it serves what they must learn of it while that can still be sent (a
+    /// service's users, XEP-0045 §17.1.4). Default: nothing.
+    async fn shutdown(&self) {}
 }
 
 /// The registered domain routes and the remote route.
@@ -104,6 +109,11 @@ impl Domains {
     /// Whether `domain` has a registered route (no allocation).
     pub fn has(&self, domain: &str) -> bool {
         self.routes.contains_key(domain)
+    }
+
+    /// Every registered route.
+    pub fn all(&self) -> Vec<Arc<dyn DomainRoute>> {
+        self.routes.iter().map(|e| e.value().clone()).collect()
     }
 
     /// The registered domains, sorted.

@@ -502,6 +502,15 @@ impl Core {
         self.sessions.count()
     }
 
+    /// Tells every registered domain route that the server is shutting down
+    /// ([`DomainRoute::shutdown`]); before [`Core::close_all`], so that what they send still
+    /// reaches the sessions and the federation streams.
+    pub async fn shutdown_domains(&self) {
+        for route in self.domains.all() {
+            route.shutdown().await;
+        }
+    }
+
     /// Closes every session (server shutdown).
     pub fn close_all(&self, reason: &rookery_proto::StreamError) {
         self.sessions.close_all(reason)

@@ -414,24 +414,29 @@ impl MucService {
                     *n == 0
                 });
             }
-            for out in outcome.out {
-                match out {
-                    Output::Send(s) if self.is_ours(s.to()) => self.route_later(core, s),
-                    Output::Send(s) => core.route(s).await,
-                    Output::Broadcast(s, to) => {
-                        let (ours, others): (Vec<Jid>, Vec<Jid>) =
-                            to.into_iter().partition(|t| self.is_ours(Some(t)));
-                        let t = Template::new(s);
-                        core.deliver_rendered(&t, others.iter()).await;
-                        for j in ours {
-                            self.route_later(core, t.addressed(&j));
-                        }
-                    }
-                }
-            }
+            self.dispatch(core, outcome.out).await;
             return Ok(());
         }
         Ok(())
+    }
+
+    /// Sends what a room produced, in order.
+    async fn dispatch(&self, core: &Arc<Core>, out: Vec<Output>) {
+        for out in out {
+            match out {
+                Output::Send(s) if self.is_ours(s.to()) => self.route_later(core, s),
+                Output::Send(s) => core.route(s).await,
+                Output::Broadcast(s, to) => {
+                    let (ours, others): (Vec<Jid>, Vec<Jid>) =
+                        to.into_iter().partition(|t| self.is_ours(Some(t)));
+                    let t = Template::new(s);
+                    core.deliver_rendered(&t, others.iter()).await;
+                    for j in ours {
+                        self.route_later(core, t.addressed(&j));
+                    }
+                }
+            }
+        }
     }
 
     /// Whether `to` is on this service (a room JID: an invitation sent to one, say).
@@ -562,6 +567,18 @@ impl DomainRoute for MucService {
         // Handed over by a node that takes this one for the rooms' home: served here, never
         // handed on (while two nodes' views differ, a stanza must not go back and forth).
         self.serve(&core, stanza).await
+    }
+
+    async fn shutdown(&self) {
+        let Some(core) = self.core.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let slots: Vec<Arc<Mutex<Slot>>> = self.rooms.iter().map(|e| e.value().clone()).collect();
+        for slot in slots {
+            let mut guard = slot.lock().await;
+            let outcome = guard.room.shut_down();
+            self.dispatch(&core, outcome.out).await;
+        }
     }
 
     fn name(&self) -> Option<String> {

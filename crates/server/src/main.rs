@@ -467,6 +467,9 @@ async fn serve(
         StreamErrorCondition::SystemShutdown,
         "the server is shutting down",
     );
+    // The services first (rooms tell their occupants, XEP-0045 §17.1.4), while sessions
+    // and federation streams can still carry it.
+    core.shutdown_domains().await;
     core.close_all(&shutdown);
     components.close_all(&shutdown);
     // Wait (bounded) for the client streams to end: bound sessions leave the registry, and

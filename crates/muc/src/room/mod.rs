@@ -71,6 +71,8 @@ pub mod status {
     pub const AFFILIATION_CHANGED: u16 = 321;
     /// Removed because the room became members-only.
     pub const MEMBERS_ONLY: u16 = 322;
+    /// Removed because the service is shutting down.
+    pub const SHUTDOWN: u16 = 332;
     /// Removed because of an error (its client bounced presence).
     pub const ERROR: u16 = 333;
 }

@@ -86,10 +86,43 @@ impl Room {
         Ok(o)
     }
 
+    /// The service shuts down (§17.1.4, status 332): every occupant gets its own
+    /// unavailable presence with 110 and 332, so that its client knows it left for that and
+    /// may join again later; the room itself (persistent or not) stays as it is.
+    pub fn shut_down(&mut self) -> Outcome {
+        self.dismiss_all(&[wire::status(status::SELF), wire::status(status::SHUTDOWN)])
+    }
+
+    /// Every occupant leaves: an unavailable presence to each of its sessions, with the item
+    /// `none`/`none`, `extra` in its `muc#user` element and its occupant id.
+    fn dismiss_all(&mut self, extra: &[Element]) -> Outcome {
+        let mut o = Outcome::default();
+        for occ in std::mem::take(&mut self.occupants).into_values() {
+            let mut x = Element::new("x", ns::USER).with_child(
+                Element::new("item", ns::USER)
+                    .with_attr("affiliation", Affiliation::None.as_str())
+                    .with_attr("role", Role::None.as_str()),
+            );
+            for e in extra {
+                x.push_child(e.clone());
+            }
+            let mut p =
+                Stanza::presence(PresenceType::Unavailable, Some(occ.room_jid.clone()), None);
+            p.push_payload(x);
+            p.push_payload(wire::occupant_id(&occ));
+            for session in occ.sessions {
+                let mut s = p.clone();
+                s.set_to(session);
+                o.send(Some(s));
+            }
+        }
+        self.by_jid.clear();
+        o
+    }
+
     /// §10.9: every occupant gets an unavailable presence with the destroy element (and
     /// the alternate venue, if any); the room is gone.
     fn destroy(&mut self, d: &Element) -> Outcome {
-        let mut o = Outcome::default();
         let mut destroy = Element::new("destroy", ns::USER);
         if let Some(j) = d.attr("jid") {
             destroy.set_attr("jid", j);
@@ -99,26 +132,7 @@ impl Room {
                 destroy.push_child(Element::new(name, ns::USER).with_text(t));
             }
         }
-        for occ in std::mem::take(&mut self.occupants).into_values() {
-            let mut p =
-                Stanza::presence(PresenceType::Unavailable, Some(occ.room_jid.clone()), None);
-            p.push_payload(
-                Element::new("x", ns::USER)
-                    .with_child(
-                        Element::new("item", ns::USER)
-                            .with_attr("affiliation", Affiliation::None.as_str())
-                            .with_attr("role", Role::None.as_str()),
-                    )
-                    .with_child(destroy.clone()),
-            );
-            p.push_payload(wire::occupant_id(&occ));
-            for session in occ.sessions {
-                let mut s = p.clone();
-                s.set_to(session);
-                o.send(Some(s));
-            }
-        }
-        self.by_jid.clear();
+        let mut o = self.dismiss_all(&[destroy]);
         o.gone = true;
         if self.config.persistent {
             o.persist = Persist::Delete;

@@ -129,6 +129,13 @@ async def test_presence_subscription_and_updates(rookery, peer, direction):
         pytest.skip("the roster/presence engine (crates/im) is not wired into the server yet")
     # Fresh users per direction: once subscribed both ways, a new request changes nothing.
     users = ("alice", "bob") if direction == "rookery_subscribes" else ("carol", "carol")
+    await subscription_and_updates(rookery, peer, users, direction)
+
+
+async def subscription_and_updates(rookery, peer, users: tuple[str, str], direction: str):
+    """users[0] on `rookery` (a server or a node of a cluster) and users[1] on `peer`
+    subscribe to each other (`direction` says who asks), then the other's presence update
+    reaches the subscriber."""
     a, b = await clients(rookery, peer, users=users)
     try:
         # Subscription stanzas go to "interested" resources: those that fetched the roster
@@ -474,3 +481,8 @@ async def test_a_cluster_federates_from_either_node(rookery_cluster, peer):
     bus to her."""
     _, n2 = rookery_cluster
     await round_trip(n2, peer, "from node 2", "to node 2", presence=True)
+    # Presence from the peer to carol's bare JID comes in through node 1 (the one in DNS)
+    # and reaches her resource on node 2; the peer's probe (at its user's next presence) is
+    # answered by node 2, which holds her presence.
+    await subscription_and_updates(n2, peer, ("carol", "bob"), "rookery_subscribes")
+    await subscription_and_updates(n2, peer, ("bob", "carol"), "peer_subscribes")

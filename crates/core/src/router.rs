@@ -401,9 +401,10 @@ impl Core {
     }
 
     /// In a cluster, asks the nodes where `contact` has available sessions for their presence
-    /// on behalf of the local session `prober` (RFC 6121 §4.3): each gets a probe over the
-    /// bus, which that node's modules answer, since only they know those sessions' presence.
-    /// Nothing without a cluster.
+    /// on behalf of `prober` (a local session, or an entity of another server whose probe
+    /// reached this node; RFC 6121 §4.3): each gets a probe over the bus, which that node's
+    /// modules answer (authorization included), since only they know those sessions'
+    /// presence. Nothing without a cluster.
     pub fn probe_remote(&self, prober: &Jid, contact: &BareJid) {
         if self.cluster.get().is_none() {
             return;

@@ -347,6 +347,12 @@ impl PresenceModule {
         // §3.1.2 etc.: subscription stanzas go out from the bare JID.
         stanza.set_from(owner.clone().into());
         stanza.set_to(contact.clone().into());
+        if core.is_clustered() {
+            // Another node may have just stored what this answers (the request a client
+            // approves came in there, and its note that the account changed may still be on
+            // the bus): decide on the store, not on what this node holds.
+            self.im.evict(&owner).await;
+        }
         let Some((before, outcome, changed)) =
             self.apply(core, &owner, &contact, event, None).await
         else {
@@ -529,8 +535,7 @@ impl PresenceModule {
         match outcome.action {
             Action::Forward => {
                 let targets: Vec<SessionHandle> = if event == Event::InSubscribe {
-                    self.im
-                        .sessions_where(core, &owner, |s| s.interested && s.presence.is_some())
+                    self.im.interested_available(core, &owner)
                 } else {
                     self.im.interested(core, &owner)
                 };
@@ -592,7 +597,18 @@ impl PresenceModule {
             .into_iter()
             .filter(|(h, _)| to.is_bare() || h.jid() == to)
             .collect();
-        if !available.is_empty() {
+        // Resources on other nodes of a cluster: their nodes hold their presence and
+        // answer (a probe to a full JID of another node is routed there, not here).
+        let elsewhere = to.is_bare()
+            && self
+                .im
+                .available_handles(core, owner)
+                .iter()
+                .any(SessionHandle::is_remote);
+        if elsewhere {
+            core.probe_remote(prober, owner);
+        }
+        if !available.is_empty() || elsewhere {
             for (_, p) in available {
                 core.route(addressed(&p, prober)).await;
             }

@@ -467,6 +467,21 @@ impl Im {
             .collect()
     }
 
+    /// The available sessions of `bare` that requested the roster: where a subscription
+    /// request goes (RFC 6121 §3.1.3). A session on another node of a cluster counts by the
+    /// availability its node replicated (its interest is known only there; a client that
+    /// never asked for the roster ignores the request), as in [`Im::interested`].
+    pub fn interested_available(&self, core: &Core, bare: &BareJid) -> Vec<SessionHandle> {
+        core.sessions_of(bare)
+            .into_iter()
+            .filter(|(h, priority)| {
+                self.session(h.jid(), |s| s.interested && s.presence.is_some())
+                    .unwrap_or(h.is_remote() && priority.is_some())
+            })
+            .map(|(h, _)| h)
+            .collect()
+    }
+
     /// The available sessions of `bare` with their last presence.
     pub fn available(&self, core: &Core, bare: &BareJid) -> Vec<(SessionHandle, Stanza)> {
         if !core.has_sessions(bare) {
@@ -481,18 +496,34 @@ impl Im {
             .collect()
     }
 
-    /// The available sessions of `bare` (without copying their presence).
+    /// The available sessions of `bare` (without copying their presence), those on other
+    /// nodes of a cluster included.
     pub fn available_handles(&self, core: &Core, bare: &BareJid) -> Vec<SessionHandle> {
-        self.sessions_where(core, bare, |s| s.presence.is_some())
+        if !core.has_sessions(bare) {
+            return Vec::new();
+        }
+        core.sessions_of(bare)
+            .into_iter()
+            .filter(|(h, priority)| self.is_available(h, *priority))
+            .map(|(h, _)| h)
+            .collect()
     }
 
-    /// Whether `bare` has an available session.
+    /// Whether `bare` has an available session, here or on another node of a cluster.
     pub fn has_available(&self, core: &Core, bare: &BareJid) -> bool {
         core.has_sessions(bare)
-            && core.sessions_of(bare).iter().any(|(h, _)| {
-                self.session(h.jid(), |s| s.presence.is_some())
-                    .unwrap_or(false)
-            })
+            && core
+                .sessions_of(bare)
+                .iter()
+                .any(|(h, priority)| self.is_available(h, *priority))
+    }
+
+    /// Whether the session `h` (with the priority the registry knows) is available: by its
+    /// state here, or — a session of another node of a cluster, whose state is there — by
+    /// the availability its node replicated (the rule of the core's fan-out).
+    fn is_available(&self, h: &SessionHandle, priority: Option<i8>) -> bool {
+        self.session(h.jid(), |s| s.presence.is_some())
+            .unwrap_or(h.is_remote() && priority.is_some())
     }
 
     /// The sessions of `bare` that satisfy `pred`.

@@ -840,3 +840,36 @@ async def _node_history(server, clients):
     await ps.publish(s, "secret", id="x", payload=payload("x"), timeout=T)
     await expect_error(node_history(c, s, "secret"), "not-allowed", "closed-node")
     await expect_error(node_history(c, s, "nope"), "item-not-found")
+
+
+# ---- audit fixes: one test per finding, each failing on the server before its fix ------------
+
+def multi_subscribe(jid: str) -> str:
+    """A subscription request with options: always a further subscription (multi-subscribe)."""
+    return (f"<pubsub xmlns='{NS}'><subscribe node='n' jid='{jid}'/>"
+            f"<options><x xmlns='jabber:x:data' type='submit'>"
+            f"<field var='FORM_TYPE' type='hidden'><value>{NS}#subscribe_options</value></field>"
+            "<field var='pubsub#deliver'><value>1</value></field></x></options></pubsub>")
+
+
+async def pep_nodes(c: SlixClient, jid: str) -> list[str]:
+    items = await c.plugin["xep_0030"].get_items(jid=jid, timeout=T)
+    return [i[1] for i in items["disco_items"]["items"]]
+
+
+async def test_pep_last_items_on_login_respect_the_owners_block_list(server, clients):
+    """XEP-0163 §4.3.3 (3): the last item a contact gets when it comes online is withheld while
+    the owner blocks it (XEP-0191), as live notifications are."""
+    a, b = await clients("alice"), await clients("bob")
+    await make_contacts(a, b)
+    await a.plugin["xep_0118"].publish_tune(artist="Private", title="Blocked", timeout=T)
+    bob = server.jid("bob")
+    await raw_iq(a, "set", None, f"<block xmlns='urn:xmpp:blocking'><item jid='{bob}'/></block>")
+    await b.close()
+    me = server.jid("alice")
+    b2 = await clients("bob", "blocked")
+    assert await absent(b2, event(NS_TUNE, "item", me), 3.0)
+    await raw_iq(a, "set", None,
+                 f"<unblock xmlns='urn:xmpp:blocking'><item jid='{bob}'/></unblock>")
+    b3 = await clients("bob", "unblocked")
+    await b3.inbox.wait(event(NS_TUNE, "item", me), 20, "last tune once unblocked")

@@ -229,7 +229,9 @@ impl Pep {
 
     /// Routes to `resource`, whose capabilities are known, the last items it wants (its
     /// `+notify` features) of each of `sources` that its access models admit (XEP-0163
-    /// §4.3.2).
+    /// §4.3.2). A source that blocks the resource sends it nothing (§4.3.3 (3)): `route`
+    /// asks only the recipient's block list, so the owner's is asked here, as the core's
+    /// fan-out does for live notifications.
     async fn send_last_items(&self, core: &Arc<Core>, sources: &[BareJid], resource: &Jid) {
         let Some(wanted) = self.interest.wanted_nodes(resource) else {
             return;
@@ -239,6 +241,10 @@ impl Pep {
         }
         let wants = move |n: &str| wanted.iter().any(|w| w == n);
         for source in sources {
+            let own = source.as_str() == resource.bare_str();
+            if !own && core.blocks(source, resource).await {
+                continue;
+            }
             for m in self.engine.last_items_for(source, resource, &wants).await {
                 core.route(m).await;
             }

@@ -873,3 +873,25 @@ async def test_pep_last_items_on_login_respect_the_owners_block_list(server, cli
                  f"<unblock xmlns='urn:xmpp:blocking'><item jid='{bob}'/></unblock>")
     b3 = await clients("bob", "unblocked")
     await b3.inbox.wait(event(NS_TUNE, "item", me), 20, "last tune once unblocked")
+
+
+async def test_pep_account_advertises_pubsub_on_a_jid(server, clients):
+    """XEP-0060 §9: the account's disco#info MUST include pubsub#pubsub-on-a-jid."""
+    a = await clients("alice")
+    info = await a.plugin["xep_0030"].get_info(jid=server.jid("alice"), timeout=T)
+    assert f"{NS}#pubsub-on-a-jid" in set(info["disco_info"]["features"])
+
+
+async def test_service_does_not_advertise_last_published_with_a_never_default(server, clients):
+    """XEP-0060 §4.3: a service with `last-published` MUST default send_last_published_item to
+    on_sub_and_presence; the service keeps `never` (it tracks no presence), so it does not
+    advertise the feature. PEP does both."""
+    a = await clients("alice")
+    info = await a.plugin["xep_0030"].get_info(jid=svc(server), timeout=T)
+    default = await a.plugin["xep_0060"].get_node_config(svc(server), timeout=T)
+    send_last = default["pubsub_owner"]["default"]["form"]["values"][
+        "pubsub#send_last_published_item"]
+    assert (f"{NS}#last-published" in set(info["disco_info"]["features"])) == (
+        send_last == "on_sub_and_presence")
+    pep = await a.plugin["xep_0030"].get_info(jid=server.jid("alice"), timeout=T)
+    assert f"{NS}#last-published" in set(pep["disco_info"]["features"])

@@ -895,3 +895,24 @@ async def test_service_does_not_advertise_last_published_with_a_never_default(se
         send_last == "on_sub_and_presence")
     pep = await a.plugin["xep_0030"].get_info(jid=server.jid("alice"), timeout=T)
     assert f"{NS}#last-published" in set(pep["disco_info"]["features"])
+
+
+async def test_pep_auto_create_refuses_what_it_would_refuse_on_the_node(server, clients):
+    """XEP-0060 §7.1.5 at auto-create: an unknown publish-options field is refused
+    (precondition-not-met), a refused publication creates no node, and the NodeID limit of
+    <create/> holds."""
+    a = await clients("alice")
+    me = server.jid("alice")
+    unknown = form(NS + "#publish-options", {"pubsub#no_such_option": "1"})
+    await expect_error(a.plugin["xep_0060"].publish(me, "urn:x:unknown", payload=payload("x"),
+                                                    options=unknown, timeout=T),
+                       "conflict", "precondition-not-met", "cancel")
+    await expect_error(raw_iq(a, "set", None, f"<pubsub xmlns='{NS}'><publish node='urn:x:empty'/>"
+                                              "</pubsub>"), "bad-request", "item-required")
+    long_id = "urn:x:" + "n" * 2000
+    await expect_error(a.plugin["xep_0060"].publish(me, long_id, payload=payload("x"), timeout=T),
+                       "not-acceptable")
+    assert not {"urn:x:unknown", "urn:x:empty", long_id} & set(await pep_nodes(a, me))
+    # A valid first publication still creates the node.
+    await a.plugin["xep_0060"].publish(me, "urn:x:fine", payload=payload("x"), timeout=T)
+    assert "urn:x:fine" in await pep_nodes(a, me)

@@ -94,6 +94,14 @@ pub fn random_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// `not-acceptable` for a NodeID longer than [`MAX_NODE_ID`] (created or auto-created).
+fn check_node_id(name: &str) -> Result<()> {
+    if name.len() > MAX_NODE_ID {
+        return Err(PubsubError::NotAcceptable("node id too long"));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 enum LastItem {
     /// Not read from the store yet.
@@ -1191,25 +1199,15 @@ impl Engine {
     /// §7.1: publishes an item; returns its ItemID. With PEP, a missing node is created with
     /// the publish-options as configuration (XEP-0163 §3, "auto-create").
     pub async fn publish(&self, svc: &BareJid, actor: &Jid, req: PublishRequest) -> Result<String> {
-        let name = req.node.clone().ok_or(PubsubError::NodeIdRequired)?;
+        let name = req
+            .node
+            .clone()
+            .filter(|n| !n.is_empty())
+            .ok_or(PubsubError::NodeIdRequired)?;
         let cell = match self.node(svc, &name).await {
             Ok(c) => c,
             Err(PubsubError::NodeNotFound) if self.is_pep() && actor.to_bare() == *svc => {
-                let mut config = self.profile.defaults.clone();
-                if let Some(opts) = &req.options {
-                    config
-                        .apply(opts)
-                        .map_err(|_| PubsubError::PreconditionNotMet)?;
-                }
-                match self
-                    .create_inner(svc, &actor.to_bare(), &name, config)
-                    .await
-                {
-                    Ok(c) => c,
-                    // Created by a concurrent request meanwhile.
-                    Err(PubsubError::NodeExists) => self.node(svc, &name).await?,
-                    Err(e) => return Err(e),
-                }
+                self.auto_create(svc, &name, &req).await?
             }
             Err(e) => return Err(e),
         };
@@ -1232,31 +1230,7 @@ impl Engine {
                 return Err(PubsubError::PreconditionNotMet);
             }
         }
-        let c = &n.config;
-        if !req.has_item {
-            if c.persist_items || c.deliver_payloads {
-                return Err(PubsubError::ItemRequired);
-            }
-        } else if !c.persist_items && !c.deliver_payloads && req.payload.is_some() {
-            return Err(PubsubError::ItemForbidden);
-        }
-        if c.deliver_payloads && req.payload.is_none() {
-            return Err(PubsubError::PayloadRequired);
-        }
-        if let Some(p) = &req.payload {
-            if p.to_bytes().len() > self.profile.max_payload_bytes {
-                return Err(PubsubError::PayloadTooBig);
-            }
-        }
-        let id = match req.item_id {
-            Some(id) if !id.is_empty() => {
-                if id.len() > MAX_ITEM_ID {
-                    return Err(PubsubError::BadRequest("item id too long"));
-                }
-                id
-            }
-            _ => random_id(),
-        };
+        let id = self.check_item(&n.config, &req)?;
         let item = Item {
             id: id.clone(),
             publisher: actor.as_str().to_string(),
@@ -1291,6 +1265,65 @@ impl Engine {
         }
         n.last_item = LastItem::Some(Box::new(item));
         Ok(id)
+    }
+
+    /// XEP-0163 §3 "auto-create" (XEP-0060 §7.1.5): the account publishes to a node it does
+    /// not have; it is created with the publish-options as configuration, but only once
+    /// the request is found valid against it, so that a refused publication leaves no node
+    /// behind. The same NodeID limit as [`Engine::create`]; an unknown option field is a
+    /// precondition not met, as on an existing node.
+    async fn auto_create(
+        &self,
+        svc: &BareJid,
+        name: &str,
+        req: &PublishRequest,
+    ) -> Result<NodeCell> {
+        check_node_id(name)?;
+        let mut config = self.profile.defaults.clone();
+        if let Some(opts) = &req.options {
+            if !config.knows_every_field(opts) {
+                return Err(PubsubError::PreconditionNotMet);
+            }
+            config
+                .apply(opts)
+                .map_err(|_| PubsubError::PreconditionNotMet)?;
+        }
+        self.check_item(&config, req)?;
+        match self.create_inner(svc, svc, name, config).await {
+            Ok(c) => Ok(c),
+            // Created by a concurrent request meanwhile.
+            Err(PubsubError::NodeExists) => self.node(svc, name).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// §7.1.3.4–§7.1.3.7: whether the item of `req` suits a node configured as `c`; its
+    /// ItemID (the publisher's, or a new one).
+    fn check_item(&self, c: &NodeConfig, req: &PublishRequest) -> Result<String> {
+        if !req.has_item {
+            if c.persist_items || c.deliver_payloads {
+                return Err(PubsubError::ItemRequired);
+            }
+        } else if !c.persist_items && !c.deliver_payloads && req.payload.is_some() {
+            return Err(PubsubError::ItemForbidden);
+        }
+        if c.deliver_payloads && req.payload.is_none() {
+            return Err(PubsubError::PayloadRequired);
+        }
+        if let Some(p) = &req.payload {
+            if p.to_bytes().len() > self.profile.max_payload_bytes {
+                return Err(PubsubError::PayloadTooBig);
+            }
+        }
+        match &req.item_id {
+            Some(id) if !id.is_empty() => {
+                if id.len() > MAX_ITEM_ID {
+                    return Err(PubsubError::BadRequest("item id too long"));
+                }
+                Ok(id.clone())
+            }
+            _ => Ok(random_id()),
+        }
     }
 
     /// §7.2: retracts an item; notifies when `notify` asks for it (or, without the attribute,
@@ -1404,9 +1437,7 @@ impl Engine {
         }
         let name = match node {
             Some(n) if !n.is_empty() => {
-                if n.len() > MAX_NODE_ID {
-                    return Err(PubsubError::NotAcceptable("node id too long"));
-                }
+                check_node_id(n)?;
                 n.to_string()
             }
             _ if self.is_pep() => return Err(PubsubError::InstantNotSupported),

@@ -916,3 +916,22 @@ async def test_pep_auto_create_refuses_what_it_would_refuse_on_the_node(server, 
     # A valid first publication still creates the node.
     await a.plugin["xep_0060"].publish(me, "urn:x:fine", payload=payload("x"), timeout=T)
     assert "urn:x:fine" in await pep_nodes(a, me)
+
+
+async def test_items_with_several_subscriptions_need_a_subid(server, clients):
+    """XEP-0060 §6.5.9.1 (multi-subscribe): several subscriptions and no SubID: bad-request
+    with subid-required; with one of them, the items."""
+    a, b = await clients("alice"), await clients("bob")
+    s = svc(server)
+    await a.plugin["xep_0060"].create_node(s, "n", timeout=T)
+    await a.plugin["xep_0060"].publish(s, "n", id="i1", payload=payload("x"), timeout=T)
+    first = await raw_iq(b, "set", s, multi_subscribe(server.jid("bob")))
+    subid = first.xml.find(f"{{{NS}}}pubsub/{{{NS}}}subscription").get("subid")
+    # One subscription: no SubID needed.
+    await b.plugin["xep_0060"].get_items(s, "n", timeout=T)
+    await raw_iq(b, "set", s, multi_subscribe(server.jid("bob")))
+    await expect_error(b.plugin["xep_0060"].get_items(s, "n", timeout=T),
+                       "bad-request", "subid-required", "modify")
+    got = await raw_iq(b, "get", s, f"<pubsub xmlns='{NS}'><items node='n' subid='{subid}'/>"
+                                    "</pubsub>")
+    assert [i.get("id") for i in got.xml.iter(f"{{{NS}}}item")] == ["i1"]

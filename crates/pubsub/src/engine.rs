@@ -1141,11 +1141,12 @@ impl Engine {
         node: &str,
         q: &ItemsQuery,
     ) -> Result<Vec<Item>> {
-        self.items_as(svc, Some(&actor.to_bare()), node, q).await
+        self.read_items(svc, Some(&actor.to_bare()), node, q, true)
+            .await
     }
 
     /// [`Engine::items`] for a reader who may be anonymous (`None`: `open` nodes only), as
-    /// the HTTP face reads.
+    /// the HTTP face reads (it knows no SubIDs).
     pub async fn items_as(
         &self,
         svc: &BareJid,
@@ -1153,16 +1154,29 @@ impl Engine {
         node: &str,
         q: &ItemsQuery,
     ) -> Result<Vec<Item>> {
+        self.read_items(svc, who, node, q, false).await
+    }
+
+    /// Items retrieval; `by_subid`: a reader holding several subscriptions must name one
+    /// (§6.5.9.1 `subid-required`), as over XMPP.
+    async fn read_items(
+        &self,
+        svc: &BareJid,
+        who: Option<&BareJid>,
+        node: &str,
+        q: &ItemsQuery,
+        by_subid: bool,
+    ) -> Result<Vec<Item>> {
         let n = self.locked(svc, node).await?;
         self.reader_access(svc, &n, who).await?;
-        if let Some(id) = &q.subid {
-            if !n
-                .subs
-                .iter()
-                .any(|s| &s.subid == id && who.is_some_and(|w| s.jid.bare_str() == w.as_str()))
-            {
-                return Err(PubsubError::InvalidSubid);
-            }
+        let mut held = n
+            .subs
+            .iter()
+            .filter(|s| who.is_some_and(|w| s.jid.bare_str() == w.as_str()));
+        match &q.subid {
+            Some(id) if !held.any(|s| &s.subid == id) => return Err(PubsubError::InvalidSubid),
+            None if by_subid && held.nth(1).is_some() => return Err(PubsubError::SubidRequired),
+            _ => {}
         }
         if !n.config.persist_items {
             return Err(PubsubError::NotPersistent);

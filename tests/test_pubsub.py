@@ -918,6 +918,19 @@ async def test_pep_auto_create_refuses_what_it_would_refuse_on_the_node(server, 
     assert "urn:x:fine" in await pep_nodes(a, me)
 
 
+async def test_configure_with_a_node_after_create_is_refused(server, clients):
+    """XEP-0060 §8.1.3: <configure/> after <create/> MUST NOT have a node attribute
+    (bad-request), and no node is created."""
+    a = await clients("alice")
+    s = svc(server)
+    await expect_error(raw_iq(a, "set", s, f"<pubsub xmlns='{NS}'><create node='cfg-a'/>"
+                                           "<configure node='cfg-b'/></pubsub>"),
+                       "bad-request", type_="modify")
+    await expect_error(a.plugin["xep_0060"].get_node_config(s, "cfg-a", timeout=T),
+                       "item-not-found")
+    await raw_iq(a, "set", s, f"<pubsub xmlns='{NS}'><create node='cfg-a'/><configure/></pubsub>")
+
+
 async def test_items_with_several_subscriptions_need_a_subid(server, clients):
     """XEP-0060 §6.5.9.1 (multi-subscribe): several subscriptions and no SubID: bad-request
     with subid-required; with one of them, the items."""

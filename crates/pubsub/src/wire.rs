@@ -180,10 +180,14 @@ async fn entity(
             el.push_child(SubOptions::default().to_form("form").to_element());
             Ok(Reply::with(out(el)))
         }
-        (true, "create", extra) => {
-            let config = match extra {
+        (true, "create", _) => {
+            let config = match extra_el(pubsub) {
                 None => None,
-                Some("configure") => extra_el(pubsub).and_then(Form::child_of),
+                // §8.1.3: the node is named by `<create/>` alone.
+                Some(c) if c.is("configure", ns::PUBSUB) && c.attr("node").is_some() => {
+                    return Err(bad("configure after create has a node"))
+                }
+                Some(c) if c.is("configure", ns::PUBSUB) => Form::child_of(c),
                 Some(_) => return Err(bad("unexpected element after create")),
             };
             let name = engine.create(svc, from, node, config.as_ref()).await?;

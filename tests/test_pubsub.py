@@ -948,3 +948,24 @@ async def test_items_with_several_subscriptions_need_a_subid(server, clients):
     got = await raw_iq(b, "get", s, f"<pubsub xmlns='{NS}'><items node='n' subid='{subid}'/>"
                                     "</pubsub>")
     assert [i.get("id") for i in got.xml.iter(f"{{{NS}}}item")] == ["i1"]
+
+
+async def test_owner_batches_refuse_duplicates_and_keep_unstated_subscriptions(server, clients):
+    """XEP-0060 §8.9.2.4: one <affiliation/> per entity, else bad-request (and nothing
+    changes); §8.8.2.1: a <subscription/> without a 'subscription' attribute changes nothing."""
+    a = await clients("alice")
+    s, ps = svc(server), a.plugin["xep_0060"]
+    bob = server.jid("bob")
+    await ps.create_node(s, "batch", timeout=T)
+    await expect_error(raw_iq(a, "set", s, f"<pubsub xmlns='{NS_OWNER}'><affiliations node='batch'>"
+                                           f"<affiliation jid='{bob}' affiliation='member'/>"
+                                           f"<affiliation jid='{bob}' affiliation='outcast'/>"
+                                           "</affiliations></pubsub>"), "bad-request", type_="modify")
+    affs = await ps.get_node_affiliations(s, "batch", timeout=T)
+    assert bob not in {x["jid"].bare for x in affs["pubsub_owner"]["affiliations"]}
+    await ps.modify_subscriptions(s, "batch", [(bob, "subscribed")], timeout=T)
+    await raw_iq(a, "set", s, f"<pubsub xmlns='{NS_OWNER}'><subscriptions node='batch'>"
+                              f"<subscription jid='{bob}'/></subscriptions></pubsub>")
+    subs = await ps.get_node_subscriptions(s, "batch", timeout=T)
+    assert [(x["jid"].bare, x["subscription"]) for x in subs["pubsub_owner"]["subscriptions"]] == [
+        (bob, "subscribed")]

@@ -1751,6 +1751,11 @@ impl Engine {
         changes: &[(BareJid, Affiliation)],
     ) -> Result<()> {
         let (node, mut n) = self.owned(svc, actor, node).await?;
+        let mut named = HashSet::new();
+        if !changes.iter().all(|(jid, _)| named.insert(jid)) {
+            // §8.9.2.4: one element per entity.
+            return Err(PubsubError::BadRequest("an entity named twice"));
+        }
         let mut after = n.affiliations.clone();
         for (jid, a) in changes {
             if self.is_pep() && jid == svc {

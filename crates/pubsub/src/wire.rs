@@ -369,7 +369,8 @@ async fn owner(
                 let state = match c.attr("subscription") {
                     Some("none") => None,
                     Some(s) => Some(SubState::parse(s).ok_or(bad("subscription state"))?),
-                    None => return Err(bad("subscription without state")),
+                    // §8.8.2.1: without the attribute the state "MUST NOT be changed".
+                    None => continue,
                 };
                 changes.push(SubscriptionChange {
                     jid,

@@ -969,3 +969,23 @@ async def test_owner_batches_refuse_duplicates_and_keep_unstated_subscriptions(s
     subs = await ps.get_node_subscriptions(s, "batch", timeout=T)
     assert [(x["jid"].bare, x["subscription"]) for x in subs["pubsub_owner"]["subscriptions"]] == [
         (bob, "subscribed")]
+
+
+async def test_notification_ids_differ_across_a_restart(server):
+    """XEP-0060 §12.1: notification ids are unique within the service, a restart included."""
+    ids = []
+    for _ in range(2):
+        a, b = await login(server, "alice"), await login(server, "bob")
+        try:
+            s = svc(server)
+            if not ids:
+                await a.plugin["xep_0060"].create_node(s, "ids", timeout=T)
+                await b.plugin["xep_0060"].subscribe(s, "ids", timeout=T)
+            await a.plugin["xep_0060"].publish(s, "ids", payload=payload("x"), timeout=T)
+            msg = await b.inbox.wait(event("ids", "item", s), T, "notification")
+            ids.append(msg.get("id"))
+        finally:
+            await a.close()
+            await b.close()
+        server.restart()
+    assert ids[0] and ids[0] != ids[1], ids

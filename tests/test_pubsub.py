@@ -1011,3 +1011,55 @@ async def test_pep_bare_subscriber_notified_on_its_interested_resources_only(ser
     await a.plugin["xep_0060"].publish(me, node, id="p5", payload=payload("x", node), timeout=T)
     await c1.inbox.wait(event(node, "item", me, "p5"), T, "at the interested resource")
     assert await absent(c2, event(node, "item", me, "p5"))
+
+
+async def pep_subscribers(c: SlixClient, me: str, node: str) -> list[str]:
+    subs = await c.plugin["xep_0060"].get_node_subscriptions(me, node, timeout=T)
+    return [x["jid"].bare for x in subs["pubsub_owner"]["subscriptions"]
+            if x["subscription"] == "subscribed"]
+
+
+async def until(pred, what: str, seconds: float = 5.0):
+    for _ in range(int(seconds * 10)):
+        if await pred():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(what)
+
+
+async def test_pep_subscriptions_end_with_the_access_the_roster_gave(server, clients):
+    """XEP-0163 §8.1: access is re-calculated when a presence subscription or a roster group
+    changes; a subscriber that lost it loses its explicit subscription (told with
+    subscription='none', XEP-0060 §12.5) and its notifications."""
+    a, b = await clients("alice"), await clients("bob")
+    await make_contacts(a, b)
+    me, bob = server.jid("alice"), server.jid("bob")
+    ps = a.plugin["xep_0060"]
+    # A presence node, and a roster node for the group "friends".
+    await ps.publish(me, "urn:x:p1", payload=payload("x", "urn:x:p1"), timeout=T)
+    await raw_iq(a, "set", None, f"<query xmlns='jabber:iq:roster'><item jid='{bob}'>"
+                                 "<group>friends</group></item></query>")
+    await ps.publish(me, "urn:x:p1g", payload=payload("x", "urn:x:p1g"), timeout=T,
+                     options=publish_options(access_model="roster",
+                                             roster_groups_allowed="friends"))
+    for node in ("urn:x:p1", "urn:x:p1g"):
+        await raw_iq(b, "set", me, f"<pubsub xmlns='{NS}'><subscribe node='{node}' jid='{bob}'/>"
+                                   "</pubsub>")
+    await ps.publish(me, "urn:x:p1g", id="before", payload=payload("x", "urn:x:p1g"), timeout=T)
+    await b.inbox.wait(event("urn:x:p1g", "item", me, "before"), T, "notification while a friend")
+    # Out of the group: the roster node's subscription goes, the presence node's stays.
+    await raw_iq(a, "set", None, f"<query xmlns='jabber:iq:roster'><item jid='{bob}'>"
+                                 "<group>others</group></item></query>")
+    await b.inbox.wait(event("urn:x:p1g", "subscription"), T, "told of the cancelled subscription")
+    assert await pep_subscribers(a, me, "urn:x:p1g") == []
+    assert await pep_subscribers(a, me, "urn:x:p1") == [bob]
+    await ps.publish(me, "urn:x:p1g", id="after", payload=payload("x", "urn:x:p1g"), timeout=T)
+    assert await absent(b, event("urn:x:p1g", "item", me, "after"))
+    # The presence subscription cancelled: the presence node's subscription goes.
+    a.send_presence(pto=bob, ptype="unsubscribed")
+
+    async def gone():
+        return await pep_subscribers(a, me, "urn:x:p1") == []
+    await until(gone, "subscription to the presence node still there")
+    await ps.publish(me, "urn:x:p1", id="after", payload=payload("x", "urn:x:p1"), timeout=T)
+    assert await absent(b, event("urn:x:p1", "item", me, "after"))

@@ -1554,7 +1554,63 @@ impl Engine {
                 gone.push(s.subid.clone());
             }
         }
-        self.remove_subscriptions(svc, n, &gone).await
+        self.revoke_subscriptions(svc, n, &gone).await
+    }
+
+    /// Removes the subscriptions `gone` (SubIDs) that the service itself ends — access lost,
+    /// the entity outcast — and tells each subscriber (§12.5: "the service SHOULD send a
+    /// notification … `subscription='none'`").
+    async fn revoke_subscriptions(
+        &self,
+        svc: &BareJid,
+        n: &mut Node,
+        gone: &[String],
+    ) -> Result<()> {
+        let told: Vec<Jid> = n
+            .subs
+            .iter()
+            .filter(|s| gone.contains(&s.subid) && s.state == SubState::Subscribed)
+            .map(|s| s.jid.clone())
+            .collect();
+        self.remove_subscriptions(svc, n, gone).await?;
+        for jid in told {
+            let ev = subscription_event(&n.name, &jid, "none");
+            self.notify_one(svc, n, &ev, jid.as_str()).await;
+        }
+        Ok(())
+    }
+
+    /// XEP-0163 §8.1, XEP-0060 §12.5: `svc`'s roster changed about `who` (its presence
+    /// subscription or its groups): on each node whose access model follows the roster and
+    /// no longer admits `who`, its subscriptions are cancelled. Nodes are checked one at a
+    /// time; a store failure is logged and leaves that node as it was.
+    pub async fn access_changed(&self, svc: &BareJid, who: &BareJid) {
+        let Ok(cells) = self.cells(svc, None).await else {
+            return;
+        };
+        for c in cells {
+            let Ok(mut n) = Self::lock(c).await else {
+                continue;
+            };
+            let gone: Vec<String> = n
+                .subs
+                .iter()
+                .filter(|s| s.jid.bare_str() == who.as_str())
+                .map(|s| s.subid.clone())
+                .collect();
+            if gone.is_empty()
+                || !matches!(
+                    n.config.access_model,
+                    AccessModel::Presence | AccessModel::Roster
+                )
+                || self.check_access(svc, &n, who, false).await.is_ok()
+            {
+                continue;
+            }
+            if let Err(e) = self.revoke_subscriptions(svc, &mut n, &gone).await {
+                tracing::error!(service = %svc, node = %n.name, error = %e, "cancelling subscriptions after a roster change failed");
+            }
+        }
     }
 
     /// Applies `change` to the subscription `sub` of `node`, in the store first.
@@ -1789,7 +1845,7 @@ impl Engine {
                 .filter(|s| outcasts.contains(s.jid.bare_str()))
                 .map(|s| s.subid.clone())
                 .collect();
-            self.remove_subscriptions(svc, &mut n, &gone).await?;
+            self.revoke_subscriptions(svc, &mut n, &gone).await?;
         }
         // A changed affiliation can close a whitelist: re-check.
         if n.config.access_model == AccessModel::Whitelist {

@@ -415,6 +415,7 @@ impl Module for Pep {
             events: vec![
                 (CoreEventKind::Session, priority::DEFAULT),
                 (CoreEventKind::SubscriptionApproved, priority::DEFAULT),
+                (CoreEventKind::RosterItemChanged, priority::DEFAULT),
                 (CoreEventKind::ResourceCaps, priority::DEFAULT),
                 (CoreEventKind::AccountDeleted, priority::DEFAULT),
             ],
@@ -496,6 +497,11 @@ impl Module for Pep {
             // presence we were sent).
             Event::SubscriptionApproved { owner, contact } if contact.local().is_some() => {
                 self.last_items_on_subscription(core, owner, contact).await;
+            }
+            // XEP-0163 §8.1: access is re-calculated; a subscriber that lost it loses its
+            // subscription.
+            Event::RosterItemChanged { owner, contact } => {
+                self.engine.access_changed(owner, contact).await;
             }
             Event::AccountDeleted(account) => self.engine.delete_service(account).await,
             _ => {}

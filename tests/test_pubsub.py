@@ -1063,3 +1063,53 @@ async def test_pep_subscriptions_end_with_the_access_the_roster_gave(server, cli
     await until(gone, "subscription to the presence node still there")
     await ps.publish(me, "urn:x:p1", id="after", payload=payload("x", "urn:x:p1"), timeout=T)
     assert await absent(b, event("urn:x:p1", "item", me, "after"))
+
+
+def approval_request(el) -> bool:
+    x = el.find("{jabber:x:data}x")
+    return local(el) == "message" and x is not None and x.get("type") == "form" and any(
+        v.text == NS + "#subscribe_authorization" for v in x.iter("{jabber:x:data}value"))
+
+
+async def test_pep_owner_answers_approval_requests(server, clients):
+    """XEP-0060 §8.6 on a PEP `authorize` node: the approval request comes from the account
+    itself, and the owner's answer, sent back to its own bare JID, is applied: a cancelled
+    form leaves the request pending, an approval subscribes (the subscriber is told, and gets
+    the last item, §12.6) and does not reach the owner's clients as a message."""
+    a, c = await clients("alice"), await clients("carol")
+    me, carol, node = server.jid("alice"), server.jid("carol"), "urn:x:p6"
+    await a.plugin["xep_0060"].publish(me, node, id="last", payload=payload("x", node),
+                                       options=publish_options(access_model="authorize"),
+                                       timeout=T)
+    sub = await c.plugin["xep_0060"].subscribe(me, node, timeout=T)
+    assert sub["pubsub"]["subscription"]["subscription"] == "pending"
+    req = await a.inbox.wait(approval_request, T, "approval request")
+    assert req.get("from") == me
+    subid = next(f.find("{jabber:x:data}value").text
+                 for f in req.iter("{jabber:x:data}field") if f.get("var") == "pubsub#subid")
+
+    def answer(x) -> None:
+        m = a.Message()
+        m["to"] = me
+        m.append(x)
+        m.send()
+    cancel = Form()
+    cancel["type"] = "cancel"
+    answer(cancel)
+    await asyncio.sleep(0.5)
+    subs = await a.plugin["xep_0060"].get_node_subscriptions(me, node, timeout=T)
+    assert [(x["jid"].bare, x["subscription"]) for x in subs["pubsub_owner"]["subscriptions"]] == [
+        (carol, "pending")]
+    answer(form(NS + "#subscribe_authorization", {
+        "pubsub#subid": subid, "pubsub#node": node, "pubsub#subscriber_jid": carol,
+        "pubsub#allow": "1"}))
+    await c.inbox.wait(event(node, "subscription"), T, "approval notification")
+    await c.inbox.wait(event(node, "item", me, "last"), T, "last item on approval")
+    subs = await a.plugin["xep_0060"].get_node_subscriptions(me, node, timeout=T)
+    assert [(x["jid"].bare, x["subscription"]) for x in subs["pubsub_owner"]["subscriptions"]] == [
+        (carol, "subscribed")]
+
+    def answer_back(el) -> bool:
+        x = el.find("{jabber:x:data}x")
+        return local(el) == "message" and x is not None and x.get("type") in ("submit", "cancel")
+    assert await absent(a, answer_back, 0.5)

@@ -1035,6 +1035,14 @@ impl Engine {
         let ev = subscription_event(node, subscriber, state);
         self.notify_one(svc, &n, &ev, subscriber.as_str()).await;
         self.notify_owners_of_sub(svc, &n, subscriber, state).await;
+        if allow && n.config.send_last_published_item != SendLast::Never {
+            // §12.6: the last item goes to new subscribers "upon … approval by a node owner".
+            if let Some(item) = self.last_item(svc, &mut n).await? {
+                if let Some(m) = self.last_item_message(svc, &n, &item, subscriber) {
+                    self.broadcaster.send(m).await;
+                }
+            }
+        }
         Ok(())
     }
 

@@ -388,6 +388,29 @@ impl Pep {
     }
 }
 
+impl Pep {
+    /// XEP-0060 §8.6 on a PEP node: the approval request went from the account to itself,
+    /// so the owner's answer (the submitted form) comes back to its own bare JID; it is
+    /// applied here instead of reaching the owner's clients. Any other message goes on.
+    async fn owner_answer(&self, core: &Arc<Core>, stanza: Stanza) -> Flow {
+        let account = match (stanza.from(), stanza.to()) {
+            (Some(f), Some(t)) if f.bare_str() == t.bare_str() => t.to_bare(),
+            _ => return Flow::Continue(stanza),
+        };
+        let Some(from) = stanza.from().cloned() else {
+            return Flow::Continue(stanza);
+        };
+        match crate::wire::approval(&self.engine, &account, &from, &stanza).await {
+            Ok(true) => Flow::Handled,
+            Ok(false) => Flow::Continue(stanza),
+            Err(e) => {
+                core.reply_error(&stanza, e.into()).await;
+                Flow::Handled
+            }
+        }
+    }
+}
+
 /// Whether a presence carries XEP-0115 capabilities.
 fn announces_caps(stanza: &Stanza) -> bool {
     stanza.element().get_child("c", pns::CAPS).is_some()
@@ -411,6 +434,9 @@ impl Module for Pep {
             hooks: vec![
                 (HookPoint::PresenceBroadcast, priority::OBSERVE),
                 (HookPoint::PresenceToAccount, priority::OBSERVE),
+                // The owner's answers to approval requests, before archiving and delivery
+                // take them for messages to her clients.
+                (HookPoint::MessageToBare, priority::POLICY),
             ],
             events: vec![
                 (CoreEventKind::Session, priority::DEFAULT),
@@ -441,6 +467,9 @@ impl Module for Pep {
 
     async fn hook(&self, core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {
         self.core.attach(core);
+        if point == HookPoint::MessageToBare {
+            return self.owner_answer(core, stanza).await;
+        }
         match (point, stanza.kind(), stanza.from()) {
             (
                 HookPoint::PresenceBroadcast,

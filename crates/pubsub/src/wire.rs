@@ -420,6 +420,8 @@ async fn owner(
 
 /// Reads an owner's answer to a subscription approval request (§8.6.2): a message whose
 /// submitted `pubsub#subscribe_authorization` form names node, subscriber and decision.
+/// `Ok(false)`: not such an answer. A cancelled form is taken and changes nothing (§8.6:
+/// "the subscription request MUST remain in the pending state").
 pub async fn approval(
     engine: &Engine,
     svc: &BareJid,
@@ -429,8 +431,10 @@ pub async fn approval(
     let Some(form) = message.element().children().find_map(Form::parse) else {
         return Ok(false);
     };
-    if form.form_type() != Some(ns::SUBSCRIBE_AUTHORIZATION) || form.kind != "submit" {
-        return Ok(false);
+    match (form.kind.as_str(), form.form_type()) {
+        ("submit", Some(ns::SUBSCRIBE_AUTHORIZATION)) => {}
+        ("cancel", None | Some(ns::SUBSCRIBE_AUTHORIZATION)) => return Ok(true),
+        _ => return Ok(false),
     }
     let node = form
         .value("pubsub#node")

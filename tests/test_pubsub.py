@@ -840,3 +840,276 @@ async def _node_history(server, clients):
     await ps.publish(s, "secret", id="x", payload=payload("x"), timeout=T)
     await expect_error(node_history(c, s, "secret"), "not-allowed", "closed-node")
     await expect_error(node_history(c, s, "nope"), "item-not-found")
+
+
+# ---- audit fixes: one test per finding, each failing on the server before its fix ------------
+
+def multi_subscribe(jid: str) -> str:
+    """A subscription request with options: always a further subscription (multi-subscribe)."""
+    return (f"<pubsub xmlns='{NS}'><subscribe node='n' jid='{jid}'/>"
+            f"<options><x xmlns='jabber:x:data' type='submit'>"
+            f"<field var='FORM_TYPE' type='hidden'><value>{NS}#subscribe_options</value></field>"
+            "<field var='pubsub#deliver'><value>1</value></field></x></options></pubsub>")
+
+
+async def pep_nodes(c: SlixClient, jid: str) -> list[str]:
+    items = await c.plugin["xep_0030"].get_items(jid=jid, timeout=T)
+    return [i[1] for i in items["disco_items"]["items"]]
+
+
+async def test_pep_last_items_on_login_respect_the_owners_block_list(server, clients):
+    """XEP-0163 §4.3.3 (3): the last item a contact gets when it comes online is withheld while
+    the owner blocks it (XEP-0191), as live notifications are."""
+    a, b = await clients("alice"), await clients("bob")
+    await make_contacts(a, b)
+    await a.plugin["xep_0118"].publish_tune(artist="Private", title="Blocked", timeout=T)
+    bob = server.jid("bob")
+    await raw_iq(a, "set", None, f"<block xmlns='urn:xmpp:blocking'><item jid='{bob}'/></block>")
+    await b.close()
+    me = server.jid("alice")
+    b2 = await clients("bob", "blocked")
+    assert await absent(b2, event(NS_TUNE, "item", me), 3.0)
+    await raw_iq(a, "set", None,
+                 f"<unblock xmlns='urn:xmpp:blocking'><item jid='{bob}'/></unblock>")
+    b3 = await clients("bob", "unblocked")
+    await b3.inbox.wait(event(NS_TUNE, "item", me), 20, "last tune once unblocked")
+
+
+async def test_pep_account_advertises_pubsub_on_a_jid(server, clients):
+    """XEP-0060 §9: the account's disco#info MUST include pubsub#pubsub-on-a-jid."""
+    a = await clients("alice")
+    info = await a.plugin["xep_0030"].get_info(jid=server.jid("alice"), timeout=T)
+    assert f"{NS}#pubsub-on-a-jid" in set(info["disco_info"]["features"])
+
+
+async def test_service_does_not_advertise_last_published_with_a_never_default(server, clients):
+    """XEP-0060 §4.3: a service with `last-published` MUST default send_last_published_item to
+    on_sub_and_presence; the service keeps `never` (it tracks no presence), so it does not
+    advertise the feature. PEP does both."""
+    a = await clients("alice")
+    info = await a.plugin["xep_0030"].get_info(jid=svc(server), timeout=T)
+    default = await a.plugin["xep_0060"].get_node_config(svc(server), timeout=T)
+    send_last = default["pubsub_owner"]["default"]["form"]["values"][
+        "pubsub#send_last_published_item"]
+    assert (f"{NS}#last-published" in set(info["disco_info"]["features"])) == (
+        send_last == "on_sub_and_presence")
+    pep = await a.plugin["xep_0030"].get_info(jid=server.jid("alice"), timeout=T)
+    assert f"{NS}#last-published" in set(pep["disco_info"]["features"])
+
+
+async def test_pep_auto_create_refuses_what_it_would_refuse_on_the_node(server, clients):
+    """XEP-0060 §7.1.5 at auto-create: an unknown publish-options field is refused
+    (precondition-not-met), a refused publication creates no node, and the NodeID limit of
+    <create/> holds."""
+    a = await clients("alice")
+    me = server.jid("alice")
+    unknown = form(NS + "#publish-options", {"pubsub#no_such_option": "1"})
+    await expect_error(a.plugin["xep_0060"].publish(me, "urn:x:unknown", payload=payload("x"),
+                                                    options=unknown, timeout=T),
+                       "conflict", "precondition-not-met", "cancel")
+    await expect_error(raw_iq(a, "set", None, f"<pubsub xmlns='{NS}'><publish node='urn:x:empty'/>"
+                                              "</pubsub>"), "bad-request", "item-required")
+    long_id = "urn:x:" + "n" * 2000
+    await expect_error(a.plugin["xep_0060"].publish(me, long_id, payload=payload("x"), timeout=T),
+                       "not-acceptable")
+    assert not {"urn:x:unknown", "urn:x:empty", long_id} & set(await pep_nodes(a, me))
+    # A valid first publication still creates the node.
+    await a.plugin["xep_0060"].publish(me, "urn:x:fine", payload=payload("x"), timeout=T)
+    assert "urn:x:fine" in await pep_nodes(a, me)
+
+
+async def test_configure_with_a_node_after_create_is_refused(server, clients):
+    """XEP-0060 §8.1.3: <configure/> after <create/> MUST NOT have a node attribute
+    (bad-request), and no node is created."""
+    a = await clients("alice")
+    s = svc(server)
+    await expect_error(raw_iq(a, "set", s, f"<pubsub xmlns='{NS}'><create node='cfg-a'/>"
+                                           "<configure node='cfg-b'/></pubsub>"),
+                       "bad-request", type_="modify")
+    await expect_error(a.plugin["xep_0060"].get_node_config(s, "cfg-a", timeout=T),
+                       "item-not-found")
+    await raw_iq(a, "set", s, f"<pubsub xmlns='{NS}'><create node='cfg-a'/><configure/></pubsub>")
+
+
+async def test_items_with_several_subscriptions_need_a_subid(server, clients):
+    """XEP-0060 §6.5.9.1 (multi-subscribe): several subscriptions and no SubID: bad-request
+    with subid-required; with one of them, the items."""
+    a, b = await clients("alice"), await clients("bob")
+    s = svc(server)
+    await a.plugin["xep_0060"].create_node(s, "n", timeout=T)
+    await a.plugin["xep_0060"].publish(s, "n", id="i1", payload=payload("x"), timeout=T)
+    first = await raw_iq(b, "set", s, multi_subscribe(server.jid("bob")))
+    subid = first.xml.find(f"{{{NS}}}pubsub/{{{NS}}}subscription").get("subid")
+    # One subscription: no SubID needed.
+    await b.plugin["xep_0060"].get_items(s, "n", timeout=T)
+    await raw_iq(b, "set", s, multi_subscribe(server.jid("bob")))
+    await expect_error(b.plugin["xep_0060"].get_items(s, "n", timeout=T),
+                       "bad-request", "subid-required", "modify")
+    got = await raw_iq(b, "get", s, f"<pubsub xmlns='{NS}'><items node='n' subid='{subid}'/>"
+                                    "</pubsub>")
+    assert [i.get("id") for i in got.xml.iter(f"{{{NS}}}item")] == ["i1"]
+
+
+async def test_owner_batches_refuse_duplicates_and_keep_unstated_subscriptions(server, clients):
+    """XEP-0060 §8.9.2.4: one <affiliation/> per entity, else bad-request (and nothing
+    changes); §8.8.2.1: a <subscription/> without a 'subscription' attribute changes nothing."""
+    a = await clients("alice")
+    s, ps = svc(server), a.plugin["xep_0060"]
+    bob = server.jid("bob")
+    await ps.create_node(s, "batch", timeout=T)
+    await expect_error(raw_iq(a, "set", s, f"<pubsub xmlns='{NS_OWNER}'><affiliations node='batch'>"
+                                           f"<affiliation jid='{bob}' affiliation='member'/>"
+                                           f"<affiliation jid='{bob}' affiliation='outcast'/>"
+                                           "</affiliations></pubsub>"), "bad-request", type_="modify")
+    affs = await ps.get_node_affiliations(s, "batch", timeout=T)
+    assert bob not in {x["jid"].bare for x in affs["pubsub_owner"]["affiliations"]}
+    await ps.modify_subscriptions(s, "batch", [(bob, "subscribed")], timeout=T)
+    await raw_iq(a, "set", s, f"<pubsub xmlns='{NS_OWNER}'><subscriptions node='batch'>"
+                              f"<subscription jid='{bob}'/></subscriptions></pubsub>")
+    subs = await ps.get_node_subscriptions(s, "batch", timeout=T)
+    assert [(x["jid"].bare, x["subscription"]) for x in subs["pubsub_owner"]["subscriptions"]] == [
+        (bob, "subscribed")]
+
+
+async def test_notification_ids_differ_across_a_restart(server):
+    """XEP-0060 §12.1: notification ids are unique within the service, a restart included."""
+    ids = []
+    for _ in range(2):
+        a, b = await login(server, "alice"), await login(server, "bob")
+        try:
+            s = svc(server)
+            if not ids:
+                await a.plugin["xep_0060"].create_node(s, "ids", timeout=T)
+                await b.plugin["xep_0060"].subscribe(s, "ids", timeout=T)
+            await a.plugin["xep_0060"].publish(s, "ids", payload=payload("x"), timeout=T)
+            msg = await b.inbox.wait(event("ids", "item", s), T, "notification")
+            ids.append(msg.get("id"))
+        finally:
+            await a.close()
+            await b.close()
+        server.restart()
+    assert ids[0] and ids[0] != ids[1], ids
+
+
+async def test_pep_bare_subscriber_notified_on_its_interested_resources_only(server, clients):
+    """XEP-0163 §4.3.2 (3): a subscriber by bare JID whose available resources show their
+    interest (caps with node+notify) gets one notification on each of those, not on the
+    others."""
+    a = await clients("alice")
+    me, node = server.jid("alice"), "urn:x:p5"
+    await a.plugin["xep_0060"].publish(me, node, payload=payload("first", node),
+                                       options=publish_options(access_model="open"), timeout=T)
+    c1 = await clients("carol", "r1", presence=False)
+    c1.plugin["xep_0163"].add_interest(node)
+    await asyncio.sleep(0.5)
+    c1.send_presence()
+    c2 = await clients("carol", "r2")
+    await raw_iq(c1, "set", me, f"<pubsub xmlns='{NS}'><subscribe node='{node}' "
+                                f"jid='{server.jid('carol')}'/></pubsub>")
+    # The server resolves both resources' caps (disco#info to them).
+    await asyncio.sleep(1.0)
+    await a.plugin["xep_0060"].publish(me, node, id="p5", payload=payload("x", node), timeout=T)
+    await c1.inbox.wait(event(node, "item", me, "p5"), T, "at the interested resource")
+    assert await absent(c2, event(node, "item", me, "p5"))
+
+
+async def pep_subscribers(c: SlixClient, me: str, node: str) -> list[str]:
+    subs = await c.plugin["xep_0060"].get_node_subscriptions(me, node, timeout=T)
+    return [x["jid"].bare for x in subs["pubsub_owner"]["subscriptions"]
+            if x["subscription"] == "subscribed"]
+
+
+async def until(pred, what: str, seconds: float = 5.0):
+    for _ in range(int(seconds * 10)):
+        if await pred():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(what)
+
+
+async def test_pep_subscriptions_end_with_the_access_the_roster_gave(server, clients):
+    """XEP-0163 §8.1: access is re-calculated when a presence subscription or a roster group
+    changes; a subscriber that lost it loses its explicit subscription (told with
+    subscription='none', XEP-0060 §12.5) and its notifications."""
+    a, b = await clients("alice"), await clients("bob")
+    await make_contacts(a, b)
+    me, bob = server.jid("alice"), server.jid("bob")
+    ps = a.plugin["xep_0060"]
+    # A presence node, and a roster node for the group "friends".
+    await ps.publish(me, "urn:x:p1", payload=payload("x", "urn:x:p1"), timeout=T)
+    await raw_iq(a, "set", None, f"<query xmlns='jabber:iq:roster'><item jid='{bob}'>"
+                                 "<group>friends</group></item></query>")
+    await ps.publish(me, "urn:x:p1g", payload=payload("x", "urn:x:p1g"), timeout=T,
+                     options=publish_options(access_model="roster",
+                                             roster_groups_allowed="friends"))
+    for node in ("urn:x:p1", "urn:x:p1g"):
+        await raw_iq(b, "set", me, f"<pubsub xmlns='{NS}'><subscribe node='{node}' jid='{bob}'/>"
+                                   "</pubsub>")
+    await ps.publish(me, "urn:x:p1g", id="before", payload=payload("x", "urn:x:p1g"), timeout=T)
+    await b.inbox.wait(event("urn:x:p1g", "item", me, "before"), T, "notification while a friend")
+    # Out of the group: the roster node's subscription goes, the presence node's stays.
+    await raw_iq(a, "set", None, f"<query xmlns='jabber:iq:roster'><item jid='{bob}'>"
+                                 "<group>others</group></item></query>")
+    await b.inbox.wait(event("urn:x:p1g", "subscription"), T, "told of the cancelled subscription")
+    assert await pep_subscribers(a, me, "urn:x:p1g") == []
+    assert await pep_subscribers(a, me, "urn:x:p1") == [bob]
+    await ps.publish(me, "urn:x:p1g", id="after", payload=payload("x", "urn:x:p1g"), timeout=T)
+    assert await absent(b, event("urn:x:p1g", "item", me, "after"))
+    # The presence subscription cancelled: the presence node's subscription goes.
+    a.send_presence(pto=bob, ptype="unsubscribed")
+
+    async def gone():
+        return await pep_subscribers(a, me, "urn:x:p1") == []
+    await until(gone, "subscription to the presence node still there")
+    await ps.publish(me, "urn:x:p1", id="after", payload=payload("x", "urn:x:p1"), timeout=T)
+    assert await absent(b, event("urn:x:p1", "item", me, "after"))
+
+
+def approval_request(el) -> bool:
+    x = el.find("{jabber:x:data}x")
+    return local(el) == "message" and x is not None and x.get("type") == "form" and any(
+        v.text == NS + "#subscribe_authorization" for v in x.iter("{jabber:x:data}value"))
+
+
+async def test_pep_owner_answers_approval_requests(server, clients):
+    """XEP-0060 §8.6 on a PEP `authorize` node: the approval request comes from the account
+    itself, and the owner's answer, sent back to its own bare JID, is applied: a cancelled
+    form leaves the request pending, an approval subscribes (the subscriber is told, and gets
+    the last item, §12.6) and does not reach the owner's clients as a message."""
+    a, c = await clients("alice"), await clients("carol")
+    me, carol, node = server.jid("alice"), server.jid("carol"), "urn:x:p6"
+    await a.plugin["xep_0060"].publish(me, node, id="last", payload=payload("x", node),
+                                       options=publish_options(access_model="authorize"),
+                                       timeout=T)
+    sub = await c.plugin["xep_0060"].subscribe(me, node, timeout=T)
+    assert sub["pubsub"]["subscription"]["subscription"] == "pending"
+    req = await a.inbox.wait(approval_request, T, "approval request")
+    assert req.get("from") == me
+    subid = next(f.find("{jabber:x:data}value").text
+                 for f in req.iter("{jabber:x:data}field") if f.get("var") == "pubsub#subid")
+
+    def answer(x) -> None:
+        m = a.Message()
+        m["to"] = me
+        m.append(x)
+        m.send()
+    cancel = Form()
+    cancel["type"] = "cancel"
+    answer(cancel)
+    await asyncio.sleep(0.5)
+    subs = await a.plugin["xep_0060"].get_node_subscriptions(me, node, timeout=T)
+    assert [(x["jid"].bare, x["subscription"]) for x in subs["pubsub_owner"]["subscriptions"]] == [
+        (carol, "pending")]
+    answer(form(NS + "#subscribe_authorization", {
+        "pubsub#subid": subid, "pubsub#node": node, "pubsub#subscriber_jid": carol,
+        "pubsub#allow": "1"}))
+    await c.inbox.wait(event(node, "subscription"), T, "approval notification")
+    await c.inbox.wait(event(node, "item", me, "last"), T, "last item on approval")
+    subs = await a.plugin["xep_0060"].get_node_subscriptions(me, node, timeout=T)
+    assert [(x["jid"].bare, x["subscription"]) for x in subs["pubsub_owner"]["subscriptions"]] == [
+        (carol, "subscribed")]
+
+    def answer_back(el) -> bool:
+        x = el.find("{jabber:x:data}x")
+        return local(el) == "message" and x is not None and x.get("type") in ("submit", "cancel")
+    assert await absent(a, answer_back, 0.5)

@@ -34,6 +34,16 @@ pub enum Event {
         /// The account now subscribed to `owner`'s presence.
         contact: BareJid,
     },
+    /// `owner`'s roster item for `contact` changed — its presence subscription state or its
+    /// groups — or was removed: emitted by the IM layer once the change is stored and
+    /// pushed. Access rules that follow the roster are checked again (XEP-0163 §8.1: a PEP
+    /// subscriber that lost access loses its subscription).
+    RosterItemChanged {
+        /// The local account whose roster changed.
+        owner: BareJid,
+        /// The contact the item is about.
+        contact: BareJid,
+    },
     /// The XEP-0115 capabilities of an available resource are known: emitted by the IM
     /// layer after it processed the resource's available presence, if its `node#ver` was
     /// known, else once the disco#info answer was verified and cached. Not emitted for a
@@ -94,6 +104,8 @@ pub enum EventKind {
     Session,
     /// [`Event::SubscriptionApproved`].
     SubscriptionApproved,
+    /// [`Event::RosterItemChanged`].
+    RosterItemChanged,
     /// [`Event::ResourceCaps`].
     ResourceCaps,
     /// [`Event::AccountRemoving`].
@@ -116,6 +128,7 @@ impl Event {
         match self {
             Event::Session(_) => EventKind::Session,
             Event::SubscriptionApproved { .. } => EventKind::SubscriptionApproved,
+            Event::RosterItemChanged { .. } => EventKind::RosterItemChanged,
             Event::ResourceCaps { .. } => EventKind::ResourceCaps,
             Event::AccountRemoving(_) => EventKind::AccountRemoving,
             Event::AccountDeleted(_) => EventKind::AccountDeleted,

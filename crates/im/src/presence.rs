@@ -374,7 +374,7 @@ impl PresenceModule {
             }
         }
         // §3.1.2, §3.2.2, §3.3.2: the roster push follows the stanza it is about.
-        changed.push(&self.im, core, &owner, &contact);
+        changed.push(&self.im, core, &owner, &contact).await;
         if event == Event::OutSubscribed {
             // Recorded (and routed, unless the state machine stopped it): e.g. PEP sends
             // the contact the owner's last items (XEP-0163 §4.3.2), which its access models
@@ -553,7 +553,7 @@ impl PresenceModule {
             Action::Drop => {}
         }
         // §3.1.6, §3.2.3, §3.3.3: the push follows the delivery of what it is about.
-        changed.push(&self.im, core, &owner, &contact);
+        changed.push(&self.im, core, &owner, &contact).await;
         if event == Event::InUnsubscribe
             && before.subscription().has_from()
             && !outcome.next.subscription().has_from()
@@ -796,10 +796,12 @@ impl Module for PresenceModule {
 struct Changed(Option<RosterItem>);
 
 impl Changed {
-    /// The roster push to `owner`'s interested resources, if the item changed.
-    fn push(&self, im: &Im, core: &Core, owner: &BareJid, contact: &BareJid) {
+    /// The roster push to `owner`'s interested resources, if the item changed, then the
+    /// core event (see [`roster::announce`]).
+    async fn push(&self, im: &Im, core: &Arc<Core>, owner: &BareJid, contact: &BareJid) {
         if let Some(new) = &self.0 {
             roster::push(im, core, owner, contact.as_str(), Some(new), new.ver);
+            roster::announce(core, owner, contact).await;
         }
     }
 }

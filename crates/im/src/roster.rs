@@ -101,6 +101,17 @@ pub fn push(
     }
 }
 
+/// Tells the modules that `owner`'s item for `contact` changed or went (after the store
+/// and the push): what they grant by the roster is checked again (e.g. PEP subscriptions,
+/// XEP-0163 §8.1). Called outside the account's lock, which they may need to read it.
+pub async fn announce(core: &Arc<Core>, owner: &BareJid, contact: &BareJid) {
+    core.emit(&Event::RosterItemChanged {
+        owner: owner.clone(),
+        contact: contact.clone(),
+    })
+    .await;
+}
+
 /// A validated roster set.
 struct ItemSet {
     contact: BareJid,
@@ -336,6 +347,8 @@ impl RosterModule {
             Some(&item),
             item.ver,
         );
+        drop(_g);
+        announce(core, owner, &set.contact).await;
         Ok(None)
     }
 
@@ -374,6 +387,9 @@ impl RosterModule {
             (item, pending_in)
         };
         cancel_subscriptions(&self.im, core, owner, contact, item.as_ref(), pending_in).await;
+        if item.is_some() {
+            announce(core, owner, contact).await;
+        }
         Ok(None)
     }
 

@@ -91,9 +91,13 @@ pub struct Notification {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A fresh id for a server-generated message.
+/// A fresh id for a server-generated message, unique within the service (§12.1, for
+/// tracking delivery errors): a counter behind a prefix drawn at random once per process,
+/// since the counter starts again on a restart and on every node of a cluster.
 pub fn message_id() -> String {
-    format!("ps-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
+    static BOOT: OnceLock<u64> = OnceLock::new();
+    let boot = BOOT.get_or_init(rand::random::<u64>);
+    format!("ps-{boot:016x}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The notification message, without `to`: from `from`, of `kind`, with `id`, carrying

@@ -451,10 +451,23 @@ impl NodeConfig {
         Some(c)
     }
 
+    /// Whether every field of `form` is one of the configuration's: publish-options with
+    /// another field are refused (§7.1.5 "MUST reject the publication upon encountering
+    /// unknown fields"), whether the node exists ([`NodeConfig::meets`]) or is created
+    /// with them (auto-create), where [`NodeConfig::apply`] alone would ignore it.
+    pub fn knows_every_field(&self, form: &Form) -> bool {
+        let known = self.fields();
+        form.data_fields()
+            .all(|f| known.iter().any(|k| k.var == f.var))
+    }
+
     /// XEP-0060 §7.1.5: whether every field of a publish-options form matches this
     /// configuration. A field this service does not know is a precondition not met, as is
     /// an invalid value. `limit` is the service's item limit (`max` means it).
     pub fn meets(&self, options: &Form, limit: u64) -> bool {
+        if !self.knows_every_field(options) {
+            return false;
+        }
         let current = self.fields();
         options.data_fields().all(|want| {
             let Some(have) = current.iter().find(|f| f.var == want.var) else {

@@ -94,6 +94,14 @@ pub fn random_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// `not-acceptable` for a NodeID longer than [`MAX_NODE_ID`] (created or auto-created).
+fn check_node_id(name: &str) -> Result<()> {
+    if name.len() > MAX_NODE_ID {
+        return Err(PubsubError::NotAcceptable("node id too long"));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 enum LastItem {
     /// Not read from the store yet.
@@ -1027,6 +1035,14 @@ impl Engine {
         let ev = subscription_event(node, subscriber, state);
         self.notify_one(svc, &n, &ev, subscriber.as_str()).await;
         self.notify_owners_of_sub(svc, &n, subscriber, state).await;
+        if allow && n.config.send_last_published_item != SendLast::Never {
+            // §12.6: the last item goes to new subscribers "upon … approval by a node owner".
+            if let Some(item) = self.last_item(svc, &mut n).await? {
+                if let Some(m) = self.last_item_message(svc, &n, &item, subscriber) {
+                    self.broadcaster.send(m).await;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1133,11 +1149,12 @@ impl Engine {
         node: &str,
         q: &ItemsQuery,
     ) -> Result<Vec<Item>> {
-        self.items_as(svc, Some(&actor.to_bare()), node, q).await
+        self.read_items(svc, Some(&actor.to_bare()), node, q, true)
+            .await
     }
 
     /// [`Engine::items`] for a reader who may be anonymous (`None`: `open` nodes only), as
-    /// the HTTP face reads.
+    /// the HTTP face reads (it knows no SubIDs).
     pub async fn items_as(
         &self,
         svc: &BareJid,
@@ -1145,16 +1162,29 @@ impl Engine {
         node: &str,
         q: &ItemsQuery,
     ) -> Result<Vec<Item>> {
+        self.read_items(svc, who, node, q, false).await
+    }
+
+    /// Items retrieval; `by_subid`: a reader holding several subscriptions must name one
+    /// (§6.5.9.1 `subid-required`), as over XMPP.
+    async fn read_items(
+        &self,
+        svc: &BareJid,
+        who: Option<&BareJid>,
+        node: &str,
+        q: &ItemsQuery,
+        by_subid: bool,
+    ) -> Result<Vec<Item>> {
         let n = self.locked(svc, node).await?;
         self.reader_access(svc, &n, who).await?;
-        if let Some(id) = &q.subid {
-            if !n
-                .subs
-                .iter()
-                .any(|s| &s.subid == id && who.is_some_and(|w| s.jid.bare_str() == w.as_str()))
-            {
-                return Err(PubsubError::InvalidSubid);
-            }
+        let mut held = n
+            .subs
+            .iter()
+            .filter(|s| who.is_some_and(|w| s.jid.bare_str() == w.as_str()));
+        match &q.subid {
+            Some(id) if !held.any(|s| &s.subid == id) => return Err(PubsubError::InvalidSubid),
+            None if by_subid && held.nth(1).is_some() => return Err(PubsubError::SubidRequired),
+            _ => {}
         }
         if !n.config.persist_items {
             return Err(PubsubError::NotPersistent);
@@ -1191,25 +1221,15 @@ impl Engine {
     /// §7.1: publishes an item; returns its ItemID. With PEP, a missing node is created with
     /// the publish-options as configuration (XEP-0163 §3, "auto-create").
     pub async fn publish(&self, svc: &BareJid, actor: &Jid, req: PublishRequest) -> Result<String> {
-        let name = req.node.clone().ok_or(PubsubError::NodeIdRequired)?;
+        let name = req
+            .node
+            .clone()
+            .filter(|n| !n.is_empty())
+            .ok_or(PubsubError::NodeIdRequired)?;
         let cell = match self.node(svc, &name).await {
             Ok(c) => c,
             Err(PubsubError::NodeNotFound) if self.is_pep() && actor.to_bare() == *svc => {
-                let mut config = self.profile.defaults.clone();
-                if let Some(opts) = &req.options {
-                    config
-                        .apply(opts)
-                        .map_err(|_| PubsubError::PreconditionNotMet)?;
-                }
-                match self
-                    .create_inner(svc, &actor.to_bare(), &name, config)
-                    .await
-                {
-                    Ok(c) => c,
-                    // Created by a concurrent request meanwhile.
-                    Err(PubsubError::NodeExists) => self.node(svc, &name).await?,
-                    Err(e) => return Err(e),
-                }
+                self.auto_create(svc, &name, &req).await?
             }
             Err(e) => return Err(e),
         };
@@ -1232,31 +1252,7 @@ impl Engine {
                 return Err(PubsubError::PreconditionNotMet);
             }
         }
-        let c = &n.config;
-        if !req.has_item {
-            if c.persist_items || c.deliver_payloads {
-                return Err(PubsubError::ItemRequired);
-            }
-        } else if !c.persist_items && !c.deliver_payloads && req.payload.is_some() {
-            return Err(PubsubError::ItemForbidden);
-        }
-        if c.deliver_payloads && req.payload.is_none() {
-            return Err(PubsubError::PayloadRequired);
-        }
-        if let Some(p) = &req.payload {
-            if p.to_bytes().len() > self.profile.max_payload_bytes {
-                return Err(PubsubError::PayloadTooBig);
-            }
-        }
-        let id = match req.item_id {
-            Some(id) if !id.is_empty() => {
-                if id.len() > MAX_ITEM_ID {
-                    return Err(PubsubError::BadRequest("item id too long"));
-                }
-                id
-            }
-            _ => random_id(),
-        };
+        let id = self.check_item(&n.config, &req)?;
         let item = Item {
             id: id.clone(),
             publisher: actor.as_str().to_string(),
@@ -1291,6 +1287,65 @@ impl Engine {
         }
         n.last_item = LastItem::Some(Box::new(item));
         Ok(id)
+    }
+
+    /// XEP-0163 §3 "auto-create" (XEP-0060 §7.1.5): the account publishes to a node it does
+    /// not have; it is created with the publish-options as configuration, but only once
+    /// the request is found valid against it, so that a refused publication leaves no node
+    /// behind. The same NodeID limit as [`Engine::create`]; an unknown option field is a
+    /// precondition not met, as on an existing node.
+    async fn auto_create(
+        &self,
+        svc: &BareJid,
+        name: &str,
+        req: &PublishRequest,
+    ) -> Result<NodeCell> {
+        check_node_id(name)?;
+        let mut config = self.profile.defaults.clone();
+        if let Some(opts) = &req.options {
+            if !config.knows_every_field(opts) {
+                return Err(PubsubError::PreconditionNotMet);
+            }
+            config
+                .apply(opts)
+                .map_err(|_| PubsubError::PreconditionNotMet)?;
+        }
+        self.check_item(&config, req)?;
+        match self.create_inner(svc, svc, name, config).await {
+            Ok(c) => Ok(c),
+            // Created by a concurrent request meanwhile.
+            Err(PubsubError::NodeExists) => self.node(svc, name).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// §7.1.3.4–§7.1.3.7: whether the item of `req` suits a node configured as `c`; its
+    /// ItemID (the publisher's, or a new one).
+    fn check_item(&self, c: &NodeConfig, req: &PublishRequest) -> Result<String> {
+        if !req.has_item {
+            if c.persist_items || c.deliver_payloads {
+                return Err(PubsubError::ItemRequired);
+            }
+        } else if !c.persist_items && !c.deliver_payloads && req.payload.is_some() {
+            return Err(PubsubError::ItemForbidden);
+        }
+        if c.deliver_payloads && req.payload.is_none() {
+            return Err(PubsubError::PayloadRequired);
+        }
+        if let Some(p) = &req.payload {
+            if p.to_bytes().len() > self.profile.max_payload_bytes {
+                return Err(PubsubError::PayloadTooBig);
+            }
+        }
+        match &req.item_id {
+            Some(id) if !id.is_empty() => {
+                if id.len() > MAX_ITEM_ID {
+                    return Err(PubsubError::BadRequest("item id too long"));
+                }
+                Ok(id.clone())
+            }
+            _ => Ok(random_id()),
+        }
     }
 
     /// §7.2: retracts an item; notifies when `notify` asks for it (or, without the attribute,
@@ -1404,9 +1459,7 @@ impl Engine {
         }
         let name = match node {
             Some(n) if !n.is_empty() => {
-                if n.len() > MAX_NODE_ID {
-                    return Err(PubsubError::NotAcceptable("node id too long"));
-                }
+                check_node_id(n)?;
                 n.to_string()
             }
             _ if self.is_pep() => return Err(PubsubError::InstantNotSupported),
@@ -1509,7 +1562,63 @@ impl Engine {
                 gone.push(s.subid.clone());
             }
         }
-        self.remove_subscriptions(svc, n, &gone).await
+        self.revoke_subscriptions(svc, n, &gone).await
+    }
+
+    /// Removes the subscriptions `gone` (SubIDs) that the service itself ends — access lost,
+    /// the entity outcast — and tells each subscriber (§12.5: "the service SHOULD send a
+    /// notification … `subscription='none'`").
+    async fn revoke_subscriptions(
+        &self,
+        svc: &BareJid,
+        n: &mut Node,
+        gone: &[String],
+    ) -> Result<()> {
+        let told: Vec<Jid> = n
+            .subs
+            .iter()
+            .filter(|s| gone.contains(&s.subid) && s.state == SubState::Subscribed)
+            .map(|s| s.jid.clone())
+            .collect();
+        self.remove_subscriptions(svc, n, gone).await?;
+        for jid in told {
+            let ev = subscription_event(&n.name, &jid, "none");
+            self.notify_one(svc, n, &ev, jid.as_str()).await;
+        }
+        Ok(())
+    }
+
+    /// XEP-0163 §8.1, XEP-0060 §12.5: `svc`'s roster changed about `who` (its presence
+    /// subscription or its groups): on each node whose access model follows the roster and
+    /// no longer admits `who`, its subscriptions are cancelled. Nodes are checked one at a
+    /// time; a store failure is logged and leaves that node as it was.
+    pub async fn access_changed(&self, svc: &BareJid, who: &BareJid) {
+        let Ok(cells) = self.cells(svc, None).await else {
+            return;
+        };
+        for c in cells {
+            let Ok(mut n) = Self::lock(c).await else {
+                continue;
+            };
+            let gone: Vec<String> = n
+                .subs
+                .iter()
+                .filter(|s| s.jid.bare_str() == who.as_str())
+                .map(|s| s.subid.clone())
+                .collect();
+            if gone.is_empty()
+                || !matches!(
+                    n.config.access_model,
+                    AccessModel::Presence | AccessModel::Roster
+                )
+                || self.check_access(svc, &n, who, false).await.is_ok()
+            {
+                continue;
+            }
+            if let Err(e) = self.revoke_subscriptions(svc, &mut n, &gone).await {
+                tracing::error!(service = %svc, node = %n.name, error = %e, "cancelling subscriptions after a roster change failed");
+            }
+        }
     }
 
     /// Applies `change` to the subscription `sub` of `node`, in the store first.
@@ -1706,6 +1815,11 @@ impl Engine {
         changes: &[(BareJid, Affiliation)],
     ) -> Result<()> {
         let (node, mut n) = self.owned(svc, actor, node).await?;
+        let mut named = HashSet::new();
+        if !changes.iter().all(|(jid, _)| named.insert(jid)) {
+            // §8.9.2.4: one element per entity.
+            return Err(PubsubError::BadRequest("an entity named twice"));
+        }
         let mut after = n.affiliations.clone();
         for (jid, a) in changes {
             if self.is_pep() && jid == svc {
@@ -1739,7 +1853,7 @@ impl Engine {
                 .filter(|s| outcasts.contains(s.jid.bare_str()))
                 .map(|s| s.subid.clone())
                 .collect();
-            self.remove_subscriptions(svc, &mut n, &gone).await?;
+            self.revoke_subscriptions(svc, &mut n, &gone).await?;
         }
         // A changed affiliation can close a whitelist: re-check.
         if n.config.access_model == AccessModel::Whitelist {

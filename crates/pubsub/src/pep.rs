@@ -4,7 +4,8 @@
 //!
 //! - [`Pep`] is a [`Module`]: the account's `pubsub` and `pubsub#owner` IQs, its disco
 //!   identity (`pubsub/pep`), features, nodes (disco#items) and node info.
-//! - [`PepBroadcaster`] delivers to explicit subscribers and to the *interested* resources
+//! - [`PepBroadcaster`] delivers to explicit subscribers (one by bare JID on its interested
+//!   resources when their presence is known here, §4.3.2) and to the *interested* resources
 //!   (§4.3 filtered notifications): available resources of the owner and of contacts with a
 //!   presence subscription to the owner whose XEP-0115 capabilities contain `node+notify`,
 //!   never beyond what the node's access model admits.
@@ -117,15 +118,19 @@ impl PepBroadcaster {
     }
 
     /// The resources of this node (and of other servers, as their presence here told) that
-    /// want `n` through their capabilities and that its subscribers do not already reach.
-    async fn interested(&self, core: &Arc<Core>, n: &Notification) -> Vec<Recipient> {
-        let mut targets: Vec<Recipient> = Vec::new();
+    /// want `n` through their capabilities and that `targets` do not already reach; added
+    /// to them.
+    async fn add_interested(
+        &self,
+        core: &Arc<Core>,
+        n: &Notification,
+        targets: &mut Vec<Recipient>,
+    ) {
         for jid in self.interest.interested(core, &n.service, &n.node).await {
             // A bare subscriber already reaches every available resource of its account.
-            let covered =
-                n.recipients.iter().chain(&targets).any(|t| {
-                    t.jid == jid || (t.jid.is_bare() && t.jid.bare_str() == jid.bare_str())
-                });
+            let covered = targets
+                .iter()
+                .any(|t| t.jid == jid || (t.jid.is_bare() && t.jid.bare_str() == jid.bare_str()));
             if covered || !self.admits(n, &jid.to_bare()).await {
                 continue;
             }
@@ -134,7 +139,60 @@ impl PepBroadcaster {
                 subids: Vec::new(),
             });
         }
-        targets
+    }
+
+    /// The node's subscribers as addressed (XEP-0163 §4.3.2 "Number of Notifications"): a
+    /// full JID as subscribed (1); a bare JID whose available resources with a
+    /// non-negative priority show interest (`node+notify`) becomes one recipient per such
+    /// resource (3) — the bare JID would reach every resource, interested or not; without
+    /// that presence information, the bare JID (2).
+    fn subscribers(&self, core: &Arc<Core>, n: &Notification) -> Vec<Recipient> {
+        let mut out: Vec<Recipient> = Vec::with_capacity(n.recipients.len());
+        for r in n.recipients.iter() {
+            let resources = if r.jid.is_bare() && r.jid.local().is_some() {
+                self.interested_resources(core, &r.jid.to_bare(), &n.node)
+            } else {
+                Vec::new()
+            };
+            if resources.is_empty() {
+                out.push(r.clone());
+            }
+            for jid in resources {
+                if !out.iter().any(|t| t.jid == jid) {
+                    out.push(Recipient {
+                        jid,
+                        subids: r.subids.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The available resources of `bare` with a non-negative priority whose capabilities
+    /// want `node`; none when some of its sessions are bound on another node of a cluster
+    /// (their presence is known there only: the bare JID reaches them).
+    fn interested_resources(&self, core: &Arc<Core>, bare: &BareJid, node: &str) -> Vec<Jid> {
+        let wants = |j: &Jid| {
+            self.interest
+                .wanted_nodes(j)
+                .is_some_and(|w| w.iter().any(|w| w == node))
+        };
+        if !core.is_local_domain(bare.domain()) {
+            let mut v = self.interest.available_resources(core, bare);
+            v.retain(wants);
+            return v;
+        }
+        let sessions = core.sessions_of(bare);
+        if sessions.iter().any(|(h, _)| h.is_remote()) {
+            return Vec::new();
+        }
+        sessions
+            .into_iter()
+            .filter(|(_, p)| p.is_some_and(|p| p >= 0))
+            .map(|(h, _)| h.jid().clone())
+            .filter(|j| wants(j))
+            .collect()
     }
 }
 
@@ -142,12 +200,14 @@ impl PepBroadcaster {
 impl Broadcaster for PepBroadcaster {
     async fn broadcast(&self, n: &Notification) {
         let Some(core) = self.core.core() else { return };
-        let mut targets: Vec<Recipient> = n.recipients.to_vec();
-        if n.kind != EventKind::Subscription {
-            targets.extend(self.interested(&core, n).await);
-            // The interested resources bound on other nodes are known there only.
-            core.tell_peers(crate::peers::TOPIC_RELAY, || crate::peers::encode_relay(n));
+        if n.kind == EventKind::Subscription {
+            // To the subscriber it is about, as addressed.
+            return self.core.deliver(n, &n.recipients).await;
         }
+        let mut targets = self.subscribers(&core, n);
+        self.add_interested(&core, n, &mut targets).await;
+        // The interested resources bound on other nodes are known there only.
+        core.tell_peers(crate::peers::TOPIC_RELAY, || crate::peers::encode_relay(n));
         self.core.deliver(n, &targets).await;
     }
 
@@ -161,9 +221,15 @@ impl Broadcaster for PepBroadcaster {
 
     async fn relayed(&self, n: &Notification) {
         let Some(core) = self.core.core() else { return };
-        let targets = self.interested(&core, n).await;
-        if !targets.is_empty() {
-            self.core.deliver(n, &targets).await;
+        // The subscribers were reached by the node that published; they are here only to
+        // say whom not to reach twice.
+        let mut targets = n.recipients.to_vec();
+        let reached = targets.len();
+        self.add_interested(&core, n, &mut targets).await;
+        if targets.len() > reached {
+            self.core
+                .deliver(n, targets.get(reached..).unwrap_or_default())
+                .await;
         }
     }
 }
@@ -229,7 +295,9 @@ impl Pep {
 
     /// Routes to `resource`, whose capabilities are known, the last items it wants (its
     /// `+notify` features) of each of `sources` that its access models admit (XEP-0163
-    /// §4.3.2).
+    /// §4.3.2). A source that blocks the resource sends it nothing (§4.3.3 (3)): `route`
+    /// asks only the recipient's block list, so the owner's is asked here, as the core's
+    /// fan-out does for live notifications.
     async fn send_last_items(&self, core: &Arc<Core>, sources: &[BareJid], resource: &Jid) {
         let Some(wanted) = self.interest.wanted_nodes(resource) else {
             return;
@@ -239,6 +307,10 @@ impl Pep {
         }
         let wants = move |n: &str| wanted.iter().any(|w| w == n);
         for source in sources {
+            let own = source.as_str() == resource.bare_str();
+            if !own && core.blocks(source, resource).await {
+                continue;
+            }
             for m in self.engine.last_items_for(source, resource, &wants).await {
                 core.route(m).await;
             }
@@ -316,6 +388,29 @@ impl Pep {
     }
 }
 
+impl Pep {
+    /// XEP-0060 §8.6 on a PEP node: the approval request went from the account to itself,
+    /// so the owner's answer (the submitted form) comes back to its own bare JID; it is
+    /// applied here instead of reaching the owner's clients. Any other message goes on.
+    async fn owner_answer(&self, core: &Arc<Core>, stanza: Stanza) -> Flow {
+        let account = match (stanza.from(), stanza.to()) {
+            (Some(f), Some(t)) if f.bare_str() == t.bare_str() => t.to_bare(),
+            _ => return Flow::Continue(stanza),
+        };
+        let Some(from) = stanza.from().cloned() else {
+            return Flow::Continue(stanza);
+        };
+        match crate::wire::approval(&self.engine, &account, &from, &stanza).await {
+            Ok(true) => Flow::Handled,
+            Ok(false) => Flow::Continue(stanza),
+            Err(e) => {
+                core.reply_error(&stanza, e.into()).await;
+                Flow::Handled
+            }
+        }
+    }
+}
+
 /// Whether a presence carries XEP-0115 capabilities.
 fn announces_caps(stanza: &Stanza) -> bool {
     stanza.element().get_child("c", pns::CAPS).is_some()
@@ -339,10 +434,14 @@ impl Module for Pep {
             hooks: vec![
                 (HookPoint::PresenceBroadcast, priority::OBSERVE),
                 (HookPoint::PresenceToAccount, priority::OBSERVE),
+                // The owner's answers to approval requests, before archiving and delivery
+                // take them for messages to her clients.
+                (HookPoint::MessageToBare, priority::POLICY),
             ],
             events: vec![
                 (CoreEventKind::Session, priority::DEFAULT),
                 (CoreEventKind::SubscriptionApproved, priority::DEFAULT),
+                (CoreEventKind::RosterItemChanged, priority::DEFAULT),
                 (CoreEventKind::ResourceCaps, priority::DEFAULT),
                 (CoreEventKind::AccountDeleted, priority::DEFAULT),
             ],
@@ -368,6 +467,9 @@ impl Module for Pep {
 
     async fn hook(&self, core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {
         self.core.attach(core);
+        if point == HookPoint::MessageToBare {
+            return self.owner_answer(core, stanza).await;
+        }
         match (point, stanza.kind(), stanza.from()) {
             (
                 HookPoint::PresenceBroadcast,
@@ -424,6 +526,11 @@ impl Module for Pep {
             // presence we were sent).
             Event::SubscriptionApproved { owner, contact } if contact.local().is_some() => {
                 self.last_items_on_subscription(core, owner, contact).await;
+            }
+            // XEP-0163 §8.1: access is re-calculated; a subscriber that lost it loses its
+            // subscription.
+            Event::RosterItemChanged { owner, contact } => {
+                self.engine.access_changed(owner, contact).await;
             }
             Event::AccountDeleted(account) => self.engine.delete_service(account).await,
             _ => {}

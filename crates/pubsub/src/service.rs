@@ -40,7 +40,6 @@ pub fn features(kind: ServiceKind) -> Vec<&'static str> {
         "delete-items",
         "delete-nodes",
         "item-ids",
-        "last-published",
         "manage-subscriptions",
         "member-affiliation",
         "meta-data",
@@ -65,7 +64,16 @@ pub fn features(kind: ServiceKind) -> Vec<&'static str> {
     ];
     match kind {
         ServiceKind::Service => v.push("instant-nodes"),
-        ServiceKind::Pep => v.extend(["auto-create", "auto-subscribe", "filtered-notifications"]),
+        // `last-published` obliges its default to be `on_sub_and_presence` (§4.3), which only
+        // PEP does: the service tracks nobody's presence. §9: the account's disco#info
+        // names `pubsub-on-a-jid`.
+        ServiceKind::Pep => v.extend([
+            "auto-create",
+            "auto-subscribe",
+            "filtered-notifications",
+            "last-published",
+            "pubsub-on-a-jid",
+        ]),
     }
     v.sort_unstable();
     v

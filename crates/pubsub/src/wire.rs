@@ -180,10 +180,14 @@ async fn entity(
             el.push_child(SubOptions::default().to_form("form").to_element());
             Ok(Reply::with(out(el)))
         }
-        (true, "create", extra) => {
-            let config = match extra {
+        (true, "create", _) => {
+            let config = match extra_el(pubsub) {
                 None => None,
-                Some("configure") => extra_el(pubsub).and_then(Form::child_of),
+                // §8.1.3: the node is named by `<create/>` alone.
+                Some(c) if c.is("configure", ns::PUBSUB) && c.attr("node").is_some() => {
+                    return Err(bad("configure after create has a node"))
+                }
+                Some(c) if c.is("configure", ns::PUBSUB) => Form::child_of(c),
                 Some(_) => return Err(bad("unexpected element after create")),
             };
             let name = engine.create(svc, from, node, config.as_ref()).await?;
@@ -365,7 +369,8 @@ async fn owner(
                 let state = match c.attr("subscription") {
                     Some("none") => None,
                     Some(s) => Some(SubState::parse(s).ok_or(bad("subscription state"))?),
-                    None => return Err(bad("subscription without state")),
+                    // §8.8.2.1: without the attribute the state "MUST NOT be changed".
+                    None => continue,
                 };
                 changes.push(SubscriptionChange {
                     jid,
@@ -415,6 +420,8 @@ async fn owner(
 
 /// Reads an owner's answer to a subscription approval request (§8.6.2): a message whose
 /// submitted `pubsub#subscribe_authorization` form names node, subscriber and decision.
+/// `Ok(false)`: not such an answer. A cancelled form is taken and changes nothing (§8.6:
+/// "the subscription request MUST remain in the pending state").
 pub async fn approval(
     engine: &Engine,
     svc: &BareJid,
@@ -424,8 +431,10 @@ pub async fn approval(
     let Some(form) = message.element().children().find_map(Form::parse) else {
         return Ok(false);
     };
-    if form.form_type() != Some(ns::SUBSCRIBE_AUTHORIZATION) || form.kind != "submit" {
-        return Ok(false);
+    match (form.kind.as_str(), form.form_type()) {
+        ("submit", Some(ns::SUBSCRIBE_AUTHORIZATION)) => {}
+        ("cancel", None | Some(ns::SUBSCRIBE_AUTHORIZATION)) => return Ok(true),
+        _ => return Ok(false),
     }
     let node = form
         .value("pubsub#node")

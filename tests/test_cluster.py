@@ -780,3 +780,34 @@ def test_a_cluster_on_sqlite_is_refused(tmp_path):
                        text=True, timeout=30)
     assert r.returncode != 0
     assert "[cluster] needs PostgreSQL" in r.stderr + r.stdout
+
+
+async def _archived_bodies(p: Peer) -> list[str]:
+    """The bodies in `p`'s account archive (XEP-0313), oldest first."""
+    qid = p.c.next_id("mam")
+    r = await p.iq("set", f"<query xmlns='urn:xmpp:mam:2' queryid='{qid}'/>")
+    assert r.get("type") == "result", ET.tostring(r)
+    return [e.findtext(f".//{BODY}") for e in p.take(
+        lambda e: local(e) == "message" and e.find(".//{urn:xmpp:mam:2}result") is not None)]
+
+
+async def test_archive_preferences_set_through_one_node_apply_on_another(cluster):
+    """XEP-0313 §5: alice (node 1) asks that nothing be archived; bob's messages to her are
+    routed (and would be archived) by bob's node 2, which had read her preferences before:
+    it must follow the change."""
+    n1, n2, _ = cluster.nodes
+    a = await peer(n1, "alice", "desk", roster=False)
+    b = await peer(n2, "bob", "phone", roster=False, presence=False)
+    await meet(b, a)
+    b.message("alice@localhost", "kept")
+    await wait_for(a, is_msg("kept"), what="the first message")
+    r = await a.iq("set", "<prefs xmlns='urn:xmpp:mam:2' default='never'/>")
+    assert r.get("type") == "result", ET.tostring(r)
+    await asyncio.sleep(0.5)  # the note crosses the bus (no reply tells the test)
+    b.message("alice@localhost", "not kept")
+    await wait_for(a, is_msg("not kept"), what="the second message")
+    await asyncio.sleep(1.5)  # longer than node 2's archive batches
+    bodies = await _archived_bodies(a)
+    assert "kept" in bodies and "not kept" not in bodies, bodies
+    await a.close()
+    await b.close()

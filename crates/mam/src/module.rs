@@ -38,6 +38,9 @@ use crate::ns;
 use crate::prefs::{Decision, Default as PrefDefault, Prefs};
 use crate::serve;
 
+/// The cluster note a node sends after storing an account's preferences (its bare JID).
+const PREFS_TOPIC: &str = "mam.prefs";
+
 /// The archive module.
 pub struct Mam {
     config: MamConfig,
@@ -188,7 +191,12 @@ impl Mam {
         Ok(IqReply::from(Some(fin)))
     }
 
-    async fn prefs_iq(&self, account: &BareJid, iq: &Stanza) -> Result<IqReply, MamError> {
+    async fn prefs_iq(
+        &self,
+        core: &Arc<Core>,
+        account: &BareJid,
+        iq: &Stanza,
+    ) -> Result<IqReply, MamError> {
         let payload = iq
             .payload()
             .ok_or_else(|| MamError::BadRequest("no prefs".into()))?;
@@ -202,6 +210,8 @@ impl Mam {
             };
             self.store.mam().set_prefs(d, u, &stored).await?;
             self.prefs.insert(account.clone(), Arc::new(p));
+            // The other nodes of a cluster read them again: they archive what they route.
+            core.tell_peers(PREFS_TOPIC, || account.to_string());
         }
         Ok(IqReply::from(Some(
             self.prefs_of(account).await?.to_element(),
@@ -227,7 +237,10 @@ impl Module for Mam {
                 (HookPoint::MessageToBare, priority::OBSERVE),
                 (HookPoint::MessageToFull, priority::OBSERVE),
             ],
-            events: vec![(EventKind::AccountDeleted, priority::DEFAULT)],
+            events: vec![
+                (EventKind::AccountDeleted, priority::DEFAULT),
+                (EventKind::ClusterNote, priority::DEFAULT),
+            ],
             account_features: vec![ns::MAM, ns::MAM_EXTENDED, ns::SID],
             settles: true,
             ..Declaration::default()
@@ -240,7 +253,7 @@ impl Module for Mam {
             return Err(StanzaError::from(MamError::Forbidden));
         }
         let result = match iq.payload() {
-            Some(p) if p.is("prefs", ns::MAM) => self.prefs_iq(to, iq).await,
+            Some(p) if p.is("prefs", ns::MAM) => self.prefs_iq(core, to, iq).await,
             _ => self.query(core, to, iq).await,
         };
         result.map_err(StanzaError::from)
@@ -290,9 +303,18 @@ impl Module for Mam {
     }
 
     async fn event(&self, _core: &Arc<Core>, event: &Event) {
-        // The rows went with the account (ON DELETE CASCADE); forget its preferences.
-        if let Event::AccountDeleted(account) = event {
-            self.prefs.remove(account);
+        match event {
+            // The rows went with the account (ON DELETE CASCADE); forget its preferences.
+            Event::AccountDeleted(account) => {
+                self.prefs.remove(account);
+            }
+            // Another node of a cluster stored new preferences: read them again when needed.
+            Event::ClusterNote { topic, body } if topic == PREFS_TOPIC => {
+                if let Ok(account) = BareJid::parse(body) {
+                    self.prefs.remove(&account);
+                }
+            }
+            _ => {}
         }
     }
 }

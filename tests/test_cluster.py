@@ -28,6 +28,7 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from conftest import PG_URL, PgDatabase, free_port
+from test_websub import receiver  # noqa: F401 (a fixture)
 from slix import SlixClient, slix_login
 from test_im import BODY, NS_ROSTER, Peer, is_msg, is_presence, is_push, make_mutual, peer
 from xmpp_raw import local, stanza_error
@@ -811,3 +812,34 @@ async def test_archive_preferences_set_through_one_node_apply_on_another(cluster
     assert "kept" in bodies and "not kept" not in bodies, bodies
     await a.close()
     await b.close()
+
+
+@pytest.fixture
+def websub_cluster(server_factory, tmp_path):
+    from test_websub import WEBHOOKS
+    yield from _start(server_factory, tmp_path, lambda i: {"webhooks": WEBHOOKS})
+
+
+async def test_webhooks_are_delivered_once_in_order_by_one_node(websub_cluster, receiver):
+    """The nodes share one WebSub outbox: one of them (the oldest) delivers, so a callback
+    gets every item once, in publication order — subscribed through node 3, published
+    through node 2."""
+    from test_websub import publish, publisher, subscribe
+    _, n2, n3 = websub_cluster.nodes
+    c = await publisher(n2, "feed")
+    # A slow receiver: deliveries stay queued past the other nodes' outbox ticks.
+    receiver.delay = 0.3
+    try:
+        await subscribe(n3, receiver, "hook", "feed")
+        ids = [f"i{n}" for n in range(10)]
+        for i in ids:
+            await publish(c, n2, "feed", i)
+        await _until("ten deliveries", lambda: _at_least(receiver, "hook", 10))
+        await asyncio.sleep(1.5)  # a second node's worker would have posted by now
+        assert receiver.ids("hook") == ids
+    finally:
+        await c.close()
+
+
+async def _at_least(receiver, name: str, n: int) -> bool:
+    return len(receiver.ids(name)) >= n

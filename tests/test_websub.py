@@ -43,6 +43,7 @@ class Receiver:
         self.posts: dict[str, int] = defaultdict(int)
         self.secrets: dict[str, str] = {}
         self.fail: dict[str, int] = {}      # POSTs still to answer 500 (-1: all)
+        self.delay = 0.0                    # seconds each POST takes to answer
         self.bad_signatures = 0
         receiver = self
 
@@ -72,6 +73,7 @@ class Receiver:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                time.sleep(receiver.delay)
                 name = self.name()
                 with receiver.lock:
                     receiver.posts[name] += 1

@@ -388,7 +388,14 @@ async fn serve(
     // by an earlier run.
     let websub = rookery_websub::Hub::new(store.clone(), pubsub.engines(), cfg.webhooks.clone())
         .context("[webhooks] HTTP client")?;
-    let websub_worker = tokio::spawn(rookery_websub::worker::run(websub.clone(), stop_rx.clone()));
+    let websub_worker = tokio::spawn(rookery_websub::worker::run(
+        websub.clone(),
+        stop_rx.clone(),
+        {
+            let core = core.clone();
+            move || core.home_node().is_none()
+        },
+    ));
     let web = web::start(
         &cfg,
         ctx.clone(),

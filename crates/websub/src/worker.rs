@@ -146,12 +146,26 @@ impl Busy {
     }
 }
 
-/// Runs the delivery worker until `stop` turns true.
-pub async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+/// Runs the delivery worker until `stop` turns true, while `serving()` says this process
+/// is the one to deliver: in a cluster the nodes share one outbox, and a lane per
+/// subscription must run in one process only (one request in flight, in publication order),
+/// so only the rooms' home node delivers (`Core::home_node`); the others look again each
+/// tick, and the outbox is durable, so a new home resumes where the old one stopped.
+pub async fn run(
+    hub: Arc<Hub>,
+    mut stop: watch::Receiver<bool>,
+    serving: impl Fn() -> bool + Send + 'static,
+) {
     let busy = Arc::new(Busy::default());
     let (lane_done_tx, mut lane_done) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut last_sweep = 0;
     loop {
+        if !serving() {
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => continue,
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
         let now = now_unix();
         if now != last_sweep {
             last_sweep = now;

@@ -843,3 +843,24 @@ async def test_webhooks_are_delivered_once_in_order_by_one_node(websub_cluster, 
 
 async def _at_least(receiver, name: str, n: int) -> bool:
     return len(receiver.ids(name)) >= n
+
+
+async def test_an_operator_kick_through_one_node_ends_a_session_on_another(cluster):
+    """`rookery ctl kick` on node 1 for alice, bound on node 2: node 2 ends her stream with
+    the operator's reason; node 1 does not take her for gone while she is still connected
+    elsewhere (bob's message to her goes to her live session, not offline storage)."""
+    n1, n2, _ = cluster.nodes
+    a = await peer(n2, "alice", "desk", roster=False)
+    a2 = await peer(n2, "alice", "phone", roster=False)
+    b = await peer(n1, "bob", "home", roster=False, presence=False)
+    await meet(b, a)
+    await meet(b, a2)
+    r = n1.ctl("kick", "alice@localhost/desk", "--reason", "maintenance")
+    assert r.returncode == 0, r.stderr
+    cond, _ = await a.c.wait_closed(15)
+    assert cond == "policy-violation"
+    # Her other session is still hers, and node 1 still routes to it.
+    b.message("alice@localhost/phone", "still here?")
+    await wait_for(a2, is_msg("still here?"), what="a message to the session left")
+    await a2.close()
+    await b.close()

@@ -384,6 +384,17 @@ impl ClusterLink for Link {
         });
     }
 
+    fn close_elsewhere(&self, jid: &Jid, reason: &StreamError) {
+        let i = &self.0;
+        i.send(Control::Close {
+            node: i.node.clone(),
+            epoch: i.epoch,
+            jid: jid.to_string(),
+            condition: reason.condition.as_str().to_string(),
+            text: reason.text.clone(),
+        });
+    }
+
     fn home(&self) -> Option<String> {
         let i = &self.0;
         lock(&i.members).home(&i.node, i.epoch)
@@ -492,6 +503,12 @@ impl Inner {
                 }
             }
             Control::Route { domain, up, .. } => self.remote_component(&node, &domain, up),
+            Control::Close {
+                jid,
+                condition,
+                text,
+                ..
+            } => self.close_local(&jid, &condition, text),
             Control::Note { topic, body, .. } => {
                 let _ = self.notes.send((topic, body));
             }
@@ -501,6 +518,20 @@ impl Inner {
                 sessions,
                 ..
             } => self.snapshot_part(&node, first, last, sessions).await,
+        }
+    }
+
+    /// Another node asked to end the session `jid`: closed if it is bound here.
+    fn close_local(&self, jid: &str, condition: &str, text: Option<String>) {
+        let (Ok(jid), Some(condition)) =
+            (Jid::parse(jid), StreamErrorCondition::from_name(condition))
+        else {
+            return;
+        };
+        if let Some(h) = self.core.session(&jid).filter(|h| !h.is_remote()) {
+            let mut reason = StreamError::new(condition);
+            reason.text = text;
+            h.close(reason);
         }
     }
 

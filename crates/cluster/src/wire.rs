@@ -113,6 +113,21 @@ pub enum Control {
         /// What it says.
         body: String,
     },
+    /// End the session `jid` where it is bound (an operator's kick, an account removed
+    /// through the sender): the node holding it closes it with this stream error; its
+    /// `unbound` follows as for any session's end.
+    Close {
+        /// Sender.
+        node: String,
+        /// Sender's epoch.
+        epoch: u64,
+        /// The session's full JID.
+        jid: String,
+        /// The stream error's condition (RFC 6120 §4.9.3, by its element name).
+        condition: String,
+        /// Its text.
+        text: Option<String>,
+    },
     /// Part of the sender's complete list of sessions; the part with `last` set ends it, and
     /// the receiver drops what it held for the sender that the list did not name.
     Sessions {
@@ -141,6 +156,7 @@ impl Control {
             | Control::Changed { node, epoch, .. }
             | Control::Note { node, epoch, .. }
             | Control::Route { node, epoch, .. }
+            | Control::Close { node, epoch, .. }
             | Control::Sessions { node, epoch, .. } => (node, *epoch),
         }
     }

@@ -113,10 +113,10 @@ pub fn end_sessions(core: &Core, jid: &Jid, reason: &str) -> usize {
             .collect::<Vec<_>>()
     };
     for s in &sessions {
-        s.close(StreamError::with_text(
-            StreamErrorCondition::PolicyViolation,
-            reason,
-        ));
+        core.end_session(
+            s,
+            StreamError::with_text(StreamErrorCondition::PolicyViolation, reason),
+        );
     }
     sessions.len()
 }

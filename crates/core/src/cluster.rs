@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use rookery_jid::{BareJid, Jid};
 
-use rookery_proto::Stanza;
+use rookery_proto::{Stanza, StreamError};
 
 use crate::session::SessionId;
 
@@ -44,6 +44,10 @@ pub trait ClusterLink: Send + Sync + 'static {
 
     /// A module's note for its peers on the other nodes (see [`crate::Core::tell_peers`]).
     fn note(&self, topic: &str, body: String);
+
+    /// Ends the session `jid`, bound on another node, with `reason` there (see
+    /// [`crate::Core::end_session`]).
+    fn close_elsewhere(&self, jid: &Jid, reason: &StreamError);
 
     /// The node that serves what lives on one node of the cluster (see
     /// [`crate::Core::home_node`]); `None` when it is this one.

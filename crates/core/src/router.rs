@@ -503,6 +503,17 @@ impl Core {
         self.sessions.count()
     }
 
+    /// Ends the session `h` with `reason`: a local one at once; one bound on another node of
+    /// a cluster there, by its node (closing the remote handle here would only make this
+    /// node take a live session for gone). For what an operator or the account asks
+    /// (kick, account removal).
+    pub fn end_session(&self, h: &SessionHandle, reason: rookery_proto::StreamError) {
+        match self.cluster.get() {
+            Some(c) if h.is_remote() => c.close_elsewhere(h.jid(), &reason),
+            _ => h.close(reason),
+        }
+    }
+
     /// Tells every registered domain route that the server is shutting down
     /// ([`DomainRoute::shutdown`]); before [`Core::close_all`], so that what they send still
     /// reaches the sessions and the federation streams.

@@ -498,6 +498,12 @@ impl crate::ClusterLink for FakeLink {
             .unwrap()
             .push(format!("note {topic} {body}"));
     }
+    fn close_elsewhere(&self, jid: &Jid, reason: &rookery_proto::StreamError) {
+        self.told
+            .lock()
+            .unwrap()
+            .push(format!("close {jid} {}", reason.condition.as_str()));
+    }
     fn home(&self) -> Option<String> {
         None
     }

@@ -231,10 +231,10 @@ pub async fn remove_account(core: &Arc<Core>, user: &BareJid) -> Result<bool, Ac
         return Ok(false);
     };
     for (h, _) in core.sessions_of(user) {
-        h.close(StreamError::with_text(
-            StreamErrorCondition::NotAuthorized,
-            "account removed",
-        ));
+        core.end_session(
+            &h,
+            StreamError::with_text(StreamErrorCondition::NotAuthorized, "account removed"),
+        );
     }
     core.emit(&Event::AccountRemoving(user.clone())).await;
     let existed = core.accounts().delete(user.domain(), local).await?;

@@ -10,6 +10,7 @@ use rookery_proto::{StanzaError, StanzaErrorCondition};
 use rookery_xml::Element;
 
 use crate::form::{self, Field, Submitted};
+use crate::Refusal;
 
 /// One XEP-0133 command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,8 +243,9 @@ impl Command {
     }
 }
 
+/// A submitted value that is missing or unusable (XEP-0050 "Possible Errors": `bad-payload`).
 fn bad_request(text: &str) -> StanzaError {
-    StanzaError::new(StanzaErrorCondition::BadRequest).with_text(text)
+    Refusal::BadPayload(text.to_owned()).into()
 }
 
 fn required<'a>(value: Option<&'a str>, var: &str) -> Result<&'a str, StanzaError> {
@@ -269,7 +271,8 @@ fn accounts(given: &[String]) -> Result<Vec<BareJid>, StanzaError> {
 /// The one mapping of administration errors to stanza errors (RFC 6120 §8.3.3).
 fn to_stanza_error(e: AdminError) -> StanzaError {
     let condition = match &e {
-        AdminError::NotLocal(_) | AdminError::Password(_) => StanzaErrorCondition::BadRequest,
+        // The form named an account elsewhere or a password the policy refuses.
+        AdminError::NotLocal(_) | AdminError::Password(_) => return bad_request(&e.to_string()),
         AdminError::Exists(_) => StanzaErrorCondition::Conflict,
         AdminError::NotFound(_) => StanzaErrorCondition::ItemNotFound,
         AdminError::Accounts(_) => StanzaErrorCondition::InternalServerError,

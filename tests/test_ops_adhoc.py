@@ -84,7 +84,7 @@ async def test_admin_runs_the_commands_and_others_are_forbidden(server_factory):
         users = iq["command"]["form"]["values"]["onlineuserjids"]
         assert {"alice@localhost", "bob@localhost", "dave@localhost"} <= set(users), users
 
-        iq = await run(alice, srv, f"{ADMIN}#get-user-stats", {"accountjid": "dave@localhost"})
+        iq = await run(alice, srv, f"{ADMIN}#user-stats", {"accountjid": "dave@localhost"})
         stats = iq["command"]["form"]["values"]
         assert stats["ipaddresses"] == ["127.0.0.1"], stats
 
@@ -123,6 +123,22 @@ def specific(el) -> str | None:
         if c.tag.startswith(f"{{{NS}}}") and c.tag != f"{{{NS}}}command":
             return c.tag.split("}")[1]
     return None
+
+
+async def test_user_stats_has_the_xep_0133_node_and_the_old_one_still_runs(server_factory):
+    """XEP-0133 §4.11: the node is `#user-stats`; `#get-user-stats` (this server's node
+    before) keeps working for scripts."""
+    srv = server_factory(admins=["alice@localhost"])
+    alice = await admin_client(srv, "alice")
+    try:
+        items = await alice.plugin["xep_0050"].get_commands(srv.domain)
+        nodes = {i[1] for i in items["disco_items"]["items"]}
+        assert f"{ADMIN}#user-stats" in nodes and f"{ADMIN}#get-user-stats" not in nodes
+        for node in (f"{ADMIN}#user-stats", f"{ADMIN}#get-user-stats"):
+            iq = await run(alice, srv, node, {"accountjid": "alice@localhost"})
+            assert iq["command"]["form"]["values"]["accountjid"] == "alice@localhost", node
+    finally:
+        await alice.close()
 
 
 async def test_execution_errors_are_xep_0050s(server_factory):

@@ -12,6 +12,9 @@ use rookery_xml::Element;
 use crate::form::{self, Field, Submitted};
 use crate::Refusal;
 
+/// The node user-stats had before it took the XEP's; still accepted.
+const OLD_USER_STATS: &str = "http://jabber.org/protocol/admin#get-user-stats";
+
 /// One XEP-0133 command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -58,15 +61,19 @@ impl Command {
             Command::AddUser => "http://jabber.org/protocol/admin#add-user",
             Command::DeleteUser => "http://jabber.org/protocol/admin#delete-user",
             Command::ChangePassword => "http://jabber.org/protocol/admin#change-user-password",
-            Command::UserStats => "http://jabber.org/protocol/admin#get-user-stats",
+            Command::UserStats => "http://jabber.org/protocol/admin#user-stats",
             Command::OnlineUsers => "http://jabber.org/protocol/admin#get-online-users-list",
             Command::EndSession => "http://jabber.org/protocol/admin#end-user-session",
             Command::Announce => "http://jabber.org/protocol/admin#announce",
         }
     }
 
-    /// The command with `node`.
+    /// The command with `node`. User-stats also answers to `#get-user-stats`, its node here
+    /// before it took XEP-0133 §4.11's, so that scripts written for that keep working.
     pub fn from_node(node: &str) -> Option<Command> {
+        if node == OLD_USER_STATS {
+            return Some(Command::UserStats);
+        }
         Self::ALL.into_iter().find(|c| c.node() == node)
     }
 

@@ -13,8 +13,8 @@ use rookery_jid::Jid;
 use crate::commands::Command;
 use crate::Refusal;
 
-/// How long a session stays open without an answer, and how long an ended one is
-/// remembered as expired (after that its id is simply unknown).
+/// How long a session stays open without an answer, and how long one that ended or timed
+/// out is remembered as expired (after that its id is simply unknown).
 const LIFETIME: Duration = Duration::from_secs(600);
 
 /// At most this many sessions are remembered; the oldest goes first.
@@ -34,6 +34,12 @@ struct Session {
 impl Session {
     fn expired(&self, now: Instant) -> bool {
         !self.open || now.duration_since(self.at) > LIFETIME
+    }
+
+    /// Whether it is no longer worth remembering: [`LIFETIME`] after it ended or timed out.
+    fn forgotten(&self, now: Instant) -> bool {
+        let kept = if self.open { 2 * LIFETIME } else { LIFETIME };
+        now.duration_since(self.at) > kept
     }
 }
 
@@ -71,7 +77,7 @@ impl Sessions {
     fn put(&self, id: &str, requester: &Jid, command: Command, open: bool) {
         let now = Instant::now();
         let mut table = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        table.retain(|_, s| now.duration_since(s.at) <= LIFETIME);
+        table.retain(|_, s| !s.forgotten(now));
         if table.len() >= MAX_SESSIONS && !table.contains_key(id) {
             if let Some(oldest) = table
                 .iter()

@@ -1114,6 +1114,23 @@ async def test_private_storage(server):
     await b.close()
 
 
+async def test_private_storage_is_bounded_per_account(server):
+    """At most 64 distinct elements per account: the 65th new one is `not-acceptable` (as
+    an element too large); replacing one it holds still works."""
+    a = await peer(server, "alice", presence=False)
+    many = "".join(f"<prefs xmlns='urn:test:private:{i}'><n>{i}</n></prefs>" for i in range(64))
+    r = await a.iq("set", f"<query xmlns='{NS_PRIVATE}'>{many}</query>")
+    assert r.get("type") == "result"
+    r = await a.iq("set", f"<query xmlns='{NS_PRIVATE}'><prefs xmlns='urn:test:private:64'/></query>")
+    assert stanza_error(r) == "not-acceptable"
+    r = await a.iq("get", f"<query xmlns='{NS_PRIVATE}'><prefs xmlns='urn:test:private:64'/></query>")
+    assert not list(r.find(".//{urn:test:private:64}prefs")), "nothing was stored"
+    r = await a.iq("set", f"<query xmlns='{NS_PRIVATE}'><prefs xmlns='urn:test:private:7'>"
+                          "<n>again</n></prefs></query>")
+    assert r.get("type") == "result"
+    await a.close()
+
+
 async def test_last_activity(server):
     await make_mutual(server, "alice", "bob")
     a = await peer(server, "alice")

@@ -8,6 +8,7 @@ import asyncio
 from slixmpp.exceptions import IqError
 
 from slix import slix_login
+from xmpp_raw import stanza_error
 
 NS = "http://jabber.org/protocol/commands"
 ADMIN = "http://jabber.org/protocol/admin"
@@ -83,7 +84,7 @@ async def test_admin_runs_the_commands_and_others_are_forbidden(server_factory):
         users = iq["command"]["form"]["values"]["onlineuserjids"]
         assert {"alice@localhost", "bob@localhost", "dave@localhost"} <= set(users), users
 
-        iq = await run(alice, srv, f"{ADMIN}#get-user-stats", {"accountjid": "dave@localhost"})
+        iq = await run(alice, srv, f"{ADMIN}#user-stats", {"accountjid": "dave@localhost"})
         stats = iq["command"]["form"]["values"]
         assert stats["ipaddresses"] == ["127.0.0.1"], stats
 
@@ -114,3 +115,87 @@ async def test_admin_runs_the_commands_and_others_are_forbidden(server_factory):
     finally:
         await alice.close()
         await bob.close()
+
+
+def specific(el) -> str | None:
+    """The XEP-0050 condition beside the defined one, or None."""
+    for c in el.iter():
+        if c.tag.startswith(f"{{{NS}}}") and c.tag != f"{{{NS}}}command":
+            return c.tag.split("}")[1]
+    return None
+
+
+async def test_user_stats_has_the_xep_0133_node_and_the_old_one_still_runs(server_factory):
+    """XEP-0133 §4.11: the node is `#user-stats`; `#get-user-stats` (this server's node
+    before) keeps working for scripts."""
+    srv = server_factory(admins=["alice@localhost"])
+    alice = await admin_client(srv, "alice")
+    try:
+        items = await alice.plugin["xep_0050"].get_commands(srv.domain)
+        nodes = {i[1] for i in items["disco_items"]["items"]}
+        assert f"{ADMIN}#user-stats" in nodes and f"{ADMIN}#get-user-stats" not in nodes
+        for node in (f"{ADMIN}#user-stats", f"{ADMIN}#get-user-stats"):
+            iq = await run(alice, srv, node, {"accountjid": "alice@localhost"})
+            assert iq["command"]["form"]["values"]["accountjid"] == "alice@localhost", node
+    finally:
+        await alice.close()
+
+
+async def test_execution_errors_are_xep_0050s(server_factory):
+    """XEP-0050 "Possible Errors": malformed-action, bad-action, bad-payload,
+    bad-sessionid, session-expired; an `<x type='cancel'/>` counts as submitted ("Use of
+    Data Forms"); an IQ get runs nothing."""
+    srv = server_factory(admins=["alice@localhost"])
+    c = await srv.login("alice", "adhoc")
+    add = f"{ADMIN}#add-user"
+
+    async def command(attrs: str, inner: str = "", type_: str = "set"):
+        return await c.iq(type_, srv.domain,
+                          f"<command xmlns='{NS}' node='{add}' {attrs}>{inner}</command>")
+
+    def form(**values) -> str:
+        fields = "".join(f"<field var='{k}'><value>{v}</value></field>"
+                         for k, v in values.items())
+        return (f"<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+                f"<value>{ADMIN}</value></field>{fields}</x>")
+
+    def cmd(r):
+        return r.find(f"{{{NS}}}command")
+
+    try:
+        r = await command("action='foo'")
+        assert (stanza_error(r), specific(r)) == ("bad-request", "malformed-action")
+        first = await command("action='execute'")
+        sid = cmd(first).get("sessionid")
+        assert cmd(first).get("status") == "executing" and sid
+        r = await command(f"sessionid='{sid}' action='next'", form(accountjid="x@localhost"))
+        assert (stanza_error(r), specific(r)) == ("bad-request", "bad-action")
+        r = await command(f"sessionid='{sid}' action='complete'",
+                          form(accountjid="erin@localhost"))
+        assert (stanza_error(r), specific(r)) == ("bad-request", "bad-payload"), "no password"
+        r = await command(f"sessionid='{sid}' action='complete'",
+                          "<x xmlns='jabber:x:data' type='cancel'/>")
+        assert (stanza_error(r), specific(r)) == ("bad-request", "bad-payload"), "x cancel"
+        r = await command("sessionid='made-up' action='complete'",
+                          form(accountjid="erin@localhost", password="pw"))
+        assert (stanza_error(r), specific(r)) == ("bad-request", "bad-sessionid")
+        # The refused forms left the session open; it completes, and then it is over.
+        r = await command(f"sessionid='{sid}' action='complete'",
+                          form(accountjid="erin@localhost", password="pw"))
+        assert cmd(r).get("status") == "completed", r
+        r = await command(f"sessionid='{sid}' action='complete'",
+                          form(accountjid="fred@localhost", password="pw"))
+        assert (stanza_error(r), specific(r)) == ("not-allowed", "session-expired")
+        # Canceled: over as well.
+        sid2 = cmd(await command("")).get("sessionid")
+        r = await command(f"sessionid='{sid2}' action='cancel'")
+        assert cmd(r).get("status") == "canceled"
+        r = await command(f"sessionid='{sid2}'", form(accountjid="fred@localhost", password="pw"))
+        assert (stanza_error(r), specific(r)) == ("not-allowed", "session-expired")
+        # A get runs nothing.
+        r = await command("", form(accountjid="gina@localhost", password="pw"), type_="get")
+        assert stanza_error(r) == "bad-request"
+        assert "gina@" not in srv.user("list").stdout
+        assert "fred@" not in srv.user("list").stdout
+    finally:
+        await c.close()

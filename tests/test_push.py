@@ -167,6 +167,30 @@ async def test_hibernated_session_notifies_with_body_when_asked(push_srv):
         is not None
 
 
+async def test_a_hibernated_session_is_woken_by_groupchat_but_not_by_errors(push_srv):
+    """What a parked message wakes: an `error` (anyone can address one to any resource)
+    does not; a `groupchat` message (a room's message to the session) does."""
+    srv, app = push_srv
+    c = await srv.login("alice", "phone")
+    await c.presence()
+    await enable(c)
+    form = (f"<x xmlns='{NS_DATA}' type='submit'><field var='FORM_TYPE'>"
+            f"<value>http://jabber.org/protocol/pubsub#publish-options</value></field>"
+            f"<field var='include-body'><value>true</value></field></x>")
+    assert await push_iq(c, "enable", "n1", form) == "result"
+    c.abort()
+    await log_line(srv, "session hibernating")
+    bob = await srv.login("bob", "b")
+    phone = srv.jid("alice", "phone")
+    bob.message(phone, "a bounce", type_="error")
+    bob.message(phone, "room talk", type_="groupchat")
+    await bob.iq("get", srv.domain, "<ping xmlns='urn:xmpp:ping'/>")
+    await bob.close()
+    iq = await app.publishes.wait(lambda iq: node_of(iq) == "n1", what="a notification")
+    assert summary(iq)["last-message-body"] == "room talk"
+    assert summary(iq)["message-count"] == "1"
+
+
 async def test_a_device_that_is_off_is_woken_while_another_is_online(push_srv):
     """Registrations are per device (the resource that enabled them): the phone that is off
     is woken for messages the desktop receives, to the bare JID and to the desktop's full

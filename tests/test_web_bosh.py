@@ -177,6 +177,25 @@ def test_host_meta_names_both_endpoints(server_factory):
                      "urn:xmpp:alt-connections:xbosh": "https://chat.example.org/http-bind"}
 
 
+def test_host_meta_warns_at_start_when_its_links_would_not_be_https(server_factory):
+    """XEP-0156 §3 allows only https:// and wss:// links: an http `public_url`, or a proxy
+    with no `public_url` (the links then follow each request's Host), is logged at start."""
+    import time  # noqa: PLC0415
+
+    def logged(srv, text: str) -> bool:
+        deadline = time.monotonic() + 5
+        while text not in srv.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return text in srv.log()
+    insecure = server_factory(http={"public_url": "http://chat.example.org"})
+    assert logged(insecure, "public_url is not https")
+    reflecting = server_factory(http={"behind_tls_proxy": True})
+    assert logged(reflecting, "public_url is not set")
+    secure = server_factory(http={"public_url": "https://chat.example.org"})
+    assert logged(secure, "listening for web clients")
+    assert "public_url is not" not in secure.log()
+
+
 def test_forwarded_addresses_count_only_from_trusted_proxies(server_factory):
     def open_from(srv, forwarded_for: str) -> str:
         _, text, _ = post(srv, f"<body xmlns='{NS}' rid='1' to='{srv.domain}' wait='5' hold='1'/>",

@@ -10,6 +10,10 @@ use rookery_proto::{StanzaError, StanzaErrorCondition};
 use rookery_xml::Element;
 
 use crate::form::{self, Field, Submitted};
+use crate::Refusal;
+
+/// The node user-stats had before it took the XEP's; still accepted.
+const OLD_USER_STATS: &str = "http://jabber.org/protocol/admin#get-user-stats";
 
 /// One XEP-0133 command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,15 +61,19 @@ impl Command {
             Command::AddUser => "http://jabber.org/protocol/admin#add-user",
             Command::DeleteUser => "http://jabber.org/protocol/admin#delete-user",
             Command::ChangePassword => "http://jabber.org/protocol/admin#change-user-password",
-            Command::UserStats => "http://jabber.org/protocol/admin#get-user-stats",
+            Command::UserStats => "http://jabber.org/protocol/admin#user-stats",
             Command::OnlineUsers => "http://jabber.org/protocol/admin#get-online-users-list",
             Command::EndSession => "http://jabber.org/protocol/admin#end-user-session",
             Command::Announce => "http://jabber.org/protocol/admin#announce",
         }
     }
 
-    /// The command with `node`.
+    /// The command with `node`. User-stats also answers to `#get-user-stats`, its node here
+    /// before it took XEP-0133 §4.11's, so that scripts written for that keep working.
     pub fn from_node(node: &str) -> Option<Command> {
+        if node == OLD_USER_STATS {
+            return Some(Command::UserStats);
+        }
         Self::ALL.into_iter().find(|c| c.node() == node)
     }
 
@@ -242,8 +250,9 @@ impl Command {
     }
 }
 
+/// A submitted value that is missing or unusable (XEP-0050 "Possible Errors": `bad-payload`).
 fn bad_request(text: &str) -> StanzaError {
-    StanzaError::new(StanzaErrorCondition::BadRequest).with_text(text)
+    Refusal::BadPayload(text.to_owned()).into()
 }
 
 fn required<'a>(value: Option<&'a str>, var: &str) -> Result<&'a str, StanzaError> {
@@ -269,7 +278,8 @@ fn accounts(given: &[String]) -> Result<Vec<BareJid>, StanzaError> {
 /// The one mapping of administration errors to stanza errors (RFC 6120 §8.3.3).
 fn to_stanza_error(e: AdminError) -> StanzaError {
     let condition = match &e {
-        AdminError::NotLocal(_) | AdminError::Password(_) => StanzaErrorCondition::BadRequest,
+        // The form named an account elsewhere or a password the policy refuses.
+        AdminError::NotLocal(_) | AdminError::Password(_) => return bad_request(&e.to_string()),
         AdminError::Exists(_) => StanzaErrorCondition::Conflict,
         AdminError::NotFound(_) => StanzaErrorCondition::ItemNotFound,
         AdminError::Accounts(_) => StanzaErrorCondition::InternalServerError,

@@ -90,11 +90,13 @@ pub struct Submitted {
 }
 
 impl Submitted {
-    /// Reads the submitted form in `command`, if there is one.
+    /// Reads the submitted form in `command`, if there is one. An `<x type='cancel'/>` counts
+    /// as submitted: XEP-0050 "Use of Data Forms" (cancelling is the command's `action='cancel'`, not the
+    /// form's type), so its missing fields are refused like any other.
     pub fn from_command(command: &Element) -> Option<Submitted> {
         let x = command
             .get_child("x", ns::DATA_FORMS)
-            .filter(|x| x.attr("type") == Some("submit"))?;
+            .filter(|x| matches!(x.attr("type"), Some("submit" | "cancel")))?;
         let fields = x
             .children()
             .filter(|f| f.is("field", ns::DATA_FORMS))

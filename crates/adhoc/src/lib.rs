@@ -13,13 +13,15 @@
 //!
 //! Execution (§3, §4): every command here has one stage. `execute` without a form answers with
 //! the form to fill in (`status='executing'`, a `sessionid`, `complete` as the only action);
-//! the submitted form (with `complete`, `execute` or `next`) runs it (`status='completed'`, a
-//! note, a result form for commands that report). `cancel` answers `canceled`. The form
-//! carries everything a command needs, so the server keeps no session state: the `sessionid`
-//! is only echoed. Anyone not in `admins` gets `forbidden` (XEP-0133 §5).
+//! the submitted form (with `complete` or `execute`) runs it (`status='completed'`, a note, a
+//! result form for commands that report). `cancel` answers `canceled`. The form carries
+//! everything a command needs; [`session`] only remembers which `sessionid`s were issued and
+//! which ended, for the errors of "Possible Errors" ([`Refusal`]). Anyone not in `admins` gets `forbidden`
+//! (XEP-0133 §5).
 
 pub mod commands;
 pub mod form;
+pub mod session;
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -28,11 +30,12 @@ use rookery_core::module::{Declaration, IqResult, IqTarget, Module};
 use rookery_core::modules::disco::{feature, identity};
 use rookery_core::Core;
 use rookery_jid::{BareJid, Jid};
-use rookery_proto::{ns, Stanza, StanzaError, StanzaErrorCondition};
+use rookery_proto::{ns, IqType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind};
 use rookery_xml::Element;
 
 use crate::commands::Command;
 use crate::form::Submitted;
+use crate::session::Sessions;
 
 /// The XEP-0050 namespace, also the node listing the commands.
 pub const NS: &str = "http://jabber.org/protocol/commands";
@@ -65,18 +68,81 @@ impl Admins {
 /// The ad-hoc commands module.
 pub struct AdHoc {
     admins: Arc<Admins>,
+    sessions: Sessions,
 }
 
 impl AdHoc {
     /// Commands for `admins`.
     pub fn new(admins: Arc<Admins>) -> AdHoc {
-        AdHoc { admins }
+        AdHoc {
+            admins,
+            sessions: Sessions::default(),
+        }
     }
 
     /// The sender, if it may run commands.
     fn admin<'a>(&self, from: Option<&'a Jid>) -> Result<&'a Jid, StanzaError> {
         from.filter(|f| self.admins.contains(f))
             .ok_or_else(|| StanzaError::new(StanzaErrorCondition::Forbidden))
+    }
+}
+
+/// The `action` of a `<command/>` (XEP-0050 "`<command/>` Element").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Execute,
+    Cancel,
+    Prev,
+    Next,
+    Complete,
+}
+
+impl Action {
+    /// The action named `given`; `execute` when absent (the default), and
+    /// `malformed-action` for a name outside the five the XEP defines.
+    fn parse(given: Option<&str>) -> Result<Action, Refusal> {
+        match given.unwrap_or("execute") {
+            "execute" => Ok(Action::Execute),
+            "cancel" => Ok(Action::Cancel),
+            "prev" => Ok(Action::Prev),
+            "next" => Ok(Action::Next),
+            "complete" => Ok(Action::Complete),
+            _ => Err(Refusal::MalformedAction),
+        }
+    }
+}
+
+/// Why a command request is refused: the conditions of XEP-0050's "Possible Errors" that need a
+/// `<command/>`-namespaced child, mapped to the wire once, by the `From` below.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// An action outside the five the XEP defines.
+    MalformedAction,
+    /// An action this stage does not offer (`prev`, `next`).
+    BadAction,
+    /// The submitted form lacks a required field or holds an unusable value.
+    BadPayload(String),
+    /// A `sessionid` this responder did not issue to this requester for this command.
+    BadSessionid,
+    /// A `sessionid` whose session was completed, canceled or timed out.
+    SessionExpired,
+}
+
+impl From<Refusal> for StanzaError {
+    fn from(r: Refusal) -> StanzaError {
+        use StanzaErrorCondition::{BadRequest, NotAllowed};
+        let (condition, specific, text) = match r {
+            Refusal::MalformedAction => (BadRequest, "malformed-action", None),
+            Refusal::BadAction => (BadRequest, "bad-action", None),
+            Refusal::BadPayload(why) => (BadRequest, "bad-payload", Some(why)),
+            Refusal::BadSessionid => (BadRequest, "bad-sessionid", None),
+            Refusal::SessionExpired => (NotAllowed, "session-expired", None),
+        };
+        let e = StanzaError::new(condition).with_app(Element::new(specific, NS));
+        match text {
+            Some(t) => e.with_text(t),
+            None => e,
+        }
     }
 }
 
@@ -103,6 +169,10 @@ impl Module for AdHoc {
     }
 
     async fn handle_iq(&self, core: &Arc<Core>, _to: &BareJid, iq: &Stanza) -> IqResult {
+        // A command is run by an IQ set ("Executing Commands"); a get runs nothing.
+        if iq.kind() != StanzaKind::Iq(IqType::Set) {
+            return Err(StanzaError::new(StanzaErrorCondition::BadRequest));
+        }
         let by = self.admin(iq.from())?;
         let request = iq
             .payload()
@@ -110,44 +180,50 @@ impl Module for AdHoc {
         let node = request.attr("node").unwrap_or_default();
         let command = Command::from_node(node)
             .ok_or_else(|| StanzaError::new(StanzaErrorCondition::ItemNotFound))?;
+        let action = Action::parse(request.attr("action"))?;
         let sessionid = match request.attr("sessionid") {
-            Some(s) => s.to_string(),
-            None => format!("{:016x}", rand::random::<u64>()),
-        };
-        let submitted = Submitted::from_command(request);
-        match (request.attr("action").unwrap_or("execute"), submitted) {
-            ("cancel", _) => Ok(Some(answer(node, &sessionid, "canceled"))),
-            ("execute" | "next" | "complete", submitted) => {
-                let fields = command.fields();
-                let submitted = match submitted {
-                    Some(s) => s,
-                    None if fields.is_empty() => Submitted::default(),
-                    None => {
-                        let actions = Element::new("actions", NS)
-                            .with_attr("execute", "complete")
-                            .with_child(Element::new("complete", NS));
-                        return Ok(Some(
-                            answer(node, &sessionid, "executing")
-                                .with_child(actions)
-                                .with_child(form::build("form", command.name(), &fields)),
-                        ));
-                    }
-                };
-                let done = command.run(core, by, &submitted).await?;
-                let mut out = answer(node, &sessionid, "completed").with_child(
-                    Element::new("note", NS)
-                        .with_attr("type", "info")
-                        .with_text(done.note),
-                );
-                if let Some(result) = done.result {
-                    out.push_child(result);
-                }
-                Ok(Some(out))
+            Some(id) => {
+                self.sessions.check(id, by, command)?;
+                id.to_string()
             }
-            // XEP-0050 §4.6: `prev` has nowhere to go in a one-stage command.
-            _ => Err(StanzaError::new(StanzaErrorCondition::BadRequest)
-                .with_app(Element::new("bad-action", NS))),
+            None => self.sessions.open(by, command),
+        };
+        let submitted = match action {
+            Action::Cancel => {
+                self.sessions.end(&sessionid, by, command);
+                return Ok(Some(answer(node, &sessionid, "canceled")));
+            }
+            // "Possible Errors" `bad-action`: the one stage offers `complete` only.
+            Action::Prev | Action::Next => return Err(Refusal::BadAction.into()),
+            Action::Execute | Action::Complete => Submitted::from_command(request),
+        };
+        let fields = command.fields();
+        let submitted = match submitted {
+            Some(s) => s,
+            None if fields.is_empty() => Submitted::default(),
+            None => {
+                let actions = Element::new("actions", NS)
+                    .with_attr("execute", "complete")
+                    .with_child(Element::new("complete", NS));
+                return Ok(Some(
+                    answer(node, &sessionid, "executing")
+                        .with_child(actions)
+                        .with_child(form::build("form", command.name(), &fields)),
+                ));
+            }
+        };
+        // A refused form leaves the session open: the admin may correct it and submit again.
+        let done = command.run(core, by, &submitted).await?;
+        self.sessions.end(&sessionid, by, command);
+        let mut out = answer(node, &sessionid, "completed").with_child(
+            Element::new("note", NS)
+                .with_attr("type", "info")
+                .with_text(done.note),
+        );
+        if let Some(result) = done.result {
+            out.push_child(result);
         }
+        Ok(Some(out))
     }
 
     async fn disco_node(

@@ -1,6 +1,7 @@
 //! XEP-0049: Private XML Storage — elements a user stores on the server for itself, keyed by
 //! element name and namespace, limited in size (`im.private.max_bytes` per element).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -26,9 +27,38 @@ impl Private {
     }
 }
 
+/// At most this many distinct elements (name and namespace) per account: each one is a row,
+/// up to `max_bytes` large, so without a count one account could fill the store. Clients
+/// keep a handful (bookmarks, roster notes, preferences).
+const MAX_ELEMENTS: usize = 64;
+
 /// §3: namespaces a client may not store under.
 fn reserved(ns_uri: &str) -> bool {
     ns_uri == ns::PRIVATE || ns_uri == CONTENT_NS || ns_uri == ns::DATA_FORMS || ns_uri.is_empty()
+}
+
+impl Private {
+    /// Refuses a set that would leave the account with more than [`MAX_ELEMENTS`] distinct
+    /// elements (`not-acceptable`, as for an element too large: XEP-0049 names no quota
+    /// error, and RFC 6120 §8.3.3.9's "does not meet criteria defined by the server" fits;
+    /// `resource-constraint` would tell the client to retry later, which cannot help).
+    /// Replacing an element already held is always allowed.
+    async fn room_for(
+        &self,
+        domain: &str,
+        user: &str,
+        docs: &[(String, String, String)],
+    ) -> Result<(), StanzaError> {
+        let store = self.im.store().userdata();
+        let held = store.private_keys(domain, user).await.map_err(internal)?;
+        let mut keys: HashSet<(&str, &str)> =
+            held.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+        keys.extend(docs.iter().map(|(n, s, _)| (n.as_str(), s.as_str())));
+        if keys.len() > MAX_ELEMENTS {
+            return Err(err(Cond::NotAcceptable, "too many private elements"));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -86,6 +116,7 @@ impl Module for Private {
                     }
                     docs.push((c.name().to_owned(), c.ns().to_owned(), xml));
                 }
+                self.room_for(owner.domain(), user, &docs).await?;
                 store
                     .set_private(owner.domain(), user, &docs)
                     .await

@@ -353,8 +353,14 @@ impl Registry {
 }
 
 /// The message whose body wakes a device: `message` itself when it has a body, or the one
-/// a XEP-0280 carbon copy carries; `None` for content-free messages.
+/// a XEP-0280 carbon copy carries; `None` for content-free messages and for errors. Every
+/// other type wakes, `groupchat` included: a room's message parked in a hibernated session
+/// is one the user is waiting for. An `error` is not something to read on a phone, and
+/// anyone can address one to any resource, so it would only drain the battery.
 fn wakes(message: &Stanza) -> Option<&Element> {
+    if message.kind() == StanzaKind::Message(MessageType::Error) {
+        return None;
+    }
     let e = message.element();
     if e.has_child("body", CONTENT_NS) {
         return Some(e);
@@ -583,6 +589,13 @@ mod tests {
         )
         .unwrap();
         assert!(wakes(&state).is_none());
+        let bounce = parse_stanza(
+            "<message to='a@x/phone' from='r@x' type='error'><body>hi</body>\
+             <error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
+             </error></message>",
+        )
+        .unwrap();
+        assert!(wakes(&bounce).is_none());
     }
 
     #[test]

@@ -101,6 +101,11 @@ pub async fn start(
         websub: Some(backends.websub),
     });
     let mut tasks = Vec::new();
+    if !(cfg.listen.http.is_empty() && cfg.listen.https.is_empty()) {
+        if let Some(why) = rookery_web::host_meta::link_warning(&cfg.http) {
+            tracing::warn!("{why}");
+        }
+    }
     for (addr, tls) in [(&cfg.listen.http, false), (&cfg.listen.https, true)] {
         if addr.is_empty() {
             continue;

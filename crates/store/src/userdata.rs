@@ -77,6 +77,24 @@ impl<'a> UserData<'a> {
         Ok(v)
     }
 
+    /// The `(name, ns)` keys of the private XML elements `username@domain` holds.
+    pub async fn private_keys(
+        &self,
+        domain: &str,
+        username: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let v = with_pool!(self.store, pool => {
+            sqlx::query_as(
+                "SELECT name, ns FROM private_storage WHERE domain = $1 AND username = $2",
+            )
+            .bind(domain)
+            .bind(username)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(v)
+    }
+
     /// Replaces the private XML elements `(name, ns, xml)` of `username@domain`, in one
     /// transaction.
     pub async fn set_private(

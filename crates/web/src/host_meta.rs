@@ -16,7 +16,7 @@ use axum::Extension;
 use rookery_http::Peer;
 use rookery_xml::escape_into;
 
-use crate::{bosh, websocket, WebContext};
+use crate::{bosh, websocket, HttpConfig, WebContext};
 
 /// The path of the XRD document.
 pub const PATH_XRD: &str = "/.well-known/host-meta";
@@ -85,6 +85,32 @@ fn json_string(s: &str) -> String {
     out
 }
 
+/// Why the documents may name links XEP-0156 §3 forbids ("MUST only use connection URLs
+/// starting with 'https://' or 'wss://'"), for a warning at start: a `public_url` that is
+/// not https, or a proxy in front with no `public_url`, where the links take whatever `Host`
+/// each request carries (a shared cache that does not key on it could be fed another
+/// host). `None` when the links are secure, or on the loopback-only plain listener
+/// (development), where they are `ws://` and `http://` by necessity.
+pub fn link_warning(config: &HttpConfig) -> Option<&'static str> {
+    match &config.public_url {
+        Some(url) if !is_https(url) => Some(
+            "[http] public_url is not https: host-meta (XEP-0156) names ws:// and http:// \
+             endpoints, which the XEP forbids and browsers refuse from https pages",
+        ),
+        None if config.behind_tls_proxy => Some(
+            "[http] public_url is not set: host-meta (XEP-0156) names the host of each \
+             request's Host header; set public_url to the address clients use",
+        ),
+        _ => None,
+    }
+}
+
+/// Whether `url` is an https URL (the scheme is case-insensitive, RFC 3986 §3.1).
+fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+}
+
 /// The base URL for a request: `[http] public_url`, else its own scheme and `Host` (also the
 /// base of WebSub topics and of the hub). Behind a TLS-terminating proxy
 /// (`behind_tls_proxy`) the clients' scheme is https, whatever reached us: XEP-0156 §3
@@ -137,6 +163,19 @@ pub async fn get_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warns_of_links_that_are_not_https() {
+        let with = |url: Option<&str>, proxy: bool| HttpConfig {
+            public_url: url.map(str::to_string),
+            behind_tls_proxy: proxy,
+            ..HttpConfig::default()
+        };
+        assert!(link_warning(&with(Some("http://chat.example.org"), false)).is_some());
+        assert!(link_warning(&with(Some("HTTPS://chat.example.org"), true)).is_none());
+        assert!(link_warning(&with(None, true)).is_some());
+        assert!(link_warning(&with(None, false)).is_none());
+    }
 
     #[test]
     fn endpoints_follow_the_scheme() {

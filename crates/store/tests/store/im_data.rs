@@ -135,6 +135,17 @@ async fn vcard_private_last() {
                 .as_deref(),
             Some("<b/>")
         );
+        let mut keys = u.private_keys(d, "juliet").await.unwrap();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                ("storage".into(), "storage:bookmarks".into()),
+                ("storage".into(), "storage:rosternotes".into())
+            ],
+            "{}",
+            b.name
+        );
 
         assert_eq!(u.last_activity(d, "juliet").await.unwrap(), None);
         let last = LastActivity {

@@ -864,3 +864,41 @@ async def test_an_operator_kick_through_one_node_ends_a_session_on_another(clust
     await wait_for(a2, is_msg("still here?"), what="a message to the session left")
     await a2.close()
     await b.close()
+
+
+NS_CARBONS = "urn:xmpp:carbons:2"
+
+
+def carbon(direction: str, body: str):
+    def pred(e):
+        return (local(e) == "message"
+                and e.find(f"{{{NS_CARBONS}}}{direction}") is not None
+                and e.find(f".//{BODY}") is not None
+                and e.find(f".//{BODY}").text == body)
+    return pred
+
+
+async def test_carbons_reach_resources_on_other_nodes(cluster):
+    """XEP-0280: alice's desktop on node 1 and phone on node 2 both enabled carbons. bob on
+    node 3 writes to the desktop: the phone gets the received copy (decided on node 3,
+    which routes the message); the desktop answers: the phone gets the sent copy (decided
+    on node 1)."""
+    n1, n2, n3 = cluster.nodes
+    desk = await peer(n1, "alice", "desk", roster=False)
+    phone = await peer(n2, "alice", "phone", roster=False)
+    b = await peer(n3, "bob", "home", roster=False)
+    for p in (desk, phone):
+        r = await p.iq("set", f"<enable xmlns='{NS_CARBONS}'/>")
+        assert r.get("type") == "result"
+    await meet(b, desk)
+    await meet(b, phone)
+    await meet(desk, phone)
+    await asyncio.sleep(0.3)  # the carbons flags cross the bus (no reply tells the test)
+    b.message("alice@localhost/desk", "to the desk")
+    await wait_for(desk, is_msg("to the desk"), what="bob's message")
+    await wait_for(phone, carbon("received", "to the desk"), what="the received carbon")
+    desk.message("bob@localhost/home", "from the desk")
+    await wait_for(b, is_msg("from the desk"), what="alice's answer")
+    await wait_for(phone, carbon("sent", "from the desk"), what="the sent carbon")
+    for p in (desk, phone, b):
+        await p.close()

@@ -106,6 +106,7 @@ impl Subjects {
 struct Local {
     at: u64,
     priority: Option<i8>,
+    carbons: bool,
 }
 
 /// Shared state of the running node.
@@ -309,7 +310,14 @@ impl ClusterLink for Link {
     fn bound(&self, jid: &Jid, _id: SessionId) {
         let i = &self.0;
         let at = now_ms();
-        lock(&i.local).insert(jid.clone(), Local { at, priority: None });
+        lock(&i.local).insert(
+            jid.clone(),
+            Local {
+                at,
+                priority: None,
+                carbons: false,
+            },
+        );
         // A session of this full JID on another node is older: the core replaces its handle
         // (and closes it: it takes nothing more); the other node hears of this bind and
         // closes it.
@@ -321,6 +329,7 @@ impl ClusterLink for Link {
                 jid: jid.to_string(),
                 at,
                 priority: None,
+                carbons: false,
             },
         });
     }
@@ -346,6 +355,20 @@ impl ClusterLink for Link {
             epoch: i.epoch,
             jid: jid.to_string(),
             priority,
+        });
+    }
+
+    fn carbons(&self, jid: &Jid, on: bool) {
+        let i = &self.0;
+        match lock(&i.local).get_mut(jid) {
+            Some(l) => l.carbons = on,
+            None => return,
+        }
+        i.send(Control::Carbons {
+            node: i.node.clone(),
+            epoch: i.epoch,
+            jid: jid.to_string(),
+            on,
         });
     }
 
@@ -427,6 +450,7 @@ impl Inner {
                 jid: j.to_string(),
                 at: l.at,
                 priority: l.priority,
+                carbons: l.carbons,
             })
             .collect();
         let parts: Vec<&[SessionInfo]> = if all.is_empty() {
@@ -509,6 +533,13 @@ impl Inner {
                 text,
                 ..
             } => self.close_local(&jid, &condition, text),
+            Control::Carbons { jid, on, .. } => {
+                if let Ok(jid) = Jid::parse(&jid) {
+                    if lock(&self.remote).get(&node, &jid).is_some() {
+                        self.core.set_remote_carbons(&jid, on);
+                    }
+                }
+            }
             Control::Note { topic, body, .. } => {
                 let _ = self.notes.send((topic, body));
             }
@@ -548,8 +579,10 @@ impl Inner {
         }
         if let Some((other, p)) = lock(&self.remote).find(&jid) {
             if other == node && p.at == s.at {
-                // Already known (a snapshot repeating it): only availability may change.
+                // Already known (a snapshot repeating it): only availability and carbons
+                // may change.
                 self.core.set_remote_available(&jid, s.priority);
+                self.core.set_remote_carbons(&jid, s.carbons);
                 return;
             }
             if newer(p.at, other) {
@@ -582,6 +615,9 @@ impl Inner {
         }
         if s.priority.is_some() {
             self.core.set_remote_available(&jid, s.priority);
+        }
+        if s.carbons {
+            self.core.set_remote_carbons(&jid, true);
         }
     }
 

@@ -29,6 +29,9 @@ pub struct SessionInfo {
     pub at: u64,
     /// Its presence priority once available.
     pub priority: Option<i8>,
+    /// Whether it enabled XEP-0280 carbons.
+    #[serde(default)]
+    pub carbons: bool,
 }
 
 /// A control message. `node` is the sender, `epoch` its start time (a restarted node has a
@@ -113,6 +116,17 @@ pub enum Control {
         /// What it says.
         body: String,
     },
+    /// A session of the sender enabled (`on`) or disabled XEP-0280 carbons.
+    Carbons {
+        /// Sender.
+        node: String,
+        /// Sender's epoch.
+        epoch: u64,
+        /// Its full JID.
+        jid: String,
+        /// Enabled.
+        on: bool,
+    },
     /// End the session `jid` where it is bound (an operator's kick, an account removed
     /// through the sender): the node holding it closes it with this stream error; its
     /// `unbound` follows as for any session's end.
@@ -157,6 +171,7 @@ impl Control {
             | Control::Note { node, epoch, .. }
             | Control::Route { node, epoch, .. }
             | Control::Close { node, epoch, .. }
+            | Control::Carbons { node, epoch, .. }
             | Control::Sessions { node, epoch, .. } => (node, *epoch),
         }
     }

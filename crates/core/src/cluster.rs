@@ -35,6 +35,10 @@ pub trait ClusterLink: Send + Sync + 'static {
     /// `None` after unavailable.
     fn availability(&self, jid: &Jid, priority: Option<i8>);
 
+    /// A local session enabled (`on`) or disabled XEP-0280 carbons: the other nodes decide
+    /// carbons for the messages they route.
+    fn carbons(&self, jid: &Jid, on: bool);
+
     /// A module committed a change to `account`'s data that other nodes may hold in memory
     /// (see [`crate::Core::account_changed`]).
     fn account_changed(&self, account: &BareJid);

@@ -21,6 +21,9 @@ struct Resource {
     handle: SessionHandle,
     /// `Some(priority)` once the session sent available presence.
     priority: Option<i8>,
+    /// Whether it enabled XEP-0280 carbons. Kept here for the sessions of other nodes of a
+    /// cluster (a local session's flag is the IM layer's).
+    carbons: bool,
 }
 
 /// Bound sessions by account.
@@ -42,6 +45,7 @@ impl Registry {
         entry.push(Resource {
             handle,
             priority: None,
+            carbons: false,
         });
         old
     }
@@ -69,6 +73,22 @@ impl Registry {
                 r.priority = priority;
             }
         }
+    }
+
+    /// Records whether a session enabled XEP-0280 carbons.
+    pub fn set_carbons(&self, jid: &Jid, on: bool) {
+        if let Some(mut list) = self.sessions.get_mut(&jid.to_bare()) {
+            if let Some(r) = list.iter_mut().find(|r| r.handle.jid() == jid) {
+                r.carbons = on;
+            }
+        }
+    }
+
+    /// Whether the session `jid` enabled XEP-0280 carbons, as recorded here.
+    pub fn carbons(&self, jid: &Jid) -> bool {
+        self.sessions
+            .get(&jid.to_bare())
+            .is_some_and(|l| l.iter().any(|r| r.handle.jid() == jid && r.carbons))
     }
 
     /// The session bound to a full JID, if it is a target ([`SessionHandle::is_target`]).

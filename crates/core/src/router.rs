@@ -447,6 +447,26 @@ impl Core {
         self.sessions.unbind(jid, id)
     }
 
+    /// A local session enabled or disabled XEP-0280 carbons: recorded, and told to the
+    /// other nodes of a cluster, which decide carbons for the messages they route.
+    pub fn set_carbons(&self, jid: &Jid, on: bool) {
+        self.sessions.set_carbons(jid, on);
+        if let Some(c) = self.cluster.get() {
+            c.carbons(jid, on);
+        }
+    }
+
+    /// Records that a session of another node enabled or disabled carbons.
+    pub fn set_remote_carbons(&self, jid: &Jid, on: bool) {
+        self.sessions.set_carbons(jid, on);
+    }
+
+    /// Whether the session `jid` enabled XEP-0280 carbons, as this node knows (for a session
+    /// of another node: as its node told).
+    pub fn carbons_enabled(&self, jid: &Jid) -> bool {
+        self.sessions.carbons(jid)
+    }
+
     /// Records the availability of a session of another node (routing only; see
     /// [`Core::set_available`] for local sessions).
     pub fn set_remote_available(&self, jid: &Jid, priority: Option<i8>) {

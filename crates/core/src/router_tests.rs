@@ -498,6 +498,12 @@ impl crate::ClusterLink for FakeLink {
             .unwrap()
             .push(format!("note {topic} {body}"));
     }
+    fn carbons(&self, jid: &Jid, on: bool) {
+        self.told
+            .lock()
+            .unwrap()
+            .push(format!("carbons {jid} {on}"));
+    }
     fn close_elsewhere(&self, jid: &Jid, reason: &rookery_proto::StreamError) {
         self.told
             .lock()

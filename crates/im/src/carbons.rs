@@ -143,14 +143,21 @@ pub async fn copies(
     }
 }
 
-/// The resources of `owner` that get a carbon, if any.
+/// The resources of `owner` that get a carbon, if any: those here that enabled carbons,
+/// and those of other nodes of a cluster whose node said they did.
 fn targets(im: &Im, core: &Core, owner: &BareJid, exclude: &[&Jid]) -> Option<Vec<Jid>> {
-    let targets: Vec<Jid> = im
-        .sessions_where(core, owner, |s| s.carbons)
-        .iter()
-        .map(|h| h.jid())
-        .filter(|j| !exclude.contains(j))
-        .cloned()
+    if !core.has_sessions(owner) {
+        return None;
+    }
+    let targets: Vec<Jid> = core
+        .sessions_of(owner)
+        .into_iter()
+        .filter(|(h, _)| {
+            im.session(h.jid(), |s| s.carbons)
+                .unwrap_or_else(|| h.is_remote() && core.carbons_enabled(h.jid()))
+        })
+        .map(|(h, _)| h.jid().clone())
+        .filter(|j| !exclude.contains(&j))
         .collect();
     (!targets.is_empty()).then_some(targets)
 }
@@ -176,7 +183,7 @@ impl Module for Carbons {
         }
     }
 
-    async fn handle_iq(&self, _core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
+    async fn handle_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
         own_account(iq, to)?;
         if iq.kind() != StanzaKind::Iq(IqType::Set) {
             return Err(StanzaError::new(Cond::BadRequest));
@@ -186,6 +193,7 @@ impl Module for Carbons {
         };
         let on = p.name() == "enable";
         self.im.session_mut(from, |s| s.carbons = on);
+        core.set_carbons(from, on);
         Ok(None)
     }
 

@@ -525,27 +525,6 @@ impl Im {
         self.session(h.jid(), |s| s.presence.is_some())
             .unwrap_or(h.is_remote() && priority.is_some())
     }
-
-    /// The sessions of `bare` that satisfy `pred`.
-    pub fn sessions_where(
-        &self,
-        core: &Core,
-        bare: &BareJid,
-        pred: impl Fn(&SessionState) -> bool,
-    ) -> Vec<SessionHandle> {
-        if !core.has_sessions(bare) {
-            return Vec::new();
-        }
-        // Pushed one by one, not collected in place: most calls match nothing, and an
-        // in-place collect would shrink (reallocate) the sessions' vector each time.
-        let mut matching = Vec::new();
-        for (h, _) in core.sessions_of(bare) {
-            if self.session(h.jid(), &pred).unwrap_or(false) {
-                matching.push(h);
-            }
-        }
-        matching
-    }
 }
 
 /// Reads a lock, recovering from poisoning (a panic elsewhere must not wedge the server).

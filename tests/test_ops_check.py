@@ -125,3 +125,19 @@ def test_user_refuses_a_database_of_another_version_until_migrate(server):
                     "VALUES (99999, 'future', CURRENT_TIMESTAMP, 1, x'00', 0)")
     r = server.user("list")
     assert r.returncode != 0 and "newer version" in r.stderr, r.stderr
+
+
+def test_a_cluster_node_is_told_what_its_peers_must_share(server):
+    """A node of a cluster that leaves the upload key and files or the dialback secret at
+    their per-node defaults is told (docs/clustering.md): what one node hands out, another
+    would refuse. Shared settings silence it."""
+    rewrite(server, store={"url": "postgres://rookery@127.0.0.1:9/rookery"},
+            cluster={"nats_url": "nats://127.0.0.1:9"}, s2s={"enabled": True})
+    r = rookery(server, "check")
+    assert "[upload] dir and key_file are per node" in r.stdout, r.stdout
+    assert "[s2s] dialback_secret is per node" in r.stdout, r.stdout
+    rewrite(server, upload={"dir": str(server.workdir / "shared"),
+                            "key_file": str(server.workdir / "shared.key")},
+            s2s={"dialback_secret": "the same on every node"})
+    r = rookery(server, "check")
+    assert "per node" not in r.stdout, r.stdout

@@ -107,6 +107,9 @@ fn config(cfg: &Config, report: &mut Report) {
     if let Some(why) = crate::wiring::cluster::refusal(cfg) {
         report.problem(why);
     }
+    for why in crate::wiring::cluster::unshared(cfg) {
+        report.notes.push(why.into());
+    }
     for services in [cfg.pubsub_services(), cfg.muc_services()] {
         if let Err(e) = services {
             report.problem(format!("[[host]]: {e}"));

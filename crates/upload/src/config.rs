@@ -23,6 +23,10 @@ pub struct UploadConfig {
     pub put_valid_secs: u64,
     /// Where files are kept; default `<data_dir>/upload`.
     pub dir: Option<PathBuf>,
+    /// The key that signs slot URLs (created on first start if missing); default
+    /// `<data_dir>/upload.key`. In a cluster: the same file on every node, with `dir` on
+    /// shared storage, so that a slot handed out by one node is served by any.
+    pub key_file: Option<PathBuf>,
     /// The base of the URLs handed out (`https://upload.example.org`), when a proxy publishes
     /// the web listener elsewhere; default `[http] public_url`, else the HTTPS listener at
     /// the server's domain.
@@ -39,6 +43,7 @@ impl Default for UploadConfig {
             expire_after_secs: 30 * 24 * 3600,
             put_valid_secs: 300,
             dir: None,
+            key_file: None,
             url: None,
         }
     }

@@ -55,21 +55,37 @@ fn load_key(path: &Path) -> std::io::Result<Vec<u8>> {
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    std::io::Write::write_all(&mut opts.open(path)?, &key)?;
+    let mut file = match opts.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Another node of a cluster, starting at the same time on the shared file, made
+            // it first: its key is everybody's (a moment to finish writing it).
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            return load_key(path);
+        }
+        Err(e) => return Err(e),
+    };
+    std::io::Write::write_all(&mut file, &key)?;
     tracing::info!(path = %path.display(), "generated the upload signing key");
     Ok(key.to_vec())
 }
 
 impl Upload {
     /// The service for `domain`: files under `[upload] dir` (default `<data_dir>/upload`),
-    /// URLs on `[upload] url` or `default_url`, the signing key in `<data_dir>/upload.key`.
+    /// URLs on `[upload] url` or `default_url`, the signing key in `[upload] key_file`
+    /// (default `<data_dir>/upload.key`).
     pub fn new(
         config: UploadConfig,
         domain: &str,
         data_dir: &Path,
         default_url: &str,
     ) -> std::io::Result<Arc<Upload>> {
-        let key = load_key(&data_dir.join("upload.key"))?;
+        let key = load_key(
+            &config
+                .key_file
+                .clone()
+                .unwrap_or_else(|| data_dir.join("upload.key")),
+        )?;
         let root = config
             .dir
             .clone()

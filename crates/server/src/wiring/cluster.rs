@@ -26,6 +26,30 @@ pub fn refusal(cfg: &Config) -> Option<String> {
     })
 }
 
+/// What a cluster's configuration leaves per node that the nodes must share, as warnings:
+/// each node would otherwise make up its own (the upload signing key and files, the dialback
+/// secret), and what one node hands out another refuses.
+pub fn unshared(cfg: &Config) -> Vec<&'static str> {
+    let mut why = Vec::new();
+    if !cfg.cluster.enabled() {
+        return why;
+    }
+    if cfg.upload.enabled && (cfg.upload.dir.is_none() || cfg.upload.key_file.is_none()) {
+        why.push(
+            "[upload] dir and key_file are per node: in a cluster put dir on shared storage \
+             and key_file the same on every node, or a slot handed out by one node fails on \
+             another",
+        );
+    }
+    if cfg.s2s.enabled && cfg.s2s.dialback_secret.is_none() {
+        why.push(
+            "[s2s] dialback_secret is per node: in a cluster set the same on every node, or \
+             a peer that checks one node's dialback key with another refuses it",
+        );
+    }
+    why
+}
+
 /// Starts the cluster node when `[cluster] nats_url` is set; before any listener opens.
 pub async fn start(cfg: &Config, core: &Arc<Core>) -> anyhow::Result<Option<Cluster>> {
     if !cfg.cluster.enabled() {
@@ -33,6 +57,9 @@ pub async fn start(cfg: &Config, core: &Arc<Core>) -> anyhow::Result<Option<Clus
     }
     if let Some(why) = refusal(cfg) {
         bail!(why);
+    }
+    for why in unshared(cfg) {
+        tracing::warn!("{why}");
     }
     let port = cfg
         .listen

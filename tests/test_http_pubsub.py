@@ -268,7 +268,13 @@ async def test_tokens_and_errors(server, clients):
                 ).status_code == 404
         assert (await http.delete(url + "/items/missing", headers=bearer(alice))
                 ).status_code == 404
-        assert (await http.get(url)).status_code == 406
+        # W3C WebSub §4: the node URL is a topic; a plain GET or HEAD answers (with the items)
+        # and names the hub and the topic itself, for subscribers that discover the hub.
+        for r in (await http.get(url), await http.head(url)):
+            assert r.status_code == 200
+            hub_url = f"http://127.0.0.1:{server.http_port}/websub"
+            assert r.headers["link"] == f'<{hub_url}>; rel="hub", <{url}>; rel="self"'
+        assert (await http.get(url)).json()["node"] == url.rsplit("/", 1)[1]
         # Publish-options as query parameters: a precondition that fails is 409.
         r = await post({**xml, **bearer(alice)}, path="/items?pubsub%23access_model=whitelist")
         assert r.status_code == 409 and r.json()["pubsub"] == "precondition-not-met"

@@ -23,7 +23,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
+use axum::Extension;
 use axum::Router;
+use rookery_http::Peer;
 use rookery_jid::BareJid;
 use rookery_pubsub::{Engine, Engines, PubsubError};
 use rookery_xml::Element;
@@ -57,7 +59,9 @@ pub fn routes(ctx: &Arc<WebContext>) -> Router<Arc<WebContext>> {
     Router::new()
         .route(
             "/pubsub/{service}/{node}",
-            get(sse::stream).options(preflight("GET, OPTIONS")),
+            get(sse::stream)
+                .options(preflight("GET, OPTIONS"))
+                .layer(middleware::from_fn_with_state(ctx.clone(), topic_links)),
         )
         .route(
             "/pubsub/{service}/{node}/items",
@@ -74,6 +78,31 @@ pub fn routes(ctx: &Arc<WebContext>) -> Router<Arc<WebContext>> {
             get(crate::presence::stream).options(preflight("GET, OPTIONS")),
         )
         .route_layer(middleware::from_fn_with_state(ctx.clone(), cors))
+}
+
+/// W3C WebSub §4: a node's URL is a topic, and every answer for it names its hub and itself
+/// (`Link: <…/websub>; rel="hub", <topic>; rel="self"`), so that a subscriber that fetches
+/// the topic finds where to subscribe.
+async fn topic_links(
+    State(ctx): State<Arc<WebContext>>,
+    Extension(peer): Extension<Peer>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let topic = format!(
+        "{}{}",
+        crate::host_meta::base(&ctx, peer, req.headers()),
+        req.uri().path()
+    );
+    let mut r = next.run(req).await;
+    let link = format!(
+        "<{}>; rel=\"hub\", <{topic}>; rel=\"self\"",
+        rookery_websub::topic::hub_url(&topic)
+    );
+    if let Ok(v) = HeaderValue::from_str(&link) {
+        r.headers_mut().insert(header::LINK, v);
+    }
+    r
 }
 
 /// The request headers a page on another origin may send to the API: the bearer token, a

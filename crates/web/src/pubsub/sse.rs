@@ -232,9 +232,9 @@ pub async fn stream(
     caller: Caller,
 ) -> Result<Response, HttpError> {
     if !wants_event_stream(&headers) {
-        return Err(HttpError::NotAcceptable(
-            "this URL streams text/event-stream; items are at …/items",
-        ));
+        // A plain GET (or HEAD) of the topic: its items, as at …/items — what a WebSub
+        // subscriber fetches to discover the hub (the links are added by the route).
+        return super::items::list(State(ctx), Path((service, node)), Query(q), caller).await;
     }
     let (svc, engine) = super::engine(&ctx.nodes, &ctx.store, &service).await?;
     let who = caller.jid_for(Scope::Read)?;

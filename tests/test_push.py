@@ -148,8 +148,9 @@ async def test_app_server_error_disables_the_registration(push_srv):
     assert [node_of(iq) for iq in app.publishes.items[n:]] == ["ok"]
 
 
-async def test_hibernated_session_notifies_with_body_when_asked(push_srv):
-    srv, app = push_srv
+async def hibernated_with_body(srv):
+    """alice/phone enables stream management and push (node n1, bodies included), then its
+    connection drops: the session hibernates, waiting for resumption."""
     c = await srv.login("alice", "phone")
     await c.presence()
     await enable(c)
@@ -159,6 +160,11 @@ async def test_hibernated_session_notifies_with_body_when_asked(push_srv):
     assert await push_iq(c, "enable", "n1", form) == "result"
     c.abort()
     await log_line(srv, "session hibernating")
+
+
+async def test_hibernated_session_notifies_with_body_when_asked(push_srv):
+    srv, app = push_srv
+    await hibernated_with_body(srv)
     await message_to(srv, srv.jid("alice", "phone"), "wake up")
     iq = await app.publishes.wait(lambda iq: node_of(iq) == "n1", what="a notification")
     s = summary(iq)
@@ -171,15 +177,7 @@ async def test_a_hibernated_session_is_woken_by_groupchat_but_not_by_errors(push
     """What a parked message wakes: an `error` (anyone can address one to any resource)
     does not; a `groupchat` message (a room's message to the session) does."""
     srv, app = push_srv
-    c = await srv.login("alice", "phone")
-    await c.presence()
-    await enable(c)
-    form = (f"<x xmlns='{NS_DATA}' type='submit'><field var='FORM_TYPE'>"
-            f"<value>http://jabber.org/protocol/pubsub#publish-options</value></field>"
-            f"<field var='include-body'><value>true</value></field></x>")
-    assert await push_iq(c, "enable", "n1", form) == "result"
-    c.abort()
-    await log_line(srv, "session hibernating")
+    await hibernated_with_body(srv)
     bob = await srv.login("bob", "b")
     phone = srv.jid("alice", "phone")
     bob.message(phone, "a bounce", type_="error")

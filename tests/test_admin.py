@@ -144,6 +144,9 @@ async def test_api_needs_the_token(server):
     assert status == 404 and "error" in body
     status, _, body = http(server, "GET", "/api/v1/announce")
     assert status == 405 and "error" in body
+    # A path segment that is not UTF-8 once decoded: 400 with the JSON body too.
+    status, _, body = http(server, "DELETE", "/api/v1/users/%FF")
+    assert status == 400 and "error" in body, body
     assert http(server, "GET", "/api/v1/nope", token=None)[0] == 401
     assert http(server, "POST", "/api/v1/users", {"username": "mallory", "password": "x"},
                 token=None)[0] == 401

@@ -5,7 +5,7 @@
 //! in-band removal (XEP-0077 §3.2: sessions closed, contacts told), a kicked session gets a
 //! stream error (RFC 6120 §4.9), an announcement is routed like any server message.
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::middleware;
@@ -106,8 +106,9 @@ async fn add_user(
 
 async fn delete_user(
     State(ctx): State<AdminContext>,
-    Path(given): Path<String>,
+    given: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Path(given) = given?;
     let jid = account(&ctx, &given)?;
     admin::delete_user(&ctx.core, &jid).await?;
     tracing::info!(user = %jid, "account deleted through the admin api");
@@ -121,9 +122,10 @@ struct Password {
 
 async fn set_password(
     State(ctx): State<AdminContext>,
-    Path(given): Path<String>,
+    given: Result<Path<String>, PathRejection>,
     body: Result<Json<Password>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Path(given) = given?;
     let Json(body) = body?;
     let jid = account(&ctx, &given)?;
     admin::set_password(&ctx.core, &jid, body.password).await?;
@@ -178,9 +180,10 @@ struct KickQuery {
 /// (`rookery_core::admin::end_sessions`).
 async fn kick(
     State(ctx): State<AdminContext>,
-    Path(given): Path<String>,
+    given: Result<Path<String>, PathRejection>,
     Query(q): Query<KickQuery>,
 ) -> Result<StatusCode, ApiError> {
+    let Path(given) = given?;
     let jid = Jid::parse(&given)
         .ok()
         .filter(Jid::is_full)

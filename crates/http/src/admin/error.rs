@@ -1,7 +1,7 @@
 //! Errors of the admin API, mapped once to a status code and a JSON body
 //! `{"error": "<message>"}`.
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -50,6 +50,14 @@ pub enum ApiError {
 /// malformed request, instead of axum's mix of 400, 415 and 422 in plain text.
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+/// A path segment that does not read (not UTF-8 once percent-decoded): 400 with the JSON
+/// body like any malformed request, not axum's plain text.
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
         ApiError::BadRequest(e.body_text())
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -107,8 +108,9 @@ pub(super) struct S2sClosed {
 /// `DELETE /s2s/{domain}`: closes every stream with that server, both directions.
 pub(super) async fn close_s2s(
     State(ctx): State<AdminContext>,
-    Path(domain): Path<String>,
+    domain: Result<Path<String>, PathRejection>,
 ) -> Result<Json<S2sClosed>, ApiError> {
+    let Path(domain) = domain?;
     let closed = ctx
         .services
         .close_s2s(&domain, "closed by an administrator")
@@ -133,8 +135,9 @@ pub(super) async fn components(State(ctx): State<AdminContext>) -> Json<Componen
 
 pub(super) async fn disconnect_component(
     State(ctx): State<AdminContext>,
-    Path(domain): Path<String>,
+    domain: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Path(domain) = domain?;
     if !ctx.services.components().iter().any(|c| c.domain == domain) {
         return Err(ApiError::NotFound(format!("component {domain}")));
     }
@@ -178,9 +181,10 @@ pub(super) async fn pubsub_nodes(
 
 pub(super) async fn delete_pubsub_node(
     State(ctx): State<AdminContext>,
-    Path(node): Path<String>,
+    node: Result<Path<String>, PathRejection>,
     Query(q): Query<ServiceQuery>,
 ) -> Result<StatusCode, ApiError> {
+    let Path(node) = node?;
     let deleted = ctx
         .services
         .delete_pubsub_node(q.service.as_deref(), &node)

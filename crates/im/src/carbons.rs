@@ -146,18 +146,17 @@ pub async fn copies(
 /// The resources of `owner` that get a carbon, if any: those here that enabled carbons,
 /// and those of other nodes of a cluster whose node said they did.
 fn targets(im: &Im, core: &Core, owner: &BareJid, exclude: &[&Jid]) -> Option<Vec<Jid>> {
-    if !core.has_sessions(owner) {
-        return None;
-    }
-    let targets: Vec<Jid> = core
-        .sessions_of(owner)
-        .into_iter()
-        .filter(|(h, _)| {
-            im.session(h.jid(), |s| s.carbons)
-                .unwrap_or_else(|| h.is_remote() && core.carbons_enabled(h.jid()))
-        })
-        .map(|(h, _)| h.jid().clone())
-        .filter(|j| !exclude.contains(&j))
+    let targets: Vec<Jid> = im
+        .sessions_where(
+            core,
+            owner,
+            |s| s.carbons,
+            |h, _| core.carbons_enabled(h.jid()),
+        )
+        .iter()
+        .map(|h| h.jid())
+        .filter(|j| !exclude.contains(j))
+        .cloned()
         .collect();
     (!targets.is_empty()).then_some(targets)
 }

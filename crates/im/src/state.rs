@@ -457,14 +457,7 @@ impl Im {
     /// cluster has its state there: it gets the push (a client that never asked for the
     /// roster ignores one), since only its own node could tell.
     pub fn interested(&self, core: &Core, bare: &BareJid) -> Vec<SessionHandle> {
-        core.sessions_of(bare)
-            .into_iter()
-            .filter(|(h, _)| {
-                self.session(h.jid(), |s| s.interested)
-                    .unwrap_or(h.is_remote())
-            })
-            .map(|(h, _)| h)
-            .collect()
+        self.sessions_where(core, bare, |s| s.interested, |_, _| true)
     }
 
     /// The available sessions of `bare` that requested the roster: where a subscription
@@ -472,14 +465,12 @@ impl Im {
     /// availability its node replicated (its interest is known only there; a client that
     /// never asked for the roster ignores the request), as in [`Im::interested`].
     pub fn interested_available(&self, core: &Core, bare: &BareJid) -> Vec<SessionHandle> {
-        core.sessions_of(bare)
-            .into_iter()
-            .filter(|(h, priority)| {
-                self.session(h.jid(), |s| s.interested && s.presence.is_some())
-                    .unwrap_or(h.is_remote() && priority.is_some())
-            })
-            .map(|(h, _)| h)
-            .collect()
+        self.sessions_where(
+            core,
+            bare,
+            |s| s.interested && s.presence.is_some(),
+            replicated_available,
+        )
     }
 
     /// The available sessions of `bare` with their last presence.
@@ -499,14 +490,7 @@ impl Im {
     /// The available sessions of `bare` (without copying their presence), those on other
     /// nodes of a cluster included.
     pub fn available_handles(&self, core: &Core, bare: &BareJid) -> Vec<SessionHandle> {
-        if !core.has_sessions(bare) {
-            return Vec::new();
-        }
-        core.sessions_of(bare)
-            .into_iter()
-            .filter(|(h, priority)| self.is_available(h, *priority))
-            .map(|(h, _)| h)
-            .collect()
+        self.sessions_where(core, bare, available_here, replicated_available)
     }
 
     /// Whether `bare` has an available session, here or on another node of a cluster.
@@ -515,16 +499,55 @@ impl Im {
             && core
                 .sessions_of(bare)
                 .iter()
-                .any(|(h, priority)| self.is_available(h, *priority))
+                .any(|(h, priority)| self.holds(h, *priority, available_here, replicated_available))
     }
 
-    /// Whether the session `h` (with the priority the registry knows) is available: by its
-    /// state here, or — a session of another node of a cluster, whose state is there — by
-    /// the availability its node replicated (the rule of the core's fan-out).
-    fn is_available(&self, h: &SessionHandle, priority: Option<i8>) -> bool {
-        self.session(h.jid(), |s| s.presence.is_some())
-            .unwrap_or(h.is_remote() && priority.is_some())
+    /// The sessions of `bare` for which [`Im::holds`] holds.
+    pub fn sessions_where(
+        &self,
+        core: &Core,
+        bare: &BareJid,
+        here: impl Fn(&SessionState) -> bool,
+        elsewhere: impl Fn(&SessionHandle, Option<i8>) -> bool,
+    ) -> Vec<SessionHandle> {
+        if !core.has_sessions(bare) {
+            return Vec::new();
+        }
+        // Pushed one by one, not collected in place: most calls match nothing, and an
+        // in-place collect would shrink (reallocate) the sessions' vector each time.
+        let mut matching = Vec::new();
+        for (h, priority) in core.sessions_of(bare) {
+            if self.holds(&h, priority, &here, &elsewhere) {
+                matching.push(h);
+            }
+        }
+        matching
     }
+
+    /// Whether the session `h` (with the priority the registry knows) satisfies `here` by its
+    /// state on this node — or, a session of another node of a cluster, whose state is
+    /// there, `elsewhere` by what its node replicated (its availability, a flag).
+    fn holds(
+        &self,
+        h: &SessionHandle,
+        priority: Option<i8>,
+        here: impl Fn(&SessionState) -> bool,
+        elsewhere: impl Fn(&SessionHandle, Option<i8>) -> bool,
+    ) -> bool {
+        self.session(h.jid(), here)
+            .unwrap_or_else(|| h.is_remote() && elsewhere(h, priority))
+    }
+}
+
+/// Available, by a session's state on this node.
+fn available_here(s: &SessionState) -> bool {
+    s.presence.is_some()
+}
+
+/// Available, for a session of another node: by the availability its node replicated (the
+/// rule of the core's fan-out).
+fn replicated_available(_: &SessionHandle, priority: Option<i8>) -> bool {
+    priority.is_some()
 }
 
 /// Reads a lock, recovering from poisoning (a panic elsewhere must not wedge the server).

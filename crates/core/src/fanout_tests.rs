@@ -39,10 +39,6 @@ impl Module for Blocker {
         }
     }
 
-    fn blocks_now(&self, _owner: &BareJid, _other: &Jid) -> Option<bool> {
-        None // asks `blocks`, as a block list that is not cached would
-    }
-
     async fn blocks(&self, _core: &Arc<Core>, owner: &BareJid, other: &Jid) -> bool {
         matches!(
             (owner.as_str(), other.bare_str()),

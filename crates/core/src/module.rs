@@ -64,6 +64,9 @@ pub enum HookPoint {
     /// A message to a local full JID whose session is online, before it is delivered there
     /// (e.g. carbons).
     MessageToFull,
+    /// An IQ request to a local full JID whose session is online, before it is delivered
+    /// there (e.g. last activity, which the server refuses for the client to strangers).
+    IqToFull,
     /// Any stanza addressed to a local account (bare or full JID), before the other hooks and
     /// before delivery: privacy and blocking.
     ToLocalAccount,
@@ -208,12 +211,11 @@ pub trait Module: Send + Sync + 'static {
     }
 
     /// [`Module::blocks`] when the answer is at hand without waiting (a cached block list),
-    /// `None` when [`Module::blocks`] must be asked. Asked first, once per recipient of
-    /// every fan-out: answering here spares an `async_trait` future's allocation per
-    /// recipient. Default: `Some(false)`, for the modules hooked at
-    /// [`HookPoint::ToLocalAccount`] for another reason than a block list.
+    /// `None` (the default) when [`Module::blocks`] must be asked. Asked first, once per
+    /// recipient of every fan-out: answering here spares an `async_trait` future's
+    /// allocation per recipient.
     fn blocks_now(&self, _owner: &BareJid, _other: &Jid) -> Option<bool> {
-        Some(false)
+        None
     }
 
     /// A declared hook.

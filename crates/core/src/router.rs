@@ -11,6 +11,7 @@
 //! | iq get/set | server domain             | server IQ handler (by payload namespace + name)       |
 //! | iq get/set | local bare JID            | account IQ handler, on the account's behalf           |
 //! | message  | local full JID, online      | [`HookPoint::MessageToFull`] hooks, then that session |
+//! | iq get/set | local full JID, online    | [`HookPoint::IqToFull`] hooks, then that session      |
 //! | presence subscribe/subscribed/unsubscribe/unsubscribed/probe | local full JID | [`HookPoint::PresenceToAccount`] hooks |
 //! | other    | local full JID, online      | that session                                          |
 //! | message  | local bare JID              | [`HookPoint::MessageToBare`] hooks, then RFC 6121 §8.5.2 |
@@ -813,13 +814,17 @@ impl Core {
                 let _ = self.run_hooks(HookPoint::PresenceToAccount, stanza).await;
                 return;
             }
-            let stanza = if let StanzaKind::Message(_) = stanza.kind() {
-                match self.run_hooks(HookPoint::MessageToFull, stanza).await {
+            let hooked = match stanza.kind() {
+                StanzaKind::Message(_) => Some(HookPoint::MessageToFull),
+                StanzaKind::Iq(IqType::Get | IqType::Set) => Some(HookPoint::IqToFull),
+                _ => None,
+            };
+            let stanza = match hooked {
+                Some(point) => match self.run_hooks(point, stanza).await {
                     Some(s) => s,
                     None => return,
-                }
-            } else {
-                stanza
+                },
+                None => stanza,
             };
             session.send(Bytes::from(stanza.to_bytes()));
             return;

@@ -25,7 +25,7 @@ const BOB: &str = "bob@localhost/pc";
 /// Logs every hook point and IQ it sees, and continues.
 struct Rec(Log);
 
-const POINTS: [HookPoint; 9] = [
+const POINTS: [HookPoint; 10] = [
     HookPoint::MessageToBare,
     HookPoint::MessageToMissingResource,
     HookPoint::PresenceBroadcast,
@@ -34,6 +34,7 @@ const POINTS: [HookPoint; 9] = [
     HookPoint::PresenceFromLocal,
     HookPoint::IqFromLocal,
     HookPoint::MessageToFull,
+    HookPoint::IqToFull,
     HookPoint::ToLocalAccount,
 ];
 
@@ -209,9 +210,9 @@ async fn iq_rows() {
                 bob: "service-unavailable",
             },
             Row {
-                row: "iq, local full JID online: that session",
+                row: "iq, local full JID online: IqToFull, then that session",
                 stanza: "<iq xmlns='jabber:client' from='bob@localhost/pc' to='alice@localhost/phone' type='get' id='1'><q xmlns='urn:a'/></iq>",
-                log: &["ToLocalAccount"],
+                log: &["ToLocalAccount", "IqToFull"],
                 alice: "id=\"1\"",
                 bob: "",
             },

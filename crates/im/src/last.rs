@@ -71,7 +71,7 @@ impl Module for Last {
                 (IqTarget::Server, ns::LAST, "query"),
                 (IqTarget::Account, ns::LAST, "query"),
             ],
-            hooks: vec![(HookPoint::ToLocalAccount, priority::DEFAULT)],
+            hooks: vec![(HookPoint::IqToFull, priority::DEFAULT)],
             server_features: vec![ns::LAST],
             ..Declaration::default()
         }

@@ -761,6 +761,32 @@ async def test_a_room_has_occupants_on_every_node_and_moves_when_its_node_dies(c
         await probe.close()
 
 
+async def test_occupants_of_a_dead_node_leave_the_room_with_333(cluster):
+    """Bob's node (3) is killed while he sits in a room of node 1: he leaves the room once
+    his node is taken for dead — the others see his unavailable presence with 333
+    (XEP-0045 §17.1.2, as for an occupant whose presence bounced) — rather than staying a
+    ghost until a message to him bounces."""
+    from test_muc import create, join, login as muc_login, room
+    n1, _, n3 = cluster.nodes
+    a = await muc_login(n1, "alice", "one")
+    b = await muc_login(n3, "bob", "three")
+    try:
+        r = room(n1, "ghosts")
+        await create(a, r, "alice")
+        await join(b, r, "bob")
+        await _until("alice sees bob", lambda: _sees(a.plugin["xep_0045"], r, 2))
+        a.inbox.items.clear()
+        n3.kill()  # SIGKILL
+        await a.inbox.wait(
+            lambda e: local(e) == "presence" and e.get("from") == f"{r}/bob"
+            and e.get("type") == "unavailable"
+            and e.find(f".//{{{NS_MUC_USER}}}status[@code='333']") is not None,
+            LEASE_MS / 1000 + 5, "bob leaving with 333 within the lease")
+    finally:
+        await a.close()
+        await b.close()
+
+
 NS_MUC_USER = "http://jabber.org/protocol/muc#user"
 
 

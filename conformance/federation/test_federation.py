@@ -486,3 +486,28 @@ async def test_a_cluster_federates_from_either_node(rookery_cluster, peer):
     # answered by node 2, which holds her presence.
     await subscription_and_updates(n2, peer, ("carol", "bob"), "rookery_subscribes")
     await subscription_and_updates(n2, peer, ("bob", "carol"), "peer_subscribes")
+
+
+async def test_a_dead_nodes_users_go_unavailable_for_contacts_on_the_peer(rookery_cluster, peer):
+    """Node 2 of the cluster is killed (SIGKILL) while alice is online on it: once the lease
+    runs out, node 1 tells her contact on the peer server that her resource is unavailable
+    (RFC 6121 §4.5.2) — her own node can no longer, and the peer would otherwise show her
+    online until her next login. Node 2 is started again afterwards."""
+    _, n2 = rookery_cluster
+    await subscription_and_updates(n2, peer, ("alice", "alice"), "rookery_subscribes")
+    a, b = await clients(n2, peer, users=("alice", "alice"))
+    try:
+        her = n2.jid("alice", "fed")
+
+        def presence(t):
+            return lambda el: (el.tag.endswith("presence") and el.get("from") == her
+                               and el.get("type") == t)
+
+        await b.inbox.wait(presence(None), WAIT, what="alice available at the peer")
+        b.inbox.items.clear()
+        servers.kill_group(n2.proc)
+        await b.inbox.wait(presence("unavailable"), WAIT,
+                           what="alice unavailable at the peer after her node died")
+    finally:
+        await close(a, b)
+        n2.start()

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::{Client, Event as BusEvent, StatusCode, Subject};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rookery_core::{ClusterLink, Core, Event, SessionHandle, SessionId, Template};
+use rookery_core::{ClusterLink, Core, Event, LostSession, SessionHandle, SessionId, Template};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{
     PresenceType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind, StreamError,
@@ -750,23 +750,47 @@ impl Inner {
             return;
         }
         tracing::warn!(%node, sessions = sessions.len(), "cluster node gone: dropping its sessions");
+        let accounts: HashSet<BareJid> = sessions.iter().map(|(j, _)| j.to_bare()).collect();
+        let available: HashSet<Jid> = accounts
+            .iter()
+            .flat_map(|bare| self.core.sessions_of(bare))
+            .filter_map(|(h, priority)| priority.map(|_| h.jid().clone()))
+            .collect();
         for (jid, p) in &sessions {
             self.core.unbind_remote(jid, p.handle.id());
             p.handle.close(StreamError::new(
                 StreamErrorCondition::RemoteConnectionFailed,
             ));
         }
-        let accounts: HashSet<BareJid> = sessions.iter().map(|(j, _)| j.to_bare()).collect();
         for bare in accounts {
             self.offline_if_gone(bare).await;
         }
+        let mut lost = Vec::with_capacity(sessions.len());
         for (jid, _) in sessions {
-            let Some(watchers) = lock(&self.seen).remove(&jid) else {
-                continue;
-            };
-            let t = Template::new(Stanza::presence(PresenceType::Unavailable, Some(jid), None));
-            self.core.deliver_rendered(&t, &watchers).await;
+            let watchers = lock(&self.seen).remove(&jid);
+            if let Some(watchers) = watchers {
+                let t = Template::new(Stanza::presence(
+                    PresenceType::Unavailable,
+                    Some(jid.clone()),
+                    None,
+                ));
+                self.core.deliver_rendered(&t, &watchers).await;
+            }
+            lost.push(LostSession {
+                available: available.contains(&jid),
+                jid,
+            });
         }
+        // What reaches beyond this node's own sessions is done once, by the rooms' home.
+        if self.is_home() {
+            self.core.sessions_lost(lost).await;
+        }
+    }
+
+    /// Whether this node is the rooms' home (`Membership::home`): the one that speaks for
+    /// the cluster where only one may.
+    fn is_home(&self) -> bool {
+        lock(&self.members).home(&self.node, self.epoch).is_none()
     }
 
     /// A stanza batch for this node's sessions.

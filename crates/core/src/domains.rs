@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
+use rookery_jid::Jid;
 use rookery_proto::{Stanza, StanzaError};
 
 use crate::SessionHandle;
@@ -68,6 +69,12 @@ pub trait DomainRoute: Send + Sync + 'static {
     /// tell whom it serves what they must learn of it while that can still be sent (a
     /// service's users, XEP-0045 §17.1.4). Default: nothing.
     async fn shutdown(&self) {}
+
+    /// In a cluster: these sessions of another node ended with their node (killed or cut
+    /// off), which could not say so; told on one node only, the rooms' home (see
+    /// [`crate::Event::SessionsLost`]). A route that keeps them as its users lets them go
+    /// (a room's occupants, XEP-0045 §17.1.2's ghosts). Default: nothing.
+    async fn sessions_lost(&self, _jids: &[Jid]) {}
 }
 
 /// The registered domain routes and the remote route.

@@ -20,6 +20,16 @@ pub enum SessionEvent {
     Closed(Jid),
 }
 
+/// A session of another node of a cluster that ended with its node (see
+/// [`Event::SessionsLost`]).
+#[derive(Debug, Clone)]
+pub struct LostSession {
+    /// Its full JID.
+    pub jid: Jid,
+    /// Whether it had sent available presence (its node replicated that).
+    pub available: bool,
+}
+
 /// Something that happened, for the modules that subscribed to its [`EventKind`].
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -72,6 +82,14 @@ pub enum Event {
     /// here either (emitted by the cluster): subscribers drop what they kept in memory for it
     /// while it had sessions. (A local session's end is [`Event::Session`].)
     AccountOffline(BareJid),
+    /// The sessions of a node of a cluster that died (killed, cut off from the bus until its
+    /// lease ran out): emitted by the cluster on one node only, the rooms' home (the oldest
+    /// node alive), once they left the registry. Their own node can no longer do what a
+    /// session's end asks of it; subscribers do the part the other nodes cannot do each for
+    /// themselves — e.g. contacts on other servers get `unavailable` (RFC 6121 §4.5.2),
+    /// whereas each node's sessions that were shown a lost session's presence are told by
+    /// their own node.
+    SessionsLost(Vec<LostSession>),
     /// A note a module on another node of a cluster sent to its peers
     /// ([`crate::Core::tell_peers`] there; emitted by the cluster in the order that node sent
     /// them): e.g. "this pubsub node changed in the store". `topic` says which module it is
@@ -116,6 +134,8 @@ pub enum EventKind {
     AccountChanged,
     /// [`Event::AccountOffline`].
     AccountOffline,
+    /// [`Event::SessionsLost`].
+    SessionsLost,
     /// [`Event::ClusterNote`].
     ClusterNote,
     /// [`Event::MessageHeld`].
@@ -134,6 +154,7 @@ impl Event {
             Event::AccountDeleted(_) => EventKind::AccountDeleted,
             Event::AccountChanged(_) => EventKind::AccountChanged,
             Event::AccountOffline(_) => EventKind::AccountOffline,
+            Event::SessionsLost(_) => EventKind::SessionsLost,
             Event::ClusterNote { .. } => EventKind::ClusterNote,
             Event::MessageHeld { .. } => EventKind::MessageHeld,
         }

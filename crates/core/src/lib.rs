@@ -44,7 +44,7 @@ pub use accounts::{AccountError, Accounts, MemoryAccounts};
 pub use cluster::ClusterLink;
 pub use config::CoreConfig;
 pub use domains::{DomainRoute, Undelivered};
-pub use event::{Event, EventKind, SessionEvent};
+pub use event::{Event, EventKind, LostSession, SessionEvent};
 pub use fanout::Template;
 pub use hosts::{Host, HostConfig, Hosts, HostsError};
 pub use module::{

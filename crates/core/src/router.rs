@@ -544,6 +544,16 @@ impl Core {
         }
     }
 
+    /// In a cluster, the sessions of a dead node (see [`Event::SessionsLost`]): every
+    /// domain route is told, then the modules.
+    pub async fn sessions_lost(self: &Arc<Self>, lost: Vec<crate::LostSession>) {
+        let jids: Vec<Jid> = lost.iter().map(|s| s.jid.clone()).collect();
+        for route in self.domains.all() {
+            route.sessions_lost(&jids).await;
+        }
+        self.emit(&Event::SessionsLost(lost)).await;
+    }
+
     /// Closes every session (server shutdown).
     pub fn close_all(&self, reason: &rookery_proto::StreamError) {
         self.sessions.close_all(reason)

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rookery_core::event::{Event as CoreEvent, EventKind, SessionEvent};
+use rookery_core::event::{Event as CoreEvent, EventKind, LostSession, SessionEvent};
 use rookery_core::router::presence_priority;
 use rookery_core::{priority, Core, Declaration, Flow, HookPoint, Module, SessionHandle, Template};
 use rookery_jid::{BareJid, Jid};
@@ -160,9 +160,15 @@ impl PresenceModule {
     // ---- broadcasts ----------------------------------------------------------------------
 
     /// Sends `t` (presence from a resource of `owner`) to each contact with a `from` or
-    /// `both` subscription, through the core's fan-out (which drops what blocking forbids),
-    /// yielding between batches.
-    async fn broadcast_to_contacts(&self, core: &Arc<Core>, owner: &BareJid, t: &Template) {
+    /// `both` subscription (`which` of them), through the core's fan-out (which drops what
+    /// blocking forbids), yielding between batches.
+    async fn broadcast_to_contacts(
+        &self,
+        core: &Arc<Core>,
+        owner: &BareJid,
+        t: &Template,
+        which: Contacts,
+    ) {
         let account = match self.im.account(core, owner).await {
             Ok(a) => a,
             Err(e) => {
@@ -176,7 +182,10 @@ impl PresenceModule {
             .filter(|(_, i)| i.subscription.has_from())
             // Nobody to tell at a local contact without sessions (§4.2.2: no offline
             // storage of presence).
-            .filter(|(c, _)| !core.is_local_domain(c.domain()) || core.has_sessions(c))
+            .filter(|(c, _)| {
+                !core.is_local_domain(c.domain())
+                    || (which == Contacts::All && core.has_sessions(c))
+            })
             .map(|(c, _)| c.clone().into())
             .collect();
         for batch in contacts.chunks(YIELD_EVERY) {
@@ -222,7 +231,8 @@ impl PresenceModule {
                 };
                 core.set_available(&from, Some(priority));
                 let t = Template::new(stanza);
-                self.broadcast_to_contacts(core, &owner, &t).await;
+                self.broadcast_to_contacts(core, &owner, &t, Contacts::All)
+                    .await;
                 self.to_own_resources(core, &from, &t, true).await;
                 match before {
                     None => self.initial(core, &from, priority),
@@ -267,7 +277,8 @@ impl PresenceModule {
     ) {
         let owner = from.to_bare();
         if was_available {
-            self.broadcast_to_contacts(core, &owner, t).await;
+            self.broadcast_to_contacts(core, &owner, t, Contacts::All)
+                .await;
         }
         core.deliver_rendered(t, &directed).await;
         if was_available {
@@ -655,6 +666,34 @@ impl PresenceModule {
         }
         self.im.evict_if_offline(core, &owner).await;
     }
+
+    /// Sessions of a dead node of a cluster (told on one node, see `Event::SessionsLost`):
+    /// what their node would have done at their end that no node does for its own sessions
+    /// — `unavailable` to contacts on other servers (RFC 6121 §4.5.2; each node told its
+    /// sessions that had seen them) and the last activity. Directed presence (to rooms on
+    /// other servers, say) died with the node's memory.
+    async fn lost(&self, core: &Arc<Core>, lost: &[LostSession]) {
+        for s in lost.iter().filter(|s| s.available) {
+            let owner = s.jid.to_bare();
+            let t = Template::new(Stanza::presence(
+                PresenceType::Unavailable,
+                Some(s.jid.clone()),
+                None,
+            ));
+            self.broadcast_to_contacts(core, &owner, &t, Contacts::OnOtherServers)
+                .await;
+            record_last(&self.im, core, &owner, String::new()).await;
+        }
+    }
+}
+
+/// Which of an account's contacts a presence broadcast goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contacts {
+    /// Every contact subscribed to it (those on this server only while online).
+    All,
+    /// Only those on other servers.
+    OnOtherServers,
 }
 
 /// Everything a session gets after its initial presence, paced into its queue (this runs in
@@ -761,7 +800,10 @@ impl Module for PresenceModule {
                 (HookPoint::PresenceFromLocal, priority::DEFAULT),
                 (HookPoint::PresenceToAccount, priority::DEFAULT),
             ],
-            events: vec![(EventKind::Session, priority::DEFAULT)],
+            events: vec![
+                (EventKind::Session, priority::DEFAULT),
+                (EventKind::SessionsLost, priority::DEFAULT),
+            ],
             ..Declaration::default()
         }
     }
@@ -785,6 +827,7 @@ impl Module for PresenceModule {
         match event {
             CoreEvent::Session(SessionEvent::Bound(jid)) => self.im.session_bound(jid),
             CoreEvent::Session(SessionEvent::Closed(jid)) => self.closed(core, jid).await,
+            CoreEvent::SessionsLost(lost) => self.lost(core, lost).await,
             _ => {}
         }
     }

@@ -581,6 +581,38 @@ impl DomainRoute for MucService {
         }
     }
 
+    async fn sessions_lost(&self, jids: &[Jid]) {
+        let Some(core) = self.core.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let slots: Vec<(String, Arc<Mutex<Slot>>)> = self
+            .rooms
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        for (name, slot) in slots {
+            let (room, ghosts): (Jid, Vec<Jid>) = {
+                let guard = slot.lock().await;
+                let ghosts = jids
+                    .iter()
+                    .filter(|j| guard.room.is_occupant(j))
+                    .cloned()
+                    .collect();
+                (guard.room.jid().clone().into(), ghosts)
+            };
+            for jid in ghosts {
+                // As if the room's presence to it had bounced (§17.1.2): it leaves with 333.
+                let to_ghost =
+                    Stanza::presence(PresenceType::Available, Some(room.clone()), Some(jid));
+                let gone = StanzaError::new(StanzaErrorCondition::RecipientUnavailable)
+                    .with_text("its cluster node died");
+                if let Some(bounce) = to_ghost.error_reply(&gone) {
+                    let _ = self.to_room(&core, &name, bounce).await;
+                }
+            }
+        }
+    }
+
     fn name(&self) -> Option<String> {
         Some("Chatrooms".into())
     }

@@ -336,6 +336,38 @@ async def test_payloads_reach_the_stream_in_rid_order(server):
     await bob.close()
 
 
+async def test_a_payload_is_delivered_whole_when_its_connection_drops(server):
+    """A request carrying many stanzas, whose HTTP connection the client drops while they
+    are being passed on (a phone changing networks): the server took the rid, so the client's resend
+    (XEP-0124 §14.3) is answered without its payload being passed again — every stanza of the
+    first copy must reach the stream, not only those that had fitted in before the drop."""
+    bob = await slix_login(server, "bob", resource="b")
+    loop = asyncio.get_running_loop()
+    sid = await loop.run_in_executor(None, bosh_login, server, 5000, 5)
+    n = 2000
+    payload = "".join(f"<message xmlns='jabber:client' to='{server.jid('bob', 'b')}' "
+                      f"type='chat'><body>drop{i}</body></message>" for i in range(n))
+    body = f"<body xmlns='{NS}' rid='5004' sid='{sid}'>{payload}</body>".encode()
+    s = socket.create_connection(("127.0.0.1", server.http_port))
+    s.sendall(b"POST /http-bind HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    # Dropped once the stanzas are flowing.
+    await bob.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "drop0", 10,
+                         "the first message")
+    s.close()
+    await asyncio.sleep(0.5)
+    # The resend gets the request's answer; then the session goes on.
+    await loop.run_in_executor(None, req, server, sid, 5004, payload)
+    await loop.run_in_executor(None, req, server, sid, 5005)
+    await bob.inbox.wait(lambda el: el.findtext("{jabber:client}body") == f"drop{n - 1}", 10,
+                         "the last message")
+    await asyncio.sleep(0.5)
+    got = [el.findtext("{jabber:client}body") for el in bob.inbox.items
+           if (el.findtext("{jabber:client}body") or "").startswith("drop")]
+    assert got == [f"drop{i}" for i in range(n)], got
+    await bob.close()
+
+
 def test_responses_carry_ack_when_the_client_asked(server):
     """XEP-0124 §9.1: with `ack='1'` at creation, a response carries `ack`, the highest rid
     received with all before it, unless that is the rid it answers: a held request answered

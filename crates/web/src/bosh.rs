@@ -10,8 +10,9 @@
 //! - the request window (XEP-0124 §14): requests are handled in `rid` order, at most
 //!   `requests` ahead, each one's payload passed to the stream whole before the next one's
 //!   (§14.1); a `rid` answered before gets the same response again (§14.3, so a lost HTTP
-//!   response is recovered by resending), one outside the window ends the session with
-//!   `item-not-found`;
+//!   response is recovered by resending; a resend's payload is not passed again, so a
+//!   request taken is passed whole even if its HTTP connection drops midway), one outside
+//!   the window ends the session with `item-not-found`;
 //! - holding (§8, §10): up to `hold` requests wait (at most `wait` seconds) for something to
 //!   send; a further request sends the oldest back empty;
 //! - inactivity (§7.1): with no request held for `inactivity` seconds the session ends (the
@@ -274,10 +275,10 @@ pub async fn request(
     head.insert(header::CONTENT_TYPE, session.content.clone());
     origin::add_cors(&mut head, cors);
     rookery_http::handoff::kept_alive(head, move |mut w| async move {
-        let answer = tokio::select! {
-            a = session.request(body, rid) => a,
-            // The client left: the request is dropped unanswered (the session records it).
-            () = w.closed() => return,
+        // The client may leave: the request is then dropped unanswered (the session records
+        // it), once its payload is passed on.
+        let Some(answer) = session.request(body, rid, w.closed()).await else {
+            return;
         };
         if w.send(&answer).await.is_ok() {
             let _ = w.finish().await;
@@ -485,7 +486,16 @@ impl Session {
     /// Handles one request of the session: its place in the window, its payload, then the
     /// response (at once, or when there is something to send, or after `wait`).
     /// `body` is dropped once its payload is passed on: a held request keeps none of it.
-    async fn request(&self, body: Element, rid: u64) -> Bytes {
+    /// `None` when `left` (the client's HTTP connection closed) resolves before there is a
+    /// response — but never while the payload is passed on: a request the session took is
+    /// delivered whole, since its resend (§14.3) will not carry it again.
+    async fn request(
+        &self,
+        body: Element,
+        rid: u64,
+        left: impl std::future::Future<Output = ()>,
+    ) -> Option<Bytes> {
+        tokio::pin!(left);
         // Resent, or out of the window? (`turn`: none for a copy of a request still held,
         // whose payload went to the stream with the first copy.)
         let turn = loop {
@@ -495,19 +505,19 @@ impl Session {
             {
                 let mut w = lock(&self.state);
                 if let Some((_, r)) = w.answered.iter().find(|(r, _)| *r == rid) {
-                    return r.clone();
+                    return Some(r.clone());
                 }
                 if w.closed && w.out.is_empty() {
                     // Ended, and nothing left to tell: the sid is no longer valid (§17.2),
                     // even in the moment before the session leaves the map.
-                    return terminate("item-not-found");
+                    return Some(terminate("item-not-found"));
                 }
                 if rid < w.next_rid && !w.held.contains(&rid) {
-                    return self.terminate_now(&mut w, "item-not-found");
+                    return Some(self.terminate_now(&mut w, "item-not-found"));
                 }
                 let window = u64::try_from(self.hold + 1).unwrap_or(2);
                 if rid >= w.next_rid.saturating_add(window) {
-                    return self.terminate_now(&mut w, "item-not-found");
+                    return Some(self.terminate_now(&mut w, "item-not-found"));
                 }
                 if rid < w.next_rid {
                     // Below the next rid and held (checked above): the client gave up waiting
@@ -517,7 +527,7 @@ impl Session {
                 }
                 if rid == w.next_rid {
                     if self.overactive(&mut w, &body) {
-                        return self.terminate_now(&mut w, "policy-violation");
+                        return Some(self.terminate_now(&mut w, "policy-violation"));
                     }
                     w.next_rid = rid + 1;
                     w.held.push_back(rid);
@@ -533,12 +543,15 @@ impl Session {
             // A later rid than expected: wait for the ones before it (§14.2), a second at
             // least — with `wait` = 0 too: requests sent at once on two connections arrive in
             // either order, and an earlier rid a moment late is no reason to end the session.
-            if tokio::time::timeout(self.wait.max(OUT_OF_ORDER_WAIT), changed)
-                .await
-                .is_err()
-            {
-                let mut w = lock(&self.state);
-                return self.terminate_now(&mut w, "item-not-found");
+            tokio::select! {
+                r = tokio::time::timeout(self.wait.max(OUT_OF_ORDER_WAIT), changed) => {
+                    if r.is_err() {
+                        let mut w = lock(&self.state);
+                        return Some(self.terminate_now(&mut w, "item-not-found"));
+                    }
+                }
+                // Nothing of it was taken yet.
+                () = &mut left => return None,
             }
         };
         self.changed.notify_waiters();
@@ -579,7 +592,7 @@ impl Session {
                 b"<body xmlns='http://jabber.org/protocol/httpbind' type='terminate'/>",
             );
             guard.answer(&mut w, r.clone());
-            return r;
+            return Some(r);
         }
         let deadline = Instant::now() + self.wait;
         loop {
@@ -590,20 +603,25 @@ impl Session {
                 let mut w = lock(&self.state);
                 if let Some((_, r)) = w.answered.iter().find(|(r, _)| *r == rid) {
                     // Answered to an earlier copy of this request.
-                    return r.clone();
+                    return Some(r.clone());
                 }
                 if !w.held.contains(&rid) {
                     // Taken over by the same rid resent on another connection.
-                    return self.empty(&w, rid);
+                    return Some(self.empty(&w, rid));
                 }
                 let first = w.held.front() == Some(&rid);
                 if first && (!w.out.is_empty() || w.closed) {
                     let r = self.response(&mut w, rid);
                     guard.answer(&mut w, r.clone());
-                    return r;
+                    return Some(r);
                 }
             }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            let timed_out = tokio::select! {
+                r = tokio::time::timeout_at(deadline, changed) => r.is_err(),
+                // Unanswered: `guard` records that (see `Held`'s drop).
+                () = &mut left => return None,
+            };
+            if timed_out {
                 let mut w = lock(&self.state);
                 let r = if w.creating {
                     // Nothing from the stream in time: still answer the creation.
@@ -612,7 +630,7 @@ impl Session {
                     self.empty(&w, rid)
                 };
                 guard.answer(&mut w, r.clone());
-                return r;
+                return Some(r);
             }
         }
     }
@@ -1041,7 +1059,7 @@ mod tests {
             body("<body xmlns='http://jabber.org/protocol/httpbind' rid='10'><a/><b/></body>");
         let held = tokio::spawn({
             let s = s.clone();
-            async move { s.request(req, 10).await }
+            async move { s.request(req, 10, std::future::pending()).await.unwrap() }
         });
         assert!(recv(&mut link).await.unwrap().starts_with(b"<a "));
         assert!(recv(&mut link).await.unwrap().starts_with(b"<b "));
@@ -1052,13 +1070,33 @@ mod tests {
         assert!(answer.starts_with(b"<body") && answer.ends_with(b"<c/></body>"));
     }
 
+    /// The client's HTTP connection closes while its request's payload waits for room in
+    /// the window: the payload still reaches the stream whole (its resend will not carry it
+    /// again, §14.3), and only then is the request given up, unanswered.
+    #[tokio::test(start_paused = true)]
+    async fn a_payload_is_passed_on_whole_when_the_client_leaves_midway() {
+        let (s, mut link) = session();
+        assert_eq!(recv(&mut link).await.unwrap(), "<open/>");
+        let req = body(&format!(
+            "<body xmlns='http://jabber.org/protocol/httpbind' rid='10'>{}</body>",
+            elements("a")
+        ));
+        let gone = tokio::spawn({
+            let s = s.clone();
+            async move { s.request(req, 10, std::future::ready(())).await }
+        });
+        let names = read_names(&mut link, INCOMING_DEPTH * 2).await;
+        assert_eq!(names, numbered("a", 0..INCOMING_DEPTH * 2));
+        assert!(gone.await.unwrap().is_none());
+    }
+
     /// Spawns request `rid` of `s` carrying `children` (XML).
     fn spawn_request(s: &Arc<Session>, rid: u64, children: &str) -> tokio::task::JoinHandle<Bytes> {
         let req = body(&format!(
             "<body xmlns='http://jabber.org/protocol/httpbind' rid='{rid}'>{children}</body>"
         ));
         let s = s.clone();
-        tokio::spawn(async move { s.request(req, rid).await })
+        tokio::spawn(async move { s.request(req, rid, std::future::pending()).await.unwrap() })
     }
 
     /// `a0`, `a1`…: the names of a payload's elements.
@@ -1160,7 +1198,7 @@ mod tests {
         let req = body("<body xmlns='http://jabber.org/protocol/httpbind' rid='10'/>");
         let held = tokio::spawn({
             let s = s.clone();
-            async move { s.request(req, 10).await }
+            async move { s.request(req, 10, std::future::pending()).await.unwrap() }
         });
         // Held for `wait`, then answered (the creation response): idle from then on.
         let ended = tokio::time::timeout(INACTIVITY * 3, recv(&mut link)).await;
@@ -1194,7 +1232,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!blocked.is_finished());
         let req = body("<body xmlns='http://jabber.org/protocol/httpbind' rid='10'/>");
-        let answer = s.request(req, 10).await;
+        let answer = s.request(req, 10, std::future::pending()).await.unwrap();
         assert!(answer.ends_with(b"<m/></body>"));
         let (ok, left) = (&mut blocked).await.unwrap();
         assert!(ok && left == 0);

@@ -87,14 +87,16 @@ pub trait TokenStore: Send + Sync + 'static {
         issued_at_ms: i64,
         max_devices: u32,
     ) -> Result<(), String>;
-    /// Records a use of the token `used` with `count`; `false` when `count` does not rise
-    /// above that token's (a replay).
+    /// Records a use of the token `used`, whose key is `key`, with `count`; `false` when
+    /// `count` does not rise above that token's (a replay), or that token is no longer
+    /// `used` (another login of the device issued a new one meanwhile).
     async fn use_token(
         &self,
         domain: &str,
         local: &str,
         device: &str,
         used: Used,
+        key: &[u8],
         count: i64,
     ) -> Result<bool, String>;
 }

@@ -83,6 +83,8 @@ pub enum Request {
         device: String,
         /// Which token.
         used: fast::Used,
+        /// Its key (the one checked: it must still be `used` when the use is recorded).
+        key: Vec<u8>,
         /// The client's count.
         count: i64,
     },
@@ -611,6 +613,7 @@ impl<P: Policy> C2sMachine<P> {
                     local: a.local.clone(),
                     device: a.device.clone(),
                     used,
+                    key: key.clone(),
                     count,
                 };
                 a.matched = Some((used, key, count));
@@ -2063,6 +2066,7 @@ mod tests {
                 local: "alice".into(),
                 device: "dev-1".into(),
                 used: fast::Used::Current,
+                key: new.key.clone(),
                 count: 4,
             })]
         );

@@ -365,10 +365,11 @@ impl Effects<C2sMachine<Live>> for Driver<'_> {
                 local,
                 device,
                 used,
+                key,
                 count,
             } => Reply::FastUsed(match ctx.fast.as_ref() {
                 Some(store) => store
-                    .use_token(conn.domain(), &local, &device, used, count)
+                    .use_token(conn.domain(), &local, &device, used, &key, count)
                     .await
                     .map_err(|e| tracing::error!(error = %e, "FAST token update failed")),
                 None => Err(()),

@@ -172,28 +172,38 @@ impl<'a> Fast<'a> {
         Ok(())
     }
 
-    /// Records that `device` authenticated with the token `used` and `count`: `false` (and
-    /// nothing changes) when `count` is not above every count used with that token before, a
-    /// replay. Using the current token ends the previous one.
+    /// Records that `device` authenticated with the token `used`, whose key is `key`, and
+    /// `count`: `false` (and nothing changes) when `count` is not above every count used with
+    /// that token before, a replay — or when that token is no longer `used` (a login that
+    /// issued a new token came in between: its count belongs to the token it checked, not
+    /// to the one that took its place). Using the current token ends the previous one.
+    #[allow(clippy::too_many_arguments, reason = "the row's key and the use")]
     pub async fn use_token(
         &self,
         domain: &str,
         username: &str,
         device: &str,
         used: Used,
+        key: &[u8],
         count: i64,
     ) -> Result<bool, StoreError> {
-        let (d, u, dev) = (domain.to_owned(), username.to_owned(), device.to_owned());
+        let (d, u, dev, key) = (
+            domain.to_owned(),
+            username.to_owned(),
+            device.to_owned(),
+            key.to_vec(),
+        );
         let sql = match used {
             Used::Current => {
                 "UPDATE fast_tokens SET last_count = $4, previous_key = NULL, \
                  previous_expires = NULL, previous_mechanism = NULL, previous_count = 0 \
-                 WHERE domain = $1 AND username = $2 AND device = $3 AND last_count < $4"
+                 WHERE domain = $1 AND username = $2 AND device = $3 AND last_count < $4 \
+                 AND current_key = $5"
             }
             Used::Previous => {
                 "UPDATE fast_tokens SET previous_count = $4 \
                  WHERE domain = $1 AND username = $2 AND device = $3 \
-                 AND previous_key IS NOT NULL AND previous_count < $4"
+                 AND previous_key = $5 AND previous_count < $4"
             }
         };
         let n = write_tx!(self.store, conn => {
@@ -202,6 +212,7 @@ impl<'a> Fast<'a> {
                 .bind(u.as_str())
                 .bind(dev.as_str())
                 .bind(count)
+                .bind(key.as_slice())
                 .execute(&mut *conn)
                 .await?
                 .rows_affected()

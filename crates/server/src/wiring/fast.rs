@@ -66,6 +66,7 @@ impl TokenStore for StoreTokens {
         local: &str,
         device: &str,
         used: Used,
+        key: &[u8],
         count: i64,
     ) -> Result<bool, String> {
         let used = match used {
@@ -74,7 +75,7 @@ impl TokenStore for StoreTokens {
         };
         self.0
             .fast()
-            .use_token(domain, local, device, used, count)
+            .use_token(domain, local, device, used, key, count)
             .await
             .map_err(|e| e.to_string())
     }

@@ -20,7 +20,7 @@ async fn rotation_replay_bound_and_invalidation() {
             .await
             .unwrap();
         assert!(f
-            .use_token(d, "juliet", "phone", Used::Current, 5)
+            .use_token(d, "juliet", "phone", Used::Current, b"k1", 5)
             .await
             .unwrap());
         f.issue(d, "juliet", "phone", b"k2", 200, NONE, 2, 8)
@@ -36,17 +36,26 @@ async fn rotation_replay_bound_and_invalidation() {
         };
         assert_eq!(t.current, token(b"k2", 200, NONE, 0), "{}", b.name);
         assert_eq!(t.previous, Some(token(b"k1", 100, EXPR, 5)));
+        // A login that checked k1 while it was current, recorded after k2 took its place:
+        // refused, and k2's count is not k1's.
+        assert!(!f
+            .use_token(d, "juliet", "phone", Used::Current, b"k1", 9)
+            .await
+            .unwrap());
+        let t = f.get(d, "juliet", "phone").await.unwrap().unwrap();
+        assert_eq!(t.current.last_count, 0, "{}", b.name);
+        assert_eq!(t.previous.as_ref().map(|p| p.last_count), Some(5));
         // The previous token still works; counts must rise above its own.
         assert!(!f
-            .use_token(d, "juliet", "phone", Used::Previous, 5)
+            .use_token(d, "juliet", "phone", Used::Previous, b"k1", 5)
             .await
             .unwrap());
         assert!(f
-            .use_token(d, "juliet", "phone", Used::Previous, 6)
+            .use_token(d, "juliet", "phone", Used::Previous, b"k1", 6)
             .await
             .unwrap());
         assert!(!f
-            .use_token(d, "juliet", "phone", Used::Previous, 6)
+            .use_token(d, "juliet", "phone", Used::Previous, b"k1", 6)
             .await
             .unwrap());
         assert!(f
@@ -58,13 +67,13 @@ async fn rotation_replay_bound_and_invalidation() {
             .is_some());
         // Using the current one (a count of its own) ends the previous one.
         assert!(f
-            .use_token(d, "juliet", "phone", Used::Current, 1)
+            .use_token(d, "juliet", "phone", Used::Current, b"k2", 1)
             .await
             .unwrap());
         let t = f.get(d, "juliet", "phone").await.unwrap().unwrap();
         assert_eq!((t.previous, t.current.last_count), (None, 1));
         assert!(!f
-            .use_token(d, "juliet", "phone", Used::Previous, 7)
+            .use_token(d, "juliet", "phone", Used::Previous, b"k1", 7)
             .await
             .unwrap());
 

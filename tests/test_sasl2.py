@@ -186,15 +186,15 @@ def request_token() -> str:
     return f"<request-token xmlns='{NS_FAST}' mechanism='{HT}'/>"
 
 
-def fast(count: int) -> str:
-    return f"<fast xmlns='{NS_FAST}' count='{count}'/>"
+def fast(count: int, attrs: str = "") -> str:
+    return f"<fast xmlns='{NS_FAST}' count='{count}'{attrs}/>"
 
 
-async def token_login(srv, token, count, *, device="phone-1", inline=""):
+async def token_login(srv, token, count, *, device="phone-1", inline="", fast_attrs=""):
     """A new connection authenticating with a FAST token: (client, success) or SaslFailure."""
     c = await tls_client(srv)
     s = await c.sasl2("alice", "", HT, device=device, initial=ht_message("alice", token),
-                      inline=fast(count) + inline)
+                      inline=fast(count, fast_attrs) + inline)
     # The server proves it held the token too.
     want = hmac.new(token.encode(), b"Responder", "sha256").digest()
     assert base64.b64decode(s.findtext(tag(NS_SASL2, "additional-data"))) == want
@@ -247,6 +247,25 @@ async def test_fast_token_request_reconnect_rotation_and_replay(server):
     # Another device cannot use this device's token; a made-up token fails.
     assert await refused(server, t2, 6, device="laptop") == "not-authorized"
     assert await refused(server, "x" * 72, 7) == "not-authorized"
+
+
+async def test_invalidate_logs_the_device_out(server):
+    """XEP-0484 `invalidate`: a device authenticating with its token and `invalidate='true'`
+    is logged in this once; then neither that token nor the device's other one (the one it
+    replaced, still valid until then) works, and a token asked for beside it is not issued."""
+    c = await tls_client(server)
+    t1 = token_of(await c.sasl2("alice", "alicepass", device="phone-1", inline=request_token()))
+    await c.close()
+    c, s = await token_login(server, t1, 1, inline=request_token())
+    t2 = token_of(s)
+    await c.close()
+    c, s = await token_login(server, t2, 2, inline=request_token() + bind2(),
+                             fast_attrs=" invalidate='true'")
+    assert s.find(tag(NS_FAST, "token")) is None, xml(s)
+    assert s.find(tag(NS_BIND2, "bound")) is not None, xml(s)
+    await c.close()
+    assert await refused(server, t2, 3) == "not-authorized"
+    assert await refused(server, t1, 4) == "not-authorized"
 
 
 async def test_a_token_asked_for_expr_is_refused_with_none(server):
@@ -334,6 +353,7 @@ async def test_malformed_fast_requests(server_factory):
     for initial, inline, cond in [
         (b"junk", fast(1), "malformed-request"),
         (ht_message("alice", "t"), f"<fast xmlns='{NS_FAST}' count='x'/>", "malformed-request"),
+        (ht_message("alice", "t"), fast(1, " invalidate='yes'"), "malformed-request"),
     ]:
         with pytest.raises(SaslFailure) as e:
             await c.sasl2("alice", "", HT, initial=initial, inline=inline)

@@ -87,6 +87,15 @@ pub trait TokenStore: Send + Sync + 'static {
         issued_at_ms: i64,
         max_devices: u32,
     ) -> Result<(), String>;
+    /// Forgets the tokens of `device`, which authenticated with the token whose key is `key`
+    /// and asked to invalidate it; `false` when that token is no longer the device's.
+    async fn invalidate(
+        &self,
+        domain: &str,
+        local: &str,
+        device: &str,
+        key: &[u8],
+    ) -> Result<bool, String>;
     /// Records a use of the token `used`, whose key is `key`, with `count`; `false` when
     /// `count` does not rise above that token's (a replay), or that token is no longer
     /// `used` (another login of the device issued a new one meanwhile).
@@ -125,6 +134,9 @@ pub struct Request {
     pub request_token: Option<HtMechanism>,
     /// `<fast count=…/>`: authenticating with a token, and its count.
     pub fast: Option<Option<i64>>,
+    /// `<fast invalidate='true'/>`: the token ends with this authentication (the device
+    /// logs out; its other token goes too, and no new one is issued).
+    pub invalidate: bool,
 }
 
 /// Reads a FAST element of an `<authenticate/>` on a stream with or without channel binding
@@ -164,6 +176,12 @@ pub fn parse_into(
             if r.fast.replace(count).is_some() {
                 return Err("malformed-request");
             }
+            // An xs:boolean.
+            r.invalidate = match el.attr("invalidate") {
+                None | Some("false" | "0") => false,
+                Some("true" | "1") => true,
+                Some(_) => return Err("malformed-request"),
+            };
         }
         _ => return Ok(false),
     }

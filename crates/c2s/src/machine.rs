@@ -88,6 +88,16 @@ pub enum Request {
         /// The client's count.
         count: i64,
     },
+    /// End this device's FAST tokens: it authenticated with the one of key `key` and asked
+    /// to invalidate it (answered with [`Reply::FastUsed`]).
+    FastInvalidate {
+        /// The localpart.
+        local: String,
+        /// The device.
+        device: String,
+        /// The key of the token it authenticated with.
+        key: Vec<u8>,
+    },
     /// Store a new FAST token's key for this device.
     FastIssue {
         /// The localpart.
@@ -112,7 +122,8 @@ pub enum Reply {
     Registered(Option<Stanza>),
     /// The device's FAST tokens (`Err`: the lookup failed).
     FastTokens(Result<Option<fast::DeviceTokens>, ()>),
-    /// Whether the use was recorded (`false`: a replayed count).
+    /// Whether the use was recorded or the tokens ended (`false`: a replayed count, or the
+    /// token was replaced meanwhile).
     FastUsed(Result<bool, ()>),
     /// Whether the new token was stored.
     FastIssued(Result<(), ()>),
@@ -609,12 +620,20 @@ impl<P: Policy> C2sMachine<P> {
                     token.key.clone(),
                     a.count.unwrap_or(token.last_count.saturating_add(1)),
                 );
-                let record = Request::FastUse {
-                    local: a.local.clone(),
-                    device: a.device.clone(),
-                    used,
-                    key: key.clone(),
-                    count,
+                let record = if a.request.fast.invalidate {
+                    Request::FastInvalidate {
+                        local: a.local.clone(),
+                        device: a.device.clone(),
+                        key: key.clone(),
+                    }
+                } else {
+                    Request::FastUse {
+                        local: a.local.clone(),
+                        device: a.device.clone(),
+                        used,
+                        key: key.clone(),
+                        count,
+                    }
                 };
                 a.matched = Some((used, key, count));
                 self.phase = Phase::Fast(Box::new(a));
@@ -632,7 +651,11 @@ impl<P: Policy> C2sMachine<P> {
                     Err(_) => return self.failed(label, Some(a.local), "not-authorized", true),
                 };
                 self.policy.auth_result(label, true);
-                tracing::info!(user = %user, ?used, "authenticated with a FAST token");
+                tracing::info!(user = %user, ?used, invalidated = a.request.fast.invalidate, "authenticated with a FAST token");
+                if a.request.fast.invalidate {
+                    // Logging out: a token asked for beside it would undo that.
+                    a.request.fast.request_token = None;
+                }
                 self.user = Some(user);
                 let data = ht::responder(&key, &self.ht_cb_data(a.mechanism));
                 self.sasl2_success(Some(data), a.request)

@@ -374,6 +374,15 @@ impl Effects<C2sMachine<Live>> for Driver<'_> {
                     .map_err(|e| tracing::error!(error = %e, "FAST token update failed")),
                 None => Err(()),
             }),
+            Request::FastInvalidate { local, device, key } => {
+                Reply::FastUsed(match ctx.fast.as_ref() {
+                    Some(store) => store
+                        .invalidate(conn.domain(), &local, &device, &key)
+                        .await
+                        .map_err(|e| tracing::error!(error = %e, "FAST token invalidation failed")),
+                    None => Err(()),
+                })
+            }
             Request::FastIssue {
                 local,
                 device,

@@ -9,7 +9,7 @@
 //! password does too (a trigger on the credential columns, so every path that changes a
 //! password is covered). Times are Unix seconds.
 
-use crate::db::{execute, with_pool, write_tx};
+use crate::db::{with_pool, write_tx};
 use crate::{Store, StoreError};
 
 /// One stored token.
@@ -220,19 +220,35 @@ impl<'a> Fast<'a> {
         Ok(n > 0)
     }
 
-    /// Forgets the tokens of `device` (XEP-0484 `invalidate`).
+    /// Forgets the tokens of `device`, which authenticated with the one whose key is `key`
+    /// and asked to invalidate it (XEP-0484 `invalidate`: the device logs out, so its other
+    /// token goes too). `false` (nothing changes) when that token is no longer the device's.
     pub async fn invalidate(
         &self,
         domain: &str,
         username: &str,
         device: &str,
-    ) -> Result<(), StoreError> {
-        execute(
-            self.store,
-            "DELETE FROM fast_tokens WHERE domain = $1 AND username = $2 AND device = $3",
-            &[domain, username, device],
-        )
-        .await?;
-        Ok(())
+        key: &[u8],
+    ) -> Result<bool, StoreError> {
+        let (d, u, dev, key) = (
+            domain.to_owned(),
+            username.to_owned(),
+            device.to_owned(),
+            key.to_vec(),
+        );
+        let n = write_tx!(self.store, conn => {
+            sqlx::query(
+                "DELETE FROM fast_tokens WHERE domain = $1 AND username = $2 AND device = $3 \
+                 AND (current_key = $4 OR previous_key = $4)",
+            )
+            .bind(d.as_str())
+            .bind(u.as_str())
+            .bind(dev.as_str())
+            .bind(key.as_slice())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
     }
 }

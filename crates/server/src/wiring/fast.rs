@@ -60,6 +60,20 @@ impl TokenStore for StoreTokens {
             .map_err(|e| e.to_string())
     }
 
+    async fn invalidate(
+        &self,
+        domain: &str,
+        local: &str,
+        device: &str,
+        key: &[u8],
+    ) -> Result<bool, String> {
+        self.0
+            .fast()
+            .invalidate(domain, local, device, key)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn use_token(
         &self,
         domain: &str,

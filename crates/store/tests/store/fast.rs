@@ -102,7 +102,9 @@ async fn rotation_replay_bound_and_invalidation() {
         f.issue(d, "juliet", "a", b"k", 100, NONE, 20, 3)
             .await
             .unwrap();
-        f.invalidate(d, "juliet", "a").await.unwrap();
+        assert!(!f.invalidate(d, "juliet", "a", b"other").await.unwrap());
+        assert!(f.get(d, "juliet", "a").await.unwrap().is_some());
+        assert!(f.invalidate(d, "juliet", "a", b"k").await.unwrap());
         assert_eq!(f.get(d, "juliet", "a").await.unwrap(), None);
         f.issue(d, "juliet", "a", b"k", 100, NONE, 21, 3)
             .await

@@ -392,9 +392,9 @@ async def test_a_client_that_goes_away_leaves_its_rooms(server):
     await close(a)
 
 
-async def room_archive(c: SlixClient, r: str, rsm: str = "<max>50</max>", with_: str = ""):
+async def archive_results(c: SlixClient, r: str, rsm: str = "<max>50</max>", with_: str = ""):
     """Queries room `r`'s archive (only messages from occupant JID `with_`, if given);
-    returns (bodies, archive ids, complete)."""
+    returns (the <result/> elements, complete)."""
     qid = uuid.uuid4().hex[:8]
     iq = c.make_iq_set(ito=r)
     form = ""
@@ -408,9 +408,19 @@ async def room_archive(c: SlixClient, r: str, rsm: str = "<max>50</max>", with_:
     results = [el.find(f"{{{NS_MAM}}}result") for el in c.inbox.items
                if el.find(f"{{{NS_MAM}}}result") is not None
                and el.find(f"{{{NS_MAM}}}result").get("queryid") == qid]
-    bodies = [x.findtext("{urn:xmpp:forward:0}forwarded/{jabber:client}message/{jabber:client}body")
-              for x in results]
-    return bodies, [x.get("id") for x in results], fin.get("complete") == "true"
+    return results, fin.get("complete") == "true"
+
+
+def archived_message(result):
+    return result.find("{urn:xmpp:forward:0}forwarded/{jabber:client}message")
+
+
+async def room_archive(c: SlixClient, r: str, rsm: str = "<max>50</max>", with_: str = ""):
+    """Queries room `r`'s archive as `archive_results`; returns (bodies, archive ids,
+    complete)."""
+    results, complete = await archive_results(c, r, rsm, with_)
+    bodies = [archived_message(x).findtext("{jabber:client}body") for x in results]
+    return bodies, [x.get("id") for x in results], complete
 
 
 async def test_room_archive_and_history_after_restart(server_factory, backend):
@@ -451,6 +461,39 @@ async def test_room_archive_and_history_after_restart(server_factory, backend):
     assert [m["body"] for m in history] == ["m2", "m3"]
     bodies, _, _ = await room_archive(b, r)
     assert bodies == ["m1", "m2", "m3"]
+    await close(b)
+
+
+async def test_subject_changes_are_archived_but_are_not_history(server_factory):
+    """XEP-0313 §5.1.2: a room archives its messages with a body "as should subject change
+    stanzas"; the history a newcomer gets holds only the messages (the subject comes apart,
+    XEP-0045 §7.2.15), also once read back from the archive after a crash. A subject with a
+    thread is a message, not a subject change (§8.1)."""
+    srv = server_factory()
+    a = await login(srv, "alice")
+    r = room(srv, "chronicle")
+    await create(a, r, "firstwitch", persistentroom="1")
+    a.send_message(mto=r, mbody="m1", mtype="groupchat")
+    await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "m1", T, "m1")
+    a.plugin["xep_0045"].set_subject(r, "Fire Burn")
+    changed = await a.inbox.wait(lambda el: el.findtext("{jabber:client}subject") == "Fire Burn",
+                                 T, "the subject change")
+    assert changed.find(f"{{{NS_SID}}}stanza-id").get("by") == r
+    a.send_raw(f"<message to='{r}' type='groupchat'><subject>Not a change</subject>"
+               "<thread>t1</thread></message>")
+    a.send_message(mto=r, mbody="m2", mtype="groupchat")
+    await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "m2", T, "m2")
+    results, _ = await archive_results(a, r)
+    messages = [archived_message(x) for x in results]
+    assert [(m.findtext("{jabber:client}body"), m.findtext("{jabber:client}subject"))
+            for m in messages] == [("m1", None), (None, "Fire Burn"), ("m2", None)]
+    await close(a)
+    srv.crash_restart()
+    b = await login(srv, "bob")
+    _pres, subject, _occupants, history = await b.plugin["xep_0045"].join_muc_wait(
+        r, "secondwitch", maxstanzas=10, timeout=T)
+    assert [m["body"] for m in history] == ["m1", "m2"]
+    assert subject["subject"] == "Fire Burn"
     await close(b)
 
 

@@ -101,9 +101,13 @@ impl Room {
             return Err(MucError::Forbidden("visitors have no voice in this room"));
         }
         let el = m.element();
-        let subject = el.get_child("subject", CONTENT_NS);
+        let has_body = el.has_child("body", CONTENT_NS);
+        // §8.1: a subject with a body (or a thread) is a message that happens to carry one.
+        let subject = el
+            .get_child("subject", CONTENT_NS)
+            .filter(|_| !has_body && !el.has_child("thread", CONTENT_NS));
         let mut o = Outcome::default();
-        if let Some(s) = subject.filter(|_| !el.has_child("body", CONTENT_NS)) {
+        if let Some(s) = subject {
             if occ.role != Role::Moderator && !self.config.change_subject {
                 return Err(MucError::Forbidden(
                     "only moderators may change the subject",
@@ -125,7 +129,9 @@ impl Room {
         // `no-store` also out of the history later occupants get.
         let hint = |name| el.has_child(name, rookery_proto::ns::HINTS);
         let (no_store, no_permanent_store) = (hint("no-store"), hint("no-permanent-store"));
-        if el.has_child("body", CONTENT_NS) {
+        // XEP-0313 §5.1.2: messages with a body are archived, "as should subject change
+        // stanzas"; only the former are history (the subject is sent apart, §7.2.15).
+        if has_body || subject.is_some() {
             if self.limits.archive && !no_store && !no_permanent_store {
                 // XEP-0359: the room's id for the message, in what everyone gets.
                 relayed =
@@ -138,7 +144,7 @@ impl Room {
                     });
                 }
             }
-            if let Some(r) = relayed.as_ref().filter(|_| !no_store) {
+            if let Some(r) = relayed.as_ref().filter(|_| has_body && !no_store) {
                 self.remember(r.clone());
             }
         }

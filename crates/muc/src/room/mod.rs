@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{IqType, PresenceType, Stanza, StanzaError, StanzaKind};
-use rookery_xml::Element;
+use rookery_xml::{Element, CONTENT_NS};
 
 use crate::error::MucError;
 use crate::nick::Nick;
@@ -347,8 +347,11 @@ impl Room {
     }
 
     /// Puts a message from the archive back into the history for newcomers (at start, for a
-    /// stored room), oldest first.
+    /// stored room), oldest first; a subject change in the archive is not history.
     pub fn recall(&mut self, stanza: Stanza, ts: i64) {
+        if !stanza.element().has_child("body", CONTENT_NS) {
+            return;
+        }
         self.now = ts;
         self.remember(stanza);
     }

@@ -229,6 +229,25 @@ async def test_preferences(server):
     await close(a, b, c)
 
 
+async def test_preferences_with_full_jids(server):
+    """XEP-0441 §4.3.1: a listed full JID is compared with the message's address as it is,
+    a listed bare one with the address stripped of its resource."""
+    b = await login(server, "bob")
+    c1, c2 = await login(server, "carol", "one"), await login(server, "carol", "two")
+    iq = b.make_iq_set()
+    iq.append(ET.fromstring(
+        f"<prefs xmlns='{NS_MAM}' default='always'><always/>"
+        f"<never><jid>{c2.boundjid.full}</jid></never></prefs>"))
+    res = await iq.send(timeout=T)
+    assert res.xml.findtext(f"{{{NS_MAM}}}prefs/{{{NS_MAM}}}never/{{{NS_MAM}}}jid") == \
+        c2.boundjid.full
+    await chat(c1, b, "from carol one")
+    await chat(c2, b, "from carol two")
+    bodies, _, _ = await query(b)
+    assert bodies == ["from carol one"]
+    await close(b, c1, c2)
+
+
 async def test_bad_queries(server_factory):
     srv = server_factory(mam={"max_page": 5})
     a, b = await login(srv, "alice"), await login(srv, "bob")

@@ -129,14 +129,19 @@ impl Mam {
         Ok(p)
     }
 
-    /// Whether `account` archives messages with `with` (a bare JID).
-    async fn wants(&self, account: &BareJid, with: &str) -> Result<bool, MamError> {
+    /// Whether `account` archives messages with `with`.
+    async fn wants(&self, account: &BareJid, with: &Jid) -> Result<bool, MamError> {
         Ok(match self.prefs_of(account).await?.decide(with) {
             Decision::Archive => true,
             Decision::Skip => false,
             Decision::IfInRoster => {
                 let (d, u) = owner(account).ok_or(MamError::Forbidden)?;
-                self.store.rosters().get(d, u, with).await?.is_some()
+                // XEP-0441 §4.3.1: the roster by the bare JID.
+                self.store
+                    .rosters()
+                    .get(d, u, with.bare_str())
+                    .await?
+                    .is_some()
             }
         })
     }
@@ -164,7 +169,7 @@ impl Mam {
         if !core.is_local_domain(account.domain()) || account.local().is_none() {
             return false;
         }
-        match self.wants(account, with.bare_str()).await {
+        match self.wants(account, with).await {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(account = %account, error = %e, "archive preferences");

@@ -1,6 +1,6 @@
 //! Archiving preferences (XEP-0313 §6): a default and the JIDs always or never archived.
 
-use rookery_jid::BareJid;
+use rookery_jid::Jid;
 use rookery_xml::Element;
 
 use crate::error::MamError;
@@ -43,9 +43,10 @@ impl Default {
 pub struct Prefs {
     /// The default.
     pub default: Default,
-    /// Bare JIDs always archived.
+    /// JIDs always archived: a bare JID stands for all its resources, a full one for itself
+    /// (XEP-0441 §4.3.1).
     pub always: Vec<String>,
-    /// Bare JIDs never archived (this list wins over `always`).
+    /// JIDs never archived (this list wins over `always`), matched as `always`.
     pub never: Vec<String>,
 }
 
@@ -70,11 +71,21 @@ impl Prefs {
         }
     }
 
-    /// Whether a message with `with` (a bare JID) is archived.
-    pub fn decide(&self, with: &str) -> Decision {
-        if self.never.iter().any(|j| j == with) {
+    /// Whether a message with `with` (the other party's address as the message has it) is
+    /// archived.
+    pub fn decide(&self, with: &Jid) -> Decision {
+        // A listed full JID is compared with the address as it is, a listed bare one with
+        // the address stripped of its resource (a bare JID never contains '/').
+        let listed = |j: &String| {
+            if j.contains('/') {
+                j == with.as_str()
+            } else {
+                j == with.bare_str()
+            }
+        };
+        if self.never.iter().any(listed) {
             Decision::Skip
-        } else if self.always.iter().any(|j| j == with) {
+        } else if self.always.iter().any(listed) {
             Decision::Archive
         } else {
             match self.default {
@@ -94,7 +105,7 @@ impl Prefs {
             let mut v = Vec::new();
             if let Some(l) = el.get_child(name, ns::MAM) {
                 for j in l.children().filter(|c| c.is("jid", ns::MAM)) {
-                    let jid = BareJid::parse(j.text().trim())
+                    let jid = Jid::parse(j.text().trim())
                         .map_err(|_| MamError::BadRequest(format!("invalid jid in <{name}/>")))?;
                     v.push(jid.as_str().to_string());
                 }
@@ -133,12 +144,21 @@ mod tests {
     fn lists_and_defaults_decide() {
         let p = Prefs {
             default: Default::Roster,
-            always: vec!["romeo@x".into(), "tybalt@x".into()],
-            never: vec!["tybalt@x".into()],
+            always: vec![
+                "romeo@x".into(),
+                "tybalt@x".into(),
+                "nurse@x/balcony".into(),
+            ],
+            never: vec!["tybalt@x".into(), "romeo@x/exile".into()],
         };
-        assert_eq!(p.decide("romeo@x"), Decision::Archive);
-        assert_eq!(p.decide("tybalt@x"), Decision::Skip);
-        assert_eq!(p.decide("nurse@x"), Decision::IfInRoster);
+        let decide = |j: &str| p.decide(&Jid::parse(j).unwrap());
+        assert_eq!(decide("romeo@x/garden"), Decision::Archive);
+        assert_eq!(decide("romeo@x/exile"), Decision::Skip);
+        assert_eq!(decide("tybalt@x"), Decision::Skip);
+        assert_eq!(decide("tybalt@x/street"), Decision::Skip);
+        assert_eq!(decide("nurse@x/balcony"), Decision::Archive);
+        assert_eq!(decide("nurse@x"), Decision::IfInRoster);
+        assert_eq!(decide("nurse@x/kitchen"), Decision::IfInRoster);
         assert_eq!(Prefs::parse(&p.to_element()).unwrap(), p);
         let bad = Element::new("prefs", ns::MAM).with_attr("default", "sometimes");
         assert!(Prefs::parse(&bad).is_err());

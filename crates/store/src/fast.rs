@@ -187,37 +187,21 @@ impl<'a> Fast<'a> {
         key: &[u8],
         count: i64,
     ) -> Result<bool, StoreError> {
-        let (d, u, dev, key) = (
-            domain.to_owned(),
-            username.to_owned(),
-            device.to_owned(),
-            key.to_vec(),
-        );
         let sql = match used {
             Used::Current => {
-                "UPDATE fast_tokens SET last_count = $4, previous_key = NULL, \
+                "UPDATE fast_tokens SET last_count = $5, previous_key = NULL, \
                  previous_expires = NULL, previous_mechanism = NULL, previous_count = 0 \
-                 WHERE domain = $1 AND username = $2 AND device = $3 AND last_count < $4 \
-                 AND current_key = $5"
+                 WHERE domain = $1 AND username = $2 AND device = $3 AND current_key = $4 \
+                 AND last_count < $5"
             }
             Used::Previous => {
-                "UPDATE fast_tokens SET previous_count = $4 \
+                "UPDATE fast_tokens SET previous_count = $5 \
                  WHERE domain = $1 AND username = $2 AND device = $3 \
-                 AND previous_key = $5 AND previous_count < $4"
+                 AND previous_key = $4 AND previous_count < $5"
             }
         };
-        let n = write_tx!(self.store, conn => {
-            sqlx::query(sql)
-                .bind(d.as_str())
-                .bind(u.as_str())
-                .bind(dev.as_str())
-                .bind(count)
-                .bind(key.as_slice())
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
-        });
-        Ok(n > 0)
+        self.write_device(sql, domain, username, device, key, Some(count))
+            .await
     }
 
     /// Forgets the tokens of `device`, which authenticated with the one whose key is `key`
@@ -230,6 +214,30 @@ impl<'a> Fast<'a> {
         device: &str,
         key: &[u8],
     ) -> Result<bool, StoreError> {
+        self.write_device(
+            "DELETE FROM fast_tokens WHERE domain = $1 AND username = $2 AND device = $3 \
+             AND (current_key = $4 OR previous_key = $4)",
+            domain,
+            username,
+            device,
+            key,
+            None,
+        )
+        .await
+    }
+
+    /// Runs `sql`, a write of one device's row, with `$1`–`$4` bound to the account, the
+    /// device and the key of the token it authenticated with, and `$5` to `count` if given;
+    /// whether a row changed.
+    async fn write_device(
+        &self,
+        sql: &'static str,
+        domain: &str,
+        username: &str,
+        device: &str,
+        key: &[u8],
+        count: Option<i64>,
+    ) -> Result<bool, StoreError> {
         let (d, u, dev, key) = (
             domain.to_owned(),
             username.to_owned(),
@@ -237,17 +245,16 @@ impl<'a> Fast<'a> {
             key.to_vec(),
         );
         let n = write_tx!(self.store, conn => {
-            sqlx::query(
-                "DELETE FROM fast_tokens WHERE domain = $1 AND username = $2 AND device = $3 \
-                 AND (current_key = $4 OR previous_key = $4)",
-            )
-            .bind(d.as_str())
-            .bind(u.as_str())
-            .bind(dev.as_str())
-            .bind(key.as_slice())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
+            let q = sqlx::query(sql)
+                .bind(d.as_str())
+                .bind(u.as_str())
+                .bind(dev.as_str())
+                .bind(key.as_slice());
+            let q = match count {
+                Some(c) => q.bind(c),
+                None => q,
+            };
+            q.execute(&mut *conn).await?.rows_affected()
         });
         Ok(n > 0)
     }

@@ -121,6 +121,11 @@ async def test_results_and_errors_are_never_answered(server):
                "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
                "</error></iq>")
     alice.send("<message type='error' to='nobody@localhost'><body>x</body></message>")
+    # Malformed ones too (§8.2.3): a result with a bad address or none with an id; and an IQ
+    # without id, whose reply could not say what it answers.
+    alice.send("<iq type='result' id='r3' to='a@@b'/>")
+    alice.send("<iq type='result'/>")
+    alice.send("<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>")
     alice.send("<iq type='get' id='probe'><ping xmlns='urn:xmpp:ping'/></iq>")
     first = await alice.expect(lambda e: True)
     assert local(first) == "iq" and first.get("id") == "probe"
@@ -240,14 +245,33 @@ async def test_nothing_sent_to_a_client_that_does_not_read_is_lost(server_factor
     await again.close()
 
 
+async def test_an_attribute_in_a_namespace_keeps_its_declaration(server):
+    """An attribute with a prefix (`x:y`) is forwarded with a declaration of its namespace
+    (RFC 6120 §11.2, Namespaces in XML): the recipient's stream must not break on an
+    undeclared prefix — before, any user could cut any other's connection this way."""
+    alice = await server.login("alice", "a")
+    bob = await slix_login(server, "bob", resource="b")
+    try:
+        alice.send(f"<message to='{server.jid('bob', 'b')}' type='chat' xmlns:x='urn:example:x'>"
+                   "<body x:y='1'>prefixed</body></message>")
+        m = await bob.inbox.wait(is_msg("prefixed"), what="the message")
+        assert m.find("{jabber:client}body").get("{urn:example:x}y") == "1"
+        # Bob's stream is still up.
+        await bob.plugin["xep_0199"].send_ping(server.domain, timeout=10)
+    finally:
+        await alice.close()
+        await bob.close()
+
+
 async def test_error_reply_to_a_malformed_address_does_not_echo_it(server):
     """A stanza whose `to` is not a JID gets `jid-malformed` (RFC 6120 §8.3.3.8); the reply
-    must not claim to come from that non-address, so it carries no `from` (from the server,
-    §8.1.2.1)."""
+    must not claim to come from that non-address: the server generates it, so it comes from
+    the server's domain (§8.1.2.1; without `from` it would seem to come from alice's own
+    account)."""
     alice = await server.login("alice", "a")
     alice.send("<message to='a@@localhost' id='bad1' type='chat'><body>x</body></message>")
     r = await alice.expect(lambda e: e.get("id") == "bad1", what="the error reply")
     assert r.get("type") == "error"
     assert stanza_error(r) == "jid-malformed"
-    assert r.get("from") is None
+    assert r.get("from") == server.domain
     await alice.close()

@@ -953,7 +953,7 @@ impl<P: Policy> C2sMachine<P> {
     fn pre_auth_iq(&mut self, el: Element) -> Actions {
         let stanza = match Stanza::from_element(el) {
             Ok(s) => s,
-            Err(e) => return e.reply().map(Action::Send).into_iter().collect(),
+            Err(e) => return e.reply(&self.host).map(Action::Send).into_iter().collect(),
         };
         let to_server = stanza.to().is_none_or(|t| t.as_str() == self.host);
         let is_register = stanza
@@ -992,7 +992,7 @@ impl<P: Policy> C2sMachine<P> {
         let stanza = match Stanza::from_element(el) {
             Ok(s) => s,
             Err(e) => {
-                return match e.reply() {
+                return match e.reply(&self.host) {
                     Some(reply) => vec![Action::Send(reply)],
                     None => vec![fail(SEC::NotAuthorized, "bind a resource first")],
                 }

@@ -603,7 +603,7 @@ impl Inbound for Client<'_> {
             return Ok(());
         }
         el.remove_attr("from");
-        let mut stanza = match rookery_stream::conn::parse_stanza(el)? {
+        let mut stanza = match rookery_stream::conn::parse_stanza(el, self.jid.domain())? {
             Ok(s) => s,
             Err(reply) => {
                 return match reply {

@@ -108,24 +108,34 @@ pub enum StanzaParseError {
 }
 
 impl StanzaParseError {
-    /// The error reply for a malformed stanza (none for error stanzas or non-stanzas).
+    /// The error reply for a malformed stanza, from `answering` (the domain of the server
+    /// that answers) where the stanza's own `to` cannot stand for the sender of the reply.
+    /// None for error stanzas, IQ results (RFC 6120 §8.2.3: never answered with a further IQ
+    /// response), an IQ without `id` (its reply could not say which request it answers, and
+    /// an IQ needs one) and non-stanzas.
     ///
     /// The addresses are swapped as for any error reply (RFC 6120 §8.3.1), except one that is
     /// not a valid JID (often the very reason, `jid-malformed`): it is left out rather than
     /// echoed, so the reply never claims to come from, or go to, an address that does not
-    /// exist. Without `from` a reply on a client stream comes from the server (§8.1.2.1).
-    pub fn reply(&self) -> Option<Element> {
+    /// exist. A reply the server generates because of such a `to` comes from `answering`
+    /// (§8.1.2.1: without `from` it would seem to come from the client's own account).
+    pub fn reply(&self, answering: &str) -> Option<Element> {
         match self {
             StanzaParseError::NotAStanza(_) => None,
             StanzaParseError::Malformed { error, element } => {
-                if element.attr("type") == Some("error") {
-                    return None;
+                let is_iq = element.name() == "iq";
+                match element.attr("type") {
+                    Some("error") => return None,
+                    Some("result") if is_iq => return None,
+                    _ if is_iq && element.attr("id").is_none() => return None,
+                    _ => {}
                 }
                 let mut reply = error_element(element, error);
-                for attr in ["from", "to"] {
-                    if reply.attr(attr).is_some_and(|a| Jid::parse(a).is_err()) {
-                        reply.remove_attr(attr);
-                    }
+                if reply.attr("to").is_some_and(|a| Jid::parse(a).is_err()) {
+                    reply.remove_attr("to");
+                }
+                if reply.attr("from").is_some_and(|a| Jid::parse(a).is_err()) {
+                    reply.set_attr("from", answering);
                 }
                 Some(reply)
             }
@@ -491,23 +501,48 @@ mod tests {
             .with_attr("id", "m1")
             .with_child(Element::new("body", CONTENT_NS).with_text("hi"));
         let err = Stanza::from_element(el).unwrap_err();
-        let reply = err.reply().unwrap();
+        let reply = err.reply("example.com").unwrap();
         assert_eq!(reply.attr("type"), Some("error"));
         assert_eq!(reply.attr("id"), Some("m1"));
-        assert_eq!(reply.attr("from"), None);
+        // The server answers, and says so (RFC 6120 §8.1.2.1).
+        assert_eq!(reply.attr("from"), Some("example.com"));
         assert!(reply.to_string().contains("jid-malformed"), "{reply}");
         // From a peer that also sent a bad `from`: no `to` either.
         let el = Element::new("message", CONTENT_NS)
             .with_attr("from", "x@y/z")
             .with_attr("to", "@bad");
-        let reply = Stanza::from_element(el).unwrap_err().reply().unwrap();
+        let reply = Stanza::from_element(el).unwrap_err().reply("y").unwrap();
         assert_eq!(reply.attr("to"), Some("x@y/z"));
-        assert_eq!(reply.attr("from"), None);
+        assert_eq!(reply.attr("from"), Some("y"));
         let el = Element::new("message", CONTENT_NS)
             .with_attr("from", "@bad")
             .with_attr("to", "x@y");
-        let reply = Stanza::from_element(el).unwrap_err().reply().unwrap();
+        let reply = Stanza::from_element(el).unwrap_err().reply("y").unwrap();
         assert_eq!((reply.attr("to"), reply.attr("from")), (None, Some("x@y")));
+    }
+
+    /// RFC 6120 §8.2.3: an IQ result is never answered with an IQ error, nor is an IQ
+    /// without an id (the reply could not carry one); a get or set with one is.
+    #[test]
+    fn iq_results_and_iqs_without_id_get_no_reply() {
+        let iq = |attrs: &[(&str, &str)]| {
+            let mut el = Element::new("iq", CONTENT_NS);
+            for (k, v) in attrs {
+                el.set_attr(*k, *v);
+            }
+            Stanza::from_element(el).unwrap_err().reply("x")
+        };
+        assert_eq!(
+            iq(&[("type", "result"), ("id", "r1"), ("to", "a@@b")]),
+            None
+        );
+        assert_eq!(iq(&[("type", "result")]), None);
+        assert_eq!(iq(&[("type", "get")]), None);
+        let reply = iq(&[("type", "get"), ("id", "g1")]).unwrap();
+        assert_eq!(
+            (reply.attr("type"), reply.attr("id")),
+            (Some("error"), Some("g1"))
+        );
     }
 
     #[test]
@@ -532,7 +567,7 @@ mod tests {
         assert!(Stanza::from_element(iq(1)).is_ok());
         for n in [0, 2] {
             let err = Stanza::from_element(iq(n)).unwrap_err();
-            let reply = err.reply().unwrap();
+            let reply = err.reply("example.com").unwrap();
             assert_eq!(reply.attr("type"), Some("error"));
             assert_eq!(reply.attr("from"), Some("example.com"));
         }

@@ -307,7 +307,8 @@ impl Incoming {
     /// A malformed stanza. An address that is no JID ends the stream with
     /// `improper-addressing` (RFC 6120 §4.9.3.7), as a missing one does; otherwise, once the
     /// addresses pass the trust rule, its error (`bad-request`, ...) goes back to the sender
-    /// (§8.3.1; an IQ get/set is always answered, §8.2.3), except for an error stanza.
+    /// (§8.3.1; an IQ get/set is always answered, §8.2.3), except for an error stanza or an
+    /// IQ result.
     async fn malformed(&self, e: StanzaParseError) -> Result<(), ConnError> {
         let StanzaParseError::Malformed { element, .. } = &e else {
             return Ok(());
@@ -320,7 +321,11 @@ impl Incoming {
         let (from, to) = (address("from")?, address("to")?);
         self.check(from.as_ref(), to.as_ref())?;
         tracing::debug!(error = %e, "malformed stanza from a peer");
-        if let Some(reply) = e.reply().and_then(|r| Stanza::from_element(r).ok()) {
+        let answering = to.as_ref().map_or("", |t| t.domain());
+        if let Some(reply) = e
+            .reply(answering)
+            .and_then(|r| Stanza::from_element(r).ok())
+        {
             self.s2s.core.route(reply).await;
         }
         Ok(())

@@ -104,10 +104,15 @@ pub struct Conn {
 /// `el` as a stanza, or the error reply a malformed one gets (RFC 6120 §8.3; `None` when it
 /// cannot be answered: an error or result, which must not be answered again). An element
 /// that is no stanza is an `unsupported-stanza-type` stream error.
-pub fn parse_stanza(el: Element) -> Result<Result<Stanza, Option<Element>>, ConnError> {
+/// `answering` is the domain of this end of the stream, for the reply's `from` where the
+/// stanza's `to` cannot give it.
+pub fn parse_stanza(
+    el: Element,
+    answering: &str,
+) -> Result<Result<Stanza, Option<Element>>, ConnError> {
     match Stanza::from_element(el) {
         Ok(s) => Ok(Ok(s)),
-        Err(e @ StanzaParseError::Malformed { .. }) => Ok(Err(e.reply())),
+        Err(e @ StanzaParseError::Malformed { .. }) => Ok(Err(e.reply(answering))),
         Err(StanzaParseError::NotAStanza(name)) => Err(ConnError::Stream(StreamError::with_text(
             StreamErrorCondition::UnsupportedStanzaType,
             format!("unexpected <{name}/>"),
@@ -399,7 +404,7 @@ impl Conn {
     /// error. (A stream that counts what it sends, XEP-0198, writes the reply of
     /// [`parse_stanza`] itself.)
     pub async fn stanza_or_reply(&mut self, el: Element) -> Result<Option<Stanza>, ConnError> {
-        match parse_stanza(el)? {
+        match parse_stanza(el, &self.domain)? {
             Ok(s) => Ok(Some(s)),
             Err(reply) => {
                 if let Some(reply) = reply {

@@ -66,6 +66,8 @@ pub const NS_HTTPBIND: &str = "http://jabber.org/protocol/httpbind";
 
 /// XEP-0206's namespace (`xmpp:version`, `xmpp:restart`).
 const NS_XBOSH: &str = "urn:xmpp:xbosh";
+/// `xmpp:restart` as the parser keeps it: by its expanded name, whatever the prefix.
+const XMPP_RESTART: &str = "{urn:xmpp:xbosh}restart";
 
 /// The longest `wait` we grant (seconds): below common proxy timeouts.
 const MAX_WAIT: u64 = 60;
@@ -565,7 +567,7 @@ impl Session {
             .map(|c| Bytes::from(rookery_proto::stream::to_bytes(c)))
             .collect();
         // An xs:boolean (XEP-0206 §5): "true" or "1".
-        let restart = !resent && matches!(body.attr("xmpp:restart"), Some("true" | "1"));
+        let restart = !resent && matches!(body.attr(XMPP_RESTART), Some("true" | "1"));
         if restart {
             let mut open = Element::new("open", NS_FRAMING).with_attr("version", "1.0");
             if let Some(to) = body.attr("to") {
@@ -668,7 +670,7 @@ impl Session {
         let soon = now.duration_since(w.last_new) < POLLING;
         w.last_new = now;
         let empty = body.children().next().is_none()
-            && ["type", "pause", "xmpp:restart"]
+            && ["type", "pause", XMPP_RESTART]
                 .iter()
                 .all(|a| body.attr(a).is_none());
         let all_open = if self.hold == 0 {

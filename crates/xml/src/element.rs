@@ -2,7 +2,9 @@
 //!
 //! Namespaces are resolved at parse time: an [`Element`] carries its namespace URI, never a
 //! prefix, so code above this crate compares `(name, ns)` pairs and never sees `xmlns`
-//! attributes. Attributes are unprefixed names (plus `xml:lang`, kept under that key).
+//! attributes. Attributes are unprefixed names, `xml:lang` (kept under that key), and
+//! attributes in a namespace under their expanded name `{namespace}local` (the writer
+//! declares a prefix for them on the element that carries them).
 //!
 //! Stanza-level elements are always held in the [`CONTENT_NS`] (`jabber:client`), whatever the
 //! stream they came in on: the parser maps `jabber:server` and `jabber:component:accept` to it
@@ -219,9 +221,28 @@ impl Element {
             escape_into(out, &self.ns, true);
             out.push(b'"');
         }
+        // Prefixes for attributes in a namespace, declared here: `a0`, `a1`… by namespace.
+        let mut prefixes: Vec<&str> = Vec::new();
         for (k, v) in &self.attrs {
             out.push(b' ');
-            out.extend_from_slice(k.as_bytes());
+            match expanded(k) {
+                Some((ns, local)) => {
+                    let n = match prefixes.iter().position(|p| *p == ns) {
+                        Some(n) => n,
+                        None => {
+                            prefixes.push(ns);
+                            let n = prefixes.len() - 1;
+                            out.extend_from_slice(format!("xmlns:a{n}=\"").as_bytes());
+                            escape_into(out, ns, true);
+                            out.extend_from_slice(b"\" ");
+                            n
+                        }
+                    };
+                    out.extend_from_slice(format!("a{n}:").as_bytes());
+                    out.extend_from_slice(local.as_bytes());
+                }
+                None => out.extend_from_slice(k.as_bytes()),
+            }
             out.extend_from_slice(b"=\"");
             escape_into(out, v, true);
             out.push(b'"');
@@ -247,6 +268,11 @@ impl fmt::Display for Element {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&String::from_utf8_lossy(&self.to_bytes()))
     }
+}
+
+/// The namespace and local name of an attribute key in expanded form (`{ns}local`).
+fn expanded(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix('{')?.split_once('}')
 }
 
 /// Escapes `s` for character data (`attr == false`) or a double-quoted attribute value.

@@ -566,9 +566,21 @@ impl Tree {
                 attrs.push((key.to_owned(), value));
             }
         }
-        for (key, _) in &attrs {
-            if let Some((prefix, _)) = key.split_once(':') {
-                self.resolve(Some(prefix))?;
+        // A prefixed attribute is kept by its expanded name, `{namespace}local` (see
+        // `Element::attr`): its prefix's declaration is not kept, and the writer declares one
+        // of its own. (`xml:` is predefined and stays as it is.)
+        for (key, _) in &mut attrs {
+            if let Some((prefix, local)) = key.split_once(':') {
+                let ns = self.resolve(Some(prefix))?;
+                if prefix != "xml" {
+                    *key = format!("{{{ns}}}{local}");
+                }
+            }
+        }
+        // XML-NAMES "Attributes Unique": also by expanded name.
+        for (i, (key, _)) in attrs.iter().enumerate() {
+            if key.starts_with('{') && attrs.iter().skip(i + 1).any(|(k, _)| k == key) {
+                return Err(not_well_formed("attribute repeated under two prefixes"));
             }
         }
         let resolved = match (self.resolve(prefix), &self.phase) {
@@ -936,6 +948,29 @@ mod tests {
         assert!(!p.between_stanzas());
         assert_eq!(p.next_event(), Ok(Some(Event::StreamClose)));
         assert!(!p.is_open() && !p.between_stanzas());
+    }
+
+    /// A prefixed attribute is kept by its namespace, and written with a prefix declared for
+    /// it: what the server sends on stays namespace-well-formed (RFC 6120 §11.2), and reads
+    /// back as it came; the same name under two prefixes is one attribute twice.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn attributes_in_a_namespace_round_trip() {
+        let xml = b"<message xmlns:x='urn:x' xmlns:y='urn:y'><body x:a='1' y:a='2' \
+                    xml:lang='de'>hi</body></message>";
+        let el = first_element(xml, Limits::C2S).unwrap();
+        let body = el.get_child("body", CONTENT_NS).unwrap();
+        assert_eq!(body.attr("{urn:x}a"), Some("1"));
+        assert_eq!(body.attr("{urn:y}a"), Some("2"));
+        assert_eq!(body.attr("xml:lang"), Some("de"));
+        let out = el.to_string();
+        assert!(
+            !out.contains(" x:") && out.contains("xmlns:a0=\"urn:x\""),
+            "{out}"
+        );
+        assert_eq!(first_element(out.as_bytes(), Limits::C2S), Some(el));
+        let twice = b"<message xmlns:x='urn:x' xmlns:z='urn:x'><body x:a='1' z:a='2'/></message>";
+        assert_eq!(first_element(twice, Limits::C2S), None);
     }
 
     #[test]

@@ -287,6 +287,13 @@ async def test_announce_reaches_every_online_session(server):
         for c in (raw, raw2):
             await c.expect(is_announcement("second notice"))
         assert http(server, "POST", "/api/v1/announce", {"body": " "})[0] == 400
+        # A character XML cannot carry (here from a file of the operator's) goes out as
+        # U+FFFD: the streams it reaches stay well-formed (RFC 6120 §11.1).
+        assert http(server, "POST", "/api/v1/announce", {"body": "bell\u0007"})[0] == 200
+        for c in slix:
+            await c.inbox.wait(is_announcement("bell\ufffd"), what="the sanitized announcement")
+            await c.plugin["xep_0199"].send_ping(server.domain, timeout=10)
+        await raw.expect(is_announcement("bell\ufffd"))
     finally:
         for c in slix:
             await c.close()

@@ -279,25 +279,44 @@ fn expanded(key: &str) -> Option<(&str, &str)> {
 ///
 /// Characters a parser would normalize away are written as character references, so what is
 /// written parses back to `s`: `\r` everywhere (line-end normalization) and tab and line feed in
-/// attribute values (attribute-value normalization, XML 1.0 §2.11 and §3.3.3).
+/// attribute values (attribute-value normalization, XML 1.0 §2.11 and §3.3.3). Characters
+/// XML does not allow at all (the C0 controls but tab, line feed and carriage return, and
+/// U+FFFE/U+FFFF: the `Char` production) are written as U+FFFD: the parser never lets them
+/// in, but text the server makes from other input (an operator's announcement, say) could
+/// carry them, and one would break every stream it reached (RFC 6120 §11.1).
 pub fn escape_into(out: &mut Vec<u8>, s: &str, attr: bool) {
+    const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
     let bytes = s.as_bytes();
     let mut last = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let rep: &[u8] = match b {
-            b'<' => b"&lt;",
-            b'>' => b"&gt;",
-            b'&' => b"&amp;",
-            b'\r' => b"&#xD;",
-            b'"' if attr => b"&quot;",
-            b'\'' if attr => b"&apos;",
-            b'\t' if attr => b"&#x9;",
-            b'\n' if attr => b"&#xA;",
-            _ => continue,
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let (rep, len): (&[u8], usize) = match b {
+            b'<' => (b"&lt;", 1),
+            b'>' => (b"&gt;", 1),
+            b'&' => (b"&amp;", 1),
+            b'\r' => (b"&#xD;", 1),
+            b'"' if attr => (b"&quot;", 1),
+            b'\'' if attr => (b"&apos;", 1),
+            b'\t' if attr => (b"&#x9;", 1),
+            b'\n' if attr => (b"&#xA;", 1),
+            b'\t' | b'\n' => {
+                i += 1;
+                continue;
+            }
+            0..=0x1f => (REPLACEMENT, 1),
+            // U+FFFE and U+FFFF.
+            0xef if matches!(bytes.get(i + 1..i + 3), Some([0xbf, 0xbe | 0xbf])) => {
+                (REPLACEMENT, 3)
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.extend_from_slice(bytes.get(last..i).unwrap_or_default());
         out.extend_from_slice(rep);
-        last = i + 1;
+        i += len;
+        last = i;
     }
     out.extend_from_slice(bytes.get(last..).unwrap_or_default());
 }
@@ -322,5 +341,17 @@ mod tests {
     fn escapes_text() {
         let el = Element::new("body", CONTENT_NS).with_text("1 < 2 & 3 > 'x'");
         assert_eq!(el.to_string(), "<body>1 &lt; 2 &amp; 3 &gt; 'x'</body>");
+    }
+
+    /// What XML cannot carry is never written (it would end the recipient's stream).
+    #[test]
+    fn characters_xml_forbids_are_replaced() {
+        let el = Element::new("body", CONTENT_NS)
+            .with_attr("a", "x\u{1}y\u{FFFF}")
+            .with_text("a\u{0}b\tc\nd\u{1f}\u{FFFE}é\u{FFFD}");
+        assert_eq!(
+            el.to_string(),
+            "<body a=\"x\u{FFFD}y\u{FFFD}\">a\u{FFFD}b\tc\nd\u{FFFD}\u{FFFD}é\u{FFFD}</body>"
+        );
     }
 }

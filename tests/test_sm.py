@@ -311,6 +311,38 @@ async def test_after_the_resumption_timeout_unacked_messages_are_not_lost(server
     await bob.close()
 
 
+async def test_offline_messages_are_deleted_only_once_acknowledged(server_factory):
+    """Stored messages (XEP-0160) delivered to a managed session stay stored until the client
+    acknowledges them (XEP-0198): a crash (kill -9) before the acknowledgement loses none —
+    they come again at the next login —, and once acknowledged they are gone."""
+    srv = server_factory()
+    bob = await srv.login("bob", "b")
+    for i in range(5):
+        bob.message(srv.jid("alice"), f"stored {i}")
+    # In order after the messages: once answered, they are committed to offline storage.
+    await bob.iq("get", srv.domain, "<ping xmlns='urn:xmpp:ping'/>")
+    await bob.close()
+    c = await srv.login("alice", "phone")
+    await enable(c)
+    await c.presence()
+    for i in range(5):
+        await c.expect(is_msg(f"stored {i}"), what=f"stored {i}")  # never acknowledged
+    srv.crash_restart()
+    c = await srv.login("alice", "phone")
+    sm, _ = await enable(c)
+    await c.presence()
+    for i in range(5):
+        await sm.expect(is_msg(f"stored {i}"), what=f"stored {i} after the crash")
+    c.send(f"<a xmlns='{NS_SM}' h='{sm.h}'/>")
+    await asyncio.sleep(1)
+    await c.close()
+    c = await srv.login("alice", "phone")
+    await c.presence()
+    with pytest.raises(asyncio.TimeoutError):
+        await c.expect(lambda e: local(e) == "message", timeout=1.5, what="nothing")
+    await c.close()
+
+
 async def test_after_the_resumption_timeout_copies_are_not_routed_again_and_the_rest_is_delayed(
         server_factory):
     """XEP-0198 §4: what a timed-out session did not get acknowledged is treated like stanzas

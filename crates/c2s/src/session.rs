@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rookery_core::session::SessionEnd;
-use rookery_core::{Outbound, SessionHandle};
+use rookery_core::{Outbound, Receipt, SessionHandle};
 use rookery_jid::Jid;
 use rookery_proto::time::{delay, now_unix};
 use rookery_proto::{ns, IqType, Stanza, StanzaKind, StreamError, StreamErrorCondition as SEC};
@@ -130,6 +130,29 @@ struct Managed {
     ack_due: Option<Instant>,
     /// Stanzas queued for the session while no connection was attached.
     parked: VecDeque<Bytes>,
+    /// Receipts held until the client acknowledges the stanza count each waits for (a sent
+    /// count, mod 2^32 as the counters).
+    receipts: Vec<(u32, Receipt)>,
+}
+
+impl Managed {
+    /// Holds `r` until the client has acknowledged what was written before it and the
+    /// `pending` stanzas still to be written ahead of it (held back, parked).
+    fn hold_receipt(&mut self, r: Receipt, pending: usize) {
+        let pending = u32::try_from(pending).unwrap_or(u32::MAX);
+        let target = self.counters.sent_count().wrapping_add(pending);
+        self.receipts.push((target, r));
+        self.release_receipts();
+    }
+
+    /// Lets go the receipts the client's acknowledgements cover now.
+    fn release_receipts(&mut self) {
+        let unacked = u32::try_from(self.counters.unacked()).unwrap_or(u32::MAX);
+        let acked = self.counters.sent_count().wrapping_sub(unacked);
+        // Kept: a target still ahead of `acked` (less than half the counter's range away).
+        self.receipts
+            .retain(|(target, _)| (1..1 << 31).contains(&target.wrapping_sub(acked)));
+    }
 }
 
 struct Resumable {
@@ -300,8 +323,8 @@ impl<'a> Client<'a> {
     async fn hibernate(&mut self, end: &mut SessionEnd) -> Option<Box<Conn>> {
         let max_unacked = self.ctx.config.sm_max_unacked;
         let m = self.sm.as_mut()?;
-        let r = m.resume.as_mut()?;
-        let deadline = Instant::now() + r.max;
+        let handoff = m.resume.as_ref().map(|r| r.handoff.clone())?;
+        let deadline = Instant::now() + m.resume.as_ref()?.max;
         loop {
             tokio::select! {
                 biased;
@@ -309,13 +332,17 @@ impl<'a> Client<'a> {
                     tracing::info!(condition = %reason.condition, "hibernated session closed");
                     return None;
                 }
-                t = r.handoff.recv() => {
+                t = handoff.recv() => {
                     if let Some((conn, sasl2)) = judge(&mut m.counters, t) {
+                        m.release_receipts();
                         self.resumed_in_sasl2 = sasl2;
                         return Some(conn);
                     }
                 }
                 item = end.rx.recv() => match item {
+                    Some(Outbound::Receipt(receipt)) => {
+                        m.hold_receipt(receipt, self.csi.held() + m.parked.len());
+                    }
                     Some(Outbound::Bytes(b)) => {
                         held_message(self.ctx, self.jid, &b).await;
                         m.parked.push_back(b);
@@ -393,7 +420,10 @@ impl<'a> Client<'a> {
     async fn terminate(&mut self, handle: &SessionHandle, end: &mut SessionEnd) {
         // With the time each was written, for those that were.
         let mut undelivered: Vec<(Bytes, Option<i64>)> = Vec::new();
+        // Let go only once what they wait for is routed again, below.
+        let mut receipts = Vec::new();
         if let Some(mut m) = self.sm.take() {
+            receipts = std::mem::take(&mut m.receipts);
             if let Some(r) = m.resume.take() {
                 self.ctx.sm.remove(&r.id);
                 if let Some(t) = r.handoff.close() {
@@ -429,6 +459,16 @@ impl<'a> Client<'a> {
         }
         if rerouted > 0 {
             tracing::info!(rerouted, "undelivered stanzas routed again");
+        }
+        drop(receipts);
+    }
+
+    /// Holds `receipt` until the client acknowledges what was queued before it (XEP-0198);
+    /// without stream management that is in the connection's hands already: let go.
+    fn hold_receipt(&mut self, receipt: Receipt) {
+        let held = self.csi.held();
+        if let Some(m) = self.sm.as_mut() {
+            m.hold_receipt(receipt, held + m.parked.len());
         }
     }
 
@@ -489,6 +529,7 @@ impl<'a> Client<'a> {
                 };
                 match m.counters.ack(h) {
                     Ok(()) => {
+                        m.release_receipts();
                         m.requested = false;
                         m.ack_due = (m.counters.unacked() > 0).then(|| Instant::now() + ACK_DELAY);
                         Ok(())
@@ -549,6 +590,7 @@ impl<'a> Client<'a> {
             requested: false,
             ack_due: None,
             parked: VecDeque::new(),
+            receipts: Vec::new(),
         }));
         tracing::debug!(resumable = self.resumable(), "stream management enabled");
         reply
@@ -621,7 +663,13 @@ impl Inbound for Client<'_> {
     }
 
     async fn outbound(&mut self, conn: &mut Conn, item: Outbound) -> Result<(), ConnError> {
-        let Outbound::Bytes(b) = item;
+        let b = match item {
+            Outbound::Bytes(b) => b,
+            Outbound::Receipt(receipt) => {
+                self.hold_receipt(receipt);
+                return Ok(());
+            }
+        };
         if !self.csi.is_inactive() {
             return self.write_stanza(conn, b).await;
         }

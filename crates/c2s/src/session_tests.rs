@@ -206,10 +206,13 @@ fn body(el: &Element) -> Option<String> {
 }
 
 async fn received(end: &mut SessionEnd) -> Stanza {
-    let Outbound::Bytes(b) = tokio::time::timeout(Duration::from_secs(5), end.rx.recv())
+    let item = tokio::time::timeout(Duration::from_secs(5), end.rx.recv())
         .await
         .expect("a stanza")
         .expect("queue open");
+    let Outbound::Bytes(b) = item else {
+        panic!("a stanza, not a receipt");
+    };
     Stanza::from_serialized(&b).expect("a stanza")
 }
 

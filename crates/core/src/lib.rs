@@ -51,4 +51,4 @@ pub use module::{
     priority, Declaration, Flow, HookPoint, Identity, IqAnswer, IqReply, IqTarget, Module,
 };
 pub use router::{Core, CoreBuilder};
-pub use session::{Outbound, QueueLimit, SessionHandle, SessionId, Transport};
+pub use session::{Outbound, QueueLimit, Receipt, SessionHandle, SessionId, Transport};

@@ -29,10 +29,25 @@ use tokio::sync::{mpsc, Notify};
 pub type SessionId = u64;
 
 /// What the router sends to a connection's writer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Outbound {
     /// Serialized stanza bytes, shared among all recipients of a fan-out.
     Bytes(Bytes),
+    /// A [`Receipt`] for what was queued before it ([`SessionHandle::receipt`]).
+    Receipt(Receipt),
+}
+
+/// Queued behind stanzas by [`SessionHandle::receipt`]; whoever holds its receiving end
+/// learns, when the session lets it go, that every stanza queued before it is out of the
+/// server's hands: acknowledged by the client where XEP-0198 is on, handed to the connection
+/// otherwise, or — the session ended first — routed again with what it had not delivered.
+/// Either way those stanzas are someone else's now: offline storage deletes what it
+/// delivered only then, so a crash before the client's acknowledgement loses nothing.
+/// A session lets a receipt go by dropping it; one that holds receipts keeps them until it
+/// has routed again what it could not deliver.
+#[derive(Debug)]
+pub struct Receipt {
+    _done: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Why and whether a session must close; set once, observed by the connection loop.
@@ -107,11 +122,12 @@ struct Depth {
 }
 
 impl Depth {
-    /// One item left the queue.
+    /// One item left the queue (a receipt was never counted in).
     fn taken(&self, item: &Outbound) {
-        let Outbound::Bytes(b) = item;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        self.bytes.fetch_sub(b.len(), Ordering::AcqRel);
+        if let Outbound::Bytes(b) = item {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.bytes.fetch_sub(b.len(), Ordering::AcqRel);
+        }
     }
 
     /// Whether half of both bounds is still free (what paced senders wait for).
@@ -176,6 +192,9 @@ enum Sink {
 pub struct Queue {
     rx: mpsc::UnboundedReceiver<Outbound>,
     depth: Arc<Depth>,
+    /// Receipts found by [`Queue::close_and_drain`], let go with the queue: after the
+    /// session routed again what it drained.
+    drained: Vec<Receipt>,
 }
 
 impl Queue {
@@ -202,12 +221,16 @@ impl Queue {
     }
 
     /// Closes the queue and takes what is still in it, oldest first: what a session that ends
-    /// must route again.
+    /// must route again. The receipts among it stay with the queue until it is dropped (the
+    /// stanzas before them are not delivered until they are routed again).
     pub fn close_and_drain(&mut self) -> Vec<Bytes> {
         self.close();
         let mut out = Vec::new();
-        while let Ok(Outbound::Bytes(b)) = self.try_recv() {
-            out.push(b);
+        while let Ok(item) = self.try_recv() {
+            match item {
+                Outbound::Bytes(b) => out.push(b),
+                Outbound::Receipt(r) => self.drained.push(r),
+            }
         }
         out
     }
@@ -252,7 +275,11 @@ impl SessionHandle {
                 kill: kill.clone(),
             },
             SessionEnd {
-                rx: Queue { rx, depth },
+                rx: Queue {
+                    rx,
+                    depth,
+                    drained: Vec::new(),
+                },
                 kill,
             },
         )
@@ -303,6 +330,19 @@ impl SessionHandle {
     /// The session's full JID.
     pub fn jid(&self) -> &Jid {
         &self.jid
+    }
+
+    /// Queues a [`Receipt`] behind what is queued now; the returned receiver ends (with an
+    /// error: the receipt is let go, never sent) once those stanzas are delivered or routed
+    /// again. `None` for a session of another node (what the forwarder took is the
+    /// cluster's to deliver or route again) and for a session already gone.
+    pub fn receipt(&self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let Sink::Queue { tx, .. } = &self.sink else {
+            return None;
+        };
+        let (done, rx) = tokio::sync::oneshot::channel();
+        tx.send(Outbound::Receipt(Receipt { _done: done })).ok()?;
+        Some(rx)
     }
 
     /// Queues bytes for the connection; `true` when the session took them: it writes them,

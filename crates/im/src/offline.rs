@@ -9,20 +9,18 @@
 //! message answer, with a text saying the storage is full.
 //!
 //! Stored messages are delivered, oldest first, when a resource of the account sends initial
-//! presence with a non-negative priority (or raises its priority from below zero), paced into that session's queue, and deleted once
-//! queued. The server advertises the `msgoffline` disco feature.
-//!
-//! Deleting once queued loses nothing the server could have kept: a session that ends
-//! before writing what was queued for it routes it again (`rookery_c2s` `terminate`), and
-//! so does a managed session (XEP-0198) for what it wrote but the client did not
-//! acknowledge; for a message addressed to the account that means offline storage again,
-//! where it keeps its first `<delay/>` (the time it was first stored). What remains is
-//! inherent in the protocol: without XEP-0198, bytes written to a connection that dies
-//! before the client reads them are lost and nobody can know (deleting "once written" would
-//! not change that), and a server crash after the deletion loses what was in memory. Keeping
-//! the rows until the client's ack would cover the crash too, at the price of tying each
-//! queued stanza to a store row through the queue, the XEP-0352 hold and the XEP-0198 resend
-//! buffer; not done.
+//! presence with a non-negative priority (or raises its priority from below zero), paced
+//! into that session's queue, and deleted once the session is done with them: a receipt
+//! queued behind each batch ([`rookery_core::Receipt`]) is let go when the client has
+//! acknowledged the batch (XEP-0198), at once without stream management (the connection
+//! has it), or when the session ended and routed again what it had not delivered — for a
+//! message addressed to the account that means offline storage again, where it keeps its
+//! first `<delay/>`. So a crash before the client's acknowledgement leaves the rows: they
+//! are delivered again at the next login (at least once, which XEP-0160 allows; the copies
+//! keep their archive ids where MAM stamped them). What remains is inherent in the
+//! protocol: without XEP-0198, bytes written to a connection that dies before the client
+//! reads them are lost and nobody can know. The server advertises the `msgoffline` disco
+//! feature.
 
 use std::sync::Arc;
 
@@ -125,7 +123,12 @@ pub async fn store(im: &Im, owner: &BareJid, message: &Stanza) -> Result<(), Sta
 }
 
 /// Delivers the stored messages of the session's account to `session` (paced) and deletes
-/// them once queued. Runs outside the session's own task.
+/// them once the session has them for good: behind each batch goes a receipt
+/// ([`SessionHandle::receipt`]), and the batch's rows are deleted when the session lets it
+/// go — the client acknowledged them (XEP-0198), or without stream management they were
+/// handed to its connection, or the session ended and routed again what it had not
+/// delivered (into offline storage again: new rows). A crash before that leaves the rows,
+/// delivered again at the next login. Runs outside the session's own task.
 ///
 /// A message whose sender the account has blocked since it was stored is deleted without
 /// being delivered: XEP-0191 §3.3 says the server MUST NOT deliver any stanza from a blocked
@@ -136,23 +139,25 @@ pub async fn store(im: &Im, owner: &BareJid, message: &Stanza) -> Result<(), Sta
 pub async fn deliver(im: &Im, session: &SessionHandle, blocked: &BlockList) {
     let owner = session.jid().to_bare();
     let Some(user) = owner.local() else { return };
-    // One delivery per account at a time: a second resource coming up meanwhile finds the
-    // messages gone or still being delivered to the first.
+    // One delivery per account at a time, until its rows are deleted: a second resource
+    // coming up meanwhile finds the messages gone or still being delivered to the first.
     if im.offline_delivering.insert(owner.clone(), ()).is_some() {
         return;
     }
     let store = im.store().offline();
+    // Each batch's row ids, with the receipt its deletion waits for (`None`: at once).
+    let mut delivered = Vec::new();
+    let mut after = 0;
     loop {
-        let batch = match store.list(owner.domain(), user, BATCH).await {
+        let batch = match store.list(owner.domain(), user, after, BATCH).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "loading offline messages failed");
                 break;
             }
         };
-        if batch.is_empty() {
-            break;
-        }
+        let Some(last) = batch.last() else { break };
+        after = last.id;
         let mut done = Vec::with_capacity(batch.len());
         let mut ok = true;
         for m in &batch {
@@ -174,12 +179,18 @@ pub async fn deliver(im: &Im, session: &SessionHandle, blocked: &BlockList) {
             }
             done.push(m.id);
         }
-        if let Err(e) = store.delete(owner.domain(), user, &done).await {
-            tracing::error!(error = %e, "deleting delivered offline messages failed");
-            break;
-        }
+        delivered.push((done, session.receipt()));
         if !ok {
             break;
+        }
+    }
+    for (ids, receipt) in delivered {
+        if let Some(receipt) = receipt {
+            // Let go (never sent): whichever way the session is done with them.
+            let _ = receipt.await;
+        }
+        if let Err(e) = store.delete(owner.domain(), user, &ids).await {
+            tracing::error!(error = %e, "deleting delivered offline messages failed");
         }
     }
     im.offline_delivering.remove(&owner);
@@ -226,14 +237,14 @@ mod tests {
                          <body>hi</body></message>",
         );
         store(&im, &bob, &first).await.unwrap();
-        let listed = im.store().offline().list("localhost", "bob", 10).await;
+        let listed = im.store().offline().list("localhost", "bob", 0, 10).await;
         let once = parse_stanza(&listed.unwrap()[0].stanza).unwrap();
         // Delivered, not acknowledged, routed back into storage.
         store(&im, &bob, &once).await.unwrap();
         let all = im
             .store()
             .offline()
-            .list("localhost", "bob", 10)
+            .list("localhost", "bob", 0, 10)
             .await
             .unwrap();
         let again = parse_stanza(&all[1].stanza).unwrap();

@@ -82,21 +82,24 @@ impl<'a> Offline<'a> {
         Ok(stored)
     }
 
-    /// Up to `limit` messages of `username@domain`, oldest first.
+    /// Up to `limit` messages of `username@domain` after the one with id `after` (0: from
+    /// the first), oldest first.
     pub async fn list(
         &self,
         domain: &str,
         username: &str,
+        after: i64,
         limit: u64,
     ) -> Result<Vec<OfflineMessage>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows: Vec<(i64, String, i64)> = with_pool!(self.store, pool => {
             sqlx::query_as(
                 "SELECT id, stanza, created_at FROM offline_messages \
-                 WHERE domain = $1 AND username = $2 ORDER BY id LIMIT $3",
+                 WHERE domain = $1 AND username = $2 AND id > $3 ORDER BY id LIMIT $4",
             )
             .bind(domain)
             .bind(username)
+            .bind(after)
             .bind(limit)
             .fetch_all(pool)
             .await?

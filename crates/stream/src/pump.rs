@@ -50,6 +50,8 @@ pub trait Inbound {
                     conn.queue(&b);
                     Ok(())
                 }
+                // What came before it is handed to the connection: let it go.
+                Outbound::Receipt(_) => Ok(()),
             }
         }
     }

@@ -55,16 +55,19 @@ async fn offline_cap_order_and_delete() {
             b.name
         );
         assert_eq!(o.count(d, "juliet").await.unwrap(), 3);
-        let all = o.list(d, "juliet", 100).await.unwrap();
+        let all = o.list(d, "juliet", 0, 100).await.unwrap();
         assert_eq!(
             all.iter().map(|m| m.stanza.as_str()).collect::<Vec<_>>(),
             vec!["<m0/>", "<m1/>", "<m2/>"]
         );
-        assert_eq!(o.list(d, "juliet", 2).await.unwrap().len(), 2);
+        assert_eq!(o.list(d, "juliet", 0, 2).await.unwrap().len(), 2);
+        let after = o.list(d, "juliet", all[1].id, 100).await.unwrap();
+        assert_eq!(after.len(), 1, "{}", b.name);
+        assert_eq!(after[0].stanza, "<m2/>");
         o.delete(d, "juliet", &[all[0].id, all[1].id])
             .await
             .unwrap();
-        let rest = o.list(d, "juliet", 100).await.unwrap();
+        let rest = o.list(d, "juliet", 0, 100).await.unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].stanza, "<m2/>");
         // Survives reopening the store (a restart).

@@ -297,8 +297,24 @@ async fn serve(
     }
 }
 
-/// Writes the rows of `batch` in one transaction, or if that fails each message's on its
-/// own; then answers the waiters.
+/// How long the archiver waits before each new try of a batch that failed, before it tries
+/// each message on its own (about 16 s in all, on top of the tries themselves): a database
+/// restarting or failing over, or another process holding SQLite's write lock (each try
+/// then waits out the busy timeout too), is waited for. Meanwhile the queue fills and the
+/// message path waits for room in it, and `<a/>` for the commit: backpressure, not loss.
+const RETRY_AFTER: [Duration; 7] = [
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+];
+
+/// Writes the rows of `batch` in one transaction — tried again while it fails, for a while
+/// ([`RETRY_AFTER`]) — or if it keeps failing each message's on its own (a row the database
+/// refuses costs only its own message); then answers the waiters.
 async fn commit(store: &Store, batch: Vec<Job>) {
     let mut sizes = Vec::with_capacity(batch.len());
     let mut waiting = Vec::new();
@@ -314,7 +330,14 @@ async fn commit(store: &Store, batch: Vec<Job>) {
     }
     if !rows.is_empty() {
         let rows: Arc<[NewArchived]> = rows.into();
-        if let Err(e) = store.mam().append(rows.clone()).await {
+        let mut result = store.mam().append(rows.clone()).await;
+        for wait in RETRY_AFTER {
+            let Err(e) = &result else { break };
+            tracing::warn!(error = %e, messages = sizes.len(), retry_in = ?wait, "archive batch failed; trying again");
+            tokio::time::sleep(wait).await;
+            result = store.mam().append(rows.clone()).await;
+        }
+        if let Err(e) = result {
             if sizes.len() > 1 {
                 tracing::warn!(error = %e, messages = sizes.len(), "archive batch failed; writing its messages one by one");
                 one_by_one(store, &rows, sizes).await;

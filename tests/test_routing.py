@@ -263,6 +263,17 @@ async def test_an_attribute_in_a_namespace_keeps_its_declaration(server):
         await bob.close()
 
 
+async def test_a_domain_beyond_dns_limits_is_malformed_at_once(server):
+    """RFC 7622 §3.2: DNS limits apply to a domainpart (63 octets a label): a message to
+    such an address gets `jid-malformed` at once, not a `remote-server-not-found` once a
+    lookup failed."""
+    alice = await server.login("alice", "a")
+    alice.send(f"<message to='a@{'x' * 64}.example' id='long1' type='chat'><body>x</body></message>")
+    r = await alice.expect(lambda e: e.get("id") == "long1", what="the error reply")
+    assert r.get("type") == "error" and stanza_error(r) == "jid-malformed"
+    await alice.close()
+
+
 async def test_error_reply_to_a_malformed_address_does_not_echo_it(server):
     """A stanza whose `to` is not a JID gets `jid-malformed` (RFC 6120 §8.3.3.8); the reply
     must not claim to come from that non-address: the server generates it, so it comes from

@@ -586,6 +586,33 @@ mod tests {
     }
 
     #[test]
+    fn domain_dns_lengths() {
+        // RFC 7622 §3.2: the DNS limits apply — 63 octets a label, 253 a name, counted in
+        // the A-label form.
+        let label = |n: usize| "x".repeat(n);
+        ok(&format!("a@{}.example", label(63)));
+        assert_eq!(
+            err(&format!("a@{}.example", label(64))),
+            JidError::Invalid("domainpart")
+        );
+        let name = |labels: usize| vec![label(49); labels].join(".");
+        ok(&name(5)); // 249 octets
+        ok(&format!("{}.xxx", name(5))); // 253
+        assert_eq!(
+            err(&format!("{}.xxxx", name(5))),
+            JidError::Invalid("domainpart")
+        );
+        // "ü" takes more octets as an A-label (xn--…) than it has letters.
+        ok(&format!("a@{}ü.example", label(50)));
+        assert_eq!(
+            err(&format!("a@{}ü.example", label(60))),
+            JidError::Invalid("domainpart")
+        );
+        // An IPv6 literal is no DNS name.
+        ok("a@[::1]");
+    }
+
+    #[test]
     fn domain_idna() {
         assert_eq!(norm("juliet@Bücher.Example"), "juliet@bücher.example");
         assert_eq!(
@@ -653,12 +680,12 @@ mod tests {
     fn length_limits() {
         let max = "a".repeat(1023);
         let over = "a".repeat(1024);
-        let j = ok(&format!("{max}@{max}/{max}"));
-        assert_eq!(j.as_str().len(), 3071);
+        // A domainpart of 1023 octets is a valid JID part, but no DNS name (see
+        // `domain_dns_lengths`): an IPv6 literal stands in for the domain here.
+        let j = ok(&format!("{max}@[::1]/{max}"));
+        assert_eq!(j.as_str().len(), 2053);
         assert_eq!(j.local(), Some(max.as_str()));
-        assert_eq!(j.domain(), max);
         assert_eq!(j.resource(), Some(max.as_str()));
-        assert_eq!(j.to_bare().domain(), max);
         assert_eq!(
             err(&format!("{over}@example.com")),
             JidError::TooLong("localpart")
@@ -682,7 +709,9 @@ mod tests {
         let wide = "\u{ff41}".repeat(1023);
         assert_eq!(ok(&format!("{wide}@x")).local(), Some(max.as_str()));
         // A trailing dot does not count.
-        assert!(Jid::parse(&format!("{max}.")).is_ok());
+        let longest_name = [63, 63, 63, 61].map(|n| "x".repeat(n)).join(".");
+        assert_eq!(longest_name.len(), 253);
+        assert!(Jid::parse(&format!("{longest_name}.")).is_ok());
         // Huge inputs are refused early.
         assert!(Jid::parse(&"a".repeat(1 << 20)).is_err());
         assert!(Jid::parse(&format!("x/{}", "\u{3000}".repeat(1 << 16))).is_err());

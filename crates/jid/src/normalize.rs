@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::net::Ipv6Addr;
 
-use idna::uts46::{AsciiDenyList, Hyphens, Uts46};
+use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
 use precis_core::profile::{stabilize, PrecisFastInvocation};
 use precis_core::{IdentifierClass, StringClass};
 use precis_profiles::{OpaqueString, UsernameCaseMapped};
@@ -116,9 +116,16 @@ fn strip_trailing_dot(s: &str) -> &str {
         .unwrap_or(s)
 }
 
+/// The longest DNS label and name, in octets of their ASCII form (RFC 1035 §2.3.4, as RFC
+/// 7622 §3.2 says "the length limits of DNS apply"; a name's 255 octets on the wire are 253
+/// written out).
+const MAX_LABEL: usize = 63;
+const MAX_NAME: usize = 253;
+
 /// True when `s` is a dot-separated sequence of NR-LDH labels (RFC 5890 §2.3.1): non-empty,
 /// letters/digits/hyphens only, no hyphen first or last, and no hyphens in the third and
-/// fourth positions (which rules out A-labels, handled by the slow path).
+/// fourth positions (which rules out A-labels, handled by the slow path). Their lengths are
+/// checked apart ([`dns_lengths_fit`]).
 fn is_plain_ldh(s: &[u8]) -> bool {
     s.split(|&c| c == b'.').all(|label| {
         !label.is_empty()
@@ -157,6 +164,9 @@ pub(crate) fn domain(s: &str) -> Result<Cow<'_, str>, JidError> {
     } else if is_plain_ldh(bytes) {
         // Fast path: NR-LDH labels (this includes dotted IPv4 addresses) are their own
         // U-label form once lowercased, and contain no right-to-left label.
+        if bytes.len() <= MAX_PART_LEN && !dns_lengths_fit(bytes) {
+            return Err(JidError::Invalid(DOMAIN));
+        }
         if bytes.iter().any(u8::is_ascii_uppercase) {
             Cow::Owned(s.to_ascii_lowercase())
         } else {
@@ -192,5 +202,21 @@ pub(crate) fn idna_to_unicode(s: &str) -> Result<Cow<'_, str>, JidError> {
             return Err(JidError::Invalid(DOMAIN));
         }
     }
+    // The DNS limits hold for the A-label form, which is what goes on the wire.
+    let ascii = Uts46::new().to_ascii(
+        out.as_bytes(),
+        AsciiDenyList::STD3,
+        Hyphens::Check,
+        DnsLength::Verify,
+    );
+    if ascii.is_err() {
+        return Err(JidError::Invalid(DOMAIN));
+    }
     Ok(out)
+}
+
+/// Whether the labels of `name` (ASCII, dot-separated) and the name itself are within the
+/// DNS limits.
+fn dns_lengths_fit(name: &[u8]) -> bool {
+    name.len() <= MAX_NAME && name.split(|&c| c == b'.').all(|l| l.len() <= MAX_LABEL)
 }

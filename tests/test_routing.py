@@ -263,6 +263,32 @@ async def test_an_attribute_in_a_namespace_keeps_its_declaration(server):
         await bob.close()
 
 
+async def test_a_stanza_without_xml_lang_gets_its_streams(server):
+    """RFC 6120 §4.7.4: a stanza without `xml:lang` is in the language of its sender's
+    stream, and the server adds it when delivering (the recipient's stream may declare
+    another); a stanza's own `xml:lang` is kept."""
+    bob = await slix_login(server, "bob", resource="b")
+    alice = server.client()
+    plain_header = alice.stream_header
+    alice.stream_header = lambda to=None: plain_header(to).replace(
+        "version='1.0'>", "version='1.0' xml:lang='de'>")
+    try:
+        await alice.negotiate_tls()
+        await alice.auth("alice", server.users["alice"])
+        await alice.bind("a")
+        alice.message(server.jid("bob", "b"), "Hallo")
+        alice.send(f"<message to='{server.jid('bob', 'b')}' type='chat' xml:lang='fr'>"
+                   "<body>Bonjour</body></message>")
+        lang = "{http://www.w3.org/XML/1998/namespace}lang"
+        m = await bob.inbox.wait(is_msg("Hallo"), what="the German message")
+        assert m.get(lang) == "de"
+        m = await bob.inbox.wait(is_msg("Bonjour"), what="the French message")
+        assert m.get(lang) == "fr"
+    finally:
+        await alice.close()
+        await bob.close()
+
+
 async def test_a_domain_beyond_dns_limits_is_malformed_at_once(server):
     """RFC 7622 §3.2: DNS limits apply to a domainpart (63 octets a label): a message to
     such an address gets `jid-malformed` at once, not a `remote-server-not-found` once a

@@ -655,6 +655,9 @@ impl Inbound for Client<'_> {
             }
         };
         stanza.set_from(self.jid.clone());
+        if let Some(lang) = conn.lang() {
+            stanza.default_lang(lang);
+        }
         if is_legacy_session(self.ctx, &stanza) {
             return self.answer(conn, stanza.iq_result(None).element()).await;
         }

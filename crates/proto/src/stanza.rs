@@ -281,6 +281,15 @@ impl Stanza {
         self.to = Some(to);
     }
 
+    /// Gives the stanza the language `lang` unless it names its own (RFC 6120 §4.7.4: a
+    /// stanza without `xml:lang` is in its stream's language, which its recipients must be
+    /// told, since their stream may say another).
+    pub fn default_lang(&mut self, lang: &str) {
+        if self.element.attr("xml:lang").is_none() {
+            self.element.set_attr("xml:lang", lang);
+        }
+    }
+
     /// Removes `to` (a stanza readdressed per recipient, see `rookery_core::fanout`).
     pub fn clear_to(&mut self) {
         self.element.remove_attr("to");

@@ -99,6 +99,17 @@ pub struct Conn {
     content_ns: &'static str,
     header_extra: &'static str,
     header_version: bool,
+    /// The language the peer's stream header declared (`xml:lang`), if it is one.
+    lang: Option<String>,
+}
+
+/// Whether `s` has the shape of a BCP 47 language tag (RFC 6120 §4.7.4 "MUST conform to
+/// the NMTOKEN datatype" and be a language tag): ASCII letters, digits and hyphens in
+/// subtags of 1–8, at most 35 characters. What else a client declares is ignored.
+fn is_language_tag(s: &str) -> bool {
+    (1..=35).contains(&s.len())
+        && s.split('-')
+            .all(|t| (1..=8).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// `el` as a stanza, or the error reply a malformed one gets (RFC 6120 §8.3; `None` when it
@@ -141,6 +152,7 @@ impl Conn {
             content_ns,
             header_extra: "",
             header_version: true,
+            lang: None,
         }
     }
 
@@ -179,6 +191,7 @@ impl Conn {
             content_ns,
             header_extra: "",
             header_version: true,
+            lang: None,
         }
     }
 
@@ -272,6 +285,12 @@ impl Conn {
         &self.domain
     }
 
+    /// The language of the peer's stream (its header's `xml:lang`), the default of its
+    /// stanzas (RFC 6120 §4.7.4).
+    pub fn lang(&self) -> Option<&str> {
+        self.lang.as_deref()
+    }
+
     /// Starts a new stream on the same transport (after SASL success): every byte the old
     /// parser had buffered is dropped (RFC 6120 §6.4.6).
     pub fn restart(&mut self) {
@@ -343,6 +362,8 @@ impl Conn {
             content_ns,
             header_extra,
             header_version,
+            // The header after TLS says it again.
+            lang: None,
         })
     }
 
@@ -351,9 +372,22 @@ impl Conn {
         self.parser.set_limits(limits);
     }
 
-    /// The next parser event, reading from the transport as needed. Cancel-safe: bytes read
-    /// are handed to the parser before any other await.
+    /// The next parser event, reading from the transport as needed (a stream header's
+    /// language is kept, [`Conn::lang`]). Cancel-safe: bytes read are handed to the parser
+    /// before any other await.
     pub async fn next_event(&mut self) -> Result<Event, ConnError> {
+        let event = self.read_event().await?;
+        if let Event::StreamOpen(h) = &event {
+            self.lang = h
+                .attr("xml:lang")
+                .filter(|l| is_language_tag(l))
+                .map(str::to_string);
+        }
+        Ok(event)
+    }
+
+    /// [`Conn::next_event`] without the bookkeeping.
+    async fn read_event(&mut self) -> Result<Event, ConnError> {
         if let Io::Messages(m) = &mut self.io {
             return next_message_event(m, &mut self.parser, &mut self.last_read, self.content_ns)
                 .await;

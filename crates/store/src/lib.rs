@@ -361,16 +361,17 @@ impl Store {
     /// the same nothing behind: the account row and, by `ON DELETE CASCADE`, its roster,
     /// pending requests, block list, offline messages, vCard, private XML, last activity,
     /// message archive, archiving preferences and HTTP tokens;
-    /// then its PEP nodes (the pubsub service named by its bare JID) with their items,
-    /// affiliations and subscriptions. `false` if there was no such account (leftover PEP
-    /// nodes are deleted all the same).
+    /// and its PEP nodes (the pubsub service named by its bare JID) with their items,
+    /// affiliations and subscriptions — those first: a crash between the two leaves an
+    /// account without its PEP data, which a new try deletes, never PEP data (avatars,
+    /// OMEMO keys) without an account, which a new account of that name would inherit.
+    /// `false` if there was no such account (leftover PEP nodes are deleted all the same).
     pub async fn delete_account(&self, domain: &str, username: &str) -> Result<bool, StoreError> {
         self.last.forget(domain, username);
-        let existed = self.accounts().delete(domain, username).await?;
         self.pubsub()
             .delete_service(&format!("{username}@{domain}"))
             .await?;
-        Ok(existed)
+        self.accounts().delete(domain, username).await
     }
 
     /// Checks that the database answers (for health endpoints).

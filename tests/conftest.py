@@ -129,6 +129,39 @@ def _psql() -> str | None:
     return None
 
 
+class SqliteLock:
+    """Another process's hold on a server's SQLite write lock (a backup, an `sqlite3` shell):
+    `with SqliteLock(srv):` takes it (BEGIN IMMEDIATE) in a thread of its own and gives it
+    back on `release()` or at the end of the block."""
+
+    def __init__(self, srv):
+        import threading
+        self.path = srv.data_dir / "rookery.db"
+        self.held, self.done = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._hold)
+
+    def _hold(self):
+        import sqlite3
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        db.execute("BEGIN IMMEDIATE")
+        self.held.set()
+        self.done.wait(60)
+        db.execute("COMMIT")
+        db.close()
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.held.wait(10), "the SQLite lock was not taken"
+        return self
+
+    def release(self):
+        self.done.set()
+        self.thread.join()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
 class PgDatabase:
     """A fresh database on the server of ``ROOKERY_TEST_POSTGRES_URL`` (dropped on drop())."""
 

@@ -16,6 +16,7 @@ import pytest
 from slixmpp import JID
 from slixmpp.exceptions import IqError
 
+from conftest import SqliteLock
 from slix import SlixClient, slix_login
 
 NS_MAM = "urn:xmpp:mam:2"
@@ -340,33 +341,18 @@ async def test_the_archive_waits_for_a_database_lock_held_elsewhere(server_facto
     than the busy timeout (5 s) several times over: the archiver tries the batch again until
     the lock is gone, and `<a/>` waits for the commit; before, each message was tried once
     more on its own and dropped (logged) although it had been acknowledged."""
-    import sqlite3
-    import threading
     srv = server_factory()
     b = await login(srv, "bob")  # online: the messages need no offline storage
     a = await srv.login("alice", "lock")
     a.send(f"<enable xmlns='{NS_SM}'/>")
     await a.expect(lambda e: e.tag == f"{{{NS_SM}}}enabled", what="<enabled/>")
-    held, release = threading.Event(), threading.Event()
-
-    def hold_the_lock():
-        db = sqlite3.connect(srv.data_dir / "rookery.db", isolation_level=None, timeout=30)
-        db.execute("BEGIN IMMEDIATE")
-        held.set()
-        release.wait(30)
-        db.execute("COMMIT")
-        db.close()
-
-    locker = threading.Thread(target=hold_the_lock)
-    locker.start()
-    assert held.wait(10)
-    for i in range(3):
-        a.message(srv.jid("bob"), f"locked {i}")
-    a.send(f"<r xmlns='{NS_SM}'/>")
-    await asyncio.sleep(16)
-    release.set()
-    ack = await a.expect(lambda e: e.tag == f"{{{NS_SM}}}a", timeout=30, what="<a/>")
-    locker.join()
+    with SqliteLock(srv) as lock:
+        for i in range(3):
+            a.message(srv.jid("bob"), f"locked {i}")
+        a.send(f"<r xmlns='{NS_SM}'/>")
+        await asyncio.sleep(16)
+        lock.release()
+        ack = await a.expect(lambda e: e.tag == f"{{{NS_SM}}}a", timeout=30, what="<a/>")
     assert int(ack.get("h")) == 3
     await a.close()
     assert await archived_bodies(b) == [f"locked {i}" for i in range(3)]

@@ -18,6 +18,7 @@ import pytest
 from slixmpp.exceptions import IqError, PresenceError
 from slixmpp.plugins.xep_0004 import Form
 
+from conftest import SqliteLock
 from slix import SlixClient, slix_login
 
 NS_MUC = "http://jabber.org/protocol/muc"
@@ -495,6 +496,26 @@ async def test_subject_changes_are_archived_but_are_not_history(server_factory):
     assert [m["body"] for m in history] == ["m1", "m2"]
     assert subject["subject"] == "Fire Burn"
     await close(b)
+
+
+async def test_a_room_message_waits_for_a_database_lock_held_elsewhere(server_factory):
+    """Another process holds SQLite's write lock past the busy timeout while an occupant
+    speaks: the room's archive tries again until it can (the message is relayed once it is
+    stored); before, it was relayed and missing from the archive."""
+    srv = server_factory()
+    a, b = await login(srv, "alice"), await login(srv, "bob")
+    r = room(srv, "patience")
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    with SqliteLock(srv) as lock:
+        a.send_message(mto=r, mbody="while locked", mtype="groupchat")
+        await asyncio.sleep(7)
+        lock.release()
+        await b.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "while locked", 15,
+                           "the message")
+    bodies, _, _ = await room_archive(b, r)
+    assert bodies == ["while locked"]
+    await close(a, b)
 
 
 async def test_invitations_to_room_jids_do_not_hang_the_rooms(server):

@@ -330,14 +330,7 @@ async fn commit(store: &Store, batch: Vec<Job>) {
     }
     if !rows.is_empty() {
         let rows: Arc<[NewArchived]> = rows.into();
-        let mut result = store.mam().append(rows.clone()).await;
-        for wait in RETRY_AFTER {
-            let Err(e) = &result else { break };
-            tracing::warn!(error = %e, messages = sizes.len(), retry_in = ?wait, "archive batch failed; trying again");
-            tokio::time::sleep(wait).await;
-            result = store.mam().append(rows.clone()).await;
-        }
-        if let Err(e) = result {
+        if let Err(e) = append_patiently(store, rows.clone()).await {
             if sizes.len() > 1 {
                 tracing::warn!(error = %e, messages = sizes.len(), "archive batch failed; writing its messages one by one");
                 one_by_one(store, &rows, sizes).await;
@@ -350,6 +343,23 @@ async fn commit(store: &Store, batch: Vec<Job>) {
         // The waiter may have gone (its session closed): nothing to tell.
         let _ = w.send(());
     }
+}
+
+/// Appends `rows` in one transaction, trying again while the database refuses them, for a
+/// while ([`RETRY_AFTER`]); the last error if it never took them. (A room's messages are
+/// archived through here too, one at a time under the room's lock.)
+pub async fn append_patiently(
+    store: &Store,
+    rows: Arc<[NewArchived]>,
+) -> Result<(), rookery_store::StoreError> {
+    let mut result = store.mam().append(rows.clone()).await;
+    for wait in RETRY_AFTER {
+        let Err(e) = &result else { break };
+        tracing::warn!(error = %e, rows = rows.len(), retry_in = ?wait, "archiving failed; trying again");
+        tokio::time::sleep(wait).await;
+        result = store.mam().append(rows.clone()).await;
+    }
+    result
 }
 
 /// Writes each message's rows (`sizes` of them, in order) in a transaction of its own.

@@ -377,7 +377,8 @@ impl MucService {
                     ts: now,
                     stanza: rookery_mam::archive::serialized(&a.stanza),
                 };
-                if let Err(e) = store.mam().append(vec![row]).await {
+                let rows = std::sync::Arc::from(vec![row]);
+                if let Err(e) = rookery_mam::archiver::append_patiently(store, rows).await {
                     tracing::error!(room = %name, error = %e, "archiving a room message failed");
                 }
             }

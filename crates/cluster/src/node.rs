@@ -345,31 +345,29 @@ impl ClusterLink for Link {
     }
 
     fn availability(&self, jid: &Jid, priority: Option<i8>) {
-        let i = &self.0;
-        match lock(&i.local).get_mut(jid) {
-            Some(l) => l.priority = priority,
-            None => return,
-        }
-        i.send(Control::Available {
-            node: i.node.clone(),
-            epoch: i.epoch,
-            jid: jid.to_string(),
-            priority,
-        });
+        self.0.replicate(
+            jid,
+            |l| l.priority = priority,
+            |node, epoch, jid| Control::Available {
+                node,
+                epoch,
+                jid,
+                priority,
+            },
+        );
     }
 
     fn carbons(&self, jid: &Jid, on: bool) {
-        let i = &self.0;
-        match lock(&i.local).get_mut(jid) {
-            Some(l) => l.carbons = on,
-            None => return,
-        }
-        i.send(Control::Carbons {
-            node: i.node.clone(),
-            epoch: i.epoch,
-            jid: jid.to_string(),
-            on,
-        });
+        self.0.replicate(
+            jid,
+            |l| l.carbons = on,
+            |node, epoch, jid| Control::Carbons {
+                node,
+                epoch,
+                jid,
+                on,
+            },
+        );
     }
 
     fn account_changed(&self, account: &BareJid) {
@@ -436,6 +434,22 @@ impl ClusterLink for Link {
 impl Inner {
     fn send(&self, c: Control) {
         let _ = self.outbox.send(c);
+    }
+
+    /// Changes what this node keeps of its session `jid` for the others (`change`), then
+    /// tells them (`message`, given this node, its epoch and the JID); nothing for a session
+    /// this node does not hold.
+    fn replicate(
+        &self,
+        jid: &Jid,
+        change: impl FnOnce(&mut Local),
+        message: impl FnOnce(String, u64, String) -> Control,
+    ) {
+        match lock(&self.local).get_mut(jid) {
+            Some(l) => change(l),
+            None => return,
+        }
+        self.send(message(self.node.clone(), self.epoch, jid.to_string()));
     }
 
     fn is_connected(&self) -> bool {

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rookery_core::deadline::after;
 use rookery_core::session::SessionEnd;
 use rookery_core::{Outbound, SessionHandle};
 use rookery_jid::Jid;
@@ -301,7 +302,7 @@ impl<'a> Client<'a> {
         let max_unacked = self.ctx.config.sm_max_unacked;
         let m = self.sm.as_mut()?;
         let r = m.resume.as_mut()?;
-        let deadline = Instant::now() + r.max;
+        let deadline = after(Instant::now(), r.max);
         loop {
             tokio::select! {
                 biased;

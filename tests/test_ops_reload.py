@@ -158,3 +158,34 @@ async def test_reload_adds_and_removes_components_and_names_what_needs_a_restart
     r = await alice.iq("get", "gw.localhost", "<ping xmlns='urn:xmpp:ping'/>")
     assert r.find("{jabber:client}error/"
                   "{urn:ietf:params:xml:ns:xmpp-stanzas}service-unavailable") is not None
+
+
+async def test_a_reload_refuses_what_the_server_could_not_start_with(server_factory):
+    """A reload runs the validation `serve` runs: a file the next start would refuse is
+    refused now (422, the reason), and the running configuration stays."""
+    from conftest import _merge, to_toml
+    srv = server_factory()
+    alice = await srv.login("alice", "a")
+    broken = [
+        ({"domain": "exa mple"}, "domain"),
+        ({"mam": {"default": "sometimes"}}, "[mam] default"),
+        ({"muc": {"create_rooms": "all"}}, "[muc] create_rooms"),
+        ({"log": {"level": "inof"}}, "[log] level"),
+        ({"c2s": {"max_stanza_bytes": 0}}, "[c2s] max_stanza_bytes"),
+        ({"listen": {"https": "nonsense"}}, "[listen] https"),
+    ]
+    for i, (change, word) in enumerate(broken):
+        srv.config_path.write_text(to_toml(_merge(srv.config, change)))
+        status, _, body = http(srv, "POST", "/api/v1/reload")
+        assert status == 422 and word in body["error"], (change, status, body)
+        assert srv.log().count("configuration not reloaded") == i + 1
+    # Still serving as before: the same domain, logging at info.
+    await all_answer([alice])
+    bound = srv.log().count("resource bound")
+    bob = await srv.login("bob", "b")
+    await bob.close()
+    wait_log(srv, "resource bound", count=bound + 1)
+    srv.config_path.write_text(to_toml(srv.config))
+    status, _, body = http(srv, "POST", "/api/v1/reload")
+    assert status == 200 and body["restart_needed"] == [], body
+    await alice.close()

@@ -13,6 +13,7 @@ mod reload;
 mod signals;
 mod tls;
 mod token;
+mod validate;
 mod web;
 mod wiring;
 
@@ -172,14 +173,19 @@ fn init_logging(cfg: &Config, json: bool) -> Option<reload::LogReload> {
     use tracing_subscriber::util::SubscriberInitExt;
     let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
     let reloadable = from_env.is_none();
-    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    // A level `serve` refuses (validate.rs) logs at `info` until the refusal is printed.
+    let filter = from_env.unwrap_or_else(|| {
+        cfg.log
+            .filter()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    });
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     // Colours only for a terminal: in files and the journal escape codes are noise.
     let text = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let registry = tracing_subscriber::registry().with(filter);
-    if json || cfg.log.format == "json" {
+    if json || cfg.log.format == config::LogFormat::Json {
         registry.with(text.json().with_ansi(false)).init();
     } else {
         registry.with(text).init();
@@ -222,11 +228,9 @@ async fn serve(
     path: Option<PathBuf>,
     log: Option<reload::LogReload>,
 ) -> anyhow::Result<()> {
-    // Refused before the database is touched: a clustered node on SQLite would serve a
-    // database of its own.
-    if let Some(why) = wiring::cluster::refusal(&cfg) {
-        bail!(why);
-    }
+    // Refused before the database or the data directory is touched (a clustered node on
+    // SQLite would serve a database of its own), by what `check` and a reload run too.
+    validate::ensure(&cfg)?;
     let store = open_store(&cfg, Migrations::Apply).await?;
     let tls = tls::load(&cfg)?;
     let core_cfg = cfg.core();

@@ -1,9 +1,10 @@
 //! Reloading the configuration while the server runs (SIGHUP, `rookery ctl reload`,
 //! `POST /api/v1/reload`) without dropping a connection.
 //!
-//! A reload reads the file again and checks everything that can fail first (the TOML, the
-//! certificate and key, the log filter, the component declarations); a bad file changes
-//! nothing and is reported as one error. Then it applies, from the next connection or event
+//! A reload reads the file again and checks everything that can fail first: what `serve`
+//! would refuse at the next start (validate.rs, the same function), then the certificate and
+//! key and the component declarations against the running ones; a bad file changes nothing
+//! and is reported as one error. Then it applies, from the next connection or event
 //! on:
 //! - the certificate: new TLS handshakes (c2s, s2s both ways) get the new one through
 //!   [`LiveCert`]; established streams keep theirs;
@@ -111,15 +112,14 @@ impl Reloader {
             ));
         };
         let new = Config::load(Some(path))?;
-        // Everything that can fail, before anything changes.
+        // Everything that can fail, before anything changes: first what `serve` would
+        // refuse, so that the next start works with the file a reload took.
+        crate::validate::ensure(&new)?;
         let cert = tls::certified(&new).context("certificate")?;
         let host_certs = tls::host_certs(&new).context("certificate")?;
         let t = &self.targets;
         let filter = match &t.log {
-            Some(_) => Some(
-                EnvFilter::try_new(&new.log.level)
-                    .with_context(|| format!("[log] level {:?}", new.log.level))?,
-            ),
+            Some(_) => Some(new.log.filter().map_err(|e| anyhow!(e))?),
             None => None,
         };
         let admins = crate::wiring::adhoc::admins(&new)?;

@@ -295,3 +295,34 @@ async def test_timeouts_too_long_for_the_clock_mean_never(server_factory):
     await again.close()
     await bot.close()
     await c.close()
+
+
+async def test_sigterm_hands_what_hibernated_sessions_held_to_offline_storage(server_factory):
+    """XEP-0198 §5 and the shutdown: a hibernated session's parked stanzas were acknowledged
+    to their senders; at SIGTERM each ending session hands them on (here to offline storage,
+    one commit each), and the store closes only after that — not after a fixed 5 s."""
+    import sqlite3
+    sessions, per = 20, 2000
+    users = {f"u{i}": "pw" for i in range(sessions)} | {"sender": "pw"}
+    srv = server_factory(users=users, c2s={"sm_max_unacked": per + 10},
+                         im={"offline": {"max_per_user": per}})
+    for i in range(sessions):
+        c = await srv.login(f"u{i}", "phone")
+        await c.presence()
+        c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        await c.expect(lambda e: e.tag == "{urn:xmpp:sm:3}enabled", what="<enabled/>")
+        c.abort()
+    await asyncio.sleep(1)
+    sender = await srv.login("sender", "s")
+    for j in range(per):
+        for i in range(sessions):
+            sender.message(srv.jid(f"u{i}", "phone"), f"parked {j}")
+        await sender.flush()
+    # Handled in order: once this is answered, every message is parked.
+    r = await sender.iq("get", None, "<ping xmlns='urn:xmpp:ping'/>", timeout=120)
+    assert r.get("type") == "result"
+    srv.signal(signal.SIGTERM)
+    assert srv.wait(170) == 0
+    with sqlite3.connect(srv.data_dir / "rookery.db") as db:
+        (stored,) = db.execute("SELECT count(*) FROM offline_messages").fetchone()
+    assert stored == sessions * per, srv.log()[-3000:]

@@ -490,6 +490,7 @@ async fn serve(
         core.session_count() == 0 && Arc::strong_count(&ctx) == 1
     })
     .await;
+    ending_sessions(&ctx).await;
     // Then the server-to-server streams, both ways, so that what the ending sessions sent to
     // other servers (their unavailable presence, first of all) is written before the outgoing
     // streams close; what cannot be sent bounces.
@@ -534,9 +535,43 @@ fn connections(
     }
 }
 
+/// How long the shutdown waits for an ending session to hand on what it held, beyond the
+/// time its last writes may take: one commit per stanza into offline storage, for up to
+/// `sm_max_unacked` stanzas per session, all sessions at once.
+const HAND_ON_GRACE: Duration = Duration::from_secs(60);
+
+/// Waits for the client connections still running after their streams were told to close.
+/// Each session, once unbound, hands on what it held — unacknowledged, parked while it
+/// hibernated, held back by CSI — to another resource or offline storage, and those stanzas
+/// were acknowledged to their senders: the store must stay open until that is done. Bounded:
+/// a client that stopped reading holds its connection for the write timeout
+/// (`ping_timeout_secs`), then [`HAND_ON_GRACE`].
+async fn ending_sessions(ctx: &Arc<C2sContext>) {
+    // Every connection task holds a clone; this function's caller holds the first.
+    let ending = || Arc::strong_count(ctx).saturating_sub(1);
+    if ending() == 0 {
+        return;
+    }
+    let write = Duration::from_secs(ctx.config.ping_timeout_secs.max(1));
+    let limit = write.saturating_add(HAND_ON_GRACE);
+    tracing::info!(
+        connections = ending(),
+        limit_secs = limit.as_secs(),
+        "waiting for ending sessions to hand on what they held"
+    );
+    wait_until(limit, || ending() == 0).await;
+    match ending() {
+        0 => tracing::info!("ending sessions done"),
+        n => tracing::error!(
+            connections = n,
+            "gave up waiting for ending sessions: what they still held is lost"
+        ),
+    }
+}
+
 /// Polls `done` until it holds or `limit` has passed.
 async fn wait_until(limit: Duration, done: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = rookery_core::deadline::after(tokio::time::Instant::now(), limit);
     while !done() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -333,7 +333,9 @@ mod tests {
                 .map(|t| t.join().unwrap().unwrap())
                 .collect()
         });
-        assert!(keys.iter().all(|k| Some(k) == keys.first() && k.len() == KEY_LEN));
+        assert!(keys
+            .iter()
+            .all(|k| Some(k) == keys.first() && k.len() == KEY_LEN));
         // Only the keys remain: no temporary file left behind.
         let mut names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

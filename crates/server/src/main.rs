@@ -525,6 +525,9 @@ fn connections(
 ) -> rookery_http::Connections {
     rookery_http::Connections {
         c2s: core.session_count(),
+        c2s_by_transport: core
+            .session_count_by_transport()
+            .map(|(t, n)| (t.as_str(), n)),
         s2s_incoming: s2s.map_or(0, |s| s.incoming_count()),
         s2s_outgoing: s2s.map_or(0, |s| s.outgoing_count()),
         components: components

@@ -189,3 +189,25 @@ async def test_a_reload_refuses_what_the_server_could_not_start_with(server_fact
     status, _, body = http(srv, "POST", "/api/v1/reload")
     assert status == 200 and body["restart_needed"] == [], body
     await alice.close()
+
+
+async def test_restart_needed_is_measured_against_what_runs(server_factory):
+    """A change a reload does not apply stays named on every later reload until a restart
+    (not only on the first), and a file put back as it was started needs nothing; the first
+    component declared by a reload needs a restart for its listener."""
+    from conftest import _merge, to_toml
+    srv = server_factory()
+    started = to_toml(srv.config)
+    srv.config_path.write_text(to_toml(_merge(srv.config, {"muc": {"history_length": 5}})))
+    for _ in range(2):
+        status, _, body = http(srv, "POST", "/api/v1/reload")
+        assert status == 200 and body["restart_needed"] == ["[muc]"], body
+    srv.config_path.write_text(started)
+    status, _, body = http(srv, "POST", "/api/v1/reload")
+    assert status == 200 and body["restart_needed"] == [], body
+    # No component at start: no component listener; the first one declared needs it.
+    gw = {"domain": "gw.localhost", "secret": "s"}
+    srv.config_path.write_text(to_toml(_merge(srv.config, {"component": {"service": [gw]}})))
+    status, _, body = http(srv, "POST", "/api/v1/reload")
+    assert status == 200 and body["components_added"] == ["gw.localhost"], body
+    assert body["restart_needed"] == ["[component] listener"], body

@@ -147,6 +147,13 @@ async def test_api_needs_the_token(server):
     # A path segment that is not UTF-8 once decoded: 400 with the JSON body too.
     status, _, body = http(server, "DELETE", "/api/v1/users/%FF")
     assert status == 400 and "error" in body, body
+    # A body over the listener's limit (64 KiB): 413, the JSON body too, with or without
+    # the token (`ctl announce` of a long text prints the message).
+    for token in ("server", None):
+        status, headers, body = http(server, "POST", "/api/v1/announce",
+                                     {"body": "x" * 70000}, token=token)
+        assert status == 413 and headers["Content-Type"] == "application/json", body
+        assert "65536 bytes" in body["error"], body
     assert http(server, "GET", "/api/v1/nope", token=None)[0] == 401
     assert http(server, "POST", "/api/v1/users", {"username": "mallory", "password": "x"},
                 token=None)[0] == 401

@@ -105,3 +105,36 @@ def test_the_openapi_document_parses_and_names_every_transport():
     source = (ROOT / "crates" / "core" / "src" / "session.rs").read_text()
     reported = set(re.findall(r'Transport::\w+ => "(\w+)"', source))
     assert reported and set(session["transport"]["enum"]) == reported
+
+
+# RFC 6120 §8.3.3 stanza error conditions and §4.9.3 stream error conditions.
+CONDITIONS = [
+    "bad-request", "conflict", "feature-not-implemented", "forbidden", "gone",
+    "internal-server-error", "item-not-found", "jid-malformed", "not-acceptable",
+    "not-allowed", "not-authorized", "policy-violation", "recipient-unavailable", "redirect",
+    "registration-required", "remote-server-not-found", "remote-server-timeout",
+    "resource-constraint", "service-unavailable", "subscription-required",
+    "undefined-condition", "unexpected-request", "connection-timeout", "host-unknown",
+    "system-shutdown",
+]
+
+
+def test_example_config_comments_name_the_documented_conditions():
+    """deploy/rookery.toml is the .deb's conffile: an error its comments promise for a key is
+    the one docs/configuration.md gives for it."""
+    text = (ROOT / "deploy" / "rookery.toml").read_text()
+    for key, comment in re.findall(r"^(\w+) = [^#\n]*#(.*)$", text, re.M):
+        named = [c for c in CONDITIONS if re.search(rf"\b{c}\b", comment)]
+        rows = [l for l in CONFIGURATION.splitlines() if l.startswith(f"| `{key}` |")]
+        for c in named:
+            assert any(c in r for r in rows), f"deploy/rookery.toml {key}: {c} not documented"
+
+
+def test_the_install_steps_put_the_binary_where_the_unit_runs_it():
+    """docs/operations.md's steps for the systemd unit (and the unit's own header) install the
+    binary at the path of the unit's ExecStart."""
+    ops = (ROOT / "docs" / "operations.md").read_text()
+    unit = (ROOT / "deploy" / "rookery.service").read_text()
+    exec_start = re.search(r"^ExecStart=(\S+)", unit, re.M).group(1)
+    installed = re.findall(r"install -m 0755 target/release/rookery (\S+)", ops + unit)
+    assert installed and set(installed) == {exec_start}, (installed, exec_start)

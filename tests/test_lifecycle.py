@@ -240,3 +240,89 @@ async def test_log_to_a_file_has_no_colour_codes(server):
     log = server.log()
     assert "authenticated" in log and "alice@localhost" in log
     assert "\x1b[" not in log, "ANSI escape codes in a non-terminal log"
+
+
+# i64::MAX seconds: how a TOML file says "never" (TOML integers are 64-bit signed).
+NEVER = 9223372036854775807
+
+
+async def test_timeouts_too_long_for_the_clock_mean_never(server_factory):
+    """A configured timeout that a clock cannot add (i64::MAX seconds) waits for ever instead
+    of panicking every connection's task: c2s negotiation, idle, pings and resumption, the
+    component's handshake and pings, and an outgoing s2s stream's deadlines (here to a closed
+    port: the stanza bounces, as with any unreachable peer)."""
+    from slix import Component, slix_login
+    from xmpp_raw import NS_CLIENT, local, stanza_error
+
+    comp_port, dead_port = free_port(), free_port()
+    srv = server_factory(
+        c2s={"negotiation_timeout_secs": NEVER, "idle_timeout_secs": NEVER,
+             "ping_interval_secs": NEVER, "ping_timeout_secs": NEVER,
+             "sm_resume_timeout_secs": NEVER},
+        component={"listen": f"127.0.0.1:{comp_port}", "handshake_timeout_secs": NEVER,
+                   "ping_interval_secs": NEVER, "ping_timeout_secs": NEVER,
+                   "service": [{"domain": "bot.localhost", "secret": "s"}]},
+        s2s={"negotiation_timeout_secs": NEVER, "connect_timeout_secs": NEVER,
+             "dialback_timeout_secs": NEVER, "idle_timeout_secs": NEVER,
+             "backoff_initial_secs": NEVER, "backoff_max_secs": NEVER,
+             "routes": {"peer.example": f"127.0.0.1:{dead_port}"}})
+    c = await slix_login(srv, "alice")
+    await c.plugin["xep_0199"].ping(srv.domain, timeout=10)
+    bot = Component("bot.localhost", "s", comp_port)
+    bot.connect()
+    await asyncio.wait_for(bot.session, 10)
+    c.send_message(mto="bot.localhost", mbody="hello", mtype="chat")
+    echo = await c.inbox.wait(lambda e: e.findtext(f"{{{NS_CLIENT}}}body") == "echo: hello",
+                              what="the component's echo")
+    assert echo.get("from") == "bot.localhost"
+    c.send_message(mto="someone@peer.example", mbody="far", mtype="chat")
+    bounce = await c.inbox.wait(lambda e: local(e) == "message" and e.get("type") == "error",
+                                what="the s2s bounce")
+    assert stanza_error(bounce) == "remote-server-not-found"
+    # A resumable session hibernates (its resumption deadline is "never") and resumes.
+    raw = await srv.login("bob", "phone")
+    raw.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    en = await raw.expect(lambda e: local(e) == "enabled", what="<enabled/>")
+    raw.abort()
+    await asyncio.sleep(0.5)
+    again = srv.client()
+    await again.negotiate_tls()
+    await again.auth("bob", srv.users["bob"])
+    again.send(f"<resume xmlns='urn:xmpp:sm:3' previd='{en.get('id')}' h='0'/>")
+    assert local(await again.expect(lambda e: local(e) in ("resumed", "failed"))) == "resumed"
+    await c.plugin["xep_0199"].ping(srv.domain, timeout=10)
+    assert "panicked" not in srv.log()
+    await again.close()
+    await bot.close()
+    await c.close()
+
+
+async def test_sigterm_hands_what_hibernated_sessions_held_to_offline_storage(server_factory):
+    """XEP-0198 §5 and the shutdown: a hibernated session's parked stanzas were acknowledged
+    to their senders; at SIGTERM each ending session hands them on (here to offline storage,
+    one commit each), and the store closes only after that — not after a fixed 5 s."""
+    import sqlite3
+    sessions, per = 20, 2000
+    users = {f"u{i}": "pw" for i in range(sessions)} | {"sender": "pw"}
+    srv = server_factory(users=users, c2s={"sm_max_unacked": per + 10},
+                         im={"offline": {"max_per_user": per}})
+    for i in range(sessions):
+        c = await srv.login(f"u{i}", "phone")
+        await c.presence()
+        c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        await c.expect(lambda e: e.tag == "{urn:xmpp:sm:3}enabled", what="<enabled/>")
+        c.abort()
+    await asyncio.sleep(1)
+    sender = await srv.login("sender", "s")
+    for j in range(per):
+        for i in range(sessions):
+            sender.message(srv.jid(f"u{i}", "phone"), f"parked {j}")
+        await sender.flush()
+    # Handled in order: once this is answered, every message is parked.
+    r = await sender.iq("get", None, "<ping xmlns='urn:xmpp:ping'/>", timeout=120)
+    assert r.get("type") == "result"
+    srv.signal(signal.SIGTERM)
+    assert srv.wait(170) == 0
+    with sqlite3.connect(srv.data_dir / "rookery.db") as db:
+        (stored,) = db.execute("SELECT count(*) FROM offline_messages").fetchone()
+    assert stored == sessions * per, srv.log()[-3000:]

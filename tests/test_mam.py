@@ -359,6 +359,41 @@ async def test_the_archive_waits_for_a_database_lock_held_elsewhere(server_facto
     await close(b)
 
 
+@pytest.mark.parametrize("old_connection", ["dropped", "silent"])
+async def test_a_refused_resumption_acknowledges_only_what_is_archived(server_factory,
+                                                                       old_connection):
+    """A resumption whose `h` is above what the server sent is refused with `<failed h/>`
+    (XEP-0198 §5), and that `h` acknowledges what the client sent: like `<a/>`, it goes out
+    only once the archive holds those messages, so `kill -9` right after it loses none —
+    whether the session hibernated (its connection dropped) or still ran on a connection
+    gone silent."""
+    # A batch that would wait a minute: only the acknowledgement's settle commits it.
+    srv = server_factory(mam={"batch_delay_ms": 60000})
+    a = await srv.login("alice", "phone")
+    a.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
+    en = await a.expect(lambda e: e.tag == f"{{{NS_SM}}}enabled", what="<enabled/>")
+    for i in range(10):
+        a.message(srv.jid("bob"), f"held {i}")
+    # Handled in order: once the ping is answered, the ten messages were routed (no <r/>,
+    # which would settle the archive itself).
+    r = await a.iq("get", None, "<ping xmlns='urn:xmpp:ping'/>")
+    assert r.get("type") == "result"
+    if old_connection == "dropped":
+        a.abort()
+        await asyncio.sleep(0.3)
+    c = srv.client()
+    await c.negotiate_tls()
+    await c.auth("alice", srv.users["alice"])
+    c.send(f"<resume xmlns='{NS_SM}' previd='{en.get('id')}' h='1000'/>")
+    failed = await c.expect(lambda e: e.tag in (f"{{{NS_SM}}}failed", f"{{{NS_SM}}}resumed"),
+                            what="<failed/>")
+    assert failed.tag == f"{{{NS_SM}}}failed" and failed.get("h") == "11"
+    srv.crash_restart()
+    alice = await login(srv, "alice")
+    assert await archived_bodies(alice) == [f"held {i}" for i in range(10)]
+    await close(alice)
+
+
 async def metadata(c: SlixClient, to: str | None = None) -> ET.Element:
     iq = c.make_iq_get(ito=to)
     iq.append(ET.fromstring(f"<metadata xmlns='{NS_MAM}'/>"))

@@ -141,3 +141,72 @@ def test_a_cluster_node_is_told_what_its_peers_must_share(server):
             s2s={"dialback_secret": "the same on every node"})
     r = rookery(server, "check")
     assert "per node" not in r.stdout, r.stdout
+
+
+def fresh(tmp_path, **sections) -> Path:
+    """A configuration in `tmp_path` that nothing has used yet (no database, no
+    certificate), with `sections` merged in; returns its path."""
+    from conftest import _merge, free_port
+    base = {"domain": "localhost", "data_dir": str(tmp_path / "data"),
+            "listen": {k: f"127.0.0.1:{free_port()}"
+                       for k in ("c2s", "c2s_direct_tls", "admin", "http", "https")}}
+    path = tmp_path / "rookery.toml"
+    path.write_text(to_toml(_merge(base, sections)))
+    return path
+
+
+# What `serve` cannot start with, and a word the refusal must name.
+REFUSED = [
+    ({"mam": {"default": "sometimes"}}, "[mam] default"),
+    # "Never" written as the largest integer: the purge's timer would overflow.
+    ({"mam": {"purge_interval_secs": 9223372036854775807}}, "[mam] purge_interval_secs"),
+    ({"muc": {"default_max_occupants": 5000}}, "[muc] default_max_occupants"),
+    ({"muc": {"create_rooms": "all"}}, "[muc] create_rooms"),
+    ({"pubsub": {"create_nodes": "everyone"}}, "create_nodes"),
+    ({"admins": ["not a jid@@"]}, "admins"),
+    ({"listen": {"http": "0.0.0.0:0"}}, "behind_tls_proxy"),
+    ({"listen": {"http": "nonsense"}}, "[listen] http"),
+    ({"listen": {"https": "nonsense"}}, "[listen] https"),
+    ({"domain": "exa mple"}, "domain"),
+    # A typo in the level: a valid filter that logs nothing at all.
+    ({"log": {"level": "inof"}}, "[log] level"),
+    ({"log": {"level": "info,rookery_c2s=debgu"}}, "[log] level"),
+    ({"log": {"format": "jsno"}}, "jsno"),
+    ({"c2s": {"max_stanza_bytes": 0}}, "[c2s] max_stanza_bytes"),
+    ({"s2s": {"max_stanza_bytes": 100}}, "[s2s] max_stanza_bytes"),
+    ({"session_queue": 0}, "session_queue"),
+    ({"session_queue_bytes": 0}, "session_queue_bytes"),
+]
+
+
+def test_check_and_serve_refuse_the_same_configurations(tmp_path):
+    """`rookery check` runs the validation `serve` runs (one function): what `serve` refuses,
+    `check` reports as a problem; and `serve` refuses it before it touches anything (no
+    database, no certificate generated)."""
+    def run(path, *args, timeout=60):
+        return subprocess.run([ROOKERY_BIN, "--config", str(path), *args], text=True,
+                              capture_output=True, timeout=timeout, cwd=tmp_path)
+
+    good = fresh(tmp_path)
+    r = run(good, "check")
+    assert r.returncode == 0, r.stdout
+    failures = []
+    for i, (sections, word) in enumerate(REFUSED):
+        d = tmp_path / f"case{i}"
+        d.mkdir()
+        path = fresh(d, **sections)
+        r = run(path, "check")
+        problems = [l for l in r.stdout.splitlines() if l.startswith("problem: ")]
+        if r.returncode != 1 or not any(word in p for p in problems):
+            failures.append(f"check {sections}: exit {r.returncode}, {r.stdout!r}")
+            continue
+        try:
+            s = run(path, "serve", timeout=20)
+        except subprocess.TimeoutExpired:
+            failures.append(f"serve {sections}: started")
+            continue
+        if s.returncode == 0 or word not in s.stderr:
+            failures.append(f"serve {sections}: exit {s.returncode}, {s.stderr[-500:]!r}")
+        if (d / "data").exists() and any((d / "data").iterdir()):
+            failures.append(f"serve {sections}: wrote {list((d / 'data').iterdir())}")
+    assert not failures, "\n".join(failures)

@@ -158,3 +158,56 @@ async def test_reload_adds_and_removes_components_and_names_what_needs_a_restart
     r = await alice.iq("get", "gw.localhost", "<ping xmlns='urn:xmpp:ping'/>")
     assert r.find("{jabber:client}error/"
                   "{urn:ietf:params:xml:ns:xmpp-stanzas}service-unavailable") is not None
+
+
+async def test_a_reload_refuses_what_the_server_could_not_start_with(server_factory):
+    """A reload runs the validation `serve` runs: a file the next start would refuse is
+    refused now (422, the reason), and the running configuration stays."""
+    from conftest import _merge, to_toml
+    srv = server_factory()
+    alice = await srv.login("alice", "a")
+    broken = [
+        ({"domain": "exa mple"}, "domain"),
+        ({"mam": {"default": "sometimes"}}, "[mam] default"),
+        ({"muc": {"create_rooms": "all"}}, "[muc] create_rooms"),
+        ({"log": {"level": "inof"}}, "[log] level"),
+        ({"c2s": {"max_stanza_bytes": 0}}, "[c2s] max_stanza_bytes"),
+        ({"listen": {"https": "nonsense"}}, "[listen] https"),
+    ]
+    for i, (change, word) in enumerate(broken):
+        srv.config_path.write_text(to_toml(_merge(srv.config, change)))
+        status, _, body = http(srv, "POST", "/api/v1/reload")
+        assert status == 422 and word in body["error"], (change, status, body)
+        assert srv.log().count("configuration not reloaded") == i + 1
+    # Still serving as before: the same domain, logging at info.
+    await all_answer([alice])
+    bound = srv.log().count("resource bound")
+    bob = await srv.login("bob", "b")
+    await bob.close()
+    wait_log(srv, "resource bound", count=bound + 1)
+    srv.config_path.write_text(to_toml(srv.config))
+    status, _, body = http(srv, "POST", "/api/v1/reload")
+    assert status == 200 and body["restart_needed"] == [], body
+    await alice.close()
+
+
+async def test_restart_needed_is_measured_against_what_runs(server_factory):
+    """A change a reload does not apply stays named on every later reload until a restart
+    (not only on the first), and a file put back as it was started needs nothing; the first
+    component declared by a reload needs a restart for its listener."""
+    from conftest import _merge, to_toml
+    srv = server_factory()
+    started = to_toml(srv.config)
+    srv.config_path.write_text(to_toml(_merge(srv.config, {"muc": {"history_length": 5}})))
+    for _ in range(2):
+        status, _, body = http(srv, "POST", "/api/v1/reload")
+        assert status == 200 and body["restart_needed"] == ["[muc]"], body
+    srv.config_path.write_text(started)
+    status, _, body = http(srv, "POST", "/api/v1/reload")
+    assert status == 200 and body["restart_needed"] == [], body
+    # No component at start: no component listener; the first one declared needs it.
+    gw = {"domain": "gw.localhost", "secret": "s"}
+    srv.config_path.write_text(to_toml(_merge(srv.config, {"component": {"service": [gw]}})))
+    status, _, body = http(srv, "POST", "/api/v1/reload")
+    assert status == 200 and body["components_added"] == ["gw.localhost"], body
+    assert body["restart_needed"] == ["[component] listener"], body

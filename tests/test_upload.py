@@ -179,3 +179,44 @@ async def test_cors_preflight(server_factory):
     assert status == 204 and "PUT" in headers["Access-Control-Allow-Methods"]
     assert headers["Access-Control-Allow-Origin"] == "*"
     await c.close()
+
+
+async def test_a_put_cut_off_by_a_crash_can_be_made_again(server_factory):
+    """A PUT whose server was killed mid-body left a slot that is not used: the same URL
+    takes the whole file after the restart (201), not `409` until the purge. A second PUT
+    while one is running is still refused with 409."""
+    srv = web_server(server_factory)
+    c = await srv.login("alice", "a")
+    size = 10 * 1024 * 1024
+    data = bytes(range(256)) * (size // 256)
+    _, put, get = await slot(c, "big.bin", size, "application/octet-stream")
+    await c.close()
+    u = urllib.parse.urlsplit(put)
+
+    async def start_put():
+        """A PUT of the whole size whose body has not come yet: (reader, writer)."""
+        reader, writer = await asyncio.open_connection(u.hostname, u.port)
+        writer.write(f"PUT {u.path}?{u.query} HTTP/1.1\r\nHost: {u.netloc}\r\n"
+                     "Content-Type: application/octet-stream\r\n"
+                     f"Content-Length: {size}\r\n\r\n".encode())
+        await writer.drain()
+        return reader, writer
+
+    reader, writer = await start_put()
+    writer.write(data[:1024 * 1024])
+    await writer.drain()
+    await asyncio.sleep(0.5)
+    # Meanwhile the slot is taken: a second PUT is answered at once.
+    r2, w2 = await start_put()
+    assert (await asyncio.wait_for(r2.readline(), 10)).split()[1] == b"409"
+    w2.close()
+    srv.crash_restart()
+    writer.close()
+    headers = {"Content-Type": "application/octet-stream"}
+    assert (await http("GET", get))[0] == 404
+    assert (await http("PUT", put, data, headers))[0] == 201
+    status, _, body = await http("GET", get)
+    assert status == 200 and body == data
+    r3, w3 = await start_put()
+    assert (await asyncio.wait_for(r3.readline(), 10)).split()[1] == b"409", "used once"
+    w3.close()

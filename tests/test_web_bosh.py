@@ -396,3 +396,22 @@ def test_wait_zero_is_granted(server):
         seen += req(server, sid, 6002)
     assert "<stream:features" in seen, seen
     assert time.monotonic() - started < 1, time.monotonic() - started
+
+
+async def test_sessions_are_measured_by_their_transport(server):
+    """`rookery_sessions{transport}` counts each session under its own transport: a BOSH
+    session is not a TCP one (docs/operations.md, metrics)."""
+    from test_admin import metrics, value
+    tcp = await server.login("bob", "tcp")
+    sid = create(server, 2000)
+    assert "<success" in req(server, sid, 2001, plain("alice", "alicepass"))
+    req(server, sid, 2002, xmpp_restart="true", to=server.domain)
+    bound = req(server, sid, 2003, "<iq xmlns='jabber:client' type='set' id='b'>"
+                "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>web</resource></bind></iq>")
+    assert "alice@localhost/web" in bound, bound
+    m = metrics(server)
+    assert value(m, "rookery_sessions", transport="tcp") == 1
+    assert value(m, "rookery_sessions", transport="bosh") == 1
+    assert value(m, "rookery_sessions", transport="websocket") == 0
+    req(server, sid, 2004, type="terminate")
+    await tcp.close()

@@ -18,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rookery_core::deadline::after;
 use rookery_core::session::SessionEnd;
 use rookery_core::SessionHandle;
 use rookery_jid::{BareJid, Jid};
@@ -116,8 +117,7 @@ pub fn serve_framed(
     conn: Conn,
     stopped: tokio::sync::watch::Receiver<()>,
 ) -> impl Future<Output = ()> + Send {
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_secs(ctx.config.negotiation_timeout_secs.max(1));
+    let deadline = negotiation_deadline(&ctx);
     let negotiation = {
         let ctx = ctx.clone();
         Box::pin(async move { establish_on(&ctx, conn, deadline, stopped).await })
@@ -131,6 +131,13 @@ pub fn serve_framed(
     }
 }
 
+/// When a stream accepted now must be bound: `negotiation_timeout_secs` from now (saturating,
+/// so that a "never" in the configuration does not panic).
+fn negotiation_deadline(ctx: &C2sContext) -> tokio::time::Instant {
+    let limit = Duration::from_secs(ctx.config.negotiation_timeout_secs.max(1));
+    after(tokio::time::Instant::now(), limit)
+}
+
 /// Negotiates the stream up to a bound session; `None` when the connection ended first (it
 /// was closed as the reason called for) or resumed another session.
 async fn establish(
@@ -141,8 +148,7 @@ async fn establish(
     stopped: tokio::sync::watch::Receiver<()>,
 ) -> Option<(Conn, Bound)> {
     tracing::debug!("accepted");
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_secs(ctx.config.negotiation_timeout_secs.max(1));
+    let deadline = negotiation_deadline(ctx);
     let io = match mode {
         Mode::StartTls => Transport::Plain(tcp),
         Mode::DirectTls => match tokio::time::timeout_at(

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rookery_core::deadline::after;
 use rookery_core::session::SessionEnd;
 use rookery_core::{Outbound, Receipt, SessionHandle};
 use rookery_jid::Jid;
@@ -173,6 +174,8 @@ struct Client<'a> {
     ping_id: Option<String>,
     /// A connection that took the session over, accepted in [`Inbound::wake`].
     taken_over: Option<Box<Conn>>,
+    /// A takeover [`Inbound::wake`] refused, answered in [`Inbound::woken`].
+    refused: Option<Box<(Takeover, Element)>>,
     /// The connection that resumed the session asked inline in SASL2: `<resumed/>` goes
     /// inside a SASL2 `<success/>` with this.
     resumed_in_sasl2: Option<Box<Sasl2Resumed>>,
@@ -190,6 +193,7 @@ impl<'a> Client<'a> {
             keepalive: Self::keepalive(ctx),
             ping_id: None,
             taken_over: None,
+            refused: None,
             resumed_in_sasl2: None,
             closing: None,
         }
@@ -324,7 +328,7 @@ impl<'a> Client<'a> {
         let max_unacked = self.ctx.config.sm_max_unacked;
         let m = self.sm.as_mut()?;
         let handoff = m.resume.as_ref().map(|r| r.handoff.clone())?;
-        let deadline = Instant::now() + m.resume.as_ref()?.max;
+        let deadline = after(Instant::now(), m.resume.as_ref()?.max);
         loop {
             tokio::select! {
                 biased;
@@ -332,13 +336,15 @@ impl<'a> Client<'a> {
                     tracing::info!(condition = %reason.condition, "hibernated session closed");
                     return None;
                 }
-                t = handoff.recv() => {
-                    if let Some((conn, sasl2)) = judge(&mut m.counters, t) {
-                        m.release_receipts();
-                        self.resumed_in_sasl2 = sasl2;
-                        return Some(conn);
+                t = handoff.recv() => match refusal(&m.counters, t.h) {
+                    Some(failed) => refuse(&self.ctx.core, t, failed).await,
+                    None => {
+                        if let Some((conn, sasl2)) = accept(&mut m.counters, t) {
+                            self.resumed_in_sasl2 = sasl2;
+                            return Some(conn);
+                        }
                     }
-                }
+                },
                 item = end.rx.recv() => match item {
                     Some(Outbound::Receipt(receipt)) => {
                         m.hold_receipt(receipt, self.csi.held() + m.parked.len());
@@ -369,6 +375,8 @@ impl<'a> Client<'a> {
         let Some(m) = self.sm.as_mut() else {
             return Err(ConnError::stream(SEC::InternalServerError, "not managed"));
         };
+        // The resuming client's `h` acknowledged what the receipts wait for, perhaps.
+        m.release_receipts();
         let Some(r) = m.resume.as_ref() else {
             return Err(ConnError::stream(SEC::InternalServerError, "not resumable"));
         };
@@ -762,7 +770,13 @@ impl Inbound for Client<'_> {
             return std::future::pending().await;
         };
         let t = r.handoff.recv().await;
-        match judge(&mut m.counters, t) {
+        if let Some(failed) = refusal(&m.counters, t.h) {
+            // Answered in `woken`, which runs to its end: this future must be cancel-safe,
+            // and the settle before the answer could be cut off, and the connection with it.
+            self.refused = Some(Box::new((t, failed)));
+            return Ok(());
+        }
+        match accept(&mut m.counters, t) {
             Some((conn, sasl2)) => {
                 self.taken_over = Some(conn);
                 self.resumed_in_sasl2 = sasl2;
@@ -772,30 +786,51 @@ impl Inbound for Client<'_> {
         }
     }
 
+    async fn woken(&mut self, _conn: &mut Conn) -> Result<(), ConnError> {
+        if let Some(refused) = self.refused.take() {
+            let (t, failed) = *refused;
+            refuse(&self.ctx.core, t, failed).await;
+        }
+        Ok(())
+    }
+
     fn write_timeout(&self) -> Duration {
         self.ping_timeout()
     }
 }
 
-/// Accepts a takeover whose `h` is consistent with what was sent, applying that ack (then
-/// [`Client::attach`] resends the rest), or sends it back with `<failed/>`.
-fn judge(counters: &mut Counters, t: Takeover) -> Option<(Box<Conn>, Option<Box<Sasl2Resumed>>)> {
+/// The `<failed/>` that refuses a takeover whose `h` acknowledges more than was sent (§5),
+/// or `None` when `h` is consistent.
+fn refusal(counters: &Counters, h: u32) -> Option<Element> {
+    let too_high = counters.check(h).err()?;
+    let mut failed = sm::failed("undefined-condition", Some(counters.inbound()));
+    failed.push_child(
+        Element::new("handled-count-too-high", sm::NS)
+            .with_attr("h", too_high.h.to_string())
+            .with_attr("send-count", too_high.sent.to_string()),
+    );
+    Some(failed)
+}
+
+/// Sends a takeover back with `failed`, once what its `h` counts is committed: as for `<a/>`
+/// and `<resumed/>`, the client will not send those stanzas again.
+async fn refuse(core: &rookery_core::Core, t: Takeover, failed: Element) {
+    core.settle().await;
+    let _ = t.reply.send(Verdict::Rejected {
+        conn: t.conn,
+        failed,
+    });
+}
+
+/// Accepts a takeover whose `h` is consistent with what was sent (see [`refusal`]), applying
+/// that ack (then [`Client::attach`] resends the rest).
+fn accept(counters: &mut Counters, t: Takeover) -> Option<(Box<Conn>, Option<Box<Sasl2Resumed>>)> {
     let Takeover {
         conn,
         h,
         reply,
         sasl2,
     } = t;
-    if let Err(too_high) = counters.check(h) {
-        let mut failed = sm::failed("undefined-condition", Some(counters.inbound()));
-        failed.push_child(
-            Element::new("handled-count-too-high", sm::NS)
-                .with_attr("h", too_high.h.to_string())
-                .with_attr("send-count", too_high.sent.to_string()),
-        );
-        let _ = reply.send(Verdict::Rejected { conn, failed });
-        return None;
-    }
     // The resuming connection may have given up waiting (its negotiation deadline): then
     // the connection is gone with it and the session goes on as it was.
     reply.send(Verdict::Accepted).ok()?;

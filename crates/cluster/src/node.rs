@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::{Client, Event as BusEvent, StatusCode, Subject};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use rookery_core::deadline::after;
 use rookery_core::{ClusterLink, Core, Event, LostSession, SessionHandle, SessionId, Template};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{
@@ -951,7 +952,7 @@ async fn forward(inner: Arc<Inner>, f: Forwarder) {
     while open || !unacked.is_empty() {
         if let Some(front) = unacked.front() {
             if armed != Some(front.seq) {
-                expiry.as_mut().reset(front.at + lease);
+                expiry.as_mut().reset(after(front.at, lease));
                 armed = Some(front.seq);
             }
         }
@@ -985,7 +986,7 @@ async fn forward(inner: Arc<Inner>, f: Forwarder) {
             () = &mut expiry, if !unacked.is_empty() => {
                 let now = tokio::time::Instant::now();
                 let why = format!("cross-node delivery to {node} failed: no acknowledgement");
-                while unacked.front().is_some_and(|s| s.at + lease <= now) {
+                while unacked.front().is_some_and(|s| after(s.at, lease) <= now) {
                     if let Some(s) = unacked.pop_front() {
                         inner.bounce(s.batch, &why).await;
                     }

@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`accounts`]: the [`Accounts`] directory the core is given (it owns no database);
 //! - [`config`]: the settings the core acts on (domain, registration, version disclosure);
+//! - [`deadline`]: deadlines from configured durations, saturating instead of panicking;
 //! - [`hosts`]: the hosted domains (virtual hosting), the one answer to "is it ours";
 //! - [`session`]: [`SessionHandle`], how the router reaches a connection: a bounded queue of
 //!   already-serialized bytes plus a kill switch;
@@ -28,6 +29,7 @@ pub mod accounts;
 pub mod admin;
 pub mod cluster;
 pub mod config;
+pub mod deadline;
 pub mod domains;
 pub mod event;
 pub mod fanout;

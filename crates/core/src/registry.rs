@@ -13,7 +13,7 @@
 use dashmap::DashMap;
 use rookery_jid::{BareJid, Jid};
 
-use crate::session::{SessionHandle, SessionId};
+use crate::session::{SessionHandle, SessionId, Transport};
 
 /// One bound resource of an account.
 #[derive(Debug, Clone)]
@@ -151,6 +151,34 @@ impl Registry {
             .iter()
             .map(|e| e.value().iter().filter(|r| !r.handle.is_remote()).count())
             .sum()
+    }
+
+    /// Sessions bound on this node by the transport their listener recorded, every transport
+    /// named (with 0 when none); a session without one (not from a client listener) is left
+    /// out.
+    pub fn count_by_transport(&self) -> [(Transport, usize); 3] {
+        let mut out = [
+            (Transport::Tcp, 0),
+            (Transport::WebSocket, 0),
+            (Transport::Bosh, 0),
+        ];
+        for e in self.sessions.iter() {
+            for r in e.value().iter().filter(|r| !r.handle.is_remote()) {
+                let Some((_, t)) = r.handle.origin() else {
+                    continue;
+                };
+                // Exhaustive: a new transport cannot be left out of the count.
+                let slot = match t {
+                    Transport::Tcp => 0,
+                    Transport::WebSocket => 1,
+                    Transport::Bosh => 2,
+                };
+                if let Some((_, n)) = out.get_mut(slot) {
+                    *n += 1;
+                }
+            }
+        }
+        out
     }
 
     /// Closes every local session (server shutdown).

@@ -524,6 +524,11 @@ impl Core {
         self.sessions.count()
     }
 
+    /// Bound sessions by transport (see [`Registry::count_by_transport`]).
+    pub fn session_count_by_transport(&self) -> [(crate::Transport, usize); 3] {
+        self.sessions.count_by_transport()
+    }
+
     /// Ends the session `h` with `reason`: a local one at once; one bound on another node of
     /// a cluster there, by its node (closing the remote handle here would only make this
     /// node take a live session for gone). For what an operator or the account asks

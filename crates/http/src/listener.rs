@@ -105,10 +105,36 @@ pub async fn run_tls(
 pub fn limited(router: Router, max_body_bytes: usize, request_timeout: Duration) -> Router {
     router
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            refuse_declared_oversize(max_body_bytes, req, next)
+        }))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
+}
+
+/// A request whose declared length is over `max` gets `413` with the JSON error body the APIs
+/// behind the listeners answer with (docs/openapi.yaml, docs/http.md), where the limit layer
+/// would answer plain text; a body without a declared length is cut by that layer as it is
+/// read, and its reader answers the error.
+async fn refuse_declared_oversize(
+    max: usize,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX)) {
+        let error = format!("the request body is larger than the {max} bytes this listener takes");
+        let body = axum::Json(serde_json::json!({ "error": error }));
+        return (StatusCode::PAYLOAD_TOO_LARGE, body).into_response();
+    }
+    next.run(req).await
 }
 
 async fn serve(
@@ -459,6 +485,11 @@ mod tests {
             let mut out = String::new();
             s.read_to_string(&mut out).await.unwrap();
             assert!(out.starts_with(&format!("HTTP/1.1 {status}")), "{out}");
+            if status == "413" {
+                // The JSON error body the APIs answer with, not the limit layer's text.
+                assert!(out.contains("application/json"), "{out}");
+                assert!(out.contains("larger than the 16 bytes"), "{out}");
+            }
         }
     }
 

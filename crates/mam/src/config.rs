@@ -41,6 +41,9 @@ impl Default for MamConfig {
     }
 }
 
+/// The longest purge interval (a year).
+const MAX_PURGE_INTERVAL_SECS: u64 = 365 * 86_400;
+
 impl MamConfig {
     /// Checks the settings; the message names the bad key.
     pub fn validate(&self) -> Result<(), String> {
@@ -56,8 +59,12 @@ impl MamConfig {
         if !(1..=60_000).contains(&self.batch_delay_ms) {
             return Err("[mam] batch_delay_ms must be between 1 and 60000".into());
         }
-        if self.purge_interval_secs == 0 {
-            return Err("[mam] purge_interval_secs must be at least 1".into());
+        // A year at most: the purge's timer adds the interval to the clock, which a value
+        // meant as "never" would overflow.
+        if !(1..=MAX_PURGE_INTERVAL_SECS).contains(&self.purge_interval_secs) {
+            return Err(format!(
+                "[mam] purge_interval_secs must be between 1 and {MAX_PURGE_INTERVAL_SECS} (a year)"
+            ));
         }
         Ok(())
     }

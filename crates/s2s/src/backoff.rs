@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rookery_core::deadline::after;
 use rookery_proto::StanzaErrorCondition as SC;
 use tokio::time::Instant;
 
@@ -88,20 +89,20 @@ impl Backoff {
         };
         if domains.len() >= MAX_DOMAINS && !domains.contains_key(domain) {
             let max = self.max;
-            domains.retain(|_, e| now < e.until + max);
+            domains.retain(|_, e| now < after(e.until, max));
             if domains.len() >= MAX_DOMAINS {
                 domains.clear();
             }
         }
         let delay = match domains.get(domain) {
             Some(e) if now < e.until => return e.until - now,
-            Some(e) if now < e.until + self.max => (e.delay * 2).min(self.max),
+            Some(e) if now < after(e.until, self.max) => e.delay.saturating_mul(2).min(self.max),
             _ => self.initial,
         };
         domains.insert(
             domain.to_string(),
             Entry {
-                until: now + delay,
+                until: after(now, delay),
                 delay,
                 condition,
                 reason: Arc::from(reason),

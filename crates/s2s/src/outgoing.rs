@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rookery_core::deadline::after;
 use rookery_core::Undelivered;
 use rookery_proto::{
     ns, Stanza, StanzaError, StanzaErrorCondition as SC, StreamError, StreamErrorCondition,
@@ -426,8 +427,8 @@ async fn run(s2s: Arc<S2s>, id: u64, local: String, remote: String, channels: Ch
         let mut backlog: VecDeque<Stanza> = VecDeque::new();
         let mut reconnects = 0u32;
         let failure = loop {
-            let deadline =
-                Instant::now() + Duration::from_secs(s2s.config.negotiation_timeout_secs.max(1));
+            let negotiation = Duration::from_secs(s2s.config.negotiation_timeout_secs.max(1));
+            let deadline = after(Instant::now(), negotiation);
             let connecting = tokio::time::timeout_at(deadline, connect(&s2s, &local, &remote, deadline));
             let open = tokio::select! {
                 r = connecting => match r {
@@ -550,7 +551,7 @@ async fn connect(
     let mut last = OutError::NotFound(format!("no address for {remote}"));
     for t in targets {
         for addr in s2s.resolver.addresses(&t).await {
-            let limit = (Instant::now() + connect_timeout).min(deadline);
+            let limit = after(Instant::now(), connect_timeout).min(deadline);
             tracing::debug!(%addr, direct_tls = t.direct_tls, "connecting");
             let tcp = match tokio::time::timeout_at(limit, TcpStream::connect(addr)).await {
                 Ok(Ok(tcp)) => tcp,

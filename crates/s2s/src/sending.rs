@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rookery_core::deadline::after;
 use rookery_core::SessionHandle;
 use rookery_proto::{ns, Stanza, StanzaErrorCondition as SC, StreamError, StreamErrorCondition};
 use rookery_stream::pump::{self, Inbound};
@@ -195,7 +196,7 @@ impl<'a> Sending<'a> {
         let timeout = self.s2s.config.dialback_timeout();
         let (keep, expired) = std::mem::take(&mut self.pending)
             .into_iter()
-            .partition(|(at, v)| *at + timeout > now && !v.reply.is_closed());
+            .partition(|(at, v)| after(*at, timeout) > now && !v.reply.is_closed());
         self.pending = keep;
         for (_, v) in expired {
             let _ = v.reply.send(Verdict::Failed(SC::RemoteServerTimeout));
@@ -205,7 +206,7 @@ impl<'a> Sending<'a> {
     /// When the oldest waiting verification expires.
     fn verification_expiry(&self) -> Option<Instant> {
         let timeout = self.s2s.config.dialback_timeout();
-        self.pending.iter().map(|(at, _)| *at + timeout).min()
+        self.pending.iter().map(|(at, _)| after(*at, timeout)).min()
     }
 
     /// Writes a verification request, unless [`VERIFY_QUEUE`] already wait for their
@@ -235,7 +236,7 @@ impl<'a> Sending<'a> {
     /// When the idle timeout is due: authenticated, nothing pending.
     fn idle_at(&self) -> Option<Instant> {
         (!self.idle.is_zero() && self.ready && self.pending.is_empty())
-            .then(|| self.last_activity + self.idle)
+            .then(|| after(self.last_activity, self.idle))
     }
 }
 

@@ -204,18 +204,63 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// `human` or `json`.
-    pub format: String,
+    /// One line per event, or JSON objects (an unknown value is a parse error, not silently
+    /// human-readable).
+    pub format: LogFormat,
     /// A `tracing` filter such as `info` or `rookery_c2s=debug,info`; `RUST_LOG` wins.
+    /// Checked by [`LogConfig::filter`].
     pub level: String,
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            format: "human".into(),
+            format: LogFormat::Human,
             level: "info".into(),
         }
+    }
+}
+
+impl LogConfig {
+    /// The filter `level` names, stricter than `tracing`'s own parser: there a bare word is a
+    /// target, so a misspelt level (`inof`) is a valid filter that logs nothing at all, the
+    /// warnings included. Here a directive without `=` must be a level or a target of
+    /// Rookery's (`rookery_c2s`); other targets are written `target=level`.
+    pub fn filter(&self) -> Result<tracing_subscriber::EnvFilter, String> {
+        let level = &self.level;
+        let directives: Vec<&str> = level
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .collect();
+        if directives.is_empty() {
+            return Err(format!("[log] level {level:?}: names no level"));
+        }
+        let bare_unknown = directives.iter().find(|d| {
+            !d.contains('=')
+                && d.parse::<tracing_subscriber::filter::LevelFilter>()
+                    .is_err()
+                && !d.starts_with("rookery")
+        });
+        if let Some(d) = bare_unknown {
+            return Err(format!(
+                "[log] level {level:?}: {d:?} is neither a level (trace, debug, info, warn, \
+                 error, off) nor a rookery target; write other targets as target=level"
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(level)
+            .map_err(|e| format!("[log] level {level:?}: {e}"))
     }
 }
 

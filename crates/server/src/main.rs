@@ -13,6 +13,7 @@ mod reload;
 mod signals;
 mod tls;
 mod token;
+mod validate;
 mod web;
 mod wiring;
 
@@ -172,14 +173,19 @@ fn init_logging(cfg: &Config, json: bool) -> Option<reload::LogReload> {
     use tracing_subscriber::util::SubscriberInitExt;
     let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
     let reloadable = from_env.is_none();
-    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    // A level `serve` refuses (validate.rs) logs at `info` until the refusal is printed.
+    let filter = from_env.unwrap_or_else(|| {
+        cfg.log
+            .filter()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    });
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     // Colours only for a terminal: in files and the journal escape codes are noise.
     let text = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let registry = tracing_subscriber::registry().with(filter);
-    if json || cfg.log.format == "json" {
+    if json || cfg.log.format == config::LogFormat::Json {
         registry.with(text.json().with_ansi(false)).init();
     } else {
         registry.with(text).init();
@@ -222,11 +228,9 @@ async fn serve(
     path: Option<PathBuf>,
     log: Option<reload::LogReload>,
 ) -> anyhow::Result<()> {
-    // Refused before the database is touched: a clustered node on SQLite would serve a
-    // database of its own.
-    if let Some(why) = wiring::cluster::refusal(&cfg) {
-        bail!(why);
-    }
+    // Refused before the database or the data directory is touched (a clustered node on
+    // SQLite would serve a database of its own), by what `check` and a reload run too.
+    validate::ensure(&cfg)?;
     let store = open_store(&cfg, Migrations::Apply).await?;
     let tls = tls::load(&cfg)?;
     let core_cfg = cfg.core();
@@ -486,6 +490,7 @@ async fn serve(
         core.session_count() == 0 && Arc::strong_count(&ctx) == 1
     })
     .await;
+    ending_sessions(&ctx).await;
     // Then the server-to-server streams, both ways, so that what the ending sessions sent to
     // other servers (their unavailable presence, first of all) is written before the outgoing
     // streams close; what cannot be sent bounces.
@@ -520,6 +525,9 @@ fn connections(
 ) -> rookery_http::Connections {
     rookery_http::Connections {
         c2s: core.session_count(),
+        c2s_by_transport: core
+            .session_count_by_transport()
+            .map(|(t, n)| (t.as_str(), n)),
         s2s_incoming: s2s.map_or(0, |s| s.incoming_count()),
         s2s_outgoing: s2s.map_or(0, |s| s.outgoing_count()),
         components: components
@@ -530,9 +538,43 @@ fn connections(
     }
 }
 
+/// How long the shutdown waits for an ending session to hand on what it held, beyond the
+/// time its last writes may take: one commit per stanza into offline storage, for up to
+/// `sm_max_unacked` stanzas per session, all sessions at once.
+const HAND_ON_GRACE: Duration = Duration::from_secs(60);
+
+/// Waits for the client connections still running after their streams were told to close.
+/// Each session, once unbound, hands on what it held — unacknowledged, parked while it
+/// hibernated, held back by CSI — to another resource or offline storage, and those stanzas
+/// were acknowledged to their senders: the store must stay open until that is done. Bounded:
+/// a client that stopped reading holds its connection for the write timeout
+/// (`ping_timeout_secs`), then [`HAND_ON_GRACE`].
+async fn ending_sessions(ctx: &Arc<C2sContext>) {
+    // Every connection task holds a clone; this function's caller holds the first.
+    let ending = || Arc::strong_count(ctx).saturating_sub(1);
+    if ending() == 0 {
+        return;
+    }
+    let write = Duration::from_secs(ctx.config.ping_timeout_secs.max(1));
+    let limit = write.saturating_add(HAND_ON_GRACE);
+    tracing::info!(
+        connections = ending(),
+        limit_secs = limit.as_secs(),
+        "waiting for ending sessions to hand on what they held"
+    );
+    wait_until(limit, || ending() == 0).await;
+    match ending() {
+        0 => tracing::info!("ending sessions done"),
+        n => tracing::error!(
+            connections = n,
+            "gave up waiting for ending sessions: what they still held is lost"
+        ),
+    }
+}
+
 /// Polls `done` until it holds or `limit` has passed.
 async fn wait_until(limit: Duration, done: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = rookery_core::deadline::after(tokio::time::Instant::now(), limit);
     while !done() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -1,9 +1,10 @@
 //! Reloading the configuration while the server runs (SIGHUP, `rookery ctl reload`,
 //! `POST /api/v1/reload`) without dropping a connection.
 //!
-//! A reload reads the file again and checks everything that can fail first (the TOML, the
-//! certificate and key, the log filter, the component declarations); a bad file changes
-//! nothing and is reported as one error. Then it applies, from the next connection or event
+//! A reload reads the file again and checks everything that can fail first: what `serve`
+//! would refuse at the next start (validate.rs, the same function), then the certificate and
+//! key and the component declarations against the running ones; a bad file changes nothing
+//! and is reported as one error. Then it applies, from the next connection or event
 //! on:
 //! - the certificate: new TLS handshakes (c2s, s2s both ways) get the new one through
 //!   [`LiveCert`]; established streams keep theirs;
@@ -63,10 +64,14 @@ pub struct Targets {
     pub components: Arc<Components>,
 }
 
-/// Everything a reload changes, and the configuration it started from.
+/// Everything a reload changes, and the configuration the server started with.
 pub struct Reloader {
     path: Option<PathBuf>,
-    current: Mutex<Config>,
+    /// What the keys a reload does not apply are running with: a change to one of them is
+    /// named by every reload until the restart, not only by the first.
+    started: Config,
+    /// One reload at a time.
+    reloading: Mutex<()>,
     targets: Targets,
 }
 
@@ -75,7 +80,8 @@ impl Reloader {
     pub fn new(path: Option<PathBuf>, config: Config, targets: Targets) -> Reloader {
         Reloader {
             path,
-            current: Mutex::new(config),
+            started: config,
+            reloading: Mutex::new(()),
             targets,
         }
     }
@@ -104,22 +110,24 @@ impl Reloader {
     /// Reads the file again and applies what can change at run time (module docs).
     pub fn reload(&self) -> anyhow::Result<Outcome> {
         // One reload at a time: a second signal waits for the first to finish.
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let _one = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let Some(path) = &self.path else {
             return Err(anyhow!(
                 "the server runs without a configuration file; nothing to reload"
             ));
         };
         let new = Config::load(Some(path))?;
-        // Everything that can fail, before anything changes.
+        // Everything that can fail, before anything changes: first what `serve` would
+        // refuse, so that the next start works with the file a reload took.
+        crate::validate::ensure(&new)?;
         let cert = tls::certified(&new).context("certificate")?;
         let host_certs = tls::host_certs(&new).context("certificate")?;
         let t = &self.targets;
         let filter = match &t.log {
-            Some(_) => Some(
-                EnvFilter::try_new(&new.log.level)
-                    .with_context(|| format!("[log] level {:?}", new.log.level))?,
-            ),
+            Some(_) => Some(new.log.filter().map_err(|e| anyhow!(e))?),
             None => None,
         };
         let admins = crate::wiring::adhoc::admins(&new)?;
@@ -143,8 +151,7 @@ impl Reloader {
         if let Some(s2s) = &t.s2s {
             s2s.set_limits(&new.s2s);
         }
-        let restart_needed = restart_needed(&current, &new);
-        *current = new;
+        let restart_needed = restart_needed(&self.started, &new);
         Ok(Outcome {
             certificate_sha256,
             components_added: changes.added,
@@ -154,19 +161,28 @@ impl Reloader {
     }
 }
 
-/// The sections of `new` that differ from `old` in a key a reload does not apply.
+/// The sections of `new` that differ from `running` in a key a reload does not apply; and
+/// the component listener when a reload declares the first component, since the listener
+/// opens at start only when a service is declared (`Components::bind`).
 ///
 /// Both are compared with the reloadable keys blanked, section by section through their
 /// `Debug` form: every section type has one, so a new key of a section is covered without a
 /// list here to keep in step, and [`sections`] names every section of [`Config`].
-fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
-    let (old, new) = (static_part(old), static_part(new));
-    sections(&old)
+fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
+    let (old, static_new) = (static_part(running), static_part(new));
+    let mut out: Vec<&'static str> = sections(&old)
         .into_iter()
-        .zip(sections(&new))
+        .zip(sections(&static_new))
         .filter(|((_, a), (_, b))| a != b)
         .map(|((name, _), _)| name)
-        .collect()
+        .collect();
+    let first_component = running.component.service.is_empty()
+        && !new.component.service.is_empty()
+        && !new.component.listen.is_empty();
+    if first_component {
+        out.push("[component] listener");
+    }
+    out
 }
 
 /// Each section of `c` by name, as text to compare. The destructuring lists every key of
@@ -282,5 +298,16 @@ mod tests {
             restart_needed(&old, &muc),
             vec!["[muc]", "session_queue, session_queue_bytes"]
         );
+        // The first component: its listener was not opened at start.
+        let mut component = Config::default();
+        component
+            .component
+            .service
+            .push(toml::from_str("domain = 'bot.test'\nsecret = 's'").unwrap());
+        assert_eq!(
+            restart_needed(&old, &component),
+            vec!["[component] listener"]
+        );
+        assert!(restart_needed(&component, &component).is_empty());
     }
 }

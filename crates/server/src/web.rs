@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use rookery_upload::Upload;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use rookery_c2s::C2sContext;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -79,8 +79,8 @@ pub struct Backends {
     pub websub: Arc<rookery_websub::Hub>,
 }
 
-/// Binds and starts the listeners `cfg` asks for. Plain HTTP on a non-loopback address is
-/// refused unless `[http] behind_tls_proxy` says a TLS-terminating proxy is in front.
+/// Binds and starts the listeners `cfg` asks for (plain HTTP on a non-loopback address
+/// without `[http] behind_tls_proxy` was refused before, in validate.rs).
 pub async fn start(
     cfg: &Config,
     c2s: Arc<C2sContext>,
@@ -114,13 +114,6 @@ pub async fn start(
             .await
             .with_context(|| format!("binding {addr}"))?;
         let local = l.local_addr()?;
-        if !tls && !local.ip().is_loopback() && !cfg.http.behind_tls_proxy {
-            bail!(
-                "[listen] http = {addr:?} is not a loopback address: plain HTTP would carry \
-                 passwords in the clear. Put a TLS-terminating proxy in front and set \
-                 [http] behind_tls_proxy = true, or use [listen] https"
-            );
-        }
         tracing::info!(addr = %local, tls, "listening for web clients (WebSocket, BOSH)");
         let router = router(cfg, ctx.clone(), upload.as_ref());
         let mut stop = stop.clone();

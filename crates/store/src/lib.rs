@@ -362,16 +362,28 @@ impl Store {
     /// pending requests, block list, offline messages, vCard, private XML, last activity,
     /// message archive, archiving preferences and HTTP tokens;
     /// and its PEP nodes (the pubsub service named by its bare JID) with their items,
-    /// affiliations and subscriptions — those first: a crash between the two leaves an
-    /// account without its PEP data, which a new try deletes, never PEP data (avatars,
-    /// OMEMO keys) without an account, which a new account of that name would inherit.
-    /// `false` if there was no such account (leftover PEP nodes are deleted all the same).
+    /// affiliations and subscriptions — in one transaction: a crash or an error in between
+    /// leaves the account whole, to be removed again, never an account gone with its PEP
+    /// data (avatar, OMEMO keys) left for whoever registers the name next. `false` if there
+    /// was no such account (leftover PEP nodes are deleted all the same).
     pub async fn delete_account(&self, domain: &str, username: &str) -> Result<bool, StoreError> {
         self.last.forget(domain, username);
-        self.pubsub()
-            .delete_service(&format!("{username}@{domain}"))
-            .await?;
-        self.accounts().delete(domain, username).await
+        let (domain, username) = (domain.to_owned(), username.to_owned());
+        let service = format!("{username}@{domain}");
+        let deleted = db::write_tx!(self, conn => {
+            let n = sqlx::query("DELETE FROM accounts WHERE domain = $1 AND username = $2")
+                .bind(domain.as_str())
+                .bind(username.as_str())
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            sqlx::query("DELETE FROM pubsub_nodes WHERE service = $1")
+                .bind(service.as_str())
+                .execute(&mut *conn)
+                .await?;
+            n
+        });
+        Ok(deleted > 0)
     }
 
     /// Checks that the database answers (for health endpoints).

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use rookery_core::deadline::after;
 use tokio::time::Instant;
 
 /// What [`Keepalive::poll`] found due.
@@ -51,8 +52,8 @@ impl Keepalive {
             return None;
         }
         Some(match self.awaiting(last_read) {
-            Some(at) => at + self.timeout,
-            None => last_read + self.interval,
+            Some(at) => after(at, self.timeout),
+            None => after(last_read, self.interval),
         })
     }
 
@@ -62,9 +63,9 @@ impl Keepalive {
             return Due::Nothing;
         }
         match self.awaiting(last_read) {
-            Some(at) if now >= at + self.timeout => Due::Dead,
+            Some(at) if now >= after(at, self.timeout) => Due::Dead,
             Some(_) => Due::Nothing,
-            None if now >= last_read + self.interval => {
+            None if now >= after(last_read, self.interval) => {
                 self.sent_at = Some(now);
                 self.sent += 1;
                 Due::Check
@@ -120,6 +121,14 @@ mod tests {
         assert_eq!(k.poll(read, read + 10 * S), Due::Check);
         k.answered();
         assert_eq!(k.deadline(read), Some(read + 10 * S));
+    }
+
+    #[test]
+    fn an_interval_too_long_for_the_clock_is_never() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::new(Duration::MAX, Duration::MAX);
+        assert!(k.deadline(t0).is_some_and(|d| d > t0 + 1000 * S));
+        assert_eq!(k.poll(t0, t0 + 1000 * S), Due::Nothing);
     }
 
     #[test]

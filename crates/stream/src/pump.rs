@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use rookery_core::deadline::after;
 use rookery_core::session::{Queue, SessionEnd};
 use rookery_core::Outbound;
 use rookery_proto::StreamErrorCondition as SEC;
@@ -115,7 +116,7 @@ pub async fn run<H: Inbound + Send>(
     // Bound: the listener's negotiation cap no longer counts this connection.
     crate::listen::established();
     loop {
-        let idle_deadline = (!idle.is_zero()).then(|| conn.last_read() + idle);
+        let idle_deadline = (!idle.is_zero()).then(|| after(conn.last_read(), idle));
         let timer = handler.deadline(conn);
         tokio::select! {
             biased;
@@ -175,7 +176,7 @@ pub async fn run<H: Inbound + Send>(
                 }
                 // The idle deadline was computed when this iteration began; bytes that arrived
                 // since without completing an element (whitespace keepalives) moved it.
-                if conn.last_read() + idle > Instant::now() {
+                if after(conn.last_read(), idle) > Instant::now() {
                     continue;
                 }
                 return ConnError::stream(SEC::ConnectionTimeout, "idle timeout");

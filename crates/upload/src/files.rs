@@ -5,6 +5,7 @@
 //!
 //! An upload is written to `<slot id>.part`, synced, then renamed into place: a file is
 //! either complete or absent, and the `201 Created` the uploader gets means it is on disk.
+//! The `.part` file is also the slot's lock (see [`Files::put`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,10 @@ impl Files {
 
     /// Stores `body` for the slot `g` grants: exactly `g.size` bytes, each chunk within
     /// `idle` of the previous one, the owner's total within `quota`.
+    ///
+    /// The lock of a slot is an advisory lock on its `.part` file: one PUT at a time writes
+    /// it, and a PUT whose process died (`kill -9` mid-body) holds it no more, so the slot,
+    /// still unused, takes the file again. A slot whose directory holds its file is used.
     pub async fn put<S, E>(
         &self,
         g: &PutGrant<'_>,
@@ -88,26 +93,35 @@ impl Files {
         }
         let dir = self.owner_dir(g.owner);
         fs::create_dir_all(&dir).await.map_err(io_err)?;
-        let slot_dir = dir.join(g.slot);
-        // The slot directory is the lock: only one PUT per slot gets to create it.
-        match fs::create_dir(&slot_dir).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(UploadError::Exists),
-            Err(e) => return Err(io_err(e)),
-        }
         let part = dir.join(format!("{}.part", g.slot));
-        let result = self.write(g, &part, &slot_dir, body, idle).await;
+        let slot_dir = dir.join(g.slot);
+        let Some(mut file) = lock(&part).await? else {
+            return Err(UploadError::Exists);
+        };
+        // Under the lock: a finished upload, or one cut off earlier (its `.part` and `.type`
+        // are rewritten, its empty directory kept).
+        if holds_file(&slot_dir).await? {
+            let _ = fs::remove_file(&part).await;
+            return Err(UploadError::Exists);
+        }
+        let mut result = fs::create_dir_all(&slot_dir).await.map_err(io_err);
+        if result.is_ok() {
+            result = self.write(g, &mut file, &part, &slot_dir, body, idle).await;
+        }
         if result.is_err() {
+            // Still under the lock, so that no other PUT's `.part` goes.
             let _ = fs::remove_file(&part).await;
             let _ = fs::remove_file(dir.join(format!("{}.type", g.slot))).await;
             let _ = fs::remove_dir_all(&slot_dir).await;
         }
+        drop(file);
         result
     }
 
     async fn write<S, E>(
         &self,
         g: &PutGrant<'_>,
+        file: &mut fs::File,
         part: &Path,
         slot_dir: &Path,
         mut body: S,
@@ -116,7 +130,7 @@ impl Files {
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
     {
-        let mut file = fs::File::create(part).await.map_err(io_err)?;
+        file.set_len(0).await.map_err(io_err)?;
         let mut written: u64 = 0;
         loop {
             let chunk = match tokio::time::timeout(idle, body.next()).await {
@@ -139,9 +153,14 @@ impl Files {
             ));
         }
         file.sync_all().await.map_err(io_err)?;
-        drop(file);
-        if !g.content_type.is_empty() {
-            let type_path = part.with_file_name(format!("{}.type", g.slot));
+        let type_path = part.with_file_name(format!("{}.type", g.slot));
+        if g.content_type.is_empty() {
+            // Left by a PUT cut off earlier that declared one.
+            match fs::remove_file(&type_path).await {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(e)),
+                _ => {}
+            }
+        } else {
             fs::write(&type_path, g.content_type)
                 .await
                 .map_err(io_err)?;
@@ -224,6 +243,33 @@ impl Files {
             let _ = fs::remove_dir(owner.path()).await;
         }
         Ok(removed)
+    }
+}
+
+/// Opens `part` (created if missing) with an exclusive advisory lock; `None` while another
+/// PUT holds it. The kernel drops the lock with its holder, a killed process included.
+async fn lock(part: &Path) -> Result<Option<fs::File>, UploadError> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(part)
+        .await
+        .map_err(io_err)?;
+    let file = file.into_std().await;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(fs::File::from_std(file))),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
+    }
+}
+
+/// Whether the slot directory `dir` holds its file (only a finished upload puts one there).
+async fn holds_file(dir: &Path) -> Result<bool, UploadError> {
+    match fs::read_dir(dir).await {
+        Ok(mut entries) => Ok(entries.next_entry().await.map_err(io_err)?.is_some()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err(e)),
     }
 }
 
@@ -310,8 +356,29 @@ mod tests {
             files.open(&owner, &other, "x.txt").await.unwrap_err(),
             UploadError::NotFound
         );
+        // A PUT cut off by a crash left the directory and a partial `.part`: the slot,
+        // unused, takes the file; one held by a running PUT does not.
+        let cut = slot_id();
+        let g3 = PutGrant {
+            slot: &cut,
+            ..g.clone()
+        };
+        let dir = tmp.path().join(&owner);
+        std::fs::create_dir(dir.join(&cut)).unwrap();
+        std::fs::write(dir.join(format!("{cut}.part")), b"partial content").unwrap();
+        let running = std::fs::File::open(dir.join(format!("{cut}.part"))).unwrap();
+        running.lock().unwrap();
+        assert_eq!(
+            files.put(&g3, body(&[b"hello"]), 100, idle).await,
+            Err(UploadError::Exists)
+        );
+        drop(running);
+        files.put(&g3, body(&[b"hello"]), 100, idle).await.unwrap();
+        assert_eq!(files.open(&owner, &cut, "x.txt").await.unwrap().len, 5);
+        assert!(!dir.join(format!("{cut}.part")).exists());
+        assert_eq!(files.used(&owner).await.unwrap(), 10);
         let later = SystemTime::now() + Duration::from_secs(60);
-        assert_eq!(files.purge(later).await.unwrap(), 1);
+        assert_eq!(files.purge(later).await.unwrap(), 2);
         assert_eq!(files.used(&owner).await.unwrap(), 0);
         assert!(!tmp.path().join(&owner).exists());
     }

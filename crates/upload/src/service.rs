@@ -51,23 +51,46 @@ fn load_key(path: &Path) -> std::io::Result<Vec<u8>> {
         Err(_) => {}
     }
     let key: [u8; KEY_LEN] = rand::random();
+    if !create_key(path, &key)? {
+        // Another node of a cluster, starting at the same time on the shared file, made it
+        // first: its key is everybody's, and complete (it is linked only once written).
+        return load_key(path);
+    }
+    tracing::info!(path = %path.display(), "generated the upload signing key");
+    Ok(key.to_vec())
+}
+
+/// Makes `path` hold `key` as one step: written and synced under a name of this process's
+/// own, then linked to `path` only if nothing is there (a crash leaves no short key that
+/// would stop every later start, and no key is ever replaced). `false` when `path` existed.
+fn create_key(path: &Path, key: &[u8]) -> std::io::Result<bool> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(
+        ".{}.{:x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let tmp = path.with_file_name(name);
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut file = match opts.open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            // Another node of a cluster, starting at the same time on the shared file, made
-            // it first: its key is everybody's (a moment to finish writing it).
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            return load_key(path);
-        }
+    let written = opts.open(&tmp).and_then(|mut file| {
+        std::io::Write::write_all(&mut file, key)?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
         Err(e) => return Err(e),
-    };
-    std::io::Write::write_all(&mut file, &key)?;
-    tracing::info!(path = %path.display(), "generated the upload signing key");
-    Ok(key.to_vec())
+    }
+    // The link is durable once the directory is.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(true)
 }
 
 impl Upload {
@@ -286,5 +309,39 @@ impl Module for AccountFiles {
                 tracing::warn!(user = %jid, error = %e, "deleting the uploads of an account");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_key_appears_whole_once_and_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upload.key");
+        assert!(create_key(&path, &[1; KEY_LEN]).unwrap());
+        assert!(!create_key(&path, &[2; KEY_LEN]).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), [1; KEY_LEN]);
+        // Nodes starting together on a shared file all get the one key.
+        let other = dir.path().join("shared.key");
+        let keys: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let starts: Vec<_> = (0..8).map(|_| s.spawn(|| load_key(&other))).collect();
+            starts
+                .into_iter()
+                .map(|t| t.join().unwrap().unwrap())
+                .collect()
+        });
+        assert!(keys
+            .iter()
+            .all(|k| Some(k) == keys.first() && k.len() == KEY_LEN));
+        // Only the keys remain: no temporary file left behind.
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["shared.key", "upload.key"]);
     }
 }

@@ -30,7 +30,7 @@ impl Collector for ConnectionGauges {
                 "rookery_sessions",
                 "Bound client sessions by transport",
                 "transport",
-                vec![("tcp", c.c2s)],
+                c.c2s_by_transport.to_vec(),
             ),
             (
                 "rookery_s2s_streams",

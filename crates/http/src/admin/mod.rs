@@ -33,6 +33,9 @@ use serde::Serialize;
 pub struct Connections {
     /// Bound client sessions (hibernating XEP-0198 sessions included).
     pub c2s: usize,
+    /// The same by transport (`tcp`, `websocket`, `bosh`), for the metrics.
+    #[serde(skip)]
+    pub c2s_by_transport: [(&'static str, usize); 3],
     /// Incoming server-to-server streams.
     pub s2s_incoming: usize,
     /// Outgoing server-to-server streams.
@@ -175,7 +178,8 @@ mod tests {
             store,
             token: "t0ken".into(),
             status: Arc::new(Status::new(|| Connections {
-                c2s: 2,
+                c2s: 3,
+                c2s_by_transport: [("tcp", 2), ("websocket", 0), ("bosh", 1)],
                 ..Connections::default()
             })),
             reload: None,
@@ -210,7 +214,7 @@ mod tests {
         ctx.status.set_listening();
         let (status, body) = get(&router, "/ready", None).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        assert!(body.contains("\"c2s\":2"));
+        assert!(body.contains("\"c2s\":3"));
         assert_eq!(get(&router, "/health", None).await.0, StatusCode::OK);
     }
 
@@ -230,6 +234,10 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert!(
             body.contains("rookery_sessions{transport=\"tcp\"} 2"),
+            "{body}"
+        );
+        assert!(
+            body.contains("rookery_sessions{transport=\"bosh\"} 1"),
             "{body}"
         );
         assert!(body.ends_with("# EOF\n"));

@@ -275,3 +275,39 @@ async fn last_activity_burst_is_coalesced_and_written_by_close() {
         assert_eq!(u.last_activity(d, "u0").await.unwrap(), None, "{}", b.name);
     }
 }
+
+/// The account and its PEP nodes go in one transaction: a failure in between (here a
+/// trigger refusing the nodes' deletion; in production a crash or a lost connection) leaves
+/// both, and the removal can be asked again — not an account gone with its PEP data (avatar,
+/// OMEMO keys) left behind for whoever registers the name next.
+#[tokio::test]
+async fn delete_account_is_all_or_nothing() {
+    use sqlx::Connection;
+    let b = backends("delete-atomic").await.remove(0);
+    let d = b.domain.as_str();
+    let s = &b.store;
+    b.create_account("juliet").await;
+    let pep = format!("juliet@{d}");
+    s.pubsub()
+        .create_node(&pep, "urn:xmpp:avatar:data", "<x/>", &pep)
+        .await
+        .unwrap();
+    let mut raw = sqlx::SqliteConnection::connect(&b.url).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE DELETE ON pubsub_nodes \
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+    )
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    assert!(s.delete_account(d, "juliet").await.is_err());
+    assert!(s.accounts().exists(d, "juliet").await.unwrap());
+    assert_eq!(s.pubsub().nodes(&pep).await.unwrap().len(), 1);
+    sqlx::query("DROP TRIGGER refuse")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    assert!(s.delete_account(d, "juliet").await.unwrap());
+    assert!(!s.accounts().exists(d, "juliet").await.unwrap());
+    assert!(s.pubsub().nodes(&pep).await.unwrap().is_empty());
+}

@@ -285,11 +285,9 @@ async def test_timeouts_too_long_for_the_clock_mean_never(server_factory):
     en = await raw.expect(lambda e: local(e) == "enabled", what="<enabled/>")
     raw.abort()
     await asyncio.sleep(0.5)
-    again = srv.client()
-    await again.negotiate_tls()
-    await again.auth("bob", srv.users["bob"])
-    again.send(f"<resume xmlns='urn:xmpp:sm:3' previd='{en.get('id')}' h='0'/>")
-    assert local(await again.expect(lambda e: local(e) in ("resumed", "failed"))) == "resumed"
+    from test_sm import resume
+    again, answer = await resume(srv, "bob", en.get("id"), 0)
+    assert local(answer) == "resumed"
     await c.plugin["xep_0199"].ping(srv.domain, timeout=10)
     assert "panicked" not in srv.log()
     await again.close()

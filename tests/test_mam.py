@@ -381,12 +381,8 @@ async def test_a_refused_resumption_acknowledges_only_what_is_archived(server_fa
     if old_connection == "dropped":
         a.abort()
         await asyncio.sleep(0.3)
-    c = srv.client()
-    await c.negotiate_tls()
-    await c.auth("alice", srv.users["alice"])
-    c.send(f"<resume xmlns='{NS_SM}' previd='{en.get('id')}' h='1000'/>")
-    failed = await c.expect(lambda e: e.tag in (f"{{{NS_SM}}}failed", f"{{{NS_SM}}}resumed"),
-                            what="<failed/>")
+    from test_sm import resume
+    _, failed = await resume(srv, "alice", en.get("id"), 1000)
     assert failed.tag == f"{{{NS_SM}}}failed" and failed.get("h") == "11"
     srv.crash_restart()
     alice = await login(srv, "alice")

@@ -418,8 +418,7 @@ impl ClusterLink for Link {
     }
 
     fn home(&self) -> Option<String> {
-        let i = &self.0;
-        lock(&i.members).home(&i.node, i.epoch)
+        self.0.home()
     }
 
     fn to_domain_on(&self, node: &str, domain: &Jid, stanza: Bytes) -> bool {
@@ -797,15 +796,15 @@ impl Inner {
             });
         }
         // What reaches beyond this node's own sessions is done once, by the rooms' home.
-        if self.is_home() {
+        if self.home().is_none() {
             self.core.sessions_lost(lost).await;
         }
     }
 
-    /// Whether this node is the rooms' home (`Membership::home`): the one that speaks for
-    /// the cluster where only one may.
-    fn is_home(&self) -> bool {
-        lock(&self.members).home(&self.node, self.epoch).is_none()
+    /// The rooms' home (`Membership::home`) when it is another node; `None` when this node
+    /// is it — the one that speaks for the cluster where only one may.
+    fn home(&self) -> Option<String> {
+        lock(&self.members).home(&self.node, self.epoch)
     }
 
     /// A stanza batch for this node's sessions.

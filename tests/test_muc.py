@@ -533,6 +533,30 @@ async def test_invitations_to_room_jids_do_not_hang_the_rooms(server):
     await close(a)
 
 
+async def test_a_bounce_coming_back_at_once_does_not_lock_the_room(server):
+    """Routing answers some of what a room sends at once, in the sending task: a decline for
+    an account without a session, an invitation to a domain that cannot be reached. The error
+    comes back to the room while it is still sending (XEP-0045 §17.1.2); the room, the
+    service's room list and the shutdown must not wait for it forever."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch", publicroom="1")
+    # From someone not even in the room: a decline relayed to an account with no session.
+    b.send_raw(f"<message xmlns='jabber:client' to='{r}'><x xmlns='{NS_USER}'>"
+               f"<decline to='nobody@{server.domain}'/></x></message>")
+    # An invitation to a server that cannot be reached, twice.
+    for _ in range(2):
+        a.plugin["xep_0045"].invite(r, "witch@unreachable.invalid", reason="come")
+    a.send_message(mto=r, mbody="still here", mtype="groupchat")
+    await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "still here", T, "echo")
+    info = await b.plugin["xep_0030"].get_info(jid=r, timeout=T)
+    assert "muc_public" in info["disco_info"]["features"]
+    items = await b.plugin["xep_0030"].get_items(jid=service(server), timeout=T)
+    assert r in {i[0] for i in items["disco_items"]["items"]}
+    await close(a, b)
+    assert server.stop() == 0
+
+
 async def test_two_devices_of_one_account_share_a_nickname(server):
     a1, a2, b = (await login(server, "alice", "laptop"), await login(server, "alice", "phone"),
                  await login(server, "bob"))

@@ -3,8 +3,17 @@
 //! Each room sits behind its own async lock; a stanza for it is handled under that lock and
 //! its outputs are stored (persistent rooms: before anything is sent, so what an owner is
 //! told is committed) and delivered before the lock is released, so every occupant sees a
-//! room's stanzas in the order the room produced them. Rooms do not wait for each other.
-//! Broadcasts go through [`Core::deliver_rendered`]: serialized once per audience.
+//! room's stanzas in the order the room produced them, and a busy room holds back the
+//! senders that keep it busy. Broadcasts go through [`Core::deliver_rendered`]: serialized
+//! once per audience.
+//!
+//! Routing answers some stanzas at once, in the sending task: an error for a resource that
+//! just went away or a domain that cannot be reached comes back to the room (§17.1.2: the
+//! room drops such "ghosts") before the send returns. A stanza that reaches the service while
+//! the same task is sending a room's output ([`SENDING`]) is therefore served from a task of
+//! its own, once the lock is free; served inline it would wait for a lock its own task
+//! holds. The same goes for what a room sends to a room of the service (an invitation to a
+//! room JID): rooms never wait for each other.
 //!
 //! Room archives (XEP-0313 on the room JID): a groupchat message the room archives is stored
 //! before it is sent; queries are answered by `rookery-mam`'s query code over the SQL store,
@@ -41,6 +50,12 @@ use crate::roomconfig::RoomConfig;
 use crate::store::RoomStore;
 use rookery_store::mam::{ArchiveId, Filter, NewArchived, Owner};
 use rookery_store::Store;
+
+tokio::task_local! {
+    /// Set while a task sends a room's output ([`MucService::dispatch`]), under that room's
+    /// lock.
+    static SENDING: ();
+}
 
 /// A room and whether it is gone (a stanza that found it just before it went looks again).
 struct Slot {
@@ -421,35 +436,20 @@ impl MucService {
         Ok(())
     }
 
-    /// Sends what a room produced, in order.
+    /// Sends what a room produced, in order, marked as [`SENDING`] for what comes back.
     async fn dispatch(&self, core: &Arc<Core>, out: Vec<Output>) {
-        for out in out {
-            match out {
-                Output::Send(s) if self.is_ours(s.to()) => self.route_later(core, s),
-                Output::Send(s) => core.route(s).await,
-                Output::Broadcast(s, to) => {
-                    let (ours, others): (Vec<Jid>, Vec<Jid>) =
-                        to.into_iter().partition(|t| self.is_ours(Some(t)));
-                    let t = Template::new(s);
-                    core.deliver_rendered(&t, others.iter()).await;
-                    for j in ours {
-                        self.route_later(core, t.addressed(&j));
+        SENDING
+            .scope((), async {
+                for out in out {
+                    match out {
+                        Output::Send(s) => core.route(s).await,
+                        Output::Broadcast(s, to) => {
+                            core.deliver_rendered(&Template::new(s), to.iter()).await;
+                        }
                     }
                 }
-            }
-        }
-    }
-
-    /// Whether `to` is on this service (a room JID: an invitation sent to one, say).
-    fn is_ours(&self, to: Option<&Jid>) -> bool {
-        to.is_some_and(|t| t.domain() == self.jid.domain())
-    }
-
-    /// Routes `s`, addressed to this service, from a task of its own: never while the sending
-    /// room's lock is held, so a room cannot wait for itself, nor two rooms for each other.
-    fn route_later(&self, core: &Arc<Core>, s: Stanza) {
-        let core = core.clone();
-        tokio::spawn(async move { core.route(s).await });
+            })
+            .await;
     }
 
     /// Answers a stanza refused before any room saw it (error stanzas and departures from
@@ -465,8 +465,14 @@ impl MucService {
         }
     }
 
-    /// Serves a stanza on this node.
+    /// Serves a stanza on this node: from a task of its own when it arrives while this task
+    /// sends a room's output (see the module documentation).
     async fn serve(&self, core: &Arc<Core>, stanza: Stanza) -> Result<(), Box<Undelivered>> {
+        if SENDING.try_with(|()| ()).is_ok() {
+            let core = core.clone();
+            tokio::spawn(async move { core.route(stanza).await });
+            return Ok(());
+        }
         self.take_home().await;
         match stanza.to().and_then(Jid::local).map(str::to_string) {
             None => self.to_service(core, stanza).await,

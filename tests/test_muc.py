@@ -877,3 +877,145 @@ async def test_occupants_are_told_when_the_service_shuts_down(server):
             assert item_of(pres).get("role") == "none"
     finally:
         await close(a, b)
+
+
+async def raw_iq(c: SlixClient, to: str, kind: str, payload: str) -> ET.Element:
+    """Sends an IQ with `payload` written out; returns the answer, result or error."""
+    iq = c.make_iq_set(ito=to) if kind == "set" else c.make_iq_get(ito=to)
+    iq.append(ET.fromstring(payload))
+    try:
+        return (await iq.send(timeout=T)).xml
+    except IqError as e:
+        return e.iq.xml
+
+
+def error_of(iq: ET.Element) -> tuple[str | None, str | None]:
+    err = iq.find("{jabber:client}error")
+    assert err is not None, ET.tostring(iq)
+    cond = next(c.tag.split("}")[1] for c in err if "xmpp-stanzas" in c.tag and c.tag != "text")
+    return err.get("type"), cond
+
+
+async def test_room_disco_nodes_and_unsupported_requests(server):
+    """§7.12: disco#info at `x-roomuser-item` names the asker's reserved nickname, or is
+    empty; the `#traffic` node is not offered (§17.1.2: feature-not-implemented), other nodes
+    do not exist; a request the room does not serve — registration (§7.10), vcard-temp — is
+    service-unavailable (RFC 6120 §8.3.3.19), not not-allowed."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    set_nick = (f"<query xmlns='{NS_MUC}#admin'><item affiliation='member' "
+                f"jid='{b.boundjid.bare}' nick='Bobby'/></query>")
+    assert (await raw_iq(a, r, "set", set_nick)).get("type") == "result"
+    disco = "http://jabber.org/protocol/disco#info"
+    got = await raw_iq(b, r, "get", f"<query xmlns='{disco}' node='x-roomuser-item'/>")
+    q = got.find(f"{{{disco}}}query")
+    assert q.get("node") == "x-roomuser-item"
+    assert [(i.get("category"), i.get("type"), i.get("name"))
+            for i in q.findall(f"{{{disco}}}identity")] == [("conference", "text", "Bobby")]
+    got = await raw_iq(a, r, "get", f"<query xmlns='{disco}' node='x-roomuser-item'/>")
+    assert list(got.find(f"{{{disco}}}query")) == []
+    got = await raw_iq(b, r, "get", f"<query xmlns='{disco}' node='{NS_MUC}#traffic'/>")
+    assert error_of(got) == ("cancel", "feature-not-implemented")
+    got = await raw_iq(b, r, "get", f"<query xmlns='{disco}' node='nonsense'/>")
+    assert error_of(got) == ("cancel", "item-not-found")
+    for payload in ("<query xmlns='jabber:iq:register'/>", "<vCard xmlns='vcard-temp'/>"):
+        got = await raw_iq(b, r, "get", payload)
+        assert error_of(got) == ("cancel", "service-unavailable"), payload
+    await close(a, b)
+
+
+async def test_presence_without_the_muc_extension_from_outside_is_a_kick(server):
+    """§7.2 "Groupchat 1.0 Protocol": a presence without `<x xmlns='…muc'/>` from a full JID
+    that is not in the room comes from a client that lost track of it; it is kicked (110,
+    307, 333), neither let in half-joined nor given a new room."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r, gone = room(server), room(server, "vanished")
+    await create(a, r, "firstwitch")
+    for target in (r, gone):
+        b.send_raw(f"<presence xmlns='jabber:client' to='{target}/secondwitch'>"
+                   "<show>away</show></presence>")
+        kick = await presence_from(b, f"{target}/secondwitch", unavailable=True)
+        assert codes_of(kick) == {110, 307, 333}
+        assert (item_of(kick).get("affiliation"), item_of(kick).get("role")) == ("none", "none")
+    with pytest.raises(IqError) as e:
+        await b.plugin["xep_0030"].get_info(jid=gone, timeout=T)
+    assert e.value.iq["error"]["condition"] == "item-not-found"
+    # alice heard nothing of it, and bob can still join properly.
+    assert not [el for el in a.inbox.items
+                if el.tag.endswith("presence") and el.get("from") == f"{r}/secondwitch"]
+    await join(b, r, "secondwitch")
+    await close(a, b)
+
+
+def codes_of(el: ET.Element) -> set[int]:
+    return {int(s.get("code")) for s in el.iter(f"{{{NS_USER}}}status")}
+
+
+async def test_the_subject_follows_its_setters_nickname(server):
+    """§7.2.15: the subject comes from the occupant JID of who set it — after a nickname
+    change, from the new one, not from whoever took the old nickname since."""
+    a, b, c = (await login(server, "alice"), await login(server, "bob"),
+               await login(server, "carol"))
+    r = room(server)
+    await create(a, r, "firstwitch")
+    await join(b, r, "secondwitch")
+    a.plugin["xep_0045"].set_subject(r, "Fire Burn")
+    await b.inbox.wait(lambda el: el.findtext("{jabber:client}subject") == "Fire Burn", T, "subject")
+    a.send_raw(f"<presence xmlns='jabber:client' to='{r}/crone'/>")
+    await presence_from(b, f"{r}/crone")
+    b.send_raw(f"<presence xmlns='jabber:client' to='{r}/firstwitch'/>")
+    await presence_from(a, f"{r}/firstwitch")
+    await join(c, r, "thirdwitch")
+    subject = await c.inbox.wait(lambda el: el.findtext("{jabber:client}subject") == "Fire Burn",
+                                 T, "the subject")
+    assert subject.get("from") == f"{r}/crone"
+    await close(a, b, c)
+
+
+async def test_a_refused_invitation_among_several_grants_nothing(server):
+    """§7.8.2 with several `<invite/>`s: one refused (a banned invitee) refuses them all,
+    and no membership is left from the others; `<continue/>` goes on with an invitation."""
+    a, b, c = (await login(server, "alice"), await login(server, "bob"),
+               await login(server, "carol"))
+    r = room(server)
+    await create(a, r, "firstwitch", membersonly="1", persistentroom="1")
+    ban = (f"<query xmlns='{NS_MUC}#admin'><item affiliation='outcast' "
+           f"jid='banned@{server.domain}'/></query>")
+    assert (await raw_iq(a, r, "set", ban)).get("type") == "result"
+    a.send_raw(f"<message xmlns='jabber:client' to='{r}'><x xmlns='{NS_USER}'>"
+               f"<invite to='{b.boundjid.bare}'/><invite to='banned@{server.domain}'/></x></message>")
+    err = await a.inbox.wait(lambda el: el.tag.endswith("message") and el.get("type") == "error",
+                             T, "the refusal")
+    assert error_of(err) == ("cancel", "not-allowed")
+    members = await raw_iq(a, r, "get",
+                           f"<query xmlns='{NS_MUC}#admin'><item affiliation='member'/></query>")
+    assert members.findall(f"{{{NS_MUC}#admin}}query/{{{NS_MUC}#admin}}item") == []
+    a.send_raw(f"<message xmlns='jabber:client' to='{r}'><x xmlns='{NS_USER}'>"
+               f"<invite to='{c.boundjid.bare}'><reason>join us</reason>"
+               "<continue thread='t1'/></invite></x></message>")
+    inv = await c.inbox.wait(lambda el: el.find(f"{{{NS_USER}}}x/{{{NS_USER}}}invite") is not None,
+                             T, "the invitation")
+    i = inv.find(f"{{{NS_USER}}}x/{{{NS_USER}}}invite")
+    assert i.findtext(f"{{{NS_USER}}}reason") == "join us"
+    assert i.find(f"{{{NS_USER}}}continue").get("thread") == "t1"
+    await close(a, b, c)
+
+
+async def test_history_an_owner_brought_keeps_its_own_delay(server):
+    """§7.9: the room adds no `<delay/>` of its own to history that came with one (an owner
+    bringing a one-to-one chat's history into the room)."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    a.send_raw(f"<message xmlns='jabber:client' to='{r}' type='groupchat'><body>earlier</body>"
+               f"<delay xmlns='urn:xmpp:delay' from='{a.boundjid.bare}' "
+               "stamp='2026-01-01T10:00:00Z'/></message>")
+    await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "earlier", T, "echo")
+    await join(b, r, "secondwitch")
+    past = await b.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "earlier", T,
+                              "history")
+    delays = past.findall("{urn:xmpp:delay}delay")
+    assert [(d.get("from"), d.get("stamp")) for d in delays] == \
+        [(a.boundjid.bare, "2026-01-01T10:00:00Z")]
+    await close(a, b)

@@ -50,6 +50,22 @@ pub enum MucError {
     /// An admin or owner banning themself (§9.1: `conflict`).
     #[error("you may not ban yourself")]
     SelfBan,
+    /// A request the room does not support: an IQ of another namespace (RFC 6120
+    /// §8.3.3.19, XEP-0045 §7.10 for registration: `service-unavailable`).
+    #[error("the room does not support this request")]
+    UnsupportedIq,
+    /// A disco node the room describes only by saying so (§17.1.2 `#traffic`:
+    /// `feature-not-implemented`).
+    #[error("the room does not support this node")]
+    UnsupportedNode,
+    /// A disco node the room does not have (XEP-0030 §3.1: `item-not-found`).
+    #[error("no such node")]
+    NoNode,
+    /// An available presence without the MUC extension from a full JID not in the room:
+    /// answered with a kick (§7.2 "Groupchat 1.0 Protocol"), not an error; `not-acceptable`
+    /// on the wire only if it ever needed one.
+    #[error("you are not in this room")]
+    Desynchronized,
     /// Malformed request (`bad-request`).
     #[error("{0}")]
     BadRequest(&'static str),
@@ -70,8 +86,14 @@ impl From<MucError> for StanzaError {
             MucError::MembersOnly => (C::RegistrationRequired, ErrorType::Auth),
             MucError::Password => (C::NotAuthorized, ErrorType::Auth),
             MucError::Full => (C::ServiceUnavailable, ErrorType::Wait),
-            MucError::NoRoom | MucError::NoOccupant => (C::ItemNotFound, ErrorType::Cancel),
-            MucError::NotOccupant => (C::NotAcceptable, ErrorType::Modify),
+            MucError::NoRoom | MucError::NoOccupant | MucError::NoNode => {
+                (C::ItemNotFound, ErrorType::Cancel)
+            }
+            MucError::UnsupportedIq => (C::ServiceUnavailable, ErrorType::Cancel),
+            MucError::UnsupportedNode => (C::FeatureNotImplemented, ErrorType::Cancel),
+            MucError::NotOccupant | MucError::Desynchronized => {
+                (C::NotAcceptable, ErrorType::Modify)
+            }
             MucError::NotJoined => (C::NotAcceptable, ErrorType::Cancel),
             MucError::Forbidden(_) => (C::Forbidden, ErrorType::Auth),
             MucError::NotAllowed(_) => (C::NotAllowed, ErrorType::Cancel),

@@ -45,7 +45,7 @@ use rookery_xml::Element;
 use crate::config::MucConfig;
 use crate::error::MucError;
 use crate::ns;
-use crate::room::{Limits, Output, Persist, Room};
+use crate::room::{not_in_room, Limits, Output, Persist, Room};
 use crate::roomconfig::RoomConfig;
 use crate::store::RoomStore;
 use rookery_store::mam::{ArchiveId, Filter, NewArchived, Owner};
@@ -342,9 +342,16 @@ impl MucService {
             return Ok(r.clone());
         }
         let to_occupant = stanza.to().is_some_and(Jid::is_full);
+        let joins = stanza.element().has_child("x", ns::MUC);
         match (stanza.kind(), stanza.from()) {
             (StanzaKind::Presence(PresenceType::Available), Some(from)) if to_occupant => {
-                self.create(name, from)
+                // Without the MUC extension, a client that lost track of a room (§7.2
+                // "Groupchat 1.0 Protocol"): not created, told it is not in it.
+                if joins {
+                    self.create(name, from)
+                } else {
+                    Err(MucError::Desynchronized)
+                }
             }
             // Nobody is joined to a room that does not exist: a self-ping says so (XEP-0410).
             (StanzaKind::Iq(IqType::Get | IqType::Set), _) if to_occupant => {
@@ -364,6 +371,12 @@ impl MucService {
         for _ in 0..2 {
             let slot = match self.room_for(name, &stanza) {
                 Ok(s) => s,
+                Err(MucError::Desynchronized) => {
+                    if let Some(kick) = not_in_room(&stanza) {
+                        core.route(kick).await;
+                    }
+                    return Ok(());
+                }
                 Err(e) => return self.refuse(stanza, e),
             };
             let mut guard = slot.lock().await;

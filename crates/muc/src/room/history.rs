@@ -2,7 +2,7 @@
 //! messages (with a body; `[muc] history_length` of them, in memory) and sends an entering
 //! occupant what its `<history/>` asks for — `maxstanzas`, `maxchars` (of the whole stanzas),
 //! `seconds`, `since`, all of them at once if several are given — oldest first, each with a
-//! `<delay/>` from the room (XEP-0203).
+//! `<delay/>` from the room (XEP-0203) unless it came with one.
 
 use rookery_jid::Jid;
 use rookery_proto::time::{delay, parse_utc};
@@ -42,8 +42,8 @@ impl Room {
 
     /// The history an occupant entering with `join` (its `<x xmlns='…muc'/>`) gets, addressed
     /// to `to`. Without `<history/>` it gets all the room keeps.
-    pub(super) fn history_for(&self, join: Option<&Element>, to: &Jid) -> Vec<Stanza> {
-        let h = join.and_then(|x| x.get_child("history", ns::MUC));
+    pub(super) fn history_for(&self, join: &Element, to: &Jid) -> Vec<Stanza> {
+        let h = join.get_child("history", ns::MUC);
         let num = |name: &str| {
             h.and_then(|h| h.attr(name))
                 .and_then(|v| v.trim().parse::<u64>().ok())
@@ -80,7 +80,11 @@ impl Room {
             .map(|p| {
                 let mut s = p.stanza.clone();
                 s.set_to(to.clone());
-                s.push_payload(delay(self.jid.as_str(), p.ts, None));
+                // §7.9: history an owner brought from a one-to-one chat carries its own
+                // `<delay/>`, which the room does not add to.
+                if !s.element().has_child("delay", rookery_proto::ns::DELAY) {
+                    s.push_payload(delay(self.jid.as_str(), p.ts, None));
+                }
                 s
             })
             .collect()

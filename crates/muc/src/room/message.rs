@@ -191,16 +191,25 @@ impl Room {
         if self.config.members_only && !inviter.is_admin() && !self.config.allow_invites {
             return Err(MucError::Forbidden("only admins may invite to this room"));
         }
-        let mut o = Outcome::default();
-        for inv in x.children().filter(|c| c.is("invite", ns::USER)) {
-            let to = inv
-                .attr("to")
-                .and_then(|t| Jid::parse(t).ok())
-                .ok_or(MucError::BadRequest("an invitation needs a valid 'to'"))?;
-            if self.config.members_only && self.affiliation(&to) < Affiliation::Member {
-                if self.affiliation(&to) == Affiliation::Outcast {
+        // Every invitation is checked before any is acted on: a refused one leaves no
+        // membership granted by the others (nor unsaved).
+        let invites = x
+            .children()
+            .filter(|c| c.is("invite", ns::USER))
+            .map(|inv| {
+                let to = inv
+                    .attr("to")
+                    .and_then(|t| Jid::parse(t).ok())
+                    .ok_or(MucError::BadRequest("an invitation needs a valid 'to'"))?;
+                if self.config.members_only && self.affiliation(&to) == Affiliation::Outcast {
                     return Err(MucError::NotAllowed("the invitee is banned"));
                 }
+                Ok((inv, to))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut o = Outcome::default();
+        for (inv, to) in invites {
+            if self.config.members_only && self.affiliation(&to) < Affiliation::Member {
                 self.affiliations.insert(
                     to.to_bare(),
                     Affiliated {
@@ -213,9 +222,14 @@ impl Room {
                     o.save();
                 }
             }
+            // §7.8.2: the reason and a `<continue/>` (the invitee continues a one-to-one
+            // chat in the room) go on with the room's invitation.
             let mut invite = Element::new("invite", ns::USER).with_attr("from", from.as_str());
-            if let Some(r) = inv.get_child("reason", ns::USER) {
-                invite.push_child(r.clone());
+            for c in inv
+                .children()
+                .filter(|c| c.is("reason", ns::USER) || c.is("continue", ns::USER))
+            {
+                invite.push_child(c.clone());
             }
             let mut ux = Element::new("x", ns::USER).with_child(invite);
             if let Some(p) = &self.config.password {

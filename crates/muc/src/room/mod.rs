@@ -43,7 +43,7 @@ use crate::role::{Affiliation, Role};
 use crate::roomconfig::{RoomConfig, Whois};
 
 pub use history::Past;
-pub use wire::Item;
+pub use wire::{not_in_room, Item};
 
 /// Status codes of `muc#user` presence and messages (§15.6.2).
 pub mod status {
@@ -97,6 +97,12 @@ pub struct Occupant {
     /// XEP-0421 occupant id: stable per real bare JID and room, opaque.
     pub id: String,
 }
+
+/// The disco#info node at which a user finds the nickname reserved for them (§7.12).
+const RESERVED_NICK_NODE: &str = "x-roomuser-item";
+
+/// The disco#info node describing the extensions a room lets through (§17.1.2).
+const TRAFFIC_NODE: &str = "http://jabber.org/protocol/muc#traffic";
 
 /// An affiliation with what goes with it (a reserved nickname, the reason given).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -416,8 +422,16 @@ impl Room {
                 self.owner_get(iq)
             }
         } else if payload.is("query", rookery_proto::ns::DISCO_INFO) && !set {
+            let info = match payload.attr("node") {
+                None => self.disco_info(),
+                Some(node @ RESERVED_NICK_NODE) => self.reserved_nick(iq.from(), node),
+                // §17.1.2: the room does not filter extensions, so offers no `#traffic`
+                // description, which is "feature-not-implemented"; other nodes do not exist.
+                Some(TRAFFIC_NODE) => return Err(MucError::UnsupportedNode),
+                Some(_) => return Err(MucError::NoNode),
+            };
             let mut o = Outcome::default();
-            o.send(Some(iq.iq_result(Some(self.disco_info()))));
+            o.send(Some(iq.iq_result(Some(info))));
             Ok(o)
         } else if payload.is("query", rookery_proto::ns::DISCO_ITEMS) && !set {
             // Occupants are not listed: in a semi-anonymous room nobody outside sees them,
@@ -433,7 +447,25 @@ impl Room {
             o.send(Some(iq.iq_result(None)));
             Ok(o)
         } else {
-            Err(MucError::NotAllowed("not a room query"))
+            // RFC 6120 §8.3.3.19; XEP-0045 §7.10 for `jabber:iq:register`.
+            Err(MucError::UnsupportedIq)
+        }
+    }
+
+    /// disco#info at `x-roomuser-item` (§7.12): the nickname reserved for the asking user as
+    /// the identity's name, or an empty answer when none is.
+    fn reserved_nick(&self, from: Option<&Jid>, node: &str) -> Element {
+        let q = Element::new("query", rookery_proto::ns::DISCO_INFO).with_attr("node", node);
+        let nick = from
+            .and_then(|f| self.affiliations.get(&f.to_bare()))
+            .and_then(|a| a.nick.as_deref());
+        match nick {
+            Some(nick) => q.with_child(rookery_core::modules::disco::identity(
+                "conference",
+                "text",
+                Some(nick),
+            )),
+            None => q,
         }
     }
 
@@ -501,7 +533,14 @@ impl Room {
                     .and_then(Jid::resource)
                     .ok_or(MucError::InvalidNick)?;
                 match self.by_jid.get(&from).cloned() {
-                    None => self.enter(&from, nick, p),
+                    None => match p.element().get_child("x", ns::MUC) {
+                        Some(join) => self.enter(&from, nick, p, join),
+                        None => {
+                            let mut o = Outcome::default();
+                            o.send(wire::not_in_room(p));
+                            Ok(o)
+                        }
+                    },
                     // The same nickname as enforced; another spelling of it (`Firstwitch`
                     // for `firstwitch`) is a nickname change (§7.6).
                     Some(key) if self.is_nick_of(&key, nick) => {
@@ -549,20 +588,23 @@ impl Room {
     }
 
     /// §7.2: the checks in the order the XEP lists them, then the presence exchange.
-    fn enter(&mut self, from: &Jid, raw_nick: &str, p: &Stanza) -> Result<Outcome, MucError> {
+    fn enter(
+        &mut self,
+        from: &Jid,
+        raw_nick: &str,
+        p: &Stanza,
+        join: &Element,
+    ) -> Result<Outcome, MucError> {
         let nick = Nick::parse(raw_nick)?;
         let room_jid = self
             .jid
             .with_resource(&nick.display)
             .map_err(|_| MucError::InvalidNick)?;
-        let join = p.element().get_child("x", ns::MUC);
         let created = self.fresh;
         if created {
-            // The creator becomes the owner (§10.1.1); a room requested without the MUC
-            // extension (groupchat 1.0) is instant, one requested with it stays locked until
-            // configured.
+            // The creator becomes the owner, of a room locked until configured (§10.1.1).
             self.fresh = false;
-            self.locked = join.is_some();
+            self.locked = true;
             self.affiliations.insert(
                 from.to_bare(),
                 Affiliated {
@@ -583,7 +625,7 @@ impl Room {
             return Err(MucError::MembersOnly);
         }
         if let Some(password) = &self.config.password {
-            let given = join.and_then(|x| x.child_text("password", ns::MUC));
+            let given = join.child_text("password", ns::MUC);
             if !affiliation.is_admin() && given.as_deref() != Some(password.as_str()) {
                 return Err(MucError::Password);
             }
@@ -663,7 +705,7 @@ impl Room {
     /// Another resource of an occupant's account enters under its nickname (as `raw`, maybe
     /// spelled otherwise): it gets what entering brings; the others see nothing new (the
     /// occupant was there already).
-    fn add_session(&mut self, key: &str, from: &Jid, join: Option<&Element>, raw: &str) -> Outcome {
+    fn add_session(&mut self, key: &str, from: &Jid, join: &Element, raw: &str) -> Outcome {
         let mut o = Outcome::default();
         let Some(occ) = self.occupants.get_mut(key) else {
             return o;
@@ -698,21 +740,14 @@ impl Room {
                 Some(from),
             );
         }
-        self.welcome(&mut o, &occ, from, Some(join), raw);
+        self.welcome(&mut o, &occ, from, join, raw);
         o
     }
 
     /// What an entering session of the occupant `occ` gets, in §7.2.3's order: the others'
     /// presence, its own (110; 210 if it asked for the nickname as `raw`, spelled otherwise),
     /// the history `join` asks for, the subject.
-    fn welcome(
-        &self,
-        o: &mut Outcome,
-        occ: &Occupant,
-        from: &Jid,
-        join: Option<&Element>,
-        raw: &str,
-    ) {
+    fn welcome(&self, o: &mut Outcome, occ: &Occupant, from: &Jid, join: &Element, raw: &str) {
         let sees = self.sees_jids(occ.role);
         for other in self
             .occupants

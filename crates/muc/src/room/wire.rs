@@ -4,7 +4,8 @@ use rookery_jid::Jid;
 use rookery_proto::{PresenceType, Stanza};
 use rookery_xml::{Element, CONTENT_NS};
 
-use super::{Occupant, Room};
+use super::{status, Occupant, Room};
+use crate::nick::Nick;
 use crate::ns;
 
 /// What an `<item/>` says besides affiliation, role and JID.
@@ -91,23 +92,62 @@ pub fn message(
     Stanza::from_element(el).ok()
 }
 
-/// The subject message (§7.2.15): from who set it, with its occupant id (XEP-0421: on every
-/// message from an occupant) and when it was set as a `<delay/>` from the room, else from
-/// the room; empty if none.
+/// The subject message (§7.2.15): from the occupant JID of who set it, with its occupant id
+/// (XEP-0421: on every message from an occupant), and when it was set as a `<delay/>` from
+/// the room; empty if none. The setter is found by occupant id, so a nickname changed since
+/// is followed; a setter who left is named by the nickname they had, unless someone else
+/// holds it now (then the subject comes from the room, not from them).
 pub fn subject(room: &Room, to: &Jid) -> Option<Stanza> {
     let s = &room.subject;
-    let from =
-        s.by.as_deref()
-            .and_then(|n| room.jid.with_resource(n).ok())
-            .unwrap_or_else(|| room.jid.clone().into());
+    let present = s
+        .occupant_id
+        .as_deref()
+        .and_then(|id| room.occupants.values().find(|o| o.id == id));
+    let setter = match present {
+        Some(o) => Some((o.room_jid.clone(), o.id.as_str())),
+        None => {
+            s.by.as_deref()
+                .filter(|n| Nick::key_of(n).is_some_and(|k| !room.occupants.contains_key(&k)))
+                .and_then(|n| room.jid.with_resource(n).ok())
+                .zip(s.occupant_id.as_deref())
+        }
+    };
     let mut children = vec![Element::new("subject", CONTENT_NS).with_text(s.text.clone())];
     if let Some(at) = s.at {
         children.push(rookery_proto::time::delay(room.jid.as_str(), at, None));
     }
-    if let Some(id) = s.occupant_id.as_ref().filter(|_| s.by.is_some()) {
-        children.push(occupant_id_element(id));
-    }
+    let from = match setter {
+        Some((jid, id)) => {
+            children.push(occupant_id_element(id));
+            jid
+        }
+        None => room.jid.clone().into(),
+    };
     message(from, Some(to), Some("groupchat"), children)
+}
+
+/// The answer to an available presence without the MUC extension from a full JID that is
+/// not in the room (§7.2 "Groupchat 1.0 Protocol"): a client that lost track of a room sends
+/// such presence, and a kick (110, 307, 333) tells it so, where entering would leave it
+/// half-joined — or create the room anew.
+pub fn not_in_room(p: &Stanza) -> Option<Stanza> {
+    let x = [status::SELF, status::KICKED, status::ERROR]
+        .into_iter()
+        .fold(
+            Element::new("x", ns::USER).with_child(
+                Element::new("item", ns::USER)
+                    .with_attr("affiliation", "none")
+                    .with_attr("role", "none"),
+            ),
+            |x, c| x.with_child(status(c)),
+        );
+    let mut s = Stanza::presence(
+        PresenceType::Unavailable,
+        p.to().cloned(),
+        p.from().cloned(),
+    );
+    s.push_payload(x);
+    Some(s)
 }
 
 /// A message from the room to its occupants with status `codes` (§10.2.1: configuration

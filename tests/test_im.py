@@ -1237,3 +1237,116 @@ async def test_a_legacy_caps_answer_does_not_poison_a_hashed_announcement(server
                   and e.find(f".//{{{NS_TUNE}}}title") is not None, "the tune at bob")
     for p in (a, b, carol):
         await p.close()
+
+
+# ---- audit 36: stored requests, directed presence, limits, errors to the bare JID ----------
+
+async def test_stored_requests_reach_a_resource_that_asks_for_the_roster_after_its_presence(
+        server):
+    """RFC 6121 §3.1.3: a stored subscription request is delivered "when the contact next has
+    an available resource" that is interested — also when the client sends its initial
+    presence before it asks for the roster (RFC 6120 allows either order): it comes after the
+    roster result, once."""
+    a = await peer(server, "alice")
+    a.presence("carol@localhost", "subscribe")
+    await a.sync()
+    c = await peer(server, "carol", roster=False)
+    assert not c.take(is_presence("subscribe", "alice@localhost"))
+    await c.roster()
+    await c.until(is_presence("subscribe", "alice@localhost"), "the stored request")
+    await asyncio.sleep(0.3)
+    await c.sync()
+    assert len(c.take(is_presence("subscribe", "alice@localhost"))) == 1
+    # Asking again is not a first time: nothing more.
+    await c.roster()
+    await c.sync()
+    assert not c.take(is_presence("subscribe", "alice@localhost"))
+    for p in (a, c):
+        await p.close()
+
+
+async def test_directed_presence_before_initial_presence_gets_its_unavailable(server):
+    """RFC 6121 §4.6: whoever was sent directed presence hears `unavailable` when the session
+    ends — also a subscriber, when the session never sent broadcast presence (its
+    unavailable broadcast reaches nobody)."""
+    b, c = await peer(server, "bob"), await peer(server, "carol")
+    c.presence("bob@localhost", "subscribe")
+    await c.sync()
+    await b.until(is_presence("subscribe", "carol@localhost"), "the request")
+    b.presence("carol@localhost", "subscribed")
+    await b.sync()
+    await c.sync()
+    c.take(lambda e: True)
+    b2 = await peer(server, "bob", "quiet", presence=False)
+    b2.presence("carol@localhost", extra="<show>dnd</show>")
+    await b2.sync()
+    await c.until(is_presence(None, b2.jid), "the directed presence")
+    await b2.close()
+    await c.until(is_presence("unavailable", b2.jid), "its unavailable")
+    for p in (b, c):
+        await p.close()
+
+
+async def test_roster_and_directed_presence_limits_hold_for_every_way_in(server_factory):
+    """`[im.roster] max_items` bounds what a subscription request or a pre-approval adds
+    (`resource-constraint` to the session, nothing routed, no push), as it bounds roster
+    sets; `[im.presence] max_directed` bounds the entities a session keeps directed presence
+    for (RFC 6120 §13.12)."""
+    srv = server_factory(im={"roster": {"max_items": 1}, "presence": {"max_directed": 2}})
+    a = await peer(srv, "alice")
+    r = await a.iq("set", f"<query xmlns='{NS_ROSTER}'><item jid='carol@localhost'/></query>")
+    assert r.get("type") == "result"
+    await a.sync()
+    a.take(lambda e: True)
+    for type_, to in (("subscribe", "s1@example.org"), ("subscribed", "p1@example.org")):
+        a.presence(to, type_)
+        await a.sync()
+        err = a.take(lambda e: local(e) == "presence" and e.get("type") == "error")
+        assert len(err) == 1, type_
+        assert stanza_error(err[0]) == "resource-constraint"
+        assert not a.take(is_push()), type_
+    assert set(await a.roster()) == {"carol@localhost"}
+    for i in range(3):
+        a.presence(f"room{i}@conference.localhost/alice")
+    await a.sync()
+    errors = [e for e in a.seen if local(e) == "presence" and e.get("type") == "error"
+              and e.get("from") == "room2@conference.localhost/alice"]
+    assert [stanza_error(e) for e in errors] == ["resource-constraint"]
+    await a.close()
+
+
+async def test_a_subscription_error_reaches_the_account(server):
+    """A subscription request goes out from the bare JID (§3.1.2), so the error that answers
+    it — here the server's own `remote-server-not-found` for a domain it cannot reach — comes
+    back to the bare JID and is delivered to the account's available resources."""
+    a = await peer(server, "alice")
+    a.presence("nobody@nonexistent.invalid", "subscribe")
+    await a.until(lambda e: local(e) == "presence" and e.get("type") == "error",
+                  "the error", timeout=15)
+    err = next(e for e in a.seen if local(e) == "presence" and e.get("type") == "error")
+    assert err.get("from") == "nobody@nonexistent.invalid"
+    assert stanza_error(err) == "remote-server-not-found"
+    await a.close()
+
+
+async def test_outbound_presence_to_a_blocked_jid_is_refused(server):
+    """XEP-0191 §3.3: the user's server "MUST NOT route the stanza" to a blocked JID and
+    returns `not-acceptable` with `<blocked/>` — presence of every kind included."""
+    a, b = await peer(server, "alice"), await peer(server, "bob")
+    r = await a.iq("set", f"<block xmlns='{NS_BLOCKING}'><item jid='bob@localhost'/></block>")
+    assert r.get("type") == "result"
+    await b.sync()
+    b.take(lambda e: True)
+    for to, type_ in ((b.jid, None), ("bob@localhost", "subscribe"),
+                      ("bob@localhost", "unsubscribed")):
+        a.presence(to, type_)
+        await a.sync()
+        err = a.take(lambda e: local(e) == "presence" and e.get("type") == "error")
+        assert len(err) == 1, (to, type_)
+        e = err[0].find(tag(NS_CLIENT, "error"))
+        assert e.find(tag("urn:ietf:params:xml:ns:xmpp-stanzas", "not-acceptable")) is not None
+        assert e.find(tag(NS_BLOCKING_ERRORS, "blocked")) is not None
+    await b.sync()
+    assert not [e for e in b.seen if local(e) == "presence"], "nothing reached bob"
+    for p in (a, b):
+        await p.close()

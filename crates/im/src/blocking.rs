@@ -29,8 +29,7 @@ use rookery_core::module::IqResult;
 use rookery_core::{priority, Core, Declaration, Flow, HookPoint, IqTarget, Module};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{
-    ns, IqType, MessageType, PresenceType, Stanza, StanzaError, StanzaErrorCondition as Cond,
-    StanzaKind,
+    ns, IqType, MessageType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind,
 };
 use rookery_xml::Element;
 
@@ -341,8 +340,18 @@ impl Blocking {
     }
 
     /// A stanza between a local user and someone: the error to bounce, or `None` to drop.
+    /// Every outbound stanza is refused with `<blocked/>` (§3.3: the user learns why), also
+    /// presence — a subscription change towards a blocked JID too: removing the roster item
+    /// is how a user ends one; inbound, messages and IQ requests get `service-unavailable`
+    /// and the rest (presence of every kind) nothing (§3.3).
     fn enforcement_error(stanza: &Stanza, outbound: bool) -> Option<StanzaError> {
-        let wants_error = matches!(
+        if outbound {
+            return Some(
+                StanzaError::new(Cond::NotAcceptable)
+                    .with_app(Element::new("blocked", ns::BLOCKING_ERRORS)),
+            );
+        }
+        matches!(
             stanza.kind(),
             StanzaKind::Message(
                 MessageType::Normal
@@ -350,16 +359,8 @@ impl Blocking {
                     | MessageType::Groupchat
                     | MessageType::Headline
             ) | StanzaKind::Iq(IqType::Get | IqType::Set)
-        );
-        if !wants_error {
-            return None;
-        }
-        Some(if outbound {
-            StanzaError::new(Cond::NotAcceptable)
-                .with_app(Element::new("blocked", ns::BLOCKING_ERRORS))
-        } else {
-            StanzaError::new(Cond::ServiceUnavailable)
-        })
+        )
+        .then(|| StanzaError::new(Cond::ServiceUnavailable))
     }
 }
 
@@ -426,14 +427,7 @@ impl Module for Blocking {
         let blocked = match point {
             HookPoint::ToLocalAccount => blocks(&self.im, core, &to.to_bare(), from).await,
             HookPoint::MessageFromLocal | HookPoint::IqFromLocal | HookPoint::PresenceFromLocal => {
-                if matches!(
-                    stanza.kind(),
-                    StanzaKind::Presence(PresenceType::Unsubscribe | PresenceType::Unsubscribed)
-                ) {
-                    false
-                } else {
-                    blocks(&self.im, core, &from.to_bare(), to).await
-                }
+                blocks(&self.im, core, &from.to_bare(), to).await
             }
             _ => false,
         };

@@ -9,6 +9,8 @@ use serde::Deserialize;
 pub struct ImConfig {
     /// `[im.roster]`.
     pub roster: RosterConfig,
+    /// `[im.presence]`.
+    pub presence: PresenceConfig,
     /// `[im.offline]`.
     pub offline: OfflineConfig,
     /// `[im.blocking]`.
@@ -62,6 +64,21 @@ impl Default for RosterConfig {
             max_name_bytes: 1024,
             max_groups: 64,
         }
+    }
+}
+
+/// Presence limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Most entities one session's directed presence is kept for (RFC 6121 §4.6: each gets
+    /// `unavailable` when the session goes); one more gets `resource-constraint`.
+    pub max_directed: usize,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig { max_directed: 1000 }
     }
 }
 

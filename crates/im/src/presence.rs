@@ -30,12 +30,12 @@ use rookery_core::event::{Event as CoreEvent, EventKind, LostSession, SessionEve
 use rookery_core::router::presence_priority;
 use rookery_core::{priority, Core, Declaration, Flow, HookPoint, Module, SessionHandle, Template};
 use rookery_jid::{BareJid, Jid};
-use rookery_proto::{PresenceType, Stanza, StanzaKind};
+use rookery_proto::{PresenceType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind};
 use rookery_store::rosters::{Request, RosterItem};
 use rookery_store::userdata::LastActivity;
 use rookery_xml::{Element, CONTENT_NS};
 
-use crate::state::{read, Im};
+use crate::state::{read, Account, BlockList, Im};
 use crate::subscription::{transition, Action, Event, Outcome, State};
 use rookery_proto::time::{delay, now_unix};
 
@@ -303,10 +303,13 @@ impl PresenceModule {
                 session.send(Bytes::from(addressed(&p, from).to_bytes()));
             }
         }
+        // Decided now, in the order of the session's stanzas: a roster get after this
+        // presence delivers the requests itself (`roster.rs`), one before it here.
+        let interested = self.im.session(from, |s| s.interested).unwrap_or(false);
         let im = self.im.clone();
         let core = core.clone();
         tokio::spawn(async move {
-            initial_delivery(&im, &core, &session, priority).await;
+            initial_delivery(&im, &core, &session, priority, interested).await;
         });
     }
 
@@ -341,12 +344,14 @@ impl PresenceModule {
             StanzaKind::Presence(PresenceType::Unsubscribe) => Event::OutUnsubscribe,
             StanzaKind::Presence(PresenceType::Unsubscribed) => Event::OutUnsubscribed,
             StanzaKind::Presence(PresenceType::Probe) => return Flow::Handled,
-            StanzaKind::Presence(PresenceType::Available) => {
-                self.directed(&from, &to, true).await;
-                return Flow::Continue(stanza);
-            }
-            StanzaKind::Presence(PresenceType::Unavailable) => {
-                self.directed(&from, &to, false).await;
+            StanzaKind::Presence(t @ (PresenceType::Available | PresenceType::Unavailable)) => {
+                if let Err(e) = self
+                    .directed(&from, &to, t == PresenceType::Available)
+                    .await
+                {
+                    core.reply_error(&stanza, e).await;
+                    return Flow::Handled;
+                }
                 return Flow::Continue(stanza);
             }
             _ => return Flow::Continue(stanza),
@@ -364,10 +369,17 @@ impl PresenceModule {
             // the bus): decide on the store, not on what this node holds.
             self.im.evict(&owner).await;
         }
-        let Some((before, outcome, changed)) =
-            self.apply(core, &owner, &contact, event, None).await
-        else {
-            return Flow::Handled;
+        let (before, outcome, changed) = match self.apply(core, &owner, &contact, event, None).await
+        {
+            Some(Applied::Done(before, outcome, changed)) => (before, outcome, changed),
+            Some(Applied::Full) => {
+                // Told to the session that sent it (from the bare JID, the error would
+                // go to every resource).
+                stanza.set_from(from);
+                core.reply_error(&stanza, roster::roster_full()).await;
+                return Flow::Handled;
+            }
+            None => return Flow::Handled,
         };
         if outcome.action == Action::Forward {
             let had_from = before.subscription().has_from();
@@ -396,24 +408,42 @@ impl PresenceModule {
         Flow::Handled
     }
 
-    /// Records directed presence (RFC 6121 §4.6) to an entity that is not a subscriber.
-    async fn directed(&self, from: &Jid, to: &Jid, available: bool) {
+    /// Records directed presence (RFC 6121 §4.6) to an entity the session's unavailable
+    /// broadcast would not reach, up to `[im.presence] max_directed` entities (past it,
+    /// `resource-constraint`: each costs memory now and an `unavailable` at the end).
+    async fn directed(&self, from: &Jid, to: &Jid, available: bool) -> Result<(), StanzaError> {
         let owner = from.to_bare();
         if to.to_bare() == owner {
-            return;
+            return Ok(());
         }
-        if available {
-            let subscribed = to.is_bare()
-                && matches!(
-                    self.im.roster_item(&owner, &to.to_bare()).await,
-                    Ok(Some(RosterItem { subscription, .. })) if subscription.has_from()
-                );
-            if !subscribed {
-                self.im.session_mut(from, |s| s.directed.insert(to.clone()));
-            }
-        } else {
+        if !available {
             self.im.session_mut(from, |s| s.directed.remove(to));
+            return Ok(());
         }
+        // A subscriber hears of the session's end from the unavailable broadcast, but only
+        // once it is available: before its initial presence nobody is told but those kept.
+        let broadcast_reaches = to.is_bare()
+            && self.im.session(from, |s| s.presence.is_some()) == Some(true)
+            && matches!(
+                self.im.roster_item(&owner, &to.to_bare()).await,
+                Ok(Some(RosterItem { subscription, .. })) if subscription.has_from()
+            );
+        if broadcast_reaches {
+            return Ok(());
+        }
+        let max = self.im.config().presence.max_directed;
+        let kept = self.im.session_mut(from, |s| {
+            if s.directed.len() >= max && !s.directed.contains(to) {
+                return false;
+            }
+            s.directed.insert(to.clone());
+            true
+        });
+        if kept == Some(false) {
+            return Err(StanzaError::new(StanzaErrorCondition::ResourceConstraint)
+                .with_text("directed presence to too many entities"));
+        }
+        Ok(())
     }
 
     // ---- the state machine applied to a roster -------------------------------------------
@@ -421,8 +451,9 @@ impl PresenceModule {
     /// Runs `event` on `owner`'s item for `contact` under the account lock: stores the new
     /// item and pending request. Returns the state before, the outcome and the roster
     /// change, which the caller pushes once it has routed or delivered the stanza (RFC 6121
-    /// §3.1.2, §3.1.6, §3.2.3, §3.3.3: the push follows); `None` on a store failure
-    /// (logged).
+    /// §3.1.2, §3.1.6, §3.2.3, §3.3.3: the push follows); [`Applied::Full`], with nothing
+    /// changed, when it would add an item or a request past `[im.roster] max_items`; `None`
+    /// on a store failure (logged).
     async fn apply(
         &self,
         core: &Arc<Core>,
@@ -430,7 +461,7 @@ impl PresenceModule {
         contact: &BareJid,
         event: Event,
         request: Option<&Stanza>,
-    ) -> Option<(State, Outcome, Changed)> {
+    ) -> Option<Applied> {
         let _g = self.im.lock(owner).await;
         let r = async {
             let item = self.im.roster_item(owner, contact).await?;
@@ -452,6 +483,14 @@ impl PresenceModule {
                 || outcome.next.pending_out()
                 || outcome.approved;
             let write_item = item_changed && needs_item;
+            let new_item = write_item && item.is_none();
+            let new_request = outcome.next.pending_in() && !before.pending_in();
+            if new_item || new_request {
+                let room = self.im.roster_room_locked(core, owner).await?;
+                if (new_item && !room.items) || (new_request && !room.requests) {
+                    return Ok(Applied::Full);
+                }
+            }
             // Approving or refusing a request changes the item and forgets the request:
             // one store write for both.
             let answering = request_changed && !outcome.next.pending_in() && write_item;
@@ -479,9 +518,9 @@ impl PresenceModule {
                     .im
                     .roster_put(core, owner, contact, new, pending)
                     .await?;
-                return Ok((before, outcome, Changed(Some(new))));
+                return Ok(Applied::Done(before, outcome, Changed(Some(new))));
             }
-            Ok::<_, rookery_store::StoreError>((before, outcome, Changed(None)))
+            Ok::<_, rookery_store::StoreError>(Applied::Done(before, outcome, Changed(None)))
         }
         .await;
         match r {
@@ -525,6 +564,12 @@ impl PresenceModule {
                 if !core.is_local_domain(from.domain()) {
                     caps::observe_remote(&self.im, core, &owner, &stanza).await;
                 }
+                // To the bare JID: the answer to a subscription stanza, which went out
+                // from it (§3.1.2) — a contact's address that does not exist, a server that
+                // cannot be reached. The account's available resources are told.
+                if to.is_bare() {
+                    deliver_to_available(&self.im, core, &owner, &stanza);
+                }
                 return;
             }
             _ => return,
@@ -536,7 +581,8 @@ impl PresenceModule {
         let mut stanza = stanza;
         stanza.set_from(contact.clone().into());
         stanza.set_to(owner.clone().into());
-        let Some((before, outcome, changed)) = self
+        // A request past the limit is dropped, as §8.5.1 lets a server drop presence.
+        let Some(Applied::Done(before, outcome, changed)) = self
             .apply(core, &owner, &contact, event, Some(&stanza))
             .await
         else {
@@ -687,6 +733,15 @@ impl PresenceModule {
     }
 }
 
+/// What running the subscription state machine on a roster did ([`PresenceModule::apply`]).
+enum Applied {
+    /// The state before, the outcome, and the roster change to push.
+    Done(State, Outcome, Changed),
+    /// Nothing: it would have added an item or a stored request past `[im.roster]
+    /// max_items`.
+    Full,
+}
+
 /// Which of an account's contacts a presence broadcast goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Contacts {
@@ -696,43 +751,63 @@ enum Contacts {
     OnOtherServers,
 }
 
+/// `owner`'s stored inbound subscription requests (RFC 6121 §3.1.3), as an available,
+/// interested resource gets them until they are answered. The account state knows which
+/// contacts have one: the stored stanzas are read only if any do. A request from a JID
+/// blocked since stays pending, undelivered (XEP-0191 §3.3): unblocking shows it again.
+pub(crate) async fn pending_requests(
+    im: &Im,
+    owner: &BareJid,
+    account: &Account,
+    blocked: &BlockList,
+) -> Vec<Stanza> {
+    let Some(user) = owner.local() else {
+        return Vec::new();
+    };
+    if read(&account.roster).pending_in.is_empty() {
+        return Vec::new();
+    }
+    match im.store().rosters().pending_in(owner.domain(), user).await {
+        Ok(list) => list
+            .iter()
+            .filter_map(|p| parse_stanza(&p.stanza))
+            .filter(|s| !blocking::blocks_sender(blocked, s))
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "loading pending requests failed");
+            Vec::new()
+        }
+    }
+}
+
 /// Everything a session gets after its initial presence, paced into its queue (this runs in
-/// a task of its own, never in the session's): stored subscription requests (if it requested
-/// the roster), the presence of local contacts it is subscribed to (probes to remote ones),
-/// and, with a non-negative priority, offline messages.
-async fn initial_delivery(im: &Im, core: &Arc<Core>, session: &SessionHandle, priority: i8) {
+/// a task of its own, never in the session's): stored subscription requests (if it had
+/// requested the roster, `interested`), the presence of local contacts it is subscribed to
+/// (probes to remote ones), and, with a non-negative priority, offline messages.
+async fn initial_delivery(
+    im: &Im,
+    core: &Arc<Core>,
+    session: &SessionHandle,
+    priority: i8,
+    interested: bool,
+) {
     let jid = session.jid().clone();
     let owner = jid.to_bare();
-    let (Some(user), Ok(account), Ok(blocked)) = (
-        owner.local(),
+    let (Ok(account), Ok(blocked)) = (
         im.account(core, &owner).await,
         im.blocklist(core, &owner).await,
     ) else {
         return;
     };
-    // §3.1.3: pending inbound requests, redelivered to an interested resource. The account
-    // state knows which contacts have one; the stored stanzas are read only if any do.
-    let any_pending = !read(&account.roster).pending_in.is_empty();
-    if any_pending && im.session(&jid, |s| s.interested).unwrap_or(false) {
-        match im.store().rosters().pending_in(owner.domain(), user).await {
-            Ok(list) => {
-                // A request from a JID blocked since stays pending, undelivered (XEP-0191
-                // §3.3): unblocking shows it again at the next login.
-                for p in list {
-                    if let Some(s) = parse_stanza(&p.stanza) {
-                        if blocking::blocks_sender(&blocked, &s) {
-                            continue;
-                        }
-                        if !session
-                            .send_paced(Bytes::from(s.to_bytes()), PACE_TIMEOUT)
-                            .await
-                        {
-                            return;
-                        }
-                    }
-                }
+    // §3.1.3: pending inbound requests, redelivered to an interested resource.
+    if interested {
+        for s in pending_requests(im, &owner, &account, &blocked).await {
+            if !session
+                .send_paced(Bytes::from(s.to_bytes()), PACE_TIMEOUT)
+                .await
+            {
+                return;
             }
-            Err(e) => tracing::error!(error = %e, "loading pending requests failed"),
         }
     }
     // §4.2.2/§4.3: probes.

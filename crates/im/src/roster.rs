@@ -43,6 +43,12 @@ impl RosterModule {
     }
 }
 
+/// `resource-constraint` for an item past `[im.roster] max_items` (a roster set, or a
+/// subscription or pre-approval that would add one).
+pub(crate) fn roster_full() -> StanzaError {
+    err(Cond::ResourceConstraint, "roster is full")
+}
+
 /// A store failure as the error the client sees (details go to the log only).
 pub fn internal(e: StoreError) -> StanzaError {
     tracing::error!(error = %e, "store error");
@@ -196,6 +202,8 @@ fn full(roster: &RosterCache, versioned: bool) -> Element {
 
 /// How a roster get is answered (RFC 6121 §2.1.3, XEP-0237 §3).
 enum RosterGet {
+    /// An empty result: the client's cached copy is current.
+    Unchanged,
     /// The whole roster in the result.
     Full(Element),
     /// An empty result, then a push of each item changed since this version.
@@ -208,13 +216,27 @@ impl RosterModule {
             return Err(StanzaError::new(Cond::BadRequest));
         };
         let requested_ver = iq.payload().and_then(|q| q.attr("ver")).map(str::to_owned);
-        self.im.session_mut(from, |s| s.interested = true);
+        // An available resource asking for the first time gets the stored subscription
+        // requests after its roster (§3.1.3; one that asks before its initial presence gets
+        // them after that, `presence::initial_delivery`).
+        let first_while_available = self
+            .im
+            .session_mut(from, |s| {
+                !std::mem::replace(&mut s.interested, true) && s.presence.is_some()
+            })
+            .unwrap_or(false);
         let account = self.im.account(core, owner).await.map_err(internal)?;
+        let pending = if first_while_available {
+            let blocked = self.im.blocklist(core, owner).await.map_err(internal)?;
+            presence::pending_requests(&self.im, owner, &account, &blocked).await
+        } else {
+            Vec::new()
+        };
         let answer = {
             let roster = read(&account.roster);
             match requested_ver.as_deref().map(str::parse::<i64>) {
                 // XEP-0237 §3: unchanged; the client's cached copy is current.
-                Some(Ok(since)) if since == roster.ver => return Ok(IqReply::default()),
+                Some(Ok(since)) if since == roster.ver => RosterGet::Unchanged,
                 Some(Ok(since))
                     if since > 0
                         && since < roster.ver
@@ -226,13 +248,16 @@ impl RosterModule {
                 _ => RosterGet::Full(full(&roster, requested_ver.is_some())),
             }
         };
-        match answer {
-            RosterGet::Full(query) => Ok(Some(query).into()),
+        let (result, mut then) = match answer {
+            RosterGet::Unchanged => (None, Vec::new()),
+            RosterGet::Full(query) => (Some(query), Vec::new()),
             RosterGet::ChangesSince(since) => match self.diff(&account, owner, from, since).await {
-                Some(pushes) => Ok(IqReply::new(None, pushes)),
-                None => Ok(Some(full(&read(&account.roster), true)).into()),
+                Some(pushes) => (None, pushes),
+                None => (Some(full(&read(&account.roster), true)), Vec::new()),
             },
-        }
+        };
+        then.extend(pending);
+        Ok(IqReply::new(result, then))
     }
 
     /// The pushes to `from` that follow an empty versioned result (XEP-0237 §3): the items
@@ -312,22 +337,15 @@ impl RosterModule {
             .roster_item(owner, &set.contact)
             .await
             .map_err(internal)?;
-        if existing.is_none() {
-            let count = match self.im.cached(owner) {
-                Some(a) => read(&a.roster).items.len(),
-                None => {
-                    let a = self
-                        .im
-                        .account_locked(core, owner)
-                        .await
-                        .map_err(internal)?;
-                    let n = read(&a.roster).items.len();
-                    n
-                }
-            };
-            if count >= self.im.config().roster.max_items {
-                return Err(err(Cond::ResourceConstraint, "roster is full"));
-            }
+        if existing.is_none()
+            && !self
+                .im
+                .roster_room_locked(core, owner)
+                .await
+                .map_err(internal)?
+                .items
+        {
+            return Err(roster_full());
         }
         let item = RosterItem {
             name: set.name,

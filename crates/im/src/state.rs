@@ -82,6 +82,15 @@ pub struct Account {
     pub roster: RwLock<RosterCache>,
 }
 
+/// What an account's roster has room for ([`Im::roster_room_locked`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RosterRoom {
+    /// One more item.
+    pub items: bool,
+    /// One more stored inbound subscription request.
+    pub requests: bool,
+}
+
 /// An account's XEP-0191 block list: normalized JIDs (full, bare, domain or
 /// domain/resource). Changed only under the account's lock, right after the store.
 pub type BlockList = RwLock<HashSet<String>>;
@@ -240,6 +249,24 @@ impl Im {
         bare: &BareJid,
     ) -> Result<Arc<Account>, StoreError> {
         cached_or_load(core, &self.accounts, bare, load_account(&self.store, bare)).await
+    }
+
+    /// Whether `owner`'s roster can take one more item, and its stored inbound requests one
+    /// more request: `[im.roster] max_items` bounds both, which a client (roster sets,
+    /// subscriptions, pre-approvals) or another server (requests) could otherwise grow
+    /// without end (RFC 6120 §13.12). For a caller holding the account's lock.
+    pub async fn roster_room_locked(
+        &self,
+        core: &Core,
+        owner: &BareJid,
+    ) -> Result<RosterRoom, StoreError> {
+        let account = self.account_locked(core, owner).await?;
+        let roster = read(&account.roster);
+        let max = self.config.roster.max_items;
+        Ok(RosterRoom {
+            items: roster.items.len() < max,
+            requests: roster.pending_in.len() < max,
+        })
     }
 
     /// The cached block list of `bare`, if loaded.

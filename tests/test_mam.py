@@ -18,6 +18,7 @@ from slixmpp.exceptions import IqError
 
 from conftest import SqliteLock
 from slix import SlixClient, slix_login
+from xmpp_raw import NS_STANZA_ERR
 
 NS_MAM = "urn:xmpp:mam:2"
 NS_RSM = "http://jabber.org/protocol/rsm"
@@ -418,3 +419,83 @@ async def test_archive_metadata(server):
         assert e.value.iq["error"]["condition"] == "bad-request"
     finally:
         await close(a, b)
+
+
+# ---- messages routed again, bounced, relayed (audit 36) ------------------------------------
+
+NS_DELAY = "urn:xmpp:delay"
+NS_CARBONS = "urn:xmpp:carbons:2"
+BODY = "{jabber:client}body"
+
+
+def has_body(body):
+    return lambda e: e.tag == "{jabber:client}message" and e.findtext(BODY) == body
+
+
+def stanza_ids(el, by: str) -> list[str]:
+    return [s.get("id") for s in el.findall(f"{{{NS_SID}}}stanza-id") if s.get("by") == by]
+
+
+async def raw_archive(c) -> list[tuple[str, str]]:
+    """(archive id, body) of every message in a raw client's archive (one page)."""
+    qid = uuid.uuid4().hex[:8]
+    c.send(f"<iq type='set' id='{qid}'><query xmlns='{NS_MAM}' queryid='{qid}'>"
+           f"<set xmlns='{NS_RSM}'><max>50</max></set></query></iq>")
+    out = []
+    while True:
+        el = await c.expect(lambda e: e.get("id") == qid or
+                            e.find(f"{{{NS_MAM}}}result") is not None, what="archive")
+        if el.tag == "{jabber:client}iq":
+            assert el.get("type") == "result", ET.tostring(el, encoding="unicode")
+            return out
+        r = el.find(f"{{{NS_MAM}}}result")
+        if r.get("queryid") == qid:
+            out.append((r.get("id"), r.findtext(
+                f"{{{NS_FWD}}}forwarded/{{jabber:client}}message/{BODY}")))
+
+
+async def test_a_message_routed_again_keeps_its_one_archive_row(server_factory, backend):
+    """XEP-0313 §5.1.1 (stored in an archive only once) and XEP-0359 §3 (the id never
+    changes): a message the session wrote but the client never acknowledged (XEP-0198) is
+    routed again when the session ends — into offline storage here — and comes back with the
+    stanza-id it had; the archive holds it once."""
+    srv = server_factory(backend=backend)
+    carol = await srv.login("carol", "phone")
+    await carol.presence()
+    carol.send(f"<enable xmlns='{NS_SM}'/>")
+    await carol.expect(lambda e: e.tag == f"{{{NS_SM}}}enabled", what="<enabled/>")
+    alice = await srv.login("alice", "a")
+    alice.message(srv.jid("carol"), "routed again")
+    first = await carol.expect(has_body("routed again"), what="the message")
+    [sid] = stanza_ids(first, srv.jid("carol"))
+    carol.abort()  # never acknowledged: routed again, to offline storage
+    await asyncio.sleep(0.5)
+    carol = await srv.login("carol", "phone2")
+    await carol.presence()
+    again = await carol.expect(has_body("routed again"), what="the offline copy")
+    assert stanza_ids(again, srv.jid("carol")) == [sid]
+    assert await raw_archive(carol) == [(sid, "routed again")]
+    await carol.close()
+    await alice.close()
+
+
+async def test_a_bounced_message_is_not_archived_nor_names_the_archive(server_factory, backend):
+    """XEP-0313 §5: the recipient's `<stanza-id/>` never goes to someone without access to
+    its archive — not in the error bounced to the sender either; and a message the server
+    refused (offline storage full: XEP-0160 §2 `service-unavailable`) is not in the
+    recipient's archive."""
+    srv = server_factory(backend=backend, im={"offline": {"max_per_user": 1}})
+    alice = await srv.login("alice", "a")
+    for i in range(3):
+        alice.send(f"<message to='{srv.jid('carol')}' type='chat' id='full{i}'>"
+                   f"<body>full {i}</body></message>")
+    for i in (1, 2):
+        err = await alice.expect(lambda e: e.get("id") == f"full{i}", what=f"bounce {i}")
+        assert err.get("type") == "error"
+        assert err.find(f"{{jabber:client}}error/{{{NS_STANZA_ERR}}}service-unavailable") \
+            is not None, ET.tostring(err, encoding="unicode")
+        assert err.findall(f"{{{NS_SID}}}stanza-id") == [], ET.tostring(err, encoding="unicode")
+    carol = await srv.login("carol", "c")
+    assert [b for _, b in await raw_archive(carol)] == ["full 0"]
+    await carol.close()
+    await alice.close()

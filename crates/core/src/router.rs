@@ -493,8 +493,17 @@ impl Core {
         {
             return false;
         }
-        self.route(stanza).await;
+        self.reroute(stanza).await;
         true
+    }
+
+    /// Routes again a stanza that was handed to a session which ended before its client
+    /// took it (unacknowledged, held, or queued; see [`Core::route_again`] for another
+    /// node's): marked so ([`Stanza::mark_routed_again`]), it keeps what the first routing
+    /// put on it and is not archived a second time.
+    pub async fn reroute(self: &Arc<Self>, mut stanza: Stanza) {
+        stanza.mark_routed_again();
+        self.route(stanza).await
     }
 
     /// The session bound to a full JID, if it is a target (see [`Registry::session`]).
@@ -686,8 +695,13 @@ impl Core {
         }
     }
 
-    /// Sends the error reply to `stanza` (never for error stanzas).
+    /// Sends the error reply to `stanza` (never for error stanzas). A message its
+    /// recipient's archive took in this routing ([`Stanza::is_archived`]) bounces: the
+    /// archive is told first ([`Event::MessageBounced`]).
     pub async fn reply_error(self: &Arc<Self>, stanza: &Stanza, error: StanzaError) {
+        if stanza.is_archived() {
+            self.emit(&Event::MessageBounced(stanza.clone())).await;
+        }
         if let Some(reply) = stanza.error_reply(&error) {
             Box::pin(self.route(reply)).await;
         }

@@ -52,7 +52,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex, MutexGuard, Notify, Semaphore};
 use tokio::time::Instant;
 
-use rookery_store::mam::{new_name, ArchiveId, NewArchived};
+use rookery_store::mam::{new_name, ArchiveId, NewArchived, Owner};
 use rookery_store::Store;
 
 /// Jobs waiting for the archiver; beyond it callers wait to enqueue.
@@ -103,6 +103,8 @@ enum Job {
     Rows(Vec<NewArchived>, u32),
     /// Answer once everything queued before is committed.
     Settle(oneshot::Sender<()>),
+    /// Take back the row queued before under this stanza-id in this archive.
+    Withdraw(Owner, String),
 }
 
 impl Job {
@@ -110,7 +112,7 @@ impl Job {
     fn bytes(&self) -> u32 {
         match self {
             Job::Rows(_, bytes) => *bytes,
-            Job::Settle(_) => 0,
+            Job::Settle(_) | Job::Withdraw(..) => 0,
         }
     }
 }
@@ -236,6 +238,21 @@ impl Archiver {
         }
     }
 
+    /// Takes back the row queued before under `stanza_id` in `owner`'s archive (a message
+    /// that bounced after it was archived): left out of its batch if that is not committed
+    /// yet, else deleted after the batch that holds the withdrawal. The order of the queue
+    /// makes the row come first, so nothing waits here.
+    pub async fn withdraw(&self, owner: Owner, stanza_id: String) {
+        if self
+            .queue
+            .send(Job::Withdraw(owner, stanza_id))
+            .await
+            .is_err()
+        {
+            tracing::error!("the archiver has stopped; a bounced message stays archived");
+        }
+    }
+
     /// Returns once the rows queued before the call are committed (or failed, logged).
     pub async fn settle(&self) {
         let (done, committed) = oneshot::channel();
@@ -316,18 +333,23 @@ const RETRY_AFTER: [Duration; 7] = [
 /// ([`RETRY_AFTER`]) — or if it keeps failing each message's on its own (a row the database
 /// refuses costs only its own message); then answers the waiters.
 async fn commit(store: &Store, batch: Vec<Job>) {
-    let mut sizes = Vec::with_capacity(batch.len());
+    let mut messages: Vec<Vec<NewArchived>> = Vec::with_capacity(batch.len());
     let mut waiting = Vec::new();
-    let mut rows = Vec::with_capacity(batch.len());
+    let mut withdrawn = Vec::new();
     for job in batch {
         match job {
-            Job::Rows(r, _) => {
-                sizes.push(r.len());
-                rows.extend(r);
-            }
+            Job::Rows(r, _) => messages.push(r),
             Job::Settle(w) => waiting.push(w),
+            Job::Withdraw(owner, id) => {
+                if !left_out(&mut messages, &owner, &id) {
+                    withdrawn.push((owner, id));
+                }
+            }
         }
     }
+    messages.retain(|m| !m.is_empty());
+    let sizes: Vec<usize> = messages.iter().map(Vec::len).collect();
+    let rows: Vec<NewArchived> = messages.into_iter().flatten().collect();
     if !rows.is_empty() {
         let rows: Arc<[NewArchived]> = rows.into();
         if let Err(e) = append_patiently(store, rows.clone()).await {
@@ -339,10 +361,30 @@ async fn commit(store: &Store, batch: Vec<Job>) {
             }
         }
     }
+    for (owner, id) in withdrawn {
+        if let Err(e) = store.mam().remove(&owner, &id).await {
+            tracing::error!(?owner, stanza_id = %id, error = %e, "taking back a bounced message's row failed");
+        }
+    }
     for w in waiting {
         // The waiter may have gone (its session closed): nothing to tell.
         let _ = w.send(());
     }
+}
+
+/// Removes from `messages` (not committed yet) the row `id` of `owner`'s archive; whether
+/// it was there. A bounce comes right after its message: the newest are looked at first.
+fn left_out(messages: &mut [Vec<NewArchived>], owner: &Owner, id: &str) -> bool {
+    for rows in messages.iter_mut().rev() {
+        if let Some(i) = rows
+            .iter()
+            .position(|r| r.owner == *owner && r.id.stanza_id() == id)
+        {
+            rows.remove(i);
+            return true;
+        }
+    }
+    false
 }
 
 /// Appends `rows` in one transaction, trying again while the database refuses them, for a
@@ -517,5 +559,37 @@ mod tests {
         assert_eq!(ids, expected);
         // Nothing queued: a settle is answered at once.
         archiver.settle().await;
+    }
+
+    /// A bounced message's row is taken back whether its batch is still gathering (it is
+    /// left out) or committed already (it is deleted); the others stay.
+    #[tokio::test]
+    async fn a_withdrawn_row_is_left_out_or_deleted() {
+        let store = store_with_juliet("sqlite::memory:").await;
+        let archiver = Archiver::spawn(store.clone(), Duration::from_secs(60));
+        let mut ids = Vec::new();
+        for n in 0..4 {
+            let ticket = archiver.ticket().await;
+            let id = ticket.id().clone();
+            ids.push(id.stanza_id().into_owned());
+            ticket.queue(vec![row("juliet", n, &id)]).await;
+            if n == 1 {
+                // Still in the gathering batch.
+                archiver.withdraw(juliet(), ids[1].clone()).await;
+            }
+        }
+        archiver.settle().await;
+        // Committed: deleted from the store.
+        archiver.withdraw(juliet(), ids[2].clone()).await;
+        archiver.settle().await;
+        let left: Vec<String> = store
+            .mam()
+            .query(&juliet(), &Filter::default(), 10, false)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.stanza_id)
+            .collect();
+        assert_eq!(left, [ids[0].clone(), ids[3].clone()]);
     }
 }

@@ -396,6 +396,32 @@ impl<'a> Mam<'a> {
             .map(|r| r.id))
     }
 
+    /// Deletes the message `stanza_id` from `owner`'s archive (the row of a message that
+    /// bounced after it was archived); whether there was one. A node's history is not
+    /// written here.
+    pub async fn remove(&self, owner: &Owner, stanza_id: &str) -> Result<bool, StoreError> {
+        if matches!(owner, Owner::Node { .. }) {
+            return Ok(false);
+        }
+        let Some(position) = self.position(owner, stanza_id).await? else {
+            return Ok(false);
+        };
+        let (t, k1, k2) = owner.table();
+        let (a, b) = owner.keys();
+        let (a, b) = (a.to_owned(), b.to_owned());
+        let sql = format!("DELETE FROM {t} WHERE {k1} = $1 AND {k2} = $2 AND id = $3");
+        let gone = write_tx!(self.store, conn => {
+            sqlx::query(&sql)
+                .bind(a.as_str())
+                .bind(b.as_str())
+                .bind(position)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+        });
+        Ok(gone > 0)
+    }
+
     /// Up to `limit` messages of `owner`'s archive matching `filter`, in archive order: the
     /// first ones, or with `from_end` the last ones.
     pub async fn query(

@@ -134,8 +134,7 @@ impl Room {
         if has_body || subject.is_some() {
             if self.limits.archive && !no_store && !no_permanent_store {
                 // XEP-0359: the room's id for the message, in what everyone gets.
-                relayed =
-                    relayed.and_then(|r| rookery_mam::archive::stamp(r, &self.jid, &self.next_id));
+                relayed = relayed.map(|r| rookery_mam::archive::stamp(r, &self.jid, &self.next_id));
                 if let Some(r) = &relayed {
                     o.archive = Some(super::ToArchive {
                         id: self.next_id.clone(),

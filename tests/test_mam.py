@@ -499,3 +499,55 @@ async def test_a_bounced_message_is_not_archived_nor_names_the_archive(server_fa
     assert [b for _, b in await raw_archive(carol)] == ["full 0"]
     await carol.close()
     await alice.close()
+
+
+async def raw_room(srv, owner, name: str) -> str:
+    """Creates an instant room with `owner` (a raw client) as nick "owner"; its JID."""
+    r = f"{name}@conference.{srv.domain}"
+    owner.send(f"<presence to='{r}/owner'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    await owner.expect(lambda e: e.tag == "{jabber:client}presence"
+                       and e.get("from") == f"{r}/owner", what="self-presence")
+    res = await owner.iq("set", r, "<query xmlns='http://jabber.org/protocol/muc#owner'>"
+                         "<x xmlns='jabber:x:data' type='submit'/></query>")
+    assert res.get("type") == "result"
+    return r
+
+
+async def raw_join(c, r: str, nick: str):
+    c.send(f"<presence to='{r}/{nick}'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    await c.expect(lambda e: e.tag == "{jabber:client}presence"
+                   and e.get("from") == f"{r}/{nick}", what="self-presence")
+
+
+async def forged_ids_through_a_room(server, cases) -> list[set]:
+    """Alice sends each (type, payload, to, id) of `cases` with `<stanza-id/>`s forged in the
+    room's name and in bob's account's; the (by, id) pairs of each message as bob got it."""
+    alice, bob = await server.login("alice", "a"), await server.login("bob", "b")
+    r = await raw_room(server, alice, "forge")
+    await raw_join(bob, r, "bob")
+    out = []
+    for type_, payload, to, mid in cases(r):
+        alice.send(f"<message to='{to}' type='{type_}' id='{mid}'>{payload}"
+                   f"<stanza-id xmlns='{NS_SID}' by='{r}' id='FORGED-ROOM'/>"
+                   f"<stanza-id xmlns='{NS_SID}' by='{server.jid('bob')}' id='FORGED-ACCOUNT'/>"
+                   "</message>")
+        got = await bob.expect(lambda e: e.tag == "{jabber:client}message"
+                               and e.get("id") == mid, what=mid)
+        out.append({(s.get("by"), s.get("id")) for s in got.findall(f"{{{NS_SID}}}stanza-id")})
+    await bob.close()
+    await alice.close()
+    return out
+
+
+async def test_a_room_removes_stanza_ids_forged_in_its_name(server):
+    """XEP-0359 §4 rule 2: the room deletes a `<stanza-id by='room'/>` an occupant wrote,
+    whether or not it archives the message (chat states, `<no-store/>`, private messages)."""
+    def cases(r):
+        return [
+            ("groupchat", "<active xmlns='http://jabber.org/protocol/chatstates'/>", r, "state"),
+            ("groupchat", "<body>no store</body><no-store xmlns='urn:xmpp:hints'/>", r, "ns"),
+            ("groupchat", "<body>archived</body>", r, "archived"),
+            ("chat", "<body>private</body>", f"{r}/bob", "pm"),
+        ]
+    for ids in await forged_ids_through_a_room(server, cases):
+        assert not any(i == "FORGED-ROOM" for _, i in ids), ids

@@ -501,6 +501,23 @@ async def test_a_bounced_message_is_not_archived_nor_names_the_archive(server_fa
     await alice.close()
 
 
+async def test_a_delay_in_the_servers_name_from_a_client_is_discarded(server):
+    """XEP-0203 §6: a `<delay from='our domain'/>` a client wrote is not the server's word;
+    it is removed, and offline storage adds its own stamp."""
+    alice = await server.login("alice", "a")
+    alice.send(f"<message to='{server.jid('bob')}' type='chat'><body>old news</body>"
+               f"<delay xmlns='{NS_DELAY}' from='{server.domain}' stamp='2001-01-01T00:00:00Z'>"
+               "Offline Storage</delay></message>")
+    await alice.iq("get", None, "<ping xmlns='urn:xmpp:ping'/>")
+    bob = await server.login("bob", "b")
+    await bob.presence()
+    got = await bob.expect(has_body("old news"), what="the stored message")
+    stamps = [d.get("stamp") for d in got.findall(f"{{{NS_DELAY}}}delay")]
+    assert len(stamps) == 1 and not stamps[0].startswith("2001"), stamps
+    await bob.close()
+    await alice.close()
+
+
 async def raw_room(srv, owner, name: str) -> str:
     """Creates an instant room with `owner` (a raw client) as nick "owner"; its JID."""
     r = f"{name}@conference.{srv.domain}"

@@ -54,6 +54,9 @@ use crate::requests::Requests;
 use crate::session::{SessionHandle, SessionId};
 use crate::tables::Tables;
 
+/// XEP-0091 legacy delayed delivery (still read by clients).
+const LEGACY_DELAY: &str = "jabber:x:delay";
+
 /// Builds a [`Core`] from config, account directory and modules.
 pub struct CoreBuilder {
     config: CoreConfig,
@@ -597,6 +600,7 @@ impl Core {
     /// (presence with a `to`; broadcasts go to [`HookPoint::PresenceBroadcast`] in `route`) or
     /// [`HookPoint::IqFromLocal`], then [`Core::route`].
     pub async fn route_from_session(self: &Arc<Self>, stanza: Stanza) {
+        let stanza = self.without_our_delays(stanza);
         let point = match stanza.kind() {
             StanzaKind::Message(_) => Some(HookPoint::MessageFromLocal),
             StanzaKind::Presence(_) if stanza.to().is_some() => Some(HookPoint::PresenceFromLocal),
@@ -611,6 +615,31 @@ impl Core {
             None => stanza,
         };
         self.route(stanza).await
+    }
+
+    /// Routes a stanza a peer server sent (its addresses checked): a `<delay/>` in the name
+    /// of a domain hosted here is dropped first, as for a client's ([`Core::route`] after).
+    pub async fn route_from_peer(self: &Arc<Self>, stanza: Stanza) {
+        let stanza = self.without_our_delays(stanza);
+        self.route(stanza).await
+    }
+
+    /// `stanza` without a delayed-delivery notation (XEP-0203, or the XEP-0091 one clients
+    /// still read) whose `from` is a domain hosted here: only this server stamps those (its
+    /// offline storage, a session's undelivered stanzas routed again), so one that came
+    /// from a client or a peer is forged, and would pass for the server's word on when the
+    /// message was stored (XEP-0203 §6: the server SHOULD discard it).
+    fn without_our_delays(&self, mut stanza: Stanza) -> Stanza {
+        let ours = |c: &Element| {
+            (c.is("delay", rookery_proto::ns::DELAY) || c.is("x", LEGACY_DELAY))
+                && c.attr("from")
+                    .and_then(|f| Jid::parse(f).ok())
+                    .is_some_and(|f| f.local().is_none() && self.is_local_domain(f.domain()))
+        };
+        if stanza.element().children().any(ours) {
+            stanza.remove_payload_where(ours);
+        }
+        stanza
     }
 
     /// Sends an IQ `get` or `set` from the hosted domain `host` (the one the request is on

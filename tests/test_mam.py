@@ -568,3 +568,13 @@ async def test_a_room_removes_stanza_ids_forged_in_its_name(server):
         ]
     for ids in await forged_ids_through_a_room(server, cases):
         assert not any(i == "FORGED-ROOM" for _, i in ids), ids
+
+
+async def test_groupchat_never_brings_a_stanza_id_in_the_recipients_name(server):
+    """XEP-0359 §4 rule 2: a local occupant never gets a `<stanza-id/>` in its own account's
+    name that its archive did not give — also on a room's groupchat fan-out."""
+    def cases(r):
+        return [("groupchat", "<body>archived</body>", r, "archived"),
+                ("groupchat", "<active xmlns='http://jabber.org/protocol/chatstates'/>", r, "st")]
+    for ids in await forged_ids_through_a_room(server, cases):
+        assert not any(i == "FORGED-ACCOUNT" for _, i in ids), ids

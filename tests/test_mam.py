@@ -424,7 +424,6 @@ async def test_archive_metadata(server):
 # ---- messages routed again, bounced, relayed (audit 36) ------------------------------------
 
 NS_DELAY = "urn:xmpp:delay"
-NS_CARBONS = "urn:xmpp:carbons:2"
 BODY = "{jabber:client}body"
 
 

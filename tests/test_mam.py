@@ -158,6 +158,38 @@ async def test_filters_by_jid_time_and_ids(server):
     await close(a, b, c)
 
 
+def follows_closely(a: str, b: str) -> bool:
+    """Whether id `b` is `a` plus a small count (read as hex): the next id can be guessed."""
+    try:
+        return 0 < int(b, 16) - int(a, 16) < 1 << 24
+    except ValueError:
+        return False
+
+
+async def test_archive_ids_are_unpredictable_and_last(server_factory, backend):
+    """XEP-0313 §3 (a UID that MUST be unpredictable), XEP-0359 §8 (nothing to infer from
+    it): consecutive archive ids are not a count anyone can follow; they stay valid for
+    `ids`, `after-id` and RSM after a restart (the key is the database's)."""
+    srv = server_factory(backend=backend)
+    a, b = await login(srv, "alice"), await login(srv, "bob")
+    got = [await chat(a, b, f"guess {i}") for i in range(4)]
+    sids = [g.find(f"{{{NS_SID}}}stanza-id").get("id") for g in got]
+    assert len(set(sids)) == 4
+    assert not any(follows_closely(x, y) for x, y in zip(sids, sids[1:])), sids
+    # A query settles the archive: what it shows survives `kill -9`.
+    assert (await query(b))[1] == sids
+    await close(a, b)
+    srv.crash_restart()
+    b = await login(srv, "bob")
+    bodies, ids, _ = await query(b, ids=[sids[3], sids[0]])
+    assert bodies == ["guess 0", "guess 3"] and ids == [sids[0], sids[3]]
+    bodies, _, _ = await query(b, after_id=sids[1])
+    assert bodies == ["guess 2", "guess 3"]
+    bodies, _, _ = await query(b, rsm=f"<after>{sids[2]}</after>")
+    assert bodies == ["guess 3"]
+    await close(b)
+
+
 async def test_a_message_to_oneself_is_archived_once(server):
     """§6.1.1: a stanza goes into a given archive only once — a note to one's own account is
     both sent and received by it; the copy delivered carries that one row's id."""

@@ -52,7 +52,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex, MutexGuard, Notify, Semaphore};
 use tokio::time::Instant;
 
-use rookery_store::mam::{new_name, ArchiveId, NewArchived, Owner};
+use rookery_store::mam::{new_name, ArchiveId, NewArchived, Numbering, Owner};
 use rookery_store::Store;
 
 /// Jobs waiting for the archiver; beyond it callers wait to enqueue.
@@ -122,25 +122,26 @@ impl Job {
 enum Ids {
     /// Not known yet: asked of the store at the first ticket.
     Unknown,
-    /// Numbered here (SQLite): the last number given.
-    Positions(i64),
+    /// Numbered here (SQLite): the last number given, and how numbers become stanza-ids
+    /// (keyed: they tell nothing, `rookery_store::mam::Numbering`).
+    Positions(i64, Numbering),
     /// Named, numbered by the database (PostgreSQL).
     Named,
 }
 
 impl Ids {
     /// The next id: a number above the last one and not below the current millisecond's
-    /// first (the time, shifted by 20 bits: a number tells no more than the message's time
-    /// stamp does, where a count would tell how busy the server is), or a new name.
+    /// first (the time, shifted by 20 bits, so that numbers stay in the order of time across
+    /// restarts), or a new name.
     fn next(&mut self) -> ArchiveId {
         match self {
-            Ids::Positions(last) => {
+            Ids::Positions(last, numbering) => {
                 let ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis());
                 let floor = i64::try_from(ms << 20).unwrap_or(0);
                 *last = last.saturating_add(1).max(floor);
-                ArchiveId::Position(*last)
+                numbering.numbered(*last)
             }
             Ids::Unknown | Ids::Named => ArchiveId::Named(new_name()),
         }
@@ -198,9 +199,18 @@ impl Archiver {
     pub async fn ticket(&self) -> Ticket<'_> {
         let mut ids = self.ids.lock().await;
         if matches!(*ids, Ids::Unknown) {
-            match self.store.mam().last_position().await {
-                Ok(Some(last)) => *ids = Ids::Positions(last),
-                Ok(None) => *ids = Ids::Named,
+            let mam = self.store.mam();
+            let numbering = async {
+                Ok::<_, rookery_store::StoreError>((
+                    mam.numbering().await?,
+                    mam.last_position().await?,
+                ))
+            };
+            match numbering.await {
+                Ok((Some(numbering), Some(last))) => {
+                    *ids = Ids::Positions(last, numbering.clone());
+                }
+                Ok(_) => *ids = Ids::Named,
                 // For good: numbers given after names still waiting for their commit could
                 // meet the numbers the database gives those.
                 Err(e) => {
@@ -488,7 +498,7 @@ mod tests {
         let mut queued = Vec::new();
         while let Ok(Job::Rows(rows, _)) = jobs.try_recv() {
             queued.extend(rows.into_iter().map(|r| match r.id {
-                ArchiveId::Position(p) => p,
+                ArchiveId::Position(n) => n.position(),
                 ArchiveId::Named(n) => panic!("a name on SQLite: {n}"),
             }));
         }
@@ -504,9 +514,10 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("a.db").display());
         let store = store_with_juliet(&url).await;
         let future = i64::MAX / 2;
+        let numbering = store.mam().numbering().await.unwrap().unwrap().clone();
         store
             .mam()
-            .append(vec![row("juliet", 0, &ArchiveId::Position(future))])
+            .append(vec![row("juliet", 0, &numbering.numbered(future))])
             .await
             .unwrap();
         for round in 0..2 {
@@ -514,7 +525,7 @@ mod tests {
             for n in 0..10 {
                 let ticket = archiver.ticket().await;
                 let id = ticket.id().clone();
-                assert!(matches!(id, ArchiveId::Position(p) if p > future));
+                assert!(matches!(id, ArchiveId::Position(ref n) if n.position() > future));
                 ticket.queue(vec![row("juliet", n, &id)]).await;
             }
             archiver.settle().await;
@@ -539,7 +550,7 @@ mod tests {
             let user = if n == 50 { "nobody" } else { "juliet" };
             let ticket = archiver.ticket().await;
             if n != 50 {
-                expected.push(ticket.id().stanza_id().into_owned());
+                expected.push(ticket.id().stanza_id().to_owned());
             }
             let id = ticket.id().clone();
             ticket.queue(vec![row(user, n, &id)]).await;
@@ -571,7 +582,7 @@ mod tests {
         for n in 0..4 {
             let ticket = archiver.ticket().await;
             let id = ticket.id().clone();
-            ids.push(id.stanza_id().into_owned());
+            ids.push(id.stanza_id().to_owned());
             ticket.queue(vec![row("juliet", n, &id)]).await;
             if n == 1 {
                 // Still in the gathering batch.

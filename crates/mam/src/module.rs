@@ -312,7 +312,7 @@ impl Module for Mam {
                     return Flow::Continue(archive::unforged(stanza, &account));
                 }
                 let ticket = self.archiver.ticket().await;
-                let mut stamped = archive::stamp(stanza, &account, &ticket.id().stanza_id());
+                let mut stamped = archive::stamp(stanza, &account, ticket.id().stanza_id());
                 self.archive(ticket, &account, &from.to_bare(), &stamped)
                     .await;
                 // A bounce takes the row back (`Mam::withdraw`).

@@ -154,14 +154,15 @@ async fn rows_numbered_by_the_writer_beside_named_rows() {
         let mam = b.store.mam();
         let j = juliet(d);
         let first = 1_765_000_000_000_i64 << 20;
-        let numbered = |n: i64| {
-            let mut r = row(d, n, "romeo@x");
-            r.id = ArchiveId::Position(first + n);
-            r
-        };
         if b.name != "sqlite" {
             assert!(mam.last_position().await.unwrap().is_none());
-            assert!(mam.append(vec![numbered(3)]).await.is_err(), "{}", b.name);
+            assert!(mam.numbering().await.unwrap().is_none());
+            // A position made on SQLite is refused.
+            let sqlite = rookery_store::Store::open("sqlite::memory:").await.unwrap();
+            let numbering = sqlite.mam().numbering().await.unwrap().unwrap().clone();
+            let mut r = row(d, 3, "romeo@x");
+            r.id = numbering.numbered(first + 3);
+            assert!(mam.append(vec![r]).await.is_err(), "{}", b.name);
             assert!(mam
                 .query(&j, &Filter::default(), 10, false)
                 .await
@@ -169,6 +170,12 @@ async fn rows_numbered_by_the_writer_beside_named_rows() {
                 .is_empty());
             continue;
         }
+        let numbering = mam.numbering().await.unwrap().unwrap();
+        let numbered = |n: i64| {
+            let mut r = row(d, n, "romeo@x");
+            r.id = numbering.numbered(first + n);
+            r
+        };
         mam.append(vec![row(d, 1, "romeo@x"), row(d, 2, "nurse@x")])
             .await
             .unwrap();
@@ -178,7 +185,7 @@ async fn rows_numbered_by_the_writer_beside_named_rows() {
             .unwrap();
         assert_eq!(mam.last_position().await.unwrap(), Some(first + 5));
         let rows = mam.query(&j, &Filter::default(), 10, false).await.unwrap();
-        let sid = |n: i64| ArchiveId::Position(first + n).stanza_id().into_owned();
+        let sid = |n: i64| numbering.numbered(first + n).stanza_id().to_owned();
         let ids: Vec<&str> = rows.iter().map(|a| a.stanza_id.as_str()).collect();
         assert_eq!(ids, ["id1", "id2", &sid(3), &sid(4), &sid(5)]);
         assert_eq!(rows[1].id, named_last);
@@ -187,7 +194,7 @@ async fn rows_numbered_by_the_writer_beside_named_rows() {
         assert_eq!(mam.position(&j, "id2").await.unwrap(), Some(named_last));
         // A named row's number spelled as a position is not its id; nor is a position
         // nobody was given, nor one of another archive.
-        let spelled = ArchiveId::Position(named_last).stanza_id().into_owned();
+        let spelled = numbering.numbered(named_last).stanza_id().to_owned();
         assert!(mam.position(&j, &spelled).await.unwrap().is_none());
         assert!(mam.position(&j, &sid(9)).await.unwrap().is_none());
         let romeo = Owner::Account {
@@ -363,10 +370,10 @@ async fn a_row_is_removed_by_its_stanza_id() {
         let mut theirs = row(d, 2, "juliet@x");
         theirs.owner = romeo.clone();
         rows.push(theirs);
-        let sqlite = b.name == "sqlite";
-        if sqlite {
+        let numbering = mam.numbering().await.unwrap();
+        if let Some(n) = numbering {
             let mut numbered = row(d, 4, "romeo@x");
-            numbered.id = ArchiveId::Position(1 << 40);
+            numbered.id = n.numbered(1 << 40);
             rows.push(numbered);
         }
         // Not the old times the purge test counts on in a shared database.
@@ -378,9 +385,11 @@ async fn a_row_is_removed_by_its_stanza_id() {
         assert!(!mam.remove(&j, "id2").await.unwrap());
         assert!(!mam.remove(&j, "nope").await.unwrap());
         let left = ["id1", "id3"];
-        if sqlite {
-            let sid = ArchiveId::Position(1 << 40).stanza_id().into_owned();
-            assert!(mam.remove(&j, &sid).await.unwrap());
+        if let Some(n) = numbering {
+            assert!(mam
+                .remove(&j, n.numbered(1 << 40).stanza_id())
+                .await
+                .unwrap());
         }
         let all = Filter::default();
         assert_eq!(
@@ -393,4 +402,64 @@ async fn a_row_is_removed_by_its_stanza_id() {
             ["id2"]
         );
     }
+}
+
+/// SQLite stanza-ids are keyed (`Numbering`) from the first use of a key on: rows numbered
+/// before it existed — a database from before migration 0036 — keep the 16 hex digits they
+/// were given (XEP-0359 §3), found by them in `ids` and as RSM/`after-id` positions, and the
+/// rows after get keyed ids; an old-style spelling of a new row finds nothing.
+#[tokio::test]
+async fn ids_given_before_the_key_keep_working() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let store = rookery_store::Store::open(&url).await.unwrap();
+    let creds = rookery_store::Credentials::derive("pw", 64).unwrap();
+    store
+        .accounts()
+        .create("l", "juliet", &creds)
+        .await
+        .unwrap();
+    let first = 1_765_000_000_000_i64 << 20;
+    let at = |n: &rookery_store::mam::Numbering, p: i64| {
+        let mut r = row("l", p - first, "romeo@x");
+        r.id = n.numbered(p);
+        r
+    };
+    let n = store.mam().numbering().await.unwrap().unwrap().clone();
+    store
+        .mam()
+        .append(vec![at(&n, first + 1), at(&n, first + 2)])
+        .await
+        .unwrap();
+    store.close().await;
+    // As if these rows were written before the key: it goes, a new one is made at the next
+    // open, from the position after them.
+    let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    exec(&mut raw, "DELETE FROM mam_id_key").await;
+    raw.close().await.unwrap();
+    let store = rookery_store::Store::open(&url).await.unwrap();
+    let mam = store.mam();
+    let n = mam.numbering().await.unwrap().unwrap().clone();
+    mam.append(vec![at(&n, first + 3)]).await.unwrap();
+    let j = juliet("l");
+    let ids = stanza_ids(mam.query(&j, &Filter::default(), 10, false).await.unwrap());
+    let hex = |p: i64| format!("{p:016x}");
+    assert_eq!(ids[..2], [hex(first + 1), hex(first + 2)]);
+    assert_eq!(ids[2], n.numbered(first + 3).stanza_id());
+    assert_eq!(ids[2].len(), 11, "{ids:?}");
+    assert_eq!(
+        mam.position(&j, &hex(first + 1)).await.unwrap(),
+        Some(first + 1)
+    );
+    assert_eq!(mam.position(&j, &ids[2]).await.unwrap(), Some(first + 3));
+    assert_eq!(mam.position(&j, &hex(first + 3)).await.unwrap(), None);
+    let picked = Filter {
+        ids: vec![hex(first + 2), ids[2].clone()],
+        ..Filter::default()
+    };
+    assert_eq!(
+        stanza_ids(mam.query(&j, &picked, 10, false).await.unwrap()),
+        ids[1..]
+    );
 }

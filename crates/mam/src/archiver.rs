@@ -451,6 +451,7 @@ mod tests {
             with_jid: "romeo@localhost".into(),
             ts: 1,
             stanza: format!("<message><body>{n}</body></message>"),
+            real_jid: None,
         }
     }
 

@@ -160,6 +160,7 @@ impl Mam {
             with_jid: with.as_str().to_string(),
             ts: rookery_proto::time::now_unix(),
             stanza: archive::serialized(m),
+            real_jid: None,
         };
         ticket.queue(vec![row]).await;
     }

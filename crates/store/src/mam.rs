@@ -46,10 +46,13 @@ const TABLES: [(&str, &str, &str); 2] = [
     ("mam_messages", "domain", "username"),
     ("muc_archive", "service", "room"),
 ];
+/// The table whose rows keep their sender's real JID (`real_jid`, a room's: XEP-0313
+/// §5.1.2); the others have none.
+const WITH_REAL_JIDS: &str = TABLES[1].0;
 /// A node's history: a view, queried like the tables and never purged or written here.
 const NODE_HISTORY: (&str, &str, &str) = ("pubsub_archive", "service", "node");
 
-/// The most rows one query carries (see [`insert_sql`]): seven parameters a row stays far
+/// The most rows one query carries (see [`insert_sql`]): at most eight parameters a row stay far
 /// below both drivers' limits (SQLite 32,766, PostgreSQL 65,535), and a batch of a few
 /// hundred rows is a few queries.
 const MAX_ROWS_PER_INSERT: usize = 64;
@@ -97,7 +100,11 @@ fn insert_sql((t, k1, k2): (&str, &str, &str), n: usize, backend: Backend) -> St
         Backend::Sqlite => ("id, ", 7),
         Backend::Postgres => ("", 6),
     };
-    let columns = format!("{t} ({id}{k1}, {k2}, stanza_id, with_jid, ts, stanza)");
+    let (real, width) = match t == WITH_REAL_JIDS {
+        true => (", real_jid", width + 1),
+        false => ("", width),
+    };
+    let columns = format!("{t} ({id}{k1}, {k2}, stanza_id, with_jid, ts, stanza{real})");
     let mut values = String::from("VALUES ");
     for i in 0..n {
         if i > 0 {
@@ -377,6 +384,9 @@ pub struct NewArchived {
     pub ts: i64,
     /// The message as serialized XML.
     pub stanza: String,
+    /// In a room's archive, the sender's real bare JID (XEP-0313 §5.1.2, shown to those
+    /// the room shows real JIDs); kept nowhere else.
+    pub real_jid: Option<String>,
 }
 
 /// An archived message.
@@ -392,6 +402,8 @@ pub struct Archived {
     pub ts: i64,
     /// The message as serialized XML.
     pub stanza: String,
+    /// In a room's archive, the sender's real bare JID, if known.
+    pub real_jid: Option<String>,
 }
 
 /// What a query selects (every bound optional; positions are row ids, see [`Mam::position`]).
@@ -439,7 +451,7 @@ enum Param {
     Int(i64),
 }
 
-type Row = (i64, String, String, i64, String);
+type Row = (i64, String, String, i64, String, Option<String>);
 
 impl<'a> Mam<'a> {
     pub(crate) fn new(store: &'a Store) -> Mam<'a> {
@@ -494,6 +506,9 @@ impl<'a> Mam<'a> {
                             .bind(r.with_jid.as_str())
                             .bind(r.ts)
                             .bind(r.stanza.as_str());
+                        if table.0 == WITH_REAL_JIDS {
+                            q = q.bind(r.real_jid.as_deref());
+                        }
                     }
                     q.execute(&mut *conn).await?;
                 }
@@ -591,8 +606,13 @@ impl<'a> Mam<'a> {
     ) -> Result<Vec<Archived>, StoreError> {
         let (t, k1, k2) = owner.table();
         let (a, b) = owner.keys();
+        let real = match t == WITH_REAL_JIDS {
+            true => "real_jid",
+            false => "CAST(NULL AS TEXT)",
+        };
         let mut sql = format!(
-            "SELECT id, stanza_id, with_jid, ts, stanza FROM {t} WHERE {k1} = $1 AND {k2} = $2"
+            "SELECT id, stanza_id, with_jid, ts, stanza, {real} FROM {t} \
+             WHERE {k1} = $1 AND {k2} = $2"
         );
         let mut params = vec![Param::Text(a.into()), Param::Text(b.into())];
         let mut push = |sql: &mut String, clause: &str, p: Param| {
@@ -678,7 +698,7 @@ impl<'a> Mam<'a> {
         }
         Ok(rows
             .into_iter()
-            .map(|(id, stanza_id, with_jid, ts, stanza)| Archived {
+            .map(|(id, stanza_id, with_jid, ts, stanza, real_jid)| Archived {
                 id,
                 stanza_id: match numbering {
                     Some(n) if stanza_id.is_empty() => n.stanza_id(id),
@@ -687,6 +707,7 @@ impl<'a> Mam<'a> {
                 with_jid,
                 ts,
                 stanza,
+                real_jid,
             })
             .collect())
     }
@@ -814,13 +835,13 @@ mod tests {
     fn an_insert_is_one_statement_of_all_its_rows() {
         assert_eq!(
             insert_sql(TABLES[1], 2, Backend::Postgres),
-            "INSERT INTO muc_archive (service, room, stanza_id, with_jid, ts, stanza) \
-             VALUES ($1, $2, $3, $4, $5, $6), ($7, $8, $9, $10, $11, $12)"
+            "INSERT INTO muc_archive (service, room, stanza_id, with_jid, ts, stanza, real_jid) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)"
         );
         assert_eq!(
             insert_sql(TABLES[1], 2, Backend::Sqlite),
             "INSERT OR IGNORE INTO muc_archive (id, service, room, stanza_id, with_jid, ts, \
-             stanza) VALUES (?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?)"
+             stanza, real_jid) VALUES (?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?)"
         );
         assert_eq!(
             insert_sql(TABLES[0], 1, Backend::Sqlite),

@@ -146,6 +146,7 @@ impl Room {
                     o.archive = Some(super::ToArchive {
                         id: self.next_id.clone(),
                         with: occ.room_jid.clone(),
+                        real: from.to_bare(),
                         stanza: r.clone(),
                     });
                 }

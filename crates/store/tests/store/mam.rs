@@ -12,6 +12,7 @@ fn row(domain: &str, n: i64, with: &str) -> NewArchived {
         with_jid: with.into(),
         ts: n * 10,
         stanza: format!("<message><body>{n}</body></message>"),
+        real_jid: None,
     }
 }
 
@@ -462,4 +463,53 @@ async fn ids_given_before_the_key_keep_working() {
         stanza_ids(mam.query(&j, &picked, 10, false).await.unwrap()),
         ids[1..]
     );
+}
+
+/// A room's rows keep their sender's real JID (migration sqlite 0037 / postgres 0034), a
+/// row without one reads back as none, and an account's rows have none.
+#[tokio::test]
+async fn a_rooms_rows_keep_the_senders_real_jid() {
+    for b in backends("mam-real-jid").await {
+        let d = b.domain.as_str();
+        let mam = b.store.mam();
+        let owner = Owner::Room {
+            service: format!("conference.{d}"),
+            room: "coven".into(),
+        };
+        let rows: Vec<NewArchived> = [Some("hag66@shakespeare.lit"), None]
+            .into_iter()
+            .enumerate()
+            .map(|(n, real)| NewArchived {
+                owner: owner.clone(),
+                id: ArchiveId::Named(format!("r{n}")),
+                with_jid: "coven@conference/witch".into(),
+                ts: 1 << 40,
+                stanza: "<message type=\"groupchat\"><body>x</body></message>".into(),
+                real_jid: real.map(str::to_owned),
+            })
+            .collect();
+        mam.append(rows).await.unwrap();
+        let got: Vec<Option<String>> = mam
+            .query(&owner, &Filter::default(), 10, false)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.real_jid)
+            .collect();
+        assert_eq!(
+            got,
+            [Some("hag66@shakespeare.lit".to_string()), None],
+            "{}",
+            b.name
+        );
+        b.create_account("juliet").await;
+        let mut mine = row(d, 1, "romeo@x");
+        mine.ts = 1 << 40;
+        mam.append(vec![mine]).await.unwrap();
+        let got = mam
+            .query(&juliet(d), &Filter::default(), 10, false)
+            .await
+            .unwrap();
+        assert_eq!(got[0].real_jid, None);
+    }
 }

@@ -657,6 +657,37 @@ mod tests {
     }
 
     #[test]
+    fn an_error_reply_drops_the_addressees_stanza_id_and_every_mark() {
+        let sid = |by: &str| {
+            Element::new("stanza-id", ns::SID)
+                .with_attr("by", by)
+                .with_attr("id", "x")
+        };
+        let el = Element::new("message", CONTENT_NS)
+            .with_attr("from", "alice@a.example/r")
+            .with_attr("to", "bob@b.example/phone")
+            .with_child(sid("bob@b.example"))
+            .with_child(sid("room@muc.example"));
+        let mut s = Stanza::from_element(el).unwrap();
+        s.mark_archived();
+        s.mark_routed_again();
+        let reply = s
+            .error_reply(&StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
+            .unwrap();
+        let by: Vec<_> = reply
+            .element()
+            .children()
+            .filter(|c| c.is("stanza-id", ns::SID))
+            .map(|c| c.attr("by"))
+            .collect();
+        assert_eq!(by, [Some("room@muc.example")]);
+        assert!(!reply.is_archived() && !reply.is_routed_again());
+        // A stanza parsed anew knows nothing of its way.
+        let again = Stanza::from_serialized(&s.to_bytes()).unwrap();
+        assert!(!again.is_archived() && !again.is_routed_again());
+    }
+
+    #[test]
     fn other_elements_are_not_stanzas() {
         let el = Element::new("auth", crate::ns::SASL);
         assert!(matches!(

@@ -32,6 +32,11 @@
 //! are queued: numbers go into the queue in their order, and a batch never leaves one out
 //! that a later batch brings.
 //!
+//! # Bounces
+//! A message archived for its recipient on its way and then bounced (offline storage full
+//! or disabled) is taken back with [`Archiver::withdraw`]: queued behind its row, the
+//! withdrawal leaves the row out of the batch still gathering, or deletes it once committed.
+//!
 //! # Bounds
 //! The queue holds [`QUEUE`] jobs and [`QUEUE_BYTES`] of rows (large stanzas are as
 //! welcome as small ones); when the store falls behind, archiving waits to enqueue

@@ -24,7 +24,7 @@
 //! nothing sent this way is carbon-copied (XEP-0280 §6.1: headlines, presence and messages
 //! without a body are not eligible, carbons never are), and the archive's removal of a
 //! `<stanza-id/>` forged in the recipient's name is done here instead
-//! ([`Template::render_for_account`]).
+//! (`Template::render_for_account`).
 
 use std::sync::Arc;
 

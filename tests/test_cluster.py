@@ -31,6 +31,7 @@ from conftest import PG_URL, PgDatabase, free_port
 from test_websub import receiver  # noqa: F401 (a fixture)
 from slix import SlixClient, slix_login
 from test_im import BODY, NS_ROSTER, Peer, is_msg, is_presence, is_push, make_mutual, peer
+from test_mam import query as mam_query
 from xmpp_raw import local, stanza_error
 
 USERS = {"alice": "alicepass", "bob": "bobpass", "carol": "carolpass", "dave": "davepass"}
@@ -401,7 +402,12 @@ async def test_a_session_resumed_on_another_node_ends_where_it_hibernated(cluste
         assert c.boundjid.resource == "after"
         c.send_presence()
         # Well within the hibernation timeout (300 s by default): ended by node 1 at once.
-        await c.inbox.wait(is_msg("waited"), timeout=15, what="the message that waited")
+        got = await c.inbox.wait(is_msg("waited"), timeout=15, what="the message that waited")
+        # Routed again by node 1 (Core::reroute): archived once, by node 2 when it was sent,
+        # under the stanza-id it still carries (XEP-0313 §5.1.1, XEP-0359 §3).
+        sid = got.find("{urn:xmpp:sid:0}stanza-id").get("id")
+        bodies, ids, _ = await mam_query(c)
+        assert (bodies, ids) == (["waited"], [sid])
     finally:
         await c.close()
         await bob.close()

@@ -1049,6 +1049,29 @@ async def test_carbons_eligibility_rules(server):
         await p.close()
 
 
+async def test_a_negative_priority_carbons_resource_gets_a_copy_of_what_goes_offline(server):
+    """XEP-0280 §6: each Carbons-enabled resource that did not get the message under the
+    RFC 6121 rules gets a received carbon — also when, with no resource of priority ≥ 0, the
+    message goes to offline storage."""
+    bob = await server.login("bob", "neg")
+    bob.send("<presence><priority>-1</priority></presence>")
+    res = await bob.iq("set", None, f"<enable xmlns='{NS_CARBONS}'/>")
+    assert res.get("type") == "result"
+    alice = await server.login("alice", "a")
+    alice.message(server.jid("bob"), "to the store")
+    got = await bob.expect(lambda e: e.find(f"{{{NS_CARBONS}}}received") is not None,
+                           what="the received carbon")
+    fwd = got.find(f"{{{NS_CARBONS}}}received/{{{NS_FORWARD}}}forwarded/{{jabber:client}}message")
+    assert fwd.findtext(tag(NS_CLIENT, 'body')) == "to the store"
+    await bob.close()
+    bob = await server.login("bob", "pos")
+    await bob.presence()
+    await bob.expect(lambda e: local(e) == "message" and e.findtext(tag(NS_CLIENT, 'body'))
+                     == "to the store", what="the stored message")
+    await bob.close()
+    await alice.close()
+
+
 async def test_carbons_with_slixmpp(server):
     """The acceptance flow with an independent client library."""
     a1 = await slix_login(server, "alice", resource="s1", presence=True)

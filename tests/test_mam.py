@@ -18,6 +18,7 @@ from slixmpp.exceptions import IqError
 
 from conftest import SqliteLock
 from slix import SlixClient, slix_login
+from xmpp_raw import NS_STANZA_ERR
 
 NS_MAM = "urn:xmpp:mam:2"
 NS_RSM = "http://jabber.org/protocol/rsm"
@@ -155,6 +156,38 @@ async def test_filters_by_jid_time_and_ids(server):
     assert fields["ids"].find("{http://jabber.org/protocol/xdata-validate}validate/"
                               "{http://jabber.org/protocol/xdata-validate}open") is not None
     await close(a, b, c)
+
+
+def follows_closely(a: str, b: str) -> bool:
+    """Whether id `b` is `a` plus a small count (read as hex): the next id can be guessed."""
+    try:
+        return 0 < int(b, 16) - int(a, 16) < 1 << 24
+    except ValueError:
+        return False
+
+
+async def test_archive_ids_are_unpredictable_and_last(server_factory, backend):
+    """XEP-0313 §3 (a UID that MUST be unpredictable), XEP-0359 §8 (nothing to infer from
+    it): consecutive archive ids are not a count anyone can follow; they stay valid for
+    `ids`, `after-id` and RSM after a restart (the key is the database's)."""
+    srv = server_factory(backend=backend)
+    a, b = await login(srv, "alice"), await login(srv, "bob")
+    got = [await chat(a, b, f"guess {i}") for i in range(4)]
+    sids = [g.find(f"{{{NS_SID}}}stanza-id").get("id") for g in got]
+    assert len(set(sids)) == 4
+    assert not any(follows_closely(x, y) for x, y in zip(sids, sids[1:])), sids
+    # A query settles the archive: what it shows survives `kill -9`.
+    assert (await query(b))[1] == sids
+    await close(a, b)
+    srv.crash_restart()
+    b = await login(srv, "bob")
+    bodies, ids, _ = await query(b, ids=[sids[3], sids[0]])
+    assert bodies == ["guess 0", "guess 3"] and ids == [sids[0], sids[3]]
+    bodies, _, _ = await query(b, after_id=sids[1])
+    assert bodies == ["guess 2", "guess 3"]
+    bodies, _, _ = await query(b, rsm=f"<after>{sids[2]}</after>")
+    assert bodies == ["guess 3"]
+    await close(b)
 
 
 async def test_a_message_to_oneself_is_archived_once(server):
@@ -418,3 +451,161 @@ async def test_archive_metadata(server):
         assert e.value.iq["error"]["condition"] == "bad-request"
     finally:
         await close(a, b)
+
+
+# ---- messages routed again, bounced, relayed (audit 36) ------------------------------------
+
+NS_DELAY = "urn:xmpp:delay"
+BODY = "{jabber:client}body"
+
+
+def has_body(body):
+    return lambda e: e.tag == "{jabber:client}message" and e.findtext(BODY) == body
+
+
+def stanza_ids(el, by: str) -> list[str]:
+    return [s.get("id") for s in el.findall(f"{{{NS_SID}}}stanza-id") if s.get("by") == by]
+
+
+async def raw_archive(c) -> list[tuple[str, str]]:
+    """(archive id, body) of every message in a raw client's archive (one page)."""
+    qid = uuid.uuid4().hex[:8]
+    c.send(f"<iq type='set' id='{qid}'><query xmlns='{NS_MAM}' queryid='{qid}'>"
+           f"<set xmlns='{NS_RSM}'><max>50</max></set></query></iq>")
+    out = []
+    while True:
+        el = await c.expect(lambda e: e.get("id") == qid or
+                            e.find(f"{{{NS_MAM}}}result") is not None, what="archive")
+        if el.tag == "{jabber:client}iq":
+            assert el.get("type") == "result", ET.tostring(el, encoding="unicode")
+            return out
+        r = el.find(f"{{{NS_MAM}}}result")
+        if r.get("queryid") == qid:
+            out.append((r.get("id"), r.findtext(
+                f"{{{NS_FWD}}}forwarded/{{jabber:client}}message/{BODY}")))
+
+
+async def test_a_message_routed_again_keeps_its_one_archive_row(server_factory, backend):
+    """XEP-0313 §5.1.1 (stored in an archive only once) and XEP-0359 §3 (the id never
+    changes): a message the session wrote but the client never acknowledged (XEP-0198) is
+    routed again when the session ends — into offline storage here — and comes back with the
+    stanza-id it had; the archive holds it once."""
+    srv = server_factory(backend=backend)
+    carol = await srv.login("carol", "phone")
+    await carol.presence()
+    carol.send(f"<enable xmlns='{NS_SM}'/>")
+    await carol.expect(lambda e: e.tag == f"{{{NS_SM}}}enabled", what="<enabled/>")
+    alice = await srv.login("alice", "a")
+    alice.message(srv.jid("carol"), "routed again")
+    first = await carol.expect(has_body("routed again"), what="the message")
+    [sid] = stanza_ids(first, srv.jid("carol"))
+    carol.abort()  # never acknowledged: routed again, to offline storage
+    await asyncio.sleep(0.5)
+    carol = await srv.login("carol", "phone2")
+    await carol.presence()
+    again = await carol.expect(has_body("routed again"), what="the offline copy")
+    assert stanza_ids(again, srv.jid("carol")) == [sid]
+    assert await raw_archive(carol) == [(sid, "routed again")]
+    await carol.close()
+    await alice.close()
+
+
+async def test_a_bounced_message_is_not_archived_nor_names_the_archive(server_factory, backend):
+    """XEP-0313 §5: the recipient's `<stanza-id/>` never goes to someone without access to
+    its archive — not in the error bounced to the sender either; and a message the server
+    refused (offline storage full: XEP-0160 §2 `service-unavailable`) is not in the
+    recipient's archive."""
+    srv = server_factory(backend=backend, im={"offline": {"max_per_user": 1}})
+    alice = await srv.login("alice", "a")
+    for i in range(3):
+        alice.send(f"<message to='{srv.jid('carol')}' type='chat' id='full{i}'>"
+                   f"<body>full {i}</body></message>")
+    for i in (1, 2):
+        err = await alice.expect(lambda e: e.get("id") == f"full{i}", what=f"bounce {i}")
+        assert err.get("type") == "error"
+        assert err.find(f"{{jabber:client}}error/{{{NS_STANZA_ERR}}}service-unavailable") \
+            is not None, ET.tostring(err, encoding="unicode")
+        assert err.findall(f"{{{NS_SID}}}stanza-id") == [], ET.tostring(err, encoding="unicode")
+    carol = await srv.login("carol", "c")
+    assert [b for _, b in await raw_archive(carol)] == ["full 0"]
+    await carol.close()
+    await alice.close()
+
+
+async def test_a_delay_in_the_servers_name_from_a_client_is_discarded(server):
+    """XEP-0203 §6: a `<delay from='our domain'/>` a client wrote is not the server's word;
+    it is removed, and offline storage adds its own stamp."""
+    alice = await server.login("alice", "a")
+    alice.send(f"<message to='{server.jid('bob')}' type='chat'><body>old news</body>"
+               f"<delay xmlns='{NS_DELAY}' from='{server.domain}' stamp='2001-01-01T00:00:00Z'>"
+               "Offline Storage</delay></message>")
+    await alice.iq("get", None, "<ping xmlns='urn:xmpp:ping'/>")
+    bob = await server.login("bob", "b")
+    await bob.presence()
+    got = await bob.expect(has_body("old news"), what="the stored message")
+    stamps = [d.get("stamp") for d in got.findall(f"{{{NS_DELAY}}}delay")]
+    assert len(stamps) == 1 and not stamps[0].startswith("2001"), stamps
+    await bob.close()
+    await alice.close()
+
+
+async def raw_room(srv, owner, name: str) -> str:
+    """Creates an instant room with `owner` (a raw client) as nick "owner"; its JID."""
+    r = f"{name}@conference.{srv.domain}"
+    owner.send(f"<presence to='{r}/owner'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    await owner.expect(lambda e: e.tag == "{jabber:client}presence"
+                       and e.get("from") == f"{r}/owner", what="self-presence")
+    res = await owner.iq("set", r, "<query xmlns='http://jabber.org/protocol/muc#owner'>"
+                         "<x xmlns='jabber:x:data' type='submit'/></query>")
+    assert res.get("type") == "result"
+    return r
+
+
+async def raw_join(c, r: str, nick: str):
+    c.send(f"<presence to='{r}/{nick}'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    await c.expect(lambda e: e.tag == "{jabber:client}presence"
+                   and e.get("from") == f"{r}/{nick}", what="self-presence")
+
+
+async def forged_ids_through_a_room(server, cases) -> list[set]:
+    """Alice sends each (type, payload, to, id) of `cases` with `<stanza-id/>`s forged in the
+    room's name and in bob's account's; the (by, id) pairs of each message as bob got it."""
+    alice, bob = await server.login("alice", "a"), await server.login("bob", "b")
+    r = await raw_room(server, alice, "forge")
+    await raw_join(bob, r, "bob")
+    out = []
+    for type_, payload, to, mid in cases(r):
+        alice.send(f"<message to='{to}' type='{type_}' id='{mid}'>{payload}"
+                   f"<stanza-id xmlns='{NS_SID}' by='{r}' id='FORGED-ROOM'/>"
+                   f"<stanza-id xmlns='{NS_SID}' by='{server.jid('bob')}' id='FORGED-ACCOUNT'/>"
+                   "</message>")
+        got = await bob.expect(lambda e: e.tag == "{jabber:client}message"
+                               and e.get("id") == mid, what=mid)
+        out.append({(s.get("by"), s.get("id")) for s in got.findall(f"{{{NS_SID}}}stanza-id")})
+    await bob.close()
+    await alice.close()
+    return out
+
+
+async def test_a_room_removes_stanza_ids_forged_in_its_name(server):
+    """XEP-0359 §4 rule 2: the room deletes a `<stanza-id by='room'/>` an occupant wrote,
+    whether or not it archives the message (chat states, `<no-store/>`, private messages)."""
+    def cases(r):
+        return [
+            ("groupchat", "<active xmlns='http://jabber.org/protocol/chatstates'/>", r, "state"),
+            ("groupchat", "<body>no store</body><no-store xmlns='urn:xmpp:hints'/>", r, "ns"),
+            ("groupchat", "<body>archived</body>", r, "archived"),
+            ("chat", "<body>private</body>", f"{r}/bob", "pm"),
+        ]
+    for ids in await forged_ids_through_a_room(server, cases):
+        assert not any(i == "FORGED-ROOM" for _, i in ids), ids
+
+
+async def test_groupchat_never_brings_a_stanza_id_in_the_recipients_name(server):
+    """XEP-0359 §4 rule 2: a local occupant never gets a `<stanza-id/>` in its own account's
+    name that its archive did not give — also on a room's groupchat fan-out."""
+    def cases(r):
+        return [("groupchat", "<body>archived</body>", r, "archived"),
+                ("groupchat", "<active xmlns='http://jabber.org/protocol/chatstates'/>", r, "st")]
+    for ids in await forged_ids_through_a_room(server, cases):
+        assert not any(i == "FORGED-ACCOUNT" for _, i in ids), ids

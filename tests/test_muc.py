@@ -465,6 +465,44 @@ async def test_room_archive_and_history_after_restart(server_factory, backend):
     await close(b)
 
 
+def archived_jids(results) -> list:
+    """The real JID each archived message names (`<x xmlns='muc#user'><item jid/>`), or None."""
+    items = [archived_message(x).find(f"{{{NS_USER}}}x/{{{NS_USER}}}item") for x in results]
+    return [i.get("jid") if i is not None else None for i in items]
+
+
+async def test_room_archive_shows_real_jids_to_those_who_see_them(server_factory, backend):
+    """XEP-0313 §5.1.2: in a non-anonymous room the archived messages carry the sender's
+    real JID in a muc#user `<item jid/>`; in a semi-anonymous one only for those who see real
+    JIDs there (moderators, and admins and owners also from outside), not for a participant.
+    An occupant's own forged `<item jid/>` never passes (§18.2, stripped before storing)."""
+    srv = server_factory(backend=backend)
+    a, b = await login(srv, "alice"), await login(srv, "bob")
+    semi, open_ = room(srv, "semi"), room(srv, "open")
+    await create(a, semi, "owner", persistentroom="1")
+    await create(a, open_, "owner", persistentroom="1", whois="anyone")
+    for r in (semi, open_):
+        await join(b, r, "bob")
+        forged = ET.fromstring(f"<x xmlns='{NS_USER}'><item jid='mallory@evil.example'/></x>")
+        m = b.make_message(mto=r, mbody=f"in {r}", mtype="groupchat")
+        m.append(forged)
+        m.send()
+        await a.inbox.wait(lambda el, r=r: el.findtext("{jabber:client}body") == f"in {r}",
+                           T, "the message")
+    bob = b.boundjid.bare
+    assert archived_jids((await archive_results(b, open_))[0]) == [bob]
+    assert archived_jids((await archive_results(a, open_))[0]) == [bob]
+    assert archived_jids((await archive_results(b, semi))[0]) == [None]
+    assert archived_jids((await archive_results(a, semi))[0]) == [bob]
+    b.plugin["xep_0045"].leave_muc(semi, "bob")
+    a.plugin["xep_0045"].leave_muc(semi, "owner")
+    await asyncio.sleep(0.3)
+    # The owner, out of the room, still sees them; a stranger in a public room does not.
+    assert archived_jids((await archive_results(a, semi))[0]) == [bob]
+    assert archived_jids((await archive_results(b, semi))[0]) == [None]
+    await close(a, b)
+
+
 async def test_subject_changes_are_archived_but_are_not_history(server_factory):
     """XEP-0313 §5.1.2: a room archives its messages with a body "as should subject change
     stanzas"; the history a newcomer gets holds only the messages (the subject comes apart,
@@ -627,7 +665,9 @@ async def test_muc_user_extensions_an_occupant_sends_are_stripped(server):
     bodies, _, _ = await room_archive(a, r)
     assert bodies == ["not me"]
     archived = [el for el in a.inbox.items if el.find(f"{{{NS_MAM}}}result") is not None]
-    assert archived and all(el.find(f".//{{{NS_USER}}}x") is None for el in archived)
+    items = [i.get("jid") for el in archived for i in el.iter(f"{{{NS_USER}}}item")]
+    # The owner is shown the real sender (XEP-0313 §5.1.2), never the forged one.
+    assert archived and items == [b.boundjid.bare]
     b.send_raw(f"<message xmlns='jabber:client' to='{r}/firstwitch' type='chat'>"
                f"<body>psst</body>{forged}</message>")
     pm = await a.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "psst", T, "the PM")

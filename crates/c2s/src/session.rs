@@ -463,7 +463,7 @@ impl<'a> Client<'a> {
                 }
             }
             rerouted += 1;
-            self.ctx.core.route(stanza).await;
+            self.ctx.core.reroute(stanza).await;
         }
         if rerouted > 0 {
             tracing::info!(rerouted, "undelivered stanzas routed again");

@@ -113,6 +113,11 @@ pub enum Event {
         /// The message.
         message: Stanza,
     },
+    /// A message its recipient's archive took in this routing ([`Stanza::is_archived`])
+    /// was answered with an error instead of reaching the recipient or being kept for it
+    /// (emitted by [`crate::Core::reply_error`] before the error goes): the archive takes
+    /// its copy back (XEP-0313 §5.1: what the entity never took is not in its archive).
+    MessageBounced(Stanza),
 }
 
 /// What a module subscribes to: one per [`Event`] variant.
@@ -140,6 +145,8 @@ pub enum EventKind {
     ClusterNote,
     /// [`Event::MessageHeld`].
     MessageHeld,
+    /// [`Event::MessageBounced`].
+    MessageBounced,
 }
 
 impl Event {
@@ -157,6 +164,7 @@ impl Event {
             Event::SessionsLost(_) => EventKind::SessionsLost,
             Event::ClusterNote { .. } => EventKind::ClusterNote,
             Event::MessageHeld { .. } => EventKind::MessageHeld,
+            Event::MessageBounced(_) => EventKind::MessageBounced,
         }
     }
 }

@@ -22,13 +22,15 @@
 //!
 //! What is written straight into a session skips the route table's `MessageToFull` hooks:
 //! nothing sent this way is carbon-copied (XEP-0280 §6.1: headlines, presence and messages
-//! without a body are not eligible, carbons never are).
+//! without a body are not eligible, carbons never are), and the archive's removal of a
+//! `<stanza-id/>` forged in the recipient's name is done here instead
+//! (`Template::render_for_account`).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use rookery_jid::{BareJid, Jid};
-use rookery_proto::{MessageType, PresenceType, Stanza, StanzaKind};
+use rookery_proto::{ns, MessageType, PresenceType, Stanza, StanzaKind};
 use rookery_xml::escape_into;
 
 use crate::module::HookPoint;
@@ -45,6 +47,9 @@ pub struct Template {
     head: &'static [u8],
     /// Everything after the element name.
     rest: Bytes,
+    /// The `by` of each `<stanza-id/>` the stanza carries (XEP-0359): none, or a room's
+    /// own, in the usual case.
+    ids_by: Box<[String]>,
 }
 
 impl Template {
@@ -60,10 +65,17 @@ impl Template {
         let bytes = stanza.to_bytes();
         // A stanza is in the stream's namespace: its serialization begins with its name.
         let rest = bytes.get(head.len()..).unwrap_or_default();
+        let ids_by = stanza
+            .element()
+            .children()
+            .filter(|c| c.is("stanza-id", ns::SID))
+            .filter_map(|c| c.attr("by").map(str::to_owned))
+            .collect();
         Template {
             rest: Bytes::copy_from_slice(rest),
             head,
             stanza,
+            ids_by,
         }
     }
 
@@ -81,6 +93,21 @@ impl Template {
         buf.push(b'"');
         buf.extend_from_slice(&self.rest);
         Bytes::from(buf)
+    }
+
+    /// The serialized stanza for the local account `to`, without a `<stanza-id/>` in its
+    /// account's name: only its own archive gives those, so one in a stanza fanned out (a
+    /// room's relay of what an occupant wrote) is forged (XEP-0359 §4 rule 2). The usual
+    /// stanza names no recipient: its shared bytes, at the cost of a comparison.
+    fn render_for_account(&self, to: &Jid) -> Bytes {
+        if !self.ids_by.iter().any(|by| by == to.bare_str()) {
+            return self.render(to.as_str());
+        }
+        let mut s = self.addressed(to);
+        s.remove_payload_where(|c| {
+            c.is("stanza-id", ns::SID) && c.attr("by") == Some(to.bare_str())
+        });
+        Bytes::from(s.to_bytes())
     }
 
     /// The stanza addressed to `to`, for the router.
@@ -148,7 +175,7 @@ impl Core {
                         }
                     }
                 }
-                let bytes = t.render(to.as_str());
+                let bytes = t.render_for_account(to);
                 match sessions {
                     Sessions::One(s) => {
                         s.send(bytes);

@@ -54,6 +54,9 @@ use crate::requests::Requests;
 use crate::session::{SessionHandle, SessionId};
 use crate::tables::Tables;
 
+/// XEP-0091 legacy delayed delivery (still read by clients).
+const LEGACY_DELAY: &str = "jabber:x:delay";
+
 /// Builds a [`Core`] from config, account directory and modules.
 pub struct CoreBuilder {
     config: CoreConfig,
@@ -493,8 +496,17 @@ impl Core {
         {
             return false;
         }
-        self.route(stanza).await;
+        self.reroute(stanza).await;
         true
+    }
+
+    /// Routes again a stanza that was handed to a session which ended before its client
+    /// took it (unacknowledged, held, or queued; see [`Core::route_again`] for another
+    /// node's): marked so ([`Stanza::mark_routed_again`]), it keeps what the first routing
+    /// put on it and is not archived a second time.
+    pub async fn reroute(self: &Arc<Self>, mut stanza: Stanza) {
+        stanza.mark_routed_again();
+        self.route(stanza).await
     }
 
     /// The session bound to a full JID, if it is a target (see [`Registry::session`]).
@@ -588,6 +600,7 @@ impl Core {
     /// (presence with a `to`; broadcasts go to [`HookPoint::PresenceBroadcast`] in `route`) or
     /// [`HookPoint::IqFromLocal`], then [`Core::route`].
     pub async fn route_from_session(self: &Arc<Self>, stanza: Stanza) {
+        let stanza = self.without_our_delays(stanza);
         let point = match stanza.kind() {
             StanzaKind::Message(_) => Some(HookPoint::MessageFromLocal),
             StanzaKind::Presence(_) if stanza.to().is_some() => Some(HookPoint::PresenceFromLocal),
@@ -602,6 +615,31 @@ impl Core {
             None => stanza,
         };
         self.route(stanza).await
+    }
+
+    /// Routes a stanza a peer server sent (its addresses checked): a `<delay/>` in the name
+    /// of a domain hosted here is dropped first, as for a client's ([`Core::route`] after).
+    pub async fn route_from_peer(self: &Arc<Self>, stanza: Stanza) {
+        let stanza = self.without_our_delays(stanza);
+        self.route(stanza).await
+    }
+
+    /// `stanza` without a delayed-delivery notation (XEP-0203, or the XEP-0091 one clients
+    /// still read) whose `from` is a domain hosted here: only this server stamps those (its
+    /// offline storage, a session's undelivered stanzas routed again), so one that came
+    /// from a client or a peer is forged, and would pass for the server's word on when the
+    /// message was stored (XEP-0203 §6: the server SHOULD discard it).
+    fn without_our_delays(&self, mut stanza: Stanza) -> Stanza {
+        let ours = |c: &Element| {
+            (c.is("delay", rookery_proto::ns::DELAY) || c.is("x", LEGACY_DELAY))
+                && c.attr("from")
+                    .and_then(|f| Jid::parse(f).ok())
+                    .is_some_and(|f| f.local().is_none() && self.is_local_domain(f.domain()))
+        };
+        if stanza.element().children().any(ours) {
+            stanza.remove_payload_where(ours);
+        }
+        stanza
     }
 
     /// Sends an IQ `get` or `set` from the hosted domain `host` (the one the request is on
@@ -686,8 +724,13 @@ impl Core {
         }
     }
 
-    /// Sends the error reply to `stanza` (never for error stanzas).
+    /// Sends the error reply to `stanza` (never for error stanzas). A message its
+    /// recipient's archive took in this routing ([`Stanza::is_archived`]) bounces: the
+    /// archive is told first ([`Event::MessageBounced`]).
     pub async fn reply_error(self: &Arc<Self>, stanza: &Stanza, error: StanzaError) {
+        if stanza.is_archived() {
+            self.emit(&Event::MessageBounced(stanza.clone())).await;
+        }
         if let Some(reply) = stanza.error_reply(&error) {
             Box::pin(self.route(reply)).await;
         }

@@ -13,7 +13,8 @@
 //! (see [`crate::offline::qualifies`]); one with a body that may not be stored (XEP-0334
 //! `<no-store/>`, or offline storage disabled or full) is bounced; one without content (only
 //! chat states) is dropped. Carbons-enabled resources that did not get a `chat` message get a
-//! received carbon (XEP-0280). Unknown accounts are answered by the core
+//! received carbon (XEP-0280) — also those of negative priority when it was stored or dropped,
+//! not when it bounced. Unknown accounts are answered by the core
 //! (`service-unavailable`, §8.5.2.2.3 / §8.5.3.2.3).
 
 use std::sync::Arc;
@@ -26,6 +27,17 @@ use rookery_proto::{MessageType, Stanza, StanzaError, StanzaErrorCondition as Co
 
 use crate::state::Im;
 use crate::{carbons, offline};
+
+/// What became of a message no resource could take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Stored offline.
+    Kept,
+    /// Content-free: dropped without a word.
+    Dropped,
+    /// The sender got an error: it went nowhere.
+    Bounced,
+}
 
 /// The message delivery module.
 pub struct Delivery {
@@ -65,18 +77,16 @@ impl Delivery {
                 }
             }
             MessageType::Normal | MessageType::Chat => {
-                if eligible.is_empty() {
-                    return self.undeliverable(core, &owner, stanza).await;
-                }
-                let top = eligible.iter().map(|(_, p)| *p).max().unwrap_or(0);
-                let bytes = Bytes::from(stanza.to_bytes());
-                let mut got: Vec<Jid> = Vec::new();
-                for (h, p) in eligible {
-                    if p == top {
-                        h.send(bytes.clone());
-                        got.push(h.jid().clone());
+                let got = if eligible.is_empty() {
+                    if self.undeliverable(core, &owner, &stanza).await == Fate::Bounced {
+                        return;
                     }
-                }
+                    // Stored or dropped: a Carbons-enabled resource of negative priority
+                    // did not get it either, and gets its copy (XEP-0280 §6).
+                    Vec::new()
+                } else {
+                    Self::to_top(eligible, &stanza)
+                };
                 let exclude: Vec<&Jid> = got.iter().collect();
                 let received = carbons::Direction::Received;
                 carbons::copies(&self.im, core, received, &owner, &stanza, &exclude).await;
@@ -84,29 +94,49 @@ impl Delivery {
         }
     }
 
+    /// §8.5.2.1.1/§8.5.2.1.2: the message to the `eligible` resources of the highest
+    /// priority; the JIDs of those that got it.
+    fn to_top(eligible: Vec<(SessionHandle, i8)>, stanza: &Stanza) -> Vec<Jid> {
+        let top = eligible.iter().map(|(_, p)| *p).max().unwrap_or(0);
+        let bytes = Bytes::from(stanza.to_bytes());
+        let mut got: Vec<Jid> = Vec::new();
+        for (h, p) in eligible {
+            if p == top {
+                h.send(bytes.clone());
+                got.push(h.jid().clone());
+            }
+        }
+        got
+    }
+
     /// §8.5.2.2.1: no resource can take it — offline storage, or an error for the sender.
-    async fn undeliverable(&self, core: &Arc<Core>, owner: &BareJid, stanza: Stanza) {
-        if self.im.config().offline.enabled && offline::qualifies(&stanza) {
-            match offline::store(&self.im, owner, &stanza).await {
+    async fn undeliverable(&self, core: &Arc<Core>, owner: &BareJid, stanza: &Stanza) -> Fate {
+        if self.im.config().offline.enabled && offline::qualifies(stanza) {
+            return match offline::store(&self.im, owner, stanza).await {
                 Ok(()) => {
                     let event = Event::MessageHeld {
                         account: owner.clone(),
                         session: None,
-                        message: stanza,
+                        message: stanza.clone(),
                     };
                     core.emit(&event).await;
+                    Fate::Kept
                 }
-                Err(e) => core.reply_error(&stanza, e).await,
-            }
-            return;
+                Err(e) => {
+                    core.reply_error(stanza, e).await;
+                    Fate::Bounced
+                }
+            };
         }
         let has_body = stanza.element().has_child("body", rookery_xml::CONTENT_NS);
         if has_body || !self.im.config().offline.enabled {
-            core.reply_error(&stanza, StanzaError::new(Cond::ServiceUnavailable))
+            core.reply_error(stanza, StanzaError::new(Cond::ServiceUnavailable))
                 .await;
+            return Fate::Bounced;
         }
         // Chat states and other content-free messages are dropped silently (they are not
         // worth storing, and an error for each would be noise).
+        Fate::Dropped
     }
 }
 

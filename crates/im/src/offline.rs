@@ -16,8 +16,8 @@
 //! has it), or when the session ended and routed again what it had not delivered — for a
 //! message addressed to the account that means offline storage again, where it keeps its
 //! first `<delay/>`. So a crash before the client's acknowledgement leaves the rows: they
-//! are delivered again at the next login (at least once, which XEP-0160 allows; the copies
-//! keep their archive ids where MAM stamped them). What remains is inherent in the
+//! are delivered again at the next login (at least once, which XEP-0160 allows; a copy routed
+//! again keeps the archive's `<stanza-id/>` it had, `Core::reroute`). What remains is inherent in the
 //! protocol: without XEP-0198, bytes written to a connection that dies before the client
 //! reads them are lost and nobody can know. The server advertises the `msgoffline` disco
 //! feature.

@@ -31,29 +31,30 @@ pub fn archivable(m: &Stanza) -> bool {
 
 /// `m` without any `<stanza-id/>` naming `by`, the account it is delivered to: only its
 /// archive may name itself, so one the sender put there is forged and must not be trusted
-/// (XEP-0359 §5), whether or not the message is archived; others (a room's) stay. `None` only
-/// if the element does not parse back, which never happens to a stanza.
-pub fn unforged(m: Stanza, by: &BareJid) -> Option<Stanza> {
-    let forged = |c: &Element| c.is("stanza-id", ns::SID) && c.attr("by") == Some(by.as_str());
-    if !m.element().children().any(forged) {
-        // The usual case, on every message: no element to take apart.
-        return Some(m);
-    }
-    let mut el = m.into_element();
-    el.remove_children_where(forged);
-    Stanza::from_element(el).ok()
+/// (XEP-0359 §5), whether or not the message is archived; others (a room's) stay.
+pub fn unforged(mut m: Stanza, by: &BareJid) -> Stanza {
+    m.remove_payload_where(|c| c.is("stanza-id", ns::SID) && c.attr("by") == Some(by.as_str()));
+    m
 }
 
 /// `m` with the archive's `<stanza-id by='{by}' id='{id}'/>`, forged ones removed first
 /// ([`unforged`]).
-pub fn stamp(m: Stanza, by: &BareJid, id: &str) -> Option<Stanza> {
-    let mut m = unforged(m, by)?;
+pub fn stamp(m: Stanza, by: &BareJid, id: &str) -> Stanza {
+    let mut m = unforged(m, by);
     m.push_payload(
         Element::new("stanza-id", ns::SID)
             .with_attr("by", by.as_str())
             .with_attr("id", id),
     );
-    Some(m)
+    m
+}
+
+/// The archive id `m` carries in `by`'s name (see [`stamp`]).
+pub fn stamped_id<'m>(m: &'m Stanza, by: &BareJid) -> Option<&'m str> {
+    m.element()
+        .children()
+        .find(|c| c.is("stanza-id", ns::SID) && c.attr("by") == Some(by.as_str()))
+        .and_then(|c| c.attr("id"))
 }
 
 /// `m` serialized for an archive row.
@@ -99,7 +100,7 @@ mod tests {
         let m = msg("<message xmlns='jabber:client' type='chat'><body>hi</body>\
                      <stanza-id xmlns='urn:xmpp:sid:0' by='juliet@capulet.lit' id='forged'/>\
                      <stanza-id xmlns='urn:xmpp:sid:0' by='room@muc.lit' id='r1'/></message>");
-        let s = stamp(m, &by, "real").unwrap();
+        let s = stamp(m, &by, "real");
         let ids: Vec<(Option<&str>, Option<&str>)> = s
             .element()
             .children()
@@ -116,7 +117,7 @@ mod tests {
         // Without a forged one, the others stay in their place.
         let m = msg("<message xmlns='jabber:client' type='chat'><body>hi</body>\
                      <stanza-id xmlns='urn:xmpp:sid:0' by='room@muc.lit' id='r1'/></message>");
-        let s = stamp(m, &by, "real").unwrap();
+        let s = stamp(m, &by, "real");
         assert_eq!(
             serialized(&s),
             "<message type=\"chat\"><body>hi</body>\

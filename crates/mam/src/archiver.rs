@@ -32,6 +32,11 @@
 //! are queued: numbers go into the queue in their order, and a batch never leaves one out
 //! that a later batch brings.
 //!
+//! # Bounces
+//! A message archived for its recipient on its way and then bounced (offline storage full
+//! or disabled) is taken back with [`Archiver::withdraw`]: queued behind its row, the
+//! withdrawal leaves the row out of the batch still gathering, or deletes it once committed.
+//!
 //! # Bounds
 //! The queue holds [`QUEUE`] jobs and [`QUEUE_BYTES`] of rows (large stanzas are as
 //! welcome as small ones); when the store falls behind, archiving waits to enqueue
@@ -52,7 +57,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex, MutexGuard, Notify, Semaphore};
 use tokio::time::Instant;
 
-use rookery_store::mam::{new_name, ArchiveId, NewArchived};
+use rookery_store::mam::{new_name, ArchiveId, NewArchived, Numbering, Owner};
 use rookery_store::Store;
 
 /// Jobs waiting for the archiver; beyond it callers wait to enqueue.
@@ -103,6 +108,8 @@ enum Job {
     Rows(Vec<NewArchived>, u32),
     /// Answer once everything queued before is committed.
     Settle(oneshot::Sender<()>),
+    /// Take back the row queued before under this stanza-id in this archive.
+    Withdraw(Owner, String),
 }
 
 impl Job {
@@ -110,7 +117,7 @@ impl Job {
     fn bytes(&self) -> u32 {
         match self {
             Job::Rows(_, bytes) => *bytes,
-            Job::Settle(_) => 0,
+            Job::Settle(_) | Job::Withdraw(..) => 0,
         }
     }
 }
@@ -120,25 +127,26 @@ impl Job {
 enum Ids {
     /// Not known yet: asked of the store at the first ticket.
     Unknown,
-    /// Numbered here (SQLite): the last number given.
-    Positions(i64),
+    /// Numbered here (SQLite): the last number given, and how numbers become stanza-ids
+    /// (keyed: they tell nothing, `rookery_store::mam::Numbering`).
+    Positions(i64, Numbering),
     /// Named, numbered by the database (PostgreSQL).
     Named,
 }
 
 impl Ids {
     /// The next id: a number above the last one and not below the current millisecond's
-    /// first (the time, shifted by 20 bits: a number tells no more than the message's time
-    /// stamp does, where a count would tell how busy the server is), or a new name.
+    /// first (the time, shifted by 20 bits, so that numbers stay in the order of time across
+    /// restarts), or a new name.
     fn next(&mut self) -> ArchiveId {
         match self {
-            Ids::Positions(last) => {
+            Ids::Positions(last, numbering) => {
                 let ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis());
                 let floor = i64::try_from(ms << 20).unwrap_or(0);
                 *last = last.saturating_add(1).max(floor);
-                ArchiveId::Position(*last)
+                numbering.numbered(*last)
             }
             Ids::Unknown | Ids::Named => ArchiveId::Named(new_name()),
         }
@@ -196,9 +204,18 @@ impl Archiver {
     pub async fn ticket(&self) -> Ticket<'_> {
         let mut ids = self.ids.lock().await;
         if matches!(*ids, Ids::Unknown) {
-            match self.store.mam().last_position().await {
-                Ok(Some(last)) => *ids = Ids::Positions(last),
-                Ok(None) => *ids = Ids::Named,
+            let mam = self.store.mam();
+            let numbering = async {
+                Ok::<_, rookery_store::StoreError>((
+                    mam.numbering().await?,
+                    mam.last_position().await?,
+                ))
+            };
+            match numbering.await {
+                Ok((Some(numbering), Some(last))) => {
+                    *ids = Ids::Positions(last, numbering.clone());
+                }
+                Ok(_) => *ids = Ids::Named,
                 // For good: numbers given after names still waiting for their commit could
                 // meet the numbers the database gives those.
                 Err(e) => {
@@ -233,6 +250,21 @@ impl Archiver {
             || self.room.available_permits() < QUEUE_BYTES as usize / 2
         {
             self.wake.notify_one();
+        }
+    }
+
+    /// Takes back the row queued before under `stanza_id` in `owner`'s archive (a message
+    /// that bounced after it was archived): left out of its batch if that is not committed
+    /// yet, else deleted after the batch that holds the withdrawal. The order of the queue
+    /// makes the row come first, so nothing waits here.
+    pub async fn withdraw(&self, owner: Owner, stanza_id: String) {
+        if self
+            .queue
+            .send(Job::Withdraw(owner, stanza_id))
+            .await
+            .is_err()
+        {
+            tracing::error!("the archiver has stopped; a bounced message stays archived");
         }
     }
 
@@ -316,18 +348,23 @@ const RETRY_AFTER: [Duration; 7] = [
 /// ([`RETRY_AFTER`]) — or if it keeps failing each message's on its own (a row the database
 /// refuses costs only its own message); then answers the waiters.
 async fn commit(store: &Store, batch: Vec<Job>) {
-    let mut sizes = Vec::with_capacity(batch.len());
+    let mut messages: Vec<Vec<NewArchived>> = Vec::with_capacity(batch.len());
     let mut waiting = Vec::new();
-    let mut rows = Vec::with_capacity(batch.len());
+    let mut withdrawn = Vec::new();
     for job in batch {
         match job {
-            Job::Rows(r, _) => {
-                sizes.push(r.len());
-                rows.extend(r);
-            }
+            Job::Rows(r, _) => messages.push(r),
             Job::Settle(w) => waiting.push(w),
+            Job::Withdraw(owner, id) => {
+                if !left_out(&mut messages, &owner, &id) {
+                    withdrawn.push((owner, id));
+                }
+            }
         }
     }
+    messages.retain(|m| !m.is_empty());
+    let sizes: Vec<usize> = messages.iter().map(Vec::len).collect();
+    let rows: Vec<NewArchived> = messages.into_iter().flatten().collect();
     if !rows.is_empty() {
         let rows: Arc<[NewArchived]> = rows.into();
         if let Err(e) = append_patiently(store, rows.clone()).await {
@@ -339,10 +376,30 @@ async fn commit(store: &Store, batch: Vec<Job>) {
             }
         }
     }
+    for (owner, id) in withdrawn {
+        if let Err(e) = store.mam().remove(&owner, &id).await {
+            tracing::error!(?owner, stanza_id = %id, error = %e, "taking back a bounced message's row failed");
+        }
+    }
     for w in waiting {
         // The waiter may have gone (its session closed): nothing to tell.
         let _ = w.send(());
     }
+}
+
+/// Removes from `messages` (not committed yet) the row `id` of `owner`'s archive; whether
+/// it was there. A bounce comes right after its message: the newest are looked at first.
+fn left_out(messages: &mut [Vec<NewArchived>], owner: &Owner, id: &str) -> bool {
+    for rows in messages.iter_mut().rev() {
+        if let Some(i) = rows
+            .iter()
+            .position(|r| r.owner == *owner && r.id.stanza_id() == id)
+        {
+            rows.remove(i);
+            return true;
+        }
+    }
+    false
 }
 
 /// Appends `rows` in one transaction, trying again while the database refuses them, for a
@@ -399,6 +456,7 @@ mod tests {
             with_jid: "romeo@localhost".into(),
             ts: 1,
             stanza: format!("<message><body>{n}</body></message>"),
+            real_jid: None,
         }
     }
 
@@ -446,7 +504,7 @@ mod tests {
         let mut queued = Vec::new();
         while let Ok(Job::Rows(rows, _)) = jobs.try_recv() {
             queued.extend(rows.into_iter().map(|r| match r.id {
-                ArchiveId::Position(p) => p,
+                ArchiveId::Position(n) => n.position(),
                 ArchiveId::Named(n) => panic!("a name on SQLite: {n}"),
             }));
         }
@@ -462,9 +520,10 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("a.db").display());
         let store = store_with_juliet(&url).await;
         let future = i64::MAX / 2;
+        let numbering = store.mam().numbering().await.unwrap().unwrap().clone();
         store
             .mam()
-            .append(vec![row("juliet", 0, &ArchiveId::Position(future))])
+            .append(vec![row("juliet", 0, &numbering.numbered(future))])
             .await
             .unwrap();
         for round in 0..2 {
@@ -472,7 +531,7 @@ mod tests {
             for n in 0..10 {
                 let ticket = archiver.ticket().await;
                 let id = ticket.id().clone();
-                assert!(matches!(id, ArchiveId::Position(p) if p > future));
+                assert!(matches!(id, ArchiveId::Position(ref n) if n.position() > future));
                 ticket.queue(vec![row("juliet", n, &id)]).await;
             }
             archiver.settle().await;
@@ -497,7 +556,7 @@ mod tests {
             let user = if n == 50 { "nobody" } else { "juliet" };
             let ticket = archiver.ticket().await;
             if n != 50 {
-                expected.push(ticket.id().stanza_id().into_owned());
+                expected.push(ticket.id().stanza_id().to_owned());
             }
             let id = ticket.id().clone();
             ticket.queue(vec![row(user, n, &id)]).await;
@@ -517,5 +576,37 @@ mod tests {
         assert_eq!(ids, expected);
         // Nothing queued: a settle is answered at once.
         archiver.settle().await;
+    }
+
+    /// A bounced message's row is taken back whether its batch is still gathering (it is
+    /// left out) or committed already (it is deleted); the others stay.
+    #[tokio::test]
+    async fn a_withdrawn_row_is_left_out_or_deleted() {
+        let store = store_with_juliet("sqlite::memory:").await;
+        let archiver = Archiver::spawn(store.clone(), Duration::from_secs(60));
+        let mut ids = Vec::new();
+        for n in 0..4 {
+            let ticket = archiver.ticket().await;
+            let id = ticket.id().clone();
+            ids.push(id.stanza_id().to_owned());
+            ticket.queue(vec![row("juliet", n, &id)]).await;
+            if n == 1 {
+                // Still in the gathering batch.
+                archiver.withdraw(juliet(), ids[1].clone()).await;
+            }
+        }
+        archiver.settle().await;
+        // Committed: deleted from the store.
+        archiver.withdraw(juliet(), ids[2].clone()).await;
+        archiver.settle().await;
+        let left: Vec<String> = store
+            .mam()
+            .query(&juliet(), &Filter::default(), 10, false)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.stanza_id)
+            .collect();
+        assert_eq!(left, [ids[0].clone(), ids[3].clone()]);
     }
 }

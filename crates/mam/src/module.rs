@@ -160,8 +160,25 @@ impl Mam {
             with_jid: with.as_str().to_string(),
             ts: rookery_proto::time::now_unix(),
             stanza: archive::serialized(m),
+            real_jid: None,
         };
         ticket.queue(vec![row]).await;
+    }
+
+    /// Takes back the row of `m`, a message archived for its recipient on its way and then
+    /// bounced ([`Event::MessageBounced`]).
+    async fn withdraw(&self, m: &Stanza) {
+        let Some(account) = m.to().map(Jid::to_bare) else {
+            return;
+        };
+        let (Some((d, u)), Some(id)) = (owner(&account), archive::stamped_id(m, &account)) else {
+            return;
+        };
+        let owner = Owner::Account {
+            domain: d.to_string(),
+            username: u.to_string(),
+        };
+        self.archiver.withdraw(owner, id.to_string()).await;
     }
 
     /// The decision for one direction: `account`'s archive, the other party `with`.
@@ -245,6 +262,7 @@ impl Module for Mam {
             events: vec![
                 (EventKind::AccountDeleted, priority::DEFAULT),
                 (EventKind::ClusterNote, priority::DEFAULT),
+                (EventKind::MessageBounced, priority::DEFAULT),
             ],
             account_features: vec![ns::MAM, ns::MAM_EXTENDED, ns::SID],
             settles: true,
@@ -282,21 +300,24 @@ impl Module for Mam {
                 }
                 Flow::Continue(stanza)
             }
+            // Its first routing archived it (or not) and left only the archive's own
+            // `<stanza-id/>` on it: it keeps that one, and has its one row (§5.1.1).
+            HookPoint::MessageToBare | HookPoint::MessageToFull if stanza.is_routed_again() => {
+                Flow::Continue(stanza)
+            }
             HookPoint::MessageToBare | HookPoint::MessageToFull => {
                 let account = to.to_bare();
                 if !archive::archivable(&stanza)
                     || !self.should_archive(core, &account, &from).await
                 {
-                    return archive::unforged(stanza, &account)
-                        .map_or(Flow::Handled, Flow::Continue);
+                    return Flow::Continue(archive::unforged(stanza, &account));
                 }
                 let ticket = self.archiver.ticket().await;
-                let Some(stamped) = archive::stamp(stanza, &account, &ticket.id().stanza_id())
-                else {
-                    return Flow::Handled;
-                };
+                let mut stamped = archive::stamp(stanza, &account, ticket.id().stanza_id());
                 self.archive(ticket, &account, &from.to_bare(), &stamped)
                     .await;
+                // A bounce takes the row back (`Mam::withdraw`).
+                stamped.mark_archived();
                 Flow::Continue(stamped)
             }
             _ => Flow::Continue(stanza),
@@ -313,6 +334,8 @@ impl Module for Mam {
             Event::AccountDeleted(account) => {
                 self.prefs.remove(account);
             }
+            // Its recipient never took it: the copy archived on the way goes (§5.1).
+            Event::MessageBounced(m) => self.withdraw(m).await,
             // Another node of a cluster stored new preferences: read them again when needed.
             Event::ClusterNote { topic, body } if topic == PREFS_TOPIC => {
                 if let Ok(account) = BareJid::parse(body) {

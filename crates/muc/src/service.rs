@@ -48,7 +48,7 @@ use crate::ns;
 use crate::room::{not_in_room, Limits, Output, Persist, Room};
 use crate::roomconfig::RoomConfig;
 use crate::store::RoomStore;
-use rookery_store::mam::{ArchiveId, Filter, NewArchived, Owner};
+use rookery_store::mam::{ArchiveId, Archived, Filter, NewArchived, Owner};
 use rookery_store::Store;
 
 tokio::task_local! {
@@ -108,6 +108,29 @@ fn fail_result(out: &mut [Output], request: &Stanza) {
 }
 
 /// Whether `s` is an archive query to a room (XEP-0313 §4 with the room as the archive).
+/// What the room lets a requester read of its archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// Nothing (`forbidden`).
+    Refused,
+    /// The messages as the room relayed them.
+    Anonymous,
+    /// The messages with their senders' real JIDs ([`archived_message`]).
+    SeesJids,
+}
+
+/// The message an archive result forwards: the stored one, and for a reader who sees real
+/// JIDs the sender's in `<x xmlns='muc#user'><item jid/></x>` (XEP-0313 §5.1.2; the room
+/// removed any `muc#user` content the occupant sent before it stored the message).
+fn archived_message(r: &Archived, real_jids: bool) -> Option<Element> {
+    let mut el = Stanza::from_serialized(r.stanza.as_bytes())?.into_element();
+    if let Some(jid) = r.real_jid.as_deref().filter(|_| real_jids) {
+        let item = Element::new("item", ns::USER).with_attr("jid", jid);
+        el.push_child(Element::new("x", ns::USER).with_child(item));
+    }
+    Some(el)
+}
+
 fn is_archive_query(s: &Stanza) -> bool {
     matches!(s.kind(), StanzaKind::Iq(IqType::Get | IqType::Set))
         && s.to().is_some_and(Jid::is_bare)
@@ -265,32 +288,34 @@ impl MucService {
         }
     }
 
-    /// XEP-0313 on the room JID: `allowed` is the room's answer for the requester.
+    /// XEP-0313 on the room JID: `reader` is the room's answer for the requester.
     async fn archive_query(
         &self,
         core: &Arc<Core>,
         name: &str,
         room: BareJid,
         iq: Stanza,
-        allowed: bool,
+        reader: Reader,
     ) -> Result<(), Box<Undelivered>> {
         let Some(store) = &self.archive else {
             return Err(unavailable(iq));
         };
-        if !allowed {
+        if reader == Reader::Refused {
             return Err(Undelivered::new(
                 iq,
                 StanzaError::new(StanzaErrorCondition::Forbidden),
             ));
         }
         let owner = self.owner(name);
-        match rookery_mam::serve::answer(
+        let render = |r: &Archived| archived_message(r, reader == Reader::SeesJids);
+        match rookery_mam::serve::answer_with(
             core,
             store,
             &owner,
             &room,
             &iq,
             self.config.archive_max_page,
+            render,
         )
         .await
         {
@@ -384,12 +409,14 @@ impl MucService {
                 continue;
             }
             if is_archive_query(&stanza) {
-                let allowed = stanza
-                    .from()
-                    .is_some_and(|f| guard.room.may_read_archive(f));
+                let reader = match stanza.from() {
+                    Some(f) if guard.room.archive_shows_jids(f) => Reader::SeesJids,
+                    Some(f) if guard.room.may_read_archive(f) => Reader::Anonymous,
+                    _ => Reader::Refused,
+                };
                 let room = guard.room.jid().clone();
                 drop(guard);
-                return self.archive_query(core, name, room, stanza, allowed).await;
+                return self.archive_query(core, name, room, stanza, reader).await;
             }
             let now = rookery_proto::time::now_unix();
             // An owner's or admin's request, kept to answer it with an error if storing fails.
@@ -404,6 +431,7 @@ impl MucService {
                     with_jid: a.with.as_str().to_string(),
                     ts: now,
                     stanza: rookery_mam::archive::serialized(&a.stanza),
+                    real_jid: Some(a.real.to_string()),
                 };
                 let rows = std::sync::Arc::from(vec![row]);
                 if let Err(e) = rookery_mam::archiver::append_patiently(store, rows).await {

@@ -36,6 +36,8 @@ pub const REGISTER: &str = "jabber:iq:register";
 pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 /// XEP-0203: delayed delivery.
 pub const DELAY: &str = "urn:xmpp:delay";
+/// XEP-0359: unique and stable stanza IDs.
+pub const SID: &str = "urn:xmpp:sid:0";
 /// XEP-0004: data forms.
 pub const DATA_FORMS: &str = "jabber:x:data";
 /// XEP-0122 data forms validation.

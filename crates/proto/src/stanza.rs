@@ -9,6 +9,7 @@ use rookery_jid::Jid;
 use rookery_xml::{Element, Limits, CONTENT_NS};
 
 use crate::error::{StanzaError, StanzaErrorCondition};
+use crate::ns;
 
 /// RFC 6121 §5.2.2 message types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -150,6 +151,18 @@ pub struct Stanza {
     from: Option<Jid>,
     to: Option<Jid>,
     element: Element,
+    marks: Marks,
+}
+
+/// What the server knows of a stanza's way through it that its XML does not say. Never
+/// serialized: a stanza parsed or built anew has none, which is the safe default (nothing
+/// vouched for).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Marks {
+    /// See [`Stanza::mark_routed_again`].
+    routed_again: bool,
+    /// See [`Stanza::mark_archived`].
+    archived: bool,
 }
 
 fn malformed(el: Element, cond: StanzaErrorCondition, text: &str) -> StanzaParseError {
@@ -246,6 +259,7 @@ impl Stanza {
             from,
             to,
             element,
+            marks: Marks::default(),
         })
     }
 
@@ -312,6 +326,38 @@ impl Stanza {
         self.element.push_child(child);
     }
 
+    /// Removes every payload child for which `unwanted` holds (addresses and type are
+    /// attributes, untouched); how many went.
+    pub fn remove_payload_where(&mut self, unwanted: impl FnMut(&Element) -> bool) -> usize {
+        self.element.remove_children_where(unwanted)
+    }
+
+    /// Marks a stanza the server routes a second time: it was handed to a session (or
+    /// another node) that ended before its client took it. What it carries was put there by
+    /// the server's first routing — the recipient archive's `<stanza-id/>` (XEP-0359 §3: it
+    /// never changes), the server's `<delay/>` — and a copy is in the archives already
+    /// (XEP-0313 §5.1.1: stored only once).
+    pub fn mark_routed_again(&mut self) {
+        self.marks.routed_again = true;
+    }
+
+    /// Whether [`Stanza::mark_routed_again`] was called on this stanza.
+    pub fn is_routed_again(&self) -> bool {
+        self.marks.routed_again
+    }
+
+    /// Marks a message its recipient's archive took in this routing: the `<stanza-id/>` in
+    /// the recipient's name is the archive's own, so a bounce of this message takes the
+    /// copy back (XEP-0313 §5.1: a message the entity did not take is not in its archive).
+    pub fn mark_archived(&mut self) {
+        self.marks.archived = true;
+    }
+
+    /// Whether [`Stanza::mark_archived`] was called on this stanza.
+    pub fn is_archived(&self) -> bool {
+        self.marks.archived
+    }
+
     /// Consumes the stanza into its element.
     pub fn into_element(self) -> Element {
         self.element
@@ -341,7 +387,9 @@ impl Stanza {
     }
 
     /// The error reply to this stanza (RFC 6120 §8.3.1): addresses swapped, `type='error'`,
-    /// the original payload kept. `None` for error stanzas, which are never answered.
+    /// the original payload kept — but for a `<stanza-id/>` in the addressee's name: that is
+    /// its archive's id, for those who may read the archive, never for the sender (XEP-0313
+    /// §5). `None` for error stanzas, which are never answered.
     pub fn error_reply(&self, error: &StanzaError) -> Option<Stanza> {
         if self.kind.is_error() {
             return None;
@@ -351,11 +399,18 @@ impl Stanza {
             StanzaKind::Presence(_) => StanzaKind::Presence(PresenceType::Error),
             StanzaKind::Iq(_) => StanzaKind::Iq(IqType::Error),
         };
+        let mut element = error_element(&self.element, error);
+        if let Some(to) = &self.to {
+            element.remove_children_where(|c| {
+                c.is("stanza-id", ns::SID) && c.attr("by") == Some(to.bare_str())
+            });
+        }
         Some(Stanza {
             kind,
             from: self.to.clone(),
             to: self.from.clone(),
-            element: error_element(&self.element, error),
+            element,
+            marks: Marks::default(),
         })
     }
 
@@ -379,6 +434,7 @@ impl Stanza {
             from: self.to.clone(),
             to: self.from.clone(),
             element: el,
+            marks: Marks::default(),
         }
     }
 
@@ -401,6 +457,7 @@ impl Stanza {
             from,
             to,
             element: el,
+            marks: Marks::default(),
         }
     }
 
@@ -427,6 +484,7 @@ impl Stanza {
             from,
             to,
             element: el,
+            marks: Marks::default(),
         }
     }
 }
@@ -596,6 +654,37 @@ mod tests {
         assert!(s
             .error_reply(&StanzaError::new(StanzaErrorCondition::BadRequest))
             .is_none());
+    }
+
+    #[test]
+    fn an_error_reply_drops_the_addressees_stanza_id_and_every_mark() {
+        let sid = |by: &str| {
+            Element::new("stanza-id", ns::SID)
+                .with_attr("by", by)
+                .with_attr("id", "x")
+        };
+        let el = Element::new("message", CONTENT_NS)
+            .with_attr("from", "alice@a.example/r")
+            .with_attr("to", "bob@b.example/phone")
+            .with_child(sid("bob@b.example"))
+            .with_child(sid("room@muc.example"));
+        let mut s = Stanza::from_element(el).unwrap();
+        s.mark_archived();
+        s.mark_routed_again();
+        let reply = s
+            .error_reply(&StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
+            .unwrap();
+        let by: Vec<_> = reply
+            .element()
+            .children()
+            .filter(|c| c.is("stanza-id", ns::SID))
+            .map(|c| c.attr("by"))
+            .collect();
+        assert_eq!(by, [Some("room@muc.example")]);
+        assert!(!reply.is_archived() && !reply.is_routed_again());
+        // A stanza parsed anew knows nothing of its way.
+        let again = Stanza::from_serialized(&s.to_bytes()).unwrap();
+        assert!(!again.is_archived() && !again.is_routed_again());
     }
 
     #[test]

@@ -388,7 +388,7 @@ impl Inbound for Incoming {
             }
         };
         self.check(stanza.from(), stanza.to())?;
-        self.s2s.core.route(stanza).await;
+        self.s2s.core.route_from_peer(stanza).await;
         Ok(())
     }
 }

@@ -274,6 +274,28 @@ async fn dialback_messages_and_iq_both_ways() {
     );
 }
 
+/// XEP-0203 §6: a `<delay/>` a peer wrote in the receiving server's name is not that
+/// server's word (only its offline storage stamps those); it is dropped on the way in, and
+/// the peer's own stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_in_the_receiving_servers_name_is_dropped() {
+    let (a, b, _, _) = dialback_pair().await;
+    let mut bob = bind(&b.core, "bob@b.test/r").await;
+    let mut m = message("alice@a.test/r", "bob@b.test/r", "old news");
+    for from in ["b.test", "a.test"] {
+        m.push_payload(
+            Element::new("delay", "urn:xmpp:delay")
+                .with_attr("from", from)
+                .with_attr("stamp", "2001-01-01T00:00:00Z"),
+        );
+    }
+    a.core.route(m).await;
+    let got = recv(&mut bob).await;
+    assert!(got.contains("old news"), "{got}");
+    assert!(!got.contains("from=\"b.test\""), "{got}");
+    assert!(got.contains("from=\"a.test\""), "{got}");
+}
+
 /// Virtual hosting: an account of a node's second host federates as that host (its own
 /// outgoing stream, authenticated by dialback for the host's domain), and answers come back
 /// to it.

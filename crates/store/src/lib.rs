@@ -217,6 +217,8 @@ pub struct Store {
     last: Arc<LastActivityQueue>,
     /// Wakes the WebSub delivery worker after a publication wrote outbox rows.
     websub: Arc<websub::Signal>,
+    /// How account archive positions become stanza-ids on SQLite, read at the first use.
+    numbering: Arc<tokio::sync::OnceCell<mam::Numbering>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -283,6 +285,7 @@ impl Store {
             pool,
             last: Arc::default(),
             websub: Arc::default(),
+            numbering: Arc::default(),
         };
         tracing::info!(backend = store.backend().name(), "store opened");
         Ok(store)

@@ -6,7 +6,6 @@
 //! The two kinds of archive have a table each (an account's rows reference the account) with
 //! the same columns but the two owner keys; every query is written once over [`Owner`].
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use rand::RngCore;
@@ -47,10 +46,13 @@ const TABLES: [(&str, &str, &str); 2] = [
     ("mam_messages", "domain", "username"),
     ("muc_archive", "service", "room"),
 ];
+/// The table whose rows keep their sender's real JID (`real_jid`, a room's: XEP-0313
+/// §5.1.2); the others have none.
+const WITH_REAL_JIDS: &str = TABLES[1].0;
 /// A node's history: a view, queried like the tables and never purged or written here.
 const NODE_HISTORY: (&str, &str, &str) = ("pubsub_archive", "service", "node");
 
-/// The most rows one query carries (see [`insert_sql`]): seven parameters a row stays far
+/// The most rows one query carries (see [`insert_sql`]): at most eight parameters a row stay far
 /// below both drivers' limits (SQLite 32,766, PostgreSQL 65,535), and a batch of a few
 /// hundred rows is a few queries.
 const MAX_ROWS_PER_INSERT: usize = 64;
@@ -98,7 +100,11 @@ fn insert_sql((t, k1, k2): (&str, &str, &str), n: usize, backend: Backend) -> St
         Backend::Sqlite => ("id, ", 7),
         Backend::Postgres => ("", 6),
     };
-    let columns = format!("{t} ({id}{k1}, {k2}, stanza_id, with_jid, ts, stanza)");
+    let (real, width) = match t == WITH_REAL_JIDS {
+        true => (", real_jid", width + 1),
+        false => ("", width),
+    };
+    let columns = format!("{t} ({id}{k1}, {k2}, stanza_id, with_jid, ts, stanza{real})");
     let mut values = String::from("VALUES ");
     for i in 0..n {
         if i > 0 {
@@ -126,9 +132,16 @@ fn insert_sql((t, k1, k2): (&str, &str, &str), n: usize, backend: Backend) -> St
     }
 }
 
-/// How many hex digits a stanza-id derived from a position has: names have 24
-/// ([`new_name`]), so the two never look alike.
+/// How many hex digits a stanza-id of a position numbered before [`Numbering`]'s key has:
+/// names have 24 ([`new_name`]), so the two never look alike.
 const POSITION_DIGITS: usize = 16;
+
+/// How many characters a keyed stanza-id has: 64 bits in base64url, unlike both hex forms.
+const KEYED_CHARS: usize = 11;
+
+/// Rounds of [`Numbering`]'s Feistel network: four make a strong pseudorandom permutation
+/// (Luby–Rackoff).
+const ROUNDS: u8 = 4;
 
 /// The low `digits` hex digits of `value`, by hand: `format!` with its padding cost a
 /// microsecond an id, more than the rest of the archive hook's own work for a message.
@@ -153,9 +166,9 @@ pub fn new_name() -> String {
     hex(((ms & 0xffff_ffff_ffff) << 48) | u128::from(random), 24)
 }
 
-/// The position a stanza-id derived from one ([`ArchiveId::stanza_id`]) stands for: 16
-/// lowercase hex digits, nothing else.
-fn position_of(stanza_id: &str) -> Option<i64> {
+/// The position an id of the first form ([`POSITION_DIGITS`] lowercase hex digits, nothing
+/// else) spells.
+fn hex_position(stanza_id: &str) -> Option<i64> {
     let canonical = stanza_id.len() == POSITION_DIGITS
         && stanza_id
             .bytes()
@@ -165,29 +178,166 @@ fn position_of(stanza_id: &str) -> Option<i64> {
         .flatten()
 }
 
+/// How the positions of an account archive on SQLite become stanza-ids, and back.
+///
+/// A position is the time in milliseconds shifted by 20 bits plus a count (the archiver's
+/// numbering): in clear it would tell when a message came and how busy the server was, and
+/// let anyone who knows the time guess ids (XEP-0313 §3: a UID that MUST be unpredictable;
+/// XEP-0359 §8: nothing to infer from it). So the stanza-id is the position through a
+/// keyed permutation of 64-bit numbers — a Feistel network of [`ROUNDS`] rounds whose
+/// round function is SHA-256 of the key, the round and the half block — in [`KEYED_CHARS`]
+/// base64url characters. The key is the database's (`mam_id_key`, 32 random bytes made at
+/// the first use), so ids stay valid across restarts and for every process on the file.
+///
+/// Rows numbered before the key existed (below `first`) keep the ids they were given, 16
+/// hex digits of the position (XEP-0359 §3: an id never changes, and clients deduplicate by
+/// it): each form is read back only for its own rows, so an old-style guess at a new row
+/// finds nothing.
+#[derive(Clone)]
+pub struct Numbering {
+    key: [u8; 32],
+    first: i64,
+}
+
+impl std::fmt::Debug for Numbering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Numbering")
+            .field("first", &self.first)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Numbering {
+    /// The id of the row at `position`.
+    pub fn numbered(&self, position: i64) -> ArchiveId {
+        ArchiveId::Position(Numbered {
+            position,
+            stanza_id: self.stanza_id(position),
+        })
+    }
+
+    /// The stanza-id of the row at `position`.
+    fn stanza_id(&self, position: i64) -> String {
+        match u64::try_from(position) {
+            Ok(p) if position >= self.first => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(self.permuted(p).to_be_bytes())
+            }
+            _ => hex(position as u128, POSITION_DIGITS),
+        }
+    }
+
+    /// The position `stanza_id` stands for, if it is one this numbering gave.
+    fn position_of(&self, stanza_id: &str) -> Option<i64> {
+        if let Some(p) = hex_position(stanza_id) {
+            return (p < self.first).then_some(p);
+        }
+        if stanza_id.len() != KEYED_CHARS {
+            return None;
+        }
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(stanza_id)
+            .ok()?;
+        let block = u64::from_be_bytes(bytes.try_into().ok()?);
+        let p = i64::try_from(self.unpermuted(block)).ok()?;
+        (p >= self.first).then_some(p)
+    }
+
+    /// The round function: 32 bits of SHA-256(key, round, half).
+    fn round(&self, round: u8, half: u32) -> u32 {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::new()
+            .chain_update(self.key)
+            .chain_update([round])
+            .chain_update(half.to_be_bytes())
+            .finalize()
+            .into();
+        let [a, b, c, d, ..] = digest;
+        u32::from_be_bytes([a, b, c, d])
+    }
+
+    fn permuted(&self, block: u64) -> u64 {
+        let (mut l, mut r) = ((block >> 32) as u32, block as u32);
+        for i in 0..ROUNDS {
+            (l, r) = (r, l ^ self.round(i, r));
+        }
+        (u64::from(l) << 32) | u64::from(r)
+    }
+
+    fn unpermuted(&self, block: u64) -> u64 {
+        let (mut l, mut r) = ((block >> 32) as u32, block as u32);
+        for i in (0..ROUNDS).rev() {
+            (l, r) = (r ^ self.round(i, l), l);
+        }
+        (u64::from(l) << 32) | u64::from(r)
+    }
+}
+
+/// Reads the key of [`Numbering`], making it first if there is none: its first position
+/// is the one after every position given so far (those keep their ids).
+async fn read_numbering(store: &Store) -> Result<Numbering, StoreError> {
+    let mut fresh = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut fresh);
+    let fresh = fresh.to_vec();
+    let (key, first): (Vec<u8>, i64) = write_tx!(store, conn => {
+        sqlx::query(
+            "INSERT OR IGNORE INTO mam_id_key (id, key, first_position) VALUES (1, $1, \
+             1 + MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'mam_messages'), 0), \
+             COALESCE((SELECT MAX(id) FROM mam_messages), 0)))",
+        )
+        .bind(fresh.as_slice())
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query_as("SELECT key, first_position FROM mam_id_key WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await?
+    });
+    let key = key
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("the archive id key is not 32 bytes".into()))?;
+    Ok(Numbering { key, first })
+}
+
+/// A position and its stanza-id ([`Numbering::numbered`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Numbered {
+    position: i64,
+    stanza_id: String,
+}
+
+impl Numbered {
+    /// The row's position.
+    pub fn position(&self) -> i64 {
+        self.position
+    }
+}
+
 /// The id of a new archived message: its XEP-0359 stanza-id, and where its row goes.
 ///
 /// An account's archive on SQLite is written by one process, whose archiver numbers the rows
-/// itself ([`Mam::last_position`]) and derives each stanza-id from the row's number: the row
-/// is found by its own key, and the archive keeps no index of names, which was the largest
-/// of its four indexes' costs (a third of SQLite's work per row, docs/performance.md,
-/// "Stanza-ids from positions"). Elsewhere the database numbers the rows and a random name
-/// is the stanza-id: several PostgreSQL nodes write one archive table, and a room's rows
-/// are written one at a time.
+/// itself ([`Mam::last_position`]) and derives each stanza-id from the row's number
+/// ([`Numbering`]): the row is found by its own key, and the archive keeps no index of
+/// names, which was the largest of its four indexes' costs (a third of SQLite's work per
+/// row, docs/performance.md, "Stanza-ids from positions"). Elsewhere the database numbers
+/// the rows and a random name is the stanza-id: several PostgreSQL nodes write one archive
+/// table, and a room's rows are written one at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArchiveId {
     /// The row's position, given by the writer; stored with an empty name.
-    Position(i64),
+    Position(Numbered),
     /// A name unique in its archive ([`new_name`]); the database gives the position.
     Named(String),
 }
 
 impl ArchiveId {
-    /// The stanza-id clients see: the name, or 16 hex digits of the position.
-    pub fn stanza_id(&self) -> Cow<'_, str> {
+    /// The stanza-id clients see.
+    pub fn stanza_id(&self) -> &str {
         match self {
-            ArchiveId::Position(p) => Cow::Owned(hex(*p as u128, POSITION_DIGITS)),
-            ArchiveId::Named(n) => Cow::Borrowed(n),
+            ArchiveId::Position(n) => &n.stanza_id,
+            ArchiveId::Named(n) => n,
         }
     }
 
@@ -195,7 +345,7 @@ impl ArchiveId {
     /// position).
     fn stored(&self) -> (Option<i64>, &str) {
         match self {
-            ArchiveId::Position(p) => (Some(*p), ""),
+            ArchiveId::Position(n) => (Some(n.position), ""),
             ArchiveId::Named(n) => (None, n),
         }
     }
@@ -234,6 +384,9 @@ pub struct NewArchived {
     pub ts: i64,
     /// The message as serialized XML.
     pub stanza: String,
+    /// In a room's archive, the sender's real bare JID (XEP-0313 §5.1.2, shown to those
+    /// the room shows real JIDs); kept nowhere else.
+    pub real_jid: Option<String>,
 }
 
 /// An archived message.
@@ -249,6 +402,8 @@ pub struct Archived {
     pub ts: i64,
     /// The message as serialized XML.
     pub stanza: String,
+    /// In a room's archive, the sender's real bare JID, if known.
+    pub real_jid: Option<String>,
 }
 
 /// What a query selects (every bound optional; positions are row ids, see [`Mam::position`]).
@@ -296,7 +451,7 @@ enum Param {
     Int(i64),
 }
 
-type Row = (i64, String, String, i64, String);
+type Row = (i64, String, String, i64, String, Option<String>);
 
 impl<'a> Mam<'a> {
     pub(crate) fn new(store: &'a Store) -> Mam<'a> {
@@ -351,6 +506,9 @@ impl<'a> Mam<'a> {
                             .bind(r.with_jid.as_str())
                             .bind(r.ts)
                             .bind(r.stanza.as_str());
+                        if table.0 == WITH_REAL_JIDS {
+                            q = q.bind(r.real_jid.as_deref());
+                        }
                     }
                     q.execute(&mut *conn).await?;
                 }
@@ -377,6 +535,21 @@ impl<'a> Mam<'a> {
         Ok(Some(last))
     }
 
+    /// How this database's account archive positions become stanza-ids ([`Numbering`]),
+    /// read (made at the first use) once per store; `None` where the database names the
+    /// rows (PostgreSQL).
+    pub async fn numbering(&self) -> Result<Option<&'a Numbering>, StoreError> {
+        if self.store.backend() != Backend::Sqlite {
+            return Ok(None);
+        }
+        let store = self.store;
+        store
+            .numbering
+            .get_or_try_init(|| read_numbering(store))
+            .await
+            .map(Some)
+    }
+
     /// The position of the message `stanza_id` in `owner`'s archive: the row whose
     /// position it was derived from, or the row of that name (the query of
     /// [`Filter::ids`]).
@@ -396,6 +569,32 @@ impl<'a> Mam<'a> {
             .map(|r| r.id))
     }
 
+    /// Deletes the message `stanza_id` from `owner`'s archive (the row of a message that
+    /// bounced after it was archived); whether there was one. A node's history is not
+    /// written here.
+    pub async fn remove(&self, owner: &Owner, stanza_id: &str) -> Result<bool, StoreError> {
+        if matches!(owner, Owner::Node { .. }) {
+            return Ok(false);
+        }
+        let Some(position) = self.position(owner, stanza_id).await? else {
+            return Ok(false);
+        };
+        let (t, k1, k2) = owner.table();
+        let (a, b) = owner.keys();
+        let (a, b) = (a.to_owned(), b.to_owned());
+        let sql = format!("DELETE FROM {t} WHERE {k1} = $1 AND {k2} = $2 AND id = $3");
+        let gone = write_tx!(self.store, conn => {
+            sqlx::query(&sql)
+                .bind(a.as_str())
+                .bind(b.as_str())
+                .bind(position)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+        });
+        Ok(gone > 0)
+    }
+
     /// Up to `limit` messages of `owner`'s archive matching `filter`, in archive order: the
     /// first ones, or with `from_end` the last ones.
     pub async fn query(
@@ -407,8 +606,13 @@ impl<'a> Mam<'a> {
     ) -> Result<Vec<Archived>, StoreError> {
         let (t, k1, k2) = owner.table();
         let (a, b) = owner.keys();
+        let real = match t == WITH_REAL_JIDS {
+            true => "real_jid",
+            false => "CAST(NULL AS TEXT)",
+        };
         let mut sql = format!(
-            "SELECT id, stanza_id, with_jid, ts, stanza FROM {t} WHERE {k1} = $1 AND {k2} = $2"
+            "SELECT id, stanza_id, with_jid, ts, stanza, {real} FROM {t} \
+             WHERE {k1} = $1 AND {k2} = $2"
         );
         let mut params = vec![Param::Text(a.into()), Param::Text(b.into())];
         let mut push = |sql: &mut String, clause: &str, p: Param| {
@@ -442,6 +646,7 @@ impl<'a> Mam<'a> {
             }
             sql.push_str(&format!(" AND ({})", either.join(" OR ")));
         }
+        let numbering = self.numbering().await?;
         if !filter.ids.is_empty() {
             // A position's row is found by its key (and has no name), a name's by the index
             // of names — `<> ''` in so many words: SQLite's index leaves the unnamed rows out
@@ -449,7 +654,10 @@ impl<'a> Mam<'a> {
             // items' names, whatever they look like.
             let (mut positions, mut names) = (Vec::new(), Vec::new());
             for id in &filter.ids {
-                match position_of(id).filter(|_| !matches!(owner, Owner::Node { .. })) {
+                let position = numbering
+                    .filter(|_| !matches!(owner, Owner::Node { .. }))
+                    .and_then(|n| n.position_of(id));
+                match position {
                     Some(p) => positions.push(Param::Int(p)),
                     None => names.push(Param::Text(id.clone())),
                 }
@@ -490,16 +698,16 @@ impl<'a> Mam<'a> {
         }
         Ok(rows
             .into_iter()
-            .map(|(id, stanza_id, with_jid, ts, stanza)| Archived {
+            .map(|(id, stanza_id, with_jid, ts, stanza, real_jid)| Archived {
                 id,
-                stanza_id: if stanza_id.is_empty() {
-                    ArchiveId::Position(id).stanza_id().into_owned()
-                } else {
-                    stanza_id
+                stanza_id: match numbering {
+                    Some(n) if stanza_id.is_empty() => n.stanza_id(id),
+                    _ => stanza_id,
                 },
                 with_jid,
                 ts,
                 stanza,
+                real_jid,
             })
             .collect())
     }
@@ -610,7 +818,7 @@ impl<'a> Mam<'a> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
     #[test]
@@ -627,13 +835,13 @@ mod tests {
     fn an_insert_is_one_statement_of_all_its_rows() {
         assert_eq!(
             insert_sql(TABLES[1], 2, Backend::Postgres),
-            "INSERT INTO muc_archive (service, room, stanza_id, with_jid, ts, stanza) \
-             VALUES ($1, $2, $3, $4, $5, $6), ($7, $8, $9, $10, $11, $12)"
+            "INSERT INTO muc_archive (service, room, stanza_id, with_jid, ts, stanza, real_jid) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)"
         );
         assert_eq!(
             insert_sql(TABLES[1], 2, Backend::Sqlite),
             "INSERT OR IGNORE INTO muc_archive (id, service, room, stanza_id, with_jid, ts, \
-             stanza) VALUES (?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?)"
+             stanza, real_jid) VALUES (?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?)"
         );
         assert_eq!(
             insert_sql(TABLES[0], 1, Backend::Sqlite),
@@ -643,18 +851,56 @@ mod tests {
         );
     }
 
+    fn numbering(key: u8, first: i64) -> Numbering {
+        Numbering {
+            key: [key; 32],
+            first,
+        }
+    }
+
     #[test]
     fn a_position_is_its_stanza_id_and_back() {
-        let p = (1_765_000_000_000_i64 << 20) | 5;
-        let id = ArchiveId::Position(p).stanza_id().into_owned();
-        assert_eq!(id.len(), POSITION_DIGITS);
-        assert_eq!(position_of(&id), Some(p));
-        assert_eq!(ArchiveId::Position(7).stanza_id(), "0000000000000007");
-        // Only the canonical spelling: no upper case, no other length, not a name.
-        assert_eq!(position_of("000000000000000A"), None);
-        assert_eq!(position_of("0000000000000007 "), None);
-        assert_eq!(position_of("8000000000000000"), None);
-        assert_eq!(position_of(&new_name()), None);
+        let first = 1_765_000_000_000_i64 << 20;
+        let n = numbering(1, first);
+        // Keyed from `first` on: 11 base64url characters, read back, consecutive positions
+        // unlike each other, another key another id (and not read back).
+        let ids: Vec<String> = (0..4).map(|i| n.stanza_id(first + i)).collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(id.len(), KEYED_CHARS, "{id}");
+            assert_eq!(n.position_of(id), Some(first + i as i64));
+            assert_eq!(n.numbered(first + i as i64).stanza_id(), id);
+        }
+        assert!(
+            ids[0][..6] != ids[1][..6] && ids[1][..6] != ids[2][..6],
+            "{ids:?}"
+        );
+        let other = numbering(2, first);
+        assert_ne!(other.stanza_id(first), ids[0]);
+        assert_ne!(other.position_of(&ids[0]), Some(first));
+        // Before `first`: the 16 hex digits they were given, and only those.
+        let old = first - 1;
+        let hex_id = n.stanza_id(old);
+        assert_eq!(hex_id, hex(old as u128, POSITION_DIGITS));
+        assert_eq!(n.position_of(&hex_id), Some(old));
+        assert_eq!(n.stanza_id(7), "0000000000000007");
+        // Each form only for its own rows: a new row spelled in hex, an old one keyed.
+        assert_eq!(n.position_of(&hex(first as u128, POSITION_DIGITS)), None);
+        let keyed_old = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(n.permuted(old as u64).to_be_bytes())
+        };
+        assert_eq!(n.position_of(&keyed_old), None);
+        // Only the canonical spellings: no upper-case hex, no other length, not a name.
+        assert_eq!(n.position_of("000000000000000A"), None);
+        assert_eq!(n.position_of("0000000000000007 "), None);
+        assert_eq!(n.position_of("8000000000000000"), None);
+        assert_eq!(n.position_of(&new_name()), None);
+        assert_eq!(n.position_of("!!!!!!!!!!!"), None);
+        // A permutation: every block comes back.
+        for block in [0, 1, u64::MAX, 0x0123_4567_89ab_cdef] {
+            assert_eq!(n.unpermuted(n.permuted(block)), block);
+        }
     }
 
     #[test]

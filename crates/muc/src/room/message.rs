@@ -74,13 +74,20 @@ impl Room {
     }
 
     /// The element of `m` readdressed from `occ_jid`, without `to`, its occupant ids
-    /// replaced by `id` (XEP-0421 §4: never trust one a client sent) and without anything in
+    /// replaced by `id` (XEP-0421 §4: never trust one a client sent), without anything in
     /// the `muc#user` namespace: only the room speaks it, and an occupant's forged
     /// `<item jid=…/>` would pass for the room's word on who sent it (XEP-0045 §18.2 rule 6;
-    /// XEP-0313 §5.1 asks the same before archiving). `extra` is the room's own addition.
+    /// XEP-0313 §5.1 asks the same before archiving), and without a `<stanza-id/>` in the
+    /// room's name, archived or not (XEP-0359 §4 rule 2: only the room gives those). `extra`
+    /// is the room's own addition.
     fn relayed(m: &Stanza, from: &Jid, id: Element, extra: Option<Element>) -> Option<Stanza> {
         let mut el = m.element().clone();
-        el.remove_children_where(|c| c.is("occupant-id", ns::OCCUPANT_ID) || c.ns() == ns::USER);
+        let room = from.bare_str();
+        el.remove_children_where(|c| {
+            c.is("occupant-id", ns::OCCUPANT_ID)
+                || c.ns() == ns::USER
+                || (c.is("stanza-id", rookery_proto::ns::SID) && c.attr("by") == Some(room))
+        });
         el.remove_attr("to");
         el.set_attr("from", from.as_str());
         if let Some(x) = extra {
@@ -134,12 +141,12 @@ impl Room {
         if has_body || subject.is_some() {
             if self.limits.archive && !no_store && !no_permanent_store {
                 // XEP-0359: the room's id for the message, in what everyone gets.
-                relayed =
-                    relayed.and_then(|r| rookery_mam::archive::stamp(r, &self.jid, &self.next_id));
+                relayed = relayed.map(|r| rookery_mam::archive::stamp(r, &self.jid, &self.next_id));
                 if let Some(r) = &relayed {
                     o.archive = Some(super::ToArchive {
                         id: self.next_id.clone(),
                         with: occ.room_jid.clone(),
+                        real: from.to_bare(),
                         stanza: r.clone(),
                     });
                 }

@@ -229,6 +229,8 @@ pub struct ToArchive {
     pub id: String,
     /// The sender's occupant JID.
     pub with: Jid,
+    /// The sender's real bare JID, shown in archive results to those who see real JIDs.
+    pub real: BareJid,
     /// The message as broadcast (no `to`).
     pub stanza: Stanza,
 }
@@ -350,6 +352,19 @@ impl Room {
         let guarded = self.config.members_only || self.config.password.is_some();
         a != Affiliation::Outcast
             && (!guarded || a >= Affiliation::Member || self.is_occupant(from))
+    }
+
+    /// Whether `from` is shown the senders' real JIDs in the room's archive (XEP-0313
+    /// §5.1.2) — as in the room: everyone in a non-anonymous room, a moderator in a
+    /// semi-anonymous one; an admin or owner, who is a moderator once in the room, also from
+    /// outside it.
+    pub fn archive_shows_jids(&self, from: &Jid) -> bool {
+        let role = self
+            .key_of(from)
+            .ok()
+            .and_then(|k| self.occupants.get(k))
+            .map_or(Role::None, |o| o.role);
+        self.sees_jids(role) || self.affiliation(from) >= Affiliation::Admin
     }
 
     /// Puts a message from the archive back into the history for newcomers (at start, for a

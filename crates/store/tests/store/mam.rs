@@ -12,6 +12,7 @@ fn row(domain: &str, n: i64, with: &str) -> NewArchived {
         with_jid: with.into(),
         ts: n * 10,
         stanza: format!("<message><body>{n}</body></message>"),
+        real_jid: None,
     }
 }
 
@@ -154,14 +155,15 @@ async fn rows_numbered_by_the_writer_beside_named_rows() {
         let mam = b.store.mam();
         let j = juliet(d);
         let first = 1_765_000_000_000_i64 << 20;
-        let numbered = |n: i64| {
-            let mut r = row(d, n, "romeo@x");
-            r.id = ArchiveId::Position(first + n);
-            r
-        };
         if b.name != "sqlite" {
             assert!(mam.last_position().await.unwrap().is_none());
-            assert!(mam.append(vec![numbered(3)]).await.is_err(), "{}", b.name);
+            assert!(mam.numbering().await.unwrap().is_none());
+            // A position made on SQLite is refused.
+            let sqlite = rookery_store::Store::open("sqlite::memory:").await.unwrap();
+            let numbering = sqlite.mam().numbering().await.unwrap().unwrap().clone();
+            let mut r = row(d, 3, "romeo@x");
+            r.id = numbering.numbered(first + 3);
+            assert!(mam.append(vec![r]).await.is_err(), "{}", b.name);
             assert!(mam
                 .query(&j, &Filter::default(), 10, false)
                 .await
@@ -169,6 +171,12 @@ async fn rows_numbered_by_the_writer_beside_named_rows() {
                 .is_empty());
             continue;
         }
+        let numbering = mam.numbering().await.unwrap().unwrap();
+        let numbered = |n: i64| {
+            let mut r = row(d, n, "romeo@x");
+            r.id = numbering.numbered(first + n);
+            r
+        };
         mam.append(vec![row(d, 1, "romeo@x"), row(d, 2, "nurse@x")])
             .await
             .unwrap();
@@ -178,7 +186,7 @@ async fn rows_numbered_by_the_writer_beside_named_rows() {
             .unwrap();
         assert_eq!(mam.last_position().await.unwrap(), Some(first + 5));
         let rows = mam.query(&j, &Filter::default(), 10, false).await.unwrap();
-        let sid = |n: i64| ArchiveId::Position(first + n).stanza_id().into_owned();
+        let sid = |n: i64| numbering.numbered(first + n).stanza_id().to_owned();
         let ids: Vec<&str> = rows.iter().map(|a| a.stanza_id.as_str()).collect();
         assert_eq!(ids, ["id1", "id2", &sid(3), &sid(4), &sid(5)]);
         assert_eq!(rows[1].id, named_last);
@@ -187,7 +195,7 @@ async fn rows_numbered_by_the_writer_beside_named_rows() {
         assert_eq!(mam.position(&j, "id2").await.unwrap(), Some(named_last));
         // A named row's number spelled as a position is not its id; nor is a position
         // nobody was given, nor one of another archive.
-        let spelled = ArchiveId::Position(named_last).stanza_id().into_owned();
+        let spelled = numbering.numbered(named_last).stanza_id().to_owned();
         assert!(mam.position(&j, &spelled).await.unwrap().is_none());
         assert!(mam.position(&j, &sid(9)).await.unwrap().is_none());
         let romeo = Owner::Account {
@@ -341,4 +349,167 @@ async fn the_archive_rebuild_keeps_rows_ids_and_the_cascade() {
         .await
         .unwrap();
     assert_eq!(left, ["b", "d"]);
+}
+
+/// A bounced message's row is taken back by its stanza-id (a name, or on SQLite a
+/// position): only that row of that archive goes, and a row nobody has is no error.
+#[tokio::test]
+async fn a_row_is_removed_by_its_stanza_id() {
+    for b in backends("mam-remove").await {
+        let d = b.domain.as_str();
+        b.create_account("juliet").await;
+        b.create_account("romeo").await;
+        let mam = b.store.mam();
+        let (j, romeo) = (
+            juliet(d),
+            Owner::Account {
+                domain: d.into(),
+                username: "romeo".into(),
+            },
+        );
+        let mut rows: Vec<NewArchived> = (1..=3).map(|n| row(d, n, "romeo@x")).collect();
+        let mut theirs = row(d, 2, "juliet@x");
+        theirs.owner = romeo.clone();
+        rows.push(theirs);
+        let numbering = mam.numbering().await.unwrap();
+        if let Some(n) = numbering {
+            let mut numbered = row(d, 4, "romeo@x");
+            numbered.id = n.numbered(1 << 40);
+            rows.push(numbered);
+        }
+        // Not the old times the purge test counts on in a shared database.
+        for r in &mut rows {
+            r.ts += 1 << 40;
+        }
+        mam.append(rows).await.unwrap();
+        assert!(mam.remove(&j, "id2").await.unwrap(), "{}", b.name);
+        assert!(!mam.remove(&j, "id2").await.unwrap());
+        assert!(!mam.remove(&j, "nope").await.unwrap());
+        let left = ["id1", "id3"];
+        if let Some(n) = numbering {
+            assert!(mam
+                .remove(&j, n.numbered(1 << 40).stanza_id())
+                .await
+                .unwrap());
+        }
+        let all = Filter::default();
+        assert_eq!(
+            stanza_ids(mam.query(&j, &all, 10, false).await.unwrap()),
+            left
+        );
+        // Romeo's row of the same name stays.
+        assert_eq!(
+            stanza_ids(mam.query(&romeo, &all, 10, false).await.unwrap()),
+            ["id2"]
+        );
+    }
+}
+
+/// SQLite stanza-ids are keyed (`Numbering`) from the first use of a key on: rows numbered
+/// before it existed — a database from before migration 0036 — keep the 16 hex digits they
+/// were given (XEP-0359 §3), found by them in `ids` and as RSM/`after-id` positions, and the
+/// rows after get keyed ids; an old-style spelling of a new row finds nothing.
+#[tokio::test]
+async fn ids_given_before_the_key_keep_working() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let store = rookery_store::Store::open(&url).await.unwrap();
+    let creds = rookery_store::Credentials::derive("pw", 64).unwrap();
+    store
+        .accounts()
+        .create("l", "juliet", &creds)
+        .await
+        .unwrap();
+    let first = 1_765_000_000_000_i64 << 20;
+    let at = |n: &rookery_store::mam::Numbering, p: i64| {
+        let mut r = row("l", p - first, "romeo@x");
+        r.id = n.numbered(p);
+        r
+    };
+    let n = store.mam().numbering().await.unwrap().unwrap().clone();
+    store
+        .mam()
+        .append(vec![at(&n, first + 1), at(&n, first + 2)])
+        .await
+        .unwrap();
+    store.close().await;
+    // As if these rows were written before the key: it goes, a new one is made at the next
+    // open, from the position after them.
+    let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    exec(&mut raw, "DELETE FROM mam_id_key").await;
+    raw.close().await.unwrap();
+    let store = rookery_store::Store::open(&url).await.unwrap();
+    let mam = store.mam();
+    let n = mam.numbering().await.unwrap().unwrap().clone();
+    mam.append(vec![at(&n, first + 3)]).await.unwrap();
+    let j = juliet("l");
+    let ids = stanza_ids(mam.query(&j, &Filter::default(), 10, false).await.unwrap());
+    let hex = |p: i64| format!("{p:016x}");
+    assert_eq!(ids[..2], [hex(first + 1), hex(first + 2)]);
+    assert_eq!(ids[2], n.numbered(first + 3).stanza_id());
+    assert_eq!(ids[2].len(), 11, "{ids:?}");
+    assert_eq!(
+        mam.position(&j, &hex(first + 1)).await.unwrap(),
+        Some(first + 1)
+    );
+    assert_eq!(mam.position(&j, &ids[2]).await.unwrap(), Some(first + 3));
+    assert_eq!(mam.position(&j, &hex(first + 3)).await.unwrap(), None);
+    let picked = Filter {
+        ids: vec![hex(first + 2), ids[2].clone()],
+        ..Filter::default()
+    };
+    assert_eq!(
+        stanza_ids(mam.query(&j, &picked, 10, false).await.unwrap()),
+        ids[1..]
+    );
+}
+
+/// A room's rows keep their sender's real JID (migration sqlite 0037 / postgres 0034), a
+/// row without one reads back as none, and an account's rows have none.
+#[tokio::test]
+async fn a_rooms_rows_keep_the_senders_real_jid() {
+    for b in backends("mam-real-jid").await {
+        let d = b.domain.as_str();
+        let mam = b.store.mam();
+        let owner = Owner::Room {
+            service: format!("conference.{d}"),
+            room: "coven".into(),
+        };
+        let rows: Vec<NewArchived> = [Some("hag66@shakespeare.lit"), None]
+            .into_iter()
+            .enumerate()
+            .map(|(n, real)| NewArchived {
+                owner: owner.clone(),
+                id: ArchiveId::Named(format!("r{n}")),
+                with_jid: "coven@conference/witch".into(),
+                ts: 1 << 40,
+                stanza: "<message type=\"groupchat\"><body>x</body></message>".into(),
+                real_jid: real.map(str::to_owned),
+            })
+            .collect();
+        mam.append(rows).await.unwrap();
+        let got: Vec<Option<String>> = mam
+            .query(&owner, &Filter::default(), 10, false)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.real_jid)
+            .collect();
+        assert_eq!(
+            got,
+            [Some("hag66@shakespeare.lit".to_string()), None],
+            "{}",
+            b.name
+        );
+        b.create_account("juliet").await;
+        let mut mine = row(d, 1, "romeo@x");
+        mine.ts = 1 << 40;
+        mam.append(vec![mine]).await.unwrap();
+        let got = mam
+            .query(&juliet(d), &Filter::default(), 10, false)
+            .await
+            .unwrap();
+        assert_eq!(got[0].real_jid, None);
+    }
 }

@@ -1008,6 +1008,11 @@ impl<P: Policy> C2sMachine<P> {
             return vec![Action::Send(stanza.iq_result(None).into_element())];
         }
         if !payload.is("bind", ns::BIND) {
+            if !self.to_server_or_account(&stanza) {
+                // RFC 6120 §7.1: a stanza to any other entity before binding is not
+                // processed, and the stream closes with <not-authorized/>.
+                return vec![fail(SEC::NotAuthorized, "bind a resource first")];
+            }
             let e = StanzaError::new(StanzaErrorCondition::NotAuthorized);
             return send_stanza(stanza.error_reply(&e));
         }
@@ -1040,6 +1045,18 @@ impl<P: Policy> C2sMachine<P> {
             Action::Send(result.into_element()),
             Action::Done(Done::Bound(jid)),
         ]
+    }
+
+    /// Whether `stanza` is addressed to the server itself or to the authenticated account:
+    /// the only entities a client may address before binding (RFC 6120 §7.1).
+    fn to_server_or_account(&self, stanza: &Stanza) -> bool {
+        stanza.to().is_none_or(|to| {
+            to.as_str() == self.host
+                || self
+                    .user
+                    .as_ref()
+                    .is_some_and(|u| to.as_str() == u.as_str())
+        })
     }
 
     fn resume(&mut self, el: &Element) -> Actions {
@@ -1614,6 +1631,19 @@ mod tests {
             failure_of(&a),
             Some((SEC::NotAuthorized, "bind a resource first"))
         );
+        // RFC 6120 §7.1: an IQ to the account is refused as a stanza; to anyone else the
+        // stream ends.
+        let query = || Element::new("query", "jabber:iq:private");
+        for (to, ends) in [("alice@example.test", false), ("bob@example.test", true)] {
+            let mut m = at_bind(&policy);
+            let iq = Element::new("iq", ns::CLIENT)
+                .with_attr("type", "set")
+                .with_attr("id", "1")
+                .with_attr("to", to)
+                .with_child(query());
+            let a = m.handle(Input::Element(iq));
+            assert_eq!(failure_of(&a).is_some(), ends, "{to}: {a:?}");
+        }
     }
 
     #[test]

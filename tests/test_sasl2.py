@@ -132,6 +132,41 @@ async def test_bind2_with_carbons_csi_and_sm(server):
     await c2.close()
 
 
+async def test_bind2_drops_a_tag_that_makes_no_resource(server):
+    """XEP-0386 §4.1: the tag is a hint, validated; one that makes no resourcepart (an
+    unassigned code point) is dropped and the default prefix used, never a SASL failure for
+    a client whose password was right."""
+    c = await tls_client(server)
+    s = await c.sasl2("alice", "alicepass", inline=bind2(tag_="x&#x378;"))
+    jid = s.findtext(tag(NS_SASL2, "authorization-identifier"))
+    assert jid.startswith(server.jid("alice", "rookery.")), jid
+    pong = await c.iq("get", server.domain, "<ping xmlns='urn:xmpp:ping'/>")
+    assert pong.get("type") == "result"
+    await c.close()
+
+
+async def test_bind2_at_the_session_limit_is_no_credential_failure(server_factory):
+    """Bind2 past `max_sessions_per_account`: `temporary-auth-failure` with the reason (not
+    `not-authorized`, which tells a client its password or token is wrong), no token issued,
+    and the stream stays usable: the client may authenticate again without Bind2."""
+    srv = server_factory(c2s={"max_sessions_per_account": 1})
+    first = await srv.login("alice", "desk")
+    c = await tls_client(srv)
+    plain = base64.b64encode(b"\0alice\0alicepass").decode()
+    c.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='PLAIN'><initial-response>{plain}"
+           f"</initial-response><user-agent id='phone-1'/>{request_token()}{bind2()}"
+           "</authenticate>")
+    el = await c.recv()
+    assert el.tag == tag(NS_SASL2, "failure"), xml(el)
+    assert local(next(iter(el))) == "temporary-auth-failure", xml(el)
+    assert "too many sessions" in (el.findtext(tag(NS_SASL2, "text")) or ""), xml(el)
+    assert el.find(tag(NS_FAST, "token")) is None, xml(el)
+    s = await c.sasl2("alice", "alicepass")
+    assert s.findtext(tag(NS_SASL2, "authorization-identifier")) == srv.jid("alice")
+    for x in (c, first):
+        await x.close()
+
+
 async def test_inline_resumption_of_a_hibernated_session(server):
     """The phone's link dies; it comes back with SASL2 + `<resume/>` inline and gets
     `<resumed/>` and what it missed in the same round trip as the authentication."""
@@ -152,8 +187,10 @@ async def test_inline_resumption_of_a_hibernated_session(server):
     resumed = s2.find(tag(NS_SM, "resumed"))
     assert resumed is not None and resumed.get("previd") == previd, xml(s2)
     assert s2.findtext(tag(NS_SASL2, "authorization-identifier")) == jid
-    el = await c2.expect(lambda e: local(e) == "message", what="the message sent meanwhile")
-    assert el.findtext(BODY) == "while away"
+    # XEP-0198 "SASL2 and BIND2 interaction": the success re-established the stream and no
+    # stream features follow it — the next element is the message that waited.
+    el = await c2.recv()
+    assert local(el) == "message" and el.findtext(BODY) == "while away", xml(el)
     await c2.close()
     await bob.close()
 

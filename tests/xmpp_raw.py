@@ -382,7 +382,8 @@ class RawClient:
                     device: str | None = "device-1", inline: str = "",
                     authzid: str | None = None, initial: bytes = b"") -> ET.Element:
         """One XEP-0388 exchange; returns `<success/>` (its `<additional-data/>` checked
-        for SCRAM), raises SaslFailure with the condition of `<failure/>`. For SCRAM the
+        for SCRAM) after reading the stream features that follow it (none after an inline
+        resumption), raises SaslFailure with the condition of `<failure/>`. For SCRAM the
         XEP-0474 `d=` must hash what the features offered (sorted mechanisms, `|`, sorted
         channel-binding types)."""
         ua = (f"<user-agent id={quoteattr(device)}><software>raw</software>"
@@ -440,6 +441,10 @@ class RawClient:
         if el.tag != tag(NS_SASL2, "success"):
             raise XMPPError(f"unexpected {el.tag} during SASL2")
         self.jid = el.findtext(tag(NS_SASL2, "authorization-identifier"))
+        if el.find(tag(NS_SM, "resumed")) is not None:
+            # XEP-0198 "SASL2 and BIND2 interaction": a resumed stream is re-established by
+            # the success itself, and stream features MUST NOT follow.
+            return el
         # XEP-0388 §2.6.1: the stream's features follow at once, without a restart.
         features = await self.recv()
         if features.tag != tag(NS_STREAM, "features"):

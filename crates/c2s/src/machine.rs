@@ -135,16 +135,12 @@ pub enum Done {
     /// A resource was bound (the result was sent): register the session as this JID.
     Bound(Jid),
     /// SASL2 succeeded with a Bind2 request: register the session as this JID, enable what
-    /// `bind` asks for inline and send `success` with the `<bound/>` that says how.
+    /// the request asks for inline and send its success with the `<bound/>` that says how.
     Bound2 {
-        /// The full JID (already in `success`).
+        /// The full JID (already in the success).
         jid: Jid,
-        /// The SASL2 `<success/>`, still without `<bound/>`.
-        success: Element,
-        /// What to enable inline.
-        bind: bind2::Request,
-        /// The features of the bound stream, which follow `<success/>` (XEP-0388 §2.6.1).
-        features: Element,
+        /// The rest of the request.
+        inline: Box<Inline>,
     },
     /// The client asks to resume a session (XEP-0198 §5); the connection goes to it. If it
     /// refuses: for RFC 6120, send its `<failed/>` and drive the machine on (the client may
@@ -164,6 +160,17 @@ pub enum Done {
     },
 }
 
+/// A Bind2 request for the session to complete (XEP-0386 §4.2).
+#[derive(Debug, PartialEq)]
+pub struct Inline {
+    /// The SASL2 `<success/>`, to which the session adds `<bound/>`.
+    pub success: Element,
+    /// What to enable inline.
+    pub bind: bind2::Request,
+    /// The bound stream's features, sent after `<success/>` (XEP-0388 §2.6.1).
+    pub features: Element,
+}
+
 /// What the session needs to answer a resumption inline in SASL2 (XEP-0198 §5 with
 /// XEP-0388 §4).
 #[derive(Debug, Clone, PartialEq)]
@@ -171,9 +178,9 @@ pub struct Sasl2Resumed {
     /// The mechanism's additional data for `<success/>`.
     pub additional_data: Option<Vec<u8>>,
     /// What other inline features answered (a FAST `<token/>`), before `<resumed/>`.
+    /// Nothing follows `<success/>`: XEP-0198 "SASL2 and BIND2 interaction" says the
+    /// resumed stream is re-established with it and stream features MUST NOT be sent.
     pub answers: Vec<Element>,
-    /// The stream's features, which follow `<success/>` (XEP-0388 §2.6.1).
-    pub features: Element,
 }
 
 /// What a SASL2 `<authenticate/>` asked for beside authentication.
@@ -457,9 +464,9 @@ impl<P: Policy> C2sMachine<P> {
         f
     }
 
-    /// The features that follow a SASL2 `<success/>` that bound the stream (Bind2) or resumed
-    /// a session (XEP-0388 §2.6.1): what may come after binding, not binding itself. (The
-    /// session leaves out `<sm/>` once stream management is on.)
+    /// The features that follow a SASL2 `<success/>` that bound the stream with Bind2
+    /// (XEP-0388 §2.6.1): what may come after binding, not binding itself. (The session
+    /// leaves out `<sm/>` once stream management is on.) None follow an inline resumption.
     fn features_once_bound(&self) -> Element {
         let mut features = self.features_bound();
         features.remove_children("bind", ns::BIND);
@@ -761,8 +768,17 @@ impl<P: Policy> C2sMachine<P> {
     fn sasl2_success(
         &mut self,
         additional_data: Option<Vec<u8>>,
-        request: Sasl2Request,
+        mut request: Sasl2Request,
     ) -> Actions {
+        if self.bind2_at_session_limit(&request) {
+            if request.resume.is_none() {
+                return self.bind2_refused();
+            }
+            // A resumption adds no session and may still succeed, but a token stored now
+            // could precede a Bind2 failure (XEP-0388: no inline feature is processed in a
+            // failed authentication), so none is issued.
+            request.fast.request_token = None;
+        }
         let mut actions = vec![Action::Limits(self.bound_limits())];
         let pending = Pending {
             additional_data,
@@ -812,7 +828,6 @@ impl<P: Policy> C2sMachine<P> {
                     let sasl2 = Some(Sasl2Resumed {
                         additional_data: p.additional_data.clone(),
                         answers: p.answers.clone(),
-                        features: self.features_once_bound(),
                     });
                     self.phase = Phase::Resuming(Box::new(p));
                     return vec![Action::Done(Done::Resume {
@@ -864,34 +879,44 @@ impl<P: Policy> C2sMachine<P> {
                 Action::Send(self.features_bound()),
             ];
         };
-        let resource = bind2::resource(
-            user.local().unwrap_or_default(),
-            bind.tag.as_deref(),
-            device_id.as_deref(),
-        );
-        let jid = match user.with_resource(&resource) {
-            Ok(jid) if !self.policy.session_limit_reached(&jid) => jid,
-            // The tag made no valid resourcepart, or the account is at its session limit:
-            // nothing was bound, so the attempt fails (XEP-0386 §4.1) and the stream ends.
-            bad => {
-                let text = if bad.is_ok() {
-                    "too many sessions for this account"
-                } else {
-                    "no resource can be made of that tag"
-                };
-                return vec![
-                    Action::Send(sasl2::failure("not-authorized", Some(text))),
-                    fail(SEC::PolicyViolation, text),
-                ];
-            }
+        let Some(jid) = bind2::jid(&user, bind.tag.as_deref(), device_id.as_deref()) else {
+            return vec![fail(SEC::InternalServerError, "no resource could be made")];
         };
+        if self.policy.session_limit_reached(&jid) {
+            // Reached meanwhile (or after a refused resumption).
+            return self.bind2_refused();
+        }
         let success = sasl2::success(additional_data.as_deref(), jid.as_str(), answers);
-        vec![Action::Done(Done::Bound2 {
-            jid,
+        let inline = Box::new(Inline {
             success,
             bind,
             features: self.features_once_bound(),
-        })]
+        });
+        vec![Action::Done(Done::Bound2 { jid, inline })]
+    }
+
+    /// Whether the Bind2 request (if any) would take the account past
+    /// `[c2s] max_sessions_per_account`.
+    fn bind2_at_session_limit(&self, request: &Sasl2Request) -> bool {
+        let (Some(user), Some(bind)) = (&self.user, &request.bind) else {
+            return false;
+        };
+        bind2::jid(user, bind.tag.as_deref(), request.device_id())
+            .is_some_and(|jid| self.policy.session_limit_reached(&jid))
+    }
+
+    /// Bind2 at the account's session limit: nothing is bound. The credentials were right,
+    /// so the condition is not a credential one (`not-authorized` makes a client ask for
+    /// the password, or drop its FAST token, XEP-0484) but `temporary-auth-failure` with the
+    /// reason, as RFC 6120 §7.6.2.1 answers legacy binding with `resource-constraint`. The
+    /// stream is unauthenticated again; the client may retry later.
+    fn bind2_refused(&mut self) -> Actions {
+        self.user = None;
+        tracing::info!("Bind2 refused: the account is at its session limit");
+        self.refuse(sasl2::failure(
+            "temporary-auth-failure",
+            Some("too many sessions for this account"),
+        ))
     }
 
     /// The user a successful exchange authenticated. Strict authzid: a client may only act
@@ -937,6 +962,12 @@ impl<P: Policy> C2sMachine<P> {
         } else {
             sasl::failure(condition)
         };
+        self.refuse(failure)
+    }
+
+    /// Sends an attempt's `failure`: back to offering authentication, and the stream ends
+    /// after `max_auth_attempts`.
+    fn refuse(&mut self, failure: Element) -> Actions {
         let mut actions = vec![Action::Send(failure)];
         self.attempts += 1;
         self.phase = Phase::Auth;
@@ -1833,14 +1864,15 @@ mod tests {
         let a = m.handle(Input::Element(
             Element::new("response", SASL2).with_text(B64.encode(last)),
         ));
-        let Some(Action::Done(Done::Bound2 {
-            jid, success, bind, ..
-        })) = a.last()
-        else {
+        let Some(Action::Done(Done::Bound2 { jid, inline })) = a.last() else {
             panic!("{a:?}");
         };
-        let resource = bind2::resource("alice", Some("Test"), Some("dev-1"));
-        assert_eq!(jid.resource(), Some(resource.as_str()));
+        let Inline { success, bind, .. } = &**inline;
+        let alice = BareJid::parse("alice@example.test").unwrap();
+        assert_eq!(
+            Some(jid),
+            bind2::jid(&alice, Some("Test"), Some("dev-1")).as_ref()
+        );
         assert_eq!(
             success
                 .child_text("authorization-identifier", SASL2)
@@ -1920,7 +1952,8 @@ mod tests {
         assert!(failure_of(&a).is_some());
     }
 
-    /// Bind2 past the account's session limit: failure, and the stream ends.
+    /// Bind2 past the account's session limit: `temporary-auth-failure` (not a credential
+    /// condition), no token stored, not counted as a password failure; the stream stays.
     #[test]
     fn bind2_session_limit() {
         let policy = Test::default();
@@ -1928,21 +1961,34 @@ mod tests {
         let bind = bind2(vec![
             Element::new("tag", bind2::NS).with_text("one-too-many")
         ]);
-        m.handle(Input::Element(
-            Element::new("authenticate", SASL2)
-                .with_attr("mechanism", "PLAIN")
-                .with_child(
-                    Element::new("initial-response", SASL2)
-                        .with_text(B64.encode(b"\0alice\0secret")),
-                )
-                .with_child(bind),
+        m.handle(authenticate(
+            "PLAIN",
+            b"\0alice\0secret",
+            vec![bind, request_token()],
         ));
         let a = m.handle(credentials("secret"));
-        assert_eq!(sasl2_condition(&a), Some("not-authorized"));
-        assert_eq!(
-            failure_of(&a),
-            Some((SEC::PolicyViolation, "too many sessions for this account"))
-        );
+        assert_eq!(sasl2_condition(&a), Some("temporary-auth-failure"));
+        assert!(!a.iter().any(|x| matches!(x, Action::Request(_))), "{a:?}");
+        assert_eq!(failure_of(&a), None);
+        assert!(policy.failed.borrow().is_empty());
+        // The stream is unauthenticated again: another attempt may follow.
+        m.handle(authenticate("PLAIN", b"\0alice\0secret", vec![]));
+        let a = m.handle(credentials("secret"));
+        assert!(sent(&a)[0].is("success", SASL2), "{a:?}");
+    }
+
+    /// A tag that makes no resourcepart is dropped (XEP-0386 §4.1: a hint, validated).
+    #[test]
+    fn bind2_unusable_tag_binds_the_default_resource() {
+        let policy = Test::default();
+        let mut m = at_auth(&policy);
+        let bind = bind2(vec![Element::new("tag", bind2::NS).with_text("x\u{378}")]);
+        m.handle(authenticate("PLAIN", b"\0alice\0secret", vec![bind]));
+        let a = m.handle(credentials("secret"));
+        let Some(Action::Done(Done::Bound2 { jid, .. })) = a.last() else {
+            panic!("{a:?}");
+        };
+        assert!(jid.resource().unwrap().starts_with("rookery."), "{jid}");
     }
 
     /// `<resume/>` inline: handed to the driver with the SASL2 data; refused, the rest of
@@ -1974,20 +2020,18 @@ mod tests {
             ("alice@example.test", "abc")
         );
         assert!(resumed.additional_data.is_none() && resumed.answers.is_empty());
-        // What follows the success (XEP-0388 §2.6.1): no binding, the rest of a bound stream.
-        let f = &resumed.features;
-        assert!(
-            !f.has_child("bind", ns::BIND) && f.has_child("csi", csi::NS),
-            "{f}"
-        );
         // Nothing may come while the driver resumes.
         assert!(m.start().is_empty());
         m.resume_refused(sm::failed("item-not-found", None));
         let a = m.start();
-        let Some(Action::Done(Done::Bound2 { success, .. })) = a.last() else {
+        let Some(Action::Done(Done::Bound2 { inline, .. })) = a.last() else {
             panic!("{a:?}");
         };
-        assert!(success.has_child("failed", sm::NS), "{success}");
+        assert!(
+            inline.success.has_child("failed", sm::NS),
+            "{}",
+            inline.success
+        );
 
         // Without Bind2, a refused resumption is a success with the bare JID and <failed/>;
         // a malformed <resume/> is answered at once.

@@ -30,8 +30,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::machine::{C2sMachine, Done, Policy, Reply, Request, Sasl2Resumed};
-use crate::{bind2, session, sm, C2sConfig, C2sContext, Mode};
+use crate::machine::{C2sMachine, Done, Inline, Policy, Reply, Request, Sasl2Resumed};
+use crate::{session, sm, C2sConfig, C2sContext, Mode};
 
 /// How negotiation ended.
 pub enum Negotiated {
@@ -52,16 +52,6 @@ pub struct Bound {
     /// Bound by XEP-0386 Bind2 inside SASL2: what the session enables before it sends the
     /// success.
     pub inline: Option<Box<Inline>>,
-}
-
-/// A Bind2 request for the session to complete (XEP-0386 §4.2).
-pub struct Inline {
-    /// The SASL2 `<success/>`, to which the session adds `<bound/>`.
-    pub success: Element,
-    /// What to enable inline.
-    pub bind: bind2::Request,
-    /// The bound stream's features, sent after `<success/>` (XEP-0388 §2.6.1).
-    pub features: Element,
 }
 
 /// Serves one accepted TCP connection to the end.
@@ -235,19 +225,11 @@ async fn negotiate(
                 let conn = holder.as_ref().ok_or_else(no_conn)?;
                 return Ok(Negotiated::Bound(bind(ctx, conn, jid, None).await));
             }
-            Done::Bound2 {
-                jid,
-                success,
-                bind,
-                features,
-            } => {
+            Done::Bound2 { jid, inline } => {
                 let conn = holder.as_ref().ok_or_else(no_conn)?;
-                let inline = Some(Box::new(Inline {
-                    success,
-                    bind,
-                    features,
-                }));
-                return Ok(Negotiated::Bound(self::bind(ctx, conn, jid, inline).await));
+                return Ok(Negotiated::Bound(
+                    self::bind(ctx, conn, jid, Some(inline)).await,
+                ));
             }
             Done::Resume {
                 user,

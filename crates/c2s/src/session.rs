@@ -39,8 +39,9 @@ use tracing::Instrument;
 
 use crate::bind2;
 use crate::csi::{self, Csi, Decision};
+use crate::machine::Inline;
 use crate::machine::Sasl2Resumed;
-use crate::negotiate::{Bound, Inline};
+use crate::negotiate::Bound;
 use crate::sm::{self, Counters, Handoff, Takeover, Verdict};
 use crate::C2sContext;
 
@@ -384,20 +385,17 @@ impl<'a> Client<'a> {
         match self.resumed_in_sasl2.take() {
             None => conn.queue(&rookery_proto::stream::to_bytes(&resumed)),
             Some(s) => {
-                // XEP-0198 inline in SASL2: the success names the resumed session's full JID;
-                // the stream's features follow it (XEP-0388 §2.6.1), stream management on.
+                // XEP-0198 inline in SASL2: the success names the resumed session's full JID
+                // and re-establishes the stream; unlike after Bind2, no stream features
+                // follow it (XEP-0198 "SASL2 and BIND2 interaction": MUST NOT).
                 let Sasl2Resumed {
                     additional_data,
                     mut answers,
-                    mut features,
                 } = *s;
                 answers.push(resumed);
                 let success =
                     sasl2::success(additional_data.as_deref(), self.jid.as_str(), answers);
-                features.remove_children("sm", sm::NS);
-                for el in [success, features] {
-                    conn.queue(&rookery_proto::stream::to_bytes(&el));
-                }
+                conn.queue(&rookery_proto::stream::to_bytes(&success));
             }
         }
         for b in m.counters.unacked_stanzas() {

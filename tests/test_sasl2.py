@@ -105,6 +105,27 @@ async def test_failure_conditions(server_factory):
     assert e.value.condition == "policy-violation"
 
 
+async def test_authzid_must_match_the_stream_from(server):
+    """XEP-0388 "Initiation": a non-empty authorization string that does not match the
+    stream header's `from` fails the authentication (invalid-authzid); matching, or empty,
+    it succeeds."""
+    c = server.client()
+    c.stream_from = server.jid("bob")
+    await c.negotiate_tls()
+    with pytest.raises(SaslFailure) as e:
+        await c.sasl2("alice", "alicepass", authzid=server.jid("alice"))
+    assert e.value.condition == "invalid-authzid"
+    s = await c.sasl2("alice", "alicepass")
+    assert s.findtext(tag(NS_SASL2, "authorization-identifier")) == server.jid("alice")
+    await c.close()
+    c = server.client()
+    c.stream_from = server.jid("alice")
+    await c.negotiate_tls()
+    s = await c.sasl2("alice", "alicepass", authzid=server.jid("alice"))
+    assert s.findtext(tag(NS_SASL2, "authorization-identifier")) == server.jid("alice")
+    await c.close()
+
+
 async def test_bind2_with_carbons_csi_and_sm(server):
     """Bind2: one round trip to a bound, managed session with carbons on; the resource is
     the tag and a hash of the device id, the same on every login of that device."""

@@ -143,6 +143,8 @@ class RawClient:
         self.header: dict = {}
         self.features: ET.Element | None = None
         self.jid: str | None = None
+        # The `from` of the stream headers we send (RFC 6120 §4.7.1), if any.
+        self.stream_from: str | None = None
         self.tls = direct_tls
         self._id = 0
         self._reset_parser()
@@ -289,9 +291,10 @@ class RawClient:
 
     # ---- negotiation ---------------------------------------------------------------------
     def stream_header(self, to: str | None = None) -> str:
+        from_ = f"from={quoteattr(self.stream_from)} " if self.stream_from else ""
         return ("<?xml version='1.0'?>"
                 f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAM}' "
-                f"to={quoteattr(to or self.domain)} version='1.0'>")
+                f"to={quoteattr(to or self.domain)} {from_}version='1.0'>")
 
     async def open_stream(self, to: str | None = None) -> ET.Element:
         """Sends a header and returns the server's `<stream:features/>`."""

@@ -300,6 +300,9 @@ pub struct C2sMachine<P> {
     /// accounts it authenticates against and the domain of the JID it binds.
     host: String,
     user: Option<BareJid>,
+    /// The `from` of the client's stream header before authentication, as sent: XEP-0388
+    /// fails a SASL2 authentication whose non-empty authzid does not match it.
+    stream_from: Option<String>,
     attempts: u32,
 }
 
@@ -320,6 +323,7 @@ impl<P: Policy> C2sMachine<P> {
             can_start_tls,
             channel_binding,
             user: None,
+            stream_from: None,
             attempts: 0,
         }
     }
@@ -343,6 +347,7 @@ impl<P: Policy> C2sMachine<P> {
         let host_ok = match named {
             Some(d) if self.user.is_none() => {
                 self.host = d;
+                self.stream_from = header.attr("from").map(str::to_string);
                 true
             }
             Some(d) => d == self.host,
@@ -729,7 +734,10 @@ impl<P: Policy> C2sMachine<P> {
                 username,
                 authzid,
                 additional_data,
-            } => match self.identity(&username, authzid) {
+            } => match self
+                .identity(&username, authzid.as_deref())
+                .and_then(|user| self.sasl2_authzid_check(&attempt, authzid.as_deref(), user))
+            {
                 Ok(user) => {
                     self.policy.auth_result(attempt.mechanism, true);
                     tracing::info!(
@@ -921,15 +929,39 @@ impl<P: Policy> C2sMachine<P> {
 
     /// The user a successful exchange authenticated. Strict authzid: a client may only act
     /// as itself.
-    fn identity(&self, username: &str, authzid: Option<String>) -> Result<BareJid, &'static str> {
+    fn identity(&self, username: &str, authzid: Option<&str>) -> Result<BareJid, &'static str> {
         let local = rookery_jid::normalize_local(username).map_err(|_| "not-authorized")?;
         let user = BareJid::new(Some(&local), &self.host).map_err(|_| "not-authorized")?;
         if let Some(a) = authzid.filter(|a| !a.is_empty()) {
-            if BareJid::parse(&a).ok().as_ref() != Some(&user) {
+            if BareJid::parse(a).ok().as_ref() != Some(&user) {
                 return Err("invalid-authzid");
             }
         }
         Ok(user)
+    }
+
+    /// XEP-0388 "Initiation": in SASL2, a non-empty authzid must match the stream header's
+    /// `from` when there is one (compared as bare JIDs, normalized), else the authentication
+    /// fails — here with `invalid-authzid`, the RFC 6120 condition for an authzid that may
+    /// not be used.
+    fn sasl2_authzid_check(
+        &self,
+        attempt: &Attempt,
+        authzid: Option<&str>,
+        user: BareJid,
+    ) -> Result<BareJid, &'static str> {
+        let (Some(_), Some(_), Some(from)) = (
+            &attempt.sasl2,
+            authzid.filter(|a| !a.is_empty()),
+            &self.stream_from,
+        ) else {
+            return Ok(user);
+        };
+        // The authzid is `user` by now (`identity`).
+        match Jid::parse(from) {
+            Ok(f) if f.to_bare() == user => Ok(user),
+            _ => Err("invalid-authzid"),
+        }
     }
 
     /// The account an attempt names, as the rate limits count it: its bare JID, so the same
@@ -1599,6 +1631,42 @@ mod tests {
         let a = m.handle(el("iq", ns::CLIENT));
         assert_eq!(failure_of(&a).map(|f| f.0), Some(SEC::BadFormat));
         assert_eq!(*policy.results.borrow().last().unwrap(), ("PLAIN", true));
+    }
+
+    /// XEP-0388 "Initiation": in SASL2 a non-empty authzid must match the header's `from`.
+    #[test]
+    fn sasl2_authzid_must_match_the_stream_from() {
+        let policy = Test::default();
+        let with_from = |from: &str| {
+            let mut m = C2sMachine::new(&policy, true, false, None);
+            m.handle(Input::Header(StreamHeader {
+                default_ns: ns::CLIENT.into(),
+                prefixes: Vec::new(),
+                attrs: vec![
+                    ("to".into(), DOMAIN.into()),
+                    ("from".into(), from.into()),
+                    ("version".into(), "1.0".into()),
+                ],
+            }));
+            m
+        };
+        for (from, authzid, ok) in [
+            ("bob@example.test", "alice@example.test", false),
+            ("Alice@example.test/phone", "alice@example.test", true),
+            ("bob@example.test", "", true),
+        ] {
+            let mut m = with_from(from);
+            let msg = format!("{authzid}\0alice\0secret");
+            m.handle(authenticate("PLAIN", msg.as_bytes(), vec![]));
+            let a = m.handle(credentials("secret"));
+            let want = (!ok).then_some("invalid-authzid");
+            assert_eq!(sasl2_condition(&a), want, "{from} {authzid}");
+        }
+        // RFC 6120 SASL is unchanged.
+        let mut m = with_from("bob@example.test");
+        m.handle(auth("PLAIN", b"alice@example.test\0alice\0secret"));
+        let a = m.handle(credentials("secret"));
+        assert!(sent(&a)[0].is("success", ns::SASL));
     }
 
     #[test]

@@ -7,6 +7,7 @@ client side is the raw client's `sasl2()` (tests/xmpp_raw.py): a SCRAM client wr
 RFC 5802 with Python's hashlib, checking the server's `d=` and signature itself. Every
 machine step (each failure condition, malformed requests) is also a unit test in
 crates/c2s/src/machine.rs; here the real binary is driven over TLS sockets."""
+import asyncio
 import base64
 import hmac
 import xml.etree.ElementTree as ET
@@ -305,6 +306,23 @@ async def test_fast_token_request_reconnect_rotation_and_replay(server):
     # Another device cannot use this device's token; a made-up token fails.
     assert await refused(server, t2, 6, device="laptop") == "not-authorized"
     assert await refused(server, "x" * 72, 7) == "not-authorized"
+
+
+async def test_an_expired_token_is_credentials_expired(server_factory):
+    """XEP-0484 Business Rules: a token the server no longer trusts fails with
+    `credentials-expired`, not `not-authorized`; the client then uses its password and gets
+    a new token. (That it is not counted as a password failure is a unit test in
+    crates/c2s machine.rs `fast_refusals`.)"""
+    srv = server_factory(c2s={"fast_token_lifetime_secs": 1})
+    c = await tls_client(srv)
+    t = token_of(await c.sasl2("alice", "alicepass", device="phone-1", inline=request_token()))
+    await c.close()
+    await asyncio.sleep(2.1)
+    assert await refused(srv, t, 1) == "credentials-expired"
+    c = await tls_client(srv)
+    s = await c.sasl2("alice", "alicepass", device="phone-1", inline=request_token())
+    assert token_of(s) != t
+    await c.close()
 
 
 async def test_invalidate_logs_the_device_out(server):

@@ -625,8 +625,11 @@ impl<P: Policy> C2sMachine<P> {
                 let cb = self.ht_cb_data(a.mechanism);
                 let now = self.policy.now();
                 let checked = fast::check(&tokens, now, a.mechanism, &cb, &a.initiator_hash);
-                let Some((used, token)) = checked else {
-                    return self.failed(label, Some(a.local), "not-authorized", true);
+                let (used, token) = match checked {
+                    Ok(c) => c,
+                    Err(refused) => {
+                        return self.failed(label, Some(a.local), refused.condition(), true)
+                    }
                 };
                 let (key, count) = (
                     token.key.clone(),
@@ -980,10 +983,11 @@ impl<P: Policy> C2sMachine<P> {
         sasl2: bool,
     ) -> Actions {
         self.policy.auth_result(mechanism, false);
-        // Only failures that tested a password count against the limits.
+        // Only failures that tested a password count against the limits (an expired FAST
+        // token was the client's own, proved).
         if !matches!(
             condition,
-            "aborted" | "temporary-auth-failure" | "encryption-required"
+            "aborted" | "temporary-auth-failure" | "encryption-required" | "credentials-expired"
         ) {
             let key = account.as_deref().map(|l| self.account_key(l));
             self.policy.auth_failed(key.as_deref());
@@ -2369,13 +2373,15 @@ mod tests {
         ))))));
         let a = m.handle(Input::Reply(Reply::FastUsed(Ok(false))));
         assert_eq!(sasl2_condition(&a), Some("not-authorized"));
-        // Expired.
+        // Expired (XEP-0484 Business Rules): credentials-expired, not counted as a password failure.
         let expired = fast::issue(0, 10);
         m.handle(ht_auth(&expired.token, vec![fast_count(9)]));
+        let counted = policy.failed.borrow().len();
         let a = m.handle(Input::Reply(Reply::FastTokens(Ok(Some(device_tokens(
             &expired, None,
         ))))));
-        assert_eq!(sasl2_condition(&a), Some("not-authorized"));
+        assert_eq!(sasl2_condition(&a), Some("credentials-expired"));
+        assert_eq!(policy.failed.borrow().len(), counted);
         // Malformed: a garbage message, no device id.
         let a = m.handle(authenticate(
             "HT-SHA-256-NONE",

@@ -99,7 +99,10 @@ async def test_failure_conditions(server_factory):
     # §2.4: while a SASL2 exchange waits for a <response/>, anything else ends the stream.
     c = await tls_client(srv)
     c.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='SCRAM-SHA-256'/>")
-    assert (await c.recv()).tag == tag(NS_SASL2, "challenge")
+    challenge = await c.recv()
+    assert challenge.tag == tag(NS_SASL2, "challenge")
+    # XEP-0388 "SASL Data Encoding": no data is an empty element, not RFC 6120's "=".
+    assert not challenge.text, xml(challenge)
     c.send("<message to='bob@localhost'><body>sneaked in</body></message>")
     with pytest.raises(StreamError) as e:
         await c.recv()

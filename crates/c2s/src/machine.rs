@@ -417,7 +417,9 @@ impl<P: Policy> C2sMachine<P> {
     /// `require_encryption = false`) STARTTLS is offered without `<required/>` where the
     /// transport can start it (never on WebSocket or BOSH), and PLAIN
     /// and registration only when `allow_unencrypted_plain` says so. SASL2 offers the same
-    /// mechanisms as RFC 6120 SASL, with Bind2 and XEP-0198 resumption inline.
+    /// mechanisms as RFC 6120 SASL, with Bind2 and XEP-0198 resumption inline — on secure
+    /// streams only: XEP-0388 "SASL2 MUST only be ... offered by Servers after TLS
+    /// negotiation", and a FAST token (XEP-0484) seen once in the clear can be replayed.
     fn features_sasl(&self) -> Element {
         let clear_password_ok = self.password_in_clear_allowed();
         let names = self.offered_mechanisms();
@@ -426,15 +428,9 @@ impl<P: Policy> C2sMachine<P> {
             f.push_child(receiving::starttls_feature(false));
         }
         f.push_child(sasl::mechanisms(names.iter().copied()));
-        let sm_on = self.policy.config().stream_management;
-        let mut inline = vec![bind2::feature(sm_on)];
-        if sm_on {
-            inline.push(Element::new("sm", sm::NS));
+        if self.secure {
+            f.push_child(self.sasl2_feature(&names));
         }
-        if self.policy.fast_enabled() {
-            inline.push(fast::feature(self.channel_binding.is_some()));
-        }
-        f.push_child(sasl2::feature(names.iter().copied(), inline));
         let cbs = self.offered_channel_bindings();
         if !cbs.is_empty() {
             // XEP-0440: tell the client which binding type the -PLUS mechanisms use.
@@ -448,6 +444,19 @@ impl<P: Policy> C2sMachine<P> {
             f.push_child(Element::new("register", ns::REGISTER_FEATURE));
         }
         f
+    }
+
+    /// The SASL2 `<authentication/>` feature with its inline features.
+    fn sasl2_feature(&self, mechanisms: &[&'static str]) -> Element {
+        let sm_on = self.policy.config().stream_management;
+        let mut inline = vec![bind2::feature(sm_on)];
+        if sm_on {
+            inline.push(Element::new("sm", sm::NS));
+        }
+        if self.policy.fast_enabled() {
+            inline.push(fast::feature(self.channel_binding.is_some()));
+        }
+        sasl2::feature(mechanisms.iter().copied(), inline)
     }
 
     fn features_bound(&self) -> Element {
@@ -530,6 +539,10 @@ impl<P: Policy> C2sMachine<P> {
     /// A SASL2 `<authenticate/>` (XEP-0388 §2.2): the same mechanisms as `<auth/>`, with
     /// XEP-0474 downgrade protection, and the inline requests kept for the success.
     fn authenticate(&mut self, el: &Element) -> Actions {
+        if !self.secure {
+            // Not offered on this stream (`features_sasl`).
+            return self.failed("other", None, "encryption-required", true);
+        }
         let cb = self.channel_binding.is_some();
         let parsed = sasl2::parse_authenticate(el)
             .and_then(|auth| Sasl2Request::parse(&auth, cb).map(|r| (auth, r)));
@@ -1477,6 +1490,10 @@ mod tests {
             .is_some_and(|s| s.children().next().is_none()));
         assert!(!mechanisms(&a).contains(&"PLAIN".to_string()));
         assert!(!f.has_child("register", ns::REGISTER_FEATURE));
+        // Nor SASL2 (XEP-0388 Security Considerations), and with it FAST.
+        assert!(!f.has_child("authentication", SASL2), "{f}");
+        let a = m.handle(authenticate("SCRAM-SHA-256", b"n,,n=alice,r=abc", vec![]));
+        assert_eq!(sasl2_condition(&a), Some("encryption-required"));
         let a = m.handle(plain("alice", "secret"));
         assert_eq!(sasl_condition(&a), Some("encryption-required"));
         // STARTTLS is still possible after a failed attempt.

@@ -557,8 +557,16 @@ impl<'a> Client<'a> {
         }
     }
 
-    /// `<enable/>` (§3).
+    /// `<enable/>` (§3). A second one (after `<enable/>`, Bind2's inline one or a
+    /// resumption) ends the stream: "If a server receives a second <enable/> element it
+    /// SHOULD respond with a stream error".
     async fn enable(&mut self, conn: &mut Conn, el: &Element) -> Result<(), ConnError> {
+        if self.sm.is_some() {
+            return Err(ConnError::stream(
+                SEC::PolicyViolation,
+                "stream management is already enabled",
+            ));
+        }
         let reply = self.enable_reply(el);
         // Outbound counting starts with the first stanza after <enabled/>.
         Self::nonza(conn, &reply).await
@@ -570,9 +578,6 @@ impl<'a> Client<'a> {
         let cfg = &self.ctx.config;
         if !cfg.stream_management {
             return sm::failed("feature-not-implemented", None);
-        }
-        if self.sm.is_some() {
-            return sm::failed("unexpected-request", None);
         }
         let wants_resume = matches!(el.attr("resume"), Some("true" | "1"));
         let mut max = cfg.sm_resume_timeout_secs;

@@ -4,7 +4,7 @@ FAST tokens (request, one-round-trip login, rotation, replay, password change, f
 
 No client library of the test environment speaks SASL2 (slixmpp has no plugin for it), so the
 client side is the raw client's `sasl2()` (tests/xmpp_raw.py): a SCRAM client written from
-RFC 5802 with Python's hashlib, checking the server's `d=` and signature itself. Every
+RFC 5802 with Python's hashlib, checking the server's `h=` and signature itself. Every
 machine step (each failure condition, malformed requests) is also a unit test in
 crates/c2s/src/machine.rs; here the real binary is driven over TLS sockets."""
 import asyncio

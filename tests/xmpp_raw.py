@@ -8,7 +8,7 @@ stream errors, hostile input, timeouts. It speaks just enough XMPP for that:
 - SASL PLAIN and SCRAM-SHA-1/-256/-512 (RFC 5802/7677, hashlib + hmac), verifying the server
   signature; no -PLUS (Python's ssl has no tls-exporter: see crates/server/tests/sasl_plus.rs);
 - XEP-0388 SASL2 (`sasl2()`): the same mechanisms inside `<authenticate/>`, with a
-  `<user-agent/>` and inline requests (Bind2, SM resumption), checking the XEP-0474 `d=` of
+  `<user-agent/>` and inline requests (Bind2, SM resumption), checking the XEP-0474 `h=` of
   the SCRAM server-first against the offered mechanisms;
 - resource binding, IQ helpers, send/recv of top-level elements, the close handshake.
 
@@ -387,8 +387,8 @@ class RawClient:
         """One XEP-0388 exchange; returns `<success/>` (its `<additional-data/>` checked
         for SCRAM) after reading the stream features that follow it (none after an inline
         resumption), raises SaslFailure with the condition of `<failure/>`. For SCRAM the
-        XEP-0474 `d=` must hash what the features offered (sorted mechanisms, `|`, sorted
-        channel-binding types)."""
+        XEP-0474 `h=` must hash what the features offered (sorted mechanisms joined by
+        U+001E, then U+001F and the sorted channel-binding types joined by U+001E)."""
         ua = (f"<user-agent id={quoteattr(device)}><software>raw</software>"
               f"<device>test</device></user-agent>") if device else ""
 
@@ -412,12 +412,12 @@ class RawClient:
                 attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
                 cbs = self.features.find(tag(NS_SASL_CB, "sasl-channel-binding"))
                 cb_types = sorted(c.get("type") for c in cbs) if cbs is not None else []
-                ssdp = ",".join(sorted(self.sasl2_mechanisms()))
+                ssdp = "\x1e".join(sorted(self.sasl2_mechanisms()))
                 if cb_types:
-                    ssdp += "|" + ",".join(cb_types)
+                    ssdp += "\x1f" + "\x1e".join(cb_types)
                 want = base64.b64encode(hashlib.new(h, ssdp.encode()).digest()).decode()
-                if attrs.get("d") != want:
-                    raise XMPPError(f"XEP-0474: d={attrs.get('d')!r}, expected {want!r}")
+                if attrs.get("h") != want:
+                    raise XMPPError(f"XEP-0474: h={attrs.get('h')!r}, expected {want!r}")
                 nonce, salt, iters = attrs["r"], base64.b64decode(attrs["s"]), int(attrs["i"])
                 client_key, stored_key, server_key = scram_keys(h, password, salt, iters)
                 without_proof = f"c={base64.b64encode(gs2.encode()).decode()},r={nonce}"

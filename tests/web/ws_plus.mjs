@@ -11,7 +11,7 @@
 //   {step: "plus"}        RFC 6120 SASL with the right binding: outcome, server signature
 //                         verified, then a stream restart and a resource bound;
 //   {step: "plus-wrong"}  the same with a wrong binding: the outcome (a <failure/>);
-//   {step: "sasl2-plus"}  SASL2 with the right binding, XEP-0474 `d=` checked against the
+//   {step: "sasl2-plus"}  SASL2 with the right binding, XEP-0474 `h=` checked against the
 //                         features, asking for an HT-SHA-256-EXPR token;
 //   {step: "fast-expr"}   a new connection logging in with that token over HT-SHA-256-EXPR;
 //   {step: "fast-expr-other"}  the token with the binding of another connection.
@@ -190,10 +190,11 @@ async function plus(cbOf) {
   return result;
 }
 
-/// XEP-0474: SHA-256 of the sorted offered mechanisms, `|`, the sorted channel bindings.
+/// XEP-0474 (0.4.0+): SHA-256 of the sorted offered mechanisms joined by U+001E, then
+/// U+001F and the sorted channel bindings joined by U+001E.
 function ssdp(offer) {
-  let s = [...offer.mechanisms].sort().join(",");
-  if (offer.channel_bindings.length) s += `|${[...offer.channel_bindings].sort().join(",")}`;
+  let s = [...offer.mechanisms].sort().join("\x1e");
+  if (offer.channel_bindings.length) s += `\x1f${[...offer.channel_bindings].sort().join("\x1e")}`;
   return b64(sha256(s));
 }
 
@@ -211,7 +212,7 @@ async function sasl2Plus() {
   if (challenge?.localName !== "challenge") return { ...outcomeOf(challenge) };
   s.send(`<response xmlns='${NS.sasl2}'>${b64(scram.clientFinal(text(challenge)))}</response>`);
   const outcome = await s.next();
-  const result = { ...outcomeOf(outcome), ssdp: scram.attrs.d === ssdp(offer) };
+  const result = { ...outcomeOf(outcome), ssdp: scram.attrs.h === ssdp(offer) };
   if (outcome?.localName === "success") {
     result.verified = scram.verify(text(child(outcome, "additional-data", NS.sasl2)));
     result.jid = child(outcome, "authorization-identifier", NS.sasl2)?.textContent;

@@ -1945,7 +1945,7 @@ mod tests {
         let ssdp = rookery_sasl::server::ssdp_string(&refs, &[]);
         let d = B64.encode(rookery_sasl::ScramHash::Sha256.hash(ssdp.as_bytes()));
         assert!(
-            String::from_utf8_lossy(&first).ends_with(&format!(",d={d}")),
+            String::from_utf8_lossy(&first).ends_with(&format!(",h={d}")),
             "{}",
             String::from_utf8_lossy(&first)
         );

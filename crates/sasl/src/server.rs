@@ -142,10 +142,9 @@ impl ServerSession {
         (session, step)
     }
 
-    /// Adds XEP-0474 downgrade protection to a SCRAM exchange: the server-first-message
-    /// carries `d=`, the base64 hash (the mechanism's own hash function) of the offered
-    /// `mechanisms` and `channel_bindings`, each sorted and joined with `,`, the two lists
-    /// separated by `|` (the binding part left out when there is none). The client compares
+    /// Adds XEP-0474 (0.4.0+) downgrade protection to a SCRAM exchange: the
+    /// server-first-message carries `h=`, the base64 hash (the mechanism's own hash function)
+    /// of [`ssdp_string`] of the offered `mechanisms` and `channel_bindings`. The client compares
     /// it with what it saw offered; as the server-first-message is part of the SCRAM
     /// AuthMessage, a man in the middle cannot change it without breaking the signature.
     /// Call it before the credentials are provided; it does nothing for PLAIN.
@@ -258,7 +257,7 @@ impl ServerSession {
         let mut server_first = format!("r={nonce},s={},i={}", b64(&keys.salt), keys.iterations);
         if let Some(ssdp) = &self.downgrade_protection {
             // RFC 5802 §7: extensions follow the iteration count.
-            server_first.push_str(",d=");
+            server_first.push_str(",h=");
             server_first.push_str(&b64(&hash.hash(ssdp.as_bytes())));
         }
         let challenge = server_first.clone().into_bytes();
@@ -308,16 +307,20 @@ fn scram_client_final(exchange: ScramExchange, msg: &[u8]) -> Step {
     }
 }
 
-/// The string XEP-0474 §3 hashes: sorted mechanisms, `|`, sorted channel-binding types.
+/// The string XEP-0474 "Server Sends Downgrade Protection Hash" hashes (0.4.0+): the
+/// mechanisms sorted by octet and joined with %x1E, then — when channel-binding types were
+/// advertised (XEP-0440) — %x1F and the types, sorted and joined with %x1E. (The delimiters
+/// cannot occur in XML, so no name can fake them; 0.3 used `,` and `|`.)
 pub fn ssdp_string(mechanisms: &[&str], channel_bindings: &[&str]) -> String {
-    let mut mechs = mechanisms.to_vec();
-    mechs.sort_unstable();
-    let mut s = mechs.join(",");
+    let sorted = |names: &[&str]| {
+        let mut v = names.to_vec();
+        v.sort_unstable();
+        v.join("\u{1e}")
+    };
+    let mut s = sorted(mechanisms);
     if !channel_bindings.is_empty() {
-        let mut cbs = channel_bindings.to_vec();
-        cbs.sort_unstable();
-        s.push('|');
-        s.push_str(&cbs.join(","));
+        s.push('\u{1f}');
+        s.push_str(&sorted(channel_bindings));
     }
     s
 }
@@ -489,7 +492,7 @@ mod tests {
         assert_ne!(a.stored_key, b.stored_key);
     }
 
-    /// XEP-0474: `d=` follows the iteration count and hashes the sorted offer.
+    /// XEP-0474: `h=` follows the iteration count and hashes the sorted offer.
     #[test]
     fn downgrade_protection_in_server_first() {
         assert_eq!(
@@ -497,18 +500,27 @@ mod tests {
                 &["SCRAM-SHA-256", "PLAIN", "SCRAM-SHA-1"],
                 &["tls-exporter"]
             ),
-            "PLAIN,SCRAM-SHA-1,SCRAM-SHA-256|tls-exporter"
+            "PLAIN\u{1e}SCRAM-SHA-1\u{1e}SCRAM-SHA-256\u{1f}tls-exporter"
         );
         assert_eq!(ssdp_string(&["SCRAM-SHA-1"], &[]), "SCRAM-SHA-1");
+        // The XEP's own example (0.5.0 "Full Example").
+        let example = ssdp_string(
+            &["SCRAM-SHA-1-PLUS", "SCRAM-SHA-1"],
+            &["tls-server-end-point", "tls-exporter"],
+        );
+        assert_eq!(
+            b64(&ScramHash::Sha1.hash(example.as_bytes())),
+            "G6k/rBLDqgOhRRaCuuatSDFkJ08="
+        );
         let creds = creds_with_salt(ScramHash::Sha256, "pencil", "W22ZaJ0SNY7soEsUEjb6gQ==");
         let (mut s, _) = ServerSession::start(Mechanism::ScramSha256, None, false, b"n,,n=u,r=abc");
         s.protect_downgrade(&["SCRAM-SHA-256", "PLAIN"], &[]);
         let Step::Challenge(first) = s.provide_credentials(Some(&creds)) else {
             panic!("no challenge");
         };
-        let want = b64(&ScramHash::Sha256.hash(b"PLAIN,SCRAM-SHA-256"));
+        let want = b64(&ScramHash::Sha256.hash(b"PLAIN\x1eSCRAM-SHA-256"));
         let first = String::from_utf8(first).unwrap();
-        assert!(first.ends_with(&format!(",i=4096,d={want}")), "{first}");
+        assert!(first.ends_with(&format!(",i=4096,h={want}")), "{first}");
     }
 
     #[test]

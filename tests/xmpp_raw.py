@@ -324,16 +324,17 @@ class RawClient:
         return await self.open_stream()
 
     async def authenticate(self, user: str, password: str, mechanism: str = "SCRAM-SHA-1",
-                           authzid: str | None = None):
+                           authzid: str | None = None, cb: tuple[str, bytes] | None = None):
         """One SASL exchange; raises SaslFailure with the server's condition. The stream is
-        not restarted (see `auth`)."""
+        not restarted (see `auth`). For a -PLUS mechanism `cb` is the channel binding used:
+        (type, data), e.g. ("tls-server-end-point", the hash of the server's certificate)."""
         if mechanism == "PLAIN":
             msg = f"{authzid or ''}\0{user}\0{password}".encode()
             self.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>"
                       f"{base64.b64encode(msg).decode() or '='}</auth>")
             el = await self.recv()
-        elif mechanism in SCRAM_HASHES:
-            el = await self._scram(mechanism, user, password, authzid)
+        elif mechanism.removesuffix("-PLUS") in SCRAM_HASHES:
+            el = await self._scram(mechanism, user, password, authzid, cb)
         else:
             raise XMPPError(f"unsupported mechanism {mechanism}")
         if el.tag == tag(NS_SASL, "failure"):
@@ -347,10 +348,13 @@ class RawClient:
         await self.authenticate(user, password, mechanism)
         await self.open_stream()
 
-    async def _scram(self, mech: str, user: str, password: str, authzid: str | None):
-        h = SCRAM_HASHES[mech]
+    async def _scram(self, mech: str, user: str, password: str, authzid: str | None,
+                     cb: tuple[str, bytes] | None = None):
+        h = SCRAM_HASHES[mech.removesuffix("-PLUS")]
         cnonce = base64.b64encode(os.urandom(18)).decode()
-        gs2 = "n," + (f"a={authzid}" if authzid else "") + ","
+        flag = f"p={cb[0]}" if cb else "n"
+        gs2 = flag + "," + (f"a={authzid}" if authzid else "") + ","
+        cb_data = gs2.encode() + (cb[1] if cb else b"")
         first_bare = f"n={user.replace('=', '=3D').replace(',', '=2C')},r={cnonce}"
         self.send(f"<auth xmlns='{NS_SASL}' mechanism='{mech}'>"
                   f"{base64.b64encode((gs2 + first_bare).encode()).decode()}</auth>")
@@ -363,7 +367,7 @@ class RawClient:
         if not nonce.startswith(cnonce) or nonce == cnonce:
             raise XMPPError("SCRAM: server nonce does not extend ours")
         client_key, stored_key, server_key = scram_keys(h, password, salt, iters)
-        without_proof = f"c={base64.b64encode(gs2.encode()).decode()},r={nonce}"
+        without_proof = f"c={base64.b64encode(cb_data).decode()},r={nonce}"
         auth_msg = f"{first_bare},{server_first},{without_proof}".encode()
         sig = hmac.new(stored_key, auth_msg, h).digest()
         proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, sig))).decode()

@@ -19,7 +19,7 @@ use rookery_proto::{
     ns, IqType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind, StreamError,
     StreamErrorCondition as SEC,
 };
-use rookery_sasl::{Credentials, Mechanism, ServerSession};
+use rookery_sasl::{ChannelBindings, Credentials, Mechanism, ServerSession};
 use rookery_stream::negotiation::receiving::{self, Answer};
 use rookery_stream::negotiation::sasl::{self, Exchange, Progress};
 use rookery_stream::negotiation::sasl2::{self, UserAgent};
@@ -29,9 +29,6 @@ use rookery_xml::{Element, Limits, StreamHeader};
 use rookery_sasl::ht::{self, HtMechanism};
 
 use crate::{bind2, csi, fast, sm, C2sConfig};
-
-/// The channel-binding type of the -PLUS mechanisms (RFC 9266), as XEP-0440 names it.
-const TLS_EXPORTER: &str = "tls-exporter";
 
 /// What the machine needs from the server, beside its configuration: asked synchronously,
 /// so tests answer with plain values.
@@ -295,7 +292,9 @@ pub struct C2sMachine<P> {
     secure: bool,
     /// Whether STARTTLS can still be offered (a plain TCP stream; never WebSocket or BOSH).
     can_start_tls: bool,
-    channel_binding: Option<Vec<u8>>,
+    /// What -PLUS mechanisms can bind to (XEP-0440 types); `tls-exporter` alone serves
+    /// FAST `HT-*-EXPR`.
+    channel_binding: ChannelBindings,
     /// The hosted domain this stream is to (its header's `to`, else the primary): the
     /// accounts it authenticates against and the domain of the JID it binds.
     host: String,
@@ -313,7 +312,7 @@ impl<P: Policy> C2sMachine<P> {
         policy: P,
         secure: bool,
         can_start_tls: bool,
-        channel_binding: Option<Vec<u8>>,
+        channel_binding: ChannelBindings,
     ) -> Self {
         C2sMachine {
             host: policy.domain().to_string(),
@@ -396,7 +395,7 @@ impl<P: Policy> C2sMachine<P> {
     /// binding, PLAIN only where the password may cross.
     fn offered_mechanisms(&self) -> Vec<&'static str> {
         let clear_password_ok = self.password_in_clear_allowed();
-        let cb = self.channel_binding.is_some();
+        let cb = !self.channel_binding.is_empty();
         Mechanism::ALL
             .into_iter()
             .filter(|&m| (cb || !m.is_plus()) && (clear_password_ok || m != Mechanism::Plain))
@@ -404,13 +403,15 @@ impl<P: Policy> C2sMachine<P> {
             .collect()
     }
 
-    /// The channel-binding types offered (XEP-0440).
-    fn offered_channel_bindings(&self) -> &'static [&'static str] {
-        if self.channel_binding.is_some() {
-            &[TLS_EXPORTER]
-        } else {
-            &[]
-        }
+    /// The channel-binding types offered (XEP-0440): `tls-exporter` on TLS 1.3,
+    /// `tls-server-end-point` wherever our certificate is known (TLS 1.2 too).
+    fn offered_channel_bindings(&self) -> Vec<&'static str> {
+        self.channel_binding.types()
+    }
+
+    /// Whether FAST's channel-bound `HT-*-EXPR` can be offered: it binds to `tls-exporter`.
+    fn has_exporter(&self) -> bool {
+        self.channel_binding.exporter.is_some()
     }
 
     /// Features before authentication. On an unencrypted stream (only reached with
@@ -433,10 +434,10 @@ impl<P: Policy> C2sMachine<P> {
         }
         let cbs = self.offered_channel_bindings();
         if !cbs.is_empty() {
-            // XEP-0440: tell the client which binding type the -PLUS mechanisms use.
+            // XEP-0440: tell the client which binding types the -PLUS mechanisms take.
             let mut list = Element::new("sasl-channel-binding", ns::SASL_CB);
             for t in cbs {
-                list.push_child(Element::new("channel-binding", ns::SASL_CB).with_attr("type", *t));
+                list.push_child(Element::new("channel-binding", ns::SASL_CB).with_attr("type", t));
             }
             f.push_child(list);
         }
@@ -454,7 +455,7 @@ impl<P: Policy> C2sMachine<P> {
             inline.push(Element::new("sm", sm::NS));
         }
         if self.policy.fast_enabled() {
-            inline.push(fast::feature(self.channel_binding.is_some()));
+            inline.push(fast::feature(self.has_exporter()));
         }
         sasl2::feature(mechanisms.iter().copied(), inline)
     }
@@ -543,7 +544,7 @@ impl<P: Policy> C2sMachine<P> {
             // Not offered on this stream (`features_sasl`).
             return self.failed("other", None, "encryption-required", true);
         }
-        let cb = self.channel_binding.is_some();
+        let cb = self.has_exporter();
         let parsed = sasl2::parse_authenticate(el)
             .and_then(|auth| Sasl2Request::parse(&auth, cb).map(|r| (auth, r)));
         let (auth, request) = match parsed {
@@ -558,7 +559,7 @@ impl<P: Policy> C2sMachine<P> {
         match self.start_mechanism(mechanism, Ok(auth.initial_response)) {
             Ok((mut server, step)) => {
                 let offered = self.offered_mechanisms();
-                server.protect_downgrade(&offered, self.offered_channel_bindings());
+                server.protect_downgrade(&offered, &self.offered_channel_bindings());
                 let exchange = Exchange::in_ns(server, sasl2::NS);
                 let progress = exchange.first(step);
                 let attempt = Attempt {
@@ -582,7 +583,7 @@ impl<P: Policy> C2sMachine<P> {
         request: Sasl2Request,
     ) -> Actions {
         let label = mechanism.name();
-        if !self.policy.fast_enabled() || (mechanism.is_bound() && self.channel_binding.is_none()) {
+        if !self.policy.fast_enabled() || (mechanism.is_bound() && !self.has_exporter()) {
             return self.failed(label, None, "invalid-mechanism", true);
         }
         if self.policy.auth_blocked(None) {
@@ -622,9 +623,9 @@ impl<P: Policy> C2sMachine<P> {
         vec![Action::Request(lookup)]
     }
 
-    /// The channel-binding data an HT mechanism covers.
+    /// The channel-binding data an HT mechanism covers (`-EXPR`: `tls-exporter`).
     fn ht_cb_data(&self, mechanism: HtMechanism) -> Vec<u8> {
-        match (&self.channel_binding, mechanism.is_bound()) {
+        match (&self.channel_binding.exporter, mechanism.is_bound()) {
             (Some(cb), true) => cb.clone(),
             _ => Vec::new(),
         }
@@ -703,7 +704,7 @@ impl<P: Policy> C2sMachine<P> {
             return Err("temporary-auth-failure");
         }
         let mech = mechanism.ok_or("invalid-mechanism")?;
-        if mech.is_plus() && self.channel_binding.is_none() {
+        if mech.is_plus() && self.channel_binding.is_empty() {
             return Err("invalid-mechanism");
         }
         // RFC 6120 §6.5.4: PLAIN was not offered on this unencrypted stream.
@@ -711,7 +712,7 @@ impl<P: Policy> C2sMachine<P> {
             return Err("encryption-required");
         }
         let initial = initial?.unwrap_or_default();
-        let plus_advertised = self.channel_binding.is_some();
+        let plus_advertised = !self.channel_binding.is_empty();
         Ok(ServerSession::start(
             mech,
             self.channel_binding.clone(),
@@ -1402,7 +1403,7 @@ mod tests {
 
     /// A machine on a TLS stream (no channel binding) with its features sent.
     fn at_auth(policy: &Test) -> M<'_> {
-        let mut m = C2sMachine::new(policy, true, false, None);
+        let mut m = C2sMachine::new(policy, true, false, ChannelBindings::default());
         m.handle(header(DOMAIN));
         m
     }
@@ -1426,7 +1427,7 @@ mod tests {
     #[test]
     fn starttls_is_required_first() {
         let policy = Test::default();
-        let mut m = C2sMachine::new(&policy, false, true, None);
+        let mut m = C2sMachine::new(&policy, false, true, ChannelBindings::default());
         let a = m.handle(header(DOMAIN));
         assert!(matches!(&a[0], Action::SendHeader { .. }));
         let features = sent(&a)[0];
@@ -1443,7 +1444,7 @@ mod tests {
             Some((SEC::PolicyViolation, "STARTTLS is required"))
         );
 
-        let mut m = C2sMachine::new(&policy, false, true, None);
+        let mut m = C2sMachine::new(&policy, false, true, ChannelBindings::default());
         m.handle(header(DOMAIN));
         let a = m.handle(el("starttls", ns::TLS));
         assert_eq!(a.len(), 2);
@@ -1452,7 +1453,7 @@ mod tests {
         // The handshake restarts the stream: a header is due, with the SASL features.
         assert!(m
             .handle(Input::TlsDone {
-                channel_binding: Some(vec![1; 32])
+                channel_binding: ChannelBindings::exporter(Some(vec![1; 32]))
             })
             .is_empty());
         let a = m.handle(header(DOMAIN));
@@ -1469,7 +1470,8 @@ mod tests {
     fn features_follow_the_stream() {
         let policy = Test::default();
         let mut m = at_auth(&policy);
-        let a = C2sMachine::new(&policy, true, false, None).handle(header(DOMAIN));
+        let a = C2sMachine::new(&policy, true, false, ChannelBindings::default())
+            .handle(header(DOMAIN));
         assert!(!mechanisms(&a).iter().any(|n| n.ends_with("-PLUS")));
         assert!(sent(&a)[0].has_child("register", ns::REGISTER_FEATURE));
         let a = m.handle(auth("SCRAM-SHA-1-PLUS", b"p=tls-exporter,,n=alice,r=abc"));
@@ -1482,7 +1484,7 @@ mod tests {
             },
             ..Test::default()
         };
-        let mut m = C2sMachine::new(&policy, false, true, None);
+        let mut m = C2sMachine::new(&policy, false, true, ChannelBindings::default());
         let a = m.handle(header(DOMAIN));
         let f = sent(&a)[0];
         assert!(f
@@ -1501,11 +1503,12 @@ mod tests {
 
         // A framing that cannot start TLS (WebSocket, BOSH) never offers it, and is refused
         // when it is not secure while encryption is required.
-        let mut m = C2sMachine::new(&policy, false, false, None);
+        let mut m = C2sMachine::new(&policy, false, false, ChannelBindings::default());
         let a = m.handle(header(DOMAIN));
         assert!(!sent(&a)[0].has_child("starttls", ns::TLS));
         let strict = Test::default();
-        let a = C2sMachine::new(&strict, false, false, None).handle(header(DOMAIN));
+        let a = C2sMachine::new(&strict, false, false, ChannelBindings::default())
+            .handle(header(DOMAIN));
         assert_eq!(
             failure_of(&a),
             Some((
@@ -1518,7 +1521,7 @@ mod tests {
     #[test]
     fn elements_out_of_order_end_the_stream() {
         let policy = Test::default();
-        let mut m = C2sMachine::new(&policy, true, false, None);
+        let mut m = C2sMachine::new(&policy, true, false, ChannelBindings::default());
         let a = m.handle(el("auth", ns::SASL));
         assert_eq!(
             failure_of(&a),
@@ -1536,7 +1539,8 @@ mod tests {
             failure_of(&a),
             Some((SEC::NotAuthorized, "authenticate first"))
         );
-        let a = C2sMachine::new(&policy, true, false, None).handle(header("other.test"));
+        let a = C2sMachine::new(&policy, true, false, ChannelBindings::default())
+            .handle(header("other.test"));
         assert!(matches!(&a[0], Action::SendHeader { .. }));
         assert_eq!(failure_of(&a).map(|f| f.0), Some(SEC::HostUnknown));
     }
@@ -1546,7 +1550,7 @@ mod tests {
     #[test]
     fn a_stream_to_another_host_binds_on_that_host() {
         let policy = Test::default();
-        let mut m = C2sMachine::new(&policy, true, false, None);
+        let mut m = C2sMachine::new(&policy, true, false, ChannelBindings::default());
         let a = m.handle(header(SECOND));
         assert!(matches!(&a[0], Action::SendHeader { from: Some(f), .. } if f == SECOND));
         let features = sent(&a)[0];
@@ -1555,11 +1559,12 @@ mod tests {
         m.handle(plain("alice", "secret"));
         let a = m.handle(credentials("secret"));
         assert!(a.contains(&Action::Restart), "{a:?}");
-        let a = C2sMachine::new(&policy, true, false, None).handle(header(DOMAIN));
+        let a = C2sMachine::new(&policy, true, false, ChannelBindings::default())
+            .handle(header(DOMAIN));
         assert!(matches!(&a[0], Action::SendHeader { from: Some(f), .. } if f == DOMAIN));
 
         // After authentication on SECOND, a restarted stream to the primary is refused.
-        let mut other = C2sMachine::new(&policy, true, false, None);
+        let mut other = C2sMachine::new(&policy, true, false, ChannelBindings::default());
         other.handle(header(SECOND));
         other.handle(plain("alice", "secret"));
         other.handle(credentials("secret"));
@@ -1659,7 +1664,7 @@ mod tests {
     fn sasl2_authzid_must_match_the_stream_from() {
         let policy = Test::default();
         let with_from = |from: &str| {
-            let mut m = C2sMachine::new(&policy, true, false, None);
+            let mut m = C2sMachine::new(&policy, true, false, ChannelBindings::default());
             m.handle(Input::Header(StreamHeader {
                 default_ns: ns::CLIENT.into(),
                 prefixes: Vec::new(),
@@ -1711,7 +1716,7 @@ mod tests {
             },
             ..Test::default()
         };
-        let mut m = C2sMachine::new(&policy, false, true, None);
+        let mut m = C2sMachine::new(&policy, false, true, ChannelBindings::default());
         m.handle(header(DOMAIN));
         let a = m.handle(iq_set(Element::new("query", ns::REGISTER)));
         let reply = sent(&a)[0];
@@ -1809,7 +1814,12 @@ mod tests {
     fn scram_plus_with_channel_binding() {
         let policy = Test::default();
         let cb = vec![7u8; 32];
-        let mut m = C2sMachine::new(&policy, true, false, Some(cb.clone()));
+        let mut m = C2sMachine::new(
+            &policy,
+            true,
+            false,
+            ChannelBindings::exporter(Some(cb.clone())),
+        );
         m.handle(header(DOMAIN));
         let mut client =
             rookery_sasl::ScramClient::new(Mechanism::ScramSha256Plus, "alice", "secret", Some(cb));
@@ -1871,7 +1881,13 @@ mod tests {
     #[test]
     fn sasl2_feature_mirrors_sasl() {
         let policy = Test::default();
-        let a = C2sMachine::new(&policy, true, false, Some(vec![1; 32])).handle(header(DOMAIN));
+        let a = C2sMachine::new(
+            &policy,
+            true,
+            false,
+            ChannelBindings::exporter(Some(vec![1; 32])),
+        )
+        .handle(header(DOMAIN));
         let f = sent(&a)[0];
         let auth = f.get_child("authentication", SASL2).unwrap();
         let names: Vec<String> = auth
@@ -1939,8 +1955,10 @@ mod tests {
         let challenge = sent(&a)[0];
         assert!(challenge.is("challenge", SASL2), "{challenge}");
         let first = B64.decode(challenge.text()).unwrap();
-        let offered =
-            mechanisms(&C2sMachine::new(&policy, true, false, None).handle(header(DOMAIN)));
+        let offered = mechanisms(
+            &C2sMachine::new(&policy, true, false, ChannelBindings::default())
+                .handle(header(DOMAIN)),
+        );
         let refs: Vec<&str> = offered.iter().map(String::as_str).collect();
         let ssdp = rookery_sasl::server::ssdp_string(&refs, &[]);
         let d = B64.encode(rookery_sasl::ScramHash::Sha256.hash(ssdp.as_bytes()));
@@ -2034,7 +2052,7 @@ mod tests {
         assert_eq!(sasl2_condition(&a), Some("aborted"));
         assert_eq!(failure_of(&a), None);
         // Before TLS: encryption-required, in SASL2's namespace.
-        let mut m = C2sMachine::new(&policy, false, true, None);
+        let mut m = C2sMachine::new(&policy, false, true, ChannelBindings::default());
         m.handle(header(DOMAIN));
         let a = m.handle(authenticate("PLAIN", b"\0alice\0secret", vec![]));
         assert_eq!(sasl2_condition(&a), Some("encryption-required"));
@@ -2153,7 +2171,8 @@ mod tests {
     #[test]
     fn fast_token_is_issued_with_the_success() {
         let policy = Test::default();
-        let features = C2sMachine::new(&policy, true, false, None).handle(header(DOMAIN));
+        let features = C2sMachine::new(&policy, true, false, ChannelBindings::default())
+            .handle(header(DOMAIN));
         let inline = sent(&features)[0]
             .get_child("authentication", SASL2)
             .and_then(|a| a.get_child("inline", SASL2))
@@ -2312,7 +2331,12 @@ mod tests {
 
         let cb = vec![7; 32];
         let bound = || {
-            let mut m = C2sMachine::new(&policy, true, false, Some(cb.clone()));
+            let mut m = C2sMachine::new(
+                &policy,
+                true,
+                false,
+                ChannelBindings::exporter(Some(cb.clone())),
+            );
             m.handle(header(DOMAIN));
             m
         };

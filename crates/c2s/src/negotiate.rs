@@ -23,6 +23,7 @@ use rookery_core::session::SessionEnd;
 use rookery_core::SessionHandle;
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{ns, StreamError, StreamErrorCondition as SEC};
+use rookery_sasl::ChannelBindings;
 use rookery_stream::negotiation::{self, Effects};
 use rookery_stream::{Conn, ConnError, Transport};
 use rookery_xml::{Element, Limits};
@@ -216,7 +217,7 @@ async fn negotiate(
         policy,
         conn.is_secure(),
         conn.can_start_tls(),
-        conn.channel_binding(),
+        channel_bindings(ctx, conn),
     );
     let mut effects = Driver { ctx, acceptor };
     loop {
@@ -413,6 +414,24 @@ impl Effects<C2sMachine<Live>> for Driver<'_> {
 
     async fn start_tls(&mut self, conn: Conn) -> Result<Conn, ConnError> {
         conn.start_tls(self.acceptor).await
+    }
+
+    fn channel_bindings(&self, conn: &Conn) -> ChannelBindings {
+        channel_bindings(self.ctx, conn)
+    }
+}
+
+/// What `conn` can bind to (XEP-0440): its `tls-exporter` (TLS 1.3, or a WebSocket's HTTPS
+/// connection) and, on TLS we accepted, `tls-server-end-point` of the certificate served.
+fn channel_bindings(ctx: &C2sContext, conn: &Conn) -> ChannelBindings {
+    let server_end_point = ctx
+        .cert
+        .as_ref()
+        .zip(conn.transport())
+        .and_then(|(cert, transport)| cert.server_end_point(transport));
+    ChannelBindings {
+        exporter: conn.channel_binding(),
+        server_end_point,
     }
 }
 

@@ -53,6 +53,7 @@ async fn context(config: C2sConfig) -> Arc<C2sContext> {
         sm: Default::default(),
         connections: crate::ConnectionCap::new(0),
         fast: None,
+        cert: None,
     })
 }
 

@@ -18,10 +18,11 @@ use std::sync::OnceLock;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
+use crate::channel_binding::ChannelBindings;
 use crate::credentials::{dummy_verify, normalize_password, SALT_LEN};
 use crate::hash::{xor, ScramHash};
 use crate::plain::{self, PlainMessage};
-use crate::scram::{self, b64, CbFlag, TLS_EXPORTER};
+use crate::scram::{self, b64, CbFlag};
 use crate::{Credentials, Failure, Mechanism, ScramKeys, Step, DEFAULT_ITERATIONS};
 
 /// Random bytes in a server nonce (encoded as 32 base64 characters).
@@ -34,7 +35,7 @@ const NONCE_BYTES: usize = 24;
 /// and further calls return [`Failure::MalformedRequest`].
 pub struct ServerSession {
     mech: Mechanism,
-    channel_binding: Option<Vec<u8>>,
+    channel_binding: ChannelBindings,
     plus_advertised: bool,
     server_nonce: String,
     /// XEP-0474 (SSDP): what the server offered on this stream, hashed into `d=` of the
@@ -83,9 +84,11 @@ struct ScramExchange {
 impl ServerSession {
     /// Starts an exchange for the `<auth mechanism=…/>` the client sent.
     ///
-    /// - `channel_binding`: the `tls-exporter` keying material (RFC 9266) when the TLS
-    ///   connection offers it (TLS 1.3), `None` otherwise. A `-PLUS` mechanism without it
-    ///   fails with [`Failure::InvalidMechanism`] (it should not have been advertised).
+    /// - `channel_binding`: what the TLS connection can bind to (`tls-exporter` on TLS 1.3,
+    ///   `tls-server-end-point` where the certificate is known), empty otherwise; a
+    ///   `-PLUS` exchange binds to the type its gs2 header names. A `-PLUS` mechanism
+    ///   without any fails with [`Failure::InvalidMechanism`] (it should not have been
+    ///   advertised).
     /// - `plus_advertised`: whether the server advertised any `-PLUS` mechanism on this
     ///   stream, for the downgrade check of the `y` flag (RFC 5802 §6).
     /// - `initial_response`: the decoded `<auth/>` text; empty means no initial response,
@@ -93,7 +96,7 @@ impl ServerSession {
     ///   message in [`ServerSession::respond`].
     pub fn start(
         mech: Mechanism,
-        channel_binding: Option<Vec<u8>>,
+        channel_binding: impl Into<ChannelBindings>,
         plus_advertised: bool,
         initial_response: &[u8],
     ) -> (ServerSession, Step) {
@@ -101,7 +104,7 @@ impl ServerSession {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         Self::start_with_nonce(
             mech,
-            channel_binding,
+            channel_binding.into(),
             plus_advertised,
             initial_response,
             b64(&nonce),
@@ -111,7 +114,7 @@ impl ServerSession {
     /// [`ServerSession::start`] with a given server nonce, for test vectors.
     pub(crate) fn start_with_nonce(
         mech: Mechanism,
-        channel_binding: Option<Vec<u8>>,
+        channel_binding: ChannelBindings,
         plus_advertised: bool,
         initial_response: &[u8],
         server_nonce: String,
@@ -130,7 +133,7 @@ impl ServerSession {
                 Step::Challenge(Vec::new())
             }
             None => session.plain_message(initial_response),
-            Some(_) if mech.is_plus() && session.channel_binding.is_none() => {
+            Some(_) if mech.is_plus() && session.channel_binding.is_empty() => {
                 Step::Failure(Failure::InvalidMechanism)
             }
             Some(hash) if initial_response.is_empty() => {
@@ -211,22 +214,24 @@ impl ServerSession {
             return Step::Failure(Failure::MalformedRequest);
         };
         let mut expected_cb = first.gs2_header.as_bytes().to_vec();
-        match (&first.cb_flag, self.mech.is_plus(), &self.channel_binding) {
-            (CbFlag::Used(name), true, Some(data)) if name == TLS_EXPORTER => {
-                expected_cb.extend_from_slice(data);
-            }
-            // Unsupported binding type (tls-unique, tls-server-end-point, …), binding asked
-            // for with a non-PLUS mechanism, or a PLUS mechanism without binding.
-            (CbFlag::Used(_), _, _) | (_, true, _) => {
+        let bindable = !self.channel_binding.is_empty();
+        match (&first.cb_flag, self.mech.is_plus()) {
+            (CbFlag::Used(name), true) => match self.channel_binding.data(name) {
+                Some(data) => expected_cb.extend_from_slice(data),
+                // A type this connection does not have (tls-unique, …).
+                None => return Step::Failure(Failure::MalformedRequest),
+            },
+            // Binding asked for with a non-PLUS mechanism, or a PLUS mechanism without.
+            (CbFlag::Used(_), false) | (_, true) => {
                 return Step::Failure(Failure::MalformedRequest)
             }
             // The client supports binding and believes the server does not, yet this server
             // offered -PLUS on a connection that has binding data: someone stripped the
             // -PLUS mechanisms on the way (RFC 5802 §6).
-            (CbFlag::SupportedNotUsed, false, Some(_)) if self.plus_advertised => {
+            (CbFlag::SupportedNotUsed, false) if bindable && self.plus_advertised => {
                 return Step::Failure(Failure::NotAuthorized)
             }
-            (CbFlag::SupportedNotUsed | CbFlag::No, false, _) => {}
+            (CbFlag::SupportedNotUsed | CbFlag::No, false) => {}
         }
         let username = first.username;
         self.state = State::ScramCredentials(ScramStart {
@@ -383,7 +388,7 @@ impl fmt::Debug for ServerSession {
         };
         f.debug_struct("ServerSession")
             .field("mechanism", &self.mech)
-            .field("channel_binding", &self.channel_binding.is_some())
+            .field("channel_binding", &self.channel_binding)
             .field("plus_advertised", &self.plus_advertised)
             .field("state", &state)
             .finish()
@@ -421,7 +426,7 @@ mod tests {
     ) {
         let (mut s, step) = ServerSession::start_with_nonce(
             mech,
-            None,
+            ChannelBindings::default(),
             false,
             client_first.as_bytes(),
             server_nonce.into(),
@@ -490,6 +495,34 @@ mod tests {
         assert_ne!(a.salt, d.salt);
         assert_eq!(a.salt.len(), SALT_LEN);
         assert_ne!(a.stored_key, b.stored_key);
+    }
+
+    /// A -PLUS exchange binds to the type its gs2 header names, if the connection has it.
+    #[test]
+    fn binds_to_the_type_the_client_names() {
+        let end_point_only = || ChannelBindings {
+            exporter: None,
+            server_end_point: Some(vec![7; 32]),
+        };
+        let start = |first: &[u8]| {
+            ServerSession::start(Mechanism::ScramSha256Plus, end_point_only(), true, first).1
+        };
+        assert!(matches!(
+            start(b"p=tls-server-end-point,,n=u,r=abc"),
+            Step::NeedCredentials { .. }
+        ));
+        assert_eq!(
+            start(b"p=tls-exporter,,n=u,r=abc"),
+            Step::Failure(Failure::MalformedRequest)
+        );
+        // Binding data of either type is a reason to refuse `y` after -PLUS was offered.
+        let (_, step) = ServerSession::start(
+            Mechanism::ScramSha256,
+            end_point_only(),
+            true,
+            b"y,,n=u,r=a",
+        );
+        assert_eq!(step, Step::Failure(Failure::NotAuthorized));
     }
 
     /// XEP-0474: `h=` follows the iteration count and hashes the sorted offer.

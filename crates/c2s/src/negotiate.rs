@@ -421,18 +421,15 @@ impl Effects<C2sMachine<Live>> for Driver<'_> {
     }
 }
 
-/// What `conn` can bind to (XEP-0440): its `tls-exporter` (TLS 1.3, or a WebSocket's HTTPS
-/// connection) and, on TLS we accepted, `tls-server-end-point` of the certificate served.
+/// What `conn` can bind to (XEP-0440): its `tls-exporter` (TLS 1.3) and, on TLS we
+/// accepted, `tls-server-end-point` of the certificate served; a WebSocket brings both from
+/// its HTTPS connection.
 fn channel_bindings(ctx: &C2sContext, conn: &Conn) -> ChannelBindings {
-    let server_end_point = ctx
-        .cert
-        .as_ref()
-        .zip(conn.transport())
-        .and_then(|(cert, transport)| cert.server_end_point(transport));
-    ChannelBindings {
-        exporter: conn.channel_binding(),
-        server_end_point,
+    let mut bindings = conn.channel_bindings();
+    if let (Some(cert), Some(transport)) = (&ctx.cert, conn.transport()) {
+        bindings.server_end_point = cert.server_end_point(transport);
     }
+    bindings
 }
 
 /// Registers the bound resource with the core (its result was sent). RFC 6120 §7.7.2.2: the

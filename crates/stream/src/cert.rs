@@ -109,7 +109,13 @@ impl LiveCert {
         let Transport::Tls(tls) = transport else {
             return None;
         };
-        let key = match tls.get_ref().1.server_name() {
+        self.end_point_for(tls.get_ref().1.server_name())
+    }
+
+    /// The `tls-server-end-point` binding of the certificate served to a handshake that
+    /// asked for `sni` (or for no name).
+    pub fn end_point_for(&self, sni: Option<&str>) -> Option<Vec<u8>> {
+        let key = match sni {
             Some(name) => self.for_name(name),
             None => self.current(),
         };

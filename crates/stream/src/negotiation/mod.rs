@@ -113,10 +113,10 @@ pub trait Effects<M: Machine> {
     /// Runs the TLS handshake on `conn` (server or client side, as the role is).
     fn start_tls(&mut self, conn: Conn) -> impl Future<Output = Result<Conn, ConnError>> + Send;
 
-    /// What `conn` can bind to: its `tls-exporter`, by default; a role that knows the
-    /// certificate it served adds `tls-server-end-point`.
+    /// What `conn` can bind to: [`Conn::channel_bindings`], by default; a role that knows
+    /// the certificate it served adds `tls-server-end-point`.
     fn channel_bindings(&self, conn: &Conn) -> ChannelBindings {
-        ChannelBindings::exporter(conn.channel_binding())
+        conn.channel_bindings()
     }
 }
 

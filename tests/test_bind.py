@@ -74,6 +74,22 @@ async def test_stanza_before_bind_is_refused(server):
     assert e.value.condition == "not-authorized"
 
 
+async def test_iq_before_bind_to_another_entity_ends_the_stream(server):
+    """RFC 6120 §7.1: before binding, a stanza to an entity other than the server or the
+    client's own account is not processed and the stream closes with <not-authorized/>; an
+    IQ to the account itself is only refused."""
+    c = server.client()
+    await c.negotiate_tls()
+    await c.auth("alice", "alicepass")
+    r = await c.iq("set", server.jid("alice"), "<query xmlns='jabber:iq:private'/>")
+    assert r.get("type") == "error" and stanza_error(r) == "not-authorized"
+    c.send(f"<iq type='set' id='x' to='{server.jid('bob')}'>"
+           "<query xmlns='jabber:iq:private'/></iq>")
+    with pytest.raises(StreamError) as e:
+        await c.recv()
+    assert e.value.condition == "not-authorized"
+
+
 async def test_second_bind_on_a_bound_stream_is_not_honoured(server):
     c = await server.login("alice", "one")
     r = await c.iq("set", None, f"<bind xmlns='{NS_BIND}'><resource>two</resource></bind>")

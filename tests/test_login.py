@@ -1,12 +1,16 @@
 """Login: STARTTLS and direct TLS (RFC 6120 §5, XEP-0368), SASL (§6), failures and limits.
 
-The -PLUS mechanisms need the tls-exporter channel binding, which Python's ssl cannot export;
-they are tested in crates/server/tests/sasl_plus.rs.
+The -PLUS mechanisms with the tls-exporter channel binding, which Python's ssl cannot export,
+are tested in crates/server/tests/sasl_plus.rs; with tls-server-end-point (RFC 5929, the
+hash of the server's certificate, which Python can compute) here.
 """
+import hashlib
+import ssl
+
 import pytest
 
 from slix import LoginFailed, slix_login
-from xmpp_raw import (NS_SASL, NS_SASL_CB, NS_TLS, SaslFailure, StreamError, tag)
+from xmpp_raw import (NS_SASL, NS_SASL_CB, NS_TLS, SaslFailure, StreamError, tag, tls_context)
 
 MECHS = ["SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
 TRANSPORTS = ["starttls", "direct_tls"]
@@ -28,6 +32,46 @@ async def test_features_before_and_after_tls(server):
     cb = c.features.find(f"{tag(NS_SASL_CB, 'sasl-channel-binding')}/{tag(NS_SASL_CB, 'channel-binding')}")
     assert cb is not None and cb.get("type") == "tls-exporter", "XEP-0440 advertisement"
     assert not c.has_feature(NS_TLS, "starttls"), "no second STARTTLS"
+    await c.close()
+
+
+def end_point(c) -> bytes:
+    """RFC 5929 §4.1 tls-server-end-point of the server's certificate: SHA-256 of its DER
+    (the test server's generated certificate is ECDSA P-256 with SHA-256)."""
+    return hashlib.sha256(c.ssl_object().getpeercert(binary_form=True)).digest()
+
+
+def binding_types(c) -> list[str]:
+    cbs = c.features.find(tag(NS_SASL_CB, "sasl-channel-binding"))
+    return [b.get("type") for b in cbs] if cbs is not None else []
+
+
+@pytest.mark.parametrize("tls12", [False, True], ids=["tls13", "tls12"])
+async def test_scram_plus_with_tls_server_end_point(server, tls12, monkeypatch):
+    """XEP-0440 1.0.0 Business Rules: servers MUST implement and advertise
+    tls-server-end-point — beside tls-exporter on TLS 1.3, alone on TLS 1.2 (no exporter
+    there), where -PLUS is then offered too; SCRAM -PLUS binds to it and succeeds, and a
+    wrong hash fails."""
+    if tls12:
+        def tls12_context(alpn=None):
+            ctx = tls_context(alpn)
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+            return ctx
+        monkeypatch.setattr("xmpp_raw.tls_context", tls12_context)
+    c = server.client()
+    await c.negotiate_tls()
+    assert c.ssl_object().version() == ("TLSv1.2" if tls12 else "TLSv1.3")
+    want = ["tls-server-end-point"] if tls12 else ["tls-exporter", "tls-server-end-point"]
+    assert binding_types(c) == want
+    assert "SCRAM-SHA-256-PLUS" in c.mechanisms()
+    with pytest.raises(SaslFailure) as e:
+        await c.authenticate("alice", "alicepass", "SCRAM-SHA-256-PLUS",
+                             cb=("tls-server-end-point", bytes(32)))
+    assert e.value.condition == "not-authorized"
+    await c.authenticate("alice", "alicepass", "SCRAM-SHA-256-PLUS",
+                         cb=("tls-server-end-point", end_point(c)))
+    await c.open_stream()
+    assert await c.bind("plus") == server.jid("alice", "plus")
     await c.close()
 
 

@@ -4,9 +4,10 @@ FAST tokens (request, one-round-trip login, rotation, replay, password change, f
 
 No client library of the test environment speaks SASL2 (slixmpp has no plugin for it), so the
 client side is the raw client's `sasl2()` (tests/xmpp_raw.py): a SCRAM client written from
-RFC 5802 with Python's hashlib, checking the server's `d=` and signature itself. Every
+RFC 5802 with Python's hashlib, checking the server's `h=` and signature itself. Every
 machine step (each failure condition, malformed requests) is also a unit test in
 crates/c2s/src/machine.rs; here the real binary is driven over TLS sockets."""
+import asyncio
 import base64
 import hmac
 import xml.etree.ElementTree as ET
@@ -98,11 +99,35 @@ async def test_failure_conditions(server_factory):
     # §2.4: while a SASL2 exchange waits for a <response/>, anything else ends the stream.
     c = await tls_client(srv)
     c.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='SCRAM-SHA-256'/>")
-    assert (await c.recv()).tag == tag(NS_SASL2, "challenge")
+    challenge = await c.recv()
+    assert challenge.tag == tag(NS_SASL2, "challenge")
+    # XEP-0388 "SASL Data Encoding": no data is an empty element, not RFC 6120's "=".
+    assert not challenge.text, xml(challenge)
     c.send("<message to='bob@localhost'><body>sneaked in</body></message>")
     with pytest.raises(StreamError) as e:
         await c.recv()
     assert e.value.condition == "policy-violation"
+
+
+async def test_authzid_must_match_the_stream_from(server):
+    """XEP-0388 "Initiation": a non-empty authorization string that does not match the
+    stream header's `from` fails the authentication (invalid-authzid); matching, or empty,
+    it succeeds."""
+    c = server.client()
+    c.stream_from = server.jid("bob")
+    await c.negotiate_tls()
+    with pytest.raises(SaslFailure) as e:
+        await c.sasl2("alice", "alicepass", authzid=server.jid("alice"))
+    assert e.value.condition == "invalid-authzid"
+    s = await c.sasl2("alice", "alicepass")
+    assert s.findtext(tag(NS_SASL2, "authorization-identifier")) == server.jid("alice")
+    await c.close()
+    c = server.client()
+    c.stream_from = server.jid("alice")
+    await c.negotiate_tls()
+    s = await c.sasl2("alice", "alicepass", authzid=server.jid("alice"))
+    assert s.findtext(tag(NS_SASL2, "authorization-identifier")) == server.jid("alice")
+    await c.close()
 
 
 async def test_bind2_with_carbons_csi_and_sm(server):
@@ -132,6 +157,41 @@ async def test_bind2_with_carbons_csi_and_sm(server):
     await c2.close()
 
 
+async def test_bind2_drops_a_tag_that_makes_no_resource(server):
+    """XEP-0386 §4.1: the tag is a hint, validated; one that makes no resourcepart (an
+    unassigned code point) is dropped and the default prefix used, never a SASL failure for
+    a client whose password was right."""
+    c = await tls_client(server)
+    s = await c.sasl2("alice", "alicepass", inline=bind2(tag_="x&#x378;"))
+    jid = s.findtext(tag(NS_SASL2, "authorization-identifier"))
+    assert jid.startswith(server.jid("alice", "rookery.")), jid
+    pong = await c.iq("get", server.domain, "<ping xmlns='urn:xmpp:ping'/>")
+    assert pong.get("type") == "result"
+    await c.close()
+
+
+async def test_bind2_at_the_session_limit_is_no_credential_failure(server_factory):
+    """Bind2 past `max_sessions_per_account`: `temporary-auth-failure` with the reason (not
+    `not-authorized`, which tells a client its password or token is wrong), no token issued,
+    and the stream stays usable: the client may authenticate again without Bind2."""
+    srv = server_factory(c2s={"max_sessions_per_account": 1})
+    first = await srv.login("alice", "desk")
+    c = await tls_client(srv)
+    plain = base64.b64encode(b"\0alice\0alicepass").decode()
+    c.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='PLAIN'><initial-response>{plain}"
+           f"</initial-response><user-agent id='phone-1'/>{request_token()}{bind2()}"
+           "</authenticate>")
+    el = await c.recv()
+    assert el.tag == tag(NS_SASL2, "failure"), xml(el)
+    assert local(next(iter(el))) == "temporary-auth-failure", xml(el)
+    assert "too many sessions" in (el.findtext(tag(NS_SASL2, "text")) or ""), xml(el)
+    assert el.find(tag(NS_FAST, "token")) is None, xml(el)
+    s = await c.sasl2("alice", "alicepass")
+    assert s.findtext(tag(NS_SASL2, "authorization-identifier")) == srv.jid("alice")
+    for x in (c, first):
+        await x.close()
+
+
 async def test_inline_resumption_of_a_hibernated_session(server):
     """The phone's link dies; it comes back with SASL2 + `<resume/>` inline and gets
     `<resumed/>` and what it missed in the same round trip as the authentication."""
@@ -152,8 +212,10 @@ async def test_inline_resumption_of_a_hibernated_session(server):
     resumed = s2.find(tag(NS_SM, "resumed"))
     assert resumed is not None and resumed.get("previd") == previd, xml(s2)
     assert s2.findtext(tag(NS_SASL2, "authorization-identifier")) == jid
-    el = await c2.expect(lambda e: local(e) == "message", what="the message sent meanwhile")
-    assert el.findtext(BODY) == "while away"
+    # XEP-0198 "SASL2 and BIND2 interaction": the success re-established the stream and no
+    # stream features follow it — the next element is the message that waited.
+    el = await c2.recv()
+    assert local(el) == "message" and el.findtext(BODY) == "while away", xml(el)
     await c2.close()
     await bob.close()
 
@@ -247,6 +309,23 @@ async def test_fast_token_request_reconnect_rotation_and_replay(server):
     # Another device cannot use this device's token; a made-up token fails.
     assert await refused(server, t2, 6, device="laptop") == "not-authorized"
     assert await refused(server, "x" * 72, 7) == "not-authorized"
+
+
+async def test_an_expired_token_is_credentials_expired(server_factory):
+    """XEP-0484 Business Rules: a token the server no longer trusts fails with
+    `credentials-expired`, not `not-authorized`; the client then uses its password and gets
+    a new token. (That it is not counted as a password failure is a unit test in
+    crates/c2s machine.rs `fast_refusals`.)"""
+    srv = server_factory(c2s={"fast_token_lifetime_secs": 1})
+    c = await tls_client(srv)
+    t = token_of(await c.sasl2("alice", "alicepass", device="phone-1", inline=request_token()))
+    await c.close()
+    await asyncio.sleep(2.1)
+    assert await refused(srv, t, 1) == "credentials-expired"
+    c = await tls_client(srv)
+    s = await c.sasl2("alice", "alicepass", device="phone-1", inline=request_token())
+    assert token_of(s) != t
+    await c.close()
 
 
 async def test_invalidate_logs_the_device_out(server):

@@ -124,6 +124,15 @@ async def test_enable_before_bind_fails_and_bind_still_works(server):
     await c.close()
 
 
+async def test_a_second_enable_ends_the_stream(server):
+    """§3: a server receiving a second <enable/> "SHOULD respond with a stream error, thus
+    terminating the client connection" (policy-violation here)."""
+    c = await server.login("alice", "a")
+    await enable(c)
+    c.send(f"<enable xmlns='{NS_SM}'/>")
+    assert await c.stream_error() == "policy-violation"
+
+
 async def test_enable_and_ack(server):
     """Acceptance scenario 15 and more: `<a h/>` counts what the client sent; the server asks
     for acks of what it sent."""

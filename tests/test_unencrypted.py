@@ -3,12 +3,13 @@
 By default TLS comes before SASL on the STARTTLS port (RFC 6120 §5.3.1). With
 `require_encryption = false`, kept for measuring unencrypted sessions, STARTTLS is optional
 and SCRAM may run on the plain stream; PLAIN and in-band registration, which carry the password
-itself, stay refused there unless `allow_unencrypted_plain = true` too.
+itself, stay refused there unless `allow_unencrypted_plain = true` too; SASL2 and FAST are
+never offered there.
 """
 import pytest
 
 from slix import slix_login
-from xmpp_raw import NS_SASL, NS_TLS, SaslFailure, tag
+from xmpp_raw import NS_SASL, NS_SASL2, NS_TLS, SaslFailure, tag
 
 PLAIN_OK = {"require_encryption": False}
 SCRAMS = ["SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -38,6 +39,12 @@ async def test_optional_tls_offers_scram_but_not_plain(server_factory):
     assert starttls is not None and starttls.find(tag(NS_TLS, "required")) is None
     assert sorted(c.mechanisms()) == SCRAMS, "no PLAIN, no -PLUS without TLS"
     assert not c.has_feature("http://jabber.org/features/iq-register", "register")
+    # XEP-0388 Security Considerations: SASL2 (and with it XEP-0484 FAST) is offered only
+    # after TLS; asked for anyway, it fails with encryption-required.
+    assert not c.has_feature(NS_SASL2, "authentication")
+    with pytest.raises(SaslFailure) as e:
+        await c.sasl2("alice", "alicepass")
+    assert e.value.condition == "encryption-required"
     c.abort()
     assert "require_encryption = false" in srv.log(), "the startup warning"
 

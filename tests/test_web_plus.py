@@ -36,13 +36,16 @@ async def test_scram_plus_sasl2_and_fast_expr_over_wss(server):
     cbs = c.features.find(tag(NS_SASL_CB, "sasl-channel-binding"))
     assert f["mechanisms"] == c.mechanisms(), f
     assert f["sasl2"] == c.sasl2_mechanisms() == f["mechanisms"], f
-    assert f["channel_bindings"] == [e.get("type") for e in cbs] == ["tls-exporter"], f
+    assert f["channel_bindings"] == [e.get("type") for e in cbs] == [
+        "tls-exporter", "tls-server-end-point"], f
     assert f["fast"] == ["HT-SHA-256-EXPR", "HT-SHA-256-NONE"], f
     await c.close()
     assert all(m in f["mechanisms"] for m in BOUND), f
 
     assert steps["plus"] == {"step": "plus", "outcome": "success", "verified": True,
                              "jid": "alice@localhost/plus"}, steps
+    assert steps["plus-end-point"] == {"step": "plus-end-point", "outcome": "success",
+                                       "verified": True, "jid": "alice@localhost/plus"}, steps
     assert steps["plus-wrong"]["outcome"] == "failure", steps
     assert steps["plus-wrong"]["condition"] == "not-authorized", steps
     s = steps["sasl2-plus"]

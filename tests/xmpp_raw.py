@@ -8,7 +8,7 @@ stream errors, hostile input, timeouts. It speaks just enough XMPP for that:
 - SASL PLAIN and SCRAM-SHA-1/-256/-512 (RFC 5802/7677, hashlib + hmac), verifying the server
   signature; no -PLUS (Python's ssl has no tls-exporter: see crates/server/tests/sasl_plus.rs);
 - XEP-0388 SASL2 (`sasl2()`): the same mechanisms inside `<authenticate/>`, with a
-  `<user-agent/>` and inline requests (Bind2, SM resumption), checking the XEP-0474 `d=` of
+  `<user-agent/>` and inline requests (Bind2, SM resumption), checking the XEP-0474 `h=` of
   the SCRAM server-first against the offered mechanisms;
 - resource binding, IQ helpers, send/recv of top-level elements, the close handshake.
 
@@ -143,6 +143,8 @@ class RawClient:
         self.header: dict = {}
         self.features: ET.Element | None = None
         self.jid: str | None = None
+        # The `from` of the stream headers we send (RFC 6120 §4.7.1), if any.
+        self.stream_from: str | None = None
         self.tls = direct_tls
         self._id = 0
         self._reset_parser()
@@ -289,9 +291,10 @@ class RawClient:
 
     # ---- negotiation ---------------------------------------------------------------------
     def stream_header(self, to: str | None = None) -> str:
+        from_ = f"from={quoteattr(self.stream_from)} " if self.stream_from else ""
         return ("<?xml version='1.0'?>"
                 f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAM}' "
-                f"to={quoteattr(to or self.domain)} version='1.0'>")
+                f"to={quoteattr(to or self.domain)} {from_}version='1.0'>")
 
     async def open_stream(self, to: str | None = None) -> ET.Element:
         """Sends a header and returns the server's `<stream:features/>`."""
@@ -321,16 +324,17 @@ class RawClient:
         return await self.open_stream()
 
     async def authenticate(self, user: str, password: str, mechanism: str = "SCRAM-SHA-1",
-                           authzid: str | None = None):
+                           authzid: str | None = None, cb: tuple[str, bytes] | None = None):
         """One SASL exchange; raises SaslFailure with the server's condition. The stream is
-        not restarted (see `auth`)."""
+        not restarted (see `auth`). For a -PLUS mechanism `cb` is the channel binding used:
+        (type, data), e.g. ("tls-server-end-point", the hash of the server's certificate)."""
         if mechanism == "PLAIN":
             msg = f"{authzid or ''}\0{user}\0{password}".encode()
             self.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>"
                       f"{base64.b64encode(msg).decode() or '='}</auth>")
             el = await self.recv()
-        elif mechanism in SCRAM_HASHES:
-            el = await self._scram(mechanism, user, password, authzid)
+        elif mechanism.removesuffix("-PLUS") in SCRAM_HASHES:
+            el = await self._scram(mechanism, user, password, authzid, cb)
         else:
             raise XMPPError(f"unsupported mechanism {mechanism}")
         if el.tag == tag(NS_SASL, "failure"):
@@ -344,10 +348,13 @@ class RawClient:
         await self.authenticate(user, password, mechanism)
         await self.open_stream()
 
-    async def _scram(self, mech: str, user: str, password: str, authzid: str | None):
-        h = SCRAM_HASHES[mech]
+    async def _scram(self, mech: str, user: str, password: str, authzid: str | None,
+                     cb: tuple[str, bytes] | None = None):
+        h = SCRAM_HASHES[mech.removesuffix("-PLUS")]
         cnonce = base64.b64encode(os.urandom(18)).decode()
-        gs2 = "n," + (f"a={authzid}" if authzid else "") + ","
+        flag = f"p={cb[0]}" if cb else "n"
+        gs2 = flag + "," + (f"a={authzid}" if authzid else "") + ","
+        cb_data = gs2.encode() + (cb[1] if cb else b"")
         first_bare = f"n={user.replace('=', '=3D').replace(',', '=2C')},r={cnonce}"
         self.send(f"<auth xmlns='{NS_SASL}' mechanism='{mech}'>"
                   f"{base64.b64encode((gs2 + first_bare).encode()).decode()}</auth>")
@@ -360,7 +367,7 @@ class RawClient:
         if not nonce.startswith(cnonce) or nonce == cnonce:
             raise XMPPError("SCRAM: server nonce does not extend ours")
         client_key, stored_key, server_key = scram_keys(h, password, salt, iters)
-        without_proof = f"c={base64.b64encode(gs2.encode()).decode()},r={nonce}"
+        without_proof = f"c={base64.b64encode(cb_data).decode()},r={nonce}"
         auth_msg = f"{first_bare},{server_first},{without_proof}".encode()
         sig = hmac.new(stored_key, auth_msg, h).digest()
         proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, sig))).decode()
@@ -382,9 +389,10 @@ class RawClient:
                     device: str | None = "device-1", inline: str = "",
                     authzid: str | None = None, initial: bytes = b"") -> ET.Element:
         """One XEP-0388 exchange; returns `<success/>` (its `<additional-data/>` checked
-        for SCRAM), raises SaslFailure with the condition of `<failure/>`. For SCRAM the
-        XEP-0474 `d=` must hash what the features offered (sorted mechanisms, `|`, sorted
-        channel-binding types)."""
+        for SCRAM) after reading the stream features that follow it (none after an inline
+        resumption), raises SaslFailure with the condition of `<failure/>`. For SCRAM the
+        XEP-0474 `h=` must hash what the features offered (sorted mechanisms joined by
+        U+001E, then U+001F and the sorted channel-binding types joined by U+001E)."""
         ua = (f"<user-agent id={quoteattr(device)}><software>raw</software>"
               f"<device>test</device></user-agent>") if device else ""
 
@@ -408,12 +416,12 @@ class RawClient:
                 attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
                 cbs = self.features.find(tag(NS_SASL_CB, "sasl-channel-binding"))
                 cb_types = sorted(c.get("type") for c in cbs) if cbs is not None else []
-                ssdp = ",".join(sorted(self.sasl2_mechanisms()))
+                ssdp = "\x1e".join(sorted(self.sasl2_mechanisms()))
                 if cb_types:
-                    ssdp += "|" + ",".join(cb_types)
+                    ssdp += "\x1f" + "\x1e".join(cb_types)
                 want = base64.b64encode(hashlib.new(h, ssdp.encode()).digest()).decode()
-                if attrs.get("d") != want:
-                    raise XMPPError(f"XEP-0474: d={attrs.get('d')!r}, expected {want!r}")
+                if attrs.get("h") != want:
+                    raise XMPPError(f"XEP-0474: h={attrs.get('h')!r}, expected {want!r}")
                 nonce, salt, iters = attrs["r"], base64.b64decode(attrs["s"]), int(attrs["i"])
                 client_key, stored_key, server_key = scram_keys(h, password, salt, iters)
                 without_proof = f"c={base64.b64encode(gs2.encode()).decode()},r={nonce}"
@@ -440,6 +448,10 @@ class RawClient:
         if el.tag != tag(NS_SASL2, "success"):
             raise XMPPError(f"unexpected {el.tag} during SASL2")
         self.jid = el.findtext(tag(NS_SASL2, "authorization-identifier"))
+        if el.find(tag(NS_SM, "resumed")) is not None:
+            # XEP-0198 "SASL2 and BIND2 interaction": a resumed stream is re-established by
+            # the success itself, and stream features MUST NOT follow.
+            return el
         # XEP-0388 §2.6.1: the stream's features follow at once, without a restart.
         features = await self.recv()
         if features.tag != tag(NS_STREAM, "features"):

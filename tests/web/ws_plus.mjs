@@ -11,7 +11,7 @@
 //   {step: "plus"}        RFC 6120 SASL with the right binding: outcome, server signature
 //                         verified, then a stream restart and a resource bound;
 //   {step: "plus-wrong"}  the same with a wrong binding: the outcome (a <failure/>);
-//   {step: "sasl2-plus"}  SASL2 with the right binding, XEP-0474 `d=` checked against the
+//   {step: "sasl2-plus"}  SASL2 with the right binding, XEP-0474 `h=` checked against the
 //                         features, asking for an HT-SHA-256-EXPR token;
 //   {step: "fast-expr"}   a new connection logging in with that token over HT-SHA-256-EXPR;
 //   {step: "fast-expr-other"}  the token with the binding of another connection.
@@ -47,6 +47,10 @@ class Stream {
         // RFC 9266: 32 bytes, label EXPORTER-Channel-Binding, no context (TLS 1.3 only).
         s.exporter =
           s.tls === "TLSv1.3" ? sock.exportKeyingMaterial(32, "EXPORTER-Channel-Binding") : null;
+        // RFC 5929 tls-server-end-point: SHA-256 of the server's certificate (the test
+        // server's is ECDSA P-256 with SHA-256).
+        const raw = s.tls ? sock.getPeerCertificate().raw : null;
+        s.endPoint = raw ? sha256(raw) : null;
       });
       s.ws.on("message", (data) => s.push(String(data)));
       s.ws.on("close", () => s.push(null));
@@ -126,9 +130,9 @@ const hmac = (key, data) => crypto.createHmac("sha256", key).update(data).digest
 const sha256 = (data) => crypto.createHash("sha256").update(data).digest();
 
 class Scram {
-  constructor(cbData) {
+  constructor(cbData, cbType = "tls-exporter") {
     this.cbData = cbData;
-    this.gs2 = "p=tls-exporter,,";
+    this.gs2 = `p=${cbType},,`;
     this.first = `n=${USERNAME},r=${crypto.randomBytes(18).toString("base64")}`;
   }
 
@@ -159,8 +163,8 @@ const text = (el) => Buffer.from(el.textContent.trim(), "base64").toString();
 
 /// RFC 6120 SASL with SCRAM-SHA-256-PLUS and `cbData`; returns the outcome element, the
 /// server signature's check, and the client.
-async function saslPlus(s, cbData) {
-  const scram = new Scram(cbData);
+async function saslPlus(s, cbData, cbType) {
+  const scram = new Scram(cbData, cbType);
   s.send(`<auth xmlns='${NS.sasl}' mechanism='SCRAM-SHA-256-PLUS'>${b64(scram.clientFirst())}</auth>`);
   const challenge = await s.next();
   if (challenge?.localName !== "challenge") return { outcome: challenge };
@@ -174,11 +178,12 @@ const outcomeOf = (el) => ({
   condition: el?.localName === "failure" ? Array.from(el.childNodes).find((n) => n.nodeType === 1)?.localName : undefined,
 });
 
-/// SCRAM-SHA-256-PLUS on a new stream, with the binding `cbOf` makes of that stream.
-async function plus(cbOf) {
+/// SCRAM-SHA-256-PLUS on a new stream, with the binding of type `cbType` that `cbOf` makes
+/// of that stream.
+async function plus(cbOf, cbType) {
   const s = await Stream.open();
   await s.features();
-  const { outcome, verified } = await saslPlus(s, cbOf(s));
+  const { outcome, verified } = await saslPlus(s, cbOf(s), cbType);
   const result = { ...outcomeOf(outcome), verified };
   if (outcome?.localName === "success") {
     await s.features();
@@ -190,10 +195,11 @@ async function plus(cbOf) {
   return result;
 }
 
-/// XEP-0474: SHA-256 of the sorted offered mechanisms, `|`, the sorted channel bindings.
+/// XEP-0474 (0.4.0+): SHA-256 of the sorted offered mechanisms joined by U+001E, then
+/// U+001F and the sorted channel bindings joined by U+001E.
 function ssdp(offer) {
-  let s = [...offer.mechanisms].sort().join(",");
-  if (offer.channel_bindings.length) s += `|${[...offer.channel_bindings].sort().join(",")}`;
+  let s = [...offer.mechanisms].sort().join("\x1e");
+  if (offer.channel_bindings.length) s += `\x1f${[...offer.channel_bindings].sort().join("\x1e")}`;
   return b64(sha256(s));
 }
 
@@ -211,7 +217,7 @@ async function sasl2Plus() {
   if (challenge?.localName !== "challenge") return { ...outcomeOf(challenge) };
   s.send(`<response xmlns='${NS.sasl2}'>${b64(scram.clientFinal(text(challenge)))}</response>`);
   const outcome = await s.next();
-  const result = { ...outcomeOf(outcome), ssdp: scram.attrs.d === ssdp(offer) };
+  const result = { ...outcomeOf(outcome), ssdp: scram.attrs.h === ssdp(offer) };
   if (outcome?.localName === "success") {
     result.verified = scram.verify(text(child(outcome, "additional-data", NS.sasl2)));
     result.jid = child(outcome, "authorization-identifier", NS.sasl2)?.textContent;
@@ -255,6 +261,7 @@ try {
   if (s.exporter && offer.mechanisms.includes("SCRAM-SHA-256-PLUS")) {
     step("plus", await plus(own));
     step("plus-wrong", await plus((t) => Buffer.from(t.exporter.map((b) => b ^ 0x5a))));
+    step("plus-end-point", await plus((t) => t.endPoint, "tls-server-end-point"));
     const sasl2 = await sasl2Plus();
     step("sasl2-plus", { ...sasl2, token: sasl2.token !== undefined });
     if (sasl2.token) {

@@ -9,6 +9,7 @@
 //! the device's own old session, replaced on conflict) relies on, and the id itself never
 //! shows in a JID. Without an id the suffix is random.
 
+use rookery_jid::{BareJid, Jid};
 use rookery_proto::ns;
 use rookery_sasl::ScramHash;
 use rookery_xml::Element;
@@ -80,7 +81,7 @@ pub fn parse(el: &Element) -> Result<Request, &'static str> {
 }
 
 /// The resource for a device of `account` that said `device_id` and asked for `tag`.
-pub fn resource(account: &str, tag: Option<&str>, device_id: Option<&str>) -> String {
+fn resource(account: &str, tag: Option<&str>, device_id: Option<&str>) -> String {
     let prefix = tag.unwrap_or("rookery");
     match device_id {
         Some(id) => {
@@ -90,6 +91,16 @@ pub fn resource(account: &str, tag: Option<&str>, device_id: Option<&str>) -> St
         }
         None => format!("{prefix}.{:08x}", rand::random::<u32>()),
     }
+}
+
+/// The full JID a Bind2 request binds `user` to: the tag as the resource's prefix or, when
+/// the tag makes no valid resourcepart (RFC 7622 §3.4), the default prefix. The tag is a
+/// hint "subject to the necessary validation" (XEP-0386 §4.1), and the credentials were
+/// right: refusing the attempt over it would tell the client its password is wrong.
+pub fn jid(user: &BareJid, tag: Option<&str>, device_id: Option<&str>) -> Option<Jid> {
+    let local = user.local().unwrap_or_default();
+    let bind = |tag| user.with_resource(&resource(local, tag, device_id)).ok();
+    tag.and_then(|t| bind(Some(t))).or_else(|| bind(None))
 }
 
 /// `<bound/>` with what the inline features answered (§4.2).
@@ -159,6 +170,17 @@ mod tests {
         assert_ne!(a, resource("bob", Some("App"), Some("dev-1")));
         assert!(resource("alice", None, Some("d")).starts_with("rookery."));
         assert_ne!(resource("alice", None, None), resource("alice", None, None));
+    }
+
+    /// A tag that makes no resourcepart (an unassigned code point) is dropped, not refused.
+    #[test]
+    fn unusable_tag_falls_back_to_the_default_prefix() {
+        let alice = BareJid::parse("alice@example.test").unwrap();
+        let good = jid(&alice, Some("App"), Some("d")).unwrap();
+        assert!(good.resource().unwrap().starts_with("App."), "{good}");
+        let bad = jid(&alice, Some("x\u{378}"), Some("d")).unwrap();
+        assert_eq!(bad, jid(&alice, None, Some("d")).unwrap());
+        assert!(bad.resource().unwrap().starts_with("rookery."), "{bad}");
     }
 
     #[test]

@@ -226,6 +226,27 @@ pub fn token_element(issued: &Issued) -> Element {
         .with_attr("expiry", rookery_proto::time::format_utc(issued.expires))
 }
 
+/// Why a token proof was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// No token of the device (usable with the mechanism) is proved.
+    NoMatch,
+    /// A token of the device is proved, but it has expired: the client holds a token we no
+    /// longer trust, not a wrong one.
+    Expired,
+}
+
+impl Refused {
+    /// The SASL condition (XEP-0484 Business Rules: a token the server no longer trusts fails with
+    /// `credentials-expired`, so the client falls back to its password).
+    pub fn condition(self) -> &'static str {
+        match self {
+            Refused::NoMatch => "not-authorized",
+            Refused::Expired => "credentials-expired",
+        }
+    }
+}
+
 /// Which unexpired token of `tokens`, usable with `mechanism`, the HT message proves on a
 /// stream with `cb_data`.
 pub fn check<'a>(
@@ -234,13 +255,18 @@ pub fn check<'a>(
     mechanism: HtMechanism,
     cb_data: &[u8],
     initiator_hash: &[u8],
-) -> Option<(Used, &'a Token)> {
+) -> Result<(Used, &'a Token), Refused> {
     let current = std::iter::once((Used::Current, &tokens.current));
     let previous = tokens.previous.iter().map(|p| (Used::Previous, p));
-    current
+    let (used, token) = current
         .chain(previous)
-        .filter(|(_, t)| t.expires > now && t.accepts(mechanism))
+        .filter(|(_, t)| t.accepts(mechanism))
         .find(|(_, t)| ht::verify(&t.key, cb_data, initiator_hash))
+        .ok_or(Refused::NoMatch)?;
+    if token.expires <= now {
+        return Err(Refused::Expired);
+    }
+    Ok((used, token))
 }
 
 #[cfg(test)]
@@ -290,7 +316,8 @@ mod tests {
             .initiator_hash
     }
 
-    /// The current or previous token, if unexpired; nothing else.
+    /// The current or previous token, if unexpired (a proved expired one is told apart);
+    /// nothing else.
     #[test]
     fn checks_current_and_previous() {
         let a = issue(100, 50);
@@ -306,9 +333,17 @@ mod tests {
         let (used, token) =
             check(&tokens, 120, HtMechanism::Sha256None, b"", &proof(&b, b"")).unwrap();
         assert_eq!((used, token), (Used::Current, &tokens.current));
-        assert_eq!(check_none(120, b"", &proof(&a, b"")), Some(Used::Previous));
-        assert_eq!(check_none(150, b"", &proof(&a, b"")), None);
-        assert_eq!(check_none(120, b"cb", &proof(&b, b"")), None);
+        assert_eq!(check_none(120, b"", &proof(&a, b"")), Ok(Used::Previous));
+        assert_eq!(check_none(150, b"", &proof(&a, b"")), Err(Refused::Expired));
+        assert_eq!(
+            check_none(120, b"cb", &proof(&b, b"")),
+            Err(Refused::NoMatch)
+        );
+        let other = issue(100, 50);
+        assert_eq!(
+            check_none(150, b"", &proof(&other, b"")),
+            Err(Refused::NoMatch)
+        );
         assert!(token_element(&a).attr("expiry").unwrap().ends_with('Z'));
         assert_eq!(mechanisms(false).count(), 1);
         assert!(feature(true).children().count() == 2);
@@ -324,9 +359,8 @@ mod tests {
             current: stored(&t, mechanism),
             previous: None,
         };
-        let ok = |tokens: &DeviceTokens, m, cb: &[u8]| {
-            check(tokens, 120, m, cb, &proof(&t, cb)).is_some()
-        };
+        let ok =
+            |tokens: &DeviceTokens, m, cb: &[u8]| check(tokens, 120, m, cb, &proof(&t, cb)).is_ok();
         // Asked for -EXPR: a -NONE proof of the same token is refused.
         assert!(ok(&with(Some(expr)), expr, b"cb"));
         assert!(!ok(&with(Some(expr)), none, b""));

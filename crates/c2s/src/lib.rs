@@ -60,6 +60,9 @@ pub struct C2sContext {
     pub connections: ConnectionCap,
     /// Where XEP-0484 FAST tokens are kept; `None`: FAST is not offered.
     pub fast: Option<Arc<dyn fast::TokenStore>>,
+    /// The certificates `tls` and `direct_tls` serve, for the RFC 5929
+    /// `tls-server-end-point` channel binding (XEP-0440); `None`: only `tls-exporter`.
+    pub cert: Option<Arc<rookery_stream::LiveCert>>,
 }
 
 /// How a listener starts its streams.

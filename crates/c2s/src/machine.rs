@@ -19,7 +19,7 @@ use rookery_proto::{
     ns, IqType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind, StreamError,
     StreamErrorCondition as SEC,
 };
-use rookery_sasl::{Credentials, Mechanism, ServerSession};
+use rookery_sasl::{ChannelBindings, Credentials, Mechanism, ServerSession};
 use rookery_stream::negotiation::receiving::{self, Answer};
 use rookery_stream::negotiation::sasl::{self, Exchange, Progress};
 use rookery_stream::negotiation::sasl2::{self, UserAgent};
@@ -29,9 +29,6 @@ use rookery_xml::{Element, Limits, StreamHeader};
 use rookery_sasl::ht::{self, HtMechanism};
 
 use crate::{bind2, csi, fast, sm, C2sConfig};
-
-/// The channel-binding type of the -PLUS mechanisms (RFC 9266), as XEP-0440 names it.
-const TLS_EXPORTER: &str = "tls-exporter";
 
 /// What the machine needs from the server, beside its configuration: asked synchronously,
 /// so tests answer with plain values.
@@ -135,16 +132,12 @@ pub enum Done {
     /// A resource was bound (the result was sent): register the session as this JID.
     Bound(Jid),
     /// SASL2 succeeded with a Bind2 request: register the session as this JID, enable what
-    /// `bind` asks for inline and send `success` with the `<bound/>` that says how.
+    /// the request asks for inline and send its success with the `<bound/>` that says how.
     Bound2 {
-        /// The full JID (already in `success`).
+        /// The full JID (already in the success).
         jid: Jid,
-        /// The SASL2 `<success/>`, still without `<bound/>`.
-        success: Element,
-        /// What to enable inline.
-        bind: bind2::Request,
-        /// The features of the bound stream, which follow `<success/>` (XEP-0388 §2.6.1).
-        features: Element,
+        /// The rest of the request.
+        inline: Box<Inline>,
     },
     /// The client asks to resume a session (XEP-0198 §5); the connection goes to it. If it
     /// refuses: for RFC 6120, send its `<failed/>` and drive the machine on (the client may
@@ -164,6 +157,17 @@ pub enum Done {
     },
 }
 
+/// A Bind2 request for the session to complete (XEP-0386 §4.2).
+#[derive(Debug, PartialEq)]
+pub struct Inline {
+    /// The SASL2 `<success/>`, to which the session adds `<bound/>`.
+    pub success: Element,
+    /// What to enable inline.
+    pub bind: bind2::Request,
+    /// The bound stream's features, sent after `<success/>` (XEP-0388 §2.6.1).
+    pub features: Element,
+}
+
 /// What the session needs to answer a resumption inline in SASL2 (XEP-0198 §5 with
 /// XEP-0388 §4).
 #[derive(Debug, Clone, PartialEq)]
@@ -171,9 +175,9 @@ pub struct Sasl2Resumed {
     /// The mechanism's additional data for `<success/>`.
     pub additional_data: Option<Vec<u8>>,
     /// What other inline features answered (a FAST `<token/>`), before `<resumed/>`.
+    /// Nothing follows `<success/>`: XEP-0198 "SASL2 and BIND2 interaction" says the
+    /// resumed stream is re-established with it and stream features MUST NOT be sent.
     pub answers: Vec<Element>,
-    /// The stream's features, which follow `<success/>` (XEP-0388 §2.6.1).
-    pub features: Element,
 }
 
 /// What a SASL2 `<authenticate/>` asked for beside authentication.
@@ -288,11 +292,16 @@ pub struct C2sMachine<P> {
     secure: bool,
     /// Whether STARTTLS can still be offered (a plain TCP stream; never WebSocket or BOSH).
     can_start_tls: bool,
-    channel_binding: Option<Vec<u8>>,
+    /// What -PLUS mechanisms can bind to (XEP-0440 types); `tls-exporter` alone serves
+    /// FAST `HT-*-EXPR`.
+    channel_binding: ChannelBindings,
     /// The hosted domain this stream is to (its header's `to`, else the primary): the
     /// accounts it authenticates against and the domain of the JID it binds.
     host: String,
     user: Option<BareJid>,
+    /// The `from` of the client's stream header before authentication, as sent: XEP-0388
+    /// fails a SASL2 authentication whose non-empty authzid does not match it.
+    stream_from: Option<String>,
     attempts: u32,
 }
 
@@ -303,7 +312,7 @@ impl<P: Policy> C2sMachine<P> {
         policy: P,
         secure: bool,
         can_start_tls: bool,
-        channel_binding: Option<Vec<u8>>,
+        channel_binding: ChannelBindings,
     ) -> Self {
         C2sMachine {
             host: policy.domain().to_string(),
@@ -313,6 +322,7 @@ impl<P: Policy> C2sMachine<P> {
             can_start_tls,
             channel_binding,
             user: None,
+            stream_from: None,
             attempts: 0,
         }
     }
@@ -336,6 +346,7 @@ impl<P: Policy> C2sMachine<P> {
         let host_ok = match named {
             Some(d) if self.user.is_none() => {
                 self.host = d;
+                self.stream_from = header.attr("from").map(str::to_string);
                 true
             }
             Some(d) => d == self.host,
@@ -384,7 +395,7 @@ impl<P: Policy> C2sMachine<P> {
     /// binding, PLAIN only where the password may cross.
     fn offered_mechanisms(&self) -> Vec<&'static str> {
         let clear_password_ok = self.password_in_clear_allowed();
-        let cb = self.channel_binding.is_some();
+        let cb = !self.channel_binding.is_empty();
         Mechanism::ALL
             .into_iter()
             .filter(|&m| (cb || !m.is_plus()) && (clear_password_ok || m != Mechanism::Plain))
@@ -392,20 +403,24 @@ impl<P: Policy> C2sMachine<P> {
             .collect()
     }
 
-    /// The channel-binding types offered (XEP-0440).
-    fn offered_channel_bindings(&self) -> &'static [&'static str] {
-        if self.channel_binding.is_some() {
-            &[TLS_EXPORTER]
-        } else {
-            &[]
-        }
+    /// The channel-binding types offered (XEP-0440): `tls-exporter` on TLS 1.3,
+    /// `tls-server-end-point` wherever our certificate is known (TLS 1.2 too).
+    fn offered_channel_bindings(&self) -> Vec<&'static str> {
+        self.channel_binding.types()
+    }
+
+    /// Whether FAST's channel-bound `HT-*-EXPR` can be offered: it binds to `tls-exporter`.
+    fn has_exporter(&self) -> bool {
+        self.channel_binding.exporter.is_some()
     }
 
     /// Features before authentication. On an unencrypted stream (only reached with
     /// `require_encryption = false`) STARTTLS is offered without `<required/>` where the
     /// transport can start it (never on WebSocket or BOSH), and PLAIN
     /// and registration only when `allow_unencrypted_plain` says so. SASL2 offers the same
-    /// mechanisms as RFC 6120 SASL, with Bind2 and XEP-0198 resumption inline.
+    /// mechanisms as RFC 6120 SASL, with Bind2 and XEP-0198 resumption inline — on secure
+    /// streams only: XEP-0388 "SASL2 MUST only be ... offered by Servers after TLS
+    /// negotiation", and a FAST token (XEP-0484) seen once in the clear can be replayed.
     fn features_sasl(&self) -> Element {
         let clear_password_ok = self.password_in_clear_allowed();
         let names = self.offered_mechanisms();
@@ -414,21 +429,15 @@ impl<P: Policy> C2sMachine<P> {
             f.push_child(receiving::starttls_feature(false));
         }
         f.push_child(sasl::mechanisms(names.iter().copied()));
-        let sm_on = self.policy.config().stream_management;
-        let mut inline = vec![bind2::feature(sm_on)];
-        if sm_on {
-            inline.push(Element::new("sm", sm::NS));
+        if self.secure {
+            f.push_child(self.sasl2_feature(&names));
         }
-        if self.policy.fast_enabled() {
-            inline.push(fast::feature(self.channel_binding.is_some()));
-        }
-        f.push_child(sasl2::feature(names.iter().copied(), inline));
         let cbs = self.offered_channel_bindings();
         if !cbs.is_empty() {
-            // XEP-0440: tell the client which binding type the -PLUS mechanisms use.
+            // XEP-0440: tell the client which binding types the -PLUS mechanisms take.
             let mut list = Element::new("sasl-channel-binding", ns::SASL_CB);
             for t in cbs {
-                list.push_child(Element::new("channel-binding", ns::SASL_CB).with_attr("type", *t));
+                list.push_child(Element::new("channel-binding", ns::SASL_CB).with_attr("type", t));
             }
             f.push_child(list);
         }
@@ -436,6 +445,19 @@ impl<P: Policy> C2sMachine<P> {
             f.push_child(Element::new("register", ns::REGISTER_FEATURE));
         }
         f
+    }
+
+    /// The SASL2 `<authentication/>` feature with its inline features.
+    fn sasl2_feature(&self, mechanisms: &[&'static str]) -> Element {
+        let sm_on = self.policy.config().stream_management;
+        let mut inline = vec![bind2::feature(sm_on)];
+        if sm_on {
+            inline.push(Element::new("sm", sm::NS));
+        }
+        if self.policy.fast_enabled() {
+            inline.push(fast::feature(self.has_exporter()));
+        }
+        sasl2::feature(mechanisms.iter().copied(), inline)
     }
 
     fn features_bound(&self) -> Element {
@@ -457,9 +479,9 @@ impl<P: Policy> C2sMachine<P> {
         f
     }
 
-    /// The features that follow a SASL2 `<success/>` that bound the stream (Bind2) or resumed
-    /// a session (XEP-0388 §2.6.1): what may come after binding, not binding itself. (The
-    /// session leaves out `<sm/>` once stream management is on.)
+    /// The features that follow a SASL2 `<success/>` that bound the stream with Bind2
+    /// (XEP-0388 §2.6.1): what may come after binding, not binding itself. (The session
+    /// leaves out `<sm/>` once stream management is on.) None follow an inline resumption.
     fn features_once_bound(&self) -> Element {
         let mut features = self.features_bound();
         features.remove_children("bind", ns::BIND);
@@ -518,7 +540,11 @@ impl<P: Policy> C2sMachine<P> {
     /// A SASL2 `<authenticate/>` (XEP-0388 §2.2): the same mechanisms as `<auth/>`, with
     /// XEP-0474 downgrade protection, and the inline requests kept for the success.
     fn authenticate(&mut self, el: &Element) -> Actions {
-        let cb = self.channel_binding.is_some();
+        if !self.secure {
+            // Not offered on this stream (`features_sasl`).
+            return self.failed("other", None, "encryption-required", true);
+        }
+        let cb = self.has_exporter();
         let parsed = sasl2::parse_authenticate(el)
             .and_then(|auth| Sasl2Request::parse(&auth, cb).map(|r| (auth, r)));
         let (auth, request) = match parsed {
@@ -533,7 +559,7 @@ impl<P: Policy> C2sMachine<P> {
         match self.start_mechanism(mechanism, Ok(auth.initial_response)) {
             Ok((mut server, step)) => {
                 let offered = self.offered_mechanisms();
-                server.protect_downgrade(&offered, self.offered_channel_bindings());
+                server.protect_downgrade(&offered, &self.offered_channel_bindings());
                 let exchange = Exchange::in_ns(server, sasl2::NS);
                 let progress = exchange.first(step);
                 let attempt = Attempt {
@@ -557,7 +583,7 @@ impl<P: Policy> C2sMachine<P> {
         request: Sasl2Request,
     ) -> Actions {
         let label = mechanism.name();
-        if !self.policy.fast_enabled() || (mechanism.is_bound() && self.channel_binding.is_none()) {
+        if !self.policy.fast_enabled() || (mechanism.is_bound() && !self.has_exporter()) {
             return self.failed(label, None, "invalid-mechanism", true);
         }
         if self.policy.auth_blocked(None) {
@@ -597,9 +623,9 @@ impl<P: Policy> C2sMachine<P> {
         vec![Action::Request(lookup)]
     }
 
-    /// The channel-binding data an HT mechanism covers.
+    /// The channel-binding data an HT mechanism covers (`-EXPR`: `tls-exporter`).
     fn ht_cb_data(&self, mechanism: HtMechanism) -> Vec<u8> {
-        match (&self.channel_binding, mechanism.is_bound()) {
+        match (&self.channel_binding.exporter, mechanism.is_bound()) {
             (Some(cb), true) => cb.clone(),
             _ => Vec::new(),
         }
@@ -613,8 +639,11 @@ impl<P: Policy> C2sMachine<P> {
                 let cb = self.ht_cb_data(a.mechanism);
                 let now = self.policy.now();
                 let checked = fast::check(&tokens, now, a.mechanism, &cb, &a.initiator_hash);
-                let Some((used, token)) = checked else {
-                    return self.failed(label, Some(a.local), "not-authorized", true);
+                let (used, token) = match checked {
+                    Ok(c) => c,
+                    Err(refused) => {
+                        return self.failed(label, Some(a.local), refused.condition(), true)
+                    }
                 };
                 let (key, count) = (
                     token.key.clone(),
@@ -675,7 +704,7 @@ impl<P: Policy> C2sMachine<P> {
             return Err("temporary-auth-failure");
         }
         let mech = mechanism.ok_or("invalid-mechanism")?;
-        if mech.is_plus() && self.channel_binding.is_none() {
+        if mech.is_plus() && self.channel_binding.is_empty() {
             return Err("invalid-mechanism");
         }
         // RFC 6120 §6.5.4: PLAIN was not offered on this unencrypted stream.
@@ -683,7 +712,7 @@ impl<P: Policy> C2sMachine<P> {
             return Err("encryption-required");
         }
         let initial = initial?.unwrap_or_default();
-        let plus_advertised = self.channel_binding.is_some();
+        let plus_advertised = !self.channel_binding.is_empty();
         Ok(ServerSession::start(
             mech,
             self.channel_binding.clone(),
@@ -722,7 +751,10 @@ impl<P: Policy> C2sMachine<P> {
                 username,
                 authzid,
                 additional_data,
-            } => match self.identity(&username, authzid) {
+            } => match self
+                .identity(&username, authzid.as_deref())
+                .and_then(|user| self.sasl2_authzid_check(&attempt, authzid.as_deref(), user))
+            {
                 Ok(user) => {
                     self.policy.auth_result(attempt.mechanism, true);
                     tracing::info!(
@@ -761,8 +793,17 @@ impl<P: Policy> C2sMachine<P> {
     fn sasl2_success(
         &mut self,
         additional_data: Option<Vec<u8>>,
-        request: Sasl2Request,
+        mut request: Sasl2Request,
     ) -> Actions {
+        if self.bind2_at_session_limit(&request) {
+            if request.resume.is_none() {
+                return self.bind2_refused();
+            }
+            // A resumption adds no session and may still succeed, but a token stored now
+            // could precede a Bind2 failure (XEP-0388: no inline feature is processed in a
+            // failed authentication), so none is issued.
+            request.fast.request_token = None;
+        }
         let mut actions = vec![Action::Limits(self.bound_limits())];
         let pending = Pending {
             additional_data,
@@ -812,7 +853,6 @@ impl<P: Policy> C2sMachine<P> {
                     let sasl2 = Some(Sasl2Resumed {
                         additional_data: p.additional_data.clone(),
                         answers: p.answers.clone(),
-                        features: self.features_once_bound(),
                     });
                     self.phase = Phase::Resuming(Box::new(p));
                     return vec![Action::Done(Done::Resume {
@@ -864,47 +904,81 @@ impl<P: Policy> C2sMachine<P> {
                 Action::Send(self.features_bound()),
             ];
         };
-        let resource = bind2::resource(
-            user.local().unwrap_or_default(),
-            bind.tag.as_deref(),
-            device_id.as_deref(),
-        );
-        let jid = match user.with_resource(&resource) {
-            Ok(jid) if !self.policy.session_limit_reached(&jid) => jid,
-            // The tag made no valid resourcepart, or the account is at its session limit:
-            // nothing was bound, so the attempt fails (XEP-0386 §4.1) and the stream ends.
-            bad => {
-                let text = if bad.is_ok() {
-                    "too many sessions for this account"
-                } else {
-                    "no resource can be made of that tag"
-                };
-                return vec![
-                    Action::Send(sasl2::failure("not-authorized", Some(text))),
-                    fail(SEC::PolicyViolation, text),
-                ];
-            }
+        let Some(jid) = bind2::jid(&user, bind.tag.as_deref(), device_id.as_deref()) else {
+            return vec![fail(SEC::InternalServerError, "no resource could be made")];
         };
+        if self.policy.session_limit_reached(&jid) {
+            // Reached meanwhile (or after a refused resumption).
+            return self.bind2_refused();
+        }
         let success = sasl2::success(additional_data.as_deref(), jid.as_str(), answers);
-        vec![Action::Done(Done::Bound2 {
-            jid,
+        let inline = Box::new(Inline {
             success,
             bind,
             features: self.features_once_bound(),
-        })]
+        });
+        vec![Action::Done(Done::Bound2 { jid, inline })]
+    }
+
+    /// Whether the Bind2 request (if any) would take the account past
+    /// `[c2s] max_sessions_per_account`.
+    fn bind2_at_session_limit(&self, request: &Sasl2Request) -> bool {
+        let (Some(user), Some(bind)) = (&self.user, &request.bind) else {
+            return false;
+        };
+        bind2::jid(user, bind.tag.as_deref(), request.device_id())
+            .is_some_and(|jid| self.policy.session_limit_reached(&jid))
+    }
+
+    /// Bind2 at the account's session limit: nothing is bound. The credentials were right,
+    /// so the condition is not a credential one (`not-authorized` makes a client ask for
+    /// the password, or drop its FAST token, XEP-0484) but `temporary-auth-failure` with the
+    /// reason, as RFC 6120 §7.6.2.1 answers legacy binding with `resource-constraint`. The
+    /// stream is unauthenticated again; the client may retry later.
+    fn bind2_refused(&mut self) -> Actions {
+        self.user = None;
+        tracing::info!("Bind2 refused: the account is at its session limit");
+        self.refuse(sasl2::failure(
+            "temporary-auth-failure",
+            Some("too many sessions for this account"),
+        ))
     }
 
     /// The user a successful exchange authenticated. Strict authzid: a client may only act
     /// as itself.
-    fn identity(&self, username: &str, authzid: Option<String>) -> Result<BareJid, &'static str> {
+    fn identity(&self, username: &str, authzid: Option<&str>) -> Result<BareJid, &'static str> {
         let local = rookery_jid::normalize_local(username).map_err(|_| "not-authorized")?;
         let user = BareJid::new(Some(&local), &self.host).map_err(|_| "not-authorized")?;
         if let Some(a) = authzid.filter(|a| !a.is_empty()) {
-            if BareJid::parse(&a).ok().as_ref() != Some(&user) {
+            if BareJid::parse(a).ok().as_ref() != Some(&user) {
                 return Err("invalid-authzid");
             }
         }
         Ok(user)
+    }
+
+    /// XEP-0388 "Initiation": in SASL2, a non-empty authzid must match the stream header's
+    /// `from` when there is one (compared as bare JIDs, normalized), else the authentication
+    /// fails — here with `invalid-authzid`, the RFC 6120 condition for an authzid that may
+    /// not be used.
+    fn sasl2_authzid_check(
+        &self,
+        attempt: &Attempt,
+        authzid: Option<&str>,
+        user: BareJid,
+    ) -> Result<BareJid, &'static str> {
+        let (Some(_), Some(_), Some(from)) = (
+            &attempt.sasl2,
+            authzid.filter(|a| !a.is_empty()),
+            &self.stream_from,
+        ) else {
+            return Ok(user);
+        };
+        // The authzid is `user` by now (`identity`).
+        match Jid::parse(from) {
+            Ok(f) if f.to_bare() == user => Ok(user),
+            _ => Err("invalid-authzid"),
+        }
     }
 
     /// The account an attempt names, as the rate limits count it: its bare JID, so the same
@@ -923,10 +997,11 @@ impl<P: Policy> C2sMachine<P> {
         sasl2: bool,
     ) -> Actions {
         self.policy.auth_result(mechanism, false);
-        // Only failures that tested a password count against the limits.
+        // Only failures that tested a password count against the limits (an expired FAST
+        // token was the client's own, proved).
         if !matches!(
             condition,
-            "aborted" | "temporary-auth-failure" | "encryption-required"
+            "aborted" | "temporary-auth-failure" | "encryption-required" | "credentials-expired"
         ) {
             let key = account.as_deref().map(|l| self.account_key(l));
             self.policy.auth_failed(key.as_deref());
@@ -937,6 +1012,12 @@ impl<P: Policy> C2sMachine<P> {
         } else {
             sasl::failure(condition)
         };
+        self.refuse(failure)
+    }
+
+    /// Sends an attempt's `failure`: back to offering authentication, and the stream ends
+    /// after `max_auth_attempts`.
+    fn refuse(&mut self, failure: Element) -> Actions {
         let mut actions = vec![Action::Send(failure)];
         self.attempts += 1;
         self.phase = Phase::Auth;
@@ -1008,6 +1089,11 @@ impl<P: Policy> C2sMachine<P> {
             return vec![Action::Send(stanza.iq_result(None).into_element())];
         }
         if !payload.is("bind", ns::BIND) {
+            if !self.to_server_or_account(&stanza) {
+                // RFC 6120 §7.1: a stanza to any other entity before binding is not
+                // processed, and the stream closes with <not-authorized/>.
+                return vec![fail(SEC::NotAuthorized, "bind a resource first")];
+            }
             let e = StanzaError::new(StanzaErrorCondition::NotAuthorized);
             return send_stanza(stanza.error_reply(&e));
         }
@@ -1040,6 +1126,18 @@ impl<P: Policy> C2sMachine<P> {
             Action::Send(result.into_element()),
             Action::Done(Done::Bound(jid)),
         ]
+    }
+
+    /// Whether `stanza` is addressed to the server itself or to the authenticated account:
+    /// the only entities a client may address before binding (RFC 6120 §7.1).
+    fn to_server_or_account(&self, stanza: &Stanza) -> bool {
+        stanza.to().is_none_or(|to| {
+            to.as_str() == self.host
+                || self
+                    .user
+                    .as_ref()
+                    .is_some_and(|u| to.as_str() == u.as_str())
+        })
     }
 
     fn resume(&mut self, el: &Element) -> Actions {
@@ -1305,7 +1403,7 @@ mod tests {
 
     /// A machine on a TLS stream (no channel binding) with its features sent.
     fn at_auth(policy: &Test) -> M<'_> {
-        let mut m = C2sMachine::new(policy, true, false, None);
+        let mut m = C2sMachine::new(policy, true, false, ChannelBindings::default());
         m.handle(header(DOMAIN));
         m
     }
@@ -1329,7 +1427,7 @@ mod tests {
     #[test]
     fn starttls_is_required_first() {
         let policy = Test::default();
-        let mut m = C2sMachine::new(&policy, false, true, None);
+        let mut m = C2sMachine::new(&policy, false, true, ChannelBindings::default());
         let a = m.handle(header(DOMAIN));
         assert!(matches!(&a[0], Action::SendHeader { .. }));
         let features = sent(&a)[0];
@@ -1346,7 +1444,7 @@ mod tests {
             Some((SEC::PolicyViolation, "STARTTLS is required"))
         );
 
-        let mut m = C2sMachine::new(&policy, false, true, None);
+        let mut m = C2sMachine::new(&policy, false, true, ChannelBindings::default());
         m.handle(header(DOMAIN));
         let a = m.handle(el("starttls", ns::TLS));
         assert_eq!(a.len(), 2);
@@ -1355,7 +1453,7 @@ mod tests {
         // The handshake restarts the stream: a header is due, with the SASL features.
         assert!(m
             .handle(Input::TlsDone {
-                channel_binding: Some(vec![1; 32])
+                channel_binding: ChannelBindings::exporter(Some(vec![1; 32]))
             })
             .is_empty());
         let a = m.handle(header(DOMAIN));
@@ -1372,7 +1470,8 @@ mod tests {
     fn features_follow_the_stream() {
         let policy = Test::default();
         let mut m = at_auth(&policy);
-        let a = C2sMachine::new(&policy, true, false, None).handle(header(DOMAIN));
+        let a = C2sMachine::new(&policy, true, false, ChannelBindings::default())
+            .handle(header(DOMAIN));
         assert!(!mechanisms(&a).iter().any(|n| n.ends_with("-PLUS")));
         assert!(sent(&a)[0].has_child("register", ns::REGISTER_FEATURE));
         let a = m.handle(auth("SCRAM-SHA-1-PLUS", b"p=tls-exporter,,n=alice,r=abc"));
@@ -1385,7 +1484,7 @@ mod tests {
             },
             ..Test::default()
         };
-        let mut m = C2sMachine::new(&policy, false, true, None);
+        let mut m = C2sMachine::new(&policy, false, true, ChannelBindings::default());
         let a = m.handle(header(DOMAIN));
         let f = sent(&a)[0];
         assert!(f
@@ -1393,6 +1492,10 @@ mod tests {
             .is_some_and(|s| s.children().next().is_none()));
         assert!(!mechanisms(&a).contains(&"PLAIN".to_string()));
         assert!(!f.has_child("register", ns::REGISTER_FEATURE));
+        // Nor SASL2 (XEP-0388 Security Considerations), and with it FAST.
+        assert!(!f.has_child("authentication", SASL2), "{f}");
+        let a = m.handle(authenticate("SCRAM-SHA-256", b"n,,n=alice,r=abc", vec![]));
+        assert_eq!(sasl2_condition(&a), Some("encryption-required"));
         let a = m.handle(plain("alice", "secret"));
         assert_eq!(sasl_condition(&a), Some("encryption-required"));
         // STARTTLS is still possible after a failed attempt.
@@ -1400,11 +1503,12 @@ mod tests {
 
         // A framing that cannot start TLS (WebSocket, BOSH) never offers it, and is refused
         // when it is not secure while encryption is required.
-        let mut m = C2sMachine::new(&policy, false, false, None);
+        let mut m = C2sMachine::new(&policy, false, false, ChannelBindings::default());
         let a = m.handle(header(DOMAIN));
         assert!(!sent(&a)[0].has_child("starttls", ns::TLS));
         let strict = Test::default();
-        let a = C2sMachine::new(&strict, false, false, None).handle(header(DOMAIN));
+        let a = C2sMachine::new(&strict, false, false, ChannelBindings::default())
+            .handle(header(DOMAIN));
         assert_eq!(
             failure_of(&a),
             Some((
@@ -1417,7 +1521,7 @@ mod tests {
     #[test]
     fn elements_out_of_order_end_the_stream() {
         let policy = Test::default();
-        let mut m = C2sMachine::new(&policy, true, false, None);
+        let mut m = C2sMachine::new(&policy, true, false, ChannelBindings::default());
         let a = m.handle(el("auth", ns::SASL));
         assert_eq!(
             failure_of(&a),
@@ -1435,7 +1539,8 @@ mod tests {
             failure_of(&a),
             Some((SEC::NotAuthorized, "authenticate first"))
         );
-        let a = C2sMachine::new(&policy, true, false, None).handle(header("other.test"));
+        let a = C2sMachine::new(&policy, true, false, ChannelBindings::default())
+            .handle(header("other.test"));
         assert!(matches!(&a[0], Action::SendHeader { .. }));
         assert_eq!(failure_of(&a).map(|f| f.0), Some(SEC::HostUnknown));
     }
@@ -1445,7 +1550,7 @@ mod tests {
     #[test]
     fn a_stream_to_another_host_binds_on_that_host() {
         let policy = Test::default();
-        let mut m = C2sMachine::new(&policy, true, false, None);
+        let mut m = C2sMachine::new(&policy, true, false, ChannelBindings::default());
         let a = m.handle(header(SECOND));
         assert!(matches!(&a[0], Action::SendHeader { from: Some(f), .. } if f == SECOND));
         let features = sent(&a)[0];
@@ -1454,11 +1559,12 @@ mod tests {
         m.handle(plain("alice", "secret"));
         let a = m.handle(credentials("secret"));
         assert!(a.contains(&Action::Restart), "{a:?}");
-        let a = C2sMachine::new(&policy, true, false, None).handle(header(DOMAIN));
+        let a = C2sMachine::new(&policy, true, false, ChannelBindings::default())
+            .handle(header(DOMAIN));
         assert!(matches!(&a[0], Action::SendHeader { from: Some(f), .. } if f == DOMAIN));
 
         // After authentication on SECOND, a restarted stream to the primary is refused.
-        let mut other = C2sMachine::new(&policy, true, false, None);
+        let mut other = C2sMachine::new(&policy, true, false, ChannelBindings::default());
         other.handle(header(SECOND));
         other.handle(plain("alice", "secret"));
         other.handle(credentials("secret"));
@@ -1553,6 +1659,42 @@ mod tests {
         assert_eq!(*policy.results.borrow().last().unwrap(), ("PLAIN", true));
     }
 
+    /// XEP-0388 "Initiation": in SASL2 a non-empty authzid must match the header's `from`.
+    #[test]
+    fn sasl2_authzid_must_match_the_stream_from() {
+        let policy = Test::default();
+        let with_from = |from: &str| {
+            let mut m = C2sMachine::new(&policy, true, false, ChannelBindings::default());
+            m.handle(Input::Header(StreamHeader {
+                default_ns: ns::CLIENT.into(),
+                prefixes: Vec::new(),
+                attrs: vec![
+                    ("to".into(), DOMAIN.into()),
+                    ("from".into(), from.into()),
+                    ("version".into(), "1.0".into()),
+                ],
+            }));
+            m
+        };
+        for (from, authzid, ok) in [
+            ("bob@example.test", "alice@example.test", false),
+            ("Alice@example.test/phone", "alice@example.test", true),
+            ("bob@example.test", "", true),
+        ] {
+            let mut m = with_from(from);
+            let msg = format!("{authzid}\0alice\0secret");
+            m.handle(authenticate("PLAIN", msg.as_bytes(), vec![]));
+            let a = m.handle(credentials("secret"));
+            let want = (!ok).then_some("invalid-authzid");
+            assert_eq!(sasl2_condition(&a), want, "{from} {authzid}");
+        }
+        // RFC 6120 SASL is unchanged.
+        let mut m = with_from("bob@example.test");
+        m.handle(auth("PLAIN", b"alice@example.test\0alice\0secret"));
+        let a = m.handle(credentials("secret"));
+        assert!(sent(&a)[0].is("success", ns::SASL));
+    }
+
     #[test]
     fn registration_before_authentication() {
         let policy = Test::default();
@@ -1574,7 +1716,7 @@ mod tests {
             },
             ..Test::default()
         };
-        let mut m = C2sMachine::new(&policy, false, true, None);
+        let mut m = C2sMachine::new(&policy, false, true, ChannelBindings::default());
         m.handle(header(DOMAIN));
         let a = m.handle(iq_set(Element::new("query", ns::REGISTER)));
         let reply = sent(&a)[0];
@@ -1614,6 +1756,19 @@ mod tests {
             failure_of(&a),
             Some((SEC::NotAuthorized, "bind a resource first"))
         );
+        // RFC 6120 §7.1: an IQ to the account is refused as a stanza; to anyone else the
+        // stream ends.
+        let query = || Element::new("query", "jabber:iq:private");
+        for (to, ends) in [("alice@example.test", false), ("bob@example.test", true)] {
+            let mut m = at_bind(&policy);
+            let iq = Element::new("iq", ns::CLIENT)
+                .with_attr("type", "set")
+                .with_attr("id", "1")
+                .with_attr("to", to)
+                .with_child(query());
+            let a = m.handle(Input::Element(iq));
+            assert_eq!(failure_of(&a).is_some(), ends, "{to}: {a:?}");
+        }
     }
 
     #[test]
@@ -1659,7 +1814,12 @@ mod tests {
     fn scram_plus_with_channel_binding() {
         let policy = Test::default();
         let cb = vec![7u8; 32];
-        let mut m = C2sMachine::new(&policy, true, false, Some(cb.clone()));
+        let mut m = C2sMachine::new(
+            &policy,
+            true,
+            false,
+            ChannelBindings::exporter(Some(cb.clone())),
+        );
         m.handle(header(DOMAIN));
         let mut client =
             rookery_sasl::ScramClient::new(Mechanism::ScramSha256Plus, "alice", "secret", Some(cb));
@@ -1721,7 +1881,13 @@ mod tests {
     #[test]
     fn sasl2_feature_mirrors_sasl() {
         let policy = Test::default();
-        let a = C2sMachine::new(&policy, true, false, Some(vec![1; 32])).handle(header(DOMAIN));
+        let a = C2sMachine::new(
+            &policy,
+            true,
+            false,
+            ChannelBindings::exporter(Some(vec![1; 32])),
+        )
+        .handle(header(DOMAIN));
         let f = sent(&a)[0];
         let auth = f.get_child("authentication", SASL2).unwrap();
         let names: Vec<String> = auth
@@ -1789,13 +1955,15 @@ mod tests {
         let challenge = sent(&a)[0];
         assert!(challenge.is("challenge", SASL2), "{challenge}");
         let first = B64.decode(challenge.text()).unwrap();
-        let offered =
-            mechanisms(&C2sMachine::new(&policy, true, false, None).handle(header(DOMAIN)));
+        let offered = mechanisms(
+            &C2sMachine::new(&policy, true, false, ChannelBindings::default())
+                .handle(header(DOMAIN)),
+        );
         let refs: Vec<&str> = offered.iter().map(String::as_str).collect();
         let ssdp = rookery_sasl::server::ssdp_string(&refs, &[]);
         let d = B64.encode(rookery_sasl::ScramHash::Sha256.hash(ssdp.as_bytes()));
         assert!(
-            String::from_utf8_lossy(&first).ends_with(&format!(",d={d}")),
+            String::from_utf8_lossy(&first).ends_with(&format!(",h={d}")),
             "{}",
             String::from_utf8_lossy(&first)
         );
@@ -1803,14 +1971,15 @@ mod tests {
         let a = m.handle(Input::Element(
             Element::new("response", SASL2).with_text(B64.encode(last)),
         ));
-        let Some(Action::Done(Done::Bound2 {
-            jid, success, bind, ..
-        })) = a.last()
-        else {
+        let Some(Action::Done(Done::Bound2 { jid, inline })) = a.last() else {
             panic!("{a:?}");
         };
-        let resource = bind2::resource("alice", Some("Test"), Some("dev-1"));
-        assert_eq!(jid.resource(), Some(resource.as_str()));
+        let Inline { success, bind, .. } = &**inline;
+        let alice = BareJid::parse("alice@example.test").unwrap();
+        assert_eq!(
+            Some(jid),
+            bind2::jid(&alice, Some("Test"), Some("dev-1")).as_ref()
+        );
         assert_eq!(
             success
                 .child_text("authorization-identifier", SASL2)
@@ -1883,14 +2052,15 @@ mod tests {
         assert_eq!(sasl2_condition(&a), Some("aborted"));
         assert_eq!(failure_of(&a), None);
         // Before TLS: encryption-required, in SASL2's namespace.
-        let mut m = C2sMachine::new(&policy, false, true, None);
+        let mut m = C2sMachine::new(&policy, false, true, ChannelBindings::default());
         m.handle(header(DOMAIN));
         let a = m.handle(authenticate("PLAIN", b"\0alice\0secret", vec![]));
         assert_eq!(sasl2_condition(&a), Some("encryption-required"));
         assert!(failure_of(&a).is_some());
     }
 
-    /// Bind2 past the account's session limit: failure, and the stream ends.
+    /// Bind2 past the account's session limit: `temporary-auth-failure` (not a credential
+    /// condition), no token stored, not counted as a password failure; the stream stays.
     #[test]
     fn bind2_session_limit() {
         let policy = Test::default();
@@ -1898,21 +2068,34 @@ mod tests {
         let bind = bind2(vec![
             Element::new("tag", bind2::NS).with_text("one-too-many")
         ]);
-        m.handle(Input::Element(
-            Element::new("authenticate", SASL2)
-                .with_attr("mechanism", "PLAIN")
-                .with_child(
-                    Element::new("initial-response", SASL2)
-                        .with_text(B64.encode(b"\0alice\0secret")),
-                )
-                .with_child(bind),
+        m.handle(authenticate(
+            "PLAIN",
+            b"\0alice\0secret",
+            vec![bind, request_token()],
         ));
         let a = m.handle(credentials("secret"));
-        assert_eq!(sasl2_condition(&a), Some("not-authorized"));
-        assert_eq!(
-            failure_of(&a),
-            Some((SEC::PolicyViolation, "too many sessions for this account"))
-        );
+        assert_eq!(sasl2_condition(&a), Some("temporary-auth-failure"));
+        assert!(!a.iter().any(|x| matches!(x, Action::Request(_))), "{a:?}");
+        assert_eq!(failure_of(&a), None);
+        assert!(policy.failed.borrow().is_empty());
+        // The stream is unauthenticated again: another attempt may follow.
+        m.handle(authenticate("PLAIN", b"\0alice\0secret", vec![]));
+        let a = m.handle(credentials("secret"));
+        assert!(sent(&a)[0].is("success", SASL2), "{a:?}");
+    }
+
+    /// A tag that makes no resourcepart is dropped (XEP-0386 §4.1: a hint, validated).
+    #[test]
+    fn bind2_unusable_tag_binds_the_default_resource() {
+        let policy = Test::default();
+        let mut m = at_auth(&policy);
+        let bind = bind2(vec![Element::new("tag", bind2::NS).with_text("x\u{378}")]);
+        m.handle(authenticate("PLAIN", b"\0alice\0secret", vec![bind]));
+        let a = m.handle(credentials("secret"));
+        let Some(Action::Done(Done::Bound2 { jid, .. })) = a.last() else {
+            panic!("{a:?}");
+        };
+        assert!(jid.resource().unwrap().starts_with("rookery."), "{jid}");
     }
 
     /// `<resume/>` inline: handed to the driver with the SASL2 data; refused, the rest of
@@ -1944,20 +2127,18 @@ mod tests {
             ("alice@example.test", "abc")
         );
         assert!(resumed.additional_data.is_none() && resumed.answers.is_empty());
-        // What follows the success (XEP-0388 §2.6.1): no binding, the rest of a bound stream.
-        let f = &resumed.features;
-        assert!(
-            !f.has_child("bind", ns::BIND) && f.has_child("csi", csi::NS),
-            "{f}"
-        );
         // Nothing may come while the driver resumes.
         assert!(m.start().is_empty());
         m.resume_refused(sm::failed("item-not-found", None));
         let a = m.start();
-        let Some(Action::Done(Done::Bound2 { success, .. })) = a.last() else {
+        let Some(Action::Done(Done::Bound2 { inline, .. })) = a.last() else {
             panic!("{a:?}");
         };
-        assert!(success.has_child("failed", sm::NS), "{success}");
+        assert!(
+            inline.success.has_child("failed", sm::NS),
+            "{}",
+            inline.success
+        );
 
         // Without Bind2, a refused resumption is a success with the bare JID and <failed/>;
         // a malformed <resume/> is answered at once.
@@ -1990,7 +2171,8 @@ mod tests {
     #[test]
     fn fast_token_is_issued_with_the_success() {
         let policy = Test::default();
-        let features = C2sMachine::new(&policy, true, false, None).handle(header(DOMAIN));
+        let features = C2sMachine::new(&policy, true, false, ChannelBindings::default())
+            .handle(header(DOMAIN));
         let inline = sent(&features)[0]
             .get_child("authentication", SASL2)
             .and_then(|a| a.get_child("inline", SASL2))
@@ -2149,7 +2331,12 @@ mod tests {
 
         let cb = vec![7; 32];
         let bound = || {
-            let mut m = C2sMachine::new(&policy, true, false, Some(cb.clone()));
+            let mut m = C2sMachine::new(
+                &policy,
+                true,
+                false,
+                ChannelBindings::exporter(Some(cb.clone())),
+            );
             m.handle(header(DOMAIN));
             m
         };
@@ -2227,13 +2414,15 @@ mod tests {
         ))))));
         let a = m.handle(Input::Reply(Reply::FastUsed(Ok(false))));
         assert_eq!(sasl2_condition(&a), Some("not-authorized"));
-        // Expired.
+        // Expired (XEP-0484 Business Rules): credentials-expired, not counted as a password failure.
         let expired = fast::issue(0, 10);
         m.handle(ht_auth(&expired.token, vec![fast_count(9)]));
+        let counted = policy.failed.borrow().len();
         let a = m.handle(Input::Reply(Reply::FastTokens(Ok(Some(device_tokens(
             &expired, None,
         ))))));
-        assert_eq!(sasl2_condition(&a), Some("not-authorized"));
+        assert_eq!(sasl2_condition(&a), Some("credentials-expired"));
+        assert_eq!(policy.failed.borrow().len(), counted);
         // Malformed: a garbage message, no device id.
         let a = m.handle(authenticate(
             "HT-SHA-256-NONE",

@@ -23,6 +23,7 @@ use rookery_core::session::SessionEnd;
 use rookery_core::SessionHandle;
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{ns, StreamError, StreamErrorCondition as SEC};
+use rookery_sasl::ChannelBindings;
 use rookery_stream::negotiation::{self, Effects};
 use rookery_stream::{Conn, ConnError, Transport};
 use rookery_xml::{Element, Limits};
@@ -30,8 +31,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::machine::{C2sMachine, Done, Policy, Reply, Request, Sasl2Resumed};
-use crate::{bind2, session, sm, C2sConfig, C2sContext, Mode};
+use crate::machine::{C2sMachine, Done, Inline, Policy, Reply, Request, Sasl2Resumed};
+use crate::{session, sm, C2sConfig, C2sContext, Mode};
 
 /// How negotiation ended.
 pub enum Negotiated {
@@ -52,16 +53,6 @@ pub struct Bound {
     /// Bound by XEP-0386 Bind2 inside SASL2: what the session enables before it sends the
     /// success.
     pub inline: Option<Box<Inline>>,
-}
-
-/// A Bind2 request for the session to complete (XEP-0386 §4.2).
-pub struct Inline {
-    /// The SASL2 `<success/>`, to which the session adds `<bound/>`.
-    pub success: Element,
-    /// What to enable inline.
-    pub bind: bind2::Request,
-    /// The bound stream's features, sent after `<success/>` (XEP-0388 §2.6.1).
-    pub features: Element,
 }
 
 /// Serves one accepted TCP connection to the end.
@@ -226,7 +217,7 @@ async fn negotiate(
         policy,
         conn.is_secure(),
         conn.can_start_tls(),
-        conn.channel_binding(),
+        channel_bindings(ctx, conn),
     );
     let mut effects = Driver { ctx, acceptor };
     loop {
@@ -235,19 +226,11 @@ async fn negotiate(
                 let conn = holder.as_ref().ok_or_else(no_conn)?;
                 return Ok(Negotiated::Bound(bind(ctx, conn, jid, None).await));
             }
-            Done::Bound2 {
-                jid,
-                success,
-                bind,
-                features,
-            } => {
+            Done::Bound2 { jid, inline } => {
                 let conn = holder.as_ref().ok_or_else(no_conn)?;
-                let inline = Some(Box::new(Inline {
-                    success,
-                    bind,
-                    features,
-                }));
-                return Ok(Negotiated::Bound(self::bind(ctx, conn, jid, inline).await));
+                return Ok(Negotiated::Bound(
+                    self::bind(ctx, conn, jid, Some(inline)).await,
+                ));
             }
             Done::Resume {
                 user,
@@ -432,6 +415,21 @@ impl Effects<C2sMachine<Live>> for Driver<'_> {
     async fn start_tls(&mut self, conn: Conn) -> Result<Conn, ConnError> {
         conn.start_tls(self.acceptor).await
     }
+
+    fn channel_bindings(&self, conn: &Conn) -> ChannelBindings {
+        channel_bindings(self.ctx, conn)
+    }
+}
+
+/// What `conn` can bind to (XEP-0440): its `tls-exporter` (TLS 1.3) and, on TLS we
+/// accepted, `tls-server-end-point` of the certificate served; a WebSocket brings both from
+/// its HTTPS connection.
+fn channel_bindings(ctx: &C2sContext, conn: &Conn) -> ChannelBindings {
+    let mut bindings = conn.channel_bindings();
+    if let (Some(cert), Some(transport)) = (&ctx.cert, conn.transport()) {
+        bindings.server_end_point = cert.server_end_point(transport);
+    }
+    bindings
 }
 
 /// Registers the bound resource with the core (its result was sent). RFC 6120 §7.7.2.2: the

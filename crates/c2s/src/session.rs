@@ -39,8 +39,9 @@ use tracing::Instrument;
 
 use crate::bind2;
 use crate::csi::{self, Csi, Decision};
+use crate::machine::Inline;
 use crate::machine::Sasl2Resumed;
-use crate::negotiate::{Bound, Inline};
+use crate::negotiate::Bound;
 use crate::sm::{self, Counters, Handoff, Takeover, Verdict};
 use crate::C2sContext;
 
@@ -384,20 +385,17 @@ impl<'a> Client<'a> {
         match self.resumed_in_sasl2.take() {
             None => conn.queue(&rookery_proto::stream::to_bytes(&resumed)),
             Some(s) => {
-                // XEP-0198 inline in SASL2: the success names the resumed session's full JID;
-                // the stream's features follow it (XEP-0388 §2.6.1), stream management on.
+                // XEP-0198 inline in SASL2: the success names the resumed session's full JID
+                // and re-establishes the stream; unlike after Bind2, no stream features
+                // follow it (XEP-0198 "SASL2 and BIND2 interaction": MUST NOT).
                 let Sasl2Resumed {
                     additional_data,
                     mut answers,
-                    mut features,
                 } = *s;
                 answers.push(resumed);
                 let success =
                     sasl2::success(additional_data.as_deref(), self.jid.as_str(), answers);
-                features.remove_children("sm", sm::NS);
-                for el in [success, features] {
-                    conn.queue(&rookery_proto::stream::to_bytes(&el));
-                }
+                conn.queue(&rookery_proto::stream::to_bytes(&success));
             }
         }
         for b in m.counters.unacked_stanzas() {
@@ -559,8 +557,16 @@ impl<'a> Client<'a> {
         }
     }
 
-    /// `<enable/>` (§3).
+    /// `<enable/>` (§3). A second one (after `<enable/>`, Bind2's inline one or a
+    /// resumption) ends the stream: "If a server receives a second <enable/> element it
+    /// SHOULD respond with a stream error".
     async fn enable(&mut self, conn: &mut Conn, el: &Element) -> Result<(), ConnError> {
+        if self.sm.is_some() {
+            return Err(ConnError::stream(
+                SEC::PolicyViolation,
+                "stream management is already enabled",
+            ));
+        }
         let reply = self.enable_reply(el);
         // Outbound counting starts with the first stanza after <enabled/>.
         Self::nonza(conn, &reply).await
@@ -572,9 +578,6 @@ impl<'a> Client<'a> {
         let cfg = &self.ctx.config;
         if !cfg.stream_management {
             return sm::failed("feature-not-implemented", None);
-        }
-        if self.sm.is_some() {
-            return sm::failed("unexpected-request", None);
         }
         let wants_resume = matches!(el.attr("resume"), Some("true" | "1"));
         let mut max = cfg.sm_resume_timeout_secs;

@@ -182,6 +182,7 @@ async fn server(opts: &Options) -> anyhow::Result<(Arc<C2sContext>, Store)> {
         sm: Default::default(),
         connections: rookery_c2s::ConnectionCap::new(0),
         fast: None,
+        cert: None,
     });
     Ok((ctx, store))
 }

@@ -64,7 +64,7 @@ impl Limits {
 }
 
 /// Who sent a request: put into every request's extensions by the runner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     /// The TCP peer (a proxy's address when there is one in front).
     pub addr: SocketAddr,
@@ -75,6 +75,10 @@ pub struct Peer {
     /// (a WebSocket) can offer SCRAM -PLUS with it. It binds to the TLS peer, which is a
     /// proxy's when there is one in front.
     pub tls_exporter: Option<[u8; 32]>,
+    /// The name the client asked for in its TLS handshake (SNI): which certificate it was
+    /// served, for the `tls-server-end-point` binding (RFC 5929). Shared, as every request
+    /// of the connection carries a copy of its `Peer`.
+    pub tls_server_name: Option<Arc<str>>,
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then drains the connections in
@@ -180,6 +184,7 @@ async fn serve(
                 addr,
                 tls: tls.is_some(),
                 tls_exporter: None,
+                tls_server_name: None,
             };
             let io: Box<dyn Io> = match tls {
                 None => Box::new(stream),
@@ -191,7 +196,9 @@ async fn serve(
                 .await
                 {
                     Ok(Ok(s)) => {
-                        peer.tls_exporter = rookery_stream::transport::tls_exporter(s.get_ref().1);
+                        let tls = s.get_ref().1;
+                        peer.tls_exporter = rookery_stream::transport::tls_exporter(tls);
+                        peer.tls_server_name = tls.server_name().map(Arc::from);
                         Box::new(s)
                     }
                     Ok(Err(e)) => {
@@ -248,7 +255,7 @@ async fn serve_requests(
         let served: Pin<Box<dyn Future<Output = Option<Handed>> + Send>> =
             Box::pin(serve_connection(
                 Prefixed { first, io },
-                peer,
+                peer.clone(),
                 app.clone(),
                 header_timeout,
                 stop.clone(),
@@ -372,10 +379,11 @@ async fn serve_connection(
     mut stop: watch::Receiver<bool>,
 ) -> Option<Handed> {
     let slot = Arc::new(Slot::default());
+    let addr = peer.addr;
     let svc = {
         let slot = slot.clone();
         tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(peer);
+            req.extensions_mut().insert(peer.clone());
             let (framing, reusable) = (Framing::of(&req), handoff::reusable(&req));
             let (app, slot) = (app.clone(), slot.clone());
             async move {
@@ -402,7 +410,7 @@ async fn serve_connection(
     match ended {
         Ok(Ok(())) => None,
         Ok(Err(e)) => {
-            tracing::debug!(addr = %peer.addr, error = %e, "http connection ended with an error");
+            tracing::debug!(%addr, error = %e, "http connection ended with an error");
             None
         }
         // Hyper's buffers, its service and what the client pipelined are dropped here; a

@@ -366,7 +366,7 @@ mod tests {
         assert_eq!(a[1], Action::StartTls);
         assert!(m
             .handle(Input::TlsDone {
-                channel_binding: None
+                channel_binding: Default::default()
             })
             .is_empty());
         let a = m.handle(header("them.test", "us.test"));

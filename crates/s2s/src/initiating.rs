@@ -446,7 +446,7 @@ mod tests {
             [Action::StartTls]
         ));
         let a = m.handle(Input::TlsDone {
-            channel_binding: None,
+            channel_binding: Default::default(),
         });
         assert_eq!(raw(&a).len(), 1);
         assert!(!m.before_tls());

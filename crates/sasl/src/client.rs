@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
+use crate::channel_binding::TLS_EXPORTER;
 use crate::hash::{xor, ScramHash};
-use crate::scram::{self, b64, escape_saslname, ServerFinal, TLS_EXPORTER};
+use crate::scram::{self, b64, escape_saslname, ServerFinal};
 use crate::{normalize_password, Mechanism, SaslError, MAX_CLIENT_ITERATIONS};
 
 /// Random bytes in a client nonce (encoded as 32 base64 characters).

@@ -14,7 +14,8 @@
 //! # Mechanisms
 //! - `SCRAM-SHA-1`, `SCRAM-SHA-256`, `SCRAM-SHA-512` (RFC 5802, RFC 7677, and the SHA-512
 //!   variant registered by draft-melnikov-scram-sha-512) and their `-PLUS` forms with the
-//!   `tls-exporter` channel binding (RFC 9266).
+//!   `tls-exporter` (RFC 9266) or `tls-server-end-point` (RFC 5929) channel binding
+//!   ([`channel_binding`]).
 //! - `PLAIN` (RFC 4616), verified against an Argon2id hash, never a stored password.
 //!
 //! # Layout
@@ -40,6 +41,7 @@
 //!   RFC 5802 §6).
 //! - No input from the network can panic: parsing uses no indexing, `unwrap` or `expect`.
 
+pub mod channel_binding;
 pub mod client;
 pub mod credentials;
 pub mod hash;
@@ -49,6 +51,7 @@ mod plain;
 mod scram;
 pub mod server;
 
+pub use channel_binding::ChannelBindings;
 pub use client::{plain_message, SaltedPasswordCache, ScramClient};
 pub use credentials::{normalize_password, Credentials, ScramKeys};
 pub use hash::ScramHash;

@@ -6,9 +6,6 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
-/// The channel binding type this server and client support (RFC 9266).
-pub(crate) const TLS_EXPORTER: &str = "tls-exporter";
-
 /// The gs2-cbind-flag of a client-first-message (RFC 5802 §7).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) enum CbFlag {

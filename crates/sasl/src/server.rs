@@ -18,10 +18,11 @@ use std::sync::OnceLock;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
+use crate::channel_binding::ChannelBindings;
 use crate::credentials::{dummy_verify, normalize_password, SALT_LEN};
 use crate::hash::{xor, ScramHash};
 use crate::plain::{self, PlainMessage};
-use crate::scram::{self, b64, CbFlag, TLS_EXPORTER};
+use crate::scram::{self, b64, CbFlag};
 use crate::{Credentials, Failure, Mechanism, ScramKeys, Step, DEFAULT_ITERATIONS};
 
 /// Random bytes in a server nonce (encoded as 32 base64 characters).
@@ -34,7 +35,7 @@ const NONCE_BYTES: usize = 24;
 /// and further calls return [`Failure::MalformedRequest`].
 pub struct ServerSession {
     mech: Mechanism,
-    channel_binding: Option<Vec<u8>>,
+    channel_binding: ChannelBindings,
     plus_advertised: bool,
     server_nonce: String,
     /// XEP-0474 (SSDP): what the server offered on this stream, hashed into `d=` of the
@@ -83,9 +84,11 @@ struct ScramExchange {
 impl ServerSession {
     /// Starts an exchange for the `<auth mechanism=…/>` the client sent.
     ///
-    /// - `channel_binding`: the `tls-exporter` keying material (RFC 9266) when the TLS
-    ///   connection offers it (TLS 1.3), `None` otherwise. A `-PLUS` mechanism without it
-    ///   fails with [`Failure::InvalidMechanism`] (it should not have been advertised).
+    /// - `channel_binding`: what the TLS connection can bind to (`tls-exporter` on TLS 1.3,
+    ///   `tls-server-end-point` where the certificate is known), empty otherwise; a
+    ///   `-PLUS` exchange binds to the type its gs2 header names. A `-PLUS` mechanism
+    ///   without any fails with [`Failure::InvalidMechanism`] (it should not have been
+    ///   advertised).
     /// - `plus_advertised`: whether the server advertised any `-PLUS` mechanism on this
     ///   stream, for the downgrade check of the `y` flag (RFC 5802 §6).
     /// - `initial_response`: the decoded `<auth/>` text; empty means no initial response,
@@ -93,7 +96,7 @@ impl ServerSession {
     ///   message in [`ServerSession::respond`].
     pub fn start(
         mech: Mechanism,
-        channel_binding: Option<Vec<u8>>,
+        channel_binding: impl Into<ChannelBindings>,
         plus_advertised: bool,
         initial_response: &[u8],
     ) -> (ServerSession, Step) {
@@ -101,7 +104,7 @@ impl ServerSession {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         Self::start_with_nonce(
             mech,
-            channel_binding,
+            channel_binding.into(),
             plus_advertised,
             initial_response,
             b64(&nonce),
@@ -111,7 +114,7 @@ impl ServerSession {
     /// [`ServerSession::start`] with a given server nonce, for test vectors.
     pub(crate) fn start_with_nonce(
         mech: Mechanism,
-        channel_binding: Option<Vec<u8>>,
+        channel_binding: ChannelBindings,
         plus_advertised: bool,
         initial_response: &[u8],
         server_nonce: String,
@@ -130,7 +133,7 @@ impl ServerSession {
                 Step::Challenge(Vec::new())
             }
             None => session.plain_message(initial_response),
-            Some(_) if mech.is_plus() && session.channel_binding.is_none() => {
+            Some(_) if mech.is_plus() && session.channel_binding.is_empty() => {
                 Step::Failure(Failure::InvalidMechanism)
             }
             Some(hash) if initial_response.is_empty() => {
@@ -142,10 +145,9 @@ impl ServerSession {
         (session, step)
     }
 
-    /// Adds XEP-0474 downgrade protection to a SCRAM exchange: the server-first-message
-    /// carries `d=`, the base64 hash (the mechanism's own hash function) of the offered
-    /// `mechanisms` and `channel_bindings`, each sorted and joined with `,`, the two lists
-    /// separated by `|` (the binding part left out when there is none). The client compares
+    /// Adds XEP-0474 (0.4.0+) downgrade protection to a SCRAM exchange: the
+    /// server-first-message carries `h=`, the base64 hash (the mechanism's own hash function)
+    /// of [`ssdp_string`] of the offered `mechanisms` and `channel_bindings`. The client compares
     /// it with what it saw offered; as the server-first-message is part of the SCRAM
     /// AuthMessage, a man in the middle cannot change it without breaking the signature.
     /// Call it before the credentials are provided; it does nothing for PLAIN.
@@ -212,22 +214,24 @@ impl ServerSession {
             return Step::Failure(Failure::MalformedRequest);
         };
         let mut expected_cb = first.gs2_header.as_bytes().to_vec();
-        match (&first.cb_flag, self.mech.is_plus(), &self.channel_binding) {
-            (CbFlag::Used(name), true, Some(data)) if name == TLS_EXPORTER => {
-                expected_cb.extend_from_slice(data);
-            }
-            // Unsupported binding type (tls-unique, tls-server-end-point, …), binding asked
-            // for with a non-PLUS mechanism, or a PLUS mechanism without binding.
-            (CbFlag::Used(_), _, _) | (_, true, _) => {
+        let bindable = !self.channel_binding.is_empty();
+        match (&first.cb_flag, self.mech.is_plus()) {
+            (CbFlag::Used(name), true) => match self.channel_binding.data(name) {
+                Some(data) => expected_cb.extend_from_slice(data),
+                // A type this connection does not have (tls-unique, …).
+                None => return Step::Failure(Failure::MalformedRequest),
+            },
+            // Binding asked for with a non-PLUS mechanism, or a PLUS mechanism without.
+            (CbFlag::Used(_), false) | (_, true) => {
                 return Step::Failure(Failure::MalformedRequest)
             }
             // The client supports binding and believes the server does not, yet this server
             // offered -PLUS on a connection that has binding data: someone stripped the
             // -PLUS mechanisms on the way (RFC 5802 §6).
-            (CbFlag::SupportedNotUsed, false, Some(_)) if self.plus_advertised => {
+            (CbFlag::SupportedNotUsed, false) if bindable && self.plus_advertised => {
                 return Step::Failure(Failure::NotAuthorized)
             }
-            (CbFlag::SupportedNotUsed | CbFlag::No, false, _) => {}
+            (CbFlag::SupportedNotUsed | CbFlag::No, false) => {}
         }
         let username = first.username;
         self.state = State::ScramCredentials(ScramStart {
@@ -258,7 +262,7 @@ impl ServerSession {
         let mut server_first = format!("r={nonce},s={},i={}", b64(&keys.salt), keys.iterations);
         if let Some(ssdp) = &self.downgrade_protection {
             // RFC 5802 §7: extensions follow the iteration count.
-            server_first.push_str(",d=");
+            server_first.push_str(",h=");
             server_first.push_str(&b64(&hash.hash(ssdp.as_bytes())));
         }
         let challenge = server_first.clone().into_bytes();
@@ -308,16 +312,20 @@ fn scram_client_final(exchange: ScramExchange, msg: &[u8]) -> Step {
     }
 }
 
-/// The string XEP-0474 §3 hashes: sorted mechanisms, `|`, sorted channel-binding types.
+/// The string XEP-0474 "Server Sends Downgrade Protection Hash" hashes (0.4.0+): the
+/// mechanisms sorted by octet and joined with %x1E, then — when channel-binding types were
+/// advertised (XEP-0440) — %x1F and the types, sorted and joined with %x1E. (The delimiters
+/// cannot occur in XML, so no name can fake them; 0.3 used `,` and `|`.)
 pub fn ssdp_string(mechanisms: &[&str], channel_bindings: &[&str]) -> String {
-    let mut mechs = mechanisms.to_vec();
-    mechs.sort_unstable();
-    let mut s = mechs.join(",");
+    let sorted = |names: &[&str]| {
+        let mut v = names.to_vec();
+        v.sort_unstable();
+        v.join("\u{1e}")
+    };
+    let mut s = sorted(mechanisms);
     if !channel_bindings.is_empty() {
-        let mut cbs = channel_bindings.to_vec();
-        cbs.sort_unstable();
-        s.push('|');
-        s.push_str(&cbs.join(","));
+        s.push('\u{1f}');
+        s.push_str(&sorted(channel_bindings));
     }
     s
 }
@@ -380,7 +388,7 @@ impl fmt::Debug for ServerSession {
         };
         f.debug_struct("ServerSession")
             .field("mechanism", &self.mech)
-            .field("channel_binding", &self.channel_binding.is_some())
+            .field("channel_binding", &self.channel_binding)
             .field("plus_advertised", &self.plus_advertised)
             .field("state", &state)
             .finish()
@@ -418,7 +426,7 @@ mod tests {
     ) {
         let (mut s, step) = ServerSession::start_with_nonce(
             mech,
-            None,
+            ChannelBindings::default(),
             false,
             client_first.as_bytes(),
             server_nonce.into(),
@@ -489,7 +497,35 @@ mod tests {
         assert_ne!(a.stored_key, b.stored_key);
     }
 
-    /// XEP-0474: `d=` follows the iteration count and hashes the sorted offer.
+    /// A -PLUS exchange binds to the type its gs2 header names, if the connection has it.
+    #[test]
+    fn binds_to_the_type_the_client_names() {
+        let end_point_only = || ChannelBindings {
+            exporter: None,
+            server_end_point: Some(vec![7; 32]),
+        };
+        let start = |first: &[u8]| {
+            ServerSession::start(Mechanism::ScramSha256Plus, end_point_only(), true, first).1
+        };
+        assert!(matches!(
+            start(b"p=tls-server-end-point,,n=u,r=abc"),
+            Step::NeedCredentials { .. }
+        ));
+        assert_eq!(
+            start(b"p=tls-exporter,,n=u,r=abc"),
+            Step::Failure(Failure::MalformedRequest)
+        );
+        // Binding data of either type is a reason to refuse `y` after -PLUS was offered.
+        let (_, step) = ServerSession::start(
+            Mechanism::ScramSha256,
+            end_point_only(),
+            true,
+            b"y,,n=u,r=a",
+        );
+        assert_eq!(step, Step::Failure(Failure::NotAuthorized));
+    }
+
+    /// XEP-0474: `h=` follows the iteration count and hashes the sorted offer.
     #[test]
     fn downgrade_protection_in_server_first() {
         assert_eq!(
@@ -497,18 +533,27 @@ mod tests {
                 &["SCRAM-SHA-256", "PLAIN", "SCRAM-SHA-1"],
                 &["tls-exporter"]
             ),
-            "PLAIN,SCRAM-SHA-1,SCRAM-SHA-256|tls-exporter"
+            "PLAIN\u{1e}SCRAM-SHA-1\u{1e}SCRAM-SHA-256\u{1f}tls-exporter"
         );
         assert_eq!(ssdp_string(&["SCRAM-SHA-1"], &[]), "SCRAM-SHA-1");
+        // The XEP's own example (0.5.0 "Full Example").
+        let example = ssdp_string(
+            &["SCRAM-SHA-1-PLUS", "SCRAM-SHA-1"],
+            &["tls-server-end-point", "tls-exporter"],
+        );
+        assert_eq!(
+            b64(&ScramHash::Sha1.hash(example.as_bytes())),
+            "G6k/rBLDqgOhRRaCuuatSDFkJ08="
+        );
         let creds = creds_with_salt(ScramHash::Sha256, "pencil", "W22ZaJ0SNY7soEsUEjb6gQ==");
         let (mut s, _) = ServerSession::start(Mechanism::ScramSha256, None, false, b"n,,n=u,r=abc");
         s.protect_downgrade(&["SCRAM-SHA-256", "PLAIN"], &[]);
         let Step::Challenge(first) = s.provide_credentials(Some(&creds)) else {
             panic!("no challenge");
         };
-        let want = b64(&ScramHash::Sha256.hash(b"PLAIN,SCRAM-SHA-256"));
+        let want = b64(&ScramHash::Sha256.hash(b"PLAIN\x1eSCRAM-SHA-256"));
         let first = String::from_utf8(first).unwrap();
-        assert!(first.ends_with(&format!(",i=4096,d={want}")), "{first}");
+        assert!(first.ends_with(&format!(",i=4096,h={want}")), "{first}");
     }
 
     #[test]

@@ -312,6 +312,7 @@ async fn serve(
         sm,
         connections: rookery_c2s::ConnectionCap::with_limits(cfg.c2s.connection_limits()),
         fast: Some(Arc::new(wiring::fast::StoreTokens(store.clone()))),
+        cert: Some(tls.cert.clone()),
     });
     let mut tasks = Vec::new();
     let mut federation = None;

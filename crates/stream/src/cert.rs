@@ -15,6 +15,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use crate::transport::Transport;
+
 /// The current certificate chain and key, for every handshake: the default one and, for
 /// virtual hosting, one per hosted domain, picked by the name the client asked for (SNI).
 #[derive(Debug)]
@@ -97,6 +99,27 @@ impl LiveCert {
     /// The certificate served now to a client asking for `name` (SNI).
     pub fn for_name(&self, name: &str) -> Arc<CertifiedKey> {
         self.current.load().for_name(name).clone()
+    }
+
+    /// The RFC 5929 `tls-server-end-point` binding of a connection we accepted with TLS: the
+    /// hash of the certificate its SNI name (or its lack of one) is served. Looked up again,
+    /// as rustls does not say which one the handshake used: a reload in between would give
+    /// the new one, and that connection's -PLUS exchange fails (the client may retry).
+    pub fn server_end_point(&self, transport: &Transport) -> Option<Vec<u8>> {
+        let Transport::Tls(tls) = transport else {
+            return None;
+        };
+        self.end_point_for(tls.get_ref().1.server_name())
+    }
+
+    /// The `tls-server-end-point` binding of the certificate served to a handshake that
+    /// asked for `sni` (or for no name).
+    pub fn end_point_for(&self, sni: Option<&str>) -> Option<Vec<u8>> {
+        let key = match sni {
+            Some(name) => self.for_name(name),
+            None => self.current(),
+        };
+        rookery_sasl::channel_binding::tls_server_end_point(key.cert.first()?)
     }
 }
 

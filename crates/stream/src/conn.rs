@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use rookery_proto::{ns, stream, Stanza, StanzaParseError, StreamError, StreamErrorCondition};
+use rookery_sasl::ChannelBindings;
 use rookery_xml::{Element, Event, Limits, StreamHeader, StreamParser};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
@@ -76,14 +77,14 @@ struct MessageIo {
     reading: bool,
     tls: bool,
     secure: bool,
-    channel_binding: Option<[u8; 32]>,
+    channel_binding: ChannelBindings,
     kind: rookery_core::Transport,
 }
 
 /// A connection of any kind (client, server, component).
 pub struct Conn {
     /// The transport and its framing. Private: callers ask the connection (`is_tls`,
-    /// `is_secure`, `channel_binding`, `transport`), so every framing can answer.
+    /// `is_secure`, `channel_bindings`, `transport`), so every framing can answer.
     io: Io,
     /// The peer address.
     pub peer: SocketAddr,
@@ -252,11 +253,13 @@ impl Conn {
         }
     }
 
-    /// The RFC 9266 `tls-exporter` channel binding, when the connection has one.
-    pub fn channel_binding(&self) -> Option<Vec<u8>> {
+    /// The channel bindings the connection has: a TLS stream's `tls-exporter` (the role
+    /// that knows the certificate it served adds `tls-server-end-point`), or what the
+    /// message framing's adapter vouched for.
+    pub fn channel_bindings(&self) -> ChannelBindings {
         match &self.io {
-            Io::Stream(t) => t.channel_binding(),
-            Io::Messages(m) => m.channel_binding.map(Vec::from),
+            Io::Stream(t) => ChannelBindings::exporter(t.channel_binding()),
+            Io::Messages(m) => m.channel_binding.clone(),
         }
     }
 
@@ -722,7 +725,7 @@ mod tests {
             ns::CLIENT,
         );
         assert!(conn.is_secure() && !conn.is_tls() && !conn.can_start_tls());
-        assert!(conn.channel_binding().is_none());
+        assert!(conn.channel_bindings().is_empty());
         conn.write(b"<a/>").await.unwrap();
         let mut got = [0u8; 4];
         peer.read_exact(&mut got).await.unwrap();
@@ -740,7 +743,7 @@ mod tests {
             transport: Box::new(crate::channels::Channels::new(incoming, outgoing)),
             tls: false,
             secure: true,
-            channel_binding: None,
+            channel_binding: ChannelBindings::default(),
             kind: rookery_core::Transport::WebSocket,
         };
         let peer = "127.0.0.1:1".parse().unwrap();

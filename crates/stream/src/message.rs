@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use rookery_proto::{ns, StreamError, StreamErrorCondition};
+use rookery_sasl::ChannelBindings;
 use rookery_xml::{Element, Event, StreamHeader, StreamParser};
 
 /// The namespace of RFC 7395's `<open/>` and `<close/>` (§3.3.2).
@@ -87,11 +88,11 @@ pub struct Messages {
     /// STARTTLS: HTTPS, loopback, or a trusted TLS-terminating proxy in front. Negotiation
     /// treats such a stream as encrypted (PLAIN allowed, no STARTTLS offered).
     pub secure: bool,
-    /// The RFC 9266 `tls-exporter` channel binding of the TLS connection the messages
-    /// travel on, when the adapter can vouch that the stream lives on that one connection
-    /// and that its TLS was terminated by us for the client itself (a WebSocket over our
-    /// HTTPS listener). `None` offers no SCRAM -PLUS.
-    pub channel_binding: Option<[u8; 32]>,
+    /// The channel bindings (`tls-exporter`, `tls-server-end-point`) of the TLS connection
+    /// the messages travel on, when the adapter can vouch that the stream lives on that one
+    /// connection and that its TLS was terminated by us for the client itself (a WebSocket
+    /// over our HTTPS listener). Empty offers no SCRAM -PLUS.
+    pub channel_binding: ChannelBindings,
     /// What the core calls this transport (admin API, metrics).
     pub kind: rookery_core::Transport,
 }

@@ -372,7 +372,7 @@ fn create(
         // possibly through another proxy), so no one TLS connection's exporter belongs to
         // the session. Binding to the connection of the session's first request would let a
         // later request on another connection continue it unbound — not a binding at all.
-        channel_binding: None,
+        channel_binding: Default::default(),
         kind: rookery_core::Transport::Bosh,
     };
     let conn = Conn::framed(messages, client, Limits::PRE_AUTH, domain, ns::CLIENT);

@@ -25,9 +25,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use rookery_http::Peer;
 use rookery_proto::ns;
+use rookery_sasl::ChannelBindings;
 use rookery_stream::listen::Permit;
 use rookery_stream::message::NS_FRAMING;
-use rookery_stream::{Conn, Frame, Messages};
+use rookery_stream::{Conn, Frame, LiveCert, Messages};
 use rookery_xml::{Element, Limits};
 use tracing::Instrument;
 
@@ -92,7 +93,8 @@ pub async fn upgrade(
     };
     let limit = ctx.c2s.config.max_stanza_bytes;
     let secure = peer.tls || peer.addr.ip().is_loopback() || ctx.config.behind_tls_proxy;
-    let channel_binding = channel_binding(&peer, &ctx.config.trusted_proxies);
+    let channel_binding =
+        channel_binding(&peer, &ctx.config.trusted_proxies, ctx.c2s.cert.as_deref());
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER)
@@ -110,18 +112,26 @@ pub async fn upgrade(
         })
 }
 
-/// The RFC 9266 `tls-exporter` channel binding a WebSocket's stream offers SCRAM -PLUS (and
-/// XEP-0440, SASL2's and FAST's bound mechanisms) with: the exporter of the HTTPS connection
-/// the WebSocket was upgraded from — sound, since the stream lives on that one TLS
-/// connection from the upgrade to its end. None on plain HTTP (behind a TLS-terminating
-/// proxy the client's TLS is the proxy's, whose exporter we cannot know), and none when the
-/// TLS peer is a trusted proxy re-encrypting to us: the binding would be the proxy's, and a
-/// client's -PLUS would fail against it.
-fn channel_binding(peer: &Peer, trusted_proxies: &[std::net::IpAddr]) -> Option<[u8; 32]> {
-    if trusted_proxies.contains(&peer.addr.ip()) {
-        return None;
+/// The channel bindings a WebSocket's stream offers SCRAM -PLUS (and XEP-0440, SASL2's and
+/// FAST's bound mechanisms) with: those of the HTTPS connection the WebSocket was upgraded
+/// from — its RFC 9266 `tls-exporter` and the RFC 5929 `tls-server-end-point` of the
+/// certificate `cert` served it — sound, since the stream lives on that one TLS connection
+/// from the upgrade to its end. None on plain HTTP (behind a TLS-terminating proxy the
+/// client's TLS is the proxy's, which we cannot know), and none when the TLS peer is a
+/// trusted proxy re-encrypting to us: the binding would be the proxy's, and a client's
+/// -PLUS would fail against it.
+fn channel_binding(
+    peer: &Peer,
+    trusted_proxies: &[std::net::IpAddr],
+    cert: Option<&LiveCert>,
+) -> ChannelBindings {
+    if !peer.tls || trusted_proxies.contains(&peer.addr.ip()) {
+        return ChannelBindings::default();
     }
-    peer.tls_exporter
+    ChannelBindings {
+        exporter: peer.tls_exporter.map(Vec::from),
+        server_end_point: cert.and_then(|c| c.end_point_for(peer.tls_server_name.as_deref())),
+    }
 }
 
 /// Runs one upgraded WebSocket: the c2s stream on a message-framed `Conn` whose transport
@@ -135,7 +145,7 @@ async fn serve(
     client: SocketAddr,
     tls: bool,
     secure: bool,
-    channel_binding: Option<[u8; 32]>,
+    channel_binding: ChannelBindings,
 ) {
     let span = tracing::info_span!("websocket", peer = %client, jid = tracing::field::Empty);
     if let Some(uri) = &ctx.config.websocket_see_other_uri {
@@ -245,11 +255,17 @@ mod tests {
             addr: SocketAddr::new(ip.parse().unwrap(), 443),
             tls: true,
             tls_exporter,
+            tls_server_name: None,
         };
         let proxy: std::net::IpAddr = "10.0.0.1".parse().unwrap();
         let cb = Some([7u8; 32]);
-        assert_eq!(channel_binding(&peer("192.0.2.1", cb), &[proxy]), cb);
-        assert_eq!(channel_binding(&peer("10.0.0.1", cb), &[proxy]), None);
-        assert_eq!(channel_binding(&peer("192.0.2.1", None), &[]), None);
+        let exporter =
+            |p: &Peer, proxies: &[std::net::IpAddr]| channel_binding(p, proxies, None).exporter;
+        assert_eq!(
+            exporter(&peer("192.0.2.1", cb), &[proxy]),
+            Some(vec![7; 32])
+        );
+        assert_eq!(exporter(&peer("10.0.0.1", cb), &[proxy]), None);
+        assert_eq!(exporter(&peer("192.0.2.1", None), &[]), None);
     }
 }

@@ -27,6 +27,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 
 use rookery_proto::{StreamError, StreamErrorCondition as SEC};
+use rookery_sasl::ChannelBindings;
 use rookery_xml::{Element, Event, Limits, StreamHeader};
 
 use crate::conn::{Conn, ConnError};
@@ -39,10 +40,10 @@ pub enum Input<R> {
     /// A top-level element.
     Element(Element),
     /// The TLS handshake asked for by [`Action::StartTls`] succeeded; the stream starts over
-    /// (RFC 6120 §5.4.3.3). Carries the RFC 9266 channel binding of the new session, if any.
+    /// (RFC 6120 §5.4.3.3). Carries the channel bindings of the new session (XEP-0440).
     TlsDone {
-        /// `tls-exporter` bytes (TLS 1.3 only).
-        channel_binding: Option<Vec<u8>>,
+        /// What the new session can bind to ([`Effects::channel_bindings`]).
+        channel_binding: ChannelBindings,
     },
     /// The answer to an [`Action::Request`].
     Reply(R),
@@ -111,6 +112,12 @@ pub trait Effects<M: Machine> {
 
     /// Runs the TLS handshake on `conn` (server or client side, as the role is).
     fn start_tls(&mut self, conn: Conn) -> impl Future<Output = Result<Conn, ConnError>> + Send;
+
+    /// What `conn` can bind to: [`Conn::channel_bindings`], by default; a role that knows
+    /// the certificate it served adds `tls-server-end-point`.
+    fn channel_bindings(&self, conn: &Conn) -> ChannelBindings {
+        conn.channel_bindings()
+    }
 }
 
 /// The stream error for an input of the wrong kind: an element where a header belongs.
@@ -160,7 +167,7 @@ where
                     let tls = effects.start_tls(plain).await?;
                     tracing::debug!("TLS established");
                     inputs.push_back(Input::TlsDone {
-                        channel_binding: tls.channel_binding(),
+                        channel_binding: effects.channel_bindings(&tls),
                     });
                     *holder = Some(tls);
                 }

@@ -66,7 +66,10 @@ impl Progress {
     pub fn from_step_in(step: Step, ns: &str) -> Progress {
         match step {
             Step::Challenge(data) => {
-                let text = if data.is_empty() {
+                let text = if data.is_empty() && ns == ns::SASL {
+                    // RFC 6120 §6.4.2: "=" for empty data. SASL2 has no such convention
+                    // (XEP-0388 "SASL Data Encoding": an empty element is the empty
+                    // string), so there the base64 of nothing, "", is sent.
                     "=".to_string()
                 } else {
                     B64.encode(&data)
@@ -263,6 +266,13 @@ mod tests {
         let (server, step) = ServerSession::start(Mechanism::Plain, None, false, b"");
         let p = Progress::from_step(step);
         assert_eq!(p, Progress::Challenge(el("challenge", "=")));
+        // In SASL2 an empty challenge is an empty element.
+        let sasl2 =
+            Progress::from_step_in(Step::Challenge(Vec::new()), crate::negotiation::sasl2::NS);
+        assert!(
+            matches!(&sasl2, Progress::Challenge(c) if c.text().is_empty()),
+            "{sasl2:?}"
+        );
         let mut x = Exchange::new(server);
         assert_eq!(
             x.element(&el("response", "AGFsaWNlAHNlY3JldA==")),

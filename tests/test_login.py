@@ -254,6 +254,24 @@ async def test_unknown_and_plus_without_binding_mechanisms(server):
     c.abort()
 
 
+async def test_a_stream_from_another_domain_is_invalid_from(server):
+    """XEP-0388 "SASL mechanism negotiation" (RFC 6120 §4.9.3.9): a header whose `from`
+    names an address of another domain than its `to` — or is no address — is refused with
+    `invalid-from`; one of the domain asked for is answered as usual."""
+    for bad in ("bob@other.example", "not@an@address"):
+        c = server.client()
+        c.stream_from = bad
+        await c.connect()
+        with pytest.raises(StreamError) as e:
+            await c.open_stream()
+        assert e.value.condition == "invalid-from", bad
+    c = server.client()
+    c.stream_from = server.jid("alice")
+    await c.connect()
+    await c.open_stream()
+    c.abort()
+
+
 async def test_wrong_stream_host_is_refused(server):
     c = server.client()
     await c.connect()

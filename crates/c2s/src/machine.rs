@@ -361,6 +361,18 @@ impl<P: Policy> C2sMachine<P> {
         if !ok {
             return actions;
         }
+        // XEP-0388 "SASL mechanism negotiation": a `from` naming an account of another
+        // domain than the one asked for (or no JID at all) is `invalid-from` (RFC 6120
+        // §4.9.3.9); the mechanisms offered are those of the account it names.
+        if let Some(from) = self.stream_from.as_deref().filter(|_| self.user.is_none()) {
+            if Jid::parse(from).map_or(true, |j| j.domain() != self.host) {
+                actions.push(fail(
+                    SEC::InvalidFrom,
+                    "the stream's from is not an address of the domain asked for",
+                ));
+                return actions;
+            }
+        }
         if !self.secure && self.policy.config().require_encryption {
             if !self.can_start_tls {
                 actions.push(fail(

@@ -1373,3 +1373,27 @@ async def test_outbound_presence_to_a_blocked_jid_is_refused(server):
     assert not [e for e in b.seen if local(e) == "presence"], "nothing reached bob"
     for p in (a, b):
         await p.close()
+
+
+async def test_a_stored_request_keeps_only_what_a_client_shows(server):
+    """RFC 6121 §3.1.3 stores a request until it is answered; what is kept of it is its
+    `<status/>` and XEP-0172 `<nick/>` (within 4 KiB), not whatever else its sender put in
+    (up to its stanza limit), which every login would be sent again."""
+    a, b = await peer(server, "alice"), await peer(server, "bob")
+    a.presence("carol@localhost", "subscribe",
+               extra="<status>let me in</status><nick xmlns='http://jabber.org/protocol/nick'>"
+                     f"Al</nick><x xmlns='urn:example:junk'>{'j' * 20000}</x>")
+    b.presence("carol@localhost", "subscribe", extra=f"<status>{'s' * 8000}</status>")
+    for p in (a, b):
+        await p.sync()
+    c = await peer(server, "carol")
+    await c.until(is_presence("subscribe", "bob@localhost"), "bob's request")
+    await c.until(is_presence("subscribe", "alice@localhost"), "alice's request")
+    got = c.take(is_presence("subscribe", "alice@localhost"))[0]
+    assert got.findtext(tag(NS_CLIENT, "status")) == "let me in"
+    assert got.findtext("{http://jabber.org/protocol/nick}nick") == "Al"
+    assert got.find("{urn:example:junk}x") is None
+    got = c.take(is_presence("subscribe", "bob@localhost"))[0]
+    assert list(got) == []
+    for p in (a, b, c):
+        await p.close()

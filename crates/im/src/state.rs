@@ -36,6 +36,7 @@ use rookery_jid::{BareJid, Jid};
 use rookery_proto::Stanza;
 use rookery_store::rosters::{Request, RosterItem};
 use rookery_store::{Store, StoreError};
+use rookery_xml::{Element, CONTENT_NS};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::caps::{CapsCache, RemoteCaps};
@@ -433,7 +434,7 @@ impl Im {
         let rosters = self.store.rosters();
         let had = match stanza {
             Some(s) => {
-                let xml = String::from_utf8_lossy(&s.to_bytes()).into_owned();
+                let xml = String::from_utf8_lossy(&stored_request(s).to_bytes()).into_owned();
                 let had = self.has_pending_in(owner, contact).await?;
                 rosters
                     .set_pending_in(domain, user, contact.as_str(), &xml)
@@ -585,4 +586,26 @@ pub fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 /// Writes a lock, recovering from poisoning.
 pub fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// XEP-0172 user nickname, which a subscription request may carry.
+const NICK: &str = "http://jabber.org/protocol/nick";
+
+/// Most bytes of a stored subscription request with its status and nickname; a larger one
+/// is stored without them.
+const MAX_STORED_REQUEST: usize = 4096;
+
+/// What of an inbound subscription request is stored until it is answered (RFC 6121
+/// §3.1.3): the stanza with only what a client shows of it — its `<status/>` and an
+/// XEP-0172 `<nick/>` — within [`MAX_STORED_REQUEST`]. Another server may send a request as
+/// large as its stanza limit: kept whole, the requests of every address at a hostile domain
+/// would be stored and replayed at each login that large.
+fn stored_request(request: &Stanza) -> Stanza {
+    let shown = |c: &Element| c.is("status", CONTENT_NS) || c.is("nick", NICK);
+    let mut el = request.element().clone();
+    el.remove_children_where(|c| !shown(c));
+    if el.to_bytes().len() > MAX_STORED_REQUEST {
+        el.remove_children_where(|_| true);
+    }
+    Stanza::from_element(el).unwrap_or_else(|_| request.clone())
 }

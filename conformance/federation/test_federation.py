@@ -318,7 +318,8 @@ def nick_of(el) -> str | None:
 
 async def test_pep_last_item_to_a_remote_contact_coming_online(rookery, peer):
     """XEP-0163 §4.3.2 across servers: a remote contact's resource that comes online with
-    +notify gets the last published item from Rookery, learnt from its presence alone."""
+    +notify gets the last published item from Rookery, learnt from its presence alone —
+    also while the publishing account is offline."""
     # A pair no other test subscribes, so the handshake below is a fresh one.
     a = await pep_client(rookery, "alice")
     try:
@@ -326,7 +327,7 @@ async def test_pep_last_item_to_a_remote_contact_coming_online(rookery, peer):
     except BaseException:
         await a.close()
         raise
-    b2 = None
+    b2 = b3 = None
     try:
         ajid, bjid = rookery.jid("alice"), peer.jid("alice")
         a.send_presence(pto=bjid, ptype="subscribe")
@@ -342,8 +343,16 @@ async def test_pep_last_item_to_a_remote_contact_coming_online(rookery, peer):
         await b2.inbox.wait(lambda el: el.get("from", "").startswith(ajid)
                             and nick_of(el) == nick, WAIT,
                             what="the last item sent to the new resource")
+        # The owner gone (PEP does not tie notifications to its presence, §3): a resource
+        # coming online now is owed the last item all the same — a new OMEMO device list.
+        await a.close()
+        await asyncio.sleep(1)
+        b3 = await pep_client(peer, "alice", resource="pep3")
+        await b3.inbox.wait(lambda el: el.get("from", "").startswith(ajid)
+                            and nick_of(el) == nick, WAIT,
+                            what="the last item of an owner who is offline")
     finally:
-        await close(*(c for c in (a, b, b2) if c is not None))
+        await close(*(c for c in (a, b, b2, b3) if c is not None))
 
 
 async def test_component_reachable_from_a_remote_server(rookery, peer):

@@ -3,7 +3,7 @@
 //!
 //! - Each available local resource's `node#ver` is kept in its session state.
 //! - Resources on other servers are tracked from the presence their servers send to local
-//!   accounts that have them in the roster ([`observe_remote`]): `node#ver` per remote full
+//!   accounts that have them in the roster, online or not ([`observe_remote`]): `node#ver` per remote full
 //!   JID while it is available, forgotten on `unavailable` (or a presence error). The map is
 //!   bounded ([`RemoteCaps`]), since nothing guarantees that a remote server ever tells us a
 //!   resource went away (a lost s2s stream loses the unavailable presence).
@@ -379,12 +379,14 @@ pub async fn observe(im: &Arc<Im>, core: &Arc<Core>, from: &Jid, stanza: &Stanza
 }
 
 /// Records the caps in presence that the resource of another server `stanza.from()` sent to
-/// the local account `owner`: kept while it is available, if `owner` is online and has it
-/// in the roster (strangers' directed presence is not tracked; an offline owner publishes
-/// nothing, and its probes at login bring the contact's presence again); forgotten on
-/// `unavailable` or an error, whoever receives it. [`Event::ResourceCaps`] (for `owner`)
-/// once the capabilities of a tracked resource are known — also when this presence was not
-/// the one that got it tracked (`owner` offline, or without it in the roster).
+/// the local account `owner`: kept while it is available, if `owner` has it in the roster
+/// (strangers' directed presence is not tracked), whether or not `owner` is online — PEP
+/// does not tie notifications to the publisher's presence (XEP-0163 §3): a contact coming
+/// online while the owner is away is owed the owner's last items all the same (§4.3.2), a
+/// new OMEMO device list above all; forgotten on `unavailable` or an error, whoever
+/// receives it. [`Event::ResourceCaps`] (for `owner`) once the capabilities of a tracked
+/// resource are known — also when this presence was not the one that got it tracked
+/// (`owner` without it in the roster).
 ///
 /// Only presence addressed to the bare JID comes here, which is how servers send broadcasts
 /// and probe answers (RFC 6121 §4.2.2, §4.3.2; our probes come from the bare JID).
@@ -400,14 +402,13 @@ pub async fn observe_remote(im: &Arc<Im>, core: &Arc<Core>, owner: &BareJid, sta
     let Some(announced) = announced(from, stanza) else {
         return im.remote_caps.forget(from);
     };
-    let track = core.has_sessions(owner)
-        && match im.roster_item(owner, &from.to_bare()).await {
-            Ok(item) => item.is_some(),
-            Err(e) => {
-                tracing::error!(error = %e, "roster lookup for remote caps failed");
-                false
-            }
-        };
+    let track = match im.roster_item(owner, &from.to_bare()).await {
+        Ok(item) => item.is_some(),
+        Err(e) => {
+            tracing::error!(error = %e, "roster lookup for remote caps failed");
+            false
+        }
+    };
     if track {
         im.remote_caps.set(from, Arc::from(announced.key.as_str()));
     }

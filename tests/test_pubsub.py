@@ -994,20 +994,23 @@ async def test_notification_ids_differ_across_a_restart(server):
 async def test_pep_bare_subscriber_notified_on_its_interested_resources_only(server, clients):
     """XEP-0163 §4.3.2 (3): a subscriber by bare JID whose available resources show their
     interest (caps with node+notify) gets one notification on each of those, not on the
-    others."""
+    others — the last item that answers the subscription as well as later ones."""
     a = await clients("alice")
     me, node = server.jid("alice"), "urn:x:p5"
-    await a.plugin["xep_0060"].publish(me, node, payload=payload("first", node),
+    await a.plugin["xep_0060"].publish(me, node, id="p0", payload=payload("first", node),
                                        options=publish_options(access_model="open"), timeout=T)
     c1 = await clients("carol", "r1", presence=False)
     c1.plugin["xep_0163"].add_interest(node)
     await asyncio.sleep(0.5)
     c1.send_presence()
     c2 = await clients("carol", "r2")
-    await raw_iq(c1, "set", me, f"<pubsub xmlns='{NS}'><subscribe node='{node}' "
-                                f"jid='{server.jid('carol')}'/></pubsub>")
     # The server resolves both resources' caps (disco#info to them).
     await asyncio.sleep(1.0)
+    await raw_iq(c1, "set", me, f"<pubsub xmlns='{NS}'><subscribe node='{node}' "
+                                f"jid='{server.jid('carol')}'/></pubsub>")
+    last = await c1.inbox.wait(event(node, "item", me, "p0"), T, "the last item")
+    assert last.get("to") == c1.boundjid.full
+    assert await absent(c2, event(node, "item", me, "p0"))
     await a.plugin["xep_0060"].publish(me, node, id="p5", payload=payload("x", node), timeout=T)
     await c1.inbox.wait(event(node, "item", me, "p5"), T, "at the interested resource")
     assert await absent(c2, event(node, "item", me, "p5"))

@@ -173,27 +173,70 @@ impl PepBroadcaster {
     /// want `node`; none when some of its sessions are bound on another node of a cluster
     /// (their presence is known there only: the bare JID reaches them).
     fn interested_resources(&self, core: &Arc<Core>, bare: &BareJid, node: &str) -> Vec<Jid> {
-        let wants = |j: &Jid| {
-            self.interest
-                .wanted_nodes(j)
-                .is_some_and(|w| w.iter().any(|w| w == node))
-        };
-        if !core.is_local_domain(bare.domain()) {
-            let mut v = self.interest.available_resources(core, bare);
-            v.retain(wants);
-            return v;
-        }
-        let sessions = core.sessions_of(bare);
-        if sessions.iter().any(|(h, _)| h.is_remote()) {
-            return Vec::new();
-        }
-        sessions
-            .into_iter()
-            .filter(|(_, p)| p.is_some_and(|p| p >= 0))
-            .map(|(h, _)| h.jid().clone())
-            .filter(|j| wants(j))
-            .collect()
+        interested_resources(self.interest.as_ref(), core, bare, node)
     }
+}
+
+/// The available resources of `bare` with a non-negative priority whose capabilities want
+/// `node`; none when some of its sessions are bound on another node of a cluster (their
+/// presence is known there only: the bare JID reaches them).
+fn interested_resources(
+    interest: &dyn Interest,
+    core: &Arc<Core>,
+    bare: &BareJid,
+    node: &str,
+) -> Vec<Jid> {
+    let wants = |j: &Jid| {
+        interest
+            .wanted_nodes(j)
+            .is_some_and(|w| w.iter().any(|w| w == node))
+    };
+    if !core.is_local_domain(bare.domain()) {
+        let mut v = interest.available_resources(core, bare);
+        v.retain(wants);
+        return v;
+    }
+    let sessions = core.sessions_of(bare);
+    if sessions.iter().any(|(h, _)| h.is_remote()) {
+        return Vec::new();
+    }
+    sessions
+        .into_iter()
+        .filter(|(_, p)| p.is_some_and(|p| p >= 0))
+        .map(|(h, _)| h.jid().clone())
+        .filter(|j| wants(j))
+        .collect()
+}
+
+/// A notification an IQ's answer carries (the last item after a subscription, §4.3.2)
+/// addressed as live ones are ([`PepBroadcaster`]'s subscribers): to a bare JID, one per
+/// resource that wants the node, the bare JID itself when none is known to.
+fn to_interested(interest: &dyn Interest, core: &Arc<Core>, m: Stanza) -> Vec<Stanza> {
+    let target = m
+        .to()
+        .filter(|t| t.is_bare() && t.local().is_some())
+        .map(Jid::to_bare);
+    let node = m
+        .element()
+        .get_child("event", pns::pubsub::EVENT)
+        .and_then(|e| e.get_child("items", pns::pubsub::EVENT))
+        .and_then(|i| i.attr("node"))
+        .map(str::to_owned);
+    let (Some(bare), Some(node)) = (target, node) else {
+        return vec![m];
+    };
+    let resources = interested_resources(interest, core, &bare, &node);
+    if resources.is_empty() {
+        return vec![m];
+    }
+    resources
+        .into_iter()
+        .map(|r| {
+            let mut copy = m.clone();
+            copy.set_to(r);
+            copy
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -462,7 +505,12 @@ impl Module for Pep {
             .cloned()
             .ok_or_else(|| PubsubError::BadRequest("no sender").to_stanza_error())?;
         let reply = crate::wire::handle(&self.engine, to, &from, iq).await?;
-        Ok(IqReply::new(reply.payload, reply.after))
+        let after = reply
+            .after
+            .into_iter()
+            .flat_map(|m| to_interested(self.interest.as_ref(), core, m))
+            .collect();
+        Ok(IqReply::new(reply.payload, after))
     }
 
     async fn hook(&self, core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {

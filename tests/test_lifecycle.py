@@ -2,6 +2,7 @@
 shutdown on SIGTERM, persistence across restarts, and the `rookery user` CLI."""
 import asyncio
 import signal
+import time
 
 import pytest
 
@@ -131,6 +132,30 @@ async def test_sigterm_ends_negotiating_streams_too(server):
     for c in (plain, tls, authed):
         assert await c.wait_closed() == ("system-shutdown", True)
     assert server.wait(15) == 0
+
+
+@pytest.mark.parametrize("stall", ["direct-tls-handshake", "http-body", "https-handshake"])
+async def test_sigterm_is_not_held_up_by_a_stalled_connection(server, stall):
+    """Nobody unauthenticated can delay a shutdown: a direct-TLS handshake that stalls after
+    a few bytes (it waited out the negotiation timeout), an HTTP request whose body never
+    comes (it held the c2s context the BOSH route shares until the request deadline,
+    90 s), an HTTPS handshake that stalls — each is cut when the server stops."""
+    port, data = {
+        "direct-tls-handshake": (server.direct_tls_port, b"\x16\x03\x01\x02\x00\x01"),
+        "http-body": (server.http_port,
+                      b"POST /http-bind HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                      b"\r\n<body"),
+        "https-handshake": (server.https_port, b"\x16\x03\x01\x02\x00\x01"),
+    }[stall]
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.wait(20) == 0
+    assert time.monotonic() - started < 12, "the shutdown waited for the stalled connection"
+    writer.close()
 
 
 async def test_sigterm_ends_server_to_server_streams_too(server_factory):

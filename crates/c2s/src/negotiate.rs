@@ -136,25 +136,31 @@ async fn establish(
     tcp: TcpStream,
     peer: SocketAddr,
     mode: Mode,
-    stopped: tokio::sync::watch::Receiver<()>,
+    mut stopped: tokio::sync::watch::Receiver<()>,
 ) -> Option<(Conn, Bound)> {
     tracing::debug!("accepted");
     let deadline = negotiation_deadline(ctx);
     let io = match mode {
         Mode::StartTls => Transport::Plain(tcp),
-        Mode::DirectTls => match tokio::time::timeout_at(
-            deadline,
-            TlsAcceptor::from(ctx.direct_tls.clone()).accept(tcp),
-        )
-        .await
-        {
-            Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
-            Ok(Err(e)) => {
+        // A handshake that stalls must not hold up a shutdown (as negotiation does not).
+        Mode::DirectTls => match tokio::select! {
+            r = tokio::time::timeout_at(
+                deadline,
+                TlsAcceptor::from(ctx.direct_tls.clone()).accept(tcp),
+            ) => Some(r),
+            _ = stopped.changed() => None,
+        } {
+            Some(Ok(Ok(tls))) => Transport::Tls(Box::new(tls)),
+            Some(Ok(Err(e))) => {
                 tracing::debug!(error = %e, "TLS handshake failed");
                 return None;
             }
-            Err(_) => {
+            Some(Err(_)) => {
                 tracing::debug!("TLS handshake timed out");
+                return None;
+            }
+            None => {
+                tracing::debug!("TLS handshake cut by the shutdown");
                 return None;
             }
         },

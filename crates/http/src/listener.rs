@@ -1,7 +1,7 @@
 //! The listener runner every HTTP listener shares: accept on a bound `TcpListener` (plain,
 //! or TLS with [`run_tls`]), serve each connection with hyper under the listener's limits,
 //! stop accepting when the server's shutdown signal fires and let the requests in flight
-//! finish (bounded).
+//! finish (bounded: what is still running after the drain is cut).
 //!
 //! Connections are served with upgrades enabled, so a handler can take the connection over
 //! (the public listener's WebSocket); an upgraded connection leaves the listener's count and
@@ -29,6 +29,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -153,8 +154,12 @@ async fn serve(
     let permits = Arc::new(Semaphore::new(max));
     // Told to every connection task when the shutdown signal fires.
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The connection tasks, to cut those still running after the drain.
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        // Finished tasks are reaped as new ones come, so the set holds the live ones.
+        while connections.try_join_next().is_some() {}
         let permit = tokio::select! {
             () = &mut shutdown => break,
             p = permits.clone().acquire_owned() => match p {
@@ -179,7 +184,7 @@ async fn serve(
         let tls = tls.clone();
         let stop = stop_rx.clone();
         let header_timeout = limits.header_read_timeout;
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let mut peer = Peer {
                 addr,
                 tls: tls.is_some(),
@@ -223,7 +228,14 @@ async fn serve(
         .await
         .is_err()
     {
-        tracing::debug!("http connections still open after the drain timeout");
+        // A request whose body never comes, a TLS handshake that stalls: cut, so that what
+        // they hold (the c2s context a BOSH request shares) does not keep the server from
+        // ending. Upgraded connections run in tasks of their own and are not cut here.
+        tracing::debug!(
+            connections = connections.len(),
+            "http connections still open after the drain timeout: cut"
+        );
+        connections.abort_all();
     }
 }
 

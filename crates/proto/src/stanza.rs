@@ -506,6 +506,8 @@ fn presence_type_attr(t: PresenceType) -> Option<&'static str> {
 /// The error version of `original`: same name and id, addresses swapped, payload kept.
 fn error_element(original: &Element, error: &StanzaError) -> Element {
     let mut el = original.clone();
+    // One `<error/>` (RFC 6120 §8.3.2): one the sender put in its request does not stay.
+    el.remove_children_where(|c| c.is("error", CONTENT_NS));
     let from = el.remove_attr("from");
     let to = el.remove_attr("to");
     if let Some(f) = from {
@@ -523,6 +525,28 @@ fn error_element(original: &Element, error: &StanzaError) -> Element {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn an_error_reply_carries_one_error() {
+        let el = rookery_xml::first_element(
+            b"<message xmlns='jabber:client' type='chat' from='a@localhost/r' \
+              to='b@localhost'><body>hi</body><error type='cancel'><bad-request \
+              xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>",
+            Limits::C2S,
+        )
+        .unwrap();
+        let message = Stanza::from_element(el).unwrap();
+        let reply = message
+            .error_reply(&StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
+            .unwrap();
+        let conditions: Vec<&str> = reply
+            .element()
+            .children()
+            .filter(|c| c.is("error", CONTENT_NS))
+            .flat_map(|e| e.children().map(Element::name))
+            .collect();
+        assert_eq!(conditions, ["service-unavailable"]);
+    }
 
     #[test]
     fn built_presence_equals_the_parsed_one() {

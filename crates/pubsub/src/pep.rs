@@ -141,23 +141,12 @@ impl PepBroadcaster {
         }
     }
 
-    /// The node's subscribers as addressed (XEP-0163 §4.3.2 "Number of Notifications"): a
-    /// full JID as subscribed (1); a bare JID whose available resources with a
-    /// non-negative priority show interest (`node+notify`) becomes one recipient per such
-    /// resource (3) — the bare JID would reach every resource, interested or not; without
-    /// that presence information, the bare JID (2).
+    /// The node's subscribers as addressed ([`addressed`], XEP-0163 §4.3.2 "Number of
+    /// Notifications").
     fn subscribers(&self, core: &Arc<Core>, n: &Notification) -> Vec<Recipient> {
         let mut out: Vec<Recipient> = Vec::with_capacity(n.recipients.len());
         for r in n.recipients.iter() {
-            let resources = if r.jid.is_bare() && r.jid.local().is_some() {
-                self.interested_resources(core, &r.jid.to_bare(), &n.node)
-            } else {
-                Vec::new()
-            };
-            if resources.is_empty() {
-                out.push(r.clone());
-            }
-            for jid in resources {
+            for jid in addressed(self.interest.as_ref(), core, &r.jid, &n.node) {
                 if !out.iter().any(|t| t.jid == jid) {
                     out.push(Recipient {
                         jid,
@@ -168,12 +157,23 @@ impl PepBroadcaster {
         }
         out
     }
+}
 
-    /// The available resources of `bare` with a non-negative priority whose capabilities
-    /// want `node`; none when some of its sessions are bound on another node of a cluster
-    /// (their presence is known there only: the bare JID reaches them).
-    fn interested_resources(&self, core: &Arc<Core>, bare: &BareJid, node: &str) -> Vec<Jid> {
-        interested_resources(self.interest.as_ref(), core, bare, node)
+/// Where a notification for `node` to the subscriber `jid` goes (XEP-0163 §4.3.2 "Number
+/// of Notifications"): a full JID as subscribed (1); a bare JID whose available resources
+/// with a non-negative priority show interest (`node+notify`), one per such resource (3) —
+/// the bare JID would reach every resource, interested or not; without that presence
+/// information, the bare JID (2).
+fn addressed(interest: &dyn Interest, core: &Arc<Core>, jid: &Jid, node: &str) -> Vec<Jid> {
+    let resources = if jid.is_bare() && jid.local().is_some() {
+        interested_resources(interest, core, &jid.to_bare(), node)
+    } else {
+        Vec::new()
+    };
+    if resources.is_empty() {
+        vec![jid.clone()]
+    } else {
+        resources
     }
 }
 
@@ -209,27 +209,18 @@ fn interested_resources(
 }
 
 /// A notification an IQ's answer carries (the last item after a subscription, §4.3.2)
-/// addressed as live ones are ([`PepBroadcaster`]'s subscribers): to a bare JID, one per
-/// resource that wants the node, the bare JID itself when none is known to.
+/// addressed as live ones are ([`addressed`]).
 fn to_interested(interest: &dyn Interest, core: &Arc<Core>, m: Stanza) -> Vec<Stanza> {
-    let target = m
-        .to()
-        .filter(|t| t.is_bare() && t.local().is_some())
-        .map(Jid::to_bare);
     let node = m
         .element()
         .get_child("event", pns::pubsub::EVENT)
         .and_then(|e| e.get_child("items", pns::pubsub::EVENT))
         .and_then(|i| i.attr("node"))
         .map(str::to_owned);
-    let (Some(bare), Some(node)) = (target, node) else {
+    let (Some(to), Some(node)) = (m.to().cloned(), node) else {
         return vec![m];
     };
-    let resources = interested_resources(interest, core, &bare, &node);
-    if resources.is_empty() {
-        return vec![m];
-    }
-    resources
+    addressed(interest, core, &to, &node)
         .into_iter()
         .map(|r| {
             let mut copy = m.clone();

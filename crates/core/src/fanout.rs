@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rookery_jid::{BareJid, Jid};
+use rookery_proto::stanza::is_stanza_id_by;
 use rookery_proto::{ns, MessageType, PresenceType, Stanza, StanzaKind};
 use rookery_xml::escape_into;
 
@@ -104,9 +105,7 @@ impl Template {
             return self.render(to.as_str());
         }
         let mut s = self.addressed(to);
-        s.remove_payload_where(|c| {
-            c.is("stanza-id", ns::SID) && c.attr("by") == Some(to.bare_str())
-        });
+        s.remove_payload_where(|c| is_stanza_id_by(c, to.bare_str()));
         Bytes::from(s.to_bytes())
     }
 

@@ -4,6 +4,7 @@
 //! (the ids themselves are `rookery_store::mam::ArchiveId`s, given by the archiver).
 
 use rookery_jid::BareJid;
+use rookery_proto::stanza::is_stanza_id_by;
 use rookery_proto::{MessageType, Stanza, StanzaKind};
 use rookery_xml::{Element, CONTENT_NS};
 
@@ -33,7 +34,7 @@ pub fn archivable(m: &Stanza) -> bool {
 /// archive may name itself, so one the sender put there is forged and must not be trusted
 /// (XEP-0359 §5), whether or not the message is archived; others (a room's) stay.
 pub fn unforged(mut m: Stanza, by: &BareJid) -> Stanza {
-    m.remove_payload_where(|c| c.is("stanza-id", ns::SID) && c.attr("by") == Some(by.as_str()));
+    m.remove_payload_where(|c| is_stanza_id_by(c, by.as_str()));
     m
 }
 
@@ -53,7 +54,7 @@ pub fn stamp(m: Stanza, by: &BareJid, id: &str) -> Stanza {
 pub fn stamped_id<'m>(m: &'m Stanza, by: &BareJid) -> Option<&'m str> {
     m.element()
         .children()
-        .find(|c| c.is("stanza-id", ns::SID) && c.attr("by") == Some(by.as_str()))
+        .find(|c| is_stanza_id_by(c, by.as_str()))
         .and_then(|c| c.attr("id"))
 }
 

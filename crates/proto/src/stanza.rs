@@ -401,9 +401,7 @@ impl Stanza {
         };
         let mut element = error_element(&self.element, error);
         if let Some(to) = &self.to {
-            element.remove_children_where(|c| {
-                c.is("stanza-id", ns::SID) && c.attr("by") == Some(to.bare_str())
-            });
+            element.remove_children_where(|c| is_stanza_id_by(c, to.bare_str()));
         }
         Some(Stanza {
             kind,
@@ -504,6 +502,13 @@ fn presence_type_attr(t: PresenceType) -> Option<&'static str> {
 }
 
 /// The error version of `original`: same name and id, addresses swapped, payload kept.
+/// Whether `el` is an XEP-0359 `<stanza-id/>` given in `by`'s name (an archive's or a
+/// room's): only `by` itself may give those, so one found elsewhere on a stanza addressed
+/// to `by` or passing through it is forged (§4 rule 2).
+pub fn is_stanza_id_by(el: &Element, by: &str) -> bool {
+    el.is("stanza-id", ns::SID) && el.attr("by") == Some(by)
+}
+
 fn error_element(original: &Element, error: &StanzaError) -> Element {
     let mut el = original.clone();
     // One `<error/>` (RFC 6120 §8.3.2): one the sender put in its request does not stay.

@@ -3,6 +3,7 @@
 
 use rookery_jid::Jid;
 use rookery_proto::form::{Field, Form};
+use rookery_proto::stanza::is_stanza_id_by;
 use rookery_proto::{MessageType, Stanza, StanzaKind};
 use rookery_xml::{Element, CONTENT_NS};
 
@@ -84,9 +85,7 @@ impl Room {
         let mut el = m.element().clone();
         let room = from.bare_str();
         el.remove_children_where(|c| {
-            c.is("occupant-id", ns::OCCUPANT_ID)
-                || c.ns() == ns::USER
-                || (c.is("stanza-id", rookery_proto::ns::SID) && c.attr("by") == Some(room))
+            c.is("occupant-id", ns::OCCUPANT_ID) || c.ns() == ns::USER || is_stanza_id_by(c, room)
         });
         el.remove_attr("to");
         el.set_attr("from", from.as_str());

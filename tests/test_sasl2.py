@@ -157,6 +157,64 @@ async def test_bind2_with_carbons_csi_and_sm(server):
     await c2.close()
 
 
+async def received_bodies(c, quiet: float = 1.0) -> list[str]:
+    """Bodies of the messages that reach `c` until it has been quiet for `quiet` seconds."""
+    bodies = []
+    while True:
+        try:
+            el = await c.recv(quiet)
+        except asyncio.TimeoutError:
+            return bodies
+        if local(el) == "message" and el.find(BODY) is not None:
+            bodies.append(el.findtext(BODY))
+
+
+async def archived_bodies(c) -> list[str]:
+    """The bodies in the account's archive (an XEP-0313 query of everything)."""
+    qid = c.next_id("mam")
+    c.send(f"<iq type='set' id='{qid}'><query xmlns='urn:xmpp:mam:2' queryid='{qid}'/></iq>")
+    bodies = []
+    while True:
+        el = await c.expect(lambda e: local(e) in ("message", "iq"), what="archive results")
+        if local(el) == "iq" and el.get("id") == qid:
+            assert el.get("type") == "result", xml(el)
+            return bodies
+        fwd = el.find(".//{urn:xmpp:forward:0}forwarded")
+        if fwd is not None:
+            bodies.append(fwd.findtext(f".//{BODY}"))
+
+
+@pytest.mark.parametrize("archiving", [True, False], ids=["archive", "no-archive"])
+async def test_bind2_clears_the_offline_messages_the_archive_holds(server_factory, archiving):
+    """XEP-0386 §4.2: binding with Bind2, the server clears the account's offline messages
+    "as they will be provided by MAM" — a client that reads its archive after login would
+    otherwise get each one twice. Only those the archive holds: with archiving off they are
+    delivered at initial presence as before, never lost; an RFC 6120 login still gets them."""
+    srv = server_factory(mam={"enabled": archiving})
+    bob = await srv.login("bob", "b")
+    for body in ("while you were out", "and again"):
+        bob.message(srv.jid("alice"), body)
+    await bob.flush()
+    # Offline storage is committed before the sender's next stanza is served.
+    await bob.iq("get", srv.domain, "<ping xmlns='urn:xmpp:ping'/>")
+    c = await tls_client(srv)
+    await c.sasl2("alice", "alicepass", inline=bind2())
+    await c.presence()
+    delivered = await received_bodies(c)
+    if archiving:
+        assert delivered == [], delivered
+        assert await archived_bodies(c) == ["while you were out", "and again"]
+    else:
+        assert delivered == ["while you were out", "and again"]
+    await c.close()
+    # Cleared, not merely withheld from that session: a later login finds none either.
+    again = await srv.login("alice", "desk")
+    await again.presence()
+    assert await received_bodies(again) == []
+    for x in (again, bob):
+        await x.close()
+
+
 async def test_bind2_drops_a_tag_that_makes_no_resource(server):
     """XEP-0386 §4.1: the tag is a hint, validated; one that makes no resourcepart (an
     unassigned code point) is dropped and the default prefix used, never a SASL failure for

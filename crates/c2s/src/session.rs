@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rookery_core::deadline::after;
 use rookery_core::session::SessionEnd;
-use rookery_core::{Outbound, Receipt, SessionHandle};
+use rookery_core::{Event, Outbound, Receipt, SessionHandle};
 use rookery_jid::Jid;
 use rookery_proto::time::{delay, now_unix};
 use rookery_proto::{ns, IqType, Stanza, StanzaKind, StreamError, StreamErrorCondition as SEC};
@@ -202,16 +202,20 @@ impl<'a> Client<'a> {
 
     /// Enables what a Bind2 request asked for inline, then sends the SASL2 `<success/>`
     /// with `<bound/>` saying how (XEP-0386 §4.2): carbons through the module that serves
-    /// their `<enable/>`, the client state, stream management as `<enable/>` would.
+    /// their `<enable/>`, the client state, stream management as `<enable/>` would. First
+    /// the offline messages the archive holds are cleared ([`Event::BoundFromArchive`]):
+    /// a Bind2 client reads what it missed from the archive.
     async fn inline(&mut self, conn: &mut Conn, inline: Inline) -> Result<(), ConnError> {
         let Inline {
             mut success,
             bind,
             mut features,
         } = inline;
+        let core = &self.ctx.core;
+        core.emit(&Event::BoundFromArchive(self.jid.clone())).await;
         if bind.carbons {
             let enable = Element::new("enable", ns::CARBONS);
-            if let Err(e) = self.ctx.core.serve_inline_iq(self.jid, enable).await {
+            if let Err(e) = core.serve_inline_iq(self.jid, enable).await {
                 tracing::info!(condition = %e.condition, "inline carbons not enabled");
             }
         }

@@ -118,6 +118,11 @@ pub enum Event {
     /// (emitted by [`crate::Core::reply_error`] before the error goes): the archive takes
     /// its copy back (XEP-0313 §5.1: what the entity never took is not in its archive).
     MessageBounced(Stanza),
+    /// A session was bound with XEP-0386 Bind2, whose client takes what it missed from the
+    /// account's archive (§4.2: the server clears the offline messages "as they will be
+    /// provided by MAM"): emitted by the client listener before the bind is answered, so
+    /// that what the archive holds is not delivered again at the session's initial presence.
+    BoundFromArchive(Jid),
 }
 
 /// What a module subscribes to: one per [`Event`] variant.
@@ -147,6 +152,8 @@ pub enum EventKind {
     MessageHeld,
     /// [`Event::MessageBounced`].
     MessageBounced,
+    /// [`Event::BoundFromArchive`].
+    BoundFromArchive,
 }
 
 impl Event {
@@ -165,6 +172,7 @@ impl Event {
             Event::ClusterNote { .. } => EventKind::ClusterNote,
             Event::MessageHeld { .. } => EventKind::MessageHeld,
             Event::MessageBounced(_) => EventKind::MessageBounced,
+            Event::BoundFromArchive(_) => EventKind::BoundFromArchive,
         }
     }
 }

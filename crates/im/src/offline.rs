@@ -26,8 +26,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rookery_core::{Declaration, Module, SessionHandle};
+use rookery_core::{priority, Core, Declaration, Event, EventKind, Module, SessionHandle};
 use rookery_jid::BareJid;
+use rookery_proto::stanza::is_stanza_id_by;
 use rookery_proto::{
     ns, MessageType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind,
 };
@@ -196,6 +197,54 @@ pub async fn deliver(im: &Im, session: &SessionHandle, blocked: &BlockList) {
     im.offline_delivering.remove(&owner);
 }
 
+/// Deletes the stored messages of `owner` that its archive holds, for a session bound with
+/// XEP-0386 Bind2, whose client reads what it missed from the archive (§4.2: the server
+/// clears the offline messages "as they will be provided by MAM"; delivered too, they would
+/// come twice). A message is in the archive when it carries a `<stanza-id/>` in the account's
+/// name: the archive stamped it before it was stored. The others — archiving off, or the
+/// account's preferences keep that contact out — stay and are delivered at initial presence
+/// as before: clearing them would lose them. The archive's queued rows are committed first
+/// ([`Core::settle`]), so no message is left only in a batch in memory.
+async fn clear_archived(im: &Im, core: &Core, owner: &BareJid) {
+    let Some(user) = owner.local() else { return };
+    core.settle().await;
+    let store = im.store().offline();
+    let account = owner.to_string();
+    let mut after = 0;
+    loop {
+        let batch = match store.list(owner.domain(), user, after, BATCH).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "loading offline messages failed");
+                return;
+            }
+        };
+        let Some(last) = batch.last() else { return };
+        after = last.id;
+        let archived: Vec<i64> = batch
+            .iter()
+            .filter(|m| {
+                parse_stanza(&m.stanza)
+                    .is_some_and(|s| s.element().children().any(|c| is_stanza_id_by(c, &account)))
+            })
+            .map(|m| m.id)
+            .collect();
+        if archived.is_empty() {
+            continue;
+        }
+        match store.delete(owner.domain(), user, &archived).await {
+            Ok(()) => tracing::debug!(
+                count = archived.len(),
+                "offline messages the archive holds cleared for a Bind2 session"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "clearing archived offline messages failed");
+                return;
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Module for Offline {
     fn name(&self) -> &'static str {
@@ -203,10 +252,16 @@ impl Module for Offline {
     }
 
     fn declare(&self) -> Declaration {
-        let _ = &self.im;
         Declaration {
             server_features: vec![ns::MSGOFFLINE],
+            events: vec![(EventKind::BoundFromArchive, priority::DEFAULT)],
             ..Declaration::default()
+        }
+    }
+
+    async fn event(&self, core: &Arc<Core>, event: &Event) {
+        if let Event::BoundFromArchive(jid) = event {
+            clear_archived(&self.im, core, &jid.to_bare()).await;
         }
     }
 }

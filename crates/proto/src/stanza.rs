@@ -501,7 +501,6 @@ fn presence_type_attr(t: PresenceType) -> Option<&'static str> {
     })
 }
 
-/// The error version of `original`: same name and id, addresses swapped, payload kept.
 /// Whether `el` is an XEP-0359 `<stanza-id/>` given in `by`'s name (an archive's or a
 /// room's): only `by` itself may give those, so one found elsewhere on a stanza addressed
 /// to `by` or passing through it is forged (§4 rule 2).
@@ -509,6 +508,7 @@ pub fn is_stanza_id_by(el: &Element, by: &str) -> bool {
     el.is("stanza-id", ns::SID) && el.attr("by") == Some(by)
 }
 
+/// The error version of `original`: same name and id, addresses swapped, payload kept.
 fn error_element(original: &Element, error: &StanzaError) -> Element {
     let mut el = original.clone();
     // One `<error/>` (RFC 6120 §8.3.2): one the sender put in its request does not stay.

@@ -203,6 +203,33 @@ async def test_a_message_to_oneself_is_archived_once(server):
     await close(a1, a2)
 
 
+async def test_a_sent_carbon_carries_the_senders_archive_id(server):
+    """XEP-0313 §5.1.1: no `<stanza-id/>` of the sender's archive on what the recipient gets,
+    but the sender's other clients SHOULD find it in their sent carbon (XEP-0280), where a
+    client takes it as its place in the archive. One the sending client forged in its own
+    name is replaced by the archive's."""
+    a = await login(server, "alice", "desk")
+    a2 = await login(server, "alice", "phone")
+    b = await login(server, "bob")
+    for c in (a, a2):
+        iq = c.make_iq_set()
+        iq.append(ET.fromstring("<enable xmlns='urn:xmpp:carbons:2'/>"))
+        await iq.send(timeout=T)
+    m = a.make_message(mto=b.boundjid.bare, mbody="carbon me", mtype="chat")
+    m.append(ET.fromstring(f"<stanza-id xmlns='{NS_SID}' by='{a.boundjid.bare}' id='mine'/>"))
+    m.send()
+    got = await b.inbox.wait(lambda el: el.findtext("{jabber:client}body") == "carbon me", T,
+                             "the message")
+    assert stanza_ids(got, b.boundjid.bare) and stanza_ids(got, a.boundjid.bare) == ["mine"]
+    sent = await a2.inbox.wait(
+        lambda el: el.find("{urn:xmpp:carbons:2}sent") is not None, T, "the sent carbon")
+    copy = sent.find(f"{{urn:xmpp:carbons:2}}sent/{{{NS_FWD}}}forwarded/{{jabber:client}}message")
+    ids = stanza_ids(copy, a.boundjid.bare)
+    _, archived, _ = await query(a, with_=b.boundjid.bare)
+    assert ids == archived and len(ids) == 1, (ids, archived)
+    await close(a, a2, b)
+
+
 async def test_a_forged_stanza_id_never_reaches_the_account(server):
     """XEP-0359 §5: a `<stanza-id/>` in the recipient's name comes from its archive or from
     no one; the server removes one the sender wrote, also on a message it does not archive."""

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use rookery_core::module::IqResult;
 use rookery_core::{priority, Core, Declaration, Flow, HookPoint, IqTarget, Module, Template};
 use rookery_jid::{BareJid, Jid};
+use rookery_proto::stanza::is_stanza_id_by;
 use rookery_proto::{
     ns, IqType, MessageType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind,
 };
@@ -104,16 +105,27 @@ pub fn eligible(message: &Stanza, direction: Direction) -> bool {
 }
 
 /// `message` wrapped as a `direction` carbon from `owner`, without `to` (each copy gets its
-/// resource's).
+/// resource's). A sent message its sender's archive took carries that archive's
+/// `<stanza-id/>` inside the copy (XEP-0313 §5.1.1 SHOULD), which the recipient's copy never
+/// does.
 pub fn wrap(direction: Direction, owner: &BareJid, message: &Stanza) -> Element {
     let mut el = Element::new("message", CONTENT_NS).with_attr("from", owner.as_str());
     if let Some(t) = message.element().attr("type") {
         el.set_attr("type", t);
     }
+    let mut copy = message.element().clone();
+    if let (Direction::Sent, Some(id)) = (direction, message.sender_archive_id()) {
+        // One the sending client put there itself is not the archive's (XEP-0359 §4).
+        copy.remove_children_where(|c| is_stanza_id_by(c, owner.as_str()));
+        copy.push_child(
+            Element::new("stanza-id", ns::SID)
+                .with_attr("by", owner.as_str())
+                .with_attr("id", id),
+        );
+    }
     el.with_child(
-        Element::new(direction.element(), ns::CARBONS).with_child(
-            Element::new("forwarded", ns::FORWARD).with_child(message.element().clone()),
-        ),
+        Element::new(direction.element(), ns::CARBONS)
+            .with_child(Element::new("forwarded", ns::FORWARD).with_child(copy)),
     )
 }
 

@@ -291,11 +291,14 @@ impl Module for Mam {
                 let account = from.to_bare();
                 // A message to one's own account is archived once (§6.1.1), where it
                 // arrives: that copy is the one stamped with the archive's id.
+                let mut stanza = stanza;
                 if archive::archivable(&stanza)
                     && to.bare_str() != account.as_str()
                     && self.should_archive(core, &account, &to).await
                 {
                     let ticket = self.archiver.ticket().await;
+                    // For the sender's sent carbons (the carbons module runs after this).
+                    stanza.mark_sender_archive_id(ticket.id().stanza_id());
                     self.archive(ticket, &account, &to.to_bare(), &stanza).await;
                 }
                 Flow::Continue(stanza)

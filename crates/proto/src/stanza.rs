@@ -157,12 +157,14 @@ pub struct Stanza {
 /// What the server knows of a stanza's way through it that its XML does not say. Never
 /// serialized: a stanza parsed or built anew has none, which is the safe default (nothing
 /// vouched for).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Marks {
     /// See [`Stanza::mark_routed_again`].
     routed_again: bool,
     /// See [`Stanza::mark_archived`].
     archived: bool,
+    /// See [`Stanza::mark_sender_archive_id`].
+    sender_archive_id: Option<Box<str>>,
 }
 
 fn malformed(el: Element, cond: StanzaErrorCondition, text: &str) -> StanzaParseError {
@@ -356,6 +358,19 @@ impl Stanza {
     /// Whether [`Stanza::mark_archived`] was called on this stanza.
     pub fn is_archived(&self) -> bool {
         self.marks.archived
+    }
+
+    /// Records the id of a message's row in its sender's archive. That id must not reach
+    /// the recipient (XEP-0313 §5.1.1: no `<stanza-id/>` to JIDs without access to the
+    /// archive), but the sender's other clients SHOULD get it in their sent carbon (ibid.,
+    /// XEP-0280), where they take it as their place in the archive.
+    pub fn mark_sender_archive_id(&mut self, id: &str) {
+        self.marks.sender_archive_id = Some(id.into());
+    }
+
+    /// The id given by [`Stanza::mark_sender_archive_id`].
+    pub fn sender_archive_id(&self) -> Option<&str> {
+        self.marks.sender_archive_id.as_deref()
     }
 
     /// Consumes the stanza into its element.

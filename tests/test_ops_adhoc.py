@@ -137,6 +137,14 @@ async def test_user_stats_has_the_xep_0133_node_and_the_old_one_still_runs(serve
         for node in (f"{ADMIN}#user-stats", f"{ADMIN}#get-user-stats"):
             iq = await run(alice, srv, node, {"accountjid": "alice@localhost"})
             assert iq["command"]["form"]["values"]["accountjid"] == "alice@localhost", node
+        # A bare domain or another server's account names no account here: bad-request, as
+        # for the other commands (it answered with empty statistics).
+        for jid in ("localhost", "someone@elsewhere.example"):
+            try:
+                await run(alice, srv, f"{ADMIN}#user-stats", {"accountjid": jid})
+                raise AssertionError(f"{jid}: statistics of no account")
+            except IqError as e:
+                assert e.condition == "bad-request", (jid, e.condition)
     finally:
         await alice.close()
 

@@ -175,6 +175,9 @@ impl Command {
             }
             Command::UserStats => {
                 let jid = account(form.value("accountjid"))?;
+                if !core.is_local_domain(jid.domain()) {
+                    return Err(bad_request("accountjid is not an account of this server"));
+                }
                 let sessions = core.sessions_of(&jid);
                 let resources = sessions.iter().map(|(h, _)| h.jid().to_string()).collect();
                 let ips = sessions
@@ -259,9 +262,14 @@ fn required<'a>(value: Option<&'a str>, var: &str) -> Result<&'a str, StanzaErro
     value.ok_or_else(|| bad_request(&format!("{var} is required")))
 }
 
+/// The account a form names: a JID with a localpart (a bare domain names no account).
 fn account(given: Option<&str>) -> Result<BareJid, StanzaError> {
     let given = required(given, "accountjid")?;
-    BareJid::parse(given).map_err(|_| bad_request("invalid JID"))
+    let jid = BareJid::parse(given).map_err(|_| bad_request("invalid JID"))?;
+    if jid.local().is_none() {
+        return Err(bad_request("accountjid names no account"));
+    }
+    Ok(jid)
 }
 
 fn accounts(given: &[String]) -> Result<Vec<BareJid>, StanzaError> {

@@ -143,7 +143,7 @@ impl Push {
             .any(|h| h.service == r.service && h.node == r.node);
         if new && held.len() >= MAX_REGISTRATIONS {
             return Err(err(
-                Cond::NotAllowed,
+                Cond::PolicyViolation,
                 "too many push registrations for this account; disable one first",
             ));
         }

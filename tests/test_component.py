@@ -179,6 +179,25 @@ async def test_client_messages_the_bot_and_gets_the_reply(srv):
     await bot.close()
 
 
+async def test_a_delay_in_the_servers_name_from_a_component_is_dropped(srv):
+    """XEP-0203 §6: only the server stamps a `<delay/>` in its domain's name (offline
+    storage); one a component wrote is forged — dropped, as from clients and peer servers.
+    The component's own stamp stays."""
+    bot = await connect(srv, echo=False)
+    a = await slix_login(srv, "alice", resource="laptop")
+    m = bot.make_message(mto="alice@localhost/laptop", mfrom=f"echo@{BOT}", mbody="stamped",
+                         mtype="chat")
+    for frm in ("localhost", BOT):
+        m.append(ET.fromstring(f"<delay xmlns='urn:xmpp:delay' from='{frm}' "
+                               f"stamp='2001-01-01T00:00:00Z'/>"))
+    m.send()
+    got = await a.inbox.wait(is_message("stamped"), WAIT, "the component's message")
+    stamps = [d.get("from") for d in got.findall("{urn:xmpp:delay}delay")]
+    assert stamps == [BOT], stamps
+    await a.close()
+    await bot.close()
+
+
 async def test_iq_round_trip_both_ways(srv):
     bot = await connect(srv)
     a = await slix_login(srv, "alice", resource="laptop")

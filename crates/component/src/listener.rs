@@ -293,7 +293,7 @@ impl Inbound for Component<'_> {
             }
             return Ok(());
         }
-        self.core.route(stanza).await;
+        self.core.route_from_peer(stanza).await;
         Ok(())
     }
 }

@@ -617,8 +617,10 @@ impl Core {
         self.route(stanza).await
     }
 
-    /// Routes a stanza a peer server sent (its addresses checked): a `<delay/>` in the name
-    /// of a domain hosted here is dropped first, as for a client's ([`Core::route`] after).
+    /// Routes a stanza a peer sent — another server, or an external component (XEP-0114) —
+    /// its addresses checked: a `<delay/>` in the name of a domain hosted here is dropped
+    /// first, as for a client's ([`Core::route`] after). A component speaks for its own
+    /// domain, not for the server's.
     pub async fn route_from_peer(self: &Arc<Self>, stanza: Stanza) {
         let stanza = self.without_our_delays(stanza);
         self.route(stanza).await
@@ -627,7 +629,7 @@ impl Core {
     /// `stanza` without a delayed-delivery notation (XEP-0203, or the XEP-0091 one clients
     /// still read) whose `from` is a domain hosted here: only this server stamps those (its
     /// offline storage, a session's undelivered stanzas routed again), so one that came
-    /// from a client or a peer is forged, and would pass for the server's word on when the
+    /// from a client or a peer (server or component) is forged, and would pass for the server's word on when the
     /// message was stored (XEP-0203 §6: the server SHOULD discard it).
     fn without_our_delays(&self, mut stanza: Stanza) -> Stanza {
         let ours = |c: &Element| {

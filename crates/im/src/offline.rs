@@ -32,6 +32,7 @@ use rookery_proto::stanza::is_stanza_id_by;
 use rookery_proto::{
     ns, MessageType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind,
 };
+use rookery_store::offline::OfflineMessage;
 use rookery_xml::CONTENT_NS;
 
 use crate::blocking::blocks_sender;
@@ -149,16 +150,7 @@ pub async fn deliver(im: &Im, session: &SessionHandle, blocked: &BlockList) {
     // Each batch's row ids, with the receipt its deletion waits for (`None`: at once).
     let mut delivered = Vec::new();
     let mut after = 0;
-    loop {
-        let batch = match store.list(owner.domain(), user, after, BATCH).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "loading offline messages failed");
-                break;
-            }
-        };
-        let Some(last) = batch.last() else { break };
-        after = last.id;
+    while let Some(batch) = next_batch(im, &owner, &mut after).await {
         let mut done = Vec::with_capacity(batch.len());
         let mut ok = true;
         for m in &batch {
@@ -197,6 +189,27 @@ pub async fn deliver(im: &Im, session: &SessionHandle, blocked: &BlockList) {
     im.offline_delivering.remove(&owner);
 }
 
+/// The next batch of `owner`'s stored messages after the row `after`, which moves past it;
+/// `None` when there are no more (or they cannot be read: logged).
+async fn next_batch(im: &Im, owner: &BareJid, after: &mut i64) -> Option<Vec<OfflineMessage>> {
+    let user = owner.local()?;
+    match im
+        .store()
+        .offline()
+        .list(owner.domain(), user, *after, BATCH)
+        .await
+    {
+        Ok(batch) => {
+            *after = batch.last()?.id;
+            Some(batch)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "loading offline messages failed");
+            None
+        }
+    }
+}
+
 /// Deletes the stored messages of `owner` that its archive holds, for a session bound with
 /// XEP-0386 Bind2, whose client reads what it missed from the archive (§4.2: the server
 /// clears the offline messages "as they will be provided by MAM"; delivered too, they would
@@ -211,16 +224,7 @@ async fn clear_archived(im: &Im, core: &Core, owner: &BareJid) {
     let store = im.store().offline();
     let account = owner.to_string();
     let mut after = 0;
-    loop {
-        let batch = match store.list(owner.domain(), user, after, BATCH).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "loading offline messages failed");
-                return;
-            }
-        };
-        let Some(last) = batch.last() else { return };
-        after = last.id;
+    while let Some(batch) = next_batch(im, owner, &mut after).await {
         let archived: Vec<i64> = batch
             .iter()
             .filter(|m| {

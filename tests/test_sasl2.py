@@ -19,6 +19,7 @@ from xmpp_raw import (NS_BIND, NS_BIND2, NS_CLIENT, NS_FAST, NS_SASL2, NS_SM, Sa
 
 NS_CARBONS = "urn:xmpp:carbons:2"
 NS_CSI = "urn:xmpp:csi:0"
+NS_MAM = "urn:xmpp:mam:2"
 BODY = f"{{{NS_CLIENT}}}body"
 
 
@@ -169,27 +170,29 @@ async def received_bodies(c, quiet: float = 1.0) -> list[str]:
             bodies.append(el.findtext(BODY))
 
 
-async def archived_bodies(c) -> list[str]:
-    """The bodies in the account's archive (an XEP-0313 query of everything)."""
+async def archived(c) -> list[tuple[str, str]]:
+    """(archive id, body) of everything in the account's archive (an XEP-0313 query)."""
     qid = c.next_id("mam")
-    c.send(f"<iq type='set' id='{qid}'><query xmlns='urn:xmpp:mam:2' queryid='{qid}'/></iq>")
-    bodies = []
+    c.send(f"<iq type='set' id='{qid}'><query xmlns='{NS_MAM}' queryid='{qid}'/></iq>")
+    rows = []
     while True:
         el = await c.expect(lambda e: local(e) in ("message", "iq"), what="archive results")
         if local(el) == "iq" and el.get("id") == qid:
             assert el.get("type") == "result", xml(el)
-            return bodies
-        fwd = el.find(".//{urn:xmpp:forward:0}forwarded")
-        if fwd is not None:
-            bodies.append(fwd.findtext(f".//{BODY}"))
+            return rows
+        result = el.find(tag(NS_MAM, "result"))
+        if result is not None:
+            rows.append((result.get("id"), result.findtext(f".//{BODY}")))
 
 
 @pytest.mark.parametrize("archiving", [True, False], ids=["archive", "no-archive"])
 async def test_bind2_clears_the_offline_messages_the_archive_holds(server_factory, archiving):
     """XEP-0386 §4.2: binding with Bind2, the server clears the account's offline messages
     "as they will be provided by MAM" — a client that reads its archive after login would
-    otherwise get each one twice. Only those the archive holds: with archiving off they are
-    delivered at initial presence as before, never lost; an RFC 6120 login still gets them."""
+    otherwise get each one twice — and says in `<bound/>` where the archive stands (the
+    XEP-0313 `<metadata/>`, SHOULD). Only those the archive holds are cleared: with archiving
+    off they are delivered at initial presence as before, never lost, and `<bound/>` has no
+    metadata."""
     srv = server_factory(mam={"enabled": archiving})
     bob = await srv.login("bob", "b")
     for body in ("while you were out", "and again"):
@@ -198,14 +201,20 @@ async def test_bind2_clears_the_offline_messages_the_archive_holds(server_factor
     # Offline storage is committed before the sender's next stanza is served.
     await bob.iq("get", srv.domain, "<ping xmlns='urn:xmpp:ping'/>")
     c = await tls_client(srv)
-    await c.sasl2("alice", "alicepass", inline=bind2())
+    s = await c.sasl2("alice", "alicepass", inline=bind2())
+    metadata = s.find(f"{tag(NS_BIND2, 'bound')}/{tag(NS_MAM, 'metadata')}")
     await c.presence()
     delivered = await received_bodies(c)
     if archiving:
         assert delivered == [], delivered
-        assert await archived_bodies(c) == ["while you were out", "and again"]
+        rows = await archived(c)
+        assert [b for _, b in rows] == ["while you were out", "and again"]
+        assert metadata is not None, xml(s)
+        assert metadata.find(tag(NS_MAM, "start")).get("id") == rows[0][0], xml(metadata)
+        assert metadata.find(tag(NS_MAM, "end")).get("id") == rows[-1][0], xml(metadata)
     else:
         assert delivered == ["while you were out", "and again"]
+        assert metadata is None, xml(s)
     await c.close()
     # Cleared, not merely withheld from that session: a later login finds none either.
     again = await srv.login("alice", "desk")

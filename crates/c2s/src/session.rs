@@ -202,9 +202,9 @@ impl<'a> Client<'a> {
 
     /// Enables what a Bind2 request asked for inline, then sends the SASL2 `<success/>`
     /// with `<bound/>` saying how (XEP-0386 §4.2): carbons through the module that serves
-    /// their `<enable/>`, the client state, stream management as `<enable/>` would. First
-    /// the offline messages the archive holds are cleared ([`Event::BoundFromArchive`]):
-    /// a Bind2 client reads what it missed from the archive.
+    /// their `<enable/>`, the client state, stream management as `<enable/>` would, and the
+    /// archive's `<metadata/>`. First the offline messages the archive holds are cleared
+    /// ([`Event::BoundFromArchive`]): a Bind2 client reads what it missed from the archive.
     async fn inline(&mut self, conn: &mut Conn, inline: Inline) -> Result<(), ConnError> {
         let Inline {
             mut success,
@@ -215,7 +215,7 @@ impl<'a> Client<'a> {
         core.emit(&Event::BoundFromArchive(self.jid.clone())).await;
         if bind.carbons {
             let enable = Element::new("enable", ns::CARBONS);
-            if let Err(e) = core.serve_inline_iq(self.jid, enable).await {
+            if let Err(e) = core.serve_inline_iq(IqType::Set, self.jid, enable).await {
                 tracing::info!(condition = %e.condition, "inline carbons not enabled");
             }
         }
@@ -223,6 +223,12 @@ impl<'a> Client<'a> {
             self.csi.set_inactive();
         }
         let mut answers = Vec::new();
+        // §4.2 SHOULD: the archive's state as the session is bound, where the client's
+        // synchronisation starts (none without an archive: no module serves the request).
+        let metadata = Element::new("metadata", ns::MAM);
+        if let Ok(Some(m)) = core.serve_inline_iq(IqType::Get, self.jid, metadata).await {
+            answers.push(m);
+        }
         if let Some(el) = &bind.sm_enable {
             answers.push(self.enable_reply(el));
         }

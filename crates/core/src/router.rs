@@ -663,18 +663,20 @@ impl Core {
         answer.ok().and_then(Result::ok)
     }
 
-    /// Serves an IQ `set` with `payload` from the session `from` to its own account, as an
-    /// inline feature of a bind stands for it (XEP-0386 Bind2: carbons `<enable/>`): the
-    /// module that serves it runs as for the IQ, but no result goes to the session, whose
-    /// bind answer says how it went. `Err` when no module serves it or it failed.
+    /// Serves an IQ of type `t` with `payload` from the session `from` to its own account,
+    /// as an inline feature of a bind stands for it (XEP-0386 Bind2: carbons `<enable/>`,
+    /// the archive's `<metadata/>`): the module that serves it runs as for the IQ, but no
+    /// result goes to the session; the result's payload is returned for the bind's answer.
+    /// `Err` when no module serves it or it failed.
     pub async fn serve_inline_iq(
         self: &Arc<Self>,
+        t: IqType,
         from: &Jid,
         payload: Element,
-    ) -> Result<(), StanzaError> {
+    ) -> Result<Option<Element>, StanzaError> {
         let account = from.to_bare();
         let iq = Stanza::iq(
-            IqType::Set,
+            t,
             "inline",
             Some(from.clone()),
             Some(account.clone().into()),
@@ -687,7 +689,7 @@ impl Core {
         for s in reply.then {
             Box::pin(self.route(s)).await;
         }
-        Ok(())
+        Ok(reply.payload)
     }
 
     /// Routes a stanza whose `from` the caller has already stamped or checked.

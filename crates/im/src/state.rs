@@ -18,8 +18,10 @@
 //!   ([`rookery_core::Event::AccountChanged`]) and so does the end of its last session
 //!   anywhere ([`rookery_core::Event::AccountOffline`]).
 //! - Readers (presence broadcast, delivery checks) take short `std::sync::RwLock` read locks and
-//!   copy what they need out: no lock is held across an `.await`, and a 100,000-item roster is
-//!   never walked under a lock other sessions wait for.
+//!   copy what they need out: no lock is held across an `.await`, and a large roster is never
+//!   walked under a lock other sessions wait for. A roster get serializes the roster under a
+//!   read lock (copying it out first would double it): only a change to that account waits,
+//!   for a roster bounded by `[im.roster] max_bytes`.
 //! - Per-session state is keyed by full JID in a sharded map; it is created at `Bound` and
 //!   removed at `Closed` (which also fires when a session is replaced).
 

@@ -1338,6 +1338,80 @@ async def test_roster_and_directed_presence_limits_hold_for_every_way_in(server_
     await a.close()
 
 
+def roster_set(jid: str, name: str = "", groups: tuple[str, ...] = ()) -> str:
+    name_attr = f" name={quoteattr(name)}" if name else ""
+    gs = "".join(f"<group>{g}</group>" for g in groups)
+    return f"<query xmlns='{NS_ROSTER}'><item jid={quoteattr(jid)}{name_attr}>{gs}</item></query>"
+
+
+async def test_the_roster_byte_budget_holds_for_every_way_in(server_factory, backend):
+    """`[im.roster] max_bytes` bounds what the items of a roster hold — contact JIDs, names
+    and group names (fuzz F2: the per-item limits multiplied to gigabytes). A roster set,
+    an outbound subscription, a pre-approval or the approval of a stored request (RFC 6121
+    §3.1.3) that would add past it gets `resource-constraint` and changes nothing (no push,
+    nothing routed); changes that add nothing, removals first, still work, and what a
+    removal frees can be used again. The count is derived from the stored roster: a restart
+    finds the same."""
+    srv = server_factory(backend=backend, im={"roster": {"max_bytes": 1000}})
+    a = await peer(srv, "alice")
+
+    async def set_item(jid, name="", groups=()):
+        r = await a.iq("set", roster_set(jid, name, groups))
+        await a.sync()
+        pushes = a.take(is_push(jid))
+        return (stanza_error(r) if r.get("type") == "error" else None), len(pushes)
+
+    # 14 + 300 + 100 bytes each: two fit (828), a third of 314 would make 1142.
+    for jid in ("a1@example.net", "b1@example.net"):
+        assert await set_item(jid, "n" * 300, ("g" * 100,)) == (None, 1)
+    assert await set_item("c1@example.net", "n" * 300) == ("resource-constraint", 0)
+    # Growing an item past the budget is refused too; shrinking one is not.
+    assert await set_item("a1@example.net", "n" * 500, ("g" * 100,)) == ("resource-constraint", 0)
+    assert (await a.roster())["a1@example.net"].get("name") == "n" * 300
+    assert await set_item("a1@example.net", "n" * 100, ("g" * 100,)) == (None, 1)   # 628
+    # A subscription or a pre-approval that would add an item of 382 bytes (the JID).
+    long_jid = "x" * 370 + "@example.net"
+    for type_ in ("subscribe", "subscribed"):
+        a.presence(long_jid, type_)
+        await a.sync()
+        err = a.take(lambda e: local(e) == "presence" and e.get("type") == "error")
+        assert [stanza_error(e) for e in err] == ["resource-constraint"], type_
+        assert not a.take(is_push()), type_
+    assert set(await a.roster()) == {"a1@example.net", "b1@example.net"}
+    # A removal always works, and what it frees takes the third item (528).
+    r = await a.iq("set", f"<query xmlns='{NS_ROSTER}'><item jid='b1@example.net' "
+                          "subscription='remove'/></query>")
+    assert r.get("type") == "result"
+    assert await set_item("c1@example.net", "n" * 300) == (None, 1)
+    await a.close()
+
+    srv.restart()
+    a = await peer(srv, "alice")
+    # 528 stored: 473 more would make 1001, 472 make exactly 1000.
+    assert await set_item("d1@example.net", "n" * 459) == ("resource-constraint", 0)
+    assert await set_item("d1@example.net", "n" * 458) == (None, 1)
+    # Bob's request is stored and delivered (a request is no item), but approving it would
+    # add bob@localhost: refused until an item makes room.
+    b = await peer(srv, "bob")
+    b.presence("alice@localhost", "subscribe")
+    await b.sync()
+    await a.until(is_presence("subscribe", "bob@localhost"), "bob's request")
+    a.presence("bob@localhost", "subscribed")
+    await a.sync()
+    err = a.take(lambda e: local(e) == "presence" and e.get("type") == "error")
+    assert [stanza_error(e) for e in err] == ["resource-constraint"]
+    assert not a.take(is_push("bob@localhost"))
+    r = await a.iq("set", f"<query xmlns='{NS_ROSTER}'><item jid='d1@example.net' "
+                          "subscription='remove'/></query>")
+    assert r.get("type") == "result"
+    a.presence("bob@localhost", "subscribed")
+    await a.sync()
+    assert item_state(await a.roster(), "bob@localhost") == ("from", False, False)
+    await b.until(is_presence("subscribed", "alice@localhost"), "alice's approval")
+    for p in (a, b):
+        await p.close()
+
+
 async def test_a_subscription_error_reaches_the_account(server):
     """A subscription request goes out from the bare JID (§3.1.2), so the error that answers
     it — here the server's own `remote-server-not-found` for a domain it cannot reach — comes

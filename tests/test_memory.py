@@ -7,6 +7,7 @@ conformance/bench/hostile-memory.py)."""
 import asyncio
 
 from hostile_rounds import MIB, hostile_round, read_all, rss, synced
+from xmpp_raw import local, stanza_error
 
 
 async def test_large_stanzas_to_clients_that_do_not_read_stay_within_the_byte_bound(server_factory):
@@ -73,3 +74,93 @@ async def test_what_queues_held_is_given_back_once_their_sessions_are_gone(serve
     assert now < 50 * MIB, f"RSS stayed {now / MIB:.1f} MiB above the start"
     reader.cancel()
     alice.abort()
+
+
+NS_ROSTER = "jabber:iq:roster"
+
+
+def big_item(n: int, *, name_bytes: int = 1000, groups: int = 64, group_bytes: int = 1005) -> str:
+    """A roster set within the per-item limits of `[im.roster]` (1 KiB names, 64 groups) that
+    holds about 65 KB: the item of the audit's reproducer (fuzz F2)."""
+    gs = "".join(f"<group>{n:04}-{g:02}-{'g' * (group_bytes - 8)}</group>" for g in range(groups))
+    return (f"<query xmlns='{NS_ROSTER}'><item jid='c{n}@example.net' "
+            f"name='{'n' * name_bytes}'>{gs}</item></query>")
+
+
+async def fill_roster(client, items: int) -> list[str | None]:
+    """Sends `items` roster sets of :func:`big_item` and returns each answer's error
+    condition (`None`: stored). Answers are read while sending: an error may carry the 65 KB
+    item back."""
+    ids = [client.next_id("fill") for _ in range(items)]
+    answers = {}
+
+    async def read():
+        while len(answers) < len(ids):
+            el = await client.recv(60)
+            if local(el) == "iq" and el.get("id") in ids:
+                answers[el.get("id")] = stanza_error(el) if el.get("type") == "error" else None
+
+    reader = asyncio.create_task(read())
+    for n, rid in enumerate(ids):
+        client.send(f"<iq type='set' id='{rid}'>{big_item(n)}</iq>")
+        await client.flush()
+    await reader
+    return [answers[i] for i in ids]
+
+
+async def concurrent_gets(srv, user: str, password: str, readers: int) -> list[int]:
+    """`readers` resources of `user` ask for the roster at once; the item count each got."""
+    clients = [await srv.login(user, f"get{i}", password=password) for i in range(readers)]
+
+    async def get(c):
+        r = await c.iq("get", None, f"<query xmlns='{NS_ROSTER}'/>", timeout=120)
+        assert r.get("type") == "result"
+        return len(r.find(f"{{{NS_ROSTER}}}query"))
+
+    counts = await asyncio.gather(*(get(c) for c in clients))
+    for c in clients:
+        c.abort()
+    return counts
+
+
+async def test_the_audit_roster_reproducer_stays_within_the_roster_budget(server_factory):
+    """Fuzz F2: 300 roster sets of about 65 KB each, every one within the per-item limits,
+    were all stored (20 MB held in the account's cache) and each roster get of them peaked at
+    +100–170 MB. The roster byte budget (`[im.roster] max_bytes`, 1 MiB) stores the first
+    ones and answers the rest `resource-constraint` (RFC 6120 §8.3.3.18), leaving the roster
+    as it was; a removal is still allowed; 4 concurrent roster gets then cost little."""
+    srv = server_factory()
+    carol = await srv.login("carol", "fill")
+    start = rss(srv.pid)
+    conds = await fill_roster(carol, 300)
+    stored = conds.count(None)
+    assert 10 <= stored <= 17 and set(conds[stored:]) == {"resource-constraint"}, conds
+    counts = await concurrent_gets(srv, "carol", srv.users["carol"], 4)
+    assert counts == [stored] * 4
+    peak = rss(srv.pid)["VmHWM"] - start["VmHWM"]
+    print(f"{stored} stored, peak RSS +{peak / MIB:.1f} MiB")
+    assert peak < 24 * MIB, f"peak RSS grew by {peak / MIB:.1f} MiB"
+    r = await carol.iq("set", None, f"<query xmlns='{NS_ROSTER}'><item jid='c0@example.net' "
+                                    "subscription='remove'/></query>")
+    assert r.get("type") == "result"
+    carol.abort()
+
+
+async def test_a_roster_get_costs_about_its_size_in_transient_memory(server_factory):
+    """A roster get built the whole roster as an element tree, then serialized it: four
+    concurrent gets of a 20 MB roster (the audit's, its budget raised here to hold it)
+    peaked at +208–252 MiB over the cached roster. The result is now written straight from
+    the cache, once per get: +95–115 MiB measured, the rest being each connection's copy of
+    what it writes. (The binary before this fix knows no `max_bytes`; with its defaults, which
+    stored the same roster, it is the +208–252 MiB above.)"""
+    srv = server_factory(im={"roster": {"max_bytes": 32 * MIB}})
+    carol = await srv.login("carol", "fill")
+    conds = await fill_roster(carol, 300)
+    assert conds == [None] * 300
+    before = rss(srv.pid)
+    counts = await concurrent_gets(srv, "carol", srv.users["carol"], 4)
+    assert counts == [300] * 4
+    peak = rss(srv.pid)["VmHWM"] - before["VmRSS"]
+    print(f"4 roster gets of 300 items: peak RSS +{peak / MIB:.1f} MiB")
+    assert peak < 160 * MIB, f"peak RSS grew by {peak / MIB:.1f} MiB"
+    carol.abort()

@@ -50,7 +50,8 @@ pub use event::{Event, EventKind, LostSession, SessionEvent};
 pub use fanout::Template;
 pub use hosts::{Host, HostConfig, Hosts, HostsError};
 pub use module::{
-    priority, Declaration, Flow, HookPoint, Identity, IqAnswer, IqReply, IqTarget, Module,
+    iq_result_for, priority, Declaration, Flow, HookPoint, Identity, IqAnswer, IqReply,
+    IqResultBody, IqTarget, Module,
 };
 pub use router::{Core, CoreBuilder};
 pub use session::{Outbound, QueueLimit, Receipt, SessionHandle, SessionId, Transport};

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::Stanza;
 use rookery_proto::{StanzaError, StanzaErrorCondition};
@@ -128,16 +129,47 @@ pub type IqResult = Result<Option<Element>, StanzaError>;
 /// after the result, in order.
 #[derive(Debug, Default)]
 pub struct IqReply {
-    /// The payload of the `result`, if any.
-    pub payload: Option<Element>,
+    /// The `result`.
+    pub result: IqResultBody,
     /// Stanzas routed after the result.
     pub then: Vec<Stanza>,
+}
+
+/// The `result` of an [`IqReply`].
+#[derive(Debug)]
+pub enum IqResultBody {
+    /// A `result` with this payload, if any, which the router builds and routes.
+    Payload(Option<Element>),
+    /// The whole `result` stanza, serialized by the module (its header from
+    /// [`iq_result_for`]), for an IQ a session sent to its own account: a large answer (a
+    /// whole roster) written straight from the module's state, without an element tree of
+    /// it in between — that tree and its serialization cost several times the answer at
+    /// each request. The router hands it to the session that asked.
+    Serialized(Bytes),
+}
+
+impl Default for IqResultBody {
+    fn default() -> Self {
+        IqResultBody::Payload(None)
+    }
 }
 
 impl IqReply {
     /// A result with `payload` and the stanzas to route after it.
     pub fn new(payload: Option<Element>, then: Vec<Stanza>) -> IqReply {
-        IqReply { payload, then }
+        IqReply {
+            result: IqResultBody::Payload(payload),
+            then,
+        }
+    }
+
+    /// A result the module serialized itself ([`IqResultBody::Serialized`]) and the
+    /// stanzas to route after it.
+    pub fn serialized(result: Bytes, then: Vec<Stanza>) -> IqReply {
+        IqReply {
+            result: IqResultBody::Serialized(result),
+            then,
+        }
     }
 }
 
@@ -145,6 +177,17 @@ impl From<Option<Element>> for IqReply {
     fn from(payload: Option<Element>) -> IqReply {
         IqReply::new(payload, Vec::new())
     }
+}
+
+/// The `result` the router sends for `iq`, handled for `to` (an account or a server), with
+/// `payload`: an IQ without `to` was sent to the sender's account, which the result comes
+/// from (RFC 6120 §10.3.3).
+pub fn iq_result_for(iq: &Stanza, to: &BareJid, payload: Option<Element>) -> Stanza {
+    let mut result = iq.iq_result(payload);
+    if iq.to().is_none() {
+        result.set_from(to.clone().into());
+    }
+    result
 }
 
 /// The answer of an IQ handler: a reply (with its follow-ups), or an error.

@@ -48,7 +48,7 @@ use crate::config::CoreConfig;
 use crate::domains::{DomainRoute, Domains, Undelivered};
 use crate::event::{Event, SessionEvent};
 use crate::hosts::{Hosts, HostsError};
-use crate::module::{Flow, HookPoint, Identity, IqTarget, Module};
+use crate::module::{iq_result_for, Flow, HookPoint, Identity, IqResultBody, IqTarget, Module};
 use crate::registry::Registry;
 use crate::requests::Requests;
 use crate::session::{SessionHandle, SessionId};
@@ -818,17 +818,27 @@ impl Core {
         let module = module.clone();
         match module.reply_iq(self, to, &iq).await {
             Ok(reply) => {
-                let mut result = iq.iq_result(reply.payload);
-                if iq.to().is_none() {
-                    // Reply from the account (RFC 6120 §10.3.3), stamped explicitly.
-                    result.set_from(to.clone().into());
+                match reply.result {
+                    IqResultBody::Payload(payload) => {
+                        Box::pin(self.route(iq_result_for(&iq, to, payload))).await;
+                    }
+                    IqResultBody::Serialized(bytes) => self.deliver_serialized(&iq, bytes),
                 }
-                Box::pin(self.route(result)).await;
                 for s in reply.then {
                     Box::pin(self.route(s)).await;
                 }
             }
             Err(e) => self.reply_error(&iq, e).await,
+        }
+    }
+
+    /// Hands a result a module serialized itself ([`IqResultBody::Serialized`]) to the
+    /// session that sent `iq`, as routing a result to it would (no hook stops a result
+    /// between a session and its own account); dropped if that session is gone, as a
+    /// result to it would be.
+    fn deliver_serialized(&self, iq: &Stanza, bytes: Bytes) {
+        if let Some(session) = iq.from().and_then(|from| self.session(from)) {
+            session.send(bytes);
         }
     }
 

@@ -50,7 +50,17 @@ impl Default for PushConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RosterConfig {
     /// Most items in one roster; a roster set adding one more gets `resource-constraint`.
+    /// Also the most stored inbound subscription requests. 20,000: several times a big
+    /// roster of a few thousand contacts (each item costs a few hundred bytes cached, and is
+    /// sent at each roster get).
     pub max_items: usize,
+    /// Most bytes the items of one roster hold — contact JIDs, names and group names
+    /// ([`crate::state::roster_bytes`]); a change that would add past it gets
+    /// `resource-constraint` and changes nothing. 1 MiB: a roster of 5,000 contacts with a
+    /// 25-byte JID, a 15-byte name and a 10-byte group holds 250 KB, so four times that;
+    /// without it the per-item limits multiplied to gigabytes per account, cached while it
+    /// is online and serialized again at each roster get.
+    pub max_bytes: usize,
     /// Longest item name and group name, in bytes (RFC 6121 §2.3.3 `not-acceptable`).
     pub max_name_bytes: usize,
     /// Most groups on one item.
@@ -60,7 +70,8 @@ pub struct RosterConfig {
 impl Default for RosterConfig {
     fn default() -> Self {
         RosterConfig {
-            max_items: 100_000,
+            max_items: 20_000,
+            max_bytes: 1024 * 1024,
             max_name_bytes: 1024,
             max_groups: 64,
         }

@@ -452,8 +452,8 @@ impl PresenceModule {
     /// item and pending request. Returns the state before, the outcome and the roster
     /// change, which the caller pushes once it has routed or delivered the stanza (RFC 6121
     /// §3.1.2, §3.1.6, §3.2.3, §3.3.3: the push follows); [`Applied::Full`], with nothing
-    /// changed, when it would add an item or a request past `[im.roster] max_items`; `None`
-    /// on a store failure (logged).
+    /// changed, when it would add an item or a request past the roster's limits
+    /// ([`crate::state::RosterRoom`]); `None` on a store failure (logged).
     async fn apply(
         &self,
         core: &Arc<Core>,
@@ -482,18 +482,27 @@ impl PresenceModule {
                 || outcome.next.subscription() != Default::default()
                 || outcome.next.pending_out()
                 || outcome.approved;
-            let write_item = item_changed && needs_item;
-            let new_item = write_item && item.is_none();
+            let new = (item_changed && needs_item).then(|| RosterItem {
+                contact: contact.as_str().to_owned(),
+                subscription: outcome.next.subscription(),
+                ask: outcome.next.pending_out(),
+                approved: outcome.approved,
+                ..item.clone().unwrap_or_default()
+            });
+            // A new item (an outbound subscription or pre-approval) adds its contact's JID
+            // to the roster; a changed one only flags.
+            let new_item = new.as_ref().filter(|_| item.is_none());
             let new_request = outcome.next.pending_in() && !before.pending_in();
-            if new_item || new_request {
+            if new_item.is_some() || new_request {
                 let room = self.im.roster_room_locked(core, owner).await?;
-                if (new_item && !room.items) || (new_request && !room.requests) {
+                if new_item.is_some_and(|n| !room.fits(None, n)) || (new_request && !room.requests)
+                {
                     return Ok(Applied::Full);
                 }
             }
             // Approving or refusing a request changes the item and forgets the request:
             // one store write for both.
-            let answering = request_changed && !outcome.next.pending_in() && write_item;
+            let answering = request_changed && !outcome.next.pending_in() && new.is_some();
             if request_changed && !answering {
                 let store = if outcome.next.pending_in() {
                     request
@@ -502,13 +511,7 @@ impl PresenceModule {
                 };
                 self.im.set_pending_in(core, owner, contact, store).await?;
             }
-            if write_item {
-                let new = RosterItem {
-                    subscription: outcome.next.subscription(),
-                    ask: outcome.next.pending_out(),
-                    approved: outcome.approved,
-                    ..item.unwrap_or_default()
-                };
+            if let Some(new) = new {
                 let pending = if answering {
                     Request::Forget
                 } else {
@@ -737,8 +740,8 @@ impl PresenceModule {
 enum Applied {
     /// The state before, the outcome, and the roster change to push.
     Done(State, Outcome, Changed),
-    /// Nothing: it would have added an item or a stored request past `[im.roster]
-    /// max_items`.
+    /// Nothing: it would have added an item past `[im.roster] max_items` or `max_bytes`, or
+    /// a stored request past `max_items`.
     Full,
 }
 

@@ -18,8 +18,10 @@
 //!   ([`rookery_core::Event::AccountChanged`]) and so does the end of its last session
 //!   anywhere ([`rookery_core::Event::AccountOffline`]).
 //! - Readers (presence broadcast, delivery checks) take short `std::sync::RwLock` read locks and
-//!   copy what they need out: no lock is held across an `.await`, and a 100,000-item roster is
-//!   never walked under a lock other sessions wait for.
+//!   copy what they need out: no lock is held across an `.await`, and a large roster is never
+//!   walked under a lock other sessions wait for. A roster get serializes the roster under a
+//!   read lock (copying it out first would double it): only a change to that account waits,
+//!   for a roster bounded by `[im.roster] max_bytes`.
 //! - Per-session state is keyed by full JID in a sharded map; it is created at `Bound` and
 //!   removed at `Closed` (which also fires when a session is replaced).
 
@@ -72,6 +74,9 @@ pub struct RosterCache {
     pub ver: i64,
     /// Items by contact.
     pub items: HashMap<BareJid, RosterItem>,
+    /// What the items hold, counted against `[im.roster] max_bytes` ([`roster_bytes`]):
+    /// summed when the roster is loaded from the store, then kept with each change.
+    pub bytes: usize,
     /// Contacts with a stored inbound subscription request (pending in).
     pub pending_in: HashSet<BareJid>,
 }
@@ -86,10 +91,35 @@ pub struct Account {
 /// What an account's roster has room for ([`Im::roster_room_locked`]).
 #[derive(Debug, Clone, Copy)]
 pub struct RosterRoom {
-    /// One more item.
-    pub items: bool,
+    /// Items it can take before `[im.roster] max_items`.
+    items: usize,
+    /// Bytes ([`roster_bytes`]) it can take before `[im.roster] max_bytes`.
+    bytes: usize,
     /// One more stored inbound subscription request.
     pub requests: bool,
+}
+
+impl RosterRoom {
+    /// Whether the roster can take `new` in place of `old` (`None`: `new` is a new item):
+    /// one more item if it is new, and the bytes it adds. A change that adds nothing always
+    /// fits — also to a roster past limits lowered since it grew —, so a full roster stays
+    /// usable: items can be removed, renamed shorter, have their subscription change.
+    pub fn fits(&self, old: Option<&RosterItem>, new: &RosterItem) -> bool {
+        let added = roster_bytes(new).saturating_sub(old.map_or(0, roster_bytes));
+        (old.is_some() || self.items > 0) && added <= self.bytes
+    }
+}
+
+/// What a roster item counts against its roster's byte budget (`[im.roster] max_bytes`):
+/// the bytes of its contact's JID, its name and its group names. That text is what differs
+/// from item to item, and what the roster costs in memory while cached and on the wire at
+/// each roster get grows with it (the rest of an item is a few flags, bounded by
+/// `max_items`). The same on every store, and derived from what is stored, so nothing needs
+/// migrating and a restart finds the same count.
+pub fn roster_bytes(item: &RosterItem) -> usize {
+    item.contact.len()
+        + item.name.as_ref().map_or(0, String::len)
+        + item.groups.iter().map(String::len).sum::<usize>()
 }
 
 /// An account's XEP-0191 block list: normalized JIDs (full, bare, domain or
@@ -154,11 +184,13 @@ async fn load_account(store: &Store, bare: &BareJid) -> Result<Account, StoreErr
     let mut cache = RosterCache {
         ver: roster.ver,
         items: HashMap::with_capacity(roster.items.len()),
+        bytes: 0,
         pending_in: HashSet::new(),
     };
     for item in roster.items {
         match BareJid::parse(&item.contact) {
             Ok(j) => {
+                cache.bytes += roster_bytes(&item);
                 cache.items.insert(j, item);
             }
             Err(_) => tracing::warn!(contact = %item.contact, "unparsable roster contact"),
@@ -252,10 +284,11 @@ impl Im {
         cached_or_load(core, &self.accounts, bare, load_account(&self.store, bare)).await
     }
 
-    /// Whether `owner`'s roster can take one more item, and its stored inbound requests one
-    /// more request: `[im.roster] max_items` bounds both, which a client (roster sets,
-    /// subscriptions, pre-approvals) or another server (requests) could otherwise grow
-    /// without end (RFC 6120 §13.12). For a caller holding the account's lock.
+    /// What `owner`'s roster has room for, and whether its stored inbound requests can take
+    /// one more request: `[im.roster] max_items` bounds both, and `max_bytes` what the items
+    /// hold, which a client (roster sets, subscriptions, pre-approvals) or another server
+    /// (requests) could otherwise grow without end (RFC 6120 §13.12) — and every roster get
+    /// sends whole. For a caller holding the account's lock.
     pub async fn roster_room_locked(
         &self,
         core: &Core,
@@ -263,10 +296,11 @@ impl Im {
     ) -> Result<RosterRoom, StoreError> {
         let account = self.account_locked(core, owner).await?;
         let roster = read(&account.roster);
-        let max = self.config.roster.max_items;
+        let limits = &self.config.roster;
         Ok(RosterRoom {
-            items: roster.items.len() < max,
-            requests: roster.pending_in.len() < max,
+            items: limits.max_items.saturating_sub(roster.items.len()),
+            bytes: limits.max_bytes.saturating_sub(roster.bytes),
+            requests: roster.pending_in.len() < limits.max_items,
         })
     }
 
@@ -390,7 +424,9 @@ impl Im {
         if let Some(a) = self.cached(owner) {
             let mut r = write(&a.roster);
             r.ver = ver;
-            r.items.insert(contact.clone(), item.clone());
+            let old = r.items.insert(contact.clone(), item.clone());
+            r.bytes = (r.bytes + roster_bytes(&item))
+                .saturating_sub(old.as_ref().map_or(0, roster_bytes));
             if request == Request::Forget {
                 r.pending_in.remove(contact);
             }
@@ -416,7 +452,9 @@ impl Im {
         if let (Some(v), Some(a)) = (ver, self.cached(owner)) {
             let mut r = write(&a.roster);
             r.ver = v;
-            r.items.remove(contact);
+            if let Some(old) = r.items.remove(contact) {
+                r.bytes = r.bytes.saturating_sub(roster_bytes(&old));
+            }
         }
         Ok(ver)
     }
@@ -608,4 +646,46 @@ fn stored_request(request: &Stanza) -> Stanza {
         el.remove_children_where(|_| true);
     }
     Stanza::from_element(el).unwrap_or_else(|_| request.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn item(contact: &str, name: &str, groups: &[&str]) -> RosterItem {
+        RosterItem {
+            contact: contact.into(),
+            name: (!name.is_empty()).then(|| name.to_owned()),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..RosterItem::default()
+        }
+    }
+
+    /// The budget counts the JID, name and group names; a change fits when what it adds
+    /// fits, and one that adds nothing always does (a roster over limits lowered since
+    /// stays usable).
+    #[test]
+    fn room_counts_what_a_change_adds() {
+        let a = item("a@b.c", "nm", &["g1", "g2"]);
+        assert_eq!(roster_bytes(&a), 5 + 2 + 4);
+        let room = RosterRoom {
+            items: 1,
+            bytes: 11,
+            requests: true,
+        };
+        assert!(room.fits(None, &a));
+        assert!(!room.fits(None, &item("a@b.c", "nm", &["g1", "g2", "x"])));
+        let grown = item("a@b.c", "name", &["g1", "g2"]);
+        assert!(room.fits(Some(&a), &grown));
+        let full = RosterRoom {
+            items: 0,
+            bytes: 0,
+            requests: false,
+        };
+        assert!(!full.fits(None, &item("a@b.c", "", &[])));
+        assert!(!full.fits(Some(&a), &grown));
+        assert!(full.fits(Some(&grown), &a));
+        assert!(full.fits(Some(&a), &a));
+    }
 }

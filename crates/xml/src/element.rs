@@ -214,6 +214,35 @@ impl Element {
     /// Writes this element into `out`, with `parent_ns` the default namespace in scope.
     /// An `xmlns` declaration is written only where the namespace changes.
     pub fn write_to(&self, out: &mut Vec<u8>, parent_ns: &str) {
+        self.write_start(out, parent_ns);
+        if self.children.is_empty() {
+            out.extend_from_slice(b"/>");
+            return;
+        }
+        out.push(b'>');
+        self.write_children(out);
+        self.write_end(out);
+    }
+
+    /// Writes this element like [`Element::write_to`], with what `inner` writes after its
+    /// children (`inner` gets `out` and the default namespace in scope there): a large
+    /// payload can be written straight from where it is kept, without an element tree of it
+    /// in between (a whole roster, say).
+    pub fn write_around(
+        &self,
+        out: &mut Vec<u8>,
+        parent_ns: &str,
+        inner: impl FnOnce(&mut Vec<u8>, &str),
+    ) {
+        self.write_start(out, parent_ns);
+        out.push(b'>');
+        self.write_children(out);
+        inner(out, &self.ns);
+        self.write_end(out);
+    }
+
+    /// The start tag without its closing `>` (or `/>`).
+    fn write_start(&self, out: &mut Vec<u8>, parent_ns: &str) {
         out.push(b'<');
         out.extend_from_slice(self.name.as_bytes());
         if self.ns != parent_ns {
@@ -247,20 +276,28 @@ impl Element {
             escape_into(out, v, true);
             out.push(b'"');
         }
-        if self.children.is_empty() {
-            out.extend_from_slice(b"/>");
-            return;
-        }
-        out.push(b'>');
+    }
+
+    fn write_children(&self, out: &mut Vec<u8>) {
         for child in &self.children {
-            match child {
-                Node::Element(e) => e.write_to(out, &self.ns),
-                Node::Text(t) => escape_into(out, t, false),
-            }
+            child.write_to(out, &self.ns);
         }
+    }
+
+    fn write_end(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"</");
         out.extend_from_slice(self.name.as_bytes());
         out.push(b'>');
+    }
+}
+
+impl Node {
+    /// Writes this child, with `ns` the default namespace in scope.
+    fn write_to(&self, out: &mut Vec<u8>, ns: &str) {
+        match self {
+            Node::Element(e) => e.write_to(out, ns),
+            Node::Text(t) => escape_into(out, t, false),
+        }
     }
 }
 
@@ -341,6 +378,29 @@ mod tests {
     fn escapes_text() {
         let el = Element::new("body", CONTENT_NS).with_text("1 < 2 & 3 > 'x'");
         assert_eq!(el.to_string(), "<body>1 &lt; 2 &amp; 3 &gt; 'x'</body>");
+    }
+
+    /// What `write_around` adds goes inside the element, after its children, in its
+    /// namespace scope: the same bytes as the element with those children.
+    #[test]
+    fn write_around_matches_the_tree() {
+        let q = |n: usize| {
+            let mut q = Element::new("query", "urn:q").with_attr("ver", "7");
+            for i in 0..n {
+                q.push_child(Element::new("item", "urn:q").with_attr("jid", format!("a{i}&")));
+            }
+            q
+        };
+        let iq = Element::new("iq", CONTENT_NS).with_attr("type", "result");
+        let mut out = Vec::new();
+        iq.write_around(&mut out, CONTENT_NS, |out, ns| {
+            q(0).write_around(out, ns, |out, ns| {
+                for item in q(2).children() {
+                    item.write_to(out, ns);
+                }
+            });
+        });
+        assert_eq!(out, iq.clone().with_child(q(2)).to_bytes());
     }
 
     /// What XML cannot carry is never written (it would end the recipient's stream).

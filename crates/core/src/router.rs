@@ -689,7 +689,11 @@ impl Core {
         for s in reply.then {
             Box::pin(self.route(s)).await;
         }
-        Ok(reply.payload)
+        Ok(match reply.result {
+            IqResultBody::Payload(payload) => payload,
+            // Only a roster get answers this way, and no inline feature is one.
+            IqResultBody::Serialized(_) => None,
+        })
     }
 
     /// Routes a stanza whose `from` the caller has already stamped or checked.

@@ -35,7 +35,5 @@ pub mod ns {
     pub const MAM_EXTENDED: &str = "urn:xmpp:mam:2#extended";
     /// XEP-0359 unique and stable stanza ids.
     pub const SID: &str = "urn:xmpp:sid:0";
-    /// XEP-0059 result set management.
-    pub const RSM: &str = "http://jabber.org/protocol/rsm";
-    pub use rookery_proto::ns::{DELAY, FORWARD, HINTS, MAM};
+    pub use rookery_proto::ns::{DELAY, FORWARD, HINTS, MAM, RSM};
 }

@@ -11,26 +11,8 @@ use rookery_xml::{Element, CONTENT_NS};
 use crate::error::MamError;
 use crate::ns;
 
-/// Where a page starts.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Anchor {
-    /// From the start of the result set, forwards.
-    #[default]
-    First,
-    /// After this archive id, forwards.
-    After(String),
-    /// The last page (an empty RSM `<before/>`), backwards.
-    Last,
-    /// Before this archive id, backwards.
-    Before(String),
-}
-
-impl Anchor {
-    /// Whether the page is taken from the end (RSM `before`).
-    pub fn from_end(&self) -> bool {
-        matches!(self, Anchor::Last | Anchor::Before(_))
-    }
-}
+pub use rookery_proto::rsm::Anchor;
+use rookery_proto::rsm::{self, RsmError};
 
 /// A parsed query.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -109,27 +91,12 @@ pub fn parse(q: &Element, max_page: u64) -> Result<Query, MamError> {
         }
     }
     if let Some(set) = q.get_child("set", ns::RSM) {
-        if set.has_child("index", ns::RSM) {
-            // Pages are anchored by id; answered, not ignored (XEP-0059 §2.5).
-            return Err(MamError::Unsupported("RSM index".into()));
-        }
-        if let Some(m) = set.child_text("max", ns::RSM) {
-            let m: u64 = m
-                .trim()
-                .parse()
-                .map_err(|_| bad("RSM max is not a number"))?;
-            query.max = m.min(max_page);
-        }
-        let after = set.child_text("after", ns::RSM);
-        let before = set.get_child("before", ns::RSM).map(|b| b.text());
-        query.anchor = match (after, before) {
-            (Some(_), Some(_)) => return Err(bad("RSM after and before together")),
-            (Some(a), None) if a.trim().is_empty() => return Err(bad("empty RSM after")),
-            (Some(a), None) => Anchor::After(a.trim().to_string()),
-            (None, Some(b)) if b.trim().is_empty() => Anchor::Last,
-            (None, Some(b)) => Anchor::Before(b.trim().to_string()),
-            (None, None) => Anchor::First,
-        };
+        let r = rsm::parse(set).map_err(|e| match e {
+            RsmError::Index => MamError::Unsupported(e.to_string()),
+            _ => bad(e.to_string()),
+        })?;
+        query.max = r.max.map_or(max_page, |m| m.min(max_page));
+        query.anchor = r.anchor;
     }
     Ok(query)
 }
@@ -213,11 +180,7 @@ pub fn result(
 /// The `<fin/>` (§4.3): `complete` when the page is the last in its direction; RSM `first`
 /// and `last` when it holds results.
 pub fn fin(first: Option<&str>, last: Option<&str>, complete: bool) -> Element {
-    let mut set = Element::new("set", ns::RSM);
-    if let (Some(f), Some(l)) = (first, last) {
-        set.push_child(Element::new("first", ns::RSM).with_text(f));
-        set.push_child(Element::new("last", ns::RSM).with_text(l));
-    }
+    let set = rsm::result_set(first.zip(last), None, None);
     let mut fin = Element::new("fin", ns::MAM).with_child(set);
     if complete {
         fin.set_attr("complete", "true");

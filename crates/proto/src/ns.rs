@@ -22,6 +22,8 @@ pub const BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 pub const SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
 /// XEP-0440: SASL channel-binding type capability.
 pub const SASL_CB: &str = "urn:xmpp:sasl-cb:0";
+/// XEP-0059: result set management.
+pub const RSM: &str = "http://jabber.org/protocol/rsm";
 /// XEP-0030: service discovery, info.
 pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 /// XEP-0030: service discovery, items.

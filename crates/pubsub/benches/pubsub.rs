@@ -309,8 +309,8 @@ async fn retrieval(label: &str, store: Store, items: usize) {
                 .await
                 .unwrap();
             times.push(t0.elapsed());
-            assert_eq!(got.len(), n as usize);
-            assert_eq!(got[0].id, format!("item-{}", items - 1));
+            assert_eq!(got.items.len(), n as usize);
+            assert_eq!(got.items[0].id, format!("item-{}", items - 1));
         }
         times.sort();
         println!(
@@ -335,7 +335,7 @@ async fn retrieval(label: &str, store: Store, items: usize) {
     println!(
         "[{label}] 2 items by id among {items}: {} ({} found)",
         ms(t0.elapsed()),
-        got.len()
+        got.items.len()
     );
 }
 

@@ -517,6 +517,13 @@ pub enum ServiceKind {
     Pep,
 }
 
+/// The default items per page: PEP's `max_items` limit, so that a node of small items
+/// (bookmarks, XEP-0402) still comes whole to clients that do not page.
+const PAGE_ITEMS: u64 = 1_000;
+/// The default page byte budget: the default largest payload, so a page holds at most about
+/// 512 KiB of payload — what common servers accept as one stanza over s2s.
+const PAGE_BYTES: usize = 256 * 1024;
+
 /// The configuration of an engine: the defaults and limits of its nodes and who may create
 /// them. This is all that separates a pubsub service from PEP (design.md point 9).
 #[derive(Debug, Clone)]
@@ -541,6 +548,13 @@ pub struct Profile {
     pub max_subscriptions_per_node: usize,
     /// The most nodes one service holds (`resource-constraint` above; per account for PEP).
     pub max_nodes: usize,
+    /// The most items one answer to an items request holds (XEP-0060 §6.5.4: the rest is
+    /// paged with RSM), whatever `max_items` asks.
+    pub max_page_items: u64,
+    /// The payload bytes after which a page of items ends (the item that reaches it is the
+    /// last; a page holds at least one): what bounds the memory of one request when items
+    /// are large.
+    pub max_page_bytes: usize,
 }
 
 impl Profile {
@@ -556,6 +570,8 @@ impl Profile {
             max_payload_bytes: 256 * 1024,
             max_subscriptions_per_node: 100_000,
             max_nodes: 100_000,
+            max_page_items: PAGE_ITEMS,
+            max_page_bytes: PAGE_BYTES,
         }
     }
 
@@ -581,6 +597,8 @@ impl Profile {
             max_payload_bytes: 256 * 1024,
             max_subscriptions_per_node: 10_000,
             max_nodes: 1_000,
+            max_page_items: PAGE_ITEMS,
+            max_page_bytes: PAGE_BYTES,
         }
     }
 }
@@ -612,6 +630,12 @@ pub struct PubsubConfig {
     pub pep_max_items: u64,
     /// The most PEP nodes one account may have.
     pub pep_max_nodes: usize,
+    /// The most items one answer to an items request holds, service and PEP (more are paged
+    /// with RSM, XEP-0060 §6.5.4; over HTTP with `Link: rel="next"`).
+    pub max_page_items: u64,
+    /// The payload bytes after which a page of items ends (at least one item), service and
+    /// PEP: bounds the memory and size of one answer when items are large.
+    pub max_page_bytes: usize,
 }
 
 impl Default for PubsubConfig {
@@ -630,6 +654,8 @@ impl Default for PubsubConfig {
             pep: true,
             pep_max_items: p.max_items_limit,
             pep_max_nodes: p.max_nodes,
+            max_page_items: s.max_page_items,
+            max_page_bytes: s.max_page_bytes,
         }
     }
 }
@@ -667,6 +693,8 @@ impl PubsubConfig {
             max_payload_bytes: self.max_payload_bytes,
             max_subscriptions_per_node: self.max_subscriptions,
             max_nodes: self.max_nodes,
+            max_page_items: self.max_page_items.max(1),
+            max_page_bytes: self.max_page_bytes.max(1),
             ..Profile::service(domain)
         })
     }
@@ -677,6 +705,8 @@ impl PubsubConfig {
             max_items_limit: self.pep_max_items.max(1),
             max_payload_bytes: self.max_payload_bytes,
             max_nodes: self.pep_max_nodes,
+            max_page_items: self.max_page_items.max(1),
+            max_page_bytes: self.max_page_bytes.max(1),
             ..Profile::pep(domain)
         }
     }

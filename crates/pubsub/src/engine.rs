@@ -18,6 +18,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use rand::Rng;
 use rookery_jid::{BareJid, Jid};
+use rookery_proto::rsm::{self, Anchor};
 use rookery_proto::time::{delay, now_unix};
 use rookery_proto::Stanza;
 use rookery_xml::Element;
@@ -35,7 +36,7 @@ use crate::model::{Affiliation, Item, SubOptions, SubState, Subscription};
 use crate::ns;
 use crate::peers::NodeChange;
 use crate::policy::AccessPolicy;
-use crate::store::NodeStore;
+use crate::store::{NodeStore, PageLimit, Scan};
 
 type Result<T> = std::result::Result<T, PubsubError>;
 
@@ -214,6 +215,42 @@ pub struct ItemsQuery {
     pub ids: Vec<String>,
     /// The SubID the request names.
     pub subid: Option<String>,
+    /// An RSM page (§6.5.4, XEP-0059) of the node's items ordered newest first, as
+    /// `max_items` counts them: `after` an ItemID are older items, `before` it newer ones.
+    pub rsm: Option<rsm::Request>,
+}
+
+/// The answer to an items request: one page, however many items the node keeps.
+#[derive(Debug, Clone, Default)]
+pub struct ItemsPage {
+    /// The items, newest first.
+    pub items: Vec<Item>,
+    /// How many items the node keeps: the size of the result set.
+    pub count: u64,
+    /// Where `items[0]` is in the result set (newest first), when known.
+    pub first_index: Option<u64>,
+    /// Whether the page holds all the request asked for; if not, the answer says so with
+    /// an RSM `<set/>` (§6.5.4).
+    pub complete: bool,
+}
+
+impl ItemsPage {
+    /// Whether items older than the page's remain: the next page is `after` its last.
+    pub fn more_older(&self) -> bool {
+        self.first_index
+            .is_some_and(|i| i.saturating_add(self.items.len() as u64) < self.count)
+    }
+
+    /// The RSM `<set/>` of the page (XEP-0059 §2.1): `<first/>` is its newest item,
+    /// `<last/>` its oldest, as the result set is ordered.
+    pub fn result_set(&self) -> Element {
+        let ends = self.items.first().zip(self.items.last());
+        rsm::result_set(
+            ends.map(|(f, l)| (f.id.as_str(), l.id.as_str())),
+            self.first_index,
+            Some(self.count),
+        )
+    }
 }
 
 /// A publication request (§7.1).
@@ -729,9 +766,14 @@ impl Engine {
 
     async fn last_item(&self, svc: &BareJid, node: &mut Node) -> Result<Option<Item>> {
         if let LastItem::Unknown = node.last_item {
+            let newest = Scan::NewestFirst { below: None };
+            let one = PageLimit {
+                max: 1,
+                max_bytes: usize::MAX,
+            };
             let items = self
                 .store
-                .last_items(svc.as_str(), &node.name, Some(1))
+                .items_page(svc.as_str(), &node.name, newest, one)
                 .await?;
             node.last_item = match items.into_iter().next() {
                 Some(i) => LastItem::Some(Box::new(i)),
@@ -1148,7 +1190,7 @@ impl Engine {
         actor: &Jid,
         node: &str,
         q: &ItemsQuery,
-    ) -> Result<Vec<Item>> {
+    ) -> Result<ItemsPage> {
         self.read_items(svc, Some(&actor.to_bare()), node, q, true)
             .await
     }
@@ -1161,7 +1203,7 @@ impl Engine {
         who: Option<&BareJid>,
         node: &str,
         q: &ItemsQuery,
-    ) -> Result<Vec<Item>> {
+    ) -> Result<ItemsPage> {
         self.read_items(svc, who, node, q, false).await
     }
 
@@ -1174,7 +1216,7 @@ impl Engine {
         node: &str,
         q: &ItemsQuery,
         by_subid: bool,
-    ) -> Result<Vec<Item>> {
+    ) -> Result<ItemsPage> {
         let n = self.locked(svc, node).await?;
         self.reader_access(svc, &n, who).await?;
         let mut held = n
@@ -1190,10 +1232,87 @@ impl Engine {
             return Err(PubsubError::NotPersistent);
         }
         if !q.ids.is_empty() {
-            return self.store.items_by_id(svc.as_str(), node, &q.ids).await;
+            return self.items_by_id(svc, &n, &q.ids).await;
         }
-        let max = q.max.map(|m| m.min(self.limit()));
-        self.store.last_items(svc.as_str(), node, max).await
+        self.items_page(svc, &n, q).await
+    }
+
+    /// The page of `n`'s items that `q` asks for (§6.5.7 `max_items`, §6.5.4 RSM), within the
+    /// service's page limits.
+    async fn items_page(&self, svc: &BareJid, n: &Node, q: &ItemsQuery) -> Result<ItemsPage> {
+        let request = q.rsm.clone().unwrap_or_default();
+        let asked = q.max.into_iter().chain(request.max).min();
+        let limit = PageLimit {
+            max: asked.map_or(self.profile.max_page_items, |m| {
+                m.min(self.profile.max_page_items)
+            }),
+            max_bytes: self.profile.max_page_bytes,
+        };
+        let scan = match &request.anchor {
+            Anchor::First => Scan::NewestFirst { below: None },
+            Anchor::After(id) => Scan::NewestFirst {
+                below: Some(self.seq_of(svc, n, id).await?),
+            },
+            Anchor::Before(id) => Scan::OldestFirst {
+                above: Some(self.seq_of(svc, n, id).await?),
+            },
+            Anchor::Last => Scan::OldestFirst { above: None },
+        };
+        let mut items = self
+            .store
+            .items_page(svc.as_str(), &n.name, scan, limit)
+            .await?;
+        if matches!(scan, Scan::OldestFirst { .. }) {
+            items.reverse();
+        }
+        let count = n.item_count;
+        let taken = items.len() as u64;
+        let first_index = match (&request.anchor, items.first()) {
+            (_, None) => None,
+            (Anchor::First, _) => Some(0),
+            (Anchor::Last, _) => Some(count.saturating_sub(taken)),
+            (_, Some(newest)) => Some(
+                self.store
+                    .count_newer(svc.as_str(), &n.name, newest.seq)
+                    .await?,
+            ),
+        };
+        Ok(ItemsPage {
+            complete: taken >= asked.unwrap_or(count).min(count),
+            items,
+            count,
+            first_index,
+        })
+    }
+
+    /// The items of `n` named in `ids`, as many as fit a page's bytes (§6.5.4: a page that
+    /// leaves some out says so).
+    async fn items_by_id(&self, svc: &BareJid, n: &Node, ids: &[String]) -> Result<ItemsPage> {
+        let budget = self.profile.max_page_bytes;
+        let items = self
+            .store
+            .items_by_id(svc.as_str(), &n.name, ids, budget)
+            .await?;
+        let bytes: usize = items
+            .iter()
+            .filter_map(|i| i.payload.as_ref())
+            .map(|p| crate::xml::to_string(p).len())
+            .sum();
+        Ok(ItemsPage {
+            complete: bytes < budget,
+            items,
+            count: n.item_count,
+            first_index: None,
+        })
+    }
+
+    /// The sequence number of the item an RSM anchor names; XEP-0059 §2.6: `item-not-found`
+    /// when it is gone (an ItemID does not tell where it stood).
+    async fn seq_of(&self, svc: &BareJid, n: &Node, id: &str) -> Result<i64> {
+        self.store
+            .item_seq(svc.as_str(), &n.name, id)
+            .await?
+            .ok_or(PubsubError::ItemNotFound)
     }
 
     /// For clients of the engine other than a pubsub IQ (the WebSub hub, a node's history):
@@ -1370,7 +1489,7 @@ impl Engine {
                 // Own items only.
                 let items = self
                     .store
-                    .items_by_id(svc.as_str(), node, &[id.to_string()])
+                    .items_by_id(svc.as_str(), node, &[id.to_string()], usize::MAX)
                     .await?;
                 match items.first() {
                     Some(i) if Jid::parse(&i.publisher).is_ok_and(|p| p.to_bare() == who) => {}

@@ -2,6 +2,7 @@
 //! condition, pubsub-specific condition) as XEP-0060 lists them per use case (§5–§8 "Error
 //! Cases"; the pubsub#errors namespace, §14.2).
 
+use rookery_proto::rsm::RsmError;
 use rookery_proto::{ErrorType, StanzaError, StanzaErrorCondition as C};
 use rookery_xml::Element;
 
@@ -92,6 +93,10 @@ pub enum PubsubError {
     /// The node does not persist items (§8.5.3.3, §7.2.3.6).
     #[error("node does not persist items")]
     NotPersistent,
+    /// A malformed RSM `<set/>` (`bad-request`), or one asking for a page by `<index/>`
+    /// (XEP-0059 §2.5: `feature-not-implemented`; pages here are anchored by ItemID).
+    #[error("{0}")]
+    Rsm(rookery_proto::rsm::RsmError),
     /// The request is malformed (missing attribute, unknown element).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
@@ -213,7 +218,8 @@ impl PubsubError {
                 C::FeatureNotImplemented,
                 Some(app("unsupported").with_attr("feature", "persistent-items")),
             ),
-            E::BadRequest(_) => (ErrorType::Modify, C::BadRequest, None),
+            E::Rsm(RsmError::Index) => (ErrorType::Cancel, C::FeatureNotImplemented, None),
+            E::BadRequest(_) | E::Rsm(_) => (ErrorType::Modify, C::BadRequest, None),
             E::NotAcceptable(_) => (ErrorType::Modify, C::NotAcceptable, None),
             E::ResourceConstraint => (ErrorType::Wait, C::ResourceConstraint, None),
             E::Unsupported(feature) => (

@@ -58,6 +58,8 @@ pub fn features(kind: ServiceKind) -> Vec<&'static str> {
         "retrieve-default-sub",
         "retrieve-items",
         "retrieve-subscriptions",
+        // §6.5.4: items are paged with RSM (XEP-0059).
+        "rsm",
         "subscribe",
         "subscription-notifications",
         "subscription-options",

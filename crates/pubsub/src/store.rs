@@ -7,11 +7,13 @@
 //! the last one cached. Every write returns once committed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use rookery_jid::{BareJid, Jid};
 use rookery_store::pubsub::{ItemRow, SubscriptionRow};
+pub use rookery_store::pubsub::{PageLimit, Scan};
 use rookery_store::Store;
 
 use crate::config::NodeConfig;
@@ -91,20 +93,28 @@ pub trait NodeStore: Send + Sync + 'static {
     async fn retract(&self, service: &str, node: &str, id: &str) -> StoreResult<bool>;
     /// Deletes every item of a node.
     async fn purge(&self, service: &str, node: &str) -> StoreResult<()>;
-    /// The newest `max` items (all with `None`), newest first.
-    async fn last_items(
+    /// A page of items in the order of `scan`, within `limit`: at most `limit.max`, and none
+    /// after the one whose payload brings the page to `limit.max_bytes` (so at least one).
+    async fn items_page(
         &self,
         service: &str,
         node: &str,
-        max: Option<u64>,
+        scan: Scan,
+        limit: PageLimit,
     ) -> StoreResult<Vec<Item>>;
-    /// The items with these ids (those that exist), newest first.
+    /// The items with these ids (those that exist), newest first, as many as fit
+    /// `max_bytes` of payload (taken in the order of `ids`).
     async fn items_by_id(
         &self,
         service: &str,
         node: &str,
         ids: &[String],
+        max_bytes: usize,
     ) -> StoreResult<Vec<Item>>;
+    /// The sequence number of the item `id`, if there is one.
+    async fn item_seq(&self, service: &str, node: &str, id: &str) -> StoreResult<Option<i64>>;
+    /// How many items are newer than the sequence number `seq`.
+    async fn count_newer(&self, service: &str, node: &str, seq: i64) -> StoreResult<u64>;
     /// The ids of the newest `max` items, newest first.
     async fn item_ids(&self, service: &str, node: &str, max: u64) -> StoreResult<Vec<String>>;
     /// Deletes every node of a service.
@@ -340,16 +350,17 @@ impl NodeStore for SqlStore {
         Ok(())
     }
 
-    async fn last_items(
+    async fn items_page(
         &self,
         service: &str,
         node: &str,
-        max: Option<u64>,
+        scan: Scan,
+        limit: PageLimit,
     ) -> StoreResult<Vec<Item>> {
         let rows = self
             .store
             .pubsub()
-            .last_items(service, node, max)
+            .items_page(service, node, scan, limit)
             .await
             .map_err(db)?;
         Ok(rows.into_iter().map(item_from_row).collect())
@@ -360,14 +371,31 @@ impl NodeStore for SqlStore {
         service: &str,
         node: &str,
         ids: &[String],
+        max_bytes: usize,
     ) -> StoreResult<Vec<Item>> {
         let rows = self
             .store
             .pubsub()
-            .items_by_id(service, node, ids)
+            .items_by_id(service, node, ids, max_bytes)
             .await
             .map_err(db)?;
         Ok(rows.into_iter().map(item_from_row).collect())
+    }
+
+    async fn item_seq(&self, service: &str, node: &str, id: &str) -> StoreResult<Option<i64>> {
+        self.store
+            .pubsub()
+            .item_seq(service, node, id)
+            .await
+            .map_err(db)
+    }
+
+    async fn count_newer(&self, service: &str, node: &str, seq: i64) -> StoreResult<u64> {
+        self.store
+            .pubsub()
+            .count_newer(service, node, seq)
+            .await
+            .map_err(db)
     }
 
     async fn item_ids(&self, service: &str, node: &str, max: u64) -> StoreResult<Vec<String>> {
@@ -441,6 +469,25 @@ impl MemNode {
             None => false,
         }
     }
+}
+
+/// The items of `items`, in order, that a page within `limit` holds (as the SQL store fills
+/// one: see [`NodeStore::items_page`]).
+fn fill<'a>(items: impl Iterator<Item = &'a Item>, limit: PageLimit) -> Vec<Item> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for i in items {
+        if !limit.admits(out.len(), bytes) {
+            break;
+        }
+        bytes = bytes.saturating_add(
+            i.payload
+                .as_ref()
+                .map_or(0, |p| crate::xml::to_string(p).len()),
+        );
+        out.push(i.clone());
+    }
+    out
 }
 
 fn trim_oldest(n: &mut MemNode, keep: u64) -> u64 {
@@ -581,15 +628,28 @@ impl NodeStore for MemoryStore {
         })
     }
 
-    async fn last_items(
+    async fn items_page(
         &self,
         service: &str,
         node: &str,
-        max: Option<u64>,
+        scan: Scan,
+        limit: PageLimit,
     ) -> StoreResult<Vec<Item>> {
         self.with(service, node, |n| {
-            let take = max.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
-            n.items.values().rev().take(take).cloned().collect()
+            let items: Box<dyn Iterator<Item = &Item>> = match scan {
+                Scan::NewestFirst { below } => Box::new(
+                    n.items
+                        .range(..below.unwrap_or(i64::MAX))
+                        .rev()
+                        .map(|(_, i)| i),
+                ),
+                Scan::OldestFirst { above } => Box::new(
+                    n.items
+                        .range((Bound::Excluded(above.unwrap_or(i64::MIN)), Bound::Unbounded))
+                        .map(|(_, i)| i),
+                ),
+            };
+            fill(items, limit)
         })
     }
 
@@ -598,17 +658,34 @@ impl NodeStore for MemoryStore {
         service: &str,
         node: &str,
         ids: &[String],
+        max_bytes: usize,
     ) -> StoreResult<Vec<Item>> {
         self.with(service, node, |n| {
-            let mut seqs: Vec<i64> = ids
-                .iter()
-                .filter_map(|id| n.by_id.get(id).copied())
-                .collect();
-            seqs.sort_unstable_by(|a, b| b.cmp(a));
-            seqs.dedup();
-            seqs.iter()
-                .filter_map(|s| n.items.get(s).cloned())
-                .collect()
+            let mut seqs: Vec<i64> = Vec::new();
+            for seq in ids.iter().filter_map(|id| n.by_id.get(id).copied()) {
+                if !seqs.contains(&seq) {
+                    seqs.push(seq);
+                }
+            }
+            let limit = PageLimit {
+                max: u64::MAX,
+                max_bytes,
+            };
+            let mut out = fill(seqs.iter().filter_map(|s| n.items.get(s)), limit);
+            out.sort_by_key(|i| std::cmp::Reverse(i.seq));
+            out
+        })
+    }
+
+    async fn item_seq(&self, service: &str, node: &str, id: &str) -> StoreResult<Option<i64>> {
+        self.with(service, node, |n| n.by_id.get(id).copied())
+    }
+
+    async fn count_newer(&self, service: &str, node: &str, seq: i64) -> StoreResult<u64> {
+        self.with(service, node, |n| {
+            n.items
+                .range((Bound::Excluded(seq), Bound::Unbounded))
+                .count() as u64
         })
     }
 

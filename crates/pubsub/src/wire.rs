@@ -111,7 +111,14 @@ async fn entity(
     let node = act.attr("node");
     let out = |child: Element| Element::new("pubsub", ns::PUBSUB).with_child(child);
     match (set, act.name(), extra.map(Element::name)) {
-        (false, "items", None) => {
+        (false, "items", _) => {
+            let rsm = match extra_el(pubsub) {
+                None => None,
+                Some(set) if set.is("set", rookery_proto::ns::RSM) => {
+                    Some(rookery_proto::rsm::parse(set).map_err(PubsubError::Rsm)?)
+                }
+                Some(_) => return Err(bad("unexpected element with items")),
+            };
             let node = node.ok_or(PubsubError::NodeIdRequired)?;
             let max = match act.attr("max_items") {
                 Some(m) => Some(m.trim().parse::<u64>().map_err(|_| bad("max_items"))?),
@@ -126,11 +133,18 @@ async fn entity(
                 max,
                 ids,
                 subid: act.attr("subid").map(str::to_string),
+                rsm,
             };
-            let mut items = engine.items(svc, from, node, &q).await?;
+            let page = engine.items(svc, from, node, &q).await?;
             // Oldest first, as published.
-            items.reverse();
-            Ok(Reply::with(out(items_list(ns::PUBSUB, node, &items, true))))
+            let items: Vec<_> = page.items.iter().rev().cloned().collect();
+            let mut answer = out(items_list(ns::PUBSUB, node, &items, true));
+            // §6.5.4: a page that is not all that was asked says so; an RSM request always
+            // gets its <set/>.
+            if q.rsm.is_some() || !page.complete {
+                answer.push_child(page.result_set());
+            }
+            Ok(Reply::with(answer))
         }
         (false, "subscriptions", None) => {
             let subs = engine.subscriptions_of(svc, from, node).await?;

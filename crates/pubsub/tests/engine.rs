@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rookery_jid::{BareJid, Jid};
+use rookery_proto::rsm::{self, Anchor};
 use rookery_proto::Stanza;
 use rookery_pubsub::broadcast::{Broadcaster, EventKind, Notification};
 use rookery_pubsub::config::{AccessModel, Profile};
-use rookery_pubsub::engine::{ItemsQuery, PublishRequest, SubscriptionChange};
+use rookery_pubsub::engine::{ItemsPage, ItemsQuery, PublishRequest, SubscriptionChange};
 use rookery_pubsub::form::{Field, Form};
 use rookery_pubsub::model::{Affiliation, Item, SubState};
 use rookery_pubsub::{ns, AccessPolicy, Engine, MemoryStore, NodeStore, PubsubError};
@@ -97,6 +98,7 @@ impl Setup {
         self.engine
             .items(&self.svc, who, node, &ItemsQuery::default())
             .await
+            .map(|page| page.items)
     }
 
     /// Sets affiliations with `node` as its owner `owner` (§8.9.2).
@@ -371,6 +373,86 @@ async fn publish_errors() {
         .unwrap();
 }
 
+/// §6.5.4: an answer is a page — at most `max_page_items`, ending with the item that brings
+/// it to `max_page_bytes` — and RSM walks the rest (the result set newest first).
+#[tokio::test]
+async fn retrieve_items_in_pages() {
+    let profile = Profile {
+        max_page_items: 3,
+        max_page_bytes: 1000,
+        ..Profile::service("example.org")
+    };
+    let s = setup_with(profile, Arc::new(MemoryStore::new()));
+    let a = jid(ALICE);
+    s.create(&a, "n", &[("pubsub#max_items", "max")]).await;
+    for i in 0..8 {
+        s.publish(&a, publish("n", Some(&format!("i{i}")), Some(entry("x"))))
+            .await;
+    }
+    let page = |max: Option<u64>, rsm: Option<rsm::Request>| {
+        let q = ItemsQuery {
+            max,
+            rsm,
+            ..Default::default()
+        };
+        let e = &s.engine;
+        let (svc, a) = (s.svc.clone(), a.clone());
+        async move { e.items(&svc, &a, "n", &q).await }
+    };
+    let ids = |p: &ItemsPage| p.items.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+    // No max_items: the newest page, not all the node asked for.
+    let first = page(None, None).await.unwrap();
+    assert_eq!(ids(&first), ["i7", "i6", "i5"]);
+    assert_eq!(
+        (first.count, first.first_index, first.complete),
+        (8, Some(0), false)
+    );
+    assert!(first.more_older());
+    assert!(page(Some(2), None).await.unwrap().complete);
+    let after = |id: &str| rsm::Request {
+        max: None,
+        anchor: Anchor::After(id.into()),
+    };
+    let second = page(None, Some(after("i5"))).await.unwrap();
+    assert_eq!(
+        (ids(&second), second.first_index),
+        (vec!["i4".into(), "i3".into(), "i2".into()], Some(3))
+    );
+    let last = page(None, Some(after("i2"))).await.unwrap();
+    assert_eq!(ids(&last), ["i1", "i0"]);
+    assert!(!last.more_older());
+    let oldest = rsm::Request {
+        max: Some(2),
+        anchor: Anchor::Last,
+    };
+    let p = page(None, Some(oldest)).await.unwrap();
+    assert_eq!(
+        (ids(&p), p.first_index),
+        (vec!["i1".into(), "i0".into()], Some(6))
+    );
+    let newer = rsm::Request {
+        max: Some(2),
+        anchor: Anchor::Before("i2".into()),
+    };
+    assert_eq!(ids(&page(None, Some(newer)).await.unwrap()), ["i4", "i3"]);
+    assert_eq!(
+        page(None, Some(after("gone"))).await.unwrap_err(),
+        PubsubError::ItemNotFound
+    );
+    // Large payloads: the page ends with the item that reaches the byte budget.
+    s.publish(
+        &a,
+        publish("n", Some("big1"), Some(entry(&"y".repeat(600)))),
+    )
+    .await;
+    s.publish(
+        &a,
+        publish("n", Some("big2"), Some(entry(&"y".repeat(600)))),
+    )
+    .await;
+    assert_eq!(ids(&page(None, None).await.unwrap()), ["big2", "big1"]);
+}
+
 #[tokio::test]
 async fn retrieve_items_all_by_id_and_max() {
     let s = setup();
@@ -396,7 +478,7 @@ async fn retrieve_items_all_by_id_and_max() {
         )
         .await
         .unwrap();
-    assert_eq!(ids(last), ["i5"]);
+    assert_eq!(ids(last.items), ["i5"]);
     let some = s
         .engine
         .items(
@@ -410,7 +492,7 @@ async fn retrieve_items_all_by_id_and_max() {
         )
         .await
         .unwrap();
-    assert_eq!(ids(some), ["i3"]);
+    assert_eq!(ids(some.items), ["i3"]);
     // Republishing an id moves it to the top without growing the node.
     s.publish(&a, publish("n", Some("i3"), Some(entry("y"))))
         .await;
@@ -915,7 +997,8 @@ async fn pep_auto_create_with_publish_options_and_owner_only() {
     let items = engine
         .items(&alice, &a, "urn:xmpp:bookmarks:1", &ItemsQuery::default())
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(items.len(), 2);
     // Nobody else publishes or reads.
     let b = jid(BOB);

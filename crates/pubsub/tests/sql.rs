@@ -86,7 +86,8 @@ async fn nodes_subscriptions_and_items_survive_reopen() {
         let items = e
             .items(&svc, &bob, "n", &ItemsQuery::default())
             .await
-            .unwrap();
+            .unwrap()
+            .items;
         let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
         assert_eq!(ids, ["i2", "i1"]);
         assert_eq!(

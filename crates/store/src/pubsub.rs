@@ -7,6 +7,8 @@
 //! assigns (unique and increasing per node), so "the last N items" is an index range scan,
 //! however many items a node holds.
 
+use futures_util::TryStreamExt;
+
 use crate::db::{execute, with_pool, write_tx};
 use crate::websub::{enqueue, Change};
 use crate::{now_unix, Store, StoreError};
@@ -79,6 +81,70 @@ pub struct Pubsub<'a> {
 }
 
 type ItemTuple = (String, i64, String, Option<String>, i64);
+
+/// Which end of a node's items a page starts from (bounds by sequence number, exclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// The newest items first, only those older than `below` when given.
+    NewestFirst {
+        /// Only items with a lower sequence number.
+        below: Option<i64>,
+    },
+    /// The oldest items first, only those newer than `above` when given.
+    OldestFirst {
+        /// Only items with a higher sequence number.
+        above: Option<i64>,
+    },
+}
+
+/// How large a page of items may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit {
+    /// At most this many items.
+    pub max: u64,
+    /// No item after the one whose payload brings the page's payload bytes to this.
+    pub max_bytes: usize,
+}
+
+impl PageLimit {
+    /// Whether a page that holds `taken` items with `bytes` of payload takes another.
+    pub fn admits(&self, taken: usize, bytes: usize) -> bool {
+        (taken as u64) < self.max && bytes < self.max_bytes
+    }
+}
+
+/// A page being filled: the rows so far and the budget they used.
+struct Page {
+    limit: PageLimit,
+    bytes: usize,
+    rows: Vec<ItemRow>,
+}
+
+impl Page {
+    fn new(limit: PageLimit) -> Page {
+        Page {
+            limit,
+            bytes: 0,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row; whether the page takes more after it.
+    fn push(&mut self, row: ItemRow) -> bool {
+        self.bytes = self
+            .bytes
+            .saturating_add(row.payload.as_ref().map_or(0, String::len));
+        self.rows.push(row);
+        self.limit.admits(self.rows.len(), self.bytes)
+    }
+}
+
+const PAGE_NEWEST_FIRST: &str =
+    "SELECT item_id, seq, publisher, payload, updated_at FROM pubsub_items \
+     WHERE service = $1 AND node = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4";
+const PAGE_OLDEST_FIRST: &str =
+    "SELECT item_id, seq, publisher, payload, updated_at FROM pubsub_items \
+     WHERE service = $1 AND node = $2 AND seq > $3 ORDER BY seq ASC LIMIT $4";
 
 /// Deletes the `$3` oldest items of node `$2` of service `$1`.
 const TRIM_OLDEST: &str = "DELETE FROM pubsub_items WHERE service = $1 AND node = $2 AND seq IN \
@@ -490,35 +556,94 @@ impl<'a> Pubsub<'a> {
         Ok(n)
     }
 
-    /// The newest `max` items of a node (all with `None`), newest first.
-    pub async fn last_items(
+    /// A page of a node's items in the order of `scan`: at most `limit.max` of them, and no
+    /// more once their payloads reach `limit.max_bytes` (the item that reaches it is the
+    /// last; a page holds at least one item when there is one). Rows are read one at a time
+    /// and reading stops there, so a request costs about a page of memory however many items
+    /// the node keeps.
+    pub async fn items_page(
         &self,
         service: &str,
         node: &str,
-        max: Option<u64>,
+        scan: Scan,
+        limit: PageLimit,
     ) -> Result<Vec<ItemRow>, StoreError> {
-        let rows: Vec<ItemTuple> = with_pool!(self.store, pool => {
-            sqlx::query_as(
-                "SELECT item_id, seq, publisher, payload, updated_at FROM pubsub_items \
-                 WHERE service = $1 AND node = $2 ORDER BY seq DESC LIMIT $3",
+        let (sql, bound) = match scan {
+            Scan::NewestFirst { below } => (PAGE_NEWEST_FIRST, below.unwrap_or(i64::MAX)),
+            Scan::OldestFirst { above } => (PAGE_OLDEST_FIRST, above.unwrap_or(i64::MIN)),
+        };
+        let rows = with_pool!(self.store, pool => {
+            let mut rows = sqlx::query_as::<_, ItemTuple>(sql)
+                .bind(service)
+                .bind(node)
+                .bind(bound)
+                .bind(self::limit(limit.max))
+                .fetch(pool);
+            let mut page = Page::new(limit);
+            while let Some(row) = rows.try_next().await? {
+                if !page.push(item_row(row)) {
+                    break;
+                }
+            }
+            page.rows
+        });
+        Ok(rows)
+    }
+
+    /// The sequence number of the item `id` of a node, if it has one (an RSM anchor).
+    pub async fn item_seq(
+        &self,
+        service: &str,
+        node: &str,
+        id: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let seq = with_pool!(self.store, pool => {
+            sqlx::query_scalar(
+                "SELECT seq FROM pubsub_items WHERE service = $1 AND node = $2 AND item_id = $3",
             )
             .bind(service)
             .bind(node)
-            .bind(max.map_or(i64::MAX, limit))
-            .fetch_all(pool)
+            .bind(id)
+            .fetch_optional(pool)
             .await?
         });
-        Ok(rows.into_iter().map(item_row).collect())
+        Ok(seq)
     }
 
-    /// The items of a node with the given ids (those that exist), newest first.
+    /// How many items of a node are newer than `seq` (the RSM index of a page whose newest
+    /// item is `seq`).
+    pub async fn count_newer(
+        &self,
+        service: &str,
+        node: &str,
+        seq: i64,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = with_pool!(self.store, pool => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pubsub_items WHERE service = $1 AND node = $2 AND seq > $3",
+            )
+            .bind(service)
+            .bind(node)
+            .bind(seq)
+            .fetch_one(pool)
+            .await?
+        });
+        count(n)
+    }
+
+    /// The items of a node with the given ids (those that exist), newest first — as many as
+    /// fit `max_bytes` of payload (see [`Pubsub::items_page`]), taken in the order of `ids`.
     pub async fn items_by_id(
         &self,
         service: &str,
         node: &str,
         ids: &[String],
+        max_bytes: usize,
     ) -> Result<Vec<ItemRow>, StoreError> {
-        let mut out = Vec::with_capacity(ids.len());
+        let mut page = Page::new(PageLimit {
+            max: u64::MAX,
+            max_bytes,
+        });
         for id in ids {
             let row: Option<ItemTuple> = with_pool!(self.store, pool => {
                 sqlx::query_as(
@@ -532,11 +657,12 @@ impl<'a> Pubsub<'a> {
                 .await?
             });
             if let Some(r) = row {
-                if !out.iter().any(|o: &ItemRow| o.id == r.0) {
-                    out.push(item_row(r));
+                if !page.rows.iter().any(|o| o.id == r.0) && !page.push(item_row(r)) {
+                    break;
                 }
             }
         }
+        let mut out = page.rows;
         out.sort_by_key(|i| std::cmp::Reverse(i.seq));
         Ok(out)
     }

@@ -2,8 +2,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use crate::common::backends;
-use rookery_store::pubsub::{ItemRow, SubscriptionRow};
+use rookery_store::pubsub::{ItemRow, PageLimit, Pubsub, Scan, SubscriptionRow};
 use rookery_store::{Store, StoreError};
+
+/// No limit worth the name, for tests that look at every item.
+const ALL: PageLimit = PageLimit {
+    max: u64::MAX,
+    max_bytes: usize::MAX,
+};
+
+/// The newest `max` items, newest first.
+async fn newest(ps: &Pubsub<'_>, svc: &str, node: &str, max: u64) -> Vec<ItemRow> {
+    let limit = PageLimit { max, ..ALL };
+    ps.items_page(svc, node, Scan::NewestFirst { below: None }, limit)
+        .await
+        .unwrap()
+}
 
 fn item(id: &str, seq: i64, payload: Option<&str>) -> ItemRow {
     ItemRow {
@@ -84,7 +98,7 @@ async fn nodes_affiliations_and_subscriptions() {
         assert!(!ps.delete_node(&svc, "news").await.unwrap());
         assert!(ps.subscriptions(&svc).await.unwrap().is_empty());
         assert_eq!(ps.affiliations(&svc).await.unwrap().len(), 1);
-        assert!(ps.last_items(&svc, "news", None).await.unwrap().is_empty());
+        assert!(newest(&ps, &svc, "news", u64::MAX).await.is_empty());
         assert_eq!(ps.nodes(&other).await.unwrap().len(), 1);
         assert_eq!(ps.delete_service(&other).await.unwrap(), 1);
         assert!(ps.nodes(&other).await.unwrap().is_empty());
@@ -113,10 +127,8 @@ async fn items_publish_replace_trim_retract_purge() {
             count = (count + 1).min(2);
         }
         // max_items 2: "a" was dropped.
-        let ids: Vec<String> = ps
-            .last_items(&svc, "n", None)
+        let ids: Vec<String> = newest(&ps, &svc, "n", u64::MAX)
             .await
-            .unwrap()
             .into_iter()
             .map(|i| i.id)
             .collect();
@@ -127,7 +139,7 @@ async fn items_publish_replace_trim_retract_purge() {
             .await
             .unwrap();
         assert!(replaced);
-        let items = ps.last_items(&svc, "n", Some(1)).await.unwrap();
+        let items = newest(&ps, &svc, "n", 1).await;
         assert_eq!(items, vec![item("b", 4, Some("<q/>"))], "{}", b.name);
         let stats = ps.item_stats(&svc).await.unwrap();
         assert_eq!(stats.len(), 1);
@@ -139,6 +151,7 @@ async fn items_publish_replace_trim_retract_purge() {
                 &svc,
                 "n",
                 &["c".into(), "zz".into(), "b".into(), "c".into()],
+                usize::MAX,
             )
             .await
             .unwrap();
@@ -149,10 +162,7 @@ async fn items_publish_replace_trim_retract_purge() {
         ps.publish(&svc, "n", &item("d", 5, None), None, 2)
             .await
             .unwrap();
-        assert_eq!(
-            ps.last_items(&svc, "n", Some(1)).await.unwrap()[0].payload,
-            None
-        );
+        assert_eq!(newest(&ps, &svc, "n", 1).await[0].payload, None);
         assert_eq!(ps.trim(&svc, "n", 3, 1).await.unwrap(), 2);
         assert_eq!(ps.item_ids(&svc, "n", 10).await.unwrap(), ["d"]);
         assert!(ps.retract(&svc, "n", "d").await.unwrap());
@@ -178,8 +188,64 @@ async fn state_survives_reopen() {
         }
         b.store.close().await;
         let store = Store::open(&b.url).await.unwrap();
-        let items = store.pubsub().last_items(&svc, "n", None).await.unwrap();
+        let items = newest(&store.pubsub(), &svc, "n", u64::MAX).await;
         assert_eq!(items, vec![item("a", 1, Some("<p>é</p>"))], "{}", b.name);
         store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn item_pages_stop_at_their_count_or_byte_budget() {
+    for b in backends("pubsub-pages").await {
+        let ps = b.store.pubsub();
+        let svc = format!("pubsub.{}", b.domain);
+        ps.create_node(&svc, "n", "<x/>", "alice@x").await.unwrap();
+        // Ten items of 100 bytes each, seq 1..=10.
+        let payload = format!("<p>{}</p>", "y".repeat(93));
+        for seq in 1..=10 {
+            let id = format!("i{seq}");
+            ps.publish(&svc, "n", &item(&id, seq, Some(&payload)), None, 0)
+                .await
+                .unwrap();
+        }
+        let ids = |rows: Vec<ItemRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let page =
+            |scan, max, max_bytes| ps.items_page(&svc, "n", scan, PageLimit { max, max_bytes });
+        let newest = Scan::NewestFirst { below: None };
+        assert_eq!(
+            ids(page(newest, 3, usize::MAX).await.unwrap()),
+            ["i10", "i9", "i8"]
+        );
+        // 250 bytes: the third item reaches the budget and ends the page.
+        assert_eq!(
+            ids(page(newest, 100, 250).await.unwrap()),
+            ["i10", "i9", "i8"],
+            "{}",
+            b.name
+        );
+        // A budget below one item still gives one.
+        assert_eq!(ids(page(newest, 100, 1).await.unwrap()), ["i10"]);
+        let older = Scan::NewestFirst { below: Some(8) };
+        assert_eq!(ids(page(older, 2, usize::MAX).await.unwrap()), ["i7", "i6"]);
+        let newer = Scan::OldestFirst { above: Some(8) };
+        assert_eq!(
+            ids(page(newer, 5, usize::MAX).await.unwrap()),
+            ["i9", "i10"]
+        );
+        let oldest = Scan::OldestFirst { above: None };
+        assert_eq!(
+            ids(page(oldest, 2, usize::MAX).await.unwrap()),
+            ["i1", "i2"]
+        );
+        assert!(page(newest, 0, usize::MAX).await.unwrap().is_empty());
+        assert_eq!(ps.item_seq(&svc, "n", "i4").await.unwrap(), Some(4));
+        assert_eq!(ps.item_seq(&svc, "n", "zz").await.unwrap(), None);
+        assert_eq!(ps.count_newer(&svc, "n", 7).await.unwrap(), 3);
+        // By id, the budget holds too.
+        let wanted: Vec<String> = ["i2", "i5", "i9"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            ids(ps.items_by_id(&svc, "n", &wanted, 150).await.unwrap()),
+            ["i5", "i2"]
+        );
     }
 }

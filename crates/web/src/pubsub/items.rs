@@ -2,7 +2,8 @@
 //! retrieval, §7.1 publication (with §7.1.5 publish-options from the query string) and §7.2
 //! retraction, each one engine call — as an XMPP client's IQ would make it.
 //!
-//! - `GET /pubsub/{service}/{node}/items?max=N`: JSON, newest first;
+//! - `GET /pubsub/{service}/{node}/items?max=N&after=ID`: JSON, newest first, one page (its
+//!   `Link: rel="next"` names the next);
 //! - `POST …/items[?id=…&pubsub#…=…]` with `application/xml` (one payload element) or
 //!   `application/json` (stored in an XEP-0335 `<json/>` container): `201 Created` once the
 //!   item is committed and its notifications are sent, `Location` naming the item;
@@ -13,10 +14,11 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rookery_jid::Jid;
+use rookery_proto::rsm::{self, Anchor};
 use rookery_pubsub::engine::{ItemsQuery, PublishRequest};
 use rookery_pubsub::form::{Field, Form};
 use rookery_pubsub::model::Item;
@@ -48,7 +50,11 @@ pub fn item_json(item: &Item) -> serde_json::Value {
     v.into()
 }
 
-/// `GET …/items?max=N`.
+/// `GET …/items?max=N&after=ID`: one page of items, newest first — the newest, or those
+/// older than the item `after` — with `count` (the node's items) and, when older items
+/// remain, `Link: <…?after=…>; rel="next"` (RFC 8288) naming the next page. A page is at most
+/// `[pubsub] max_page_items` items and ends with the one that brings its payloads to
+/// `max_page_bytes`, as over XMPP (XEP-0060 §6.5.4, the same RSM page).
 pub async fn list(
     State(ctx): State<Arc<WebContext>>,
     Path((service, node)): Path<(String, String)>,
@@ -64,13 +70,37 @@ pub async fn list(
         ),
         None => None,
     };
+    let anchor = match q.get("after").map(String::as_str) {
+        Some("") => return Err(HttpError::BadRequest("after names no item".into())),
+        Some(id) => Anchor::After(id.to_string()),
+        None => Anchor::First,
+    };
     let query = ItemsQuery {
-        max,
+        rsm: Some(rsm::Request { max, anchor }),
         ..ItemsQuery::default()
     };
-    let items = engine.items_as(&svc, who, &node, &query).await?;
-    let items: Vec<serde_json::Value> = items.iter().map(item_json).collect();
-    Ok(Json(serde_json::json!({ "node": node, "items": items })).into_response())
+    let page = engine.items_as(&svc, who, &node, &query).await?;
+    let items: Vec<serde_json::Value> = page.items.iter().map(item_json).collect();
+    let body = serde_json::json!({ "node": node, "count": page.count, "items": items });
+    let mut r = Json(body).into_response();
+    if let Some(last) = page.items.last().filter(|_| page.more_older()) {
+        let next = next_page(svc.as_str(), &node, &last.id, max);
+        if let Ok(v) = HeaderValue::from_str(&next) {
+            r.headers_mut().append(header::LINK, v);
+        }
+    }
+    Ok(r)
+}
+
+/// The `Link` to the page of items after the item `last` (the same `max`, if one was given).
+fn next_page(service: &str, node: &str, last: &str, max: Option<u64>) -> String {
+    let max = max.map(|m| format!("&max={m}")).unwrap_or_default();
+    format!(
+        "</pubsub/{}/{}/items?after={}{max}>; rel=\"next\"",
+        encode_segment(service),
+        encode_segment(node),
+        encode_segment(last)
+    )
 }
 
 /// The payload element of a POST body, by its content type.

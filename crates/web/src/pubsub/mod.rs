@@ -100,7 +100,8 @@ async fn topic_links(
         rookery_websub::topic::hub_url(&topic)
     );
     if let Ok(v) = HeaderValue::from_str(&link) {
-        r.headers_mut().insert(header::LINK, v);
+        // Appended: an items answer may carry its own (`rel="next"`).
+        r.headers_mut().append(header::LINK, v);
     }
     r
 }
@@ -125,7 +126,8 @@ fn preflight(
 /// whole public listener (`[http] allowed_origins`, same origin always): a request from
 /// another origin is refused (`403`) before its handler runs, as BOSH's are; an allowed
 /// one — a preflight, an `EventSource`, a `fetch` — is answered with
-/// `Access-Control-Allow-Origin` and may read `Location` (a publication's item).
+/// `Access-Control-Allow-Origin` and may read `Location` (a publication's item) and `Link`
+/// (the next page of items).
 pub async fn cors(State(ctx): State<Arc<WebContext>>, req: Request, next: Next) -> Response {
     let Some(allow) = origin::cors_origin(req.headers(), &ctx.config.allowed_origins) else {
         return HttpError::Status(StatusCode::FORBIDDEN, "origin-not-allowed").into_response();
@@ -136,7 +138,7 @@ pub async fn cors(State(ctx): State<Arc<WebContext>>, req: Request, next: Next) 
     if expose {
         r.headers_mut().insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("Location"),
+            HeaderValue::from_static("Location, Link"),
         );
     }
     r
@@ -223,6 +225,7 @@ pub fn status_of(e: &PubsubError) -> StatusCode {
         | E::ItemForbidden
         | E::InvalidConfig(_)
         | E::BadRequest(_)
+        | E::Rsm(_)
         | E::NotAcceptable(_) => StatusCode::BAD_REQUEST,
     }
 }

@@ -11,9 +11,12 @@
 //! # Resuming
 //! `Last-Event-ID` (or `?last_event_id=`) replays, from the store, the items published after
 //! that one, oldest first — also after a server restart, since items and their order are
-//! stored. An ItemID no longer retained gets a `reset` event, then every retained item. The
-//! watch is taken *before* the store is read, and live items at or below the last replayed
-//! sequence number are skipped: nothing is missed or sent twice.
+//! stored. What is read is one page of the newest items, as an items request without
+//! `max_items` reads (`[pubsub] max_page_items` / `max_page_bytes`), so a replay costs a
+//! page of memory however large the node: an ItemID that is not in it (no longer retained,
+//! or more than a page behind) gets a `reset` event, then the page. The watch is taken
+//! *before* the store is read, and live items at or below the last replayed sequence number
+//! are skipped: nothing is missed or sent twice.
 //!
 //! # Bounded
 //! A stream holds a watch receiver on the node's shared ring (no queue of its own) and
@@ -99,9 +102,9 @@ pub fn node_event(node: &str, ev: &NodeEvent) -> Bytes {
     }
 }
 
-/// What to replay after the item `last` from `retained` (newest first, as the store gives
-/// them): the events, oldest first — led by `reset` when `last` is no longer retained — and
-/// the sequence number up to which live items are already covered.
+/// What to replay after the item `last` from `retained` (the newest page, newest first, as
+/// the engine gives it): the events, oldest first — led by `reset` when `last` is not in the
+/// page — and the sequence number up to which live items are already covered.
 pub fn replay(node: &str, last: &str, retained: &[Item]) -> (String, i64) {
     let mut out = String::new();
     let newest = retained.iter().map(|i| i.seq).max().unwrap_or(0);
@@ -256,7 +259,7 @@ pub async fn stream(
             .items_as(&svc, who, &node, &ItemsQuery::default())
             .await
         {
-            Ok(items) => items,
+            Ok(page) => page.items,
             Err(PubsubError::NotPersistent) => Vec::new(),
             Err(e) => return Err(e.into()),
         };

@@ -117,6 +117,34 @@ pub fn limited(router: Router, max_body_bytes: usize, request_timeout: Duration)
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
+        .layer(axum::middleware::from_fn(close_after_refused_body))
+}
+
+/// An error answer to a request that came with a body says `Connection: close` (RFC 9112
+/// §9.6). The body may not have been read — the request was refused on its headers: no
+/// token, a declared length over the limit, a deadline — and hyper then closes the
+/// connection once the answer is written, unless the body had already arrived; without the
+/// header a client that keeps connections alive sends its next request on that connection
+/// and sees it cut ("server disconnected without sending a response").
+async fn close_after_refused_body(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::header;
+    let headers = req.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let mut response = next.run(req).await;
+    let status = response.status();
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// A request whose declared length is over `max` gets `413` with the JSON error body the APIs

@@ -320,6 +320,45 @@ async def test_after_the_resumption_timeout_unacked_messages_are_not_lost(server
     await bob.close()
 
 
+async def test_a_client_that_never_acks_is_bounded_in_bytes_and_loses_nothing(server):
+    """`sm_max_unacked_bytes` (16 MiB): a client that reads but never answers `<r/>` could
+    pin `sm_max_unacked` × `max_stanza_bytes` (125 MiB) per session; past 16 MiB of
+    unacknowledged stanzas its stream ends with `policy-violation` (as past the count), and
+    what it did not acknowledge is routed again: the next login gets every message."""
+    c = await server.login("alice", "phone")
+    await c.presence()
+    await enable(c)
+    bob = await server.login("bob", "b")
+    big = "x" * 200_000
+    n = 90  # 18 MB: under the count (500), over the bytes
+
+    async def read_without_acks():
+        while True:
+            await c.recv(20)
+
+    reader = asyncio.create_task(read_without_acks())
+    for i in range(n):
+        bob.message(server.jid("alice", "phone"), f"{i} {big}")
+        await bob.flush()
+        # Paced, so that the client keeps up with its connection's queue (a client that
+        # does not read is the queue's limit, not this one).
+        await asyncio.sleep(0.03)
+    with pytest.raises(StreamError) as e:
+        await reader
+    assert e.value.condition == "policy-violation", e.value
+    assert "unacknowledged" in e.value.text, e.value.text
+    c.abort()
+    again = await server.login("alice", "desk")
+    await again.presence()
+    got = set()
+    while len(got) < n:
+        el = await again.expect(lambda x: local(x) == "message" and x.findtext(BODY),
+                                timeout=20, what=f"message {len(got)} of {n}")
+        got.add(int(el.findtext(BODY).split()[0]))
+    await again.close()
+    await bob.close()
+
+
 async def test_offline_messages_are_deleted_only_once_acknowledged(server_factory):
     """Stored messages (XEP-0160) delivered to a managed session stay stored until the client
     acknowledges them (XEP-0198): a crash (kill -9) before the acknowledgement loses none —

@@ -57,6 +57,10 @@ pub struct C2sConfig {
     /// a session may hold; beyond it the session ends and they are handled as undeliverable
     /// (messages to offline storage or bounced).
     pub sm_max_unacked: usize,
+    /// The bytes of those stanzas a session may hold, likewise: the count alone let one
+    /// client that never acknowledges pin `sm_max_unacked` × `max_stanza_bytes` (125 MiB).
+    /// 16 MiB: far more than a client that answers `<r/>` has in flight.
+    pub sm_max_unacked_bytes: usize,
     /// The server asks for an ack (`<r/>`) once this many stanzas are unacknowledged.
     pub sm_ack_every: u32,
     /// XEP-0352: stanzas held back (presence updates, chat states) while a client is
@@ -101,6 +105,7 @@ impl Default for C2sConfig {
             stream_management: true,
             sm_resume_timeout_secs: 300,
             sm_max_unacked: 500,
+            sm_max_unacked_bytes: 16 * 1024 * 1024,
             sm_ack_every: 5,
             csi_max_held: 100,
             fast_token_lifetime_secs: 14 * 24 * 3600,

@@ -336,8 +336,10 @@ impl<'a> Client<'a> {
     /// Waits, with no connection, for a resumption; meanwhile stanzas for the session are
     /// parked (bounded). `None` when the session must end.
     async fn hibernate(&mut self, end: &mut SessionEnd) -> Option<Box<Conn>> {
-        let max_unacked = self.ctx.config.sm_max_unacked;
+        let config = &self.ctx.config;
+        let (max_unacked, max_bytes) = (config.sm_max_unacked, config.sm_max_unacked_bytes);
         let m = self.sm.as_mut()?;
+        let mut parked_bytes: usize = m.parked.iter().map(Bytes::len).sum();
         let handoff = m.resume.as_ref().map(|r| r.handoff.clone())?;
         let deadline = after(Instant::now(), m.resume.as_ref()?.max);
         loop {
@@ -362,8 +364,11 @@ impl<'a> Client<'a> {
                     }
                     Some(Outbound::Bytes(b)) => {
                         held_message(self.ctx, self.jid, &b).await;
+                        parked_bytes += b.len();
                         m.parked.push_back(b);
-                        if m.parked.len() + m.counters.unacked() > max_unacked {
+                        if m.parked.len() + m.counters.unacked() > max_unacked
+                            || parked_bytes + m.counters.unacked_bytes() > max_bytes
+                        {
                             tracing::info!("too many stanzas for a hibernated session");
                             return None;
                         }
@@ -496,7 +501,10 @@ impl<'a> Client<'a> {
             if m.ack_due.is_none() && !m.requested {
                 m.ack_due = Some(Instant::now() + ACK_DELAY);
             }
-            if m.counters.unacked() > self.ctx.config.sm_max_unacked {
+            let config = &self.ctx.config;
+            if m.counters.unacked() > config.sm_max_unacked
+                || m.counters.unacked_bytes() > config.sm_max_unacked_bytes
+            {
                 return Err(ConnError::stream(
                     SEC::PolicyViolation,
                     "too many unacknowledged stanzas",

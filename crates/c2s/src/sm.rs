@@ -48,6 +48,8 @@ pub struct Counters {
     acked: u32,
     /// Stanzas sent and not yet acknowledged, oldest first: `sent - acked` of them.
     unacked: VecDeque<Unacked>,
+    /// Their bytes.
+    unacked_bytes: usize,
 }
 
 /// A stanza sent to the client and not acknowledged yet.
@@ -75,6 +77,7 @@ impl Counters {
             sent,
             acked: sent,
             unacked: VecDeque::new(),
+            unacked_bytes: 0,
         }
     }
 
@@ -97,12 +100,18 @@ impl Counters {
     /// acknowledged.
     pub fn sent(&mut self, stanza: Bytes, sent_at: i64) {
         self.sent = self.sent.wrapping_add(1);
+        self.unacked_bytes += stanza.len();
         self.unacked.push_back(Unacked { stanza, sent_at });
     }
 
     /// Stanzas sent and not acknowledged.
     pub fn unacked(&self) -> usize {
         self.unacked.len()
+    }
+
+    /// The bytes of the stanzas sent and not acknowledged.
+    pub fn unacked_bytes(&self) -> usize {
+        self.unacked_bytes
     }
 
     /// How many stanzas `h` newly acknowledges; an `h` behind the last one (a reordered or
@@ -123,7 +132,9 @@ impl Counters {
     pub fn ack(&mut self, h: u32) -> Result<(), TooHigh> {
         let newly = self.check(h)?;
         if newly > 0 {
-            self.unacked.drain(..newly);
+            for u in self.unacked.drain(..newly) {
+                self.unacked_bytes -= u.stanza.len();
+            }
             self.acked = h;
             if self.unacked.is_empty() && self.unacked.capacity() > 32 {
                 // Keep an idle session small after a burst.
@@ -140,6 +151,7 @@ impl Counters {
 
     /// Takes the unacknowledged stanzas out (the session ends: they are undeliverable).
     pub fn take_unacked(&mut self) -> VecDeque<Unacked> {
+        self.unacked_bytes = 0;
         std::mem::take(&mut self.unacked)
     }
 }

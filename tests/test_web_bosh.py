@@ -9,6 +9,7 @@ import http.client
 import re
 import socket
 import time
+import xml.etree.ElementTree as ET
 
 from slix import slix_login
 
@@ -415,3 +416,49 @@ async def test_sessions_are_measured_by_their_transport(server):
     assert value(m, "rookery_sessions", transport="websocket") == 0
     req(server, sid, 2004, type="terminate")
     await tcp.close()
+
+
+async def test_stanzas_waiting_for_a_client_that_stopped_polling_are_routed_again(server):
+    """A BOSH client that stops sending requests (a closed browser tab) without
+    `type='terminate'`: what waits for it in the session's window when `inactivity` ends
+    the session is routed again as a TCP session's undelivered stanzas are (XEP-0206 §7,
+    RFC 6121 §8.5.3.2.1): the messages go to offline storage and reach alice's next login
+    with a `<delay/>`, and the IQ request gets `service-unavailable` — nothing is dropped
+    silently."""
+    loop = asyncio.get_running_loop()
+
+    def alice_online() -> str:
+        sid = bosh_login(server, 8000, 2)
+        req(server, sid, 8004, "<presence xmlns='jabber:client'/>")
+        return sid
+
+    await loop.run_in_executor(None, alice_online)
+    bob = await server.login("bob", "b")
+    bob.message(server.jid("alice"), "to the bare jid")
+    bob.message(server.jid("alice", "bosh"), "to the resource")
+    bob.send(f"<iq type='get' id='ping1' to='{server.jid('alice', 'bosh')}'>"
+             "<ping xmlns='urn:xmpp:ping'/></iq>")
+    await bob.flush()
+    # `inactivity` is 60 s after the last answer (XEP-0124 §7.1).
+    err = await bob.expect(lambda el: el.get("id") == "ping1", 90, "the ping's error")
+    assert err.get("type") == "error" and err.find(
+        "{jabber:client}error/{urn:ietf:params:xml:ns:xmpp-stanzas}service-unavailable"
+    ) is not None, ET.tostring(err)
+    alice = await slix_login(server, "alice", resource="later", presence=True)
+    for body in ("to the bare jid", "to the resource"):
+        got = await alice.inbox.wait(lambda el, b=body: el.findtext("{jabber:client}body") == b,
+                                     10, body)
+        assert got.find("{urn:xmpp:delay}delay") is not None, ET.tostring(got)
+    await alice.close()
+    await bob.close()
+
+
+def test_a_bad_rid_on_a_live_session_ends_it(server):
+    """XEP-0124 §17.2: a terminal condition ends the session. A request naming a live
+    session with an unusable `rid` is answered `bad-request` — and the session is gone (its
+    sid unknown from then on), not left running, bound, until `inactivity`."""
+    sid = bosh_login(server, 9000, 2)
+    req(server, sid, 9004, "<presence xmlns='jabber:client'/>")
+    status, text, _ = post(server, f"<body xmlns='{NS}' rid='x' sid='{sid}'/>")
+    assert status == 200 and "type='terminate'" in text and "bad-request" in text, text
+    assert "item-not-found" in req(server, sid, 9005)

@@ -178,7 +178,8 @@ struct Window {
     /// The stream waiting for input or for inactivity to be judged again: woken by a
     /// message, and by a request leaving or joining the window.
     stream: Option<Waker>,
-    /// Ended for inactivity: the stream's input ends and its output fails at once.
+    /// Ended for inactivity or a terminal error: the stream's input ends and its output
+    /// fails at once; what is left in `out` is the stream's to route again, no request's.
     expired: bool,
     /// The `rid` the next new request must carry.
     next_rid: u64,
@@ -258,7 +259,13 @@ pub async fn request(
         return respond(terminate("bad-request"), cors);
     };
     let Some(rid) = body.attr("rid").and_then(|r| r.parse::<u64>().ok()) else {
-        return respond(terminate("bad-request"), cors);
+        // A terminal condition ends the session it names (XEP-0124 §17.2), or the client
+        // would drop a session that lives on, bound, for `inactivity`.
+        let answer = match body.attr("sid").and_then(|sid| ctx.bosh.get(sid)) {
+            Some(session) => session.end("bad-request"),
+            None => terminate("bad-request"),
+        };
+        return respond(answer, cors);
     };
     let session = match body.attr("sid") {
         None => create(&ctx, peer, &headers, &body, rid),
@@ -509,7 +516,7 @@ impl Session {
                 if let Some((_, r)) = w.answered.iter().find(|(r, _)| *r == rid) {
                     return Some(r.clone());
                 }
-                if w.closed && w.out.is_empty() {
+                if w.expired || (w.closed && w.out.is_empty()) {
                     // Ended, and nothing left to tell: the sid is no longer valid (§17.2),
                     // even in the moment before the session leaves the map.
                     return Some(terminate("item-not-found"));
@@ -777,12 +784,19 @@ impl Session {
         Bytes::from(out)
     }
 
-    /// Ends the session for a protocol error (its stream sees the transport gone).
+    /// [`Session::terminate_now`] for a request that never entered the window.
+    fn end(&self, condition: &str) -> Bytes {
+        self.terminate_now(&mut lock(&self.state), condition)
+    }
+
+    /// Ends the session for a protocol error (XEP-0124 §17.2: a terminal condition ends the
+    /// session): its stream sees the transport gone, and takes back what the window still
+    /// holds to route it again ([`MessageTransport::take_unsent`]).
     fn terminate_now(&self, w: &mut Window, condition: &str) -> Bytes {
         tracing::info!(condition, "BOSH session terminated");
         w.closed = true;
+        w.expired = true;
         w.held.clear();
-        w.out.clear();
         w.wake_stream();
         self.changed.notify_waiters();
         terminate(condition)
@@ -908,6 +922,16 @@ impl MessageTransport for Link {
         lock(&self.session.state).closed = true;
         self.session.changed.notify_waiters();
         Poll::Ready(())
+    }
+
+    /// What no request carried yet: once the session ends, the client that stopped asking
+    /// (or was cut off) will not get it, so the stream routes it again (XEP-0206 §7).
+    fn take_unsent(&mut self) -> Vec<Bytes> {
+        let mut w = lock(&self.session.state);
+        let unsent = std::mem::take(&mut w.out);
+        // A stream waiting for room in the window has it now.
+        w.wake_stream();
+        unsent
     }
 }
 

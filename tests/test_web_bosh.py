@@ -462,3 +462,17 @@ def test_a_bad_rid_on_a_live_session_ends_it(server):
     status, text, _ = post(server, f"<body xmlns='{NS}' rid='x' sid='{sid}'/>")
     assert status == 200 and "type='terminate'" in text and "bad-request" in text, text
     assert "item-not-found" in req(server, sid, 9005)
+
+
+def test_stanzas_in_a_restart_request_are_ignored(server):
+    """XEP-0206 §5: the restart request SHOULD be empty, and the connection manager SHOULD
+    ignore a stanza in it (Strophe puts what it has queued there): the restart answers with
+    the stream features, and the session goes on."""
+    sid = create(server, 9100)
+    assert "<success" in req(server, sid, 9101, plain("alice", "alicepass"))
+    features = req(server, sid, 9102, "<message xmlns='jabber:client' to='bob@localhost'>"
+                   "<body>early</body></message>", xmpp_restart="true", to=server.domain)
+    assert "urn:ietf:params:xml:ns:xmpp-bind" in features and "terminate" not in features, features
+    bound = req(server, sid, 9103, "<iq xmlns='jabber:client' type='set' id='b'><bind "
+                "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bosh</resource></bind></iq>")
+    assert "alice@localhost/bosh" in bound, bound

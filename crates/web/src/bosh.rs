@@ -566,15 +566,21 @@ impl Session {
         self.changed.notify_waiters();
         let resent = turn.is_none();
         let guard = Held { session: self, rid };
+        // An xs:boolean (XEP-0206 §5): "true" or "1".
+        let restart = !resent && matches!(body.attr(XMPP_RESTART), Some("true" | "1"));
+        if restart && body.children().next().is_some() {
+            // XEP-0206 §5: the restart body SHOULD be empty, and stanzas in it SHOULD be
+            // ignored — passed before the new header they would end the stream, which
+            // expects that header after SASL.
+            tracing::debug!("stanzas in a restart request ignored");
+        }
         // The payload, in order; a full window waits here (backpressure to the client). A
         // resent copy's is not passed on again: its stanzas would arrive twice.
         let mut payload: Vec<Bytes> = body
             .children()
-            .filter(|_| !resent)
+            .filter(|_| !resent && !restart)
             .map(|c| Bytes::from(rookery_proto::stream::to_bytes(c)))
             .collect();
-        // An xs:boolean (XEP-0206 §5): "true" or "1".
-        let restart = !resent && matches!(body.attr(XMPP_RESTART), Some("true" | "1"));
         if restart {
             let mut open = Element::new("open", NS_FRAMING).with_attr("version", "1.0");
             if let Some(to) = body.attr("to") {

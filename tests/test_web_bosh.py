@@ -390,13 +390,18 @@ def test_wait_zero_is_granted(server):
     _, text, _ = post(server, f"<body xmlns='{NS}' rid='6000' to='{server.domain}' wait='0' "
                               f"hold='1' ver='1.6' xmpp:version='1.0' xmlns:xmpp='urn:xmpp:xbosh'/>")
     assert "wait='0'" in text, text
-    sid = re.search(r"sid='([0-9a-f]+)'", text).group(1)
-    # With nothing to send, a request is answered at once, not after a second.
-    seen = text + req(server, sid, 6001)
-    if "<stream:features" not in seen:
-        seen += req(server, sid, 6002)
-    assert "<stream:features" in seen, seen
     assert time.monotonic() - started < 1, time.monotonic() - started
+    sid = re.search(r"sid='([0-9a-f]+)'", text).group(1)
+    # With nothing to send, a request is answered at once, not after a second. (A client
+    # polling again after an empty answer waits `polling` seconds first, XEP-0124 §12.)
+    for rid in (6001, 6002):
+        started = time.monotonic()
+        text += req(server, sid, rid)
+        assert time.monotonic() - started < 1, time.monotonic() - started
+        if "<stream:features" in text:
+            break
+        time.sleep(2.1)
+    assert "<stream:features" in text, text
 
 
 async def test_sessions_are_measured_by_their_transport(server):
@@ -476,3 +481,33 @@ def test_stanzas_in_a_restart_request_are_ignored(server):
     bound = req(server, sid, 9103, "<iq xmlns='jabber:client' type='set' id='b'><bind "
                 "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bosh</resource></bind></iq>")
     assert "alice@localhost/bosh" in bound, bound
+
+
+def test_polling_sessions_follow_the_polling_rule(server):
+    """XEP-0124 §12, for sessions that poll (`hold` or `wait` 0): two consecutive empty new
+    requests within `polling` seconds, the first answered empty, end the session with
+    `policy-violation` — and nothing else does: an empty poll right after a request that
+    carried something is the normal case."""
+    def open_session(rid: int, wait: int, hold: int) -> str:
+        _, text, _ = post(server, f"<body xmlns='{NS}' rid='{rid}' to='{server.domain}' "
+                                  f"wait='{wait}' hold='{hold}' ver='1.6'/>")
+        sid = re.search(r"sid='([0-9a-f]+)'", text).group(1)
+        # Polled at the allowed pace until the stream features are in.
+        while "<stream:features" not in text:
+            time.sleep(2.1)
+            rid += 1
+            text = req(server, sid, rid)
+        return sid, rid + 1
+
+    # hold='0': a request with a payload is answered at once (empty), the poll after it
+    # is no violation.
+    sid, rid = open_session(9300, 5, 0)
+    req(server, sid, rid, plain("alice", "alicepass"))
+    time.sleep(0.3)
+    text = req(server, sid, rid + 1)
+    assert "type='terminate'" not in text, text
+    # wait='0': a tight loop of empty polls is one.
+    sid, rid = open_session(9400, 0, 1)
+    time.sleep(2.1)
+    answers = [req(server, sid, rid + i) for i in range(3)]
+    assert "policy-violation" in answers[-1] or "policy-violation" in answers[-2], answers

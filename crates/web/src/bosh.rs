@@ -22,8 +22,9 @@
 //!   advertised limits;
 //! - overactivity (§11) and too frequent polling (§12): an empty new request less than
 //!   `polling` seconds after the previous new one, while every request the session may have
-//!   open is open (or, with `hold` = 0, after an empty answer), ends the session with
-//!   `policy-violation` — a client that polls in a loop costs a request per round trip;
+//!   open is open (or, in a polling session — `hold` or `wait` 0 — after an empty request
+//!   answered empty), ends the session with `policy-violation` — a client that polls in a
+//!   loop costs a request per round trip;
 //! - a bound on sessions per client address, and CORS (with preflight) for web pages of the
 //!   allowed origins.
 //!
@@ -82,7 +83,8 @@ const VERSION: (u32, u32) = (1, 11);
 const INACTIVITY: Duration = Duration::from_secs(60);
 
 /// Shortest interval between two empty new requests while every request the session may
-/// have open is open, or, with `hold` = 0, after an empty answer (`polling`, §11, §12).
+/// have open is open, or, in a polling session (`hold` or `wait` 0), after an empty request
+/// answered empty (`polling`, §11, §12).
 const POLLING: Duration = Duration::from_secs(2);
 
 /// The least a request that came before the rids preceding it waits for them (`wait` may
@@ -205,8 +207,9 @@ struct Window {
     ack: bool,
     /// When the last new request (not a resend) arrived.
     last_new: Instant,
-    /// Whether the last answer carried nothing (§12: polling too often is judged by it).
-    answered_empty: bool,
+    /// Whether the last new request carried nothing (§12: two empty ones in a row, the
+    /// first answered empty, are one too many).
+    last_new_empty: bool,
 }
 
 impl Window {
@@ -486,7 +489,7 @@ impl Session {
                 creating: true,
                 ack,
                 last_new: Instant::now(),
-                answered_empty: false,
+                last_new_empty: false,
             }),
             changed: Notify::new(),
         }
@@ -535,7 +538,7 @@ impl Session {
                     break None;
                 }
                 if rid == w.next_rid {
-                    if self.overactive(&mut w, &body) {
+                    if self.overactive(&mut w, &body, rid) {
                         return Some(self.terminate_now(&mut w, "policy-violation"));
                     }
                     w.next_rid = rid + 1;
@@ -674,11 +677,13 @@ impl Session {
         }
     }
 
-    /// Whether `body`, a new request, is one too many (XEP-0124 §11 overactivity, §12
-    /// polling): empty, less than [`POLLING`] after the previous new request, and either
-    /// every request the session may have open is open or (`hold` = 0) the last answer was
-    /// empty too.
-    fn overactive(&self, w: &mut Window, body: &Element) -> bool {
+    /// Whether `body`, new request `rid`, is one too many: empty, less than [`POLLING`]
+    /// after the previous new request, and
+    /// - in a polling session (`hold` or `wait` 0, XEP-0124 §12), the previous new request
+    ///   was empty too and so was its answer — a client sending something, or one that just
+    ///   got something, may ask again at once;
+    /// - otherwise (§11 overactivity), every request the session may have open is open.
+    fn overactive(&self, w: &mut Window, body: &Element, rid: u64) -> bool {
         let now = Instant::now();
         let soon = now.duration_since(w.last_new) < POLLING;
         w.last_new = now;
@@ -686,12 +691,18 @@ impl Session {
             && ["type", "pause", XMPP_RESTART]
                 .iter()
                 .all(|a| body.attr(a).is_none());
-        let all_open = if self.hold == 0 {
-            w.answered_empty
+        let previous_empty = std::mem::replace(&mut w.last_new_empty, empty);
+        let too_many = if self.hold == 0 || self.wait.is_zero() {
+            // Its answer is among the last ones kept (§14.3) unless it is still held.
+            let answered_empty = w
+                .answered
+                .iter()
+                .any(|(r, a)| r.checked_add(1) == Some(rid) && !a.ends_with(b"</body>"));
+            previous_empty && answered_empty
         } else {
             w.held.len() >= self.hold
         };
-        empty && soon && all_open
+        empty && soon && too_many
     }
 
     /// Answers the oldest held requests while more than `hold` are held (XEP-0124 §11), with
@@ -715,10 +726,6 @@ impl Session {
     /// Keeps `response` as the answer to `rid` (its held request returns it; a resend gets
     /// it again) — the last `hold + 1` answers are kept.
     fn record(&self, w: &mut Window, rid: u64, response: Bytes) {
-        // Empty: a `<body/>` without children ([`Session::empty`]; or the answer to
-        // `terminate`, after which nothing is judged); one that carries anything ends with
-        // `</body>`.
-        w.answered_empty = !response.ends_with(b"</body>");
         w.answered.push_back((rid, response));
         while w.answered.len() > self.hold + 1 {
             w.answered.pop_front();

@@ -511,3 +511,33 @@ def test_polling_sessions_follow_the_polling_rule(server):
     time.sleep(2.1)
     answers = [req(server, sid, rid + i) for i in range(3)]
     assert "policy-violation" in answers[-1] or "policy-violation" in answers[-2], answers
+
+
+async def test_shutdown_does_not_wait_for_an_idle_bosh_session(server):
+    """An idle BOSH session (no request held) at SIGTERM: nobody can pick up its
+    `system-shutdown` once the HTTP listener drained, so the shutdown does not wait for its
+    `inactivity` (60 s) — and what waited for it in the window is stored offline, as a TCP
+    session's queue is (XEP-0206 §7)."""
+    import signal  # noqa: PLC0415
+    loop = asyncio.get_running_loop()
+
+    def alice_online() -> str:
+        sid = bosh_login(server, 9200, 1)
+        req(server, sid, 9204, "<presence xmlns='jabber:client'/>")
+        return sid
+
+    await loop.run_in_executor(None, alice_online)
+    bob = await server.login("bob", "b")
+    bob.message(server.jid("alice", "bosh"), "before the shutdown")
+    await bob.flush()
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert await loop.run_in_executor(None, server.wait, 20) == 0
+    assert time.monotonic() - started < 15, time.monotonic() - started
+    server.start()
+    alice = await slix_login(server, "alice", resource="later", presence=True)
+    got = await alice.inbox.wait(
+        lambda el: el.findtext("{jabber:client}body") == "before the shutdown", 10, "the message")
+    assert got.find("{urn:xmpp:delay}delay") is not None, ET.tostring(got)
+    await alice.close()

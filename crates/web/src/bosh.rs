@@ -87,6 +87,11 @@ const INACTIVITY: Duration = Duration::from_secs(60);
 /// answered empty (`polling`, §11, §12).
 const POLLING: Duration = Duration::from_secs(2);
 
+/// How long an ended session waits for its client's next request once the server shuts
+/// down: a client between two requests picks up the `system-shutdown` with the next one, a
+/// round trip away.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
 /// The least a request that came before the rids preceding it waits for them (`wait` may
 /// be 0).
 const OUT_OF_ORDER_WAIT: Duration = Duration::from_secs(1);
@@ -395,13 +400,13 @@ fn create(
         conn,
         ctx.stopped.clone(),
     ));
-    let (ctx2, session2) = (ctx.clone(), session.clone());
+    let (ctx2, session2, stopped) = (ctx.clone(), session.clone(), ctx.stopped.clone());
     // One after the other, not joined: the task's future is as large as the larger of the
     // two, and the second is small.
     tokio::spawn(
         async move {
             stream.await;
-            session2.until_answered().await;
+            session2.until_answered(stopped).await;
             ctx2.bosh.remove(&sid, client.ip());
             drop(permit);
         }
@@ -816,8 +821,12 @@ impl Session {
     }
 
     /// Once the stream ended: keeps the session (its `sid` valid) until what the stream
-    /// left is answered — the requests held, or the next one within [`INACTIVITY`].
-    async fn until_answered(&self) {
+    /// left is answered — the requests held, or the next one within [`INACTIVITY`], or
+    /// within [`SHUTDOWN_GRACE`] once `stopped` reports the server shutting down: its HTTP
+    /// listener drains, so a client not asking by then never will, and the shutdown waits
+    /// for this task (its c2s context).
+    async fn until_answered(&self, mut stopped: tokio::sync::watch::Receiver<()>) {
+        let mut shutdown: Option<Instant> = None;
         loop {
             // Registered before looking, so a change between the look and the wait counts.
             let changed = self.changed.notified();
@@ -828,7 +837,10 @@ impl Session {
                 if w.over() {
                     return;
                 }
-                w.held.is_empty().then(|| w.idle_since + INACTIVITY)
+                w.held.is_empty().then(|| {
+                    let idle = w.idle_since + INACTIVITY;
+                    shutdown.map_or(idle, |s| idle.min(s))
+                })
             };
             tokio::select! {
                 () = sleep_until(idle_deadline) => {
@@ -837,6 +849,10 @@ impl Session {
                 }
                 // Re-evaluate the deadline when a request comes or goes.
                 () = changed => {}
+                // The sender is dropped at shutdown (it never sends).
+                _ = stopped.changed(), if shutdown.is_none() => {
+                    shutdown = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
             }
         }
     }

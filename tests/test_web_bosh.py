@@ -541,3 +541,26 @@ async def test_shutdown_does_not_wait_for_an_idle_bosh_session(server):
         lambda el: el.findtext("{jabber:client}body") == "before the shutdown", 10, "the message")
     assert got.find("{urn:xmpp:delay}delay") is not None, ET.tostring(got)
     await alice.close()
+
+
+async def test_a_body_of_several_large_stanzas_passes_and_an_oversized_one_is_a_bosh_answer(server):
+    """The body limit bounds a whole `<body/>` of several stanzas, each within the stanza
+    limit (a client sends what it queued in one body, as it would on TCP). A body over it is
+    answered as BOSH answers (XEP-0124 §17.1: no HTTP error codes to a non-legacy client):
+    HTTP 200, `type='terminate' condition='policy-violation'`, CORS headers kept."""
+    bob = await server.login("bob", "b")
+    loop = asyncio.get_running_loop()
+    sid = await loop.run_in_executor(None, bosh_login, server, 9500, 2)
+    big = "x" * 150_000
+    payload = "".join(f"<message xmlns='jabber:client' to='{server.jid('bob', 'b')}' type='chat'>"
+                      f"<body>{tag}{big}</body></message>" for tag in ("one", "two"))
+    await loop.run_in_executor(None, req, server, sid, 9504, payload)
+    for tag in ("one", "two"):
+        await bob.expect(lambda el, t=tag: (el.findtext("{jabber:client}body") or "").startswith(t),
+                         10, tag)
+    own = f"http://127.0.0.1:{server.http_port}"
+    huge = f"<body xmlns='{NS}' rid='9505' sid='{sid}'>" + payload * 8 + "</body>"
+    status, text, headers = await loop.run_in_executor(None, lambda: post(server, huge, {"Origin": own}))
+    assert status == 200 and "type='terminate'" in text and "policy-violation" in text, (status, text)
+    assert {k.lower(): v for k, v in headers.items()}.get("access-control-allow-origin") == own
+    await bob.close()

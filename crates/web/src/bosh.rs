@@ -244,21 +244,89 @@ impl Window {
     }
 }
 
+/// How many stanzas of the largest size a client may send (`max_stanza_bytes`) one request
+/// body may carry: a client sends what it queued in one body (Strophe: all of one idle
+/// tick), and each stanza is held to the stanza limit by the stream, as on TCP.
+const BODY_STANZAS: usize = 4;
+
+/// Room for the `<body/>` around the stanzas.
+const BODY_ENVELOPE: usize = 4096;
+
+/// The largest request body: [`BODY_STANZAS`] stanzas of `max_stanza_bytes` (the default
+/// 256 KiB makes 1 MiB).
+pub fn max_body_bytes(max_stanza_bytes: usize) -> usize {
+    max_stanza_bytes
+        .saturating_mul(BODY_STANZAS)
+        .saturating_add(BODY_ENVELOPE)
+}
+
+/// Why a request body was not read.
+enum BodyRefused {
+    /// Over [`max_body_bytes`].
+    TooLarge,
+    /// The client's upload broke off.
+    Unreadable,
+}
+
+impl BodyRefused {
+    /// The terminal binding condition it is answered with (XEP-0124 §17.2: a request over
+    /// the session rules' bounds is `policy-violation`).
+    fn condition(&self) -> &'static str {
+        match self {
+            BodyRefused::TooLarge => "policy-violation",
+            BodyRefused::Unreadable => "bad-request",
+        }
+    }
+}
+
+/// The request's body, at most `limit` bytes. A larger one is read to its end and dropped,
+/// not kept: a client sends its whole body before it reads the answer, so cut off midway it
+/// would see a broken connection instead of that answer (the listener's request timeout
+/// bounds how long this takes).
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, BodyRefused> {
+    use futures_util::StreamExt;
+    let mut data = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut too_large = false;
+    while let Some(chunk) = data.next().await {
+        let chunk = chunk.map_err(|_| BodyRefused::Unreadable)?;
+        too_large = too_large || kept.len().saturating_add(chunk.len()) > limit;
+        if too_large {
+            kept = Vec::new();
+        } else {
+            kept.extend_from_slice(&chunk);
+        }
+    }
+    if too_large {
+        return Err(BodyRefused::TooLarge);
+    }
+    Ok(Bytes::from(kept))
+}
+
 /// `POST /http-bind`.
 pub async fn request(
     State(ctx): State<Arc<WebContext>>,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let Some(cors) = origin::cors_origin(&headers, &ctx.config.allowed_origins) else {
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     };
-    let limit = ctx.c2s.config.max_stanza_bytes + 1024;
+    let limit = max_body_bytes(ctx.c2s.config.max_stanza_bytes);
+    let body = match read_body(body, limit).await {
+        Ok(body) => body,
+        Err(refused) => {
+            // Which session it names is unknown without reading it: none is ended.
+            tracing::info!(condition = refused.condition(), "BOSH request refused");
+            return respond(terminate(refused.condition()), cors);
+        }
+    };
     let parsed = rookery_xml::first_element(
         &body,
         Limits {
             max_stanza_bytes: limit,
+            max_elements: Limits::C2S.max_elements.saturating_mul(BODY_STANZAS),
             ..Limits::C2S
         },
     )

@@ -25,8 +25,14 @@
 //!   open is open (or, in a polling session — `hold` or `wait` 0 — after an empty request
 //!   answered empty), ends the session with `policy-violation` — a client that polls in a
 //!   loop costs a request per round trip;
+//! - the request body's size: several stanzas ([`max_body_bytes`]), a larger one answered
+//!   `policy-violation` as a BOSH answer (§17.1), not an HTTP error;
 //! - a bound on sessions per client address, and CORS (with preflight) for web pages of the
 //!   allowed origins.
+//!
+//! When the session ends, what its window still holds for a client that stopped asking
+//! goes back to the stream ([`MessageTransport::take_unsent`]), which routes it again as a
+//! TCP session does its undelivered stanzas.
 //!
 //! The stream reads its messages from the window and writes its frames into it within its
 //! own polls: no channels and no relay task between them, so an idle session is its
@@ -252,7 +258,7 @@ const BODY_STANZAS: usize = 4;
 /// Room for the `<body/>` around the stanzas.
 const BODY_ENVELOPE: usize = 4096;
 
-/// The largest request body: [`BODY_STANZAS`] stanzas of `max_stanza_bytes` (the default
+/// The largest request body: `BODY_STANZAS` stanzas of `max_stanza_bytes` (the default
 /// 256 KiB makes 1 MiB).
 pub fn max_body_bytes(max_stanza_bytes: usize) -> usize {
     max_stanza_bytes

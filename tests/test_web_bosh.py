@@ -564,3 +564,19 @@ async def test_a_body_of_several_large_stanzas_passes_and_an_oversized_one_is_a_
     assert status == 200 and "type='terminate'" in text and "policy-violation" in text, (status, text)
     assert {k.lower(): v for k, v in headers.items()}.get("access-control-allow-origin") == own
     await bob.close()
+
+
+def test_from_and_authid_come_as_soon_as_known(server):
+    """XEP-0124 §7.1: the creation response SHOULD carry `from`; XEP-0206 §4: `authid` goes
+    out in a response as soon as it is available — with `hold='0'` the creation response
+    comes before the stream header, and `authid` follows with a later response."""
+    _, text, _ = post(server, f"<body xmlns='{NS}' rid='9600' to='{server.domain}' wait='5' "
+                              f"hold='0' ver='1.6'/>")
+    assert f"from='{server.domain}'" in text, text
+    sid = re.search(r"sid='([0-9a-f]+)'", text).group(1)
+    seen, rid = text, 9600
+    while "<stream:features" not in seen:
+        time.sleep(2.1)
+        rid += 1
+        seen += req(server, sid, rid)
+    assert re.search(r"authid='[0-9a-f]+'", seen), seen

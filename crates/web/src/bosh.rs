@@ -178,6 +178,8 @@ struct Session {
     content: HeaderValue,
     /// The protocol version spoken: the lower of the client's `ver` and ours (§7.1).
     ver: String,
+    /// Our domain, the creation response's `from` (§7.1).
+    from: String,
     state: Mutex<Window>,
     /// Wakes held and queued requests: new frames, a new request, room for input, the end.
     changed: Notify,
@@ -204,8 +206,11 @@ struct Window {
     passing: VecDeque<u64>,
     /// Elements from the connection not sent yet.
     out: Vec<Bytes>,
-    /// The stream id from the connection's header (`authid` of the creation response).
+    /// The stream id from the connection's header (`authid`, XEP-0206 §4).
     stream_id: Option<String>,
+    /// `authid` went out: on the first response after the stream id is known (the creation
+    /// response, unless the stream was not that far yet).
+    authid_sent: bool,
     /// The connection closed its stream: the next response terminates the session.
     closed: bool,
     /// The last responses by `rid`, for resent requests (as many as `requests`).
@@ -501,6 +506,8 @@ struct Terms {
     content: HeaderValue,
     /// The version spoken.
     ver: String,
+    /// Our domain: the one the client asked for (`to`, checked as served before).
+    from: String,
 }
 
 impl Terms {
@@ -520,6 +527,7 @@ impl Terms {
                 .and_then(|c| HeaderValue::from_str(c).ok())
                 .unwrap_or_else(xml_content_type),
             ver: spoken_version(body.attr("ver")),
+            from: body.attr("to").unwrap_or_default().to_string(),
         }
     }
 }
@@ -546,6 +554,7 @@ impl Session {
             ack,
             content,
             ver,
+            from,
         } = terms;
         Session {
             sid,
@@ -553,6 +562,7 @@ impl Session {
             hold,
             content,
             ver,
+            from,
             state: Mutex::new(Window {
                 incoming: VecDeque::from([open]),
                 stream: None,
@@ -562,6 +572,7 @@ impl Session {
                 passing: VecDeque::new(),
                 out: Vec::new(),
                 stream_id: None,
+                authid_sent: false,
                 closed: false,
                 answered: VecDeque::new(),
                 idle_since: Instant::now(),
@@ -848,7 +859,8 @@ impl Session {
                 ("polling", POLLING.as_secs().to_string()),
                 ("ver", self.ver.clone()),
                 ("secure", "true".to_string()),
-                ("authid", w.stream_id.clone().unwrap_or_default()),
+                // XEP-0124 §7.1 (SHOULD): the domain the client asked for, which we serve.
+                ("from", self.from.clone()),
                 ("xmpp:version", "1.0".to_string()),
                 // XEP-0206 §5 (MUST when supported): `xmpp:restart` is understood.
                 ("xmpp:restartlogic", "true".to_string()),
@@ -857,6 +869,11 @@ impl Session {
                 attr(&mut out, k, &v);
             }
             attr(&mut out, "xmlns:xmpp", NS_XBOSH);
+        }
+        // XEP-0206 §4: "as soon as it is available".
+        if let (false, Some(id)) = (w.authid_sent, &w.stream_id) {
+            attr(&mut out, "authid", id);
+            w.authid_sent = true;
         }
         let elements = std::mem::take(&mut w.out);
         // A stream waiting for room in the window has it now.
@@ -1144,6 +1161,7 @@ mod tests {
             ack,
             content: xml_content_type(),
             ver: spoken_version(None),
+            from: "localhost".into(),
         };
         let s = Arc::new(Session::new("s".into(), terms, 10, open));
         (s.clone(), Link::new(s))

@@ -1359,6 +1359,19 @@ mod tests {
         assert!(poll_fn(|cx| link.poll_send(cx, &mut frames)).await.is_err());
     }
 
+    /// A terminal condition ends the stream's input and leaves what the window held for
+    /// the stream to take back and route again (XEP-0206 §7), instead of dropping it.
+    #[tokio::test(start_paused = true)]
+    async fn a_terminated_session_hands_its_output_back() {
+        let (s, mut link) = session();
+        assert!(recv(&mut link).await.is_some());
+        send_element(&mut link).await;
+        assert!(contains(&s.end("bad-request"), "condition='bad-request'"));
+        assert!(recv(&mut link).await.is_none());
+        assert_eq!(link.take_unsent(), vec![Bytes::from_static(b"<c/>")]);
+        assert!(link.take_unsent().is_empty());
+    }
+
     /// A client that stops asking: the window takes [`OUTGOING_DEPTH`] elements, then the
     /// stream's writes wait until a request carries them.
     #[tokio::test(start_paused = true)]

@@ -11,8 +11,9 @@
 //!   `requests` ahead, each one's payload passed to the stream whole before the next one's
 //!   (§14.1); a `rid` answered before gets the same response again (§14.3, so a lost HTTP
 //!   response is recovered by resending; a resend's payload is not passed again, so a
-//!   request taken is passed whole even if its HTTP connection drops midway), one outside
-//!   the window ends the session with `item-not-found`;
+//!   request taken is passed whole even if its HTTP connection drops midway; one resent
+//!   while still held takes the answer over, the earlier copy gets `type='error'` at once),
+//!   one outside the window ends the session with `item-not-found`;
 //! - holding (§8, §10): up to `hold` requests wait (at most `wait` seconds) for something to
 //!   send; a further request sends the oldest back empty;
 //! - inactivity (§7.1): with no request held for `inactivity` seconds the session ends (the
@@ -200,6 +201,10 @@ struct Window {
     next_rid: u64,
     /// Held requests by `rid`, oldest first.
     held: VecDeque<u64>,
+    /// The copy holding each held `rid` that was resent (§14.3: the latest one; a `rid` not
+    /// here is held by its first copy, number 0), and the last copy number given.
+    holders: Vec<(u64, u64)>,
+    copies: u64,
     /// Admitted requests whose payload is not passed on yet, by `rid`, oldest first: only
     /// the first one passes (§14.1: payloads reach the stream in `rid` order, also when a
     /// request waits for room mid-payload and the next one is admitted meanwhile).
@@ -234,6 +239,14 @@ impl Window {
     /// to send.
     fn over(&self) -> bool {
         self.expired || (self.closed && self.held.is_empty() && self.out.is_empty())
+    }
+
+    /// The copy of request `rid` that holds it ([`Window::holders`]).
+    fn holder(&self, rid: u64) -> u64 {
+        self.holders
+            .iter()
+            .find(|(r, _)| *r == rid)
+            .map_or(0, |(_, c)| *c)
     }
 
     /// Keeps the stream's waker, for [`Window::wake_stream`] (its input or its room).
@@ -569,6 +582,8 @@ impl Session {
                 expired: false,
                 next_rid: rid,
                 held: VecDeque::new(),
+                holders: Vec::new(),
+                copies: 0,
                 passing: VecDeque::new(),
                 out: Vec::new(),
                 stream_id: None,
@@ -600,7 +615,7 @@ impl Session {
         tokio::pin!(left);
         // Resent, or out of the window? (`turn`: none for a copy of a request still held,
         // whose payload went to the stream with the first copy.)
-        let turn = loop {
+        let (turn, copy) = loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
@@ -623,9 +638,13 @@ impl Session {
                 }
                 if rid < w.next_rid {
                     // Below the next rid and held (checked above): the client gave up waiting
-                    // and sent it again (§14.3). Both copies wait for the one response,
-                    // which each of them returns.
-                    break None;
+                    // and sent it again (§14.3). This copy holds it from now on; the one
+                    // before answers at once (`Window::holders`).
+                    w.copies += 1;
+                    let copy = w.copies;
+                    w.holders.retain(|(r, _)| *r != rid);
+                    w.holders.push((rid, copy));
+                    break (None, copy);
                 }
                 if rid == w.next_rid {
                     if self.overactive(&mut w, &body, rid) {
@@ -639,7 +658,7 @@ impl Session {
                     }
                     self.release_beyond_hold(&mut w);
                     w.passing.push_back(rid);
-                    break Some(Turn { session: self, rid });
+                    break (Some(Turn { session: self, rid }), 0);
                 }
             }
             // A later rid than expected: wait for the ones before it (§14.2), a second at
@@ -658,7 +677,11 @@ impl Session {
         };
         self.changed.notify_waiters();
         let resent = turn.is_none();
-        let guard = Held { session: self, rid };
+        let guard = Held {
+            session: self,
+            rid,
+            copy,
+        };
         // An xs:boolean (XEP-0206 §5): "true" or "1".
         let restart = !resent && matches!(body.attr(XMPP_RESTART), Some("true" | "1"));
         if restart && body.children().next().is_some() {
@@ -712,6 +735,13 @@ impl Session {
                 if let Some((_, r)) = w.answered.iter().find(|(r, _)| *r == rid) {
                     // Answered to an earlier copy of this request.
                     return Some(r.clone());
+                }
+                if w.holder(rid) != copy {
+                    // §14.3: resent meanwhile; the answer goes to the latest copy, this one
+                    // gets a recoverable binding condition at once.
+                    return Some(Bytes::from_static(
+                        b"<body xmlns='http://jabber.org/protocol/httpbind' type='error'/>",
+                    ));
                 }
                 if !w.held.contains(&rid) {
                     // Taken over by the same rid resent on another connection.
@@ -1071,6 +1101,9 @@ impl Drop for Link {
 struct Held<'a> {
     session: &'a Session,
     rid: u64,
+    /// Which copy of the request (0 the first, [`Window::holders`]): one replaced by a
+    /// later copy leaves the window to that one.
+    copy: u64,
 }
 
 impl Held<'_> {
@@ -1083,6 +1116,10 @@ impl Held<'_> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         let mut w = lock(&self.session.state);
+        if w.holder(self.rid) != self.copy {
+            return;
+        }
+        w.holders.retain(|(r, _)| *r != self.rid);
         // Dropped unanswered (its HTTP connection was lost): the client never got a response
         // and will send this rid again (XEP-0124 §14.3). Nothing was taken from the
         // session's output for it, so the resend gets an empty body and the output goes

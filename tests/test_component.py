@@ -417,3 +417,33 @@ async def test_disconnect_while_clients_send(srv):
     await a.inbox.wait(is_message("echo: back", frm=BOT), WAIT, "echo after reconnect")
     for c in (a, b, bot):
         await c.close()
+
+
+async def test_a_versioned_header_gets_no_version_back(srv):
+    """RFC 6120 §4.3.2: a response header with version='1.0' promises <stream:features/>,
+    which XEP-0114 has none of: the answer carries no version (§4.7.5), so a library that
+    sent one does not wait for features that never come; the handshake works as usual."""
+    r = RawClient("127.0.0.1", srv.component_port, BOT)
+    await r.connect()
+    r.send(f"<?xml version='1.0'?><stream:stream xmlns='{NS_COMPONENT}' "
+           f"xmlns:stream='{NS_STREAM}' to='{BOT}' version='1.0'>")
+    kind, hdr = await r.recv_raw()
+    assert kind == "header" and hdr.get("version") is None, hdr.attrib
+    r.send("<handshake>%s</handshake>" % hashlib.sha1((hdr.get("id") + SECRET).encode()).hexdigest())
+    el = await r.recv()
+    assert local(el) == "handshake", ET.tostring(el)
+    r.abort()
+
+
+async def test_the_error_to_a_stanza_without_to_comes_from_the_server(srv):
+    """A component's stanza without `to` gets bad-request; on this server-style stream
+    (XEP-0114 §3) the error carries `from` (RFC 6120 §8.1.2.1): the server's domain."""
+    r, sid = await raw_component(srv, BOT)
+    r.send("<handshake>%s</handshake>" % hashlib.sha1((sid + SECRET).encode()).hexdigest())
+    assert local(await r.recv()) == "handshake"
+    r.send(f"<message from='{BOT}' id='nt'><body>x</body></message>")
+    err = await r.expect(lambda el: el.get("id") == "nt", WAIT, "the error")
+    conditions = [local(c) for e in err if local(e) == "error" for c in e]
+    assert err.get("type") == "error" and "bad-request" in conditions, ET.tostring(err)
+    assert err.get("from") == srv.domain and err.get("to") == BOT, ET.tostring(err)
+    r.abort()

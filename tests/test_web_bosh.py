@@ -9,6 +9,7 @@ import http.client
 import re
 import socket
 import time
+import xml.etree.ElementTree as ET
 
 from slix import slix_login
 
@@ -252,7 +253,8 @@ def test_an_empty_request_while_one_is_held_is_overactivity(server):
 async def test_a_request_resent_while_held_is_passed_on_once(server):
     """XEP-0124 §14.3: a client that gave up waiting sends the same rid again while the
     first copy is still held; the payload reached the stream with the first copy and must
-    not a second time (bob gets the message once), and both copies get the one answer."""
+    not a second time (bob gets the message once). The first copy is answered at once with
+    a recoverable binding condition (`type='error'`), the answer goes to the latest copy."""
     bob = await slix_login(server, "bob", resource="b")
     loop = asyncio.get_running_loop()
 
@@ -274,9 +276,12 @@ async def test_a_request_resent_while_held_is_passed_on_once(server):
                              "the message")
         second = pool.submit(req, server, sid, 3004, message)
         await asyncio.sleep(1)
+        assert first.done() and not second.done()
         release = await loop.run_in_executor(None, req, server, sid, 3005)
         answers = [f.result(timeout=15) for f in (first, second)]
-    assert answers[0] == answers[1] and "<body" in release, (answers, release)
+    assert "type='error'" in answers[0], answers
+    assert answers[1].startswith("<body") and "type=" not in answers[1], answers
+    assert "<body" in release, release
     await asyncio.sleep(1)
     got = [el for el in bob.inbox.items if el.findtext("{jabber:client}body") == "only once"]
     assert len(got) == 1, got
@@ -389,13 +394,18 @@ def test_wait_zero_is_granted(server):
     _, text, _ = post(server, f"<body xmlns='{NS}' rid='6000' to='{server.domain}' wait='0' "
                               f"hold='1' ver='1.6' xmpp:version='1.0' xmlns:xmpp='urn:xmpp:xbosh'/>")
     assert "wait='0'" in text, text
-    sid = re.search(r"sid='([0-9a-f]+)'", text).group(1)
-    # With nothing to send, a request is answered at once, not after a second.
-    seen = text + req(server, sid, 6001)
-    if "<stream:features" not in seen:
-        seen += req(server, sid, 6002)
-    assert "<stream:features" in seen, seen
     assert time.monotonic() - started < 1, time.monotonic() - started
+    sid = re.search(r"sid='([0-9a-f]+)'", text).group(1)
+    # With nothing to send, a request is answered at once, not after a second. (A client
+    # polling again after an empty answer waits `polling` seconds first, XEP-0124 §12.)
+    for rid in (6001, 6002):
+        started = time.monotonic()
+        text += req(server, sid, rid)
+        assert time.monotonic() - started < 1, time.monotonic() - started
+        if "<stream:features" in text:
+            break
+        time.sleep(2.1)
+    assert "<stream:features" in text, text
 
 
 async def test_sessions_are_measured_by_their_transport(server):
@@ -415,3 +425,162 @@ async def test_sessions_are_measured_by_their_transport(server):
     assert value(m, "rookery_sessions", transport="websocket") == 0
     req(server, sid, 2004, type="terminate")
     await tcp.close()
+
+
+async def test_stanzas_waiting_for_a_client_that_stopped_polling_are_routed_again(server):
+    """A BOSH client that stops sending requests (a closed browser tab) without
+    `type='terminate'`: what waits for it in the session's window when `inactivity` ends
+    the session is routed again as a TCP session's undelivered stanzas are (XEP-0206 §7,
+    RFC 6121 §8.5.3.2.1): the messages go to offline storage and reach alice's next login
+    with a `<delay/>`, and the IQ request gets `service-unavailable` — nothing is dropped
+    silently."""
+    loop = asyncio.get_running_loop()
+
+    def alice_online() -> str:
+        sid = bosh_login(server, 8000, 2)
+        req(server, sid, 8004, "<presence xmlns='jabber:client'/>")
+        return sid
+
+    await loop.run_in_executor(None, alice_online)
+    bob = await server.login("bob", "b")
+    bob.message(server.jid("alice"), "to the bare jid")
+    bob.message(server.jid("alice", "bosh"), "to the resource")
+    bob.send(f"<iq type='get' id='ping1' to='{server.jid('alice', 'bosh')}'>"
+             "<ping xmlns='urn:xmpp:ping'/></iq>")
+    await bob.flush()
+    # `inactivity` is 60 s after the last answer (XEP-0124 §7.1).
+    err = await bob.expect(lambda el: el.get("id") == "ping1", 90, "the ping's error")
+    assert err.get("type") == "error" and err.find(
+        "{jabber:client}error/{urn:ietf:params:xml:ns:xmpp-stanzas}service-unavailable"
+    ) is not None, ET.tostring(err)
+    alice = await slix_login(server, "alice", resource="later", presence=True)
+    for body in ("to the bare jid", "to the resource"):
+        got = await alice.inbox.wait(lambda el, b=body: el.findtext("{jabber:client}body") == b,
+                                     10, body)
+        assert got.find("{urn:xmpp:delay}delay") is not None, ET.tostring(got)
+    await alice.close()
+    await bob.close()
+
+
+def test_a_bad_rid_on_a_live_session_ends_it(server):
+    """XEP-0124 §17.2: a terminal condition ends the session. A request naming a live
+    session with an unusable `rid` is answered `bad-request` — and the session is gone (its
+    sid unknown from then on), not left running, bound, until `inactivity`."""
+    sid = bosh_login(server, 9000, 2)
+    req(server, sid, 9004, "<presence xmlns='jabber:client'/>")
+    status, text, _ = post(server, f"<body xmlns='{NS}' rid='x' sid='{sid}'/>")
+    assert status == 200 and "type='terminate'" in text and "bad-request" in text, text
+    assert "item-not-found" in req(server, sid, 9005)
+
+
+def test_stanzas_in_a_restart_request_are_ignored(server):
+    """XEP-0206 §5: the restart request SHOULD be empty, and the connection manager SHOULD
+    ignore a stanza in it (Strophe puts what it has queued there): the restart answers with
+    the stream features, and the session goes on."""
+    sid = create(server, 9100)
+    assert "<success" in req(server, sid, 9101, plain("alice", "alicepass"))
+    features = req(server, sid, 9102, "<message xmlns='jabber:client' to='bob@localhost'>"
+                   "<body>early</body></message>", xmpp_restart="true", to=server.domain)
+    assert "urn:ietf:params:xml:ns:xmpp-bind" in features and "terminate" not in features, features
+    bound = req(server, sid, 9103, "<iq xmlns='jabber:client' type='set' id='b'><bind "
+                "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bosh</resource></bind></iq>")
+    assert "alice@localhost/bosh" in bound, bound
+
+
+def test_polling_sessions_follow_the_polling_rule(server):
+    """XEP-0124 §12, for sessions that poll (`hold` or `wait` 0): two consecutive empty new
+    requests within `polling` seconds, the first answered empty, end the session with
+    `policy-violation` — and nothing else does: an empty poll right after a request that
+    carried something is the normal case."""
+    def open_session(rid: int, wait: int, hold: int) -> str:
+        _, text, _ = post(server, f"<body xmlns='{NS}' rid='{rid}' to='{server.domain}' "
+                                  f"wait='{wait}' hold='{hold}' ver='1.6'/>")
+        sid = re.search(r"sid='([0-9a-f]+)'", text).group(1)
+        # Polled at the allowed pace until the stream features are in.
+        while "<stream:features" not in text:
+            time.sleep(2.1)
+            rid += 1
+            text = req(server, sid, rid)
+        return sid, rid + 1
+
+    # hold='0': a request with a payload is answered at once (empty), the poll after it
+    # is no violation.
+    sid, rid = open_session(9300, 5, 0)
+    req(server, sid, rid, plain("alice", "alicepass"))
+    time.sleep(0.3)
+    text = req(server, sid, rid + 1)
+    assert "type='terminate'" not in text, text
+    # wait='0': a tight loop of empty polls is one.
+    sid, rid = open_session(9400, 0, 1)
+    time.sleep(2.1)
+    answers = [req(server, sid, rid + i) for i in range(3)]
+    assert "policy-violation" in answers[-1] or "policy-violation" in answers[-2], answers
+
+
+async def test_shutdown_does_not_wait_for_an_idle_bosh_session(server):
+    """An idle BOSH session (no request held) at SIGTERM: nobody can pick up its
+    `system-shutdown` once the HTTP listener drained, so the shutdown does not wait for its
+    `inactivity` (60 s) — and what waited for it in the window is stored offline, as a TCP
+    session's queue is (XEP-0206 §7)."""
+    import signal  # noqa: PLC0415
+    loop = asyncio.get_running_loop()
+
+    def alice_online() -> str:
+        sid = bosh_login(server, 9200, 1)
+        req(server, sid, 9204, "<presence xmlns='jabber:client'/>")
+        return sid
+
+    await loop.run_in_executor(None, alice_online)
+    bob = await server.login("bob", "b")
+    bob.message(server.jid("alice", "bosh"), "before the shutdown")
+    await bob.flush()
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert await loop.run_in_executor(None, server.wait, 20) == 0
+    assert time.monotonic() - started < 15, time.monotonic() - started
+    server.start()
+    alice = await slix_login(server, "alice", resource="later", presence=True)
+    got = await alice.inbox.wait(
+        lambda el: el.findtext("{jabber:client}body") == "before the shutdown", 10, "the message")
+    assert got.find("{urn:xmpp:delay}delay") is not None, ET.tostring(got)
+    await alice.close()
+
+
+async def test_a_body_of_several_large_stanzas_passes_and_an_oversized_one_is_a_bosh_answer(server):
+    """The body limit bounds a whole `<body/>` of several stanzas, each within the stanza
+    limit (a client sends what it queued in one body, as it would on TCP). A body over it is
+    answered as BOSH answers (XEP-0124 §17.1: no HTTP error codes to a non-legacy client):
+    HTTP 200, `type='terminate' condition='policy-violation'`, CORS headers kept."""
+    bob = await server.login("bob", "b")
+    loop = asyncio.get_running_loop()
+    sid = await loop.run_in_executor(None, bosh_login, server, 9500, 2)
+    big = "x" * 150_000
+    payload = "".join(f"<message xmlns='jabber:client' to='{server.jid('bob', 'b')}' type='chat'>"
+                      f"<body>{tag}{big}</body></message>" for tag in ("one", "two"))
+    await loop.run_in_executor(None, req, server, sid, 9504, payload)
+    for tag in ("one", "two"):
+        await bob.expect(lambda el, t=tag: (el.findtext("{jabber:client}body") or "").startswith(t),
+                         10, tag)
+    own = f"http://127.0.0.1:{server.http_port}"
+    huge = f"<body xmlns='{NS}' rid='9505' sid='{sid}'>" + payload * 8 + "</body>"
+    status, text, headers = await loop.run_in_executor(None, lambda: post(server, huge, {"Origin": own}))
+    assert status == 200 and "type='terminate'" in text and "policy-violation" in text, (status, text)
+    assert {k.lower(): v for k, v in headers.items()}.get("access-control-allow-origin") == own
+    await bob.close()
+
+
+def test_from_and_authid_come_as_soon_as_known(server):
+    """XEP-0124 §7.1: the creation response SHOULD carry `from`; XEP-0206 §4: `authid` goes
+    out in a response as soon as it is available — with `hold='0'` the creation response
+    comes before the stream header, and `authid` follows with a later response."""
+    _, text, _ = post(server, f"<body xmlns='{NS}' rid='9600' to='{server.domain}' wait='5' "
+                              f"hold='0' ver='1.6'/>")
+    assert f"from='{server.domain}'" in text, text
+    sid = re.search(r"sid='([0-9a-f]+)'", text).group(1)
+    seen, rid = text, 9600
+    while "<stream:features" not in seen:
+        time.sleep(2.1)
+        rid += 1
+        seen += req(server, sid, rid)
+    assert re.search(r"authid='[0-9a-f]+'", seen), seen

@@ -93,10 +93,11 @@ async fn finish(
     mut client: Client<'_>,
     handle: &SessionHandle,
     end: &mut SessionEnd,
-    last: Option<Conn>,
+    mut last: Option<Conn>,
     reason: ConnError,
 ) {
-    client.terminate(handle, end).await;
+    let unsent = last.as_mut().map(Conn::take_unsent).unwrap_or_default();
+    client.terminate(handle, end, unsent).await;
     if let Some(mut conn) = last {
         match client.closing.take() {
             Some(bytes) => {
@@ -437,8 +438,15 @@ impl<'a> Client<'a> {
     /// The session ends for good: it is no longer resumable, it is unbound (presence
     /// unavailable goes out) and what it could not deliver is routed again ([`reroutable`]):
     /// a stanza written but not acknowledged with a `<delay/>` of when it was written
-    /// (XEP-0198 §4), unless it has one already.
-    async fn terminate(&mut self, handle: &SessionHandle, end: &mut SessionEnd) {
+    /// (XEP-0198 §4), unless it has one already. `unsent` is what the last connection took
+    /// but never delivered ([`Conn::take_unsent`]); a managed stream counts those among its
+    /// unacknowledged stanzas already.
+    async fn terminate(
+        &mut self,
+        handle: &SessionHandle,
+        end: &mut SessionEnd,
+        unsent: Vec<Bytes>,
+    ) {
         // With the time each was written, for those that were.
         let mut undelivered: Vec<(Bytes, Option<i64>)> = Vec::new();
         // Let go only once what they wait for is routed again, below.
@@ -457,6 +465,8 @@ impl<'a> Client<'a> {
             let unacked = m.counters.take_unacked().into_iter();
             undelivered.extend(unacked.map(|u| (u.stanza, Some(u.sent_at))));
             undelivered.extend(std::mem::take(&mut m.parked).into_iter().map(|b| (b, None)));
+        } else {
+            undelivered.extend(unsent.into_iter().map(|b| (b, None)));
         }
         undelivered.extend(self.csi.take_held().into_iter().map(|b| (b, None)));
         self.ctx.core.unbind(self.jid, handle.id()).await;

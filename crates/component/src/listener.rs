@@ -150,9 +150,11 @@ async fn authenticate(
     conn: &mut Conn,
 ) -> Result<Arc<ComponentRoute>, ConnError> {
     let header = conn.next_header().await?;
-    // RFC 6120 §4.7.5: a peer without a version (every XEP-0114 component) gets none back.
-    let versioned = header::major_version(&header).is_some_and(|m| m >= 1);
-    conn.set_header_version(versioned);
+    // Never a version back, whatever the component sent: XEP-0114 defines none, and a
+    // version='1.0' header promises <stream:features/> (RFC 6120 §4.3.2), which this
+    // protocol has none of; a peer's version higher than ours is answered with ours or
+    // none (§4.7.5), and without one the component proceeds to its handshake.
+    conn.set_header_version(false);
     let route = header
         .attr("to")
         .and_then(|to| Jid::parse(to).ok())
@@ -288,7 +290,13 @@ impl Inbound for Component<'_> {
         if stanza.to().is_none() {
             let e = StanzaError::new(StanzaErrorCondition::BadRequest)
                 .with_text("stanzas from a component must have a 'to' address");
-            if let Some(reply) = stanza.error_reply(&e) {
+            if let Some(mut reply) = stanza.error_reply(&e) {
+                // The addresses swapped leave it without `from`, which a stanza on this
+                // server-style stream (XEP-0114 §3) must have (RFC 6120 §8.1.2.1): the error
+                // is the server's.
+                if let Ok(server) = Jid::parse(self.core.domain()) {
+                    reply.set_from(server);
+                }
                 conn.send(reply.element()).await?;
             }
             return Ok(());

@@ -22,38 +22,51 @@ const XMPP_REQUEST: Duration = Duration::from_secs(90);
 /// cut much earlier (rookery-upload's idle timeout between chunks).
 const UPLOAD_REQUEST: Duration = Duration::from_secs(3600);
 
-/// The largest body of an XMPP request: a stanza and the BOSH `<body/>` around it.
+/// The largest body of the web routes but BOSH's (pubsub, WebSub): a stanza's worth and
+/// some.
 fn xmpp_body(cfg: &Config) -> usize {
     cfg.c2s.max_stanza_bytes + 4096
 }
 
 /// The public listener's limits. Connections: as many as the process can hold (each BOSH
 /// client keeps up to two; a WebSocket leaves this count once upgraded and counts against
-/// the c2s cap). With uploads on, the listener's body size and deadline are the upload's and
-/// the XMPP routes keep their own ([`router`]).
-fn limits(cfg: &Config, upload: bool) -> rookery_http::Limits {
-    let (request_timeout, max_body_bytes) = if upload {
-        let file = usize::try_from(cfg.upload.max_file_bytes).unwrap_or(usize::MAX);
-        (UPLOAD_REQUEST, file.max(xmpp_body(cfg)))
-    } else {
-        (XMPP_REQUEST, xmpp_body(cfg))
-    };
+/// the c2s cap). No body limit of the listener's own: each group of routes has its own
+/// ([`router`]), BOSH's reads within its limit itself. The deadline is the longest one.
+fn limits(upload: bool) -> rookery_http::Limits {
     rookery_http::Limits {
         max_connections: rookery_stream::CapLimits::automatic(),
-        request_timeout,
-        max_body_bytes,
+        request_timeout: if upload { UPLOAD_REQUEST } else { XMPP_REQUEST },
+        max_body_bytes: usize::MAX,
         ..rookery_http::Limits::ADMIN
     }
 }
 
-/// The public listener's routes: WebSocket, BOSH and host-meta (rookery-web), and the
-/// upload's files when it is on.
+/// The public listener's routes, each group with its body limit and deadline: WebSocket,
+/// host-meta and the HTTP APIs (rookery-web), BOSH (under none: it answers an oversized
+/// body itself, as XEP-0124 §17.1 wants, within [`rookery_web::bosh::max_body_bytes`]), and
+/// the upload's files when it is on.
 fn router(cfg: &Config, ctx: Arc<rookery_web::WebContext>, upload: Option<&Arc<Upload>>) -> Router {
-    let web = rookery_web::router(ctx);
+    use rookery_http::listener::limited;
+    let web = limited(
+        rookery_web::router(ctx.clone()),
+        xmpp_body(cfg),
+        XMPP_REQUEST,
+    )
+    .merge(limited(
+        rookery_web::bosh_router(ctx),
+        usize::MAX,
+        XMPP_REQUEST,
+    ));
     match upload {
         None => web,
-        Some(up) => rookery_http::listener::limited(web, xmpp_body(cfg), XMPP_REQUEST)
-            .merge(rookery_upload::http::router(up.clone())),
+        Some(up) => {
+            let file = usize::try_from(cfg.upload.max_file_bytes).unwrap_or(usize::MAX);
+            web.merge(limited(
+                rookery_upload::http::router(up.clone()),
+                file,
+                UPLOAD_REQUEST,
+            ))
+        }
     }
 }
 
@@ -126,14 +139,14 @@ pub async fn start(
                 l,
                 acceptor,
                 router,
-                limits(cfg, upload.is_some()),
+                limits(upload.is_some()),
                 stopped,
             ))
         } else {
             tokio::spawn(rookery_http::listener::run(
                 l,
                 router,
-                limits(cfg, upload.is_some()),
+                limits(upload.is_some()),
                 stopped,
             ))
         });

@@ -13,6 +13,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::Poll;
 
+use bytes::Bytes;
 use rookery_proto::{ns, stream, Stanza, StanzaParseError, StreamError, StreamErrorCondition};
 use rookery_sasl::ChannelBindings;
 use rookery_xml::{Element, Event, Limits, StreamHeader, StreamParser};
@@ -270,6 +271,22 @@ impl Conn {
             Io::Stream(t) => Some(t),
             Io::Messages(_) => None,
         }
+    }
+
+    /// The elements written to this connection that never reached the peer and can still be
+    /// told apart, oldest first: on a message framing, what its transport kept
+    /// ([`MessageTransport::take_unsent`]) and what waits for the next flush. A byte stream
+    /// hands its bytes to the socket, whose buffer cannot be taken back: none.
+    pub fn take_unsent(&mut self) -> Vec<Bytes> {
+        let Io::Messages(m) = &mut self.io else {
+            return Vec::new();
+        };
+        let mut unsent = m.transport.take_unsent();
+        unsent.extend(m.pending.drain(..).filter_map(|f| match f {
+            Frame::Element(b) => Some(b),
+            _ => None,
+        }));
+        unsent
     }
 
     /// Closes the write side of the connection without a stream close (the peer is gone or

@@ -76,6 +76,15 @@ pub trait MessageTransport: Send + Sync {
     /// Ends the transport's output: the peer learns nothing more comes (WebSocket: the
     /// closing handshake; BOSH: its session's next response terminates it). Idempotent.
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+
+    /// Takes the elements the transport accepted from [`MessageTransport::poll_send`] but
+    /// never got to the peer, for the session to route them again as it routes what is
+    /// still in its own queue when it ends. A transport that hands its frames on at once
+    /// (WebSocket) keeps none; BOSH keeps them in its request window until the client asks,
+    /// and a client that stopped asking never does (XEP-0124 §7.1 `inactivity`).
+    fn take_unsent(&mut self) -> Vec<Bytes> {
+        Vec::new()
+    }
 }
 
 /// The connection's end of a message transport, built by the transport's adapter.

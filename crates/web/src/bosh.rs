@@ -11,8 +11,9 @@
 //!   `requests` ahead, each one's payload passed to the stream whole before the next one's
 //!   (§14.1); a `rid` answered before gets the same response again (§14.3, so a lost HTTP
 //!   response is recovered by resending; a resend's payload is not passed again, so a
-//!   request taken is passed whole even if its HTTP connection drops midway), one outside
-//!   the window ends the session with `item-not-found`;
+//!   request taken is passed whole even if its HTTP connection drops midway; one resent
+//!   while still held takes the answer over, the earlier copy gets `type='error'` at once),
+//!   one outside the window ends the session with `item-not-found`;
 //! - holding (§8, §10): up to `hold` requests wait (at most `wait` seconds) for something to
 //!   send; a further request sends the oldest back empty;
 //! - inactivity (§7.1): with no request held for `inactivity` seconds the session ends (the
@@ -22,10 +23,17 @@
 //!   advertised limits;
 //! - overactivity (§11) and too frequent polling (§12): an empty new request less than
 //!   `polling` seconds after the previous new one, while every request the session may have
-//!   open is open (or, with `hold` = 0, after an empty answer), ends the session with
-//!   `policy-violation` — a client that polls in a loop costs a request per round trip;
+//!   open is open (or, in a polling session — `hold` or `wait` 0 — after an empty request
+//!   answered empty), ends the session with `policy-violation` — a client that polls in a
+//!   loop costs a request per round trip;
+//! - the request body's size: several stanzas ([`max_body_bytes`]), a larger one answered
+//!   `policy-violation` as a BOSH answer (§17.1), not an HTTP error;
 //! - a bound on sessions per client address, and CORS (with preflight) for web pages of the
 //!   allowed origins.
+//!
+//! When the session ends, what its window still holds for a client that stopped asking
+//! goes back to the stream ([`MessageTransport::take_unsent`]), which routes it again as a
+//! TCP session does its undelivered stanzas.
 //!
 //! The stream reads its messages from the window and writes its frames into it within its
 //! own polls: no channels and no relay task between them, so an idle session is its
@@ -82,8 +90,14 @@ const VERSION: (u32, u32) = (1, 11);
 const INACTIVITY: Duration = Duration::from_secs(60);
 
 /// Shortest interval between two empty new requests while every request the session may
-/// have open is open, or, with `hold` = 0, after an empty answer (`polling`, §11, §12).
+/// have open is open, or, in a polling session (`hold` or `wait` 0), after an empty request
+/// answered empty (`polling`, §11, §12).
 const POLLING: Duration = Duration::from_secs(2);
+
+/// How long an ended session waits for its client's next request once the server shuts
+/// down: a client between two requests picks up the `system-shutdown` with the next one, a
+/// round trip away.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// The least a request that came before the rids preceding it waits for them (`wait` may
 /// be 0).
@@ -165,6 +179,8 @@ struct Session {
     content: HeaderValue,
     /// The protocol version spoken: the lower of the client's `ver` and ours (§7.1).
     ver: String,
+    /// Our domain, the creation response's `from` (§7.1).
+    from: String,
     state: Mutex<Window>,
     /// Wakes held and queued requests: new frames, a new request, room for input, the end.
     changed: Notify,
@@ -178,20 +194,28 @@ struct Window {
     /// The stream waiting for input or for inactivity to be judged again: woken by a
     /// message, and by a request leaving or joining the window.
     stream: Option<Waker>,
-    /// Ended for inactivity: the stream's input ends and its output fails at once.
+    /// Ended for inactivity or a terminal error: the stream's input ends and its output
+    /// fails at once; what is left in `out` is the stream's to route again, no request's.
     expired: bool,
     /// The `rid` the next new request must carry.
     next_rid: u64,
     /// Held requests by `rid`, oldest first.
     held: VecDeque<u64>,
+    /// The copy holding each held `rid` that was resent (§14.3: the latest one; a `rid` not
+    /// here is held by its first copy, number 0), and the last copy number given.
+    holders: Vec<(u64, u64)>,
+    copies: u64,
     /// Admitted requests whose payload is not passed on yet, by `rid`, oldest first: only
     /// the first one passes (§14.1: payloads reach the stream in `rid` order, also when a
     /// request waits for room mid-payload and the next one is admitted meanwhile).
     passing: VecDeque<u64>,
     /// Elements from the connection not sent yet.
     out: Vec<Bytes>,
-    /// The stream id from the connection's header (`authid` of the creation response).
+    /// The stream id from the connection's header (`authid`, XEP-0206 §4).
     stream_id: Option<String>,
+    /// `authid` went out: on the first response after the stream id is known (the creation
+    /// response, unless the stream was not that far yet).
+    authid_sent: bool,
     /// The connection closed its stream: the next response terminates the session.
     closed: bool,
     /// The last responses by `rid`, for resent requests (as many as `requests`).
@@ -204,8 +228,9 @@ struct Window {
     ack: bool,
     /// When the last new request (not a resend) arrived.
     last_new: Instant,
-    /// Whether the last answer carried nothing (§12: polling too often is judged by it).
-    answered_empty: bool,
+    /// Whether the last new request carried nothing (§12: two empty ones in a row, the
+    /// first answered empty, are one too many).
+    last_new_empty: bool,
 }
 
 impl Window {
@@ -214,6 +239,14 @@ impl Window {
     /// to send.
     fn over(&self) -> bool {
         self.expired || (self.closed && self.held.is_empty() && self.out.is_empty())
+    }
+
+    /// The copy of request `rid` that holds it ([`Window::holders`]).
+    fn holder(&self, rid: u64) -> u64 {
+        self.holders
+            .iter()
+            .find(|(r, _)| *r == rid)
+            .map_or(0, |(_, c)| *c)
     }
 
     /// Keeps the stream's waker, for [`Window::wake_stream`] (its input or its room).
@@ -235,21 +268,89 @@ impl Window {
     }
 }
 
+/// How many stanzas of the largest size a client may send (`max_stanza_bytes`) one request
+/// body may carry: a client sends what it queued in one body (Strophe: all of one idle
+/// tick), and each stanza is held to the stanza limit by the stream, as on TCP.
+const BODY_STANZAS: usize = 4;
+
+/// Room for the `<body/>` around the stanzas.
+const BODY_ENVELOPE: usize = 4096;
+
+/// The largest request body: `BODY_STANZAS` stanzas of `max_stanza_bytes` (the default
+/// 256 KiB makes 1 MiB).
+pub fn max_body_bytes(max_stanza_bytes: usize) -> usize {
+    max_stanza_bytes
+        .saturating_mul(BODY_STANZAS)
+        .saturating_add(BODY_ENVELOPE)
+}
+
+/// Why a request body was not read.
+enum BodyRefused {
+    /// Over [`max_body_bytes`].
+    TooLarge,
+    /// The client's upload broke off.
+    Unreadable,
+}
+
+impl BodyRefused {
+    /// The terminal binding condition it is answered with (XEP-0124 §17.2: a request over
+    /// the session rules' bounds is `policy-violation`).
+    fn condition(&self) -> &'static str {
+        match self {
+            BodyRefused::TooLarge => "policy-violation",
+            BodyRefused::Unreadable => "bad-request",
+        }
+    }
+}
+
+/// The request's body, at most `limit` bytes. A larger one is read to its end and dropped,
+/// not kept: a client sends its whole body before it reads the answer, so cut off midway it
+/// would see a broken connection instead of that answer (the listener's request timeout
+/// bounds how long this takes).
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, BodyRefused> {
+    use futures_util::StreamExt;
+    let mut data = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut too_large = false;
+    while let Some(chunk) = data.next().await {
+        let chunk = chunk.map_err(|_| BodyRefused::Unreadable)?;
+        too_large = too_large || kept.len().saturating_add(chunk.len()) > limit;
+        if too_large {
+            kept = Vec::new();
+        } else {
+            kept.extend_from_slice(&chunk);
+        }
+    }
+    if too_large {
+        return Err(BodyRefused::TooLarge);
+    }
+    Ok(Bytes::from(kept))
+}
+
 /// `POST /http-bind`.
 pub async fn request(
     State(ctx): State<Arc<WebContext>>,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let Some(cors) = origin::cors_origin(&headers, &ctx.config.allowed_origins) else {
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     };
-    let limit = ctx.c2s.config.max_stanza_bytes + 1024;
+    let limit = max_body_bytes(ctx.c2s.config.max_stanza_bytes);
+    let body = match read_body(body, limit).await {
+        Ok(body) => body,
+        Err(refused) => {
+            // Which session it names is unknown without reading it: none is ended.
+            tracing::info!(condition = refused.condition(), "BOSH request refused");
+            return respond(terminate(refused.condition()), cors);
+        }
+    };
     let parsed = rookery_xml::first_element(
         &body,
         Limits {
             max_stanza_bytes: limit,
+            max_elements: Limits::C2S.max_elements.saturating_mul(BODY_STANZAS),
             ..Limits::C2S
         },
     )
@@ -258,7 +359,13 @@ pub async fn request(
         return respond(terminate("bad-request"), cors);
     };
     let Some(rid) = body.attr("rid").and_then(|r| r.parse::<u64>().ok()) else {
-        return respond(terminate("bad-request"), cors);
+        // A terminal condition ends the session it names (XEP-0124 §17.2), or the client
+        // would drop a session that lives on, bound, for `inactivity`.
+        let answer = match body.attr("sid").and_then(|sid| ctx.bosh.get(sid)) {
+            Some(session) => session.end("bad-request"),
+            None => terminate("bad-request"),
+        };
+        return respond(answer, cors);
     };
     let session = match body.attr("sid") {
         None => create(&ctx, peer, &headers, &body, rid),
@@ -385,13 +492,13 @@ fn create(
         conn,
         ctx.stopped.clone(),
     ));
-    let (ctx2, session2) = (ctx.clone(), session.clone());
+    let (ctx2, session2, stopped) = (ctx.clone(), session.clone(), ctx.stopped.clone());
     // One after the other, not joined: the task's future is as large as the larger of the
     // two, and the second is small.
     tokio::spawn(
         async move {
             stream.await;
-            session2.until_answered().await;
+            session2.until_answered(stopped).await;
             ctx2.bosh.remove(&sid, client.ip());
             drop(permit);
         }
@@ -412,6 +519,8 @@ struct Terms {
     content: HeaderValue,
     /// The version spoken.
     ver: String,
+    /// Our domain: the one the client asked for (`to`, checked as served before).
+    from: String,
 }
 
 impl Terms {
@@ -431,6 +540,7 @@ impl Terms {
                 .and_then(|c| HeaderValue::from_str(c).ok())
                 .unwrap_or_else(xml_content_type),
             ver: spoken_version(body.attr("ver")),
+            from: body.attr("to").unwrap_or_default().to_string(),
         }
     }
 }
@@ -457,6 +567,7 @@ impl Session {
             ack,
             content,
             ver,
+            from,
         } = terms;
         Session {
             sid,
@@ -464,22 +575,26 @@ impl Session {
             hold,
             content,
             ver,
+            from,
             state: Mutex::new(Window {
                 incoming: VecDeque::from([open]),
                 stream: None,
                 expired: false,
                 next_rid: rid,
                 held: VecDeque::new(),
+                holders: Vec::new(),
+                copies: 0,
                 passing: VecDeque::new(),
                 out: Vec::new(),
                 stream_id: None,
+                authid_sent: false,
                 closed: false,
                 answered: VecDeque::new(),
                 idle_since: Instant::now(),
                 creating: true,
                 ack,
                 last_new: Instant::now(),
-                answered_empty: false,
+                last_new_empty: false,
             }),
             changed: Notify::new(),
         }
@@ -500,7 +615,7 @@ impl Session {
         tokio::pin!(left);
         // Resent, or out of the window? (`turn`: none for a copy of a request still held,
         // whose payload went to the stream with the first copy.)
-        let turn = loop {
+        let (turn, copy) = loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
@@ -509,7 +624,7 @@ impl Session {
                 if let Some((_, r)) = w.answered.iter().find(|(r, _)| *r == rid) {
                     return Some(r.clone());
                 }
-                if w.closed && w.out.is_empty() {
+                if w.expired || (w.closed && w.out.is_empty()) {
                     // Ended, and nothing left to tell: the sid is no longer valid (§17.2),
                     // even in the moment before the session leaves the map.
                     return Some(terminate("item-not-found"));
@@ -523,12 +638,16 @@ impl Session {
                 }
                 if rid < w.next_rid {
                     // Below the next rid and held (checked above): the client gave up waiting
-                    // and sent it again (§14.3). Both copies wait for the one response,
-                    // which each of them returns.
-                    break None;
+                    // and sent it again (§14.3). This copy holds it from now on; the one
+                    // before answers at once (`Window::holders`).
+                    w.copies += 1;
+                    let copy = w.copies;
+                    w.holders.retain(|(r, _)| *r != rid);
+                    w.holders.push((rid, copy));
+                    break (None, copy);
                 }
                 if rid == w.next_rid {
-                    if self.overactive(&mut w, &body) {
+                    if self.overactive(&mut w, &body, rid) {
                         return Some(self.terminate_now(&mut w, "policy-violation"));
                     }
                     w.next_rid = rid + 1;
@@ -539,7 +658,7 @@ impl Session {
                     }
                     self.release_beyond_hold(&mut w);
                     w.passing.push_back(rid);
-                    break Some(Turn { session: self, rid });
+                    break (Some(Turn { session: self, rid }), 0);
                 }
             }
             // A later rid than expected: wait for the ones before it (§14.2), a second at
@@ -558,16 +677,26 @@ impl Session {
         };
         self.changed.notify_waiters();
         let resent = turn.is_none();
-        let guard = Held { session: self, rid };
+        let guard = Held {
+            session: self,
+            rid,
+            copy,
+        };
+        // An xs:boolean (XEP-0206 §5): "true" or "1".
+        let restart = !resent && matches!(body.attr(XMPP_RESTART), Some("true" | "1"));
+        if restart && body.children().next().is_some() {
+            // XEP-0206 §5: the restart body SHOULD be empty, and stanzas in it SHOULD be
+            // ignored — passed before the new header they would end the stream, which
+            // expects that header after SASL.
+            tracing::debug!("stanzas in a restart request ignored");
+        }
         // The payload, in order; a full window waits here (backpressure to the client). A
         // resent copy's is not passed on again: its stanzas would arrive twice.
         let mut payload: Vec<Bytes> = body
             .children()
-            .filter(|_| !resent)
+            .filter(|_| !resent && !restart)
             .map(|c| Bytes::from(rookery_proto::stream::to_bytes(c)))
             .collect();
-        // An xs:boolean (XEP-0206 §5): "true" or "1".
-        let restart = !resent && matches!(body.attr(XMPP_RESTART), Some("true" | "1"));
         if restart {
             let mut open = Element::new("open", NS_FRAMING).with_attr("version", "1.0");
             if let Some(to) = body.attr("to") {
@@ -606,6 +735,13 @@ impl Session {
                 if let Some((_, r)) = w.answered.iter().find(|(r, _)| *r == rid) {
                     // Answered to an earlier copy of this request.
                     return Some(r.clone());
+                }
+                if w.holder(rid) != copy {
+                    // §14.3: resent meanwhile; the answer goes to the latest copy, this one
+                    // gets a recoverable binding condition at once.
+                    return Some(Bytes::from_static(
+                        b"<body xmlns='http://jabber.org/protocol/httpbind' type='error'/>",
+                    ));
                 }
                 if !w.held.contains(&rid) {
                     // Taken over by the same rid resent on another connection.
@@ -661,11 +797,13 @@ impl Session {
         }
     }
 
-    /// Whether `body`, a new request, is one too many (XEP-0124 §11 overactivity, §12
-    /// polling): empty, less than [`POLLING`] after the previous new request, and either
-    /// every request the session may have open is open or (`hold` = 0) the last answer was
-    /// empty too.
-    fn overactive(&self, w: &mut Window, body: &Element) -> bool {
+    /// Whether `body`, new request `rid`, is one too many: empty, less than [`POLLING`]
+    /// after the previous new request, and
+    /// - in a polling session (`hold` or `wait` 0, XEP-0124 §12), the previous new request
+    ///   was empty too and so was its answer — a client sending something, or one that just
+    ///   got something, may ask again at once;
+    /// - otherwise (§11 overactivity), every request the session may have open is open.
+    fn overactive(&self, w: &mut Window, body: &Element, rid: u64) -> bool {
         let now = Instant::now();
         let soon = now.duration_since(w.last_new) < POLLING;
         w.last_new = now;
@@ -673,12 +811,18 @@ impl Session {
             && ["type", "pause", XMPP_RESTART]
                 .iter()
                 .all(|a| body.attr(a).is_none());
-        let all_open = if self.hold == 0 {
-            w.answered_empty
+        let previous_empty = std::mem::replace(&mut w.last_new_empty, empty);
+        let too_many = if self.hold == 0 || self.wait.is_zero() {
+            // Its answer is among the last ones kept (§14.3) unless it is still held.
+            let answered_empty = w
+                .answered
+                .iter()
+                .any(|(r, a)| r.checked_add(1) == Some(rid) && !a.ends_with(b"</body>"));
+            previous_empty && answered_empty
         } else {
             w.held.len() >= self.hold
         };
-        empty && soon && all_open
+        empty && soon && too_many
     }
 
     /// Answers the oldest held requests while more than `hold` are held (XEP-0124 §11), with
@@ -702,10 +846,6 @@ impl Session {
     /// Keeps `response` as the answer to `rid` (its held request returns it; a resend gets
     /// it again) — the last `hold + 1` answers are kept.
     fn record(&self, w: &mut Window, rid: u64, response: Bytes) {
-        // Empty: a `<body/>` without children ([`Session::empty`]; or the answer to
-        // `terminate`, after which nothing is judged); one that carries anything ends with
-        // `</body>`.
-        w.answered_empty = !response.ends_with(b"</body>");
         w.answered.push_back((rid, response));
         while w.answered.len() > self.hold + 1 {
             w.answered.pop_front();
@@ -749,7 +889,8 @@ impl Session {
                 ("polling", POLLING.as_secs().to_string()),
                 ("ver", self.ver.clone()),
                 ("secure", "true".to_string()),
-                ("authid", w.stream_id.clone().unwrap_or_default()),
+                // XEP-0124 §7.1 (SHOULD): the domain the client asked for, which we serve.
+                ("from", self.from.clone()),
                 ("xmpp:version", "1.0".to_string()),
                 // XEP-0206 §5 (MUST when supported): `xmpp:restart` is understood.
                 ("xmpp:restartlogic", "true".to_string()),
@@ -758,6 +899,11 @@ impl Session {
                 attr(&mut out, k, &v);
             }
             attr(&mut out, "xmlns:xmpp", NS_XBOSH);
+        }
+        // XEP-0206 §4: "as soon as it is available".
+        if let (false, Some(id)) = (w.authid_sent, &w.stream_id) {
+            attr(&mut out, "authid", id);
+            w.authid_sent = true;
         }
         let elements = std::mem::take(&mut w.out);
         // A stream waiting for room in the window has it now.
@@ -777,20 +923,31 @@ impl Session {
         Bytes::from(out)
     }
 
-    /// Ends the session for a protocol error (its stream sees the transport gone).
+    /// [`Session::terminate_now`] for a request that never entered the window.
+    fn end(&self, condition: &str) -> Bytes {
+        self.terminate_now(&mut lock(&self.state), condition)
+    }
+
+    /// Ends the session for a protocol error (XEP-0124 §17.2: a terminal condition ends the
+    /// session): its stream sees the transport gone, and takes back what the window still
+    /// holds to route it again ([`MessageTransport::take_unsent`]).
     fn terminate_now(&self, w: &mut Window, condition: &str) -> Bytes {
         tracing::info!(condition, "BOSH session terminated");
         w.closed = true;
+        w.expired = true;
         w.held.clear();
-        w.out.clear();
         w.wake_stream();
         self.changed.notify_waiters();
         terminate(condition)
     }
 
     /// Once the stream ended: keeps the session (its `sid` valid) until what the stream
-    /// left is answered — the requests held, or the next one within [`INACTIVITY`].
-    async fn until_answered(&self) {
+    /// left is answered — the requests held, or the next one within [`INACTIVITY`], or
+    /// within [`SHUTDOWN_GRACE`] once `stopped` reports the server shutting down: its HTTP
+    /// listener drains, so a client not asking by then never will, and the shutdown waits
+    /// for this task (its c2s context).
+    async fn until_answered(&self, mut stopped: tokio::sync::watch::Receiver<()>) {
+        let mut shutdown: Option<Instant> = None;
         loop {
             // Registered before looking, so a change between the look and the wait counts.
             let changed = self.changed.notified();
@@ -801,7 +958,10 @@ impl Session {
                 if w.over() {
                     return;
                 }
-                w.held.is_empty().then(|| w.idle_since + INACTIVITY)
+                w.held.is_empty().then(|| {
+                    let idle = w.idle_since + INACTIVITY;
+                    shutdown.map_or(idle, |s| idle.min(s))
+                })
             };
             tokio::select! {
                 () = sleep_until(idle_deadline) => {
@@ -810,6 +970,10 @@ impl Session {
                 }
                 // Re-evaluate the deadline when a request comes or goes.
                 () = changed => {}
+                // The sender is dropped at shutdown (it never sends).
+                _ = stopped.changed(), if shutdown.is_none() => {
+                    shutdown = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
             }
         }
     }
@@ -909,6 +1073,16 @@ impl MessageTransport for Link {
         self.session.changed.notify_waiters();
         Poll::Ready(())
     }
+
+    /// What no request carried yet: once the session ends, the client that stopped asking
+    /// (or was cut off) will not get it, so the stream routes it again (XEP-0206 §7).
+    fn take_unsent(&mut self) -> Vec<Bytes> {
+        let mut w = lock(&self.session.state);
+        let unsent = std::mem::take(&mut w.out);
+        // A stream waiting for room in the window has it now.
+        w.wake_stream();
+        unsent
+    }
 }
 
 impl Drop for Link {
@@ -927,6 +1101,9 @@ impl Drop for Link {
 struct Held<'a> {
     session: &'a Session,
     rid: u64,
+    /// Which copy of the request (0 the first, [`Window::holders`]): one replaced by a
+    /// later copy leaves the window to that one.
+    copy: u64,
 }
 
 impl Held<'_> {
@@ -939,6 +1116,10 @@ impl Held<'_> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         let mut w = lock(&self.session.state);
+        if w.holder(self.rid) != self.copy {
+            return;
+        }
+        w.holders.retain(|(r, _)| *r != self.rid);
         // Dropped unanswered (its HTTP connection was lost): the client never got a response
         // and will send this rid again (XEP-0124 §14.3). Nothing was taken from the
         // session's output for it, so the resend gets an empty body and the output goes
@@ -1017,6 +1198,7 @@ mod tests {
             ack,
             content: xml_content_type(),
             ver: spoken_version(None),
+            from: "localhost".into(),
         };
         let s = Arc::new(Session::new("s".into(), terms, 10, open));
         (s.clone(), Link::new(s))
@@ -1212,6 +1394,19 @@ mod tests {
         );
         let mut frames = VecDeque::from([Frame::Close]);
         assert!(poll_fn(|cx| link.poll_send(cx, &mut frames)).await.is_err());
+    }
+
+    /// A terminal condition ends the stream's input and leaves what the window held for
+    /// the stream to take back and route again (XEP-0206 §7), instead of dropping it.
+    #[tokio::test(start_paused = true)]
+    async fn a_terminated_session_hands_its_output_back() {
+        let (s, mut link) = session();
+        assert!(recv(&mut link).await.is_some());
+        send_element(&mut link).await;
+        assert!(contains(&s.end("bad-request"), "condition='bad-request'"));
+        assert!(recv(&mut link).await.is_none());
+        assert_eq!(link.take_unsent(), vec![Bytes::from_static(b"<c/>")]);
+        assert!(link.take_unsent().is_empty());
     }
 
     /// A client that stops asking: the window takes [`OUTGOING_DEPTH`] elements, then the

@@ -62,17 +62,26 @@ pub struct WebContext {
     pub websub: Option<Arc<rookery_websub::Hub>>,
 }
 
-/// The public listener's router.
+/// The public listener's router, but for BOSH ([`bosh_router`]): routes whose bodies the
+/// listener's limit bounds.
 pub fn router(ctx: Arc<WebContext>) -> Router {
     Router::new()
         .route(websocket::PATH, get(websocket::upgrade))
         .route(host_meta::PATH_XRD, get(host_meta::get_xrd))
         .route(host_meta::PATH_JSON, get(host_meta::get_json))
+        .merge(pubsub::routes(&ctx))
+        .route(websub::PATH, get(websub::status).post(websub::request))
+        .with_state(ctx)
+}
+
+/// BOSH's route: it reads its request bodies itself, within its own limit
+/// ([`bosh::max_body_bytes`]), so that an oversized one is answered as BOSH answers
+/// (XEP-0124 §17.1), not with the listener's HTTP 413 — put it under no body limit.
+pub fn bosh_router(ctx: Arc<WebContext>) -> Router {
+    Router::new()
         .route(
             bosh::PATH,
             get(bosh::info).post(bosh::request).options(bosh::preflight),
         )
-        .merge(pubsub::routes(&ctx))
-        .route(websub::PATH, get(websub::status).post(websub::request))
         .with_state(ctx)
 }

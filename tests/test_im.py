@@ -1262,6 +1262,32 @@ async def test_a_legacy_caps_answer_does_not_poison_a_hashed_announcement(server
         await p.close()
 
 
+async def test_an_oversized_caps_answer_is_not_cached(server):
+    """Audit 37 L1: the caps cache is server-wide and long-lived, so an answer listing more
+    features than any real client (here 300, each ~60 bytes) is not cached: announcing the
+    same legacy node#ver again makes the server ask again. Before the fix it was kept
+    whole, and one account could fill the cache with megabytes of features."""
+    carol = await peer(server, "carol", "big", presence=False)
+    node, ver = "https://big.example/caps", "v1"
+    big = [f"urn:example:feature:{j}:xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" for j in range(300)]
+    carol.presence(extra=f"<c xmlns='{NS_CAPS}' node='{node}' ver='{ver}'/>")
+    for _ in range(20):
+        if await answer_disco(carol, big):
+            break
+    else:
+        raise AssertionError("the server never asked carol about her caps")
+    await carol.sync()
+    asked_again = False
+    for _ in range(10):
+        await asyncio.sleep(0.2)
+        carol.presence(extra=f"<c xmlns='{NS_CAPS}' node='{node}' ver='{ver}'/>")
+        if await answer_disco(carol, big):
+            asked_again = True
+            break
+    assert asked_again, "the oversized caps answer was cached"
+    await carol.close()
+
+
 # ---- audit 36: stored requests, directed presence, limits, errors to the bare JID ----------
 
 async def test_stored_requests_reach_a_resource_that_asks_for_the_roster_after_its_presence(

@@ -1497,3 +1497,21 @@ async def test_a_stored_request_keeps_only_what_a_client_shows(server):
     assert list(got) == []
     for p in (a, b, c):
         await p.close()
+
+
+async def test_a_stored_request_drops_its_attributes_too(server):
+    """Audit 37 L7: the stored request is rebuilt from its `from`, `to` and `type` with its
+    status, so a huge `id` or unknown attribute (here 20 KB) is not stored and replayed at
+    every login; the whole stored stanza stays within 4 KiB."""
+    a = await peer(server, "alice")
+    a.send(f"<presence to='carol@localhost' type='subscribe' id='{'q' * 12000}' "
+           f"foo='{'f' * 8000}'><status>hi</status></presence>")
+    await a.sync()
+    c = await peer(server, "carol")
+    await c.until(is_presence("subscribe", "alice@localhost"), "alice's request")
+    got = c.take(is_presence("subscribe", "alice@localhost"))[0]
+    assert got.findtext(tag(NS_CLIENT, "status")) == "hi"
+    assert got.get("foo") is None
+    assert len(ET.tostring(got)) < 4096, len(ET.tostring(got))
+    for p in (a, c):
+        await p.close()

@@ -881,6 +881,32 @@ async def test_blocking_a_domain_and_persistence(server):
     await c.close()
 
 
+async def test_the_block_list_is_bounded(server):
+    """Audit 37 L3: `[im.blocking] max_items` (5,000 by default) bounds the block list; a
+    block that would pass it gets `resource-constraint` (RFC 6120 §8.3.3.18, as a full
+    roster) and blocks nothing, while re-blocking what is there still works. The get answers
+    the whole list, each item once."""
+    def block(jids) -> str:
+        items = "".join(f"<item jid='{j}'/>" for j in jids)
+        return f"<block xmlns='{NS_BLOCKING}'>{items}</block>"
+
+    d = await peer(server, "carol")
+    r = await d.iq("set", block(f"u{i}@spam.example" for i in range(4999)))
+    assert r.get("type") == "result", ET.tostring(r)
+    r = await d.iq("set", block(["new1@spam.example", "new2@spam.example", "u1@spam.example"]))
+    assert stanza_error(r) == "resource-constraint", ET.tostring(r)
+    # Duplicates and items already there count once, or not at all.
+    r = await d.iq("set", block(["new1@spam.example", "new1@spam.example", "u7@spam.example"]))
+    assert r.get("type") == "result", ET.tostring(r)
+    r = await d.iq("set", block(["new2@spam.example"]))
+    assert stanza_error(r) == "resource-constraint", ET.tostring(r)
+    r = await d.iq("get", f"<blocklist xmlns='{NS_BLOCKING}'/>")
+    jids = [i.get("jid") for i in r.iter(tag(NS_BLOCKING, "item"))]
+    assert len(jids) == 5000 and len(set(jids)) == 5000 and "new1@spam.example" in jids
+    assert jids == sorted(jids)
+    await d.close()
+
+
 async def test_blocking_holds_back_what_was_stored_before_the_block(server):
     """XEP-0191 §3.3: once alice blocks bob, nothing from bob reaches her, including what
     was stored before the block and is delivered after her initial presence: his offline

@@ -52,6 +52,11 @@ const MAX_FEATURES: usize = 256;
 /// Most bytes of feature names one cached answer may hold, for the same reason as
 /// [`MAX_FEATURES`] (256 features of 64 bytes).
 const MAX_FEATURE_BYTES: usize = 16 * 1024;
+/// Most bytes of feature names the whole cache holds: a budget beside [`MAX_ENTRIES`], so
+/// that answers within [`MAX_FEATURE_BYTES`] cannot add up to [`MAX_ENTRIES`] times that
+/// (hundreds of MB) either. Real clients cache a few KiB per entry, and servers see a few
+/// hundred distinct ones, far below it.
+const MAX_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// Longest `node` of a `<c/>` taken: a URI naming the client software (XEP-0115 §4).
 const MAX_NODE_BYTES: usize = 1024;
 /// Longest `ver` of a `<c/>` taken: a base64 hash, 88 characters for sha-512 (§5.1).
@@ -74,6 +79,13 @@ pub struct CapsInfo {
     pub features: HashSet<String>,
 }
 
+impl CapsInfo {
+    /// The bytes of its feature names, as [`MAX_CACHE_BYTES`] counts them.
+    fn bytes(&self) -> usize {
+        self.features.iter().map(String::len).sum()
+    }
+}
+
 /// A resource waiting for a `node#ver` answer: its JID and, for a resource on another
 /// server, the local account its presence reached ([`Event::ResourceCaps`]).
 type Waiter = (Jid, Option<BareJid>);
@@ -82,6 +94,8 @@ type Waiter = (Jid, Option<BareJid>);
 #[derive(Debug, Default)]
 pub struct CapsCache {
     known: DashMap<String, Arc<CapsInfo>>,
+    /// The [`CapsInfo::bytes`] of `known`, together.
+    bytes: AtomicUsize,
     /// The `node#ver` being asked, with the resources to tell when the answer comes.
     asking: DashMap<String, Vec<Waiter>>,
 }
@@ -94,16 +108,31 @@ impl CapsCache {
 
     /// Records `info` for `key`.
     pub fn insert(&self, key: &str, info: CapsInfo) {
-        if self.known.len() >= MAX_ENTRIES {
-            // Bounded: one entry makes room (re-learnt on the next presence that names it),
-            // so that a flood of new keys costs the others one query each at most, not all
-            // at once.
-            let victim = self.known.iter().next().map(|e| e.key().clone());
-            if let Some(v) = victim {
-                self.known.remove(&v);
-            }
+        let size = info.bytes();
+        let replaced = self.known.get(key).map_or(0, |e| e.value().bytes());
+        // Bounded by count and bytes: entries make room one by one (each re-learnt on the
+        // next presence that names it), so that a flood of new keys costs the others one
+        // query each at most, not all at once.
+        while self.known.len() >= MAX_ENTRIES
+            || (self.bytes.load(Ordering::Relaxed) + size).saturating_sub(replaced)
+                > MAX_CACHE_BYTES
+        {
+            let Some(victim) = self.known.iter().next().map(|e| e.key().clone()) else {
+                break;
+            };
+            self.remove(&victim);
         }
-        self.known.insert(key.to_owned(), Arc::new(info));
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        if let Some(old) = self.known.insert(key.to_owned(), Arc::new(info)) {
+            self.bytes.fetch_sub(old.bytes(), Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets `key`.
+    fn remove(&self, key: &str) {
+        if let Some((_, old)) = self.known.remove(key) {
+            self.bytes.fetch_sub(old.bytes(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -618,6 +647,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(CapsHash::Sha1.ver(&q), "QgayPKawpkPSDYmwT/WM94uAlu0=");
+    }
+
+    /// The cache holds at most [`MAX_CACHE_BYTES`] of feature names, making room one
+    /// entry at a time, and counts a replaced entry once.
+    #[test]
+    fn the_cache_is_bounded_in_bytes() {
+        let cache = CapsCache::default();
+        let info = |i: usize| CapsInfo {
+            features: (0..16)
+                .map(|j| format!("{i}:{j}:{}", "x".repeat(1000)))
+                .collect(),
+        };
+        let per_entry = info(0).bytes();
+        let fit = MAX_CACHE_BYTES / per_entry;
+        for i in 0..fit + 10 {
+            cache.insert(&format!("k{i}"), info(i));
+            assert!(cache.bytes.load(Ordering::Relaxed) <= MAX_CACHE_BYTES);
+        }
+        assert!(cache.known.len() <= fit);
+        assert!(cache.get(&format!("k{}", fit + 9)).is_some());
+        let before = cache.bytes.load(Ordering::Relaxed);
+        cache.insert(&format!("k{}", fit + 9), info(fit + 9));
+        assert_eq!(cache.bytes.load(Ordering::Relaxed), before);
     }
 
     /// An answer is kept up to [`MAX_FEATURES`] features and [`MAX_FEATURE_BYTES`] bytes of

@@ -900,6 +900,9 @@ async def test_the_block_list_is_bounded(server):
     assert r.get("type") == "result", ET.tostring(r)
     r = await d.iq("set", block(["new2@spam.example"]))
     assert stanza_error(r) == "resource-constraint", ET.tostring(r)
+    # A full list still takes what adds nothing.
+    r = await d.iq("set", block(["u3@spam.example"]))
+    assert r.get("type") == "result", ET.tostring(r)
     r = await d.iq("get", f"<blocklist xmlns='{NS_BLOCKING}'/>")
     jids = [i.get("jid") for i in r.iter(tag(NS_BLOCKING, "item"))]
     assert len(jids) == 5000 and len(set(jids)) == 5000 and "new1@spam.example" in jids

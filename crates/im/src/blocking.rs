@@ -281,7 +281,8 @@ impl Blocking {
 
     /// The items of `strings` that `list` lacks, each once — or `resource-constraint` if they
     /// would take it past `[im.blocking] max_items` (RFC 6120 §8.3.3.18, as for a full
-    /// roster: the account's storage is spent; XEP-0191 names no condition for it). Checked
+    /// roster: the account's storage is spent; XEP-0191 names no condition for it). A block
+    /// that adds nothing always works, also on a list over a limit lowered since. Checked
     /// against the list in place, not a copy of it.
     fn new_items(&self, list: &BlockList, strings: &[String]) -> Result<Vec<String>, StanzaError> {
         let current = read(list);
@@ -291,7 +292,7 @@ impl Blocking {
             .filter(|s| !current.contains(*s) && seen.insert(s.as_str()))
             .cloned()
             .collect();
-        if current.len() + new.len() > self.im.config().blocking.max_items {
+        if !new.is_empty() && current.len() + new.len() > self.im.config().blocking.max_items {
             return Err(err(Cond::ResourceConstraint, "block list is full"));
         }
         Ok(new)

@@ -881,6 +881,35 @@ async def test_blocking_a_domain_and_persistence(server):
     await c.close()
 
 
+async def test_the_block_list_is_bounded(server):
+    """Audit 37 L3: `[im.blocking] max_items` (5,000 by default) bounds the block list; a
+    block that would pass it gets `resource-constraint` (RFC 6120 §8.3.3.18, as a full
+    roster) and blocks nothing, while re-blocking what is there still works. The get answers
+    the whole list, each item once."""
+    def block(jids) -> str:
+        items = "".join(f"<item jid='{j}'/>" for j in jids)
+        return f"<block xmlns='{NS_BLOCKING}'>{items}</block>"
+
+    d = await peer(server, "carol")
+    r = await d.iq("set", block(f"u{i}@spam.example" for i in range(4999)))
+    assert r.get("type") == "result", ET.tostring(r)
+    r = await d.iq("set", block(["new1@spam.example", "new2@spam.example", "u1@spam.example"]))
+    assert stanza_error(r) == "resource-constraint", ET.tostring(r)
+    # Duplicates and items already there count once, or not at all.
+    r = await d.iq("set", block(["new1@spam.example", "new1@spam.example", "u7@spam.example"]))
+    assert r.get("type") == "result", ET.tostring(r)
+    r = await d.iq("set", block(["new2@spam.example"]))
+    assert stanza_error(r) == "resource-constraint", ET.tostring(r)
+    # A full list still takes what adds nothing.
+    r = await d.iq("set", block(["u3@spam.example"]))
+    assert r.get("type") == "result", ET.tostring(r)
+    r = await d.iq("get", f"<blocklist xmlns='{NS_BLOCKING}'/>")
+    jids = [i.get("jid") for i in r.iter(tag(NS_BLOCKING, "item"))]
+    assert len(jids) == 5000 and len(set(jids)) == 5000 and "new1@spam.example" in jids
+    assert jids == sorted(jids)
+    await d.close()
+
+
 async def test_blocking_holds_back_what_was_stored_before_the_block(server):
     """XEP-0191 §3.3: once alice blocks bob, nothing from bob reaches her, including what
     was stored before the block and is delivered after her initial presence: his offline
@@ -1262,6 +1291,32 @@ async def test_a_legacy_caps_answer_does_not_poison_a_hashed_announcement(server
         await p.close()
 
 
+async def test_an_oversized_caps_answer_is_not_cached(server):
+    """Audit 37 L1: the caps cache is server-wide and long-lived, so an answer listing more
+    features than any real client (here 300, each ~60 bytes) is not cached: announcing the
+    same legacy node#ver again makes the server ask again. Before the fix it was kept
+    whole, and one account could fill the cache with megabytes of features."""
+    carol = await peer(server, "carol", "big", presence=False)
+    node, ver = "https://big.example/caps", "v1"
+    big = [f"urn:example:feature:{j}:xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" for j in range(300)]
+    carol.presence(extra=f"<c xmlns='{NS_CAPS}' node='{node}' ver='{ver}'/>")
+    for _ in range(20):
+        if await answer_disco(carol, big):
+            break
+    else:
+        raise AssertionError("the server never asked carol about her caps")
+    await carol.sync()
+    asked_again = False
+    for _ in range(10):
+        await asyncio.sleep(0.2)
+        carol.presence(extra=f"<c xmlns='{NS_CAPS}' node='{node}' ver='{ver}'/>")
+        if await answer_disco(carol, big):
+            asked_again = True
+            break
+    assert asked_again, "the oversized caps answer was cached"
+    await carol.close()
+
+
 # ---- audit 36: stored requests, directed presence, limits, errors to the bare JID ----------
 
 async def test_stored_requests_reach_a_resource_that_asks_for_the_roster_after_its_presence(
@@ -1470,4 +1525,22 @@ async def test_a_stored_request_keeps_only_what_a_client_shows(server):
     got = c.take(is_presence("subscribe", "bob@localhost"))[0]
     assert list(got) == []
     for p in (a, b, c):
+        await p.close()
+
+
+async def test_a_stored_request_drops_its_attributes_too(server):
+    """Audit 37 L7: the stored request is rebuilt from its `from`, `to` and `type` with its
+    status, so a huge `id` or unknown attribute (here 20 KB) is not stored and replayed at
+    every login; the whole stored stanza stays within 4 KiB."""
+    a = await peer(server, "alice")
+    a.send(f"<presence to='carol@localhost' type='subscribe' id='{'q' * 12000}' "
+           f"foo='{'f' * 8000}'><status>hi</status></presence>")
+    await a.sync()
+    c = await peer(server, "carol")
+    await c.until(is_presence("subscribe", "alice@localhost"), "alice's request")
+    got = c.take(is_presence("subscribe", "alice@localhost"))[0]
+    assert got.findtext(tag(NS_CLIENT, "status")) == "hi"
+    assert got.get("foo") is None
+    assert len(ET.tostring(got)) < 4096, len(ET.tostring(got))
+    for p in (a, c):
         await p.close()

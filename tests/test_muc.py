@@ -1059,3 +1059,83 @@ async def test_history_an_owner_brought_keeps_its_own_delay(server):
     assert [(d.get("from"), d.get("stamp")) for d in delays] == \
         [(a.boundjid.bare, "2026-01-01T10:00:00Z")]
     await close(a, b)
+
+
+# ---- audit 37: what a room keeps is bounded ----------------------------------------------------
+
+async def test_room_texts_are_bounded(server):
+    """Audit 37 L4: a room name over 1 KiB or a description over 4 KiB is refused with
+    `not-acceptable` (§10.1.2: configuration values that violate service policies) and
+    nothing is applied; so is a subject over 4 KiB (RFC 6120 §8.3.3.13), which stays as it
+    was."""
+    a = await login(server, "alice")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    for fields in ({"roomname": "n" * 1025}, {"roomdesc": "d" * 4097}):
+        with pytest.raises(IqError) as e:
+            await a.plugin["xep_0045"].set_room_config(r, submit(**fields), timeout=T)
+        assert e.value.iq["error"]["condition"] == "not-acceptable", fields
+    await a.plugin["xep_0045"].set_room_config(
+        r, submit(roomname="n" * 1024, roomdesc="d" * 4096), timeout=T)
+    a.plugin["xep_0045"].set_subject(r, "s" * 4097)
+    refused = await a.inbox.wait(lambda el: el.tag.endswith("message") and el.get("from") == r
+                                 and el.get("type") == "error", T, "the subject refused")
+    assert refused.find("{jabber:client}error/{urn:ietf:params:xml:ns:xmpp-stanzas}"
+                        "not-acceptable") is not None
+    b = await login(server, "bob")
+    await join(b, r, "secondwitch")
+    subject = await b.inbox.wait(lambda el: el.find("{jabber:client}subject") is not None,
+                                 T, "the subject")
+    assert not subject.findtext("{jabber:client}subject")
+    await close(a, b)
+
+
+async def test_room_history_is_bounded_in_bytes(server):
+    """Audit 37 L4: a room keeps at most `[muc] history_max_bytes` (128 KiB) of history, the
+    oldest going first, so a newcomer is not sent more than its session can queue (20
+    messages of 240 KB used to disconnect every joiner): three messages of 60 KB leave the
+    last two."""
+    a, b = await login(server, "alice"), await login(server, "bob")
+    r = room(server)
+    await create(a, r, "firstwitch")
+    for n in range(1, 4):
+        a.send_message(mto=r, mbody=f"m{n} " + "x" * 60000, mtype="groupchat")
+        await a.inbox.wait(lambda el, n=n: (el.findtext("{jabber:client}body") or "")
+                           .startswith(f"m{n} "), T, f"m{n}")
+    _pres, _subject, _occupants, history = await b.plugin["xep_0045"].join_muc_wait(
+        r, "secondwitch", timeout=T)
+    assert [m["body"].split()[0] for m in history] == ["m2", "m3"]
+    await close(a, b)
+
+
+async def test_affiliation_lists_and_reasons_are_bounded(server_factory):
+    """Audit 37 L5: a room holds at most `[muc] max_affiliations` JIDs with an affiliation;
+    a set that would add past it gets `resource-constraint` (RFC 6120 §8.3.3.18; XEP-0045
+    names none) and changes nothing, while changing who is already listed still works; a
+    `<reason/>` over 1 KiB is `not-acceptable`."""
+    srv = server_factory(muc={"max_affiliations": 5})
+    a = await login(srv, "alice")
+    r = room(srv)
+    await create(a, r, "firstwitch")
+
+    def members(*names, reason=""):
+        why = f"<reason>{reason}</reason>" if reason else ""
+        return "".join(f"<item affiliation='member' jid='{n}@example.net'>{why}</item>"
+                       for n in names)
+
+    with pytest.raises(IqError) as e:
+        await admin_items(a, r, members("m1", "m2", "m3", "m4", "m5"))
+    assert e.value.iq["error"]["condition"] == "resource-constraint"
+    await admin_items(a, r, members("m1", "m2", "m3", "m4"))
+    with pytest.raises(IqError) as e:
+        await admin_items(a, r, members("m5"))
+    assert e.value.iq["error"]["condition"] == "resource-constraint"
+    await admin_items(a, r, "<item affiliation='admin' jid='m1@example.net'/>")
+    with pytest.raises(IqError) as e:
+        await admin_items(a, r, members("m2", reason="r" * 1025))
+    assert e.value.iq["error"]["condition"] == "not-acceptable"
+    listed = await raw_iq(a, r, "get", f"<query xmlns='{NS_MUC}#admin'>"
+                                       "<item affiliation='member'/></query>")
+    jids = {i.get("jid") for i in listed.iter(f"{{{NS_MUC}#admin}}item")}
+    assert jids == {"m2@example.net", "m3@example.net", "m4@example.net"}
+    await close(a)

@@ -691,7 +691,8 @@ impl Core {
         }
         Ok(match reply.result {
             IqResultBody::Payload(payload) => payload,
-            // Only a roster get answers this way, and no inline feature is one.
+            // Only the big list gets (roster, block list) answer this way, and no inline
+            // feature is one.
             IqResultBody::Serialized(_) => None,
         })
     }

@@ -25,13 +25,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rookery_core::module::IqResult;
+use rookery_core::module::{iq_result_for, IqAnswer, IqReply, IqResult};
 use rookery_core::{priority, Core, Declaration, Flow, HookPoint, IqTarget, Module};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{
     ns, IqType, MessageType, Stanza, StanzaError, StanzaErrorCondition as Cond, StanzaKind,
 };
-use rookery_xml::Element;
+use rookery_xml::{Element, CONTENT_NS};
 
 use crate::presence::{addressed, send_presence_to, send_unavailable_to, unavailable};
 use crate::roster::internal;
@@ -161,10 +161,36 @@ fn items(el: &Element) -> Result<Vec<Jid>, StanzaError> {
         .collect()
 }
 
+/// The result of a block-list get (§3.2), serialized straight from the cached list (sorted,
+/// so the answer is stable) without an element tree of it in between: a full list built as
+/// a tree and then serialized cost many times its size at each get.
+fn blocklist_result(iq: &Stanza, owner: &BareJid, list: &HashSet<String>) -> Bytes {
+    let mut jids: Vec<&String> = list.iter().collect();
+    jids.sort_unstable();
+    const ITEM_MARKUP: usize = 16;
+    let size = 512 + jids.iter().map(|j| j.len() + ITEM_MARKUP).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    iq_result_for(iq, owner, None)
+        .element()
+        .write_around(&mut out, CONTENT_NS, |out, ns| {
+            Element::new("blocklist", ns::BLOCKING).write_around(out, ns, |out, ns| {
+                for j in jids {
+                    item(j).write_to(out, ns);
+                }
+            });
+        });
+    Bytes::from(out)
+}
+
+/// A block-list `<item jid/>`.
+fn item(jid: &str) -> Element {
+    Element::new("item", ns::BLOCKING).with_attr("jid", jid)
+}
+
 fn list_element(name: &str, jids: &[String]) -> Element {
     let mut el = Element::new(name, ns::BLOCKING);
     for j in jids {
-        el.push_child(Element::new("item", ns::BLOCKING).with_attr("jid", j.as_str()));
+        el.push_child(item(j));
     }
     el
 }
@@ -214,13 +240,8 @@ impl Blocking {
                 .await
                 .map_err(internal)?;
             let store = self.im.store().blocking();
-            let current: HashSet<String> = read(&list).clone();
             if block {
-                let new: Vec<String> = strings
-                    .iter()
-                    .filter(|s| !current.contains(*s))
-                    .cloned()
-                    .collect();
+                let new = self.new_items(&list, &strings)?;
                 store
                     .add(owner.domain(), user, &new)
                     .await
@@ -229,8 +250,7 @@ impl Blocking {
                 new
             } else if strings.is_empty() {
                 store.clear(owner.domain(), user).await.map_err(internal)?;
-                write(&list).clear();
-                let mut all: Vec<String> = current.into_iter().collect();
+                let mut all: Vec<String> = std::mem::take(&mut *write(&list)).into_iter().collect();
                 all.sort();
                 all
             } else {
@@ -239,14 +259,7 @@ impl Blocking {
                     .await
                     .map_err(internal)?;
                 let mut b = write(&list);
-                for s in &strings {
-                    b.remove(s);
-                }
-                strings
-                    .iter()
-                    .filter(|s| current.contains(*s))
-                    .cloned()
-                    .collect()
+                strings.iter().filter(|s| b.remove(*s)).cloned().collect()
             }
         };
         core.account_changed(owner);
@@ -264,6 +277,25 @@ impl Blocking {
         );
         self.presence_follows(core, owner, &changed, block).await;
         Ok(None)
+    }
+
+    /// The items of `strings` that `list` lacks, each once — or `resource-constraint` if they
+    /// would take it past `[im.blocking] max_items` (RFC 6120 §8.3.3.18, as for a full
+    /// roster: the account's storage is spent; XEP-0191 names no condition for it). A block
+    /// that adds nothing always works, also on a list over a limit lowered since. Checked
+    /// against the list in place, not a copy of it.
+    fn new_items(&self, list: &BlockList, strings: &[String]) -> Result<Vec<String>, StanzaError> {
+        let current = read(list);
+        let mut seen = HashSet::new();
+        let new: Vec<String> = strings
+            .iter()
+            .filter(|s| !current.contains(*s) && seen.insert(s.as_str()))
+            .cloned()
+            .collect();
+        if !new.is_empty() && current.len() + new.len() > self.im.config().blocking.max_items {
+            return Err(err(Cond::ResourceConstraint, "block list is full"));
+        }
+        Ok(new)
     }
 
     /// XEP-0191 §3.3/§3.4: whoever may receive the user's presence (a subscriber, or an
@@ -389,7 +421,7 @@ impl Module for Blocking {
         }
     }
 
-    async fn handle_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqResult {
+    async fn reply_iq(&self, core: &Arc<Core>, to: &BareJid, iq: &Stanza) -> IqAnswer {
         let owner = own_account(iq, to)?;
         let payload = iq
             .payload()
@@ -400,12 +432,11 @@ impl Module for Blocking {
                     self.im.session_mut(from, |s| s.blocklist_requested = true);
                 }
                 let blocked = self.im.blocklist(core, &owner).await.map_err(internal)?;
-                let mut list: Vec<String> = read(&blocked).iter().cloned().collect();
-                list.sort();
-                Ok(Some(list_element("blocklist", &list)))
+                let result = blocklist_result(iq, &owner, &read(&blocked));
+                Ok(IqReply::serialized(result, Vec::new()))
             }
             (StanzaKind::Iq(IqType::Set), "block" | "unblock") => {
-                self.set(core, &owner, payload).await
+                self.set(core, &owner, payload).await.map(IqReply::from)
             }
             _ => Err(StanzaError::new(Cond::BadRequest)),
         }
@@ -455,6 +486,32 @@ impl Module for Blocking {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// The serialized get result is the tree the router would have built and serialized:
+    /// the items sorted, escaped.
+    #[test]
+    fn blocklist_result_is_the_tree_serialized() {
+        let owner = BareJid::parse("juliet@example.com").unwrap();
+        let from = Jid::parse("juliet@example.com/balcony").unwrap();
+        let iq = Stanza::iq(
+            IqType::Get,
+            "g1",
+            Some(from),
+            None,
+            Element::new("blocklist", ns::BLOCKING),
+        );
+        let list: HashSet<String> = ["romeo@example.net", "example.org/a&b", "b@c"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let mut sorted: Vec<String> = list.iter().cloned().collect();
+        sorted.sort();
+        let tree = iq_result_for(&iq, &owner, Some(list_element("blocklist", &sorted)));
+        assert_eq!(
+            blocklist_result(&iq, &owner, &list).as_ref(),
+            tree.to_bytes().as_slice()
+        );
+    }
 
     /// The block list of an account with a session is read once and then answered from
     /// memory (the store is closed here to prove it), and dropped with the last session.

@@ -45,6 +45,22 @@ use crate::state::Im;
 const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Most `node#ver` entries cached.
 const MAX_ENTRIES: usize = 10_000;
+/// Most features one cached answer may list. Real clients announce 30–100; the cache is
+/// server-wide and kept for the life of the process, so an answer over this is not cached
+/// (nor verified) — else one account could fill [`MAX_ENTRIES`] with huge answers.
+const MAX_FEATURES: usize = 256;
+/// Most bytes of feature names one cached answer may hold, for the same reason as
+/// [`MAX_FEATURES`] (256 features of 64 bytes).
+const MAX_FEATURE_BYTES: usize = 16 * 1024;
+/// Most bytes of feature names the whole cache holds: a budget beside [`MAX_ENTRIES`], so
+/// that answers within [`MAX_FEATURE_BYTES`] cannot add up to [`MAX_ENTRIES`] times that
+/// (hundreds of MB) either. Real clients cache a few KiB per entry, and servers see a few
+/// hundred distinct ones, far below it.
+const MAX_CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// Longest `node` of a `<c/>` taken: a URI naming the client software (XEP-0115 §4).
+const MAX_NODE_BYTES: usize = 1024;
+/// Longest `ver` of a `<c/>` taken: a base64 hash, 88 characters for sha-512 (§5.1).
+const MAX_VER_BYTES: usize = 128;
 /// Most remote resources whose capabilities are remembered.
 const MAX_REMOTE: usize = 50_000;
 /// Most resources remembered per remote bare JID.
@@ -63,6 +79,13 @@ pub struct CapsInfo {
     pub features: HashSet<String>,
 }
 
+impl CapsInfo {
+    /// The bytes of its feature names, as [`MAX_CACHE_BYTES`] counts them.
+    fn bytes(&self) -> usize {
+        self.features.iter().map(String::len).sum()
+    }
+}
+
 /// A resource waiting for a `node#ver` answer: its JID and, for a resource on another
 /// server, the local account its presence reached ([`Event::ResourceCaps`]).
 type Waiter = (Jid, Option<BareJid>);
@@ -71,6 +94,8 @@ type Waiter = (Jid, Option<BareJid>);
 #[derive(Debug, Default)]
 pub struct CapsCache {
     known: DashMap<String, Arc<CapsInfo>>,
+    /// The [`CapsInfo::bytes`] of `known`, together.
+    bytes: AtomicUsize,
     /// The `node#ver` being asked, with the resources to tell when the answer comes.
     asking: DashMap<String, Vec<Waiter>>,
 }
@@ -83,16 +108,31 @@ impl CapsCache {
 
     /// Records `info` for `key`.
     pub fn insert(&self, key: &str, info: CapsInfo) {
-        if self.known.len() >= MAX_ENTRIES {
-            // Bounded: one entry makes room (re-learnt on the next presence that names it),
-            // so that a flood of new keys costs the others one query each at most, not all
-            // at once.
-            let victim = self.known.iter().next().map(|e| e.key().clone());
-            if let Some(v) = victim {
-                self.known.remove(&v);
-            }
+        let size = info.bytes();
+        let replaced = self.known.get(key).map_or(0, |e| e.value().bytes());
+        // Bounded by count and bytes: entries make room one by one (each re-learnt on the
+        // next presence that names it), so that a flood of new keys costs the others one
+        // query each at most, not all at once.
+        while self.known.len() >= MAX_ENTRIES
+            || (self.bytes.load(Ordering::Relaxed) + size).saturating_sub(replaced)
+                > MAX_CACHE_BYTES
+        {
+            let Some(victim) = self.known.iter().next().map(|e| e.key().clone()) else {
+                break;
+            };
+            self.remove(&victim);
         }
-        self.known.insert(key.to_owned(), Arc::new(info));
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        if let Some(old) = self.known.insert(key.to_owned(), Arc::new(info)) {
+            self.bytes.fetch_sub(old.bytes(), Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets `key`.
+    fn remove(&self, key: &str) {
+        if let Some((_, old)) = self.known.remove(key) {
+            self.bytes.fetch_sub(old.bytes(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -341,10 +381,15 @@ struct Announced {
 }
 
 /// The `<c/>` of a presence from `from`; `None` without one, or when it lacks `node` or
-/// `ver`.
+/// `ver`, or when either is longer than any real one ([`MAX_NODE_BYTES`],
+/// [`MAX_VER_BYTES`]): they make the cache key, which must stay small.
 fn announced(from: &Jid, stanza: &Stanza) -> Option<Announced> {
     let c = stanza.element().get_child("c", ns::CAPS)?;
     let (node, ver) = (c.attr("node")?, c.attr("ver")?);
+    if node.len() > MAX_NODE_BYTES || ver.len() > MAX_VER_BYTES {
+        tracing::info!(%from, "caps node or ver too long; ignored");
+        return None;
+    }
     let node = format!("{node}#{ver}");
     let (key, check) = match c.attr("hash") {
         None => (format!("legacy {node}"), None),
@@ -416,6 +461,25 @@ pub async fn observe_remote(im: &Arc<Im>, core: &Arc<Core>, owner: &BareJid, sta
     learn(im, core, waiter, announced, track).await;
 }
 
+/// The features a disco#info answer lists, or `None` when they are more than the cache
+/// keeps for one entry ([`MAX_FEATURES`], [`MAX_FEATURE_BYTES`]).
+fn features_of(query: &Element) -> Option<HashSet<String>> {
+    let mut features = HashSet::new();
+    let mut bytes = 0;
+    let vars = query
+        .children()
+        .filter(|c| c.is("feature", ns::DISCO_INFO))
+        .filter_map(|f| f.attr("var"));
+    for var in vars {
+        bytes += var.len();
+        if features.len() >= MAX_FEATURES || bytes > MAX_FEATURE_BYTES {
+            return None;
+        }
+        features.insert(var.to_owned());
+    }
+    Some(features)
+}
+
 /// Tells the subscribers of [`Event::ResourceCaps`] that the capabilities of the waiter's
 /// resource are known, if `announced` is cached; else has it told when the answer comes,
 /// asking the resource what it stands for if nobody is asking yet and `ask`. The answer is
@@ -450,20 +514,25 @@ async fn learn(im: &Arc<Im>, core: &Arc<Core>, waiter: Waiter, announced: Announ
             .await;
         if let Some(result) = answer.filter(|a| a.kind() == StanzaKind::Iq(IqType::Result)) {
             if let Some(q) = result.payload().filter(|q| q.is("query", ns::DISCO_INFO)) {
-                let valid = match &check {
-                    None => true,
-                    Some((hash, ver)) => well_formed(q) && hash.ver(q) == *ver,
-                };
-                if valid {
-                    let features = q
-                        .children()
-                        .filter(|c| c.is("feature", ns::DISCO_INFO))
-                        .filter_map(|f| f.attr("var"))
-                        .map(str::to_owned)
-                        .collect();
-                    im.caps.insert(&key, CapsInfo { features });
-                } else {
-                    tracing::debug!(%from, %key, "caps verification failed");
+                match features_of(q) {
+                    None => tracing::info!(
+                        %from,
+                        %key,
+                        max_features = MAX_FEATURES,
+                        max_bytes = MAX_FEATURE_BYTES,
+                        "caps answer too big; not cached"
+                    ),
+                    Some(features) => {
+                        let valid = match &check {
+                            None => true,
+                            Some((hash, ver)) => well_formed(q) && hash.ver(q) == *ver,
+                        };
+                        if valid {
+                            im.caps.insert(&key, CapsInfo { features });
+                        } else {
+                            tracing::debug!(%from, %key, "caps verification failed");
+                        }
+                    }
                 }
             }
         } else {
@@ -578,6 +647,50 @@ mod tests {
         )
         .unwrap();
         assert_eq!(CapsHash::Sha1.ver(&q), "QgayPKawpkPSDYmwT/WM94uAlu0=");
+    }
+
+    /// The cache holds at most [`MAX_CACHE_BYTES`] of feature names, making room one
+    /// entry at a time, and counts a replaced entry once.
+    #[test]
+    fn the_cache_is_bounded_in_bytes() {
+        let cache = CapsCache::default();
+        let info = |i: usize| CapsInfo {
+            features: (0..16)
+                .map(|j| format!("{i}:{j}:{}", "x".repeat(1000)))
+                .collect(),
+        };
+        let per_entry = info(0).bytes();
+        let fit = MAX_CACHE_BYTES / per_entry;
+        for i in 0..fit + 10 {
+            cache.insert(&format!("k{i}"), info(i));
+            assert!(cache.bytes.load(Ordering::Relaxed) <= MAX_CACHE_BYTES);
+        }
+        assert!(cache.known.len() <= fit);
+        assert!(cache.get(&format!("k{}", fit + 9)).is_some());
+        let before = cache.bytes.load(Ordering::Relaxed);
+        cache.insert(&format!("k{}", fit + 9), info(fit + 9));
+        assert_eq!(cache.bytes.load(Ordering::Relaxed), before);
+    }
+
+    /// An answer is kept up to [`MAX_FEATURES`] features and [`MAX_FEATURE_BYTES`] bytes of
+    /// names, and refused whole beyond either.
+    #[test]
+    fn features_of_refuses_an_answer_over_the_bounds() {
+        let query = |n: usize, len: usize| {
+            let mut q = Element::new("query", ns::DISCO_INFO);
+            for i in 0..n {
+                let var = format!("{i:0len$}");
+                q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", var));
+            }
+            q
+        };
+        assert_eq!(
+            features_of(&query(MAX_FEATURES, 8)).unwrap().len(),
+            MAX_FEATURES
+        );
+        assert!(features_of(&query(MAX_FEATURES + 1, 8)).is_none());
+        assert!(features_of(&query(MAX_FEATURES, 64)).is_some());
+        assert!(features_of(&query(MAX_FEATURES / 2, 129)).is_none());
     }
 
     #[test]

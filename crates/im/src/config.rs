@@ -14,7 +14,7 @@ pub struct ImConfig {
     /// `[im.offline]`.
     pub offline: OfflineConfig,
     /// `[im.blocking]`.
-    pub blocking: Toggle,
+    pub blocking: BlockingConfig,
     /// `[im.carbons]`.
     pub carbons: Toggle,
     /// `[im.vcard]`.
@@ -108,6 +108,29 @@ impl Default for OfflineConfig {
         OfflineConfig {
             enabled: true,
             max_per_user: 1000,
+        }
+    }
+}
+
+/// XEP-0191 blocking.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlockingConfig {
+    /// Whether the module is loaded.
+    pub enabled: bool,
+    /// Most items in one block list; a block that would add past it gets
+    /// `resource-constraint` and blocks nothing. 5,000: years of one-by-one spam blocking
+    /// stay far below it, and the list is cached whole while the account is online and sent
+    /// whole at each get (5,000 items of a 40-byte JID are about 300 KB); without a bound one
+    /// account could store millions.
+    pub max_items: usize,
+}
+
+impl Default for BlockingConfig {
+    fn default() -> Self {
+        BlockingConfig {
+            enabled: true,
+            max_items: 5000,
         }
     }
 }

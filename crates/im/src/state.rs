@@ -180,7 +180,7 @@ async fn cached_or_load<T>(
 async fn load_account(store: &Store, bare: &BareJid) -> Result<Account, StoreError> {
     let (domain, user) = store_key(bare)?;
     let roster = store.rosters().load(domain, user).await?;
-    let pending = store.rosters().pending_in(domain, user).await?;
+    let pending = store.rosters().pending_in_contacts(domain, user).await?;
     let mut cache = RosterCache {
         ver: roster.ver,
         items: HashMap::with_capacity(roster.items.len()),
@@ -196,8 +196,8 @@ async fn load_account(store: &Store, bare: &BareJid) -> Result<Account, StoreErr
             Err(_) => tracing::warn!(contact = %item.contact, "unparsable roster contact"),
         }
     }
-    for p in pending {
-        if let Ok(j) = BareJid::parse(&p.contact) {
+    for contact in pending {
+        if let Ok(j) = BareJid::parse(&contact) {
             cache.pending_in.insert(j);
         }
     }
@@ -634,18 +634,28 @@ const NICK: &str = "http://jabber.org/protocol/nick";
 const MAX_STORED_REQUEST: usize = 4096;
 
 /// What of an inbound subscription request is stored until it is answered (RFC 6121
-/// §3.1.3): the stanza with only what a client shows of it — its `<status/>` and an
-/// XEP-0172 `<nick/>` — within [`MAX_STORED_REQUEST`]. Another server may send a request as
-/// large as its stanza limit: kept whole, the requests of every address at a hostile domain
-/// would be stored and replayed at each login that large.
-fn stored_request(request: &Stanza) -> Stanza {
-    let shown = |c: &Element| c.is("status", CONTENT_NS) || c.is("nick", NICK);
-    let mut el = request.element().clone();
-    el.remove_children_where(|c| !shown(c));
+/// §3.1.3): a presence rebuilt from its `from`, `to` and `type` with only what a client shows
+/// of it — its `<status/>` and an XEP-0172 `<nick/>` — within [`MAX_STORED_REQUEST`], or
+/// without them if larger (then it is the two JIDs, bounded by RFC 7622). Another server may
+/// send a request as large as its stanza limit, in its children or its attributes (an `id`
+/// of 200 KB): kept whole, the requests of every address at a hostile domain would be stored
+/// and replayed at each login that large.
+fn stored_request(request: &Stanza) -> Element {
+    let original = request.element();
+    let mut el = Element::new(original.name(), original.ns());
+    for attr in ["from", "to", "type"] {
+        if let Some(value) = original.attr(attr) {
+            el.set_attr(attr, value);
+        }
+    }
+    let shown = |c: &&Element| c.is("status", CONTENT_NS) || c.is("nick", NICK);
+    for child in original.children().filter(shown) {
+        el.push_child(child.clone());
+    }
     if el.to_bytes().len() > MAX_STORED_REQUEST {
         el.remove_children_where(|_| true);
     }
-    Stanza::from_element(el).unwrap_or_else(|_| request.clone())
+    el
 }
 
 #[cfg(test)]

@@ -24,6 +24,17 @@ pub struct MucConfig {
     pub default_public: bool,
     /// How many recent groupchat messages a room keeps in memory for newcomers (§7.2.14).
     pub history_length: usize,
+    /// The most bytes (serialized) of those messages a room keeps: older ones go first, and
+    /// a message larger than this alone is not kept. 128 KiB: twenty messages of several
+    /// KiB each, while every persistent room holds its history in memory from startup and
+    /// a newcomer gets it all at once — it must stay well below a session's queue
+    /// (`[c2s] session_queue_bytes`, 1 MiB), or entering the room ends the session.
+    pub history_max_bytes: usize,
+    /// The most JIDs with an affiliation (member, admin, owner, outcast) one room holds; a
+    /// change that would add past it gets `resource-constraint`. 2,000: member lists are
+    /// small in practice, and a persistent room's list is in memory from startup and sent
+    /// whole to whoever asks for it.
+    pub max_affiliations: usize,
     /// Whether rooms archive their groupchat messages (XEP-0313 on the room JID).
     pub archive: bool,
     /// The most messages one room archive query returns.
@@ -42,6 +53,8 @@ impl Default for MucConfig {
             default_persistent: false,
             default_public: true,
             history_length: 20,
+            history_max_bytes: 128 * 1024,
+            max_affiliations: 2000,
             archive: true,
             archive_max_page: 100,
         }
@@ -68,6 +81,9 @@ impl MucConfig {
         }
         if self.default_max_occupants == 0 || self.default_max_occupants > self.max_occupants {
             return Err("[muc] default_max_occupants must be between 1 and max_occupants".into());
+        }
+        if self.max_affiliations == 0 {
+            return Err("[muc] max_affiliations must be at least 1 (a room has an owner)".into());
         }
         if self.archive_max_page == 0 {
             return Err("[muc] archive_max_page must be at least 1".into());

@@ -72,6 +72,17 @@ pub enum MucError {
     /// The user may create no more rooms (`not-allowed`, as for any refused creation).
     #[error("room creation limit reached")]
     CreationLimit,
+    /// A text longer than the service keeps (a room name, description, subject or reason;
+    /// see [`bounded`]): `not-acceptable` — §10.1.2's condition for configuration values
+    /// that violate service policies, and RFC 6120 §8.3.3.13's for a request that does not
+    /// meet the server's criteria.
+    #[error("{0} is too long")]
+    TooLong(&'static str),
+    /// The room's affiliation list is full (`[muc] max_affiliations`): `resource-constraint`
+    /// (RFC 6120 §8.3.3.18, as for a full roster: the room's storage is spent; XEP-0045
+    /// names no condition for it).
+    #[error("the room's affiliation list is full")]
+    AffiliationsFull,
     /// The change could not be stored (`internal-server-error`).
     #[error("storage failed")]
     Store,
@@ -100,10 +111,22 @@ impl From<MucError> for StanzaError {
             MucError::LastOwner | MucError::SelfBan => (C::Conflict, ErrorType::Cancel),
             MucError::BadRequest(_) => (C::BadRequest, ErrorType::Modify),
             MucError::CreationLimit => (C::NotAllowed, ErrorType::Cancel),
+            MucError::TooLong(_) => (C::NotAcceptable, ErrorType::Modify),
+            MucError::AffiliationsFull => (C::ResourceConstraint, ErrorType::Wait),
             MucError::Store => (C::InternalServerError, ErrorType::Wait),
         };
         StanzaError::new(condition)
             .with_type(ty)
             .with_text(e.to_string())
     }
+}
+
+/// `text` if it is at most `max` bytes, else [`MucError::TooLong`] naming `what`: the texts a
+/// room keeps (in memory and, for a persistent room, in the store) and sends to every
+/// newcomer are bounded, not just by the stanza size.
+pub(crate) fn bounded(text: &str, max: usize, what: &'static str) -> Result<(), MucError> {
+    if text.len() > max {
+        return Err(MucError::TooLong(what));
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use rookery_proto::form::{parse_bool, Field, Form};
 
-use crate::error::MucError;
+use crate::error::{bounded, MucError};
 use crate::ns;
 
 /// Who sees occupants' real JIDs (`muc#roomconfig_whois`, §4.1).
@@ -94,6 +94,12 @@ impl Default for RoomConfig {
 
 /// The `muc#roomconfig_maxusers` values offered (any number up to the service limit is
 /// accepted).
+/// Longest room name, in bytes: shown in every disco#items listing of the service and kept
+/// in memory (and the store) for the life of the room; a name is a line, not a page.
+const MAX_NAME_BYTES: usize = 1024;
+/// Longest room description, in bytes (as [`MAX_NAME_BYTES`], a paragraph or a few).
+const MAX_DESCRIPTION_BYTES: usize = 4096;
+
 const MAX_USERS_OPTIONS: [u32; 6] = [10, 20, 50, 100, 200, 1000];
 
 fn boolean(var: &str, label: &str, v: bool) -> Field {
@@ -212,9 +218,11 @@ impl RoomConfig {
             }
         };
         if let Some(v) = form.value("muc#roomconfig_roomname") {
+            bounded(v, MAX_NAME_BYTES, "the room name")?;
             c.name = v.to_string();
         }
         if let Some(v) = form.value("muc#roomconfig_roomdesc") {
+            bounded(v, MAX_DESCRIPTION_BYTES, "the room description")?;
             c.description = v.to_string();
         }
         c.persistent = flag("muc#roomconfig_persistentroom", c.persistent)?;

@@ -256,6 +256,8 @@ impl MucService {
         Limits {
             max_occupants: self.config.max_occupants,
             history: self.config.history_length,
+            history_bytes: self.config.history_max_bytes,
+            max_affiliations: self.config.max_affiliations,
             archive: self.archive.is_some(),
         }
     }

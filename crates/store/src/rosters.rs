@@ -693,6 +693,24 @@ impl<'a> Rosters<'a> {
         Ok(found.is_some())
     }
 
+    /// The contacts with a stored inbound subscription request to `username@domain`: what
+    /// an account load needs, without reading each request's stanza.
+    pub async fn pending_in_contacts(
+        &self,
+        domain: &str,
+        username: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(with_pool!(self.store, pool => {
+            sqlx::query_scalar(
+                "SELECT contact FROM roster_pending_in WHERE domain = $1 AND username = $2",
+            )
+            .bind(domain)
+            .bind(username)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
     /// Every stored inbound subscription request of `username@domain`, oldest first.
     pub async fn pending_in(
         &self,

@@ -2,12 +2,14 @@
 //! list), admins (§9: ban, members, moderators) and owners (§10.3–§10.8: owners, admins).
 //! A set with several items is checked whole before anything changes.
 
+use std::collections::HashSet;
+
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{PresenceType, Stanza};
 use rookery_xml::Element;
 
 use super::{status, Affiliated, Item, Outcome, Room};
-use crate::error::MucError;
+use crate::error::{bounded, MucError};
 use crate::nick::Nick;
 use crate::ns;
 use crate::role::{may_read_list, may_set_affiliation, may_set_role, Affiliation, Role};
@@ -108,6 +110,18 @@ impl Room {
             return Err(MucError::BadRequest("no item"));
         }
         self.check_owners_remain(&changes)?;
+        let added: HashSet<&BareJid> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Affiliation {
+                    jid, affiliation, ..
+                } if *affiliation != Affiliation::None && !self.affiliations.contains_key(jid) => {
+                    Some(jid)
+                }
+                _ => None,
+            })
+            .collect();
+        self.room_for_affiliations(added.len())?;
         let actor_nick = self
             .by_jid
             .get(&from)
@@ -152,6 +166,9 @@ impl Room {
         item: &Element,
     ) -> Result<Change, MucError> {
         let reason = item.child_text("reason", ns::ADMIN);
+        if let Some(r) = &reason {
+            bounded(r, super::MAX_REASON_BYTES, "the reason")?;
+        }
         if item.attr("role").is_some() && item.attr("affiliation").is_some() {
             // §18.4: which of the two changes is meant (and who may make it) is unclear.
             return Err(MucError::BadRequest(

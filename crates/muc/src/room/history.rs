@@ -2,7 +2,11 @@
 //! messages (with a body; `[muc] history_length` of them, in memory) and sends an entering
 //! occupant what its `<history/>` asks for — `maxstanzas`, `maxchars` (of the whole stanzas),
 //! `seconds`, `since`, all of them at once if several are given — oldest first, each with a
-//! `<delay/>` from the room (XEP-0203) unless it came with one.
+//! `<delay/>` from the room (XEP-0203) unless it came with one. What it keeps is bounded in
+//! bytes too (`[muc] history_max_bytes`): persistent rooms hold it in memory from startup, and
+//! a newcomer gets it at once, into a session queue of bounded size.
+
+use std::collections::VecDeque;
 
 use rookery_jid::Jid;
 use rookery_proto::time::{delay, parse_utc};
@@ -23,6 +27,33 @@ pub struct Past {
     pub chars: usize,
 }
 
+/// The messages a room keeps for newcomers, oldest first, with their total size.
+#[derive(Debug, Clone, Default)]
+pub(super) struct History {
+    messages: VecDeque<Past>,
+    /// The sum of their `chars`.
+    bytes: usize,
+}
+
+impl History {
+    /// Adds `past`, then drops the oldest until at most `count` messages of at most `bytes`
+    /// bytes in all are kept. A message larger than `bytes` alone is not kept, and costs
+    /// the others nothing.
+    fn push(&mut self, past: Past, count: usize, bytes: usize) {
+        if past.chars > bytes {
+            return;
+        }
+        self.bytes += past.chars;
+        self.messages.push_back(past);
+        while self.messages.len() > count || self.bytes > bytes {
+            let Some(old) = self.messages.pop_front() else {
+                break;
+            };
+            self.bytes -= old.chars;
+        }
+    }
+}
+
 impl Room {
     /// Keeps `stanza` (a broadcast groupchat message) for newcomers.
     pub(super) fn remember(&mut self, stanza: Stanza) {
@@ -30,14 +61,13 @@ impl Room {
             return;
         }
         let chars = stanza.to_bytes().len();
-        self.history.push_back(Past {
+        let past = Past {
             stanza,
             ts: self.now,
             chars,
-        });
-        while self.history.len() > self.limits.history {
-            self.history.pop_front();
-        }
+        };
+        self.history
+            .push(past, self.limits.history, self.limits.history_bytes);
     }
 
     /// The history an occupant entering with `join` (its `<x xmlns='…muc'/>`) gets, addressed
@@ -62,7 +92,7 @@ impl Room {
         .max();
         let mut picked = Vec::new();
         let (mut stanzas, mut chars) = (0u64, 0u64);
-        for p in self.history.iter().rev() {
+        for p in self.history.messages.iter().rev() {
             let size = u64::try_from(p.chars).unwrap_or(u64::MAX);
             if stanzas >= max_stanzas
                 || chars.saturating_add(size) > max_chars
@@ -88,5 +118,37 @@ impl Room {
                 s
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn past(chars: usize) -> Past {
+        let el = Element::new("message", rookery_xml::CONTENT_NS);
+        Past {
+            stanza: Stanza::from_element(el).unwrap(),
+            ts: 0,
+            chars,
+        }
+    }
+
+    /// The oldest go first past the count or the bytes; one larger than the bytes alone is
+    /// not kept and leaves the others.
+    #[test]
+    fn history_is_bounded_by_count_and_bytes() {
+        let mut h = History::default();
+        for _ in 0..3 {
+            h.push(past(40), 10, 100);
+        }
+        assert_eq!((h.messages.len(), h.bytes), (2, 80));
+        h.push(past(101), 10, 100);
+        assert_eq!((h.messages.len(), h.bytes), (2, 80));
+        for _ in 0..5 {
+            h.push(past(1), 3, 100);
+        }
+        assert_eq!((h.messages.len(), h.bytes), (3, 3));
     }
 }

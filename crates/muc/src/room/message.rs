@@ -1,14 +1,16 @@
 //! Messages in a room: groupchat (§7.4), the subject (§8.1), private messages (§7.5),
 //! mediated invitations (§7.8.2, declines §7.8.2 end) and voice requests (§7.13, §8.6).
 
-use rookery_jid::Jid;
+use std::collections::HashSet;
+
+use rookery_jid::{BareJid, Jid};
 use rookery_proto::form::{Field, Form};
 use rookery_proto::stanza::is_stanza_id_by;
 use rookery_proto::{MessageType, Stanza, StanzaKind};
 use rookery_xml::{Element, CONTENT_NS};
 
 use super::{wire, Affiliated, Outcome, Room};
-use crate::error::MucError;
+use crate::error::{bounded, MucError};
 use crate::ns;
 use crate::role::{Affiliation, Role};
 use crate::roomconfig::AllowPm;
@@ -119,8 +121,10 @@ impl Room {
                     "only moderators may change the subject",
                 ));
             }
+            let text = s.text();
+            bounded(&text, super::MAX_SUBJECT_BYTES, "the subject")?;
             self.subject = super::Subject {
-                text: s.text(),
+                text,
                 by: Some(occ.nick.clone()),
                 occupant_id: Some(occ.id.clone()),
                 at: Some(self.now),
@@ -213,6 +217,14 @@ impl Room {
                 Ok((inv, to))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let new_members: HashSet<BareJid> = invites
+            .iter()
+            .filter(|(_, to)| {
+                self.config.members_only && self.affiliation(to) < Affiliation::Member
+            })
+            .map(|(_, to)| to.to_bare())
+            .collect();
+        self.room_for_affiliations(new_members.len())?;
         let mut o = Outcome::default();
         for (inv, to) in invites {
             if self.config.members_only && self.affiliation(&to) < Affiliation::Member {

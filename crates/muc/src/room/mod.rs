@@ -27,7 +27,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -42,6 +42,7 @@ use crate::ns;
 use crate::role::{Affiliation, Role};
 use crate::roomconfig::{RoomConfig, Whois};
 
+use history::History;
 pub use history::Past;
 pub use wire::{not_in_room, Item};
 
@@ -99,6 +100,12 @@ pub struct Occupant {
 }
 
 /// The disco#info node at which a user finds the nickname reserved for them (§7.12).
+/// Longest subject, in bytes: kept in memory (and the store) and sent to every newcomer.
+const MAX_SUBJECT_BYTES: usize = 4096;
+/// Longest `<reason/>` of an affiliation or role change, in bytes: an affiliation keeps it
+/// (in memory and the store) and every list get sends it again.
+const MAX_REASON_BYTES: usize = 1024;
+
 const RESERVED_NICK_NODE: &str = "x-roomuser-item";
 
 /// The disco#info node describing the extensions a room lets through (§17.1.2).
@@ -201,8 +208,9 @@ pub struct Room {
     creator: BareJid,
     salt: String,
     limits: Limits,
-    /// The last groupchat messages, oldest first, at most `limits.history`.
-    history: VecDeque<Past>,
+    /// The last groupchat messages, oldest first, within `limits.history` and
+    /// `limits.history_bytes`.
+    history: History,
     /// The time of the stanza being handled (Unix seconds).
     now: i64,
     /// The archive id a groupchat message handled now gets (also the id of a forwarded IQ).
@@ -218,6 +226,10 @@ pub struct Limits {
     pub max_occupants: u32,
     /// How many recent messages a room keeps for newcomers.
     pub history: usize,
+    /// How many bytes of them at most.
+    pub history_bytes: usize,
+    /// The most JIDs with an affiliation in one room.
+    pub max_affiliations: usize,
     /// Whether rooms archive their groupchat messages (XEP-0313 on the room JID).
     pub archive: bool,
 }
@@ -271,7 +283,7 @@ impl Room {
             creator,
             salt,
             limits,
-            history: VecDeque::new(),
+            history: History::default(),
             now: 0,
             next_id: String::new(),
             pending: iq::Pending::default(),
@@ -292,7 +304,7 @@ impl Room {
             creator: s.creator,
             salt: s.salt,
             limits,
-            history: VecDeque::new(),
+            history: History::default(),
             now: 0,
             next_id: String::new(),
             pending: iq::Pending::default(),
@@ -375,6 +387,16 @@ impl Room {
         }
         self.now = ts;
         self.remember(stanza);
+    }
+
+    /// Whether `added` more JIDs fit in the affiliation list (`[muc] max_affiliations`), for a
+    /// change that adds them: the list is kept in memory with the room (from startup, for a
+    /// persistent one) and sent whole at each list get.
+    fn room_for_affiliations(&self, added: usize) -> Result<(), MucError> {
+        if added > 0 && self.affiliations.len() + added > self.limits.max_affiliations {
+            return Err(MucError::AffiliationsFull);
+        }
+        Ok(())
     }
 
     /// Whether `from` is in the room.

@@ -11,6 +11,8 @@ const NOW: i64 = 1_700_000_000;
 const LIMITS: Limits = Limits {
     max_occupants: 1000,
     history: 5,
+    history_bytes: 64 * 1024,
+    max_affiliations: 50,
     archive: true,
 };
 
@@ -988,4 +990,34 @@ fn voice_requests_reach_moderators_who_may_grant_them() {
     // A participant's request (or a visitor's approval) does nothing.
     let o = room.handle(answer("true"), NOW, "x");
     assert!(o.out.is_empty());
+}
+
+/// Audit 37 L5: an invitation that would make a member past `max_affiliations` is refused
+/// with `resource-constraint`, and nobody becomes a member.
+#[test]
+fn invitations_do_not_make_members_past_the_affiliation_limit() {
+    let mut room = coven();
+    configure(&mut room, &[("muc#roomconfig_membersonly", "1")]);
+    for n in room.affiliations.len()..LIMITS.max_affiliations {
+        room.affiliations.insert(
+            BareJid::parse(&format!("m{n}@example.net")).unwrap(),
+            Affiliated {
+                affiliation: Affiliation::Member,
+                nick: None,
+                reason: None,
+            },
+        );
+    }
+    let o = room.handle(parse(&format!(
+        "<message xmlns='jabber:client' from='crone1@shakespeare.lit/desktop' to='{ROOM}'>\
+         <x xmlns='http://jabber.org/protocol/muc#user'><invite to='hecate@shakespeare.lit'/></x></message>"
+    )), NOW, "sid");
+    let out = flat(&o);
+    assert_eq!(out.len(), 1);
+    let error = out[0].1.element().get_child("error", CONTENT_NS).unwrap();
+    assert!(error.has_child("resource-constraint", rookery_proto::ns::STANZAS));
+    assert_eq!(
+        room.affiliation(&jid("hecate@shakespeare.lit")),
+        Affiliation::None
+    );
 }

@@ -132,6 +132,10 @@ async fn pending_in_requests() {
         let p = r.pending_in(d, "juliet").await.unwrap();
         assert_eq!(p.len(), 1);
         assert!(p[0].stanza.contains("hi"));
+        assert_eq!(
+            r.pending_in_contacts(d, "juliet").await.unwrap(),
+            vec!["romeo@x".to_owned()]
+        );
         assert!(r.remove_pending_in(d, "juliet", "romeo@x").await.unwrap());
         assert!(!r.remove_pending_in(d, "juliet", "romeo@x").await.unwrap());
         assert!(r.pending_in(d, "juliet").await.unwrap().is_empty());

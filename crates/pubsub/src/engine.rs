@@ -145,6 +145,9 @@ type NodeGuard = OwnedMutexGuard<Node>;
 #[derive(Debug, Default)]
 struct Service {
     nodes: RwLock<BTreeMap<String, NodeCell>>,
+    /// Held by [`Engine::create`] from counting the creator's nodes to inserting the new
+    /// one, so that requests sent at once cannot all pass the per-owner cap.
+    creating: Mutex<()>,
 }
 
 /// A subscription as reported to clients.
@@ -439,6 +442,7 @@ impl Engine {
                 }
                 Ok::<_, PubsubError>(Arc::new(Service {
                     nodes: RwLock::new(nodes),
+                    creating: Mutex::new(()),
                 }))
             })
             .await?;
@@ -1590,8 +1594,29 @@ impl Engine {
                 c.apply(f)?;
             }
         }
+        let s = self.service(svc).await?;
+        let _one_at_a_time = s.creating.lock().await;
+        if !self.is_pep()
+            && self.nodes_owned_by(&s, &owner).await >= self.profile.max_nodes_per_owner
+        {
+            return Err(PubsubError::MaxNodesExceeded);
+        }
         self.create_inner(svc, &owner, &name, c).await?;
         Ok(name)
+    }
+
+    /// How many nodes of `s` name `who` as an owner. Counted when a node is created, which
+    /// is rare, rather than kept in step with every affiliation change and cluster reload.
+    async fn nodes_owned_by(&self, s: &Service, who: &BareJid) -> usize {
+        let cells: Vec<NodeCell> = s.nodes.read().await.values().cloned().collect();
+        let mut owned = 0;
+        for cell in cells {
+            let n = cell.lock().await;
+            if !n.deleted && n.affiliations.get(who) == Some(&Affiliation::Owner) {
+                owned += 1;
+            }
+        }
+        owned
     }
 
     /// §8.2.1: the configuration of a node, for its owner.

@@ -1165,3 +1165,21 @@ async def test_node_config_text_fields_are_bounded(server, clients):
     items = await a.plugin["xep_0030"].get_items(jid=s, timeout=T)
     assert [i[2] for i in items["disco_items"]["items"]] == ["x" * 1024]
 
+
+async def test_one_account_holds_at_most_16_subscriptions_to_a_node(server, clients):
+    """Audit 37 L11: multi-subscribe (§6.1.6) is capped per bare JID: the 17th subscription of
+    one account, whatever its resource, is refused with policy-violation and
+    <too-many-subscriptions/> (§6.1.3.9), and another account still subscribes."""
+    a, c = await clients("alice"), await clients("carol")
+    b = await server.login("bob", "raw")
+    s = svc(server)
+    try:
+        await a.plugin["xep_0060"].create_node(s, "n", timeout=T)
+        for i in range(16):
+            r = await b.iq("set", s, multi_subscribe(server.jid("bob", f"r{i}")))
+            assert r.get("type") == "result", ET.tostring(r)
+        r = await b.iq("set", s, multi_subscribe(server.jid("bob", "r16")))
+        assert raw_refusal(r) == ("wait", "policy-violation", ["too-many-subscriptions"])
+        await c.plugin["xep_0060"].subscribe(s, "n", timeout=T)
+    finally:
+        await b.close()

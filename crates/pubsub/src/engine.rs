@@ -46,6 +46,11 @@ const MAX_NODE_ID: usize = 1024;
 const MAX_ITEM_ID: usize = 1024;
 /// Most item ids listed by disco#items on a node.
 const MAX_DISCO_ITEMS: u64 = 1000;
+/// Most subscriptions one bare JID holds on one node (XEP-0060 §6.1.6 multi-subscribe; over
+/// it, §6.1.3.9 `too-many-subscriptions`, matched on the bare JID as that section allows):
+/// enough for a subscription per resource with its own options, while one account can no
+/// longer take the node's whole `max_subscriptions_per_node` and shut everyone else out.
+const MAX_SUBSCRIPTIONS_PER_JID: usize = 16;
 /// Events a node's [`Engine::watch`] channel holds for its slowest watcher; one behind by
 /// more has lagged (and is expected to reconnect and replay from the store).
 const WATCH_CAPACITY: usize = 64;
@@ -978,7 +983,10 @@ impl Engine {
             self.check_access(svc, &n, &who, false).await?;
             SubState::Subscribed
         };
-        if n.subs.len() >= self.profile.max_subscriptions_per_node {
+        let of_who = n.subs.iter().filter(|s| s.jid.to_bare() == who).count();
+        if n.subs.len() >= self.profile.max_subscriptions_per_node
+            || of_who >= MAX_SUBSCRIPTIONS_PER_JID
+        {
             return Err(PubsubError::TooManySubscriptions);
         }
         let sub = Subscription {

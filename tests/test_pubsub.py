@@ -16,6 +16,7 @@ import pytest
 from slixmpp.exceptions import IqError
 from slixmpp.plugins.xep_0004 import Form
 
+import xmpp_raw
 from slix import SlixClient
 
 NS = "http://jabber.org/protocol/pubsub"
@@ -1116,3 +1117,69 @@ async def test_pep_owner_answers_approval_requests(server, clients):
         x = el.find("{jabber:x:data}x")
         return local(el) == "message" and x is not None and x.get("type") in ("submit", "cancel")
     assert await absent(a, answer_back, 0.5)
+
+
+def raw_refusal(reply: ET.Element) -> tuple[str | None, str | None, list[str]]:
+    """(error type, stanza condition, pubsub#errors conditions) of a raw IQ reply: slixmpp
+    does not know `policy-violation` and drops such a reply, so those tests go raw."""
+    err = reply.find("{jabber:client}error")
+    assert reply.get("type") == "error" and err is not None, ET.tostring(reply)
+    return (err.get("type"), xmpp_raw.stanza_error(reply),
+            [local(c) for c in err if c.tag.startswith(f"{{{NS_ERRORS}}}")])
+
+
+async def test_one_account_owns_at_most_max_nodes_per_user(server, clients):
+    """Audit 37 L8: a creator that owns `max_nodes_per_user` (100) nodes is refused another
+    (policy-violation with <max-nodes-exceeded/>), so one account cannot take the service's
+    whole `max_nodes`; others still create, and a deleted node frees a place."""
+    a, b = await server.login("alice", "raw"), await clients("bob")
+    s = svc(server)
+    create = "<pubsub xmlns='{ns}'><create node='{n}'/></pubsub>"
+    try:
+        for i in range(100):
+            r = await a.iq("set", s, create.format(ns=NS, n=f"mine{i}"))
+            assert r.get("type") == "result", ET.tostring(r)
+        r = await a.iq("set", s, create.format(ns=NS, n="one-more"))
+        assert raw_refusal(r) == ("cancel", "policy-violation", ["max-nodes-exceeded"])
+        await b.plugin["xep_0060"].create_node(s, "bobs", timeout=T)
+        r = await a.iq("set", s, f"<pubsub xmlns='{NS_OWNER}'><delete node='mine0'/></pubsub>")
+        assert r.get("type") == "result", ET.tostring(r)
+        r = await a.iq("set", s, create.format(ns=NS, n="one-more"))
+        assert r.get("type") == "result", ET.tostring(r)
+    finally:
+        await a.close()
+
+
+async def test_node_config_text_fields_are_bounded(server, clients):
+    """Audit 37 L8: a title, description or type over 1 KiB is refused with not-acceptable
+    on create and on configure (a title is each node's name in disco#items); 1 KiB passes."""
+    a = await clients("alice")
+    ps, s = a.plugin["xep_0060"], svc(server)
+    long_ = "x" * 1025
+    for field in ("title", "description", "type"):
+        await expect_error(ps.create_node(s, f"big-{field}", config=node_config(**{field: long_}),
+                                          timeout=T), "not-acceptable", type_="modify")
+    await ps.create_node(s, "n", config=node_config(title="x" * 1024), timeout=T)
+    await expect_error(ps.set_node_config(s, "n", node_config(description=long_), timeout=T),
+                       "not-acceptable", type_="modify")
+    items = await a.plugin["xep_0030"].get_items(jid=s, timeout=T)
+    assert [i[2] for i in items["disco_items"]["items"]] == ["x" * 1024]
+
+
+async def test_one_account_holds_at_most_16_subscriptions_to_a_node(server, clients):
+    """Audit 37 L11: multi-subscribe (§6.1.6) is capped per bare JID: the 17th subscription of
+    one account, whatever its resource, is refused with policy-violation and
+    <too-many-subscriptions/> (§6.1.3.9), and another account still subscribes."""
+    a, c = await clients("alice"), await clients("carol")
+    b = await server.login("bob", "raw")
+    s = svc(server)
+    try:
+        await a.plugin["xep_0060"].create_node(s, "n", timeout=T)
+        for i in range(16):
+            r = await b.iq("set", s, multi_subscribe(server.jid("bob", f"r{i}")))
+            assert r.get("type") == "result", ET.tostring(r)
+        r = await b.iq("set", s, multi_subscribe(server.jid("bob", "r16")))
+        assert raw_refusal(r) == ("wait", "policy-violation", ["too-many-subscriptions"])
+        await c.plugin["xep_0060"].subscribe(s, "n", timeout=T)
+    finally:
+        await b.close()

@@ -580,3 +580,52 @@ async def test_token_holder_subscribes_to_a_closed_node(server_factory, receiver
         await until(lambda: receiver.ids("owner") == ["secret-1"], "delivery to the owner")
     finally:
         await c.close()
+
+
+def sub_fields(srv, receiver: Receiver, name: str, node: str, url: str | None = None) -> dict:
+    return {"hub.mode": "subscribe", "hub.topic": topic(srv, node),
+            "hub.callback": url or receiver.url(name)}
+
+
+async def test_one_callback_host_holds_at_most_100_subscriptions(server_factory, receiver):
+    """Audit 37 L12: anyone who echoes challenges subscribed anonymously without bound. A
+    callback host holding `max_subscriptions_per_callback_host` (100) live subscriptions is
+    refused a new one at once with 403 (§5.1: a 4xx for a request the hub will not take);
+    a renewal passes, as does another host."""
+    srv = server_factory(webhooks=WEBHOOKS)
+    c = await publisher(srv, "n")
+    try:
+        for i in range(100):
+            await subscribe(srv, receiver, f"cb{i}", "n")
+        code, body = await hub(srv, **sub_fields(srv, receiver, "cb100", "n"))
+        assert (code, body) == (403, b"too many subscriptions for this callback host\n")
+        # Another port, path or user info is the same host.
+        other_port = f"http://u@127.0.0.1:{receiver.port + 1}/cb/x"
+        code, _ = await hub(srv, **sub_fields(srv, receiver, "x", "n", other_port))
+        assert code == 403
+        code, _ = await hub(srv, **sub_fields(srv, receiver, "cb0", "n"))
+        assert code == 202
+        code, _ = await hub(srv, **sub_fields(srv, receiver, "y", "n",
+                                              f"http://localhost:{receiver.port}/cb/y"))
+        assert code == 202
+        assert "cb100" not in receiver.verifications
+    finally:
+        await c.close()
+
+
+async def test_one_topic_holds_at_most_max_subscriptions_per_topic(server_factory, receiver):
+    """Audit 37 L12: a topic holding `max_subscriptions_per_topic` live subscriptions refuses
+    a new one with 403 (here 3; the default is 1,000); renewals pass, other topics too."""
+    srv = server_factory(webhooks={**WEBHOOKS, "max_subscriptions_per_topic": 3})
+    c = await publisher(srv, "n")
+    try:
+        await c.plugin["xep_0060"].create_node(f"pubsub.{srv.domain}", "m", timeout=T)
+        for i in range(3):
+            await subscribe(srv, receiver, f"cb{i}", "n")
+        code, body = await hub(srv, **sub_fields(srv, receiver, "cb3", "n"))
+        assert (code, body) == (403, b"too many subscriptions to this topic\n")
+        code, _ = await hub(srv, **sub_fields(srv, receiver, "cb1", "n"))
+        assert code == 202
+        await subscribe(srv, receiver, "cb3", "m")
+    finally:
+        await c.close()

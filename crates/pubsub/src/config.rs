@@ -224,6 +224,36 @@ pub enum ConfigError {
     /// The form is not a node configuration form.
     #[error("wrong FORM_TYPE")]
     WrongFormType,
+    /// A text field longer than [`MAX_TEXT_BYTES`], or more roster groups than
+    /// [`MAX_ROSTER_GROUPS`].
+    #[error("{0} too long")]
+    TooLong(String),
+}
+
+/// The longest value of a free-text field (`pubsub#title`, `pubsub#description`,
+/// `pubsub#type`, each roster group), in bytes. The title is each node's name in the
+/// service's disco#items, which lists up to 1000 nodes: 1 KiB keeps that answer about 1 MiB
+/// (a 256 KiB title made one answer of 100 nodes 24 MB). Generous for a name, a sentence
+/// or a namespace.
+pub const MAX_TEXT_BYTES: usize = 1024;
+/// The most groups in `pubsub#roster_groups_allowed`.
+pub const MAX_ROSTER_GROUPS: usize = 64;
+
+/// `TooLong` for the first free-text field of `form` over its bound. Only submitted forms
+/// are checked: a configuration stored before the bound still loads whole.
+fn check_text_bounds(form: &Form) -> Result<(), ConfigError> {
+    for field in form.data_fields() {
+        let text = matches!(
+            field.var.as_str(),
+            "pubsub#title" | "pubsub#description" | "pubsub#type" | "pubsub#roster_groups_allowed"
+        );
+        let too_long = field.values.len() > MAX_ROSTER_GROUPS
+            || field.values.iter().any(|v| v.len() > MAX_TEXT_BYTES);
+        if text && too_long {
+            return Err(ConfigError::TooLong(field.var.clone()));
+        }
+    }
+    Ok(())
 }
 
 fn bool_str(b: bool) -> &'static str {
@@ -396,8 +426,14 @@ impl NodeConfig {
     /// Applies the fields of a submitted form (node_config or publish-options; an unknown
     /// FORM_TYPE is refused, a missing one accepted). Unknown fields are ignored, as
     /// XEP-0004 lets a form processor do; an invalid value refuses the whole form and leaves
-    /// `self` unchanged.
+    /// `self` unchanged, as does a free-text value over [`MAX_TEXT_BYTES`].
     pub fn apply(&mut self, form: &Form) -> Result<(), ConfigError> {
+        check_text_bounds(form)?;
+        self.apply_fields(form)
+    }
+
+    /// [`NodeConfig::apply`] without the size bounds (for stored forms).
+    fn apply_fields(&mut self, form: &Form) -> Result<(), ConfigError> {
         match form.form_type() {
             None | Some(ns::NODE_CONFIG) | Some(ns::PUBLISH_OPTIONS) => {}
             Some(_) => return Err(ConfigError::WrongFormType),
@@ -447,7 +483,7 @@ impl NodeConfig {
         let el = crate::xml::parse(stored)?;
         let form = Form::parse(&el)?;
         let mut c = base.clone();
-        c.apply(&form).ok()?;
+        c.apply_fields(&form).ok()?;
         Some(c)
     }
 
@@ -548,6 +584,10 @@ pub struct Profile {
     pub max_subscriptions_per_node: usize,
     /// The most nodes one service holds (`resource-constraint` above; per account for PEP).
     pub max_nodes: usize,
+    /// The most nodes of a service one bare JID may own when it creates another
+    /// (`policy-violation` above): without it one account could take all `max_nodes` and
+    /// lock every other creator out. Not used by PEP, where `max_nodes` is per account.
+    pub max_nodes_per_owner: usize,
     /// The most items one answer to an items request holds (XEP-0060 §6.5.4: the rest is
     /// paged with RSM), whatever `max_items` asks.
     pub max_page_items: u64,
@@ -570,6 +610,7 @@ impl Profile {
             max_payload_bytes: 256 * 1024,
             max_subscriptions_per_node: 100_000,
             max_nodes: 100_000,
+            max_nodes_per_owner: 100,
             max_page_items: PAGE_ITEMS,
             max_page_bytes: PAGE_BYTES,
         }
@@ -597,6 +638,7 @@ impl Profile {
             max_payload_bytes: 256 * 1024,
             max_subscriptions_per_node: 10_000,
             max_nodes: 1_000,
+            max_nodes_per_owner: 1_000,
             max_page_items: PAGE_ITEMS,
             max_page_bytes: PAGE_BYTES,
         }
@@ -624,6 +666,11 @@ pub struct PubsubConfig {
     pub max_subscriptions: usize,
     /// The most nodes on the service.
     pub max_nodes: usize,
+    /// The most service nodes one account may own and still create another (nodes it was
+    /// made owner of count too; it may give them up). 100, as many rooms as one account may
+    /// create on the MUC service: plenty for a person or a bot, and 1,000 accounts are
+    /// needed to fill the default `max_nodes`.
+    pub max_nodes_per_user: usize,
     /// Personal eventing (XEP-0163) on every account.
     pub pep: bool,
     /// The most items one PEP node keeps (bookmarks with `max_items = max` keep this many).
@@ -651,6 +698,7 @@ impl Default for PubsubConfig {
             max_payload_bytes: s.max_payload_bytes,
             max_subscriptions: s.max_subscriptions_per_node,
             max_nodes: s.max_nodes,
+            max_nodes_per_user: s.max_nodes_per_owner,
             pep: true,
             pep_max_items: p.max_items_limit,
             pep_max_nodes: p.max_nodes,
@@ -693,6 +741,7 @@ impl PubsubConfig {
             max_payload_bytes: self.max_payload_bytes,
             max_subscriptions_per_node: self.max_subscriptions,
             max_nodes: self.max_nodes,
+            max_nodes_per_owner: self.max_nodes_per_user,
             max_page_items: self.max_page_items.max(1),
             max_page_bytes: self.max_page_bytes.max(1),
             ..Profile::service(domain)
@@ -705,6 +754,7 @@ impl PubsubConfig {
             max_items_limit: self.pep_max_items.max(1),
             max_payload_bytes: self.max_payload_bytes,
             max_nodes: self.pep_max_nodes,
+            max_nodes_per_owner: self.pep_max_nodes,
             max_page_items: self.max_page_items.max(1),
             max_page_bytes: self.max_page_bytes.max(1),
             ..Profile::pep(domain)
@@ -782,6 +832,25 @@ mod tests {
         let mut wrong = Form::new("submit", "urn:other");
         wrong.push(Field::new("pubsub#title", "text-single", "x"));
         assert_eq!(c.apply(&wrong), Err(ConfigError::WrongFormType));
+    }
+
+    #[test]
+    fn text_fields_are_bounded_when_submitted_not_when_stored() {
+        let long = "x".repeat(MAX_TEXT_BYTES + 1);
+        let mut c = NodeConfig::service_default();
+        for var in ["pubsub#title", "pubsub#description", "pubsub#type"] {
+            assert_eq!(
+                c.apply(&submit(&[(var, &long)])),
+                Err(ConfigError::TooLong(var.into()))
+            );
+        }
+        c.apply(&submit(&[("pubsub#title", &long[1..])])).unwrap();
+        // A configuration stored before the bound keeps its title (and access model).
+        let mut old = NodeConfig::service_default();
+        old.title = long.clone();
+        old.access_model = AccessModel::Whitelist;
+        let back = NodeConfig::from_stored(&NodeConfig::service_default(), &old.to_stored());
+        assert_eq!(back, Some(old));
     }
 
     #[test]

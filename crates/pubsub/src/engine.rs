@@ -46,6 +46,11 @@ const MAX_NODE_ID: usize = 1024;
 const MAX_ITEM_ID: usize = 1024;
 /// Most item ids listed by disco#items on a node.
 const MAX_DISCO_ITEMS: u64 = 1000;
+/// Most subscriptions one bare JID holds on one node (XEP-0060 §6.1.6 multi-subscribe; over
+/// it, §6.1.3.9 `too-many-subscriptions`, matched on the bare JID as that section allows):
+/// enough for a subscription per resource with its own options, while one account can no
+/// longer take the node's whole `max_subscriptions_per_node` and shut everyone else out.
+const MAX_SUBSCRIPTIONS_PER_JID: usize = 16;
 /// Events a node's [`Engine::watch`] channel holds for its slowest watcher; one behind by
 /// more has lagged (and is expected to reconnect and replay from the store).
 const WATCH_CAPACITY: usize = 64;
@@ -145,6 +150,9 @@ type NodeGuard = OwnedMutexGuard<Node>;
 #[derive(Debug, Default)]
 struct Service {
     nodes: RwLock<BTreeMap<String, NodeCell>>,
+    /// Held by [`Engine::create`] from counting the creator's nodes to inserting the new
+    /// one, so that requests sent at once cannot all pass the per-owner cap.
+    creating: Mutex<()>,
 }
 
 /// A subscription as reported to clients.
@@ -439,6 +447,7 @@ impl Engine {
                 }
                 Ok::<_, PubsubError>(Arc::new(Service {
                     nodes: RwLock::new(nodes),
+                    creating: Mutex::new(()),
                 }))
             })
             .await?;
@@ -974,7 +983,10 @@ impl Engine {
             self.check_access(svc, &n, &who, false).await?;
             SubState::Subscribed
         };
-        if n.subs.len() >= self.profile.max_subscriptions_per_node {
+        let of_who = n.subs.iter().filter(|s| s.jid.to_bare() == who).count();
+        if n.subs.len() >= self.profile.max_subscriptions_per_node
+            || of_who >= MAX_SUBSCRIPTIONS_PER_JID
+        {
             return Err(PubsubError::TooManySubscriptions);
         }
         let sub = Subscription {
@@ -1590,8 +1602,29 @@ impl Engine {
                 c.apply(f)?;
             }
         }
+        let s = self.service(svc).await?;
+        let _one_at_a_time = s.creating.lock().await;
+        if !self.is_pep()
+            && self.nodes_owned_by(&s, &owner).await >= self.profile.max_nodes_per_owner
+        {
+            return Err(PubsubError::MaxNodesExceeded);
+        }
         self.create_inner(svc, &owner, &name, c).await?;
         Ok(name)
+    }
+
+    /// How many nodes of `s` name `who` as an owner. Counted when a node is created, which
+    /// is rare, rather than kept in step with every affiliation change and cluster reload.
+    async fn nodes_owned_by(&self, s: &Service, who: &BareJid) -> usize {
+        let cells: Vec<NodeCell> = s.nodes.read().await.values().cloned().collect();
+        let mut owned = 0;
+        for cell in cells {
+            let n = cell.lock().await;
+            if !n.deleted && n.affiliations.get(who) == Some(&Affiliation::Owner) {
+                owned += 1;
+            }
+        }
+        owned
     }
 
     /// §8.2.1: the configuration of a node, for its owner.

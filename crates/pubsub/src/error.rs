@@ -106,6 +106,10 @@ pub enum PubsubError {
     /// A limit of the service (nodes per service).
     #[error("resource constraint")]
     ResourceConstraint,
+    /// The creator owns as many nodes as one entity may (a local policy: `policy-violation`
+    /// with XEP-0060's `<max-nodes-exceeded/>`, §14.2 schema).
+    #[error("too many nodes owned")]
+    MaxNodesExceeded,
     /// An optional feature this service does not implement (§5.1 `unsupported` + feature).
     #[error("unsupported feature {0}")]
     Unsupported(&'static str),
@@ -222,6 +226,11 @@ impl PubsubError {
             E::BadRequest(_) | E::Rsm(_) => (ErrorType::Modify, C::BadRequest, None),
             E::NotAcceptable(_) => (ErrorType::Modify, C::NotAcceptable, None),
             E::ResourceConstraint => (ErrorType::Wait, C::ResourceConstraint, None),
+            E::MaxNodesExceeded => (
+                ErrorType::Cancel,
+                C::PolicyViolation,
+                Some(app("max-nodes-exceeded")),
+            ),
             E::Unsupported(feature) => (
                 ErrorType::Cancel,
                 C::FeatureNotImplemented,

@@ -373,6 +373,33 @@ async fn publish_errors() {
         .unwrap();
 }
 
+/// Audit 37 L8: a creator owning `max_nodes_per_owner` nodes is refused another; nodes it
+/// was made owner of count, and giving one up (or deleting one) frees a place.
+#[tokio::test]
+async fn nodes_per_owner_are_capped() {
+    let profile = Profile {
+        max_nodes_per_owner: 2,
+        ..Profile::service("example.org")
+    };
+    let s = setup_with(profile, Arc::new(MemoryStore::new()));
+    let (a, b) = (jid(ALICE), jid(BOB));
+    s.create(&a, "a1", &[]).await;
+    s.create(&b, "b1", &[]).await;
+    s.affiliate(&b, "b1", &[(a.to_bare(), Affiliation::Owner)])
+        .await;
+    let refused = s.engine.create(&s.svc, &a, Some("a2"), None).await;
+    assert_eq!(refused, Err(PubsubError::MaxNodesExceeded));
+    // Bob is not held back by Alice's nodes.
+    s.create(&b, "b2", &[]).await;
+    s.engine
+        .set_node_affiliations(&s.svc, &a, Some("b1"), &[(a.to_bare(), Affiliation::None)])
+        .await
+        .unwrap();
+    s.create(&a, "a2", &[]).await;
+    s.engine.delete(&s.svc, &a, Some("a1"), None).await.unwrap();
+    s.create(&a, "a3", &[]).await;
+}
+
 /// §6.5.4: an answer is a page — at most `max_page_items`, ending with the item that brings
 /// it to `max_page_bytes` — and RSM walks the rest (the result set newest first).
 #[tokio::test]

@@ -45,6 +45,24 @@ pub struct NewSubscription {
     pub expires_at: i64,
 }
 
+/// The host of a callback URL as the per-host cap counts it: lowercased, without scheme,
+/// user info, port, path or query (`https://u@Hooks.Example:8443/a` → `hooks.example`), so
+/// that varying those does not make another host.
+pub fn callback_host(callback: &str) -> String {
+    let rest = callback.split_once("://").map_or(callback, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.rsplit_once(':') {
+        Some((h, port))
+            if !host_port.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            h
+        }
+        _ => host_port,
+    };
+    host.to_ascii_lowercase()
+}
+
 /// A subscription as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionRow {
@@ -260,12 +278,13 @@ impl<'a> WebSub<'a> {
         let id = write_tx!(self.store, conn => {
             sqlx::query_scalar(
                 "INSERT INTO websub_subscriptions (service, node, topic, callback, secret, caller, \
-                 lease_seconds, expires_at, state, created_at) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'active', $9 WHERE EXISTS \
+                 lease_seconds, expires_at, state, created_at, callback_host) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10 WHERE EXISTS \
                  (SELECT 1 FROM pubsub_nodes WHERE service = $1 AND node = $2) \
                  ON CONFLICT (service, node, callback) DO UPDATE SET topic = excluded.topic, \
                  secret = excluded.secret, caller = excluded.caller, \
-                 lease_seconds = excluded.lease_seconds, expires_at = excluded.expires_at \
+                 lease_seconds = excluded.lease_seconds, expires_at = excluded.expires_at, \
+                 callback_host = excluded.callback_host \
                  RETURNING id",
             )
             .bind(&s.service)
@@ -277,6 +296,7 @@ impl<'a> WebSub<'a> {
             .bind(s.lease_seconds)
             .bind(s.expires_at)
             .bind(now)
+            .bind(callback_host(&s.callback))
             .fetch_optional(&mut *conn)
             .await?
         });
@@ -335,6 +355,48 @@ impl<'a> WebSub<'a> {
                 .await?
         });
         Ok(row.map(sub_row))
+    }
+
+    /// Live subscriptions (lease not ended at `now`) of a node: what the hub caps per topic.
+    pub async fn count_for_topic(
+        &self,
+        service: &str,
+        node: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let n = with_pool!(self.store, pool => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM websub_subscriptions \
+                 WHERE service = $1 AND node = $2 AND expires_at > $3",
+            )
+            .bind(service)
+            .bind(node)
+            .bind(now)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(n)
+    }
+
+    /// Live subscriptions, on any node, whose callback is on the host of `callback` (see
+    /// [`callback_host`]): what the hub caps per callback host.
+    pub async fn count_for_callback_host(
+        &self,
+        callback: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let host = callback_host(callback);
+        let n = with_pool!(self.store, pool => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM websub_subscriptions \
+                 WHERE callback_host = $1 AND expires_at > $2",
+            )
+            .bind(&host)
+            .bind(now)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(n)
     }
 
     /// Subscriptions with deliveries owed whose head may be tried at `now_ms`, at most
@@ -508,5 +570,21 @@ impl<'a> WebSub<'a> {
                 .await?
         });
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::callback_host;
+
+    #[test]
+    fn callback_host_drops_user_info_port_and_path() {
+        assert_eq!(
+            callback_host("https://u:p@Hooks.Example:8443/a?b#c"),
+            "hooks.example"
+        );
+        assert_eq!(callback_host("http://h.example"), "h.example");
+        assert_eq!(callback_host("http://[::1]:80/x"), "[::1]");
+        assert_eq!(callback_host("http://[::1]/x"), "[::1]");
     }
 }

@@ -4,8 +4,8 @@
 //! - `POST /websub` (`application/x-www-form-urlencoded`: `hub.mode`, `hub.topic`,
 //!   `hub.callback`, `hub.secret`, `hub.lease_seconds`): `202 Accepted` once the request is
 //!   well-formed and its callback allowed, then verification happens asynchronously;
-//!   `400 Bad Request` with the reason as text otherwise (`503` while 1,024 verifications
-//!   are under way).
+//!   `400 Bad Request` with the reason as text otherwise (`403` for a new subscription over
+//!   the per-topic or per-callback-host cap, `503` while 1,024 verifications are under way).
 //! - `GET /websub?hub.topic=…&hub.callback=…`: that subscription's state as JSON (`active`
 //!   or `failing`, lease end, deliveries owed, last error), `404` if there is none. Not in
 //!   the specification: how a subscriber sees that its deliveries are failing.

@@ -31,6 +31,15 @@ pub struct WebhooksConfig {
     pub lease_default_secs: u64,
     /// Longest lease granted, in seconds (a longer `hub.lease_seconds` is cut to it).
     pub lease_max_secs: u64,
+    /// Live subscriptions one topic (node) holds; a new one beyond is refused (renewals
+    /// pass). Each publication writes an outbox row and makes a POST per subscription, and
+    /// anyone who can echo a challenge subscribes an `open` node anonymously: this bounds
+    /// that fan-out and the rows behind it.
+    pub max_subscriptions_per_topic: usize,
+    /// Live subscriptions, on all topics, whose callback is on one host (lowercased, port,
+    /// user info and path ignored); a new one beyond is refused. One receiving host can
+    /// echo challenges for any path, so without it a single host could hold any number.
+    pub max_subscriptions_per_callback_host: usize,
 }
 
 impl Default for WebhooksConfig {
@@ -45,6 +54,8 @@ impl Default for WebhooksConfig {
             per_host_concurrency: 8,
             lease_default_secs: 10 * 86_400,
             lease_max_secs: 30 * 86_400,
+            max_subscriptions_per_topic: 1_000,
+            max_subscriptions_per_callback_host: 100,
         }
     }
 }

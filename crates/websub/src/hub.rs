@@ -2,7 +2,8 @@
 //! and denial.
 //!
 //! A request is checked at once (parameters, callback URL and its addresses, topic syntax:
-//! a failure is `400 Bad Request`); the rest happens after the `202 Accepted`, in a task:
+//! a failure is `400 Bad Request`; a new subscription over the per-topic or per-callback-host
+//! cap, `403`); the rest happens after the `202 Accepted`, in a task:
 //! the topic's node and the caller's access are checked through the pubsub engine (the
 //! same access model and affiliations as over XMPP; design.md point 9) — a refusal is a
 //! denial (§5.2, `GET` with `hub.mode=denied`) — then the callback is asked to confirm
@@ -82,15 +83,31 @@ pub enum HubError {
     /// Too many verifications are under way.
     #[error("too many pending verifications, try again later")]
     Busy,
+    /// The topic or the callback's host holds as many subscriptions as the hub allows.
+    #[error("too many subscriptions {0}")]
+    Full(Full),
+}
+
+/// Which subscription cap a new subscription would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Full {
+    /// `max_subscriptions_per_topic`.
+    #[error("to this topic")]
+    Topic,
+    /// `max_subscriptions_per_callback_host`.
+    #[error("for this callback host")]
+    CallbackHost,
 }
 
 impl HubError {
-    /// The HTTP status the request gets: `400` for the request's faults, `503` when busy,
-    /// `500` for the server's.
+    /// The HTTP status the request gets: `400` for the request's faults, `403` over a
+    /// subscription cap (a refusal by the hub's policy, which §5.1 lets a hub answer with a
+    /// 4xx at once), `503` when busy, `500` for the server's.
     pub fn http_status(&self) -> u16 {
         match self {
             HubError::Store(_) => 500,
             HubError::Busy => 503,
+            HubError::Full(_) => 403,
             _ => 400,
         }
     }
@@ -169,6 +186,9 @@ pub struct Hub {
     pub(crate) config: WebhooksConfig,
     pub(crate) outbound: Outbound,
     verifying: Arc<Semaphore>,
+    /// Held from counting a topic's and a host's subscriptions to storing a new one, so that
+    /// verifications finishing together cannot all pass the caps.
+    storing: tokio::sync::Mutex<()>,
 }
 
 impl Hub {
@@ -185,6 +205,7 @@ impl Hub {
             config,
             outbound,
             verifying: Arc::new(Semaphore::new(MAX_PENDING_VERIFICATIONS)),
+            storing: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -202,6 +223,9 @@ impl Hub {
             t => t,
         };
         ssrf::check_resolved(&req.callback, self.config.allow_private).await?;
+        if let (Mode::Subscribe, Ok(t)) = (req.mode, &topic) {
+            self.room_for(t, &req.callback).await?;
+        }
         let permit = self
             .verifying
             .clone()
@@ -291,6 +315,15 @@ impl Hub {
                     lease_seconds: lease_i,
                     expires_at: now_unix().saturating_add(lease_i),
                 };
+                let _one_at_a_time = self.storing.lock().await;
+                match self.room_for(&topic, &req.callback).await {
+                    Err(HubError::Full(full)) => {
+                        let reason = HubError::Full(full).to_string();
+                        return self.deny(&req.callback, &req.topic, &reason).await;
+                    }
+                    Err(e) => return tracing::error!(error = %e, "websub subscription not stored"),
+                    Ok(()) => {}
+                }
                 match ws.upsert(&sub).await {
                     Ok(Some(_)) => Ok(()),
                     Ok(None) => return self.deny(&req.callback, &req.topic, "unknown topic").await,
@@ -308,6 +341,28 @@ impl Hub {
             }
             Err(e) => tracing::error!(error = %e, "websub subscription not stored"),
         }
+    }
+
+    /// `Full` unless `callback` may subscribe to `topic`: it renews its subscription, or
+    /// neither the topic nor the callback's host holds its cap of live subscriptions. Checked
+    /// when the request comes (a `403` at once) and again before storing (a §5.2 denial), as
+    /// others may have taken the room during verification.
+    async fn room_for(&self, topic: &Topic, callback: &url::Url) -> Result<(), HubError> {
+        let ws = self.store.websub();
+        let (svc, now) = (topic.service.as_str(), now_unix());
+        if ws.get(svc, &topic.node, callback.as_str()).await?.is_some() {
+            return Ok(());
+        }
+        let cap = |max: usize| i64::try_from(max).unwrap_or(i64::MAX);
+        let on_topic = ws.count_for_topic(svc, &topic.node, now).await?;
+        if on_topic >= cap(self.config.max_subscriptions_per_topic) {
+            return Err(HubError::Full(Full::Topic));
+        }
+        let on_host = ws.count_for_callback_host(callback.as_str(), now).await?;
+        if on_host >= cap(self.config.max_subscriptions_per_callback_host) {
+            return Err(HubError::Full(Full::CallbackHost));
+        }
+        Ok(())
     }
 
     /// The engine's answer for `caller` on a node, as a denial reason.

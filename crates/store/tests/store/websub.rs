@@ -208,3 +208,34 @@ async fn retractions_and_purges_are_queued_with_the_change(b: &TestBackend) {
         assert_eq!(left.pending, 0);
     }
 }
+
+/// The counts the hub caps (audit 37 L12): live subscriptions per node, and per callback
+/// host across nodes, whatever the port, user info or path of the callback.
+#[tokio::test]
+async fn subscriptions_are_counted_per_topic_and_per_callback_host() {
+    for b in backends("websub-counts").await {
+        let (ps, ws) = (b.store.pubsub(), b.store.websub());
+        let svc = format!("pubsub.{}", b.domain);
+        // Hosts of this run only: the database is shared with other runs.
+        let host = format!("counts-{}.example", b.domain);
+        for node in ["a", "b"] {
+            ps.create_node(&svc, node, "<x/>", "alice@x").await.unwrap();
+        }
+        let at = |path: &str| format!("https://u@{host}:8443/{path}");
+        ws.upsert(&sub(&svc, "a", &at("1"), far())).await.unwrap();
+        ws.upsert(&sub(&svc, "a", &format!("http://{host}/2"), far()))
+            .await
+            .unwrap();
+        ws.upsert(&sub(&svc, "b", &at("1"), far())).await.unwrap();
+        // Expired: not counted.
+        ws.upsert(&sub(&svc, "b", &at("old"), 1)).await.unwrap();
+        ws.upsert(&sub(&svc, "b", "http://elsewhere.example/", far()))
+            .await
+            .unwrap();
+        let t = now();
+        assert_eq!(ws.count_for_topic(&svc, "a", t).await.unwrap(), 2);
+        assert_eq!(ws.count_for_topic(&svc, "b", t).await.unwrap(), 2);
+        let other = format!("HTTP://{}/x", host.to_uppercase());
+        assert_eq!(ws.count_for_callback_host(&other, t).await.unwrap(), 3);
+    }
+}

@@ -205,7 +205,8 @@ pub fn status_of(e: &PubsubError) -> StatusCode {
         | E::NotInRosterGroup
         | E::ClosedNode
         | E::NotSubscribedForItems
-        | E::PendingSubscription => StatusCode::FORBIDDEN,
+        | E::PendingSubscription
+        | E::MaxNodesExceeded => StatusCode::FORBIDDEN,
         E::PayloadTooBig => StatusCode::PAYLOAD_TOO_LARGE,
         E::NodeExists | E::PreconditionNotMet | E::NotSubscribed => StatusCode::CONFLICT,
         E::NotPersistent | E::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,

@@ -315,6 +315,13 @@ def bosh_login(srv, rid: int, wait: int, **attrs) -> str:
     return sid
 
 
+def bosh_available(srv, rid: int, wait: int) -> str:
+    """`bosh_login` and available presence: alice's BOSH session, next rid `rid + 5`."""
+    sid = bosh_login(srv, rid, wait)
+    req(srv, sid, rid + 4, "<presence xmlns='jabber:client'/>")
+    return sid
+
+
 async def test_payloads_reach_the_stream_in_rid_order(server):
     """XEP-0124 §14.1: payloads are forwarded in `rid` order. A request with more stanzas
     than the window takes at once is still passing them when the next rid (sent a moment
@@ -435,13 +442,7 @@ async def test_stanzas_waiting_for_a_client_that_stopped_polling_are_routed_agai
     with a `<delay/>`, and the IQ request gets `service-unavailable` — nothing is dropped
     silently."""
     loop = asyncio.get_running_loop()
-
-    def alice_online() -> str:
-        sid = bosh_login(server, 8000, 2)
-        req(server, sid, 8004, "<presence xmlns='jabber:client'/>")
-        return sid
-
-    await loop.run_in_executor(None, alice_online)
+    await loop.run_in_executor(None, bosh_available, server, 8000, 2)
     bob = await server.login("bob", "b")
     bob.message(server.jid("alice"), "to the bare jid")
     bob.message(server.jid("alice", "bosh"), "to the resource")
@@ -524,13 +525,7 @@ async def test_shutdown_does_not_wait_for_an_idle_bosh_session(server):
     session's queue is (XEP-0206 §7)."""
     import signal  # noqa: PLC0415
     loop = asyncio.get_running_loop()
-
-    def alice_online() -> str:
-        sid = bosh_login(server, 9200, 1)
-        req(server, sid, 9204, "<presence xmlns='jabber:client'/>")
-        return sid
-
-    await loop.run_in_executor(None, alice_online)
+    await loop.run_in_executor(None, bosh_available, server, 9200, 1)
     bob = await server.login("bob", "b")
     bob.message(server.jid("alice", "bosh"), "before the shutdown")
     await bob.flush()

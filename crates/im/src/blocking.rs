@@ -491,15 +491,7 @@ mod tests {
     /// the items sorted, escaped.
     #[test]
     fn blocklist_result_is_the_tree_serialized() {
-        let owner = BareJid::parse("juliet@example.com").unwrap();
-        let from = Jid::parse("juliet@example.com/balcony").unwrap();
-        let iq = Stanza::iq(
-            IqType::Get,
-            "g1",
-            Some(from),
-            None,
-            Element::new("blocklist", ns::BLOCKING),
-        );
+        let (owner, iq) = crate::util::own_get(Element::new("blocklist", ns::BLOCKING));
         let list: HashSet<String> = ["romeo@example.net", "example.org/a&b", "b@c"]
             .into_iter()
             .map(str::to_owned)

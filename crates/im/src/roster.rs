@@ -624,15 +624,7 @@ mod tests {
     /// sorted, escaping and namespaces alike.
     #[test]
     fn full_result_is_the_tree_serialized() {
-        let owner = BareJid::parse("juliet@example.com").unwrap();
-        let from = Jid::parse("juliet@example.com/balcony").unwrap();
-        let iq = Stanza::iq(
-            IqType::Get,
-            "g1",
-            Some(from),
-            None,
-            Element::new("query", ns::ROSTER),
-        );
+        let (owner, iq) = crate::util::own_get(Element::new("query", ns::ROSTER));
         let mut roster = RosterCache {
             ver: 7,
             ..RosterCache::default()

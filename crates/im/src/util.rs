@@ -42,6 +42,22 @@ pub fn own_account(iq: &Stanza, to: &BareJid) -> Result<BareJid, StanzaError> {
     Ok(from)
 }
 
+/// An IQ get with `payload` from juliet@example.com/balcony to her own account, and that
+/// account (unit tests of answers an account gives itself).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub fn own_get(payload: Element) -> (BareJid, Stanza) {
+    let from = rookery_jid::Jid::parse("juliet@example.com/balcony").unwrap();
+    let iq = Stanza::iq(
+        rookery_proto::IqType::Get,
+        "g1",
+        Some(from.clone()),
+        None,
+        payload,
+    );
+    (from.to_bare(), iq)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

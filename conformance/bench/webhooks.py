@@ -110,8 +110,11 @@ async def main():
         "listen": {"c2s": f"127.0.0.1:{free_port()}", "c2s_direct_tls": "", "admin": "",
                    "http": f"127.0.0.1:{free_port()}", "https": ""},
         "log": {"level": "warn"},
+        # Every callback is on one loopback host, past the default caps (100 per host).
         "webhooks": {"allow_private": True, "per_host_concurrency": a.per_host,
-                     "request_timeout_secs": 5},
+                     "request_timeout_secs": 5,
+                     "max_subscriptions_per_callback_host": a.callbacks + 1,
+                     "max_subscriptions_per_topic": a.callbacks + 1},
     }
     users = {"alice": "alicepass"}
     srv = Server(work, config, users, "sqlite", None)

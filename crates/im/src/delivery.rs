@@ -120,6 +120,7 @@ impl Delivery {
                         message: stanza.clone(),
                     };
                     core.emit(&event).await;
+                    offline::stored(&self.im, core, owner);
                     Fate::Kept
                 }
                 Err(e) => {

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use dashmap::mapref::entry::Entry;
 use rookery_core::{priority, Core, Declaration, Event, EventKind, Module, SessionHandle};
 use rookery_jid::BareJid;
 use rookery_proto::stanza::is_stanza_id_by;
@@ -45,6 +46,9 @@ use crate::util::{err, parse_stanza};
 
 /// Messages fetched from the store per delivery round.
 const BATCH: u64 = 100;
+/// The cluster note of a node that stored a message for an account (its bare JID): the
+/// other nodes deliver it to the account's resources they hold ([`stored`]).
+const STORED_TOPIC: &str = "offline-stored";
 
 /// The offline-storage module (its disco feature; storing and delivery are called by the
 /// delivery and presence modules).
@@ -132,6 +136,12 @@ pub async fn store(im: &Im, owner: &BareJid, message: &Stanza) -> Result<(), Sta
 /// delivered (into offline storage again: new rows). A crash before that leaves the rows,
 /// delivered again at the next login. Runs outside the session's own task.
 ///
+/// One delivery per account at a time, until its rows are deleted. A request that comes
+/// meanwhile — another resource coming up, or a message committed to storage after this
+/// delivery's last read ([`stored`]) — is remembered, and once the current delivery is done
+/// the store is read again for the session that asked last: a row is never left behind by a
+/// delivery that read the store a moment too early.
+///
 /// A message whose sender the account has blocked since it was stored is deleted without
 /// being delivered: XEP-0191 §3.3 says the server MUST NOT deliver any stanza from a blocked
 /// JID, and had the block existed when it arrived the message would have been refused, not
@@ -140,17 +150,40 @@ pub async fn store(im: &Im, owner: &BareJid, message: &Stanza) -> Result<(), Sta
 /// block made during the delivery applies to the rest of it.
 pub async fn deliver(im: &Im, session: &SessionHandle, blocked: &BlockList) {
     let owner = session.jid().to_bare();
-    let Some(user) = owner.local() else { return };
-    // One delivery per account at a time, until its rows are deleted: a second resource
-    // coming up meanwhile finds the messages gone or still being delivered to the first.
-    if im.offline_delivering.insert(owner.clone(), ()).is_some() {
-        return;
+    match im.offline_delivering.entry(owner.clone()) {
+        Entry::Occupied(mut asked) => {
+            asked.insert(Some(session.clone()));
+            return;
+        }
+        Entry::Vacant(free) => {
+            free.insert(None);
+        }
     }
+    let mut session = session.clone();
+    loop {
+        deliver_once(im, &owner, &session, blocked).await;
+        let Entry::Occupied(mut asked) = im.offline_delivering.entry(owner.clone()) else {
+            return;
+        };
+        match asked.get_mut().take() {
+            Some(next) => session = next,
+            None => {
+                asked.remove();
+                return;
+            }
+        }
+    }
+}
+
+/// One delivery of what `owner` has stored to `session`, waiting until its rows are deleted
+/// (see [`deliver`]).
+async fn deliver_once(im: &Im, owner: &BareJid, session: &SessionHandle, blocked: &BlockList) {
+    let Some(user) = owner.local() else { return };
     let store = im.store().offline();
     // Each batch's row ids, with the receipt its deletion waits for (`None`: at once).
     let mut delivered = Vec::new();
     let mut after = 0;
-    while let Some(batch) = next_batch(im, &owner, &mut after).await {
+    while let Some(batch) = next_batch(im, owner, &mut after).await {
         let mut done = Vec::with_capacity(batch.len());
         let mut ok = true;
         for m in &batch {
@@ -186,7 +219,45 @@ pub async fn deliver(im: &Im, session: &SessionHandle, blocked: &BlockList) {
             tracing::error!(error = %e, "deleting delivered offline messages failed");
         }
     }
-    im.offline_delivering.remove(&owner);
+}
+
+/// Delivers `session`'s stored messages from a task of its own (the session sent initial
+/// presence, raised its priority, or a message was stored while it was coming up).
+pub(crate) fn deliver_soon(im: &Arc<Im>, core: &Arc<Core>, session: SessionHandle) {
+    if !im.config().offline.enabled {
+        return;
+    }
+    let (im, core) = (im.clone(), core.clone());
+    tokio::spawn(async move {
+        if let Ok(blocked) = im.blocklist(&core, &session.jid().to_bare()).await {
+            deliver(&im, &session, &blocked).await;
+        }
+    });
+}
+
+/// After a message for `owner` was committed to storage because no resource could take it:
+/// one may have become available meanwhile — after the router looked, before the commit —
+/// and read the store too early, so the message would wait for its next login. A resource
+/// of this node that can take messages now gets a delivery (or the one running reads the
+/// store again, [`deliver`]); in a cluster the other nodes are told (`OFFLINE_TOPIC`),
+/// whose resources this node's registry may not show yet, and do the same for theirs.
+pub(crate) fn stored(im: &Arc<Im>, core: &Arc<Core>, owner: &BareJid) {
+    deliver_to_local(im, core, owner);
+    core.tell_peers(STORED_TOPIC, || owner.to_string());
+}
+
+/// Starts a delivery of `owner`'s stored messages to its highest-priority resource of this
+/// node that can take messages (priority ≥ 0), if it has one.
+fn deliver_to_local(im: &Arc<Im>, core: &Arc<Core>, owner: &BareJid) {
+    let top = core
+        .sessions_of(owner)
+        .into_iter()
+        .filter(|(h, _)| !h.is_remote())
+        .filter_map(|(h, p)| p.filter(|p| *p >= 0).map(|p| (h, p)))
+        .max_by_key(|(_, p)| *p);
+    if let Some((session, _)) = top {
+        deliver_soon(im, core, session);
+    }
 }
 
 /// The next batch of `owner`'s stored messages after the row `after`, which moves past it;
@@ -258,14 +329,23 @@ impl Module for Offline {
     fn declare(&self) -> Declaration {
         Declaration {
             server_features: vec![ns::MSGOFFLINE],
-            events: vec![(EventKind::BoundFromArchive, priority::DEFAULT)],
+            events: vec![
+                (EventKind::BoundFromArchive, priority::DEFAULT),
+                (EventKind::ClusterNote, priority::DEFAULT),
+            ],
             ..Declaration::default()
         }
     }
 
     async fn event(&self, core: &Arc<Core>, event: &Event) {
-        if let Event::BoundFromArchive(jid) = event {
-            clear_archived(&self.im, core, &jid.to_bare()).await;
+        match event {
+            Event::BoundFromArchive(jid) => clear_archived(&self.im, core, &jid.to_bare()).await,
+            Event::ClusterNote { topic, body } if topic == STORED_TOPIC => {
+                if let Ok(owner) = BareJid::parse(body) {
+                    deliver_to_local(&self.im, core, &owner);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -314,6 +394,87 @@ mod tests {
             .collect();
         assert_eq!(delays.len(), 1, "{}", all[1].stanza);
         assert_eq!(again.element().to_string(), once.element().to_string());
+    }
+
+    /// An account with one stored message, an `Im` and a `Core` around it, and bob's session
+    /// `bob@localhost/r` bound (not yet available).
+    async fn bob_with_a_message() -> (
+        Arc<Im>,
+        Arc<Core>,
+        SessionHandle,
+        rookery_core::session::SessionEnd,
+    ) {
+        use rookery_core::{CoreBuilder, CoreConfig, MemoryAccounts};
+        use rookery_store::{Credentials, Store};
+
+        let db = Store::open("sqlite::memory:").await.unwrap();
+        let creds = Credentials::derive("pencil", 64).unwrap();
+        db.accounts()
+            .create("localhost", "bob", &creds)
+            .await
+            .unwrap();
+        let core = CoreBuilder::new(CoreConfig::default(), Arc::new(MemoryAccounts::new()))
+            .build()
+            .unwrap();
+        let im = Arc::new(Im::new(crate::ImConfig::default(), db));
+        let bob = BareJid::parse("bob@localhost").unwrap();
+        store(
+            &im,
+            &bob,
+            &msg("<message to='bob@localhost' type='chat'><body>one</body></message>"),
+        )
+        .await
+        .unwrap();
+        let full = rookery_jid::Jid::parse("bob@localhost/r").unwrap();
+        let (h, end) = SessionHandle::new(core.next_session_id(), full, 64);
+        core.bind(h.clone()).await;
+        (im, core, h, end)
+    }
+
+    /// The next stanza written to the session, releasing the receipts before it; `None` when
+    /// nothing comes within a second.
+    async fn next_body(end: &mut rookery_core::session::SessionEnd) -> Option<String> {
+        use rookery_core::Outbound;
+        loop {
+            let item = tokio::time::timeout(std::time::Duration::from_secs(1), end.rx.recv())
+                .await
+                .ok()??;
+            if let Outbound::Bytes(b) = item {
+                let s = parse_stanza(std::str::from_utf8(&b).unwrap()).unwrap();
+                return s.element().child_text("body", CONTENT_NS);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_stored_during_a_delivery_is_delivered_by_it() {
+        let (im, _core, h, mut end) = bob_with_a_message().await;
+        let bob = h.jid().to_bare();
+        let blocked = BlockList::default();
+        let first = {
+            let (im, h) = (im.clone(), h.clone());
+            tokio::spawn(async move { deliver(&im, &h, &BlockList::default()).await })
+        };
+        assert_eq!(next_body(&mut end).await.as_deref(), Some("one"));
+        // The delivery has read the store and waits for its receipt: a message committed now
+        // is past its last read, and the request that follows joins it.
+        let two = msg("<message to='bob@localhost' type='chat'><body>two</body></message>");
+        store(&im, &bob, &two).await.unwrap();
+        deliver(&im, &h, &blocked).await;
+        assert_eq!(next_body(&mut end).await.as_deref(), Some("two"));
+        assert_eq!(next_body(&mut end).await, None);
+        first.await.unwrap();
+        let left = im.store().offline().list("localhost", "bob", 0, 10).await;
+        assert!(left.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_message_stored_as_its_recipient_comes_online_reaches_it() {
+        let (im, core, h, mut end) = bob_with_a_message().await;
+        // Available after the router found no resource, before the message was committed.
+        core.set_available(h.jid(), Some(0));
+        stored(&im, &core, &h.jid().to_bare());
+        assert_eq!(next_body(&mut end).await.as_deref(), Some("one"));
     }
 
     #[test]

@@ -316,18 +316,9 @@ impl PresenceModule {
     /// Delivers the account's stored messages to `from`, in a task of its own (as after
     /// initial presence).
     fn offline_now(&self, core: &Arc<Core>, from: &Jid) {
-        let Some(session) = core.session(from) else {
-            return;
-        };
-        if !self.im.config().offline.enabled {
-            return;
+        if let Some(session) = core.session(from) {
+            offline::deliver_soon(&self.im, core, session);
         }
-        let (im, core) = (self.im.clone(), core.clone());
-        tokio::spawn(async move {
-            if let Ok(blocked) = im.blocklist(&core, &session.jid().to_bare()).await {
-                offline::deliver(&im, &session, &blocked).await;
-            }
-        });
     }
 
     // ---- outbound ------------------------------------------------------------------------

@@ -145,8 +145,9 @@ pub struct Im {
     pub caps: CapsCache,
     /// XEP-0115 caps of available resources on other servers.
     pub remote_caps: RemoteCaps,
-    /// Accounts whose offline messages are being delivered (one delivery at a time).
-    pub(crate) offline_delivering: DashMap<BareJid, ()>,
+    /// Accounts whose offline messages are being delivered (one delivery at a time), each
+    /// with the session that asked for one meanwhile (`offline::deliver`).
+    pub(crate) offline_delivering: DashMap<BareJid, Option<SessionHandle>>,
 }
 
 fn store_key(bare: &BareJid) -> Result<(&str, &str), StoreError> {

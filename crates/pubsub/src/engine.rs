@@ -1301,18 +1301,13 @@ impl Engine {
     /// leaves some out says so).
     async fn items_by_id(&self, svc: &BareJid, n: &Node, ids: &[String]) -> Result<ItemsPage> {
         let budget = self.profile.max_page_bytes;
-        let items = self
+        let found = self
             .store
             .items_by_id(svc.as_str(), &n.name, ids, budget)
             .await?;
-        let bytes: usize = items
-            .iter()
-            .filter_map(|i| i.payload.as_ref())
-            .map(|p| crate::xml::to_string(p).len())
-            .sum();
         Ok(ItemsPage {
-            complete: bytes < budget,
-            items,
+            complete: found.complete,
+            items: found.items,
             count: n.item_count,
             first_index: None,
         })
@@ -1502,7 +1497,8 @@ impl Engine {
                 let items = self
                     .store
                     .items_by_id(svc.as_str(), node, &[id.to_string()], usize::MAX)
-                    .await?;
+                    .await?
+                    .items;
                 match items.first() {
                     Some(i) if Jid::parse(&i.publisher).is_ok_and(|p| p.to_bare() == who) => {}
                     Some(_) => return Err(PubsubError::Forbidden),

@@ -12,8 +12,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use rookery_jid::{BareJid, Jid};
+pub use rookery_store::pubsub::{ById, PageLimit, Scan};
 use rookery_store::pubsub::{ItemRow, SubscriptionRow};
-pub use rookery_store::pubsub::{PageLimit, Scan};
 use rookery_store::Store;
 
 use crate::config::NodeConfig;
@@ -103,14 +103,14 @@ pub trait NodeStore: Send + Sync + 'static {
         limit: PageLimit,
     ) -> StoreResult<Vec<Item>>;
     /// The items with these ids (those that exist), newest first, as many as fit
-    /// `max_bytes` of payload (taken in the order of `ids`).
+    /// `max_bytes` of payload (taken in the order of `ids`), and whether none was left out.
     async fn items_by_id(
         &self,
         service: &str,
         node: &str,
         ids: &[String],
         max_bytes: usize,
-    ) -> StoreResult<Vec<Item>>;
+    ) -> StoreResult<ById<Item>>;
     /// The sequence number of the item `id`, if there is one.
     async fn item_seq(&self, service: &str, node: &str, id: &str) -> StoreResult<Option<i64>>;
     /// How many items are newer than the sequence number `seq`.
@@ -372,14 +372,17 @@ impl NodeStore for SqlStore {
         node: &str,
         ids: &[String],
         max_bytes: usize,
-    ) -> StoreResult<Vec<Item>> {
+    ) -> StoreResult<ById<Item>> {
         let rows = self
             .store
             .pubsub()
             .items_by_id(service, node, ids, max_bytes)
             .await
             .map_err(db)?;
-        Ok(rows.into_iter().map(item_from_row).collect())
+        Ok(ById {
+            items: rows.items.into_iter().map(item_from_row).collect(),
+            complete: rows.complete,
+        })
     }
 
     async fn item_seq(&self, service: &str, node: &str, id: &str) -> StoreResult<Option<i64>> {
@@ -659,7 +662,7 @@ impl NodeStore for MemoryStore {
         node: &str,
         ids: &[String],
         max_bytes: usize,
-    ) -> StoreResult<Vec<Item>> {
+    ) -> StoreResult<ById<Item>> {
         self.with(service, node, |n| {
             let mut seqs: Vec<i64> = Vec::new();
             for seq in ids.iter().filter_map(|id| n.by_id.get(id).copied()) {
@@ -671,9 +674,10 @@ impl NodeStore for MemoryStore {
                 max: u64::MAX,
                 max_bytes,
             };
-            let mut out = fill(seqs.iter().filter_map(|s| n.items.get(s)), limit);
-            out.sort_by_key(|i| std::cmp::Reverse(i.seq));
-            out
+            let mut items = fill(seqs.iter().filter_map(|s| n.items.get(s)), limit);
+            let complete = items.len() == seqs.len();
+            items.sort_by_key(|i| std::cmp::Reverse(i.seq));
+            ById { items, complete }
         })
     }
 

@@ -65,6 +65,16 @@ pub struct ItemRow {
     pub updated_at: i64,
 }
 
+/// The items of a node read by their ids ([`Pubsub::items_by_id`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ById<T> {
+    /// The items found, newest first.
+    pub items: Vec<T>,
+    /// Whether every id asked for was looked up: none was left out because the page's
+    /// budget was spent (XEP-0060 §6.5.4: a page that leaves items out says so).
+    pub complete: bool,
+}
+
 /// Per-node item statistics, read when a service is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ItemStats {
@@ -639,12 +649,13 @@ impl<'a> Pubsub<'a> {
         node: &str,
         ids: &[String],
         max_bytes: usize,
-    ) -> Result<Vec<ItemRow>, StoreError> {
+    ) -> Result<ById<ItemRow>, StoreError> {
         let mut page = Page::new(PageLimit {
             max: u64::MAX,
             max_bytes,
         });
-        for id in ids {
+        let mut complete = true;
+        for (n, id) in ids.iter().enumerate() {
             let row: Option<ItemTuple> = with_pool!(self.store, pool => {
                 sqlx::query_as(
                     "SELECT item_id, seq, publisher, payload, updated_at FROM pubsub_items \
@@ -658,13 +669,14 @@ impl<'a> Pubsub<'a> {
             });
             if let Some(r) = row {
                 if !page.rows.iter().any(|o| o.id == r.0) && !page.push(item_row(r)) {
+                    complete = n + 1 == ids.len();
                     break;
                 }
             }
         }
-        let mut out = page.rows;
-        out.sort_by_key(|i| std::cmp::Reverse(i.seq));
-        Ok(out)
+        let mut items = page.rows;
+        items.sort_by_key(|i| std::cmp::Reverse(i.seq));
+        Ok(ById { items, complete })
     }
 
     /// The ids of a node's items, newest first, at most `max`.

@@ -155,8 +155,9 @@ async fn items_publish_replace_trim_retract_purge() {
             )
             .await
             .unwrap();
-        let ids: Vec<&str> = got.iter().map(|i| i.id.as_str()).collect();
+        let ids: Vec<&str> = got.items.iter().map(|i| i.id.as_str()).collect();
         assert_eq!(ids, ["b", "c"]);
+        assert!(got.complete);
         assert_eq!(ps.item_ids(&svc, "n", 10).await.unwrap(), ["b", "c"]);
         // Notification-only items have no payload.
         ps.publish(&svc, "n", &item("d", 5, None), None, 2)
@@ -243,9 +244,12 @@ async fn item_pages_stop_at_their_count_or_byte_budget() {
         assert_eq!(ps.count_newer(&svc, "n", 7).await.unwrap(), 3);
         // By id, the budget holds too.
         let wanted: Vec<String> = ["i2", "i5", "i9"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(
-            ids(ps.items_by_id(&svc, "n", &wanted, 150).await.unwrap()),
-            ["i5", "i2"]
-        );
+        let cut = ps.items_by_id(&svc, "n", &wanted, 150).await.unwrap();
+        assert!(!cut.complete);
+        assert_eq!(ids(cut.items), ["i5", "i2"]);
+        // The item that spends the budget last is no item left out.
+        let last = ps.items_by_id(&svc, "n", &wanted[..2], 150).await.unwrap();
+        assert!(last.complete);
+        assert_eq!(ids(last.items), ["i5", "i2"]);
     }
 }

@@ -355,14 +355,16 @@ pub(crate) async fn fail_out(conn: &mut Conn, cond: StreamErrorCondition, text: 
 }
 
 /// Writes the backlog and up to a batch more from the queue, then flushes. On error the
-/// stanza being written stays at the front of the backlog.
+/// stanza being written stays at the front of the backlog. A batch also ends at
+/// [`pump::WRITE_BATCH_BYTES`]: a stanza leaves the byte budgets of the queue when it goes
+/// into the connection's buffer, so that buffer holds little while the peer is slow to read.
 async fn write_batch(
     conn: &mut Conn,
     backlog: &mut VecDeque<Queued>,
     stanzas: &mut mpsc::Receiver<Queued>,
 ) -> Result<(), ConnError> {
     let mut n = 0;
-    while n < WRITE_BATCH {
+    while n < WRITE_BATCH && conn.queued() < pump::WRITE_BATCH_BYTES {
         if backlog.is_empty() {
             match stanzas.try_recv() {
                 Ok(s) => backlog.push_back(s),

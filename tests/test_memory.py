@@ -7,7 +7,7 @@ conformance/bench/hostile-memory.py)."""
 import asyncio
 
 from hostile_rounds import MIB, hostile_round, read_all, rss, synced
-from xmpp_raw import local, stanza_error
+from xmpp_raw import NS_CLIENT, NS_STANZA_ERR, local, stanza_error
 
 
 async def test_large_stanzas_to_clients_that_do_not_read_stay_within_the_byte_bound(server_factory):
@@ -164,3 +164,56 @@ async def test_a_roster_get_costs_about_its_size_in_transient_memory(server_fact
     print(f"4 roster gets of 300 items: peak RSS +{peak / MIB:.1f} MiB")
     assert peak < 160 * MIB, f"peak RSS grew by {peak / MIB:.1f} MiB"
     carol.abort()
+
+
+async def test_stanzas_for_servers_that_never_answer_are_bounded_in_bytes(server_factory):
+    """Audit: a domain whose server accepts TCP and never speaks (a tarpit) keeps its
+    outgoing stream negotiating for `negotiation_timeout_secs`, and its queue took
+    `queue_len` (512) stanzas of any size meanwhile: two such domains held +300 MB. Two
+    domains routed to a loopback tarpit here, 150 messages of 200 KB sent to each (57 MiB),
+    with the default settings: each stream's queue takes 4 MiB (`queue_max_bytes`), the rest
+    bounces at once with `resource-constraint` saying why, and RSS grows by a fraction of
+    what was sent. (The binary before the byte budget queued every one of them, no bounce,
+    and grew by more than what was sent. The server-wide budget, `queue_total_bytes`, is
+    tested in crates/s2s/tests/federation.rs.)"""
+    held: list[asyncio.StreamWriter] = []
+
+    async def tarpit(_reader, writer):
+        held.append(writer)   # accepted, never answered
+
+    pit = await asyncio.start_server(tarpit, "127.0.0.1", 0)
+    port = pit.sockets[0].getsockname()[1]
+    domains = ["tarpit1.example", "tarpit2.example"]
+    # Beyond the test's duration: nothing bounces for the stream's timeout.
+    srv = server_factory(s2s={"negotiation_timeout_secs": 120,
+                              "routes": {d: f"127.0.0.1:{port}" for d in domains}})
+    alice = await srv.login("alice", "a")
+    seen: list = []
+    reader = asyncio.create_task(read_all(alice, seen))
+    await synced(alice, seen, "start")
+    start = rss(srv.pid)["VmRSS"]
+    filler, each = "x" * 200_000, 150
+    for d in domains:
+        for n in range(each):
+            alice.message(f"someone@{d}", f"{d}/{n} {filler}")
+            await alice.flush()
+    await synced(alice, seen, "sent")
+    grown = rss(srv.pid)["VmRSS"] - start
+    bounces = [el for el in seen if local(el) == "message" and el.get("type") == "error"]
+    texts = {el.findtext(f"{{{NS_CLIENT}}}error/{{{NS_STANZA_ERR}}}text") for el in bounces}
+    sent = each * len(domains) * len(filler)
+    print(f"{len(bounces)} of {each * len(domains)} bounced; "
+          f"RSS +{grown / MIB:.1f} MiB for {sent / MIB:.0f} MiB sent")
+    # 4 MiB a stream: 20 of each domain's 150 are queued, the rest bounce.
+    assert len(bounces) == 2 * (each - 20), len(bounces)
+    assert {stanza_error(el) for el in bounces} == {"resource-constraint"}
+    assert texts == {"too many bytes queued for that server"}
+    assert {el.get("from").split("@")[1] for el in bounces} == set(domains)
+    # Measured: +27–30 MiB (8 MiB queued, the rest what the allocator keeps of the freed
+    # copies for its decay time); before the byte budget +74 MiB, no bounce.
+    assert grown < 40 * MIB, f"RSS grew by {grown / MIB:.1f} MiB"
+    reader.cancel()
+    alice.abort()
+    pit.close()
+    for w in held:
+        w.close()

@@ -52,6 +52,13 @@ pub struct S2sConfig {
     /// Stanzas queued per outgoing stream while it connects or when the peer is slow; past
     /// that they bounce with `resource-constraint`.
     pub queue_len: usize,
+    /// Bytes of stanzas (serialized) queued per outgoing stream; past that they bounce with
+    /// `resource-constraint`. `queue_len` alone let a domain that accepts TCP and never
+    /// answers hold 512 stanzas of up to 512 KiB for the whole negotiation timeout.
+    pub queue_max_bytes: usize,
+    /// Bytes of stanzas queued over all outgoing streams together; past that they bounce
+    /// the same way: the bound when a sender names many such domains.
+    pub queue_total_bytes: usize,
     /// Incoming server connections open at once, both s2s ports together; at the cap no
     /// more are accepted until one ends. 0: the open-file limit less 50.
     pub max_connections: usize,
@@ -109,6 +116,8 @@ impl Default for S2sConfig {
             dialback_timeout_secs: 30,
             idle_timeout_secs: 600,
             queue_len: 512,
+            queue_max_bytes: 4 * 1024 * 1024,
+            queue_total_bytes: 64 * 1024 * 1024,
             max_connections: 0,
             max_connections_per_ip: 0,
             max_negotiating: 200,

@@ -17,10 +17,11 @@
 //! - `incoming`: the listener — STARTTLS/direct TLS, SASL EXTERNAL, then the shared bound-stream
 //!   loop (`rookery_stream::pump`) with the s2s trust rule; dialback requests are answered
 //!   asynchronously through the stream's outbound queue;
-//! - `outgoing`: one connection task per (local domain, remote domain) pair with a bounded
-//!   queue: resolve, connect, STARTTLS, SASL EXTERNAL or dialback, then write stanzas until
-//!   idle; on failure every queued stanza bounces (`remote-server-not-found` /
-//!   `remote-server-timeout`), and so do new ones for that domain during a back-off period.
+//! - `outgoing`: one connection task per (local domain, remote domain) pair with a queue
+//!   bounded in stanzas and in bytes (`queue`; the bytes over all pairs too): resolve,
+//!   connect, STARTTLS, SASL EXTERNAL or dialback, then write stanzas until idle; on failure
+//!   every queued stanza bounces (`remote-server-not-found` / `remote-server-timeout`), and so
+//!   do new ones for that domain during a back-off period.
 //!
 //! [`S2s`] ties them together and is the core's remote route ([`DomainRoute`]): every stanza
 //! for a domain that is neither ours nor a component's comes to [`S2s::deliver`].
@@ -43,6 +44,7 @@ pub mod external;
 mod incoming;
 mod initiating;
 mod outgoing;
+mod queue;
 mod sending;
 pub mod srv;
 pub mod tls;
@@ -103,6 +105,8 @@ pub struct S2s {
     secret: dialback::Secret,
     resolver: srv::Resolver,
     pool: DashMap<(String, String), outgoing::Entry>,
+    /// The bytes of the stanzas queued for every outgoing stream (`queue_total_bytes`).
+    queued: Arc<queue::Budget>,
     backoff: backoff::Backoff,
     /// New incoming connections per IP address (IPv6 by /64) and minute.
     connection_rate: rookery_stream::RateLimit<rookery_stream::IpKey>,
@@ -152,6 +156,7 @@ impl S2s {
             std::time::Duration::from_secs(config.backoff_max_secs),
         );
         let connections = rookery_stream::ConnectionCap::with_limits(config.connection_limits());
+        let queued = queue::Budget::new(config.queue_total_bytes);
         Ok(Arc::new_cyclic(|me| S2s {
             me: me.clone(),
             core,
@@ -160,6 +165,7 @@ impl S2s {
             secret,
             resolver,
             pool: DashMap::new(),
+            queued,
             backoff,
             connection_rate,
             connections,
@@ -230,6 +236,11 @@ impl S2s {
     /// Number of outgoing streams (connected or connecting).
     pub fn outgoing_count(&self) -> usize {
         self.pool.len()
+    }
+
+    /// Bytes of the stanzas waiting in outgoing queues (`queue_total_bytes` bounds them).
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.used()
     }
 
     /// Number of incoming connections (negotiating or bound).

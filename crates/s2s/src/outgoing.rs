@@ -4,8 +4,8 @@
 //! The task resolves the remote domain, connects, negotiates TLS (STARTTLS on a plain
 //! connection, or direct TLS), then authenticates: SASL EXTERNAL when the peer's
 //! certificate is valid for its domain and it offers EXTERNAL; else Server Dialback when
-//! policy allows. Stanzas wait in a bounded queue until the stream is authenticated; if it
-//! fails, each one bounces with the condition of the failure ([`OutError::condition`]), and
+//! policy allows. Stanzas wait in a queue bounded in stanzas and in bytes ([`crate::queue`])
+//! until the stream is authenticated; if it fails, each one bounces with the condition of the failure ([`OutError::condition`]), and
 //! the domain enters a back-off period ([`crate::backoff`]) during which new stanzas for it
 //! bounce at once, without a new lookup or connection.
 //! Dialback verification requests (`db:verify`, receiving role) are written as soon as the
@@ -38,6 +38,7 @@ use tokio_rustls::TlsConnector;
 use tracing::Instrument;
 
 use crate::initiating::{self, Done, Initiating, Reply, Request};
+use crate::queue::{Budget, Charge, QueueFull, Queued};
 use crate::sending::{fail_out, Sending};
 use crate::srv::Target;
 use crate::{backoff, tls, S2s};
@@ -57,12 +58,22 @@ const NEGOTIATION: Limits = Limits {
 
 /// The pool entry of one (local, remote) pair.
 pub(crate) struct Entry {
-    id: u64,
-    stanzas: mpsc::Sender<Stanza>,
-    verifies: mpsc::Sender<VerifyReq>,
+    senders: Senders,
     auth: Arc<AtomicU8>,
     /// An administrator's close ([`S2s::close_remote`]): the stream error to end with.
     close: watch::Sender<Option<StreamError>>,
+}
+
+/// What queues for a pair's stream: its stanzas (charged to its byte budget) and
+/// verification requests.
+#[derive(Clone)]
+struct Senders {
+    /// The pool entry's id.
+    id: u64,
+    stanzas: mpsc::Sender<Queued>,
+    /// The bytes of the stanzas queued (`queue_max_bytes`).
+    bytes: Arc<Budget>,
+    verifies: mpsc::Sender<VerifyReq>,
 }
 
 /// Where an outgoing stream hears of an administrator's close ([`Entry`]).
@@ -72,8 +83,8 @@ pub(crate) type CloseSignal = watch::Receiver<Option<StreamError>>;
 /// channel and not yet written, the pair's stanzas and verification requests, the close
 /// signal.
 pub(crate) type Queues<'a> = (
-    &'a mut VecDeque<Stanza>,
-    &'a mut mpsc::Receiver<Stanza>,
+    &'a mut VecDeque<Queued>,
+    &'a mut mpsc::Receiver<Queued>,
     &'a mut mpsc::Receiver<VerifyReq>,
     CloseSignal,
 );
@@ -197,11 +208,7 @@ impl From<std::io::Error> for OutError {
 
 impl S2s {
     /// The channels of the (local, remote) stream, starting its task if there is none.
-    fn entry(
-        &self,
-        local: &str,
-        remote: &str,
-    ) -> Option<(u64, mpsc::Sender<Stanza>, mpsc::Sender<VerifyReq>)> {
+    fn entry(&self, local: &str, remote: &str) -> Option<Senders> {
         let me = self.arc()?;
         let key = (local.to_string(), remote.to_string());
         let e = self.pool.entry(key).or_insert_with(|| {
@@ -217,15 +224,19 @@ impl S2s {
                 close: close_rx,
             };
             tokio::spawn(run(me, id, local.to_string(), remote.to_string(), channels));
-            Entry {
+            let senders = Senders {
                 id,
                 stanzas: stx,
+                bytes: Budget::new(self.config.queue_max_bytes),
                 verifies: vtx,
+            };
+            Entry {
+                senders,
                 auth,
                 close,
             }
         });
-        Some((e.id, e.stanzas.clone(), e.verifies.clone()))
+        Some(e.senders.clone())
     }
 
     /// The outgoing streams: (local domain, remote domain, authentication).
@@ -296,7 +307,9 @@ impl S2s {
 
     fn forget(&self, local: &str, remote: &str, id: u64) {
         self.pool
-            .remove_if(&(local.to_string(), remote.to_string()), |_, e| e.id == id);
+            .remove_if(&(local.to_string(), remote.to_string()), |_, e| {
+                e.senders.id == id
+            });
     }
 
     /// Queues a stanza for its remote domain; one it cannot queue comes back with its error.
@@ -328,21 +341,27 @@ impl S2s {
         }
         let mut stanza = stanza;
         for _ in 0..2 {
-            let Some((id, tx, _)) = self.entry(&local, &remote) else {
+            let Some(to) = self.entry(&local, &remote) else {
                 break;
             };
-            match tx.try_send(stanza) {
+            let charge = match Charge::take(&stanza, &to.bytes, &self.queued) {
+                Ok(c) => c,
+                Err(full) => return Err(queue_full(stanza, full, &local, &remote)),
+            };
+            match to.stanzas.try_send(charge.hold(stanza)) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(s)) => {
-                    tracing::warn!(%local, %remote, "s2s queue full");
-                    let e = StanzaError::new(SC::ResourceConstraint)
-                        .with_text("too many stanzas queued for that server");
-                    return Err(Undelivered::new(s, e));
+                Err(mpsc::error::TrySendError::Full(q)) => {
+                    return Err(queue_full(
+                        q.into_stanza(),
+                        QueueFull::Stanzas,
+                        &local,
+                        &remote,
+                    ))
                 }
-                Err(mpsc::error::TrySendError::Closed(s)) => {
+                Err(mpsc::error::TrySendError::Closed(q)) => {
                     // The stream just ended; start a new one.
-                    self.forget(&local, &remote, id);
-                    stanza = s;
+                    self.forget(&local, &remote, to.id);
+                    stanza = q.into_stanza();
                 }
             }
         }
@@ -376,17 +395,17 @@ impl S2s {
             reply,
         };
         for _ in 0..2 {
-            let Some((id, _, tx)) = self.entry(local, remote) else {
+            let Some(to) = self.entry(local, remote) else {
                 break;
             };
-            match tx.try_send(req) {
+            match to.verifies.try_send(req) {
                 Ok(()) => return rx,
                 Err(mpsc::error::TrySendError::Full(r)) => {
                     let _ = r.reply.send(Verdict::Failed(SC::ResourceConstraint));
                     return rx;
                 }
                 Err(mpsc::error::TrySendError::Closed(r)) => {
-                    self.forget(local, remote, id);
+                    self.forget(local, remote, to.id);
                     req = r;
                 }
             }
@@ -394,6 +413,12 @@ impl S2s {
         let _ = req.reply.send(Verdict::Failed(SC::RemoteServerNotFound));
         rx
     }
+}
+
+/// A stanza that could not be queued for its stream, to bounce with why.
+fn queue_full(stanza: Stanza, full: QueueFull, local: &str, remote: &str) -> Box<Undelivered> {
+    tracing::warn!(%local, %remote, limit = full.key(), "s2s queue full");
+    Undelivered::new(stanza, full.error())
 }
 
 /// How a session on an established connection ended.
@@ -408,7 +433,7 @@ pub(crate) enum End {
 
 /// The receiving ends a connection task owns.
 struct Channels {
-    stanzas: mpsc::Receiver<Stanza>,
+    stanzas: mpsc::Receiver<Queued>,
     verifies: mpsc::Receiver<VerifyReq>,
     auth: Arc<AtomicU8>,
     close: CloseSignal,
@@ -424,7 +449,7 @@ async fn run(s2s: Arc<S2s>, id: u64, local: String, remote: String, channels: Ch
         close,
     } = channels;
     async move {
-        let mut backlog: VecDeque<Stanza> = VecDeque::new();
+        let mut backlog: VecDeque<Queued> = VecDeque::new();
         let mut reconnects = 0u32;
         let failure = loop {
             let negotiation = Duration::from_secs(s2s.config.negotiation_timeout_secs.max(1));
@@ -485,7 +510,7 @@ async fn run(s2s: Arc<S2s>, id: u64, local: String, remote: String, channels: Ch
             None => {
                 // Raced with the idle close: hand them to a new stream.
                 for s in backlog {
-                    if let Err(u) = s2s.send_stanza(s) {
+                    if let Err(u) = s2s.send_stanza(s.into_stanza()) {
                         s2s.core.reply_error(&u.stanza, u.error).await;
                     }
                 }
@@ -517,7 +542,7 @@ async fn run(s2s: Arc<S2s>, id: u64, local: String, remote: String, channels: Ch
                 }
                 for s in backlog {
                     s2s.core
-                        .reply_error(&s, StanzaError::new(cond).with_text(e.to_string()))
+                        .reply_error(s.stanza(), StanzaError::new(cond).with_text(e.to_string()))
                         .await;
                 }
             }
@@ -695,9 +720,9 @@ async fn session(
     open: Open,
     (local, remote): (&str, &str),
     deadline: Instant,
-    backlog: &mut VecDeque<Stanza>,
+    backlog: &mut VecDeque<Queued>,
     (stanzas, verifies, close): (
-        &mut mpsc::Receiver<Stanza>,
+        &mut mpsc::Receiver<Queued>,
         &mut mpsc::Receiver<VerifyReq>,
         CloseSignal,
     ),

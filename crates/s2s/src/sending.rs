@@ -8,7 +8,8 @@
 //! What differs from the other streams on the loop, and why:
 //! - the queue is the pair's own channel of typed stanzas, not the router's byte queue: a
 //!   stanza not yet written when the stream fails bounces to its sender with an error, so
-//!   it must still be a stanza. It and the verification requests come through
+//!   it must still be a stanza (each holds its bytes against the budgets of
+//!   [`crate::queue`] until it is written). It and the verification requests come through
 //!   [`Inbound::wake`] and are written in [`Inbound::woken`]; the router's queue of the
 //!   loop stays empty;
 //! - the idle timeout counts writes as activity and closes with `</stream:stream>` (no
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use rookery_core::deadline::after;
 use rookery_core::SessionHandle;
-use rookery_proto::{ns, Stanza, StanzaErrorCondition as SC, StreamError, StreamErrorCondition};
+use rookery_proto::{ns, StanzaErrorCondition as SC, StreamError, StreamErrorCondition};
 use rookery_stream::pump::{self, Inbound};
 use rookery_stream::{Conn, ConnError};
 use rookery_xml::{Element, Limits};
@@ -38,6 +39,7 @@ use tokio::time::Instant;
 use crate::dialback::{Dialback, Kind, Outcome};
 use crate::initiating::stream_error;
 use crate::outgoing::{CloseSignal, End, OutError, Queues, Verdict, VerifyReq, VERIFY_QUEUE};
+use crate::queue::Queued;
 use crate::S2s;
 
 /// Most queued stanzas written before one flush.
@@ -68,8 +70,8 @@ pub(crate) struct Sending<'a> {
     last_activity: Instant,
     /// Verification requests written, waiting for their answer, with when each was written.
     pending: Vec<(Instant, VerifyReq)>,
-    backlog: &'a mut VecDeque<Stanza>,
-    stanzas: &'a mut mpsc::Receiver<Stanza>,
+    backlog: &'a mut VecDeque<Queued>,
+    stanzas: &'a mut mpsc::Receiver<Queued>,
     verifies: &'a mut mpsc::Receiver<VerifyReq>,
     auth: &'a AtomicU8,
     closed: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -353,14 +355,16 @@ pub(crate) async fn fail_out(conn: &mut Conn, cond: StreamErrorCondition, text: 
 }
 
 /// Writes the backlog and up to a batch more from the queue, then flushes. On error the
-/// stanza being written stays at the front of the backlog.
+/// stanza being written stays at the front of the backlog. A batch also ends at
+/// [`pump::WRITE_BATCH_BYTES`]: a stanza leaves the byte budgets of the queue when it goes
+/// into the connection's buffer, so that buffer holds little while the peer is slow to read.
 async fn write_batch(
     conn: &mut Conn,
-    backlog: &mut VecDeque<Stanza>,
-    stanzas: &mut mpsc::Receiver<Stanza>,
+    backlog: &mut VecDeque<Queued>,
+    stanzas: &mut mpsc::Receiver<Queued>,
 ) -> Result<(), ConnError> {
     let mut n = 0;
-    while n < WRITE_BATCH {
+    while n < WRITE_BATCH && conn.queued() < pump::WRITE_BATCH_BYTES {
         if backlog.is_empty() {
             match stanzas.try_recv() {
                 Ok(s) => backlog.push_back(s),
@@ -368,7 +372,8 @@ async fn write_batch(
             }
         }
         let Some(s) = backlog.front() else { break };
-        conn.queue(&s.to_bytes());
+        conn.queue(&s.stanza().to_bytes());
+        // Dropped: its bytes are given back to the queue's budgets.
         backlog.pop_front();
         n += 1;
     }
@@ -381,8 +386,8 @@ async fn write_batch(
 /// backlog and the queue, to bounce (or, after a close, to go to a new stream).
 async fn flush_for_shutdown(
     conn: &mut Conn,
-    backlog: &mut VecDeque<Stanza>,
-    stanzas: &mut mpsc::Receiver<Stanza>,
+    backlog: &mut VecDeque<Queued>,
+    stanzas: &mut mpsc::Receiver<Queued>,
 ) {
     stanzas.close();
     let flushed = tokio::time::timeout(SHUTDOWN_FLUSH, async {

@@ -272,6 +272,8 @@ async fn dialback_messages_and_iq_both_ways() {
             .any(|(l, r, m)| l == "a.test" && r == "b.test" && *m == OutAuth::Dialback),
         "{out:?}"
     );
+    // Written: the stanzas' bytes are given back to the queues' budgets.
+    assert_eq!((a.s2s.queued_bytes(), b.s2s.queued_bytes()), (0, 0));
 }
 
 /// XEP-0203 §6: a `<delay/>` a peer wrote in the receiving server's name is not that
@@ -525,6 +527,58 @@ async fn queue_is_bounded_and_a_silent_peer_times_out() {
         let got = recv(&mut alice).await;
         assert!(got.contains("remote-server-timeout"), "{got}");
     }
+    held.abort();
+}
+
+/// Each stream's queue is bounded in bytes (`queue_max_bytes`), and all of them together
+/// (`queue_total_bytes`): a peer that never answers holds no more while its stream is set
+/// up, the stanza past a budget bounces at once saying which, and the bytes come back when
+/// the queued ones bounce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_are_bounded_in_bytes_and_give_them_back() {
+    let (ps, held) = silent_server().await;
+    let (la, _) = listener().await;
+    // Names of one length: every message below has the same size.
+    let size = message("alice@a.test/r", "u0@silent.test", "x")
+        .to_bytes()
+        .len();
+    let routes = [route("silent.test", ps), route("tarpit.test", ps)];
+    let a = start("a.test", la, &routes, |s| {
+        s.config.queue_max_bytes = 2 * size;
+        s.config.queue_total_bytes = 3 * size;
+        s.config.negotiation_timeout_secs = 2;
+    })
+    .await;
+    let mut alice = bind(&a.core, "alice@a.test/r").await;
+    for to in ["u0@silent.test", "u1@silent.test", "u2@silent.test"] {
+        a.core.route(message("alice@a.test/r", to, "x")).await;
+    }
+    let got = recv(&mut alice).await;
+    assert!(
+        got.contains("resource-constraint")
+            && got.contains("u2@silent.test")
+            && got.contains("too many bytes queued for that server"),
+        "{got}"
+    );
+    assert_eq!(a.s2s.queued_bytes(), 2 * size);
+    // Another stream has room of its own, the server one stanza more.
+    for to in ["u3@tarpit.test", "u4@tarpit.test"] {
+        a.core.route(message("alice@a.test/r", to, "x")).await;
+    }
+    let got = recv(&mut alice).await;
+    assert!(
+        got.contains("resource-constraint")
+            && got.contains("u4@tarpit.test")
+            && got.contains("too many bytes queued for other servers"),
+        "{got}"
+    );
+    assert_eq!(a.s2s.queued_bytes(), 3 * size);
+    // The three queued bounce when setting up their streams times out; their bytes with them.
+    for _ in 0..3 {
+        let got = recv(&mut alice).await;
+        assert!(got.contains("remote-server-timeout"), "{got}");
+    }
+    eventually("the bytes given back", || a.s2s.queued_bytes() == 0).await;
     held.abort();
 }
 
@@ -879,6 +933,7 @@ async fn stanzas_queued_at_shutdown_bounce() {
         "{got}"
     );
     eventually("the stream to end", || a.s2s.outgoing_count() == 0).await;
+    eventually("the bytes given back", || a.s2s.queued_bytes() == 0).await;
     held.abort();
 }
 

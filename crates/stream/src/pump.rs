@@ -23,7 +23,7 @@ use crate::conn::{Conn, ConnError};
 
 /// Most bytes gathered from the queue before one write and flush. Bounded so a busy queue
 /// cannot keep the loop from reading; four full TLS records.
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
+pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 /// How long a batch of writes may stall (the peer stopped reading) by default.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -383,14 +383,12 @@ pub async fn request(
     let mut head = HeaderMap::new();
     head.insert(header::CONTENT_TYPE, session.content.clone());
     origin::add_cors(&mut head, cors);
-    rookery_http::handoff::kept_alive(head, move |mut w| async move {
+    // Its head waits for it too, to state its length: XEP-0124 §5, no chunked coding.
+    rookery_http::handoff::held(head, move |mut out| async move {
         // The client may leave: the request is then dropped unanswered (the session records
         // it), once its payload is passed on.
-        let Some(answer) = session.request(body, rid, w.closed()).await else {
-            return;
-        };
-        if w.send(&answer).await.is_ok() {
-            let _ = w.finish().await;
+        if let Some(answer) = session.request(body, rid, out.closed()).await {
+            let _ = out.send(&answer).await;
         }
     })
 }

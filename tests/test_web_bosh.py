@@ -297,6 +297,8 @@ def test_the_creation_response_states_the_terms(server):
                 f"ver='1.6' content='application/xml' xmpp:version='1.0' "
                 f"xmlns:xmpp='urn:xmpp:xbosh'/>")
     assert status == 200 and "ver='1.6'" in text and "xmpp:restartlogic='true'" in text, text
+    # `[http] bosh_inactivity_secs`, 60 by default.
+    assert "inactivity='60'" in text, text
     assert {k.lower(): v for k, v in headers.items()}["content-type"] == "application/xml"
     sid = re.search(r"sid='([0-9a-f]+)'", text).group(1)
     _, _, headers = post(server, f"<body xmlns='{NS}' rid='7001' sid='{sid}'>"
@@ -434,13 +436,16 @@ async def test_sessions_are_measured_by_their_transport(server):
     await tcp.close()
 
 
-async def test_stanzas_waiting_for_a_client_that_stopped_polling_are_routed_again(server):
+async def test_stanzas_waiting_for_a_client_that_stopped_polling_are_routed_again(server_factory):
     """A BOSH client that stops sending requests (a closed browser tab) without
     `type='terminate'`: what waits for it in the session's window when `inactivity` ends
     the session is routed again as a TCP session's undelivered stanzas are (XEP-0206 §7,
     RFC 6121 §8.5.3.2.1): the messages go to offline storage and reach alice's next login
     with a `<delay/>`, and the IQ request gets `service-unavailable` — nothing is dropped
-    silently."""
+    silently. `inactivity` is `[http] bosh_inactivity_secs`, short here."""
+    server = server_factory(http={"bosh_inactivity_secs": 3})
+    _, text, _ = post(server, f"<body xmlns='{NS}' rid='1' to='{server.domain}' wait='5' hold='1'/>")
+    assert "inactivity='3'" in text, text
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, bosh_available, server, 8000, 2)
     bob = await server.login("bob", "b")
@@ -449,8 +454,8 @@ async def test_stanzas_waiting_for_a_client_that_stopped_polling_are_routed_agai
     bob.send(f"<iq type='get' id='ping1' to='{server.jid('alice', 'bosh')}'>"
              "<ping xmlns='urn:xmpp:ping'/></iq>")
     await bob.flush()
-    # `inactivity` is 60 s after the last answer (XEP-0124 §7.1).
-    err = await bob.expect(lambda el: el.get("id") == "ping1", 90, "the ping's error")
+    # `inactivity` is 3 s after the last answer (XEP-0124 §7.1).
+    err = await bob.expect(lambda el: el.get("id") == "ping1", 20, "the ping's error")
     assert err.get("type") == "error" and err.find(
         "{jabber:client}error/{urn:ietf:params:xml:ns:xmpp-stanzas}service-unavailable"
     ) is not None, ET.tostring(err)

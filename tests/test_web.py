@@ -7,7 +7,8 @@ server and a slixmpp user on TCP.
 - bad input over WebSocket (tests/web/ws_bad.mjs): binary frames, oversize messages,
   missing/wrong subprotocol, a foreign Origin, garbage after <open/>;
 - Strophe.js over BOSH and over WebSocket (tests/web/strophe.mjs);
-- Converse.js in Debian's headless Chromium (tests/web/converse.mjs), with a screenshot;
+- Converse.js in Debian's headless Chromium over WebSocket and over BOSH
+  (tests/web/converse.mjs), with a screenshot;
 - RFC 7395 see-other-uri (tests/web/ws_redirect.mjs);
 - the zero-config rule: plain HTTP only on loopback unless behind a TLS proxy.
 """
@@ -154,7 +155,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is needed (apt-get install chromium)")
-async def test_converse_in_chromium_chats_with_a_tcp_user(server_factory, tmp_path):
+@pytest.mark.parametrize("transport", ["websocket", "bosh"])
+async def test_converse_in_chromium_chats_with_a_tcp_user(server_factory, tmp_path, transport):
     from conftest import free_port  # noqa: PLC0415
     from test_im import make_mutual  # noqa: PLC0415
     page_port = free_port()
@@ -166,7 +168,9 @@ async def test_converse_in_chromium_chats_with_a_tcp_user(server_factory, tmp_pa
     shot = tmp_path / "converse.png"
     try:
         steps = await run_node("converse.mjs", {
-            "CHROMIUM": CHROMIUM, "WS": f"ws://127.0.0.1:{srv.http_port}/xmpp-websocket",
+            "CHROMIUM": CHROMIUM,
+            **({"BOSH": f"http://127.0.0.1:{srv.http_port}/http-bind"} if transport == "bosh"
+               else {"WS": f"ws://127.0.0.1:{srv.http_port}/xmpp-websocket"}),
             "JID": srv.jid("alice"), "PASSWORD": "alicepass", "PEER": srv.jid("bob"),
             "SHOT": str(shot), "PAGE_PORT": str(page_port)}, timeout=120)
         # Bob, on TCP, got Alice's message from the browser (and answered it).

@@ -297,6 +297,8 @@ def test_the_creation_response_states_the_terms(server):
                 f"ver='1.6' content='application/xml' xmpp:version='1.0' "
                 f"xmlns:xmpp='urn:xmpp:xbosh'/>")
     assert status == 200 and "ver='1.6'" in text and "xmpp:restartlogic='true'" in text, text
+    # `[http] bosh_inactivity_secs`, 60 by default.
+    assert "inactivity='60'" in text, text
     assert {k.lower(): v for k, v in headers.items()}["content-type"] == "application/xml"
     sid = re.search(r"sid='([0-9a-f]+)'", text).group(1)
     _, _, headers = post(server, f"<body xmlns='{NS}' rid='7001' sid='{sid}'>"
@@ -434,13 +436,16 @@ async def test_sessions_are_measured_by_their_transport(server):
     await tcp.close()
 
 
-async def test_stanzas_waiting_for_a_client_that_stopped_polling_are_routed_again(server):
+async def test_stanzas_waiting_for_a_client_that_stopped_polling_are_routed_again(server_factory):
     """A BOSH client that stops sending requests (a closed browser tab) without
     `type='terminate'`: what waits for it in the session's window when `inactivity` ends
     the session is routed again as a TCP session's undelivered stanzas are (XEP-0206 §7,
     RFC 6121 §8.5.3.2.1): the messages go to offline storage and reach alice's next login
     with a `<delay/>`, and the IQ request gets `service-unavailable` — nothing is dropped
-    silently."""
+    silently. `inactivity` is `[http] bosh_inactivity_secs`, short here."""
+    server = server_factory(http={"bosh_inactivity_secs": 3})
+    _, text, _ = post(server, f"<body xmlns='{NS}' rid='1' to='{server.domain}' wait='5' hold='1'/>")
+    assert "inactivity='3'" in text, text
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, bosh_available, server, 8000, 2)
     bob = await server.login("bob", "b")
@@ -449,8 +454,8 @@ async def test_stanzas_waiting_for_a_client_that_stopped_polling_are_routed_agai
     bob.send(f"<iq type='get' id='ping1' to='{server.jid('alice', 'bosh')}'>"
              "<ping xmlns='urn:xmpp:ping'/></iq>")
     await bob.flush()
-    # `inactivity` is 60 s after the last answer (XEP-0124 §7.1).
-    err = await bob.expect(lambda el: el.get("id") == "ping1", 90, "the ping's error")
+    # `inactivity` is 3 s after the last answer (XEP-0124 §7.1).
+    err = await bob.expect(lambda el: el.get("id") == "ping1", 20, "the ping's error")
     assert err.get("type") == "error" and err.find(
         "{jabber:client}error/{urn:ietf:params:xml:ns:xmpp-stanzas}service-unavailable"
     ) is not None, ET.tostring(err)
@@ -579,3 +584,78 @@ def test_from_and_authid_come_as_soon_as_known(server):
         rid += 1
         seen += req(server, sid, rid)
     assert re.search(r"authid='[0-9a-f]+'", seen), seen
+
+
+def raw_post(s: socket.socket, body: str, headers: str = "") -> tuple[dict, str]:
+    """POSTs `body` on the open connection `s` (with `headers`, lines ending in CRLF) and
+    reads the response as its head frames it: (header fields, body). XEP-0124 §5: a
+    `Content-Length`, no chunked transfer coding."""
+    data = body.encode()
+    host, port = s.getpeername()
+    s.sendall(f"POST /http-bind HTTP/1.1\r\nHost: {host}:{port}\r\n"
+              f"Content-Type: text/xml; charset=utf-8\r\n{headers}"
+              f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = s.recv(65536)
+        assert chunk, got
+        got += chunk
+    head, rest = got.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    assert lines[0].startswith("HTTP/1.1 200"), head
+    fields = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    assert "transfer-encoding" not in fields and "content-length" in fields, head
+    length = int(fields["content-length"])
+    while len(rest) < length:
+        chunk = s.recv(65536)
+        assert chunk, (head, rest)
+        rest += chunk
+    # Nothing beyond the stated length: the connection is at the next response's start.
+    assert len(rest) == length, (head, rest)
+    return fields, rest.decode()
+
+
+async def test_responses_state_their_length_and_are_not_chunked(server):
+    """XEP-0124 §5: the connection manager SHOULD NOT use chunked transfer coding. Every
+    answer — the creation response, a held request answered when a stanza comes, the
+    terminate — states its `Content-Length`, on connections the client keeps alive for its
+    next requests; a page's answers keep their CORS header."""
+    own = f"http://127.0.0.1:{server.http_port}"
+    cors = f"Origin: {own}\r\n"
+    loop = asyncio.get_running_loop()
+    a = socket.create_connection(("127.0.0.1", server.http_port), timeout=15)
+    b = socket.create_connection(("127.0.0.1", server.http_port), timeout=15)
+
+    def on(s: socket.socket, rid: int, payload: str = "", attrs: str = "") -> str:
+        fields, text = raw_post(s, f"<body xmlns='{NS}' rid='{rid}' sid='{sid}' "
+                                   f"xmlns:xmpp='urn:xmpp:xbosh'{attrs}>{payload}</body>", cors)
+        assert fields.get("connection") != "close", fields
+        assert fields.get("access-control-allow-origin") == own, fields
+        return text
+
+    fields, text = raw_post(a, f"<body xmlns='{NS}' rid='100' to='{server.domain}' wait='10' "
+                               f"hold='1' ver='1.6' xmpp:version='1.0' "
+                               f"xmlns:xmpp='urn:xmpp:xbosh'/>", cors)
+    assert "sid=" in text and fields["content-type"].startswith("text/xml"), (fields, text)
+    assert fields.get("access-control-allow-origin") == own, fields
+    sid = re.search(r"sid='([0-9a-f]+)'", text).group(1)
+    # The same connection, kept alive, for the whole login.
+    assert "<success" in on(a, 101, plain("alice", "alicepass"))
+    assert "xmpp-bind" in on(a, 102, attrs=f" xmpp:restart='true' to='{server.domain}'")
+    bound = on(a, 103, "<iq xmlns='jabber:client' type='set' id='b'><bind "
+               "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bosh</resource></bind></iq>")
+    assert "alice@localhost/bosh" in bound, bound
+    on(a, 104, "<presence xmlns='jabber:client'/>")
+    bob = await server.login("bob", "b")
+    # Held on the other connection until bob's message comes.
+    held = loop.run_in_executor(None, on, b, 105)
+    await asyncio.sleep(0.5)
+    bob.message(server.jid("alice", "bosh"), "for the held request")
+    await bob.flush()
+    text = await asyncio.wait_for(held, 15)
+    assert "for the held request" in text, text
+    bye = await loop.run_in_executor(None, lambda: on(a, 106, attrs=" type='terminate'"))
+    assert "type='terminate'" in bye, bye
+    a.close()
+    b.close()
+    await bob.close()

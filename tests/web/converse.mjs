@@ -1,10 +1,11 @@
 // Converse.js in headless Chromium (Debian's, driven by playwright-core: no browser download)
-// over Rookery's WebSocket endpoint, driven by tests/test_web.py. Environment: CHROMIUM (the
-// executable), WS (ws://…/xmpp-websocket), JID, PASSWORD, PEER (a contact of JID on TCP that
-// answers every message with "echo: <body>"), SHOT (where to save the screenshot).
+// over Rookery's WebSocket or BOSH endpoint, driven by tests/test_web.py. Environment: CHROMIUM
+// (the executable), WS (ws://…/xmpp-websocket) or BOSH (http://…/http-bind), JID, PASSWORD,
+// PEER (a contact of JID on TCP that answers every message with "echo: <body>"), SHOT (where
+// to save the screenshot).
 //
 // Converse's files are served from node_modules by a small static server on another port,
-// so the page is cross-origin to the WebSocket endpoint (the test allows its origin).
+// so the page is cross-origin to the endpoint (the test allows its origin).
 // Scenario: log in, see PEER online in the roster, send PEER a message from the chat view,
 // see the echo rendered, save a screenshot. One JSON line per step; non-zero on failure.
 import http from "node:http";
@@ -13,7 +14,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
-const { CHROMIUM, WS, JID, PASSWORD, PEER, SHOT } = process.env;
+const { CHROMIUM, WS, BOSH, JID, PASSWORD, PEER, SHOT } = process.env;
+const ENDPOINT = BOSH ? `bosh_service_url: ${JSON.stringify(BOSH)}` : `websocket_url: ${JSON.stringify(WS)}`;
 const DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), "node_modules/converse.js/dist");
 const TIMEOUT_MS = 30_000;
 const TYPES = { ".js": "text/javascript", ".css": "text/css", ".json": "application/json",
@@ -33,7 +35,7 @@ converse.plugins.add("rookery-test", {
 });
 converse.initialize({
   assets_path: "/dist/",
-  websocket_url: ${JSON.stringify(WS)},
+  ${ENDPOINT},
   discover_connection_methods: false,
   jid: ${JSON.stringify(JID)},
   password: ${JSON.stringify(PASSWORD)},

@@ -6,8 +6,9 @@
 //! Connections are served with upgrades enabled, so a handler can take the connection over
 //! (the public listener's WebSocket); an upgraded connection leaves the listener's count and
 //! its drain, and belongs to whoever took it. A response that hands its body off
-//! ([`crate::handoff`]) gets the connection back from hyper once its head is flushed; the
-//! body is then written in a task of its own, which stays in the count and the drain.
+//! ([`crate::handoff`]) gets the connection back from hyper once its head is flushed (a
+//! held answer: before hyper sees it, head and body written together later); the body is
+//! then written in the connection's task, which stays in the count and the drain.
 //! Each request carries a [`Peer`] extension: the client's address, whether the
 //! connection is TLS, and its RFC 9266 `tls-exporter` channel binding.
 
@@ -275,8 +276,8 @@ type Handed = (Ready, Box<dyn Io>);
 /// read buffer from the first read, an 8 KiB header write buffer from the start) and its
 /// connection state exist while a request is read and answered, not while a kept-alive
 /// connection idles — a BOSH client keeps one idle beside the one its held request is on.
-/// A response whose body is handed off ([`crate::handoff`]) is written here; kept alive, the
-/// connection then waits for its next request again. A connection hyper keeps (after a
+/// A response whose body is handed off ([`crate::handoff`]) is written here; after a held
+/// answer, the connection then waits for its next request again. A connection hyper keeps (after a
 /// plain response) idles in hyper until its header timeout, as before.
 async fn serve_requests(
     mut io: Box<dyn Io>,
@@ -409,7 +410,8 @@ impl AsyncWrite for Prefixed {
 
 /// Serves one connection with hyper until it ends, is upgraded, or (after `stop`) has
 /// finished the request in flight; or until a response that hands its body off
-/// ([`crate::handoff::response`]) has its head flushed: then the hand-off and the
+/// ([`crate::handoff::response`]) has its head flushed, or one held
+/// ([`crate::handoff::held`]) finds hyper's writes flushed: then the hand-off and the
 /// connection, taken back from hyper, are returned.
 async fn serve_connection(
     io: Prefixed,
@@ -428,7 +430,11 @@ async fn serve_connection(
             let (app, slot) = (app.clone(), slot.clone());
             async move {
                 let resp = app.oneshot(req).await?;
-                Ok::<_, Infallible>(slot.intercept(resp, framing, reusable))
+                match slot.intercept(resp, framing, reusable) {
+                    Some(resp) => Ok::<_, Infallible>(resp),
+                    // A held answer: hyper waits for it until the connection is taken back.
+                    None => std::future::pending().await,
+                }
             }
         })
     };
@@ -541,8 +547,9 @@ mod tests {
         }
     }
 
-    /// A router with `/x` (plain) and `/stream` (a hand-off writing two chunks then ending,
-    /// or, at `/wait`, writing one and waiting for the client to leave).
+    /// A router with `/x` (plain), `/stream` (a hand-off writing two chunks then ending,
+    /// or, at `/wait`, writing one and waiting for the client to leave) and `/held` (a held
+    /// answer).
     fn streaming() -> (Router, tokio::sync::mpsc::UnboundedReceiver<&'static str>) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let head = || {
@@ -565,9 +572,8 @@ mod tests {
             .route(
                 "/held",
                 get(move || async move {
-                    crate::handoff::kept_alive(head(), |mut w| async move {
-                        w.send(b"answer").await.unwrap();
-                        w.finish().await.unwrap();
+                    crate::handoff::held(head(), |a| async move {
+                        a.send(b"answer").await.unwrap();
                     })
                 }),
             )
@@ -615,26 +621,39 @@ mod tests {
         assert_eq!(body, "4\r\none\n\r\n4\r\ntwo\n\r\n0\r\n\r\n");
     }
 
+    /// Reads from `s` until what came ends with `end`.
+    async fn read_until(s: &mut tokio::net::TcpStream, end: &[u8]) -> String {
+        let mut seen = Vec::new();
+        while !seen.ends_with(end) {
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(buf.get(..n).unwrap());
+        }
+        String::from_utf8(seen).unwrap()
+    }
+
+    /// A held answer comes with its `Content-Length`, not chunked, and leaves the
+    /// connection to the next request.
     #[tokio::test]
-    async fn a_kept_alive_hand_off_leaves_the_connection_to_the_next_request() {
+    async fn a_held_answer_states_its_length_and_leaves_the_connection_to_the_next_request() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         tokio::spawn(run(l, streaming().0, Limits::ADMIN, std::future::pending()));
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut seen = Vec::new();
-        for path in ["/held", "/held"] {
-            let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
-            s.write_all(req.as_bytes()).await.unwrap();
+        for _ in 0..2 {
+            s.write_all(b"GET /held HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
             // Each answer is whole before the next request (as a long-polling client does).
-            while !seen.ends_with(b"0\r\n\r\n") {
-                let mut buf = [0u8; 256];
-                let n = s.read(&mut buf).await.unwrap();
-                assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
-                seen.extend_from_slice(buf.get(..n).unwrap());
-            }
-            let text = String::from_utf8(std::mem::take(&mut seen)).unwrap();
-            assert!(!text.contains("connection: close"), "{text}");
-            assert!(text.ends_with("6\r\nanswer\r\n0\r\n\r\n"), "{text}");
+            let text = read_until(&mut s, b"answer").await;
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+            assert!(head.contains("content-length: 6"), "{head}");
+            assert!(head.contains("content-type: text/event-stream"), "{head}");
+            assert!(!head.contains("transfer-encoding"), "{head}");
+            assert!(!head.contains("connection: close"), "{head}");
+            assert_eq!(body, "answer");
         }
         // A plain request on the same connection, asking to close: served, then closed.
         let out = {
@@ -649,16 +668,37 @@ mod tests {
             out.starts_with("HTTP/1.1 200") && out.ends_with("hello"),
             "{out}"
         );
-        // Asked to close, a kept-alive hand-off closes.
+        // Asked to close (or by an HTTP/1.0 client), a held answer says so and closes.
+        for raw in [
+            "GET /held HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            "GET /held HTTP/1.0\r\n\r\n",
+        ] {
+            let out = exchange(addr, raw).await;
+            assert!(
+                out.contains("content-length: 6\r\nconnection: close\r\n\r\nanswer")
+                    && out.ends_with("answer"),
+                "{out}"
+            );
+        }
+    }
+
+    /// Pipelined: the plain response is on the wire before the held answer, which closes
+    /// the connection (the request behind it is not served).
+    #[tokio::test]
+    async fn a_held_answer_follows_the_responses_before_it() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(run(l, streaming().0, Limits::ADMIN, std::future::pending()));
         let out = exchange(
             addr,
-            "GET /held HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            "GET /x HTTP/1.1\r\nhost: x\r\n\r\nGET /held HTTP/1.1\r\nhost: x\r\n\r\n\
+             GET /x HTTP/1.1\r\nhost: x\r\n\r\n",
         )
         .await;
-        assert!(
-            out.contains("connection: close") && out.ends_with("0\r\n\r\n"),
-            "{out}"
-        );
+        let (first, held) = out.split_once("hello").unwrap();
+        assert!(first.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(held.starts_with("HTTP/1.1 200 OK"), "{out}");
+        assert!(held.ends_with("connection: close\r\n\r\nanswer"), "{out}");
     }
 
     #[tokio::test]
@@ -716,14 +756,9 @@ mod tests {
         s.write_all(b"ET /held HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
             .unwrap();
-        let mut seen = Vec::new();
-        while !seen.ends_with(b"0\r\n\r\n") {
-            let mut buf = [0u8; 256];
-            let n = s.read(&mut buf).await.unwrap();
-            assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
-            seen.extend_from_slice(buf.get(..n).unwrap());
-        }
-        assert!(seen.starts_with(b"HTTP/1.1 200"));
+        assert!(read_until(&mut s, b"answer")
+            .await
+            .starts_with("HTTP/1.1 200"));
         for mut idle in [s, tokio::net::TcpStream::connect(addr).await.unwrap()] {
             let mut rest = Vec::new();
             let closed = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest));

@@ -38,6 +38,7 @@ pub fn problems(cfg: &Config) -> Vec<String> {
     out.extend(crate::wiring::cluster::refusal(cfg));
     services(cfg, &mut out);
     sizes(cfg, &mut out);
+    out.extend(cfg.http.validate().err());
     out.extend(cfg.log.filter().err());
     if let Err(e) = crate::wiring::adhoc::admins(cfg) {
         out.push(format!("{e:#}"));

@@ -16,9 +16,10 @@
 //!   one outside the window ends the session with `item-not-found`;
 //! - holding (§8, §10): up to `hold` requests wait (at most `wait` seconds) for something to
 //!   send; a further request sends the oldest back empty;
-//! - inactivity (§7.1): with no request held for `inactivity` seconds the session ends (the
-//!   stream sees its transport gone, so a resumable XEP-0198 session hibernates); a lost HTTP
-//!   connection within that time costs nothing;
+//! - inactivity (§7.1): with no request held for `inactivity` seconds (`[http]
+//!   bosh_inactivity_secs`) the session ends (the stream sees its transport gone, so a
+//!   resumable XEP-0198 session hibernates); a lost HTTP connection within that time costs
+//!   nothing;
 //! - `ack` (§9.1) of the creation request (then acknowledging rids in responses) and the
 //!   advertised limits;
 //! - overactivity (§11) and too frequent polling (§12): an empty new request less than
@@ -85,9 +86,6 @@ const MAX_HOLD: usize = 1;
 
 /// The BOSH version implemented (XEP-0124 1.11).
 const VERSION: (u32, u32) = (1, 11);
-
-/// Seconds without a held request before the session ends (XEP-0124 §7.1 `inactivity`).
-const INACTIVITY: Duration = Duration::from_secs(60);
 
 /// Shortest interval between two empty new requests while every request the session may
 /// have open is open, or, in a polling session (`hold` or `wait` 0), after an empty request
@@ -175,6 +173,8 @@ struct Session {
     sid: String,
     wait: Duration,
     hold: usize,
+    /// How long the session lives without a held request (XEP-0124 §7.1 `inactivity`).
+    inactivity: Duration,
     /// The `Content-Type` of every response: the creation request's `content` (§7.1).
     content: HeaderValue,
     /// The protocol version spoken: the lower of the client's `ver` and ours (§7.1).
@@ -383,14 +383,12 @@ pub async fn request(
     let mut head = HeaderMap::new();
     head.insert(header::CONTENT_TYPE, session.content.clone());
     origin::add_cors(&mut head, cors);
-    rookery_http::handoff::kept_alive(head, move |mut w| async move {
+    // Its head waits for it too, to state its length: XEP-0124 §5, no chunked coding.
+    rookery_http::handoff::held(head, move |mut out| async move {
         // The client may leave: the request is then dropped unanswered (the session records
         // it), once its payload is passed on.
-        let Some(answer) = session.request(body, rid, w.closed()).await else {
-            return;
-        };
-        if w.send(&answer).await.is_ok() {
-            let _ = w.finish().await;
+        if let Some(answer) = session.request(body, rid, out.closed()).await {
+            let _ = out.send(&answer).await;
         }
     })
 }
@@ -463,9 +461,10 @@ fn create(
     let open = Element::new("open", NS_FRAMING)
         .with_attr("to", domain)
         .with_attr("version", "1.0");
+    let inactivity = Duration::from_secs(ctx.config.bosh_inactivity_secs);
     let session = Arc::new(Session::new(
         sid.clone(),
-        Terms::of(body),
+        Terms::of(body, inactivity),
         rid,
         Bytes::from(open.to_bytes()),
     ));
@@ -513,6 +512,9 @@ struct Terms {
     wait: Duration,
     /// How many requests are held at once.
     hold: usize,
+    /// How long the session lives without a held request: ours, `[http]
+    /// bosh_inactivity_secs`.
+    inactivity: Duration,
     /// `ack='1'`: the client wants acknowledgements (§9.1).
     ack: bool,
     /// The responses' `Content-Type`.
@@ -524,8 +526,8 @@ struct Terms {
 }
 
 impl Terms {
-    /// The terms a creation request asks for, within ours.
-    fn of(body: &Element) -> Terms {
+    /// The terms a creation request asks for, within ours; `inactivity` is ours alone.
+    fn of(body: &Element, inactivity: Duration) -> Terms {
         let number = |name: &str| body.attr(name).and_then(|v| v.parse::<u64>().ok());
         Terms {
             // 0 too: the client wants every request answered at once (§7.1: ours is at most
@@ -534,6 +536,7 @@ impl Terms {
             hold: usize::try_from(number("hold").unwrap_or(1))
                 .unwrap_or(MAX_HOLD)
                 .min(MAX_HOLD),
+            inactivity,
             ack: body.attr("ack") == Some("1"),
             content: body
                 .attr("content")
@@ -564,6 +567,7 @@ impl Session {
         let Terms {
             wait,
             hold,
+            inactivity,
             ack,
             content,
             ver,
@@ -573,6 +577,7 @@ impl Session {
             sid,
             wait,
             hold,
+            inactivity,
             content,
             ver,
             from,
@@ -885,7 +890,7 @@ impl Session {
                 ("wait", self.wait.as_secs().to_string()),
                 ("hold", self.hold.to_string()),
                 ("requests", (self.hold + 1).to_string()),
-                ("inactivity", INACTIVITY.as_secs().to_string()),
+                ("inactivity", self.inactivity.as_secs().to_string()),
                 ("polling", POLLING.as_secs().to_string()),
                 ("ver", self.ver.clone()),
                 ("secure", "true".to_string()),
@@ -942,7 +947,7 @@ impl Session {
     }
 
     /// Once the stream ended: keeps the session (its `sid` valid) until what the stream
-    /// left is answered — the requests held, or the next one within [`INACTIVITY`], or
+    /// left is answered — the requests held, or the next one within `inactivity`, or
     /// within [`SHUTDOWN_GRACE`] once `stopped` reports the server shutting down: its HTTP
     /// listener drains, so a client not asking by then never will, and the shutdown waits
     /// for this task (its c2s context).
@@ -959,7 +964,7 @@ impl Session {
                     return;
                 }
                 w.held.is_empty().then(|| {
-                    let idle = w.idle_since + INACTIVITY;
+                    let idle = w.idle_since + self.inactivity;
                     shutdown.map_or(idle, |s| idle.min(s))
                 })
             };
@@ -1017,7 +1022,7 @@ impl MessageTransport for Link {
         }
         if w.held.is_empty() {
             // Looked at again whenever a request joins or leaves (the stream is woken).
-            let deadline = w.idle_since + INACTIVITY;
+            let deadline = w.idle_since + self.session.inactivity;
             let timer = self
                 .inactivity
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -1185,6 +1190,10 @@ mod tests {
 
     use super::*;
 
+    /// The sessions' `inactivity`: not the default 60 s, so a test of it sees the
+    /// session's own.
+    const INACTIVITY: Duration = Duration::from_secs(7);
+
     fn session() -> (Arc<Session>, Link) {
         session_acking(false)
     }
@@ -1195,6 +1204,7 @@ mod tests {
         let terms = Terms {
             wait: Duration::from_secs(MAX_WAIT),
             hold: 1,
+            inactivity: INACTIVITY,
             ack,
             content: xml_content_type(),
             ver: spoken_version(None),
@@ -1218,7 +1228,7 @@ mod tests {
     fn the_wait_granted_is_at_most_the_one_asked() {
         let wait = |w: &str| {
             let xml = format!("<body xmlns='http://jabber.org/protocol/httpbind' wait='{w}'/>");
-            Terms::of(&body(&xml)).wait.as_secs()
+            Terms::of(&body(&xml), INACTIVITY).wait.as_secs()
         };
         assert_eq!(wait("0"), 0);
         assert_eq!(wait("10"), 10);
@@ -1385,7 +1395,11 @@ mod tests {
             async move { s.request(req, 10, std::future::pending()).await.unwrap() }
         });
         // Held for `wait`, then answered (the creation response): idle from then on.
-        let ended = tokio::time::timeout(INACTIVITY * 3, recv(&mut link)).await;
+        let ended = tokio::time::timeout(
+            Duration::from_secs(MAX_WAIT) + INACTIVITY * 2,
+            recv(&mut link),
+        )
+        .await;
         assert!(ended.unwrap().is_none());
         assert!(held.is_finished());
         assert_eq!(

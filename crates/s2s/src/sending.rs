@@ -354,8 +354,10 @@ pub(crate) async fn fail_out(conn: &mut Conn, cond: StreamErrorCondition, text: 
     .await;
 }
 
-/// Writes the backlog and up to a batch more from the queue, then flushes. On error the
-/// stanza being written stays at the front of the backlog. A batch also ends at
+/// Writes the backlog and up to a batch more from the queue, then flushes. What went into
+/// the connection's buffer is the connection's: a failed flush takes it with it, like any
+/// stanza written to a peer that goes away (a server-to-server stream has no
+/// acknowledgements, so nobody knows what the peer read). A batch also ends at
 /// [`pump::WRITE_BATCH_BYTES`]: a stanza leaves the byte budgets of the queue when it goes
 /// into the connection's buffer, so that buffer holds little while the peer is slow to read.
 async fn write_batch(

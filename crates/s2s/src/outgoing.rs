@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +73,10 @@ struct Senders {
     stanzas: mpsc::Sender<Queued>,
     /// The bytes of the stanzas queued (`queue_max_bytes`).
     bytes: Arc<Budget>,
+    /// Whether the last stanza for the pair was refused for a full queue: the first refusal
+    /// is logged as a warning, the rest until a stanza is taken again at debug level (a
+    /// sender filling the queue of a peer that never answers would flood the log).
+    refusing: Arc<AtomicBool>,
     verifies: mpsc::Sender<VerifyReq>,
 }
 
@@ -228,6 +232,7 @@ impl S2s {
                 id,
                 stanzas: stx,
                 bytes: Budget::new(self.config.queue_max_bytes),
+                refusing: Arc::default(),
                 verifies: vtx,
             };
             Entry {
@@ -346,17 +351,18 @@ impl S2s {
             };
             let charge = match Charge::take(&stanza, &to.bytes, &self.queued) {
                 Ok(c) => c,
-                Err(full) => return Err(queue_full(stanza, full, &local, &remote)),
+                Err(full) => return Err(queue_full(stanza, full, &to, &local, &remote)),
             };
             match to.stanzas.try_send(charge.hold(stanza)) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if to.refusing.load(Ordering::Relaxed) {
+                        to.refusing.store(false, Ordering::Relaxed);
+                    }
+                    return Ok(());
+                }
                 Err(mpsc::error::TrySendError::Full(q)) => {
-                    return Err(queue_full(
-                        q.into_stanza(),
-                        QueueFull::Stanzas,
-                        &local,
-                        &remote,
-                    ))
+                    let stanza = q.into_stanza();
+                    return Err(queue_full(stanza, QueueFull::Stanzas, &to, &local, &remote));
                 }
                 Err(mpsc::error::TrySendError::Closed(q)) => {
                     // The stream just ended; start a new one.
@@ -415,9 +421,20 @@ impl S2s {
     }
 }
 
-/// A stanza that could not be queued for its stream, to bounce with why.
-fn queue_full(stanza: Stanza, full: QueueFull, local: &str, remote: &str) -> Box<Undelivered> {
-    tracing::warn!(%local, %remote, limit = full.key(), "s2s queue full");
+/// A stanza that could not be queued for the stream of `to`, to bounce with why; logged as
+/// a warning when it is the first of a run of refusals for the pair.
+fn queue_full(
+    stanza: Stanza,
+    full: QueueFull,
+    to: &Senders,
+    local: &str,
+    remote: &str,
+) -> Box<Undelivered> {
+    if to.refusing.swap(true, Ordering::Relaxed) {
+        tracing::debug!(%local, %remote, limit = full.key(), "s2s queue full");
+    } else {
+        tracing::warn!(%local, %remote, limit = full.key(), "s2s queue full (further refusals until it drains are logged at debug level)");
+    }
     Undelivered::new(stanza, full.error())
 }
 

@@ -169,7 +169,14 @@ async fn concurrent_pubsub_publishes_all_stored() {
                 let count_before = u64::try_from(i).unwrap_or_default();
                 store
                     .pubsub()
-                    .publish(&service, &format!("node{w}"), &item, None, count_before)
+                    .publish(
+                        &service,
+                        &format!("node{w}"),
+                        &item,
+                        None,
+                        count_before,
+                        None,
+                    )
                     .await?;
                 Ok(())
             }
@@ -283,7 +290,7 @@ async fn a_failing_write_leaves_the_others_of_its_batch() {
                     updated_at: 1,
                 };
                 let before = u64::try_from(i - 1).unwrap_or_default();
-                ps.publish(&service, &format!("own{w}"), &item, None, before)
+                ps.publish(&service, &format!("own{w}"), &item, None, before, None)
                     .await?;
                 Ok(())
             }

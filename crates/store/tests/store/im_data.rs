@@ -80,9 +80,10 @@ async fn offline_byte_cap_counts_bytes_and_frees_on_delete() {
     }
 }
 
-/// Migration 0039 (SQLite; 0036 on PostgreSQL) on rows from before it: each offline message
-/// is counted with its size in bytes (not characters), so an account over the byte cap when
-/// the server is upgraded stays refused.
+/// Migrations 0039 and 0040 (SQLite; 0036 and 0037 on PostgreSQL) on rows from before them:
+/// each offline message and pubsub item is counted with its size in bytes (not characters;
+/// an item at least 1 KiB), so an account over a budget when the server is upgraded stays
+/// refused.
 #[tokio::test]
 async fn stored_rows_from_before_the_byte_budgets_are_counted() {
     use sqlx::Connection;
@@ -95,11 +96,18 @@ async fn stored_rows_from_before_the_byte_budgets_are_counted() {
     for f in files.iter().filter(|f| name(f).as_str() < "0039") {
         exec(&mut db, &run(f)).await;
     }
-    // Without foreign keys, no account is needed.
+    // Without foreign keys, no account or node is needed.
     exec(&mut db, "PRAGMA foreign_keys = OFF").await;
-    let rows = "INSERT INTO offline_messages (domain, username, stanza, created_at) \
-         VALUES ('l', 'juliet', '<m>\u{e9}</m>', 1)";
-    exec(&mut db, rows).await;
+    // 1,207 bytes in 607 characters; and an item without payload.
+    let payload = format!("<p>{}</p>", "\u{e9}".repeat(600));
+    let rows = format!(
+        "INSERT INTO offline_messages (domain, username, stanza, created_at) \
+         VALUES ('l', 'juliet', '<m>\u{e9}</m>', 1); \
+         INSERT INTO pubsub_items (service, node, item_id, seq, publisher, payload, updated_at) \
+         VALUES ('juliet@l', 'n', 'a', 1, 'juliet@l', '{payload}', 1), \
+         ('juliet@l', 'n', 'b', 2, 'juliet@l', NULL, 1)"
+    );
+    exec(&mut db, &rows).await;
     for f in files.iter().filter(|f| name(f).as_str() >= "0039") {
         exec(&mut db, &run(f)).await;
     }
@@ -108,6 +116,11 @@ async fn stored_rows_from_before_the_byte_budgets_are_counted() {
         .await
         .unwrap();
     assert_eq!(offline, [9]);
+    let items: Vec<i64> = sqlx::query_scalar("SELECT counted_bytes FROM pubsub_items ORDER BY seq")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(items, [1207, 1024]);
 }
 
 #[tokio::test]

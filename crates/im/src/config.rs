@@ -1,6 +1,7 @@
 //! Settings of the IM modules: the `[im]` section of the configuration file. Every key is
 //! documented in `docs/configuration.md` with its default.
 
+use rookery_store::offline::OfflineCap;
 use serde::Deserialize;
 
 /// The `[im]` section.
@@ -99,8 +100,23 @@ impl Default for PresenceConfig {
 pub struct OfflineConfig {
     /// Store messages for offline users (and advertise `msgoffline`).
     pub enabled: bool,
-    /// Most messages stored per user; beyond it the sender gets `resource-constraint`.
+    /// Most messages stored per user; beyond it the sender gets `service-unavailable`.
     pub max_per_user: usize,
+    /// Most bytes of stored stanzas per user, likewise. 10 MiB: a thousand messages of 10 KB,
+    /// far more than a person's chats while offline; without it `max_per_user` messages of
+    /// the largest stanza (256 KiB) let any sender put 256 MB on disk per account.
+    pub max_bytes_per_user: usize,
+}
+
+impl OfflineConfig {
+    /// Both limits, as the store checks them.
+    pub fn cap(&self) -> OfflineCap {
+        let max = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        OfflineCap {
+            messages: max(self.max_per_user),
+            bytes: max(self.max_bytes_per_user),
+        }
+    }
 }
 
 impl Default for OfflineConfig {
@@ -108,6 +124,7 @@ impl Default for OfflineConfig {
         OfflineConfig {
             enabled: true,
             max_per_user: 1000,
+            max_bytes_per_user: 10 * 1024 * 1024,
         }
     }
 }

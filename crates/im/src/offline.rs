@@ -4,9 +4,10 @@
 //! non-negative priority (RFC 6121 §8.5.2.2.1) is stored, stamped with an XEP-0203 `<delay/>`
 //! from the server, unless it carries nothing worth keeping (only chat states, or the XEP-0334
 //! `<no-store/>` hint). It is committed before the router moves on, so it survives a
-//! restart. Each account holds at most `im.offline.max_per_user` messages; beyond that the
-//! sender gets `service-unavailable`, as XEP-0160 §2 has a server that cannot store a
-//! message answer, with a text saying the storage is full.
+//! restart. Each account holds at most `im.offline.max_per_user` messages and
+//! `im.offline.max_bytes_per_user` bytes of them; beyond that the sender gets
+//! `service-unavailable`, as XEP-0160 §2 has a server that cannot store a message answer, with
+//! a text saying the storage is full.
 //!
 //! Stored messages are delivered, oldest first, when a resource of the account sends initial
 //! presence with a non-negative priority (or raises its priority from below zero), paced
@@ -109,12 +110,11 @@ pub async fn store(im: &Im, owner: &BareJid, message: &Stanza) -> Result<(), Sta
         m.push_payload(delay(host, now_unix(), Some("Offline Storage")));
     }
     let xml = String::from_utf8_lossy(&m.to_bytes()).into_owned();
-    let max = u64::try_from(im.config().offline.max_per_user).unwrap_or(u64::MAX);
     let _g = im.lock(owner).await;
     let stored = im
         .store()
         .offline()
-        .push(owner.domain(), user, &xml, max)
+        .push(owner.domain(), user, &xml, im.config().offline.cap())
         .await
         .map_err(internal)?;
     if stored {

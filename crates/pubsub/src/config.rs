@@ -560,6 +560,10 @@ const PAGE_ITEMS: u64 = 1_000;
 /// 512 KiB of payload — what common servers accept as one stanza over s2s.
 const PAGE_BYTES: usize = 256 * 1024;
 
+/// The default byte budget of one account's PEP items: 16 MiB holds an avatar of the
+/// largest payload with thousands of bookmarks, OMEMO bundles and the like many times over.
+const PEP_STORED_BYTES: u64 = 16 * 1024 * 1024;
+
 /// The configuration of an engine: the defaults and limits of its nodes and who may create
 /// them. This is all that separates a pubsub service from PEP (design.md point 9).
 #[derive(Debug, Clone)]
@@ -595,6 +599,13 @@ pub struct Profile {
     /// last; a page holds at least one): what bounds the memory of one request when items
     /// are large.
     pub max_page_bytes: usize,
+    /// The most payload bytes the stored items of one service hold together, each counting
+    /// at least [`rookery_store::pubsub::MIN_ITEM_BYTES`]; a publication that would take
+    /// them past it (and grow them) gets `resource-constraint`. PEP only,
+    /// where a service is one account: without it `max_nodes` × `max_items_limit` ×
+    /// `max_payload_bytes` let an account store 256 GB. `None` on the pubsub service,
+    /// whose nodes of every owner share one service.
+    pub max_stored_bytes: Option<u64>,
 }
 
 impl Profile {
@@ -613,6 +624,7 @@ impl Profile {
             max_nodes_per_owner: 100,
             max_page_items: PAGE_ITEMS,
             max_page_bytes: PAGE_BYTES,
+            max_stored_bytes: None,
         }
     }
 
@@ -641,6 +653,7 @@ impl Profile {
             max_nodes_per_owner: 1_000,
             max_page_items: PAGE_ITEMS,
             max_page_bytes: PAGE_BYTES,
+            max_stored_bytes: Some(PEP_STORED_BYTES),
         }
     }
 }
@@ -677,6 +690,8 @@ pub struct PubsubConfig {
     pub pep_max_items: u64,
     /// The most PEP nodes one account may have.
     pub pep_max_nodes: usize,
+    /// The most payload bytes one account's PEP items hold together (each at least 1 KiB).
+    pub pep_max_bytes_per_user: u64,
     /// The most items one answer to an items request holds, service and PEP (more are paged
     /// with RSM, XEP-0060 §6.5.4; over HTTP with `Link: rel="next"`).
     pub max_page_items: u64,
@@ -702,6 +717,7 @@ impl Default for PubsubConfig {
             pep: true,
             pep_max_items: p.max_items_limit,
             pep_max_nodes: p.max_nodes,
+            pep_max_bytes_per_user: PEP_STORED_BYTES,
             max_page_items: s.max_page_items,
             max_page_bytes: s.max_page_bytes,
         }
@@ -757,6 +773,7 @@ impl PubsubConfig {
             max_nodes_per_owner: self.pep_max_nodes,
             max_page_items: self.max_page_items.max(1),
             max_page_bytes: self.max_page_bytes.max(1),
+            max_stored_bytes: Some(self.pep_max_bytes_per_user),
             ..Profile::pep(domain)
         }
     }

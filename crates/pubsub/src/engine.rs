@@ -36,7 +36,7 @@ use crate::model::{Affiliation, Item, SubOptions, SubState, Subscription};
 use crate::ns;
 use crate::peers::NodeChange;
 use crate::policy::AccessPolicy;
-use crate::store::{NodeStore, PageLimit, Scan};
+use crate::store::{counted_bytes, within_budget, NodeStore, PageLimit, Scan};
 
 type Result<T> = std::result::Result<T, PubsubError>;
 
@@ -153,6 +153,12 @@ struct Service {
     /// Held by [`Engine::create`] from counting the creator's nodes to inserting the new
     /// one, so that requests sent at once cannot all pass the per-owner cap.
     creating: Mutex<()>,
+    /// Held by [`Engine::publish`] under a byte budget ([`Profile::max_stored_bytes`]) while
+    /// the store checks and commits (after the node's lock, never before): a node's lock
+    /// serializes only that node, and publications to several nodes at once must not all
+    /// pass the budget (on SQLite the store's writer serializes them anyway, on PostgreSQL
+    /// this does).
+    publishing: Mutex<()>,
 }
 
 /// A subscription as reported to clients.
@@ -448,6 +454,7 @@ impl Engine {
                 Ok::<_, PubsubError>(Arc::new(Service {
                     nodes: RwLock::new(nodes),
                     creating: Mutex::new(()),
+                    publishing: Mutex::new(()),
                 }))
             })
             .await?;
@@ -1387,17 +1394,7 @@ impl Engine {
             updated_at: now_unix(),
         };
         if n.config.persist_items {
-            let max = n.config.max_items.effective(self.limit());
-            let replaced = self
-                .store
-                .publish(svc.as_str(), &name, &item, Some(max), n.item_count)
-                .await?;
-            n.item_count = if replaced {
-                n.item_count
-            } else {
-                n.item_count + 1
-            }
-            .min(max);
+            self.store_item(svc, &mut n, &item).await?;
         }
         n.next_seq += 1;
         self.tell_items(svc, &n);
@@ -1415,11 +1412,41 @@ impl Engine {
         Ok(id)
     }
 
+    /// Stores `item` on the node `n` of `svc` (committed when this returns), within the node's
+    /// `max_items` and the service's byte budget.
+    async fn store_item(&self, svc: &BareJid, n: &mut Node, item: &Item) -> Result<()> {
+        let max = n.config.max_items.effective(self.limit());
+        let s = self.service(svc).await?;
+        let _turn = match self.profile.max_stored_bytes {
+            Some(_) => Some(s.publishing.lock().await),
+            None => None,
+        };
+        let replaced = self
+            .store
+            .publish(
+                svc.as_str(),
+                &n.name,
+                item,
+                Some(max),
+                n.item_count,
+                self.profile.max_stored_bytes,
+            )
+            .await?;
+        n.item_count = if replaced {
+            n.item_count
+        } else {
+            n.item_count + 1
+        }
+        .min(max);
+        Ok(())
+    }
+
     /// XEP-0163 §3 "auto-create" (XEP-0060 §7.1.5): the account publishes to a node it does
     /// not have; it is created with the publish-options as configuration, but only once
     /// the request is found valid against it, so that a refused publication leaves no node
     /// behind. The same NodeID limit as [`Engine::create`]; an unknown option field is a
-    /// precondition not met, as on an existing node.
+    /// precondition not met, as on an existing node; so is an item the byte budget has no
+    /// room for (a new node's item frees nothing; the store checks again as it publishes).
     async fn auto_create(
         &self,
         svc: &BareJid,
@@ -1437,12 +1464,31 @@ impl Engine {
                 .map_err(|_| PubsubError::PreconditionNotMet)?;
         }
         self.check_item(&config, req)?;
+        self.check_room(svc, &config, req).await?;
         match self.create_inner(svc, svc, name, config).await {
             Ok(c) => Ok(c),
             // Created by a concurrent request meanwhile.
             Err(PubsubError::NodeExists) => self.node(svc, name).await,
             Err(e) => Err(e),
         }
+    }
+
+    /// `resource-constraint` if the item of `req`, stored as a new item on a node configured
+    /// as `c`, would take the service past its byte budget.
+    async fn check_room(&self, svc: &BareJid, c: &NodeConfig, req: &PublishRequest) -> Result<()> {
+        let Some(budget) = self.profile.max_stored_bytes.filter(|_| c.persist_items) else {
+            return Ok(());
+        };
+        let used = self.store.stored_bytes(svc.as_str()).await?;
+        let size = counted_bytes(
+            req.payload
+                .as_ref()
+                .map_or(0, |p| crate::xml::to_string(p).len()),
+        );
+        if !within_budget(used, used.saturating_add(size), budget) {
+            return Err(PubsubError::ResourceConstraint);
+        }
+        Ok(())
     }
 
     /// §7.1.3.4–§7.1.3.7: whether the item of `req` suits a node configured as `c`; its

@@ -103,7 +103,7 @@ pub enum PubsubError {
     /// A change the service refuses (removing the last owner, §8.9.2.4 / §8.8.2.4).
     #[error("not acceptable: {0}")]
     NotAcceptable(&'static str),
-    /// A limit of the service (nodes per service).
+    /// A limit of the service (nodes per service, payload bytes per PEP account).
     #[error("resource constraint")]
     ResourceConstraint,
     /// The creator owns as many nodes as one entity may (a local policy: `policy-violation`

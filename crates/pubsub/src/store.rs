@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use rookery_jid::{BareJid, Jid};
+pub(crate) use rookery_store::pubsub::{counted_bytes, within_budget};
 pub use rookery_store::pubsub::{ById, PageLimit, Scan};
 use rookery_store::pubsub::{ItemRow, SubscriptionRow};
 use rookery_store::Store;
@@ -78,7 +79,11 @@ pub trait NodeStore: Send + Sync + 'static {
     /// Removes a subscription.
     async fn remove_subscription(&self, service: &str, node: &str, subid: &str) -> StoreResult<()>;
     /// Stores an item, trimming the oldest beyond `max_items`; returns whether an item with
-    /// that id was replaced. `count_before` is the node's item count before the call.
+    /// that id was replaced. `count_before` is the node's item count before the call. With
+    /// `max_bytes`, [`PubsubError::ResourceConstraint`] (and nothing stored) if the payloads
+    /// of the service's items, each counted as at least
+    /// [`rookery_store::pubsub::MIN_ITEM_BYTES`], would hold more than that, and more than
+    /// before (what the item replaces and what is trimmed count as freed).
     async fn publish(
         &self,
         service: &str,
@@ -86,7 +91,10 @@ pub trait NodeStore: Send + Sync + 'static {
         item: &Item,
         max_items: Option<u64>,
         count_before: u64,
+        max_bytes: Option<u64>,
     ) -> StoreResult<bool>;
+    /// What the items of a service count for against a byte budget (see `publish`).
+    async fn stored_bytes(&self, service: &str) -> StoreResult<u64>;
     /// Deletes the oldest items so that at most `keep` of `count` remain.
     async fn trim(&self, service: &str, node: &str, count: u64, keep: u64) -> StoreResult<u64>;
     /// Deletes one item; `false` if it did not exist.
@@ -314,6 +322,7 @@ impl NodeStore for SqlStore {
         item: &Item,
         max_items: Option<u64>,
         count_before: u64,
+        max_bytes: Option<u64>,
     ) -> StoreResult<bool> {
         let row = ItemRow {
             id: item.id.clone(),
@@ -322,11 +331,19 @@ impl NodeStore for SqlStore {
             payload: item.payload.as_ref().map(crate::xml::to_string),
             updated_at: item.updated_at,
         };
-        self.store
+        match self
+            .store
             .pubsub()
-            .publish(service, node, &row, max_items, count_before)
+            .publish(service, node, &row, max_items, count_before, max_bytes)
             .await
-            .map_err(db)
+        {
+            Err(rookery_store::StoreError::OverBudget) => Err(PubsubError::ResourceConstraint),
+            other => other.map_err(db),
+        }
+    }
+
+    async fn stored_bytes(&self, service: &str) -> StoreResult<u64> {
+        self.store.pubsub().stored_bytes(service).await.map_err(db)
     }
 
     async fn trim(&self, service: &str, node: &str, count: u64, keep: u64) -> StoreResult<u64> {
@@ -465,6 +482,22 @@ impl MemoryStore {
 }
 
 impl MemNode {
+    /// What publishing `item` frees of the budget: the item it replaces, and the oldest
+    /// others beyond `max_items`.
+    fn freed_by(&self, item: &Item, max_items: Option<u64>) -> u64 {
+        let replaced = self.by_id.get(&item.id).and_then(|s| self.items.get(s));
+        let count_after = self.items.len() + usize::from(replaced.is_none());
+        let trimmed = max_items.map_or(0, |max| {
+            count_after.saturating_sub(usize::try_from(max).unwrap_or(usize::MAX))
+        });
+        let oldest = self
+            .items
+            .values()
+            .filter(|i| i.id != item.id)
+            .take(trimmed);
+        replaced.into_iter().chain(oldest).map(counted).sum()
+    }
+
     /// Removes the item `id`; whether there was one.
     fn remove_item(&mut self, id: &str) -> bool {
         match self.by_id.remove(id) {
@@ -483,14 +516,32 @@ fn fill<'a>(items: impl Iterator<Item = &'a Item>, limit: PageLimit) -> Vec<Item
         if !limit.admits(out.len(), bytes) {
             break;
         }
-        bytes = bytes.saturating_add(
-            i.payload
-                .as_ref()
-                .map_or(0, |p| crate::xml::to_string(p).len()),
-        );
+        bytes = bytes.saturating_add(payload_len(i));
         out.push(i.clone());
     }
     out
+}
+
+/// The payload bytes of an item, as stored.
+fn payload_len(i: &Item) -> usize {
+    i.payload
+        .as_ref()
+        .map_or(0, |p| crate::xml::to_string(p).len())
+}
+
+/// What an item counts for against a byte budget, as the SQL store counts it.
+fn counted(i: &Item) -> u64 {
+    counted_bytes(payload_len(i))
+}
+
+/// What the items of `service` count for against its byte budget.
+fn service_bytes(nodes: &MemNodes, service: &str) -> u64 {
+    nodes
+        .iter()
+        .filter(|((s, _), _)| s == service)
+        .flat_map(|(_, n)| n.items.values())
+        .map(counted)
+        .sum()
 }
 
 fn trim_oldest(n: &mut MemNode, keep: u64) -> u64 {
@@ -604,16 +655,33 @@ impl NodeStore for MemoryStore {
         item: &Item,
         max_items: Option<u64>,
         _count_before: u64,
+        max_bytes: Option<u64>,
     ) -> StoreResult<bool> {
-        self.with(service, node, |n| {
-            let replaced = n.remove_item(&item.id);
-            n.items.insert(item.seq, item.clone());
-            n.by_id.insert(item.id.clone(), item.seq);
-            if let Some(max) = max_items {
-                trim_oldest(n, max);
+        let mut nodes = self.lock()?;
+        if let Some(budget) = max_bytes {
+            let used = service_bytes(&nodes, service);
+            let n = nodes
+                .get(&(service.to_string(), node.to_string()))
+                .ok_or(PubsubError::NodeNotFound)?;
+            let after = used.saturating_sub(n.freed_by(item, max_items)) + counted(item);
+            if !within_budget(used, after, budget) {
+                return Err(PubsubError::ResourceConstraint);
             }
-            replaced
-        })
+        }
+        let n = nodes
+            .get_mut(&(service.to_string(), node.to_string()))
+            .ok_or(PubsubError::NodeNotFound)?;
+        let replaced = n.remove_item(&item.id);
+        n.items.insert(item.seq, item.clone());
+        n.by_id.insert(item.id.clone(), item.seq);
+        if let Some(max) = max_items {
+            trim_oldest(n, max);
+        }
+        Ok(replaced)
+    }
+
+    async fn stored_bytes(&self, service: &str) -> StoreResult<u64> {
+        Ok(service_bytes(&*self.lock()?, service))
     }
 
     async fn trim(&self, service: &str, node: &str, _count: u64, keep: u64) -> StoreResult<u64> {

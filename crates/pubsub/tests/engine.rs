@@ -1269,3 +1269,52 @@ async fn an_engine_follows_what_a_peer_committed_to_the_shared_store() {
         .peer_changed(&other, None, NodeChange::State)
         .await;
 }
+
+#[tokio::test]
+async fn pep_items_keep_the_accounts_byte_budget() {
+    // Each small item counts for 1 KiB (rookery_store::pubsub::MIN_ITEM_BYTES): two fit.
+    let profile = Profile {
+        max_stored_bytes: Some(2500),
+        ..Profile::pep("example.org")
+    };
+    let engine = Engine::new(
+        profile,
+        Arc::new(MemoryStore::new()),
+        Arc::new(Recorder::default()),
+        Arc::new(FakeRoster::default()),
+    );
+    let (alice, a) = (bare("alice@example.org"), jid(ALICE));
+    for node in ["a", "b"] {
+        engine
+            .publish(&alice, &a, publish(node, Some("1"), Some(entry("x"))))
+            .await
+            .unwrap();
+    }
+    // A new node's item: refused, and no node is left behind.
+    let over = engine
+        .publish(&alice, &a, publish("c", None, Some(entry("x"))))
+        .await;
+    assert_eq!(over.unwrap_err(), PubsubError::ResourceConstraint);
+    let nodes = engine.list_nodes(&alice, &a).await.unwrap();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    // A new item that max_items (1) trims the old one for grows nothing: it passes; a
+    // larger one (1,532 bytes) does not.
+    engine
+        .publish(&alice, &a, publish("a", Some("2"), Some(entry("y"))))
+        .await
+        .unwrap();
+    let large = entry(&"z".repeat(1500));
+    let over = engine
+        .publish(&alice, &a, publish("a", Some("3"), Some(large)))
+        .await;
+    assert_eq!(over.unwrap_err(), PubsubError::ResourceConstraint);
+    // A retraction frees its bytes.
+    engine
+        .retract(&alice, &a, Some("b"), Some("1"), None)
+        .await
+        .unwrap();
+    engine
+        .publish(&alice, &a, publish("c", None, Some(entry("x"))))
+        .await
+        .unwrap();
+}

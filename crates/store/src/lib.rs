@@ -141,6 +141,10 @@ pub enum StoreError {
     /// Creating the directory of a SQLite database file, or the writer's thread, failed.
     #[error("cannot set up the database: {0}")]
     Io(#[from] std::io::Error),
+    /// The write would take what its owner stores past the owner's byte budget (a PEP
+    /// account's items, see [`pubsub::Pubsub::publish`]); nothing of it is stored.
+    #[error("over the storage budget")]
+    OverBudget,
     /// The write ran but its transaction was not committed (the commit failed, or the store
     /// was closed first); nothing of it is stored.
     #[error("write not committed: {0}")]

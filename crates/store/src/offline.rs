@@ -1,5 +1,5 @@
 //! XEP-0160 offline messages: stanzas kept for an account until it next comes online, oldest
-//! first, with a per-account cap enforced at insert.
+//! first, with a per-account cap in messages and in bytes enforced at insert.
 
 use crate::db::{with_pool, write_tx};
 use crate::{now_unix, Store, StoreError};
@@ -13,6 +13,24 @@ pub struct OfflineMessage {
     pub stanza: String,
     /// When it was stored (Unix seconds).
     pub created_at: i64,
+}
+
+/// How much one account's offline storage holds at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfflineCap {
+    /// Messages.
+    pub messages: u64,
+    /// Bytes of the stored stanzas, together: the message count alone let one account hold
+    /// `messages` × the largest stanza.
+    pub bytes: u64,
+}
+
+impl OfflineCap {
+    /// Whether an account that holds `messages` may hold one more, making `bytes` in all.
+    fn admits(&self, messages: i64, bytes: i64) -> bool {
+        let within = |n: i64, max: u64| u64::try_from(n).is_ok_and(|n| n <= max);
+        within(messages.saturating_add(1), self.messages) && within(bytes, self.bytes)
+    }
 }
 
 /// The offline messages of every account, from [`Store::offline`].
@@ -41,39 +59,45 @@ impl<'a> Offline<'a> {
         u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
     }
 
-    /// Stores `stanza` for `username@domain` unless `max` messages are stored already;
-    /// returns whether it was stored (committed when this returns `true`). The count and the
-    /// insert are one transaction; on PostgreSQL callers serialize pushes to one account so
-    /// the cap is exact (on SQLite the writer serializes every write).
+    /// Stores `stanza` for `username@domain` unless that would take the account past `cap`
+    /// (it holds `cap.messages` messages already, or its stored bytes and this stanza's would
+    /// be more than `cap.bytes`); returns whether it was stored (committed when this returns
+    /// `true`). The check and the insert are one transaction, reading the account's count
+    /// and bytes from an index (each row keeps its stanza's size); on PostgreSQL callers
+    /// serialize pushes to one account so the cap is exact (on SQLite the writer serializes
+    /// every write).
     pub async fn push(
         &self,
         domain: &str,
         username: &str,
         stanza: &str,
-        max: u64,
+        cap: OfflineCap,
     ) -> Result<bool, StoreError> {
         let now = now_unix();
+        let size = i64::try_from(stanza.len()).unwrap_or(i64::MAX);
         let (domain, username, stanza) =
             (domain.to_owned(), username.to_owned(), stanza.to_owned());
         let stored = write_tx!(self.store, conn => {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM offline_messages WHERE domain = $1 AND username = $2",
+            let (n, bytes): (i64, i64) = sqlx::query_as(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM offline_messages \
+                 WHERE domain = $1 AND username = $2",
             )
             .bind(&domain)
             .bind(&username)
             .fetch_one(&mut *conn)
             .await?;
-            if u64::try_from(n).unwrap_or(u64::MAX) >= max {
+            if !cap.admits(n, bytes.saturating_add(size)) {
                 false
             } else {
                 sqlx::query(
-                    "INSERT INTO offline_messages (domain, username, stanza, created_at) \
-                     VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO offline_messages (domain, username, stanza, created_at, bytes) \
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(&domain)
                 .bind(&username)
                 .bind(&stanza)
                 .bind(now)
+                .bind(size)
                 .execute(&mut *conn)
                 .await?;
                 true

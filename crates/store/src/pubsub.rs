@@ -160,6 +160,36 @@ const PAGE_OLDEST_FIRST: &str =
 const TRIM_OLDEST: &str = "DELETE FROM pubsub_items WHERE service = $1 AND node = $2 AND seq IN \
      (SELECT seq FROM pubsub_items WHERE service = $1 AND node = $2 ORDER BY seq ASC LIMIT $3)";
 
+/// What every item of service `$1` counts for against its budget, read from an index.
+const SERVICE_BYTES: &str = "SELECT CAST(COALESCE(SUM(counted_bytes), 0) AS BIGINT) \
+     FROM pubsub_items WHERE service = $1";
+
+/// What the `$4` oldest items of node `$2` of service `$1` other than `$3` count for: what
+/// [`TRIM_OLDEST`] deletes after `$3` is published (it then is the newest).
+const OLDEST_BYTES: &str = "SELECT CAST(COALESCE(SUM(counted_bytes), 0) AS BIGINT) FROM \
+     (SELECT counted_bytes FROM pubsub_items WHERE service = $1 AND node = $2 \
+     AND item_id <> $3 ORDER BY seq ASC LIMIT $4) AS oldest";
+
+/// The least an item counts for against a byte budget, whatever its payload: without a
+/// floor an account could hold a million items of a few bytes (`pep_max_nodes` ×
+/// `pep_max_items`), and summing them at each publication took 70 ms of the SQLite writer.
+/// With it, a budget bounds the items too (16,384 in 16 MiB).
+pub const MIN_ITEM_BYTES: u64 = 1024;
+
+/// What an item whose payload has `payload_len` bytes counts for against a byte budget.
+pub fn counted_bytes(payload_len: usize) -> u64 {
+    u64::try_from(payload_len)
+        .unwrap_or(u64::MAX)
+        .max(MIN_ITEM_BYTES)
+}
+
+/// Whether a service whose payloads hold `used` bytes may hold `after` within `budget`: it
+/// stays within it, or it does not grow (a budget lowered since, or rows from before it, do
+/// not block a replacement by something smaller).
+pub fn within_budget(used: u64, after: u64, budget: u64) -> bool {
+    after <= used.max(budget)
+}
+
 fn item_row((id, seq, publisher, payload, updated_at): ItemTuple) -> ItemRow {
     ItemRow {
         id,
@@ -425,10 +455,31 @@ impl<'a> Pubsub<'a> {
             .collect()
     }
 
+    /// What the items of a service count for against its byte budget (for PEP: the
+    /// account's, see [`Pubsub::publish`]).
+    pub async fn stored_bytes(&self, service: &str) -> Result<u64, StoreError> {
+        let n: i64 = with_pool!(self.store, pool => {
+            sqlx::query_scalar(SERVICE_BYTES)
+                .bind(service)
+                .fetch_one(pool)
+                .await?
+        });
+        count(n)
+    }
+
     /// Stores an item (replacing one with the same id) and, when the node keeps at most
     /// `max_items`, deletes the oldest items beyond that, in one transaction: when this
     /// returns, the publication is committed. `count_before` is the node's item count before
     /// this call (the engine tracks it). Returns whether an item with that id was replaced.
+    ///
+    /// With `max_bytes`, the payloads of the service's items (for PEP: one account's) may
+    /// hold that many bytes together, each counting at least [`MIN_ITEM_BYTES`]: a
+    /// publication that would leave them over it, and more than before, is not stored
+    /// ([`StoreError::OverBudget`]). What it replaces and what the node's `max_items` then
+    /// trims count as freed, so a new avatar in place of the old one passes while the account
+    /// is at its budget. The check reads the sizes from an index in the same transaction; on
+    /// PostgreSQL callers serialize publications to one service so the budget is exact (on
+    /// SQLite the writer serializes every write).
     ///
     /// The same transaction writes the WebSub outbox rows of the item (one per live
     /// subscription of the node, see [`crate::websub`]), so an acknowledged item is never
@@ -440,23 +491,52 @@ impl<'a> Pubsub<'a> {
         item: &ItemRow,
         max_items: Option<u64>,
         count_before: u64,
+        max_bytes: Option<u64>,
     ) -> Result<bool, StoreError> {
         let (service, node, item) = (service.to_owned(), node.to_owned(), item.clone());
         let now = now_unix();
-        let (replaced, enqueued) = write_tx!(self.store, conn => {
-            let existing: Option<i64> = sqlx::query_scalar(
-                "SELECT seq FROM pubsub_items WHERE service = $1 AND node = $2 AND item_id = $3",
+        let size = counted_bytes(item.payload.as_ref().map_or(0, String::len));
+        let published = write_tx!(self.store, conn => {
+            let existing: Option<(i64, i64)> = sqlx::query_as(
+                "SELECT seq, counted_bytes FROM pubsub_items \
+                 WHERE service = $1 AND node = $2 AND item_id = $3",
             )
             .bind(&service)
             .bind(&node)
             .bind(&item.id)
             .fetch_optional(&mut *conn)
             .await?;
+            let count_after = if existing.is_some() { count_before } else { count_before + 1 };
+            let trimmed = max_items.map_or(0, |max| count_after.saturating_sub(max));
+            if let Some(budget) = max_bytes {
+                let used: i64 = sqlx::query_scalar(SERVICE_BYTES)
+                    .bind(&service)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                let mut freed = existing.map_or(0, |(_, bytes)| bytes);
+                if trimmed > 0 {
+                    let oldest: i64 = sqlx::query_scalar(OLDEST_BYTES)
+                        .bind(&service)
+                        .bind(&node)
+                        .bind(&item.id)
+                        .bind(limit(trimmed))
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    freed = freed.saturating_add(oldest);
+                }
+                let used = count(used)?;
+                let after = used.saturating_sub(count(freed)?).saturating_add(size);
+                if !within_budget(used, after, budget) {
+                    return Ok(None);
+                }
+            }
             sqlx::query(
-                "INSERT INTO pubsub_items (service, node, item_id, seq, publisher, payload, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (service, node, item_id) \
+                "INSERT INTO pubsub_items (service, node, item_id, seq, publisher, payload, \
+                 updated_at, counted_bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (service, node, item_id) \
                  DO UPDATE SET seq = excluded.seq, publisher = excluded.publisher, \
-                 payload = excluded.payload, updated_at = excluded.updated_at",
+                 payload = excluded.payload, updated_at = excluded.updated_at, \
+                 counted_bytes = excluded.counted_bytes",
             )
             .bind(&service)
             .bind(&node)
@@ -465,18 +545,16 @@ impl<'a> Pubsub<'a> {
             .bind(&item.publisher)
             .bind(item.payload.as_deref())
             .bind(item.updated_at)
+            .bind(limit(size))
             .execute(&mut *conn)
             .await?;
-            let count_after = if existing.is_some() { count_before } else { count_before + 1 };
-            if let Some(max) = max_items {
-                if count_after > max {
-                    sqlx::query(TRIM_OLDEST)
-                        .bind(&service)
-                        .bind(&node)
-                        .bind(limit(count_after - max))
-                        .execute(&mut *conn)
-                        .await?;
-                }
+            if trimmed > 0 {
+                sqlx::query(TRIM_OLDEST)
+                    .bind(&service)
+                    .bind(&node)
+                    .bind(limit(trimmed))
+                    .execute(&mut *conn)
+                    .await?;
             }
             let enqueued = enqueue!(
                 conn,
@@ -487,8 +565,9 @@ impl<'a> Pubsub<'a> {
                 item.payload.as_deref(),
                 now
             );
-            (existing.is_some(), enqueued)
+            Some((existing.is_some(), enqueued))
         });
+        let (replaced, enqueued) = published.ok_or(StoreError::OverBudget)?;
         if enqueued {
             self.store.websub.wake();
         }

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::common::{backends, TestBackend};
+use crate::common::{backends, messages, TestBackend};
 use rookery_store::pubsub::ItemRow;
 use rookery_store::rosters::{Request, RosterItem, Subscription};
 use rookery_store::userdata::LastActivity;
@@ -65,7 +65,12 @@ async fn concurrent_offline_pushes_all_stored() {
         let errors = hammer(&b, |store, domain, w, i| async move {
             let stored = store
                 .offline()
-                .push(&domain, &format!("user{w}"), &format!("<m{i}/>"), 10_000)
+                .push(
+                    &domain,
+                    &format!("user{w}"),
+                    &format!("<m{i}/>"),
+                    messages(10_000),
+                )
                 .await?;
             assert!(stored, "under the cap");
             Ok(())
@@ -95,7 +100,7 @@ async fn concurrent_offline_pushes_keep_the_cap() {
                 let _serialized = account_lock.lock().await;
                 store
                     .offline()
-                    .push(&domain, "user0", &format!("<m{i}/>"), 100)
+                    .push(&domain, "user0", &format!("<m{i}/>"), messages(100))
                     .await?;
                 Ok(())
             }
@@ -164,7 +169,14 @@ async fn concurrent_pubsub_publishes_all_stored() {
                 let count_before = u64::try_from(i).unwrap_or_default();
                 store
                     .pubsub()
-                    .publish(&service, &format!("node{w}"), &item, None, count_before)
+                    .publish(
+                        &service,
+                        &format!("node{w}"),
+                        &item,
+                        None,
+                        count_before,
+                        None,
+                    )
                     .await?;
                 Ok(())
             }
@@ -188,7 +200,10 @@ async fn concurrent_mixed_writers_all_stored() {
             let user = format!("user{w}");
             match i % 5 {
                 0 => {
-                    store.offline().push(&domain, &user, "<m/>", 10_000).await?;
+                    store
+                        .offline()
+                        .push(&domain, &user, "<m/>", messages(10_000))
+                        .await?;
                 }
                 1 => {
                     let item = RosterItem {
@@ -275,7 +290,7 @@ async fn a_failing_write_leaves_the_others_of_its_batch() {
                     updated_at: 1,
                 };
                 let before = u64::try_from(i - 1).unwrap_or_default();
-                ps.publish(&service, &format!("own{w}"), &item, None, before)
+                ps.publish(&service, &format!("own{w}"), &item, None, before, None)
                     .await?;
                 Ok(())
             }

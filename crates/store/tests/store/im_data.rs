@@ -2,7 +2,8 @@
 //! `common/mod.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use crate::common::backends;
+use crate::common::{backends, exec, messages, sqlite_migrations};
+use rookery_store::offline::OfflineCap;
 use rookery_store::userdata::LastActivity;
 
 #[tokio::test]
@@ -40,6 +41,89 @@ async fn blocklist_add_remove_clear() {
 }
 
 #[tokio::test]
+async fn offline_byte_cap_counts_bytes_and_frees_on_delete() {
+    for b in backends("offline-bytes").await {
+        let d = b.domain.as_str();
+        b.create_account("juliet").await;
+        let o = b.store.offline();
+        let cap = OfflineCap {
+            messages: 100,
+            bytes: 12,
+        };
+        // A stanza larger than the whole budget is never stored.
+        assert!(!o.push(d, "juliet", &"x".repeat(13), cap).await.unwrap());
+        // 6 bytes each ("é" is two), so two fit exactly and a third does not.
+        assert!(o.push(d, "juliet", "<m\u{e9}/>", cap).await.unwrap());
+        assert!(o.push(d, "juliet", "<mm1/>", cap).await.unwrap());
+        assert!(
+            !o.push(d, "juliet", "<m/>", cap).await.unwrap(),
+            "{}",
+            b.name
+        );
+        assert_eq!(o.count(d, "juliet").await.unwrap(), 2, "{}", b.name);
+        // Derived from the stored rows: a reopened store refuses too, and a delivered
+        // (deleted) message frees its bytes.
+        let reopened = rookery_store::Store::open(&b.url).await.unwrap();
+        assert!(!reopened
+            .offline()
+            .push(d, "juliet", "<m/>", cap)
+            .await
+            .unwrap());
+        let first = o.list(d, "juliet", 0, 1).await.unwrap();
+        o.delete(d, "juliet", &[first[0].id]).await.unwrap();
+        assert!(
+            o.push(d, "juliet", "<mm2/>", cap).await.unwrap(),
+            "{}",
+            b.name
+        );
+        assert!(!o.push(d, "juliet", "<m/>", cap).await.unwrap());
+    }
+}
+
+/// Migrations 0039 and 0040 (SQLite; 0036 and 0037 on PostgreSQL) on rows from before them:
+/// each offline message and pubsub item is counted with its size in bytes (not characters;
+/// an item at least 1 KiB), so an account over a budget when the server is upgraded stays
+/// refused.
+#[tokio::test]
+async fn stored_rows_from_before_the_byte_budgets_are_counted() {
+    use sqlx::Connection;
+    let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let run = |f: &std::path::PathBuf| std::fs::read_to_string(f).unwrap();
+    let name = |f: &std::path::PathBuf| f.file_name().unwrap().to_str().unwrap().to_owned();
+    let files = sqlite_migrations();
+    for f in files.iter().filter(|f| name(f).as_str() < "0039") {
+        exec(&mut db, &run(f)).await;
+    }
+    // Without foreign keys, no account or node is needed.
+    exec(&mut db, "PRAGMA foreign_keys = OFF").await;
+    // 1,207 bytes in 607 characters; and an item without payload.
+    let payload = format!("<p>{}</p>", "\u{e9}".repeat(600));
+    let rows = format!(
+        "INSERT INTO offline_messages (domain, username, stanza, created_at) \
+         VALUES ('l', 'juliet', '<m>\u{e9}</m>', 1); \
+         INSERT INTO pubsub_items (service, node, item_id, seq, publisher, payload, updated_at) \
+         VALUES ('juliet@l', 'n', 'a', 1, 'juliet@l', '{payload}', 1), \
+         ('juliet@l', 'n', 'b', 2, 'juliet@l', NULL, 1)"
+    );
+    exec(&mut db, &rows).await;
+    for f in files.iter().filter(|f| name(f).as_str() >= "0039") {
+        exec(&mut db, &run(f)).await;
+    }
+    let offline: Vec<i64> = sqlx::query_scalar("SELECT bytes FROM offline_messages")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(offline, [9]);
+    let items: Vec<i64> = sqlx::query_scalar("SELECT counted_bytes FROM pubsub_items ORDER BY seq")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(items, [1207, 1024]);
+}
+
+#[tokio::test]
 async fn offline_cap_order_and_delete() {
     for b in backends("offline").await {
         let d = b.domain.as_str();
@@ -47,10 +131,13 @@ async fn offline_cap_order_and_delete() {
         let o = b.store.offline();
         assert_eq!(o.count(d, "juliet").await.unwrap(), 0);
         for i in 0..3 {
-            assert!(o.push(d, "juliet", &format!("<m{i}/>"), 3).await.unwrap());
+            assert!(o
+                .push(d, "juliet", &format!("<m{i}/>"), messages(3))
+                .await
+                .unwrap());
         }
         assert!(
-            !o.push(d, "juliet", "<m3/>", 3).await.unwrap(),
+            !o.push(d, "juliet", "<m3/>", messages(3)).await.unwrap(),
             "{}",
             b.name
         );
@@ -191,7 +278,11 @@ async fn delete_account_takes_everything_with_it() {
             .add(d, "juliet", &["tybalt@x".into()])
             .await
             .unwrap();
-        assert!(s.offline().push(d, "juliet", "<m/>", 10).await.unwrap());
+        assert!(s
+            .offline()
+            .push(d, "juliet", "<m/>", messages(10))
+            .await
+            .unwrap());
         s.userdata()
             .set_last_activity(
                 d,

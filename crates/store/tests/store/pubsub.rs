@@ -91,7 +91,7 @@ async fn nodes_affiliations_and_subscriptions() {
         ps.create_node(&other, "news", "<x/>", &owner)
             .await
             .unwrap();
-        ps.publish(&svc, "news", &item("a", 1, Some("<p/>")), None, 0)
+        ps.publish(&svc, "news", &item("a", 1, Some("<p/>")), None, 0, None)
             .await
             .unwrap();
         assert!(ps.delete_node(&svc, "news").await.unwrap());
@@ -120,6 +120,7 @@ async fn items_publish_replace_trim_retract_purge() {
                     &item(id, seq as i64 + 1, Some("<p/>")),
                     Some(2),
                     count,
+                    None,
                 )
                 .await
                 .unwrap();
@@ -135,7 +136,7 @@ async fn items_publish_replace_trim_retract_purge() {
         assert_eq!(ids, ["c", "b"], "{}", b.name);
         // Republishing "b" replaces it and makes it the newest.
         let replaced = ps
-            .publish(&svc, "n", &item("b", 4, Some("<q/>")), Some(2), 2)
+            .publish(&svc, "n", &item("b", 4, Some("<q/>")), Some(2), 2, None)
             .await
             .unwrap();
         assert!(replaced);
@@ -160,7 +161,7 @@ async fn items_publish_replace_trim_retract_purge() {
         assert!(got.complete);
         assert_eq!(ps.item_ids(&svc, "n", 10).await.unwrap(), ["b", "c"]);
         // Notification-only items have no payload.
-        ps.publish(&svc, "n", &item("d", 5, None), None, 2)
+        ps.publish(&svc, "n", &item("d", 5, None), None, 2, None)
             .await
             .unwrap();
         assert_eq!(newest(&ps, &svc, "n", 1).await[0].payload, None);
@@ -168,11 +169,79 @@ async fn items_publish_replace_trim_retract_purge() {
         assert_eq!(ps.item_ids(&svc, "n", 10).await.unwrap(), ["d"]);
         assert!(ps.retract(&svc, "n", "d").await.unwrap());
         assert!(!ps.retract(&svc, "n", "d").await.unwrap());
-        ps.publish(&svc, "n", &item("e", 6, Some("<p/>")), None, 0)
+        ps.publish(&svc, "n", &item("e", 6, Some("<p/>")), None, 0, None)
             .await
             .unwrap();
         assert_eq!(ps.purge(&svc, "n").await.unwrap(), 1);
         assert!(ps.item_stats(&svc).await.unwrap().is_empty());
+    }
+}
+
+/// A payload of `bytes` bytes.
+fn sized(bytes: usize) -> String {
+    format!("<p>{}</p>", "x".repeat(bytes - 7))
+}
+
+#[tokio::test]
+async fn publications_keep_the_services_byte_budget() {
+    for b in backends("pubsub-budget").await {
+        let pep = format!("alice@{}", b.domain);
+        let ps = b.store.pubsub();
+        for node in ["a", "b"] {
+            ps.create_node(&pep, node, "<x/>", &pep).await.unwrap();
+        }
+        // A budget of 4,000 over both nodes of the service.
+        let budget = Some(4000);
+        let svc = pep.as_str();
+        let publish = |node: &'static str, id: &str, seq, payload: String, max, count| {
+            let row = item(id, seq, Some(payload.as_str()));
+            async move { ps.publish(svc, node, &row, max, count, budget).await }
+        };
+        publish("a", "1", 1, sized(1500), None, 0).await.unwrap();
+        // 1,497 bytes in 752 characters: bytes count.
+        let accents = format!("<p>{}</p>", "\u{e9}".repeat(745));
+        publish("b", "1", 1, accents, None, 0).await.unwrap();
+        // A small item counts for MIN_ITEM_BYTES (1,024): 4,021 would be too many.
+        let over = publish("a", "2", 2, "<p/>".into(), None, 1).await;
+        assert!(
+            matches!(over, Err(StoreError::OverBudget)),
+            "{}: {over:?}",
+            b.name
+        );
+        assert_eq!(
+            ps.item_ids(&pep, "a", 10).await.unwrap(),
+            ["1"],
+            "nothing stored"
+        );
+        // Replacing an item with one no larger passes at the budget, and so does a new item
+        // that the node's max_items trims the old one for (a new avatar).
+        assert!(publish("a", "1", 3, sized(1500), None, 1).await.unwrap());
+        assert!(!publish("a", "new", 4, sized(1500), Some(1), 1)
+            .await
+            .unwrap());
+        assert_eq!(ps.item_ids(&pep, "a", 10).await.unwrap(), ["new"]);
+        // A larger replacement does not (4,097).
+        let over = publish("a", "new", 5, sized(2600), None, 1).await;
+        assert!(matches!(over, Err(StoreError::OverBudget)), "{}", b.name);
+        // Derived from the stored rows: after reopening too; a retraction frees its bytes.
+        let store = Store::open(&b.url).await.unwrap();
+        assert_eq!(store.pubsub().stored_bytes(&pep).await.unwrap(), 2997);
+        let row = item("2", 6, Some("<p/>"));
+        let over = store
+            .pubsub()
+            .publish(&pep, "b", &row, None, 1, budget)
+            .await;
+        assert!(matches!(over, Err(StoreError::OverBudget)), "{}", b.name);
+        assert!(ps.retract(&pep, "b", "1").await.unwrap());
+        publish("b", "2", 6, sized(1500), None, 0).await.unwrap();
+        // Other services have budgets of their own; without one, anything goes.
+        let bob = format!("bob@{}", b.domain);
+        ps.create_node(&bob, "a", "<x/>", &bob).await.unwrap();
+        let row = item("1", 1, Some(sized(3000).as_str()));
+        ps.publish(&bob, "a", &row, None, 0, budget).await.unwrap();
+        let big = item("2", 2, Some(sized(5000).as_str()));
+        ps.publish(&bob, "a", &big, None, 1, None).await.unwrap();
+        store.close().await;
     }
 }
 
@@ -183,7 +252,7 @@ async fn state_survives_reopen() {
         {
             let ps = b.store.pubsub();
             ps.create_node(&svc, "n", "<x/>", "alice@x").await.unwrap();
-            ps.publish(&svc, "n", &item("a", 1, Some("<p>é</p>")), None, 0)
+            ps.publish(&svc, "n", &item("a", 1, Some("<p>é</p>")), None, 0, None)
                 .await
                 .unwrap();
         }
@@ -205,7 +274,7 @@ async fn item_pages_stop_at_their_count_or_byte_budget() {
         let payload = format!("<p>{}</p>", "y".repeat(93));
         for seq in 1..=10 {
             let id = format!("i{seq}");
-            ps.publish(&svc, "n", &item(&id, seq, Some(&payload)), None, 0)
+            ps.publish(&svc, "n", &item(&id, seq, Some(&payload)), None, 0, None)
                 .await
                 .unwrap();
         }

@@ -54,7 +54,7 @@ async fn outbox_follows_publications_and_deliveries() {
             .await
             .unwrap();
         // Published before any subscription: owed to nobody.
-        ps.publish(&svc, "news", &item("before", 1), Some(10), 0)
+        ps.publish(&svc, "news", &item("before", 1), Some(10), 0, None)
             .await
             .unwrap();
         // No subscription on a node that does not exist.
@@ -93,6 +93,7 @@ async fn outbox_follows_publications_and_deliveries() {
                 &item(id, 2 + i as i64),
                 Some(10),
                 1 + i as u64,
+                None,
             )
             .await
             .unwrap();
@@ -149,7 +150,7 @@ async fn outbox_follows_publications_and_deliveries() {
             .await
             .unwrap()
             .unwrap();
-        ps.publish(&svc, "news", &item("i4", 5), Some(10), 3)
+        ps.publish(&svc, "news", &item("i4", 5), Some(10), 3, None)
             .await
             .unwrap();
         assert_eq!(ws.pending_items().await.unwrap(), base + 1);
@@ -177,10 +178,10 @@ async fn retractions_and_purges_are_queued_with_the_change(b: &TestBackend) {
             .await
             .unwrap()
             .unwrap();
-        ps.publish(&svc, "log", &item("i1", 1), Some(10), 0)
+        ps.publish(&svc, "log", &item("i1", 1), Some(10), 0, None)
             .await
             .unwrap();
-        ps.publish(&svc, "log", &item("i2", 2), Some(10), 1)
+        ps.publish(&svc, "log", &item("i2", 2), Some(10), 1, None)
             .await
             .unwrap();
         assert!(ps.retract(&svc, "log", "i1").await.unwrap());

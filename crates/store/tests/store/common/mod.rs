@@ -93,6 +93,14 @@ pub fn other_creds() -> &'static Credentials {
     C.get_or_init(|| Credentials::derive("new password", 128).unwrap())
 }
 
+/// An offline cap of `messages`, bytes unbounded.
+pub fn messages(messages: u64) -> rookery_store::offline::OfflineCap {
+    rookery_store::offline::OfflineCap {
+        messages,
+        bytes: u64::MAX,
+    }
+}
+
 /// The SQLite migration files, in order, for tests of one migration on rows from before it.
 pub fn sqlite_migrations() -> Vec<std::path::PathBuf> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");

@@ -359,8 +359,8 @@ mod tests {
         parse_stanza(xml).unwrap()
     }
 
-    #[tokio::test]
-    async fn a_message_stored_again_keeps_its_first_stamp() {
+    /// A store in memory with the account bob@localhost.
+    async fn store_with_bob() -> rookery_store::Store {
         use rookery_store::{Credentials, Store};
 
         let db = Store::open("sqlite::memory:").await.unwrap();
@@ -369,7 +369,12 @@ mod tests {
             .create("localhost", "bob", &creds)
             .await
             .unwrap();
-        let im = Im::new(crate::ImConfig::default(), db);
+        db
+    }
+
+    #[tokio::test]
+    async fn a_message_stored_again_keeps_its_first_stamp() {
+        let im = Im::new(crate::ImConfig::default(), store_with_bob().await);
         let bob = BareJid::parse("bob@localhost").unwrap();
         let first = msg(
             "<message from='a@localhost/r' to='bob@localhost' type='chat'>\
@@ -405,14 +410,8 @@ mod tests {
         rookery_core::session::SessionEnd,
     ) {
         use rookery_core::{CoreBuilder, CoreConfig, MemoryAccounts};
-        use rookery_store::{Credentials, Store};
 
-        let db = Store::open("sqlite::memory:").await.unwrap();
-        let creds = Credentials::derive("pencil", 64).unwrap();
-        db.accounts()
-            .create("localhost", "bob", &creds)
-            .await
-            .unwrap();
+        let db = store_with_bob().await;
         let core = CoreBuilder::new(CoreConfig::default(), Arc::new(MemoryAccounts::new()))
             .build()
             .unwrap();

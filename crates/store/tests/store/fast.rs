@@ -2,7 +2,7 @@
 //! mechanism and count of each token, the per-account bound, and the end of tokens with a password change or the account.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use crate::common::{backends, exec, sqlite_migrations};
+use crate::common::{backends, exec, run_migrations, sqlite_before};
 use rookery_store::fast::{Token, Used};
 use rookery_store::Credentials;
 
@@ -119,16 +119,7 @@ async fn rotation_replay_bound_and_invalidation() {
 /// of its uses can be replayed.
 #[tokio::test]
 async fn tokens_from_before_mechanisms_keep_their_count() {
-    use sqlx::Connection;
-    let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
-        .await
-        .unwrap();
-    let run = |f: &std::path::PathBuf| std::fs::read_to_string(f).unwrap();
-    let name = |f: &std::path::PathBuf| f.file_name().unwrap().to_str().unwrap().to_owned();
-    let files = sqlite_migrations();
-    for f in files.iter().filter(|f| name(f).as_str() < "0034") {
-        exec(&mut db, &run(f)).await;
-    }
+    let mut db = sqlite_before("0034").await;
     // Without foreign keys, no account is needed.
     exec(&mut db, "PRAGMA foreign_keys = OFF").await;
     exec(
@@ -139,8 +130,7 @@ async fn tokens_from_before_mechanisms_keep_their_count() {
          ('l', 'juliet', 'tablet', x'03', 200, NULL, NULL, 4, 2)",
     )
     .await;
-    let migration = files.iter().find(|f| name(f).starts_with("0034_")).unwrap();
-    exec(&mut db, &run(migration)).await;
+    run_migrations(&mut db, |name| name.starts_with("0034_")).await;
     /// Device, the two mechanisms, the two counts.
     type Row = (String, Option<String>, Option<String>, i64, i64);
     let rows: Vec<Row> = sqlx::query_as(

@@ -2,7 +2,7 @@
 //! `common/mod.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use crate::common::{backends, exec, messages, sqlite_migrations};
+use crate::common::{backends, exec, messages, run_migrations, sqlite_before};
 use rookery_store::offline::OfflineCap;
 use rookery_store::userdata::LastActivity;
 
@@ -86,16 +86,7 @@ async fn offline_byte_cap_counts_bytes_and_frees_on_delete() {
 /// refused.
 #[tokio::test]
 async fn stored_rows_from_before_the_byte_budgets_are_counted() {
-    use sqlx::Connection;
-    let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
-        .await
-        .unwrap();
-    let run = |f: &std::path::PathBuf| std::fs::read_to_string(f).unwrap();
-    let name = |f: &std::path::PathBuf| f.file_name().unwrap().to_str().unwrap().to_owned();
-    let files = sqlite_migrations();
-    for f in files.iter().filter(|f| name(f).as_str() < "0039") {
-        exec(&mut db, &run(f)).await;
-    }
+    let mut db = sqlite_before("0039").await;
     // Without foreign keys, no account or node is needed.
     exec(&mut db, "PRAGMA foreign_keys = OFF").await;
     // 1,207 bytes in 607 characters; and an item without payload.
@@ -108,9 +99,7 @@ async fn stored_rows_from_before_the_byte_budgets_are_counted() {
          ('juliet@l', 'n', 'b', 2, 'juliet@l', NULL, 1)"
     );
     exec(&mut db, &rows).await;
-    for f in files.iter().filter(|f| name(f).as_str() >= "0039") {
-        exec(&mut db, &run(f)).await;
-    }
+    run_migrations(&mut db, |name| name >= "0039").await;
     let offline: Vec<i64> = sqlx::query_scalar("SELECT bytes FROM offline_messages")
         .fetch_all(&mut db)
         .await

@@ -2,7 +2,7 @@
 //! removal with the account, on every backend (see `common/mod.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use crate::common::{backends, exec, sqlite_migrations};
+use crate::common::{backends, exec, run_migrations, sqlite_before};
 use rookery_store::mam::{ArchiveId, Filter, NewArchived, Owner, Prefs};
 
 fn row(domain: &str, n: i64, with: &str) -> NewArchived {
@@ -271,18 +271,8 @@ async fn a_row_of_a_gone_account_in_a_batch() {
 #[tokio::test]
 async fn the_archive_rebuild_keeps_rows_ids_and_the_cascade() {
     use sqlx::Connection;
-    let files = sqlite_migrations();
-    let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
-        .await
-        .unwrap();
+    let mut db = sqlite_before("0032").await;
     exec(&mut db, "PRAGMA foreign_keys = ON").await;
-    let run = |name: &std::path::Path| std::fs::read_to_string(name).unwrap();
-    let name = |f: &std::path::PathBuf| f.file_name().unwrap().to_str().unwrap().to_owned();
-    let before: Vec<_> = files.iter().filter(|f| name(f).as_str() < "0032").collect();
-    let rebuild = files.iter().find(|f| name(f).starts_with("0032_")).unwrap();
-    for f in &before {
-        exec(&mut db, &run(f)).await;
-    }
     // Two accounts, every other column a value of its type (1 passes the CHECKs).
     let columns: Vec<(String, String)> =
         sqlx::query_as("SELECT name, type FROM pragma_table_info('accounts')")
@@ -314,7 +304,7 @@ async fn the_archive_rebuild_keeps_rows_ids_and_the_cascade() {
            (12, 'l', 'juliet', 'c', 'romeo@l', 3, '<m/>');",
     )
     .await;
-    exec(&mut db, &run(rebuild)).await;
+    run_migrations(&mut db, |name| name.starts_with("0032_")).await;
     let rows: Vec<(i64, String)> =
         sqlx::query_as("SELECT id, stanza_id FROM mam_messages ORDER BY id")
             .fetch_all(&mut db)

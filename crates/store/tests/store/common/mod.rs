@@ -101,15 +101,32 @@ pub fn messages(messages: u64) -> rookery_store::offline::OfflineCap {
     }
 }
 
-/// The SQLite migration files, in order, for tests of one migration on rows from before it.
-pub fn sqlite_migrations() -> Vec<std::path::PathBuf> {
+/// Runs on `db`, in order, the SQLite migrations whose file names `pick` selects: for tests
+/// of one migration on rows from before it.
+pub async fn run_migrations(db: &mut sqlx::SqliteConnection, pick: impl Fn(&str) -> bool) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    files
+    for f in files {
+        let name = f.file_name().unwrap().to_str().unwrap().to_owned();
+        if pick(&name) {
+            exec(db, &std::fs::read_to_string(&f).unwrap()).await;
+        }
+    }
+}
+
+/// An in-memory SQLite database with the migrations before `first` (a number such as
+/// `"0039"`) run: the schema a migration from `first` on finds.
+pub async fn sqlite_before(first: &str) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    run_migrations(&mut db, |name| name < first).await;
+    db
 }
 
 /// Runs `sql` (statements separated by `;`) on `db`.

@@ -10,6 +10,7 @@
 use futures_util::TryStreamExt;
 
 use crate::db::{execute, with_pool, write_tx};
+use crate::page::{Page, PageLimit};
 use crate::websub::{enqueue, Change};
 use crate::{now_unix, Store, StoreError};
 
@@ -107,48 +108,6 @@ pub enum Scan {
     },
 }
 
-/// How large a page of items may be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageLimit {
-    /// At most this many items.
-    pub max: u64,
-    /// No item after the one whose payload brings the page's payload bytes to this.
-    pub max_bytes: usize,
-}
-
-impl PageLimit {
-    /// Whether a page that holds `taken` items with `bytes` of payload takes another.
-    pub fn admits(&self, taken: usize, bytes: usize) -> bool {
-        (taken as u64) < self.max && bytes < self.max_bytes
-    }
-}
-
-/// A page being filled: the rows so far and the budget they used.
-struct Page {
-    limit: PageLimit,
-    bytes: usize,
-    rows: Vec<ItemRow>,
-}
-
-impl Page {
-    fn new(limit: PageLimit) -> Page {
-        Page {
-            limit,
-            bytes: 0,
-            rows: Vec::new(),
-        }
-    }
-
-    /// Adds a row; whether the page takes more after it.
-    fn push(&mut self, row: ItemRow) -> bool {
-        self.bytes = self
-            .bytes
-            .saturating_add(row.payload.as_ref().map_or(0, String::len));
-        self.rows.push(row);
-        self.limit.admits(self.rows.len(), self.bytes)
-    }
-}
-
 const PAGE_NEWEST_FIRST: &str =
     "SELECT item_id, seq, publisher, payload, updated_at FROM pubsub_items \
      WHERE service = $1 AND node = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4";
@@ -198,6 +157,12 @@ fn item_row((id, seq, publisher, payload, updated_at): ItemTuple) -> ItemRow {
         payload,
         updated_at,
     }
+}
+
+/// Adds an item to a page, counted by its payload; whether the page takes more.
+fn take(page: &mut Page<ItemRow>, row: ItemRow) -> bool {
+    let bytes = row.payload.as_ref().map_or(0, String::len);
+    page.push(row, bytes)
 }
 
 fn count(n: i64) -> Result<u64, StoreError> {
@@ -670,11 +635,11 @@ impl<'a> Pubsub<'a> {
                 .fetch(pool);
             let mut page = Page::new(limit);
             while let Some(row) = rows.try_next().await? {
-                if !page.push(item_row(row)) {
+                if !take(&mut page, item_row(row)) {
                     break;
                 }
             }
-            page.rows
+            page.into_rows()
         });
         Ok(rows)
     }
@@ -729,7 +694,7 @@ impl<'a> Pubsub<'a> {
         ids: &[String],
         max_bytes: usize,
     ) -> Result<ById<ItemRow>, StoreError> {
-        let mut page = Page::new(PageLimit {
+        let mut page: Page<ItemRow> = Page::new(PageLimit {
             max: u64::MAX,
             max_bytes,
         });
@@ -747,13 +712,13 @@ impl<'a> Pubsub<'a> {
                 .await?
             });
             if let Some(r) = row {
-                if !page.rows.iter().any(|o| o.id == r.0) && !page.push(item_row(r)) {
+                if !page.rows().iter().any(|o| o.id == r.0) && !take(&mut page, item_row(r)) {
                     complete = n + 1 == ids.len();
                     break;
                 }
             }
         }
-        let mut items = page.rows;
+        let mut items = page.into_rows();
         items.sort_by_key(|i| std::cmp::Reverse(i.seq));
         Ok(ById { items, complete })
     }

@@ -25,14 +25,19 @@ impl PageLimit {
 pub(crate) struct Page<T> {
     limit: PageLimit,
     bytes: usize,
+    largest: usize,
     rows: Vec<T>,
 }
+
+/// The most rows one read of a chunked page asks for ([`Page::next_read`]).
+const CHUNK: u64 = 16;
 
 impl<T> Page<T> {
     pub(crate) fn new(limit: PageLimit) -> Page<T> {
         Page {
             limit,
             bytes: 0,
+            largest: 0,
             rows: Vec::new(),
         }
     }
@@ -45,6 +50,7 @@ impl<T> Page<T> {
     /// Adds a row of `bytes`; whether the page takes more after it.
     pub(crate) fn push(&mut self, row: T, bytes: usize) -> bool {
         self.bytes = self.bytes.saturating_add(bytes);
+        self.largest = self.largest.max(bytes);
         self.rows.push(row);
         self.admits()
     }
@@ -57,6 +63,26 @@ impl<T> Page<T> {
     /// The rows taken.
     pub(crate) fn into_rows(self) -> Vec<T> {
         self.rows
+    }
+
+    /// How many rows the next read of a page read in chunks should ask for: the rows the
+    /// page may still take and one past them (which tells whether more follow) — at most
+    /// [`CHUNK`], and at most as many rows as large as the largest so far fill the bytes
+    /// left, and one past them (two before any row is read: what a row weighs is not known
+    /// yet). So a page reads few rows beyond those it keeps, also on the database's side,
+    /// which a streamed query would not stop at the budget: SQLite's driver reads up to 50
+    /// rows ahead of its reader, and PostgreSQL sends every row of the `LIMIT`. A full page
+    /// asks for one row only.
+    pub(crate) fn next_read(&self) -> u64 {
+        if !self.admits() {
+            return 1;
+        }
+        let left = self.limit.max - self.rows.len() as u64;
+        let by_bytes = match self.largest {
+            0 => 2,
+            largest => ((self.limit.max_bytes - self.bytes) / largest) as u64 + 2,
+        };
+        left.saturating_add(1).min(CHUNK).min(by_bytes)
     }
 }
 
@@ -83,5 +109,30 @@ mod tests {
             max_bytes: 1000,
         });
         assert!(counted.push(1, 1) && !counted.push(2, 1));
+    }
+
+    #[test]
+    fn chunked_reads_ask_for_what_may_still_fit_and_one_more() {
+        let limit = |max, max_bytes| PageLimit { max, max_bytes };
+        // Nothing read yet: two rows (one, and whether more follow).
+        assert_eq!(Page::<()>::new(limit(100, 1000)).next_read(), 2);
+        assert_eq!(Page::<()>::new(limit(1, 1000)).next_read(), 2);
+        assert_eq!(Page::<()>::new(limit(0, 1000)).next_read(), 1);
+        // Small rows: a chunk, or the count left and one.
+        let mut small = Page::new(limit(100, 1000));
+        small.push((), 10);
+        assert_eq!(small.next_read(), CHUNK);
+        let mut counted = Page::new(limit(3, 1000));
+        counted.push((), 10);
+        assert_eq!(counted.next_read(), 3);
+        // 300 bytes of rows of at most 200 taken: three more such rows stay below 1000, the
+        // fourth ends the page, a fifth tells whether more follow.
+        let mut page = Page::new(limit(100, 1000));
+        page.push((), 100);
+        page.push((), 200);
+        assert_eq!(page.next_read(), 5);
+        // Full: only whether more follow.
+        page.push((), 800);
+        assert_eq!(page.next_read(), 1);
     }
 }

@@ -7,8 +7,6 @@
 //! assigns (unique and increasing per node), so "the last N items" is an index range scan,
 //! however many items a node holds.
 
-use futures_util::TryStreamExt;
-
 use crate::db::{execute, with_pool, write_tx};
 use crate::page::{Page, PageLimit};
 use crate::websub::{enqueue, Change};
@@ -612,9 +610,9 @@ impl<'a> Pubsub<'a> {
 
     /// A page of a node's items in the order of `scan`: at most `limit.max` of them, and no
     /// more once their payloads reach `limit.max_bytes` (the item that reaches it is the
-    /// last; a page holds at least one item when there is one). Rows are read one at a time
-    /// and reading stops there, so a request costs about a page of memory however many items
-    /// the node keeps.
+    /// last; a page holds at least one item when there is one). Rows are read a few at a time
+    /// ([`Page::next_read`], as an archive's pages) and reading stops there, so a request
+    /// costs about a page of memory however many items the node keeps.
     pub async fn items_page(
         &self,
         service: &str,
@@ -622,26 +620,35 @@ impl<'a> Pubsub<'a> {
         scan: Scan,
         limit: PageLimit,
     ) -> Result<Vec<ItemRow>, StoreError> {
-        let (sql, bound) = match scan {
+        let (sql, mut bound) = match scan {
             Scan::NewestFirst { below } => (PAGE_NEWEST_FIRST, below.unwrap_or(i64::MAX)),
             Scan::OldestFirst { above } => (PAGE_OLDEST_FIRST, above.unwrap_or(i64::MIN)),
         };
-        let rows = with_pool!(self.store, pool => {
-            let mut rows = sqlx::query_as::<_, ItemTuple>(sql)
-                .bind(service)
-                .bind(node)
-                .bind(bound)
-                .bind(self::limit(limit.max))
-                .fetch(pool);
-            let mut page = Page::new(limit);
-            while let Some(row) = rows.try_next().await? {
-                if !take(&mut page, item_row(row)) {
+        let mut page = Page::new(limit);
+        while page.admits() {
+            let asked = page.next_read();
+            let rows: Vec<ItemTuple> = with_pool!(self.store, pool => {
+                sqlx::query_as(sql)
+                    .bind(service)
+                    .bind(node)
+                    .bind(bound)
+                    .bind(self::limit(asked))
+                    .fetch_all(pool)
+                    .await?
+            });
+            let ended = (rows.len() as u64) < asked;
+            for row in rows {
+                if !page.admits() {
                     break;
                 }
+                bound = row.1;
+                take(&mut page, item_row(row));
             }
-            page.into_rows()
-        });
-        Ok(rows)
+            if ended {
+                break;
+            }
+        }
+        Ok(page.into_rows())
     }
 
     /// The sequence number of the item `id` of a node, if it has one (an RSM anchor).

@@ -1,5 +1,6 @@
 //! The `[mam]` section of `rookery.toml` (every key in docs/configuration.md).
 
+use rookery_store::page::PageLimit;
 use serde::Deserialize;
 
 /// Archive settings.
@@ -20,6 +21,10 @@ pub struct MamConfig {
     pub purge_interval_secs: u64,
     /// The most messages one query page returns (a larger RSM `max` is lowered to it).
     pub max_page: u64,
+    /// The stanza bytes after which a query page ends (the message that reaches them is its
+    /// last; a page holds at least one): with `max_page` alone, a page of messages of up to
+    /// `[c2s] max_stanza_bytes` each was 25 MiB read into memory and sent per query.
+    pub max_page_bytes: usize,
     /// The longest an archived message waits for its commit when nothing waits for it, in
     /// milliseconds: what arrives meanwhile is committed with it. Longer batches write each
     /// index page once for more rows; a `kill -9` may take the copies of this long's
@@ -36,15 +41,30 @@ impl Default for MamConfig {
             max_messages_per_user: 100_000,
             purge_interval_secs: 3600,
             max_page: 100,
+            max_page_bytes: PAGE_BYTES,
             batch_delay_ms: 1000,
         }
     }
 }
 
+/// The default page byte budget (`max_page_bytes`, `[muc] archive_max_page_bytes`): the
+/// default largest stanza, so a page is at most about 512 KiB of messages, which its results
+/// bring to the requester's session queue at once: well within it (`[c2s]
+/// session_queue_bytes`, 1 MiB).
+pub const PAGE_BYTES: usize = 256 * 1024;
+
 /// The longest purge interval (a year).
 const MAX_PURGE_INTERVAL_SECS: u64 = 365 * 86_400;
 
 impl MamConfig {
+    /// How large a query page may be.
+    pub fn page_limit(&self) -> PageLimit {
+        PageLimit {
+            max: self.max_page,
+            max_bytes: self.max_page_bytes,
+        }
+    }
+
     /// Checks the settings; the message names the bad key.
     pub fn validate(&self) -> Result<(), String> {
         if crate::prefs::Default::parse(&self.default).is_none() {
@@ -55,6 +75,9 @@ impl MamConfig {
         }
         if self.max_page == 0 {
             return Err("[mam] max_page must be at least 1".into());
+        }
+        if self.max_page_bytes == 0 {
+            return Err("[mam] max_page_bytes must be at least 1".into());
         }
         if !(1..=60_000).contains(&self.batch_delay_ms) {
             return Err("[mam] batch_delay_ms must be between 1 and 60000".into());

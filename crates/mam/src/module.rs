@@ -208,8 +208,15 @@ impl Mam {
         };
         // Read what was archived before the query, also rows still in a batch.
         self.archiver.settle().await;
-        let fin =
-            serve::answer(core, &self.store, &owner, account, iq, self.config.max_page).await?;
+        let fin = serve::answer(
+            core,
+            &self.store,
+            &owner,
+            account,
+            iq,
+            self.config.page_limit(),
+        )
+        .await?;
         Ok(IqReply::from(Some(fin)))
     }
 

@@ -7,6 +7,7 @@ use rookery_core::Core;
 use rookery_jid::BareJid;
 use rookery_proto::{IqType, Stanza, StanzaKind};
 use rookery_store::mam::{Archived, Filter, Owner};
+use rookery_store::page::PageLimit;
 use rookery_store::Store;
 use rookery_xml::Element;
 
@@ -15,7 +16,9 @@ use crate::query::{self, Anchor};
 
 /// Answers the query IQ `iq` on `owner`'s archive, whose JID is `archive`: the search form for
 /// a `get`; for a `set`, routes the result messages to the requester (before the IQ result,
-/// as §4.2 orders) and returns the `<fin/>` for the result. Pages hold at most `max_page`.
+/// as §4.2 orders) and returns the `<fin/>` for the result. Pages are at most `page` (a
+/// smaller RSM `max` makes them smaller); one its bytes end early is an ordinary page whose
+/// `<fin/>` is not `complete`, so the client asks for the next.
 /// A `<metadata/>` get (§7, part of `#extended`) is answered with the archive's first and
 /// last message.
 pub async fn answer(
@@ -24,9 +27,9 @@ pub async fn answer(
     owner: &Owner,
     archive: &BareJid,
     iq: &Stanza,
-    max_page: u64,
+    page: PageLimit,
 ) -> Result<Element, MamError> {
-    answer_with(core, store, owner, archive, iq, max_page, |r| {
+    answer_with(core, store, owner, archive, iq, page, |r| {
         Stanza::from_serialized(r.stanza.as_bytes()).map(Stanza::into_element)
     })
     .await
@@ -41,7 +44,7 @@ pub async fn answer_with(
     owner: &Owner,
     archive: &BareJid,
     iq: &Stanza,
-    max_page: u64,
+    page: PageLimit,
     render: impl Fn(&Archived) -> Option<Element>,
 ) -> Result<Element, MamError> {
     let from = iq.from().ok_or(MamError::Forbidden)?;
@@ -57,7 +60,7 @@ pub async fn answer_with(
     if iq.kind() == StanzaKind::Iq(IqType::Get) {
         return Ok(query::fields());
     }
-    let q = query::parse(payload, max_page)?;
+    let q = query::parse(payload, page.max)?;
     let mam = store.mam();
     let position =
         |id: String| async move { mam.position(owner, &id).await?.ok_or(MamError::NotFound) };
@@ -84,8 +87,7 @@ pub async fn answer_with(
             ids: q.ids.clone(),
             ..Filter::default()
         };
-        let found = mam.query(owner, &only, asked.len() as u64, false).await?;
-        if found.len() < asked.len() {
+        if mam.count(owner, &only).await? < asked.len() as u64 {
             return Err(MamError::NotFound);
         }
     }
@@ -106,20 +108,9 @@ pub async fn answer_with(
         }
         Anchor::First | Anchor::Last => {}
     }
-    let from_end = q.anchor.from_end();
-    let mut rows = mam
-        .query(owner, &filter, q.max.saturating_add(1), from_end)
-        .await?;
-    let complete = rows.len() as u64 <= q.max;
-    if !complete {
-        // One more than asked was read to know whether the page is the last: drop it (the
-        // oldest when paging backwards, the newest forwards).
-        if from_end {
-            rows.remove(0);
-        } else {
-            rows.pop();
-        }
-    }
+    let limit = PageLimit { max: q.max, ..page };
+    let read = mam.page(owner, &filter, limit, q.anchor.from_end()).await?;
+    let (mut rows, complete) = (read.rows, !read.more);
     // `<fin/>` names the page's bounds in archive order; the results go in the order asked.
     let fin = query::fin(
         rows.first().map(|r| r.stanza_id.as_str()),

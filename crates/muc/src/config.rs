@@ -1,5 +1,6 @@
 //! The `[muc]` section of `rookery.toml` (every key in docs/configuration.md).
 
+use rookery_store::page::PageLimit;
 use serde::Deserialize;
 
 /// Service settings.
@@ -39,6 +40,9 @@ pub struct MucConfig {
     pub archive: bool,
     /// The most messages one room archive query returns.
     pub archive_max_page: u64,
+    /// The stanza bytes after which a page of a room's archive ends (at least one message),
+    /// as `[mam] max_page_bytes` for accounts: the same query code reads both.
+    pub archive_max_page_bytes: usize,
 }
 
 impl Default for MucConfig {
@@ -57,6 +61,7 @@ impl Default for MucConfig {
             max_affiliations: 2000,
             archive: true,
             archive_max_page: 100,
+            archive_max_page_bytes: rookery_mam::config::PAGE_BYTES,
         }
     }
 }
@@ -68,6 +73,14 @@ impl MucConfig {
             format!("conference.{domain}")
         } else {
             self.domain.clone()
+        }
+    }
+
+    /// How large a page of a room's archive may be.
+    pub fn archive_page_limit(&self) -> PageLimit {
+        PageLimit {
+            max: self.archive_max_page,
+            max_bytes: self.archive_max_page_bytes,
         }
     }
 
@@ -87,6 +100,9 @@ impl MucConfig {
         }
         if self.archive_max_page == 0 {
             return Err("[muc] archive_max_page must be at least 1".into());
+        }
+        if self.archive_max_page_bytes == 0 {
+            return Err("[muc] archive_max_page_bytes must be at least 1".into());
         }
         Ok(())
     }

@@ -316,7 +316,7 @@ impl MucService {
             &owner,
             &room,
             &iq,
-            self.config.archive_max_page,
+            self.config.archive_page_limit(),
             render,
         )
         .await

@@ -14,6 +14,7 @@ use rookery_proto::{
     ns as pns, IqType, MessageType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind,
 };
 use rookery_store::mam::{Archived, Owner};
+use rookery_store::page::PageLimit;
 use rookery_store::Store;
 use rookery_xml::Element;
 
@@ -169,7 +170,7 @@ pub struct PubsubService {
     engine: Arc<Engine>,
     broadcaster: Arc<CoreBroadcaster>,
     /// The SQL store the nodes' histories are read from (XEP-0442), and the largest page.
-    history: Option<(Store, u64)>,
+    history: Option<(Store, PageLimit)>,
     /// The hosted domain whose service this is, if one host's (see [`DomainRoute::host`]).
     host: Option<String>,
 }
@@ -203,10 +204,10 @@ impl PubsubService {
     }
 
     /// Serves each persistent node's items as a message archive (XEP-0313 queries with a
-    /// `node`, XEP-0442) from `store`, in pages of at most `max_page`.
+    /// `node`, XEP-0442) from `store`, in pages of at most `page`.
     #[must_use]
-    pub fn with_history(mut self, store: Store, max_page: u64) -> Self {
-        self.history = Some((store, max_page));
+    pub fn with_history(mut self, store: Store, page: PageLimit) -> Self {
+        self.history = Some((store, page));
         self
     }
 
@@ -217,7 +218,7 @@ impl PubsubService {
         from: &Jid,
         iq: &Stanza,
     ) -> Result<Element, StanzaError> {
-        let Some((store, max_page)) = &self.history else {
+        let Some((store, page)) = &self.history else {
             return Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable));
         };
         let node = iq
@@ -245,7 +246,7 @@ impl PubsubService {
             let event = items_event(&node, std::slice::from_ref(&item), true);
             Some(message(service, "headline", &r.stanza_id, &event, &[]))
         };
-        rookery_mam::serve::answer_with(core, store, &owner, &self.jid, iq, *max_page, render)
+        rookery_mam::serve::answer_with(core, store, &owner, &self.jid, iq, *page, render)
             .await
             .map_err(StanzaError::from)
     }

@@ -12,8 +12,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use rookery_jid::{BareJid, Jid};
+pub use rookery_store::page::PageLimit;
 pub(crate) use rookery_store::pubsub::{counted_bytes, within_budget};
-pub use rookery_store::pubsub::{ById, PageLimit, Scan};
+pub use rookery_store::pubsub::{ById, Scan};
 use rookery_store::pubsub::{ItemRow, SubscriptionRow};
 use rookery_store::Store;
 

@@ -26,6 +26,7 @@
 //! - [`pubsub`]: [`Pubsub`], pubsub nodes, affiliations, subscriptions and items of every
 //!   service (the pubsub component and PEP).
 //! - [`mam`]: [`Mam`], message archives (XEP-0313) and archiving preferences.
+//! - [`page`]: [`page::PageLimit`], pages bounded in rows and bytes (pubsub items, archives).
 //! - [`muc`]: [`Muc`], persistent multi-user chat rooms and their affiliations.
 //! - [`tokens`]: [`Tokens`], bearer tokens of the public HTTP face (hashed, scoped, expiring).
 //! - [`fast`]: [`Fast`], XEP-0484 FAST tokens per account and device.
@@ -54,6 +55,7 @@ mod last_queue;
 pub mod mam;
 pub mod muc;
 pub mod offline;
+pub mod page;
 mod pg_batch;
 pub mod pubsub;
 pub mod push;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use rand::RngCore;
 
 use crate::db::{with_pool, write_tx};
+use crate::page::{Page, PageLimit};
 use crate::{Backend, Store, StoreError};
 
 /// Whose archive.
@@ -406,6 +407,26 @@ pub struct Archived {
     pub real_jid: Option<String>,
 }
 
+/// A page of an archive ([`Mam::page`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivePage {
+    /// The messages, in archive order.
+    pub rows: Vec<Archived>,
+    /// Whether more messages match past the page, in the direction it was read.
+    pub more: bool,
+}
+
+impl ArchivePage {
+    /// The page of the messages `page` took in the order read (see [`Mam::page`]).
+    fn of(page: Page<Archived>, more: bool, from_end: bool) -> ArchivePage {
+        let mut rows = page.into_rows();
+        if from_end {
+            rows.reverse();
+        }
+        ArchivePage { rows, more }
+    }
+}
+
 /// What a query selects (every bound optional; positions are row ids, see [`Mam::position`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -452,6 +473,20 @@ enum Param {
 }
 
 type Row = (i64, String, String, i64, String, Option<String>);
+
+/// `$query` with the [`Param`]s `$params` bound in order.
+macro_rules! bind_all {
+    ($query:expr, $params:expr) => {{
+        let mut q = $query;
+        for p in $params {
+            q = match p {
+                Param::Text(s) => q.bind(s.as_str()),
+                Param::Int(i) => q.bind(*i),
+            };
+        }
+        q
+    }};
+}
 
 impl<'a> Mam<'a> {
     pub(crate) fn new(store: &'a Store) -> Mam<'a> {
@@ -604,16 +639,114 @@ impl<'a> Mam<'a> {
         limit: u64,
         from_end: bool,
     ) -> Result<Vec<Archived>, StoreError> {
-        let (t, k1, k2) = owner.table();
-        let (a, b) = owner.keys();
-        let real = match t == WITH_REAL_JIDS {
+        let mut rows = self.read(owner, filter, limit, from_end).await?;
+        if from_end {
+            rows.reverse();
+        }
+        Ok(rows)
+    }
+
+    /// A page of `owner`'s archive matching `filter` within `limit` (a message counts the
+    /// bytes of its stored stanza), in archive order: the first messages, or with `from_end`
+    /// the last ones — a page that its bytes end early keeps those nearest to where it
+    /// starts, so the next page goes on from its other end. The messages are read a few at
+    /// a time ([`Page::next_read`]) and reading stops with the page: a query costs about a
+    /// page of memory, where `limit.max` messages of the largest size would be 25 MiB.
+    pub async fn page(
+        &self,
+        owner: &Owner,
+        filter: &Filter,
+        limit: PageLimit,
+        from_end: bool,
+    ) -> Result<ArchivePage, StoreError> {
+        let mut page = Page::new(limit);
+        let mut rest = filter.clone();
+        loop {
+            let asked = page.next_read();
+            let rows = self.read(owner, &rest, asked, from_end).await?;
+            let ended = (rows.len() as u64) < asked;
+            for r in rows {
+                if !page.admits() {
+                    return Ok(ArchivePage::of(page, true, from_end));
+                }
+                // The next read goes on past this message.
+                match from_end {
+                    true => rest.before = Some(r.id),
+                    false => rest.after = Some(r.id),
+                }
+                let bytes = r.stanza.len();
+                page.push(r, bytes);
+            }
+            if ended {
+                return Ok(ArchivePage::of(page, false, from_end));
+            }
+        }
+    }
+
+    /// Up to `limit` messages of `owner`'s archive matching `filter`, in the order read:
+    /// from the first on, or with `from_end` from the last back.
+    async fn read(
+        &self,
+        owner: &Owner,
+        filter: &Filter,
+        limit: u64,
+        from_end: bool,
+    ) -> Result<Vec<Archived>, StoreError> {
+        let real = match owner.table().0 == WITH_REAL_JIDS {
             true => "real_jid",
             false => "CAST(NULL AS TEXT)",
         };
-        let mut sql = format!(
-            "SELECT id, stanza_id, with_jid, ts, stanza, {real} FROM {t} \
-             WHERE {k1} = $1 AND {k2} = $2"
+        let numbering = self.numbering().await?;
+        let (matching, mut params) = self.matching(owner, filter, numbering);
+        params.push(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+        let sql = format!(
+            "SELECT id, stanza_id, with_jid, ts, stanza, {real} {matching} ORDER BY id {} LIMIT ${}",
+            if from_end { "DESC" } else { "ASC" },
+            params.len()
         );
+        let rows: Vec<Row> = with_pool!(self.store, pool => {
+            bind_all!(sqlx::query_as(&sql), &params).fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, stanza_id, with_jid, ts, stanza, real_jid)| Archived {
+                id,
+                stanza_id: match numbering {
+                    Some(n) if stanza_id.is_empty() => n.stanza_id(id),
+                    _ => stanza_id,
+                },
+                with_jid,
+                ts,
+                stanza,
+                real_jid,
+            })
+            .collect())
+    }
+
+    /// How many messages of `owner`'s archive match `filter`, none of them read: what tells
+    /// whether every id a query names is there, where reading those messages (a query may
+    /// name a thousand) would hold them all in memory at once.
+    pub async fn count(&self, owner: &Owner, filter: &Filter) -> Result<u64, StoreError> {
+        let numbering = self.numbering().await?;
+        let (matching, params) = self.matching(owner, filter, numbering);
+        let sql = format!("SELECT COUNT(*) {matching}");
+        let n: i64 = with_pool!(self.store, pool => {
+            bind_all!(sqlx::query_scalar(&sql), &params).fetch_one(pool).await?
+        });
+        u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
+    }
+
+    /// `FROM … WHERE …` of the messages of `owner`'s archive that match `filter`, and its
+    /// parameters.
+    fn matching(
+        &self,
+        owner: &Owner,
+        filter: &Filter,
+        numbering: Option<&Numbering>,
+    ) -> (String, Vec<Param>) {
+        let (t, k1, k2) = owner.table();
+        let (a, b) = owner.keys();
+        let mut sql = format!("FROM {t} WHERE {k1} = $1 AND {k2} = $2");
         let mut params = vec![Param::Text(a.into()), Param::Text(b.into())];
         let mut push = |sql: &mut String, clause: &str, p: Param| {
             params.push(p);
@@ -646,7 +779,6 @@ impl<'a> Mam<'a> {
             }
             sql.push_str(&format!(" AND ({})", either.join(" OR ")));
         }
-        let numbering = self.numbering().await?;
         if !filter.ids.is_empty() {
             // A position's row is found by its key (and has no name), a name's by the index
             // of names — `<> ''` in so many words: SQLite's index leaves the unnamed rows out
@@ -677,39 +809,7 @@ impl<'a> Mam<'a> {
             }
             sql.push_str(&format!(" AND ({})", either.join(" OR ")));
         }
-        params.push(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
-        sql.push_str(&format!(
-            " ORDER BY id {} LIMIT ${}",
-            if from_end { "DESC" } else { "ASC" },
-            params.len()
-        ));
-        let mut rows: Vec<Row> = with_pool!(self.store, pool => {
-            let mut q = sqlx::query_as(&sql);
-            for p in &params {
-                q = match p {
-                    Param::Text(s) => q.bind(s.as_str()),
-                    Param::Int(i) => q.bind(*i),
-                };
-            }
-            q.fetch_all(pool).await?
-        });
-        if from_end {
-            rows.reverse();
-        }
-        Ok(rows
-            .into_iter()
-            .map(|(id, stanza_id, with_jid, ts, stanza, real_jid)| Archived {
-                id,
-                stanza_id: match numbering {
-                    Some(n) if stanza_id.is_empty() => n.stanza_id(id),
-                    _ => stanza_id,
-                },
-                with_jid,
-                ts,
-                stanza,
-                real_jid,
-            })
-            .collect())
+        (sql, params)
     }
 
     /// Deletes, in every archive (accounts' and rooms'), what was archived before

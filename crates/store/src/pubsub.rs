@@ -7,9 +7,8 @@
 //! assigns (unique and increasing per node), so "the last N items" is an index range scan,
 //! however many items a node holds.
 
-use futures_util::TryStreamExt;
-
 use crate::db::{execute, with_pool, write_tx};
+use crate::page::{Page, PageLimit};
 use crate::websub::{enqueue, Change};
 use crate::{now_unix, Store, StoreError};
 
@@ -107,48 +106,6 @@ pub enum Scan {
     },
 }
 
-/// How large a page of items may be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageLimit {
-    /// At most this many items.
-    pub max: u64,
-    /// No item after the one whose payload brings the page's payload bytes to this.
-    pub max_bytes: usize,
-}
-
-impl PageLimit {
-    /// Whether a page that holds `taken` items with `bytes` of payload takes another.
-    pub fn admits(&self, taken: usize, bytes: usize) -> bool {
-        (taken as u64) < self.max && bytes < self.max_bytes
-    }
-}
-
-/// A page being filled: the rows so far and the budget they used.
-struct Page {
-    limit: PageLimit,
-    bytes: usize,
-    rows: Vec<ItemRow>,
-}
-
-impl Page {
-    fn new(limit: PageLimit) -> Page {
-        Page {
-            limit,
-            bytes: 0,
-            rows: Vec::new(),
-        }
-    }
-
-    /// Adds a row; whether the page takes more after it.
-    fn push(&mut self, row: ItemRow) -> bool {
-        self.bytes = self
-            .bytes
-            .saturating_add(row.payload.as_ref().map_or(0, String::len));
-        self.rows.push(row);
-        self.limit.admits(self.rows.len(), self.bytes)
-    }
-}
-
 const PAGE_NEWEST_FIRST: &str =
     "SELECT item_id, seq, publisher, payload, updated_at FROM pubsub_items \
      WHERE service = $1 AND node = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4";
@@ -198,6 +155,12 @@ fn item_row((id, seq, publisher, payload, updated_at): ItemTuple) -> ItemRow {
         payload,
         updated_at,
     }
+}
+
+/// Adds an item to a page, counted by its payload; whether the page takes more.
+fn take(page: &mut Page<ItemRow>, row: ItemRow) -> bool {
+    let bytes = row.payload.as_ref().map_or(0, String::len);
+    page.push(row, bytes)
 }
 
 fn count(n: i64) -> Result<u64, StoreError> {
@@ -647,9 +610,9 @@ impl<'a> Pubsub<'a> {
 
     /// A page of a node's items in the order of `scan`: at most `limit.max` of them, and no
     /// more once their payloads reach `limit.max_bytes` (the item that reaches it is the
-    /// last; a page holds at least one item when there is one). Rows are read one at a time
-    /// and reading stops there, so a request costs about a page of memory however many items
-    /// the node keeps.
+    /// last; a page holds at least one item when there is one). Rows are read a few at a time
+    /// ([`Page::next_read`], as an archive's pages) and reading stops there, so a request
+    /// costs about a page of memory however many items the node keeps.
     pub async fn items_page(
         &self,
         service: &str,
@@ -657,26 +620,35 @@ impl<'a> Pubsub<'a> {
         scan: Scan,
         limit: PageLimit,
     ) -> Result<Vec<ItemRow>, StoreError> {
-        let (sql, bound) = match scan {
+        let (sql, mut bound) = match scan {
             Scan::NewestFirst { below } => (PAGE_NEWEST_FIRST, below.unwrap_or(i64::MAX)),
             Scan::OldestFirst { above } => (PAGE_OLDEST_FIRST, above.unwrap_or(i64::MIN)),
         };
-        let rows = with_pool!(self.store, pool => {
-            let mut rows = sqlx::query_as::<_, ItemTuple>(sql)
-                .bind(service)
-                .bind(node)
-                .bind(bound)
-                .bind(self::limit(limit.max))
-                .fetch(pool);
-            let mut page = Page::new(limit);
-            while let Some(row) = rows.try_next().await? {
-                if !page.push(item_row(row)) {
+        let mut page = Page::new(limit);
+        while page.admits() {
+            let asked = page.next_read();
+            let rows: Vec<ItemTuple> = with_pool!(self.store, pool => {
+                sqlx::query_as(sql)
+                    .bind(service)
+                    .bind(node)
+                    .bind(bound)
+                    .bind(self::limit(asked))
+                    .fetch_all(pool)
+                    .await?
+            });
+            let ended = (rows.len() as u64) < asked;
+            for row in rows {
+                if !page.admits() {
                     break;
                 }
+                bound = row.1;
+                take(&mut page, item_row(row));
             }
-            page.rows
-        });
-        Ok(rows)
+            if ended {
+                break;
+            }
+        }
+        Ok(page.into_rows())
     }
 
     /// The sequence number of the item `id` of a node, if it has one (an RSM anchor).
@@ -729,7 +701,7 @@ impl<'a> Pubsub<'a> {
         ids: &[String],
         max_bytes: usize,
     ) -> Result<ById<ItemRow>, StoreError> {
-        let mut page = Page::new(PageLimit {
+        let mut page: Page<ItemRow> = Page::new(PageLimit {
             max: u64::MAX,
             max_bytes,
         });
@@ -747,13 +719,13 @@ impl<'a> Pubsub<'a> {
                 .await?
             });
             if let Some(r) = row {
-                if !page.rows.iter().any(|o| o.id == r.0) && !page.push(item_row(r)) {
+                if !page.rows().iter().any(|o| o.id == r.0) && !take(&mut page, item_row(r)) {
                     complete = n + 1 == ids.len();
                     break;
                 }
             }
         }
-        let mut items = page.rows;
+        let mut items = page.into_rows();
         items.sort_by_key(|i| std::cmp::Reverse(i.seq));
         Ok(ById { items, complete })
     }

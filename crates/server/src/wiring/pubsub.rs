@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rookery_core::{Core, Module};
 use rookery_im::Im;
 use rookery_jid::BareJid;
+use rookery_store::page::PageLimit;
 use rookery_store::Store;
 
 use rookery_pubsub::peers::PeerSync;
@@ -19,7 +20,8 @@ use rookery_pubsub::{CoreBroadcaster, Engine, PubsubConfig, PubsubService, SqlSt
 use super::pubsub_im::{ImInterest, ImPolicy};
 use crate::config::HostService;
 
-/// The largest page of a node's history (XEP-0442), as `[mam] max_page` by default.
+/// The most items of a page of a node's history (XEP-0442), as `[mam] max_page` by default
+/// (its bytes are bounded by `[pubsub] max_page_bytes`, as item retrieval's).
 const HISTORY_MAX_PAGE: u64 = 100;
 
 /// The pubsub parts of a server.
@@ -73,6 +75,10 @@ impl Pubsub {
                 .map_err(|e| format!("[pubsub] {e}"))?;
             profile.local_domains = domains.clone();
             profile.service_hosts = jids.clone();
+            let history = PageLimit {
+                max: HISTORY_MAX_PAGE,
+                max_bytes: profile.max_page_bytes,
+            };
             let broadcaster = Arc::new(CoreBroadcaster::new());
             let engine = Arc::new(Engine::new(
                 profile,
@@ -84,7 +90,7 @@ impl Pubsub {
                 .map(|(jid, host)| {
                     Arc::new(
                         PubsubService::new(jid, engine.clone(), broadcaster.clone())
-                            .with_history(store.clone(), HISTORY_MAX_PAGE)
+                            .with_history(store.clone(), history)
                             .for_host(&host),
                     )
                 })

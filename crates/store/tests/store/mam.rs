@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use crate::common::{backends, exec, run_migrations, sqlite_before};
-use rookery_store::mam::{ArchiveId, Filter, NewArchived, Owner, Prefs};
+use rookery_store::mam::{ArchiveId, ArchivePage, Filter, NewArchived, Owner, Prefs};
+use rookery_store::page::PageLimit;
+use rookery_store::pubsub::ItemRow;
 
 fn row(domain: &str, n: i64, with: &str) -> NewArchived {
     NewArchived {
@@ -147,6 +149,116 @@ async fn archive_query_purge_and_account_removal() {
 /// (before migration 0033, or a room's): each found by its own stanza-id — a position's
 /// derived from it, 16 hex digits — and only by it; in the one order of their ids. On
 /// PostgreSQL, where the database numbers rows, a position is refused and nothing written.
+/// Pages end at their count or with the message that brings their stanzas to the byte
+/// budget (at least one), from either end, and say whether more follow; walking them from
+/// each end meets every message once. Messages of very different sizes exercise the reads in
+/// chunks (sized by the largest message read so far). The archive is a pubsub node's history
+/// (the same query code): an account's of 70 messages would be cut by the purge of
+/// `archive_query_purge_and_account_removal`, which PostgreSQL's tests share.
+#[tokio::test]
+async fn archive_pages_stop_at_their_count_or_byte_budget() {
+    for b in backends("mam_pages").await {
+        let mam = b.store.mam();
+        let service = format!("pubsub.{}", b.domain);
+        let ps = b.store.pubsub();
+        ps.create_node(&service, "log", "<x/>", "alice@x")
+            .await
+            .unwrap();
+        // 30 small entries, then 10 of 10 KB, then 30 small.
+        for n in 1..=70 {
+            let payload = match n {
+                31..=40 => format!("<p>{}</p>", "x".repeat(10_000)),
+                _ => format!("<p>{n}</p>"),
+            };
+            let item = ItemRow {
+                id: format!("id{n}"),
+                seq: n,
+                publisher: "alice@x".into(),
+                payload: Some(payload),
+                updated_at: n,
+            };
+            ps.publish(&service, "log", &item, None, 0, None)
+                .await
+                .unwrap();
+        }
+        let j = Owner::Node {
+            service,
+            node: "log".into(),
+        };
+        let all = Filter::default();
+        let page = |filter: Filter, max: u64, max_bytes: usize, from_end: bool| {
+            let limit = PageLimit { max, max_bytes };
+            let (mam, j) = (mam, j.clone());
+            async move { mam.page(&j, &filter, limit, from_end).await.unwrap() }
+        };
+        let ids = |p: &ArchivePage| stanza_ids(p.rows.clone());
+        let bytes = |p: &ArchivePage| p.rows.iter().map(|r| r.stanza.len()).sum::<usize>();
+
+        // By count, from either end.
+        let first = page(all.clone(), 3, 1 << 20, false).await;
+        assert_eq!(ids(&first), ["id1", "id2", "id3"], "{}", b.name);
+        assert!(first.more);
+        let last = page(all.clone(), 3, 1 << 20, true).await;
+        assert_eq!(ids(&last), ["id68", "id69", "id70"]);
+        assert!(last.more);
+        // By bytes: the 10 KB message that passes 15,000 bytes is the last of the page.
+        let cut = page(all.clone(), 100, 15_000, false).await;
+        assert_eq!(ids(&cut).last().map(String::as_str), Some("id32"));
+        assert!(cut.more && bytes(&cut) >= 15_000 && cut.rows.len() == 32);
+        // Backwards the page keeps the newest: the cut is at its old end.
+        let back = page(all.clone(), 100, 15_000, true).await;
+        assert_eq!(ids(&back).first().map(String::as_str), Some("id39"));
+        assert!(back.more && back.rows.len() == 32);
+        // One message always fits; none for max 0, which still tells whether there are any.
+        let one = page(all.clone(), 100, 1, false).await;
+        assert_eq!(ids(&one), ["id1"]);
+        assert!(one.more);
+        let none = page(all.clone(), 0, 1 << 20, false).await;
+        assert!(none.rows.is_empty() && none.more);
+        let whole = page(all.clone(), 100, 1 << 20, false).await;
+        assert!(whole.rows.len() == 70 && !whole.more);
+
+        // Walked in pages of at most 25,000 bytes from either end: each message once.
+        let expected: Vec<String> = (1..=70).map(|n| format!("id{n}")).collect();
+        for from_end in [false, true] {
+            let (mut seen, mut pages, mut rest) = (Vec::new(), 0, all.clone());
+            loop {
+                let p = page(rest.clone(), 20, 25_000, from_end).await;
+                pages += 1;
+                // The message read last (the oldest when read from the end) may pass the
+                // budget, none before it.
+                let read_last = match from_end {
+                    false => p.rows.last(),
+                    true => p.rows.first(),
+                };
+                let before_it = bytes(&p) - read_last.map_or(0, |r| r.stanza.len());
+                assert!(before_it < 25_000 && p.rows.len() <= 20, "{}", b.name);
+                seen = match from_end {
+                    false => [seen, ids(&p)].concat(),
+                    true => [ids(&p), seen].concat(),
+                };
+                if !p.more {
+                    break;
+                }
+                match from_end {
+                    false => rest.after = p.rows.last().map(|r| r.id),
+                    true => rest.before = p.rows.first().map(|r| r.id),
+                }
+            }
+            assert_eq!(seen, expected, "{} from_end={from_end}", b.name);
+            assert!(pages >= 6, "{pages} pages");
+        }
+
+        // Counted, not read: the ids a query names that are there.
+        let picked = Filter {
+            ids: vec!["id9".into(), "id2".into(), "nope".into()],
+            ..Filter::default()
+        };
+        assert_eq!(mam.count(&j, &picked).await.unwrap(), 2);
+        assert_eq!(mam.count(&j, &all).await.unwrap(), 70);
+    }
+}
+
 #[tokio::test]
 async fn rows_numbered_by_the_writer_beside_named_rows() {
     for b in backends("mam-positions").await {

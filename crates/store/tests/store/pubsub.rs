@@ -2,7 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use crate::common::backends;
-use rookery_store::pubsub::{ItemRow, PageLimit, Pubsub, Scan, SubscriptionRow};
+use rookery_store::page::PageLimit;
+use rookery_store::pubsub::{ItemRow, Pubsub, Scan, SubscriptionRow};
 use rookery_store::{Store, StoreError};
 
 /// No limit worth the name, for tests that look at every item.

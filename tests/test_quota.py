@@ -1,5 +1,5 @@
 """Per-account byte budgets of what any party can make the server store: XEP-0160 offline
-messages (`[im.offline] max_bytes_per_user`, 10 MiB) and an account's PEP items
+messages (`[im.offline] max_bytes_per_user`, 32 MiB) and an account's PEP items
 (`[pubsub] pep_max_bytes_per_user`, 16 MiB). Before them only counts bounded these, so one
 account held up to 1,000 offline messages of 256 KiB (256 MB) and 1,000 PEP nodes of 1,000
 items of 256 KiB. Each test fills a budget at its default with stanzas near the largest a
@@ -45,7 +45,7 @@ async def test_offline_storage_is_bounded_in_bytes(server_factory, backend):
     srv = server_factory(backend=backend)
     carol = srv.jid("carol")
     a = await srv.login("alice", "r")
-    sent = 60   # 12 MB: past 10 MiB, far below max_per_user (1,000)
+    sent = 180   # 36 MB: past 32 MiB, far below max_per_user (1,000)
     for i in range(sent):
         a.send(chat(carol, f"o{i}", "x" * BIG))
     refused = bounced(await sync(a))
@@ -54,7 +54,7 @@ async def test_offline_storage_is_bounded_in_bytes(server_factory, backend):
     # The first messages up to the budget are stored, every later one refused (each stored
     # stanza is the body plus its envelope and <delay/>).
     assert [e.get("id") for e in refused] == [f"o{i}" for i in range(stored, sent)]
-    assert stored * BIG <= 10 * MiB < (stored + 1) * (BIG + 1000), stored
+    assert stored * BIG <= 32 * MiB < (stored + 1) * (BIG + 1000), stored
     # XEP-0160 §2: what the server cannot store is service-unavailable, as for the count cap.
     assert stanza_error(refused[0]) == "service-unavailable"
     assert "full" in (refused[0].findtext(f".//{{{NS_STANZAS}}}text") or "")

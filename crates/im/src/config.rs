@@ -102,9 +102,11 @@ pub struct OfflineConfig {
     pub enabled: bool,
     /// Most messages stored per user; beyond it the sender gets `service-unavailable`.
     pub max_per_user: usize,
-    /// Most bytes of stored stanzas per user, likewise. 10 MiB: a thousand messages of 10 KB,
-    /// far more than a person's chats while offline; without it `max_per_user` messages of
-    /// the largest stanza (256 KiB) let any sender put 256 MB on disk per account.
+    /// Most bytes of stored stanzas per user, likewise. 32 MiB: above a session's XEP-0198
+    /// budget of unacknowledged stanzas (16 MiB), so what a session that ends had not
+    /// acknowledged fits when it is routed here, and far more than a person's chats while
+    /// offline; without it `max_per_user` messages of the largest stanza (256 KiB) let any
+    /// sender put 256 MB on disk per account.
     pub max_bytes_per_user: usize,
 }
 
@@ -124,7 +126,7 @@ impl Default for OfflineConfig {
         OfflineConfig {
             enabled: true,
             max_per_user: 1000,
-            max_bytes_per_user: 10 * 1024 * 1024,
+            max_bytes_per_user: 32 * 1024 * 1024,
         }
     }
 }

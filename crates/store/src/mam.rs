@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rand::RngCore;
 
 use crate::db::{with_pool, write_tx};
-use crate::page::{Page, PageLimit};
+use crate::page::{read_in_chunks, PageLimit};
 use crate::{Backend, Store, StoreError};
 
 /// Whose archive.
@@ -416,17 +416,6 @@ pub struct ArchivePage {
     pub more: bool,
 }
 
-impl ArchivePage {
-    /// The page of the messages `page` took in the order read (see [`Mam::page`]).
-    fn of(page: Page<Archived>, more: bool, from_end: bool) -> ArchivePage {
-        let mut rows = page.into_rows();
-        if from_end {
-            rows.reverse();
-        }
-        ArchivePage { rows, more }
-    }
-}
-
 /// What a query selects (every bound optional; positions are row ids, see [`Mam::position`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -650,8 +639,9 @@ impl<'a> Mam<'a> {
     /// bytes of its stored stanza), in archive order: the first messages, or with `from_end`
     /// the last ones — a page that its bytes end early keeps those nearest to where it
     /// starts, so the next page goes on from its other end. The messages are read a few at
-    /// a time ([`Page::next_read`]) and reading stops with the page: a query costs about a
-    /// page of memory, where `limit.max` messages of the largest size would be 25 MiB.
+    /// a time ([`crate::page::read_in_chunks`]) and reading stops with the page: a query
+    /// costs about a page of memory, where `limit.max` messages of the largest size would be
+    /// 25 MiB.
     pub async fn page(
         &self,
         owner: &Owner,
@@ -659,28 +649,20 @@ impl<'a> Mam<'a> {
         limit: PageLimit,
         from_end: bool,
     ) -> Result<ArchivePage, StoreError> {
-        let mut page = Page::new(limit);
-        let mut rest = filter.clone();
-        loop {
-            let asked = page.next_read();
-            let rows = self.read(owner, &rest, asked, from_end).await?;
-            let ended = (rows.len() as u64) < asked;
-            for r in rows {
-                if !page.admits() {
-                    return Ok(ArchivePage::of(page, true, from_end));
-                }
-                // The next read goes on past this message.
-                match from_end {
-                    true => rest.before = Some(r.id),
-                    false => rest.after = Some(r.id),
-                }
-                let bytes = r.stanza.len();
-                page.push(r, bytes);
-            }
-            if ended {
-                return Ok(ArchivePage::of(page, false, from_end));
-            }
+        // The next read goes on past the messages read.
+        let past = |rest: &mut Filter, r: &Archived| match from_end {
+            true => rest.before = Some(r.id),
+            false => rest.after = Some(r.id),
+        };
+        let size = |r: &Archived| r.stanza.len();
+        let read = |rest: Filter, asked: u64| async move {
+            self.read(owner, &rest, asked, from_end).await
+        };
+        let (mut rows, more) = read_in_chunks(limit, filter.clone(), past, size, read).await?;
+        if from_end {
+            rows.reverse();
         }
+        Ok(ArchivePage { rows, more })
     }
 
     /// Up to `limit` messages of `owner`'s archive matching `filter`, in the order read:

@@ -86,6 +86,40 @@ impl<T> Page<T> {
     }
 }
 
+/// Reads a page in chunks of [`Page::next_read`] rows: `read(at, n)` gives up to `n` rows
+/// from the place `at`, which `past` then moves beyond a row read; `size` is what a row
+/// weighs. Reading stops with the page; the rows in the order read, and whether more follow
+/// them (a full page reads one row past itself to know).
+pub(crate) async fn read_in_chunks<T, C, E, Fut>(
+    limit: PageLimit,
+    mut at: C,
+    past: impl Fn(&mut C, &T),
+    size: impl Fn(&T) -> usize,
+    read: impl Fn(C, u64) -> Fut,
+) -> Result<(Vec<T>, bool), E>
+where
+    C: Clone,
+    Fut: std::future::Future<Output = Result<Vec<T>, E>>,
+{
+    let mut page = Page::new(limit);
+    loop {
+        let asked = page.next_read();
+        let rows = read(at.clone(), asked).await?;
+        let ended = (rows.len() as u64) < asked;
+        for row in rows {
+            if !page.admits() {
+                return Ok((page.rows, true));
+            }
+            past(&mut at, &row);
+            let bytes = size(&row);
+            page.push(row, bytes);
+        }
+        if ended {
+            return Ok((page.rows, false));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

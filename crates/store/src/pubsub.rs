@@ -8,7 +8,7 @@
 //! however many items a node holds.
 
 use crate::db::{execute, with_pool, write_tx};
-use crate::page::{Page, PageLimit};
+use crate::page::{read_in_chunks, Page, PageLimit};
 use crate::websub::{enqueue, Change};
 use crate::{now_unix, Store, StoreError};
 
@@ -157,10 +157,9 @@ fn item_row((id, seq, publisher, payload, updated_at): ItemTuple) -> ItemRow {
     }
 }
 
-/// Adds an item to a page, counted by its payload; whether the page takes more.
-fn take(page: &mut Page<ItemRow>, row: ItemRow) -> bool {
-    let bytes = row.payload.as_ref().map_or(0, String::len);
-    page.push(row, bytes)
+/// What an item weighs in a page: its payload's bytes.
+fn payload_bytes(row: &ItemRow) -> usize {
+    row.payload.as_ref().map_or(0, String::len)
 }
 
 fn count(n: i64) -> Result<u64, StoreError> {
@@ -620,13 +619,12 @@ impl<'a> Pubsub<'a> {
         scan: Scan,
         limit: PageLimit,
     ) -> Result<Vec<ItemRow>, StoreError> {
-        let (sql, mut bound) = match scan {
+        let (sql, bound) = match scan {
             Scan::NewestFirst { below } => (PAGE_NEWEST_FIRST, below.unwrap_or(i64::MAX)),
             Scan::OldestFirst { above } => (PAGE_OLDEST_FIRST, above.unwrap_or(i64::MIN)),
         };
-        let mut page = Page::new(limit);
-        while page.admits() {
-            let asked = page.next_read();
+        let past = |bound: &mut i64, row: &ItemRow| *bound = row.seq;
+        let read = |bound: i64, asked: u64| async move {
             let rows: Vec<ItemTuple> = with_pool!(self.store, pool => {
                 sqlx::query_as(sql)
                     .bind(service)
@@ -636,19 +634,10 @@ impl<'a> Pubsub<'a> {
                     .fetch_all(pool)
                     .await?
             });
-            let ended = (rows.len() as u64) < asked;
-            for row in rows {
-                if !page.admits() {
-                    break;
-                }
-                bound = row.1;
-                take(&mut page, item_row(row));
-            }
-            if ended {
-                break;
-            }
-        }
-        Ok(page.into_rows())
+            Ok::<_, StoreError>(rows.into_iter().map(item_row).collect())
+        };
+        let (rows, _) = read_in_chunks(limit, bound, past, payload_bytes, read).await?;
+        Ok(rows)
     }
 
     /// The sequence number of the item `id` of a node, if it has one (an RSM anchor).
@@ -719,7 +708,9 @@ impl<'a> Pubsub<'a> {
                 .await?
             });
             if let Some(r) = row {
-                if !page.rows().iter().any(|o| o.id == r.0) && !take(&mut page, item_row(r)) {
+                let row = item_row(r);
+                let bytes = payload_bytes(&row);
+                if !page.rows().iter().any(|o| o.id == row.id) && !page.push(row, bytes) {
                     complete = n + 1 == ids.len();
                     break;
                 }

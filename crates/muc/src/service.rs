@@ -49,6 +49,7 @@ use crate::room::{not_in_room, Limits, Output, Persist, Room};
 use crate::roomconfig::RoomConfig;
 use crate::store::RoomStore;
 use rookery_store::mam::{ArchiveId, Archived, Filter, NewArchived, Owner};
+use rookery_store::page::PageLimit;
 use rookery_store::Store;
 
 tokio::task_local! {
@@ -270,17 +271,22 @@ impl MucService {
         }
     }
 
-    /// Puts the last messages of room `name`'s archive into its history for newcomers.
+    /// Puts the last messages of room `name`'s archive into its history for newcomers: as
+    /// many as the history holds, in count and in bytes, and no more read (a room's messages
+    /// may weigh 256 KiB each; the rooms are recalled as the service starts).
     async fn recall_history(&self, room: &mut Room, name: &str) {
         let Some(store) = &self.archive else { return };
-        let limit = u64::try_from(self.config.history_length).unwrap_or(u64::MAX);
+        let limit = PageLimit {
+            max: u64::try_from(self.config.history_length).unwrap_or(u64::MAX),
+            max_bytes: self.config.history_max_bytes,
+        };
         match store
             .mam()
-            .query(&self.owner(name), &Filter::default(), limit, true)
+            .page(&self.owner(name), &Filter::default(), limit, true)
             .await
         {
-            Ok(rows) => {
-                for r in rows {
+            Ok(page) => {
+                for r in page.rows {
                     if let Some(s) = Stanza::from_serialized(r.stanza.as_bytes()) {
                         room.recall(s, r.ts);
                     }

@@ -103,7 +103,44 @@ macro_rules! write_one {
     };
 }
 
-pub(crate) use {with_pool, write_tx};
+/// A read connection checked out of the pool for several statements: the reads of a page
+/// in chunks ([`crate::page::read_in_chunks`]). sqlx tests a connection each time it goes
+/// back to its pool (a round trip to SQLite's connection thread or to the PostgreSQL
+/// server), so a page costs one such test, not one per chunk.
+pub(crate) enum ReadConn {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl Pool {
+    /// A connection of the read pool, for the caller's statements until it is dropped.
+    pub(crate) async fn read_conn(&self) -> Result<ReadConn, crate::StoreError> {
+        Ok(match self {
+            Pool::Sqlite { read, .. } => ReadConn::Sqlite(read.acquire().await?),
+            Pool::Postgres { pool, .. } => ReadConn::Postgres(pool.acquire().await?),
+        })
+    }
+}
+
+/// Runs the read `$body` with `$conn` bound to the native connection of a [`ReadConn`]
+/// (`&mut SqliteConnection` or `&mut PgConnection`; pass `&mut *$conn` to queries). The
+/// body's rules are those of [`with_pool!`].
+macro_rules! with_conn {
+    ($read:expr, $conn:ident => $body:expr) => {
+        match $read {
+            $crate::db::ReadConn::Sqlite(c) => {
+                let $conn: &mut sqlx::SqliteConnection = &mut *c;
+                $body
+            }
+            $crate::db::ReadConn::Postgres(c) => {
+                let $conn: &mut sqlx::PgConnection = &mut *c;
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use {with_conn, with_pool, write_tx};
 
 /// Owned copies of text parameters, to move into a write.
 fn owned(args: &[&str]) -> Vec<String> {

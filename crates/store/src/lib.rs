@@ -117,6 +117,11 @@ const SQLITE_WRITER_CACHE_KIB: u32 = 4 * 1024;
 const SQLITE_WAL_CHECKPOINT_PAGES: u32 = 4096;
 /// Connections in a PostgreSQL pool.
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
+/// A PostgreSQL connection idle for this long is tested (a round trip) before it is used
+/// again: one the server or the network dropped meanwhile is replaced instead of failing
+/// the query. sqlx tests every connection on every checkout by default — a round trip per
+/// query on top of the query's own, for connections that were in use a moment before.
+const POSTGRES_TEST_AFTER_IDLE: Duration = Duration::from_secs(10);
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -480,8 +485,11 @@ async fn open_sqlite(url: &str, migrations: Migrations) -> Result<Pool, StoreErr
         write.clone()
     } else {
         // `query_only`: a write that bypassed the writer fails loudly instead of racing it.
+        // No test at checkout (sqlx's default sends a ping through the connection's thread
+        // and waits for it, each read): the file in this process is not lost between uses.
         SqlitePoolOptions::new()
             .max_connections(SQLITE_READ_CONNECTIONS)
+            .test_before_acquire(false)
             .connect_with(options.pragma("query_only", "ON"))
             .await?
     };
@@ -496,6 +504,15 @@ async fn open_postgres(url: &str) -> Result<sqlx::PgPool, StoreError> {
     let options = PgConnectOptions::from_str(url)?;
     Ok(PgPoolOptions::new()
         .max_connections(POSTGRES_MAX_CONNECTIONS)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= POSTGRES_TEST_AFTER_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await?)
 }

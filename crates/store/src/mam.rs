@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rand::RngCore;
 
-use crate::db::{with_pool, write_tx};
+use crate::db::{with_conn, with_pool, write_tx, ReadConn};
 use crate::page::{read_in_chunks, PageLimit};
 use crate::{Backend, Store, StoreError};
 
@@ -628,7 +628,8 @@ impl<'a> Mam<'a> {
         limit: u64,
         from_end: bool,
     ) -> Result<Vec<Archived>, StoreError> {
-        let mut rows = self.read(owner, filter, limit, from_end).await?;
+        let mut conn = self.store.pool.read_conn().await?;
+        let mut rows = self.read(&mut conn, owner, filter, limit, from_end).await?;
         if from_end {
             rows.reverse();
         }
@@ -655,10 +656,13 @@ impl<'a> Mam<'a> {
             false => rest.after = Some(r.id),
         };
         let size = |r: &Archived| r.stanza.len();
-        let read = |rest: Filter, asked: u64| async move {
-            self.read(owner, &rest, asked, from_end).await
+        let read = |mut conn: ReadConn, rest: Filter, asked: u64| async move {
+            let rows = self.read(&mut conn, owner, &rest, asked, from_end).await;
+            (conn, rows)
         };
-        let (mut rows, more) = read_in_chunks(limit, filter.clone(), past, size, read).await?;
+        let conn = self.store.pool.read_conn().await?;
+        let (mut rows, more) =
+            read_in_chunks(limit, filter.clone(), conn, past, size, read).await?;
         if from_end {
             rows.reverse();
         }
@@ -666,9 +670,10 @@ impl<'a> Mam<'a> {
     }
 
     /// Up to `limit` messages of `owner`'s archive matching `filter`, in the order read:
-    /// from the first on, or with `from_end` from the last back.
+    /// from the first on, or with `from_end` from the last back, on `conn`.
     async fn read(
         &self,
+        conn: &mut ReadConn,
         owner: &Owner,
         filter: &Filter,
         limit: u64,
@@ -686,8 +691,8 @@ impl<'a> Mam<'a> {
             if from_end { "DESC" } else { "ASC" },
             params.len()
         );
-        let rows: Vec<Row> = with_pool!(self.store, pool => {
-            bind_all!(sqlx::query_as(&sql), &params).fetch_all(pool).await?
+        let rows: Vec<Row> = with_conn!(conn, c => {
+            bind_all!(sqlx::query_as(&sql), &params).fetch_all(&mut *c).await?
         });
         Ok(rows
             .into_iter()

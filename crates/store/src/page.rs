@@ -86,25 +86,29 @@ impl<T> Page<T> {
     }
 }
 
-/// Reads a page in chunks of [`Page::next_read`] rows: `read(at, n)` gives up to `n` rows
-/// from the place `at`, which `past` then moves beyond a row read; `size` is what a row
-/// weighs. Reading stops with the page; the rows in the order read, and whether more follow
-/// them (a full page reads one row past itself to know).
-pub(crate) async fn read_in_chunks<T, C, E, Fut>(
+/// Reads a page in chunks of [`Page::next_read`] rows on one connection: `read(conn, at,
+/// n)` gives up to `n` rows from the place `at`, which `past` then moves beyond a row read,
+/// and hands `conn` back for the next chunk; `size` is what a row weighs. Reading stops with
+/// the page; the rows in the order read, and whether more follow them (a full page reads one
+/// row past itself to know).
+pub(crate) async fn read_in_chunks<T, C, S, E, Fut>(
     limit: PageLimit,
     mut at: C,
+    mut conn: S,
     past: impl Fn(&mut C, &T),
     size: impl Fn(&T) -> usize,
-    read: impl Fn(C, u64) -> Fut,
+    read: impl Fn(S, C, u64) -> Fut,
 ) -> Result<(Vec<T>, bool), E>
 where
     C: Clone,
-    Fut: std::future::Future<Output = Result<Vec<T>, E>>,
+    Fut: std::future::Future<Output = (S, Result<Vec<T>, E>)>,
 {
     let mut page = Page::new(limit);
     loop {
         let asked = page.next_read();
-        let rows = read(at.clone(), asked).await?;
+        let (back, rows) = read(conn, at.clone(), asked).await;
+        conn = back;
+        let rows = rows?;
         let ended = (rows.len() as u64) < asked;
         for row in rows {
             if !page.admits() {

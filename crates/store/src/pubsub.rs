@@ -7,7 +7,7 @@
 //! assigns (unique and increasing per node), so "the last N items" is an index range scan,
 //! however many items a node holds.
 
-use crate::db::{execute, with_pool, write_tx};
+use crate::db::{execute, with_conn, with_pool, write_tx, ReadConn};
 use crate::page::{read_in_chunks, Page, PageLimit};
 use crate::websub::{enqueue, Change};
 use crate::{now_unix, Store, StoreError};
@@ -624,19 +624,24 @@ impl<'a> Pubsub<'a> {
             Scan::OldestFirst { above } => (PAGE_OLDEST_FIRST, above.unwrap_or(i64::MIN)),
         };
         let past = |bound: &mut i64, row: &ItemRow| *bound = row.seq;
-        let read = |bound: i64, asked: u64| async move {
-            let rows: Vec<ItemTuple> = with_pool!(self.store, pool => {
-                sqlx::query_as(sql)
-                    .bind(service)
-                    .bind(node)
-                    .bind(bound)
-                    .bind(self::limit(asked))
-                    .fetch_all(pool)
-                    .await?
-            });
-            Ok::<_, StoreError>(rows.into_iter().map(item_row).collect())
+        let read = |mut conn: ReadConn, bound: i64, asked: u64| async move {
+            let rows = async {
+                let rows: Vec<ItemTuple> = with_conn!(&mut conn, c => {
+                    sqlx::query_as(sql)
+                        .bind(service)
+                        .bind(node)
+                        .bind(bound)
+                        .bind(self::limit(asked))
+                        .fetch_all(&mut *c)
+                        .await?
+                });
+                Ok::<_, StoreError>(rows.into_iter().map(item_row).collect())
+            }
+            .await;
+            (conn, rows)
         };
-        let (rows, _) = read_in_chunks(limit, bound, past, payload_bytes, read).await?;
+        let conn = self.store.pool.read_conn().await?;
+        let (rows, _) = read_in_chunks(limit, bound, conn, past, payload_bytes, read).await?;
         Ok(rows)
     }
 

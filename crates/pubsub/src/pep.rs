@@ -554,7 +554,7 @@ impl Module for Pep {
     async fn event(&self, core: &Arc<Core>, event: &Event) {
         self.core.attach(core);
         match event {
-            Event::Session(SessionEvent::Closed(jid)) => {
+            Event::Session(SessionEvent::Closed(jid) | SessionEvent::Moved(jid)) => {
                 self.served.remove(jid);
                 self.waiting.remove(jid);
             }

@@ -17,6 +17,9 @@
 //! - **notes** task: hands the other nodes' modules' notes (`Core::tell_peers`) to this
 //!   node's modules, in order, without holding up the control task (a note may make a module
 //!   read the store);
+//! - **handover** task: reads `rookery.<domain>.handover.<id>`, the other nodes' requests to
+//!   hand over a hibernated XEP-0198 session of this node (their client resumed it there),
+//!   each answered from a task of its own by the session's task (`Core::hand_over`);
 //! - **heartbeat** task: says this node is alive and expires the silent ones (the lease).
 
 use std::collections::VecDeque;

@@ -253,11 +253,7 @@ async fn negotiate(
                     Resumption::Here => return Ok(Negotiated::Resumed),
                     Resumption::Moved(jid, moved) => {
                         let conn = holder.as_ref().ok_or_else(no_conn)?;
-                        let mut bound = bind(ctx, conn, jid, None).await;
-                        ctx.core
-                            .adopt_session_states(&bound.jid, &moved.moved.modules);
-                        bound.moved = Some(moved);
-                        return Ok(Negotiated::Bound(bound));
+                        return Ok(Negotiated::Bound(bind_moved(ctx, conn, jid, moved).await));
                     }
                     Resumption::Failed(failed) => failed,
                 };
@@ -475,6 +471,21 @@ async fn bind(ctx: &C2sContext, conn: &Conn, jid: Jid, inline: Option<Box<Inline
         inline,
         moved: None,
     }
+}
+
+/// Binds here the session another node handed over (see [`crate::elsewhere`]): that node's
+/// handle leaves the registry quietly (the modules here kept nothing for it, and it did not
+/// end), the full JID is bound as for any bind, and the modules take back what they kept for
+/// it there; the session answers `<resumed/>` when it runs.
+async fn bind_moved(ctx: &C2sContext, conn: &Conn, jid: Jid, moved: Box<MovedIn>) -> Bound {
+    if let Some(old) = ctx.core.session(&jid).filter(|h| h.is_remote()) {
+        ctx.core.unbind_remote(&jid, old.id());
+    }
+    let mut bound = bind(ctx, conn, jid, None).await;
+    ctx.core
+        .adopt_session_states(&bound.jid, &moved.moved.modules);
+    bound.moved = Some(moved);
+    bound
 }
 
 /// How a `<resume/>` went.

@@ -31,7 +31,8 @@ from conftest import PG_URL, PgDatabase, free_port
 from test_websub import receiver  # noqa: F401 (a fixture)
 from slix import SlixClient, slix_login
 from test_im import BODY, NS_ROSTER, Peer, is_msg, is_presence, is_push, make_mutual, peer
-from xmpp_raw import local, stanza_error
+from test_sasl2 import bind2, tls_client
+from xmpp_raw import NS_SASL2, NS_SM, NS_BIND2, local, stanza_error, tag
 
 USERS = {"alice": "alicepass", "bob": "bobpass", "carol": "carolpass", "dave": "davepass"}
 LEASE_MS = 4000
@@ -452,6 +453,36 @@ async def test_a_session_hibernated_on_one_node_is_resumed_on_another(cluster):
     finally:
         await c.close()
         await bob.close()
+
+
+async def test_an_inline_sasl2_resumption_on_another_node_moves_the_session(cluster):
+    """XEP-0198 inline in SASL2 (XEP-0388) on another node: <resumed/> inside the
+    <success/>, with the session's full JID, then what waited on node 1."""
+    n1, n2, _ = cluster.nodes
+    c = await tls_client(n1)
+    s = await c.sasl2("alice", "alicepass", inline=bind2(f"<enable xmlns='{NS_SM}' resume='true'/>"))
+    jid = s.findtext(tag(NS_SASL2, "authorization-identifier"))
+    previd = s.find(f"{tag(NS_BIND2, 'bound')}/{tag(NS_SM, 'enabled')}").get("id")
+    bob = await peer(n2, "bob", "b", roster=False, presence=False)
+    # Node 2 knows the session once a message from there reaches it.
+    bob.message(jid, "first")
+    el = await c.recv()
+    assert local(el) == "message" and el.findtext(BODY) == "first"
+    c.abort()
+    await asyncio.sleep(0.5)
+    bob.message(jid, "while away")
+    await bob.sync()
+    await asyncio.sleep(0.5)
+    c2 = await tls_client(n2)
+    s2 = await c2.sasl2("alice", "alicepass", inline=(
+        f"<resume xmlns='{NS_SM}' previd='{previd}' h='1'/>" + bind2()))
+    resumed = s2.find(tag(NS_SM, "resumed"))
+    assert resumed is not None and resumed.get("previd") == previd, ET.tostring(s2)
+    assert s2.findtext(tag(NS_SASL2, "authorization-identifier")) == jid
+    el = await c2.recv()
+    assert local(el) == "message" and el.findtext(BODY) == "while away", ET.tostring(el)
+    await c2.close()
+    await bob.close()
 
 
 async def test_a_resumption_fails_cleanly_when_the_node_that_held_the_session_is_gone(cluster):

@@ -839,19 +839,17 @@ impl Inner {
         if !self.is_connected() {
             return None;
         }
-        let nodes: Vec<String> = {
+        let sessions = self.core.sessions_of(&ask.user);
+        let mut nodes: Vec<String> = {
             let remote = lock(&self.remote);
-            let mut nodes: Vec<String> = self
-                .core
-                .sessions_of(&ask.user)
+            sessions
                 .iter()
                 .filter(|(h, _)| h.is_remote())
                 .filter_map(|(h, _)| remote.find(h.jid()).map(|(n, _)| n.to_string()))
-                .collect();
-            nodes.sort();
-            nodes.dedup();
-            nodes
+                .collect()
         };
+        nodes.sort();
+        nodes.dedup();
         let request = HandoverRequest {
             user: ask.user.to_string(),
             previd: ask.previd,

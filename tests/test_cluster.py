@@ -31,8 +31,8 @@ from conftest import PG_URL, PgDatabase, free_port
 from test_websub import receiver  # noqa: F401 (a fixture)
 from slix import SlixClient, slix_login
 from test_im import BODY, NS_ROSTER, Peer, is_msg, is_presence, is_push, make_mutual, peer
-from test_mam import query as mam_query
-from xmpp_raw import local, stanza_error
+from test_sasl2 import bind2, tls_client
+from xmpp_raw import NS_SASL2, NS_SM, NS_BIND2, local, stanza_error, tag
 
 USERS = {"alice": "alicepass", "bob": "bobpass", "carol": "carolpass", "dave": "davepass"}
 LEASE_MS = 4000
@@ -366,48 +366,151 @@ async def test_a_resource_bound_on_another_node_replaces_the_older_session(clust
     await probe.close()
 
 
-async def test_a_session_resumed_on_another_node_ends_where_it_hibernated(cluster):
-    """A hibernated session cannot move between nodes (docs/clustering.md): slixmpp, its TCP
-    connection killed, reconnects to another node and asks to resume; that node answers
-    <failed/> and slixmpp binds anew — under another resource, as clients whose resource
-    the server picks do. The node holding the old session ends it at once instead of at its
-    resumption timeout, so the message that waited in it reaches the new session."""
-    n1, n2, _ = cluster.nodes
-    c = SlixClient(n1.jid("alice", "before"), n1.users["alice"])
+def _sm_client(node, resource: str) -> tuple[SlixClient, dict]:
+    """slixmpp with XEP-0198 for alice on `node`; `events` gets a future per outcome of a
+    resumption (`resumed`, `failed`), renewed by `_resume_on`."""
+    c = SlixClient(node.jid("alice", resource), node.users["alice"])
     c.register_plugin("xep_0198")
-    failed = asyncio.get_running_loop().create_future()
-    c.add_event_handler("sm_failed", lambda _: failed.done() or failed.set_result(True))
-    c.connect(n1.host, n1.port)
-    bob = await peer(n2, "bob", "phone", roster=False, presence=False)
+    events: dict = {}
+
+    def settle(name):
+        return lambda _: events[name].done() or events[name].set_result(True)
+
+    c.add_event_handler("session_resumed", settle("resumed"))
+    c.add_event_handler("sm_failed", settle("failed"))
+    return c, events
+
+
+async def _sm_login(c: SlixClient, node):
+    """Logs `c` in on `node`, with resumption enabled."""
+    c.connect(node.host, node.port)
+    await asyncio.wait_for(c.session, 20)
+    for _ in range(50):
+        if c.plugin["xep_0198"].sm_id:
+            break
+        await asyncio.sleep(0.1)
+    assert c.plugin["xep_0198"].sm_id, "stream management was not enabled with resumption"
+
+
+def _resume_on(c: SlixClient, events: dict, node):
+    """Reconnects `c` to `node`; slixmpp asks to resume its session there."""
+    loop = asyncio.get_running_loop()
+    events["resumed"] = loop.create_future()
+    events["failed"] = loop.create_future()
+    c.session = loop.create_future()
+    c.connect(node.host, node.port)
+
+
+async def test_a_session_hibernated_on_one_node_is_resumed_on_another(cluster):
+    """XEP-0198 resumption on another node (docs/clustering.md, "Resumption on another
+    node"): slixmpp, its TCP connection killed on node 1, reconnects to node 2 and resumes —
+    <resumed/>, the same full JID, the message that waited in node 1's hibernated session
+    delivered once, and its contact never sees it unavailable. Then again from node 2 to node
+    3: the SM-ID moves with the session."""
+    n1, n2, n3 = cluster.nodes
+    await make_mutual(n1, "alice", "bob")
+    c, events = _sm_client(n1, "before")
+    bob = await peer(n2, "bob", "phone")
+    before = n1.jid("alice", "before")
     try:
-        await asyncio.wait_for(c.session, 20)
-        for _ in range(50):
-            if c.plugin["xep_0198"].sm_id:
-                break
-            await asyncio.sleep(0.1)
-        assert c.plugin["xep_0198"].sm_id, "stream management was not enabled with resumption"
+        await _sm_login(c, n1)
         c.send_presence()
-        before = n1.jid("alice", "before")
-        await reachable(bob, before)
-        # Kill the TCP connection without a close: the session hibernates on node 1.
+        await wait_for(bob, is_presence(frm=before), what="alice available")
         c.transport.abort()
         await asyncio.sleep(0.5)
-        bob.send(f"<message to={quoteattr(before)} type='chat' id='w1'><body>waited</body></message>")
+        bob.message(before, "waited")
+        await bob.sync()
         await asyncio.sleep(0.5)
+        _resume_on(c, events, n2)
+        await asyncio.wait_for(events["resumed"], 20)
+        assert not events["failed"].done()
+        assert c.boundjid.full == before
+        await c.inbox.wait(is_msg("waited"), timeout=15, what="the message that waited")
+        # Node 2 serves it now: a message to the full JID, and one to the bare JID (its
+        # presence moved with it: available, so the bare JID reaches it).
+        bob.message(before, "on node 2")
+        bob.message("alice@localhost", "to the bare JID")
+        await c.inbox.wait(is_msg("on node 2"), timeout=15, what="a message after the move")
+        await c.inbox.wait(is_msg("to the bare JID"), timeout=15, what="a message to the bare JID")
+
+        # And once more, from node 2 to node 3, under the same SM-ID.
+        c.transport.abort()
+        await asyncio.sleep(0.5)
+        bob.message(before, "waited again")
+        await bob.sync()
+        await asyncio.sleep(0.5)
+        _resume_on(c, events, n3)
+        await asyncio.wait_for(events["resumed"], 20)
+        assert c.boundjid.full == before
+        await c.inbox.wait(is_msg("waited again"), timeout=15, what="the second waiting message")
+        bob.message(before, "on node 3")
+        await c.inbox.wait(is_msg("on node 3"), timeout=15, what="a message after the second move")
+        bodies = [e.findtext(BODY) for e in c.inbox.items if local(e) == "message"]
+        for body in ("waited", "on node 2", "to the bare JID", "waited again", "on node 3"):
+            assert bodies.count(body) == 1, bodies
+        await bob.sync()
+        assert not bob.take(is_presence("unavailable", before)), "bob saw alice go"
+    finally:
+        await c.close()
+        await bob.close()
+
+
+async def test_an_inline_sasl2_resumption_on_another_node_moves_the_session(cluster):
+    """XEP-0198 inline in SASL2 (XEP-0388) on another node: <resumed/> inside the
+    <success/>, with the session's full JID, then what waited on node 1."""
+    n1, n2, _ = cluster.nodes
+    c = await tls_client(n1)
+    s = await c.sasl2("alice", "alicepass", inline=bind2(f"<enable xmlns='{NS_SM}' resume='true'/>"))
+    jid = s.findtext(tag(NS_SASL2, "authorization-identifier"))
+    previd = s.find(f"{tag(NS_BIND2, 'bound')}/{tag(NS_SM, 'enabled')}").get("id")
+    bob = await peer(n2, "bob", "b", roster=False, presence=False)
+    # Node 2 knows the session once a message from there reaches it.
+    bob.message(jid, "first")
+    el = await c.recv()
+    assert local(el) == "message" and el.findtext(BODY) == "first"
+    c.abort()
+    await asyncio.sleep(0.5)
+    bob.message(jid, "while away")
+    await bob.sync()
+    await asyncio.sleep(0.5)
+    c2 = await tls_client(n2)
+    s2 = await c2.sasl2("alice", "alicepass", inline=(
+        f"<resume xmlns='{NS_SM}' previd='{previd}' h='1'/>" + bind2()))
+    resumed = s2.find(tag(NS_SM, "resumed"))
+    assert resumed is not None and resumed.get("previd") == previd, ET.tostring(s2)
+    assert s2.findtext(tag(NS_SASL2, "authorization-identifier")) == jid
+    el = await c2.recv()
+    assert local(el) == "message" and el.findtext(BODY) == "while away", ET.tostring(el)
+    await c2.close()
+    await bob.close()
+
+
+async def test_a_resumption_fails_cleanly_when_the_node_that_held_the_session_is_gone(cluster):
+    """Node 1, holding the hibernated session, is killed (-9): node 2 has nobody to hand it
+    over, so the client is answered <failed/> at once and binds anew; what was sent to it
+    meanwhile went to offline storage and reaches the new session — nothing is lost."""
+    n1, n2, _ = cluster.nodes
+    c, events = _sm_client(n1, "before")
+    bob = await peer(n2, "bob", "phone", roster=False, presence=False)
+    before = n1.jid("alice", "before")
+    try:
+        await _sm_login(c, n1)
+        c.send_presence()
+        await reachable(bob, before)
+        c.transport.abort()
+        await asyncio.sleep(0.5)
+        n1.kill()  # SIGKILL
+        bob.message(before, "sent after the kill")
+        await bob.sync()
         c.requested_jid.resource = "after"
-        c.session = asyncio.get_running_loop().create_future()
-        c.connect(n2.host, n2.port)
-        await asyncio.wait_for(failed, 20)
+        started = time.monotonic()
+        _resume_on(c, events, n2)
+        await asyncio.wait_for(events["failed"], 20)
+        assert time.monotonic() - started < 10, "the failure took the handover's timeout"
         await asyncio.wait_for(c.session, 20)
         assert c.boundjid.resource == "after"
         c.send_presence()
-        # Well within the hibernation timeout (300 s by default): ended by node 1 at once.
-        got = await c.inbox.wait(is_msg("waited"), timeout=15, what="the message that waited")
-        # Routed again by node 1 (Core::reroute): archived once, by node 2 when it was sent,
-        # under the stanza-id it still carries (XEP-0313 §5.1.1, XEP-0359 §3).
-        sid = got.find("{urn:xmpp:sid:0}stanza-id").get("id")
-        bodies, ids, _ = await mam_query(c)
-        assert (bodies, ids) == (["waited"], [sid])
+        await c.inbox.wait(is_msg("sent after the kill"), timeout=15, what="the offline message")
     finally:
         await c.close()
         await bob.close()

@@ -59,6 +59,12 @@ impl Csi {
         self.held.len()
     }
 
+    /// The stanzas held back, oldest first (a copy of them goes to the node a session
+    /// moves to).
+    pub fn held_stanzas(&self) -> impl Iterator<Item = &Bytes> {
+        self.held.iter()
+    }
+
     /// Takes what is held out (the session ends).
     pub fn take_held(&mut self) -> VecDeque<Bytes> {
         std::mem::take(&mut self.held)

@@ -1,25 +1,103 @@
-//! XEP-0198 resumption asked of another node of a cluster.
+//! XEP-0198 resumption asked of another node of a cluster (docs/clustering.md, "Resumption
+//! on another node").
 //!
-//! A hibernated session lives in the task of the node that held its connection, and its
-//! queue cannot move (docs/clustering.md): a client that reconnects to another node and asks
-//! to resume is answered `<failed/>` there. Left alone, the old session would go on
-//! hibernating on its node — holding the messages the client had not acknowledged and those
-//! that arrived since — until its resumption timeout (minutes), while the client, bound anew
-//! on the other node, waits for them. So the node that refused tells its peers which session
-//! the client gave up, and the one holding it ends it at once, as its timeout would:
+//! A hibernated session lives in the task of the node that held its connection. When its
+//! client reconnects to another node and asks to resume, that node asks the nodes where the
+//! user has sessions to hand it over ([`take_over`], `Core::take_over`): the one holding the
+//! SM-ID, for a hibernated session of that user only, answers with what the session needs to
+//! go on unchanged — a [`Moved`] — and waits for the new node to bind the full JID (its task
+//! then routes what arrived meanwhile to the new node, and ends without unavailable presence
+//! and without routing again what it handed over). The new node binds the JID, answers
+//! `<resumed/>` and resends the queue, as a local resumption does.
+//!
+//! If that fails (no node answers in time, the session is attached, the bus is down) the
+//! client is answered `<failed/>`, and the node that refused tells its peers which session
+//! the client gave up: the one holding it ends it at once, as its timeout would —
 //! unavailable presence goes out and what it held is routed again (to the client's new
-//! session, or offline storage). Only the session's owner can end it this way: the note
-//! names the authenticated user, and a node acts on it only for a session of that user.
+//! session, or offline storage). A session handed over whose new node never binds it ends
+//! the same way after [`MOVE_GRACE`]. Only the session's owner can end or move it: the
+//! requests name the authenticated user, and a node acts only for a session of that user.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
-use rookery_core::{priority, Core, Declaration, Event, EventKind, Module};
-use rookery_jid::BareJid;
+use rookery_core::cluster::HANDOVER_TIMEOUT;
+use rookery_core::{
+    priority, Core, Declaration, Event, EventKind, HandoverAsk, Module, SessionSource,
+};
+use rookery_jid::{BareJid, Jid};
 use rookery_proto::{StreamError, StreamErrorCondition};
 
-use crate::sm;
+use crate::sm::{self, MoveOut, Unacked};
+
+/// How long a session handed over waits for its new node to bind it before it ends as if it
+/// had not been resumed: well past what that node waits for the answer
+/// ([`HANDOVER_TIMEOUT`]), so that a late answer is never taken on both nodes.
+pub const MOVE_GRACE: Duration = Duration::from_secs(3 * HANDOVER_TIMEOUT.as_secs());
+
+/// What a hibernated session hands over to the node where its client resumed it: all a
+/// resumed session needs to go on as if resumed here (stanzas as our serialization, which is
+/// UTF-8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    /// The full JID.
+    pub jid: String,
+    /// The SM-ID, kept: the client may resume again later.
+    pub previd: String,
+    /// The resumption timeout it was granted, in seconds.
+    pub max_secs: u64,
+    /// Stanzas received from the client (the `h` of `<resumed/>`).
+    pub inbound: u32,
+    /// Stanzas sent to it.
+    pub sent: u32,
+    /// Those of them not acknowledged (after the client's `h`), with when each was written.
+    pub unacked: Vec<(String, i64)>,
+    /// Stanzas not written yet: held back (XEP-0352) and queued while hibernating.
+    pub pending: Vec<String>,
+    /// What the modules keep for the session (`Core::session_states`).
+    pub modules: Vec<(String, String)>,
+}
+
+impl Moved {
+    /// The unacknowledged stanzas as the counters keep them.
+    pub fn unacked(&self) -> VecDeque<Unacked> {
+        self.unacked
+            .iter()
+            .map(|(s, at)| Unacked {
+                stanza: Bytes::from(s.clone()),
+                sent_at: *at,
+            })
+            .collect()
+    }
+}
+
+/// Asks the other nodes of a cluster to hand over the hibernated session `previd` of `user`
+/// whose client asked here to resume it with `h`; `None` when none did (then the caller
+/// answers `<failed/>` and calls [`tell_peers`]). A made-up id does not cross the bus, and
+/// an answer for another account's JID is not taken.
+pub async fn take_over(core: &Core, user: &BareJid, previd: &str, h: u32) -> Option<(Jid, Moved)> {
+    if !sm::is_id(previd) {
+        return None;
+    }
+    let ask = HandoverAsk {
+        user: user.clone(),
+        previd: previd.to_string(),
+        h,
+    };
+    let text = core.take_over(ask).await?;
+    let moved: Moved = serde_json::from_str(&text)
+        .map_err(|e| tracing::warn!(error = %e, "unreadable session handed over"))
+        .ok()?;
+    let jid = Jid::parse(&moved.jid)
+        .ok()
+        .filter(|j| j.is_full() && j.bare_str() == user.as_str())?;
+    (moved.previd == previd).then_some((jid, moved))
+}
 
 /// The cluster note's topic.
 const TOPIC: &str = "c2s-resume";
@@ -33,7 +111,8 @@ pub fn tell_peers(core: &Core, user: &BareJid, previd: &str) {
     }
 }
 
-/// Ends the sessions whose resumption their owner asked of another node.
+/// Ends the sessions whose resumption their owner asked of another node, and hands them
+/// over to a node that asks ([`SessionSource`]).
 pub struct ResumedElsewhere {
     sm: Arc<sm::Registry>,
 }
@@ -81,5 +160,23 @@ impl Module for ResumedElsewhere {
                 "the client resumed on another node",
             ));
         }
+    }
+}
+
+#[async_trait]
+impl SessionSource for ResumedElsewhere {
+    /// Hands the claim to the session's task, which answers only while it hibernates.
+    async fn hand_over(&self, ask: &HandoverAsk, max_bytes: usize) -> Option<String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let claim = MoveOut {
+            h: ask.h,
+            max_bytes,
+            reply,
+        };
+        if let Err((claim, _)) = self.sm.offer(&ask.previd, &ask.user, claim) {
+            claim.refuse();
+            return None;
+        }
+        answer.await.ok().flatten()
     }
 }

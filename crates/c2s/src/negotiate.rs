@@ -32,6 +32,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::machine::{C2sMachine, Done, Inline, Policy, Reply, Request, Sasl2Resumed};
+use crate::session::MovedIn;
 use crate::{session, sm, C2sConfig, C2sContext, Mode};
 
 /// How negotiation ended.
@@ -53,6 +54,9 @@ pub struct Bound {
     /// Bound by XEP-0386 Bind2 inside SASL2: what the session enables before it sends the
     /// success.
     pub inline: Option<Box<Inline>>,
+    /// Bound for a session another node handed over (XEP-0198 resumption here): what the
+    /// session takes over before it answers `<resumed/>`.
+    pub moved: Option<Box<MovedIn>>,
 }
 
 /// Serves one accepted TCP connection to the end.
@@ -245,8 +249,13 @@ async fn negotiate(
                 sasl2,
             } => {
                 let inline = sasl2.is_some();
-                let Some(failed) = resume(ctx, holder, &user, &previd, h, sasl2).await? else {
-                    return Ok(Negotiated::Resumed);
+                let failed = match resume(ctx, holder, &user, &previd, h, sasl2).await? {
+                    Resumption::Here => return Ok(Negotiated::Resumed),
+                    Resumption::Moved(jid, moved) => {
+                        let conn = holder.as_ref().ok_or_else(no_conn)?;
+                        return Ok(Negotiated::Bound(bind_moved(ctx, conn, jid, moved).await));
+                    }
+                    Resumption::Failed(failed) => failed,
                 };
                 if inline {
                     // XEP-0198 in SASL2: <failed/> goes inside the success that follows.
@@ -460,13 +469,40 @@ async fn bind(ctx: &C2sContext, conn: &Conn, jid: Jid, inline: Option<Box<Inline
         handle,
         end,
         inline,
+        moved: None,
     }
 }
 
-/// Tries to resume the session a `<resume/>` names (XEP-0198 §5): on success the connection
-/// now belongs to that session's task (`holder` is left empty) and `None` is returned; on
-/// failure the connection is back in `holder` with the `<failed/>` to answer, and the client
-/// may bind instead.
+/// Binds here the session another node handed over (see [`crate::elsewhere`]): that node's
+/// handle leaves the registry quietly (the modules here kept nothing for it, and it did not
+/// end), the full JID is bound as for any bind, and the modules take back what they kept for
+/// it there; the session answers `<resumed/>` when it runs.
+async fn bind_moved(ctx: &C2sContext, conn: &Conn, jid: Jid, moved: Box<MovedIn>) -> Bound {
+    if let Some(old) = ctx.core.session(&jid).filter(|h| h.is_remote()) {
+        ctx.core.unbind_remote(&jid, old.id());
+    }
+    let mut bound = bind(ctx, conn, jid, None).await;
+    ctx.core
+        .adopt_session_states(&bound.jid, &moved.moved.modules);
+    bound.moved = Some(moved);
+    bound
+}
+
+/// How a `<resume/>` went.
+enum Resumption {
+    /// The session was held here: the connection now belongs to its task.
+    Here,
+    /// Another node handed it over: bind its full JID here and go on with it.
+    Moved(Jid, Box<MovedIn>),
+    /// Refused: answer this `<failed/>` (the client may bind instead).
+    Failed(Element),
+}
+
+/// Tries to resume the session a `<resume/>` names (XEP-0198 §5): held here, the connection
+/// now belongs to that session's task (`holder` is left empty); held by another node of a
+/// cluster, that node hands it over ([`crate::elsewhere`]) and the connection is back in
+/// `holder` to bind it; on failure the connection is back in `holder` with the `<failed/>`
+/// to answer, and the client may bind instead.
 async fn resume(
     ctx: &C2sContext,
     holder: &mut Option<Conn>,
@@ -474,7 +510,7 @@ async fn resume(
     previd: &str,
     h: u32,
     sasl2: Option<Sasl2Resumed>,
-) -> Result<Option<Element>, ConnError> {
+) -> Result<Resumption, ConnError> {
     let conn = holder.take().ok_or_else(no_conn)?;
     let (reply, verdict) = tokio::sync::oneshot::channel();
     let takeover = sm::Takeover {
@@ -486,19 +522,27 @@ async fn resume(
     let (conn, failed) = match ctx.sm.offer(previd, user, takeover) {
         Err((t, condition)) => {
             if condition == "item-not-found" {
-                // Perhaps another node of a cluster holds it: that node ends it now.
+                // Perhaps another node of a cluster holds it: it hands it over, or else
+                // ends it now.
+                if let Some((jid, moved)) =
+                    crate::elsewhere::take_over(&ctx.core, user, previd, h).await
+                {
+                    *holder = Some(*t.conn);
+                    let sasl2 = t.sasl2;
+                    return Ok(Resumption::Moved(jid, Box::new(MovedIn { moved, sasl2 })));
+                }
                 crate::elsewhere::tell_peers(&ctx.core, user, previd);
             }
             (t.conn, sm::failed(condition, None))
         }
         Ok(()) => match verdict.await {
-            Ok(sm::Verdict::Accepted) => return Ok(None),
+            Ok(sm::Verdict::Accepted) => return Ok(Resumption::Here),
             Ok(sm::Verdict::Rejected { conn, failed }) => (conn, failed),
             // The session ended without looking at it; the connection went with it.
-            Err(_) => return Ok(None),
+            Err(_) => return Ok(Resumption::Here),
         },
     };
     tracing::info!(previd, "resumption refused");
     *holder = Some(*conn);
-    Ok(Some(failed))
+    Ok(Resumption::Failed(failed))
 }

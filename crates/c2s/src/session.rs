@@ -39,10 +39,11 @@ use tracing::Instrument;
 
 use crate::bind2;
 use crate::csi::{self, Csi, Decision};
+use crate::elsewhere::{Moved, MOVE_GRACE};
 use crate::machine::Inline;
 use crate::machine::Sasl2Resumed;
 use crate::negotiate::Bound;
-use crate::sm::{self, Counters, Handoff, Takeover, Verdict};
+use crate::sm::{self, Claim, Counters, Handoff, Takeover, Verdict};
 use crate::C2sContext;
 
 /// How long the first unacknowledged stanza may wait before the server asks for an ack
@@ -69,10 +70,16 @@ pub fn run<'a>(
     async move {
         let idle = Duration::from_secs(ctx.config.idle_timeout_secs);
         let inline = bound.inline.take();
+        let moved = bound.moved.take();
         let end = &mut bound.end;
         let mut client = Client::new(ctx, &bound.jid);
         if let Some(inline) = inline {
             if let Err(reason) = Box::pin(client.inline(&mut conn, *inline)).await {
+                return Box::pin(finish(client, &bound.handle, end, Some(conn), reason)).await;
+            }
+        }
+        if let Some(moved) = moved {
+            if let Err(reason) = Box::pin(client.arrive(&mut conn, *moved)).await {
                 return Box::pin(finish(client, &bound.handle, end, Some(conn), reason)).await;
             }
         }
@@ -81,6 +88,7 @@ pub fn run<'a>(
             match Box::pin(client.after(conn, reason, end)).await {
                 Next::Run(c) => conn = c,
                 Next::Ended(c, r) => break (c, r),
+                Next::Moved(handed) => return Box::pin(client.moved_out(end, handed)).await,
             }
         };
         Box::pin(finish(client, &bound.handle, end, last, reason)).await
@@ -120,6 +128,28 @@ enum Next {
     Run(Conn),
     /// The session is over; close this connection (if any) as the reason says.
     Ended(Option<Conn>, ConnError),
+    /// The session went on on another node, to which it handed over all but the last
+    /// stanzas it parked from this one on ([`Client::moved_out`]).
+    Moved(usize),
+}
+
+/// How a hibernation ended.
+enum Hibernation {
+    /// A connection here resumed the session.
+    Resumed(Box<Conn>),
+    /// The session must end.
+    Ended,
+    /// Another node took it over, with the stanzas parked before this count.
+    Moved(usize),
+}
+
+/// A session that moved here from another node of a cluster, whose client resumed it here
+/// ([`crate::elsewhere`]).
+pub struct MovedIn {
+    /// What the other node handed over.
+    pub moved: Moved,
+    /// Set when `<resume/>` came inline in SASL2.
+    pub sasl2: Option<Box<Sasl2Resumed>>,
 }
 
 /// A managed stream (after `<enable/>`).
@@ -306,15 +336,18 @@ impl<'a> Client<'a> {
                     if let Some(old) = conn.take() {
                         close_in_background(old, None);
                     }
-                    let new = self.hibernate(end).await;
-                    match &new {
-                        Some(c) => {
+                    match self.hibernate(end).await {
+                        Hibernation::Resumed(c) => {
                             tracing::info!(peer = %c.peer, "session resumed");
                             rookery_metrics::get().sm_resume();
+                            Some(c)
                         }
-                        None => tracing::info!("hibernated session ended"),
+                        Hibernation::Ended => {
+                            tracing::info!("hibernated session ended");
+                            None
+                        }
+                        Hibernation::Moved(handed) => return Next::Moved(handed),
                     }
-                    new
                 }
                 r => return Next::Ended(conn, r),
             };
@@ -334,51 +367,129 @@ impl<'a> Client<'a> {
         }
     }
 
-    /// Waits, with no connection, for a resumption; meanwhile stanzas for the session are
-    /// parked (bounded). `None` when the session must end.
-    async fn hibernate(&mut self, end: &mut SessionEnd) -> Option<Box<Conn>> {
-        let config = &self.ctx.config;
-        let (max_unacked, max_bytes) = (config.sm_max_unacked, config.sm_max_unacked_bytes);
-        let m = self.sm.as_mut()?;
+    /// Waits, with no connection, for a resumption here or another node's takeover;
+    /// meanwhile stanzas for the session are parked (bounded).
+    async fn hibernate(&mut self, end: &mut SessionEnd) -> Hibernation {
+        let Some(m) = self.sm.as_mut() else {
+            return Hibernation::Ended;
+        };
+        let Some((handoff, max)) = m.resume.as_ref().map(|r| (r.handoff.clone(), r.max)) else {
+            return Hibernation::Ended;
+        };
+        let deadline = after(Instant::now(), max);
         let mut parked_bytes: usize = m.parked.iter().map(Bytes::len).sum();
-        let handoff = m.resume.as_ref().map(|r| r.handoff.clone())?;
-        let deadline = after(Instant::now(), m.resume.as_ref()?.max);
         loop {
             tokio::select! {
                 biased;
                 reason = end.kill.fired() => {
                     tracing::info!(condition = %reason.condition, "hibernated session closed");
-                    return None;
+                    return Hibernation::Ended;
                 }
-                t = handoff.recv() => match refusal(&m.counters, t.h) {
-                    Some(failed) => refuse(&self.ctx.core, t, failed).await,
-                    None => {
-                        if let Some((conn, sasl2)) = accept(&mut m.counters, t) {
-                            self.resumed_in_sasl2 = sasl2;
-                            return Some(conn);
+                claim = handoff.recv() => match claim {
+                    Claim::Resume(t) => match refusal(&m.counters, t.h) {
+                        Some(failed) => refuse(&self.ctx.core, t, failed).await,
+                        None => {
+                            if let Some((conn, sasl2)) = accept(&mut m.counters, t) {
+                                self.resumed_in_sasl2 = sasl2;
+                                return Hibernation::Resumed(conn);
+                            }
+                        }
+                    },
+                    Claim::Move(mv) => {
+                        let (ctx, jid) = (self.ctx, self.jid);
+                        if let Some(handed) = hand_over(ctx, jid, m, &self.csi, mv, end) {
+                            let held = self.csi.held();
+                            if wait_for_move(ctx, jid, m, held, end, &handoff).await {
+                                return Hibernation::Moved(handed);
+                            }
+                            return Hibernation::Ended;
                         }
                     }
                 },
                 item = end.rx.recv() => match item {
-                    Some(Outbound::Receipt(receipt)) => {
-                        m.hold_receipt(receipt, self.csi.held() + m.parked.len());
-                    }
-                    Some(Outbound::Bytes(b)) => {
-                        held_message(self.ctx, self.jid, &b).await;
-                        parked_bytes += b.len();
-                        m.parked.push_back(b);
-                        if m.parked.len() + m.counters.unacked() > max_unacked
-                            || parked_bytes + m.counters.unacked_bytes() > max_bytes
-                        {
+                    Some(item) => {
+                        if let Outbound::Bytes(b) = &item {
+                            held_message(self.ctx, self.jid, b).await;
+                        }
+                        if !park(self.ctx, m, self.csi.held(), &mut parked_bytes, item) {
                             tracing::info!("too many stanzas for a hibernated session");
-                            return None;
+                            return Hibernation::Ended;
                         }
                     }
-                    None => return None,
+                    None => return Hibernation::Ended,
                 },
-                _ = tokio::time::sleep_until(deadline) => return None,
+                _ = tokio::time::sleep_until(deadline) => return Hibernation::Ended,
             }
         }
+    }
+
+    /// Takes over a session another node handed here (see [`crate::elsewhere`]) on the
+    /// connection that resumed it: the counters, unacknowledged and pending stanzas and the
+    /// SM-ID it had, then `<resumed/>` and the resend as for a resumption here.
+    async fn arrive(&mut self, conn: &mut Conn, moved: MovedIn) -> Result<(), ConnError> {
+        let MovedIn { moved, sasl2 } = moved;
+        let handoff = self.ctx.sm.register_as(&moved.previd, self.jid);
+        let max = moved
+            .max_secs
+            .min(self.ctx.config.sm_resume_timeout_secs)
+            .max(1);
+        self.sm = Some(Box::new(Managed {
+            counters: Counters::restore(moved.inbound, moved.sent, moved.unacked()),
+            resume: Some(Resumable {
+                id: moved.previd,
+                max: Duration::from_secs(max),
+                handoff,
+            }),
+            requested: false,
+            ack_due: None,
+            parked: moved.pending.into_iter().map(Bytes::from).collect(),
+            receipts: Vec::new(),
+        }));
+        self.resumed_in_sasl2 = sasl2;
+        tracing::info!(peer = %conn.peer, "session resumed from another node");
+        rookery_metrics::get().sm_resume();
+        let limit = self.ping_timeout();
+        match tokio::time::timeout(limit, self.attach(conn)).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnError::stream(SEC::ConnectionTimeout, "resume stalled")),
+        }
+    }
+
+    /// The session goes on on the node it was handed to, whose session replaced it in the
+    /// registry here: what was parked after the handover (`handed` on) and is still queued
+    /// goes to that session, and this task ends telling nobody — no unavailable presence,
+    /// no unbind (the registry holds the new session), nothing routed again that the other
+    /// node has. A stanza that session does not take is routed again as at any end.
+    async fn moved_out(mut self, end: &mut SessionEnd, handed: usize) {
+        let Some(mut m) = self.sm.take() else { return };
+        if let Some(r) = m.resume.take() {
+            self.ctx.sm.remove(&r.id);
+            if let Some(claim) = r.handoff.close() {
+                claim.refuse(sm::failed("item-not-found", None));
+            }
+        }
+        let late: Vec<Bytes> = m
+            .parked
+            .drain(..)
+            .skip(handed)
+            .chain(end.rx.close_and_drain())
+            .collect();
+        let to = self
+            .ctx
+            .core
+            .session(self.jid)
+            .filter(SessionHandle::is_remote);
+        let mut rerouted = 0usize;
+        for b in late {
+            if to.as_ref().is_some_and(|h| h.send(b.clone())) {
+                continue;
+            }
+            if let Some(stanza) = Stanza::from_serialized(&b).filter(|s| reroutable(s, self.jid)) {
+                rerouted += 1;
+                self.ctx.core.reroute(stanza).await;
+            }
+        }
+        tracing::info!(rerouted, "session moved to another node");
     }
 
     /// Puts the session on a connection that resumed it (§5): `<resumed/>`, then what the
@@ -455,11 +566,8 @@ impl<'a> Client<'a> {
             receipts = std::mem::take(&mut m.receipts);
             if let Some(r) = m.resume.take() {
                 self.ctx.sm.remove(&r.id);
-                if let Some(t) = r.handoff.close() {
-                    let _ = t.reply.send(Verdict::Rejected {
-                        conn: t.conn,
-                        failed: sm::failed("item-not-found", None),
-                    });
+                if let Some(claim) = r.handoff.close() {
+                    claim.refuse(sm::failed("item-not-found", None));
                 }
             }
             let unacked = m.counters.take_unacked().into_iter();
@@ -800,7 +908,14 @@ impl Inbound for Client<'_> {
         let Some(r) = m.resume.as_mut() else {
             return std::future::pending().await;
         };
-        let t = r.handoff.recv().await;
+        let t = match r.handoff.recv().await {
+            Claim::Resume(t) => t,
+            // Only a hibernated session moves: this one has its connection.
+            Claim::Move(mv) => {
+                mv.refuse();
+                return Ok(());
+            }
+        };
         if let Some(failed) = refusal(&m.counters, t.h) {
             // Answered in `woken`, which runs to its end: this future must be cancel-safe,
             // and the settle before the answer could be cut off, and the connection with it.
@@ -851,6 +966,121 @@ async fn refuse(core: &rookery_core::Core, t: Takeover, failed: Element) {
         conn: t.conn,
         failed,
     });
+}
+
+/// Parks what comes for a session without a connection (`held` stanzas held back ahead of
+/// the parked ones, `parked_bytes` the parked ones' bytes, kept); false when that makes it
+/// hold more than `[c2s] sm_max_unacked` stanzas or `sm_max_unacked_bytes` (then it must
+/// end).
+fn park(
+    ctx: &C2sContext,
+    m: &mut Managed,
+    held: usize,
+    parked_bytes: &mut usize,
+    item: Outbound,
+) -> bool {
+    match item {
+        Outbound::Receipt(receipt) => m.hold_receipt(receipt, held + m.parked.len()),
+        Outbound::Bytes(b) => {
+            *parked_bytes += b.len();
+            m.parked.push_back(b);
+        }
+    }
+    m.parked.len() + m.counters.unacked() <= ctx.config.sm_max_unacked
+        && *parked_bytes + m.counters.unacked_bytes() <= ctx.config.sm_max_unacked_bytes
+}
+
+/// Answers another node's claim on this hibernated session (`mv`): refused for an `h`
+/// acknowledging more than was sent; else the client's `h` is applied and what the session
+/// needs to go on there ([`Moved`]) is sent, and the session is marked as moving (see
+/// `Core::bind_remote`). Returns how many parked stanzas went with it, or `None` when it
+/// stays (refused, or the asking node gave up).
+fn hand_over(
+    ctx: &C2sContext,
+    jid: &Jid,
+    m: &mut Managed,
+    csi: &Csi,
+    mv: sm::MoveOut,
+    end: &SessionEnd,
+) -> Option<usize> {
+    let (previd, max) = m.resume.as_ref().map(|r| (r.id.clone(), r.max))?;
+    if refusal(&m.counters, mv.h).is_some() {
+        mv.refuse();
+        return None;
+    }
+    let _ = m.counters.ack(mv.h);
+    m.release_receipts();
+    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    let moved = Moved {
+        jid: jid.to_string(),
+        previd,
+        max_secs: max.as_secs(),
+        inbound: m.counters.inbound(),
+        sent: m.counters.sent_count(),
+        unacked: m
+            .counters
+            .unacked_entries()
+            .map(|u| (text(&u.stanza), u.sent_at))
+            .collect(),
+        pending: csi
+            .held_stanzas()
+            .chain(m.parked.iter())
+            .map(text)
+            .collect(),
+        modules: ctx.core.session_states(jid),
+    };
+    // Plain strings and numbers: serializing cannot fail.
+    let moved = serde_json::to_string(&moved).unwrap_or_default();
+    if moved.len() > mv.max_bytes {
+        tracing::info!(
+            bytes = moved.len(),
+            "hibernated session too large to hand over to another node"
+        );
+        mv.refuse();
+        return None;
+    }
+    end.kill.set_moving(true);
+    if mv.reply.send(Some(moved)).is_err() {
+        end.kill.set_moving(false);
+        return None;
+    }
+    tracing::info!("hibernated session handed over to another node");
+    Some(m.parked.len())
+}
+
+/// After a handover: waits until the other node's session replaces this one in the
+/// registry (true), parking what comes meanwhile, and refusing any other claim. False when
+/// the session must end after all — it was closed (the other node gave up and said so), it
+/// overflowed, or [`MOVE_GRACE`] passed: it still holds everything, and ends as an
+/// unresumed session does.
+async fn wait_for_move(
+    ctx: &C2sContext,
+    jid: &Jid,
+    m: &mut Managed,
+    held: usize,
+    end: &mut SessionEnd,
+    handoff: &Handoff,
+) -> bool {
+    let deadline = after(Instant::now(), MOVE_GRACE);
+    let mut parked_bytes: usize = m.parked.iter().map(Bytes::len).sum();
+    loop {
+        tokio::select! {
+            biased;
+            _ = end.kill.fired() => {
+                return ctx.core.session(jid).is_some_and(|h| h.is_remote());
+            }
+            claim = handoff.recv() => claim.refuse(sm::failed("item-not-found", None)),
+            item = end.rx.recv() => match item {
+                Some(item) => {
+                    if !park(ctx, m, held, &mut parked_bytes, item) {
+                        return false;
+                    }
+                }
+                None => return false,
+            },
+            _ = tokio::time::sleep_until(deadline) => return false,
+        }
+    }
 }
 
 /// Accepts a takeover whose `h` is consistent with what was sent (see [`refusal`]), applying

@@ -178,6 +178,7 @@ async fn start_inline(
         handle,
         end,
         inline,
+        moved: None,
     };
     let task = tokio::spawn(async move { super::run(&ctx, conn, bound).await });
     (peer, task)
@@ -880,4 +881,116 @@ fn copies_are_not_reroutable() {
         let s = Stanza::from_serialized(xml.as_bytes()).unwrap();
         assert_eq!(super::reroutable(&s, &jid), want, "{xml}");
     }
+}
+
+/// Asks the session `id` of alice to hand itself over to another node, as that node's
+/// request does (`elsewhere::ResumedElsewhere`); what it answered.
+async fn move_out(ctx: &C2sContext, id: &str, h: u32) -> Option<crate::elsewhere::Moved> {
+    let (reply, answer) = oneshot::channel();
+    let alice = BareJid::parse("alice@localhost").unwrap();
+    let claim = sm::MoveOut {
+        h,
+        max_bytes: 1 << 20,
+        reply,
+    };
+    assert!(ctx.sm.offer(id, &alice, claim).is_ok());
+    let text = answer.await.unwrap()?;
+    Some(serde_json::from_str(&text).unwrap())
+}
+
+/// The bodies of serialized stanzas.
+fn bodies<'a>(stanzas: impl Iterator<Item = &'a String>) -> Vec<String> {
+    stanzas
+        .filter_map(|s| body(Stanza::from_serialized(s.as_bytes())?.element()))
+        .collect()
+}
+
+/// alice's resumable session, "one" written to it unacknowledged, then its connection
+/// dropped and "two" parked; with bob's session to receive bounces. The clock is paused.
+async fn hibernated_alice() -> (Arc<C2sContext>, String, SessionEnd, JoinHandle<()>) {
+    let ctx = context(config()).await;
+    let bob = fake(&ctx, "bob@localhost/b").await;
+    let (mut peer, task) = start(&ctx, "alice@localhost/r", 64).await;
+    let id = enable(&mut peer, true)
+        .await
+        .attr("id")
+        .unwrap()
+        .to_string();
+    message(&ctx, "bob@localhost/b", "alice@localhost/r", "one").await;
+    assert_eq!(body(&peer.next().await.unwrap()).as_deref(), Some("one"));
+    // Attached, it stays where it is.
+    assert!(move_out(&ctx, &id, 0).await.is_none());
+    drop(peer);
+    tokio::time::pause();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    message(&ctx, "bob@localhost/b", "alice@localhost/r", "two").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    (ctx, id, bob, task)
+}
+
+#[tokio::test]
+async fn a_hibernated_session_hands_itself_over_and_ends_as_before_if_not_taken() {
+    let (ctx, id, mut bob, task) = hibernated_alice().await;
+    let moved = move_out(&ctx, &id, 0).await.expect("handed over");
+    assert_eq!(moved.jid, "alice@localhost/r");
+    assert_eq!(moved.previd, id);
+    assert_eq!(bodies(moved.unacked.iter().map(|(s, _)| s)), ["one"]);
+    assert_eq!(bodies(moved.pending.iter()), ["two"]);
+    // Meanwhile nobody else gets it.
+    let (conn, _new) = pipe(&ctx).await;
+    let (reply, verdict) = oneshot::channel();
+    let alice = BareJid::parse("alice@localhost").unwrap();
+    let t = Takeover {
+        conn: Box::new(conn),
+        h: 0,
+        reply,
+        sasl2: None,
+    };
+    assert!(ctx.sm.offer(&id, &alice, t).is_ok());
+    assert!(matches!(verdict.await.unwrap(), Verdict::Rejected { .. }));
+    // The other node never binds it: it ends as an unresumed session, losing nothing.
+    tokio::time::timeout(crate::elsewhere::MOVE_GRACE * 2, task)
+        .await
+        .expect("ends after the grace")
+        .unwrap();
+    assert!(ctx.core.session(&jid("alice@localhost/r")).is_none());
+    assert!(ctx.sm.is_empty());
+    for expected in ["one", "two"] {
+        let st = received(&mut bob).await;
+        assert_eq!(st.element().attr("type"), Some("error"));
+        assert_eq!(body(st.element()).as_deref(), Some(expected));
+    }
+}
+
+#[tokio::test]
+async fn a_session_handed_over_sends_what_came_late_to_its_new_node() {
+    let (ctx, id, mut bob, task) = hibernated_alice().await;
+    assert!(move_out(&ctx, &id, 1).await.is_some());
+    message(&ctx, "bob@localhost/b", "alice@localhost/r", "late").await;
+    // The other node bound it: its handle replaces this one.
+    let (tx, mut forwarded) = tokio::sync::mpsc::unbounded_channel();
+    let remote = SessionHandle::forwarded(ctx.core.next_session_id(), jid("alice@localhost/r"), tx);
+    let replaced = ctx
+        .core
+        .bind_remote(remote)
+        .await
+        .expect("the local session");
+    assert!(replaced.is_moving());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("ends at once")
+        .unwrap();
+    let (to, late) = forwarded.recv().await.unwrap();
+    assert_eq!(to, jid("alice@localhost/r"));
+    let late = Stanza::from_serialized(&late).unwrap();
+    assert_eq!(body(late.element()).as_deref(), Some("late"));
+    // What was handed over is the other node's: nothing bounced, nothing else forwarded.
+    assert!(forwarded.try_recv().is_err());
+    assert!(bob.rx.try_recv().is_err());
+    assert!(ctx.sm.is_empty());
+    assert!(ctx
+        .core
+        .session(&jid("alice@localhost/r"))
+        .unwrap()
+        .is_remote());
 }

@@ -149,6 +149,25 @@ impl Counters {
         self.unacked.iter().map(|u| &u.stanza)
     }
 
+    /// The unacknowledged stanzas with when each was written, oldest first (what a session
+    /// moving to another node takes along).
+    pub fn unacked_entries(&self) -> impl Iterator<Item = &Unacked> {
+        self.unacked.iter()
+    }
+
+    /// The counters of a session that moved here from another node: `inbound` received,
+    /// `sent` sent, of which `unacked` (the last ones) are not acknowledged.
+    pub fn restore(inbound: u32, sent: u32, unacked: VecDeque<Unacked>) -> Self {
+        let pending = u32::try_from(unacked.len()).unwrap_or(u32::MAX);
+        Counters {
+            inbound,
+            sent,
+            acked: sent.wrapping_sub(pending),
+            unacked_bytes: unacked.iter().map(|u| u.stanza.len()).sum(),
+            unacked,
+        }
+    }
+
     /// Takes the unacknowledged stanzas out (the session ends: they are undeliverable).
     pub fn take_unacked(&mut self) -> VecDeque<Unacked> {
         self.unacked_bytes = 0;
@@ -168,6 +187,61 @@ pub struct Takeover {
     pub sasl2: Option<Box<Sasl2Resumed>>,
 }
 
+/// Another node of a cluster asking for the hibernated session, whose client resumed there
+/// (see [`crate::elsewhere`]).
+pub struct MoveOut {
+    /// The client's `h`.
+    pub h: u32,
+    /// The most the answer may take (what the bus carries): a session with more to hand
+    /// over stays, and ends as before.
+    pub max_bytes: usize,
+    /// The session's answer: what the other node needs to go on with it (a serialized
+    /// [`crate::elsewhere::Moved`]), or `None`: refused.
+    pub reply: oneshot::Sender<Option<String>>,
+}
+
+/// What a resumable session's task is asked for.
+pub enum Claim {
+    /// A connection here resumes it.
+    Resume(Takeover),
+    /// Another node takes it over.
+    Move(MoveOut),
+}
+
+impl From<Takeover> for Claim {
+    fn from(t: Takeover) -> Claim {
+        Claim::Resume(t)
+    }
+}
+
+impl From<MoveOut> for Claim {
+    fn from(m: MoveOut) -> Claim {
+        Claim::Move(m)
+    }
+}
+
+impl MoveOut {
+    /// Refuses the move: the asking node answers its client `<failed/>`.
+    pub fn refuse(self) {
+        let _ = self.reply.send(None);
+    }
+}
+
+impl Claim {
+    /// Refuses the claim: a connection gets `failed`, another node a refusal.
+    pub fn refuse(self, failed: Element) {
+        match self {
+            Claim::Resume(t) => {
+                let _ = t.reply.send(Verdict::Rejected {
+                    conn: t.conn,
+                    failed,
+                });
+            }
+            Claim::Move(m) => m.refuse(),
+        }
+    }
+}
+
 /// The session's answer to a [`Takeover`].
 pub enum Verdict {
     /// The session now runs on the new connection (it sent `<resumed/>`).
@@ -182,7 +256,7 @@ pub enum Verdict {
     },
 }
 
-/// Where a takeover waits for the session's task: one slot and a wake-up. (Far smaller than a
+/// Where a [`Claim`] waits for the session's task: one slot and a wake-up. (Far smaller than a
 /// channel, and a resumable session keeps one for its whole life.)
 #[derive(Default)]
 pub struct Handoff {
@@ -192,7 +266,7 @@ pub struct Handoff {
 
 #[derive(Default)]
 struct HandoffState {
-    pending: Option<Takeover>,
+    pending: Option<Claim>,
     closed: bool,
 }
 
@@ -203,8 +277,9 @@ impl Handoff {
     }
 
     /// Leaves `t` for the session; gives it back with the `<failed/>` condition when the
-    /// session is gone or another takeover is already waiting.
-    fn offer(&self, t: Takeover) -> Result<(), (Takeover, &'static str)> {
+    /// session is gone or another claim is already waiting (so a client resuming here and
+    /// on another node at once gets the session once).
+    fn offer<T: Into<Claim>>(&self, t: T) -> Result<(), (T, &'static str)> {
         let mut st = self.state();
         if st.closed {
             return Err((t, "item-not-found"));
@@ -212,14 +287,14 @@ impl Handoff {
         if st.pending.is_some() {
             return Err((t, "unexpected-request"));
         }
-        st.pending = Some(t);
+        st.pending = Some(t.into());
         drop(st);
         self.notify.notify_one();
         Ok(())
     }
 
-    /// The next takeover. Cancel-safe: a takeover stays in the slot until taken.
-    pub async fn recv(&self) -> Takeover {
+    /// The next claim. Cancel-safe: a claim stays in the slot until taken.
+    pub async fn recv(&self) -> Claim {
         loop {
             let notified = self.notify.notified();
             if let Some(t) = self.state().pending.take() {
@@ -229,8 +304,8 @@ impl Handoff {
         }
     }
 
-    /// No more takeovers; returns one that was waiting, to be refused.
-    pub fn close(&self) -> Option<Takeover> {
+    /// No more claims; returns one that was waiting, to be refused.
+    pub fn close(&self) -> Option<Claim> {
         let mut st = self.state();
         st.closed = true;
         st.pending.take()
@@ -258,7 +333,21 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Registers the resumable session `jid`; returns its fresh SM-ID and where takeovers
+    /// Registers the resumable session `jid` that moved here from another node under the
+    /// SM-ID it had there (so that its client can resume it again, here or elsewhere).
+    pub fn register_as(&self, id: &str, jid: &Jid) -> Arc<Handoff> {
+        let handoff = Arc::new(Handoff::default());
+        self.slots.insert(
+            id.to_string(),
+            Slot {
+                jid: jid.clone(),
+                handoff: handoff.clone(),
+            },
+        );
+        handoff
+    }
+
+    /// Registers the resumable session `jid`; returns its fresh SM-ID and where claims
     /// arrive.
     pub fn register(&self, jid: &Jid) -> (String, Arc<Handoff>) {
         let handoff = Arc::new(Handoff::default());
@@ -290,15 +379,15 @@ impl Registry {
         self.slots.is_empty()
     }
 
-    /// Hands `takeover` to the session `id` if `user` owns it. On failure the takeover comes
+    /// Hands `takeover` to the session `id` if `user` owns it. On failure the claim comes
     /// back with the `<failed/>` condition: `item-not-found` for an unknown SM-ID or another
     /// user's (a client learns nothing about other users' sessions).
-    pub fn offer(
+    pub fn offer<T: Into<Claim>>(
         &self,
         id: &str,
         user: &BareJid,
-        takeover: Takeover,
-    ) -> Result<(), (Takeover, &'static str)> {
+        takeover: T,
+    ) -> Result<(), (T, &'static str)> {
         let Some(handoff) = self.owned(id, user).map(|slot| slot.handoff.clone()) else {
             return Err((takeover, "item-not-found"));
         };
@@ -450,6 +539,34 @@ mod tests {
         assert!(c.ack(3).is_err());
         c.ack(2).unwrap();
         assert_eq!(c.unacked(), 0);
+    }
+
+    #[test]
+    fn counters_restored_on_another_node_go_on_as_before() {
+        let mut c = Counters::new();
+        c.received();
+        for s in ["<a/>", "<b/>", "<c/>"] {
+            c.sent(b(s), 7);
+        }
+        c.ack(1).unwrap();
+        let unacked = c.unacked_entries().cloned().collect();
+        let mut r = Counters::restore(c.inbound(), c.sent_count(), unacked);
+        assert_eq!((r.inbound(), r.sent_count(), r.unacked()), (1, 3, 2));
+        assert_eq!(r.unacked_bytes(), c.unacked_bytes());
+        assert_eq!(r.check(1), Ok(0));
+        assert!(r.check(4).is_err());
+        r.ack(2).unwrap();
+        assert_eq!(r.unacked_stanzas().next().unwrap(), &b("<c/>"));
+    }
+
+    #[test]
+    fn a_moved_session_keeps_its_id() {
+        let reg = Registry::default();
+        let jid = Jid::parse("alice@localhost/phone").unwrap();
+        let alice = BareJid::parse("alice@localhost").unwrap();
+        let id = "0123456789abcdef0123456789abcdef";
+        let _handoff = reg.register_as(id, &jid);
+        assert_eq!(reg.holder(id, &alice), Some(jid));
     }
 
     #[test]

@@ -17,6 +17,9 @@
 //! - **notes** task: hands the other nodes' modules' notes (`Core::tell_peers`) to this
 //!   node's modules, in order, without holding up the control task (a note may make a module
 //!   read the store);
+//! - **handover** task: reads `rookery.<domain>.handover.<id>`, the other nodes' requests to
+//!   hand over a hibernated XEP-0198 session of this node (their client resumed it there),
+//!   each answered from a task of its own by the session's task (`Core::hand_over`);
 //! - **heartbeat** task: says this node is alive and expires the silent ones (the lease).
 
 use std::collections::VecDeque;
@@ -28,8 +31,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::{Client, Event as BusEvent, StatusCode, Subject};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use rookery_core::cluster::{Handover, HANDOVER_TIMEOUT};
 use rookery_core::deadline::after;
-use rookery_core::{ClusterLink, Core, Event, LostSession, SessionHandle, SessionId, Template};
+use rookery_core::{
+    ClusterLink, Core, Event, HandoverAsk, LostSession, SessionHandle, SessionId, Template,
+};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{
     PresenceType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind, StreamError,
@@ -40,7 +46,9 @@ use tokio::sync::mpsc;
 use crate::config::ClusterConfig;
 use crate::membership::{Heard, Membership};
 use crate::remote::{Proxy, Remote};
-use crate::wire::{decode_batch, encode_batch, Control, SessionInfo};
+use crate::wire::{
+    decode_batch, encode_batch, Control, HandoverReply, HandoverRequest, SessionInfo,
+};
 
 /// Bytes of stanzas gathered into one bus message at most (NATS' default payload limit is
 /// 1 MiB).
@@ -67,6 +75,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Subjects {
     control: String,
     prefix: String,
+    /// `rookery.<domain>.handover.`, then the node.
+    handovers: String,
     /// `rookery.<domain>.ack.<this node>.`: a batch this node sends names
     /// `<acks><forwarder>.<sequence>` as its reply subject.
     acks: String,
@@ -77,12 +87,18 @@ impl Subjects {
         Subjects {
             control: format!("rookery.{domain}.control"),
             prefix: format!("rookery.{domain}.node."),
+            handovers: format!("rookery.{domain}.handover."),
             acks: format!("rookery.{domain}.ack.{node}."),
         }
     }
 
     fn node(&self, id: &str) -> String {
         format!("{}{id}", self.prefix)
+    }
+
+    /// Where node `id` takes requests to hand a hibernated session over.
+    fn handover(&self, id: &str) -> String {
+        format!("{}{id}", self.handovers)
     }
 
     /// What this node subscribes to for the acknowledgements of its batches.
@@ -224,6 +240,10 @@ impl Cluster {
             .subscribe(subjects.acks_wildcard())
             .await
             .map_err(|e| StartError::Subscribe(e.to_string()))?;
+        let handovers = client
+            .subscribe(subjects.handover(&node))
+            .await
+            .map_err(|e| StartError::Subscribe(e.to_string()))?;
         let (outbox, outbox_rx) = mpsc::unbounded_channel();
         let (notes, notes_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
@@ -256,6 +276,7 @@ impl Cluster {
         tokio::spawn(notes_loop(core.clone(), notes_rx));
         tokio::spawn(inbox_loop(inner.clone(), inbox));
         tokio::spawn(acks_loop(inner.clone(), acks));
+        tokio::spawn(handover_loop(inner.clone(), handovers));
         tokio::spawn(heartbeat_loop(inner.clone()));
         tokio::spawn(events_loop(inner.clone(), events_rx));
         inner.send(Control::Hello {
@@ -428,6 +449,11 @@ impl ClusterLink for Link {
             return false;
         }
         i.forwarder(node).send((domain.clone(), stanza)).is_ok()
+    }
+
+    fn take_over(&self, ask: HandoverAsk) -> Handover {
+        let i = self.0.clone();
+        Box::pin(async move { i.take_over(ask).await })
     }
 }
 
@@ -625,6 +651,10 @@ impl Inner {
         if let Some(replaced) = self.core.bind_remote(handle).await {
             if replaced.is_remote() {
                 replaced.close(StreamError::new(StreamErrorCondition::Conflict));
+            } else if replaced.is_moving() {
+                // Handed over to that node (XEP-0198 resumption there): it did not end, so
+                // no `unbound` is told, but it is no longer this node's.
+                lock(&self.local).remove(&jid);
             }
         }
         if s.priority.is_some() {
@@ -798,6 +828,86 @@ impl Inner {
         // What reaches beyond this node's own sessions is done once, by the rooms' home.
         if self.home().is_none() {
             self.core.sessions_lost(lost).await;
+        }
+    }
+
+    /// Asks the nodes where `ask.user` has sessions, one after the other, to hand over the
+    /// hibernated session `ask` names (only the node holding that SM-ID can); what the first
+    /// that did sent. Each has [`HANDOVER_TIMEOUT`] to answer: a node that answers later
+    /// hears nothing of it, and ends the session as it would have (its own grace, c2s).
+    async fn take_over(&self, ask: HandoverAsk) -> Option<String> {
+        if !self.is_connected() {
+            return None;
+        }
+        let sessions = self.core.sessions_of(&ask.user);
+        let mut nodes: Vec<String> = {
+            let remote = lock(&self.remote);
+            sessions
+                .iter()
+                .filter(|(h, _)| h.is_remote())
+                .filter_map(|(h, _)| remote.find(h.jid()).map(|(n, _)| n.to_string()))
+                .collect()
+        };
+        nodes.sort();
+        nodes.dedup();
+        let request = HandoverRequest {
+            user: ask.user.to_string(),
+            previd: ask.previd,
+            h: ask.h,
+        }
+        .encode();
+        for node in nodes {
+            let asked = self
+                .client
+                .request(self.subjects.handover(&node), request.clone());
+            let answer = match tokio::time::timeout(HANDOVER_TIMEOUT, asked).await {
+                Ok(Ok(msg)) => HandoverReply::decode(&msg.payload),
+                Ok(Err(e)) => {
+                    tracing::info!(%node, error = %e, "session handover request failed");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(%node, "no answer to a session handover request in time");
+                    continue;
+                }
+            };
+            match answer {
+                Ok(HandoverReply::Taken { session }) => return Some(session),
+                Ok(HandoverReply::Refused) => {}
+                Err(e) => tracing::warn!(%node, error = %e, "unreadable session handover"),
+            }
+        }
+        None
+    }
+
+    /// Another node's request to hand over a hibernated session of this node.
+    async fn hand_over(&self, msg: async_nats::Message) {
+        let Some(reply) = msg.reply else { return };
+        let answer = match HandoverRequest::decode(&msg.payload) {
+            Ok(r) => match BareJid::parse(&r.user) {
+                Ok(user) => {
+                    let ask = HandoverAsk {
+                        user,
+                        previd: r.previd,
+                        h: r.h,
+                    };
+                    // The session's text is a string in the reply's JSON, where escaping may
+                    // double it: half the bus's payload limit always fits.
+                    let max = self.client.server_info().max_payload / 2;
+                    match self.core.hand_over(&ask, max.saturating_sub(1024)).await {
+                        Some(session) => HandoverReply::Taken { session },
+                        None => HandoverReply::Refused,
+                    }
+                }
+                Err(_) => HandoverReply::Refused,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring a session handover request");
+                HandoverReply::Refused
+            }
+        };
+        if let Err(e) = self.client.publish(reply, answer.encode()).await {
+            tracing::warn!(error = %e, "session handover answer not sent");
         }
     }
 
@@ -1140,6 +1250,15 @@ async fn acks_loop(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
         if let Some(tx) = lock(&inner.acks).get(&forwarder) {
             let _ = tx.send(ack);
         }
+    }
+}
+
+/// Other nodes' requests to hand over a hibernated session of this node, each in a task of
+/// its own (the session's task answers it).
+async fn handover_loop(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
+    while let Some(msg) = sub.next().await {
+        let inner = inner.clone();
+        tokio::spawn(async move { inner.hand_over(msg).await });
     }
 }
 

@@ -5,6 +5,9 @@
 //!   heartbeats, join requests, the session registry's changes (bound, unbound,
 //!   availability) and snapshots, the component connections, "this account's cached data
 //!   changed", and modules' notes to their peers. Small and rare next to stanzas, so readable beats compact;
+//! - **handover** ([`HandoverRequest`], [`HandoverReply`], JSON, NATS request/reply on
+//!   `rookery.<domain>.handover.<id>`): a node asks the one holding a hibernated XEP-0198
+//!   session to hand it over;
 //! - **stanza batches** (binary, on `rookery.<domain>.node.<id>`, acknowledged cumulatively on
 //!   the reply subject each names, `node.rs`): the
 //!   serialized stanzas for that node's sessions, each with the full JID of the session it is
@@ -178,20 +181,79 @@ impl Control {
 
     /// JSON.
     pub fn encode(&self) -> Bytes {
-        // Serializing plain strings and numbers cannot fail.
-        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+        to_json(self)
     }
 
     /// From JSON.
     pub fn decode(bytes: &[u8]) -> Result<Control, WireError> {
-        serde_json::from_slice(bytes).map_err(|e| WireError::Control(e.to_string()))
+        from_json(bytes)
+    }
+}
+
+/// A request to the node holding a hibernated session to hand it over (XEP-0198 resumption
+/// on the sender; NATS request/reply on `rookery.<domain>.handover.<node>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverRequest {
+    /// The authenticated user asking.
+    pub user: String,
+    /// The SM-ID named.
+    pub previd: String,
+    /// The client's `h`.
+    pub h: u32,
+}
+
+/// The answer to a [`HandoverRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum HandoverReply {
+    /// Handed over: the session as its listener serialized it.
+    Taken {
+        /// What the asking node's listener reads.
+        session: String,
+    },
+    /// Not handed over (not held here, another user's, attached, an `h` that does not fit).
+    Refused,
+}
+
+/// JSON for a typed message of the bus.
+fn to_json(value: &impl Serialize) -> Bytes {
+    // Serializing plain strings and numbers cannot fail.
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// A typed message of the bus from JSON.
+fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    serde_json::from_slice(bytes).map_err(|e| WireError::Control(e.to_string()))
+}
+
+impl HandoverRequest {
+    /// JSON.
+    pub fn encode(&self) -> Bytes {
+        to_json(self)
+    }
+
+    /// From JSON.
+    pub fn decode(bytes: &[u8]) -> Result<HandoverRequest, WireError> {
+        from_json(bytes)
+    }
+}
+
+impl HandoverReply {
+    /// JSON.
+    pub fn encode(&self) -> Bytes {
+        to_json(self)
+    }
+
+    /// From JSON.
+    pub fn decode(bytes: &[u8]) -> Result<HandoverReply, WireError> {
+        from_json(bytes)
     }
 }
 
 /// A message from the bus that does not read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
-    /// A control message that is not one.
+    /// A control message (or handover request or reply) that is not one.
     #[error("bad control message: {0}")]
     Control(String),
     /// A stanza batch cut short.
@@ -292,5 +354,24 @@ mod tests {
         assert_eq!(Control::decode(&json).unwrap(), c);
         assert_eq!(c.sender(), ("n1", 7));
         assert!(Control::decode(b"{\"t\":\"nope\"}").is_err());
+    }
+
+    #[test]
+    fn handover_messages_round_trip() {
+        let ask = HandoverRequest {
+            user: "a@localhost".into(),
+            previd: "0123".into(),
+            h: 7,
+        };
+        assert_eq!(HandoverRequest::decode(&ask.encode()).unwrap(), ask);
+        let taken = HandoverReply::Taken {
+            session: "{}".into(),
+        };
+        assert_eq!(HandoverReply::decode(&taken.encode()).unwrap(), taken);
+        assert_eq!(
+            HandoverReply::decode(&HandoverReply::Refused.encode()).unwrap(),
+            HandoverReply::Refused
+        );
+        assert!(HandoverRequest::decode(b"{}").is_err());
     }
 }

@@ -9,12 +9,48 @@
 //! local path pays one `OnceLock` read per bind, unbind and availability change — no
 //! allocation, no await.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
 use bytes::Bytes;
 use rookery_jid::{BareJid, Jid};
 
 use rookery_proto::{Stanza, StreamError};
 
 use crate::session::SessionId;
+
+/// How long a node waits for another's answer when it asks that node to hand a hibernated
+/// session over ([`ClusterLink::take_over`]): past it, the client is answered `<failed/>`.
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A client asked this node to resume (XEP-0198 §5) a session it does not hold: the request
+/// to the node holding it to hand it over (docs/clustering.md, "Resumption on another
+/// node").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoverAsk {
+    /// The authenticated user: only a session of this account is handed over.
+    pub user: BareJid,
+    /// The SM-ID the client named.
+    pub previd: String,
+    /// The client's `h`.
+    pub h: u32,
+}
+
+/// What comes back from a [`ClusterLink::take_over`]: the session, serialized by the node
+/// that held it (its listener reads it), or `None` when no node handed it over.
+pub type Handover = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+
+/// Where this node's hibernated sessions are handed over to another node
+/// ([`crate::Core::set_session_source`]; the client listener).
+#[async_trait]
+pub trait SessionSource: Send + Sync + 'static {
+    /// Stops the hibernated session `ask` names, if `ask.user` owns it, and returns what it
+    /// needs to go on elsewhere, in at most `max_bytes` (what the bus carries); `None`:
+    /// refused (unknown, another user's, attached, an `h` that does not fit, too large).
+    async fn hand_over(&self, ask: &HandoverAsk, max_bytes: usize) -> Option<String>;
+}
 
 /// What the core tells the cluster about the sessions bound on this node.
 pub trait ClusterLink: Send + Sync + 'static {
@@ -61,4 +97,8 @@ pub trait ClusterLink: Send + Sync + 'static {
     /// there without sending it on ([`crate::DomainRoute::deliver_here`]). False when `node`
     /// is not known alive.
     fn to_domain_on(&self, node: &str, domain: &Jid, stanza: Bytes) -> bool;
+
+    /// Asks the other nodes where `ask.user` has sessions to hand over the hibernated one
+    /// `ask` names ([`SessionSource::hand_over`] there), within [`HANDOVER_TIMEOUT`].
+    fn take_over(&self, ask: HandoverAsk) -> Handover;
 }

@@ -18,6 +18,10 @@ pub enum SessionEvent {
     /// A session ended (for any reason, including a dead socket, or being replaced by a new
     /// session binding the same full JID: then `Closed` comes right before that `Bound`).
     Closed(Jid),
+    /// A session went on on another node of a cluster (XEP-0198 resumption there,
+    /// [`crate::Module::session_state`] carried what the modules kept for it): drop what is
+    /// kept for it here and tell nobody, it did not end.
+    Moved(Jid),
 }
 
 /// A session of another node of a cluster that ended with its node (see

@@ -234,6 +234,17 @@ pub trait Module: Send + Sync + 'static {
         None
     }
 
+    /// What this module keeps for the local session `jid` that must follow it to another
+    /// node of a cluster, where its client resumed it (XEP-0198; [`Core::session_states`]),
+    /// as text; `None` (the default): nothing.
+    fn session_state(&self, _jid: &Jid) -> Option<String> {
+        None
+    }
+
+    /// Takes over what [`Module::session_state`] gave on another node for the session `jid`,
+    /// just bound here to go on there ([`Core::adopt_session_states`]).
+    fn adopt_session_state(&self, _core: &Arc<Core>, _jid: &Jid, _state: &str) {}
+
     /// Whether the local account `owner` blocks `other` (XEP-0191). Asked of the modules
     /// hooked at [`HookPoint::ToLocalAccount`] for what bypasses the route table's hooks:
     /// the pre-rendered fan-out of [`Core::deliver_rendered`].

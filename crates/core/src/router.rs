@@ -43,7 +43,7 @@ use rookery_proto::{
 use rookery_xml::Element;
 
 use crate::accounts::Accounts;
-use crate::cluster::ClusterLink;
+use crate::cluster::{ClusterLink, HandoverAsk, SessionSource};
 use crate::config::CoreConfig;
 use crate::domains::{DomainRoute, Domains, Undelivered};
 use crate::event::{Event, SessionEvent};
@@ -96,6 +96,7 @@ impl CoreBuilder {
             domains: Domains::default(),
             next_id: AtomicU64::new(1),
             cluster: OnceLock::new(),
+            session_source: OnceLock::new(),
         }))
     }
 }
@@ -112,6 +113,8 @@ pub struct Core {
     next_id: AtomicU64,
     /// The cluster told about local sessions, when this node is one of several.
     cluster: OnceLock<Arc<dyn ClusterLink>>,
+    /// Where another node's request to hand a hibernated session over goes.
+    session_source: OnceLock<Arc<dyn SessionSource>>,
 }
 
 impl Core {
@@ -239,6 +242,47 @@ impl Core {
     pub fn set_cluster(&self, link: Arc<dyn ClusterLink>) {
         self.requests.set_node(link.node());
         let _ = self.cluster.set(link);
+    }
+
+    /// Sets where other nodes' requests to hand a hibernated session over go (the client
+    /// listener's resumable sessions). Only the first call takes effect.
+    pub fn set_session_source(&self, source: Arc<dyn SessionSource>) {
+        let _ = self.session_source.set(source);
+    }
+
+    /// Another node asks for the hibernated session `ask` names, to be told in at most
+    /// `max_bytes` (see [`SessionSource::hand_over`]); `None` without a source.
+    pub async fn hand_over(&self, ask: &HandoverAsk, max_bytes: usize) -> Option<String> {
+        self.session_source.get()?.hand_over(ask, max_bytes).await
+    }
+
+    /// In a cluster, asks the other nodes to hand over the hibernated session `ask` names
+    /// ([`ClusterLink::take_over`]): what the node that held it serialized, or `None`
+    /// (without a cluster too).
+    pub async fn take_over(&self, ask: HandoverAsk) -> Option<String> {
+        let c = self.cluster.get()?;
+        c.take_over(ask).await
+    }
+
+    /// What the modules keep for the local session `jid` that must follow it to another node
+    /// ([`Module::session_state`]), by module name.
+    pub fn session_states(&self, jid: &Jid) -> Vec<(String, String)> {
+        self.tables
+            .modules()
+            .iter()
+            .filter_map(|m| Some((m.name().to_string(), m.session_state(jid)?)))
+            .collect()
+    }
+
+    /// Hands each module what [`Core::session_states`] took from it on another node, for
+    /// the session `jid` bound here to go on (a module not named, or not running here, gets
+    /// nothing).
+    pub fn adopt_session_states(self: &Arc<Self>, jid: &Jid, states: &[(String, String)]) {
+        for m in self.tables.modules() {
+            if let Some((_, state)) = states.iter().find(|(name, _)| name == m.name()) {
+                m.adopt_session_state(self, jid, state);
+            }
+        }
     }
 
     /// An IQ result or error addressed to the server: the answer to a request of this node,
@@ -428,8 +472,9 @@ impl Core {
     /// Registers a session bound on another node (a handle made by
     /// [`SessionHandle::forwarded`], kept by the cluster). A local session of the same full
     /// JID is older (the cluster decided) and is closed with `conflict`, and the modules hear
-    /// that it ended; the modules hear nothing of the remote session itself: its own node's
-    /// modules serve it. Returns the handle it replaced.
+    /// that it ended — or, if it was handing itself over to that node
+    /// ([`SessionHandle::is_moving`]), that it moved; the modules hear nothing of the remote
+    /// session itself: its own node's modules serve it. Returns the handle it replaced.
     pub async fn bind_remote(self: &Arc<Self>, handle: SessionHandle) -> Option<SessionHandle> {
         let jid = handle.jid().clone();
         let replaced = self.sessions.bind(handle);
@@ -437,6 +482,12 @@ impl Core {
             old.close(rookery_proto::StreamError::new(
                 rookery_proto::StreamErrorCondition::Conflict,
             ));
+            if old.is_moving() {
+                // It handed itself over to that node: it goes on there, nobody is told of
+                // an end (its task routes what it holds to the new handle).
+                self.emit(&Event::Session(SessionEvent::Moved(jid))).await;
+                return replaced;
+            }
             if let Some(c) = self.cluster.get() {
                 c.unbound(&jid);
             }

@@ -521,6 +521,14 @@ impl crate::ClusterLink for FakeLink {
             .push(format!("to {domain} on {node}"));
         true
     }
+
+    fn take_over(&self, ask: crate::HandoverAsk) -> crate::cluster::Handover {
+        self.told
+            .lock()
+            .unwrap()
+            .push(format!("take over {} of {}", ask.previd, ask.user));
+        Box::pin(async { None })
+    }
 }
 
 /// In a cluster: the link hears of local sessions, a remote session routes like a local one
@@ -569,6 +577,33 @@ async fn a_cluster_link_hears_of_local_sessions_and_answers_for_other_nodes() {
             "note pubsub n",
         ]
     );
+}
+
+/// A local session that handed itself over to another node (XEP-0198 resumption there) is
+/// replaced by that node's session without an end told to anyone; one that did not is
+/// closed and its end told.
+#[tokio::test]
+async fn a_session_replaced_by_its_move_to_another_node_did_not_end() {
+    let f = fixture(false).await;
+    let link = Arc::new(FakeLink::default());
+    f.core.set_cluster(link.clone());
+    for moving in [true, false] {
+        let erin = Jid::parse("erin@localhost/phone").unwrap();
+        let (h, end) = SessionHandle::new(f.core.next_session_id(), erin.clone(), 16);
+        f.core.bind(h.clone()).await;
+        end.kill.set_moving(moving);
+        let (forwarder, _bus) = tokio::sync::mpsc::unbounded_channel();
+        let remote = SessionHandle::forwarded(f.core.next_session_id(), erin.clone(), forwarder);
+        let replaced = f.core.bind_remote(remote).await.unwrap();
+        assert_eq!(replaced.id(), h.id());
+        assert!(replaced.is_closed(), "its task is woken either way");
+        assert!(f.core.session(&erin).unwrap().is_remote());
+        let told = std::mem::take(&mut *link.told.lock().unwrap());
+        let unbound = told.contains(&"unbound erin@localhost/phone".to_string());
+        assert_eq!(unbound, !moving, "{told:?}");
+        f.core
+            .unbind_remote(&erin, f.core.session(&erin).unwrap().id());
+    }
 }
 
 /// Virtual hosting: an account of a second host is local (a message from the primary host

@@ -56,9 +56,17 @@ pub struct Kill {
     reason: OnceLock<StreamError>,
     notify: Notify,
     fired: AtomicBool,
+    /// The session is handing itself over to another node of a cluster (XEP-0198
+    /// resumption there): its replacement by that node's session is its end, told to nobody.
+    moving: AtomicBool,
 }
 
 impl Kill {
+    /// Marks the session as handing itself over to another node (`true`), or no longer.
+    pub fn set_moving(&self, moving: bool) {
+        self.moving.store(moving, Ordering::Release);
+    }
+
     /// Requests the close with `reason` (the first reason wins).
     pub fn fire(&self, reason: StreamError) {
         let _ = self.reason.set(reason);
@@ -441,6 +449,11 @@ impl SessionHandle {
     /// Closes the session with a stream error.
     pub fn close(&self, reason: StreamError) {
         self.kill.fire(reason);
+    }
+
+    /// Whether the session is handing itself over to another node ([`Kill::set_moving`]).
+    pub fn is_moving(&self) -> bool {
+        self.kill.moving.load(Ordering::Acquire)
     }
 }
 

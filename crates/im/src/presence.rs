@@ -877,6 +877,31 @@ impl Module for PresenceModule {
         }
     }
 
+    /// The IM state of a session moving to another node: roster interest, presence,
+    /// directed presence, carbons, block list interest, capabilities.
+    fn session_state(&self, jid: &Jid) -> Option<String> {
+        self.im.session(jid, |s| s.carry())
+    }
+
+    /// Restores what [`PresenceModule::session_state`] took, and what the core records of
+    /// it: availability and carbons (told to the other nodes).
+    fn adopt_session_state(&self, core: &Arc<Core>, jid: &Jid, state: &str) {
+        let Some(state) = crate::state::SessionState::carried(state) else {
+            return tracing::warn!(%jid, "unreadable IM state of a moved session");
+        };
+        let priority = state.presence.as_ref().map(presence_priority);
+        let carbons = state.carbons;
+        if self.im.session_mut(jid, |s| *s = state).is_none() {
+            return;
+        }
+        if priority.is_some() {
+            core.set_available(jid, priority);
+        }
+        if carbons {
+            core.set_carbons(jid, true);
+        }
+    }
+
     async fn hook(&self, core: &Arc<Core>, point: HookPoint, stanza: Stanza) -> Flow {
         match point {
             HookPoint::PresenceBroadcast => {
@@ -896,6 +921,11 @@ impl Module for PresenceModule {
         match event {
             CoreEvent::Session(SessionEvent::Bound(jid)) => self.im.session_bound(jid),
             CoreEvent::Session(SessionEvent::Closed(jid)) => self.closed(core, jid).await,
+            CoreEvent::Session(SessionEvent::Moved(jid)) => {
+                // It goes on on another node, which took its state (`session_state`).
+                self.im.session_closed(jid);
+                self.im.evict_if_offline(core, &jid.to_bare()).await;
+            }
             CoreEvent::SessionsLost(lost) => self.lost(core, lost).await,
             _ => {}
         }

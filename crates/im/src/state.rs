@@ -67,6 +67,59 @@ pub struct SessionState {
     pub caps: Option<Arc<str>>,
 }
 
+/// A session's state as it crosses to another node of a cluster, where its client resumed
+/// it (XEP-0198; [`SessionState::carry`]): the presence as our serialization, the JIDs as
+/// text.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Carried {
+    interested: bool,
+    presence: Option<String>,
+    directed: Vec<String>,
+    carbons: bool,
+    blocklist_requested: bool,
+    caps: Option<String>,
+}
+
+impl SessionState {
+    /// The state as text, for the node the session moves to.
+    pub fn carry(&self) -> String {
+        let carried = Carried {
+            interested: self.interested,
+            presence: self
+                .presence
+                .as_ref()
+                .map(|p| String::from_utf8_lossy(&p.to_bytes()).into_owned()),
+            directed: self.directed.iter().map(ToString::to_string).collect(),
+            carbons: self.carbons,
+            blocklist_requested: self.blocklist_requested,
+            caps: self.caps.as_deref().map(str::to_string),
+        };
+        // Plain strings and flags: serializing cannot fail.
+        serde_json::to_string(&carried).unwrap_or_default()
+    }
+
+    /// The state [`SessionState::carry`] wrote on another node; `None` when it does not read.
+    pub fn carried(text: &str) -> Option<SessionState> {
+        let c: Carried = serde_json::from_str(text).ok()?;
+        let presence = match c.presence {
+            Some(p) => Some(Stanza::from_serialized(p.as_bytes())?),
+            None => None,
+        };
+        Some(SessionState {
+            interested: c.interested,
+            presence,
+            directed: c
+                .directed
+                .iter()
+                .filter_map(|j| Jid::parse(j).ok())
+                .collect(),
+            carbons: c.carbons,
+            blocklist_requested: c.blocklist_requested,
+            caps: c.caps.map(Arc::from),
+        })
+    }
+}
+
 /// A cached roster.
 #[derive(Debug, Default)]
 pub struct RosterCache {
@@ -663,6 +716,28 @@ fn stored_request(request: &Stanza) -> Element {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_session_state_crosses_to_another_node_whole() {
+        let presence = "<presence xmlns='jabber:client' from='a@localhost/r'><priority>5</priority><status>\"here\"</status></presence>";
+        let state = SessionState {
+            interested: true,
+            presence: Stanza::from_serialized(presence.as_bytes()),
+            directed: [Jid::parse("room@conference.localhost/me").unwrap()].into(),
+            carbons: true,
+            blocklist_requested: true,
+            caps: Some(Arc::from("http://x#ver")),
+        };
+        let back = SessionState::carried(&state.carry()).unwrap();
+        assert!(back.interested && back.carbons && back.blocklist_requested);
+        assert_eq!(back.directed, state.directed);
+        assert_eq!(back.caps, state.caps);
+        assert_eq!(
+            back.presence.unwrap().to_bytes(),
+            state.presence.unwrap().to_bytes()
+        );
+        assert!(SessionState::carried("{").is_none());
+    }
 
     fn item(contact: &str, name: &str, groups: &[&str]) -> RosterItem {
         RosterItem {

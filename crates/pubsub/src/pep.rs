@@ -456,6 +456,23 @@ impl Module for Pep {
         "pep"
     }
 
+    /// Whether the session was served its last items (or waits for its capabilities to be),
+    /// so that its node does not serve them again at its next presence.
+    fn session_state(&self, jid: &Jid) -> Option<String> {
+        if !self.served.contains_key(jid) {
+            return None;
+        }
+        let waiting = self.waiting.contains_key(jid);
+        Some(if waiting { "waiting" } else { "served" }.to_string())
+    }
+
+    fn adopt_session_state(&self, _core: &Arc<Core>, jid: &Jid, state: &str) {
+        self.served.insert(jid.clone(), ());
+        if state == "waiting" {
+            self.waiting.insert(jid.clone(), ());
+        }
+    }
+
     fn declare(&self) -> Declaration {
         let mut account_features = vec![ns::PUBSUB];
         account_features.extend(feature_uris(ServiceKind::Pep));
@@ -554,7 +571,7 @@ impl Module for Pep {
     async fn event(&self, core: &Arc<Core>, event: &Event) {
         self.core.attach(core);
         match event {
-            Event::Session(SessionEvent::Closed(jid)) => {
+            Event::Session(SessionEvent::Closed(jid) | SessionEvent::Moved(jid)) => {
                 self.served.remove(jid);
                 self.waiting.remove(jid);
             }
@@ -666,6 +683,24 @@ mod tests {
             Arc::new(NoInterest),
             Arc::new(NoRosters),
         )
+    }
+
+    #[tokio::test]
+    async fn whether_last_items_were_served_moves_with_a_session() {
+        let (from, to) = (pep(), pep());
+        let core = rookery_core::CoreBuilder::new(
+            rookery_core::CoreConfig::default(),
+            Arc::new(rookery_core::MemoryAccounts::new()),
+        )
+        .build()
+        .unwrap();
+        let jid = Jid::parse("alice@localhost/r").unwrap();
+        assert_eq!(from.session_state(&jid), None);
+        from.served.insert(jid.clone(), ());
+        from.waiting.insert(jid.clone(), ());
+        let state = from.session_state(&jid).unwrap();
+        to.adopt_session_state(&core, &jid, &state);
+        assert!(to.served.contains_key(&jid) && to.waiting.contains_key(&jid));
     }
 
     /// Alice and Bob are contacts; Bob's resources want node `n`.

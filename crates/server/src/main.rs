@@ -277,12 +277,13 @@ async fn serve(
     if let Some(u) = &upload {
         builder = builder.module(u.module());
     }
-    // Resumable client sessions; in a cluster a node ends one its client resumed elsewhere.
+    // Resumable client sessions; in a cluster a node ends one its client gave up elsewhere...
     let sm = Arc::new(rookery_c2s::sm::Registry::default());
-    builder = builder.module(Arc::new(rookery_c2s::elsewhere::ResumedElsewhere::new(
-        sm.clone(),
-    )));
+    let elsewhere = Arc::new(rookery_c2s::elsewhere::ResumedElsewhere::new(sm.clone()));
+    builder = builder.module(elsewhere.clone());
     let core = builder.build()?;
+    // ... and hands one over to a node where its client resumed it.
+    core.set_session_source(elsewhere);
     pubsub.attach(&core);
     if let Some(u) = &upload {
         u.attach(&core);

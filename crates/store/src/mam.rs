@@ -586,11 +586,16 @@ impl<'a> Mam<'a> {
             ids: vec![stanza_id.to_owned()],
             ..Filter::default()
         };
-        Ok(self
-            .query(owner, &only, 1, false)
-            .await?
-            .first()
-            .map(|r| r.id))
+        // The row's id only: an anchor's message may weigh 256 KiB, and nothing of it is used.
+        let numbering = self.numbering().await?;
+        let (matching, params) = self.matching(owner, &only, numbering);
+        let sql = format!("SELECT id {matching} ORDER BY id LIMIT 1");
+        let id = with_pool!(self.store, pool => {
+            bind_all!(sqlx::query_scalar(&sql), &params)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(id)
     }
 
     /// Deletes the message `stanza_id` from `owner`'s archive (the row of a message that

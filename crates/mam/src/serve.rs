@@ -147,14 +147,13 @@ fn from_or_to(with: &rookery_jid::Jid) -> Vec<String> {
 /// archive.
 async fn metadata(store: &Store, owner: &Owner) -> Result<Element, MamError> {
     let mam = store.mam();
-    let all = Filter::default();
     let mut out = Element::new("metadata", crate::ns::MAM);
-    for (name, from_end) in [("start", false), ("end", true)] {
-        if let Some(r) = mam.query(owner, &all, 1, from_end).await?.first() {
+    for (name, last) in [("start", false), ("end", true)] {
+        if let Some((id, ts)) = mam.edge(owner, last).await? {
             out.push_child(
                 Element::new(name, crate::ns::MAM)
-                    .with_attr("id", r.stanza_id.as_str())
-                    .with_attr("timestamp", rookery_proto::time::format_utc(r.ts)),
+                    .with_attr("id", id)
+                    .with_attr("timestamp", rookery_proto::time::format_utc(ts)),
             );
         }
     }

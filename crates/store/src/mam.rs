@@ -463,6 +463,15 @@ enum Param {
 
 type Row = (i64, String, String, i64, String, Option<String>);
 
+/// A row's stanza-id: the one stored, or for a numbered row (stored without one) the one its
+/// position gives.
+fn named(numbering: Option<&Numbering>, id: i64, stored: String) -> String {
+    match numbering {
+        Some(n) if stored.is_empty() => n.stanza_id(id),
+        _ => stored,
+    }
+}
+
 /// `$query` with the [`Param`]s `$params` bound in order.
 macro_rules! bind_all {
     ($query:expr, $params:expr) => {{
@@ -703,16 +712,32 @@ impl<'a> Mam<'a> {
             .into_iter()
             .map(|(id, stanza_id, with_jid, ts, stanza, real_jid)| Archived {
                 id,
-                stanza_id: match numbering {
-                    Some(n) if stanza_id.is_empty() => n.stanza_id(id),
-                    _ => stanza_id,
-                },
+                stanza_id: named(numbering, id, stanza_id),
                 with_jid,
                 ts,
                 stanza,
                 real_jid,
             })
             .collect())
+    }
+
+    /// The stanza-id and time of the first message of `owner`'s archive, or with `last` of
+    /// the last one (XEP-0313 metadata), its stanza not read.
+    pub async fn edge(
+        &self,
+        owner: &Owner,
+        last: bool,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        let numbering = self.numbering().await?;
+        let (matching, params) = self.matching(owner, &Filter::default(), numbering);
+        let order = if last { "DESC" } else { "ASC" };
+        let sql = format!("SELECT id, stanza_id, ts {matching} ORDER BY id {order} LIMIT 1");
+        let row: Option<(i64, String, i64)> = with_pool!(self.store, pool => {
+            bind_all!(sqlx::query_as(&sql), &params)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|(id, stanza_id, ts)| (named(numbering, id, stanza_id), ts)))
     }
 
     /// How many messages of `owner`'s archive match `filter`, none of them read: what tells

@@ -52,6 +52,15 @@ async fn archive_query_purge_and_account_removal() {
             stanza_ids(mam.query(&j, &all, 3, true).await.unwrap()),
             ["id8", "id9", "id10"]
         );
+        // The metadata's ends: the first and last message's stanza-id and time.
+        let first = mam.edge(&j, false).await.unwrap().unwrap();
+        let last = mam.edge(&j, true).await.unwrap().unwrap();
+        assert_eq!((first.0.as_str(), last.0.as_str()), ("id1", "id10"));
+        assert!(first.1 <= last.1);
+        assert_eq!(
+            mam.edge(&juliet("nowhere.example"), true).await.unwrap(),
+            None
+        );
         let romeo = Filter {
             with: Some("romeo@x".into()),
             ..Filter::default()

@@ -401,6 +401,22 @@ def _resume_on(c: SlixClient, events: dict, node):
     c.connect(node.host, node.port)
 
 
+async def _cut_and_resume(c: SlixClient, events: dict, bob, jid: str, text: str, node):
+    """Kills `c`'s connection (its session hibernates), has `bob` send `text` to `jid`
+    meanwhile, then resumes on `node`: <resumed/> (not <failed/>), the same full JID, and
+    the message that waited."""
+    c.transport.abort()
+    await asyncio.sleep(0.5)
+    bob.message(jid, text)
+    await bob.sync()
+    await asyncio.sleep(0.5)
+    _resume_on(c, events, node)
+    await asyncio.wait_for(events["resumed"], 20)
+    assert not events["failed"].done()
+    assert c.boundjid.full == jid
+    await c.inbox.wait(is_msg(text), timeout=15, what=f"the message that waited: {text}")
+
+
 async def test_a_session_hibernated_on_one_node_is_resumed_on_another(cluster):
     """XEP-0198 resumption on another node (docs/clustering.md, "Resumption on another
     node"): slixmpp, its TCP connection killed on node 1, reconnects to node 2 and resumes —
@@ -416,16 +432,7 @@ async def test_a_session_hibernated_on_one_node_is_resumed_on_another(cluster):
         await _sm_login(c, n1)
         c.send_presence()
         await wait_for(bob, is_presence(frm=before), what="alice available")
-        c.transport.abort()
-        await asyncio.sleep(0.5)
-        bob.message(before, "waited")
-        await bob.sync()
-        await asyncio.sleep(0.5)
-        _resume_on(c, events, n2)
-        await asyncio.wait_for(events["resumed"], 20)
-        assert not events["failed"].done()
-        assert c.boundjid.full == before
-        await c.inbox.wait(is_msg("waited"), timeout=15, what="the message that waited")
+        await _cut_and_resume(c, events, bob, before, "waited", n2)
         # Node 2 serves it now: a message to the full JID, and one to the bare JID (its
         # presence moved with it: available, so the bare JID reaches it).
         bob.message(before, "on node 2")
@@ -434,15 +441,7 @@ async def test_a_session_hibernated_on_one_node_is_resumed_on_another(cluster):
         await c.inbox.wait(is_msg("to the bare JID"), timeout=15, what="a message to the bare JID")
 
         # And once more, from node 2 to node 3, under the same SM-ID.
-        c.transport.abort()
-        await asyncio.sleep(0.5)
-        bob.message(before, "waited again")
-        await bob.sync()
-        await asyncio.sleep(0.5)
-        _resume_on(c, events, n3)
-        await asyncio.wait_for(events["resumed"], 20)
-        assert c.boundjid.full == before
-        await c.inbox.wait(is_msg("waited again"), timeout=15, what="the second waiting message")
+        await _cut_and_resume(c, events, bob, before, "waited again", n3)
         bob.message(before, "on node 3")
         await c.inbox.wait(is_msg("on node 3"), timeout=15, what="a message after the second move")
         bodies = [e.findtext(BODY) for e in c.inbox.items if local(e) == "message"]

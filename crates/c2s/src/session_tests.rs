@@ -208,6 +208,28 @@ fn body(el: &Element) -> Option<String> {
     el.child_text("body", ns::CLIENT)
 }
 
+/// Alice's hibernated session `task` ends within `within`, leaving nothing behind, and
+/// `expected` bounce back to `bob`, in order (no offline storage in these tests).
+async fn ends_bouncing(
+    ctx: &C2sContext,
+    task: tokio::task::JoinHandle<()>,
+    within: Duration,
+    bob: &mut SessionEnd,
+    expected: &[&str],
+) {
+    tokio::time::timeout(within, task)
+        .await
+        .expect("the session ends")
+        .unwrap();
+    assert!(ctx.core.session(&jid("alice@localhost/r")).is_none());
+    assert!(ctx.sm.is_empty());
+    for expected in expected {
+        let st = received(bob).await;
+        assert_eq!(st.element().attr("type"), Some("error"));
+        assert_eq!(body(st.element()).as_deref(), Some(*expected));
+    }
+}
+
 async fn received(end: &mut SessionEnd) -> Stanza {
     let item = tokio::time::timeout(Duration::from_secs(5), end.rx.recv())
         .await
@@ -531,18 +553,15 @@ async fn a_hibernated_session_times_out_and_its_messages_bounce() {
     message(&ctx, "bob@localhost/b", "alice@localhost/r", "two").await;
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert!(!task.is_finished(), "still hibernating within the timeout");
-    tokio::time::timeout(Duration::from_secs(60), task)
-        .await
-        .expect("hibernation ends")
-        .unwrap();
-    assert!(ctx.core.session(&jid("alice@localhost/r")).is_none());
-    assert!(ctx.sm.is_empty());
     // No offline storage here: both messages bounce back to bob, in order.
-    for expected in ["one", "two"] {
-        let st = received(&mut bob).await;
-        assert_eq!(st.element().attr("type"), Some("error"));
-        assert_eq!(body(st.element()).as_deref(), Some(expected));
-    }
+    ends_bouncing(
+        &ctx,
+        task,
+        Duration::from_secs(60),
+        &mut bob,
+        &["one", "two"],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -949,17 +968,8 @@ async fn a_hibernated_session_hands_itself_over_and_ends_as_before_if_not_taken(
     assert!(ctx.sm.offer(&id, &alice, t).is_ok());
     assert!(matches!(verdict.await.unwrap(), Verdict::Rejected { .. }));
     // The other node never binds it: it ends as an unresumed session, losing nothing.
-    tokio::time::timeout(crate::elsewhere::MOVE_GRACE * 2, task)
-        .await
-        .expect("ends after the grace")
-        .unwrap();
-    assert!(ctx.core.session(&jid("alice@localhost/r")).is_none());
-    assert!(ctx.sm.is_empty());
-    for expected in ["one", "two"] {
-        let st = received(&mut bob).await;
-        assert_eq!(st.element().attr("type"), Some("error"));
-        assert_eq!(body(st.element()).as_deref(), Some(expected));
-    }
+    let grace = crate::elsewhere::MOVE_GRACE * 2;
+    ends_bouncing(&ctx, task, grace, &mut bob, &["one", "two"]).await;
 }
 
 #[tokio::test]

@@ -642,8 +642,11 @@ impl<'a> Mam<'a> {
         limit: u64,
         from_end: bool,
     ) -> Result<Vec<Archived>, StoreError> {
+        let numbering = self.numbering().await?;
         let mut conn = self.store.pool.read_conn().await?;
-        let mut rows = self.read(&mut conn, owner, filter, limit, from_end).await?;
+        let mut rows = self
+            .read(&mut conn, numbering, owner, filter, limit, from_end)
+            .await?;
         if from_end {
             rows.reverse();
         }
@@ -670,8 +673,13 @@ impl<'a> Mam<'a> {
             false => rest.after = Some(r.id),
         };
         let size = |r: &Archived| r.stanza.len();
+        // Numbering first: on a store in memory its first use writes, through the one
+        // connection the page would hold.
+        let numbering = self.numbering().await?;
         let read = |mut conn: ReadConn, rest: Filter, asked: u64| async move {
-            let rows = self.read(&mut conn, owner, &rest, asked, from_end).await;
+            let rows = self
+                .read(&mut conn, numbering, owner, &rest, asked, from_end)
+                .await;
             (conn, rows)
         };
         let conn = self.store.pool.read_conn().await?;
@@ -688,6 +696,7 @@ impl<'a> Mam<'a> {
     async fn read(
         &self,
         conn: &mut ReadConn,
+        numbering: Option<&Numbering>,
         owner: &Owner,
         filter: &Filter,
         limit: u64,
@@ -697,7 +706,7 @@ impl<'a> Mam<'a> {
             true => "real_jid",
             false => "CAST(NULL AS TEXT)",
         };
-        let numbering = self.numbering().await?;
+
         let (matching, mut params) = self.matching(owner, filter, numbering);
         params.push(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
         let sql = format!(

@@ -624,3 +624,23 @@ async fn a_rooms_rows_keep_the_senders_real_jid() {
         assert_eq!(got[0].real_jid, None);
     }
 }
+
+/// A page read first of all on a store in memory: the archive's numbering, set up at its
+/// first use with a write, must not wait for the one connection the page holds.
+#[tokio::test]
+async fn a_first_page_on_a_store_in_memory_does_not_wait_for_itself() {
+    let store = rookery_store::Store::open("sqlite::memory:").await.unwrap();
+    let limit = PageLimit {
+        max: 10,
+        max_bytes: 1 << 20,
+    };
+    let page = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store
+            .mam()
+            .page(&juliet("localhost"), &Filter::default(), limit, true),
+    )
+    .await
+    .expect("the page is read, not stuck");
+    assert!(page.unwrap().rows.is_empty());
+}

@@ -84,7 +84,7 @@ impl<T> Page<T> {
         let left = self.limit.max - self.rows.len() as u64;
         let by_bytes = match self.largest {
             0 => 2,
-            largest => ((self.limit.max_bytes - self.bytes) / largest) as u64 + 2,
+            largest => (((self.limit.max_bytes - self.bytes) / largest) as u64).saturating_add(2),
         };
         left.saturating_add(1).min(CHUNK).min(by_bytes)
     }

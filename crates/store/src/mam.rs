@@ -634,7 +634,8 @@ impl<'a> Mam<'a> {
     }
 
     /// Up to `limit` messages of `owner`'s archive matching `filter`, in archive order: the
-    /// first ones, or with `from_end` the last ones.
+    /// first ones, or with `from_end` the last ones — a [`Mam::page`] without a byte budget
+    /// (the server's reads have one; this serves tests and tools).
     pub async fn query(
         &self,
         owner: &Owner,
@@ -642,15 +643,11 @@ impl<'a> Mam<'a> {
         limit: u64,
         from_end: bool,
     ) -> Result<Vec<Archived>, StoreError> {
-        let numbering = self.numbering().await?;
-        let mut conn = self.store.pool.read_conn().await?;
-        let mut rows = self
-            .read(&mut conn, numbering, owner, filter, limit, from_end)
-            .await?;
-        if from_end {
-            rows.reverse();
-        }
-        Ok(rows)
+        let limit = PageLimit {
+            max: limit,
+            max_bytes: usize::MAX,
+        };
+        Ok(self.page(owner, filter, limit, from_end).await?.rows)
     }
 
     /// A page of `owner`'s archive matching `filter` within `limit` (a message counts the

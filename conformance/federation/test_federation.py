@@ -506,17 +506,39 @@ async def test_a_dead_nodes_users_go_unavailable_for_contacts_on_the_peer(rooker
     await subscription_and_updates(n2, peer, ("alice", "alice"), "rookery_subscribes")
     a, b = await clients(n2, peer, users=("alice", "alice"))
     try:
-        her = n2.jid("alice", "fed")
-
-        def presence(t):
-            return lambda el: (el.tag.endswith("presence") and el.get("from") == her
-                               and el.get("type") == t)
-
-        await b.inbox.wait(presence(None), WAIT, what="alice available at the peer")
-        b.inbox.items.clear()
-        servers.kill_group(n2.proc)
-        await b.inbox.wait(presence("unavailable"), WAIT,
-                           what="alice unavailable at the peer after her node died")
+        await gone_with_its_node(n2, b, n2.jid("alice", "fed"))
     finally:
         await close(a, b)
         n2.start()
+
+
+async def test_a_dead_nodes_directed_presence_is_ended_on_the_peer(rookery_cluster, peer):
+    """RFC 6121 §4.6.3 across a node's death: bob on node 2 sends directed presence to bob on
+    the peer, who is not his contact — as a client does to a room on another server — so
+    only node 2 kept that he is owed an unavailable presence; node 2 told node 1 (a note on
+    the bus), and when node 2 is killed (SIGKILL) node 1 sends it once the lease runs out.
+    Node 2 is started again afterwards."""
+    _, n2 = rookery_cluster
+    a, b = await clients(n2, peer, users=("bob", "bob"))
+    try:
+        a.send_presence(pto=peer.jid("bob", "fed"))
+        await gone_with_its_node(n2, b, n2.jid("bob", "fed"))
+    finally:
+        await close(a, b)
+        n2.start()
+
+
+async def gone_with_its_node(node, watcher, jid: str):
+    """Once `watcher` (a client on the peer) was shown `jid` available, kills `node`, which
+    holds `jid`'s session, and waits for `watcher` to get `jid`'s unavailable presence —
+    from another node, `jid`'s own being dead."""
+
+    def presence(t):
+        return lambda el: (el.tag.endswith("presence") and el.get("from") == jid
+                           and el.get("type") == t)
+
+    await watcher.inbox.wait(presence(None), WAIT, what=f"{jid} available at the peer")
+    watcher.inbox.items.clear()
+    servers.kill_group(node.proc)
+    await watcher.inbox.wait(presence("unavailable"), WAIT,
+                             what=f"{jid} unavailable at the peer after its node died")

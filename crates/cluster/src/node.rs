@@ -806,9 +806,6 @@ impl Inner {
                 StreamErrorCondition::RemoteConnectionFailed,
             ));
         }
-        for bare in accounts {
-            self.offline_if_gone(bare).await;
-        }
         let mut lost = Vec::with_capacity(sessions.len());
         for (jid, _) in sessions {
             let watchers = lock(&self.seen).remove(&jid);
@@ -825,9 +822,14 @@ impl Inner {
                 jid,
             });
         }
-        // What reaches beyond this node's own sessions is done once, by the rooms' home.
+        // What reaches beyond this node's own sessions is done once, by the rooms' home —
+        // before the modules hear that the accounts went offline, as they would forget what
+        // they kept for their sessions (`rookery_im::directed`).
         if self.home().is_none() {
             self.core.sessions_lost(lost).await;
+        }
+        for bare in accounts {
+            self.offline_if_gone(bare).await;
         }
     }
 

@@ -8,7 +8,8 @@
 //!   (pure, no I/O);
 //! - [`presence`]: RFC 6121 §3–4 — subscription stanzas in and out (with pre-approval and
 //!   stored pending requests), initial presence, probes, broadcasts, directed presence and the
-//!   unavailable owed when a session ends;
+//!   unavailable owed when a session ends; [`directed`]: in a cluster, the directed presence
+//!   to other servers that a dead node's sessions are owed;
 //! - [`delivery`]: RFC 6121 §8.5 message delivery rules for local bare and full JIDs;
 //! - [`offline`]: XEP-0160 offline storage with XEP-0203 delay stamps and a per-user cap;
 //! - [`blocking`]: XEP-0191 block list and its enforcement;
@@ -27,6 +28,7 @@ pub mod caps;
 pub mod carbons;
 pub mod config;
 pub mod delivery;
+pub mod directed;
 pub mod last;
 pub mod offline;
 pub mod presence;

@@ -40,7 +40,7 @@ use crate::subscription::{transition, Action, Event, Outcome, State};
 use rookery_proto::time::{delay, now_unix};
 
 use crate::util::parse_stanza;
-use crate::{blocking, caps, offline, roster};
+use crate::{blocking, caps, directed, offline, roster};
 
 /// Contacts handled between two yields to the scheduler in a broadcast.
 pub const YIELD_EVERY: usize = 256;
@@ -118,6 +118,7 @@ pub async fn forget_sessions(im: &Im, core: &Arc<Core>, owner: &BareJid) {
             continue;
         };
         core.set_available(h.jid(), None);
+        directed::cleared(core, h.jid(), &directed);
         for to in directed {
             core.route(unavailable(h.jid(), &to)).await;
         }
@@ -254,6 +255,7 @@ impl PresenceModule {
                     return;
                 };
                 core.set_available(&from, None);
+                directed::cleared(core, &from, &directed);
                 let t = Template::new(stanza);
                 if was.is_some() {
                     self.to_own_resources(core, &from, &t, true).await;
@@ -337,7 +339,7 @@ impl PresenceModule {
             StanzaKind::Presence(PresenceType::Probe) => return Flow::Handled,
             StanzaKind::Presence(t @ (PresenceType::Available | PresenceType::Unavailable)) => {
                 if let Err(e) = self
-                    .directed(&from, &to, t == PresenceType::Available)
+                    .directed(core, &from, &to, t == PresenceType::Available)
                     .await
                 {
                     core.reply_error(&stanza, e).await;
@@ -402,13 +404,21 @@ impl PresenceModule {
     /// Records directed presence (RFC 6121 §4.6) to an entity the session's unavailable
     /// broadcast would not reach, up to `[im.presence] max_directed` entities (past it,
     /// `resource-constraint`: each costs memory now and an `unavailable` at the end).
-    async fn directed(&self, from: &Jid, to: &Jid, available: bool) -> Result<(), StanzaError> {
+    async fn directed(
+        &self,
+        core: &Core,
+        from: &Jid,
+        to: &Jid,
+        available: bool,
+    ) -> Result<(), StanzaError> {
         let owner = from.to_bare();
         if to.to_bare() == owner {
             return Ok(());
         }
         if !available {
-            self.im.session_mut(from, |s| s.directed.remove(to));
+            if self.im.session_mut(from, |s| s.directed.remove(to)) == Some(true) {
+                directed::dropped(core, from, to);
+            }
             return Ok(());
         }
         // A subscriber hears of the session's end from the unavailable broadcast, but only
@@ -424,17 +434,23 @@ impl PresenceModule {
         }
         let max = self.im.config().presence.max_directed;
         let kept = self.im.session_mut(from, |s| {
-            if s.directed.len() >= max && !s.directed.contains(to) {
-                return false;
+            if s.directed.contains(to) {
+                return Some(false);
             }
-            s.directed.insert(to.clone());
-            true
+            if s.directed.len() >= max {
+                return None;
+            }
+            Some(s.directed.insert(to.clone()))
         });
-        if kept == Some(false) {
-            return Err(StanzaError::new(StanzaErrorCondition::ResourceConstraint)
-                .with_text("directed presence to too many entities"));
+        match kept {
+            Some(None) => Err(StanzaError::new(StanzaErrorCondition::ResourceConstraint)
+                .with_text("directed presence to too many entities")),
+            Some(Some(true)) => {
+                directed::added(core, from, to);
+                Ok(())
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     // ---- the state machine applied to a roster -------------------------------------------
@@ -692,6 +708,7 @@ impl PresenceModule {
         };
         let owner = jid.to_bare();
         let was_available = state.presence.is_some();
+        directed::cleared(core, jid, &state.directed);
         if was_available || !state.directed.is_empty() {
             let t = Template::new(Stanza::presence(
                 PresenceType::Unavailable,
@@ -710,19 +727,25 @@ impl PresenceModule {
     /// Sessions of a dead node of a cluster (told on one node, see `Event::SessionsLost`):
     /// what their node would have done at their end that no node does for its own sessions
     /// — `unavailable` to contacts on other servers (RFC 6121 §4.5.2; each node told its
-    /// sessions that had seen them) and the last activity. Directed presence (to rooms on
-    /// other servers, say) died with the node's memory.
+    /// sessions that had seen them), to the entities on other servers they had sent directed
+    /// presence to (a room there, say: RFC 6121 §4.6.3; [`directed`]), and the last activity.
     async fn lost(&self, core: &Arc<Core>, lost: &[LostSession]) {
-        for s in lost.iter().filter(|s| s.available) {
+        for s in lost {
             let owner = s.jid.to_bare();
             let t = Template::new(Stanza::presence(
                 PresenceType::Unavailable,
                 Some(s.jid.clone()),
                 None,
             ));
-            self.broadcast_to_contacts(core, &owner, &t, Contacts::OnOtherServers)
+            if s.available {
+                self.broadcast_to_contacts(core, &owner, &t, Contacts::OnOtherServers)
+                    .await;
+            }
+            core.deliver_rendered(&t, &self.im.peers_directed.take(&s.jid))
                 .await;
-            record_last(&self.im, core, &owner, String::new()).await;
+            if s.available {
+                record_last(&self.im, core, &owner, String::new()).await;
+            }
         }
     }
 }
@@ -872,6 +895,8 @@ impl Module for PresenceModule {
             events: vec![
                 (EventKind::Session, priority::DEFAULT),
                 (EventKind::SessionsLost, priority::DEFAULT),
+                (EventKind::ClusterNote, priority::DEFAULT),
+                (EventKind::AccountOffline, priority::DEFAULT),
             ],
             ..Declaration::default()
         }
@@ -894,6 +919,9 @@ impl Module for PresenceModule {
         if self.im.session_mut(jid, |s| *s = state).is_none() {
             return;
         }
+        // Its set was a peer's; now this node owns it, and tells nobody: the others heard
+        // every change to it already (or its old node keeps it, `moved_away`).
+        self.im.peers_directed.take(jid);
         if priority.is_some() {
             core.set_available(jid, priority);
         }
@@ -922,11 +950,21 @@ impl Module for PresenceModule {
             CoreEvent::Session(SessionEvent::Bound(jid)) => self.im.session_bound(jid),
             CoreEvent::Session(SessionEvent::Closed(jid)) => self.closed(core, jid).await,
             CoreEvent::Session(SessionEvent::Moved(jid)) => {
-                // It goes on on another node, which took its state (`session_state`).
-                self.im.session_closed(jid);
+                // It goes on on another node, which took its state (`session_state`); should
+                // that node die, this one may be the one to tell its directed presence.
+                if let Some(state) = self.im.session_closed(jid) {
+                    self.im
+                        .peers_directed
+                        .moved_away(core, jid, &state.directed);
+                }
                 self.im.evict_if_offline(core, &jid.to_bare()).await;
             }
             CoreEvent::SessionsLost(lost) => self.lost(core, lost).await,
+            CoreEvent::ClusterNote { topic, body } if topic == directed::TOPIC => {
+                let max = self.im.config().presence.max_directed;
+                self.im.peers_directed.heard(max, body);
+            }
+            CoreEvent::AccountOffline(bare) => self.im.peers_directed.forget(bare),
             _ => {}
         }
     }

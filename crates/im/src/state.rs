@@ -201,6 +201,9 @@ pub struct Im {
     /// Accounts whose offline messages are being delivered (one delivery at a time), each
     /// with the session that asked for one meanwhile (`offline::deliver`).
     pub(crate) offline_delivering: DashMap<BareJid, Option<SessionHandle>>,
+    /// In a cluster: what the other nodes' sessions sent directed presence to on other
+    /// servers (see [`crate::directed`]).
+    pub(crate) peers_directed: crate::directed::Peers,
 }
 
 fn store_key(bare: &BareJid) -> Result<(&str, &str), StoreError> {
@@ -277,6 +280,7 @@ impl Im {
             caps: CapsCache::default(),
             remote_caps: RemoteCaps::default(),
             offline_delivering: DashMap::new(),
+            peers_directed: crate::directed::Peers::default(),
         }
     }
 

@@ -34,7 +34,8 @@ use futures_util::StreamExt;
 use rookery_core::cluster::{Handover, HANDOVER_TIMEOUT};
 use rookery_core::deadline::after;
 use rookery_core::{
-    ClusterLink, Core, Event, HandoverAsk, LostSession, SessionHandle, SessionId, Template,
+    ClusterLink, Core, Event, HandoverAsk, HandoverRefusal, LostSession, SessionHandle, SessionId,
+    Template,
 };
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{
@@ -47,7 +48,7 @@ use crate::config::ClusterConfig;
 use crate::membership::{Heard, Membership};
 use crate::remote::{Proxy, Remote};
 use crate::wire::{
-    decode_batch, encode_batch, Control, HandoverReply, HandoverRequest, SessionInfo,
+    decode_batch, encode_batch, Control, HandoverReply, HandoverRequest, RefusalReason, SessionInfo,
 };
 
 /// Bytes of stanzas gathered into one bus message at most (NATS' default payload limit is
@@ -833,11 +834,12 @@ impl Inner {
 
     /// Asks the nodes where `ask.user` has sessions, one after the other, to hand over the
     /// hibernated session `ask` names (only the node holding that SM-ID can); what the first
-    /// that did sent. Each has [`HANDOVER_TIMEOUT`] to answer: a node that answers later
+    /// that did sent, or the holder's refusal for an `h` too high (then nobody else will hand
+    /// it over). Each has [`HANDOVER_TIMEOUT`] to answer: a node that answers later
     /// hears nothing of it, and ends the session as it would have (its own grace, c2s).
-    async fn take_over(&self, ask: HandoverAsk) -> Option<String> {
+    async fn take_over(&self, ask: HandoverAsk) -> Result<String, HandoverRefusal> {
         if !self.is_connected() {
-            return None;
+            return Err(HandoverRefusal::NotHandedOver);
         }
         let sessions = self.core.sessions_of(&ask.user);
         let mut nodes: Vec<String> = {
@@ -872,42 +874,48 @@ impl Inner {
                 }
             };
             match answer {
-                Ok(HandoverReply::Taken { session }) => return Some(session),
-                Ok(HandoverReply::Refused) => {}
+                Ok(HandoverReply::Taken { session }) => return Ok(session),
+                Ok(HandoverReply::Refused {
+                    reason: RefusalReason::NotHandedOver,
+                }) => {}
+                Ok(HandoverReply::Refused { reason }) => return Err(reason.into()),
                 Err(e) => tracing::warn!(%node, error = %e, "unreadable session handover"),
             }
         }
-        None
+        Err(HandoverRefusal::NotHandedOver)
     }
 
     /// Another node's request to hand over a hibernated session of this node.
     async fn hand_over(&self, msg: async_nats::Message) {
         let Some(reply) = msg.reply else { return };
         let answer = match HandoverRequest::decode(&msg.payload) {
-            Ok(r) => match BareJid::parse(&r.user) {
-                Ok(user) => {
-                    let ask = HandoverAsk {
-                        user,
-                        previd: r.previd,
-                        h: r.h,
-                    };
-                    // The session's text is a string in the reply's JSON, where escaping may
-                    // double it: half the bus's payload limit always fits.
-                    let max = self.client.server_info().max_payload / 2;
-                    match self.core.hand_over(&ask, max.saturating_sub(1024)).await {
-                        Some(session) => HandoverReply::Taken { session },
-                        None => HandoverReply::Refused,
-                    }
-                }
-                Err(_) => HandoverReply::Refused,
-            },
+            Ok(r) => self.answer_handover(r).await,
             Err(e) => {
                 tracing::warn!(error = %e, "ignoring a session handover request");
-                HandoverReply::Refused
+                HandoverReply::refused(HandoverRefusal::NotHandedOver)
             }
         };
         if let Err(e) = self.client.publish(reply, answer.encode()).await {
             tracing::warn!(error = %e, "session handover answer not sent");
+        }
+    }
+
+    /// The session a [`HandoverRequest`] names, handed over by its task, or why not.
+    async fn answer_handover(&self, r: HandoverRequest) -> HandoverReply {
+        let Ok(user) = BareJid::parse(&r.user) else {
+            return HandoverReply::refused(HandoverRefusal::NotHandedOver);
+        };
+        let ask = HandoverAsk {
+            user,
+            previd: r.previd,
+            h: r.h,
+        };
+        // The session's text is a string in the reply's JSON, where escaping may double it:
+        // half the bus's payload limit always fits.
+        let max = self.client.server_info().max_payload / 2;
+        match self.core.hand_over(&ask, max.saturating_sub(1024)).await {
+            Ok(session) => HandoverReply::Taken { session },
+            Err(why) => HandoverReply::refused(why),
         }
     }
 

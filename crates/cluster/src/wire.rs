@@ -19,6 +19,7 @@
 //! is a [`WireError`], never a panic.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use rookery_core::HandoverRefusal;
 use rookery_jid::Jid;
 use serde::{Deserialize, Serialize};
 
@@ -211,8 +212,55 @@ pub enum HandoverReply {
         /// What the asking node's listener reads.
         session: String,
     },
-    /// Not handed over (not held here, another user's, attached, an `h` that does not fit).
-    Refused,
+    /// Not handed over.
+    Refused {
+        /// Why (absent from a node of an earlier version: not handed over).
+        #[serde(default)]
+        reason: RefusalReason,
+    },
+}
+
+/// Why a node did not hand a hibernated session over (`rookery_core::HandoverRefusal` on
+/// the bus).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "why", rename_all = "snake_case")]
+pub enum RefusalReason {
+    /// The client's `h` acknowledges more than the session sent (XEP-0198 §4).
+    HandledCountTooHigh {
+        /// The client's `h`.
+        h: u32,
+        /// The stanzas the session sent.
+        sent: u32,
+        /// The stanzas it received from the client.
+        inbound: u32,
+    },
+    /// Not held there, another user's, attached, claimed meanwhile, too large (and any
+    /// reason a later version adds: serde's `other` is the last variant).
+    #[default]
+    #[serde(other)]
+    NotHandedOver,
+}
+
+impl From<HandoverRefusal> for RefusalReason {
+    fn from(r: HandoverRefusal) -> Self {
+        match r {
+            HandoverRefusal::NotHandedOver => RefusalReason::NotHandedOver,
+            HandoverRefusal::HandledCountTooHigh { h, sent, inbound } => {
+                RefusalReason::HandledCountTooHigh { h, sent, inbound }
+            }
+        }
+    }
+}
+
+impl From<RefusalReason> for HandoverRefusal {
+    fn from(r: RefusalReason) -> Self {
+        match r {
+            RefusalReason::NotHandedOver => HandoverRefusal::NotHandedOver,
+            RefusalReason::HandledCountTooHigh { h, sent, inbound } => {
+                HandoverRefusal::HandledCountTooHigh { h, sent, inbound }
+            }
+        }
+    }
 }
 
 /// JSON for a typed message of the bus.
@@ -239,6 +287,11 @@ impl HandoverRequest {
 }
 
 impl HandoverReply {
+    /// Not handed over, for `why`.
+    pub fn refused(why: HandoverRefusal) -> HandoverReply {
+        HandoverReply::Refused { reason: why.into() }
+    }
+
     /// JSON.
     pub fn encode(&self) -> Bytes {
         to_json(self)
@@ -368,10 +421,50 @@ mod tests {
             session: "{}".into(),
         };
         assert_eq!(HandoverReply::decode(&taken.encode()).unwrap(), taken);
-        assert_eq!(
-            HandoverReply::decode(&HandoverReply::Refused.encode()).unwrap(),
-            HandoverReply::Refused
-        );
         assert!(HandoverRequest::decode(b"{}").is_err());
+    }
+
+    /// The reason, were `reply` a refusal.
+    fn reason_of(reply: &HandoverReply) -> Option<RefusalReason> {
+        match reply {
+            HandoverReply::Refused { reason } => Some(*reason),
+            HandoverReply::Taken { .. } => None,
+        }
+    }
+
+    #[test]
+    fn a_refusal_says_why_and_reads_without_a_reason_from_an_earlier_version() {
+        let why = HandoverRefusal::HandledCountTooHigh {
+            h: 9,
+            sent: 4,
+            inbound: 2,
+        };
+        let refused = HandoverReply::refused(why);
+        let back = HandoverReply::decode(&refused.encode()).unwrap();
+        assert_eq!(reason_of(&back).map(HandoverRefusal::from), Some(why));
+        let plain = HandoverReply::refused(HandoverRefusal::NotHandedOver);
+        let back = HandoverReply::decode(&plain.encode()).unwrap();
+        assert_eq!(reason_of(&back), Some(RefusalReason::NotHandedOver));
+        // The previous version's refusal, and a reason a later one may add.
+        for json in [
+            r#"{"t":"refused"}"#,
+            r#"{"t":"refused","reason":{"why":"something_new","x":1}}"#,
+        ] {
+            let back = HandoverReply::decode(json.as_bytes()).unwrap();
+            assert_eq!(
+                reason_of(&back),
+                Some(RefusalReason::NotHandedOver),
+                "{json}"
+            );
+        }
+        // And the previous version reads a refusal with a reason as its refusal.
+        #[derive(Debug, PartialEq, Deserialize)]
+        #[serde(tag = "t", rename_all = "snake_case")]
+        enum Previous {
+            Taken { session: String },
+            Refused,
+        }
+        let read: Previous = serde_json::from_slice(&refused.encode()).unwrap();
+        assert_eq!(read, Previous::Refused);
     }
 }

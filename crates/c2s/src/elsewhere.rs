@@ -65,13 +65,14 @@ pub struct Moved {
 }
 
 impl Moved {
-    /// The unacknowledged stanzas as the counters keep them.
-    pub fn unacked(&self) -> VecDeque<Unacked> {
-        self.unacked
-            .iter()
-            .map(|(s, at)| Unacked {
-                stanza: Bytes::from(s.clone()),
-                sent_at: *at,
+    /// Takes out the unacknowledged stanzas as the counters keep them (each stanza's text
+    /// becomes its bytes without a copy).
+    pub fn take_unacked(&mut self) -> VecDeque<Unacked> {
+        std::mem::take(&mut self.unacked)
+            .into_iter()
+            .map(|(s, sent_at)| Unacked {
+                stanza: Bytes::from(s),
+                sent_at,
             })
             .collect()
     }

@@ -432,14 +432,14 @@ impl<'a> Client<'a> {
     /// connection that resumed it: the counters, unacknowledged and pending stanzas and the
     /// SM-ID it had, then `<resumed/>` and the resend as for a resumption here.
     async fn arrive(&mut self, conn: &mut Conn, moved: MovedIn) -> Result<(), ConnError> {
-        let MovedIn { moved, sasl2 } = moved;
+        let MovedIn { mut moved, sasl2 } = moved;
         let handoff = self.ctx.sm.register_as(&moved.previd, self.jid);
         let max = moved
             .max_secs
             .min(self.ctx.config.sm_resume_timeout_secs)
             .max(1);
         self.sm = Some(Box::new(Managed {
-            counters: Counters::restore(moved.inbound, moved.sent, moved.unacked()),
+            counters: Counters::restore(moved.inbound, moved.sent, moved.take_unacked()),
             resume: Some(Resumable {
                 id: moved.previd,
                 max: Duration::from_secs(max),

@@ -900,11 +900,18 @@ impl Inner {
             previd: r.previd,
             h: r.h,
         };
-        // The session's text is a string in the reply's JSON, where escaping may double it:
-        // half the bus's payload limit always fits.
-        let max = self.client.server_info().max_payload / 2;
-        match self.core.hand_over(&ask, max.saturating_sub(1024)).await {
-            Ok(session) => HandoverReply::Taken { session },
+        // The session's JSON goes into the reply as it is: the bus's payload limit, less
+        // the reply's own few bytes, is its budget.
+        let max = self.client.server_info().max_payload;
+        match self
+            .core
+            .hand_over(&ask, max.saturating_sub(HANDOVER_ENVELOPE))
+            .await
+        {
+            Ok(session) => HandoverReply::taken(session).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "session handed over is not JSON: not sent");
+                HandoverReply::refused(HandoverRefusal::NotHandedOver)
+            }),
             Err(why) => HandoverReply::refused(why),
         }
     }
@@ -1251,6 +1258,10 @@ async fn acks_loop(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
     }
 }
 
+/// What a handover's answer takes of the bus's payload besides the session
+/// (`{"t":"taken","session":` and `}`), with room to spare.
+const HANDOVER_ENVELOPE: usize = 1024;
+
 /// The outcome of asking several nodes at once for a hibernated session (`asked`, each
 /// task a node's answer): the first session handed over; the refusal of the node holding
 /// it for an `h` too high — only the holder of an SM-ID can say so, so nobody else will hand
@@ -1266,7 +1277,9 @@ async fn first_handover(
             continue;
         };
         match answer {
-            Ok(HandoverReply::Taken { session }) => return Ok(session),
+            Ok(HandoverReply::Taken { session }) => {
+                return Ok(String::from(Box::<str>::from(session)))
+            }
             Ok(HandoverReply::Refused {
                 reason: RefusalReason::NotHandedOver,
             }) => {}
@@ -1397,9 +1410,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_session_handed_over_is_taken_without_waiting_for_silent_nodes() {
-        let taken = Ok(HandoverReply::Taken {
-            session: "{\"jid\":\"a@localhost/r\"}".into(),
-        });
+        let taken =
+            HandoverReply::taken("{\"jid\":\"a@localhost/r\"}".into()).map_err(|e| e.to_string());
         let (outcome, took) = ask(vec![
             (None, not_here()),
             (Some(10), not_here()),

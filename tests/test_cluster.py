@@ -32,6 +32,7 @@ from test_websub import receiver  # noqa: F401 (a fixture)
 from slix import SlixClient, slix_login
 from test_im import BODY, NS_ROSTER, Peer, is_msg, is_presence, is_push, make_mutual, peer
 from test_sasl2 import bind2, tls_client
+from test_sm import NS_STANZAS, resume
 from xmpp_raw import NS_SASL2, NS_SM, NS_BIND2, local, stanza_error, tag
 
 USERS = {"alice": "alicepass", "bob": "bobpass", "carol": "carolpass", "dave": "davepass"}
@@ -481,6 +482,37 @@ async def test_an_inline_sasl2_resumption_on_another_node_moves_the_session(clus
     el = await c2.recv()
     assert local(el) == "message" and el.findtext(BODY) == "while away", ET.tostring(el)
     await c2.close()
+    await bob.close()
+
+
+async def test_a_resumption_with_h_too_high_fails_on_another_node_as_on_its_own(cluster):
+    """XEP-0198 §4/§5: an `h` above what the session sent is refused with
+    `undefined-condition` and `<handled-count-too-high/>` (and the session's own `h`) — the
+    same <failed/>, element for element, whether the client asks the node that holds the
+    hibernated session or another node (whose holder says why it refused over the bus). The
+    client then binds anew."""
+    n1, n2, _ = cluster.nodes
+    alice = await peer(n1, "alice", "r", roster=False, presence=False)
+    alice.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
+    enabled = await wait_for(alice, lambda e: e.tag == tag(NS_SM, "enabled"), what="<enabled/>")
+    previd = enabled.get("id")
+    bob = await peer(n2, "bob", "b", roster=False, presence=False)
+    # A ping from node 2, answered: the session sent one stanza and received one, and node 2
+    # knows it.
+    await meet(bob, alice)
+    alice.c.abort()
+    await asyncio.sleep(0.5)
+    here, failed_here = await resume(n1, "alice", previd, 100)
+    there, failed_there = await resume(n2, "alice", previd, 100)
+    too_high = failed_there.find(tag(NS_SM, "handled-count-too-high"))
+    assert too_high is not None, ET.tostring(failed_there)
+    assert too_high.get("h") == "100" and too_high.get("send-count") == "1", ET.tostring(too_high)
+    assert failed_there.find(tag(NS_STANZAS, "undefined-condition")) is not None
+    assert failed_there.get("h") == "1"
+    assert ET.tostring(failed_there) == ET.tostring(failed_here)
+    assert await there.bind("after") == n2.jid("alice", "after")
+    for c in (here, there):
+        await c.close()
     await bob.close()
 
 

@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use rookery_core::cluster::HANDOVER_TIMEOUT;
 use rookery_core::{
-    priority, Core, Declaration, Event, EventKind, HandoverAsk, Module, SessionSource,
+    priority, Core, Declaration, Event, EventKind, HandoverAsk, HandoverRefusal, Module,
+    SessionSource,
 };
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{StreamError, StreamErrorCondition};
@@ -64,25 +65,31 @@ pub struct Moved {
 }
 
 impl Moved {
-    /// The unacknowledged stanzas as the counters keep them.
-    pub fn unacked(&self) -> VecDeque<Unacked> {
-        self.unacked
-            .iter()
-            .map(|(s, at)| Unacked {
-                stanza: Bytes::from(s.clone()),
-                sent_at: *at,
+    /// Takes out the unacknowledged stanzas as the counters keep them (each stanza's text
+    /// becomes its bytes without a copy).
+    pub fn take_unacked(&mut self) -> VecDeque<Unacked> {
+        std::mem::take(&mut self.unacked)
+            .into_iter()
+            .map(|(s, sent_at)| Unacked {
+                stanza: Bytes::from(s),
+                sent_at,
             })
             .collect()
     }
 }
 
 /// Asks the other nodes of a cluster to hand over the hibernated session `previd` of `user`
-/// whose client asked here to resume it with `h`; `None` when none did (then the caller
+/// whose client asked here to resume it with `h`; else why none did (then the caller
 /// answers `<failed/>` and calls [`tell_peers`]). A made-up id does not cross the bus, and
 /// an answer for another account's JID is not taken.
-pub async fn take_over(core: &Core, user: &BareJid, previd: &str, h: u32) -> Option<(Jid, Moved)> {
+pub async fn take_over(
+    core: &Core,
+    user: &BareJid,
+    previd: &str,
+    h: u32,
+) -> Result<(Jid, Moved), HandoverRefusal> {
     if !sm::is_id(previd) {
-        return None;
+        return Err(HandoverRefusal::NotHandedOver);
     }
     let ask = HandoverAsk {
         user: user.clone(),
@@ -90,13 +97,27 @@ pub async fn take_over(core: &Core, user: &BareJid, previd: &str, h: u32) -> Opt
         h,
     };
     let text = core.take_over(ask).await?;
-    let moved: Moved = serde_json::from_str(&text)
-        .map_err(|e| tracing::warn!(error = %e, "unreadable session handed over"))
-        .ok()?;
-    let jid = Jid::parse(&moved.jid)
+    let moved: Moved = serde_json::from_str(&text).map_err(|e| {
+        tracing::warn!(error = %e, "unreadable session handed over");
+        HandoverRefusal::NotHandedOver
+    })?;
+    Jid::parse(&moved.jid)
         .ok()
-        .filter(|j| j.is_full() && j.bare_str() == user.as_str())?;
-    (moved.previd == previd).then_some((jid, moved))
+        .filter(|j| j.is_full() && j.bare_str() == user.as_str() && moved.previd == previd)
+        .map(|jid| (jid, moved))
+        .ok_or(HandoverRefusal::NotHandedOver)
+}
+
+/// The `<failed/>` for a resumption no node handed over: as a refusal by the session here
+/// would be ([`sm::too_high_failed`]) when the node holding it found the client's `h` too
+/// high, else `item-not-found` (nobody holds it, as far as this node can tell).
+pub fn failed(why: HandoverRefusal) -> rookery_xml::Element {
+    match why {
+        HandoverRefusal::HandledCountTooHigh { h, sent, inbound } => {
+            sm::too_high_failed(sm::TooHigh { h, sent }, inbound)
+        }
+        HandoverRefusal::NotHandedOver => sm::failed("item-not-found", None),
+    }
 }
 
 /// The cluster note's topic.
@@ -166,7 +187,11 @@ impl Module for ResumedElsewhere {
 #[async_trait]
 impl SessionSource for ResumedElsewhere {
     /// Hands the claim to the session's task, which answers only while it hibernates.
-    async fn hand_over(&self, ask: &HandoverAsk, max_bytes: usize) -> Option<String> {
+    async fn hand_over(
+        &self,
+        ask: &HandoverAsk,
+        max_bytes: usize,
+    ) -> Result<String, HandoverRefusal> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let claim = MoveOut {
             h: ask.h,
@@ -174,9 +199,9 @@ impl SessionSource for ResumedElsewhere {
             reply,
         };
         if let Err((claim, _)) = self.sm.offer(&ask.previd, &ask.user, claim) {
-            claim.refuse();
-            return None;
+            claim.refuse(HandoverRefusal::NotHandedOver);
+            return Err(HandoverRefusal::NotHandedOver);
         }
-        answer.await.ok().flatten()
+        answer.await.unwrap_or(Err(HandoverRefusal::NotHandedOver))
     }
 }

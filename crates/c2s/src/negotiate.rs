@@ -524,16 +524,20 @@ async fn resume(
             if condition == "item-not-found" {
                 // Perhaps another node of a cluster holds it: it hands it over, or else
                 // ends it now.
-                if let Some((jid, moved)) =
-                    crate::elsewhere::take_over(&ctx.core, user, previd, h).await
-                {
-                    *holder = Some(*t.conn);
-                    let sasl2 = t.sasl2;
-                    return Ok(Resumption::Moved(jid, Box::new(MovedIn { moved, sasl2 })));
+                match crate::elsewhere::take_over(&ctx.core, user, previd, h).await {
+                    Ok((jid, moved)) => {
+                        *holder = Some(*t.conn);
+                        let sasl2 = t.sasl2;
+                        return Ok(Resumption::Moved(jid, Box::new(MovedIn { moved, sasl2 })));
+                    }
+                    Err(why) => {
+                        crate::elsewhere::tell_peers(&ctx.core, user, previd);
+                        (t.conn, crate::elsewhere::failed(why))
+                    }
                 }
-                crate::elsewhere::tell_peers(&ctx.core, user, previd);
+            } else {
+                (t.conn, sm::failed(condition, None))
             }
-            (t.conn, sm::failed(condition, None))
         }
         Ok(()) => match verdict.await {
             Ok(sm::Verdict::Accepted) => return Ok(Resumption::Here),

@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rookery_core::deadline::after;
 use rookery_core::session::SessionEnd;
-use rookery_core::{Event, Outbound, Receipt, SessionHandle};
+use rookery_core::{Event, HandoverRefusal, Outbound, Receipt, SessionHandle};
 use rookery_jid::Jid;
 use rookery_proto::time::{delay, now_unix};
 use rookery_proto::{ns, IqType, Stanza, StanzaKind, StreamError, StreamErrorCondition as SEC};
@@ -395,16 +395,21 @@ impl<'a> Client<'a> {
                             }
                         }
                     },
-                    Claim::Move(mv) => {
-                        let (ctx, jid) = (self.ctx, self.jid);
-                        if let Some(handed) = hand_over(ctx, jid, m, &self.csi, mv, end) {
-                            let held = self.csi.held();
-                            if wait_for_move(ctx, jid, m, held, end, &handoff).await {
-                                return Hibernation::Moved(handed);
-                            }
-                            return Hibernation::Ended;
+                    Claim::Move(mv) => match m.counters.check(mv.h) {
+                        Err(too_high) => {
+                            refuse_move(&self.ctx.core, mv, too_high, m.counters.inbound()).await;
                         }
-                    }
+                        Ok(_) => {
+                            let (ctx, jid) = (self.ctx, self.jid);
+                            if let Some(handed) = hand_over(ctx, jid, m, &self.csi, mv, end) {
+                                let held = self.csi.held();
+                                if wait_for_move(ctx, jid, m, held, end, &handoff).await {
+                                    return Hibernation::Moved(handed);
+                                }
+                                return Hibernation::Ended;
+                            }
+                        }
+                    },
                 },
                 item = end.rx.recv() => match item {
                     Some(item) => {
@@ -427,14 +432,14 @@ impl<'a> Client<'a> {
     /// connection that resumed it: the counters, unacknowledged and pending stanzas and the
     /// SM-ID it had, then `<resumed/>` and the resend as for a resumption here.
     async fn arrive(&mut self, conn: &mut Conn, moved: MovedIn) -> Result<(), ConnError> {
-        let MovedIn { moved, sasl2 } = moved;
+        let MovedIn { mut moved, sasl2 } = moved;
         let handoff = self.ctx.sm.register_as(&moved.previd, self.jid);
         let max = moved
             .max_secs
             .min(self.ctx.config.sm_resume_timeout_secs)
             .max(1);
         self.sm = Some(Box::new(Managed {
-            counters: Counters::restore(moved.inbound, moved.sent, moved.unacked()),
+            counters: Counters::restore(moved.inbound, moved.sent, moved.take_unacked()),
             resume: Some(Resumable {
                 id: moved.previd,
                 max: Duration::from_secs(max),
@@ -912,7 +917,7 @@ impl Inbound for Client<'_> {
             Claim::Resume(t) => t,
             // Only a hibernated session moves: this one has its connection.
             Claim::Move(mv) => {
-                mv.refuse();
+                mv.refuse(HandoverRefusal::NotHandedOver);
                 return Ok(());
             }
         };
@@ -949,13 +954,7 @@ impl Inbound for Client<'_> {
 /// or `None` when `h` is consistent.
 fn refusal(counters: &Counters, h: u32) -> Option<Element> {
     let too_high = counters.check(h).err()?;
-    let mut failed = sm::failed("undefined-condition", Some(counters.inbound()));
-    failed.push_child(
-        Element::new("handled-count-too-high", sm::NS)
-            .with_attr("h", too_high.h.to_string())
-            .with_attr("send-count", too_high.sent.to_string()),
-    );
-    Some(failed)
+    Some(sm::too_high_failed(too_high, counters.inbound()))
 }
 
 /// Sends a takeover back with `failed`, once what its `h` counts is committed: as for `<a/>`
@@ -990,11 +989,24 @@ fn park(
         && *parked_bytes + m.counters.unacked_bytes() <= ctx.config.sm_max_unacked_bytes
 }
 
-/// Answers another node's claim on this hibernated session (`mv`): refused for an `h`
-/// acknowledging more than was sent; else the client's `h` is applied and what the session
-/// needs to go on there ([`Moved`]) is sent, and the session is marked as moving (see
+/// Refuses another node's claim on this hibernated session (`mv`) whose `h` acknowledges
+/// more than was sent, with what that node's client is told (its `<failed/>` is the one
+/// [`refusal`] makes here, `inbound` its `h`), once what that `h` counts is committed (as
+/// [`refuse`]).
+async fn refuse_move(core: &rookery_core::Core, mv: sm::MoveOut, t: sm::TooHigh, inbound: u32) {
+    core.settle().await;
+    mv.refuse(HandoverRefusal::HandledCountTooHigh {
+        h: t.h,
+        sent: t.sent,
+        inbound,
+    });
+}
+
+/// Answers another node's claim on this hibernated session (`mv`), whose `h` fits
+/// ([`refuse_move`] otherwise): the client's `h` is applied and what the session needs to
+/// go on there ([`Moved`]) is sent, and the session is marked as moving (see
 /// `Core::bind_remote`). Returns how many parked stanzas went with it, or `None` when it
-/// stays (refused, or the asking node gave up).
+/// stays (too large to hand over, or the asking node gave up).
 fn hand_over(
     ctx: &C2sContext,
     jid: &Jid,
@@ -1004,10 +1016,7 @@ fn hand_over(
     end: &SessionEnd,
 ) -> Option<usize> {
     let (previd, max) = m.resume.as_ref().map(|r| (r.id.clone(), r.max))?;
-    if refusal(&m.counters, mv.h).is_some() {
-        mv.refuse();
-        return None;
-    }
+    // Its `h` fits (the caller checked).
     let _ = m.counters.ack(mv.h);
     m.release_receipts();
     let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
@@ -1036,11 +1045,11 @@ fn hand_over(
             bytes = moved.len(),
             "hibernated session too large to hand over to another node"
         );
-        mv.refuse();
+        mv.refuse(HandoverRefusal::NotHandedOver);
         return None;
     }
     end.kill.set_moving(true);
-    if mv.reply.send(Some(moved)).is_err() {
+    if mv.reply.send(Ok(moved)).is_err() {
         end.kill.set_moving(false);
         return None;
     }

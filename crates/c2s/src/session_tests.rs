@@ -9,7 +9,9 @@ use std::time::Duration;
 use rookery_core::config::RegistrationConfig;
 use rookery_core::modules::register::Register;
 use rookery_core::session::SessionEnd;
-use rookery_core::{CoreBuilder, CoreConfig, MemoryAccounts, Outbound, SessionHandle};
+use rookery_core::{
+    CoreBuilder, CoreConfig, HandoverRefusal, MemoryAccounts, Outbound, SessionHandle,
+};
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{ns, Stanza};
 use rookery_stream::{Conn, Transport};
@@ -904,7 +906,11 @@ fn copies_are_not_reroutable() {
 
 /// Asks the session `id` of alice to hand itself over to another node, as that node's
 /// request does (`elsewhere::ResumedElsewhere`); what it answered.
-async fn move_out(ctx: &C2sContext, id: &str, h: u32) -> Option<crate::elsewhere::Moved> {
+async fn move_out(
+    ctx: &C2sContext,
+    id: &str,
+    h: u32,
+) -> Result<crate::elsewhere::Moved, HandoverRefusal> {
     let (reply, answer) = oneshot::channel();
     let alice = BareJid::parse("alice@localhost").unwrap();
     let claim = sm::MoveOut {
@@ -914,7 +920,7 @@ async fn move_out(ctx: &C2sContext, id: &str, h: u32) -> Option<crate::elsewhere
     };
     assert!(ctx.sm.offer(id, &alice, claim).is_ok());
     let text = answer.await.unwrap()?;
-    Some(serde_json::from_str(&text).unwrap())
+    Ok(serde_json::from_str(&text).unwrap())
 }
 
 /// The bodies of serialized stanzas.
@@ -938,7 +944,10 @@ async fn hibernated_alice() -> (Arc<C2sContext>, String, SessionEnd, JoinHandle<
     message(&ctx, "bob@localhost/b", "alice@localhost/r", "one").await;
     assert_eq!(body(&peer.next().await.unwrap()).as_deref(), Some("one"));
     // Attached, it stays where it is.
-    assert!(move_out(&ctx, &id, 0).await.is_none());
+    assert_eq!(
+        move_out(&ctx, &id, 0).await.err(),
+        Some(HandoverRefusal::NotHandedOver)
+    );
     drop(peer);
     tokio::time::pause();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -972,10 +981,26 @@ async fn a_hibernated_session_hands_itself_over_and_ends_as_before_if_not_taken(
     ends_bouncing(&ctx, task, grace, &mut bob, &["one", "two"]).await;
 }
 
+/// An `h` above what the session sent: the other node is told so, with what its client's
+/// `<failed/>` says (as a refusal here), and the session stays where it is.
+#[tokio::test]
+async fn a_hibernated_session_refuses_a_move_whose_h_is_too_high_and_says_so() {
+    let (ctx, id, _bob, _task) = hibernated_alice().await;
+    assert_eq!(
+        move_out(&ctx, &id, 5).await.err(),
+        Some(HandoverRefusal::HandledCountTooHigh {
+            h: 5,
+            sent: 1,
+            inbound: 0
+        })
+    );
+    assert!(move_out(&ctx, &id, 1).await.is_ok());
+}
+
 #[tokio::test]
 async fn a_session_handed_over_sends_what_came_late_to_its_new_node() {
     let (ctx, id, mut bob, task) = hibernated_alice().await;
-    assert!(move_out(&ctx, &id, 1).await.is_some());
+    assert!(move_out(&ctx, &id, 1).await.is_ok());
     message(&ctx, "bob@localhost/b", "alice@localhost/r", "late").await;
     // The other node bound it: its handle replaces this one.
     let (tx, mut forwarded) = tokio::sync::mpsc::unbounded_channel();

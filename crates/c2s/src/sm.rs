@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use rookery_core::HandoverRefusal;
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::ns;
 use rookery_stream::Conn;
@@ -196,8 +197,8 @@ pub struct MoveOut {
     /// over stays, and ends as before.
     pub max_bytes: usize,
     /// The session's answer: what the other node needs to go on with it (a serialized
-    /// [`crate::elsewhere::Moved`]), or `None`: refused.
-    pub reply: oneshot::Sender<Option<String>>,
+    /// [`crate::elsewhere::Moved`]), or why not.
+    pub reply: oneshot::Sender<Result<String, HandoverRefusal>>,
 }
 
 /// What a resumable session's task is asked for.
@@ -221,9 +222,9 @@ impl From<MoveOut> for Claim {
 }
 
 impl MoveOut {
-    /// Refuses the move: the asking node answers its client `<failed/>`.
-    pub fn refuse(self) {
-        let _ = self.reply.send(None);
+    /// Refuses the move for `why`: the asking node answers its client `<failed/>`.
+    pub fn refuse(self, why: HandoverRefusal) {
+        let _ = self.reply.send(Err(why));
     }
 }
 
@@ -237,7 +238,7 @@ impl Claim {
                     failed,
                 });
             }
-            Claim::Move(m) => m.refuse(),
+            Claim::Move(m) => m.refuse(HandoverRefusal::NotHandedOver),
         }
     }
 }
@@ -429,6 +430,17 @@ pub fn failed(condition: &str, h: Option<u32>) -> Element {
         el.set_attr("h", h.to_string());
     }
     el
+}
+
+/// The `<failed/>` refusing a resumption whose `h` acknowledges more than was sent (§4, §5):
+/// `undefined-condition` with `<handled-count-too-high/>`, and the `h` of what the session
+/// received (`inbound`). One answer whether the session was held here or on another node.
+pub fn too_high_failed(t: TooHigh, inbound: u32) -> Element {
+    failed("undefined-condition", Some(inbound)).with_child(
+        Element::new("handled-count-too-high", NS)
+            .with_attr("h", t.h.to_string())
+            .with_attr("send-count", t.sent.to_string()),
+    )
 }
 
 /// `<a h='...'/>`.

@@ -34,7 +34,8 @@ use futures_util::StreamExt;
 use rookery_core::cluster::{Handover, HANDOVER_TIMEOUT};
 use rookery_core::deadline::after;
 use rookery_core::{
-    ClusterLink, Core, Event, HandoverAsk, LostSession, SessionHandle, SessionId, Template,
+    ClusterLink, Core, Event, HandoverAsk, HandoverRefusal, LostSession, SessionHandle, SessionId,
+    Template,
 };
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{
@@ -42,12 +43,13 @@ use rookery_proto::{
     StreamErrorCondition,
 };
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::config::ClusterConfig;
 use crate::membership::{Heard, Membership};
 use crate::remote::{Proxy, Remote};
 use crate::wire::{
-    decode_batch, encode_batch, Control, HandoverReply, HandoverRequest, SessionInfo,
+    decode_batch, encode_batch, Control, HandoverReply, HandoverRequest, RefusalReason, SessionInfo,
 };
 
 /// Bytes of stanzas gathered into one bus message at most (NATS' default payload limit is
@@ -833,13 +835,13 @@ impl Inner {
         }
     }
 
-    /// Asks the nodes where `ask.user` has sessions, one after the other, to hand over the
-    /// hibernated session `ask` names (only the node holding that SM-ID can); what the first
-    /// that did sent. Each has [`HANDOVER_TIMEOUT`] to answer: a node that answers later
-    /// hears nothing of it, and ends the session as it would have (its own grace, c2s).
-    async fn take_over(&self, ask: HandoverAsk) -> Option<String> {
+    /// Asks the nodes where `ask.user` has sessions, all at once, to hand over the
+    /// hibernated session `ask` names (only the node holding that SM-ID can): see
+    /// [`first_handover`]. The whole ask has [`HANDOVER_TIMEOUT`]: a node that answers
+    /// later hears nothing of it, and ends the session as it would have (its own grace, c2s).
+    async fn take_over(&self, ask: HandoverAsk) -> Result<String, HandoverRefusal> {
         if !self.is_connected() {
-            return None;
+            return Err(HandoverRefusal::NotHandedOver);
         }
         let sessions = self.core.sessions_of(&ask.user);
         let mut nodes: Vec<String> = {
@@ -858,58 +860,61 @@ impl Inner {
             h: ask.h,
         }
         .encode();
+        let mut asked = JoinSet::new();
         for node in nodes {
-            let asked = self
-                .client
-                .request(self.subjects.handover(&node), request.clone());
-            let answer = match tokio::time::timeout(HANDOVER_TIMEOUT, asked).await {
-                Ok(Ok(msg)) => HandoverReply::decode(&msg.payload),
-                Ok(Err(e)) => {
-                    tracing::info!(%node, error = %e, "session handover request failed");
-                    continue;
-                }
-                Err(_) => {
-                    tracing::warn!(%node, "no answer to a session handover request in time");
-                    continue;
-                }
-            };
-            match answer {
-                Ok(HandoverReply::Taken { session }) => return Some(session),
-                Ok(HandoverReply::Refused) => {}
-                Err(e) => tracing::warn!(%node, error = %e, "unreadable session handover"),
-            }
+            let client = self.client.clone();
+            let subject = self.subjects.handover(&node);
+            let request = request.clone();
+            asked.spawn(async move {
+                let answer = match client.request(subject, request).await {
+                    Ok(msg) => HandoverReply::decode(&msg.payload)
+                        .map_err(|e| format!("unreadable answer: {e}")),
+                    Err(e) => Err(e.to_string()),
+                };
+                (node, answer)
+            });
         }
-        None
+        first_handover(asked, HANDOVER_TIMEOUT).await
     }
 
     /// Another node's request to hand over a hibernated session of this node.
     async fn hand_over(&self, msg: async_nats::Message) {
         let Some(reply) = msg.reply else { return };
         let answer = match HandoverRequest::decode(&msg.payload) {
-            Ok(r) => match BareJid::parse(&r.user) {
-                Ok(user) => {
-                    let ask = HandoverAsk {
-                        user,
-                        previd: r.previd,
-                        h: r.h,
-                    };
-                    // The session's text is a string in the reply's JSON, where escaping may
-                    // double it: half the bus's payload limit always fits.
-                    let max = self.client.server_info().max_payload / 2;
-                    match self.core.hand_over(&ask, max.saturating_sub(1024)).await {
-                        Some(session) => HandoverReply::Taken { session },
-                        None => HandoverReply::Refused,
-                    }
-                }
-                Err(_) => HandoverReply::Refused,
-            },
+            Ok(r) => self.answer_handover(r).await,
             Err(e) => {
                 tracing::warn!(error = %e, "ignoring a session handover request");
-                HandoverReply::Refused
+                HandoverReply::refused(HandoverRefusal::NotHandedOver)
             }
         };
         if let Err(e) = self.client.publish(reply, answer.encode()).await {
             tracing::warn!(error = %e, "session handover answer not sent");
+        }
+    }
+
+    /// The session a [`HandoverRequest`] names, handed over by its task, or why not.
+    async fn answer_handover(&self, r: HandoverRequest) -> HandoverReply {
+        let Ok(user) = BareJid::parse(&r.user) else {
+            return HandoverReply::refused(HandoverRefusal::NotHandedOver);
+        };
+        let ask = HandoverAsk {
+            user,
+            previd: r.previd,
+            h: r.h,
+        };
+        // The session's JSON goes into the reply as it is: the bus's payload limit, less
+        // the reply's own few bytes, is its budget.
+        let max = self.client.server_info().max_payload;
+        match self
+            .core
+            .hand_over(&ask, max.saturating_sub(HANDOVER_ENVELOPE))
+            .await
+        {
+            Ok(session) => HandoverReply::taken(session).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "session handed over is not JSON: not sent");
+                HandoverReply::refused(HandoverRefusal::NotHandedOver)
+            }),
+            Err(why) => HandoverReply::refused(why),
         }
     }
 
@@ -1255,6 +1260,44 @@ async fn acks_loop(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
     }
 }
 
+/// What a handover's answer takes of the bus's payload besides the session
+/// (`{"t":"taken","session":` and `}`), with room to spare.
+const HANDOVER_ENVELOPE: usize = 1024;
+
+/// The outcome of asking several nodes at once for a hibernated session (`asked`, each
+/// task a node's answer): the first session handed over; the refusal of the node holding
+/// it for an `h` too high — only the holder of an SM-ID can say so, so nobody else will hand
+/// it over, and the client is answered as there; else, once every node refused or failed or
+/// `within` passed, not handed over. What is still asked then is dropped.
+async fn first_handover(
+    mut asked: JoinSet<(String, Result<HandoverReply, String>)>,
+    within: Duration,
+) -> Result<String, HandoverRefusal> {
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Some(done)) = tokio::time::timeout_at(deadline, asked.join_next()).await {
+        let Ok((node, answer)) = done else {
+            continue;
+        };
+        match answer {
+            Ok(HandoverReply::Taken { session }) => {
+                return Ok(String::from(Box::<str>::from(session)))
+            }
+            Ok(HandoverReply::Refused {
+                reason: RefusalReason::NotHandedOver,
+            }) => {}
+            Ok(HandoverReply::Refused { reason }) => return Err(reason.into()),
+            Err(e) => tracing::info!(%node, error = %e, "session handover request failed"),
+        }
+    }
+    if !asked.is_empty() {
+        tracing::warn!(
+            nodes = asked.len(),
+            "no answer to a session handover request in time"
+        );
+    }
+    Err(HandoverRefusal::NotHandedOver)
+}
+
 /// Other nodes' requests to hand over a hibernated session of this node, each in a task of
 /// its own (the session's task answers it).
 async fn handover_loop(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
@@ -1329,6 +1372,88 @@ mod tests {
         assert_eq!(s.parse_ack("rookery.example.org.ack.n2.3.41"), None);
         assert_eq!(s.parse_ack("rookery.example.org.ack.n1.3"), None);
         assert_eq!(s.parse_ack("rookery.example.org.ack.n1.x.1"), None);
+    }
+
+    type Answer = (String, Result<HandoverReply, String>);
+
+    /// Nodes asked at once, each answering `answer` after its delay (never, with `None`).
+    fn asked(nodes: Vec<(Option<u64>, Result<HandoverReply, String>)>) -> JoinSet<Answer> {
+        let mut set = JoinSet::new();
+        for (k, (delay, answer)) in nodes.into_iter().enumerate() {
+            set.spawn(async move {
+                match delay {
+                    Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                    None => std::future::pending().await,
+                }
+                (format!("n{k}"), answer)
+            });
+        }
+        set
+    }
+
+    fn not_here() -> Result<HandoverReply, String> {
+        Ok(HandoverReply::refused(HandoverRefusal::NotHandedOver))
+    }
+
+    const TOO_HIGH: HandoverRefusal = HandoverRefusal::HandledCountTooHigh {
+        h: 7,
+        sent: 3,
+        inbound: 1,
+    };
+
+    /// Asks as `take_over` does; the outcome and how long it took.
+    async fn ask(
+        nodes: Vec<(Option<u64>, Result<HandoverReply, String>)>,
+    ) -> (Result<String, HandoverRefusal>, Duration) {
+        let started = tokio::time::Instant::now();
+        let outcome = first_handover(asked(nodes), HANDOVER_TIMEOUT).await;
+        (outcome, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_session_handed_over_is_taken_without_waiting_for_silent_nodes() {
+        let taken =
+            HandoverReply::taken("{\"jid\":\"a@localhost/r\"}".into()).map_err(|e| e.to_string());
+        let (outcome, took) = ask(vec![
+            (None, not_here()),
+            (Some(10), not_here()),
+            (None, not_here()),
+            (Some(200), taken),
+            (Some(5), Err("no responders".into())),
+        ])
+        .await;
+        assert_eq!(outcome.unwrap(), "{\"jid\":\"a@localhost/r\"}");
+        assert_eq!(took, Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_nodes_cost_one_timeout_for_all_of_them() {
+        let (outcome, took) = ask(vec![
+            (None, not_here()),
+            (None, not_here()),
+            (None, not_here()),
+        ])
+        .await;
+        assert_eq!(outcome, Err(HandoverRefusal::NotHandedOver));
+        assert_eq!(took, HANDOVER_TIMEOUT);
+        // Everybody refused: no need to wait.
+        let (outcome, took) = ask(vec![(Some(1), not_here()), (Some(2), not_here())]).await;
+        assert_eq!(outcome, Err(HandoverRefusal::NotHandedOver));
+        assert_eq!(took, Duration::from_millis(2));
+        let (outcome, _) = ask(Vec::new()).await;
+        assert_eq!(outcome, Err(HandoverRefusal::NotHandedOver));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_holders_refusal_for_an_h_too_high_is_the_answer() {
+        let (outcome, took) = ask(vec![
+            (Some(1), not_here()),
+            (Some(50), Ok(HandoverReply::refused(TOO_HIGH))),
+            (None, not_here()),
+        ])
+        .await;
+        assert_eq!(outcome, Err(TOO_HIGH));
+        assert_eq!(took, Duration::from_millis(50));
     }
 
     #[test]

@@ -19,8 +19,10 @@
 //! is a [`WireError`], never a panic.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use rookery_core::HandoverRefusal;
 use rookery_jid::Jid;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// One session's entry in a registry snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,17 +204,107 @@ pub struct HandoverRequest {
     pub h: u32,
 }
 
-/// The answer to a [`HandoverRequest`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
+/// The answer to a [`HandoverRequest`]: `{"t":"taken","session":…}`, the session's JSON
+/// as its listener wrote it, or `{"t":"refused","reason":{"why":…}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case", try_from = "ReplyFields")]
 pub enum HandoverReply {
-    /// Handed over: the session as its listener serialized it.
+    /// Handed over: the session as its listener serialized it (JSON).
     Taken {
-        /// What the asking node's listener reads.
-        session: String,
+        /// What the asking node's listener reads, carried as it is: its stanzas are
+        /// escaped once, by the listener, not a second time as a string in this reply.
+        session: Box<RawValue>,
     },
-    /// Not handed over (not held here, another user's, attached, an `h` that does not fit).
+    /// Not handed over.
+    Refused {
+        /// Why (absent from a node of an earlier version: not handed over).
+        #[serde(default)]
+        reason: RefusalReason,
+    },
+}
+
+/// Why a node did not hand a hibernated session over (`rookery_core::HandoverRefusal` on
+/// the bus).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "why", rename_all = "snake_case")]
+pub enum RefusalReason {
+    /// The client's `h` acknowledges more than the session sent (XEP-0198 §4).
+    HandledCountTooHigh {
+        /// The client's `h`.
+        h: u32,
+        /// The stanzas the session sent.
+        sent: u32,
+        /// The stanzas it received from the client.
+        inbound: u32,
+    },
+    /// Not held there, another user's, attached, claimed meanwhile, too large (and any
+    /// reason a later version adds: serde's `other` is the last variant).
+    #[default]
+    #[serde(other)]
+    NotHandedOver,
+}
+
+impl From<HandoverRefusal> for RefusalReason {
+    fn from(r: HandoverRefusal) -> Self {
+        match r {
+            HandoverRefusal::NotHandedOver => RefusalReason::NotHandedOver,
+            HandoverRefusal::HandledCountTooHigh { h, sent, inbound } => {
+                RefusalReason::HandledCountTooHigh { h, sent, inbound }
+            }
+        }
+    }
+}
+
+impl From<RefusalReason> for HandoverRefusal {
+    fn from(r: RefusalReason) -> Self {
+        match r {
+            RefusalReason::NotHandedOver => HandoverRefusal::NotHandedOver,
+            RefusalReason::HandledCountTooHigh { h, sent, inbound } => {
+                HandoverRefusal::HandledCountTooHigh { h, sent, inbound }
+            }
+        }
+    }
+}
+
+/// A [`HandoverReply`] as read: serde's internally tagged enums buffer their fields, which
+/// a [`RawValue`] cannot be read from, so the reply is read as a plain struct.
+#[derive(Deserialize)]
+struct ReplyFields {
+    t: ReplyKind,
+    session: Option<Box<RawValue>>,
+    #[serde(default)]
+    reason: RefusalReason,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ReplyKind {
+    Taken,
     Refused,
+}
+
+impl TryFrom<ReplyFields> for HandoverReply {
+    type Error = String;
+
+    fn try_from(f: ReplyFields) -> Result<Self, String> {
+        match (f.t, f.session) {
+            (ReplyKind::Taken, Some(session)) => Ok(HandoverReply::Taken {
+                session: unquoted(session)?,
+            }),
+            (ReplyKind::Taken, None) => Err("a handover taken without its session".into()),
+            (ReplyKind::Refused, _) => Ok(HandoverReply::Refused { reason: f.reason }),
+        }
+    }
+}
+
+/// A node of an earlier version sent the session's JSON as a JSON string: its text.
+fn unquoted(session: Box<RawValue>) -> Result<Box<RawValue>, String> {
+    if !session.get().starts_with('"') {
+        return Ok(session);
+    }
+    serde_json::from_str::<String>(session.get())
+        .and_then(RawValue::from_string)
+        .map_err(|e| e.to_string())
 }
 
 /// JSON for a typed message of the bus.
@@ -239,6 +331,19 @@ impl HandoverRequest {
 }
 
 impl HandoverReply {
+    /// Handed over: `session`, its listener's JSON (checked, as what the asking node reads
+    /// must be).
+    pub fn taken(session: String) -> Result<HandoverReply, WireError> {
+        let session =
+            RawValue::from_string(session).map_err(|e| WireError::Control(e.to_string()))?;
+        Ok(HandoverReply::Taken { session })
+    }
+
+    /// Not handed over, for `why`.
+    pub fn refused(why: HandoverRefusal) -> HandoverReply {
+        HandoverReply::Refused { reason: why.into() }
+    }
+
     /// JSON.
     pub fn encode(&self) -> Bytes {
         to_json(self)
@@ -364,14 +469,79 @@ mod tests {
             h: 7,
         };
         assert_eq!(HandoverRequest::decode(&ask.encode()).unwrap(), ask);
-        let taken = HandoverReply::Taken {
-            session: "{}".into(),
-        };
-        assert_eq!(HandoverReply::decode(&taken.encode()).unwrap(), taken);
-        assert_eq!(
-            HandoverReply::decode(&HandoverReply::Refused.encode()).unwrap(),
-            HandoverReply::Refused
-        );
         assert!(HandoverRequest::decode(b"{}").is_err());
+    }
+
+    /// The session's text, were `reply` a handover.
+    fn session_of(reply: &HandoverReply) -> Option<&str> {
+        match reply {
+            HandoverReply::Taken { session } => Some(session.get()),
+            HandoverReply::Refused { .. } => None,
+        }
+    }
+
+    /// The reason, were `reply` a refusal.
+    fn reason_of(reply: &HandoverReply) -> Option<RefusalReason> {
+        match reply {
+            HandoverReply::Refused { reason } => Some(*reason),
+            HandoverReply::Taken { .. } => None,
+        }
+    }
+
+    #[test]
+    fn a_handed_over_session_is_carried_as_json_not_as_a_string_of_it() {
+        let session = r#"{"unacked":[["<message><body>a \"b\"</body></message>",1]]}"#;
+        let taken = HandoverReply::taken(session.to_string()).unwrap();
+        let json = taken.encode();
+        // Written once: the session's own escapes, no second layer.
+        assert_eq!(
+            std::str::from_utf8(&json).unwrap(),
+            format!(r#"{{"t":"taken","session":{session}}}"#)
+        );
+        let back = HandoverReply::decode(&json).unwrap();
+        assert_eq!(session_of(&back), Some(session));
+        // Not JSON: not sent as if it were.
+        assert!(HandoverReply::taken("<session/>".into()).is_err());
+        // A node of the previous version sends it as a string: read as the same session.
+        let old = serde_json::json!({"t": "taken", "session": session}).to_string();
+        let back = HandoverReply::decode(old.as_bytes()).unwrap();
+        assert_eq!(session_of(&back), Some(session));
+        assert!(HandoverReply::decode(br#"{"t":"taken"}"#).is_err());
+    }
+
+    #[test]
+    fn a_refusal_says_why_and_reads_without_a_reason_from_an_earlier_version() {
+        let why = HandoverRefusal::HandledCountTooHigh {
+            h: 9,
+            sent: 4,
+            inbound: 2,
+        };
+        let refused = HandoverReply::refused(why);
+        let back = HandoverReply::decode(&refused.encode()).unwrap();
+        assert_eq!(reason_of(&back).map(HandoverRefusal::from), Some(why));
+        let plain = HandoverReply::refused(HandoverRefusal::NotHandedOver);
+        let back = HandoverReply::decode(&plain.encode()).unwrap();
+        assert_eq!(reason_of(&back), Some(RefusalReason::NotHandedOver));
+        // The previous version's refusal, and a reason a later one may add.
+        for json in [
+            r#"{"t":"refused"}"#,
+            r#"{"t":"refused","reason":{"why":"something_new","x":1}}"#,
+        ] {
+            let back = HandoverReply::decode(json.as_bytes()).unwrap();
+            assert_eq!(
+                reason_of(&back),
+                Some(RefusalReason::NotHandedOver),
+                "{json}"
+            );
+        }
+        // And the previous version reads a refusal with a reason as its refusal.
+        #[derive(Debug, PartialEq, Deserialize)]
+        #[serde(tag = "t", rename_all = "snake_case")]
+        enum Previous {
+            Taken { session: String },
+            Refused,
+        }
+        let read: Previous = serde_json::from_slice(&refused.encode()).unwrap();
+        assert_eq!(read, Previous::Refused);
     }
 }

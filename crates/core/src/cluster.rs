@@ -38,18 +38,41 @@ pub struct HandoverAsk {
     pub h: u32,
 }
 
+/// Why a hibernated session was not handed over to another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandoverRefusal {
+    /// Nobody handed it over: not held there, another user's, attached to a connection,
+    /// claimed meanwhile, too large for the bus, or no node answered (the client is
+    /// answered `item-not-found`).
+    NotHandedOver,
+    /// The client's `h` acknowledges more stanzas than the session sent (XEP-0198 §4): the
+    /// node holding it refused, and the client is answered as a resumption there would be.
+    HandledCountTooHigh {
+        /// The client's `h`.
+        h: u32,
+        /// The stanzas the session sent (mod 2^32).
+        sent: u32,
+        /// The stanzas it received from the client (the `h` of its `<failed/>`).
+        inbound: u32,
+    },
+}
+
 /// What comes back from a [`ClusterLink::take_over`]: the session, serialized by the node
-/// that held it (its listener reads it), or `None` when no node handed it over.
-pub type Handover = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+/// that held it (its listener reads it), or why no node handed it over.
+pub type Handover = Pin<Box<dyn Future<Output = Result<String, HandoverRefusal>> + Send>>;
 
 /// Where this node's hibernated sessions are handed over to another node
 /// ([`crate::Core::set_session_source`]; the client listener).
 #[async_trait]
 pub trait SessionSource: Send + Sync + 'static {
     /// Stops the hibernated session `ask` names, if `ask.user` owns it, and returns what it
-    /// needs to go on elsewhere, in at most `max_bytes` (what the bus carries); `None`:
-    /// refused (unknown, another user's, attached, an `h` that does not fit, too large).
-    async fn hand_over(&self, ask: &HandoverAsk, max_bytes: usize) -> Option<String>;
+    /// needs to go on elsewhere, in at most `max_bytes` (what the bus carries); else why
+    /// not (unknown, another user's, attached, too large; an `h` that does not fit).
+    async fn hand_over(
+        &self,
+        ask: &HandoverAsk,
+        max_bytes: usize,
+    ) -> Result<String, HandoverRefusal>;
 }
 
 /// What the core tells the cluster about the sessions bound on this node.

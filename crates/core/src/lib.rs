@@ -43,7 +43,7 @@ pub mod session;
 pub mod tables;
 
 pub use accounts::{AccountError, Accounts, MemoryAccounts};
-pub use cluster::{ClusterLink, HandoverAsk, SessionSource};
+pub use cluster::{ClusterLink, HandoverAsk, HandoverRefusal, SessionSource};
 pub use config::CoreConfig;
 pub use domains::{DomainRoute, Undelivered};
 pub use event::{Event, EventKind, LostSession, SessionEvent};

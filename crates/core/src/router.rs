@@ -43,7 +43,7 @@ use rookery_proto::{
 use rookery_xml::Element;
 
 use crate::accounts::Accounts;
-use crate::cluster::{ClusterLink, HandoverAsk, SessionSource};
+use crate::cluster::{ClusterLink, HandoverAsk, HandoverRefusal, SessionSource};
 use crate::config::CoreConfig;
 use crate::domains::{DomainRoute, Domains, Undelivered};
 use crate::event::{Event, SessionEvent};
@@ -251,16 +251,24 @@ impl Core {
     }
 
     /// Another node asks for the hibernated session `ask` names, to be told in at most
-    /// `max_bytes` (see [`SessionSource::hand_over`]); `None` without a source.
-    pub async fn hand_over(&self, ask: &HandoverAsk, max_bytes: usize) -> Option<String> {
-        self.session_source.get()?.hand_over(ask, max_bytes).await
+    /// `max_bytes` (see [`SessionSource::hand_over`]); refused without a source.
+    pub async fn hand_over(
+        &self,
+        ask: &HandoverAsk,
+        max_bytes: usize,
+    ) -> Result<String, HandoverRefusal> {
+        let source = self
+            .session_source
+            .get()
+            .ok_or(HandoverRefusal::NotHandedOver)?;
+        source.hand_over(ask, max_bytes).await
     }
 
     /// In a cluster, asks the other nodes to hand over the hibernated session `ask` names
-    /// ([`ClusterLink::take_over`]): what the node that held it serialized, or `None`
-    /// (without a cluster too).
-    pub async fn take_over(&self, ask: HandoverAsk) -> Option<String> {
-        let c = self.cluster.get()?;
+    /// ([`ClusterLink::take_over`]): what the node that held it serialized, or why not
+    /// (without a cluster: not handed over).
+    pub async fn take_over(&self, ask: HandoverAsk) -> Result<String, HandoverRefusal> {
+        let c = self.cluster.get().ok_or(HandoverRefusal::NotHandedOver)?;
         c.take_over(ask).await
     }
 

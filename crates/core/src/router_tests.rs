@@ -527,7 +527,7 @@ impl crate::ClusterLink for FakeLink {
             .lock()
             .unwrap()
             .push(format!("take over {} of {}", ask.previd, ask.user));
-        Box::pin(async { None })
+        Box::pin(async { Err(crate::HandoverRefusal::NotHandedOver) })
     }
 }
 

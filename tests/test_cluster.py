@@ -33,7 +33,7 @@ from slix import SlixClient, slix_login
 from test_im import BODY, NS_ROSTER, Peer, is_msg, is_presence, is_push, make_mutual, peer
 from test_sasl2 import bind2, tls_client
 from test_sm import NS_STANZAS, resume
-from xmpp_raw import NS_SASL2, NS_SM, NS_BIND2, local, stanza_error, tag
+from xmpp_raw import NS_SASL2, NS_SM, NS_BIND2, SaslFailure, local, stanza_error, tag
 
 USERS = {"alice": "alicepass", "bob": "bobpass", "carol": "carolpass", "dave": "davepass"}
 LEASE_MS = 4000
@@ -1068,3 +1068,53 @@ async def test_carbons_reach_resources_on_other_nodes(cluster):
     await wait_for(phone, carbon("sent", "from the desk"), what="the sent carbon")
     for p in (desk, phone, b):
         await p.close()
+
+
+@pytest.fixture
+def limited_cluster(server_factory, tmp_path):
+    """Three nodes with two auth failures a minute per address, and open registration of
+    one account an hour per address."""
+    yield from _start(server_factory, tmp_path, lambda i: {
+        "c2s": {"auth_failures_per_ip_per_minute": 2,
+                "auth_failures_per_account_per_minute": 100},
+        "registration": {"enabled": True, "min_interval_secs": 3600}})
+
+
+async def test_auth_failure_and_registration_limits_hold_for_the_whole_cluster(limited_cluster):
+    """The per-address limits are the cluster's, not each node's: a node tells the others of
+    each failure it counted and each address that registered (module notes), so guesses or
+    registrations spread over the nodes get no more than through one."""
+    from test_login import sasl_failure
+    from test_register import pre_auth, reg_set
+    n1, n2, n3 = limited_cluster.nodes
+    # An account registered through node 1 from 127.0.0.3: the address's one for the hour.
+    c = await pre_auth(n1, "127.0.0.3")
+    assert (await c.iq("set", None, reg_set("first", "password1"))).get("type") == "result"
+    c.abort()
+    # One wrong password through node 1, one through node 2: the address's two a minute.
+    for node in (n1, n2):
+        assert await sasl_failure(node, "127.0.0.2", "wrong", "SCRAM-SHA-1") == "not-authorized"
+
+    async def refused_on_node_3() -> bool:
+        c = n3.client(local_addr="127.0.0.2")
+        await c.negotiate_tls()
+        try:
+            await c.authenticate("alice", "alicepass", "SCRAM-SHA-1")
+            return False  # not heard yet: the right password still works
+        except SaslFailure as e:
+            assert e.condition == "temporary-auth-failure"
+            return True
+        finally:
+            c.abort()
+
+    # Node 3 counted none itself, and refuses that address even the right password ...
+    await _until("node 3 refusing the address after failures on nodes 1 and 2",
+                 refused_on_node_3)
+    c = await n3.login("alice", "from another address")
+    await c.close()
+    # ... and, having heard node 1's failure, it heard node 1's registration before it (one
+    # node's notes arrive in order): a second account from 127.0.0.3 is refused there.
+    c = await pre_auth(n3, "127.0.0.3")
+    r = await c.iq("set", None, reg_set("second", "password2"))
+    c.abort()
+    assert stanza_error(r) == "resource-constraint"

@@ -52,7 +52,7 @@ pub struct C2sContext {
     /// In-band registration (pre-auth).
     pub register: Arc<Register>,
     /// Auth failure limits.
-    pub limiter: limiter::AuthLimiter,
+    pub limiter: Arc<limiter::AuthLimiter>,
     /// XEP-0198 sessions that can be resumed, by SM-ID (shared with the
     /// [`elsewhere::ResumedElsewhere`] module of the core).
     pub sm: Arc<sm::Registry>,

@@ -313,7 +313,7 @@ impl Policy for Live {
     }
 
     fn auth_failed(&self, account: Option<&str>) {
-        self.ctx.limiter.failed(self.ip, account);
+        self.ctx.limiter.failed(&self.ctx.core, self.ip, account);
     }
 
     fn auth_result(&self, mechanism: &'static str, ok: bool) {

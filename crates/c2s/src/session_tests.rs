@@ -51,7 +51,7 @@ async fn context(config: C2sConfig) -> Arc<C2sContext> {
         direct_tls: tls,
         config,
         register: Arc::new(Register::new(RegistrationConfig::default())),
-        limiter: AuthLimiter::new(10, 10),
+        limiter: Arc::new(AuthLimiter::new(10, 10)),
         sm: Default::default(),
         connections: crate::ConnectionCap::new(0),
         fast: None,

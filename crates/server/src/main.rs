@@ -281,6 +281,12 @@ async fn serve(
     let sm = Arc::new(rookery_c2s::sm::Registry::default());
     let elsewhere = Arc::new(rookery_c2s::elsewhere::ResumedElsewhere::new(sm.clone()));
     builder = builder.module(elsewhere.clone());
+    // Auth failures counted here, and in a cluster those the other nodes counted.
+    let limiter = Arc::new(AuthLimiter::new(
+        cfg.c2s.auth_failures_per_ip_per_minute,
+        cfg.c2s.auth_failures_per_account_per_minute,
+    ));
+    builder = builder.module(limiter.clone());
     let core = builder.build()?;
     // ... and hands one over to a node where its client resumed it.
     core.set_session_source(elsewhere);
@@ -306,10 +312,7 @@ async fn serve(
         direct_tls: tls.direct,
         config: cfg.c2s.clone(),
         register,
-        limiter: AuthLimiter::new(
-            cfg.c2s.auth_failures_per_ip_per_minute,
-            cfg.c2s.auth_failures_per_account_per_minute,
-        ),
+        limiter,
         sm,
         connections: rookery_c2s::ConnectionCap::with_limits(cfg.c2s.connection_limits()),
         fast: Some(Arc::new(wiring::fast::StoreTokens(store.clone()))),

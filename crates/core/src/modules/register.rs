@@ -1,5 +1,8 @@
 //! XEP-0077: In-Band Registration — account creation before authentication (off unless
 //! configured, rate-limited per IP), password change and account removal after it.
+//!
+//! In a cluster the rate limit is the cluster's: a node tells its peers of each address that
+//! registered an account (a module note), and each takes it as registered there.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,9 +20,12 @@ use rookery_xml::Element;
 
 use crate::accounts::AccountError;
 use crate::config::RegistrationConfig;
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use crate::module::{Declaration, IqResult, IqTarget, Module};
 use crate::router::Core;
+
+/// The note topic (see [`Core::tell_peers`]).
+const TOPIC: &str = "register";
 
 /// The registration module. Listeners call [`Register::register`] for unauthenticated
 /// streams; authenticated users reach [`Module::handle_iq`].
@@ -114,14 +120,23 @@ impl Register {
                     .create(host, &local, &creds)
                     .await
                     .map_err(store_err)?;
-                self.last_by_ip.insert(ip, now);
-                // Forget old entries so the map stays bounded by the recent rate.
-                self.last_by_ip.retain(|_, t| now.duration_since(*t) < min);
+                self.registered(ip, now);
+                core.tell_peers(TOPIC, || ip.to_string());
                 tracing::info!(user = %local, host, %ip, "account registered in-band");
                 Ok(None)
             }
             _ => Err(StanzaError::new(Cond::BadRequest)),
         }
+    }
+}
+
+impl Register {
+    /// `ip` registered an account at `now` (here, or on another node of a cluster).
+    fn registered(&self, ip: IpAddr, now: Instant) {
+        let min = Duration::from_secs(self.config.min_interval_secs);
+        self.last_by_ip.insert(ip, now);
+        // Forget old entries so the map stays bounded by the recent rate.
+        self.last_by_ip.retain(|_, t| now.duration_since(*t) < min);
     }
 }
 
@@ -149,7 +164,21 @@ impl Module for Register {
                 (IqTarget::Account, ns::REGISTER, "query"),
             ],
             server_features: vec![ns::REGISTER],
+            events: vec![(EventKind::ClusterNote, crate::priority::DEFAULT)],
             ..Declaration::default()
+        }
+    }
+
+    /// Another node's registration counts against its address here too.
+    async fn event(&self, _core: &Arc<Core>, event: &Event) {
+        let Event::ClusterNote { topic, body } = event else {
+            return;
+        };
+        if topic == TOPIC {
+            match body.parse() {
+                Ok(ip) => self.registered(ip, Instant::now()),
+                Err(_) => tracing::warn!(body, "unreadable registration note from a peer"),
+            }
         }
     }
 

@@ -30,7 +30,10 @@
 //! - the request body's size: several stanzas ([`max_body_bytes`]), a larger one answered
 //!   `policy-violation` as a BOSH answer (§17.1), not an HTTP error;
 //! - a bound on sessions per client address, and CORS (with preflight) for web pages of the
-//!   allowed origins.
+//!   allowed origins;
+//! - in a cluster, a request for a session another node holds (its sid names the node) is
+//!   passed to that node, which serves it as its own ([`Peers`], [`serve_relayed`];
+//!   docs/clustering.md, "BOSH on any node").
 //!
 //! When the session ends, what its window still holds for a client that stopped asking
 //! goes back to the stream ([`MessageTransport::take_unsent`]), which routes it again as a

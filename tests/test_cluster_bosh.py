@@ -8,7 +8,8 @@ The cluster is test_cluster.py's (nats-server, PostgreSQL, three nodes), with a 
 - a raw BOSH client (HTTP POSTs, as test_web_bosh.py) creates its session on node 1 and
   sends every later request to node 2 and node 3 in turn: login, bind, messages both ways
   with a slixmpp user on node 3, a long poll held on node 2 answered when a message comes,
-  terminate; unknown sids; the session's end for inactivity; the holder killed;
+  terminate; unknown sids; a request over the bus's payload limit; the session's end for
+  inactivity; the holder killed; the bus stopped;
 - Strophe.js (tests/web/strophe.mjs) behind a round-robin HTTP proxy spreading its requests
   over the three nodes: login, a message round trip, logout.
 """
@@ -213,6 +214,27 @@ async def test_the_holder_killed_ends_the_session_quickly_for_the_client(bosh_cl
     # Once its lease expired, the sid names no node alive: unknown, as any other.
     await asyncio.sleep(1)
     assert terminated(await req(n2, sid, rounds.rid + 3), "item-not-found")
+
+
+async def test_a_bus_outage_ends_the_session_for_a_client_served_through_another_node(bosh_cluster):
+    """NATS stopped: a request through another node than the holder gets the terminal error
+    at once (and a log line), a poll held through it meanwhile ends too — never a hang; the
+    holder's own listener still serves the session."""
+    n1, n2, n3 = bosh_cluster.nodes
+    sid = await asyncio.to_thread(create, n1, 10)
+    rounds = Rounds([n2], sid, 10)
+    await bosh_login(rounds, n1.domain, "cut")
+    held = asyncio.ensure_future(req(n3, sid, rounds.rid + 1))
+    await asyncio.sleep(1)
+    bosh_cluster.nats.stop()
+    text = await asyncio.wait_for(held, 5)
+    assert terminated(text, "remote-connection-failed"), text
+    started = time.monotonic()
+    text = await req(n2, sid, rounds.rid + 2)
+    assert terminated(text, "remote-connection-failed") and time.monotonic() - started < 3, text
+    assert "the cluster bus is not connected" in n2.log()
+    assert not terminated(await req(n1, sid, rounds.rid + 2, "<presence xmlns='jabber:client'/>"))
+    bosh_cluster.nats.start(fixed_port=True)
 
 
 class RoundRobin:

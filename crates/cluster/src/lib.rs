@@ -7,7 +7,8 @@
 //! - [`wire`]: the control messages and the stanza batch encoding;
 //! - [`membership`]: the lease table (who is alive), sans-IO;
 //! - [`remote`]: the sessions of the other nodes as this node knows them;
-//! - `node`: the running node, [`Cluster`].
+//! - `node`: the running node, [`Cluster`];
+//! - [`bosh`]: BOSH requests passed to the node holding their session ([`bosh::BoshRelay`]).
 //!
 //! The cluster hooks into the core's one delivery path rather than beside it: a session
 //! bound on another node is a remote [`rookery_core::SessionHandle`] in the core's registry,
@@ -15,6 +16,7 @@
 //! one; what is sent to it goes straight into the forwarder of its node, which sends it in a
 //! batch.
 
+pub mod bosh;
 pub mod config;
 pub mod membership;
 mod node;

@@ -312,6 +312,29 @@ impl Cluster {
     }
 }
 
+/// What the services riding on the bus beside the session registry use (`crate::bosh`).
+impl Cluster {
+    /// The bus connection.
+    pub(crate) fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The domain whose cluster this is (the subjects' second token).
+    pub(crate) fn domain(&self) -> &str {
+        self.inner.core.domain()
+    }
+
+    /// Whether the bus is connected now.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.inner.is_connected()
+    }
+
+    /// Whether `node` is another node alive, as the lease says.
+    pub(crate) fn is_alive(&self, node: &str) -> bool {
+        lock(&self.inner.members).is_alive(node)
+    }
+}
+
 /// The core's news about local sessions, turned into control messages.
 struct Link(Arc<Inner>);
 

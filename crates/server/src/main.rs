@@ -335,6 +335,8 @@ async fn serve(
         let key = im.caps_key(jid)?;
         Some(rookery_im::caps::client_of(&key).to_string())
     });
+    // A node of a cluster serves BOSH sessions held by the others (docs/clustering.md).
+    let bosh_relay = cluster.as_ref().map(rookery_cluster::Cluster::bosh_relay);
     // A node of a cluster shows the nodes and where sessions live (`ctl status`).
     let status = Arc::new(match cluster {
         Some(c) => {
@@ -416,6 +418,7 @@ async fn serve(
             websub,
         },
         tls.https.clone(),
+        bosh_relay,
         &stop_rx,
     )
     .await?;

@@ -5,8 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::HeaderValue;
 use axum::Router;
+use bytes::Bytes;
+use rookery_cluster::bosh::{BoshAnswer, BoshRelay, RelayError};
 use rookery_upload::Upload;
+use rookery_web::bosh::{Peers, Relayed, Unreached};
+use rookery_web::WebContext;
 
 use anyhow::Context;
 use rookery_c2s::C2sContext;
@@ -92,13 +97,65 @@ pub struct Backends {
     pub websub: Arc<rookery_websub::Hub>,
 }
 
+/// The cluster's BOSH relay (crates/cluster) as the other nodes the BOSH endpoint passes
+/// requests to (crates/web).
+struct BoshPeers(BoshRelay);
+
+#[async_trait::async_trait]
+impl Peers for BoshPeers {
+    fn node(&self) -> &str {
+        self.0.node()
+    }
+
+    fn is_alive(&self, node: &str) -> bool {
+        self.0.is_alive(node)
+    }
+
+    async fn pass(&self, node: &str, body: Bytes, timeout: Duration) -> Result<Relayed, Unreached> {
+        let answer = self
+            .0
+            .pass(node, body, timeout)
+            .await
+            .map_err(|e| match e {
+                RelayError::TooLarge => Unreached::TooLarge,
+                e => Unreached::Failed(e.to_string()),
+            })?;
+        let content = HeaderValue::from_str(&answer.content_type)
+            .map_err(|_| Unreached::Failed(format!("{node} answered a bad Content-Type")))?;
+        Ok(Relayed {
+            content,
+            body: answer.body,
+        })
+    }
+}
+
+/// Serves the BOSH requests the other nodes pass to this one, for its sessions.
+async fn serve_bosh_relayed(relay: &BoshRelay, ctx: &Arc<WebContext>) -> anyhow::Result<()> {
+    let ctx = ctx.clone();
+    relay
+        .serve(move |body| {
+            let ctx = ctx.clone();
+            async move {
+                let r = rookery_web::bosh::serve_relayed(ctx, body).await;
+                BoshAnswer {
+                    content_type: r.content.to_str().unwrap_or_default().to_string(),
+                    body: r.body,
+                }
+            }
+        })
+        .await
+        .context("serving BOSH requests of other nodes")
+}
+
 /// Binds and starts the listeners `cfg` asks for (plain HTTP on a non-loopback address
-/// without `[http] behind_tls_proxy` was refused before, in validate.rs).
+/// without `[http] behind_tls_proxy` was refused before, in validate.rs); in a cluster
+/// (`relay`), serves this node's BOSH sessions to the others and theirs through them.
 pub async fn start(
     cfg: &Config,
     c2s: Arc<C2sContext>,
     backends: Backends,
     https: Arc<rustls::ServerConfig>,
+    relay: Option<BoshRelay>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Web> {
     let (listening, stopped) = watch::channel(());
@@ -108,11 +165,17 @@ pub async fn start(
         config: cfg.http.clone(),
         stopped,
         bosh: Default::default(),
+        peers: relay
+            .clone()
+            .map(|r| Arc::new(BoshPeers(r)) as Arc<dyn Peers>),
         store: backends.store,
         nodes: backends.nodes,
         presence: Some(backends.presence),
         websub: Some(backends.websub),
     });
+    if let Some(relay) = &relay {
+        serve_bosh_relayed(relay, &ctx).await?;
+    }
     let mut tasks = Vec::new();
     if !(cfg.listen.http.is_empty() && cfg.listen.https.is_empty()) {
         if let Some(why) = rookery_web::host_meta::link_warning(&cfg.http) {

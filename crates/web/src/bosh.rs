@@ -30,7 +30,10 @@
 //! - the request body's size: several stanzas ([`max_body_bytes`]), a larger one answered
 //!   `policy-violation` as a BOSH answer (§17.1), not an HTTP error;
 //! - a bound on sessions per client address, and CORS (with preflight) for web pages of the
-//!   allowed origins.
+//!   allowed origins;
+//! - in a cluster, a request for a session another node holds (its sid names the node) is
+//!   passed to that node, which serves it as its own ([`Peers`], [`serve_relayed`];
+//!   docs/clustering.md, "BOSH on any node").
 //!
 //! When the session ends, what its window still holds for a client that stopped asking
 //! goes back to the stream ([`MessageTransport::take_unsent`]), which routes it again as a
@@ -346,26 +349,17 @@ pub async fn request(
             return respond(terminate(refused.condition()), cors);
         }
     };
-    let parsed = rookery_xml::first_element(
-        &body,
-        Limits {
-            max_stanza_bytes: limit,
-            max_elements: Limits::C2S.max_elements.saturating_mul(BODY_STANZAS),
-            ..Limits::C2S
-        },
-    )
-    .filter(|el| el.is("body", NS_HTTPBIND));
-    let Some(body) = parsed else {
+    let Some(parsed) = parse(&body, limit) else {
         return respond(terminate("bad-request"), cors);
     };
-    let Some(rid) = body.attr("rid").and_then(|r| r.parse::<u64>().ok()) else {
-        // A terminal condition ends the session it names (XEP-0124 §17.2), or the client
-        // would drop a session that lives on, bound, for `inactivity`.
-        let answer = match body.attr("sid").and_then(|sid| ctx.bosh.get(sid)) {
-            Some(session) => session.end("bad-request"),
-            None => terminate("bad-request"),
-        };
-        return respond(answer, cors);
+    if let Some((peers, node)) = held_elsewhere(&ctx, &parsed) {
+        // Only the bytes go on: the tree is not kept while the holder holds the request.
+        drop(parsed);
+        return relay(peers, &node, body, cors).await;
+    }
+    let body = parsed;
+    let Some(rid) = rid_of(&body) else {
+        return respond(without_rid(&ctx, &body), cors);
     };
     let session = match body.attr("sid") {
         None => create(&ctx, peer, &headers, &body, rid),
@@ -393,6 +387,156 @@ pub async fn request(
     })
 }
 
+/// The request's `<body/>`, read within the body limit, or `None` when it is not one.
+fn parse(body: &[u8], limit: usize) -> Option<Element> {
+    rookery_xml::first_element(
+        body,
+        Limits {
+            max_stanza_bytes: limit,
+            max_elements: Limits::C2S.max_elements.saturating_mul(BODY_STANZAS),
+            ..Limits::C2S
+        },
+    )
+    .filter(|el| el.is("body", NS_HTTPBIND))
+}
+
+fn rid_of(body: &Element) -> Option<u64> {
+    body.attr("rid").and_then(|r| r.parse::<u64>().ok())
+}
+
+/// The answer to a request without a valid `rid`: a terminal condition ends the session it
+/// names (XEP-0124 §17.2), or the client would drop a session that lives on, bound, for
+/// `inactivity`.
+fn without_rid(ctx: &WebContext, body: &Element) -> Bytes {
+    match body.attr("sid").and_then(|sid| ctx.bosh.get(sid)) {
+        Some(session) => session.end("bad-request"),
+        None => terminate("bad-request"),
+    }
+}
+
+/// The other nodes of a cluster, where the BOSH sessions this node does not hold live
+/// (docs/clustering.md, "BOSH on any node"). A node alone has none, and its requests take
+/// the local path only.
+#[async_trait::async_trait]
+pub trait Peers: Send + Sync {
+    /// This node's id, which the sids it makes carry ([`sid_node`]).
+    fn node(&self) -> &str;
+
+    /// Whether `node` is another node of the cluster, alive.
+    fn is_alive(&self, node: &str) -> bool;
+
+    /// Passes the request `body` to `node`, which holds its session, and returns its answer
+    /// (its `Content-Type` and body), waiting at most `timeout`.
+    async fn pass(&self, node: &str, body: Bytes, timeout: Duration) -> Result<Relayed, Unreached>;
+}
+
+/// A response from the node holding the session.
+pub struct Relayed {
+    /// The session's `Content-Type` (§7.1 `content`).
+    pub content: HeaderValue,
+    /// The `<body/>`.
+    pub body: Bytes,
+}
+
+/// Why a request passed to another node came back without its answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreached {
+    /// Over what the bus carries: refused as an oversized body is (§17.2).
+    #[error("request over the cluster bus's payload limit")]
+    TooLarge,
+    /// The bus is down, or the holder dead or silent: the session is lost to this client.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Unreached {
+    /// The terminal binding condition it is answered with: `remote-connection-failed` when
+    /// the node holding the session (the client's XMPP server, as XEP-0124 sees it) cannot
+    /// be reached — a client ends the session on it, instead of waiting.
+    fn condition(&self) -> &'static str {
+        match self {
+            Unreached::TooLarge => "policy-violation",
+            Unreached::Failed(_) => "remote-connection-failed",
+        }
+    }
+}
+
+/// How long a request passed to another node may take there ([`serve_relayed`]): the
+/// longest `wait` and some (a request may wait for the rid before it, then be held).
+const RELAYED_HOLD: Duration = Duration::from_secs(MAX_WAIT + 5);
+
+/// How long the node that took a request waits for the holder's answer: a bit longer than
+/// the holder may take, so that a live holder always answers first.
+const RELAY_TIMEOUT: Duration = Duration::from_secs(MAX_WAIT + 10);
+
+/// The node whose id a sid made in a cluster carries (`<random>.<node>`; a node id has no
+/// `.`), if any.
+fn sid_node(sid: &str) -> Option<&str> {
+    sid.split_once('.').map(|(_, node)| node)
+}
+
+/// A new sid: 128 random bits, and in a cluster this node's id, so that any node finds the
+/// holder of a session from its sid alone.
+fn new_sid(peers: Option<&dyn Peers>) -> String {
+    let random = rookery_stream::new_stream_id();
+    match peers {
+        Some(p) => format!("{random}.{}", p.node()),
+        None => random,
+    }
+}
+
+/// The node to pass `body` to: its sid names another node alive (the sids this node makes
+/// name this node; a sid naming no node alive is unknown here as anywhere:
+/// `item-not-found`).
+fn held_elsewhere<'a>(ctx: &'a WebContext, body: &Element) -> Option<(&'a dyn Peers, String)> {
+    let peers = ctx.peers.as_deref()?;
+    let node = sid_node(body.attr("sid")?)?;
+    (node != peers.node() && peers.is_alive(node)).then(|| (peers, node.to_string()))
+}
+
+/// Answers a request with the answer of the node holding its session; a holder that cannot
+/// be reached ends the session for the client (a log line says why).
+async fn relay(peers: &dyn Peers, node: &str, body: Bytes, cors: Option<HeaderValue>) -> Response {
+    match peers.pass(node, body, RELAY_TIMEOUT).await {
+        Ok(r) => respond_as(r.body, r.content, cors),
+        Err(e) => {
+            tracing::warn!(%node, error = %e, "BOSH request not served by the node holding its session");
+            respond(terminate(e.condition()), cors)
+        }
+    }
+}
+
+/// Serves a request another node of the cluster took for a session of this one, as this
+/// node's listener would have (but a session's creation, which is never passed on): the
+/// response's `Content-Type` and body.
+pub async fn serve_relayed(ctx: Arc<WebContext>, body: Bytes) -> Relayed {
+    let limit = max_body_bytes(ctx.c2s.config.max_stanza_bytes);
+    let answer = |body| Relayed {
+        content: xml_content_type(),
+        body,
+    };
+    let Some(body) = parse(&body, limit) else {
+        return answer(terminate("bad-request"));
+    };
+    let Some(rid) = rid_of(&body) else {
+        return answer(without_rid(&ctx, &body));
+    };
+    let Some(session) = body.attr("sid").and_then(|sid| ctx.bosh.get(sid)) else {
+        return answer(terminate("item-not-found"));
+    };
+    let held = session.request(body, rid, tokio::time::sleep(RELAYED_HOLD));
+    let body = match held.await {
+        Some(body) => body,
+        // Given up as a client that left is: what it recorded, or a recoverable error (the
+        // request never entered the window) — the client resends the rid either way.
+        None => session.recorded(rid).unwrap_or_else(recoverable),
+    };
+    Relayed {
+        content: session.content.clone(),
+        body,
+    }
+}
+
 /// `OPTIONS /http-bind`: the CORS preflight.
 pub async fn preflight(State(ctx): State<Arc<WebContext>>, headers: HeaderMap) -> Response {
     let Some(cors) = origin::cors_origin(&headers, &ctx.config.allowed_origins) else {
@@ -409,9 +553,13 @@ pub async fn info() -> &'static str {
 }
 
 fn respond(body: Bytes, cors: Option<HeaderValue>) -> Response {
+    respond_as(body, xml_content_type(), cors)
+}
+
+fn respond_as(body: Bytes, content: HeaderValue, cors: Option<HeaderValue>) -> Response {
     let mut r = body.into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, xml_content_type());
+    h.insert(header::CONTENT_TYPE, content);
     origin::add_cors(h, cors);
     r
 }
@@ -456,7 +604,7 @@ fn create(
         tracing::warn!(%client, "BOSH session refused: client connection cap reached");
         return Err(terminate("policy-violation"));
     };
-    let sid = rookery_stream::new_stream_id();
+    let sid = new_sid(ctx.peers.as_deref());
     // The stream starts with the header XEP-0206 §3 implies.
     let open = Element::new("open", NS_FRAMING)
         .with_attr("to", domain)
@@ -744,9 +892,7 @@ impl Session {
                 if w.holder(rid) != copy {
                     // §14.3: resent meanwhile; the answer goes to the latest copy, this one
                     // gets a recoverable binding condition at once.
-                    return Some(Bytes::from_static(
-                        b"<body xmlns='http://jabber.org/protocol/httpbind' type='error'/>",
-                    ));
+                    return Some(recoverable());
                 }
                 if !w.held.contains(&rid) {
                     // Taken over by the same rid resent on another connection.
@@ -926,6 +1072,15 @@ impl Session {
         }
         out.extend_from_slice(b"</body>");
         Bytes::from(out)
+    }
+
+    /// The answer recorded for `rid`, if it is among the last ones kept.
+    fn recorded(&self, rid: u64) -> Option<Bytes> {
+        lock(&self.state)
+            .answered
+            .iter()
+            .find(|(r, _)| *r == rid)
+            .map(|(_, a)| a.clone())
     }
 
     /// [`Session::terminate_now`] for a request that never entered the window.
@@ -1175,6 +1330,11 @@ fn attr(out: &mut Vec<u8>, name: &str, value: &str) {
     out.push(b'\'');
 }
 
+/// A recoverable binding error (XEP-0124 §17.3): the client sends the request again.
+fn recoverable() -> Bytes {
+    Bytes::from_static(b"<body xmlns='http://jabber.org/protocol/httpbind' type='error'/>")
+}
+
 /// A terminal binding error (XEP-0124 §17.2).
 fn terminate(condition: &str) -> Bytes {
     let mut out = b"<body xmlns='http://jabber.org/protocol/httpbind' type='terminate'".to_vec();
@@ -1212,6 +1372,16 @@ mod tests {
         };
         let s = Arc::new(Session::new("s".into(), terms, 10, open));
         (s.clone(), Link::new(s))
+    }
+
+    /// A sid names its node after its random part in a cluster; alone, it is the random
+    /// part only, as ever.
+    #[test]
+    fn a_sid_names_its_node_only_in_a_cluster() {
+        assert_eq!(sid_node("0a1b2c.xmpp1:5222"), Some("xmpp1:5222"));
+        let alone = new_sid(None);
+        assert_eq!(sid_node(&alone), None);
+        assert_eq!(alone.len(), 32);
     }
 
     #[test]

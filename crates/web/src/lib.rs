@@ -52,6 +52,8 @@ pub struct WebContext {
     pub stopped: tokio::sync::watch::Receiver<()>,
     /// The BOSH sessions.
     pub bosh: bosh::Sessions,
+    /// In a cluster, the other nodes, where the BOSH sessions this node does not hold live.
+    pub peers: Option<Arc<dyn bosh::Peers>>,
     /// The store: HTTP tokens.
     pub store: rookery_store::Store,
     /// The pubsub engines behind `/pubsub/…`.

@@ -115,6 +115,13 @@ const INCOMING_DEPTH: usize = 4;
 const OUTGOING_DEPTH: usize = 256;
 const OUTGOING_BYTES: usize = 1 << 20;
 
+/// What one response carries at most of the gathered elements (always at least one): the
+/// rest goes with the next request. The window may gather more ([`OUTGOING_BYTES`] and the
+/// frames of one write past it); in a cluster a response relayed by another node must cross
+/// the bus, whose payload limit (NATS `max_payload`) is 1 MiB by default — over it the
+/// answer could not cross and its stanzas would be lost with the session.
+const RESPONSE_BYTES: usize = OUTGOING_BYTES - (16 << 10);
+
 /// The BOSH sessions of the listener, by `sid`.
 #[derive(Default)]
 pub struct Sessions {
@@ -550,6 +557,20 @@ pub async fn preflight(State(ctx): State<Arc<WebContext>>, headers: HeaderMap) -
 /// `GET /http-bind`: a hint for people who open it in a browser.
 pub async fn info() -> &'static str {
     "XMPP over BOSH (XEP-0124, XEP-0206): POST <body/> elements here.\n"
+}
+
+/// How many of the first `elements` one response carries: as many as fit in `max` bytes,
+/// and at least one.
+fn fitting(elements: &[Bytes], max: usize) -> usize {
+    let mut total = 0;
+    let n = elements
+        .iter()
+        .take_while(|e| {
+            total += e.len();
+            total <= max
+        })
+        .count();
+    n.max(1).min(elements.len())
 }
 
 fn respond(body: Bytes, cors: Option<HeaderValue>) -> Response {
@@ -1056,10 +1077,11 @@ impl Session {
             attr(&mut out, "authid", id);
             w.authid_sent = true;
         }
-        let elements = std::mem::take(&mut w.out);
+        let elements: Vec<Bytes> = w.out.drain(..fitting(&w.out, RESPONSE_BYTES)).collect();
         // A stream waiting for room in the window has it now.
         w.wake_stream();
-        if w.closed {
+        // The end goes with the last of what the stream left.
+        if w.closed && w.out.is_empty() {
             attr(&mut out, "type", "terminate");
             if elements.iter().any(|e| e.starts_with(b"<stream:error")) {
                 attr(&mut out, "condition", "remote-stream-error");
@@ -1617,5 +1639,42 @@ mod tests {
         assert!(answer.ends_with(b"<m/></body>"));
         let (ok, left) = (&mut blocked).await.unwrap();
         assert!(ok && left == 0);
+    }
+
+    /// More than one response carries waits for the next requests, the session's end with
+    /// the last of it — every response within what the cluster bus carries.
+    #[tokio::test(start_paused = true)]
+    async fn a_response_carries_at_most_its_bound_and_the_rest_follows() {
+        let (s, mut link) = session();
+        assert!(recv(&mut link).await.is_some());
+        let big = Bytes::from(format!("<m>{}</m>", "x".repeat(300 << 10)));
+        let mut frames: VecDeque<Frame> = (0..4)
+            .map(|_| Frame::Element(big.clone()))
+            .chain([Frame::Close])
+            .collect();
+        poll_fn(|cx| link.poll_send(cx, &mut frames)).await.unwrap();
+        let mut carried = 0;
+        for rid in 10.. {
+            let answer = spawn_request(&s, rid, "").await.unwrap();
+            assert!(
+                answer.len() <= RESPONSE_BYTES + 512,
+                "{} bytes",
+                answer.len()
+            );
+            carried += answer.windows(4).filter(|w| w == b"<m>x").count();
+            if contains(answer.get(..200).unwrap_or(&answer), "type='terminate'") {
+                break;
+            }
+        }
+        assert_eq!(carried, 4);
+    }
+
+    #[test]
+    fn a_response_takes_what_fits_and_at_least_one() {
+        let e = |n| Bytes::from(vec![b'a'; n]);
+        assert_eq!(fitting(&[e(10), e(10), e(10)], 25), 2);
+        assert_eq!(fitting(&[e(30), e(10)], 25), 1);
+        assert_eq!(fitting(&[e(10)], 25), 1);
+        assert_eq!(fitting(&[], 25), 0);
     }
 }

@@ -222,6 +222,30 @@ async def test_a_device_that_is_off_is_woken_while_another_is_online(push_srv):
     await desk.close()
 
 
+async def test_the_count_starts_again_when_the_last_registration_goes(push_srv):
+    """A bind starts the count of an account with registrations only (the count is in the
+    store: other binds write nothing), so disabling the last one starts it too: the phone
+    that enables again after a bind counts from 1."""
+    srv, app = push_srv
+    phone = await srv.login("alice", "phone")
+    assert await push_iq(phone, "enable", "n1") == "result"
+    await phone.close()
+    desk = await srv.login("alice", "desk")
+    await desk.presence()
+    await message_to(srv, srv.jid("alice"), "one")
+    await app.publishes.wait(lambda iq: summary(iq)["message-count"] == "1", what="a count")
+    assert await push_iq(desk, "disable", "n1") == "result"
+    phone = await srv.login("alice", "phone")
+    assert await push_iq(phone, "enable", "n1") == "result"
+    await phone.close()
+    before = len(app.publishes.items)
+    await message_to(srv, srv.jid("alice"), "two")
+    iq = await app.publishes.wait(lambda iq: iq not in app.publishes.items[:before],
+                                  what="the second notification")
+    assert summary(iq)["message-count"] == "1"
+    await desk.close()
+
+
 async def test_a_registration_survives_kill_9(push_srv):
     """What the server acknowledged (the `enable` result) is kept across `kill -9`."""
     srv, app = push_srv

@@ -19,7 +19,9 @@
 //!   session (a hibernating one parks what is routed to it), and a message stored offline
 //!   reached no session, so the hooks left it alone.
 //! - The notification carries the `urn:xmpp:push:summary` form: `message-count` (messages
-//!   held or pushed since a resource of the account was last bound), `last-message-sender`,
+//!   held or pushed since a resource of the account was last bound — kept in the store, so
+//!   that in a cluster it is the account's whichever node holds a message or binds a
+//!   resource, and survives any node's death), `last-message-sender`,
 //!   and `last-message-body` only when `[im.push] include_body` allows it and the client
 //!   asked for it with the field `include-body` = `true` in its publish-options form (a
 //!   Rookery convention: the XEP names no way to ask). The publish-options form goes along as
@@ -83,8 +85,6 @@ type Registered = DashMap<BareJid, Arc<[Registration]>>;
 /// The push module.
 pub struct Push {
     registry: Arc<Registry>,
-    /// Messages held per account since one of its resources was last bound.
-    counts: DashMap<BareJid, u64>,
     /// Notifications sent and not answered yet.
     in_flight: Arc<AtomicUsize>,
     /// The same, per account (entries leave at zero).
@@ -109,7 +109,6 @@ impl Push {
                 im,
                 registered: OnceCell::new(),
             }),
-            counts: DashMap::new(),
             in_flight: Arc::default(),
             in_flight_of: Arc::default(),
         }
@@ -181,7 +180,7 @@ impl Push {
         let woken = regs
             .iter()
             .filter(|r| device.is_none_or(|d| r.resource.is_empty() || r.resource == d));
-        self.notify(core, account, message, woken);
+        self.notify(core, account, message, woken).await;
     }
 
     /// A message reaches some of `account`'s sessions: the devices with no session at all
@@ -198,12 +197,13 @@ impl Push {
                     .with_resource(&r.resource)
                     .is_ok_and(|device| core.session(&device).is_none())
         });
-        self.notify(core, account, message, woken);
+        self.notify(core, account, message, woken).await;
     }
 
-    /// Sends one notification of `message` to each of `woken`, each in a task of its own
-    /// (the app server may be slow or away).
-    fn notify<'a>(
+    /// Counts `message` for `account` (once, however many devices it wakes) and sends one
+    /// notification of it to each of `woken`, each in a task of its own (the app server
+    /// may be slow or away).
+    async fn notify<'a>(
         &self,
         core: &Arc<Core>,
         account: &BareJid,
@@ -213,16 +213,14 @@ impl Push {
         let Some(content) = wakes(message) else {
             return;
         };
-        let mut count = None;
-        for r in woken {
-            let Ok(service) = Jid::parse(&r.service) else {
-                continue;
-            };
-            let count = *count.get_or_insert_with(|| {
-                let mut c = self.counts.entry(account.clone()).or_insert(0);
-                *c += 1;
-                *c
-            });
+        let woken: Vec<_> = woken
+            .filter_map(|r| Some((Jid::parse(&r.service).ok()?, r)))
+            .collect();
+        if woken.is_empty() {
+            return;
+        }
+        let count = self.registry.count_one(account).await;
+        for (service, r) in woken {
             let Some(flight) = self.take_off(account) else {
                 tracing::warn!(%account, "too many push notifications in flight; one skipped");
                 continue;
@@ -324,10 +322,45 @@ impl Registry {
     }
 
     /// `account`'s registrations changed in the store: memory follows (and, in a cluster,
-    /// the other nodes are told to follow).
+    /// the other nodes are told to follow). Without registrations left, its count starts
+    /// again: binds restart only the counts of accounts with registrations.
     async fn changed(&self, core: &Arc<Core>, account: &BareJid) {
         self.reread(account).await;
         core.account_changed(account);
+        if self.get(account).await.is_none() {
+            self.reset_count(account).await;
+        }
+    }
+
+    /// One more message held or pushed for `account`: its `message-count` with it, from the
+    /// store (the cluster's count); `None` when the store failed — the device is still
+    /// woken, with no count.
+    async fn count_one(&self, account: &BareJid) -> Option<u64> {
+        let (domain, user) = (account.domain(), account.local().unwrap_or_default());
+        match self.im.store().push().count_one(domain, user).await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(%account, error = %e, "push message count not kept");
+                None
+            }
+        }
+    }
+
+    /// `account`'s `message-count` starts again.
+    async fn reset_count(&self, account: &BareJid) {
+        let (domain, user) = (account.domain(), account.local().unwrap_or_default());
+        if let Err(e) = self.im.store().push().reset_count(domain, user).await {
+            tracing::warn!(%account, error = %e, "push message count not started again");
+        }
+    }
+
+    /// A resource of `account` was bound, on whichever node: the count of what waited starts
+    /// again — a store write only for accounts with registrations, so that other binds
+    /// cost none.
+    async fn bound(&self, account: &BareJid) {
+        if self.get(account).await.is_some() {
+            self.reset_count(account).await;
+        }
     }
 
     /// Reads `account`'s registrations again, if they are kept in memory yet.
@@ -406,11 +439,13 @@ fn field(var: &str, value: &str) -> Element {
 }
 
 /// The pubsub publish of a notification (§7).
-fn notification(r: &Registration, count: u64, message: &Element, body: bool) -> Element {
+fn notification(r: &Registration, count: Option<u64>, message: &Element, body: bool) -> Element {
     let mut form = Element::new("x", ns::DATA_FORMS)
         .with_attr("type", "submit")
-        .with_child(field("FORM_TYPE", SUMMARY))
-        .with_child(field("message-count", &count.to_string()));
+        .with_child(field("FORM_TYPE", SUMMARY));
+    if let Some(count) = count {
+        form.push_child(field("message-count", &count.to_string()));
+    }
     if let Some(from) = message.attr("from") {
         form.push_child(field("last-message-sender", from));
     }
@@ -506,12 +541,8 @@ impl Module for Push {
                 if let Some(registered) = self.registry.registered.get() {
                     registered.remove(account);
                 }
-                self.counts.remove(account);
             }
-            // A device is back: the count of what waited starts again.
-            Event::Session(SessionEvent::Bound(jid)) => {
-                self.counts.remove(&jid.to_bare());
-            }
+            Event::Session(SessionEvent::Bound(jid)) => self.registry.bound(&jid.to_bare()).await,
             _ => {}
         }
     }
@@ -551,7 +582,7 @@ mod tests {
     fn summary_with_and_without_body() {
         let m =
             parse_stanza("<message from='r@x/y' type='chat'><body>hi</body></message>").unwrap();
-        let p = notification(&reg(""), 2, m.element(), false);
+        let p = notification(&reg(""), Some(2), m.element(), false);
         assert_eq!(
             fields(&p),
             [
@@ -566,8 +597,9 @@ mod tests {
                        <field var='include-body'><value>true</value></field></x>";
         assert!(asks_for_body(options));
         assert!(!asks_for_body(""));
-        let p = notification(&reg(options), 1, m.element(), true);
+        let p = notification(&reg(options), None, m.element(), true);
         assert!(fields(&p).contains(&("last-message-body".into(), "hi".into())));
+        assert!(!fields(&p).iter().any(|(var, _)| var == "message-count"));
         assert!(p.has_child("publish-options", ns::pubsub::PUBSUB));
     }
 
@@ -581,7 +613,7 @@ mod tests {
         )
         .unwrap();
         let inner = wakes(&carbon).unwrap();
-        let p = notification(&reg(""), 1, inner, false);
+        let p = notification(&reg(""), Some(1), inner, false);
         assert!(fields(&p).contains(&("last-message-sender".into(), "r@x/y".into())));
         let state = parse_stanza(
             "<message to='a@x/phone'><active xmlns='http://jabber.org/protocol/chatstates'/>\

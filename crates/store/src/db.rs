@@ -140,7 +140,7 @@ macro_rules! with_conn {
     };
 }
 
-pub(crate) use {with_conn, with_pool, write_tx};
+pub(crate) use {with_conn, with_pool, write_one, write_tx};
 
 /// Owned copies of text parameters, to move into a write.
 fn owned(args: &[&str]) -> Vec<String> {

@@ -1,8 +1,10 @@
 //! XEP-0357 push registrations: per account, the (app server, node) pairs its devices
 //! enabled, with the publish-options form each gave (serialized, empty when none) and the
-//! resource of the session that enabled it (the device).
+//! resource of the session that enabled it (the device); and per account, the XEP-0357
+//! `message-count` — in the store rather than in a node's memory, so that it is the
+//! account's whichever node of a cluster holds a message or binds a resource.
 
-use crate::db::{execute, with_pool};
+use crate::db::{execute, with_pool, write_one};
 use crate::{Store, StoreError};
 
 /// One registration.
@@ -134,5 +136,35 @@ impl<'a> Push<'a> {
                 .await
             }
         }
+    }
+
+    /// One more message held or pushed for `username@domain`: the account's
+    /// `message-count` with it. One statement, so that nodes counting at once each get a
+    /// number of their own.
+    pub async fn count_one(&self, domain: &str, username: &str) -> Result<u64, StoreError> {
+        let (domain, username) = (domain.to_owned(), username.to_owned());
+        let held: i64 = write_one!(self.store, conn => {
+            sqlx::query_scalar(
+                "INSERT INTO push_counts (domain, username, held) VALUES ($1, $2, 1) \
+                 ON CONFLICT (domain, username) DO UPDATE SET held = push_counts.held + 1 \
+                 RETURNING held",
+            )
+            .bind(&domain)
+            .bind(&username)
+            .fetch_one(&mut *conn)
+            .await?
+        });
+        Ok(held.unsigned_abs())
+    }
+
+    /// A resource of `username@domain` was bound: its `message-count` starts again.
+    pub async fn reset_count(&self, domain: &str, username: &str) -> Result<(), StoreError> {
+        execute(
+            self.store,
+            "DELETE FROM push_counts WHERE domain = $1 AND username = $2",
+            &[domain, username],
+        )
+        .await?;
+        Ok(())
     }
 }

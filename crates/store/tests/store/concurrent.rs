@@ -2,7 +2,7 @@
 //! answered `Ok` is there afterwards, and no write fails because another one ran at the same
 //! time ("database is locked" on SQLite). The shapes are the ones a busy server produces:
 //! offline messages to several accounts, roster changes of many accounts, pubsub publications
-//! to several nodes, and a mix of all writers. Counted, not timed.
+//! to several nodes, push counts of one account, and a mix of all writers. Counted, not timed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::sync::Arc;
@@ -113,6 +113,31 @@ async fn concurrent_offline_pushes_keep_the_cap() {
             "{}",
             b.name
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_push_counts_are_each_their_own() {
+    for b in backends("concurrent-push-counts").await {
+        accounts(&b, 1).await;
+        // Every writer counts for the same account, as cluster nodes holding its messages
+        // at once do: each gets a number of its own, and none is skipped.
+        let counted = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&counted);
+        let errors = hammer(&b, move |store, domain, _, _| {
+            let sink = Arc::clone(&sink);
+            async move {
+                let n = store.push().count_one(&domain, "user0").await?;
+                sink.lock().unwrap().push(n);
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(errors, Vec::<String>::new(), "{}", b.name);
+        let mut counted = counted.lock().unwrap().clone();
+        counted.sort_unstable();
+        let all: Vec<u64> = (1..=(WRITERS * PER_WRITER) as u64).collect();
+        assert_eq!(counted, all, "{}", b.name);
     }
 }
 

@@ -4,7 +4,8 @@
 use crate::common::backends;
 
 /// XEP-0357 registrations: enable (twice replaces the options and the resource), list, all,
-/// disable one node or the whole service, gone with the account.
+/// disable one node or the whole service; the message count (counted on, started again);
+/// both gone with the account.
 #[tokio::test]
 async fn push_registrations() {
     use rookery_store::push::Registration;
@@ -45,7 +46,14 @@ async fn push_registrations() {
             1
         );
         p.enable(d, "juliet", &reg("n3", "", "")).await.unwrap();
+        assert_eq!(p.count_one(d, "juliet").await.unwrap(), 1, "{}", b.name);
+        assert_eq!(p.count_one(d, "juliet").await.unwrap(), 2, "{}", b.name);
+        p.reset_count(d, "juliet").await.unwrap();
+        p.reset_count(d, "juliet").await.unwrap();
+        assert_eq!(p.count_one(d, "juliet").await.unwrap(), 1, "{}", b.name);
         b.store.accounts().delete(d, "juliet").await.unwrap();
         assert!(p.list(d, "juliet").await.unwrap().is_empty());
+        b.create_account("juliet").await;
+        assert_eq!(p.count_one(d, "juliet").await.unwrap(), 1, "{}", b.name);
     }
 }

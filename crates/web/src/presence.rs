@@ -12,12 +12,20 @@
 //! sends no `unavailable`), and passes them on untouched; only accounts someone watches
 //! cost anything (a per-account broadcast channel, created by the first watcher).
 //!
+//! In a cluster (docs/clustering.md, "The HTTP presence stream") the watchers follow every
+//! node: a node with watchers of an account tells its peers so ([`WATCH_TOPIC`], a module
+//! note, again every [`REFRESH`] while they stay), and a node where that account has
+//! sessions sends each [`Change`] of them to its peers ([`CHANGE_TOPIC`]). The home node
+//! (the oldest) speaks for the sessions of a dead node. An account nobody watches sends
+//! nothing, and a node stops sending at most [`WATCH_LEASE`] after its last watcher left.
+//!
 //! Events: `available` (on every available presence: initial or a change of `show`/`status`)
 //! and `unavailable`, `data:` a JSON object `{"jid", "show"?, "status"?, "priority"?}`. A
 //! stream starts with an `available` event per resource available at that moment.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::body::Bytes;
@@ -25,7 +33,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use rookery_core::{
-    priority, Core, Declaration, Event, EventKind, Flow, HookPoint, Module, SessionEvent,
+    priority, Core, Declaration, Event, EventKind, Flow, HookPoint, LostSession, Module,
+    SessionEvent,
 };
 use rookery_jid::{BareJid, Jid};
 use rookery_proto::{PresenceType, Stanza, StanzaKind};
@@ -41,6 +50,16 @@ use crate::WebContext;
 
 /// Changes one watched account's channel holds for its slowest watcher.
 const CAPACITY: usize = 64;
+/// How often a node with watchers of an account tells its peers again (so that a node
+/// joining the cluster learns of them within that time).
+const REFRESH: Duration = Duration::from_secs(10);
+/// How long a peer's watch lasts without being told again: after that, the account's
+/// changes stop crossing to it (its watchers left, or the node died).
+const WATCH_LEASE: Duration = Duration::from_secs(30);
+/// The note topic of "this node watches these accounts" (bare JIDs, one a line).
+const WATCH_TOPIC: &str = "presence-stream.watch";
+/// The note topic of one [`Change`] of a resource of this node (see [`Change::to_note`]).
+const CHANGE_TOPIC: &str = "presence-stream.change";
 /// Not a local account (or the feature is off).
 const NOT_FOUND: HttpError = HttpError::Status(StatusCode::NOT_FOUND, "item-not-found");
 
@@ -78,8 +97,8 @@ impl Change {
         }
     }
 
-    /// The SSE event.
-    pub fn to_event(&self) -> String {
+    /// The event's data: `jid`, and `show`, `status`, `priority` if set.
+    fn data(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut data = serde_json::Map::new();
         data.insert("jid".into(), self.jid.as_str().into());
         for (k, v) in [("show", &self.show), ("status", &self.status)] {
@@ -90,12 +109,57 @@ impl Change {
         if let Some(p) = self.priority {
             data.insert("priority".into(), p.into());
         }
+        data
+    }
+
+    /// `jid` ended (no presence to say more).
+    fn gone(jid: &Jid) -> Change {
+        Change {
+            jid: jid.clone(),
+            available: false,
+            show: None,
+            status: None,
+            priority: None,
+        }
+    }
+
+    /// The SSE event.
+    pub fn to_event(&self) -> String {
         let kind = if self.available {
             "available"
         } else {
             "unavailable"
         };
-        format_event(kind, None, &serde_json::Value::from(data).to_string())
+        format_event(
+            kind,
+            None,
+            &serde_json::Value::from(self.data()).to_string(),
+        )
+    }
+
+    /// As a note to the peers: the event's data and `available`.
+    fn to_note(&self) -> String {
+        let mut data = self.data();
+        data.insert("available".into(), self.available.into());
+        serde_json::Value::from(data).to_string()
+    }
+
+    /// A peer's note (see [`Change::to_note`]); `None` if it does not read.
+    fn from_note(body: &str) -> Option<Change> {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let text = |k: &str| v.get(k).and_then(|s| s.as_str()).map(str::to_string);
+        Some(Change {
+            jid: Jid::parse(v.get("jid")?.as_str()?)
+                .ok()
+                .filter(Jid::is_full)?,
+            available: v.get("available")?.as_bool()?,
+            show: text("show"),
+            status: text("status"),
+            priority: v
+                .get("priority")
+                .and_then(serde_json::Value::as_i64)
+                .and_then(|p| i8::try_from(p).ok()),
+        })
     }
 }
 
@@ -104,11 +168,22 @@ impl Change {
 struct Watched {
     tx: broadcast::Sender<Change>,
     available: HashSet<Jid>,
+    /// When the peers were last told that this node watches it.
+    announced: Option<Instant>,
+}
+
+/// The accounts the other nodes of a cluster watch, each with when a peer last said so.
+#[derive(Default)]
+struct PeerWatches {
+    until: HashMap<BareJid, Instant>,
+    /// When expired entries were last dropped (at most every [`REFRESH`]).
+    pruned: Option<Instant>,
 }
 
 /// The presence watchers of every local account, and the module feeding them.
 pub struct PresenceStreams {
     watched: Mutex<HashMap<BareJid, Watched>>,
+    peers: Mutex<PeerWatches>,
     policy: Arc<dyn AccessPolicy>,
 }
 
@@ -123,13 +198,23 @@ impl PresenceStreams {
     pub fn new(policy: Arc<dyn AccessPolicy>) -> PresenceStreams {
         PresenceStreams {
             watched: Mutex::new(HashMap::new()),
+            peers: Mutex::new(PeerWatches::default()),
             policy,
         }
     }
 
-    /// Passes `change` to the watchers of its account, if any (and forgets an account
-    /// nobody watches any more).
-    fn tell(&self, change: Change) {
+    /// Passes `change` of a resource of this node to the watchers of its account, here and,
+    /// in a cluster, on the nodes that watch it.
+    fn tell(&self, core: &Core, change: Change) {
+        if core.is_clustered() && self.watched_by_peers(&change.jid.to_bare()) {
+            core.tell_peers(CHANGE_TOPIC, || change.to_note());
+        }
+        self.tell_here(change);
+    }
+
+    /// Passes `change` to this node's watchers of its account, if any (and forgets an
+    /// account nobody watches any more).
+    fn tell_here(&self, change: Change) {
         let Ok(mut w) = self.watched.lock() else {
             return;
         };
@@ -145,6 +230,55 @@ impl PresenceStreams {
         };
         if news && entry.tx.send(change).is_err() {
             w.remove(&bare);
+        }
+    }
+
+    /// Whether a peer said it watches `bare` within [`WATCH_LEASE`].
+    fn watched_by_peers(&self, bare: &BareJid) -> bool {
+        let p = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        p.until.get(bare).is_some_and(|t| t.elapsed() < WATCH_LEASE)
+    }
+
+    /// A peer watches the accounts of `body` (bare JIDs, one a line); lines that do not
+    /// read are ignored.
+    fn peer_watches(&self, body: &str) {
+        let now = Instant::now();
+        let mut p = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for bare in body.lines().filter_map(|l| BareJid::parse(l).ok()) {
+            p.until.insert(bare, now);
+        }
+        if p.pruned.is_none_or(|t| t.elapsed() >= REFRESH) {
+            p.until.retain(|_, t| t.elapsed() < WATCH_LEASE);
+            p.pruned = Some(now);
+        }
+    }
+
+    /// In a cluster, tells the peers that this node watches `bare`, unless it did within
+    /// [`REFRESH`] (so several watchers of one account cost one note). Nothing once nobody
+    /// watches it here.
+    fn announce(&self, core: &Core, bare: &BareJid) {
+        if !core.is_clustered() {
+            return;
+        }
+        let due = {
+            let mut w = self
+                .watched
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            w.get_mut(bare)
+                .filter(|e| e.tx.receiver_count() > 0)
+                .filter(|e| e.announced.is_none_or(|t| t.elapsed() >= REFRESH))
+                .map(|e| e.announced = Some(Instant::now()))
+                .is_some()
+        };
+        if due {
+            core.tell_peers(WATCH_TOPIC, || bare.to_string());
         }
     }
 
@@ -174,9 +308,21 @@ impl PresenceStreams {
         let entry = w.entry(bare.clone()).or_insert_with(|| Watched {
             tx: broadcast::channel(CAPACITY).0,
             available: HashSet::new(),
+            announced: None,
         });
         entry.available.extend(now.iter().map(|c| c.jid.clone()));
-        (entry.tx.subscribe(), now)
+        let rx = entry.tx.subscribe();
+        drop(w);
+        self.announce(core, bare);
+        (rx, now)
+    }
+
+    /// The sessions of a dead node (told on the home node only): each that was available
+    /// goes `unavailable` for the watchers, here and on the watching peers.
+    fn lost(&self, core: &Core, lost: &[LostSession]) {
+        for s in lost.iter().filter(|s| s.available) {
+            self.tell(core, Change::gone(&s.jid));
+        }
     }
 }
 
@@ -189,12 +335,16 @@ impl Module for PresenceStreams {
     fn declare(&self) -> Declaration {
         Declaration {
             hooks: vec![(HookPoint::PresenceBroadcast, priority::OBSERVE)],
-            events: vec![(EventKind::Session, priority::OBSERVE)],
+            events: vec![
+                (EventKind::Session, priority::OBSERVE),
+                (EventKind::SessionsLost, priority::OBSERVE),
+                (EventKind::ClusterNote, priority::OBSERVE),
+            ],
             ..Declaration::default()
         }
     }
 
-    async fn hook(&self, _core: &Arc<Core>, _point: HookPoint, stanza: Stanza) -> Flow {
+    async fn hook(&self, core: &Arc<Core>, _point: HookPoint, stanza: Stanza) -> Flow {
         let available = match stanza.kind() {
             StanzaKind::Presence(PresenceType::Available) => Some(true),
             StanzaKind::Presence(PresenceType::Unavailable) => Some(false),
@@ -202,21 +352,46 @@ impl Module for PresenceStreams {
         };
         if let (Some(available), Some(from)) = (available, stanza.from()) {
             if from.is_full() {
-                self.tell(Change::of_presence(from, available, &stanza));
+                self.tell(core, Change::of_presence(from, available, &stanza));
             }
         }
         Flow::Continue(stanza)
     }
 
-    async fn event(&self, _core: &Arc<Core>, event: &Event) {
-        if let Event::Session(SessionEvent::Closed(jid)) = event {
-            self.tell(Change {
-                jid: jid.clone(),
-                available: false,
-                show: None,
-                status: None,
-                priority: None,
-            });
+    async fn event(&self, core: &Arc<Core>, event: &Event) {
+        match event {
+            Event::Session(SessionEvent::Closed(jid)) => self.tell(core, Change::gone(jid)),
+            Event::SessionsLost(lost) => self.lost(core, lost),
+            Event::ClusterNote { topic, body } if topic == WATCH_TOPIC => self.peer_watches(body),
+            Event::ClusterNote { topic, body } if topic == CHANGE_TOPIC => {
+                match Change::from_note(body) {
+                    Some(c) => self.tell_here(c),
+                    None => tracing::warn!(body, "unreadable presence-stream note from a peer"),
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One stream's watch of `bare`.
+struct Watcher {
+    rx: broadcast::Receiver<Change>,
+    /// Ticks every [`REFRESH`]: the peers are told again while the watcher stays.
+    refresh: tokio::time::Interval,
+    streams: Arc<PresenceStreams>,
+    core: Arc<Core>,
+    bare: BareJid,
+}
+
+impl Watcher {
+    /// The next change; `None` when the watcher fell behind or the account is gone.
+    async fn next(&mut self) -> Option<Change> {
+        loop {
+            tokio::select! {
+                c = self.rx.recv() => return c.ok(),
+                _ = self.refresh.tick() => self.streams.announce(&self.core, &self.bare),
+            }
         }
     }
 }
@@ -255,15 +430,23 @@ pub async fn stream(
             "presence-subscription-required",
         ));
     }
-    let (rx, now) = streams.watch(&ctx.c2s.core, &target);
+    let core = ctx.c2s.core.clone();
+    let (rx, now) = streams.watch(&core, &target);
     let mut first = format!("retry: {RETRY_MS}\n\n");
     for c in &now {
         first.push_str(&c.to_event());
     }
+    let watcher = Watcher {
+        rx,
+        refresh: tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH),
+        streams: streams.clone(),
+        core,
+        bare: target,
+    };
     // Fell behind or the account is gone: the stream ends; the client reconnects.
-    let events = futures_util::stream::unfold(rx, |mut rx| async move {
-        let c = rx.recv().await.ok()?;
-        Some((Bytes::from(c.to_event()), rx))
+    let events = futures_util::stream::unfold(watcher, |mut w| async move {
+        let c = w.next().await?;
+        Some((Bytes::from(c.to_event()), w))
     });
     Ok(sse::respond(ctx.stopped.clone(), first, events))
 }
@@ -291,6 +474,46 @@ mod tests {
     }
 
     #[test]
+    fn changes_cross_as_notes_and_bad_notes_do_not() {
+        let c = Change {
+            jid: Jid::parse("meter@example.org/m 1").unwrap(),
+            available: true,
+            show: Some("dnd".into()),
+            status: Some("two\nlines".into()),
+            priority: Some(-3),
+        };
+        assert_eq!(Change::from_note(&c.to_note()), Some(c.clone()));
+        let gone = Change::gone(&c.jid);
+        assert_eq!(Change::from_note(&gone.to_note()), Some(gone));
+        for bad in [
+            "",
+            "{}",
+            "{\"jid\":\"meter@example.org\",\"available\":true}",
+            "[1]",
+        ] {
+            assert_eq!(Change::from_note(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn peer_watches_last_a_lease() {
+        let s = PresenceStreams::new(Arc::new(rookery_pubsub::policy::NoRosters));
+        let (a, b) = (
+            BareJid::parse("a@x").unwrap(),
+            BareJid::parse("b@x").unwrap(),
+        );
+        s.peer_watches("a@x\nnot a jid@@\n");
+        assert!(s.watched_by_peers(&a));
+        assert!(!s.watched_by_peers(&b));
+        s.peers
+            .lock()
+            .unwrap()
+            .until
+            .insert(b.clone(), Instant::now() - WATCH_LEASE);
+        assert!(!s.watched_by_peers(&b));
+    }
+
+    #[test]
     fn unavailable_is_told_once() {
         let s = PresenceStreams::new(Arc::new(rookery_pubsub::policy::NoRosters));
         let bare = BareJid::parse("a@x").unwrap();
@@ -303,6 +526,7 @@ mod tests {
                 Watched {
                     tx,
                     available: HashSet::new(),
+                    announced: None,
                 },
             );
             rx
@@ -314,9 +538,9 @@ mod tests {
             status: None,
             priority: None,
         };
-        s.tell(change(true));
-        s.tell(change(false));
-        s.tell(change(false));
+        s.tell_here(change(true));
+        s.tell_here(change(false));
+        s.tell_here(change(false));
         assert!(rx.try_recv().unwrap().available);
         assert!(!rx.try_recv().unwrap().available);
         assert!(rx.try_recv().is_err());

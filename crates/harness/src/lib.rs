@@ -173,10 +173,10 @@ async fn server(opts: &Options) -> anyhow::Result<(Arc<C2sContext>, Store)> {
         core,
         tls: tls.clone(),
         direct_tls: tls,
-        limiter: AuthLimiter::new(
+        limiter: Arc::new(AuthLimiter::new(
             config.auth_failures_per_ip_per_minute,
             config.auth_failures_per_account_per_minute,
-        ),
+        )),
         config,
         register,
         sm: Default::default(),

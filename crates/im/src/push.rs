@@ -180,7 +180,7 @@ impl Push {
         let woken = regs
             .iter()
             .filter(|r| device.is_none_or(|d| r.resource.is_empty() || r.resource == d));
-        self.notify(core, account, message, woken);
+        self.notify(core, account, message, woken).await;
     }
 
     /// A message reaches some of `account`'s sessions: the devices with no session at all
@@ -197,14 +197,13 @@ impl Push {
                     .with_resource(&r.resource)
                     .is_ok_and(|device| core.session(&device).is_none())
         });
-        self.notify(core, account, message, woken);
+        self.notify(core, account, message, woken).await;
     }
 
     /// Counts `message` for `account` (once, however many devices it wakes) and sends one
-    /// notification of it to each of `woken` — in a task, off the message's path: the count
-    /// is a store write (the cluster's count), and each notification then goes in a task
-    /// of its own (the app server may be slow or away).
-    fn notify<'a>(
+    /// notification of it to each of `woken`, each in a task of its own (the app server
+    /// may be slow or away).
+    async fn notify<'a>(
         &self,
         core: &Arc<Core>,
         account: &BareJid,
@@ -215,75 +214,40 @@ impl Push {
             return;
         };
         let woken: Vec<_> = woken
-            .filter_map(|r| {
-                Some((
-                    Jid::parse(&r.service).ok()?,
-                    r.clone(),
-                    self.take_off(account),
-                ))
-            })
+            .filter_map(|r| Some((Jid::parse(&r.service).ok()?, r)))
             .collect();
         if woken.is_empty() {
             return;
         }
-        let include_body = self.registry.im.config().push.include_body;
-        let (core, registry) = (core.clone(), self.registry.clone());
-        let (account, content) = (account.clone(), content.clone());
-        tokio::spawn(async move {
-            let count = registry.count_one(&account).await;
-            for (service, r, flight) in woken {
-                let Some(flight) = flight else {
-                    tracing::warn!(%account, "too many push notifications in flight; one skipped");
-                    continue;
-                };
-                let body = include_body && asks_for_body(&r.options);
-                let payload = notification(&r, count, &content, body);
-                let publish = Publish {
-                    core: core.clone(),
-                    registry: registry.clone(),
-                    account: account.clone(),
-                    r,
-                };
-                tokio::spawn(publish.send(service, payload, flight));
-            }
-        });
-    }
-}
-
-/// One notification on its way to an app server.
-struct Publish {
-    core: Arc<Core>,
-    registry: Arc<Registry>,
-    account: BareJid,
-    r: Registration,
-}
-
-impl Publish {
-    /// Publishes `payload` to `service`, holding `flight` until answered; an error answer
-    /// disables the registration (§8).
-    async fn send(self, service: Jid, payload: Element, flight: Flight) {
-        let Publish {
-            core,
-            registry,
-            account,
-            r,
-        } = self;
-        // From the account's own host: an app server may accept publishes only from the
-        // registering user's server (§4).
-        let host = core.host_of(&account);
-        let answer = core
-            .request(IqType::Set, host, service, payload, PUBLISH_TIMEOUT)
-            .await;
-        drop(flight);
-        if answer.is_some_and(|a| a.kind() == StanzaKind::Iq(IqType::Error)) {
-            // §8: the app server refused; this registration is of no more use.
-            tracing::info!(%account, service = %r.service, "push registration disabled by an error");
-            let (domain, user) = (account.domain(), account.local().unwrap_or_default());
-            let store = registry.im.store().push();
-            if let Err(e) = store.disable(domain, user, &r.service, Some(&r.node)).await {
-                return tracing::warn!(error = %e, "push registration not disabled");
-            }
-            registry.changed(&core, &account).await;
+        let count = self.registry.count_one(account).await;
+        for (service, r) in woken {
+            let Some(flight) = self.take_off(account) else {
+                tracing::warn!(%account, "too many push notifications in flight; one skipped");
+                continue;
+            };
+            let body = self.registry.im.config().push.include_body && asks_for_body(&r.options);
+            let payload = notification(r, count, content, body);
+            let (core, registry) = (core.clone(), self.registry.clone());
+            let (account, r) = (account.clone(), r.clone());
+            tokio::spawn(async move {
+                // From the account's own host: an app server may accept publishes only
+                // from the registering user's server (§4).
+                let host = core.host_of(&account);
+                let answer = core
+                    .request(IqType::Set, host, service, payload, PUBLISH_TIMEOUT)
+                    .await;
+                drop(flight);
+                if answer.is_some_and(|a| a.kind() == StanzaKind::Iq(IqType::Error)) {
+                    // §8: the app server refused; this registration is of no more use.
+                    tracing::info!(%account, service = %r.service, "push registration disabled by an error");
+                    let (domain, user) = (account.domain(), account.local().unwrap_or_default());
+                    let store = registry.im.store().push();
+                    if let Err(e) = store.disable(domain, user, &r.service, Some(&r.node)).await {
+                        return tracing::warn!(error = %e, "push registration not disabled");
+                    }
+                    registry.changed(&core, &account).await;
+                }
+            });
         }
     }
 }

@@ -251,6 +251,14 @@ impl Window {
         self.expired || (self.closed && self.held.is_empty() && self.out.is_empty())
     }
 
+    /// The answer kept for `rid` ([`Window::answered`]), if it is among the last ones.
+    fn answer_to(&self, rid: u64) -> Option<&Bytes> {
+        self.answered
+            .iter()
+            .find(|(r, _)| *r == rid)
+            .map(|(_, a)| a)
+    }
+
     /// The copy of request `rid` that holds it ([`Window::holders`]).
     fn holder(&self, rid: u64) -> u64 {
         self.holders
@@ -795,7 +803,7 @@ impl Session {
             changed.as_mut().enable();
             {
                 let mut w = lock(&self.state);
-                if let Some((_, r)) = w.answered.iter().find(|(r, _)| *r == rid) {
+                if let Some(r) = w.answer_to(rid) {
                     return Some(r.clone());
                 }
                 if w.expired || (w.closed && w.out.is_empty()) {
@@ -906,7 +914,7 @@ impl Session {
             changed.as_mut().enable();
             {
                 let mut w = lock(&self.state);
-                if let Some((_, r)) = w.answered.iter().find(|(r, _)| *r == rid) {
+                if let Some(r) = w.answer_to(rid) {
                     // Answered to an earlier copy of this request.
                     return Some(r.clone());
                 }
@@ -1098,11 +1106,7 @@ impl Session {
 
     /// The answer recorded for `rid`, if it is among the last ones kept.
     fn recorded(&self, rid: u64) -> Option<Bytes> {
-        lock(&self.state)
-            .answered
-            .iter()
-            .find(|(r, _)| *r == rid)
-            .map(|(_, a)| a.clone())
+        lock(&self.state).answer_to(rid).cloned()
     }
 
     /// [`Session::terminate_now`] for a request that never entered the window.
@@ -1307,7 +1311,7 @@ impl Drop for Held<'_> {
         // session's output for it, so the resend gets an empty body and the output goes
         // out with the next request; without this, the resend fell below the window and
         // ended the session.
-        if !w.answered.iter().any(|(r, _)| *r == self.rid) {
+        if w.answer_to(self.rid).is_none() {
             let r = self.session.empty(&w, self.rid);
             self.answer(&mut w, r);
         }
